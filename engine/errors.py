@@ -1,0 +1,32 @@
+"""The engine's exception tree: every error the engine raises on purpose is an EngineError."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+
+class ConfigError(EngineError):
+    """The configuration is invalid; ``problems`` lists every problem with its YAML path."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class HL7Error(EngineError):
+    """A message cannot be read; ``code`` is the HL7 table 0357 error code, ``location`` an ERR-2 location."""
+
+    def __init__(self, message: str, *, code: int = 207, location: tuple = ()):
+        self.code = code
+        self.location = tuple(location)
+        super().__init__(message)
+
+
+class StoreError(EngineError):
+    """The message store could not do what was asked (down, locked, full)."""
+
+    def __init__(self, message: str, *, locked: bool = False):
+        self.locked = locked
+        super().__init__(message)
