@@ -1,0 +1,195 @@
+"""Acknowledgements: the one pure function that builds every ACK the engine sends.
+
+The clock and the control id are passed in, so tests compare whole ACKs. Which code to send
+(AA/AE/AR in original mode, CA/CE/CR in enhanced mode) is decided by the caller; this module
+only lays the segments out the way the sender's version expects (HL7-NOTES §5).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+from engine.hl7.header import Header
+from engine.hl7.message import Delimiters, escape
+
+#: HL7 table 0357, message error condition codes.
+ERROR_TEXTS = {
+    0: "Message accepted",
+    100: "Segment sequence error",
+    101: "Required field missing",
+    102: "Data type error",
+    103: "Table value not found",
+    104: "Value too long",
+    200: "Unsupported message type",
+    201: "Unsupported event code",
+    202: "Unsupported processing id",
+    203: "Unsupported version id",
+    204: "Unknown key identifier",
+    205: "Duplicate key identifier",
+    206: "Application record locked",
+    207: "Application internal error",
+}
+
+#: Original-mode code -> enhanced-mode (accept acknowledgement) code.
+ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
+
+
+
+@dataclass(frozen=True, slots=True)
+class AckError:
+    """One ERR entry: a table 0357 code, a readable text and where in the message (ERR-2)."""
+
+    code: int
+    text: str
+    location: tuple = ()
+    severity: str = "E"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who the ACK goes to and what it answers, when no valid Header could be read."""
+
+    sending_application: str = ""
+    sending_facility: str = ""
+    control_id: str = ""
+    trigger_event: str = ""
+    processing_id: str = ""
+    version: str = ""
+    charset: str = ""
+
+    @classmethod
+    def of(cls, header: Header) -> "Recipient":
+        """The recipient described by a readable header (raw fields, in the sender's encoding)."""
+        return cls(
+            sending_application=header.field(3),
+            sending_facility=header.field(4),
+            control_id=header.field(10),
+            trigger_event=header.trigger_event,
+            processing_id=header.field(11),
+            version=header.version,
+            charset=header.field(18),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Our side of the ACK: MSH-3/MSH-4, and the version used when the sender gave none."""
+
+    application: str
+    facility: str
+    default_version: str = "2.5.1"
+
+
+class ControlIds:
+    """Fresh MSH-10 values: unique across restarts (time-based prefix) and within a process (counter)."""
+
+    def __init__(self, prefix: str | None = None):
+        self._prefix = prefix if prefix is not None else f"{int(time.time()):x}{os.getpid() % 4096:03x}"
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):06d}"
+
+
+def is_enhanced(header: Header) -> bool:
+    """True when MSH-15 or MSH-16 is valued: the sender asked for enhanced acknowledgement mode."""
+    return bool(header.accept_ack_type or header.application_ack_type)
+
+
+def hl7_timestamp(moment: datetime) -> str:
+    """An HL7 TS/DTM with seconds and UTC offset, e.g. 20261127044400+0000."""
+    return moment.strftime("%Y%m%d%H%M%S%z")
+
+
+def build_ack(
+    recipient: Recipient,
+    code: str,
+    *,
+    sender: Sender,
+    control_id: str,
+    timestamp: datetime,
+    delimiters: Delimiters = Delimiters.DEFAULT,
+    errors: Sequence[AckError] = (),
+) -> str:
+    """Build an ACK (segments joined by CR, no trailing CR) answering ``recipient`` with ``code``.
+
+    MSH-3/4 are ours, MSH-5/6 the sender's MSH-3/4 (raw, so they must be in ``delimiters``),
+    MSH-9 ``ACK^<trigger>^ACK`` (component 3 from 2.5 on), MSH-11/12/18 echoed, MSA-2 the
+    received control id. ERR follows the version: ERR-1 (ELD) before 2.5, ERR-2..8 from 2.5.
+    """
+    d = delimiters
+    version = recipient.version or sender.default_version
+    release = _release(version)
+    old_layout = release < (2, 5)
+    trigger = recipient.trigger_event
+    if release < (2, 2):
+        message_type = "ACK"
+    elif trigger and not old_layout:
+        message_type = d.component.join(("ACK", trigger, "ACK"))
+    elif trigger:
+        message_type = d.component.join(("ACK", trigger))
+    else:
+        message_type = "ACK"
+
+    msh = [
+        "MSH",
+        d.encoding_chars,
+        escape(sender.application, d),
+        escape(sender.facility, d),
+        recipient.sending_application,
+        recipient.sending_facility,
+        hl7_timestamp(timestamp),
+        "",
+        message_type,
+        escape(control_id, d),
+        recipient.processing_id,
+        escape(version, d),
+    ]
+    if recipient.charset:
+        msh += ["", "", "", "", "", recipient.charset]
+    segments = [d.field.join(msh)]
+
+    msa = ["MSA", code, recipient.control_id]
+    if errors and old_layout:
+        msa.append(escape(errors[0].text, d))
+    segments.append(d.field.join(msa))
+
+    if errors:
+        if old_layout:
+            segments.append(d.field.join(("ERR", d.repetition.join(_eld(e, d) for e in errors))))
+        else:
+            segments.extend(_err_segment(e, d) for e in errors)
+    return "\r".join(segments)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """'2.3.1' -> (2, 3, 1); anything unreadable counts as current (the 2.5+ layout)."""
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (2, 5)
+
+
+def _coded(error: AckError, separator: str, d: Delimiters) -> str:
+    return separator.join((str(error.code), escape(ERROR_TEXTS.get(error.code, ""), d), "HL70357"))
+
+
+def _eld(error: AckError, d: Delimiters) -> str:
+    """ERR-1 of v2.1-2.4: segment ^ sequence ^ field ^ code&text&HL70357."""
+    location = list(error.location[:3]) + [""] * (3 - len(error.location[:3]))
+    parts = [escape(str(p), d) for p in location]
+    sub = d.subcomponent or d.component
+    parts.append(_coded(error, sub, d))
+    return d.component.join(parts)
+
+
+def _err_segment(error: AckError, d: Delimiters) -> str:
+    """ERR of v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 user message."""
+    location = d.component.join(escape(str(p), d) for p in error.location)
+    fields = ["ERR", "", location, _coded(error, d.component, d), error.severity, "", "", "", escape(error.text, d)]
+    return d.field.join(fields)

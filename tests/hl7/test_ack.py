@@ -1,0 +1,101 @@
+"""The ACK builder: whole ACKs compared, per version and mode."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import hl7
+
+from engine.hl7.ack import AckError, Recipient, Sender, build_ack, is_enhanced
+from engine.hl7.header import read_header
+from engine.hl7.message import Delimiters
+
+NOW = datetime(2026, 11, 27, 4, 44, 0, tzinfo=timezone.utc)
+US = Sender("HUB", "CLINIC", "2.5.1")
+
+
+def ack_for(message: str, code: str, errors=(), control_id="ACK1") -> str:
+    header = read_header(message)
+    return build_ack(Recipient.of(header), code, sender=US, control_id=control_id, timestamp=NOW, delimiters=header.delimiters, errors=errors)
+
+
+def test_positive_ack_v251_swaps_applications_and_echoes_the_header():
+    """AA in 2.5.1: MSH-3/4 ours, MSH-5/6 the sender's, ACK^trigger^ACK, MSH-11/12 echoed, MSA-2 = MSH-10."""
+    message = "MSH|^~\\&|PMS^1.2.3^ISO|NORTH|EMR|SOUTH|20260101||ADT^A04^ADT_A01|MSG42|P|2.5.1\rPID|1"
+    assert ack_for(message, "AA") == (
+        "MSH|^~\\&|HUB|CLINIC|PMS^1.2.3^ISO|NORTH|20261127044400+0000||ACK^A04^ACK|ACK1|P|2.5.1\r"
+        "MSA|AA|MSG42"
+    )
+
+
+def test_nak_v25_has_err_with_location_code_severity_and_text():
+    """From 2.5 the ERR segment carries ERR-2 location, ERR-3 0357 code, ERR-4 severity and ERR-8 text."""
+    message = "MSH|^~\\&|PMS|NORTH|EMR|SOUTH|20260101||ADT^A04|MSG42|P|9.9"
+    errors = [AckError(203, "version 9.9 is not supported", ("MSH", 1, 12))]
+    header = read_header(message)
+    ack = build_ack(Recipient.of(header), "AR", sender=US, control_id="ACK1", timestamp=NOW, errors=errors)
+    assert ack.split("\r")[1:] == [
+        "MSA|AR|MSG42",
+        "ERR||MSH^1^12|203^Unsupported version id^HL70357|E||||version 9.9 is not supported",
+    ]
+    assert ack.split("\r")[0].endswith("|ACK^A04^ACK|ACK1|P|9.9")
+
+
+def test_nak_before_25_uses_err1_and_msa3():
+    """Before 2.5 the error goes in MSA-3 and ERR-1 (segment^sequence^field^code&text&HL70357), and MSH-9 has no structure."""
+    message = "MSH|^~\\&|LAB|X|HUB|Y|20260101||ORU^R01|M1|P|2.3.1"
+    ack = ack_for(message, "AR", [AckError(200, "no channel accepts ORU^R01", ("MSH", 1, 9))])
+    assert ack.split("\r") == [
+        "MSH|^~\\&|HUB|CLINIC|LAB|X|20261127044400+0000||ACK^R01|ACK1|P|2.3.1",
+        "MSA|AR|M1|no channel accepts ORU\\S\\R01",  # our text, escaped in the sender's delimiters
+        "ERR|MSH^1^9^200&Unsupported message type&HL70357",
+    ]
+
+
+def test_ack_uses_the_senders_delimiters_and_escapes_our_text():
+    """An ACK is written in the sender's encoding characters; our text is escaped in them."""
+    message = "MSH$%~\\&$LAB$X$HUB$Y$20260101$$ORU%R01$M1$P$2.5"
+    ack = ack_for(message, "AE", [AckError(102, "bad value $ here", ("OBX", 1, 5))])
+    assert ack.split("\r") == [
+        "MSH$%~\\&$HUB$CLINIC$LAB$X$20261127044400+0000$$ACK%R01%ACK$ACK1$P$2.5",
+        "MSA$AE$M1",
+        "ERR$$OBX%1%5$102%Data type error%HL70357$E$$$$bad value \\F\\ here",
+    ]
+
+
+def test_empty_version_falls_back_to_the_configured_default():
+    """A sender without MSH-12 gets an ACK in our default version, so the ACK still names one."""
+    ack = ack_for("MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1", "AA")
+    assert ack.split("\r")[0].endswith("|ACK^A01^ACK|ACK1||2.5.1")
+
+
+def test_charset_is_echoed_in_msh18():
+    """MSH-18 of the sender is echoed so the receiver decodes the ACK as it encoded the message."""
+    ack = ack_for("MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5|||AL|NE||8859/1", "CA")
+    assert ack.split("\r")[0] == "MSH|^~\\&|HUB|CLINIC|A|B|20261127044400+0000||ACK^A01^ACK|ACK1|P|2.5||||||8859/1"
+
+
+def test_enhanced_mode_is_detected_from_msh15_or_msh16():
+    """MSH-15 or MSH-16 valued means enhanced acknowledgement mode; both empty means original mode."""
+    assert is_enhanced(read_header("MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5|||AL"))
+    assert is_enhanced(read_header("MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5||||NE"))
+    assert not is_enhanced(read_header("MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5"))
+
+
+def test_unreadable_header_still_gets_an_ack_in_default_delimiters():
+    """With no valid header we answer in |^~\\& with whatever could be salvaged."""
+    ack = build_ack(Recipient(control_id="Q1"), "AR", sender=US, control_id="ACK1", timestamp=NOW, delimiters=Delimiters.DEFAULT, errors=[AckError(100, "no MSH segment")])
+    assert ack.split("\r") == [
+        "MSH|^~\\&|HUB|CLINIC|||20261127044400+0000||ACK|ACK1||2.5.1",
+        "MSA|AR|Q1",
+        "ERR|||100^Segment sequence error^HL70357|E||||no MSH segment",
+    ]
+
+
+def test_python_hl7_reads_our_ack():
+    """The reference parser reads our ACK: MSA-1, MSA-2 and ERR-3 where we put them."""
+    message = "MSH|^~\\&|PMS|NORTH|EMR|SOUTH|20260101||ADT^A04^ADT_A01|MSG42|P|2.5.1"
+    ack = hl7.parse(ack_for(message, "AR", [AckError(207, "store down")]))
+    assert str(ack.segment("MSA")[1]) == "AR"
+    assert str(ack.segment("MSA")[2]) == "MSG42"
+    assert str(ack.segment("ERR")[3][0][0]) == "207"
