@@ -1,0 +1,646 @@
+"""channels.yaml -> frozen, typed configuration objects; every problem reported at once with its YAML path and line.
+
+ruamel.yaml's round-trip loader keeps the line of every key and item, pydantic turns the mapping into
+typed frozen models; this module joins the two so a problem reads
+``channels.yaml:12: channels[2].accept.types[0]: unknown key 'typez'``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.comments import TaggedScalar
+from twisted.internet.endpoints import _parse as _tokenize_endpoint
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "AcceptRule",
+    "ChannelConfig",
+    "Config",
+    "ConfigProblem",
+    "EngineSettings",
+    "HttpSettings",
+    "ListenerConfig",
+    "SenderMatch",
+    "StoreSettings",
+    "load_config",
+    "parse_config",
+]
+
+# A place in the document: mapping keys and sequence indexes, e.g. ("channels", 2, "accept", "types", 0).
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a configuration: in which file (source), where (YAML path, 1-based line), and what."""
+
+    path: str
+    line: int | None
+    message: str
+    source: str = "<string>"
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a channels.yaml file; relative paths in it resolve against its folder."""
+    source_path = Path(path).absolute()
+    try:
+        text = source_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem("", None, f"cannot read the file: {exc}", str(path))]) from None
+    return _parse(text, str(path), source_path.parent, source_path, environ)
+
+
+def parse_config(
+    text: str,
+    source: str = "<string>",
+    *,
+    base_dir: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate configuration text; relative paths resolve against ``base_dir`` (default: the working folder)."""
+    return _parse(text, source, Path(base_dir or ".").absolute(), None, environ)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Field types
+
+
+def _check_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        raise ValueError(f"must be letters, digits, '_', '.' or '-' (got {value!r})")
+    return value
+
+
+def _check_not_empty(value: str | tuple) -> str | tuple:
+    # Unlike Field(min_length=1), an AfterValidator does not run when items failed: no follow-on error.
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _check_hl7_text(value: str) -> str:
+    _check_not_empty(value)
+    if any(char in value for char in "|^~\\&\r\n"):
+        raise ValueError(f"must not contain HL7 delimiters | ^ ~ \\ & or line breaks (got {value!r})")
+    return value
+
+
+def _check_charset(value: str) -> str:
+    # codecs.lookup() alone also accepts bytes-to-bytes codecs (base64, hex) that cannot decode a message,
+    # and decoding b"" skips the lookup: decode one byte.
+    try:
+        b"\x00".decode(value)
+    except LookupError:
+        raise ValueError(f"{value!r} is not a Python text codec (see the codecs module)") from None
+    except UnicodeDecodeError:
+        pass  # a real text codec that needs more than one byte (utf-16)
+    return value
+
+
+def _reject_number(value: Any) -> Any:
+    # YAML reads 2.5 as a float and 2.10 as 2.1: a version must be written as a string.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f'must be a quoted string such as "2.5" (YAML read {value!r} as a number)')
+    return value
+
+
+def _check_version(value: str) -> str:
+    if not re.fullmatch(r"2\.\d+(\.\d+)?", value):
+        raise ValueError(f"must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got {value!r})")
+    return value
+
+
+def _check_type_pattern(value: str) -> str:
+    if not re.fullmatch(r"[A-Z0-9*?]{1,3}(\^[A-Z0-9*?]{1,3})?", value):
+        raise ValueError(
+            "must be a message type pattern: CODE or CODE^TRIGGER made of A-Z, 0-9, * and ?,"
+            f" e.g. ADT, ADT^A0*, ORU^R01, * (got {value!r})"
+        )
+    return value
+
+
+def _empty_to_none(value: Any) -> Any:
+    # Lets `url: ${DATABASE_URL:-}` fall back to the default SQLite file.
+    return None if value == "" else value
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is not None and "://" not in value:
+        raise ValueError(f"must be an SQLAlchemy URL such as postgresql+psycopg://user@host/db (got {value!r})")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+HL7Text = Annotated[str, AfterValidator(_check_hl7_text)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+_ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
+
+
+@dataclass(frozen=True)
+class _Bind:
+    """What a server endpoint occupies: a TCP port on an interface, or a UNIX socket path."""
+
+    port: int | None = None
+    interface: str = ""
+    socket_path: str | None = None
+
+    def clashes(self, other: _Bind) -> bool:
+        """True when both cannot listen at once (port 0 asks for a free port, so it never clashes)."""
+        if self.socket_path is not None or other.socket_path is not None:
+            return self.socket_path == other.socket_path
+        if self.port == 0 or self.port != other.port:
+            return False
+        return (
+            self.interface == other.interface
+            or self.interface in _ALL_INTERFACES
+            or other.interface in _ALL_INTERFACES
+        )
+
+    def __str__(self) -> str:
+        if self.socket_path is not None:
+            return f"UNIX socket {self.socket_path}"
+        interface = "all interfaces" if self.interface in _ALL_INTERFACES else f"interface {self.interface}"
+        return f"port {self.port} on {interface}"
+
+
+# Option names of each endpoint type, in positional order, as Twisted's endpoint parsers take them.
+_ENDPOINT_OPTIONS = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "interface", "backlog"),
+    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface", "backlog", "extraCertChain", "dhParameters"),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+
+
+def _bind_of(endpoint: str) -> _Bind:
+    """Check a Twisted server endpoint string (tokenized by Twisted itself) and say what it occupies."""
+    try:
+        args, options = _tokenize_endpoint(endpoint)
+    except RuntimeError:  # a trailing backslash escapes nothing
+        raise ValueError(f"{endpoint!r} ends with a lone backslash") from None
+    kind, positional = args[0], args[1:]
+    names = _ENDPOINT_OPTIONS.get(kind)
+    if names is None:
+        raise ValueError(f"{endpoint!r} must start with tcp:, tcp6:, ssl: or unix:")
+    if len(positional) > len(names):
+        raise ValueError(f"{endpoint!r} has more fields than a {kind} endpoint takes ({', '.join(names)})")
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"{endpoint!r}: unknown {kind} option {unknown[0]!r}; known: {', '.join(names)}")
+    given = dict(zip(names, positional)) | options
+    if kind == "unix":
+        if not given.get("address"):
+            raise ValueError(f"{endpoint!r} must name the socket path, e.g. unix:/run/hl7engine.sock")
+        return _Bind(socket_path=given["address"])
+    port = given.get("port", "")
+    if not (port.isdigit() and int(port) <= 65535):
+        raise ValueError(f"{endpoint!r} must give a port number 0..65535 (got {port!r})")
+    return _Bind(port=int(port), interface=given.get("interface", "::" if kind == "tcp6" else ""))
+
+
+def _check_endpoint(value: str) -> str:
+    _bind_of(value)
+    return value
+
+
+ServerEndpoint = Annotated[str, AfterValidator(_check_endpoint)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models
+
+
+class _Frozen(BaseModel):
+    """Base of every configuration model: immutable, and an unknown key is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Frozen):
+    """Where and how durably messages are stored (``engine.store``)."""
+
+    url: Annotated[str | None, BeforeValidator(_empty_to_none), AfterValidator(_check_url)] = None
+    durability: Literal["process", "power_loss"] = "process"
+    lock_timeout_seconds: Seconds = 5.0
+    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+
+
+class HttpSettings(_Frozen):
+    """The web API, console and metrics server (``engine.http``)."""
+
+    endpoint: ServerEndpoint
+
+
+class EngineSettings(_Frozen):
+    """Engine-wide settings (the optional ``engine`` block)."""
+
+    application: HL7Text = "HL7ENGINE"
+    facility: HL7Text = "HUB"
+    data_dir: Path = Field(default=Path("data"), validate_default=True)
+    default_charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
+    default_version: Annotated[str, BeforeValidator(_reject_number), AfterValidator(_check_version)] = "2.5.1"
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    http: HttpSettings | None = None
+    shutdown_timeout_seconds: Seconds = 30.0
+
+    @field_validator("data_dir")
+    @classmethod
+    def _resolve_data_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        base_dir = (info.context or {}).get("base_dir", Path("."))
+        return Path(os.path.abspath(base_dir / value))
+
+
+class ListenerConfig(_Frozen):
+    """An inbound MLLP listener (one item of ``listeners``)."""
+
+    name: Name
+    type: Literal["mllp"] = "mllp"
+    endpoint: ServerEndpoint
+    max_frame_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 4 * 1024 * 1024
+    idle_timeout_seconds: Seconds | None = 300.0
+    # MSH-11.1 values taken; None takes any (real senders use values outside table 0103, e.g. N).
+    processing_ids: Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]$")], ...], AfterValidator(_check_not_empty)] | None = None
+    honour_accept_ack_type: bool = False
+
+
+class SenderMatch(_Frozen):
+    """One accepted sender: MSH-3.1 and/or MSH-4.1; an omitted one matches anything."""
+
+    application: HL7Text | None = None
+    facility: HL7Text | None = None
+
+    @model_validator(mode="after")
+    def _names_something(self) -> SenderMatch:
+        if self.application is None and self.facility is None:
+            raise ValueError("give application, facility or both (leave senders empty to accept any sender)")
+        return self
+
+    def matches(self, sending_application: str, sending_facility: str) -> bool:
+        """True when the sender's namespace ids match the ones given here."""
+        return (self.application is None or self.application == sending_application) and (
+            self.facility is None or self.facility == sending_facility
+        )
+
+
+def _pattern_regex(pattern: str) -> str:
+    # A component wildcard never crosses '^'; a trailing (?:\^.*)? lets "ADT" match any trigger
+    # and ignores the message structure component (ADT^A01^ADT_A01).
+    wildcards = {"*": "[^^]*", "?": "[^^]"}
+    return "".join(wildcards.get(char, re.escape(char)) for char in pattern) + r"(?:\^.*)?"
+
+
+class AcceptRule(_Frozen):
+    """Which messages a channel takes: MSH-9 patterns and, optionally, senders."""
+
+    types: Annotated[tuple[Annotated[str, AfterValidator(_check_type_pattern)], ...], AfterValidator(_check_not_empty)]
+    senders: tuple[SenderMatch, ...] = ()
+
+    @cached_property
+    def _types_regex(self) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{_pattern_regex(pattern)})" for pattern in self.types))
+
+    def matches(self, message_type: str, sending_application: str, sending_facility: str) -> bool:
+        """True when the message type matches a pattern and the sender is listed (or none are)."""
+        if self._types_regex.fullmatch(message_type) is None:
+            return False
+        return not self.senders or any(s.matches(sending_application, sending_facility) for s in self.senders)
+
+
+class ChannelConfig(_Frozen):
+    """A channel: which messages from which listener it takes and when the sender is answered."""
+
+    name: Name
+    description: str = ""
+    enabled: bool = True
+    source: str
+    accept: AcceptRule
+    respond: Literal["after_store"] = "after_store"
+
+    def accepts(self, message_type: str, sending_application: str, sending_facility: str) -> bool:
+        """True when this channel takes a "CODE^TRIGGER" (or "CODE") message from MSH-3.1/MSH-4.1; case-sensitive."""
+        return self.accept.matches(message_type, sending_application, sending_facility)
+
+
+class Config(_Frozen):
+    """The whole validated configuration; build it with load_config() or parse_config()."""
+
+    engine: EngineSettings = Field(default_factory=dict, validate_default=True)
+    listeners: tuple[ListenerConfig, ...]
+    channels: tuple[ChannelConfig, ...]
+
+    _source_path: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _remember_source(self, info: ValidationInfo) -> Config:
+        self._source_path = (info.context or {}).get("source_path")
+        return self
+
+    @property
+    def source_path(self) -> Path | None:
+        """The absolute path of the file this came from; None when parsed from a string."""
+        return self._source_path
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the message store: ``engine.store.url`` or SQLite under data_dir."""
+        return self.engine.store.url or f"sqlite:///{self.engine.data_dir}/hl7engine.db"
+
+    @cached_property
+    def _listeners_by_name(self) -> dict[str, ListenerConfig]:
+        return {listener.name: listener for listener in self.listeners}
+
+    @cached_property
+    def _enabled_channels_by_source(self) -> dict[str, tuple[ChannelConfig, ...]]:
+        return {
+            name: tuple(c for c in self.channels if c.enabled and c.source == name)
+            for name in self._listeners_by_name
+        }
+
+    def listener(self, name: str) -> ListenerConfig:
+        """The listener with this name; KeyError if there is none."""
+        return self._listeners_by_name[name]
+
+    def channels_for(self, listener_name: str) -> tuple[ChannelConfig, ...]:
+        """The enabled channels fed by this listener, in file order; KeyError for an unknown listener."""
+        return self._enabled_channels_by_source[listener_name]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading: YAML tree -> plain data with line numbers and environment substitution -> models -> cross-checks
+
+
+_REFERENCE = re.compile(
+    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bad>\{))"
+)
+
+
+def _substitute(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Replace ${NAME}, ${NAME:-default} and $$ in one string; also return what went wrong."""
+    errors: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match["dollar"]:
+            return "$"
+        if match["bad"]:
+            errors.append("malformed ${...}: write ${NAME} or ${NAME:-default}, and $$ for a literal $")
+            return ""
+        value = environ.get(match["name"])
+        if match["default"] is not None and not value:
+            return match["default"]
+        if value is None:
+            errors.append(f"environment variable {match['name']} is not set")
+            return ""
+        return value
+
+    return _REFERENCE.sub(replace, text), errors
+
+
+@dataclass
+class _Document:
+    """The YAML tree as plain dicts/lists/scalars, the line of every place in it, and the problems met."""
+
+    data: Any = None
+    lines: dict[Loc, int] = field(default_factory=dict)
+    problems: list[tuple[Loc, str]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, tree: Any, environ: Mapping[str, str]) -> _Document:
+        """Convert a ruamel round-trip tree, substituting environment variables in every string."""
+        document = cls(lines={(): _line(tree)})
+        document.data = document._plain(tree, (), environ)
+        return document
+
+    def _plain(self, node: Any, loc: Loc, environ: Mapping[str, str]) -> Any:
+        if isinstance(node, dict):
+            plain = {}
+            for key, value in node.items():
+                child = loc + (key if isinstance(key, str) else str(key),)
+                self.lines[child] = _line(node, key, default=self.lines[loc])
+                plain[child[-1]] = self._plain(value, child, environ)
+            return plain
+        if isinstance(node, list):
+            items = []
+            for index, value in enumerate(node):
+                self.lines[loc + (index,)] = _line(node, index, default=self.lines[loc])
+                items.append(self._plain(value, loc + (index,), environ))
+            return items
+        if isinstance(node, TaggedScalar):
+            self.problems.append((loc, f"YAML tags are not supported (got {node.tag.value})"))
+            return None
+        if isinstance(node, str):
+            text, errors = _substitute(node, environ)
+            self.problems.extend((loc, error) for error in errors)
+            return text
+        if isinstance(node, bool):
+            return node
+        if isinstance(node, int):  # ruamel's ScalarInt, HexInt... become plain ints
+            return int(node)
+        if isinstance(node, float):
+            return float(node)
+        return node
+
+    def line_of(self, loc: Loc) -> int:
+        """The line of this place, or of its nearest parent present in the file (for a missing key)."""
+        while loc not in self.lines:
+            loc = loc[:-1]
+        return self.lines[loc]
+
+
+def _line(node: Any, key: Any = None, default: int = 1) -> int:
+    """The 1-based line of a key or item of a ruamel node, or of the node itself when key is None."""
+    positions = getattr(node, "lc", None)
+    if positions is None:
+        return default
+    if key is None:
+        return positions.line + 1
+    position = positions.data.get(key)  # merged (<<) keys have no position of their own
+    return default if position is None else position[0] + 1
+
+
+def _format_path(loc: Loc) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _data_loc(data: Any, loc: tuple[str | int, ...], error_type: str) -> Loc:
+    """Map a pydantic loc to a place in the document, dropping schema-only steps (union tags, validators)."""
+    place: list[str | int] = []
+    node = data
+    for position, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (error_type == "missing" and position == len(loc) - 1):
+            continue
+        place.append(part)
+    return tuple(place)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_EXPECTED = {
+    "model_type": "a mapping",
+    "dict_type": "a mapping",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "path_type": "a path",
+}
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """Say what a pydantic error means in terms of the YAML file."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {error['loc'][-1]!r}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind in _EXPECTED:
+        message = f"must be {_EXPECTED[kind]}"
+    else:
+        message = re.sub(r"^Input should be ", "must be ", error["msg"])
+    return f"{message} (got {_show(error['input'])})"
+
+
+def _listed(data: Any, key: str) -> Iterator[tuple[Loc, dict[str, Any]]]:
+    """The mapping items of a top-level list, with their place."""
+    items = data.get(key) if isinstance(data, dict) else None
+    for index, item in enumerate(items if isinstance(items, list) else ()):
+        if isinstance(item, dict):
+            yield (key, index), item
+
+
+def _unique_names(data: Any, key: str, kind: str, problems: list[tuple[Loc, str]]) -> dict[str, Loc]:
+    """The first place of every name in a top-level list; a repeated name is a problem."""
+    first: dict[str, Loc] = {}
+    for loc, item in _listed(data, key):
+        name = item.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            problems.append((loc + ("name",), f"{kind} name {name!r} is already used by {_format_path(first[name])}"))
+        else:
+            first[name] = loc
+    return first
+
+
+def _endpoints(data: Any) -> Iterator[tuple[Loc, Any]]:
+    engine = data.get("engine") if isinstance(data, dict) else None
+    http = engine.get("http") if isinstance(engine, dict) else None
+    if isinstance(http, dict) and "endpoint" in http:
+        yield ("engine", "http", "endpoint"), http["endpoint"]
+    for loc, listener in _listed(data, "listeners"):
+        if "endpoint" in listener:
+            yield loc + ("endpoint",), listener["endpoint"]
+
+
+def _cross_check(data: Any) -> list[tuple[Loc, str]]:
+    """Problems between parts of the file: repeated names, shared ports, channels fed by no listener."""
+    problems: list[tuple[Loc, str]] = []
+    listener_names = _unique_names(data, "listeners", "listener", problems)
+    _unique_names(data, "channels", "channel", problems)
+
+    taken: list[tuple[Loc, _Bind]] = []
+    for loc, endpoint in _endpoints(data):
+        try:
+            bind = _bind_of(endpoint) if isinstance(endpoint, str) else None
+        except ValueError:
+            continue  # model validation reports it
+        if bind is None:
+            continue
+        clash = next((other_loc for other_loc, other in taken if bind.clashes(other)), None)
+        if clash is not None:
+            problems.append((loc, f"{bind} is already used by {_format_path(clash)}"))
+        taken.append((loc, bind))
+
+    if isinstance(data, dict) and isinstance(data.get("listeners"), list):
+        known = ", ".join(listener_names) or "(none)"
+        for loc, channel in _listed(data, "channels"):
+            source = channel.get("source")
+            if isinstance(source, str) and source not in listener_names:
+                problems.append((loc + ("source",), f"no listener named {source!r}; known: {known}"))
+    return problems
+
+
+def _yaml_problem(error: YAMLError, source: str) -> ConfigProblem:
+    problem_mark = getattr(error, "problem_mark", None)
+    context_mark = getattr(error, "context_mark", None)
+    message = f"invalid YAML: {getattr(error, 'problem', None) or error}"
+    context = getattr(error, "context", None)
+    if context:
+        message += f" ({context}, line {context_mark.line + 1})" if context_mark else f" ({context})"
+    return ConfigProblem("", problem_mark.line + 1 if problem_mark else None, message, source)
+
+
+def _parse(
+    text: str, source: str, base_dir: Path, source_path: Path | None, environ: Mapping[str, str] | None
+) -> Config:
+    try:
+        tree = YAML(typ="rt").load(text)
+    except YAMLError as error:
+        raise ConfigError([_yaml_problem(error, source)]) from None
+    document = _Document.read({} if tree is None else tree, os.environ if environ is None else environ)
+
+    # A value whose substitution failed would only produce follow-on errors: report the cause alone.
+    unusable = {loc for loc, _ in document.problems}
+    found: list[tuple[Loc, str]] = []
+    config = None
+    try:
+        config = Config.model_validate(document.data, context={"base_dir": base_dir, "source_path": source_path})
+    except ValidationError as error:
+        for detail in error.errors(include_url=False):
+            found.append((_data_loc(document.data, detail["loc"], detail["type"]), _describe(detail)))
+    found += _cross_check(document.data)
+
+    located = document.problems + [(loc, message) for loc, message in found if loc not in unusable]
+    problems = [
+        ConfigProblem(_format_path(loc), document.line_of(loc), message, source)
+        for loc, message in dict.fromkeys(located)
+    ]
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda problem: problem.line or 0))
+    return config

@@ -1,0 +1,652 @@
+"""Tests for engine/config.py: channels.yaml -> frozen typed objects, every problem at once with path and line."""
+
+from __future__ import annotations
+
+import fnmatch
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from engine.config import ChannelConfig, Config, ConfigProblem, load_config, parse_config
+from engine.errors import ConfigError, EngineError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = Path(__file__).resolve().parent / "samples" / "configs"
+
+LISTENER = """\
+listeners:
+  - name: pms
+    type: mllp
+    endpoint: "tcp:2575:interface=127.0.0.1"
+"""
+
+
+def parse(text: str, **kwargs) -> Config:
+    return parse_config(textwrap.dedent(text), "channels.yaml", **kwargs)
+
+
+def problems(text: str, **kwargs) -> list[tuple[str, int | None, str]]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, **kwargs)
+    return [(p.path, p.line, p.message) for p in caught.value.problems]
+
+
+def channel(types: list[str], senders: tuple[dict[str, str], ...] = ()) -> ChannelConfig:
+    return ChannelConfig.model_validate(
+        {"name": "c", "source": "pms", "accept": {"types": types, "senders": list(senders)}}
+    )
+
+
+# --- the bundled configuration ----------------------------------------------------------------------------
+
+
+def test_bundled_channels_yaml_loads_with_the_clinic_listeners_and_channels():
+    """The channels.yaml shipped at the repository root is valid and describes PMS, EMR and lab."""
+    config = load_config(REPO / "channels.yaml", environ={})
+
+    assert [(l.name, l.endpoint) for l in config.listeners] == [
+        ("pms", "tcp:2575:interface=127.0.0.1"),
+        ("emr", "tcp:2576:interface=127.0.0.1"),
+        ("lab", "tcp:2577:interface=127.0.0.1"),
+    ]
+    assert [c.name for c in config.channels_for("pms")] == ["pms-adt", "pms-dft", "pms-all"]
+    assert [c.name for c in config.channels_for("emr")] == ["emr-siu", "emr-all"]
+    assert [c.name for c in config.channels_for("lab")] == ["lab-oru", "lab-all"]
+    assert config.engine.data_dir == REPO / "data"
+    assert config.store_url == f"sqlite:///{REPO}/data/hl7engine.db"
+    assert config.source_path == REPO / "channels.yaml"
+
+
+@pytest.mark.parametrize("listener", ["pms", "emr", "lab"])
+@pytest.mark.parametrize("message_type", ["ADT^A01", "ORU^R01", "ZZZ^Z99", "ACK", ""])
+def test_bundled_channels_yaml_accepts_every_message_type_on_every_listener(listener, message_type):
+    """Each bundled listener has a catch-all channel, so no message is refused for its type (AR 200)."""
+    config = load_config(REPO / "channels.yaml", environ={})
+
+    assert any(c.accepts(message_type, "ANY", "SITE") for c in config.channels_for(listener))
+
+
+def test_bundled_channels_yaml_takes_the_store_url_from_the_environment():
+    """HL7ENGINE_DB_URL, when set, replaces the default SQLite store of the bundled file."""
+    url = "postgresql+psycopg://hl7engine@127.0.0.1/hl7engine"
+
+    config = load_config(REPO / "channels.yaml", environ={"HL7ENGINE_DB_URL": url})
+
+    assert config.store_url == url
+
+
+# --- problems: all at once, with path and line --------------------------------------------------------------
+
+
+def test_every_problem_is_reported_at_once_with_path_and_line():
+    """One load reports every schema, environment and cross-reference problem, in file order."""
+    path = CONFIGS / "many_problems.yaml"
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+
+    source = str(path)
+    assert caught.value.problems == [
+        ConfigProblem("engine.aplication", 5, "unknown key 'aplication'", source),
+        ConfigProblem(
+            "engine.default_version", 6, 'must be a quoted string such as "2.5" (YAML read 2.5 as a number)', source
+        ),
+        ConfigProblem("engine.store.url", 8, "environment variable HL7ENGINE_TEST_DB_URL is not set", source),
+        ConfigProblem(
+            "engine.store.max_batch",
+            9,
+            "must be a valid integer, unable to parse string as an integer (got 'lots')",
+            source,
+        ),
+        ConfigProblem("engine.store.pool_size", 10, "unknown key 'pool_size'", source),
+        ConfigProblem("listeners[0].idle_timeout_seconds", 15, "must be greater than 0 (got 0)", source),
+        ConfigProblem("listeners[1].name", 16, "listener name 'pms' is already used by listeners[0]", source),
+        ConfigProblem(
+            "listeners[1].endpoint",
+            18,
+            "port 2575 on interface 127.0.0.1 is already used by listeners[0].endpoint",
+            source,
+        ),
+        ConfigProblem("listeners[1].processing_ids[1]", 19, "String should match pattern '^[A-Z]$' (got 'xx')", source),
+        ConfigProblem("listeners[2].endpoint", 22, "'udp:2577' must start with tcp:, tcp6:, ssl: or unix:", source),
+        ConfigProblem(
+            "channels[0].accept.types[1]",
+            27,
+            "must be a message type pattern: CODE or CODE^TRIGGER made of A-Z, 0-9, * and ?,"
+            " e.g. ADT, ADT^A0*, ORU^R01, * (got 'adt^a01')",
+            source,
+        ),
+        ConfigProblem("channels[0].accept.typez", 28, "unknown key 'typez'", source),
+        ConfigProblem("channels[1].name", 29, "channel name 'pms-adt' is already used by channels[0]", source),
+        ConfigProblem("channels[1].source", 30, "no listener named 'pmss'; known: pms, lab", source),
+        ConfigProblem(
+            "channels[1].enabled", 31, "must be a valid boolean, unable to interpret input (got 'maybe')", source
+        ),
+        ConfigProblem("channels[1].accept.senders[0].facilty", 36, "unknown key 'facilty'", source),
+        ConfigProblem("channels[2].accept", 37, "required key is missing", source),
+        ConfigProblem("channels[2].respond", 39, "must be 'after_store' (got 'after_processing')", source),
+    ]
+
+
+def test_config_error_message_lists_problems_as_file_line_path_message():
+    """ConfigError's text has one `file:line: path: message` line per problem, and it is an EngineError."""
+    path = CONFIGS / "many_problems.yaml"
+
+    with pytest.raises(EngineError) as caught:
+        load_config(path, environ={})
+
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 18
+    assert lines[0] == f"{path}:5: engine.aplication: unknown key 'aplication'"
+    assert lines[11] == f"{path}:28: channels[0].accept.typez: unknown key 'typez'"
+
+
+def test_problem_without_path_or_line_omits_them():
+    """A problem about the whole file prints without a path, and without a line when there is none."""
+    assert str(ConfigProblem("", 3, "invalid YAML: oops", "a.yaml")) == "a.yaml:3: invalid YAML: oops"
+    assert str(ConfigProblem("", None, "cannot read", "a.yaml")) == "a.yaml: cannot read"
+    assert str(ConfigProblem("listeners[0].name", 4, "bad")) == "<string>:4: listeners[0].name: bad"
+
+
+def test_yaml_syntax_error_is_reported_with_its_line():
+    """A YAML syntax error is one problem that carries the line where the parser stopped."""
+    path = CONFIGS / "syntax_error.yaml"
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert caught.value.problems == [
+        ConfigProblem("", 3, "invalid YAML: mapping values are not allowed here", str(path))
+    ]
+
+
+def test_duplicate_yaml_key_is_a_syntax_problem_on_the_second_key():
+    """A key given twice in one mapping is refused (the second would silently win otherwise)."""
+    found = problems(
+        """\
+        listeners: []
+        channels: []
+        listeners: []
+        """
+    )
+
+    assert len(found) == 1
+    assert found[0][:2] == ("", 3)
+    assert found[0][2].startswith('invalid YAML: found duplicate key "listeners"')
+
+
+def test_unreadable_file_is_a_config_error(tmp_path):
+    """A missing file is reported as a ConfigError, not an OSError."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yaml")
+
+    [problem] = caught.value.problems
+    assert (problem.path, problem.line) == ("", None)
+    assert problem.message.startswith("cannot read the file:")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", [("listeners", 1, "required key is missing"), ("channels", 1, "required key is missing")]),
+        ("- a\n- b\n", [("", 1, "must be a mapping (got a list)")]),
+        ("listeners: {}\nchannels: []\n", [("listeners", 1, "must be a list (got a mapping)")]),
+        (
+            "listeners: []\nchannels: []\nengine: !secret x\n",
+            [("engine", 3, "YAML tags are not supported (got !secret)")],
+        ),
+    ],
+)
+def test_wrong_document_shapes_are_located(text, expected):
+    """An empty file, a list at the top, a mapping instead of a list and YAML tags each give a located problem."""
+    assert problems(text) == expected
+
+
+NOT_A_CODEC = "is not a Python text codec (see the codecs module)"
+
+
+@pytest.mark.parametrize(
+    ("setting", "path", "message"),
+    [
+        ("application: ''", "engine.application", "must not be empty"),
+        (
+            "facility: 'A^B'",
+            "engine.facility",
+            "must not contain HL7 delimiters | ^ ~ \\ & or line breaks (got 'A^B')",
+        ),
+        ("default_charset: base64", "engine.default_charset", f"'base64' {NOT_A_CODEC}"),
+        ("default_charset: x-nope", "engine.default_charset", f"'x-nope' {NOT_A_CODEC}"),
+        (
+            "default_version: 'v2'",
+            "engine.default_version",
+            "must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got 'v2')",
+        ),
+        ("store: {durability: disk}", "engine.store.durability", "must be 'process' or 'power_loss' (got 'disk')"),
+        ("store: {lock_timeout_seconds: 0}", "engine.store.lock_timeout_seconds", "must be greater than 0 (got 0)"),
+        ("store: {max_batch: 0}", "engine.store.max_batch", "must be greater than or equal to 1 (got 0)"),
+        ("store: {max_batch: 100001}", "engine.store.max_batch", "must be less than or equal to 100000 (got 100001)"),
+        (
+            "store: {url: 'hl7engine.db'}",
+            "engine.store.url",
+            "must be an SQLAlchemy URL such as postgresql+psycopg://user@host/db (got 'hl7engine.db')",
+        ),
+        ("http: {}", "engine.http.endpoint", "required key is missing"),
+        (
+            "http: {endpoint: 'tcp:web'}",
+            "engine.http.endpoint",
+            "'tcp:web' must give a port number 0..65535 (got 'web')",
+        ),
+        ("shutdown_timeout_seconds: -1", "engine.shutdown_timeout_seconds", "must be greater than 0 (got -1)"),
+    ],
+)
+def test_engine_values_are_validated(setting, path, message):
+    """Each engine setting rejects a bad value with its own path and a message that says what is allowed."""
+    assert problems(f"engine:\n  {setting}\nlisteners: []\nchannels: []\n") == [(path, 2, message)]
+
+
+@pytest.mark.parametrize(
+    ("setting", "path", "message"),
+    [
+        ("name: 'p m s'", "listeners[0].name", "must be letters, digits, '_', '.' or '-' (got 'p m s')"),
+        ("type: http", "listeners[0].type", "must be 'mllp' (got 'http')"),
+        ("max_frame_bytes: 1023", "listeners[0].max_frame_bytes", "must be greater than or equal to 1024 (got 1023)"),
+        (
+            "max_frame_bytes: 1073741825",
+            "listeners[0].max_frame_bytes",
+            "must be less than or equal to 1073741824 (got 1073741825)",
+        ),
+        ("processing_ids: []", "listeners[0].processing_ids", "must not be empty"),
+        (
+            "honour_accept_ack_type: sometimes",
+            "listeners[0].honour_accept_ack_type",
+            "must be a valid boolean, unable to interpret input (got 'sometimes')",
+        ),
+        ("endpoint: 'tcp:-1'", "listeners[0].endpoint", "'tcp:-1' must give a port number 0..65535 (got '-1')"),
+        (
+            "endpoint: 'tcp:2575:interfce=127.0.0.1'",
+            "listeners[0].endpoint",
+            "'tcp:2575:interfce=127.0.0.1': unknown tcp option 'interfce'; known: port, interface, backlog",
+        ),
+        (
+            "endpoint: 'tcp:1:a:b:c'",
+            "listeners[0].endpoint",
+            "'tcp:1:a:b:c' has more fields than a tcp endpoint takes (port, interface, backlog)",
+        ),
+        (
+            "endpoint: 'unix:'",
+            "listeners[0].endpoint",
+            "'unix:' must name the socket path, e.g. unix:/run/hl7engine.sock",
+        ),
+        ("endpoint: 'tcp:1\\'", "listeners[0].endpoint", "'tcp:1\\\\' ends with a lone backslash"),
+    ],
+)
+def test_listener_values_are_validated(setting, path, message):
+    """Each listener setting rejects a bad value with its own path and a message that says what is allowed."""
+    key, value = setting.split(": ", 1)
+    listener = {"name": "pms", "type": "mllp", "endpoint": "'tcp:2575'"} | {key: value}
+    text = "listeners:\n  - {" + ", ".join(f"{k}: {v}" for k, v in listener.items()) + "}\nchannels: []\n"
+    assert problems(text) == [(path, 2, message)]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp:2575",
+        "tcp:port=2575:interface=127.0.0.1",
+        "tcp6:2575:interface=\\:\\:1",
+        "ssl:6661:privateKey=key.pem:certKey=cert.pem",
+        "unix:/run/hl7engine/pms.sock",
+        "unix:address=/tmp/x.sock:mode=600",
+    ],
+)
+def test_twisted_server_endpoint_strings_are_accepted(endpoint):
+    """tcp, tcp6, ssl and unix endpoint strings in Twisted's syntax (with \\ escapes) are valid."""
+    config = parse(f"listeners:\n  - {{name: pms, type: mllp, endpoint: '{endpoint}'}}\nchannels: []\n")
+
+    assert config.listener("pms").endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "clash"),
+    [
+        ("tcp:2575:interface=127.0.0.1", "tcp:2575:interface=127.0.0.1", "port 2575 on interface 127.0.0.1"),
+        ("tcp:2575", "tcp:2575:interface=127.0.0.1", "port 2575 on interface 127.0.0.1"),
+        ("tcp:2575:interface=127.0.0.1", "ssl:2575", "port 2575 on all interfaces"),
+        ("unix:/tmp/a.sock", "unix:/tmp/a.sock", "UNIX socket /tmp/a.sock"),
+        ("tcp:2575:interface=127.0.0.1", "tcp:2575:interface=10.0.0.5", None),
+        ("tcp:2575:interface=127.0.0.1", "tcp:2576:interface=127.0.0.1", None),
+        ("tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1", None),
+    ],
+)
+def test_two_listeners_cannot_listen_on_the_same_address(first, second, clash):
+    """A port shared on one interface (or with a wildcard) or a shared socket path is an error at the second."""
+    text = f"""\
+        listeners:
+          - {{name: a, type: mllp, endpoint: '{first}'}}
+          - {{name: b, type: mllp, endpoint: '{second}'}}
+        channels: []
+        """
+    if clash is None:
+        assert len(parse(text).listeners) == 2
+    else:
+        assert problems(text) == [("listeners[1].endpoint", 3, f"{clash} is already used by listeners[0].endpoint")]
+
+
+def test_http_endpoint_may_not_share_a_listener_port():
+    """The web server's endpoint takes part in the clash check; the listener written after it is blamed."""
+    text = """\
+        engine:
+          http: {endpoint: "tcp:2575:interface=127.0.0.1"}
+        listeners:
+          - {name: pms, type: mllp, endpoint: "tcp:2575:interface=127.0.0.1"}
+        channels: []
+        """
+    assert problems(text) == [
+        ("listeners[0].endpoint", 4, "port 2575 on interface 127.0.0.1 is already used by engine.http.endpoint")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("accept", "path", "message"),
+    [
+        ("{types: []}", "channels[0].accept.types", "must not be empty"),
+        (
+            "{types: ['ADT^A01^ADT_A01']}",
+            "channels[0].accept.types[0]",
+            "must be a message type pattern: CODE or CODE^TRIGGER made of A-Z, 0-9, * and ?,"
+            " e.g. ADT, ADT^A0*, ORU^R01, * (got 'ADT^A01^ADT_A01')",
+        ),
+        (
+            "{types: ['*'], senders: [{}]}",
+            "channels[0].accept.senders[0]",
+            "give application, facility or both (leave senders empty to accept any sender)",
+        ),
+        ("{types: ['*'], senders: [PMS]}", "channels[0].accept.senders[0]", "must be a mapping (got 'PMS')"),
+        ("[ADT]", "channels[0].accept", "must be a mapping (got a list)"),
+    ],
+)
+def test_accept_rules_are_validated(accept, path, message):
+    """Type patterns, sender entries and the accept block itself are checked and located."""
+    text = LISTENER + f"channels:\n  - name: c\n    source: pms\n    accept: {accept}\n"
+    assert problems(text) == [(path, 8, message)]
+
+
+def test_no_listener_problem_lists_known_listeners_or_none():
+    """A channel naming a missing listener says which listeners exist, or '(none)'."""
+    text = "listeners: []\nchannels:\n  - {name: c, source: pms, accept: {types: ['*']}}\n"
+
+    assert problems(text) == [("channels[0].source", 3, "no listener named 'pms'; known: (none)")]
+
+
+def test_disabled_channel_is_still_checked():
+    """enabled: false turns a channel off but does not exempt it from validation."""
+    text = LISTENER + "channels:\n  - {name: c, enabled: false, source: lab, accept: {types: ['*']}}\n"
+
+    assert problems(text) == [("channels[0].source", 6, "no listener named 'lab'; known: pms")]
+
+
+# --- environment variables ----------------------------------------------------------------------------------
+
+
+def test_environment_variables_are_substituted_in_every_string():
+    """${NAME}, ${NAME:-default} and $$ are replaced before validation, also inside lists and in numbers."""
+    config = parse(
+        """\
+        engine:
+          application: ${APP}
+          facility: "${SITE:-HUB}-$$1"
+          store: {url: "postgresql+psycopg://${DB_USER}:pa$$word@${DB_HOST:-127.0.0.1}/hl7"}
+        listeners:
+          - name: pms
+            type: mllp
+            endpoint: "tcp:${PMS_PORT}:interface=127.0.0.1"
+            max_frame_bytes: ${MAX_FRAME:-2048}
+            processing_ids: ["${PROCESSING_ID}"]
+        channels: []
+        """,
+        environ={"APP": "ENGINE1", "DB_USER": "hl7", "PMS_PORT": "3575", "PROCESSING_ID": "T"},
+    )
+
+    assert config.engine.application == "ENGINE1"
+    assert config.engine.facility == "HUB-$1"
+    assert config.store_url == "postgresql+psycopg://hl7:pa$word@127.0.0.1/hl7"
+    assert config.listener("pms").endpoint == "tcp:3575:interface=127.0.0.1"
+    assert config.listener("pms").max_frame_bytes == 2048
+    assert config.listener("pms").processing_ids == ("T",)
+
+
+def test_empty_variable_takes_the_default_and_unset_without_default_is_a_problem():
+    """Like the shell, :- also covers a set-but-empty variable; ${NAME} of an empty variable is ''."""
+    config = parse(
+        "engine: {application: '${A:-DEFAULT}', facility: 'X${B}'}\nlisteners: []\nchannels: []\n",
+        environ={"A": "", "B": ""},
+    )
+    assert (config.engine.application, config.engine.facility) == ("DEFAULT", "X")
+
+    assert problems(
+        "engine: {application: '${A}', facility: '${B} ${C}'}\nlisteners: []\nchannels: []\n", environ={"C": "c"}
+    ) == [
+        ("engine.application", 1, "environment variable A is not set"),
+        ("engine.facility", 1, "environment variable B is not set"),
+    ]
+
+
+def test_missing_variable_hides_follow_on_errors_at_the_same_place():
+    """An unset variable is reported once, not again as 'not an integer' or 'no listener named'."""
+    text = (
+        LISTENER
+        + "    max_frame_bytes: ${MAX}\n"
+        + "channels:\n  - {name: c, source: '${SRC}', accept: {types: ['*']}}\n"
+    )
+
+    assert problems(text, environ={}) == [
+        ("listeners[0].max_frame_bytes", 5, "environment variable MAX is not set"),
+        ("channels[0].source", 7, "environment variable SRC is not set"),
+    ]
+
+
+@pytest.mark.parametrize("value", ["${}", "${1X}", "${X", "${X-default}"])
+def test_malformed_variable_reference_is_a_problem(value):
+    """A '${' that is not ${NAME} or ${NAME:-default} is reported rather than kept literally."""
+    assert problems(f"engine: {{application: '{value}'}}\nlisteners: []\nchannels: []\n", environ={"X": "x"}) == [
+        ("engine.application", 1, "malformed ${...}: write ${NAME} or ${NAME:-default}, and $$ for a literal $")
+    ]
+
+
+def test_a_lone_dollar_is_literal():
+    """A '$' not followed by '{' or '$' stays as written (passwords often contain one)."""
+    config = parse("engine: {application: 'A$B$'}\nlisteners: []\nchannels: []\n", environ={})
+
+    assert config.engine.application == "A$B$"
+
+
+# --- defaults and paths ---------------------------------------------------------------------------------------
+
+
+def test_minimal_config_gets_documented_defaults():
+    """Every optional key takes the default documented in docs/configuration.md."""
+    config = load_config(CONFIGS / "minimal.yaml")
+
+    engine = config.engine
+    assert (engine.application, engine.facility, engine.default_charset, engine.default_version) == (
+        "HL7ENGINE",
+        "HUB",
+        "utf-8",
+        "2.5.1",
+    )
+    assert engine.data_dir == CONFIGS / "data"
+    assert (engine.store.url, engine.store.durability, engine.store.lock_timeout_seconds, engine.store.max_batch) == (
+        None,
+        "process",
+        5.0,
+        500,
+    )
+    assert engine.http is None
+    assert engine.shutdown_timeout_seconds == 30.0
+    pms = config.listener("pms")
+    assert (pms.type, pms.max_frame_bytes, pms.idle_timeout_seconds, pms.processing_ids) == (
+        "mllp",
+        4194304,
+        300.0,
+        None,
+    )
+    assert pms.honour_accept_ack_type is False
+    [everything] = config.channels
+    assert (everything.description, everything.enabled, everything.accept.senders, everything.respond) == (
+        "",
+        True,
+        (),
+        "after_store",
+    )
+
+
+def test_relative_data_dir_resolves_against_the_config_files_folder(tmp_path, monkeypatch):
+    """data_dir: spool in a file means <file's folder>/spool, wherever the engine is started."""
+    monkeypatch.chdir(tmp_path)
+
+    config = load_config(CONFIGS / "relative_data_dir.yaml")
+
+    assert config.engine.data_dir == CONFIGS / "spool"
+    assert config.store_url == f"sqlite:///{CONFIGS}/spool/hl7engine.db"
+    assert config.source_path == CONFIGS / "relative_data_dir.yaml"
+
+
+def test_parsed_text_resolves_data_dir_against_base_dir_or_working_folder(tmp_path, monkeypatch):
+    """parse_config has no file: base_dir (default: the working folder) anchors relative paths; '..' is folded."""
+    text = "engine: {data_dir: ../spool}\nlisteners: []\nchannels: []\n"
+    monkeypatch.chdir(tmp_path)
+
+    assert parse(text, base_dir=tmp_path / "etc").engine.data_dir == tmp_path / "spool"
+    assert parse(text).engine.data_dir == tmp_path.parent / "spool"
+    assert parse(text).source_path is None
+
+
+def test_absolute_data_dir_is_kept(tmp_path):
+    """An absolute data_dir is used as written."""
+    config = parse(f"engine: {{data_dir: '{tmp_path}/db'}}\nlisteners: []\nchannels: []\n", base_dir="/elsewhere")
+
+    assert config.engine.data_dir == tmp_path / "db"
+
+
+def test_empty_store_url_means_sqlite_under_data_dir(tmp_path):
+    """url: '' (e.g. from ${DB_URL:-}) is the same as null: the SQLite file under data_dir."""
+    config = parse("engine: {store: {url: ''}}\nlisteners: []\nchannels: []\n", base_dir=tmp_path)
+
+    assert config.engine.store.url is None
+    assert config.store_url == f"sqlite:///{tmp_path}/data/hl7engine.db"
+
+
+# --- the Config API -------------------------------------------------------------------------------------------
+
+
+def test_channels_for_returns_enabled_channels_of_a_listener_in_file_order():
+    """channels_for() skips disabled channels and other listeners' channels and keeps file order."""
+    config = parse(
+        """\
+        listeners:
+          - {name: pms, type: mllp, endpoint: "tcp:2575"}
+          - {name: lab, type: mllp, endpoint: "tcp:2577"}
+        channels:
+          - {name: c1, source: pms, accept: {types: [ADT]}}
+          - {name: c2, source: lab, accept: {types: [ORU]}}
+          - {name: c3, source: pms, enabled: false, accept: {types: [ADT]}}
+          - {name: c4, source: pms, accept: {types: ["*"]}}
+        """
+    )
+
+    assert [c.name for c in config.channels_for("pms")] == ["c1", "c4"]
+    assert [c.name for c in config.channels_for("lab")] == ["c2"]
+    assert config.listener("lab").endpoint == "tcp:2577"
+    with pytest.raises(KeyError):
+        config.listener("emr")
+    with pytest.raises(KeyError):
+        config.channels_for("emr")
+
+
+@pytest.mark.parametrize(
+    ("types", "message_type", "accepted"),
+    [
+        (["*"], "ADT^A01", True),
+        (["*"], "ACK", True),
+        (["*"], "", True),
+        (["ADT"], "ADT^A01", True),
+        (["ADT"], "ADT", True),
+        (["ADT"], "ADT^A01^ADT_A01", True),
+        (["ADT"], "ADTX^A01", False),
+        (["ADT"], "ORU^R01", False),
+        (["ADT"], "adt^a01", False),
+        (["ADT^A0*"], "ADT^A01", True),
+        (["ADT^A0*"], "ADT^A08", True),
+        (["ADT^A0*"], "ADT^A11", False),
+        (["ADT^A0*"], "ADT", False),
+        (["ADT^A0?"], "ADT^A040", False),
+        (["ORU^R01"], "ORU^R01", True),
+        (["ORU^R01"], "ORU^R01^ORU_R01", True),
+        (["ORU^R01"], "ORU^R30", False),
+        (["ORU^R01"], "ORU", False),
+        (["SIU^*"], "SIU^S12", True),
+        (["SIU^*"], "SIU", False),
+        (["*^A01"], "ADT^A01", True),
+        (["*^A01"], "ORU^R01", False),
+        (["A*"], "ACK", True),
+        (["A*"], "ORU^R01", False),
+        (["ADT", "ORU^R01"], "ORU^R01", True),
+        (["ADT", "ORU^R01"], "SIU^S12", False),
+    ],
+)
+def test_accepts_matches_message_types(types, message_type, accepted):
+    """Patterns are fnmatch-style per component, case-sensitive; CODE alone takes any trigger."""
+    assert channel(types).accepts(message_type, "PMS", "CLINIC") is accepted
+
+
+@pytest.mark.parametrize(
+    ("senders", "application", "facility", "accepted"),
+    [
+        ([], "ANY", "WHERE", True),
+        ([{"application": "PMS"}], "PMS", "CLINIC", True),
+        ([{"application": "PMS"}], "EMR", "CLINIC", False),
+        ([{"facility": "CLINIC"}], "EMR", "CLINIC", True),
+        ([{"application": "PMS", "facility": "CLINIC"}], "PMS", "OTHER", False),
+        ([{"application": "PMS", "facility": "CLINIC"}], "PMS", "CLINIC", True),
+        ([{"application": "PMS"}, {"application": "EMR"}], "EMR", "X", True),
+        ([{"application": "PMS"}], "pms", "CLINIC", False),
+    ],
+)
+def test_accepts_matches_senders(senders, application, facility, accepted):
+    """Senders compare MSH-3.1/MSH-4.1 exactly; an omitted field or an empty list matches any sender."""
+    assert channel(["*"], senders).accepts("ADT^A01", application, facility) is accepted
+
+
+COMPONENT = st.text(alphabet="ABC01", max_size=4)
+PATTERN_PART = st.text(alphabet="ABC01*?", min_size=1, max_size=3)
+
+
+@given(code_pattern=PATTERN_PART, trigger_pattern=PATTERN_PART, code=COMPONENT, trigger=COMPONENT)
+def test_accepts_agrees_with_fnmatch_per_component(code_pattern, trigger_pattern, code, trigger):
+    """CODE^TRIGGER patterns match exactly when fnmatchcase matches both components."""
+    expected = fnmatch.fnmatchcase(code, code_pattern) and fnmatch.fnmatchcase(trigger, trigger_pattern)
+
+    assert channel([f"{code_pattern}^{trigger_pattern}"]).accepts(f"{code}^{trigger}", "A", "F") is expected
+
+
+def test_models_are_frozen_and_lists_are_tuples():
+    """No part of a loaded Config can be changed, and its lists are tuples."""
+    config = load_config(CONFIGS / "minimal.yaml")
+
+    for model, field in [
+        (config, "listeners"),
+        (config.engine, "application"),
+        (config.engine.store, "url"),
+        (config.listener("pms"), "max_frame_bytes"),
+        (config.channels[0], "enabled"),
+        (config.channels[0].accept, "types"),
+    ]:
+        with pytest.raises(ValidationError, match="frozen"):
+            setattr(model, field, getattr(model, field))
+    assert isinstance(config.listeners, tuple)
+    assert isinstance(config.channels[0].accept.types, tuple)
+    assert isinstance(load_config(REPO / "channels.yaml", environ={}).listener("pms").processing_ids, tuple)
