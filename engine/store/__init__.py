@@ -1,0 +1,1 @@
+"""The durable message store: schema, migrations, engines and the group-commit MessageStore."""

@@ -1,0 +1,111 @@
+"""The store's tables as SQLAlchemy Core metadata; Alembic migrations must produce exactly this."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+
+class Status(enum.StrEnum):
+    """Where a message stands (Mirth's statuses); the value is what the ``status`` column holds."""
+
+    RECEIVED = "RECEIVED"
+    REJECTED = "REJECTED"
+    FILTERED = "FILTERED"
+    TRANSFORMED = "TRANSFORMED"
+    QUEUED = "QUEUED"
+    SENT = "SENT"
+    ERROR = "ERROR"
+
+
+def require_aware(moment: datetime, name: str) -> None:
+    """Raise ValueError unless ``moment`` carries a UTC offset (naive times are ambiguous)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got naive {moment.isoformat()}")
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """An aware timestamp, written in UTC and read back as an aware UTC datetime on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        require_aware(value, "a stored timestamp")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        # SQLite keeps no offset; what it holds was written in UTC by process_bind_param.
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); elsewhere ids are 64-bit.
+RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# One row per message received, per channel that accepted it (channel is NULL when none did).
+# Columns typed ``str`` in NewMessage are NOT NULL with '' meaning "absent"; only the columns
+# whose absence means something (channel, ack, batch position) are nullable.
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("listener", sa.String(100), nullable=False),
+    sa.Column("channel", sa.String(100), nullable=True),
+    sa.Column("peer", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("status_at", UTCDateTime(), nullable=False),
+    sa.Column("sending_application", sa.String(227), nullable=False),
+    sa.Column("sending_facility", sa.String(227), nullable=False),
+    sa.Column("receiving_application", sa.String(227), nullable=False),
+    sa.Column("receiving_facility", sa.String(227), nullable=False),
+    sa.Column("message_code", sa.String(10), nullable=False),
+    sa.Column("trigger_event", sa.String(10), nullable=False),
+    sa.Column("message_structure", sa.String(20), nullable=False),
+    sa.Column("control_id", sa.String(199), nullable=False),
+    sa.Column("version", sa.String(20), nullable=False),
+    sa.Column("processing_id", sa.String(10), nullable=False),
+    sa.Column("charset", sa.String(40), nullable=False),
+    sa.Column("ack_code", sa.String(2), nullable=False),
+    sa.Column("error", sa.Text(), nullable=False),
+    sa.Column("raw", sa.LargeBinary(), nullable=False),
+    sa.Column("ack", sa.LargeBinary(), nullable=True),
+    sa.Column("batch_control_id", sa.String(199), nullable=True),
+    sa.Column("batch_index", sa.Integer(), nullable=True),
+    sa.Index(None, "control_id"),
+    sa.Index(None, "message_code", "trigger_event"),
+    sa.Index(None, "sending_application", "sending_facility"),
+    sa.Index(None, "status"),
+    sa.Index(None, "received_at"),
+    sa.Index(None, "channel"),
+)
+
+# Status history after the insert: the messages row itself records RECEIVED/REJECTED.
+message_events = sa.Table(
+    "message_events",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("message_id", RowId, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Index(None, "message_id"),
+)

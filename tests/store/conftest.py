@@ -1,0 +1,108 @@
+"""Store fixtures: every store test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+import pytest_twisted
+from sqlalchemy.engine import make_url
+
+from engine.store.messages import MessageStore, NewMessage
+from engine.store.schema import Status
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request) -> str:
+    """The URL of an empty database, once SQLite and once PostgreSQL."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+@pytest.fixture
+def backend(store_url) -> str:
+    """``sqlite`` or ``postgresql``."""
+    return make_url(store_url).get_backend_name()
+
+
+def _new_message(n: int = 0, **columns) -> NewMessage:
+    values = dict(
+        raw=f"MSH|^~\\&|LAB|NORTH|EHR|SOUTH|20240301120000||ADT^A01^ADT_A01|C{n}|P|2.5\rPID|1||{n}\r".encode(),
+        received_at=T0 + timedelta(minutes=n),
+        listener="mllp-in",
+        peer=f"127.0.0.1:{40000 + n}",
+        status=Status.RECEIVED,
+        channel="adt",
+        sending_application="LAB",
+        sending_facility="NORTH",
+        receiving_application="EHR",
+        receiving_facility="SOUTH",
+        message_code="ADT",
+        trigger_event="A01",
+        message_structure="ADT_A01",
+        control_id=f"C{n}",
+        version="2.5",
+        processing_id="P",
+        charset="",
+        ack_code="AA",
+        ack=f"MSH|^~\\&|EHR|SOUTH|LAB|NORTH|20240301120001||ACK^A01|A{n}|P|2.5\rMSA|AA|C{n}\r".encode(),
+    )
+    values.update(columns)
+    return NewMessage(**values)
+
+
+@pytest.fixture
+def make_message():
+    """A factory of NewMessage: ``make_message(n, **columns)`` (control id ``C<n>``, received at T0 + n minutes)."""
+    return _new_message
+
+
+@pytest.fixture
+def open_store(store_url):
+    """Starts MessageStores on the test database (global reactor); stops them after the test."""
+    from twisted.internet import reactor
+
+    stores = []
+
+    def open_(**options) -> MessageStore:
+        store = MessageStore(store_url, reactor=reactor, **options)
+        store.start()
+        stores.append(store)
+        return store
+
+    yield open_
+    for store in stores:
+        pytest_twisted.blockon(store.stop())
+
+
+class WriteLock:
+    """Another connection holding the lock that the store's writer needs to insert."""
+
+    def __init__(self, url: str):
+        self._url = make_url(url)
+        self._connection = None
+
+    def hold(self) -> None:
+        if self._url.get_backend_name() == "sqlite":
+            self._connection = sqlite3.connect(self._url.database, isolation_level=None)
+            self._connection.execute("BEGIN EXCLUSIVE")
+        else:
+            self._connection = psycopg.connect(self._url.set(drivername="postgresql").render_as_string(hide_password=False))
+            self._connection.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        if self._connection is not None:
+            self._connection.rollback()
+            self._connection.close()
+            self._connection = None
+
+
+@pytest.fixture
+def write_lock(store_url):
+    """A WriteLock on the test database, released after the test if still held."""
+    lock = WriteLock(store_url)
+    yield lock
+    lock.release()

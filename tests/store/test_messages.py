@@ -1,0 +1,374 @@
+"""engine.store.messages: the repository's SQL and the store's group commit, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+from twisted.internet import defer, task
+
+from engine.errors import StoreError
+from engine.store.db import create_engine_for
+from engine.store.messages import MessageEvent, MessageQuery, MessageRepository, MessageStore, MessageSummary, NewMessage, StoredMessage
+from engine.store.migrations import upgrade
+from engine.store.schema import Status, message_events
+
+from .conftest import T0
+
+
+@pytest.fixture
+def repository(store_url):
+    """A MessageRepository on a freshly migrated database."""
+    engine = create_engine_for(store_url)
+    upgrade(engine)
+    yield MessageRepository(engine)
+    engine.dispose()
+
+
+def _expected(message_id: int, new: NewMessage, events=()) -> StoredMessage:
+    """What get() should return for a message stored from ``new``."""
+    columns = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMessage)}
+    return StoredMessage(id=message_id, **columns, events=tuple(events))
+
+
+def _commits(engine: sa.Engine) -> list[None]:
+    """A list that grows by one for every transaction the engine commits."""
+    seen: list[None] = []
+    sa.event.listen(engine, "commit", lambda connection: seen.append(None))
+    return seen
+
+
+def _later(seconds: float, function, *args) -> defer.Deferred:
+    from twisted.internet import reactor
+
+    return task.deferLater(reactor, seconds, function, *args)
+
+
+# The repository
+
+
+def test_round_trip_keeps_raw_and_ack_bytes_exactly(repository, make_message):
+    """get() returns every column as inserted; raw and ack bytes survive NULs, invalid UTF-8 and MLLP bytes."""
+    raw = b"MSH|^~\\&|LAB|\xe9\xff\xfe|EHR\x00|X|||ADT^A01|C1|P|2.5\r\x0bPID|\x00\x1c\x0d\r\n\x80"
+    ack = b"MSH|^~\\&|\x00\xff\rMSA|AA|C1\r"
+    new = make_message(1, raw=raw, ack=ack, charset="8859/1", batch_control_id="B7", batch_index=3)
+    [message_id] = repository.insert([new])
+    stored = repository.get(message_id)
+    assert stored == _expected(message_id, new)
+    assert type(stored.raw) is bytes and stored.raw == raw and stored.ack == ack
+
+
+def test_received_at_is_read_back_in_utc(repository, make_message):
+    """An aware time with any offset comes back as the same instant in UTC."""
+    local = datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    [message_id] = repository.insert([make_message(received_at=local)])
+    stored = repository.get(message_id)
+    assert stored.received_at == local
+    assert stored.received_at.utcoffset() == timedelta(0)
+    assert stored.received_at.isoformat() == "2024-03-01T12:30:15.123456+00:00"
+
+
+def test_insert_returns_ids_in_order_and_nothing_for_nothing(repository, make_message):
+    """insert() gives one increasing id per message, in the order given; an empty insert gives []."""
+    ids = repository.insert([make_message(n) for n in range(5)])
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert [repository.get(i).control_id for i in ids] == [f"C{n}" for n in range(5)]
+    assert repository.insert([]) == []
+
+
+def test_naive_received_at_is_refused(repository, make_message):
+    """A naive received_at raises StoreError (not locked) and stores nothing."""
+    with pytest.raises(StoreError) as refused:
+        repository.insert([make_message(0), make_message(1, received_at=datetime(2024, 3, 1, 12, 0))])
+    assert not refused.value.locked and "timezone-aware" in str(refused.value)
+    assert repository.count() == 0
+
+
+def test_header_copies_lose_nuls_and_are_cut_to_fit(repository, make_message):
+    """Header columns drop NULs and are cut to their column length; raw keeps everything."""
+    control_id = "\x00" + "9" * 300
+    new = make_message(0, control_id=control_id, message_code="VERYLONGCODE", error="bad\x00byte")
+    [message_id] = repository.insert([new])
+    stored = repository.get(message_id)
+    assert (stored.control_id, stored.message_code, stored.error) == ("9" * 199, "VERYLONGCO", "badbyte")
+    assert stored.raw == new.raw
+
+
+def test_get_unknown_id_is_none(repository):
+    """get() of an id that was never stored is None."""
+    assert repository.get(12345) is None
+
+
+def test_get_returns_status_history_oldest_first(repository, make_message):
+    """get() includes the message's events ordered by time, and only its own."""
+    first, second = repository.insert([make_message(0), make_message(1)])
+    rows = [
+        {"message_id": first, "at": T0 + timedelta(seconds=9), "status": Status.SENT, "detail": "to lab"},
+        {"message_id": second, "at": T0, "status": Status.FILTERED, "detail": "other message"},
+        {"message_id": first, "at": T0 + timedelta(seconds=5), "status": Status.QUEUED, "detail": ""},
+    ]
+    with repository.engine.begin() as connection:
+        connection.execute(sa.insert(message_events), rows)
+    events = repository.get(first).events
+    assert [(e.at, e.status, e.detail) for e in events] == [(T0 + timedelta(seconds=5), "QUEUED", ""), (T0 + timedelta(seconds=9), "SENT", "to lab")]
+    assert all(isinstance(e, MessageEvent) and isinstance(e.id, int) for e in events)
+
+
+def test_summary_json_and_message_type(repository, make_message):
+    """to_json_dict() gives id, channel, control_id, type, status and ISO received_at; type drops an empty trigger."""
+    [with_trigger, without_trigger] = repository.insert([make_message(0), make_message(1, trigger_event="", channel=None)])
+    [second, first] = repository.search(MessageQuery())
+    assert first.to_json_dict() == {
+        "id": with_trigger,
+        "channel": "adt",
+        "control_id": "C0",
+        "type": "ADT^A01",
+        "status": "RECEIVED",
+        "received_at": "2024-03-01T12:00:00+00:00",
+        "listener": "mllp-in",
+        "peer": "127.0.0.1:40000",
+        "sending_application": "LAB",
+        "sending_facility": "NORTH",
+        "message_code": "ADT",
+        "trigger_event": "A01",
+        "version": "2.5",
+        "ack_code": "AA",
+        "error": "",
+    }
+    assert (second.id, second.message_type, second.to_json_dict()["channel"]) == (without_trigger, "ADT", None)
+    assert repository.get(with_trigger).summary == first
+
+
+# Searching: five messages, found newest first (so results list indexes from high to low)
+
+_SEARCHABLE = [
+    dict(message_code="ADT", trigger_event="A01", sending_application="LAB", sending_facility="NORTH", channel="adt"),
+    dict(message_code="ADT", trigger_event="A08", sending_application="LAB", sending_facility="SOUTH", channel="adt"),
+    dict(message_code="ORU", trigger_event="R01", message_structure="ORU_R01", sending_application="RAD", sending_facility="NORTH", channel="results"),
+    dict(message_code="ADT", trigger_event="A01", sending_application="RAD", sending_facility="SOUTH", channel=None, status=Status.REJECTED, listener="mllp-other", control_id="C0"),
+    dict(message_code="ORU", trigger_event="R01", message_structure="ORU_R01", sending_application="LAB", sending_facility="NORTH", channel="results"),
+]
+
+
+@pytest.fixture
+def searchable(repository, make_message) -> list[int]:
+    """The ids of the five _SEARCHABLE messages, received one minute apart from T0."""
+    return repository.insert([make_message(n, **columns) for n, columns in enumerate(_SEARCHABLE)])
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        ({}, [4, 3, 2, 1, 0]),
+        ({"control_id": "C0"}, [3, 0]),
+        ({"message_type": "ADT"}, [3, 1, 0]),
+        ({"message_type": "ADT^A01"}, [3, 0]),
+        ({"message_type": "^R01"}, [4, 2]),
+        ({"message_type": "ORU^R01^ORU_R01"}, [4, 2]),
+        ({"message_type": "ADT^R01"}, []),
+        ({"sending_application": "RAD"}, [3, 2]),
+        ({"sending_facility": "SOUTH"}, [3, 1]),
+        ({"sending_application": "LAB", "sending_facility": "NORTH"}, [4, 0]),
+        ({"status": Status.REJECTED}, [3]),
+        ({"channel": "results"}, [4, 2]),
+        ({"listener": "mllp-other"}, [3]),
+        ({"since": T0 + timedelta(minutes=2)}, [4, 3, 2]),
+        ({"until": T0 + timedelta(minutes=2)}, [1, 0]),
+        ({"since": T0 + timedelta(minutes=1), "until": T0 + timedelta(minutes=3)}, [2, 1]),
+        ({"since": T0 + timedelta(hours=1, minutes=1), "until": T0 + timedelta(hours=1, minutes=3)}, []),
+        ({"since": (T0 + timedelta(minutes=4)).astimezone(timezone(timedelta(hours=-5)))}, [4]),
+        ({"message_type": "ADT", "channel": "adt", "until": T0 + timedelta(minutes=1)}, [0]),
+    ],
+)
+def test_search_by_each_criterion(repository, searchable, criteria, expected):
+    """Each MessageQuery criterion narrows the results (all must match), newest first; count() agrees."""
+    query = MessageQuery(**criteria)
+    assert [s.id for s in repository.search(query)] == [searchable[n] for n in expected]
+    assert repository.count(query) == len(expected)
+
+
+def test_search_pages_by_keyset(repository, searchable):
+    """limit and before_id walk the results newest first without gaps or repeats; count() ignores the page."""
+    pages, before = [], None
+    while page := repository.search(MessageQuery(limit=2, before_id=before)):
+        pages.append([s.id for s in page])
+        before = page[-1].id
+    assert pages == [[searchable[4], searchable[3]], [searchable[2], searchable[1]], [searchable[0]]]
+    assert repository.count(MessageQuery(limit=1, before_id=searchable[1])) == 5
+    assert repository.count() == 5
+
+
+def test_search_returns_summaries(repository, searchable):
+    """search() returns MessageSummary values, not content."""
+    [summary] = repository.search(MessageQuery(limit=1))
+    assert type(summary) is MessageSummary
+    assert (summary.id, summary.control_id, summary.channel, summary.status) == (searchable[4], "C4", "results", "RECEIVED")
+
+
+@pytest.mark.parametrize("criteria", [{"limit": 0}, {"since": datetime(2024, 1, 1)}, {"until": datetime(2024, 1, 1)}])
+def test_bad_queries_are_refused(criteria):
+    """A limit below 1 or a naive time range is a ValueError when the query is made."""
+    with pytest.raises(ValueError):
+        MessageQuery(**criteria)
+
+
+# The store
+
+
+@pytest_twisted.inlineCallbacks
+def test_add_fires_after_commit(open_store, store_url, make_message):
+    """add() fires with the ids only when another connection can already see the rows."""
+    store = open_store()
+    observer = MessageRepository(create_engine_for(store_url))
+    seen = []
+
+    def look(ids):
+        seen.extend(observer.get(i) for i in ids)
+        return ids
+
+    news = [make_message(0), make_message(1)]
+    ids = yield store.add(news).addCallback(look)
+    observer.engine.dispose()
+    assert seen == [_expected(i, new) for i, new in zip(ids, news)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_add_fires_on_the_reactor_thread(open_store, make_message):
+    """The Deferred of add() fires on the reactor thread, not the writer's."""
+    store = open_store()
+    threads = []
+    yield store.add([make_message(0)]).addCallback(lambda ids: threads.append(threading.current_thread()))
+    assert threads == [threading.main_thread()]
+
+
+@pytest_twisted.inlineCallbacks
+def test_concurrent_adds_share_transactions(open_store, write_lock, make_message):
+    """Adds made while the writer is busy are committed together, and each gets its own ids in order."""
+    store = open_store()
+    commits = _commits(store.repository.engine)
+    write_lock.hold()
+    adds = [[make_message(100 * a + n) for n in range(1 + a % 3)] for a in range(50)]
+    deferreds = [store.add(news) for news in adds]
+    yield _later(0.3, write_lock.release)
+    results = yield defer.gatherResults(deferreds)
+    assert 1 <= len(commits) <= 2
+    for news, ids in zip(adds, results):
+        assert len(ids) == len(news) and ids == sorted(ids)
+        assert [store.repository.get(i).control_id for i in ids] == [m.control_id for m in news]
+    all_ids = [i for ids in results for i in ids]
+    assert all_ids == sorted(all_ids) and len(set(all_ids)) == len(all_ids)
+
+
+@pytest_twisted.inlineCallbacks
+def test_max_batch_caps_a_transaction(open_store, write_lock, make_message):
+    """No transaction holds more than max_batch messages, but one add is never split."""
+    store = open_store(max_batch=4)
+    commits = _commits(store.repository.engine)
+    write_lock.hold()
+    deferreds = [store.add([make_message(n)]) for n in range(12)] + [store.add([make_message(100 + n) for n in range(6)])]
+    yield _later(0.3, write_lock.release)
+    results = yield defer.gatherResults(deferreds)
+    assert len(commits) >= 4
+    assert len(results[-1]) == 6
+    assert store.repository.count() == 18
+
+
+@pytest_twisted.inlineCallbacks
+def test_lock_fails_add_and_writer_survives(open_store, write_lock, make_message):
+    """A lock held past lock_timeout fails add() with StoreError(locked=True); the next add() succeeds."""
+    store = open_store(lock_timeout=0.2)
+    write_lock.hold()
+    with pytest.raises(StoreError) as failed:
+        yield store.add([make_message(0)])
+    write_lock.release()
+    assert failed.value.locked
+    ids = yield store.add([make_message(1)])
+    assert (yield store.get(ids[0])).control_id == "C1"
+    assert (yield store.count()) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_bad_add_fails_alone(open_store, write_lock, make_message):
+    """An add whose rows cannot be written fails (not locked) while the adds grouped with it commit."""
+    store = open_store()
+    write_lock.hold()
+    first = store.add([make_message(0)])
+    good = store.add([make_message(1), make_message(2)])
+    bad = store.add([make_message(3), make_message(4, received_at=datetime(2024, 3, 1, 12, 0))])
+    also_good = store.add([make_message(5)])
+    yield _later(0.3, write_lock.release)
+    yield first
+    with pytest.raises(StoreError) as failed:
+        yield bad
+    assert not failed.value.locked
+    good_ids, also_good_ids = yield defer.gatherResults([good, also_good])
+    stored = yield store.search(MessageQuery())
+    assert [s.control_id for s in stored] == ["C5", "C2", "C1", "C0"]
+    assert [s.id for s in stored[:3]] == also_good_ids + good_ids[::-1]
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_commits_pending_adds(open_store, store_url, write_lock, make_message):
+    """stop() fires only after every add() made before it has committed."""
+    store = open_store()
+    write_lock.hold()
+    deferreds = [store.add([make_message(n)]) for n in range(10)]
+    stopped = store.stop()
+    assert not stopped.called
+    yield _later(0.3, write_lock.release)
+    yield stopped
+    assert all(d.called for d in deferreds)
+    results = yield defer.gatherResults(deferreds)
+    observer = MessageRepository(create_engine_for(store_url))
+    assert [observer.get(ids[0]).control_id for ids in results] == [f"C{n}" for n in range(10)]
+    observer.engine.dispose()
+
+
+@pytest_twisted.inlineCallbacks
+def test_stopped_store_refuses_work(open_store, make_message):
+    """After stop(), add() and reads fail with StoreError; stop() again fires at once."""
+    store = open_store()
+    yield store.stop()
+    for attempt in (store.add([make_message(0)]), store.search(MessageQuery()), store.get(1), store.count()):
+        with pytest.raises(StoreError):
+            yield attempt
+    assert (yield store.stop()) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_reads_go_through_the_pool(open_store, make_message):
+    """search(), get() and count() fire with the repository's answers."""
+    store = open_store(read_threads=2)
+    ids = yield store.add([make_message(n) for n in range(3)])
+    found, one, counted, empty = yield defer.gatherResults(
+        [store.search(MessageQuery(limit=2)), store.get(ids[1]), store.count(MessageQuery(control_id="C2")), store.add([])]
+    )
+    assert [s.id for s in found] == ids[:0:-1]
+    assert one.control_id == "C1"
+    assert (counted, empty) == (1, [])
+
+
+def test_store_lifecycle_errors(sqlite_url):
+    """A store cannot start twice, has no repository before start, and stop() before start is a no-op."""
+    from twisted.internet import reactor
+
+    never_started = MessageStore(sqlite_url, reactor=reactor)
+    with pytest.raises(StoreError):
+        never_started.repository
+    stopped = never_started.stop()
+    assert stopped.called and stopped.result is None
+    with pytest.raises(StoreError):
+        never_started.start()
+
+
+def test_start_reports_an_unreachable_database():
+    """start() raises StoreError when the database cannot be reached."""
+    from twisted.internet import reactor
+
+    store = MessageStore("postgresql://postgres@127.0.0.1:1/nothing", reactor=reactor)
+    with pytest.raises(StoreError):
+        store.start()
