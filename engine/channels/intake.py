@@ -1,0 +1,291 @@
+"""Intake: one frame in, the stored messages and the one honest answer out.
+
+This is the only place that decides what a sender is told. It reads only the MSH of each
+message (the hot path never parses a whole message), validates it, splits batches, picks the
+channels of the listener that accept the message, stores everything it received (accepted or
+rejected) and answers once the store has committed: a positive ACK is never sent for a message
+that is not durably stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from engine.config import ChannelConfig, EngineSettings, ListenerConfig
+from engine.errors import HL7Error, StoreError
+from engine.hl7.ack import ENHANCED, AckError, ControlIds, Recipient, Sender, build_ack, is_enhanced
+from engine.hl7.batch import Batch, looks_like_batch, split_batch
+from engine.hl7.charset import Decoded, decode, encode
+from engine.hl7.header import Header, is_ack, read_header, validate_header
+from engine.hl7.message import Delimiters, escape
+from engine.store.messages import NewMessage
+from engine.store.schema import Status
+
+log = Logger()
+
+
+def namespace_id(hd: str, delimiters: Delimiters) -> str:
+    """The first component of an HD field (MSH-3/4): what routing compares senders by."""
+    return hd.split(delimiters.component, 1)[0]
+
+
+@dataclass
+class _Outcome:
+    """What became of one message of a frame: the rows to store and the answer to give."""
+
+    rows: list[NewMessage]
+    recipient: Recipient
+    delimiters: Delimiters
+    code: str  # AA/AE/AR (original) or CA/CE/CR (enhanced); '' = never answered (an ACK)
+    errors: tuple[AckError, ...] = ()
+    enhanced: bool = False
+    accept_ack_type: str = ""
+    control_id: str = ""
+    ack: str = field(default="")
+
+
+class Intake:
+    """Turns MLLP frames of one listener into stored messages and ACKs."""
+
+    def __init__(
+        self,
+        listener: ListenerConfig,
+        channels: Sequence[ChannelConfig],
+        store,
+        settings: EngineSettings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        control_ids: Callable[[], str] | None = None,
+        observer: Callable[[str, dict], None] | None = None,
+    ):
+        self.listener = listener
+        self.channels = tuple(channels)
+        self.store = store
+        self.sender = Sender(settings.application, settings.facility, settings.default_version)
+        self.default_charset = settings.default_charset
+        self.processing_ids = frozenset(listener.processing_ids) if listener.processing_ids else None
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.control_ids = control_ids or ControlIds()
+        self._observe = observer or (lambda event, fields: None)
+
+    # -- the FrameHandler interface of engine.listeners.mllp --------------------------------
+
+    def handle(self, payload: bytes, peer: str) -> defer.Deferred:
+        """Store what the frame holds, then fire with the reply payload (or None for no reply)."""
+        received_at = self.clock()
+        decoded = decode(payload, self.default_charset)
+        if looks_like_batch(decoded.text):
+            return self._handle_batch(payload, decoded, peer, received_at)
+        outcome = self._examine(decoded.text, payload, decoded, peer, received_at)
+        d = self._store([outcome])
+        d.addCallback(self._single_reply, outcome, decoded)
+        return d
+
+    def internal_error(self, payload: bytes, reason: str) -> bytes:
+        """The AR 207 for a frame whose handling failed unexpectedly (a bug, not bad input)."""
+        decoded = decode(payload, self.default_charset)
+        recipient, delimiters = _salvage(decoded.text)
+        error = AckError(207, "internal error while processing the message; it may be resent later")
+        return encode(self._ack(recipient, "AR", delimiters, (error,)), decoded.codec)
+
+    def too_long(self, head: bytes, limit: int, peer: str) -> bytes:
+        """The AR for a frame over the listener's size limit (answered before the connection closes)."""
+        decoded = decode(head, self.default_charset)
+        recipient, delimiters = _salvage(decoded.text)
+        error = AckError(207, f"frame larger than the listener's limit of {limit} bytes; not stored")
+        self._observe("rejected", {"listener": self.listener.name, "code": "AR", "reason": 207})
+        return encode(self._ack(recipient, "AR", delimiters, (error,)), decoded.codec)
+
+    # -- single messages -----------------------------------------------------------------------
+
+    def _examine(self, text: str, raw: bytes, decoded: Decoded, peer: str, received_at: datetime, *, batch_id: str | None = None, index: int | None = None) -> _Outcome:
+        """Decide what to do with one message: rows to store and the code to answer with."""
+        base = dict(raw=raw, received_at=received_at, listener=self.listener.name, peer=peer, charset=decoded.charset, batch_control_id=batch_id, batch_index=index)
+        try:
+            header = read_header(text)
+        except HL7Error as exc:
+            recipient, delimiters = _salvage(text)
+            error = AckError(exc.code, str(exc), exc.location)
+            return self._reject(base, decoded.codec, recipient, delimiters, None, (error,))
+
+        fields = _header_columns(header)
+        recipient = Recipient.of(header)
+        problems = [AckError(p.code, p.text, p.location) for p in validate_header(header)]
+        if self.processing_ids is not None and header.processing_id not in self.processing_ids:
+            accepted = ", ".join(sorted(self.processing_ids))
+            problems.append(AckError(202, f"processing id {header.processing_id!r} not accepted on this listener (accepted: {accepted})", ("MSH", 1, 11)))
+        if is_ack(header):
+            # An acknowledgement is stored, never acknowledged (that would loop between engines),
+            # not even when its header is faulty: the reason is kept with it instead.
+            channel = self._channel_for(header)
+            reason = "; ".join(f"{p.code} {p.text}" for p in problems)
+            status = Status.REJECTED if problems else Status.RECEIVED
+            rows = [NewMessage(**base, **fields, channel=channel.name if channel else None, status=status, error=reason)]
+            return _Outcome(rows, recipient, header.delimiters, code="", control_id=header.control_id)
+
+        if problems:
+            return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, tuple(problems))
+
+        channel = self._channel_for(header)
+        if channel is None:
+            sender = namespace_id(header.sending_application, header.delimiters)
+            error = AckError(200, f"no channel on listener {self.listener.name!r} accepts {header.message_type or '(no type)'} from {sender or '(no sender)'}", ("MSH", 1, 9))
+            return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, (error,))
+
+        enhanced = is_enhanced(header)
+        outcome = _Outcome([], recipient, header.delimiters, code="CA" if enhanced else "AA", enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id)
+        outcome.ack = self._ack(recipient, outcome.code, header.delimiters, ())
+        ack_bytes = encode(outcome.ack, decoded.codec)
+        outcome.rows = [NewMessage(**base, **fields, channel=channel.name, status=Status.RECEIVED, ack_code=outcome.code, ack=ack_bytes)]
+        return outcome
+
+    def _channel_for(self, header: Header) -> ChannelConfig | None:
+        """The first channel of the listener, in file order, that accepts the message (like a rule list)."""
+        application = namespace_id(header.sending_application, header.delimiters)
+        facility = namespace_id(header.sending_facility, header.delimiters)
+        message_type = "^".join(filter(None, (header.message_code, header.trigger_event)))
+        for channel in self.channels:
+            if channel.accepts(message_type, application, facility):
+                return channel
+        return None
+
+    def _reject(self, base: dict, codec: str, recipient: Recipient, delimiters: Delimiters, header: Header | None, errors: tuple[AckError, ...]) -> _Outcome:
+        enhanced = header is not None and is_enhanced(header)
+        # A bad header (type, event, processing id, version, unreadable MSH) is AR in the standard's terms.
+        code = "CR" if enhanced else "AR"
+        outcome = _Outcome([], recipient, delimiters, code=code, errors=errors, enhanced=enhanced, accept_ack_type=header.accept_ack_type if header else "", control_id=recipient.control_id)
+        outcome.ack = self._ack(recipient, code, delimiters, errors)
+        reason = "; ".join(f"{e.code} {e.text}" for e in errors)
+        outcome.rows = [NewMessage(**base, status=Status.REJECTED, ack_code=code, ack=encode(outcome.ack, codec), error=reason)]
+        log.warn("rejected a message on listener {listener}: {code} {reason}", listener=self.listener.name, code=code, reason=reason)
+        return outcome
+
+    def _ack(self, recipient: Recipient, code: str, delimiters: Delimiters, errors: Sequence[AckError]) -> str:
+        return build_ack(recipient, code, sender=self.sender, control_id=self.control_ids(), timestamp=self.clock(), delimiters=delimiters, errors=errors)
+
+    def _store(self, outcomes: Sequence[_Outcome]) -> defer.Deferred:
+        """Store every row of the frame in one unit; fires with None on commit, or the StoreError."""
+        rows = [row for o in outcomes for row in o.rows]
+        d = self.store.add(rows)
+        d.addCallbacks(lambda ids: self._stored(outcomes, ids), self._store_failed)
+        return d
+
+    def _stored(self, outcomes: Sequence[_Outcome], ids: list[int]) -> None:
+        for outcome in outcomes:
+            event = "rejected" if outcome.errors else "accepted"
+            self._observe(event, {"listener": self.listener.name, "code": outcome.code, "count": len(outcome.rows)})
+        return None
+
+    def _store_failed(self, failure: Failure) -> StoreError:
+        error = failure.value if failure.check(StoreError) else StoreError(failure.getErrorMessage())
+        log.error("message store failed on listener {listener}: {error}", listener=self.listener.name, error=str(error))
+        self._observe("store_failed", {"listener": self.listener.name})
+        return error
+
+    def _answer(self, outcome: _Outcome, stored: object) -> str | None:
+        """The ACK text for one outcome once its storing finished (``stored`` is None or a StoreError)."""
+        if not outcome.code:
+            return None
+        if isinstance(stored, StoreError) and outcome.code[1] == "A":
+            code = "CE" if outcome.enhanced else "AR"
+            error = AckError(206 if stored.locked else 207, "the message could not be stored now; resend it later")
+            text = self._ack(outcome.recipient, code, outcome.delimiters, (error,))
+        else:
+            code, text = outcome.code, outcome.ack
+        if self.listener.honour_accept_ack_type and outcome.enhanced:
+            wanted = outcome.accept_ack_type or "AL"
+            positive = code == "CA"
+            if wanted == "NE" or (wanted == "ER" and positive) or (wanted == "SU" and not positive):
+                return None
+        return text
+
+    def _single_reply(self, stored: StoreError | None, outcome: _Outcome, decoded: Decoded) -> bytes | None:
+        text = self._answer(outcome, stored)
+        return None if text is None else encode(text, decoded.codec)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _handle_batch(self, payload: bytes, decoded: Decoded, peer: str, received_at: datetime) -> defer.Deferred:
+        try:
+            batch = split_batch(decoded.text)
+        except HL7Error as exc:
+            recipient, delimiters = _salvage(decoded.text)
+            error = AckError(exc.code, str(exc), exc.location)
+            base = dict(raw=payload, received_at=received_at, listener=self.listener.name, peer=peer, charset=decoded.charset)
+            outcome = self._reject(base, decoded.codec, recipient, delimiters, None, (error,))
+            d = self._store([outcome])
+            d.addCallback(self._single_reply, outcome, decoded)
+            return d
+        outcomes = [
+            self._examine(text, encode(text, decoded.codec), decoded, peer, received_at, batch_id=batch.batch_control_id, index=i)
+            for i, text in enumerate(batch.messages, start=1)
+        ]
+        if not outcomes:
+            d = defer.succeed(None)
+        else:
+            d = self._store(outcomes)
+        d.addCallback(lambda stored: encode(self._batch_reply(batch, outcomes, stored), decoded.codec))
+        return d
+
+    def _batch_reply(self, batch: Batch, outcomes: Sequence[_Outcome], stored: object) -> str:
+        """One frame answering a batch: BHS, one ACK per message, BTS (FHS/FTS when the batch had them)."""
+        d = batch.delimiters or (outcomes[0].delimiters if outcomes else Delimiters.DEFAULT)
+        acks = [a for a in (self._answer(o, stored) for o in outcomes) if a is not None]
+        now = self.clock().strftime("%Y%m%d%H%M%S%z")
+        header_fields = [escape(self.sender.application, d), escape(self.sender.facility, d), "", "", now, "", "", "", escape(self.control_ids(), d), escape(batch.batch_control_id, d)]
+        segments = []
+        if batch.file_header is not None:
+            segments.append(d.field.join(["FHS", d.encoding_chars, *header_fields]))
+        segments.append(d.field.join(["BHS", d.encoding_chars, *header_fields]))
+        segments.extend(acks)
+        segments.append(d.field.join(["BTS", str(len(acks))]))
+        if batch.file_header is not None:
+            segments.append(d.field.join(["FTS", "1"]))
+        return "\r".join(segments)
+
+
+def _header_columns(header: Header) -> dict:
+    """The store columns read from MSH."""
+    return dict(
+        sending_application=header.sending_application,
+        sending_facility=header.sending_facility,
+        receiving_application=header.receiving_application,
+        receiving_facility=header.receiving_facility,
+        message_code=header.message_code,
+        trigger_event=header.trigger_event,
+        message_structure=header.message_structure,
+        control_id=header.control_id,
+        version=header.version,
+        processing_id=header.processing_id,
+    )
+
+
+def _salvage(text: str) -> tuple[Recipient, Delimiters]:
+    """Best effort for an unreadable header: what can still be answered (MSA-2, MSH-5/6), in our delimiters."""
+    d = Delimiters.DEFAULT
+    start = text.find("MSH")
+    if start < 0 or len(text) < start + 4:
+        return Recipient(), d
+    line = text[start:].replace("\n", "\r").split("\r", 1)[0]
+    separator = line[3]
+    fields = line.split(separator)
+
+    def get(n: int) -> str:
+        # MSH-1 is the separator itself, so MSH-n sits at index n - 1.
+        return fields[n - 1] if len(fields) >= n else ""
+
+    return (
+        Recipient(
+            sending_application=escape(get(3), d),
+            sending_facility=escape(get(4), d),
+            control_id=escape(get(10), d),
+            version="",
+        ),
+        d,
+    )

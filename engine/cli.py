@@ -1,0 +1,247 @@
+"""The ``hl7engine`` command: run, check, send, messages.
+
+Click is the CLI toolkit (sub-commands, typed options, help, progress bars). Only this module
+and the entry point of ``run`` touch the global reactor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from engine.errors import ConfigError
+
+DEFAULT_CONFIG = "channels.yaml"
+
+
+def _load(config_path: str):
+    from engine.config import load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{config_path}: {len(exc.problems)} problem(s); nothing started", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="hl7engine")
+def main() -> None:
+    """hl7engine: an HL7 v2 integration engine."""
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True, help="The channels.yaml to run.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default="info", show_default=True, help="Debug level may log message content; never use it on patient data you may not see.")
+def run(config_path: str, log_level: str) -> None:
+    """Start the listeners and channels of a config; stop cleanly on SIGINT/SIGTERM."""
+    from twisted.internet import reactor
+    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver
+
+    config = _load(config_path)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False)
+
+    from engine.service import Engine
+
+    engine = Engine(config, reactor)
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            engine.startService()
+        except Exception as exc:  # a port in use or an unreachable database: say so and stop
+            failed.append(exc)
+            click.echo(f"hl7engine: cannot start: {exc}", err=True)
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: engine.stopService() if engine.running else None)
+    reactor.run()
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+def check(config_path: str) -> None:
+    """Validate a config; print every problem with its YAML path and exit non-zero if any."""
+    config = _load(config_path)
+    click.echo(f"{config_path}: OK ({len(config.listeners)} listener(s), {len(config.channels)} channel(s))")
+
+
+@main.command()
+@click.argument("address")
+@click.argument("sources", nargs=-1, type=click.Path(allow_dash=True))
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each ACK.")
+@click.option("--batch", is_flag=True, help="Send each file as one frame, batch envelope included.")
+@click.option("-v", "--verbose", is_flag=True, help="Print one line per message.")
+def send(address: str, sources: tuple[str, ...], timeout: float, batch: bool, verbose: bool) -> None:
+    """Send HL7 files, directories or stdin ('-') to ADDRESS (host:port) over MLLP and check each ACK."""
+    from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of, parse_reply, split_messages
+
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise click.BadParameter("expected host:port", param_hint="ADDRESS")
+    payloads: list[tuple[str, bytes]] = []
+    for source in sources or ("-",):
+        for name, data in _read_sources(source):
+            for index, payload in enumerate(split_messages(data, keep_batch_envelope=batch), start=1):
+                payloads.append((f"{name}#{index}", payload))
+    counts: dict[str, int] = {}
+    failures = 0
+    client = MLLPClient(host or "127.0.0.1", int(port), timeout=timeout)
+    try:
+        with click.progressbar(payloads, label="sending", file=sys.stderr) if not verbose and sys.stderr.isatty() else _plain(payloads) as items:
+            for name, payload in items:
+                expected = control_id_of(payload)
+                try:
+                    reply = parse_reply(client.request(payload))
+                except (ReplyTimeout, ConnectionError, OSError) as exc:
+                    counts["timeout"] = counts.get("timeout", 0) + 1
+                    failures += 1
+                    click.echo(f"{name}: {exc}", err=True)
+                    client.close()
+                    client = MLLPClient(host or "127.0.0.1", int(port), timeout=timeout)
+                    continue
+                matched = batch or reply.control_id == expected
+                code = reply.code if matched else f"{reply.code} (MSA-2 {reply.control_id!r} != {expected!r})"
+                counts[reply.code or "?"] = counts.get(reply.code or "?", 0) + 1
+                if not (reply.positive and matched) and not (batch and reply.text.startswith(("BHS", "FHS"))):
+                    failures += 1
+                if verbose or not (reply.positive and matched):
+                    click.echo(f"{name}: {expected or '(no control id)'} -> {code}", err=not verbose)
+    finally:
+        client.close()
+    summary = ", ".join(f"{code} {n}" for code, n in sorted(counts.items()))
+    click.echo(f"sent {len(payloads)} message(s): {summary or 'none'}")
+    if failures:
+        sys.exit(1)
+
+
+class _plain:
+    def __init__(self, items):
+        self.items = items
+
+    def __enter__(self):
+        return self.items
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _read_sources(source: str):
+    if source == "-":
+        yield "stdin", sys.stdin.buffer.read()
+        return
+    path = Path(source)
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            yield str(child), child.read_bytes()
+    else:
+        yield str(path), path.read_bytes()
+
+
+@main.group()
+def messages() -> None:
+    """List, search and show stored messages."""
+
+
+def _repository(config_path: str, db: str | None):
+    from engine.store.db import create_engine_for
+    from engine.store.messages import MessageRepository
+
+    url = db or _load(config_path).store_url
+    return MessageRepository(create_engine_for(url))
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+_search_options = [
+    click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True),
+    click.option("--db", help="SQLAlchemy URL of the store (instead of the config's)."),
+    click.option("--control-id"),
+    click.option("--type", "message_type", help="ADT or ADT^A01"),
+    click.option("--sender", help="MSH-3 namespace id, optionally APP^FACILITY... as APP or APP/FACILITY"),
+    click.option("--status"),
+    click.option("--channel"),
+    click.option("--since", help="ISO 8601 time (UTC when no offset)"),
+    click.option("--until", help="ISO 8601 time (UTC when no offset)"),
+    click.option("--limit", default=50, show_default=True),
+    click.option("--before-id", type=int, help="Page: only messages older than this id."),
+    click.option("--json", "as_json", is_flag=True, help="One JSON object per message, for scripts."),
+]
+
+
+def _with_search_options(func):
+    for option in reversed(_search_options):
+        func = option(func)
+    return func
+
+
+@messages.command("list")
+@_with_search_options
+def list_messages(config_path, db, control_id, message_type, sender, status, channel, since, until, limit, before_id, as_json) -> None:
+    """List stored messages, newest first, optionally filtered."""
+    from engine.store.messages import MessageQuery
+
+    application, _, facility = (sender or "").partition("/")
+    query = MessageQuery(
+        control_id=control_id,
+        message_type=message_type,
+        sending_application=application or None,
+        sending_facility=facility or None,
+        status=status.upper() if status else None,
+        channel=channel,
+        since=_parse_time(since),
+        until=_parse_time(until),
+        limit=limit,
+        before_id=before_id,
+    )
+    for summary in _repository(config_path, db).search(query):
+        if as_json:
+            click.echo(json.dumps(summary.to_json_dict(), sort_keys=True))
+        else:
+            click.echo(
+                f"{summary.id:>8}  {summary.received_at:%Y-%m-%d %H:%M:%S}  {summary.status:<9} {summary.ack_code or '--':<2}  "
+                f"{summary.message_type:<9} {summary.control_id:<22} {summary.sending_application:<16} {summary.channel or '-'}"
+            )
+
+
+messages.add_command(list_messages, "search")
+
+
+@messages.command("show")
+@click.argument("message_id", type=int)
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db")
+@click.option("--json", "as_json", is_flag=True)
+def show_message(message_id: int, config_path: str, db: str | None, as_json: bool) -> None:
+    """Show one stored message: its columns, the raw message and the ACK we sent."""
+    stored = _repository(config_path, db).get(message_id)
+    if stored is None:
+        click.echo(f"no message {message_id}", err=True)
+        sys.exit(1)
+    raw = stored.raw.decode("utf-8", errors="replace")
+    ack = stored.ack.decode("utf-8", errors="replace") if stored.ack else ""
+    if as_json:
+        click.echo(json.dumps({**stored.summary.to_json_dict(), "raw": raw, "ack": ack}, sort_keys=True))
+        return
+    for key, value in stored.summary.to_json_dict().items():
+        click.echo(f"{key:>22}: {value}")
+    click.echo("\n--- message ---")
+    click.echo(raw.replace("\r", "\n").rstrip("\n"))
+    if ack:
+        click.echo("\n--- ack ---")
+        click.echo(ack.replace("\r", "\n").rstrip("\n"))

@@ -1,0 +1,137 @@
+"""A blocking MLLP client for the command line, tests and the benchmark.
+
+It reuses the server's framer, so both ends agree on what a frame is. Every reply is matched
+to the message it answers by MSA-2 (an ACK for another message is an error, not a success).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from dataclasses import dataclass
+
+from engine.listeners.mllp import MLLPFramer, frame
+
+_SEGMENT_BREAK = re.compile(r"\r\n|\n|\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What came back for one message: the ACK code (MSA-1), the control id it answers (MSA-2), the text."""
+
+    code: str
+    control_id: str
+    text: str
+
+    @property
+    def positive(self) -> bool:
+        """AA or CA: the receiver took responsibility for the message."""
+        return self.code in ("AA", "CA")
+
+
+class ReplyTimeout(Exception):
+    """No complete reply arrived in time."""
+
+
+class _Collector(MLLPFramer):
+    def __init__(self, max_frame_bytes: int):
+        super().__init__()
+        self.max_frame_bytes = max_frame_bytes
+        self.frames: list[bytes] = []
+        self.too_long = False
+
+    def frameReceived(self, payload: bytes) -> None:
+        self.frames.append(payload)
+
+    def frameTooLong(self, head: bytes) -> None:
+        self.too_long = True
+
+
+def parse_reply(payload: bytes, encoding: str = "utf-8") -> Reply:
+    """Read MSA-1 and MSA-2 from a reply; a reply without MSA gives code ''."""
+    text = payload.decode(encoding, errors="replace")
+    segments = [s for s in _SEGMENT_BREAK.split(text) if s]
+    separator = segments[0][3] if segments and segments[0].startswith("MSH") and len(segments[0]) > 3 else "|"
+    for segment in segments:
+        if segment.startswith("MSA" + separator):
+            fields = segment.split(separator)
+            return Reply(code=fields[1] if len(fields) > 1 else "", control_id=fields[2] if len(fields) > 2 else "", text=text)
+    return Reply(code="", control_id="", text=text)
+
+
+class MLLPClient:
+    """One connection to an MLLP receiver; send a payload, wait for the framed reply."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 30.0, max_frame_bytes: int = 16 * 1024 * 1024):
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._collector = _Collector(max_frame_bytes)
+
+    def send(self, payload: bytes) -> None:
+        """Write one framed payload."""
+        self.sock.sendall(frame(payload))
+
+    def receive(self, timeout: float | None = None) -> bytes:
+        """The next framed reply's payload; raises ReplyTimeout when none arrives in time."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        frames = self._collector.frames
+        while not frames:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReplyTimeout(f"no reply within {self.timeout if timeout is None else timeout:g}s")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise ConnectionError("connection closed by the receiver before a reply arrived")
+            self._collector.dataReceived(data)
+        return frames.pop(0)
+
+    def request(self, payload: bytes, timeout: float | None = None) -> bytes:
+        """Send one payload and return the reply's payload."""
+        self.send(payload)
+        return self.receive(timeout)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.sock.close()
+
+    def __enter__(self) -> "MLLPClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def split_messages(data: bytes, *, keep_batch_envelope: bool = False) -> list[bytes]:
+    """Split a file's bytes into messages: LF, CRLF or CR between segments, a new message at each MSH.
+
+    Batch envelope segments (FHS, BHS, BTS, FTS) are dropped unless ``keep_batch_envelope``, in
+    which case the whole file is one payload. Segments are re-joined with CR as MLLP expects.
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    segments = [s for s in re.split(rb"\r\n|\n|\r", data) if s.strip()]
+    if keep_batch_envelope:
+        return [b"\r".join(segments) + b"\r"] if segments else []
+    messages: list[list[bytes]] = []
+    for segment in segments:
+        if segment[:3] in (b"FHS", b"BHS", b"BTS", b"FTS"):
+            continue
+        if segment.startswith(b"MSH") or not messages:
+            messages.append([])
+        messages[-1].append(segment)
+    return [b"\r".join(m) + b"\r" for m in messages]
+
+
+def control_id_of(payload: bytes) -> str:
+    """MSH-10 of a payload, read the cheap way (for matching replies)."""
+    first = re.split(rb"\r\n|\n|\r", payload, maxsplit=1)[0].decode("utf-8", errors="replace")
+    if not first.startswith("MSH") or len(first) < 4:
+        return ""
+    fields = first.split(first[3])
+    return fields[9] if len(fields) > 9 else ""

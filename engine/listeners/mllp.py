@@ -1,0 +1,309 @@
+"""MLLP (Minimal Lower Layer Protocol) over TCP: framing, the server protocol and its service.
+
+The framer handles bytes only, like Twisted's ``LineReceiver``: it buffers, calls one hook per
+frame and enforces a maximum frame size with an overridable hook. What a frame means is the
+business of the handler the factory is given (``engine.channels.intake.Intake``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Protocol as TypingProtocol
+
+from twisted.application import service
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c\x0d"
+
+log = Logger()
+
+
+def frame(payload: bytes) -> bytes:
+    """Wrap one payload in an MLLP block."""
+    return START_BLOCK + payload + END_BLOCK
+
+
+class MLLPFramer(protocol.Protocol):
+    """Reassembles ``VT payload FS CR`` blocks from any chunking of the stream.
+
+    Bytes outside a block are dropped and counted in ``discarded_bytes``. Only FS CR ends a
+    block: a VT or a lone FS inside it is content (real senders leave stray VTs in messages).
+    A block that grows past ``max_frame_bytes`` is handed to ``frameTooLong`` and the buffer is
+    cleared: it never grows without bound.
+    """
+
+    max_frame_bytes = 4 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._in_block = False
+        self._scanned = 0
+        self.discarded_bytes = 0
+        self._dropping = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._dropping:
+            self.discarded_bytes += len(data)
+            return
+        buffer = self._buffer
+        buffer += data
+        while buffer:
+            if not self._in_block:
+                start = buffer.find(START_BLOCK)
+                if start < 0:
+                    self.discarded_bytes += len(buffer)
+                    buffer.clear()
+                    return
+                self.discarded_bytes += start
+                del buffer[: start + 1]
+                self._in_block = True
+                self._scanned = 0
+            end = buffer.find(END_BLOCK, max(self._scanned - 1, 0))
+            if end < 0:
+                self._scanned = len(buffer)
+                if len(buffer) > self.max_frame_bytes:
+                    head = bytes(buffer[:4096])
+                    self.discarded_bytes += len(buffer)
+                    buffer.clear()
+                    self._in_block = False
+                    self._dropping = True
+                    self.frameTooLong(head)
+                return
+            if end > self.max_frame_bytes:
+                head = bytes(buffer[:4096])
+                self.discarded_bytes += end + len(END_BLOCK)
+                del buffer[: end + len(END_BLOCK)]
+                self._in_block = False
+                self._dropping = True
+                self.frameTooLong(head)
+                return
+            payload = bytes(buffer[:end])
+            del buffer[: end + len(END_BLOCK)]
+            self._in_block = False
+            self._scanned = 0
+            self.frameReceived(payload)
+
+    def frameReceived(self, payload: bytes) -> None:
+        """Called once per complete block with its payload."""
+        raise NotImplementedError
+
+    def frameTooLong(self, head: bytes) -> None:
+        """Called when a block exceeds ``max_frame_bytes``; ``head`` is its first bytes. Closes by default."""
+        self.transport.loseConnection()
+
+
+class FrameHandler(TypingProtocol):
+    """What the MLLP server hands each frame to: returns the reply payload, or None for no reply."""
+
+    def handle(self, payload: bytes, peer: str) -> defer.Deferred: ...
+
+    def internal_error(self, payload: bytes, reason: str) -> bytes: ...
+
+    def too_long(self, head: bytes, limit: int, peer: str) -> bytes: ...
+
+
+class MLLPServerProtocol(MLLPFramer, TimeoutMixin):
+    """One sender's connection: frames are handled and answered strictly in order.
+
+    While one frame is being handled, later frames wait in a queue; past ``max_queued`` the
+    transport stops reading, so a sender that pipelines cannot grow memory without bound.
+    """
+
+    max_queued = 32
+
+    def __init__(self, handler: FrameHandler, *, max_frame_bytes: int, idle_timeout: float | None, peer: str):
+        super().__init__()
+        self.handler = handler
+        self.max_frame_bytes = max_frame_bytes
+        self.idle_timeout = idle_timeout
+        self.peer = peer
+        self._queue: deque[bytes] = deque()
+        self._busy = False
+        self._paused = False
+        self._closed = False
+        self.idle = defer.Deferred()  # fires when nothing is in flight after close was asked for
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self.idle_timeout)
+        self.factory.connection_opened(self)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._closed = True
+        self.setTimeout(None)
+        self._queue.clear()
+        self.factory.connection_closed(self)
+
+    def timeoutConnection(self) -> None:
+        log.info("mllp connection from {peer} idle for {timeout}s: closing", peer=self.peer, timeout=self.idle_timeout)
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        before = self.discarded_bytes
+        super().dataReceived(data)
+        if self.discarded_bytes != before:
+            self.factory.bytes_discarded(self.discarded_bytes - before)
+
+    def frameReceived(self, payload: bytes) -> None:
+        self._queue.append(payload)
+        if len(self._queue) >= self.max_queued and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._process_next()
+
+    def frameTooLong(self, head: bytes) -> None:
+        log.warn("mllp frame from {peer} exceeds {limit} bytes: answered AR and closed", peer=self.peer, limit=self.max_frame_bytes)
+        self.factory.frame_too_long()
+        reply = self.handler.too_long(head, self.max_frame_bytes, self.peer)
+        # Earlier frames of this connection are answered first; then the NAK, then close.
+        self._queue.append(_TooLong(reply))
+        self._process_next()
+
+    def _process_next(self) -> None:
+        while self._queue and not self._busy and not self._closed:
+            item = self._queue.popleft()
+            if self._paused and len(self._queue) < self.max_queued // 2:
+                self._paused = False
+                self.transport.resumeProducing()
+            if isinstance(item, _TooLong):
+                self.transport.write(frame(item.reply))
+                self.transport.loseConnection()
+                return
+            self._busy = True
+            self.setTimeout(None)
+            d = defer.maybeDeferred(self.handler.handle, item, self.peer)
+            d.addErrback(self._internal_error, item)
+            d.addCallback(self._reply)
+
+    def _internal_error(self, failure: Failure, payload: bytes) -> bytes:
+        log.failure("mllp handler failed for a frame from {peer}; answered AR 207", failure, peer=self.peer)
+        return self.handler.internal_error(payload, failure.getErrorMessage())
+
+    def _reply(self, reply: bytes | None) -> None:
+        self._busy = False
+        if self._closed:
+            self.factory.in_flight_done()
+            return
+        if reply is not None:
+            self.transport.write(frame(reply))
+        self.setTimeout(self.idle_timeout)
+        self.factory.in_flight_done()
+        self._process_next()
+
+    @property
+    def busy(self) -> bool:
+        """True while a frame of this connection is being handled or waits to be."""
+        return self._busy or bool(self._queue)
+
+
+class _TooLong:
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes):
+        self.reply = reply
+
+
+class MLLPServerFactory(protocol.Factory):
+    """Builds one protocol per connection and keeps what a graceful stop needs to know."""
+
+    def __init__(self, handler: FrameHandler, *, reactor, max_frame_bytes: int, idle_timeout: float | None, observer: Callable[[str, int], None] | None = None):
+        self.handler = handler
+        self.reactor = reactor
+        self.max_frame_bytes = max_frame_bytes
+        self.idle_timeout = idle_timeout
+        self.connections: set[MLLPServerProtocol] = set()
+        self._observer = observer or (lambda event, amount: None)
+        self._drain_waiters: list[defer.Deferred] = []
+
+    def buildProtocol(self, addr) -> MLLPServerProtocol:
+        peer = f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
+        proto = MLLPServerProtocol(self.handler, max_frame_bytes=self.max_frame_bytes, idle_timeout=self.idle_timeout, peer=peer)
+        proto.factory = self
+        proto.callLater = self.reactor.callLater  # TimeoutMixin's clock: the injected reactor
+        return proto
+
+    def connection_opened(self, proto: MLLPServerProtocol) -> None:
+        self.connections.add(proto)
+        self._observer("connection_opened", 1)
+
+    def connection_closed(self, proto: MLLPServerProtocol) -> None:
+        self.connections.discard(proto)
+        self._observer("connection_closed", 1)
+        self.in_flight_done()
+
+    def bytes_discarded(self, amount: int) -> None:
+        self._observer("bytes_discarded", amount)
+
+    def frame_too_long(self) -> None:
+        self._observer("frame_too_long", 1)
+
+    def in_flight_done(self) -> None:
+        if self._drain_waiters and not any(p.busy for p in self.connections):
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self) -> defer.Deferred:
+        """A Deferred that fires once no connection has a frame in flight."""
+        if not any(p.busy for p in self.connections):
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def close_all(self) -> None:
+        """Close every connection (after drain)."""
+        for proto in list(self.connections):
+            proto.transport.loseConnection()
+
+
+class MLLPListenerService(service.Service):
+    """Listens on a Twisted endpoint string; on stop, stops listening, finishes in-flight frames, closes."""
+
+    def __init__(self, name: str, reactor, endpoint: str, factory: MLLPServerFactory, *, shutdown_timeout: float = 30.0):
+        self.setName(name)
+        self.reactor = reactor
+        self.endpoint_description = endpoint
+        self.factory = factory
+        self.shutdown_timeout = shutdown_timeout
+        self._listening = None
+
+    def startService(self) -> None:
+        super().startService()
+        listening = serverFromString(self.reactor, self.endpoint_description).listen(self.factory)
+        failures: list[Failure] = []
+        listening.addErrback(failures.append)
+        if failures:
+            # A port that cannot be bound is a start-up error, not something to log and forget.
+            failures[0].raiseException()
+        self._listening = listening
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually listened on (useful with port 0)."""
+        return self._listening.result.getHost().port
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._listening is not None:
+            port = yield self._listening
+            yield port.stopListening()
+            self._listening = None
+        drained = self.factory.drain()
+        timeout = self.reactor.callLater(self.shutdown_timeout, _give_up, drained)
+        yield drained
+        if timeout.active():
+            timeout.cancel()
+        self.factory.close_all()
+
+
+def _give_up(drained: defer.Deferred) -> None:
+    if not drained.called:
+        log.warn("shutdown timeout: closing mllp connections with frames still in flight")
+        drained.callback(None)
