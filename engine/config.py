@@ -7,7 +7,6 @@ typed frozen models; this module joins the two so a problem reads
 
 from __future__ import annotations
 
-import codecs
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -18,9 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -32,6 +29,7 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import TaggedScalar
 from twisted.internet.endpoints import _parse as _tokenize_endpoint
 
+from engine.configtypes import Frozen, HL7Text, Name, Seconds, check_not_empty as _check_not_empty
 from engine.errors import ConfigError
 
 __all__ = [
@@ -91,26 +89,6 @@ def parse_config(
 # Field types
 
 
-def _check_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-        raise ValueError(f"must be letters, digits, '_', '.' or '-' (got {value!r})")
-    return value
-
-
-def _check_not_empty(value: str | tuple) -> str | tuple:
-    # Unlike Field(min_length=1), an AfterValidator does not run when items failed: no follow-on error.
-    if not value:
-        raise ValueError("must not be empty")
-    return value
-
-
-def _check_hl7_text(value: str) -> str:
-    _check_not_empty(value)
-    if any(char in value for char in "|^~\\&\r\n"):
-        raise ValueError(f"must not contain HL7 delimiters | ^ ~ \\ & or line breaks (got {value!r})")
-    return value
-
-
 def _check_charset(value: str) -> str:
     # codecs.lookup() alone also accepts bytes-to-bytes codecs (base64, hex) that cannot decode a message,
     # and decoding b"" skips the lookup: decode one byte.
@@ -156,9 +134,6 @@ def _check_url(value: str | None) -> str | None:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
-HL7Text = Annotated[str, AfterValidator(_check_hl7_text)]
-Seconds = Annotated[float, Field(gt=0)]
 
 
 _ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
@@ -238,13 +213,7 @@ ServerEndpoint = Annotated[str, AfterValidator(_check_endpoint)]
 # Models
 
 
-class _Frozen(BaseModel):
-    """Base of every configuration model: immutable, and an unknown key is an error."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StoreSettings(_Frozen):
+class StoreSettings(Frozen):
     """Where and how durably messages are stored (``engine.store``)."""
 
     url: Annotated[str | None, BeforeValidator(_empty_to_none), AfterValidator(_check_url)] = None
@@ -253,13 +222,13 @@ class StoreSettings(_Frozen):
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
 
 
-class HttpSettings(_Frozen):
+class HttpSettings(Frozen):
     """The web API, console and metrics server (``engine.http``)."""
 
     endpoint: ServerEndpoint
 
 
-class EngineSettings(_Frozen):
+class EngineSettings(Frozen):
     """Engine-wide settings (the optional ``engine`` block)."""
 
     application: HL7Text = "HL7ENGINE"
@@ -278,7 +247,7 @@ class EngineSettings(_Frozen):
         return Path(os.path.abspath(base_dir / value))
 
 
-class ListenerConfig(_Frozen):
+class ListenerConfig(Frozen):
     """An inbound MLLP listener (one item of ``listeners``)."""
 
     name: Name
@@ -291,7 +260,7 @@ class ListenerConfig(_Frozen):
     honour_accept_ack_type: bool = False
 
 
-class SenderMatch(_Frozen):
+class SenderMatch(Frozen):
     """One accepted sender: MSH-3.1 and/or MSH-4.1; an omitted one matches anything."""
 
     application: HL7Text | None = None
@@ -317,7 +286,7 @@ def _pattern_regex(pattern: str) -> str:
     return "".join(wildcards.get(char, re.escape(char)) for char in pattern) + r"(?:\^.*)?"
 
 
-class AcceptRule(_Frozen):
+class AcceptRule(Frozen):
     """Which messages a channel takes: MSH-9 patterns and, optionally, senders."""
 
     types: Annotated[tuple[Annotated[str, AfterValidator(_check_type_pattern)], ...], AfterValidator(_check_not_empty)]
@@ -334,7 +303,7 @@ class AcceptRule(_Frozen):
         return not self.senders or any(s.matches(sending_application, sending_facility) for s in self.senders)
 
 
-class ChannelConfig(_Frozen):
+class ChannelConfig(Frozen):
     """A channel: which messages from which listener it takes and when the sender is answered."""
 
     name: Name
@@ -349,7 +318,7 @@ class ChannelConfig(_Frozen):
         return self.accept.matches(message_type, sending_application, sending_facility)
 
 
-class Config(_Frozen):
+class Config(Frozen):
     """The whole validated configuration; build it with load_config() or parse_config()."""
 
     engine: EngineSettings = Field(default_factory=dict, validate_default=True)

@@ -30,3 +30,7 @@ class StoreError(EngineError):
     def __init__(self, message: str, *, locked: bool = False):
         self.locked = locked
         super().__init__(message)
+
+
+class TransformError(EngineError):
+    """A filter or transform could not be applied to a message; the message goes to ERROR with this reason."""

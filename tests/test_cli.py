@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from engine.listeners.client import MLLPClient, parse_reply
 from tests.corpus_util import CORPUS_DIR

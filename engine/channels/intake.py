@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from engine.config import ChannelConfig, EngineSettings, ListenerConfig
 from engine.errors import HL7Error, StoreError
-from engine.hl7.ack import ENHANCED, AckError, ControlIds, Recipient, Sender, build_ack, is_enhanced
+from engine.hl7.ack import AckError, ControlIds, Recipient, Sender, build_ack, is_enhanced
 from engine.hl7.batch import Batch, looks_like_batch, split_batch
 from engine.hl7.charset import Decoded, decode, encode
 from engine.hl7.header import Header, is_ack, read_header, validate_header

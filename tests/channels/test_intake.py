@@ -7,7 +7,6 @@ import sqlite3
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 
 from engine.errors import HL7Error
 from engine.hl7.charset import decode
