@@ -1,0 +1,508 @@
+"""The YAML shape of filters, transforms and lookup tables: what an analyst writes in channels.yaml.
+
+Each list item is one model with optional keys and a check that exactly one of them is given, so a
+mistake is reported once, at the key it concerns (``channels[0].transforms[3].map.table``), instead
+of once per union branch. Field paths, regular expressions, formats and dates are checked here, at
+config time; ``filters.py`` and ``transforms.py`` turn the checked specs into pipeline stages.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from engine.configtypes import Frozen, Name, check_not_empty
+from engine.hl7.message import HEADER_SEGMENTS, parse_path
+
+__all__ = [
+    "AddSegmentSpec",
+    "CaseSpec",
+    "CopySpec",
+    "DateSpec",
+    "DeleteSpec",
+    "FieldSpec",
+    "FilterSpec",
+    "MapSpec",
+    "RemoveSegmentSpec",
+    "RenameSegmentSpec",
+    "RepetitionsSpec",
+    "ReplaceSpec",
+    "SetSpec",
+    "TableSpec",
+    "TransformSpec",
+    "format_precision",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Value types
+
+
+def _require_text(value: Any) -> Any:
+    # YAML reads 007 as 7, 2.10 as 2.1 and an unquoted date as a date: a text value must be quoted,
+    # or the filter would silently compare with something the analyst did not write.
+    if isinstance(value, bool):
+        read_as = "true" if value else "false"
+    elif isinstance(value, int | float | Decimal):
+        read_as = f"the number {value!r}"
+    elif isinstance(value, date):
+        read_as = f"the date {value.isoformat()}"
+    else:
+        return value
+    raise ValueError(f"must be text: put the value in quotes (YAML read it as {read_as})")
+
+
+Text = Annotated[str, BeforeValidator(_require_text)]
+NonEmptyText = Annotated[Text, AfterValidator(check_not_empty)]
+
+
+def _check_path(value: str) -> str:
+    parse_path(value)  # its ValueError names the path and the expected grammar
+    return value
+
+
+def _check_writable_path(value: str) -> str:
+    where = parse_path(value)
+    if where.segment in HEADER_SEGMENTS and where.field <= 2:
+        raise ValueError(
+            f"{where.segment}-1 and {where.segment}-2 are the message's delimiters; they cannot be changed (got {value!r})"
+        )
+    return value
+
+
+def _check_whole_field(value: str) -> str:
+    where = parse_path(value)
+    if (where.repetition, where.component, where.subcomponent) != (None, None, None):
+        raise ValueError(
+            f"must name a whole field such as {where.segment}-{where.field}, without [repetition] or components"
+            f" (got {value!r})"
+        )
+    return value
+
+
+FieldPathText = Annotated[Text, AfterValidator(_check_path)]
+WritablePath = Annotated[Text, AfterValidator(_check_path), AfterValidator(_check_writable_path)]
+WholeFieldPath = Annotated[WritablePath, AfterValidator(_check_whole_field)]
+
+
+def _check_segment_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Z][A-Z0-9]{2}", value):
+        raise ValueError(f"must be a segment ID: an upper-case letter and two upper-case letters or digits (got {value!r})")
+    return value
+
+
+def _check_body_segment(value: str) -> str:
+    if value in HEADER_SEGMENTS:
+        raise ValueError(f"{value} is a header segment; it cannot be added, removed or renamed")
+    return value
+
+
+SegmentName = Annotated[Text, AfterValidator(_check_segment_name)]
+BodySegmentName = Annotated[SegmentName, AfterValidator(_check_body_segment)]
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+Regex = Annotated[Text, AfterValidator(_check_regex)]
+
+
+def _to_number(value: Any) -> Any:
+    # Decimal, not float: a bound and a value compare exactly as written (0.1 is 0.1).
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"must be a number such as 100 or 7.5 (got {value!r})")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"must be a number such as 100 or 7.5 (got {value!r})") from None
+    if not number.is_finite():
+        raise ValueError(f"must be a finite number (got {value!r})")
+    return number
+
+
+Number = Annotated[Decimal, BeforeValidator(_to_number)]
+
+
+def _to_datetime(value: Any) -> Any:
+    # YAML may already have read an unquoted 2000-01-01 as a date.
+    if isinstance(value, datetime):
+        return datetime.combine(value.date(), value.timetz())  # a plain datetime, not ruamel's TimeStamp
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(
+        f"must be an ISO date or date-time such as 2000-01-01, 2000-01-01T08:30 or 2000-01-01T08:30:00+01:00 (got {value!r})"
+    )
+
+
+DateBound = Annotated[datetime, BeforeValidator(_to_datetime)]
+
+
+# A strftime directive and the HL7 DTM digits it needs (4 year ... 14 seconds); %f and %z add nothing.
+_DIRECTIVE_DIGITS = {
+    **dict.fromkeys("YyGC", 4),
+    **dict.fromkeys("mbBh", 6),
+    **dict.fromkeys("djaAwuUWVxDFe", 8),
+    **dict.fromkeys("HIpkl", 10),
+    **dict.fromkeys("MR", 12),
+    **dict.fromkeys("SsTXcr", 14),
+}
+_DIRECTIVE = re.compile(r"%(.)", re.DOTALL)
+
+
+def format_precision(fmt: str) -> int:
+    """The HL7 DTM digits (4 year, 6 month, 8 day, 10 hour, 12 minute, 14 second) a strftime format uses."""
+    return max((_DIRECTIVE_DIGITS.get(code, 0) for code in _DIRECTIVE.findall(fmt)), default=0)
+
+
+_SAMPLE_MOMENT = datetime(2001, 2, 3, 4, 5, 6, 789000, tzinfo=UTC)
+
+
+def _check_date_format(value: str) -> str:
+    if value == "hl7":
+        return value
+    if "%" not in value:
+        raise ValueError(f"must be 'hl7' or a strftime format such as '%Y-%m-%d' (got {value!r})")
+    try:
+        _SAMPLE_MOMENT.strftime(value)
+    except ValueError as exc:
+        raise ValueError(f"invalid strftime format {value!r}: {exc}") from None
+    return value
+
+
+def _check_parse_format(value: str) -> str:
+    if value == "hl7":
+        return value
+    if not re.search(r"%[Yy]", value.replace("%%", "")):
+        raise ValueError(f"a format to read dates with must contain the year (%Y or %y) (got {value!r})")
+    try:
+        datetime.strptime(_SAMPLE_MOMENT.strftime(value), value)
+    except ValueError as exc:
+        raise ValueError(f"cannot read dates with {value!r}: {exc}") from None
+    return value
+
+
+DateFormat = Annotated[Text, AfterValidator(_check_date_format)]
+ParseFormat = Annotated[DateFormat, AfterValidator(_check_parse_format)]
+
+
+def _check_version(value: str) -> str:
+    if not re.fullmatch(r"2\.\d+(\.\d+)?", value):
+        raise ValueError(f"must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got {value!r})")
+    return value
+
+
+def _check_python_target(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", value):
+        raise ValueError(f"must be package.module:function (got {value!r})")
+    return value
+
+
+def _given(model: Frozen, keys: tuple[str, ...]) -> list[str]:
+    """The YAML keys among ``keys`` (field names) that were given a value, as written in YAML."""
+    fields = type(model).model_fields
+    return [fields[key].alias or key for key in keys if getattr(model, key) is not None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters
+
+_SIMPLE_TESTS = ("equals", "in_", "matches", "exists", "empty")
+_LOWER_BOUNDS = ("greater_than", "at_least")
+_UPPER_BOUNDS = ("less_than", "at_most")
+_DATE_BOUNDS = ("after", "before")
+_GROUPS = ("any_", "all_", "not_")
+_TEST_NAMES = (
+    "equals, in, matches, exists, empty, greater_than/at_least and/or less_than/at_most,"
+    " after and/or before, any, all, not"
+)
+
+
+class FilterSpec(Frozen):
+    """One filter: a test of one field (``field`` plus one test), or ``any``/``all``/``not`` of filters."""
+
+    field: FieldPathText | None = None
+    equals: Text | None = None
+    in_: Annotated[tuple[Text, ...], AfterValidator(check_not_empty)] | None = Field(None, alias="in")
+    matches: Regex | None = None
+    exists: bool | None = None
+    empty: bool | None = None
+    greater_than: Number | None = None
+    at_least: Number | None = None
+    less_than: Number | None = None
+    at_most: Number | None = None
+    after: DateBound | None = None
+    before: DateBound | None = None
+    any_: Annotated[tuple[FilterSpec, ...], AfterValidator(check_not_empty)] | None = Field(None, alias="any")
+    all_: Annotated[tuple[FilterSpec, ...], AfterValidator(check_not_empty)] | None = Field(None, alias="all")
+    not_: FilterSpec | None = Field(None, alias="not")
+    occurrence: Literal["first", "any", "all"] | None = None
+
+    @field_validator("occurrence")
+    @classmethod
+    def _something_to_range_over(cls, value: str | None, info: ValidationInfo) -> str | None:
+        path = info.data.get("field")
+        if value in ("any", "all") and path is not None:
+            where = parse_path(path)
+            fixed = where.occurrence is not None and where.repetition is not None
+            if fixed or (where.segment in HEADER_SEGMENTS and where.field <= 2):
+                raise ValueError(
+                    f"occurrence: {value} has nothing to range over: {path} names a single value"
+                    " (leave out the [occurrence] or the [repetition])"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _one_test(self) -> FilterSpec:
+        tests = _given(self, _SIMPLE_TESTS)
+        numeric = _given(self, _LOWER_BOUNDS + _UPPER_BOUNDS)
+        dates = _given(self, _DATE_BOUNDS)
+        groups = _given(self, _GROUPS)
+        kinds = tests + ([", ".join(numeric)] if numeric else []) + ([", ".join(dates)] if dates else []) + groups
+        if not kinds:
+            raise ValueError(f"give one test: {_TEST_NAMES} (got none)")
+        if len(kinds) > 1:
+            raise ValueError(
+                f"give one test per filter: {_TEST_NAMES} (got {', '.join(tests + numeric + dates + groups)});"
+                " combine tests with all: or any:"
+            )
+        for pair in (_LOWER_BOUNDS, _UPPER_BOUNDS):
+            if len(_given(self, pair)) > 1:
+                raise ValueError(f"give {pair[0]} or {pair[1]}, not both")
+        if groups:
+            extra = _given(self, ("field", "occurrence"))
+            if extra:
+                raise ValueError(
+                    f"{' and '.join(extra)} cannot go with {groups[0]}: put {'it' if len(extra) == 1 else 'them'}"
+                    f" in the filters inside {groups[0]}"
+                )
+        elif self.field is None:
+            raise ValueError(f"{kinds[0]} needs field: the field path to test, e.g. field: PID-8")
+        lower = self.greater_than if self.greater_than is not None else self.at_least
+        upper = self.less_than if self.less_than is not None else self.at_most
+        if lower is not None and upper is not None:
+            strict = self.greater_than is not None or self.less_than is not None
+            if lower > upper or (lower == upper and strict):
+                raise ValueError("no number is within these bounds: the filter could never pass")
+        if self.after is not None and self.before is not None:
+            after, before = self.after, self.before
+            if after.tzinfo is None or before.tzinfo is None:  # compared as wall-clock times, as filters do
+                after, before = after.replace(tzinfo=None), before.replace(tzinfo=None)
+            if after >= before:
+                raise ValueError("no date is both after and before these bounds: the filter could never pass")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+
+
+class FieldSpec(Frozen):
+    """A transform of one value (``trim``); the base of the transforms below that take more keys."""
+
+    field: WritablePath
+
+
+class SetSpec(FieldSpec):
+    """``set``: write a fixed value ('' empties it, '""' writes the HL7 null)."""
+
+    value: Text
+
+
+class CopySpec(Frozen):
+    """``copy``: write the value at ``from`` to ``to``."""
+
+    from_: FieldPathText = Field(alias="from")
+    to: WritablePath
+
+
+class DeleteSpec(FieldSpec):
+    """``delete``: empty a field (every repetition), remove one repetition, or empty a component."""
+
+
+class MapSpec(FieldSpec):
+    """``map``: replace a value by its entry in a lookup table."""
+
+    table: Name
+    default: Text | None = None
+    on_miss: Literal["keep", "default", "error"] = Field("error", validate_default=True)
+
+    @field_validator("on_miss")
+    @classmethod
+    def _default_given_with_default(cls, value: str, info: ValidationInfo) -> str:
+        if "default" not in info.data:  # default itself is invalid and reported
+            return value
+        if value == "default" and info.data["default"] is None:
+            raise ValueError("on_miss: default needs default: the value to write when the table has no entry")
+        if value != "default" and info.data["default"] is not None:
+            raise ValueError(f"default: is only used with on_miss: default (got on_miss: {value})")
+        return value
+
+
+class ReplaceSpec(FieldSpec):
+    """``replace``: substitute every match of a regular expression (Python ``re.sub``)."""
+
+    pattern: Regex
+    with_: Text = Field(alias="with")
+
+    @field_validator("with_")
+    @classmethod
+    def _fits_pattern(cls, value: str, info: ValidationInfo) -> str:
+        if "pattern" in info.data:
+            try:
+                re.compile(info.data["pattern"]).sub(value, "")  # compiles the template before any match
+            except (re.error, IndexError) as exc:
+                raise ValueError(f"{value!r} does not fit the pattern: {exc}") from None
+        return value
+
+
+class DateSpec(FieldSpec):
+    """``date``: rewrite a date/time from one format to another ('hl7' is the DTM format)."""
+
+    from_: ParseFormat = Field(alias="from")
+    to: DateFormat
+
+
+class CaseSpec(FieldSpec):
+    """``case``: upper-, lower- or title-case a value."""
+
+    to: Literal["upper", "lower", "title"]
+
+
+class RepetitionsSpec(Frozen):
+    """``split`` (one value -> repetitions) and ``join`` (repetitions -> one value) of a whole field."""
+
+    field: WholeFieldPath
+    separator: NonEmptyText
+
+
+def _check_segment_text(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("must be one segment, without line breaks")
+    name = value.split("|", 1)[0]
+    _check_segment_name(name)
+    _check_body_segment(name)
+    return value
+
+
+class AddSegmentSpec(Frozen):
+    """``add_segment``: insert a segment written with | ^ ~ \\ &, after or before the first of a segment or at the end."""
+
+    segment: Annotated[Text, AfterValidator(_check_segment_text)]
+    after: SegmentName | None = None
+    before: SegmentName | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> AddSegmentSpec:
+        if self.after is not None and self.before is not None:
+            raise ValueError("give after or before, not both (neither adds the segment at the end)")
+        if self.before == "MSH":
+            raise ValueError("nothing can go before MSH")
+        return self
+
+
+class RemoveSegmentSpec(Frozen):
+    """``remove_segment``: remove every occurrence of a segment, or only the N-th."""
+
+    segment: BodySegmentName
+    occurrence: Annotated[int, Field(ge=1)] | None = None
+
+
+class RenameSegmentSpec(Frozen):
+    """``rename_segment``: give every occurrence of a segment another ID."""
+
+    from_: BodySegmentName = Field(alias="from")
+    to: BodySegmentName
+
+
+_TRANSFORMS = (
+    "set_", "copy_", "delete", "map_", "replace", "date_", "case", "trim", "add_segment",
+    "remove_segment", "rename_segment", "split", "join", "set_version", "python",
+)  # fmt: skip
+
+
+class TransformSpec(Frozen):
+    """One transform: exactly one key naming what to do."""
+
+    set_: SetSpec | None = Field(None, alias="set")
+    copy_: CopySpec | None = Field(None, alias="copy")
+    delete: DeleteSpec | None = None
+    map_: MapSpec | None = Field(None, alias="map")
+    replace: ReplaceSpec | None = None
+    date_: DateSpec | None = Field(None, alias="date")
+    case: CaseSpec | None = None
+    trim: FieldSpec | None = None
+    add_segment: AddSegmentSpec | None = None
+    remove_segment: RemoveSegmentSpec | None = None
+    rename_segment: RenameSegmentSpec | None = None
+    split: RepetitionsSpec | None = None
+    join: RepetitionsSpec | None = None
+    set_version: Annotated[Text, AfterValidator(_check_version)] | None = None
+    python: Annotated[Text, AfterValidator(_check_python_target)] | None = None
+
+    @model_validator(mode="after")
+    def _one_transform(self) -> TransformSpec:
+        given = _given(self, _TRANSFORMS)
+        if len(given) != 1:
+            names = ", ".join(type(self).model_fields[key].alias or key for key in _TRANSFORMS)
+            raise ValueError(f"give exactly one of {names} (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The YAML key of this transform (``set``, ``map``, ``python`` ...)."""
+        return _given(self, _TRANSFORMS)[0]
+
+    @property
+    def options(self) -> Any:
+        """The value under that key: a sub-model, or the text of ``set_version`` and ``python``."""
+        return next(getattr(self, key) for key in _TRANSFORMS if getattr(self, key) is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookup tables
+
+
+class TableSpec(Frozen):
+    """A lookup table: ``inline`` entries, or a CSV file (``csv``, relative to the config's folder) and two of its columns."""
+
+    inline: Annotated[dict[Text, Text], AfterValidator(check_not_empty)] | None = None
+    csv: NonEmptyText | None = None
+    key: NonEmptyText | None = None
+    value: NonEmptyText | None = None
+
+    @model_validator(mode="after")
+    def _inline_or_csv(self) -> TableSpec:
+        if (self.inline is None) == (self.csv is None):
+            raise ValueError("give inline: (a mapping of entries) or csv: (a file with key: and value: columns), not both")
+        if self.csv is not None:
+            missing = [name for name in ("key", "value") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"csv: needs {' and '.join(missing)}: the header names of the column(s) to use")
+            if self.key == self.value:
+                raise ValueError(f"key and value must be different columns (both are {self.key!r})")
+        else:
+            extra = [name for name in ("key", "value") if getattr(self, name) is not None]
+            if extra:
+                raise ValueError(f"{' and '.join(extra)} only go with csv:, not with inline:")
+        return self
