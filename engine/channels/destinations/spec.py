@@ -1,0 +1,285 @@
+"""The YAML shape of each destination type's settings, and of the ACK policy MLLP and HTTP share.
+
+The channel configuration composes these (adding name, type, filters, transforms and queue), so a
+problem here is reported like any other: at its YAML path, with its line. Relative paths resolve
+against the configuration file's folder, passed as the validation context key ``base_dir``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import string
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from engine.configtypes import Frozen, Seconds, check_not_empty
+
+__all__ = [
+    "BATCH_TEMPLATE_FIELDS",
+    "TEMPLATE_FIELDS",
+    "AckPolicy",
+    "BasicAuth",
+    "FileSettings",
+    "HttpDestinationSettings",
+    "MllpSettings",
+    "TlsSettings",
+]
+
+Action = Literal["sent", "retry", "error"]
+
+ReplyBytes = Annotated[int, Field(ge=1024, le=1024**3)]
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    """An absolute path: relative ones count from the configuration file's folder."""
+    base_dir = (info.context or {}).get("base_dir", Path("."))
+    return Path(os.path.abspath(Path(base_dir) / value))
+
+
+class AckPolicy(Frozen):
+    """What each kind of reply means for a delivery: sent, retry later, or error (fix first).
+
+    The defaults follow the standard's meanings (HL7-NOTES §5): AE and CR say the message itself
+    is wrong, so resending it unchanged would fail again; CE and AR without a content reason say
+    the receiver could not take it now.
+    """
+
+    AA: Action = "sent"
+    CA: Action = "sent"
+    AE: Action = "error"
+    CR: Action = "error"
+    CE: Action = "retry"
+    AR: Action | Literal["by_error_code"] = "by_error_code"
+    # With AR: by_error_code, an ERR code in this list makes AR an error, any other code (or none) a retry.
+    ar_error_codes: tuple[Annotated[int, Field(ge=0, le=999)], ...] = (200, 201, 202, 203)
+    timeout: Action = "retry"
+    mismatch: Action = "retry"  # MSA-2 is not the control id sent (MLLP also drops the connection)
+    unreadable: Action = "retry"  # an empty reply, one without MSA, with an unknown MSA-1, or too long
+
+
+def _check_host(value: str) -> str:
+    check_not_empty(value)
+    if any(char.isspace() for char in value) or "/" in value:
+        raise ValueError(f"must be a host name or IP address (got {value!r})")
+    return value
+
+
+def _read_certificates(path: Path) -> None:
+    x509.load_pem_x509_certificates(path.read_bytes())  # ValueError when there is none
+
+
+def _read_private_key(path: Path) -> None:
+    try:
+        serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except TypeError:  # cryptography's way of saying the key is encrypted
+        raise ValueError(f"{path}: the private key is encrypted; give an unencrypted PEM key") from None
+
+
+class TlsSettings(Frozen):
+    """TLS for an MLLP destination: whom to trust, our client certificate, hostname check."""
+
+    ca_file: Path | None = None  # PEM CA certificate(s) to trust; None: the system's trusted CAs
+    cert_file: Path | None = None  # PEM client certificate (mutual TLS), with key_file
+    key_file: Path | None = None  # its unencrypted PEM private key
+    verify_hostname: bool = True
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable_pem(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        reader = _read_private_key if info.field_name == "key_file" else _read_certificates
+        try:
+            reader(path)
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            what = "a PEM private key" if info.field_name == "key_file" else "a PEM certificate"
+            raise ValueError(f"{path} does not hold {what} ({exc})") from None
+        return path
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give cert_file and key_file together (or neither)")
+        return self
+
+
+class MllpSettings(Frozen):
+    """An MLLP destination: where to connect, how long to wait, and what each ACK means."""
+
+    host: Annotated[str, AfterValidator(_check_host)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    tls: TlsSettings | None = None
+    connect_timeout_seconds: Seconds = 10.0
+    ack_timeout_seconds: Seconds = 30.0
+    keep_alive: bool = True  # keep the connection open between messages; false: one connection per message
+    max_reply_bytes: ReplyBytes = 1024 * 1024
+    ack_policy: AckPolicy = Field(default_factory=AckPolicy)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# File
+
+#: Placeholders of a file name template and an example value of each (used to check templates).
+TEMPLATE_FIELDS: dict[str, Any] = {
+    "channel": "adt",
+    "destination": "archive",
+    "message_id": 42,
+    "delivery_id": 7,
+    "control_id": "MSG00001",
+    "message_type": "ADT_A01",
+    "now": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+}
+#: A batch file holds many messages: only the placeholders that do not name one message.
+BATCH_TEMPLATE_FIELDS = frozenset({"channel", "destination", "now"})
+
+_DEFAULT_FILENAME = "{channel}_{message_id}.hl7"
+_DEFAULT_BATCH_FILENAME = "{channel}_{now:%Y%m%d%H%M%S}.hl7"
+
+
+def _check_filename_template(template: str, allowed: frozenset[str] | set[str]) -> str:
+    """Check a file name template: known placeholders only, valid format specs, no folders."""
+    check_not_empty(template)
+    if template.startswith("."):
+        raise ValueError(f"must not start with '.' (hidden files are the temporary ones) (got {template!r})")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{template!r} is not a valid template: {exc} (write {{{{ and }}}} for literal braces)") from None
+    known = ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS if name in allowed)
+    for literal, field, spec, conversion in parts:
+        if any(char in literal for char in "/\\\0"):
+            raise ValueError(f"must be a file name, without folders (got {template!r}); put folders in directory")
+        if field is None:
+            continue
+        if field not in allowed:
+            extra = " (a batch file holds many messages)" if field in TEMPLATE_FIELDS else ""
+            raise ValueError(f"unknown placeholder {{{field}}}{extra}; known: {known}")
+        if conversion is not None or "{" in (spec or ""):
+            raise ValueError(f"placeholder {{{field}}}: write {{name}} or {{name:format}}, without !conversions or nested fields")
+    try:
+        example = template.format(**{name: value for name, value in TEMPLATE_FIELDS.items() if name in allowed})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{template!r}: {exc}") from None
+    if any(char in example for char in "/\\\0"):
+        raise ValueError(f"must give a file name, without folders (got {template!r}, e.g. {example!r})")
+    return template
+
+
+class FileSettings(Frozen):
+    """A file destination: one file per message (or per batch) in a folder, written atomically."""
+
+    directory: Path
+    batch: bool = False  # one file per dispatch round holding every due message, in an FHS/BHS envelope
+    filename: str = Field(default=None, validate_default=True)  # type: ignore[assignment]
+    segment_separator: Literal["cr", "lf", "crlf"] = "cr"
+    on_exists: Literal["unique", "overwrite", "error"] = "unique"
+
+    @field_validator("directory")
+    @classmethod
+    def _resolve_directory(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("filename", mode="before")
+    @classmethod
+    def _default_filename(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return _DEFAULT_BATCH_FILENAME if info.data.get("batch") else _DEFAULT_FILENAME
+        return value
+
+    @field_validator("filename")
+    @classmethod
+    def _check_filename(cls, value: str, info: ValidationInfo) -> str:
+        allowed = BATCH_TEMPLATE_FIELDS if info.data.get("batch") else frozenset(TEMPLATE_FIELDS)
+        return _check_filename_template(value, allowed)
+
+    @property
+    def separator(self) -> bytes:
+        """The bytes written between segments."""
+        return {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}[self.segment_separator]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HTTP
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# Set from other keys (or by the HTTP client); a second value would be ambiguous.
+_RESERVED_HEADERS = frozenset({"content-type", "content-length", "date", "host", "transfer-encoding", "connection"})
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host (got {value!r})")
+    if not value.isascii() or any(char.isspace() for char in value):
+        raise ValueError(f"must be ASCII without spaces; percent-encode other characters (got {value!r})")
+    return value
+
+
+def _check_media_type(value: str) -> str:
+    if not re.fullmatch(f"{_TOKEN}/{_TOKEN}", value):
+        raise ValueError(f"must be a media type without parameters, e.g. application/hl7-v2 (got {value!r}); the charset is its own key")
+    return value
+
+
+def _check_charset(value: str) -> str:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown charset {value!r}") from None
+    return value
+
+
+def _check_username(value: str) -> str:
+    check_not_empty(value)
+    if ":" in value:
+        raise ValueError("must not contain ':' (Basic authentication cannot carry it)")
+    return value
+
+
+class BasicAuth(Frozen):
+    """HTTP Basic authentication (HL7 over HTTP security level 1; use https for level 2)."""
+
+    username: Annotated[str, AfterValidator(_check_username)]
+    password: SecretStr
+
+
+class HttpDestinationSettings(Frozen):
+    """An HTTP destination: POST each message, HAPI's HL7-over-HTTP way, and read the ACK in the body."""
+
+    url: Annotated[str, AfterValidator(_check_url)]
+    content_type: Annotated[str, AfterValidator(_check_media_type)] = "application/hl7-v2"
+    charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
+    timeout_seconds: Seconds = 30.0
+    basic_auth: BasicAuth | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_reply_bytes: ReplyBytes = 1024 * 1024
+    ack_policy: AckPolicy = Field(default_factory=AckPolicy)
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(_TOKEN, name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP token")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by the engine; use content_type/charset for Content-Type")
+            if any(char in text for char in "\r\n\0"):
+                raise ValueError(f"header {name!r}: the value must not contain line breaks")
+        return value
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpDestinationSettings:
+        if self.basic_auth is not None and any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError("give basic_auth or an Authorization header, not both")
+        return self

@@ -1,0 +1,37 @@
+"""Fixtures of the destination tests: ports where nobody answers."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def unanswered_port():
+    """A port whose listener never accepts and whose backlog is full: new connections hang (Linux drops the SYN)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)  # let the kernel queue the fillers before the test connects
+    yield port
+    for sock in [*fillers, listener]:
+        sock.close()
+
+

@@ -1,0 +1,49 @@
+"""build_destination picks the class by the settings' type, subclasses included."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import reactor
+
+from engine.channels.destinations import (
+    FileDestination,
+    FileSettings,
+    HTTPDestination,
+    HttpDestinationSettings,
+    MLLPDestination,
+    MllpSettings,
+    build_destination,
+)
+from engine.configtypes import Frozen
+
+
+class ChannelFileDestination(FileSettings):
+    """How the channel configuration may extend a settings model with its own keys."""
+
+    name: str
+
+
+@pytest.mark.parametrize(
+    ("settings", "kind"),
+    [
+        (MllpSettings(host="127.0.0.1", port=2575), MLLPDestination),
+        (FileSettings(directory="/tmp/out"), FileDestination),
+        (ChannelFileDestination(directory="/tmp/out", name="archive"), FileDestination),
+        (HttpDestinationSettings(url="http://127.0.0.1/hl7"), HTTPDestination),
+    ],
+)
+def test_each_settings_type_builds_its_destination(settings, kind):
+    """Each settings model (or a subclass of it) builds its destination class, named as asked."""
+    destination = build_destination("out", settings, reactor=reactor)
+    assert isinstance(destination, kind)
+    assert destination.name == "out"
+
+
+def test_unknown_settings_are_refused():
+    """Settings of no destination type are a TypeError, not a silent default."""
+
+    class Other(Frozen):
+        pass
+
+    with pytest.raises(TypeError):
+        build_destination("out", Other(), reactor=reactor)

@@ -1,0 +1,207 @@
+"""The file destination: atomic writes, file name templates, on_exists, batch files, write failures."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from engine.channels.destinations import file as file_module
+from engine.channels.destinations.file import TEMP_PREFIX, FileDestination
+from engine.channels.destinations.spec import FileSettings
+from engine.channels.stages import Delivery, Outcome
+from engine.hl7.batch import split_batch
+from tests.channels.destinations.acks import message
+
+SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
+NOW = datetime(2026, 3, 4, 5, 6, 7).timestamp()  # local time, like the {now} placeholder
+
+
+class FixedClock:
+    """The test reactor, except that its clock stands still at ``seconds``."""
+
+    def __init__(self, seconds: float):
+        self._seconds = seconds
+
+    def seconds(self) -> float:
+        return self._seconds
+
+    def __getattr__(self, name):
+        return getattr(reactor, name)
+
+
+def delivery(n: int, *, control_id: str | None = None, payload: bytes | None = None) -> Delivery:
+    return Delivery(
+        delivery_id=100 + n, message_id=n, channel="adt", destination="archive",
+        control_id=f"MSG-{n}" if control_id is None else control_id, payload=payload or message(n), attempt=1,
+    )
+
+
+def destination(directory, **settings) -> FileDestination:
+    return FileDestination("archive", FileSettings(directory=directory, **settings), reactor=FixedClock(NOW))
+
+
+def files(directory) -> list[str]:
+    return sorted(os.listdir(directory))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_message_becomes_one_file_with_cr_segments(tmp_path):
+    """Each message is one file named by the default template; segments end with CR, the last one too."""
+    result = yield destination(tmp_path).send(delivery(1, payload=message(1).rstrip(b"\r")))
+    assert (result.outcome, result.reason) == (SENT, str(tmp_path / "adt_1.hl7"))
+    assert files(tmp_path) == ["adt_1.hl7"]
+    assert (tmp_path / "adt_1.hl7").read_bytes() == message(1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_every_placeholder_is_filled(tmp_path):
+    """channel, destination, message_id, delivery_id, control_id, message_type and now all reach the name."""
+    template = "{channel}.{destination}.{message_id:04d}.{delivery_id}.{control_id}.{message_type}.{now:%Y%m%d%H%M%S}.hl7"
+    result = yield destination(tmp_path, filename=template).send(delivery(7))
+    assert result.outcome == SENT
+    assert files(tmp_path) == ["adt.archive.0007.107.MSG-7.ADT_A01.20260304050607.hl7"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_values_from_the_message_cannot_leave_the_folder(tmp_path):
+    """A control id with slashes or dots is reduced to safe characters: the file stays in its folder."""
+    target = tmp_path / "out"
+    result = yield destination(target, filename="msg_{control_id}.hl7").send(delivery(1, control_id="../../etc/x y"))
+    assert result.outcome == SENT
+    assert files(target) == ["msg_.._.._etc_x_y.hl7"]
+    assert files(tmp_path) == ["out"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_template_giving_no_usable_name_is_an_error(tmp_path):
+    """A name that comes out empty or hidden (here from an empty control id) is ERROR; nothing is written."""
+    target = destination(tmp_path, filename="{control_id}")
+    empty = yield target.send(delivery(1, control_id=""))
+    hidden = yield target.send(delivery(2, control_id=".x"))
+    assert (empty.outcome, hidden.outcome) == (ERROR, ERROR)
+    assert files(tmp_path) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_on_exists_unique_numbers_the_new_file(tmp_path):
+    """With on_exists: unique (the default) a taken name gets -1, -2... before its extension; nothing is replaced."""
+    target = destination(tmp_path, filename="{channel}.hl7")
+    results = []
+    for n in (1, 2, 3):
+        results.append((yield target.send(delivery(n))))
+    assert [r.reason for r in results] == [str(tmp_path / name) for name in ("adt.hl7", "adt-1.hl7", "adt-2.hl7")]
+    assert (tmp_path / "adt.hl7").read_bytes() == message(1)
+    assert (tmp_path / "adt-2.hl7").read_bytes() == message(3)
+
+
+@pytest_twisted.inlineCallbacks
+def test_on_exists_overwrite_replaces_the_file(tmp_path):
+    """With on_exists: overwrite the newer message replaces the file of the same name."""
+    target = destination(tmp_path, filename="{channel}.hl7", on_exists="overwrite")
+    for n in (1, 2):
+        assert (yield target.send(delivery(n))).outcome == SENT
+    assert files(tmp_path) == ["adt.hl7"]
+    assert (tmp_path / "adt.hl7").read_bytes() == message(2)
+
+
+@pytest_twisted.inlineCallbacks
+def test_on_exists_error_keeps_the_old_file_and_reports_error(tmp_path):
+    """With on_exists: error a taken name is ERROR; the existing file is untouched and no temporary file is left."""
+    target = destination(tmp_path, filename="{channel}.hl7", on_exists="error")
+    first = yield target.send(delivery(1))
+    second = yield target.send(delivery(2))
+    assert (first.outcome, second.outcome) == (SENT, ERROR)
+    assert "exists" in second.reason
+    assert files(tmp_path) == ["adt.hl7"]
+    assert (tmp_path / "adt.hl7").read_bytes() == message(1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_file_appears_complete_under_its_final_name(tmp_path, monkeypatch):
+    """While the content is flushed only a hidden temporary file exists; afterwards only the complete final file."""
+    seen: list[list[str]] = []
+    real_fsync = os.fsync
+
+    def watching_fsync(descriptor):
+        seen.append(files(tmp_path))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(file_module.os, "fsync", watching_fsync)
+    payload = message(1) + b"OBX|1|TX|||" + b"x" * 1_000_000 + b"\r"
+    result = yield destination(tmp_path).send(delivery(1, payload=payload))
+    assert result.outcome == SENT
+    during = seen[0]  # the data file's fsync, before it is named
+    assert len(during) == 1 and during[0].startswith(TEMP_PREFIX) and during[0].endswith(".tmp")
+    assert files(tmp_path) == ["adt_1.hl7"]
+    assert (tmp_path / "adt_1.hl7").read_bytes() == payload
+
+
+@pytest.mark.parametrize(("separator", "expected"), [("lf", b"\n"), ("crlf", b"\r\n"), ("cr", b"\r")])
+@pytest_twisted.inlineCallbacks
+def test_segment_separator_is_applied(tmp_path, separator, expected):
+    """segment_separator lf/crlf/cr rewrites the breaks between segments, whatever the payload used."""
+    payload = message(1).replace(b"\r", b"\r\n")
+    yield destination(tmp_path, segment_separator=separator).send(delivery(1, payload=payload))
+    content = (tmp_path / "adt_1.hl7").read_bytes()
+    assert content == b"".join(segment + expected for segment in message(1).split(b"\r") if segment)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_batch_is_one_file_with_an_envelope_holding_every_message(tmp_path):
+    """send_batch with batch: true writes one FHS/BHS...BTS/FTS file with all N messages; every delivery gets its path."""
+    target = destination(tmp_path, batch=True)
+    results = yield target.send_batch([delivery(n) for n in (1, 2, 3)])
+    name = "adt_20260304050607.hl7"
+    assert [(r.outcome, r.reason) for r in results] == [(SENT, str(tmp_path / name))] * 3
+    text = (tmp_path / name).read_bytes().decode()
+    lines = text.split("\r")
+    assert lines[0].startswith("FHS|^~\\&|") and lines[1].startswith("BHS|^~\\&|")
+    assert lines[-3:] == ["BTS|3", "FTS|1", ""]
+    batch = split_batch(text)
+    assert batch.messages == tuple(message(n).decode().rstrip("\r") for n in (1, 2, 3))
+    assert (batch.declared_count, batch.batch_control_id) == (3, "101")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_single_send_with_batch_set_is_a_one_message_batch_file(tmp_path):
+    """With batch: true, send() of one delivery still writes an enveloped batch file (BTS|1)."""
+    result = yield destination(tmp_path, batch=True).send(delivery(1))
+    assert result.outcome == SENT
+    lines = (tmp_path / "adt_20260304050607.hl7").read_bytes().decode().split("\r")
+    assert lines[0].startswith("FHS") and "BTS|1" in lines
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_batch_without_batch_set_concatenates_without_envelope(tmp_path):
+    """send_batch with batch: false writes the messages back to back, named after the first one."""
+    results = yield destination(tmp_path).send_batch([delivery(1), delivery(2)])
+    assert [r.outcome for r in results] == [SENT, SENT]
+    assert (tmp_path / "adt_1.hl7").read_bytes() == message(1) + message(2)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unwritable_directory_is_retry(tmp_path):
+    """A folder that cannot be created or written (here: a path through a regular file) is RETRY, not a crash."""
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    result = yield destination(tmp_path / "blocker" / "out").send(delivery(1))
+    assert result.outcome == RETRY
+    assert str(tmp_path / "blocker" / "out") in result.reason
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_folder_is_created_when_missing(tmp_path):
+    """A missing target folder (and its parents) is created on the first write."""
+    result = yield destination(tmp_path / "a" / "b").send(delivery(1))
+    assert result.outcome == SENT
+    assert files(tmp_path / "a" / "b") == ["adt_1.hl7"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_empty_batch_writes_nothing(tmp_path):
+    """send_batch of no deliveries writes no file and returns no results."""
+    assert (yield destination(tmp_path, batch=True).send_batch([])) == []
+    assert files(tmp_path) == []
