@@ -1,9 +1,10 @@
-"""The message store: a blocking repository, and the engine's asynchronous face over it.
+"""The message store: a blocking repository, and the engine's asynchronous face over the whole store.
 
-``MessageRepository`` does the SQL and returns plain frozen dataclasses; it blocks, so it runs on
-threads (and in the CLI). ``MessageStore`` is what the reactor talks to: ``add()`` queues
-messages for one writer thread that commits everything pending in one transaction (group
-commit) and fires each caller's Deferred after COMMIT; reads run on a small thread pool.
+``MessageRepository`` does the SQL of messages and returns plain frozen dataclasses; it blocks,
+so it runs on threads (and in the CLI), as do ``QueueRepository`` (``queues.py``) and
+``ConfigRepository`` (``configs.py``). ``MessageStore`` is what the reactor talks to: every
+write goes to one writer thread, in order (``add()`` calls pending together are committed in
+one transaction: group commit) and fires its Deferred after COMMIT; reads run on a small pool.
 """
 
 from __future__ import annotations
@@ -12,21 +13,25 @@ import collections
 import dataclasses
 import enum
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from engine.errors import StoreError
+from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
-from engine.store.schema import message_events, messages, require_aware
+from engine.store.queues import AttemptResult, DeliverySummary, ProcessingResult, QueueRepository, SourceFile
+from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, source_files, utc_now
 
 log = Logger(namespace="engine.store")
 
@@ -131,20 +136,22 @@ class MessageSummary:
 
 @dataclass(frozen=True, slots=True)
 class MessageEvent:
-    """One later status change of a stored message."""
+    """One later status change of a stored message, or of its delivery to ``destination``."""
 
     id: int
     at: datetime
     status: str
     detail: str
+    destination: str | None = None  # None: the message's own status
 
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage(MessageSummary):
-    """A stored message with its content, the ACK we answered with and its status history."""
+    """A stored message with its content at every stage, the ACK we answered with, its deliveries and status history."""
 
     raw: bytes
     ack: bytes | None
+    transformed: bytes | None  # after the channel's transforms; None before processing or without transforms
     receiving_application: str
     receiving_facility: str
     message_structure: str
@@ -152,6 +159,7 @@ class StoredMessage(MessageSummary):
     charset: str
     batch_control_id: str | None
     batch_index: int | None
+    deliveries: tuple[DeliverySummary, ...]  # oldest first, superseded ones included
     events: tuple[MessageEvent, ...]
 
     @property
@@ -162,24 +170,27 @@ class StoredMessage(MessageSummary):
 
 _NEW_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(NewMessage))
 _SUMMARY_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(MessageSummary))
-_STORED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name != "events")
+_STORED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events"))
 _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(MessageEvent))
-# Header columns are search copies of MSH fields (raw keeps every byte), so a value that does
-# not fit is cut rather than refused: refusing would make a sender resend it forever.
-_TEXT_LIMITS = {c.name: c.type.length for c in messages.c if isinstance(c.type, sa.String) and c.type.length}
-_TEXT_COLUMNS = frozenset(c.name for c in messages.c if isinstance(c.type, sa.String))
+_DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(DeliverySummary))
 _INSERT = sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
 
 
 def _row(message: NewMessage) -> dict:
-    """The column values for one message; text loses NULs (PostgreSQL refuses them) and is cut to fit."""
-    row = {name: getattr(message, name) for name in _NEW_MESSAGE_FIELDS}
-    for name in _TEXT_COLUMNS:
-        value = row[name]
-        if value is not None:
-            row[name] = value.replace("\x00", "")[: _TEXT_LIMITS.get(name)]
+    """The column values for one message.
+
+    Header columns are search copies of MSH fields (raw keeps every byte), so a value that does
+    not fit loses NULs and is cut (fit_text) rather than refused: refusing would make a sender
+    resend it forever.
+    """
+    row = fit_text(messages, {name: getattr(message, name) for name in _NEW_MESSAGE_FIELDS})
     row["status_at"] = message.received_at
     return row
+
+
+def _source_file_row(source_file: SourceFile, message_count: int, read_at: datetime) -> dict:
+    values = {"path": source_file.path, "sha256": source_file.sha256, "size": source_file.size, "read_at": read_at, "message_count": message_count}
+    return fit_text(source_files, values)
 
 
 def _criteria(query: MessageQuery) -> list[sa.ColumnElement[bool]]:
@@ -207,23 +218,39 @@ def _criteria(query: MessageQuery) -> list[sa.ColumnElement[bool]]:
 class MessageRepository:
     """Blocking reads and writes of stored messages, returning plain data; never call it on the reactor thread."""
 
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utc_now):
         self._engine = engine
+        self._clock = clock
 
     @property
     def engine(self) -> sa.Engine:
         """The SQLAlchemy engine the repository uses."""
         return self._engine
 
-    def insert(self, new_messages: Sequence[NewMessage]) -> list[int]:
-        """Store the messages in one transaction; returns their ids in the same order."""
-        if not new_messages:
-            return []
-        rows = [_row(m) for m in new_messages]
+    def insert(self, new_messages: Sequence[NewMessage], source_file: SourceFile | None = None) -> list[int]:
+        """Store the messages (and the record of the file they came from) in one transaction; returns their ids in order."""
+        [ids] = self.insert_groups([(new_messages, source_file)])
+        return ids
+
+    def insert_groups(self, groups: Sequence[tuple[Sequence[NewMessage], SourceFile | None]]) -> list[list[int]]:
+        """Store several groups of messages, each with its optional source file, in one transaction; the ids of each group."""
+        rows = [_row(m) for new_messages, _ in groups for m in new_messages]
+        read_at = self._clock()
+        files = [_source_file_row(source_file, len(new_messages), read_at) for new_messages, source_file in groups if source_file is not None]
+        if not rows and not files:
+            return [[] for _ in groups]
         with store_errors("storing messages"):
-            # TRANSACTION: every message given, committed together or not at all (one group commit).
+            # TRANSACTION: every message and source file record given, committed together or not
+            # at all (one group commit): a file is never recorded without its messages, nor they without it.
             with self._engine.begin() as connection:
-                return list(connection.execute(_INSERT, rows).scalars())
+                ids = list(connection.execute(_INSERT, rows).scalars()) if rows else []
+                if files:
+                    connection.execute(sa.insert(source_files), files)
+        result, start = [], 0
+        for new_messages, _ in groups:
+            result.append(ids[start : start + len(new_messages)])
+            start += len(new_messages)
+        return result
 
     def search(self, query: MessageQuery) -> list[MessageSummary]:
         """Summaries matching ``query``, newest (highest id) first, at most ``query.limit``."""
@@ -235,15 +262,17 @@ class MessageRepository:
             return [MessageSummary(**row._mapping) for row in connection.execute(statement)]
 
     def get(self, message_id: int) -> StoredMessage | None:
-        """One message with its content and status history, or None when there is no such id."""
+        """One message with its content, deliveries and status history, or None when there is no such id."""
         message = sa.select(*_STORED_COLUMNS).where(messages.c.id == message_id)
+        routed = sa.select(*_DELIVERY_COLUMNS).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)
         events = sa.select(*_EVENT_COLUMNS).where(message_events.c.message_id == message_id).order_by(message_events.c.at, message_events.c.id)
         with store_errors("reading a message"), self._engine.connect() as connection:
             row = connection.execute(message).one_or_none()
             if row is None:
                 return None
+            delivery_rows = tuple(DeliverySummary(**delivery._mapping) for delivery in connection.execute(routed))
             history = tuple(MessageEvent(**event._mapping) for event in connection.execute(events))
-        return StoredMessage(**row._mapping, events=history)
+        return StoredMessage(**row._mapping, deliveries=delivery_rows, events=history)
 
     def count(self, query: MessageQuery | None = None) -> int:
         """How many messages match ``query`` (all of them without one); ``limit`` and ``before_id`` are ignored."""
@@ -253,10 +282,45 @@ class MessageRepository:
         with store_errors("counting messages"), self._engine.connect() as connection:
             return connection.execute(statement).scalar_one()
 
+    def find_duplicate(self, sending_application: str, sending_facility: str, control_id: str, *, since: datetime) -> tuple[int, bytes | None] | None:
+        """The newest message that was not rejected, from that sender with that control id, received at or after ``since``: (id, ACK bytes)."""
+        require_aware(since, "since")
+        # Compare with the values as they were stored: without NULs and cut to their columns.
+        key = fit_text(messages, {"sending_application": sending_application, "sending_facility": sending_facility, "control_id": control_id})
+        m = messages.c
+        statement = (
+            sa.select(m.id, m.ack)
+            .where(*(m[name] == value for name, value in key.items()), m.received_at >= since, m.status != Status.REJECTED)
+            .order_by(m.id.desc())
+            .limit(1)
+        )
+        with store_errors("looking for a duplicate"), self._engine.connect() as connection:
+            row = connection.execute(statement).one_or_none()
+        return None if row is None else (row.id, row.ack)
+
+    def file_already_read(self, sha256: str) -> bool:
+        """Whether a file with these contents (hex SHA-256) was stored before."""
+        statement = sa.select(sa.exists().where(source_files.c.sha256 == sha256))
+        with store_errors("looking up a source file"), self._engine.connect() as connection:
+            return connection.execute(statement).scalar_one()
+
 
 @dataclass(slots=True)
 class _PendingAdd:
+    """An add() waiting for the writer; adds next to each other in the queue share one transaction."""
+
     messages: tuple[NewMessage, ...]
+    source_file: SourceFile | None
+    deferred: defer.Deferred
+
+
+@dataclass(slots=True)
+class _PendingCall:
+    """Any other write waiting for the writer: ``function(*args, **kwargs)`` alone, in queue order."""
+
+    function: Callable[..., Any]
+    args: tuple
+    kwargs: dict
     deferred: defer.Deferred
 
 
@@ -268,9 +332,19 @@ class _State(enum.Enum):
 
 
 class MessageStore:
-    """The engine's message store: group-committed writes on one thread, reads on a pool, results as Deferreds."""
+    """The engine's store: every write on one thread, in order (adds group-committed), reads on a pool, results as Deferreds."""
 
-    def __init__(self, url: str, *, reactor, durability: str = "process", lock_timeout: float = 5.0, max_batch: int = 500, read_threads: int = 4):
+    def __init__(
+        self,
+        url: str,
+        *,
+        reactor,
+        durability: str = "process",
+        lock_timeout: float = 5.0,
+        max_batch: int = 500,
+        read_threads: int = 4,
+        clock: Callable[[], datetime] = utc_now,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         if read_threads < 1:
@@ -281,19 +355,36 @@ class MessageStore:
         self._lock_timeout = lock_timeout
         self._max_batch = max_batch
         self._read_threads = read_threads
+        self._clock = clock
         self._state = _State.NEW
-        self._pending: collections.deque[_PendingAdd] = collections.deque()
+        self._pending: collections.deque[_PendingAdd | _PendingCall] = collections.deque()
         self._wakeup = threading.Condition()
         self._stop_waiters: list[defer.Deferred] = []
         self._repository: MessageRepository | None = None
+        self._queues: QueueRepository | None = None
+        self._configs: ConfigRepository | None = None
         self._reads: ThreadPool | None = None
 
     @property
     def repository(self) -> MessageRepository:
-        """The blocking repository underneath (for threads and tools); exists once started."""
+        """The blocking message repository underneath (for threads and tools); exists once started."""
         if self._repository is None:
             raise StoreError("the message store has not been started")
         return self._repository
+
+    @property
+    def queues(self) -> QueueRepository:
+        """The blocking queue repository underneath (for threads and tools); exists once started."""
+        if self._queues is None:
+            raise StoreError("the message store has not been started")
+        return self._queues
+
+    @property
+    def configs(self) -> ConfigRepository:
+        """The blocking config history repository underneath (for threads and tools); exists once started."""
+        if self._configs is None:
+            raise StoreError("the message store has not been started")
+        return self._configs
 
     def start(self) -> None:
         """Connect, upgrade the schema to head and start the threads; blocks while migrating, so call it at startup."""
@@ -306,7 +397,9 @@ class MessageStore:
         except StoreError:
             engine.dispose()
             raise
-        self._repository = MessageRepository(engine)
+        self._repository = MessageRepository(engine, clock=self._clock)
+        self._queues = QueueRepository(engine, clock=self._clock)
+        self._configs = ConfigRepository(engine)
         self._reads = ThreadPool(minthreads=0, maxthreads=self._read_threads, name="hl7engine-store-read")
         self._reads.start()
         writer = threading.Thread(target=self._write_until_stopped, name="hl7engine-store-writer", daemon=True)
@@ -314,7 +407,7 @@ class MessageStore:
         writer.start()
 
     def stop(self) -> defer.Deferred:
-        """Commit every add() already made, then stop the threads; fires with None once done. Idempotent."""
+        """Commit every write already asked for, then stop the threads; fires with None once done. Idempotent."""
         if self._state is _State.NEW:
             self._state = _State.STOPPED
         if self._state is _State.STOPPED:
@@ -327,68 +420,165 @@ class MessageStore:
                 self._wakeup.notify()
         return waiter
 
-    def add(self, new_messages: Sequence[NewMessage]) -> defer.Deferred:
-        """Store the messages in one transaction; fires with their ids after COMMIT, or fails with StoreError."""
+    # Writes: each goes to the writer thread and fires after COMMIT.
+
+    def add(self, new_messages: Sequence[NewMessage], source_file: SourceFile | None = None) -> defer.Deferred:
+        """Store the messages (and the record of their source file) in one transaction; fires with their ids after COMMIT."""
         if self._state is not _State.RUNNING:
             return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
         batch = tuple(new_messages)
-        if not batch:
+        if not batch and source_file is None:
             return defer.succeed([])
-        pending = _PendingAdd(batch, defer.Deferred())
+        return self._enqueue(_PendingAdd(batch, source_file, defer.Deferred()))
+
+    def record_processing(self, results: Sequence[ProcessingResult]) -> defer.Deferred:
+        """Fires with QueueRepository.record_processing(results): the new delivery ids."""
+        return self._call(QueueRepository.record_processing, self._queues, tuple(results))
+
+    def record_attempts(self, results: Sequence[AttemptResult]) -> defer.Deferred:
+        """Fires with None once QueueRepository.record_attempts(results) committed."""
+        return self._call(QueueRepository.record_attempts, self._queues, tuple(results))
+
+    def resend(self, message_ids: Sequence[int], *, destination: str | None = None) -> defer.Deferred:
+        """Fires with QueueRepository.resend(message_ids, destination=destination): the new delivery ids."""
+        return self._call(QueueRepository.resend, self._queues, tuple(message_ids), destination=destination)
+
+    def reprocess(self, message_ids: Sequence[int]) -> defer.Deferred:
+        """Fires with QueueRepository.reprocess(message_ids): how many messages go back to RECEIVED."""
+        return self._call(QueueRepository.reprocess, self._queues, tuple(message_ids))
+
+    def record_config(self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str) -> defer.Deferred:
+        """Fires with ConfigRepository.record_config(...): the record's id."""
+        return self._call(ConfigRepository.record_config, self._configs, applied_at=applied_at, source=source, content=content, sha256=sha256, changes=changes)
+
+    # Reads: each runs on the read pool.
+
+    def search(self, query: MessageQuery) -> defer.Deferred:
+        """Fires with MessageRepository.search(query)."""
+        return self._read(MessageRepository.search, self._repository, query)
+
+    def get(self, message_id: int) -> defer.Deferred:
+        """Fires with MessageRepository.get(message_id)."""
+        return self._read(MessageRepository.get, self._repository, message_id)
+
+    def count(self, query: MessageQuery | None = None) -> defer.Deferred:
+        """Fires with MessageRepository.count(query)."""
+        return self._read(MessageRepository.count, self._repository, query)
+
+    def find_duplicate(self, sending_application: str, sending_facility: str, control_id: str, *, since: datetime) -> defer.Deferred:
+        """Fires with MessageRepository.find_duplicate(...): (id, ACK bytes) or None."""
+        return self._read(MessageRepository.find_duplicate, self._repository, sending_application, sending_facility, control_id, since=since)
+
+    def file_already_read(self, sha256: str) -> defer.Deferred:
+        """Fires with MessageRepository.file_already_read(sha256)."""
+        return self._read(MessageRepository.file_already_read, self._repository, sha256)
+
+    def pending_for_processing(self, channel: str, *, after_id: int = 0, limit: int = 500) -> defer.Deferred:
+        """Fires with QueueRepository.pending_for_processing(...): ReceivedMessage values, oldest first."""
+        return self._read(QueueRepository.pending_for_processing, self._queues, channel, after_id=after_id, limit=limit)
+
+    def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool) -> defer.Deferred:
+        """Fires with QueueRepository.due_deliveries(...): Delivery values in queue order."""
+        return self._read(QueueRepository.due_deliveries, self._queues, channel, destination, now=now, limit=limit, head_only=head_only)
+
+    def next_due_at(self, channel: str, destination: str, *, head_only: bool = False) -> defer.Deferred:
+        """Fires with QueueRepository.next_due_at(...): a datetime or None."""
+        return self._read(QueueRepository.next_due_at, self._queues, channel, destination, head_only=head_only)
+
+    def queue_depth(self, channel: str, destination: str) -> defer.Deferred:
+        """Fires with QueueRepository.queue_depth(channel, destination)."""
+        return self._read(QueueRepository.queue_depth, self._queues, channel, destination)
+
+    def queue_depths(self) -> defer.Deferred:
+        """Fires with QueueRepository.queue_depths(): {(channel, destination): depth}."""
+        return self._read(QueueRepository.queue_depths, self._queues)
+
+    def config_history(self, limit: int = 20) -> defer.Deferred:
+        """Fires with ConfigRepository.config_history(limit): newest first."""
+        return self._read(ConfigRepository.config_history, self._configs, limit)
+
+    def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
+        """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other write.
+
+        For stores beside the messages (the patient record): SQLite has one writer at a time, so
+        every write of the engine goes through this thread. Errors arrive as StoreError.
+        """
+        if self._state is not _State.RUNNING:
+            return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
+        return self._enqueue(_PendingCall(function, args, kwargs, defer.Deferred()))
+
+    def read(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
+        """Run ``function(*args, **kwargs)`` on the read pool; errors arrive as StoreError."""
+        if self._state is not _State.RUNNING:
+            return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
+        d = deferToThreadPool(self._reactor, self._reads, function, *args, **kwargs)
+        return d.addErrback(lambda failure: failure if failure.check(StoreError) else Failure(_as_store_error(failure.value, function.__name__)))
+
+    def _read(self, method: Callable[..., Any], repository, *args, **kwargs) -> defer.Deferred:
+        # Once stopping, the pool may already be shut down and would silently drop the call.
+        if self._state is not _State.RUNNING:
+            return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
+        return self.read(method, repository, *args, **kwargs)
+
+    def _call(self, method: Callable[..., Any], repository, *args, **kwargs) -> defer.Deferred:
+        """Run ``method(repository, *args, **kwargs)`` on the writer thread after every write asked for before it."""
+        return self.write(method, repository, *args, **kwargs)
+
+    def _enqueue(self, pending: _PendingAdd | _PendingCall) -> defer.Deferred:
         with self._wakeup:
             self._pending.append(pending)
             self._wakeup.notify()
         return pending.deferred
 
-    def search(self, query: MessageQuery) -> defer.Deferred:
-        """Fires with MessageRepository.search(query)."""
-        return self._read(MessageRepository.search, query)
-
-    def get(self, message_id: int) -> defer.Deferred:
-        """Fires with MessageRepository.get(message_id)."""
-        return self._read(MessageRepository.get, message_id)
-
-    def count(self, query: MessageQuery | None = None) -> defer.Deferred:
-        """Fires with MessageRepository.count(query)."""
-        return self._read(MessageRepository.count, query)
-
-    def _read(self, method, *args) -> defer.Deferred:
-        # Once stopping, the pool may already be shut down and would silently drop the call.
-        if self._state is not _State.RUNNING:
-            return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
-        return deferToThreadPool(self._reactor, self._reads, method, self._repository, *args)
-
     # Everything below runs on the writer thread.
 
     def _write_until_stopped(self) -> None:
         try:
-            while (group := self._next_group()) is not None:
-                self._write(group)
+            while (work := self._next_work()) is not None:
+                if isinstance(work, _PendingCall):
+                    self._run_call(work)
+                else:
+                    self._write(work)
             self._reads.stop()  # runs the reads already queued, then joins the threads
             self._repository.engine.dispose()
         finally:
             self._reactor.callFromThread(self._stopped)
 
-    def _next_group(self) -> list[_PendingAdd] | None:
-        """Wait for work and take every pending add that fits in max_batch (at least one); None to exit."""
+    def _next_work(self) -> _PendingCall | list[_PendingAdd] | None:
+        """Wait for work: the next call alone, or the adds at the head of the queue that fit in max_batch (at least one); None to exit."""
         with self._wakeup:
             while not self._pending and self._state is _State.RUNNING:
                 self._wakeup.wait()
             if not self._pending:
                 return None
-            group = [self._pending.popleft()]
-            size = len(group[0].messages)
-            while self._pending and size + len(self._pending[0].messages) <= self._max_batch:
+            first = self._pending.popleft()
+            if isinstance(first, _PendingCall):
+                return first
+            group = [first]
+            size = len(first.messages)
+            # Adds never overtake a call queued before them: its write may be what they rely on.
+            while self._pending and isinstance(self._pending[0], _PendingAdd) and size + len(self._pending[0].messages) <= self._max_batch:
                 size += len(self._pending[0].messages)
                 group.append(self._pending.popleft())
             return group
 
+    def _run_call(self, call: _PendingCall) -> None:
+        """Run one call in its own transaction(s) and fire its Deferred; never raises."""
+        try:
+            result = call.function(*call.args, **call.kwargs)
+        except Exception as error:  # whatever happens, the writer lives on to serve the next write
+            failure = _as_store_error(error, call.function.__name__)
+            log.warn("store call {call} failed: {error}", call=call.function.__name__, error=str(failure))
+            self._reactor.callFromThread(call.deferred.errback, failure)
+            return
+        self._reactor.callFromThread(call.deferred.callback, result)
+
     def _write(self, group: list[_PendingAdd]) -> None:
         """Commit the group in one transaction and fire each add's Deferred; never raises."""
         try:
-            ids = self._repository.insert([m for pending in group for m in pending.messages])
+            ids = self._repository.insert_groups([(pending.messages, pending.source_file) for pending in group])
         except Exception as error:  # whatever happens, the writer lives on to serve the next group
-            failure = _as_store_error(error)
+            failure = _as_store_error(error, "storing messages")
             if len(group) > 1 and _may_be_one_add(failure):
                 # One add's rows may be at fault: give every add its own transaction so the rest commit.
                 for pending in group:
@@ -398,11 +588,8 @@ class MessageStore:
             for pending in group:
                 self._reactor.callFromThread(pending.deferred.errback, failure)
             return
-        start = 0
-        for pending in group:
-            end = start + len(pending.messages)
-            self._reactor.callFromThread(pending.deferred.callback, ids[start:end])
-            start = end
+        for pending, pending_ids in zip(group, ids):
+            self._reactor.callFromThread(pending.deferred.callback, pending_ids)
 
     def _stopped(self) -> None:
         self._state = _State.STOPPED
@@ -411,11 +598,11 @@ class MessageStore:
             waiter.callback(None)
 
 
-def _as_store_error(error: Exception) -> StoreError:
-    """``error`` itself when it is a StoreError, else a StoreError caused by it (a bug, but the add must fail)."""
+def _as_store_error(error: BaseException, action: str) -> StoreError:
+    """``error`` itself when it is a StoreError, else a StoreError caused by it (a bug or a bad argument, but the caller's Deferred must fail)."""
     if isinstance(error, StoreError):
         return error
-    wrapped = StoreError(f"storing messages failed: {error!r}")
+    wrapped = StoreError(f"{action} failed: {error!r}")
     wrapped.__cause__ = error
     return wrapped
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -24,6 +25,11 @@ def require_aware(moment: datetime, name: str) -> None:
     """Raise ValueError unless ``moment`` carries a UTC offset (naive times are ambiguous)."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got naive {moment.isoformat()}")
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC: the store's default clock."""
+    return datetime.now(timezone.utc)
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -60,6 +66,23 @@ metadata = sa.MetaData(
     }
 )
 
+
+def fit_text(table: sa.Table, values: dict) -> dict:
+    """``values`` with NULs dropped from text (PostgreSQL refuses them) and strings cut to their column's length."""
+    fitted = dict(values)
+    for name, length in _text_columns(table).items():
+        value = fitted.get(name)
+        if isinstance(value, str):
+            fitted[name] = value.replace("\x00", "")[:length]
+    return fitted
+
+
+@functools.cache
+def _text_columns(table: sa.Table) -> dict[str, int | None]:
+    """The text columns of ``table`` and their lengths (None for unbounded Text)."""
+    return {c.name: c.type.length for c in table.c if isinstance(c.type, sa.String)}
+
+
 # One row per message received, per channel that accepted it (channel is NULL when none did).
 # Columns typed ``str`` in NewMessage are NOT NULL with '' meaning "absent"; only the columns
 # whose absence means something (channel, ack, batch position) are nullable.
@@ -88,9 +111,11 @@ messages = sa.Table(
     sa.Column("error", sa.Text(), nullable=False),
     sa.Column("raw", sa.LargeBinary(), nullable=False),
     sa.Column("ack", sa.LargeBinary(), nullable=True),
+    sa.Column("transformed", sa.LargeBinary(), nullable=True),  # after the channel's transforms; NULL when it has none
     sa.Column("batch_control_id", sa.String(199), nullable=True),
     sa.Column("batch_index", sa.Integer(), nullable=True),
-    sa.Index(None, "control_id"),
+    # The duplicate lookup (control id + sender within a window); its prefix serves control id searches.
+    sa.Index(None, "control_id", "sending_application", "received_at"),
     sa.Index(None, "message_code", "trigger_event"),
     sa.Index(None, "sending_application", "sending_facility"),
     sa.Index(None, "status"),
@@ -99,6 +124,7 @@ messages = sa.Table(
 )
 
 # Status history after the insert: the messages row itself records RECEIVED/REJECTED.
+# destination is NULL for a change of the message's own status.
 message_events = sa.Table(
     "message_events",
     metadata,
@@ -107,5 +133,57 @@ message_events = sa.Table(
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("destination", sa.String(100), nullable=True),
     sa.Index(None, "message_id"),
+)
+
+# One row per message per destination: the destination's durable FIFO queue is its QUEUED rows
+# in id order. A resend or reprocess keeps the old row as history and sets its superseded_at;
+# a message's status is rolled up from its rows whose superseded_at is NULL.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("message_id", RowId, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("channel", sa.String(100), nullable=False),
+    sa.Column("destination", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # QUEUED, SENT, ERROR or FILTERED
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),  # meaningful while QUEUED
+    sa.Column("sent_at", UTCDateTime(), nullable=True),
+    sa.Column("superseded_at", UTCDateTime(), nullable=True),
+    sa.Column("control_id", sa.String(199), nullable=False),  # MSH-10 of the payload
+    sa.Column("payload", sa.LargeBinary(), nullable=True),  # the encoded bytes to send; NULL when never encoded
+    sa.Column("response", sa.LargeBinary(), nullable=True),
+    sa.Column("response_code", sa.String(10), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Index(None, "channel", "destination", "status", "id"),  # the queue head
+    sa.Index(None, "message_id"),
+)
+
+# Every configuration the engine applied, and what changed from the one before.
+config_history = sa.Table(
+    "config_history",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("applied_at", UTCDateTime(), nullable=False),
+    sa.Column("source", sa.String(500), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("content", sa.Text(), nullable=False),
+    sa.Column("changes", sa.Text(), nullable=False),
+)
+
+# Every file a file source read, written in the same transaction as its messages.
+source_files = sa.Table(
+    "source_files",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("path", sa.String(1000), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("read_at", UTCDateTime(), nullable=False),
+    sa.Column("message_count", sa.Integer(), nullable=False),
+    sa.Index(None, "sha256"),
 )

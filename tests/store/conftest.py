@@ -8,9 +8,15 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from twisted.internet import defer, task
 
-from engine.store.messages import MessageStore, NewMessage
+from engine.store.configs import ConfigRepository
+from engine.store.db import create_engine_for
+from engine.store.messages import MessageRepository, MessageStore, NewMessage
+from engine.store.migrations import upgrade
+from engine.store.queues import QueueRepository
 from engine.store.schema import Status
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -61,6 +67,47 @@ def make_message():
 
 
 @pytest.fixture
+def engine(store_url):
+    """An engine on a freshly migrated database."""
+    engine = create_engine_for(store_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def repository(engine):
+    """A MessageRepository on a freshly migrated database."""
+    return MessageRepository(engine)
+
+
+@pytest.fixture
+def queues(engine):
+    """A QueueRepository on the same database as ``repository``."""
+    return QueueRepository(engine)
+
+
+@pytest.fixture
+def configs(engine):
+    """A ConfigRepository on the same database as ``repository``."""
+    return ConfigRepository(engine)
+
+
+def count_commits(engine: sa.Engine) -> list[None]:
+    """A list that grows by one for every transaction the engine commits."""
+    seen: list[None] = []
+    sa.event.listen(engine, "commit", lambda connection: seen.append(None))
+    return seen
+
+
+def later(seconds: float, function, *args) -> defer.Deferred:
+    """Call ``function(*args)`` after ``seconds`` on the global reactor."""
+    from twisted.internet import reactor
+
+    return task.deferLater(reactor, seconds, function, *args)
+
+
+@pytest.fixture
 def open_store(store_url):
     """Starts MessageStores on the test database (global reactor); stops them after the test."""
     from twisted.internet import reactor
@@ -91,7 +138,7 @@ class WriteLock:
             self._connection.execute("BEGIN EXCLUSIVE")
         else:
             self._connection = psycopg.connect(self._url.set(drivername="postgresql").render_as_string(hide_password=False))
-            self._connection.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            self._connection.execute("LOCK TABLE messages, deliveries, config_history IN ACCESS EXCLUSIVE MODE")
 
     def release(self) -> None:
         if self._connection is not None:

@@ -9,43 +9,21 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageEvent, MessageQuery, MessageRepository, MessageStore, MessageSummary, NewMessage, StoredMessage
-from engine.store.migrations import upgrade
-from engine.store.schema import Status, message_events
+from engine.store.queues import SourceFile
+from engine.store.schema import Status, message_events, source_files
 
-from .conftest import T0
-
-
-@pytest.fixture
-def repository(store_url):
-    """A MessageRepository on a freshly migrated database."""
-    engine = create_engine_for(store_url)
-    upgrade(engine)
-    yield MessageRepository(engine)
-    engine.dispose()
+from .conftest import T0, count_commits, later
 
 
 def _expected(message_id: int, new: NewMessage, events=()) -> StoredMessage:
     """What get() should return for a message stored from ``new``."""
     columns = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMessage)}
-    return StoredMessage(id=message_id, **columns, events=tuple(events))
-
-
-def _commits(engine: sa.Engine) -> list[None]:
-    """A list that grows by one for every transaction the engine commits."""
-    seen: list[None] = []
-    sa.event.listen(engine, "commit", lambda connection: seen.append(None))
-    return seen
-
-
-def _later(seconds: float, function, *args) -> defer.Deferred:
-    from twisted.internet import reactor
-
-    return task.deferLater(reactor, seconds, function, *args)
+    return StoredMessage(id=message_id, **columns, transformed=None, deliveries=(), events=tuple(events))
 
 
 # The repository
@@ -249,11 +227,11 @@ def test_add_fires_on_the_reactor_thread(open_store, make_message):
 def test_concurrent_adds_share_transactions(open_store, write_lock, make_message):
     """Adds made while the writer is busy are committed together, and each gets its own ids in order."""
     store = open_store()
-    commits = _commits(store.repository.engine)
+    commits = count_commits(store.repository.engine)
     write_lock.hold()
     adds = [[make_message(100 * a + n) for n in range(1 + a % 3)] for a in range(50)]
     deferreds = [store.add(news) for news in adds]
-    yield _later(0.3, write_lock.release)
+    yield later(0.3, write_lock.release)
     results = yield defer.gatherResults(deferreds)
     assert 1 <= len(commits) <= 2
     for news, ids in zip(adds, results):
@@ -267,10 +245,10 @@ def test_concurrent_adds_share_transactions(open_store, write_lock, make_message
 def test_max_batch_caps_a_transaction(open_store, write_lock, make_message):
     """No transaction holds more than max_batch messages, but one add is never split."""
     store = open_store(max_batch=4)
-    commits = _commits(store.repository.engine)
+    commits = count_commits(store.repository.engine)
     write_lock.hold()
     deferreds = [store.add([make_message(n)]) for n in range(12)] + [store.add([make_message(100 + n) for n in range(6)])]
-    yield _later(0.3, write_lock.release)
+    yield later(0.3, write_lock.release)
     results = yield defer.gatherResults(deferreds)
     assert len(commits) >= 4
     assert len(results[-1]) == 6
@@ -300,7 +278,7 @@ def test_bad_add_fails_alone(open_store, write_lock, make_message):
     good = store.add([make_message(1), make_message(2)])
     bad = store.add([make_message(3), make_message(4, received_at=datetime(2024, 3, 1, 12, 0))])
     also_good = store.add([make_message(5)])
-    yield _later(0.3, write_lock.release)
+    yield later(0.3, write_lock.release)
     yield first
     with pytest.raises(StoreError) as failed:
         yield bad
@@ -319,7 +297,7 @@ def test_stop_commits_pending_adds(open_store, store_url, write_lock, make_messa
     deferreds = [store.add([make_message(n)]) for n in range(10)]
     stopped = store.stop()
     assert not stopped.called
-    yield _later(0.3, write_lock.release)
+    yield later(0.3, write_lock.release)
     yield stopped
     assert all(d.called for d in deferreds)
     results = yield defer.gatherResults(deferreds)
@@ -372,3 +350,102 @@ def test_start_reports_an_unreachable_database():
     store = MessageStore("postgresql://postgres@127.0.0.1:1/nothing", reactor=reactor)
     with pytest.raises(StoreError):
         store.start()
+
+
+# Duplicates
+
+
+def test_find_duplicate_is_the_newest_accepted_message_of_the_sender_in_the_window(repository, make_message):
+    """Same sender and control id at or after since: the newest not-REJECTED one, with its ACK; otherwise None."""
+    ids = repository.insert(
+        [
+            make_message(0, control_id="X1"),
+            make_message(1, control_id="X1", status=Status.FILTERED),
+            make_message(2, control_id="X1", status=Status.REJECTED, ack=b"AR"),
+            make_message(3, control_id="X1", sending_facility="SOUTH"),
+            make_message(4, control_id="X1", sending_application="RAD"),
+        ]
+    )
+    assert repository.find_duplicate("LAB", "NORTH", "X1", since=T0) == (ids[1], make_message(1).ack)
+    assert repository.find_duplicate("LAB", "NORTH", "X1", since=T0 + timedelta(minutes=1)) == (ids[1], make_message(1).ack)
+    assert repository.find_duplicate("LAB", "NORTH", "X1", since=T0 + timedelta(minutes=1, microseconds=1)) is None
+    assert repository.find_duplicate("LAB", "SOUTH", "X1", since=T0) == (ids[3], make_message(3).ack)
+    assert repository.find_duplicate("LAB", "NORTH", "X2", since=T0) is None
+
+
+def test_find_duplicate_matches_values_as_stored(repository, make_message):
+    """A control id that was cut or lost NULs when stored is found by the value the sender sent; a missing ACK is None."""
+    long_id = "7" * 250 + "\x00"
+    [message_id] = repository.insert([make_message(0, control_id=long_id, ack=None)])
+    assert repository.find_duplicate("LAB", "NORTH", long_id, since=T0) == (message_id, None)
+
+
+def test_find_duplicate_refuses_a_naive_window(repository):
+    """since must be timezone-aware."""
+    with pytest.raises(ValueError):
+        repository.find_duplicate("LAB", "NORTH", "C0", since=datetime(2024, 3, 1))
+
+
+# Source files
+
+
+def _source_file_rows(engine: sa.Engine) -> list[tuple]:
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.select(source_files.c.path, source_files.c.sha256, source_files.c.size, source_files.c.message_count).order_by(source_files.c.id))]
+
+
+def test_source_file_is_recorded_with_its_messages(engine, make_message):
+    """insert() with a source file records it (with its message count and read time) and file_already_read() finds it."""
+    repository = MessageRepository(engine, clock=lambda: T0)
+    ids = repository.insert([make_message(0), make_message(1)], source_file=SourceFile("/in/a.hl7", "a" * 64, 120))
+    assert len(ids) == 2
+    assert _source_file_rows(engine) == [("/in/a.hl7", "a" * 64, 120, 2)]
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(source_files.c.read_at)).scalar_one() == T0
+    assert repository.file_already_read("a" * 64)
+    assert not repository.file_already_read("b" * 64)
+
+
+def test_an_empty_source_file_is_recorded_too(repository):
+    """A file without messages is still recorded, so it is not read again."""
+    assert repository.insert([], source_file=SourceFile("/in/empty.hl7", "e" * 64, 0)) == []
+    assert repository.file_already_read("e" * 64)
+
+
+def test_source_file_and_messages_are_stored_together_or_not_at_all(repository, make_message):
+    """When a message cannot be stored, neither the messages nor the file record are."""
+    with pytest.raises(StoreError):
+        repository.insert([make_message(0), make_message(1, received_at=datetime(2024, 3, 1, 12, 0))], source_file=SourceFile("/in/bad.hl7", "f" * 64, 9))
+    assert repository.count() == 0
+    assert not repository.file_already_read("f" * 64)
+
+
+@pytest_twisted.inlineCallbacks
+def test_grouped_adds_each_record_their_source_file(open_store, write_lock, make_message):
+    """Adds with source files committed in one group record each file with its own message count; a failing add takes only its file down."""
+    store = open_store()
+    commits = count_commits(store.repository.engine)
+    write_lock.hold()
+    first = store.add([make_message(0)])
+    files = [SourceFile(f"/in/{n}.hl7", f"{n}" * 64, n) for n in range(1, 4)]
+    good = store.add([make_message(1), make_message(2)], source_file=files[0])
+    bad = store.add([make_message(3, received_at=datetime(2024, 3, 1, 12, 0))], source_file=files[1])
+    empty = store.add([], source_file=files[2])
+    yield later(0.3, write_lock.release)
+    yield first
+    with pytest.raises(StoreError):
+        yield bad
+    good_ids, empty_ids = yield defer.gatherResults([good, empty])
+    assert (len(good_ids), empty_ids) == (2, [])
+    assert len(commits) == 1 + 2  # the first add alone; then the failed group, retried add by add: good and empty commit
+    assert _source_file_rows(store.repository.engine) == [("/in/1.hl7", "1" * 64, 1, 2), ("/in/3.hl7", "3" * 64, 3, 0)]
+    assert (yield store.file_already_read("1" * 64)) and not (yield store.file_already_read("2" * 64))
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_finds_duplicates(open_store, make_message):
+    """find_duplicate() on the store fires with the repository's answer."""
+    store = open_store()
+    [message_id] = yield store.add([make_message(0)])
+    assert (yield store.find_duplicate("LAB", "NORTH", "C0", since=T0)) == (message_id, make_message(0).ack)
+    assert (yield store.find_duplicate("LAB", "NORTH", "C0", since=T0 + timedelta(seconds=1))) is None

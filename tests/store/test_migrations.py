@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -12,6 +14,12 @@ from alembic.script import ScriptDirectory
 from engine.store.db import create_engine_for
 from engine.store.migrations import SCRIPT_LOCATION, make_config, upgrade
 from engine.store.schema import metadata
+
+
+def _migrate(engine: sa.Engine, command_name: str, revision: str) -> None:
+    """Run ``alembic upgrade|downgrade revision`` on the engine's database."""
+    with engine.begin() as connection:
+        getattr(command, command_name)(make_config(connection), revision)
 
 
 def _current_revision(engine: sa.Engine) -> str | None:
@@ -36,7 +44,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
     upgrade(engine)
     with engine.connect() as connection:
         head = ScriptDirectory.from_config(make_config(connection)).get_current_head()
-    assert _current_revision(engine) == head == "0001"
+    assert _current_revision(engine) == head == "0002"
     engine.dispose()
 
 
@@ -57,7 +65,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    assert _current_revision(engines[0]) == "0001"
+    assert _current_revision(engines[0]) == "0002"
     for engine in engines:
         engine.dispose()
 
@@ -65,4 +73,35 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
 def test_scripts_ship_inside_the_package():
     """The revision scripts live in the package folder, so an installed engine can migrate."""
     assert (SCRIPT_LOCATION / "env.py").is_file()
-    assert sorted(p.name for p in (SCRIPT_LOCATION / "versions").glob("*.py")) == ["0001_messages.py"]
+    assert sorted(p.name for p in (SCRIPT_LOCATION / "versions").glob("*.py")) == ["0001_messages.py", "0002_channels.py"]
+
+
+def test_0002_keeps_messages_stored_under_0001(store_url):
+    """A database with messages from revision 0001 upgrades to head; the rows stay, with no transformed content yet."""
+    engine = create_engine_for(store_url)
+    _migrate(engine, "upgrade", "0001")
+    at = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+    empty = ("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_code", "trigger_event",
+             "message_structure", "control_id", "version", "processing_id", "charset", "ack_code", "error")
+    row = {"received_at": at, "status_at": at, "listener": "l", "channel": "adt", "peer": "p", "status": "SENT", "raw": b"MSH|^~\\&|A\r", "ack": None}
+    row.update(dict.fromkeys(empty, ""))
+    with engine.begin() as connection:
+        connection.execute(sa.table("messages", *(sa.column(name) for name in row)).insert(), row)
+    upgrade(engine)
+    with engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT channel, status, raw, transformed FROM messages")).one()
+    engine.dispose()
+    assert tuple(stored) == ("adt", "SENT", b"MSH|^~\\&|A\r", None)
+
+
+def test_0002_downgrades_to_0001(store_url):
+    """Downgrading to 0001 and upgrading again leaves a database that matches the metadata."""
+    engine = create_engine_for(store_url)
+    upgrade(engine)
+    _migrate(engine, "downgrade", "0001")
+    assert _current_revision(engine) == "0001"
+    upgrade(engine)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), metadata)
+    engine.dispose()
+    assert differences == []

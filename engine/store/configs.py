@@ -1,0 +1,49 @@
+"""The history of applied configurations: when each was applied, from where, and what changed."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from engine.store.db import store_errors
+from engine.store.schema import config_history, fit_text, require_aware
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigRecord:
+    """One configuration the engine applied."""
+
+    id: int
+    applied_at: datetime
+    source: str  # where it came from, e.g. the path of channels.yaml
+    sha256: str  # hex digest of content
+    content: str  # the configuration text as applied
+    changes: str  # what changed from the configuration applied before, for people
+
+
+_COLUMNS = tuple(config_history.c[f.name] for f in dataclasses.fields(ConfigRecord))
+
+
+class ConfigRepository:
+    """Blocking reads and writes of the config history, returning plain data; never call it on the reactor thread."""
+
+    def __init__(self, engine: sa.Engine):
+        self._engine = engine
+
+    def record_config(self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str) -> int:
+        """Remember that a configuration was applied; returns its id."""
+        require_aware(applied_at, "applied_at")
+        values = fit_text(config_history, {"applied_at": applied_at, "source": source, "content": content, "sha256": sha256, "changes": changes})
+        with store_errors("recording a configuration"), self._engine.begin() as connection:
+            return connection.execute(sa.insert(config_history).values(values).returning(config_history.c.id)).scalar_one()
+
+    def config_history(self, limit: int = 20) -> list[ConfigRecord]:
+        """The configurations applied most recently, newest first, at most ``limit``."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        statement = sa.select(*_COLUMNS).order_by(config_history.c.id.desc()).limit(limit)
+        with store_errors("reading the configuration history"), self._engine.connect() as connection:
+            return [ConfigRecord(**row._mapping) for row in connection.execute(statement)]

@@ -1,0 +1,427 @@
+"""Channels in the store: processing results, the destination queues, resend and reprocess.
+
+A channel's runner takes its RECEIVED messages in id order (``pending_for_processing``) and
+records what its filters and transforms made of each one, with one delivery row per destination
+(``record_processing``). A destination's queue is its QUEUED delivery rows in id order, which is
+the order of receipt; its dispatcher takes what is due (``due_deliveries``) and records every
+attempt (``record_attempts``). Retry policy (backoff, giving up) belongs to the dispatcher: the
+store only records what it decided.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from twisted.logger import Logger
+
+from engine.channels.stages import Delivery, Outcome
+from engine.store.db import store_errors
+from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, utc_now
+
+log = Logger(namespace="engine.store")
+
+_RESULT_STATUSES = frozenset({Status.FILTERED, Status.ERROR, Status.QUEUED, Status.TRANSFORMED})
+_DELIVERY_STATUSES = frozenset({Status.QUEUED, Status.FILTERED, Status.ERROR})
+_NAME_LENGTH = deliveries.c.destination.type.length
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """A stored message waiting for its channel to process it."""
+
+    id: int
+    channel: str
+    raw: bytes
+    charset: str  # MSH-18 as received, '' when absent
+    control_id: str
+    received_at: datetime
+    sending_application: str
+    sending_facility: str
+    message_code: str
+    trigger_event: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """What a channel made of a message for one destination: QUEUED with the bytes to send, FILTERED or ERROR."""
+
+    destination: str
+    status: str  # Status.QUEUED, FILTERED or ERROR
+    control_id: str  # MSH-10 of the payload
+    payload: bytes | None  # the encoded message, exactly the bytes to send; required when QUEUED
+    reason: str = ""  # why it was filtered or failed
+
+    def __post_init__(self) -> None:
+        if self.status not in _DELIVERY_STATUSES:
+            raise ValueError(f"a delivery is QUEUED, FILTERED or ERROR, not {self.status!r}")
+        if self.status == Status.QUEUED and self.payload is None:
+            raise ValueError(f"a QUEUED delivery to {self.destination!r} needs a payload")
+        # A name is a key of its queue: cutting it to fit, as text copies are, would lose the queue.
+        if not 0 < len(self.destination) <= _NAME_LENGTH:
+            raise ValueError(f"a destination name has 1 to {_NAME_LENGTH} characters, not {len(self.destination)}")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingResult:
+    """What a channel made of one RECEIVED message: its new status and one delivery per destination."""
+
+    message_id: int
+    status: str  # FILTERED, ERROR, QUEUED (some delivery is QUEUED) or TRANSFORMED (no destinations)
+    reason: str = ""
+    transformed: bytes | None = None  # the content after the channel's transforms, None when it has none
+    deliveries: tuple[NewDelivery, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deliveries", tuple(self.deliveries))
+        if self.status not in _RESULT_STATUSES:
+            raise ValueError(f"a processing result is FILTERED, ERROR, QUEUED or TRANSFORMED, not {self.status!r}")
+        # The message status must agree with the roll-up of its deliveries (see record_attempts).
+        if (self.status == Status.QUEUED) != any(d.status == Status.QUEUED for d in self.deliveries):
+            raise ValueError(f"message {self.message_id}: a result is QUEUED exactly when one of its deliveries is")
+        if self.status == Status.TRANSFORMED and self.deliveries:
+            raise ValueError(f"message {self.message_id}: TRANSFORMED is for a channel without destinations")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What the dispatcher decided after one attempt: SENT, RETRY at ``next_attempt_at``, or ERROR (given up)."""
+
+    delivery_id: int
+    outcome: Outcome
+    at: datetime  # aware
+    response: bytes | None = None
+    response_code: str = ""
+    reason: str = ""
+    next_attempt_at: datetime | None = None  # required for RETRY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", Outcome(self.outcome))
+        require_aware(self.at, "at")
+        if self.outcome == Outcome.RETRY:
+            if self.next_attempt_at is None:
+                raise ValueError(f"delivery {self.delivery_id}: a RETRY needs next_attempt_at")
+            require_aware(self.next_attempt_at, "next_attempt_at")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A file a file source read; recorded with the messages it held, in the same transaction."""
+
+    path: str
+    sha256: str  # hex digest of the file's bytes
+    size: int  # bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySummary:
+    """One delivery row of a stored message, for showing its history."""
+
+    id: int
+    destination: str
+    status: str
+    attempts: int
+    sent_at: datetime | None
+    response_code: str
+    reason: str
+    payload: bytes | None  # the encoded content (what is or was sent)
+    response: bytes | None
+    created_at: datetime
+    next_attempt_at: datetime
+    superseded_at: datetime | None  # set when a resend or reprocess replaced this row
+
+
+_RECEIVED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(ReceivedMessage))
+_QUEUE_COLUMNS = tuple(deliveries.c[name] for name in ("id", "message_id", "channel", "destination", "control_id", "payload", "attempts", "created_at", "next_attempt_at"))
+_INSERT_DELIVERIES = sa.insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
+
+
+def _event(message_id: int, at: datetime, status: str, detail: str, destination: str | None = None) -> dict:
+    """A message_events row; ``destination`` None for a change of the message's own status."""
+    return fit_text(message_events, {"message_id": message_id, "at": at, "status": status, "detail": detail, "destination": destination})
+
+
+def _new_delivery_row(message_id: int, channel: str, destination: str, status: str, control_id: str, payload: bytes | None, reason: str, now: datetime) -> dict:
+    return fit_text(
+        deliveries,
+        {
+            "message_id": message_id,
+            "channel": channel,
+            "destination": destination,
+            "status": status,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+            "next_attempt_at": now,
+            "sent_at": None,
+            "superseded_at": None,
+            "control_id": control_id,
+            "payload": payload,
+            "response": None,
+            "response_code": "",
+            "reason": reason,
+        },
+    )
+
+
+def _queue(channel: str, destination: str) -> sa.Select:
+    """The QUEUED rows of one destination, oldest first (the index on channel, destination, status, id)."""
+    c = deliveries.c
+    return sa.select(*_QUEUE_COLUMNS).where(c.channel == channel, c.destination == destination, c.status == Status.QUEUED).order_by(c.id)
+
+
+def _as_delivery(row: sa.Row) -> Delivery:
+    return Delivery(
+        delivery_id=row.id,
+        message_id=row.message_id,
+        channel=row.channel,
+        destination=row.destination,
+        control_id=row.control_id,
+        payload=row.payload,
+        attempt=row.attempts + 1,
+        queued_at=row.created_at,
+    )
+
+
+def _attempt_detail(result: AttemptResult, attempt: int) -> str:
+    """The event text of one attempt; RETRY says when the next one is due."""
+    answer = f" (answer {result.response_code})" if result.response_code else ""
+    if result.outcome == Outcome.SENT:
+        return f"attempt {attempt} sent{answer}" + (f": {result.reason}" if result.reason else "")
+    detail = f"attempt {attempt} failed{answer}: {result.reason}"
+    if result.outcome == Outcome.RETRY:
+        return f"{detail}; next at {result.next_attempt_at.isoformat()}"
+    return detail
+
+
+def _supersede(connection: sa.Connection, rows: Sequence[sa.Row], now: datetime, reason: str, events: list[dict]) -> None:
+    """Keep ``rows`` (id, message_id, destination, status) as history only; a still-QUEUED one leaves its queue as ERROR."""
+    c = deliveries.c
+    connection.execute(sa.update(deliveries).where(c.id.in_([r.id for r in rows])).values(superseded_at=now, updated_at=now))
+    queued = [r for r in rows if r.status == Status.QUEUED]
+    if queued:
+        connection.execute(sa.update(deliveries).where(c.id.in_([r.id for r in queued])).values(status=Status.ERROR, reason=reason))
+        events.extend(_event(r.message_id, now, Status.ERROR, reason, r.destination) for r in queued)
+
+
+def _roll_up(connection: sa.Connection, settled: dict[int, datetime], events: list[dict]) -> None:
+    """Give each QUEUED message whose current deliveries are all final its status: ERROR if any is, else SENT if any is, else FILTERED."""
+    c = deliveries.c
+    current = connection.execute(
+        sa.select(c.message_id, c.destination, c.status, c.reason).where(c.message_id.in_(list(settled)), c.superseded_at.is_(None)).order_by(c.id)
+    )
+    by_message: dict[int, list[sa.Row]] = collections.defaultdict(list)
+    for row in current:
+        by_message[row.message_id].append(row)
+    for message_id, rows in by_message.items():
+        statuses = {r.status for r in rows}
+        if Status.QUEUED in statuses:
+            continue
+        error = ""
+        if Status.ERROR in statuses:
+            status = Status.ERROR
+            error = detail = "; ".join(f"{r.destination}: {r.reason}" for r in rows if r.status == Status.ERROR)
+        elif Status.SENT in statuses:
+            status, detail = Status.SENT, "sent to " + ", ".join(r.destination for r in rows if r.status == Status.SENT)
+        else:
+            status, detail = Status.FILTERED, "filtered by every destination"
+        at = settled[message_id]
+        update = sa.update(messages).where(messages.c.id == message_id, messages.c.status == Status.QUEUED)
+        if connection.execute(update.values(**fit_text(messages, {"status": status, "status_at": at, "error": error}))).rowcount:
+            events.append(_event(message_id, at, status, detail))
+
+
+class QueueRepository:
+    """Blocking reads and writes of processing results and destination queues, returning plain data; never call it on the reactor thread."""
+
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utc_now):
+        self._engine = engine
+        self._clock = clock
+
+    def pending_for_processing(self, channel: str, *, after_id: int = 0, limit: int = 500) -> list[ReceivedMessage]:
+        """The channel's RECEIVED messages with ids above ``after_id``, oldest first, at most ``limit``."""
+        _check_limit(limit)
+        m = messages.c
+        statement = sa.select(*_RECEIVED_COLUMNS).where(m.channel == channel, m.status == Status.RECEIVED, m.id > after_id).order_by(m.id).limit(limit)
+        with store_errors("reading messages to process"), self._engine.connect() as connection:
+            return [ReceivedMessage(**row._mapping) for row in connection.execute(statement)]
+
+    def record_processing(self, results: Sequence[ProcessingResult]) -> list[int]:
+        """Record each result with its deliveries and events in one transaction; returns the new delivery ids in order.
+
+        Only messages still RECEIVED change: a result for a message processed meanwhile (a crash
+        race, another engine) is skipped with its deliveries, so the list is shorter by those.
+        """
+        if not results:
+            return []
+        now = self._clock()
+        m = messages.c
+        rows: list[dict] = []
+        events: list[dict] = []
+        skipped: list[int] = []
+        with store_errors("recording processing results"):
+            # TRANSACTION: each message's new status and transformed content, its deliveries and
+            # their events: a message is either fully processed or still RECEIVED.
+            with self._engine.begin() as connection:
+                for result in results:
+                    values = {"status": result.status, "status_at": now, "error": result.reason, "transformed": result.transformed}
+                    # The WHERE on status is the claim: a concurrent or repeated claim updates nothing.
+                    claim = sa.update(messages).where(m.id == result.message_id, m.status == Status.RECEIVED).values(**fit_text(messages, values)).returning(m.channel)
+                    claimed = connection.execute(claim).one_or_none()
+                    if claimed is None:
+                        skipped.append(result.message_id)
+                        continue
+                    events.append(_event(result.message_id, now, result.status, result.reason))
+                    for delivery in result.deliveries:
+                        rows.append(_new_delivery_row(result.message_id, claimed.channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now))
+                        events.append(_event(result.message_id, now, delivery.status, delivery.reason, delivery.destination))
+                ids = list(connection.execute(_INSERT_DELIVERIES, rows).scalars()) if rows else []
+                if events:
+                    connection.execute(sa.insert(message_events), events)
+        if skipped:
+            log.warn("skipped processing results of messages no longer RECEIVED: {message_ids}", message_ids=skipped)
+        return ids
+
+    def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool) -> list[Delivery]:
+        """QUEUED deliveries due at ``now``, in queue order; with ``head_only`` the head alone, and nothing while it is not due."""
+        require_aware(now, "now")
+        _check_limit(limit)
+        queue = _queue(channel, destination)
+        statement = queue.limit(1) if head_only else queue.where(deliveries.c.next_attempt_at <= now).limit(limit)
+        with store_errors("reading a destination queue"), self._engine.connect() as connection:
+            rows = connection.execute(statement).all()
+        return [_as_delivery(row) for row in rows if row.next_attempt_at <= now]
+
+    def next_due_at(self, channel: str, destination: str, *, head_only: bool = False) -> datetime | None:
+        """When due_deliveries with the same ``head_only`` will next return something: the earliest next attempt, or the head's; None when empty."""
+        c = deliveries.c
+        if head_only:
+            statement = _queue(channel, destination).with_only_columns(c.next_attempt_at).limit(1)
+        else:
+            statement = _queue(channel, destination).with_only_columns(sa.func.min(c.next_attempt_at)).order_by(None)
+        with store_errors("reading a destination queue"), self._engine.connect() as connection:
+            return connection.execute(statement).scalar()
+
+    def record_attempts(self, results: Sequence[AttemptResult]) -> None:
+        """Record each attempt and its event, then settle the messages whose current deliveries are all final; one transaction.
+
+        Every result counts as an attempt. SENT is recorded even on a row a resend or reprocess
+        superseded meanwhile (it did go out); RETRY never puts a superseded row back in its queue.
+        """
+        if not results:
+            return
+        c = deliveries.c
+        events: list[dict] = []
+        settled: dict[int, datetime] = {}
+        unknown: list[int] = []
+        with store_errors("recording delivery attempts"):
+            # TRANSACTION: each attempt's outcome and event, and the final status of every message
+            # whose deliveries are now all final, so a message never shows SENT before its rows do.
+            with self._engine.begin() as connection:
+                for result in results:
+                    values = {"attempts": c.attempts + 1, "updated_at": result.at, "reason": result.reason, "response": result.response, "response_code": result.response_code}
+                    if result.outcome == Outcome.SENT:
+                        values.update(status=Status.SENT, sent_at=result.at)
+                    elif result.outcome == Outcome.ERROR:
+                        values.update(status=Status.ERROR)
+                    else:
+                        values.update(next_attempt_at=result.next_attempt_at)
+                    update = sa.update(deliveries).where(c.id == result.delivery_id).values(**fit_text(deliveries, values))
+                    row = connection.execute(update.returning(c.message_id, c.destination, c.attempts)).one_or_none()
+                    if row is None:
+                        unknown.append(result.delivery_id)
+                        continue
+                    status = Status.QUEUED if result.outcome == Outcome.RETRY else str(result.outcome)
+                    events.append(_event(row.message_id, result.at, status, _attempt_detail(result, row.attempts), row.destination))
+                    if result.outcome != Outcome.RETRY:
+                        settled[row.message_id] = max(result.at, settled.get(row.message_id, result.at))
+                if settled:
+                    _roll_up(connection, settled, events)
+                if events:
+                    connection.execute(sa.insert(message_events), events)
+        if unknown:
+            log.warn("attempt results for unknown deliveries were dropped: {delivery_ids}", delivery_ids=unknown)
+
+    def queue_depth(self, channel: str, destination: str) -> int:
+        """How many deliveries the destination's queue holds (QUEUED, due or not)."""
+        c = deliveries.c
+        statement = sa.select(sa.func.count()).where(c.channel == channel, c.destination == destination, c.status == Status.QUEUED)
+        with store_errors("counting a destination queue"), self._engine.connect() as connection:
+            return connection.execute(statement).scalar_one()
+
+    def queue_depths(self) -> dict[tuple[str, str], int]:
+        """The depth of every queue that holds something, by (channel, destination)."""
+        c = deliveries.c
+        statement = sa.select(c.channel, c.destination, sa.func.count()).where(c.status == Status.QUEUED).group_by(c.channel, c.destination)
+        with store_errors("counting destination queues"), self._engine.connect() as connection:
+            return {(channel, destination): depth for channel, destination, depth in connection.execute(statement)}
+
+    def resend(self, message_ids: Sequence[int], *, destination: str | None = None) -> list[int]:
+        """Queue again the current delivery of each message to every destination (or only ``destination``) that has a payload; returns the new delivery ids.
+
+        The copies go to the tail of their queues, in the order of the rows they replace; the old
+        rows stay as history (a still-QUEUED one leaves its queue as ERROR, so nothing goes twice).
+        """
+        if not message_ids:
+            return []
+        now = self._clock()
+        c = deliveries.c
+        criteria = [c.message_id.in_(list(message_ids)), c.superseded_at.is_(None), c.payload.is_not(None)]
+        if destination is not None:
+            criteria.append(c.destination == destination)
+        current = sa.select(c.id, c.message_id, c.channel, c.destination, c.status, c.control_id, c.payload).where(*criteria).order_by(c.id)
+        events: list[dict] = []
+        with store_errors("resending messages"):
+            # TRANSACTION: the new queued deliveries, the rows they replace, the messages back to
+            # QUEUED and the events: a resend happens whole or not at all.
+            with self._engine.begin() as connection:
+                old = connection.execute(current).all()
+                if not old:
+                    return []
+                _supersede(connection, old, now, "superseded by resend", events)
+                rows = [_new_delivery_row(r.message_id, r.channel, r.destination, Status.QUEUED, r.control_id, r.payload, "", now) for r in old]
+                ids = list(connection.execute(_INSERT_DELIVERIES, rows).scalars())
+                resent = sorted({r.message_id for r in old})
+                connection.execute(sa.update(messages).where(messages.c.id.in_(resent)).values(status=Status.QUEUED, status_at=now, error=""))
+                events.extend(_event(message_id, now, Status.QUEUED, "resent by operator") for message_id in resent)
+                events.extend(_event(r.message_id, now, Status.QUEUED, "resent by operator", r.destination) for r in old)
+                connection.execute(sa.insert(message_events), events)
+        return ids
+
+    def reprocess(self, message_ids: Sequence[int]) -> int:
+        """Send messages through their channel again: back to RECEIVED, old deliveries kept as history; returns how many.
+
+        Rejected messages, messages without a channel and messages already RECEIVED are left
+        alone. A still-QUEUED old delivery leaves its queue as ERROR ("superseded by reprocess").
+        """
+        if not message_ids:
+            return 0
+        now = self._clock()
+        m, c = messages.c, deliveries.c
+        claim = (
+            sa.update(messages)
+            .where(m.id.in_(list(message_ids)), m.channel.is_not(None), m.status.not_in([Status.RECEIVED, Status.REJECTED]))
+            .values(status=Status.RECEIVED, status_at=now, error="")
+            .returning(m.id)
+        )
+        with store_errors("reprocessing messages"):
+            # TRANSACTION: the messages back to RECEIVED, their deliveries superseded, and the events.
+            with self._engine.begin() as connection:
+                claimed = sorted(connection.execute(claim).scalars())
+                if not claimed:
+                    return 0
+                events = [_event(message_id, now, Status.RECEIVED, "reprocess requested") for message_id in claimed]
+                current = connection.execute(sa.select(c.id, c.message_id, c.destination, c.status).where(c.message_id.in_(claimed), c.superseded_at.is_(None))).all()
+                if current:
+                    _supersede(connection, current, now, "superseded by reprocess", events)
+                connection.execute(sa.insert(message_events), events)
+        return len(claimed)
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")

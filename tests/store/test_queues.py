@@ -1,0 +1,572 @@
+"""engine.store.queues: processing results, FIFO destination queues, attempts, resend and reprocess, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from engine.channels.stages import Delivery, Outcome
+from engine.errors import StoreError
+from engine.store.messages import MessageQuery
+from engine.store.queues import AttemptResult, NewDelivery, ProcessingResult, QueueRepository, ReceivedMessage
+from engine.store.schema import Status
+
+from .conftest import T0, count_commits, later
+
+NOW = datetime(2024, 3, 2, 8, 0, tzinfo=timezone.utc)
+
+
+def _clock() -> datetime:
+    return NOW
+
+
+@pytest.fixture
+def queues(engine):
+    """A QueueRepository whose clock stands still at NOW."""
+    return QueueRepository(engine, clock=_clock)
+
+
+def _queued(message_id: int, *destinations: str, transformed: bytes | None = None) -> ProcessingResult:
+    """A QUEUED result with one queued delivery per destination (payload names message and destination)."""
+    news = tuple(NewDelivery(d, Status.QUEUED, f"OUT{message_id}", f"MSH|{message_id}|{d}\r".encode()) for d in destinations)
+    return ProcessingResult(message_id, Status.QUEUED, transformed=transformed, deliveries=news)
+
+
+def _attempt(delivery_id: int, outcome: Outcome, at: datetime = NOW, **fields) -> AttemptResult:
+    return AttemptResult(delivery_id, outcome, at, **fields)
+
+
+@pytest.fixture
+def received(repository, make_message):
+    """``received(n)``: store n RECEIVED messages of channel ``adt``; their ids."""
+
+    def store(count: int) -> list[int]:
+        return repository.insert([make_message(n) for n in range(count)])
+
+    return store
+
+
+# Processing
+
+
+def test_pending_for_processing_is_the_channels_received_messages_oldest_first(repository, queues, make_message):
+    """Only RECEIVED messages of the channel, ids above after_id, ascending, at most limit."""
+    ids = repository.insert(
+        [
+            make_message(0),
+            make_message(1, channel="other"),
+            make_message(2, status=Status.REJECTED),
+            make_message(3),
+            make_message(4),
+        ]
+    )
+    pending = queues.pending_for_processing("adt")
+    assert [p.id for p in pending] == [ids[0], ids[3], ids[4]]
+    assert pending[0] == ReceivedMessage(
+        id=ids[0],
+        channel="adt",
+        raw=make_message(0).raw,
+        charset="",
+        control_id="C0",
+        received_at=T0,
+        sending_application="LAB",
+        sending_facility="NORTH",
+        message_code="ADT",
+        trigger_event="A01",
+    )
+    assert [p.id for p in queues.pending_for_processing("adt", after_id=ids[0], limit=1)] == [ids[3]]
+    assert queues.pending_for_processing("nothing") == []
+
+
+def test_record_processing_stores_status_content_deliveries_and_events(repository, queues, received):
+    """A QUEUED result sets status, transformed content, one delivery row per destination and timestamped events."""
+    [message_id] = received(1)
+    result = ProcessingResult(
+        message_id,
+        Status.QUEUED,
+        transformed=b"MSH|transformed\r",
+        deliveries=(
+            NewDelivery("lab", Status.QUEUED, "OUT1", b"MSH|to lab\r"),
+            NewDelivery("archive", Status.FILTERED, "C0", None, "not an A01"),
+        ),
+    )
+    ids = queues.record_processing([result])
+    stored = repository.get(message_id)
+    assert (stored.status, stored.transformed, stored.error) == (Status.QUEUED, b"MSH|transformed\r", "")
+    assert [(d.id, d.destination, d.status, d.attempts, d.payload, d.reason, d.created_at, d.next_attempt_at) for d in stored.deliveries] == [
+        (ids[0], "lab", "QUEUED", 0, b"MSH|to lab\r", "", NOW, NOW),
+        (ids[1], "archive", "FILTERED", 0, None, "not an A01", NOW, NOW),
+    ]
+    assert [(e.at, e.status, e.destination, e.detail) for e in stored.events] == [
+        (NOW, "QUEUED", None, ""),
+        (NOW, "QUEUED", "lab", ""),
+        (NOW, "FILTERED", "archive", "not an A01"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("result", "error"),
+    [
+        (ProcessingResult(0, Status.FILTERED, reason="test message"), "test message"),
+        (ProcessingResult(0, Status.ERROR, reason="PID-3 is empty"), "PID-3 is empty"),
+        (ProcessingResult(0, Status.TRANSFORMED, transformed=b"MSH|x\r"), ""),
+    ],
+)
+def test_record_processing_without_deliveries(repository, queues, received, result, error):
+    """FILTERED, ERROR and TRANSFORMED results need no delivery rows; the reason becomes the message's error."""
+    [message_id] = received(1)
+    result = ProcessingResult(message_id, result.status, result.reason, result.transformed)
+    assert queues.record_processing([result]) == []
+    stored = repository.get(message_id)
+    assert (stored.status, stored.error, stored.transformed, stored.deliveries) == (result.status, error, result.transformed, ())
+    assert [(e.status, e.destination, e.detail) for e in stored.events] == [(result.status, None, result.reason)]
+
+
+def test_record_processing_returns_delivery_ids_in_order(queues, received):
+    """The ids follow the results and their deliveries in the order given, increasing."""
+    ids = received(3)
+    delivery_ids = queues.record_processing([_queued(ids[2], "lab", "ris"), _queued(ids[0], "lab")])
+    assert delivery_ids == sorted(delivery_ids) and len(delivery_ids) == 3
+    due = queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)
+    assert [(d.delivery_id, d.message_id) for d in due] == [(delivery_ids[0], ids[2]), (delivery_ids[2], ids[0])]
+
+
+def test_record_processing_twice_changes_nothing(repository, queues, received):
+    """A result for a message that is no longer RECEIVED is skipped: no second delivery, no new event."""
+    first, second = received(2)
+    queues.record_processing([_queued(first, "lab")])
+    before = repository.get(first)
+    again = queues.record_processing([ProcessingResult(first, Status.ERROR, reason="late"), _queued(second, "lab"), _queued(second, "lab")])
+    assert len(again) == 1
+    assert repository.get(first) == before
+    assert len(repository.get(second).deliveries) == 1
+    assert queues.queue_depth("adt", "lab") == 2
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: ProcessingResult(1, Status.SENT),
+        lambda: ProcessingResult(1, Status.QUEUED),
+        lambda: ProcessingResult(1, Status.FILTERED, deliveries=(NewDelivery("lab", Status.QUEUED, "C", b"x"),)),
+        lambda: ProcessingResult(1, Status.TRANSFORMED, deliveries=(NewDelivery("lab", Status.FILTERED, "C", None),)),
+        lambda: NewDelivery("lab", Status.SENT, "C", b"x"),
+        lambda: NewDelivery("lab", Status.QUEUED, "C", None),
+        lambda: NewDelivery("", Status.ERROR, "C", None),
+        lambda: NewDelivery("x" * 101, Status.ERROR, "C", None),
+        lambda: AttemptResult(1, Outcome.SENT, datetime(2024, 3, 1)),
+        lambda: AttemptResult(1, Outcome.RETRY, NOW),
+        lambda: AttemptResult(1, "LATER", NOW),
+    ],
+)
+def test_inconsistent_results_are_refused(build):
+    """Results whose statuses disagree, a queued delivery without payload, bad names or times are ValueErrors when made."""
+    with pytest.raises(ValueError):
+        build()
+
+
+# The queues
+
+
+def test_due_deliveries_keep_fifo_order_per_destination(queues, received):
+    """Each destination's due deliveries come in order of receipt, limit at a time, as first attempts."""
+    ids = received(30)
+    queues.record_processing([_queued(i, "lab", "ris") for i in reversed(ids[:15])])
+    queues.record_processing([_queued(i, "lab", "ris") for i in ids[15:]])
+    expected = list(reversed(ids[:15])) + ids[15:]
+    for destination in ("lab", "ris"):
+        due = queues.due_deliveries("adt", destination, now=NOW, limit=100, head_only=False)
+        assert [d.message_id for d in due] == expected
+        assert [d.delivery_id for d in due] == sorted(d.delivery_id for d in due)
+        assert {(d.channel, d.destination, d.attempt, d.queued_at) for d in due} == {("adt", destination, 1, NOW)}
+        assert due[0].payload == f"MSH|{expected[0]}|{destination}\r".encode() and due[0].control_id == f"OUT{expected[0]}"
+    assert [d.message_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=4, head_only=False)] == expected[:4]
+    assert queues.due_deliveries("adt", "lab", now=NOW - timedelta(seconds=1), limit=100, head_only=False) == []
+    assert queues.due_deliveries("other", "lab", now=NOW, limit=100, head_only=False) == []
+
+
+def test_head_only_waits_behind_a_head_not_yet_due(queues, received):
+    """In block mode nothing is due while the head waits for its retry; skip mode goes on with the rest."""
+    ids = received(3)
+    head, second, third = queues.record_processing([_queued(i, "lab") for i in ids])
+    retry_at = NOW + timedelta(seconds=60)
+    queues.record_attempts([_attempt(head, Outcome.RETRY, reason="connection refused", next_attempt_at=retry_at)])
+    assert queues.due_deliveries("adt", "lab", now=NOW, limit=1, head_only=True) == []
+    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)] == [second, third]
+    assert queues.next_due_at("adt", "lab", head_only=True) == retry_at
+    assert queues.next_due_at("adt", "lab") == NOW
+    [due] = queues.due_deliveries("adt", "lab", now=retry_at, limit=5, head_only=True)
+    assert (due.delivery_id, due.attempt) == (head, 2)
+
+
+def test_next_due_at_of_an_empty_queue_is_none(queues, received):
+    """A queue without QUEUED rows has no next due time, in either mode."""
+    [message_id] = received(1)
+    [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
+    queues.record_attempts([_attempt(delivery_id, Outcome.SENT)])
+    assert queues.next_due_at("adt", "lab") is None
+    assert queues.next_due_at("adt", "lab", head_only=True) is None
+    assert queues.next_due_at("adt", "nothing") is None
+
+
+def test_retries_record_attempts_and_next_attempt(repository, queues, received):
+    """RETRY counts the attempt, keeps the row QUEUED with its next time and reason, and says so in an event."""
+    [message_id] = received(1)
+    [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
+    first_retry = NOW + timedelta(seconds=2)
+    second_retry = NOW + timedelta(seconds=6)
+    queues.record_attempts([_attempt(delivery_id, Outcome.RETRY, reason="timeout", next_attempt_at=first_retry)])
+    queues.record_attempts(
+        [_attempt(delivery_id, Outcome.RETRY, first_retry, response=b"MSA|AR\r", response_code="AR", reason="busy", next_attempt_at=second_retry)]
+    )
+    stored = repository.get(message_id)
+    [delivery] = stored.deliveries
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.reason) == ("QUEUED", 2, second_retry, "busy")
+    assert (delivery.response, delivery.response_code, delivery.sent_at) == (b"MSA|AR\r", "AR", None)
+    assert stored.status == Status.QUEUED
+    assert [(e.status, e.destination, e.detail) for e in stored.events[-2:]] == [
+        ("QUEUED", "lab", f"attempt 1 failed: timeout; next at {first_retry.isoformat()}"),
+        ("QUEUED", "lab", f"attempt 2 failed (answer AR): busy; next at {second_retry.isoformat()}"),
+    ]
+    [due] = queues.due_deliveries("adt", "lab", now=second_retry, limit=1, head_only=True)
+    assert due.attempt == 3
+
+
+def test_sent_records_time_response_and_settles_the_message(repository, queues, received):
+    """SENT stores sent_at and the response; the message becomes SENT once every destination is final."""
+    [message_id] = received(1)
+    lab, ris = queues.record_processing([_queued(message_id, "lab", "ris")])
+    done = NOW + timedelta(seconds=5)
+    queues.record_attempts([_attempt(lab, Outcome.SENT, done, response=b"MSA|AA|OUT1\r", response_code="AA")])
+    assert repository.get(message_id).status == Status.QUEUED
+    queues.record_attempts([_attempt(ris, Outcome.SENT, done + timedelta(seconds=1), response_code="AA")])
+    stored = repository.get(message_id)
+    assert stored.status == Status.SENT
+    assert [(d.status, d.attempts, d.sent_at, d.response) for d in stored.deliveries] == [
+        ("SENT", 1, done, b"MSA|AA|OUT1\r"),
+        ("SENT", 1, done + timedelta(seconds=1), None),
+    ]
+    assert [(e.status, e.destination, e.detail) for e in stored.events[-3:]] == [
+        ("SENT", "lab", "attempt 1 sent (answer AA)"),
+        ("SENT", "ris", "attempt 1 sent (answer AA)"),
+        ("SENT", None, "sent to lab, ris"),
+    ]
+    assert stored.events[-1].at == done + timedelta(seconds=1)
+    assert queues.queue_depths() == {}
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "status"),
+    [
+        ((Outcome.SENT, Outcome.SENT), Status.SENT),
+        ((Outcome.SENT, Outcome.ERROR), Status.ERROR),
+        ((Outcome.ERROR, Outcome.ERROR), Status.ERROR),
+        ((Outcome.SENT, Outcome.RETRY), Status.QUEUED),
+        ((Outcome.ERROR, Outcome.RETRY), Status.QUEUED),
+        ((Outcome.SENT, None), Status.SENT),
+    ],
+)
+def test_message_status_rolls_up_from_its_deliveries(repository, queues, received, outcomes, status):
+    """ERROR if any delivery failed, else SENT; QUEUED while one is still queued; a FILTERED destination does not count."""
+    [message_id] = received(1)
+    result = ProcessingResult(
+        message_id,
+        Status.QUEUED,
+        deliveries=(
+            NewDelivery("lab", Status.QUEUED, "C0", b"x"),
+            NewDelivery("ris", Status.QUEUED, "C0", b"x") if outcomes[1] else NewDelivery("ris", Status.FILTERED, "C0", None, "no"),
+            NewDelivery("archive", Status.FILTERED, "C0", None, "not wanted"),
+        ),
+    )
+    delivery_ids = queues.record_processing([result])
+    attempts = [
+        _attempt(delivery_id, outcome, reason=f"{outcome} reason", next_attempt_at=NOW + timedelta(seconds=1))
+        for delivery_id, outcome in zip(delivery_ids, outcomes)
+        if outcome is not None
+    ]
+    queues.record_attempts(attempts)
+    stored = repository.get(message_id)
+    assert stored.status == status
+    expected_error = "; ".join(f"{d}: ERROR reason" for d, o in zip(("lab", "ris"), outcomes) if o == Outcome.ERROR) if status == Status.ERROR else ""
+    assert stored.error == expected_error
+
+
+def test_a_message_whose_only_delivery_errors_is_error(repository, queues, received):
+    """An ERROR delivery settles its message as ERROR, with the destination's reason as the error."""
+    [message_id] = received(1)
+    [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
+    queues.record_attempts([_attempt(delivery_id, Outcome.ERROR, response=b"MSA|AE\r", response_code="AE", reason="AE: unknown patient")])
+    stored = repository.get(message_id)
+    assert (stored.status, stored.error) == (Status.ERROR, "lab: AE: unknown patient")
+    [delivery] = stored.deliveries
+    assert (delivery.status, delivery.attempts, delivery.response_code, delivery.response) == ("ERROR", 1, "AE", b"MSA|AE\r")
+    assert stored.events[-2].detail == "attempt 1 failed (answer AE): AE: unknown patient"
+    assert queues.due_deliveries("adt", "lab", now=NOW, limit=5, head_only=False) == []
+
+
+def test_attempts_for_unknown_deliveries_are_dropped(repository, queues, received):
+    """An attempt result for a delivery id that does not exist is skipped; the others in the call are recorded."""
+    [message_id] = received(1)
+    [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
+    queues.record_attempts([_attempt(delivery_id + 1000, Outcome.SENT), _attempt(delivery_id, Outcome.SENT)])
+    assert repository.get(message_id).status == Status.SENT
+
+
+def test_queue_depths_count_queued_rows_per_destination(queues, received):
+    """queue_depth counts a destination's QUEUED rows, due or not; queue_depths lists every non-empty queue."""
+    ids = received(4)
+    delivery_ids = queues.record_processing([_queued(i, "lab", "ris") for i in ids])
+    queues.record_attempts([_attempt(delivery_ids[0], Outcome.SENT), _attempt(delivery_ids[1], Outcome.RETRY, next_attempt_at=NOW + timedelta(hours=1))])
+    assert (queues.queue_depth("adt", "lab"), queues.queue_depth("adt", "ris"), queues.queue_depth("adt", "x")) == (3, 4, 0)
+    assert queues.queue_depths() == {("adt", "lab"): 3, ("adt", "ris"): 4}
+
+
+def test_text_is_fitted_but_names_are_kept(repository, queues, received):
+    """Reasons lose NULs and control ids are cut to their column, as message header copies are."""
+    [message_id] = received(1)
+    delivery = NewDelivery("lab", Status.FILTERED, "9" * 300, None, "bad\x00byte")
+    queues.record_processing([ProcessingResult(message_id, Status.FILTERED, reason="x\x00y", deliveries=(delivery,))])
+    [stored] = repository.get(message_id).deliveries
+    assert (stored.reason, stored.destination) == ("badbyte", "lab")
+    assert repository.get(message_id).events[0].detail == "xy"
+
+
+# Resend and reprocess
+
+
+def test_resend_queues_copies_at_the_tail_and_keeps_history(repository, queues, received):
+    """resend() queues the current payload again after everything already queued; the old rows stay, superseded."""
+    ids = received(3)
+    first_lab, first_ris, *others = queues.record_processing([_queued(i, "lab", "ris") for i in ids])
+    queues.record_attempts([_attempt(first_lab, Outcome.SENT), _attempt(first_ris, Outcome.ERROR, reason="AE")])
+    assert repository.get(ids[0]).status == Status.ERROR
+    new_ids = queues.resend([ids[0]])
+    assert len(new_ids) == 2 and min(new_ids) > max(others)
+    stored = repository.get(ids[0])
+    assert stored.status == Status.QUEUED
+    assert [(d.destination, d.status, d.superseded_at, d.payload) for d in stored.deliveries] == [
+        ("lab", "SENT", NOW, f"MSH|{ids[0]}|lab\r".encode()),
+        ("ris", "ERROR", NOW, f"MSH|{ids[0]}|ris\r".encode()),
+        ("lab", "QUEUED", None, f"MSH|{ids[0]}|lab\r".encode()),
+        ("ris", "QUEUED", None, f"MSH|{ids[0]}|ris\r".encode()),
+    ]
+    assert [(e.status, e.destination, e.detail) for e in stored.events[-3:]] == [
+        ("QUEUED", None, "resent by operator"),
+        ("QUEUED", "lab", "resent by operator"),
+        ("QUEUED", "ris", "resent by operator"),
+    ]
+    lab_queue = queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)
+    assert [d.message_id for d in lab_queue] == [ids[1], ids[2], ids[0]]
+    assert lab_queue[-1].attempt == 1
+    queues.record_attempts([_attempt(new_id, Outcome.SENT) for new_id in new_ids])
+    assert repository.get(ids[0]).status == Status.SENT
+
+
+def test_resend_to_one_destination(repository, queues, received):
+    """With a destination, only that destination's delivery is queued again."""
+    [message_id] = received(1)
+    lab, ris = queues.record_processing([_queued(message_id, "lab", "ris")])
+    queues.record_attempts([_attempt(lab, Outcome.SENT), _attempt(ris, Outcome.SENT)])
+    [new_id] = queues.resend([message_id], destination="ris")
+    assert [d.delivery_id for d in queues.due_deliveries("adt", "ris", now=NOW, limit=5, head_only=False)] == [new_id]
+    assert queues.queue_depth("adt", "lab") == 0
+    assert queues.resend([message_id], destination="nowhere") == []
+
+
+def test_resend_of_a_queued_delivery_takes_the_old_one_out_of_the_queue(repository, queues, received):
+    """Resending a delivery still queued leaves one queued copy: the old row ends as ERROR, superseded."""
+    [message_id] = received(1)
+    [old] = queues.record_processing([_queued(message_id, "lab")])
+    [new] = queues.resend([message_id])
+    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=5, head_only=False)] == [new]
+    old_row = repository.get(message_id).deliveries[0]
+    assert (old_row.id, old_row.status, old_row.reason, old_row.superseded_at) == (old, "ERROR", "superseded by resend", NOW)
+
+
+def test_resend_skips_what_has_nothing_to_send(repository, queues, received, make_message):
+    """Filtered deliveries, unprocessed, rejected and unknown messages are not resent."""
+    filtered, unprocessed = received(2)
+    [rejected] = repository.insert([make_message(9, status=Status.REJECTED, channel=None)])
+    queues.record_processing([ProcessingResult(filtered, Status.FILTERED, deliveries=(NewDelivery("lab", Status.FILTERED, "C", None, "no"),))])
+    assert queues.resend([filtered, unprocessed, rejected, 424242]) == []
+    assert queues.resend([]) == []
+    assert repository.get(filtered).status == Status.FILTERED
+
+
+def test_reprocess_sends_messages_through_their_channel_again(repository, queues, received, make_message):
+    """reprocess() puts messages back to RECEIVED; their old queued deliveries leave the queue; the new processing counts alone."""
+    ids = received(3)
+    [rejected] = repository.insert([make_message(9, status=Status.REJECTED, channel=None)])
+    lab0, ris0, *_ = queues.record_processing([_queued(ids[0], "lab", "ris"), _queued(ids[1], "lab", "ris")])
+    queues.record_attempts([_attempt(lab0, Outcome.SENT), _attempt(ris0, Outcome.ERROR, reason="AE")])
+    assert queues.reprocess([ids[0], ids[1], ids[2], rejected, 424242]) == 2
+    assert [p.id for p in queues.pending_for_processing("adt")] == ids
+    assert queues.queue_depths() == {}
+    stored = repository.get(ids[1])
+    assert (stored.status, stored.error) == (Status.RECEIVED, "")
+    assert [(d.status, d.reason, d.superseded_at) for d in stored.deliveries] == [("ERROR", "superseded by reprocess", NOW)] * 2
+    assert [(e.status, e.destination, e.detail) for e in stored.events[-3:]] == [
+        ("RECEIVED", None, "reprocess requested"),
+        ("ERROR", "lab", "superseded by reprocess"),
+        ("ERROR", "ris", "superseded by reprocess"),
+    ]
+    # The channel changed meanwhile: only lab now; the old ris ERROR no longer counts.
+    [new_lab] = queues.record_processing([_queued(ids[0], "lab")])
+    queues.record_attempts([_attempt(new_lab, Outcome.SENT)])
+    assert repository.get(ids[0]).status == Status.SENT
+    assert queues.reprocess([rejected]) == 0 and queues.reprocess([]) == 0
+
+
+def test_attempts_on_superseded_deliveries_do_not_requeue(repository, queues, received):
+    """A late SENT on a superseded row is recorded as history; a late RETRY does not put it back in the queue."""
+    [message_id] = received(1)
+    lab, ris = queues.record_processing([_queued(message_id, "lab", "ris")])
+    queues.reprocess([message_id])
+    queues.record_attempts([_attempt(lab, Outcome.SENT), _attempt(ris, Outcome.RETRY, next_attempt_at=NOW)])
+    stored = repository.get(message_id)
+    assert stored.status == Status.RECEIVED
+    assert [d.status for d in stored.deliveries] == ["SENT", "ERROR"]
+    assert queues.queue_depths() == {}
+
+
+# The store's asynchronous face
+
+
+def _result_for(message_id: int) -> ProcessingResult:
+    return _queued(message_id, "lab")
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_runs_a_message_from_receipt_to_sent(open_store, make_message):
+    """add, pending_for_processing, record_processing, due_deliveries, record_attempts and get work together, firing on the reactor thread."""
+    store = open_store()
+    threads = []
+    [message_id] = yield store.add([make_message(0)])
+    [pending] = yield store.pending_for_processing("adt")
+    assert pending.id == message_id
+    delivery_ids = yield store.record_processing([_result_for(message_id)]).addCallback(lambda ids: threads.append(threading.current_thread()) or ids)
+    now = datetime.now(timezone.utc)
+    [due] = yield store.due_deliveries("adt", "lab", now=now, limit=10, head_only=True)
+    assert isinstance(due, Delivery) and due.delivery_id == delivery_ids[0]
+    assert (yield store.queue_depth("adt", "lab")) == 1
+    assert (yield store.queue_depths()) == {("adt", "lab"): 1}
+    assert (yield store.next_due_at("adt", "lab")) <= now
+    yield store.record_attempts([AttemptResult(due.delivery_id, Outcome.SENT, now, response_code="AA")]).addCallback(
+        lambda _: threads.append(threading.current_thread())
+    )
+    stored = yield store.get(message_id)
+    assert stored.status == Status.SENT
+    assert threads == [threading.main_thread()] * 2
+    assert [s.id for s in (yield store.search(MessageQuery(status=Status.SENT)))] == [message_id]
+
+
+@pytest_twisted.inlineCallbacks
+def test_writes_run_in_the_order_asked(open_store, write_lock, make_message):
+    """Calls and adds share the writer in order: adds never overtake a call, and adds next to each other still share a commit."""
+    store = open_store()
+    [first] = yield store.add([make_message(0)])
+    yield store.record_processing([_result_for(first)])
+    commits = count_commits(store.repository.engine)
+    write_lock.hold()
+    before = store.add([make_message(1)])
+    reprocessed = store.reprocess([first])
+    # Only correct after the reprocess: the message must be RECEIVED again.
+    processed = store.record_processing([_result_for(first)])
+    after = [store.add([make_message(n)]) for n in (2, 3)]
+    yield later(0.3, write_lock.release)
+    results = yield defer.gatherResults([before, reprocessed, processed, *after])
+    assert results[1] == 1 and len(results[2]) == 1
+    assert len(commits) == 4
+    assert results[0][0] < results[3][0] < results[4][0]
+    assert (yield store.queue_depth("adt", "lab")) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_add_then_record_processing_without_waiting_for_reads(open_store, make_message):
+    """Each add is followed at once by recording its processing; every result lands, none is skipped."""
+    store = open_store()
+    recorded = []
+    for n in range(20):
+        d = store.add([make_message(n)])
+        d.addCallback(lambda ids: store.record_processing([_result_for(ids[0])]))
+        recorded.append(d)
+    results = yield defer.gatherResults(recorded)
+    assert all(len(ids) == 1 for ids in results)
+    assert (yield store.queue_depth("adt", "lab")) == 20
+
+
+@pytest_twisted.inlineCallbacks
+def test_queues_resume_after_a_restart(open_store, make_message):
+    """Queued deliveries are still due, in order and with their attempts, in a new store on the same database."""
+    store = open_store()
+    ids = yield store.add([make_message(n) for n in range(3)])
+    delivery_ids = yield store.record_processing([_result_for(i) for i in ids])
+    now = datetime.now(timezone.utc)
+    yield store.record_attempts([AttemptResult(delivery_ids[0], Outcome.RETRY, now, reason="down", next_attempt_at=now)])
+    yield store.stop()
+    reopened = open_store()
+    due = yield reopened.due_deliveries("adt", "lab", now=datetime.now(timezone.utc), limit=10, head_only=False)
+    assert [(d.delivery_id, d.attempt) for d in due] == [(delivery_ids[0], 2), (delivery_ids[1], 1), (delivery_ids[2], 1)]
+    assert (yield reopened.pending_for_processing("adt")) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_runs_the_calls_already_asked_for(open_store, store_url, write_lock, make_message):
+    """stop() fires only after queued calls committed; calls after it fail with StoreError."""
+    store = open_store()
+    [message_id] = yield store.add([make_message(0)])
+    write_lock.hold()
+    processed = store.record_processing([_result_for(message_id)])
+    recorded = store.record_config(applied_at=NOW, source="channels.yaml", content="x", sha256="0" * 64, changes="first")
+    stopped = store.stop()
+    yield later(0.3, write_lock.release)
+    yield stopped
+    assert processed.called and recorded.called
+    assert len((yield processed)) == 1 and isinstance((yield recorded), int)
+    for attempt in (store.record_processing([]), store.resend([message_id]), store.reprocess([message_id]), store.queue_depths(), store.pending_for_processing("adt")):
+        with pytest.raises(StoreError):
+            yield attempt
+
+
+@pytest_twisted.inlineCallbacks
+def test_failed_calls_are_store_errors_and_the_writer_survives(open_store, make_message):
+    """A call or read that fails, for any reason, fails its Deferred with StoreError; the next write works."""
+    store = open_store()
+    with pytest.raises(StoreError):
+        yield store.record_config(applied_at=datetime(2024, 1, 1), source="s", content="c", sha256="0", changes="")
+    with pytest.raises(StoreError):
+        yield store.due_deliveries("adt", "lab", now=datetime(2024, 1, 1), limit=1, head_only=True)
+    [message_id] = yield store.add([make_message(0)])
+    assert len((yield store.record_processing([_result_for(message_id)]))) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_lock_timeout_fails_a_call_as_locked(open_store, write_lock, make_message):
+    """A write lock held past lock_timeout fails a queued call with StoreError(locked=True)."""
+    store = open_store(lock_timeout=0.2)
+    [message_id] = yield store.add([make_message(0)])
+    write_lock.hold()
+    with pytest.raises(StoreError) as failed:
+        yield store.record_processing([_result_for(message_id)])
+    write_lock.release()
+    assert failed.value.locked
+    assert len((yield store.record_processing([_result_for(message_id)]))) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_resend_and_reprocess(open_store, make_message):
+    """resend() and reprocess() go through the writer and fire with the new ids and the count."""
+    store = open_store()
+    ids = yield store.add([make_message(0), make_message(1)])
+    delivery_ids = yield store.record_processing([_result_for(i) for i in ids])
+    now = datetime.now(timezone.utc)
+    yield store.record_attempts([AttemptResult(delivery_ids[0], Outcome.ERROR, now, reason="AE")])
+    resent = yield store.resend([ids[0]], destination="lab")
+    assert len(resent) == 1 and resent[0] > delivery_ids[1]
+    assert (yield store.reprocess([ids[1]])) == 1
+    assert [p.id for p in (yield store.pending_for_processing("adt"))] == [ids[1]]
+    assert (yield store.next_due_at("adt", "lab", head_only=True)) is not None
