@@ -7,6 +7,8 @@ and the entry point of ``run`` touch the global reactor.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,11 +63,89 @@ def run(config_path: str, log_level: str) -> None:
             click.echo(f"hl7engine: cannot start: {exc}", err=True)
             reactor.stop()
 
+    pid_file = config.engine.data_dir / PID_FILE
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    # SIGHUP reloads channels.yaml: only what changed is restarted; a bad file changes nothing.
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine))
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: engine.stopService() if engine.running else None)
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        pid_file.unlink(missing_ok=True)
     if failed:
         sys.exit(1)
+
+
+PID_FILE = "hl7engine.pid"
+
+
+def _reload(engine) -> None:
+    d = engine.reload_from_file()
+    d.addErrback(lambda failure: None)  # already logged, problem by problem; the old config keeps running
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+def reload(config_path: str) -> None:
+    """Ask the running engine to reload its config (checked here first; every problem is printed)."""
+    config = _load(config_path)
+    pid_file = config.engine.data_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        click.echo(f"no running engine found ({pid_file})", err=True)
+        sys.exit(1)
+    click.echo(f"asked engine {pid} to reload {config_path}")
+
+
+@main.command()
+@click.argument("message_ids", nargs=-1, type=int)
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db")
+@click.option("--destination", help="Only this destination (default: every destination the message went to).")
+@click.option("--status", help="Resend every message of this status (e.g. ERROR) instead of listed ids.")
+@click.option("--channel")
+@click.option("--limit", default=1000, show_default=True)
+def resend(message_ids, config_path, db, destination, status, channel, limit) -> None:
+    """Queue stored messages again for their destinations, unchanged (what was sent is sent again)."""
+    from engine.store.queues import QueueRepository
+
+    repository = _repository(config_path, db)
+    ids = _select(repository, message_ids, status, channel, limit)
+    new = QueueRepository(repository.engine).resend(ids, destination=destination)
+    click.echo(f"queued {len(new)} delivery(ies) for {len(ids)} message(s)")
+
+
+@main.command()
+@click.argument("message_ids", nargs=-1, type=int)
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db")
+@click.option("--status", help="Reprocess every message of this status (e.g. ERROR) instead of listed ids.")
+@click.option("--channel")
+@click.option("--limit", default=1000, show_default=True)
+def reprocess(message_ids, config_path, db, status, channel, limit) -> None:
+    """Run stored messages through their channel again (filters, transforms, destinations as configured now)."""
+    from engine.store.queues import QueueRepository
+
+    repository = _repository(config_path, db)
+    ids = _select(repository, message_ids, status, channel, limit)
+    count = QueueRepository(repository.engine).reprocess(ids)
+    click.echo(f"{count} message(s) will be processed again")
+
+
+def _select(repository, message_ids, status, channel, limit) -> list[int]:
+    """The ids given, or those of a search (the CLI's way to resend or reprocess many)."""
+    from engine.store.messages import MessageQuery
+
+    if message_ids:
+        return list(message_ids)
+    if not status and not channel:
+        raise click.UsageError("give message ids, or --status/--channel to select messages")
+    found = repository.search(MessageQuery(status=status.upper() if status else None, channel=channel, limit=limit))
+    return sorted(m.id for m in found)
 
 
 @main.command()

@@ -18,8 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -29,7 +31,11 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import TaggedScalar
 from twisted.internet.endpoints import _parse as _tokenize_endpoint
 
+from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.configtypes import Frozen, HL7Text, Name, Seconds, check_not_empty as _check_not_empty
+from engine.transforms.lookup import load_tables
+from engine.transforms.spec import FilterSpec, TableSpec, TransformSpec
+from engine.transforms.transforms import check_transforms
 from engine.errors import ConfigError
 
 __all__ = [
@@ -260,6 +266,49 @@ class ListenerConfig(Frozen):
     honour_accept_ack_type: bool = False
 
 
+class FileListenerConfig(Frozen):
+    """A directory polled for files of HL7 messages (``listeners`` item with ``type: file``)."""
+
+    name: Name
+    type: Literal["file"]
+    directory: Path
+    pattern: str = "*.hl7"
+    poll_seconds: Seconds = 5.0
+    min_age_seconds: Annotated[float, Field(ge=0)] = 1.0  # leave files alone while they may still be written
+    done_directory: Path | None = None  # default <directory>/done
+    error_directory: Path | None = None  # default <directory>/error
+    processing_ids: Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]$")], ...], AfterValidator(_check_not_empty)] | None = None
+    honour_accept_ack_type: bool = False  # nobody to answer; kept so intake treats every source alike
+
+    @field_validator("directory", "done_directory", "error_directory")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base_dir = (info.context or {}).get("base_dir", Path("."))
+        return Path(os.path.abspath(base_dir / value))
+
+    @model_validator(mode="after")
+    def _default_folders(self) -> FileListenerConfig:
+        if self.done_directory is None:
+            object.__setattr__(self, "done_directory", self.directory / "done")
+        if self.error_directory is None:
+            object.__setattr__(self, "error_directory", self.directory / "error")
+        return self
+
+
+def _listener_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("type", "mllp")
+    return getattr(value, "type", "mllp")
+
+
+AnyListener = Annotated[
+    Annotated[ListenerConfig, Tag("mllp")] | Annotated[FileListenerConfig, Tag("file")],
+    Discriminator(_listener_type),
+]
+
+
 class SenderMatch(Frozen):
     """One accepted sender: MSH-3.1 and/or MSH-4.1; an omitted one matches anything."""
 
@@ -303,15 +352,75 @@ class AcceptRule(Frozen):
         return not self.senders or any(s.matches(sending_application, sending_facility) for s in self.senders)
 
 
+class QueueSettings(Frozen):
+    """A destination's durable queue: order, retries with exponential backoff and jitter, giving up."""
+
+    on_error: Literal["block", "skip"] = "block"  # block keeps order (the head waits); skip goes on with the next
+    max_attempts: Annotated[int, Field(ge=1)] | None = 10
+    max_age_seconds: Seconds | None = None
+    retry_initial_seconds: Seconds = 1.0
+    retry_max_seconds: Seconds = 300.0
+    retry_multiplier: Annotated[float, Field(ge=1.0, le=10.0)] = 2.0
+    retry_jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
+
+
+class _DestinationCommon(Frozen):
+    name: Name
+    filters: tuple[FilterSpec, ...] = ()
+    transforms: tuple[TransformSpec, ...] = ()
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+
+    @property
+    def settings(self):
+        """The connector settings (the destination's own keys)."""
+        return self
+
+
+class MllpDestinationConfig(_DestinationCommon, MllpSettings):
+    """Send over MLLP to host:port and check the ACK."""
+
+    type: Literal["mllp"]
+
+
+class FileDestinationConfig(_DestinationCommon, FileSettings):
+    """Write each message (or a batch) to a file, atomically."""
+
+    type: Literal["file"]
+
+
+class HttpDestinationConfig(_DestinationCommon, HttpDestinationSettings):
+    """POST each message as HL7 over HTTP."""
+
+    type: Literal["http"]
+
+
+class ChannelDestinationConfig(_DestinationCommon):
+    """Hand each message to another channel."""
+
+    type: Literal["channel"]
+    channel: Name
+
+
+AnyDestination = Annotated[
+    MllpDestinationConfig | FileDestinationConfig | HttpDestinationConfig | ChannelDestinationConfig,
+    Field(discriminator="type"),
+]
+
+
 class ChannelConfig(Frozen):
-    """A channel: which messages from which listener it takes and when the sender is answered."""
+    """A channel: which messages from which listener it takes, what it does to them, where they go."""
 
     name: Name
     description: str = ""
     enabled: bool = True
     source: str
     accept: AcceptRule
-    respond: Literal["after_store"] = "after_store"
+    respond: Literal["after_store", "after_processing"] = "after_store"
+    respond_timeout_seconds: Seconds = 30.0  # after_processing: answer AA (stored, queued) when destinations take longer
+    duplicate_window_seconds: Seconds | None = None  # same MSH-3.1/MSH-4.1 + MSH-10 within it: original ACK, not processed again
+    filters: tuple[FilterSpec, ...] = ()
+    transforms: tuple[TransformSpec, ...] = ()
+    destinations: tuple[AnyDestination, ...] = ()
 
     def accepts(self, message_type: str, sending_application: str, sending_facility: str) -> bool:
         """True when this channel takes a "CODE^TRIGGER" (or "CODE") message from MSH-3.1/MSH-4.1; case-sensitive."""
@@ -322,15 +431,23 @@ class Config(Frozen):
     """The whole validated configuration; build it with load_config() or parse_config()."""
 
     engine: EngineSettings = Field(default_factory=dict, validate_default=True)
-    listeners: tuple[ListenerConfig, ...]
+    listeners: tuple[AnyListener, ...]
     channels: tuple[ChannelConfig, ...]
+    tables: dict[Name, TableSpec] = Field(default_factory=dict)
 
     _source_path: Path | None = PrivateAttr(default=None)
+    _base_dir: Path = PrivateAttr(default=Path("."))
 
     @model_validator(mode="after")
     def _remember_source(self, info: ValidationInfo) -> Config:
         self._source_path = (info.context or {}).get("source_path")
+        self._base_dir = Path((info.context or {}).get("base_dir", Path(".")))
         return self
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths count from: the config file's, or the working folder."""
+        return self._base_dir
 
     @property
     def source_path(self) -> Path | None:
@@ -505,7 +622,10 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"unknown key {error['loc'][-1]!r}"
     if kind == "missing":
-        return "required key is missing"
+        expected = (error.get("ctx") or {}).get("expected_tags")
+        return f"required key is missing (one of {expected})" if expected else "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"must be one of {error['ctx']['expected_tags']} (got {error['ctx']['tag']!r})"
     if kind == "value_error":
         return str(error["ctx"]["error"])
     if kind in _EXPECTED:
@@ -575,6 +695,29 @@ def _cross_check(data: Any) -> list[tuple[Loc, str]]:
     return problems
 
 
+def _check_stages(config: Config) -> list[tuple[Loc, str]]:
+    """Problems between the stages and the rest: tables that cannot be read, unknown table names,
+    Python transforms that do not import, destination names and channel hand-offs."""
+    tables, problems = load_tables(config.tables, config.base_dir)
+    table_names = set(config.tables)
+    channel_names = {c.name for c in config.channels}
+    for i, channel in enumerate(config.channels):
+        problems += check_transforms(channel.transforms, path_loc=("channels", i, "transforms"), table_names=table_names)
+        seen: dict[str, int] = {}
+        for j, destination in enumerate(channel.destinations):
+            loc = ("channels", i, "destinations", j)
+            problems += check_transforms(destination.transforms, path_loc=loc + ("transforms",), table_names=table_names)
+            if destination.name in seen:
+                problems.append((loc + ("name",), f"destination name {destination.name!r} is already used by channels[{i}].destinations[{seen[destination.name]}]"))
+            seen.setdefault(destination.name, j)
+            if destination.type == "channel":
+                if destination.channel == channel.name:
+                    problems.append((loc + ("channel",), "a channel cannot hand messages to itself"))
+                elif destination.channel not in channel_names:
+                    problems.append((loc + ("channel",), f"no channel named {destination.channel!r}; known: {', '.join(sorted(channel_names))}"))
+    return problems
+
+
 def _yaml_problem(error: YAMLError, source: str) -> ConfigProblem:
     problem_mark = getattr(error, "problem_mark", None)
     context_mark = getattr(error, "context_mark", None)
@@ -602,8 +745,14 @@ def _parse(
         config = Config.model_validate(document.data, context={"base_dir": base_dir, "source_path": source_path})
     except ValidationError as error:
         for detail in error.errors(include_url=False):
-            found.append((_data_loc(document.data, detail["loc"], detail["type"]), _describe(detail)))
+            loc = _data_loc(document.data, detail["loc"], detail["type"])
+            if detail["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                # A tagged union (listener or destination type): the problem is the `type` key.
+                loc, detail = loc + ("type",), {**detail, "type": "missing" if detail["type"] == "union_tag_not_found" else "union_tag_invalid"}
+            found.append((loc, _describe(detail)))
     found += _cross_check(document.data)
+    if config is not None:
+        found += _check_stages(config)
 
     located = document.problems + [(loc, message) for loc, message in found if loc not in unusable]
     problems = [

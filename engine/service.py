@@ -1,18 +1,31 @@
-"""The running engine: a Twisted MultiService built from a Config.
+"""The running engine: a Twisted MultiService built from a Config, and its reload.
 
-Services start in order (store first, then listeners) and stop in reverse (listeners finish
-their in-flight messages and close, then the store flushes and closes).
+Services start in order (store, channels, listeners) and stop in reverse: listeners finish the
+messages in flight and close, channel runners finish their pass and close their connectors,
+then the store flushes and closes. A reload applies a new config without touching what did not
+change: a listener whose settings are unchanged keeps its connections.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
 from twisted.application import service
+from twisted.internet import defer
 from twisted.logger import Logger
 
+from engine.channels.build import build_runner
 from engine.channels.intake import Intake
-from engine.config import Config
+from engine.channels.runner import ChannelRunner
+from engine.config import Config, load_config
+from engine.errors import ConfigError
+from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.store.messages import MessageStore
+from engine.transforms.lookup import load_tables
 
 log = Logger()
 
@@ -33,12 +46,43 @@ class StoreService(service.Service):
         return self.store.stop()
 
 
+class ChannelsService(service.Service):
+    """Owns the channel runners (and through them the destinations' connections)."""
+
+    def __init__(self, runners: dict[str, ChannelRunner]):
+        self.setName("channels")
+        self.runners = runners
+
+    def startService(self) -> None:
+        super().startService()
+        for runner in self.runners.values():
+            runner.start()
+
+    def stopService(self):
+        super().stopService()
+        return defer.gatherResults([r.stop() for r in self.runners.values()], consumeErrors=True)
+
+
+@dataclass
+class ReloadReport:
+    """What a reload changed, in words an operator reads in the config history."""
+
+    changes: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = self.changes or ["no change"]
+        return "; ".join(lines + [f"needs a restart: {r}" for r in self.restart_needed])
+
+
 class Engine(service.MultiService):
-    """The whole engine: store and listeners, built from one Config."""
+    """The whole engine: store, channels and listeners, built from one Config."""
 
     def __init__(self, config: Config, reactor, *, store: MessageStore | None = None, observer=None):
         super().__init__()
         self.config = config
+        self.reactor = reactor
+        self.observer = observer
         settings = config.engine
         self.store = store or MessageStore(
             config.store_url,
@@ -48,15 +92,116 @@ class Engine(service.MultiService):
             max_batch=settings.store.max_batch,
         )
         StoreService(self.store).setServiceParent(self)
-        self.listeners: dict[str, MLLPListenerService] = {}
+        self.runners: dict[str, ChannelRunner] = {}
+        self._build_runners(config)
+        self.channels_service = ChannelsService(self.runners)
+        self.channels_service.setServiceParent(self)
+        self.listeners: dict[str, service.Service] = {}
+        self.intakes: dict[str, Intake] = {}
         for listener in config.listeners:
-            intake = Intake(listener, config.channels_for(listener.name), self.store, settings, observer=observer)
-            factory = MLLPServerFactory(intake, reactor=reactor, max_frame_bytes=listener.max_frame_bytes, idle_timeout=listener.idle_timeout_seconds)
-            listener_service = MLLPListenerService(listener.name, reactor, listener.endpoint, factory, shutdown_timeout=settings.shutdown_timeout_seconds)
-            listener_service.setServiceParent(self)
-            self.listeners[listener.name] = listener_service
+            self._add_listener(config, listener)
+
+    def _build_runners(self, config: Config) -> None:
+        tables, _problems = load_tables(config.tables, config.base_dir)
+        self.runners.clear()
+        for index, channel in enumerate(config.channels):
+            if channel.enabled:
+                self.runners[channel.name] = build_runner(config, index, store=self.store, reactor=self.reactor, runners=self.runners, tables=tables, observer=self.observer)
+
+    def _add_listener(self, config: Config, listener) -> service.Service:
+        intake = Intake(listener, config.channels_for(listener.name), self.store, config.engine, observer=self.observer, runners=self.runners, reactor=self.reactor)
+        if listener.type == "file":
+            listener_service = FileSource(listener.name, listener, intake, self.store, reactor=self.reactor)
+        else:
+            factory = MLLPServerFactory(intake, reactor=self.reactor, max_frame_bytes=listener.max_frame_bytes, idle_timeout=listener.idle_timeout_seconds)
+            listener_service = MLLPListenerService(listener.name, self.reactor, listener.endpoint, factory, shutdown_timeout=config.engine.shutdown_timeout_seconds)
+        listener_service.setServiceParent(self)
+        self.listeners[listener.name] = listener_service
+        self.intakes[listener.name] = intake
+        return listener_service
 
     def startService(self) -> None:
         super().startService()
         for name, listener in self.listeners.items():
-            log.info("listener {name} accepting MLLP on port {port}", name=name, port=listener.port)
+            if isinstance(listener, MLLPListenerService):
+                log.info("listener {name} accepting MLLP on port {port}", name=name, port=listener.port)
+            else:
+                log.info("listener {name} polling {directory}", name=name, directory=str(listener.settings.directory))
+        self.record_config(self.config, ReloadReport(["engine started"]))
+
+    def record_config(self, config: Config, report: ReloadReport) -> defer.Deferred:
+        """Keep the applied config in the store's history (when, what changed)."""
+        path = config.source_path
+        content = path.read_text(encoding="utf-8") if path is not None and path.exists() else config.model_dump_json(indent=2)
+        d = self.store.record_config(
+            applied_at=datetime.now(timezone.utc),
+            source=str(path or "<memory>"),
+            content=content,
+            sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
+            changes=str(report),
+        )
+        d.addErrback(lambda failure: log.warn("could not record the config history: {error}", error=failure.getErrorMessage()))
+        return d
+
+    def reload_from_file(self, path: str | Path | None = None) -> defer.Deferred:
+        """Load the config file again and apply it; on errors keep running the old config and log every problem."""
+        path = path or self.config.source_path
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload refused: {problem}", problem=str(problem))
+            return defer.fail(error)
+        return self.reload(config)
+
+    @defer.inlineCallbacks
+    def reload(self, new: Config):
+        """Apply a new config: restart only the channels and listeners that changed."""
+        old = self.config
+        report = ReloadReport()
+        if new.engine != old.engine:
+            report.restart_needed.append("engine settings (store, identity, charset) are applied at the next start")
+        old_channels = {c.name: c for c in old.channels}
+        new_channels = {c.name: c for c in new.channels}
+        changed_channels = {n for n in new_channels if old_channels.get(n) != new_channels[n]} | (set(old_channels) - set(new_channels))
+        if new.tables != old.tables:
+            changed_channels |= set(new_channels) | set(old_channels)
+        for name in sorted(set(old_channels) - set(new_channels)):
+            report.changes.append(f"channel {name} removed")
+        for name in sorted(set(new_channels) - set(old_channels)):
+            report.changes.append(f"channel {name} added")
+        for name in sorted(changed_channels & set(old_channels) & set(new_channels)):
+            report.changes.append(f"channel {name} changed")
+
+        # Channels: stop the changed ones, build their successors.
+        for name in sorted(changed_channels):
+            runner = self.runners.pop(name, None)
+            if runner is not None:
+                yield runner.stop()
+        tables, _problems = load_tables(new.tables, new.base_dir)
+        for index, channel in enumerate(new.channels):
+            if channel.name in changed_channels and channel.enabled:
+                runner = build_runner(new, index, store=self.store, reactor=self.reactor, runners=self.runners, tables=tables, observer=self.observer)
+                self.runners[channel.name] = runner
+                if self.running:
+                    runner.start()
+
+        # Listeners: restart those whose own settings changed; the others keep their connections.
+        old_listeners = {listener.name: listener for listener in old.listeners}
+        new_listeners = {listener.name: listener for listener in new.listeners}
+        for name in sorted(set(old_listeners) - set(new_listeners)) + sorted(n for n in new_listeners if n in old_listeners and old_listeners[n] != new_listeners[n]):
+            listener_service = self.listeners.pop(name)
+            self.intakes.pop(name)
+            yield defer.maybeDeferred(listener_service.disownServiceParent)
+            report.changes.append(f"listener {name} {'removed' if name not in new_listeners else 'restarted'}")
+        for name, listener in new_listeners.items():
+            if name in self.listeners:
+                self.intakes[name].channels = new.channels_for(name)
+                continue
+            if name not in old_listeners:
+                report.changes.append(f"listener {name} added")
+            self._add_listener(new, listener)  # setServiceParent starts it when the engine runs
+        self.config = new
+        log.info("config reloaded: {report}", report=str(report))
+        yield self.record_config(new, report)
+        return report

@@ -48,14 +48,18 @@ def test_bundled_channels_yaml_loads_with_the_clinic_listeners_and_channels():
     """The channels.yaml shipped at the repository root is valid and describes PMS, EMR and lab."""
     config = load_config(REPO / "channels.yaml", environ={})
 
-    assert [(l.name, l.endpoint) for l in config.listeners] == [
+    assert [(l.name, getattr(l, "endpoint", None)) for l in config.listeners] == [
         ("pms", "tcp:2575:interface=127.0.0.1"),
         ("emr", "tcp:2576:interface=127.0.0.1"),
         ("lab", "tcp:2577:interface=127.0.0.1"),
+        ("lab-files", None),
     ]
+    assert config.listener("lab-files").directory == REPO / "inbox" / "lab"
     assert [c.name for c in config.channels_for("pms")] == ["pms-adt", "pms-dft", "pms-all"]
     assert [c.name for c in config.channels_for("emr")] == ["emr-siu", "emr-all"]
     assert [c.name for c in config.channels_for("lab")] == ["lab-oru", "lab-all"]
+    assert [(d.name, d.type) for d in config.channels[0].destinations] == [("emr", "mllp")]
+    assert config.channels[0].destinations[0].port == 6661
     assert config.engine.data_dir == REPO / "data"
     assert config.store_url == f"sqlite:///{REPO}/data/hl7engine.db"
     assert config.source_path == REPO / "channels.yaml"
@@ -128,7 +132,7 @@ def test_every_problem_is_reported_at_once_with_path_and_line():
         ),
         ConfigProblem("channels[1].accept.senders[0].facilty", 36, "unknown key 'facilty'", source),
         ConfigProblem("channels[2].accept", 37, "required key is missing", source),
-        ConfigProblem("channels[2].respond", 39, "must be 'after_store' (got 'after_processing')", source),
+        ConfigProblem("channels[2].respond", 39, "must be 'after_store' or 'after_processing' (got 'after_destinations')", source),
     ]
 
 
@@ -252,7 +256,7 @@ def test_engine_values_are_validated(setting, path, message):
     ("setting", "path", "message"),
     [
         ("name: 'p m s'", "listeners[0].name", "must be letters, digits, '_', '.' or '-' (got 'p m s')"),
-        ("type: http", "listeners[0].type", "must be 'mllp' (got 'http')"),
+        ("type: http", "listeners[0].type", "must be one of 'mllp', 'file' (got 'http')"),
         ("max_frame_bytes: 1023", "listeners[0].max_frame_bytes", "must be greater than or equal to 1024 (got 1023)"),
         (
             "max_frame_bytes: 1073741825",

@@ -9,9 +9,9 @@ that is not durably stored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from engine.config import ChannelConfig, EngineSettings, ListenerConfig
 from engine.errors import HL7Error, StoreError
-from engine.hl7.ack import AckError, ControlIds, Recipient, Sender, build_ack, is_enhanced
+from engine.hl7.ack import ENHANCED, AckError, ControlIds, Recipient, Sender, build_ack, is_enhanced
 from engine.hl7.batch import Batch, looks_like_batch, split_batch
 from engine.hl7.charset import Decoded, decode, encode
 from engine.hl7.header import Header, is_ack, read_header, validate_header
@@ -27,7 +27,15 @@ from engine.hl7.message import Delimiters, escape
 from engine.store.messages import NewMessage
 from engine.store.schema import Status
 
+if TYPE_CHECKING:
+    from engine.channels.runner import ChannelRunner
+
 log = Logger()
+
+
+def _time_out(waiter: defer.Deferred) -> None:
+    if not waiter.called:
+        waiter.errback(defer.TimeoutError("no processing outcome in time"))
 
 
 def namespace_id(hd: str, delimiters: Delimiters) -> str:
@@ -48,6 +56,15 @@ class _Outcome:
     accept_ack_type: str = ""
     control_id: str = ""
     ack: str = field(default="")
+    channel: ChannelConfig | None = None
+    sender: tuple[str, str] = ("", "")  # MSH-3.1, MSH-4.1: who, with control_id, for duplicate detection
+    message_id: int | None = None  # set once stored
+    duplicate_of: bytes | None = None  # the original ACK, when this is a duplicate
+
+    @property
+    def accepted(self) -> bool:
+        """Stored for processing (not rejected, not an ACK, not a duplicate)."""
+        return self.channel is not None and bool(self.code) and not self.errors and self.duplicate_of is None
 
 
 class Intake:
@@ -63,8 +80,12 @@ class Intake:
         clock: Callable[[], datetime] | None = None,
         control_ids: Callable[[], str] | None = None,
         observer: Callable[[str, dict], None] | None = None,
+        runners: Mapping[str, "ChannelRunner"] | None = None,
+        reactor=None,
     ):
         self.listener = listener
+        self.reactor = reactor
+        self.runners = runners if runners is not None else {}
         self.channels = tuple(channels)
         self.store = store
         self.sender = Sender(settings.application, settings.facility, settings.default_version)
@@ -83,8 +104,39 @@ class Intake:
         if looks_like_batch(decoded.text):
             return self._handle_batch(payload, decoded, peer, received_at)
         outcome = self._examine(decoded.text, payload, decoded, peer, received_at)
-        d = self._store([outcome])
-        d.addCallback(self._single_reply, outcome, decoded)
+        if outcome.accepted and outcome.channel.duplicate_window_seconds:
+            d = self._check_duplicate(outcome, received_at)
+            d.addCallback(lambda _: self._store([outcome]))
+        else:
+            d = self._store([outcome])
+        d.addCallback(self._respond, outcome, decoded)
+        return d
+
+    def ingest_file(self, payload: bytes, source_file, *, peer: str) -> defer.Deferred:
+        """Store a file's messages with the record of the file, in one transaction; fires True when every one was accepted."""
+        received_at = self.clock()
+        decoded = decode(payload, self.default_charset)
+        outcomes = None
+        if looks_like_batch(decoded.text):
+            try:
+                batch = split_batch(decoded.text)
+            except HL7Error:
+                pass
+            else:
+                outcomes = [
+                    self._examine(text, encode(text, decoded.codec), decoded, peer, received_at, batch_id=batch.batch_control_id, index=i)
+                    for i, text in enumerate(batch.messages, start=1)
+                ]
+        if outcomes is None:
+            outcomes = [self._examine(decoded.text, payload, decoded, peer, received_at)]
+        d = self._store(outcomes, source_file=source_file)
+
+        def done(stored):
+            if isinstance(stored, StoreError):
+                raise stored
+            return all(o.accepted or (not o.code and not o.errors) for o in outcomes)
+
+        d.addCallback(done)
         return d
 
     def internal_error(self, payload: bytes, reason: str) -> bytes:
@@ -114,7 +166,7 @@ class Intake:
             error = AckError(exc.code, str(exc), exc.location)
             return self._reject(base, decoded.codec, recipient, delimiters, None, (error,))
 
-        fields = _header_columns(header)
+        fields = header_columns(header)
         recipient = Recipient.of(header)
         problems = [AckError(p.code, p.text, p.location) for p in validate_header(header)]
         if self.processing_ids is not None and header.processing_id not in self.processing_ids:
@@ -139,10 +191,12 @@ class Intake:
             return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, (error,))
 
         enhanced = is_enhanced(header)
-        outcome = _Outcome([], recipient, header.delimiters, code="CA" if enhanced else "AA", enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id)
+        sender = (namespace_id(header.sending_application, header.delimiters), namespace_id(header.sending_facility, header.delimiters))
+        outcome = _Outcome([], recipient, header.delimiters, code="CA" if enhanced else "AA", enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id, channel=channel, sender=sender)
         outcome.ack = self._ack(recipient, outcome.code, header.delimiters, ())
-        ack_bytes = encode(outcome.ack, decoded.codec)
-        outcome.rows = [NewMessage(**base, **fields, channel=channel.name, status=Status.RECEIVED, ack_code=outcome.code, ack=ack_bytes)]
+        # After processing, the answer depends on the destinations: it is not known (nor stored) yet.
+        ack_bytes = None if channel.respond == "after_processing" and index is None else encode(outcome.ack, decoded.codec)
+        outcome.rows = [NewMessage(**base, **fields, channel=channel.name, status=Status.RECEIVED, ack_code=outcome.code if ack_bytes else "", ack=ack_bytes)]
         return outcome
 
     def _channel_for(self, header: Header) -> ChannelConfig | None:
@@ -169,18 +223,46 @@ class Intake:
     def _ack(self, recipient: Recipient, code: str, delimiters: Delimiters, errors: Sequence[AckError]) -> str:
         return build_ack(recipient, code, sender=self.sender, control_id=self.control_ids(), timestamp=self.clock(), delimiters=delimiters, errors=errors)
 
-    def _store(self, outcomes: Sequence[_Outcome]) -> defer.Deferred:
+    def _store(self, outcomes: Sequence[_Outcome], *, source_file=None) -> defer.Deferred:
         """Store every row of the frame in one unit; fires with None on commit, or the StoreError."""
         rows = [row for o in outcomes for row in o.rows]
-        d = self.store.add(rows)
+        d = self.store.add(rows, source_file=source_file) if source_file is not None else self.store.add(rows)
         d.addCallbacks(lambda ids: self._stored(outcomes, ids), self._store_failed)
         return d
 
     def _stored(self, outcomes: Sequence[_Outcome], ids: list[int]) -> None:
-        for outcome in outcomes:
-            event = "rejected" if outcome.errors else "accepted"
-            self._observe(event, {"listener": self.listener.name, "code": outcome.code, "count": len(outcome.rows)})
+        notify = set()
+        for outcome, message_id in zip(outcomes, ids):  # one row per outcome
+            outcome.message_id = message_id
+            event = "rejected" if outcome.errors else "duplicate" if outcome.duplicate_of is not None else "accepted"
+            self._observe(event, {"listener": self.listener.name, "code": outcome.code, "count": 1})
+            if outcome.rows[0].status == Status.RECEIVED and outcome.channel is not None:
+                notify.add(outcome.channel.name)
+        for name in notify:
+            runner = self.runners.get(name)
+            if runner is not None:
+                runner.notify()
         return None
+
+    def _check_duplicate(self, outcome: _Outcome, received_at: datetime) -> defer.Deferred:
+        """Look for the same sender + control id within the channel's window; a hit is stored FILTERED and answered with the original ACK."""
+        since = received_at - timedelta(seconds=outcome.channel.duplicate_window_seconds)
+        d = self.store.find_duplicate(outcome.sender[0], outcome.sender[1], outcome.control_id, since=since)
+
+        def found(original) -> None:
+            if original is None:
+                return
+            original_id, original_ack = original
+            outcome.duplicate_of = original_ack or encode(outcome.ack, "utf-8")
+            row = outcome.rows[0]
+            outcome.rows = [replace(row, status=Status.FILTERED, error=f"duplicate of message {original_id} (same sender and control id within {outcome.channel.duplicate_window_seconds:g}s)", ack=original_ack, ack_code=row.ack_code or outcome.code)]
+
+        def lookup_failed(failure: Failure) -> None:
+            # The store is failing: the add that follows fails too and the sender gets AR to resend later.
+            log.warn("duplicate lookup failed on listener {listener}: {error}", listener=self.listener.name, error=failure.getErrorMessage())
+
+        d.addCallbacks(found, lookup_failed)
+        return d
 
     def _store_failed(self, failure: Failure) -> StoreError:
         error = failure.value if failure.check(StoreError) else StoreError(failure.getErrorMessage())
@@ -208,6 +290,40 @@ class Intake:
     def _single_reply(self, stored: StoreError | None, outcome: _Outcome, decoded: Decoded) -> bytes | None:
         text = self._answer(outcome, stored)
         return None if text is None else encode(text, decoded.codec)
+
+    def _respond(self, stored: StoreError | None, outcome: _Outcome, decoded: Decoded):
+        """The reply once stored: at once (after_store), or once the destinations settled (after_processing)."""
+        if outcome.duplicate_of is not None and stored is None:
+            return outcome.duplicate_of
+        runner = self.runners.get(outcome.channel.name) if outcome.channel is not None else None
+        if stored is not None or not outcome.accepted or outcome.channel.respond != "after_processing" or runner is None:
+            return self._single_reply(stored, outcome, decoded)
+        waiter = runner.wait_for(outcome.message_id)
+        timeout = self.reactor.callLater(outcome.channel.respond_timeout_seconds, _time_out, waiter)
+        waiter.addCallback(self._processed, outcome, decoded, timeout)
+        waiter.addErrback(self._processing_timed_out, outcome, decoded, runner)
+        return waiter
+
+    def _processed(self, settled, outcome: _Outcome, decoded: Decoded, timeout) -> bytes | None:
+        """Answer with what the destinations made of the message (after_processing)."""
+        if timeout.active():
+            timeout.cancel()
+        status, reason, results = settled
+        if status == Status.ERROR:
+            downstream = {r.response_code for r in results}
+            # A transform error or a downstream AE says the content is at fault (AE); anything else is AR.
+            code = "AE" if "AE" in downstream or not results else "AR"
+            if outcome.enhanced:
+                code = ENHANCED[code]
+            outcome.code = code
+            outcome.ack = self._ack(outcome.recipient, code, outcome.delimiters, (AckError(207, reason or "processing failed"),))
+        return self._single_reply(None, outcome, decoded)
+
+    def _processing_timed_out(self, failure: Failure, outcome: _Outcome, decoded: Decoded, runner) -> bytes | None:
+        failure.trap(defer.TimeoutError)
+        runner.forget(outcome.message_id)
+        # Stored and queued: the positive answer is honest, the destinations catch up on their own.
+        return self._single_reply(None, outcome, decoded)
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -250,7 +366,7 @@ class Intake:
         return "\r".join(segments)
 
 
-def _header_columns(header: Header) -> dict:
+def header_columns(header: Header) -> dict:
     """The store columns read from MSH."""
     return dict(
         sending_application=header.sending_application,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from twisted.internet import defer
@@ -47,6 +48,7 @@ class Delivery:
     control_id: str  # MSH-10 of the payload, for matching the downstream ACK's MSA-2
     payload: bytes  # the encoded message, exactly the bytes to send
     attempt: int  # 1 for the first attempt
+    queued_at: datetime | None = None  # when the delivery was queued (for giving up by age)
 
 
 class Outcome(enum.StrEnum):

@@ -9,7 +9,7 @@ config time; ``filters.py`` and ``transforms.py`` turn the checked specs into pi
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 

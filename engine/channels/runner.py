@@ -1,0 +1,400 @@
+"""Channel processing: from a stored RECEIVED message to queued deliveries, and from the queues downstream.
+
+``ChannelRunner`` takes a channel's RECEIVED messages in order of receipt, runs the channel's
+filters and transforms, then each destination's, and records the outcome (FILTERED, ERROR,
+QUEUED) with the deliveries in one transaction. ``Dispatcher`` drains one destination's durable
+FIFO queue: it sends in order, retries with exponential backoff and jitter, and gives up after
+the configured attempts or age. Only these two turn stage results into statuses and logs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Sequence
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from engine.channels.stages import Delivery, DeliveryResult, Destination, Filter, Outcome, Transform
+from engine.errors import HL7Error, StoreError, TransformError
+from engine.hl7.charset import decode, encode
+from engine.hl7.message import Message
+from engine.store.queues import AttemptResult, NewDelivery, ProcessingResult, ReceivedMessage
+from engine.store.schema import Status
+
+log = Logger()
+
+#: How long to wait before trying again after the store itself failed.
+STORE_RETRY_SECONDS = 1.0
+#: How often an idle runner or dispatcher looks at the store anyway: work may come from another
+#: process (an operator's resend or reprocess from the CLI, another engine node).
+IDLE_POLL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a failed delivery again, and when to give up."""
+
+    initial_seconds: float = 1.0
+    max_seconds: float = 300.0
+    multiplier: float = 2.0
+    jitter: float = 0.2  # +/- this fraction of the delay, so many queues do not retry in step
+    max_attempts: int | None = 10
+    max_age_seconds: float | None = None
+    on_error: str = "block"  # block: keep order, wait for the head; skip: go on with the next
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.max_seconds, self.initial_seconds * self.multiplier ** (attempt - 1))
+        return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
+
+    def gives_up(self, attempt: int, age_seconds: float) -> bool:
+        """True when ``attempt`` was the last one allowed."""
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            return True
+        return self.max_age_seconds is not None and age_seconds >= self.max_age_seconds
+
+
+@dataclass
+class DestinationStages:
+    """One destination of a channel: its filters, transforms, connector and queue policy."""
+
+    name: str
+    filters: Sequence[Filter]
+    transforms: Sequence[Transform]
+    destination: Destination
+    retry: RetryPolicy
+    batch: bool = False  # hand due messages to send_batch() in one go (file destination)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Passes:
+    """One pass at a time over durable work: notify() during a pass asks for one more right after it.
+
+    When nothing is left, the next look is scheduled (a timer a pass may set itself, or the idle
+    poll); when the store fails, a retry after STORE_RETRY_SECONDS. Subclasses give ``_pass``
+    and ``describe``.
+    """
+
+    def _init_passes(self, reactor) -> None:
+        self.reactor = reactor
+        self._running = False
+        self._again = False
+        self._stopped = False
+        self._timer = None
+        self._idle: list[defer.Deferred] = []
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def _pass(self) -> defer.Deferred:
+        raise NotImplementedError
+
+    def notify(self) -> None:
+        """Work may be waiting: run a pass now, or right after the one under way."""
+        if self._stopped:
+            return
+        if self._running:
+            self._again = True
+            return
+        self._cancel_timer()
+        self._running = True
+        self._pass().addBoth(self._pass_done)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _look_again_in(self, seconds: float) -> None:
+        if not self._stopped:
+            self._cancel_timer()
+            self._timer = self.reactor.callLater(seconds, self.notify)
+
+    def _pass_done(self, result) -> None:
+        self._running = False
+        if isinstance(result, defer.Failure):
+            if result.check(StoreError):
+                log.warn("{what}: store unavailable ({error}); retrying", what=self.describe(), error=result.getErrorMessage())
+            else:
+                log.failure("{what}: pass failed", result, what=self.describe())
+            self._look_again_in(STORE_RETRY_SECONDS)
+        elif self._again:
+            self._again = False
+            self.notify()
+        elif self._timer is None or not self._timer.active():
+            self._look_again_in(IDLE_POLL_SECONDS)
+        if not self._running:
+            waiters, self._idle = self._idle, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def _stop_passes(self) -> defer.Deferred:
+        """Stop scheduling passes; fires once the pass under way (if any) is over."""
+        self._stopped = True
+        self._cancel_timer()
+        if not self._running:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._idle.append(waiter)
+        return waiter
+
+
+class ChannelRunner(_Passes):
+    """Processes one channel's RECEIVED messages, in order of receipt, and feeds its dispatchers."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        store,
+        reactor,
+        filters: Sequence[Filter],
+        transforms: Sequence[Transform],
+        destinations: Sequence[DestinationStages],
+        default_charset: str = "utf-8",
+        batch_size: int = 500,
+        clock: Callable[[], datetime] = utcnow,
+        observer: Callable[[str, dict], None] | None = None,
+    ):
+        self.name = name
+        self.store = store
+        self._init_passes(reactor)
+        self.filters = tuple(filters)
+        self.transforms = tuple(transforms)
+        self.destinations = tuple(destinations)
+        self.default_charset = default_charset
+        self.batch_size = batch_size
+        self.clock = clock
+        self._observe = observer or (lambda event, fields: None)
+        self.dispatchers = {
+            d.name: Dispatcher(name, d, store=store, reactor=reactor, clock=clock, on_settled=self._delivery_settled, observer=self._observe) for d in self.destinations
+        }
+        # after_processing: message id -> waiter, and the deliveries each message still waits for
+        self._waiters: dict[int, defer.Deferred] = {}
+        self._open_deliveries: dict[int, set[int]] = {}
+        self._results: dict[int, list[DeliveryResult]] = {}
+
+    # -- life ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatchers and process whatever was left RECEIVED (recovery after a restart)."""
+        for dispatcher in self.dispatchers.values():
+            dispatcher.start()
+        self.notify()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Finish the pass under way, then stop the dispatchers and their connectors."""
+        yield self._stop_passes()
+        yield defer.gatherResults([d.stop() for d in self.dispatchers.values()], consumeErrors=True)
+
+    def describe(self) -> str:
+        return f"channel {self.name}"
+
+    def wait_for(self, message_id: int) -> defer.Deferred:
+        """Fires with the final (status, results) of a message once processing and delivery settle."""
+        waiter = defer.Deferred()
+        self._waiters[message_id] = waiter
+        return waiter
+
+    # -- processing ----------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _pass(self):
+        after_id = 0
+        while not self._stopped:
+            rows = yield self.store.pending_for_processing(self.name, after_id=after_id, limit=self.batch_size)
+            if not rows:
+                return
+            results = [self.process(row) for row in rows]
+            delivery_ids = yield self.store.record_processing(results)
+            after_id = rows[-1].id
+            self._after_recording(results, delivery_ids)
+
+    def process(self, row: ReceivedMessage) -> ProcessingResult:
+        """Run one message through the channel's and each destination's filters and transforms (pure, no I/O)."""
+        decoded = decode(row.raw, self.default_charset)
+        try:
+            message = Message.parse(decoded.text)
+            for stage in self.filters:
+                reason = stage.check(message)
+                if reason is not None:
+                    return ProcessingResult(row.id, Status.FILTERED, reason=reason)
+            for stage in self.transforms:
+                message = stage.apply(message)
+        except (TransformError, HL7Error) as error:
+            return ProcessingResult(row.id, Status.ERROR, reason=str(error))
+        text = message.to_text()
+        transformed = encode(text, decoded.codec) if self.transforms else None
+        deliveries = tuple(self._delivery(d, text, decoded.codec, row) for d in self.destinations)
+        if not deliveries:
+            status = Status.TRANSFORMED
+        elif any(d.status == Status.QUEUED for d in deliveries):
+            status = Status.QUEUED
+        elif any(d.status == Status.ERROR for d in deliveries):
+            status = Status.ERROR
+        else:
+            status = Status.FILTERED
+        reason = "; ".join(f"{d.destination}: {d.reason}" for d in deliveries if d.reason and status != Status.QUEUED)
+        return ProcessingResult(row.id, status, reason=reason, transformed=transformed, deliveries=deliveries)
+
+    def _delivery(self, stages: DestinationStages, text: str, codec: str, row: ReceivedMessage) -> NewDelivery:
+        # Each destination transforms its own copy: what one changes, the next does not see.
+        message = Message.parse(text) if stages.transforms or stages.filters else None
+        try:
+            for stage in stages.filters:
+                reason = stage.check(message)
+                if reason is not None:
+                    return NewDelivery(stages.name, Status.FILTERED, row.control_id, None, reason)
+            for stage in stages.transforms:
+                message = stage.apply(message)
+        except (TransformError, HL7Error) as error:
+            return NewDelivery(stages.name, Status.ERROR, row.control_id, None, str(error))
+        out = message.to_text() if message is not None else text
+        control_id = message.get("MSH-10") if message is not None else row.control_id
+        return NewDelivery(stages.name, Status.QUEUED, control_id, encode(out + "\r", codec))
+
+    def _after_recording(self, results: Sequence[ProcessingResult], delivery_ids: Sequence[int]) -> None:
+        if len(delivery_ids) != sum(len(r.deliveries) for r in results):
+            # Some results were skipped (another process handled those messages): the ids cannot be
+            # matched to deliveries, so waiters of this pass are answered on their timeout instead.
+            for dispatcher in self.dispatchers.values():
+                dispatcher.notify()
+            return
+        ids = iter(delivery_ids)
+        for result in results:
+            self._observe("processed", {"channel": self.name, "status": str(result.status)})
+            queued: set[int] = set()
+            for delivery in result.deliveries:
+                delivery_id = next(ids)
+                if delivery.status == Status.QUEUED:
+                    queued.add(delivery_id)
+            waiter = self._waiters.get(result.message_id)
+            if waiter is None:
+                continue
+            if queued:
+                self._open_deliveries[result.message_id] = queued
+                self._results[result.message_id] = []
+            else:
+                del self._waiters[result.message_id]
+                waiter.callback((result.status, result.reason, []))
+        for dispatcher in self.dispatchers.values():
+            dispatcher.notify()
+
+    def _delivery_settled(self, delivery: Delivery, result: DeliveryResult, final_outcome: Outcome) -> None:
+        """A dispatcher recorded a final outcome (SENT or ERROR) for a delivery."""
+        open_ids = self._open_deliveries.get(delivery.message_id)
+        if open_ids is None:
+            return
+        open_ids.discard(delivery.delivery_id)
+        self._results[delivery.message_id].append(result)
+        if open_ids:
+            return
+        del self._open_deliveries[delivery.message_id]
+        results = self._results.pop(delivery.message_id)
+        waiter = self._waiters.pop(delivery.message_id, None)
+        if waiter is not None:
+            status = Status.ERROR if any(r.outcome == Outcome.ERROR for r in results) else Status.SENT
+            waiter.callback((status, "; ".join(r.reason for r in results if r.reason), results))
+
+    def forget(self, message_id: int) -> None:
+        """Stop waiting for a message (its sender was answered on timeout)."""
+        self._waiters.pop(message_id, None)
+        self._open_deliveries.pop(message_id, None)
+        self._results.pop(message_id, None)
+
+
+class Dispatcher(_Passes):
+    """Drains one destination's durable queue in order, with retries, backoff and give-up."""
+
+    def __init__(self, channel: str, stages: DestinationStages, *, store, reactor, clock: Callable[[], datetime], on_settled, observer, rng: random.Random | None = None, batch_size: int = 100):
+        self.channel = channel
+        self.stages = stages
+        self.store = store
+        self._init_passes(reactor)
+        self.clock = clock
+        self.on_settled = on_settled
+        self._observe = observer
+        self.rng = rng or random.Random()
+        self.batch_size = batch_size
+
+    @property
+    def name(self) -> str:
+        return self.stages.name
+
+    def start(self) -> None:
+        self.stages.destination.start()
+        self.notify()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Finish the round under way, then close the destination's connections."""
+        yield self._stop_passes()
+        yield self.stages.destination.stop()
+
+    def describe(self) -> str:
+        return f"channel {self.channel} destination {self.name}"
+
+    @defer.inlineCallbacks
+    def _pass(self):
+        retry = self.stages.retry
+        head_only = retry.on_error == "block"
+        while not self._stopped:
+            due = yield self.store.due_deliveries(self.channel, self.name, now=self.clock(), limit=1 if head_only else self.batch_size, head_only=head_only)
+            if not due:
+                next_at = yield self.store.next_due_at(self.channel, self.name, head_only=head_only)
+                self._schedule(next_at)
+                return
+            outcomes: list[tuple[Delivery, DeliveryResult]] = []
+            send_batch = getattr(self.stages.destination, "send_batch", None)
+            if self.stages.batch and send_batch is not None and len(due) > 1:
+                results = yield send_batch(due)
+                outcomes.extend(zip(due, results))
+            else:
+                for delivery in due:
+                    result = yield self.stages.destination.send(delivery)
+                    outcomes.append((delivery, result))
+                    if result.outcome != Outcome.SENT and head_only:
+                        break
+            yield self._record(outcomes)
+
+    def _record(self, outcomes: Sequence[tuple[Delivery, DeliveryResult]]) -> defer.Deferred:
+        now = self.clock()
+        attempts = []
+        settled = []
+        for delivery, result in outcomes:
+            outcome = result.outcome
+            next_at = None
+            reason = result.reason
+            if outcome == Outcome.RETRY:
+                age = (now - delivery.queued_at).total_seconds() if delivery.queued_at else 0.0
+                if self.stages.retry.gives_up(delivery.attempt, age):
+                    outcome = Outcome.ERROR
+                    reason = f"gave up after {delivery.attempt} attempt(s): {result.reason}"
+                else:
+                    next_at = now + timedelta(seconds=self.stages.retry.delay(delivery.attempt, self.rng))
+            attempts.append(AttemptResult(delivery.delivery_id, outcome, now, response=result.response, response_code=result.response_code, reason=reason, next_attempt_at=next_at))
+            self._observe("delivery", {"channel": self.channel, "destination": self.name, "outcome": str(outcome)})
+            if outcome != Outcome.RETRY:
+                settled.append((delivery, DeliveryResult(outcome, result.response, result.response_code, reason), outcome))
+            if outcome == Outcome.ERROR:
+                log.warn("channel {channel} destination {destination}: delivery {delivery} failed for good: {reason}", channel=self.channel, destination=self.name, delivery=delivery.delivery_id, reason=reason)
+        d = self.store.record_attempts(attempts)
+
+        def recorded(_):
+            for delivery, result, outcome in settled:
+                self.on_settled(delivery, result, outcome)
+
+        d.addCallback(recorded)
+        return d
+
+    def _schedule(self, next_at: datetime | None) -> None:
+        """Look again when the head is due, and at least every IDLE_POLL_SECONDS."""
+        delay = IDLE_POLL_SECONDS if next_at is None else max(0.0, (next_at - self.clock()).total_seconds())
+        self._look_again_in(min(IDLE_POLL_SECONDS, delay))
