@@ -179,3 +179,68 @@ def test_every_acknowledged_message_survives_kill_9(tmp_path):
         stored = {row[0] for row in conn.execute("select control_id from messages where status != 'REJECTED'")}
     missing = set(acknowledged) - stored
     assert missing == set()
+
+
+def test_resend_reprocess_and_reload_from_the_command_line(tmp_path):
+    """`resend` and `reprocess` reach the running engine through the store; `reload` applies an edited config."""
+    port = free_port()
+    config = tmp_path / "channels.yaml"
+    body = f"""
+engine:
+  data_dir: data
+listeners:
+  - name: main
+    endpoint: "tcp:{port}:interface=127.0.0.1"
+channels:
+  - name: archive
+    source: main
+    accept:
+      types: ["*"]
+    destinations:
+      - name: files
+        type: file
+        directory: out
+        filename: "{{delivery_id}}.hl7"
+"""
+    config.write_text(body)
+    process = subprocess.Popen([*ENGINE, "run", "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path)
+    out = tmp_path / "out"
+
+    def wait_for_files(count: int) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list(out.glob("*.hl7"))) < count:
+            time.sleep(0.1)
+        assert len(list(out.glob("*.hl7"))) == count
+
+    try:
+        wait_for_port(port, process)
+        with MLLPClient("127.0.0.1", port, timeout=10) as client:
+            assert parse_reply(client.request(adt(1))).code == "AA"
+        wait_for_files(1)
+        resent = subprocess.run([*ENGINE, "resend", "1", "-c", str(config)], capture_output=True, text=True, timeout=60)
+        assert resent.returncode == 0, resent.stderr
+        assert "queued 1 delivery" in resent.stdout
+        wait_for_files(2)
+        again = subprocess.run([*ENGINE, "reprocess", "--channel", "archive", "-c", str(config)], capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+        assert "1 message(s) will be processed again" in again.stdout
+        wait_for_files(3)
+        assert (out / "1.hl7").read_bytes() == (out / "2.hl7").read_bytes() == (out / "3.hl7").read_bytes()
+
+        config.write_text(body.replace('types: ["*"]', 'types: ["ADT"]'))
+        reloaded = subprocess.run([*ENGINE, "reload", "-c", str(config)], capture_output=True, text=True, timeout=60)
+        assert reloaded.returncode == 0, reloaded.stderr
+        deadline = time.monotonic() + 10
+        code = None
+        while time.monotonic() < deadline:
+            with MLLPClient("127.0.0.1", port, timeout=10) as client:
+                code = parse_reply(client.request(adt(2).replace(b"ADT^A04^ADT_A01", b"ORU^R01^ORU_R01"))).code
+            if code == "AR":
+                break
+            time.sleep(0.2)
+        assert code == "AR"  # the reloaded channel no longer takes ORU
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    assert b"config reloaded" in stderr
