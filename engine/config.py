@@ -422,6 +422,11 @@ class ChannelConfig(Frozen):
     transforms: tuple[TransformSpec, ...] = ()
     destinations: tuple[AnyDestination, ...] = ()
 
+    @property
+    def stores_only(self) -> bool:
+        """True when the channel has no filters, transforms or destinations: storing is all it does."""
+        return not (self.filters or self.transforms or self.destinations)
+
     def accepts(self, message_type: str, sending_application: str, sending_facility: str) -> bool:
         """True when this channel takes a "CODE^TRIGGER" (or "CODE") message from MSH-3.1/MSH-4.1; case-sensitive."""
         return self.accept.matches(message_type, sending_application, sending_facility)

@@ -177,7 +177,7 @@ class Intake:
             # not even when its header is faulty: the reason is kept with it instead.
             channel = self._channel_for(header)
             reason = "; ".join(f"{p.code} {p.text}" for p in problems)
-            status = Status.REJECTED if problems else Status.RECEIVED
+            status = Status.REJECTED if problems else Status.TRANSFORMED if channel is not None and channel.stores_only else Status.RECEIVED
             rows = [NewMessage(**base, **fields, channel=channel.name if channel else None, status=status, error=reason)]
             return _Outcome(rows, recipient, header.delimiters, code="", control_id=header.control_id)
 
@@ -196,7 +196,9 @@ class Intake:
         outcome.ack = self._ack(recipient, outcome.code, header.delimiters, ())
         # After processing, the answer depends on the destinations: it is not known (nor stored) yet.
         ack_bytes = None if channel.respond == "after_processing" and index is None else encode(outcome.ack, decoded.codec)
-        outcome.rows = [NewMessage(**base, **fields, channel=channel.name, status=Status.RECEIVED, ack_code=outcome.code if ack_bytes else "", ack=ack_bytes)]
+        # A store-only channel has nothing left to do: the message is final as stored (as if processed).
+        status = Status.TRANSFORMED if channel.stores_only else Status.RECEIVED
+        outcome.rows = [NewMessage(**base, **fields, channel=channel.name, status=status, ack_code=outcome.code if ack_bytes else "", ack=ack_bytes)]
         return outcome
 
     def _channel_for(self, header: Header) -> ChannelConfig | None:

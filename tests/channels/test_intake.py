@@ -150,7 +150,7 @@ def test_a_positive_ack_is_sent_only_after_the_message_is_committed(engine_confi
 
         reply, rows = yield in_thread(send_and_look)
         assert reply.code == "AA" and reply.control_id == "PROBE-1"
-        assert rows == [("RECEIVED", "AA", PROBE % (1, 1))]
+        assert rows == [("TRANSFORMED", "AA", PROBE % (1, 1))]  # a store-only channel: final once stored
     finally:
         yield engine.stopService()
 
