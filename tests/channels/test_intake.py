@@ -285,3 +285,26 @@ def test_batch_members_are_stored_one_by_one_with_one_ack_each(engine_config):
         assert sorted(r.control_id for r in rows) == sorted(members)
     finally:
         yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_down_is_answered_ar_207(engine_config):
+    """When the store is not running at all (not merely locked) the sender gets AR with ERR 207, and CE in enhanced mode."""
+    engine = start_engine(engine_config)
+    try:
+        port = port_of(engine)
+        yield engine.store.stop()
+
+        def send():
+            with MLLPClient("127.0.0.1", port, timeout=10) as client:
+                return (
+                    client.request(PROBE % (11, 11)).decode(),
+                    client.request((PROBE % (12, 12)).replace(b"|P|2.5.1", b"|P|2.5.1|||AL|AL")).decode(),
+                )
+
+        original, enhanced = yield in_thread(send)
+        assert msa_codes(original) == [("AR", "PROBE-11")]
+        assert [s for s in segments(original) if s.startswith("ERR")][0].split("|")[3].startswith("207^")
+        assert msa_codes(enhanced) == [("CE", "PROBE-12")]
+    finally:
+        yield engine.stopService()
