@@ -101,9 +101,12 @@ class Intake:
         """Store what the frame holds, then fire with the reply payload (or None for no reply)."""
         received_at = self.clock()
         decoded = decode(payload, self.default_charset)
-        if looks_like_batch(decoded.text):
-            return self._handle_batch(payload, decoded, peer, received_at)
-        outcome = self._examine(decoded.text, payload, decoded, peer, received_at)
+        outcomes, batch = self._outcomes(payload, decoded, peer, received_at)
+        if batch is not None:
+            d = self._store(outcomes) if outcomes else defer.succeed(None)
+            d.addCallback(lambda stored: encode(self._batch_reply(batch, outcomes, stored), decoded.codec))
+            return d
+        outcome = outcomes[0]
         if outcome.accepted and outcome.channel.duplicate_window_seconds:
             d = self._check_duplicate(outcome, received_at)
             d.addCallback(lambda _: self._store([outcome]))
@@ -114,21 +117,8 @@ class Intake:
 
     def ingest_file(self, payload: bytes, source_file, *, peer: str) -> defer.Deferred:
         """Store a file's messages with the record of the file, in one transaction; fires True when every one was accepted."""
-        received_at = self.clock()
         decoded = decode(payload, self.default_charset)
-        outcomes = None
-        if looks_like_batch(decoded.text):
-            try:
-                batch = split_batch(decoded.text)
-            except HL7Error:
-                pass
-            else:
-                outcomes = [
-                    self._examine(text, encode(text, decoded.codec), decoded, peer, received_at, batch_id=batch.batch_control_id, index=i)
-                    for i, text in enumerate(batch.messages, start=1)
-                ]
-        if outcomes is None:
-            outcomes = [self._examine(decoded.text, payload, decoded, peer, received_at)]
+        outcomes, _ = self._outcomes(payload, decoded, peer, self.clock())
         d = self._store(outcomes, source_file=source_file)
 
         def done(stored):
@@ -138,6 +128,23 @@ class Intake:
 
         d.addCallback(done)
         return d
+
+    def _outcomes(self, payload: bytes, decoded: Decoded, peer: str, received_at: datetime) -> tuple[list[_Outcome], Batch | None]:
+        """What a frame or file holds: one message, or a batch split into its messages (a broken batch is one rejection)."""
+        if not looks_like_batch(decoded.text):
+            return [self._examine(decoded.text, payload, decoded, peer, received_at)], None
+        try:
+            batch = split_batch(decoded.text)
+        except HL7Error as exc:
+            recipient, delimiters = _salvage(decoded.text)
+            error = AckError(exc.code, str(exc), exc.location)
+            base = dict(raw=payload, received_at=received_at, listener=self.listener.name, peer=peer, charset=decoded.charset)
+            return [self._reject(base, decoded.codec, recipient, delimiters, None, (error,))], None
+        outcomes = [
+            self._examine(text, encode(text, decoded.codec), decoded, peer, received_at, batch_id=batch.batch_control_id, index=i)
+            for i, text in enumerate(batch.messages, start=1)
+        ]
+        return outcomes, batch
 
     def internal_error(self, payload: bytes, reason: str) -> bytes:
         """The AR 207 for a frame whose handling failed unexpectedly (a bug, not bad input)."""
@@ -328,28 +335,6 @@ class Intake:
         return self._single_reply(None, outcome, decoded)
 
     # -- batches -------------------------------------------------------------------------------
-
-    def _handle_batch(self, payload: bytes, decoded: Decoded, peer: str, received_at: datetime) -> defer.Deferred:
-        try:
-            batch = split_batch(decoded.text)
-        except HL7Error as exc:
-            recipient, delimiters = _salvage(decoded.text)
-            error = AckError(exc.code, str(exc), exc.location)
-            base = dict(raw=payload, received_at=received_at, listener=self.listener.name, peer=peer, charset=decoded.charset)
-            outcome = self._reject(base, decoded.codec, recipient, delimiters, None, (error,))
-            d = self._store([outcome])
-            d.addCallback(self._single_reply, outcome, decoded)
-            return d
-        outcomes = [
-            self._examine(text, encode(text, decoded.codec), decoded, peer, received_at, batch_id=batch.batch_control_id, index=i)
-            for i, text in enumerate(batch.messages, start=1)
-        ]
-        if not outcomes:
-            d = defer.succeed(None)
-        else:
-            d = self._store(outcomes)
-        d.addCallback(lambda stored: encode(self._batch_reply(batch, outcomes, stored), decoded.codec))
-        return d
 
     def _batch_reply(self, batch: Batch, outcomes: Sequence[_Outcome], stored: object) -> str:
         """One frame answering a batch: BHS, one ACK per message, BTS (FHS/FTS when the batch had them)."""
