@@ -1,0 +1,100 @@
+"""The ``record`` destination: each delivered message is applied to the unified patient record.
+
+The work runs on the store's single writer thread (``store.write``), so SQLite sees one writer
+and record writes are ordered with every other write of the engine. Outcomes:
+
+- SENT: applied (reason ``patient <id>``), already applied, or nothing for the record (unknown
+  event, no PID: the reason says so);
+- ERROR: the payload cannot be read, or its content cannot be applied (``RecordError``), or an
+  unexpected failure that a retry would repeat;
+- RETRY: the database is locked or unreachable, or the store is not running.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone, tzinfo
+
+from sqlalchemy import exc as sa_exc
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from engine.channels.stages import Delivery, DeliveryResult, Outcome
+from engine.errors import HL7Error, StoreError
+from engine.hl7.charset import decode
+from engine.hl7.message import Message
+from engine.record.identity import DEFAULT_RULE, IdentityRule
+from engine.record.ingest import IngestResult, RecordError, RecordIngestor
+
+__all__ = ["RecordDestination"]
+
+log = Logger(namespace="engine.record")
+
+
+class RecordDestination:
+    """A Destination that applies messages to the patient record through ``store.write``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        store,
+        reactor,
+        default_charset: str = "utf-8",
+        identity_rule: IdentityRule | None = DEFAULT_RULE,
+        local_timezone: tzinfo = timezone.utc,
+    ):
+        self.name = name
+        self._store = store
+        self._reactor = reactor
+        self._default_charset = default_charset
+        self._identity_rule = identity_rule
+        self._local_timezone = local_timezone
+        self._ingestor: RecordIngestor | None = None
+
+    def start(self) -> None:
+        """Nothing to open: the record lives in the store's database, reached once the store has started."""
+
+    def stop(self) -> defer.Deferred:
+        """Nothing to close: writes in flight belong to the store, which finishes them before it stops."""
+        return defer.succeed(None)
+
+    def send(self, delivery: Delivery) -> defer.Deferred:
+        """Apply one message; fires with a DeliveryResult and never errbacks."""
+        try:
+            message = Message.parse(decode(delivery.payload, self._default_charset).text)
+        except HL7Error as error:
+            return defer.succeed(DeliveryResult(Outcome.ERROR, reason=f"the payload is not a readable HL7 message: {error}"))
+        received_at = delivery.queued_at or datetime.fromtimestamp(self._reactor.seconds(), timezone.utc)
+        try:
+            ingestor = self._ingestor_for_store()
+        except StoreError as error:
+            return defer.succeed(DeliveryResult(Outcome.RETRY, reason=str(error)))
+        applying = self._store.write(ingestor.apply, delivery.message_id, message, received_at)
+        applying.addCallbacks(_applied, self._failed, errbackArgs=(delivery,))
+        return applying
+
+    def _ingestor_for_store(self) -> RecordIngestor:
+        if self._ingestor is None:
+            self._ingestor = RecordIngestor(
+                self._store.repository.engine, identity_rule=self._identity_rule, local_timezone=self._local_timezone,
+            )
+        return self._ingestor
+
+    def _failed(self, failure: Failure, delivery: Delivery) -> DeliveryResult:
+        error = failure.value
+        cause = error.__cause__ if isinstance(error, StoreError) else error
+        if isinstance(cause, RecordError):
+            return DeliveryResult(Outcome.ERROR, reason=f"cannot be applied to the patient record: {cause}")
+        if isinstance(error, StoreError) and (error.locked or cause is None or isinstance(cause, (sa_exc.OperationalError, sa_exc.InterfaceError))):
+            return DeliveryResult(Outcome.RETRY, reason=str(error))
+        log.failure("applying message {message_id} to the patient record failed", failure, message_id=delivery.message_id, destination=self.name)
+        return DeliveryResult(Outcome.ERROR, reason=f"applying to the patient record failed: {error}")
+
+
+def _applied(result: IngestResult) -> DeliveryResult:
+    if result.already_applied:
+        return DeliveryResult(Outcome.SENT, reason=f"already applied: {result.detail}")
+    if not result.applied:
+        return DeliveryResult(Outcome.SENT, reason=f"nothing recorded: {result.detail}")
+    return DeliveryResult(Outcome.SENT, reason=result.detail)

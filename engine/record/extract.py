@@ -1,0 +1,312 @@
+"""What an HL7 message says for the record: segments grouped by patient and read into column values.
+
+Every field is read through ``Message.get`` (the one field-path implementation): each segment is
+wrapped in a one-segment ``Message`` so that paths like ``3[2].4.1`` address it directly.
+
+Column values follow HL7's empty-vs-null rule (HL7-NOTES §2): a field that is absent gives
+``KEEP`` (the stored value stays), a field that is ``""`` gives None (the stored value is
+cleared), and inside a field that is present an empty component is None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from engine.hl7.message import Message, Segment
+
+__all__ = [
+    "KEEP",
+    "MessageFacts",
+    "OrderGroup",
+    "PatientGroup",
+    "SegmentReader",
+    "read_message",
+]
+
+
+class _Keep:
+    """The marker of a value the message does not send: the stored value stays."""
+
+    _instance: _Keep | None = None
+
+    def __new__(cls) -> _Keep:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+KEEP = _Keep()
+
+_NULL = '""'
+_TIMESTAMP = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?([+-]\d{4})?")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+
+def parse_timestamp(text: str, local: tzinfo) -> datetime | None:
+    """An HL7 TS/DTM (``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+-ZZZZ]``) as an aware datetime; None when unreadable.
+
+    Without an offset the time is read in ``local``; a date alone means its midnight.
+    """
+    match = _TIMESTAMP.fullmatch(text.strip().split("&", 1)[0])
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    zone = local
+    if offset:
+        sign = -1 if offset[0] == "-" else 1
+        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
+    try:
+        return datetime(
+            int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0),
+            int((fraction or "0").ljust(6, "0")[:6]), tzinfo=zone,
+        )
+    except ValueError:
+        return None
+
+
+def parse_partial_date(text: str) -> str | None:
+    """An HL7 date (or the date part of a TS) as ISO text of its precision (``1980``, ``1980-05``, ``1980-05-17``); None when unreadable."""
+    digits = text.strip()[:8]
+    if not digits.isdigit() or len(digits) not in (4, 6, 8):
+        return None
+    try:
+        date(int(digits[:4]), int(digits[4:6] or 1), int(digits[6:8] or 1))
+    except ValueError:
+        return None
+    return "-".join(part for part in (digits[:4], digits[4:6], digits[6:8]) if part)
+
+
+def parse_decimal(text: str) -> Decimal | None:
+    """A decimal number, or None when the text is not one."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
+
+
+class SegmentReader:
+    """One segment, read with field paths relative to it: ``reader.get("3[2].4.1")``."""
+
+    __slots__ = ("name", "_segment", "_message")
+
+    def __init__(self, segment: Segment, message: Message):
+        self.name = segment.name
+        self._segment = segment
+        self._message = Message(message.delimiters, [segment.raw])
+
+    def __repr__(self) -> str:
+        return f"<SegmentReader {self.name}>"
+
+    def get(self, path: str) -> str:
+        """The value at ``field[repetition].component.subcomponent`` of this segment ('' when absent)."""
+        return self._message.get(f"{self.name}-{path}")
+
+    def repetitions(self, n: int) -> int:
+        """How many repetitions field ``n`` holds (0 when it is empty)."""
+        raw = self._segment.field(n)
+        return len(raw.split(self._message.delimiters.repetition)) if raw else 0
+
+    def sent(self, n: int) -> bool | None:
+        """True when field ``n`` holds a value, None when it is the HL7 null ``""``, False when absent."""
+        raw = self._segment.field(n)
+        if raw == _NULL:
+            return None
+        return bool(raw)
+
+    def part(self, path: str) -> str | None:
+        """The value at ``path`` with surrounding blanks dropped, None when empty."""
+        value = self.get(path).strip()
+        return value or None
+
+    def columns(self, n: int, paths: dict[str, str | tuple[str, Callable[[str], Any]]]) -> dict[str, Any]:
+        """Column values read from field ``n``: each KEEP when it is absent, None when null, else read from its path.
+
+        A path may come with a converter of its non-empty text; text the converter cannot read
+        (it returns None) gives KEEP, so an unreadable value never clears a stored one.
+        """
+        state = self.sent(n)
+        if state is False:
+            return dict.fromkeys(paths, KEEP)
+        if state is None:
+            return dict.fromkeys(paths, None)
+        values = {}
+        for column, spec in paths.items():
+            path, convert = spec if isinstance(spec, tuple) else (spec, None)
+            text = self.part(path)
+            if text is not None and convert is not None:
+                converted = convert(text)
+                values[column] = KEEP if converted is None else converted
+            else:
+                values[column] = text
+        return values
+
+    def coded(self, n: int, prefix: str = "", repetition: int = 1) -> dict[str, Any]:
+        """A CE/CWE field as ``{prefix}code``, ``{prefix}text``, ``{prefix}system`` (the alternate triplet when the first is empty)."""
+        where = f"{n}[{repetition}]"
+        values = self.columns(n, {"code": f"{where}.1", "text": f"{where}.2", "system": f"{where}.3"})
+        if values["code"] is None and values["text"] is None and self.sent(n):
+            values = {"code": self.part(f"{where}.4"), "text": self.part(f"{where}.5"), "system": self.part(f"{where}.6")}
+        return {f"{prefix}{key}": value for key, value in values.items()}
+
+    def person(self, path: str) -> tuple[str | None, str | None]:
+        """An XCN at ``path`` (a field or field[repetition]): (ID, display name 'Given Family')."""
+        name = " ".join(part for part in (self.part(f"{path}.6"), self.part(f"{path}.3"), self.part(f"{path}.4"), self.part(f"{path}.2.1")) if part)
+        return self.part(f"{path}.1"), name or None
+
+
+@dataclass
+class ObservationGroup:
+    """One OBX and the NTE segments after it."""
+
+    obx: SegmentReader
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OrderGroup:
+    """ORC and/or OBR, the NTE after OBR, and the OBX groups that follow."""
+
+    orc: SegmentReader | None = None
+    obr: SegmentReader | None = None
+    notes: list[str] = field(default_factory=list)
+    observations: list[ObservationGroup] = field(default_factory=list)
+
+
+@dataclass
+class PatientGroup:
+    """A PID and every segment that belongs to that patient until the next PID."""
+
+    pid: SegmentReader
+    mrg: SegmentReader | None = None
+    pv1: SegmentReader | None = None
+    pv2: SegmentReader | None = None
+    contacts: list[SegmentReader] = field(default_factory=list)
+    allergies: list[SegmentReader] = field(default_factory=list)
+    diagnoses: list[SegmentReader] = field(default_factory=list)
+    procedures: list[SegmentReader] = field(default_factory=list)
+    insurances: list[tuple[SegmentReader, SegmentReader | None]] = field(default_factory=list)
+    orders: list[OrderGroup] = field(default_factory=list)
+    transactions: list[SegmentReader] = field(default_factory=list)
+
+
+@dataclass
+class MessageFacts:
+    """A message cut into what the record needs: header values, the appointment segments, the patient groups."""
+
+    code: str
+    trigger: str
+    message_time: datetime
+    source_system: str
+    default_authority: str
+    sch: SegmentReader | None = None
+    tq1: SegmentReader | None = None
+    resources: list[SegmentReader] = field(default_factory=list)
+    patients: list[PatientGroup] = field(default_factory=list)
+
+    @property
+    def event(self) -> str:
+        """``CODE^TRIGGER`` (``ORU^`` when MSH-9 has no trigger)."""
+        return f"{self.code}^{self.trigger}"
+
+
+_RESOURCE_SEGMENTS = frozenset({"AIS", "AIG", "AIL", "AIP"})
+
+
+def read_message(message: Message, *, received_at: datetime, local: tzinfo) -> MessageFacts:
+    """Group the message's segments by patient and read its header; never raises for content."""
+    msh = SegmentReader(message.segments[0], message)
+    code = msh.get("9.1").strip().upper()
+    trigger = msh.get("9.2").strip().upper()
+    evn = message.segment("EVN")
+    if not trigger and evn is not None:
+        trigger = SegmentReader(evn, message).get("1").strip().upper()
+    recorded = None
+    if evn is not None:
+        recorded = parse_timestamp(SegmentReader(evn, message).get("2.1"), local)
+    message_time = recorded or parse_timestamp(msh.get("7.1"), local) or received_at
+    application = msh.part("3.1") or msh.part("3.2") or ""
+    facility = msh.part("4.1") or msh.part("4.2")
+    facts = MessageFacts(
+        code=code,
+        trigger=trigger,
+        message_time=message_time,
+        source_system=application,
+        default_authority=f"{application}@{facility}" if facility else application,
+    )
+    _group(message, facts)
+    return facts
+
+
+def _group(message: Message, facts: MessageFacts) -> None:
+    patient: PatientGroup | None = None
+    order: OrderGroup | None = None
+    observation: ObservationGroup | None = None
+    for segment in message.segments[1:]:
+        name = segment.name
+        if name == "PID":
+            patient = PatientGroup(SegmentReader(segment, message))
+            facts.patients.append(patient)
+            order = observation = None
+            continue
+        reader = SegmentReader(segment, message)
+        if name == "SCH":
+            facts.sch = reader
+        elif name == "TQ1" and facts.sch is not None and facts.tq1 is None:
+            facts.tq1 = reader
+        elif name in _RESOURCE_SEGMENTS:
+            facts.resources.append(reader)
+        elif patient is None:
+            continue
+        elif name == "MRG":
+            patient.mrg = reader
+        elif name == "PV1":
+            patient.pv1 = reader
+        elif name == "PV2":
+            patient.pv2 = reader
+        elif name == "NK1":
+            patient.contacts.append(reader)
+        elif name == "AL1":
+            patient.allergies.append(reader)
+        elif name == "DG1":
+            patient.diagnoses.append(reader)
+        elif name == "PR1":
+            patient.procedures.append(reader)
+        elif name == "IN1":
+            patient.insurances.append((reader, None))
+        elif name == "IN2" and patient.insurances and patient.insurances[-1][1] is None:
+            patient.insurances[-1] = (patient.insurances[-1][0], reader)
+        elif name == "FT1":
+            patient.transactions.append(reader)
+        elif name == "ORC":
+            order = OrderGroup(orc=reader)
+            patient.orders.append(order)
+            observation = None
+        elif name == "OBR":
+            if order is None or order.obr is not None:
+                order = OrderGroup()
+                patient.orders.append(order)
+            order.obr = reader
+            observation = None
+        elif name == "OBX" and order is not None:
+            observation = ObservationGroup(reader)
+            order.observations.append(observation)
+        elif name == "NTE":
+            note = reader.get("3")
+            if observation is not None:
+                observation.notes.append(note)
+            elif order is not None:
+                order.notes.append(note)

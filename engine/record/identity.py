@@ -1,0 +1,189 @@
+"""Who a message is about: identifiers keyed by (assigning authority, value), and the deterministic rule.
+
+1. The identifiers of the PID (PID-3 repetitions, PID-2 and PID-4) that the record knows decide:
+   every one of them belongs to one patient, and the unknown ones are linked to it.
+2. When they belong to several patients, the message joins identifiers the record keeps apart:
+   the first one known decides, and every other patient is flagged as a conflict.
+3. When none is known, the identity rule may find the one patient whose normalised family name,
+   given name, birth date and sex (by default) equal the message's. Several such patients, or
+   one that already has a different identifier of the same authority (a second registration by
+   the same system), are flagged, and a new patient is created instead.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from engine.record import schema
+from engine.record.extract import MessageFacts, SegmentReader
+
+__all__ = ["DEFAULT_RULE", "Conflict", "IdentityRule", "Identifier", "Match", "find_match", "normalise", "pid_identifiers", "prior_identifiers"]
+
+RULE_FIELDS = ("family", "given", "birth_date", "sex")
+
+
+def normalise(text: str | None) -> str:
+    """Case, accents, spaces and punctuation dropped: ``"O'Brien-Smith "`` and ``"obriensmith"`` are equal."""
+    if not text:
+        return ""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(char for char in decomposed.casefold() if char.isalnum())
+
+
+@dataclass(frozen=True)
+class IdentityRule:
+    """Link a message with no known identifier to the one patient whose normalised ``fields`` all equal its own."""
+
+    fields: tuple[str, ...] = RULE_FIELDS
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.fields if name not in RULE_FIELDS]
+        if unknown or not self.fields:
+            raise ValueError(f"an identity rule compares a non-empty subset of {', '.join(RULE_FIELDS)}; got {self.fields!r}")
+
+    @property
+    def name(self) -> str:
+        """How links made by the rule are labelled: ``family+given+birth_date+sex``."""
+        return "+".join(self.fields)
+
+
+DEFAULT_RULE = IdentityRule()
+
+
+@dataclass(frozen=True)
+class Identifier:
+    """One patient identifier (CX) as the record keys it."""
+
+    authority: str
+    value: str
+    type_code: str = ""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An identity problem to flag once the patient the message applies to is known."""
+
+    kind: str
+    other_patient_id: int | None
+    detail: str
+    identifier: Identifier | None = None
+
+
+@dataclass
+class Match:
+    """The outcome of identity resolution: the patient (None: create one), why, and what to flag."""
+
+    patient_id: int | None
+    reason: str
+    known: set[tuple[str, str]] = field(default_factory=set)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def _cx(reader: SegmentReader, n: int, repetition: int, facts: MessageFacts) -> Identifier | None:
+    where = f"{n}[{repetition}]"
+    value = reader.part(f"{where}.1")
+    if value is None or value == '""':
+        return None
+    authority = reader.part(f"{where}.4.1") or reader.part(f"{where}.4.2") or facts.default_authority
+    return Identifier(_storable(authority)[:227], _storable(value)[:199], (reader.part(f"{where}.5") or "")[:20])
+
+
+def _storable(text: str) -> str:
+    """The text as the database will hold it: undecodable bytes (lone surrogates) become "?", as the Writer stores them."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _identifiers(reader: SegmentReader, fields: tuple[int, ...], facts: MessageFacts) -> list[Identifier]:
+    found: dict[tuple[str, str], Identifier] = {}
+    for n in fields:
+        for repetition in range(1, reader.repetitions(n) + 1):
+            identifier = _cx(reader, n, repetition, facts)
+            if identifier is not None:
+                found.setdefault((identifier.authority, identifier.value), identifier)
+    return list(found.values())
+
+
+def pid_identifiers(pid: SegmentReader, facts: MessageFacts) -> list[Identifier]:
+    """PID-3 repetitions, then PID-2 and PID-4; an identifier without assigning authority belongs to the sender (MSH-3@MSH-4)."""
+    return _identifiers(pid, (3, 2, 4), facts)
+
+
+def prior_identifiers(mrg: SegmentReader, facts: MessageFacts) -> list[Identifier]:
+    """MRG-1 repetitions, then MRG-4 (the prior patient ID of older versions)."""
+    return _identifiers(mrg, (1, 4), facts)
+
+
+def survivor_of(connection: sa.Connection, patient_id: int) -> int:
+    """The patient that ``patient_id`` was (maybe transitively) merged into, or itself."""
+    p = schema.patients
+    seen = {patient_id}
+    while (into := connection.execute(sa.select(p.c.merged_into_id).where(p.c.id == patient_id)).scalar()) is not None:
+        if into in seen:  # a cycle can only come from a bug; stop rather than loop
+            break
+        seen.add(into)
+        patient_id = into
+    return patient_id
+
+
+def find_match(connection: sa.Connection, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:
+    """Which patient the identifiers (and, failing them, the demographics under ``rule``) designate; never writes."""
+    i = schema.identifiers
+    rows = []
+    if identifiers:
+        keys = [(identifier.authority, identifier.value) for identifier in identifiers]
+        rows = connection.execute(sa.select(i.c.authority, i.c.value, i.c.patient_id).where(sa.tuple_(i.c.authority, i.c.value).in_(keys))).all()
+    owner = {(row.authority, row.value): survivor_of(connection, row.patient_id) for row in rows}
+    if owner:
+        ordered = [(identifier, owner[(identifier.authority, identifier.value)]) for identifier in identifiers if (identifier.authority, identifier.value) in owner]
+        first, patient_id = ordered[0]
+        match = Match(patient_id, f"came with {first.authority} identifier already linked to patient {patient_id}", set(owner))
+        for identifier, other in ordered[1:]:
+            if other != patient_id and all(c.other_patient_id != other for c in match.conflicts):
+                match.conflicts.append(Conflict(
+                    "identifiers_disagree", other,
+                    f"the PID joins identifiers of patients {patient_id} and {other}; applied to {patient_id}, not merged",
+                    identifier,
+                ))
+        return match
+    return _rule_match(connection, identifiers, demographics, rule)
+
+
+def _rule_match(connection: sa.Connection, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:
+    if rule is None or not all(demographics.get(name) for name in rule.fields):
+        return Match(None, "new patient")
+    p, n = schema.patients, schema.names
+    query = sa.select(p.c.id).distinct().where(p.c.merged_into_id.is_(None))
+    if "family" in rule.fields or "given" in rule.fields:
+        query = query.join(n, n.c.patient_id == p.c.id)
+    if "family" in rule.fields:
+        query = query.where(n.c.family_key == demographics["family"])
+    if "given" in rule.fields:
+        query = query.where(n.c.given_key == demographics["given"])
+    if "birth_date" in rule.fields:
+        query = query.where(p.c.birth_date == demographics["birth_date"])
+    if "sex" in rule.fields:
+        query = query.where(p.c.sex == demographics["sex"])
+    candidates = sorted(connection.execute(query.limit(10)).scalars())
+    if not candidates:
+        return Match(None, "new patient")
+    if len(candidates) > 1:
+        return Match(None, "new patient", conflicts=[
+            Conflict("rule_ambiguous", other, f"identity rule {rule.name} matches several patients; a new patient was created")
+            for other in candidates
+        ])
+    candidate = candidates[0]
+    i = schema.identifiers
+    authorities = {identifier.authority for identifier in identifiers}
+    if authorities:
+        taken = connection.execute(
+            sa.select(i.c.authority).where(i.c.patient_id == candidate, i.c.alias.is_(False), i.c.authority.in_(authorities)).limit(1)
+        ).scalar()
+        if taken is not None:
+            return Match(None, "new patient", conflicts=[Conflict(
+                "possible_duplicate", candidate,
+                f"identity rule {rule.name} matches patient {candidate}, who already has another {taken} identifier; a new patient was created",
+            )])
+    return Match(candidate, f"identity rule {rule.name} matched patient {candidate}")

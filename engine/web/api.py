@@ -1,0 +1,152 @@
+"""The patient record over HTTP: search and show as JSON, and the FHIR R4 ``Patient/$everything`` export.
+
+    GET /api/patients?identifier=[AUTHORITY|]VALUE&name=PREFIX&birthdate=YYYY[-MM[-DD]]&limit=N
+    GET /api/patients/{id}
+    GET /fhir/Patient/{id}/$everything            (application/fhir+json)
+
+Every query runs on the store's read pool (``store.read``); nothing blocks the reactor. These
+resources carry no authentication of their own: mount them behind the web server's gate
+(``patient_resources`` gives the paths it expects). Patient data is never logged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from twisted.internet import defer
+from twisted.web import resource
+
+from engine.record.fhir import everything
+from engine.record.query import MAX_RESULTS, find_patients, get_patient
+from engine.web.auth import JsonResource, Reply, error_reply, json_reply, serve
+
+__all__ = ["FHIR_CONTENT_TYPE", "build_api", "patient_resources"]
+
+FHIR_CONTENT_TYPE = b"application/fhir+json; charset=utf-8"
+_SEARCH_PARAMS = ("identifier", "name", "birthdate", "limit")
+_BIRTHDATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
+
+
+def patient_resources(store, *, auditor=None) -> dict[str, resource.Resource]:
+    """The resources to mount behind the gate, by path: ``api/patients`` and ``fhir``.
+
+    With an ``auditor`` (engine.web.auth.Auditor), every patient shown or exported is recorded.
+    """
+    return {"api/patients": PatientsApi(store, auditor), "fhir": FhirApi(store, auditor)}
+
+
+def build_api(store) -> resource.Resource:
+    """A standalone tree with ``/api/patients`` and ``/fhir`` (no gate: for tests and for mounting whole)."""
+    root = resource.Resource()
+    api = resource.Resource()
+    resources = patient_resources(store)
+    api.putChild(b"patients", resources["api/patients"])
+    root.putChild(b"api", api)
+    root.putChild(b"fhir", resources["fhir"])
+    return root
+
+
+def _params(request) -> dict[str, str]:
+    """The query parameters, each known and given once; ValueError says which is not."""
+    params = {}
+    for raw_name, values in (request.args or {}).items():
+        name = raw_name.decode("utf-8", "replace")
+        if name not in _SEARCH_PARAMS:
+            raise ValueError(f"unknown parameter {name!r}; known: {', '.join(_SEARCH_PARAMS)}")
+        if len(values) != 1:
+            raise ValueError(f"parameter {name!r} given {len(values)} times")
+        value = values[0].decode("utf-8", "replace").strip()
+        if value:
+            params[name] = value
+    return params
+
+
+def _search_criteria(request) -> dict:
+    """find_patients keyword arguments from the query; ValueError for what cannot be used."""
+    params = _params(request)
+    if not {"identifier", "name", "birthdate"} & params.keys():
+        raise ValueError("give at least one of identifier, name, birthdate")
+    criteria: dict = {"name": params.get("name"), "birthdate": params.get("birthdate")}
+    if "identifier" in params:
+        authority, separator, value = params["identifier"].rpartition("|")
+        criteria.update(identifier=value, authority=authority if separator else None)
+    if criteria["birthdate"] and not _BIRTHDATE.fullmatch(criteria["birthdate"]):
+        raise ValueError("birthdate must be YYYY, YYYY-MM or YYYY-MM-DD")
+    limit = params.get("limit", str(MAX_RESULTS))
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_RESULTS:
+        raise ValueError(f"limit must be a whole number 1..{MAX_RESULTS}")
+    criteria["limit"] = int(limit)
+    return criteria
+
+
+def _patient_id(segment: bytes) -> int | None:
+    text = segment.decode("ascii", "replace")
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+class _RecordResource(JsonResource):
+    """A leaf that reads the record on the store's read pool and audits what it shows."""
+
+    isLeaf = True
+
+    def __init__(self, store, auditor):
+        super().__init__()
+        self._store = store
+        self._auditor = auditor
+
+    def _read(self, function, *args, **kwargs) -> defer.Deferred:
+        return self._store.read(function, self._store.repository.engine, *args, **kwargs)
+
+    def _audited(self, request, action: str, patient_id: int, reply: Reply) -> defer.Deferred:
+        if self._auditor is None or reply.code != 200:
+            return defer.succeed(reply)
+        return self._auditor.record(request, action, detail=f"patient {patient_id}").addCallback(lambda _: reply)
+
+
+class PatientsApi(_RecordResource):
+    """``/api/patients`` (search) and ``/api/patients/{id}`` (one patient, everything)."""
+
+    def render_GET(self, request) -> int:
+        path = [segment for segment in request.postpath if segment]
+        if not path:
+            try:
+                criteria = _search_criteria(request)
+            except ValueError as error:
+                return serve(request, defer.succeed(error_reply(400, str(error))))
+            return serve(request, self._read(find_patients, **criteria).addCallback(lambda found: json_reply({"patients": found})))
+        patient_id = _patient_id(path[0]) if len(path) == 1 else None
+        if patient_id is None:
+            return serve(request, defer.succeed(error_reply(404, "no such resource: use /api/patients/{id}")))
+
+        def shown(patient: dict | None) -> defer.Deferred:
+            reply = json_reply(patient) if patient is not None else error_reply(404, f"there is no patient {patient_id}")
+            return self._audited(request, "patient.view", patient_id, reply)
+
+        return serve(request, self._read(get_patient, patient_id).addCallback(shown))
+
+
+def _outcome(code: int, text: str) -> Reply:
+    body = json_reply({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found" if code == 404 else "invalid", "diagnostics": text}]}, code)
+    return Reply(body.code, body.body, FHIR_CONTENT_TYPE)
+
+
+class FhirApi(_RecordResource):
+    """``/fhir/Patient/{id}/$everything``: the patient's Bundle as application/fhir+json."""
+
+    def render_GET(self, request) -> int:
+        path = [segment for segment in request.postpath if segment]
+        patient_id = _patient_id(path[1]) if len(path) == 3 and path[0] == b"Patient" and path[2] == b"$everything" else None
+        if patient_id is None:
+            return serve(request, defer.succeed(_outcome(404, "only Patient/{id}/$everything is served")))
+        scheme = "https" if request.isSecure() else "http"
+        host = (request.getHeader(b"host") or b"localhost").decode("ascii", "replace")
+        base_url = f"{scheme}://{host}/fhir"
+
+        def exported(bundle: Mapping | None) -> defer.Deferred:
+            if bundle is None:
+                return defer.succeed(_outcome(404, f"there is no Patient/{patient_id}"))
+            reply = json_reply(bundle)
+            return self._audited(request, "patient.export", patient_id, Reply(reply.code, reply.body, FHIR_CONTENT_TYPE))
+
+        return serve(request, self._read(everything, patient_id, base_url=base_url).addCallback(exported))

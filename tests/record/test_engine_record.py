@@ -1,0 +1,77 @@
+"""The patient record inside the running engine: MLLP in, a `record` destination, the patient API behind the login."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest_twisted
+
+from engine.config import parse_config
+from engine.listeners.client import MLLPClient, parse_reply
+from engine.service import Engine
+from tests.channels.test_channels_e2e import statuses, wait_until
+from tests.fakes.harness import in_thread
+from tests.web.conftest import USERS, basic, fetch
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "record"
+
+
+def config(tmp_path: Path):
+    text = f"""
+engine:
+  data_dir: data
+  http:
+    endpoint: "tcp:0:interface=127.0.0.1"
+    users: {{alice: "{USERS['alice']}"}}
+listeners:
+  - name: main
+    endpoint: "tcp:0:interface=127.0.0.1"
+channels:
+  - name: everything
+    source: main
+    accept: {{types: ["*"]}}
+    destinations:
+      - {{name: record, type: record}}
+"""
+    return parse_config(text, source=str(tmp_path / "channels.yaml"), base_dir=tmp_path)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
+    """The issue's journey sent over MLLP links PMS, EMR and lab identifiers to one person; the API (logged in) and FHIR export show it."""
+    from twisted.internet import reactor
+
+    engine = Engine(config(tmp_path), reactor)
+    engine.startService()
+    try:
+        payloads = [p.read_bytes() for p in sorted(SAMPLES.glob("*.hl7"))]
+
+        def send():
+            with MLLPClient("127.0.0.1", engine.listeners["main"].port, timeout=20) as client:
+                return [parse_reply(client.request(p)).code for p in payloads]
+
+        codes = yield in_thread(send)
+        assert codes == ["AA"] * len(payloads)
+        yield wait_until(lambda: statuses(engine).addCallback(lambda s: len(s) == len(payloads) and set(s.values()) == {"SENT"}))
+
+        base = f"http://127.0.0.1:{engine.web.port}"
+        refused = yield in_thread(fetch, f"{base}/api/patients?identifier=PMS-100234")
+        assert refused.status == 401  # patient data needs a login
+        found = yield in_thread(fetch, f"{base}/api/patients?identifier=PMS-100234", headers=basic())
+        assert found.status == 200
+        people = found.json()["patients"]
+        assert len(people) == 1
+        person_id = people[0]["id"]
+        detail = yield in_thread(fetch, f"{base}/api/patients/{person_id}", headers=basic())
+        record = detail.json()
+        authorities = {i["authority"] for i in record["identifiers"]}
+        assert {"NORTHPMS", "STMARY_EMR"} <= authorities
+        bundle = yield in_thread(fetch, f"{base}/fhir/Patient/{person_id}/$everything", headers=basic())
+        assert bundle.status == 200 and bundle.header("content-type").startswith("application/fhir+json")
+        kinds = {entry["resource"]["resourceType"] for entry in bundle.json()["entry"]}
+        assert {"Patient", "Encounter", "Appointment", "Observation", "DiagnosticReport", "ChargeItem"} <= kinds
+        audit = yield in_thread(fetch, f"{base}/api/audit", headers=basic())
+        views = [(row["user"], row["action"]) for row in audit.json()]
+        assert ("alice", "patient.view") in views and ("alice", "patient.export") in views
+    finally:
+        yield engine.stopService()
