@@ -187,3 +187,8 @@ source_files = sa.Table(
     sa.Column("message_count", sa.Integer(), nullable=False),
     sa.Index(None, "sha256"),
 )
+
+# Tables of other modules live on the same metadata (one database, one migration history);
+# importing them here makes `metadata` complete for Alembic and the migration tests.
+import engine.record.schema  # noqa: E402,F401
+import engine.store.audit  # noqa: E402,F401

@@ -1,0 +1,94 @@
+"""The audit trail: who saw or changed which message, when, and from where.
+
+One row per view of a message (its content, or its raw bytes), per resend or reprocess an
+operator asked for, and per login. ``message_id`` is a plain column, not a foreign key: the
+trail must outlive the messages it speaks of, ids included. ``detail`` says what was asked
+(``destination=emr``), never what the message holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from engine.store.db import store_errors
+from engine.store.schema import (
+    RowId,
+    UTCDateTime,
+    fit_text,
+    metadata,
+    require_aware,
+    utc_now,
+)
+
+__all__ = ["AuditEntry", "AuditRepository", "audit_log"]
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("user", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),  # view, raw, resend, reprocess, login, login_failed, logout
+    sa.Column("message_id", RowId, nullable=True),
+    sa.Column("remote", sa.String(200), nullable=False),  # the client's address as the server saw it
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Index(None, "message_id"),
+    sa.Index(None, "at"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audited action."""
+
+    id: int
+    at: datetime
+    user: str
+    action: str
+    message_id: int | None
+    remote: str
+    detail: str
+
+    def to_json_dict(self) -> dict:
+        """The entry as JSON-ready values (``at`` in ISO 8601)."""
+        return {**dataclasses.asdict(self), "at": self.at.isoformat()}
+
+
+_COLUMNS = tuple(audit_log.c[f.name] for f in dataclasses.fields(AuditEntry))
+
+
+class AuditRepository:
+    """Blocking writes and reads of the audit trail, returning plain data; never call it on the reactor thread."""
+
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utc_now):
+        self._engine = engine
+        self._clock = clock
+
+    def record(self, *, user: str, action: str, remote: str, message_id: int | None = None, detail: str = "", at: datetime | None = None) -> int:
+        """Write one entry (at ``at``, default now); returns its id."""
+        at = at or self._clock()
+        require_aware(at, "at")
+        values = fit_text(audit_log, {"at": at, "user": user, "action": action, "message_id": message_id, "remote": remote, "detail": detail})
+        with store_errors("writing the audit trail"), self._engine.begin() as connection:
+            return connection.execute(sa.insert(audit_log).values(values).returning(audit_log.c.id)).scalar_one()
+
+    def recent(self, limit: int = 100, *, before_id: int | None = None, message_id: int | None = None, user: str | None = None) -> list[AuditEntry]:
+        """The newest entries first, at most ``limit``; pages by ``before_id``, optionally only one message's or one user's."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        c = audit_log.c
+        criteria = []
+        if before_id is not None:
+            criteria.append(c.id < before_id)
+        if message_id is not None:
+            criteria.append(c.message_id == message_id)
+        if user is not None:
+            criteria.append(c.user == user)
+        statement = sa.select(*_COLUMNS).where(*criteria).order_by(c.id.desc()).limit(limit)
+        with store_errors("reading the audit trail"), self._engine.connect() as connection:
+            return [AuditEntry(**row._mapping) for row in connection.execute(statement)]

@@ -1,0 +1,448 @@
+"""Who may use the web server, the gate in front of everything that is not public, and the audit trail.
+
+Users are configured as PBKDF2-SHA256 hashes (``engine.http.users``, made by ``hl7engine
+hash-password``). A browser logs in once and carries an HttpOnly, SameSite=Strict session cookie;
+a script sends HTTP Basic credentials with every request. Hashing a password costs a fraction of a
+second of CPU on purpose, so it runs on a thread, never on the reactor.
+
+Every response of the web server goes through ``send``/``serve``: JSON errors, ``Cache-Control:
+no-store`` (answers carry patient data) and no write to a connection that is gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+from twisted.web.util import DeferredResource
+from zope.interface import Attribute, Interface
+
+from engine.errors import StoreError
+from engine.store.audit import AuditRepository
+from engine.store.schema import utc_now
+
+__all__ = [
+    "DEFAULT_ITERATIONS",
+    "Auditor",
+    "Authenticator",
+    "Gate",
+    "IPrincipal",
+    "JsonResource",
+    "Principal",
+    "Reply",
+    "ReplyResource",
+    "Sessions",
+    "authenticated",
+    "check_password_hash",
+    "error_reply",
+    "hash_password",
+    "json_reply",
+    "loggable",
+    "remote_address",
+    "send",
+    "serve",
+    "verify_password",
+]
+
+log = Logger(namespace="engine.web")
+
+ALGORITHM = "pbkdf2_sha256"
+DEFAULT_ITERATIONS = 600_000  # OWASP's 2023 advice for PBKDF2-HMAC-SHA256
+SESSION_COOKIE = b"hl7engine_session"
+# Browsers cannot add a custom header to a cross-site request without asking (CORS preflight):
+# a POST carried by a session cookie must have it, which stops cross-site request forgery even in
+# a browser that ignores SameSite. It also tells the gate not to ask for Basic credentials, which
+# would make the browser pop up its own login dialog over the console.
+BROWSER_HEADER = b"x-requested-with"
+
+# Headers of every response: no sniffing, no framing, no referrer leaking URLs.
+_COMMON_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Passwords
+
+
+def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: str | None = None) -> str:
+    """``pbkdf2_sha256$iterations$salt$hash`` (hash in base64) for ``engine.http.users``."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, not {iterations}")
+    salt = salt or secrets.token_urlsafe(16)
+    if not salt or "$" in salt:
+        raise ValueError("a salt must be non-empty and must not contain '$'")
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("ascii"), iterations)
+    return f"{ALGORITHM}${iterations}${salt}${base64.b64encode(digest).decode('ascii')}"
+
+
+def _split(encoded: str) -> tuple[int, str, bytes]:
+    algorithm, iterations, salt, digest = encoded.split("$")
+    if algorithm != ALGORITHM or not iterations.isdigit() or int(iterations) < 1 or not salt:
+        raise ValueError(encoded)
+    salt.encode("ascii")
+    return int(iterations), salt, base64.b64decode(digest, validate=True)
+
+
+def check_password_hash(encoded: str) -> str:
+    """``encoded`` when it is a hash ``hash_password`` could have made, else ValueError (a config validator)."""
+    try:
+        _iterations, _salt, digest = _split(encoded)
+    except (ValueError, UnicodeEncodeError):
+        raise ValueError("must be a password hash pbkdf2_sha256$iterations$salt$hash; make one with `hl7engine hash-password`") from None
+    if len(digest) != hashlib.sha256().digest_size:
+        raise ValueError("the hash part must be the 32-byte SHA-256 digest in base64; make one with `hl7engine hash-password`")
+    return encoded
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Whether ``password`` matches the hash (constant-time comparison); a malformed hash matches nothing. Blocks: CPU-bound."""
+    try:
+        iterations, salt, expected = _split(encoded)
+    except (ValueError, UnicodeEncodeError):
+        return False
+    actual = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("ascii"), iterations)
+    return hmac.compare_digest(actual, expected)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sessions and authentication
+
+
+@dataclass(slots=True)
+class _Session:
+    user: str
+    expires_at: float
+
+
+class Sessions:
+    """Browser sessions in memory: an unguessable token per login, expiring after ``lifetime`` seconds unused."""
+
+    def __init__(self, lifetime: float, *, clock: Callable[[], float]):
+        self.lifetime = lifetime
+        self._clock = clock
+        self._sessions: dict[str, _Session] = {}
+
+    def open(self, user: str) -> str:
+        """Start a session for ``user``; returns its token (a new one at every login: no session fixation)."""
+        self._forget_expired()
+        token = secrets.token_urlsafe(32)
+        self._sessions[token] = _Session(user, self._clock() + self.lifetime)
+        return token
+
+    def user_of(self, token: str) -> str | None:
+        """The user of a live session (and keep it alive), or None."""
+        session = self._sessions.get(token)
+        now = self._clock()
+        if session is None or session.expires_at <= now:
+            self._sessions.pop(token, None)
+            return None
+        session.expires_at = now + self.lifetime
+        return session.user
+
+    def close(self, token: str) -> str | None:
+        """End a session; returns its user, or None when there was none."""
+        session = self._sessions.pop(token, None)
+        return None if session is None or session.expires_at <= self._clock() else session.user
+
+    def _forget_expired(self) -> None:
+        now = self._clock()
+        for token in [t for t, s in self._sessions.items() if s.expires_at <= now]:
+            del self._sessions[token]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request was admitted for, and how they proved it (``session`` or ``basic``)."""
+
+    user: str
+    method: str
+
+
+class IPrincipal(Interface):
+    """The Principal the gate admitted a request for (a component of the request)."""
+
+    user = Attribute("the user name")
+
+
+def authenticated(request) -> Principal:
+    """The Principal of a request that passed the gate; every resource behind it may rely on this."""
+    principal = request.getComponent(IPrincipal)
+    if principal is None:
+        raise RuntimeError("authenticated() called for a request that did not pass the gate")
+    return principal
+
+
+def remote_address(request) -> str:
+    """The client's address as the server saw it (forwarded-for headers are not trusted: anyone can write them)."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return str(host if host is not None else address)
+
+
+def loggable(user: str) -> str:
+    """A user name as typed, safe to log: printable and short."""
+    return "".join(c if c.isprintable() else "?" for c in user[:100])
+
+
+class Authenticator:
+    """Turns a request's session cookie or HTTP Basic credentials into a Principal (or None)."""
+
+    def __init__(self, users: Mapping[str, str], sessions: Sessions, *, reactor, clock: Callable[[], float] | None = None):
+        self.users = dict(users)
+        self.sessions = sessions
+        self._reactor = reactor
+        self._clock = clock or reactor.seconds
+        # An unknown user costs as much as a known one, so timing does not tell which names exist.
+        iterations = max((_split(h)[0] for h in self.users.values()), default=DEFAULT_ITERATIONS)
+        self._decoy = f"{ALGORITHM}${iterations}$decoy${base64.b64encode(bytes(32)).decode('ascii')}"
+        # Scripts send Basic credentials with every request; hashing each time would cost a CPU
+        # fraction of a second per request. A keyed digest of credentials that verified is kept
+        # for a session lifetime instead (the key never leaves this process).
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[str, tuple[bytes, float]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """False when no user is configured: then nobody gets in."""
+        return bool(self.users)
+
+    def check_password(self, user: str, password: str) -> defer.Deferred:
+        """Fires with True when the password is the user's (hashing on a thread)."""
+        digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+        cached = self._verified.get(user)
+        if cached is not None and cached[1] > self._clock() and hmac.compare_digest(cached[0], digest):
+            return defer.succeed(True)
+        encoded = self.users.get(user)
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), verify_password, password, encoded or self._decoy)
+
+        def checked(matches: bool) -> bool:
+            if matches and encoded is not None:
+                self._verified[user] = (digest, self._clock() + self.sessions.lifetime)
+                return True
+            return False
+
+        return d.addCallback(checked)
+
+    def authenticate(self, request) -> defer.Deferred:
+        """Fires with the Principal of the request's session cookie or Basic credentials, or None."""
+        token = request.getCookie(SESSION_COOKIE)
+        if token:
+            user = self.sessions.user_of(token.decode("ascii", "replace"))
+            if user is not None:
+                return defer.succeed(Principal(user, "session"))
+        credentials = _basic_credentials(request)
+        if credentials is None:
+            return defer.succeed(None)
+        user, password = credentials
+        d = self.check_password(user, password)
+
+        def decided(matches: bool) -> Principal | None:
+            if matches:
+                return Principal(user, "basic")
+            log.warn("web: Basic credentials refused for user {user} from {remote}", user=loggable(user), remote=remote_address(request))
+            return None
+
+        return d.addCallback(decided)
+
+
+def _basic_credentials(request) -> tuple[str, str] | None:
+    header = request.getHeader(b"authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        user, separator, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (user, password) if separator else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Responses
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole HTTP response: status, body, content type and any further headers."""
+
+    code: int
+    body: bytes
+    content_type: bytes = b"application/json; charset=utf-8"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def json_reply(payload: Any, code: int = 200, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+    """A JSON response."""
+    return Reply(code, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), headers=headers)
+
+
+def error_reply(code: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+    """A JSON error ``{"error": message}``."""
+    return json_reply({"error": message}, code, headers=headers)
+
+
+def _prepare(request, reply: Reply) -> None:
+    request.setResponseCode(reply.code)
+    request.setHeader(b"content-type", reply.content_type)
+    for name, value in _COMMON_HEADERS + reply.headers:
+        request.setHeader(name, value)
+    request.setHeader(b"content-length", b"%d" % len(reply.body))
+
+
+def send(request, reply: Reply) -> bytes:
+    """Set the status and headers of ``reply`` and return its body, for a synchronous ``render_*``."""
+    _prepare(request, reply)
+    return reply.body
+
+
+def serve(request, work: defer.Deferred) -> int:
+    """Answer once ``work`` fires with a Reply (a StoreError becomes 503, anything else 500); returns NOT_DONE_YET."""
+    gone: list[Failure] = []
+    request.notifyFinish().addErrback(gone.append)
+
+    def failed(failure: Failure) -> Reply:
+        if failure.check(StoreError):
+            log.warn("web: {method} {path} failed: {error}", method=request.method.decode(), path=request.path.decode("utf-8", "replace"), error=failure.getErrorMessage())
+            return error_reply(503, "the message store is not available now; try again later")
+        log.failure("web: {method} {path} failed", failure, method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
+        return error_reply(500, "internal error")
+
+    def answer(reply: Reply) -> None:
+        if gone:
+            return
+        _prepare(request, reply)
+        request.write(reply.body)
+        request.finish()
+
+    work.addErrback(failed).addCallback(answer)
+    return server.NOT_DONE_YET
+
+
+class JsonResource(resource.Resource):
+    """A resource whose wrong-method answer is a JSON 405 too (twisted.web's is an HTML page)."""
+
+    def render(self, request):
+        try:
+            return super().render(request)
+        except server.UnsupportedMethod as unsupported:
+            allowed = b", ".join(unsupported.allowedMethods)
+            return send(request, error_reply(405, f"use {allowed.decode('ascii')}", headers=((b"allow", allowed),)))
+
+
+class ReplyResource(resource.Resource):
+    """Answers every request below it with the same Reply (errors, refusals)."""
+
+    isLeaf = True
+
+    def __init__(self, reply: Reply):
+        super().__init__()
+        self.reply = reply
+
+    def render(self, request) -> bytes:
+        return send(request, self.reply)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The gate
+
+
+_SAFE_METHODS = (b"GET", b"HEAD")
+
+
+def _cross_site(request) -> bool:
+    """Whether a browser says the request comes from a page of another origin (scripts send no Origin)."""
+    origin = request.getHeader(b"origin")
+    if origin is None:
+        return False
+    return urlsplit(origin.decode("latin-1")).netloc.lower() != (request.getHeader(b"host") or b"").decode("latin-1").lower()
+
+
+class Gate(resource.Resource):
+    """Lets a request reach the wrapped tree only with a live session or valid Basic credentials; 401 otherwise.
+
+    Authentication may need a thread (hashing), so the gate answers with a DeferredResource that
+    resumes the traversal below ``wrapped`` once the user is known, as twisted.web.guard does.
+    """
+
+    def __init__(self, wrapped: resource.Resource, authenticator: Authenticator):
+        super().__init__()
+        self.wrapped = wrapped
+        self._authenticator = authenticator
+
+    def getChildWithDefault(self, path: bytes, request) -> resource.Resource:
+        request.postpath.insert(0, request.prepath.pop())
+        return self._admitted(request)
+
+    def render(self, request):
+        return self._admitted(request).render(request)
+
+    def _admitted(self, request) -> resource.Resource:
+        d = self._authenticator.authenticate(request)
+
+        def decide(principal: Principal | None) -> resource.Resource:
+            if principal is None:
+                # A browser (the console) handles a 401 itself; only a script is asked for Basic credentials.
+                challenge = () if request.getHeader(BROWSER_HEADER) else ((b"www-authenticate", b'Basic realm="hl7engine", charset="UTF-8"'),)
+                return ReplyResource(error_reply(401, "log in first (POST /login), or send HTTP Basic credentials", headers=challenge))
+            if request.method not in _SAFE_METHODS:
+                if principal.method == "session" and not request.getHeader(BROWSER_HEADER):
+                    return ReplyResource(error_reply(403, "a browser request that changes something must carry the X-Requested-With header"))
+                if _cross_site(request):
+                    # A browser also sends Basic credentials it remembers along with a cross-site form.
+                    return ReplyResource(error_reply(403, "a request from another site may not change anything here"))
+            request.setComponent(IPrincipal, principal)
+            return self.wrapped
+
+        def failed(failure: Failure) -> resource.Resource:
+            log.failure("web: authentication failed unexpectedly", failure)
+            return ReplyResource(error_reply(500, "internal error"))
+
+        return DeferredResource(d.addCallbacks(decide, failed))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The audit trail
+
+
+class Auditor:
+    """Writes who saw or changed what to the audit trail, on the store's writer thread."""
+
+    def __init__(self, store, *, clock: Callable[[], datetime] = utc_now):
+        self._store = store
+        self._clock = clock
+        self._repository: AuditRepository | None = None
+
+    @property
+    def repository(self) -> AuditRepository:
+        """The blocking AuditRepository on the store's database (the store must be started)."""
+        if self._repository is None:
+            self._repository = AuditRepository(self._store.repository.engine, clock=self._clock)
+        return self._repository
+
+    def record(self, request, action: str, *, user: str | None = None, message_id: int | None = None, detail: str = "") -> defer.Deferred:
+        """Write one entry for this request (its admitted user unless ``user`` is given); fires with the entry id after COMMIT."""
+        who = user if user is not None else authenticated(request).user
+        return self._store.write(self.repository.record, at=self._clock(), user=who, action=action, remote=remote_address(request), message_id=message_id, detail=detail)
+
+    def recent(self, limit: int = 100, **criteria) -> defer.Deferred:
+        """Fires with AuditRepository.recent(limit, **criteria): newest first."""
+        return self._store.read(self.repository.recent, limit, **criteria)

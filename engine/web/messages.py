@@ -1,0 +1,343 @@
+"""The JSON API over stored messages, the audit trail and the queues (everything under ``/api`` but the patient record).
+
+    GET  /api/messages?control_id=&type=&sender=&status=&channel=&since=&until=&limit=&before_id=
+    GET  /api/messages/{id}             the message, its ACK, deliveries and events   (audited: view)
+    GET  /api/messages/{id}/raw         the bytes exactly as received                 (audited: raw)
+    POST /api/messages/{id}/resend      queue it again for its destinations           (audited: resend)
+    POST /api/messages/{id}/reprocess   run it through its channel again              (audited: reprocess)
+    GET  /api/audit?limit=&before_id=&message_id=&user=
+    GET  /api/queues
+    GET  /api/session
+
+A search returns summaries only (no content). A view of a message's content is written to the
+audit trail before the content is sent: when the trail cannot be written, nothing is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+
+from twisted.internet import defer
+from twisted.web import resource
+
+from engine.hl7.charset import decode
+from engine.store.messages import MessageQuery, StoredMessage
+from engine.web.auth import (
+    Auditor,
+    JsonResource,
+    Reply,
+    ReplyResource,
+    authenticated,
+    error_reply,
+    json_reply,
+    send,
+    serve,
+)
+
+__all__ = ["AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+HL7_CONTENT_TYPE = b"x-application/hl7-v2+er7"  # HAPI's HL7-over-HTTP media type
+
+
+class BadRequest(ValueError):
+    """A query parameter the API cannot use; the message is what the client is told (400)."""
+
+
+def _params(request, known: tuple[str, ...]) -> dict[str, str]:
+    """The query (and form) parameters, each given at most once and all of them known."""
+    params: dict[str, str] = {}
+    for raw_name, values in (request.args or {}).items():
+        name = raw_name.decode("utf-8", "replace")
+        if name not in known:
+            raise BadRequest(f"unknown parameter {name!r}; known: {', '.join(known)}")
+        if len(values) != 1:
+            raise BadRequest(f"parameter {name!r} given {len(values)} times")
+        value = values[0].decode("utf-8", "replace").strip()
+        if value:
+            params[name] = value
+    return params
+
+
+def _int(params: Mapping[str, str], name: str, *, default: int | None = None, low: int = 1, high: int | None = None) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < low or (high is not None and int(value) > high):
+        bounds = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise BadRequest(f"{name} must be a whole number {bounds} (got {value!r})")
+    return int(value)
+
+
+def _time(params: Mapping[str, str], name: str) -> datetime | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 time such as 2025-01-31T08:00:00Z (got {value!r})") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+_SEARCH_PARAMS = ("control_id", "type", "sender", "status", "channel", "listener", "since", "until", "limit", "before_id")
+
+
+def message_query(request) -> MessageQuery:
+    """The MessageQuery of a search request; BadRequest explains a parameter it cannot use.
+
+    ``sender`` is MSH-3's namespace id, or ``APP/FACILITY``; times without an offset are UTC.
+    """
+    params = _params(request, _SEARCH_PARAMS)
+    application, _, facility = params.get("sender", "").partition("/")
+    return MessageQuery(
+        control_id=params.get("control_id"),
+        message_type=params.get("type"),
+        sending_application=application or None,
+        sending_facility=facility or None,
+        status=params["status"].upper() if "status" in params else None,
+        channel=params.get("channel"),
+        listener=params.get("listener"),
+        since=_time(params, "since"),
+        until=_time(params, "until"),
+        limit=_int(params, "limit", default=DEFAULT_LIMIT, high=MAX_LIMIT),
+        before_id=_int(params, "before_id"),
+    )
+
+
+def _answer(request, work: Callable[[], defer.Deferred]) -> int:
+    """Serve ``work()``; a BadRequest raised while parsing or working becomes 400."""
+    try:
+        d = work()
+    except BadRequest as error:
+        d = defer.succeed(error_reply(400, str(error)))
+    d.addErrback(lambda failure: error_reply(400, str(failure.value)) if failure.check(BadRequest) else failure)
+    return serve(request, d)
+
+
+def _time_text(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+class _Texts:
+    """Stored bytes as text for people: decoded with the charset their MSH-18 names (never raises)."""
+
+    def __init__(self, default_charset: str):
+        self.default_charset = default_charset
+
+    def __call__(self, content: bytes | None) -> str | None:
+        return None if content is None else decode(content, self.default_charset).text
+
+
+def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | None]) -> dict:
+    """Everything the API shows of one message: the summary, every header column, the content at each stage, deliveries and events."""
+    return {
+        **stored.summary.to_json_dict(),
+        "receiving_application": stored.receiving_application,
+        "receiving_facility": stored.receiving_facility,
+        "message_structure": stored.message_structure,
+        "processing_id": stored.processing_id,
+        "charset": stored.charset,
+        "batch_control_id": stored.batch_control_id,
+        "batch_index": stored.batch_index,
+        "raw": text(stored.raw),
+        "ack": text(stored.ack),
+        "transformed": text(stored.transformed),
+        "deliveries": [
+            {
+                "id": d.id,
+                "destination": d.destination,
+                "status": d.status,
+                "attempts": d.attempts,
+                "created_at": _time_text(d.created_at),
+                "next_attempt_at": _time_text(d.next_attempt_at),
+                "sent_at": _time_text(d.sent_at),
+                "superseded_at": _time_text(d.superseded_at),
+                "response_code": d.response_code,
+                "reason": d.reason,
+                "payload": text(d.payload),
+                "response": text(d.response),
+            }
+            for d in stored.deliveries
+        ],
+        "events": [
+            {"id": e.id, "at": _time_text(e.at), "status": e.status, "detail": e.detail, "destination": e.destination}
+            for e in stored.events
+        ],
+    }
+
+
+class MessagesApi(JsonResource):
+    """``/api/messages``: search, and each message below it by id."""
+
+    def __init__(self, store, auditor: Auditor, *, default_charset: str):
+        super().__init__()
+        self._store = store
+        self._auditor = auditor
+        self._text = _Texts(default_charset)
+
+    def getChild(self, path: bytes, request) -> resource.Resource:
+        if path == b"":
+            return self
+        if not path.isdigit():
+            return ReplyResource(error_reply(404, f"no message {path.decode('utf-8', 'replace')!r}: ids are numbers"))
+        return _Message(int(path), self._store, self._auditor, self._text)
+
+    def render_GET(self, request) -> int:
+        def search() -> defer.Deferred:
+            d = self._store.search(message_query(request))
+            return d.addCallback(lambda found: json_reply([summary.to_json_dict() for summary in found]))
+
+        return _answer(request, search)
+
+
+class _Message(JsonResource):
+    """``/api/messages/{id}`` and its actions."""
+
+    def __init__(self, message_id: int, store, auditor: Auditor, text: _Texts):
+        super().__init__()
+        self.message_id = message_id
+        self.store = store
+        self._auditor = auditor
+        self._text = text
+
+    def getChild(self, path: bytes, request) -> resource.Resource:
+        if path == b"":
+            return self
+        action = _ACTIONS.get(path)
+        return action(self) if action is not None else ReplyResource(error_reply(404, "no such resource"))
+
+    def shown(self, request, action: str, reply: Callable[[StoredMessage], Reply]) -> int:
+        """Read the message, audit the view, then answer with ``reply(message)``: no audit row, no content."""
+
+        @defer.inlineCallbacks
+        def view():
+            _params(request, ())
+            stored = yield self.store.get(self.message_id)
+            if stored is None:
+                return error_reply(404, f"no message {self.message_id}")
+            yield self._auditor.record(request, action, message_id=self.message_id)
+            return reply(stored)
+
+        return _answer(request, view)
+
+    def changed(self, request, action: str, known: tuple[str, ...], change: Callable[[Mapping[str, str]], defer.Deferred]) -> int:
+        """Audit the request, then make the change (``change(params)`` fires with the Reply)."""
+
+        @defer.inlineCallbacks
+        def act():
+            params = _params(request, known)
+            stored = yield self.store.get(self.message_id)
+            if stored is None:
+                return error_reply(404, f"no message {self.message_id}")
+            detail = " ".join(f"{name}={value}" for name, value in sorted(params.items()))
+            yield self._auditor.record(request, action, message_id=self.message_id, detail=detail)
+            return (yield change(params))
+
+        return _answer(request, act)
+
+    def render_GET(self, request) -> int:
+        return self.shown(request, "view", lambda stored: json_reply(message_json(stored, self._text)))
+
+
+class _Raw(JsonResource):
+    """``/api/messages/{id}/raw``: the bytes exactly as received."""
+
+    isLeaf = True
+
+    def __init__(self, message: _Message):
+        super().__init__()
+        self._message = message
+
+    def render_GET(self, request) -> int:
+        headers = ((b"content-disposition", b'attachment; filename="message-%d.hl7"' % self._message.message_id),)
+        return self._message.shown(request, "raw", lambda stored: Reply(200, stored.raw, HL7_CONTENT_TYPE, headers))
+
+
+class _Resend(JsonResource):
+    """``POST /api/messages/{id}/resend[?destination=]``: queue the message again, unchanged."""
+
+    isLeaf = True
+
+    def __init__(self, message: _Message):
+        super().__init__()
+        self._message = message
+
+    def render_POST(self, request) -> int:
+        message = self._message
+
+        def resend(params: Mapping[str, str]) -> defer.Deferred:
+            d = message.store.resend([message.message_id], destination=params.get("destination"))
+            return d.addCallback(lambda ids: json_reply({"message_id": message.message_id, "deliveries": ids}))
+
+        return message.changed(request, "resend", ("destination",), resend)
+
+
+class _Reprocess(JsonResource):
+    """``POST /api/messages/{id}/reprocess``: run the message through its channel again."""
+
+    isLeaf = True
+
+    def __init__(self, message: _Message):
+        super().__init__()
+        self._message = message
+
+    def render_POST(self, request) -> int:
+        message = self._message
+
+        def reprocess(params: Mapping[str, str]) -> defer.Deferred:
+            d = message.store.reprocess([message.message_id])
+            return d.addCallback(lambda count: json_reply({"message_id": message.message_id, "reprocessed": bool(count)}))
+
+        return message.changed(request, "reprocess", (), reprocess)
+
+
+_ACTIONS: dict[bytes, Callable[[_Message], resource.Resource]] = {b"raw": _Raw, b"resend": _Resend, b"reprocess": _Reprocess}
+
+
+class AuditApi(JsonResource):
+    """``/api/audit``: the audit trail, newest first."""
+
+    isLeaf = True
+
+    def __init__(self, auditor: Auditor):
+        super().__init__()
+        self._auditor = auditor
+
+    def render_GET(self, request) -> int:
+        def recent() -> defer.Deferred:
+            params = _params(request, ("limit", "before_id", "message_id", "user"))
+            criteria = {"before_id": _int(params, "before_id"), "message_id": _int(params, "message_id"), "user": params.get("user")}
+            d = self._auditor.recent(_int(params, "limit", default=100, high=MAX_LIMIT), **criteria)
+            return d.addCallback(lambda entries: json_reply([entry.to_json_dict() for entry in entries]))
+
+        return _answer(request, recent)
+
+
+class QueuesApi(JsonResource):
+    """``/api/queues``: how many deliveries wait in each destination's queue (only queues that hold some)."""
+
+    isLeaf = True
+
+    def __init__(self, store):
+        super().__init__()
+        self._store = store
+
+    def render_GET(self, request) -> int:
+        def depths() -> defer.Deferred:
+            _params(request, ())
+            d = self._store.queue_depths()
+            return d.addCallback(lambda found: json_reply([{"channel": c, "destination": dest, "depth": n} for (c, dest), n in sorted(found.items())]))
+
+        return _answer(request, depths)
+
+
+class SessionApi(JsonResource):
+    """``/api/session``: who the request is authenticated as (the console asks on load)."""
+
+    isLeaf = True
+
+    def render_GET(self, request) -> bytes:
+        return send(request, json_reply({"user": authenticated(request).user}))

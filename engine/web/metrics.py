@@ -1,0 +1,162 @@
+"""Prometheus metrics, fed by the events the engine already emits (an observer, as Scrapy's stats are).
+
+The intake, the channel runners and the MLLP factories call an observer with an event name and
+its fields; they never import prometheus_client. ``Metrics.observe`` turns those events into
+counters on a registry of our own (never the process-global one), and a LoopingCall asks the
+store for the depth of every destination queue every few seconds. Labels are names from the
+configuration and codes, never anything from a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+__all__ = ["Metrics", "Observer", "fanout"]
+
+log = Logger(namespace="engine.web")
+
+Observer = Callable[[str, Mapping[str, Any]], None]
+
+QUEUE_POLL_SECONDS = 5.0
+
+
+def fanout(*observers: Observer | None) -> Observer:
+    """One observer that passes every event to each of ``observers`` (None ones skipped); one failing never stops the others."""
+    targets = tuple(o for o in observers if o is not None)
+
+    def observe(event: str, fields: Mapping[str, Any]) -> None:
+        for target in targets:
+            try:
+                target(event, fields)
+            except Exception:  # an observer must never break the message path that called it
+                log.failure("observer {observer} failed on event {event}", observer=getattr(target, "__qualname__", repr(target)), event=event)
+
+    return observe
+
+
+class Metrics:
+    """The engine's Prometheus metrics: ``observe`` is the engine's observer, ``exposition`` the /metrics body."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.received = Counter("hl7engine_messages_received", "Messages stored at intake (accepted, duplicate or rejected), by listener and the ACK code answered", ["listener", "ack_code"], registry=r)
+        self.rejected = Counter("hl7engine_messages_rejected", "Messages refused at intake (stored as REJECTED, or frames over the size limit), by listener and ACK code", ["listener", "ack_code"], registry=r)
+        self.duplicates = Counter("hl7engine_messages_duplicate", "Messages recognised as duplicates and answered with the original ACK", ["listener"], registry=r)
+        self.store_failures = Counter("hl7engine_store_failures", "Frames whose messages the store could not commit (answered AR/CE 206/207)", ["listener"], registry=r)
+        self.processed = Counter("hl7engine_messages_processed", "Messages processed by a channel, by the status they reached", ["channel", "status"], registry=r)
+        self.deliveries = Counter("hl7engine_deliveries", "Delivery attempts, by channel, destination and outcome (SENT, RETRY, ERROR)", ["channel", "destination", "outcome"], registry=r)
+        self.connections_open = Gauge("hl7engine_mllp_connections_open", "MLLP connections open now", ["listener"], registry=r)
+        self.connections = Counter("hl7engine_mllp_connections", "MLLP connections accepted", ["listener"], registry=r)
+        self.bytes_discarded = Counter("hl7engine_mllp_bytes_discarded", "Bytes received outside MLLP frames and dropped", ["listener"], registry=r)
+        self.frames_too_long = Counter("hl7engine_mllp_frames_too_long", "Frames over the listener's max_frame_bytes (answered AR, connection closed)", ["listener"], registry=r)
+        self.queue_depth = Gauge("hl7engine_queue_depth", "Deliveries waiting in a destination's queue (QUEUED), polled from the store", ["channel", "destination"], registry=r)
+        self.queue_poll_failures = Counter("hl7engine_queue_depth_poll_failures", "Queue depth polls the store could not answer", registry=r)
+        self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
+            "accepted": self._accepted,
+            "duplicate": self._duplicate,
+            "rejected": self._rejected,
+            "store_failed": lambda f: self.store_failures.labels(f["listener"]).inc(),
+            "processed": lambda f: self.processed.labels(f["channel"], f["status"]).inc(),
+            "delivery": lambda f: self.deliveries.labels(f["channel"], f["destination"], f["outcome"]).inc(),
+            "connection_opened": self._connection_opened,
+            "connection_closed": lambda f: self.connections_open.labels(f["listener"]).dec(f.get("amount", 1)),
+            "bytes_discarded": lambda f: self.bytes_discarded.labels(f["listener"]).inc(f["amount"]),
+            "frame_too_long": lambda f: self.frames_too_long.labels(f["listener"]).inc(f.get("amount", 1)),
+        }
+        self._known_queues: set[tuple[str, str]] = set()
+        self._poll: task.LoopingCall | None = None
+        self._poll_failing = False
+
+    # -- events --------------------------------------------------------------------------------
+
+    def observe(self, event: str, fields: Mapping[str, Any]) -> None:
+        """Count one engine event; events it does not know are ignored. Never raises into the caller."""
+        handler = self._handlers.get(event)
+        if handler is None:
+            return
+        try:
+            handler(fields)
+        except Exception:  # a metrics bug must not change what a sender is answered
+            log.failure("metrics: could not count event {event}", event=event)
+
+    def connection_observer(self, listener: str) -> Callable[[str, int], None]:
+        """The observer of one listener's MLLPServerFactory (``(event, amount)``), feeding ``observe``."""
+        return lambda event, amount: self.observe(event, {"listener": listener, "amount": amount})
+
+    def _accepted(self, fields: Mapping[str, Any]) -> None:
+        self.received.labels(fields["listener"], _code(fields)).inc(fields.get("count", 1))
+
+    def _duplicate(self, fields: Mapping[str, Any]) -> None:
+        self._accepted(fields)
+        self.duplicates.labels(fields["listener"]).inc(fields.get("count", 1))
+
+    def _rejected(self, fields: Mapping[str, Any]) -> None:
+        # Without a count the frame was too long and never stored: refused, but not received.
+        if "count" in fields:
+            self._accepted(fields)
+        self.rejected.labels(fields["listener"], _code(fields)).inc(fields.get("count", 1))
+
+    def _connection_opened(self, fields: Mapping[str, Any]) -> None:
+        self.connections_open.labels(fields["listener"]).inc(fields.get("amount", 1))
+        self.connections.labels(fields["listener"]).inc(fields.get("amount", 1))
+
+    # -- queue depths --------------------------------------------------------------------------
+
+    def poll_queue_depths(self, store) -> defer.Deferred:
+        """Ask the store for every queue's depth once and set the gauges (an emptied queue goes to 0)."""
+        d = store.queue_depths()
+        d.addCallbacks(self._set_depths, self._poll_failed)
+        return d
+
+    def start_polling(self, store, *, clock, interval: float = QUEUE_POLL_SECONDS) -> None:
+        """Poll the queue depths now and every ``interval`` seconds (the next poll waits for the previous one)."""
+        self.stop_polling()
+        self._poll = task.LoopingCall(self.poll_queue_depths, store)
+        self._poll.clock = clock
+        self._poll.start(interval, now=True).addErrback(lambda failure: log.failure("metrics: queue depth polling stopped", failure))
+
+    def stop_polling(self) -> None:
+        """Stop the polling started by ``start_polling`` (idempotent)."""
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self._poll = None
+
+    def _set_depths(self, depths: Mapping[tuple[str, str], int]) -> None:
+        for key in self._known_queues - set(depths):
+            self.queue_depth.labels(*key).set(0)
+        for (channel, destination), depth in depths.items():
+            self.queue_depth.labels(channel, destination).set(depth)
+        self._known_queues |= set(depths)
+        if self._poll_failing:
+            log.info("metrics: queue depths are readable again")
+        self._poll_failing = False
+
+    def _poll_failed(self, failure: Failure) -> None:
+        self.queue_poll_failures.inc()
+        if not self._poll_failing:  # say it once, not every few seconds while the store is down
+            log.warn("metrics: could not read the queue depths: {error}", error=failure.getErrorMessage())
+        self._poll_failing = True
+
+    # -- exposition ----------------------------------------------------------------------------
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text format of every metric, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _code(fields: Mapping[str, Any]) -> str:
+    # An ACK received as a message is stored but never answered: code ''.
+    return fields.get("code") or "none"

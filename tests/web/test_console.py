@@ -1,0 +1,105 @@
+"""engine/web/console/: a real Chromium, driven by Playwright, logs in, searches, opens a message and reads it; the view is audited."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+
+from engine.store.audit import audit_log
+from tests.fakes.harness import in_thread
+from tests.web.conftest import PASSWORD, new_message
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+ON_CI = bool(os.environ.get("CI"))
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not ON_CI, reason=f"{CHROMIUM} is not installed (apt-get install chromium); under CI this test always runs")
+
+
+def _playwright():
+    try:
+        from playwright import sync_api
+    except ImportError:
+        if ON_CI:
+            raise
+        pytest.skip("playwright is not installed (pip install playwright; never `playwright install`: the test uses /usr/bin/chromium)")
+    return sync_api
+
+
+def _browse(sync_api, url: str, control_id: str) -> dict:
+    """In a real browser: a wrong password, then the right one; search by control id; open the message. Returns what the page showed."""
+    seen: dict = {"problems": []}
+    expect = sync_api.expect
+    # Waiting goes through locators: the console's Content-Security-Policy forbids the string
+    # evaluation that page.wait_for_function would need, and the test keeps that policy on.
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            page.on("pageerror", lambda error: seen["problems"].append(f"page error: {error}"))
+            page.on("console", lambda message: seen["problems"].append(f"console {message.type}: {message.text}") if message.type == "error" and "401" not in message.text else None)
+            page.on("response", lambda response: seen["problems"].append(f"{response.status} {response.url}") if response.status >= 400 and response.status != 401 else None)
+            page.goto(url)
+
+            page.wait_for_selector("#login-view", state="visible")
+            page.fill("#login-user", "alice")
+            page.fill("#login-password", "not the password")
+            page.click("#login-submit")
+            expect(page.locator("#login-error")).not_to_be_empty()
+            seen["login_error"] = page.text_content("#login-error")
+
+            page.fill("#login-password", PASSWORD)
+            page.click("#login-submit")
+            page.wait_for_selector("#app-view", state="visible")
+            page.wait_for_selector("#results tbody tr")
+            seen["who"] = page.text_content("#who")
+            seen["cookie_visible_to_scripts"] = page.evaluate("document.cookie")
+
+            page.fill("#search-form input[name=control_id]", control_id)
+            page.click("#search-submit")
+            expect(page.locator("#results tbody tr")).to_have_count(1)
+            seen["rows"] = page.locator("#results tbody tr").all_inner_texts()
+
+            page.click("#results tbody tr")
+            page.wait_for_selector("#detail", state="visible")
+            expect(page.locator("#detail-raw")).not_to_be_empty()
+            seen["raw"] = page.text_content("#detail-raw")
+            seen["ack"] = page.text_content("#detail-ack")
+            seen["detail_id"] = page.text_content("#detail-id")
+        finally:
+            browser.close()
+    return seen
+
+
+@pytest_twisted.inlineCallbacks
+def test_console_login_search_and_view_in_a_real_browser(start_web, store):
+    """Logged in through the console, an operator finds a message by control id and reads its raw text; the view is audited."""
+    sync_api = _playwright()
+    ids = yield store.add([new_message(n) for n in range(1, 6)] + [new_message(42, raw=b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\rPID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN\r")])
+    wanted = ids[-1]
+    web = start_web()
+
+    seen = yield in_thread(_browse, sync_api, web.url + "/", "CTRL42")
+
+    assert seen["problems"] == []
+    assert seen["login_error"] == "wrong user name or password"
+    assert seen["who"] == "alice"
+    assert seen["cookie_visible_to_scripts"] == ""  # HttpOnly
+    assert len(seen["rows"]) == 1 and "CTRL42" in seen["rows"][0]
+    assert seen["detail_id"] == str(wanted)
+    # Segments on their own lines, markup shown as text, not interpreted.
+    assert seen["raw"] == "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\nPID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN"
+    assert seen["ack"].startswith("MSH|^~\\&|HUB|TEST|PMS|CLINIC")
+
+    with store.repository.engine.connect() as connection:
+        rows = connection.execute(sa.select(audit_log.c.user, audit_log.c.action, audit_log.c.message_id, audit_log.c.remote).order_by(audit_log.c.id)).all()
+    assert [tuple(row) for row in rows] == [
+        ("alice", "login_failed", None, "127.0.0.1"),
+        ("alice", "login", None, "127.0.0.1"),
+        ("alice", "view", wanted, "127.0.0.1"),
+    ]
