@@ -1,4 +1,4 @@
-"""The ``hl7engine`` command: run, check, send, messages.
+"""The ``hl7engine`` command: run, check, send, messages, hash-password.
 
 Click is the CLI toolkit (sub-commands, typed options, help, progress bars). Only this module
 and the entry point of ``run`` touch the global reactor.
@@ -154,6 +154,16 @@ def check(config_path: str) -> None:
     """Validate a config; print every problem with its YAML path and exit non-zero if any."""
     config = _load(config_path)
     click.echo(f"{config_path}: OK ({len(config.listeners)} listener(s), {len(config.channels)} channel(s))")
+
+
+@main.command("hash-password")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="PBKDF2 iterations (default: the engine's, 600000).")
+def hash_password(iterations: int | None) -> None:
+    """Ask for a password (twice, not echoed) and print its hash for engine.http.users."""
+    from engine.web.auth import DEFAULT_ITERATIONS, hash_password as make_hash
+
+    password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    click.echo(make_hash(password, iterations=iterations or DEFAULT_ITERATIONS))
 
 
 @main.command()
@@ -325,3 +335,45 @@ def show_message(message_id: int, config_path: str, db: str | None, as_json: boo
     if ack:
         click.echo("\n--- ack ---")
         click.echo(ack.replace("\r", "\n").rstrip("\n"))
+
+
+@main.group()
+def patient() -> None:
+    """Find and show people in the unified patient record."""
+
+
+@patient.command("find")
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db")
+@click.option("--identifier", help="An identifier value (any assigning authority unless --authority).")
+@click.option("--authority", help="The identifier's assigning authority (PID-3.4).")
+@click.option("--name", help="Family or given name prefix, any case.")
+@click.option("--birthdate", help="YYYY-MM-DD")
+@click.option("--limit", default=50, show_default=True)
+def patient_find(config_path, db, identifier, authority, name, birthdate, limit) -> None:
+    """Search people by identifier, name or birth date; one JSON object per person."""
+    from engine.record.query import find_patients
+
+    if not (identifier or name or birthdate):
+        raise click.UsageError("give --identifier, --name or --birthdate")
+    engine = _repository(config_path, db).engine
+    for person in find_patients(engine, identifier=identifier, authority=authority, name=name, birthdate=birthdate, limit=limit):
+        click.echo(json.dumps(person, sort_keys=True, default=str))
+
+
+@patient.command("show")
+@click.argument("patient_id", type=int)
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db")
+@click.option("--fhir", "as_fhir", is_flag=True, help="Print the FHIR R4 $everything Bundle instead.")
+def patient_show(patient_id, config_path, db, as_fhir) -> None:
+    """Everything known about one person (JSON), or its FHIR R4 Bundle."""
+    from engine.record.fhir import everything
+    from engine.record.query import get_patient
+
+    engine = _repository(config_path, db).engine
+    found = everything(engine, patient_id) if as_fhir else get_patient(engine, patient_id)
+    if found is None:
+        click.echo(f"no patient {patient_id}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(found, indent=2, sort_keys=True, default=str))

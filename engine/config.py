@@ -37,6 +37,7 @@ from engine.transforms.lookup import load_tables
 from engine.transforms.spec import FilterSpec, TableSpec, TransformSpec
 from engine.transforms.transforms import check_transforms
 from engine.errors import ConfigError
+from engine.web.auth import check_password_hash
 
 __all__ = [
     "AcceptRule",
@@ -232,6 +233,9 @@ class HttpSettings(Frozen):
     """The web API, console and metrics server (``engine.http``)."""
 
     endpoint: ServerEndpoint
+    # user name -> hash from `hl7engine hash-password`; none: only /health and /metrics are served
+    users: dict[Name, Annotated[str, AfterValidator(check_password_hash)]] = Field(default_factory=dict)
+    session_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
 
 
 class EngineSettings(Frozen):
@@ -401,8 +405,15 @@ class ChannelDestinationConfig(_DestinationCommon):
     channel: Name
 
 
+class RecordDestinationConfig(_DestinationCommon):
+    """Apply each message to the unified patient record (ADT, SIU, ORU, DFT)."""
+
+    type: Literal["record"]
+    identity_rule: tuple[Literal["family", "given", "birth_date", "sex"], ...] | None = ("family", "given", "birth_date", "sex")
+
+
 AnyDestination = Annotated[
-    MllpDestinationConfig | FileDestinationConfig | HttpDestinationConfig | ChannelDestinationConfig,
+    MllpDestinationConfig | FileDestinationConfig | HttpDestinationConfig | ChannelDestinationConfig | RecordDestinationConfig,
     Field(discriminator="type"),
 ]
 

@@ -26,6 +26,10 @@ from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.store.messages import MessageStore
 from engine.transforms.lookup import load_tables
+from engine.web.api import patient_resources
+from engine.web.auth import Auditor
+from engine.web.metrics import Metrics, fanout
+from engine.web.server import WebService
 
 log = Logger()
 
@@ -76,14 +80,16 @@ class ReloadReport:
 
 
 class Engine(service.MultiService):
-    """The whole engine: store, channels and listeners, built from one Config."""
+    """The whole engine: store, channels and listeners (and the web server with engine.http), built from one Config."""
 
     def __init__(self, config: Config, reactor, *, store: MessageStore | None = None, observer=None):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.observer = observer
         settings = config.engine
+        # With engine.http, the metrics observe every event the intakes, runners and MLLP factories emit.
+        self.metrics = Metrics() if settings.http is not None else None
+        self.observer = fanout(observer, self.metrics.observe) if self.metrics is not None else observer
         self.store = store or MessageStore(
             config.store_url,
             reactor=reactor,
@@ -100,6 +106,12 @@ class Engine(service.MultiService):
         self.intakes: dict[str, Intake] = {}
         for listener in config.listeners:
             self._add_listener(config, listener)
+        self.web: WebService | None = None
+        if settings.http is not None:
+            # The patient API sits behind the same login; every patient shown or exported is audited.
+            patients = patient_resources(self.store, auditor=Auditor(self.store))
+            self.web = WebService(settings, self.store, reactor=reactor, metrics=self.metrics, extra_resources=patients)
+            self.web.setServiceParent(self)
 
     def _build_runners(self, config: Config) -> None:
         tables, _problems = load_tables(config.tables, config.base_dir)
@@ -113,7 +125,8 @@ class Engine(service.MultiService):
         if listener.type == "file":
             listener_service = FileSource(listener.name, listener, intake, self.store, reactor=self.reactor)
         else:
-            factory = MLLPServerFactory(intake, reactor=self.reactor, max_frame_bytes=listener.max_frame_bytes, idle_timeout=listener.idle_timeout_seconds)
+            connection_observer = self.metrics.connection_observer(listener.name) if self.metrics is not None else None
+            factory = MLLPServerFactory(intake, reactor=self.reactor, max_frame_bytes=listener.max_frame_bytes, idle_timeout=listener.idle_timeout_seconds, observer=connection_observer)
             listener_service = MLLPListenerService(listener.name, self.reactor, listener.endpoint, factory, shutdown_timeout=config.engine.shutdown_timeout_seconds)
         listener_service.setServiceParent(self)
         self.listeners[listener.name] = listener_service

@@ -58,7 +58,7 @@ def test_bundled_channels_yaml_loads_with_the_clinic_listeners_and_channels():
     assert [c.name for c in config.channels_for("pms")] == ["pms-adt", "pms-dft", "pms-all"]
     assert [c.name for c in config.channels_for("emr")] == ["emr-siu", "emr-all"]
     assert [c.name for c in config.channels_for("lab")] == ["lab-oru", "lab-all"]
-    assert [(d.name, d.type) for d in config.channels[0].destinations] == [("emr", "mllp")]
+    assert [(d.name, d.type) for d in config.channels[0].destinations] == [("emr", "mllp"), ("record", "record")]
     assert config.channels[0].destinations[0].port == 6661
     assert config.engine.data_dir == REPO / "data"
     assert config.store_url == f"sqlite:///{REPO}/data/hl7engine.db"

@@ -8,6 +8,8 @@ from engine.channels.handoff import ChannelHandoff
 from engine.channels.runner import ChannelRunner, DestinationStages, RetryPolicy
 from engine.channels.destinations import build_destination
 from engine.config import ChannelConfig, Config
+from engine.record.destination import RecordDestination
+from engine.record.identity import IdentityRule
 from engine.transforms.filters import build_filters
 from engine.transforms.lookup import LookupTable
 from engine.transforms.transforms import build_transforms
@@ -35,6 +37,9 @@ def build_runner(config: Config, index: int, *, store, reactor, runners: Mapping
         dpath = f"{path}.destinations[{j}]"
         if spec.type == "channel":
             connector = ChannelHandoff(spec.name, spec.channel, source_channel=channel.name, store=store, runners=runners, default_charset=config.engine.default_charset)
+        elif spec.type == "record":
+            rule = IdentityRule(fields=spec.identity_rule) if spec.identity_rule else None
+            connector = RecordDestination(spec.name, store=store, reactor=reactor, default_charset=config.engine.default_charset, identity_rule=rule)
         else:
             connector = build_destination(spec.name, spec.settings, reactor=reactor)
         destinations.append(
