@@ -8,6 +8,7 @@ only lays the segments out the way the sender's version expects (HL7-NOTES §5).
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 import os
 import time
 from dataclasses import dataclass
@@ -103,6 +104,12 @@ def is_enhanced(header: Header) -> bool:
 
 def hl7_timestamp(moment: datetime) -> str:
     """An HL7 TS/DTM with seconds and UTC offset, e.g. 20261127044400+0000."""
+    # strftime with %z costs microseconds on every ACK; the text only changes once a second.
+    return _timestamp_text(moment.replace(microsecond=0))
+
+
+@lru_cache(maxsize=4)
+def _timestamp_text(moment: datetime) -> str:
     return moment.strftime("%Y%m%d%H%M%S%z")
 
 
@@ -167,6 +174,7 @@ def build_ack(
     return "\r".join(segments)
 
 
+@lru_cache(maxsize=64)
 def _release(version: str) -> tuple[int, ...]:
     """'2.3.1' -> (2, 3, 1); anything unreadable counts as current (the 2.5+ layout)."""
     try:
