@@ -55,13 +55,23 @@ def run(config_path: str, log_level: str) -> None:
     engine = Engine(config, reactor)
     failed: list[BaseException] = []
 
+    stopping: list[bool] = []
+
+    def stop_once() -> None:
+        # A second SIGTERM (a supervisor and a shell both forwarding it) must not stop twice.
+        if not stopping:
+            stopping.append(True)
+            reactor.stop()
+
     def start() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda signum, frame: reactor.callFromThread(stop_once))
         try:
             engine.startService()
         except Exception as exc:  # a port in use or an unreachable database: say so and stop
             failed.append(exc)
             click.echo(f"hl7engine: cannot start: {exc}", err=True)
-            reactor.stop()
+            stop_once()
 
     pid_file = config.engine.data_dir / PID_FILE
     pid_file.parent.mkdir(parents=True, exist_ok=True)
