@@ -387,3 +387,22 @@ def patient_show(patient_id, config_path, db, as_fhir) -> None:
         click.echo(f"no patient {patient_id}", err=True)
         sys.exit(1)
     click.echo(json.dumps(found, indent=2, sort_keys=True, default=str))
+
+
+@patient.command("unmerge")
+@click.argument("merge_id", type=int)
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db")
+@click.option("--reason", default="", help="Why, kept in the record's history.")
+def patient_unmerge(merge_id, config_path, db, reason) -> None:
+    """Undo a merge (A40/A34/A39/A18): what it moved goes back to the prior person, who is active again."""
+    from engine.errors import EngineError
+    from engine.record.ingest import RecordIngestor
+
+    engine = _repository(config_path, db).engine
+    try:
+        moved = RecordIngestor(engine).unmerge(merge_id, reason=reason)
+    except EngineError as error:
+        click.echo(f"cannot undo merge {merge_id}: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"merge {merge_id} undone: {moved} row(s) moved back")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest_twisted
@@ -75,3 +78,28 @@ def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
         assert ("alice", "patient.view") in views and ("alice", "patient.export") in views
     finally:
         yield engine.stopService()
+
+
+def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, record_url):
+    """`hl7engine patient find/show/unmerge` work on the store: the merge of the journey is undone by an operator."""
+    for path in sorted(SAMPLES.glob("*.hl7")):
+        feed(path.name)
+    feed.engine.dispose()
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "engine", "patient", *args, "--db", record_url], capture_output=True, text=True, timeout=60)
+
+    found = cli("find", "--identifier", "PMS-100299")
+    assert found.returncode == 0, found.stderr
+    survivor = json.loads(found.stdout.splitlines()[0])
+    shown = json.loads(cli("show", str(survivor["id"])).stdout)
+    [merge] = shown["merges"]
+    undone = cli("unmerge", str(merge["id"]), "--reason", "two different people")
+    assert undone.returncode == 0, undone.stderr
+    assert f"merge {merge['id']} undone" in undone.stdout
+    again = cli("unmerge", str(merge["id"]))
+    assert again.returncode == 1  # already undone
+    restored = json.loads(cli("find", "--identifier", "PMS-100299").stdout.splitlines()[0])
+    assert restored["id"] != survivor["id"]  # the prior person is active again
+    bundle = json.loads(cli("show", str(survivor["id"]), "--fhir").stdout)
+    assert bundle["resourceType"] == "Bundle"
