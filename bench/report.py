@@ -1,0 +1,172 @@
+"""The report: the measured rows, engine-to-baseline ratios, the issue's targets, machine and versions.
+
+One Markdown text (printed and written to ``latest.md``) and one JSON document (``latest.json``)
+carry the same figures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.scenarios import QUIET_PERCENT, Row, Scenario
+
+BASELINES = ("python-hl7", "txhl7", "simple-hl7", "node-hl7-server", "ceiling")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure issue 5 asks of the engine (durability: process, SQLite, after_store ACK)."""
+
+    text: str
+    connections: int
+    metric: str  # rate | p99_ms
+    bound: float
+
+    def met(self, row: Row) -> bool:
+        value = getattr(row, self.metric)
+        return value is not None and (value >= self.bound if self.metric == "rate" else value < self.bound)
+
+
+TARGETS = (
+    Target("intake, 8 connections: at least 5,000 messages/s", 8, "rate", 5000),
+    Target("intake, 1 connection: at least 1,500 messages/s", 1, "rate", 1500),
+    Target("intake, 1 connection: p99 under 5 ms", 1, "p99_ms", 5.0),
+    Target("intake, 8 connections: p99 under 5 ms", 8, "p99_ms", 5.0),
+)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _usable(row: Row) -> bool:
+    """A row whose rate means something: it ran and its replies were right."""
+    return row.status == "ok" and row.messages > 0 and row.errors == 0
+
+
+def rows_table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| system | conns | msg/s | p50 ms | p99 ms | max ms | errors | server CPU µs/msg | server CPU % | peak RSS MB | generator CPU % | other load % | note |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for row in rows:
+        if row.status != "ok":
+            lines.append(f"| {row.label} | {row.connections} | - | - | - | - | - | - | - | - | - | - | {row.status}: {row.reason} |")
+            continue
+        notes = []
+        if row.errors:
+            example = row.known_issue or (row.error_samples[0] if row.error_samples else "")
+            notes.append(f"{row.errors:,} bad or missing ACKs" + (f": {example}" if example else ""))
+        if "stored" in row.observed:
+            acknowledged = row.messages + row.warmup_messages
+            stored = row.observed["stored"]
+            notes.append(f"stored {stored:,} = acknowledged" if stored == acknowledged else f"stored {stored} ≠ acknowledged {acknowledged}")
+        if row.reason:
+            notes.append(row.reason)
+        if len(row.rate_runs) > 1:
+            notes.append("runs: " + ", ".join(f"{rate:,.0f}" for rate in row.rate_runs) + " msg/s; median shown")
+        if row.other_cpu_percent > QUIET_PERCENT:
+            notes.append("noisy: other work on the machine during the window")
+        cpu_per_message = "-" if row.server_cpu_us_per_message is None else f"{row.server_cpu_us_per_message:,.0f}"
+        lines.append(
+            f"| {row.label} | {row.connections} | {row.rate:,.0f} | {_ms(row.p50_ms)} | {_ms(row.p99_ms)} | {_ms(row.max_ms)} | "
+            f"{row.errors:,} | {cpu_per_message} | {row.server_cpu_percent:.0f} | {row.peak_rss_mb:.0f} | "
+            f"{row.generator_cpu_percent:.0f} | {row.other_cpu_percent:.0f} | {'; '.join(notes)} |"
+        )
+    return lines
+
+
+def ratio_table(rows: list[Row]) -> list[str]:
+    """engine msg/s ÷ baseline msg/s, per engine configuration and connection count."""
+    present = [b for b in BASELINES if any(r.system == b for r in rows)]
+    engines = [r for r in rows if r.role == "engine"]
+    if not engines or not present:
+        return []
+    labels = {r.system: r.label for r in rows}
+    lines = [
+        "| engine | conns | " + " | ".join(f"÷ {labels[b]}" for b in present) + " |",
+        "|---|--:|" + "--:|" * len(present),
+    ]
+    for engine in engines:
+        cells = []
+        for baseline in present:
+            other = next((r for r in rows if r.system == baseline and r.connections == engine.connections), None)
+            if other is None or not _usable(engine):
+                cells.append("-")
+            elif not _usable(other):
+                cells.append("n/a (" + (other.status if other.status != "ok" else "its ACKs were wrong") + ")")
+            else:
+                cells.append(f"{engine.rate / other.rate:.2f}")
+        lines.append(f"| {engine.label} | {engine.connections} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def targets_table(rows: list[Row]) -> list[str]:
+    lines = ["| target (issue 5) | measured | met |", "|---|--:|---|"]
+    for target in TARGETS:
+        row = next((r for r in rows if r.system == "engine" and r.connections == target.connections and r.status == "ok"), None)
+        if row is None:
+            continue
+        value = getattr(row, target.metric)
+        shown = f"{value:,.0f} msg/s" if target.metric == "rate" else f"{_ms(value)} ms"
+        lines.append(f"| {target.text} | {shown} | {'yes' if target.met(row) and row.errors == 0 else 'no'} |")
+    return lines if len(lines) > 2 else []
+
+
+def render(results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict) -> str:
+    """The whole report as Markdown."""
+    out = [f"# hl7engine benchmark — {meta['started']}", ""]
+    out += [f"Command: `{meta['command']}`", ""]
+    repeat = meta["options"]["repeat"]
+    runs = f" Each row was run {repeat} times, in rounds; the figures are those of the run with the median rate." if repeat > 1 else ""
+    out += [f"Each row: {meta['options']['warmup_seconds']:g} s warm-up, then {meta['options']['seconds']:g} s measured"
+            f" (at most {meta['options']['max_messages']:,} messages), one message in flight per connection, every ACK"
+            f" checked (MSA-1 AA/CA, MSA-2 = the control id sent). A fresh server process per run.{runs}", ""]
+    for scenario in scenarios:
+        out += [f"## {scenario.title}", ""]
+        if scenario.pending:
+            out += [f"not available yet: {scenario.pending}", ""]
+            continue
+        rows = results.get(scenario.name, [])
+        out += rows_table(rows) + [""]
+        ratios = ratio_table(rows)
+        if ratios:
+            out += ["Engine ÷ baseline (messages/s):", ""] + ratios + [""]
+        targets = targets_table(rows)
+        if targets:
+            out += ["Targets (durability: process, SQLite, ACK after store):", ""] + targets + [""]
+    machine = meta["machine"]
+    out += ["## Machine and versions", ""]
+    out += [f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable), {machine['memory_gib']} GiB,"
+            f" Linux {machine['kernel']}",
+            f"- Stores written to: {machine['data_filesystem']}; writing 4 KiB + fsync there takes {machine['fsync_ms']:.2f} ms (median)",
+            f"- Python {meta['python']}, Node.js {meta['node']}"]
+    for name, version in sorted(meta["versions"].items()):
+        out.append(f"- {name} {version}")
+    out.append("")
+    out += ["Columns: msg/s counts only correct ACKs in the measured window; latency is send to whole ACK"
+            " received, on the load generator's side; server CPU is user + system time of the server process"
+            " (all threads) over the window, % of one core; peak RSS is the server's VmHWM; other load is CPU"
+            " used by anything but the server and the generator during the window (other work on the machine"
+            " makes figures noisy when it is large).", ""]
+    return "\n".join(out)
+
+
+def write(output: Path, text: str, results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict) -> tuple[Path, Path]:
+    """latest.md and latest.json in ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    markdown, document = output / "latest.md", output / "latest.json"
+    markdown.write_text(text + "\n")
+    payload = {
+        **meta,
+        "scenarios": [
+            {"name": s.name, "title": s.title, "available": s.pending is None, "reason": s.pending,
+             "rows": [r.to_json() for r in results.get(s.name, [])]}
+            for s in scenarios
+        ],
+        "targets": [{"text": t.text, "connections": t.connections, "metric": t.metric, "bound": t.bound} for t in TARGETS],
+    }
+    document.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return markdown, document

@@ -1,0 +1,67 @@
+"""Smoke test of the benchmark harness (bench/): one short intake run against the ceiling and the engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import hl7
+
+from bench.loadgen import check_ack
+from bench.messages import MIX, generate
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGES = 300
+
+
+def test_check_ack_accepts_only_a_positive_ack_for_the_control_id_sent():
+    """AA and CA with the right MSA-2 pass; a wrong code, a wrong MSA-2 or no MSA is an error."""
+    ack = b"MSH|^~\\&|E|F|A|B|20260101||ACK|9|P|2.5.1\rMSA|%s|%s\r"
+    assert check_ack(ack % (b"AA", b"ID1"), b"ID1") is None
+    assert check_ack(ack % (b"CA", b"ID1"), b"ID1") is None
+    assert check_ack(ack % (b"AE", b"ID1"), b"ID1") == "MSA-1 is 'AE'"
+    assert check_ack(ack % (b"AA", b"ID0"), b"ID1") == "MSA-2 is 'ID0', sent 'ID1'"
+    assert check_ack(b"MSH|^~\\&|E\r", b"ID1") == "reply has no MSA segment"
+
+
+def test_generated_messages_are_deterministic_valid_hl7_of_every_kind():
+    """The same seed gives the same messages; python-hl7 parses each, MSH-10 is the control id written in."""
+    templates = generate(200, seed=7)
+    assert templates == generate(200, seed=7)
+    assert {t.kind for t in templates} == {kind for kind, _ in MIX}
+    for template in templates:
+        text = template.render(b"CID42").decode("utf-8")
+        message = hl7.parse(text)
+        assert str(message.segment("MSH")[10]) == "CID42"
+        assert str(message.segment("MSH")[9]).startswith(template.kind)
+        assert (str(message.segment("MSH")[18]) == "UNICODE UTF-8") == (not text.isascii())
+        if template.kind == "ORU^R01":
+            assert len(message.segments("OBX")) == 10
+
+
+def test_intake_run_reports_every_figure_with_no_ack_errors(tmp_path):
+    """bench/run.py measures the ceiling and the engine on 1 connection and writes a complete report."""
+    argv = [sys.executable, "bench/run.py", "--scenario", "intake", "--systems", "ceiling,engine", "--connections", "1",
+            "--seconds", "5", "--warmup", "0.2", "--messages", str(MESSAGES), "--quiet-wait", "0", "--data-root", str(tmp_path), "--output", str(tmp_path / "out")]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "latest.json").read_text())
+    assert report["machine"]["cores"] >= 1 and report["python"] and report["versions"]["hl7engine"]
+    (intake,) = [s for s in report["scenarios"] if s["name"] == "intake"]
+    rows = {row["system"]: row for row in intake["rows"]}
+    assert set(rows) == {"ceiling", "engine"}
+    for row in rows.values():
+        assert row["status"] == "ok", row["reason"]
+        assert row["errors"] == 0, row["error_samples"]
+        assert row["connections"] == 1
+        assert 0 < row["messages"] <= MESSAGES
+        assert row["rate"] > 0 and row["seconds"] > 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert row["server_cpu_seconds"] >= 0 and row["peak_rss_mb"] > 0
+    engine = rows["engine"]
+    assert engine["observed"]["stored"] == engine["messages"] + engine["warmup_messages"]
+    markdown = (tmp_path / "out" / "latest.md").read_text()
+    assert "| system | conns | msg/s | p50 ms | p99 ms |" in markdown
+    assert "Engine ÷ baseline" in markdown
