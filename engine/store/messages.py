@@ -585,17 +585,25 @@ class MessageStore:
                     self._write([pending])
                 return
             log.warn("storing {count} messages failed: {error}", count=sum(len(p.messages) for p in group), error=str(failure))
-            for pending in group:
-                self._reactor.callFromThread(pending.deferred.errback, failure)
+            self._reactor.callFromThread(_fire, [(pending.deferred.errback, failure) for pending in group])
             return
-        for pending, pending_ids in zip(group, ids):
-            self._reactor.callFromThread(pending.deferred.callback, pending_ids)
+        # One hand-off to the reactor per committed group, not one per add: each wakes the reactor.
+        self._reactor.callFromThread(_fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
 
     def _stopped(self) -> None:
         self._state = _State.STOPPED
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+def _fire(calls: list) -> None:
+    """Fire Deferreds on the reactor thread, each on its own: one caller's error does not stop the others."""
+    for fire, value in calls:
+        try:
+            fire(value)
+        except Exception:
+            log.failure("a store caller's callback failed")
 
 
 def _as_store_error(error: BaseException, action: str) -> StoreError:
