@@ -38,6 +38,11 @@ def _time_out(waiter: defer.Deferred) -> None:
         waiter.errback(defer.TimeoutError("no processing outcome in time"))
 
 
+def _stored_status(channel: ChannelConfig | None) -> Status:
+    """A store-only channel has nothing left to do: its message is final as stored (as if processed)."""
+    return Status.TRANSFORMED if channel is not None and channel.stores_only else Status.RECEIVED
+
+
 def namespace_id(hd: str, delimiters: Delimiters) -> str:
     """The first component of an HD field (MSH-3/4): what routing compares senders by."""
     return hd.split(delimiters.component, 1)[0]
@@ -179,42 +184,37 @@ class Intake:
         if self.processing_ids is not None and header.processing_id not in self.processing_ids:
             accepted = ", ".join(sorted(self.processing_ids))
             problems.append(AckError(202, f"processing id {header.processing_id!r} not accepted on this listener (accepted: {accepted})", ("MSH", 1, 11)))
+        sender = (namespace_id(header.sending_application, header.delimiters), namespace_id(header.sending_facility, header.delimiters))
         if is_ack(header):
             # An acknowledgement is stored, never acknowledged (that would loop between engines),
             # not even when its header is faulty: the reason is kept with it instead.
-            channel = self._channel_for(header)
+            channel = self._channel_for(header, sender)
             reason = "; ".join(f"{p.code} {p.text}" for p in problems)
-            status = Status.REJECTED if problems else Status.TRANSFORMED if channel is not None and channel.stores_only else Status.RECEIVED
+            status = Status.REJECTED if problems else _stored_status(channel)
             rows = [NewMessage(**base, **fields, channel=channel.name if channel else None, status=status, error=reason)]
             return _Outcome(rows, recipient, header.delimiters, code="", control_id=header.control_id)
 
         if problems:
             return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, tuple(problems))
 
-        channel = self._channel_for(header)
+        channel = self._channel_for(header, sender)
         if channel is None:
-            sender = namespace_id(header.sending_application, header.delimiters)
-            error = AckError(200, f"no channel on listener {self.listener.name!r} accepts {header.message_type or '(no type)'} from {sender or '(no sender)'}", ("MSH", 1, 9))
+            error = AckError(200, f"no channel on listener {self.listener.name!r} accepts {header.message_type or '(no type)'} from {sender[0] or '(no sender)'}", ("MSH", 1, 9))
             return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, (error,))
 
         enhanced = is_enhanced(header)
-        sender = (namespace_id(header.sending_application, header.delimiters), namespace_id(header.sending_facility, header.delimiters))
         outcome = _Outcome([], recipient, header.delimiters, code="CA" if enhanced else "AA", enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id, channel=channel, sender=sender)
         outcome.ack = self._ack(recipient, outcome.code, header.delimiters, ())
         # After processing, the answer depends on the destinations: it is not known (nor stored) yet.
         ack_bytes = None if channel.respond == "after_processing" and index is None else encode(outcome.ack, decoded.codec)
-        # A store-only channel has nothing left to do: the message is final as stored (as if processed).
-        status = Status.TRANSFORMED if channel.stores_only else Status.RECEIVED
-        outcome.rows = [NewMessage(**base, **fields, channel=channel.name, status=status, ack_code=outcome.code if ack_bytes else "", ack=ack_bytes)]
+        outcome.rows = [NewMessage(**base, **fields, channel=channel.name, status=_stored_status(channel), ack_code=outcome.code if ack_bytes else "", ack=ack_bytes)]
         return outcome
 
-    def _channel_for(self, header: Header) -> ChannelConfig | None:
-        """The first channel of the listener, in file order, that accepts the message (like a rule list)."""
-        application = namespace_id(header.sending_application, header.delimiters)
-        facility = namespace_id(header.sending_facility, header.delimiters)
+    def _channel_for(self, header: Header, sender: tuple[str, str]) -> ChannelConfig | None:
+        """The first channel of the listener, in file order, that accepts the message from (MSH-3.1, MSH-4.1), like a rule list."""
         message_type = "^".join(filter(None, (header.message_code, header.trigger_event)))
         for channel in self.channels:
-            if channel.accepts(message_type, application, facility):
+            if channel.accepts(message_type, *sender):
                 return channel
         return None
 
