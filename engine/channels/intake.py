@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 log = Logger()
 
 
+# Routing choices remembered per listener, per (type, sender); past this many the memory starts again.
+_MAX_ROUTES = 4096
+
+
 def _time_out(waiter: defer.Deferred) -> None:
     if not waiter.called:
         waiter.errback(defer.TimeoutError("no processing outcome in time"))
@@ -91,7 +95,7 @@ class Intake:
         self.listener = listener
         self.reactor = reactor
         self.runners = runners if runners is not None else {}
-        self.channels = tuple(channels)
+        self.channels = channels
         self.store = store
         self.sender = Sender(settings.application, settings.facility, settings.default_version)
         self.default_charset = settings.default_charset
@@ -99,6 +103,16 @@ class Intake:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.control_ids = control_ids or ControlIds()
         self._observe = observer or (lambda event, fields: None)
+
+    @property
+    def channels(self) -> tuple[ChannelConfig, ...]:
+        """The listener's channels, in file order (a reload replaces them)."""
+        return self._channels
+
+    @channels.setter
+    def channels(self, channels: Sequence[ChannelConfig]) -> None:
+        self._channels = tuple(channels)
+        self._routes: dict[tuple[str, str, str, str], ChannelConfig | None] = {}
 
     # -- the FrameHandler interface of engine.listeners.mllp --------------------------------
 
@@ -115,10 +129,17 @@ class Intake:
         if outcome.accepted and outcome.channel.duplicate_window_seconds:
             d = self._check_duplicate(outcome, received_at)
             d.addCallback(lambda _: self._store([outcome]))
-        else:
-            d = self._store([outcome])
-        d.addCallback(self._respond, outcome, decoded)
-        return d
+            d.addCallback(self._respond, outcome, decoded)
+            return d
+        # The common case, with one callback: a message costs each link of the chain again.
+        return self.store.add(outcome.rows).addBoth(self._settle, outcome, decoded)
+
+    def _settle(self, result: list[int] | Failure, outcome: _Outcome, decoded: Decoded):
+        """The answer to a single message once its add() finished: committed (its id) or failed."""
+        if isinstance(result, Failure):
+            return self._respond(self._store_failed(result), outcome, decoded)
+        self._stored((outcome,), result)
+        return self._respond(None, outcome, decoded)
 
     def ingest_file(self, payload: bytes, source_file, *, peer: str) -> defer.Deferred:
         """Store a file's messages with the record of the file, in one transaction; fires True when every one was accepted."""
@@ -178,13 +199,44 @@ class Intake:
             error = AckError(exc.code, str(exc), exc.location)
             return self._reject(base, decoded.codec, recipient, delimiters, None, (error,))
 
-        fields = header_columns(header)
         recipient = Recipient.of(header)
         problems = [AckError(p.code, p.text, p.location) for p in validate_header(header)]
         if self.processing_ids is not None and header.processing_id not in self.processing_ids:
             accepted = ", ".join(sorted(self.processing_ids))
             problems.append(AckError(202, f"processing id {header.processing_id!r} not accepted on this listener (accepted: {accepted})", ("MSH", 1, 11)))
         sender = (namespace_id(header.sending_application, header.delimiters), namespace_id(header.sending_facility, header.delimiters))
+        if problems or is_ack(header):
+            return self._examine_exception(header, recipient, problems, sender, base, decoded)
+
+        channel = self._channel_for(header, sender)
+        if channel is None:
+            error = AckError(200, f"no channel on listener {self.listener.name!r} accepts {header.message_type or '(no type)'} from {sender[0] or '(no sender)'}", ("MSH", 1, 9))
+            return self._reject({**base, **header_columns(header)}, decoded.codec, recipient, header.delimiters, header, (error,))
+
+        enhanced = is_enhanced(header)
+        code = "CA" if enhanced else "AA"
+        ack = self._ack(recipient, code, header.delimiters, ())
+        # After processing, the answer depends on the destinations: it is not known (nor stored) yet.
+        ack_bytes = None if channel.respond == "after_processing" and index is None else encode(ack, decoded.codec)
+        row = NewMessage(
+            raw=raw,
+            received_at=received_at,
+            listener=self.listener.name,
+            peer=peer,
+            status=_stored_status(channel),
+            channel=channel.name,
+            **header_columns(header),
+            charset=decoded.charset,
+            ack_code=code if ack_bytes else "",
+            ack=ack_bytes,
+            batch_control_id=batch_id,
+            batch_index=index,
+        )
+        return _Outcome([row], recipient, header.delimiters, code=code, enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id, ack=ack, channel=channel, sender=sender)
+
+    def _examine_exception(self, header: Header, recipient: Recipient, problems: list[AckError], sender: tuple[str, str], base: dict, decoded: Decoded) -> _Outcome:
+        """An acknowledgement (stored, never answered) or a message whose header is refused."""
+        fields = header_columns(header)
         if is_ack(header):
             # An acknowledgement is stored, never acknowledged (that would loop between engines),
             # not even when its header is faulty: the reason is kept with it instead.
@@ -194,29 +246,24 @@ class Intake:
             rows = [NewMessage(**base, **fields, channel=channel.name if channel else None, status=status, error=reason)]
             return _Outcome(rows, recipient, header.delimiters, code="", control_id=header.control_id)
 
-        if problems:
-            return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, tuple(problems))
-
-        channel = self._channel_for(header, sender)
-        if channel is None:
-            error = AckError(200, f"no channel on listener {self.listener.name!r} accepts {header.message_type or '(no type)'} from {sender[0] or '(no sender)'}", ("MSH", 1, 9))
-            return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, (error,))
-
-        enhanced = is_enhanced(header)
-        outcome = _Outcome([], recipient, header.delimiters, code="CA" if enhanced else "AA", enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id, channel=channel, sender=sender)
-        outcome.ack = self._ack(recipient, outcome.code, header.delimiters, ())
-        # After processing, the answer depends on the destinations: it is not known (nor stored) yet.
-        ack_bytes = None if channel.respond == "after_processing" and index is None else encode(outcome.ack, decoded.codec)
-        outcome.rows = [NewMessage(**base, **fields, channel=channel.name, status=_stored_status(channel), ack_code=outcome.code if ack_bytes else "", ack=ack_bytes)]
-        return outcome
+        return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, tuple(problems))
 
     def _channel_for(self, header: Header, sender: tuple[str, str]) -> ChannelConfig | None:
-        """The first channel of the listener, in file order, that accepts the message from (MSH-3.1, MSH-4.1), like a rule list."""
+        """The first channel of the listener, in file order, that accepts the message from (MSH-3.1, MSH-4.1), like a rule list.
+
+        The choice depends on nothing else, so it is remembered per (type, sender): a feed has few.
+        """
+        key = (header.message_code, header.trigger_event, *sender)
+        try:
+            return self._routes[key]
+        except KeyError:
+            pass
         message_type = "^".join(filter(None, (header.message_code, header.trigger_event)))
-        for channel in self.channels:
-            if channel.accepts(message_type, *sender):
-                return channel
-        return None
+        chosen = next((channel for channel in self._channels if channel.accepts(message_type, *sender)), None)
+        if len(self._routes) >= _MAX_ROUTES:  # bounded: a sender inventing ids must not grow memory
+            self._routes.clear()
+        self._routes[key] = chosen
+        return chosen
 
     def _reject(self, base: dict, codec: str, recipient: Recipient, delimiters: Delimiters, header: Header | None, errors: tuple[AckError, ...]) -> _Outcome:
         enhanced = header is not None and is_enhanced(header)

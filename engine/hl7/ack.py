@@ -67,9 +67,9 @@ class Recipient:
     def of(cls, header: Header) -> "Recipient":
         """The recipient described by a readable header (raw fields, in the sender's encoding)."""
         return cls(
-            sending_application=header.field(3),
-            sending_facility=header.field(4),
-            control_id=header.field(10),
+            sending_application=header.sending_application,
+            sending_facility=header.sending_facility,
+            control_id=header.control_id,
             trigger_event=header.trigger_event,
             processing_id=header.field(11),
             version=header.version,
@@ -129,6 +129,46 @@ def build_ack(
     MSH-9 ``ACK^<trigger>^ACK`` (component 3 from 2.5 on), MSH-11/12/18 echoed, MSA-2 the
     received control id. ERR follows the version: ERR-1 (ELD) before 2.5, ERR-2..8 from 2.5.
     """
+    if not errors:
+        # The common answer: everything but our timestamp and control ids repeats per sender, so
+        # its text is laid out once (by the general path below) and reused.
+        template = _ack_template(
+            recipient.sending_application, recipient.sending_facility, recipient.trigger_event,
+            recipient.processing_id, recipient.version, recipient.charset, code, sender, delimiters,
+        )
+        if template is not None:
+            head, middle, tail = template
+            return f"{head}{hl7_timestamp(timestamp)}{middle}{escape(control_id, delimiters)}{tail}{recipient.control_id}"
+    return _layout(recipient, code, sender, control_id, hl7_timestamp(timestamp), delimiters, errors)
+
+
+# Stand-ins for the per-message parts of a cached ACK template: none of them can occur in a real ACK.
+_TIMESTAMP_MARK = "\x00T\x00"
+_CONTROL_ID_MARK = "\x00C\x00"
+_RECEIVED_ID_MARK = "\x00R\x00"
+
+
+@lru_cache(maxsize=1024)
+def _ack_template(
+    sending_application: str, sending_facility: str, trigger_event: str, processing_id: str, version: str,
+    charset: str, code: str, sender: Sender, delimiters: Delimiters,
+) -> tuple[str, str, str] | None:
+    """An error-free ACK cut around its timestamp, its control id and MSA-2: (head, middle, tail).
+
+    None when the fields themselves hold a NUL (the stand-ins could not be found again): such an
+    ACK is laid out in full every time.
+    """
+    if "\x00" in f"{sending_application}{sending_facility}{trigger_event}{processing_id}{version}{charset}{code}{sender.application}{sender.facility}":
+        return None
+    recipient = Recipient(sending_application, sending_facility, _RECEIVED_ID_MARK, trigger_event, processing_id, version, charset)
+    text = _layout(recipient, code, sender, _CONTROL_ID_MARK, _TIMESTAMP_MARK, delimiters, ())
+    head, rest = text.split(_TIMESTAMP_MARK)
+    middle, rest = rest.split(_CONTROL_ID_MARK)
+    tail, after = rest.split(_RECEIVED_ID_MARK)
+    return (head, middle, tail) if not after else None
+
+
+def _layout(recipient: Recipient, code: str, sender: Sender, control_id: str, timestamp: str, delimiters: Delimiters, errors: Sequence[AckError]) -> str:
     d = delimiters
     version = recipient.version or sender.default_version
     release = _release(version)
@@ -150,7 +190,7 @@ def build_ack(
         escape(sender.facility, d),
         recipient.sending_application,
         recipient.sending_facility,
-        hl7_timestamp(timestamp),
+        timestamp,
         "",
         message_type,
         escape(control_id, d),
@@ -172,6 +212,8 @@ def build_ack(
         else:
             segments.extend(_err_segment(e, d) for e in errors)
     return "\r".join(segments)
+
+
 
 
 @lru_cache(maxsize=64)

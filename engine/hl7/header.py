@@ -31,12 +31,44 @@ KNOWN_VERSIONS = (
 _KNOWN_VERSIONS = frozenset(KNOWN_VERSIONS)
 
 
-@dataclass(frozen=True, slots=True)
 class Header:
-    """The MSH of a message: ``fields[i]`` is MSH-i raw (fields[0] 'MSH', [1] MSH-1, [2] MSH-2)."""
+    """The MSH of a message: ``fields[i]`` is MSH-i raw (fields[0] 'MSH', [1] MSH-1, [2] MSH-2).
 
-    delimiters: Delimiters
-    fields: tuple[str, ...]
+    The components the intake path asks for (MSH-9, MSH-11.1, MSH-12.1) are split once, when
+    the header is read; everything else is a plain index into ``fields``. Read-only by convention.
+    """
+
+    __slots__ = (
+        "delimiters", "fields", "sending_application", "sending_facility", "receiving_application", "receiving_facility",
+        "message_code", "trigger_event", "_structure", "control_id", "processing_id", "version", "accept_ack_type", "application_ack_type",
+    )
+
+    def __init__(self, delimiters: Delimiters, fields: tuple[str, ...]):
+        self.delimiters = delimiters
+        self.fields = fields
+        padded = fields if len(fields) >= 17 else fields + ("",) * (17 - len(fields))
+        # Raw: MSH-3, MSH-4, MSH-5, MSH-6, MSH-10; MSH-15/16 are AL, NE, ER, SU or empty.
+        self.sending_application, self.sending_facility, self.receiving_application, self.receiving_facility = padded[3:7]
+        self.control_id = padded[10]
+        self.accept_ack_type, self.application_ack_type = padded[15:17]
+        repetition, component = delimiters.repetition, delimiters.component
+        message_type = padded[9].split(repetition, 1)[0].split(component, 3)
+        parts = len(message_type)
+        # MSH-9.1 (e.g. ADT), MSH-9.2 (e.g. A04), MSH-9.3 as sent; MSH-11.1 (P, T or D); MSH-12.1 (e.g. 2.5.1).
+        self.message_code = message_type[0]
+        self.trigger_event = message_type[1] if parts > 1 else ""
+        self._structure = message_type[2] if parts > 2 else ""
+        self.processing_id = padded[11].split(repetition, 1)[0].split(component, 1)[0]
+        self.version = padded[12].split(repetition, 1)[0].split(component, 1)[0]
+
+    def __repr__(self) -> str:
+        return f"Header({self.delimiters!r}, {self.fields!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Header) and (self.delimiters, self.fields) == (other.delimiters, other.fields)
+
+    def __hash__(self) -> int:
+        return hash((self.delimiters, self.fields))
 
     def field(self, n: int) -> str:
         """Return raw MSH-n ('' when absent)."""
@@ -53,64 +85,14 @@ class Header:
         return parts[component - 1] if component <= len(parts) else ""
 
     @property
-    def sending_application(self) -> str:
-        """MSH-3, raw."""
-        return self.field(3)
-
-    @property
-    def sending_facility(self) -> str:
-        """MSH-4, raw."""
-        return self.field(4)
-
-    @property
-    def receiving_application(self) -> str:
-        """MSH-5, raw."""
-        return self.field(5)
-
-    @property
-    def receiving_facility(self) -> str:
-        """MSH-6, raw."""
-        return self.field(6)
-
-    @property
-    def message_code(self) -> str:
-        """MSH-9.1, e.g. ``ADT``."""
-        return self._component(9, 1)
-
-    @property
-    def trigger_event(self) -> str:
-        """MSH-9.2, e.g. ``A04``."""
-        return self._component(9, 2)
+    def declared_structure(self) -> str:
+        """MSH-9.3 as sent ('' when absent)."""
+        return self._structure
 
     @property
     def message_structure(self) -> str:
         """MSH-9.3, or the structure the event map gives when MSH-9.3 is empty."""
-        return self._component(9, 3) or structure_for(self.message_code, self.trigger_event, self.version)
-
-    @property
-    def control_id(self) -> str:
-        """MSH-10, raw."""
-        return self.field(10)
-
-    @property
-    def processing_id(self) -> str:
-        """MSH-11.1 (P, T or D)."""
-        return self._component(11, 1)
-
-    @property
-    def version(self) -> str:
-        """MSH-12.1, e.g. ``2.5.1``."""
-        return self._component(12, 1)
-
-    @property
-    def accept_ack_type(self) -> str:
-        """MSH-15 (AL, NE, ER, SU or empty)."""
-        return self.field(15)
-
-    @property
-    def application_ack_type(self) -> str:
-        """MSH-16 (AL, NE, ER, SU or empty)."""
-        return self.field(16)
+        return self._structure or structure_for(self.message_code, self.trigger_event, self.version)
 
     @property
     def charset(self) -> str:
@@ -158,8 +140,7 @@ def _is_code(value: str) -> bool:
 def validate_header(header: Header) -> list[HeaderProblem]:
     """Return every reason to reject the header (empty when acceptable), in field order."""
     problems = []
-    message_type = header._components(9, 2)
-    code, trigger = message_type[0], message_type[1] if len(message_type) > 1 else ""
+    code, trigger = header.message_code, header.trigger_event
     if not code:
         problems.append(HeaderProblem(101, ("MSH", 1, 9), "MSH-9 message type missing"))
     elif not _is_code(code):
@@ -176,7 +157,7 @@ def validate_header(header: Header) -> list[HeaderProblem]:
 
 def is_ack(header: Header) -> bool:
     """True when the message is an acknowledgement (MSH-9.1 or MSH-9.3 is ``ACK``)."""
-    return header.message_code == "ACK" or header._component(9, 3) == "ACK"
+    return header.message_code == "ACK" or header.declared_structure == "ACK"
 
 
 # ---------------------------------------------------------------------------------------------

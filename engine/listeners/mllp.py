@@ -14,7 +14,6 @@ from twisted.application import service
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 START_BLOCK = b"\x0b"
@@ -107,11 +106,16 @@ class FrameHandler(TypingProtocol):
     def too_long(self, head: bytes, limit: int, peer: str) -> bytes: ...
 
 
-class MLLPServerProtocol(MLLPFramer, TimeoutMixin):
+class MLLPServerProtocol(MLLPFramer):
     """One sender's connection: frames are handled and answered strictly in order.
 
     While one frame is being handled, later frames wait in a queue; past ``max_queued`` the
     transport stops reading, so a sender that pipelines cannot grow memory without bound.
+
+    A connection is idle when nothing arrived and nothing was in flight for ``idle_timeout``
+    seconds; then it is closed. The timer is lazy: traffic only notes the time, and the one
+    pending call checks when it fires (moving a timer on every message costs more than the
+    message's framing).
     """
 
     max_queued = 32
@@ -126,24 +130,39 @@ class MLLPServerProtocol(MLLPFramer, TimeoutMixin):
         self._busy = False
         self._paused = False
         self._closed = False
-        self.idle = defer.Deferred()  # fires when nothing is in flight after close was asked for
+        self._quiet_since = 0.0  # when the connection last received bytes or answered
+        self._idle_check = None
+        self.clock = None  # the reactor (its seconds() and callLater()); set by the factory
 
     def connectionMade(self) -> None:
-        self.setTimeout(self.idle_timeout)
+        if self.idle_timeout is not None:
+            self._quiet_since = self.clock.seconds()
+            self._idle_check = self.clock.callLater(self.idle_timeout, self._check_idle)
         self.factory.connection_opened(self)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._closed = True
-        self.setTimeout(None)
+        if self._idle_check is not None and self._idle_check.active():
+            self._idle_check.cancel()
+        self._idle_check = None
         self._queue.clear()
         self.factory.connection_closed(self)
 
-    def timeoutConnection(self) -> None:
+    def _check_idle(self) -> None:
+        self._idle_check = None
+        if self._closed:
+            return
+        # In flight counts as activity: a slow store must not time out the sender waiting for it.
+        remaining = self.idle_timeout if self._busy else self._quiet_since + self.idle_timeout - self.clock.seconds()
+        if remaining > 0:
+            self._idle_check = self.clock.callLater(remaining, self._check_idle)
+            return
         log.info("mllp connection from {peer} idle for {timeout}s: closing", peer=self.peer, timeout=self.idle_timeout)
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
+        if self._idle_check is not None:
+            self._quiet_since = self.clock.seconds()
         before = self.discarded_bytes
         super().dataReceived(data)
         if self.discarded_bytes != before:
@@ -175,14 +194,18 @@ class MLLPServerProtocol(MLLPFramer, TimeoutMixin):
                 self.transport.loseConnection()
                 return
             self._busy = True
-            self.setTimeout(None)
-            d = defer.maybeDeferred(self.handler.handle, item, self.peer)
-            d.addErrback(self._internal_error, item)
-            d.addCallback(self._reply)
+            try:
+                d = self.handler.handle(item, self.peer)
+            except Exception:
+                d = defer.fail()
+            if isinstance(d, defer.Deferred):
+                d.addCallbacks(self._reply, self._internal_error, errbackArgs=(item,))
+            else:
+                self._reply(d)
 
-    def _internal_error(self, failure: Failure, payload: bytes) -> bytes:
+    def _internal_error(self, failure: Failure, payload: bytes) -> None:
         log.failure("mllp handler failed for a frame from {peer}; answered AR 207", failure, peer=self.peer)
-        return self.handler.internal_error(payload, failure.getErrorMessage())
+        self._reply(self.handler.internal_error(payload, failure.getErrorMessage()))
 
     def _reply(self, reply: bytes | None) -> None:
         self._busy = False
@@ -190,8 +213,9 @@ class MLLPServerProtocol(MLLPFramer, TimeoutMixin):
             self.factory.in_flight_done()
             return
         if reply is not None:
-            self.transport.write(frame(reply))
-        self.setTimeout(self.idle_timeout)
+            self.transport.write(START_BLOCK + reply + END_BLOCK)
+        if self._idle_check is not None:
+            self._quiet_since = self.clock.seconds()
         self.factory.in_flight_done()
         self._process_next()
 
@@ -224,7 +248,7 @@ class MLLPServerFactory(protocol.Factory):
         peer = f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
         proto = MLLPServerProtocol(self.handler, max_frame_bytes=self.max_frame_bytes, idle_timeout=self.idle_timeout, peer=peer)
         proto.factory = self
-        proto.callLater = self.reactor.callLater  # TimeoutMixin's clock: the injected reactor
+        proto.clock = self.reactor
         return proto
 
     def connection_opened(self, proto: MLLPServerProtocol) -> None:

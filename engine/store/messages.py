@@ -10,6 +10,7 @@ one transaction: group commit) and fires its Deferred after COMMIT; reads run on
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import enum
 import threading
@@ -173,19 +174,69 @@ _SUMMARY_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(MessageS
 _STORED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events"))
 _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(MessageEvent))
 _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(DeliverySummary))
-_INSERT = sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+# The columns an insert fills, in order: NewMessage's fields, then status_at (= received_at).
+_INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
 
 
-def _row(message: NewMessage) -> dict:
-    """The column values for one message.
+class _MessageInsert:
+    """The one INSERT of the intake path, prepared for one database dialect.
+
+    Each message is a tuple handed to the driver as it is: SQLAlchemy's per-row work (a dict per
+    row, a bind processor per value) cost more than the insert itself. What SQLAlchemy would do
+    to a value is still done, by the same bind processors, but only for the columns that have one.
 
     Header columns are search copies of MSH fields (raw keeps every byte), so a value that does
-    not fit loses NULs and is cut (fit_text) rather than refused: refusing would make a sender
-    resend it forever.
+    not fit loses NULs and is cut (as fit_text does) rather than refused: refusing would make a
+    sender resend it forever.
     """
-    row = fit_text(messages, {name: getattr(message, name) for name in _NEW_MESSAGE_FIELDS})
-    row["status_at"] = message.received_at
-    return row
+
+    def __init__(self, dialect: sa.Dialect):
+        self.sqlite = dialect.name == "sqlite"
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        columns = ", ".join(_INSERT_COLUMNS)
+        self.sql = f"INSERT INTO messages ({columns}) VALUES ({', '.join([marker] * len(_INSERT_COLUMNS))})"
+        if not self.sqlite:
+            self.sql += " RETURNING id"
+        self.dbapi_error = dialect.dbapi.Error
+        self.dialect = dialect
+        processors = ((i, messages.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for i, name in enumerate(_INSERT_COLUMNS))
+        self._processors = tuple((i, processor) for i, processor in processors if processor is not None)
+        self._text = tuple((i, messages.c[name].type.length) for i, name in enumerate(_INSERT_COLUMNS) if isinstance(messages.c[name].type, sa.String))
+
+    def values(self, message: NewMessage) -> list:
+        """The row of one message, in _INSERT_COLUMNS order, ready for the driver."""
+        row = [getattr(message, name) for name in _NEW_MESSAGE_FIELDS]
+        row.append(message.received_at)
+        for i, length in self._text:
+            value = row[i]
+            if value and (("\x00" in value) or (length is not None and len(value) > length)):
+                row[i] = value.replace("\x00", "")[:length]
+        for i, processor in self._processors:
+            row[i] = processor(row[i])
+        return row
+
+    def run(self, connection: sa.Connection, rows: list[list]) -> list[int]:
+        """Insert the rows inside the connection's transaction; their ids, in order."""
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            if self.sqlite:
+                # Each execute reuses the prepared statement; lastrowid is exact (executemany's is not).
+                ids = []
+                for row in rows:
+                    cursor.execute(self.sql, row)
+                    ids.append(cursor.lastrowid)
+                return ids
+            cursor.executemany(self.sql, rows, returning=True)
+            ids = []
+            while True:
+                ids.append(cursor.fetchone()[0])
+                if not cursor.nextset():
+                    return ids
+        except self.dbapi_error as error:
+            # As SQLAlchemy would raise it, so store_errors and the writer judge it the same way.
+            raise sa_exc.DBAPIError.instance(self.sql, None, error, self.dbapi_error, hide_parameters=True, dialect=self.dialect) from error
+        finally:
+            cursor.close()
 
 
 def _source_file_row(source_file: SourceFile, message_count: int, read_at: datetime) -> dict:
@@ -221,6 +272,7 @@ class MessageRepository:
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utc_now):
         self._engine = engine
         self._clock = clock
+        self._insert = _MessageInsert(engine.dialect)
 
     @property
     def engine(self) -> sa.Engine:
@@ -232,18 +284,27 @@ class MessageRepository:
         [ids] = self.insert_groups([(new_messages, source_file)])
         return ids
 
-    def insert_groups(self, groups: Sequence[tuple[Sequence[NewMessage], SourceFile | None]]) -> list[list[int]]:
-        """Store several groups of messages, each with its optional source file, in one transaction; the ids of each group."""
-        rows = [_row(m) for new_messages, _ in groups for m in new_messages]
+    def insert_groups(self, groups: Sequence[tuple[Sequence[NewMessage], SourceFile | None]], *, connection: sa.Connection | None = None) -> list[list[int]]:
+        """Store several groups of messages, each with its optional source file, in one transaction; the ids of each group.
+
+        ``connection`` is one its caller keeps (the writer thread does) and that is in no
+        transaction; without it one is taken from the pool for the call.
+        """
+        try:
+            rows = [self._insert.values(m) for new_messages, _ in groups for m in new_messages]
+        except ValueError as error:  # e.g. a naive received_at: a caller's bug, never a lock
+            raise StoreError(f"storing messages failed: {error}") from error
         read_at = self._clock()
         files = [_source_file_row(source_file, len(new_messages), read_at) for new_messages, source_file in groups if source_file is not None]
         if not rows and not files:
             return [[] for _ in groups]
-        with store_errors("storing messages"):
+        with store_errors("storing messages"), contextlib.ExitStack() as stack:
+            if connection is None:
+                connection = stack.enter_context(self._engine.connect())
             # TRANSACTION: every message and source file record given, committed together or not
             # at all (one group commit): a file is never recorded without its messages, nor they without it.
-            with self._engine.begin() as connection:
-                ids = list(connection.execute(_INSERT, rows).scalars()) if rows else []
+            with connection.begin():
+                ids = self._insert.run(connection, rows) if rows else []
                 if files:
                     connection.execute(sa.insert(source_files), files)
         result, start = [], 0
@@ -364,6 +425,7 @@ class MessageStore:
         self._queues: QueueRepository | None = None
         self._configs: ConfigRepository | None = None
         self._reads: ThreadPool | None = None
+        self._connection: sa.Connection | None = None  # the writer thread's own, kept between groups
 
     @property
     def repository(self) -> MessageRepository:
@@ -390,8 +452,8 @@ class MessageStore:
         """Connect, upgrade the schema to head and start the threads; blocks while migrating, so call it at startup."""
         if self._state is not _State.NEW:
             raise StoreError(f"the message store cannot start: it is {self._state.value}")
-        # The writer and every reader may each hold a connection at once.
-        engine = create_engine_for(self._url, durability=self._durability, lock_timeout=self._lock_timeout, pool_size=self._read_threads + 1)
+        # Every reader may hold a connection at once, and the writer two: its own for adds, one for calls.
+        engine = create_engine_for(self._url, durability=self._durability, lock_timeout=self._lock_timeout, pool_size=self._read_threads + 2)
         try:
             upgrade(engine)
         except StoreError:
@@ -540,6 +602,7 @@ class MessageStore:
                 else:
                     self._write(work)
             self._reads.stop()  # runs the reads already queued, then joins the threads
+            self._drop_connection()
             self._repository.engine.dispose()
         finally:
             self._reactor.callFromThread(self._stopped)
@@ -576,8 +639,13 @@ class MessageStore:
     def _write(self, group: list[_PendingAdd]) -> None:
         """Commit the group in one transaction and fire each add's Deferred; never raises."""
         try:
-            ids = self._repository.insert_groups([(pending.messages, pending.source_file) for pending in group])
+            if self._connection is None:
+                with store_errors("connecting to the store"):
+                    self._connection = self._repository.engine.connect()
+            ids = self._repository.insert_groups([(pending.messages, pending.source_file) for pending in group], connection=self._connection)
         except Exception as error:  # whatever happens, the writer lives on to serve the next group
+            # The connection may be what failed (a restarted server): the next group takes a new one.
+            self._drop_connection()
             failure = _as_store_error(error, "storing messages")
             if len(group) > 1 and _may_be_one_add(failure):
                 # One add's rows may be at fault: give every add its own transaction so the rest commit.
@@ -589,6 +657,15 @@ class MessageStore:
             return
         # One hand-off to the reactor per committed group, not one per add: each wakes the reactor.
         self._reactor.callFromThread(_fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.invalidate()
+                connection.close()
+            except Exception:  # it is being thrown away; a dead connection may fail to close
+                log.debug("closing the writer's store connection failed")
 
     def _stopped(self) -> None:
         self._state = _State.STOPPED

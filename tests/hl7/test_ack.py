@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import hl7
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engine.hl7.ack import AckError, Recipient, Sender, build_ack, is_enhanced
+from engine.errors import HL7Error
+from engine.hl7.ack import AckError, Recipient, Sender, _layout, build_ack, hl7_timestamp, is_enhanced
 from engine.hl7.header import read_header
 from engine.hl7.message import Delimiters
+from tests.corpus_util import corpus_entries
 
 NOW = datetime(2026, 11, 27, 4, 44, 0, tzinfo=timezone.utc)
 US = Sender("HUB", "CLINIC", "2.5.1")
@@ -99,3 +103,36 @@ def test_python_hl7_reads_our_ack():
     assert str(ack.segment("MSA")[1]) == "AR"
     assert str(ack.segment("MSA")[2]) == "MSG42"
     assert str(ack.segment("ERR")[3][0][0]) == "207"
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    recipient=st.builds(Recipient, _text, _text, _text, _text, _text, st.sampled_from(["", "2.1", "2.3", "2.4", "2.5", "2.5.1", "2.9", "x"]), _text),
+    code=st.sampled_from(["AA", "CA", "AE", "AR"]),
+    control_id=_text,
+    delimiters=st.sampled_from([Delimiters.DEFAULT, Delimiters.from_msh("#", "$*!@"), Delimiters.from_msh("|", "^~\\&#")]),
+)
+def test_cached_ack_templates_lay_out_the_same_text(recipient, code, control_id, delimiters):
+    """An error-free ACK comes from a cached template; it equals the one laid out field by field, whatever the fields hold."""
+    for _ in range(2):  # the first call fills the cache, the second reads it
+        ack = build_ack(recipient, code, sender=US, control_id=control_id, timestamp=NOW, delimiters=delimiters)
+        assert ack == _layout(recipient, code, US, control_id, hl7_timestamp(NOW), delimiters, ())
+
+
+def test_corpus_acks_from_templates_equal_the_laid_out_ones():
+    """Every readable corpus header gets the same ACK text from the template as from the full layout."""
+    checked = 0
+    for entry in corpus_entries():
+        text = entry.path.read_bytes().decode("latin-1")
+        try:
+            header = read_header(text)
+        except HL7Error:
+            continue
+        recipient = Recipient.of(header)
+        expected = _layout(recipient, "AA", US, "ACK1", hl7_timestamp(NOW), header.delimiters, ())
+        assert build_ack(recipient, "AA", sender=US, control_id="ACK1", timestamp=NOW, delimiters=header.delimiters) == expected
+        checked += 1
+    assert checked > 50
