@@ -52,6 +52,7 @@ class LoadSpec:
     host: str = "127.0.0.1"
     seed: int = 2575
     reply_timeout: float = 10.0
+    patients: int | None = None  # draw every message's patient from one pool of this many (None: a new patient each)
 
 
 @dataclass
@@ -105,7 +106,7 @@ class _Flow:
         self.spec = spec
         self.index = index
         self.quota = quota
-        self.templates = generate(_TEMPLATES_PER_CONNECTION, seed=spec.seed + index)
+        self.templates = generate(_TEMPLATES_PER_CONNECTION, seed=spec.seed + index, patients=spec.patients)
         self.prefix = f"{spec.tag}C{index:02d}".encode()
         self.sequence = 0
         self.acknowledged = 0  # measured, good replies

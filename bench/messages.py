@@ -61,6 +61,8 @@ _APPOINTMENTS = [("FOLLOWUP", "Follow-up visit", 20), ("NEWPT", "New patient vis
                  ("LABDRAW", "Laboratory draw", 10)]
 
 _START = datetime(2026, 3, 2, 7, 0, 0)
+_POOL_SEED = 1_000_003
+_POOL_FIRST_MRN = 5_000_000  # pool MRNs are 5000000, 5000001, ...: apart from each other, whatever the pool size
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,21 +78,40 @@ class Template:
         return self.head + control_id + self.tail
 
 
-def generate(count: int, seed: int = 2575) -> list[Template]:
-    """``count`` messages drawn from MIX, the same for the same seed."""
+def generate(count: int, seed: int = 2575, patients: int | None = None) -> list[Template]:
+    """``count`` messages drawn from MIX, the same for the same seed.
+
+    By default every message is about a patient of its own. With ``patients`` each message is
+    about one of a pool of that many, the same pool for every seed (so that the messages of
+    several connections share it): each patient recurs across message kinds and senders, with
+    the same identifiers and demographics, as in a hospital's feed.
+    """
     rng = random.Random(seed)
+    pool = patient_pool(patients) if patients else None
     kinds = [kind for kind, _ in MIX]
     weights = [weight for _, weight in MIX]
-    return [_build(rng, rng.choices(kinds, weights)[0], index) for index in range(count)]
+    return [_build(rng, rng.choices(kinds, weights)[0], index, pool) for index in range(count)]
+
+
+def patient_pool(size: int) -> list[dict]:
+    """``size`` made-up patients with distinct medical record numbers, the same for the same size."""
+    rng = random.Random(_POOL_SEED)
+    return [{**_patient(rng), "mrn": f"{_POOL_FIRST_MRN + number}"} for number in range(size)]
+
+
+def patient_id(template: Template) -> str:
+    """PID-3.1 of the first repetition: the medical record number the message is about."""
+    pid = template.tail[template.tail.index(b"\rPID|") + 1:]
+    return pid.split(b"\r", 1)[0].split(b"|")[3].split(b"~")[0].split(b"^")[0].decode()
 
 
 _CONTROL_ID_HOLE = "\x00CONTROL-ID\x00"
 _CHARSET_HOLE = "\x00CHARSET\x00"
 
 
-def _build(rng: random.Random, kind: str, index: int) -> Template:
+def _build(rng: random.Random, kind: str, index: int, pool: list[dict] | None) -> Template:
     when = _START + timedelta(seconds=index * 7 + rng.randint(0, 6))
-    patient = _patient(rng)
+    patient = _patient(rng) if pool is None else rng.choice(pool)
     builders = {"ADT": _adt, "ORU": _oru, "SIU": _siu, "DFT": _dft}
     segments = builders[kind[:3]](rng, kind, when, patient)
     text = "\r".join(segments) + "\r"

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import deps, procstats
-from bench.scenarios import Options, measure
+from bench.harness import Options, measure
 from bench.systems import SYSTEMS, RunContext
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -90,9 +90,9 @@ def _parse_frame(frame: str) -> tuple[str, str]:
 
 def _area(file: str) -> str:
     """A coarse owner of a file: engine/store, twisted/internet, sqlalchemy, sqlite3, ..."""
-    parts = Path(file).with_suffix("").parts
-    if not parts:
+    if not file:  # a frame py-spy could not place (native code)
         return "?"
+    parts = Path(file).with_suffix("").parts
     if parts[0] == "engine":
         return "/".join(parts[:2]) if len(parts) > 2 else parts[0]
     if parts[0] in ("twisted", "sqlalchemy"):

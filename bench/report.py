@@ -1,4 +1,4 @@
-"""The report: the measured rows, engine-to-baseline ratios, the issue's targets, machine and versions.
+"""The report: the measured rows, engine-to-baseline ratios, each scenario's own figures, the issue's targets, machine and versions.
 
 One Markdown text (printed and written to ``latest.md``) and one JSON document (``latest.json``)
 carry the same figures.
@@ -7,34 +7,11 @@ carry the same figures.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from bench.scenarios import QUIET_PERCENT, Row, Scenario
+from bench.harness import QUIET_PERCENT, Row, Scenario, Verdict
 
 BASELINES = ("python-hl7", "txhl7", "simple-hl7", "node-hl7-server", "ceiling")
-
-
-@dataclass(frozen=True)
-class Target:
-    """A figure issue 5 asks of the engine (durability: process, SQLite, after_store ACK)."""
-
-    text: str
-    connections: int
-    metric: str  # rate | p99_ms
-    bound: float
-
-    def met(self, row: Row) -> bool:
-        value = getattr(row, self.metric)
-        return value is not None and (value >= self.bound if self.metric == "rate" else value < self.bound)
-
-
-TARGETS = (
-    Target("intake, 8 connections: at least 5,000 messages/s", 8, "rate", 5000),
-    Target("intake, 1 connection: at least 1,500 messages/s", 1, "rate", 1500),
-    Target("intake, 1 connection: p99 under 5 ms", 1, "p99_ms", 5.0),
-    Target("intake, 8 connections: p99 under 5 ms", 8, "p99_ms", 5.0),
-)
 
 
 def _ms(value: float | None) -> str:
@@ -60,9 +37,8 @@ def rows_table(rows: list[Row]) -> list[str]:
             example = row.known_issue or (row.error_samples[0] if row.error_samples else "")
             notes.append(f"{row.errors:,} bad or missing ACKs" + (f": {example}" if example else ""))
         if "stored" in row.observed:
-            acknowledged = row.messages + row.warmup_messages
             stored = row.observed["stored"]
-            notes.append(f"stored {stored:,} = acknowledged" if stored == acknowledged else f"stored {stored} ≠ acknowledged {acknowledged}")
+            notes.append(f"stored {stored:,} = acknowledged" if stored == row.acknowledged else f"stored {stored} ≠ acknowledged {row.acknowledged}")
         if row.reason:
             notes.append(row.reason)
         if len(row.rate_runs) > 1:
@@ -103,16 +79,29 @@ def ratio_table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def targets_table(rows: list[Row]) -> list[str]:
-    lines = ["| target (issue 5) | measured | met |", "|---|--:|---|"]
-    for target in TARGETS:
-        row = next((r for r in rows if r.system == "engine" and r.connections == target.connections and r.status == "ok"), None)
-        if row is None:
-            continue
-        value = getattr(row, target.metric)
-        shown = f"{value:,.0f} msg/s" if target.metric == "rate" else f"{_ms(value)} ms"
-        lines.append(f"| {target.text} | {shown} | {'yes' if target.met(row) and row.errors == 0 else 'no'} |")
-    return lines if len(lines) > 2 else []
+def figures_table(rows: list[Row], figures) -> list[str]:
+    """The scenario's own figures of each measured row, one column per figure any row has."""
+    shown = [(row, figures(row)) for row in rows if row.status == "ok"]
+    columns = list(dict.fromkeys(name for _, values in shown for name in values))
+    if not columns:
+        return []
+    lines = ["| system | conns | " + " | ".join(columns) + " |", "|---|--:|" + "---|" * len(columns)]
+    for row, values in shown:
+        lines.append(f"| {row.label} | {row.connections} | " + " | ".join(values.get(name, "-") for name in columns) + " |")
+    return lines
+
+
+def verdicts(scenario: Scenario, results: dict[str, list[Row]]) -> list[Verdict]:
+    """The targets of issue 5 the scenario is held to, checked against this run's rows."""
+    return scenario.check(results.get(scenario.name, []), results) if scenario.check else []
+
+
+def targets_table(checked: list[Verdict]) -> list[str]:
+    lines = ["| target (issue 5) | measured | met |", "|---|---|---|"]
+    for verdict in checked:
+        met = "n/a" if verdict.met is None else "yes" if verdict.met else "no"
+        lines.append(f"| {verdict.target} | {verdict.measured} | {met} |")
+    return lines if checked else []
 
 
 def render(results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict) -> str:
@@ -134,9 +123,12 @@ def render(results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict)
         ratios = ratio_table(rows)
         if ratios:
             out += ["Engine ÷ baseline (messages/s):", ""] + ratios + [""]
-        targets = targets_table(rows)
+        own = figures_table(rows, scenario.figures) if scenario.figures else []
+        if own:
+            out += ["Scenario figures:", ""] + own + [""]
+        targets = targets_table(verdicts(scenario, results))
         if targets:
-            out += ["Targets (durability: process, SQLite, ACK after store):", ""] + targets + [""]
+            out += ["Targets (durability: process, ACK after store; n/a: cannot be said from this run):", ""] + targets + [""]
     machine = meta["machine"]
     out += ["## Machine and versions", ""]
     out += [f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable), {machine['memory_gib']} GiB,"
@@ -163,10 +155,10 @@ def write(output: Path, text: str, results: dict[str, list[Row]], scenarios: lis
         **meta,
         "scenarios": [
             {"name": s.name, "title": s.title, "available": s.pending is None, "reason": s.pending,
-             "rows": [r.to_json() for r in results.get(s.name, [])]}
+             "rows": [r.to_json() for r in results.get(s.name, [])],
+             "targets": [v.to_json() for v in verdicts(s, results)]}
             for s in scenarios
         ],
-        "targets": [{"text": t.text, "connections": t.connections, "metric": t.metric, "bound": t.bound} for t in TARGETS],
     }
     document.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return markdown, document

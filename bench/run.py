@@ -27,7 +27,8 @@ if str(ROOT) not in sys.path:
 
 from bench import deps, procstats, report  # noqa: E402
 from bench.loadgen import default_tag  # noqa: E402
-from bench.scenarios import SCENARIOS, Options  # noqa: E402
+from bench.harness import Options  # noqa: E402
+from bench.scenarios import SCENARIOS  # noqa: E402
 from bench.systems import SYSTEMS, RunContext  # noqa: E402
 
 QUICK_SECONDS, QUICK_WARMUP = 3.0, 1.0
@@ -67,6 +68,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()), help="where each row's fresh work folder and store go")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results", help="where latest.md and latest.json go")
     parser.add_argument("--quiet-wait", type=float, default=30.0, help="before each row, wait up to this many seconds for other CPU use to drop (default 30; 0: do not wait)")
+    parser.add_argument("--drain-seconds", type=float, default=60.0, help="end-to-end and patient-record: after the load, wait up to this long for the engine to deliver what it queued (default 60)")
+    parser.add_argument("--prefill-messages", type=int, default=1_000_000, help="large-store: messages in the pre-filled store (default 1,000,000)")
+    parser.add_argument("--prefill-queued", type=int, default=100_000, help="large-store: of those, queued for the destination that is down (default 100,000)")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432", help="postgresql: the server each row creates its database on (default postgresql://postgres@127.0.0.1:5432)")
     parser.add_argument("--keep", action="store_true", help="keep each row's work folder (config, store, server log)")
     parser.add_argument("--profile", choices=["py-spy", "cprofile"], help="profile the engine once under the load (at the largest --connections) instead")
     parser.add_argument("--list", action="store_true", help="list the scenarios and systems and exit")
@@ -75,6 +80,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (QUICK_WARMUP if args.quick else 2.0)
     if args.seconds <= 0 or args.seconds > 600 or args.warmup < 0 or args.warmup > 60 or args.messages < 1 or not 1 <= args.repeat <= 10:
         parser.error("--seconds must be in (0, 600], --warmup in [0, 60], --messages at least 1, --repeat 1..10")
+    if not 0 <= args.drain_seconds <= 600 or not 1 <= args.prefill_messages <= 10_000_000 or not 0 <= args.prefill_queued <= args.prefill_messages:
+        parser.error("--drain-seconds must be in [0, 600], --prefill-messages 1..10,000,000, --prefill-queued 0..--prefill-messages")
     return args
 
 
@@ -132,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         keep_workdirs=args.keep,
         quiet_wait_seconds=args.quiet_wait,
         repeat=args.repeat,
+        drain_seconds=args.drain_seconds,
+        prefill_messages=args.prefill_messages,
+        prefill_queued=args.prefill_queued,
+        postgres_server=args.postgres,
     )
     args.data_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-engine-", dir=args.data_root) as scratch:
@@ -159,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": started,
         "command": "python bench/run.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "options": {"connections": list(options.connections), "seconds": options.seconds, "warmup_seconds": options.warmup_seconds,
-                    "max_messages": options.max_messages, "repeat": options.repeat, "generator_processes": options.generator_processes or "one per 8 connections"},
+                    "max_messages": options.max_messages, "repeat": options.repeat, "generator_processes": options.generator_processes or "one per 8 connections",
+                    "drain_seconds": options.drain_seconds, "prefill_messages": options.prefill_messages, "prefill_queued": options.prefill_queued},
         "machine": procstats.machine(args.data_root),
         "python": platform.python_version(),
         "node": deps.node_version(),

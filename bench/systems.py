@@ -18,7 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import deps
+from sqlalchemy.exc import SQLAlchemyError
+
+from bench import deps, stores
 
 BENCH = Path(__file__).resolve().parent
 SERVERS = BENCH / "servers"
@@ -124,36 +126,64 @@ class System:
         return {}
 
 
-def _python_env(extra_path: Path | None = None) -> dict[str, str]:
+def python_env(extra_path: Path | None = None) -> dict[str, str]:
+    """This environment, with extra_path first on PYTHONPATH."""
     env = dict(os.environ)
     if extra_path is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
     return env
 
 
+#: The channel of an intake run: whatever arrives is stored and answered, nothing else.
+INTAKE_CHANNEL = {"name": "intake", "source": "bench", "accept": {"types": ["*"]}}
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    """What an engine row runs behind its one MLLP listener (named ``bench``): channels, lookup tables, store."""
+
+    channels: tuple[dict, ...] = (INTAKE_CHANNEL,)
+    tables: dict | None = None
+    store_url: str | None = None  # None: SQLite in the row's work folder
+    existing_messages: int = 0  # messages in the store before the row (ids 1..n of a pre-filled store)
+
+
 class Engine(System):
-    """``python -m engine run`` on a generated config: one MLLP listener, one catch-all channel, no destinations."""
+    """``python -m engine run`` on a generated config: one MLLP listener and the setup's channels (by default one catch-all, no destinations)."""
 
     role = "engine"
 
-    def __init__(self, name: str, label: str, durability: str):
+    def __init__(self, name: str, label: str, durability: str, setup: EngineSetup = EngineSetup()):
         self.name = name
         self.label = label
         self.durability = durability
+        self.setup = setup
 
-    def config(self, port: int, data_dir: Path) -> str:
-        """The channels.yaml of an intake run: what arrives is stored and answered, nothing else."""
-        return json.dumps({
-            "engine": {"data_dir": str(data_dir), "store": {"durability": self.durability}},
+    def configured(self, label: str, setup: EngineSetup) -> Engine:
+        """This engine (same name and durability) with another label and setup: one scenario's variant."""
+        return Engine(self.name, label, self.durability, setup)
+
+    def store_url(self, workdir: Path) -> str:
+        """Where this row's store is."""
+        return self.setup.store_url or stores.sqlite_url(workdir / "data" / "hl7engine.db")
+
+    def config(self, port: int, workdir: Path) -> str:
+        """The channels.yaml of a row."""
+        store = {"durability": self.durability, "url": self.store_url(workdir)}
+        document = {
+            "engine": {"data_dir": str(workdir / "data"), "store": store},
             "listeners": [{"name": "bench", "type": "mllp", "endpoint": f"tcp:{port}:interface=127.0.0.1"}],
-            "channels": [{"name": "intake", "source": "bench", "accept": {"types": ["*"]}}],
-        }, indent=2)  # JSON is YAML
+            "channels": list(self.setup.channels),
+        }
+        if self.setup.tables:
+            document["tables"] = self.setup.tables
+        return json.dumps(document, indent=2)  # JSON is YAML
 
     def command(self, port, workdir, context):
         config = workdir / "channels.yaml"
-        config.write_text(self.config(port, workdir / "data"))
+        config.write_text(self.config(port, workdir))
         argv = [sys.executable, *context.engine_python_args, "-m", "engine", "run", "-c", str(config)]
-        return argv, context.engine_root, _python_env()
+        return argv, context.engine_root, python_env()
 
     def versions(self, context):
         return {
@@ -161,14 +191,15 @@ class Engine(System):
             "Twisted": deps.python_package_version("Twisted"),
             "SQLAlchemy": deps.python_package_version("SQLAlchemy"),
             "SQLite": sqlite3.sqlite_version,
+            "psycopg": deps.python_package_version("psycopg"),
         }
 
     def observe(self, workdir):
-        database = workdir / "data" / "hl7engine.db"
-        if not database.exists():
-            return {"stored": None}
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-            return {"stored": connection.execute("SELECT count(*) FROM messages").fetchone()[0]}
+        try:
+            with stores.probe(self.store_url(workdir)) as store:
+                return {"stored": store.stored(after_id=self.setup.existing_messages)}
+        except SQLAlchemyError as error:  # no store: the engine never got as far as creating it
+            return {"stored": None, "store_error": str(error).splitlines()[0]}
 
 
 class PythonScript(System):
@@ -185,7 +216,7 @@ class PythonScript(System):
         return deps.python_baselines() if self.needs_bench_deps else None
 
     def command(self, port, workdir, context):
-        env = _python_env(deps.PYTHON_DEPS if self.needs_bench_deps else None)
+        env = python_env(deps.PYTHON_DEPS if self.needs_bench_deps else None)
         return [sys.executable, str(SERVERS / self.script), "--port", str(port)], BENCH, env
 
     def versions(self, context):

@@ -21,6 +21,11 @@ ACK_TAIL = b"\r\x1c\x0d"
 class FixedAck(asyncio.Protocol):
     """Frames by VT ... FS CR, answers each frame at once; a buffer over the limit closes the connection."""
 
+    ack_head = ACK_HEAD
+
+    def acknowledged(self, control_id: bytes) -> None:
+        """Called after each ACK is written, with the control id it carries (a subclass records it)."""
+
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.buffer = b""
@@ -32,18 +37,21 @@ class FixedAck(asyncio.Protocol):
             frame, buffer = buffer[start + 1:end], buffer[end + 2:]
             header = frame[: frame.find(b"\r")]
             fields = header.split(header[3:4], 10) if len(header) > 3 else []
-            self.transport.write(ACK_HEAD + (fields[9] if len(fields) > 9 else b"") + ACK_TAIL)
+            control_id = fields[9] if len(fields) > 9 else b""
+            self.transport.write(self.ack_head + control_id + ACK_TAIL)
+            self.acknowledged(control_id)
         if len(buffer) > MAX_FRAME_BYTES:
             self.transport.close()
         self.buffer = buffer
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, protocol: type[asyncio.Protocol] = FixedAck) -> None:
+    """Answer on 127.0.0.1:port until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
     loop.add_signal_handler(signal.SIGINT, stop.set_result, None)
-    server = await loop.create_server(FixedAck, "127.0.0.1", port)
+    server = await loop.create_server(protocol, "127.0.0.1", port)
     async with server:
         await stop
 

@@ -1,0 +1,60 @@
+"""Scenario (3), patient record ingest: a mixed ADT/SIU/ORU/DFT stream whose patients recur, into the record destination.
+
+The engine has one channel taking ADT, SIU, ORU and DFT to a ``record`` destination
+(docs/record.md). The load is scenario (1)'s, except that every message is about one of a pool
+of ``PATIENTS`` patients, so identities are found again across message kinds and senders
+instead of each message creating a person. A row reports intake, the record ingest rate (the
+record deliveries that became SENT within the measured window, per second), what was still
+waiting at the window's end, and, after a bounded drain, the persons and identifiers in the
+record.
+"""
+
+from __future__ import annotations
+
+from bench.harness import Options, Row, measure, row_folder
+from bench.stores import DeliveryWatch, drain_figures, probe, sqlite_url
+from bench.systems import EngineSetup, RunContext, System
+
+CHANNEL, DESTINATION = "patient-record", "record"
+LABEL = "hl7engine, SQLite, patient record"
+# Patients in the pool the messages are about: with 64 generated messages per connection, each
+# patient recurs across connections, message kinds and senders.
+PATIENTS = 200
+
+CHANNELS = ({
+    "name": CHANNEL,
+    "source": "bench",
+    "accept": {"types": ["ADT", "SIU", "ORU", "DFT"]},
+    "destinations": [{"name": DESTINATION, "type": "record"}],
+},)
+
+
+def measure_row(scenario: str, system: System, connections: int, options: Options, context: RunContext) -> Row:
+    """One patient-record row, on SQLite in the row's folder."""
+    with row_folder(options, f"bench-record-{connections}-") as folder:
+        url = sqlite_url(folder / "hl7engine.db")
+        engine = system.configured(LABEL, EngineSetup(channels=CHANNELS, store_url=url))
+        watch = DeliveryWatch(url, CHANNEL, DESTINATION, options.drain_seconds)
+        row = measure(scenario, engine, connections, options, context, on_window=watch.on_window, patients=PATIENTS)
+        if row.status != "ok":
+            return row
+        with probe(url) as store:
+            row.observed.update(watch.figures())
+            row.observed["deliveries"] = store.deliveries(CHANNEL, DESTINATION)
+            row.observed.update(store.record_counts())
+    row.observed["patient_pool"] = PATIENTS
+    return row
+
+
+def figures(row: Row) -> dict[str, str]:
+    """The patient-record columns of the report."""
+    seen = row.observed
+    if "persons" not in seen:
+        return {}
+    statuses = seen["deliveries"]
+    return {
+        "record msg/s (window)": f"{seen['sent_rate_in_window']:,.0f}",
+        **drain_figures(seen),
+        "record deliveries": ", ".join(f"{status} {count:,}" for status, count in sorted(statuses.items())),
+        "persons / identifiers": f"{seen['persons']:,} / {seen['identifiers']:,} (pool of {seen['patient_pool']:,})",
+    }

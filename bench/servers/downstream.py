@@ -1,0 +1,45 @@
+"""The downstream receiver of the end-to-end scenario: ACKs every message AA and records what it received, in order.
+
+The ceiling's framer (``ceiling.py``) with MSA-2 the message's control id, as the engine's mllp
+destination checks it. Every control id is kept in memory with its receive time on the
+system-wide monotonic clock (the one the load generator measures its window with); on SIGTERM
+they are written to ``--record``, one ``<seconds> <control id>`` line per message, in order of
+receipt. Run: ``python bench/servers/downstream.py --port N --record FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+
+from ceiling import FixedAck, serve
+
+RECEIVED: list[tuple[float, bytes]] = []
+
+
+class Recording(FixedAck):
+    """ACKs like the ceiling, under its own name, and notes each control id with the time it was answered."""
+
+    ack_head = b"\x0bMSH|^~\\&|DOWNSTREAM|BENCH|||20260101000000||ACK|1|P|2.5.1\rMSA|AA|"
+
+    def acknowledged(self, control_id: bytes) -> None:
+        RECEIVED.append((time.monotonic(), control_id))
+
+
+def write_record(path: Path) -> None:
+    """Every control id received, in order, with its receive time; written whole, then renamed into place."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as out:
+        out.writelines(b"%.6f %s\n" % (moment, control_id) for moment, control_id in RECEIVED)
+    partial.replace(path)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--record", type=Path, required=True)
+    arguments = parser.parse_args()
+    asyncio.run(serve(arguments.port, Recording))
+    write_record(arguments.record)
