@@ -3,7 +3,7 @@
 A scenario that can run has a ``run`` function returning its rows; one that cannot yet has a
 ``pending`` reason, which the report prints instead of figures. How a row is measured is in
 ``harness.py``; a scenario with fixtures of its own has its module (``end_to_end.py``,
-``patient_record.py``, ``large_store.py``), its own figures for the report,
+``patient_record.py``, ``large_store.py``, ``postgresql.py``), its own figures for the report,
 and the targets of issue 5 it is held to (``targets.py``).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from bench import end_to_end, large_store, patient_record, targets
+from bench import end_to_end, large_store, patient_record, postgresql, targets
 from bench.harness import Scenario, sweep
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -49,7 +49,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario(
         "postgresql",
         "(5) PostgreSQL instead of SQLite for (1) and (2)",
-        pending="the harness needs a fresh database for every row on the PostgreSQL server at"
-                " 127.0.0.1:5432 (as the tests use)",
+        systems=("engine",),
+        run=postgresql.run,
+        figures=postgresql.figures,
+        check=targets.postgresql,
     ),
 ]}
