@@ -2,9 +2,16 @@
 
 ``MessageRepository`` does the SQL of messages and returns plain frozen dataclasses; it blocks,
 so it runs on threads (and in the CLI), as do ``QueueRepository`` (``queues.py``) and
-``ConfigRepository`` (``configs.py``). ``MessageStore`` is what the reactor talks to: every
-write goes to one writer thread, in order (``add()`` calls pending together are committed in
-one transaction: group commit) and fires its Deferred after COMMIT; reads run on a small pool.
+``ConfigRepository`` (``configs.py``). ``MessageStore`` is what the reactor talks to: writes
+go to one writer thread, in order (``add()`` calls pending together are committed in one
+transaction: group commit) and fire their Deferreds after COMMIT; reads run on a small pool.
+
+On SQLite with ``durability: process`` (a commit is a write into the WAL, no fsync), the adds
+made during one reactor turn are committed at the end of that turn on the reactor thread
+itself, when no other write is running: a thread hop each way and the two threads' contention
+for the GIL cost more than the commit. Whenever that cannot be done at once (the writer thread
+or another process holds the write lock, or anything fails) the adds go to the writer thread,
+which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
 """
 
 from __future__ import annotations
@@ -385,6 +392,41 @@ class _PendingCall:
     deferred: defer.Deferred
 
 
+class _KeptConnection:
+    """One connection a thread keeps between transactions, set up once; dropped (and made anew) after any error."""
+
+    def __init__(self, engine: sa.Engine, pragmas: Sequence[str] = ()):
+        self._engine = engine
+        self._pragmas = pragmas
+        self._connection: sa.Connection | None = None
+
+    def get(self) -> sa.Connection:
+        if self._connection is None:
+            with store_errors("connecting to the store"):
+                connection = self._engine.connect()
+                try:
+                    cursor = connection.connection.driver_connection.cursor()
+                    for pragma in self._pragmas:  # connection settings, outside any transaction
+                        cursor.execute(pragma)
+                    cursor.close()
+                except BaseException:
+                    connection.invalidate()
+                    connection.close()
+                    raise
+            self._connection = connection
+        return self._connection
+
+    def drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                # Never back into the pool: it may be broken, or carry the pragmas set above.
+                connection.invalidate()
+                connection.close()
+            except Exception:  # it is being thrown away; a dead connection may fail to close
+                log.debug("closing a kept store connection failed")
+
+
 class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
@@ -425,7 +467,13 @@ class MessageStore:
         self._queues: QueueRepository | None = None
         self._configs: ConfigRepository | None = None
         self._reads: ThreadPool | None = None
-        self._connection: sa.Connection | None = None  # the writer thread's own, kept between groups
+        self._connection: _KeptConnection | None = None  # the writer thread's own
+        self._inline_connection: _KeptConnection | None = None  # the reactor thread's, for adds committed inline
+        self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
+        self._inline_flush = None  # the pending call that commits them
+        self._inline_commits = 0  # since the writer last checkpointed the WAL
+        # Held by whichever thread is in a write transaction, so the reactor never waits for the writer.
+        self._transaction_lock = threading.Lock()
 
     @property
     def repository(self) -> MessageRepository:
@@ -464,6 +512,11 @@ class MessageStore:
         self._configs = ConfigRepository(engine)
         self._reads = ThreadPool(minthreads=0, maxthreads=self._read_threads, name="hl7engine-store-read")
         self._reads.start()
+        self._connection = _KeptConnection(engine)
+        if engine.dialect.name == "sqlite" and self._durability == "process":
+            # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
+            # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
+            self._inline_connection = _KeptConnection(engine, ("PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0"))
         writer = threading.Thread(target=self._write_until_stopped, name="hl7engine-store-writer", daemon=True)
         self._state = _State.RUNNING
         writer.start()
@@ -477,6 +530,7 @@ class MessageStore:
         waiter: defer.Deferred = defer.Deferred()
         self._stop_waiters.append(waiter)
         if self._state is _State.RUNNING:
+            self._hand_over_inline()
             with self._wakeup:
                 self._state = _State.STOPPING
                 self._wakeup.notify()
@@ -491,7 +545,15 @@ class MessageStore:
         batch = tuple(new_messages)
         if not batch and source_file is None:
             return defer.succeed([])
-        return self._enqueue(_PendingAdd(batch, source_file, defer.Deferred()))
+        pending = _PendingAdd(batch, source_file, defer.Deferred())
+        if self._inline_connection is None or source_file is not None:
+            self._hand_over_inline()  # adds are committed in the order asked
+            return self._enqueue(pending)
+        self._inline_group.append(pending)
+        if self._inline_flush is None:
+            # callLater(0) runs after every connection that was readable in this turn has been read.
+            self._inline_flush = self._reactor.callLater(0, self._commit_inline)
+        return pending.deferred
 
     def record_processing(self, results: Sequence[ProcessingResult]) -> defer.Deferred:
         """Fires with QueueRepository.record_processing(results): the new delivery ids."""
@@ -567,6 +629,7 @@ class MessageStore:
         """
         if self._state is not _State.RUNNING:
             return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
+        self._hand_over_inline()  # writes run in the order asked: adds of this turn go first
         return self._enqueue(_PendingCall(function, args, kwargs, defer.Deferred()))
 
     def read(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
@@ -586,6 +649,48 @@ class MessageStore:
         """Run ``method(repository, *args, **kwargs)`` on the writer thread after every write asked for before it."""
         return self.write(method, repository, *args, **kwargs)
 
+    # Inline adds: everything here runs on the reactor thread.
+
+    def _commit_inline(self) -> None:
+        """Commit this turn's adds here and now if nothing else is writing; else hand them to the writer."""
+        self._inline_flush = None
+        group, self._inline_group = self._inline_group, []
+        while group:
+            chunk, size = [], 0
+            while group and (not chunk or size + len(group[0].messages) <= self._max_batch):
+                size += len(group[0].messages)
+                chunk.append(group.pop(0))
+            if not self._commit_here(chunk):
+                for pending in chunk + group:  # in order, behind whatever the writer has queued
+                    self._enqueue(pending)
+                return
+
+    def _commit_here(self, group: list[_PendingAdd]) -> bool:
+        """Commit the group on this thread and fire its Deferreds; False (nothing fired) when the writer must do it."""
+        if not self._transaction_lock.acquire(blocking=False):
+            return False
+        try:
+            ids = self._repository.insert_groups([(pending.messages, None) for pending in group], connection=self._inline_connection.get())
+        except Exception:
+            # Locked by another process, or anything else: the writer retries with the full lock
+            # timeout and reports what is still wrong then, exactly as for its own groups.
+            self._inline_connection.drop()
+            return False
+        finally:
+            self._transaction_lock.release()
+        self._inline_commits += 1
+        _fire([(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
+        return True
+
+    def _hand_over_inline(self) -> None:
+        """The adds waiting for the end of the turn go to the writer (stopping, or an add that only the writer can do)."""
+        if self._inline_flush is not None:
+            self._inline_flush.cancel()
+            self._inline_flush = None
+        group, self._inline_group = self._inline_group, []
+        for pending in group:
+            self._enqueue(pending)
+
     def _enqueue(self, pending: _PendingAdd | _PendingCall) -> defer.Deferred:
         with self._wakeup:
             self._pending.append(pending)
@@ -602,7 +707,9 @@ class MessageStore:
                 else:
                     self._write(work)
             self._reads.stop()  # runs the reads already queued, then joins the threads
-            self._drop_connection()
+            self._connection.drop()
+            if self._inline_connection is not None:  # no add() commits inline once stopping
+                self._inline_connection.drop()
             self._repository.engine.dispose()
         finally:
             self._reactor.callFromThread(self._stopped)
@@ -611,7 +718,8 @@ class MessageStore:
         """Wait for work: the next call alone, or the adds at the head of the queue that fit in max_batch (at least one); None to exit."""
         with self._wakeup:
             while not self._pending and self._state is _State.RUNNING:
-                self._wakeup.wait()
+                if not self._wakeup.wait(_CHECKPOINT_SECONDS) and self._inline_commits:
+                    self._checkpoint()
             if not self._pending:
                 return None
             first = self._pending.popleft()
@@ -625,10 +733,22 @@ class MessageStore:
                 group.append(self._pending.popleft())
             return group
 
+    def _checkpoint(self) -> None:
+        """Copy the WAL the inline commits wrote into the database file, without waiting for anyone (PASSIVE)."""
+        self._inline_commits = 0
+        try:
+            connection = self._connection.get()
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            connection.commit()
+        except Exception as error:  # the next idle moment tries again; a failing store shows in the writes
+            self._connection.drop()
+            log.debug("checkpointing the store failed: {error}", error=str(error))
+
     def _run_call(self, call: _PendingCall) -> None:
         """Run one call in its own transaction(s) and fire its Deferred; never raises."""
         try:
-            result = call.function(*call.args, **call.kwargs)
+            with self._transaction_lock:
+                result = call.function(*call.args, **call.kwargs)
         except Exception as error:  # whatever happens, the writer lives on to serve the next write
             failure = _as_store_error(error, call.function.__name__)
             log.warn("store call {call} failed: {error}", call=call.function.__name__, error=str(failure))
@@ -639,13 +759,11 @@ class MessageStore:
     def _write(self, group: list[_PendingAdd]) -> None:
         """Commit the group in one transaction and fire each add's Deferred; never raises."""
         try:
-            if self._connection is None:
-                with store_errors("connecting to the store"):
-                    self._connection = self._repository.engine.connect()
-            ids = self._repository.insert_groups([(pending.messages, pending.source_file) for pending in group], connection=self._connection)
+            with self._transaction_lock:
+                ids = self._repository.insert_groups([(pending.messages, pending.source_file) for pending in group], connection=self._connection.get())
         except Exception as error:  # whatever happens, the writer lives on to serve the next group
             # The connection may be what failed (a restarted server): the next group takes a new one.
-            self._drop_connection()
+            self._connection.drop()
             failure = _as_store_error(error, "storing messages")
             if len(group) > 1 and _may_be_one_add(failure):
                 # One add's rows may be at fault: give every add its own transaction so the rest commit.
@@ -658,20 +776,15 @@ class MessageStore:
         # One hand-off to the reactor per committed group, not one per add: each wakes the reactor.
         self._reactor.callFromThread(_fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
 
-    def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.invalidate()
-                connection.close()
-            except Exception:  # it is being thrown away; a dead connection may fail to close
-                log.debug("closing the writer's store connection failed")
-
     def _stopped(self) -> None:
         self._state = _State.STOPPED
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+# How long the writer waits idle before it checkpoints the WAL that inline commits wrote.
+_CHECKPOINT_SECONDS = 0.25
 
 
 def _fire(calls: list) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -449,3 +450,82 @@ def test_store_finds_duplicates(open_store, make_message):
     [message_id] = yield store.add([make_message(0)])
     assert (yield store.find_duplicate("LAB", "NORTH", "C0", since=T0)) == (message_id, make_message(0).ack)
     assert (yield store.find_duplicate("LAB", "NORTH", "C0", since=T0 + timedelta(seconds=1))) is None
+
+
+# Inline commits: SQLite with durability process commits a reactor turn's adds on the reactor thread.
+
+
+def _commit_threads(engine: sa.Engine) -> list[str]:
+    """The name of the thread of every commit the engine makes from now on."""
+    threads: list[str] = []
+    sa.event.listen(engine, "commit", lambda connection: threads.append(threading.current_thread().name))
+    return threads
+
+
+@pytest_twisted.inlineCallbacks
+def test_adds_of_one_reactor_turn_commit_together_on_the_reactor_thread(open_store, backend, make_message):
+    """On SQLite (durability process) the adds asked in one turn share one commit, made on the reactor thread: no thread hop."""
+    store = open_store()
+    threads = _commit_threads(store.repository.engine)
+    results = yield defer.gatherResults([store.add([make_message(n)]) for n in range(5)])
+    expected = ["MainThread"] if backend == "sqlite" else ["hl7engine-store-writer"]
+    assert threads == expected
+    ids = [i for ids in results for i in ids]
+    assert ids == sorted(ids) and [store.repository.get(i).control_id for i in ids] == [f"C{n}" for n in range(5)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_power_loss_durability_commits_on_the_writer_thread(open_store, make_message):
+    """With an fsync on every commit the reactor must not wait for the disk: the writer thread commits."""
+    store = open_store(durability="power_loss")
+    threads = _commit_threads(store.repository.engine)
+    yield store.add([make_message(0)])
+    assert threads == ["hl7engine-store-writer"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_write_lock_sends_inline_adds_to_the_writer_which_waits(open_store, backend, write_lock, make_message):
+    """While another process writes, the reactor does not wait: the adds go to the writer, which commits them once the lock is free."""
+    store = open_store()
+    threads = _commit_threads(store.repository.engine)
+    write_lock.hold()
+    adds = [store.add([make_message(n)]) for n in range(3)]
+    yield later(0.3, write_lock.release)
+    results = yield defer.gatherResults(adds)
+    assert threads == ["hl7engine-store-writer"]
+    assert [store.repository.get(ids[0]).control_id for ids in results] == ["C0", "C1", "C2"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_inline_adds_keep_their_order_with_calls_asked_after_them(open_store, make_message):
+    """A call asked in the same turn as adds runs after them: the adds are handed to the writer first."""
+    store = open_store()
+    [first] = yield store.add([make_message(0)])
+    added = store.add([make_message(1)])
+    counted = store.write(lambda: store.repository.count())
+    ids, count = yield defer.gatherResults([added, counted])
+    assert count == 2 and ids[0] > first
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_commits_adds_still_waiting_for_the_end_of_the_turn(open_store, store_url, make_message):
+    """stop() asked in the same turn as an add still commits that add before the store stops."""
+    store = open_store()
+    added = store.add([make_message(0)])
+    yield store.stop()
+    assert (yield added)
+    assert MessageRepository(create_engine_for(store_url)).count() == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_writer_checkpoints_what_inline_commits_wrote(open_store, backend, make_message, sqlite_url):
+    """Inline commits never checkpoint the WAL themselves; the idle writer copies it into the database file."""
+    if backend != "sqlite":
+        pytest.skip("a SQLite WAL")
+    store = open_store()
+    database = Path(sa.engine.make_url(sqlite_url).database)
+    before = database.stat().st_size
+    for n in range(20):
+        yield store.add([make_message(n, raw=bytes(4000))])
+    yield later(1.0, lambda: None)
+    assert database.stat().st_size >= before + 20 * 4000
