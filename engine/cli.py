@@ -272,6 +272,7 @@ _search_options = [
     click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True),
     click.option("--db", help="SQLAlchemy URL of the store (instead of the config's)."),
     click.option("--control-id"),
+    click.option("--patient-id", help="PID-3.1 of the message's first patient identifier (e.g. the MRN)"),
     click.option("--type", "message_type", help="ADT or ADT^A01"),
     click.option("--sender", help="MSH-3 namespace id, optionally APP^FACILITY... as APP or APP/FACILITY"),
     click.option("--status"),
@@ -292,13 +293,14 @@ def _with_search_options(func):
 
 @messages.command("list")
 @_with_search_options
-def list_messages(config_path, db, control_id, message_type, sender, status, channel, since, until, limit, before_id, as_json) -> None:
+def list_messages(config_path, db, control_id, patient_id, message_type, sender, status, channel, since, until, limit, before_id, as_json) -> None:
     """List stored messages, newest first, optionally filtered."""
     from engine.store.messages import MessageQuery
 
     application, _, facility = (sender or "").partition("/")
     query = MessageQuery(
         control_id=control_id,
+        patient_id=patient_id,
         message_type=message_type,
         sending_application=application or None,
         sending_facility=facility or None,

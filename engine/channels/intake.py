@@ -22,7 +22,7 @@ from engine.errors import HL7Error, StoreError
 from engine.hl7.ack import ENHANCED, AckError, ControlIds, Recipient, Sender, build_ack, is_enhanced
 from engine.hl7.batch import Batch, looks_like_batch, split_batch
 from engine.hl7.charset import Decoded, decode, encode
-from engine.hl7.header import Header, is_ack, read_header, validate_header
+from engine.hl7.header import Header, is_ack, patient_id, read_header, validate_header
 from engine.hl7.message import Delimiters, escape
 from engine.store.messages import NewMessage
 from engine.store.schema import Status
@@ -199,6 +199,7 @@ class Intake:
             error = AckError(exc.code, str(exc), exc.location)
             return self._reject(base, decoded.codec, recipient, delimiters, None, (error,))
 
+        base["patient_id"] = patient_id(text, header.delimiters)
         recipient = Recipient.of(header)
         problems = [AckError(p.code, p.text, p.location) for p in validate_header(header)]
         if self.processing_ids is not None and header.processing_id not in self.processing_ids:
@@ -231,6 +232,7 @@ class Intake:
             ack=ack_bytes,
             batch_control_id=batch_id,
             batch_index=index,
+            patient_id=base["patient_id"],
         )
         return _Outcome([row], recipient, header.delimiters, code=code, enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id, ack=ack, channel=channel, sender=sender)
 

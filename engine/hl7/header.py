@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.errors import HL7Error
-from engine.hl7.message import Delimiters
+from engine.hl7.message import Delimiters, unescape
 
 __all__ = [
     "KNOWN_VERSIONS",
     "Header",
     "HeaderProblem",
     "is_ack",
+    "patient_id",
     "read_header",
     "structure_for",
     "validate_header",
@@ -131,6 +132,30 @@ def read_header(text: str) -> Header:
     segment = text[: line_feed if line_feed >= 0 else end]
     delimiters = Delimiters.from_header_segment(segment)
     return Header(delimiters, ("MSH", segment[3], *segment[4:].split(segment[3])))
+
+
+def patient_id(text: str, delimiters: Delimiters) -> str:
+    """PID-3.1 of the first identifier of the first PID segment, unescaped; PID-2.1 when PID-3 is empty
+    (before 2.3.1 senders often put the MRN there); '' when the message has no PID.
+
+    What an operator searches a patient's messages by. Found with a few string scans, like the
+    header: the intake path never parses the whole message.
+    """
+    marker = "PID" + delimiters.field
+    start = text.find("\r" + marker)
+    line_feed = text.find("\n" + marker, 0, start if start >= 0 else len(text))
+    if line_feed >= 0:
+        start = line_feed
+    if start < 0:
+        return ""
+    start += len(marker) + 1
+    end = min((i for i in (text.find("\r", start), text.find("\n", start)) if i >= 0), default=len(text))
+    fields = text[start:end].split(delimiters.field, 3)
+    for value in (fields[2] if len(fields) > 2 else "", fields[1] if len(fields) > 1 else ""):
+        value = value.split(delimiters.repetition, 1)[0].split(delimiters.component, 1)[0]
+        if value:
+            return unescape(value, delimiters) if delimiters.escape and delimiters.escape in value else value
+    return ""
 
 
 def _is_code(value: str) -> bool:

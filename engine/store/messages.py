@@ -70,6 +70,7 @@ class NewMessage:
     error: str = ""  # why it was rejected
     batch_control_id: str | None = None
     batch_index: int | None = None
+    patient_id: str = ""  # PID-3.1 of the first identifier, raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class MessageQuery:
     """Search criteria (all given ones must match, exactly) and a page: newest first, ids below ``before_id``."""
 
     control_id: str | None = None
+    patient_id: str | None = None  # PID-3.1 of the message's first patient identifier
     message_type: str | None = None  # "ADT", "ADT^A01" or "ADT^A01^ADT_A01"; an empty component matches any
     sending_application: str | None = None
     sending_facility: str | None = None
@@ -115,6 +117,7 @@ class MessageSummary:
     version: str
     ack_code: str
     error: str
+    patient_id: str
 
     @property
     def message_type(self) -> str:
@@ -139,6 +142,7 @@ class MessageSummary:
             "version": self.version,
             "ack_code": self.ack_code,
             "error": self.error,
+            "patient_id": self.patient_id,
         }
 
 
@@ -255,6 +259,7 @@ def _criteria(query: MessageQuery) -> list[sa.ColumnElement[bool]]:
     c = messages.c
     equal = (
         (c.control_id, query.control_id),
+        (c.patient_id, query.patient_id),
         (c.sending_application, query.sending_application),
         (c.sending_facility, query.sending_facility),
         (c.status, query.status),

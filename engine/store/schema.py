@@ -114,6 +114,8 @@ messages = sa.Table(
     sa.Column("transformed", sa.LargeBinary(), nullable=True),  # after the channel's transforms; NULL when it has none
     sa.Column("batch_control_id", sa.String(199), nullable=True),
     sa.Column("batch_index", sa.Integer(), nullable=True),
+    # PID-3.1 of the first identifier (raw), '' when the message has none: "every message of MRN 12345".
+    sa.Column("patient_id", sa.String(199), nullable=False, server_default=""),
     # The duplicate lookup (control id + sender within a window); its prefix serves control id searches.
     sa.Index(None, "control_id", "sending_application", "received_at"),
     sa.Index(None, "message_code", "trigger_event"),
@@ -121,6 +123,7 @@ messages = sa.Table(
     sa.Index(None, "status"),
     sa.Index(None, "received_at"),
     sa.Index(None, "channel"),
+    sa.Index(None, "patient_id"),
 )
 
 # Status history after the insert: the messages row itself records RECEIVED/REJECTED.

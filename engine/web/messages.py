@@ -1,6 +1,6 @@
 """The JSON API over stored messages, the audit trail and the queues (everything under ``/api`` but the patient record).
 
-    GET  /api/messages?control_id=&type=&sender=&status=&channel=&since=&until=&limit=&before_id=
+    GET  /api/messages?control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=&before_id=
     GET  /api/messages/{id}             the message, its ACK, deliveries and events   (audited: view)
     GET  /api/messages/{id}/raw         the bytes exactly as received                 (audited: raw)
     POST /api/messages/{id}/resend      queue it again for its destinations           (audited: resend)
@@ -82,7 +82,7 @@ def _time(params: Mapping[str, str], name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-_SEARCH_PARAMS = ("control_id", "type", "sender", "status", "channel", "listener", "since", "until", "limit", "before_id")
+_SEARCH_PARAMS = ("control_id", "patient_id", "type", "sender", "status", "channel", "listener", "since", "until", "limit", "before_id")
 
 
 def message_query(request) -> MessageQuery:
@@ -94,6 +94,7 @@ def message_query(request) -> MessageQuery:
     application, _, facility = params.get("sender", "").partition("/")
     return MessageQuery(
         control_id=params.get("control_id"),
+        patient_id=params.get("patient_id"),
         message_type=params.get("type"),
         sending_application=application or None,
         sending_facility=facility or None,

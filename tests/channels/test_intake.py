@@ -266,6 +266,30 @@ def test_enhanced_mode_honours_msh15_when_configured(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
+def test_each_batch_member_is_found_by_its_patient_id(engine_config):
+    """Intake records PID-3.1 of every message, batch members included, so a search by patient id finds them."""
+    engine = start_engine(engine_config)
+    try:
+        port = port_of(engine)
+        members = [
+            b"MSH|^~\\&|PMS|NORTH|EMR|SOUTH|20260101||ADT^A04|PAT-%d|P|2.5.1\rPID|1||MRN%d^^^NORTH^MR||DOE^JANE" % (n, n % 2)
+            for n in range(4)
+        ]
+        data = b"BHS|^~\\&|PMS|NORTH\r" + b"\r".join(members) + b"\rBTS|4"
+
+        def send():
+            with MLLPClient("127.0.0.1", port, timeout=10) as client:
+                return client.request(data).decode()
+
+        reply = yield in_thread(send)
+        assert [code for code, _ in msa_codes(reply)] == ["AA"] * 4
+        found = yield engine.store.search(MessageQuery(patient_id="MRN1"))
+        assert sorted(r.control_id for r in found) == ["PAT-1", "PAT-3"]
+    finally:
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
 def test_batch_members_are_stored_one_by_one_with_one_ack_each(engine_config):
     """A BHS..BTS frame is split: each message is stored on its own and acknowledged in one batch ACK."""
     engine = start_engine(engine_config)

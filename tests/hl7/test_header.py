@@ -16,6 +16,7 @@ from engine.hl7.header import (
     Header,
     HeaderProblem,
     is_ack,
+    patient_id,
     read_header,
     structure_for,
     validate_header,
@@ -414,3 +415,41 @@ def test_corpus_doubled_backslash_headers_are_accepted(file):
     h = read_header(corpus_text(file))
     assert (h.field(2), h.delimiters) == ("^~\\\\&", Delimiters.DEFAULT)
     assert validate_header(h) == []
+
+
+@pytest.mark.parametrize(
+    ("segments", "expected"),
+    [
+        ("PID|1||MRN123^^^HOSP^MR~999^^^SSA^SS||DOE^JANE", "MRN123"),
+        ("PID|1|OLD42^^^X|||DOE^JANE", "OLD42"),  # PID-3 empty: PID-2 (versions before 2.3.1)
+        ("PID|1||A\\S\\B^^^HOSP", "A^B"),  # unescaped
+        ("EVN|A01\rPID|1||FIRST\rPID|2||SECOND", "FIRST"),
+        ("EVN|A01", ""),
+        ("PID", ""),
+        ("PIDX|1||NOPE", ""),
+    ],
+)
+def test_patient_id_is_the_first_identifier_of_the_first_pid(segments, expected):
+    """What intake records as the message's patient id: PID-3.1 of the first repetition, else PID-2.1."""
+    text = "MSH|^~\\&|PMS|NORTH|EMR|SOUTH|20260101||ADT^A01|M1|P|2.5.1\r" + segments
+    assert patient_id(text, read_header(text).delimiters) == expected
+    assert patient_id(text.replace("\r", "\n"), Delimiters.DEFAULT) == expected
+
+
+def test_patient_id_agrees_with_the_message_parser_on_the_corpus():
+    """On every corpus message with a PID, the cheap reader finds what the full parser's PID-3.1 (or PID-2.1) holds."""
+    compared = 0
+    for entry in corpus_entries():
+        text = decode(entry.path.read_bytes()).text
+        if looks_like_batch(text):
+            continue
+        try:
+            message = Message.parse(text)
+        except HL7Error:
+            continue
+        if message.segment("PID") is None:
+            continue
+        expected = message.get("PID-3.1") or message.get("PID-2.1")
+        assert patient_id(text, message.delimiters) == expected, entry.path.name
+        compared += 1
+    assert compared > 50

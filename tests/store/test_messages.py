@@ -117,9 +117,18 @@ def test_summary_json_and_message_type(repository, make_message):
         "version": "2.5",
         "ack_code": "AA",
         "error": "",
+        "patient_id": "",
     }
     assert (second.id, second.message_type, second.to_json_dict()["channel"]) == (without_trigger, "ADT", None)
     assert repository.get(with_trigger).summary == first
+
+
+def test_search_by_patient_id(repository, make_message):
+    """patient_id finds every message of one patient (PID-3.1 as intake recorded it), newest first."""
+    ids = repository.insert([make_message(n, patient_id=f"MRN{n % 2}") for n in range(5)])
+    found = repository.search(MessageQuery(patient_id="MRN1"))
+    assert [s.id for s in found] == [ids[3], ids[1]] and {s.patient_id for s in found} == {"MRN1"}
+    assert repository.count(MessageQuery(patient_id="MRN9")) == 0
 
 
 # Searching: five messages, found newest first (so results list indexes from high to low)

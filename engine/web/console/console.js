@@ -152,6 +152,7 @@
       cell(row, message.ack_code);
       cell(row, message.type);
       cell(row, message.control_id);
+      cell(row, message.patient_id);
       cell(row, [message.sending_application, message.sending_facility].filter(Boolean).join("/"));
       cell(row, message.channel);
       oldestId = message.id;
@@ -185,6 +186,7 @@
     field(fields, "Status", message.status);
     field(fields, "Type", message.type);
     field(fields, "Control id", message.control_id);
+    field(fields, "Patient id", message.patient_id);
     field(fields, "Sender", [message.sending_application, message.sending_facility].filter(Boolean).join("/"));
     field(fields, "Receiver", [message.receiving_application, message.receiving_facility].filter(Boolean).join("/"));
     field(fields, "Listener", message.listener);
