@@ -106,6 +106,8 @@ class Engine(service.MultiService):
         self.intakes: dict[str, Intake] = {}
         for listener in config.listeners:
             self._add_listener(config, listener)
+        # A commit costs the same for one message as for several: let a group wait briefly for connected senders.
+        self.store.wait_for_senders(self._idle_senders)
         self.web: WebService | None = None
         if settings.http is not None:
             # The patient API sits behind the same login; every patient shown or exported is audited.
@@ -119,6 +121,9 @@ class Engine(service.MultiService):
         for index, channel in enumerate(config.channels):
             if channel.enabled:
                 self.runners[channel.name] = build_runner(config, index, store=self.store, reactor=self.reactor, runners=self.runners, tables=tables, observer=self.observer)
+
+    def _idle_senders(self) -> int:
+        return sum(listener.factory.idle_connections for listener in self.listeners.values() if isinstance(listener, MLLPListenerService))
 
     def _add_listener(self, config: Config, listener) -> service.Service:
         intake = Intake(listener, config.channels_for(listener.name), self.store, config.engine, observer=self.observer, runners=self.runners, reactor=self.reactor)

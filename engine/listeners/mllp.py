@@ -194,6 +194,7 @@ class MLLPServerProtocol(MLLPFramer):
                 self.transport.loseConnection()
                 return
             self._busy = True
+            self.factory.in_flight += 1
             try:
                 d = self.handler.handle(item, self.peer)
             except Exception:
@@ -209,6 +210,7 @@ class MLLPServerProtocol(MLLPFramer):
 
     def _reply(self, reply: bytes | None) -> None:
         self._busy = False
+        self.factory.in_flight -= 1
         if self._closed:
             self.factory.in_flight_done()
             return
@@ -241,6 +243,7 @@ class MLLPServerFactory(protocol.Factory):
         self.max_frame_bytes = max_frame_bytes
         self.idle_timeout = idle_timeout
         self.connections: set[MLLPServerProtocol] = set()
+        self.in_flight = 0  # connections with a frame being handled
         self._observer = observer or (lambda event, amount: None)
         self._drain_waiters: list[defer.Deferred] = []
 
@@ -259,6 +262,11 @@ class MLLPServerFactory(protocol.Factory):
         self.connections.discard(proto)
         self._observer("connection_closed", 1)
         self.in_flight_done()
+
+    @property
+    def idle_connections(self) -> int:
+        """Open connections with no frame being handled: senders that may send at any moment."""
+        return max(0, len(self.connections) - self.in_flight)
 
     def bytes_discarded(self, amount: int) -> None:
         self._observer("bytes_discarded", amount)

@@ -476,6 +476,9 @@ class MessageStore:
         self._inline_connection: _KeptConnection | None = None  # the reactor thread's, for adds committed inline
         self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
         self._inline_flush = None  # the pending call that commits them
+        self._inline_since = 0.0  # when the group's first add was asked (reactor seconds)
+        self._inline_waiting = False  # whether _inline_flush is a wait for idle senders (else: end of turn)
+        self._idle_senders: Callable[[], int] = lambda: 0
         self._inline_commits = 0  # since the writer last checkpointed the WAL
         # Held by whichever thread is in a write transaction, so the reactor never waits for the writer.
         self._transaction_lock = threading.Lock()
@@ -526,6 +529,17 @@ class MessageStore:
         self._state = _State.RUNNING
         writer.start()
 
+    def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
+        """Let inline groups wait (at most ``GROUP_WAIT_SECONDS``) for senders that are connected but have nothing in flight.
+
+        ``idle_senders()`` says how many such senders there are right now. Each commit costs the
+        same for one message as for eight (the pages of every index are written again), so when
+        connected senders are about to send their next message, the group waits for them; once
+        every connected sender is waiting for the store, it commits. With one sender, or with
+        none idle, nothing ever waits.
+        """
+        self._idle_senders = idle_senders
+
     def stop(self) -> defer.Deferred:
         """Commit every write already asked for, then stop the threads; fires with None once done. Idempotent."""
         if self._state is _State.NEW:
@@ -554,10 +568,16 @@ class MessageStore:
         if self._inline_connection is None or source_file is not None:
             self._hand_over_inline()  # adds are committed in the order asked
             return self._enqueue(pending)
+        if not self._inline_group:
+            self._inline_since = self._reactor.seconds()
         self._inline_group.append(pending)
         if self._inline_flush is None:
             # callLater(0) runs after every connection that was readable in this turn has been read.
             self._inline_flush = self._reactor.callLater(0, self._commit_inline)
+        elif self._inline_waiting and not self._idle_senders():
+            # The group was waiting for senders, and this add was the last of them.
+            self._inline_waiting = False
+            self._inline_flush.reset(0)
         return pending.deferred
 
     def record_processing(self, results: Sequence[ProcessingResult]) -> defer.Deferred:
@@ -657,8 +677,13 @@ class MessageStore:
     # Inline adds: everything here runs on the reactor thread.
 
     def _commit_inline(self) -> None:
-        """Commit this turn's adds here and now if nothing else is writing; else hand them to the writer."""
-        self._inline_flush = None
+        """Commit the group's adds here and now if nothing else is writing; else hand them to the writer."""
+        waited = self._reactor.seconds() - self._inline_since
+        if waited < GROUP_WAIT_SECONDS and self._idle_senders():
+            self._inline_flush = self._reactor.callLater(GROUP_WAIT_SECONDS - waited, self._commit_inline)
+            self._inline_waiting = True
+            return
+        self._inline_flush, self._inline_waiting = None, False
         group, self._inline_group = self._inline_group, []
         while group:
             chunk, size = [], 0
@@ -691,7 +716,7 @@ class MessageStore:
         """The adds waiting for the end of the turn go to the writer (stopping, or an add that only the writer can do)."""
         if self._inline_flush is not None:
             self._inline_flush.cancel()
-            self._inline_flush = None
+            self._inline_flush, self._inline_waiting = None, False
         group, self._inline_group = self._inline_group, []
         for pending in group:
             self._enqueue(pending)
@@ -787,6 +812,9 @@ class MessageStore:
         for waiter in waiters:
             waiter.callback(None)
 
+
+# How long an inline group waits at most for connected senders to join it (see wait_for_senders).
+GROUP_WAIT_SECONDS = 0.002
 
 # How long the writer waits idle before it checkpoints the WAL that inline commits wrote.
 _CHECKPOINT_SECONDS = 0.25

@@ -267,3 +267,22 @@ def deferLater(seconds: float) -> defer.Deferred:
     from twisted.internet.task import deferLater as later
 
     return later(reactor, seconds, lambda: None)
+
+
+def test_idle_connections_counts_open_connections_with_nothing_in_flight():
+    """What the store's group commit waits for: connected senders that may send any moment."""
+    handler = EchoHandler()
+    handler.held = []
+    first, _, factory = connect(handler)
+    second = factory.buildProtocol(None)
+    second.makeConnection(StringTransport())
+    assert factory.idle_connections == 2
+    first.dataReceived(frame(MSG_A))
+    assert factory.idle_connections == 1
+    handler.held[0].callback(None)
+    assert factory.idle_connections == 2
+    second.dataReceived(frame(MSG_B))
+    second.connectionLost()
+    assert factory.idle_connections == 0  # closed while in flight: neither idle nor counted twice
+    handler.held[1].callback(None)
+    assert factory.idle_connections == 1

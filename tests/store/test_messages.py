@@ -14,7 +14,7 @@ from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.store.db import create_engine_for
-from engine.store.messages import MessageEvent, MessageQuery, MessageRepository, MessageStore, MessageSummary, NewMessage, StoredMessage
+from engine.store.messages import GROUP_WAIT_SECONDS, MessageEvent, MessageQuery, MessageRepository, MessageStore, MessageSummary, NewMessage, StoredMessage
 from engine.store.queues import SourceFile
 from engine.store.schema import Status, message_events, source_files
 
@@ -538,3 +538,35 @@ def test_the_writer_checkpoints_what_inline_commits_wrote(open_store, backend, m
         yield store.add([make_message(n, raw=bytes(4000))])
     yield later(1.0, lambda: None)
     assert database.stat().st_size >= before + 20 * 4000
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_inline_group_waits_for_idle_senders_then_commits_once(open_store, backend, make_message):
+    """While connected senders have nothing in flight the group waits for them; the last one's add commits the group."""
+    if backend != "sqlite":
+        pytest.skip("inline commits are SQLite's")
+    store = open_store()
+    idle = [1]
+    store.wait_for_senders(lambda: idle[0])
+    threads = _commit_threads(store.repository.engine)
+    first = store.add([make_message(0)])
+    yield later(0, lambda: None)  # the end of the turn: one sender is still expected
+    assert not first.called and threads == []
+    idle[0] = 0
+    second = store.add([make_message(1)])
+    yield defer.gatherResults([first, second])
+    assert threads == ["MainThread"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_inline_group_waits_for_idle_senders_only_so_long(open_store, backend, make_message):
+    """A connected sender that stays quiet delays a commit by GROUP_WAIT_SECONDS at most."""
+    if backend != "sqlite":
+        pytest.skip("inline commits are SQLite's")
+    store = open_store()
+    store.wait_for_senders(lambda: 1)
+    from twisted.internet import reactor
+
+    started = reactor.seconds()
+    yield store.add([make_message(0)])
+    assert GROUP_WAIT_SECONDS <= reactor.seconds() - started < 1.0
