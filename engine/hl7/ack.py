@@ -51,9 +51,9 @@ class AckError:
     severity: str = "E"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recipient:
-    """Who the ACK goes to and what it answers, when no valid Header could be read."""
+    """Who the ACK goes to and what it answers (read-only by convention: made for every message, and frozen costs)."""
 
     sending_application: str = ""
     sending_facility: str = ""
@@ -66,14 +66,15 @@ class Recipient:
     @classmethod
     def of(cls, header: Header) -> "Recipient":
         """The recipient described by a readable header (raw fields, in the sender's encoding)."""
+        fields = header.fields
         return cls(
-            sending_application=header.sending_application,
-            sending_facility=header.sending_facility,
-            control_id=header.control_id,
-            trigger_event=header.trigger_event,
-            processing_id=header.field(11),
-            version=header.version,
-            charset=header.field(18),
+            header.sending_application,
+            header.sending_facility,
+            header.control_id,
+            header.trigger_event,
+            fields[11] if len(fields) > 11 else "",
+            header.version,
+            fields[18] if len(fields) > 18 else "",
         )
 
 

@@ -20,6 +20,7 @@ import collections
 import contextlib
 import dataclasses
 import enum
+import operator
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,9 +45,13 @@ from engine.store.schema import Status, deliveries, fit_text, message_events, me
 log = Logger(namespace="engine.store")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewMessage:
-    """One message to store, as the intake saw it; field names are the ``messages`` columns."""
+    """One message to store, as the intake saw it; field names are the ``messages`` columns.
+
+    Read-only by convention (``dataclasses.replace`` makes a changed copy): not frozen, because
+    a frozen dataclass's __init__ costs three times as much, on every message received.
+    """
 
     raw: bytes
     received_at: datetime  # aware; stored in UTC
@@ -187,6 +192,7 @@ _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(Mess
 _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(DeliverySummary))
 # The columns an insert fills, in order: NewMessage's fields, then status_at (= received_at).
 _INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
+_MESSAGE_VALUES = operator.attrgetter(*_NEW_MESSAGE_FIELDS)
 
 
 class _MessageInsert:
@@ -210,20 +216,21 @@ class _MessageInsert:
             self.sql += " RETURNING id"
         self.dbapi_error = dialect.dbapi.Error
         self.dialect = dialect
-        processors = ((i, messages.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for i, name in enumerate(_INSERT_COLUMNS))
+        self._received_at = _NEW_MESSAGE_FIELDS.index("received_at")
+        processors = ((i, messages.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for i, name in enumerate(_NEW_MESSAGE_FIELDS))
         self._processors = tuple((i, processor) for i, processor in processors if processor is not None)
-        self._text = tuple((i, messages.c[name].type.length) for i, name in enumerate(_INSERT_COLUMNS) if isinstance(messages.c[name].type, sa.String))
+        self._text = tuple((i, messages.c[name].type.length) for i, name in enumerate(_NEW_MESSAGE_FIELDS) if isinstance(messages.c[name].type, sa.String))
 
     def values(self, message: NewMessage) -> list:
         """The row of one message, in _INSERT_COLUMNS order, ready for the driver."""
-        row = [getattr(message, name) for name in _NEW_MESSAGE_FIELDS]
-        row.append(message.received_at)
+        row = list(_MESSAGE_VALUES(message))
         for i, length in self._text:
             value = row[i]
             if value and (("\x00" in value) or (length is not None and len(value) > length)):
                 row[i] = value.replace("\x00", "")[:length]
         for i, processor in self._processors:
             row[i] = processor(row[i])
+        row.append(row[self._received_at])  # status_at: received, processed once
         return row
 
     def run(self, connection: sa.Connection, rows: list[list]) -> list[int]:
