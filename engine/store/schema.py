@@ -114,7 +114,7 @@ messages = sa.Table(
     sa.Column("transformed", sa.LargeBinary(), nullable=True),  # after the channel's transforms; NULL when it has none
     sa.Column("batch_control_id", sa.String(199), nullable=True),
     sa.Column("batch_index", sa.Integer(), nullable=True),
-    # PID-3.1 of the first identifier (raw), '' when the message has none: "every message of MRN 12345".
+    # PID-3.1 of the first identifier (unescaped), '' when the message has none: "every message of MRN 12345".
     sa.Column("patient_id", sa.String(199), nullable=False, server_default=""),
     # The duplicate lookup (control id + sender within a window); its prefix serves control id searches.
     sa.Index(None, "control_id", "sending_application", "received_at"),
@@ -124,6 +124,7 @@ messages = sa.Table(
     sa.Index(None, "received_at"),
     sa.Index(None, "channel"),
     sa.Index(None, "patient_id"),
+    sa.Index(None, "channel", "status", "id"),  # a channel's RECEIVED messages, for its runner
 )
 
 # Status history after the insert: the messages row itself records RECEIVED/REJECTED.
@@ -162,7 +163,8 @@ deliveries = sa.Table(
     sa.Column("response", sa.LargeBinary(), nullable=True),
     sa.Column("response_code", sa.String(10), nullable=False),
     sa.Column("reason", sa.Text(), nullable=False),
-    sa.Index(None, "channel", "destination", "status", "id"),  # the queue head
+    # The queue in order; next_attempt_at is read from the index (due rows, the next due time).
+    sa.Index(None, "channel", "destination", "status", "id", "next_attempt_at"),
     sa.Index(None, "message_id"),
 )
 
