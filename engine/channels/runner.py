@@ -346,7 +346,9 @@ class Dispatcher(_Passes):
         retry = self.stages.retry
         head_only = retry.on_error == "block"
         while not self._stopped:
-            due = yield self.store.due_deliveries(self.channel, self.name, now=self.clock(), limit=1 if head_only else self.batch_size, head_only=head_only)
+            # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
+            # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
+            due = yield self.store.due_deliveries(self.channel, self.name, now=self.clock(), limit=self.batch_size, head_only=head_only)
             if not due:
                 next_at = yield self.store.next_due_at(self.channel, self.name, head_only=head_only)
                 self._schedule(next_at)
@@ -360,7 +362,7 @@ class Dispatcher(_Passes):
                 for delivery in due:
                     result = yield self.stages.destination.send(delivery)
                     outcomes.append((delivery, result))
-                    if result.outcome != Outcome.SENT and head_only:
+                    if (result.outcome != Outcome.SENT and head_only) or self._stopped:
                         break
             yield self._record(outcomes)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -140,9 +142,106 @@ _QUEUE_COLUMNS = tuple(deliveries.c[name] for name in ("id", "message_id", "chan
 _INSERT_DELIVERIES = sa.insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
 
 
+class _Rows:
+    """A DML statement run for many rows with one executemany, compiled once per dialect.
+
+    SQLAlchemy builds a parameter set and calls a bind processor for every value of every row,
+    which cost more than the rows themselves. Here each row is a dict keyed by column name (its
+    bind is ``b_<column>``), each distinct timestamp is processed once per call (the rows of a
+    batch share theirs), the statement's constants once per dialect, and the rows go to the
+    driver through ``exec_driver_sql``, so errors still come as SQLAlchemy's.
+    """
+
+    def __init__(self, statement: sa.UpdateBase):
+        self._statement = statement
+        self._prepared: dict[str, tuple] = {}
+
+    def run(self, connection: sa.Connection, rows: Sequence[dict]) -> None:
+        """Run the statement once per row, inside the connection's transaction."""
+        dialect = connection.dialect
+        prepared = self._prepared.get(dialect.name)
+        if prepared is None:
+            prepared = self._prepared[dialect.name] = self._prepare(dialect)
+        sql, names, fields = prepared
+        times: dict[datetime, Any] = {}
+        parameters = []
+        for row in rows:
+            values = []
+            for key, processor, constant in fields:
+                if key is None:
+                    values.append(constant)
+                    continue
+                value = row[key]
+                if processor is not None and value is not None:
+                    if isinstance(value, datetime):
+                        if value not in times:
+                            times[value] = processor(value)
+                        value = times[value]
+                    else:
+                        value = processor(value)
+                values.append(value)
+            parameters.append(tuple(values) if names is None else dict(zip(names, values)))
+        connection.exec_driver_sql(sql, parameters)
+
+    def _prepare(self, dialect: sa.Dialect) -> tuple:
+        compiled = self._statement.compile(dialect=dialect)
+        names = list(compiled.positiontup) if compiled.positional else sorted(set(compiled.bind_names.values()))
+        fields = []
+        for name in names:
+            bind = compiled.binds[name]
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if name.startswith("b_"):
+                fields.append((name[2:], processor, None))
+            else:  # a constant of the statement (a status, the 1 of attempts + 1)
+                fields.append((None, None, bind.value if processor is None else processor(bind.value)))
+        return compiled.string, None if compiled.positional else names, tuple(fields)
+
+
+def _binds(table: sa.Table, *names: str) -> dict:
+    """``{column: :b_column}`` for each name: the values of a _Rows statement (a bind may not share its column's name)."""
+    return {name: sa.bindparam(f"b_{name}", type_=table.c[name].type) for name in names}
+
+
+def _by_id(table: sa.Table, *criteria: sa.ColumnElement[bool]) -> sa.Update:
+    """An UPDATE of the row whose id is the row's ``id``."""
+    return sa.update(table).where(table.c.id == sa.bindparam("b_id", type_=table.c.id.type), *criteria)
+
+
+def _fit(column: sa.Column, value: str) -> str:
+    """``value`` as fit_text stores it in ``column``; most values fit already and are returned as they are."""
+    length = column.type.length
+    if "\x00" in value or (length is not None and len(value) > length):
+        return fit_text(column.table, {column.name: value})[column.name]
+    return value
+
+
+_EVENT_STATUS, _EVENT_DETAIL, _EVENT_DESTINATION = message_events.c.status, message_events.c.detail, message_events.c.destination
+_DELIVERY_REASON, _DELIVERY_RESPONSE_CODE, _MESSAGE_ERROR = deliveries.c.reason, deliveries.c.response_code, messages.c.error
+
+# The claim (the WHERE on status): every still-RECEIVED message of a batch at once, locked until commit.
+_CLAIM = (
+    sa.update(messages)
+    .where(messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.status == Status.RECEIVED)
+    .values(status_at=sa.bindparam("now", type_=messages.c.status_at.type))
+    .returning(messages.c.id, messages.c.channel)
+)
+_SET_RESULT = _Rows(_by_id(messages).values(_binds(messages, "status", "error", "transformed")))
+_SETTLE = _Rows(_by_id(messages, messages.c.status == Status.QUEUED).values(_binds(messages, "status", "status_at", "error")))
+_INSERT_EVENTS = _Rows(sa.insert(message_events).values(_binds(message_events, "message_id", "at", "status", "detail", "destination")))
+# One UPDATE per outcome; every one counts the attempt and keeps the answer.
+_ATTEMPT = ("updated_at", "reason", "response", "response_code")
+_RECORD_ATTEMPT = {
+    Outcome.SENT: _Rows(_by_id(deliveries).values(attempts=deliveries.c.attempts + 1, status=Status.SENT, **_binds(deliveries, *_ATTEMPT, "sent_at"))),
+    Outcome.ERROR: _Rows(_by_id(deliveries).values(attempts=deliveries.c.attempts + 1, status=Status.ERROR, **_binds(deliveries, *_ATTEMPT))),
+    # RETRY leaves the status alone: a row superseded meanwhile stays out of its queue.
+    Outcome.RETRY: _Rows(_by_id(deliveries).values(attempts=deliveries.c.attempts + 1, **_binds(deliveries, *_ATTEMPT, "next_attempt_at"))),
+}
+
+
 def _event(message_id: int, at: datetime, status: str, detail: str, destination: str | None = None) -> dict:
     """A message_events row; ``destination`` None for a change of the message's own status."""
-    return fit_text(message_events, {"message_id": message_id, "at": at, "status": status, "detail": detail, "destination": destination})
+    fitted = None if destination is None else _fit(_EVENT_DESTINATION, destination)
+    return {"message_id": message_id, "at": at, "status": _fit(_EVENT_STATUS, status), "detail": _fit(_EVENT_DETAIL, detail), "destination": fitted}
 
 
 def _new_delivery_row(message_id: int, channel: str, destination: str, status: str, control_id: str, payload: bytes | None, reason: str, now: datetime) -> dict:
@@ -168,10 +267,33 @@ def _new_delivery_row(message_id: int, channel: str, destination: str, status: s
     )
 
 
-def _queue(channel: str, destination: str) -> sa.Select:
-    """The QUEUED rows of one destination, oldest first (the index on channel, destination, status, id)."""
+def _queue(*columns: sa.ColumnElement) -> sa.Select:
+    """The QUEUED rows of the queue named by the ``channel`` and ``destination`` binds, oldest first (the queue-head index)."""
     c = deliveries.c
-    return sa.select(*_QUEUE_COLUMNS).where(c.channel == channel, c.destination == destination, c.status == Status.QUEUED).order_by(c.id)
+    where = (c.channel == sa.bindparam("channel"), c.destination == sa.bindparam("destination"), c.status == Status.QUEUED)
+    return sa.select(*columns).where(*where).order_by(c.id)
+
+
+# Read statements are built once: building and caching one per call cost more than running it.
+_PENDING = (
+    sa.select(*_RECEIVED_COLUMNS)
+    .where(messages.c.channel == sa.bindparam("channel"), messages.c.status == Status.RECEIVED, messages.c.id > sa.bindparam("after_id"))
+    .order_by(messages.c.id)
+    .limit(sa.bindparam("limit"))
+)
+_HEAD_RUN = _queue(*_QUEUE_COLUMNS).limit(sa.bindparam("limit"))
+_DUE = _queue(*_QUEUE_COLUMNS).where(deliveries.c.next_attempt_at <= sa.bindparam("now", type_=deliveries.c.next_attempt_at.type)).limit(sa.bindparam("limit"))
+_HEAD_DUE_AT = _queue(deliveries.c.next_attempt_at).limit(1)
+_EARLIEST_DUE_AT = _queue(sa.func.min(deliveries.c.next_attempt_at)).order_by(None)
+_ATTEMPTED = sa.select(deliveries.c.id, deliveries.c.message_id, deliveries.c.destination, deliveries.c.attempts).where(
+    deliveries.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+_CURRENT_DELIVERIES = (
+    sa.select(deliveries.c.message_id, deliveries.c.destination, deliveries.c.status, deliveries.c.reason)
+    .where(deliveries.c.message_id.in_(sa.bindparam("message_ids", expanding=True)), deliveries.c.superseded_at.is_(None))
+    .order_by(deliveries.c.id)
+)
+_STILL_QUEUED = sa.select(messages.c.id).where(messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.status == Status.QUEUED).with_for_update()
 
 
 def _as_delivery(row: sa.Row) -> Delivery:
@@ -185,6 +307,19 @@ def _as_delivery(row: sa.Row) -> Delivery:
         attempt=row.attempts + 1,
         queued_at=row.created_at,
     )
+
+
+def _attempt_values(result: AttemptResult) -> dict:
+    """The row of ``_RECORD_ATTEMPT[result.outcome]`` for one result."""
+    return {
+        "id": result.delivery_id,
+        "updated_at": result.at,
+        "sent_at": result.at,
+        "reason": _fit(_DELIVERY_REASON, result.reason),
+        "response": result.response,
+        "response_code": _fit(_DELIVERY_RESPONSE_CODE, result.response_code),
+        "next_attempt_at": result.next_attempt_at,
+    }
 
 
 def _attempt_detail(result: AttemptResult, attempt: int) -> str:
@@ -209,18 +344,25 @@ def _supersede(connection: sa.Connection, rows: Sequence[sa.Row], now: datetime,
 
 
 def _roll_up(connection: sa.Connection, settled: dict[int, datetime], events: list[dict]) -> None:
-    """Give each QUEUED message whose current deliveries are all final its status: ERROR if any is, else SENT if any is, else FILTERED."""
-    c = deliveries.c
-    current = connection.execute(
-        sa.select(c.message_id, c.destination, c.status, c.reason).where(c.message_id.in_(list(settled)), c.superseded_at.is_(None)).order_by(c.id)
-    )
+    """Give each QUEUED message whose current deliveries are all final its status: ERROR if any is, else SENT if any is, else FILTERED.
+
+    Runs after the attempts' UPDATEs in the same transaction: on SQLite the write lock is held,
+    on PostgreSQL FOR UPDATE locks the messages, so those still QUEUED here are changed below.
+    """
+    current = connection.execute(_CURRENT_DELIVERIES, {"message_ids": list(settled)})
     by_message: dict[int, list[sa.Row]] = collections.defaultdict(list)
     for row in current:
         by_message[row.message_id].append(row)
-    for message_id, rows in by_message.items():
-        statuses = {r.status for r in rows}
-        if Status.QUEUED in statuses:
+    final = [message_id for message_id, rows in by_message.items() if all(r.status != Status.QUEUED for r in rows)]
+    if not final:
+        return
+    still_queued = set(connection.execute(_STILL_QUEUED, {"ids": final}).scalars())
+    changes = []
+    for message_id in final:
+        if message_id not in still_queued:
             continue
+        rows = by_message[message_id]
+        statuses = {r.status for r in rows}
         error = ""
         if Status.ERROR in statuses:
             status = Status.ERROR
@@ -230,9 +372,10 @@ def _roll_up(connection: sa.Connection, settled: dict[int, datetime], events: li
         else:
             status, detail = Status.FILTERED, "filtered by every destination"
         at = settled[message_id]
-        update = sa.update(messages).where(messages.c.id == message_id, messages.c.status == Status.QUEUED)
-        if connection.execute(update.values(**fit_text(messages, {"status": status, "status_at": at, "error": error}))).rowcount:
-            events.append(_event(message_id, at, status, detail))
+        changes.append({"id": message_id, "status": status, "status_at": at, "error": _fit(_MESSAGE_ERROR, error)})
+        events.append(_event(message_id, at, status, detail))
+    if changes:
+        _SETTLE.run(connection, changes)
 
 
 class QueueRepository:
@@ -245,10 +388,9 @@ class QueueRepository:
     def pending_for_processing(self, channel: str, *, after_id: int = 0, limit: int = 500) -> list[ReceivedMessage]:
         """The channel's RECEIVED messages with ids above ``after_id``, oldest first, at most ``limit``."""
         _check_limit(limit)
-        m = messages.c
-        statement = sa.select(*_RECEIVED_COLUMNS).where(m.channel == channel, m.status == Status.RECEIVED, m.id > after_id).order_by(m.id).limit(limit)
         with store_errors("reading messages to process"), self._engine.connect() as connection:
-            return [ReceivedMessage(**row._mapping) for row in connection.execute(statement)]
+            rows = connection.execute(_PENDING, {"channel": channel, "after_id": after_id, "limit": limit})
+            return [ReceivedMessage(*row) for row in rows]
 
     def record_processing(self, results: Sequence[ProcessingResult]) -> list[int]:
         """Record each result with its deliveries and events in one transaction; returns the new delivery ids in order.
@@ -259,52 +401,55 @@ class QueueRepository:
         if not results:
             return []
         now = self._clock()
-        m = messages.c
         rows: list[dict] = []
         events: list[dict] = []
+        changes: list[dict] = []
         skipped: list[int] = []
         with store_errors("recording processing results"):
             # TRANSACTION: each message's new status and transformed content, its deliveries and
             # their events: a message is either fully processed or still RECEIVED.
             with self._engine.begin() as connection:
+                # The claim: only messages still RECEIVED, once each (a concurrent or repeated claim gets nothing).
+                claimed = {row.id: row.channel for row in connection.execute(_CLAIM, {"ids": sorted({r.message_id for r in results}), "now": now})}
                 for result in results:
-                    values = {"status": result.status, "status_at": now, "error": result.reason, "transformed": result.transformed}
-                    # The WHERE on status is the claim: a concurrent or repeated claim updates nothing.
-                    claim = sa.update(messages).where(m.id == result.message_id, m.status == Status.RECEIVED).values(**fit_text(messages, values)).returning(m.channel)
-                    claimed = connection.execute(claim).one_or_none()
-                    if claimed is None:
+                    if result.message_id not in claimed:
                         skipped.append(result.message_id)
                         continue
+                    channel = claimed.pop(result.message_id)
+                    changes.append({"id": result.message_id, "status": result.status, "error": _fit(_MESSAGE_ERROR, result.reason), "transformed": result.transformed})
                     events.append(_event(result.message_id, now, result.status, result.reason))
                     for delivery in result.deliveries:
-                        rows.append(_new_delivery_row(result.message_id, claimed.channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now))
+                        rows.append(_new_delivery_row(result.message_id, channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now))
                         events.append(_event(result.message_id, now, delivery.status, delivery.reason, delivery.destination))
+                if changes:
+                    _SET_RESULT.run(connection, changes)
                 ids = list(connection.execute(_INSERT_DELIVERIES, rows).scalars()) if rows else []
                 if events:
-                    connection.execute(sa.insert(message_events), events)
+                    _INSERT_EVENTS.run(connection, events)
         if skipped:
             log.warn("skipped processing results of messages no longer RECEIVED: {message_ids}", message_ids=skipped)
         return ids
 
     def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool) -> list[Delivery]:
-        """QUEUED deliveries due at ``now``, in queue order; with ``head_only`` the head alone, and nothing while it is not due."""
+        """At most ``limit`` QUEUED deliveries due at ``now``, in queue order.
+
+        With ``head_only`` they are the head of the queue and the rows right behind it, up to the
+        first that is not due: nothing overtakes a row waiting for its retry (nothing at all while
+        the head waits). Without it, every due row counts, wherever it stands.
+        """
         require_aware(now, "now")
         _check_limit(limit)
-        queue = _queue(channel, destination)
-        statement = queue.limit(1) if head_only else queue.where(deliveries.c.next_attempt_at <= now).limit(limit)
+        statement, parameters = (_HEAD_RUN, {}) if head_only else (_DUE, {"now": now})
         with store_errors("reading a destination queue"), self._engine.connect() as connection:
-            rows = connection.execute(statement).all()
-        return [_as_delivery(row) for row in rows if row.next_attempt_at <= now]
+            rows = connection.execute(statement, {"channel": channel, "destination": destination, "limit": limit, **parameters}).all()
+        due = itertools.takewhile(lambda row: row.next_attempt_at <= now, rows)
+        return [_as_delivery(row) for row in due]
 
     def next_due_at(self, channel: str, destination: str, *, head_only: bool = False) -> datetime | None:
         """When due_deliveries with the same ``head_only`` will next return something: the earliest next attempt, or the head's; None when empty."""
-        c = deliveries.c
-        if head_only:
-            statement = _queue(channel, destination).with_only_columns(c.next_attempt_at).limit(1)
-        else:
-            statement = _queue(channel, destination).with_only_columns(sa.func.min(c.next_attempt_at)).order_by(None)
+        statement = _HEAD_DUE_AT if head_only else _EARLIEST_DUE_AT
         with store_errors("reading a destination queue"), self._engine.connect() as connection:
-            return connection.execute(statement).scalar()
+            return connection.execute(statement, {"channel": channel, "destination": destination}).scalar()
 
     def record_attempts(self, results: Sequence[AttemptResult]) -> None:
         """Record each attempt and its event, then settle the messages whose current deliveries are all final; one transaction.
@@ -314,7 +459,6 @@ class QueueRepository:
         """
         if not results:
             return
-        c = deliveries.c
         events: list[dict] = []
         settled: dict[int, datetime] = {}
         unknown: list[int] = []
@@ -322,27 +466,27 @@ class QueueRepository:
             # TRANSACTION: each attempt's outcome and event, and the final status of every message
             # whose deliveries are now all final, so a message never shows SENT before its rows do.
             with self._engine.begin() as connection:
+                # Consecutive results with the same outcome share one executemany, in the order given.
+                for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
+                    _RECORD_ATTEMPT[outcome].run(connection, [_attempt_values(result) for result in run])
+                rows = {row.id: row for row in connection.execute(_ATTEMPTED, {"ids": sorted({r.delivery_id for r in results})})}
+                # A delivery given twice counts two attempts: each event names its own number.
+                given = collections.Counter(r.delivery_id for r in results)
+                attempts = {delivery_id: row.attempts - given[delivery_id] for delivery_id, row in rows.items()}
                 for result in results:
-                    values = {"attempts": c.attempts + 1, "updated_at": result.at, "reason": result.reason, "response": result.response, "response_code": result.response_code}
-                    if result.outcome == Outcome.SENT:
-                        values.update(status=Status.SENT, sent_at=result.at)
-                    elif result.outcome == Outcome.ERROR:
-                        values.update(status=Status.ERROR)
-                    else:
-                        values.update(next_attempt_at=result.next_attempt_at)
-                    update = sa.update(deliveries).where(c.id == result.delivery_id).values(**fit_text(deliveries, values))
-                    row = connection.execute(update.returning(c.message_id, c.destination, c.attempts)).one_or_none()
+                    row = rows.get(result.delivery_id)
                     if row is None:
                         unknown.append(result.delivery_id)
                         continue
+                    attempts[row.id] += 1
                     status = Status.QUEUED if result.outcome == Outcome.RETRY else str(result.outcome)
-                    events.append(_event(row.message_id, result.at, status, _attempt_detail(result, row.attempts), row.destination))
+                    events.append(_event(row.message_id, result.at, status, _attempt_detail(result, attempts[row.id]), row.destination))
                     if result.outcome != Outcome.RETRY:
                         settled[row.message_id] = max(result.at, settled.get(row.message_id, result.at))
                 if settled:
                     _roll_up(connection, settled, events)
                 if events:
-                    connection.execute(sa.insert(message_events), events)
+                    _INSERT_EVENTS.run(connection, events)
         if unknown:
             log.warn("attempt results for unknown deliveries were dropped: {delivery_ids}", delivery_ids=unknown)
 
@@ -389,7 +533,7 @@ class QueueRepository:
                 connection.execute(sa.update(messages).where(messages.c.id.in_(resent)).values(status=Status.QUEUED, status_at=now, error=""))
                 events.extend(_event(message_id, now, Status.QUEUED, "resent by operator") for message_id in resent)
                 events.extend(_event(r.message_id, now, Status.QUEUED, "resent by operator", r.destination) for r in old)
-                connection.execute(sa.insert(message_events), events)
+                _INSERT_EVENTS.run(connection, events)
         return ids
 
     def reprocess(self, message_ids: Sequence[int]) -> int:
@@ -418,7 +562,7 @@ class QueueRepository:
                 current = connection.execute(sa.select(c.id, c.message_id, c.destination, c.status).where(c.message_id.in_(claimed), c.superseded_at.is_(None))).all()
                 if current:
                     _supersede(connection, current, now, "superseded by reprocess", events)
-                connection.execute(sa.insert(message_events), events)
+                _INSERT_EVENTS.run(connection, events)
         return len(claimed)
 
 

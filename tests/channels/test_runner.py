@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import random
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
-from engine.channels.runner import RetryPolicy
-from engine.store.messages import MessageQuery
+from engine.channels.runner import ChannelRunner, DestinationStages, Dispatcher, RetryPolicy, utcnow
+from engine.channels.stages import Delivery, DeliveryResult, Outcome
+from engine.store.messages import MessageQuery, MessageStore, NewMessage
+from engine.store.queues import NewDelivery, ProcessingResult
+from engine.store.schema import Status
 from tests.channels.destinations.downstream import Downstream, reply
 from tests.channels.test_channels_e2e import adt, config_for, free_port, mllp_channel, send, start, statuses, wait_until
 from tests.fakes.harness import in_thread
@@ -111,3 +115,122 @@ tables:
         yield deferLater(reactor, 0, lambda: None)
     finally:
         yield engine.stopService()
+
+
+# The dispatcher's runs and the runner's reads, against a real store
+
+
+class ScriptedDestination:
+    """Answers each send with the next scripted outcome (SENT when none is left) and notes the control ids, in order."""
+
+    name = "lab"
+
+    def __init__(self, *outcomes: Outcome):
+        self.outcomes = list(outcomes)
+        self.sent: list[str] = []
+
+    def start(self) -> None:
+        """Nothing to open."""
+
+    def stop(self) -> defer.Deferred:
+        return defer.succeed(None)
+
+    def send(self, delivery: Delivery) -> defer.Deferred:
+        self.sent.append(delivery.control_id)
+        outcome = self.outcomes.pop(0) if self.outcomes else Outcome.SENT
+        return defer.succeed(DeliveryResult(outcome, response_code="AA" if outcome == Outcome.SENT else "AE", reason=str(outcome)))
+
+
+@pytest.fixture
+def store(sqlite_url):
+    """A started MessageStore on an empty SQLite database; stopped after the test."""
+    store = MessageStore(sqlite_url, reactor=reactor)
+    store.start()
+    yield store
+    pytest_twisted.blockon(store.stop())
+
+
+def _message(n: int) -> NewMessage:
+    raw = adt(n)
+    return NewMessage(raw=raw, received_at=datetime.now(timezone.utc), listener="main", peer="test", status=Status.RECEIVED, channel="adt", control_id=f"C{n:04d}")
+
+
+@defer.inlineCallbacks
+def _queued(store, count: int):
+    """``count`` messages queued for the destination lab, in order: their message ids."""
+    ids = yield store.add([_message(n) for n in range(1, count + 1)])
+    results = [ProcessingResult(i, Status.QUEUED, deliveries=(NewDelivery("lab", Status.QUEUED, f"C{n:04d}", adt(n)),)) for n, i in enumerate(ids, start=1)]
+    yield store.record_processing(results)
+    return ids
+
+
+def _dispatcher(store, destination, **retry) -> tuple[Dispatcher, list]:
+    """A dispatcher of channel adt for ``destination``; also the list its record_attempts calls are noted in."""
+    stages = DestinationStages(name="lab", filters=(), transforms=(), destination=destination, retry=RetryPolicy(jitter=0, **retry))
+    dispatcher = Dispatcher("adt", stages, store=store, reactor=reactor, clock=utcnow, on_settled=lambda *_: None, observer=lambda *_: None)
+    recorded = []
+    record_attempts = store.record_attempts
+    store.record_attempts = lambda results: recorded.append([r.outcome for r in results]) or record_attempts(results)
+    return dispatcher, recorded
+
+
+@defer.inlineCallbacks
+def _deliveries(store, message_ids):
+    """(status, attempts) of each message's delivery, in message order."""
+    rows = []
+    for message_id in message_ids:
+        message = yield store.get(message_id)
+        rows += [(d.status, d.attempts) for d in message.deliveries]
+    return rows
+
+
+@pytest_twisted.inlineCallbacks
+def test_block_sends_the_due_run_in_order_and_stops_at_the_first_retry(store):
+    """on_error: block sends the queue head's run one by one; a RETRY on the 3rd ends it: 2 SENT, the 3rd waits, the rest untouched, one write."""
+    ids = yield _queued(store, 5)
+    destination = ScriptedDestination(Outcome.SENT, Outcome.SENT, Outcome.RETRY)
+    dispatcher, recorded = _dispatcher(store, destination, initial_seconds=60)
+    before = datetime.now(timezone.utc)
+    dispatcher.start()
+    yield wait_until(lambda: recorded)
+    yield dispatcher.stop()
+    assert destination.sent == ["C0001", "C0002", "C0003"]
+    assert recorded == [[Outcome.SENT, Outcome.SENT, Outcome.RETRY]]
+    assert (yield _deliveries(store, ids)) == [("SENT", 1), ("SENT", 1), ("QUEUED", 1), ("QUEUED", 0), ("QUEUED", 0)]
+    next_at = yield store.next_due_at("adt", "lab", head_only=True)
+    assert before + timedelta(seconds=59) < next_at < datetime.now(timezone.utc) + timedelta(seconds=61)
+
+
+@pytest_twisted.inlineCallbacks
+def test_block_goes_on_after_an_error_in_the_run(store):
+    """An AE (ERROR) on the 3rd of a run settles it and the queue goes on, in order, with the next run."""
+    ids = yield _queued(store, 5)
+    destination = ScriptedDestination(Outcome.SENT, Outcome.SENT, Outcome.ERROR)
+    dispatcher, recorded = _dispatcher(store, destination)
+    dispatcher.start()
+    yield wait_until(lambda: len(recorded) >= 2)
+    yield dispatcher.stop()
+    assert destination.sent == ["C0001", "C0002", "C0003", "C0004", "C0005"]
+    assert recorded == [[Outcome.SENT, Outcome.SENT, Outcome.ERROR], [Outcome.SENT, Outcome.SENT]]
+    assert (yield _deliveries(store, ids)) == [("SENT", 1), ("SENT", 1), ("ERROR", 1), ("SENT", 1), ("SENT", 1)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_runner_finds_messages_below_what_it_already_read(store):
+    """A message back to RECEIVED with a lower id (reprocess; on PostgreSQL, a commit that came late) is processed on the next pass."""
+    runner = ChannelRunner("adt", store=store, reactor=reactor, filters=(), transforms=(), destinations=())
+    ids = yield store.add([_message(n) for n in range(1, 4)])
+    runner.start()
+    try:
+        yield wait_until(lambda: statuses_of(store, ids).addCallback(lambda s: s == ["TRANSFORMED"] * 3))
+        assert (yield store.reprocess([ids[0]])) == 1
+        runner.notify()
+        yield wait_until(lambda: store.get(ids[0]).addCallback(lambda m: [e.status for e in m.events] == ["TRANSFORMED", "RECEIVED", "TRANSFORMED"]))
+    finally:
+        yield runner.stop()
+
+
+def statuses_of(store, message_ids) -> defer.Deferred:
+    """The statuses of the messages, in the order given."""
+    d = defer.gatherResults([store.get(i) for i in message_ids])
+    return d.addCallback(lambda messages: [m.status for m in messages])

@@ -199,8 +199,18 @@ def test_head_only_waits_behind_a_head_not_yet_due(queues, received):
     assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)] == [second, third]
     assert queues.next_due_at("adt", "lab", head_only=True) == retry_at
     assert queues.next_due_at("adt", "lab") == NOW
-    [due] = queues.due_deliveries("adt", "lab", now=retry_at, limit=5, head_only=True)
-    assert (due.delivery_id, due.attempt) == (head, 2)
+    due = queues.due_deliveries("adt", "lab", now=retry_at, limit=5, head_only=True)
+    assert [(d.delivery_id, d.attempt) for d in due] == [(head, 2), (second, 1), (third, 1)]
+    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=retry_at, limit=2, head_only=True)] == [head, second]
+
+
+def test_head_only_stops_at_the_first_row_not_due(queues, received):
+    """In block mode the due run at the head ends before a row waiting for its retry: nothing behind it overtakes it."""
+    ids = received(4)
+    first, second, third, fourth = queues.record_processing([_queued(i, "lab") for i in ids])
+    queues.record_attempts([_attempt(third, Outcome.RETRY, reason="timeout", next_attempt_at=NOW + timedelta(seconds=60))])
+    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=True)] == [first, second]
+    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)] == [first, second, fourth]
 
 
 def test_next_due_at_of_an_empty_queue_is_none(queues, received):
