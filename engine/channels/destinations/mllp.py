@@ -74,6 +74,12 @@ class _Connection(MLLPFramer):
         self._waiting = defer.Deferred()
         self._timer = self._clock.callLater(timeout, self._timed_out)
         self.transport.write(frame(payload))
+        # Twisted sends what was written on the reactor's next turn; with one message in flight,
+        # every turn is on the path of every message, so a plain TCP transport sends it now.
+        # (TLS goes through its own protocol and keeps the reactor's pace.)
+        send_now = getattr(self.transport, "doWrite", None)
+        if send_now is not None and send_now() is not None:  # the reactor's sign that the connection is lost
+            self.transport.abortConnection()
         return self._waiting
 
     def frameReceived(self, payload: bytes) -> None:
@@ -240,8 +246,10 @@ class MLLPDestination:
     @defer.inlineCallbacks
     def _attempt(self, delivery: Delivery):
         settings = self.settings
+        connection = self._connection
         try:
-            connection = yield self._connected()
+            if connection is None or not connection.open:
+                connection = yield self._connect()
         except (error.TimeoutError, defer.TimeoutError, error.ConnectingCancelledError):
             # ConnectingCancelledError: the connect_timeout cancelled HostnameEndpoint's attempt.
             where = f"{settings.host}:{settings.port}"
@@ -267,10 +275,8 @@ class MLLPDestination:
         return decide(settings.ack_policy, reply, sent_control_id=delivery.control_id)
 
     @defer.inlineCallbacks
-    def _connected(self):
-        """The open connection, opening one when there is none."""
-        if self._connection is not None and self._connection.open:
-            return self._connection
+    def _connect(self):
+        """A new connection, kept for the next sends."""
         connecting = self._endpoint.connect(self._factory)
         connecting.addTimeout(self.settings.connect_timeout_seconds, self._reactor)
         connection = yield connecting

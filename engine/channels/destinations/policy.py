@@ -73,6 +73,8 @@ def _rejected(policy: AckPolicy, reply: bytes, text: str) -> DeliveryResult:
 
 def error_codes(text: str) -> list[int]:
     """The table 0357 codes of every ERR segment: ERR-3.1 (v2.5+) and ERR-1.4.1 of each repetition (before 2.5)."""
+    if "ERR" not in text:  # most replies: no need to parse
+        return []
     try:
         message = Message.parse(text)
     except HL7Error:
