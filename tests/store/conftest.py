@@ -107,22 +107,39 @@ def later(seconds: float, function, *args) -> defer.Deferred:
     return task.deferLater(reactor, seconds, function, *args)
 
 
-@pytest.fixture
-def open_store(store_url):
-    """Starts MessageStores on the test database (global reactor); stops them after the test."""
+def _store_opener(url: str):
+    """A function that starts MessageStores on ``url`` (global reactor), and one that stops them all."""
     from twisted.internet import reactor
 
     stores = []
 
     def open_(**options) -> MessageStore:
-        store = MessageStore(store_url, reactor=reactor, **options)
+        store = MessageStore(url, reactor=reactor, **options)
         store.start()
         stores.append(store)
         return store
 
+    def stop_all() -> None:
+        for store in stores:
+            pytest_twisted.blockon(store.stop())
+
+    return open_, stop_all
+
+
+@pytest.fixture
+def open_store(store_url):
+    """Starts MessageStores on the test database (global reactor); stops them after the test."""
+    open_, stop_all = _store_opener(store_url)
     yield open_
-    for store in stores:
-        pytest_twisted.blockon(store.stop())
+    stop_all()
+
+
+@pytest.fixture
+def open_sqlite_store(sqlite_url):
+    """Starts MessageStores on a SQLite database: for what only SQLite does (inline commits, the WAL)."""
+    open_, stop_all = _store_opener(sqlite_url)
+    yield open_
+    stop_all()
 
 
 class WriteLock:

@@ -527,11 +527,9 @@ def test_stop_commits_adds_still_waiting_for_the_end_of_the_turn(open_store, sto
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_writer_checkpoints_what_inline_commits_wrote(open_store, backend, make_message, sqlite_url):
+def test_the_writer_checkpoints_what_inline_commits_wrote(open_sqlite_store, make_message, sqlite_url):
     """Inline commits never checkpoint the WAL themselves; the idle writer copies it into the database file."""
-    if backend != "sqlite":
-        pytest.skip("a SQLite WAL")
-    store = open_store()
+    store = open_sqlite_store()
     database = Path(sa.engine.make_url(sqlite_url).database)
     before = database.stat().st_size
     for n in range(20):
@@ -541,11 +539,9 @@ def test_the_writer_checkpoints_what_inline_commits_wrote(open_store, backend, m
 
 
 @pytest_twisted.inlineCallbacks
-def test_an_inline_group_waits_for_idle_senders_then_commits_once(open_store, backend, make_message):
+def test_an_inline_group_waits_for_idle_senders_then_commits_once(open_sqlite_store, make_message):
     """While connected senders have nothing in flight the group waits for them; the last one's add commits the group."""
-    if backend != "sqlite":
-        pytest.skip("inline commits are SQLite's")
-    store = open_store()
+    store = open_sqlite_store()
     idle = [1]
     store.wait_for_senders(lambda: idle[0])
     threads = _commit_threads(store.repository.engine)
@@ -559,11 +555,9 @@ def test_an_inline_group_waits_for_idle_senders_then_commits_once(open_store, ba
 
 
 @pytest_twisted.inlineCallbacks
-def test_an_inline_group_waits_for_idle_senders_only_so_long(open_store, backend, make_message):
+def test_an_inline_group_waits_for_idle_senders_only_so_long(open_sqlite_store, make_message):
     """A connected sender that stays quiet delays a commit by GROUP_WAIT_SECONDS at most."""
-    if backend != "sqlite":
-        pytest.skip("inline commits are SQLite's")
-    store = open_store()
+    store = open_sqlite_store()
     store.wait_for_senders(lambda: 1)
     from twisted.internet import reactor
 
