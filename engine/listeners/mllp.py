@@ -216,6 +216,11 @@ class MLLPServerProtocol(MLLPFramer):
             return
         if reply is not None:
             self.transport.write(START_BLOCK + reply + END_BLOCK)
+            # Twisted sends what was written on the reactor's next turn; the sender waits for this
+            # ACK before its next message, so a plain TCP transport sends it now (TLS keeps its pace).
+            send_now = getattr(self.transport, "doWrite", None)
+            if send_now is not None and send_now() is not None:  # the reactor's sign that the connection is lost
+                self.transport.abortConnection()
         if self._idle_check is not None:
             self._quiet_since = self.clock.seconds()
         self.factory.in_flight_done()
