@@ -12,6 +12,7 @@ and record writes are ordered with every other write of the engine. Outcomes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone, tzinfo
 
 from sqlalchemy import exc as sa_exc
@@ -61,18 +62,47 @@ class RecordDestination:
 
     def send(self, delivery: Delivery) -> defer.Deferred:
         """Apply one message; fires with a DeliveryResult and never errbacks."""
-        try:
-            message = Message.parse(decode(delivery.payload, self._default_charset).text)
-        except HL7Error as error:
-            return defer.succeed(DeliveryResult(Outcome.ERROR, reason=f"the payload is not a readable HL7 message: {error}"))
-        received_at = delivery.queued_at or datetime.fromtimestamp(self._reactor.seconds(), timezone.utc)
+        return self.send_batch([delivery]).addCallback(lambda results: results[0])
+
+    def send_batch(self, deliveries: Sequence[Delivery]) -> defer.Deferred:
+        """Apply the messages in order, together in one writer call (``RecordIngestor.apply_many``); fires with one DeliveryResult each, never errbacks.
+
+        A message that cannot be read or applied is an ERROR of its own; the others are applied.
+        When the database cannot be written (locked, unreachable, store stopped) every one is RETRY.
+        """
+        deliveries = list(deliveries)
+        results: list[DeliveryResult | None] = [None] * len(deliveries)
+        readable: list[int] = []  # positions of the deliveries handed to the ingestor
+        messages = []
+        for index, delivery in enumerate(deliveries):
+            try:
+                message = Message.parse(decode(delivery.payload, self._default_charset).text)
+            except HL7Error as error:
+                results[index] = DeliveryResult(Outcome.ERROR, reason=f"the payload is not a readable HL7 message: {error}")
+                continue
+            received_at = delivery.queued_at or datetime.fromtimestamp(self._reactor.seconds(), timezone.utc)
+            readable.append(index)
+            messages.append((delivery.message_id, message, received_at))
+        if not messages:
+            return defer.succeed(results)
         try:
             ingestor = self._ingestor_for_store()
         except StoreError as error:
-            return defer.succeed(DeliveryResult(Outcome.RETRY, reason=str(error)))
-        applying = self._store.write(ingestor.apply, delivery.message_id, message, received_at)
-        applying.addCallbacks(_applied, self._failed, errbackArgs=(delivery,))
-        return applying
+            applying = defer.fail(error)
+        else:
+            applying = self._store.write(ingestor.apply_many, messages)
+
+        def applied(outcomes: list) -> list[DeliveryResult]:
+            for index, outcome in zip(readable, outcomes):
+                results[index] = _applied(outcome) if isinstance(outcome, IngestResult) else self._failed(outcome, deliveries[index])
+            return results
+
+        def failed(failure: Failure) -> list[DeliveryResult]:
+            for index in readable:
+                results[index] = self._failed(failure.value, deliveries[index])
+            return results
+
+        return applying.addCallbacks(applied, failed)
 
     def _ingestor_for_store(self) -> RecordIngestor:
         if self._ingestor is None:
@@ -81,14 +111,13 @@ class RecordDestination:
             )
         return self._ingestor
 
-    def _failed(self, failure: Failure, delivery: Delivery) -> DeliveryResult:
-        error = failure.value
+    def _failed(self, error: BaseException, delivery: Delivery) -> DeliveryResult:
         cause = error.__cause__ if isinstance(error, StoreError) else error
         if isinstance(cause, RecordError):
             return DeliveryResult(Outcome.ERROR, reason=f"cannot be applied to the patient record: {cause}")
         if isinstance(error, StoreError) and (error.locked or cause is None or isinstance(cause, (sa_exc.OperationalError, sa_exc.InterfaceError))):
             return DeliveryResult(Outcome.RETRY, reason=str(error))
-        log.failure("applying message {message_id} to the patient record failed", failure, message_id=delivery.message_id, destination=self.name)
+        log.failure("applying message {message_id} to the patient record failed", Failure(error), message_id=delivery.message_id, destination=self.name)
         return DeliveryResult(Outcome.ERROR, reason=f"applying to the patient record failed: {error}")
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.extract import MessageFacts, SegmentReader
+from engine.record.writer import Writer
 
 __all__ = ["DEFAULT_RULE", "Conflict", "IdentityRule", "Identifier", "Match", "find_match", "normalise", "pid_identifiers", "prior_identifiers"]
 
@@ -80,6 +82,7 @@ class Match:
     reason: str
     known: set[tuple[str, str]] = field(default_factory=set)
     conflicts: list[Conflict] = field(default_factory=list)
+    patient: dict[str, Any] | None = None  # the patient's row when the identifiers found it
 
 
 def _cx(reader: SegmentReader, n: int, repetition: int, facts: MessageFacts) -> Identifier | None:
@@ -116,30 +119,32 @@ def prior_identifiers(mrg: SegmentReader, facts: MessageFacts) -> list[Identifie
     return _identifiers(mrg, (1, 4), facts)
 
 
-def survivor_of(connection: sa.Connection, patient_id: int) -> int:
-    """The patient that ``patient_id`` was (maybe transitively) merged into, or itself."""
-    p = schema.patients
+def survivor_of(writer: Writer, patient_id: int) -> dict[str, Any]:
+    """The row of the patient that ``patient_id`` was (maybe transitively) merged into, or its own."""
+    row = writer.select_one(schema.patients, {"id": patient_id})
     seen = {patient_id}
-    while (into := connection.execute(sa.select(p.c.merged_into_id).where(p.c.id == patient_id)).scalar()) is not None:
-        if into in seen:  # a cycle can only come from a bug; stop rather than loop
-            break
+    while (into := row["merged_into_id"]) is not None and into not in seen:  # a cycle can only come from a bug; stop rather than loop
         seen.add(into)
-        patient_id = into
-    return patient_id
+        row = writer.select_one(schema.patients, {"id": into})
+    return row
 
 
-def find_match(connection: sa.Connection, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:
+def find_match(writer: Writer, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:
     """Which patient the identifiers (and, failing them, the demographics under ``rule``) designate; never writes."""
-    i = schema.identifiers
-    rows = []
-    if identifiers:
-        keys = [(identifier.authority, identifier.value) for identifier in identifiers]
-        rows = connection.execute(sa.select(i.c.authority, i.c.value, i.c.patient_id).where(sa.tuple_(i.c.authority, i.c.value).in_(keys))).all()
-    owner = {(row.authority, row.value): survivor_of(connection, row.patient_id) for row in rows}
+    survivors: dict[int, dict[str, Any]] = {}  # linked patient id -> its survivor's row
+    owner = {}
+    for identifier in identifiers:
+        row = writer.select_one(schema.identifiers, {"authority": identifier.authority, "value": identifier.value})
+        if row is not None:
+            linked = row["patient_id"]
+            if linked not in survivors:
+                survivors[linked] = survivor_of(writer, linked)
+            owner[(identifier.authority, identifier.value)] = survivors[linked]["id"]
     if owner:
         ordered = [(identifier, owner[(identifier.authority, identifier.value)]) for identifier in identifiers if (identifier.authority, identifier.value) in owner]
         first, patient_id = ordered[0]
-        match = Match(patient_id, f"came with {first.authority} identifier already linked to patient {patient_id}", set(owner))
+        patient = next(row for row in survivors.values() if row["id"] == patient_id)
+        match = Match(patient_id, f"came with {first.authority} identifier already linked to patient {patient_id}", set(owner), patient=patient)
         for identifier, other in ordered[1:]:
             if other != patient_id and all(c.other_patient_id != other for c in match.conflicts):
                 match.conflicts.append(Conflict(
@@ -148,7 +153,7 @@ def find_match(connection: sa.Connection, identifiers: list[Identifier], demogra
                     identifier,
                 ))
         return match
-    return _rule_match(connection, identifiers, demographics, rule)
+    return _rule_match(writer.connection, identifiers, demographics, rule)
 
 
 def _rule_match(connection: sa.Connection, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:

@@ -5,19 +5,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
-from engine.errors import EngineError
+from engine.errors import EngineError, StoreError
 from engine.hl7.message import Message
 from engine.record import schema
 from engine.record.extract import KEEP, MessageFacts, OrderGroup, PatientGroup, SegmentReader, parse_decimal, parse_partial_date, parse_timestamp, read_message
 from engine.record.identity import DEFAULT_RULE, IdentityRule, Identifier, find_match, normalise, pid_identifiers, prior_identifiers, survivor_of
-from engine.record.writer import Writer
+from engine.record.writer import Differs, Statements, Writer
 from engine.store.db import store_errors
 from engine.store.schema import require_aware, utc_now
 
@@ -55,7 +56,7 @@ _RESOURCE_FIELDS = {"AIS": (3, 4, 7, 8, None), "AIG": (3, 8, 11, 12, 4), "AIL": 
 
 
 class RecordIngestor:
-    """Applies messages to the record (``apply``) and undoes merges (``unmerge``); every call is one transaction."""
+    """Applies messages to the record (``apply``, ``apply_many``) and undoes merges (``unmerge``)."""
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class RecordIngestor:
         self._rule = identity_rule
         self._local = local_timezone
         self._clock = clock
+        self._statements = Statements(engine.dialect)
 
     @property
     def engine(self) -> sa.Engine:
@@ -76,27 +78,75 @@ class RecordIngestor:
         return self._engine
 
     def apply(self, message_id: int, message: Message, received_at: datetime) -> IngestResult:
-        """Apply the message stored as ``message_id``; the same id a second time changes nothing.
+        """Apply the message stored as ``message_id`` in its own transaction; the same id a second time changes nothing.
 
         Raises RecordError when the content cannot be applied, StoreError when the database fails.
         """
-        require_aware(received_at, "received_at")
-        with store_errors(f"applying message {message_id} to the record"):
-            # TRANSACTION: every fact, history row, link, merge and conflict the message makes, and the
-            # record_applied_messages row that makes a second apply a no-op.
+        (result,) = self.apply_many([(message_id, message, received_at)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def apply_many(self, messages: Sequence[tuple[int, Message, datetime]]) -> list[IngestResult | EngineError]:
+        """Apply stored messages ``(message id, message, received at)`` in order, together in one transaction; one result each.
+
+        A message that cannot be applied gets its error in its place (RecordError for its content,
+        StoreError when the database refuses its rows) and leaves no trace: the transaction is
+        rolled back and the others are applied again without it, so each ends as if applied alone.
+        Raises StoreError when the database itself fails (locked, unreachable): nothing is applied.
+        """
+        for _, _, received_at in messages:
+            require_aware(received_at, "received_at")
+        results: list[IngestResult | EngineError] = []
+        pending = list(messages)
+        while pending:
+            try:
+                results.extend(self._apply_together(pending))
+                break
+            except _Refused as refused:
+                results.extend(self.apply_many(pending[:refused.index]))
+                results.append(refused.error)
+                pending = pending[refused.index + 1:]
+        return results
+
+    def _apply_together(self, messages: list[tuple[int, Message, datetime]]) -> list[IngestResult]:
+        """Apply every message in one transaction, or raise _Refused for the first that fails (all rolled back)."""
+        with store_errors(f"applying {len(messages)} message(s) to the record"):
+            # TRANSACTION: for each message, every fact, history row, link, merge and conflict it makes
+            # and the record_applied_messages row that makes a second apply a no-op.
             with self._engine.begin() as connection:
-                done = connection.execute(sa.select(schema.applied_messages).where(schema.applied_messages.c.message_id == message_id)).mappings().first()
-                if done is not None:
-                    return IngestResult(message_id, done["event"], done["patient_id"], done["applied"], done["detail"], already_applied=True)
-                facts = read_message(message, received_at=received_at, local=self._local)
-                writer = Writer(connection, message_id=message_id, cause=facts.event, now=self._clock(), message_time=facts.message_time)
-                application = _Application(writer, facts, self._rule, self._local)
-                patient_id, applied, detail = application.run()
-                connection.execute(schema.applied_messages.insert().values(
-                    message_id=message_id, applied_at=writer.now, event=facts.event[:20], message_time=facts.message_time,
-                    patient_id=patient_id, applied=applied, detail=detail,
-                ))
-        return IngestResult(message_id, facts.event, patient_id, applied, detail)
+                a = schema.applied_messages
+                done = {
+                    row["message_id"]: IngestResult(row["message_id"], row["event"], row["patient_id"], row["applied"], row["detail"], already_applied=True)
+                    for row in connection.execute(sa.select(a).where(a.c.message_id.in_({message_id for message_id, _, _ in messages}))).mappings()
+                }
+                results = []
+                for index, (message_id, message, received_at) in enumerate(messages):
+                    result = done.get(message_id)
+                    if result is None:
+                        try:
+                            with store_errors(f"applying message {message_id} to the record"):
+                                result, done[message_id] = self._apply_one(connection, message_id, message, received_at)
+                        except StoreError as error:
+                            if error.locked or isinstance(error.__cause__, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+                                raise  # the database, not this message: nothing of the batch can be applied now
+                            raise _Refused(index, error) from error
+                        except Exception as error:  # RecordError, or a bug that this message's content triggers
+                            raise _Refused(index, error) from error
+                    results.append(result)
+        return results
+
+    def _apply_one(self, connection: sa.Connection, message_id: int, message: Message, received_at: datetime) -> tuple[IngestResult, IngestResult]:
+        """Apply one message inside the caller's transaction: (its result, the result of applying it again)."""
+        facts = read_message(message, received_at=received_at, local=self._local)
+        writer = Writer(connection, self._statements, message_id=message_id, cause=facts.event, now=self._clock(), message_time=facts.message_time)
+        patient_id, applied, detail = _Application(writer, facts, self._rule, self._local).run()
+        event = facts.event[:20]
+        writer.insert(schema.applied_messages, {
+            "message_id": message_id, "applied_at": writer.now, "event": event, "message_time": facts.message_time,
+            "patient_id": patient_id, "applied": applied, "detail": detail,
+        })
+        return IngestResult(message_id, facts.event, patient_id, applied, detail), IngestResult(message_id, event, patient_id, applied, detail, already_applied=True)
 
     def unmerge(self, merge_id: int, *, reason: str = "") -> int:
         """Undo a merge: the rows it moved go back to the prior patient, who becomes active again; returns how many moved.
@@ -108,13 +158,22 @@ class RecordIngestor:
             # TRANSACTION: the rows moved back, the prior patient reactivated, the merge marked undone, their history.
             with self._engine.begin() as connection:
                 # An operator's undo confirms no data as of any time: it must not make later messages look stale.
-                writer = Writer(connection, message_id=None, cause=f"unmerge {merge_id}", now=self._clock(), message_time=_EPOCH)
+                writer = Writer(connection, self._statements, message_id=None, cause=f"unmerge {merge_id}", now=self._clock(), message_time=_EPOCH)
                 return _unmerge(writer, merge_id, reason)
+
+
+class _Refused(Exception):
+    """Raised out of a transaction (rolling it back) for the message at ``index`` that failed with ``error``."""
+
+    def __init__(self, index: int, error: Exception):
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
 
 
 def _unmerge(writer: Writer, merge_id: int, reason: str) -> int:
     m = schema.merges
-    merge = writer.select_one(m, m.c.id == merge_id)
+    merge = writer.select_one(m, {"id": merge_id})
     if merge is None:
         raise RecordError(f"there is no merge {merge_id}")
     if merge["unmerged_at"] is not None:
@@ -137,7 +196,7 @@ def _unmerge(writer: Writer, merge_id: int, reason: str) -> int:
         result = writer.connection.execute(table.update().where(table.c.id.in_(ids), table.c.patient_id == survivor).values(**values))
         moved += result.rowcount
     if prior is not None:
-        patient = writer.select_one(schema.patients, schema.patients.c.id == prior)
+        patient = writer.select_one(schema.patients, {"id": prior})
         writer.update(schema.patients, patient, {"merged_into_id": None})
     writer.connection.execute(m.update().where(m.c.id == merge_id).values(unmerged_at=writer.now, unmerge_reason=reason))
     writer.history(m.name, merge_id, "unmerged_at", None, writer.now)
@@ -198,7 +257,7 @@ class _Application:
         }
         if not identifiers and not any(demographics.values()):
             raise RecordError("the PID names no identifier (PID-2/3/4) and no demographics")
-        match = find_match(self.w.connection, identifiers, demographics, self.rule)
+        match = find_match(self.w, identifiers, demographics, self.rule)
         if match.patient_id is None:
             patient_id = self.w.insert(schema.patients, {**values, "created_at": self.w.now, "updated_at": self.w.now})
             for table, rows in lists.items():
@@ -209,7 +268,7 @@ class _Application:
         else:
             patient_id = match.patient_id
             reason = match.reason
-            patient = self.w.select_one(schema.patients, schema.patients.c.id == patient_id)
+            patient = match.patient or self.w.select_one(schema.patients, {"id": patient_id})
             if self.w.is_stale(patient):
                 self.notes.append("demographics kept: the message is older than the record")
             else:
@@ -297,12 +356,11 @@ class _Application:
     def _find_visit(self, patient_id: int, number: Any, *, latest: bool) -> sa.RowMapping | None:
         v = schema.visits
         if isinstance(number, str):
-            return self.w.select_one(v, v.c.patient_id == patient_id, v.c.visit_number == number)
+            return self.w.select_one(v, {"patient_id": patient_id, "visit_number": number})
         if not latest:
             return None
-        return self.w.connection.execute(
-            sa.select(v).where(v.c.patient_id == patient_id, v.c.status != "cancelled").order_by(v.c.id.desc()).limit(1)
-        ).mappings().first()
+        found = self.w.rows(v, {"patient_id": patient_id, "status": Differs("cancelled")}, descending=True, limit=1)
+        return found[0] if found else None
 
     def _visit_of(self, patient_id: int, group: PatientGroup) -> int | None:
         """The visit a non-ADT message's PV1 names by number (created when unknown); None without one."""
@@ -346,8 +404,7 @@ class _Application:
 
     def _upsert(self, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> int:
         """Insert the row with this key, or update it unless the message is older than its data; returns its id."""
-        criteria = [table.c[name].is_(None) if value is None else table.c[name] == value for name, value in key.items()]
-        row = self.w.select_one(table, *criteria)
+        row = self.w.select_one(table, key)
         if row is None:
             return self.w.insert(table, {**values, **key})
         if self.w.is_stale(row):
@@ -381,7 +438,7 @@ class _Application:
         owners: list[int] = []
         for key in keys:
             if key in by_key:
-                owner = survivor_of(self.w.connection, by_key[key]["patient_id"])
+                owner = survivor_of(self.w, by_key[key]["patient_id"])["id"]
                 if owner not in owners:
                     owners.append(owner)
         priors_json = [list(key) for key in keys]
@@ -401,7 +458,7 @@ class _Application:
             row = by_key.get((prior.authority, prior.value))
             if row is None:
                 created.append(self._link(prior, survivor, f"merge {merge_id}: prior identifier", alias=True))
-            elif survivor_of(self.w.connection, row["patient_id"]) == survivor and not row["alias"] and row["id"] not in moved.get(i.name, []):
+            elif survivor_of(self.w, row["patient_id"])["id"] == survivor and not row["alias"] and row["id"] not in moved.get(i.name, []):
                 self.w.update(i, row, {"alias": True}, cause=f"merge {merge_id}")
         moved["created_identifiers"] = created
         self.w.connection.execute(schema.merges.update().where(schema.merges.c.id == merge_id).values(moved=moved))
@@ -419,7 +476,7 @@ class _Application:
                 values["alias"] = True
             self.w.connection.execute(table.update().where(table.c.id.in_(ids)).values(**values))
             moved[table.name] = ids
-        patient = self.w.select_one(schema.patients, schema.patients.c.id == prior)
+        patient = self.w.select_one(schema.patients, {"id": prior})
         self.w.update(schema.patients, patient, {"merged_into_id": survivor}, cause=f"merge {merge_id}")
         c = schema.conflicts
         between = sa.or_(
@@ -445,9 +502,9 @@ class _Application:
         a = schema.appointments
         appointment = None
         if filler is not None:
-            appointment = self.w.select_one(a, a.c.filler_id == filler)
+            appointment = self.w.select_one(a, {"filler_id": filler})
         if appointment is None and placer is not None:
-            appointment = self.w.select_one(a, a.c.placer_id == placer)
+            appointment = self.w.select_one(a, {"placer_id": placer})
         values = self._appointment_values(sch, facts.tq1, facts.resources)
         values.update(patient_id=patient_id, placer_id=placer or KEEP, filler_id=filler or KEEP, event=facts.trigger)
         if visit_id is not None:
@@ -500,7 +557,8 @@ class _Application:
 
     def _replace_resources(self, appointment_id: int, resources: list[SegmentReader]) -> None:
         r = schema.appointment_resources
-        old = self.w.connection.execute(sa.select(r.c.kind, r.c.code, r.c.text, r.c.role, r.c.start_at, r.c.duration_minutes).where(r.c.appointment_id == appointment_id).order_by(r.c.id)).mappings().all()
+        compared = ("kind", "code", "text", "role", "start_at", "duration_minutes")
+        old = [{name: row[name] for name in compared} for row in self.w.rows(r, {"appointment_id": appointment_id})]
         new = []
         for resource in resources:
             code_field, start_field, duration_field, units_field, role_field = _RESOURCE_FIELDS[resource.name]
@@ -519,11 +577,11 @@ class _Application:
                 "start_at": self._time(resource.get(f"{start_field}.1")),
                 "duration_minutes": _minutes(resource.part(f"{duration_field}"), resource.part(f"{units_field}.1")),
             })
-        comparable = [{name: row[name] for name in ("kind", "code", "text", "role", "start_at", "duration_minutes")} for row in new]
-        if [dict(row) for row in old] == comparable:
+        comparable = [{name: row[name] for name in compared} for row in new]
+        if old == comparable:
             return
-        self.w.history(schema.appointments.name, appointment_id, "resources", [dict(row) for row in old], comparable)
-        self.w.connection.execute(r.delete().where(r.c.appointment_id == appointment_id))
+        self.w.history(schema.appointments.name, appointment_id, "resources", old, comparable)
+        self.w.delete(r, {"appointment_id": appointment_id})
         for row in new:
             self.w.insert(r, {**row, "appointment_id": appointment_id})
 
@@ -559,16 +617,12 @@ class _Application:
             values["visit_id"] = visit_id
         o = schema.orders
         if filler:
-            key = [o.c.patient_id == patient_id, o.c.filler_number == filler]
+            key = {"patient_id": patient_id, "filler_number": filler}
         elif placer:
-            key = [o.c.patient_id == patient_id, o.c.placer_number == placer]
+            key = {"patient_id": patient_id, "placer_number": placer}
         else:
-            code = values.get("code")
-            observed = values.get("observed_at")
-            key = [o.c.patient_id == patient_id, o.c.filler_number.is_(None), o.c.placer_number.is_(None),
-                   o.c.code.is_(None) if code in (KEEP, None) else o.c.code == code,
-                   o.c.observed_at.is_(None) if observed in (KEEP, None) else o.c.observed_at == observed]
-        row = self.w.select_one(o, *key)
+            key = {"patient_id": patient_id, "filler_number": None, "placer_number": None, "code": values.get("code") or None, "observed_at": values.get("observed_at") or None}
+        row = self.w.select_one(o, key)
         if row is None:
             order_id = self.w.insert(o, {**values, "patient_id": patient_id})
         else:
@@ -577,7 +631,7 @@ class _Application:
                 self.w.update(o, row, values)
         seen: dict[tuple[Any, str], int] = {}
         for observation in order.observations:
-            self._observation(patient_id, order_id, observation.obx, observation.notes, seen, values.get("observed_at"))
+            self._observation(patient_id, order_id, observation.obx, observation.notes, seen, values.get("observed_at"), new_order=row is None)
 
     def _keeps(self, row: sa.RowMapping, incoming: Any, what: str) -> bool:
         """Whether ``row`` stays as it is: the message is older, or a preliminary result would replace a final one."""
@@ -589,7 +643,7 @@ class _Application:
             return True
         return False
 
-    def _observation(self, patient_id: int, order_id: int, obx: SegmentReader, notes: list[str], seen: dict, order_time: Any) -> None:
+    def _observation(self, patient_id: int, order_id: int, obx: SegmentReader, notes: list[str], seen: dict, order_time: Any, *, new_order: bool) -> None:
         values = _observation_values(obx, self.local)
         values["notes"] = "\n".join(notes) if notes else None
         if values["observed_at"] in (KEEP, None) and isinstance(order_time, datetime):
@@ -597,9 +651,10 @@ class _Application:
         key = (values["code"] or values["text"], values["sub_id"])
         occurrence = seen[key] = seen.get(key, 0) + 1
         ob = schema.observations
-        criteria = [ob.c.order_id == order_id, ob.c.sub_id == values["sub_id"], ob.c.occurrence == occurrence]
-        criteria.append(ob.c.code == values["code"] if values["code"] else sa.and_(ob.c.code.is_(None), ob.c.text.is_(None) if values["text"] is None else ob.c.text == values["text"]))
-        row = self.w.select_one(ob, *criteria)
+        row = None
+        if not new_order:  # an order created by this group has only the observations this group adds, each with its own key
+            coded = {"code": values["code"]} if values["code"] else {"code": None, "text": values["text"]}
+            row = self.w.select_one(ob, {"order_id": order_id, "sub_id": values["sub_id"], "occurrence": occurrence, **coded})
         if row is None:
             self.w.insert(ob, {**values, "order_id": order_id, "patient_id": patient_id, "occurrence": occurrence})
             return

@@ -1,19 +1,29 @@
-"""Writes to the record inside one transaction, each change keeping its previous value in record_history."""
+"""Writes of the record inside one transaction, each change keeping its previous value in record_history.
+
+Statements go to the database driver directly: each shape of statement (a table, what it does,
+which columns) becomes SQL text once per dialect (``Statements``), and values go in and come out
+through the bind and result processors SQLAlchemy itself applies to those columns (UTC
+timestamps, booleans, JSON, decimals), so the rows are the ones SQLAlchemy would write and read.
+Building, caching and compiling a SQLAlchemy construct and wrapping its result cost several times
+the statement itself, and a message makes dozens of them (issue 5's profile).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from engine.record import schema
 from engine.record.extract import KEEP
-from engine.store.schema import fit_text
 
-__all__ = ["Writer", "history_text"]
+__all__ = ["Differs", "Statements", "Writer", "history_text"]
 
 # Columns every fact table manages itself; never compared or recorded as a change of content.
 _BOOKKEEPING = frozenset({"id", "as_of", "message_id", "created_at", "updated_at"})
@@ -34,90 +44,281 @@ def history_text(value: Any) -> str | None:
     return str(value)
 
 
-def _fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
-    """``fit_text`` after replacing lone surrogates (bytes the message's charset could not decode), which no database stores."""
-    cleaned = {
-        name: value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) and not value.isascii() else value
-        for name, value in values.items()
-    }
-    return fit_text(table, cleaned)
-
-
 def _same(old: Any, new: Any) -> bool:
     if isinstance(old, float) or isinstance(new, float):
         return old is not None and new is not None and abs(float(old) - float(new)) < 1e-9
     return old == new
 
 
-class Writer:
-    """One unit of work for one message (or one operator action): inserts, updates with history, list replacements."""
+@dataclass(frozen=True, slots=True)
+class Differs:
+    """A key value that selects the rows whose column is anything but ``value`` (``<>``)."""
 
-    def __init__(self, connection: sa.Connection, *, message_id: int | None, cause: str, now: datetime, message_time: datetime):
+    value: Any
+
+
+class _Table:
+    """One table as the driver sees it: quoted names, and how each column's values are fitted and bound."""
+
+    def __init__(self, table: sa.Table, dialect: sa.Dialect):
+        quote = dialect.identifier_preparer.quote
+        self.name = quote(table.name)
+        self.primary_key = table.primary_key.columns.keys()[0]
+        self.columns = tuple(column.name for column in table.c)
+        self.quoted = {column.name: quote(column.name) for column in table.c}
+        self.types = {column.name: column.type.dialect_impl(dialect) for column in table.c}
+        # (text length: -1 for text without a limit, None for other types; SQLAlchemy's bind processor or None)
+        self.binds = {
+            column.name: (
+                (column.type.length if column.type.length is not None else -1) if isinstance(column.type, sa.String) else None,
+                self.types[column.name].bind_processor(dialect),
+            )
+            for column in table.c
+        }
+        self.stamps = tuple(name for name in ("message_id", "as_of") if name in table.c)
+        self.has_id = "id" in table.c
+
+    def fit(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The values as the database will hold them: text through ``_fit_text``, KEEP as it is."""
+        binds = self.binds
+        return {name: _fit_text(value, binds[name][0]) if isinstance(value, str) and binds[name][0] is not None else value for name, value in values.items()}
+
+    def parameters(self, values: Mapping[str, Any], times: dict[datetime, Any]) -> list[Any]:
+        """The values fitted (KEEP as None) and through each column's bind processor, as the driver takes them.
+
+        ``times`` keeps the bound form of each timestamp: a message stamps its time on every row.
+        """
+        binds = self.binds
+        parameters = []
+        for name, value in values.items():
+            length, processor = binds[name]
+            if value is KEEP:
+                value = None
+            elif length is not None and isinstance(value, str):
+                value = _fit_text(value, length)
+            if processor is not None:
+                if isinstance(value, datetime):
+                    bound = times.get(value)
+                    if bound is None:
+                        bound = times[value] = processor(value)
+                    value = bound
+                else:
+                    value = processor(value)
+            parameters.append(value)
+        return parameters
+
+
+def _fit_text(value: str, length: int) -> str:
+    """Text as the database holds it: lone surrogates (bytes the message's charset could not decode) as "?", no NULs, at most ``length`` (-1: any)."""
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return value if length < 0 else value[:length]
+
+
+class Statements:
+    """The record's SQL for one database dialect, each statement shape built once and kept."""
+
+    def __init__(self, dialect: sa.Dialect):
+        self.dialect = dialect
+        self._marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.returning = dialect.name != "sqlite"  # sqlite3's lastrowid is exact for one-row inserts
+        self._tables: dict[str, _Table] = {}
+        self._sql: dict[tuple, str] = {}
+        self._results: dict[str, tuple] = {}  # select SQL -> (names, result processors), from its first cursor description
+
+    def table(self, table: sa.Table) -> _Table:
+        """The driver's view of ``table``."""
+        found = self._tables.get(table.name)
+        if found is None:
+            found = self._tables[table.name] = _Table(table, self.dialect)
+        return found
+
+    def insert(self, table: _Table, names: tuple[str, ...]) -> str:
+        """``INSERT`` of these columns (``RETURNING id`` where the driver has no exact lastrowid)."""
+        shape = ("insert", table.name, names)
+        sql = self._sql.get(shape)
+        if sql is None:
+            columns = ", ".join(table.quoted[name] for name in names)
+            sql = f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join([self._marker] * len(names))})"
+            if self.returning and table.has_id:
+                sql += " RETURNING id"
+            self._sql[shape] = sql
+        return sql
+
+    def update(self, table: _Table, names: tuple[str, ...]) -> str:
+        """``UPDATE`` of these columns of the row with a given id."""
+        shape = ("update", table.name, names)
+        sql = self._sql.get(shape)
+        if sql is None:
+            assignments = ", ".join(f"{table.quoted[name]} = {self._marker}" for name in names)
+            sql = self._sql[shape] = f"UPDATE {table.name} SET {assignments} WHERE id = {self._marker}"
+        return sql
+
+    def select(self, table: _Table, key: tuple[tuple[str, str], ...], order: tuple[str, ...], descending: bool, limit: int | None) -> str:
+        """``SELECT`` every column of the rows matching ``key`` (column, operator) in ``order``."""
+        shape = ("select", table.name, key, order, descending, limit)
+        sql = self._sql.get(shape)
+        if sql is None:
+            columns = ", ".join(table.quoted[name] for name in table.columns)
+            sql = f"SELECT {columns} FROM {table.name}{self._where(table, key)}"
+            if order:
+                direction = " DESC" if descending else ""
+                sql += " ORDER BY " + ", ".join(f"{table.quoted[name]}{direction}" for name in order)
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            self._sql[shape] = sql
+        return sql
+
+    def delete(self, table: _Table, key: tuple[tuple[str, str], ...]) -> str:
+        """``DELETE`` the rows matching ``key``."""
+        shape = ("delete", table.name, key)
+        sql = self._sql.get(shape)
+        if sql is None:
+            sql = self._sql[shape] = f"DELETE FROM {table.name}{self._where(table, key)}"
+        return sql
+
+    def _where(self, table: _Table, key: tuple[tuple[str, str], ...]) -> str:
+        if not key:
+            return ""
+        terms = [f"{table.quoted[name]} IS NULL" if operator == "null" else f"{table.quoted[name]} {operator} {self._marker}" for name, operator in key]
+        return " WHERE " + " AND ".join(terms)
+
+    def result(self, sql: str, table: _Table, description) -> tuple[tuple[str, ...], list]:
+        """Column names and SQLAlchemy's result processor of each (None: taken as the driver gives it) for a select of ``table``."""
+        found = self._results.get(sql)
+        if found is None:
+            names = tuple(column[0] for column in description)
+            processors = [table.types[name].result_processor(self.dialect, column[1]) for name, column in zip(names, description)]
+            found = self._results[sql] = (names, processors)
+        return found
+
+
+def _key(key: Mapping[str, Any]) -> tuple[tuple[tuple[str, str], ...], dict[str, Any]]:
+    """A key's shape (column, operator) and the values it compares with: None means IS NULL, Differs(v) means <> v."""
+    shape, values = [], {}
+    for name, value in key.items():
+        if value is None:
+            shape.append((name, "null"))
+        elif isinstance(value, Differs):
+            shape.append((name, "<>"))
+            values[name] = value.value
+        else:
+            shape.append((name, "="))
+            values[name] = value
+    return tuple(shape), values
+
+
+class Writer:
+    """One unit of work for one message (or one operator action): selects, inserts, updates with history, list replacements.
+
+    ``connection`` is in a transaction; every statement runs on its driver connection, inside it.
+    """
+
+    def __init__(self, connection: sa.Connection, statements: Statements, *, message_id: int | None, cause: str, now: datetime, message_time: datetime):
         self.connection = connection
         self.message_id = message_id
         self.cause = cause[:60]
         self.now = now
         self.message_time = message_time
+        self._statements = statements
+        self._cursor = connection.connection.driver_connection.cursor()
+        self._dbapi_error = statements.dialect.dbapi.Error
+        self._times: dict[datetime, Any] = {}
 
-    def select_one(self, table: sa.Table, *criteria) -> sa.RowMapping | None:
-        """The first row (lowest id) matching every criterion, or None."""
-        return self.connection.execute(sa.select(table).where(*criteria).order_by(table.c.id).limit(1)).mappings().first()
+    def _execute(self, sql: str, parameters: list) -> Any:
+        try:
+            self._cursor.execute(sql, parameters)
+        except self._dbapi_error as error:
+            # As SQLAlchemy would raise it, so store_errors and the callers judge it the same way.
+            raise sa_exc.DBAPIError.instance(sql, None, error, self._dbapi_error, hide_parameters=True, dialect=self._statements.dialect) from error
+        return self._cursor
 
-    def insert(self, table: sa.Table, values: dict[str, Any]) -> int:
+    def rows(self, table: sa.Table, key: Mapping[str, Any], *, order: tuple[str, ...] = ("id",), descending: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """The rows whose columns equal ``key`` (None: IS NULL; ``Differs(v)``: <> v), as dicts, in ``order``."""
+        driver_table = self._statements.table(table)
+        shape, values = _key(key)
+        sql = self._statements.select(driver_table, shape, order, descending, limit)
+        cursor = self._execute(sql, driver_table.parameters(values, self._times))
+        found = cursor.fetchall()
+        names, processors = self._statements.result(sql, driver_table, cursor.description)
+        return [
+            dict(zip(names, [value if processor is None else processor(value) for processor, value in zip(processors, row)]))
+            for row in found
+        ]
+
+    def select_one(self, table: sa.Table, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first row (lowest id) matching ``key``, or None."""
+        found = self.rows(table, key, limit=1)
+        return found[0] if found else None
+
+    def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id."""
-        row = {name: (None if value is KEEP else value) for name, value in values.items()}
-        if "message_id" in table.c and "message_id" not in row:
-            row["message_id"] = self.message_id
-        if "as_of" in table.c and "as_of" not in row:
-            row["as_of"] = self.message_time
-        result = self.connection.execute(table.insert().values(**_fit(table, row)))
-        return result.inserted_primary_key[0]
+        driver_table = self._statements.table(table)
+        row = dict(values)
+        for name in driver_table.stamps:
+            if name not in values:
+                row[name] = self.message_id if name == "message_id" else self.message_time
+        cursor = self._execute(self._statements.insert(driver_table, tuple(row)), driver_table.parameters(row, self._times))
+        if not driver_table.has_id:
+            return row[driver_table.primary_key]
+        return cursor.fetchone()[0] if self._statements.returning else cursor.lastrowid
 
-    def is_stale(self, row: sa.RowMapping) -> bool:
+    def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
+        """Delete the rows matching ``key``."""
+        driver_table = self._statements.table(table)
+        shape, values = _key(key)
+        self._execute(self._statements.delete(driver_table, shape), driver_table.parameters(values, self._times))
+
+    def is_stale(self, row: Mapping[str, Any]) -> bool:
         """Whether this message is older than the data the row holds (so it must not overwrite it)."""
         return self.message_time < row["as_of"]
 
-    def update(self, table: sa.Table, row: sa.RowMapping, values: dict[str, Any], *, cause: str | None = None) -> bool:
+    def update(self, table: sa.Table, row: Mapping[str, Any], values: Mapping[str, Any], *, cause: str | None = None) -> bool:
         """Write the sent values (not KEEP) that differ from ``row``, each with a history row; True when something changed.
 
         The row then names this message as its source and its ``as_of`` moves forward.
         """
-        sent = _fit(table, {name: value for name, value in values.items() if value is not KEEP})
+        driver_table = self._statements.table(table)
+        sent = driver_table.fit({name: value for name, value in values.items() if value is not KEEP})
         changes = {name: value for name, value in sent.items() if name not in _BOOKKEEPING and not _same(row[name], value)}
         if changes:
-            if "message_id" in table.c and self.message_id is not None and row["message_id"] != self.message_id:
+            if "message_id" in driver_table.stamps and self.message_id is not None and row["message_id"] != self.message_id:
                 changes["message_id"] = self.message_id
             for name, value in changes.items():
                 self.history(table.name, row["id"], name, row[name], value, cause=cause)
-            if "updated_at" in table.c:
+            if "updated_at" in driver_table.binds:
                 changes["updated_at"] = self.now
         # Even a message that changes nothing confirms the row as of its time: an older one must not overwrite it.
-        stamp = {"as_of": self.message_time} if "as_of" in table.c and self.message_time > row["as_of"] else {}
-        if changes or stamp:
-            self.connection.execute(table.update().where(table.c.id == row["id"]).values(**changes, **stamp))
-        return bool(changes)
+        if "as_of" in driver_table.stamps and self.message_time > row["as_of"]:
+            changes["as_of"] = self.message_time
+        if changes:
+            names = tuple(changes)
+            self._execute(self._statements.update(driver_table, names), [*driver_table.parameters(changes, self._times), row["id"]])
+        return any(name != "as_of" for name in changes)
 
     def history(self, entity: str, entity_id: int, field: str, old: Any, new: Any, *, cause: str | None = None) -> None:
         """Record one change of one value."""
-        self.connection.execute(schema.history.insert().values(
-            entity=entity, entity_id=entity_id, field=field[:60], old_value=history_text(old), new_value=history_text(new),
-            cause=(cause or self.cause)[:60], at=self.now, message_id=self.message_id,
-        ))
+        self.insert(schema.history, {
+            "entity": entity, "entity_id": entity_id, "field": field[:60], "old_value": history_text(old), "new_value": history_text(new),
+            "cause": (cause or self.cause)[:60], "at": self.now, "message_id": self.message_id,
+        })
 
     def replace_list(self, table: sa.Table, patient_id: int, rows: list[dict[str, Any]], *, new_patient: bool = False) -> bool:
         """Make ``rows`` (in order) the patient's rows of ``table``; one history row (JSON lists) when they differ.
 
         A patient created by this message has no previous value, so nothing goes to history.
         """
-        content = [c.name for c in table.c if c.name not in _BOOKKEEPING and c.name not in ("patient_id", "position")]
-        fitted = [_fit(table, {name: row.get(name) for name in content}) for row in rows]
-        old_rows = self.connection.execute(sa.select(table).where(table.c.patient_id == patient_id).order_by(table.c.position, table.c.id)).mappings().all()
-        old = [{name: row[name] for name in content} for row in old_rows]
+        driver_table = self._statements.table(table)
+        content = [name for name in driver_table.columns if name not in _BOOKKEEPING and name not in ("patient_id", "position")]
+        fitted = [driver_table.fit({name: row.get(name) for name in content}) for row in rows]
+        old = [] if new_patient else [{name: row[name] for name in content} for row in self.rows(table, {"patient_id": patient_id}, order=("position", "id"))]
         if old == fitted:
             return False
         if not new_patient:
             self.history(schema.patients.name, patient_id, table.name.removeprefix("record_"), old, fitted)
-        self.connection.execute(table.delete().where(table.c.patient_id == patient_id))
+            self.delete(table, {"patient_id": patient_id})
         for position, values in enumerate(fitted, start=1):
             self.insert(table, {**values, "patient_id": patient_id, "position": position})
         return True

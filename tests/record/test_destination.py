@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -37,14 +38,19 @@ def destination(store) -> RecordDestination:
     return RecordDestination("record", store=store, reactor=reactor)
 
 
-async def deliver(store, destination: RecordDestination, payload: bytes) -> DeliveryResult:
-    """Store ``payload`` as a received message, then send it to the destination as its first delivery."""
+async def queued(store, *payloads: bytes) -> list[Delivery]:
+    """Store each payload as a received message; its first delivery to the record."""
     empty = dict.fromkeys(("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_code",
                            "trigger_event", "message_structure", "control_id", "version", "processing_id", "charset"), "")
-    (message_id,) = await store.add([NewMessage(raw=payload, received_at=QUEUED, listener="mllp", peer="127.0.0.1", status=Status.RECEIVED,
-                                                channel="record", ack_code="AA", ack=None, **empty)])
-    delivery = Delivery(delivery_id=message_id, message_id=message_id, channel="record", destination="record", control_id="",
-                        payload=payload, attempt=1, queued_at=QUEUED)
+    message_ids = await store.add([NewMessage(raw=payload, received_at=QUEUED, listener="mllp", peer="127.0.0.1", status=Status.RECEIVED,
+                                              channel="record", ack_code="AA", ack=None, **empty) for payload in payloads])
+    return [Delivery(delivery_id=message_id, message_id=message_id, channel="record", destination="record", control_id="",
+                     payload=payload, attempt=1, queued_at=QUEUED) for message_id, payload in zip(message_ids, payloads)]
+
+
+async def deliver(store, destination: RecordDestination, payload: bytes) -> DeliveryResult:
+    """Store ``payload`` as a received message, then send it to the destination as its first delivery."""
+    (delivery,) = await queued(store, payload)
     return await destination.send(delivery)
 
 
@@ -76,24 +82,36 @@ async def test_content_that_cannot_be_applied_is_an_error(store, destination):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_batch_gets_one_result_per_message(store, destination):
+    """send_batch applies the readable messages in one writer call; an unreadable payload and a merge without MRG are errors of their own."""
+    journey = [(SAMPLES / name).read_bytes() for name in JOURNEY]
+    merge = b"MSH|^~\\&|PMS|C|HUB|R|20240101||ADT^A40^ADT_A39|1|P|2.5.1\rPID|1||P-1^^^PMS\r"
+    deliveries = await queued(store, journey[0], b"not an HL7 message", merge, *journey[1:], journey[0])
+    deliveries[-1] = deliveries[0]  # the first message delivered again (a resend) in the same batch
+
+    results = await destination.send_batch(deliveries)
+
+    assert [result.outcome for result in results] == [Outcome.SENT, Outcome.ERROR, Outcome.ERROR, *[Outcome.SENT] * (len(journey) - 1), Outcome.SENT]
+    assert results[1].reason.startswith("the payload is not a readable HL7 message")
+    assert results[2].reason == "cannot be applied to the patient record: ADT^A40 has no MRG segment: nothing says which patient to merge"
+    assert re.fullmatch(r"patient \d+; merge \d+: patient \d+ merged", results[-2].reason)  # ids: PostgreSQL's rolled-back attempt used some
+    assert results[-1].reason == f"already applied: {results[0].reason}"
+
+
+@pytest_twisted.ensureDeferred
 async def test_locked_database_is_a_retry(store, destination, record_url):
-    """While another connection holds the write lock, the delivery comes back RETRY; once released it is SENT."""
-    payload = (SAMPLES / JOURNEY[0]).read_bytes()
-    empty = dict.fromkeys(("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_code",
-                           "trigger_event", "message_structure", "control_id", "version", "processing_id", "charset"), "")
-    (message_id,) = await store.add([NewMessage(raw=payload, received_at=QUEUED, listener="mllp", peer="p", status=Status.RECEIVED,
-                                                channel="record", ack_code="AA", ack=None, **empty)])
-    delivery = Delivery(message_id, message_id, "record", "record", "", payload, 1, QUEUED)
+    """While another connection holds the write lock, every delivery of a batch comes back RETRY; once released they are SENT."""
+    deliveries = await queued(store, *[(SAMPLES / name).read_bytes() for name in JOURNEY[:2]])
     lock = WriteLock(record_url)
     lock.hold()
     try:
-        locked = await destination.send(delivery)
+        locked = await destination.send_batch(deliveries)
     finally:
         lock.release()
-    assert locked.outcome is Outcome.RETRY
-    again = await destination.send(delivery)
-    assert again.outcome is Outcome.SENT
-    assert again.reason.startswith("patient ")  # PostgreSQL may have used up id 1 in the rolled-back attempt
+    assert [result.outcome for result in locked] == [Outcome.RETRY, Outcome.RETRY]
+    again = await destination.send_batch(deliveries)
+    assert [result.outcome for result in again] == [Outcome.SENT, Outcome.SENT]
+    assert again[0].reason.startswith("patient ")  # PostgreSQL may have used up id 1 in the rolled-back attempt
 
 
 @pytest_twisted.ensureDeferred

@@ -11,8 +11,10 @@ from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.record import schema
 from engine.record.identity import IdentityRule
-from engine.record.ingest import RecordError, RecordIngestor
+from engine.record.ingest import IngestResult, RecordError, RecordIngestor
 from engine.record.query import get_patient
+from engine.store.db import create_engine_for
+from engine.store.migrations import upgrade
 from tests.corpus_util import corpus_entries
 from tests.record.conftest import JOURNEY, NOW, RECEIVED, SAMPLES, Feeder, store_message
 
@@ -249,6 +251,50 @@ def test_database_failure_is_a_store_error(engine, ingestor):
     """A database that refuses the write (here: no such message row) surfaces as StoreError, not a bare SQLAlchemy error."""
     with pytest.raises(StoreError):
         ingestor.apply(424242, Message.parse(hl7("ADT^A04^ADT_A01", "20240101080000", PID)), RECEIVED)
+
+
+def test_a_batch_answers_each_message_and_isolates_what_fails(feed, ingestor):
+    """In one apply_many, a merge without MRG and an id with no stored message fail alone; the others apply; a repeated id is already applied."""
+    texts = [hl7("ADT^A04^ADT_A01", "20240101080000", PID), hl7("ADT^A40^ADT_A39", "20240101090000", PID),
+             hl7("ADT^A08^ADT_A01", "20240101100000", PID.replace("DOE^JANE^Q", "DOE^JANET"))]
+    ids = [store_message(feed.engine, text.encode()) for text in texts]
+    messages = [(message_id, Message.parse(text), RECEIVED) for message_id, text in zip(ids, texts)]
+
+    registered, refused, updated, again, unknown = ingestor.apply_many([*messages, messages[0], (424242, messages[2][1], RECEIVED)])
+
+    patient_id = registered.patient_id  # not 1 on PostgreSQL: the rolled-back attempt used up ids
+    assert (registered.detail, updated.detail) == (f"patient {patient_id}", f"patient {patient_id}")
+    assert isinstance(refused, RecordError) and "no MRG" in str(refused)
+    assert again == IngestResult(ids[0], "ADT^A04", patient_id, True, f"patient {patient_id}", already_applied=True)
+    assert isinstance(unknown, StoreError)
+    assert [row[0] for row in dump(feed.engine)["record_applied_messages"]] == [ids[0], ids[2]]
+    assert [name["given"] for name in get_patient(feed.engine, patient_id)["names"]] == ["JANET"]
+
+
+def test_a_batch_leaves_the_rows_one_message_at_a_time_leaves(tmp_path):
+    """The journey, the corpus, refused messages and repeats applied in one apply_many make the same rows (history included) as one apply each."""
+    texts = [(SAMPLES / name).read_bytes().decode() for name in JOURNEY] + [text for _, text in _corpus_messages()]
+    texts[5:5] = [hl7("ADT^A40^ADT_A39", "20240101090000", PID), hl7("ADT^A04^ADT_A01", "20240101090000", "PID|1")]
+    dumps = []
+    for mode in ("one by one", "together"):
+        engine = create_engine_for(f"sqlite:///{tmp_path / mode / 'record.db'}")
+        upgrade(engine)
+        ingestor = RecordIngestor(engine, clock=lambda: NOW)
+        messages = [(store_message(engine, text.encode("utf-8", "surrogateescape")), Message.parse(text), RECEIVED) for text in texts]
+        messages += messages[:12]
+        if mode == "together":
+            results = ingestor.apply_many(messages)
+        else:
+            results = []
+            for message in messages:
+                try:
+                    results.append(ingestor.apply(*message))
+                except RecordError as error:
+                    results.append(error)
+        dumps.append(([result if isinstance(result, IngestResult) else str(result) for result in results], dump(engine)))
+        engine.dispose()
+    assert dumps[0] == dumps[1]
+    assert sum(isinstance(result, str) for result in dumps[0][0]) == 4  # the two refused, each twice
 
 
 def _corpus_messages() -> list[tuple[str, str]]:
