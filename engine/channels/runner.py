@@ -334,9 +334,18 @@ class Dispatcher(_Passes):
 
     @defer.inlineCallbacks
     def stop(self):
-        """Finish the round under way, then close the destination's connections."""
-        yield self._stop_passes()
-        yield self.stages.destination.stop()
+        """Finish the round under way, then close the destination's connections.
+
+        A destination that sends a run itself (``send_in_order``) is stopped first: that ends the
+        run after the message in flight, as the dispatcher's own loop ends after the send under way.
+        """
+        passes = self._stop_passes()
+        if getattr(self.stages.destination, "send_in_order", None) is not None:
+            yield self.stages.destination.stop()
+            yield passes
+        else:
+            yield passes
+            yield self.stages.destination.stop()
 
     def describe(self) -> str:
         return f"channel {self.channel} destination {self.name}"
@@ -354,16 +363,24 @@ class Dispatcher(_Passes):
                 self._schedule(next_at)
                 return
             outcomes: list[tuple[Delivery, DeliveryResult]] = []
-            send_batch = getattr(self.stages.destination, "send_batch", None)
+            destination = self.stages.destination
+            send_batch = getattr(destination, "send_batch", None)
+            send_in_order = getattr(destination, "send_in_order", None)
             if self.stages.batch and send_batch is not None and len(due) > 1:
                 results = yield send_batch(due)
                 outcomes.extend(zip(due, results))
+            elif send_in_order is not None:
+                # The destination sends the run itself (the MLLP one on its own thread): no reactor turn between messages.
+                results = yield send_in_order(due, stop_at_failure=head_only)
+                outcomes.extend(zip(due, results))
             else:
                 for delivery in due:
-                    result = yield self.stages.destination.send(delivery)
+                    result = yield destination.send(delivery)
                     outcomes.append((delivery, result))
                     if (result.outcome != Outcome.SENT and head_only) or self._stopped:
                         break
+            if not outcomes:  # the destination stopped before sending anything
+                return
             yield self._record(outcomes)
 
     def _record(self, outcomes: Sequence[tuple[Delivery, DeliveryResult]]) -> defer.Deferred:

@@ -1,32 +1,34 @@
-"""The MLLP destination: a Twisted client that sends one message at a time and reads its ACK.
+"""The MLLP destination: one message at a time over a kept connection, on a thread of its own.
 
 One connection is kept open between messages (or opened per message, with ``keep_alive: false``)
-and reopened lazily on the next send after a drop. Only one message is in flight: concurrent
-``send`` calls wait in a queue and are served in order, as the standard asks (HL7-NOTES §1).
-Framing is the listener's (``engine.listeners.mllp``); what the ACK means is ``policy.decide``'s.
+and reopened on the next send after a drop. Only one message is in flight: sends wait in a queue
+and are served in order, each after the previous ACK (HL7-NOTES §1). Framing is the listener's
+(``engine.listeners.mllp``); what the ACK means is ``policy.decide``'s.
+
+The connection is used by the destination's own thread, with blocking sockets. With one message
+in flight, the time from an ACK to the next message bounds the rate. On the reactor that time is
+a reactor turn, whatever else the turn carries (every intake connection, the channel runners):
+about a millisecond under load, so a few hundred messages a second. On its own thread it is the
+time to take the GIL back after the read: thousands a second. The reactor thread only hands over
+sends and receives results (``callFromThread``); no blocking I/O runs on it.
 """
 
 from __future__ import annotations
 
-import re
-from collections import deque
-from collections.abc import Callable
-from functools import partial
+import collections
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from twisted.internet import defer, error, protocol
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.ssl import (
-    Certificate,
-    CertificateOptions,
-    PrivateCertificate,
-    optionsForClientTLS,
-    platformTrust,
-    trustRootFromCertificates,
-)
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from engine.channels.destinations.policy import decide, unexpected_failure
+from engine.channels.destinations.policy import decide, unexpected_failure, unexpected_result
 from engine.channels.destinations.spec import MllpSettings, TlsSettings
 from engine.channels.stages import Delivery, DeliveryResult, Outcome
 from engine.listeners.client import parse_reply
@@ -36,7 +38,7 @@ __all__ = ["MLLPDestination"]
 
 log = Logger()
 
-_CONNECT_FAILURES = (error.ConnectError, error.DNSLookupError)
+_READ_BYTES = 65536
 
 
 class _ReplyTooLong(Exception):
@@ -47,256 +49,271 @@ class _ConnectionClosed(Exception):
     """The connection ended before the reply arrived."""
 
 
-class _Connection(MLLPFramer):
-    """One client connection: writes a framed message and hands back the one reply frame.
+class _Replies(MLLPFramer):
+    """The reply frames read from one connection, in order."""
 
-    ``request`` fires with the reply payload, or with None when no reply came in time (the
-    connection is then aborted, so a late ACK cannot be taken for the next message); it errbacks
-    with _ConnectionClosed or _ReplyTooLong.
-    """
-
-    def __init__(self, *, max_reply_bytes: int, clock, on_lost: Callable[[_Connection], None], where: str):
+    def __init__(self, max_reply_bytes: int):
         super().__init__()
         self.max_frame_bytes = max_reply_bytes
-        self.open = False
-        self._clock = clock
-        self._on_lost = on_lost
-        self._where = where
-        self._waiting: defer.Deferred | None = None
-        self._timer = None
-        self._closed_waiters: list[defer.Deferred] = []
-
-    def connectionMade(self) -> None:
-        self.open = True
-
-    def request(self, payload: bytes, timeout: float) -> defer.Deferred:
-        """Send one payload; fires with the reply's payload, or None on timeout."""
-        self._waiting = defer.Deferred()
-        self._timer = self._clock.callLater(timeout, self._timed_out)
-        self.transport.write(frame(payload))
-        # Twisted sends what was written on the reactor's next turn; with one message in flight,
-        # every turn is on the path of every message, so a plain TCP transport sends it now.
-        # (TLS goes through its own protocol and keeps the reactor's pace.)
-        send_now = getattr(self.transport, "doWrite", None)
-        if send_now is not None and send_now() is not None:  # the reactor's sign that the connection is lost
-            self.transport.abortConnection()
-        return self._waiting
+        self.frames: collections.deque[bytes] = collections.deque()
+        self.too_long = False
 
     def frameReceived(self, payload: bytes) -> None:
-        waiting = self._settle()
-        if waiting is None:
-            log.warn("mllp destination {where}: a reply arrived with no message in flight; closing", where=self._where)
-            self.shut(abort=False)
-            return
-        waiting.callback(payload)
+        self.frames.append(payload)
 
     def frameTooLong(self, head: bytes) -> None:
-        waiting = self._settle()
-        self.shut(abort=True)
-        if waiting is not None:
-            waiting.errback(_ReplyTooLong())
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        waiting = self._settle()
-        self.shut(abort=True)
-        if waiting is not None:
-            waiting.callback(None)
-
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.open = False
-        waiting = self._settle()
-        if waiting is not None:
-            waiting.errback(_ConnectionClosed(reason.getErrorMessage()))
-        self._on_lost(self)
-        waiters, self._closed_waiters = self._closed_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
-
-    def _settle(self) -> defer.Deferred | None:
-        """Take the pending request (if any) and stop its timer."""
-        waiting, self._waiting = self._waiting, None
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        return waiting
-
-    def shut(self, *, abort: bool) -> None:
-        """Stop using this connection now (it is no longer ``open``) and close it, abruptly or not."""
-        self.open = False
-        if abort:
-            self.transport.abortConnection()
-        else:
-            self.transport.loseConnection()
-
-    def close(self, grace: float) -> defer.Deferred:
-        """Close the connection, aborting it after ``grace`` seconds; fires once it is closed."""
-        if not self.open:
-            return defer.succeed(None)
-        waiter = defer.Deferred()
-        self._closed_waiters.append(waiter)
-        self.transport.loseConnection()
-        # A peer that stops reading would keep a graceful close (and so a stop) waiting forever.
-        abort = self._clock.callLater(grace, self.transport.abortConnection)
-        return waiter.addBoth(_cancel_call, abort)
+        self.too_long = True
 
 
-def _cancel_call(result, call):
-    if call.active():
-        call.cancel()
-    return result
+class _Connection:
+    """One blocking connection (TCP or TLS) and the replies read from it; only the sending thread uses it."""
+
+    def __init__(self, sock: socket.socket, max_reply_bytes: int):
+        self.sock = sock
+        self.replies = _Replies(max_reply_bytes)
+
+    def arrived_while_idle(self) -> str | None:
+        """What came while nothing was in flight: 'closed' (the peer hung up), 'reply' (bytes nobody asked for), or None."""
+        if self.replies.frames or self.replies.too_long:
+            return "reply"
+        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+        if not pending and not select.select([self.sock], [], [], 0)[0]:
+            return None
+        self.sock.setblocking(False)
+        try:
+            data = self.sock.recv(_READ_BYTES)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return None  # TLS records without data (a TLS 1.3 session ticket)
+        except OSError:
+            return "closed"
+        return "reply" if data else "closed"
+
+    def request(self, payload: bytes, timeout: float) -> bytes | None:
+        """Send one payload; its reply's payload, or None when none came within ``timeout``.
+
+        Raises _ConnectionClosed (or OSError) when the connection ends, _ReplyTooLong past max_reply_bytes.
+        """
+        self.sock.settimeout(timeout)
+        self.sock.sendall(frame(payload))
+        deadline = time.monotonic() + timeout
+        while not self.replies.frames:
+            if self.replies.too_long:
+                raise _ReplyTooLong()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(_READ_BYTES)
+            except TimeoutError:
+                return None
+            if not data:
+                raise _ConnectionClosed("closed by the receiver")
+            self.replies.dataReceived(data)
+        return self.replies.frames.popleft()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:  # it is being thrown away
+            pass
 
 
-def _certificates(path) -> list[Certificate]:
-    data = path.read_bytes()
-    return [Certificate.loadPEM(block) for block in re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.DOTALL)]
-
-
-def _tls_options(host: str, tls: TlsSettings):
-    """The client TLS settings: trusted CAs, our certificate for mutual TLS, hostname check."""
-    trust = trustRootFromCertificates(_certificates(tls.ca_file)) if tls.ca_file else platformTrust()
-    client = None
+def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """The client TLS settings: trusted CAs, our certificate for mutual TLS, hostname check; TLS 1.2 at least."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.cert_file is not None and tls.key_file is not None:
-        client = PrivateCertificate.loadPEM(tls.cert_file.read_bytes() + b"\n" + tls.key_file.read_bytes())
-    if tls.verify_hostname:
-        return optionsForClientTLS(host, trustRoot=trust, clientCertificate=client)
-    # The chain is still verified against the trusted CAs; only the name in it is not checked.
-    return CertificateOptions(
-        trustRoot=trust,
-        privateKey=client.privateKey.original if client else None,
-        certificate=client.original if client else None,
-    )
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    # Without the name check the chain is still verified against the trusted CAs.
+    context.check_hostname = tls.verify_hostname
+    return context
+
+
+@dataclass(slots=True)
+class _Run:
+    """Sends waiting for the thread: deliveries sent in order, results handed back all at once."""
+
+    deliveries: list[Delivery]
+    stop_at_failure: bool
+    done: defer.Deferred = field(default_factory=defer.Deferred)
 
 
 class MLLPDestination:
     """Sends each delivery over MLLP and maps the downstream ACK to an outcome.
 
-    TLS material is read here, once, when the destination is built (at start-up).
+    TLS material is read here, once, when the destination is built (at start-up). A sending
+    thread starts with the first send and ends with ``stop()``.
     """
 
     def __init__(self, name: str, settings: MllpSettings, *, reactor):
         self.name = name
         self.settings = settings
         self._reactor = reactor
-        self._where = f"{name} ({settings.host}:{settings.port})"
-        endpoint = HostnameEndpoint(reactor, settings.host, settings.port, timeout=settings.connect_timeout_seconds)
-        if settings.tls is not None:
-            endpoint = wrapClientTLS(_tls_options(settings.host, settings.tls), endpoint)
-        self._endpoint = endpoint
-        self._factory = protocol.Factory.forProtocol(
-            partial(_Connection, max_reply_bytes=settings.max_reply_bytes, clock=reactor, on_lost=self._connection_lost, where=self._where)
-        )
-        self._connection: _Connection | None = None
-        self._queue: deque[tuple[Delivery, defer.Deferred]] = deque()
-        self._busy = False
-        self._serving = False
+        self._tls = _tls_context(settings.tls) if settings.tls is not None else None
+        self._sender: _Sender | None = None
         self._stopped = False
-        self._idle_waiters: list[defer.Deferred] = []
 
     def start(self) -> None:
-        """Accept sends again; the connection opens on the first one."""
+        """Accept sends again; the thread and the connection start with the first one."""
         self._stopped = False
 
     def stop(self) -> defer.Deferred:
-        """Let the message in flight finish, answer queued ones RETRY, close; fires when closed."""
+        """Let the message in flight finish, answer the others RETRY, close; fires when closed."""
         self._stopped = True
-        while self._queue:
-            _, waiter = self._queue.popleft()
-            waiter.callback(DeliveryResult(Outcome.RETRY, reason="the destination stopped before sending"))
-        if self._busy:
-            idle = defer.Deferred()
-            self._idle_waiters.append(idle)
-        else:
-            idle = defer.succeed(None)
-        return idle.addCallback(lambda _: self._close())
+        sender, self._sender = self._sender, None
+        return defer.succeed(None) if sender is None else sender.close()
 
     def send(self, delivery: Delivery) -> defer.Deferred:
         """Fires with a DeliveryResult once this message (after those queued before it) is answered."""
+        sent = self.send_in_order([delivery], stop_at_failure=False)
+        return sent.addCallback(lambda results: results[0] if results else DeliveryResult(Outcome.RETRY, reason="the destination stopped before sending"))
+
+    def send_in_order(self, deliveries: Sequence[Delivery], *, stop_at_failure: bool) -> defer.Deferred:
+        """Send the deliveries one after another, each after the previous ACK; fires with the results of those attempted.
+
+        With ``stop_at_failure`` none is sent after the first that is not SENT. ``stop()`` ends a
+        run after the message in flight. So the results may be fewer than the deliveries: the
+        rest were not attempted.
+        """
         if self._stopped:
-            return defer.succeed(DeliveryResult(Outcome.RETRY, reason="the destination is stopped"))
-        waiter = defer.Deferred()
-        self._queue.append((delivery, waiter))
-        self._serve()
-        return waiter
+            return defer.succeed([])
+        if self._sender is None:
+            self._sender = _Sender(self.name, self.settings, self._tls, self._reactor)
+        return self._sender.submit(list(deliveries), stop_at_failure)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Sends waiting for the thread: deliveries sent in order, results handed back all at once."""
+
+    deliveries: list[Delivery]
+    stop_at_failure: bool
+    done: defer.Deferred = field(default_factory=defer.Deferred)
+
+
+class _Sender:
+    """One sending thread, its queue of runs and its connection (used by that thread only)."""
+
+    def __init__(self, name: str, settings: MllpSettings, tls: ssl.SSLContext | None, reactor):
+        self.name = name
+        self.settings = settings
+        self._tls = tls
+        self._reactor = reactor
+        self._where = f"{name} ({settings.host}:{settings.port})"
+        self._runs: collections.deque[_Run | defer.Deferred] = collections.deque()  # a Deferred: end, and fire it once closed
+        self._wakeup = threading.Condition()
+        self._closing = False  # once set, no attempt starts
+        self._connection: _Connection | None = None
+        threading.Thread(target=self._serve, name=f"hl7engine-mllp-{name}", daemon=True).start()
+
+    def submit(self, deliveries: list[Delivery], stop_at_failure: bool) -> defer.Deferred:
+        """Queue a run; fires with its results (on the reactor thread)."""
+        run = _Run(deliveries, stop_at_failure)
+        with self._wakeup:
+            self._runs.append(run)
+            self._wakeup.notify()
+        return run.done
+
+    def close(self) -> defer.Deferred:
+        """Finish the attempt under way, attempt nothing more, close the connection; fires once closed."""
+        closed = defer.Deferred()
+        with self._wakeup:
+            self._closing = True
+            self._runs.append(closed)
+            self._wakeup.notify()
+        return closed
+
+    # Everything below runs on the sending thread.
 
     def _serve(self) -> None:
-        # The guard keeps attempts that finish at once from recursing once per queued message.
-        if self._serving:
-            return
-        self._serving = True
+        while True:
+            with self._wakeup:
+                while not self._runs:
+                    self._wakeup.wait()
+                run = self._runs.popleft()
+            if isinstance(run, defer.Deferred):
+                self._drop()
+                self._reactor.callFromThread(run.callback, None)
+                return
+            results: list[DeliveryResult] = []
+            for delivery in run.deliveries:
+                if self._closing:
+                    break
+                result = self._attempt_logged(delivery)
+                results.append(result)
+                if run.stop_at_failure and result.outcome != Outcome.SENT:
+                    break
+            self._reactor.callFromThread(run.done.callback, results)
+
+    def _attempt_logged(self, delivery: Delivery) -> DeliveryResult:
         try:
-            while self._queue and not self._busy:
-                delivery, waiter = self._queue.popleft()
-                self._busy = True
-                attempt = self._attempt(delivery)
-                attempt.addErrback(unexpected_failure, self.name)
-                attempt.addCallback(self._finished, waiter)
-        finally:
-            self._serving = False
-
-    def _finished(self, result: DeliveryResult, waiter: defer.Deferred) -> None:
-        self._busy = False
-        waiter.callback(result)
-        if not self._queue:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for idle in waiters:
-                idle.callback(None)
-        self._serve()
-
-    @defer.inlineCallbacks
-    def _attempt(self, delivery: Delivery):
+            return self._attempt(delivery)
+        except Exception:  # a bug: logged with its traceback (on the reactor thread), and the message is kept
+            self._drop()
+            failure = Failure()
+            self._reactor.callFromThread(unexpected_failure, failure, self.name)
+            return unexpected_result(failure)
+    def _attempt(self, delivery: Delivery) -> DeliveryResult:
         settings = self.settings
-        connection = self._connection
+        where = f"{settings.host}:{settings.port}"
         try:
-            if connection is None or not connection.open:
-                connection = yield self._connect()
-        except (error.TimeoutError, defer.TimeoutError, error.ConnectingCancelledError):
-            # ConnectingCancelledError: the connect_timeout cancelled HostnameEndpoint's attempt.
-            where = f"{settings.host}:{settings.port}"
+            connection = self._connected()
+        except TimeoutError:
             return DeliveryResult(Outcome.RETRY, reason=f"no connection to {where} within {settings.connect_timeout_seconds:g}s")
-        except _CONNECT_FAILURES as exc:
-            return DeliveryResult(Outcome.RETRY, reason=f"cannot connect to {settings.host}:{settings.port}: {exc}")
+        except OSError as exc:  # refused, unknown host, TLS handshake refused
+            return DeliveryResult(Outcome.RETRY, reason=f"cannot connect to {where}: {exc}")
         try:
-            reply = yield connection.request(delivery.payload, settings.ack_timeout_seconds)
-        except _ConnectionClosed as exc:
+            reply = connection.request(delivery.payload, settings.ack_timeout_seconds)
+        except (_ConnectionClosed, OSError) as exc:
+            self._drop()
             return DeliveryResult(Outcome.RETRY, reason=f"the connection closed before the ACK arrived: {exc}")
         except _ReplyTooLong:
+            self._drop()
             result = decide(settings.ack_policy, None, sent_control_id=delivery.control_id)
             return DeliveryResult(result.outcome, reason=f"the reply was longer than {settings.max_reply_bytes} bytes; connection dropped")
         if reply is None:
+            # A late ACK must not be taken for the next message: start afresh.
+            self._drop()
             result = decide(settings.ack_policy, None, sent_control_id=delivery.control_id, timed_out=True)
             return DeliveryResult(result.outcome, reason=f"no ACK within {settings.ack_timeout_seconds:g}s; connection dropped")
         if parse_reply(reply).control_id != delivery.control_id:
             # A reply that does not answer this message (another control id, or no MSA): replies and
             # messages may be out of step, and the real ACK may still come, so start afresh.
-            self._drop(connection, abort=True)
+            self._drop()
         elif not settings.keep_alive:
-            self._drop(connection, abort=False)
+            self._drop()
         return decide(settings.ack_policy, reply, sent_control_id=delivery.control_id)
 
-    @defer.inlineCallbacks
-    def _connect(self):
-        """A new connection, kept for the next sends."""
-        connecting = self._endpoint.connect(self._factory)
-        connecting.addTimeout(self.settings.connect_timeout_seconds, self._reactor)
-        connection = yield connecting
-        log.info("mllp destination {where}: connected", where=self._where)
-        self._connection = connection
-        return connection
+    def _connected(self) -> _Connection:
+        """The open connection, after checking nothing came while it was idle; a new one when there is none."""
+        connection = self._connection
+        if connection is not None:
+            arrived = connection.arrived_while_idle()
+            if arrived is None:
+                return connection
+            if arrived == "reply":
+                self._log(log.warn, "mllp destination {where}: a reply arrived with no message in flight; closing")
+            self._drop()
+        settings = self.settings
+        sock = socket.create_connection((settings.host, settings.port), timeout=settings.connect_timeout_seconds)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=settings.host)
+        except BaseException:
+            sock.close()
+            raise
+        self._connection = _Connection(sock, settings.max_reply_bytes)
+        self._log(log.info, "mllp destination {where}: connected")
+        return self._connection
 
-    def _connection_lost(self, connection: _Connection) -> None:
-        if self._connection is connection:
-            self._connection = None
-        log.info("mllp destination {where}: connection closed", where=self._where)
-
-    def _drop(self, connection: _Connection, *, abort: bool) -> None:
-        """Stop using this connection at once; the next send opens a new one."""
-        if self._connection is connection:
-            self._connection = None
-        connection.shut(abort=abort)
-
-    def _close(self) -> defer.Deferred:
+    def _drop(self) -> None:
+        """Stop using the connection; the next send opens a new one."""
         connection, self._connection = self._connection, None
-        if connection is None:
-            return defer.succeed(None)
-        return connection.close(grace=self.settings.connect_timeout_seconds)
+        if connection is not None:
+            connection.close()
+            self._log(log.info, "mllp destination {where}: connection closed")
+
+    def _log(self, emit, text: str) -> None:
+        self._reactor.callFromThread(emit, text, where=self._where)

@@ -18,7 +18,7 @@ from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.listeners.client import parse_reply
 
-__all__ = ["decide", "error_codes", "unexpected_failure"]
+__all__ = ["decide", "error_codes", "unexpected_failure", "unexpected_result"]
 
 log = Logger()
 
@@ -95,4 +95,9 @@ def _result(action: str, reply: bytes | None, code: str, reason: str) -> Deliver
 def unexpected_failure(failure: Failure, destination: str) -> DeliveryResult:
     """Log a failure no destination expected (a bug) and report RETRY, so the message is kept, not lost."""
     log.failure("destination {destination}: unexpected failure; the delivery will be retried", failure, destination=destination)
+    return unexpected_result(failure)
+
+
+def unexpected_result(failure: Failure) -> DeliveryResult:
+    """The RETRY an unexpected failure is reported as (``unexpected_failure`` without the log)."""
     return DeliveryResult(Outcome.RETRY, reason=f"unexpected error: {failure.type.__name__}: {failure.getErrorMessage()}")

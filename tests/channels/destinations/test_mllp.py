@@ -227,6 +227,34 @@ def test_stop_lets_the_message_in_flight_finish_and_answers_queued_ones_retry(do
     assert not downstream.factory.connections
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_run_is_sent_in_order_and_stops_at_the_first_failure(downstream, destinations):
+    """send_in_order sends one after another; with stop_at_failure nothing goes after the first that is not SENT."""
+    downstream.script(reply("AA"), reply("AA"), reply("AR", 207), reply("AA"))
+    destination = destinations(downstream.port)
+    results = yield destination.send_in_order([delivery(n) for n in range(1, 6)], stop_at_failure=True)
+    assert [(r.outcome, r.response_code) for r in results] == [(SENT, "AA"), (SENT, "AA"), (RETRY, "AR")]
+    assert downstream.received == [message(n) for n in range(1, 4)]
+    rest = yield destination.send_in_order([delivery(n) for n in range(4, 6)], stop_at_failure=False)
+    assert [r.outcome for r in rest] == [SENT, SENT]
+    assert downstream.received == [message(n) for n in range(1, 6)]
+    assert downstream.connections_opened == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_ends_a_run_after_the_message_in_flight(downstream):
+    """stop() during a run lets the message in flight get its ACK; the rest of the run is not attempted."""
+    downstream.script(*(after(0.1, reply("AA")) for _ in range(5)))
+    destination = MLLPDestination("lab", MllpSettings(host="127.0.0.1", port=downstream.port), reactor=reactor)
+    run = destination.send_in_order([delivery(n) for n in range(1, 6)], stop_at_failure=True)
+    yield deferLater(reactor, 0.15, lambda: None)  # the second message is in flight
+    yield destination.stop()
+    results = yield run
+    assert [r.outcome for r in results] == [SENT, SENT]
+    assert downstream.received == [message(1), message(2)]
+    assert (yield destination.send_in_order([delivery(6)], stop_at_failure=True)) == []
+
+
 @pytest.fixture
 def tls_downstream(tmp_path):
     cert_file, key_file = self_signed(tmp_path, dns_names=("localhost",), ips=("127.0.0.1",))
