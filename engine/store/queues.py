@@ -181,7 +181,8 @@ class _Rows:
                         value = processor(value)
                 values.append(value)
             parameters.append(tuple(values) if names is None else dict(zip(names, values)))
-        connection.exec_driver_sql(sql, parameters)
+        # One row is a plain execute: psycopg runs an executemany as a pipeline, which costs more for one.
+        connection.exec_driver_sql(sql, parameters[0] if len(parameters) == 1 else parameters)
 
     def _prepare(self, dialect: sa.Dialect) -> tuple:
         compiled = self._statement.compile(dialect=dialect)
@@ -285,15 +286,19 @@ _HEAD_RUN = _queue(*_QUEUE_COLUMNS).limit(sa.bindparam("limit"))
 _DUE = _queue(*_QUEUE_COLUMNS).where(deliveries.c.next_attempt_at <= sa.bindparam("now", type_=deliveries.c.next_attempt_at.type)).limit(sa.bindparam("limit"))
 _HEAD_DUE_AT = _queue(deliveries.c.next_attempt_at).limit(1)
 _EARLIEST_DUE_AT = _queue(sa.func.min(deliveries.c.next_attempt_at)).order_by(None)
-_ATTEMPTED = sa.select(deliveries.c.id, deliveries.c.message_id, deliveries.c.destination, deliveries.c.attempts).where(
-    deliveries.c.id.in_(sa.bindparam("ids", expanding=True))
-)
-_CURRENT_DELIVERIES = (
-    sa.select(deliveries.c.message_id, deliveries.c.destination, deliveries.c.status, deliveries.c.reason)
-    .where(deliveries.c.message_id.in_(sa.bindparam("message_ids", expanding=True)), deliveries.c.superseded_at.is_(None))
+# After recording attempts: every delivery of the messages they touched, with the message's
+# status, in one read (one round trip less on PostgreSQL). Run after the attempts' UPDATEs, in
+# their transaction: on SQLite the write lock is held, on PostgreSQL FOR UPDATE locks the messages.
+_TOUCHED = (
+    sa.select(
+        deliveries.c.id, deliveries.c.message_id, deliveries.c.destination, deliveries.c.status, deliveries.c.reason,
+        deliveries.c.attempts, deliveries.c.superseded_at, messages.c.status.label("message_status"),
+    )
+    .join_from(deliveries, messages, deliveries.c.message_id == messages.c.id)
+    .where(deliveries.c.message_id.in_(sa.select(deliveries.c.message_id).where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))))
     .order_by(deliveries.c.id)
+    .with_for_update(of=messages)
 )
-_STILL_QUEUED = sa.select(messages.c.id).where(messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.status == Status.QUEUED).with_for_update()
 
 
 def _as_delivery(row: sa.Row) -> Delivery:
@@ -343,26 +348,20 @@ def _supersede(connection: sa.Connection, rows: Sequence[sa.Row], now: datetime,
         events.extend(_event(r.message_id, now, Status.ERROR, reason, r.destination) for r in queued)
 
 
-def _roll_up(connection: sa.Connection, settled: dict[int, datetime], events: list[dict]) -> None:
+def _roll_up(connection: sa.Connection, settled: dict[int, datetime], touched: Sequence[sa.Row], events: list[dict]) -> None:
     """Give each QUEUED message whose current deliveries are all final its status: ERROR if any is, else SENT if any is, else FILTERED.
 
-    Runs after the attempts' UPDATEs in the same transaction: on SQLite the write lock is held,
-    on PostgreSQL FOR UPDATE locks the messages, so those still QUEUED here are changed below.
+    ``touched`` are the _TOUCHED rows: read under the lock, so the messages still QUEUED there are changed here.
     """
-    current = connection.execute(_CURRENT_DELIVERIES, {"message_ids": list(settled)})
     by_message: dict[int, list[sa.Row]] = collections.defaultdict(list)
-    for row in current:
-        by_message[row.message_id].append(row)
-    final = [message_id for message_id, rows in by_message.items() if all(r.status != Status.QUEUED for r in rows)]
-    if not final:
-        return
-    still_queued = set(connection.execute(_STILL_QUEUED, {"ids": final}).scalars())
+    for row in touched:
+        if row.message_id in settled and row.superseded_at is None and row.message_status == Status.QUEUED:
+            by_message[row.message_id].append(row)
     changes = []
-    for message_id in final:
-        if message_id not in still_queued:
-            continue
-        rows = by_message[message_id]
+    for message_id, rows in by_message.items():
         statuses = {r.status for r in rows}
+        if Status.QUEUED in statuses:
+            continue
         error = ""
         if Status.ERROR in statuses:
             status = Status.ERROR
@@ -469,7 +468,8 @@ class QueueRepository:
                 # Consecutive results with the same outcome share one executemany, in the order given.
                 for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
                     _RECORD_ATTEMPT[outcome].run(connection, [_attempt_values(result) for result in run])
-                rows = {row.id: row for row in connection.execute(_ATTEMPTED, {"ids": sorted({r.delivery_id for r in results})})}
+                touched = connection.execute(_TOUCHED, {"ids": sorted({r.delivery_id for r in results})}).all()
+                rows = {row.id: row for row in touched}
                 # A delivery given twice counts two attempts: each event names its own number.
                 given = collections.Counter(r.delivery_id for r in results)
                 attempts = {delivery_id: row.attempts - given[delivery_id] for delivery_id, row in rows.items()}
@@ -484,7 +484,7 @@ class QueueRepository:
                     if result.outcome != Outcome.RETRY:
                         settled[row.message_id] = max(result.at, settled.get(row.message_id, result.at))
                 if settled:
-                    _roll_up(connection, settled, events)
+                    _roll_up(connection, settled, touched, events)
                 if events:
                     _INSERT_EVENTS.run(connection, events)
         if unknown:
