@@ -133,13 +133,12 @@ def find_match(writer: Writer, identifiers: list[Identifier], demographics: dict
     """Which patient the identifiers (and, failing them, the demographics under ``rule``) designate; never writes."""
     survivors: dict[int, dict[str, Any]] = {}  # linked patient id -> its survivor's row
     owner = {}
-    for identifier in identifiers:
-        row = writer.select_one(schema.identifiers, {"authority": identifier.authority, "value": identifier.value})
-        if row is not None:
-            linked = row["patient_id"]
-            if linked not in survivors:
-                survivors[linked] = survivor_of(writer, linked)
-            owner[(identifier.authority, identifier.value)] = survivors[linked]["id"]
+    rows = writer.rows(schema.identifiers, *({"authority": identifier.authority, "value": identifier.value} for identifier in identifiers)) if identifiers else []
+    for row in rows:
+        linked = row["patient_id"]
+        if linked not in survivors:
+            survivors[linked] = survivor_of(writer, linked)
+        owner[(row["authority"], row["value"])] = survivors[linked]["id"]
     if owner:
         ordered = [(identifier, owner[(identifier.authority, identifier.value)]) for identifier in identifiers if (identifier.authority, identifier.value) in owner]
         first, patient_id = ordered[0]

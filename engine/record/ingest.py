@@ -582,8 +582,7 @@ class _Application:
             return
         self.w.history(schema.appointments.name, appointment_id, "resources", old, comparable)
         self.w.delete(r, {"appointment_id": appointment_id})
-        for row in new:
-            self.w.insert(r, {**row, "appointment_id": appointment_id})
+        self.w.insert_many(r, ({**row, "appointment_id": appointment_id} for row in new))
 
     # -- ORU -------------------------------------------------------------------------------------
 
@@ -630,8 +629,10 @@ class _Application:
             if not self._keeps(row, values.get("status"), "order"):
                 self.w.update(o, row, values)
         seen: dict[tuple[Any, str], int] = {}
-        for observation in order.observations:
-            self._observation(patient_id, order_id, observation.obx, observation.notes, seen, values.get("observed_at"), new_order=row is None)
+        # Each observation of the group has its own key, so none can be one that the group inserts: they go in together.
+        new = [self._observation(patient_id, order_id, observation.obx, observation.notes, seen, values.get("observed_at"), new_order=row is None)
+               for observation in order.observations]
+        self.w.insert_many(schema.observations, (values for values in new if values is not None))
 
     def _keeps(self, row: sa.RowMapping, incoming: Any, what: str) -> bool:
         """Whether ``row`` stays as it is: the message is older, or a preliminary result would replace a final one."""
@@ -643,7 +644,8 @@ class _Application:
             return True
         return False
 
-    def _observation(self, patient_id: int, order_id: int, obx: SegmentReader, notes: list[str], seen: dict, order_time: Any, *, new_order: bool) -> None:
+    def _observation(self, patient_id: int, order_id: int, obx: SegmentReader, notes: list[str], seen: dict, order_time: Any, *, new_order: bool) -> dict[str, Any] | None:
+        """Update the observation this OBX names, or return the row to insert for it."""
         values = _observation_values(obx, self.local)
         values["notes"] = "\n".join(notes) if notes else None
         if values["observed_at"] in (KEEP, None) and isinstance(order_time, datetime):
@@ -652,21 +654,21 @@ class _Application:
         occurrence = seen[key] = seen.get(key, 0) + 1
         ob = schema.observations
         row = None
-        if not new_order:  # an order created by this group has only the observations this group adds, each with its own key
+        if not new_order:  # an order created by this group has no observations but the group's
             coded = {"code": values["code"]} if values["code"] else {"code": None, "text": values["text"]}
             row = self.w.select_one(ob, {"order_id": order_id, "sub_id": values["sub_id"], "occurrence": occurrence, **coded})
         if row is None:
-            self.w.insert(ob, {**values, "order_id": order_id, "patient_id": patient_id, "occurrence": occurrence})
-            return
+            return {**values, "order_id": order_id, "patient_id": patient_id, "occurrence": occurrence}
         status = values["status"]
         if not status:
             values["status"] = status = KEEP
         if self._keeps(row, status, "observation"):
-            return
+            return None
         if status in _CANCELLING:
             self.w.update(ob, row, {"status": status})
         else:
             self.w.update(ob, row, values)
+        return None
 
     # -- DFT -------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ the statement itself, and a message makes dozens of them (issue 5's profile).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from engine.record import schema
 from engine.record.extract import KEEP
 
 __all__ = ["Differs", "Statements", "Writer", "history_text"]
+
+# Rows in one multi-row INSERT at most (SQLite allows 32,766 parameters; a row has up to 30).
+_ROWS_PER_INSERT = 500
 
 # Columns every fact table manages itself; never compared or recorded as a change of content.
 _BOOKKEEPING = frozenset({"id", "as_of", "message_id", "created_at", "updated_at"})
@@ -135,14 +139,15 @@ class Statements:
             found = self._tables[table.name] = _Table(table, self.dialect)
         return found
 
-    def insert(self, table: _Table, names: tuple[str, ...]) -> str:
-        """``INSERT`` of these columns (``RETURNING id`` where the driver has no exact lastrowid)."""
-        shape = ("insert", table.name, names)
+    def insert(self, table: _Table, names: tuple[str, ...], rows: int = 1) -> str:
+        """``INSERT`` of these columns for ``rows`` rows; of one row with ``RETURNING id`` where the driver has no exact lastrowid."""
+        shape = ("insert", table.name, names, rows)
         sql = self._sql.get(shape)
         if sql is None:
             columns = ", ".join(table.quoted[name] for name in names)
-            sql = f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join([self._marker] * len(names))})"
-            if self.returning and table.has_id:
+            row = f"({', '.join([self._marker] * len(names))})"
+            sql = f"INSERT INTO {table.name} ({columns}) VALUES {', '.join([row] * rows)}"
+            if self.returning and table.has_id and rows == 1:
                 sql += " RETURNING id"
             self._sql[shape] = sql
         return sql
@@ -156,13 +161,13 @@ class Statements:
             sql = self._sql[shape] = f"UPDATE {table.name} SET {assignments} WHERE id = {self._marker}"
         return sql
 
-    def select(self, table: _Table, key: tuple[tuple[str, str], ...], order: tuple[str, ...], descending: bool, limit: int | None) -> str:
-        """``SELECT`` every column of the rows matching ``key`` (column, operator) in ``order``."""
-        shape = ("select", table.name, key, order, descending, limit)
+    def select(self, table: _Table, keys: tuple[tuple[tuple[str, str], ...], ...], order: tuple[str, ...], descending: bool, limit: int | None) -> str:
+        """``SELECT`` every column of the rows matching any of ``keys`` (each (column, operator) pairs) in ``order``."""
+        shape = ("select", table.name, keys, order, descending, limit)
         sql = self._sql.get(shape)
         if sql is None:
             columns = ", ".join(table.quoted[name] for name in table.columns)
-            sql = f"SELECT {columns} FROM {table.name}{self._where(table, key)}"
+            sql = f"SELECT {columns} FROM {table.name}{self._where(table, *keys)}"
             if order:
                 direction = " DESC" if descending else ""
                 sql += " ORDER BY " + ", ".join(f"{table.quoted[name]}{direction}" for name in order)
@@ -179,16 +184,20 @@ class Statements:
             sql = self._sql[shape] = f"DELETE FROM {table.name}{self._where(table, key)}"
         return sql
 
-    def _where(self, table: _Table, key: tuple[tuple[str, str], ...]) -> str:
-        if not key:
+    def _where(self, table: _Table, *keys: tuple[tuple[str, str], ...]) -> str:
+        if not any(keys):
             return ""
-        terms = [f"{table.quoted[name]} IS NULL" if operator == "null" else f"{table.quoted[name]} {operator} {self._marker}" for name, operator in key]
-        return " WHERE " + " AND ".join(terms)
+        conditions = [
+            " AND ".join(f"{table.quoted[name]} IS NULL" if operator == "null" else f"{table.quoted[name]} {operator} {self._marker}" for name, operator in key)
+            for key in keys
+        ]
+        return " WHERE " + (conditions[0] if len(conditions) == 1 else " OR ".join(f"({condition})" for condition in conditions))
 
-    def result(self, sql: str, table: _Table, description) -> tuple[tuple[str, ...], list]:
-        """Column names and SQLAlchemy's result processor of each (None: taken as the driver gives it) for a select of ``table``."""
+    def result(self, sql: str, table: _Table, cursor) -> tuple[tuple[str, ...], list]:
+        """Column names and SQLAlchemy's result processor of each (None: taken as the driver gives it) for a select of ``table`` just run on ``cursor``."""
         found = self._results.get(sql)
         if found is None:
+            description = cursor.description  # psycopg builds it anew on each access: read once per statement
             names = tuple(column[0] for column in description)
             processors = [table.types[name].result_processor(self.dialect, column[1]) for name, column in zip(names, description)]
             found = self._results[sql] = (names, processors)
@@ -235,14 +244,18 @@ class Writer:
             raise sa_exc.DBAPIError.instance(sql, None, error, self._dbapi_error, hide_parameters=True, dialect=self._statements.dialect) from error
         return self._cursor
 
-    def rows(self, table: sa.Table, key: Mapping[str, Any], *, order: tuple[str, ...] = ("id",), descending: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
-        """The rows whose columns equal ``key`` (None: IS NULL; ``Differs(v)``: <> v), as dicts, in ``order``."""
+    def rows(self, table: sa.Table, *keys: Mapping[str, Any], order: tuple[str, ...] = ("id",), descending: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """The rows whose columns equal those of one of the ``keys`` (None: IS NULL; ``Differs(v)``: <> v), as dicts, in ``order``."""
         driver_table = self._statements.table(table)
-        shape, values = _key(key)
-        sql = self._statements.select(driver_table, shape, order, descending, limit)
-        cursor = self._execute(sql, driver_table.parameters(values, self._times))
+        shapes, parameters = [], []
+        for key in keys:
+            shape, values = _key(key)
+            shapes.append(shape)
+            parameters += driver_table.parameters(values, self._times)
+        sql = self._statements.select(driver_table, tuple(shapes), order, descending, limit)
+        cursor = self._execute(sql, parameters)
         found = cursor.fetchall()
-        names, processors = self._statements.result(sql, driver_table, cursor.description)
+        names, processors = self._statements.result(sql, driver_table, cursor)
         return [
             dict(zip(names, [value if processor is None else processor(value) for processor, value in zip(processors, row)]))
             for row in found
@@ -256,14 +269,29 @@ class Writer:
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id."""
         driver_table = self._statements.table(table)
-        row = dict(values)
-        for name in driver_table.stamps:
-            if name not in values:
-                row[name] = self.message_id if name == "message_id" else self.message_time
+        row = self._stamped(driver_table, values)
         cursor = self._execute(self._statements.insert(driver_table, tuple(row)), driver_table.parameters(row, self._times))
         if not driver_table.has_id:
             return row[driver_table.primary_key]
         return cursor.fetchone()[0] if self._statements.returning else cursor.lastrowid
+
+    def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert rows as ``insert`` does, in order, in one statement per run of rows with the same columns; their ids are not returned."""
+        driver_table = self._statements.table(table)
+        for names, run in itertools.groupby((self._stamped(driver_table, values) for values in rows), key=tuple):
+            run = list(run)
+            for start in range(0, len(run), _ROWS_PER_INSERT):
+                chunk = run[start:start + _ROWS_PER_INSERT]
+                parameters = [value for row in chunk for value in driver_table.parameters(row, self._times)]
+                self._execute(self._statements.insert(driver_table, names, len(chunk)), parameters)
+
+    def _stamped(self, table: _Table, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The row with this message and its time where it names none."""
+        row = dict(values)
+        for name in table.stamps:
+            if name not in values:
+                row[name] = self.message_id if name == "message_id" else self.message_time
+        return row
 
     def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
         """Delete the rows matching ``key``."""
@@ -319,6 +347,5 @@ class Writer:
         if not new_patient:
             self.history(schema.patients.name, patient_id, table.name.removeprefix("record_"), old, fitted)
             self.delete(table, {"patient_id": patient_id})
-        for position, values in enumerate(fitted, start=1):
-            self.insert(table, {**values, "patient_id": patient_id, "position": position})
+        self.insert_many(table, ({**values, "patient_id": patient_id, "position": position} for position, values in enumerate(fitted, start=1)))
         return True
