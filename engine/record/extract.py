@@ -98,15 +98,16 @@ def parse_decimal(text: str) -> Decimal | None:
         return None
 
 
-_RELATIVE_PATHS: dict[str, tuple[int, int, int | None, int | None]] = {}
+_RELATIVE_PATHS: dict[str, tuple[tuple[int, int], int | None, int | None]] = {}
+_CODED_NAMES: dict[str, tuple[str, str, str]] = {}  # prefix -> the names of coded()'s three columns
 
 
-def _relative_path(path: str) -> tuple[int, int, int | None, int | None]:
-    """``field[repetition].component.subcomponent`` as (field, repetition, component, subcomponent), read by ``parse_path``."""
+def _relative_path(path: str) -> tuple[tuple[int, int], int | None, int | None]:
+    """``field[repetition].component.subcomponent`` as ((field, repetition), component, subcomponent), read by ``parse_path``."""
     found = _RELATIVE_PATHS.get(path)
     if found is None:
         where = parse_path(f"SEG-{path}")
-        found = _RELATIVE_PATHS[path] = (where.field, where.repetition or 1, where.component, where.subcomponent)
+        found = _RELATIVE_PATHS[path] = ((where.field, where.repetition or 1), where.component, where.subcomponent)
     return found
 
 
@@ -120,14 +121,16 @@ class SegmentReader:
     splitting of ``Message.get`` were a third of the time spent applying it (issue 5).
     """
 
-    __slots__ = ("name", "_segment", "_delimiters", "_header", "_components")
+    __slots__ = ("name", "_segment", "_delimiters", "_escape", "_is_header", "_header", "_components")
 
     def __init__(self, segment: Segment, message: Message):
         self.name = segment.name
         self._segment = segment
         self._delimiters = message.delimiters
-        # MSH, FHS and BHS hold the delimiters in fields 1 and 2: read through Message.get itself.
-        self._header = Message(message.delimiters, [segment.raw]) if segment.is_header else None
+        self._escape = message.delimiters.escape or ""  # "": every value goes through unescape, which knows there is none
+        self._is_header = segment.is_header  # MSH, FHS, BHS: fields 1 and 2 are the delimiters themselves
+        self._header: Message | None = None  # for those, the segment alone, read by Message.get
+        # (field, repetition) -> [the repetition's text, then its components]
         self._components: dict[tuple[int, int], list[str]] = {}
 
     def __repr__(self) -> str:
@@ -135,30 +138,36 @@ class SegmentReader:
 
     def get(self, path: str) -> str:
         """The value at ``field[repetition].component.subcomponent`` of this segment ('' when absent)."""
-        if self._header is not None:
+        if self._is_header:
+            if self._header is None:
+                self._header = Message(self._delimiters, [self._segment.raw])
             return self._header.get(f"{self.name}-{path}")
-        where = _RELATIVE_PATHS.get(path) or _relative_path(path)
+        return self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path)))
+
+    def _read(self, key: tuple[int, int], component: int | None, subcomponent: int | None) -> str:
+        """``get`` of a segment that is not a header, the path already read: key is (field, repetition)."""
         d = self._delimiters
-        components = self._components.get(where[:2])
+        components = self._components.get(key)
         if components is None:
-            n, repetition = where[:2]
-            repetitions = self._segment.field(n).split(d.repetition)
-            value = repetitions[repetition - 1] if repetition <= len(repetitions) else ""
-            # [the repetition's text, then its components]
-            components = self._components[where[:2]] = [value, *value.split(d.component)]
-        component, subcomponent = where[2:]
+            repetitions = self._segment.field(key[0]).split(d.repetition)
+            value = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
+            components = self._components[key] = [value, *value.split(d.component)]
         if component is None:
             value = components[0]
             if d.component in value or (d.subcomponent is not None and d.subcomponent in value):
-                return value
-            return unescape(value, d)
-        value = components[component] if component < len(components) else ""
-        if d.subcomponent is None:
-            return unescape(value, d) if subcomponent in (None, 1) else ""
-        if subcomponent is None:
-            return value if d.subcomponent in value else unescape(value, d)
-        subcomponents = value.split(d.subcomponent)
-        return unescape(subcomponents[subcomponent - 1], d) if subcomponent <= len(subcomponents) else ""
+                return value  # above the leaf: as written
+        else:
+            value = components[component] if component < len(components) else ""
+            if d.subcomponent is None:
+                if subcomponent not in (None, 1):
+                    return ""
+            elif subcomponent is None:
+                if d.subcomponent in value:
+                    return value  # above the leaf: as written
+            else:
+                subcomponents = value.split(d.subcomponent)
+                value = subcomponents[subcomponent - 1] if subcomponent <= len(subcomponents) else ""
+        return unescape(value, d) if self._escape in value else value
 
     def repetitions(self, n: int) -> int:
         """How many repetitions field ``n`` holds (0 when it is empty)."""
@@ -174,8 +183,15 @@ class SegmentReader:
 
     def part(self, path: str) -> str | None:
         """The value at ``path`` with surrounding blanks dropped, None when empty."""
-        value = self.get(path).strip()
-        return value or None
+        if self._is_header:
+            return self.get(path).strip() or None
+        return self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path))).strip() or None
+
+    def _part(self, n: int, repetition: int, component: int, subcomponent: int | None = None) -> str | None:
+        """``part`` of ``n[repetition].component[.subcomponent]`` without writing and reading the path."""
+        if self._is_header:
+            return self.part(f"{n}[{repetition}].{component}" + ("" if subcomponent is None else f".{subcomponent}"))
+        return self._read((n, repetition), component, subcomponent).strip() or None
 
     def columns(self, n: int, paths: dict[str, str | tuple[str, Callable[[str], Any]]]) -> dict[str, Any]:
         """Column values read from field ``n``: each KEEP when it is absent, None when null, else read from its path.
@@ -200,17 +216,23 @@ class SegmentReader:
         return values
 
     def coded(self, n: int, prefix: str = "", repetition: int = 1) -> dict[str, Any]:
-        """A CE/CWE field as ``{prefix}code``, ``{prefix}text``, ``{prefix}system`` (the alternate triplet when the first is empty)."""
-        where = f"{n}[{repetition}]"
-        values = self.columns(n, {"code": f"{where}.1", "text": f"{where}.2", "system": f"{where}.3"})
-        if values["code"] is None and values["text"] is None and self.sent(n):
-            values = {"code": self.part(f"{where}.4"), "text": self.part(f"{where}.5"), "system": self.part(f"{where}.6")}
-        return {f"{prefix}{key}": value for key, value in values.items()}
+        """A CE/CWE field as ``{prefix}code``, ``{prefix}text``, ``{prefix}system`` (the alternate triplet when the first is empty).
 
-    def person(self, path: str) -> tuple[str | None, str | None]:
-        """An XCN at ``path`` (a field or field[repetition]): (ID, display name 'Given Family')."""
-        name = " ".join(part for part in (self.part(f"{path}.6"), self.part(f"{path}.3"), self.part(f"{path}.4"), self.part(f"{path}.2.1")) if part)
-        return self.part(f"{path}.1"), name or None
+        Like ``columns``: KEEP when the field is absent, None when it is the HL7 null.
+        """
+        names = _CODED_NAMES.get(prefix) or _CODED_NAMES.setdefault(prefix, (f"{prefix}code", f"{prefix}text", f"{prefix}system"))
+        state = self.sent(n)
+        if not state:
+            return dict.fromkeys(names, KEEP if state is False else None)
+        code, text = self._part(n, repetition, 1), self._part(n, repetition, 2)
+        if code is None and text is None:
+            return dict(zip(names, (self._part(n, repetition, 4), self._part(n, repetition, 5), self._part(n, repetition, 6))))
+        return dict(zip(names, (code, text, self._part(n, repetition, 3))))
+
+    def person(self, n: int, repetition: int = 1) -> tuple[str | None, str | None]:
+        """The XCN in field ``n`` (its ``repetition``): (ID, display name 'Given Family')."""
+        parts = (self._part(n, repetition, 6), self._part(n, repetition, 3), self._part(n, repetition, 4), self._part(n, repetition, 2, 1))
+        return self._part(n, repetition, 1), " ".join(part for part in parts if part) or None
 
 
 @dataclass

@@ -565,7 +565,7 @@ class _Application:
             if resource.name == "AIL":
                 code = {"code": resource.part(f"{code_field}.1"), "text": _location_display(resource, code_field), "system": None}
             elif resource.name == "AIP":
-                person_id, person_name = resource.person(str(code_field))
+                person_id, person_name = resource.person(code_field)
                 code = {"code": person_id, "text": person_name, "system": None}
             else:
                 code = {name: (None if value is KEEP else value) for name, value in resource.coded(code_field).items()}
@@ -611,7 +611,7 @@ class _Application:
             values.update(orc.columns(1, {"order_control": "1.1"}))
         provider_field = 16 if obr is not None else 12
         if main.sent(provider_field):
-            values["ordering_provider_id"], values["ordering_provider_name"] = main.person(str(provider_field))
+            values["ordering_provider_id"], values["ordering_provider_name"] = main.person(provider_field)
         if visit_id is not None:
             values["visit_id"] = visit_id
         o = schema.orders
@@ -803,7 +803,7 @@ def _visit_values(pv1: SegmentReader, pv2: SegmentReader | None, local: tzinfo) 
     }
     for field_number, prefix in ((7, "attending"), (8, "referring")):
         state = pv1.sent(field_number)
-        person = pv1.person(f"{field_number}[1]") if state else (None, None)
+        person = pv1.person(field_number) if state else (None, None)
         values[f"{prefix}_id"], values[f"{prefix}_name"] = (KEEP, KEEP) if state is False else person
     values["admit_reason"] = KEEP
     if pv2 is not None and pv2.sent(3) is not False:
@@ -909,8 +909,8 @@ def _transaction_values(ft1: SegmentReader, local: tzinfo) -> dict[str, Any]:
         code = {name: (None if value is KEEP else value) for name, value in ft1.coded(19, repetition=r).items()}
         if code["code"] or code["text"]:
             diagnoses.append(code)
-    performed = ft1.person("20[1]") if ft1.sent(20) else (None, None)
-    ordered = ft1.person("21[1]") if ft1.sent(21) else (None, None)
+    performed = ft1.person(20) if ft1.sent(20) else (None, None)
+    ordered = ft1.person(21) if ft1.sent(21) else (None, None)
     return {
         **ft1.columns(2, {"transaction_id": "2.1"}),
         **ft1.columns(3, {"batch_id": "3"}),

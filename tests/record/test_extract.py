@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from engine.errors import HL7Error
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.record.extract import SegmentReader
 from tests.corpus_util import corpus_entries
 from tests.record.conftest import SAMPLES
+
+
+_INDEXED = re.compile(r"(\d+)\[(\d+)\]\.(\d+)(?:\.(\d+))?")
 
 
 def _paths(message: Message, segment) -> list[str]:
@@ -55,5 +60,7 @@ def test_segment_reader_reads_what_message_get_reads():
             reader, alone = SegmentReader(segment, message), Message(message.delimiters, [segment.raw])
             for path in _paths(message, segment):
                 assert reader.get(path) == alone.get(f"{name}-{path}"), (name, path)
+                if (where := _INDEXED.fullmatch(path)) is not None:  # coded() and person() read without a path
+                    assert reader._part(*(int(index) for index in where.groups() if index)) == reader.part(path), (name, path)
                 compared += 1
     assert compared > 100_000
