@@ -115,10 +115,11 @@ class RecordIngestor:
             # TRANSACTION: for each message, every fact, history row, link, merge and conflict it makes
             # and the record_applied_messages row that makes a second apply a no-op.
             with self._engine.begin() as connection:
-                a = schema.applied_messages
+                lookup = Writer(connection, self._statements, message_id=None, cause="", now=self._clock(), message_time=_EPOCH)
+                keys = ({"message_id": message_id} for message_id in dict.fromkeys(message_id for message_id, _, _ in messages))
                 done = {
                     row["message_id"]: IngestResult(row["message_id"], row["event"], row["patient_id"], row["applied"], row["detail"], already_applied=True)
-                    for row in connection.execute(sa.select(a).where(a.c.message_id.in_({message_id for message_id, _, _ in messages}))).mappings()
+                    for row in lookup.rows(schema.applied_messages, *keys, order=())
                 }
                 results = []
                 for index, (message_id, message, received_at) in enumerate(messages):
