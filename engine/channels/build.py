@@ -49,7 +49,8 @@ def build_runner(config: Config, index: int, *, store, reactor, runners: Mapping
                 transforms=build_transforms(spec.transforms, path=f"{dpath}.transforms", tables=tables),
                 destination=connector,
                 retry=retry_policy(spec.queue),
-                batch=bool(getattr(spec.settings, "batch", False)) if spec.type == "file" else False,
+                # A file destination batches when asked; the record always applies a run in one writer call.
+                batch=bool(getattr(spec.settings, "batch", False)) if spec.type == "file" else spec.type == "record",
             )
         )
     return ChannelRunner(
