@@ -28,6 +28,8 @@ __all__ = ["Differs", "Statements", "Writer", "history_text"]
 
 # Rows in one multi-row INSERT at most (SQLite allows 32,766 parameters; a row has up to 30).
 _ROWS_PER_INSERT = 500
+# Keys OR-ed in one SELECT at most (SQLite refuses an expression deeper than 1,000).
+_KEYS_PER_SELECT = 100
 
 # Columns every fact table manages itself; never compared or recorded as a change of content.
 _BOOKKEEPING = frozenset({"id", "as_of", "message_id", "created_at", "updated_at"})
@@ -245,7 +247,16 @@ class Writer:
         return self._cursor
 
     def rows(self, table: sa.Table, *keys: Mapping[str, Any], order: tuple[str, ...] = ("id",), descending: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
-        """The rows whose columns equal those of one of the ``keys`` (None: IS NULL; ``Differs(v)``: <> v), as dicts, in ``order``."""
+        """The rows whose columns equal those of one of the ``keys`` (None: IS NULL; ``Differs(v)``: <> v), as dicts, in ``order``.
+
+        More than _KEYS_PER_SELECT keys take one select each that many (SQLite refuses an OR
+        of 1,000 terms): the rows are then in order within each, and ``limit`` counts in each.
+        """
+        if len(keys) > _KEYS_PER_SELECT:
+            return [
+                row for start in range(0, len(keys), _KEYS_PER_SELECT)
+                for row in self.rows(table, *keys[start:start + _KEYS_PER_SELECT], order=order, descending=descending, limit=limit)
+            ]
         driver_table = self._statements.table(table)
         shapes, parameters = [], []
         for key in keys:

@@ -44,13 +44,20 @@ def ingestor(engine) -> RecordIngestor:
     return RecordIngestor(engine, clock=lambda: NOW)
 
 
-def store_message(engine, raw: bytes, received_at: datetime = RECEIVED) -> int:
-    """Store ``raw`` in the messages table (the record's facts reference it) and return its id."""
+def store_messages(engine, raws: list[bytes], received_at: datetime = RECEIVED) -> list[int]:
+    """Store each of ``raws`` in the messages table (the record's facts reference them) in one transaction; their ids."""
     empty = dict.fromkeys(("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_code",
                            "trigger_event", "message_structure", "control_id", "version", "processing_id", "charset"), "")
-    new = NewMessage(raw=raw, received_at=received_at, listener="test", peer="127.0.0.1", status=Status.RECEIVED, channel="record",
-                     ack_code="AA", ack=None, **empty)
-    return MessageRepository(engine).insert([new])[0]
+    return MessageRepository(engine).insert([
+        NewMessage(raw=raw, received_at=received_at, listener="test", peer="127.0.0.1", status=Status.RECEIVED, channel="record",
+                   ack_code="AA", ack=None, **empty)
+        for raw in raws
+    ])
+
+
+def store_message(engine, raw: bytes, received_at: datetime = RECEIVED) -> int:
+    """Store ``raw`` in the messages table (the record's facts reference it) and return its id."""
+    return store_messages(engine, [raw], received_at)[0]
 
 
 class Feeder:

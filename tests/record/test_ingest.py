@@ -16,7 +16,7 @@ from engine.record.query import get_patient
 from engine.store.db import create_engine_for
 from engine.store.migrations import upgrade
 from tests.corpus_util import corpus_entries
-from tests.record.conftest import JOURNEY, NOW, RECEIVED, SAMPLES, Feeder, store_message
+from tests.record.conftest import JOURNEY, NOW, RECEIVED, SAMPLES, Feeder, store_message, store_messages
 
 
 def hl7(event: str, time: str, *segments: str, sender: str = "PMS") -> str:
@@ -269,6 +269,14 @@ def test_a_batch_answers_each_message_and_isolates_what_fails(feed, ingestor):
     assert isinstance(unknown, StoreError)
     assert [row[0] for row in dump(feed.engine)["record_applied_messages"]] == [ids[0], ids[2]]
     assert [name["given"] for name in get_patient(feed.engine, patient_id)["names"]] == ["JANET"]
+
+
+def test_a_batch_of_any_size_applies(engine, ingestor):
+    """1,100 messages in one apply_many (more than one statement's worth of ids to look up) apply, then are all already applied."""
+    text = hl7("ADT^A60^ADT_A60", "20240101080000", PID)  # an event the record does not keep: cheap to apply
+    messages = [(message_id, Message.parse(text), RECEIVED) for message_id in store_messages(engine, [text.encode()] * 1_100)]
+    assert [result.already_applied for result in ingestor.apply_many(messages)] == [False] * 1_100
+    assert [result.already_applied for result in ingestor.apply_many(messages)] == [True] * 1_100
 
 
 def test_a_batch_leaves_the_rows_one_message_at_a_time_leaves(tmp_path):
