@@ -122,9 +122,8 @@ messages = sa.Table(
     sa.Index(None, "sending_application", "sending_facility"),
     sa.Index(None, "status"),
     sa.Index(None, "received_at"),
-    sa.Index(None, "channel"),
     sa.Index(None, "patient_id"),
-    sa.Index(None, "channel", "status", "id"),  # a channel's RECEIVED messages, for its runner
+    sa.Index(None, "channel", "status", "id"),  # a channel's RECEIVED messages, for its runner; serves channel searches too (0007)
 )
 
 # Status history after the insert: the messages row itself records RECEIVED/REJECTED.
