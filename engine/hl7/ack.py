@@ -66,15 +66,14 @@ class Recipient:
     @classmethod
     def of(cls, header: Header) -> "Recipient":
         """The recipient described by a readable header (raw fields, in the sender's encoding)."""
-        fields = header.fields
         return cls(
             header.sending_application,
             header.sending_facility,
             header.control_id,
             header.trigger_event,
-            fields[11] if len(fields) > 11 else "",
+            header.field(11),
             header.version,
-            fields[18] if len(fields) > 18 else "",
+            header.field(18),
         )
 
 

@@ -75,16 +75,6 @@ class Header:
         """Return raw MSH-n ('' when absent)."""
         return self.fields[n] if 0 <= n < len(self.fields) else ""
 
-    def _components(self, n: int, count: int) -> list[str]:
-        """Split MSH-n's first repetition at most ``count`` times: its first ``count`` components, raw."""
-        d = self.delimiters
-        return self.field(n).split(d.repetition, 1)[0].split(d.component, count)
-
-    def _component(self, n: int, component: int) -> str:
-        """Return raw MSH-n.component of the first repetition ('' when absent)."""
-        parts = self._components(n, component)
-        return parts[component - 1] if component <= len(parts) else ""
-
     @property
     def declared_structure(self) -> str:
         """MSH-9.3 as sent ('' when absent)."""

@@ -215,7 +215,7 @@ class MLLPServerProtocol(MLLPFramer):
             self.factory.in_flight_done()
             return
         if reply is not None:
-            self.transport.write(START_BLOCK + reply + END_BLOCK)
+            self.transport.write(frame(reply))
             # Twisted sends what was written on the reactor's next turn; the sender waits for this
             # ACK before its next message, so a plain TCP transport sends it now (TLS keeps its pace).
             send_now = getattr(self.transport, "doWrite", None)

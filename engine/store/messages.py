@@ -75,7 +75,7 @@ class NewMessage:
     error: str = ""  # why it was rejected
     batch_control_id: str | None = None
     batch_index: int | None = None
-    patient_id: str = ""  # PID-3.1 of the first identifier, raw
+    patient_id: str = ""  # PID-3.1 of the first identifier, unescaped (engine.hl7.header.patient_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -732,14 +732,11 @@ class MessageStore:
             self._inline_waiting = True
             return
         self._inline_flush, self._inline_waiting = None, False
-        group, self._inline_group = self._inline_group, []
+        group, self._inline_group = collections.deque(self._inline_group), []
         while group:
-            chunk, size = [], 0
-            while group and (not chunk or size + len(group[0].messages) <= self._max_batch):
-                size += len(group[0].messages)
-                chunk.append(group.pop(0))
+            chunk = _take_adds(group, self._max_batch)
             if not self._commit_here(chunk):
-                for pending in chunk + group:  # in order, behind whatever the writer has queued
+                for pending in chunk + list(group):  # in order, behind whatever the writer has queued
                     self._enqueue(pending)
                 return
 
@@ -780,7 +777,9 @@ class MessageStore:
     def _write_until_stopped(self) -> None:
         try:
             while (work := self._next_work()) is not None:
-                if isinstance(work, _PendingCall):
+                if work is _CHECKPOINT:
+                    self._checkpoint()
+                elif isinstance(work, _PendingCall):
                     self._run_call(work)
                 else:
                     self._write(work)
@@ -792,24 +791,21 @@ class MessageStore:
         finally:
             self._reactor.callFromThread(self._stopped)
 
-    def _next_work(self) -> _PendingCall | list[_PendingAdd] | None:
-        """Wait for work: the next call alone, or the adds at the head of the queue that fit in max_batch (at least one); None to exit."""
+    def _next_work(self) -> _PendingCall | list[_PendingAdd] | object | None:
+        """Wait for work: the next call alone, the adds at the head of the queue that fit in max_batch
+        (at least one), _CHECKPOINT when idle after inline commits; None to exit.
+
+        The checkpoint is returned rather than run here: the reactor takes this lock to queue work.
+        """
         with self._wakeup:
             while not self._pending and self._state is _State.RUNNING:
                 if not self._wakeup.wait(_CHECKPOINT_SECONDS) and self._inline_commits:
-                    self._checkpoint()
+                    return _CHECKPOINT
             if not self._pending:
                 return None
-            first = self._pending.popleft()
-            if isinstance(first, _PendingCall):
-                return first
-            group = [first]
-            size = len(first.messages)
-            # Adds never overtake a call queued before them: its write may be what they rely on.
-            while self._pending and isinstance(self._pending[0], _PendingAdd) and size + len(self._pending[0].messages) <= self._max_batch:
-                size += len(self._pending[0].messages)
-                group.append(self._pending.popleft())
-            return group
+            if isinstance(self._pending[0], _PendingCall):
+                return self._pending.popleft()
+            return _take_adds(self._pending, self._max_batch)
 
     def _checkpoint(self) -> None:
         """Copy the WAL the inline commits wrote into the database file, without waiting for anyone (PASSIVE)."""
@@ -860,6 +856,22 @@ class MessageStore:
         for waiter in waiters:
             waiter.callback(None)
 
+
+def _take_adds(pending: collections.deque, max_batch: int) -> list[_PendingAdd]:
+    """The adds at the head of ``pending`` (which starts with one) whose messages fit in max_batch together; at least one, never split.
+
+    Stops at a call: adds never overtake a call queued before them, whose write may be what they rely on.
+    """
+    group = [pending.popleft()]
+    size = len(group[0].messages)
+    while pending and isinstance(pending[0], _PendingAdd) and size + len(pending[0].messages) <= max_batch:
+        size += len(pending[0].messages)
+        group.append(pending.popleft())
+    return group
+
+
+# What _next_work returns when the writer should checkpoint the WAL.
+_CHECKPOINT = object()
 
 # How long an inline group waits at most for connected senders to join it (see wait_for_senders).
 GROUP_WAIT_SECONDS = 0.002
