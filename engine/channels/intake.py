@@ -25,6 +25,7 @@ from engine.hl7.charset import Decoded, decode, encode
 from engine.hl7.header import Header, is_ack, patient_id, read_header, validate_header
 from engine.hl7.message import Delimiters, escape
 from engine.store.messages import NewMessage
+from engine.store.queues import ProcessingResult
 from engine.store.schema import Status
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class _Outcome:
     sender: tuple[str, str] = ("", "")  # MSH-3.1, MSH-4.1: who, with control_id, for duplicate detection
     message_id: int | None = None  # set once stored
     duplicate_of: bytes | None = None  # the original ACK, when this is a duplicate
+    processed: ProcessingResult | None = None  # processed at intake by its channel's runner
+    held_by: ChannelRunner | None = None  # the runner that declined to process it at intake (it waits for a pass)
 
     @property
     def accepted(self) -> bool:
@@ -137,7 +140,7 @@ class Intake:
     def _settle(self, result: list[int] | Failure, outcome: _Outcome, decoded: Decoded):
         """The answer to a single message once its add() finished: committed (its id) or failed."""
         if isinstance(result, Failure):
-            return self._respond(self._store_failed(result), outcome, decoded)
+            return self._respond(self._store_failed(result, (outcome,)), outcome, decoded)
         self._stored((outcome,), result)
         return self._respond(None, outcome, decoded)
 
@@ -219,22 +222,32 @@ class Intake:
         ack = self._ack(recipient, code, header.delimiters, ())
         # After processing, the answer depends on the destinations: it is not known (nor stored) yet.
         ack_bytes = None if channel.respond == "after_processing" and index is None else encode(ack, decoded.codec)
+        status = _stored_status(channel)
+        processed = held_by = None
+        runner = self.runners.get(channel.name) if status == Status.RECEIVED and _processed_at_intake(channel) else None
+        if runner is not None:
+            processed = runner.process_at_intake(raw, header.control_id)
+            if processed is None:
+                held_by = runner
         row = NewMessage(
             raw=raw,
             received_at=received_at,
             listener=self.listener.name,
             peer=peer,
-            status=_stored_status(channel),
+            status=status if processed is None else processed.status,
             channel=channel.name,
             **header_columns(header),
             charset=decoded.charset,
             ack_code=code if ack_bytes else "",
             ack=ack_bytes,
+            error="" if processed is None else processed.reason,
             batch_control_id=batch_id,
             batch_index=index,
             patient_id=base["patient_id"],
+            transformed=None if processed is None else processed.transformed,
+            deliveries=None if processed is None else processed.deliveries,
         )
-        return _Outcome([row], recipient, header.delimiters, code=code, enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id, ack=ack, channel=channel, sender=sender)
+        return _Outcome([row], recipient, header.delimiters, code=code, enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id, ack=ack, channel=channel, sender=sender, processed=processed, held_by=held_by)
 
     def _examine_exception(self, header: Header, recipient: Recipient, problems: list[AckError], sender: tuple[str, str], base: dict, decoded: Decoded) -> _Outcome:
         """An acknowledgement (stored, never answered) or a message whose header is refused."""
@@ -285,21 +298,30 @@ class Intake:
         """Store every row of the frame in one unit; fires with None on commit, or the StoreError."""
         rows = [row for o in outcomes for row in o.rows]
         d = self.store.add(rows, source_file=source_file) if source_file is not None else self.store.add(rows)
-        d.addCallbacks(lambda ids: self._stored(outcomes, ids), self._store_failed)
+        d.addCallbacks(lambda ids: self._stored(outcomes, ids), lambda failure: self._store_failed(failure, outcomes))
         return d
 
     def _stored(self, outcomes: Sequence[_Outcome], ids: list[int]) -> None:
         notify = set()
+        processed: dict[str, list[ProcessingResult]] = {}
         for outcome, message_id in zip(outcomes, ids):  # one row per outcome
             outcome.message_id = message_id
             event = "rejected" if outcome.errors else "duplicate" if outcome.duplicate_of is not None else "accepted"
             self._observe(event, {"listener": self.listener.name, "code": outcome.code, "count": 1})
-            if outcome.rows[0].status == Status.RECEIVED and outcome.channel is not None:
+            if outcome.held_by is not None:
+                outcome.held_by.intake_stored(message_id)
+            if outcome.processed is not None:
+                processed.setdefault(outcome.channel.name, []).append(outcome.processed)
+            elif outcome.rows[0].status == Status.RECEIVED and outcome.channel is not None:
                 notify.add(outcome.channel.name)
         for name in notify:
             runner = self.runners.get(name)
             if runner is not None:
                 runner.notify()
+        for name, results in processed.items():
+            runner = self.runners.get(name)
+            if runner is not None:
+                runner.processed_at_intake(results)
         return None
 
     def _check_duplicate(self, outcome: _Outcome, received_at: datetime) -> defer.Deferred:
@@ -322,7 +344,8 @@ class Intake:
         d.addCallbacks(found, lookup_failed)
         return d
 
-    def _store_failed(self, failure: Failure) -> StoreError:
+    def _store_failed(self, failure: Failure, outcomes: Sequence[_Outcome] = ()) -> StoreError:
+        _not_stored(outcomes)
         error = failure.value if failure.check(StoreError) else StoreError(failure.getErrorMessage())
         log.error("message store failed on listener {listener}: {error}", listener=self.listener.name, error=str(error))
         self._observe("store_failed", {"listener": self.listener.name})
@@ -400,6 +423,22 @@ class Intake:
         if batch.file_header is not None:
             segments.append(d.field.join(["FTS", "1"]))
         return "\r".join(segments)
+
+
+def _processed_at_intake(channel: ChannelConfig) -> bool:
+    """Whether the channel's messages are processed before they are stored (ChannelRunner.process_at_intake).
+
+    Not when the answer waits for the destinations (after_processing: the runner's waiters follow
+    a pass), nor with duplicate detection (what is a duplicate is known only after the lookup).
+    """
+    return channel.respond == "after_store" and not channel.duplicate_window_seconds
+
+
+def _not_stored(outcomes: Sequence[_Outcome]) -> None:
+    """Tell the runners that held messages back for a pass that those messages were not stored."""
+    for outcome in outcomes:
+        if outcome.held_by is not None:
+            outcome.held_by.intake_stored(None)
 
 
 def header_columns(header: Header) -> dict:

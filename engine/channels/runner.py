@@ -175,6 +175,13 @@ class ChannelRunner(_Passes):
         self.dispatchers = {
             d.name: Dispatcher(name, d, store=store, reactor=reactor, clock=clock, on_settled=self._delivery_settled, observer=self._observe) for d in self.destinations
         }
+        # Processing at intake (process_at_intake) keeps the order of receipt only while nothing of
+        # this channel waits for a pass: not before a pass has found nothing left from before
+        # (recovery), nor while messages of the intake are on their way to the store as RECEIVED
+        # (held) or stored and not yet processed by a pass (tracked).
+        self._caught_up = False
+        self._held = 0
+        self._tracked: set[int] = set()
         # after_processing: message id -> waiter, and the deliveries each message still waits for
         self._waiters: dict[int, defer.Deferred] = {}
         self._open_deliveries: dict[int, set[int]] = {}
@@ -209,30 +216,71 @@ class ChannelRunner(_Passes):
     def _pass(self):
         after_id = 0
         while not self._stopped:
+            stored_before = set(self._tracked)  # committed before this read, so it sees them if still RECEIVED
             rows = yield self.store.pending_for_processing(self.name, after_id=after_id, limit=self.batch_size)
             if not rows:
+                self._tracked -= stored_before
+                self._caught_up = True
                 return
             results = [self.process(row) for row in rows]
             delivery_ids = yield self.store.record_processing(results)
+            self._tracked.difference_update(result.message_id for result in results)
             after_id = rows[-1].id
             self._after_recording(results, delivery_ids)
 
+    @property
+    def processes_at_intake(self) -> bool:
+        """Whether process_at_intake processes a message now: nothing of this channel waits for a pass."""
+        return self._caught_up and not self._held and not self._tracked and not self._stopped
+
+    def process_at_intake(self, raw: bytes, control_id: str) -> ProcessingResult | None:
+        """Process a message before it is stored, so that it is stored processed, with its deliveries, in the intake's transaction.
+
+        None when it must wait its turn: it is then stored RECEIVED and a pass processes it, and
+        the intake must call ``intake_stored`` once the store answered. That is so until this
+        runner has caught up (a pass found nothing left), while other messages of the intake wait
+        for a pass, and after a stage failed unexpectedly (a pass reports that as it always does).
+        """
+        if self.processes_at_intake:
+            try:
+                return self._process(0, raw, control_id)
+            except Exception:
+                log.failure("channel {channel}: processing at intake failed; a pass processes the message", channel=self.name)
+        self._held += 1
+        return None
+
+    def intake_stored(self, message_id: int | None) -> None:
+        """A message process_at_intake declined was stored RECEIVED (its id), or not stored at all (None)."""
+        self._held -= 1
+        if message_id is not None:
+            self._tracked.add(message_id)
+
+    def processed_at_intake(self, results: Sequence[ProcessingResult]) -> None:
+        """Messages processed by process_at_intake were stored: count them and wake the dispatchers."""
+        for result in results:
+            self._observe("processed", {"channel": self.name, "status": str(result.status)})
+        for dispatcher in self.dispatchers.values():
+            dispatcher.notify()
+
     def process(self, row: ReceivedMessage) -> ProcessingResult:
         """Run one message through the channel's and each destination's filters and transforms (pure, no I/O)."""
-        decoded = decode(row.raw, self.default_charset)
+        return self._process(row.id, row.raw, row.control_id)
+
+    def _process(self, message_id: int, raw: bytes, control_id: str) -> ProcessingResult:
+        decoded = decode(raw, self.default_charset)
         try:
             message = Message.parse(decoded.text)
             for stage in self.filters:
                 reason = stage.check(message)
                 if reason is not None:
-                    return ProcessingResult(row.id, Status.FILTERED, reason=reason)
+                    return ProcessingResult(message_id, Status.FILTERED, reason=reason)
             for stage in self.transforms:
                 message = stage.apply(message)
         except (TransformError, HL7Error) as error:
-            return ProcessingResult(row.id, Status.ERROR, reason=str(error))
+            return ProcessingResult(message_id, Status.ERROR, reason=str(error))
         text = message.to_text()
         transformed = encode(text, decoded.codec) if self.transforms else None
-        deliveries = tuple(self._delivery(d, text, decoded.codec, row) for d in self.destinations)
+        deliveries = tuple(self._delivery(d, text, decoded.codec, control_id) for d in self.destinations)
         if not deliveries:
             status = Status.TRANSFORMED
         elif any(d.status == Status.QUEUED for d in deliveries):
@@ -242,22 +290,22 @@ class ChannelRunner(_Passes):
         else:
             status = Status.FILTERED
         reason = "; ".join(f"{d.destination}: {d.reason}" for d in deliveries if d.reason and status != Status.QUEUED)
-        return ProcessingResult(row.id, status, reason=reason, transformed=transformed, deliveries=deliveries)
+        return ProcessingResult(message_id, status, reason=reason, transformed=transformed, deliveries=deliveries)
 
-    def _delivery(self, stages: DestinationStages, text: str, codec: str, row: ReceivedMessage) -> NewDelivery:
+    def _delivery(self, stages: DestinationStages, text: str, codec: str, control_id: str) -> NewDelivery:
         # Each destination transforms its own copy: what one changes, the next does not see.
         message = Message.parse(text) if stages.transforms or stages.filters else None
         try:
             for stage in stages.filters:
                 reason = stage.check(message)
                 if reason is not None:
-                    return NewDelivery(stages.name, Status.FILTERED, row.control_id, None, reason)
+                    return NewDelivery(stages.name, Status.FILTERED, control_id, None, reason)
             for stage in stages.transforms:
                 message = stage.apply(message)
         except (TransformError, HL7Error) as error:
-            return NewDelivery(stages.name, Status.ERROR, row.control_id, None, str(error))
+            return NewDelivery(stages.name, Status.ERROR, control_id, None, str(error))
         out = message.to_text() if message is not None else text
-        control_id = message.get("MSH-10") if message is not None else row.control_id
+        control_id = message.get("MSH-10") if message is not None else control_id
         return NewDelivery(stages.name, Status.QUEUED, control_id, encode(out + "\r", codec))
 
     def _after_recording(self, results: Sequence[ProcessingResult], delivery_ids: Sequence[int]) -> None:

@@ -39,7 +39,7 @@ from engine.errors import StoreError
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
-from engine.store.queues import AttemptResult, DeliverySummary, ProcessingResult, QueueRepository, SourceFile
+from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, _INSERT_EVENTS, _binds, _event, _new_delivery_row, _Rows
 from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, source_files, utc_now
 
 log = Logger(namespace="engine.store")
@@ -76,6 +76,11 @@ class NewMessage:
     batch_control_id: str | None = None
     batch_index: int | None = None
     patient_id: str = ""  # PID-3.1 of the first identifier, unescaped (engine.hl7.header.patient_id)
+    transformed: bytes | None = None  # processed at intake: the content after the channel's transforms
+    # Processed at intake (ChannelRunner.process_at_intake): one delivery per destination, stored
+    # with the message in its transaction, with the events a processing pass writes. None: not
+    # processed (RECEIVED for its channel's runner, REJECTED, or final as stored). Not a column.
+    deliveries: tuple[NewDelivery, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +190,7 @@ class StoredMessage(MessageSummary):
         return MessageSummary(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MessageSummary)})
 
 
-_NEW_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(NewMessage))
+_NEW_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(NewMessage) if f.name != "deliveries")
 _SUMMARY_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(MessageSummary))
 _STORED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events"))
 _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(MessageEvent))
@@ -196,6 +201,8 @@ _MAX_ROWS_PER_STATEMENT = 1000
 # The columns an insert fills, in order: NewMessage's fields, then status_at (= received_at).
 _INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
 _MESSAGE_VALUES = operator.attrgetter(*_NEW_MESSAGE_FIELDS)
+# The deliveries of messages processed at intake: their ids are not needed (nothing waits on them).
+_INSERT_DELIVERY_ROWS = _Rows(sa.insert(deliveries).values(_binds(deliveries, *_new_delivery_row(0, "", "", "", "", None, "", utc_now()))))
 
 
 class _MessageInsert:
@@ -291,6 +298,22 @@ class _MessageInsert:
         return sa_exc.DBAPIError.instance(sql, None, error, self.dbapi_error, hide_parameters=True, dialect=self.dialect)
 
 
+def _record_processed(connection: sa.Connection, new_messages: Sequence[NewMessage], ids: Sequence[int], now: datetime) -> None:
+    """The deliveries and events of the messages processed at intake, as QueueRepository.record_processing writes them."""
+    rows: list[dict] = []
+    events: list[dict] = []
+    for message, message_id in zip(new_messages, ids):
+        if message.deliveries is None:
+            continue
+        events.append(_event(message_id, now, message.status, message.error))
+        for delivery in message.deliveries:
+            rows.append(_new_delivery_row(message_id, message.channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now))
+            events.append(_event(message_id, now, delivery.status, delivery.reason, delivery.destination))
+    if rows:
+        _INSERT_DELIVERY_ROWS.run(connection, rows)
+    _INSERT_EVENTS.run(connection, events)
+
+
 def _source_file_row(source_file: SourceFile, message_count: int, read_at: datetime) -> dict:
     values = {"path": source_file.path, "sha256": source_file.sha256, "size": source_file.size, "read_at": read_at, "message_count": message_count}
     return fit_text(source_files, values)
@@ -343,23 +366,29 @@ class MessageRepository:
         ``connection`` is one its caller keeps (the writer thread does) and that is in no
         transaction; without it one is taken from the pool for the call.
         """
+        every = [m for new_messages, _ in groups for m in new_messages]
         try:
-            rows = [self._insert.values(m) for new_messages, _ in groups for m in new_messages]
+            rows = [self._insert.values(m) for m in every]
         except ValueError as error:  # e.g. a naive received_at: a caller's bug, never a lock
             raise StoreError(f"storing messages failed: {error}") from error
         read_at = self._clock()
         files = [_source_file_row(source_file, len(new_messages), read_at) for new_messages, source_file in groups if source_file is not None]
         if not rows and not files:
             return [[] for _ in groups]
+        processed = any(m.deliveries is not None for m in every)
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
-            if rows and not files and not self._insert.sqlite and len(rows) <= _MAX_ROWS_PER_STATEMENT:
+            if rows and not files and not processed and not self._insert.sqlite and len(rows) <= _MAX_ROWS_PER_STATEMENT:
                 return self._split(groups, self._insert.run_alone(connection, rows))
-            # TRANSACTION: every message and source file record given, committed together or not
-            # at all (one group commit): a file is never recorded without its messages, nor they without it.
+            # TRANSACTION: every message and source file record given, with the deliveries and
+            # events of those processed at intake, committed together or not at all (one group
+            # commit): a file is never recorded without its messages, nor they without it, and a
+            # message is never stored processed without its deliveries.
             with connection.begin():
                 ids = self._insert.run(connection, rows) if rows else []
+                if processed:
+                    _record_processed(connection, every, ids, read_at)
                 if files:
                     connection.execute(sa.insert(source_files), files)
         return self._split(groups, ids)

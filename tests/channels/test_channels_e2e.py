@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest_twisted
@@ -13,7 +14,9 @@ from twisted.internet.task import deferLater
 from engine.config import parse_config
 from engine.listeners.client import MLLPClient, parse_reply
 from engine.service import Engine
-from engine.store.messages import MessageQuery
+from engine.channels import intake
+from engine.store.messages import MessageQuery, MessageStore, NewMessage
+from engine.store.schema import Status
 from tests.channels.destinations.downstream import Downstream, reply, silence
 from tests.corpus_util import CORPUS_DIR
 from tests.fakes.harness import in_thread
@@ -153,17 +156,103 @@ def test_restart_in_the_middle_of_a_backlog_delivers_everything_in_order(tmp_pat
     replies = yield in_thread(send, engine.listeners["main"].port, [adt(n) for n in range(1, 31)])
     assert all(r.code == "AA" for r in replies)
     yield engine.stopService()
+    yield _restart_and_deliver_in_order(config, port, [], 30)
 
+
+@defer.inlineCallbacks
+def _restart_and_deliver_in_order(config, port: int, new_payloads: list[bytes], total: int):
+    """Start the engine with its downstream up and send it ``new_payloads``: C0001 to C<total> arrive downstream in order, all SENT."""
     downstream = Downstream(f"tcp:{port}:interface=127.0.0.1")
     downstream.start()
     engine = start(config)
     try:
-        yield wait_until(lambda: len(downstream.received) >= 30)
-        assert [p.split(b"|")[9] for p in downstream.received] == [b"C%04d" % n for n in range(1, 31)]
+        if new_payloads:
+            replies = yield in_thread(send, engine.listeners["main"].port, new_payloads)
+            assert all(r.code == "AA" for r in replies)
+        yield wait_until(lambda: len(downstream.received) >= total)
+        assert [p.split(b"|")[9] for p in downstream.received] == [b"C%04d" % n for n in range(1, total + 1)]
         yield wait_until(lambda: statuses(engine).addCallback(lambda s: set(s.values()) == {"SENT"}))
     finally:
         yield engine.stopService()
         yield downstream.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_messages_left_received_go_out_before_new_ones_after_a_restart(tmp_path):
+    """Messages a crash left RECEIVED (not processed) are delivered before those received after the restart: new ones wait for the runner's pass."""
+    port = free_port()
+    config = config_for(tmp_path, mllp_channel(port))
+    store = MessageStore(config.store_url, reactor=reactor)
+    store.start()
+    at = datetime.now(timezone.utc)
+    left = [NewMessage(raw=adt(n), received_at=at, listener="main", peer="before", status=Status.RECEIVED, channel="to-emr", control_id=f"C{n:04d}") for n in range(1, 21)]
+    yield store.add(left)
+    yield store.stop()
+    yield _restart_and_deliver_in_order(config, port, [adt(n) for n in range(21, 41)], 40)
+
+
+TWO_DESTINATIONS = """
+  - name: adt-out
+    source: main
+    accept: {types: ["ADT"]}
+    transforms:  # after the filters, whatever the order here
+      - set: {field: MSH-5, value: EMR}
+      - map: {field: PV1-3.1, table: wards, on_miss: error}
+    filters:
+      - {field: PID-8, in: [M, F]}
+    destinations:
+      - name: archive
+        type: file
+        directory: archive
+        filename: "{control_id}.hl7"
+      - name: billing
+        type: file
+        directory: billing
+        filename: "{control_id}.hl7"
+        filters:
+          - {field: PV1-2, in: [I]}
+"""
+
+
+@defer.inlineCallbacks
+def _processing_trails(engine, folder: Path) -> defer.Deferred:
+    """Per control id: what processing and delivery left of the message, without ids, times and the engine's folder."""
+    trails = {}
+    for summary in (yield engine.store.search(MessageQuery(limit=100))):
+        message = yield engine.store.get(summary.id)
+        deliveries = [(d.destination, d.status, d.attempts, d.reason.replace(str(folder), "")) for d in message.deliveries]
+        events = [(e.status, e.detail.replace(str(folder), ""), e.destination) for e in message.events]
+        trails[summary.control_id] = (message.status, message.error, message.transformed, deliveries, events)
+    return trails
+
+
+@pytest_twisted.inlineCallbacks
+def test_processing_at_intake_leaves_what_a_pass_leaves(tmp_path, monkeypatch):
+    """The same messages through the same channel leave the same statuses, content, deliveries and events, processed at intake or by the runner's pass."""
+    tables = """
+tables:
+  wards: {inline: {"4N": "NORTH-4"}}
+"""
+    inpatient = adt(2).replace(b"PV1|1|O|", b"PV1|1|I|")
+    payloads = [adt(1), inpatient, adt(3).replace(b"|19800101|M|", b"|19800101|U|"), adt(4).replace(b"PV1|1|O|4N", b"PV1|1|O|7W")]
+    trails = []
+    for way in ("at intake", "by a pass"):
+        if way == "by a pass":
+            monkeypatch.setattr(intake, "_processed_at_intake", lambda channel: False)
+        folder = tmp_path / way.replace(" ", "-")
+        folder.mkdir()
+        engine = start(config_for(folder, TWO_DESTINATIONS, tables=tables))
+        try:
+            replies = yield in_thread(send, engine.listeners["main"].port, payloads)
+            assert [r.code for r in replies] == ["AA"] * 4
+            final = {"C0001": "SENT", "C0002": "SENT", "C0003": "FILTERED", "C0004": "ERROR"}
+            yield wait_until(lambda: statuses(engine).addCallback(lambda s: s == final))
+            trails.append((yield _processing_trails(engine, folder)))
+            assert sorted(p.name for p in (folder / "billing").iterdir()) == ["C0002.hl7"]
+        finally:
+            yield engine.stopService()
+    assert trails[0] == trails[1]
+    assert [e[0] for e in trails[0]["C0002"][4]] == ["QUEUED", "QUEUED", "QUEUED", "SENT", "SENT", "SENT"]
 
 
 @pytest_twisted.inlineCallbacks

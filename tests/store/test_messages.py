@@ -15,16 +15,16 @@ from twisted.internet import defer
 from engine.errors import StoreError
 from engine.store.db import create_engine_for
 from engine.store.messages import GROUP_WAIT_SECONDS, MessageEvent, MessageQuery, MessageRepository, MessageStore, MessageSummary, NewMessage, StoredMessage
-from engine.store.queues import SourceFile
-from engine.store.schema import Status, message_events, source_files
+from engine.store.queues import NewDelivery, ProcessingResult, SourceFile
+from engine.store.schema import Status, deliveries, message_events, source_files
 
 from .conftest import T0, count_commits, later
 
 
 def _expected(message_id: int, new: NewMessage, events=()) -> StoredMessage:
     """What get() should return for a message stored from ``new``."""
-    columns = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMessage)}
-    return StoredMessage(id=message_id, **columns, transformed=None, deliveries=(), events=tuple(events))
+    columns = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMessage) if f.name != "deliveries"}
+    return StoredMessage(id=message_id, **columns, deliveries=(), events=tuple(events))
 
 
 # The repository
@@ -129,6 +129,35 @@ def test_search_by_patient_id(repository, make_message):
     found = repository.search(MessageQuery(patient_id="MRN1"))
     assert [s.id for s in found] == [ids[3], ids[1]] and {s.patient_id for s in found} == {"MRN1"}
     assert repository.count(MessageQuery(patient_id="MRN9")) == 0
+
+
+def _processing_trail(repository: MessageRepository, message_id: int) -> tuple:
+    """What processing left of a message, without ids and times: its status, error, content, deliveries and events."""
+    stored = repository.get(message_id)
+    timeless = [c for c in deliveries.c if c.name not in ("id", "message_id", "created_at", "updated_at", "next_attempt_at")]
+    with repository.engine.connect() as connection:
+        rows = connection.execute(sa.select(*timeless).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)).all()
+    return stored.status, stored.error, stored.transformed, [tuple(row) for row in rows], [(e.status, e.detail, e.destination) for e in stored.events]
+
+
+@pytest.mark.parametrize("result", [
+    ProcessingResult(0, Status.QUEUED, transformed=b"MSH|changed\r", deliveries=(
+        NewDelivery("emr", Status.QUEUED, "C1", b"MSH|to emr\r"),
+        NewDelivery("archive", Status.FILTERED, "C1", None, "PID-8 is U, not one of M, F"),
+        NewDelivery("lab", Status.ERROR, "C1", None, "channels[0].destinations[2].transforms[0]: no such table row"),
+    )),
+    ProcessingResult(0, Status.FILTERED, reason="channels[0].filters[0]: MSH-9.1 is ORU"),
+    ProcessingResult(0, Status.ERROR, reason="channels[0].transforms[0]: PV1-3.1 7W not in wards"),
+    ProcessingResult(0, Status.TRANSFORMED, transformed=b"MSH|changed\r"),
+], ids=["queued", "filtered", "error", "transformed"])
+def test_a_message_processed_at_intake_is_stored_as_a_pass_records_it(repository, queues, make_message, result):
+    """insert() of a message carrying its processing writes the same status, content, deliveries and events as insert() RECEIVED then record_processing()."""
+    [passed] = repository.insert([make_message(1)])
+    queues.record_processing([dataclasses.replace(result, message_id=passed)])
+    at_intake = make_message(1, status=result.status, error=result.reason, transformed=result.transformed, deliveries=result.deliveries)
+    [inline] = repository.insert([at_intake])
+    assert _processing_trail(repository, inline) == _processing_trail(repository, passed)
+    assert _processing_trail(repository, inline)[0] == result.status
 
 
 # Searching: five messages, found newest first (so results list indexes from high to low)
