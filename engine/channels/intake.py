@@ -226,7 +226,7 @@ class Intake:
         processed = held_by = None
         runner = self.runners.get(channel.name) if status == Status.RECEIVED and _processed_at_intake(channel) else None
         if runner is not None:
-            processed = runner.process_at_intake(raw, header.control_id)
+            processed = runner.process_at_intake(text, decoded.codec, header.control_id)
             if processed is None:
                 held_by = runner
         row = NewMessage(

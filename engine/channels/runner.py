@@ -233,7 +233,7 @@ class ChannelRunner(_Passes):
         """Whether process_at_intake processes a message now: nothing of this channel waits for a pass."""
         return self._caught_up and not self._held and not self._tracked and not self._stopped
 
-    def process_at_intake(self, raw: bytes, control_id: str) -> ProcessingResult | None:
+    def process_at_intake(self, text: str, codec: str, control_id: str) -> ProcessingResult | None:
         """Process a message before it is stored, so that it is stored processed, with its deliveries, in the intake's transaction.
 
         None when it must wait its turn: it is then stored RECEIVED and a pass processes it, and
@@ -243,7 +243,7 @@ class ChannelRunner(_Passes):
         """
         if self.processes_at_intake:
             try:
-                return self._process(0, raw, control_id)
+                return self._process(0, text, codec, control_id)
             except Exception:
                 log.failure("channel {channel}: processing at intake failed; a pass processes the message", channel=self.name)
         self._held += 1
@@ -264,12 +264,12 @@ class ChannelRunner(_Passes):
 
     def process(self, row: ReceivedMessage) -> ProcessingResult:
         """Run one message through the channel's and each destination's filters and transforms (pure, no I/O)."""
-        return self._process(row.id, row.raw, row.control_id)
+        decoded = decode(row.raw, self.default_charset)
+        return self._process(row.id, decoded.text, decoded.codec, row.control_id)
 
-    def _process(self, message_id: int, raw: bytes, control_id: str) -> ProcessingResult:
-        decoded = decode(raw, self.default_charset)
+    def _process(self, message_id: int, text: str, codec: str, control_id: str) -> ProcessingResult:
         try:
-            message = Message.parse(decoded.text)
+            message = Message.parse(text)
             for stage in self.filters:
                 reason = stage.check(message)
                 if reason is not None:
@@ -279,8 +279,8 @@ class ChannelRunner(_Passes):
         except (TransformError, HL7Error) as error:
             return ProcessingResult(message_id, Status.ERROR, reason=str(error))
         text = message.to_text()
-        transformed = encode(text, decoded.codec) if self.transforms else None
-        deliveries = tuple(self._delivery(d, text, decoded.codec, control_id) for d in self.destinations)
+        transformed = encode(text, codec) if self.transforms else None
+        deliveries = tuple(self._delivery(d, text, codec, control_id) for d in self.destinations)
         if not deliveries:
             status = Status.TRANSFORMED
         elif any(d.status == Status.QUEUED for d in deliveries):

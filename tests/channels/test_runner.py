@@ -242,19 +242,19 @@ def test_processing_at_intake_waits_until_nothing_of_the_channel_waits_for_a_pas
     runner = ChannelRunner("adt", store=store, reactor=reactor, filters=(), transforms=(), destinations=())
     left_from_before = yield store.add([_message(1)])
     assert not runner.processes_at_intake
-    assert runner.process_at_intake(adt(2), "C0002") is None  # not caught up: message 1 waits for a pass
-    assert runner.process_at_intake(adt(3), "C0003") is None  # message 2 is on its way to the store
+    assert runner.process_at_intake(adt(2).decode(), "utf-8", "C0002") is None  # not caught up: message 1 waits for a pass
+    assert runner.process_at_intake(adt(3).decode(), "utf-8", "C0003") is None  # message 2 is on its way to the store
     runner.intake_stored(None)  # message 3 could not be stored (its sender is told AR)
     [second] = yield store.add([_message(2)])
     runner.intake_stored(second)
-    assert runner.process_at_intake(adt(4), "C0004") is None  # message 2 is stored, not processed yet
+    assert runner.process_at_intake(adt(4).decode(), "utf-8", "C0004") is None  # message 2 is stored, not processed yet
     runner.intake_stored(None)
     runner.start()
     try:
         yield wait_until(lambda: statuses_of(store, [*left_from_before, second]).addCallback(lambda s: s == ["TRANSFORMED"] * 2))
         yield wait_until(lambda: runner.processes_at_intake)
-        result = runner.process_at_intake(adt(5), "C0005")
+        result = runner.process_at_intake(adt(5).decode(), "utf-8", "C0005")
         assert result is not None and result.status == Status.TRANSFORMED
     finally:
         yield runner.stop()
-    assert not runner.processes_at_intake and runner.process_at_intake(adt(6), "C0006") is None  # stopped
+    assert not runner.processes_at_intake and runner.process_at_intake(adt(6).decode(), "utf-8", "C0006") is None  # stopped
