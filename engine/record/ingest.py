@@ -629,9 +629,11 @@ class _Application:
             order_id = row["id"]
             if not self._keeps(row, values.get("status"), "order"):
                 self.w.update(o, row, values)
-        seen: dict[tuple[Any, str], int] = {}
+        # An order created by this group has no observations but the group's; an existing one's are read in one select.
+        stored = self.w.rows(schema.observations, {"order_id": order_id}) if row is not None and order.observations else []
+        group = _StoredObservations(stored)
         # Each observation of the group has its own key, so none can be one that the group inserts: they go in together.
-        new = [self._observation(patient_id, order_id, observation.obx, observation.notes, seen, values.get("observed_at"), new_order=row is None)
+        new = [self._observation(patient_id, order_id, observation.obx, observation.notes, group, values.get("observed_at"))
                for observation in order.observations]
         self.w.insert_many(schema.observations, (values for values in new if values is not None))
 
@@ -645,19 +647,20 @@ class _Application:
             return True
         return False
 
-    def _observation(self, patient_id: int, order_id: int, obx: SegmentReader, notes: list[str], seen: dict, order_time: Any, *, new_order: bool) -> dict[str, Any] | None:
+    def _observation(self, patient_id: int, order_id: int, obx: SegmentReader, notes: list[str], group: _StoredObservations, order_time: Any) -> dict[str, Any] | None:
         """Update the observation this OBX names, or return the row to insert for it."""
         values = _observation_values(obx, self.local)
         values["notes"] = "\n".join(notes) if notes else None
         if values["observed_at"] in (KEEP, None) and isinstance(order_time, datetime):
             values["observed_at"] = order_time
+        seen = group.seen
         key = (values["code"] or values["text"], values["sub_id"])
         occurrence = seen[key] = seen.get(key, 0) + 1
         ob = schema.observations
         row = None
-        if not new_order:  # an order created by this group has no observations but the group's
+        if group.stored:
             coded = {"code": values["code"]} if values["code"] else {"code": None, "text": values["text"]}
-            row = self.w.select_one(ob, {"order_id": order_id, "sub_id": values["sub_id"], "occurrence": occurrence, **coded})
+            row = group.find(self.w, {"order_id": order_id, "sub_id": values["sub_id"], "occurrence": occurrence, **coded})
         if row is None:
             return {**values, "order_id": order_id, "patient_id": patient_id, "occurrence": occurrence}
         status = values["status"]
@@ -669,6 +672,7 @@ class _Application:
             self.w.update(ob, row, {"status": status})
         else:
             self.w.update(ob, row, values)
+        group.updated.add(row["id"])
         return None
 
     # -- DFT -------------------------------------------------------------------------------------
@@ -688,6 +692,22 @@ class _Application:
             else:
                 self.w.insert(t, values)
         return patient_id
+
+
+class _StoredObservations:
+    """The observations an order had before this message's OBX group (read in one select), and what the group did with them."""
+
+    def __init__(self, stored: list[dict[str, Any]]):
+        self.stored = stored
+        self.seen: dict[tuple[Any, str], int] = {}  # (code or text, sub id) -> OBX with it so far: the next one's occurrence
+        self.updated: set[int] = set()
+
+    def find(self, writer: Writer, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored observation ``key`` selects (lowest id); one the group updated already is read again, as it now is."""
+        row = writer.first(schema.observations, self.stored, key)
+        if row is not None and row["id"] in self.updated:
+            return writer.select_one(schema.observations, key)
+        return row
 
 
 # -- reading segments into column values ---------------------------------------------------------

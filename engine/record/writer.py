@@ -277,6 +277,18 @@ class Writer:
         found = self.rows(table, key, limit=1)
         return found[0] if found else None
 
+    def first(self, table: sa.Table, rows: Iterable[Mapping[str, Any]], key: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The first of ``rows`` (read by ``rows``) that ``select_one(table, key)`` would select among them; None as IS NULL, no ``Differs``.
+
+        The key's values are compared as the database holds them (fitted), so a lookup in rows
+        read once answers as a select would.
+        """
+        fitted = self._statements.table(table).fit(key)
+        for row in rows:
+            if all(row[name] is None if value is None else row[name] == value for name, value in fitted.items()):
+                return row
+        return None
+
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id."""
         driver_table = self._statements.table(table)
