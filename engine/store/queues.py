@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 from dataclasses import dataclass
@@ -161,41 +162,123 @@ class _Rows:
         dialect = connection.dialect
         prepared = self._prepared.get(dialect.name)
         if prepared is None:
-            prepared = self._prepared[dialect.name] = self._prepare(dialect)
-        sql, names, fields = prepared
+            sql, names, fields = _prepare(self._statement, dialect)
+            prepared = self._prepared[dialect.name] = (sql, names, _values_of(fields))
+        sql, names, values_of = prepared
         times: dict[datetime, Any] = {}
-        parameters = []
-        for row in rows:
-            values = []
-            for key, processor, constant in fields:
-                if key is None:
-                    values.append(constant)
-                    continue
-                value = row[key]
-                if processor is not None and value is not None:
-                    if isinstance(value, datetime):
-                        if value not in times:
-                            times[value] = processor(value)
-                        value = times[value]
-                    else:
-                        value = processor(value)
-                values.append(value)
-            parameters.append(tuple(values) if names is None else dict(zip(names, values)))
+        parameters = [values_of(row, times) for row in rows]
+        if names is not None:
+            parameters = [dict(zip(names, values)) for values in parameters]
         # One row is a plain execute: psycopg runs an executemany as a pipeline, which costs more for one.
         connection.exec_driver_sql(sql, parameters[0] if len(parameters) == 1 else parameters)
 
-    def _prepare(self, dialect: sa.Dialect) -> tuple:
-        compiled = self._statement.compile(dialect=dialect)
-        names = list(compiled.positiontup) if compiled.positional else sorted(set(compiled.bind_names.values()))
-        fields = []
-        for name in names:
-            bind = compiled.binds[name]
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if name.startswith("b_"):
-                fields.append((name[2:], processor, None))
-            else:  # a constant of the statement (a status, the 1 of attempts + 1)
-                fields.append((None, None, bind.value if processor is None else processor(bind.value)))
-        return compiled.string, None if compiled.positional else names, tuple(fields)
+
+def _prepare(statement: sa.Executable, dialect: sa.Dialect, lists: dict[str, int] | None = None) -> tuple:
+    """The statement's SQL for the dialect, its bind names (None when positional), and for each bind: its key (None for a constant), bind processor and constant value.
+
+    ``lists`` gives each IN-list bind (``b_ids``) a length: it is rendered as that many binds (``b_ids_1``, ``b_ids_2``, ...).
+    """
+    compiled = statement.compile(dialect=dialect)
+    sql, positions, parameters, list_of = compiled.string, compiled.positiontup, compiled.bind_names.values(), {}
+    if lists:
+        expanded = compiled.construct_expanded_state({name: [0] * length for name, length in lists.items()})
+        sql, positions, parameters = expanded.statement, expanded.positiontup, expanded.parameters
+        list_of = {element: name for name, elements in expanded.parameter_expansion.items() for element in elements}
+    names = list(positions) if compiled.positional else sorted(set(parameters))
+    fields = []
+    for name in names:
+        bind = compiled.binds[list_of.get(name, name)]
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if name.startswith("b_"):
+            fields.append((name[2:], processor, None))
+        else:  # a constant of the statement (a status, the 1 of attempts + 1, an OFFSET)
+            fields.append((None, None, bind.value if processor is None else processor(bind.value)))
+    return sql, None if compiled.positional else names, tuple(fields)
+
+
+class _Select:
+    """A SELECT run on the driver, compiled once per dialect; its rows are plain tuples.
+
+    For the queue reads and writes of every dispatcher pass: SQLAlchemy's result machinery (a
+    Row per row, a processor call per value, an IN list expanded on every call) cost more than
+    the read itself. Here only the columns whose type converts on this dialect (timestamps) are
+    converted, each distinct value once per call (the rows of a queue share their timestamps).
+    Binds are named ``b_<key>`` as in _Rows. A ``listed`` key is an IN list: the statement is
+    compiled once per power-of-two length, the list padded with its last value (which matches
+    nothing more), so a few compilations serve every length.
+    """
+
+    def __init__(self, statement: sa.Select, *, listed: str | None = None):
+        self._statement = statement
+        self._listed = listed
+        self._prepared: dict[tuple[str, int], tuple] = {}
+
+    def rows(self, connection: sa.Connection, parameters: dict) -> list[tuple]:
+        """The rows for these parameters (keyed without the ``b_``; a non-empty sequence for ``listed``), values as the column types give them."""
+        dialect = connection.dialect
+        size = 0
+        if self._listed is not None:
+            listed = list(parameters[self._listed])
+            if not listed:
+                raise ValueError(f"{self._listed}: an IN list needs at least one value")
+            size = 1 << (len(listed) - 1).bit_length()
+            listed += listed[-1:] * (size - len(listed))
+            parameters = {**parameters, **{f"{self._listed}_{n}": value for n, value in enumerate(listed, start=1)}}
+        prepared = self._prepared.get((dialect.name, size))
+        if prepared is None:
+            prepared = self._prepared[(dialect.name, size)] = self._prepare(dialect, size)
+        sql, names, values_of, converters = prepared
+        values = values_of(parameters, {})
+        rows = connection.exec_driver_sql(sql, values if names is None else dict(zip(names, values))).fetchall()
+        if not converters:
+            return [tuple(row) for row in rows]
+        converted: list[dict] = [{} for _ in converters]
+        result = []
+        for row in rows:
+            row = list(row)
+            for (index, processor), seen in zip(converters, converted):
+                raw = row[index]
+                if raw is not None:
+                    value = seen.get(raw)
+                    if value is None:
+                        value = seen[raw] = processor(raw)
+                    row[index] = value
+            result.append(tuple(row))
+        return result
+
+    def _prepare(self, dialect: sa.Dialect, size: int) -> tuple:
+        sql, names, fields = _prepare(self._statement, dialect, None if self._listed is None else {f"b_{self._listed}": size})
+        converters = tuple(
+            (index, processor)
+            for index, column in enumerate(self._statement.selected_columns)
+            if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+        )
+        return sql, names, _values_of(fields), converters
+
+
+def _values_of(fields: tuple) -> Callable[[dict, dict], tuple]:
+    """A function of (row, times) giving the row's values for ``_prepare``'s fields; ``times`` keeps each timestamp's processed value for the call."""
+    keys = [key for key, _, _ in fields if key is not None]
+    picked = operator.itemgetter(*keys) if len(keys) > 1 else lambda row: tuple(row[key] for key in keys)
+    constants = tuple((index, constant) for index, (key, _, constant) in enumerate(fields) if key is None)
+    processed = tuple((index, processor) for index, (key, processor, _) in enumerate(fields) if key is not None and processor is not None)
+
+    def values_of(row: dict, times: dict) -> tuple:
+        values = list(picked(row))
+        for index, constant in constants:
+            values.insert(index, constant)
+        for index, processor in processed:
+            value = values[index]
+            if value is not None:
+                if isinstance(value, datetime):
+                    if value not in times:
+                        times[value] = processor(value)
+                    values[index] = times[value]
+                else:
+                    values[index] = processor(value)
+        return tuple(values)
+
+    return values_of
 
 
 def _binds(table: sa.Table, *names: str) -> dict:
@@ -268,10 +351,10 @@ def _new_delivery_row(message_id: int, channel: str, destination: str, status: s
     )
 
 
-def _queue(*columns: sa.ColumnElement) -> sa.Select:
-    """The QUEUED rows of the queue named by the ``channel`` and ``destination`` binds, oldest first (the queue-head index)."""
+def _queue(*columns: sa.ColumnElement) -> _Select:
+    """The QUEUED rows of the queue named by the ``channel`` and ``destination`` keys, oldest first (the queue-head index)."""
     c = deliveries.c
-    where = (c.channel == sa.bindparam("channel"), c.destination == sa.bindparam("destination"), c.status == Status.QUEUED)
+    where = (c.channel == sa.bindparam("b_channel", type_=c.channel.type), c.destination == sa.bindparam("b_destination", type_=c.destination.type), c.status == Status.QUEUED)
     return sa.select(*columns).where(*where).order_by(c.id)
 
 
@@ -282,36 +365,25 @@ _PENDING = (
     .order_by(messages.c.id)
     .limit(sa.bindparam("limit"))
 )
-_HEAD_RUN = _queue(*_QUEUE_COLUMNS).limit(sa.bindparam("limit"))
-_DUE = _queue(*_QUEUE_COLUMNS).where(deliveries.c.next_attempt_at <= sa.bindparam("now", type_=deliveries.c.next_attempt_at.type)).limit(sa.bindparam("limit"))
-_HEAD_DUE_AT = _queue(deliveries.c.next_attempt_at).limit(1)
-_EARLIEST_DUE_AT = _queue(sa.func.min(deliveries.c.next_attempt_at)).order_by(None)
+_LIMIT = sa.bindparam("b_limit", type_=sa.Integer())
+_HEAD_RUN = _Select(_queue(*_QUEUE_COLUMNS).limit(_LIMIT))
+_DUE = _Select(_queue(*_QUEUE_COLUMNS).where(deliveries.c.next_attempt_at <= sa.bindparam("b_now", type_=deliveries.c.next_attempt_at.type)).limit(_LIMIT))
+_HEAD_DUE_AT = _Select(_queue(deliveries.c.next_attempt_at).limit(1))
+_EARLIEST_DUE_AT = _Select(_queue(sa.func.min(deliveries.c.next_attempt_at)).order_by(None))
 # After recording attempts: every delivery of the messages they touched, with the message's
 # status, in one read (one round trip less on PostgreSQL). Run after the attempts' UPDATEs, in
 # their transaction: on SQLite the write lock is held, on PostgreSQL FOR UPDATE locks the messages.
-_TOUCHED = (
+_TOUCHED = _Select(
     sa.select(
         deliveries.c.id, deliveries.c.message_id, deliveries.c.destination, deliveries.c.status, deliveries.c.reason,
-        deliveries.c.attempts, deliveries.c.superseded_at, messages.c.status.label("message_status"),
+        deliveries.c.attempts, deliveries.c.superseded_at.is_(None), messages.c.status,
     )
     .join_from(deliveries, messages, deliveries.c.message_id == messages.c.id)
-    .where(deliveries.c.message_id.in_(sa.select(deliveries.c.message_id).where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))))
+    .where(deliveries.c.message_id.in_(sa.select(deliveries.c.message_id).where(deliveries.c.id.in_(sa.bindparam("b_ids", type_=deliveries.c.id.type, expanding=True)))))
     .order_by(deliveries.c.id)
-    .with_for_update(of=messages)
+    .with_for_update(of=messages),
+    listed="ids",
 )
-
-
-def _as_delivery(row: sa.Row) -> Delivery:
-    return Delivery(
-        delivery_id=row.id,
-        message_id=row.message_id,
-        channel=row.channel,
-        destination=row.destination,
-        control_id=row.control_id,
-        payload=row.payload,
-        attempt=row.attempts + 1,
-        queued_at=row.created_at,
-    )
 
 
 def _attempt_values(result: AttemptResult) -> dict:
@@ -348,26 +420,26 @@ def _supersede(connection: sa.Connection, rows: Sequence[sa.Row], now: datetime,
         events.extend(_event(r.message_id, now, Status.ERROR, reason, r.destination) for r in queued)
 
 
-def _roll_up(connection: sa.Connection, settled: dict[int, datetime], touched: Sequence[sa.Row], events: list[dict]) -> None:
+def _roll_up(connection: sa.Connection, settled: dict[int, datetime], touched: Sequence[tuple], events: list[dict]) -> None:
     """Give each QUEUED message whose current deliveries are all final its status: ERROR if any is, else SENT if any is, else FILTERED.
 
     ``touched`` are the _TOUCHED rows: read under the lock, so the messages still QUEUED there are changed here.
     """
-    by_message: dict[int, list[sa.Row]] = collections.defaultdict(list)
-    for row in touched:
-        if row.message_id in settled and row.superseded_at is None and row.message_status == Status.QUEUED:
-            by_message[row.message_id].append(row)
+    by_message: dict[int, list[tuple[str, str, str]]] = {}
+    for _, message_id, destination, status, reason, _, current, message_status in touched:
+        if current and message_status == Status.QUEUED and message_id in settled:
+            by_message.setdefault(message_id, []).append((destination, status, reason))
     changes = []
     for message_id, rows in by_message.items():
-        statuses = {r.status for r in rows}
+        statuses = {status for _, status, _ in rows}
         if Status.QUEUED in statuses:
             continue
         error = ""
         if Status.ERROR in statuses:
             status = Status.ERROR
-            error = detail = "; ".join(f"{r.destination}: {r.reason}" for r in rows if r.status == Status.ERROR)
+            error = detail = "; ".join(f"{destination}: {reason}" for destination, status_, reason in rows if status_ == Status.ERROR)
         elif Status.SENT in statuses:
-            status, detail = Status.SENT, "sent to " + ", ".join(r.destination for r in rows if r.status == Status.SENT)
+            status, detail = Status.SENT, "sent to " + ", ".join(destination for destination, status_, _ in rows if status_ == Status.SENT)
         else:
             status, detail = Status.FILTERED, "filtered by every destination"
         at = settled[message_id]
@@ -440,15 +512,20 @@ class QueueRepository:
         _check_limit(limit)
         statement, parameters = (_HEAD_RUN, {}) if head_only else (_DUE, {"now": now})
         with store_errors("reading a destination queue"), self._engine.connect() as connection:
-            rows = connection.execute(statement, {"channel": channel, "destination": destination, "limit": limit, **parameters}).all()
-        due = itertools.takewhile(lambda row: row.next_attempt_at <= now, rows)
-        return [_as_delivery(row) for row in due]
+            rows = statement.rows(connection, {"channel": channel, "destination": destination, "limit": limit, **parameters})
+        due = []
+        for delivery_id, message_id, channel_, destination_, control_id, payload, attempts, created_at, next_attempt_at in rows:
+            if next_attempt_at > now:
+                break
+            due.append(Delivery(delivery_id, message_id, channel_, destination_, control_id, payload, attempts + 1, created_at))
+        return due
 
     def next_due_at(self, channel: str, destination: str, *, head_only: bool = False) -> datetime | None:
         """When due_deliveries with the same ``head_only`` will next return something: the earliest next attempt, or the head's; None when empty."""
         statement = _HEAD_DUE_AT if head_only else _EARLIEST_DUE_AT
         with store_errors("reading a destination queue"), self._engine.connect() as connection:
-            return connection.execute(statement, {"channel": channel, "destination": destination}).scalar()
+            rows = statement.rows(connection, {"channel": channel, "destination": destination})
+        return rows[0][0] if rows else None
 
     def record_attempts(self, results: Sequence[AttemptResult]) -> None:
         """Record each attempt and its event, then settle the messages whose current deliveries are all final; one transaction.
@@ -468,21 +545,21 @@ class QueueRepository:
                 # Consecutive results with the same outcome share one executemany, in the order given.
                 for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
                     _RECORD_ATTEMPT[outcome].run(connection, [_attempt_values(result) for result in run])
-                touched = connection.execute(_TOUCHED, {"ids": sorted({r.delivery_id for r in results})}).all()
-                rows = {row.id: row for row in touched}
+                touched = _TOUCHED.rows(connection, {"ids": sorted({r.delivery_id for r in results})})
+                found = {delivery_id: (message_id, destination, attempts) for delivery_id, message_id, destination, _, _, attempts, _, _ in touched}
                 # A delivery given twice counts two attempts: each event names its own number.
                 given = collections.Counter(r.delivery_id for r in results)
-                attempts = {delivery_id: row.attempts - given[delivery_id] for delivery_id, row in rows.items()}
+                attempt = {delivery_id: attempts - given[delivery_id] for delivery_id, (_, _, attempts) in found.items()}
                 for result in results:
-                    row = rows.get(result.delivery_id)
-                    if row is None:
+                    if result.delivery_id not in found:
                         unknown.append(result.delivery_id)
                         continue
-                    attempts[row.id] += 1
+                    message_id, destination, _ = found[result.delivery_id]
+                    attempt[result.delivery_id] += 1
                     status = Status.QUEUED if result.outcome == Outcome.RETRY else str(result.outcome)
-                    events.append(_event(row.message_id, result.at, status, _attempt_detail(result, attempts[row.id]), row.destination))
+                    events.append(_event(message_id, result.at, status, _attempt_detail(result, attempt[result.delivery_id]), destination))
                     if result.outcome != Outcome.RETRY:
-                        settled[row.message_id] = max(result.at, settled.get(row.message_id, result.at))
+                        settled[message_id] = max(result.at, settled.get(message_id, result.at))
                 if settled:
                     _roll_up(connection, settled, touched, events)
                 if events:

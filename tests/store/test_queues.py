@@ -318,6 +318,22 @@ def test_a_message_whose_only_delivery_errors_is_error(repository, queues, recei
     assert queues.due_deliveries("adt", "lab", now=NOW, limit=5, head_only=False) == []
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 9])
+def test_a_run_of_any_length_settles_exactly_its_messages(repository, queues, received, length):
+    """A run of attempts of any length (the read of what it touched is compiled per power of two) settles its own messages, each once, and no other."""
+    ids = received(length + 1)
+    delivery_ids = queues.record_processing([_queued(i, "lab") for i in ids])
+    queues.record_attempts([_attempt(delivery_id, Outcome.SENT, response_code="AA") for delivery_id in delivery_ids[:length]])
+    assert [repository.get(i).status for i in ids] == [Status.SENT] * length + [Status.QUEUED]
+    for message_id in ids[:length]:
+        assert [(e.status, e.destination, e.detail) for e in repository.get(message_id).events[1:]] == [
+            ("QUEUED", "lab", ""),
+            ("SENT", "lab", "attempt 1 sent (answer AA)"),
+            ("SENT", None, "sent to lab"),
+        ]
+    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=True)] == delivery_ids[length:]
+
+
 def test_attempts_for_unknown_deliveries_are_dropped(repository, queues, received):
     """An attempt result for a delivery id that does not exist is skipped; the others in the call are recorded."""
     [message_id] = received(1)
