@@ -22,7 +22,7 @@ from engine.record import schema
 from engine.record.extract import MessageFacts, SegmentReader
 from engine.record.writer import Writer
 
-__all__ = ["DEFAULT_RULE", "Conflict", "IdentityRule", "Identifier", "Match", "find_match", "normalise", "pid_identifiers", "prior_identifiers"]
+__all__ = ["DEFAULT_RULE", "Conflict", "IdentityRule", "Identifier", "Match", "find_by_rule", "find_known", "normalise", "pid_identifiers", "prior_identifiers"]
 
 RULE_FIELDS = ("family", "given", "birth_date", "sex")
 
@@ -129,11 +129,13 @@ def survivor_of(writer: Writer, patient_id: int) -> dict[str, Any]:
     return row
 
 
-def find_match(writer: Writer, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:
-    """Which patient the identifiers (and, failing them, the demographics under ``rule``) designate; never writes."""
+def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
+    """Which patient the identifiers the record knows designate (None: it knows none of them); never writes."""
+    if not identifiers:
+        return None
     survivors: dict[int, dict[str, Any]] = {}  # linked patient id -> its survivor's row
     owner = {}
-    rows = writer.rows(schema.identifiers, *({"authority": identifier.authority, "value": identifier.value} for identifier in identifiers)) if identifiers else []
+    rows = writer.rows(schema.identifiers, *({"authority": identifier.authority, "value": identifier.value} for identifier in identifiers))
     for row in rows:
         linked = row["patient_id"]
         if linked not in survivors:
@@ -152,10 +154,11 @@ def find_match(writer: Writer, identifiers: list[Identifier], demographics: dict
                     identifier,
                 ))
         return match
-    return _rule_match(writer.connection, identifiers, demographics, rule)
+    return None
 
 
-def _rule_match(connection: sa.Connection, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:
+def find_by_rule(connection: sa.Connection, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:
+    """The patient a PID with no known identifier belongs to under ``rule`` (None: a new one, maybe with conflicts); never writes."""
     if rule is None or not all(demographics.get(name) for name in rule.fields):
         return Match(None, "new patient")
     p, n = schema.patients, schema.names

@@ -17,7 +17,7 @@ from engine.errors import EngineError, StoreError
 from engine.hl7.message import Message
 from engine.record import schema
 from engine.record.extract import KEEP, MessageFacts, OrderGroup, PatientGroup, SegmentReader, parse_decimal, parse_partial_date, parse_timestamp, read_message
-from engine.record.identity import DEFAULT_RULE, IdentityRule, Identifier, find_match, normalise, pid_identifiers, prior_identifiers, survivor_of
+from engine.record.identity import DEFAULT_RULE, IdentityRule, Identifier, find_by_rule, find_known, normalise, pid_identifiers, prior_identifiers, survivor_of
 from engine.record.writer import Differs, Statements, Writer
 from engine.store.db import store_errors
 from engine.store.schema import require_aware, utc_now
@@ -247,19 +247,17 @@ class _Application:
         """Resolve (or create) the PID's patient, link its new identifiers, apply its demographics if not stale."""
         pid = group.pid
         identifiers = pid_identifiers(pid, self.facts)
-        values, lists = _pid_values(pid, self.local)
-        names = lists["record_names"]
-        first_name = names[0] if names else {}
-        demographics = {
-            "family": normalise(first_name.get("family")),
-            "given": normalise(first_name.get("given")),
-            "birth_date": values["birth_date"] or "",
-            "sex": values["sex"] or "",
-        }
-        if not identifiers and not any(demographics.values()):
-            raise RecordError("the PID names no identifier (PID-2/3/4) and no demographics")
-        match = find_match(self.w, identifiers, demographics, self.rule)
+        # The PID's demographics are read only when used: a message older than the record (a resend) leaves them unread.
+        read = None
+        match = find_known(self.w, identifiers)
+        if match is None:
+            read = values, lists = _pid_values(pid, self.local)
+            demographics = _demographics(values, lists)
+            if not identifiers and not any(demographics.values()):
+                raise RecordError("the PID names no identifier (PID-2/3/4) and no demographics")
+            match = find_by_rule(self.w.connection, identifiers, demographics, self.rule)
         if match.patient_id is None:
+            values, lists = read
             patient_id = self.w.insert(schema.patients, {**values, "created_at": self.w.now, "updated_at": self.w.now})
             for table, rows in lists.items():
                 if rows is not KEEP:
@@ -273,6 +271,7 @@ class _Application:
             if self.w.is_stale(patient):
                 self.notes.append("demographics kept: the message is older than the record")
             else:
+                values, lists = read or _pid_values(pid, self.local)
                 self.w.update(schema.patients, patient, values)
                 for table, rows in lists.items():
                     if rows is not KEEP:
@@ -367,12 +366,13 @@ class _Application:
         """The visit a non-ADT message's PV1 names by number (created when unknown); None without one."""
         if group.pv1 is None:
             return None
-        values = _visit_values(group.pv1, group.pv2, self.local)
-        if not isinstance(values["visit_number"], str):
+        number = _visit_number(group.pv1)
+        if not isinstance(number, str):
             return None
-        visit = self._find_visit(patient_id, values["visit_number"], latest=False)
+        visit = self._find_visit(patient_id, number, latest=False)
         if visit is not None:
             return visit["id"]
+        values = _visit_values(group.pv1, group.pv2, self.local)
         return self.w.insert(schema.visits, {**values, "patient_id": patient_id, "status": _status_from(values)})
 
     # -- clinical lists (AL1, DG1, PR1, IN1/IN2) -------------------------------------------------
@@ -506,6 +506,9 @@ class _Application:
             appointment = self.w.select_one(a, {"filler_id": filler})
         if appointment is None and placer is not None:
             appointment = self.w.select_one(a, {"placer_id": placer})
+        if appointment is not None and self.w.is_stale(appointment):
+            self.notes.append(f"appointment {appointment['id']} kept: the message is older than the record")
+            return patient_id
         values = self._appointment_values(sch, facts.tq1, facts.resources)
         values.update(patient_id=patient_id, placer_id=placer or KEEP, filler_id=filler or KEEP, event=facts.trigger)
         if visit_id is not None:
@@ -519,9 +522,6 @@ class _Application:
             if values["status"] in (KEEP, None):
                 values["status"] = "Booked"
             appointment_id = self.w.insert(a, values)
-        elif self.w.is_stale(appointment):
-            self.notes.append(f"appointment {appointment['id']} kept: the message is older than the record")
-            return patient_id
         else:
             appointment_id = appointment["id"]
             self.w.update(a, appointment, values)
@@ -649,25 +649,28 @@ class _Application:
 
     def _observation(self, patient_id: int, order_id: int, obx: SegmentReader, notes: list[str], group: _StoredObservations, order_time: Any) -> dict[str, Any] | None:
         """Update the observation this OBX names, or return the row to insert for it."""
-        values = _observation_values(obx, self.local)
-        values["notes"] = "\n".join(notes) if notes else None
-        if values["observed_at"] in (KEEP, None) and isinstance(order_time, datetime):
-            values["observed_at"] = order_time
+        code, text, _ = _observation_code(obx).values()
+        sub_id = _sub_id(obx)
         seen = group.seen
-        key = (values["code"] or values["text"], values["sub_id"])
+        key = (code or text, sub_id)
         occurrence = seen[key] = seen.get(key, 0) + 1
         ob = schema.observations
         row = None
         if group.stored:
-            coded = {"code": values["code"]} if values["code"] else {"code": None, "text": values["text"]}
-            row = group.find(self.w, {"order_id": order_id, "sub_id": values["sub_id"], "occurrence": occurrence, **coded})
+            coded = {"code": code} if code else {"code": None, "text": text}
+            row = group.find(self.w, {"order_id": order_id, "sub_id": sub_id, "occurrence": occurrence, **coded})
+        status = KEEP
+        if row is not None:
+            status = _result_status(obx) or KEEP
+            if self._keeps(row, status, "observation"):
+                return None
+        values = _observation_values(obx, self.local)
+        values["notes"] = "\n".join(notes) if notes else None
+        if values["observed_at"] in (KEEP, None) and isinstance(order_time, datetime):
+            values["observed_at"] = order_time
         if row is None:
             return {**values, "order_id": order_id, "patient_id": patient_id, "occurrence": occurrence}
-        status = values["status"]
-        if not status:
-            values["status"] = status = KEEP
-        if self._keeps(row, status, "observation"):
-            return None
+        values["status"] = status
         if status in _CANCELLING:
             self.w.update(ob, row, {"status": status})
         else:
@@ -720,6 +723,18 @@ def _coded_key(values: dict[str, Any], **key: Any) -> dict[str, Any]:
         return {**key, "code": code}
     text = values.get("text")
     return {**key, "code": None, "text": None if text is KEEP else text}
+
+
+def _demographics(values: dict[str, Any], lists: dict[str, Any]) -> dict[str, str]:
+    """What the identity rule compares, normalised: the first name's family and given names, birth date, sex."""
+    names = lists["record_names"]
+    first_name = names[0] if names else {}
+    return {
+        "family": normalise(first_name.get("family")),
+        "given": normalise(first_name.get("given")),
+        "birth_date": values["birth_date"] or "",
+        "sex": values["sex"] or "",
+    }
 
 
 def _pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -808,12 +823,17 @@ def _location_text(visit: sa.RowMapping) -> str | None:
     return " ".join(part for part in parts if part) or None
 
 
+def _visit_number(pv1: SegmentReader) -> Any:
+    """PV1-19.1, the visit number (KEEP when absent, None when null)."""
+    return pv1.columns(19, {"visit_number": "19.1"})["visit_number"]
+
+
 def _visit_values(pv1: SegmentReader, pv2: SegmentReader | None, local: tzinfo) -> dict[str, Any]:
     def time(text: str) -> datetime | None:
         return parse_timestamp(text, local)
 
     values: dict[str, Any] = {
-        **pv1.columns(19, {"visit_number": "19.1"}),
+        "visit_number": _visit_number(pv1),
         **pv1.columns(2, {"patient_class": "2.1"}),
         **pv1.columns(3, {"point_of_care": "3.1", "room": "3.2", "bed": "3.3", "facility": "3.4.1"}),
         **pv1.columns(10, {"hospital_service": "10.1"}),
@@ -881,16 +901,31 @@ def _float(text: str | None) -> float | None:
     return float(number) if number is not None else None
 
 
+def _observation_code(obx: SegmentReader) -> dict[str, str | None]:
+    """OBX-3 as code, text and system (None when absent)."""
+    return {name: (None if value is KEEP else value) for name, value in obx.coded(3).items()}
+
+
+def _sub_id(obx: SegmentReader) -> str:
+    """OBX-4, the observation sub-id ("" when absent)."""
+    return (obx.part("4") or "")[:20]
+
+
+def _result_status(obx: SegmentReader) -> str:
+    """OBX-11, the result status ("" when absent)."""
+    return (obx.part("11") or "")[:2].upper()
+
+
 def _observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
     value_type = (obx.part("2.1") or "").upper()
     values: dict[str, Any] = {
-        **{name: (None if value is KEEP else value) for name, value in obx.coded(3).items()},
-        "sub_id": (obx.part("4") or "")[:20], "value_type": value_type or None,
+        **_observation_code(obx),
+        "sub_id": _sub_id(obx), "value_type": value_type or None,
         "value": None, "numeric_value": None, "comparator": None, "separator": None, "numeric_high": None,
         "coded_code": None, "coded_text": None, "coded_system": None, "media_type": None, "encoding": None,
         "units": obx.part("6.1") or obx.part("6.2"), "reference_range": obx.part("7"),
         "abnormal_flags": "~".join(flag for r in range(1, obx.repetitions(8) + 1) if (flag := obx.part(f"8[{r}].1"))) or None,
-        "status": (obx.part("11") or "")[:2].upper(),
+        "status": _result_status(obx),
         "observed_at": parse_timestamp(obx.get("14.1"), local),
         "performing_lab": obx.part("23.1") or obx.part("15.2") or obx.part("15.1"),
     }
