@@ -28,10 +28,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from engine.channels.destinations.policy import decide, unexpected_failure, unexpected_result
+from engine.channels.destinations.policy import decide, judge, read_ack, unexpected_failure, unexpected_result
 from engine.channels.destinations.spec import MllpSettings, TlsSettings
 from engine.channels.stages import Delivery, DeliveryResult, Outcome
-from engine.listeners.client import parse_reply
 from engine.listeners.mllp import MLLPFramer, frame
 
 __all__ = ["MLLPDestination"]
@@ -128,15 +127,6 @@ def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
     # Without the name check the chain is still verified against the trusted CAs.
     context.check_hostname = tls.verify_hostname
     return context
-
-
-@dataclass(slots=True)
-class _Run:
-    """Sends waiting for the thread: deliveries sent in order, results handed back all at once."""
-
-    deliveries: list[Delivery]
-    stop_at_failure: bool
-    done: defer.Deferred = field(default_factory=defer.Deferred)
 
 
 class MLLPDestination:
@@ -254,6 +244,7 @@ class _Sender:
             failure = Failure()
             self._reactor.callFromThread(unexpected_failure, failure, self.name)
             return unexpected_result(failure)
+
     def _attempt(self, delivery: Delivery) -> DeliveryResult:
         settings = self.settings
         where = f"{settings.host}:{settings.port}"
@@ -277,13 +268,16 @@ class _Sender:
             self._drop()
             result = decide(settings.ack_policy, None, sent_control_id=delivery.control_id, timed_out=True)
             return DeliveryResult(result.outcome, reason=f"no ACK within {settings.ack_timeout_seconds:g}s; connection dropped")
-        if parse_reply(reply).control_id != delivery.control_id:
+        ack = read_ack(reply) if reply else None
+        if ack is None or ack.control_id != delivery.control_id:
             # A reply that does not answer this message (another control id, or no MSA): replies and
             # messages may be out of step, and the real ACK may still come, so start afresh.
             self._drop()
         elif not settings.keep_alive:
             self._drop()
-        return decide(settings.ack_policy, reply, sent_control_id=delivery.control_id)
+        if ack is None:
+            return decide(settings.ack_policy, reply, sent_control_id=delivery.control_id)
+        return judge(settings.ack_policy, ack, sent_control_id=delivery.control_id)
 
     def _connected(self) -> _Connection:
         """The open connection, after checking nothing came while it was idle; a new one when there is none."""

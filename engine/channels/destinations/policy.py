@@ -7,6 +7,8 @@ the result names codes, never message content (an ACK's text may quote patient d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -16,9 +18,9 @@ from engine.errors import HL7Error
 from engine.hl7.ack import ERROR_TEXTS
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
-from engine.listeners.client import parse_reply
+from engine.listeners.client import parse_reply, read_reply
 
-__all__ = ["decide", "error_codes", "unexpected_failure", "unexpected_result"]
+__all__ = ["Ack", "decide", "error_codes", "judge", "read_ack", "unexpected_failure", "unexpected_result"]
 
 log = Logger()
 
@@ -34,14 +36,36 @@ _MEANINGS = {
 }
 
 
+@dataclass(slots=True)
+class Ack:
+    """A downstream reply read once: MSA-1 and MSA-2 (``parse_reply`` in the reply's MSH-18 charset) and the text its ERR codes are read from."""
+
+    reply: bytes
+    code: str
+    control_id: str
+    text: str
+
+
+def read_ack(reply: bytes) -> Ack:
+    """Decode a non-empty reply by its MSH-18 and read its MSA."""
+    decoded = decode(reply)
+    # A reply that decoded cleanly and whole is the text parse_reply would decode again.
+    msa = read_reply(decoded.text) if decoded.clean and not decoded.bom else parse_reply(reply, decoded.codec)
+    return Ack(reply, msa.code, msa.control_id, decoded.text)
+
+
 def decide(policy: AckPolicy, reply: bytes | None, *, sent_control_id: str, timed_out: bool = False) -> DeliveryResult:
     """The result of one delivery attempt, from the reply (None or b'' when there was none) and the policy."""
     if timed_out:
         return _result(policy.timeout, None, "", "no reply before the ACK timeout")
     if not reply:
         return _result(policy.unreadable, reply, "", "empty reply")
-    decoded = decode(reply)
-    ack = parse_reply(reply, decoded.codec)
+    return judge(policy, read_ack(reply), sent_control_id=sent_control_id)
+
+
+def judge(policy: AckPolicy, ack: Ack, *, sent_control_id: str) -> DeliveryResult:
+    """``decide`` for a reply already read (the MLLP destination reads it once, to match it to the message too)."""
+    reply = ack.reply
     code = ack.code.strip().upper()
     if not code:
         return _result(policy.unreadable, reply, "", "the reply has no MSA segment")
@@ -51,11 +75,11 @@ def decide(policy: AckPolicy, reply: bytes | None, *, sent_control_id: str, time
             f"the ACK answers control id {ack.control_id!r}, not the {sent_control_id!r} sent",
         )
     if code == "AR":
-        return _rejected(policy, reply, decoded.text)
+        return _rejected(policy, reply, ack.text)
     action = getattr(policy, code, None) if code in _MEANINGS else None
     if action is None:
         return _result(policy.unreadable, reply, code[:8], f"unknown MSA-1 code {code[:8]!r}")
-    codes = error_codes(decoded.text)
+    codes = error_codes(ack.text)
     detail = f" (ERR {', '.join(map(str, codes))})" if codes else ""
     return _result(action, reply, code, f"{code}: {_MEANINGS[code]}{detail}")
 

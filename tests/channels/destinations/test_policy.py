@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.channels.destinations.policy import decide, error_codes
+from engine.channels.destinations.policy import decide, error_codes, read_ack
 from engine.channels.destinations.spec import AckPolicy
 from engine.channels.stages import Outcome
 from tests.channels.destinations.acks import ack
-from tests.corpus_util import CORPUS_DIR
+from engine.hl7.charset import decode
+from engine.listeners.client import parse_reply
+from tests.corpus_util import CORPUS_DIR, corpus_entries
 
 DEFAULT = AckPolicy()
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
@@ -121,3 +123,28 @@ def test_real_ack_without_msa2_is_a_mismatch():
     """HAPI's AR without MSA-2 cannot be matched to the message sent: the mismatch case."""
     reply = (CORPUS_DIR / "ack" / "hapi_hoh_ack_ar_utf8.hl7").read_bytes()
     assert decide(AckPolicy(mismatch="error"), reply, sent_control_id="33").outcome == ERROR
+
+
+_LATIN1_ACK = "MSH|^~\\&|LAB|CLINIC|HUB|TEST|20260101||ACK^A01^ACK|A1|P|2.5.1|||||8859/1\rMSA|AA|MSG-é\r"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ack("AA", "MSG-1"),
+        ack("AR", "MSG-1", 207, 203),
+        b"\xef\xbb\xbf" + ack("AA", "MSG-1"),
+        _LATIN1_ACK.encode("latin-1"),
+        _LATIN1_ACK.replace("8859/1", "UNICODE UTF-16").encode("utf-16"),
+        ack("AA", "MSG-1").replace(b"MSG-1", b"MSG-\xff"),
+        b"MSH#^~\\&#LAB\nMSA#AE#MSG-1\n",
+        *(entry.path.read_bytes() for entry in corpus_entries() if entry.file.startswith("ack/")),
+    ],
+)
+def test_a_reply_read_once_reads_msa_as_parse_reply_in_its_own_charset(reply):
+    """read_ack decodes once by MSH-18 (BOM, 8859/1, UTF-16, stray bytes) and reads the MSA-1 and MSA-2 parse_reply reads in that charset."""
+    decoded = decode(reply)
+    expected = parse_reply(reply, decoded.codec)
+    read = read_ack(reply)
+    assert (read.code, read.control_id, read.text, read.reply) == (expected.code, expected.control_id, decoded.text, reply)
+    assert read.code
