@@ -23,6 +23,7 @@ from sqlalchemy import exc as sa_exc
 
 from engine.record import schema
 from engine.record.extract import KEEP
+from engine.store.schema import UTCDateTime
 
 __all__ = ["Differs", "Statements", "Writer", "history_text"]
 
@@ -30,6 +31,9 @@ __all__ = ["Differs", "Statements", "Writer", "history_text"]
 _ROWS_PER_INSERT = 500
 # Keys OR-ed in one SELECT at most (SQLite refuses an expression deeper than 1,000).
 _KEYS_PER_SELECT = 100
+
+# Timestamps kept in their bound and in their read form (each way) at most; then forgotten and kept anew.
+_TIMES_KEPT = 20_000
 
 # Columns every fact table manages itself; never compared or recorded as a change of content.
 _BOOKKEEPING = frozenset({"id", "as_of", "message_id", "created_at", "updated_at"})
@@ -92,7 +96,8 @@ class _Table:
     def parameters(self, values: Mapping[str, Any], times: dict[datetime, Any]) -> list[Any]:
         """The values fitted (KEEP as None) and through each column's bind processor, as the driver takes them.
 
-        ``times`` keeps the bound form of each timestamp: a message stamps its time on every row.
+        ``times`` keeps the bound form of each timestamp: a message stamps its time on every row,
+        and a batch its clock on every row it creates.
         """
         binds = self.binds
         parameters = []
@@ -133,6 +138,8 @@ class Statements:
         self._tables: dict[str, _Table] = {}
         self._sql: dict[tuple, str] = {}
         self._results: dict[str, tuple] = {}  # select SQL -> (names, result processors), from its first cursor description
+        self.bound_times: dict[datetime, Any] = {}  # for _Table.parameters
+        self._read_times: dict[Any, datetime] = {}  # a timestamp as the driver gives it -> as SQLAlchemy reads it
 
     def table(self, table: sa.Table) -> _Table:
         """The driver's view of ``table``."""
@@ -201,9 +208,28 @@ class Statements:
         if found is None:
             description = cursor.description  # psycopg builds it anew on each access: read once per statement
             names = tuple(column[0] for column in description)
-            processors = [table.types[name].result_processor(self.dialect, column[1]) for name, column in zip(names, description)]
+            processors = [self._reading(table.types[name], column[1]) for name, column in zip(names, description)]
             found = self._results[sql] = (names, processors)
         return found
+
+    def _reading(self, column_type: sa.types.TypeEngine, driver_type: Any) -> Callable[[Any], Any] | None:
+        """SQLAlchemy's result processor for a column; for a timestamp (rows share the times of their messages) one that remembers what it read."""
+        processor = column_type.result_processor(self.dialect, driver_type)
+        if processor is None or not isinstance(column_type, UTCDateTime):
+            return processor
+        read_times = self._read_times
+
+        def read(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            found = read_times.get(value)
+            if found is None:
+                if len(read_times) >= _TIMES_KEPT:
+                    read_times.clear()
+                found = read_times[value] = processor(value)
+            return found
+
+        return read
 
 
 def _key(key: Mapping[str, Any]) -> tuple[tuple[tuple[str, str], ...], dict[str, Any]]:
@@ -236,7 +262,9 @@ class Writer:
         self._statements = statements
         self._cursor = connection.connection.driver_connection.cursor()
         self._dbapi_error = statements.dialect.dbapi.Error
-        self._times: dict[datetime, Any] = {}
+        self._times = statements.bound_times
+        if len(self._times) >= _TIMES_KEPT:
+            self._times.clear()
 
     def _execute(self, sql: str, parameters: list) -> Any:
         try:

@@ -1,0 +1,48 @@
+"""engine.record.writer: rows read and matched on the driver are the rows SQLAlchemy reads and selects."""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+
+import sqlalchemy as sa
+
+from engine.record import schema, writer
+from engine.record.writer import Statements, Writer
+from tests.record.conftest import NOW, RECEIVED, store_message
+
+
+def _patients(engine, count: int) -> None:
+    """``count`` patients, each as of its own time (one message a minute), some with a deceased time."""
+    message_id = store_message(engine, b"MSH|^~\\&|PMS|CLINIC|HUB|REGION|20240101||ADT^A04|1|P|2.5.1\r")
+    with engine.begin() as connection:
+        connection.execute(schema.patients.insert(), [
+            {"created_at": NOW, "updated_at": NOW, "as_of": RECEIVED + timedelta(minutes=n), "message_id": message_id,
+             "deceased_at": RECEIVED if n % 2 else None, "sex": "F", "language": "E" * 100}
+            for n in range(count)
+        ])
+
+
+def test_rows_are_read_as_sqlalchemy_reads_them_also_once_times_are_forgotten(engine, monkeypatch):
+    """Rows read through Writer.rows, again and again while the remembered timestamps are forgotten, equal SQLAlchemy's reading."""
+    monkeypatch.setattr(writer, "_TIMES_KEPT", 3)
+    _patients(engine, 5)
+    with engine.connect() as connection:
+        expected = [dict(row) for row in connection.execute(sa.select(schema.patients).order_by(schema.patients.c.id)).mappings()]
+    statements = Statements(engine.dialect)
+    with engine.begin() as connection:
+        for _ in range(3):
+            reader = Writer(connection, statements, message_id=None, cause="test", now=NOW, message_time=NOW)
+            assert reader.rows(schema.patients, {"sex": "F"}) == expected
+    assert all(row["as_of"].tzinfo == timezone.utc for row in expected)
+
+
+def test_first_matches_as_a_select_would(engine):
+    """Writer.first picks, among rows read once, the row select_one picks: values fitted as stored, None as IS NULL, lowest id."""
+    _patients(engine, 4)
+    statements = Statements(engine.dialect)
+    with engine.begin() as connection:
+        w = Writer(connection, statements, message_id=None, cause="test", now=NOW, message_time=NOW)
+        rows = w.rows(schema.patients, {"sex": "F"})
+        keys = ({"sex": "F"}, {"sex": "F", "deceased_at": None}, {"deceased_at": RECEIVED}, {"language": "E" * 120}, {"sex": "M"})
+        assert [w.first(schema.patients, rows, key) for key in keys] == [w.select_one(schema.patients, key) for key in keys]
+        assert [(w.first(schema.patients, rows, key) or {}).get("id") for key in keys] == [1, 1, 2, 1, None]
