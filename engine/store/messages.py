@@ -509,6 +509,16 @@ class _KeptConnection:
                 log.debug("closing a kept store connection failed")
 
 
+class _Lane:
+    """A writer thread's queue and kept connection: it runs what is queued in order, one transaction after another."""
+
+    def __init__(self, name: str, connection: _KeptConnection):
+        self.name = name
+        self.pending: collections.deque[_PendingAdd | _PendingCall] = collections.deque()
+        self.wakeup = threading.Condition()
+        self.connection = connection
+
+
 class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
@@ -542,14 +552,14 @@ class MessageStore:
         self._read_threads = read_threads
         self._clock = clock
         self._state = _State.NEW
-        self._pending: collections.deque[_PendingAdd | _PendingCall] = collections.deque()
-        self._wakeup = threading.Condition()
         self._stop_waiters: list[defer.Deferred] = []
         self._repository: MessageRepository | None = None
         self._queues: QueueRepository | None = None
         self._configs: ConfigRepository | None = None
         self._reads: ThreadPool | None = None
-        self._connection: _KeptConnection | None = None  # the writer thread's own
+        self._writer: _Lane | None = None  # every call, and the adds when there is no _adds lane
+        self._adds: _Lane | None = None  # PostgreSQL: the adds, on a thread of their own beside the calls
+        self._lanes_running = 0
         self._inline_connection: _KeptConnection | None = None  # the reactor thread's, for adds committed inline
         self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
         self._inline_flush = None  # the pending call that commits them
@@ -557,7 +567,8 @@ class MessageStore:
         self._inline_waiting = False  # whether _inline_flush is a wait for idle senders (else: end of turn)
         self._idle_senders: Callable[[], int] = lambda: 0
         self._inline_commits = 0  # since the writer last checkpointed the WAL
-        # Held by whichever thread is in a write transaction, so the reactor never waits for the writer.
+        # Held by whichever thread is in a write transaction, so the reactor never waits for the writer
+        # (SQLite, inline adds; any other store has nothing to coordinate, see start()).
         self._transaction_lock = threading.Lock()
 
     @property
@@ -585,8 +596,8 @@ class MessageStore:
         """Connect, upgrade the schema to head and start the threads; blocks while migrating, so call it at startup."""
         if self._state is not _State.NEW:
             raise StoreError(f"the message store cannot start: it is {self._state.value}")
-        # Every reader may hold a connection at once, and the writer two: its own for adds, one for calls.
-        engine = create_engine_for(self._url, durability=self._durability, lock_timeout=self._lock_timeout, pool_size=self._read_threads + 2)
+        # Every reader may hold a connection at once, and the writers three: one kept per lane, one for calls.
+        engine = create_engine_for(self._url, durability=self._durability, lock_timeout=self._lock_timeout, pool_size=self._read_threads + 3)
         try:
             upgrade(engine)
         except StoreError:
@@ -597,14 +608,25 @@ class MessageStore:
         self._configs = ConfigRepository(engine)
         self._reads = ThreadPool(minthreads=0, maxthreads=self._read_threads, name="hl7engine-store-read")
         self._reads.start()
-        self._connection = _KeptConnection(engine)
-        if engine.dialect.name == "sqlite" and self._durability == "process":
-            # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
-            # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
-            self._inline_connection = _KeptConnection(engine, ("PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0"))
-        writer = threading.Thread(target=self._write_until_stopped, name="hl7engine-store-writer", daemon=True)
+        self._writer = _Lane("hl7engine-store-writer", _KeptConnection(engine))
+        lanes = [self._writer]
+        if engine.dialect.name == "sqlite":
+            if self._durability == "process":
+                # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
+                # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
+                self._inline_connection = _KeptConnection(engine, ("PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0"))
+        else:
+            # PostgreSQL takes concurrent writers: a message's commit (and its sender's ACK) does not
+            # wait behind the runners' and dispatchers' writes, which need not come before it (a
+            # message is processed at intake only once the writes of its channel's runner are done).
+            self._adds = _Lane("hl7engine-store-adds", _KeptConnection(engine))
+            lanes.append(self._adds)
+        if self._inline_connection is None:
+            self._transaction_lock = contextlib.nullcontext()
         self._state = _State.RUNNING
-        writer.start()
+        self._lanes_running = len(lanes)
+        for lane in lanes:
+            threading.Thread(target=self._write_until_stopped, args=(lane,), name=lane.name, daemon=True).start()
 
     def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
         """Let inline groups wait (at most ``GROUP_WAIT_SECONDS``) for senders that are connected but have nothing in flight.
@@ -627,9 +649,11 @@ class MessageStore:
         self._stop_waiters.append(waiter)
         if self._state is _State.RUNNING:
             self._hand_over_inline()
-            with self._wakeup:
-                self._state = _State.STOPPING
-                self._wakeup.notify()
+            self._state = _State.STOPPING
+            for lane in (self._writer, self._adds):
+                if lane is not None:
+                    with lane.wakeup:
+                        lane.wakeup.notify()
         return waiter
 
     # Writes: each goes to the writer thread and fires after COMMIT.
@@ -796,55 +820,66 @@ class MessageStore:
             self._enqueue(pending)
 
     def _enqueue(self, pending: _PendingAdd | _PendingCall) -> defer.Deferred:
-        with self._wakeup:
-            self._pending.append(pending)
-            self._wakeup.notify()
+        lane = self._adds if self._adds is not None and isinstance(pending, _PendingAdd) else self._writer
+        with lane.wakeup:
+            lane.pending.append(pending)
+            lane.wakeup.notify()
         return pending.deferred
 
     # Everything below runs on the writer thread.
 
-    def _write_until_stopped(self) -> None:
+    def _write_until_stopped(self, lane: _Lane) -> None:
         try:
-            while (work := self._next_work()) is not None:
+            while (work := self._next_work(lane)) is not None:
                 if work is _CHECKPOINT:
                     self._checkpoint()
                 elif isinstance(work, _PendingCall):
                     self._run_call(work)
                 else:
-                    self._write(work)
+                    self._write(work, lane)
+            lane.connection.drop()
+        finally:
+            with self._writer.wakeup:
+                self._lanes_running -= 1
+                last = not self._lanes_running
+            if last:
+                self._close()
+
+    def _close(self) -> None:
+        """The last writer thread out closes the rest and tells the reactor."""
+        try:
             self._reads.stop()  # runs the reads already queued, then joins the threads
-            self._connection.drop()
             if self._inline_connection is not None:  # no add() commits inline once stopping
                 self._inline_connection.drop()
             self._repository.engine.dispose()
         finally:
             self._reactor.callFromThread(self._stopped)
 
-    def _next_work(self) -> _PendingCall | list[_PendingAdd] | object | None:
+    def _next_work(self, lane: _Lane) -> _PendingCall | list[_PendingAdd] | object | None:
         """Wait for work: the next call alone, the adds at the head of the queue that fit in max_batch
         (at least one), _CHECKPOINT when idle after inline commits; None to exit.
 
         The checkpoint is returned rather than run here: the reactor takes this lock to queue work.
         """
-        with self._wakeup:
-            while not self._pending and self._state is _State.RUNNING:
-                if not self._wakeup.wait(_CHECKPOINT_SECONDS) and self._inline_commits:
+        with lane.wakeup:
+            while not lane.pending and self._state is _State.RUNNING:
+                if not lane.wakeup.wait(_CHECKPOINT_SECONDS) and self._inline_commits:
                     return _CHECKPOINT
-            if not self._pending:
+            if not lane.pending:
                 return None
-            if isinstance(self._pending[0], _PendingCall):
-                return self._pending.popleft()
-            return _take_adds(self._pending, self._max_batch)
+            if isinstance(lane.pending[0], _PendingCall):
+                return lane.pending.popleft()
+            return _take_adds(lane.pending, self._max_batch)
 
     def _checkpoint(self) -> None:
         """Copy the WAL the inline commits wrote into the database file, without waiting for anyone (PASSIVE)."""
         self._inline_commits = 0
         try:
-            connection = self._connection.get()
+            connection = self._writer.connection.get()
             connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
             connection.commit()
         except Exception as error:  # the next idle moment tries again; a failing store shows in the writes
-            self._connection.drop()
+            self._writer.connection.drop()
             log.debug("checkpointing the store failed: {error}", error=str(error))
 
     def _run_call(self, call: _PendingCall) -> None:
@@ -859,19 +894,19 @@ class MessageStore:
             return
         self._reactor.callFromThread(call.deferred.callback, result)
 
-    def _write(self, group: list[_PendingAdd]) -> None:
+    def _write(self, group: list[_PendingAdd], lane: _Lane) -> None:
         """Commit the group in one transaction and fire each add's Deferred; never raises."""
         try:
             with self._transaction_lock:
-                ids = self._repository.insert_groups([(pending.messages, pending.source_file) for pending in group], connection=self._connection.get())
+                ids = self._repository.insert_groups([(pending.messages, pending.source_file) for pending in group], connection=lane.connection.get())
         except Exception as error:  # whatever happens, the writer lives on to serve the next group
             # The connection may be what failed (a restarted server): the next group takes a new one.
-            self._connection.drop()
+            lane.connection.drop()
             failure = _as_store_error(error, "storing messages")
             if len(group) > 1 and _may_be_one_add(failure):
                 # One add's rows may be at fault: give every add its own transaction so the rest commit.
                 for pending in group:
-                    self._write([pending])
+                    self._write([pending], lane)
                 return
             log.warn("storing {count} messages failed: {error}", count=sum(len(p.messages) for p in group), error=str(failure))
             self._reactor.callFromThread(_fire, [(pending.deferred.errback, failure) for pending in group])

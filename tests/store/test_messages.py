@@ -493,6 +493,10 @@ def test_store_finds_duplicates(open_store, make_message):
 # Inline commits: SQLite with durability process commits a reactor turn's adds on the reactor thread.
 
 
+# The thread that commits adds that do not commit inline: on PostgreSQL they have a writer thread of their own.
+_ADDS_THREAD = {"sqlite": "hl7engine-store-writer", "postgresql": "hl7engine-store-adds"}
+
+
 def _commit_threads(engine: sa.Engine) -> list[str]:
     """The name of the thread of every commit the engine makes from now on."""
     threads: list[str] = []
@@ -506,19 +510,34 @@ def test_adds_of_one_reactor_turn_commit_together_on_the_reactor_thread(open_sto
     store = open_store()
     threads = _commit_threads(store.repository.engine)
     results = yield defer.gatherResults([store.add([make_message(n)]) for n in range(5)])
-    expected = ["MainThread"] if backend == "sqlite" else ["hl7engine-store-writer"]
-    assert threads == expected
+    assert threads == ["MainThread" if backend == "sqlite" else _ADDS_THREAD[backend]]
     ids = [i for ids in results for i in ids]
     assert ids == sorted(ids) and [store.repository.get(i).control_id for i in ids] == [f"C{n}" for n in range(5)]
 
 
 @pytest_twisted.inlineCallbacks
-def test_power_loss_durability_commits_on_the_writer_thread(open_store, make_message):
-    """With an fsync on every commit the reactor must not wait for the disk: the writer thread commits."""
+def test_adds_wait_behind_a_running_call_only_on_sqlite(open_store, backend, make_message):
+    """SQLite has one writer, so an add commits after the call that runs; PostgreSQL commits it beside the call."""
+    store = open_store()
+    release = threading.Event()
+    call = store.write(release.wait, 10)
+    yield later(0.1, lambda: None)  # the call is running
+    add = store.add([make_message(0)])
+    yield later(0.3, lambda: None)
+    assert add.called == (backend != "sqlite")
+    release.set()
+    assert (yield call) is True
+    [message_id] = yield add
+    assert store.repository.get(message_id).control_id == "C0"
+
+
+@pytest_twisted.inlineCallbacks
+def test_power_loss_durability_commits_on_the_writer_thread(open_store, backend, make_message):
+    """With an fsync on every commit the reactor must not wait for the disk: a writer thread commits."""
     store = open_store(durability="power_loss")
     threads = _commit_threads(store.repository.engine)
     yield store.add([make_message(0)])
-    assert threads == ["hl7engine-store-writer"]
+    assert threads == [_ADDS_THREAD[backend]]
 
 
 @pytest_twisted.inlineCallbacks
@@ -530,14 +549,14 @@ def test_a_write_lock_sends_inline_adds_to_the_writer_which_waits(open_store, ba
     adds = [store.add([make_message(n)]) for n in range(3)]
     yield later(0.3, write_lock.release)
     results = yield defer.gatherResults(adds)
-    assert threads == ["hl7engine-store-writer"]
+    assert threads == [_ADDS_THREAD[backend]]
     assert [store.repository.get(ids[0]).control_id for ids in results] == ["C0", "C1", "C2"]
 
 
 @pytest_twisted.inlineCallbacks
-def test_inline_adds_keep_their_order_with_calls_asked_after_them(open_store, make_message):
-    """A call asked in the same turn as adds runs after them: the adds are handed to the writer first."""
-    store = open_store()
+def test_inline_adds_keep_their_order_with_calls_asked_after_them(open_sqlite_store, make_message):
+    """On SQLite a call asked in the same turn as adds runs after them: the adds are handed to the writer first."""
+    store = open_sqlite_store()
     [first] = yield store.add([make_message(0)])
     added = store.add([make_message(1)])
     counted = store.write(lambda: store.repository.count())

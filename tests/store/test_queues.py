@@ -491,8 +491,9 @@ def test_store_runs_a_message_from_receipt_to_sent(open_store, make_message):
 
 
 @pytest_twisted.inlineCallbacks
-def test_writes_run_in_the_order_asked(open_store, write_lock, make_message):
-    """Calls and adds share the writer in order: adds never overtake a call, and adds next to each other still share a commit."""
+def test_writes_run_in_the_order_asked(open_store, backend, write_lock, make_message):
+    """Calls and adds keep their order: on SQLite they share the writer, adds never overtake a call and adds next to each other
+    still share a commit; on PostgreSQL the adds have a writer of their own, so all three share one."""
     store = open_store()
     [first] = yield store.add([make_message(0)])
     yield store.record_processing([_result_for(first)])
@@ -506,7 +507,7 @@ def test_writes_run_in_the_order_asked(open_store, write_lock, make_message):
     yield later(0.3, write_lock.release)
     results = yield defer.gatherResults([before, reprocessed, processed, *after])
     assert results[1] == 1 and len(results[2]) == 1
-    assert len(commits) == 4
+    assert len(commits) == (4 if backend == "sqlite" else 3)
     assert results[0][0] < results[3][0] < results[4][0]
     assert (yield store.queue_depth("adt", "lab")) == 1
 
