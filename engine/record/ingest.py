@@ -18,7 +18,7 @@ from engine.hl7.message import Message
 from engine.record import schema
 from engine.record.extract import KEEP, MessageFacts, OrderGroup, PatientGroup, SegmentReader, parse_decimal, parse_partial_date, parse_timestamp, read_message
 from engine.record.identity import DEFAULT_RULE, IdentityRule, Identifier, find_by_rule, find_known, normalise, pid_identifiers, prior_identifiers, survivor_of
-from engine.record.writer import Differs, Statements, Writer
+from engine.record.writer import Differs, Statements, Writer, list_digest
 from engine.store.db import store_errors
 from engine.store.schema import require_aware, utc_now
 
@@ -258,11 +258,11 @@ class _Application:
             match = find_by_rule(self.w.connection, identifiers, demographics, self.rule)
         if match.patient_id is None:
             values, lists = read
-            patient_id = self.w.insert(schema.patients, {**values, "created_at": self.w.now, "updated_at": self.w.now})
-            for table, rows in lists.items():
-                if rows is not KEEP:
-                    self.w.replace_list(schema.TABLES[table], patient_id, rows, new_patient=True)
-            self._replace_contacts(patient_id, group, new_patient=True)
+            sent = self._sent_lists(group, lists)
+            digests = {table: list_digest(rows) for table, rows in sent.items()} or None
+            patient_id = self.w.insert(schema.patients, {**values, "created_at": self.w.now, "updated_at": self.w.now, "list_digests": digests})
+            for table, rows in sent.items():
+                self.w.replace_list(schema.TABLES[table], patient_id, rows, new_patient=True)
             reason = "registered by this message" if not match.conflicts else "registered by this message (identity conflict flagged)"
         else:
             patient_id = match.patient_id
@@ -272,11 +272,13 @@ class _Application:
                 self.notes.append("demographics kept: the message is older than the record")
             else:
                 values, lists = read or _pid_values(pid, self.local)
-                self.w.update(schema.patients, patient, values)
-                for table, rows in lists.items():
-                    if rows is not KEEP:
+                sent = self._sent_lists(group, lists)
+                known = patient["list_digests"] or {}
+                digests = {**known, **{table: list_digest(rows) for table, rows in sent.items()}} or None
+                self.w.update(schema.patients, patient, values, unrecorded={"list_digests": digests})
+                for table, rows in sent.items():
+                    if known.get(table) != digests[table]:  # a list stored as sent already is not read to find that out
                         self.w.replace_list(schema.TABLES[table], patient_id, rows)
-                self._replace_contacts(patient_id, group)
         for identifier in identifiers:
             if (identifier.authority, identifier.value) not in match.known:
                 self._link(identifier, patient_id, reason, alias=False)
@@ -298,9 +300,12 @@ class _Application:
         })
         self.notes.append(f"identity conflict flagged ({kind})")
 
-    def _replace_contacts(self, patient_id: int, group: PatientGroup, *, new_patient: bool = False) -> None:
+    def _sent_lists(self, group: PatientGroup, lists: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """The patient's lists the message sends (names, addresses, telecoms from the PID; contacts from NK1), as stored."""
+        sent = {table: self.w.fit_list(schema.TABLES[table], rows) for table, rows in lists.items() if rows is not KEEP}
         if group.contacts:
-            self.w.replace_list(schema.contacts, patient_id, [_contact_values(nk1) for nk1 in group.contacts], new_patient=new_patient)
+            sent[schema.contacts.name] = self.w.fit_list(schema.contacts, [_contact_values(nk1) for nk1 in group.contacts])
+        return sent
 
     # -- ADT -------------------------------------------------------------------------------------
 

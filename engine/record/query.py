@@ -77,6 +77,7 @@ def get_patient(engine: sa.Engine, patient_id: int) -> dict | None:
         if row is None:
             return None
         patient = plain(row)
+        del patient["list_digests"]
         patient["merged_into"] = patient.pop("merged_into_id")
         s = schema
 

@@ -83,6 +83,10 @@ patients = sa.Table(
     _text("marital_status", 100),
     sa.Column("deceased", sa.Boolean(), nullable=True),
     sa.Column("deceased_at", UTCDateTime(), nullable=True),
+    # {list table: list_digest of its rows as stored} for the lists (names, addresses, telecoms,
+    # contacts) the record knows it holds as last written: a message sending one of them the same
+    # way leaves it without reading it. Bookkeeping only: no history, never shown.
+    sa.Column("list_digests", sa.JSON(), nullable=True),
     sa.Index(None, "birth_date"),
     sa.Index(None, "merged_into_id"),
     sa.Index(None, "message_id"),

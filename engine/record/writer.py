@@ -10,6 +10,7 @@ the statement itself, and a message makes dozens of them (issue 5's profile).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -25,7 +26,7 @@ from engine.record import schema
 from engine.record.extract import KEEP
 from engine.store.schema import UTCDateTime
 
-__all__ = ["Differs", "Statements", "Writer", "history_text"]
+__all__ = ["Differs", "Statements", "Writer", "history_text", "list_digest"]
 
 # Rows in one multi-row INSERT at most (SQLite allows 32,766 parameters; a row has up to 30).
 _ROWS_PER_INSERT = 500
@@ -52,6 +53,12 @@ def history_text(value: Any) -> str | None:
     if isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True, default=str)
     return str(value)
+
+
+def list_digest(rows: list[dict[str, Any]]) -> str:
+    """A digest of a patient's list as ``Writer.fit_list`` gives it: equal digests, equal lists (record_patients.list_digests)."""
+    text = json.dumps(rows, ensure_ascii=False, default=str)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _same(old: Any, new: Any) -> bool:
@@ -354,10 +361,13 @@ class Writer:
         """Whether this message is older than the data the row holds (so it must not overwrite it)."""
         return self.message_time < row["as_of"]
 
-    def update(self, table: sa.Table, row: Mapping[str, Any], values: Mapping[str, Any], *, cause: str | None = None) -> bool:
+    def update(self, table: sa.Table, row: Mapping[str, Any], values: Mapping[str, Any], *, cause: str | None = None,
+               unrecorded: Mapping[str, Any] | None = None) -> bool:
         """Write the sent values (not KEEP) that differ from ``row``, each with a history row; True when something changed.
 
         The row then names this message as its source and its ``as_of`` moves forward.
+        ``unrecorded`` values are the row's own bookkeeping: written where they differ, with no
+        history, and no change of source or update time.
         """
         driver_table = self._statements.table(table)
         sent = driver_table.fit({name: value for name, value in values.items() if value is not KEEP})
@@ -370,12 +380,16 @@ class Writer:
             if "updated_at" in driver_table.binds:
                 changes["updated_at"] = self.now
         # Even a message that changes nothing confirms the row as of its time: an older one must not overwrite it.
+        changed = bool(changes)
         if "as_of" in driver_table.stamps and self.message_time > row["as_of"]:
             changes["as_of"] = self.message_time
+        for name, value in (unrecorded or {}).items():
+            if row[name] != value:
+                changes[name] = value
         if changes:
             names = tuple(changes)
             self._execute(self._statements.update(driver_table, names), [*driver_table.parameters(changes, self._times), row["id"]])
-        return any(name != "as_of" for name in changes)
+        return changed
 
     def history(self, entity: str, entity_id: int, field: str, old: Any, new: Any, *, cause: str | None = None) -> None:
         """Record one change of one value."""
@@ -384,14 +398,18 @@ class Writer:
             "cause": (cause or self.cause)[:60], "at": self.now, "message_id": self.message_id,
         })
 
-    def replace_list(self, table: sa.Table, patient_id: int, rows: list[dict[str, Any]], *, new_patient: bool = False) -> bool:
-        """Make ``rows`` (in order) the patient's rows of ``table``; one history row (JSON lists) when they differ.
+    def fit_list(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A patient's list (names, addresses, ...) as ``replace_list`` compares and stores it: the content columns of each row, fitted."""
+        driver_table = self._statements.table(table)
+        content = self._list_content(driver_table)
+        return [driver_table.fit({name: row.get(name) for name in content}) for row in rows]
+
+    def replace_list(self, table: sa.Table, patient_id: int, fitted: list[dict[str, Any]], *, new_patient: bool = False) -> bool:
+        """Make ``fitted`` (``fit_list``'s rows, in order) the patient's rows of ``table``; one history row (JSON lists) when they differ.
 
         A patient created by this message has no previous value, so nothing goes to history.
         """
-        driver_table = self._statements.table(table)
-        content = [name for name in driver_table.columns if name not in _BOOKKEEPING and name not in ("patient_id", "position")]
-        fitted = [driver_table.fit({name: row.get(name) for name in content}) for row in rows]
+        content = self._list_content(self._statements.table(table))
         old = [] if new_patient else [{name: row[name] for name in content} for row in self.rows(table, {"patient_id": patient_id}, order=("position", "id"))]
         if old == fitted:
             return False
@@ -400,3 +418,7 @@ class Writer:
             self.delete(table, {"patient_id": patient_id})
         self.insert_many(table, ({**values, "patient_id": patient_id, "position": position} for position, values in enumerate(fitted, start=1)))
         return True
+
+    @staticmethod
+    def _list_content(table: _Table) -> list[str]:
+        return [name for name in table.columns if name not in _BOOKKEEPING and name not in ("patient_id", "position")]

@@ -13,6 +13,7 @@ from engine.record import schema
 from engine.record.identity import IdentityRule
 from engine.record.ingest import IngestResult, RecordError, RecordIngestor
 from engine.record.query import get_patient
+from engine.record.writer import Writer
 from engine.store.db import create_engine_for
 from engine.store.migrations import upgrade
 from tests.corpus_util import corpus_entries
@@ -99,6 +100,59 @@ def test_hl7_null_clears_and_empty_keeps(feed):
     patient = get_patient(feed.engine, 1)
     assert patient["sex"] is None
     assert [a["line1"] for a in patient["addresses"]] == ["1 Main St"]
+
+
+def _lists_read(monkeypatch) -> list[str]:
+    """The tables of the patient's lists that the writer reads from now on (appended as they are read)."""
+    read = []
+    rows = Writer.rows
+
+    def spy(self, table, *keys, **options):
+        if table.name in ("record_names", "record_addresses", "record_telecoms", "record_contacts"):
+            read.append(table.name)
+        return rows(self, table, *keys, **options)
+
+    monkeypatch.setattr(Writer, "rows", spy)
+    return read
+
+
+def _list_history(engine) -> list[tuple]:
+    h = schema.history
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.select(h.c.field, h.c.message_id).where(h.c.entity == "record_patients").order_by(h.c.id))]
+
+
+NK1 = "NK1|1|DOE^JOHN|SPO^Spouse^HL70063||^PRN^PH^^1^555^1234567"
+
+
+def test_lists_sent_as_stored_are_not_read_and_one_changed_field_is_applied(feed, engine, monkeypatch):
+    """A PID and NK1 sent again as stored leave their lists unread and unchanged; one changed address field replaces the addresses alone."""
+    feed(hl7("ADT^A04^ADT_A01", "20240101080000", PID, NK1))
+    read = _lists_read(monkeypatch)
+    feed(hl7("ADT^A08^ADT_A01", "20240102080000", PID, NK1))
+    assert read == []
+    moved, _ = feed(hl7("ADT^A08^ADT_A01", "20240103080000", PID.replace("^Town^", "^City^"), NK1))
+    assert read == ["record_addresses"]
+    patient = get_patient(engine, 1)
+    assert ([a["city"] for a in patient["addresses"]], [n["family"] for n in patient["names"]], [c["family"] for c in patient["contacts"]]) == (["City"], ["DOE"], ["DOE"])
+    assert _list_history(engine) == [("addresses", moved)]
+    feed(hl7("ADT^A08^ADT_A01", "20240104080000", PID.replace("^Town^", "^City^"), NK1.replace("DOE^JOHN", "ROE^JOHN")))
+    assert read == ["record_addresses", "record_contacts"]
+    assert [c["family"] for c in get_patient(engine, 1)["contacts"]] == ["ROE"]
+
+
+def test_a_patient_without_list_digests_compares_its_lists_as_before(feed, engine, monkeypatch):
+    """A patient recorded before revision 0008 (no digests) has its lists read and compared once, then known: a changed name is applied."""
+    feed(hl7("ADT^A04^ADT_A01", "20240101080000", PID))
+    with engine.begin() as connection:
+        connection.execute(schema.patients.update().values(list_digests=None))
+    read = _lists_read(monkeypatch)
+    _, renamed = feed(hl7("ADT^A08^ADT_A01", "20240102080000", PID.replace("DOE^JANE", "DOE^JANET")))
+    assert read == ["record_names", "record_addresses"]
+    feed(hl7("ADT^A08^ADT_A01", "20240103080000", PID.replace("DOE^JANE", "DOE^JANET")))
+    assert read == ["record_names", "record_addresses"]
+    assert [n["given"] for n in get_patient(engine, 1)["names"]] == ["JANET"]
+    assert _list_history(engine) == [("names", renamed.message_id)]
 
 
 def test_undecodable_bytes_are_stored_replaced(engine, ingestor):

@@ -44,7 +44,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
     upgrade(engine)
     with engine.connect() as connection:
         head = ScriptDirectory.from_config(make_config(connection)).get_current_head()
-    assert _current_revision(engine) == head == "0007"
+    assert _current_revision(engine) == head == "0008"
     engine.dispose()
 
 
@@ -65,7 +65,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    assert _current_revision(engines[0]) == "0007"
+    assert _current_revision(engines[0]) == "0008"
     for engine in engines:
         engine.dispose()
 
@@ -73,7 +73,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
 def test_scripts_ship_inside_the_package():
     """The revision scripts live in the package folder, so an installed engine can migrate."""
     assert (SCRIPT_LOCATION / "env.py").is_file()
-    assert sorted(p.name for p in (SCRIPT_LOCATION / "versions").glob("*.py")) == ["0001_messages.py", "0002_channels.py", "0003_record.py", "0004_audit.py", "0005_patient_id.py", "0006_queue_indexes.py", "0007_drop_channel_index.py"]
+    assert sorted(p.name for p in (SCRIPT_LOCATION / "versions").glob("*.py")) == ["0001_messages.py", "0002_channels.py", "0003_record.py", "0004_audit.py", "0005_patient_id.py", "0006_queue_indexes.py", "0007_drop_channel_index.py", "0008_patient_list_digests.py"]
 
 
 def test_0002_keeps_messages_stored_under_0001(store_url):
