@@ -151,14 +151,21 @@ class _Rows:
     bind is ``b_<column>``), each distinct timestamp is processed once per call (the rows of a
     batch share theirs), the statement's constants once per dialect, and the rows go to the
     driver through ``exec_driver_sql``, so errors still come as SQLAlchemy's.
+
+    An INSERT on SQLite goes as multi-row INSERTs instead: sqlite3's executemany steps the
+    statement once per row, letting go of the GIL and taking it back each time, which under load
+    (the reactor waiting for the GIL) stretches a write transaction that intake is waiting for.
+    The rows go in chunks of a power of two up to _MOST_ROWS, so a few statements serve every
+    count (sqlite3 keeps each prepared).
     """
 
     def __init__(self, statement: sa.UpdateBase):
         self._statement = statement
         self._prepared: dict[str, tuple] = {}
+        self._many_rows: dict[int, str] = {}  # the multi-row INSERT of that many rows (SQLite)
 
     def run(self, connection: sa.Connection, rows: Sequence[dict]) -> None:
-        """Run the statement once per row, inside the connection's transaction."""
+        """Run the statement once per row, in order, inside the connection's transaction."""
         dialect = connection.dialect
         prepared = self._prepared.get(dialect.name)
         if prepared is None:
@@ -167,10 +174,27 @@ class _Rows:
         sql, names, values_of = prepared
         times: dict[datetime, Any] = {}
         parameters = [values_of(row, times) for row in rows]
+        if len(parameters) > 1 and dialect.name == "sqlite" and isinstance(self._statement, sa.Insert):
+            self._insert_many(connection, sql, parameters)
+            return
         if names is not None:
             parameters = [dict(zip(names, values)) for values in parameters]
         # One row is a plain execute: psycopg runs an executemany as a pipeline, which costs more for one.
         connection.exec_driver_sql(sql, parameters[0] if len(parameters) == 1 else parameters)
+
+    def _insert_many(self, connection: sa.Connection, sql: str, parameters: list[tuple]) -> None:
+        start = 0
+        while start < len(parameters):
+            count = min(_MOST_ROWS, 1 << ((len(parameters) - start).bit_length() - 1))
+            statement = self._many_rows.get(count)
+            if statement is None:
+                head, values, row = sql.rpartition(" VALUES ")
+                statement = self._many_rows[count] = f"{head}{values}{', '.join([row] * count)}"
+            connection.exec_driver_sql(statement, tuple(value for values in parameters[start : start + count] for value in values))
+            start += count
+
+
+_MOST_ROWS = 128
 
 
 def _prepare(statement: sa.Executable, dialect: sa.Dialect, lists: dict[str, int] | None = None) -> tuple:

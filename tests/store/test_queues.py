@@ -7,13 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from twisted.internet import defer
 
 from engine.channels.stages import Delivery, Outcome
 from engine.errors import StoreError
 from engine.store.messages import MessageQuery
 from engine.store.queues import AttemptResult, NewDelivery, ProcessingResult, QueueRepository, ReceivedMessage
-from engine.store.schema import Status
+from engine.store.schema import Status, message_events
 
 from .conftest import T0, count_commits, later
 
@@ -332,6 +333,15 @@ def test_a_run_of_any_length_settles_exactly_its_messages(repository, queues, re
             ("SENT", None, "sent to lab"),
         ]
     assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=True)] == delivery_ids[length:]
+
+
+def test_events_keep_the_order_given_across_multi_row_inserts(engine, queues, received):
+    """300 events in one write (on SQLite: multi-row INSERTs of 128, 128, 32, 8 and 4 rows) are stored whole, in the order given."""
+    ids = received(150)
+    queues.record_processing([_queued(i, "lab") for i in ids])
+    with engine.connect() as connection:
+        stored = connection.execute(sa.select(message_events.c.message_id, message_events.c.destination).order_by(message_events.c.id)).all()
+    assert [tuple(row) for row in stored] == [(i, destination) for i in ids for destination in (None, "lab")]
 
 
 def test_attempts_for_unknown_deliveries_are_dropped(repository, queues, received):
