@@ -197,12 +197,14 @@ _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(Mess
 _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(DeliverySummary))
 # PostgreSQL takes at most 65,535 parameters a statement; a group's rows go in one below that.
 _MAX_ROWS_PER_STATEMENT = 1000
+_MAX_PARAMETERS = 65_535
 
 # The columns an insert fills, in order: NewMessage's fields, then status_at (= received_at).
 _INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
 _MESSAGE_VALUES = operator.attrgetter(*_NEW_MESSAGE_FIELDS)
 # The deliveries of messages processed at intake: their ids are not needed (nothing waits on them).
-_INSERT_DELIVERY_ROWS = _Rows(sa.insert(deliveries).values(_binds(deliveries, *_new_delivery_row(0, "", "", "", "", None, "", utc_now()))))
+_INSERT_DELIVERY_ROWS_COLUMNS = tuple(_new_delivery_row(0, "", "", "", "", None, "", utc_now()))
+_INSERT_DELIVERY_ROWS = _Rows(sa.insert(deliveries).values(_binds(deliveries, *_INSERT_DELIVERY_ROWS_COLUMNS)))
 
 
 class _MessageInsert:
@@ -231,6 +233,9 @@ class _MessageInsert:
         processors = ((i, messages.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for i, name in enumerate(_NEW_MESSAGE_FIELDS))
         self._processors = tuple((i, processor) for i, processor in processors if processor is not None)
         self._text = tuple((i, messages.c[name].type.length) for i, name in enumerate(_NEW_MESSAGE_FIELDS) if isinstance(messages.c[name].type, sa.String))
+        if not self.sqlite:
+            self._delivery = _RowsOf(deliveries, tuple(name for name in _INSERT_DELIVERY_ROWS_COLUMNS if name != "message_id"), dialect)
+            self._event = _RowsOf(message_events, ("at", "status", "detail", "destination"), dialect)
 
     def values(self, message: NewMessage) -> list:
         """The row of one message, in _INSERT_COLUMNS order, ready for the driver."""
@@ -266,8 +271,11 @@ class _MessageInsert:
         finally:
             cursor.close()
 
-    def run_alone(self, connection: sa.Connection, rows: list[list]) -> list[int]:
+    def run_alone(self, connection: sa.Connection, rows: list[list], processed: Sequence[NewMessage] = (), now: datetime | None = None) -> list[int]:
         """PostgreSQL: insert the rows in one statement that commits by itself; their ids, in order.
+
+        ``processed`` are the messages of ``rows`` when some were processed at intake: their
+        deliveries and events go in the same statement (``_processed_sql``), atomic as well.
 
         The connection must be in no transaction. BEGIN, a pipelined executemany and COMMIT cost
         three round trips and psycopg's pipeline machinery; one multi-row INSERT in autocommit is
@@ -280,11 +288,14 @@ class _MessageInsert:
             raise ValueError(f"at most {_MAX_ROWS_PER_STATEMENT} rows per statement, not {len(rows)}")
         driver = connection.connection.driver_connection
         sql = f"{self.sql.removesuffix(' RETURNING id')}{(', ' + self._values) * (len(rows) - 1)} RETURNING id"
+        parameters = [value for row in rows for value in row]
+        if processed:
+            sql = self._processed_sql(sql, processed, now, parameters)
         driver.autocommit = True
         try:
             # Through SQLAlchemy, so its events see the statement and the (logical) commit; the
             # driver's commit sends nothing, since the statement committed itself.
-            ids = sorted(connection.exec_driver_sql(sql, tuple(value for row in rows for value in row)).scalars())
+            ids = sorted(connection.exec_driver_sql(sql, tuple(parameters)).scalars())
             connection.commit()
             return ids
         except BaseException:
@@ -293,9 +304,71 @@ class _MessageInsert:
         finally:
             driver.autocommit = False
 
+    def fits_one_statement(self, processed: Sequence[NewMessage], rows: list[list]) -> bool:
+        """Whether run_alone takes these rows (and the deliveries and events of ``processed``): PostgreSQL takes 65,535 parameters at most."""
+        if len(rows) > _MAX_ROWS_PER_STATEMENT:
+            return False
+        count = len(rows) * len(_INSERT_COLUMNS)
+        for message in processed:
+            if message.deliveries is not None:
+                count += (1 + len(message.deliveries)) * self._event.width + len(message.deliveries) * self._delivery.width
+        return count <= _MAX_PARAMETERS
+
+    def _processed_sql(self, insert: str, processed: Sequence[NewMessage], now: datetime, parameters: list) -> str:
+        """One statement of ``insert`` (the messages) with the deliveries and events of those processed at intake; their values join ``parameters``.
+
+        Data-modifying CTEs run in one statement, so it is one round trip and atomic. The k-th
+        message is the k-th smallest id the insert returns (ids come in row order, see run_alone).
+        """
+        delivery_rows: list[list] = []
+        event_rows: list[list] = []
+        for k, message in enumerate(processed, start=1):
+            if message.deliveries is None:
+                continue
+            event_rows.append([k, len(event_rows), *self._event.values(_event(0, now, message.status, message.error))])
+            for delivery in message.deliveries:
+                row = _new_delivery_row(0, message.channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now)
+                delivery_rows.append([k, len(delivery_rows), *self._delivery.values(row)])
+                event_rows.append([k, len(event_rows), *self._event.values(_event(0, now, delivery.status, delivery.reason, delivery.destination))])
+        parts = [f"WITH m AS ({insert}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m)"]
+        for name, table, rows in (("d", self._delivery, delivery_rows), ("e", self._event, event_rows)):
+            if rows:
+                parts.append(f", {name} AS ({table.insert_select(len(rows))})")
+                parameters.extend(value for row in rows for value in row)
+        parts.append(" SELECT id FROM m")
+        return "".join(parts)
+
     def _as_sqlalchemy_error(self, error: Exception, sql: str) -> sa_exc.DBAPIError:
         """The driver's error as SQLAlchemy would raise it, so store_errors and the writer judge it the same way."""
         return sa_exc.DBAPIError.instance(sql, None, error, self.dbapi_error, hide_parameters=True, dialect=self.dialect)
+
+
+class _RowsOf:
+    """PostgreSQL: rows of a table to insert for the messages of the same statement, each joined to its message by position (``n.k``)."""
+
+    def __init__(self, table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect):
+        self._names = names
+        self._processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+        # Typed placeholders: in a VALUES list PostgreSQL would take an untyped parameter for text.
+        casts = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}" for name in names)
+        self._row = f"(%s::int, %s::int, {casts})"
+        columns = ", ".join(names)
+        self._head = f"INSERT INTO {table.name} (message_id, {columns}) SELECT n.id, {', '.join(f'v.{name}' for name in names)} FROM (VALUES "
+        # Ids are handed out in the order the rows come: the order given (a queue's order is its ids').
+        self._tail = f") AS v(k, i, {columns}) JOIN n USING (k) ORDER BY v.i"
+
+    @property
+    def width(self) -> int:
+        """Parameters a row takes."""
+        return 2 + len(self._names)
+
+    def values(self, row: dict) -> list:
+        """The values of one row (a dict by column name), processed for the driver."""
+        return [row[name] if processor is None or row[name] is None else processor(row[name]) for name, processor in zip(self._names, self._processors)]
+
+    def insert_select(self, count: int) -> str:
+        """The INSERT of ``count`` rows, each a message's position, the row's own, then the values."""
+        return f"{self._head}{', '.join([self._row] * count)}{self._tail}"
 
 
 def _record_processed(connection: sa.Connection, new_messages: Sequence[NewMessage], ids: Sequence[int], now: datetime) -> None:
@@ -379,8 +452,8 @@ class MessageRepository:
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
-            if rows and not files and not processed and not self._insert.sqlite and len(rows) <= _MAX_ROWS_PER_STATEMENT:
-                return self._split(groups, self._insert.run_alone(connection, rows))
+            if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(every if processed else (), rows):
+                return self._split(groups, self._insert.run_alone(connection, rows, every if processed else (), read_at))
             # TRANSACTION: every message and source file record given, with the deliveries and
             # events of those processed at intake, committed together or not at all (one group
             # commit): a file is never recorded without its messages, nor they without it, and a

@@ -160,6 +160,23 @@ def test_a_message_processed_at_intake_is_stored_as_a_pass_records_it(repository
     assert _processing_trail(repository, inline)[0] == result.status
 
 
+@pytest.mark.parametrize("destinations", [2, 2500], ids=["one statement", "over the parameter limit"])
+def test_messages_processed_at_intake_keep_their_own_deliveries_in_a_group(repository, make_message, destinations):
+    """In one group, each processed message gets its own deliveries and events, beside a RECEIVED one; also past PostgreSQL's parameter limit."""
+    queued = tuple(NewDelivery(f"d{n}", Status.QUEUED, "C1", f"to d{n}".encode()) for n in range(destinations))
+    group = [
+        make_message(1, status=Status.QUEUED, deliveries=queued),
+        make_message(2),
+        make_message(3, status=Status.FILTERED, error="channels[0].filters[0]: no", deliveries=()),
+    ]
+    ids = repository.insert(group)
+    first, second, third = (repository.get(i) for i in ids)
+    assert [d.destination for d in first.deliveries] == [f"d{n}" for n in range(destinations)]
+    assert [(e.status, e.destination) for e in first.events] == [("QUEUED", None)] + [("QUEUED", f"d{n}") for n in range(destinations)]
+    assert (second.status, second.deliveries, second.events) == ("RECEIVED", (), ())
+    assert (third.status, third.deliveries, [(e.status, e.detail) for e in third.events]) == ("FILTERED", (), [("FILTERED", "channels[0].filters[0]: no")])
+
+
 # Searching: five messages, found newest first (so results list indexes from high to low)
 
 _SEARCHABLE = [
