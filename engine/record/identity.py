@@ -121,8 +121,12 @@ def prior_identifiers(mrg: SegmentReader, facts: MessageFacts) -> list[Identifie
 
 def survivor_of(writer: Writer, patient_id: int) -> dict[str, Any]:
     """The row of the patient that ``patient_id`` was (maybe transitively) merged into, or its own."""
-    row = writer.select_one(schema.patients, {"id": patient_id})
-    seen = {patient_id}
+    return _survivor(writer, writer.select_one(schema.patients, {"id": patient_id}))
+
+
+def _survivor(writer: Writer, row: dict[str, Any]) -> dict[str, Any]:
+    """The row of the patient that the patient of ``row`` was (maybe transitively) merged into, or ``row``."""
+    seen = {row["id"]}
     while (into := row["merged_into_id"]) is not None and into not in seen:  # a cycle can only come from a bug; stop rather than loop
         seen.add(into)
         row = writer.select_one(schema.patients, {"id": into})
@@ -135,12 +139,10 @@ def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
         return None
     survivors: dict[int, dict[str, Any]] = {}  # linked patient id -> its survivor's row
     owner = {}
-    rows = writer.rows(schema.identifiers, *({"authority": identifier.authority, "value": identifier.value} for identifier in identifiers))
-    for row in rows:
-        linked = row["patient_id"]
-        if linked not in survivors:
-            survivors[linked] = survivor_of(writer, linked)
-        owner[(row["authority"], row["value"])] = survivors[linked]["id"]
+    for authority, value, linked in writer.identified([(identifier.authority, identifier.value) for identifier in identifiers]):
+        if linked["id"] not in survivors:
+            survivors[linked["id"]] = _survivor(writer, linked)
+        owner[(authority, value)] = survivors[linked["id"]]["id"]
     if owner:
         ordered = [(identifier, owner[(identifier.authority, identifier.value)]) for identifier in identifiers if (identifier.authority, identifier.value) in owner]
         first, patient_id = ordered[0]

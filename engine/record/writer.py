@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -56,9 +56,13 @@ def history_text(value: Any) -> str | None:
 
 
 def list_digest(rows: list[dict[str, Any]]) -> str:
-    """A digest of a patient's list as ``Writer.fit_list`` gives it: equal digests, equal lists (record_patients.list_digests)."""
-    text = json.dumps(rows, ensure_ascii=False, default=str)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    """A digest of a patient's list as ``Writer.fit_list`` gives it: equal digests, equal lists (record_patients.list_digests).
+
+    The rows hold text and None only, whose repr is one text per value (and several times
+    cheaper than JSON); were it ever written differently, digests would differ and the list
+    would be read and compared once more, never taken for another.
+    """
+    return hashlib.blake2b(repr(rows).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _same(old: Any, new: Any) -> bool:
@@ -192,6 +196,20 @@ class Statements:
             self._sql[shape] = sql
         return sql
 
+    def identified(self, keys: int) -> str:
+        """``SELECT`` authority, value and the patient's every column of the identifiers matching any of ``keys`` (authority, value) pairs, in identifier id order."""
+        shape = ("identified", keys)
+        sql = self._sql.get(shape)
+        if sql is None:
+            i, p = self.table(schema.identifiers), self.table(schema.patients)
+            columns = ", ".join(f"p.{p.quoted[name]}" for name in p.columns)
+            key = f"(i.{i.quoted['authority']} = {self._marker} AND i.{i.quoted['value']} = {self._marker})"
+            sql = self._sql[shape] = (
+                f"SELECT i.{i.quoted['authority']}, i.{i.quoted['value']}, {columns} FROM {i.name} i JOIN {p.name} p ON p.id = i.patient_id"
+                f" WHERE {' OR '.join([key] * keys)} ORDER BY i.id"
+            )
+        return sql
+
     def delete(self, table: _Table, key: tuple[tuple[str, str], ...]) -> str:
         """``DELETE`` the rows matching ``key``."""
         shape = ("delete", table.name, key)
@@ -209,11 +227,14 @@ class Statements:
         ]
         return " WHERE " + (conditions[0] if len(conditions) == 1 else " OR ".join(f"({condition})" for condition in conditions))
 
-    def result(self, sql: str, table: _Table, cursor) -> tuple[tuple[str, ...], list]:
-        """Column names and SQLAlchemy's result processor of each (None: taken as the driver gives it) for a select of ``table`` just run on ``cursor``."""
+    def result(self, sql: str, table: _Table, cursor, *, after: int = 0) -> tuple[tuple[str, ...], list]:
+        """Column names and SQLAlchemy's result processor of each (None: taken as the driver gives it) for a select of ``table`` just run on ``cursor``.
+
+        ``after``: that many leading columns (another table's) are not ``table``'s, nor described.
+        """
         found = self._results.get(sql)
         if found is None:
-            description = cursor.description  # psycopg builds it anew on each access: read once per statement
+            description = cursor.description[after:]  # psycopg builds it anew on each access: read once per statement
             names = tuple(column[0] for column in description)
             processors = [self._reading(table.types[name], column[1]) for name, column in zip(names, description)]
             found = self._results[sql] = (names, processors)
@@ -304,6 +325,21 @@ class Writer:
         names, processors = self._statements.result(sql, driver_table, cursor)
         return [
             dict(zip(names, [value if processor is None else processor(value) for processor, value in zip(processors, row)]))
+            for row in found
+        ]
+
+    def identified(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str, dict[str, Any]]]:
+        """Each (authority, value) of ``keys`` that the record knows, with the row of the patient it is linked to, in identifier id order (as ``rows``: within each select)."""
+        if len(keys) > _KEYS_PER_SELECT:
+            return [found for start in range(0, len(keys), _KEYS_PER_SELECT) for found in self.identified(keys[start:start + _KEYS_PER_SELECT])]
+        identifiers, patients = self._statements.table(schema.identifiers), self._statements.table(schema.patients)
+        parameters = [value for authority, value in keys for value in identifiers.parameters({"authority": authority, "value": value}, self._times)]
+        sql = self._statements.identified(len(keys))
+        cursor = self._execute(sql, parameters)
+        found = cursor.fetchall()
+        names, processors = self._statements.result(sql, patients, cursor, after=2)
+        return [
+            (row[0], row[1], dict(zip(names, [value if processor is None else processor(value) for processor, value in zip(processors, row[2:])])))
             for row in found
         ]
 

@@ -46,3 +46,20 @@ def test_first_matches_as_a_select_would(engine):
         keys = ({"sex": "F"}, {"sex": "F", "deceased_at": None}, {"deceased_at": RECEIVED}, {"language": "E" * 120}, {"sex": "M"})
         assert [w.first(schema.patients, rows, key) for key in keys] == [w.select_one(schema.patients, key) for key in keys]
         assert [(w.first(schema.patients, rows, key) or {}).get("id") for key in keys] == [1, 1, 2, 1, None]
+
+
+def test_identified_reads_each_known_identifier_with_its_patient_row(engine):
+    """Writer.identified answers the known (authority, value) pairs, in link order, each with its patient's row as select_one reads it; 150 pairs too."""
+    _patients(engine, 3)
+    with engine.begin() as connection:
+        connection.execute(schema.identifiers.insert(), [
+            {"patient_id": patient_id, "authority": "PMS", "value": f"P-{n}", "type_code": "MR", "source_system": "PMS", "alias": False,
+             "link_reason": "test", "linked_at": NOW, "as_of": NOW}
+            for n, patient_id in enumerate((2, 1, 2))
+        ])
+    with engine.begin() as connection:
+        w = Writer(connection, Statements(engine.dialect), message_id=None, cause="test", now=NOW, message_time=NOW)
+        patients = {patient_id: w.select_one(schema.patients, {"id": patient_id}) for patient_id in (1, 2)}
+        wanted = [("PMS", f"P-{n}") for n in range(150)][::-1]
+        assert w.identified(wanted) == [("PMS", "P-0", patients[2]), ("PMS", "P-1", patients[1]), ("PMS", "P-2", patients[2])]
+        assert w.identified([("LAB", "P-0")]) == []
