@@ -51,11 +51,13 @@ def test_received_at_is_read_back_in_utc(repository, make_message):
     assert stored.received_at.isoformat() == "2024-03-01T12:30:15.123456+00:00"
 
 
-def test_insert_returns_ids_in_order_and_nothing_for_nothing(repository, make_message):
+@pytest.mark.parametrize("count", [5, 203])  # 203 = 128 + 64 + 8 + 2 + 1: SQLite's chunks of multi-row INSERTs
+def test_insert_returns_ids_in_order_and_nothing_for_nothing(repository, make_message, count):
     """insert() gives one increasing id per message, in the order given; an empty insert gives []."""
-    ids = repository.insert([make_message(n) for n in range(5)])
-    assert ids == sorted(ids) and len(set(ids)) == 5
-    assert [repository.get(i).control_id for i in ids] == [f"C{n}" for n in range(5)]
+    repository.insert([make_message(0)])  # ids do not start at 1
+    ids = repository.insert([make_message(n) for n in range(count)])
+    assert ids == sorted(ids) and len(set(ids)) == count
+    assert [repository.get(i).control_id for i in ids] == [f"C{n}" for n in range(count)]
     assert repository.insert([]) == []
 
 
