@@ -223,9 +223,9 @@ def _prepare(statement: sa.Executable, dialect: sa.Dialect, lists: dict[str, int
 class _Select:
     """A SELECT run on the driver, compiled once per dialect; its rows are plain tuples.
 
-    For the queue reads and writes of every dispatcher pass: SQLAlchemy's result machinery (a
-    Row per row, a processor call per value, an IN list expanded on every call) cost more than
-    the read itself. Here only the columns whose type converts on this dialect (timestamps) are
+    For the reads of every dispatcher pass (its due run, what its attempts touched): SQLAlchemy's
+    result machinery (a Row per row, a processor call per value, an IN list expanded on every
+    call) cost more than the read itself. Here only the columns whose type converts on this dialect (timestamps) are
     converted, each distinct value once per call (the rows of a queue share their timestamps).
     Binds are named ``b_<key>`` as in _Rows. A ``listed`` key is an IN list: the statement is
     compiled once per power-of-two length, the list padded with its last value (which matches
@@ -375,7 +375,7 @@ def _new_delivery_row(message_id: int, channel: str, destination: str, status: s
     )
 
 
-def _queue(*columns: sa.ColumnElement) -> _Select:
+def _queue(*columns: sa.ColumnElement) -> sa.Select:
     """The QUEUED rows of the queue named by the ``channel`` and ``destination`` keys, oldest first (the queue-head index)."""
     c = deliveries.c
     where = (c.channel == sa.bindparam("b_channel", type_=c.channel.type), c.destination == sa.bindparam("b_destination", type_=c.destination.type), c.status == Status.QUEUED)
