@@ -14,11 +14,11 @@ from engine.store.db import create_engine_for, is_lock_error, store_errors
 
 @pytest.mark.parametrize(("durability", "synchronous"), [("process", 1), ("power_loss", 2)])
 def test_sqlite_pragmas_follow_durability(sqlite_url, durability, synchronous):
-    """SQLite connections run in WAL mode with synchronous NORMAL/FULL, busy_timeout and foreign keys."""
+    """SQLite connections run in WAL mode with synchronous NORMAL/FULL, busy_timeout, foreign keys and temporary files in memory."""
     engine = create_engine_for(sqlite_url, durability=durability, lock_timeout=0.25)
     with engine.connect() as connection:
-        pragmas = {p: connection.exec_driver_sql(f"PRAGMA {p}").scalar_one() for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")}
-    assert pragmas == {"journal_mode": "wal", "synchronous": synchronous, "busy_timeout": 250, "foreign_keys": 1}
+        pragmas = {p: connection.exec_driver_sql(f"PRAGMA {p}").scalar_one() for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys", "temp_store")}
+    assert pragmas == {"journal_mode": "wal", "synchronous": synchronous, "busy_timeout": 250, "foreign_keys": 1, "temp_store": 2}
     engine.dispose()
 
 
