@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -603,6 +604,26 @@ def test_the_writer_checkpoints_what_inline_commits_wrote(open_sqlite_store, mak
         yield store.add([make_message(n, raw=bytes(4000))])
     yield later(1.0, lambda: None)
     assert database.stat().st_size >= before + 20 * 4000
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_wal_starts_over_under_steady_inline_commits(open_sqlite_store, make_message, sqlite_url):
+    """Under inline commits that never pause, the writer's checkpoints still let the WAL start over (not grow for as long as the load lasts)."""
+    store = open_sqlite_store()
+    wal = Path(sa.engine.make_url(sqlite_url).database + "-wal")
+
+    def restarts() -> int:
+        # The WAL header's checkpoint sequence number: one more each time the WAL starts over.
+        return int.from_bytes(wal.read_bytes()[12:16], "big")
+
+    yield store.add([make_message(0)])
+    before, written = restarts(), 1
+    deadline = time.monotonic() + 1.5  # six checkpoint intervals
+    while time.monotonic() < deadline:
+        yield store.add([make_message(written, raw=bytes(4000))])
+        written += 1
+    assert written > 200
+    assert restarts() >= before + 3
 
 
 @pytest_twisted.inlineCallbacks
