@@ -10,6 +10,7 @@ cleared), and inside a field that is present an empty component is None.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ _TIMESTAMP = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 
+@functools.lru_cache(maxsize=4096)  # a message repeats its times (OBX-14 of every result), and a feed its senders' times
 def parse_timestamp(text: str, local: tzinfo) -> datetime | None:
     """An HL7 TS/DTM (``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+-ZZZZ]``) as an aware datetime; None when unreadable.
 

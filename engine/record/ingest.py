@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -383,40 +384,34 @@ class _Application:
     # -- clinical lists (AL1, DG1, PR1, IN1/IN2) -------------------------------------------------
 
     def _clinical(self, group: PatientGroup, patient_id: int, visit_id: int | None) -> None:
+        # The key first: the rest of a segment is read only for a row it writes.
         for al1 in group.allergies:
-            values = {
-                **al1.coded(3), **al1.columns(2, {"allergy_type": "2.1"}), **al1.columns(4, {"severity": "4.1"}),
-                **al1.columns(5, {"reaction": "5"}), **al1.columns(6, {"identified_date": ("6.1", parse_partial_date)}),
-            }
-            self._upsert(schema.allergies, _coded_key(values, patient_id=patient_id), values)
+            code = al1.coded(3)
+            self._upsert(schema.allergies, _coded_key(code, patient_id=patient_id), functools.partial(_allergy_values, al1, code))
         for dg1 in group.diagnoses:
-            values = {**dg1.coded(3), **dg1.columns(6, {"diagnosis_type": "6.1"}), **dg1.columns(5, {"diagnosed_at": ("5.1", self._time)})}
-            if values["text"] in (None, KEEP) and dg1.part("4"):
-                values["text"] = dg1.part("4")
-            self._upsert(schema.diagnoses, _coded_key(values, patient_id=patient_id, visit_id=visit_id), values)
+            code = _described(dg1)
+            self._upsert(schema.diagnoses, _coded_key(code, patient_id=patient_id, visit_id=visit_id), functools.partial(_diagnosis_values, dg1, code, self.local))
         for pr1 in group.procedures:
-            values = {**pr1.coded(3), **pr1.columns(5, {"performed_at": ("5.1", self._time)})}
-            if values["text"] in (None, KEEP) and pr1.part("4"):
-                values["text"] = pr1.part("4")
+            values = {**_described(pr1), **pr1.columns(5, {"performed_at": ("5.1", self._time)})}
             key = _coded_key(values, patient_id=patient_id, visit_id=visit_id)
             key["performed_at"] = values["performed_at"] or None
-            self._upsert(schema.procedures, key, values)
+            self._upsert(schema.procedures, key, lambda values=values: values)
         for in1, in2 in group.insurances:
             values = _coverage_values(in1, in2)
             key = {"patient_id": patient_id, **{name: values[name] or None for name in ("company_id", "plan_id", "policy_number")}}
             if not any(key[name] for name in ("company_id", "plan_id", "policy_number")):
                 key["company_name"] = values["company_name"] or None
-            self._upsert(schema.coverages, key, values)
+            self._upsert(schema.coverages, key, lambda values=values: values)
 
-    def _upsert(self, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> int:
-        """Insert the row with this key, or update it unless the message is older than its data; returns its id."""
+    def _upsert(self, table: sa.Table, key: dict[str, Any], read: Callable[[], dict[str, Any]]) -> int:
+        """Insert the row with this key, or update it unless the message is older than its data; returns its id. ``read`` gives the values."""
         row = self.w.select_one(table, key)
         if row is None:
-            return self.w.insert(table, {**values, **key})
+            return self.w.insert(table, {**read(), **key})
         if self.w.is_stale(row):
             self.notes.append(f"{table.name.removeprefix('record_')} {row['id']} kept: the message is older than the record")
         else:
-            self.w.update(table, row, values)
+            self.w.update(table, row, read())
         return row["id"]
 
     def _time(self, text: str) -> datetime | None:
@@ -692,13 +687,12 @@ class _Application:
         self._clinical(group, patient_id, visit_id)
         t = schema.transactions
         for ft1 in group.transactions:
-            values = _transaction_values(ft1, self.local)
-            values.update(patient_id=patient_id, visit_id=visit_id)
-            transaction_id = values["transaction_id"]
+            read = functools.partial(_transaction_values, ft1, self.local, patient_id=patient_id, visit_id=visit_id)
+            transaction_id = _transaction_id(ft1)
             if isinstance(transaction_id, str):
-                self._upsert(t, {"patient_id": patient_id, "transaction_id": transaction_id}, values)
+                self._upsert(t, {"patient_id": patient_id, "transaction_id": transaction_id}, read)
             else:
-                self.w.insert(t, values)
+                self.w.insert(t, read())
         return patient_id
 
 
@@ -719,6 +713,25 @@ class _StoredObservations:
 
 
 # -- reading segments into column values ---------------------------------------------------------
+
+
+def _allergy_values(al1: SegmentReader, code: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **code, **al1.columns(2, {"allergy_type": "2.1"}), **al1.columns(4, {"severity": "4.1"}),
+        **al1.columns(5, {"reaction": "5"}), **al1.columns(6, {"identified_date": ("6.1", parse_partial_date)}),
+    }
+
+
+def _described(segment: SegmentReader) -> dict[str, Any]:
+    """Field 3 of a DG1 or PR1 (coded), its text taken from field 4 (the description) when field 3 has none."""
+    code = segment.coded(3)
+    if code["text"] in (None, KEEP) and segment.part("4"):
+        code["text"] = segment.part("4")
+    return code
+
+
+def _diagnosis_values(dg1: SegmentReader, code: dict[str, Any], local: tzinfo) -> dict[str, Any]:
+    return {**code, **dg1.columns(6, {"diagnosis_type": "6.1"}), **dg1.columns(5, {"diagnosed_at": ("5.1", lambda text: parse_timestamp(text, local))})}
 
 
 def _coded_key(values: dict[str, Any], **key: Any) -> dict[str, Any]:
@@ -961,7 +974,12 @@ def _observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
     return values
 
 
-def _transaction_values(ft1: SegmentReader, local: tzinfo) -> dict[str, Any]:
+def _transaction_id(ft1: SegmentReader) -> Any:
+    """FT1-2.1, the transaction id (KEEP when absent, None when null)."""
+    return ft1.columns(2, {"transaction_id": "2.1"})["transaction_id"]
+
+
+def _transaction_values(ft1: SegmentReader, local: tzinfo, **more: Any) -> dict[str, Any]:
     def time(text: str) -> datetime | None:
         return parse_timestamp(text, local)
 
@@ -973,7 +991,7 @@ def _transaction_values(ft1: SegmentReader, local: tzinfo) -> dict[str, Any]:
     performed = ft1.person(20) if ft1.sent(20) else (None, None)
     ordered = ft1.person(21) if ft1.sent(21) else (None, None)
     return {
-        **ft1.columns(2, {"transaction_id": "2.1"}),
+        "transaction_id": _transaction_id(ft1),
         **ft1.columns(3, {"batch_id": "3"}),
         "transaction_type": (ft1.part("6.1") or "")[:10],
         **ft1.columns(4, {"transaction_at": ("4.1", time)}),
@@ -988,4 +1006,5 @@ def _transaction_values(ft1: SegmentReader, local: tzinfo) -> dict[str, Any]:
         "diagnoses": diagnoses or None,
         "performed_by": performed[1] or performed[0],
         "ordered_by": ordered[1] or ordered[0],
+        **more,
     }

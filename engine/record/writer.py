@@ -406,8 +406,16 @@ class Writer:
         history, and no change of source or update time.
         """
         driver_table = self._statements.table(table)
-        sent = driver_table.fit({name: value for name, value in values.items() if value is not KEEP})
-        changes = {name: value for name, value in sent.items() if name not in _BOOKKEEPING and not _same(row[name], value)}
+        binds = driver_table.binds
+        changes = {}
+        for name, value in values.items():
+            if value is KEEP or name in _BOOKKEEPING:
+                continue
+            if isinstance(value, str) and binds[name][0] is not None:
+                value = _fit_text(value, binds[name][0])
+            old = row[name]
+            if old != value and not _same(old, value):  # equal values are the same; _same also takes close floats as the same
+                changes[name] = value
         if changes:
             if "message_id" in driver_table.stamps and self.message_id is not None and row["message_id"] != self.message_id:
                 changes["message_id"] = self.message_id

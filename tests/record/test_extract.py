@@ -1,13 +1,15 @@
-"""engine.record.extract: SegmentReader reads exactly what Message.get reads, on every path of every corpus segment."""
+"""engine.record.extract: SegmentReader reads exactly what Message.get reads, on every path of every corpus segment; timestamps."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from engine.errors import HL7Error
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
-from engine.record.extract import SegmentReader
+from engine.record.extract import SegmentReader, parse_timestamp
 from tests.corpus_util import corpus_entries
 from tests.record.conftest import SAMPLES
 
@@ -64,3 +66,13 @@ def test_segment_reader_reads_what_message_get_reads():
                     assert reader._part(*(int(index) for index in where.groups() if index)) == reader.part(path), (name, path)
                 compared += 1
     assert compared > 100_000
+
+
+def test_a_timestamp_is_read_in_the_timezone_asked_for_each_time():
+    """parse_timestamp remembers what it read per text and timezone: the same text read in another zone, or with an offset, is its own time."""
+    new_york = ZoneInfo("America/New_York")
+    assert parse_timestamp("202403011200", timezone.utc) == datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
+    assert parse_timestamp("202403011200", new_york) == datetime(2024, 3, 1, 17, tzinfo=timezone.utc)
+    assert parse_timestamp("202403011200", timezone.utc) == datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
+    assert parse_timestamp("202403011200+0100", new_york) == datetime(2024, 3, 1, 11, tzinfo=timezone.utc)
+    assert parse_timestamp("2024030112xx", timezone.utc) is None
