@@ -100,18 +100,25 @@ class RecordIngestor:
             require_aware(received_at, "received_at")
         results: list[IngestResult | EngineError] = []
         pending = list(messages)
+        marked_each = False
         while pending:
             try:
-                results.extend(self._apply_together(pending))
+                results.extend(self._apply_together(pending, marked_each=marked_each))
                 break
             except _Refused as refused:
                 results.extend(self.apply_many(pending[:refused.index]))
                 results.append(refused.error)
                 pending = pending[refused.index + 1:]
+            except _MarksRefused:
+                marked_each = True  # again, each message marked as it is applied: the one whose mark is refused is found
         return results
 
-    def _apply_together(self, messages: list[tuple[int, Message, datetime]]) -> list[IngestResult]:
-        """Apply every message in one transaction, or raise _Refused for the first that fails (all rolled back)."""
+    def _apply_together(self, messages: list[tuple[int, Message, datetime]], *, marked_each: bool) -> list[IngestResult]:
+        """Apply every message in one transaction, or raise _Refused for the first that fails (all rolled back).
+
+        The record_applied_messages rows go in together at the end, or each after its message
+        (``marked_each``); _MarksRefused when the database refuses rows that went in together.
+        """
         with store_errors(f"applying {len(messages)} message(s) to the record"):
             # TRANSACTION: for each message, every fact, history row, link, merge and conflict it makes
             # and the record_applied_messages row that makes a second apply a no-op.
@@ -123,32 +130,44 @@ class RecordIngestor:
                     for row in lookup.rows(schema.applied_messages, *keys, order=())
                 }
                 results = []
+                marks = []  # record_applied_messages rows, one statement for the batch
                 for index, (message_id, message, received_at) in enumerate(messages):
                     result = done.get(message_id)
                     if result is None:
                         try:
                             with store_errors(f"applying message {message_id} to the record"):
-                                result, done[message_id] = self._apply_one(connection, message_id, message, received_at)
+                                result, done[message_id], mark = self._apply_one(connection, message_id, message, received_at)
+                                if marked_each:
+                                    lookup.insert(schema.applied_messages, mark)
+                                else:
+                                    marks.append(mark)
                         except StoreError as error:
-                            if error.locked or isinstance(error.__cause__, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+                            if _database_failed(error):
                                 raise  # the database, not this message: nothing of the batch can be applied now
                             raise _Refused(index, error) from error
                         except Exception as error:  # RecordError, or a bug that this message's content triggers
                             raise _Refused(index, error) from error
                     results.append(result)
+                try:
+                    with store_errors(f"marking {len(marks)} message(s) applied to the record"):
+                        lookup.insert_many(schema.applied_messages, marks)
+                except StoreError as error:
+                    if _database_failed(error):
+                        raise
+                    raise _MarksRefused() from error
         return results
 
-    def _apply_one(self, connection: sa.Connection, message_id: int, message: Message, received_at: datetime) -> tuple[IngestResult, IngestResult]:
-        """Apply one message inside the caller's transaction: (its result, the result of applying it again)."""
+    def _apply_one(self, connection: sa.Connection, message_id: int, message: Message, received_at: datetime) -> tuple[IngestResult, IngestResult, dict[str, Any]]:
+        """Apply one message inside the caller's transaction: (its result, the result of applying it again, its record_applied_messages row to write)."""
         facts = read_message(message, received_at=received_at, local=self._local)
         writer = Writer(connection, self._statements, message_id=message_id, cause=facts.event, now=self._clock(), message_time=facts.message_time)
         patient_id, applied, detail = _Application(writer, facts, self._rule, self._local).run()
         event = facts.event[:20]
-        writer.insert(schema.applied_messages, {
+        mark = {
             "message_id": message_id, "applied_at": writer.now, "event": event, "message_time": facts.message_time,
             "patient_id": patient_id, "applied": applied, "detail": detail,
-        })
-        return IngestResult(message_id, facts.event, patient_id, applied, detail), IngestResult(message_id, event, patient_id, applied, detail, already_applied=True)
+        }
+        return IngestResult(message_id, facts.event, patient_id, applied, detail), IngestResult(message_id, event, patient_id, applied, detail, already_applied=True), mark
 
     def unmerge(self, merge_id: int, *, reason: str = "") -> int:
         """Undo a merge: the rows it moved go back to the prior patient, who becomes active again; returns how many moved.
@@ -162,6 +181,15 @@ class RecordIngestor:
                 # An operator's undo confirms no data as of any time: it must not make later messages look stale.
                 writer = Writer(connection, self._statements, message_id=None, cause=f"unmerge {merge_id}", now=self._clock(), message_time=_EPOCH)
                 return _unmerge(writer, merge_id, reason)
+
+
+def _database_failed(error: StoreError) -> bool:
+    """Whether the database itself failed (locked, unreachable), rather than refused what one message wrote."""
+    return error.locked or isinstance(error.__cause__, (sa_exc.OperationalError, sa_exc.InterfaceError))
+
+
+class _MarksRefused(Exception):
+    """Raised out of a transaction (rolling it back) when the database refused the applied-message rows written together."""
 
 
 class _Refused(Exception):

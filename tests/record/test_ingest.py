@@ -355,6 +355,20 @@ def test_a_batch_answers_each_message_and_isolates_what_fails(feed, ingestor):
     assert [name["given"] for name in get_patient(feed.engine, patient_id)["names"]] == ["JANET"]
 
 
+def test_a_refused_mark_of_a_message_that_records_nothing_fails_alone(feed, ingestor):
+    """An event the record does not keep, under an id with no stored message, fails alone when its applied-message row is refused; the others apply."""
+    texts = [hl7("ADT^A04^ADT_A01", "20240101080000", PID), hl7("ADT^A08^ADT_A01", "20240101100000", PID.replace("DOE^JANE^Q", "DOE^JANET"))]
+    ids = [store_message(feed.engine, text.encode()) for text in texts]
+    registered, unknown, updated = ingestor.apply_many([
+        (ids[0], Message.parse(texts[0]), RECEIVED), (424242, Message.parse(hl7("ADT^A60^ADT_A60", "20240101090000", PID)), RECEIVED),
+        (ids[1], Message.parse(texts[1]), RECEIVED),
+    ])
+    assert isinstance(unknown, StoreError)
+    assert (registered.applied, updated.applied) == (True, True)
+    assert [row[0] for row in dump(feed.engine)["record_applied_messages"]] == ids
+    assert [name["given"] for name in get_patient(feed.engine, registered.patient_id)["names"]] == ["JANET"]
+
+
 def test_a_batch_of_any_size_applies(engine, ingestor):
     """1,100 messages in one apply_many (more than one statement's worth of ids to look up) apply, then are all already applied."""
     text = hl7("ADT^A60^ADT_A60", "20240101080000", PID)  # an event the record does not keep: cheap to apply
