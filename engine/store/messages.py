@@ -39,7 +39,7 @@ from engine.errors import StoreError
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
-from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, _INSERT_EVENTS, _binds, _event, _new_delivery_row, _Rows
+from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, sqlite_runs, _INSERT_EVENTS, _binds, _event, _new_delivery_row, _Rows
 from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, source_files, utc_now
 
 log = Logger(namespace="engine.store")
@@ -198,8 +198,6 @@ _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(Deliv
 # PostgreSQL takes at most 65,535 parameters a statement; a group's rows go in one below that.
 _MAX_ROWS_PER_STATEMENT = 1000
 _MAX_PARAMETERS = 65_535
-# SQLite: rows per INSERT statement (28 parameters each, far below SQLite's 32,766).
-_SQLITE_MOST_ROWS = 128
 
 # The columns an insert fills, in order: NewMessage's fields, then status_at (= received_at).
 _INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
@@ -278,16 +276,13 @@ class _MessageInsert:
         so a statement's rows have consecutive ids, ending at lastrowid.
         """
         ids: list[int] = []
-        start = 0
-        while start < len(rows):
-            count = min(_SQLITE_MOST_ROWS, 1 << ((len(rows) - start).bit_length() - 1))
+        for start, count in sqlite_runs(len(rows)):
             sql = self._many.get(count)
             if sql is None:
                 sql = self._many[count] = f"{self.sql}{(', ' + self._values) * (count - 1)}"
             cursor.execute(sql, [value for row in rows[start : start + count] for value in row])
             last = cursor.lastrowid
             ids.extend(range(last - count + 1, last + 1))
-            start += count
         return ids
 
     def run_alone(self, connection: sa.Connection, rows: list[list], processed: Sequence[NewMessage] = (), now: datetime | None = None) -> list[int]:

@@ -14,7 +14,7 @@ import collections
 import dataclasses
 import itertools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from dataclasses import dataclass
 from datetime import datetime
@@ -183,18 +183,25 @@ class _Rows:
         connection.exec_driver_sql(sql, parameters[0] if len(parameters) == 1 else parameters)
 
     def _insert_many(self, connection: sa.Connection, sql: str, parameters: list[tuple]) -> None:
-        start = 0
-        while start < len(parameters):
-            count = min(_MOST_ROWS, 1 << ((len(parameters) - start).bit_length() - 1))
+        for start, count in sqlite_runs(len(parameters)):
             statement = self._many_rows.get(count)
             if statement is None:
                 head, values, row = sql.rpartition(" VALUES ")
                 statement = self._many_rows[count] = f"{head}{values}{', '.join([row] * count)}"
             connection.exec_driver_sql(statement, tuple(value for values in parameters[start : start + count] for value in values))
-            start += count
 
 
-_MOST_ROWS = 128
+def sqlite_runs(total: int, most: int = 128) -> Iterator[tuple[int, int]]:
+    """(start, count) of the runs of rows a multi-row INSERT of ``total`` rows goes in on SQLite.
+
+    Each count is a power of two up to ``most``, so a few statements (sqlite3 keeps each prepared)
+    serve every number of rows, and ``most`` rows of any table stay far below SQLite's 32,766 parameters.
+    """
+    start = 0
+    while start < total:
+        count = min(most, 1 << ((total - start).bit_length() - 1))
+        yield start, count
+        start += count
 
 
 def _prepare(statement: sa.Executable, dialect: sa.Dialect, lists: dict[str, int] | None = None) -> tuple:
