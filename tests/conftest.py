@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: throwaway SQLite and PostgreSQL databases."""
+"""Fixtures shared by every test package: throwaway SQLite and PostgreSQL databases, and a started store on SQLite."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import secrets
 
 import psycopg
 import pytest
+import pytest_twisted
 from psycopg import sql
+from twisted.internet import reactor
+
+from engine.store.messages import MessageStore
 
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 _POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
@@ -45,3 +49,12 @@ def postgres_url(_postgres_unreachable: str | None):
 def sqlite_url(tmp_path) -> str:
     """A SQLite database file in a directory that does not exist yet."""
     return f"sqlite:///{tmp_path / 'store' / 'messages.db'}"
+
+
+@pytest.fixture
+def store(sqlite_url):
+    """A started MessageStore on a fresh SQLite file (global reactor); stopped after the test."""
+    message_store = MessageStore(sqlite_url, reactor=reactor)
+    message_store.start()
+    yield message_store
+    pytest_twisted.blockon(message_store.stop())

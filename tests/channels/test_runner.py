@@ -12,7 +12,7 @@ from twisted.internet.task import deferLater
 
 from engine.channels.runner import ChannelRunner, DestinationStages, Dispatcher, RetryPolicy, utcnow
 from engine.channels.stages import Delivery, DeliveryResult, Outcome
-from engine.store.messages import MessageQuery, MessageStore, NewMessage
+from engine.store.messages import MessageQuery, NewMessage
 from engine.store.queues import NewDelivery, ProcessingResult
 from engine.store.schema import Status
 from tests.channels.destinations.downstream import Downstream, reply
@@ -139,15 +139,6 @@ class ScriptedDestination:
         self.sent.append(delivery.control_id)
         outcome = self.outcomes.pop(0) if self.outcomes else Outcome.SENT
         return defer.succeed(DeliveryResult(outcome, response_code="AA" if outcome == Outcome.SENT else "AE", reason=str(outcome)))
-
-
-@pytest.fixture
-def store(sqlite_url):
-    """A started MessageStore on an empty SQLite database; stopped after the test."""
-    store = MessageStore(sqlite_url, reactor=reactor)
-    store.start()
-    yield store
-    pytest_twisted.blockon(store.stop())
 
 
 def _message(n: int) -> NewMessage:

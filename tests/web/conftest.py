@@ -90,15 +90,6 @@ def new_message(n: int, **columns) -> NewMessage:
     return NewMessage(**values)
 
 
-@pytest.fixture
-def store(sqlite_url):
-    """A started MessageStore on a fresh SQLite file (global reactor)."""
-    message_store = MessageStore(sqlite_url, reactor=reactor)
-    message_store.start()
-    yield message_store
-    pytest_twisted.blockon(message_store.stop())
-
-
 @dataclass
 class RunningWeb:
     """A started WebService and how to reach it."""
