@@ -983,11 +983,11 @@ class MessageStore:
         """
         self._inline_commits = 0
         try:
-            connection = self._writer.connection.get()
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            # On the driver: a checkpoint is no transaction, and SQLAlchemy would begin (and commit) one.
+            driver = self._writer.connection.get().connection.driver_connection
+            driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
             with self._transaction_lock:
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            connection.commit()
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
         except Exception as error:  # the next idle moment tries again; a failing store shows in the writes
             self._writer.connection.drop()
             log.debug("checkpointing the store failed: {error}", error=str(error))
