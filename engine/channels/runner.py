@@ -400,61 +400,36 @@ class Dispatcher(_Passes):
 
     @defer.inlineCallbacks
     def _pass(self):
-        head_only = self.stages.retry.on_error == "block"
-        # With on_error: block, a run that went out whole is recorded while the next run is sent;
-        # the next read leaves it out (after_id): its rows stay QUEUED until that write commits.
-        recording: defer.Deferred | None = None
-        after_id = 0
-        try:
-            while not self._stopped:
-                # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
-                # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
-                due = yield self.store.due_deliveries(self.channel, self.name, now=self.clock(), limit=self.batch_size, head_only=head_only, after_id=after_id)
-                if not due and recording is not None:
-                    previous, recording, after_id = recording, None, 0
-                    yield previous  # then read the queue again from its head
-                    continue
-                if not due:
-                    next_at = yield self.store.next_due_at(self.channel, self.name, head_only=head_only)
-                    self._schedule(next_at)
-                    return
-                outcomes = yield self._send(due, head_only)
-                if recording is not None:  # runs are recorded one at a time, in the order they were sent
-                    previous, recording = recording, None
-                    yield previous
-                if not outcomes:  # the destination stopped before sending anything
-                    return
-                recorded = self._record(outcomes)
-                if head_only and not self._stopped and all(result.outcome == Outcome.SENT for _, result in outcomes):
-                    recording, after_id = recorded, outcomes[-1][0].delivery_id
-                else:
-                    after_id = 0
-                    yield recorded
-        finally:
-            if recording is not None:  # a pass ends once what it sent is recorded (or failed to be)
-                yield recording
-
-    def _send(self, due: Sequence[Delivery], head_only: bool) -> defer.Deferred:
-        """Send a due run in order; fires with the (delivery, result) of each one sent (with ``head_only``, up to the first not SENT)."""
-        destination = self.stages.destination
-        send_batch = getattr(destination, "send_batch", None)
-        send_in_order = getattr(destination, "send_in_order", None)
-        if self.stages.batch and send_batch is not None and len(due) > 1:
-            return send_batch(due).addCallback(lambda results: list(zip(due, results)))
-        if send_in_order is not None:
-            # The destination sends the run itself (the MLLP one on its own thread): no reactor turn between messages.
-            return send_in_order(due, stop_at_failure=head_only).addCallback(lambda results: list(zip(due, results)))
-        return self._send_one_by_one(due, head_only)
-
-    @defer.inlineCallbacks
-    def _send_one_by_one(self, due: Sequence[Delivery], head_only: bool):
-        outcomes: list[tuple[Delivery, DeliveryResult]] = []
-        for delivery in due:
-            result = yield self.stages.destination.send(delivery)
-            outcomes.append((delivery, result))
-            if (result.outcome != Outcome.SENT and head_only) or self._stopped:
-                break
-        return outcomes
+        retry = self.stages.retry
+        head_only = retry.on_error == "block"
+        while not self._stopped:
+            # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
+            # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
+            due = yield self.store.due_deliveries(self.channel, self.name, now=self.clock(), limit=self.batch_size, head_only=head_only)
+            if not due:
+                next_at = yield self.store.next_due_at(self.channel, self.name, head_only=head_only)
+                self._schedule(next_at)
+                return
+            outcomes: list[tuple[Delivery, DeliveryResult]] = []
+            destination = self.stages.destination
+            send_batch = getattr(destination, "send_batch", None)
+            send_in_order = getattr(destination, "send_in_order", None)
+            if self.stages.batch and send_batch is not None and len(due) > 1:
+                results = yield send_batch(due)
+                outcomes.extend(zip(due, results))
+            elif send_in_order is not None:
+                # The destination sends the run itself (the MLLP one on its own thread): no reactor turn between messages.
+                results = yield send_in_order(due, stop_at_failure=head_only)
+                outcomes.extend(zip(due, results))
+            else:
+                for delivery in due:
+                    result = yield destination.send(delivery)
+                    outcomes.append((delivery, result))
+                    if (result.outcome != Outcome.SENT and head_only) or self._stopped:
+                        break
+            if not outcomes:  # the destination stopped before sending anything
+                return
+            yield self._record(outcomes)
 
     def _record(self, outcomes: Sequence[tuple[Delivery, DeliveryResult]]) -> defer.Deferred:
         now = self.clock()

@@ -816,9 +816,9 @@ class MessageStore:
         """Fires with QueueRepository.pending_for_processing(...): ReceivedMessage values, oldest first."""
         return self._read(QueueRepository.pending_for_processing, self._queues, channel, after_id=after_id, limit=limit)
 
-    def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool, after_id: int = 0) -> defer.Deferred:
+    def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool) -> defer.Deferred:
         """Fires with QueueRepository.due_deliveries(...): Delivery values in queue order."""
-        return self._read(QueueRepository.due_deliveries, self._queues, channel, destination, now=now, limit=limit, head_only=head_only, after_id=after_id)
+        return self._read(QueueRepository.due_deliveries, self._queues, channel, destination, now=now, limit=limit, head_only=head_only)
 
     def next_due_at(self, channel: str, destination: str, *, head_only: bool = False) -> defer.Deferred:
         """Fires with QueueRepository.next_due_at(...): a datetime or None."""

@@ -397,9 +397,8 @@ _PENDING = (
     .limit(sa.bindparam("limit"))
 )
 _LIMIT = sa.bindparam("b_limit", type_=sa.Integer())
-_AFTER_ID = deliveries.c.id > sa.bindparam("b_after_id", type_=deliveries.c.id.type)
-_HEAD_RUN = _Select(_queue(*_QUEUE_COLUMNS).where(_AFTER_ID).limit(_LIMIT))
-_DUE = _Select(_queue(*_QUEUE_COLUMNS).where(_AFTER_ID, deliveries.c.next_attempt_at <= sa.bindparam("b_now", type_=deliveries.c.next_attempt_at.type)).limit(_LIMIT))
+_HEAD_RUN = _Select(_queue(*_QUEUE_COLUMNS).limit(_LIMIT))
+_DUE = _Select(_queue(*_QUEUE_COLUMNS).where(deliveries.c.next_attempt_at <= sa.bindparam("b_now", type_=deliveries.c.next_attempt_at.type)).limit(_LIMIT))
 _HEAD_DUE_AT = _Select(_queue(deliveries.c.next_attempt_at).limit(1))
 _EARLIEST_DUE_AT = _Select(_queue(sa.func.min(deliveries.c.next_attempt_at)).order_by(None))
 # After recording attempts: every delivery of the messages they touched, with the message's
@@ -533,19 +532,18 @@ class QueueRepository:
             log.warn("skipped processing results of messages no longer RECEIVED: {message_ids}", message_ids=skipped)
         return ids
 
-    def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool, after_id: int = 0) -> list[Delivery]:
-        """At most ``limit`` QUEUED deliveries due at ``now``, in queue order, with ids above ``after_id``.
+    def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool) -> list[Delivery]:
+        """At most ``limit`` QUEUED deliveries due at ``now``, in queue order.
 
         With ``head_only`` they are the head of the queue and the rows right behind it, up to the
         first that is not due: nothing overtakes a row waiting for its retry (nothing at all while
-        the head waits). Without it, every due row counts, wherever it stands. ``after_id`` leaves
-        out rows a dispatcher sent and is recording: the queue's head is then the row after them.
+        the head waits). Without it, every due row counts, wherever it stands.
         """
         require_aware(now, "now")
         _check_limit(limit)
         statement, parameters = (_HEAD_RUN, {}) if head_only else (_DUE, {"now": now})
         with store_errors("reading a destination queue"), self._engine.connect() as connection:
-            rows = statement.rows(connection, {"channel": channel, "destination": destination, "limit": limit, "after_id": after_id, **parameters})
+            rows = statement.rows(connection, {"channel": channel, "destination": destination, "limit": limit, **parameters})
         due = []
         for delivery_id, message_id, channel_, destination_, control_id, payload, attempts, created_at, next_attempt_at in rows:
             if next_attempt_at > now:

@@ -193,35 +193,6 @@ def test_block_sends_the_due_run_in_order_and_stops_at_the_first_retry(store):
 
 
 @pytest_twisted.inlineCallbacks
-def test_block_sends_the_next_run_while_the_last_one_is_recorded(store):
-    """A run that went out whole is recorded while the next run is sent; nothing is sent twice and every message ends SENT once."""
-    ids = yield _queued(store, 7)
-    destination = ScriptedDestination()
-    stages = DestinationStages(name="lab", filters=(), transforms=(), destination=destination, retry=RetryPolicy(jitter=0))
-    dispatcher = Dispatcher("adt", stages, store=store, reactor=reactor, clock=utcnow, on_settled=lambda *_: None, observer=lambda *_: None, batch_size=3)
-    first_recorded = defer.Deferred()
-    record_attempts = store.record_attempts
-    runs = []
-
-    def record_slowly_first(results):
-        runs.append(len(results))
-        recorded = record_attempts(results)
-        return first_recorded.addCallback(lambda _: recorded) if len(runs) == 1 else recorded
-
-    store.record_attempts = record_slowly_first
-    dispatcher.start()
-    yield wait_until(lambda: len(destination.sent) == 6)
-    assert runs == [3] and not first_recorded.called  # the second run went out while the first was being recorded
-    yield deferLater(reactor, 0.2, lambda: None)
-    assert len(destination.sent) == 6  # one run ahead at most: the third waits for the first to be recorded
-    first_recorded.callback(None)
-    yield wait_until(lambda: sum(runs) == 7)
-    yield dispatcher.stop()
-    assert destination.sent == [f"C{n:04d}" for n in range(1, 8)]
-    assert (yield _deliveries(store, ids)) == [("SENT", 1)] * 7
-
-
-@pytest_twisted.inlineCallbacks
 def test_block_goes_on_after_an_error_in_the_run(store):
     """An AE (ERROR) on the 3rd of a run settles it and the queue goes on, in order, with the next run."""
     ids = yield _queued(store, 5)
