@@ -221,7 +221,8 @@ def _processing_trails(engine, folder: Path) -> defer.Deferred:
     for summary in (yield engine.store.search(MessageQuery(limit=100))):
         message = yield engine.store.get(summary.id)
         deliveries = [(d.destination, d.status, d.attempts, d.reason.replace(str(folder), "")) for d in message.deliveries]
-        events = [(e.status, e.detail.replace(str(folder), ""), e.destination) for e in message.events]
+        # Sorted: the two destinations' dispatchers record their attempts in either order.
+        events = sorted((e.status, e.detail.replace(str(folder), ""), e.destination or "") for e in message.events)
         trails[summary.control_id] = (message.status, message.error, message.transformed, deliveries, events)
     return trails
 
