@@ -23,7 +23,7 @@ import enum
 import operator
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,7 @@ from engine.errors import StoreError
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
-from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, sqlite_runs, _INSERT_EVENTS, _binds, _event, _new_delivery_row, _Rows
+from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, processing_rows, sqlite_runs, _INSERT_EVENTS, _binds, _new_delivery_row, _Rows
 from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, source_files, utc_now
 
 log = Logger(namespace="engine.store")
@@ -335,21 +335,13 @@ class _MessageInsert:
         Data-modifying CTEs run in one statement, so it is one round trip and atomic. The k-th
         message is the k-th smallest id the insert returns (ids come in row order, see run_alone).
         """
-        delivery_rows: list[list] = []
-        event_rows: list[list] = []
-        for k, message in enumerate(processed, start=1):
-            if message.deliveries is None:
-                continue
-            event_rows.append([k, len(event_rows), *self._event.values(_event(0, now, message.status, message.error))])
-            for delivery in message.deliveries:
-                row = _new_delivery_row(0, message.channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now)
-                delivery_rows.append([k, len(delivery_rows), *self._delivery.values(row)])
-                event_rows.append([k, len(event_rows), *self._event.values(_event(0, now, delivery.status, delivery.reason, delivery.destination))])
+        # Each row names its message by position (k), which the statement joins to the new ids.
+        delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
         parts = [f"WITH m AS ({insert}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m)"]
         for name, table, rows in (("d", self._delivery, delivery_rows), ("e", self._event, event_rows)):
             if rows:
                 parts.append(f", {name} AS ({table.insert_select(len(rows))})")
-                parameters.extend(value for row in rows for value in row)
+                parameters.extend(value for position, row in enumerate(rows) for value in (row["message_id"], position, *table.values(row)))
         parts.append(" SELECT id FROM m")
         return "".join(parts)
 
@@ -386,17 +378,19 @@ class _RowsOf:
         return f"{self._head}{', '.join([self._row] * count)}{self._tail}"
 
 
-def _record_processed(connection: sa.Connection, new_messages: Sequence[NewMessage], ids: Sequence[int], now: datetime) -> None:
-    """The deliveries and events of the messages processed at intake, as QueueRepository.record_processing writes them."""
+def _processed_rows(new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime) -> tuple[list[dict], list[dict]]:
+    """The deliveries and events rows of the messages processed at intake, as QueueRepository.record_processing writes them."""
     rows: list[dict] = []
     events: list[dict] = []
-    for message, message_id in zip(new_messages, ids):
-        if message.deliveries is None:
-            continue
-        events.append(_event(message_id, now, message.status, message.error))
-        for delivery in message.deliveries:
-            rows.append(_new_delivery_row(message_id, message.channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now))
-            events.append(_event(message_id, now, delivery.status, delivery.reason, delivery.destination))
+    for message, message_id in zip(new_messages, message_ids):
+        if message.deliveries is not None:
+            processing_rows(message_id, message.channel, message.status, message.error, message.deliveries, now, rows, events)
+    return rows, events
+
+
+def _record_processed(connection: sa.Connection, new_messages: Sequence[NewMessage], ids: Sequence[int], now: datetime) -> None:
+    """Insert the deliveries and events of the messages processed at intake, inside the connection's transaction."""
+    rows, events = _processed_rows(new_messages, ids, now)
     if rows:
         _INSERT_DELIVERY_ROWS.run(connection, rows)
     _INSERT_EVENTS.run(connection, events)

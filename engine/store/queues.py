@@ -359,6 +359,17 @@ def _event(message_id: int, at: datetime, status: str, detail: str, destination:
     return {"message_id": message_id, "at": at, "status": _fit(_EVENT_STATUS, status), "detail": _fit(_EVENT_DETAIL, detail), "destination": fitted}
 
 
+def processing_rows(message_id: int, channel: str, status: str, reason: str, new_deliveries: Sequence[NewDelivery], now: datetime, rows: list[dict], events: list[dict]) -> None:
+    """Append what processing one message writes besides the message: a deliveries row per delivery, and the events (the message's, then each delivery's).
+
+    Shared by record_processing and the store's insert of messages processed at intake, so both leave the same rows.
+    """
+    events.append(_event(message_id, now, status, reason))
+    for delivery in new_deliveries:
+        rows.append(_new_delivery_row(message_id, channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now))
+        events.append(_event(message_id, now, delivery.status, delivery.reason, delivery.destination))
+
+
 def _new_delivery_row(message_id: int, channel: str, destination: str, status: str, control_id: str, payload: bytes | None, reason: str, now: datetime) -> dict:
     return fit_text(
         deliveries,
@@ -519,10 +530,7 @@ class QueueRepository:
                         continue
                     channel = claimed.pop(result.message_id)
                     changes.append({"id": result.message_id, "status": result.status, "error": _fit(_MESSAGE_ERROR, result.reason), "transformed": result.transformed})
-                    events.append(_event(result.message_id, now, result.status, result.reason))
-                    for delivery in result.deliveries:
-                        rows.append(_new_delivery_row(result.message_id, channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now))
-                        events.append(_event(result.message_id, now, delivery.status, delivery.reason, delivery.destination))
+                    processing_rows(result.message_id, channel, result.status, result.reason, result.deliveries, now, rows, events)
                 if changes:
                     _SET_RESULT.run(connection, changes)
                 ids = list(connection.execute(_INSERT_DELIVERIES, rows).scalars()) if rows else []
