@@ -155,7 +155,7 @@ class _Rows:
     An INSERT on SQLite goes as multi-row INSERTs instead: sqlite3's executemany steps the
     statement once per row, letting go of the GIL and taking it back each time, which under load
     (the reactor waiting for the GIL) stretches a write transaction that intake is waiting for.
-    The rows go in chunks of a power of two up to _MOST_ROWS, so a few statements serve every
+    The rows go in chunks of a power of two (``sqlite_runs``), so a few statements serve every
     count (sqlite3 keeps each prepared).
     """
 
