@@ -15,7 +15,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from bench.harness import Options, Row, measure, row_folder
+from bench.harness import Options, Row, both, measure, row_folder
 from bench.stores import DeliveryWatch, drain_figures, probe, sqlite_url
 from bench.systems import SERVERS, EngineSetup, RunContext, ServerProcess, System, free_port, python_env
 
@@ -81,13 +81,13 @@ def order_problem(sent: list[str], received: list[str]) -> str | None:
 
 
 def measure_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *,
-                store_url: str | None = None, label: str = LABEL) -> Row:
-    """One end-to-end row, on ``store_url`` (default: SQLite in the row's folder)."""
+                store_url: str | None = None, label: str = LABEL, on_window=None) -> Row:
+    """One end-to-end row, on ``store_url`` (default: SQLite in the row's folder); ``on_window`` as for ``measure``."""
     with row_folder(options, f"bench-e2e-{connections}-") as folder, contextlib.closing(Downstream(folder)) as receiver:
         url = store_url or sqlite_url(folder / "hl7engine.db")
         engine = system.configured(label, EngineSetup(channels=channels(receiver.port), tables=TABLES, store_url=url))
         watch = DeliveryWatch(url, CHANNEL, DESTINATION, options.drain_seconds)
-        row = measure(scenario, engine, connections, options, context, on_window=watch.on_window)
+        row = measure(scenario, engine, connections, options, context, on_window=both(watch.on_window, on_window))
         receiver.close()
         if row.status != "ok":
             return row

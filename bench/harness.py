@@ -121,6 +121,16 @@ class Scenario:
 RowFunction = Callable[[str, System, int, Options, RunContext], Row]
 
 
+def both(first, second):
+    """One ``on_window`` hook that runs ``first`` then ``second`` (either may be None)."""
+    hooks = [hook for hook in (first, second) if hook]
+
+    def window(phase, server):
+        for hook in hooks:
+            hook(phase, server)
+    return window
+
+
 def measure(scenario: str, system: System, connections: int, options: Options, context: RunContext, *,
             on_window=None, patients: int | None = None) -> Row:
     """Start the system on a free port in a fresh folder, run the load, stop it, and say what it cost.

@@ -11,7 +11,7 @@ record.
 
 from __future__ import annotations
 
-from bench.harness import Options, Row, measure, row_folder
+from bench.harness import Options, Row, both, measure, row_folder
 from bench.stores import DeliveryWatch, drain_figures, probe, sqlite_url
 from bench.systems import EngineSetup, RunContext, System
 
@@ -29,13 +29,13 @@ CHANNELS = ({
 },)
 
 
-def measure_row(scenario: str, system: System, connections: int, options: Options, context: RunContext) -> Row:
-    """One patient-record row, on SQLite in the row's folder."""
+def measure_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None) -> Row:
+    """One patient-record row, on SQLite in the row's folder; ``on_window`` as for ``measure``."""
     with row_folder(options, f"bench-record-{connections}-") as folder:
         url = sqlite_url(folder / "hl7engine.db")
         engine = system.configured(LABEL, EngineSetup(channels=CHANNELS, store_url=url))
         watch = DeliveryWatch(url, CHANNEL, DESTINATION, options.drain_seconds)
-        row = measure(scenario, engine, connections, options, context, on_window=watch.on_window, patients=PATIENTS)
+        row = measure(scenario, engine, connections, options, context, on_window=both(watch.on_window, on_window), patients=PATIENTS)
         if row.status != "ok":
             return row
         with probe(url) as store:

@@ -1,10 +1,11 @@
-"""Profile the engine under the intake load: where does the time of a stored-and-acknowledged message go?
+"""Profile the engine under a scenario's load (intake, end to end or patient record): where does a message's time go?
 
 ``py-spy`` (installed into bench/.deps by the benchmark) samples every thread of the running
 engine from outside, so the reactor thread and the store's writer thread both show; ``cProfile``
 (the engine run as ``python -m cProfile -o ... -m engine run``) counts every call, but only on
 the reactor thread, and slows the engine down more. Either writes a summary to
-``<output>/profile-<tool>.md`` and keeps the raw output beside it (not committed).
+``<output>/profile-<tool>.md`` (``profile-<tool>-<scenario>.md`` for a scenario other than intake)
+and keeps the raw output beside it (not committed).
 """
 
 from __future__ import annotations
@@ -17,28 +18,37 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bench import deps, procstats
+from bench import deps, end_to_end, patient_record, procstats
 from bench.harness import Options, measure
 from bench.systems import SYSTEMS, RunContext
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
-def profile(tool: str, connections: int, options: Options, context: RunContext, output: Path, progress=print) -> Path:
-    """Run the engine row at this connection count under the profiler; return the summary's path."""
+# The scenarios a profile can be taken of: each runs one engine row with an on_window hook.
+PROFILED = {
+    "intake": lambda engine, connections, options, context, hook: measure("intake", engine, connections, options, context, on_window=hook),
+    "end-to-end": lambda engine, connections, options, context, hook: end_to_end.measure_row("end-to-end", engine, connections, options, context, on_window=hook),
+    "patient-record": lambda engine, connections, options, context, hook: patient_record.measure_row("patient-record", engine, connections, options, context, on_window=hook),
+}
+
+
+def profile(tool: str, scenario: str, connections: int, options: Options, context: RunContext, output: Path, progress=print) -> Path:
+    """Run the engine's row of ``scenario`` (a key of PROFILED) at this connection count under the profiler; return the summary's path."""
     output.mkdir(parents=True, exist_ok=True)
-    summary_path = output / f"profile-{tool}.md"
+    suffix = "" if scenario == "intake" else f"-{scenario}"
+    summary_path = output / f"profile-{tool}{suffix}.md"
     engine = SYSTEMS["engine"]
     threads: dict[str, dict[int, float]] = {}
     recorder: list[subprocess.Popen] = []
     if tool == "cprofile":
-        raw = (output / "profile-cprofile.prof").resolve()
+        raw = (output / f"profile-cprofile{suffix}.prof").resolve()
         context = replace(context, engine_python_args=["-m", "cProfile", "-o", str(raw)])
     else:
         binary, problem = deps.py_spy()
         if problem:
             raise RuntimeError(problem)
-        raw = (output / "profile-py-spy.raw").resolve()
+        raw = (output / f"profile-py-spy{suffix}.raw").resolve()
 
     def window(phase, server):
         threads[phase] = procstats.thread_cpu_seconds(server.pid)
@@ -54,14 +64,14 @@ def profile(tool: str, connections: int, options: Options, context: RunContext, 
                 recorder[0].kill()
                 recorder[0].wait(timeout=10)
 
-    progress(f"  engine under {tool}, {connections} connection(s) ...")
-    row = measure("intake", engine, connections, options, context, on_window=window)
+    progress(f"  engine under {tool}, {scenario}, {connections} connection(s) ...")
+    row = PROFILED[scenario](engine, connections, options, context, window)
     if tool == "cprofile":
         body = _summarise_cprofile(raw) if raw.exists() else f"cProfile wrote nothing ({row.reason})"
     else:
         stderr = recorder[0].stderr.read().decode(errors="replace").strip() if recorder else ""
         body = _summarise_py_spy(raw) if raw.exists() and raw.stat().st_size else f"py-spy wrote nothing: {stderr or row.reason}"
-    head = (f"# Engine profile ({tool}), intake, {connections} connection(s)\n\n"
+    head = (f"# Engine profile ({tool}), {scenario}, {connections} connection(s)\n\n"
             f"Engine: {context.engine_source}. Load: {row.rate:,.0f} msg/s, p99 {row.p99_ms or 0:.2f} ms, {row.errors} error(s),"
             f" server CPU {row.server_cpu_percent:.0f}% of one core ({row.server_cpu_us_per_message or 0:,.0f} µs/msg)"
             f" while profiled (the profiler slows the engine down). Raw output: {raw.name}.\n\n"

@@ -133,3 +133,14 @@ def test_postgresql_rows_run_on_a_database_of_their_own_dropped_afterwards(tmp_p
     end_to_end = rows["end-to-end"]["observed"]
     assert end_to_end["sent"] == acknowledged(rows["end-to-end"]) and end_to_end["order_problem"] is None
     assert all(verdict["met"] is None and "no SQLite" in verdict["measured"] for verdict in scenarios["postgresql"]["targets"])
+
+
+def test_profile_takes_the_one_scenario_it_can_run_else_intake():
+    from bench.run import profiled_scenario
+
+    assert profiled_scenario(("all",)) == "intake"
+    assert profiled_scenario(("end-to-end",)) == "end-to-end"
+    assert profiled_scenario(("patient-record",)) == "patient-record"
+    for names in (("large-store",), ("intake", "end-to-end")):
+        with pytest.raises(SystemExit, match="give one --scenario of intake, end-to-end, patient-record"):
+            profiled_scenario(names)
