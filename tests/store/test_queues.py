@@ -344,6 +344,36 @@ def test_events_keep_the_order_given_across_multi_row_inserts(engine, queues, re
     assert [tuple(row) for row in stored] == [(i, destination) for i in ids for destination in (None, "lab")]
 
 
+def test_one_call_of_many_attempts_records_each_as_row_by_row(repository, queues, received):
+    """Many attempts in one call (on PostgreSQL one statement per kind, reading arrays) leave what one call per attempt leaves.
+
+    The same delivery twice in one call (two RETRYs in a row; a RETRY, then its SENT) counts two attempts, each with its event.
+    """
+    ids = received(6)
+    delivery_ids = queues.record_processing([_queued(i, "lab") for i in ids])
+    later_at = NOW + timedelta(seconds=3)
+    retry_at = NOW + timedelta(seconds=9)
+    queues.record_attempts(
+        [_attempt(d, Outcome.SENT, later_at, response=b"MSA|AA|" + str(d).encode() + b"\r", response_code="AA") for d in delivery_ids[:3]]
+        + [_attempt(delivery_ids[3], Outcome.ERROR, response_code="AR", reason="refused x" + "\x00" * 2)]
+        + [_attempt(delivery_ids[4], Outcome.RETRY, reason="busy", next_attempt_at=retry_at)] * 2
+        + [_attempt(delivery_ids[5], Outcome.RETRY, reason="busy", next_attempt_at=retry_at), _attempt(delivery_ids[5], Outcome.SENT, later_at)]
+    )
+    stored = [repository.get(i) for i in ids]
+    assert [m.status for m in stored] == [Status.SENT] * 3 + [Status.ERROR, Status.QUEUED, Status.SENT]
+    assert [(d.status, d.attempts, d.sent_at, d.response, d.response_code) for m in stored for d in m.deliveries] == [
+        ("SENT", 1, later_at, f"MSA|AA|{d}\r".encode(), "AA") for d in delivery_ids[:3]
+    ] + [("ERROR", 1, None, None, "AR"), ("QUEUED", 2, None, None, ""), ("SENT", 2, later_at, None, "")]
+    assert stored[4].deliveries[0].next_attempt_at == retry_at
+    assert [e.detail for e in stored[4].events[-2:]] == [f"attempt {n} failed: busy; next at {retry_at.isoformat()}" for n in (1, 2)]
+    assert "\x00" not in stored[3].error and stored[3].error.startswith("lab: refused x")
+    assert [(e.status, e.detail) for e in stored[5].events[-3:]] == [
+        ("QUEUED", f"attempt 1 failed: busy; next at {retry_at.isoformat()}"),
+        ("SENT", "attempt 2 sent"),
+        ("SENT", "sent to lab"),
+    ]
+
+
 def test_attempts_for_unknown_deliveries_are_dropped(repository, queues, received):
     """An attempt result for a delivery id that does not exist is skipped; the others in the call are recorded."""
     [message_id] = received(1)
