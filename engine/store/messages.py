@@ -40,7 +40,7 @@ from engine.errors import StoreError
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
-from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, processing_rows, sqlite_runs, _INSERT_EVENTS, _binds, _new_delivery_row, _Rows
+from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, array_type, processing_rows, sqlite_runs, _INSERT_EVENTS, _binds, _new_delivery_row, _Rows
 from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, source_files, utc_now
 
 log = Logger(namespace="engine.store")
@@ -196,9 +196,9 @@ _SUMMARY_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(MessageS
 _STORED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events"))
 _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(MessageEvent))
 _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(DeliverySummary))
-# PostgreSQL takes at most 65,535 parameters a statement; a group's rows go in one below that.
+# PostgreSQL: a group's rows go in one statement up to this many (its values are arrays, so the
+# statement's text and parameters are the same for any count).
 _MAX_ROWS_PER_STATEMENT = 1000
-_MAX_PARAMETERS = 65_535
 
 # The columns an insert fills, in order: NewMessage's fields, then status_at (= received_at).
 _INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
@@ -236,8 +236,18 @@ class _MessageInsert:
         self._processors = tuple((i, processor) for i, processor in processors if processor is not None)
         self._text = tuple((i, messages.c[name].type.length) for i, name in enumerate(_NEW_MESSAGE_FIELDS) if isinstance(messages.c[name].type, sa.String))
         if not self.sqlite:
-            self._delivery = _RowsOf(deliveries, tuple(name for name in _INSERT_DELIVERY_ROWS_COLUMNS if name != "message_id"), dialect)
-            self._event = _RowsOf(message_events, ("at", "status", "detail", "destination"), dialect)
+            quote = dialect.identifier_preparer.quote
+            names = ", ".join(map(quote, _INSERT_COLUMNS))
+            arrays = ", ".join(f"%b::{array_type(messages.c[name], dialect)}" for name in _INSERT_COLUMNS)
+            # The rows come as one array per column; ids are handed out in the order the rows come (ORDER BY).
+            self._alone_sql = (f"INSERT INTO messages ({names}) SELECT {', '.join(f'v.{quote(name)}' for name in _INSERT_COLUMNS)}"
+                               f" FROM unnest({arrays}) WITH ORDINALITY AS v({names}, i) ORDER BY v.i RETURNING id")
+            delivery = _RowsOf(deliveries, tuple(name for name in _INSERT_DELIVERY_ROWS_COLUMNS if name != "message_id"), dialect)
+            event = _RowsOf(message_events, ("at", "status", "detail", "destination"), dialect)
+            self._processed = (delivery, event)
+            # Each row names its message by position (k), which the statement joins to the new ids.
+            self._processed_sql = (f"WITH m AS ({self._alone_sql}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m),"
+                                   f" d AS ({delivery.insert_select()}), e AS ({event.insert_select()}) SELECT id FROM m")
 
     def values(self, message: NewMessage) -> list:
         """The row of one message, in _INSERT_COLUMNS order, ready for the driver."""
@@ -290,22 +300,27 @@ class _MessageInsert:
         """PostgreSQL: insert the rows in one statement that commits by itself; their ids, in order.
 
         ``processed`` are the messages of ``rows`` when some were processed at intake: their
-        deliveries and events go in the same statement (``_processed_sql``), atomic as well.
+        deliveries and events go in the same statement (data-modifying CTEs), atomic as well.
 
         The connection must be in no transaction. BEGIN, a pipelined executemany and COMMIT cost
-        three round trips and psycopg's pipeline machinery; one multi-row INSERT in autocommit is
-        atomic all the same and costs one (measured in process: 0.7-1.1 ms -> 0.3 ms for a single
-        message, 0.14-0.23 -> 0.12 ms a message in groups of 8). The ids come from the sequence,
-        which hands them out in row order within a statement, so sorted they are the rows' ids in
-        order (what SQLAlchemy's insertmanyvalues relies on too).
+        three round trips and psycopg's pipeline machinery; one INSERT in autocommit is atomic all
+        the same and costs one (measured in process: 0.7-1.1 ms -> 0.3 ms for a single message,
+        0.14-0.23 -> 0.12 ms a message in groups of 8). Its values are arrays, one per column, so
+        the statement's text is the same for any number of rows: psycopg parses it once (it
+        re-parsed a multi-row VALUES list of each length, ~10 % of intake's time) and the server
+        runs it prepared. The ids come from the sequence in row order (ORDER BY the ordinal), so
+        sorted they are the rows' ids in order (what SQLAlchemy's insertmanyvalues relies on too).
         """
         if len(rows) > _MAX_ROWS_PER_STATEMENT:
             raise ValueError(f"at most {_MAX_ROWS_PER_STATEMENT} rows per statement, not {len(rows)}")
         driver = connection.connection.driver_connection
-        sql = f"{self.sql.removesuffix(' RETURNING id')}{(', ' + self._values) * (len(rows) - 1)} RETURNING id"
-        parameters = [value for row in rows for value in row]
+        parameters = [list(column) for column in zip(*rows)]
+        sql = self._alone_sql
         if processed:
-            sql = self._processed_sql(sql, processed, now, parameters)
+            sql = self._processed_sql
+            delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
+            delivery, event = self._processed
+            parameters += delivery.arrays(delivery_rows) + event.arrays(event_rows)
         driver.autocommit = True
         try:
             # Through SQLAlchemy, so its events see the statement and the (logical) commit; the
@@ -319,31 +334,9 @@ class _MessageInsert:
         finally:
             driver.autocommit = False
 
-    def fits_one_statement(self, processed: Sequence[NewMessage], rows: list[list]) -> bool:
-        """Whether run_alone takes these rows (and the deliveries and events of ``processed``): PostgreSQL takes 65,535 parameters at most."""
-        if len(rows) > _MAX_ROWS_PER_STATEMENT:
-            return False
-        count = len(rows) * len(_INSERT_COLUMNS)
-        for message in processed:
-            if message.deliveries is not None:
-                count += (1 + len(message.deliveries)) * self._event.width + len(message.deliveries) * self._delivery.width
-        return count <= _MAX_PARAMETERS
-
-    def _processed_sql(self, insert: str, processed: Sequence[NewMessage], now: datetime, parameters: list) -> str:
-        """One statement of ``insert`` (the messages) with the deliveries and events of those processed at intake; their values join ``parameters``.
-
-        Data-modifying CTEs run in one statement, so it is one round trip and atomic. The k-th
-        message is the k-th smallest id the insert returns (ids come in row order, see run_alone).
-        """
-        # Each row names its message by position (k), which the statement joins to the new ids.
-        delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
-        parts = [f"WITH m AS ({insert}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m)"]
-        for name, table, rows in (("d", self._delivery, delivery_rows), ("e", self._event, event_rows)):
-            if rows:
-                parts.append(f", {name} AS ({table.insert_select(len(rows))})")
-                parameters.extend(value for position, row in enumerate(rows) for value in (row["message_id"], position, *table.values(row)))
-        parts.append(" SELECT id FROM m")
-        return "".join(parts)
+    def fits_one_statement(self, rows: list[list]) -> bool:
+        """Whether run_alone takes these rows."""
+        return len(rows) <= _MAX_ROWS_PER_STATEMENT
 
     def _as_sqlalchemy_error(self, error: Exception, sql: str) -> sa_exc.DBAPIError:
         """The driver's error as SQLAlchemy would raise it, so store_errors and the writer judge it the same way."""
@@ -351,31 +344,32 @@ class _MessageInsert:
 
 
 class _RowsOf:
-    """PostgreSQL: rows of a table to insert for the messages of the same statement, each joined to its message by position (``n.k``)."""
+    """PostgreSQL: rows of a table to insert for the messages of the same statement, each joined to its message by position (``n.k``).
+
+    The rows come as arrays, one per column, beside the position of each row's message.
+    """
 
     def __init__(self, table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect):
         self._names = names
         self._processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
-        # Typed placeholders: in a VALUES list PostgreSQL would take an untyped parameter for text.
-        casts = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}" for name in names)
-        self._row = f"(%s::int, %s::int, {casts})"
-        columns = ", ".join(names)
-        self._head = f"INSERT INTO {table.name} (message_id, {columns}) SELECT n.id, {', '.join(f'v.{name}' for name in names)} FROM (VALUES "
+        quote = dialect.identifier_preparer.quote
+        columns = ", ".join(map(quote, names))
+        arrays = ", ".join(f"%b::{array_type(table.c[name], dialect)}" for name in names)
         # Ids are handed out in the order the rows come: the order given (a queue's order is its ids').
-        self._tail = f") AS v(k, i, {columns}) JOIN n USING (k) ORDER BY v.i"
+        self._sql = (f"INSERT INTO {table.name} (message_id, {columns}) SELECT n.id, {', '.join(f'v.{quote(name)}' for name in names)}"
+                     f" FROM unnest(%b::int[], {arrays}) WITH ORDINALITY AS v(k, {columns}, i) JOIN n USING (k) ORDER BY v.i")
 
-    @property
-    def width(self) -> int:
-        """Parameters a row takes."""
-        return 2 + len(self._names)
+    def arrays(self, rows: Sequence[dict]) -> list[list]:
+        """The parameters of ``insert_select`` for these rows (dicts by column name, ``message_id`` the message's position): one list per column, processed for the driver."""
+        arrays: list[list] = [[row["message_id"] for row in rows]]
+        for name, processor in zip(self._names, self._processors):
+            values = [row[name] for row in rows]
+            arrays.append(values if processor is None else [None if value is None else processor(value) for value in values])
+        return arrays
 
-    def values(self, row: dict) -> list:
-        """The values of one row (a dict by column name), processed for the driver."""
-        return [row[name] if processor is None or row[name] is None else processor(row[name]) for name, processor in zip(self._names, self._processors)]
-
-    def insert_select(self, count: int) -> str:
-        """The INSERT of ``count`` rows, each a message's position, the row's own, then the values."""
-        return f"{self._head}{', '.join([self._row] * count)}{self._tail}"
+    def insert_select(self) -> str:
+        """The INSERT of the rows, each joined to its message (``n``, by position ``k``)."""
+        return self._sql
 
 
 def _processed_rows(new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime) -> tuple[list[dict], list[dict]]:
@@ -461,7 +455,7 @@ class MessageRepository:
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
-            if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(every if processed else (), rows):
+            if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
                 return self._split(groups, self._insert.run_alone(connection, rows, every if processed else (), read_at))
             # TRANSACTION: every message and source file record given, with the deliveries and
             # events of those processed at intake, committed together or not at all (one group

@@ -217,6 +217,15 @@ class _Rows:
             connection.exec_driver_sql(statement, tuple(value for values in parameters[start : start + count] for value in values))
 
 
+def array_type(column: sa.Column, dialect: sa.Dialect) -> str:
+    """PostgreSQL: the type of an array of the column's values, without a length (values are fitted already; a cast to varchar(n) would cut).
+
+    Arrays go to the server in binary (``%b``): psycopg's text format escapes every element in
+    Python, ~13 times the cost (measured: 8 messages' columns, 208 us against 16 us).
+    """
+    return re.sub(r"[(][^)]*[)]$", "", column.type.compile(dialect=dialect)) + "[]"
+
+
 def _from_arrays(statement: sa.UpdateBase, sql: str, names: list[str], dialect: sa.Dialect) -> str:
     """PostgreSQL: ``sql`` (one row's INSERT or UPDATE by id, binds ``%(b_<column>)s``) as one statement of every row, each bind an array.
 
@@ -228,8 +237,7 @@ def _from_arrays(statement: sa.UpdateBase, sql: str, names: list[str], dialect: 
     bound = [name[2:] for name in names if name.startswith("b_")]
     for column in bound:
         sql = sql.replace(f"%(b_{column})s", f"v.{quote(column)}")
-    # An array of the column's type, without a length (the values were fitted already; a cast to varchar(n) would cut).
-    arrays = ", ".join(f"%(b_{column})s::{re.sub(r'[(][^)]*[)]$', '', table.c[column].type.compile(dialect=dialect))}[]" for column in bound)
+    arrays = ", ".join(f"%(b_{column})b::{array_type(table.c[column], dialect)}" for column in bound)
     source = f"unnest({arrays}) WITH ORDINALITY AS v({', '.join(map(quote, bound))}, i)"
     sql = sql.partition(" RETURNING ")[0]  # nothing reads the ids of these rows
     if isinstance(statement, sa.Insert):

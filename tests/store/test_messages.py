@@ -163,9 +163,9 @@ def test_a_message_processed_at_intake_is_stored_as_a_pass_records_it(repository
     assert _processing_trail(repository, inline)[0] == result.status
 
 
-@pytest.mark.parametrize("destinations", [2, 2500], ids=["one statement", "over the parameter limit"])
+@pytest.mark.parametrize("destinations", [2, 2500], ids=["two", "more than PostgreSQL takes as parameters"])
 def test_messages_processed_at_intake_keep_their_own_deliveries_in_a_group(repository, make_message, destinations):
-    """In one group, each processed message gets its own deliveries and events, beside a RECEIVED one; also past PostgreSQL's parameter limit."""
+    """In one group, each processed message gets its own deliveries and events, beside a RECEIVED one; also more than 65,535 values of them (PostgreSQL: arrays)."""
     queued = tuple(NewDelivery(f"d{n}", Status.QUEUED, "C1", f"to d{n}".encode()) for n in range(destinations))
     group = [
         make_message(1, status=Status.QUEUED, deliveries=queued),
