@@ -17,10 +17,10 @@ INTAKE_LABEL = "hl7engine, PostgreSQL, intake"
 END_TO_END_LABEL = "hl7engine, PostgreSQL, end to end"
 
 
-def _intake_row(scenario: str, system: System, connections: int, options: Options, context: RunContext) -> Row:
+def _intake_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None) -> Row:
     with fresh_database(options.postgres_server) as database:
         engine = system.configured(INTAKE_LABEL, EngineSetup(store_url=database.url))
-        row = measure(scenario, engine, connections, options, context)
+        row = measure(scenario, engine, connections, options, context, on_window=on_window)
     return _dropped(row, database, "intake", options)
 
 

@@ -1,4 +1,4 @@
-"""Profile the engine under a scenario's load (intake, end to end or patient record): where does a message's time go?
+"""Profile the engine under a scenario's load (intake, end to end, patient record, intake on PostgreSQL): where does a message's time go?
 
 ``py-spy`` (installed into bench/.deps by the benchmark) samples every thread of the running
 engine from outside, so the reactor thread and the store's writer thread both show; ``cProfile``
@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bench import deps, end_to_end, patient_record, procstats
+from bench import deps, end_to_end, patient_record, postgresql, procstats
 from bench.harness import Options, measure
 from bench.systems import SYSTEMS, RunContext
 
@@ -30,6 +30,8 @@ PROFILED = {
     "intake": lambda engine, connections, options, context, hook: measure("intake", engine, connections, options, context, on_window=hook),
     "end-to-end": lambda engine, connections, options, context, hook: end_to_end.measure_row("end-to-end", engine, connections, options, context, on_window=hook),
     "patient-record": lambda engine, connections, options, context, hook: patient_record.measure_row("patient-record", engine, connections, options, context, on_window=hook),
+    # Intake with the store on PostgreSQL (a database of its own, dropped afterwards).
+    "postgresql": lambda engine, connections, options, context, hook: postgresql._intake_row("postgresql", engine, connections, options, context, on_window=hook),
 }
 
 
