@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import operator
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from dataclasses import dataclass
@@ -157,7 +158,9 @@ class _Rows:
     statement once per row, letting go of the GIL and taking it back each time, which under load
     (the reactor waiting for the GIL) stretches a write transaction that intake is waiting for.
     The rows go in chunks of a power of two (``sqlite_runs``), so a few statements serve every
-    count (sqlite3 keeps each prepared).
+    count (sqlite3 keeps each prepared). An UPDATE by id goes the same way, reading its rows from
+    a VALUES list (``UPDATE ... FROM``): a dispatcher's 100 attempts were two executemany of 100
+    steps each, in the write transaction intake waits behind.
 
     On PostgreSQL many rows go as one statement that reads them from arrays (``unnest``, one
     array per column): psycopg's executemany pipelines a statement per row, and the Python work
@@ -170,7 +173,7 @@ class _Rows:
     def __init__(self, statement: sa.UpdateBase):
         self._statement = statement
         self._prepared: dict[str, tuple] = {}
-        self._many_rows: dict[int, str] = {}  # the multi-row INSERT of that many rows (SQLite)
+        self._many_rows: dict[int, str] = {}  # the statement of that many rows (SQLite)
         self._arrays: str | None = None  # the statement reading its rows from arrays (PostgreSQL)
 
     def run(self, connection: sa.Connection, rows: Sequence[dict]) -> None:
@@ -179,26 +182,27 @@ class _Rows:
         prepared = self._prepared.get(dialect.name)
         if prepared is None:
             sql, names, fields = _prepare(self._statement, dialect)
-            prepared = self._prepared[dialect.name] = (sql, names, _values_of(fields))
-        sql, names, values_of = prepared
+            prepared = self._prepared[dialect.name] = (sql, names, fields, _values_of(fields))
+        sql, names, fields, values_of = prepared
         times: dict[datetime, Any] = {}
         parameters = [values_of(row, times) for row in rows]
-        if len(parameters) > 1 and dialect.name == "sqlite" and isinstance(self._statement, sa.Insert):
-            self._insert_many(connection, sql, parameters)
-            return
-        if len(parameters) > 1 and dialect.name == "postgresql" and names is not None and self._one_each(names, parameters):
-            self._from_arrays(connection, sql, names, parameters)
-            return
+        if len(parameters) > 1 and self._one_each(fields, parameters):
+            if dialect.name == "sqlite":
+                self._sqlite_many(connection, sql, fields, parameters)
+                return
+            if dialect.name == "postgresql" and names is not None:
+                self._from_arrays(connection, sql, names, parameters)
+                return
         if names is not None:
             parameters = [dict(zip(names, values)) for values in parameters]
         # One row is a plain execute: psycopg runs an executemany as a pipeline, which costs more for one.
         connection.exec_driver_sql(sql, parameters[0] if len(parameters) == 1 else parameters)
 
-    def _one_each(self, names: list[str], parameters: list[tuple]) -> bool:
+    def _one_each(self, fields: tuple, parameters: list[tuple]) -> bool:
         """Whether one statement may take these rows: always for an INSERT; for an UPDATE, when no id comes twice."""
         if isinstance(self._statement, sa.Insert):
             return True
-        index = names.index("b_id")
+        index = [key for key, _, _ in fields].index("id")
         return len({values[index] for values in parameters}) == len(parameters)
 
     def _from_arrays(self, connection: sa.Connection, sql: str, names: list[str], parameters: list[tuple]) -> None:
@@ -208,13 +212,47 @@ class _Rows:
         # A bind of every row (b_...) becomes its column's array; a constant of the statement stays one value.
         connection.exec_driver_sql(self._arrays, {name: list(column) if name.startswith("b_") else column[0] for name, column in zip(names, columns)})
 
-    def _insert_many(self, connection: sa.Connection, sql: str, parameters: list[tuple]) -> None:
+    def _sqlite_many(self, connection: sa.Connection, sql: str, fields: tuple, parameters: list[tuple]) -> None:
+        """SQLite: the rows in a few statements of many rows each (chunks of a power of two, each statement kept prepared by sqlite3).
+
+        An INSERT takes a multi-row VALUES list; an UPDATE by id reads its rows from one
+        (``WITH v(...) AS (VALUES ...) UPDATE ... FROM v``, SQLite 3.33 and later).
+        """
+        update = isinstance(self._statement, sa.Update)
+        if update and sqlite3.sqlite_version_info < (3, 33):
+            connection.exec_driver_sql(sql, parameters)
+            return
+        bound = [index for index, (key, _, _) in enumerate(fields) if key is not None]
+        constants = tuple(constant for key, _, constant in fields if key is None)
         for start, count in sqlite_runs(len(parameters)):
             statement = self._many_rows.get(count)
             if statement is None:
-                head, values, row = sql.rpartition(" VALUES ")
-                statement = self._many_rows[count] = f"{head}{values}{', '.join([row] * count)}"
-            connection.exec_driver_sql(statement, tuple(value for values in parameters[start : start + count] for value in values))
+                statement = self._many_rows[count] = _sqlite_update_many(sql, fields, count, connection.dialect) if update else _sqlite_insert_many(sql, count)
+            chunk = parameters[start : start + count]
+            if update:  # the rows' values in the CTE first, then the statement's own constants
+                values = tuple(values[index] for values in chunk for index in bound) + constants
+            else:
+                values = tuple(value for values in chunk for value in values)
+            connection.exec_driver_sql(statement, values)
+
+
+def _sqlite_insert_many(sql: str, count: int) -> str:
+    """SQLite: the one-row INSERT ``sql`` as an INSERT of ``count`` rows."""
+    head, values, row = sql.rpartition(" VALUES ")
+    return f"{head}{values}{', '.join([row] * count)}"
+
+
+def _sqlite_update_many(sql: str, fields: tuple, count: int, dialect: sa.Dialect) -> str:
+    """SQLite: the one-row UPDATE by id ``sql`` (``?`` binds, ``fields`` as _prepare gives them) as one UPDATE of ``count`` rows read from a VALUES list."""
+    quote = dialect.identifier_preparer.quote
+    pieces = sql.split("?")
+    if len(pieces) != len(fields) + 1 or " WHERE " not in sql:
+        raise ValueError(f"not an UPDATE by id with one ? per bind: {sql}")
+    text = pieces[0] + "".join(("?" if key is None else f"v.{quote(key)}") + piece for (key, _, _), piece in zip(fields, pieces[1:]))
+    keys = [quote(key) for key, _, _ in fields if key is not None]
+    row = f"({', '.join(['?'] * len(keys))})"
+    head, where, tail = text.partition(" WHERE ")
+    return f"WITH v({', '.join(keys)}) AS (VALUES {', '.join([row] * count)}) {head} FROM v{where}{tail}"
 
 
 def array_type(column: sa.Column, dialect: sa.Dialect) -> str:
@@ -639,7 +677,7 @@ class QueueRepository:
             # TRANSACTION: each attempt's outcome and event, and the final status of every message
             # whose deliveries are now all final, so a message never shows SENT before its rows do.
             with self._engine.begin() as connection:
-                # Consecutive results with the same outcome share one executemany, in the order given.
+                # Consecutive results with the same outcome share one statement (_Rows), in the order given.
                 for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
                     _RECORD_ATTEMPT[outcome].run(connection, [_attempt_values(result) for result in run])
                 touched = _TOUCHED.rows(connection, {"ids": sorted({r.delivery_id for r in results})})
