@@ -19,7 +19,6 @@ import collections
 import select
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -65,37 +64,17 @@ class _Replies(MLLPFramer):
         self.too_long = True
 
 
-def _timeval(seconds: float) -> bytes:
-    """A struct timeval of ``seconds`` for SO_RCVTIMEO/SO_SNDTIMEO; at least 1 us (zero would mean no limit)."""
-    whole, micro = divmod(max(1, round(seconds * 1_000_000)), 1_000_000)
-    return struct.pack("@ll", whole, micro)
-
-
 class _Connection:
-    """One blocking connection (TCP or TLS) and the replies read from it; only the sending thread uses it.
-
-    A TCP connection is a blocking socket whose time limits are the kernel's (SO_SNDTIMEO,
-    SO_RCVTIMEO): with a Python timeout, every send and every read is a poll() and then the call,
-    each letting go of the GIL and taking it back, which under load means waiting behind the
-    reactor; this way a message costs one send and one read. A TLS connection keeps Python's
-    timeout (ssl reads over a kernel time limit do not tell a timeout from a partial record).
-    """
+    """One blocking connection (TCP or TLS) and the replies read from it; only the sending thread uses it."""
 
     def __init__(self, sock: socket.socket, max_reply_bytes: int):
         self.sock = sock
         self.replies = _Replies(max_reply_bytes)
-        self._kernel_limits = not isinstance(sock, ssl.SSLSocket)
-        self._limit: float | None = None  # the kernel's time limit now set (TCP)
 
-    def arrived_while_idle(self, poll: bool = True) -> str | None:
-        """What came while nothing was in flight: 'closed' (the peer hung up), 'reply' (bytes nobody asked for), or None.
-
-        Without ``poll`` only what was already read is looked at (the socket is not asked).
-        """
+    def arrived_while_idle(self) -> str | None:
+        """What came while nothing was in flight: 'closed' (the peer hung up), 'reply' (bytes nobody asked for), or None."""
         if self.replies.frames or self.replies.too_long:
             return "reply"
-        if not poll:
-            return None
         pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
         if not pending and not select.select([self.sock], [], [], 0)[0]:
             return None
@@ -106,45 +85,26 @@ class _Connection:
             return None  # TLS records without data (a TLS 1.3 session ticket)
         except OSError:
             return "closed"
-        finally:
-            self.sock.setblocking(True)  # request() sets the time limits it needs
         return "reply" if data else "closed"
-
-    def _time_limit(self, seconds: float) -> None:
-        """Let the next send or read wait at most ``seconds``."""
-        if not self._kernel_limits:
-            self.sock.settimeout(seconds)
-            return
-        if self.sock.gettimeout() is not None:
-            self.sock.settimeout(None)  # blocking: the limit is the kernel's
-        if seconds != self._limit:
-            limit = _timeval(seconds)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-            self._limit = seconds
 
     def request(self, payload: bytes, timeout: float) -> bytes | None:
         """Send one payload; its reply's payload, or None when none came within ``timeout``.
 
         Raises _ConnectionClosed (or OSError) when the connection ends, _ReplyTooLong past max_reply_bytes.
-        A send that cannot go out within ``timeout`` raises OSError (the receiver stopped reading).
         """
-        self._time_limit(timeout)
+        self.sock.settimeout(timeout)
         self.sock.sendall(frame(payload))
         deadline = time.monotonic() + timeout
-        first = True
         while not self.replies.frames:
             if self.replies.too_long:
                 raise _ReplyTooLong()
-            if not first:  # a partial reply: what is left of the time
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._time_limit(remaining)
-            first = False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(_READ_BYTES)
-            except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's limit (EAGAIN)
+            except TimeoutError:
                 return None
             if not data:
                 raise _ConnectionClosed("closed by the receiver")
@@ -267,34 +227,29 @@ class _Sender:
                 self._reactor.callFromThread(run.callback, None)
                 return
             results: list[DeliveryResult] = []
-            for position, delivery in enumerate(run.deliveries):
+            for delivery in run.deliveries:
                 if self._closing:
                     break
-                # After the first, each message of a run follows an ACK just read on the connection:
-                # the socket is not polled for what came in between (a select() lets go of the GIL
-                # and takes it back, which under load waits behind the reactor). A stray reply read
-                # with the ACK still closes the connection; one still on its way shows as an ACK
-                # for another control id, which closes it too.
-                result = self._attempt_logged(delivery, poll=position == 0)
+                result = self._attempt_logged(delivery)
                 results.append(result)
                 if run.stop_at_failure and result.outcome != Outcome.SENT:
                     break
             self._reactor.callFromThread(run.done.callback, results)
 
-    def _attempt_logged(self, delivery: Delivery, *, poll: bool = True) -> DeliveryResult:
+    def _attempt_logged(self, delivery: Delivery) -> DeliveryResult:
         try:
-            return self._attempt(delivery, poll)
+            return self._attempt(delivery)
         except Exception:  # a bug: logged with its traceback (on the reactor thread), and the message is kept
             self._drop()
             failure = Failure()
             self._reactor.callFromThread(unexpected_failure, failure, self.name)
             return unexpected_result(failure)
 
-    def _attempt(self, delivery: Delivery, poll: bool) -> DeliveryResult:
+    def _attempt(self, delivery: Delivery) -> DeliveryResult:
         settings = self.settings
         where = f"{settings.host}:{settings.port}"
         try:
-            connection = self._connected(poll)
+            connection = self._connected()
         except TimeoutError:
             return DeliveryResult(Outcome.RETRY, reason=f"no connection to {where} within {settings.connect_timeout_seconds:g}s")
         except OSError as exc:  # refused, unknown host, TLS handshake refused
@@ -324,11 +279,11 @@ class _Sender:
             return decide(settings.ack_policy, reply, sent_control_id=delivery.control_id)
         return judge(settings.ack_policy, ack, sent_control_id=delivery.control_id)
 
-    def _connected(self, poll: bool = True) -> _Connection:
-        """The open connection, after checking nothing came while it was idle (``poll``: asking the socket too); a new one when there is none."""
+    def _connected(self) -> _Connection:
+        """The open connection, after checking nothing came while it was idle; a new one when there is none."""
         connection = self._connection
         if connection is not None:
-            arrived = connection.arrived_while_idle(poll)
+            arrived = connection.arrived_while_idle()
             if arrived is None:
                 return connection
             if arrived == "reply":
