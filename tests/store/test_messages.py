@@ -42,6 +42,21 @@ def test_round_trip_keeps_raw_and_ack_bytes_exactly(repository, make_message):
     assert type(stored.raw) is bytes and stored.raw == raw and stored.ack == ack
 
 
+def test_a_group_round_trips_every_column_as_a_single_message_does(repository, make_message):
+    """A group (on PostgreSQL one statement of arrays, sent in binary) stores each column as inserted: text an
+    array literal would quote ({ } , " \\ NULL), non-ASCII text, empty and missing values, bytes of every kind."""
+    awkward = 'a,b {c} "d" \\e\\ NULL \u00e9\u4e2d\U0001f600'
+    group = [
+        make_message(1),
+        make_message(2, raw=b"MSH|^~\\&|\x00\xff{}\",\\\rPID|1\r", ack=b"", channel=awkward[:64], peer="NULL", error=awkward,
+                     sending_application="", patient_id="{1,2}", batch_control_id="B\"1", batch_index=0,
+                     received_at=datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))),
+        make_message(3, channel=None, ack=None, charset="UNICODE UTF-8", batch_control_id=None, batch_index=None),
+    ]
+    ids = repository.insert(group)
+    assert [repository.get(i) for i in ids] == [_expected(i, new) for i, new in zip(ids, group)]
+
+
 def test_received_at_is_read_back_in_utc(repository, make_message):
     """An aware time with any offset comes back as the same instant in UTC."""
     local = datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
