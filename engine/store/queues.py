@@ -267,7 +267,7 @@ def array_type(column: sa.Column, dialect: sa.Dialect) -> str:
 def _from_arrays(statement: sa.UpdateBase, sql: str, names: list[str], dialect: sa.Dialect) -> str:
     """PostgreSQL: ``sql`` (one row's INSERT or UPDATE by id, binds ``%(b_<column>)s``) as one statement of every row, each bind an array.
 
-    ``UPDATE t SET c = v.c ... FROM unnest(%(b_c)s::type[], ...) AS v(c, ...) WHERE t.id = v.id``;
+    ``UPDATE t SET c = v.c ... FROM unnest(%(b_c)b::type[], ...) AS v(c, ...) WHERE t.id = v.id``;
     ``INSERT INTO t (...) SELECT v.c, ... FROM unnest(...) WITH ORDINALITY AS v(c, ..., i) ORDER BY v.i``.
     """
     table = statement.table
