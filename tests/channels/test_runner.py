@@ -141,6 +141,24 @@ class ScriptedDestination:
         return defer.succeed(DeliveryResult(outcome, response_code="AA" if outcome == Outcome.SENT else "AE", reason=str(outcome)))
 
 
+class RunDestination(ScriptedDestination):
+    """Sends a whole run itself, as the mllp destination does (``send_in_order``); notes the length of each run."""
+
+    def __init__(self, *outcomes: Outcome):
+        super().__init__(*outcomes)
+        self.runs: list[int] = []
+
+    def send_in_order(self, deliveries, *, stop_at_failure: bool) -> defer.Deferred:
+        self.runs.append(len(deliveries))
+        results = []
+        for delivery in deliveries:
+            result = self.send(delivery).result
+            results.append(result)
+            if stop_at_failure and result.outcome != Outcome.SENT:
+                break
+        return defer.succeed(results)
+
+
 def _message(n: int) -> NewMessage:
     raw = adt(n)
     return NewMessage(raw=raw, received_at=datetime.now(timezone.utc), listener="main", peer="test", status=Status.RECEIVED, channel="adt", control_id=f"C{n:04d}")
@@ -173,6 +191,22 @@ def _deliveries(store, message_ids):
         message = yield store.get(message_id)
         rows += [(d.status, d.attempts) for d in message.deliveries]
     return rows
+
+
+@pytest_twisted.inlineCallbacks
+@pytest.mark.parametrize(("kind", "rounds"), [("sends runs", [250, 50]), ("sends one by one", [100, 100, 100])])
+def test_a_destination_that_sends_runs_takes_longer_rounds(store, kind, rounds):
+    """A queue of 300: a destination sending a run itself (mllp) takes rounds of up to 250, any other up to 100; all in order."""
+    yield _queued(store, 300)
+    destination = RunDestination() if kind == "sends runs" else ScriptedDestination()
+    dispatcher, recorded = _dispatcher(store, destination)
+    dispatcher.start()
+    yield wait_until(lambda: sum(map(len, recorded)) == 300)
+    yield dispatcher.stop()
+    assert [len(r) for r in recorded] == rounds
+    assert destination.sent == [f"C{n:04d}" for n in range(1, 301)]
+    if kind == "sends runs":
+        assert destination.runs == rounds
 
 
 @pytest_twisted.inlineCallbacks
