@@ -40,7 +40,7 @@ from engine.errors import StoreError
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
-from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, array_type, processing_rows, sqlite_runs, _INSERT_EVENTS, _binds, _new_delivery_row, _Rows
+from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, processing_rows, sqlite_runs, _INSERT_EVENTS, _binds, _new_delivery_row, _Rows, _values_of, unnest_rows
 from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, source_files, utc_now
 
 log = Logger(namespace="engine.store")
@@ -236,12 +236,8 @@ class _MessageInsert:
         self._processors = tuple((i, processor) for i, processor in processors if processor is not None)
         self._text = tuple((i, messages.c[name].type.length) for i, name in enumerate(_NEW_MESSAGE_FIELDS) if isinstance(messages.c[name].type, sa.String))
         if not self.sqlite:
-            quote = dialect.identifier_preparer.quote
-            names = ", ".join(map(quote, _INSERT_COLUMNS))
-            arrays = ", ".join(f"%b::{array_type(messages.c[name], dialect)}" for name in _INSERT_COLUMNS)
             # The rows come as one array per column; ids are handed out in the order the rows come (ORDER BY).
-            self._alone_sql = (f"INSERT INTO messages ({names}) SELECT {', '.join(f'v.{quote(name)}' for name in _INSERT_COLUMNS)}"
-                               f" FROM unnest({arrays}) WITH ORDINALITY AS v({names}, i) ORDER BY v.i RETURNING id")
+            self._alone_sql = f"{_insert_select(messages, _INSERT_COLUMNS, dialect)} FROM {unnest_rows(messages, _INSERT_COLUMNS, dialect)} ORDER BY v.i RETURNING id"
             delivery = _RowsOf(deliveries, tuple(name for name in _INSERT_DELIVERY_ROWS_COLUMNS if name != "message_id"), dialect)
             event = _RowsOf(message_events, ("at", "status", "detail", "destination"), dialect)
             self._processed = (delivery, event)
@@ -314,17 +310,17 @@ class _MessageInsert:
         if len(rows) > _MAX_ROWS_PER_STATEMENT:
             raise ValueError(f"at most {_MAX_ROWS_PER_STATEMENT} rows per statement, not {len(rows)}")
         driver = connection.connection.driver_connection
-        parameters: Sequence = [list(column) for column in zip(*rows)]
-        sql = self._alone_sql
         if len(rows) == 1 and not processed:
             # One message (one sender): the one-row INSERT takes its values as they are, no arrays to
             # build, and is short enough for psycopg to keep parsed as well.
             sql, parameters = self.sql, rows[0]
-        elif processed:
-            sql = self._processed_sql
-            delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
-            delivery, event = self._processed
-            parameters += delivery.arrays(delivery_rows) + event.arrays(event_rows)
+        else:
+            sql, parameters = self._alone_sql, [list(column) for column in zip(*rows)]
+            if processed:
+                sql = self._processed_sql
+                delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
+                delivery, event = self._processed
+                parameters += delivery.arrays(delivery_rows) + event.arrays(event_rows)
         driver.autocommit = True
         try:
             # Through SQLAlchemy, so its events see the statement and the (logical) commit; the
@@ -354,26 +350,28 @@ class _RowsOf:
     """
 
     def __init__(self, table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect):
-        self._names = names
-        self._processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
-        quote = dialect.identifier_preparer.quote
-        columns = ", ".join(map(quote, names))
-        arrays = ", ".join(f"%b::{array_type(table.c[name], dialect)}" for name in names)
+        self._width = len(names)
+        self._values_of = _values_of(tuple((name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect), None) for name in names))
         # Ids are handed out in the order the rows come: the order given (a queue's order is its ids').
-        self._sql = (f"INSERT INTO {table.name} (message_id, {columns}) SELECT n.id, {', '.join(f'v.{quote(name)}' for name in names)}"
-                     f" FROM unnest(%b::int[], {arrays}) WITH ORDINALITY AS v(k, {columns}, i) JOIN n USING (k) ORDER BY v.i")
+        self._sql = (f"{_insert_select(table, ('message_id', *names), dialect, ('n.id',))}"
+                     f" FROM {unnest_rows(table, names, dialect, positions=True)} JOIN n USING (k) ORDER BY v.i")
 
     def arrays(self, rows: Sequence[dict]) -> list[list]:
         """The parameters of ``insert_select`` for these rows (dicts by column name, ``message_id`` the message's position): one list per column, processed for the driver."""
-        arrays: list[list] = [[row["message_id"] for row in rows]]
-        for name, processor in zip(self._names, self._processors):
-            values = [row[name] for row in rows]
-            arrays.append(values if processor is None else [None if value is None else processor(value) for value in values])
-        return arrays
+        times: dict = {}
+        columns = list(zip(*(self._values_of(row, times) for row in rows))) or [()] * self._width
+        return [[row["message_id"] for row in rows], *map(list, columns)]
 
     def insert_select(self) -> str:
         """The INSERT of the rows, each joined to its message (``n``, by position ``k``)."""
         return self._sql
+
+
+def _insert_select(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, values: Sequence[str] = ()) -> str:
+    """PostgreSQL: ``INSERT INTO <table> (<columns>) SELECT <values>, v.<column>, ...``: the given ``values`` fill the first columns, ``v`` the rest."""
+    quote = dialect.identifier_preparer.quote
+    picked = [*values, *(f"v.{quote(name)}" for name in columns[len(values):])]
+    return f"INSERT INTO {table.name} ({', '.join(map(quote, columns))}) SELECT {', '.join(picked)}"
 
 
 def _processed_rows(new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime) -> tuple[list[dict], list[dict]]:
