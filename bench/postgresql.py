@@ -17,7 +17,8 @@ INTAKE_LABEL = "hl7engine, PostgreSQL, intake"
 END_TO_END_LABEL = "hl7engine, PostgreSQL, end to end"
 
 
-def _intake_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None) -> Row:
+def intake_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None) -> Row:
+    """One intake row on a database of its own (dropped afterwards); ``on_window`` as for ``measure`` (the profiler's)."""
     with fresh_database(options.postgres_server) as database:
         engine = system.configured(INTAKE_LABEL, EngineSetup(store_url=database.url))
         row = measure(scenario, engine, connections, options, context, on_window=on_window)
@@ -43,7 +44,7 @@ def run(scenario: Scenario, options: Options, context: RunContext, *, progress=p
         return []
     problem = postgres_unreachable(options.postgres_server)
     if problem is None:
-        return sweep(scenario, options, context, progress=progress, variants=(_intake_row, _end_to_end_row))
+        return sweep(scenario, options, context, progress=progress, variants=(intake_row, _end_to_end_row))
     progress(f"  {problem}")
     engine = SYSTEMS["engine"]
     return [Row(scenario.name, engine.name, label, engine.role, connections, status="unavailable", reason=problem)

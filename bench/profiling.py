@@ -31,7 +31,7 @@ PROFILED = {
     "end-to-end": lambda engine, connections, options, context, hook: end_to_end.measure_row("end-to-end", engine, connections, options, context, on_window=hook),
     "patient-record": lambda engine, connections, options, context, hook: patient_record.measure_row("patient-record", engine, connections, options, context, on_window=hook),
     # Intake with the store on PostgreSQL (a database of its own, dropped afterwards).
-    "postgresql": lambda engine, connections, options, context, hook: postgresql._intake_row("postgresql", engine, connections, options, context, on_window=hook),
+    "postgresql": lambda engine, connections, options, context, hook: postgresql.intake_row("postgresql", engine, connections, options, context, on_window=hook),
 }
 
 
