@@ -25,9 +25,11 @@ def intake_row(scenario: str, system: System, connections: int, options: Options
     return _dropped(row, database, "intake", options)
 
 
-def _end_to_end_row(scenario: str, system: System, connections: int, options: Options, context: RunContext) -> Row:
+def end_to_end_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None) -> Row:
+    """One end-to-end row on a database of its own (dropped afterwards); ``on_window`` as for ``measure``."""
     with fresh_database(options.postgres_server) as database:
-        row = end_to_end.measure_row(scenario, system, connections, options, context, store_url=database.url, label=END_TO_END_LABEL)
+        row = end_to_end.measure_row(scenario, system, connections, options, context, store_url=database.url, label=END_TO_END_LABEL,
+                                     on_window=on_window)
     return _dropped(row, database, "end-to-end", options)
 
 
@@ -44,7 +46,7 @@ def run(scenario: Scenario, options: Options, context: RunContext, *, progress=p
         return []
     problem = postgres_unreachable(options.postgres_server)
     if problem is None:
-        return sweep(scenario, options, context, progress=progress, variants=(intake_row, _end_to_end_row))
+        return sweep(scenario, options, context, progress=progress, variants=(intake_row, end_to_end_row))
     progress(f"  {problem}")
     engine = SYSTEMS["engine"]
     return [Row(scenario.name, engine.name, label, engine.role, connections, status="unavailable", reason=problem)

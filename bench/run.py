@@ -5,7 +5,8 @@ first use (see bench/README.md), never into the project. Every row starts its ow
 process on a free port of 127.0.0.1, drives it with the load generator, stops it, and records
 what it measured; the report is printed and written to bench/results/latest.md and .json.
 ``--profile py-spy`` (or ``cprofile``) instead runs the engine once under the load with a
-profiler (intake, or the one --scenario given: end-to-end, patient-record, postgresql) and writes
+profiler (intake, or the one --scenario given: end-to-end, patient-record, postgresql, or
+postgresql,end-to-end for end to end on PostgreSQL) and writes
 bench/results/profile-<tool>[-<scenario>].md.
 """
 
@@ -58,6 +59,8 @@ def profiled_scenario(names: tuple[str, ...]) -> str:
 
     if "all" in names:
         return "intake"
+    if sorted(names) == ["end-to-end", "postgresql"]:  # end to end with the store on PostgreSQL
+        return "postgresql-end-to-end"
     if len(names) != 1 or names[0] not in PROFILED:
         sys.exit(f"--profile: give one --scenario of {', '.join(PROFILED)}")
     return names[0]
@@ -85,7 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--prefill-queued", type=int, default=100_000, help="large-store: of those, queued for the destination that is down (default 100,000)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432", help="postgresql: the server each row creates its database on (default postgresql://postgres@127.0.0.1:5432)")
     parser.add_argument("--keep", action="store_true", help="keep each row's work folder (config, store, server log)")
-    parser.add_argument("--profile", choices=["py-spy", "cprofile"], help="profile the engine once under the load of one --scenario (intake, end-to-end, patient-record, or postgresql: its intake; default intake), at the largest --connections, instead")
+    parser.add_argument("--profile", choices=["py-spy", "cprofile"], help="profile the engine once under the load of one --scenario (intake, end-to-end, patient-record, postgresql: its intake, or postgresql,end-to-end; default intake), at the largest --connections, instead")
     parser.add_argument("--list", action="store_true", help="list the scenarios and systems and exit")
     args = parser.parse_args(argv)
     args.seconds = args.seconds if args.seconds is not None else (QUICK_SECONDS if args.quick else 10.0)

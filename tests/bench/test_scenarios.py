@@ -141,6 +141,8 @@ def test_profile_takes_the_one_scenario_it_can_run_else_intake():
     assert profiled_scenario(("all",)) == "intake"
     assert profiled_scenario(("end-to-end",)) == "end-to-end"
     assert profiled_scenario(("patient-record",)) == "patient-record"
+    assert profiled_scenario(("postgresql",)) == "postgresql"
+    assert profiled_scenario(("postgresql", "end-to-end")) == "postgresql-end-to-end"
     for names in (("large-store",), ("intake", "end-to-end")):
         with pytest.raises(SystemExit, match="give one --scenario of intake, end-to-end, patient-record, postgresql"):
             profiled_scenario(names)
