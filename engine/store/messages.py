@@ -20,10 +20,11 @@ import collections
 import contextlib
 import dataclasses
 import enum
+import itertools
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +41,7 @@ from engine.errors import StoreError
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
-from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, processing_rows, sqlite_runs, _INSERT_EVENTS, _binds, _new_delivery_row, _Rows, _values_of, unnest_rows
+from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, processing_rows, sqlite_runs, _INSERT_EVENTS, _binds, _new_delivery_row, _Rows, _values_of, unnest_rows, values_list
 from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, source_files, utc_now
 
 log = Logger(namespace="engine.store")
@@ -199,6 +200,11 @@ _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(Deliv
 # PostgreSQL: a group's rows go in one statement up to this many (its values are arrays, so the
 # statement's text and parameters are the same for any count).
 _MAX_ROWS_PER_STATEMENT = 1000
+# PostgreSQL: a group goes as VALUES lists of scalar parameters up to this many of them (the
+# server takes 65,535; a group of 8 messages processed for one destination has 384), else as arrays.
+_VALUES_MAX_PARAMETERS = 4096
+# ... and the texts of so many shapes (messages, deliveries, events) are kept.
+_VALUES_TEXTS_KEPT = 256
 
 # The columns an insert fills, in order: NewMessage's fields, then status_at (= received_at).
 _INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
@@ -244,6 +250,10 @@ class _MessageInsert:
             # Each row names its message by position (k), which the statement joins to the new ids.
             self._processed_sql = (f"WITH m AS ({self._alone_sql}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m),"
                                    f" d AS ({delivery.insert_select()}), e AS ({event.insert_select()}) SELECT id FROM m")
+            from psycopg import RawCursor
+
+            self._raw_cursor = RawCursor
+            self._listed = _ValuesStatements(dialect, delivery, event)
 
     def values(self, message: NewMessage) -> list:
         """The row of one message, in _INSERT_COLUMNS order, ready for the driver."""
@@ -301,26 +311,25 @@ class _MessageInsert:
         The connection must be in no transaction. BEGIN, a pipelined executemany and COMMIT cost
         three round trips and psycopg's pipeline machinery; one INSERT in autocommit is atomic all
         the same and costs one (measured in process: 0.7-1.1 ms -> 0.3 ms for a single message,
-        0.14-0.23 -> 0.12 ms a message in groups of 8). A group's values are arrays, one per column, so
-        the statement's text is the same for any number of rows: psycopg parses it once (it
-        re-parsed a multi-row VALUES list of each length, ~10 % of intake's time) and the server
-        runs it prepared. The ids come from the sequence in row order (ORDER BY the ordinal), so
-        sorted they are the rows' ids in order (what SQLAlchemy's insertmanyvalues relies on too).
+        0.14-0.23 -> 0.12 ms a message in groups of 8). A small group's values are scalar
+        parameters (_ValuesStatements); a large one's are arrays, one per column, so the
+        statement's text is the same for any number of rows: psycopg parses it once (it re-parsed
+        a multi-row VALUES list of each length) and the server runs it prepared. Either way the
+        ids come from the sequence in row order (ORDER BY the ordinal), so sorted they are the
+        rows' ids in order (what SQLAlchemy's insertmanyvalues relies on too).
         """
         if len(rows) > _MAX_ROWS_PER_STATEMENT:
             raise ValueError(f"at most {_MAX_ROWS_PER_STATEMENT} rows per statement, not {len(rows)}")
+        listed = self._listed.statement(rows, processed, now)
+        if listed is not None:
+            return self._run_listed(connection, *listed)
         driver = connection.connection.driver_connection
-        if len(rows) == 1 and not processed:
-            # One message (one sender): the one-row INSERT takes its values as they are, no arrays to
-            # build, and is short enough for psycopg to keep parsed as well.
-            sql, parameters = self.sql, rows[0]
-        else:
-            sql, parameters = self._alone_sql, [list(column) for column in zip(*rows)]
-            if processed:
-                sql = self._processed_sql
-                delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
-                delivery, event = self._processed
-                parameters += delivery.arrays(delivery_rows) + event.arrays(event_rows)
+        sql, parameters = self._alone_sql, [list(column) for column in zip(*rows)]
+        if processed:
+            sql = self._processed_sql
+            delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
+            delivery, event = self._processed
+            parameters += delivery.arrays(delivery_rows) + event.arrays(event_rows)
         driver.autocommit = True
         try:
             # Through SQLAlchemy, so its events see the statement and the (logical) commit; the
@@ -331,6 +340,23 @@ class _MessageInsert:
         except BaseException:
             connection.rollback()
             raise
+        finally:
+            driver.autocommit = False
+
+    def _run_listed(self, connection: sa.Connection, sql: str, parameters: list) -> list[int]:
+        """Run a statement of _ValuesStatements on its own (autocommit) with the driver's RawCursor; the ids, in order.
+
+        It runs inside SQLAlchemy's (logical) transaction, so SQLAlchemy's events see the commit,
+        as for any other group; the driver's commit sends nothing, since the statement committed itself.
+        """
+        driver = connection.connection.driver_connection
+        driver.autocommit = True
+        try:
+            with connection.begin(), self._raw_cursor(driver) as cursor:
+                cursor.execute(sql, parameters)
+                return sorted(row[0] for row in cursor.fetchall())
+        except self.dbapi_error as error:
+            raise self._as_sqlalchemy_error(error, sql) from error
         finally:
             driver.autocommit = False
 
@@ -351,10 +377,11 @@ class _RowsOf:
 
     def __init__(self, table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect):
         self._width = len(names)
+        self._table, self._names, self._dialect = table, names, dialect
         self._values_of = _values_of(tuple((name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect), None) for name in names))
         # Ids are handed out in the order the rows come: the order given (a queue's order is its ids').
-        self._sql = (f"{_insert_select(table, ('message_id', *names), dialect, ('n.id',))}"
-                     f" FROM {unnest_rows(table, names, dialect, positions=True)} JOIN n USING (k) ORDER BY v.i")
+        self._insert = _insert_select(table, ('message_id', *names), dialect, ('n.id',))
+        self._sql = f"{self._insert} FROM {unnest_rows(table, names, dialect, positions=True)} JOIN n USING (k) ORDER BY v.i"
 
     def arrays(self, rows: Sequence[dict]) -> list[list]:
         """The parameters of ``insert_select`` for these rows (dicts by column name, ``message_id`` the message's position): one list per column, processed for the driver."""
@@ -365,6 +392,70 @@ class _RowsOf:
     def insert_select(self) -> str:
         """The INSERT of the rows, each joined to its message (``n``, by position ``k``)."""
         return self._sql
+
+    def listed(self, rows: Sequence[dict]) -> list:
+        """The parameters of ``insert_listed`` for these rows: each row's message position and values, row after row."""
+        times: dict = {}
+        parameters: list = []
+        for row in rows:
+            parameters.append(row["message_id"])
+            parameters += self._values_of(row, times)
+        return parameters
+
+    def insert_listed(self, count: int, numbers: Iterator[int]) -> str:
+        """The INSERT of ``count`` rows given as scalar parameters (placeholders numbered from ``numbers``), each joined to its message."""
+        return f"{self._insert} FROM {values_list(self._table, self._names, self._dialect, count, numbers, positions=True)} JOIN n USING (k) ORDER BY v.i"
+
+
+class _ValuesStatements:
+    """PostgreSQL: the statement of a small group as VALUES lists of scalar parameters ($1, $2, ...), for psycopg's RawCursor.
+
+    What run_alone sends as arrays (one statement text for any count) costs psycopg most of its
+    Python work: it dumps an array element by element in Python, while scalar parameters are
+    dumped by its C code, and a RawCursor's ``$n`` statement is not parsed in Python at all.
+    Measured in process, a group of 4 messages cost 349 us of CPU through SQLAlchemy and arrays
+    and 123 us as this; one message 210 against 85. So a group goes this way while its
+    parameters are few (``_VALUES_MAX_PARAMETERS``); a larger one, rare on the intake path, as
+    arrays. Each text is kept by its shape (messages, deliveries, events), so psycopg prepares
+    what repeats on the server; rows keep their order as with arrays (``ORDER BY v.i``), each
+    placeholder cast to its column's type (a NULL or a text in a VALUES list has none).
+    """
+
+    def __init__(self, dialect: sa.Dialect, delivery: _RowsOf, event: _RowsOf):
+        self._dialect = dialect
+        self._delivery, self._event = delivery, event
+        self._texts: dict[tuple[int, int, int], str] = {}
+
+    def statement(self, rows: list[list], processed: Sequence[NewMessage], now: datetime | None) -> tuple[str, list] | None:
+        """(text, parameters) of the messages' rows (and the deliveries and events of ``processed``); None when too many parameters."""
+        parameters = [value for row in rows for value in row]
+        delivery_rows: list[dict] = []
+        event_rows: list[dict] = []
+        if processed:
+            delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
+            if len(parameters) + (len(delivery_rows) + len(event_rows)) * 16 > _VALUES_MAX_PARAMETERS:
+                return None
+            parameters += self._delivery.listed(delivery_rows) + self._event.listed(event_rows)
+        if len(parameters) > _VALUES_MAX_PARAMETERS:
+            return None
+        shape = (len(rows), len(delivery_rows), len(event_rows))
+        text = self._texts.get(shape)
+        if text is None:
+            if len(self._texts) >= _VALUES_TEXTS_KEPT:
+                self._texts.clear()
+            text = self._texts[shape] = self._text(*shape)
+        return text, parameters
+
+    def _text(self, messages_count: int, deliveries_count: int, events_count: int) -> str:
+        numbers = itertools.count(1)
+        insert = f"{_insert_select(messages, _INSERT_COLUMNS, self._dialect)} FROM {values_list(messages, _INSERT_COLUMNS, self._dialect, messages_count, numbers)} ORDER BY v.i RETURNING id"
+        if not events_count:
+            return insert
+        parts = [f"WITH m AS ({insert}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m)"]
+        for name, rows_of, count in (("d", self._delivery, deliveries_count), ("e", self._event, events_count)):
+            if count:
+                parts.append(f"{name} AS ({rows_of.insert_listed(count, numbers)})")
+        return ", ".join(parts) + " SELECT id FROM m"
 
 
 def _insert_select(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, values: Sequence[str] = ()) -> str:

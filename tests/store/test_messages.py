@@ -15,7 +15,7 @@ from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.store.db import create_engine_for
-from engine.store.messages import GROUP_WAIT_SECONDS, MessageEvent, MessageQuery, MessageRepository, MessageStore, MessageSummary, NewMessage, StoredMessage
+from engine.store.messages import _INSERT_COLUMNS, _VALUES_MAX_PARAMETERS, GROUP_WAIT_SECONDS, MessageEvent, MessageQuery, MessageRepository, MessageStore, MessageSummary, NewMessage, StoredMessage
 from engine.store.queues import NewDelivery, ProcessingResult, SourceFile
 from engine.store.schema import Status, deliveries, message_events, source_files
 
@@ -42,9 +42,11 @@ def test_round_trip_keeps_raw_and_ack_bytes_exactly(repository, make_message):
     assert type(stored.raw) is bytes and stored.raw == raw and stored.ack == ack
 
 
-def test_a_group_round_trips_every_column_as_a_single_message_does(repository, make_message):
-    """A group (on PostgreSQL one statement of arrays, sent in binary) stores each column as inserted: text an
-    array literal would quote ({ } , " \\ NULL), non-ASCII text, empty and missing values, bytes of every kind."""
+@pytest.mark.parametrize("others", [0, 200], ids=["small group", "large group"])
+def test_a_group_round_trips_every_column_as_a_single_message_does(repository, make_message, others):
+    """A group stores each column as inserted: text an array literal would quote ({ } , " \\ NULL), non-ASCII
+    text, empty and missing values, bytes of every kind. On PostgreSQL a small group is one statement of
+    scalar parameters, a large one (more than _VALUES_MAX_PARAMETERS) one of arrays, sent in binary."""
     awkward = 'a,b {c} "d" \\e\\ NULL \u00e9\u4e2d\U0001f600'
     group = [
         make_message(1),
@@ -52,7 +54,8 @@ def test_a_group_round_trips_every_column_as_a_single_message_does(repository, m
                      sending_application="", patient_id="{1,2}", batch_control_id="B\"1", batch_index=0,
                      received_at=datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))),
         make_message(3, channel=None, ack=None, charset="UNICODE UTF-8", batch_control_id=None, batch_index=None),
-    ]
+    ] + [make_message(10 + n) for n in range(others)]
+    assert (len(group) * len(_INSERT_COLUMNS) > _VALUES_MAX_PARAMETERS) == (others > 0)
     ids = repository.insert(group)
     assert [repository.get(i) for i in ids] == [_expected(i, new) for i, new in zip(ids, group)]
 
