@@ -201,7 +201,7 @@ _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(Deliv
 # statement's text and parameters are the same for any count).
 _MAX_ROWS_PER_STATEMENT = 1000
 # PostgreSQL: a group goes as VALUES lists of scalar parameters up to this many of them (the
-# server takes 65,535; a group of 8 messages processed for one destination has 384), else as arrays.
+# server takes 65,535; a group of 8 messages processed for one destination has 400), else as arrays.
 _VALUES_MAX_PARAMETERS = 4096
 # ... and the texts of so many shapes (messages, deliveries, events) are kept.
 _VALUES_TEXTS_KEPT = 256
