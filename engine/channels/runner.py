@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Sequence
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from engine.channels.stages import Delivery, DeliveryResult, Destination, Filter, Outcome, Transform
@@ -173,7 +173,9 @@ class ChannelRunner(_Passes):
         self.clock = clock
         self._observe = observer or (lambda event, fields: None)
         self.dispatchers = {
-            d.name: Dispatcher(name, d, store=store, reactor=reactor, clock=clock, on_settled=self._delivery_settled, observer=self._observe) for d in self.destinations
+            d.name: Dispatcher(name, d, store=store, reactor=reactor, clock=clock, on_settled=self._delivery_settled, observer=self._observe,
+                               urgent=lambda: bool(self._waiters))
+            for d in self.destinations
         }
         # Processing at intake (process_at_intake) keeps the order of receipt only while nothing of
         # this channel waits for a pass: not before a pass has found nothing left from before
@@ -368,12 +370,26 @@ class ChannelRunner(_Passes):
 ROUND = 100
 SENT_RUN = 250
 
+# After a round of fewer than GATHER_BELOW deliveries (the queue was drained: messages arrive one
+# by one), the next round waits GATHER_SECONDS for more to queue, unless a sender waits for its
+# message's delivery (respond: after_processing). A round's read, hand-off to the destination and
+# write of the attempts cost about the same for one message as for ten: with one sender, rounds of
+# one message cost ~1,100-1,200 us of CPU a message end to end, against ~440 at 8 connections,
+# whose rounds hold ~200. Measured with one sender (interleaved A/B): end to end 866 / 931 msg/s
+# without the wait, 1,214 / 1,230 with 5 ms, 1,338 with 10 ms; the record 486 / 590, 754 / 787, 881.
+# A delivery then leaves at most GATHER_SECONDS later than it could have.
+GATHER_BELOW = 20
+GATHER_SECONDS = 0.010
+
 
 class Dispatcher(_Passes):
     """Drains one destination's durable queue in order, with retries, backoff and give-up."""
 
-    def __init__(self, channel: str, stages: DestinationStages, *, store, reactor, clock: Callable[[], datetime], on_settled, observer, rng: random.Random | None = None, batch_size: int | None = None):
+    def __init__(self, channel: str, stages: DestinationStages, *, store, reactor, clock: Callable[[], datetime], on_settled, observer,
+                 rng: random.Random | None = None, batch_size: int | None = None, urgent: Callable[[], bool] = lambda: False):
+        """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then."""
         self.channel = channel
+        self._urgent = urgent
         self.stages = stages
         self.store = store
         self._init_passes(reactor)
@@ -444,6 +460,8 @@ class Dispatcher(_Passes):
             if not outcomes:  # the destination stopped before sending anything
                 return
             yield self._record(outcomes)
+            if len(due) < GATHER_BELOW and not self._stopped and not self._urgent():
+                yield task.deferLater(self.reactor, GATHER_SECONDS, lambda: None)
 
     def _record(self, outcomes: Sequence[tuple[Delivery, DeliveryResult]]) -> defer.Deferred:
         now = self.clock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,7 +11,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
-from engine.channels.runner import ChannelRunner, DestinationStages, Dispatcher, RetryPolicy, utcnow
+from engine.channels import runner as runner_module
+from engine.channels.runner import GATHER_BELOW, ChannelRunner, DestinationStages, Dispatcher, RetryPolicy, utcnow
 from engine.channels.stages import Delivery, DeliveryResult, Outcome
 from engine.store.messages import MessageQuery, NewMessage
 from engine.store.queues import NewDelivery, ProcessingResult
@@ -173,10 +175,10 @@ def _queued(store, count: int):
     return ids
 
 
-def _dispatcher(store, destination, **retry) -> tuple[Dispatcher, list]:
+def _dispatcher(store, destination, urgent=lambda: False, **retry) -> tuple[Dispatcher, list]:
     """A dispatcher of channel adt for ``destination``; also the list its record_attempts calls are noted in."""
     stages = DestinationStages(name="lab", filters=(), transforms=(), destination=destination, retry=RetryPolicy(jitter=0, **retry))
-    dispatcher = Dispatcher("adt", stages, store=store, reactor=reactor, clock=utcnow, on_settled=lambda *_: None, observer=lambda *_: None)
+    dispatcher = Dispatcher("adt", stages, store=store, reactor=reactor, clock=utcnow, on_settled=lambda *_: None, observer=lambda *_: None, urgent=urgent)
     recorded = []
     record_attempts = store.record_attempts
     store.record_attempts = lambda results: recorded.append([r.outcome for r in results]) or record_attempts(results)
@@ -207,6 +209,30 @@ def test_a_destination_that_sends_runs_takes_longer_rounds(store, kind, rounds):
     assert destination.sent == [f"C{n:04d}" for n in range(1, 301)]
     if kind == "sends runs":
         assert destination.runs == rounds
+
+
+@pytest_twisted.inlineCallbacks
+@pytest.mark.parametrize(
+    ("queued", "urgent", "waits"),
+    [(5, False, True), (5, True, False), (GATHER_BELOW, False, False)],
+    ids=["a small round waits", "not while a sender waits for a delivery", "not after a round of GATHER_BELOW"],
+)
+def test_a_round_that_drained_the_queue_waits_to_gather_the_next(store, monkeypatch, queued, urgent, waits):
+    """After a round of fewer than GATHER_BELOW deliveries, the next read of the queue waits GATHER_SECONDS for more to gather."""
+    monkeypatch.setattr(runner_module, "GATHER_SECONDS", 0.5)
+    yield _queued(store, queued)
+    destination = RunDestination()
+    dispatcher, _ = _dispatcher(store, destination, urgent=lambda: urgent)
+    reads, recorded = [], []
+    due_deliveries, record_attempts = store.due_deliveries, store.record_attempts
+    store.due_deliveries = lambda *args, **kwargs: reads.append(time.monotonic()) or due_deliveries(*args, **kwargs)
+    store.record_attempts = lambda results: record_attempts(results).addCallback(lambda done: recorded.append(time.monotonic()) or done)
+    dispatcher.start()
+    yield wait_until(lambda: len(reads) >= 2)
+    yield dispatcher.stop()
+    assert destination.runs == [queued] and len(recorded) == 1
+    gap = reads[1] - recorded[0]
+    assert gap >= 0.5 if waits else gap < 0.25
 
 
 @pytest_twisted.inlineCallbacks
