@@ -320,14 +320,15 @@ class _MessageInsert:
         """
         if len(rows) > _MAX_ROWS_PER_STATEMENT:
             raise ValueError(f"at most {_MAX_ROWS_PER_STATEMENT} rows per statement, not {len(rows)}")
-        listed = self._listed.statement(rows, processed, now)
+        # Each row names its message by position among the statement's (1, 2, ...).
+        delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now) if processed else ([], [])
+        listed = self._listed.statement(rows, delivery_rows, event_rows)
         if listed is not None:
             return self._run_listed(connection, *listed)
         driver = connection.connection.driver_connection
         sql, parameters = self._alone_sql, [list(column) for column in zip(*rows)]
         if processed:
             sql = self._processed_sql
-            delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
             delivery, event = self._processed
             parameters += delivery.arrays(delivery_rows) + event.arrays(event_rows)
         driver.autocommit = True
@@ -393,6 +394,11 @@ class _RowsOf:
         """The INSERT of the rows, each joined to its message (``n``, by position ``k``)."""
         return self._sql
 
+    @property
+    def width(self) -> int:
+        """Parameters a row takes in ``listed``: its message's position, then its values."""
+        return 1 + self._width
+
     def listed(self, rows: Sequence[dict]) -> list:
         """The parameters of ``insert_listed`` for these rows: each row's message position and values, row after row."""
         times: dict = {}
@@ -414,7 +420,7 @@ class _ValuesStatements:
     Python work: it dumps an array element by element in Python, while scalar parameters are
     dumped by its C code, and a RawCursor's ``$n`` statement is not parsed in Python at all.
     Measured in process, a group of 4 messages cost 349 us of CPU through SQLAlchemy and arrays
-    and 123 us as this; one message 210 against 85. So a group goes this way while its
+    and 143 us as this; one message 210 against 113. So a group goes this way while its
     parameters are few (``_VALUES_MAX_PARAMETERS``); a larger one, rare on the intake path, as
     arrays. Each text is kept by its shape (messages, deliveries, events), so psycopg prepares
     what repeats on the server; rows keep their order as with arrays (``ORDER BY v.i``), each
@@ -426,18 +432,12 @@ class _ValuesStatements:
         self._delivery, self._event = delivery, event
         self._texts: dict[tuple[int, int, int], str] = {}
 
-    def statement(self, rows: list[list], processed: Sequence[NewMessage], now: datetime | None) -> tuple[str, list] | None:
-        """(text, parameters) of the messages' rows (and the deliveries and events of ``processed``); None when too many parameters."""
-        parameters = [value for row in rows for value in row]
-        delivery_rows: list[dict] = []
-        event_rows: list[dict] = []
-        if processed:
-            delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now)
-            if len(parameters) + (len(delivery_rows) + len(event_rows)) * 16 > _VALUES_MAX_PARAMETERS:
-                return None
-            parameters += self._delivery.listed(delivery_rows) + self._event.listed(event_rows)
-        if len(parameters) > _VALUES_MAX_PARAMETERS:
+    def statement(self, rows: list[list], delivery_rows: list[dict], event_rows: list[dict]) -> tuple[str, list] | None:
+        """(text, parameters) of the messages' rows with the deliveries and events rows of those processed at intake; None when too many parameters."""
+        count = len(rows) * len(_INSERT_COLUMNS) + len(delivery_rows) * self._delivery.width + len(event_rows) * self._event.width
+        if count > _VALUES_MAX_PARAMETERS:
             return None
+        parameters = [value for row in rows for value in row] + self._delivery.listed(delivery_rows) + self._event.listed(event_rows)
         shape = (len(rows), len(delivery_rows), len(event_rows))
         text = self._texts.get(shape)
         if text is None:

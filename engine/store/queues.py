@@ -208,7 +208,7 @@ class _Rows:
 
     def _from_arrays(self, connection: sa.Connection, sql: str, names: list[str], parameters: list[tuple]) -> None:
         if self._arrays is None:
-            self._arrays = _from_arrays(self._statement, sql, names, connection.dialect)
+            self._arrays = _arrays_sql(self._statement, sql, names, connection.dialect)
         columns = list(zip(*parameters))
         # A bind of every row (b_...) becomes its column's array; a constant of the statement stays one value.
         connection.exec_driver_sql(self._arrays, {name: list(column) if name.startswith("b_") else column[0] for name, column in zip(names, columns)})
@@ -321,7 +321,7 @@ def values_list(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, co
     return f"(VALUES {', '.join(rows)}) AS v({', '.join(names)}, i)"
 
 
-def _from_arrays(statement: sa.UpdateBase, sql: str, names: list[str], dialect: sa.Dialect) -> str:
+def _arrays_sql(statement: sa.UpdateBase, sql: str, names: list[str], dialect: sa.Dialect) -> str:
     """PostgreSQL: ``sql`` (one row's INSERT or UPDATE by id, binds ``%(b_<column>)s``) as one statement of every row, each bind an array.
 
     ``UPDATE t SET c = v.c ... FROM unnest(%(b_c)b::type[], ...) AS v(c, ...) WHERE t.id = v.id``;
