@@ -51,7 +51,19 @@ def _pip_target(requirements: list[str], stamp_name: str) -> str | None:
     if _stamp_matches(stamp, text):
         return None
     PYTHON_DEPS.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--upgrade", "--target", str(PYTHON_DEPS), *requirements]
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--upgrade",
+        "--target",
+        str(PYTHON_DEPS),
+        *requirements,
+    ]
     problem = _run(argv, f"pip install {' '.join(requirements)}")
     if problem is None:
         _write_stamp(stamp, text)
@@ -60,7 +72,11 @@ def _pip_target(requirements: list[str], stamp_name: str) -> str | None:
 
 def python_baselines() -> str | None:
     """Install txHL7 (and six) into bench/.deps/python; the reason when it cannot be done."""
-    lines = [line.strip() for line in REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in REQUIREMENTS.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     return _pip_target(lines, "baselines")
 
 
@@ -81,7 +97,9 @@ def node_baselines() -> str | None:
     stamp = NODE_DIR / "node_modules" / ".bench-installed"
     if _stamp_matches(stamp, lock.read_text()):
         return None
-    problem = _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], "npm ci in bench/node", cwd=NODE_DIR)
+    problem = _run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], "npm ci in bench/node", cwd=NODE_DIR
+    )
     if problem is None:
         _write_stamp(stamp, lock.read_text())
     return problem

@@ -22,27 +22,35 @@ from bench.systems import SERVERS, EngineSetup, RunContext, ServerProcess, Syste
 CHANNEL, DESTINATION = "end-to-end", "downstream"
 LABEL = "hl7engine, SQLite, end to end"
 
-TABLES = {"facilities": {"inline": {"NORTHCLINIC": "NORTH", "SOUTHCLINIC": "SOUTH", "GENHOSP": "GH", "CENTRALLAB": "LAB"}}}
+TABLES = {
+    "facilities": {
+        "inline": {"NORTHCLINIC": "NORTH", "SOUTHCLINIC": "SOUTH", "GENHOSP": "GH", "CENTRALLAB": "LAB"}
+    }
+}
 
 
 def channels(receiver_port: int) -> tuple[dict, ...]:
     """One channel: two filters every generated message passes, four transforms, the mllp destination (default queue: in order)."""
-    return ({
-        "name": CHANNEL,
-        "source": "bench",
-        "accept": {"types": ["*"]},
-        "filters": [
-            {"field": "MSH-11", "in": ["P", "T"]},
-            {"not": {"field": "PID-8", "equals": "U"}},
-        ],
-        "transforms": [
-            {"set": {"field": "MSH-5", "value": "DOWNSTREAM"}},
-            {"set": {"field": "MSH-6", "value": "BENCH"}},
-            {"map": {"field": "MSH-4", "table": "facilities", "on_miss": "keep"}},
-            {"case": {"field": "PID-5.1", "to": "upper"}},
-        ],
-        "destinations": [{"name": DESTINATION, "type": "mllp", "host": "127.0.0.1", "port": receiver_port}],
-    },)
+    return (
+        {
+            "name": CHANNEL,
+            "source": "bench",
+            "accept": {"types": ["*"]},
+            "filters": [
+                {"field": "MSH-11", "in": ["P", "T"]},
+                {"not": {"field": "PID-8", "equals": "U"}},
+            ],
+            "transforms": [
+                {"set": {"field": "MSH-5", "value": "DOWNSTREAM"}},
+                {"set": {"field": "MSH-6", "value": "BENCH"}},
+                {"map": {"field": "MSH-4", "table": "facilities", "on_miss": "keep"}},
+                {"case": {"field": "PID-5.1", "to": "upper"}},
+            ],
+            "destinations": [
+                {"name": DESTINATION, "type": "mllp", "host": "127.0.0.1", "port": receiver_port}
+            ],
+        },
+    )
 
 
 class Downstream:
@@ -51,8 +59,17 @@ class Downstream:
     def __init__(self, folder: Path):
         self.port = free_port()
         self.record = folder / "downstream-received.txt"
-        argv = [sys.executable, str(SERVERS / "downstream.py"), "--port", str(self.port), "--record", str(self.record)]
-        self.server = ServerProcess(argv, cwd=SERVERS, env=python_env(), port=self.port, log_path=folder / "downstream.log")
+        argv = [
+            sys.executable,
+            str(SERVERS / "downstream.py"),
+            "--port",
+            str(self.port),
+            "--record",
+            str(self.record),
+        ]
+        self.server = ServerProcess(
+            argv, cwd=SERVERS, env=python_env(), port=self.port, log_path=folder / "downstream.log"
+        )
         try:
             self.server.wait_ready()
         except Exception:
@@ -66,9 +83,13 @@ class Downstream:
     def received(self) -> list[tuple[float, str]]:
         """(monotonic receive time, control id) of every message, in order of receipt."""
         if not self.record.exists():
-            raise RuntimeError(f"the downstream receiver wrote no record (exit {self.server.exit_code}): {self.server.log_tail()}")
+            raise RuntimeError(
+                f"the downstream receiver wrote no record (exit {self.server.exit_code}): {self.server.log_tail()}"
+            )
         lines = self.record.read_text().splitlines()
-        return [(float(moment), control_id) for moment, _, control_id in (line.partition(" ") for line in lines)]
+        return [
+            (float(moment), control_id) for moment, _, control_id in (line.partition(" ") for line in lines)
+        ]
 
 
 def order_problem(sent: list[str], received: list[str]) -> str | None:
@@ -80,14 +101,30 @@ def order_problem(sent: list[str], received: list[str]) -> str | None:
     return f"first difference at position {first:,}; {len(received):,} received, {len(sent):,} SENT, {twice:,} received more than once"
 
 
-def measure_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *,
-                store_url: str | None = None, label: str = LABEL, on_window=None) -> Row:
+def measure_row(
+    scenario: str,
+    system: System,
+    connections: int,
+    options: Options,
+    context: RunContext,
+    *,
+    store_url: str | None = None,
+    label: str = LABEL,
+    on_window=None,
+) -> Row:
     """One end-to-end row, on ``store_url`` (default: SQLite in the row's folder); ``on_window`` as for ``measure``."""
-    with row_folder(options, f"bench-e2e-{connections}-") as folder, contextlib.closing(Downstream(folder)) as receiver:
+    with (
+        row_folder(options, f"bench-e2e-{connections}-") as folder,
+        contextlib.closing(Downstream(folder)) as receiver,
+    ):
         url = store_url or sqlite_url(folder / "hl7engine.db")
-        engine = system.configured(label, EngineSetup(channels=channels(receiver.port), tables=TABLES, store_url=url))
+        engine = system.configured(
+            label, EngineSetup(channels=channels(receiver.port), tables=TABLES, store_url=url)
+        )
         watch = DeliveryWatch(url, CHANNEL, DESTINATION, options.drain_seconds)
-        row = measure(scenario, engine, connections, options, context, on_window=both(watch.on_window, on_window))
+        row = measure(
+            scenario, engine, connections, options, context, on_window=both(watch.on_window, on_window)
+        )
         receiver.close()
         if row.status != "ok":
             return row
@@ -98,14 +135,16 @@ def measure_row(scenario: str, system: System, connections: int, options: Option
     window_end = watch.times["start"] + row.seconds
     in_window = sum(1 for moment, _ in received if watch.times["start"] <= moment < window_end)
     row.observed.update(watch.figures())
-    row.observed.update({
-        "delivered_rate": in_window / row.seconds if row.seconds > 0 else 0.0,
-        "delivered_in_window": in_window,
-        "deliveries": statuses,
-        "sent": statuses.get("SENT", 0),
-        "downstream_received": len(received),
-        "order_problem": order_problem(sent, [control_id for _, control_id in received]),
-    })
+    row.observed.update(
+        {
+            "delivered_rate": in_window / row.seconds if row.seconds > 0 else 0.0,
+            "delivered_in_window": in_window,
+            "deliveries": statuses,
+            "sent": statuses.get("SENT", 0),
+            "downstream_received": len(received),
+            "order_problem": order_problem(sent, [control_id for _, control_id in received]),
+        }
+    )
     return row
 
 
@@ -118,6 +157,7 @@ def figures(row: Row) -> dict[str, str]:
     return {
         "delivered msg/s (window)": f"{seen['delivered_rate']:,.0f}",
         **drain_figures(seen),
-        "SENT / acknowledged": f"{seen['sent']:,} / {accepted:,}" + (" (equal)" if seen["sent"] == accepted else " (NOT equal)"),
+        "SENT / acknowledged": f"{seen['sent']:,} / {accepted:,}"
+        + (" (equal)" if seen["sent"] == accepted else " (NOT equal)"),
         "downstream order": "as message ids" if seen["order_problem"] is None else seen["order_problem"],
     }

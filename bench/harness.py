@@ -40,7 +40,9 @@ class Options:
     tag: str = "BNCH"
     keep_workdirs: bool = False
     repeat: int = 1  # runs per row; the report shows the median
-    quiet_wait_seconds: float = 30.0  # before each row, wait at most this long for other work on the machine to calm down
+    quiet_wait_seconds: float = (
+        30.0  # before each row, wait at most this long for other work on the machine to calm down
+    )
     drain_seconds: float = 60.0  # after the load, how long the engine may take to deliver what it queued
     prefill_messages: int = 1_000_000  # large-store: messages already in the store
     prefill_queued: int = 100_000  # large-store: of those, queued for a destination that is down
@@ -128,18 +130,34 @@ def both(first, second):
     def window(phase, server):
         for hook in hooks:
             hook(phase, server)
+
     return window
 
 
-def measure(scenario: str, system: System, connections: int, options: Options, context: RunContext, *,
-            on_window=None, patients: int | None = None) -> Row:
+def measure(
+    scenario: str,
+    system: System,
+    connections: int,
+    options: Options,
+    context: RunContext,
+    *,
+    on_window=None,
+    patients: int | None = None,
+) -> Row:
     """Start the system on a free port in a fresh folder, run the load, stop it, and say what it cost.
 
     ``on_window(phase, server)`` runs at the start and the end of the measured window, after the
     server's CPU was sampled (at the end, before the server is stopped); ``patients`` makes the
     generated messages share a pool of that many patients.
     """
-    row = Row(scenario=scenario, system=system.name, label=system.label, role=system.role, connections=connections, known_issue=system.known_issue)
+    row = Row(
+        scenario=scenario,
+        system=system.name,
+        label=system.label,
+        role=system.role,
+        connections=connections,
+        known_issue=system.known_issue,
+    )
     processes = options.generator_processes or math.ceil(connections / 8)
     row.generator_processes = min(processes, connections)
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{system.name}-{connections}-", dir=options.data_root))
@@ -184,15 +202,24 @@ def measure(scenario: str, system: System, connections: int, options: Options, c
             shutil.rmtree(workdir, ignore_errors=True)
     server_cpu = samples["end"][0] - samples["start"][0]
     machine_cpu = samples["end"][1] - samples["start"][1]
-    row.messages, row.seconds, row.rate, row.errors = result.messages, result.seconds, result.rate, result.errors
-    row.p50_ms, row.p99_ms, row.max_ms = result.percentiles(0.5, 0.99, 1.0) if result.messages else (None, None, None)
+    row.messages, row.seconds, row.rate, row.errors = (
+        result.messages,
+        result.seconds,
+        result.rate,
+        result.errors,
+    )
+    row.p50_ms, row.p99_ms, row.max_ms = (
+        result.percentiles(0.5, 0.99, 1.0) if result.messages else (None, None, None)
+    )
     row.error_samples = result.error_samples
     row.warmup_messages = result.warmup_messages
     row.server_cpu_seconds = server_cpu
     row.server_cpu_us_per_message = server_cpu / result.messages * 1e6 if result.messages else None
     row.server_cpu_percent = 100 * server_cpu / result.seconds
     row.generator_cpu_percent = 100 * result.generator_cpu_seconds / result.seconds
-    row.other_cpu_percent = max(0.0, 100 * (machine_cpu - server_cpu - result.generator_cpu_seconds) / result.seconds)
+    row.other_cpu_percent = max(
+        0.0, 100 * (machine_cpu - server_cpu - result.generator_cpu_seconds) / result.seconds
+    )
     return row
 
 
@@ -207,7 +234,14 @@ def row_folder(options: Options, prefix: str) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def sweep(scenario: Scenario, options: Options, context: RunContext, *, progress=print, variants: Sequence[RowFunction] = (measure,)) -> list[Row]:
+def sweep(
+    scenario: Scenario,
+    options: Options,
+    context: RunContext,
+    *,
+    progress=print,
+    variants: Sequence[RowFunction] = (measure,),
+) -> list[Row]:
     """Every selected system of the scenario at every connection count, one fresh server per run.
 
     ``variants`` measure one row each (``measure`` unless the scenario has fixtures of its own);
@@ -233,15 +267,35 @@ def sweep(scenario: Scenario, options: Options, context: RunContext, *, progress
             progress(f"  {system.label}, {connections} connection(s){counter} ...")
             try:
                 row = variants[variant](scenario.name, system, connections, options, context)
-            except Exception as exc:  # a fixture that cannot be set up (a receiver, a database) fails its row, not the run
-                row = Row(scenario.name, name, system.label, system.role, connections, status="failed", reason=f"{type(exc).__name__}: {exc}")
+            except (
+                Exception
+            ) as exc:  # a fixture that cannot be set up (a receiver, a database) fails its row, not the run
+                row = Row(
+                    scenario.name,
+                    name,
+                    system.label,
+                    system.role,
+                    connections,
+                    status="failed",
+                    reason=f"{type(exc).__name__}: {exc}",
+                )
             progress(f"    {row.label}: {summary(row)}")
             runs[connections, name, variant].append(row)
     rows = []
     for (connections, name, _), measured in runs.items():
         system = SYSTEMS[name]
         if unavailable[name]:
-            rows.append(Row(scenario.name, name, system.label, system.role, connections, status="unavailable", reason=unavailable[name]))
+            rows.append(
+                Row(
+                    scenario.name,
+                    name,
+                    system.label,
+                    system.role,
+                    connections,
+                    status="unavailable",
+                    reason=unavailable[name],
+                )
+            )
             continue
         ok = sorted((r for r in measured if r.status == "ok"), key=lambda r: r.rate)
         row = ok[(len(ok) - 1) // 2] if ok else measured[0]

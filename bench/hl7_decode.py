@@ -19,7 +19,11 @@ from engine.hl7.charset import decode  # noqa: E402
 from engine.hl7.header import read_header, validate_header  # noqa: E402
 from engine.hl7.message import Message  # noqa: E402
 
-DEFAULT_FILES = ["adt/fhirconv_adt_a01_01.hl7", "adt/pyhl7_sample_msh_nulls.hl7", "oru/cdcti_natus_002_nbs.hl7"]
+DEFAULT_FILES = [
+    "adt/fhirconv_adt_a01_01.hl7",
+    "adt/pyhl7_sample_msh_nulls.hl7",
+    "oru/cdcti_natus_002_nbs.hl7",
+]
 
 
 def per_call_us(statement, number: int) -> float:
@@ -40,7 +44,9 @@ def python_hl7(raw: bytes) -> None:
 
 def main(files: list[str]) -> None:
     """Print one line of timings per corpus file."""
-    print(f"{'file':42} {'bytes':>7} {'segments':>8} {'intake µs':>10} {'Message.parse+get µs':>21} {'hl7.parse µs':>13}")
+    print(
+        f"{'file':42} {'bytes':>7} {'segments':>8} {'intake µs':>10} {'Message.parse+get µs':>21} {'hl7.parse µs':>13}"
+    )
     for name in files:
         raw = (ROOT / "tests" / "corpus" / name).read_bytes()
         text = decode(raw).text

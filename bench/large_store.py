@@ -29,13 +29,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.harness import Options, Row, Scenario, measure, row_folder, sweep
 from bench.messages import Template, generate, patient_id
 from bench.stores import sqlite_url
-from bench.systems import BENCH, EngineSetup, INTAKE_CHANNEL, RunContext, System, free_port, python_env
+from bench.systems import BENCH, INTAKE_CHANNEL, EngineSetup, RunContext, System, free_port, python_env
 
 # Bump when the rows put into the pre-filled store change, so that no older cache is reused.
 PREFILL_FORMAT = 1
@@ -49,7 +49,7 @@ _CACHE_FOLDER = "hl7engine-bench-cache"
 _CLIENT_TIMEOUT = 120.0
 OUTBOUND_CHANNEL, DOWN_DESTINATION = "outbound", "partner"
 _TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQLite
-_FIRST_RECEIVED = datetime(2025, 1, 1, tzinfo=timezone.utc)
+_FIRST_RECEIVED = datetime(2025, 1, 1, tzinfo=UTC)
 _CONTROL_ID_FORMATS = ("{:010d}", "MSG{:09d}", "{:08d}-{:04d}", "LAB.{:012d}")
 
 
@@ -59,8 +59,16 @@ def channels(down_port: int) -> tuple[dict, ...]:
         "name": OUTBOUND_CHANNEL,
         "source": "bench",
         "accept": {"types": ["ZZZ"]},  # nothing of the load: its queue is the pre-filled one
-        "destinations": [{"name": DOWN_DESTINATION, "type": "mllp", "host": "127.0.0.1", "port": down_port,
-                          "connect_timeout_seconds": 5, "queue": {"max_attempts": None}}],
+        "destinations": [
+            {
+                "name": DOWN_DESTINATION,
+                "type": "mllp",
+                "host": "127.0.0.1",
+                "port": down_port,
+                "connect_timeout_seconds": 5,
+                "queue": {"max_attempts": None},
+            }
+        ],
     }
     return (INTAKE_CHANNEL, outbound)
 
@@ -81,9 +89,16 @@ def _header(template: Template) -> dict[str, str]:
     msh = (template.head + template.tail).split(b"\r", 1)[0].decode().split("|")
     code, trigger, structure = (msh[8].split("^") + ["", ""])[:3]
     return {
-        "sending_application": msh[2], "sending_facility": msh[3], "receiving_application": msh[4],
-        "receiving_facility": msh[5], "message_code": code, "trigger_event": trigger, "message_structure": structure,
-        "version": msh[10], "processing_id": msh[9], "charset": msh[16] if len(msh) > 16 else "",
+        "sending_application": msh[2],
+        "sending_facility": msh[3],
+        "receiving_application": msh[4],
+        "receiving_facility": msh[5],
+        "message_code": code,
+        "trigger_event": trigger,
+        "message_structure": structure,
+        "version": msh[10],
+        "processing_id": msh[9],
+        "charset": msh[16] if len(msh) > 16 else "",
     }
 
 
@@ -100,47 +115,134 @@ def _rows(count: int, queued: int, message_columns: list[str]) -> Iterator[tuple
         received = (_FIRST_RECEIVED + spacing * number).strftime(_TIMESTAMP)
         is_queued = bool(queue_every) and number % queue_every == 0 and number // queue_every <= queued
         values = {
-            "id": number, "received_at": received, "status_at": received, "listener": "bench",
-            "channel": OUTBOUND_CHANNEL if is_queued else INTAKE_CHANNEL["name"], "peer": f"127.0.0.1:{40000 + number % 20000}",
-            "status": "QUEUED" if is_queued else "TRANSFORMED", **header, "control_id": cid, "ack_code": "AA", "error": "",
-            "raw": raw, "ack": b"MSH|^~\\&|HL7ENGINE|HUB|%s|%s|%s||ACK|A%d|P|2.5.1\rMSA|AA|%s\r" % (
-                header["sending_application"].encode(), header["sending_facility"].encode(), received[:19].encode(), number, cid.encode()),
-            "transformed": None, "batch_control_id": None, "batch_index": None, "patient_id": patient,
+            "id": number,
+            "received_at": received,
+            "status_at": received,
+            "listener": "bench",
+            "channel": OUTBOUND_CHANNEL if is_queued else INTAKE_CHANNEL["name"],
+            "peer": f"127.0.0.1:{40000 + number % 20000}",
+            "status": "QUEUED" if is_queued else "TRANSFORMED",
+            **header,
+            "control_id": cid,
+            "ack_code": "AA",
+            "error": "",
+            "raw": raw,
+            "ack": b"MSH|^~\\&|HL7ENGINE|HUB|%s|%s|%s||ACK|A%d|P|2.5.1\rMSA|AA|%s\r"
+            % (
+                header["sending_application"].encode(),
+                header["sending_facility"].encode(),
+                received[:19].encode(),
+                number,
+                cid.encode(),
+            ),
+            "transformed": None,
+            "batch_control_id": None,
+            "batch_index": None,
+            "patient_id": patient,
         }
-        delivery = (number, OUTBOUND_CHANNEL, DOWN_DESTINATION, "QUEUED", 0, received, received, received, None, None, cid, raw, None, "", "") if is_queued else None
+        delivery = (
+            (
+                number,
+                OUTBOUND_CHANNEL,
+                DOWN_DESTINATION,
+                "QUEUED",
+                0,
+                received,
+                received,
+                received,
+                None,
+                None,
+                cid,
+                raw,
+                None,
+                "",
+                "",
+            )
+            if is_queued
+            else None
+        )
         yield tuple(values[c] for c in message_columns), delivery
 
 
-_DELIVERY_COLUMNS = ("message_id", "channel", "destination", "status", "attempts", "created_at", "updated_at", "next_attempt_at",
-                     "sent_at", "superseded_at", "control_id", "payload", "response", "response_code", "reason")
+_DELIVERY_COLUMNS = (
+    "message_id",
+    "channel",
+    "destination",
+    "status",
+    "attempts",
+    "created_at",
+    "updated_at",
+    "next_attempt_at",
+    "sent_at",
+    "superseded_at",
+    "control_id",
+    "payload",
+    "response",
+    "response_code",
+    "reason",
+)
 
 
 def _fill(database: Path, count: int, queued: int) -> None:
     """Insert the rows with sqlite3, a transaction per chunk; the columns are whatever the engine's schema has."""
     with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as connection:
-        connection.execute("PRAGMA synchronous=OFF")  # a cache being built: a crash just means building it again
+        connection.execute(
+            "PRAGMA synchronous=OFF"
+        )  # a cache being built: a crash just means building it again
         columns = [row[1] for row in connection.execute("PRAGMA table_info(messages)")]
-        unknown = set(columns) - {"id", "received_at", "status_at", "listener", "channel", "peer", "status", "control_id", "ack_code",
-                                  "error", "raw", "ack", "transformed", "batch_control_id", "batch_index", "patient_id",
-                                  "sending_application", "sending_facility", "receiving_application", "receiving_facility",
-                                  "message_code", "trigger_event", "message_structure", "version", "processing_id", "charset"}
+        unknown = set(columns) - {
+            "id",
+            "received_at",
+            "status_at",
+            "listener",
+            "channel",
+            "peer",
+            "status",
+            "control_id",
+            "ack_code",
+            "error",
+            "raw",
+            "ack",
+            "transformed",
+            "batch_control_id",
+            "batch_index",
+            "patient_id",
+            "sending_application",
+            "sending_facility",
+            "receiving_application",
+            "receiving_facility",
+            "message_code",
+            "trigger_event",
+            "message_structure",
+            "version",
+            "processing_id",
+            "charset",
+        }
         if unknown:
-            raise RuntimeError(f"the engine's messages table has columns the pre-fill does not know: {', '.join(sorted(unknown))}")
-        insert_message = f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            raise RuntimeError(
+                f"the engine's messages table has columns the pre-fill does not know: {', '.join(sorted(unknown))}"
+            )
+        insert_message = (
+            f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        )
         insert_delivery = f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({', '.join('?' * len(_DELIVERY_COLUMNS))})"
         rows = _rows(count, queued, columns)
         for _ in range(0, count, _CHUNK):
             chunk = [row for row, _ in zip(rows, range(_CHUNK))]
             connection.execute("BEGIN")
             connection.executemany(insert_message, [message for message, _ in chunk])
-            connection.executemany(insert_delivery, [delivery for _, delivery in chunk if delivery is not None])
+            connection.executemany(
+                insert_delivery, [delivery for _, delivery in chunk if delivery is not None]
+            )
             connection.execute("COMMIT")
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _schema_digest(database: Path) -> str:
     with contextlib.closing(sqlite3.connect(database)) as connection:
-        schema = connection.execute("SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name)").fetchone()[0]
+        schema = connection.execute(
+            "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name)"
+        ).fetchone()[0]
         version = connection.execute("SELECT group_concat(version_num) FROM alembic_version").fetchone()[0]
     return f"{schema}\n{version}"
 
@@ -148,7 +250,14 @@ def _schema_digest(database: Path) -> str:
 def _migrate(context: RunContext, url: str) -> None:
     """Create the schema with the migrations of the engine under test (store_client.py with that engine first on the path)."""
     argv = [sys.executable, str(BENCH / "store_client.py"), "migrate", url]
-    done = subprocess.run(argv, cwd=context.engine_root, env=python_env(context.engine_root), capture_output=True, text=True, timeout=_CLIENT_TIMEOUT)
+    done = subprocess.run(
+        argv,
+        cwd=context.engine_root,
+        env=python_env(context.engine_root),
+        capture_output=True,
+        text=True,
+        timeout=_CLIENT_TIMEOUT,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"the engine's migrations failed: {done.stderr.strip()[-500:]}")
 
@@ -161,17 +270,25 @@ def prefilled_store(options: Options, context: RunContext, *, progress=print) ->
     building = cache / f"building-{time.time_ns()}.db"
     try:
         _migrate(context, sqlite_url(building))
-        key = hashlib.sha256(f"{_schema_digest(building)}\n{PREFILL_FORMAT} {options.prefill_messages} {options.prefill_queued}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            f"{_schema_digest(building)}\n{PREFILL_FORMAT} {options.prefill_messages} {options.prefill_queued}".encode()
+        ).hexdigest()[:16]
         cached = cache / f"large-store-{key}.db"
         if not cached.exists():
-            progress(f"  building the pre-filled store ({options.prefill_messages:,} messages, {options.prefill_queued:,} queued) into {cache} ...")
+            progress(
+                f"  building the pre-filled store ({options.prefill_messages:,} messages, {options.prefill_queued:,} queued) into {cache} ..."
+            )
             _fill(building, options.prefill_messages, options.prefill_queued)
             for older in cache.glob("large-store-*.db"):  # one cached store at a time: they are large
                 older.unlink()
             building.replace(cached)
         return cached, time.monotonic() - started
     finally:
-        for leftover in (building, building.with_name(building.name + "-wal"), building.with_name(building.name + "-shm")):
+        for leftover in (
+            building,
+            building.with_name(building.name + "-wal"),
+            building.with_name(building.name + "-shm"),
+        ):
             leftover.unlink(missing_ok=True)
 
 
@@ -187,10 +304,23 @@ class Searches:
 
     def __init__(self, url: str, options: Options, context: RunContext):
         count = options.prefill_messages
-        numbers = [1 + (count - 1) * k // (_SEARCHES - 1) for k in range(_SEARCHES)] if count > 1 else [1] * _SEARCHES
-        self.argv = [sys.executable, str(BENCH / "store_client.py"), "search", url, "--seconds", f"{options.seconds:g}",
-                     "--control-ids", ",".join(control_id(n) for n in numbers),
-                     "--patient-ids", ",".join(prefill_patient_id(n) for n in numbers)]
+        numbers = (
+            [1 + (count - 1) * k // (_SEARCHES - 1) for k in range(_SEARCHES)]
+            if count > 1
+            else [1] * _SEARCHES
+        )
+        self.argv = [
+            sys.executable,
+            str(BENCH / "store_client.py"),
+            "search",
+            url,
+            "--seconds",
+            f"{options.seconds:g}",
+            "--control-ids",
+            ",".join(control_id(n) for n in numbers),
+            "--patient-ids",
+            ",".join(prefill_patient_id(n) for n in numbers),
+        ]
         self.context = context
         self.timeout = options.seconds + _CLIENT_TIMEOUT
         self.process: subprocess.Popen | None = None
@@ -198,12 +328,20 @@ class Searches:
 
     def on_window(self, phase: str, _server) -> None:
         if phase == "start":
-            self.process = subprocess.Popen(self.argv, cwd=self.context.engine_root, env=python_env(self.context.engine_root),
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.context.engine_root,
+                env=python_env(self.context.engine_root),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         elif self.process is not None:
             out, err = self.process.communicate(timeout=self.timeout)
             if self.process.returncode != 0:
-                raise RuntimeError(f"the search client failed: {err.strip().splitlines()[-1] if err.strip() else self.process.returncode}")
+                raise RuntimeError(
+                    f"the search client failed: {err.strip().splitlines()[-1] if err.strip() else self.process.returncode}"
+                )
             self.results = json.loads(out)
 
     def close(self) -> None:
@@ -213,10 +351,22 @@ class Searches:
             self.process.wait(timeout=10)
 
 
-def _measure_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, prefilled: Path | None) -> Row:
+def _measure_row(
+    scenario: str,
+    system: System,
+    connections: int,
+    options: Options,
+    context: RunContext,
+    *,
+    prefilled: Path | None,
+) -> Row:
     stored = options.prefill_messages if prefilled else 0
     queued = options.prefill_queued if prefilled else 0
-    label = f"hl7engine, SQLite, {stored:,} stored + {queued:,} queued" if prefilled else "hl7engine, SQLite, empty store"
+    label = (
+        f"hl7engine, SQLite, {stored:,} stored + {queued:,} queued"
+        if prefilled
+        else "hl7engine, SQLite, empty store"
+    )
     with row_folder(options, f"bench-large-{connections}-") as folder:
         database = folder / "hl7engine.db"
         copied = time.monotonic()
@@ -224,15 +374,29 @@ def _measure_row(scenario: str, system: System, connections: int, options: Optio
             _copy_to_disk(prefilled, database)
         copy_seconds = time.monotonic() - copied
         url = sqlite_url(database)
-        engine = system.configured(label, EngineSetup(channels=channels(free_port()), store_url=url, existing_messages=stored))
+        engine = system.configured(
+            label, EngineSetup(channels=channels(free_port()), store_url=url, existing_messages=stored)
+        )
         searches = Searches(url, options, context) if prefilled is not None else None
         try:
-            row = measure(scenario, engine, connections, options, context, on_window=searches.on_window if searches else None)
+            row = measure(
+                scenario,
+                engine,
+                connections,
+                options,
+                context,
+                on_window=searches.on_window if searches else None,
+            )
         finally:
             if searches is not None:
                 searches.close()
-    row.observed.update(store="prefilled" if prefilled else "empty", prefilled_messages=stored, prefilled_queued=queued,
-                        copy_seconds=copy_seconds, searches=searches.results if searches else {})
+    row.observed.update(
+        store="prefilled" if prefilled else "empty",
+        prefilled_messages=stored,
+        prefilled_queued=queued,
+        copy_seconds=copy_seconds,
+        searches=searches.results if searches else {},
+    )
     return row
 
 
@@ -241,9 +405,14 @@ def run(scenario: Scenario, options: Options, context: RunContext, *, progress=p
     if options.systems is not None and "engine" not in options.systems:
         return []
     prefilled, seconds = prefilled_store(options, context, progress=progress)
-    progress(f"  pre-filled store ready in {seconds:.1f} s: {prefilled} ({prefilled.stat().st_size / 2**20:,.0f} MiB)")
+    progress(
+        f"  pre-filled store ready in {seconds:.1f} s: {prefilled} ({prefilled.stat().st_size / 2**20:,.0f} MiB)"
+    )
 
-    variants = (functools.partial(_measure_row, prefilled=None), functools.partial(_measure_row, prefilled=prefilled))
+    variants = (
+        functools.partial(_measure_row, prefilled=None),
+        functools.partial(_measure_row, prefilled=prefilled),
+    )
     rows = sweep(scenario, options, context, progress=progress, variants=variants)
     for row in rows:
         row.observed["prefill_seconds"] = seconds
@@ -256,7 +425,9 @@ def figures(row: Row) -> dict[str, str]:
     if "store" not in seen:
         return {}
     columns = {
-        "store": "empty" if seen["store"] == "empty" else f"{seen['prefilled_messages']:,} stored, {seen['prefilled_queued']:,} queued",
+        "store": "empty"
+        if seen["store"] == "empty"
+        else f"{seen['prefilled_messages']:,} stored, {seen['prefilled_queued']:,} queued",
         "engine start": f"{row.start_seconds:.1f} s" if row.start_seconds is not None else "-",
     }
     for kind, search in seen["searches"].items():
@@ -264,6 +435,8 @@ def figures(row: Row) -> dict[str, str]:
         if not search.get("available"):
             columns[name] = f"not available ({search.get('reason', '')})"
         elif search.get("times_ms"):
-            columns[name] = (f"median {search['median_ms']:.1f} ms, max {search['max_ms']:.1f} ms ({len(search['times_ms'])}"
-                             f"{', all found' if search['all_found'] else ', SOME NOT FOUND'})")
+            columns[name] = (
+                f"median {search['median_ms']:.1f} ms, max {search['max_ms']:.1f} ms ({len(search['times_ms'])}"
+                f"{', all found' if search['all_found'] else ', SOME NOT FOUND'})"
+            )
     return columns

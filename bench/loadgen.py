@@ -52,7 +52,9 @@ class LoadSpec:
     host: str = "127.0.0.1"
     seed: int = 2575
     reply_timeout: float = 10.0
-    patients: int | None = None  # draw every message's patient from one pool of this many (None: a new patient each)
+    patients: int | None = (
+        None  # draw every message's patient from one pool of this many (None: a new patient each)
+    )
 
 
 @dataclass
@@ -149,8 +151,8 @@ class _Flow:
             self.buffer = buffer
             return None
         start = buffer.find(VT, 0, end)
-        self.buffer = buffer[end + 2:]
-        return buffer[start + 1 if start >= 0 else 0:end]
+        self.buffer = buffer[end + 2 :]
+        return buffer[start + 1 if start >= 0 else 0 : end]
 
 
 def _worker(spec: LoadSpec, shares: list[tuple[int, int]], pipe) -> None:
@@ -247,7 +249,11 @@ def _drive(spec: LoadSpec, shares: list[tuple[int, int]], pipe) -> None:
             failed(flow, f"no reply within {spec.reply_timeout:g} s")
             start(flow)
     cpu_end = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = 0.0 if cpu_start is None else (cpu_end.ru_utime + cpu_end.ru_stime) - (cpu_start.ru_utime + cpu_start.ru_stime)
+    cpu = (
+        0.0
+        if cpu_start is None
+        else (cpu_end.ru_utime + cpu_end.ru_stime) - (cpu_start.ru_utime + cpu_start.ru_stime)
+    )
     for flow in flows:
         flow.sock.close()
     pipe.send(("done", (latencies, errors, samples, warmup, last_done, cpu)))
@@ -260,7 +266,10 @@ def run_load(spec: LoadSpec, on_window=None) -> LoadResult:
     when every worker has finished (the caller samples the server's CPU time there).
     """
     context = multiprocessing.get_context("spawn")
-    quotas = [spec.max_messages // spec.connections + (1 if i < spec.max_messages % spec.connections else 0) for i in range(spec.connections)]
+    quotas = [
+        spec.max_messages // spec.connections + (1 if i < spec.max_messages % spec.connections else 0)
+        for i in range(spec.connections)
+    ]
     workers = min(spec.processes, spec.connections)
     pipes, processes = [], []
     for worker in range(workers):
@@ -318,7 +327,9 @@ def _receive(pipe, process, deadline: float, what: str):
     """The next report of a worker; raise when it died or missed the deadline."""
     while not pipe.poll(0.1):
         if not process.is_alive() and not pipe.poll(0):
-            raise RuntimeError(f"a load generator process exited with {process.exitcode} before it could {what}")
+            raise RuntimeError(
+                f"a load generator process exited with {process.exitcode} before it could {what}"
+            )
         if time.monotonic() > deadline:
             raise RuntimeError(f"a load generator process did not {what} in time")
     return pipe.recv()
@@ -326,7 +337,7 @@ def _receive(pipe, process, deadline: float, what: str):
 
 def default_tag() -> str:
     """A control-id prefix that does not repeat for two days: 4 base-36 digits of the clock in tenths of a second."""
-    value = int(time.time() * 10) % (36 ** 4)
+    value = int(time.time() * 10) % (36**4)
     digits = ""
     for _ in range(4):
         value, remainder = divmod(value, 36)

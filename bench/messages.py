@@ -22,24 +22,114 @@ MIX = (
     ("DFT^P03", 15),
 )
 
-_FAMILY = ["Smith", "Johnson", "Williams", "Brown", "Garcia", "Miller", "Davis", "Martinez", "Lopez", "Wilson",
-           "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Thompson", "White", "Harris",
-           "Müller", "Øvergård", "Nguyễn", "Kowalczyk", "O'Brien", "Dubois", "Rossi", "Sánchez"]
-_GIVEN_F = ["Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Susan", "Jessica", "Sarah", "Karen", "Zoë", "Inés"]
-_GIVEN_M = ["James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas", "José", "Jürgen"]
-_STREETS = ["Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Elm St", "Park Rd", "Lake View Blvd", "Hillcrest Way"]
-_CITIES = [("Springfield", "IL", "62701"), ("Madison", "WI", "53703"), ("Salem", "OR", "97301"),
-           ("Dover", "DE", "19901"), ("Austin", "TX", "78701"), ("Albany", "NY", "12207")]
-_DOCTORS = [("1234567890", "Chen", "Lisa"), ("2345678901", "Okafor", "Emeka"), ("3456789012", "Novak", "Petra"),
-            ("4567890123", "Reyes", "Carlos"), ("5678901234", "Schmidt", "Anna")]
-_SENDERS = [("PMS", "NORTHCLINIC"), ("PMS", "SOUTHCLINIC"), ("EPICADT", "GENHOSP"), ("LABSYS", "CENTRALLAB"),
-            ("SCHED", "GENHOSP"), ("BILLING", "GENHOSP")]
-_ALLERGENS = [("PCN", "Penicillin", "SV"), ("SULF", "Sulfonamides", "MO"), ("LATEX", "Latex", "MI"),
-              ("PEANUT", "Peanuts", "SV")]
-_DIAGNOSES = [("I10", "Essential (primary) hypertension"), ("E11.9", "Type 2 diabetes mellitus without complications"),
-              ("J18.9", "Pneumonia, unspecified organism"), ("R07.9", "Chest pain, unspecified"),
-              ("S72.001A", "Fracture of unspecified part of neck of right femur")]
-_INSURERS = [("BCBS01", "Blue Cross Blue Shield"), ("AET01", "Aetna"), ("MCR", "Medicare Part A"), ("UHC02", "UnitedHealthcare")]
+_FAMILY = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Martinez",
+    "Lopez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Thompson",
+    "White",
+    "Harris",
+    "Müller",
+    "Øvergård",
+    "Nguyễn",
+    "Kowalczyk",
+    "O'Brien",
+    "Dubois",
+    "Rossi",
+    "Sánchez",
+]
+_GIVEN_F = [
+    "Mary",
+    "Patricia",
+    "Jennifer",
+    "Linda",
+    "Elizabeth",
+    "Susan",
+    "Jessica",
+    "Sarah",
+    "Karen",
+    "Zoë",
+    "Inés",
+]
+_GIVEN_M = [
+    "James",
+    "Robert",
+    "John",
+    "Michael",
+    "David",
+    "William",
+    "Richard",
+    "Joseph",
+    "Thomas",
+    "José",
+    "Jürgen",
+]
+_STREETS = [
+    "Main St",
+    "Oak Ave",
+    "Maple Dr",
+    "Cedar Ln",
+    "Elm St",
+    "Park Rd",
+    "Lake View Blvd",
+    "Hillcrest Way",
+]
+_CITIES = [
+    ("Springfield", "IL", "62701"),
+    ("Madison", "WI", "53703"),
+    ("Salem", "OR", "97301"),
+    ("Dover", "DE", "19901"),
+    ("Austin", "TX", "78701"),
+    ("Albany", "NY", "12207"),
+]
+_DOCTORS = [
+    ("1234567890", "Chen", "Lisa"),
+    ("2345678901", "Okafor", "Emeka"),
+    ("3456789012", "Novak", "Petra"),
+    ("4567890123", "Reyes", "Carlos"),
+    ("5678901234", "Schmidt", "Anna"),
+]
+_SENDERS = [
+    ("PMS", "NORTHCLINIC"),
+    ("PMS", "SOUTHCLINIC"),
+    ("EPICADT", "GENHOSP"),
+    ("LABSYS", "CENTRALLAB"),
+    ("SCHED", "GENHOSP"),
+    ("BILLING", "GENHOSP"),
+]
+_ALLERGENS = [
+    ("PCN", "Penicillin", "SV"),
+    ("SULF", "Sulfonamides", "MO"),
+    ("LATEX", "Latex", "MI"),
+    ("PEANUT", "Peanuts", "SV"),
+]
+_DIAGNOSES = [
+    ("I10", "Essential (primary) hypertension"),
+    ("E11.9", "Type 2 diabetes mellitus without complications"),
+    ("J18.9", "Pneumonia, unspecified organism"),
+    ("R07.9", "Chest pain, unspecified"),
+    ("S72.001A", "Fracture of unspecified part of neck of right femur"),
+]
+_INSURERS = [
+    ("BCBS01", "Blue Cross Blue Shield"),
+    ("AET01", "Aetna"),
+    ("MCR", "Medicare Part A"),
+    ("UHC02", "UnitedHealthcare"),
+]
 # A basic metabolic panel plus a CBC subset: LOINC code, name, units, low, high, typical value, decimals.
 _PANEL = [
     ("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", 70, 99, 92, 0),
@@ -54,15 +144,25 @@ _PANEL = [
     ("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL", 12.0, 17.5, 14.1, 1),
     ("777-3", "Platelets [#/volume] in Blood by Automated count", "10*3/uL", 150, 400, 250, 0),
 ]
-_PROCEDURES = [("99213", "Office visit, established patient, low complexity", "85.00"),
-               ("80048", "Basic metabolic panel", "32.50"), ("85025", "Complete blood count with differential", "18.75"),
-               ("71046", "Chest X-ray, 2 views", "120.00"), ("93000", "Electrocardiogram, complete", "45.00")]
-_APPOINTMENTS = [("FOLLOWUP", "Follow-up visit", 20), ("NEWPT", "New patient visit", 40), ("ANNUAL", "Annual physical", 30),
-                 ("LABDRAW", "Laboratory draw", 10)]
+_PROCEDURES = [
+    ("99213", "Office visit, established patient, low complexity", "85.00"),
+    ("80048", "Basic metabolic panel", "32.50"),
+    ("85025", "Complete blood count with differential", "18.75"),
+    ("71046", "Chest X-ray, 2 views", "120.00"),
+    ("93000", "Electrocardiogram, complete", "45.00"),
+]
+_APPOINTMENTS = [
+    ("FOLLOWUP", "Follow-up visit", 20),
+    ("NEWPT", "New patient visit", 40),
+    ("ANNUAL", "Annual physical", 30),
+    ("LABDRAW", "Laboratory draw", 10),
+]
 
 _START = datetime(2026, 3, 2, 7, 0, 0)
 _POOL_SEED = 1_000_003
-_POOL_FIRST_MRN = 5_000_000  # pool MRNs are 5000000, 5000001, ...: apart from each other, whatever the pool size
+_POOL_FIRST_MRN = (
+    5_000_000  # pool MRNs are 5000000, 5000001, ...: apart from each other, whatever the pool size
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +201,7 @@ def patient_pool(size: int) -> list[dict]:
 
 def patient_id(template: Template) -> str:
     """PID-3.1 of the first repetition: the medical record number the message is about."""
-    pid = template.tail[template.tail.index(b"\rPID|") + 1:]
+    pid = template.tail[template.tail.index(b"\rPID|") + 1 :]
     return pid.split(b"\r", 1)[0].split(b"|")[3].split(b"~")[0].split(b"^")[0].decode()
 
 
@@ -127,8 +227,10 @@ def _ts(moment: datetime) -> str:
 
 def _msh(rng: random.Random, kind: str, structure: str, when: datetime) -> str:
     application, facility = rng.choice(_SENDERS)
-    return (f"MSH|^~\\&|{application}|{facility}|HL7ENGINE|HUB|{_ts(when)}-0500||{kind}^{structure}|"
-            f"{_CONTROL_ID_HOLE}|P|2.5.1|||||USA|{_CHARSET_HOLE}")
+    return (
+        f"MSH|^~\\&|{application}|{facility}|HL7ENGINE|HUB|{_ts(when)}-0500||{kind}^{structure}|"
+        f"{_CONTROL_ID_HOLE}|P|2.5.1|||||USA|{_CHARSET_HOLE}"
+    )
 
 
 def _patient(rng: random.Random) -> dict:
@@ -158,15 +260,19 @@ def _patient(rng: random.Random) -> dict:
 
 
 def _pid(p: dict) -> str:
-    return (f"PID|1||{p['mrn']}^^^MAIN^MR~{p['ssn']}^^^SSA^SS||{p['family']}^{p['given']}^{p['middle']}^^^^L||"
-            f"{p['dob']}|{p['sex']}||2106-3^White^CDCREC|{p['street']}^^{p['city']}^{p['state']}^{p['zip']}^USA^H||"
-            f"{p['phone']}|||M^Married^HL70002||{p['account']}^^^MAIN^AN")
+    return (
+        f"PID|1||{p['mrn']}^^^MAIN^MR~{p['ssn']}^^^SSA^SS||{p['family']}^{p['given']}^{p['middle']}^^^^L||"
+        f"{p['dob']}|{p['sex']}||2106-3^White^CDCREC|{p['street']}^^{p['city']}^{p['state']}^{p['zip']}^USA^H||"
+        f"{p['phone']}|||M^Married^HL70002||{p['account']}^^^MAIN^AN"
+    )
 
 
 def _pv1(p: dict, patient_class: str, when: datetime) -> str:
     npi, family, given = p["doctor"]
-    return (f"PV1|1|{patient_class}|MED^{200 + len(p['mrn']) % 50}^1^GENHOSP||||{npi}^{family}^{given}^^^Dr^^^NPI|||MED||||1|||"
-            f"{npi}^{family}^{given}^^^Dr^^^NPI|IN||||||||||||||||||||||||{_ts(when)}")
+    return (
+        f"PV1|1|{patient_class}|MED^{200 + len(p['mrn']) % 50}^1^GENHOSP||||{npi}^{family}^{given}^^^Dr^^^NPI|||MED||||1|||"
+        f"{npi}^{family}^{given}^^^Dr^^^NPI|IN||||||||||||||||||||||||{_ts(when)}"
+    )
 
 
 def _adt(rng: random.Random, kind: str, when: datetime, p: dict) -> list[str]:
@@ -184,9 +290,11 @@ def _adt(rng: random.Random, kind: str, when: datetime, p: dict) -> list[str]:
     code, name = rng.choice(_DIAGNOSES)
     segments.append(f"DG1|1||{code}^{name}^I10|||A")
     insurer, insurer_name = rng.choice(_INSURERS)
-    segments.append(f"IN1|1|PLAN{rng.randint(100, 999)}|{insurer}|{insurer_name}|PO Box {rng.randint(100, 9999)}^^Hartford^CT^06101||"
-                    f"{rng.randint(8000000000, 8999999999)}|GRP{rng.randint(10000, 99999)}||||20260101|20261231|||"
-                    f"{p['family']}^{p['given']}|SEL^Self^HL70063|{p['dob']}")
+    segments.append(
+        f"IN1|1|PLAN{rng.randint(100, 999)}|{insurer}|{insurer_name}|PO Box {rng.randint(100, 9999)}^^Hartford^CT^06101||"
+        f"{rng.randint(8000000000, 8999999999)}|GRP{rng.randint(10000, 99999)}||||20260101|20261231|||"
+        f"{p['family']}^{p['given']}|SEL^Self^HL70063|{p['dob']}"
+    )
     return segments
 
 
@@ -203,13 +311,17 @@ def _oru(rng: random.Random, kind: str, when: datetime, p: dict) -> list[str]:
         f"OBR|1|{order}^EMR|{filler}^LAB|24323-8^Comprehensive metabolic and CBC panel^LN|||{_ts(collected)}|||||||"
         f"{_ts(collected)}|Blood|{npi}^{family}^{given}^^^Dr^^^NPI||||||{_ts(when)}|||F",
     ]
-    for set_id, (loinc, name, units, low, high, typical, decimals) in enumerate(rng.sample(_PANEL, 10), start=1):
+    for set_id, (loinc, name, units, low, high, typical, decimals) in enumerate(
+        rng.sample(_PANEL, 10), start=1
+    ):
         value = round(rng.gauss(typical, (high - low) / 4), decimals)
         value = max(value, 0)
         flag = "L" if value < low else "H" if value > high else "N"
         shown = f"{value:.{decimals}f}"
-        segments.append(f"OBX|{set_id}|NM|{loinc}^{name}^LN||{shown}|{units}^{units}^UCUM|{low}-{high}|{flag}|||F|||"
-                        f"{_ts(collected)}|CENTRALLAB^Central Laboratory^CLIA")
+        segments.append(
+            f"OBX|{set_id}|NM|{loinc}^{name}^LN||{shown}|{units}^{units}^UCUM|{low}-{high}|{flag}|||F|||"
+            f"{_ts(collected)}|CENTRALLAB^Central Laboratory^CLIA"
+        )
     segments.append("NTE|1|L|Specimen received in good condition. Results verified by the laboratory.")
     return segments
 
@@ -242,9 +354,11 @@ def _dft(rng: random.Random, kind: str, when: datetime, p: dict) -> list[str]:
         _pv1(p, "O", when),
     ]
     for set_id, (code, name, amount) in enumerate(rng.sample(_PROCEDURES, rng.randint(1, 3)), start=1):
-        segments.append(f"FT1|{set_id}|{rng.randint(100000, 999999)}||{_ts(when)}|{_ts(when)}|CG|{code}^{name}^CPT|||1|"
-                        f"{amount}^USD|{amount}^USD|MED^Medicine||||||{p['doctor'][0]}^{p['doctor'][1]}^{p['doctor'][2]}||||"
-                        f"{code}^{name}^C4")
+        segments.append(
+            f"FT1|{set_id}|{rng.randint(100000, 999999)}||{_ts(when)}|{_ts(when)}|CG|{code}^{name}^CPT|||1|"
+            f"{amount}^USD|{amount}^USD|MED^Medicine||||||{p['doctor'][0]}^{p['doctor'][1]}^{p['doctor'][2]}||||"
+            f"{code}^{name}^C4"
+        )
     code, name = rng.choice(_DIAGNOSES)
     segments.append(f"DG1|1||{code}^{name}^I10|||F")
     return segments

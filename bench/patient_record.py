@@ -21,21 +21,33 @@ LABEL = "hl7engine, SQLite, patient record"
 # patient recurs across connections, message kinds and senders.
 PATIENTS = 200
 
-CHANNELS = ({
-    "name": CHANNEL,
-    "source": "bench",
-    "accept": {"types": ["ADT", "SIU", "ORU", "DFT"]},
-    "destinations": [{"name": DESTINATION, "type": "record"}],
-},)
+CHANNELS = (
+    {
+        "name": CHANNEL,
+        "source": "bench",
+        "accept": {"types": ["ADT", "SIU", "ORU", "DFT"]},
+        "destinations": [{"name": DESTINATION, "type": "record"}],
+    },
+)
 
 
-def measure_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None) -> Row:
+def measure_row(
+    scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None
+) -> Row:
     """One patient-record row, on SQLite in the row's folder; ``on_window`` as for ``measure``."""
     with row_folder(options, f"bench-record-{connections}-") as folder:
         url = sqlite_url(folder / "hl7engine.db")
         engine = system.configured(LABEL, EngineSetup(channels=CHANNELS, store_url=url))
         watch = DeliveryWatch(url, CHANNEL, DESTINATION, options.drain_seconds)
-        row = measure(scenario, engine, connections, options, context, on_window=both(watch.on_window, on_window), patients=PATIENTS)
+        row = measure(
+            scenario,
+            engine,
+            connections,
+            options,
+            context,
+            on_window=both(watch.on_window, on_window),
+            patients=PATIENTS,
+        )
         if row.status != "ok":
             return row
         with probe(url) as store:

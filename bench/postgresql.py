@@ -17,7 +17,9 @@ INTAKE_LABEL = "hl7engine, PostgreSQL, intake"
 END_TO_END_LABEL = "hl7engine, PostgreSQL, end to end"
 
 
-def intake_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None) -> Row:
+def intake_row(
+    scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None
+) -> Row:
     """One intake row on a database of its own (dropped afterwards); ``on_window`` as for ``measure`` (the profiler's)."""
     with fresh_database(options.postgres_server) as database:
         engine = system.configured(INTAKE_LABEL, EngineSetup(store_url=database.url))
@@ -25,18 +27,31 @@ def intake_row(scenario: str, system: System, connections: int, options: Options
     return _dropped(row, database, "intake", options)
 
 
-def end_to_end_row(scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None) -> Row:
+def end_to_end_row(
+    scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None
+) -> Row:
     """One end-to-end row on a database of its own (dropped afterwards); ``on_window`` as for ``measure``."""
     with fresh_database(options.postgres_server) as database:
-        row = end_to_end.measure_row(scenario, system, connections, options, context, store_url=database.url, label=END_TO_END_LABEL,
-                                     on_window=on_window)
+        row = end_to_end.measure_row(
+            scenario,
+            system,
+            connections,
+            options,
+            context,
+            store_url=database.url,
+            label=END_TO_END_LABEL,
+            on_window=on_window,
+        )
     return _dropped(row, database, "end-to-end", options)
 
 
 def _dropped(row: Row, database: Database, compares_with: str, options: Options) -> Row:
     """The row with the SQLite scenario it compares with, and its database, checked to be gone."""
-    row.observed.update(compares_with=compares_with, database=database.name,
-                        database_dropped=not database_exists(options.postgres_server, database.name))
+    row.observed.update(
+        compares_with=compares_with,
+        database=database.name,
+        database_dropped=not database_exists(options.postgres_server, database.name),
+    )
     return row
 
 
@@ -49,13 +64,18 @@ def run(scenario: Scenario, options: Options, context: RunContext, *, progress=p
         return sweep(scenario, options, context, progress=progress, variants=(intake_row, end_to_end_row))
     progress(f"  {problem}")
     engine = SYSTEMS["engine"]
-    return [Row(scenario.name, engine.name, label, engine.role, connections, status="unavailable", reason=problem)
-            for connections in options.connections for label in (INTAKE_LABEL, END_TO_END_LABEL)]
+    return [
+        Row(scenario.name, engine.name, label, engine.role, connections, status="unavailable", reason=problem)
+        for connections in options.connections
+        for label in (INTAKE_LABEL, END_TO_END_LABEL)
+    ]
 
 
 def figures(row: Row) -> dict[str, str]:
     """The end-to-end columns for the end-to-end rows, and the database every row ran on."""
     if "database" not in row.observed:
         return {}
-    database = row.observed["database"] + (" (dropped)" if row.observed["database_dropped"] else " (NOT dropped)")
+    database = row.observed["database"] + (
+        " (dropped)" if row.observed["database_dropped"] else " (NOT dropped)"
+    )
     return {**end_to_end.figures(row), "database": database}

@@ -21,7 +21,7 @@ def cpu_seconds_of(stat_path: Path) -> float:
     """User + system CPU time in a /proc/.../stat file."""
     stat = stat_path.read_text()
     # The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15)
 
 
@@ -47,7 +47,10 @@ def peak_rss_bytes(pid: int) -> int:
 def machine(data_root: Path) -> dict:
     """CPU model, cores, memory, kernel, and the file system the stores write to."""
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     meminfo = Path("/proc/meminfo").read_text()
     mem_kib = next(int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:"))
     return {
@@ -83,7 +86,9 @@ def _filesystem_of(path: Path) -> str:
     best = ("", "?", "?")
     for line in Path("/proc/mounts").read_text().splitlines():
         device, mount_point, fs_type = line.split()[:3]
-        if (path == Path(mount_point) or Path(mount_point) in path.parents) and len(mount_point) >= len(best[0]):
+        if (path == Path(mount_point) or Path(mount_point) in path.parents) and len(mount_point) >= len(
+            best[0]
+        ):
             best = (mount_point, fs_type, device)
     return f"{best[1]} on {best[2]} (mounted at {best[0]})"
 

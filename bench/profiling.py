@@ -27,17 +27,35 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)
 
 # The scenarios a profile can be taken of: each runs one engine row with an on_window hook.
 PROFILED = {
-    "intake": lambda engine, connections, options, context, hook: measure("intake", engine, connections, options, context, on_window=hook),
-    "end-to-end": lambda engine, connections, options, context, hook: end_to_end.measure_row("end-to-end", engine, connections, options, context, on_window=hook),
-    "patient-record": lambda engine, connections, options, context, hook: patient_record.measure_row("patient-record", engine, connections, options, context, on_window=hook),
+    "intake": lambda engine, connections, options, context, hook: measure(
+        "intake", engine, connections, options, context, on_window=hook
+    ),
+    "end-to-end": lambda engine, connections, options, context, hook: end_to_end.measure_row(
+        "end-to-end", engine, connections, options, context, on_window=hook
+    ),
+    "patient-record": lambda engine, connections, options, context, hook: patient_record.measure_row(
+        "patient-record", engine, connections, options, context, on_window=hook
+    ),
     # Intake with the store on PostgreSQL (a database of its own, dropped afterwards).
-    "postgresql": lambda engine, connections, options, context, hook: postgresql.intake_row("postgresql", engine, connections, options, context, on_window=hook),
+    "postgresql": lambda engine, connections, options, context, hook: postgresql.intake_row(
+        "postgresql", engine, connections, options, context, on_window=hook
+    ),
     # End to end with the store on PostgreSQL.
-    "postgresql-end-to-end": lambda engine, connections, options, context, hook: postgresql.end_to_end_row("postgresql", engine, connections, options, context, on_window=hook),
+    "postgresql-end-to-end": lambda engine, connections, options, context, hook: postgresql.end_to_end_row(
+        "postgresql", engine, connections, options, context, on_window=hook
+    ),
 }
 
 
-def profile(tool: str, scenario: str, connections: int, options: Options, context: RunContext, output: Path, progress=print) -> Path:
+def profile(
+    tool: str,
+    scenario: str,
+    connections: int,
+    options: Options,
+    context: RunContext,
+    output: Path,
+    progress=print,
+) -> Path:
     """Run the engine's row of ``scenario`` (a key of PROFILED) at this connection count under the profiler; return the summary's path."""
     output.mkdir(parents=True, exist_ok=True)
     suffix = "" if scenario == "intake" else f"-{scenario}"
@@ -58,8 +76,22 @@ def profile(tool: str, scenario: str, connections: int, options: Options, contex
         threads[phase] = procstats.thread_cpu_seconds(server.pid)
         if tool == "py-spy" and phase == "start":
             # --gil: only samples of the thread holding the GIL, i.e. what occupies the one core Python code can use.
-            argv = [str(binary), "record", "--pid", str(server.pid), "--duration", str(max(1, int(options.seconds))),
-                    "--rate", "100", "--format", "raw", "--threads", "--gil", "--output", str(raw)]
+            argv = [
+                str(binary),
+                "record",
+                "--pid",
+                str(server.pid),
+                "--duration",
+                str(max(1, int(options.seconds))),
+                "--rate",
+                "100",
+                "--format",
+                "raw",
+                "--threads",
+                "--gil",
+                "--output",
+                str(raw),
+            ]
             recorder.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         elif phase == "end" and recorder:
             try:
@@ -74,12 +106,18 @@ def profile(tool: str, scenario: str, connections: int, options: Options, contex
         body = _summarise_cprofile(raw) if raw.exists() else f"cProfile wrote nothing ({row.reason})"
     else:
         stderr = recorder[0].stderr.read().decode(errors="replace").strip() if recorder else ""
-        body = _summarise_py_spy(raw) if raw.exists() and raw.stat().st_size else f"py-spy wrote nothing: {stderr or row.reason}"
-    head = (f"# Engine profile ({tool}), {scenario}, {connections} connection(s)\n\n"
-            f"Engine: {context.engine_source}. Load: {row.rate:,.0f} msg/s, p99 {row.p99_ms or 0:.2f} ms, {row.errors} error(s),"
-            f" server CPU {row.server_cpu_percent:.0f}% of one core ({row.server_cpu_us_per_message or 0:,.0f} µs/msg)"
-            f" while profiled (the profiler slows the engine down). Raw output: {raw.name}.\n\n"
-            f"{_thread_split(threads, row.seconds)}\n\n")
+        body = (
+            _summarise_py_spy(raw)
+            if raw.exists() and raw.stat().st_size
+            else f"py-spy wrote nothing: {stderr or row.reason}"
+        )
+    head = (
+        f"# Engine profile ({tool}), {scenario}, {connections} connection(s)\n\n"
+        f"Engine: {context.engine_source}. Load: {row.rate:,.0f} msg/s, p99 {row.p99_ms or 0:.2f} ms, {row.errors} error(s),"
+        f" server CPU {row.server_cpu_percent:.0f}% of one core ({row.server_cpu_us_per_message or 0:,.0f} µs/msg)"
+        f" while profiled (the profiler slows the engine down). Raw output: {raw.name}.\n\n"
+        f"{_thread_split(threads, row.seconds)}\n\n"
+    )
     summary_path.write_text(head + body + "\n")
     return summary_path
 
@@ -92,7 +130,11 @@ def _thread_split(threads: dict[str, dict[int, float]], seconds: float) -> str:
     main = min(end)  # the main thread's id is the process id, the smallest
     used = {tid: end[tid] - start.get(tid, 0.0) for tid in end}
     parts = [f"main (reactor) thread {100 * used.pop(main, 0.0) / seconds:.0f}%"]
-    parts += [f"thread {tid} {100 * cpu / seconds:.0f}%" for tid, cpu in sorted(used.items(), key=lambda item: -item[1]) if cpu / seconds >= 0.01]
+    parts += [
+        f"thread {tid} {100 * cpu / seconds:.0f}%"
+        for tid, cpu in sorted(used.items(), key=lambda item: -item[1])
+        if cpu / seconds >= 0.01
+    ]
     return "Per-thread CPU over the window, % of one core (/proc/<pid>/task): " + ", ".join(parts) + "."
 
 
@@ -148,15 +190,23 @@ def _summarise_py_spy(raw: Path, top: int = 25) -> str:
         rows += [f"| {100 * c / total:.1f} | `{name}` |" for name, c in chosen]
         return rows + [""]
 
-    out = [f"{total:,} samples at 100 Hz of the thread holding the GIL (py-spy --gil): Python work on the one core"
-           " the engine's Python code can use. C code that releases the GIL (SQLite executing and committing,"
-           " socket sends, epoll waits) is not in them; it shows in the per-thread CPU above.", ""]
+    out = [
+        f"{total:,} samples at 100 Hz of the thread holding the GIL (py-spy --gil): Python work on the one core"
+        " the engine's Python code can use. C code that releases the GIL (SQLite executing and committing,"
+        " socket sends, epoll waits) is not in them; it shows in the per-thread CPU above.",
+        "",
+    ]
     out += table("Threads", threads, 10)
     out += table("Areas (file of the innermost frame)", areas, 15)
     out += table("Functions by own time (innermost frame)", own, top)
     for thread, counter in sorted(inclusive.items(), key=lambda item: -threads[item[0]]):
         # Frames on (nearly) every sample of the thread are its entry points (runpy, click, the reactor loop).
-        out += table(f"Thread {thread}: functions by inclusive time, below its entry points", counter, top, skip_above=int(threads[thread] * 0.95))
+        out += table(
+            f"Thread {thread}: functions by inclusive time, below its entry points",
+            counter,
+            top,
+            skip_above=int(threads[thread] * 0.95),
+        )
     return "\n".join(out)
 
 

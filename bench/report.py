@@ -30,7 +30,9 @@ def rows_table(rows: list[Row]) -> list[str]:
     ]
     for row in rows:
         if row.status != "ok":
-            lines.append(f"| {row.label} | {row.connections} | - | - | - | - | - | - | - | - | - | - | {row.status}: {row.reason} |")
+            lines.append(
+                f"| {row.label} | {row.connections} | - | - | - | - | - | - | - | - | - | - | {row.status}: {row.reason} |"
+            )
             continue
         notes = []
         if row.errors:
@@ -38,14 +40,22 @@ def rows_table(rows: list[Row]) -> list[str]:
             notes.append(f"{row.errors:,} bad or missing ACKs" + (f": {example}" if example else ""))
         if "stored" in row.observed:
             stored = row.observed["stored"]
-            notes.append(f"stored {stored:,} = acknowledged" if stored == row.acknowledged else f"stored {stored} ≠ acknowledged {row.acknowledged}")
+            notes.append(
+                f"stored {stored:,} = acknowledged"
+                if stored == row.acknowledged
+                else f"stored {stored} ≠ acknowledged {row.acknowledged}"
+            )
         if row.reason:
             notes.append(row.reason)
         if len(row.rate_runs) > 1:
-            notes.append("runs: " + ", ".join(f"{rate:,.0f}" for rate in row.rate_runs) + " msg/s; median shown")
+            notes.append(
+                "runs: " + ", ".join(f"{rate:,.0f}" for rate in row.rate_runs) + " msg/s; median shown"
+            )
         if row.other_cpu_percent > QUIET_PERCENT:
             notes.append("noisy: other work on the machine during the window")
-        cpu_per_message = "-" if row.server_cpu_us_per_message is None else f"{row.server_cpu_us_per_message:,.0f}"
+        cpu_per_message = (
+            "-" if row.server_cpu_us_per_message is None else f"{row.server_cpu_us_per_message:,.0f}"
+        )
         lines.append(
             f"| {row.label} | {row.connections} | {row.rate:,.0f} | {_ms(row.p50_ms)} | {_ms(row.p99_ms)} | {_ms(row.max_ms)} | "
             f"{row.errors:,} | {cpu_per_message} | {row.server_cpu_percent:.0f} | {row.peak_rss_mb:.0f} | "
@@ -68,11 +78,15 @@ def ratio_table(rows: list[Row]) -> list[str]:
     for engine in engines:
         cells = []
         for baseline in present:
-            other = next((r for r in rows if r.system == baseline and r.connections == engine.connections), None)
+            other = next(
+                (r for r in rows if r.system == baseline and r.connections == engine.connections), None
+            )
             if other is None or not _usable(engine):
                 cells.append("-")
             elif not _usable(other):
-                cells.append("n/a (" + (other.status if other.status != "ok" else "its ACKs were wrong") + ")")
+                cells.append(
+                    "n/a (" + (other.status if other.status != "ok" else "its ACKs were wrong") + ")"
+                )
             else:
                 cells.append(f"{engine.rate / other.rate:.2f}")
         lines.append(f"| {engine.label} | {engine.connections} | " + " | ".join(cells) + " |")
@@ -87,7 +101,11 @@ def figures_table(rows: list[Row], figures) -> list[str]:
         return []
     lines = ["| system | conns | " + " | ".join(columns) + " |", "|---|--:|" + "---|" * len(columns)]
     for row, values in shown:
-        lines.append(f"| {row.label} | {row.connections} | " + " | ".join(values.get(name, "-") for name in columns) + " |")
+        lines.append(
+            f"| {row.label} | {row.connections} | "
+            + " | ".join(values.get(name, "-") for name in columns)
+            + " |"
+        )
     return lines
 
 
@@ -109,10 +127,17 @@ def render(results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict)
     out = [f"# hl7engine benchmark — {meta['started']}", ""]
     out += [f"Command: `{meta['command']}`", ""]
     repeat = meta["options"]["repeat"]
-    runs = f" Each row was run {repeat} times, in rounds; the figures are those of the run with the median rate." if repeat > 1 else ""
-    out += [f"Each row: {meta['options']['warmup_seconds']:g} s warm-up, then {meta['options']['seconds']:g} s measured"
-            f" (at most {meta['options']['max_messages']:,} messages), one message in flight per connection, every ACK"
-            f" checked (MSA-1 AA/CA, MSA-2 = the control id sent). A fresh server process per run.{runs}", ""]
+    runs = (
+        f" Each row was run {repeat} times, in rounds; the figures are those of the run with the median rate."
+        if repeat > 1
+        else ""
+    )
+    out += [
+        f"Each row: {meta['options']['warmup_seconds']:g} s warm-up, then {meta['options']['seconds']:g} s measured"
+        f" (at most {meta['options']['max_messages']:,} messages), one message in flight per connection, every ACK"
+        f" checked (MSA-1 AA/CA, MSA-2 = the control id sent). A fresh server process per run.{runs}",
+        "",
+    ]
     for scenario in scenarios:
         out += [f"## {scenario.title}", ""]
         if scenario.pending:
@@ -128,25 +153,36 @@ def render(results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict)
             out += ["Scenario figures:", ""] + own + [""]
         targets = targets_table(verdicts(scenario, results))
         if targets:
-            out += ["Targets (durability: process, ACK after store; n/a: cannot be said from this run):", ""] + targets + [""]
+            out += (
+                ["Targets (durability: process, ACK after store; n/a: cannot be said from this run):", ""]
+                + targets
+                + [""]
+            )
     machine = meta["machine"]
     out += ["## Machine and versions", ""]
-    out += [f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable), {machine['memory_gib']} GiB,"
-            f" Linux {machine['kernel']}",
-            f"- Stores written to: {machine['data_filesystem']}; writing 4 KiB + fsync there takes {machine['fsync_ms']:.2f} ms (median)",
-            f"- Python {meta['python']}, Node.js {meta['node']}"]
+    out += [
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable), {machine['memory_gib']} GiB,"
+        f" Linux {machine['kernel']}",
+        f"- Stores written to: {machine['data_filesystem']}; writing 4 KiB + fsync there takes {machine['fsync_ms']:.2f} ms (median)",
+        f"- Python {meta['python']}, Node.js {meta['node']}",
+    ]
     for name, version in sorted(meta["versions"].items()):
         out.append(f"- {name} {version}")
     out.append("")
-    out += ["Columns: msg/s counts only correct ACKs in the measured window; latency is send to whole ACK"
-            " received, on the load generator's side; server CPU is user + system time of the server process"
-            " (all threads) over the window, % of one core; peak RSS is the server's VmHWM; other load is CPU"
-            " used by anything but the server and the generator during the window (other work on the machine"
-            " makes figures noisy when it is large).", ""]
+    out += [
+        "Columns: msg/s counts only correct ACKs in the measured window; latency is send to whole ACK"
+        " received, on the load generator's side; server CPU is user + system time of the server process"
+        " (all threads) over the window, % of one core; peak RSS is the server's VmHWM; other load is CPU"
+        " used by anything but the server and the generator during the window (other work on the machine"
+        " makes figures noisy when it is large).",
+        "",
+    ]
     return "\n".join(out)
 
 
-def write(output: Path, text: str, results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict) -> tuple[Path, Path]:
+def write(
+    output: Path, text: str, results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict
+) -> tuple[Path, Path]:
     """latest.md and latest.json in ``output``."""
     output.mkdir(parents=True, exist_ok=True)
     markdown, document = output / "latest.md", output / "latest.json"
@@ -154,9 +190,14 @@ def write(output: Path, text: str, results: dict[str, list[Row]], scenarios: lis
     payload = {
         **meta,
         "scenarios": [
-            {"name": s.name, "title": s.title, "available": s.pending is None, "reason": s.pending,
-             "rows": [r.to_json() for r in results.get(s.name, [])],
-             "targets": [v.to_json() for v in verdicts(s, results)]}
+            {
+                "name": s.name,
+                "title": s.title,
+                "available": s.pending is None,
+                "reason": s.pending,
+                "rows": [r.to_json() for r in results.get(s.name, [])],
+                "targets": [v.to_json() for v in verdicts(s, results)],
+            }
             for s in scenarios
         ],
     }

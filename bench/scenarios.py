@@ -14,44 +14,55 @@ import functools
 from bench import end_to_end, large_store, patient_record, postgresql, targets
 from bench.harness import Scenario, sweep
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario(
-        "intake",
-        "(1) Intake only: store + ACK",
-        systems=("engine", "engine-power-loss", "python-hl7", "txhl7", "simple-hl7", "node-hl7-server", "ceiling"),
-        run=sweep,
-        check=targets.intake,
-    ),
-    Scenario(
-        "end-to-end",
-        "(2) End to end: intake -> filter -> transforms -> mllp destination -> SENT",
-        systems=("engine",),
-        run=functools.partial(sweep, variants=(end_to_end.measure_row,)),
-        figures=end_to_end.figures,
-        check=targets.end_to_end,
-    ),
-    Scenario(
-        "patient-record",
-        "(3) Patient record ingest of a mixed ADT/SIU/ORU/DFT stream",
-        systems=("engine",),
-        run=functools.partial(sweep, variants=(patient_record.measure_row,)),
-        figures=patient_record.figures,
-        check=targets.patient_record,
-    ),
-    Scenario(
-        "large-store",
-        "(4) Intake with 1 million messages stored and 100,000 queued for a destination that is down",
-        systems=("engine",),
-        run=large_store.run,
-        figures=large_store.figures,
-        check=targets.large_store,
-    ),
-    Scenario(
-        "postgresql",
-        "(5) PostgreSQL instead of SQLite for (1) and (2)",
-        systems=("engine",),
-        run=postgresql.run,
-        figures=postgresql.figures,
-        check=targets.postgresql,
-    ),
-]}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "intake",
+            "(1) Intake only: store + ACK",
+            systems=(
+                "engine",
+                "engine-power-loss",
+                "python-hl7",
+                "txhl7",
+                "simple-hl7",
+                "node-hl7-server",
+                "ceiling",
+            ),
+            run=sweep,
+            check=targets.intake,
+        ),
+        Scenario(
+            "end-to-end",
+            "(2) End to end: intake -> filter -> transforms -> mllp destination -> SENT",
+            systems=("engine",),
+            run=functools.partial(sweep, variants=(end_to_end.measure_row,)),
+            figures=end_to_end.figures,
+            check=targets.end_to_end,
+        ),
+        Scenario(
+            "patient-record",
+            "(3) Patient record ingest of a mixed ADT/SIU/ORU/DFT stream",
+            systems=("engine",),
+            run=functools.partial(sweep, variants=(patient_record.measure_row,)),
+            figures=patient_record.figures,
+            check=targets.patient_record,
+        ),
+        Scenario(
+            "large-store",
+            "(4) Intake with 1 million messages stored and 100,000 queued for a destination that is down",
+            systems=("engine",),
+            run=large_store.run,
+            figures=large_store.figures,
+            check=targets.large_store,
+        ),
+        Scenario(
+            "postgresql",
+            "(5) PostgreSQL instead of SQLite for (1) and (2)",
+            systems=("engine",),
+            run=postgresql.run,
+            figures=postgresql.figures,
+            check=targets.postgresql,
+        ),
+    ]
+}

@@ -45,21 +45,33 @@ class StoreProbe:
 
     def unprocessed(self, *, after_id: int = 0) -> int:
         """Messages still RECEIVED: stored, not yet through their channel."""
-        return self._scalar("SELECT count(*) FROM messages WHERE status = 'RECEIVED' AND id > :after_id", after_id=after_id)
+        return self._scalar(
+            "SELECT count(*) FROM messages WHERE status = 'RECEIVED' AND id > :after_id", after_id=after_id
+        )
 
     def deliveries(self, channel: str, destination: str) -> dict[str, int]:
         """Current (not superseded) deliveries to one destination, by status."""
-        sql = ("SELECT status, count(*) FROM deliveries WHERE channel = :channel AND destination = :destination"
-               " AND superseded_at IS NULL GROUP BY status")
+        sql = (
+            "SELECT status, count(*) FROM deliveries WHERE channel = :channel AND destination = :destination"
+            " AND superseded_at IS NULL GROUP BY status"
+        )
         with self._engine.connect() as connection:
-            return dict(connection.execute(sa.text(sql), {"channel": channel, "destination": destination}).tuples().all())
+            return dict(
+                connection.execute(sa.text(sql), {"channel": channel, "destination": destination})
+                .tuples()
+                .all()
+            )
 
     def sent_in_order(self, channel: str, destination: str) -> list[str]:
         """Control ids of the SENT deliveries to one destination, in the order of their messages' ids."""
-        sql = ("SELECT control_id FROM deliveries WHERE channel = :channel AND destination = :destination"
-               " AND status = 'SENT' AND superseded_at IS NULL ORDER BY message_id, id")
+        sql = (
+            "SELECT control_id FROM deliveries WHERE channel = :channel AND destination = :destination"
+            " AND status = 'SENT' AND superseded_at IS NULL ORDER BY message_id, id"
+        )
         with self._engine.connect() as connection:
-            return list(connection.execute(sa.text(sql), {"channel": channel, "destination": destination}).scalars())
+            return list(
+                connection.execute(sa.text(sql), {"channel": channel, "destination": destination}).scalars()
+            )
 
     def record_counts(self) -> dict[str, int]:
         """Persons (patients not merged away), all patient rows, and identifiers in the patient record."""
@@ -135,7 +147,9 @@ class DeliveryWatch:
         self.times: dict[str, float] = {}
         self.sent: dict[str, int] = {}
         self.waiting: dict[str, tuple[int, int]] = {}  # phase -> (unprocessed, queued)
-        self.drained_after: float | None = None  # seconds after the window's end; None: not within drain_seconds
+        self.drained_after: float | None = (
+            None  # seconds after the window's end; None: not within drain_seconds
+        )
 
     def _sample(self, store: StoreProbe, phase: str) -> tuple[int, int]:
         counts = store.deliveries(self.channel, self.destination)
@@ -168,7 +182,9 @@ class DeliveryWatch:
             "backlog_queued": queued,
             "drained_after_seconds": self.drained_after,
             "drain_limit_seconds": self.drain_seconds,
-            "left_after_drain": sum(self.waiting.get("drained", self.waiting["end"])) if self.drained_after is None else 0,
+            "left_after_drain": sum(self.waiting.get("drained", self.waiting["end"]))
+            if self.drained_after is None
+            else 0,
         }
 
 
@@ -177,6 +193,7 @@ def drain_figures(observed: dict) -> dict[str, str]:
     drained = observed["drained_after_seconds"]
     return {
         "waiting at window end (unprocessed + queued)": f"{observed['backlog_unprocessed']:,} + {observed['backlog_queued']:,}",
-        "drained after": f"{drained:.1f} s" if drained is not None
+        "drained after": f"{drained:.1f} s"
+        if drained is not None
         else f"not in {observed['drain_limit_seconds']:g} s ({observed['left_after_drain']:,} left)",
     }

@@ -42,7 +42,9 @@ class ServerProcess:
         self.port = port
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.exit_code: int | None = None
 
     @property
@@ -54,7 +56,9 @@ class ServerProcess:
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"exited with {self.process.returncode} before listening: {self.log_tail()}")
+                raise RuntimeError(
+                    f"exited with {self.process.returncode} before listening: {self.log_tail()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
@@ -102,7 +106,9 @@ class System:
         """Install what this system needs; the reason when it cannot run here."""
         return None
 
-    def command(self, port: int, workdir: Path, context: RunContext) -> tuple[list[str], Path, dict[str, str]]:
+    def command(
+        self, port: int, workdir: Path, context: RunContext
+    ) -> tuple[list[str], Path, dict[str, str]]:
         """argv, working folder and environment of the server process."""
         raise NotImplementedError
 
@@ -110,10 +116,14 @@ class System:
         """What runs, with its version."""
         return {}
 
-    def start(self, port: int, workdir: Path, context: RunContext, wrap: list[str] | None = None) -> ServerProcess:
+    def start(
+        self, port: int, workdir: Path, context: RunContext, wrap: list[str] | None = None
+    ) -> ServerProcess:
         """Start the server (``wrap`` prefixes the argv, e.g. a profiler) and wait until it listens."""
         argv, cwd, env = self.command(port, workdir, context)
-        server = ServerProcess([*(wrap or []), *argv], cwd=cwd, env=env, port=port, log_path=workdir / "server.log")
+        server = ServerProcess(
+            [*(wrap or []), *argv], cwd=cwd, env=env, port=port, log_path=workdir / "server.log"
+        )
         try:
             server.wait_ready()
         except Exception:
@@ -205,7 +215,9 @@ class Engine(System):
 class PythonScript(System):
     """A baseline server written as a script in bench/servers/, run by this interpreter."""
 
-    def __init__(self, name: str, label: str, script: str, packages: dict[str, bool], *, needs_bench_deps: bool = False):
+    def __init__(
+        self, name: str, label: str, script: str, packages: dict[str, bool], *, needs_bench_deps: bool = False
+    ):
         self.name = name
         self.label = label
         self.script = script
@@ -220,7 +232,10 @@ class PythonScript(System):
         return [sys.executable, str(SERVERS / self.script), "--port", str(port)], BENCH, env
 
     def versions(self, context):
-        return {name: deps.python_package_version(name, bench_local=local) for name, local in self.packages.items()}
+        return {
+            name: deps.python_package_version(name, bench_local=local)
+            for name, local in self.packages.items()
+        }
 
 
 class NodeScript(System):
@@ -243,14 +258,30 @@ class NodeScript(System):
         return {self.package: deps.node_package_version(self.package)}
 
 
-SYSTEMS: dict[str, System] = {s.name: s for s in [
-    Engine("engine", "hl7engine (durability: process)", "process"),
-    Engine("engine-power-loss", "hl7engine (durability: power_loss)", "power_loss"),
-    PythonScript("python-hl7", "python-hl7 asyncio server", "python_hl7.py", {"hl7": False}),
-    PythonScript("txhl7", "txHL7 (Twisted)", "txhl7_server.py", {"txHL7": True, "Twisted": False, "hl7": False}, needs_bench_deps=True),
-    NodeScript("simple-hl7", "simple-hl7 (Node.js)", "simple_hl7.js", "simple-hl7"),
-    NodeScript("node-hl7-server", "node-hl7-server (Node.js)", "node_hl7_server.js", "node-hl7-server", known_issue=(
-        "it never clears a connection's receive buffer, so the n-th message on a kept-open connection is answered"
-        " with n ACKs (every earlier message parsed again), the first of them for message 1")),
-    PythonScript("ceiling", "bare asyncio framer, fixed ACK (ceiling)", "ceiling.py", {}),
-]}
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in [
+        Engine("engine", "hl7engine (durability: process)", "process"),
+        Engine("engine-power-loss", "hl7engine (durability: power_loss)", "power_loss"),
+        PythonScript("python-hl7", "python-hl7 asyncio server", "python_hl7.py", {"hl7": False}),
+        PythonScript(
+            "txhl7",
+            "txHL7 (Twisted)",
+            "txhl7_server.py",
+            {"txHL7": True, "Twisted": False, "hl7": False},
+            needs_bench_deps=True,
+        ),
+        NodeScript("simple-hl7", "simple-hl7 (Node.js)", "simple_hl7.js", "simple-hl7"),
+        NodeScript(
+            "node-hl7-server",
+            "node-hl7-server (Node.js)",
+            "node_hl7_server.js",
+            "node-hl7-server",
+            known_issue=(
+                "it never clears a connection's receive buffer, so the n-th message on a kept-open connection is answered"
+                " with n ACKs (every earlier message parsed again), the first of them for message 1"
+            ),
+        ),
+        PythonScript("ceiling", "bare asyncio framer, fixed ACK (ceiling)", "ceiling.py", {}),
+    ]
+}

@@ -40,14 +40,22 @@ def intake(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
         (1, "intake, 1 connection: p99 under 5 ms", "p99_ms", 5.0),
         (8, "intake, 8 connections: p99 under 5 ms", "p99_ms", 5.0),
     ):
-        row = next((r for r in _measured(rows) if r.system == "engine" and r.connections == connections), None)
+        row = next(
+            (r for r in _measured(rows) if r.system == "engine" and r.connections == connections), None
+        )
         if row is None:
             continue
         value = getattr(row, metric)
         if metric == "rate":
             verdicts.append(Verdict(text, _rate(value), value >= bound and row.errors == 0))
         else:
-            verdicts.append(Verdict(text, "-" if value is None else f"{value:.2f} ms", value is not None and value < bound and row.errors == 0))
+            verdicts.append(
+                Verdict(
+                    text,
+                    "-" if value is None else f"{value:.2f} ms",
+                    value is not None and value < bound and row.errors == 0,
+                )
+            )
     return verdicts
 
 
@@ -60,10 +68,18 @@ def end_to_end(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
             continue
         in_order = seen["order_problem"] is None
         complete = seen["sent"] == row.acknowledged
-        measured = (f"{_rate(seen['delivered_rate'])} delivered; order {'preserved' if in_order else 'NOT preserved'};"
-                    f" SENT {'=' if complete else '≠'} acknowledged")
+        measured = (
+            f"{_rate(seen['delivered_rate'])} delivered; order {'preserved' if in_order else 'NOT preserved'};"
+            f" SENT {'=' if complete else '≠'} acknowledged"
+        )
         met = seen["delivered_rate"] >= 2000 and in_order and complete and row.errors == 0
-        verdicts.append(Verdict(f"end to end, {row.connections} connection(s): at least 2,000 messages/s delivered downstream, order preserved", measured, met))
+        verdicts.append(
+            Verdict(
+                f"end to end, {row.connections} connection(s): at least 2,000 messages/s delivered downstream, order preserved",
+                measured,
+                met,
+            )
+        )
     return verdicts
 
 
@@ -75,9 +91,17 @@ def patient_record(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdi
         if "sent_rate_in_window" not in seen:
             continue
         failed = seen["deliveries"].get("ERROR", 0)
-        measured = f"{_rate(seen['sent_rate_in_window'])} applied (intake {_rate(row.rate)})" + (f"; {failed:,} refused" if failed else "")
+        measured = f"{_rate(seen['sent_rate_in_window'])} applied (intake {_rate(row.rate)})" + (
+            f"; {failed:,} refused" if failed else ""
+        )
         met = seen["sent_rate_in_window"] >= 1000 and not failed and row.errors == 0
-        verdicts.append(Verdict(f"patient record, {row.connections} connection(s): at least 1,000 messages/s ingested", measured, met))
+        verdicts.append(
+            Verdict(
+                f"patient record, {row.connections} connection(s): at least 1,000 messages/s ingested",
+                measured,
+                met,
+            )
+        )
     return verdicts
 
 
@@ -86,15 +110,31 @@ def large_store(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]
     verdicts = []
     measured = list(_measured(rows))
     for full in (r for r in measured if r.observed.get("store") == "prefilled"):
-        empty = next((r for r in measured if r.observed.get("store") == "empty" and r.connections == full.connections), None)
-        stored = f"{full.observed['prefilled_messages']:,} stored, {full.observed['prefilled_queued']:,} queued"
+        empty = next(
+            (r for r in measured if r.observed.get("store") == "empty" and r.connections == full.connections),
+            None,
+        )
+        stored = (
+            f"{full.observed['prefilled_messages']:,} stored, {full.observed['prefilled_queued']:,} queued"
+        )
         prefix = f"{stored}, {full.connections} connection(s)"
         if empty is None:
-            verdicts.append(Verdict(f"{prefix}: intake within 20 % of the empty store", f"{_rate(full.rate)}; the empty-store row did not run", None))
+            verdicts.append(
+                Verdict(
+                    f"{prefix}: intake within 20 % of the empty store",
+                    f"{_rate(full.rate)}; the empty-store row did not run",
+                    None,
+                )
+            )
         else:
             ratio = full.rate / empty.rate if empty.rate else 0.0
-            verdicts.append(Verdict(f"{prefix}: intake within 20 % of the empty store", f"{_rate(full.rate)} vs {_rate(empty.rate)} ({ratio:.0%})",
-                                    ratio >= 1 - LARGE_STORE_SLOWDOWN and full.errors == 0 and empty.errors == 0))
+            verdicts.append(
+                Verdict(
+                    f"{prefix}: intake within 20 % of the empty store",
+                    f"{_rate(full.rate)} vs {_rate(empty.rate)} ({ratio:.0%})",
+                    ratio >= 1 - LARGE_STORE_SLOWDOWN and full.errors == 0 and empty.errors == 0,
+                )
+            )
         for kind in ("control_id", "patient_id"):
             search = full.observed["searches"].get(kind, {})
             what = f"{prefix}: a {kind.replace('_', '-')} search under 50 ms, under load"
@@ -103,9 +143,20 @@ def large_store(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]
             elif not search.get("times_ms"):
                 verdicts.append(Verdict(what, "no search finished", False))
             else:
-                verdicts.append(Verdict(what, f"median {search['median_ms']:.1f} ms, max {search['max_ms']:.1f} ms over {len(search['times_ms'])}",
-                                        search["max_ms"] < SEARCH_BOUND_MS and search["all_found"]))
-        verdicts.append(Verdict(f"{prefix}: engine RSS under 300 MB throughout", f"peak {full.peak_rss_mb:,.0f} MB", full.peak_rss_mb < RSS_BOUND_MB))
+                verdicts.append(
+                    Verdict(
+                        what,
+                        f"median {search['median_ms']:.1f} ms, max {search['max_ms']:.1f} ms over {len(search['times_ms'])}",
+                        search["max_ms"] < SEARCH_BOUND_MS and search["all_found"],
+                    )
+                )
+        verdicts.append(
+            Verdict(
+                f"{prefix}: engine RSS under 300 MB throughout",
+                f"peak {full.peak_rss_mb:,.0f} MB",
+                full.peak_rss_mb < RSS_BOUND_MB,
+            )
+        )
     return verdicts
 
 
@@ -118,10 +169,25 @@ def postgresql(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
             continue
         metric = "delivered_rate" if other_scenario == "end-to-end" else "rate"
         value = _figure(row, metric)
-        what = f"PostgreSQL, {other_scenario}, {row.connections} connection(s): within a factor of two of SQLite"
-        sqlite = next((r for r in _measured(results.get(other_scenario, [])) if r.system == row.system and r.connections == row.connections), None)
+        what = (
+            f"PostgreSQL, {other_scenario}, {row.connections} connection(s): within a factor of two of SQLite"
+        )
+        sqlite = next(
+            (
+                r
+                for r in _measured(results.get(other_scenario, []))
+                if r.system == row.system and r.connections == row.connections
+            ),
+            None,
+        )
         if sqlite is None:
-            verdicts.append(Verdict(what, f"{_rate(value)}; no SQLite {other_scenario} row at {row.connections} connection(s) in this run to compare with", None))
+            verdicts.append(
+                Verdict(
+                    what,
+                    f"{_rate(value)}; no SQLite {other_scenario} row at {row.connections} connection(s) in this run to compare with",
+                    None,
+                )
+            )
             continue
         other = _figure(sqlite, metric)
         ratio = value / other if other else 0.0

@@ -10,7 +10,7 @@ import json
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -39,16 +39,37 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True, help="The channels.yaml to run.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default="info", show_default=True, help="Debug level may log message content; never use it on patient data you may not see.")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The channels.yaml to run.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warn", "error"]),
+    default="info",
+    show_default=True,
+    help="Debug level may log message content; never use it on patient data you may not see.",
+)
 def run(config_path: str, log_level: str) -> None:
     """Start the listeners and channels of a config; stop cleanly on SIGINT/SIGTERM."""
     from twisted.internet import reactor
-    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
 
     config = _load(config_path)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
+    )
 
     from engine.service import Engine
 
@@ -79,7 +100,9 @@ def run(config_path: str, log_level: str) -> None:
     # SIGHUP reloads channels.yaml: only what changed is restarted; a bad file changes nothing.
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine))
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: engine.stopService() if engine.running else None)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: engine.stopService() if engine.running else None
+    )
     try:
         reactor.run()
     finally:
@@ -154,7 +177,9 @@ def _select(repository, message_ids, status, channel, limit) -> list[int]:
         return list(message_ids)
     if not status and not channel:
         raise click.UsageError("give message ids, or --status/--channel to select messages")
-    found = repository.search(MessageQuery(status=status.upper() if status else None, channel=channel, limit=limit))
+    found = repository.search(
+        MessageQuery(status=status.upper() if status else None, channel=channel, limit=limit)
+    )
     return sorted(m.id for m in found)
 
 
@@ -167,10 +192,16 @@ def check(config_path: str) -> None:
 
 
 @main.command("hash-password")
-@click.option("--iterations", type=click.IntRange(min=1), default=None, help="PBKDF2 iterations (default: the engine's, 600000).")
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=None,
+    help="PBKDF2 iterations (default: the engine's, 600000).",
+)
 def hash_password(iterations: int | None) -> None:
     """Ask for a password (twice, not echoed) and print its hash for engine.http.users."""
-    from engine.web.auth import DEFAULT_ITERATIONS, hash_password as make_hash
+    from engine.web.auth import DEFAULT_ITERATIONS
+    from engine.web.auth import hash_password as make_hash
 
     password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     click.echo(make_hash(password, iterations=iterations or DEFAULT_ITERATIONS))
@@ -198,7 +229,11 @@ def send(address: str, sources: tuple[str, ...], timeout: float, batch: bool, ve
     failures = 0
     client = MLLPClient(host or "127.0.0.1", int(port), timeout=timeout)
     try:
-        with click.progressbar(payloads, label="sending", file=sys.stderr) if not verbose and sys.stderr.isatty() else _plain(payloads) as items:
+        with (
+            click.progressbar(payloads, label="sending", file=sys.stderr)
+            if not verbose and sys.stderr.isatty()
+            else _plain(payloads) as items
+        ):
             for name, payload in items:
                 expected = control_id_of(payload)
                 try:
@@ -265,7 +300,7 @@ def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 _search_options = [
@@ -293,7 +328,21 @@ def _with_search_options(func):
 
 @messages.command("list")
 @_with_search_options
-def list_messages(config_path, db, control_id, patient_id, message_type, sender, status, channel, since, until, limit, before_id, as_json) -> None:
+def list_messages(
+    config_path,
+    db,
+    control_id,
+    patient_id,
+    message_type,
+    sender,
+    status,
+    channel,
+    since,
+    until,
+    limit,
+    before_id,
+    as_json,
+) -> None:
     """List stored messages, newest first, optionally filtered."""
     from engine.store.messages import MessageQuery
 
@@ -369,7 +418,9 @@ def patient_find(config_path, db, identifier, authority, name, birthdate, limit)
     if not (identifier or name or birthdate):
         raise click.UsageError("give --identifier, --name or --birthdate")
     engine = _repository(config_path, db).engine
-    for person in find_patients(engine, identifier=identifier, authority=authority, name=name, birthdate=birthdate, limit=limit):
+    for person in find_patients(
+        engine, identifier=identifier, authority=authority, name=name, birthdate=birthdate, limit=limit
+    ):
         click.echo(json.dumps(person, sort_keys=True, default=str))
 
 

@@ -32,11 +32,12 @@ from ruamel.yaml.comments import TaggedScalar
 from twisted.internet.endpoints import _parse as _tokenize_endpoint
 
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
-from engine.configtypes import Frozen, HL7Text, Name, Seconds, check_not_empty as _check_not_empty
+from engine.configtypes import Frozen, HL7Text, Name, Seconds
+from engine.configtypes import check_not_empty as _check_not_empty
+from engine.errors import ConfigError
 from engine.transforms.lookup import load_tables
 from engine.transforms.spec import FilterSpec, TableSpec, TransformSpec
 from engine.transforms.transforms import check_transforms
-from engine.errors import ConfigError
 from engine.web.auth import check_password_hash
 
 __all__ = [
@@ -137,10 +138,10 @@ def _empty_to_none(value: Any) -> Any:
 
 def _check_url(value: str | None) -> str | None:
     if value is not None and "://" not in value:
-        raise ValueError(f"must be an SQLAlchemy URL such as postgresql+psycopg://user@host/db (got {value!r})")
+        raise ValueError(
+            f"must be an SQLAlchemy URL such as postgresql+psycopg://user@host/db (got {value!r})"
+        )
     return value
-
-
 
 
 _ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
@@ -177,7 +178,16 @@ class _Bind:
 _ENDPOINT_OPTIONS = {
     "tcp": ("port", "interface", "backlog"),
     "tcp6": ("port", "interface", "backlog"),
-    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface", "backlog", "extraCertChain", "dhParameters"),
+    "ssl": (
+        "port",
+        "privateKey",
+        "certKey",
+        "sslmethod",
+        "interface",
+        "backlog",
+        "extraCertChain",
+        "dhParameters",
+    ),
     "unix": ("address", "mode", "backlog", "lockfile"),
 }
 
@@ -266,7 +276,10 @@ class ListenerConfig(Frozen):
     max_frame_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 4 * 1024 * 1024
     idle_timeout_seconds: Seconds | None = 300.0
     # MSH-11.1 values taken; None takes any (real senders use values outside table 0103, e.g. N).
-    processing_ids: Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]$")], ...], AfterValidator(_check_not_empty)] | None = None
+    processing_ids: (
+        Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]$")], ...], AfterValidator(_check_not_empty)]
+        | None
+    ) = None
     honour_accept_ack_type: bool = False
 
 
@@ -281,7 +294,10 @@ class FileListenerConfig(Frozen):
     min_age_seconds: Annotated[float, Field(ge=0)] = 1.0  # leave files alone while they may still be written
     done_directory: Path | None = None  # default <directory>/done
     error_directory: Path | None = None  # default <directory>/error
-    processing_ids: Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]$")], ...], AfterValidator(_check_not_empty)] | None = None
+    processing_ids: (
+        Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]$")], ...], AfterValidator(_check_not_empty)]
+        | None
+    ) = None
     honour_accept_ack_type: bool = False  # nobody to answer; kept so intake treats every source alike
 
     @field_validator("directory", "done_directory", "error_directory")
@@ -342,7 +358,9 @@ def _pattern_regex(pattern: str) -> str:
 class AcceptRule(Frozen):
     """Which messages a channel takes: MSH-9 patterns and, optionally, senders."""
 
-    types: Annotated[tuple[Annotated[str, AfterValidator(_check_type_pattern)], ...], AfterValidator(_check_not_empty)]
+    types: Annotated[
+        tuple[Annotated[str, AfterValidator(_check_type_pattern)], ...], AfterValidator(_check_not_empty)
+    ]
     senders: tuple[SenderMatch, ...] = ()
 
     @cached_property
@@ -359,7 +377,9 @@ class AcceptRule(Frozen):
 class QueueSettings(Frozen):
     """A destination's durable queue: order, retries with exponential backoff and jitter, giving up."""
 
-    on_error: Literal["block", "skip"] = "block"  # block keeps order (the head waits); skip goes on with the next
+    on_error: Literal["block", "skip"] = (
+        "block"  # block keeps order (the head waits); skip goes on with the next
+    )
     max_attempts: Annotated[int, Field(ge=1)] | None = 10
     max_age_seconds: Seconds | None = None
     retry_initial_seconds: Seconds = 1.0
@@ -409,11 +429,20 @@ class RecordDestinationConfig(_DestinationCommon):
     """Apply each message to the unified patient record (ADT, SIU, ORU, DFT)."""
 
     type: Literal["record"]
-    identity_rule: tuple[Literal["family", "given", "birth_date", "sex"], ...] | None = ("family", "given", "birth_date", "sex")
+    identity_rule: tuple[Literal["family", "given", "birth_date", "sex"], ...] | None = (
+        "family",
+        "given",
+        "birth_date",
+        "sex",
+    )
 
 
 AnyDestination = Annotated[
-    MllpDestinationConfig | FileDestinationConfig | HttpDestinationConfig | ChannelDestinationConfig | RecordDestinationConfig,
+    MllpDestinationConfig
+    | FileDestinationConfig
+    | HttpDestinationConfig
+    | ChannelDestinationConfig
+    | RecordDestinationConfig,
     Field(discriminator="type"),
 ]
 
@@ -427,8 +456,12 @@ class ChannelConfig(Frozen):
     source: str
     accept: AcceptRule
     respond: Literal["after_store", "after_processing"] = "after_store"
-    respond_timeout_seconds: Seconds = 30.0  # after_processing: answer AA (stored, queued) when destinations take longer
-    duplicate_window_seconds: Seconds | None = None  # same MSH-3.1/MSH-4.1 + MSH-10 within it: original ACK, not processed again
+    respond_timeout_seconds: Seconds = (
+        30.0  # after_processing: answer AA (stored, queued) when destinations take longer
+    )
+    duplicate_window_seconds: Seconds | None = (
+        None  # same MSH-3.1/MSH-4.1 + MSH-10 within it: original ACK, not processed again
+    )
     filters: tuple[FilterSpec, ...] = ()
     transforms: tuple[TransformSpec, ...] = ()
     destinations: tuple[AnyDestination, ...] = ()
@@ -667,7 +700,9 @@ def _unique_names(data: Any, key: str, kind: str, problems: list[tuple[Loc, str]
         if not isinstance(name, str):
             continue
         if name in first:
-            problems.append((loc + ("name",), f"{kind} name {name!r} is already used by {_format_path(first[name])}"))
+            problems.append(
+                (loc + ("name",), f"{kind} name {name!r} is already used by {_format_path(first[name])}")
+            )
         else:
             first[name] = loc
     return first
@@ -718,19 +753,33 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
     table_names = set(config.tables)
     channel_names = {c.name for c in config.channels}
     for i, channel in enumerate(config.channels):
-        problems += check_transforms(channel.transforms, path_loc=("channels", i, "transforms"), table_names=table_names)
+        problems += check_transforms(
+            channel.transforms, path_loc=("channels", i, "transforms"), table_names=table_names
+        )
         seen: dict[str, int] = {}
         for j, destination in enumerate(channel.destinations):
             loc = ("channels", i, "destinations", j)
-            problems += check_transforms(destination.transforms, path_loc=loc + ("transforms",), table_names=table_names)
+            problems += check_transforms(
+                destination.transforms, path_loc=loc + ("transforms",), table_names=table_names
+            )
             if destination.name in seen:
-                problems.append((loc + ("name",), f"destination name {destination.name!r} is already used by channels[{i}].destinations[{seen[destination.name]}]"))
+                problems.append(
+                    (
+                        loc + ("name",),
+                        f"destination name {destination.name!r} is already used by channels[{i}].destinations[{seen[destination.name]}]",
+                    )
+                )
             seen.setdefault(destination.name, j)
             if destination.type == "channel":
                 if destination.channel == channel.name:
                     problems.append((loc + ("channel",), "a channel cannot hand messages to itself"))
                 elif destination.channel not in channel_names:
-                    problems.append((loc + ("channel",), f"no channel named {destination.channel!r}; known: {', '.join(sorted(channel_names))}"))
+                    problems.append(
+                        (
+                            loc + ("channel",),
+                            f"no channel named {destination.channel!r}; known: {', '.join(sorted(channel_names))}",
+                        )
+                    )
     return problems
 
 
@@ -758,13 +807,21 @@ def _parse(
     found: list[tuple[Loc, str]] = []
     config = None
     try:
-        config = Config.model_validate(document.data, context={"base_dir": base_dir, "source_path": source_path})
+        config = Config.model_validate(
+            document.data, context={"base_dir": base_dir, "source_path": source_path}
+        )
     except ValidationError as error:
         for detail in error.errors(include_url=False):
             loc = _data_loc(document.data, detail["loc"], detail["type"])
             if detail["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 # A tagged union (listener or destination type): the problem is the `type` key.
-                loc, detail = loc + ("type",), {**detail, "type": "missing" if detail["type"] == "union_tag_not_found" else "union_tag_invalid"}
+                loc, detail = (
+                    loc + ("type",),
+                    {
+                        **detail,
+                        "type": "missing" if detail["type"] == "union_tag_not_found" else "union_tag_invalid",
+                    },
+                )
             found.append((loc, _describe(detail)))
     found += _cross_check(document.data)
     if config is not None:

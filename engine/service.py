@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from twisted.application import service
@@ -112,7 +112,9 @@ class Engine(service.MultiService):
         if settings.http is not None:
             # The patient API sits behind the same login; every patient shown or exported is audited.
             patients = patient_resources(self.store, auditor=Auditor(self.store))
-            self.web = WebService(settings, self.store, reactor=reactor, metrics=self.metrics, extra_resources=patients)
+            self.web = WebService(
+                settings, self.store, reactor=reactor, metrics=self.metrics, extra_resources=patients
+            )
             self.web.setServiceParent(self)
 
     def _build_runners(self, config: Config) -> None:
@@ -120,19 +122,53 @@ class Engine(service.MultiService):
         self.runners.clear()
         for index, channel in enumerate(config.channels):
             if channel.enabled:
-                self.runners[channel.name] = build_runner(config, index, store=self.store, reactor=self.reactor, runners=self.runners, tables=tables, observer=self.observer)
+                self.runners[channel.name] = build_runner(
+                    config,
+                    index,
+                    store=self.store,
+                    reactor=self.reactor,
+                    runners=self.runners,
+                    tables=tables,
+                    observer=self.observer,
+                )
 
     def _idle_senders(self) -> int:
-        return sum(listener.factory.idle_connections for listener in self.listeners.values() if isinstance(listener, MLLPListenerService))
+        return sum(
+            listener.factory.idle_connections
+            for listener in self.listeners.values()
+            if isinstance(listener, MLLPListenerService)
+        )
 
     def _add_listener(self, config: Config, listener) -> service.Service:
-        intake = Intake(listener, config.channels_for(listener.name), self.store, config.engine, observer=self.observer, runners=self.runners, reactor=self.reactor)
+        intake = Intake(
+            listener,
+            config.channels_for(listener.name),
+            self.store,
+            config.engine,
+            observer=self.observer,
+            runners=self.runners,
+            reactor=self.reactor,
+        )
         if listener.type == "file":
             listener_service = FileSource(listener.name, listener, intake, self.store, reactor=self.reactor)
         else:
-            connection_observer = self.metrics.connection_observer(listener.name) if self.metrics is not None else None
-            factory = MLLPServerFactory(intake, reactor=self.reactor, max_frame_bytes=listener.max_frame_bytes, idle_timeout=listener.idle_timeout_seconds, observer=connection_observer)
-            listener_service = MLLPListenerService(listener.name, self.reactor, listener.endpoint, factory, shutdown_timeout=config.engine.shutdown_timeout_seconds)
+            connection_observer = (
+                self.metrics.connection_observer(listener.name) if self.metrics is not None else None
+            )
+            factory = MLLPServerFactory(
+                intake,
+                reactor=self.reactor,
+                max_frame_bytes=listener.max_frame_bytes,
+                idle_timeout=listener.idle_timeout_seconds,
+                observer=connection_observer,
+            )
+            listener_service = MLLPListenerService(
+                listener.name,
+                self.reactor,
+                listener.endpoint,
+                factory,
+                shutdown_timeout=config.engine.shutdown_timeout_seconds,
+            )
         listener_service.setServiceParent(self)
         self.listeners[listener.name] = listener_service
         self.intakes[listener.name] = intake
@@ -144,21 +180,33 @@ class Engine(service.MultiService):
             if isinstance(listener, MLLPListenerService):
                 log.info("listener {name} accepting MLLP on port {port}", name=name, port=listener.port)
             else:
-                log.info("listener {name} polling {directory}", name=name, directory=str(listener.settings.directory))
+                log.info(
+                    "listener {name} polling {directory}",
+                    name=name,
+                    directory=str(listener.settings.directory),
+                )
         self.record_config(self.config, ReloadReport(["engine started"]))
 
     def record_config(self, config: Config, report: ReloadReport) -> defer.Deferred:
         """Keep the applied config in the store's history (when, what changed)."""
         path = config.source_path
-        content = path.read_text(encoding="utf-8") if path is not None and path.exists() else config.model_dump_json(indent=2)
+        content = (
+            path.read_text(encoding="utf-8")
+            if path is not None and path.exists()
+            else config.model_dump_json(indent=2)
+        )
         d = self.store.record_config(
-            applied_at=datetime.now(timezone.utc),
+            applied_at=datetime.now(UTC),
             source=str(path or "<memory>"),
             content=content,
             sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
             changes=str(report),
         )
-        d.addErrback(lambda failure: log.warn("could not record the config history: {error}", error=failure.getErrorMessage()))
+        d.addErrback(
+            lambda failure: log.warn(
+                "could not record the config history: {error}", error=failure.getErrorMessage()
+            )
+        )
         return d
 
     def reload_from_file(self, path: str | Path | None = None) -> defer.Deferred:
@@ -178,10 +226,14 @@ class Engine(service.MultiService):
         old = self.config
         report = ReloadReport()
         if new.engine != old.engine:
-            report.restart_needed.append("engine settings (store, identity, charset) are applied at the next start")
+            report.restart_needed.append(
+                "engine settings (store, identity, charset) are applied at the next start"
+            )
         old_channels = {c.name: c for c in old.channels}
         new_channels = {c.name: c for c in new.channels}
-        changed_channels = {n for n in new_channels if old_channels.get(n) != new_channels[n]} | (set(old_channels) - set(new_channels))
+        changed_channels = {n for n in new_channels if old_channels.get(n) != new_channels[n]} | (
+            set(old_channels) - set(new_channels)
+        )
         if new.tables != old.tables:
             changed_channels |= set(new_channels) | set(old_channels)
         for name in sorted(set(old_channels) - set(new_channels)):
@@ -199,7 +251,15 @@ class Engine(service.MultiService):
         tables, _problems = load_tables(new.tables, new.base_dir)
         for index, channel in enumerate(new.channels):
             if channel.name in changed_channels and channel.enabled:
-                runner = build_runner(new, index, store=self.store, reactor=self.reactor, runners=self.runners, tables=tables, observer=self.observer)
+                runner = build_runner(
+                    new,
+                    index,
+                    store=self.store,
+                    reactor=self.reactor,
+                    runners=self.runners,
+                    tables=tables,
+                    observer=self.observer,
+                )
                 self.runners[channel.name] = runner
                 if self.running:
                     runner.start()
@@ -207,11 +267,15 @@ class Engine(service.MultiService):
         # Listeners: restart those whose own settings changed; the others keep their connections.
         old_listeners = {listener.name: listener for listener in old.listeners}
         new_listeners = {listener.name: listener for listener in new.listeners}
-        for name in sorted(set(old_listeners) - set(new_listeners)) + sorted(n for n in new_listeners if n in old_listeners and old_listeners[n] != new_listeners[n]):
+        for name in sorted(set(old_listeners) - set(new_listeners)) + sorted(
+            n for n in new_listeners if n in old_listeners and old_listeners[n] != new_listeners[n]
+        ):
             listener_service = self.listeners.pop(name)
             self.intakes.pop(name)
             yield defer.maybeDeferred(listener_service.disownServiceParent)
-            report.changes.append(f"listener {name} {'removed' if name not in new_listeners else 'restarted'}")
+            report.changes.append(
+                f"listener {name} {'removed' if name not in new_listeners else 'restarted'}"
+            )
         for name, listener in new_listeners.items():
             if name in self.listeners:
                 self.intakes[name].channels = new.channels_for(name)

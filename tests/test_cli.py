@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from engine.listeners.client import MLLPClient, parse_reply
 from tests.corpus_util import CORPUS_DIR
 
@@ -62,7 +61,9 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> 
 def start(tmp_path: Path):
     port = free_port()
     config = write_config(tmp_path, port)
-    process = subprocess.Popen([*ENGINE, "run", "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path)
+    process = subprocess.Popen(
+        [*ENGINE, "run", "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path
+    )
     wait_for_port(port, process)
     return process, port, config
 
@@ -98,7 +99,9 @@ def test_check_reports_every_problem_with_its_path(tmp_path):
 def test_check_accepts_the_bundled_config():
     """The bundled channels.yaml is valid."""
     root = Path(__file__).resolve().parent.parent
-    result = subprocess.run([*ENGINE, "check", "-c", str(root / "channels.yaml")], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*ENGINE, "check", "-c", str(root / "channels.yaml")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
 
@@ -107,13 +110,40 @@ def test_run_send_messages_and_a_clean_stop(tmp_path):
     """run + send + messages: files are sent and acknowledged, listed as JSON, and SIGTERM stops the engine cleanly."""
     process, port, config = start(tmp_path)
     try:
-        sent = subprocess.run([*ENGINE, "send", f"127.0.0.1:{port}", str(CORPUS_DIR / "adt" / "fhirconv_adt_a01_01.hl7"), str(CORPUS_DIR / "siu")], capture_output=True, text=True, timeout=120)
+        sent = subprocess.run(
+            [
+                *ENGINE,
+                "send",
+                f"127.0.0.1:{port}",
+                str(CORPUS_DIR / "adt" / "fhirconv_adt_a01_01.hl7"),
+                str(CORPUS_DIR / "siu"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert "AA" in sent.stdout
-        bad = subprocess.run([*ENGINE, "send", f"127.0.0.1:{port}", str(CORPUS_DIR / "malformed" / "cdcti_msh_present_but_missing_msh10.hl7")], capture_output=True, text=True, timeout=60)
+        bad = subprocess.run(
+            [
+                *ENGINE,
+                "send",
+                f"127.0.0.1:{port}",
+                str(CORPUS_DIR / "malformed" / "cdcti_msh_present_but_missing_msh10.hl7"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert bad.returncode == 1
         assert "AR" in bad.stdout
-        listed = subprocess.run([*ENGINE, "messages", "list", "-c", str(config), "--json", "--type", "SIU"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        listed = subprocess.run(
+            [*ENGINE, "messages", "list", "-c", str(config), "--json", "--type", "SIU"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
         assert listed.returncode == 0, listed.stderr
         rows = [json.loads(line) for line in listed.stdout.splitlines()]
         siu_files = len(list((CORPUS_DIR / "siu").iterdir()))
@@ -176,7 +206,9 @@ def test_every_acknowledged_message_survives_kill_9(tmp_path):
     assert len(acknowledged) >= 50
     db = tmp_path / "data" / "hl7engine.db"
     with sqlite3.connect(db) as conn:
-        stored = {row[0] for row in conn.execute("select control_id from messages where status != 'REJECTED'")}
+        stored = {
+            row[0] for row in conn.execute("select control_id from messages where status != 'REJECTED'")
+        }
     missing = set(acknowledged) - stored
     assert missing == set()
 
@@ -203,7 +235,9 @@ channels:
         filename: "{{delivery_id}}.hl7"
 """
     config.write_text(body)
-    process = subprocess.Popen([*ENGINE, "run", "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path)
+    process = subprocess.Popen(
+        [*ENGINE, "run", "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path
+    )
     out = tmp_path / "out"
 
     def wait_for_files(count: int) -> None:
@@ -217,24 +251,35 @@ channels:
         with MLLPClient("127.0.0.1", port, timeout=10) as client:
             assert parse_reply(client.request(adt(1))).code == "AA"
         wait_for_files(1)
-        resent = subprocess.run([*ENGINE, "resend", "1", "-c", str(config)], capture_output=True, text=True, timeout=60)
+        resent = subprocess.run(
+            [*ENGINE, "resend", "1", "-c", str(config)], capture_output=True, text=True, timeout=60
+        )
         assert resent.returncode == 0, resent.stderr
         assert "queued 1 delivery" in resent.stdout
         wait_for_files(2)
-        again = subprocess.run([*ENGINE, "reprocess", "--channel", "archive", "-c", str(config)], capture_output=True, text=True, timeout=60)
+        again = subprocess.run(
+            [*ENGINE, "reprocess", "--channel", "archive", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert again.returncode == 0, again.stderr
         assert "1 message(s) will be processed again" in again.stdout
         wait_for_files(3)
         assert (out / "1.hl7").read_bytes() == (out / "2.hl7").read_bytes() == (out / "3.hl7").read_bytes()
 
         config.write_text(body.replace('types: ["*"]', 'types: ["ADT"]'))
-        reloaded = subprocess.run([*ENGINE, "reload", "-c", str(config)], capture_output=True, text=True, timeout=60)
+        reloaded = subprocess.run(
+            [*ENGINE, "reload", "-c", str(config)], capture_output=True, text=True, timeout=60
+        )
         assert reloaded.returncode == 0, reloaded.stderr
         deadline = time.monotonic() + 10
         code = None
         while time.monotonic() < deadline:
             with MLLPClient("127.0.0.1", port, timeout=10) as client:
-                code = parse_reply(client.request(adt(2).replace(b"ADT^A04^ADT_A01", b"ORU^R01^ORU_R01"))).code
+                code = parse_reply(
+                    client.request(adt(2).replace(b"ADT^A04^ADT_A01", b"ORU^R01^ORU_R01"))
+                ).code
             if code == "AR":
                 break
             time.sleep(0.2)

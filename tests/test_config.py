@@ -58,7 +58,10 @@ def test_bundled_channels_yaml_loads_with_the_clinic_listeners_and_channels():
     assert [c.name for c in config.channels_for("pms")] == ["pms-adt", "pms-dft", "pms-all"]
     assert [c.name for c in config.channels_for("emr")] == ["emr-siu", "emr-all"]
     assert [c.name for c in config.channels_for("lab")] == ["lab-oru", "lab-all"]
-    assert [(d.name, d.type) for d in config.channels[0].destinations] == [("emr", "mllp"), ("record", "record")]
+    assert [(d.name, d.type) for d in config.channels[0].destinations] == [
+        ("emr", "mllp"),
+        ("record", "record"),
+    ]
     assert config.channels[0].destinations[0].port == 6661
     assert config.engine.data_dir == REPO / "data"
     assert config.store_url == f"sqlite:///{REPO}/data/hl7engine.db"
@@ -97,7 +100,10 @@ def test_every_problem_is_reported_at_once_with_path_and_line():
     assert caught.value.problems == [
         ConfigProblem("engine.aplication", 5, "unknown key 'aplication'", source),
         ConfigProblem(
-            "engine.default_version", 6, 'must be a quoted string such as "2.5" (YAML read 2.5 as a number)', source
+            "engine.default_version",
+            6,
+            'must be a quoted string such as "2.5" (YAML read 2.5 as a number)',
+            source,
         ),
         ConfigProblem("engine.store.url", 8, "environment variable HL7ENGINE_TEST_DB_URL is not set", source),
         ConfigProblem(
@@ -115,8 +121,12 @@ def test_every_problem_is_reported_at_once_with_path_and_line():
             "port 2575 on interface 127.0.0.1 is already used by listeners[0].endpoint",
             source,
         ),
-        ConfigProblem("listeners[1].processing_ids[1]", 19, "String should match pattern '^[A-Z]$' (got 'xx')", source),
-        ConfigProblem("listeners[2].endpoint", 22, "'udp:2577' must start with tcp:, tcp6:, ssl: or unix:", source),
+        ConfigProblem(
+            "listeners[1].processing_ids[1]", 19, "String should match pattern '^[A-Z]$' (got 'xx')", source
+        ),
+        ConfigProblem(
+            "listeners[2].endpoint", 22, "'udp:2577' must start with tcp:, tcp6:, ssl: or unix:", source
+        ),
         ConfigProblem(
             "channels[0].accept.types[1]",
             27,
@@ -125,14 +135,24 @@ def test_every_problem_is_reported_at_once_with_path_and_line():
             source,
         ),
         ConfigProblem("channels[0].accept.typez", 28, "unknown key 'typez'", source),
-        ConfigProblem("channels[1].name", 29, "channel name 'pms-adt' is already used by channels[0]", source),
+        ConfigProblem(
+            "channels[1].name", 29, "channel name 'pms-adt' is already used by channels[0]", source
+        ),
         ConfigProblem("channels[1].source", 30, "no listener named 'pmss'; known: pms, lab", source),
         ConfigProblem(
-            "channels[1].enabled", 31, "must be a valid boolean, unable to interpret input (got 'maybe')", source
+            "channels[1].enabled",
+            31,
+            "must be a valid boolean, unable to interpret input (got 'maybe')",
+            source,
         ),
         ConfigProblem("channels[1].accept.senders[0].facilty", 36, "unknown key 'facilty'", source),
         ConfigProblem("channels[2].accept", 37, "required key is missing", source),
-        ConfigProblem("channels[2].respond", 39, "must be 'after_store' or 'after_processing' (got 'after_destinations')", source),
+        ConfigProblem(
+            "channels[2].respond",
+            39,
+            "must be 'after_store' or 'after_processing' (got 'after_destinations')",
+            source,
+        ),
     ]
 
 
@@ -229,10 +249,22 @@ NOT_A_CODEC = "is not a Python text codec (see the codecs module)"
             "engine.default_version",
             "must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got 'v2')",
         ),
-        ("store: {durability: disk}", "engine.store.durability", "must be 'process' or 'power_loss' (got 'disk')"),
-        ("store: {lock_timeout_seconds: 0}", "engine.store.lock_timeout_seconds", "must be greater than 0 (got 0)"),
+        (
+            "store: {durability: disk}",
+            "engine.store.durability",
+            "must be 'process' or 'power_loss' (got 'disk')",
+        ),
+        (
+            "store: {lock_timeout_seconds: 0}",
+            "engine.store.lock_timeout_seconds",
+            "must be greater than 0 (got 0)",
+        ),
         ("store: {max_batch: 0}", "engine.store.max_batch", "must be greater than or equal to 1 (got 0)"),
-        ("store: {max_batch: 100001}", "engine.store.max_batch", "must be less than or equal to 100000 (got 100001)"),
+        (
+            "store: {max_batch: 100001}",
+            "engine.store.max_batch",
+            "must be less than or equal to 100000 (got 100001)",
+        ),
         (
             "store: {url: 'hl7engine.db'}",
             "engine.store.url",
@@ -244,7 +276,11 @@ NOT_A_CODEC = "is not a Python text codec (see the codecs module)"
             "engine.http.endpoint",
             "'tcp:web' must give a port number 0..65535 (got 'web')",
         ),
-        ("shutdown_timeout_seconds: -1", "engine.shutdown_timeout_seconds", "must be greater than 0 (got -1)"),
+        (
+            "shutdown_timeout_seconds: -1",
+            "engine.shutdown_timeout_seconds",
+            "must be greater than 0 (got -1)",
+        ),
     ],
 )
 def test_engine_values_are_validated(setting, path, message):
@@ -257,7 +293,11 @@ def test_engine_values_are_validated(setting, path, message):
     [
         ("name: 'p m s'", "listeners[0].name", "must be letters, digits, '_', '.' or '-' (got 'p m s')"),
         ("type: http", "listeners[0].type", "must be one of 'mllp', 'file' (got 'http')"),
-        ("max_frame_bytes: 1023", "listeners[0].max_frame_bytes", "must be greater than or equal to 1024 (got 1023)"),
+        (
+            "max_frame_bytes: 1023",
+            "listeners[0].max_frame_bytes",
+            "must be greater than or equal to 1024 (got 1023)",
+        ),
         (
             "max_frame_bytes: 1073741825",
             "listeners[0].max_frame_bytes",
@@ -269,7 +309,11 @@ def test_engine_values_are_validated(setting, path, message):
             "listeners[0].honour_accept_ack_type",
             "must be a valid boolean, unable to interpret input (got 'sometimes')",
         ),
-        ("endpoint: 'tcp:-1'", "listeners[0].endpoint", "'tcp:-1' must give a port number 0..65535 (got '-1')"),
+        (
+            "endpoint: 'tcp:-1'",
+            "listeners[0].endpoint",
+            "'tcp:-1' must give a port number 0..65535 (got '-1')",
+        ),
         (
             "endpoint: 'tcp:2575:interfce=127.0.0.1'",
             "listeners[0].endpoint",
@@ -337,7 +381,9 @@ def test_two_listeners_cannot_listen_on_the_same_address(first, second, clash):
     if clash is None:
         assert len(parse(text).listeners) == 2
     else:
-        assert problems(text) == [("listeners[1].endpoint", 3, f"{clash} is already used by listeners[0].endpoint")]
+        assert problems(text) == [
+            ("listeners[1].endpoint", 3, f"{clash} is already used by listeners[0].endpoint")
+        ]
 
 
 def test_http_endpoint_may_not_share_a_listener_port():
@@ -350,7 +396,11 @@ def test_http_endpoint_may_not_share_a_listener_port():
         channels: []
         """
     assert problems(text) == [
-        ("listeners[0].endpoint", 4, "port 2575 on interface 127.0.0.1 is already used by engine.http.endpoint")
+        (
+            "listeners[0].endpoint",
+            4,
+            "port 2575 on interface 127.0.0.1 is already used by engine.http.endpoint",
+        )
     ]
 
 
@@ -432,7 +482,8 @@ def test_empty_variable_takes_the_default_and_unset_without_default_is_a_problem
     assert (config.engine.application, config.engine.facility) == ("DEFAULT", "X")
 
     assert problems(
-        "engine: {application: '${A}', facility: '${B} ${C}'}\nlisteners: []\nchannels: []\n", environ={"C": "c"}
+        "engine: {application: '${A}', facility: '${B} ${C}'}\nlisteners: []\nchannels: []\n",
+        environ={"C": "c"},
     ) == [
         ("engine.application", 1, "environment variable A is not set"),
         ("engine.facility", 1, "environment variable B is not set"),
@@ -456,8 +507,14 @@ def test_missing_variable_hides_follow_on_errors_at_the_same_place():
 @pytest.mark.parametrize("value", ["${}", "${1X}", "${X", "${X-default}"])
 def test_malformed_variable_reference_is_a_problem(value):
     """A '${' that is not ${NAME} or ${NAME:-default} is reported rather than kept literally."""
-    assert problems(f"engine: {{application: '{value}'}}\nlisteners: []\nchannels: []\n", environ={"X": "x"}) == [
-        ("engine.application", 1, "malformed ${...}: write ${NAME} or ${NAME:-default}, and $$ for a literal $")
+    assert problems(
+        f"engine: {{application: '{value}'}}\nlisteners: []\nchannels: []\n", environ={"X": "x"}
+    ) == [
+        (
+            "engine.application",
+            1,
+            "malformed ${...}: write ${NAME} or ${NAME:-default}, and $$ for a literal $",
+        )
     ]
 
 
@@ -483,7 +540,12 @@ def test_minimal_config_gets_documented_defaults():
         "2.5.1",
     )
     assert engine.data_dir == CONFIGS / "data"
-    assert (engine.store.url, engine.store.durability, engine.store.lock_timeout_seconds, engine.store.max_batch) == (
+    assert (
+        engine.store.url,
+        engine.store.durability,
+        engine.store.lock_timeout_seconds,
+        engine.store.max_batch,
+    ) == (
         None,
         "process",
         5.0,
@@ -531,7 +593,9 @@ def test_parsed_text_resolves_data_dir_against_base_dir_or_working_folder(tmp_pa
 
 def test_absolute_data_dir_is_kept(tmp_path):
     """An absolute data_dir is used as written."""
-    config = parse(f"engine: {{data_dir: '{tmp_path}/db'}}\nlisteners: []\nchannels: []\n", base_dir="/elsewhere")
+    config = parse(
+        f"engine: {{data_dir: '{tmp_path}/db'}}\nlisteners: []\nchannels: []\n", base_dir="/elsewhere"
+    )
 
     assert config.engine.data_dir == tmp_path / "db"
 

@@ -34,7 +34,7 @@ class FixedAck(asyncio.Protocol):
         buffer = self.buffer + data
         while (end := buffer.find(FS_CR)) >= 0:
             start = buffer.find(VT, 0, end)
-            frame, buffer = buffer[start + 1:end], buffer[end + 2:]
+            frame, buffer = buffer[start + 1 : end], buffer[end + 2 :]
             header = frame[: frame.find(b"\r")]
             fields = header.split(header[3:4], 10) if len(header) > 3 else []
             control_id = fields[9] if len(fields) > 9 else b""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
+from engine.channels.destinations import build_destination
 from engine.channels.handoff import ChannelHandoff
 from engine.channels.runner import ChannelRunner, DestinationStages, RetryPolicy
-from engine.channels.destinations import build_destination
 from engine.config import ChannelConfig, Config
 from engine.record.destination import RecordDestination
 from engine.record.identity import IdentityRule
@@ -28,7 +28,16 @@ def retry_policy(queue) -> RetryPolicy:
     )
 
 
-def build_runner(config: Config, index: int, *, store, reactor, runners: Mapping[str, ChannelRunner], tables: Mapping[str, LookupTable], observer=None) -> ChannelRunner:
+def build_runner(
+    config: Config,
+    index: int,
+    *,
+    store,
+    reactor,
+    runners: Mapping[str, ChannelRunner],
+    tables: Mapping[str, LookupTable],
+    observer=None,
+) -> ChannelRunner:
     """The runner of ``config.channels[index]``; stage names are their YAML paths."""
     channel: ChannelConfig = config.channels[index]
     path = f"channels[{index}]"
@@ -36,10 +45,23 @@ def build_runner(config: Config, index: int, *, store, reactor, runners: Mapping
     for j, spec in enumerate(channel.destinations):
         dpath = f"{path}.destinations[{j}]"
         if spec.type == "channel":
-            connector = ChannelHandoff(spec.name, spec.channel, source_channel=channel.name, store=store, runners=runners, default_charset=config.engine.default_charset)
+            connector = ChannelHandoff(
+                spec.name,
+                spec.channel,
+                source_channel=channel.name,
+                store=store,
+                runners=runners,
+                default_charset=config.engine.default_charset,
+            )
         elif spec.type == "record":
             rule = IdentityRule(fields=spec.identity_rule) if spec.identity_rule else None
-            connector = RecordDestination(spec.name, store=store, reactor=reactor, default_charset=config.engine.default_charset, identity_rule=rule)
+            connector = RecordDestination(
+                spec.name,
+                store=store,
+                reactor=reactor,
+                default_charset=config.engine.default_charset,
+                identity_rule=rule,
+            )
         else:
             connector = build_destination(spec.name, spec.settings, reactor=reactor)
         destinations.append(
@@ -50,7 +72,9 @@ def build_runner(config: Config, index: int, *, store, reactor, runners: Mapping
                 destination=connector,
                 retry=retry_policy(spec.queue),
                 # A file destination batches when asked; the record always applies a run in one writer call.
-                batch=bool(getattr(spec.settings, "batch", False)) if spec.type == "file" else spec.type == "record",
+                batch=bool(getattr(spec.settings, "batch", False))
+                if spec.type == "file"
+                else spec.type == "record",
             )
         )
     return ChannelRunner(

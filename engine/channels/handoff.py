@@ -7,8 +7,8 @@ destinations and queues; the delivery counts as SENT once that row is committed.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 from twisted.internet import defer
 
@@ -24,14 +24,24 @@ from engine.store.schema import Status
 class ChannelHandoff:
     """Destination that stores the message for another channel and wakes that channel's runner."""
 
-    def __init__(self, name: str, target: str, *, source_channel: str, store, runners: Mapping[str, object], default_charset: str = "utf-8", clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        *,
+        source_channel: str,
+        store,
+        runners: Mapping[str, object],
+        default_charset: str = "utf-8",
+        clock: Callable[[], datetime] | None = None,
+    ):
         self.name = name
         self.target = target
         self.source_channel = source_channel
         self.store = store
         self.runners = runners
         self.default_charset = default_charset
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     def start(self) -> None:
         """Nothing to open."""
@@ -46,7 +56,9 @@ class ChannelHandoff:
         try:
             header = read_header(decoded.text)
         except HL7Error as error:
-            return defer.succeed(DeliveryResult(Outcome.ERROR, reason=f"cannot hand over to channel {self.target}: {error}"))
+            return defer.succeed(
+                DeliveryResult(Outcome.ERROR, reason=f"cannot hand over to channel {self.target}: {error}")
+            )
         row = NewMessage(
             raw=delivery.payload,
             received_at=self.clock(),

@@ -9,9 +9,10 @@ that is not durably stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -71,7 +72,9 @@ class _Outcome:
     message_id: int | None = None  # set once stored
     duplicate_of: bytes | None = None  # the original ACK, when this is a duplicate
     processed: ProcessingResult | None = None  # processed at intake by its channel's runner
-    held_by: ChannelRunner | None = None  # the runner that declined to process it at intake (it waits for a pass)
+    held_by: ChannelRunner | None = (
+        None  # the runner that declined to process it at intake (it waits for a pass)
+    )
 
     @property
     def accepted(self) -> bool:
@@ -92,7 +95,7 @@ class Intake:
         clock: Callable[[], datetime] | None = None,
         control_ids: Callable[[], str] | None = None,
         observer: Callable[[str, dict], None] | None = None,
-        runners: Mapping[str, "ChannelRunner"] | None = None,
+        runners: Mapping[str, ChannelRunner] | None = None,
         reactor=None,
     ):
         self.listener = listener
@@ -103,7 +106,7 @@ class Intake:
         self.sender = Sender(settings.application, settings.facility, settings.default_version)
         self.default_charset = settings.default_charset
         self.processing_ids = frozenset(listener.processing_ids) if listener.processing_ids else None
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.control_ids = control_ids or ControlIds()
         self._observe = observer or (lambda event, fields: None)
 
@@ -158,7 +161,9 @@ class Intake:
         d.addCallback(done)
         return d
 
-    def _outcomes(self, payload: bytes, decoded: Decoded, peer: str, received_at: datetime) -> tuple[list[_Outcome], Batch | None]:
+    def _outcomes(
+        self, payload: bytes, decoded: Decoded, peer: str, received_at: datetime
+    ) -> tuple[list[_Outcome], Batch | None]:
         """What a frame or file holds: one message, or a batch split into its messages (a broken batch is one rejection)."""
         if not looks_like_batch(decoded.text):
             return [self._examine(decoded.text, payload, decoded, peer, received_at)], None
@@ -167,10 +172,24 @@ class Intake:
         except HL7Error as exc:
             recipient, delimiters = _salvage(decoded.text)
             error = AckError(exc.code, str(exc), exc.location)
-            base = dict(raw=payload, received_at=received_at, listener=self.listener.name, peer=peer, charset=decoded.charset)
+            base = dict(
+                raw=payload,
+                received_at=received_at,
+                listener=self.listener.name,
+                peer=peer,
+                charset=decoded.charset,
+            )
             return [self._reject(base, decoded.codec, recipient, delimiters, None, (error,))], None
         outcomes = [
-            self._examine(text, encode(text, decoded.codec), decoded, peer, received_at, batch_id=batch.batch_control_id, index=i)
+            self._examine(
+                text,
+                encode(text, decoded.codec),
+                decoded,
+                peer,
+                received_at,
+                batch_id=batch.batch_control_id,
+                index=i,
+            )
             for i, text in enumerate(batch.messages, start=1)
         ]
         return outcomes, batch
@@ -192,9 +211,27 @@ class Intake:
 
     # -- single messages -----------------------------------------------------------------------
 
-    def _examine(self, text: str, raw: bytes, decoded: Decoded, peer: str, received_at: datetime, *, batch_id: str | None = None, index: int | None = None) -> _Outcome:
+    def _examine(
+        self,
+        text: str,
+        raw: bytes,
+        decoded: Decoded,
+        peer: str,
+        received_at: datetime,
+        *,
+        batch_id: str | None = None,
+        index: int | None = None,
+    ) -> _Outcome:
         """Decide what to do with one message: rows to store and the code to answer with."""
-        base = dict(raw=raw, received_at=received_at, listener=self.listener.name, peer=peer, charset=decoded.charset, batch_control_id=batch_id, batch_index=index)
+        base = dict(
+            raw=raw,
+            received_at=received_at,
+            listener=self.listener.name,
+            peer=peer,
+            charset=decoded.charset,
+            batch_control_id=batch_id,
+            batch_index=index,
+        )
         try:
             header = read_header(text)
         except HL7Error as exc:
@@ -207,24 +244,50 @@ class Intake:
         problems = [AckError(p.code, p.text, p.location) for p in validate_header(header)]
         if self.processing_ids is not None and header.processing_id not in self.processing_ids:
             accepted = ", ".join(sorted(self.processing_ids))
-            problems.append(AckError(202, f"processing id {header.processing_id!r} not accepted on this listener (accepted: {accepted})", ("MSH", 1, 11)))
-        sender = (namespace_id(header.sending_application, header.delimiters), namespace_id(header.sending_facility, header.delimiters))
+            problems.append(
+                AckError(
+                    202,
+                    f"processing id {header.processing_id!r} not accepted on this listener (accepted: {accepted})",
+                    ("MSH", 1, 11),
+                )
+            )
+        sender = (
+            namespace_id(header.sending_application, header.delimiters),
+            namespace_id(header.sending_facility, header.delimiters),
+        )
         if problems or is_ack(header):
             return self._examine_exception(header, recipient, problems, sender, base, decoded)
 
         channel = self._channel_for(header, sender)
         if channel is None:
-            error = AckError(200, f"no channel on listener {self.listener.name!r} accepts {header.message_type or '(no type)'} from {sender[0] or '(no sender)'}", ("MSH", 1, 9))
-            return self._reject({**base, **header_columns(header)}, decoded.codec, recipient, header.delimiters, header, (error,))
+            error = AckError(
+                200,
+                f"no channel on listener {self.listener.name!r} accepts {header.message_type or '(no type)'} from {sender[0] or '(no sender)'}",
+                ("MSH", 1, 9),
+            )
+            return self._reject(
+                {**base, **header_columns(header)},
+                decoded.codec,
+                recipient,
+                header.delimiters,
+                header,
+                (error,),
+            )
 
         enhanced = is_enhanced(header)
         code = "CA" if enhanced else "AA"
         ack = self._ack(recipient, code, header.delimiters, ())
         # After processing, the answer depends on the destinations: it is not known (nor stored) yet.
-        ack_bytes = None if channel.respond == "after_processing" and index is None else encode(ack, decoded.codec)
+        ack_bytes = (
+            None if channel.respond == "after_processing" and index is None else encode(ack, decoded.codec)
+        )
         status = _stored_status(channel)
         processed = held_by = None
-        runner = self.runners.get(channel.name) if status == Status.RECEIVED and _processed_at_intake(channel) else None
+        runner = (
+            self.runners.get(channel.name)
+            if status == Status.RECEIVED and _processed_at_intake(channel)
+            else None
+        )
         if runner is not None:
             processed = runner.process_at_intake(text, decoded.codec, header.control_id)
             if processed is None:
@@ -247,9 +310,30 @@ class Intake:
             transformed=None if processed is None else processed.transformed,
             deliveries=None if processed is None else processed.deliveries,
         )
-        return _Outcome([row], recipient, header.delimiters, code=code, enhanced=enhanced, accept_ack_type=header.accept_ack_type, control_id=header.control_id, ack=ack, channel=channel, sender=sender, processed=processed, held_by=held_by)
+        return _Outcome(
+            [row],
+            recipient,
+            header.delimiters,
+            code=code,
+            enhanced=enhanced,
+            accept_ack_type=header.accept_ack_type,
+            control_id=header.control_id,
+            ack=ack,
+            channel=channel,
+            sender=sender,
+            processed=processed,
+            held_by=held_by,
+        )
 
-    def _examine_exception(self, header: Header, recipient: Recipient, problems: list[AckError], sender: tuple[str, str], base: dict, decoded: Decoded) -> _Outcome:
+    def _examine_exception(
+        self,
+        header: Header,
+        recipient: Recipient,
+        problems: list[AckError],
+        sender: tuple[str, str],
+        base: dict,
+        decoded: Decoded,
+    ) -> _Outcome:
         """An acknowledgement (stored, never answered) or a message whose header is refused."""
         fields = header_columns(header)
         if is_ack(header):
@@ -258,10 +342,16 @@ class Intake:
             channel = self._channel_for(header, sender)
             reason = "; ".join(f"{p.code} {p.text}" for p in problems)
             status = Status.REJECTED if problems else _stored_status(channel)
-            rows = [NewMessage(**base, **fields, channel=channel.name if channel else None, status=status, error=reason)]
+            rows = [
+                NewMessage(
+                    **base, **fields, channel=channel.name if channel else None, status=status, error=reason
+                )
+            ]
             return _Outcome(rows, recipient, header.delimiters, code="", control_id=header.control_id)
 
-        return self._reject({**base, **fields}, decoded.codec, recipient, header.delimiters, header, tuple(problems))
+        return self._reject(
+            {**base, **fields}, decoded.codec, recipient, header.delimiters, header, tuple(problems)
+        )
 
     def _channel_for(self, header: Header, sender: tuple[str, str]) -> ChannelConfig | None:
         """The first channel of the listener, in file order, that accepts the message from (MSH-3.1, MSH-4.1), like a rule list.
@@ -280,25 +370,63 @@ class Intake:
         self._routes[key] = chosen
         return chosen
 
-    def _reject(self, base: dict, codec: str, recipient: Recipient, delimiters: Delimiters, header: Header | None, errors: tuple[AckError, ...]) -> _Outcome:
+    def _reject(
+        self,
+        base: dict,
+        codec: str,
+        recipient: Recipient,
+        delimiters: Delimiters,
+        header: Header | None,
+        errors: tuple[AckError, ...],
+    ) -> _Outcome:
         enhanced = header is not None and is_enhanced(header)
         # A bad header (type, event, processing id, version, unreadable MSH) is AR in the standard's terms.
         code = "CR" if enhanced else "AR"
-        outcome = _Outcome([], recipient, delimiters, code=code, errors=errors, enhanced=enhanced, accept_ack_type=header.accept_ack_type if header else "", control_id=recipient.control_id)
+        outcome = _Outcome(
+            [],
+            recipient,
+            delimiters,
+            code=code,
+            errors=errors,
+            enhanced=enhanced,
+            accept_ack_type=header.accept_ack_type if header else "",
+            control_id=recipient.control_id,
+        )
         outcome.ack = self._ack(recipient, code, delimiters, errors)
         reason = "; ".join(f"{e.code} {e.text}" for e in errors)
-        outcome.rows = [NewMessage(**base, status=Status.REJECTED, ack_code=code, ack=encode(outcome.ack, codec), error=reason)]
-        log.warn("rejected a message on listener {listener}: {code} {reason}", listener=self.listener.name, code=code, reason=reason)
+        outcome.rows = [
+            NewMessage(
+                **base, status=Status.REJECTED, ack_code=code, ack=encode(outcome.ack, codec), error=reason
+            )
+        ]
+        log.warn(
+            "rejected a message on listener {listener}: {code} {reason}",
+            listener=self.listener.name,
+            code=code,
+            reason=reason,
+        )
         return outcome
 
-    def _ack(self, recipient: Recipient, code: str, delimiters: Delimiters, errors: Sequence[AckError]) -> str:
-        return build_ack(recipient, code, sender=self.sender, control_id=self.control_ids(), timestamp=self.clock(), delimiters=delimiters, errors=errors)
+    def _ack(
+        self, recipient: Recipient, code: str, delimiters: Delimiters, errors: Sequence[AckError]
+    ) -> str:
+        return build_ack(
+            recipient,
+            code,
+            sender=self.sender,
+            control_id=self.control_ids(),
+            timestamp=self.clock(),
+            delimiters=delimiters,
+            errors=errors,
+        )
 
     def _store(self, outcomes: Sequence[_Outcome], *, source_file=None) -> defer.Deferred:
         """Store every row of the frame in one unit; fires with None on commit, or the StoreError."""
         rows = [row for o in outcomes for row in o.rows]
         d = self.store.add(rows, source_file=source_file) if source_file is not None else self.store.add(rows)
-        d.addCallbacks(lambda ids: self._stored(outcomes, ids), lambda failure: self._store_failed(failure, outcomes))
+        d.addCallbacks(
+            lambda ids: self._stored(outcomes, ids), lambda failure: self._store_failed(failure, outcomes)
+        )
         return d
 
     def _stored(self, outcomes: Sequence[_Outcome], ids: list[int]) -> None:
@@ -306,7 +434,13 @@ class Intake:
         processed: dict[str, list[ProcessingResult]] = {}
         for outcome, message_id in zip(outcomes, ids):  # one row per outcome
             outcome.message_id = message_id
-            event = "rejected" if outcome.errors else "duplicate" if outcome.duplicate_of is not None else "accepted"
+            event = (
+                "rejected"
+                if outcome.errors
+                else "duplicate"
+                if outcome.duplicate_of is not None
+                else "accepted"
+            )
             self._observe(event, {"listener": self.listener.name, "code": outcome.code, "count": 1})
             if outcome.held_by is not None:
                 outcome.held_by.intake_stored(message_id)
@@ -335,11 +469,23 @@ class Intake:
             original_id, original_ack = original
             outcome.duplicate_of = original_ack or encode(outcome.ack, "utf-8")
             row = outcome.rows[0]
-            outcome.rows = [replace(row, status=Status.FILTERED, error=f"duplicate of message {original_id} (same sender and control id within {outcome.channel.duplicate_window_seconds:g}s)", ack=original_ack, ack_code=row.ack_code or outcome.code)]
+            outcome.rows = [
+                replace(
+                    row,
+                    status=Status.FILTERED,
+                    error=f"duplicate of message {original_id} (same sender and control id within {outcome.channel.duplicate_window_seconds:g}s)",
+                    ack=original_ack,
+                    ack_code=row.ack_code or outcome.code,
+                )
+            ]
 
         def lookup_failed(failure: Failure) -> None:
             # The store is failing: the add that follows fails too and the sender gets AR to resend later.
-            log.warn("duplicate lookup failed on listener {listener}: {error}", listener=self.listener.name, error=failure.getErrorMessage())
+            log.warn(
+                "duplicate lookup failed on listener {listener}: {error}",
+                listener=self.listener.name,
+                error=failure.getErrorMessage(),
+            )
 
         d.addCallbacks(found, lookup_failed)
         return d
@@ -347,7 +493,11 @@ class Intake:
     def _store_failed(self, failure: Failure, outcomes: Sequence[_Outcome] = ()) -> StoreError:
         _not_stored(outcomes)
         error = failure.value if failure.check(StoreError) else StoreError(failure.getErrorMessage())
-        log.error("message store failed on listener {listener}: {error}", listener=self.listener.name, error=str(error))
+        log.error(
+            "message store failed on listener {listener}: {error}",
+            listener=self.listener.name,
+            error=str(error),
+        )
         self._observe("store_failed", {"listener": self.listener.name})
         return error
 
@@ -357,7 +507,9 @@ class Intake:
             return None
         if isinstance(stored, StoreError) and outcome.code[1] == "A":
             code = "CE" if outcome.enhanced else "AR"
-            error = AckError(206 if stored.locked else 207, "the message could not be stored now; resend it later")
+            error = AckError(
+                206 if stored.locked else 207, "the message could not be stored now; resend it later"
+            )
             text = self._ack(outcome.recipient, code, outcome.delimiters, (error,))
         else:
             code, text = outcome.code, outcome.ack
@@ -377,7 +529,12 @@ class Intake:
         if outcome.duplicate_of is not None and stored is None:
             return outcome.duplicate_of
         runner = self.runners.get(outcome.channel.name) if outcome.channel is not None else None
-        if stored is not None or not outcome.accepted or outcome.channel.respond != "after_processing" or runner is None:
+        if (
+            stored is not None
+            or not outcome.accepted
+            or outcome.channel.respond != "after_processing"
+            or runner is None
+        ):
             return self._single_reply(stored, outcome, decoded)
         waiter = runner.wait_for(outcome.message_id)
         timeout = self.reactor.callLater(outcome.channel.respond_timeout_seconds, _time_out, waiter)
@@ -397,10 +554,14 @@ class Intake:
             if outcome.enhanced:
                 code = ENHANCED[code]
             outcome.code = code
-            outcome.ack = self._ack(outcome.recipient, code, outcome.delimiters, (AckError(207, reason or "processing failed"),))
+            outcome.ack = self._ack(
+                outcome.recipient, code, outcome.delimiters, (AckError(207, reason or "processing failed"),)
+            )
         return self._single_reply(None, outcome, decoded)
 
-    def _processing_timed_out(self, failure: Failure, outcome: _Outcome, decoded: Decoded, runner) -> bytes | None:
+    def _processing_timed_out(
+        self, failure: Failure, outcome: _Outcome, decoded: Decoded, runner
+    ) -> bytes | None:
         failure.trap(defer.TimeoutError)
         runner.forget(outcome.message_id)
         # Stored and queued: the positive answer is honest, the destinations catch up on their own.
@@ -413,7 +574,18 @@ class Intake:
         d = batch.delimiters or (outcomes[0].delimiters if outcomes else Delimiters.DEFAULT)
         acks = [a for a in (self._answer(o, stored) for o in outcomes) if a is not None]
         now = self.clock().strftime("%Y%m%d%H%M%S%z")
-        header_fields = [escape(self.sender.application, d), escape(self.sender.facility, d), "", "", now, "", "", "", escape(self.control_ids(), d), escape(batch.batch_control_id, d)]
+        header_fields = [
+            escape(self.sender.application, d),
+            escape(self.sender.facility, d),
+            "",
+            "",
+            now,
+            "",
+            "",
+            "",
+            escape(self.control_ids(), d),
+            escape(batch.batch_control_id, d),
+        ]
         segments = []
         if batch.file_header is not None:
             segments.append(d.field.join(["FHS", d.encoding_chars, *header_fields]))

@@ -10,9 +10,9 @@ the configured attempts or age. Only these two turn stage results into statuses 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -70,7 +70,7 @@ class DestinationStages:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _Passes:
@@ -120,7 +120,11 @@ class _Passes:
         self._running = False
         if isinstance(result, defer.Failure):
             if result.check(StoreError):
-                log.warn("{what}: store unavailable ({error}); retrying", what=self.describe(), error=result.getErrorMessage())
+                log.warn(
+                    "{what}: store unavailable ({error}); retrying",
+                    what=self.describe(),
+                    error=result.getErrorMessage(),
+                )
             else:
                 log.failure("{what}: pass failed", result, what=self.describe())
             self._look_again_in(STORE_RETRY_SECONDS)
@@ -173,8 +177,16 @@ class ChannelRunner(_Passes):
         self.clock = clock
         self._observe = observer or (lambda event, fields: None)
         self.dispatchers = {
-            d.name: Dispatcher(name, d, store=store, reactor=reactor, clock=clock, on_settled=self._delivery_settled, observer=self._observe,
-                               urgent=lambda: bool(self._waiters))
+            d.name: Dispatcher(
+                name,
+                d,
+                store=store,
+                reactor=reactor,
+                clock=clock,
+                on_settled=self._delivery_settled,
+                observer=self._observe,
+                urgent=lambda: bool(self._waiters),
+            )
             for d in self.destinations
         }
         # Processing at intake (process_at_intake) keeps the order of receipt only while nothing of
@@ -218,8 +230,12 @@ class ChannelRunner(_Passes):
     def _pass(self):
         after_id = 0
         while not self._stopped:
-            stored_before = set(self._tracked)  # committed before this read, so it sees them if still RECEIVED
-            rows = yield self.store.pending_for_processing(self.name, after_id=after_id, limit=self.batch_size)
+            stored_before = set(
+                self._tracked
+            )  # committed before this read, so it sees them if still RECEIVED
+            rows = yield self.store.pending_for_processing(
+                self.name, after_id=after_id, limit=self.batch_size
+            )
             if not rows:
                 self._tracked -= stored_before
                 self._caught_up = True
@@ -247,7 +263,10 @@ class ChannelRunner(_Passes):
             try:
                 return self._process(0, text, codec, control_id)
             except Exception:
-                log.failure("channel {channel}: processing at intake failed; a pass processes the message", channel=self.name)
+                log.failure(
+                    "channel {channel}: processing at intake failed; a pass processes the message",
+                    channel=self.name,
+                )
         self._held += 1
         return None
 
@@ -291,8 +310,12 @@ class ChannelRunner(_Passes):
             status = Status.ERROR
         else:
             status = Status.FILTERED
-        reason = "; ".join(f"{d.destination}: {d.reason}" for d in deliveries if d.reason and status != Status.QUEUED)
-        return ProcessingResult(message_id, status, reason=reason, transformed=transformed, deliveries=deliveries)
+        reason = "; ".join(
+            f"{d.destination}: {d.reason}" for d in deliveries if d.reason and status != Status.QUEUED
+        )
+        return ProcessingResult(
+            message_id, status, reason=reason, transformed=transformed, deliveries=deliveries
+        )
 
     def _delivery(self, stages: DestinationStages, text: str, codec: str, control_id: str) -> NewDelivery:
         # Each destination transforms its own copy: what one changes, the next does not see.
@@ -385,8 +408,20 @@ GATHER_SECONDS = 0.010
 class Dispatcher(_Passes):
     """Drains one destination's durable queue in order, with retries, backoff and give-up."""
 
-    def __init__(self, channel: str, stages: DestinationStages, *, store, reactor, clock: Callable[[], datetime], on_settled, observer,
-                 rng: random.Random | None = None, batch_size: int | None = None, urgent: Callable[[], bool] = lambda: False):
+    def __init__(
+        self,
+        channel: str,
+        stages: DestinationStages,
+        *,
+        store,
+        reactor,
+        clock: Callable[[], datetime],
+        on_settled,
+        observer,
+        rng: random.Random | None = None,
+        batch_size: int | None = None,
+        urgent: Callable[[], bool] = lambda: False,
+    ):
         """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then."""
         self.channel = channel
         self._urgent = urgent
@@ -435,7 +470,9 @@ class Dispatcher(_Passes):
         while not self._stopped:
             # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
             # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
-            due = yield self.store.due_deliveries(self.channel, self.name, now=self.clock(), limit=self.batch_size, head_only=head_only)
+            due = yield self.store.due_deliveries(
+                self.channel, self.name, now=self.clock(), limit=self.batch_size, head_only=head_only
+            )
             if not due:
                 next_at = yield self.store.next_due_at(self.channel, self.name, head_only=head_only)
                 self._schedule(next_at)
@@ -478,12 +515,36 @@ class Dispatcher(_Passes):
                     reason = f"gave up after {delivery.attempt} attempt(s): {result.reason}"
                 else:
                     next_at = now + timedelta(seconds=self.stages.retry.delay(delivery.attempt, self.rng))
-            attempts.append(AttemptResult(delivery.delivery_id, outcome, now, response=result.response, response_code=result.response_code, reason=reason, next_attempt_at=next_at))
-            self._observe("delivery", {"channel": self.channel, "destination": self.name, "outcome": str(outcome)})
+            attempts.append(
+                AttemptResult(
+                    delivery.delivery_id,
+                    outcome,
+                    now,
+                    response=result.response,
+                    response_code=result.response_code,
+                    reason=reason,
+                    next_attempt_at=next_at,
+                )
+            )
+            self._observe(
+                "delivery", {"channel": self.channel, "destination": self.name, "outcome": str(outcome)}
+            )
             if outcome != Outcome.RETRY:
-                settled.append((delivery, DeliveryResult(outcome, result.response, result.response_code, reason), outcome))
+                settled.append(
+                    (
+                        delivery,
+                        DeliveryResult(outcome, result.response, result.response_code, reason),
+                        outcome,
+                    )
+                )
             if outcome == Outcome.ERROR:
-                log.warn("channel {channel} destination {destination}: delivery {delivery} failed for good: {reason}", channel=self.channel, destination=self.name, delivery=delivery.delivery_id, reason=reason)
+                log.warn(
+                    "channel {channel} destination {destination}: delivery {delivery} failed for good: {reason}",
+                    channel=self.channel,
+                    destination=self.name,
+                    delivery=delivery.delivery_id,
+                    reason=reason,
+                )
         d = self.store.record_attempts(attempts)
 
         def recorded(_):

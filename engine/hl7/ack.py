@@ -8,12 +8,12 @@ only lays the segments out the way the sender's version expects (HL7-NOTES §5).
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
+from functools import lru_cache
 
 from engine.hl7.header import Header
 from engine.hl7.message import Delimiters, escape
@@ -40,7 +40,6 @@ ERROR_TEXTS = {
 ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
 
 
-
 @dataclass(frozen=True, slots=True)
 class AckError:
     """One ERR entry: a table 0357 code, a readable text and where in the message (ERR-2)."""
@@ -64,7 +63,7 @@ class Recipient:
     charset: str = ""
 
     @classmethod
-    def of(cls, header: Header) -> "Recipient":
+    def of(cls, header: Header) -> Recipient:
         """The recipient described by a readable header (raw fields, in the sender's encoding)."""
         return cls(
             header.sending_application,
@@ -133,8 +132,15 @@ def build_ack(
         # The common answer: everything but our timestamp and control ids repeats per sender, so
         # its text is laid out once (by the general path below) and reused.
         template = _ack_template(
-            recipient.sending_application, recipient.sending_facility, recipient.trigger_event,
-            recipient.processing_id, recipient.version, recipient.charset, code, sender, delimiters,
+            recipient.sending_application,
+            recipient.sending_facility,
+            recipient.trigger_event,
+            recipient.processing_id,
+            recipient.version,
+            recipient.charset,
+            code,
+            sender,
+            delimiters,
         )
         if template is not None:
             head, middle, tail = template
@@ -150,17 +156,35 @@ _RECEIVED_ID_MARK = "\x00R\x00"
 
 @lru_cache(maxsize=1024)
 def _ack_template(
-    sending_application: str, sending_facility: str, trigger_event: str, processing_id: str, version: str,
-    charset: str, code: str, sender: Sender, delimiters: Delimiters,
+    sending_application: str,
+    sending_facility: str,
+    trigger_event: str,
+    processing_id: str,
+    version: str,
+    charset: str,
+    code: str,
+    sender: Sender,
+    delimiters: Delimiters,
 ) -> tuple[str, str, str] | None:
     """An error-free ACK cut around its timestamp, its control id and MSA-2: (head, middle, tail).
 
     None when the fields themselves hold a NUL (the stand-ins could not be found again): such an
     ACK is laid out in full every time.
     """
-    if "\x00" in f"{sending_application}{sending_facility}{trigger_event}{processing_id}{version}{charset}{code}{sender.application}{sender.facility}":
+    if (
+        "\x00"
+        in f"{sending_application}{sending_facility}{trigger_event}{processing_id}{version}{charset}{code}{sender.application}{sender.facility}"
+    ):
         return None
-    recipient = Recipient(sending_application, sending_facility, _RECEIVED_ID_MARK, trigger_event, processing_id, version, charset)
+    recipient = Recipient(
+        sending_application,
+        sending_facility,
+        _RECEIVED_ID_MARK,
+        trigger_event,
+        processing_id,
+        version,
+        charset,
+    )
     text = _layout(recipient, code, sender, _CONTROL_ID_MARK, _TIMESTAMP_MARK, delimiters, ())
     head, rest = text.split(_TIMESTAMP_MARK)
     middle, rest = rest.split(_CONTROL_ID_MARK)
@@ -168,7 +192,15 @@ def _ack_template(
     return (head, middle, tail) if not after else None
 
 
-def _layout(recipient: Recipient, code: str, sender: Sender, control_id: str, timestamp: str, delimiters: Delimiters, errors: Sequence[AckError]) -> str:
+def _layout(
+    recipient: Recipient,
+    code: str,
+    sender: Sender,
+    control_id: str,
+    timestamp: str,
+    delimiters: Delimiters,
+    errors: Sequence[AckError],
+) -> str:
     d = delimiters
     version = recipient.version or sender.default_version
     release = _release(version)
@@ -214,8 +246,6 @@ def _layout(recipient: Recipient, code: str, sender: Sender, control_id: str, ti
     return "\r".join(segments)
 
 
-
-
 @lru_cache(maxsize=64)
 def _release(version: str) -> tuple[int, ...]:
     """'2.3.1' -> (2, 3, 1); anything unreadable counts as current (the 2.5+ layout)."""
@@ -241,5 +271,15 @@ def _eld(error: AckError, d: Delimiters) -> str:
 def _err_segment(error: AckError, d: Delimiters) -> str:
     """ERR of v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 user message."""
     location = d.component.join(escape(str(p), d) for p in error.location)
-    fields = ["ERR", "", location, _coded(error, d.component, d), error.severity, "", "", "", escape(error.text, d)]
+    fields = [
+        "ERR",
+        "",
+        location,
+        _coded(error, d.component, d),
+        error.severity,
+        "",
+        "",
+        "",
+        escape(error.text, d),
+    ]
     return d.field.join(fields)

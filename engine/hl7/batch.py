@@ -104,7 +104,9 @@ def split_batch(text: str) -> Batch:
             file_header = segment
         elif kind == "BHS":
             if in_batch:
-                raise _sequence_error("Batch cannot have more than one BHS segment (no BTS before this BHS)", segment)
+                raise _sequence_error(
+                    "Batch cannot have more than one BHS segment (no BTS before this BHS)", segment
+                )
             close_message()
             delimiters = Delimiters.from_header_segment(segment)
             if envelope is not None and delimiters.field != envelope.field:

@@ -141,10 +141,10 @@ def decode(raw: bytes, default: str = "utf-8") -> Decoded:
     wide = _wide_encoding(raw)
     if wide is not None:
         bom, codec, charset = wide
-        return _decode_with(raw[len(bom):], charset, codec, bom)
+        return _decode_with(raw[len(bom) :], charset, codec, bom)
     charset = _msh18(raw)
     if raw.startswith(_UTF8_BOM):
-        return _decode_with(raw[len(_UTF8_BOM):], charset, "utf-8", _UTF8_BOM)
+        return _decode_with(raw[len(_UTF8_BOM) :], charset, "utf-8", _UTF8_BOM)
     codec = _CODECS.get(charset.upper(), default) if charset else default
     if codec in _WIDE_CODECS:
         codec = default

@@ -40,8 +40,20 @@ class Header:
     """
 
     __slots__ = (
-        "delimiters", "fields", "sending_application", "sending_facility", "receiving_application", "receiving_facility",
-        "message_code", "trigger_event", "_structure", "control_id", "processing_id", "version", "accept_ack_type", "application_ack_type",
+        "delimiters",
+        "fields",
+        "sending_application",
+        "sending_facility",
+        "receiving_application",
+        "receiving_facility",
+        "message_code",
+        "trigger_event",
+        "_structure",
+        "control_id",
+        "processing_id",
+        "version",
+        "accept_ack_type",
+        "application_ack_type",
     )
 
     def __init__(self, delimiters: Delimiters, fields: tuple[str, ...]):
@@ -49,7 +61,12 @@ class Header:
         self.fields = fields
         padded = fields if len(fields) >= 17 else fields + ("",) * (17 - len(fields))
         # Raw: MSH-3, MSH-4, MSH-5, MSH-6, MSH-10; MSH-15/16 are AL, NE, ER, SU or empty.
-        self.sending_application, self.sending_facility, self.receiving_application, self.receiving_facility = padded[3:7]
+        (
+            self.sending_application,
+            self.sending_facility,
+            self.receiving_application,
+            self.receiving_facility,
+        ) = padded[3:7]
         self.control_id = padded[10]
         self.accept_ack_type, self.application_ack_type = padded[15:17]
         repetition, component = delimiters.repetition, delimiters.component
@@ -66,7 +83,10 @@ class Header:
         return f"Header({self.delimiters!r}, {self.fields!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Header) and (self.delimiters, self.fields) == (other.delimiters, other.fields)
+        return isinstance(other, Header) and (self.delimiters, self.fields) == (
+            other.delimiters,
+            other.fields,
+        )
 
     def __hash__(self) -> int:
         return hash((self.delimiters, self.fields))

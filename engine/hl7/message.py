@@ -433,7 +433,9 @@ class Message:
         d = self._delimiters
         escaped = escape(value, d)
         if where.segment in HEADER_SEGMENTS and where.field <= 2:
-            raise ValueError(f"{where.segment}-1 and {where.segment}-2 are the delimiters; they cannot be set")
+            raise ValueError(
+                f"{where.segment}-1 and {where.segment}-2 are the delimiters; they cannot be set"
+            )
         if where.subcomponent not in (None, 1) and d.subcomponent is None:
             raise ValueError(f"cannot set {path!r}: the message has no subcomponent separator")
         segment = self.segment(where.segment, where.occurrence or 1)

@@ -78,7 +78,9 @@ def read_reply(text: str) -> Reply:
 class MLLPClient:
     """One connection to an MLLP receiver; send a payload, wait for the framed reply."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 30.0, max_frame_bytes: int = 16 * 1024 * 1024):
+    def __init__(
+        self, host: str, port: int, *, timeout: float = 30.0, max_frame_bytes: int = 16 * 1024 * 1024
+    ):
         self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -99,7 +101,7 @@ class MLLPClient:
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not data:
                 raise ConnectionError("connection closed by the receiver before a reply arrived")
@@ -115,7 +117,7 @@ class MLLPClient:
         """Close the connection."""
         self.sock.close()
 
-    def __enter__(self) -> "MLLPClient":
+    def __enter__(self) -> MLLPClient:
         return self
 
     def __exit__(self, *exc) -> None:

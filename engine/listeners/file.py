@@ -93,7 +93,9 @@ class FileSource(service.Service):
         if self._polling is not None and not self._polling.called:
             return self._polling
         self._polling = self._poll()
-        self._polling.addErrback(lambda failure: log.failure("file source {name}: poll failed", failure, name=self.name))
+        self._polling.addErrback(
+            lambda failure: log.failure("file source {name}: poll failed", failure, name=self.name)
+        )
         return self._polling
 
     @defer.inlineCallbacks
@@ -109,10 +111,17 @@ class FileSource(service.Service):
                 # Stored before a crash that came before the move: finish the move only.
                 yield self._in_thread(_move, path, s.done_directory)
                 continue
-            clean = yield self.intake.ingest_file(found.data, SourceFile(str(path), found.sha256, len(found.data)), peer=f"file:{path}")
+            clean = yield self.intake.ingest_file(
+                found.data, SourceFile(str(path), found.sha256, len(found.data)), peer=f"file:{path}"
+            )
             target = s.done_directory if clean else s.error_directory
             moved = yield self._in_thread(_move, path, target)
-            log.info("file source {name}: {file} stored, moved to {folder}", name=self.name, file=path.name, folder=moved.parent)
+            log.info(
+                "file source {name}: {file} stored, moved to {folder}",
+                name=self.name,
+                file=path.name,
+                folder=moved.parent,
+            )
 
     def _in_thread(self, func, *args):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), func, *args)

@@ -8,7 +8,8 @@ business of the handler the factory is given (``engine.channels.intake.Intake``)
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Protocol as TypingProtocol
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
 
 from twisted.application import service
 from twisted.internet import defer, protocol
@@ -153,11 +154,17 @@ class MLLPServerProtocol(MLLPFramer):
         if self._closed:
             return
         # In flight counts as activity: a slow store must not time out the sender waiting for it.
-        remaining = self.idle_timeout if self._busy else self._quiet_since + self.idle_timeout - self.clock.seconds()
+        remaining = (
+            self.idle_timeout if self._busy else self._quiet_since + self.idle_timeout - self.clock.seconds()
+        )
         if remaining > 0:
             self._idle_check = self.clock.callLater(remaining, self._check_idle)
             return
-        log.info("mllp connection from {peer} idle for {timeout}s: closing", peer=self.peer, timeout=self.idle_timeout)
+        log.info(
+            "mllp connection from {peer} idle for {timeout}s: closing",
+            peer=self.peer,
+            timeout=self.idle_timeout,
+        )
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -176,7 +183,11 @@ class MLLPServerProtocol(MLLPFramer):
         self._process_next()
 
     def frameTooLong(self, head: bytes) -> None:
-        log.warn("mllp frame from {peer} exceeds {limit} bytes: answered AR and closed", peer=self.peer, limit=self.max_frame_bytes)
+        log.warn(
+            "mllp frame from {peer} exceeds {limit} bytes: answered AR and closed",
+            peer=self.peer,
+            limit=self.max_frame_bytes,
+        )
         self.factory.frame_too_long()
         reply = self.handler.too_long(head, self.max_frame_bytes, self.peer)
         # Earlier frames of this connection are answered first; then the NAK, then close.
@@ -219,7 +230,9 @@ class MLLPServerProtocol(MLLPFramer):
             # Twisted sends what was written on the reactor's next turn; the sender waits for this
             # ACK before its next message, so a plain TCP transport sends it now (TLS keeps its pace).
             send_now = getattr(self.transport, "doWrite", None)
-            if send_now is not None and send_now() is not None:  # the reactor's sign that the connection is lost
+            if (
+                send_now is not None and send_now() is not None
+            ):  # the reactor's sign that the connection is lost
                 self.transport.abortConnection()
         if self._idle_check is not None:
             self._quiet_since = self.clock.seconds()
@@ -242,7 +255,15 @@ class _TooLong:
 class MLLPServerFactory(protocol.Factory):
     """Builds one protocol per connection and keeps what a graceful stop needs to know."""
 
-    def __init__(self, handler: FrameHandler, *, reactor, max_frame_bytes: int, idle_timeout: float | None, observer: Callable[[str, int], None] | None = None):
+    def __init__(
+        self,
+        handler: FrameHandler,
+        *,
+        reactor,
+        max_frame_bytes: int,
+        idle_timeout: float | None,
+        observer: Callable[[str, int], None] | None = None,
+    ):
         self.handler = handler
         self.reactor = reactor
         self.max_frame_bytes = max_frame_bytes
@@ -254,7 +275,9 @@ class MLLPServerFactory(protocol.Factory):
 
     def buildProtocol(self, addr) -> MLLPServerProtocol:
         peer = f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
-        proto = MLLPServerProtocol(self.handler, max_frame_bytes=self.max_frame_bytes, idle_timeout=self.idle_timeout, peer=peer)
+        proto = MLLPServerProtocol(
+            self.handler, max_frame_bytes=self.max_frame_bytes, idle_timeout=self.idle_timeout, peer=peer
+        )
         proto.factory = self
         proto.clock = self.reactor
         return proto
@@ -302,7 +325,9 @@ class MLLPServerFactory(protocol.Factory):
 class MLLPListenerService(service.Service):
     """Listens on a Twisted endpoint string; on stop, stops listening, finishes in-flight frames, closes."""
 
-    def __init__(self, name: str, reactor, endpoint: str, factory: MLLPServerFactory, *, shutdown_timeout: float = 30.0):
+    def __init__(
+        self, name: str, reactor, endpoint: str, factory: MLLPServerFactory, *, shutdown_timeout: float = 30.0
+    ):
         self.setName(name)
         self.reactor = reactor
         self.endpoint_description = endpoint

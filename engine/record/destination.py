@@ -13,7 +13,7 @@ and record writes are ordered with every other write of the engine. Outcomes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from sqlalchemy import exc as sa_exc
 from twisted.internet import defer
@@ -43,7 +43,7 @@ class RecordDestination:
         reactor,
         default_charset: str = "utf-8",
         identity_rule: IdentityRule | None = DEFAULT_RULE,
-        local_timezone: tzinfo = timezone.utc,
+        local_timezone: tzinfo = UTC,
     ):
         self.name = name
         self._store = store
@@ -78,9 +78,11 @@ class RecordDestination:
             try:
                 message = Message.parse(decode(delivery.payload, self._default_charset).text)
             except HL7Error as error:
-                results[index] = DeliveryResult(Outcome.ERROR, reason=f"the payload is not a readable HL7 message: {error}")
+                results[index] = DeliveryResult(
+                    Outcome.ERROR, reason=f"the payload is not a readable HL7 message: {error}"
+                )
                 continue
-            received_at = delivery.queued_at or datetime.fromtimestamp(self._reactor.seconds(), timezone.utc)
+            received_at = delivery.queued_at or datetime.fromtimestamp(self._reactor.seconds(), UTC)
             readable.append(index)
             messages.append((delivery.message_id, message, received_at))
         if not messages:
@@ -94,7 +96,11 @@ class RecordDestination:
 
         def applied(outcomes: list) -> list[DeliveryResult]:
             for index, outcome in zip(readable, outcomes):
-                results[index] = _applied(outcome) if isinstance(outcome, IngestResult) else self._failed(outcome, deliveries[index])
+                results[index] = (
+                    _applied(outcome)
+                    if isinstance(outcome, IngestResult)
+                    else self._failed(outcome, deliveries[index])
+                )
             return results
 
         def failed(failure: Failure) -> list[DeliveryResult]:
@@ -107,7 +113,9 @@ class RecordDestination:
     def _ingestor_for_store(self) -> RecordIngestor:
         if self._ingestor is None:
             self._ingestor = RecordIngestor(
-                self._store.repository.engine, identity_rule=self._identity_rule, local_timezone=self._local_timezone,
+                self._store.repository.engine,
+                identity_rule=self._identity_rule,
+                local_timezone=self._local_timezone,
             )
         return self._ingestor
 
@@ -115,9 +123,18 @@ class RecordDestination:
         cause = error.__cause__ if isinstance(error, StoreError) else error
         if isinstance(cause, RecordError):
             return DeliveryResult(Outcome.ERROR, reason=f"cannot be applied to the patient record: {cause}")
-        if isinstance(error, StoreError) and (error.locked or cause is None or isinstance(cause, (sa_exc.OperationalError, sa_exc.InterfaceError))):
+        if isinstance(error, StoreError) and (
+            error.locked
+            or cause is None
+            or isinstance(cause, (sa_exc.OperationalError, sa_exc.InterfaceError))
+        ):
             return DeliveryResult(Outcome.RETRY, reason=str(error))
-        log.failure("applying message {message_id} to the patient record failed", Failure(error), message_id=delivery.message_id, destination=self.name)
+        log.failure(
+            "applying message {message_id} to the patient record failed",
+            Failure(error),
+            message_id=delivery.message_id,
+            destination=self.name,
+        )
         return DeliveryResult(Outcome.ERROR, reason=f"applying to the patient record failed: {error}")
 
 

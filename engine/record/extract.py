@@ -54,7 +54,9 @@ _TIMESTAMP = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 
-@functools.lru_cache(maxsize=4096)  # a message repeats its times (OBX-14 of every result), and a feed its senders' times
+@functools.lru_cache(
+    maxsize=4096
+)  # a message repeats its times (OBX-14 of every result), and a feed its senders' times
 def parse_timestamp(text: str, local: tzinfo) -> datetime | None:
     """An HL7 TS/DTM (``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+-ZZZZ]``) as an aware datetime; None when unreadable.
 
@@ -70,8 +72,14 @@ def parse_timestamp(text: str, local: tzinfo) -> datetime | None:
         zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
     try:
         return datetime(
-            int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0),
-            int((fraction or "0").ljust(6, "0")[:6]), tzinfo=zone,
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0").ljust(6, "0")[:6]),
+            tzinfo=zone,
         )
     except ValueError:
         return None
@@ -109,7 +117,11 @@ def _relative_path(path: str) -> tuple[tuple[int, int], int | None, int | None]:
     found = _RELATIVE_PATHS.get(path)
     if found is None:
         where = parse_path(f"SEG-{path}")
-        found = _RELATIVE_PATHS[path] = ((where.field, where.repetition or 1), where.component, where.subcomponent)
+        found = _RELATIVE_PATHS[path] = (
+            (where.field, where.repetition or 1),
+            where.component,
+            where.subcomponent,
+        )
     return found
 
 
@@ -129,7 +141,9 @@ class SegmentReader:
         self.name = segment.name
         self._segment = segment
         self._delimiters = message.delimiters
-        self._escape = message.delimiters.escape or ""  # "": every value goes through unescape, which knows there is none
+        self._escape = (
+            message.delimiters.escape or ""
+        )  # "": every value goes through unescape, which knows there is none
         self._is_header = segment.is_header  # MSH, FHS, BHS: fields 1 and 2 are the delimiters themselves
         self._header: Message | None = None  # for those, the segment alone, read by Message.get
         # (field, repetition) -> [the repetition's text, then its components]
@@ -192,7 +206,9 @@ class SegmentReader:
     def _part(self, n: int, repetition: int, component: int, subcomponent: int | None = None) -> str | None:
         """``part`` of ``n[repetition].component[.subcomponent]`` without writing and reading the path."""
         if self._is_header:
-            return self.part(f"{n}[{repetition}].{component}" + ("" if subcomponent is None else f".{subcomponent}"))
+            return self.part(
+                f"{n}[{repetition}].{component}" + ("" if subcomponent is None else f".{subcomponent}")
+            )
         return self._read((n, repetition), component, subcomponent).strip() or None
 
     def columns(self, n: int, paths: dict[str, str | tuple[str, Callable[[str], Any]]]) -> dict[str, Any]:
@@ -222,18 +238,34 @@ class SegmentReader:
 
         Like ``columns``: KEEP when the field is absent, None when it is the HL7 null.
         """
-        names = _CODED_NAMES.get(prefix) or _CODED_NAMES.setdefault(prefix, (f"{prefix}code", f"{prefix}text", f"{prefix}system"))
+        names = _CODED_NAMES.get(prefix) or _CODED_NAMES.setdefault(
+            prefix, (f"{prefix}code", f"{prefix}text", f"{prefix}system")
+        )
         state = self.sent(n)
         if not state:
             return dict.fromkeys(names, KEEP if state is False else None)
         code, text = self._part(n, repetition, 1), self._part(n, repetition, 2)
         if code is None and text is None:
-            return dict(zip(names, (self._part(n, repetition, 4), self._part(n, repetition, 5), self._part(n, repetition, 6))))
+            return dict(
+                zip(
+                    names,
+                    (
+                        self._part(n, repetition, 4),
+                        self._part(n, repetition, 5),
+                        self._part(n, repetition, 6),
+                    ),
+                )
+            )
         return dict(zip(names, (code, text, self._part(n, repetition, 3))))
 
     def person(self, n: int, repetition: int = 1) -> tuple[str | None, str | None]:
         """The XCN in field ``n`` (its ``repetition``): (ID, display name 'Given Family')."""
-        parts = (self._part(n, repetition, 6), self._part(n, repetition, 3), self._part(n, repetition, 4), self._part(n, repetition, 2, 1))
+        parts = (
+            self._part(n, repetition, 6),
+            self._part(n, repetition, 3),
+            self._part(n, repetition, 4),
+            self._part(n, repetition, 2, 1),
+        )
         return self._part(n, repetition, 1), " ".join(part for part in parts if part) or None
 
 

@@ -22,7 +22,18 @@ from engine.record import schema
 from engine.record.extract import MessageFacts, SegmentReader
 from engine.record.writer import Writer
 
-__all__ = ["DEFAULT_RULE", "Conflict", "IdentityRule", "Identifier", "Match", "find_by_rule", "find_known", "normalise", "pid_identifiers", "prior_identifiers"]
+__all__ = [
+    "DEFAULT_RULE",
+    "Conflict",
+    "IdentityRule",
+    "Identifier",
+    "Match",
+    "find_by_rule",
+    "find_known",
+    "normalise",
+    "pid_identifiers",
+    "prior_identifiers",
+]
 
 RULE_FIELDS = ("family", "given", "birth_date", "sex")
 
@@ -44,7 +55,9 @@ class IdentityRule:
     def __post_init__(self) -> None:
         unknown = [name for name in self.fields if name not in RULE_FIELDS]
         if unknown or not self.fields:
-            raise ValueError(f"an identity rule compares a non-empty subset of {', '.join(RULE_FIELDS)}; got {self.fields!r}")
+            raise ValueError(
+                f"an identity rule compares a non-empty subset of {', '.join(RULE_FIELDS)}; got {self.fields!r}"
+            )
 
     @property
     def name(self) -> str:
@@ -91,7 +104,9 @@ def _cx(reader: SegmentReader, n: int, repetition: int, facts: MessageFacts) -> 
     if value is None or value == '""':
         return None
     authority = reader.part(f"{where}.4.1") or reader.part(f"{where}.4.2") or facts.default_authority
-    return Identifier(_storable(authority)[:227], _storable(value)[:199], (reader.part(f"{where}.5") or "")[:20])
+    return Identifier(
+        _storable(authority)[:227], _storable(value)[:199], (reader.part(f"{where}.5") or "")[:20]
+    )
 
 
 def _storable(text: str) -> str:
@@ -127,7 +142,9 @@ def survivor_of(writer: Writer, patient_id: int) -> dict[str, Any]:
 def _survivor(writer: Writer, row: dict[str, Any]) -> dict[str, Any]:
     """The row of the patient that the patient of ``row`` was (maybe transitively) merged into, or ``row``."""
     seen = {row["id"]}
-    while (into := row["merged_into_id"]) is not None and into not in seen:  # a cycle can only come from a bug; stop rather than loop
+    while (
+        into := row["merged_into_id"]
+    ) is not None and into not in seen:  # a cycle can only come from a bug; stop rather than loop
         seen.add(into)
         row = writer.select_one(schema.patients, {"id": into})
     return row
@@ -139,27 +156,46 @@ def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
         return None
     survivors: dict[int, dict[str, Any]] = {}  # linked patient id -> its survivor's row
     owner = {}
-    for authority, value, linked in writer.identified([(identifier.authority, identifier.value) for identifier in identifiers]):
+    for authority, value, linked in writer.identified(
+        [(identifier.authority, identifier.value) for identifier in identifiers]
+    ):
         if linked["id"] not in survivors:
             survivors[linked["id"]] = _survivor(writer, linked)
         owner[(authority, value)] = survivors[linked["id"]]["id"]
     if owner:
-        ordered = [(identifier, owner[(identifier.authority, identifier.value)]) for identifier in identifiers if (identifier.authority, identifier.value) in owner]
+        ordered = [
+            (identifier, owner[(identifier.authority, identifier.value)])
+            for identifier in identifiers
+            if (identifier.authority, identifier.value) in owner
+        ]
         first, patient_id = ordered[0]
         patient = next(row for row in survivors.values() if row["id"] == patient_id)
-        match = Match(patient_id, f"came with {first.authority} identifier already linked to patient {patient_id}", set(owner), patient=patient)
+        match = Match(
+            patient_id,
+            f"came with {first.authority} identifier already linked to patient {patient_id}",
+            set(owner),
+            patient=patient,
+        )
         for identifier, other in ordered[1:]:
             if other != patient_id and all(c.other_patient_id != other for c in match.conflicts):
-                match.conflicts.append(Conflict(
-                    "identifiers_disagree", other,
-                    f"the PID joins identifiers of patients {patient_id} and {other}; applied to {patient_id}, not merged",
-                    identifier,
-                ))
+                match.conflicts.append(
+                    Conflict(
+                        "identifiers_disagree",
+                        other,
+                        f"the PID joins identifiers of patients {patient_id} and {other}; applied to {patient_id}, not merged",
+                        identifier,
+                    )
+                )
         return match
     return None
 
 
-def find_by_rule(connection: sa.Connection, identifiers: list[Identifier], demographics: dict[str, str], rule: IdentityRule | None) -> Match:
+def find_by_rule(
+    connection: sa.Connection,
+    identifiers: list[Identifier],
+    demographics: dict[str, str],
+    rule: IdentityRule | None,
+) -> Match:
     """The patient a PID with no known identifier belongs to under ``rule`` (None: a new one, maybe with conflicts); never writes."""
     if rule is None or not all(demographics.get(name) for name in rule.fields):
         return Match(None, "new patient")
@@ -179,20 +215,37 @@ def find_by_rule(connection: sa.Connection, identifiers: list[Identifier], demog
     if not candidates:
         return Match(None, "new patient")
     if len(candidates) > 1:
-        return Match(None, "new patient", conflicts=[
-            Conflict("rule_ambiguous", other, f"identity rule {rule.name} matches several patients; a new patient was created")
-            for other in candidates
-        ])
+        return Match(
+            None,
+            "new patient",
+            conflicts=[
+                Conflict(
+                    "rule_ambiguous",
+                    other,
+                    f"identity rule {rule.name} matches several patients; a new patient was created",
+                )
+                for other in candidates
+            ],
+        )
     candidate = candidates[0]
     i = schema.identifiers
     authorities = {identifier.authority for identifier in identifiers}
     if authorities:
         taken = connection.execute(
-            sa.select(i.c.authority).where(i.c.patient_id == candidate, i.c.alias.is_(False), i.c.authority.in_(authorities)).limit(1)
+            sa.select(i.c.authority)
+            .where(i.c.patient_id == candidate, i.c.alias.is_(False), i.c.authority.in_(authorities))
+            .limit(1)
         ).scalar()
         if taken is not None:
-            return Match(None, "new patient", conflicts=[Conflict(
-                "possible_duplicate", candidate,
-                f"identity rule {rule.name} matches patient {candidate}, who already has another {taken} identifier; a new patient was created",
-            )])
+            return Match(
+                None,
+                "new patient",
+                conflicts=[
+                    Conflict(
+                        "possible_duplicate",
+                        candidate,
+                        f"identity rule {rule.name} matches patient {candidate}, who already has another {taken} identifier; a new patient was created",
+                    )
+                ],
+            )
     return Match(candidate, f"identity rule {rule.name} matched patient {candidate}")

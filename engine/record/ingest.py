@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,8 +17,28 @@ from sqlalchemy import exc as sa_exc
 from engine.errors import EngineError, StoreError
 from engine.hl7.message import Message
 from engine.record import schema
-from engine.record.extract import KEEP, MessageFacts, OrderGroup, PatientGroup, SegmentReader, parse_decimal, parse_partial_date, parse_timestamp, read_message
-from engine.record.identity import DEFAULT_RULE, IdentityRule, Identifier, find_by_rule, find_known, normalise, pid_identifiers, prior_identifiers, survivor_of
+from engine.record.extract import (
+    KEEP,
+    MessageFacts,
+    OrderGroup,
+    PatientGroup,
+    SegmentReader,
+    parse_decimal,
+    parse_partial_date,
+    parse_timestamp,
+    read_message,
+)
+from engine.record.identity import (
+    DEFAULT_RULE,
+    Identifier,
+    IdentityRule,
+    find_by_rule,
+    find_known,
+    normalise,
+    pid_identifiers,
+    prior_identifiers,
+    survivor_of,
+)
 from engine.record.writer import Differs, Statements, Writer, list_digest
 from engine.store.db import store_errors
 from engine.store.schema import require_aware, utc_now
@@ -46,14 +66,19 @@ class IngestResult:
 _FINAL_RANK = {"C": 3, "F": 2, "U": 2}
 _CANCELLING = frozenset({"X", "D", "W"})
 
-_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 _ADMITS = {"A01": "in-progress", "A04": "in-progress", "A05": "planned"}
 _MERGES = frozenset({"A18", "A34", "A39", "A40"})
 _SIU_STATUS = {"S15": "Cancelled", "S16": "Dc", "S17": "Deleted", "S26": "Noshow"}
 _SIU_EVENTS = frozenset({"S12", "S13", "S14", "S15", "S16", "S17", "S26"})
 _RESOURCE_KINDS = {"AIS": "service", "AIG": "resource", "AIL": "location", "AIP": "personnel"}
 # field numbers of (code, start, duration, duration units, role) in each resource segment
-_RESOURCE_FIELDS = {"AIS": (3, 4, 7, 8, None), "AIG": (3, 8, 11, 12, 4), "AIL": (3, 6, 9, 10, 4), "AIP": (3, 6, 9, 10, 4)}
+_RESOURCE_FIELDS = {
+    "AIS": (3, 4, 7, 8, None),
+    "AIG": (3, 8, 11, 12, 4),
+    "AIL": (3, 6, 9, 10, 4),
+    "AIP": (3, 6, 9, 10, 4),
+}
 
 
 class RecordIngestor:
@@ -64,7 +89,7 @@ class RecordIngestor:
         engine: sa.Engine,
         *,
         identity_rule: IdentityRule | None = DEFAULT_RULE,
-        local_timezone: tzinfo = timezone.utc,
+        local_timezone: tzinfo = UTC,
         clock: Callable[[], datetime] = utc_now,
     ):
         self._engine = engine
@@ -88,7 +113,9 @@ class RecordIngestor:
             raise result
         return result
 
-    def apply_many(self, messages: Sequence[tuple[int, Message, datetime]]) -> list[IngestResult | EngineError]:
+    def apply_many(
+        self, messages: Sequence[tuple[int, Message, datetime]]
+    ) -> list[IngestResult | EngineError]:
         """Apply stored messages ``(message id, message, received at)`` in order, together in one transaction; one result each.
 
         A message that cannot be applied gets its error in its place (RecordError for its content,
@@ -106,14 +133,16 @@ class RecordIngestor:
                 results.extend(self._apply_together(pending, marked_each=marked_each))
                 break
             except _Refused as refused:
-                results.extend(self.apply_many(pending[:refused.index]))
+                results.extend(self.apply_many(pending[: refused.index]))
                 results.append(refused.error)
-                pending = pending[refused.index + 1:]
+                pending = pending[refused.index + 1 :]
             except _MarksRefused:
                 marked_each = True  # again, each message marked as it is applied: the one whose mark is refused is found
         return results
 
-    def _apply_together(self, messages: list[tuple[int, Message, datetime]], *, marked_each: bool) -> list[IngestResult]:
+    def _apply_together(
+        self, messages: list[tuple[int, Message, datetime]], *, marked_each: bool
+    ) -> list[IngestResult]:
         """Apply every message in one transaction, or raise _Refused for the first that fails (all rolled back).
 
         The record_applied_messages rows go in together at the end, or each after its message
@@ -123,10 +152,27 @@ class RecordIngestor:
             # TRANSACTION: for each message, every fact, history row, link, merge and conflict it makes
             # and the record_applied_messages row that makes a second apply a no-op.
             with self._engine.begin() as connection:
-                lookup = Writer(connection, self._statements, message_id=None, cause="", now=self._clock(), message_time=_EPOCH)
-                keys = ({"message_id": message_id} for message_id in dict.fromkeys(message_id for message_id, _, _ in messages))
+                lookup = Writer(
+                    connection,
+                    self._statements,
+                    message_id=None,
+                    cause="",
+                    now=self._clock(),
+                    message_time=_EPOCH,
+                )
+                keys = (
+                    {"message_id": message_id}
+                    for message_id in dict.fromkeys(message_id for message_id, _, _ in messages)
+                )
                 done = {
-                    row["message_id"]: IngestResult(row["message_id"], row["event"], row["patient_id"], row["applied"], row["detail"], already_applied=True)
+                    row["message_id"]: IngestResult(
+                        row["message_id"],
+                        row["event"],
+                        row["patient_id"],
+                        row["applied"],
+                        row["detail"],
+                        already_applied=True,
+                    )
                     for row in lookup.rows(schema.applied_messages, *keys, order=())
                 }
                 results = []
@@ -136,7 +182,9 @@ class RecordIngestor:
                     if result is None:
                         try:
                             with store_errors(f"applying message {message_id} to the record"):
-                                result, done[message_id], mark = self._apply_one(connection, message_id, message, received_at)
+                                result, done[message_id], mark = self._apply_one(
+                                    connection, message_id, message, received_at
+                                )
                                 if marked_each:
                                     lookup.insert(schema.applied_messages, mark)
                                 else:
@@ -145,7 +193,9 @@ class RecordIngestor:
                             if _database_failed(error):
                                 raise  # the database, not this message: nothing of the batch can be applied now
                             raise _Refused(index, error) from error
-                        except Exception as error:  # RecordError, or a bug that this message's content triggers
+                        except (
+                            Exception
+                        ) as error:  # RecordError, or a bug that this message's content triggers
                             raise _Refused(index, error) from error
                     results.append(result)
                 try:
@@ -157,17 +207,35 @@ class RecordIngestor:
                     raise _MarksRefused() from error
         return results
 
-    def _apply_one(self, connection: sa.Connection, message_id: int, message: Message, received_at: datetime) -> tuple[IngestResult, IngestResult, dict[str, Any]]:
+    def _apply_one(
+        self, connection: sa.Connection, message_id: int, message: Message, received_at: datetime
+    ) -> tuple[IngestResult, IngestResult, dict[str, Any]]:
         """Apply one message inside the caller's transaction: (its result, the result of applying it again, its record_applied_messages row to write)."""
         facts = read_message(message, received_at=received_at, local=self._local)
-        writer = Writer(connection, self._statements, message_id=message_id, cause=facts.event, now=self._clock(), message_time=facts.message_time)
+        writer = Writer(
+            connection,
+            self._statements,
+            message_id=message_id,
+            cause=facts.event,
+            now=self._clock(),
+            message_time=facts.message_time,
+        )
         patient_id, applied, detail = _Application(writer, facts, self._rule, self._local).run()
         event = facts.event[:20]
         mark = {
-            "message_id": message_id, "applied_at": writer.now, "event": event, "message_time": facts.message_time,
-            "patient_id": patient_id, "applied": applied, "detail": detail,
+            "message_id": message_id,
+            "applied_at": writer.now,
+            "event": event,
+            "message_time": facts.message_time,
+            "patient_id": patient_id,
+            "applied": applied,
+            "detail": detail,
         }
-        return IngestResult(message_id, facts.event, patient_id, applied, detail), IngestResult(message_id, event, patient_id, applied, detail, already_applied=True), mark
+        return (
+            IngestResult(message_id, facts.event, patient_id, applied, detail),
+            IngestResult(message_id, event, patient_id, applied, detail, already_applied=True),
+            mark,
+        )
 
     def unmerge(self, merge_id: int, *, reason: str = "") -> int:
         """Undo a merge: the rows it moved go back to the prior patient, who becomes active again; returns how many moved.
@@ -179,7 +247,14 @@ class RecordIngestor:
             # TRANSACTION: the rows moved back, the prior patient reactivated, the merge marked undone, their history.
             with self._engine.begin() as connection:
                 # An operator's undo confirms no data as of any time: it must not make later messages look stale.
-                writer = Writer(connection, self._statements, message_id=None, cause=f"unmerge {merge_id}", now=self._clock(), message_time=_EPOCH)
+                writer = Writer(
+                    connection,
+                    self._statements,
+                    message_id=None,
+                    cause=f"unmerge {merge_id}",
+                    now=self._clock(),
+                    message_time=_EPOCH,
+                )
                 return _unmerge(writer, merge_id, reason)
 
 
@@ -216,19 +291,25 @@ def _unmerge(writer: Writer, merge_id: int, reason: str) -> int:
             continue
         if name == "created_identifiers":
             table = schema.identifiers
-            result = writer.connection.execute(table.delete().where(table.c.id.in_(ids), table.c.patient_id == survivor))
+            result = writer.connection.execute(
+                table.delete().where(table.c.id.in_(ids), table.c.patient_id == survivor)
+            )
             moved += result.rowcount
             continue
         table = tables[name]
         values: dict[str, Any] = {"patient_id": prior}
         if table is schema.identifiers:
             values["alias"] = False
-        result = writer.connection.execute(table.update().where(table.c.id.in_(ids), table.c.patient_id == survivor).values(**values))
+        result = writer.connection.execute(
+            table.update().where(table.c.id.in_(ids), table.c.patient_id == survivor).values(**values)
+        )
         moved += result.rowcount
     if prior is not None:
         patient = writer.select_one(schema.patients, {"id": prior})
         writer.update(schema.patients, patient, {"merged_into_id": None})
-    writer.connection.execute(m.update().where(m.c.id == merge_id).values(unmerged_at=writer.now, unmerge_reason=reason))
+    writer.connection.execute(
+        m.update().where(m.c.id == merge_id).values(unmerged_at=writer.now, unmerge_reason=reason)
+    )
     writer.history(m.name, merge_id, "unmerged_at", None, writer.now)
     return moved
 
@@ -289,10 +370,17 @@ class _Application:
             values, lists = read
             sent = self._sent_lists(group, lists)
             digests = {table: list_digest(rows) for table, rows in sent.items()} or None
-            patient_id = self.w.insert(schema.patients, {**values, "created_at": self.w.now, "updated_at": self.w.now, "list_digests": digests})
+            patient_id = self.w.insert(
+                schema.patients,
+                {**values, "created_at": self.w.now, "updated_at": self.w.now, "list_digests": digests},
+            )
             for table, rows in sent.items():
                 self.w.replace_list(schema.TABLES[table], patient_id, rows, new_patient=True)
-            reason = "registered by this message" if not match.conflicts else "registered by this message (identity conflict flagged)"
+            reason = (
+                "registered by this message"
+                if not match.conflicts
+                else "registered by this message (identity conflict flagged)"
+            )
         else:
             patient_id = match.patient_id
             reason = match.reason
@@ -306,34 +394,67 @@ class _Application:
                 digests = {**known, **{table: list_digest(rows) for table, rows in sent.items()}} or None
                 self.w.update(schema.patients, patient, values, unrecorded={"list_digests": digests})
                 for table, rows in sent.items():
-                    if known.get(table) != digests[table]:  # a list stored as sent already is not read to find that out
+                    if (
+                        known.get(table) != digests[table]
+                    ):  # a list stored as sent already is not read to find that out
                         self.w.replace_list(schema.TABLES[table], patient_id, rows)
         for identifier in identifiers:
             if (identifier.authority, identifier.value) not in match.known:
                 self._link(identifier, patient_id, reason, alias=False)
         for conflict in match.conflicts:
-            self._flag(conflict.kind, patient_id, conflict.other_patient_id, conflict.detail, conflict.identifier)
+            self._flag(
+                conflict.kind, patient_id, conflict.other_patient_id, conflict.detail, conflict.identifier
+            )
         return patient_id
 
     def _link(self, identifier: Identifier, patient_id: int, reason: str, *, alias: bool) -> int:
-        return self.w.insert(schema.identifiers, {
-            "patient_id": patient_id, "authority": identifier.authority, "value": identifier.value, "type_code": identifier.type_code,
-            "source_system": self.facts.source_system, "alias": alias, "link_reason": f"{reason} (message {self.w.message_id})",
-            "linked_at": self.w.now,
-        })
+        return self.w.insert(
+            schema.identifiers,
+            {
+                "patient_id": patient_id,
+                "authority": identifier.authority,
+                "value": identifier.value,
+                "type_code": identifier.type_code,
+                "source_system": self.facts.source_system,
+                "alias": alias,
+                "link_reason": f"{reason} (message {self.w.message_id})",
+                "linked_at": self.w.now,
+            },
+        )
 
-    def _flag(self, kind: str, patient_id: int | None, other: int | None, detail: str, identifier: Identifier | None = None) -> None:
-        self.w.insert(schema.conflicts, {
-            "kind": kind, "patient_id": patient_id, "other_patient_id": other, "detail": detail, "created_at": self.w.now,
-            "authority": identifier.authority if identifier else None, "value": identifier.value if identifier else None,
-        })
+    def _flag(
+        self,
+        kind: str,
+        patient_id: int | None,
+        other: int | None,
+        detail: str,
+        identifier: Identifier | None = None,
+    ) -> None:
+        self.w.insert(
+            schema.conflicts,
+            {
+                "kind": kind,
+                "patient_id": patient_id,
+                "other_patient_id": other,
+                "detail": detail,
+                "created_at": self.w.now,
+                "authority": identifier.authority if identifier else None,
+                "value": identifier.value if identifier else None,
+            },
+        )
         self.notes.append(f"identity conflict flagged ({kind})")
 
     def _sent_lists(self, group: PatientGroup, lists: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         """The patient's lists the message sends (names, addresses, telecoms from the PID; contacts from NK1), as stored."""
-        sent = {table: self.w.fit_list(schema.TABLES[table], rows) for table, rows in lists.items() if rows is not KEEP}
+        sent = {
+            table: self.w.fit_list(schema.TABLES[table], rows)
+            for table, rows in lists.items()
+            if rows is not KEEP
+        }
         if group.contacts:
-            sent[schema.contacts.name] = self.w.fit_list(schema.contacts, [_contact_values(nk1) for nk1 in group.contacts])
+            sent[schema.contacts.name] = self.w.fit_list(
+                schema.contacts, [_contact_values(nk1) for nk1 in group.contacts]
+            )
         return sent
 
     # -- ADT -------------------------------------------------------------------------------------
@@ -362,7 +483,11 @@ class _Application:
         if trigger in _ADMITS:
             if visit is None or visit["status"] == "planned" or trigger != "A05":
                 values["status"] = _ADMITS[trigger]
-            if trigger == "A01" and values["admitted_at"] is KEEP and (visit is None or visit["admitted_at"] is None):
+            if (
+                trigger == "A01"
+                and values["admitted_at"] is KEEP
+                and (visit is None or visit["admitted_at"] is None)
+            ):
                 values["admitted_at"] = self.facts.message_time
         elif trigger == "A02":
             values["status"] = "in-progress"
@@ -393,7 +518,9 @@ class _Application:
             return self.w.select_one(v, {"patient_id": patient_id, "visit_number": number})
         if not latest:
             return None
-        found = self.w.rows(v, {"patient_id": patient_id, "status": Differs("cancelled")}, descending=True, limit=1)
+        found = self.w.rows(
+            v, {"patient_id": patient_id, "status": Differs("cancelled")}, descending=True, limit=1
+        )
         return found[0] if found else None
 
     def _visit_of(self, patient_id: int, group: PatientGroup) -> int | None:
@@ -407,7 +534,9 @@ class _Application:
         if visit is not None:
             return visit["id"]
         values = _visit_values(group.pv1, group.pv2, self.local)
-        return self.w.insert(schema.visits, {**values, "patient_id": patient_id, "status": _status_from(values)})
+        return self.w.insert(
+            schema.visits, {**values, "patient_id": patient_id, "status": _status_from(values)}
+        )
 
     # -- clinical lists (AL1, DG1, PR1, IN1/IN2) -------------------------------------------------
 
@@ -415,10 +544,18 @@ class _Application:
         # The key first: the rest of a segment is read only for a row it writes.
         for al1 in group.allergies:
             code = al1.coded(3)
-            self._upsert(schema.allergies, _coded_key(code, patient_id=patient_id), functools.partial(_allergy_values, al1, code))
+            self._upsert(
+                schema.allergies,
+                _coded_key(code, patient_id=patient_id),
+                functools.partial(_allergy_values, al1, code),
+            )
         for dg1 in group.diagnoses:
             code = _described(dg1)
-            self._upsert(schema.diagnoses, _coded_key(code, patient_id=patient_id, visit_id=visit_id), functools.partial(_diagnosis_values, dg1, code, self.local))
+            self._upsert(
+                schema.diagnoses,
+                _coded_key(code, patient_id=patient_id, visit_id=visit_id),
+                functools.partial(_diagnosis_values, dg1, code, self.local),
+            )
         for pr1 in group.procedures:
             values = {**_described(pr1), **pr1.columns(5, {"performed_at": ("5.1", self._time)})}
             key = _coded_key(values, patient_id=patient_id, visit_id=visit_id)
@@ -426,7 +563,10 @@ class _Application:
             self._upsert(schema.procedures, key, lambda values=values: values)
         for in1, in2 in group.insurances:
             values = _coverage_values(in1, in2)
-            key = {"patient_id": patient_id, **{name: values[name] or None for name in ("company_id", "plan_id", "policy_number")}}
+            key = {
+                "patient_id": patient_id,
+                **{name: values[name] or None for name in ("company_id", "plan_id", "policy_number")},
+            }
             if not any(key[name] for name in ("company_id", "plan_id", "policy_number")):
                 key["company_name"] = values["company_name"] or None
             self._upsert(schema.coverages, key, lambda values=values: values)
@@ -437,7 +577,9 @@ class _Application:
         if row is None:
             return self.w.insert(table, {**read(), **key})
         if self.w.is_stale(row):
-            self.notes.append(f"{table.name.removeprefix('record_')} {row['id']} kept: the message is older than the record")
+            self.notes.append(
+                f"{table.name.removeprefix('record_')} {row['id']} kept: the message is older than the record"
+            )
         else:
             self.w.update(table, row, read())
         return row["id"]
@@ -462,7 +604,11 @@ class _Application:
             raise RecordError("MRG-1 names no prior identifier")
         i = schema.identifiers
         keys = [(p.authority, p.value) for p in priors]
-        rows = self.w.connection.execute(sa.select(i).where(sa.tuple_(i.c.authority, i.c.value).in_(keys))).mappings().all()
+        rows = (
+            self.w.connection.execute(sa.select(i).where(sa.tuple_(i.c.authority, i.c.value).in_(keys)))
+            .mappings()
+            .all()
+        )
         by_key = {(row["authority"], row["value"]): row for row in rows}
         owners: list[int] = []
         for key in keys:
@@ -475,11 +621,23 @@ class _Application:
         prior_patient = next((owner for owner in owners if owner != survivor), None)
         for other in owners:
             if other not in (survivor, prior_patient):
-                self._flag("merge_ambiguous", survivor, other, f"MRG-1 names identifiers of patients {prior_patient} and {other}; only {prior_patient} was merged")
-        merge_id = self.w.insert(schema.merges, {
-            "survivor_id": survivor, "prior_id": prior_patient, "prior_identifiers": priors_json, "event": self.facts.trigger,
-            "merged_at": self.w.now, "moved": {},
-        })
+                self._flag(
+                    "merge_ambiguous",
+                    survivor,
+                    other,
+                    f"MRG-1 names identifiers of patients {prior_patient} and {other}; only {prior_patient} was merged",
+                )
+        merge_id = self.w.insert(
+            schema.merges,
+            {
+                "survivor_id": survivor,
+                "prior_id": prior_patient,
+                "prior_identifiers": priors_json,
+                "event": self.facts.trigger,
+                "merged_at": self.w.now,
+                "moved": {},
+            },
+        )
         if prior_patient is not None:
             moved = self._move(prior_patient, survivor, merge_id)
         created = []
@@ -487,17 +645,32 @@ class _Application:
             row = by_key.get((prior.authority, prior.value))
             if row is None:
                 created.append(self._link(prior, survivor, f"merge {merge_id}: prior identifier", alias=True))
-            elif survivor_of(self.w, row["patient_id"])["id"] == survivor and not row["alias"] and row["id"] not in moved.get(i.name, []):
+            elif (
+                survivor_of(self.w, row["patient_id"])["id"] == survivor
+                and not row["alias"]
+                and row["id"] not in moved.get(i.name, [])
+            ):
                 self.w.update(i, row, {"alias": True}, cause=f"merge {merge_id}")
         moved["created_identifiers"] = created
-        self.w.connection.execute(schema.merges.update().where(schema.merges.c.id == merge_id).values(moved=moved))
-        self.notes.append(f"merge {merge_id}" + (f": patient {prior_patient} merged" if prior_patient is not None else ": prior identifiers kept as aliases"))
+        self.w.connection.execute(
+            schema.merges.update().where(schema.merges.c.id == merge_id).values(moved=moved)
+        )
+        self.notes.append(
+            f"merge {merge_id}"
+            + (
+                f": patient {prior_patient} merged"
+                if prior_patient is not None
+                else ": prior identifiers kept as aliases"
+            )
+        )
 
     def _move(self, prior: int, survivor: int, merge_id: int) -> dict[str, list[int]]:
         """Move every fact of ``prior`` to ``survivor`` (identifiers as aliases); returns the moved ids per table."""
         moved = {}
         for table in schema.FACT_TABLES:
-            ids = list(self.w.connection.execute(sa.select(table.c.id).where(table.c.patient_id == prior)).scalars())
+            ids = list(
+                self.w.connection.execute(sa.select(table.c.id).where(table.c.patient_id == prior)).scalars()
+            )
             if not ids:
                 continue
             values: dict[str, Any] = {"patient_id": survivor}
@@ -512,7 +685,11 @@ class _Application:
             sa.and_(c.c.patient_id == prior, c.c.other_patient_id == survivor),
             sa.and_(c.c.patient_id == survivor, c.c.other_patient_id == prior),
         )
-        self.w.connection.execute(c.update().where(between, c.c.resolved_at.is_(None)).values(resolved_at=self.w.now, resolution=f"merged by merge {merge_id}"))
+        self.w.connection.execute(
+            c.update()
+            .where(between, c.c.resolved_at.is_(None))
+            .values(resolved_at=self.w.now, resolution=f"merged by merge {merge_id}")
+        )
         return moved
 
     # -- SIU -------------------------------------------------------------------------------------
@@ -538,7 +715,9 @@ class _Application:
             self.notes.append(f"appointment {appointment['id']} kept: the message is older than the record")
             return patient_id
         values = self._appointment_values(sch, facts.tq1, facts.resources)
-        values.update(patient_id=patient_id, placer_id=placer or KEEP, filler_id=filler or KEEP, event=facts.trigger)
+        values.update(
+            patient_id=patient_id, placer_id=placer or KEEP, filler_id=filler or KEEP, event=facts.trigger
+        )
         if visit_id is not None:
             values["visit_id"] = visit_id
         trigger = facts.trigger
@@ -558,14 +737,19 @@ class _Application:
         self._clinical(group, patient_id, visit_id)
         return patient_id
 
-    def _appointment_values(self, sch: SegmentReader, tq1: SegmentReader | None, resources: list[SegmentReader]) -> dict[str, Any]:
+    def _appointment_values(
+        self, sch: SegmentReader, tq1: SegmentReader | None, resources: list[SegmentReader]
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {**sch.coded(7, "reason_"), **sch.coded(8, "type_")}
         if values["reason_code"] is KEEP and sch.part("6.1"):
             values.update(sch.coded(6, "reason_"))
         values.update(sch.columns(25, {"status": "25.1"}))
         start = end = KEEP
         if tq1 is not None:
-            start, end = tq1.columns(7, {"v": ("7.1", self._time)})["v"], tq1.columns(8, {"v": ("8.1", self._time)})["v"]
+            start, end = (
+                tq1.columns(7, {"v": ("7.1", self._time)})["v"],
+                tq1.columns(8, {"v": ("8.1", self._time)})["v"],
+            )
         if start is KEEP:
             start = sch.columns(11, {"v": ("11.4", self._time)})["v"]
         if end is KEEP:
@@ -587,25 +771,41 @@ class _Application:
     def _replace_resources(self, appointment_id: int, resources: list[SegmentReader]) -> None:
         r = schema.appointment_resources
         compared = ("kind", "code", "text", "role", "start_at", "duration_minutes")
-        old = [{name: row[name] for name in compared} for row in self.w.rows(r, {"appointment_id": appointment_id})]
+        old = [
+            {name: row[name] for name in compared}
+            for row in self.w.rows(r, {"appointment_id": appointment_id})
+        ]
         new = []
         for resource in resources:
             code_field, start_field, duration_field, units_field, role_field = _RESOURCE_FIELDS[resource.name]
             if resource.name == "AIL":
-                code = {"code": resource.part(f"{code_field}.1"), "text": _location_display(resource, code_field), "system": None}
+                code = {
+                    "code": resource.part(f"{code_field}.1"),
+                    "text": _location_display(resource, code_field),
+                    "system": None,
+                }
             elif resource.name == "AIP":
                 person_id, person_name = resource.person(code_field)
                 code = {"code": person_id, "text": person_name, "system": None}
             else:
-                code = {name: (None if value is KEEP else value) for name, value in resource.coded(code_field).items()}
+                code = {
+                    name: (None if value is KEEP else value)
+                    for name, value in resource.coded(code_field).items()
+                }
             role = None
             if role_field is not None:
                 role = resource.part(f"{role_field}.2") or resource.part(f"{role_field}.1")
-            new.append({
-                "kind": _RESOURCE_KINDS[resource.name], **code, "role": role,
-                "start_at": self._time(resource.get(f"{start_field}.1")),
-                "duration_minutes": _minutes(resource.part(f"{duration_field}"), resource.part(f"{units_field}.1")),
-            })
+            new.append(
+                {
+                    "kind": _RESOURCE_KINDS[resource.name],
+                    **code,
+                    "role": role,
+                    "start_at": self._time(resource.get(f"{start_field}.1")),
+                    "duration_minutes": _minutes(
+                        resource.part(f"{duration_field}"), resource.part(f"{units_field}.1")
+                    ),
+                }
+            )
         comparable = [{name: row[name] for name in compared} for row in new]
         if old == comparable:
             return
@@ -630,7 +830,11 @@ class _Application:
         main = obr or orc
         filler = (obr and obr.part("3.1")) or (orc and orc.part("3.1"))
         placer = (obr and obr.part("2.1")) or (orc and orc.part("2.1"))
-        values: dict[str, Any] = {"placer_number": placer or KEEP, "filler_number": filler or KEEP, "notes": "\n".join(order.notes) if order.notes else KEEP}
+        values: dict[str, Any] = {
+            "placer_number": placer or KEEP,
+            "filler_number": filler or KEEP,
+            "notes": "\n".join(order.notes) if order.notes else KEEP,
+        }
         if obr is not None:
             values.update(obr.coded(4))
             values.update(obr.columns(25, {"status": "25.1"}))
@@ -649,7 +853,13 @@ class _Application:
         elif placer:
             key = {"patient_id": patient_id, "placer_number": placer}
         else:
-            key = {"patient_id": patient_id, "filler_number": None, "placer_number": None, "code": values.get("code") or None, "observed_at": values.get("observed_at") or None}
+            key = {
+                "patient_id": patient_id,
+                "filler_number": None,
+                "placer_number": None,
+                "code": values.get("code") or None,
+                "observed_at": values.get("observed_at") or None,
+            }
         row = self.w.select_one(o, key)
         if row is None:
             order_id = self.w.insert(o, {**values, "patient_id": patient_id})
@@ -658,11 +868,19 @@ class _Application:
             if not self._keeps(row, values.get("status"), "order"):
                 self.w.update(o, row, values)
         # An order created by this group has no observations but the group's; an existing one's are read in one select.
-        stored = self.w.rows(schema.observations, {"order_id": order_id}) if row is not None and order.observations else []
+        stored = (
+            self.w.rows(schema.observations, {"order_id": order_id})
+            if row is not None and order.observations
+            else []
+        )
         group = _StoredObservations(stored)
         # Each observation of the group has its own key, so none can be one that the group inserts: they go in together.
-        new = [self._observation(patient_id, order_id, observation.obx, observation.notes, group, values.get("observed_at"))
-               for observation in order.observations]
+        new = [
+            self._observation(
+                patient_id, order_id, observation.obx, observation.notes, group, values.get("observed_at")
+            )
+            for observation in order.observations
+        ]
         self.w.insert_many(schema.observations, (values for values in new if values is not None))
 
     def _keeps(self, row: sa.RowMapping, incoming: Any, what: str) -> bool:
@@ -670,12 +888,24 @@ class _Application:
         if self.w.is_stale(row):
             self.notes.append(f"{what} {row['id']} kept: the message is older than the record")
             return True
-        if isinstance(incoming, str) and incoming not in _CANCELLING and _FINAL_RANK.get(incoming, 1) < _FINAL_RANK.get(row["status"] or "", 1):
+        if (
+            isinstance(incoming, str)
+            and incoming not in _CANCELLING
+            and _FINAL_RANK.get(incoming, 1) < _FINAL_RANK.get(row["status"] or "", 1)
+        ):
             self.notes.append(f"{what} {row['id']} kept: status {incoming} does not replace {row['status']}")
             return True
         return False
 
-    def _observation(self, patient_id: int, order_id: int, obx: SegmentReader, notes: list[str], group: _StoredObservations, order_time: Any) -> dict[str, Any] | None:
+    def _observation(
+        self,
+        patient_id: int,
+        order_id: int,
+        obx: SegmentReader,
+        notes: list[str],
+        group: _StoredObservations,
+        order_time: Any,
+    ) -> dict[str, Any] | None:
         """Update the observation this OBX names, or return the row to insert for it."""
         code, text, _ = _observation_code(obx).values()
         sub_id = _sub_id(obx)
@@ -686,7 +916,9 @@ class _Application:
         row = None
         if group.stored:
             coded = {"code": code} if code else {"code": None, "text": text}
-            row = group.find(self.w, {"order_id": order_id, "sub_id": sub_id, "occurrence": occurrence, **coded})
+            row = group.find(
+                self.w, {"order_id": order_id, "sub_id": sub_id, "occurrence": occurrence, **coded}
+            )
         status = KEEP
         if row is not None:
             status = _result_status(obx) or KEEP
@@ -715,7 +947,9 @@ class _Application:
         self._clinical(group, patient_id, visit_id)
         t = schema.transactions
         for ft1 in group.transactions:
-            read = functools.partial(_transaction_values, ft1, self.local, patient_id=patient_id, visit_id=visit_id)
+            read = functools.partial(
+                _transaction_values, ft1, self.local, patient_id=patient_id, visit_id=visit_id
+            )
             transaction_id = _transaction_id(ft1)
             if isinstance(transaction_id, str):
                 self._upsert(t, {"patient_id": patient_id, "transaction_id": transaction_id}, read)
@@ -729,7 +963,9 @@ class _StoredObservations:
 
     def __init__(self, stored: list[dict[str, Any]]):
         self.stored = stored
-        self.seen: dict[tuple[Any, str], int] = {}  # (code or text, sub id) -> OBX with it so far: the next one's occurrence
+        self.seen: dict[
+            tuple[Any, str], int
+        ] = {}  # (code or text, sub id) -> OBX with it so far: the next one's occurrence
         self.updated: set[int] = set()
 
     def find(self, writer: Writer, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -745,8 +981,11 @@ class _StoredObservations:
 
 def _allergy_values(al1: SegmentReader, code: dict[str, Any]) -> dict[str, Any]:
     return {
-        **code, **al1.columns(2, {"allergy_type": "2.1"}), **al1.columns(4, {"severity": "4.1"}),
-        **al1.columns(5, {"reaction": "5"}), **al1.columns(6, {"identified_date": ("6.1", parse_partial_date)}),
+        **code,
+        **al1.columns(2, {"allergy_type": "2.1"}),
+        **al1.columns(4, {"severity": "4.1"}),
+        **al1.columns(5, {"reaction": "5"}),
+        **al1.columns(6, {"identified_date": ("6.1", parse_partial_date)}),
     }
 
 
@@ -759,7 +998,11 @@ def _described(segment: SegmentReader) -> dict[str, Any]:
 
 
 def _diagnosis_values(dg1: SegmentReader, code: dict[str, Any], local: tzinfo) -> dict[str, Any]:
-    return {**code, **dg1.columns(6, {"diagnosis_type": "6.1"}), **dg1.columns(5, {"diagnosed_at": ("5.1", lambda text: parse_timestamp(text, local))})}
+    return {
+        **code,
+        **dg1.columns(6, {"diagnosis_type": "6.1"}),
+        **dg1.columns(5, {"diagnosed_at": ("5.1", lambda text: parse_timestamp(text, local))}),
+    }
 
 
 def _coded_key(values: dict[str, Any], **key: Any) -> dict[str, Any]:
@@ -795,12 +1038,17 @@ def _pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict
     }
     if values["language"] is None and pid.sent(15):
         values["language"] = pid.part("15.4")
-    lists: dict[str, Any] = {"record_names": _repeated(pid, 5, _name), "record_addresses": _repeated(pid, 11, _address)}
+    lists: dict[str, Any] = {
+        "record_names": _repeated(pid, 5, _name),
+        "record_addresses": _repeated(pid, 11, _address),
+    }
     home, work = _repeated(pid, 13, _telecom), _repeated(pid, 14, _telecom)
     if home is KEEP and work is KEEP:
         lists["record_telecoms"] = KEEP
     else:
-        lists["record_telecoms"] = [{**t, "use": "home"} for t in home or []] + [{**t, "use": "work"} for t in work or []]
+        lists["record_telecoms"] = [{**t, "use": "home"} for t in home or []] + [
+            {**t, "use": "work"} for t in work or []
+        ]
     return values, lists
 
 
@@ -816,18 +1064,30 @@ def _repeated(reader: SegmentReader, n: int, read: Callable[[SegmentReader, str]
 
 def _name(reader: SegmentReader, where: str) -> dict | None:
     row = {
-        "family": reader.part(f"{where}.1.1"), "given": reader.part(f"{where}.2"), "middle": reader.part(f"{where}.3"),
-        "suffix": reader.part(f"{where}.4"), "prefix": reader.part(f"{where}.5"), "name_type": reader.part(f"{where}.7"),
+        "family": reader.part(f"{where}.1.1"),
+        "given": reader.part(f"{where}.2"),
+        "middle": reader.part(f"{where}.3"),
+        "suffix": reader.part(f"{where}.4"),
+        "prefix": reader.part(f"{where}.5"),
+        "name_type": reader.part(f"{where}.7"),
     }
     if not (row["family"] or row["given"]):
         return None
-    return {**row, "family_key": normalise(row["family"]) or None, "given_key": normalise(row["given"]) or None}
+    return {
+        **row,
+        "family_key": normalise(row["family"]) or None,
+        "given_key": normalise(row["given"]) or None,
+    }
 
 
 def _address(reader: SegmentReader, where: str) -> dict | None:
     row = {
-        "line1": reader.part(f"{where}.1.1"), "line2": reader.part(f"{where}.2"), "city": reader.part(f"{where}.3"),
-        "state": reader.part(f"{where}.4"), "postal_code": reader.part(f"{where}.5"), "country": reader.part(f"{where}.6"),
+        "line1": reader.part(f"{where}.1.1"),
+        "line2": reader.part(f"{where}.2"),
+        "city": reader.part(f"{where}.3"),
+        "state": reader.part(f"{where}.4"),
+        "postal_code": reader.part(f"{where}.5"),
+        "country": reader.part(f"{where}.6"),
         "address_type": reader.part(f"{where}.7"),
     }
     return row if any(row.values()) else None
@@ -839,8 +1099,19 @@ def _phone(reader: SegmentReader, where: str) -> str | None:
         return email
     local = reader.part(f"{where}.7")
     if local:
-        country, area, extension = reader.part(f"{where}.5"), reader.part(f"{where}.6"), reader.part(f"{where}.8")
-        return "".join([f"+{country} " if country else "", f"({area}) " if area else "", local, f" x{extension}" if extension else ""])
+        country, area, extension = (
+            reader.part(f"{where}.5"),
+            reader.part(f"{where}.6"),
+            reader.part(f"{where}.8"),
+        )
+        return "".join(
+            [
+                f"+{country} " if country else "",
+                f"({area}) " if area else "",
+                local,
+                f" x{extension}" if extension else "",
+            ]
+        )
     return reader.part(f"{where}.1") or email
 
 
@@ -852,9 +1123,13 @@ def _telecom(reader: SegmentReader, where: str) -> dict | None:
 
 
 def _contact_values(nk1: SegmentReader) -> dict[str, Any]:
-    relationship = {name: (None if value is KEEP else value) for name, value in nk1.coded(3, "relationship_").items()}
+    relationship = {
+        name: (None if value is KEEP else value) for name, value in nk1.coded(3, "relationship_").items()
+    }
     return {
-        "family": nk1.part("2.1.1"), "given": nk1.part("2.2"), **relationship,
+        "family": nk1.part("2.1.1"),
+        "given": nk1.part("2.2"),
+        **relationship,
         "phone": _phone(nk1, "5[1]") if nk1.sent(5) else None,
     }
 
@@ -886,7 +1161,9 @@ def _visit_values(pv1: SegmentReader, pv2: SegmentReader | None, local: tzinfo) 
         **pv1.columns(36, {"discharge_disposition": "36.1"}),
         **pv1.columns(44, {"admitted_at": ("44.1", time)}),
         **pv1.columns(45, {"discharged_at": ("45.1", time)}),
-        "prior_location": KEEP if pv1.sent(6) is False else (_location_display(pv1, 6) if pv1.sent(6) else None),
+        "prior_location": KEEP
+        if pv1.sent(6) is False
+        else (_location_display(pv1, 6) if pv1.sent(6) else None),
     }
     for field_number, prefix in ((7, "attending"), (8, "referring")):
         state = pv1.sent(field_number)
@@ -966,11 +1243,24 @@ def _observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
     value_type = (obx.part("2.1") or "").upper()
     values: dict[str, Any] = {
         **_observation_code(obx),
-        "sub_id": _sub_id(obx), "value_type": value_type or None,
-        "value": None, "numeric_value": None, "comparator": None, "separator": None, "numeric_high": None,
-        "coded_code": None, "coded_text": None, "coded_system": None, "media_type": None, "encoding": None,
-        "units": obx.part("6.1") or obx.part("6.2"), "reference_range": obx.part("7"),
-        "abnormal_flags": "~".join(flag for r in range(1, obx.repetitions(8) + 1) if (flag := obx.part(f"8[{r}].1"))) or None,
+        "sub_id": _sub_id(obx),
+        "value_type": value_type or None,
+        "value": None,
+        "numeric_value": None,
+        "comparator": None,
+        "separator": None,
+        "numeric_high": None,
+        "coded_code": None,
+        "coded_text": None,
+        "coded_system": None,
+        "media_type": None,
+        "encoding": None,
+        "units": obx.part("6.1") or obx.part("6.2"),
+        "reference_range": obx.part("7"),
+        "abnormal_flags": "~".join(
+            flag for r in range(1, obx.repetitions(8) + 1) if (flag := obx.part(f"8[{r}].1"))
+        )
+        or None,
         "status": _result_status(obx),
         "observed_at": parse_timestamp(obx.get("14.1"), local),
         "performing_lab": obx.part("23.1") or obx.part("15.2") or obx.part("15.1"),
@@ -982,7 +1272,12 @@ def _observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
         values["numeric_value"] = _float(values["value"])
     elif value_type == "SN":
         comparator, first, separator, second = (obx.part(f"5.{c}") for c in (1, 2, 3, 4))
-        values.update(comparator=comparator, numeric_value=_float(first), separator=separator, numeric_high=_float(second))
+        values.update(
+            comparator=comparator,
+            numeric_value=_float(first),
+            separator=separator,
+            numeric_high=_float(second),
+        )
         values["value"] = "".join(part for part in (comparator, first, separator, second) if part) or None
     elif value_type in ("CE", "CWE", "CNE", "CF"):
         values.update(coded_code=obx.part("5.1"), coded_text=obx.part("5.2"), coded_system=obx.part("5.3"))
@@ -990,7 +1285,9 @@ def _observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
     elif value_type == "ED":
         subtype = obx.part("5.3")
         media = "/".join(part for part in (obx.part("5.2"), subtype) if part)
-        values.update(media_type=media.lower() or None, encoding=obx.part("5.4"), value=obx.get("5.5") or None)
+        values.update(
+            media_type=media.lower() or None, encoding=obx.part("5.4"), value=obx.get("5.5") or None
+        )
     elif value_type == "DT":
         values["value"] = parse_partial_date(obx.get("5.1")) or obx.part("5")
     elif value_type in ("TS", "DTM"):
@@ -1013,7 +1310,9 @@ def _transaction_values(ft1: SegmentReader, local: tzinfo, **more: Any) -> dict[
 
     diagnoses = []
     for r in range(1, ft1.repetitions(19) + 1):
-        code = {name: (None if value is KEEP else value) for name, value in ft1.coded(19, repetition=r).items()}
+        code = {
+            name: (None if value is KEEP else value) for name, value in ft1.coded(19, repetition=r).items()
+        }
         if code["code"] or code["text"]:
             diagnoses.append(code)
     performed = ft1.person(20) if ft1.sent(20) else (None, None)

@@ -30,13 +30,25 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _rows(connection: sa.Connection, table: sa.Table, *criteria, order=None, drop=("patient_id",)) -> list[dict]:
+def _rows(
+    connection: sa.Connection, table: sa.Table, *criteria, order=None, drop=("patient_id",)
+) -> list[dict]:
     query = sa.select(table).where(*criteria).order_by(*(order if order is not None else [table.c.id]))
-    return [{key: plain(value) for key, value in row.items() if key not in drop} for row in connection.execute(query).mappings()]
+    return [
+        {key: plain(value) for key, value in row.items() if key not in drop}
+        for row in connection.execute(query).mappings()
+    ]
 
 
-def find_patients(engine: sa.Engine, *, identifier: str | None = None, authority: str | None = None, name: str | None = None,
-                  birthdate: str | None = None, limit: int = MAX_RESULTS) -> list[dict]:
+def find_patients(
+    engine: sa.Engine,
+    *,
+    identifier: str | None = None,
+    authority: str | None = None,
+    name: str | None = None,
+    birthdate: str | None = None,
+    limit: int = MAX_RESULTS,
+) -> list[dict]:
     """Patients (not merged away) matching every criterion given: identifier value (and authority), a name prefix
     (family or given, ignoring case and accents), an ISO birth date; at most ``limit``, lowest id first.
     """
@@ -51,29 +63,50 @@ def find_patients(engine: sa.Engine, *, identifier: str | None = None, authority
         key = normalise(name)
         if key:
             pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            named = sa.select(n.c.patient_id).where(sa.or_(n.c.family_key.like(pattern, escape="\\"), n.c.given_key.like(pattern, escape="\\")))
+            named = sa.select(n.c.patient_id).where(
+                sa.or_(n.c.family_key.like(pattern, escape="\\"), n.c.given_key.like(pattern, escape="\\"))
+            )
             query = query.where(p.c.id.in_(named))
     if birthdate:
         query = query.where(p.c.birth_date == birthdate)
     with store_errors("searching patients"), engine.connect() as connection:
-        ids = list(connection.execute(query.order_by(p.c.id).limit(max(1, min(limit, MAX_RESULTS)))).scalars())
+        ids = list(
+            connection.execute(query.order_by(p.c.id).limit(max(1, min(limit, MAX_RESULTS)))).scalars()
+        )
         return [_summary(connection, patient_id) for patient_id in ids]
 
 
 def _summary(connection: sa.Connection, patient_id: int) -> dict:
     p = schema.patients
-    row = connection.execute(sa.select(p.c.id, p.c.birth_date, p.c.sex).where(p.c.id == patient_id)).mappings().one()
-    names = _rows(connection, schema.names, schema.names.c.patient_id == patient_id, order=[schema.names.c.position],
-                  drop=("id", "patient_id", "position", "family_key", "given_key", "message_id"))
-    identifiers = _rows(connection, schema.identifiers, schema.identifiers.c.patient_id == patient_id,
-                        drop=("id", "patient_id", "link_reason", "linked_at", "message_id", "source_system"))
+    row = (
+        connection.execute(sa.select(p.c.id, p.c.birth_date, p.c.sex).where(p.c.id == patient_id))
+        .mappings()
+        .one()
+    )
+    names = _rows(
+        connection,
+        schema.names,
+        schema.names.c.patient_id == patient_id,
+        order=[schema.names.c.position],
+        drop=("id", "patient_id", "position", "family_key", "given_key", "message_id"),
+    )
+    identifiers = _rows(
+        connection,
+        schema.identifiers,
+        schema.identifiers.c.patient_id == patient_id,
+        drop=("id", "patient_id", "link_reason", "linked_at", "message_id", "source_system"),
+    )
     return {**plain(row), "names": names, "identifiers": identifiers}
 
 
 def get_patient(engine: sa.Engine, patient_id: int) -> dict | None:
     """Everything the record holds about one patient (its own rows, not those of patients merged into it), or None."""
     with store_errors(f"reading patient {patient_id}"), engine.connect() as connection:
-        row = connection.execute(sa.select(schema.patients).where(schema.patients.c.id == patient_id)).mappings().first()
+        row = (
+            connection.execute(sa.select(schema.patients).where(schema.patients.c.id == patient_id))
+            .mappings()
+            .first()
+        )
         if row is None:
             return None
         patient = plain(row)
@@ -85,7 +118,9 @@ def get_patient(engine: sa.Engine, patient_id: int) -> dict | None:
             return _rows(connection, table, table.c.patient_id == patient_id, **kwargs)
 
         patient["identifiers"] = own(s.identifiers)
-        patient["names"] = own(s.names, order=[s.names.c.position], drop=("patient_id", "family_key", "given_key"))
+        patient["names"] = own(
+            s.names, order=[s.names.c.position], drop=("patient_id", "family_key", "given_key")
+        )
         patient["addresses"] = own(s.addresses, order=[s.addresses.c.position])
         patient["telecoms"] = own(s.telecoms, order=[s.telecoms.c.position])
         patient["contacts"] = own(s.contacts, order=[s.contacts.c.position])
@@ -96,13 +131,33 @@ def get_patient(engine: sa.Engine, patient_id: int) -> dict | None:
         patient["coverages"] = own(s.coverages)
         appointments = own(s.appointments)
         for appointment in appointments:
-            appointment["resources"] = _rows(connection, s.appointment_resources, s.appointment_resources.c.appointment_id == appointment["id"], drop=("appointment_id",))
+            appointment["resources"] = _rows(
+                connection,
+                s.appointment_resources,
+                s.appointment_resources.c.appointment_id == appointment["id"],
+                drop=("appointment_id",),
+            )
         patient["appointments"] = appointments
         orders = own(s.orders)
         for order in orders:
-            order["observations"] = _rows(connection, s.observations, s.observations.c.order_id == order["id"], drop=("patient_id", "order_id"))
+            order["observations"] = _rows(
+                connection,
+                s.observations,
+                s.observations.c.order_id == order["id"],
+                drop=("patient_id", "order_id"),
+            )
         patient["orders"] = orders
         patient["transactions"] = own(s.transactions)
-        patient["merges"] = _rows(connection, s.merges, sa.or_(s.merges.c.survivor_id == patient_id, s.merges.c.prior_id == patient_id), drop=())
-        patient["conflicts"] = _rows(connection, s.conflicts, sa.or_(s.conflicts.c.patient_id == patient_id, s.conflicts.c.other_patient_id == patient_id), drop=())
+        patient["merges"] = _rows(
+            connection,
+            s.merges,
+            sa.or_(s.merges.c.survivor_id == patient_id, s.merges.c.prior_id == patient_id),
+            drop=(),
+        )
+        patient["conflicts"] = _rows(
+            connection,
+            s.conflicts,
+            sa.or_(s.conflicts.c.patient_id == patient_id, s.conflicts.c.other_patient_id == patient_id),
+            drop=(),
+        )
         return patient

@@ -319,7 +319,9 @@ appointment_resources = sa.Table(
     "record_resources",
     metadata,
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
-    sa.Column("appointment_id", RowId, sa.ForeignKey("record_appointments.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "appointment_id", RowId, sa.ForeignKey("record_appointments.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("kind", sa.String(10), nullable=False),  # service, resource, location, personnel
     *_coded(),
     _text("role", 200),
@@ -425,7 +427,9 @@ merges = sa.Table(
     metadata,
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
     sa.Column("survivor_id", RowId, sa.ForeignKey("record_patients.id"), nullable=False),
-    sa.Column("prior_id", RowId, sa.ForeignKey("record_patients.id"), nullable=True),  # NULL: the prior ids were unknown
+    sa.Column(
+        "prior_id", RowId, sa.ForeignKey("record_patients.id"), nullable=True
+    ),  # NULL: the prior ids were unknown
     sa.Column("prior_identifiers", sa.JSON(), nullable=False),  # [[authority, value], ...] from MRG-1
     sa.Column("event", sa.String(10), nullable=False),
     sa.Column("merged_at", UTCDateTime(), nullable=False),
@@ -480,7 +484,13 @@ history = sa.Table(
 applied_messages = sa.Table(
     "record_applied_messages",
     metadata,
-    sa.Column("message_id", RowId, sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    sa.Column(
+        "message_id",
+        RowId,
+        sa.ForeignKey("messages.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     sa.Column("applied_at", UTCDateTime(), nullable=False),
     sa.Column("event", sa.String(20), nullable=False),
     sa.Column("message_time", UTCDateTime(), nullable=False),
@@ -490,7 +500,18 @@ applied_messages = sa.Table(
 )
 
 #: Tables whose rows belong to a patient through patient_id and move with a merge.
-FACT_TABLES = (identifiers, visits, allergies, diagnoses, procedures, coverages, appointments, orders, observations, transactions)
+FACT_TABLES = (
+    identifiers,
+    visits,
+    allergies,
+    diagnoses,
+    procedures,
+    coverages,
+    appointments,
+    orders,
+    observations,
+    transactions,
+)
 
 #: Every table of the record by name.
 TABLES = {table.name: table for table in metadata.sorted_tables if table.name.startswith("record_")}

@@ -91,7 +91,9 @@ class _Table:
         # (text length: -1 for text without a limit, None for other types; SQLAlchemy's bind processor or None)
         self.binds = {
             column.name: (
-                (column.type.length if column.type.length is not None else -1) if isinstance(column.type, sa.String) else None,
+                (column.type.length if column.type.length is not None else -1)
+                if isinstance(column.type, sa.String)
+                else None,
                 self.types[column.name].bind_processor(dialect),
             )
             for column in table.c
@@ -102,7 +104,12 @@ class _Table:
     def fit(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The values as the database will hold them: text through ``_fit_text``, KEEP as it is."""
         binds = self.binds
-        return {name: _fit_text(value, binds[name][0]) if isinstance(value, str) and binds[name][0] is not None else value for name, value in values.items()}
+        return {
+            name: _fit_text(value, binds[name][0])
+            if isinstance(value, str) and binds[name][0] is not None
+            else value
+            for name, value in values.items()
+        }
 
     def parameters(self, values: Mapping[str, Any], times: dict[datetime, Any]) -> list[Any]:
         """The values fitted (KEEP as None) and through each column's bind processor, as the driver takes them.
@@ -148,9 +155,13 @@ class Statements:
         self.returning = dialect.name != "sqlite"  # sqlite3's lastrowid is exact for one-row inserts
         self._tables: dict[str, _Table] = {}
         self._sql: dict[tuple, str] = {}
-        self._results: dict[str, tuple] = {}  # select SQL -> (names, result processors), from its first cursor description
+        self._results: dict[
+            str, tuple
+        ] = {}  # select SQL -> (names, result processors), from its first cursor description
         self.bound_times: dict[datetime, Any] = {}  # for _Table.parameters
-        self._read_times: dict[Any, datetime] = {}  # a timestamp as the driver gives it -> as SQLAlchemy reads it
+        self._read_times: dict[
+            Any, datetime
+        ] = {}  # a timestamp as the driver gives it -> as SQLAlchemy reads it
 
     def table(self, table: sa.Table) -> _Table:
         """The driver's view of ``table``."""
@@ -181,7 +192,14 @@ class Statements:
             sql = self._sql[shape] = f"UPDATE {table.name} SET {assignments} WHERE id = {self._marker}"
         return sql
 
-    def select(self, table: _Table, keys: tuple[tuple[tuple[str, str], ...], ...], order: tuple[str, ...], descending: bool, limit: int | None) -> str:
+    def select(
+        self,
+        table: _Table,
+        keys: tuple[tuple[tuple[str, str], ...], ...],
+        order: tuple[str, ...],
+        descending: bool,
+        limit: int | None,
+    ) -> str:
         """``SELECT`` every column of the rows matching any of ``keys`` (each (column, operator) pairs) in ``order``."""
         shape = ("select", table.name, keys, order, descending, limit)
         sql = self._sql.get(shape)
@@ -222,10 +240,19 @@ class Statements:
         if not any(keys):
             return ""
         conditions = [
-            " AND ".join(f"{table.quoted[name]} IS NULL" if operator == "null" else f"{table.quoted[name]} {operator} {self._marker}" for name, operator in key)
+            " AND ".join(
+                f"{table.quoted[name]} IS NULL"
+                if operator == "null"
+                else f"{table.quoted[name]} {operator} {self._marker}"
+                for name, operator in key
+            )
             for key in keys
         ]
-        return " WHERE " + (conditions[0] if len(conditions) == 1 else " OR ".join(f"({condition})" for condition in conditions))
+        return " WHERE " + (
+            conditions[0]
+            if len(conditions) == 1
+            else " OR ".join(f"({condition})" for condition in conditions)
+        )
 
     def result(self, sql: str, table: _Table, cursor, *, after: int = 0) -> tuple[tuple[str, ...], list]:
         """Column names and SQLAlchemy's result processor of each (None: taken as the driver gives it) for a select of ``table`` just run on ``cursor``.
@@ -234,9 +261,13 @@ class Statements:
         """
         found = self._results.get(sql)
         if found is None:
-            description = cursor.description[after:]  # psycopg builds it anew on each access: read once per statement
+            description = cursor.description[
+                after:
+            ]  # psycopg builds it anew on each access: read once per statement
             names = tuple(column[0] for column in description)
-            processors = [self._reading(table.types[name], column[1]) for name, column in zip(names, description)]
+            processors = [
+                self._reading(table.types[name], column[1]) for name, column in zip(names, description)
+            ]
             found = self._results[sql] = (names, processors)
         return found
 
@@ -281,7 +312,16 @@ class Writer:
     ``connection`` is in a transaction; every statement runs on its driver connection, inside it.
     """
 
-    def __init__(self, connection: sa.Connection, statements: Statements, *, message_id: int | None, cause: str, now: datetime, message_time: datetime):
+    def __init__(
+        self,
+        connection: sa.Connection,
+        statements: Statements,
+        *,
+        message_id: int | None,
+        cause: str,
+        now: datetime,
+        message_time: datetime,
+    ):
         self.connection = connection
         self.message_id = message_id
         self.cause = cause[:60]
@@ -299,10 +339,19 @@ class Writer:
             self._cursor.execute(sql, parameters)
         except self._dbapi_error as error:
             # As SQLAlchemy would raise it, so store_errors and the callers judge it the same way.
-            raise sa_exc.DBAPIError.instance(sql, None, error, self._dbapi_error, hide_parameters=True, dialect=self._statements.dialect) from error
+            raise sa_exc.DBAPIError.instance(
+                sql, None, error, self._dbapi_error, hide_parameters=True, dialect=self._statements.dialect
+            ) from error
         return self._cursor
 
-    def rows(self, table: sa.Table, *keys: Mapping[str, Any], order: tuple[str, ...] = ("id",), descending: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+    def rows(
+        self,
+        table: sa.Table,
+        *keys: Mapping[str, Any],
+        order: tuple[str, ...] = ("id",),
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         """The rows whose columns equal those of one of the ``keys`` (None: IS NULL; ``Differs(v)``: <> v), as dicts, in ``order``.
 
         More than _KEYS_PER_SELECT keys take one select each that many (SQLite refuses an OR
@@ -310,8 +359,15 @@ class Writer:
         """
         if len(keys) > _KEYS_PER_SELECT:
             return [
-                row for start in range(0, len(keys), _KEYS_PER_SELECT)
-                for row in self.rows(table, *keys[start:start + _KEYS_PER_SELECT], order=order, descending=descending, limit=limit)
+                row
+                for start in range(0, len(keys), _KEYS_PER_SELECT)
+                for row in self.rows(
+                    table,
+                    *keys[start : start + _KEYS_PER_SELECT],
+                    order=order,
+                    descending=descending,
+                    limit=limit,
+                )
             ]
         driver_table = self._statements.table(table)
         shapes, parameters = [], []
@@ -324,22 +380,53 @@ class Writer:
         found = cursor.fetchall()
         names, processors = self._statements.result(sql, driver_table, cursor)
         return [
-            dict(zip(names, [value if processor is None else processor(value) for processor, value in zip(processors, row)]))
+            dict(
+                zip(
+                    names,
+                    [
+                        value if processor is None else processor(value)
+                        for processor, value in zip(processors, row)
+                    ],
+                )
+            )
             for row in found
         ]
 
     def identified(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str, dict[str, Any]]]:
         """Each (authority, value) of ``keys`` that the record knows, with the row of the patient it is linked to, in identifier id order (as ``rows``: within each select)."""
         if len(keys) > _KEYS_PER_SELECT:
-            return [found for start in range(0, len(keys), _KEYS_PER_SELECT) for found in self.identified(keys[start:start + _KEYS_PER_SELECT])]
-        identifiers, patients = self._statements.table(schema.identifiers), self._statements.table(schema.patients)
-        parameters = [value for authority, value in keys for value in identifiers.parameters({"authority": authority, "value": value}, self._times)]
+            return [
+                found
+                for start in range(0, len(keys), _KEYS_PER_SELECT)
+                for found in self.identified(keys[start : start + _KEYS_PER_SELECT])
+            ]
+        identifiers, patients = (
+            self._statements.table(schema.identifiers),
+            self._statements.table(schema.patients),
+        )
+        parameters = [
+            value
+            for authority, value in keys
+            for value in identifiers.parameters({"authority": authority, "value": value}, self._times)
+        ]
         sql = self._statements.identified(len(keys))
         cursor = self._execute(sql, parameters)
         found = cursor.fetchall()
         names, processors = self._statements.result(sql, patients, cursor, after=2)
         return [
-            (row[0], row[1], dict(zip(names, [value if processor is None else processor(value) for processor, value in zip(processors, row[2:])])))
+            (
+                row[0],
+                row[1],
+                dict(
+                    zip(
+                        names,
+                        [
+                            value if processor is None else processor(value)
+                            for processor, value in zip(processors, row[2:])
+                        ],
+                    )
+                ),
+            )
             for row in found
         ]
 
@@ -348,7 +435,9 @@ class Writer:
         found = self.rows(table, key, limit=1)
         return found[0] if found else None
 
-    def first(self, table: sa.Table, rows: Iterable[Mapping[str, Any]], key: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    def first(
+        self, table: sa.Table, rows: Iterable[Mapping[str, Any]], key: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
         """The first of ``rows`` (read by ``rows``) that ``select_one(table, key)`` would select among them; None as IS NULL, no ``Differs``.
 
         The key's values are compared as the database holds them (fitted), so a lookup in rows
@@ -356,7 +445,9 @@ class Writer:
         """
         fitted = self._statements.table(table).fit(key)
         for row in rows:
-            if all(row[name] is None if value is None else row[name] == value for name, value in fitted.items()):
+            if all(
+                row[name] is None if value is None else row[name] == value for name, value in fitted.items()
+            ):
                 return row
         return None
 
@@ -364,7 +455,9 @@ class Writer:
         """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id."""
         driver_table = self._statements.table(table)
         row = self._stamped(driver_table, values)
-        cursor = self._execute(self._statements.insert(driver_table, tuple(row)), driver_table.parameters(row, self._times))
+        cursor = self._execute(
+            self._statements.insert(driver_table, tuple(row)), driver_table.parameters(row, self._times)
+        )
         if not driver_table.has_id:
             return row[driver_table.primary_key]
         return cursor.fetchone()[0] if self._statements.returning else cursor.lastrowid
@@ -372,10 +465,12 @@ class Writer:
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert rows as ``insert`` does, in order, in one statement per run of rows with the same columns; their ids are not returned."""
         driver_table = self._statements.table(table)
-        for names, run in itertools.groupby((self._stamped(driver_table, values) for values in rows), key=tuple):
+        for names, run in itertools.groupby(
+            (self._stamped(driver_table, values) for values in rows), key=tuple
+        ):
             run = list(run)
             for start in range(0, len(run), _ROWS_PER_INSERT):
-                chunk = run[start:start + _ROWS_PER_INSERT]
+                chunk = run[start : start + _ROWS_PER_INSERT]
                 parameters = [value for row in chunk for value in driver_table.parameters(row, self._times)]
                 self._execute(self._statements.insert(driver_table, names, len(chunk)), parameters)
 
@@ -391,14 +486,23 @@ class Writer:
         """Delete the rows matching ``key``."""
         driver_table = self._statements.table(table)
         shape, values = _key(key)
-        self._execute(self._statements.delete(driver_table, shape), driver_table.parameters(values, self._times))
+        self._execute(
+            self._statements.delete(driver_table, shape), driver_table.parameters(values, self._times)
+        )
 
     def is_stale(self, row: Mapping[str, Any]) -> bool:
         """Whether this message is older than the data the row holds (so it must not overwrite it)."""
         return self.message_time < row["as_of"]
 
-    def update(self, table: sa.Table, row: Mapping[str, Any], values: Mapping[str, Any], *, cause: str | None = None,
-               unrecorded: Mapping[str, Any] | None = None) -> bool:
+    def update(
+        self,
+        table: sa.Table,
+        row: Mapping[str, Any],
+        values: Mapping[str, Any],
+        *,
+        cause: str | None = None,
+        unrecorded: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Write the sent values (not KEEP) that differ from ``row``, each with a history row; True when something changed.
 
         The row then names this message as its source and its ``as_of`` moves forward.
@@ -414,10 +518,16 @@ class Writer:
             if isinstance(value, str) and binds[name][0] is not None:
                 value = _fit_text(value, binds[name][0])
             old = row[name]
-            if old != value and not _same(old, value):  # equal values are the same; _same also takes close floats as the same
+            if old != value and not _same(
+                old, value
+            ):  # equal values are the same; _same also takes close floats as the same
                 changes[name] = value
         if changes:
-            if "message_id" in driver_table.stamps and self.message_id is not None and row["message_id"] != self.message_id:
+            if (
+                "message_id" in driver_table.stamps
+                and self.message_id is not None
+                and row["message_id"] != self.message_id
+            ):
                 changes["message_id"] = self.message_id
             for name, value in changes.items():
                 self.history(table.name, row["id"], name, row[name], value, cause=cause)
@@ -432,15 +542,29 @@ class Writer:
                 changes[name] = value
         if changes:
             names = tuple(changes)
-            self._execute(self._statements.update(driver_table, names), [*driver_table.parameters(changes, self._times), row["id"]])
+            self._execute(
+                self._statements.update(driver_table, names),
+                [*driver_table.parameters(changes, self._times), row["id"]],
+            )
         return changed
 
-    def history(self, entity: str, entity_id: int, field: str, old: Any, new: Any, *, cause: str | None = None) -> None:
+    def history(
+        self, entity: str, entity_id: int, field: str, old: Any, new: Any, *, cause: str | None = None
+    ) -> None:
         """Record one change of one value."""
-        self.insert(schema.history, {
-            "entity": entity, "entity_id": entity_id, "field": field[:60], "old_value": history_text(old), "new_value": history_text(new),
-            "cause": (cause or self.cause)[:60], "at": self.now, "message_id": self.message_id,
-        })
+        self.insert(
+            schema.history,
+            {
+                "entity": entity,
+                "entity_id": entity_id,
+                "field": field[:60],
+                "old_value": history_text(old),
+                "new_value": history_text(new),
+                "cause": (cause or self.cause)[:60],
+                "at": self.now,
+                "message_id": self.message_id,
+            },
+        )
 
     def fit_list(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A patient's list (names, addresses, ...) as ``replace_list`` compares and stores it: the content columns of each row, fitted."""
@@ -448,21 +572,40 @@ class Writer:
         content = self._list_content(driver_table)
         return [driver_table.fit({name: row.get(name) for name in content}) for row in rows]
 
-    def replace_list(self, table: sa.Table, patient_id: int, fitted: list[dict[str, Any]], *, new_patient: bool = False) -> bool:
+    def replace_list(
+        self, table: sa.Table, patient_id: int, fitted: list[dict[str, Any]], *, new_patient: bool = False
+    ) -> bool:
         """Make ``fitted`` (``fit_list``'s rows, in order) the patient's rows of ``table``; one history row (JSON lists) when they differ.
 
         A patient created by this message has no previous value, so nothing goes to history.
         """
         content = self._list_content(self._statements.table(table))
-        old = [] if new_patient else [{name: row[name] for name in content} for row in self.rows(table, {"patient_id": patient_id}, order=("position", "id"))]
+        old = (
+            []
+            if new_patient
+            else [
+                {name: row[name] for name in content}
+                for row in self.rows(table, {"patient_id": patient_id}, order=("position", "id"))
+            ]
+        )
         if old == fitted:
             return False
         if not new_patient:
             self.history(schema.patients.name, patient_id, table.name.removeprefix("record_"), old, fitted)
             self.delete(table, {"patient_id": patient_id})
-        self.insert_many(table, ({**values, "patient_id": patient_id, "position": position} for position, values in enumerate(fitted, start=1)))
+        self.insert_many(
+            table,
+            (
+                {**values, "patient_id": patient_id, "position": position}
+                for position, values in enumerate(fitted, start=1)
+            ),
+        )
         return True
 
     @staticmethod
     def _list_content(table: _Table) -> list[str]:
-        return [name for name in table.columns if name not in _BOOKKEEPING and name not in ("patient_id", "position")]
+        return [
+            name
+            for name in table.columns
+            if name not in _BOOKKEEPING and name not in ("patient_id", "position")
+        ]

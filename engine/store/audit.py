@@ -33,7 +33,9 @@ audit_log = sa.Table(
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("user", sa.String(100), nullable=False),
-    sa.Column("action", sa.String(40), nullable=False),  # view, raw, resend, reprocess, login, login_failed, logout
+    sa.Column(
+        "action", sa.String(40), nullable=False
+    ),  # view, raw, resend, reprocess, login, login_failed, logout
     sa.Column("message_id", RowId, nullable=True),
     sa.Column("remote", sa.String(200), nullable=False),  # the client's address as the server saw it
     sa.Column("detail", sa.Text(), nullable=False),
@@ -69,15 +71,43 @@ class AuditRepository:
         self._engine = engine
         self._clock = clock
 
-    def record(self, *, user: str, action: str, remote: str, message_id: int | None = None, detail: str = "", at: datetime | None = None) -> int:
+    def record(
+        self,
+        *,
+        user: str,
+        action: str,
+        remote: str,
+        message_id: int | None = None,
+        detail: str = "",
+        at: datetime | None = None,
+    ) -> int:
         """Write one entry (at ``at``, default now); returns its id."""
         at = at or self._clock()
         require_aware(at, "at")
-        values = fit_text(audit_log, {"at": at, "user": user, "action": action, "message_id": message_id, "remote": remote, "detail": detail})
+        values = fit_text(
+            audit_log,
+            {
+                "at": at,
+                "user": user,
+                "action": action,
+                "message_id": message_id,
+                "remote": remote,
+                "detail": detail,
+            },
+        )
         with store_errors("writing the audit trail"), self._engine.begin() as connection:
-            return connection.execute(sa.insert(audit_log).values(values).returning(audit_log.c.id)).scalar_one()
+            return connection.execute(
+                sa.insert(audit_log).values(values).returning(audit_log.c.id)
+            ).scalar_one()
 
-    def recent(self, limit: int = 100, *, before_id: int | None = None, message_id: int | None = None, user: str | None = None) -> list[AuditEntry]:
+    def recent(
+        self,
+        limit: int = 100,
+        *,
+        before_id: int | None = None,
+        message_id: int | None = None,
+        user: str | None = None,
+    ) -> list[AuditEntry]:
         """The newest entries first, at most ``limit``; pages by ``before_id``, optionally only one message's or one user's."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")

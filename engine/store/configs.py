@@ -33,12 +33,25 @@ class ConfigRepository:
     def __init__(self, engine: sa.Engine):
         self._engine = engine
 
-    def record_config(self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str) -> int:
+    def record_config(
+        self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str
+    ) -> int:
         """Remember that a configuration was applied; returns its id."""
         require_aware(applied_at, "applied_at")
-        values = fit_text(config_history, {"applied_at": applied_at, "source": source, "content": content, "sha256": sha256, "changes": changes})
+        values = fit_text(
+            config_history,
+            {
+                "applied_at": applied_at,
+                "source": source,
+                "content": content,
+                "sha256": sha256,
+                "changes": changes,
+            },
+        )
         with store_errors("recording a configuration"), self._engine.begin() as connection:
-            return connection.execute(sa.insert(config_history).values(values).returning(config_history.c.id)).scalar_one()
+            return connection.execute(
+                sa.insert(config_history).values(values).returning(config_history.c.id)
+            ).scalar_one()
 
     def config_history(self, limit: int = 20) -> list[ConfigRecord]:
         """The configurations applied most recently, newest first, at most ``limit``."""

@@ -33,7 +33,9 @@ _POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 _WAL_RETRY_SECONDS = 0.01
 
 
-def create_engine_for(url: str, *, durability: str = "process", lock_timeout: float = 5.0, pool_size: int = 5) -> sa.Engine:
+def create_engine_for(
+    url: str, *, durability: str = "process", lock_timeout: float = 5.0, pool_size: int = 5
+) -> sa.Engine:
     """An Engine for a ``sqlite:///`` or ``postgresql://`` URL with the store's durability and lock settings."""
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
@@ -43,8 +45,12 @@ def create_engine_for(url: str, *, durability: str = "process", lock_timeout: fl
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         return _sqlite_engine(parsed, durability, lock_timeout, pool_size)
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
-        return _postgresql_engine(parsed.set(drivername="postgresql+psycopg"), durability, lock_timeout, pool_size)
-    raise StoreError(f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:///PATH or postgresql://...")
+        return _postgresql_engine(
+            parsed.set(drivername="postgresql+psycopg"), durability, lock_timeout, pool_size
+        )
+    raise StoreError(
+        f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:///PATH or postgresql://..."
+    )
 
 
 def _sqlite_engine(url: URL, durability: str, lock_timeout: float, pool_size: int) -> sa.Engine:

@@ -41,8 +41,33 @@ from engine.errors import StoreError
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
-from engine.store.queues import AttemptResult, DeliverySummary, NewDelivery, ProcessingResult, QueueRepository, SourceFile, processing_rows, sqlite_runs, _INSERT_EVENTS, _binds, _new_delivery_row, _Rows, _values_of, unnest_rows, values_list
-from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, source_files, utc_now
+from engine.store.queues import (
+    _INSERT_EVENTS,
+    AttemptResult,
+    DeliverySummary,
+    NewDelivery,
+    ProcessingResult,
+    QueueRepository,
+    SourceFile,
+    _binds,
+    _new_delivery_row,
+    _Rows,
+    _values_of,
+    processing_rows,
+    sqlite_runs,
+    unnest_rows,
+    values_list,
+)
+from engine.store.schema import (
+    Status,
+    deliveries,
+    fit_text,
+    message_events,
+    messages,
+    require_aware,
+    source_files,
+    utc_now,
+)
 
 log = Logger(namespace="engine.store")
 
@@ -194,7 +219,9 @@ class StoredMessage(MessageSummary):
 
 _NEW_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(NewMessage) if f.name != "deliveries")
 _SUMMARY_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(MessageSummary))
-_STORED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events"))
+_STORED_COLUMNS = tuple(
+    messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events")
+)
 _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(MessageEvent))
 _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(DeliverySummary))
 # PostgreSQL: a group's rows go in one statement up to this many (its values are arrays, so the
@@ -211,7 +238,9 @@ _INSERT_COLUMNS = (*_NEW_MESSAGE_FIELDS, "status_at")
 _MESSAGE_VALUES = operator.attrgetter(*_NEW_MESSAGE_FIELDS)
 # The deliveries of messages processed at intake: their ids are not needed (nothing waits on them).
 _INSERT_DELIVERY_ROWS_COLUMNS = tuple(_new_delivery_row(0, "", "", "", "", None, "", utc_now()))
-_INSERT_DELIVERY_ROWS = _Rows(sa.insert(deliveries).values(_binds(deliveries, *_INSERT_DELIVERY_ROWS_COLUMNS)))
+_INSERT_DELIVERY_ROWS = _Rows(
+    sa.insert(deliveries).values(_binds(deliveries, *_INSERT_DELIVERY_ROWS_COLUMNS))
+)
 
 
 class _MessageInsert:
@@ -238,18 +267,31 @@ class _MessageInsert:
         self._many: dict[int, str] = {}  # SQLite: the INSERT of that many rows
         self.dialect = dialect
         self._received_at = _NEW_MESSAGE_FIELDS.index("received_at")
-        processors = ((i, messages.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for i, name in enumerate(_NEW_MESSAGE_FIELDS))
+        processors = (
+            (i, messages.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for i, name in enumerate(_NEW_MESSAGE_FIELDS)
+        )
         self._processors = tuple((i, processor) for i, processor in processors if processor is not None)
-        self._text = tuple((i, messages.c[name].type.length) for i, name in enumerate(_NEW_MESSAGE_FIELDS) if isinstance(messages.c[name].type, sa.String))
+        self._text = tuple(
+            (i, messages.c[name].type.length)
+            for i, name in enumerate(_NEW_MESSAGE_FIELDS)
+            if isinstance(messages.c[name].type, sa.String)
+        )
         if not self.sqlite:
             # The rows come as one array per column; ids are handed out in the order the rows come (ORDER BY).
             self._alone_sql = f"{_insert_select(messages, _INSERT_COLUMNS, dialect)} FROM {unnest_rows(messages, _INSERT_COLUMNS, dialect)} ORDER BY v.i RETURNING id"
-            delivery = _RowsOf(deliveries, tuple(name for name in _INSERT_DELIVERY_ROWS_COLUMNS if name != "message_id"), dialect)
+            delivery = _RowsOf(
+                deliveries,
+                tuple(name for name in _INSERT_DELIVERY_ROWS_COLUMNS if name != "message_id"),
+                dialect,
+            )
             event = _RowsOf(message_events, ("at", "status", "detail", "destination"), dialect)
             self._processed = (delivery, event)
             # Each row names its message by position (k), which the statement joins to the new ids.
-            self._processed_sql = (f"WITH m AS ({self._alone_sql}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m),"
-                                   f" d AS ({delivery.insert_select()}), e AS ({event.insert_select()}) SELECT id FROM m")
+            self._processed_sql = (
+                f"WITH m AS ({self._alone_sql}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m),"
+                f" d AS ({delivery.insert_select()}), e AS ({event.insert_select()}) SELECT id FROM m"
+            )
             from psycopg import RawCursor
 
             self._raw_cursor = RawCursor
@@ -302,7 +344,13 @@ class _MessageInsert:
             ids.extend(range(last - count + 1, last + 1))
         return ids
 
-    def run_alone(self, connection: sa.Connection, rows: list[list], processed: Sequence[NewMessage] = (), now: datetime | None = None) -> list[int]:
+    def run_alone(
+        self,
+        connection: sa.Connection,
+        rows: list[list],
+        processed: Sequence[NewMessage] = (),
+        now: datetime | None = None,
+    ) -> list[int]:
         """PostgreSQL: insert the rows in one statement that commits by itself; their ids, in order.
 
         ``processed`` are the messages of ``rows`` when some were processed at intake: their
@@ -321,7 +369,9 @@ class _MessageInsert:
         if len(rows) > _MAX_ROWS_PER_STATEMENT:
             raise ValueError(f"at most {_MAX_ROWS_PER_STATEMENT} rows per statement, not {len(rows)}")
         # Each row names its message by position among the statement's (1, 2, ...).
-        delivery_rows, event_rows = _processed_rows(processed, range(1, len(processed) + 1), now) if processed else ([], [])
+        delivery_rows, event_rows = (
+            _processed_rows(processed, range(1, len(processed) + 1), now) if processed else ([], [])
+        )
         listed = self._listed.statement(rows, delivery_rows, event_rows)
         if listed is not None:
             return self._run_listed(connection, *listed)
@@ -367,7 +417,9 @@ class _MessageInsert:
 
     def _as_sqlalchemy_error(self, error: Exception, sql: str) -> sa_exc.DBAPIError:
         """The driver's error as SQLAlchemy would raise it, so store_errors and the writer judge it the same way."""
-        return sa_exc.DBAPIError.instance(sql, None, error, self.dbapi_error, hide_parameters=True, dialect=self.dialect)
+        return sa_exc.DBAPIError.instance(
+            sql, None, error, self.dbapi_error, hide_parameters=True, dialect=self.dialect
+        )
 
 
 class _RowsOf:
@@ -379,9 +431,14 @@ class _RowsOf:
     def __init__(self, table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect):
         self._width = len(names)
         self._table, self._names, self._dialect = table, names, dialect
-        self._values_of = _values_of(tuple((name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect), None) for name in names))
+        self._values_of = _values_of(
+            tuple(
+                (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect), None)
+                for name in names
+            )
+        )
         # Ids are handed out in the order the rows come: the order given (a queue's order is its ids').
-        self._insert = _insert_select(table, ('message_id', *names), dialect, ('n.id',))
+        self._insert = _insert_select(table, ("message_id", *names), dialect, ("n.id",))
         self._sql = f"{self._insert} FROM {unnest_rows(table, names, dialect, positions=True)} JOIN n USING (k) ORDER BY v.i"
 
     def arrays(self, rows: Sequence[dict]) -> list[list]:
@@ -432,12 +489,22 @@ class _ValuesStatements:
         self._delivery, self._event = delivery, event
         self._texts: dict[tuple[int, int, int], str] = {}
 
-    def statement(self, rows: list[list], delivery_rows: list[dict], event_rows: list[dict]) -> tuple[str, list] | None:
+    def statement(
+        self, rows: list[list], delivery_rows: list[dict], event_rows: list[dict]
+    ) -> tuple[str, list] | None:
         """(text, parameters) of the messages' rows with the deliveries and events rows of those processed at intake; None when too many parameters."""
-        count = len(rows) * len(_INSERT_COLUMNS) + len(delivery_rows) * self._delivery.width + len(event_rows) * self._event.width
+        count = (
+            len(rows) * len(_INSERT_COLUMNS)
+            + len(delivery_rows) * self._delivery.width
+            + len(event_rows) * self._event.width
+        )
         if count > _VALUES_MAX_PARAMETERS:
             return None
-        parameters = [value for row in rows for value in row] + self._delivery.listed(delivery_rows) + self._event.listed(event_rows)
+        parameters = (
+            [value for row in rows for value in row]
+            + self._delivery.listed(delivery_rows)
+            + self._event.listed(event_rows)
+        )
         shape = (len(rows), len(delivery_rows), len(event_rows))
         text = self._texts.get(shape)
         if text is None:
@@ -452,30 +519,48 @@ class _ValuesStatements:
         if not events_count:
             return insert
         parts = [f"WITH m AS ({insert}), n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m)"]
-        for name, rows_of, count in (("d", self._delivery, deliveries_count), ("e", self._event, events_count)):
+        for name, rows_of, count in (
+            ("d", self._delivery, deliveries_count),
+            ("e", self._event, events_count),
+        ):
             if count:
                 parts.append(f"{name} AS ({rows_of.insert_listed(count, numbers)})")
         return ", ".join(parts) + " SELECT id FROM m"
 
 
-def _insert_select(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, values: Sequence[str] = ()) -> str:
+def _insert_select(
+    table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, values: Sequence[str] = ()
+) -> str:
     """PostgreSQL: ``INSERT INTO <table> (<columns>) SELECT <values>, v.<column>, ...``: the given ``values`` fill the first columns, ``v`` the rest."""
     quote = dialect.identifier_preparer.quote
-    picked = [*values, *(f"v.{quote(name)}" for name in columns[len(values):])]
+    picked = [*values, *(f"v.{quote(name)}" for name in columns[len(values) :])]
     return f"INSERT INTO {table.name} ({', '.join(map(quote, columns))}) SELECT {', '.join(picked)}"
 
 
-def _processed_rows(new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime) -> tuple[list[dict], list[dict]]:
+def _processed_rows(
+    new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime
+) -> tuple[list[dict], list[dict]]:
     """The deliveries and events rows of the messages processed at intake, as QueueRepository.record_processing writes them."""
     rows: list[dict] = []
     events: list[dict] = []
     for message, message_id in zip(new_messages, message_ids):
         if message.deliveries is not None:
-            processing_rows(message_id, message.channel, message.status, message.error, message.deliveries, now, rows, events)
+            processing_rows(
+                message_id,
+                message.channel,
+                message.status,
+                message.error,
+                message.deliveries,
+                now,
+                rows,
+                events,
+            )
     return rows, events
 
 
-def _record_processed(connection: sa.Connection, new_messages: Sequence[NewMessage], ids: Sequence[int], now: datetime) -> None:
+def _record_processed(
+    connection: sa.Connection, new_messages: Sequence[NewMessage], ids: Sequence[int], now: datetime
+) -> None:
     """Insert the deliveries and events of the messages processed at intake, inside the connection's transaction."""
     rows, events = _processed_rows(new_messages, ids, now)
     if rows:
@@ -484,7 +569,13 @@ def _record_processed(connection: sa.Connection, new_messages: Sequence[NewMessa
 
 
 def _source_file_row(source_file: SourceFile, message_count: int, read_at: datetime) -> dict:
-    values = {"path": source_file.path, "sha256": source_file.sha256, "size": source_file.size, "read_at": read_at, "message_count": message_count}
+    values = {
+        "path": source_file.path,
+        "sha256": source_file.sha256,
+        "size": source_file.size,
+        "read_at": read_at,
+        "message_count": message_count,
+    }
     return fit_text(source_files, values)
 
 
@@ -529,7 +620,12 @@ class MessageRepository:
         [ids] = self.insert_groups([(new_messages, source_file)])
         return ids
 
-    def insert_groups(self, groups: Sequence[tuple[Sequence[NewMessage], SourceFile | None]], *, connection: sa.Connection | None = None) -> list[list[int]]:
+    def insert_groups(
+        self,
+        groups: Sequence[tuple[Sequence[NewMessage], SourceFile | None]],
+        *,
+        connection: sa.Connection | None = None,
+    ) -> list[list[int]]:
         """Store several groups of messages, each with its optional source file, in one transaction; the ids of each group.
 
         ``connection`` is one its caller keeps (the writer thread does) and that is in no
@@ -541,7 +637,11 @@ class MessageRepository:
         except ValueError as error:  # e.g. a naive received_at: a caller's bug, never a lock
             raise StoreError(f"storing messages failed: {error}") from error
         read_at = self._clock()
-        files = [_source_file_row(source_file, len(new_messages), read_at) for new_messages, source_file in groups if source_file is not None]
+        files = [
+            _source_file_row(source_file, len(new_messages), read_at)
+            for new_messages, source_file in groups
+            if source_file is not None
+        ]
         if not rows and not files:
             return [[] for _ in groups]
         processed = any(m.deliveries is not None for m in every)
@@ -549,7 +649,9 @@ class MessageRepository:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
             if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
-                return self._split(groups, self._insert.run_alone(connection, rows, every if processed else (), read_at))
+                return self._split(
+                    groups, self._insert.run_alone(connection, rows, every if processed else (), read_at)
+                )
             # TRANSACTION: every message and source file record given, with the deliveries and
             # events of those processed at intake, committed together or not at all (one group
             # commit): a file is never recorded without its messages, nor they without it, and a
@@ -563,7 +665,9 @@ class MessageRepository:
         return self._split(groups, ids)
 
     @staticmethod
-    def _split(groups: Sequence[tuple[Sequence[NewMessage], SourceFile | None]], ids: list[int]) -> list[list[int]]:
+    def _split(
+        groups: Sequence[tuple[Sequence[NewMessage], SourceFile | None]], ids: list[int]
+    ) -> list[list[int]]:
         """The ids of each group, from the ids of all their messages in order."""
         result, start = [], 0
         for new_messages, _ in groups:
@@ -583,13 +687,23 @@ class MessageRepository:
     def get(self, message_id: int) -> StoredMessage | None:
         """One message with its content, deliveries and status history, or None when there is no such id."""
         message = sa.select(*_STORED_COLUMNS).where(messages.c.id == message_id)
-        routed = sa.select(*_DELIVERY_COLUMNS).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)
-        events = sa.select(*_EVENT_COLUMNS).where(message_events.c.message_id == message_id).order_by(message_events.c.at, message_events.c.id)
+        routed = (
+            sa.select(*_DELIVERY_COLUMNS)
+            .where(deliveries.c.message_id == message_id)
+            .order_by(deliveries.c.id)
+        )
+        events = (
+            sa.select(*_EVENT_COLUMNS)
+            .where(message_events.c.message_id == message_id)
+            .order_by(message_events.c.at, message_events.c.id)
+        )
         with store_errors("reading a message"), self._engine.connect() as connection:
             row = connection.execute(message).one_or_none()
             if row is None:
                 return None
-            delivery_rows = tuple(DeliverySummary(**delivery._mapping) for delivery in connection.execute(routed))
+            delivery_rows = tuple(
+                DeliverySummary(**delivery._mapping) for delivery in connection.execute(routed)
+            )
             history = tuple(MessageEvent(**event._mapping) for event in connection.execute(events))
         return StoredMessage(**row._mapping, deliveries=delivery_rows, events=history)
 
@@ -601,15 +715,28 @@ class MessageRepository:
         with store_errors("counting messages"), self._engine.connect() as connection:
             return connection.execute(statement).scalar_one()
 
-    def find_duplicate(self, sending_application: str, sending_facility: str, control_id: str, *, since: datetime) -> tuple[int, bytes | None] | None:
+    def find_duplicate(
+        self, sending_application: str, sending_facility: str, control_id: str, *, since: datetime
+    ) -> tuple[int, bytes | None] | None:
         """The newest message that was not rejected, from that sender with that control id, received at or after ``since``: (id, ACK bytes)."""
         require_aware(since, "since")
         # Compare with the values as they were stored: without NULs and cut to their columns.
-        key = fit_text(messages, {"sending_application": sending_application, "sending_facility": sending_facility, "control_id": control_id})
+        key = fit_text(
+            messages,
+            {
+                "sending_application": sending_application,
+                "sending_facility": sending_facility,
+                "control_id": control_id,
+            },
+        )
         m = messages.c
         statement = (
             sa.select(m.id, m.ack)
-            .where(*(m[name] == value for name, value in key.items()), m.received_at >= since, m.status != Status.REJECTED)
+            .where(
+                *(m[name] == value for name, value in key.items()),
+                m.received_at >= since,
+                m.status != Status.REJECTED,
+            )
             .order_by(m.id.desc())
             .limit(1)
         )
@@ -729,7 +856,9 @@ class MessageStore:
         self._writer: _Lane | None = None  # every call, and the adds when there is no _adds lane
         self._adds: _Lane | None = None  # PostgreSQL: the adds, on a thread of their own beside the calls
         self._lanes_running = 0
-        self._inline_connection: _KeptConnection | None = None  # the reactor thread's, for adds committed inline
+        self._inline_connection: _KeptConnection | None = (
+            None  # the reactor thread's, for adds committed inline
+        )
         self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
         self._inline_flush = None  # the pending call that commits them
         self._inline_since = 0.0  # when the group's first add was asked (reactor seconds)
@@ -767,7 +896,12 @@ class MessageStore:
         if self._state is not _State.NEW:
             raise StoreError(f"the message store cannot start: it is {self._state.value}")
         # Every reader may hold a connection at once, and the writers three: one kept per lane, one for calls.
-        engine = create_engine_for(self._url, durability=self._durability, lock_timeout=self._lock_timeout, pool_size=self._read_threads + 3)
+        engine = create_engine_for(
+            self._url,
+            durability=self._durability,
+            lock_timeout=self._lock_timeout,
+            pool_size=self._read_threads + 3,
+        )
         try:
             upgrade(engine)
         except StoreError:
@@ -784,7 +918,9 @@ class MessageStore:
             if self._durability == "process":
                 # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
                 # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
-                self._inline_connection = _KeptConnection(engine, ("PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0"))
+                self._inline_connection = _KeptConnection(
+                    engine, ("PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0")
+                )
         else:
             # PostgreSQL takes concurrent writers: a message's commit (and its sender's ACK) does not
             # wait behind the runners' and dispatchers' writes, which need not come before it (a
@@ -796,7 +932,9 @@ class MessageStore:
         self._state = _State.RUNNING
         self._lanes_running = len(lanes)
         for lane in lanes:
-            threading.Thread(target=self._write_until_stopped, args=(lane,), name=lane.name, daemon=True).start()
+            threading.Thread(
+                target=self._write_until_stopped, args=(lane,), name=lane.name, daemon=True
+            ).start()
 
     def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
         """Let inline groups wait (at most ``GROUP_WAIT_SECONDS``) for senders that are connected but have nothing in flight.
@@ -828,7 +966,9 @@ class MessageStore:
 
     # Writes: each goes to the writer thread and fires after COMMIT.
 
-    def add(self, new_messages: Sequence[NewMessage], source_file: SourceFile | None = None) -> defer.Deferred:
+    def add(
+        self, new_messages: Sequence[NewMessage], source_file: SourceFile | None = None
+    ) -> defer.Deferred:
         """Store the messages (and the record of their source file) in one transaction; fires with their ids after COMMIT."""
         if self._state is not _State.RUNNING:
             return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
@@ -867,9 +1007,19 @@ class MessageStore:
         """Fires with QueueRepository.reprocess(message_ids): how many messages go back to RECEIVED."""
         return self._call(QueueRepository.reprocess, self._queues, tuple(message_ids))
 
-    def record_config(self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str) -> defer.Deferred:
+    def record_config(
+        self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str
+    ) -> defer.Deferred:
         """Fires with ConfigRepository.record_config(...): the record's id."""
-        return self._call(ConfigRepository.record_config, self._configs, applied_at=applied_at, source=source, content=content, sha256=sha256, changes=changes)
+        return self._call(
+            ConfigRepository.record_config,
+            self._configs,
+            applied_at=applied_at,
+            source=source,
+            content=content,
+            sha256=sha256,
+            changes=changes,
+        )
 
     # Reads: each runs on the read pool.
 
@@ -885,9 +1035,18 @@ class MessageStore:
         """Fires with MessageRepository.count(query)."""
         return self._read(MessageRepository.count, self._repository, query)
 
-    def find_duplicate(self, sending_application: str, sending_facility: str, control_id: str, *, since: datetime) -> defer.Deferred:
+    def find_duplicate(
+        self, sending_application: str, sending_facility: str, control_id: str, *, since: datetime
+    ) -> defer.Deferred:
         """Fires with MessageRepository.find_duplicate(...): (id, ACK bytes) or None."""
-        return self._read(MessageRepository.find_duplicate, self._repository, sending_application, sending_facility, control_id, since=since)
+        return self._read(
+            MessageRepository.find_duplicate,
+            self._repository,
+            sending_application,
+            sending_facility,
+            control_id,
+            since=since,
+        )
 
     def file_already_read(self, sha256: str) -> defer.Deferred:
         """Fires with MessageRepository.file_already_read(sha256)."""
@@ -895,15 +1054,29 @@ class MessageStore:
 
     def pending_for_processing(self, channel: str, *, after_id: int = 0, limit: int = 500) -> defer.Deferred:
         """Fires with QueueRepository.pending_for_processing(...): ReceivedMessage values, oldest first."""
-        return self._read(QueueRepository.pending_for_processing, self._queues, channel, after_id=after_id, limit=limit)
+        return self._read(
+            QueueRepository.pending_for_processing, self._queues, channel, after_id=after_id, limit=limit
+        )
 
-    def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool) -> defer.Deferred:
+    def due_deliveries(
+        self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool
+    ) -> defer.Deferred:
         """Fires with QueueRepository.due_deliveries(...): Delivery values in queue order."""
-        return self._read(QueueRepository.due_deliveries, self._queues, channel, destination, now=now, limit=limit, head_only=head_only)
+        return self._read(
+            QueueRepository.due_deliveries,
+            self._queues,
+            channel,
+            destination,
+            now=now,
+            limit=limit,
+            head_only=head_only,
+        )
 
     def next_due_at(self, channel: str, destination: str, *, head_only: bool = False) -> defer.Deferred:
         """Fires with QueueRepository.next_due_at(...): a datetime or None."""
-        return self._read(QueueRepository.next_due_at, self._queues, channel, destination, head_only=head_only)
+        return self._read(
+            QueueRepository.next_due_at, self._queues, channel, destination, head_only=head_only
+        )
 
     def queue_depth(self, channel: str, destination: str) -> defer.Deferred:
         """Fires with QueueRepository.queue_depth(channel, destination)."""
@@ -933,7 +1106,13 @@ class MessageStore:
         if self._state is not _State.RUNNING:
             return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
         d = deferToThreadPool(self._reactor, self._reads, function, *args, **kwargs)
-        return d.addErrback(lambda failure: failure if failure.check(StoreError) else Failure(_as_store_error(failure.value, function.__name__)))
+        return d.addErrback(
+            lambda failure: (
+                failure
+                if failure.check(StoreError)
+                else Failure(_as_store_error(failure.value, function.__name__))
+            )
+        )
 
     def _read(self, method: Callable[..., Any], repository, *args, **kwargs) -> defer.Deferred:
         # Once stopping, the pool may already be shut down and would silently drop the call.
@@ -968,7 +1147,9 @@ class MessageStore:
         if not self._transaction_lock.acquire(blocking=False):
             return False
         try:
-            ids = self._repository.insert_groups([(pending.messages, None) for pending in group], connection=self._inline_connection.get())
+            ids = self._repository.insert_groups(
+                [(pending.messages, None) for pending in group], connection=self._inline_connection.get()
+            )
         except Exception:
             # Locked by another process, or anything else: the writer retries with the full lock
             # timeout and reports what is still wrong then, exactly as for its own groups.
@@ -1051,7 +1232,9 @@ class MessageStore:
         comes about once a second, not every quarter of a second: a few senders' messages wait.
         """
         commits = self._inline_commits
-        return commits >= _CHECKPOINT_COMMITS or (commits > 0 and time.monotonic() - self._last_inline_commit >= _CHECKPOINT_SECONDS)
+        return commits >= _CHECKPOINT_COMMITS or (
+            commits > 0 and time.monotonic() - self._last_inline_commit >= _CHECKPOINT_SECONDS
+        )
 
     def _checkpoint(self) -> None:
         """Copy the WAL the inline commits wrote into the database file (PASSIVE: waiting for no one), so that the WAL starts over.
@@ -1089,7 +1272,10 @@ class MessageStore:
         """Commit the group in one transaction and fire each add's Deferred; never raises."""
         try:
             with self._transaction_lock:
-                ids = self._repository.insert_groups([(pending.messages, pending.source_file) for pending in group], connection=lane.connection.get())
+                ids = self._repository.insert_groups(
+                    [(pending.messages, pending.source_file) for pending in group],
+                    connection=lane.connection.get(),
+                )
         except Exception as error:  # whatever happens, the writer lives on to serve the next group
             # The connection may be what failed (a restarted server): the next group takes a new one.
             lane.connection.drop()
@@ -1099,11 +1285,17 @@ class MessageStore:
                 for pending in group:
                     self._write([pending], lane)
                 return
-            log.warn("storing {count} messages failed: {error}", count=sum(len(p.messages) for p in group), error=str(failure))
+            log.warn(
+                "storing {count} messages failed: {error}",
+                count=sum(len(p.messages) for p in group),
+                error=str(failure),
+            )
             self._reactor.callFromThread(_fire, [(pending.deferred.errback, failure) for pending in group])
             return
         # One hand-off to the reactor per committed group, not one per add: each wakes the reactor.
-        self._reactor.callFromThread(_fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
+        self._reactor.callFromThread(
+            _fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)]
+        )
 
     def _stopped(self) -> None:
         self._state = _State.STOPPED
@@ -1157,4 +1349,6 @@ def _as_store_error(error: BaseException, action: str) -> StoreError:
 
 def _may_be_one_add(error: StoreError) -> bool:
     """Whether a failed group is worth retrying add by add: not when the database itself is locked or unreachable."""
-    return not error.locked and not isinstance(error.__cause__, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    return not error.locked and not isinstance(
+        error.__cause__, (sa_exc.OperationalError, sa_exc.InterfaceError)
+    )

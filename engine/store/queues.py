@@ -17,9 +17,9 @@ import operator
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -69,7 +69,9 @@ class NewDelivery:
             raise ValueError(f"a QUEUED delivery to {self.destination!r} needs a payload")
         # A name is a key of its queue: cutting it to fit, as text copies are, would lose the queue.
         if not 0 < len(self.destination) <= _NAME_LENGTH:
-            raise ValueError(f"a destination name has 1 to {_NAME_LENGTH} characters, not {len(self.destination)}")
+            raise ValueError(
+                f"a destination name has 1 to {_NAME_LENGTH} characters, not {len(self.destination)}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +87,14 @@ class ProcessingResult:
     def __post_init__(self) -> None:
         object.__setattr__(self, "deliveries", tuple(self.deliveries))
         if self.status not in _RESULT_STATUSES:
-            raise ValueError(f"a processing result is FILTERED, ERROR, QUEUED or TRANSFORMED, not {self.status!r}")
+            raise ValueError(
+                f"a processing result is FILTERED, ERROR, QUEUED or TRANSFORMED, not {self.status!r}"
+            )
         # The message status must agree with the roll-up of its deliveries (see record_attempts).
         if (self.status == Status.QUEUED) != any(d.status == Status.QUEUED for d in self.deliveries):
-            raise ValueError(f"message {self.message_id}: a result is QUEUED exactly when one of its deliveries is")
+            raise ValueError(
+                f"message {self.message_id}: a result is QUEUED exactly when one of its deliveries is"
+            )
         if self.status == Status.TRANSFORMED and self.deliveries:
             raise ValueError(f"message {self.message_id}: TRANSFORMED is for a channel without destinations")
 
@@ -142,7 +148,20 @@ class DeliverySummary:
 
 
 _RECEIVED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(ReceivedMessage))
-_QUEUE_COLUMNS = tuple(deliveries.c[name] for name in ("id", "message_id", "channel", "destination", "control_id", "payload", "attempts", "created_at", "next_attempt_at"))
+_QUEUE_COLUMNS = tuple(
+    deliveries.c[name]
+    for name in (
+        "id",
+        "message_id",
+        "channel",
+        "destination",
+        "control_id",
+        "payload",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+    )
+)
 _INSERT_DELIVERIES = sa.insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
 
 
@@ -197,7 +216,9 @@ class _Rows:
         if names is not None:
             parameters = [dict(zip(names, values)) for values in parameters]
         # One row is a plain execute: psycopg runs an executemany as a pipeline, which costs more for one.
-        on_driver(connection, sql, parameters[0] if len(parameters) == 1 else parameters, many=len(parameters) > 1)
+        on_driver(
+            connection, sql, parameters[0] if len(parameters) == 1 else parameters, many=len(parameters) > 1
+        )
 
     def _one_each(self, fields: tuple, parameters: list[tuple]) -> bool:
         """Whether one statement may take these rows: always for an INSERT; for an UPDATE, when no id comes twice."""
@@ -206,14 +227,24 @@ class _Rows:
         index = [key for key, _, _ in fields].index("id")
         return len({values[index] for values in parameters}) == len(parameters)
 
-    def _from_arrays(self, connection: sa.Connection, sql: str, names: list[str], parameters: list[tuple]) -> None:
+    def _from_arrays(
+        self, connection: sa.Connection, sql: str, names: list[str], parameters: list[tuple]
+    ) -> None:
         if self._arrays is None:
             self._arrays = _arrays_sql(self._statement, sql, names, connection.dialect)
         columns = list(zip(*parameters))
         # A bind of every row (b_...) becomes its column's array; a constant of the statement stays one value.
-        connection.exec_driver_sql(self._arrays, {name: list(column) if name.startswith("b_") else column[0] for name, column in zip(names, columns)})
+        connection.exec_driver_sql(
+            self._arrays,
+            {
+                name: list(column) if name.startswith("b_") else column[0]
+                for name, column in zip(names, columns)
+            },
+        )
 
-    def _sqlite_many(self, connection: sa.Connection, sql: str, fields: tuple, parameters: list[tuple]) -> None:
+    def _sqlite_many(
+        self, connection: sa.Connection, sql: str, fields: tuple, parameters: list[tuple]
+    ) -> None:
         """SQLite: the rows in a few statements of many rows each (chunks of a power of two, each statement kept prepared by sqlite3).
 
         An INSERT takes a multi-row VALUES list; an UPDATE by id reads its rows from one
@@ -228,7 +259,11 @@ class _Rows:
         for start, count in sqlite_runs(len(parameters)):
             statement = self._many_rows.get(count)
             if statement is None:
-                statement = self._many_rows[count] = _sqlite_update_many(sql, fields, count, connection.dialect) if update else _sqlite_insert_many(sql, count)
+                statement = self._many_rows[count] = (
+                    _sqlite_update_many(sql, fields, count, connection.dialect)
+                    if update
+                    else _sqlite_insert_many(sql, count)
+                )
             chunk = parameters[start : start + count]
             if update:  # the rows' values in the CTE first, then the statement's own constants
                 values = tuple(values[index] for values in chunk for index in bound) + constants
@@ -237,7 +272,9 @@ class _Rows:
             on_driver(connection, statement, values)
 
 
-def on_driver(connection: sa.Connection, sql: str, parameters: Any, *, many: bool = False, fetch: bool = False) -> list | None:
+def on_driver(
+    connection: sa.Connection, sql: str, parameters: Any, *, many: bool = False, fetch: bool = False
+) -> list | None:
     """Run ``sql`` inside the connection's transaction (``many``: once per parameter set); its rows when ``fetch``.
 
     SQLite: on the driver's own cursor. SQLAlchemy's execution context around it (``exec_driver_sql``)
@@ -256,7 +293,9 @@ def on_driver(connection: sa.Connection, sql: str, parameters: Any, *, many: boo
             cursor.execute(sql, parameters)
         return cursor.fetchall() if fetch else None
     except dialect.dbapi.Error as error:
-        raise sa_exc.DBAPIError.instance(sql, None, error, dialect.dbapi.Error, hide_parameters=True, dialect=dialect) from error
+        raise sa_exc.DBAPIError.instance(
+            sql, None, error, dialect.dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from error
     finally:
         cursor.close()
 
@@ -273,7 +312,9 @@ def _sqlite_update_many(sql: str, fields: tuple, count: int, dialect: sa.Dialect
     pieces = sql.split("?")
     if len(pieces) != len(fields) + 1 or " WHERE " not in sql:
         raise ValueError(f"not an UPDATE by id with one ? per bind: {sql}")
-    text = pieces[0] + "".join(("?" if key is None else f"v.{quote(key)}") + piece for (key, _, _), piece in zip(fields, pieces[1:]))
+    text = pieces[0] + "".join(
+        ("?" if key is None else f"v.{quote(key)}") + piece for (key, _, _), piece in zip(fields, pieces[1:])
+    )
     keys = [quote(key) for key, _, _ in fields if key is not None]
     row = f"({', '.join(['?'] * len(keys))})"
     head, where, tail = text.partition(" WHERE ")
@@ -285,7 +326,9 @@ def column_type(column: sa.Column, dialect: sa.Dialect) -> str:
     return re.sub(r"[(][^)]*[)]$", "", column.type.compile(dialect=dialect))
 
 
-def _typed_columns(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, positions: bool) -> tuple[list[str], list[str]]:
+def _typed_columns(
+    table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, positions: bool
+) -> tuple[list[str], list[str]]:
     """PostgreSQL: the type (column_type) and quoted name of each column, after ``int`` and ``k`` when ``positions``."""
     quote = dialect.identifier_preparer.quote
     types = [column_type(table.c[name], dialect) for name in columns]
@@ -296,7 +339,14 @@ def _typed_columns(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect,
     return types, names
 
 
-def unnest_rows(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, *, named: bool = False, positions: bool = False) -> str:
+def unnest_rows(
+    table: sa.Table,
+    columns: Sequence[str],
+    dialect: sa.Dialect,
+    *,
+    named: bool = False,
+    positions: bool = False,
+) -> str:
     """PostgreSQL: ``unnest(<one array a column>) WITH ORDINALITY AS v(<columns>, i)``, rows read from arrays, ``v.i`` their order.
 
     The arrays are binds: positional ``%b``, or ``%(b_<column>)b`` when ``named``. With
@@ -310,14 +360,24 @@ def unnest_rows(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, *,
     return f"unnest({', '.join(arrays)}) WITH ORDINALITY AS v({', '.join(names)}, i)"
 
 
-def values_list(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect, count: int, numbers: Iterator[int], *, positions: bool = False) -> str:
+def values_list(
+    table: sa.Table,
+    columns: Sequence[str],
+    dialect: sa.Dialect,
+    count: int,
+    numbers: Iterator[int],
+    *,
+    positions: bool = False,
+) -> str:
     """PostgreSQL: ``(VALUES ($1::type, ..., 1), ...) AS v(<columns>, i)``, ``count`` rows of placeholders numbered from ``numbers``, ``v.i`` their order.
 
     For a RawCursor (``$n`` placeholders). Each placeholder is cast to its column's type: a NULL
     or a text in a VALUES list has none. ``positions`` as for unnest_rows.
     """
     types, names = _typed_columns(table, columns, dialect, positions)
-    rows = (f"({', '.join(f'${next(numbers)}::{type_}' for type_ in types)}, {i})" for i in range(1, count + 1))
+    rows = (
+        f"({', '.join(f'${next(numbers)}::{type_}' for type_ in types)}, {i})" for i in range(1, count + 1)
+    )
     return f"(VALUES {', '.join(rows)}) AS v({', '.join(names)}, i)"
 
 
@@ -361,11 +421,18 @@ def _prepare(statement: sa.Executable, dialect: sa.Dialect, lists: dict[str, int
     ``lists`` gives each IN-list bind (``b_ids``) a length: it is rendered as that many binds (``b_ids_1``, ``b_ids_2``, ...).
     """
     compiled = statement.compile(dialect=dialect)
-    sql, positions, parameters, list_of = compiled.string, compiled.positiontup, compiled.bind_names.values(), {}
+    sql, positions, parameters, list_of = (
+        compiled.string,
+        compiled.positiontup,
+        compiled.bind_names.values(),
+        {},
+    )
     if lists:
         expanded = compiled.construct_expanded_state({name: [0] * length for name, length in lists.items()})
         sql, positions, parameters = expanded.statement, expanded.positiontup, expanded.parameters
-        list_of = {element: name for name, elements in expanded.parameter_expansion.items() for element in elements}
+        list_of = {
+            element: name for name, elements in expanded.parameter_expansion.items() for element in elements
+        }
     names = list(positions) if compiled.positional else sorted(set(parameters))
     fields = []
     for name in names:
@@ -405,7 +472,10 @@ class _Select:
                 raise ValueError(f"{self._listed}: an IN list needs at least one value")
             size = 1 << (len(listed) - 1).bit_length()
             listed += listed[-1:] * (size - len(listed))
-            parameters = {**parameters, **{f"{self._listed}_{n}": value for n, value in enumerate(listed, start=1)}}
+            parameters = {
+                **parameters,
+                **{f"{self._listed}_{n}": value for n, value in enumerate(listed, start=1)},
+            }
         prepared = self._prepared.get((dialect.name, size))
         if prepared is None:
             prepared = self._prepared[(dialect.name, size)] = self._prepare(dialect, size)
@@ -429,7 +499,9 @@ class _Select:
         return result
 
     def _prepare(self, dialect: sa.Dialect, size: int) -> tuple:
-        sql, names, fields = _prepare(self._statement, dialect, None if self._listed is None else {f"b_{self._listed}": size})
+        sql, names, fields = _prepare(
+            self._statement, dialect, None if self._listed is None else {f"b_{self._listed}": size}
+        )
         converters = tuple(
             (index, processor)
             for index, column in enumerate(self._statement.selected_columns)
@@ -443,7 +515,11 @@ def _values_of(fields: tuple) -> Callable[[dict, dict], tuple]:
     keys = [key for key, _, _ in fields if key is not None]
     picked = operator.itemgetter(*keys) if len(keys) > 1 else lambda row: tuple(row[key] for key in keys)
     constants = tuple((index, constant) for index, (key, _, constant) in enumerate(fields) if key is None)
-    processed = tuple((index, processor) for index, (key, processor, _) in enumerate(fields) if key is not None and processor is not None)
+    processed = tuple(
+        (index, processor)
+        for index, (key, processor, _) in enumerate(fields)
+        if key is not None and processor is not None
+    )
 
     def values_of(row: dict, times: dict) -> tuple:
         values = list(picked(row))
@@ -481,8 +557,16 @@ def _fit(column: sa.Column, value: str) -> str:
     return value
 
 
-_EVENT_STATUS, _EVENT_DETAIL, _EVENT_DESTINATION = message_events.c.status, message_events.c.detail, message_events.c.destination
-_DELIVERY_REASON, _DELIVERY_RESPONSE_CODE, _MESSAGE_ERROR = deliveries.c.reason, deliveries.c.response_code, messages.c.error
+_EVENT_STATUS, _EVENT_DETAIL, _EVENT_DESTINATION = (
+    message_events.c.status,
+    message_events.c.detail,
+    message_events.c.destination,
+)
+_DELIVERY_REASON, _DELIVERY_RESPONSE_CODE, _MESSAGE_ERROR = (
+    deliveries.c.reason,
+    deliveries.c.response_code,
+    messages.c.error,
+)
 
 # The claim (the WHERE on status): every still-RECEIVED message of a batch at once, locked until commit.
 _CLAIM = (
@@ -492,36 +576,91 @@ _CLAIM = (
     .returning(messages.c.id, messages.c.channel)
 )
 _SET_RESULT = _Rows(_by_id(messages).values(_binds(messages, "status", "error", "transformed")))
-_SETTLE = _Rows(_by_id(messages, messages.c.status == Status.QUEUED).values(_binds(messages, "status", "status_at", "error")))
-_INSERT_EVENTS = _Rows(sa.insert(message_events).values(_binds(message_events, "message_id", "at", "status", "detail", "destination")))
+_SETTLE = _Rows(
+    _by_id(messages, messages.c.status == Status.QUEUED).values(
+        _binds(messages, "status", "status_at", "error")
+    )
+)
+_INSERT_EVENTS = _Rows(
+    sa.insert(message_events).values(
+        _binds(message_events, "message_id", "at", "status", "detail", "destination")
+    )
+)
 # One UPDATE per outcome; every one counts the attempt and keeps the answer.
 _ATTEMPT = ("updated_at", "reason", "response", "response_code")
 _RECORD_ATTEMPT = {
-    Outcome.SENT: _Rows(_by_id(deliveries).values(attempts=deliveries.c.attempts + 1, status=Status.SENT, **_binds(deliveries, *_ATTEMPT, "sent_at"))),
-    Outcome.ERROR: _Rows(_by_id(deliveries).values(attempts=deliveries.c.attempts + 1, status=Status.ERROR, **_binds(deliveries, *_ATTEMPT))),
+    Outcome.SENT: _Rows(
+        _by_id(deliveries).values(
+            attempts=deliveries.c.attempts + 1, status=Status.SENT, **_binds(deliveries, *_ATTEMPT, "sent_at")
+        )
+    ),
+    Outcome.ERROR: _Rows(
+        _by_id(deliveries).values(
+            attempts=deliveries.c.attempts + 1, status=Status.ERROR, **_binds(deliveries, *_ATTEMPT)
+        )
+    ),
     # RETRY leaves the status alone: a row superseded meanwhile stays out of its queue.
-    Outcome.RETRY: _Rows(_by_id(deliveries).values(attempts=deliveries.c.attempts + 1, **_binds(deliveries, *_ATTEMPT, "next_attempt_at"))),
+    Outcome.RETRY: _Rows(
+        _by_id(deliveries).values(
+            attempts=deliveries.c.attempts + 1, **_binds(deliveries, *_ATTEMPT, "next_attempt_at")
+        )
+    ),
 }
 
 
 def _event(message_id: int, at: datetime, status: str, detail: str, destination: str | None = None) -> dict:
     """A message_events row; ``destination`` None for a change of the message's own status."""
     fitted = None if destination is None else _fit(_EVENT_DESTINATION, destination)
-    return {"message_id": message_id, "at": at, "status": _fit(_EVENT_STATUS, status), "detail": _fit(_EVENT_DETAIL, detail), "destination": fitted}
+    return {
+        "message_id": message_id,
+        "at": at,
+        "status": _fit(_EVENT_STATUS, status),
+        "detail": _fit(_EVENT_DETAIL, detail),
+        "destination": fitted,
+    }
 
 
-def processing_rows(message_id: int, channel: str, status: str, reason: str, new_deliveries: Sequence[NewDelivery], now: datetime, rows: list[dict], events: list[dict]) -> None:
+def processing_rows(
+    message_id: int,
+    channel: str,
+    status: str,
+    reason: str,
+    new_deliveries: Sequence[NewDelivery],
+    now: datetime,
+    rows: list[dict],
+    events: list[dict],
+) -> None:
     """Append what processing one message writes besides the message: a deliveries row per delivery, and the events (the message's, then each delivery's).
 
     Shared by record_processing and the store's insert of messages processed at intake, so both leave the same rows.
     """
     events.append(_event(message_id, now, status, reason))
     for delivery in new_deliveries:
-        rows.append(_new_delivery_row(message_id, channel, delivery.destination, delivery.status, delivery.control_id, delivery.payload, delivery.reason, now))
+        rows.append(
+            _new_delivery_row(
+                message_id,
+                channel,
+                delivery.destination,
+                delivery.status,
+                delivery.control_id,
+                delivery.payload,
+                delivery.reason,
+                now,
+            )
+        )
         events.append(_event(message_id, now, delivery.status, delivery.reason, delivery.destination))
 
 
-def _new_delivery_row(message_id: int, channel: str, destination: str, status: str, control_id: str, payload: bytes | None, reason: str, now: datetime) -> dict:
+def _new_delivery_row(
+    message_id: int,
+    channel: str,
+    destination: str,
+    status: str,
+    control_id: str,
+    payload: bytes | None,
+    reason: str,
+    now: datetime,
+) -> dict:
     return fit_text(
         deliveries,
         {
@@ -547,20 +686,32 @@ def _new_delivery_row(message_id: int, channel: str, destination: str, status: s
 def _queue(*columns: sa.ColumnElement) -> sa.Select:
     """The QUEUED rows of the queue named by the ``channel`` and ``destination`` keys, oldest first (the queue-head index)."""
     c = deliveries.c
-    where = (c.channel == sa.bindparam("b_channel", type_=c.channel.type), c.destination == sa.bindparam("b_destination", type_=c.destination.type), c.status == Status.QUEUED)
+    where = (
+        c.channel == sa.bindparam("b_channel", type_=c.channel.type),
+        c.destination == sa.bindparam("b_destination", type_=c.destination.type),
+        c.status == Status.QUEUED,
+    )
     return sa.select(*columns).where(*where).order_by(c.id)
 
 
 # Read statements are built once: building and caching one per call cost more than running it.
 _PENDING = (
     sa.select(*_RECEIVED_COLUMNS)
-    .where(messages.c.channel == sa.bindparam("channel"), messages.c.status == Status.RECEIVED, messages.c.id > sa.bindparam("after_id"))
+    .where(
+        messages.c.channel == sa.bindparam("channel"),
+        messages.c.status == Status.RECEIVED,
+        messages.c.id > sa.bindparam("after_id"),
+    )
     .order_by(messages.c.id)
     .limit(sa.bindparam("limit"))
 )
 _LIMIT = sa.bindparam("b_limit", type_=sa.Integer())
 _HEAD_RUN = _Select(_queue(*_QUEUE_COLUMNS).limit(_LIMIT))
-_DUE = _Select(_queue(*_QUEUE_COLUMNS).where(deliveries.c.next_attempt_at <= sa.bindparam("b_now", type_=deliveries.c.next_attempt_at.type)).limit(_LIMIT))
+_DUE = _Select(
+    _queue(*_QUEUE_COLUMNS)
+    .where(deliveries.c.next_attempt_at <= sa.bindparam("b_now", type_=deliveries.c.next_attempt_at.type))
+    .limit(_LIMIT)
+)
 _HEAD_DUE_AT = _Select(_queue(deliveries.c.next_attempt_at).limit(1))
 _EARLIEST_DUE_AT = _Select(_queue(sa.func.min(deliveries.c.next_attempt_at)).order_by(None))
 # After recording attempts: every delivery of the messages they touched, with the message's
@@ -568,11 +719,23 @@ _EARLIEST_DUE_AT = _Select(_queue(sa.func.min(deliveries.c.next_attempt_at)).ord
 # their transaction: on SQLite the write lock is held, on PostgreSQL FOR UPDATE locks the messages.
 _TOUCHED = _Select(
     sa.select(
-        deliveries.c.id, deliveries.c.message_id, deliveries.c.destination, deliveries.c.status, deliveries.c.reason,
-        deliveries.c.attempts, deliveries.c.superseded_at.is_(None), messages.c.status,
+        deliveries.c.id,
+        deliveries.c.message_id,
+        deliveries.c.destination,
+        deliveries.c.status,
+        deliveries.c.reason,
+        deliveries.c.attempts,
+        deliveries.c.superseded_at.is_(None),
+        messages.c.status,
     )
     .join_from(deliveries, messages, deliveries.c.message_id == messages.c.id)
-    .where(deliveries.c.message_id.in_(sa.select(deliveries.c.message_id).where(deliveries.c.id.in_(sa.bindparam("b_ids", type_=deliveries.c.id.type, expanding=True)))))
+    .where(
+        deliveries.c.message_id.in_(
+            sa.select(deliveries.c.message_id).where(
+                deliveries.c.id.in_(sa.bindparam("b_ids", type_=deliveries.c.id.type, expanding=True))
+            )
+        )
+    )
     .order_by(deliveries.c.id)
     .with_for_update(of=messages),
     listed="ids",
@@ -603,17 +766,27 @@ def _attempt_detail(result: AttemptResult, attempt: int) -> str:
     return detail
 
 
-def _supersede(connection: sa.Connection, rows: Sequence[sa.Row], now: datetime, reason: str, events: list[dict]) -> None:
+def _supersede(
+    connection: sa.Connection, rows: Sequence[sa.Row], now: datetime, reason: str, events: list[dict]
+) -> None:
     """Keep ``rows`` (id, message_id, destination, status) as history only; a still-QUEUED one leaves its queue as ERROR."""
     c = deliveries.c
-    connection.execute(sa.update(deliveries).where(c.id.in_([r.id for r in rows])).values(superseded_at=now, updated_at=now))
+    connection.execute(
+        sa.update(deliveries).where(c.id.in_([r.id for r in rows])).values(superseded_at=now, updated_at=now)
+    )
     queued = [r for r in rows if r.status == Status.QUEUED]
     if queued:
-        connection.execute(sa.update(deliveries).where(c.id.in_([r.id for r in queued])).values(status=Status.ERROR, reason=reason))
+        connection.execute(
+            sa.update(deliveries)
+            .where(c.id.in_([r.id for r in queued]))
+            .values(status=Status.ERROR, reason=reason)
+        )
         events.extend(_event(r.message_id, now, Status.ERROR, reason, r.destination) for r in queued)
 
 
-def _roll_up(connection: sa.Connection, settled: dict[int, datetime], touched: Sequence[tuple], events: list[dict]) -> None:
+def _roll_up(
+    connection: sa.Connection, settled: dict[int, datetime], touched: Sequence[tuple], events: list[dict]
+) -> None:
     """Give each QUEUED message whose current deliveries are all final its status: ERROR if any is, else SENT if any is, else FILTERED.
 
     ``touched`` are the _TOUCHED rows: read under the lock, so the messages still QUEUED there are changed here.
@@ -630,13 +803,21 @@ def _roll_up(connection: sa.Connection, settled: dict[int, datetime], touched: S
         error = ""
         if Status.ERROR in statuses:
             status = Status.ERROR
-            error = detail = "; ".join(f"{destination}: {reason}" for destination, status_, reason in rows if status_ == Status.ERROR)
+            error = detail = "; ".join(
+                f"{destination}: {reason}" for destination, status_, reason in rows if status_ == Status.ERROR
+            )
         elif Status.SENT in statuses:
-            status, detail = Status.SENT, "sent to " + ", ".join(destination for destination, status_, _ in rows if status_ == Status.SENT)
+            status, detail = (
+                Status.SENT,
+                "sent to "
+                + ", ".join(destination for destination, status_, _ in rows if status_ == Status.SENT),
+            )
         else:
             status, detail = Status.FILTERED, "filtered by every destination"
         at = settled[message_id]
-        changes.append({"id": message_id, "status": status, "status_at": at, "error": _fit(_MESSAGE_ERROR, error)})
+        changes.append(
+            {"id": message_id, "status": status, "status_at": at, "error": _fit(_MESSAGE_ERROR, error)}
+        )
         events.append(_event(message_id, at, status, detail))
     if changes:
         _SETTLE.run(connection, changes)
@@ -649,7 +830,9 @@ class QueueRepository:
         self._engine = engine
         self._clock = clock
 
-    def pending_for_processing(self, channel: str, *, after_id: int = 0, limit: int = 500) -> list[ReceivedMessage]:
+    def pending_for_processing(
+        self, channel: str, *, after_id: int = 0, limit: int = 500
+    ) -> list[ReceivedMessage]:
         """The channel's RECEIVED messages with ids above ``after_id``, oldest first, at most ``limit``."""
         _check_limit(limit)
         with store_errors("reading messages to process"), self._engine.connect() as connection:
@@ -674,24 +857,50 @@ class QueueRepository:
             # their events: a message is either fully processed or still RECEIVED.
             with self._engine.begin() as connection:
                 # The claim: only messages still RECEIVED, once each (a concurrent or repeated claim gets nothing).
-                claimed = {row.id: row.channel for row in connection.execute(_CLAIM, {"ids": sorted({r.message_id for r in results}), "now": now})}
+                claimed = {
+                    row.id: row.channel
+                    for row in connection.execute(
+                        _CLAIM, {"ids": sorted({r.message_id for r in results}), "now": now}
+                    )
+                }
                 for result in results:
                     if result.message_id not in claimed:
                         skipped.append(result.message_id)
                         continue
                     channel = claimed.pop(result.message_id)
-                    changes.append({"id": result.message_id, "status": result.status, "error": _fit(_MESSAGE_ERROR, result.reason), "transformed": result.transformed})
-                    processing_rows(result.message_id, channel, result.status, result.reason, result.deliveries, now, rows, events)
+                    changes.append(
+                        {
+                            "id": result.message_id,
+                            "status": result.status,
+                            "error": _fit(_MESSAGE_ERROR, result.reason),
+                            "transformed": result.transformed,
+                        }
+                    )
+                    processing_rows(
+                        result.message_id,
+                        channel,
+                        result.status,
+                        result.reason,
+                        result.deliveries,
+                        now,
+                        rows,
+                        events,
+                    )
                 if changes:
                     _SET_RESULT.run(connection, changes)
                 ids = list(connection.execute(_INSERT_DELIVERIES, rows).scalars()) if rows else []
                 if events:
                     _INSERT_EVENTS.run(connection, events)
         if skipped:
-            log.warn("skipped processing results of messages no longer RECEIVED: {message_ids}", message_ids=skipped)
+            log.warn(
+                "skipped processing results of messages no longer RECEIVED: {message_ids}",
+                message_ids=skipped,
+            )
         return ids
 
-    def due_deliveries(self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool) -> list[Delivery]:
+    def due_deliveries(
+        self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool
+    ) -> list[Delivery]:
         """At most ``limit`` QUEUED deliveries due at ``now``, in queue order.
 
         With ``head_only`` they are the head of the queue and the rows right behind it, up to the
@@ -702,12 +911,35 @@ class QueueRepository:
         _check_limit(limit)
         statement, parameters = (_HEAD_RUN, {}) if head_only else (_DUE, {"now": now})
         with store_errors("reading a destination queue"), self._engine.connect() as connection:
-            rows = statement.rows(connection, {"channel": channel, "destination": destination, "limit": limit, **parameters})
+            rows = statement.rows(
+                connection, {"channel": channel, "destination": destination, "limit": limit, **parameters}
+            )
         due = []
-        for delivery_id, message_id, channel_, destination_, control_id, payload, attempts, created_at, next_attempt_at in rows:
+        for (
+            delivery_id,
+            message_id,
+            channel_,
+            destination_,
+            control_id,
+            payload,
+            attempts,
+            created_at,
+            next_attempt_at,
+        ) in rows:
             if next_attempt_at > now:
                 break
-            due.append(Delivery(delivery_id, message_id, channel_, destination_, control_id, payload, attempts + 1, created_at))
+            due.append(
+                Delivery(
+                    delivery_id,
+                    message_id,
+                    channel_,
+                    destination_,
+                    control_id,
+                    payload,
+                    attempts + 1,
+                    created_at,
+                )
+            )
         return due
 
     def next_due_at(self, channel: str, destination: str, *, head_only: bool = False) -> datetime | None:
@@ -736,10 +968,16 @@ class QueueRepository:
                 for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
                     _RECORD_ATTEMPT[outcome].run(connection, [_attempt_values(result) for result in run])
                 touched = _TOUCHED.rows(connection, {"ids": sorted({r.delivery_id for r in results})})
-                found = {delivery_id: (message_id, destination, attempts) for delivery_id, message_id, destination, _, _, attempts, _, _ in touched}
+                found = {
+                    delivery_id: (message_id, destination, attempts)
+                    for delivery_id, message_id, destination, _, _, attempts, _, _ in touched
+                }
                 # A delivery given twice counts two attempts: each event names its own number.
                 given = collections.Counter(r.delivery_id for r in results)
-                attempt = {delivery_id: attempts - given[delivery_id] for delivery_id, (_, _, attempts) in found.items()}
+                attempt = {
+                    delivery_id: attempts - given[delivery_id]
+                    for delivery_id, (_, _, attempts) in found.items()
+                }
                 for result in results:
                     if result.delivery_id not in found:
                         unknown.append(result.delivery_id)
@@ -747,7 +985,15 @@ class QueueRepository:
                     message_id, destination, _ = found[result.delivery_id]
                     attempt[result.delivery_id] += 1
                     status = Status.QUEUED if result.outcome == Outcome.RETRY else str(result.outcome)
-                    events.append(_event(message_id, result.at, status, _attempt_detail(result, attempt[result.delivery_id]), destination))
+                    events.append(
+                        _event(
+                            message_id,
+                            result.at,
+                            status,
+                            _attempt_detail(result, attempt[result.delivery_id]),
+                            destination,
+                        )
+                    )
                     if result.outcome != Outcome.RETRY:
                         settled[message_id] = max(result.at, settled.get(message_id, result.at))
                 if settled:
@@ -755,21 +1001,31 @@ class QueueRepository:
                 if events:
                     _INSERT_EVENTS.run(connection, events)
         if unknown:
-            log.warn("attempt results for unknown deliveries were dropped: {delivery_ids}", delivery_ids=unknown)
+            log.warn(
+                "attempt results for unknown deliveries were dropped: {delivery_ids}", delivery_ids=unknown
+            )
 
     def queue_depth(self, channel: str, destination: str) -> int:
         """How many deliveries the destination's queue holds (QUEUED, due or not)."""
         c = deliveries.c
-        statement = sa.select(sa.func.count()).where(c.channel == channel, c.destination == destination, c.status == Status.QUEUED)
+        statement = sa.select(sa.func.count()).where(
+            c.channel == channel, c.destination == destination, c.status == Status.QUEUED
+        )
         with store_errors("counting a destination queue"), self._engine.connect() as connection:
             return connection.execute(statement).scalar_one()
 
     def queue_depths(self) -> dict[tuple[str, str], int]:
         """The depth of every queue that holds something, by (channel, destination)."""
         c = deliveries.c
-        statement = sa.select(c.channel, c.destination, sa.func.count()).where(c.status == Status.QUEUED).group_by(c.channel, c.destination)
+        statement = (
+            sa.select(c.channel, c.destination, sa.func.count())
+            .where(c.status == Status.QUEUED)
+            .group_by(c.channel, c.destination)
+        )
         with store_errors("counting destination queues"), self._engine.connect() as connection:
-            return {(channel, destination): depth for channel, destination, depth in connection.execute(statement)}
+            return {
+                (channel, destination): depth for channel, destination, depth in connection.execute(statement)
+            }
 
     def resend(self, message_ids: Sequence[int], *, destination: str | None = None) -> list[int]:
         """Queue again the current delivery of each message to every destination (or only ``destination``) that has a payload; returns the new delivery ids.
@@ -784,7 +1040,11 @@ class QueueRepository:
         criteria = [c.message_id.in_(list(message_ids)), c.superseded_at.is_(None), c.payload.is_not(None)]
         if destination is not None:
             criteria.append(c.destination == destination)
-        current = sa.select(c.id, c.message_id, c.channel, c.destination, c.status, c.control_id, c.payload).where(*criteria).order_by(c.id)
+        current = (
+            sa.select(c.id, c.message_id, c.channel, c.destination, c.status, c.control_id, c.payload)
+            .where(*criteria)
+            .order_by(c.id)
+        )
         events: list[dict] = []
         with store_errors("resending messages"):
             # TRANSACTION: the new queued deliveries, the rows they replace, the messages back to
@@ -794,12 +1054,32 @@ class QueueRepository:
                 if not old:
                     return []
                 _supersede(connection, old, now, "superseded by resend", events)
-                rows = [_new_delivery_row(r.message_id, r.channel, r.destination, Status.QUEUED, r.control_id, r.payload, "", now) for r in old]
+                rows = [
+                    _new_delivery_row(
+                        r.message_id,
+                        r.channel,
+                        r.destination,
+                        Status.QUEUED,
+                        r.control_id,
+                        r.payload,
+                        "",
+                        now,
+                    )
+                    for r in old
+                ]
                 ids = list(connection.execute(_INSERT_DELIVERIES, rows).scalars())
                 resent = sorted({r.message_id for r in old})
-                connection.execute(sa.update(messages).where(messages.c.id.in_(resent)).values(status=Status.QUEUED, status_at=now, error=""))
-                events.extend(_event(message_id, now, Status.QUEUED, "resent by operator") for message_id in resent)
-                events.extend(_event(r.message_id, now, Status.QUEUED, "resent by operator", r.destination) for r in old)
+                connection.execute(
+                    sa.update(messages)
+                    .where(messages.c.id.in_(resent))
+                    .values(status=Status.QUEUED, status_at=now, error="")
+                )
+                events.extend(
+                    _event(message_id, now, Status.QUEUED, "resent by operator") for message_id in resent
+                )
+                events.extend(
+                    _event(r.message_id, now, Status.QUEUED, "resent by operator", r.destination) for r in old
+                )
                 _INSERT_EVENTS.run(connection, events)
         return ids
 
@@ -815,7 +1095,11 @@ class QueueRepository:
         m, c = messages.c, deliveries.c
         claim = (
             sa.update(messages)
-            .where(m.id.in_(list(message_ids)), m.channel.is_not(None), m.status.not_in([Status.RECEIVED, Status.REJECTED]))
+            .where(
+                m.id.in_(list(message_ids)),
+                m.channel.is_not(None),
+                m.status.not_in([Status.RECEIVED, Status.REJECTED]),
+            )
             .values(status=Status.RECEIVED, status_at=now, error="")
             .returning(m.id)
         )
@@ -825,8 +1109,14 @@ class QueueRepository:
                 claimed = sorted(connection.execute(claim).scalars())
                 if not claimed:
                     return 0
-                events = [_event(message_id, now, Status.RECEIVED, "reprocess requested") for message_id in claimed]
-                current = connection.execute(sa.select(c.id, c.message_id, c.destination, c.status).where(c.message_id.in_(claimed), c.superseded_at.is_(None))).all()
+                events = [
+                    _event(message_id, now, Status.RECEIVED, "reprocess requested") for message_id in claimed
+                ]
+                current = connection.execute(
+                    sa.select(c.id, c.message_id, c.destination, c.status).where(
+                        c.message_id.in_(claimed), c.superseded_at.is_(None)
+                    )
+                ).all()
                 if current:
                     _supersede(connection, current, now, "superseded by reprocess", events)
                 _INSERT_EVENTS.run(connection, events)

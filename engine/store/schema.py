@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -29,7 +29,7 @@ def require_aware(moment: datetime, name: str) -> None:
 
 def utc_now() -> datetime:
     """The current time, aware, in UTC: the store's default clock."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -42,15 +42,15 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value is None:
             return None
         require_aware(value, "a stored timestamp")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
             return None
         # SQLite keeps no offset; what it holds was written in UTC by process_bind_param.
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); elsewhere ids are 64-bit.
@@ -111,7 +111,9 @@ messages = sa.Table(
     sa.Column("error", sa.Text(), nullable=False),
     sa.Column("raw", sa.LargeBinary(), nullable=False),
     sa.Column("ack", sa.LargeBinary(), nullable=True),
-    sa.Column("transformed", sa.LargeBinary(), nullable=True),  # after the channel's transforms; NULL when it has none
+    sa.Column(
+        "transformed", sa.LargeBinary(), nullable=True
+    ),  # after the channel's transforms; NULL when it has none
     sa.Column("batch_control_id", sa.String(199), nullable=True),
     sa.Column("batch_index", sa.Integer(), nullable=True),
     # PID-3.1 of the first identifier (unescaped), '' when the message has none: "every message of MRN 12345".
@@ -123,7 +125,9 @@ messages = sa.Table(
     sa.Index(None, "status"),
     sa.Index(None, "received_at"),
     sa.Index(None, "patient_id"),
-    sa.Index(None, "channel", "status", "id"),  # a channel's RECEIVED messages, for its runner; serves channel searches too (0007)
+    sa.Index(
+        None, "channel", "status", "id"
+    ),  # a channel's RECEIVED messages, for its runner; serves channel searches too (0007)
 )
 
 # Status history after the insert: the messages row itself records RECEIVED/REJECTED.
@@ -158,7 +162,9 @@ deliveries = sa.Table(
     sa.Column("sent_at", UTCDateTime(), nullable=True),
     sa.Column("superseded_at", UTCDateTime(), nullable=True),
     sa.Column("control_id", sa.String(199), nullable=False),  # MSH-10 of the payload
-    sa.Column("payload", sa.LargeBinary(), nullable=True),  # the encoded bytes to send; NULL when never encoded
+    sa.Column(
+        "payload", sa.LargeBinary(), nullable=True
+    ),  # the encoded bytes to send; NULL when never encoded
     sa.Column("response", sa.LargeBinary(), nullable=True),
     sa.Column("response_code", sa.String(10), nullable=False),
     sa.Column("reason", sa.Text(), nullable=False),

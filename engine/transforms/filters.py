@@ -216,9 +216,13 @@ class _NumberRange:
         self._upper = spec.at_most if self._upper_inclusive else spec.less_than
         bounds = []
         if self._lower is not None:
-            bounds.append(f"{'at least' if self._lower_inclusive else 'greater than'} {_show_number(self._lower)}")
+            bounds.append(
+                f"{'at least' if self._lower_inclusive else 'greater than'} {_show_number(self._lower)}"
+            )
         if self._upper is not None:
-            bounds.append(f"{'at most' if self._upper_inclusive else 'less than'} {_show_number(self._upper)}")
+            bounds.append(
+                f"{'at most' if self._upper_inclusive else 'less than'} {_show_number(self._upper)}"
+            )
         self.claim = "is " + " and ".join(bounds)
         self._denial = "is not " + " and ".join(bounds)
 
@@ -226,9 +230,13 @@ class _NumberRange:
         number = _number(value)
         if number is None:
             return False
-        if self._lower is not None and (number < self._lower if self._lower_inclusive else number <= self._lower):
+        if self._lower is not None and (
+            number < self._lower if self._lower_inclusive else number <= self._lower
+        ):
             return False
-        return self._upper is None or (number <= self._upper if self._upper_inclusive else number < self._upper)
+        return self._upper is None or (
+            number <= self._upper if self._upper_inclusive else number < self._upper
+        )
 
     def explain(self, value: str) -> str:
         if _number(value) is None:
@@ -341,7 +349,9 @@ class _Occurrences:
         self._occurrence = where.occurrence
         self._field = where.field
         self._repetition = where.repetition
-        self._rest = "".join(f".{index}" for index in (where.component, where.subcomponent) if index is not None)
+        self._rest = "".join(
+            f".{index}" for index in (where.component, where.subcomponent) if index is not None
+        )
 
     def values(self, message: Message) -> Iterator[tuple[str, str]]:
         """(path of the value, value) for every value the path ranges over."""
@@ -356,7 +366,11 @@ class _Occurrences:
         separator = message.delimiters.repetition
         name_occurrence = self._occurrence is not None or len(segments) > 1
         for occurrence, segment in segments:
-            where = f"{self._segment}[{occurrence}]-{self._field}" if name_occurrence else f"{self._segment}-{self._field}"
+            where = (
+                f"{self._segment}[{occurrence}]-{self._field}"
+                if name_occurrence
+                else f"{self._segment}-{self._field}"
+            )
             if self._repetition is not None:
                 repetitions = [self._repetition]
             elif segment.is_header and self._field <= 2:

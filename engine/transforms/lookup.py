@@ -33,7 +33,9 @@ class LookupTable:
         return self._entries.get(key)
 
 
-def load_tables(specs: Mapping[str, TableSpec], base_dir: Path) -> tuple[dict[str, LookupTable], list[Problem]]:
+def load_tables(
+    specs: Mapping[str, TableSpec], base_dir: Path
+) -> tuple[dict[str, LookupTable], list[Problem]]:
     """Build every table; a CSV path is relative to ``base_dir``. Also return problems as (YAML loc, message).
 
     A table with a problem is left out of the result; the loader reports every problem at once.
@@ -72,7 +74,12 @@ def _read_csv(path: Path, spec: TableSpec, loc: tuple) -> tuple[dict[str, str], 
         column = getattr(spec, option)
         if header.count(column) != 1:
             how = "twice" if column in header else "nowhere"
-            problems.append((loc + (option,), f"column {column!r} appears {how} in the header of {path} (columns: {', '.join(header)})"))
+            problems.append(
+                (
+                    loc + (option,),
+                    f"column {column!r} appears {how} in the header of {path} (columns: {', '.join(header)})",
+                )
+            )
         else:
             columns[option] = header.index(column)
     if problems:
@@ -86,12 +93,17 @@ def _read_csv(path: Path, spec: TableSpec, loc: tuple) -> tuple[dict[str, str], 
         if not row:  # csv.reader gives [] for a blank line
             continue
         if len(row) <= max(columns.values()):
-            problems.append((loc + ("csv",), f"{path} row {line} has {len(row)} column(s); the header has {len(header)}"))
+            problems.append(
+                (loc + ("csv",), f"{path} row {line} has {len(row)} column(s); the header has {len(header)}")
+            )
             continue
         key, value = row[columns["key"]], row[columns["value"]]
         if key in entries and entries[key] != value:
             problems.append(
-                (loc + ("csv",), f"{path} row {line}: key {key!r} is already mapped to {entries[key]!r} on row {first_line[key]}")
+                (
+                    loc + ("csv",),
+                    f"{path} row {line}: key {key!r} is already mapped to {entries[key]!r} on row {first_line[key]}",
+                )
             )
             continue
         entries[key] = value

@@ -98,7 +98,9 @@ WholeFieldPath = Annotated[WritablePath, AfterValidator(_check_whole_field)]
 
 def _check_segment_name(value: str) -> str:
     if not re.fullmatch(r"[A-Z][A-Z0-9]{2}", value):
-        raise ValueError(f"must be a segment ID: an upper-case letter and two upper-case letters or digits (got {value!r})")
+        raise ValueError(
+            f"must be a segment ID: an upper-case letter and two upper-case letters or digits (got {value!r})"
+        )
     return value
 
 
@@ -278,7 +280,9 @@ class FilterSpec(Frozen):
         numeric = _given(self, _LOWER_BOUNDS + _UPPER_BOUNDS)
         dates = _given(self, _DATE_BOUNDS)
         groups = _given(self, _GROUPS)
-        kinds = tests + ([", ".join(numeric)] if numeric else []) + ([", ".join(dates)] if dates else []) + groups
+        kinds = (
+            tests + ([", ".join(numeric)] if numeric else []) + ([", ".join(dates)] if dates else []) + groups
+        )
         if not kinds:
             raise ValueError(f"give one test: {_TEST_NAMES} (got none)")
         if len(kinds) > 1:
@@ -494,11 +498,15 @@ class TableSpec(Frozen):
     @model_validator(mode="after")
     def _inline_or_csv(self) -> TableSpec:
         if (self.inline is None) == (self.csv is None):
-            raise ValueError("give inline: (a mapping of entries) or csv: (a file with key: and value: columns), not both")
+            raise ValueError(
+                "give inline: (a mapping of entries) or csv: (a file with key: and value: columns), not both"
+            )
         if self.csv is not None:
             missing = [name for name in ("key", "value") if getattr(self, name) is None]
             if missing:
-                raise ValueError(f"csv: needs {' and '.join(missing)}: the header names of the column(s) to use")
+                raise ValueError(
+                    f"csv: needs {' and '.join(missing)}: the header names of the column(s) to use"
+                )
             if self.key == self.value:
                 raise ValueError(f"key and value must be different columns (both are {self.key!r})")
         else:

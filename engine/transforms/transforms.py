@@ -42,16 +42,22 @@ def build_transforms(
 
     Expects specs that passed ``check_transforms``; otherwise raises ConfigError.
     """
-    return [_BUILDERS[spec.kind](f"{path}[{index}]", spec.options, tables) for index, spec in enumerate(specs)]
+    return [
+        _BUILDERS[spec.kind](f"{path}[{index}]", spec.options, tables) for index, spec in enumerate(specs)
+    ]
 
 
-def check_transforms(specs: Sequence[TransformSpec], *, path_loc: tuple, table_names: set[str]) -> list[Problem]:
+def check_transforms(
+    specs: Sequence[TransformSpec], *, path_loc: tuple, table_names: set[str]
+) -> list[Problem]:
     """Problems between transforms and the rest of the config: unknown tables, Python targets that do not import."""
     problems: list[Problem] = []
     known = ", ".join(sorted(table_names)) or "(none)"
     for index, spec in enumerate(specs):
         if spec.kind == "map" and spec.map_.table not in table_names:
-            problems.append((path_loc + (index, "map", "table"), f"no table named {spec.map_.table!r}; known: {known}"))
+            problems.append(
+                (path_loc + (index, "map", "table"), f"no table named {spec.map_.table!r}; known: {known}")
+            )
         elif spec.kind == "python":
             try:
                 _import_target(spec.python)
@@ -492,7 +498,9 @@ class _AddSegment(_Step):
         else:
             names = [segment.name for segment in message.segments]
             if anchor not in names:
-                raise self.error(f"the message has no {anchor} segment to add the segment {'after' if self._after else 'before'}")
+                raise self.error(
+                    f"the message has no {anchor} segment to add the segment {'after' if self._after else 'before'}"
+                )
             index = names.index(anchor)
             texts.insert(index + 1 if self._after else index, text)
         return Message(message.delimiters, texts)
@@ -511,7 +519,11 @@ def _in_delimiters(text: str, d: Delimiters) -> str | None:
 def _notation_table(d: Delimiters) -> dict[int, str]:
     # The message's own delimiter characters are plain text in the default notation: escape them first,
     # then map the default delimiters onto the message's (one translate, so nothing is replaced twice).
-    table = {ord(char): escape(char, d) for char in (d.field, d.component, d.repetition, d.escape, d.subcomponent, d.truncation) if char}
+    table = {
+        ord(char): escape(char, d)
+        for char in (d.field, d.component, d.repetition, d.escape, d.subcomponent, d.truncation)
+        if char
+    }
     default = Delimiters.DEFAULT
     for char, target in zip(
         (default.field, default.component, default.repetition, default.escape, default.subcomponent),
@@ -559,7 +571,10 @@ class _RenameSegment(_Step):
         size = len(self._from)
         return Message(
             message.delimiters,
-            [self._to + segment.raw[size:] if segment.name == self._from else segment.raw for segment in segments],
+            [
+                self._to + segment.raw[size:] if segment.name == self._from else segment.raw
+                for segment in segments
+            ],
         )
 
 
@@ -620,7 +635,9 @@ def _with_field(message: Message, segment: Segment, number: int, raw: str) -> Me
     fields[number] = raw
     # fields[1] of MSH/FHS/BHS is the field separator itself, not text between separators.
     text = fields[0] + separator + separator.join(fields[2:] if segment.is_header else fields[1:])
-    return Message(message.delimiters, [text if other is segment else other.raw for other in message.segments])
+    return Message(
+        message.delimiters, [text if other is segment else other.raw for other in message.segments]
+    )
 
 
 _BUILDERS: dict[str, Callable[[str, object, Mapping[str, LookupTable]], _Step]] = {

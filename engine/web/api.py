@@ -101,7 +101,9 @@ class _RecordResource(JsonResource):
     def _audited(self, request, action: str, patient_id: int, reply: Reply) -> defer.Deferred:
         if self._auditor is None or reply.code != 200:
             return defer.succeed(reply)
-        return self._auditor.record(request, action, detail=f"patient {patient_id}").addCallback(lambda _: reply)
+        return self._auditor.record(request, action, detail=f"patient {patient_id}").addCallback(
+            lambda _: reply
+        )
 
 
 class PatientsApi(_RecordResource):
@@ -114,20 +116,37 @@ class PatientsApi(_RecordResource):
                 criteria = _search_criteria(request)
             except ValueError as error:
                 return serve(request, defer.succeed(error_reply(400, str(error))))
-            return serve(request, self._read(find_patients, **criteria).addCallback(lambda found: json_reply({"patients": found})))
+            return serve(
+                request,
+                self._read(find_patients, **criteria).addCallback(
+                    lambda found: json_reply({"patients": found})
+                ),
+            )
         patient_id = _patient_id(path[0]) if len(path) == 1 else None
         if patient_id is None:
             return serve(request, defer.succeed(error_reply(404, "no such resource: use /api/patients/{id}")))
 
         def shown(patient: dict | None) -> defer.Deferred:
-            reply = json_reply(patient) if patient is not None else error_reply(404, f"there is no patient {patient_id}")
+            reply = (
+                json_reply(patient)
+                if patient is not None
+                else error_reply(404, f"there is no patient {patient_id}")
+            )
             return self._audited(request, "patient.view", patient_id, reply)
 
         return serve(request, self._read(get_patient, patient_id).addCallback(shown))
 
 
 def _outcome(code: int, text: str) -> Reply:
-    body = json_reply({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found" if code == 404 else "invalid", "diagnostics": text}]}, code)
+    body = json_reply(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {"severity": "error", "code": "not-found" if code == 404 else "invalid", "diagnostics": text}
+            ],
+        },
+        code,
+    )
     return Reply(body.code, body.body, FHIR_CONTENT_TYPE)
 
 
@@ -136,7 +155,11 @@ class FhirApi(_RecordResource):
 
     def render_GET(self, request) -> int:
         path = [segment for segment in request.postpath if segment]
-        patient_id = _patient_id(path[1]) if len(path) == 3 and path[0] == b"Patient" and path[2] == b"$everything" else None
+        patient_id = (
+            _patient_id(path[1])
+            if len(path) == 3 and path[0] == b"Patient" and path[2] == b"$everything"
+            else None
+        )
         if patient_id is None:
             return serve(request, defer.succeed(_outcome(404, "only Patient/{id}/$everything is served")))
         scheme = "https" if request.isSecure() else "http"
@@ -147,6 +170,8 @@ class FhirApi(_RecordResource):
             if bundle is None:
                 return defer.succeed(_outcome(404, f"there is no Patient/{patient_id}"))
             reply = json_reply(bundle)
-            return self._audited(request, "patient.export", patient_id, Reply(reply.code, reply.body, FHIR_CONTENT_TYPE))
+            return self._audited(
+                request, "patient.export", patient_id, Reply(reply.code, reply.body, FHIR_CONTENT_TYPE)
+            )
 
         return serve(request, self._read(everything, patient_id, base_url=base_url).addCallback(exported))

@@ -105,9 +105,13 @@ def check_password_hash(encoded: str) -> str:
     try:
         _iterations, _salt, digest = _split(encoded)
     except (ValueError, UnicodeEncodeError):
-        raise ValueError("must be a password hash pbkdf2_sha256$iterations$salt$hash; make one with `hl7engine hash-password`") from None
+        raise ValueError(
+            "must be a password hash pbkdf2_sha256$iterations$salt$hash; make one with `hl7engine hash-password`"
+        ) from None
     if len(digest) != hashlib.sha256().digest_size:
-        raise ValueError("the hash part must be the 32-byte SHA-256 digest in base64; make one with `hl7engine hash-password`")
+        raise ValueError(
+            "the hash part must be the 32-byte SHA-256 digest in base64; make one with `hl7engine hash-password`"
+        )
     return encoded
 
 
@@ -204,7 +208,14 @@ def loggable(user: str) -> str:
 class Authenticator:
     """Turns a request's session cookie or HTTP Basic credentials into a Principal (or None)."""
 
-    def __init__(self, users: Mapping[str, str], sessions: Sessions, *, reactor, clock: Callable[[], float] | None = None):
+    def __init__(
+        self,
+        users: Mapping[str, str],
+        sessions: Sessions,
+        *,
+        reactor,
+        clock: Callable[[], float] | None = None,
+    ):
         self.users = dict(users)
         self.sessions = sessions
         self._reactor = reactor
@@ -230,7 +241,9 @@ class Authenticator:
         if cached is not None and cached[1] > self._clock() and hmac.compare_digest(cached[0], digest):
             return defer.succeed(True)
         encoded = self.users.get(user)
-        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), verify_password, password, encoded or self._decoy)
+        d = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), verify_password, password, encoded or self._decoy
+        )
 
         def checked(matches: bool) -> bool:
             if matches and encoded is not None:
@@ -256,7 +269,11 @@ class Authenticator:
         def decided(matches: bool) -> Principal | None:
             if matches:
                 return Principal(user, "basic")
-            log.warn("web: Basic credentials refused for user {user} from {remote}", user=loggable(user), remote=remote_address(request))
+            log.warn(
+                "web: Basic credentials refused for user {user} from {remote}",
+                user=loggable(user),
+                remote=remote_address(request),
+            )
             return None
 
         return d.addCallback(decided)
@@ -270,7 +287,9 @@ def _basic_credentials(request) -> tuple[str, str] | None:
     if scheme.lower() != b"basic":
         return None
     try:
-        user, separator, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        user, separator, password = (
+            base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        )
     except (ValueError, UnicodeDecodeError):
         return None
     return (user, password) if separator else None
@@ -292,7 +311,9 @@ class Reply:
 
 def json_reply(payload: Any, code: int = 200, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
     """A JSON response."""
-    return Reply(code, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), headers=headers)
+    return Reply(
+        code, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), headers=headers
+    )
 
 
 def error_reply(code: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
@@ -321,9 +342,19 @@ def serve(request, work: defer.Deferred) -> int:
 
     def failed(failure: Failure) -> Reply:
         if failure.check(StoreError):
-            log.warn("web: {method} {path} failed: {error}", method=request.method.decode(), path=request.path.decode("utf-8", "replace"), error=failure.getErrorMessage())
+            log.warn(
+                "web: {method} {path} failed: {error}",
+                method=request.method.decode(),
+                path=request.path.decode("utf-8", "replace"),
+                error=failure.getErrorMessage(),
+            )
             return error_reply(503, "the message store is not available now; try again later")
-        log.failure("web: {method} {path} failed", failure, method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
+        log.failure(
+            "web: {method} {path} failed",
+            failure,
+            method=request.method.decode(),
+            path=request.path.decode("utf-8", "replace"),
+        )
         return error_reply(500, "internal error")
 
     def answer(reply: Reply) -> None:
@@ -345,7 +376,9 @@ class JsonResource(resource.Resource):
             return super().render(request)
         except server.UnsupportedMethod as unsupported:
             allowed = b", ".join(unsupported.allowedMethods)
-            return send(request, error_reply(405, f"use {allowed.decode('ascii')}", headers=((b"allow", allowed),)))
+            return send(
+                request, error_reply(405, f"use {allowed.decode('ascii')}", headers=((b"allow", allowed),))
+            )
 
 
 class ReplyResource(resource.Resource):
@@ -373,7 +406,10 @@ def _cross_site(request) -> bool:
     origin = request.getHeader(b"origin")
     if origin is None:
         return False
-    return urlsplit(origin.decode("latin-1")).netloc.lower() != (request.getHeader(b"host") or b"").decode("latin-1").lower()
+    return (
+        urlsplit(origin.decode("latin-1")).netloc.lower()
+        != (request.getHeader(b"host") or b"").decode("latin-1").lower()
+    )
 
 
 class Gate(resource.Resource):
@@ -401,14 +437,29 @@ class Gate(resource.Resource):
         def decide(principal: Principal | None) -> resource.Resource:
             if principal is None:
                 # A browser (the console) handles a 401 itself; only a script is asked for Basic credentials.
-                challenge = () if request.getHeader(BROWSER_HEADER) else ((b"www-authenticate", b'Basic realm="hl7engine", charset="UTF-8"'),)
-                return ReplyResource(error_reply(401, "log in first (POST /login), or send HTTP Basic credentials", headers=challenge))
+                challenge = (
+                    ()
+                    if request.getHeader(BROWSER_HEADER)
+                    else ((b"www-authenticate", b'Basic realm="hl7engine", charset="UTF-8"'),)
+                )
+                return ReplyResource(
+                    error_reply(
+                        401, "log in first (POST /login), or send HTTP Basic credentials", headers=challenge
+                    )
+                )
             if request.method not in _SAFE_METHODS:
                 if principal.method == "session" and not request.getHeader(BROWSER_HEADER):
-                    return ReplyResource(error_reply(403, "a browser request that changes something must carry the X-Requested-With header"))
+                    return ReplyResource(
+                        error_reply(
+                            403,
+                            "a browser request that changes something must carry the X-Requested-With header",
+                        )
+                    )
                 if _cross_site(request):
                     # A browser also sends Basic credentials it remembers along with a cross-site form.
-                    return ReplyResource(error_reply(403, "a request from another site may not change anything here"))
+                    return ReplyResource(
+                        error_reply(403, "a request from another site may not change anything here")
+                    )
             request.setComponent(IPrincipal, principal)
             return self.wrapped
 
@@ -438,10 +489,26 @@ class Auditor:
             self._repository = AuditRepository(self._store.repository.engine, clock=self._clock)
         return self._repository
 
-    def record(self, request, action: str, *, user: str | None = None, message_id: int | None = None, detail: str = "") -> defer.Deferred:
+    def record(
+        self,
+        request,
+        action: str,
+        *,
+        user: str | None = None,
+        message_id: int | None = None,
+        detail: str = "",
+    ) -> defer.Deferred:
         """Write one entry for this request (its admitted user unless ``user`` is given); fires with the entry id after COMMIT."""
         who = user if user is not None else authenticated(request).user
-        return self._store.write(self.repository.record, at=self._clock(), user=who, action=action, remote=remote_address(request), message_id=message_id, detail=detail)
+        return self._store.write(
+            self.repository.record,
+            at=self._clock(),
+            user=who,
+            action=action,
+            remote=remote_address(request),
+            message_id=message_id,
+            detail=detail,
+        )
 
     def recent(self, limit: int = 100, **criteria) -> defer.Deferred:
         """Fires with AuditRepository.recent(limit, **criteria): newest first."""

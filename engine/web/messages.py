@@ -16,7 +16,7 @@ audit trail before the content is sent: when the trail cannot be written, nothin
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from twisted.internet import defer
 from twisted.web import resource
@@ -61,7 +61,9 @@ def _params(request, known: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
-def _int(params: Mapping[str, str], name: str, *, default: int | None = None, low: int = 1, high: int | None = None) -> int | None:
+def _int(
+    params: Mapping[str, str], name: str, *, default: int | None = None, low: int = 1, high: int | None = None
+) -> int | None:
     value = params.get(name)
     if value is None:
         return default
@@ -78,11 +80,25 @@ def _time(params: Mapping[str, str], name: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise BadRequest(f"{name} must be an ISO 8601 time such as 2025-01-31T08:00:00Z (got {value!r})") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise BadRequest(
+            f"{name} must be an ISO 8601 time such as 2025-01-31T08:00:00Z (got {value!r})"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-_SEARCH_PARAMS = ("control_id", "patient_id", "type", "sender", "status", "channel", "listener", "since", "until", "limit", "before_id")
+_SEARCH_PARAMS = (
+    "control_id",
+    "patient_id",
+    "type",
+    "sender",
+    "status",
+    "channel",
+    "listener",
+    "since",
+    "until",
+    "limit",
+    "before_id",
+)
 
 
 def message_query(request) -> MessageQuery:
@@ -114,7 +130,9 @@ def _answer(request, work: Callable[[], defer.Deferred]) -> int:
         d = work()
     except BadRequest as error:
         d = defer.succeed(error_reply(400, str(error)))
-    d.addErrback(lambda failure: error_reply(400, str(failure.value)) if failure.check(BadRequest) else failure)
+    d.addErrback(
+        lambda failure: error_reply(400, str(failure.value)) if failure.check(BadRequest) else failure
+    )
     return serve(request, d)
 
 
@@ -164,7 +182,13 @@ def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | Non
             for d in stored.deliveries
         ],
         "events": [
-            {"id": e.id, "at": _time_text(e.at), "status": e.status, "detail": e.detail, "destination": e.destination}
+            {
+                "id": e.id,
+                "at": _time_text(e.at),
+                "status": e.status,
+                "detail": e.detail,
+                "destination": e.destination,
+            }
             for e in stored.events
         ],
     }
@@ -183,7 +207,9 @@ class MessagesApi(JsonResource):
         if path == b"":
             return self
         if not path.isdigit():
-            return ReplyResource(error_reply(404, f"no message {path.decode('utf-8', 'replace')!r}: ids are numbers"))
+            return ReplyResource(
+                error_reply(404, f"no message {path.decode('utf-8', 'replace')!r}: ids are numbers")
+            )
         return _Message(int(path), self._store, self._auditor, self._text)
 
     def render_GET(self, request) -> int:
@@ -224,7 +250,13 @@ class _Message(JsonResource):
 
         return _answer(request, view)
 
-    def changed(self, request, action: str, known: tuple[str, ...], change: Callable[[Mapping[str, str]], defer.Deferred]) -> int:
+    def changed(
+        self,
+        request,
+        action: str,
+        known: tuple[str, ...],
+        change: Callable[[Mapping[str, str]], defer.Deferred],
+    ) -> int:
         """Audit the request, then make the change (``change(params)`` fires with the Reply)."""
 
         @defer.inlineCallbacks
@@ -253,8 +285,12 @@ class _Raw(JsonResource):
         self._message = message
 
     def render_GET(self, request) -> int:
-        headers = ((b"content-disposition", b'attachment; filename="message-%d.hl7"' % self._message.message_id),)
-        return self._message.shown(request, "raw", lambda stored: Reply(200, stored.raw, HL7_CONTENT_TYPE, headers))
+        headers = (
+            (b"content-disposition", b'attachment; filename="message-%d.hl7"' % self._message.message_id),
+        )
+        return self._message.shown(
+            request, "raw", lambda stored: Reply(200, stored.raw, HL7_CONTENT_TYPE, headers)
+        )
 
 
 class _Resend(JsonResource):
@@ -271,7 +307,9 @@ class _Resend(JsonResource):
 
         def resend(params: Mapping[str, str]) -> defer.Deferred:
             d = message.store.resend([message.message_id], destination=params.get("destination"))
-            return d.addCallback(lambda ids: json_reply({"message_id": message.message_id, "deliveries": ids}))
+            return d.addCallback(
+                lambda ids: json_reply({"message_id": message.message_id, "deliveries": ids})
+            )
 
         return message.changed(request, "resend", ("destination",), resend)
 
@@ -290,12 +328,18 @@ class _Reprocess(JsonResource):
 
         def reprocess(params: Mapping[str, str]) -> defer.Deferred:
             d = message.store.reprocess([message.message_id])
-            return d.addCallback(lambda count: json_reply({"message_id": message.message_id, "reprocessed": bool(count)}))
+            return d.addCallback(
+                lambda count: json_reply({"message_id": message.message_id, "reprocessed": bool(count)})
+            )
 
         return message.changed(request, "reprocess", (), reprocess)
 
 
-_ACTIONS: dict[bytes, Callable[[_Message], resource.Resource]] = {b"raw": _Raw, b"resend": _Resend, b"reprocess": _Reprocess}
+_ACTIONS: dict[bytes, Callable[[_Message], resource.Resource]] = {
+    b"raw": _Raw,
+    b"resend": _Resend,
+    b"reprocess": _Reprocess,
+}
 
 
 class AuditApi(JsonResource):
@@ -310,7 +354,11 @@ class AuditApi(JsonResource):
     def render_GET(self, request) -> int:
         def recent() -> defer.Deferred:
             params = _params(request, ("limit", "before_id", "message_id", "user"))
-            criteria = {"before_id": _int(params, "before_id"), "message_id": _int(params, "message_id"), "user": params.get("user")}
+            criteria = {
+                "before_id": _int(params, "before_id"),
+                "message_id": _int(params, "message_id"),
+                "user": params.get("user"),
+            }
             d = self._auditor.recent(_int(params, "limit", default=100, high=MAX_LIMIT), **criteria)
             return d.addCallback(lambda entries: json_reply([entry.to_json_dict() for entry in entries]))
 
@@ -330,7 +378,14 @@ class QueuesApi(JsonResource):
         def depths() -> defer.Deferred:
             _params(request, ())
             d = self._store.queue_depths()
-            return d.addCallback(lambda found: json_reply([{"channel": c, "destination": dest, "depth": n} for (c, dest), n in sorted(found.items())]))
+            return d.addCallback(
+                lambda found: json_reply(
+                    [
+                        {"channel": c, "destination": dest, "depth": n}
+                        for (c, dest), n in sorted(found.items())
+                    ]
+                )
+            )
 
         return _answer(request, depths)
 

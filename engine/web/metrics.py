@@ -41,7 +41,11 @@ def fanout(*observers: Observer | None) -> Observer:
             try:
                 target(event, fields)
             except Exception:  # an observer must never break the message path that called it
-                log.failure("observer {observer} failed on event {event}", observer=getattr(target, "__qualname__", repr(target)), event=event)
+                log.failure(
+                    "observer {observer} failed on event {event}",
+                    observer=getattr(target, "__qualname__", repr(target)),
+                    event=event,
+                )
 
     return observe
 
@@ -52,18 +56,69 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.received = Counter("hl7engine_messages_received", "Messages stored at intake (accepted, duplicate or rejected), by listener and the ACK code answered", ["listener", "ack_code"], registry=r)
-        self.rejected = Counter("hl7engine_messages_rejected", "Messages refused at intake (stored as REJECTED, or frames over the size limit), by listener and ACK code", ["listener", "ack_code"], registry=r)
-        self.duplicates = Counter("hl7engine_messages_duplicate", "Messages recognised as duplicates and answered with the original ACK", ["listener"], registry=r)
-        self.store_failures = Counter("hl7engine_store_failures", "Frames whose messages the store could not commit (answered AR/CE 206/207)", ["listener"], registry=r)
-        self.processed = Counter("hl7engine_messages_processed", "Messages processed by a channel, by the status they reached", ["channel", "status"], registry=r)
-        self.deliveries = Counter("hl7engine_deliveries", "Delivery attempts, by channel, destination and outcome (SENT, RETRY, ERROR)", ["channel", "destination", "outcome"], registry=r)
-        self.connections_open = Gauge("hl7engine_mllp_connections_open", "MLLP connections open now", ["listener"], registry=r)
-        self.connections = Counter("hl7engine_mllp_connections", "MLLP connections accepted", ["listener"], registry=r)
-        self.bytes_discarded = Counter("hl7engine_mllp_bytes_discarded", "Bytes received outside MLLP frames and dropped", ["listener"], registry=r)
-        self.frames_too_long = Counter("hl7engine_mllp_frames_too_long", "Frames over the listener's max_frame_bytes (answered AR, connection closed)", ["listener"], registry=r)
-        self.queue_depth = Gauge("hl7engine_queue_depth", "Deliveries waiting in a destination's queue (QUEUED), polled from the store", ["channel", "destination"], registry=r)
-        self.queue_poll_failures = Counter("hl7engine_queue_depth_poll_failures", "Queue depth polls the store could not answer", registry=r)
+        self.received = Counter(
+            "hl7engine_messages_received",
+            "Messages stored at intake (accepted, duplicate or rejected), by listener and the ACK code answered",
+            ["listener", "ack_code"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "hl7engine_messages_rejected",
+            "Messages refused at intake (stored as REJECTED, or frames over the size limit), by listener and ACK code",
+            ["listener", "ack_code"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "hl7engine_messages_duplicate",
+            "Messages recognised as duplicates and answered with the original ACK",
+            ["listener"],
+            registry=r,
+        )
+        self.store_failures = Counter(
+            "hl7engine_store_failures",
+            "Frames whose messages the store could not commit (answered AR/CE 206/207)",
+            ["listener"],
+            registry=r,
+        )
+        self.processed = Counter(
+            "hl7engine_messages_processed",
+            "Messages processed by a channel, by the status they reached",
+            ["channel", "status"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "hl7engine_deliveries",
+            "Delivery attempts, by channel, destination and outcome (SENT, RETRY, ERROR)",
+            ["channel", "destination", "outcome"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            "hl7engine_mllp_connections_open", "MLLP connections open now", ["listener"], registry=r
+        )
+        self.connections = Counter(
+            "hl7engine_mllp_connections", "MLLP connections accepted", ["listener"], registry=r
+        )
+        self.bytes_discarded = Counter(
+            "hl7engine_mllp_bytes_discarded",
+            "Bytes received outside MLLP frames and dropped",
+            ["listener"],
+            registry=r,
+        )
+        self.frames_too_long = Counter(
+            "hl7engine_mllp_frames_too_long",
+            "Frames over the listener's max_frame_bytes (answered AR, connection closed)",
+            ["listener"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "hl7engine_queue_depth",
+            "Deliveries waiting in a destination's queue (QUEUED), polled from the store",
+            ["channel", "destination"],
+            registry=r,
+        )
+        self.queue_poll_failures = Counter(
+            "hl7engine_queue_depth_poll_failures", "Queue depth polls the store could not answer", registry=r
+        )
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "accepted": self._accepted,
             "duplicate": self._duplicate,
@@ -72,7 +127,9 @@ class Metrics:
             "processed": lambda f: self.processed.labels(f["channel"], f["status"]).inc(),
             "delivery": lambda f: self.deliveries.labels(f["channel"], f["destination"], f["outcome"]).inc(),
             "connection_opened": self._connection_opened,
-            "connection_closed": lambda f: self.connections_open.labels(f["listener"]).dec(f.get("amount", 1)),
+            "connection_closed": lambda f: self.connections_open.labels(f["listener"]).dec(
+                f.get("amount", 1)
+            ),
             "bytes_discarded": lambda f: self.bytes_discarded.labels(f["listener"]).inc(f["amount"]),
             "frame_too_long": lambda f: self.frames_too_long.labels(f["listener"]).inc(f.get("amount", 1)),
         }
@@ -126,7 +183,9 @@ class Metrics:
         self.stop_polling()
         self._poll = task.LoopingCall(self.poll_queue_depths, store)
         self._poll.clock = clock
-        self._poll.start(interval, now=True).addErrback(lambda failure: log.failure("metrics: queue depth polling stopped", failure))
+        self._poll.start(interval, now=True).addErrback(
+            lambda failure: log.failure("metrics: queue depth polling stopped", failure)
+        )
 
     def stop_polling(self) -> None:
         """Stop the polling started by ``start_polling`` (idempotent)."""

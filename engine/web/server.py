@@ -58,7 +58,11 @@ __all__ = ["PUBLIC_NAMES", "WebService", "build_root"]
 log = Logger(namespace="engine.web")
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
-CONSOLE_FILES = {"console.js": b"text/javascript; charset=utf-8", "console.css": b"text/css; charset=utf-8", "favicon.svg": b"image/svg+xml"}
+CONSOLE_FILES = {
+    "console.js": b"text/javascript; charset=utf-8",
+    "console.css": b"text/css; charset=utf-8",
+    "favicon.svg": b"image/svg+xml",
+}
 # The console loads only its own script and style, and talks only to this server.
 _CONSOLE_POLICY = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
@@ -71,7 +75,16 @@ PUBLIC_NAMES = frozenset({"", "health", "metrics", "login", "logout", "console"}
 class WebService(service.Service):
     """Serves the web API, console and /metrics on ``settings.http.endpoint`` and polls the queue depths."""
 
-    def __init__(self, settings: EngineSettings, store, *, reactor, metrics: Metrics, extra_resources: Mapping[str, resource.Resource] | None = None, clock: Callable[[], datetime] = utc_now):
+    def __init__(
+        self,
+        settings: EngineSettings,
+        store,
+        *,
+        reactor,
+        metrics: Metrics,
+        extra_resources: Mapping[str, resource.Resource] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ):
         if settings.http is None:
             raise ValueError("the web service needs engine.http settings")
         self.setName("web")
@@ -105,11 +118,22 @@ class WebService(service.Service):
         self._listening = listening
         self.metrics.start_polling(self.store, clock=self.reactor)
         host = listening.result.getHost()
-        bound = f"port {host.port}" if hasattr(host, "port") else os.fsdecode(host.name)  # a UNIX socket's path
+        bound = (
+            f"port {host.port}" if hasattr(host, "port") else os.fsdecode(host.name)
+        )  # a UNIX socket's path
         if self.authenticator.enabled:
-            log.info("web: console, API and /metrics on {endpoint} ({bound}), {count} user(s)", endpoint=self.settings.http.endpoint, bound=bound, count=len(self.authenticator.users))
+            log.info(
+                "web: console, API and /metrics on {endpoint} ({bound}), {count} user(s)",
+                endpoint=self.settings.http.endpoint,
+                bound=bound,
+                count=len(self.authenticator.users),
+            )
         else:
-            log.warn("web: no users in engine.http.users: only /health and /metrics are served on {endpoint} ({bound}); the API and console refuse every request", endpoint=self.settings.http.endpoint, bound=bound)
+            log.warn(
+                "web: no users in engine.http.users: only /health and /metrics are served on {endpoint} ({bound}); the API and console refuse every request",
+                endpoint=self.settings.http.endpoint,
+                bound=bound,
+            )
 
     @property
     def port(self) -> int:
@@ -126,13 +150,25 @@ class WebService(service.Service):
             yield port.stopListening()
 
 
-def build_root(*, store, metrics: Metrics, authenticator: Authenticator, auditor: Auditor, default_charset: str, extra_resources: Mapping[str, resource.Resource]) -> resource.Resource:
+def build_root(
+    *,
+    store,
+    metrics: Metrics,
+    authenticator: Authenticator,
+    auditor: Auditor,
+    default_charset: str,
+    extra_resources: Mapping[str, resource.Resource],
+) -> resource.Resource:
     """The resource tree; ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate."""
     root = Directory()
     root.putChild(b"health", _Health(store))
     root.putChild(b"metrics", _MetricsPage(metrics))
     if not authenticator.enabled:
-        root.fallback = ReplyResource(error_reply(403, "no users are configured (engine.http.users): only /health and /metrics are served"))
+        root.fallback = ReplyResource(
+            error_reply(
+                403, "no users are configured (engine.http.users): only /health and /metrics are served"
+            )
+        )
         return root
     root.putChild(b"", _ConsoleFile(CONSOLE_DIR / "index.html", b"text/html; charset=utf-8"))
     console = Directory()
@@ -235,7 +271,9 @@ class _ConsoleFile(JsonResource):
 
     def __init__(self, path: Path, content_type: bytes):
         super().__init__()
-        self._reply = Reply(200, path.read_bytes(), content_type, ((b"content-security-policy", _CONSOLE_POLICY),))
+        self._reply = Reply(
+            200, path.read_bytes(), content_type, ((b"content-security-policy", _CONSOLE_POLICY),)
+        )
 
     def render_GET(self, request) -> bytes:
         if request.postpath not in ([], [b""]):
@@ -261,7 +299,12 @@ class _Login(JsonResource):
     def render_POST(self, request) -> int:
         if not request.getHeader(BROWSER_HEADER):
             # Without it, another site could log a browser in to an account of its choosing.
-            return send(request, error_reply(403, "a login must carry the X-Requested-With header (scripts: use HTTP Basic instead)"))
+            return send(
+                request,
+                error_reply(
+                    403, "a login must carry the X-Requested-With header (scripts: use HTTP Basic instead)"
+                ),
+            )
         user, password = _form(request, "user"), _form(request, "password")
         d = self._authenticator.check_password(user, password)
         d.addCallback(self._checked, request, user)
@@ -270,13 +313,24 @@ class _Login(JsonResource):
     @defer.inlineCallbacks
     def _checked(self, matches: bool, request, user: str):
         if not matches:
-            log.warn("web: login refused for user {user} from {remote}", user=loggable(user), remote=remote_address(request))
+            log.warn(
+                "web: login refused for user {user} from {remote}",
+                user=loggable(user),
+                remote=remote_address(request),
+            )
             if user in self._authenticator.users:  # strangers' guesses are logged, not stored
                 yield self._auditor.record(request, "login_failed", user=user)
             return error_reply(401, "wrong user name or password")
         yield self._auditor.record(request, "login", user=user)
         token = self._authenticator.sessions.open(user)
-        request.addCookie(SESSION_COOKIE, token.encode("ascii"), path=b"/", httpOnly=True, sameSite="strict", secure=request.isSecure())
+        request.addCookie(
+            SESSION_COOKIE,
+            token.encode("ascii"),
+            path=b"/",
+            httpOnly=True,
+            sameSite="strict",
+            secure=request.isSecure(),
+        )
         log.info("web: {user} logged in from {remote}", user=user, remote=remote_address(request))
         return json_reply({"user": user})
 
@@ -294,7 +348,15 @@ class _Logout(JsonResource):
     def render_POST(self, request) -> int:
         token = request.getCookie(SESSION_COOKIE)
         user = self._sessions.close(token.decode("ascii", "replace")) if token else None
-        request.addCookie(SESSION_COOKIE, b"", path=b"/", max_age=b"0", httpOnly=True, sameSite="strict", secure=request.isSecure())
+        request.addCookie(
+            SESSION_COOKIE,
+            b"",
+            path=b"/",
+            max_age=b"0",
+            httpOnly=True,
+            sameSite="strict",
+            secure=request.isSecure(),
+        )
         d = self._auditor.record(request, "logout", user=user) if user is not None else defer.succeed(None)
         return serve(request, d.addCallback(lambda _: json_reply({"user": None})))
 

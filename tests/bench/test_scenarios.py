@@ -17,13 +17,38 @@ from bench.messages import generate, patient_id
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = 200
 # A short row: at most MESSAGES measured messages, in at most two seconds.
-SHORT = ["--connections", "1", "--seconds", "2", "--warmup", "0.2", "--messages", str(MESSAGES), "--quiet-wait", "0", "--drain-seconds", "30"]
+SHORT = [
+    "--connections",
+    "1",
+    "--seconds",
+    "2",
+    "--warmup",
+    "0.2",
+    "--messages",
+    str(MESSAGES),
+    "--quiet-wait",
+    "0",
+    "--drain-seconds",
+    "30",
+]
 
 
 def run_bench(scenarios: str, data_root: Path, *extra: str) -> dict[str, dict]:
     """bench/run.py for these scenarios, briefly; the report's scenarios by name."""
-    argv = [sys.executable, "bench/run.py", "--scenario", scenarios, "--systems", "engine", *SHORT, *extra,
-            "--data-root", str(data_root), "--output", str(data_root / "out")]
+    argv = [
+        sys.executable,
+        "bench/run.py",
+        "--scenario",
+        scenarios,
+        "--systems",
+        "engine",
+        *SHORT,
+        *extra,
+        "--data-root",
+        str(data_root),
+        "--output",
+        str(data_root / "out"),
+    ]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((data_root / "out" / "latest.json").read_text())
@@ -45,8 +70,14 @@ def check_intake(row: dict) -> None:
 @pytest.fixture(scope="module")
 def sqlite_scenarios(tmp_path_factory) -> dict[str, dict]:
     """One brief run of end-to-end, patient-record and large-store (with a store of 2,000 messages, 200 queued)."""
-    return run_bench("end-to-end,patient-record,large-store", tmp_path_factory.mktemp("bench"),
-                     "--prefill-messages", "2000", "--prefill-queued", "200")
+    return run_bench(
+        "end-to-end,patient-record,large-store",
+        tmp_path_factory.mktemp("bench"),
+        "--prefill-messages",
+        "2000",
+        "--prefill-queued",
+        "200",
+    )
 
 
 def test_default_messages_are_unchanged_by_the_patient_pool():
@@ -114,9 +145,13 @@ def test_large_store_compares_with_an_empty_store_and_searches_under_load(sqlite
     control = full["searches"]["control_id"]
     assert control["available"] and control["all_found"] and len(control["times_ms"]) == 10
     patient = full["searches"]["patient_id"]
-    assert patient["all_found"] and (len(patient["times_ms"]) == 10 if patient["available"] else patient["reason"])
+    assert patient["all_found"] and (
+        len(patient["times_ms"]) == 10 if patient["available"] else patient["reason"]
+    )
     targets = [verdict["target"] for verdict in scenario["targets"]]
-    assert any("intake within 20 %" in target for target in targets) and any("RSS under 300 MB" in target for target in targets)
+    assert any("intake within 20 %" in target for target in targets) and any(
+        "RSS under 300 MB" in target for target in targets
+    )
 
 
 @pytest.mark.postgres
@@ -129,10 +164,18 @@ def test_postgresql_rows_run_on_a_database_of_their_own_dropped_afterwards(tmp_p
         for row in rows.values():
             check_intake(row)
             assert row["observed"]["database_dropped"]
-            assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (row["observed"]["database"],)).fetchone() is None
+            assert (
+                admin.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (row["observed"]["database"],)
+                ).fetchone()
+                is None
+            )
     end_to_end = rows["end-to-end"]["observed"]
     assert end_to_end["sent"] == acknowledged(rows["end-to-end"]) and end_to_end["order_problem"] is None
-    assert all(verdict["met"] is None and "no SQLite" in verdict["measured"] for verdict in scenarios["postgresql"]["targets"])
+    assert all(
+        verdict["met"] is None and "no SQLite" in verdict["measured"]
+        for verdict in scenarios["postgresql"]["targets"]
+    )
 
 
 def test_profile_takes_the_one_scenario_it_can_run_else_intake():
@@ -144,5 +187,7 @@ def test_profile_takes_the_one_scenario_it_can_run_else_intake():
     assert profiled_scenario(("postgresql",)) == "postgresql"
     assert profiled_scenario(("postgresql", "end-to-end")) == "postgresql-end-to-end"
     for names in (("large-store",), ("intake", "end-to-end")):
-        with pytest.raises(SystemExit, match="give one --scenario of intake, end-to-end, patient-record, postgresql"):
+        with pytest.raises(
+            SystemExit, match="give one --scenario of intake, end-to-end, patient-record, postgresql"
+        ):
             profiled_scenario(names)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
+from engine.channels import intake
 from engine.config import parse_config
 from engine.listeners.client import MLLPClient, parse_reply
 from engine.service import Engine
-from engine.channels import intake
 from engine.store.messages import MessageQuery, MessageStore, NewMessage
 from engine.store.schema import Status
 from tests.channels.destinations.downstream import Downstream, reply, silence
@@ -125,9 +125,15 @@ def test_downstream_down_then_up_then_ae_then_ar(tmp_path):
         yield wait_until(lambda: len(downstream.received) >= 5)
         assert [p.split(b"|")[9] for p in downstream.received] == [b"C%04d" % n for n in range(1, 6)]
 
-        downstream.script(reply("AE", 101), reply("AA"), reply("AR", 207), reply("AA"), reply("AR", 203), reply("AA"))
+        downstream.script(
+            reply("AE", 101), reply("AA"), reply("AR", 207), reply("AA"), reply("AR", 203), reply("AA")
+        )
         yield in_thread(send, engine.listeners["main"].port, [adt(n) for n in range(6, 11)])
-        yield wait_until(lambda: statuses(engine).addCallback(lambda s: all(v in ("SENT", "ERROR") for v in s.values()) and len(s) == 10))
+        yield wait_until(
+            lambda: statuses(engine).addCallback(
+                lambda s: all(v in ("SENT", "ERROR") for v in s.values()) and len(s) == 10
+            )
+        )
         final = yield statuses(engine)
         assert final == {
             **{f"C{n:04d}": "SENT" for n in range(1, 6)},
@@ -138,10 +144,19 @@ def test_downstream_down_then_up_then_ae_then_ar(tmp_path):
             "C0010": "SENT",
         }
         order = [p.split(b"|")[9].decode() for p in downstream.received]
-        assert order == [f"C{n:04d}" for n in range(1, 6)] + ["C0006", "C0007", "C0008", "C0008", "C0009", "C0010"]
+        assert order == [f"C{n:04d}" for n in range(1, 6)] + [
+            "C0006",
+            "C0007",
+            "C0008",
+            "C0008",
+            "C0009",
+            "C0010",
+        ]
         stored = yield engine.store.search(MessageQuery(control_id="C0006"))
         message = yield engine.store.get(stored[0].id)
-        assert [(d.destination, d.status, d.response_code) for d in message.deliveries] == [("emr", "ERROR", "AE")]
+        assert [(d.destination, d.status, d.response_code) for d in message.deliveries] == [
+            ("emr", "ERROR", "AE")
+        ]
     finally:
         yield engine.stopService()
         yield downstream.stop()
@@ -184,8 +199,19 @@ def test_messages_left_received_go_out_before_new_ones_after_a_restart(tmp_path)
     config = config_for(tmp_path, mllp_channel(port))
     store = MessageStore(config.store_url, reactor=reactor)
     store.start()
-    at = datetime.now(timezone.utc)
-    left = [NewMessage(raw=adt(n), received_at=at, listener="main", peer="before", status=Status.RECEIVED, channel="to-emr", control_id=f"C{n:04d}") for n in range(1, 21)]
+    at = datetime.now(UTC)
+    left = [
+        NewMessage(
+            raw=adt(n),
+            received_at=at,
+            listener="main",
+            peer="before",
+            status=Status.RECEIVED,
+            channel="to-emr",
+            control_id=f"C{n:04d}",
+        )
+        for n in range(1, 21)
+    ]
     yield store.add(left)
     yield store.stop()
     yield _restart_and_deliver_in_order(config, port, [adt(n) for n in range(21, 41)], 40)
@@ -220,9 +246,14 @@ def _processing_trails(engine, folder: Path) -> defer.Deferred:
     trails = {}
     for summary in (yield engine.store.search(MessageQuery(limit=100))):
         message = yield engine.store.get(summary.id)
-        deliveries = [(d.destination, d.status, d.attempts, d.reason.replace(str(folder), "")) for d in message.deliveries]
+        deliveries = [
+            (d.destination, d.status, d.attempts, d.reason.replace(str(folder), ""))
+            for d in message.deliveries
+        ]
         # Sorted: the two destinations' dispatchers record their attempts in either order.
-        events = sorted((e.status, e.detail.replace(str(folder), ""), e.destination or "") for e in message.events)
+        events = sorted(
+            (e.status, e.detail.replace(str(folder), ""), e.destination or "") for e in message.events
+        )
         trails[summary.control_id] = (message.status, message.error, message.transformed, deliveries, events)
     return trails
 
@@ -235,7 +266,12 @@ tables:
   wards: {inline: {"4N": "NORTH-4"}}
 """
     inpatient = adt(2).replace(b"PV1|1|O|", b"PV1|1|I|")
-    payloads = [adt(1), inpatient, adt(3).replace(b"|19800101|M|", b"|19800101|U|"), adt(4).replace(b"PV1|1|O|4N", b"PV1|1|O|7W")]
+    payloads = [
+        adt(1),
+        inpatient,
+        adt(3).replace(b"|19800101|M|", b"|19800101|U|"),
+        adt(4).replace(b"PV1|1|O|4N", b"PV1|1|O|7W"),
+    ]
     trails = []
     for way in ("at intake", "by a pass"):
         if way == "by a pass":
@@ -286,7 +322,9 @@ tables:
         unknown_sex = adt(2).replace(b"|19800101|M|", b"|19800101|U|")
         replies = yield in_thread(send, engine.listeners["main"].port, [adt(1), unknown_sex])
         assert [r.code for r in replies] == ["AA", "AA"]
-        yield wait_until(lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "SENT", "C0002": "FILTERED"}))
+        yield wait_until(
+            lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "SENT", "C0002": "FILTERED"})
+        )
         written = (tmp_path / "out" / "C0001.hl7").read_bytes().split(b"\r")
         assert written[0].split(b"|")[4:6] == [b"EMR", b"ARCHIVE"]
         assert b"|4N^" not in written[3] and written[3].startswith(b"PV1|1|O|NORTH-4^101^A")
@@ -360,7 +398,10 @@ def test_channel_destination_hands_messages_to_another_channel(tmp_path):
         yield wait_until(lambda: (tmp_path / "routed" / "C0001.hl7").exists())
         assert (tmp_path / "routed" / "C0001.hl7").read_bytes().split(b"|")[2] == b"ROUTER"
         rows = yield engine.store.search(MessageQuery(control_id="C0001"))
-        assert sorted((r.channel, r.listener) for r in rows) == [("intake", "main"), ("router", "channel:intake")]
+        assert sorted((r.channel, r.listener) for r in rows) == [
+            ("intake", "main"),
+            ("router", "channel:intake"),
+        ]
     finally:
         yield engine.stopService()
 
@@ -411,26 +452,37 @@ def test_reload_adds_a_channel_without_dropping_connections_and_keeps_history(tm
     """A reload that only changes channels keeps the listener's open connections; each applied config is recorded."""
     downstream = Downstream()
     port = downstream.start()
-    config = config_for(tmp_path, """
+    config = config_for(
+        tmp_path,
+        """
   - name: adt
     source: main
     accept: {types: ["ADT"]}
-""")
+""",
+    )
     engine = start(config)
     try:
         listener_port = engine.listeners["main"].port
         client = MLLPClient("127.0.0.1", listener_port, timeout=10)
         try:
-            before = yield in_thread(lambda: parse_reply(client.request(adt(1).replace(b"ADT^A04^ADT_A01", b"ORU^R01^ORU_R01"))))
+            before = yield in_thread(
+                lambda: parse_reply(client.request(adt(1).replace(b"ADT^A04^ADT_A01", b"ORU^R01^ORU_R01")))
+            )
             assert before.code == "AR"  # no channel takes ORU yet
-            new = config_for(tmp_path, """
+            new = config_for(
+                tmp_path,
+                """
   - name: adt
     source: main
     accept: {types: ["ADT"]}
-""" + mllp_channel(port).replace("to-emr", "oru").replace('types: ["*"]', 'types: ["ORU"]'))
+"""
+                + mllp_channel(port).replace("to-emr", "oru").replace('types: ["*"]', 'types: ["ORU"]'),
+            )
             report = yield engine.reload(new)
             assert "channel oru added" in str(report)
-            after = yield in_thread(lambda: parse_reply(client.request(adt(2).replace(b"ADT^A04^ADT_A01", b"ORU^R01^ORU_R01"))))
+            after = yield in_thread(
+                lambda: parse_reply(client.request(adt(2).replace(b"ADT^A04^ADT_A01", b"ORU^R01^ORU_R01")))
+            )
             assert after.code == "AA"  # same connection, new channel
         finally:
             client.close()
@@ -466,7 +518,9 @@ def test_block_keeps_order_behind_a_silent_partner(tmp_path):
     """on_error: block holds later messages while the head waits for its ACK to time out and be retried."""
     downstream = Downstream()
     port = downstream.start()
-    engine = start(config_for(tmp_path, mllp_channel(port).replace("ack_timeout_seconds: 2", "ack_timeout_seconds: 0.3")))
+    engine = start(
+        config_for(tmp_path, mllp_channel(port).replace("ack_timeout_seconds: 2", "ack_timeout_seconds: 0.3"))
+    )
     try:
         downstream.script(silence)
         yield in_thread(send, engine.listeners["main"].port, [adt(1), adt(2)])

@@ -145,7 +145,9 @@ def test_a_positive_ack_is_sent_only_after_the_message_is_committed(engine_confi
             with MLLPClient("127.0.0.1", port, timeout=10) as client:
                 reply = parse_reply(client.request(PROBE % (1, 1)))
             with sqlite3.connect(db_path) as conn:
-                rows = conn.execute("select status, ack_code, raw from messages where control_id = 'PROBE-1'").fetchall()
+                rows = conn.execute(
+                    "select status, ack_code, raw from messages where control_id = 'PROBE-1'"
+                ).fetchall()
             return reply, rows
 
         reply, rows = yield in_thread(send_and_look)
@@ -170,7 +172,9 @@ def test_store_failure_is_answered_ar_207_or_206_never_aa(tmp_path):
             try:
                 with MLLPClient("127.0.0.1", port, timeout=10) as client:
                     during = client.request(PROBE % (2, 2)).decode()
-                    enhanced = client.request((PROBE % (3, 3)).replace(b"|P|2.5.1", b"|P|2.5.1|||AL|NE")).decode()
+                    enhanced = client.request(
+                        (PROBE % (3, 3)).replace(b"|P|2.5.1", b"|P|2.5.1|||AL|NE")
+                    ).decode()
             finally:
                 blocker.execute("ROLLBACK")
                 blocker.close()
@@ -260,7 +264,11 @@ def test_enhanced_mode_honours_msh15_when_configured(tmp_path):
         replies = yield in_thread(send)
         assert [msa_codes(r) for r in replies] == [[("CR", "PROBE-9")], [("CA", "PROBE-10")]]
         rows = yield engine.store.search(MessageQuery(limit=100))
-        assert sorted(r.control_id for r in rows if r.status != "REJECTED") == ["PROBE-10", "PROBE-7", "PROBE-8"]
+        assert sorted(r.control_id for r in rows if r.status != "REJECTED") == [
+            "PROBE-10",
+            "PROBE-7",
+            "PROBE-8",
+        ]
     finally:
         yield engine.stopService()
 
@@ -272,7 +280,8 @@ def test_each_batch_member_is_found_by_its_patient_id(engine_config):
     try:
         port = port_of(engine)
         members = [
-            b"MSH|^~\\&|PMS|NORTH|EMR|SOUTH|20260101||ADT^A04|PAT-%d|P|2.5.1\rPID|1||MRN%d^^^NORTH^MR||DOE^JANE" % (n, n % 2)
+            b"MSH|^~\\&|PMS|NORTH|EMR|SOUTH|20260101||ADT^A04|PAT-%d|P|2.5.1\rPID|1||MRN%d^^^NORTH^MR||DOE^JANE"
+            % (n, n % 2)
             for n in range(4)
         ]
         data = b"BHS|^~\\&|PMS|NORTH\r" + b"\r".join(members) + b"\rBTS|4"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_twisted
@@ -12,13 +12,29 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from engine.channels import runner as runner_module
-from engine.channels.runner import GATHER_BELOW, ChannelRunner, DestinationStages, Dispatcher, RetryPolicy, utcnow
+from engine.channels.runner import (
+    GATHER_BELOW,
+    ChannelRunner,
+    DestinationStages,
+    Dispatcher,
+    RetryPolicy,
+    utcnow,
+)
 from engine.channels.stages import Delivery, DeliveryResult, Outcome
 from engine.store.messages import MessageQuery, NewMessage
 from engine.store.queues import NewDelivery, ProcessingResult
 from engine.store.schema import Status
 from tests.channels.destinations.downstream import Downstream, reply
-from tests.channels.test_channels_e2e import adt, config_for, free_port, mllp_channel, send, start, statuses, wait_until
+from tests.channels.test_channels_e2e import (
+    adt,
+    config_for,
+    free_port,
+    mllp_channel,
+    send,
+    start,
+    statuses,
+    wait_until,
+)
 from tests.fakes.harness import in_thread
 
 
@@ -86,7 +102,9 @@ def test_skip_lets_later_messages_pass_a_failing_one(tmp_path):
         yield in_thread(send, engine.listeners["main"].port, [adt(1), adt(2)])
         yield wait_until(lambda: len(downstream.received) >= 3)
         assert [p.split(b"|")[9] for p in downstream.received[:3]] == [b"C0001", b"C0002", b"C0001"]
-        yield wait_until(lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "SENT", "C0002": "SENT"}))
+        yield wait_until(
+            lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "SENT", "C0002": "SENT"})
+        )
     finally:
         yield engine.stopService()
         yield downstream.stop()
@@ -111,7 +129,9 @@ tables:
         unknown_ward = adt(1).replace(b"PV1|1|O|4N", b"PV1|1|O|7W")
         replies = yield in_thread(send, engine.listeners["main"].port, [unknown_ward, adt(2)])
         assert [r.code for r in replies] == ["AA", "AA"]  # after_store: the sender only learns it was stored
-        yield wait_until(lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "ERROR", "C0002": "TRANSFORMED"}))
+        yield wait_until(
+            lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "ERROR", "C0002": "TRANSFORMED"})
+        )
         rows = yield engine.store.search(MessageQuery(control_id="C0001"))
         assert "channels[0].transforms[0]" in rows[0].error and "7W" in rows[0].error
         yield deferLater(reactor, 0, lambda: None)
@@ -140,7 +160,11 @@ class ScriptedDestination:
     def send(self, delivery: Delivery) -> defer.Deferred:
         self.sent.append(delivery.control_id)
         outcome = self.outcomes.pop(0) if self.outcomes else Outcome.SENT
-        return defer.succeed(DeliveryResult(outcome, response_code="AA" if outcome == Outcome.SENT else "AE", reason=str(outcome)))
+        return defer.succeed(
+            DeliveryResult(
+                outcome, response_code="AA" if outcome == Outcome.SENT else "AE", reason=str(outcome)
+            )
+        )
 
 
 class RunDestination(ScriptedDestination):
@@ -163,25 +187,51 @@ class RunDestination(ScriptedDestination):
 
 def _message(n: int) -> NewMessage:
     raw = adt(n)
-    return NewMessage(raw=raw, received_at=datetime.now(timezone.utc), listener="main", peer="test", status=Status.RECEIVED, channel="adt", control_id=f"C{n:04d}")
+    return NewMessage(
+        raw=raw,
+        received_at=datetime.now(UTC),
+        listener="main",
+        peer="test",
+        status=Status.RECEIVED,
+        channel="adt",
+        control_id=f"C{n:04d}",
+    )
 
 
 @defer.inlineCallbacks
 def _queued(store, count: int):
     """``count`` messages queued for the destination lab, in order: their message ids."""
     ids = yield store.add([_message(n) for n in range(1, count + 1)])
-    results = [ProcessingResult(i, Status.QUEUED, deliveries=(NewDelivery("lab", Status.QUEUED, f"C{n:04d}", adt(n)),)) for n, i in enumerate(ids, start=1)]
+    results = [
+        ProcessingResult(
+            i, Status.QUEUED, deliveries=(NewDelivery("lab", Status.QUEUED, f"C{n:04d}", adt(n)),)
+        )
+        for n, i in enumerate(ids, start=1)
+    ]
     yield store.record_processing(results)
     return ids
 
 
 def _dispatcher(store, destination, urgent=lambda: False, **retry) -> tuple[Dispatcher, list]:
     """A dispatcher of channel adt for ``destination``; also the list its record_attempts calls are noted in."""
-    stages = DestinationStages(name="lab", filters=(), transforms=(), destination=destination, retry=RetryPolicy(jitter=0, **retry))
-    dispatcher = Dispatcher("adt", stages, store=store, reactor=reactor, clock=utcnow, on_settled=lambda *_: None, observer=lambda *_: None, urgent=urgent)
+    stages = DestinationStages(
+        name="lab", filters=(), transforms=(), destination=destination, retry=RetryPolicy(jitter=0, **retry)
+    )
+    dispatcher = Dispatcher(
+        "adt",
+        stages,
+        store=store,
+        reactor=reactor,
+        clock=utcnow,
+        on_settled=lambda *_: None,
+        observer=lambda *_: None,
+        urgent=urgent,
+    )
     recorded = []
     record_attempts = store.record_attempts
-    store.record_attempts = lambda results: recorded.append([r.outcome for r in results]) or record_attempts(results)
+    store.record_attempts = lambda results: (
+        recorded.append([r.outcome for r in results]) or record_attempts(results)
+    )
     return dispatcher, recorded
 
 
@@ -196,7 +246,9 @@ def _deliveries(store, message_ids):
 
 
 @pytest_twisted.inlineCallbacks
-@pytest.mark.parametrize(("kind", "rounds"), [("sends runs", [250, 50]), ("sends one by one", [100, 100, 100])])
+@pytest.mark.parametrize(
+    ("kind", "rounds"), [("sends runs", [250, 50]), ("sends one by one", [100, 100, 100])]
+)
 def test_a_destination_that_sends_runs_takes_longer_rounds(store, kind, rounds):
     """A queue of 300: a destination sending a run itself (mllp) takes rounds of up to 250, any other up to 100; all in order."""
     yield _queued(store, 300)
@@ -215,7 +267,11 @@ def test_a_destination_that_sends_runs_takes_longer_rounds(store, kind, rounds):
 @pytest.mark.parametrize(
     ("queued", "urgent", "waits"),
     [(5, False, True), (5, True, False), (GATHER_BELOW, False, False)],
-    ids=["a small round waits", "not while a sender waits for a delivery", "not after a round of GATHER_BELOW"],
+    ids=[
+        "a small round waits",
+        "not while a sender waits for a delivery",
+        "not after a round of GATHER_BELOW",
+    ],
 )
 def test_a_round_that_drained_the_queue_waits_to_gather_the_next(store, monkeypatch, queued, urgent, waits):
     """After a round of fewer than GATHER_BELOW deliveries, the next read of the queue waits GATHER_SECONDS for more to gather."""
@@ -225,8 +281,12 @@ def test_a_round_that_drained_the_queue_waits_to_gather_the_next(store, monkeypa
     dispatcher, _ = _dispatcher(store, destination, urgent=lambda: urgent)
     reads, recorded = [], []
     due_deliveries, record_attempts = store.due_deliveries, store.record_attempts
-    store.due_deliveries = lambda *args, **kwargs: reads.append(time.monotonic()) or due_deliveries(*args, **kwargs)
-    store.record_attempts = lambda results: record_attempts(results).addCallback(lambda done: recorded.append(time.monotonic()) or done)
+    store.due_deliveries = lambda *args, **kwargs: (
+        reads.append(time.monotonic()) or due_deliveries(*args, **kwargs)
+    )
+    store.record_attempts = lambda results: record_attempts(results).addCallback(
+        lambda done: recorded.append(time.monotonic()) or done
+    )
     dispatcher.start()
     yield wait_until(lambda: len(reads) >= 2)
     yield dispatcher.stop()
@@ -241,15 +301,21 @@ def test_block_sends_the_due_run_in_order_and_stops_at_the_first_retry(store):
     ids = yield _queued(store, 5)
     destination = ScriptedDestination(Outcome.SENT, Outcome.SENT, Outcome.RETRY)
     dispatcher, recorded = _dispatcher(store, destination, initial_seconds=60)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     dispatcher.start()
     yield wait_until(lambda: recorded)
     yield dispatcher.stop()
     assert destination.sent == ["C0001", "C0002", "C0003"]
     assert recorded == [[Outcome.SENT, Outcome.SENT, Outcome.RETRY]]
-    assert (yield _deliveries(store, ids)) == [("SENT", 1), ("SENT", 1), ("QUEUED", 1), ("QUEUED", 0), ("QUEUED", 0)]
+    assert (yield _deliveries(store, ids)) == [
+        ("SENT", 1),
+        ("SENT", 1),
+        ("QUEUED", 1),
+        ("QUEUED", 0),
+        ("QUEUED", 0),
+    ]
     next_at = yield store.next_due_at("adt", "lab", head_only=True)
-    assert before + timedelta(seconds=59) < next_at < datetime.now(timezone.utc) + timedelta(seconds=61)
+    assert before + timedelta(seconds=59) < next_at < datetime.now(UTC) + timedelta(seconds=61)
 
 
 @pytest_twisted.inlineCallbacks
@@ -263,7 +329,13 @@ def test_block_goes_on_after_an_error_in_the_run(store):
     yield dispatcher.stop()
     assert destination.sent == ["C0001", "C0002", "C0003", "C0004", "C0005"]
     assert recorded == [[Outcome.SENT, Outcome.SENT, Outcome.ERROR], [Outcome.SENT, Outcome.SENT]]
-    assert (yield _deliveries(store, ids)) == [("SENT", 1), ("SENT", 1), ("ERROR", 1), ("SENT", 1), ("SENT", 1)]
+    assert (yield _deliveries(store, ids)) == [
+        ("SENT", 1),
+        ("SENT", 1),
+        ("ERROR", 1),
+        ("SENT", 1),
+        ("SENT", 1),
+    ]
 
 
 @pytest_twisted.inlineCallbacks
@@ -276,7 +348,11 @@ def test_the_runner_finds_messages_below_what_it_already_read(store):
         yield wait_until(lambda: statuses_of(store, ids).addCallback(lambda s: s == ["TRANSFORMED"] * 3))
         assert (yield store.reprocess([ids[0]])) == 1
         runner.notify()
-        yield wait_until(lambda: store.get(ids[0]).addCallback(lambda m: [e.status for e in m.events] == ["TRANSFORMED", "RECEIVED", "TRANSFORMED"]))
+        yield wait_until(
+            lambda: store.get(ids[0]).addCallback(
+                lambda m: [e.status for e in m.events] == ["TRANSFORMED", "RECEIVED", "TRANSFORMED"]
+            )
+        )
     finally:
         yield runner.stop()
 
@@ -293,19 +369,31 @@ def test_processing_at_intake_waits_until_nothing_of_the_channel_waits_for_a_pas
     runner = ChannelRunner("adt", store=store, reactor=reactor, filters=(), transforms=(), destinations=())
     left_from_before = yield store.add([_message(1)])
     assert not runner.processes_at_intake
-    assert runner.process_at_intake(adt(2).decode(), "utf-8", "C0002") is None  # not caught up: message 1 waits for a pass
-    assert runner.process_at_intake(adt(3).decode(), "utf-8", "C0003") is None  # message 2 is on its way to the store
+    assert (
+        runner.process_at_intake(adt(2).decode(), "utf-8", "C0002") is None
+    )  # not caught up: message 1 waits for a pass
+    assert (
+        runner.process_at_intake(adt(3).decode(), "utf-8", "C0003") is None
+    )  # message 2 is on its way to the store
     runner.intake_stored(None)  # message 3 could not be stored (its sender is told AR)
     [second] = yield store.add([_message(2)])
     runner.intake_stored(second)
-    assert runner.process_at_intake(adt(4).decode(), "utf-8", "C0004") is None  # message 2 is stored, not processed yet
+    assert (
+        runner.process_at_intake(adt(4).decode(), "utf-8", "C0004") is None
+    )  # message 2 is stored, not processed yet
     runner.intake_stored(None)
     runner.start()
     try:
-        yield wait_until(lambda: statuses_of(store, [*left_from_before, second]).addCallback(lambda s: s == ["TRANSFORMED"] * 2))
+        yield wait_until(
+            lambda: statuses_of(store, [*left_from_before, second]).addCallback(
+                lambda s: s == ["TRANSFORMED"] * 2
+            )
+        )
         yield wait_until(lambda: runner.processes_at_intake)
         result = runner.process_at_intake(adt(5).decode(), "utf-8", "C0005")
         assert result is not None and result.status == Status.TRANSFORMED
     finally:
         yield runner.stop()
-    assert not runner.processes_at_intake and runner.process_at_intake(adt(6).decode(), "utf-8", "C0006") is None  # stopped
+    assert (
+        not runner.processes_at_intake and runner.process_at_intake(adt(6).decode(), "utf-8", "C0006") is None
+    )  # stopped

@@ -31,7 +31,15 @@ channels:
 """
 
 
-def make_config(tmp_path: Path, *, store_url: str | None = None, lock_timeout: float = 5.0, max_frame_bytes: int = 4194304, honour: bool = False, text: str | None = None):
+def make_config(
+    tmp_path: Path,
+    *,
+    store_url: str | None = None,
+    lock_timeout: float = 5.0,
+    max_frame_bytes: int = 4194304,
+    honour: bool = False,
+    text: str | None = None,
+):
     """A Config for one listener on an ephemeral port and one channel that accepts everything."""
     body = text or BASIC_CONFIG
     body = textwrap.dedent(body).format(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import hl7
 from hypothesis import given, settings
@@ -14,21 +14,28 @@ from engine.hl7.header import read_header
 from engine.hl7.message import Delimiters
 from tests.corpus_util import corpus_entries
 
-NOW = datetime(2026, 11, 27, 4, 44, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 4, 44, 0, tzinfo=UTC)
 US = Sender("HUB", "CLINIC", "2.5.1")
 
 
 def ack_for(message: str, code: str, errors=(), control_id="ACK1") -> str:
     header = read_header(message)
-    return build_ack(Recipient.of(header), code, sender=US, control_id=control_id, timestamp=NOW, delimiters=header.delimiters, errors=errors)
+    return build_ack(
+        Recipient.of(header),
+        code,
+        sender=US,
+        control_id=control_id,
+        timestamp=NOW,
+        delimiters=header.delimiters,
+        errors=errors,
+    )
 
 
 def test_positive_ack_v251_swaps_applications_and_echoes_the_header():
     """AA in 2.5.1: MSH-3/4 ours, MSH-5/6 the sender's, ACK^trigger^ACK, MSH-11/12 echoed, MSA-2 = MSH-10."""
     message = "MSH|^~\\&|PMS^1.2.3^ISO|NORTH|EMR|SOUTH|20260101||ADT^A04^ADT_A01|MSG42|P|2.5.1\rPID|1"
     assert ack_for(message, "AA") == (
-        "MSH|^~\\&|HUB|CLINIC|PMS^1.2.3^ISO|NORTH|20261127044400+0000||ACK^A04^ACK|ACK1|P|2.5.1\r"
-        "MSA|AA|MSG42"
+        "MSH|^~\\&|HUB|CLINIC|PMS^1.2.3^ISO|NORTH|20261127044400+0000||ACK^A04^ACK|ACK1|P|2.5.1\rMSA|AA|MSG42"
     )
 
 
@@ -76,7 +83,10 @@ def test_empty_version_falls_back_to_the_configured_default():
 def test_charset_is_echoed_in_msh18():
     """MSH-18 of the sender is echoed so the receiver decodes the ACK as it encoded the message."""
     ack = ack_for("MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5|||AL|NE||8859/1", "CA")
-    assert ack.split("\r")[0] == "MSH|^~\\&|HUB|CLINIC|A|B|20261127044400+0000||ACK^A01^ACK|ACK1|P|2.5||||||8859/1"
+    assert (
+        ack.split("\r")[0]
+        == "MSH|^~\\&|HUB|CLINIC|A|B|20261127044400+0000||ACK^A01^ACK|ACK1|P|2.5||||||8859/1"
+    )
 
 
 def test_enhanced_mode_is_detected_from_msh15_or_msh16():
@@ -88,7 +98,15 @@ def test_enhanced_mode_is_detected_from_msh15_or_msh16():
 
 def test_unreadable_header_still_gets_an_ack_in_default_delimiters():
     """With no valid header we answer in |^~\\& with whatever could be salvaged."""
-    ack = build_ack(Recipient(control_id="Q1"), "AR", sender=US, control_id="ACK1", timestamp=NOW, delimiters=Delimiters.DEFAULT, errors=[AckError(100, "no MSH segment")])
+    ack = build_ack(
+        Recipient(control_id="Q1"),
+        "AR",
+        sender=US,
+        control_id="ACK1",
+        timestamp=NOW,
+        delimiters=Delimiters.DEFAULT,
+        errors=[AckError(100, "no MSH segment")],
+    )
     assert ack.split("\r") == [
         "MSH|^~\\&|HUB|CLINIC|||20261127044400+0000||ACK|ACK1||2.5.1",
         "MSA|AR|Q1",
@@ -110,15 +128,28 @@ _text = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_siz
 
 @settings(max_examples=300, deadline=None)
 @given(
-    recipient=st.builds(Recipient, _text, _text, _text, _text, _text, st.sampled_from(["", "2.1", "2.3", "2.4", "2.5", "2.5.1", "2.9", "x"]), _text),
+    recipient=st.builds(
+        Recipient,
+        _text,
+        _text,
+        _text,
+        _text,
+        _text,
+        st.sampled_from(["", "2.1", "2.3", "2.4", "2.5", "2.5.1", "2.9", "x"]),
+        _text,
+    ),
     code=st.sampled_from(["AA", "CA", "AE", "AR"]),
     control_id=_text,
-    delimiters=st.sampled_from([Delimiters.DEFAULT, Delimiters.from_msh("#", "$*!@"), Delimiters.from_msh("|", "^~\\&#")]),
+    delimiters=st.sampled_from(
+        [Delimiters.DEFAULT, Delimiters.from_msh("#", "$*!@"), Delimiters.from_msh("|", "^~\\&#")]
+    ),
 )
 def test_cached_ack_templates_lay_out_the_same_text(recipient, code, control_id, delimiters):
     """An error-free ACK comes from a cached template; it equals the one laid out field by field, whatever the fields hold."""
     for _ in range(2):  # the first call fills the cache, the second reads it
-        ack = build_ack(recipient, code, sender=US, control_id=control_id, timestamp=NOW, delimiters=delimiters)
+        ack = build_ack(
+            recipient, code, sender=US, control_id=control_id, timestamp=NOW, delimiters=delimiters
+        )
         assert ack == _layout(recipient, code, US, control_id, hl7_timestamp(NOW), delimiters, ())
 
 
@@ -133,6 +164,11 @@ def test_corpus_acks_from_templates_equal_the_laid_out_ones():
             continue
         recipient = Recipient.of(header)
         expected = _layout(recipient, "AA", US, "ACK1", hl7_timestamp(NOW), header.delimiters, ())
-        assert build_ack(recipient, "AA", sender=US, control_id="ACK1", timestamp=NOW, delimiters=header.delimiters) == expected
+        assert (
+            build_ack(
+                recipient, "AA", sender=US, control_id="ACK1", timestamp=NOW, delimiters=header.delimiters
+            )
+            == expected
+        )
         checked += 1
     assert checked > 50

@@ -141,7 +141,11 @@ def test_each_message_keeps_its_own_encoding_characters():
         (lines(FHS, BHS, M1, FHS), "File cannot have more than one FHS segment", ("FHS",)),
         (lines(M1, FHS, M2), "FHS must be the first segment of a file", ("FHS",)),
         (lines(BHS, FHS, M1), "FHS must be the first segment of a file", ("FHS",)),
-        (lines(BHS, M1, BHS, M2), "Batch cannot have more than one BHS segment (no BTS before this BHS)", ("BHS",)),
+        (
+            lines(BHS, M1, BHS, M2),
+            "Batch cannot have more than one BHS segment (no BTS before this BHS)",
+            ("BHS",),
+        ),
         (lines(FHS, M1, "FTS|1", M2), "MSH segment after the file trailer (FTS)", ("MSH",)),
         ("", "no FHS, BHS or MSH segment: not a batch", ("MSH",)),
         ("\r\n", "no FHS, BHS or MSH segment: not a batch", ("MSH",)),
@@ -184,7 +188,22 @@ def test_bhs_with_doubled_backslash_is_read_as_default_delimiters():
     )
 
 
-PIECES = st.sampled_from(["MSH|^~\\&|", "MSH:^~\\&:", "BHS|^~\\&|", "FHS|^~\\&|", "BHS|^^", "BTS|1", "FTS|1", "PID|1", "\r", "\n", " ", "x"])
+PIECES = st.sampled_from(
+    [
+        "MSH|^~\\&|",
+        "MSH:^~\\&:",
+        "BHS|^~\\&|",
+        "FHS|^~\\&|",
+        "BHS|^^",
+        "BTS|1",
+        "FTS|1",
+        "PID|1",
+        "\r",
+        "\n",
+        " ",
+        "x",
+    ]
+)
 
 
 @given(st.lists(PIECES, max_size=30).map("".join))
@@ -201,7 +220,9 @@ def test_split_batch_raises_only_hl7error(text):
 
 MESSAGES = st.lists(
     st.builds(
-        lambda control_id, segments: "\r".join([f"MSH|^~\\&|A|B|C|D|2026||ADT^A01|{control_id}|P|2.5", *segments]),
+        lambda control_id, segments: "\r".join(
+            [f"MSH|^~\\&|A|B|C|D|2026||ADT^A01|{control_id}|P|2.5", *segments]
+        ),
         st.integers(0, 10**6),
         st.lists(st.sampled_from(["PID|1||x^y", "PV1|1|I", "NTE|1||MSH|BHS", "OBX|1|ST|c||v"]), max_size=4),
     ),
@@ -251,7 +272,9 @@ def test_every_corpus_batch_has_a_known_count():
 def test_corpus_batches_split_into_acceptable_messages(entry):
     """Each batch file looks like a batch and splits into the stated number of messages, each with an acceptable header."""
     text = decode(entry.path.read_bytes()).text
-    expected = entry.messages_in_file if entry.messages_in_file is not None else COUNTS_NOT_IN_NOTES[entry.file]
+    expected = (
+        entry.messages_in_file if entry.messages_in_file is not None else COUNTS_NOT_IN_NOTES[entry.file]
+    )
     assert looks_like_batch(text)
     batch = split_batch(text)
     assert len(batch.messages) == expected
@@ -280,7 +303,9 @@ def test_corpus_bts_without_bhs_is_a_batch():
     assert looks_like_batch(text)
     batch = split_batch(text)
     assert (len(batch.messages), batch.batch_header, batch.declared_count) == (1, None, 1)
-    assert batch.messages[0].startswith("MSH|^~\\&||ABCHS||AUSDHSV|20070101112951||ADT^A04^ADT_A01|12334456778890|")
+    assert batch.messages[0].startswith(
+        "MSH|^~\\&||ABCHS||AUSDHSV|20070101112951||ADT^A04^ADT_A01|12334456778890|"
+    )
 
 
 def test_corpus_trailing_fts_alone_is_not_a_batch():

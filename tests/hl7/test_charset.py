@@ -58,7 +58,17 @@ def test_every_mapped_codec_exists():
     """Each codec the table names is known to Python."""
     import codecs
 
-    for name in ["ASCII", "8859/3", "8859/4", "8859/6", "8859/7", "8859/8", "ISO IR14", "ISO IR159", "KS X 1001"]:
+    for name in [
+        "ASCII",
+        "8859/3",
+        "8859/4",
+        "8859/6",
+        "8859/7",
+        "8859/8",
+        "ISO IR14",
+        "ISO IR159",
+        "KS X 1001",
+    ]:
         codecs.lookup(codec_for(name))
 
 
@@ -82,7 +92,9 @@ def test_peek_uses_the_message_delimiters():
 def test_peek_does_not_read_past_the_first_segment():
     """A short MSH does not borrow fields from the next segment, whatever the line ending."""
     for ending in ("\r", "\n", "\r\n"):
-        raw = f"MSH|^~\\&|A|B|C|D|2026||ADT^A01|1|P|2.5{ending}PID|1|2|3|4|5|6|7|8|9|10|11|12|13|14|15".encode()
+        raw = (
+            f"MSH|^~\\&|A|B|C|D|2026||ADT^A01|1|P|2.5{ending}PID|1|2|3|4|5|6|7|8|9|10|11|12|13|14|15".encode()
+        )
         assert peek_msh18(raw) == ""
 
 
@@ -92,7 +104,9 @@ def test_peek_strips_bom_and_leading_whitespace():
     assert peek_msh18(b"\r\n\x0b" + msh("8859/1").encode()) == "8859/1"
 
 
-@pytest.mark.parametrize("raw", [b"", b"MSH", b"MSH\rPID|1", b"PID|1|||||||||||||||||||8859/1", b"\x00\x00\x02MSH|^~\\&|"])
+@pytest.mark.parametrize(
+    "raw", [b"", b"MSH", b"MSH\rPID|1", b"PID|1|||||||||||||||||||8859/1", b"\x00\x00\x02MSH|^~\\&|"]
+)
 def test_peek_returns_empty_without_msh18(raw):
     """No MSH, no separator or no MSH-18 gives ''."""
     assert peek_msh18(raw) == ""

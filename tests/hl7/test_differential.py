@@ -111,7 +111,10 @@ def their_structure(field) -> list[list[list[str]]]:
 def our_structure(raw: str, d: Delimiters) -> list[list[list[str]]]:
     """Our raw field split into repetitions, components and subcomponents."""
     return [
-        [component.split(d.subcomponent) if d.subcomponent else [component] for component in repetition.split(d.component)]
+        [
+            component.split(d.subcomponent) if d.subcomponent else [component]
+            for component in repetition.split(d.component)
+        ]
         for repetition in raw.split(d.repetition)
     ]
 
@@ -221,7 +224,11 @@ def test_skips_are_only_inputs_we_reject():
 def test_only_doubled_backslash_members_are_normalised_for_python_hl7():
     """Exactly the three corpus files with MSH-2 '^~\\\\&' are accepted and compared with a normalised MSH-2."""
     normalised = sorted(m.file for m in MEMBERS if m.their_text != m.text)
-    assert normalised == ["adt/lfh_sample_unix.hl7", "malformed/lfh_sample_win.hl7", "malformed/nodehl7_literal_backslashes.hl7"]
+    assert normalised == [
+        "adt/lfh_sample_unix.hl7",
+        "malformed/lfh_sample_win.hl7",
+        "malformed/nodehl7_literal_backslashes.hl7",
+    ]
     for member in MEMBERS:
         if member.their_text != member.text:
             assert member.our_error is None

@@ -32,7 +32,21 @@ FULL = (
 
 def header(**fields: str) -> Header:
     """A valid v2.5.1 ADT^A01 header with the given MSH fields replaced (``f9='ORU^R01'``)."""
-    values = ["MSH", "|", "^~\\&", "APP", "FAC", "RAPP", "RFAC", "20260101", "", "ADT^A01", "42", "P", "2.5.1"]
+    values = [
+        "MSH",
+        "|",
+        "^~\\&",
+        "APP",
+        "FAC",
+        "RAPP",
+        "RFAC",
+        "20260101",
+        "",
+        "ADT^A01",
+        "42",
+        "P",
+        "2.5.1",
+    ]
     for name, value in fields.items():
         n = int(name[1:])
         values.extend([""] * (n + 1 - len(values)))
@@ -67,7 +81,12 @@ def test_read_header_reads_only_the_first_segment():
 def test_read_header_uses_the_message_delimiters():
     """Non-default separators (field '^', component '~', repetition '|') are honoured."""
     h = read_header("MSH^~|\\&^APP^FAC^^^2026^^ADT~A24^1^P^2.4\rPID^1")
-    assert (h.message_code, h.trigger_event, h.message_type, h.sending_application) == ("ADT", "A24", "ADT^A24", "APP")
+    assert (h.message_code, h.trigger_event, h.message_type, h.sending_application) == (
+        "ADT",
+        "A24",
+        "ADT^A24",
+        "APP",
+    )
 
 
 @pytest.mark.parametrize("prefix", ["\r\n", "\n\n", "  ", "\x0b", "\r\n\x0b \t"])
@@ -76,7 +95,9 @@ def test_read_header_skips_leading_whitespace(prefix):
     assert read_header(prefix + FULL).control_id == "MSG1"
 
 
-@pytest.mark.parametrize("text", ["", "   ", "PID|1", "MSH", "MSH\rPID|1", "[SOM]MSH|^~\\&|A", "\x00MSH|^~\\&|A", "msh|^~\\&|A"])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "PID|1", "MSH", "MSH\rPID|1", "[SOM]MSH|^~\\&|A", "\x00MSH|^~\\&|A", "msh|^~\\&|A"]
+)
 def test_read_header_without_msh_raises_100(text):
     """Text that does not start with MSH and a separator gives HL7Error 100 at MSH."""
     with pytest.raises(HL7Error) as raised:
@@ -87,7 +108,16 @@ def test_read_header_without_msh_raises_100(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["MSH|", "MSH||A|B", "MSH|^~\\\\\\&|A", "MSH|^\\\\~&|A", "MSH|^~\\\\&#|A", "MSHH0", "MSH|^&&^|A", "MSH|^~\\&#$|A"],
+    [
+        "MSH|",
+        "MSH||A|B",
+        "MSH|^~\\\\\\&|A",
+        "MSH|^\\\\~&|A",
+        "MSH|^~\\\\&#|A",
+        "MSHH0",
+        "MSH|^&&^|A",
+        "MSH|^~\\&#$|A",
+    ],
 )
 def test_read_header_with_bad_delimiters_raises_102(text):
     """Unusable MSH-1/MSH-2 give HL7Error 102 at MSH-2."""
@@ -133,7 +163,9 @@ def test_message_structure_is_derived_when_absent():
 
 HEADERISH = st.builds(
     lambda head, body: head + body,
-    st.sampled_from(["", "MSH|^~\\&|", "MSH|^~\\&#|", "MSH|^~\\|", "MSH|^~\\\\&|", "MSH^~|\\&^", "MSH|", "\r\nMSH|^~\\&|"]),
+    st.sampled_from(
+        ["", "MSH|^~\\&|", "MSH|^~\\&#|", "MSH|^~\\|", "MSH|^~\\\\&|", "MSH^~|\\&^", "MSH|", "\r\nMSH|^~\\&|"]
+    ),
     st.text(alphabet=st.sampled_from(list("|^~\\&#\r\nADT01A2.5PTNK \u00e9")), max_size=120),
 )
 PROPERTIES = [
@@ -341,7 +373,9 @@ def test_every_family_event_resolves_to_an_hl7apy_structure(version):
         f"{code}_{event} -> {structure_for(code, event, version)}"
         for code, family in FAMILY_EVENTS.items()
         for event in family
-        if event in events and f"{code}_{event}" not in withdrawn and structure_for(code, event, version) not in structures
+        if event in events
+        and f"{code}_{event}" not in withdrawn
+        and structure_for(code, event, version) not in structures
     ]
     assert unresolved == []
 
@@ -357,6 +391,7 @@ def test_old_versions_keep_one_structure_per_event(version):
 
 
 # --- the corpus -----------------------------------------------------------------------------
+
 
 def corpus_outcome(text: str) -> list[int]:
     """Table 0357 codes the intake would answer with for one message text ([] = accepted)."""

@@ -39,7 +39,14 @@ ADT = "\r".join(
 
 def test_default_delimiters():
     """DEFAULT is | ^ ~ \\ & with no truncation character, written as '^~\\&'."""
-    assert (D.field, D.component, D.repetition, D.escape, D.subcomponent, D.truncation) == ("|", "^", "~", "\\", "&", None)
+    assert (D.field, D.component, D.repetition, D.escape, D.subcomponent, D.truncation) == (
+        "|",
+        "^",
+        "~",
+        "\\",
+        "&",
+        None,
+    )
     assert D.encoding_chars == "^~\\&"
 
 
@@ -122,7 +129,13 @@ def test_from_header_segment_reads_fhs_and_bhs():
 
 @pytest.mark.parametrize(
     "text",
-    ["A|1\rB|2\rC|3", "A|1\nB|2\nC|3", "A|1\r\nB|2\r\nC|3", "A|1\r\n\r\nB|2\n\nC|3\r", "\r\nA|1\rB|2\n\rC|3\r\n"],
+    [
+        "A|1\rB|2\rC|3",
+        "A|1\nB|2\nC|3",
+        "A|1\r\nB|2\r\nC|3",
+        "A|1\r\n\r\nB|2\n\nC|3\r",
+        "\r\nA|1\rB|2\n\rC|3\r\n",
+    ],
 )
 def test_split_segments_accepts_every_line_ending_and_drops_blank_lines(text):
     """CR, LF and CRLF all end segments; empty lines vanish."""
@@ -234,7 +247,9 @@ def test_escape_without_escape_character():
         escape("a|b", bare)
 
 
-DELIMITER_SETS = st.sampled_from([D, V27, ENC3, Delimiters.from_msh(":", "-+?*"), Delimiters.from_msh("^", "~|\\&")])
+DELIMITER_SETS = st.sampled_from(
+    [D, V27, ENC3, Delimiters.from_msh(":", "-+?*"), Delimiters.from_msh("^", "~|\\&")]
+)
 
 
 @given(st.text(), DELIMITER_SETS)
@@ -274,8 +289,28 @@ def test_parse_path_reads_every_part(path, expected):
 
 @pytest.mark.parametrize(
     "path",
-    ["", "PID", "PID-", "pid-3", "PID3", " PID-3", "PID-3 ", "PID-3.", "PID-3.1.1.1", "PID-x", "PID-3[x]",
-     "PID-3[1][2]", "PID-0", "PID[0]-1", "PID-3[0]", "PID-3.0", "PID-3.1.0", "1ID-3", "PIDX-3", "PID-3[-1]"],
+    [
+        "",
+        "PID",
+        "PID-",
+        "pid-3",
+        "PID3",
+        " PID-3",
+        "PID-3 ",
+        "PID-3.",
+        "PID-3.1.1.1",
+        "PID-x",
+        "PID-3[x]",
+        "PID-3[1][2]",
+        "PID-0",
+        "PID[0]-1",
+        "PID-3[0]",
+        "PID-3.0",
+        "PID-3.1.0",
+        "1ID-3",
+        "PIDX-3",
+        "PID-3[-1]",
+    ],
 )
 def test_parse_path_rejects_bad_syntax(path):
     """Malformed paths and 0 indices raise ValueError naming the path."""
@@ -286,7 +321,10 @@ def test_parse_path_rejects_bad_syntax(path):
 # --- Message --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["", "\r\n", "PID|1", "MSH", "MSH\rPID|1", " MSH|^~\\&|A", "\x0bMSH|^~\\&|A", "EVN|x\rMSH|^~\\&|A"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "\r\n", "PID|1", "MSH", "MSH\rPID|1", " MSH|^~\\&|A", "\x0bMSH|^~\\&|A", "EVN|x\rMSH|^~\\&|A"],
+)
 def test_parse_requires_msh_first(text):
     """Without MSH plus a separator as the first segment, parse raises HL7Error 100 at MSH."""
     with pytest.raises(HL7Error) as raised:
@@ -321,7 +359,15 @@ def test_segments_are_split_only_when_asked():
     message = Message.parse(ADT)
     assert all(segment._fields is None for segment in message.segments)
     message.get("PID-3")
-    assert [segment._fields is not None for segment in message.segments] == [False, False, True, False, False, False, False]
+    assert [segment._fields is not None for segment in message.segments] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_segments_and_lookup():
@@ -341,14 +387,26 @@ def test_msh_fields_follow_the_off_by_one_rule():
     msh = Message.parse(ADT).segment("MSH")
     fields = msh.fields
     assert fields[:4] == ["MSH", "|", "^~\\&", "PMS^1.2.3^ISO"]
-    assert (msh.field(9), msh.field(10), msh.field(12), msh.field(13)) == ("ADT^A01^ADT_A01", "MSG1", "2.5.1", "")
+    assert (msh.field(9), msh.field(10), msh.field(12), msh.field(13)) == (
+        "ADT^A01^ADT_A01",
+        "MSG1",
+        "2.5.1",
+        "",
+    )
     assert msh.is_header
 
 
 def test_other_segments_index_fields_from_one():
     """For non-header segments field i is the i-th value after the segment ID."""
     pid = Message.parse(ADT).segment("PID")
-    assert (pid.field(0), pid.field(1), pid.field(2), pid.field(5), pid.field(99), pid.field(-1)) == ("PID", "1", "", "DOE^JOHN^Q", "", "")
+    assert (pid.field(0), pid.field(1), pid.field(2), pid.field(5), pid.field(99), pid.field(-1)) == (
+        "PID",
+        "1",
+        "",
+        "DOE^JOHN^Q",
+        "",
+        "",
+    )
     assert not pid.is_header
 
 
@@ -433,13 +491,37 @@ def test_to_text_reproduces_the_input():
 @pytest.mark.parametrize(
     ("path", "value", "segment"),
     [
-        ("PID-1", "2", "PID|2||111^^^HOSP^MR~222^^^STATE^SS||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town"),
-        ("PID-5.2", "JANE", "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE^JANE^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town"),
+        (
+            "PID-1",
+            "2",
+            "PID|2||111^^^HOSP^MR~222^^^STATE^SS||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town",
+        ),
+        (
+            "PID-5.2",
+            "JANE",
+            "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE^JANE^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town",
+        ),
         ("PID-3", "999", "PID|1||999~222^^^STATE^SS||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town"),
-        ("PID-3[4]", "X", "PID|1||111^^^HOSP^MR~222^^^STATE^SS~~X||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town"),
-        ("PID-5.5", "JR", "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE^JOHN^Q^^JR||19800101|M|||1 Main St\\S\\Apt 2^^Town"),
-        ("PID-5.1.3", "S", "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE&&S^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town"),
-        ("PID-13", "a|b", "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town||a\\F\\b"),
+        (
+            "PID-3[4]",
+            "X",
+            "PID|1||111^^^HOSP^MR~222^^^STATE^SS~~X||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town",
+        ),
+        (
+            "PID-5.5",
+            "JR",
+            "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE^JOHN^Q^^JR||19800101|M|||1 Main St\\S\\Apt 2^^Town",
+        ),
+        (
+            "PID-5.1.3",
+            "S",
+            "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE&&S^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town",
+        ),
+        (
+            "PID-13",
+            "a|b",
+            "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town||a\\F\\b",
+        ),
     ],
 )
 def test_set_escapes_and_grows_the_addressed_part(path, value, segment):
@@ -509,7 +591,11 @@ PATHS = st.builds(
     st.none() | st.integers(1, 3),
 )
 HL7ISH = st.text(alphabet=st.sampled_from(list("MSHPIDOBX|^~\\&#\r\n 0aZ\x0b\u00e9")), max_size=120)
-MSH_STARTED = st.builds(lambda head, body: head + body, st.sampled_from(["MSH|^~\\&|", "MSH|^~\\&#|", "MSH|^~\\|", "MSH$%~\\&$", "MSH|"]), HL7ISH)
+MSH_STARTED = st.builds(
+    lambda head, body: head + body,
+    st.sampled_from(["MSH|^~\\&|", "MSH|^~\\&#|", "MSH|^~\\|", "MSH$%~\\&$", "MSH|"]),
+    HL7ISH,
+)
 
 
 @given(st.one_of(st.text(max_size=200), HL7ISH, MSH_STARTED), st.lists(PATHS, max_size=5))

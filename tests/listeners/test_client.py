@@ -26,7 +26,26 @@ def _every_segment(text: str) -> Reply:
     return Reply(code="", control_id="", text=text)
 
 
-_PIECES = ["MSH", "MSA", "MSA|", "MSA#", "ERR", "|", "#", "^", "~", "AA", "AE", "C1", "\r", "\n", "\r\n", " ", "é", "x"]
+_PIECES = [
+    "MSH",
+    "MSA",
+    "MSA|",
+    "MSA#",
+    "ERR",
+    "|",
+    "#",
+    "^",
+    "~",
+    "AA",
+    "AE",
+    "C1",
+    "\r",
+    "\n",
+    "\r\n",
+    " ",
+    "é",
+    "x",
+]
 
 
 @settings(max_examples=2000, deadline=None)
@@ -57,7 +76,10 @@ def test_corpus_replies_read_as_the_full_parsers_read_them(entry):
         return
     assert (reply.code, reply.control_id) == (msa.field(1), msa.field(2))
     python_hl7 = hl7.parse("\r".join(line for line in re.split(r"\r\n|\n|\r", text) if line))
-    assert (reply.code, reply.control_id) == (str(python_hl7.segment("MSA")(1)), str(python_hl7.segment("MSA")(2)))
+    assert (reply.code, reply.control_id) == (
+        str(python_hl7.segment("MSA")(1)),
+        str(python_hl7.segment("MSA")(2)),
+    )
 
 
 def test_the_corpus_holds_replies():

@@ -12,7 +12,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from engine.listeners.client import MLLPClient
-from engine.listeners.mllp import END_BLOCK, START_BLOCK, MLLPFramer, MLLPListenerService, MLLPServerFactory, frame
+from engine.listeners.mllp import (
+    END_BLOCK,
+    START_BLOCK,
+    MLLPFramer,
+    MLLPListenerService,
+    MLLPServerFactory,
+    frame,
+)
 
 MSG_A = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\rPID|1||123\r"
 MSG_B = b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|2|P|2.5\rOBX|1|NM|x||5\r"
@@ -67,7 +74,8 @@ STREAM = (
     + b"\r\n"  # stray line ending between frames
     + frame(MSG_B)
     + frame(MSG_C)
-    + MSG_A + END_BLOCK  # missing VT: dropped, never half-delivered
+    + MSG_A
+    + END_BLOCK  # missing VT: dropped, never half-delivered
     + frame(MSG_B + b"NTE|1||stray \x0b inside\r")  # a VT inside a frame is content
 )
 DISCARDED = len(b"garbage\r\n") + 2 + len(MSG_A) + len(END_BLOCK)
@@ -115,7 +123,9 @@ def test_oversize_frame_whose_end_arrives_in_the_same_read_is_refused():
 
 
 def connect(handler, clock=None, max_frame_bytes=1024, idle_timeout=None):
-    factory = MLLPServerFactory(handler, reactor=clock or Clock(), max_frame_bytes=max_frame_bytes, idle_timeout=idle_timeout)
+    factory = MLLPServerFactory(
+        handler, reactor=clock or Clock(), max_frame_bytes=max_frame_bytes, idle_timeout=idle_timeout
+    )
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
@@ -222,7 +232,9 @@ def test_many_concurrent_connections_over_loopback():
     try:
         pool = reactor.getThreadPool()
         pool.adjustPoolsize(maxthreads=50)
-        results = yield defer.gatherResults([threads.deferToThread(one_sender, n) for n in range(40)], consumeErrors=True)
+        results = yield defer.gatherResults(
+            [threads.deferToThread(one_sender, n) for n in range(40)], consumeErrors=True
+        )
     finally:
         yield listener.stopService()
     for n, answers in enumerate(results):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,11 +16,11 @@ from engine.store.migrations import upgrade
 from engine.store.schema import Status
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "record"
-RECEIVED = datetime(2024, 4, 1, 12, 0, tzinfo=timezone.utc)
+RECEIVED = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)
 #: The journey of docs/record.md: registration, booking, admission, results, correction, charges, duplicate, merge.
 JOURNEY = sorted(path.name for path in SAMPLES.glob("*.hl7"))
 #: A clock for the ingestor: the record's own timestamps (history, links) are all this moment.
-NOW = datetime(2024, 4, 2, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 4, 2, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -46,13 +46,38 @@ def ingestor(engine) -> RecordIngestor:
 
 def store_messages(engine, raws: list[bytes], received_at: datetime = RECEIVED) -> list[int]:
     """Store each of ``raws`` in the messages table (the record's facts reference them) in one transaction; their ids."""
-    empty = dict.fromkeys(("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_code",
-                           "trigger_event", "message_structure", "control_id", "version", "processing_id", "charset"), "")
-    return MessageRepository(engine).insert([
-        NewMessage(raw=raw, received_at=received_at, listener="test", peer="127.0.0.1", status=Status.RECEIVED, channel="record",
-                   ack_code="AA", ack=None, **empty)
-        for raw in raws
-    ])
+    empty = dict.fromkeys(
+        (
+            "sending_application",
+            "sending_facility",
+            "receiving_application",
+            "receiving_facility",
+            "message_code",
+            "trigger_event",
+            "message_structure",
+            "control_id",
+            "version",
+            "processing_id",
+            "charset",
+        ),
+        "",
+    )
+    return MessageRepository(engine).insert(
+        [
+            NewMessage(
+                raw=raw,
+                received_at=received_at,
+                listener="test",
+                peer="127.0.0.1",
+                status=Status.RECEIVED,
+                channel="record",
+                ack_code="AA",
+                ack=None,
+                **empty,
+            )
+            for raw in raws
+        ]
+    )
 
 
 def store_message(engine, raw: bytes, received_at: datetime = RECEIVED) -> int:
@@ -68,7 +93,11 @@ class Feeder:
         self.ingestor = ingestor
 
     def __call__(self, message: str, received_at: datetime = RECEIVED) -> tuple[int, IngestResult]:
-        raw = (SAMPLES / message).read_bytes() if message.endswith(".hl7") else message.replace("\n", "\r").encode()
+        raw = (
+            (SAMPLES / message).read_bytes()
+            if message.endswith(".hl7")
+            else message.replace("\n", "\r").encode()
+        )
         message_id = store_message(self.engine, raw, received_at)
         return message_id, self.apply(message_id, raw, received_at)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import pytest_twisted
@@ -16,7 +16,7 @@ from engine.store.schema import Status
 from tests.record.conftest import JOURNEY, SAMPLES
 from tests.store.conftest import WriteLock
 
-QUEUED = datetime(2024, 4, 1, 12, 0, tzinfo=timezone.utc)
+QUEUED = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -40,12 +40,51 @@ def destination(store) -> RecordDestination:
 
 async def queued(store, *payloads: bytes) -> list[Delivery]:
     """Store each payload as a received message; its first delivery to the record."""
-    empty = dict.fromkeys(("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_code",
-                           "trigger_event", "message_structure", "control_id", "version", "processing_id", "charset"), "")
-    message_ids = await store.add([NewMessage(raw=payload, received_at=QUEUED, listener="mllp", peer="127.0.0.1", status=Status.RECEIVED,
-                                              channel="record", ack_code="AA", ack=None, **empty) for payload in payloads])
-    return [Delivery(delivery_id=message_id, message_id=message_id, channel="record", destination="record", control_id="",
-                     payload=payload, attempt=1, queued_at=QUEUED) for message_id, payload in zip(message_ids, payloads)]
+    empty = dict.fromkeys(
+        (
+            "sending_application",
+            "sending_facility",
+            "receiving_application",
+            "receiving_facility",
+            "message_code",
+            "trigger_event",
+            "message_structure",
+            "control_id",
+            "version",
+            "processing_id",
+            "charset",
+        ),
+        "",
+    )
+    message_ids = await store.add(
+        [
+            NewMessage(
+                raw=payload,
+                received_at=QUEUED,
+                listener="mllp",
+                peer="127.0.0.1",
+                status=Status.RECEIVED,
+                channel="record",
+                ack_code="AA",
+                ack=None,
+                **empty,
+            )
+            for payload in payloads
+        ]
+    )
+    return [
+        Delivery(
+            delivery_id=message_id,
+            message_id=message_id,
+            channel="record",
+            destination="record",
+            control_id="",
+            payload=payload,
+            attempt=1,
+            queued_at=QUEUED,
+        )
+        for message_id, payload in zip(message_ids, payloads)
+    ]
 
 
 async def deliver(store, destination: RecordDestination, payload: bytes) -> DeliveryResult:
@@ -61,22 +100,34 @@ async def test_journey_through_the_destination(store, destination):
     assert reasons[:3] == ["patient 1", "patient 1", "patient 1"]
     assert reasons[-1] == "patient 1; merge 1: patient 2 merged"
     patient = await store.read(get_patient, store.repository.engine, 1)
-    assert [i["value"] for i in patient["identifiers"]] == ["PMS-100234", "MRN-556677", "L-9981", "PMS-100299"]
+    assert [i["value"] for i in patient["identifiers"]] == [
+        "PMS-100234",
+        "MRN-556677",
+        "L-9981",
+        "PMS-100299",
+    ]
 
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_event_is_sent_with_the_reason(store, destination):
     """An event the record does not keep is taken (SENT) and says why nothing was recorded."""
-    result = await deliver(store, destination, b"MSH|^~\\&|PMS|C|HUB|R|20240101||ADT^A60|1|P|2.5.1\rPID|1||P-1^^^PMS\r")
+    result = await deliver(
+        store, destination, b"MSH|^~\\&|PMS|C|HUB|R|20240101||ADT^A60|1|P|2.5.1\rPID|1||P-1^^^PMS\r"
+    )
     assert result == DeliveryResult(Outcome.SENT, reason="nothing recorded: ADT^A60 is not recorded")
 
 
 @pytest_twisted.ensureDeferred
 async def test_content_that_cannot_be_applied_is_an_error(store, destination):
     """A merge without MRG, and bytes that are not HL7, end in ERROR: resending them unchanged would fail again."""
-    merge = await deliver(store, destination, b"MSH|^~\\&|PMS|C|HUB|R|20240101||ADT^A40^ADT_A39|1|P|2.5.1\rPID|1||P-1^^^PMS\r")
+    merge = await deliver(
+        store, destination, b"MSH|^~\\&|PMS|C|HUB|R|20240101||ADT^A40^ADT_A39|1|P|2.5.1\rPID|1||P-1^^^PMS\r"
+    )
     garbage = await deliver(store, destination, b"not an HL7 message")
-    assert merge == DeliveryResult(Outcome.ERROR, reason="cannot be applied to the patient record: ADT^A40 has no MRG segment: nothing says which patient to merge")
+    assert merge == DeliveryResult(
+        Outcome.ERROR,
+        reason="cannot be applied to the patient record: ADT^A40 has no MRG segment: nothing says which patient to merge",
+    )
     assert garbage.outcome is Outcome.ERROR
     assert garbage.reason.startswith("the payload is not a readable HL7 message")
 
@@ -91,10 +142,21 @@ async def test_a_batch_gets_one_result_per_message(store, destination):
 
     results = await destination.send_batch(deliveries)
 
-    assert [result.outcome for result in results] == [Outcome.SENT, Outcome.ERROR, Outcome.ERROR, *[Outcome.SENT] * (len(journey) - 1), Outcome.SENT]
+    assert [result.outcome for result in results] == [
+        Outcome.SENT,
+        Outcome.ERROR,
+        Outcome.ERROR,
+        *[Outcome.SENT] * (len(journey) - 1),
+        Outcome.SENT,
+    ]
     assert results[1].reason.startswith("the payload is not a readable HL7 message")
-    assert results[2].reason == "cannot be applied to the patient record: ADT^A40 has no MRG segment: nothing says which patient to merge"
-    assert re.fullmatch(r"patient \d+; merge \d+: patient \d+ merged", results[-2].reason)  # ids: PostgreSQL's rolled-back attempt used some
+    assert (
+        results[2].reason
+        == "cannot be applied to the patient record: ADT^A40 has no MRG segment: nothing says which patient to merge"
+    )
+    assert re.fullmatch(
+        r"patient \d+; merge \d+: patient \d+ merged", results[-2].reason
+    )  # ids: PostgreSQL's rolled-back attempt used some
     assert results[-1].reason == f"already applied: {results[0].reason}"
 
 
@@ -111,12 +173,16 @@ async def test_locked_database_is_a_retry(store, destination, record_url):
     assert [result.outcome for result in locked] == [Outcome.RETRY, Outcome.RETRY]
     again = await destination.send_batch(deliveries)
     assert [result.outcome for result in again] == [Outcome.SENT, Outcome.SENT]
-    assert again[0].reason.startswith("patient ")  # PostgreSQL may have used up id 1 in the rolled-back attempt
+    assert again[0].reason.startswith(
+        "patient "
+    )  # PostgreSQL may have used up id 1 in the rolled-back attempt
 
 
 @pytest_twisted.ensureDeferred
 async def test_stopped_store_is_a_retry(store, destination):
     """A delivery after the store stopped comes back RETRY (the engine is shutting down), never an errback."""
     await store.stop()
-    result = await destination.send(Delivery(1, 1, "record", "record", "", (SAMPLES / JOURNEY[0]).read_bytes(), 1, QUEUED))
+    result = await destination.send(
+        Delivery(1, 1, "record", "record", "", (SAMPLES / JOURNEY[0]).read_bytes(), 1, QUEUED)
+    )
     assert result.outcome is Outcome.RETRY

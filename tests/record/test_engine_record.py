@@ -25,7 +25,7 @@ engine:
   data_dir: data
   http:
     endpoint: "tcp:0:interface=127.0.0.1"
-    users: {{alice: "{USERS['alice']}"}}
+    users: {{alice: "{USERS["alice"]}"}}
 listeners:
   - name: main
     endpoint: "tcp:0:interface=127.0.0.1"
@@ -55,7 +55,11 @@ def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
 
         codes = yield in_thread(send)
         assert codes == ["AA"] * len(payloads)
-        yield wait_until(lambda: statuses(engine).addCallback(lambda s: len(s) == len(payloads) and set(s.values()) == {"SENT"}))
+        yield wait_until(
+            lambda: statuses(engine).addCallback(
+                lambda s: len(s) == len(payloads) and set(s.values()) == {"SENT"}
+            )
+        )
 
         base = f"http://127.0.0.1:{engine.web.port}"
         refused = yield in_thread(fetch, f"{base}/api/patients?identifier=PMS-100234")
@@ -72,7 +76,14 @@ def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
         bundle = yield in_thread(fetch, f"{base}/fhir/Patient/{person_id}/$everything", headers=basic())
         assert bundle.status == 200 and bundle.header("content-type").startswith("application/fhir+json")
         kinds = {entry["resource"]["resourceType"] for entry in bundle.json()["entry"]}
-        assert {"Patient", "Encounter", "Appointment", "Observation", "DiagnosticReport", "ChargeItem"} <= kinds
+        assert {
+            "Patient",
+            "Encounter",
+            "Appointment",
+            "Observation",
+            "DiagnosticReport",
+            "ChargeItem",
+        } <= kinds
         audit = yield in_thread(fetch, f"{base}/api/audit", headers=basic())
         views = [(row["user"], row["action"]) for row in audit.json()]
         assert ("alice", "patient.view") in views and ("alice", "patient.export") in views
@@ -87,7 +98,12 @@ def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, record_ur
     feed.engine.dispose()
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "engine", "patient", *args, "--db", record_url], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "patient", *args, "--db", record_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     found = cli("find", "--identifier", "PMS-100299")
     assert found.returncode == 0, found.stderr

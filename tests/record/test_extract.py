@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from engine.errors import HL7Error
@@ -12,7 +12,6 @@ from engine.hl7.message import Message
 from engine.record.extract import SegmentReader, parse_timestamp
 from tests.corpus_util import corpus_entries
 from tests.record.conftest import SAMPLES
-
 
 _INDEXED = re.compile(r"(\d+)\[(\d+)\]\.(\d+)(?:\.(\d+))?")
 
@@ -33,7 +32,13 @@ def _paths(message: Message, segment) -> list[str]:
                     paths.append(where)
                     paths.extend(f"{where}.{s}" for s in range(1, len(subcomponents) + 2))
             paths.append(f"{n}[{r}].{len(components) + 1}")
-        paths.extend((f"{n}[{len(repetitions) + 1}]", f"{n}[{len(repetitions) + 1}].1", f"{n}[{len(repetitions) + 1}].1.1"))
+        paths.extend(
+            (
+                f"{n}[{len(repetitions) + 1}]",
+                f"{n}[{len(repetitions) + 1}].1",
+                f"{n}[{len(repetitions) + 1}].1.1",
+            )
+        )
     return paths
 
 
@@ -56,14 +61,20 @@ def test_segment_reader_reads_what_message_get_reads():
     for message in _messages():
         for segment in message.segments:
             name = segment.name
-            if (message.delimiters, segment.raw) in seen or not (len(name) == 3 and name.isalnum() and name.isupper() and name[0].isalpha()):
+            if (message.delimiters, segment.raw) in seen or not (
+                len(name) == 3 and name.isalnum() and name.isupper() and name[0].isalpha()
+            ):
                 continue  # read already, or not addressable by a field path
             seen.add((message.delimiters, segment.raw))
             reader, alone = SegmentReader(segment, message), Message(message.delimiters, [segment.raw])
             for path in _paths(message, segment):
                 assert reader.get(path) == alone.get(f"{name}-{path}"), (name, path)
-                if (where := _INDEXED.fullmatch(path)) is not None:  # coded() and person() read without a path
-                    assert reader._part(*(int(index) for index in where.groups() if index)) == reader.part(path), (name, path)
+                if (
+                    where := _INDEXED.fullmatch(path)
+                ) is not None:  # coded() and person() read without a path
+                    assert reader._part(*(int(index) for index in where.groups() if index)) == reader.part(
+                        path
+                    ), (name, path)
                 compared += 1
     assert compared > 100_000
 
@@ -71,8 +82,8 @@ def test_segment_reader_reads_what_message_get_reads():
 def test_a_timestamp_is_read_in_the_timezone_asked_for_each_time():
     """parse_timestamp remembers what it read per text and timezone: the same text read in another zone, or with an offset, is its own time."""
     new_york = ZoneInfo("America/New_York")
-    assert parse_timestamp("202403011200", timezone.utc) == datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
-    assert parse_timestamp("202403011200", new_york) == datetime(2024, 3, 1, 17, tzinfo=timezone.utc)
-    assert parse_timestamp("202403011200", timezone.utc) == datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
-    assert parse_timestamp("202403011200+0100", new_york) == datetime(2024, 3, 1, 11, tzinfo=timezone.utc)
-    assert parse_timestamp("2024030112xx", timezone.utc) is None
+    assert parse_timestamp("202403011200", UTC) == datetime(2024, 3, 1, 12, tzinfo=UTC)
+    assert parse_timestamp("202403011200", new_york) == datetime(2024, 3, 1, 17, tzinfo=UTC)
+    assert parse_timestamp("202403011200", UTC) == datetime(2024, 3, 1, 12, tzinfo=UTC)
+    assert parse_timestamp("202403011200+0100", new_york) == datetime(2024, 3, 1, 11, tzinfo=UTC)
+    assert parse_timestamp("2024030112xx", UTC) is None

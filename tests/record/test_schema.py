@@ -14,6 +14,7 @@ from engine.store.schema import metadata
 
 def _record_differences(engine) -> list:
     """Alembic autogenerate's differences between the database and the metadata, for the record's tables only."""
+
     def record_names(name, type_, parent_names):
         return type_ != "table" or name.startswith("record_")
 

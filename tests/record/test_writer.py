@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import sqlalchemy as sa
 
@@ -15,11 +15,21 @@ def _patients(engine, count: int) -> None:
     """``count`` patients, each as of its own time (one message a minute), some with a deceased time."""
     message_id = store_message(engine, b"MSH|^~\\&|PMS|CLINIC|HUB|REGION|20240101||ADT^A04|1|P|2.5.1\r")
     with engine.begin() as connection:
-        connection.execute(schema.patients.insert(), [
-            {"created_at": NOW, "updated_at": NOW, "as_of": RECEIVED + timedelta(minutes=n), "message_id": message_id,
-             "deceased_at": RECEIVED if n % 2 else None, "sex": "F", "language": "E" * 100}
-            for n in range(count)
-        ])
+        connection.execute(
+            schema.patients.insert(),
+            [
+                {
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                    "as_of": RECEIVED + timedelta(minutes=n),
+                    "message_id": message_id,
+                    "deceased_at": RECEIVED if n % 2 else None,
+                    "sex": "F",
+                    "language": "E" * 100,
+                }
+                for n in range(count)
+            ],
+        )
 
 
 def test_rows_are_read_as_sqlalchemy_reads_them_also_once_times_are_forgotten(engine, monkeypatch):
@@ -27,13 +37,18 @@ def test_rows_are_read_as_sqlalchemy_reads_them_also_once_times_are_forgotten(en
     monkeypatch.setattr(writer, "_TIMES_KEPT", 3)
     _patients(engine, 5)
     with engine.connect() as connection:
-        expected = [dict(row) for row in connection.execute(sa.select(schema.patients).order_by(schema.patients.c.id)).mappings()]
+        expected = [
+            dict(row)
+            for row in connection.execute(
+                sa.select(schema.patients).order_by(schema.patients.c.id)
+            ).mappings()
+        ]
     statements = Statements(engine.dialect)
     with engine.begin() as connection:
         for _ in range(3):
             reader = Writer(connection, statements, message_id=None, cause="test", now=NOW, message_time=NOW)
             assert reader.rows(schema.patients, {"sex": "F"}) == expected
-    assert all(row["as_of"].tzinfo == timezone.utc for row in expected)
+    assert all(row["as_of"].tzinfo == UTC for row in expected)
 
 
 def test_first_matches_as_a_select_would(engine):
@@ -43,8 +58,16 @@ def test_first_matches_as_a_select_would(engine):
     with engine.begin() as connection:
         w = Writer(connection, statements, message_id=None, cause="test", now=NOW, message_time=NOW)
         rows = w.rows(schema.patients, {"sex": "F"})
-        keys = ({"sex": "F"}, {"sex": "F", "deceased_at": None}, {"deceased_at": RECEIVED}, {"language": "E" * 120}, {"sex": "M"})
-        assert [w.first(schema.patients, rows, key) for key in keys] == [w.select_one(schema.patients, key) for key in keys]
+        keys = (
+            {"sex": "F"},
+            {"sex": "F", "deceased_at": None},
+            {"deceased_at": RECEIVED},
+            {"language": "E" * 120},
+            {"sex": "M"},
+        )
+        assert [w.first(schema.patients, rows, key) for key in keys] == [
+            w.select_one(schema.patients, key) for key in keys
+        ]
         assert [(w.first(schema.patients, rows, key) or {}).get("id") for key in keys] == [1, 1, 2, 1, None]
 
 
@@ -52,14 +75,32 @@ def test_identified_reads_each_known_identifier_with_its_patient_row(engine):
     """Writer.identified answers the known (authority, value) pairs, in link order, each with its patient's row as select_one reads it; 150 pairs too."""
     _patients(engine, 3)
     with engine.begin() as connection:
-        connection.execute(schema.identifiers.insert(), [
-            {"patient_id": patient_id, "authority": "PMS", "value": f"P-{n}", "type_code": "MR", "source_system": "PMS", "alias": False,
-             "link_reason": "test", "linked_at": NOW, "as_of": NOW}
-            for n, patient_id in enumerate((2, 1, 2))
-        ])
+        connection.execute(
+            schema.identifiers.insert(),
+            [
+                {
+                    "patient_id": patient_id,
+                    "authority": "PMS",
+                    "value": f"P-{n}",
+                    "type_code": "MR",
+                    "source_system": "PMS",
+                    "alias": False,
+                    "link_reason": "test",
+                    "linked_at": NOW,
+                    "as_of": NOW,
+                }
+                for n, patient_id in enumerate((2, 1, 2))
+            ],
+        )
     with engine.begin() as connection:
-        w = Writer(connection, Statements(engine.dialect), message_id=None, cause="test", now=NOW, message_time=NOW)
+        w = Writer(
+            connection, Statements(engine.dialect), message_id=None, cause="test", now=NOW, message_time=NOW
+        )
         patients = {patient_id: w.select_one(schema.patients, {"id": patient_id}) for patient_id in (1, 2)}
         wanted = [("PMS", f"P-{n}") for n in range(150)][::-1]
-        assert w.identified(wanted) == [("PMS", "P-0", patients[2]), ("PMS", "P-1", patients[1]), ("PMS", "P-2", patients[2])]
+        assert w.identified(wanted) == [
+            ("PMS", "P-0", patients[2]),
+            ("PMS", "P-1", patients[1]),
+            ("PMS", "P-2", patients[2]),
+        ]
         assert w.identified([("LAB", "P-0")]) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -19,7 +19,7 @@ from engine.store.migrations import upgrade
 from engine.store.queues import QueueRepository
 from engine.store.schema import Status
 
-T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -154,8 +154,12 @@ class WriteLock:
             self._connection = sqlite3.connect(self._url.database, isolation_level=None)
             self._connection.execute("BEGIN EXCLUSIVE")
         else:
-            self._connection = psycopg.connect(self._url.set(drivername="postgresql").render_as_string(hide_password=False))
-            self._connection.execute("LOCK TABLE messages, deliveries, config_history IN ACCESS EXCLUSIVE MODE")
+            self._connection = psycopg.connect(
+                self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+            )
+            self._connection.execute(
+                "LOCK TABLE messages, deliveries, config_history IN ACCESS EXCLUSIVE MODE"
+            )
 
     def release(self) -> None:
         if self._connection is not None:

@@ -53,9 +53,14 @@ reactor.run()
 
 def _run_and_kill(url: str, after_ids: int, log: Path) -> list[int]:
     """Start the writer, SIGKILL it once it printed ``after_ids`` ids (or time ran out); every id it printed."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])),
+    }
     with log.open("ab") as stderr:
-        process = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=PROJECT)
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=PROJECT
+        )
     lines: queue.Queue[bytes] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
     reader.start()

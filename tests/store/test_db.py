@@ -17,8 +17,17 @@ def test_sqlite_pragmas_follow_durability(sqlite_url, durability, synchronous):
     """SQLite connections run in WAL mode with synchronous NORMAL/FULL, busy_timeout, foreign keys and temporary files in memory."""
     engine = create_engine_for(sqlite_url, durability=durability, lock_timeout=0.25)
     with engine.connect() as connection:
-        pragmas = {p: connection.exec_driver_sql(f"PRAGMA {p}").scalar_one() for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys", "temp_store")}
-    assert pragmas == {"journal_mode": "wal", "synchronous": synchronous, "busy_timeout": 250, "foreign_keys": 1, "temp_store": 2}
+        pragmas = {
+            p: connection.exec_driver_sql(f"PRAGMA {p}").scalar_one()
+            for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys", "temp_store")
+        }
+    assert pragmas == {
+        "journal_mode": "wal",
+        "synchronous": synchronous,
+        "busy_timeout": 250,
+        "foreign_keys": 1,
+        "temp_store": 2,
+    }
     engine.dispose()
 
 
@@ -28,7 +37,10 @@ def test_postgresql_settings_follow_durability(postgres_url, durability, synchro
     """PostgreSQL sessions get synchronous_commit off/on, the lock timeout and UTC."""
     engine = create_engine_for(postgres_url, durability=durability, lock_timeout=0.25)
     with engine.connect() as connection:
-        settings = {s: connection.exec_driver_sql(f"SHOW {s}").scalar_one() for s in ("synchronous_commit", "lock_timeout", "TimeZone")}
+        settings = {
+            s: connection.exec_driver_sql(f"SHOW {s}").scalar_one()
+            for s in ("synchronous_commit", "lock_timeout", "TimeZone")
+        }
     assert settings == {"synchronous_commit": synchronous_commit, "lock_timeout": "250ms", "TimeZone": "UTC"}
     engine.dispose()
 

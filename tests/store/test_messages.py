@@ -15,7 +15,18 @@ from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.store.db import create_engine_for
-from engine.store.messages import _INSERT_COLUMNS, _VALUES_MAX_PARAMETERS, GROUP_WAIT_SECONDS, MessageEvent, MessageQuery, MessageRepository, MessageStore, MessageSummary, NewMessage, StoredMessage
+from engine.store.messages import (
+    _INSERT_COLUMNS,
+    _VALUES_MAX_PARAMETERS,
+    GROUP_WAIT_SECONDS,
+    MessageEvent,
+    MessageQuery,
+    MessageRepository,
+    MessageStore,
+    MessageSummary,
+    NewMessage,
+    StoredMessage,
+)
 from engine.store.queues import NewDelivery, ProcessingResult, SourceFile
 from engine.store.schema import Status, deliveries, message_events, source_files
 
@@ -50,10 +61,22 @@ def test_a_group_round_trips_every_column_as_a_single_message_does(repository, m
     awkward = 'a,b {c} "d" \\e\\ NULL \u00e9\u4e2d\U0001f600'
     group = [
         make_message(1),
-        make_message(2, raw=b"MSH|^~\\&|\x00\xff{}\",\\\rPID|1\r", ack=b"", channel=awkward[:64], peer="NULL", error=awkward,
-                     sending_application="", patient_id="{1,2}", batch_control_id="B\"1", batch_index=0,
-                     received_at=datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))),
-        make_message(3, channel=None, ack=None, charset="UNICODE UTF-8", batch_control_id=None, batch_index=None),
+        make_message(
+            2,
+            raw=b'MSH|^~\\&|\x00\xff{}",\\\rPID|1\r',
+            ack=b"",
+            channel=awkward[:64],
+            peer="NULL",
+            error=awkward,
+            sending_application="",
+            patient_id="{1,2}",
+            batch_control_id='B"1',
+            batch_index=0,
+            received_at=datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5))),
+        ),
+        make_message(
+            3, channel=None, ack=None, charset="UNICODE UTF-8", batch_control_id=None, batch_index=None
+        ),
     ] + [make_message(10 + n) for n in range(others)]
     assert (len(group) * len(_INSERT_COLUMNS) > _VALUES_MAX_PARAMETERS) == (others > 0)
     ids = repository.insert(group)
@@ -70,7 +93,9 @@ def test_received_at_is_read_back_in_utc(repository, make_message):
     assert stored.received_at.isoformat() == "2024-03-01T12:30:15.123456+00:00"
 
 
-@pytest.mark.parametrize("count", [5, 203])  # 203 = 128 + 64 + 8 + 2 + 1: SQLite's chunks of multi-row INSERTs
+@pytest.mark.parametrize(
+    "count", [5, 203]
+)  # 203 = 128 + 64 + 8 + 2 + 1: SQLite's chunks of multi-row INSERTs
 def test_insert_returns_ids_in_order_and_nothing_for_nothing(repository, make_message, count):
     """insert() gives one increasing id per message, in the order given; an empty insert gives []."""
     repository.insert([make_message(0)])  # ids do not start at 1
@@ -114,13 +139,18 @@ def test_get_returns_status_history_oldest_first(repository, make_message):
     with repository.engine.begin() as connection:
         connection.execute(sa.insert(message_events), rows)
     events = repository.get(first).events
-    assert [(e.at, e.status, e.detail) for e in events] == [(T0 + timedelta(seconds=5), "QUEUED", ""), (T0 + timedelta(seconds=9), "SENT", "to lab")]
+    assert [(e.at, e.status, e.detail) for e in events] == [
+        (T0 + timedelta(seconds=5), "QUEUED", ""),
+        (T0 + timedelta(seconds=9), "SENT", "to lab"),
+    ]
     assert all(isinstance(e, MessageEvent) and isinstance(e.id, int) for e in events)
 
 
 def test_summary_json_and_message_type(repository, make_message):
     """to_json_dict() gives id, channel, control_id, type, status and ISO received_at; type drops an empty trigger."""
-    [with_trigger, without_trigger] = repository.insert([make_message(0), make_message(1, trigger_event="", channel=None)])
+    [with_trigger, without_trigger] = repository.insert(
+        [make_message(0), make_message(1, trigger_event="", channel=None)]
+    )
     [second, first] = repository.search(MessageQuery())
     assert first.to_json_dict() == {
         "id": with_trigger,
@@ -140,7 +170,11 @@ def test_summary_json_and_message_type(repository, make_message):
         "error": "",
         "patient_id": "",
     }
-    assert (second.id, second.message_type, second.to_json_dict()["channel"]) == (without_trigger, "ADT", None)
+    assert (second.id, second.message_type, second.to_json_dict()["channel"]) == (
+        without_trigger,
+        "ADT",
+        None,
+    )
     assert repository.get(with_trigger).summary == first
 
 
@@ -155,36 +189,75 @@ def test_search_by_patient_id(repository, make_message):
 def _processing_trail(repository: MessageRepository, message_id: int) -> tuple:
     """What processing left of a message, without ids and times: its status, error, content, deliveries and events."""
     stored = repository.get(message_id)
-    timeless = [c for c in deliveries.c if c.name not in ("id", "message_id", "created_at", "updated_at", "next_attempt_at")]
+    timeless = [
+        c
+        for c in deliveries.c
+        if c.name not in ("id", "message_id", "created_at", "updated_at", "next_attempt_at")
+    ]
     with repository.engine.connect() as connection:
-        rows = connection.execute(sa.select(*timeless).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)).all()
-    return stored.status, stored.error, stored.transformed, [tuple(row) for row in rows], [(e.status, e.detail, e.destination) for e in stored.events]
+        rows = connection.execute(
+            sa.select(*timeless).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)
+        ).all()
+    return (
+        stored.status,
+        stored.error,
+        stored.transformed,
+        [tuple(row) for row in rows],
+        [(e.status, e.detail, e.destination) for e in stored.events],
+    )
 
 
-@pytest.mark.parametrize("result", [
-    ProcessingResult(0, Status.QUEUED, transformed=b"MSH|changed\r", deliveries=(
-        NewDelivery("emr", Status.QUEUED, "C1", b"MSH|to emr\r"),
-        NewDelivery("archive", Status.FILTERED, "C1", None, "PID-8 is U, not one of M, F"),
-        NewDelivery("lab", Status.ERROR, "C1", None, "channels[0].destinations[2].transforms[0]: no such table row"),
-    )),
-    ProcessingResult(0, Status.FILTERED, reason="channels[0].filters[0]: MSH-9.1 is ORU"),
-    ProcessingResult(0, Status.ERROR, reason="channels[0].transforms[0]: PV1-3.1 7W not in wards"),
-    ProcessingResult(0, Status.TRANSFORMED, transformed=b"MSH|changed\r"),
-], ids=["queued", "filtered", "error", "transformed"])
-def test_a_message_processed_at_intake_is_stored_as_a_pass_records_it(repository, queues, make_message, result):
+@pytest.mark.parametrize(
+    "result",
+    [
+        ProcessingResult(
+            0,
+            Status.QUEUED,
+            transformed=b"MSH|changed\r",
+            deliveries=(
+                NewDelivery("emr", Status.QUEUED, "C1", b"MSH|to emr\r"),
+                NewDelivery("archive", Status.FILTERED, "C1", None, "PID-8 is U, not one of M, F"),
+                NewDelivery(
+                    "lab",
+                    Status.ERROR,
+                    "C1",
+                    None,
+                    "channels[0].destinations[2].transforms[0]: no such table row",
+                ),
+            ),
+        ),
+        ProcessingResult(0, Status.FILTERED, reason="channels[0].filters[0]: MSH-9.1 is ORU"),
+        ProcessingResult(0, Status.ERROR, reason="channels[0].transforms[0]: PV1-3.1 7W not in wards"),
+        ProcessingResult(0, Status.TRANSFORMED, transformed=b"MSH|changed\r"),
+    ],
+    ids=["queued", "filtered", "error", "transformed"],
+)
+def test_a_message_processed_at_intake_is_stored_as_a_pass_records_it(
+    repository, queues, make_message, result
+):
     """insert() of a message carrying its processing writes the same status, content, deliveries and events as insert() RECEIVED then record_processing()."""
     [passed] = repository.insert([make_message(1)])
     queues.record_processing([dataclasses.replace(result, message_id=passed)])
-    at_intake = make_message(1, status=result.status, error=result.reason, transformed=result.transformed, deliveries=result.deliveries)
+    at_intake = make_message(
+        1,
+        status=result.status,
+        error=result.reason,
+        transformed=result.transformed,
+        deliveries=result.deliveries,
+    )
     [inline] = repository.insert([at_intake])
     assert _processing_trail(repository, inline) == _processing_trail(repository, passed)
     assert _processing_trail(repository, inline)[0] == result.status
 
 
 @pytest.mark.parametrize("destinations", [2, 2500], ids=["two", "more than PostgreSQL takes as parameters"])
-def test_messages_processed_at_intake_keep_their_own_deliveries_in_a_group(repository, make_message, destinations):
+def test_messages_processed_at_intake_keep_their_own_deliveries_in_a_group(
+    repository, make_message, destinations
+):
     """In one group, each processed message gets its own deliveries and events, beside a RECEIVED one; also more than 65,535 values of them (PostgreSQL: arrays)."""
-    queued = tuple(NewDelivery(f"d{n}", Status.QUEUED, "C1", f"to d{n}".encode()) for n in range(destinations))
+    queued = tuple(
+        NewDelivery(f"d{n}", Status.QUEUED, "C1", f"to d{n}".encode()) for n in range(destinations)
+    )
     group = [
         make_message(1, status=Status.QUEUED, deliveries=queued),
         make_message(2),
@@ -193,19 +266,60 @@ def test_messages_processed_at_intake_keep_their_own_deliveries_in_a_group(repos
     ids = repository.insert(group)
     first, second, third = (repository.get(i) for i in ids)
     assert [d.destination for d in first.deliveries] == [f"d{n}" for n in range(destinations)]
-    assert [(e.status, e.destination) for e in first.events] == [("QUEUED", None)] + [("QUEUED", f"d{n}") for n in range(destinations)]
+    assert [(e.status, e.destination) for e in first.events] == [("QUEUED", None)] + [
+        ("QUEUED", f"d{n}") for n in range(destinations)
+    ]
     assert (second.status, second.deliveries, second.events) == ("RECEIVED", (), ())
-    assert (third.status, third.deliveries, [(e.status, e.detail) for e in third.events]) == ("FILTERED", (), [("FILTERED", "channels[0].filters[0]: no")])
+    assert (third.status, third.deliveries, [(e.status, e.detail) for e in third.events]) == (
+        "FILTERED",
+        (),
+        [("FILTERED", "channels[0].filters[0]: no")],
+    )
 
 
 # Searching: five messages, found newest first (so results list indexes from high to low)
 
 _SEARCHABLE = [
-    dict(message_code="ADT", trigger_event="A01", sending_application="LAB", sending_facility="NORTH", channel="adt"),
-    dict(message_code="ADT", trigger_event="A08", sending_application="LAB", sending_facility="SOUTH", channel="adt"),
-    dict(message_code="ORU", trigger_event="R01", message_structure="ORU_R01", sending_application="RAD", sending_facility="NORTH", channel="results"),
-    dict(message_code="ADT", trigger_event="A01", sending_application="RAD", sending_facility="SOUTH", channel=None, status=Status.REJECTED, listener="mllp-other", control_id="C0"),
-    dict(message_code="ORU", trigger_event="R01", message_structure="ORU_R01", sending_application="LAB", sending_facility="NORTH", channel="results"),
+    dict(
+        message_code="ADT",
+        trigger_event="A01",
+        sending_application="LAB",
+        sending_facility="NORTH",
+        channel="adt",
+    ),
+    dict(
+        message_code="ADT",
+        trigger_event="A08",
+        sending_application="LAB",
+        sending_facility="SOUTH",
+        channel="adt",
+    ),
+    dict(
+        message_code="ORU",
+        trigger_event="R01",
+        message_structure="ORU_R01",
+        sending_application="RAD",
+        sending_facility="NORTH",
+        channel="results",
+    ),
+    dict(
+        message_code="ADT",
+        trigger_event="A01",
+        sending_application="RAD",
+        sending_facility="SOUTH",
+        channel=None,
+        status=Status.REJECTED,
+        listener="mllp-other",
+        control_id="C0",
+    ),
+    dict(
+        message_code="ORU",
+        trigger_event="R01",
+        message_structure="ORU_R01",
+        sending_application="LAB",
+        sending_facility="NORTH",
+        channel="results",
+    ),
 ]
 
 
@@ -261,10 +375,17 @@ def test_search_returns_summaries(repository, searchable):
     """search() returns MessageSummary values, not content."""
     [summary] = repository.search(MessageQuery(limit=1))
     assert type(summary) is MessageSummary
-    assert (summary.id, summary.control_id, summary.channel, summary.status) == (searchable[4], "C4", "results", "RECEIVED")
+    assert (summary.id, summary.control_id, summary.channel, summary.status) == (
+        searchable[4],
+        "C4",
+        "results",
+        "RECEIVED",
+    )
 
 
-@pytest.mark.parametrize("criteria", [{"limit": 0}, {"since": datetime(2024, 1, 1)}, {"until": datetime(2024, 1, 1)}])
+@pytest.mark.parametrize(
+    "criteria", [{"limit": 0}, {"since": datetime(2024, 1, 1)}, {"until": datetime(2024, 1, 1)}]
+)
 def test_bad_queries_are_refused(criteria):
     """A limit below 1 or a naive time range is a ValueError when the query is made."""
     with pytest.raises(ValueError):
@@ -324,7 +445,9 @@ def test_max_batch_caps_a_transaction(open_store, write_lock, make_message):
     store = open_store(max_batch=4)
     commits = count_commits(store.repository.engine)
     write_lock.hold()
-    deferreds = [store.add([make_message(n)]) for n in range(12)] + [store.add([make_message(100 + n) for n in range(6)])]
+    deferreds = [store.add([make_message(n)]) for n in range(12)] + [
+        store.add([make_message(100 + n) for n in range(6)])
+    ]
     yield later(0.3, write_lock.release)
     results = yield defer.gatherResults(deferreds)
     assert len(commits) >= 4
@@ -400,7 +523,12 @@ def test_reads_go_through_the_pool(open_store, make_message):
     store = open_store(read_threads=2)
     ids = yield store.add([make_message(n) for n in range(3)])
     found, one, counted, empty = yield defer.gatherResults(
-        [store.search(MessageQuery(limit=2)), store.get(ids[1]), store.count(MessageQuery(control_id="C2")), store.add([])]
+        [
+            store.search(MessageQuery(limit=2)),
+            store.get(ids[1]),
+            store.count(MessageQuery(control_id="C2")),
+            store.add([]),
+        ]
     )
     assert [s.id for s in found] == ids[:0:-1]
     assert one.control_id == "C1"
@@ -444,8 +572,14 @@ def test_find_duplicate_is_the_newest_accepted_message_of_the_sender_in_the_wind
         ]
     )
     assert repository.find_duplicate("LAB", "NORTH", "X1", since=T0) == (ids[1], make_message(1).ack)
-    assert repository.find_duplicate("LAB", "NORTH", "X1", since=T0 + timedelta(minutes=1)) == (ids[1], make_message(1).ack)
-    assert repository.find_duplicate("LAB", "NORTH", "X1", since=T0 + timedelta(minutes=1, microseconds=1)) is None
+    assert repository.find_duplicate("LAB", "NORTH", "X1", since=T0 + timedelta(minutes=1)) == (
+        ids[1],
+        make_message(1).ack,
+    )
+    assert (
+        repository.find_duplicate("LAB", "NORTH", "X1", since=T0 + timedelta(minutes=1, microseconds=1))
+        is None
+    )
     assert repository.find_duplicate("LAB", "SOUTH", "X1", since=T0) == (ids[3], make_message(3).ack)
     assert repository.find_duplicate("LAB", "NORTH", "X2", since=T0) is None
 
@@ -468,13 +602,25 @@ def test_find_duplicate_refuses_a_naive_window(repository):
 
 def _source_file_rows(engine: sa.Engine) -> list[tuple]:
     with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(sa.select(source_files.c.path, source_files.c.sha256, source_files.c.size, source_files.c.message_count).order_by(source_files.c.id))]
+        return [
+            tuple(row)
+            for row in connection.execute(
+                sa.select(
+                    source_files.c.path,
+                    source_files.c.sha256,
+                    source_files.c.size,
+                    source_files.c.message_count,
+                ).order_by(source_files.c.id)
+            )
+        ]
 
 
 def test_source_file_is_recorded_with_its_messages(engine, make_message):
     """insert() with a source file records it (with its message count and read time) and file_already_read() finds it."""
     repository = MessageRepository(engine, clock=lambda: T0)
-    ids = repository.insert([make_message(0), make_message(1)], source_file=SourceFile("/in/a.hl7", "a" * 64, 120))
+    ids = repository.insert(
+        [make_message(0), make_message(1)], source_file=SourceFile("/in/a.hl7", "a" * 64, 120)
+    )
     assert len(ids) == 2
     assert _source_file_rows(engine) == [("/in/a.hl7", "a" * 64, 120, 2)]
     with engine.connect() as connection:
@@ -492,7 +638,10 @@ def test_an_empty_source_file_is_recorded_too(repository):
 def test_source_file_and_messages_are_stored_together_or_not_at_all(repository, make_message):
     """When a message cannot be stored, neither the messages nor the file record are."""
     with pytest.raises(StoreError):
-        repository.insert([make_message(0), make_message(1, received_at=datetime(2024, 3, 1, 12, 0))], source_file=SourceFile("/in/bad.hl7", "f" * 64, 9))
+        repository.insert(
+            [make_message(0), make_message(1, received_at=datetime(2024, 3, 1, 12, 0))],
+            source_file=SourceFile("/in/bad.hl7", "f" * 64, 9),
+        )
     assert repository.count() == 0
     assert not repository.file_already_read("f" * 64)
 
@@ -514,8 +663,13 @@ def test_grouped_adds_each_record_their_source_file(open_store, write_lock, make
         yield bad
     good_ids, empty_ids = yield defer.gatherResults([good, empty])
     assert (len(good_ids), empty_ids) == (2, [])
-    assert len(commits) == 1 + 2  # the first add alone; then the failed group, retried add by add: good and empty commit
-    assert _source_file_rows(store.repository.engine) == [("/in/1.hl7", "1" * 64, 1, 2), ("/in/3.hl7", "3" * 64, 3, 0)]
+    assert (
+        len(commits) == 1 + 2
+    )  # the first add alone; then the failed group, retried add by add: good and empty commit
+    assert _source_file_rows(store.repository.engine) == [
+        ("/in/1.hl7", "1" * 64, 1, 2),
+        ("/in/3.hl7", "3" * 64, 3, 0),
+    ]
     assert (yield store.file_already_read("1" * 64)) and not (yield store.file_already_read("2" * 64))
 
 
@@ -550,7 +704,9 @@ def test_adds_of_one_reactor_turn_commit_together_on_the_reactor_thread(open_sto
     results = yield defer.gatherResults([store.add([make_message(n)]) for n in range(5)])
     assert threads == ["MainThread" if backend == "sqlite" else _ADDS_THREAD[backend]]
     ids = [i for ids in results for i in ids]
-    assert ids == sorted(ids) and [store.repository.get(i).control_id for i in ids] == [f"C{n}" for n in range(5)]
+    assert ids == sorted(ids) and [store.repository.get(i).control_id for i in ids] == [
+        f"C{n}" for n in range(5)
+    ]
 
 
 @pytest_twisted.inlineCallbacks
@@ -579,7 +735,9 @@ def test_power_loss_durability_commits_on_the_writer_thread(open_store, backend,
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_write_lock_sends_inline_adds_to_the_writer_which_waits(open_store, backend, write_lock, make_message):
+def test_a_write_lock_sends_inline_adds_to_the_writer_which_waits(
+    open_store, backend, write_lock, make_message
+):
     """While another process writes, the reactor does not wait: the adds go to the writer, which commits them once the lock is free."""
     store = open_store()
     threads = _commit_threads(store.repository.engine)

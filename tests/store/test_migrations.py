@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import command
@@ -32,7 +32,9 @@ def test_migrated_schema_matches_metadata(store_url):
     engine = create_engine_for(store_url)
     upgrade(engine)
     with engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), metadata)
+        differences = compare_metadata(
+            MigrationContext.configure(connection, opts={"compare_type": True}), metadata
+        )
     engine.dispose()
     assert differences == []
 
@@ -73,17 +75,48 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
 def test_scripts_ship_inside_the_package():
     """The revision scripts live in the package folder, so an installed engine can migrate."""
     assert (SCRIPT_LOCATION / "env.py").is_file()
-    assert sorted(p.name for p in (SCRIPT_LOCATION / "versions").glob("*.py")) == ["0001_messages.py", "0002_channels.py", "0003_record.py", "0004_audit.py", "0005_patient_id.py", "0006_queue_indexes.py", "0007_drop_channel_index.py", "0008_patient_list_digests.py"]
+    assert sorted(p.name for p in (SCRIPT_LOCATION / "versions").glob("*.py")) == [
+        "0001_messages.py",
+        "0002_channels.py",
+        "0003_record.py",
+        "0004_audit.py",
+        "0005_patient_id.py",
+        "0006_queue_indexes.py",
+        "0007_drop_channel_index.py",
+        "0008_patient_list_digests.py",
+    ]
 
 
 def test_0002_keeps_messages_stored_under_0001(store_url):
     """A database with messages from revision 0001 upgrades to head; the rows stay, with no transformed content yet."""
     engine = create_engine_for(store_url)
     _migrate(engine, "upgrade", "0001")
-    at = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
-    empty = ("sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_code", "trigger_event",
-             "message_structure", "control_id", "version", "processing_id", "charset", "ack_code", "error")
-    row = {"received_at": at, "status_at": at, "listener": "l", "channel": "adt", "peer": "p", "status": "SENT", "raw": b"MSH|^~\\&|A\r", "ack": None}
+    at = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    empty = (
+        "sending_application",
+        "sending_facility",
+        "receiving_application",
+        "receiving_facility",
+        "message_code",
+        "trigger_event",
+        "message_structure",
+        "control_id",
+        "version",
+        "processing_id",
+        "charset",
+        "ack_code",
+        "error",
+    )
+    row = {
+        "received_at": at,
+        "status_at": at,
+        "listener": "l",
+        "channel": "adt",
+        "peer": "p",
+        "status": "SENT",
+        "raw": b"MSH|^~\\&|A\r",
+        "ack": None,
+    }
     row.update(dict.fromkeys(empty, ""))
     with engine.begin() as connection:
         connection.execute(sa.table("messages", *(sa.column(name) for name in row)).insert(), row)
@@ -102,6 +135,8 @@ def test_0002_downgrades_to_0001(store_url):
     assert _current_revision(engine) == "0001"
     upgrade(engine)
     with engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), metadata)
+        differences = compare_metadata(
+            MigrationContext.configure(connection, opts={"compare_type": True}), metadata
+        )
     engine.dispose()
     assert differences == []

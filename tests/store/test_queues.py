@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_twisted
@@ -18,7 +18,7 @@ from engine.store.schema import Status, message_events
 
 from .conftest import T0, count_commits, later
 
-NOW = datetime(2024, 3, 2, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 3, 2, 8, 0, tzinfo=UTC)
 
 
 def _clock() -> datetime:
@@ -33,7 +33,10 @@ def queues(engine):
 
 def _queued(message_id: int, *destinations: str, transformed: bytes | None = None) -> ProcessingResult:
     """A QUEUED result with one queued delivery per destination (payload names message and destination)."""
-    news = tuple(NewDelivery(d, Status.QUEUED, f"OUT{message_id}", f"MSH|{message_id}|{d}\r".encode()) for d in destinations)
+    news = tuple(
+        NewDelivery(d, Status.QUEUED, f"OUT{message_id}", f"MSH|{message_id}|{d}\r".encode())
+        for d in destinations
+    )
     return ProcessingResult(message_id, Status.QUEUED, transformed=transformed, deliveries=news)
 
 
@@ -54,7 +57,9 @@ def received(repository, make_message):
 # Processing
 
 
-def test_pending_for_processing_is_the_channels_received_messages_oldest_first(repository, queues, make_message):
+def test_pending_for_processing_is_the_channels_received_messages_oldest_first(
+    repository, queues, make_message
+):
     """Only RECEIVED messages of the channel, ids above after_id, ascending, at most limit."""
     ids = repository.insert(
         [
@@ -98,7 +103,10 @@ def test_record_processing_stores_status_content_deliveries_and_events(repositor
     ids = queues.record_processing([result])
     stored = repository.get(message_id)
     assert (stored.status, stored.transformed, stored.error) == (Status.QUEUED, b"MSH|transformed\r", "")
-    assert [(d.id, d.destination, d.status, d.attempts, d.payload, d.reason, d.created_at, d.next_attempt_at) for d in stored.deliveries] == [
+    assert [
+        (d.id, d.destination, d.status, d.attempts, d.payload, d.reason, d.created_at, d.next_attempt_at)
+        for d in stored.deliveries
+    ] == [
         (ids[0], "lab", "QUEUED", 0, b"MSH|to lab\r", "", NOW, NOW),
         (ids[1], "archive", "FILTERED", 0, None, "not an A01", NOW, NOW),
     ]
@@ -123,8 +131,15 @@ def test_record_processing_without_deliveries(repository, queues, received, resu
     result = ProcessingResult(message_id, result.status, result.reason, result.transformed)
     assert queues.record_processing([result]) == []
     stored = repository.get(message_id)
-    assert (stored.status, stored.error, stored.transformed, stored.deliveries) == (result.status, error, result.transformed, ())
-    assert [(e.status, e.destination, e.detail) for e in stored.events] == [(result.status, None, result.reason)]
+    assert (stored.status, stored.error, stored.transformed, stored.deliveries) == (
+        result.status,
+        error,
+        result.transformed,
+        (),
+    )
+    assert [(e.status, e.destination, e.detail) for e in stored.events] == [
+        (result.status, None, result.reason)
+    ]
 
 
 def test_record_processing_returns_delivery_ids_in_order(queues, received):
@@ -133,7 +148,10 @@ def test_record_processing_returns_delivery_ids_in_order(queues, received):
     delivery_ids = queues.record_processing([_queued(ids[2], "lab", "ris"), _queued(ids[0], "lab")])
     assert delivery_ids == sorted(delivery_ids) and len(delivery_ids) == 3
     due = queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)
-    assert [(d.delivery_id, d.message_id) for d in due] == [(delivery_ids[0], ids[2]), (delivery_ids[2], ids[0])]
+    assert [(d.delivery_id, d.message_id) for d in due] == [
+        (delivery_ids[0], ids[2]),
+        (delivery_ids[2], ids[0]),
+    ]
 
 
 def test_record_processing_twice_changes_nothing(repository, queues, received):
@@ -141,7 +159,9 @@ def test_record_processing_twice_changes_nothing(repository, queues, received):
     first, second = received(2)
     queues.record_processing([_queued(first, "lab")])
     before = repository.get(first)
-    again = queues.record_processing([ProcessingResult(first, Status.ERROR, reason="late"), _queued(second, "lab"), _queued(second, "lab")])
+    again = queues.record_processing(
+        [ProcessingResult(first, Status.ERROR, reason="late"), _queued(second, "lab"), _queued(second, "lab")]
+    )
     assert len(again) == 1
     assert repository.get(first) == before
     assert len(repository.get(second).deliveries) == 1
@@ -153,8 +173,12 @@ def test_record_processing_twice_changes_nothing(repository, queues, received):
     [
         lambda: ProcessingResult(1, Status.SENT),
         lambda: ProcessingResult(1, Status.QUEUED),
-        lambda: ProcessingResult(1, Status.FILTERED, deliveries=(NewDelivery("lab", Status.QUEUED, "C", b"x"),)),
-        lambda: ProcessingResult(1, Status.TRANSFORMED, deliveries=(NewDelivery("lab", Status.FILTERED, "C", None),)),
+        lambda: ProcessingResult(
+            1, Status.FILTERED, deliveries=(NewDelivery("lab", Status.QUEUED, "C", b"x"),)
+        ),
+        lambda: ProcessingResult(
+            1, Status.TRANSFORMED, deliveries=(NewDelivery("lab", Status.FILTERED, "C", None),)
+        ),
         lambda: NewDelivery("lab", Status.SENT, "C", b"x"),
         lambda: NewDelivery("lab", Status.QUEUED, "C", None),
         lambda: NewDelivery("", Status.ERROR, "C", None),
@@ -183,10 +207,19 @@ def test_due_deliveries_keep_fifo_order_per_destination(queues, received):
         due = queues.due_deliveries("adt", destination, now=NOW, limit=100, head_only=False)
         assert [d.message_id for d in due] == expected
         assert [d.delivery_id for d in due] == sorted(d.delivery_id for d in due)
-        assert {(d.channel, d.destination, d.attempt, d.queued_at) for d in due} == {("adt", destination, 1, NOW)}
-        assert due[0].payload == f"MSH|{expected[0]}|{destination}\r".encode() and due[0].control_id == f"OUT{expected[0]}"
-    assert [d.message_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=4, head_only=False)] == expected[:4]
-    assert queues.due_deliveries("adt", "lab", now=NOW - timedelta(seconds=1), limit=100, head_only=False) == []
+        assert {(d.channel, d.destination, d.attempt, d.queued_at) for d in due} == {
+            ("adt", destination, 1, NOW)
+        }
+        assert (
+            due[0].payload == f"MSH|{expected[0]}|{destination}\r".encode()
+            and due[0].control_id == f"OUT{expected[0]}"
+        )
+    assert [
+        d.message_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=4, head_only=False)
+    ] == expected[:4]
+    assert (
+        queues.due_deliveries("adt", "lab", now=NOW - timedelta(seconds=1), limit=100, head_only=False) == []
+    )
     assert queues.due_deliveries("other", "lab", now=NOW, limit=100, head_only=False) == []
 
 
@@ -195,23 +228,35 @@ def test_head_only_waits_behind_a_head_not_yet_due(queues, received):
     ids = received(3)
     head, second, third = queues.record_processing([_queued(i, "lab") for i in ids])
     retry_at = NOW + timedelta(seconds=60)
-    queues.record_attempts([_attempt(head, Outcome.RETRY, reason="connection refused", next_attempt_at=retry_at)])
+    queues.record_attempts(
+        [_attempt(head, Outcome.RETRY, reason="connection refused", next_attempt_at=retry_at)]
+    )
     assert queues.due_deliveries("adt", "lab", now=NOW, limit=1, head_only=True) == []
-    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)] == [second, third]
+    assert [
+        d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)
+    ] == [second, third]
     assert queues.next_due_at("adt", "lab", head_only=True) == retry_at
     assert queues.next_due_at("adt", "lab") == NOW
     due = queues.due_deliveries("adt", "lab", now=retry_at, limit=5, head_only=True)
     assert [(d.delivery_id, d.attempt) for d in due] == [(head, 2), (second, 1), (third, 1)]
-    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=retry_at, limit=2, head_only=True)] == [head, second]
+    assert [
+        d.delivery_id for d in queues.due_deliveries("adt", "lab", now=retry_at, limit=2, head_only=True)
+    ] == [head, second]
 
 
 def test_head_only_stops_at_the_first_row_not_due(queues, received):
     """In block mode the due run at the head ends before a row waiting for its retry: nothing behind it overtakes it."""
     ids = received(4)
     first, second, third, fourth = queues.record_processing([_queued(i, "lab") for i in ids])
-    queues.record_attempts([_attempt(third, Outcome.RETRY, reason="timeout", next_attempt_at=NOW + timedelta(seconds=60))])
-    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=True)] == [first, second]
-    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)] == [first, second, fourth]
+    queues.record_attempts(
+        [_attempt(third, Outcome.RETRY, reason="timeout", next_attempt_at=NOW + timedelta(seconds=60))]
+    )
+    assert [
+        d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=True)
+    ] == [first, second]
+    assert [
+        d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)
+    ] == [first, second, fourth]
 
 
 def test_next_due_at_of_an_empty_queue_is_none(queues, received):
@@ -230,13 +275,30 @@ def test_retries_record_attempts_and_next_attempt(repository, queues, received):
     [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
     first_retry = NOW + timedelta(seconds=2)
     second_retry = NOW + timedelta(seconds=6)
-    queues.record_attempts([_attempt(delivery_id, Outcome.RETRY, reason="timeout", next_attempt_at=first_retry)])
     queues.record_attempts(
-        [_attempt(delivery_id, Outcome.RETRY, first_retry, response=b"MSA|AR\r", response_code="AR", reason="busy", next_attempt_at=second_retry)]
+        [_attempt(delivery_id, Outcome.RETRY, reason="timeout", next_attempt_at=first_retry)]
+    )
+    queues.record_attempts(
+        [
+            _attempt(
+                delivery_id,
+                Outcome.RETRY,
+                first_retry,
+                response=b"MSA|AR\r",
+                response_code="AR",
+                reason="busy",
+                next_attempt_at=second_retry,
+            )
+        ]
     )
     stored = repository.get(message_id)
     [delivery] = stored.deliveries
-    assert (delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.reason) == ("QUEUED", 2, second_retry, "busy")
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.reason) == (
+        "QUEUED",
+        2,
+        second_retry,
+        "busy",
+    )
     assert (delivery.response, delivery.response_code, delivery.sent_at) == (b"MSA|AR\r", "AR", None)
     assert stored.status == Status.QUEUED
     assert [(e.status, e.destination, e.detail) for e in stored.events[-2:]] == [
@@ -289,7 +351,9 @@ def test_message_status_rolls_up_from_its_deliveries(repository, queues, receive
         Status.QUEUED,
         deliveries=(
             NewDelivery("lab", Status.QUEUED, "C0", b"x"),
-            NewDelivery("ris", Status.QUEUED, "C0", b"x") if outcomes[1] else NewDelivery("ris", Status.FILTERED, "C0", None, "no"),
+            NewDelivery("ris", Status.QUEUED, "C0", b"x")
+            if outcomes[1]
+            else NewDelivery("ris", Status.FILTERED, "C0", None, "no"),
             NewDelivery("archive", Status.FILTERED, "C0", None, "not wanted"),
         ),
     )
@@ -302,7 +366,11 @@ def test_message_status_rolls_up_from_its_deliveries(repository, queues, receive
     queues.record_attempts(attempts)
     stored = repository.get(message_id)
     assert stored.status == status
-    expected_error = "; ".join(f"{d}: ERROR reason" for d, o in zip(("lab", "ris"), outcomes) if o == Outcome.ERROR) if status == Status.ERROR else ""
+    expected_error = (
+        "; ".join(f"{d}: ERROR reason" for d, o in zip(("lab", "ris"), outcomes) if o == Outcome.ERROR)
+        if status == Status.ERROR
+        else ""
+    )
     assert stored.error == expected_error
 
 
@@ -310,11 +378,26 @@ def test_a_message_whose_only_delivery_errors_is_error(repository, queues, recei
     """An ERROR delivery settles its message as ERROR, with the destination's reason as the error."""
     [message_id] = received(1)
     [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
-    queues.record_attempts([_attempt(delivery_id, Outcome.ERROR, response=b"MSA|AE\r", response_code="AE", reason="AE: unknown patient")])
+    queues.record_attempts(
+        [
+            _attempt(
+                delivery_id,
+                Outcome.ERROR,
+                response=b"MSA|AE\r",
+                response_code="AE",
+                reason="AE: unknown patient",
+            )
+        ]
+    )
     stored = repository.get(message_id)
     assert (stored.status, stored.error) == (Status.ERROR, "lab: AE: unknown patient")
     [delivery] = stored.deliveries
-    assert (delivery.status, delivery.attempts, delivery.response_code, delivery.response) == ("ERROR", 1, "AE", b"MSA|AE\r")
+    assert (delivery.status, delivery.attempts, delivery.response_code, delivery.response) == (
+        "ERROR",
+        1,
+        "AE",
+        b"MSA|AE\r",
+    )
     assert stored.events[-2].detail == "attempt 1 failed (answer AE): AE: unknown patient"
     assert queues.due_deliveries("adt", "lab", now=NOW, limit=5, head_only=False) == []
 
@@ -324,7 +407,9 @@ def test_a_run_of_any_length_settles_exactly_its_messages(repository, queues, re
     """A run of attempts of any length (the read of what it touched is compiled per power of two) settles its own messages, each once, and no other."""
     ids = received(length + 1)
     delivery_ids = queues.record_processing([_queued(i, "lab") for i in ids])
-    queues.record_attempts([_attempt(delivery_id, Outcome.SENT, response_code="AA") for delivery_id in delivery_ids[:length]])
+    queues.record_attempts(
+        [_attempt(delivery_id, Outcome.SENT, response_code="AA") for delivery_id in delivery_ids[:length]]
+    )
     assert [repository.get(i).status for i in ids] == [Status.SENT] * length + [Status.QUEUED]
     for message_id in ids[:length]:
         assert [(e.status, e.destination, e.detail) for e in repository.get(message_id).events[1:]] == [
@@ -332,7 +417,9 @@ def test_a_run_of_any_length_settles_exactly_its_messages(repository, queues, re
             ("SENT", "lab", "attempt 1 sent (answer AA)"),
             ("SENT", None, "sent to lab"),
         ]
-    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=True)] == delivery_ids[length:]
+    assert [
+        d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=True)
+    ] == delivery_ids[length:]
 
 
 def test_events_keep_the_order_given_across_multi_row_inserts(engine, queues, received):
@@ -340,7 +427,9 @@ def test_events_keep_the_order_given_across_multi_row_inserts(engine, queues, re
     ids = received(150)
     queues.record_processing([_queued(i, "lab") for i in ids])
     with engine.connect() as connection:
-        stored = connection.execute(sa.select(message_events.c.message_id, message_events.c.destination).order_by(message_events.c.id)).all()
+        stored = connection.execute(
+            sa.select(message_events.c.message_id, message_events.c.destination).order_by(message_events.c.id)
+        ).all()
     assert [tuple(row) for row in stored] == [(i, destination) for i in ids for destination in (None, "lab")]
 
 
@@ -354,18 +443,32 @@ def test_one_call_of_many_attempts_records_each_as_row_by_row(repository, queues
     later_at = NOW + timedelta(seconds=3)
     retry_at = NOW + timedelta(seconds=9)
     queues.record_attempts(
-        [_attempt(d, Outcome.SENT, later_at, response=b"MSA|AA|" + str(d).encode() + b"\r", response_code="AA") for d in delivery_ids[:3]]
+        [
+            _attempt(
+                d, Outcome.SENT, later_at, response=b"MSA|AA|" + str(d).encode() + b"\r", response_code="AA"
+            )
+            for d in delivery_ids[:3]
+        ]
         + [_attempt(delivery_ids[3], Outcome.ERROR, response_code="AR", reason="refused x" + "\x00" * 2)]
         + [_attempt(delivery_ids[4], Outcome.RETRY, reason="busy", next_attempt_at=retry_at)] * 2
-        + [_attempt(delivery_ids[5], Outcome.RETRY, reason="busy", next_attempt_at=retry_at), _attempt(delivery_ids[5], Outcome.SENT, later_at)]
+        + [
+            _attempt(delivery_ids[5], Outcome.RETRY, reason="busy", next_attempt_at=retry_at),
+            _attempt(delivery_ids[5], Outcome.SENT, later_at),
+        ]
     )
     stored = [repository.get(i) for i in ids]
     assert [m.status for m in stored] == [Status.SENT] * 3 + [Status.ERROR, Status.QUEUED, Status.SENT]
-    assert [(d.status, d.attempts, d.sent_at, d.response, d.response_code) for m in stored for d in m.deliveries] == [
-        ("SENT", 1, later_at, f"MSA|AA|{d}\r".encode(), "AA") for d in delivery_ids[:3]
-    ] + [("ERROR", 1, None, None, "AR"), ("QUEUED", 2, None, None, ""), ("SENT", 2, later_at, None, "")]
+    assert [
+        (d.status, d.attempts, d.sent_at, d.response, d.response_code) for m in stored for d in m.deliveries
+    ] == [("SENT", 1, later_at, f"MSA|AA|{d}\r".encode(), "AA") for d in delivery_ids[:3]] + [
+        ("ERROR", 1, None, None, "AR"),
+        ("QUEUED", 2, None, None, ""),
+        ("SENT", 2, later_at, None, ""),
+    ]
     assert stored[4].deliveries[0].next_attempt_at == retry_at
-    assert [e.detail for e in stored[4].events[-2:]] == [f"attempt {n} failed: busy; next at {retry_at.isoformat()}" for n in (1, 2)]
+    assert [e.detail for e in stored[4].events[-2:]] == [
+        f"attempt {n} failed: busy; next at {retry_at.isoformat()}" for n in (1, 2)
+    ]
     assert "\x00" not in stored[3].error and stored[3].error.startswith("lab: refused x")
     assert [(e.status, e.detail) for e in stored[5].events[-3:]] == [
         ("QUEUED", f"attempt 1 failed: busy; next at {retry_at.isoformat()}"),
@@ -386,8 +489,17 @@ def test_queue_depths_count_queued_rows_per_destination(queues, received):
     """queue_depth counts a destination's QUEUED rows, due or not; queue_depths lists every non-empty queue."""
     ids = received(4)
     delivery_ids = queues.record_processing([_queued(i, "lab", "ris") for i in ids])
-    queues.record_attempts([_attempt(delivery_ids[0], Outcome.SENT), _attempt(delivery_ids[1], Outcome.RETRY, next_attempt_at=NOW + timedelta(hours=1))])
-    assert (queues.queue_depth("adt", "lab"), queues.queue_depth("adt", "ris"), queues.queue_depth("adt", "x")) == (3, 4, 0)
+    queues.record_attempts(
+        [
+            _attempt(delivery_ids[0], Outcome.SENT),
+            _attempt(delivery_ids[1], Outcome.RETRY, next_attempt_at=NOW + timedelta(hours=1)),
+        ]
+    )
+    assert (
+        queues.queue_depth("adt", "lab"),
+        queues.queue_depth("adt", "ris"),
+        queues.queue_depth("adt", "x"),
+    ) == (3, 4, 0)
     assert queues.queue_depths() == {("adt", "lab"): 3, ("adt", "ris"): 4}
 
 
@@ -395,7 +507,9 @@ def test_text_is_fitted_but_names_are_kept(repository, queues, received):
     """Reasons lose NULs and control ids are cut to their column, as message header copies are."""
     [message_id] = received(1)
     delivery = NewDelivery("lab", Status.FILTERED, "9" * 300, None, "bad\x00byte")
-    queues.record_processing([ProcessingResult(message_id, Status.FILTERED, reason="x\x00y", deliveries=(delivery,))])
+    queues.record_processing(
+        [ProcessingResult(message_id, Status.FILTERED, reason="x\x00y", deliveries=(delivery,))]
+    )
     [stored] = repository.get(message_id).deliveries
     assert (stored.reason, stored.destination) == ("badbyte", "lab")
     assert repository.get(message_id).events[0].detail == "xy"
@@ -408,7 +522,9 @@ def test_resend_queues_copies_at_the_tail_and_keeps_history(repository, queues, 
     """resend() queues the current payload again after everything already queued; the old rows stay, superseded."""
     ids = received(3)
     first_lab, first_ris, *others = queues.record_processing([_queued(i, "lab", "ris") for i in ids])
-    queues.record_attempts([_attempt(first_lab, Outcome.SENT), _attempt(first_ris, Outcome.ERROR, reason="AE")])
+    queues.record_attempts(
+        [_attempt(first_lab, Outcome.SENT), _attempt(first_ris, Outcome.ERROR, reason="AE")]
+    )
     assert repository.get(ids[0]).status == Status.ERROR
     new_ids = queues.resend([ids[0]])
     assert len(new_ids) == 2 and min(new_ids) > max(others)
@@ -438,7 +554,9 @@ def test_resend_to_one_destination(repository, queues, received):
     lab, ris = queues.record_processing([_queued(message_id, "lab", "ris")])
     queues.record_attempts([_attempt(lab, Outcome.SENT), _attempt(ris, Outcome.SENT)])
     [new_id] = queues.resend([message_id], destination="ris")
-    assert [d.delivery_id for d in queues.due_deliveries("adt", "ris", now=NOW, limit=5, head_only=False)] == [new_id]
+    assert [
+        d.delivery_id for d in queues.due_deliveries("adt", "ris", now=NOW, limit=5, head_only=False)
+    ] == [new_id]
     assert queues.queue_depth("adt", "lab") == 0
     assert queues.resend([message_id], destination="nowhere") == []
 
@@ -448,16 +566,29 @@ def test_resend_of_a_queued_delivery_takes_the_old_one_out_of_the_queue(reposito
     [message_id] = received(1)
     [old] = queues.record_processing([_queued(message_id, "lab")])
     [new] = queues.resend([message_id])
-    assert [d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=5, head_only=False)] == [new]
+    assert [
+        d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=5, head_only=False)
+    ] == [new]
     old_row = repository.get(message_id).deliveries[0]
-    assert (old_row.id, old_row.status, old_row.reason, old_row.superseded_at) == (old, "ERROR", "superseded by resend", NOW)
+    assert (old_row.id, old_row.status, old_row.reason, old_row.superseded_at) == (
+        old,
+        "ERROR",
+        "superseded by resend",
+        NOW,
+    )
 
 
 def test_resend_skips_what_has_nothing_to_send(repository, queues, received, make_message):
     """Filtered deliveries, unprocessed, rejected and unknown messages are not resent."""
     filtered, unprocessed = received(2)
     [rejected] = repository.insert([make_message(9, status=Status.REJECTED, channel=None)])
-    queues.record_processing([ProcessingResult(filtered, Status.FILTERED, deliveries=(NewDelivery("lab", Status.FILTERED, "C", None, "no"),))])
+    queues.record_processing(
+        [
+            ProcessingResult(
+                filtered, Status.FILTERED, deliveries=(NewDelivery("lab", Status.FILTERED, "C", None, "no"),)
+            )
+        ]
+    )
     assert queues.resend([filtered, unprocessed, rejected, 424242]) == []
     assert queues.resend([]) == []
     assert repository.get(filtered).status == Status.FILTERED
@@ -474,7 +605,9 @@ def test_reprocess_sends_messages_through_their_channel_again(repository, queues
     assert queues.queue_depths() == {}
     stored = repository.get(ids[1])
     assert (stored.status, stored.error) == (Status.RECEIVED, "")
-    assert [(d.status, d.reason, d.superseded_at) for d in stored.deliveries] == [("ERROR", "superseded by reprocess", NOW)] * 2
+    assert [(d.status, d.reason, d.superseded_at) for d in stored.deliveries] == [
+        ("ERROR", "superseded by reprocess", NOW)
+    ] * 2
     assert [(e.status, e.destination, e.detail) for e in stored.events[-3:]] == [
         ("RECEIVED", None, "reprocess requested"),
         ("ERROR", "lab", "superseded by reprocess"),
@@ -514,16 +647,18 @@ def test_store_runs_a_message_from_receipt_to_sent(open_store, make_message):
     [message_id] = yield store.add([make_message(0)])
     [pending] = yield store.pending_for_processing("adt")
     assert pending.id == message_id
-    delivery_ids = yield store.record_processing([_result_for(message_id)]).addCallback(lambda ids: threads.append(threading.current_thread()) or ids)
-    now = datetime.now(timezone.utc)
+    delivery_ids = yield store.record_processing([_result_for(message_id)]).addCallback(
+        lambda ids: threads.append(threading.current_thread()) or ids
+    )
+    now = datetime.now(UTC)
     [due] = yield store.due_deliveries("adt", "lab", now=now, limit=10, head_only=True)
     assert isinstance(due, Delivery) and due.delivery_id == delivery_ids[0]
     assert (yield store.queue_depth("adt", "lab")) == 1
     assert (yield store.queue_depths()) == {("adt", "lab"): 1}
     assert (yield store.next_due_at("adt", "lab")) <= now
-    yield store.record_attempts([AttemptResult(due.delivery_id, Outcome.SENT, now, response_code="AA")]).addCallback(
-        lambda _: threads.append(threading.current_thread())
-    )
+    yield store.record_attempts(
+        [AttemptResult(due.delivery_id, Outcome.SENT, now, response_code="AA")]
+    ).addCallback(lambda _: threads.append(threading.current_thread()))
     stored = yield store.get(message_id)
     assert stored.status == Status.SENT
     assert threads == [threading.main_thread()] * 2
@@ -572,12 +707,20 @@ def test_queues_resume_after_a_restart(open_store, make_message):
     store = open_store()
     ids = yield store.add([make_message(n) for n in range(3)])
     delivery_ids = yield store.record_processing([_result_for(i) for i in ids])
-    now = datetime.now(timezone.utc)
-    yield store.record_attempts([AttemptResult(delivery_ids[0], Outcome.RETRY, now, reason="down", next_attempt_at=now)])
+    now = datetime.now(UTC)
+    yield store.record_attempts(
+        [AttemptResult(delivery_ids[0], Outcome.RETRY, now, reason="down", next_attempt_at=now)]
+    )
     yield store.stop()
     reopened = open_store()
-    due = yield reopened.due_deliveries("adt", "lab", now=datetime.now(timezone.utc), limit=10, head_only=False)
-    assert [(d.delivery_id, d.attempt) for d in due] == [(delivery_ids[0], 2), (delivery_ids[1], 1), (delivery_ids[2], 1)]
+    due = yield reopened.due_deliveries(
+        "adt", "lab", now=datetime.now(UTC), limit=10, head_only=False
+    )
+    assert [(d.delivery_id, d.attempt) for d in due] == [
+        (delivery_ids[0], 2),
+        (delivery_ids[1], 1),
+        (delivery_ids[2], 1),
+    ]
     assert (yield reopened.pending_for_processing("adt")) == []
 
 
@@ -588,13 +731,21 @@ def test_stop_runs_the_calls_already_asked_for(open_store, store_url, write_lock
     [message_id] = yield store.add([make_message(0)])
     write_lock.hold()
     processed = store.record_processing([_result_for(message_id)])
-    recorded = store.record_config(applied_at=NOW, source="channels.yaml", content="x", sha256="0" * 64, changes="first")
+    recorded = store.record_config(
+        applied_at=NOW, source="channels.yaml", content="x", sha256="0" * 64, changes="first"
+    )
     stopped = store.stop()
     yield later(0.3, write_lock.release)
     yield stopped
     assert processed.called and recorded.called
     assert len((yield processed)) == 1 and isinstance((yield recorded), int)
-    for attempt in (store.record_processing([]), store.resend([message_id]), store.reprocess([message_id]), store.queue_depths(), store.pending_for_processing("adt")):
+    for attempt in (
+        store.record_processing([]),
+        store.resend([message_id]),
+        store.reprocess([message_id]),
+        store.queue_depths(),
+        store.pending_for_processing("adt"),
+    ):
         with pytest.raises(StoreError):
             yield attempt
 
@@ -604,7 +755,9 @@ def test_failed_calls_are_store_errors_and_the_writer_survives(open_store, make_
     """A call or read that fails, for any reason, fails its Deferred with StoreError; the next write works."""
     store = open_store()
     with pytest.raises(StoreError):
-        yield store.record_config(applied_at=datetime(2024, 1, 1), source="s", content="c", sha256="0", changes="")
+        yield store.record_config(
+            applied_at=datetime(2024, 1, 1), source="s", content="c", sha256="0", changes=""
+        )
     with pytest.raises(StoreError):
         yield store.due_deliveries("adt", "lab", now=datetime(2024, 1, 1), limit=1, head_only=True)
     [message_id] = yield store.add([make_message(0)])
@@ -630,7 +783,7 @@ def test_store_resend_and_reprocess(open_store, make_message):
     store = open_store()
     ids = yield store.add([make_message(0), make_message(1)])
     delivery_ids = yield store.record_processing([_result_for(i) for i in ids])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     yield store.record_attempts([AttemptResult(delivery_ids[0], Outcome.ERROR, now, reason="AE")])
     resent = yield store.resend([ids[0]], destination="lab")
     assert len(resent) == 1 and resent[0] > delivery_ids[1]

@@ -22,7 +22,7 @@ def corpus_message(file: str) -> Message:
 
 
 _delimiter = st.sampled_from(list("|^~\\&#$%!@*:+-?/"))
-_text = st.text(alphabet=st.sampled_from([*"AB01.+-:/ \\|^~&#$%!\"", "é", "\x00"]), max_size=12)
+_text = st.text(alphabet=st.sampled_from([*'AB01.+-:/ \\|^~&#$%!"', "é", "\x00"]), max_size=12)
 
 
 @st.composite

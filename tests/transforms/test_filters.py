@@ -34,7 +34,10 @@ def reason(message: Message, spec: dict) -> str:
 
 def test_filters_are_named_by_their_yaml_path(adt):
     """build_filters names each filter path[i] and starts each reason with that name."""
-    specs = [FilterSpec.model_validate(s) for s in ({"field": "MSH-3", "equals": "ADTApp"}, {"field": "MSH-3", "equals": "X"})]
+    specs = [
+        FilterSpec.model_validate(s)
+        for s in ({"field": "MSH-3", "equals": "ADTApp"}, {"field": "MSH-3", "equals": "X"})
+    ]
     filters = build_filters(specs, path="channels[2].filters")
     assert [f.name for f in filters] == ["channels[2].filters[0]", "channels[2].filters[1]"]
     assert filters[0].check(adt) is None
@@ -69,7 +72,10 @@ def test_equals_empty_matches_an_absent_field(adt):
 def test_in_reason_lists_the_allowed_values(adt):
     """in fails with "<path> '<value>' not in [A, B]" (the documented reason shape)."""
     assert check(adt, {"field": "MSH-3", "in": ["ADTApp", "LAB"]}) is None
-    assert reason(adt, {"field": "MSH-4.1", "in": ["NORTH", "SOUTH"]}) == "MSH-4.1 'GHHSFacility' not in [NORTH, SOUTH]"
+    assert (
+        reason(adt, {"field": "MSH-4.1", "in": ["NORTH", "SOUTH"]})
+        == "MSH-4.1 'GHHSFacility' not in [NORTH, SOUTH]"
+    )
 
 
 def test_matches_searches_anywhere_in_the_value(adt):
@@ -130,10 +136,15 @@ def test_numeric_comparisons_on_obx_5(oru):
 def test_a_range_tests_one_value_against_both_bounds(oru):
     """greater_than and less_than in one filter make a range; the reason states it."""
     assert check(oru, {"field": "OBX[5]-5", "greater_than": 200, "less_than": 300}) is None
-    assert reason(oru, {"field": "OBX[4]-5", "at_least": 0, "at_most": 10}) == "OBX[4]-5 '40.1' is not at least 0 and at most 10"
+    assert (
+        reason(oru, {"field": "OBX[4]-5", "at_least": 0, "at_most": 10})
+        == "OBX[4]-5 '40.1' is not at least 0 and at most 10"
+    )
 
 
-@pytest.mark.parametrize(("text", "number"), [("+5", 5), ("-3.5", -3.5), (".5", 0.5), ("5.", 5), (" 7 ", 7), ("007", 7)])
+@pytest.mark.parametrize(
+    ("text", "number"), [("+5", 5), ("-3.5", -3.5), (".5", 0.5), ("5.", 5), (" 7 ", 7), ("007", 7)]
+)
 def test_hl7_numbers_are_read(adt, text, number):
     """Signs, leading zeros, a bare decimal point and surrounding spaces are numbers (HL7 NM)."""
     adt.set("OBX-5", text)
@@ -153,7 +164,10 @@ def test_a_value_that_is_not_a_number_is_filtered_not_an_error(adt, text):
 def test_before_and_after_read_an_hl7_date_time(adt):
     """PID-7 198808181126+0215 is after 1988-08-18 and before 1988-08-19; the bounds are ISO."""
     assert check(adt, {"field": "PID-7", "after": "1988-08-18", "before": "1988-08-19"}) is None
-    assert reason(adt, {"field": "PID-7", "before": "1988-08-18"}) == "PID-7 '198808181126+0215' is not before 1988-08-18"
+    assert (
+        reason(adt, {"field": "PID-7", "before": "1988-08-18"})
+        == "PID-7 '198808181126+0215' is not before 1988-08-18"
+    )
 
 
 def test_a_partial_date_counts_from_the_start_of_its_period(adt):
@@ -173,7 +187,9 @@ def test_an_unparseable_date_is_filtered_with_a_reason(adt):
     """A value that is not a DTM (or a February 30th) fails a date test; it raises nothing."""
     for text in ("18/08/1988", "19880230", ""):
         adt.set("PID-7", text)
-        assert reason(adt, {"field": "PID-7", "before": "2100-01-01"}).startswith(f"PID-7 {text!r} is not an HL7 date/time")
+        assert reason(adt, {"field": "PID-7", "before": "2100-01-01"}).startswith(
+            f"PID-7 {text!r} is not an HL7 date/time"
+        )
 
 
 def test_fractional_seconds_count(adt):
@@ -187,15 +203,24 @@ def test_fractional_seconds_count(adt):
 
 def test_any_passes_when_one_child_passes(adt):
     """any: is an or; when none passes the reason lists every child's reason."""
-    assert check(adt, {"any": [{"field": "MSH-3", "equals": "PMS"}, {"field": "MSH-3", "equals": "ADTApp"}]}) is None
-    assert reason(adt, {"any": [{"field": "MSH-3", "equals": "PMS"}, {"field": "MSH-3", "equals": "EMR"}]}) == (
-        "none of: MSH-3 'ADTApp' is not 'PMS'; MSH-3 'ADTApp' is not 'EMR'"
+    assert (
+        check(adt, {"any": [{"field": "MSH-3", "equals": "PMS"}, {"field": "MSH-3", "equals": "ADTApp"}]})
+        is None
     )
+    assert reason(
+        adt, {"any": [{"field": "MSH-3", "equals": "PMS"}, {"field": "MSH-3", "equals": "EMR"}]}
+    ) == ("none of: MSH-3 'ADTApp' is not 'PMS'; MSH-3 'ADTApp' is not 'EMR'")
 
 
 def test_all_fails_with_the_first_failing_child(adt):
     """all: is an and; the reason is the first child that fails."""
-    spec = {"all": [{"field": "MSH-3", "equals": "ADTApp"}, {"field": "PID-8", "equals": "F"}, {"field": "PID-8", "equals": "U"}]}
+    spec = {
+        "all": [
+            {"field": "MSH-3", "equals": "ADTApp"},
+            {"field": "PID-8", "equals": "F"},
+            {"field": "PID-8", "equals": "U"},
+        ]
+    }
     assert reason(adt, spec) == "PID-8 'M' is not 'F'"
 
 
@@ -213,7 +238,14 @@ def test_a_failing_not_over_any_names_the_child_that_passed(adt):
 
 def test_nested_groups(adt):
     """not of any of all nests; the reason of a failing not over a passing all lists all its children."""
-    spec = {"not": {"any": [{"field": "MSH-3", "equals": "X"}, {"all": [{"field": "PID-8", "in": ["M", "F"]}, {"field": "MSH-12", "equals": "2.8"}]}]}}
+    spec = {
+        "not": {
+            "any": [
+                {"field": "MSH-3", "equals": "X"},
+                {"all": [{"field": "PID-8", "in": ["M", "F"]}, {"field": "MSH-12", "equals": "2.8"}]},
+            ]
+        }
+    }
     assert reason(adt, spec) == "all of: PID-8 'M' in [M, F]; MSH-12 '2.8' equals '2.8'"
 
 
@@ -242,32 +274,47 @@ def test_occurrence_any_reason_lists_some_values(oru):
 
 def test_occurrence_all_fails_on_the_first_value_that_fails(oru):
     """occurrence: all needs every OBX; here OBX[1]-11 is I, not F."""
-    assert reason(oru, {"field": "OBX-11", "in": ["F", "P"], "occurrence": "all"}) == "OBX[1]-11 'I' not in [F, P]"
+    assert (
+        reason(oru, {"field": "OBX-11", "in": ["F", "P"], "occurrence": "all"})
+        == "OBX[1]-11 'I' not in [F, P]"
+    )
     assert check(oru, {"field": "OBX-11", "in": ["F", "P", "I"], "occurrence": "all"}) is None
 
 
 def test_occurrence_all_says_how_many_values_passed(oru):
     """A passing occurrence: all under not reports every value it looked at."""
-    assert reason(oru, {"not": {"field": "OBX-2", "equals": "NM", "occurrence": "all"}}) == "every OBX-2 equals 'NM' (10 values)"
+    assert (
+        reason(oru, {"not": {"field": "OBX-2", "equals": "NM", "occurrence": "all"}})
+        == "every OBX-2 equals 'NM' (10 values)"
+    )
 
 
 def test_occurrence_ranges_over_repetitions(adt):
     """PID-3.4 with occurrence: any looks at every repetition of PID-3; the found one is named."""
     assert check(adt, {"field": "PID-3.4", "equals": "USSSA", "occurrence": "any"}) is None
     assert reason(adt, {"field": "PID-3.4", "equals": "USSSA"}) == "PID-3.4 'test1&2.16.1&HCD' is not 'USSSA'"
-    assert reason(adt, {"not": {"field": "PID-3.4", "equals": "USSSA", "occurrence": "any"}}) == "PID-3[2].4 'USSSA' equals 'USSSA'"
+    assert (
+        reason(adt, {"not": {"field": "PID-3.4", "equals": "USSSA", "occurrence": "any"}})
+        == "PID-3[2].4 'USSSA' equals 'USSSA'"
+    )
 
 
 def test_occurrence_ranges_over_segments_and_repetitions(adt):
     """OBX-5 60~120 gives two values; all must be numbers under 200, any must be over 100."""
     assert check(adt, {"field": "OBX-5", "less_than": 200, "occurrence": "all"}) is None
     assert check(adt, {"field": "OBX-5", "greater_than": 100, "occurrence": "any"}) is None
-    assert reason(adt, {"field": "OBX-5", "greater_than": 100, "occurrence": "all"}) == "OBX-5[1] '60' is not greater than 100"
+    assert (
+        reason(adt, {"field": "OBX-5", "greater_than": 100, "occurrence": "all"})
+        == "OBX-5[1] '60' is not greater than 100"
+    )
 
 
 def test_an_explicit_index_in_the_path_is_kept(oru):
     """OBX[2]-5 with occurrence: any ranges over OBX[2]'s repetitions only."""
-    assert reason(oru, {"field": "OBX[2]-5", "greater_than": 100, "occurrence": "any"}) == "no OBX[2]-5 is greater than 100: OBX[2]-5 '4.06'"
+    assert (
+        reason(oru, {"field": "OBX[2]-5", "greater_than": 100, "occurrence": "any"})
+        == "no OBX[2]-5 is greater than 100: OBX[2]-5 '4.06'"
+    )
 
 
 def test_an_absent_segment_is_one_empty_value_for_every_occurrence_mode(oru):
@@ -280,7 +327,10 @@ def test_an_absent_segment_is_one_empty_value_for_every_occurrence_mode(oru):
 def test_occurrence_any_with_empty_finds_an_empty_obx_5(oru):
     """OBX[1]-5 is empty: empty passes for any, fails for all (the other nine have values)."""
     assert check(oru, {"field": "OBX-5", "empty": True, "occurrence": "any"}) is None
-    assert reason(oru, {"field": "OBX-5", "exists": True, "occurrence": "all"}) == "OBX[1]-5 '' is absent or empty"
+    assert (
+        reason(oru, {"field": "OBX-5", "exists": True, "occurrence": "all"})
+        == "OBX[1]-5 '' is absent or empty"
+    )
 
 
 # --- delimiters and escapes -----------------------------------------------------------------------
@@ -323,9 +373,19 @@ _FILTER_SPECS = [
     if not (occurrence and path == "MSH-2")
 ]
 _ALL_FILTERS = build_filters(
-    [*_FILTER_SPECS, FilterSpec.model_validate({"not": {"any": [{"field": "PID-3", "equals": "x"}, {"all": [{"field": "OBX-5", "exists": True}]}]}})],
+    [
+        *_FILTER_SPECS,
+        FilterSpec.model_validate(
+            {
+                "not": {
+                    "any": [{"field": "PID-3", "equals": "x"}, {"all": [{"field": "OBX-5", "exists": True}]}]
+                }
+            }
+        ),
+    ],
     path=PATH,
 )
+
 
 @given(hl7_texts())
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

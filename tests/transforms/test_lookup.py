@@ -40,16 +40,21 @@ def test_csv_with_bom_quotes_and_extra_columns(tmp_path):
     """A BOM, quoted values with commas, quotes and line breaks, spaces after commas, CRLF and blank lines all read right."""
     write(
         tmp_path,
-        b'\xef\xbb\xbfname,code,payer_id\r\n'
+        b"\xef\xbb\xbfname,code,payer_id\r\n"
         b'"Acme, Inc.",AC, P-1\r\n'
-        b'\r\n'
+        b"\r\n"
         b'"Say ""hi""","Q""1","two\nlines"\r\n'
         b"Caf\xc3\xa9,C\xc3\x89,P-3\r\n",
     )
     tables, problems = load_tables({"payers": csv_spec()}, tmp_path)
     assert problems == []
     payers = tables["payers"]
-    assert (payers.lookup("AC"), payers.lookup('Q"1'), payers.lookup("CÉ"), len(payers)) == ("P-1", "two\nlines", "P-3", 3)
+    assert (payers.lookup("AC"), payers.lookup('Q"1'), payers.lookup("CÉ"), len(payers)) == (
+        "P-1",
+        "two\nlines",
+        "P-3",
+        3,
+    )
 
 
 def test_csv_path_is_relative_to_the_base_dir(tmp_path, monkeypatch):
@@ -74,9 +79,21 @@ def test_repeated_rows_with_the_same_value_are_fine(tmp_path):
         (b"", "csv", "{path} is empty; its first row must name the columns"),
         (b"code,payer_id\nA,\xff\n", "csv", "{path} is not UTF-8 text; save it as UTF-8"),
         (b'code,payer_id\n"A,1\n', "csv", "{path} is not a valid CSV file: unexpected end of data"),
-        (b"kode,payer_id\nA,1\n", "key", "column 'code' appears nowhere in the header of {path} (columns: kode, payer_id)"),
-        (b"code,payerid\nA,1\n", "value", "column 'payer_id' appears nowhere in the header of {path} (columns: code, payerid)"),
-        (b"code,payer_id,code\nA,1,B\n", "key", "column 'code' appears twice in the header of {path} (columns: code, payer_id, code)"),
+        (
+            b"kode,payer_id\nA,1\n",
+            "key",
+            "column 'code' appears nowhere in the header of {path} (columns: kode, payer_id)",
+        ),
+        (
+            b"code,payerid\nA,1\n",
+            "value",
+            "column 'payer_id' appears nowhere in the header of {path} (columns: code, payerid)",
+        ),
+        (
+            b"code,payer_id,code\nA,1,B\n",
+            "key",
+            "column 'code' appears twice in the header of {path} (columns: code, payer_id, code)",
+        ),
         (b"code,payer_id\nA\n", "csv", "{path} row 2 has 1 column(s); the header has 2"),
         (b"code,payer_id\nA,1\nB,2\nA,3\n", "csv", "{path} row 4: key 'A' is already mapped to '1' on row 2"),
     ],

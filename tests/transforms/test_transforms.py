@@ -19,12 +19,16 @@ from engine.transforms.transforms import (
 from tests.transforms.messages import hl7_texts
 
 PATH = "channels[0].transforms"
-LOCATIONS = LookupTable("locations", {"HUH AE OMU&9.8&ISO": "unused", "OMU B": "WARD-B", "": "NO-WARD", "A^B": "x"})
+LOCATIONS = LookupTable(
+    "locations", {"HUH AE OMU&9.8&ISO": "unused", "OMU B": "WARD-B", "": "NO-WARD", "A^B": "x"}
+)
 
 
 def build(*specs: dict, tables: dict | None = None) -> list:
     """Transforms built from YAML-shaped dicts, named channels[0].transforms[i]."""
-    return build_transforms([TransformSpec.model_validate(spec) for spec in specs], path=PATH, tables=tables or {})
+    return build_transforms(
+        [TransformSpec.model_validate(spec) for spec in specs], path=PATH, tables=tables or {}
+    )
 
 
 def run(message: Message, *specs: dict, tables: dict | None = None) -> Message:
@@ -73,7 +77,12 @@ def test_set_empty_and_hl7_null(adt):
 def test_set_empty_on_an_absent_segment_adds_nothing(adt):
     """Emptying what is not there leaves the message text unchanged."""
     before = adt.to_text()
-    assert run(adt, {"set": {"field": "ZPI-3.2", "value": ""}}, {"set": {"field": "PID-2.20", "value": ""}}).to_text() == before
+    assert (
+        run(
+            adt, {"set": {"field": "ZPI-3.2", "value": ""}}, {"set": {"field": "PID-2.20", "value": ""}}
+        ).to_text()
+        == before
+    )
 
 
 def test_set_adds_a_missing_segment_at_the_end(adt):
@@ -85,7 +94,11 @@ def test_set_adds_a_missing_segment_at_the_end(adt):
 def test_set_msh_fields_and_version(adt):
     """MSH-9.2 and set_version (MSH-12.1) are plain writes into MSH; the other MSH fields stay."""
     result = run(adt, {"set": {"field": "MSH-9.2", "value": "A08"}}, {"set_version": "2.5.1"})
-    assert (result.get("MSH-9"), result.get("MSH-12"), result.get("MSH-10")) == ("ADT^A08^ADT_A01", "2.5.1", "MSG00001")
+    assert (result.get("MSH-9"), result.get("MSH-12"), result.get("MSH-10")) == (
+        "ADT^A08^ADT_A01",
+        "2.5.1",
+        "MSG00001",
+    )
     assert segment_text(result, "MSH").startswith("MSH|^~\\&|ADTApp|")
 
 
@@ -148,7 +161,9 @@ def test_copy_a_composite_value_into_an_absent_segment(adt):
 
 def test_copy_of_an_absent_value_empties_the_target(adt):
     """Copying from a field that is empty empties the target; from nothing to nothing adds nothing."""
-    result = run(adt, {"copy": {"from": "PID-99", "to": "PID-8"}}, {"copy": {"from": "PID-99", "to": "ZPI-1"}})
+    result = run(
+        adt, {"copy": {"from": "PID-99", "to": "PID-8"}}, {"copy": {"from": "PID-99", "to": "ZPI-1"}}
+    )
     assert result.get("PID-8") == ""
     assert result.segment("ZPI") is None
 
@@ -183,7 +198,12 @@ def test_delete_a_component_empties_it(adt):
 def test_delete_what_is_not_there_changes_nothing(adt):
     """An absent segment, repetition or component stays as it was."""
     before = adt.to_text()
-    result = run(adt, {"delete": {"field": "ZPI-1"}}, {"delete": {"field": "PID-3[5]"}}, {"delete": {"field": "PID-8.4"}})
+    result = run(
+        adt,
+        {"delete": {"field": "ZPI-1"}},
+        {"delete": {"field": "PID-3[5]"}},
+        {"delete": {"field": "PID-8.4"}},
+    )
     assert result.to_text() == before
 
 
@@ -198,7 +218,12 @@ def test_delete_in_a_message_with_other_delimiters(odd):
 
 def test_map_replaces_a_value_found_in_the_table(adt):
     """PV1-3.2 OMU B maps to WARD-B."""
-    assert run(adt, {"map": {"field": "PV1-3.2", "table": "locations"}}, tables={"locations": LOCATIONS}).get("PV1-3.2") == "WARD-B"
+    assert (
+        run(adt, {"map": {"field": "PV1-3.2", "table": "locations"}}, tables={"locations": LOCATIONS}).get(
+            "PV1-3.2"
+        )
+        == "WARD-B"
+    )
 
 
 @pytest.mark.parametrize(
@@ -214,13 +239,21 @@ def test_map_on_miss_keep_and_default(adt, options, expected):
 def test_map_on_miss_error_is_the_default_and_names_the_value(adt):
     """Without on_miss, a miss raises TransformError with the transform's path, the value and the table."""
     spec = {"map": {"field": "PV1-3.3", "table": "locations"}}
-    assert failure(adt, spec, {"locations": LOCATIONS}) == f"{PATH}[0] (map PV1-3.3): no entry for 'Bed 03' in table locations"
+    assert (
+        failure(adt, spec, {"locations": LOCATIONS})
+        == f"{PATH}[0] (map PV1-3.3): no entry for 'Bed 03' in table locations"
+    )
 
 
 def test_map_an_empty_value_only_through_an_entry_for_it(adt):
     """An empty value is never a miss: mapped when the table has an entry for '', else left empty."""
     tables = {"locations": LOCATIONS, "strict": LookupTable("strict", {"X": "Y"})}
-    result = run(adt, {"map": {"field": "PV1-3.5", "table": "locations"}}, {"map": {"field": "PV1-2.2", "table": "strict"}}, tables=tables)
+    result = run(
+        adt,
+        {"map": {"field": "PV1-3.5", "table": "locations"}},
+        {"map": {"field": "PV1-2.2", "table": "strict"}},
+        tables=tables,
+    )
     assert (result.get("PV1-3.5"), result.get("PV1-2.2")) == ("NO-WARD", "")
 
 
@@ -248,7 +281,9 @@ def test_map_of_a_part_with_components_is_an_error(adt):
 
 def test_a_table_missing_at_build_time_is_a_config_error():
     """build_transforms with a table name check_transforms would reject raises ConfigError."""
-    with pytest.raises(ConfigError, match=r"channels\[0\]\.transforms\[0\]\.map\.table: no table named 'nope'"):
+    with pytest.raises(
+        ConfigError, match=r"channels\[0\]\.transforms\[0\]\.map\.table: no table named 'nope'"
+    ):
         build({"map": {"field": "PV1-3.1", "table": "nope"}})
 
 
@@ -258,18 +293,29 @@ def test_a_table_missing_at_build_time_is_a_config_error():
 def test_replace_substitutes_every_match(adt):
     """replace collapses every run of spaces and can use groups in with."""
     adt.set("PID-5.1.1", "  van   der  Berg ")
-    result = run(adt, {"replace": {"field": "PID-5.1.1", "pattern": r"\s+", "with": " "}}, {"replace": {"field": "PID-5.2", "pattern": "^(A)(DAM)$", "with": r"\2\1"}})
+    result = run(
+        adt,
+        {"replace": {"field": "PID-5.1.1", "pattern": r"\s+", "with": " "}},
+        {"replace": {"field": "PID-5.2", "pattern": "^(A)(DAM)$", "with": r"\2\1"}},
+    )
     assert (result.get("PID-5.1.1"), result.get("PID-5.2")) == (" van der Berg ", "DAMA")
 
 
 def test_a_transform_that_changes_nothing_leaves_the_text_alone(adt):
     """replace without a match and trim of a trimmed value keep escapes exactly as they were."""
     before = adt.to_text()
-    result = run(adt, {"replace": {"field": "PV1-14", "pattern": "zzz", "with": "y"}}, {"trim": {"field": "PV1-14"}}, {"case": {"field": "PID-8", "to": "upper"}})
+    result = run(
+        adt,
+        {"replace": {"field": "PV1-14", "pattern": "zzz", "with": "y"}},
+        {"trim": {"field": "PV1-14"}},
+        {"case": {"field": "PID-8", "to": "upper"}},
+    )
     assert result.to_text() == before
 
 
-@pytest.mark.parametrize(("to", "expected"), [("upper", "ANN ARBOR "), ("lower", "ann arbor "), ("title", "Ann Arbor ")])
+@pytest.mark.parametrize(
+    ("to", "expected"), [("upper", "ANN ARBOR "), ("lower", "ann arbor "), ("title", "Ann Arbor ")]
+)
 def test_case(adt, to, expected):
     """case: upper, lower and title of PID-11.3 'Ann Arbor '."""
     assert run(adt, {"case": {"field": "PID-11.3", "to": to}}).get("PID-11.3") == expected
@@ -298,7 +344,11 @@ def test_case_of_an_escaped_value_keeps_the_escape(adt):
         ("20210817151943.4+0200", {"from": "hl7", "to": "hl7"}, "20210817151943.4+0200"),
         ("08/18/1988", {"from": "%m/%d/%Y", "to": "hl7"}, "19880818"),
         ("1988-08-18 11:26", {"from": "%Y-%m-%d %H:%M", "to": "hl7"}, "198808181126"),
-        ("1988-08-18T11:26:05.123456+0130", {"from": "%Y-%m-%dT%H:%M:%S.%f%z", "to": "hl7"}, "19880818112605.1234+0130"),
+        (
+            "1988-08-18T11:26:05.123456+0130",
+            {"from": "%Y-%m-%dT%H:%M:%S.%f%z", "to": "hl7"},
+            "19880818112605.1234+0130",
+        ),
         ("18.08.88", {"from": "%d.%m.%y", "to": "%Y%m%d"}, "19880818"),
         ("19880818", {"from": "hl7", "to": "%Y%m%d%z"}, "19880818"),
     ],
@@ -336,7 +386,18 @@ def test_date_leaves_empty_and_null_values(adt):
 
 
 @pytest.mark.parametrize(
-    "text", ["2024", "202402", "20240229", "2024022913", "202402291305", "20240229130559", "20240229130559.1", "20240229130559.1234-0330", "1999+0000"]
+    "text",
+    [
+        "2024",
+        "202402",
+        "20240229",
+        "2024022913",
+        "202402291305",
+        "20240229130559",
+        "20240229130559.1",
+        "20240229130559.1234-0330",
+        "1999+0000",
+    ],
 )
 def test_dtm_round_trips(text):
     """parse_dtm then format_dtm gives the text back at every precision."""
@@ -345,7 +406,22 @@ def test_dtm_round_trips(text):
     assert format_dtm(moment) == text
 
 
-@pytest.mark.parametrize("text", ["", "199", "19990", "19991301", "20230229", "2024022924", "20240229130559.12345", "1999+2400", "1999 ", "19990101T10", "١٩٩٩"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "199",
+        "19990",
+        "19991301",
+        "20230229",
+        "2024022924",
+        "20240229130559.12345",
+        "1999+2400",
+        "1999 ",
+        "19990101T10",
+        "١٩٩٩",
+    ],
+)
 def test_dtm_rejects_what_is_not_a_date_time(text):
     """parse_dtm answers None for wrong lengths, impossible dates and offsets, and other formats."""
     assert parse_dtm(text) is None
@@ -405,7 +481,14 @@ def test_add_segment_with_a_subcomponent_the_message_cannot_hold_is_an_error():
 
 def test_remove_segment_every_occurrence_or_one(oru):
     """remove_segment removes every OBX, or only the third."""
-    assert [s.name for s in run(oru, {"remove_segment": {"segment": "OBX"}}).segments] == ["MSH", "PID", "OBR", "SPM", "OBR", "SPM"]
+    assert [s.name for s in run(oru, {"remove_segment": {"segment": "OBX"}}).segments] == [
+        "MSH",
+        "PID",
+        "OBR",
+        "SPM",
+        "OBR",
+        "SPM",
+    ]
     result = run(Message.parse(oru.to_text()), {"remove_segment": {"segment": "OBX", "occurrence": 3}})
     assert [s.field(1) for s in result.segments_named("OBX")] == ["1", "2", "4", "5", "1", "2", "3", "4", "5"]
 
@@ -473,7 +556,10 @@ def test_split_and_join_in_a_message_with_other_delimiters(odd):
 
 def test_split_and_join_of_an_absent_field_change_nothing(oru):
     """No segment or no repetitions: the same Message comes back."""
-    for spec in ({"split": {"field": "ZPI-1", "separator": ";"}}, {"join": {"field": "PID-19", "separator": ";"}}):
+    for spec in (
+        {"split": {"field": "ZPI-1", "separator": ";"}},
+        {"join": {"field": "PID-19", "separator": ";"}},
+    ):
         (transform,) = build(spec)
         assert transform.apply(oru) is oru
 
@@ -495,7 +581,10 @@ def test_python_function_may_return_a_new_message(adt):
 
 def test_python_target_may_be_an_attribute_path(adt):
     """module:Class.method resolves attribute by attribute."""
-    assert run(adt, {"python": "tests.transforms.hatch:Namespace.upper_name"}).get("PID-5.1") == "EVERYMAN&&&&ANISTON"
+    assert (
+        run(adt, {"python": "tests.transforms.hatch:Namespace.upper_name"}).get("PID-5.1")
+        == "EVERYMAN&&&&ANISTON"
+    )
 
 
 def test_python_exception_becomes_a_transform_error(adt):
@@ -514,20 +603,31 @@ def test_python_transform_error_keeps_its_reason(adt):
 
 def test_python_must_return_a_message(adt):
     """A function that returns None is a TransformError."""
-    assert failure(adt, {"python": "tests.transforms.hatch:forget_to_return"}).endswith("returned NoneType, not a Message")
+    assert failure(adt, {"python": "tests.transforms.hatch:forget_to_return"}).endswith(
+        "returned NoneType, not a Message"
+    )
 
 
 @pytest.mark.parametrize(
     ("target", "problem"),
     [
-        ("tests.transforms.nowhere:f", "cannot import tests.transforms.nowhere: ModuleNotFoundError: No module named 'tests.transforms.nowhere'"),
+        (
+            "tests.transforms.nowhere:f",
+            "cannot import tests.transforms.nowhere: ModuleNotFoundError: No module named 'tests.transforms.nowhere'",
+        ),
         ("tests.transforms.hatch:missing", "tests.transforms.hatch has no missing"),
-        ("tests.transforms.hatch:NOT_A_FUNCTION", "tests.transforms.hatch:NOT_A_FUNCTION is not callable (it is a str)"),
+        (
+            "tests.transforms.hatch:NOT_A_FUNCTION",
+            "tests.transforms.hatch:NOT_A_FUNCTION is not callable (it is a str)",
+        ),
     ],
 )
 def test_python_target_problems_are_reported_at_their_path(target, problem):
     """check_transforms reports a target that does not import or is not callable at (..., i, 'python')."""
-    specs = [TransformSpec.model_validate({"trim": {"field": "PID-5"}}), TransformSpec.model_validate({"python": target})]
+    specs = [
+        TransformSpec.model_validate({"trim": {"field": "PID-5"}}),
+        TransformSpec.model_validate({"python": target}),
+    ]
     assert check_transforms(specs, path_loc=("channels", 0, "transforms"), table_names=set()) == [
         (("channels", 0, "transforms", 1, "python"), problem)
     ]
@@ -537,15 +637,23 @@ def test_python_target_problems_are_reported_at_their_path(target, problem):
 
 def test_check_transforms_reports_unknown_tables():
     """A map naming a table that is not defined is reported at its table key, with the known names."""
-    specs = [TransformSpec.model_validate({"map": {"field": "PV1-3.1", "table": name}}) for name in ("locations", "payer")]
-    assert check_transforms(specs, path_loc=("channels", 2, "transforms"), table_names={"locations", "payers"}) == [
+    specs = [
+        TransformSpec.model_validate({"map": {"field": "PV1-3.1", "table": name}})
+        for name in ("locations", "payer")
+    ]
+    assert check_transforms(
+        specs, path_loc=("channels", 2, "transforms"), table_names={"locations", "payers"}
+    ) == [
         (("channels", 2, "transforms", 1, "map", "table"), "no table named 'payer'; known: locations, payers")
     ]
 
 
 def test_transforms_are_named_by_their_yaml_path():
     """build_transforms names each transform path[i]."""
-    assert [t.name for t in build({"trim": {"field": "PID-5.1"}}, {"set_version": "2.5"})] == [f"{PATH}[0]", f"{PATH}[1]"]
+    assert [t.name for t in build({"trim": {"field": "PID-5.1"}}, {"set_version": "2.5"})] == [
+        f"{PATH}[0]",
+        f"{PATH}[1]",
+    ]
 
 
 # --- robustness -----------------------------------------------------------------------------------

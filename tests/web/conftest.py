@@ -6,7 +6,7 @@ import base64
 import http.client
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -48,7 +48,9 @@ class Response:
         return json.loads(self.body)
 
 
-def fetch(url: str, method: str = "GET", *, headers: dict[str, str] | None = None, body: bytes | None = None) -> Response:
+def fetch(
+    url: str, method: str = "GET", *, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> Response:
     """One blocking HTTP request (run it with tests.fakes.harness.in_thread: the reactor serves it)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
@@ -68,7 +70,7 @@ def new_message(n: int, **columns) -> NewMessage:
     """A stored-looking ADT^A04 with control id CTRL<n>."""
     values = dict(
         raw=RAW.replace(b"{n}", str(n).encode()),
-        received_at=datetime(2026, 1, 1, 12, n % 60, tzinfo=timezone.utc),
+        received_at=datetime(2026, 1, 1, 12, n % 60, tzinfo=UTC),
         listener="main",
         peer="127.0.0.1:40000",
         status=Status.TRANSFORMED,
@@ -108,10 +110,20 @@ def start_web(store):
     """Starts a WebService on an ephemeral loopback port: ``start_web(users=..., extra_resources=...)``; stopped after the test."""
     services: list[WebService] = []
 
-    def start(*, users: dict[str, str] | None = None, extra_resources=None, session_minutes: int = 30) -> RunningWeb:
-        settings = EngineSettings(http=HttpSettings(endpoint="tcp:0:interface=127.0.0.1", users=USERS if users is None else users, session_minutes=session_minutes))
+    def start(
+        *, users: dict[str, str] | None = None, extra_resources=None, session_minutes: int = 30
+    ) -> RunningWeb:
+        settings = EngineSettings(
+            http=HttpSettings(
+                endpoint="tcp:0:interface=127.0.0.1",
+                users=USERS if users is None else users,
+                session_minutes=session_minutes,
+            )
+        )
         metrics = Metrics()
-        service = WebService(settings, store, reactor=reactor, metrics=metrics, extra_resources=extra_resources)
+        service = WebService(
+            settings, store, reactor=reactor, metrics=metrics, extra_resources=extra_resources
+        )
         service.startService()
         services.append(service)
         return RunningWeb(service, store, metrics)

@@ -50,7 +50,11 @@ async def get(url: str) -> tuple[int, bytes, bytes]:
 @pytest_twisted.ensureDeferred
 async def test_search_by_identifier_name_and_birthdate(site_url):
     """identifier=AUTHORITY|VALUE, a bare value, and name+birthdate all find patient 1 (JSON)."""
-    for query in ("identifier=STMARY_EMR%7CMRN-556677", "identifier=L-9981", "name=garc&birthdate=1980-05-17"):
+    for query in (
+        "identifier=STMARY_EMR%7CMRN-556677",
+        "identifier=L-9981",
+        "name=garc&birthdate=1980-05-17",
+    ):
         code, content_type, body = await get(f"{site_url}/api/patients?{query}")
         assert (code, content_type) == (200, b"application/json; charset=utf-8")
         assert [patient["id"] for patient in json.loads(body)["patients"]] == [1]
@@ -61,7 +65,9 @@ async def test_search_by_identifier_name_and_birthdate(site_url):
 @pytest_twisted.ensureDeferred
 async def test_search_refuses_what_it_cannot_use(site_url):
     """No criterion, an unknown parameter or a malformed birth date is a 400 with the reason."""
-    answers = [await get(f"{site_url}/api/patients{query}") for query in ("", "?ssn=1", "?birthdate=17/05/1980")]
+    answers = [
+        await get(f"{site_url}/api/patients{query}") for query in ("", "?ssn=1", "?birthdate=17/05/1980")
+    ]
     assert [(code, json.loads(body)["error"]) for code, _, body in answers] == [
         (400, "give at least one of identifier, name, birthdate"),
         (400, "unknown parameter 'ssn'; known: identifier, name, birthdate, limit"),
@@ -75,7 +81,12 @@ async def test_show_patient(site_url):
     code, _, body = await get(f"{site_url}/api/patients/1")
     patient = json.loads(body)
     assert code == 200
-    assert (patient["id"], len(patient["visits"]), len(patient["orders"]), len(patient["transactions"])) == (1, 3, 2, 3)
+    assert (patient["id"], len(patient["visits"]), len(patient["orders"]), len(patient["transactions"])) == (
+        1,
+        3,
+        2,
+        3,
+    )
     code, _, body = await get(f"{site_url}/api/patients/99")
     assert (code, json.loads(body)) == (404, {"error": "there is no patient 99"})
 
@@ -90,7 +101,11 @@ async def test_fhir_everything(site_url):
     assert bundle["entry"][0]["fullUrl"] == f"{site_url}/fhir/Patient/1"
     assert len(bundle["entry"]) == 25
     code, content_type, body = await get(f"{site_url}/fhir/Patient/99/$everything")
-    assert (code, content_type, json.loads(body)["resourceType"]) == (404, b"application/fhir+json; charset=utf-8", "OperationOutcome")
+    assert (code, content_type, json.loads(body)["resourceType"]) == (
+        404,
+        b"application/fhir+json; charset=utf-8",
+        "OperationOutcome",
+    )
 
 
 def test_resources_for_the_gate():

@@ -14,10 +14,21 @@ from tests.fakes.harness import in_thread
 from tests.web.conftest import PASSWORD, new_message
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ON_CI = bool(os.environ.get("CI"))
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not ON_CI, reason=f"{CHROMIUM} is not installed (apt-get install chromium); under CI this test always runs")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not ON_CI,
+    reason=f"{CHROMIUM} is not installed (apt-get install chromium); under CI this test always runs",
+)
 
 
 def _playwright():
@@ -26,7 +37,9 @@ def _playwright():
     except ImportError:
         if ON_CI:
             raise
-        pytest.skip("playwright is not installed (pip install playwright; never `playwright install`: the test uses /usr/bin/chromium)")
+        pytest.skip(
+            "playwright is not installed (pip install playwright; never `playwright install`: the test uses /usr/bin/chromium)"
+        )
     return sync_api
 
 
@@ -42,8 +55,22 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
             page = browser.new_page()
             page.set_default_timeout(15_000)
             page.on("pageerror", lambda error: seen["problems"].append(f"page error: {error}"))
-            page.on("console", lambda message: seen["problems"].append(f"console {message.type}: {message.text}") if message.type == "error" and "401" not in message.text else None)
-            page.on("response", lambda response: seen["problems"].append(f"{response.status} {response.url}") if response.status >= 400 and response.status != 401 else None)
+            page.on(
+                "console",
+                lambda message: (
+                    seen["problems"].append(f"console {message.type}: {message.text}")
+                    if message.type == "error" and "401" not in message.text
+                    else None
+                ),
+            )
+            page.on(
+                "response",
+                lambda response: (
+                    seen["problems"].append(f"{response.status} {response.url}")
+                    if response.status >= 400 and response.status != 401
+                    else None
+                ),
+            )
             page.goto(url)
 
             page.wait_for_selector("#login-view", state="visible")
@@ -80,7 +107,15 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
 def test_console_login_search_and_view_in_a_real_browser(start_web, store):
     """Logged in through the console, an operator finds a message by control id and reads its raw text; the view is audited."""
     sync_api = _playwright()
-    ids = yield store.add([new_message(n) for n in range(1, 6)] + [new_message(42, raw=b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\rPID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN\r")])
+    ids = yield store.add(
+        [new_message(n) for n in range(1, 6)]
+        + [
+            new_message(
+                42,
+                raw=b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\rPID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN\r",
+            )
+        ]
+    )
     wanted = ids[-1]
     web = start_web()
 
@@ -93,11 +128,18 @@ def test_console_login_search_and_view_in_a_real_browser(start_web, store):
     assert len(seen["rows"]) == 1 and "CTRL42" in seen["rows"][0]
     assert seen["detail_id"] == str(wanted)
     # Segments on their own lines, markup shown as text, not interpreted.
-    assert seen["raw"] == "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\nPID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN"
+    assert (
+        seen["raw"]
+        == "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\nPID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN"
+    )
     assert seen["ack"].startswith("MSH|^~\\&|HUB|TEST|PMS|CLINIC")
 
     with store.repository.engine.connect() as connection:
-        rows = connection.execute(sa.select(audit_log.c.user, audit_log.c.action, audit_log.c.message_id, audit_log.c.remote).order_by(audit_log.c.id)).all()
+        rows = connection.execute(
+            sa.select(
+                audit_log.c.user, audit_log.c.action, audit_log.c.message_id, audit_log.c.remote
+            ).order_by(audit_log.c.id)
+        ).all()
     assert [tuple(row) for row in rows] == [
         ("alice", "login_failed", None, "127.0.0.1"),
         ("alice", "login", None, "127.0.0.1"),

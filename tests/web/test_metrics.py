@@ -52,7 +52,9 @@ def test_channel_and_connection_events():
     factory_observer("bytes_discarded", 12)
     factory_observer("frame_too_long", 1)
     assert value(metrics, "hl7engine_messages_processed_total", channel="adt", status="QUEUED") == 1
-    assert value(metrics, "hl7engine_deliveries_total", channel="adt", destination="emr", outcome="RETRY") == 1
+    assert (
+        value(metrics, "hl7engine_deliveries_total", channel="adt", destination="emr", outcome="RETRY") == 1
+    )
     assert value(metrics, "hl7engine_deliveries_total", channel="adt", destination="emr", outcome="SENT") == 1
     assert value(metrics, "hl7engine_mllp_connections_open", listener="pms") == 1
     assert value(metrics, "hl7engine_mllp_connections_total", listener="pms") == 2
@@ -157,7 +159,11 @@ def _talk(port: int) -> list[str]:
     """Two ADTs, an ORU no channel takes, stray bytes and an oversized frame, over two connections."""
     with MLLPClient("127.0.0.1", port, timeout=20) as client:
         codes = [parse_reply(client.request(ADT.format(cid=cid).encode())).code for cid in ("M1", "M2")]
-        codes.append(parse_reply(client.request(ADT.format(cid="M3").replace("ADT^A04^ADT_A01", "ORU^R01").encode())).code)
+        codes.append(
+            parse_reply(
+                client.request(ADT.format(cid="M3").replace("ADT^A04^ADT_A01", "ORU^R01").encode())
+            ).code
+        )
         client.sock.sendall(b"stray")
         codes.append(parse_reply(client.request(ADT.format(cid="M4").encode())).code)
     with MLLPClient("127.0.0.1", port, timeout=20) as client:
@@ -179,7 +185,13 @@ def test_metrics_move_when_messages_arrive_over_mllp(tmp_path):
         while True:
             response = yield in_thread(fetch, url)
             samples = _samples(response.body.decode())
-            delivered = samples.get(("hl7engine_deliveries_total", (("channel", "adt-files"), ("destination", "archive"), ("outcome", "SENT"))), 0)
+            delivered = samples.get(
+                (
+                    "hl7engine_deliveries_total",
+                    (("channel", "adt-files"), ("destination", "archive"), ("outcome", "SENT")),
+                ),
+                0,
+            )
             closed = samples.get(("hl7engine_mllp_connections_open", (("listener", "main"),))) == 0
             if (delivered == 3 and closed) or time.monotonic() > deadline:
                 break
@@ -191,9 +203,14 @@ def test_metrics_move_when_messages_arrive_over_mllp(tmp_path):
         assert samples[("hl7engine_messages_rejected_total", (("ack_code", "AR"), *main))] == 2
         assert samples[("hl7engine_mllp_connections_total", main)] == 2
         assert samples[("hl7engine_mllp_connections_open", main)] == 0
-        assert samples[("hl7engine_mllp_bytes_discarded_total", main)] >= len(b"stray")  # and what followed the oversized frame's limit
+        assert samples[("hl7engine_mllp_bytes_discarded_total", main)] >= len(
+            b"stray"
+        )  # and what followed the oversized frame's limit
         assert samples[("hl7engine_mllp_frames_too_long_total", main)] == 1
-        assert samples[("hl7engine_messages_processed_total", (("channel", "adt-files"), ("status", "QUEUED")))] == 3
+        assert (
+            samples[("hl7engine_messages_processed_total", (("channel", "adt-files"), ("status", "QUEUED")))]
+            == 3
+        )
         assert delivered == 3
         assert b"DOE" not in response.body and b"M1" not in response.body  # counts and names, never content
     finally:

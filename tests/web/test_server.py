@@ -50,11 +50,28 @@ def logged(events: list[dict]) -> str:
 
 def audit_rows(store) -> list[tuple]:
     with store.repository.engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(sa.select(audit_log.c.user, audit_log.c.action, audit_log.c.message_id, audit_log.c.remote, audit_log.c.detail).order_by(audit_log.c.id))]
+        return [
+            tuple(row)
+            for row in connection.execute(
+                sa.select(
+                    audit_log.c.user,
+                    audit_log.c.action,
+                    audit_log.c.message_id,
+                    audit_log.c.remote,
+                    audit_log.c.detail,
+                ).order_by(audit_log.c.id)
+            )
+        ]
 
 
 def login(web, user: str = "alice", password: str = PASSWORD):
-    return in_thread(fetch, f"{web.url}/login", "POST", headers={**BROWSER, **FORM}, body=urlencode({"user": user, "password": password}).encode())
+    return in_thread(
+        fetch,
+        f"{web.url}/login",
+        "POST",
+        headers={**BROWSER, **FORM},
+        body=urlencode({"user": user, "password": password}).encode(),
+    )
 
 
 def session_cookie(response) -> dict[str, str]:
@@ -85,7 +102,15 @@ def test_api_refuses_requests_without_credentials(start_web):
     browser = yield in_thread(fetch, f"{web.url}/api/messages", headers=BROWSER)
     assert browser.status == 401
     assert browser.header("www-authenticate") is None
-    for path in ("/api", "/api/audit", "/api/messages/1", "/api/messages/1/raw", "/api/queues", "/api/session", "/api/nothing"):
+    for path in (
+        "/api",
+        "/api/audit",
+        "/api/messages/1",
+        "/api/messages/1/raw",
+        "/api/queues",
+        "/api/session",
+        "/api/nothing",
+    ):
         refused = yield in_thread(fetch, web.url + path)
         assert refused.status == 401, path
 
@@ -98,9 +123,16 @@ def test_basic_credentials_open_the_search(start_web, store):
     found = yield in_thread(fetch, f"{web.url}/api/messages", headers=basic())
     assert found.status == 200
     assert found.header("cache-control") == "no-store"
-    assert [(m["id"], m["control_id"], m["type"]) for m in found.json()] == [(2, "CTRL2", "ORU^R01"), (1, "CTRL1", "ADT^A04")]
+    assert [(m["id"], m["control_id"], m["type"]) for m in found.json()] == [
+        (2, "CTRL2", "ORU^R01"),
+        (1, "CTRL1", "ADT^A04"),
+    ]
     assert all("raw" not in m and "ack" not in m for m in found.json())
-    filtered = yield in_thread(fetch, f"{web.url}/api/messages?type=ADT&sender=PMS/CLINIC&status=transformed&since=2026-01-01T00:00:00Z&limit=10", headers=basic())
+    filtered = yield in_thread(
+        fetch,
+        f"{web.url}/api/messages?type=ADT&sender=PMS/CLINIC&status=transformed&since=2026-01-01T00:00:00Z&limit=10",
+        headers=basic(),
+    )
     assert [m["id"] for m in filtered.json()] == [1]
     paged = yield in_thread(fetch, f"{web.url}/api/messages?before_id=2", headers=basic())
     assert [m["id"] for m in paged.json()] == [1]
@@ -111,7 +143,14 @@ def test_basic_credentials_open_the_search(start_web, store):
 def test_bad_search_parameters_are_400_with_the_reason(start_web):
     """A parameter the API cannot use is refused with a JSON 400 that names it."""
     web = start_web()
-    for query, word in (("colour=red", "colour"), ("limit=0", "limit"), ("limit=501", "limit"), ("before_id=x", "before_id"), ("since=yesterday", "since"), ("type=ADT&type=ORU", "type")):
+    for query, word in (
+        ("colour=red", "colour"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("before_id=x", "before_id"),
+        ("since=yesterday", "since"),
+        ("type=ADT&type=ORU", "type"),
+    ):
         response = yield in_thread(fetch, f"{web.url}/api/messages?{query}", headers=basic())
         assert response.status == 400, query
         assert word in response.json()["error"]
@@ -142,7 +181,13 @@ def test_login_sets_a_strict_http_only_session_cookie(start_web, store):
 def test_login_needs_the_browser_header(start_web):
     """A login without X-Requested-With (a cross-site form) is refused before any password is checked."""
     web = start_web()
-    response = yield in_thread(fetch, f"{web.url}/login", "POST", headers=FORM, body=urlencode({"user": "alice", "password": PASSWORD}).encode())
+    response = yield in_thread(
+        fetch,
+        f"{web.url}/login",
+        "POST",
+        headers=FORM,
+        body=urlencode({"user": "alice", "password": PASSWORD}).encode(),
+    )
     assert response.status == 403
     assert response.header("set-cookie") is None
 
@@ -183,9 +228,16 @@ def test_viewing_a_message_writes_one_audit_row_per_view(start_web, store):
     assert raw.header("content-disposition") == f'attachment; filename="message-{message_id}.hl7"'
     again = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}", headers=basic())
     assert again.status == 200
-    assert audit_rows(store) == [("alice", "view", message_id, "127.0.0.1", ""), ("alice", "raw", message_id, "127.0.0.1", ""), ("alice", "view", message_id, "127.0.0.1", "")]
+    assert audit_rows(store) == [
+        ("alice", "view", message_id, "127.0.0.1", ""),
+        ("alice", "raw", message_id, "127.0.0.1", ""),
+        ("alice", "view", message_id, "127.0.0.1", ""),
+    ]
     trail = yield in_thread(fetch, f"{web.url}/api/audit?limit=2", headers=basic())
-    assert [(e["action"], e["user"], e["message_id"]) for e in trail.json()] == [("view", "alice", message_id), ("raw", "alice", message_id)]
+    assert [(e["action"], e["user"], e["message_id"]) for e in trail.json()] == [
+        ("view", "alice", message_id),
+        ("raw", "alice", message_id),
+    ]
     missing = yield in_thread(fetch, f"{web.url}/api/messages/999", headers=basic())
     assert missing.status == 404
     assert len(audit_rows(store)) == 3
@@ -208,18 +260,30 @@ def test_resend_and_reprocess_are_audited_and_guarded(start_web, store):
     """Resend and reprocess are POSTs, audited with the user; a session POST needs the browser header, another site may not POST."""
     [message_id] = yield store.add([new_message(5)])
     web = start_web()
-    resent = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/resend?destination=emr", "POST", headers=basic())
+    resent = yield in_thread(
+        fetch, f"{web.url}/api/messages/{message_id}/resend?destination=emr", "POST", headers=basic()
+    )
     assert resent.json() == {"message_id": message_id, "deliveries": []}
     again = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/reprocess", "POST", headers=basic())
     assert again.json() == {"message_id": message_id, "reprocessed": True}
     stored = yield store.get(message_id)
     assert stored.status == Status.RECEIVED
-    assert [row[1:3] + row[4:] for row in audit_rows(store)] == [("resend", message_id, "destination=emr"), ("reprocess", message_id, "")]
+    assert [row[1:3] + row[4:] for row in audit_rows(store)] == [
+        ("resend", message_id, "destination=emr"),
+        ("reprocess", message_id, ""),
+    ]
 
     cookie = session_cookie((yield login(web)))
-    no_header = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/reprocess", "POST", headers=cookie)
+    no_header = yield in_thread(
+        fetch, f"{web.url}/api/messages/{message_id}/reprocess", "POST", headers=cookie
+    )
     assert no_header.status == 403
-    cross_site = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/reprocess", "POST", headers={**basic(), "Origin": "https://evil.example"})
+    cross_site = yield in_thread(
+        fetch,
+        f"{web.url}/api/messages/{message_id}/reprocess",
+        "POST",
+        headers={**basic(), "Origin": "https://evil.example"},
+    )
     assert cross_site.status == 403
     read_only = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/resend", headers=basic())
     assert read_only.status == 405
@@ -270,10 +334,19 @@ def test_nothing_can_be_mounted_over_public_or_taken_names(store):
     from engine.web.auth import Auditor, Authenticator
     from engine.web.metrics import Metrics
 
-    authenticator = Authenticator({"alice": hash_password("x", iterations=1)}, Sessions(60, clock=lambda: 0.0), reactor=task.Clock())
+    authenticator = Authenticator(
+        {"alice": hash_password("x", iterations=1)}, Sessions(60, clock=lambda: 0.0), reactor=task.Clock()
+    )
     for path in ("health", "console/x", "api/messages", "api", "a//b"):
         with pytest.raises(ValueError):
-            build_root(store=store, metrics=Metrics(), authenticator=authenticator, auditor=Auditor(store), default_charset="utf-8", extra_resources={path: _Hello()})
+            build_root(
+                store=store,
+                metrics=Metrics(),
+                authenticator=authenticator,
+                auditor=Auditor(store),
+                default_charset="utf-8",
+                extra_resources={path: _Hello()},
+            )
 
 
 @pytest_twisted.inlineCallbacks
@@ -302,13 +375,16 @@ def test_password_hashes_round_trip():
 
 def test_config_refuses_a_plain_password(tmp_path):
     """engine.http.users must hold hashes: a plain password is reported at its YAML path."""
-    rest = 'listeners: []\nchannels: []\n'
+    rest = "listeners: []\nchannels: []\n"
     text = 'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "s3cret"\n' + rest
     with pytest.raises(ConfigError) as raised:
         parse_config(text, base_dir=tmp_path)
     assert "engine.http.users.alice" in str(raised.value) and "hl7engine hash-password" in str(raised.value)
     hashed = hash_password("s3cret", iterations=1000)
-    config = parse_config(f'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "{hashed}"\n' + rest, base_dir=tmp_path)
+    config = parse_config(
+        f'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "{hashed}"\n' + rest,
+        base_dir=tmp_path,
+    )
     assert (config.engine.http.users, config.engine.http.session_minutes) == ({"alice": hashed}, 30)
 
 
@@ -348,7 +424,9 @@ def test_audit_migration_matches_the_table(any_url):
     engine = create_engine_for(any_url)
     upgrade(engine)
     with engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), metadata)
+        differences = compare_metadata(
+            MigrationContext.configure(connection, opts={"compare_type": True}), metadata
+        )
     engine.dispose()
     about_audit = [d for d in differences if "audit_log" in repr(d)]
     assert about_audit == []
@@ -360,7 +438,10 @@ def test_audit_repository_pages_newest_first(any_url):
     engine = create_engine_for(any_url)
     upgrade(engine)
     audit = AuditRepository(engine)
-    ids = [audit.record(user=user, action="view", remote="127.0.0.1", message_id=n) for n, user in enumerate(["alice", "bob", "alice"], start=1)]
+    ids = [
+        audit.record(user=user, action="view", remote="127.0.0.1", message_id=n)
+        for n, user in enumerate(["alice", "bob", "alice"], start=1)
+    ]
     assert [e.id for e in audit.recent()] == ids[::-1]
     assert [e.id for e in audit.recent(1, before_id=ids[2])] == [ids[1]]
     assert [e.message_id for e in audit.recent(user="alice")] == [3, 1]

@@ -24,7 +24,9 @@ __all__ = [
 ]
 
 
-def build_destination(name: str, settings: MllpSettings | FileSettings | HttpDestinationSettings, *, reactor) -> Destination:
+def build_destination(
+    name: str, settings: MllpSettings | FileSettings | HttpDestinationSettings, *, reactor
+) -> Destination:
     """The destination the settings' type describes (subclasses of the settings models included)."""
     if isinstance(settings, MllpSettings):
         return MLLPDestination(name, settings, reactor=reactor)

@@ -71,10 +71,20 @@ class FileDestination:
         try:
             filename = self._filename(deliveries[0], now)
         except ValueError as exc:
-            return defer.succeed([DeliveryResult(Outcome.ERROR, reason=f"no usable file name: {exc}")] * len(deliveries))
+            return defer.succeed(
+                [DeliveryResult(Outcome.ERROR, reason=f"no usable file name: {exc}")] * len(deliveries)
+            )
         content = self._content(deliveries, now)
         pool = self._reactor.getThreadPool()
-        writing = deferToThreadPool(self._reactor, pool, _write_file, self.settings.directory, filename, content, self.settings.on_exists)
+        writing = deferToThreadPool(
+            self._reactor,
+            pool,
+            _write_file,
+            self.settings.directory,
+            filename,
+            content,
+            self.settings.on_exists,
+        )
         writing.addErrback(unexpected_failure, self.name)
         self._writing.add(writing)
 

@@ -124,7 +124,9 @@ class HTTPDestination:
         headers["Content-Type"] = [f"{settings.content_type}; charset={settings.charset}"]
         if settings.basic_auth is not None:
             credentials = f"{settings.basic_auth.username}:{settings.basic_auth.password.get_secret_value()}"
-            headers["Authorization"] = ["Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")]
+            headers["Authorization"] = [
+                "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+            ]
         self._headers = headers
 
     def start(self) -> None:
@@ -141,7 +143,9 @@ class HTTPDestination:
     @defer.inlineCallbacks
     def _post(self, delivery: Delivery):
         settings = self.settings
-        headers = Headers({**self._headers, "Date": [datetimeToString(self._reactor.seconds()).decode("ascii")]})
+        headers = Headers(
+            {**self._headers, "Date": [datetimeToString(self._reactor.seconds()).decode("ascii")]}
+        )
         request = self._agent.request(b"POST", self._url, headers, _Body(delivery.payload))
         request.addCallback(self._read)
         timed_out = []
@@ -155,10 +159,14 @@ class HTTPDestination:
             response, body = yield request
         except _ReplyTooLong:
             result = decide(settings.ack_policy, None, sent_control_id=delivery.control_id)
-            return DeliveryResult(result.outcome, reason=f"the response was longer than {settings.max_reply_bytes} bytes")
+            return DeliveryResult(
+                result.outcome, reason=f"the response was longer than {settings.max_reply_bytes} bytes"
+            )
         except _REQUEST_FAILURES as exc:
             if timed_out:
-                return DeliveryResult(Outcome.RETRY, reason=f"no response within {settings.timeout_seconds:g}s")
+                return DeliveryResult(
+                    Outcome.RETRY, reason=f"no response within {settings.timeout_seconds:g}s"
+                )
             return DeliveryResult(Outcome.RETRY, reason=f"POST to {settings.url} failed: {_describe(exc)}")
         finally:
             if timer.active():
@@ -168,7 +176,9 @@ class HTTPDestination:
             return decide(settings.ack_policy, body, sent_control_id=delivery.control_id)
         phrase = response.phrase.decode("latin-1", errors="replace")
         outcome = Outcome.RETRY if status >= 500 or status in _RETRYABLE_STATUSES else Outcome.ERROR
-        return DeliveryResult(outcome, response=body or None, response_code=str(status), reason=f"HTTP {status} {phrase}")
+        return DeliveryResult(
+            outcome, response=body or None, response_code=str(status), reason=f"HTTP {status} {phrase}"
+        )
 
     def _read(self, response) -> defer.Deferred:
         """Fires with (response, body), the body capped at max_reply_bytes."""

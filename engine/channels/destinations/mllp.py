@@ -120,7 +120,9 @@ class _Connection:
 
 def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
     """The client TLS settings: trusted CAs, our certificate for mutual TLS, hostname check; TLS 1.2 at least."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None)
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None
+    )
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.cert_file is not None and tls.key_file is not None:
         context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
@@ -157,7 +159,13 @@ class MLLPDestination:
     def send(self, delivery: Delivery) -> defer.Deferred:
         """Fires with a DeliveryResult once this message (after those queued before it) is answered."""
         sent = self.send_in_order([delivery], stop_at_failure=False)
-        return sent.addCallback(lambda results: results[0] if results else DeliveryResult(Outcome.RETRY, reason="the destination stopped before sending"))
+        return sent.addCallback(
+            lambda results: (
+                results[0]
+                if results
+                else DeliveryResult(Outcome.RETRY, reason="the destination stopped before sending")
+            )
+        )
 
     def send_in_order(self, deliveries: Sequence[Delivery], *, stop_at_failure: bool) -> defer.Deferred:
         """Send the deliveries one after another, each after the previous ACK; fires with the results of those attempted.
@@ -191,7 +199,9 @@ class _Sender:
         self._tls = tls
         self._reactor = reactor
         self._where = f"{name} ({settings.host}:{settings.port})"
-        self._runs: collections.deque[_Run | defer.Deferred] = collections.deque()  # a Deferred: end, and fire it once closed
+        self._runs: collections.deque[_Run | defer.Deferred] = (
+            collections.deque()
+        )  # a Deferred: end, and fire it once closed
         self._wakeup = threading.Condition()
         self._closing = False  # once set, no attempt starts
         self._connection: _Connection | None = None
@@ -251,23 +261,32 @@ class _Sender:
         try:
             connection = self._connected()
         except TimeoutError:
-            return DeliveryResult(Outcome.RETRY, reason=f"no connection to {where} within {settings.connect_timeout_seconds:g}s")
+            return DeliveryResult(
+                Outcome.RETRY, reason=f"no connection to {where} within {settings.connect_timeout_seconds:g}s"
+            )
         except OSError as exc:  # refused, unknown host, TLS handshake refused
             return DeliveryResult(Outcome.RETRY, reason=f"cannot connect to {where}: {exc}")
         try:
             reply = connection.request(delivery.payload, settings.ack_timeout_seconds)
         except (_ConnectionClosed, OSError) as exc:
             self._drop()
-            return DeliveryResult(Outcome.RETRY, reason=f"the connection closed before the ACK arrived: {exc}")
+            return DeliveryResult(
+                Outcome.RETRY, reason=f"the connection closed before the ACK arrived: {exc}"
+            )
         except _ReplyTooLong:
             self._drop()
             result = decide(settings.ack_policy, None, sent_control_id=delivery.control_id)
-            return DeliveryResult(result.outcome, reason=f"the reply was longer than {settings.max_reply_bytes} bytes; connection dropped")
+            return DeliveryResult(
+                result.outcome,
+                reason=f"the reply was longer than {settings.max_reply_bytes} bytes; connection dropped",
+            )
         if reply is None:
             # A late ACK must not be taken for the next message: start afresh.
             self._drop()
             result = decide(settings.ack_policy, None, sent_control_id=delivery.control_id, timed_out=True)
-            return DeliveryResult(result.outcome, reason=f"no ACK within {settings.ack_timeout_seconds:g}s; connection dropped")
+            return DeliveryResult(
+                result.outcome, reason=f"no ACK within {settings.ack_timeout_seconds:g}s; connection dropped"
+            )
         ack = read_ack(reply) if reply else None
         if ack is None or ack.control_id != delivery.control_id:
             # A reply that does not answer this message (another control id, or no MSA): replies and
@@ -287,10 +306,14 @@ class _Sender:
             if arrived is None:
                 return connection
             if arrived == "reply":
-                self._log(log.warn, "mllp destination {where}: a reply arrived with no message in flight; closing")
+                self._log(
+                    log.warn, "mllp destination {where}: a reply arrived with no message in flight; closing"
+                )
             self._drop()
         settings = self.settings
-        sock = socket.create_connection((settings.host, settings.port), timeout=settings.connect_timeout_seconds)
+        sock = socket.create_connection(
+            (settings.host, settings.port), timeout=settings.connect_timeout_seconds
+        )
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:

@@ -54,7 +54,9 @@ def read_ack(reply: bytes) -> Ack:
     return Ack(reply, msa.code, msa.control_id, decoded.text)
 
 
-def decide(policy: AckPolicy, reply: bytes | None, *, sent_control_id: str, timed_out: bool = False) -> DeliveryResult:
+def decide(
+    policy: AckPolicy, reply: bytes | None, *, sent_control_id: str, timed_out: bool = False
+) -> DeliveryResult:
     """The result of one delivery attempt, from the reply (None or b'' when there was none) and the policy."""
     if timed_out:
         return _result(policy.timeout, None, "", "no reply before the ACK timeout")
@@ -71,7 +73,9 @@ def judge(policy: AckPolicy, ack: Ack, *, sent_control_id: str) -> DeliveryResul
         return _result(policy.unreadable, reply, "", "the reply has no MSA segment")
     if ack.control_id != sent_control_id:
         return _result(
-            policy.mismatch, reply, code,
+            policy.mismatch,
+            reply,
+            code,
             f"the ACK answers control id {ack.control_id!r}, not the {sent_control_id!r} sent",
         )
     if code == "AR":
@@ -118,10 +122,16 @@ def _result(action: str, reply: bytes | None, code: str, reason: str) -> Deliver
 
 def unexpected_failure(failure: Failure, destination: str) -> DeliveryResult:
     """Log a failure no destination expected (a bug) and report RETRY, so the message is kept, not lost."""
-    log.failure("destination {destination}: unexpected failure; the delivery will be retried", failure, destination=destination)
+    log.failure(
+        "destination {destination}: unexpected failure; the delivery will be retried",
+        failure,
+        destination=destination,
+    )
     return unexpected_result(failure)
 
 
 def unexpected_result(failure: Failure) -> DeliveryResult:
     """The RETRY an unexpected failure is reported as (``unexpected_failure`` without the log)."""
-    return DeliveryResult(Outcome.RETRY, reason=f"unexpected error: {failure.type.__name__}: {failure.getErrorMessage()}")
+    return DeliveryResult(
+        Outcome.RETRY, reason=f"unexpected error: {failure.type.__name__}: {failure.getErrorMessage()}"
+    )

@@ -11,7 +11,7 @@ import codecs
 import os
 import re
 import string
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -138,7 +138,7 @@ TEMPLATE_FIELDS: dict[str, Any] = {
     "delivery_id": 7,
     "control_id": "MSG00001",
     "message_type": "ADT_A01",
-    "now": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    "now": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
 }
 #: A batch file holds many messages: only the placeholders that do not name one message.
 BATCH_TEMPLATE_FIELDS = frozenset({"channel", "destination", "now"})
@@ -155,20 +155,28 @@ def _check_filename_template(template: str, allowed: frozenset[str] | set[str]) 
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(f"{template!r} is not a valid template: {exc} (write {{{{ and }}}} for literal braces)") from None
+        raise ValueError(
+            f"{template!r} is not a valid template: {exc} (write {{{{ and }}}} for literal braces)"
+        ) from None
     known = ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS if name in allowed)
     for literal, field, spec, conversion in parts:
         if any(char in literal for char in "/\\\0"):
-            raise ValueError(f"must be a file name, without folders (got {template!r}); put folders in directory")
+            raise ValueError(
+                f"must be a file name, without folders (got {template!r}); put folders in directory"
+            )
         if field is None:
             continue
         if field not in allowed:
             extra = " (a batch file holds many messages)" if field in TEMPLATE_FIELDS else ""
             raise ValueError(f"unknown placeholder {{{field}}}{extra}; known: {known}")
         if conversion is not None or "{" in (spec or ""):
-            raise ValueError(f"placeholder {{{field}}}: write {{name}} or {{name:format}}, without !conversions or nested fields")
+            raise ValueError(
+                f"placeholder {{{field}}}: write {{name}} or {{name:format}}, without !conversions or nested fields"
+            )
     try:
-        example = template.format(**{name: value for name, value in TEMPLATE_FIELDS.items() if name in allowed})
+        example = template.format(
+            **{name: value for name, value in TEMPLATE_FIELDS.items() if name in allowed}
+        )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{template!r}: {exc}") from None
     if any(char in example for char in "/\\\0"):
@@ -214,7 +222,9 @@ class FileSettings(Frozen):
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # Set from other keys (or by the HTTP client); a second value would be ambiguous.
-_RESERVED_HEADERS = frozenset({"content-type", "content-length", "date", "host", "transfer-encoding", "connection"})
+_RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "date", "host", "transfer-encoding", "connection"}
+)
 
 
 def _check_url(value: str) -> str:
@@ -228,7 +238,9 @@ def _check_url(value: str) -> str:
 
 def _check_media_type(value: str) -> str:
     if not re.fullmatch(f"{_TOKEN}/{_TOKEN}", value):
-        raise ValueError(f"must be a media type without parameters, e.g. application/hl7-v2 (got {value!r}); the charset is its own key")
+        raise ValueError(
+            f"must be a media type without parameters, e.g. application/hl7-v2 (got {value!r}); the charset is its own key"
+        )
     return value
 
 
@@ -273,7 +285,9 @@ class HttpDestinationSettings(Frozen):
             if not re.fullmatch(_TOKEN, name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP token")
             if name.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by the engine; use content_type/charset for Content-Type")
+                raise ValueError(
+                    f"header {name!r} is set by the engine; use content_type/charset for Content-Type"
+                )
             if any(char in text for char in "\r\n\0"):
                 raise ValueError(f"header {name!r}: the value must not contain line breaks")
         return value

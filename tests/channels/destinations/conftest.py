@@ -33,5 +33,3 @@ def unanswered_port():
     yield port
     for sock in [*fillers, listener]:
         sock.close()
-
-

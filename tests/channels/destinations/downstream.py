@@ -66,8 +66,12 @@ class Downstream:
         self.received: list[bytes] = []
         self.events: list[str] = []
         self.connections_opened = 0
-        self.factory = MLLPServerFactory(self, reactor=reactor, max_frame_bytes=1 << 20, idle_timeout=None, observer=self._observe)
-        self.service = MLLPListenerService("downstream", reactor, endpoint, self.factory, shutdown_timeout=1.0)
+        self.factory = MLLPServerFactory(
+            self, reactor=reactor, max_frame_bytes=1 << 20, idle_timeout=None, observer=self._observe
+        )
+        self.service = MLLPListenerService(
+            "downstream", reactor, endpoint, self.factory, shutdown_timeout=1.0
+        )
         self._port = None
 
     @property

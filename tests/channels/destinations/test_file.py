@@ -35,8 +35,13 @@ class FixedClock:
 
 def delivery(n: int, *, control_id: str | None = None, payload: bytes | None = None) -> Delivery:
     return Delivery(
-        delivery_id=100 + n, message_id=n, channel="adt", destination="archive",
-        control_id=f"MSG-{n}" if control_id is None else control_id, payload=payload or message(n), attempt=1,
+        delivery_id=100 + n,
+        message_id=n,
+        channel="adt",
+        destination="archive",
+        control_id=f"MSG-{n}" if control_id is None else control_id,
+        payload=payload or message(n),
+        attempt=1,
     )
 
 
@@ -70,7 +75,9 @@ def test_every_placeholder_is_filled(tmp_path):
 def test_values_from_the_message_cannot_leave_the_folder(tmp_path):
     """A control id with slashes or dots is reduced to safe characters: the file stays in its folder."""
     target = tmp_path / "out"
-    result = yield destination(target, filename="msg_{control_id}.hl7").send(delivery(1, control_id="../../etc/x y"))
+    result = yield destination(target, filename="msg_{control_id}.hl7").send(
+        delivery(1, control_id="../../etc/x y")
+    )
     assert result.outcome == SENT
     assert files(target) == ["msg_.._.._etc_x_y.hl7"]
     assert files(tmp_path) == ["out"]
@@ -93,7 +100,9 @@ def test_on_exists_unique_numbers_the_new_file(tmp_path):
     results = []
     for n in (1, 2, 3):
         results.append((yield target.send(delivery(n))))
-    assert [r.reason for r in results] == [str(tmp_path / name) for name in ("adt.hl7", "adt-1.hl7", "adt-2.hl7")]
+    assert [r.reason for r in results] == [
+        str(tmp_path / name) for name in ("adt.hl7", "adt-1.hl7", "adt-2.hl7")
+    ]
     assert (tmp_path / "adt.hl7").read_bytes() == message(1)
     assert (tmp_path / "adt-2.hl7").read_bytes() == message(3)
 

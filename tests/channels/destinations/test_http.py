@@ -51,7 +51,10 @@ class Receiver(resource.Resource):
 
     def render_POST(self, request):
         body = request.content.read()
-        headers = {name.decode().lower(): values[0].decode() for name, values in request.requestHeaders.getAllRawHeaders()}
+        headers = {
+            name.decode().lower(): values[0].decode()
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
         self.seen.append(Seen(headers, body, request.path))
         answer = self.answers.popleft() if self.answers else Answer()
         payload = ack(answer.code, control_id_of(body)) if answer.code else answer.body
@@ -114,7 +117,15 @@ def destinations():
 
 
 def delivery(n: int) -> Delivery:
-    return Delivery(delivery_id=n, message_id=n, channel="adt", destination="lab", control_id=f"MSG-{n}", payload=message(n), attempt=1)
+    return Delivery(
+        delivery_id=n,
+        message_id=n,
+        channel="adt",
+        destination="lab",
+        control_id=f"MSG-{n}",
+        payload=message(n),
+        attempt=1,
+    )
 
 
 @pytest_twisted.inlineCallbacks
@@ -162,7 +173,21 @@ def test_content_type_and_charset_are_configurable(receiver, destinations):
         (Answer(200, None, b""), RETRY, ""),
         (Answer(200, None, b"<html>hello</html>"), RETRY, ""),
     ],
-    ids=["200-AE", "200-AR", "200-CA", "202-AA", "500", "503", "408", "429", "400", "401", "404", "200-empty", "200-not-hl7"],
+    ids=[
+        "200-AE",
+        "200-AR",
+        "200-CA",
+        "202-AA",
+        "500",
+        "503",
+        "408",
+        "429",
+        "400",
+        "401",
+        "404",
+        "200-empty",
+        "200-not-hl7",
+    ],
 )
 @pytest_twisted.inlineCallbacks
 def test_status_and_ack_map_to_outcomes(receiver, destinations, answer, outcome, code):

@@ -28,7 +28,15 @@ SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
 
 
 def delivery(n: int) -> Delivery:
-    return Delivery(delivery_id=n, message_id=n, channel="adt", destination="lab", control_id=f"MSG-{n}", payload=message(n), attempt=1)
+    return Delivery(
+        delivery_id=n,
+        message_id=n,
+        channel="adt",
+        destination="lab",
+        control_id=f"MSG-{n}",
+        payload=message(n),
+        attempt=1,
+    )
 
 
 @pytest.fixture
@@ -46,7 +54,9 @@ def destinations():
 
     def build(port: int, **settings) -> MLLPDestination:
         settings.setdefault("ack_timeout_seconds", 5)
-        destination = MLLPDestination("lab", MllpSettings(host="127.0.0.1", port=port, **settings), reactor=reactor)
+        destination = MLLPDestination(
+            "lab", MllpSettings(host="127.0.0.1", port=port, **settings), reactor=reactor
+        )
         destination.start()
         built.append(destination)
         return destination
@@ -68,20 +78,35 @@ def send_all(destination: MLLPDestination, numbers):
 def test_each_answer_maps_to_its_outcome_over_one_connection(downstream, destinations):
     """AA, AE, AR+207, AR+203, AR, CA, CE, CR in turn give the default outcomes, all on one kept-open connection."""
     downstream.script(
-        reply("AA"), reply("AE", 101), reply("AR", 207), reply("AR", 203), reply("AR"),
-        reply("CA"), reply("CE"), reply("CR"),
+        reply("AA"),
+        reply("AE", 101),
+        reply("AR", 207),
+        reply("AR", 203),
+        reply("AR"),
+        reply("CA"),
+        reply("CE"),
+        reply("CR"),
     )
     destination = destinations(downstream.port)
     results = yield send_all(destination, range(1, 9))
     assert [(r.outcome, r.response_code) for r in results] == [
-        (SENT, "AA"), (ERROR, "AE"), (RETRY, "AR"), (ERROR, "AR"), (RETRY, "AR"), (SENT, "CA"), (RETRY, "CE"), (ERROR, "CR"),
+        (SENT, "AA"),
+        (ERROR, "AE"),
+        (RETRY, "AR"),
+        (ERROR, "AR"),
+        (RETRY, "AR"),
+        (SENT, "CA"),
+        (RETRY, "CE"),
+        (ERROR, "CR"),
     ]
     assert [m for m in downstream.received] == [message(n) for n in range(1, 9)]
     assert downstream.connections_opened == 1
 
 
 @pytest_twisted.inlineCallbacks
-def test_no_answer_times_out_drops_the_connection_and_the_next_message_uses_a_new_one(downstream, destinations):
+def test_no_answer_times_out_drops_the_connection_and_the_next_message_uses_a_new_one(
+    downstream, destinations
+):
     """Without an ACK in time the attempt is RETRY and the connection is dropped; the next send reconnects."""
     downstream.script(silence, reply("AA"))
     destination = destinations(downstream.port, ack_timeout_seconds=0.3)
@@ -209,7 +234,9 @@ def test_reply_longer_than_the_limit_is_unreadable_and_drops_the_connection(down
 def test_stop_lets_the_message_in_flight_finish_and_answers_queued_ones_retry(downstream):
     """stop() waits for the ACK in flight, answers sends still queued with RETRY, then closes the connection."""
     downstream.script(after(0.2, reply("AA")))
-    destination = MLLPDestination("lab", MllpSettings(host="127.0.0.1", port=downstream.port), reactor=reactor)
+    destination = MLLPDestination(
+        "lab", MllpSettings(host="127.0.0.1", port=downstream.port), reactor=reactor
+    )
     in_flight = destination.send(delivery(1))
     queued = destination.send(delivery(2))
     yield deferLater(reactor, 0.05, lambda: None)
@@ -245,7 +272,9 @@ def test_a_run_is_sent_in_order_and_stops_at_the_first_failure(downstream, desti
 def test_stop_ends_a_run_after_the_message_in_flight(downstream):
     """stop() during a run lets the message in flight get its ACK; the rest of the run is not attempted."""
     downstream.script(*(after(0.1, reply("AA")) for _ in range(5)))
-    destination = MLLPDestination("lab", MllpSettings(host="127.0.0.1", port=downstream.port), reactor=reactor)
+    destination = MLLPDestination(
+        "lab", MllpSettings(host="127.0.0.1", port=downstream.port), reactor=reactor
+    )
     run = destination.send_in_order([delivery(n) for n in range(1, 6)], stop_at_failure=True)
     yield deferLater(reactor, 0.15, lambda: None)  # the second message is in flight
     yield destination.stop()
@@ -307,12 +336,16 @@ def test_mutual_tls_presents_the_client_certificate(tmp_path, destinations):
     server_cert, server_key = self_signed(tmp_path, stem="server")
     client_cert, client_key = self_signed(tmp_path, dns_names=("hub",), ips=(), stem="client")
     identity = ssl.PrivateCertificate.loadPEM(server_cert.read_bytes() + server_key.read_bytes())
-    requiring = identity.options(ssl.Certificate.loadPEM(client_cert.read_bytes()))  # verify=True, requireCertificate
+    requiring = identity.options(
+        ssl.Certificate.loadPEM(client_cert.read_bytes())
+    )  # verify=True, requireCertificate
     server = Downstream()
     port = yield server.listen(SSL4ServerEndpoint(reactor, 0, requiring, interface="127.0.0.1"))
     try:
         anonymous = destinations(port, tls=TlsSettings(ca_file=server_cert))
-        identified = destinations(port, tls=TlsSettings(ca_file=server_cert, cert_file=client_cert, key_file=client_key))
+        identified = destinations(
+            port, tls=TlsSettings(ca_file=server_cert, cert_file=client_cert, key_file=client_key)
+        )
         refused = yield anonymous.send(delivery(1))
         sent = yield identified.send(delivery(2))
     finally:

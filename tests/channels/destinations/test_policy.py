@@ -7,9 +7,9 @@ import pytest
 from engine.channels.destinations.policy import decide, error_codes, read_ack
 from engine.channels.destinations.spec import AckPolicy
 from engine.channels.stages import Outcome
-from tests.channels.destinations.acks import ack
 from engine.hl7.charset import decode
 from engine.listeners.client import parse_reply
+from tests.channels.destinations.acks import ack
 from tests.corpus_util import CORPUS_DIR, corpus_entries
 
 DEFAULT = AckPolicy()
@@ -80,7 +80,13 @@ def test_ack_for_another_control_id_is_a_mismatch(code):
 
 @pytest.mark.parametrize(
     "reply",
-    [None, b"", b"MSH|^~\\&|LAB|CLINIC|HUB|TEST|20260101||ACK|1|P|2.5.1\r", b"<html>busy</html>", b"MSH|^~\\&|A|B|C|D|1||ACK|1|P|2.5\rMSA|XX|MSG-1\r"],
+    [
+        None,
+        b"",
+        b"MSH|^~\\&|LAB|CLINIC|HUB|TEST|20260101||ACK|1|P|2.5.1\r",
+        b"<html>busy</html>",
+        b"MSH|^~\\&|A|B|C|D|1||ACK|1|P|2.5\rMSA|XX|MSG-1\r",
+    ],
     ids=["none", "empty", "no-msa", "not-hl7", "unknown-code"],
 )
 def test_unreadable_replies_follow_the_unreadable_policy(reply):
@@ -146,5 +152,10 @@ def test_a_reply_read_once_reads_msa_as_parse_reply_in_its_own_charset(reply):
     decoded = decode(reply)
     expected = parse_reply(reply, decoded.codec)
     read = read_ack(reply)
-    assert (read.code, read.control_id, read.text, read.reply) == (expected.code, expected.control_id, decoded.text, reply)
+    assert (read.code, read.control_id, read.text, read.reply) == (
+        expected.code,
+        expected.control_id,
+        decoded.text,
+        reply,
+    )
     assert read.code

@@ -23,8 +23,16 @@ def test_default_ack_policy_follows_the_standard():
     """By default AA/CA are sent, AE/CR errors, CE, timeout, mismatch and unreadable retries, AR by ERR code 200-203."""
     policy = AckPolicy()
     assert policy.model_dump() == {
-        "AA": "sent", "CA": "sent", "AE": "error", "CR": "error", "CE": "retry", "AR": "by_error_code",
-        "ar_error_codes": (200, 201, 202, 203), "timeout": "retry", "mismatch": "retry", "unreadable": "retry",
+        "AA": "sent",
+        "CA": "sent",
+        "AE": "error",
+        "CR": "error",
+        "CE": "retry",
+        "AR": "by_error_code",
+        "ar_error_codes": (200, 201, 202, 203),
+        "timeout": "retry",
+        "mismatch": "retry",
+        "unreadable": "retry",
     }
 
 
@@ -37,10 +45,19 @@ def test_ack_policy_rejects_unknown_codes_and_actions():
 def test_mllp_defaults_and_port_range():
     """MLLP defaults: 10 s connect, 30 s ACK, kept-alive connection, no TLS; the port must be 1..65535."""
     settings = MllpSettings(host="lab.example", port=2575)
-    assert (settings.connect_timeout_seconds, settings.ack_timeout_seconds, settings.keep_alive, settings.tls) == (10.0, 30.0, True, None)
+    assert (
+        settings.connect_timeout_seconds,
+        settings.ack_timeout_seconds,
+        settings.keep_alive,
+        settings.tls,
+    ) == (10.0, 30.0, True, None)
     assert [loc for loc, _ in problems(MllpSettings, {"host": "lab", "port": 0})] == [("port",)]
-    assert [loc for loc, _ in problems(MllpSettings, {"host": "a b", "port": 70000, "ack_timeout_seconds": 0})] == [
-        ("host",), ("port",), ("ack_timeout_seconds",),
+    assert [
+        loc for loc, _ in problems(MllpSettings, {"host": "a b", "port": 70000, "ack_timeout_seconds": 0})
+    ] == [
+        ("host",),
+        ("port",),
+        ("ack_timeout_seconds",),
     ]
 
 
@@ -48,14 +65,28 @@ def test_tls_files_resolve_against_the_config_folder_and_must_hold_pem(tmp_path)
     """tls paths are relative to base_dir; a missing file, a non-PEM file and a cert without key are reported."""
     self_signed(tmp_path, stem="lab")
     settings = MllpSettings.model_validate(
-        {"host": "lab", "port": 1, "tls": {"ca_file": "lab.crt", "cert_file": "lab.crt", "key_file": "lab.key"}},
+        {
+            "host": "lab",
+            "port": 1,
+            "tls": {"ca_file": "lab.crt", "cert_file": "lab.crt", "key_file": "lab.key"},
+        },
         context={"base_dir": tmp_path},
     )
     assert settings.tls.ca_file == tmp_path / "lab.crt"
     (tmp_path / "junk.pem").write_text("not a certificate")
-    found = problems(MllpSettings, {"host": "lab", "port": 1, "tls": {"ca_file": "missing.crt", "cert_file": "junk.pem", "key_file": "lab.crt"}}, tmp_path)
+    found = problems(
+        MllpSettings,
+        {
+            "host": "lab",
+            "port": 1,
+            "tls": {"ca_file": "missing.crt", "cert_file": "junk.pem", "key_file": "lab.crt"},
+        },
+        tmp_path,
+    )
     assert [loc for loc, _ in found] == [("tls", "ca_file"), ("tls", "cert_file"), ("tls", "key_file")]
-    assert "cannot read" in found[0][1] and "PEM certificate" in found[1][1] and "PEM private key" in found[2][1]
+    assert (
+        "cannot read" in found[0][1] and "PEM certificate" in found[1][1] and "PEM private key" in found[2][1]
+    )
     alone = problems(MllpSettings, {"host": "lab", "port": 1, "tls": {"cert_file": "lab.crt"}}, tmp_path)
     assert "together" in alone[0][1]
 
@@ -100,7 +131,12 @@ def test_bad_filename_templates_are_config_errors(tmp_path, template, batch, mes
 def test_http_defaults():
     """HTTP defaults: application/hl7-v2 in UTF-8, 30 s timeout, no authentication."""
     settings = HttpDestinationSettings(url="https://lab.example/hl7/ADT")
-    assert (settings.content_type, settings.charset, settings.timeout_seconds, settings.basic_auth) == ("application/hl7-v2", "utf-8", 30.0, None)
+    assert (settings.content_type, settings.charset, settings.timeout_seconds, settings.basic_auth) == (
+        "application/hl7-v2",
+        "utf-8",
+        30.0,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -113,8 +149,18 @@ def test_http_defaults():
         ({"url": "http://lab/", "charset": "klingon"}, ("charset",)),
         ({"url": "http://lab/", "headers": {"Content-Type": "text/plain"}}, ("headers",)),
         ({"url": "http://lab/", "headers": {"X-A": "a\r\nInjected: 1"}}, ("headers",)),
-        ({"url": "http://lab/", "headers": {"Authorization": "Bearer x"}, "basic_auth": {"username": "u", "password": "p"}}, ()),
-        ({"url": "http://lab/", "basic_auth": {"username": "a:b", "password": "p"}}, ("basic_auth", "username")),
+        (
+            {
+                "url": "http://lab/",
+                "headers": {"Authorization": "Bearer x"},
+                "basic_auth": {"username": "u", "password": "p"},
+            },
+            (),
+        ),
+        (
+            {"url": "http://lab/", "basic_auth": {"username": "a:b", "password": "p"}},
+            ("basic_auth", "username"),
+        ),
     ],
 )
 def test_bad_http_settings_are_config_errors(data, where):
@@ -124,6 +170,8 @@ def test_bad_http_settings_are_config_errors(data, where):
 
 def test_the_password_is_not_shown():
     """The Basic auth password never appears in the settings' repr (logs, error messages)."""
-    settings = HttpDestinationSettings(url="http://lab/", basic_auth={"username": "hub", "password": "s3cret"})
+    settings = HttpDestinationSettings(
+        url="http://lab/", basic_auth={"username": "hub", "password": "s3cret"}
+    )
     assert "s3cret" not in repr(settings)
     assert settings.basic_auth.password.get_secret_value() == "s3cret"

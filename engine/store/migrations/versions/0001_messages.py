@@ -50,7 +50,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_messages_control_id", "messages", ["control_id"])
     op.create_index("ix_messages_message_code_trigger_event", "messages", ["message_code", "trigger_event"])
-    op.create_index("ix_messages_sending_application_sending_facility", "messages", ["sending_application", "sending_facility"])
+    op.create_index(
+        "ix_messages_sending_application_sending_facility",
+        "messages",
+        ["sending_application", "sending_facility"],
+    )
     op.create_index("ix_messages_status", "messages", ["status"])
     op.create_index("ix_messages_received_at", "messages", ["received_at"])
     op.create_index("ix_messages_channel", "messages", ["channel"])
@@ -63,7 +67,9 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_message_events"),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_message_events_message_id_messages", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_message_events_message_id_messages", ondelete="CASCADE"
+        ),
     )
     op.create_index("ix_message_events_message_id", "message_events", ["message_id"])
 

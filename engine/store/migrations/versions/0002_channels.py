@@ -25,7 +25,11 @@ def upgrade() -> None:
     # Duplicate lookups miss most of the time; on control_id alone a miss scans every message
     # with a common control id (senders reuse small counters), so the sender and time go in too.
     op.drop_index("ix_messages_control_id", table_name="messages")
-    op.create_index("ix_messages_control_id_sending_application_received_at", "messages", ["control_id", "sending_application", "received_at"])
+    op.create_index(
+        "ix_messages_control_id_sending_application_received_at",
+        "messages",
+        ["control_id", "sending_application", "received_at"],
+    )
 
     op.create_table(
         "deliveries",
@@ -46,9 +50,15 @@ def upgrade() -> None:
         sa.Column("response_code", sa.String(10), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_deliveries"),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_deliveries_message_id_messages", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_deliveries_message_id_messages", ondelete="CASCADE"
+        ),
     )
-    op.create_index("ix_deliveries_channel_destination_status_id", "deliveries", ["channel", "destination", "status", "id"])
+    op.create_index(
+        "ix_deliveries_channel_destination_status_id",
+        "deliveries",
+        ["channel", "destination", "status", "id"],
+    )
     op.create_index("ix_deliveries_message_id", "deliveries", ["message_id"])
 
     op.create_table(

@@ -31,7 +31,9 @@ def upgrade() -> None:
         sa.Column("cause", sa.String(length=60), nullable=False),
         sa.Column("at", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_history_message_id_messages", ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_record_history_message_id_messages", ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_history"),
     )
     op.create_index("ix_record_history_entity_entity_id", "record_history", ["entity", "entity_id"])
@@ -50,8 +52,17 @@ def upgrade() -> None:
         sa.Column("marital_status", sa.String(length=100), nullable=True),
         sa.Column("deceased", sa.Boolean(), nullable=True),
         sa.Column("deceased_at", Timestamp, nullable=True),
-        sa.ForeignKeyConstraint(["merged_into_id"], ["record_patients.id"], name="fk_record_patients_merged_into_id_record_patients"),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_patients_message_id_messages", ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["merged_into_id"],
+            ["record_patients.id"],
+            name="fk_record_patients_merged_into_id_record_patients",
+        ),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_patients_message_id_messages",
+            ondelete="SET NULL",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_patients"),
     )
     op.create_index("ix_record_patients_birth_date", "record_patients", ["birth_date"])
@@ -70,8 +81,15 @@ def upgrade() -> None:
         sa.Column("country", sa.String(length=100), nullable=True),
         sa.Column("address_type", sa.String(length=10), nullable=True),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_addresses_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_addresses_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_addresses_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_addresses_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_addresses"),
     )
     op.create_index("ix_record_addresses_message_id", "record_addresses", ["message_id"])
@@ -89,8 +107,15 @@ def upgrade() -> None:
         sa.Column("identified_date", sa.String(length=10), nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_allergies_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_allergies_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_allergies_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_allergies_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_allergies"),
     )
     op.create_index("ix_record_allergies_message_id", "record_allergies", ["message_id"])
@@ -104,8 +129,17 @@ def upgrade() -> None:
         sa.Column("patient_id", RowId, nullable=True),
         sa.Column("applied", sa.Boolean(), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_applied_messages_message_id_messages", ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_applied_messages_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_applied_messages_message_id_messages",
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"],
+            ["record_patients.id"],
+            name="fk_record_applied_messages_patient_id_record_patients",
+        ),
         sa.PrimaryKeyConstraint("message_id", name="pk_record_applied_messages"),
     )
     op.create_table(
@@ -121,9 +155,20 @@ def upgrade() -> None:
         sa.Column("resolved_at", Timestamp, nullable=True),
         sa.Column("resolution", sa.Text(), nullable=True),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_conflicts_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["other_patient_id"], ["record_patients.id"], name="fk_record_conflicts_other_patient_id_record_patients"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_conflicts_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_conflicts_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["other_patient_id"],
+            ["record_patients.id"],
+            name="fk_record_conflicts_other_patient_id_record_patients",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_conflicts_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_conflicts"),
     )
     op.create_index("ix_record_conflicts_message_id", "record_conflicts", ["message_id"])
@@ -141,8 +186,15 @@ def upgrade() -> None:
         sa.Column("relationship_system", sa.String(length=100), nullable=True),
         sa.Column("phone", sa.String(length=100), nullable=True),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_contacts_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_contacts_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_contacts_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_contacts_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_contacts"),
     )
     op.create_index("ix_record_contacts_message_id", "record_contacts", ["message_id"])
@@ -167,8 +219,15 @@ def upgrade() -> None:
         sa.Column("medicaid_number", sa.String(length=100), nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_coverages_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_coverages_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_coverages_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_coverages_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_coverages"),
     )
     op.create_index("ix_record_coverages_message_id", "record_coverages", ["message_id"])
@@ -185,10 +244,17 @@ def upgrade() -> None:
         sa.Column("link_reason", sa.Text(), nullable=False),
         sa.Column("linked_at", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_identifiers_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_identifiers_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_identifiers_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_identifiers_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_identifiers"),
-        sa.UniqueConstraint("authority", "value", name="uq_record_identifiers_authority_value")
+        sa.UniqueConstraint("authority", "value", name="uq_record_identifiers_authority_value"),
     )
     op.create_index("ix_record_identifiers_message_id", "record_identifiers", ["message_id"])
     op.create_index("ix_record_identifiers_patient_id", "record_identifiers", ["patient_id"])
@@ -205,9 +271,15 @@ def upgrade() -> None:
         sa.Column("unmerged_at", Timestamp, nullable=True),
         sa.Column("unmerge_reason", sa.Text(), nullable=True),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_merges_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["prior_id"], ["record_patients.id"], name="fk_record_merges_prior_id_record_patients"),
-        sa.ForeignKeyConstraint(["survivor_id"], ["record_patients.id"], name="fk_record_merges_survivor_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_record_merges_message_id_messages", ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["prior_id"], ["record_patients.id"], name="fk_record_merges_prior_id_record_patients"
+        ),
+        sa.ForeignKeyConstraint(
+            ["survivor_id"], ["record_patients.id"], name="fk_record_merges_survivor_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_merges"),
     )
     op.create_index("ix_record_merges_message_id", "record_merges", ["message_id"])
@@ -227,8 +299,12 @@ def upgrade() -> None:
         sa.Column("family_key", sa.String(length=200), nullable=True),
         sa.Column("given_key", sa.String(length=200), nullable=True),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_names_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_names_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_record_names_message_id_messages", ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_names_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_names"),
     )
     op.create_index("ix_record_names_family_key", "record_names", ["family_key"])
@@ -244,8 +320,15 @@ def upgrade() -> None:
         sa.Column("use_code", sa.String(length=10), nullable=True),
         sa.Column("equipment", sa.String(length=10), nullable=True),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_telecoms_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_telecoms_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_telecoms_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_telecoms_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_telecoms"),
     )
     op.create_index("ix_record_telecoms_message_id", "record_telecoms", ["message_id"])
@@ -273,8 +356,12 @@ def upgrade() -> None:
         sa.Column("discharged_at", Timestamp, nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_visits_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_visits_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_record_visits_message_id_messages", ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_visits_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_visits"),
     )
     op.create_index("ix_record_visits_message_id", "record_visits", ["message_id"])
@@ -300,9 +387,18 @@ def upgrade() -> None:
         sa.Column("type_system", sa.String(length=100), nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_appointments_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_appointments_patient_id_record_patients"),
-        sa.ForeignKeyConstraint(["visit_id"], ["record_visits.id"], name="fk_record_appointments_visit_id_record_visits"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_appointments_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_appointments_patient_id_record_patients"
+        ),
+        sa.ForeignKeyConstraint(
+            ["visit_id"], ["record_visits.id"], name="fk_record_appointments_visit_id_record_visits"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_appointments"),
     )
     op.create_index("ix_record_appointments_filler_id", "record_appointments", ["filler_id"])
@@ -321,9 +417,18 @@ def upgrade() -> None:
         sa.Column("diagnosed_at", Timestamp, nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_diagnoses_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_diagnoses_patient_id_record_patients"),
-        sa.ForeignKeyConstraint(["visit_id"], ["record_visits.id"], name="fk_record_diagnoses_visit_id_record_visits"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_diagnoses_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_diagnoses_patient_id_record_patients"
+        ),
+        sa.ForeignKeyConstraint(
+            ["visit_id"], ["record_visits.id"], name="fk_record_diagnoses_visit_id_record_visits"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_diagnoses"),
     )
     op.create_index("ix_record_diagnoses_message_id", "record_diagnoses", ["message_id"])
@@ -348,9 +453,15 @@ def upgrade() -> None:
         sa.Column("notes", sa.Text(), nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_orders_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_orders_patient_id_record_patients"),
-        sa.ForeignKeyConstraint(["visit_id"], ["record_visits.id"], name="fk_record_orders_visit_id_record_visits"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_record_orders_message_id_messages", ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_orders_patient_id_record_patients"
+        ),
+        sa.ForeignKeyConstraint(
+            ["visit_id"], ["record_visits.id"], name="fk_record_orders_visit_id_record_visits"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_orders"),
     )
     op.create_index("ix_record_orders_filler_number", "record_orders", ["filler_number"])
@@ -368,9 +479,18 @@ def upgrade() -> None:
         sa.Column("performed_at", Timestamp, nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_procedures_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_procedures_patient_id_record_patients"),
-        sa.ForeignKeyConstraint(["visit_id"], ["record_visits.id"], name="fk_record_procedures_visit_id_record_visits"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_procedures_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_procedures_patient_id_record_patients"
+        ),
+        sa.ForeignKeyConstraint(
+            ["visit_id"], ["record_visits.id"], name="fk_record_procedures_visit_id_record_visits"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_procedures"),
     )
     op.create_index("ix_record_procedures_message_id", "record_procedures", ["message_id"])
@@ -402,9 +522,18 @@ def upgrade() -> None:
         sa.Column("ordered_by", sa.String(length=200), nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_transactions_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_transactions_patient_id_record_patients"),
-        sa.ForeignKeyConstraint(["visit_id"], ["record_visits.id"], name="fk_record_transactions_visit_id_record_visits"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_transactions_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_transactions_patient_id_record_patients"
+        ),
+        sa.ForeignKeyConstraint(
+            ["visit_id"], ["record_visits.id"], name="fk_record_transactions_visit_id_record_visits"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_transactions"),
     )
     op.create_index("ix_record_transactions_message_id", "record_transactions", ["message_id"])
@@ -422,8 +551,18 @@ def upgrade() -> None:
         sa.Column("start_at", Timestamp, nullable=True),
         sa.Column("duration_minutes", sa.Integer(), nullable=True),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["appointment_id"], ["record_appointments.id"], name="fk_record_resources_appointment_id_record_appointments", ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_resources_message_id_messages", ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["appointment_id"],
+            ["record_appointments.id"],
+            name="fk_record_resources_appointment_id_record_appointments",
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_resources_message_id_messages",
+            ondelete="SET NULL",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_resources"),
     )
     op.create_index("ix_record_resources_appointment_id", "record_resources", ["appointment_id"])
@@ -458,9 +597,18 @@ def upgrade() -> None:
         sa.Column("notes", sa.Text(), nullable=True),
         sa.Column("as_of", Timestamp, nullable=False),
         sa.Column("message_id", RowId, nullable=True),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name="fk_record_observations_message_id_messages", ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["order_id"], ["record_orders.id"], name="fk_record_observations_order_id_record_orders"),
-        sa.ForeignKeyConstraint(["patient_id"], ["record_patients.id"], name="fk_record_observations_patient_id_record_patients"),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name="fk_record_observations_message_id_messages",
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["order_id"], ["record_orders.id"], name="fk_record_observations_order_id_record_orders"
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["record_patients.id"], name="fk_record_observations_patient_id_record_patients"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_record_observations"),
     )
     op.create_index("ix_record_observations_message_id", "record_observations", ["message_id"])

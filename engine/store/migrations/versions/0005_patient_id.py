@@ -17,7 +17,9 @@ depends_on = None
 def upgrade() -> None:
     # Messages stored before this revision have no patient id recorded: ''. With a constant
     # default, both SQLite and PostgreSQL add the column without rewriting the table.
-    op.add_column("messages", sa.Column("patient_id", sa.String(length=199), nullable=False, server_default=""))
+    op.add_column(
+        "messages", sa.Column("patient_id", sa.String(length=199), nullable=False, server_default="")
+    )
     op.create_index("ix_messages_patient_id", "messages", ["patient_id"])
 
 

@@ -25,10 +25,18 @@ depends_on = None
 def upgrade() -> None:
     op.create_index("ix_messages_channel_status_id", "messages", ["channel", "status", "id"])
     op.drop_index("ix_deliveries_channel_destination_status_id", table_name="deliveries")
-    op.create_index("ix_deliveries_channel_destination_status_id_next_attempt_at", "deliveries", ["channel", "destination", "status", "id", "next_attempt_at"])
+    op.create_index(
+        "ix_deliveries_channel_destination_status_id_next_attempt_at",
+        "deliveries",
+        ["channel", "destination", "status", "id", "next_attempt_at"],
+    )
 
 
 def downgrade() -> None:
     op.drop_index("ix_deliveries_channel_destination_status_id_next_attempt_at", table_name="deliveries")
-    op.create_index("ix_deliveries_channel_destination_status_id", "deliveries", ["channel", "destination", "status", "id"])
+    op.create_index(
+        "ix_deliveries_channel_destination_status_id",
+        "deliveries",
+        ["channel", "destination", "status", "id"],
+    )
     op.drop_index("ix_messages_channel_status_id", table_name="messages")
