@@ -51,9 +51,9 @@ def main(files: list[str]) -> None:
         raw = (ROOT / "tests" / "corpus" / name).read_bytes()
         text = decode(raw).text
         segments = len(Message.parse(text))
-        ours = per_call_us(lambda: intake(raw), 20000)
-        lazy = per_call_us(lambda: Message.parse(text).get("PID-3.1"), 2000)
-        theirs = per_call_us(lambda: python_hl7(raw), 200)
+        ours = per_call_us(lambda raw=raw: intake(raw), 20000)
+        lazy = per_call_us(lambda text=text: Message.parse(text).get("PID-3.1"), 2000)
+        theirs = per_call_us(lambda raw=raw: python_hl7(raw), 200)
         print(f"{name:42} {len(raw):>7} {segments:>8} {ours:>10.1f} {lazy:>21.1f} {theirs:>13.1f}")
 
 

@@ -200,8 +200,8 @@ def check(config_path: str) -> None:
 )
 def hash_password(iterations: int | None) -> None:
     """Ask for a password (twice, not echoed) and print its hash for engine.http.users."""
-    from engine.web.auth import DEFAULT_ITERATIONS
-    from engine.web.auth import hash_password as make_hash
+    from engine.web.passwords import DEFAULT_ITERATIONS
+    from engine.web.passwords import hash_password as make_hash
 
     password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     click.echo(make_hash(password, iterations=iterations or DEFAULT_ITERATIONS))

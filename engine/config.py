@@ -38,7 +38,7 @@ from engine.errors import ConfigError
 from engine.transforms.lookup import load_tables
 from engine.transforms.spec import FilterSpec, TableSpec, TransformSpec
 from engine.transforms.transforms import check_transforms
-from engine.web.auth import check_password_hash
+from engine.web.passwords import check_password_hash
 
 __all__ = [
     "AcceptRule",

@@ -48,7 +48,7 @@ def test_bundled_channels_yaml_loads_with_the_clinic_listeners_and_channels():
     """The channels.yaml shipped at the repository root is valid and describes PMS, EMR and lab."""
     config = load_config(REPO / "channels.yaml", environ={})
 
-    assert [(l.name, getattr(l, "endpoint", None)) for l in config.listeners] == [
+    assert [(listener.name, getattr(listener, "endpoint", None)) for listener in config.listeners] == [
         ("pms", "tcp:2575:interface=127.0.0.1"),
         ("emr", "tcp:2576:interface=127.0.0.1"),
         ("lab", "tcp:2577:interface=127.0.0.1"),

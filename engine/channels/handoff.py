@@ -13,12 +13,10 @@ from datetime import UTC, datetime
 from twisted.internet import defer
 
 from engine.channels.intake import header_columns
-from engine.channels.stages import Delivery, DeliveryResult, Outcome
 from engine.errors import HL7Error, StoreError
 from engine.hl7.charset import decode
 from engine.hl7.header import read_header
-from engine.store.messages import NewMessage
-from engine.store.schema import Status
+from engine.model import Delivery, DeliveryResult, NewMessage, Outcome, Status
 
 
 class ChannelHandoff:

@@ -25,9 +25,7 @@ from engine.hl7.batch import Batch, looks_like_batch, split_batch
 from engine.hl7.charset import Decoded, decode, encode
 from engine.hl7.header import Header, is_ack, patient_id, read_header, validate_header
 from engine.hl7.message import Delimiters, escape
-from engine.store.messages import NewMessage
-from engine.store.queues import ProcessingResult
-from engine.store.schema import Status
+from engine.model import NewMessage, ProcessingResult, Status
 
 if TYPE_CHECKING:
     from engine.channels.runner import ChannelRunner

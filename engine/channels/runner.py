@@ -17,12 +17,21 @@ from datetime import UTC, datetime, timedelta
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from engine.channels.stages import Delivery, DeliveryResult, Destination, Filter, Outcome, Transform
+from engine.channels.stages import Destination, Filter, Transform
 from engine.errors import HL7Error, StoreError, TransformError
 from engine.hl7.charset import decode, encode
 from engine.hl7.message import Message
-from engine.store.queues import AttemptResult, NewDelivery, ProcessingResult, ReceivedMessage
-from engine.store.schema import Status
+from engine.model import (
+    AttemptResult,
+    Delivery,
+    DeliveryResult,
+    NewDelivery,
+    Outcome,
+    ProcessingResult,
+    ReceivedMessage,
+    Status,
+    roll_up,
+)
 
 log = Logger()
 
@@ -302,14 +311,7 @@ class ChannelRunner(_Passes):
         text = message.to_text()
         transformed = encode(text, codec) if self.transforms else None
         deliveries = tuple(self._delivery(d, text, codec, control_id) for d in self.destinations)
-        if not deliveries:
-            status = Status.TRANSFORMED
-        elif any(d.status == Status.QUEUED for d in deliveries):
-            status = Status.QUEUED
-        elif any(d.status == Status.ERROR for d in deliveries):
-            status = Status.ERROR
-        else:
-            status = Status.FILTERED
+        status = roll_up(d.status for d in deliveries)
         reason = "; ".join(
             f"{d.destination}: {d.reason}" for d in deliveries if d.reason and status != Status.QUEUED
         )
@@ -373,7 +375,7 @@ class ChannelRunner(_Passes):
         results = self._results.pop(delivery.message_id)
         waiter = self._waiters.pop(delivery.message_id, None)
         if waiter is not None:
-            status = Status.ERROR if any(r.outcome == Outcome.ERROR for r in results) else Status.SENT
+            status = roll_up(Status(r.outcome) for r in results)  # final outcomes: SENT or ERROR
             waiter.callback((status, "; ".join(r.reason for r in results if r.reason), results))
 
     def forget(self, message_id: int) -> None:

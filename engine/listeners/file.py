@@ -18,7 +18,7 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
-from engine.store.queues import SourceFile
+from engine.model import SourceFile
 
 log = Logger()
 

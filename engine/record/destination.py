@@ -20,10 +20,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from engine.channels.stages import Delivery, DeliveryResult, Outcome
 from engine.errors import HL7Error, StoreError
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
+from engine.model import Delivery, DeliveryResult, Outcome
 from engine.record.identity import DEFAULT_RULE, IdentityRule
 from engine.record.ingest import IngestResult, RecordError, RecordIngestor
 

@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 
 from engine.errors import EngineError, StoreError
 from engine.hl7.message import Message
+from engine.model import require_aware, utc_now
 from engine.record import schema
 from engine.record.extract import (
     KEEP,
@@ -41,7 +42,6 @@ from engine.record.identity import (
 )
 from engine.record.writer import Differs, Statements, Writer, list_digest
 from engine.store.db import store_errors
-from engine.store.schema import require_aware, utc_now
 
 __all__ = ["IngestResult", "RecordError", "RecordIngestor"]
 

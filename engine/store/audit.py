@@ -15,33 +15,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from engine.model import require_aware, utc_now
 from engine.store.db import store_errors
-from engine.store.schema import (
-    RowId,
-    UTCDateTime,
-    fit_text,
-    metadata,
-    require_aware,
-    utc_now,
-)
+from engine.store.schema import audit_log, fit_text
 
-__all__ = ["AuditEntry", "AuditRepository", "audit_log"]
-
-audit_log = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column("id", RowId, primary_key=True, autoincrement=True),
-    sa.Column("at", UTCDateTime(), nullable=False),
-    sa.Column("user", sa.String(100), nullable=False),
-    sa.Column(
-        "action", sa.String(40), nullable=False
-    ),  # view, raw, resend, reprocess, login, login_failed, logout
-    sa.Column("message_id", RowId, nullable=True),
-    sa.Column("remote", sa.String(200), nullable=False),  # the client's address as the server saw it
-    sa.Column("detail", sa.Text(), nullable=False),
-    sa.Index(None, "message_id"),
-    sa.Index(None, "at"),
-)
+__all__ = ["AuditEntry", "AuditRepository"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from engine.model import require_aware
 from engine.store.db import store_errors
-from engine.store.schema import config_history, fit_text, require_aware
+from engine.store.schema import config_history, fit_text
 
 
 @dataclass(frozen=True, slots=True)

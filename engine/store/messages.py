@@ -38,17 +38,22 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from engine.errors import StoreError
+from engine.model import (
+    AttemptResult,
+    NewMessage,
+    ProcessingResult,
+    SourceFile,
+    Status,
+    require_aware,
+    utc_now,
+)
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for, store_errors
 from engine.store.migrations import upgrade
 from engine.store.queues import (
     _INSERT_EVENTS,
-    AttemptResult,
     DeliverySummary,
-    NewDelivery,
-    ProcessingResult,
     QueueRepository,
-    SourceFile,
     _binds,
     _new_delivery_row,
     _Rows,
@@ -58,56 +63,9 @@ from engine.store.queues import (
     unnest_rows,
     values_list,
 )
-from engine.store.schema import (
-    Status,
-    deliveries,
-    fit_text,
-    message_events,
-    messages,
-    require_aware,
-    source_files,
-    utc_now,
-)
+from engine.store.schema import deliveries, fit_text, message_events, messages, source_files
 
 log = Logger(namespace="engine.store")
-
-
-@dataclass(slots=True)
-class NewMessage:
-    """One message to store, as the intake saw it; field names are the ``messages`` columns.
-
-    Read-only by convention (``dataclasses.replace`` makes a changed copy): not frozen, because
-    a frozen dataclass's __init__ costs three times as much, on every message received.
-    """
-
-    raw: bytes
-    received_at: datetime  # aware; stored in UTC
-    listener: str
-    peer: str
-    status: str  # Status.RECEIVED or Status.REJECTED at intake
-    channel: str | None = None
-    sending_application: str = ""
-    sending_facility: str = ""
-    receiving_application: str = ""
-    receiving_facility: str = ""
-    message_code: str = ""
-    trigger_event: str = ""
-    message_structure: str = ""
-    control_id: str = ""
-    version: str = ""
-    processing_id: str = ""
-    charset: str = ""
-    ack_code: str = ""  # the code we answered (AA, AE, AR, CA, CE, CR), '' for no answer
-    ack: bytes | None = None  # the ACK bytes we answered with
-    error: str = ""  # why it was rejected
-    batch_control_id: str | None = None
-    batch_index: int | None = None
-    patient_id: str = ""  # PID-3.1 of the first identifier, unescaped (engine.hl7.header.patient_id)
-    transformed: bytes | None = None  # processed at intake: the content after the channel's transforms
-    # Processed at intake (ChannelRunner.process_at_intake): one delivery per destination, stored
-    # with the message in its transaction, with the events a processing pass writes. None: not
-    # processed (RECEIVED for its channel's runner, REJECTED, or final as stored). Not a column.
-    deliveries: tuple[NewDelivery, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,108 +25,22 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from twisted.logger import Logger
 
-from engine.channels.stages import Delivery, Outcome
+from engine.model import (
+    AttemptResult,
+    Delivery,
+    NewDelivery,
+    Outcome,
+    ProcessingResult,
+    ReceivedMessage,
+    Status,
+    require_aware,
+    roll_up,
+    utc_now,
+)
 from engine.store.db import store_errors
-from engine.store.schema import Status, deliveries, fit_text, message_events, messages, require_aware, utc_now
+from engine.store.schema import deliveries, fit_text, message_events, messages
 
 log = Logger(namespace="engine.store")
-
-_RESULT_STATUSES = frozenset({Status.FILTERED, Status.ERROR, Status.QUEUED, Status.TRANSFORMED})
-_DELIVERY_STATUSES = frozenset({Status.QUEUED, Status.FILTERED, Status.ERROR})
-_NAME_LENGTH = deliveries.c.destination.type.length
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedMessage:
-    """A stored message waiting for its channel to process it."""
-
-    id: int
-    channel: str
-    raw: bytes
-    charset: str  # MSH-18 as received, '' when absent
-    control_id: str
-    received_at: datetime
-    sending_application: str
-    sending_facility: str
-    message_code: str
-    trigger_event: str
-
-
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
-    """What a channel made of a message for one destination: QUEUED with the bytes to send, FILTERED or ERROR."""
-
-    destination: str
-    status: str  # Status.QUEUED, FILTERED or ERROR
-    control_id: str  # MSH-10 of the payload
-    payload: bytes | None  # the encoded message, exactly the bytes to send; required when QUEUED
-    reason: str = ""  # why it was filtered or failed
-
-    def __post_init__(self) -> None:
-        if self.status not in _DELIVERY_STATUSES:
-            raise ValueError(f"a delivery is QUEUED, FILTERED or ERROR, not {self.status!r}")
-        if self.status == Status.QUEUED and self.payload is None:
-            raise ValueError(f"a QUEUED delivery to {self.destination!r} needs a payload")
-        # A name is a key of its queue: cutting it to fit, as text copies are, would lose the queue.
-        if not 0 < len(self.destination) <= _NAME_LENGTH:
-            raise ValueError(
-                f"a destination name has 1 to {_NAME_LENGTH} characters, not {len(self.destination)}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessingResult:
-    """What a channel made of one RECEIVED message: its new status and one delivery per destination."""
-
-    message_id: int
-    status: str  # FILTERED, ERROR, QUEUED (some delivery is QUEUED) or TRANSFORMED (no destinations)
-    reason: str = ""
-    transformed: bytes | None = None  # the content after the channel's transforms, None when it has none
-    deliveries: tuple[NewDelivery, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "deliveries", tuple(self.deliveries))
-        if self.status not in _RESULT_STATUSES:
-            raise ValueError(
-                f"a processing result is FILTERED, ERROR, QUEUED or TRANSFORMED, not {self.status!r}"
-            )
-        # The message status must agree with the roll-up of its deliveries (see record_attempts).
-        if (self.status == Status.QUEUED) != any(d.status == Status.QUEUED for d in self.deliveries):
-            raise ValueError(
-                f"message {self.message_id}: a result is QUEUED exactly when one of its deliveries is"
-            )
-        if self.status == Status.TRANSFORMED and self.deliveries:
-            raise ValueError(f"message {self.message_id}: TRANSFORMED is for a channel without destinations")
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """What the dispatcher decided after one attempt: SENT, RETRY at ``next_attempt_at``, or ERROR (given up)."""
-
-    delivery_id: int
-    outcome: Outcome
-    at: datetime  # aware
-    response: bytes | None = None
-    response_code: str = ""
-    reason: str = ""
-    next_attempt_at: datetime | None = None  # required for RETRY
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "outcome", Outcome(self.outcome))
-        require_aware(self.at, "at")
-        if self.outcome == Outcome.RETRY:
-            if self.next_attempt_at is None:
-                raise ValueError(f"delivery {self.delivery_id}: a RETRY needs next_attempt_at")
-            require_aware(self.next_attempt_at, "next_attempt_at")
-
-
-@dataclass(frozen=True, slots=True)
-class SourceFile:
-    """A file a file source read; recorded with the messages it held, in the same transaction."""
-
-    path: str
-    sha256: str  # hex digest of the file's bytes
-    size: int  # bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -797,23 +711,18 @@ def _roll_up(
             by_message.setdefault(message_id, []).append((destination, status, reason))
     changes = []
     for message_id, rows in by_message.items():
-        statuses = {status for _, status, _ in rows}
-        if Status.QUEUED in statuses:
+        status = roll_up(status for _, status, _ in rows)
+        if status == Status.QUEUED:
             continue
         error = ""
-        if Status.ERROR in statuses:
-            status = Status.ERROR
+        if status == Status.ERROR:
             error = detail = "; ".join(
                 f"{destination}: {reason}" for destination, status_, reason in rows if status_ == Status.ERROR
             )
-        elif Status.SENT in statuses:
-            status, detail = (
-                Status.SENT,
-                "sent to "
-                + ", ".join(destination for destination, status_, _ in rows if status_ == Status.SENT),
-            )
+        elif status == Status.SENT:
+            detail = "sent to " + ", ".join(d for d, status_, _ in rows if status_ == Status.SENT)
         else:
-            status, detail = Status.FILTERED, "filtered by every destination"
+            detail = "filtered by every destination"
         at = settled[message_id]
         changes.append(
             {"id": message_id, "status": status, "status_at": at, "error": _fit(_MESSAGE_ERROR, error)}

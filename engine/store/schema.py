@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 import functools
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-
-class Status(enum.StrEnum):
-    """Where a message stands (Mirth's statuses); the value is what the ``status`` column holds."""
-
-    RECEIVED = "RECEIVED"
-    REJECTED = "REJECTED"
-    FILTERED = "FILTERED"
-    TRANSFORMED = "TRANSFORMED"
-    QUEUED = "QUEUED"
-    SENT = "SENT"
-    ERROR = "ERROR"
-
-
-def require_aware(moment: datetime, name: str) -> None:
-    """Raise ValueError unless ``moment`` carries a UTC offset (naive times are ambiguous)."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got naive {moment.isoformat()}")
-
-
-def utc_now() -> datetime:
-    """The current time, aware, in UTC: the store's default clock."""
-    return datetime.now(UTC)
+from engine.model import NAME_LENGTH, require_aware
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -92,7 +70,7 @@ messages = sa.Table(
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("listener", sa.String(100), nullable=False),
-    sa.Column("channel", sa.String(100), nullable=True),
+    sa.Column("channel", sa.String(NAME_LENGTH), nullable=True),
     sa.Column("peer", sa.String(200), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("status_at", UTCDateTime(), nullable=False),
@@ -140,7 +118,7 @@ message_events = sa.Table(
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("detail", sa.Text(), nullable=False),
-    sa.Column("destination", sa.String(100), nullable=True),
+    sa.Column("destination", sa.String(NAME_LENGTH), nullable=True),
     sa.Index(None, "message_id"),
 )
 
@@ -152,8 +130,8 @@ deliveries = sa.Table(
     metadata,
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
     sa.Column("message_id", RowId, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("channel", sa.String(100), nullable=False),
-    sa.Column("destination", sa.String(100), nullable=False),
+    sa.Column("channel", sa.String(NAME_LENGTH), nullable=False),
+    sa.Column("destination", sa.String(NAME_LENGTH), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),  # QUEUED, SENT, ERROR or FILTERED
     sa.Column("attempts", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -198,7 +176,19 @@ source_files = sa.Table(
     sa.Index(None, "sha256"),
 )
 
-# Tables of other modules live on the same metadata (one database, one migration history);
-# importing them here makes `metadata` complete for Alembic and the migration tests.
-import engine.record.schema  # noqa: E402,F401
-import engine.store.audit  # noqa: E402,F401
+# Who saw or changed which message, when, and from where (engine.store.audit). message_id is
+# a plain column, not a foreign key: the trail outlives the messages it speaks of.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("user", sa.String(100), nullable=False),
+    # view, raw, resend, reprocess, login, login_failed, logout
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("message_id", RowId, nullable=True),
+    sa.Column("remote", sa.String(200), nullable=False),  # the client's address as the server saw it
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Index(None, "message_id"),
+    sa.Index(None, "at"),
+)

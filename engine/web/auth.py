@@ -31,11 +31,11 @@ from twisted.web.util import DeferredResource
 from zope.interface import Attribute, Interface
 
 from engine.errors import StoreError
+from engine.model import utc_now
 from engine.store.audit import AuditRepository
-from engine.store.schema import utc_now
+from engine.web.passwords import decoy_hash, verify_password
 
 __all__ = [
-    "DEFAULT_ITERATIONS",
     "Auditor",
     "Authenticator",
     "Gate",
@@ -46,21 +46,16 @@ __all__ = [
     "ReplyResource",
     "Sessions",
     "authenticated",
-    "check_password_hash",
     "error_reply",
-    "hash_password",
     "json_reply",
     "loggable",
     "remote_address",
     "send",
     "serve",
-    "verify_password",
 ]
 
 log = Logger(namespace="engine.web")
 
-ALGORITHM = "pbkdf2_sha256"
-DEFAULT_ITERATIONS = 600_000  # OWASP's 2023 advice for PBKDF2-HMAC-SHA256
 SESSION_COOKIE = b"hl7engine_session"
 # Browsers cannot add a custom header to a cross-site request without asking (CORS preflight):
 # a POST carried by a session cookie must have it, which stops cross-site request forgery even in
@@ -75,54 +70,6 @@ _COMMON_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Passwords
-
-
-def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: str | None = None) -> str:
-    """``pbkdf2_sha256$iterations$salt$hash`` (hash in base64) for ``engine.http.users``."""
-    if iterations < 1:
-        raise ValueError(f"iterations must be at least 1, not {iterations}")
-    salt = salt or secrets.token_urlsafe(16)
-    if not salt or "$" in salt:
-        raise ValueError("a salt must be non-empty and must not contain '$'")
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("ascii"), iterations)
-    return f"{ALGORITHM}${iterations}${salt}${base64.b64encode(digest).decode('ascii')}"
-
-
-def _split(encoded: str) -> tuple[int, str, bytes]:
-    algorithm, iterations, salt, digest = encoded.split("$")
-    if algorithm != ALGORITHM or not iterations.isdigit() or int(iterations) < 1 or not salt:
-        raise ValueError(encoded)
-    salt.encode("ascii")
-    return int(iterations), salt, base64.b64decode(digest, validate=True)
-
-
-def check_password_hash(encoded: str) -> str:
-    """``encoded`` when it is a hash ``hash_password`` could have made, else ValueError (a config validator)."""
-    try:
-        _iterations, _salt, digest = _split(encoded)
-    except (ValueError, UnicodeEncodeError):
-        raise ValueError(
-            "must be a password hash pbkdf2_sha256$iterations$salt$hash; make one with `hl7engine hash-password`"
-        ) from None
-    if len(digest) != hashlib.sha256().digest_size:
-        raise ValueError(
-            "the hash part must be the 32-byte SHA-256 digest in base64; make one with `hl7engine hash-password`"
-        )
-    return encoded
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """Whether ``password`` matches the hash (constant-time comparison); a malformed hash matches nothing. Blocks: CPU-bound."""
-    try:
-        iterations, salt, expected = _split(encoded)
-    except (ValueError, UnicodeEncodeError):
-        return False
-    actual = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("ascii"), iterations)
-    return hmac.compare_digest(actual, expected)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -221,8 +168,7 @@ class Authenticator:
         self._reactor = reactor
         self._clock = clock or reactor.seconds
         # An unknown user costs as much as a known one, so timing does not tell which names exist.
-        iterations = max((_split(h)[0] for h in self.users.values()), default=DEFAULT_ITERATIONS)
-        self._decoy = f"{ALGORITHM}${iterations}$decoy${base64.b64encode(bytes(32)).decode('ascii')}"
+        self._decoy = decoy_hash(self.users.values())
         # Scripts send Basic credentials with every request; hashing each time would cost a CPU
         # fraction of a second per request. A keyed digest of credentials that verified is kept
         # for a session lifetime instead (the key never leaves this process).

@@ -30,8 +30,8 @@ from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
 from engine.config import EngineSettings
+from engine.model import utc_now
 from engine.store.db import store_errors
-from engine.store.schema import utc_now
 from engine.web.auth import (
     BROWSER_HEADER,
     SESSION_COOKIE,

@@ -14,9 +14,9 @@ from twisted.internet.task import deferLater
 from engine.channels import intake
 from engine.config import parse_config
 from engine.listeners.client import MLLPClient, parse_reply
+from engine.model import NewMessage, Status
 from engine.service import Engine
-from engine.store.messages import MessageQuery, MessageStore, NewMessage
-from engine.store.schema import Status
+from engine.store.messages import MessageQuery, MessageStore
 from tests.channels.destinations.downstream import Downstream, reply, silence
 from tests.corpus_util import CORPUS_DIR
 from tests.fakes.harness import in_thread
@@ -283,7 +283,9 @@ tables:
             replies = yield in_thread(send, engine.listeners["main"].port, payloads)
             assert [r.code for r in replies] == ["AA"] * 4
             final = {"C0001": "SENT", "C0002": "SENT", "C0003": "FILTERED", "C0004": "ERROR"}
-            yield wait_until(lambda: statuses(engine).addCallback(lambda s: s == final))
+            yield wait_until(
+                lambda engine=engine, final=final: statuses(engine).addCallback(lambda s: s == final)
+            )
             trails.append((yield _processing_trails(engine, folder)))
             assert sorted(p.name for p in (folder / "billing").iterdir()) == ["C0002.hl7"]
         finally:

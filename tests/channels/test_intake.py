@@ -48,7 +48,7 @@ def exchange(port: int, payload: bytes, n: int) -> tuple[list[str], str]:
         replies = []
         while True:
             text = client.receive().decode("utf-8", errors="replace")
-            if ("PROBE-%d" % n) in [code[1] for code in msa_codes(text)]:
+            if f"PROBE-{n}" in [code[1] for code in msa_codes(text)]:
                 return replies, text
             replies.append(text)
 

@@ -20,10 +20,8 @@ from engine.channels.runner import (
     RetryPolicy,
     utcnow,
 )
-from engine.channels.stages import Delivery, DeliveryResult, Outcome
-from engine.store.messages import MessageQuery, NewMessage
-from engine.store.queues import NewDelivery, ProcessingResult
-from engine.store.schema import Status
+from engine.model import Delivery, DeliveryResult, NewDelivery, NewMessage, Outcome, ProcessingResult, Status
+from engine.store.messages import MessageQuery
 from tests.channels.destinations.downstream import Downstream, reply
 from tests.channels.test_channels_e2e import (
     adt,

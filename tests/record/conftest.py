@@ -9,11 +9,11 @@ import pytest
 
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
+from engine.model import NewMessage, Status
 from engine.record.ingest import IngestResult, RecordIngestor
 from engine.store.db import create_engine_for
-from engine.store.messages import MessageRepository, NewMessage
+from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
-from engine.store.schema import Status
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "record"
 RECEIVED = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)

@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 import pytest
 import pytest_twisted
 
-from engine.channels.stages import Delivery, DeliveryResult, Outcome
+from engine.model import Delivery, DeliveryResult, NewMessage, Outcome, Status
 from engine.record.destination import RecordDestination
 from engine.record.query import get_patient
-from engine.store.messages import MessageStore, NewMessage
-from engine.store.schema import Status
+from engine.store.messages import MessageStore
 from tests.record.conftest import JOURNEY, SAMPLES
 from tests.store.conftest import WriteLock
 

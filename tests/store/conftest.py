@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from twisted.internet import defer, task
 
+from engine.model import NewMessage, Status
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for
-from engine.store.messages import MessageRepository, MessageStore, NewMessage
+from engine.store.messages import MessageRepository, MessageStore
 from engine.store.migrations import upgrade
 from engine.store.queues import QueueRepository
-from engine.store.schema import Status
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

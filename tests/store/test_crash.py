@@ -27,8 +27,8 @@ WRITER = f"""
 import sys
 from datetime import datetime, timezone
 from twisted.internet import reactor, task
-from engine.store.messages import MessageStore, NewMessage
-from engine.store.schema import Status
+from engine.model import NewMessage, Status
+from engine.store.messages import MessageStore
 
 store = MessageStore(sys.argv[1], reactor=reactor)
 store.start()

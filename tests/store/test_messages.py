@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from twisted.internet import defer
 
 from engine.errors import StoreError
+from engine.model import NewDelivery, NewMessage, ProcessingResult, SourceFile, Status
 from engine.store.db import create_engine_for
 from engine.store.messages import (
     _INSERT_COLUMNS,
@@ -24,11 +25,9 @@ from engine.store.messages import (
     MessageRepository,
     MessageStore,
     MessageSummary,
-    NewMessage,
     StoredMessage,
 )
-from engine.store.queues import NewDelivery, ProcessingResult, SourceFile
-from engine.store.schema import Status, deliveries, message_events, source_files
+from engine.store.schema import deliveries, message_events, source_files
 
 from .conftest import T0, count_commits, later
 
@@ -541,7 +540,7 @@ def test_store_lifecycle_errors(sqlite_url):
 
     never_started = MessageStore(sqlite_url, reactor=reactor)
     with pytest.raises(StoreError):
-        never_started.repository
+        _ = never_started.repository
     stopped = never_started.stop()
     assert stopped.called and stopped.result is None
     with pytest.raises(StoreError):

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
 from engine.store.db import create_engine_for
 from engine.store.migrations import SCRIPT_LOCATION, make_config, upgrade
 from engine.store.schema import metadata

@@ -10,11 +10,19 @@ import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import defer
 
-from engine.channels.stages import Delivery, Outcome
 from engine.errors import StoreError
+from engine.model import (
+    AttemptResult,
+    Delivery,
+    NewDelivery,
+    Outcome,
+    ProcessingResult,
+    ReceivedMessage,
+    Status,
+)
 from engine.store.messages import MessageQuery
-from engine.store.queues import AttemptResult, NewDelivery, ProcessingResult, QueueRepository, ReceivedMessage
-from engine.store.schema import Status, message_events
+from engine.store.queues import QueueRepository
+from engine.store.schema import message_events
 
 from .conftest import T0, count_commits, later
 
@@ -713,9 +721,7 @@ def test_queues_resume_after_a_restart(open_store, make_message):
     )
     yield store.stop()
     reopened = open_store()
-    due = yield reopened.due_deliveries(
-        "adt", "lab", now=datetime.now(UTC), limit=10, head_only=False
-    )
+    due = yield reopened.due_deliveries("adt", "lab", now=datetime.now(UTC), limit=10, head_only=False)
     assert [(d.delivery_id, d.attempt) for d in due] == [
         (delivery_ids[0], 2),
         (delivery_ids[1], 1),

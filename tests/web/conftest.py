@@ -14,10 +14,10 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from engine.config import EngineSettings, HttpSettings
-from engine.store.messages import MessageStore, NewMessage
-from engine.store.schema import Status
-from engine.web.auth import hash_password
+from engine.model import NewMessage, Status
+from engine.store.messages import MessageStore
 from engine.web.metrics import Metrics
+from engine.web.passwords import hash_password
 from engine.web.server import WebService
 
 PASSWORD = "correct horse battery staple"

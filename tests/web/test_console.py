@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 import sqlalchemy as sa
 
-from engine.store.audit import audit_log
+from engine.store.schema import audit_log
 from tests.fakes.harness import in_thread
 from tests.web.conftest import PASSWORD, new_message
 

@@ -18,16 +18,14 @@ from twisted.web import resource
 from engine.cli import main as cli
 from engine.config import parse_config
 from engine.errors import ConfigError
-from engine.store.audit import AuditRepository, audit_log
+from engine.model import Status
+from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
+from engine.store.audit import AuditRepository
 from engine.store.db import create_engine_for
 from engine.store.migrations import upgrade
-from engine.store.schema import Status, metadata
-from engine.web.auth import (
-    Sessions,
-    check_password_hash,
-    hash_password,
-    verify_password,
-)
+from engine.store.schema import audit_log, metadata
+from engine.web.auth import Sessions
+from engine.web.passwords import check_password_hash, hash_password, verify_password
 from engine.web.server import build_root
 from tests.fakes.harness import in_thread
 from tests.web.conftest import BROWSER, PASSWORD, basic, fetch, new_message

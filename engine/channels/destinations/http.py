@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from engine.channels.destinations.policy import decide, unexpected_failure
 from engine.channels.destinations.spec import HttpDestinationSettings
-from engine.channels.stages import Delivery, DeliveryResult, Outcome
+from engine.model import Delivery, DeliveryResult, Outcome
 
 __all__ = ["HTTPDestination"]
 

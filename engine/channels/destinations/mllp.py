@@ -30,8 +30,8 @@ from twisted.python.failure import Failure
 
 from engine.channels.destinations.policy import decide, judge, read_ack, unexpected_failure, unexpected_result
 from engine.channels.destinations.spec import MllpSettings, TlsSettings
-from engine.channels.stages import Delivery, DeliveryResult, Outcome
 from engine.listeners.mllp import MLLPFramer, frame
+from engine.model import Delivery, DeliveryResult, Outcome
 
 __all__ = ["MLLPDestination"]
 

@@ -2,6 +2,9 @@
 
 from alembic import context
 
+# The migrations are the history of the whole database: the record keeps its tables beside the
+# store's, on the same metadata (only autogenerate reads it, to draft a revision).
+from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
 from engine.store.schema import metadata
 
 connection = context.config.attributes["connection"]

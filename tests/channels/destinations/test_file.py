@@ -12,8 +12,8 @@ from twisted.internet import reactor
 from engine.channels.destinations import file as file_module
 from engine.channels.destinations.file import TEMP_PREFIX, FileDestination
 from engine.channels.destinations.spec import FileSettings
-from engine.channels.stages import Delivery, Outcome
 from engine.hl7.batch import split_batch
+from engine.model import Delivery, Outcome
 from tests.channels.destinations.acks import message
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR

@@ -15,8 +15,8 @@ from twisted.web.http import stringToDatetime
 
 from engine.channels.destinations.http import HTTPDestination
 from engine.channels.destinations.spec import HttpDestinationSettings
-from engine.channels.stages import Delivery, Outcome
 from engine.listeners.client import control_id_of
+from engine.model import Delivery, Outcome
 from tests.channels.destinations.acks import ack, message
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR

@@ -10,7 +10,7 @@ from twisted.internet.task import deferLater
 
 from engine.channels.destinations.mllp import MLLPDestination
 from engine.channels.destinations.spec import AckPolicy, MllpSettings, TlsSettings
-from engine.channels.stages import Delivery, Outcome
+from engine.model import Delivery, Outcome
 from tests.channels.destinations.acks import message
 from tests.channels.destinations.certs import self_signed
 from tests.channels.destinations.downstream import (
