@@ -25,10 +25,16 @@ class HL7Error(EngineError):
 
 
 class StoreError(EngineError):
-    """The message store could not do what was asked (down, locked, full)."""
+    """The message store could not do what was asked (down, locked, full).
 
-    def __init__(self, message: str, *, locked: bool = False):
+    ``transient``: the database itself failed (a lock timed out, the server is down or
+    unreachable), not what was asked of it, so the same request may succeed later. ``locked``:
+    a lock timed out (transient too).
+    """
+
+    def __init__(self, message: str, *, locked: bool = False, transient: bool = False):
         self.locked = locked
+        self.transient = locked or transient
         super().__init__(message)
 
 

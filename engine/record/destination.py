@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 
-from sqlalchemy import exc as sa_exc
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -123,11 +122,7 @@ class RecordDestination:
         cause = error.__cause__ if isinstance(error, StoreError) else error
         if isinstance(cause, RecordError):
             return DeliveryResult(Outcome.ERROR, reason=f"cannot be applied to the patient record: {cause}")
-        if isinstance(error, StoreError) and (
-            error.locked
-            or cause is None
-            or isinstance(cause, (sa_exc.OperationalError, sa_exc.InterfaceError))
-        ):
+        if isinstance(error, StoreError) and (error.transient or cause is None):
             return DeliveryResult(Outcome.RETRY, reason=str(error))
         log.failure(
             "applying message {message_id} to the patient record failed",

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from engine.errors import EngineError, StoreError
 from engine.hl7.message import Message
@@ -190,7 +189,7 @@ class RecordIngestor:
                                 else:
                                     marks.append(mark)
                         except StoreError as error:
-                            if _database_failed(error):
+                            if error.transient:
                                 raise  # the database, not this message: nothing of the batch can be applied now
                             raise _Refused(index, error) from error
                         except (
@@ -202,7 +201,7 @@ class RecordIngestor:
                     with store_errors(f"marking {len(marks)} message(s) applied to the record"):
                         lookup.insert_many(schema.applied_messages, marks)
                 except StoreError as error:
-                    if _database_failed(error):
+                    if error.transient:
                         raise
                     raise _MarksRefused() from error
         return results
@@ -256,11 +255,6 @@ class RecordIngestor:
                     message_time=_EPOCH,
                 )
                 return _unmerge(writer, merge_id, reason)
-
-
-def _database_failed(error: StoreError) -> bool:
-    """Whether the database itself failed (locked, unreachable), rather than refused what one message wrote."""
-    return error.locked or isinstance(error.__cause__, (sa_exc.OperationalError, sa_exc.InterfaceError))
 
 
 class _MarksRefused(Exception):

@@ -127,10 +127,15 @@ def is_lock_error(error: BaseException) -> bool:
 
 @contextlib.contextmanager
 def store_errors(action: str) -> Iterator[None]:
-    """Turn SQLAlchemy errors raised inside into StoreError (``locked`` set for lock timeouts), chained to the cause."""
+    """Turn SQLAlchemy errors raised inside into StoreError, chained to the cause.
+
+    ``locked`` is set for lock timeouts; ``transient`` also when the database is down or
+    unreachable (SQLAlchemy's OperationalError and InterfaceError).
+    """
     try:
         yield
     except sa_exc.SQLAlchemyError as error:
         # The driver's own message: SQLAlchemy's wraps it with the whole SQL statement.
         reason = error.orig if isinstance(error, sa_exc.StatementError) and error.orig is not None else error
-        raise StoreError(f"{action} failed: {reason}", locked=is_lock_error(error)) from error
+        down = isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError))
+        raise StoreError(f"{action} failed: {reason}", locked=is_lock_error(error), transient=down) from error

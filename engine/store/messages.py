@@ -1307,6 +1307,4 @@ def _as_store_error(error: BaseException, action: str) -> StoreError:
 
 def _may_be_one_add(error: StoreError) -> bool:
     """Whether a failed group is worth retrying add by add: not when the database itself is locked or unreachable."""
-    return not error.locked and not isinstance(
-        error.__cause__, (sa_exc.OperationalError, sa_exc.InterfaceError)
-    )
+    return not error.transient
