@@ -1,4 +1,6 @@
-"""Scenario (2), end to end: intake -> filter -> transforms -> an mllp destination -> SENT, to a receiver the benchmark runs.
+"""Scenario (2), end to end: intake -> filter -> transforms -> an mllp destination -> SENT.
+
+The destination is a receiver the benchmark runs.
 
 Each row starts its own downstream receiver (``servers/downstream.py``, a process of its own
 that ACKs AA and records every control id with its receive time) and an engine whose one
@@ -30,7 +32,10 @@ TABLES = {
 
 
 def channels(receiver_port: int) -> tuple[dict, ...]:
-    """One channel: two filters every generated message passes, four transforms, the mllp destination (default queue: in order)."""
+    """One channel: two filters every generated message passes, four transforms, the mllp destination.
+
+    The destination has the default queue: in order.
+    """
     return (
         {
             "name": CHANNEL,
@@ -84,7 +89,8 @@ class Downstream:
         """(monotonic receive time, control id) of every message, in order of receipt."""
         if not self.record.exists():
             raise RuntimeError(
-                f"the downstream receiver wrote no record (exit {self.server.exit_code}): {self.server.log_tail()}"
+                f"the downstream receiver wrote no record (exit {self.server.exit_code}): "
+                f"{self.server.log_tail()}"
             )
         lines = self.record.read_text().splitlines()
         return [
@@ -93,12 +99,18 @@ class Downstream:
 
 
 def order_problem(sent: list[str], received: list[str]) -> str | None:
-    """None when the receiver got exactly the SENT messages, each once, in message id order; else how it differs."""
+    """None when the receiver got the SENT messages as sent; else how what it got differs.
+
+    As sent: exactly the SENT messages, each once, in message id order.
+    """
     if received == sent:
         return None
     twice = len(received) - len(set(received))
     first = next((i for i, (a, b) in enumerate(zip(sent, received)) if a != b), min(len(sent), len(received)))
-    return f"first difference at position {first:,}; {len(received):,} received, {len(sent):,} SENT, {twice:,} received more than once"
+    return (
+        f"first difference at position {first:,}; {len(received):,} received, {len(sent):,} SENT,"
+        f" {twice:,} received more than once"
+    )
 
 
 def measure_row(
@@ -112,7 +124,10 @@ def measure_row(
     label: str = LABEL,
     on_window=None,
 ) -> Row:
-    """One end-to-end row, on ``store_url`` (default: SQLite in the row's folder); ``on_window`` as for ``measure``."""
+    """One end-to-end row, on ``store_url`` (default: SQLite in the row's folder).
+
+    ``on_window`` works as for ``measure``.
+    """
     with (
         row_folder(options, f"bench-e2e-{connections}-") as folder,
         contextlib.closing(Downstream(folder)) as receiver,

@@ -168,7 +168,8 @@ def measure(
         seconds=options.seconds,
         warmup_seconds=options.warmup_seconds,
         max_messages=options.max_messages,
-        # Control ids: run tag (4) + system (2) + connections (2) + C + connection (2) + sequence (7) = 18 characters.
+        # Control ids: run tag (4) + system (2) + connections (2) + C + connection (2) + sequence (7)
+        # = 18 characters.
         tag=f"{options.tag}{system.name[:2].upper()}{connections:02d}",
         reply_timeout=options.reply_timeout,
         patients=patients,
@@ -225,7 +226,10 @@ def measure(
 
 @contextlib.contextmanager
 def row_folder(options: Options, prefix: str) -> Iterator[Path]:
-    """A fresh folder under the data root for a row's fixtures (a store, a receiver's record); removed afterwards unless --keep."""
+    """A fresh folder under the data root for a row's fixtures (a store, a receiver's record).
+
+    It is removed afterwards unless --keep.
+    """
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=options.data_root))
     try:
         yield folder
@@ -309,4 +313,7 @@ def summary(row: Row) -> str:
     if row.status != "ok":
         return f"{row.status}: {row.reason}"
     p99 = f"{row.p99_ms:.2f}" if row.p99_ms is not None else "-"
-    return f"{row.rate:,.0f} msg/s, p99 {p99} ms, {row.errors} error(s), other load {row.other_cpu_percent:.0f}% of a core"
+    return (
+        f"{row.rate:,.0f} msg/s, p99 {p99} ms, {row.errors} error(s),"
+        f" other load {row.other_cpu_percent:.0f}% of a core"
+    )

@@ -45,7 +45,8 @@ def python_hl7(raw: bytes) -> None:
 def main(files: list[str]) -> None:
     """Print one line of timings per corpus file."""
     print(
-        f"{'file':42} {'bytes':>7} {'segments':>8} {'intake µs':>10} {'Message.parse+get µs':>21} {'hl7.parse µs':>13}"
+        f"{'file':42} {'bytes':>7} {'segments':>8} {'intake µs':>10}"
+        f" {'Message.parse+get µs':>21} {'hl7.parse µs':>13}"
     )
     for name in files:
         raw = (ROOT / "tests" / "corpus" / name).read_bytes()

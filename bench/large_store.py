@@ -1,4 +1,6 @@
-"""Scenario (4): scenario (1)'s intake on a store that already holds 1 million messages, 100,000 of them queued for a destination that is down.
+"""Scenario (4): scenario (1)'s intake on a store that already holds 1 million messages.
+
+100,000 of them are queued for a destination that is down.
 
 The pre-filled store is built once (the schema by the engine's own migrations, run by the
 engine under test; the rows with the raw sqlite3 module, ``executemany`` in large transactions)
@@ -54,7 +56,10 @@ _CONTROL_ID_FORMATS = ("{:010d}", "MSG{:09d}", "{:08d}-{:04d}", "LAB.{:012d}")
 
 
 def channels(down_port: int) -> tuple[dict, ...]:
-    """Intake's catch-all first (it takes every message of the load), then the channel whose destination is down."""
+    """Intake's catch-all first, then the channel whose destination is down.
+
+    The catch-all takes every message of the load.
+    """
     outbound = {
         "name": OUTBOUND_CHANNEL,
         "source": "bench",
@@ -80,7 +85,10 @@ def control_id(number: int) -> str:
 
 
 def prefill_patient_id(number: int) -> str:
-    """The patient identifier (PID-3.1) of pre-filled message ``number``: each recurs about every PATIENT_IDS messages."""
+    """The patient identifier (PID-3.1) of pre-filled message ``number``.
+
+    Each identifier recurs about every PATIENT_IDS messages.
+    """
     return f"{_FIRST_PATIENT_ID + (number * 7919) % PATIENT_IDS}"
 
 
@@ -103,7 +111,10 @@ def _header(template: Template) -> dict[str, str]:
 
 
 def _rows(count: int, queued: int, message_columns: list[str]) -> Iterator[tuple[tuple, tuple | None]]:
-    """(messages row in ``message_columns`` order, deliveries row or None) for messages 1..count; every n-th is queued."""
+    """(messages row in ``message_columns`` order, deliveries row or None) for messages 1..count.
+
+    Every n-th message is queued.
+    """
     templates = generate(PREFILL_TEMPLATES, seed=PREFILL_SEED)
     prepared = [(t, _header(t), f"|{patient_id(t)}^".encode()) for t in templates]
     queue_every = max(1, count // queued) if queued else 0
@@ -184,7 +195,10 @@ _DELIVERY_COLUMNS = (
 
 
 def _fill(database: Path, count: int, queued: int) -> None:
-    """Insert the rows with sqlite3, a transaction per chunk; the columns are whatever the engine's schema has."""
+    """Insert the rows with sqlite3, a transaction per chunk.
+
+    The columns are whatever the engine's schema has.
+    """
     with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as connection:
         connection.execute(
             "PRAGMA synchronous=OFF"
@@ -220,12 +234,16 @@ def _fill(database: Path, count: int, queued: int) -> None:
         }
         if unknown:
             raise RuntimeError(
-                f"the engine's messages table has columns the pre-fill does not know: {', '.join(sorted(unknown))}"
+                "the engine's messages table has columns the pre-fill does not know: "
+                f"{', '.join(sorted(unknown))}"
             )
         insert_message = (
             f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
-        insert_delivery = f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({', '.join('?' * len(_DELIVERY_COLUMNS))})"
+        insert_delivery = (
+            f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(_DELIVERY_COLUMNS))})"
+        )
         rows = _rows(count, queued, columns)
         for _ in range(0, count, _CHUNK):
             chunk = [row for row, _ in zip(rows, range(_CHUNK))]
@@ -241,14 +259,18 @@ def _fill(database: Path, count: int, queued: int) -> None:
 def _schema_digest(database: Path) -> str:
     with contextlib.closing(sqlite3.connect(database)) as connection:
         schema = connection.execute(
-            "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name)"
+            "SELECT group_concat(sql, ';') FROM"
+            " (SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name)"
         ).fetchone()[0]
         version = connection.execute("SELECT group_concat(version_num) FROM alembic_version").fetchone()[0]
     return f"{schema}\n{version}"
 
 
 def _migrate(context: RunContext, url: str) -> None:
-    """Create the schema with the migrations of the engine under test (store_client.py with that engine first on the path)."""
+    """Create the schema with the migrations of the engine under test.
+
+    They run in store_client.py, with that engine first on the path.
+    """
     argv = [sys.executable, str(BENCH / "store_client.py"), "migrate", url]
     done = subprocess.run(
         argv,
@@ -263,7 +285,10 @@ def _migrate(context: RunContext, url: str) -> None:
 
 
 def prefilled_store(options: Options, context: RunContext, *, progress=print) -> tuple[Path, float]:
-    """The cached pre-filled store for this engine schema and these counts (built when missing), and the seconds it took to get it."""
+    """The cached pre-filled store for this engine schema and these counts, and the seconds to get it.
+
+    The store is built when missing.
+    """
     started = time.monotonic()
     cache = options.data_root / _CACHE_FOLDER
     cache.mkdir(parents=True, exist_ok=True)
@@ -271,12 +296,16 @@ def prefilled_store(options: Options, context: RunContext, *, progress=print) ->
     try:
         _migrate(context, sqlite_url(building))
         key = hashlib.sha256(
-            f"{_schema_digest(building)}\n{PREFILL_FORMAT} {options.prefill_messages} {options.prefill_queued}".encode()
+            (
+                f"{_schema_digest(building)}\n"
+                f"{PREFILL_FORMAT} {options.prefill_messages} {options.prefill_queued}"
+            ).encode()
         ).hexdigest()[:16]
         cached = cache / f"large-store-{key}.db"
         if not cached.exists():
             progress(
-                f"  building the pre-filled store ({options.prefill_messages:,} messages, {options.prefill_queued:,} queued) into {cache} ..."
+                f"  building the pre-filled store ({options.prefill_messages:,} messages,"
+                f" {options.prefill_queued:,} queued) into {cache} ..."
             )
             _fill(building, options.prefill_messages, options.prefill_queued)
             for older in cache.glob("large-store-*.db"):  # one cached store at a time: they are large
@@ -293,14 +322,17 @@ def prefilled_store(options: Options, context: RunContext, *, progress=print) ->
 
 
 def _copy_to_disk(source: Path, target: Path) -> None:
-    """Copy and fsync, so that the kernel is not still writing gigabytes of it back while the row is measured."""
+    """Copy and fsync, so the kernel is not still writing gigabytes of it back while the row is measured."""
     shutil.copyfile(source, target)
     with target.open("rb+") as copied:
         os.fsync(copied.fileno())
 
 
 class Searches:
-    """Searches through the engine's repository during the window, in a process of their own; their times once it ends."""
+    """Searches through the engine's repository during the window, in a process of their own.
+
+    Their times are read once the window ends.
+    """
 
     def __init__(self, url: str, options: Options, context: RunContext):
         count = options.prefill_messages
@@ -340,7 +372,8 @@ class Searches:
             out, err = self.process.communicate(timeout=self.timeout)
             if self.process.returncode != 0:
                 raise RuntimeError(
-                    f"the search client failed: {err.strip().splitlines()[-1] if err.strip() else self.process.returncode}"
+                    "the search client failed: "
+                    f"{err.strip().splitlines()[-1] if err.strip() else self.process.returncode}"
                 )
             self.results = json.loads(out)
 
@@ -406,7 +439,8 @@ def run(scenario: Scenario, options: Options, context: RunContext, *, progress=p
         return []
     prefilled, seconds = prefilled_store(options, context, progress=progress)
     progress(
-        f"  pre-filled store ready in {seconds:.1f} s: {prefilled} ({prefilled.stat().st_size / 2**20:,.0f} MiB)"
+        f"  pre-filled store ready in {seconds:.1f} s: {prefilled}"
+        f" ({prefilled.stat().st_size / 2**20:,.0f} MiB)"
     )
 
     variants = (
@@ -436,7 +470,8 @@ def figures(row: Row) -> dict[str, str]:
             columns[name] = f"not available ({search.get('reason', '')})"
         elif search.get("times_ms"):
             columns[name] = (
-                f"median {search['median_ms']:.1f} ms, max {search['max_ms']:.1f} ms ({len(search['times_ms'])}"
+                f"median {search['median_ms']:.1f} ms, max {search['max_ms']:.1f} ms"
+                f" ({len(search['times_ms'])}"
                 f"{', all found' if search['all_found'] else ', SOME NOT FOUND'})"
             )
     return columns

@@ -336,7 +336,10 @@ def _receive(pipe, process, deadline: float, what: str):
 
 
 def default_tag() -> str:
-    """A control-id prefix that does not repeat for two days: 4 base-36 digits of the clock in tenths of a second."""
+    """A control-id prefix that does not repeat for two days.
+
+    It is 4 base-36 digits of the clock in tenths of a second.
+    """
     value = int(time.time() * 10) % (36**4)
     digits = ""
     for _ in range(4):

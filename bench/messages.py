@@ -270,7 +270,8 @@ def _pid(p: dict) -> str:
 def _pv1(p: dict, patient_class: str, when: datetime) -> str:
     npi, family, given = p["doctor"]
     return (
-        f"PV1|1|{patient_class}|MED^{200 + len(p['mrn']) % 50}^1^GENHOSP||||{npi}^{family}^{given}^^^Dr^^^NPI|||MED||||1|||"
+        f"PV1|1|{patient_class}|MED^{200 + len(p['mrn']) % 50}^1^GENHOSP||||"
+        f"{npi}^{family}^{given}^^^Dr^^^NPI|||MED||||1|||"
         f"{npi}^{family}^{given}^^^Dr^^^NPI|IN||||||||||||||||||||||||{_ts(when)}"
     )
 
@@ -281,7 +282,8 @@ def _adt(rng: random.Random, kind: str, when: datetime, p: dict) -> list[str]:
         f"EVN|{kind[4:]}|{_ts(when)}|||{rng.choice(['REGCLERK1', 'REGCLERK2', 'ADMIT01'])}^Registrar^Reg",
         _pid(p),
         f"PD1|||GENHOSP^^1001|{p['doctor'][0]}^{p['doctor'][1]}^{p['doctor'][2]}^^^Dr^^^NPI",
-        f"NK1|1|{rng.choice(_FAMILY)}^{rng.choice(_GIVEN_F + _GIVEN_M)}|SPO^Spouse^HL70063|{p['street']}^^{p['city']}^{p['state']}^{p['zip']}^USA|"
+        f"NK1|1|{rng.choice(_FAMILY)}^{rng.choice(_GIVEN_F + _GIVEN_M)}|SPO^Spouse^HL70063|"
+        f"{p['street']}^^{p['city']}^{p['state']}^{p['zip']}^USA|"
         f"{p['phone']}||EC^Emergency Contact^HL70131",
         _pv1(p, "I" if kind == "ADT^A01" else "O", when),
     ]
@@ -291,7 +293,8 @@ def _adt(rng: random.Random, kind: str, when: datetime, p: dict) -> list[str]:
     segments.append(f"DG1|1||{code}^{name}^I10|||A")
     insurer, insurer_name = rng.choice(_INSURERS)
     segments.append(
-        f"IN1|1|PLAN{rng.randint(100, 999)}|{insurer}|{insurer_name}|PO Box {rng.randint(100, 9999)}^^Hartford^CT^06101||"
+        f"IN1|1|PLAN{rng.randint(100, 999)}|{insurer}|{insurer_name}|"
+        f"PO Box {rng.randint(100, 9999)}^^Hartford^CT^06101||"
         f"{rng.randint(8000000000, 8999999999)}|GRP{rng.randint(10000, 99999)}||||20260101|20261231|||"
         f"{p['family']}^{p['given']}|SEL^Self^HL70063|{p['dob']}"
     )
@@ -308,7 +311,8 @@ def _oru(rng: random.Random, kind: str, when: datetime, p: dict) -> list[str]:
         _pid(p),
         _pv1(p, "O", when),
         f"ORC|RE|{order}^EMR|{filler}^LAB||CM||||{_ts(when)}|||{npi}^{family}^{given}^^^Dr^^^NPI",
-        f"OBR|1|{order}^EMR|{filler}^LAB|24323-8^Comprehensive metabolic and CBC panel^LN|||{_ts(collected)}|||||||"
+        f"OBR|1|{order}^EMR|{filler}^LAB|24323-8^Comprehensive metabolic and CBC panel^LN|||"
+        f"{_ts(collected)}|||||||"
         f"{_ts(collected)}|Blood|{npi}^{family}^{given}^^^Dr^^^NPI||||||{_ts(when)}|||F",
     ]
     for set_id, (loinc, name, units, low, high, typical, decimals) in enumerate(

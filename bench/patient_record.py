@@ -1,4 +1,6 @@
-"""Scenario (3), patient record ingest: a mixed ADT/SIU/ORU/DFT stream whose patients recur, into the record destination.
+"""Scenario (3), patient record ingest: a mixed ADT/SIU/ORU/DFT stream whose patients recur.
+
+The stream goes into the record destination.
 
 The engine has one channel taking ADT, SIU, ORU and DFT to a ``record`` destination
 (docs/record.md). The load is scenario (1)'s, except that every message is about one of a pool
@@ -68,5 +70,7 @@ def figures(row: Row) -> dict[str, str]:
         "record msg/s (window)": f"{seen['sent_rate_in_window']:,.0f}",
         **drain_figures(seen),
         "record deliveries": ", ".join(f"{status} {count:,}" for status, count in sorted(statuses.items())),
-        "persons / identifiers": f"{seen['persons']:,} / {seen['identifiers']:,} (pool of {seen['patient_pool']:,})",
+        "persons / identifiers": (
+            f"{seen['persons']:,} / {seen['identifiers']:,} (pool of {seen['patient_pool']:,})"
+        ),
     }

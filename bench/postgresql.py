@@ -20,7 +20,10 @@ END_TO_END_LABEL = "hl7engine, PostgreSQL, end to end"
 def intake_row(
     scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None
 ) -> Row:
-    """One intake row on a database of its own (dropped afterwards); ``on_window`` as for ``measure`` (the profiler's)."""
+    """One intake row on a database of its own (dropped afterwards).
+
+    ``on_window`` works as for ``measure`` (the profiler's).
+    """
     with fresh_database(options.postgres_server) as database:
         engine = system.configured(INTAKE_LABEL, EngineSetup(store_url=database.url))
         row = measure(scenario, engine, connections, options, context, on_window=on_window)
@@ -56,7 +59,10 @@ def _dropped(row: Row, database: Database, compares_with: str, options: Options)
 
 
 def run(scenario: Scenario, options: Options, context: RunContext, *, progress=print) -> list[Row]:
-    """Intake and end-to-end rows on PostgreSQL, or one unavailable row each when the server cannot be reached."""
+    """Intake and end-to-end rows on PostgreSQL.
+
+    When the server cannot be reached, one unavailable row each instead.
+    """
     if options.systems is not None and "engine" not in options.systems:
         return []
     problem = postgres_unreachable(options.postgres_server)

@@ -26,7 +26,10 @@ def cpu_seconds_of(stat_path: Path) -> float:
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
-    """User + system CPU time of each thread of a process so far, by thread id (the main thread's id is the pid)."""
+    """User + system CPU time of each thread of a process so far, by thread id.
+
+    The main thread's id is the pid.
+    """
     times = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -65,7 +68,10 @@ def machine(data_root: Path) -> dict:
 
 
 def fsync_ms(directory: Path, count: int = 50, budget_seconds: float = 2.0) -> float:
-    """Median time of writing 4 KiB and fsyncing it in this folder: what durability: power_loss pays per commit."""
+    """Median time of writing 4 KiB and fsyncing it in this folder.
+
+    It is what durability: power_loss pays per commit.
+    """
     times = []
     deadline = time.monotonic() + budget_seconds
     with tempfile.NamedTemporaryFile(dir=directory, prefix="bench-fsync-") as probe:

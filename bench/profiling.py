@@ -1,4 +1,6 @@
-"""Profile the engine under a scenario's load (intake, end to end, patient record, intake on PostgreSQL): where does a message's time go?
+"""Profile the engine under a scenario's load: where does a message's time go?
+
+The loads: intake, end to end, patient record, intake on PostgreSQL.
 
 ``py-spy`` (installed into bench/.deps by the benchmark) samples every thread of the running
 engine from outside, so the reactor thread and the store's writer thread both show; ``cProfile``
@@ -56,7 +58,10 @@ def profile(
     output: Path,
     progress=print,
 ) -> Path:
-    """Run the engine's row of ``scenario`` (a key of PROFILED) at this connection count under the profiler; return the summary's path."""
+    """Run the engine's row of ``scenario`` at this connection count under the profiler.
+
+    ``scenario`` is a key of PROFILED. Returns the summary's path.
+    """
     output.mkdir(parents=True, exist_ok=True)
     suffix = "" if scenario == "intake" else f"-{scenario}"
     summary_path = output / f"profile-{tool}{suffix}.md"
@@ -75,7 +80,8 @@ def profile(
     def window(phase, server):
         threads[phase] = procstats.thread_cpu_seconds(server.pid)
         if tool == "py-spy" and phase == "start":
-            # --gil: only samples of the thread holding the GIL, i.e. what occupies the one core Python code can use.
+            # --gil: only samples of the thread holding the GIL, i.e. what occupies the one core
+            # Python code can use.
             argv = [
                 str(binary),
                 "record",
@@ -113,8 +119,9 @@ def profile(
         )
     head = (
         f"# Engine profile ({tool}), {scenario}, {connections} connection(s)\n\n"
-        f"Engine: {context.engine_source}. Load: {row.rate:,.0f} msg/s, p99 {row.p99_ms or 0:.2f} ms, {row.errors} error(s),"
-        f" server CPU {row.server_cpu_percent:.0f}% of one core ({row.server_cpu_us_per_message or 0:,.0f} µs/msg)"
+        f"Engine: {context.engine_source}. Load: {row.rate:,.0f} msg/s, p99 {row.p99_ms or 0:.2f} ms,"
+        f" {row.errors} error(s), server CPU {row.server_cpu_percent:.0f}% of one core"
+        f" ({row.server_cpu_us_per_message or 0:,.0f} µs/msg)"
         f" while profiled (the profiler slows the engine down). Raw output: {raw.name}.\n\n"
         f"{_thread_split(threads, row.seconds)}\n\n"
     )
@@ -157,7 +164,10 @@ def _area(file: str) -> str:
 
 
 def _summarise_py_spy(raw: Path, top: int = 25) -> str:
-    """Shares of the samples per thread, per area, per function (own time), and per function inside each thread."""
+    """Shares of the samples per thread, per area and per function (own time).
+
+    Also per function inside each thread.
+    """
     threads: Counter[str] = Counter()
     own: Counter[str] = Counter()
     areas: Counter[str] = Counter()
@@ -191,9 +201,9 @@ def _summarise_py_spy(raw: Path, top: int = 25) -> str:
         return rows + [""]
 
     out = [
-        f"{total:,} samples at 100 Hz of the thread holding the GIL (py-spy --gil): Python work on the one core"
-        " the engine's Python code can use. C code that releases the GIL (SQLite executing and committing,"
-        " socket sends, epoll waits) is not in them; it shows in the per-thread CPU above.",
+        f"{total:,} samples at 100 Hz of the thread holding the GIL (py-spy --gil): Python work on the"
+        " one core the engine's Python code can use. C code that releases the GIL (SQLite executing and"
+        " committing, socket sends, epoll waits) is not in them; it shows in the per-thread CPU above.",
         "",
     ]
     out += table("Threads", threads, 10)

@@ -1,4 +1,6 @@
-"""The report: the measured rows, engine-to-baseline ratios, each scenario's own figures, the issue's targets, machine and versions.
+"""The report: the measured rows, engine-to-baseline ratios, each scenario's own figures, the issue's targets.
+
+It also gives the machine and versions.
 
 One Markdown text (printed and written to ``latest.md``) and one JSON document (``latest.json``)
 carry the same figures.
@@ -25,13 +27,15 @@ def _usable(row: Row) -> bool:
 
 def rows_table(rows: list[Row]) -> list[str]:
     lines = [
-        "| system | conns | msg/s | p50 ms | p99 ms | max ms | errors | server CPU µs/msg | server CPU % | peak RSS MB | generator CPU % | other load % | note |",
+        "| system | conns | msg/s | p50 ms | p99 ms | max ms | errors | server CPU µs/msg | server CPU % |"
+        " peak RSS MB | generator CPU % | other load % | note |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         if row.status != "ok":
             lines.append(
-                f"| {row.label} | {row.connections} | - | - | - | - | - | - | - | - | - | - | {row.status}: {row.reason} |"
+                f"| {row.label} | {row.connections} | - | - | - | - | - | - | - | - | - | - |"
+                f" {row.status}: {row.reason} |"
             )
             continue
         notes = []
@@ -57,9 +61,10 @@ def rows_table(rows: list[Row]) -> list[str]:
             "-" if row.server_cpu_us_per_message is None else f"{row.server_cpu_us_per_message:,.0f}"
         )
         lines.append(
-            f"| {row.label} | {row.connections} | {row.rate:,.0f} | {_ms(row.p50_ms)} | {_ms(row.p99_ms)} | {_ms(row.max_ms)} | "
-            f"{row.errors:,} | {cpu_per_message} | {row.server_cpu_percent:.0f} | {row.peak_rss_mb:.0f} | "
-            f"{row.generator_cpu_percent:.0f} | {row.other_cpu_percent:.0f} | {'; '.join(notes)} |"
+            f"| {row.label} | {row.connections} | {row.rate:,.0f} | {_ms(row.p50_ms)} | {_ms(row.p99_ms)} | "
+            f"{_ms(row.max_ms)} | {row.errors:,} | {cpu_per_message} | {row.server_cpu_percent:.0f} | "
+            f"{row.peak_rss_mb:.0f} | {row.generator_cpu_percent:.0f} | {row.other_cpu_percent:.0f} | "
+            f"{'; '.join(notes)} |"
         )
     return lines
 
@@ -133,9 +138,11 @@ def render(results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict)
         else ""
     )
     out += [
-        f"Each row: {meta['options']['warmup_seconds']:g} s warm-up, then {meta['options']['seconds']:g} s measured"
-        f" (at most {meta['options']['max_messages']:,} messages), one message in flight per connection, every ACK"
-        f" checked (MSA-1 AA/CA, MSA-2 = the control id sent). A fresh server process per run.{runs}",
+        f"Each row: {meta['options']['warmup_seconds']:g} s warm-up,"
+        f" then {meta['options']['seconds']:g} s measured"
+        f" (at most {meta['options']['max_messages']:,} messages), one message in flight per connection,"
+        " every ACK checked (MSA-1 AA/CA, MSA-2 = the control id sent)."
+        f" A fresh server process per run.{runs}",
         "",
     ]
     for scenario in scenarios:
@@ -161,9 +168,10 @@ def render(results: dict[str, list[Row]], scenarios: list[Scenario], meta: dict)
     machine = meta["machine"]
     out += ["## Machine and versions", ""]
     out += [
-        f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable), {machine['memory_gib']} GiB,"
-        f" Linux {machine['kernel']}",
-        f"- Stores written to: {machine['data_filesystem']}; writing 4 KiB + fsync there takes {machine['fsync_ms']:.2f} ms (median)",
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable),"
+        f" {machine['memory_gib']} GiB, Linux {machine['kernel']}",
+        f"- Stores written to: {machine['data_filesystem']};"
+        f" writing 4 KiB + fsync there takes {machine['fsync_ms']:.2f} ms (median)",
         f"- Python {meta['python']}, Node.js {meta['node']}",
     ]
     for name, version in sorted(meta["versions"].items()):

@@ -141,13 +141,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--quiet-wait",
         type=float,
         default=30.0,
-        help="before each row, wait up to this many seconds for other CPU use to drop (default 30; 0: do not wait)",
+        help="before each row, wait up to this many seconds for other CPU use to drop"
+        " (default 30; 0: do not wait)",
     )
     parser.add_argument(
         "--drain-seconds",
         type=float,
         default=60.0,
-        help="end-to-end and patient-record: after the load, wait up to this long for the engine to deliver what it queued (default 60)",
+        help="end-to-end and patient-record: after the load, wait up to this long for the engine"
+        " to deliver what it queued (default 60)",
     )
     parser.add_argument(
         "--prefill-messages",
@@ -172,7 +174,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         choices=["py-spy", "cprofile"],
-        help="profile the engine once under the load of one --scenario (intake, end-to-end, patient-record, postgresql: its intake, or postgresql,end-to-end; default intake), at the largest --connections, instead",
+        help="profile the engine once under the load of one --scenario (intake, end-to-end,"
+        " patient-record, postgresql: its intake, or postgresql,end-to-end; default intake),"
+        " at the largest --connections, instead",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and systems and exit")
     args = parser.parse_args(argv)
@@ -195,7 +199,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         or not 0 <= args.prefill_queued <= args.prefill_messages
     ):
         parser.error(
-            "--drain-seconds must be in [0, 600], --prefill-messages 1..10,000,000, --prefill-queued 0..--prefill-messages"
+            "--drain-seconds must be in [0, 600], --prefill-messages 1..10,000,000,"
+            " --prefill-queued 0..--prefill-messages"
         )
     return args
 

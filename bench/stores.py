@@ -1,4 +1,6 @@
-"""The engine's store as the benchmark sees it: counts read during and after a row, and PostgreSQL databases made per row.
+"""The engine's store as the benchmark sees it: counts read during and after a row.
+
+It also makes the PostgreSQL databases per row.
 
 ``StoreProbe`` reads through plain SQL on the engine's tables (SQLite or PostgreSQL, whichever
 URL the engine ran on), so it works on the store of any engine revision the benchmark runs.
@@ -27,7 +29,10 @@ def sqlite_url(path: Path) -> str:
 
 
 class StoreProbe:
-    """Counts in an engine's store; every call opens and closes its own connection (no long read holds the WAL)."""
+    """Counts in an engine's store.
+
+    Every call opens and closes its own connection (no long read holds the WAL).
+    """
 
     def __init__(self, url: str):
         self._engine = sa.create_engine(url, poolclass=NullPool)
@@ -110,7 +115,10 @@ def postgres_unreachable(server: str) -> str | None:
 
 @contextlib.contextmanager
 def fresh_database(server: str) -> Iterator[Database]:
-    """CREATE DATABASE bench_<random> on the server; DROP it (with any connection left) afterwards, also on failure."""
+    """CREATE DATABASE bench_<random> on the server; DROP it afterwards, also on failure.
+
+    The DROP goes ahead with any connection left to it.
+    """
     name = f"bench_{secrets.token_hex(6)}"
     with psycopg.connect(_admin_url(server), autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -129,7 +137,7 @@ def database_exists(server: str, name: str) -> bool:
 
 
 class DeliveryWatch:
-    """One destination's progress at the edges of the measured window, then a bounded wait for the engine to deliver the rest.
+    """One destination's progress at the window's edges, then a bounded wait for the rest to be delivered.
 
     Its ``on_window`` goes to ``measure``: at the start and the end of the window it counts the
     destination's SENT deliveries and what is still waiting (messages not yet processed,
@@ -171,7 +179,10 @@ class DeliveryWatch:
                 self.drained_after = self.times.get("drained", self.times["end"]) - self.times["end"]
 
     def figures(self) -> dict:
-        """What it saw, for a row's ``observed``: the destination's SENT rate over the window, the backlog at its end, the drain."""
+        """What it saw, for a row's ``observed``.
+
+        The destination's SENT rate over the window, the backlog at its end, the drain.
+        """
         if "end" not in self.times:
             return {}
         unprocessed, queued = self.waiting["end"]
@@ -192,7 +203,9 @@ def drain_figures(observed: dict) -> dict[str, str]:
     """A DeliveryWatch's backlog and drain, as report columns."""
     drained = observed["drained_after_seconds"]
     return {
-        "waiting at window end (unprocessed + queued)": f"{observed['backlog_unprocessed']:,} + {observed['backlog_queued']:,}",
+        "waiting at window end (unprocessed + queued)": (
+            f"{observed['backlog_unprocessed']:,} + {observed['backlog_queued']:,}"
+        ),
         "drained after": f"{drained:.1f} s"
         if drained is not None
         else f"not in {observed['drain_limit_seconds']:g} s ({observed['left_after_drain']:,} left)",

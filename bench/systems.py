@@ -52,7 +52,10 @@ class ServerProcess:
         return self.process.pid
 
     def wait_ready(self) -> None:
-        """Return once the port accepts a connection; raise with the server's log when it died or took too long."""
+        """Return once the port accepts a connection.
+
+        Raise with the server's log when it died or took too long.
+        """
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -150,7 +153,10 @@ INTAKE_CHANNEL = {"name": "intake", "source": "bench", "accept": {"types": ["*"]
 
 @dataclass(frozen=True)
 class EngineSetup:
-    """What an engine row runs behind its one MLLP listener (named ``bench``): channels, lookup tables, store."""
+    """What an engine row runs behind its one MLLP listener: channels, lookup tables, store.
+
+    The listener is named ``bench``.
+    """
 
     channels: tuple[dict, ...] = (INTAKE_CHANNEL,)
     tables: dict | None = None
@@ -159,7 +165,10 @@ class EngineSetup:
 
 
 class Engine(System):
-    """``python -m engine run`` on a generated config: one MLLP listener and the setup's channels (by default one catch-all, no destinations)."""
+    """``python -m engine run`` on a generated config: one MLLP listener and the setup's channels.
+
+    By default the setup has one catch-all channel and no destinations.
+    """
 
     role = "engine"
 
@@ -278,8 +287,9 @@ SYSTEMS: dict[str, System] = {
             "node_hl7_server.js",
             "node-hl7-server",
             known_issue=(
-                "it never clears a connection's receive buffer, so the n-th message on a kept-open connection is answered"
-                " with n ACKs (every earlier message parsed again), the first of them for message 1"
+                "it never clears a connection's receive buffer, so the n-th message on a kept-open"
+                " connection is answered with n ACKs (every earlier message parsed again), the first of"
+                " them for message 1"
             ),
         ),
         PythonScript("ceiling", "bare asyncio framer, fixed ACK (ceiling)", "ceiling.py", {}),

@@ -1,4 +1,6 @@
-"""The targets of issue 5 (2-core machine, SQLite, ACK after store, durability: process), checked against a run's rows.
+"""The targets of issue 5, checked against a run's rows.
+
+The targets are for a 2-core machine, SQLite, ACK after store, durability: process.
 
 One function per scenario: ``check(rows, results)`` takes the scenario's rows and every
 scenario's rows of the run (PostgreSQL is compared with the SQLite rows measured beside it) and
@@ -32,7 +34,10 @@ def _rate(value: float) -> str:
 
 
 def intake(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
-    """Intake: 5,000 msg/s on 8 connections, 1,500 on one, p99 under 5 ms (the engine with durability: process)."""
+    """Intake: 5,000 msg/s on 8 connections, 1,500 on one, p99 under 5 ms.
+
+    The engine with durability: process is held to them.
+    """
     verdicts = []
     for connections, text, metric, bound in (
         (8, "intake, 8 connections: at least 5,000 messages/s", "rate", 5000),
@@ -60,7 +65,10 @@ def intake(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
 
 
 def end_to_end(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
-    """End to end: 2,000 msg/s delivered downstream, order preserved (and nothing lost: SENT = acknowledged)."""
+    """End to end: 2,000 msg/s delivered downstream, order preserved.
+
+    Nothing may be lost either: SENT = acknowledged.
+    """
     verdicts = []
     for row in _measured(rows):
         seen = row.observed
@@ -69,13 +77,15 @@ def end_to_end(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
         in_order = seen["order_problem"] is None
         complete = seen["sent"] == row.acknowledged
         measured = (
-            f"{_rate(seen['delivered_rate'])} delivered; order {'preserved' if in_order else 'NOT preserved'};"
+            f"{_rate(seen['delivered_rate'])} delivered;"
+            f" order {'preserved' if in_order else 'NOT preserved'};"
             f" SENT {'=' if complete else '≠'} acknowledged"
         )
         met = seen["delivered_rate"] >= 2000 and in_order and complete and row.errors == 0
         verdicts.append(
             Verdict(
-                f"end to end, {row.connections} connection(s): at least 2,000 messages/s delivered downstream, order preserved",
+                f"end to end, {row.connections} connection(s): at least 2,000 messages/s delivered"
+                " downstream, order preserved",
                 measured,
                 met,
             )
@@ -106,7 +116,10 @@ def patient_record(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdi
 
 
 def large_store(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
-    """1 million stored, 100,000 queued: intake within 20 % of the empty store's, searches under 50 ms, RSS under 300 MB."""
+    """1 million stored, 100,000 queued: intake within 20 % of the empty store's.
+
+    Also searches under 50 ms and RSS under 300 MB.
+    """
     verdicts = []
     measured = list(_measured(rows))
     for full in (r for r in measured if r.observed.get("store") == "prefilled"):
@@ -146,7 +159,8 @@ def large_store(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]
                 verdicts.append(
                     Verdict(
                         what,
-                        f"median {search['median_ms']:.1f} ms, max {search['max_ms']:.1f} ms over {len(search['times_ms'])}",
+                        f"median {search['median_ms']:.1f} ms, max {search['max_ms']:.1f} ms"
+                        f" over {len(search['times_ms'])}",
                         search["max_ms"] < SEARCH_BOUND_MS and search["all_found"],
                     )
                 )
@@ -161,7 +175,10 @@ def large_store(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]
 
 
 def postgresql(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
-    """PostgreSQL: within a factor of two of the SQLite figures of the same run (intake rate; end to end, the rate delivered)."""
+    """PostgreSQL: within a factor of two of the SQLite figures of the same run.
+
+    The figures compared: the intake rate; end to end, the rate delivered.
+    """
     verdicts = []
     for row in _measured(rows):
         other_scenario = row.observed.get("compares_with")
@@ -184,7 +201,8 @@ def postgresql(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
             verdicts.append(
                 Verdict(
                     what,
-                    f"{_rate(value)}; no SQLite {other_scenario} row at {row.connections} connection(s) in this run to compare with",
+                    f"{_rate(value)}; no SQLite {other_scenario} row at {row.connections} connection(s)"
+                    " in this run to compare with",
                     None,
                 )
             )

@@ -5,7 +5,7 @@ destination checks it. Every control id is kept in memory with its receive time 
 system-wide monotonic clock (the one the load generator measures its window with); on SIGTERM
 they are written to ``--record``, one ``<seconds> <control id>`` line per message, in order of
 receipt. Run: ``python bench/servers/downstream.py --port N --record FILE``.
-"""
+"""  # noqa: E501 - the first line stays whole: it is the --help description (argparse below)
 
 from __future__ import annotations
 
