@@ -107,7 +107,10 @@ def test_check_accepts_the_bundled_config():
 
 
 def test_run_send_messages_and_a_clean_stop(tmp_path):
-    """run + send + messages: files are sent and acknowledged, listed as JSON, and SIGTERM stops the engine cleanly."""
+    """run + send + messages: files are sent and acknowledged, and listed as JSON.
+
+    SIGTERM then stops the engine cleanly.
+    """
     process, port, config = start(tmp_path)
     try:
         sent = subprocess.run(
@@ -214,7 +217,10 @@ def test_every_acknowledged_message_survives_kill_9(tmp_path):
 
 
 def test_resend_reprocess_and_reload_from_the_command_line(tmp_path):
-    """`resend` and `reprocess` reach the running engine through the store; `reload` applies an edited config."""
+    """`resend` and `reprocess` reach the running engine through the store.
+
+    `reload` applies an edited config.
+    """
     port = free_port()
     config = tmp_path / "channels.yaml"
     body = f"""

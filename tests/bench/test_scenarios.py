@@ -1,4 +1,7 @@
-"""Smoke tests of scenarios (2) to (5) of the benchmark (bench/): each run briefly, end to end, and its checks pinned."""
+"""Smoke tests of scenarios (2) to (5) of the benchmark (bench/).
+
+Each is run briefly, end to end, and its checks pinned.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +72,10 @@ def check_intake(row: dict) -> None:
 
 @pytest.fixture(scope="module")
 def sqlite_scenarios(tmp_path_factory) -> dict[str, dict]:
-    """One brief run of end-to-end, patient-record and large-store (with a store of 2,000 messages, 200 queued)."""
+    """One brief run of end-to-end, patient-record and large-store.
+
+    Large-store runs on a store of 2,000 messages, 200 of them queued.
+    """
     return run_bench(
         "end-to-end,patient-record,large-store",
         tmp_path_factory.mktemp("bench"),
@@ -106,7 +112,10 @@ def test_order_problem_names_reordering_loss_and_repeats():
 
 
 def test_end_to_end_delivers_everything_in_order(sqlite_scenarios):
-    """Every acknowledged message is SENT downstream after the drain, and the receiver got them in message id order."""
+    """Every acknowledged message is SENT downstream after the drain.
+
+    The receiver got them in message id order.
+    """
     scenario = sqlite_scenarios["end-to-end"]
     (row,) = scenario["rows"]
     check_intake(row)
@@ -121,7 +130,10 @@ def test_end_to_end_delivers_everything_in_order(sqlite_scenarios):
 
 
 def test_patient_record_ingests_recurring_patients(sqlite_scenarios):
-    """Every message is applied to the record; patients recur, so there are fewer persons than messages, and more than none."""
+    """Every message is applied to the record.
+
+    Patients recur, so there are fewer persons than messages, and more than none.
+    """
     scenario = sqlite_scenarios["patient-record"]
     (row,) = scenario["rows"]
     check_intake(row)
@@ -134,7 +146,10 @@ def test_patient_record_ingests_recurring_patients(sqlite_scenarios):
 
 
 def test_large_store_compares_with_an_empty_store_and_searches_under_load(sqlite_scenarios):
-    """An empty and a pre-filled row side by side; new messages counted apart from the pre-filled; every search found its message."""
+    """An empty and a pre-filled row side by side.
+
+    New messages are counted apart from the pre-filled; every search found its message.
+    """
     scenario = sqlite_scenarios["large-store"]
     rows = {row["observed"]["store"]: row for row in scenario["rows"]}
     assert set(rows) == {"empty", "prefilled"}
@@ -156,7 +171,10 @@ def test_large_store_compares_with_an_empty_store_and_searches_under_load(sqlite
 
 @pytest.mark.postgres
 def test_postgresql_rows_run_on_a_database_of_their_own_dropped_afterwards(tmp_path, postgres_url):
-    """Intake and end to end on PostgreSQL: each row's database is gone after the run, and the end-to-end checks hold there too."""
+    """Intake and end to end on PostgreSQL: each row's database is gone after the run.
+
+    The end-to-end checks hold there too.
+    """
     scenarios = run_bench("postgresql", tmp_path)
     rows = {row["observed"]["compares_with"]: row for row in scenarios["postgresql"]["rows"]}
     assert set(rows) == {"intake", "end-to-end"}
