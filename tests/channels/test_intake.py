@@ -16,7 +16,10 @@ from engine.store.messages import MessageQuery
 from tests.corpus_util import CORPUS_DIR, corpus_entries
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine
 
-PROBE = b"MSH|^~\\&|PROBE|CLINIC|HUB|TEST|20260101120000||ADT^A08^ADT_A01|PROBE-%d|P|2.5.1\rEVN|A08|20260101120000\rPID|1||P%d^^^PMS^MR||DOE^JOHN\r"
+PROBE = (
+    b"MSH|^~\\&|PROBE|CLINIC|HUB|TEST|20260101120000||ADT^A08^ADT_A01|PROBE-%d|P|2.5.1\r"
+    b"EVN|A08|20260101120000\rPID|1||P%d^^^PMS^MR||DOE^JOHN\r"
+)
 
 NEGATIVE = ("AR", "AE", "CR", "CE")
 POSITIVE = ("AA", "CA")
@@ -41,7 +44,10 @@ def messages_in(data: bytes) -> int:
 
 
 def exchange(port: int, payload: bytes, n: int) -> tuple[list[str], str]:
-    """Send the payload then a probe on one connection; return the replies before the probe's, and the probe's."""
+    """Send the payload then a probe on one connection.
+
+    Return the replies before the probe's, and the probe's.
+    """
     with MLLPClient("127.0.0.1", port, timeout=10) as client:
         client.send(payload)
         client.send(PROBE % (n, n))
@@ -60,7 +66,10 @@ def engine_config(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_every_corpus_message_gets_the_answer_its_manifest_expects(engine_config):
-    """Each corpus file, sent as one frame, gets exactly the answer MANIFEST.tsv's expect column gives, and the connection goes on."""
+    """Each corpus file, sent as one frame, gets exactly the answer MANIFEST.tsv's expect column gives.
+
+    And the connection goes on.
+    """
     engine = start_engine(engine_config)
     try:
         port = port_of(engine)
@@ -219,7 +228,10 @@ def test_rejected_messages_are_stored_with_their_reason(engine_config):
 
 @pytest_twisted.inlineCallbacks
 def test_oversize_frame_gets_a_nak_and_the_connection_closes(tmp_path):
-    """A frame over max_frame_bytes is answered AR (ERR 207, MSA-2 from its header) and the connection is closed."""
+    """A frame over max_frame_bytes is answered AR (ERR 207.
+
+    MSA-2 from its header) and the connection is closed.
+    """
     engine = start_engine(make_config(tmp_path, max_frame_bytes=2048))
     try:
         port = port_of(engine)
@@ -275,7 +287,10 @@ def test_enhanced_mode_honours_msh15_when_configured(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_each_batch_member_is_found_by_its_patient_id(engine_config):
-    """Intake records PID-3.1 of every message, batch members included, so a search by patient id finds them."""
+    """Intake records PID-3.1 of every message, batch members included.
+
+    So a search by patient id finds them.
+    """
     engine = start_engine(engine_config)
     try:
         port = port_of(engine)
@@ -322,7 +337,10 @@ def test_batch_members_are_stored_one_by_one_with_one_ack_each(engine_config):
 
 @pytest_twisted.inlineCallbacks
 def test_store_down_is_answered_ar_207(engine_config):
-    """When the store is not running at all (not merely locked) the sender gets AR with ERR 207, and CE in enhanced mode."""
+    """When the store is not running at all (not merely locked) the sender gets AR with ERR 207.
+
+    And CE in enhanced mode.
+    """
     engine = start_engine(engine_config)
     try:
         port = port_of(engine)
