@@ -1,4 +1,4 @@
-"""engine.channels.channel: a channel's order (at intake or by a pass), recovery and after_processing waiters.
+"""engine.channels.channel: a channel's order (at intake or by a pass), recovery, after_processing waiters.
 
 On a task.Clock with a fake store: every store call answers at once unless the store is paused.
 """
@@ -39,9 +39,9 @@ def _statuses(store: FakeStore, message_ids) -> list[str]:
 
 
 def test_the_channel_finds_messages_below_what_it_already_read():
-    """A message back to RECEIVED with a lower id (reprocess.
+    """A message back to RECEIVED with a lower id is processed on the next pass.
 
-    On PostgreSQL, a commit that came late) is processed on the next pass.
+    That is a reprocess, or on PostgreSQL a commit that came late.
     """
     store, reactor = FakeStore(), Clock()
     channel = _channel(store, reactor)
@@ -56,10 +56,7 @@ def test_the_channel_finds_messages_below_what_it_already_read():
 
 
 def test_processing_at_intake_waits_until_nothing_of_the_channel_waits_for_a_pass():
-    """receive holds messages before the first pass and while a held one is unstored or unprocessed.
-
-    So none overtakes another.
-    """
+    """receive holds messages until caught up, and while a held one is unstored or unprocessed."""
     store, reactor = FakeStore(), Clock()
     channel = _channel(store, reactor)
     left_from_before = store.add([_message(1)]).result
@@ -92,10 +89,7 @@ def test_processing_at_intake_waits_until_nothing_of_the_channel_waits_for_a_pas
     ids=["after_processing", "duplicate detection"],
 )
 def test_a_channel_that_answers_after_processing_or_checks_duplicates_never_processes_at_intake(config):
-    """The answer follows a pass (after_processing), or a duplicate is known only after the lookup.
-
-    Always held.
-    """
+    """Held always: the answer follows a pass (after_processing), a duplicate is known only after lookup."""
     store, reactor = FakeStore(), Clock()
     channel = _channel(store, reactor, **config)
     channel.start()
@@ -104,10 +98,7 @@ def test_a_channel_that_answers_after_processing_or_checks_duplicates_never_proc
 
 
 def test_a_held_message_wakes_a_pass_and_a_processed_one_the_dispatchers():
-    """stored() starts a pass for messages stored RECEIVED.
-
-    And a dispatcher round for messages stored processed.
-    """
+    """stored() starts a pass for messages stored RECEIVED, dispatcher rounds for those stored processed."""
     store, reactor = FakeStore(), Clock()
     lab = GatedDestination()
     channel = _channel(store, reactor, destinations=[(lab, RetryPolicy())])

@@ -256,9 +256,9 @@ TWO_DESTINATIONS = """
 
 @defer.inlineCallbacks
 def _processing_trails(engine, folder: Path) -> defer.Deferred:
-    """Per control id: what processing and delivery left of the message, without ids.
+    """Per control id: what processing and delivery left of the message.
 
-    Times and the engine's folder.
+    Without ids, times and the engine's folder.
     """
     trails = {}
     for summary in (yield engine.store.search(MessageQuery(limit=100))):
@@ -576,10 +576,7 @@ def test_block_keeps_order_behind_a_silent_partner(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_a_partner_that_stays_down_ends_in_error_after_max_attempts(tmp_path):
-    """With max_attempts 3 and nobody listening.
-
-    The delivery ends in ERROR saying it gave up after 3 attempts.
-    """
+    """With max_attempts 3 and nobody listening the delivery ends in ERROR, having given up after 3."""
     queue = """
         queue:
           retry_initial_seconds: 0.02

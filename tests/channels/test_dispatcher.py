@@ -1,7 +1,4 @@
-"""engine.channels.dispatcher.
-
-Retry policy, rounds, gathering and stopping, on a task.Clock with a fake store.
-"""
+"""engine.channels.dispatcher: retry policy, rounds, gathering and stopping (task.Clock, fake store)."""
 
 from __future__ import annotations
 
@@ -88,10 +85,7 @@ def _rounds(store: FakeStore) -> list[list[Outcome]]:
     ("kind", "rounds"), [("sends runs", [250, 50]), ("sends one by one", [100, 100, 100])]
 )
 def test_a_destination_that_sends_runs_takes_longer_rounds(kind, rounds):
-    """A queue of 300: a destination sending a run itself (mllp) takes rounds of up to 250.
-
-    Any other up to 100; all in order.
-    """
+    """A queue of 300: a destination sending runs itself (mllp) takes rounds of 250, others 100; in order."""
     store, reactor = FakeStore(), Clock()
     _queued(store, 300)
     destination = RunDestination() if kind == "sends runs" else ScriptedDestination()
@@ -115,10 +109,7 @@ def test_a_destination_that_sends_runs_takes_longer_rounds(kind, rounds):
     ],
 )
 def test_a_round_that_drained_the_queue_waits_to_gather_the_next(monkeypatch, queued, urgent, waits):
-    """After a round of fewer than GATHER_BELOW deliveries.
-
-    The next read of the queue waits GATHER_SECONDS for more to gather.
-    """
+    """After a round of fewer than GATHER_BELOW, the next read waits GATHER_SECONDS for more to gather."""
     monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 0.5)
     store, reactor = FakeStore(), Clock()
     _queued(store, queued)
@@ -226,10 +217,7 @@ def test_skip_lets_later_messages_pass_a_failing_one():
 
 
 def test_an_idle_queue_is_looked_at_again_every_idle_poll():
-    """With nothing due.
-
-    The dispatcher reads the queue again after IDLE_POLL_SECONDS (work from another process).
-    """
+    """With nothing due the queue is read again after IDLE_POLL_SECONDS (work from another process)."""
     store, reactor = FakeStore(), Clock()
     dispatcher = _dispatcher(store, ScriptedDestination(), reactor)
     dispatcher.start()
@@ -242,10 +230,7 @@ def test_an_idle_queue_is_looked_at_again_every_idle_poll():
 
 
 def test_stop_ends_the_run_after_the_send_under_way_then_stops_the_destination():
-    """A destination sending one by one.
-
-    Stop() lets the send in flight finish, sends nothing more, then stops it.
-    """
+    """One by one: stop() lets the send in flight finish, sends nothing more, then stops the destination."""
     store, reactor = FakeStore(), Clock()
     _queued(store, 3)
     destination = GatedDestination()

@@ -210,10 +210,7 @@ def test_a_run_without_batch_set_is_one_file_per_message(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_an_unwritable_directory_is_retry(tmp_path):
-    """A folder that cannot be created or written (here.
-
-    A path through a regular file) is RETRY, not a crash.
-    """
+    """A folder that cannot be created or written is RETRY, not a crash (here: a path through a file)."""
     (tmp_path / "blocker").write_text("a file, not a folder")
     result = yield destination(tmp_path / "blocker" / "out").send(delivery(1))
     assert result.outcome == RETRY

@@ -151,9 +151,9 @@ _LATIN1_ACK = "MSH|^~\\&|LAB|CLINIC|HUB|TEST|20260101||ACK^A01^ACK|A1|P|2.5.1|||
     ],
 )
 def test_a_reply_read_once_reads_msa_as_parse_reply_in_its_own_charset(reply):
-    """read_ack decodes once by MSH-18 (BOM, 8859/1, UTF-16.
+    """read_ack decodes once by MSH-18 and reads the MSA-1 and MSA-2 parse_reply reads in that charset.
 
-    Stray bytes) and reads the MSA-1 and MSA-2 parse_reply reads in that charset.
+    Byte order marks, 8859/1, UTF-16 and stray bytes alike.
     """
     decoded = decode(reply)
     expected = parse_reply(reply, decoded.codec)

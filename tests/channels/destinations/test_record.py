@@ -195,3 +195,15 @@ async def test_stopped_store_is_a_retry(store, destination):
         Delivery(1, 1, "record", "record", "", (SAMPLES / JOURNEY[0]).read_bytes(), 1, QUEUED)
     )
     assert result.outcome is Outcome.RETRY
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_run_is_applied_in_one_writer_call(store, destination):
+    """send_run hands the whole run to the store's writer thread at once, not one call per message."""
+    deliveries = await queued(store, *[(SAMPLES / name).read_bytes() for name in JOURNEY[:3]])
+    calls = []
+    write = store.write
+    store.write = lambda function, *args: calls.append(function) or write(function, *args)
+    results = await destination.send_run(deliveries, stop_at_failure=True)
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3
+    assert len(calls) == 1

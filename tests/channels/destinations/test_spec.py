@@ -1,7 +1,4 @@
-"""Destination settings.
-
-Defaults, relative paths, and every problem caught when the configuration is loaded.
-"""
+"""Destination settings: defaults, relative paths, and every problem caught when the config is loaded."""
 
 from __future__ import annotations
 
