@@ -31,24 +31,21 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import TaggedScalar
 from twisted.internet.endpoints import _parse as _tokenize_endpoint
 
-from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
+from engine.channels.spec import ChannelConfig
 from engine.configtypes import Frozen, HL7Text, Name, Seconds
 from engine.configtypes import check_not_empty as _check_not_empty
 from engine.errors import ConfigError
 from engine.transforms.lookup import load_tables
-from engine.transforms.spec import FilterSpec, TableSpec, TransformSpec
+from engine.transforms.spec import TableSpec
 from engine.transforms.transforms import check_transforms
 from engine.web.passwords import check_password_hash
 
 __all__ = [
-    "AcceptRule",
-    "ChannelConfig",
     "Config",
     "ConfigProblem",
     "EngineSettings",
     "HttpSettings",
     "ListenerConfig",
-    "SenderMatch",
     "StoreSettings",
     "load_config",
     "parse_config",
@@ -119,15 +116,6 @@ def _reject_number(value: Any) -> Any:
 def _check_version(value: str) -> str:
     if not re.fullmatch(r"2\.\d+(\.\d+)?", value):
         raise ValueError(f"must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got {value!r})")
-    return value
-
-
-def _check_type_pattern(value: str) -> str:
-    if not re.fullmatch(r"[A-Z0-9*?]{1,3}(\^[A-Z0-9*?]{1,3})?", value):
-        raise ValueError(
-            "must be a message type pattern: CODE or CODE^TRIGGER made of A-Z, 0-9, * and ?,"
-            f" e.g. ADT, ADT^A0*, ORU^R01, * (got {value!r})"
-        )
     return value
 
 
@@ -327,153 +315,6 @@ AnyListener = Annotated[
     Annotated[ListenerConfig, Tag("mllp")] | Annotated[FileListenerConfig, Tag("file")],
     Discriminator(_listener_type),
 ]
-
-
-class SenderMatch(Frozen):
-    """One accepted sender: MSH-3.1 and/or MSH-4.1; an omitted one matches anything."""
-
-    application: HL7Text | None = None
-    facility: HL7Text | None = None
-
-    @model_validator(mode="after")
-    def _names_something(self) -> SenderMatch:
-        if self.application is None and self.facility is None:
-            raise ValueError("give application, facility or both (leave senders empty to accept any sender)")
-        return self
-
-    def matches(self, sending_application: str, sending_facility: str) -> bool:
-        """True when the sender's namespace ids match the ones given here."""
-        return (self.application is None or self.application == sending_application) and (
-            self.facility is None or self.facility == sending_facility
-        )
-
-
-def _pattern_regex(pattern: str) -> str:
-    # A component wildcard never crosses '^'; a trailing (?:\^.*)? lets "ADT" match any trigger
-    # and ignores the message structure component (ADT^A01^ADT_A01).
-    wildcards = {"*": "[^^]*", "?": "[^^]"}
-    return "".join(wildcards.get(char, re.escape(char)) for char in pattern) + r"(?:\^.*)?"
-
-
-class AcceptRule(Frozen):
-    """Which messages a channel takes: MSH-9 patterns and, optionally, senders."""
-
-    types: Annotated[
-        tuple[Annotated[str, AfterValidator(_check_type_pattern)], ...], AfterValidator(_check_not_empty)
-    ]
-    senders: tuple[SenderMatch, ...] = ()
-
-    @cached_property
-    def _types_regex(self) -> re.Pattern[str]:
-        return re.compile("|".join(f"(?:{_pattern_regex(pattern)})" for pattern in self.types))
-
-    def matches(self, message_type: str, sending_application: str, sending_facility: str) -> bool:
-        """True when the message type matches a pattern and the sender is listed (or none are)."""
-        if self._types_regex.fullmatch(message_type) is None:
-            return False
-        return not self.senders or any(s.matches(sending_application, sending_facility) for s in self.senders)
-
-
-class QueueSettings(Frozen):
-    """A destination's durable queue: order, retries with exponential backoff and jitter, giving up."""
-
-    on_error: Literal["block", "skip"] = (
-        "block"  # block keeps order (the head waits); skip goes on with the next
-    )
-    max_attempts: Annotated[int, Field(ge=1)] | None = 10
-    max_age_seconds: Seconds | None = None
-    retry_initial_seconds: Seconds = 1.0
-    retry_max_seconds: Seconds = 300.0
-    retry_multiplier: Annotated[float, Field(ge=1.0, le=10.0)] = 2.0
-    retry_jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
-
-
-class _DestinationCommon(Frozen):
-    name: Name
-    filters: tuple[FilterSpec, ...] = ()
-    transforms: tuple[TransformSpec, ...] = ()
-    queue: QueueSettings = Field(default_factory=QueueSettings)
-
-    @property
-    def settings(self):
-        """The connector settings (the destination's own keys)."""
-        return self
-
-
-class MllpDestinationConfig(_DestinationCommon, MllpSettings):
-    """Send over MLLP to host:port and check the ACK."""
-
-    type: Literal["mllp"]
-
-
-class FileDestinationConfig(_DestinationCommon, FileSettings):
-    """Write each message (or a batch) to a file, atomically."""
-
-    type: Literal["file"]
-
-
-class HttpDestinationConfig(_DestinationCommon, HttpDestinationSettings):
-    """POST each message as HL7 over HTTP."""
-
-    type: Literal["http"]
-
-
-class ChannelDestinationConfig(_DestinationCommon):
-    """Hand each message to another channel."""
-
-    type: Literal["channel"]
-    channel: Name
-
-
-class RecordDestinationConfig(_DestinationCommon):
-    """Apply each message to the unified patient record (ADT, SIU, ORU, DFT)."""
-
-    type: Literal["record"]
-    identity_rule: tuple[Literal["family", "given", "birth_date", "sex"], ...] | None = (
-        "family",
-        "given",
-        "birth_date",
-        "sex",
-    )
-
-
-AnyDestination = Annotated[
-    MllpDestinationConfig
-    | FileDestinationConfig
-    | HttpDestinationConfig
-    | ChannelDestinationConfig
-    | RecordDestinationConfig,
-    Field(discriminator="type"),
-]
-
-
-class ChannelConfig(Frozen):
-    """A channel: which messages from which listener it takes, what it does to them, where they go."""
-
-    name: Name
-    description: str = ""
-    enabled: bool = True
-    source: str
-    accept: AcceptRule
-    respond: Literal["after_store", "after_processing"] = "after_store"
-    respond_timeout_seconds: Seconds = (
-        30.0  # after_processing: answer AA (stored, queued) when destinations take longer
-    )
-    duplicate_window_seconds: Seconds | None = (
-        None  # same MSH-3.1/MSH-4.1 + MSH-10 within it: original ACK, not processed again
-    )
-    filters: tuple[FilterSpec, ...] = ()
-    transforms: tuple[TransformSpec, ...] = ()
-    destinations: tuple[AnyDestination, ...] = ()
-
-    @property
-    def stores_only(self) -> bool:
-        """True when the channel has no filters, transforms or destinations: storing is all it does."""
-        return not (self.filters or self.transforms or self.destinations)
-
-    def accepts(self, message_type: str, sending_application: str, sending_facility: str) -> bool:
-        """True when this channel takes a "CODE^TRIGGER" (or "CODE") message from MSH-3.1/MSH-4.1; case-sensitive."""
-        return self.accept.matches(message_type, sending_application, sending_facility)
 
 
 class Config(Frozen):

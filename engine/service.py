@@ -1,7 +1,7 @@
 """The running engine: a Twisted MultiService built from a Config, and its reload.
 
 Services start in order (store, channels, listeners) and stop in reverse: listeners finish the
-messages in flight and close, channel runners finish their pass and close their connectors,
+messages in flight and close, channels finish their pass and close their destinations,
 then the store flushes and closes. A reload applies a new config without touching what did not
 change: a listener whose settings are unchanged keeps its connections.
 """
@@ -17,9 +17,9 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from engine.channels.build import build_runner
+from engine.channels.build import build_channel
+from engine.channels.channel import Channel
 from engine.channels.intake import Intake
-from engine.channels.runner import ChannelRunner
 from engine.config import Config, load_config
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
@@ -51,20 +51,20 @@ class StoreService(service.Service):
 
 
 class ChannelsService(service.Service):
-    """Owns the channel runners (and through them the destinations' connections)."""
+    """Owns the channels (and through them the destinations' connections)."""
 
-    def __init__(self, runners: dict[str, ChannelRunner]):
+    def __init__(self, channels: dict[str, Channel]):
         self.setName("channels")
-        self.runners = runners
+        self.channels = channels
 
     def startService(self) -> None:
         super().startService()
-        for runner in self.runners.values():
-            runner.start()
+        for channel in self.channels.values():
+            channel.start()
 
     def stopService(self):
         super().stopService()
-        return defer.gatherResults([r.stop() for r in self.runners.values()], consumeErrors=True)
+        return defer.gatherResults([c.stop() for c in self.channels.values()], consumeErrors=True)
 
 
 @dataclass
@@ -80,14 +80,17 @@ class ReloadReport:
 
 
 class Engine(service.MultiService):
-    """The whole engine: store, channels and listeners (and the web server with engine.http), built from one Config."""
+    """The whole engine.
+
+    Store, channels and listeners (and the web server with engine.http), built from one Config.
+    """
 
     def __init__(self, config: Config, reactor, *, store: MessageStore | None = None, observer=None):
         super().__init__()
         self.config = config
         self.reactor = reactor
         settings = config.engine
-        # With engine.http, the metrics observe every event the intakes, runners and MLLP factories emit.
+        # With engine.http, the metrics observe every event the intakes, channels and MLLP factories emit.
         self.metrics = Metrics() if settings.http is not None else None
         self.observer = fanout(observer, self.metrics.observe) if self.metrics is not None else observer
         self.store = store or MessageStore(
@@ -98,15 +101,16 @@ class Engine(service.MultiService):
             max_batch=settings.store.max_batch,
         )
         StoreService(self.store).setServiceParent(self)
-        self.runners: dict[str, ChannelRunner] = {}
-        self._build_runners(config)
-        self.channels_service = ChannelsService(self.runners)
+        self.channels: dict[str, Channel] = {}
+        self._build_channels(config)
+        self.channels_service = ChannelsService(self.channels)
         self.channels_service.setServiceParent(self)
         self.listeners: dict[str, service.Service] = {}
         self.intakes: dict[str, Intake] = {}
         for listener in config.listeners:
             self._add_listener(config, listener)
-        # A commit costs the same for one message as for several: let a group wait briefly for connected senders.
+        # A commit costs the same for one message as for several: let a group wait briefly for
+        # connected senders.
         self.store.wait_for_senders(self._idle_senders)
         self.web: WebService | None = None
         if settings.http is not None:
@@ -117,17 +121,17 @@ class Engine(service.MultiService):
             )
             self.web.setServiceParent(self)
 
-    def _build_runners(self, config: Config) -> None:
+    def _build_channels(self, config: Config, names: set[str] | None = None) -> None:
+        """Build the enabled channels of ``config`` (those named, or all) into ``self.channels``."""
         tables, _problems = load_tables(config.tables, config.base_dir)
-        self.runners.clear()
         for index, channel in enumerate(config.channels):
-            if channel.enabled:
-                self.runners[channel.name] = build_runner(
+            if channel.enabled and (names is None or channel.name in names):
+                self.channels[channel.name] = build_channel(
                     config,
                     index,
                     store=self.store,
                     reactor=self.reactor,
-                    runners=self.runners,
+                    channels=self.channels,
                     tables=tables,
                     observer=self.observer,
                 )
@@ -146,8 +150,7 @@ class Engine(service.MultiService):
             self.store,
             config.engine,
             observer=self.observer,
-            runners=self.runners,
-            reactor=self.reactor,
+            running=self.channels,
         )
         if listener.type == "file":
             listener_service = FileSource(listener.name, listener, intake, self.store, reactor=self.reactor)
@@ -210,7 +213,10 @@ class Engine(service.MultiService):
         return d
 
     def reload_from_file(self, path: str | Path | None = None) -> defer.Deferred:
-        """Load the config file again and apply it; on errors keep running the old config and log every problem."""
+        """Load the config file again and apply it.
+
+        On errors keep running the old config and log every problem.
+        """
         path = path or self.config.source_path
         try:
             config = load_config(path)
@@ -245,24 +251,14 @@ class Engine(service.MultiService):
 
         # Channels: stop the changed ones, build their successors.
         for name in sorted(changed_channels):
-            runner = self.runners.pop(name, None)
-            if runner is not None:
-                yield runner.stop()
-        tables, _problems = load_tables(new.tables, new.base_dir)
-        for index, channel in enumerate(new.channels):
-            if channel.name in changed_channels and channel.enabled:
-                runner = build_runner(
-                    new,
-                    index,
-                    store=self.store,
-                    reactor=self.reactor,
-                    runners=self.runners,
-                    tables=tables,
-                    observer=self.observer,
-                )
-                self.runners[channel.name] = runner
-                if self.running:
-                    runner.start()
+            channel = self.channels.pop(name, None)
+            if channel is not None:
+                yield channel.stop()
+        self._build_channels(new, changed_channels)
+        if self.running:
+            for channel in new.channels:
+                if channel.name in changed_channels and channel.name in self.channels:
+                    self.channels[channel.name].start()
 
         # Listeners: restart those whose own settings changed; the others keep their connections.
         old_listeners = {listener.name: listener for listener in old.listeners}

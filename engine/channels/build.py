@@ -1,21 +1,33 @@
-"""Turn a channel's configuration into its runner: filters, transforms, destinations and queues."""
+"""Turn a channel's configuration into a running ``Channel``: its pipeline, destinations and queues."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from engine.channels.destinations import build_destination
-from engine.channels.handoff import ChannelHandoff
-from engine.channels.runner import ChannelRunner, DestinationStages, RetryPolicy
-from engine.config import ChannelConfig, Config
-from engine.record.destination import RecordDestination
+from engine.channels.channel import Channel
+from engine.channels.destinations.base import Destination
+from engine.channels.destinations.file import FileDestination
+from engine.channels.destinations.handoff import ChannelHandoff
+from engine.channels.destinations.http import HTTPDestination
+from engine.channels.destinations.mllp import MLLPDestination
+from engine.channels.destinations.record import RecordDestination
+from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
+from engine.channels.dispatcher import RetryPolicy
+from engine.channels.pipeline import DestinationStages, Pipeline
+from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
 from engine.record.identity import IdentityRule
 from engine.transforms.filters import build_filters
 from engine.transforms.lookup import LookupTable
 from engine.transforms.transforms import build_transforms
 
+if TYPE_CHECKING:
+    from engine.config import Config
 
-def retry_policy(queue) -> RetryPolicy:
+__all__ = ["build_channel", "build_destination", "retry_policy"]
+
+
+def retry_policy(queue: QueueSettings) -> RetryPolicy:
     """The RetryPolicy a destination's ``queue`` settings describe."""
     return RetryPolicy(
         initial_seconds=queue.retry_initial_seconds,
@@ -28,62 +40,75 @@ def retry_policy(queue) -> RetryPolicy:
     )
 
 
-def build_runner(
+def build_destination(
+    name: str, settings: MllpSettings | FileSettings | HttpDestinationSettings, *, reactor
+) -> Destination:
+    """The destination the settings' type describes (subclasses of the settings models included)."""
+    if isinstance(settings, MllpSettings):
+        return MLLPDestination(name, settings, reactor=reactor)
+    if isinstance(settings, FileSettings):
+        return FileDestination(name, settings, reactor=reactor)
+    if isinstance(settings, HttpDestinationSettings):
+        return HTTPDestination(name, settings, reactor=reactor)
+    raise TypeError(f"no destination type takes {type(settings).__name__} settings")
+
+
+def build_channel(
     config: Config,
     index: int,
     *,
     store,
     reactor,
-    runners: Mapping[str, ChannelRunner],
+    channels: Mapping[str, Channel],
     tables: Mapping[str, LookupTable],
     observer=None,
-) -> ChannelRunner:
-    """The runner of ``config.channels[index]``; stage names are their YAML paths."""
-    channel: ChannelConfig = config.channels[index]
+) -> Channel:
+    """The channel ``config.channels[index]``; stage names are their YAML paths.
+
+    ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
+    """
+    channel = config.channels[index]
+    charset = config.engine.default_charset
     path = f"channels[{index}]"
+    stages = []
     destinations = []
     for j, spec in enumerate(channel.destinations):
         dpath = f"{path}.destinations[{j}]"
-        if spec.type == "channel":
-            connector = ChannelHandoff(
+        if isinstance(spec, ChannelDestinationConfig):
+            destination = ChannelHandoff(
                 spec.name,
                 spec.channel,
                 source_channel=channel.name,
                 store=store,
-                runners=runners,
-                default_charset=config.engine.default_charset,
+                channels=channels,
+                default_charset=charset,
             )
-        elif spec.type == "record":
+        elif isinstance(spec, RecordDestinationConfig):
             rule = IdentityRule(fields=spec.identity_rule) if spec.identity_rule else None
-            connector = RecordDestination(
-                spec.name,
-                store=store,
-                reactor=reactor,
-                default_charset=config.engine.default_charset,
-                identity_rule=rule,
+            destination = RecordDestination(
+                spec.name, store=store, reactor=reactor, default_charset=charset, identity_rule=rule
             )
         else:
-            connector = build_destination(spec.name, spec.settings, reactor=reactor)
-        destinations.append(
+            destination = build_destination(spec.name, spec.settings, reactor=reactor)
+        stages.append(
             DestinationStages(
-                name=spec.name,
+                spec.name,
                 filters=build_filters(spec.filters, path=f"{dpath}.filters"),
                 transforms=build_transforms(spec.transforms, path=f"{dpath}.transforms", tables=tables),
-                destination=connector,
-                retry=retry_policy(spec.queue),
-                # A file destination batches when asked; the record always applies a run in one writer call.
-                batch=bool(getattr(spec.settings, "batch", False))
-                if spec.type == "file"
-                else spec.type == "record",
             )
         )
-    return ChannelRunner(
-        channel.name,
+        destinations.append((destination, retry_policy(spec.queue)))
+    pipeline = Pipeline(
+        build_filters(channel.filters, path=f"{path}.filters"),
+        build_transforms(channel.transforms, path=f"{path}.transforms", tables=tables),
+        stages,
+        default_charset=charset,
+    )
+    return Channel(
+        channel,
+        pipeline=pipeline,
+        destinations=destinations,
         store=store,
         reactor=reactor,
-        filters=build_filters(channel.filters, path=f"{path}.filters"),
-        transforms=build_transforms(channel.transforms, path=f"{path}.transforms", tables=tables),
-        destinations=destinations,
-        default_charset=config.engine.default_charset,
         observer=observer,
     )

@@ -18,28 +18,25 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from engine.config import ChannelConfig, EngineSettings, ListenerConfig
+from engine.channels.replies import batch_reply, salvage
 from engine.errors import HL7Error, StoreError
 from engine.hl7.ack import ENHANCED, AckError, ControlIds, Recipient, Sender, build_ack, is_enhanced
 from engine.hl7.batch import Batch, looks_like_batch, split_batch
 from engine.hl7.charset import Decoded, decode, encode
 from engine.hl7.header import Header, is_ack, patient_id, read_header, validate_header
-from engine.hl7.message import Delimiters, escape
-from engine.model import NewMessage, ProcessingResult, Status
+from engine.hl7.message import Delimiters
+from engine.model import NewMessage, Status
 
 if TYPE_CHECKING:
-    from engine.channels.runner import ChannelRunner
+    from engine.channels.channel import Channel, Receipt
+    from engine.channels.spec import ChannelConfig
+    from engine.config import EngineSettings, ListenerConfig
 
 log = Logger()
 
 
 # Routing choices remembered per listener, per (type, sender); past this many the memory starts again.
 _MAX_ROUTES = 4096
-
-
-def _time_out(waiter: defer.Deferred) -> None:
-    if not waiter.called:
-        waiter.errback(defer.TimeoutError("no processing outcome in time"))
 
 
 def _stored_status(channel: ChannelConfig | None) -> Status:
@@ -69,10 +66,7 @@ class _Outcome:
     sender: tuple[str, str] = ("", "")  # MSH-3.1, MSH-4.1: who, with control_id, for duplicate detection
     message_id: int | None = None  # set once stored
     duplicate_of: bytes | None = None  # the original ACK, when this is a duplicate
-    processed: ProcessingResult | None = None  # processed at intake by its channel's runner
-    held_by: ChannelRunner | None = (
-        None  # the runner that declined to process it at intake (it waits for a pass)
-    )
+    receipt: Receipt | None = None  # what its channel made of it, when stored RECEIVED for one
 
     @property
     def accepted(self) -> bool:
@@ -93,12 +87,11 @@ class Intake:
         clock: Callable[[], datetime] | None = None,
         control_ids: Callable[[], str] | None = None,
         observer: Callable[[str, dict], None] | None = None,
-        runners: Mapping[str, ChannelRunner] | None = None,
-        reactor=None,
+        running: Mapping[str, Channel] | None = None,
     ):
+        """``running``: the running channels by name, each offered the messages routed to it."""
         self.listener = listener
-        self.reactor = reactor
-        self.runners = runners if runners is not None else {}
+        self.running = running if running is not None else {}
         self.channels = channels
         self.store = store
         self.sender = Sender(settings.application, settings.facility, settings.default_version)
@@ -146,7 +139,10 @@ class Intake:
         return self._respond(None, outcome, decoded)
 
     def ingest_file(self, payload: bytes, source_file, *, peer: str) -> defer.Deferred:
-        """Store a file's messages with the record of the file, in one transaction; fires True when every one was accepted."""
+        """Store a file's messages with the record of the file, in one transaction.
+
+        Fires True when every one was accepted.
+        """
         decoded = decode(payload, self.default_charset)
         outcomes, _ = self._outcomes(payload, decoded, peer, self.clock())
         d = self._store(outcomes, source_file=source_file)
@@ -162,13 +158,16 @@ class Intake:
     def _outcomes(
         self, payload: bytes, decoded: Decoded, peer: str, received_at: datetime
     ) -> tuple[list[_Outcome], Batch | None]:
-        """What a frame or file holds: one message, or a batch split into its messages (a broken batch is one rejection)."""
+        """What a frame or file holds.
+
+        One message, or a batch split into its messages (a broken batch is one rejection).
+        """
         if not looks_like_batch(decoded.text):
             return [self._examine(decoded.text, payload, decoded, peer, received_at)], None
         try:
             batch = split_batch(decoded.text)
         except HL7Error as exc:
-            recipient, delimiters = _salvage(decoded.text)
+            recipient, delimiters = salvage(decoded.text)
             error = AckError(exc.code, str(exc), exc.location)
             base = dict(
                 raw=payload,
@@ -195,14 +194,14 @@ class Intake:
     def internal_error(self, payload: bytes, reason: str) -> bytes:
         """The AR 207 for a frame whose handling failed unexpectedly (a bug, not bad input)."""
         decoded = decode(payload, self.default_charset)
-        recipient, delimiters = _salvage(decoded.text)
+        recipient, delimiters = salvage(decoded.text)
         error = AckError(207, "internal error while processing the message; it may be resent later")
         return encode(self._ack(recipient, "AR", delimiters, (error,)), decoded.codec)
 
     def too_long(self, head: bytes, limit: int, peer: str) -> bytes:
         """The AR for a frame over the listener's size limit (answered before the connection closes)."""
         decoded = decode(head, self.default_charset)
-        recipient, delimiters = _salvage(decoded.text)
+        recipient, delimiters = salvage(decoded.text)
         error = AckError(207, f"frame larger than the listener's limit of {limit} bytes; not stored")
         self._observe("rejected", {"listener": self.listener.name, "code": "AR", "reason": 207})
         return encode(self._ack(recipient, "AR", delimiters, (error,)), decoded.codec)
@@ -233,7 +232,7 @@ class Intake:
         try:
             header = read_header(text)
         except HL7Error as exc:
-            recipient, delimiters = _salvage(text)
+            recipient, delimiters = salvage(text)
             error = AckError(exc.code, str(exc), exc.location)
             return self._reject(base, decoded.codec, recipient, delimiters, None, (error,))
 
@@ -245,7 +244,8 @@ class Intake:
             problems.append(
                 AckError(
                     202,
-                    f"processing id {header.processing_id!r} not accepted on this listener (accepted: {accepted})",
+                    f"processing id {header.processing_id!r} not accepted on this listener"
+                    f" (accepted: {accepted})",
                     ("MSH", 1, 11),
                 )
             )
@@ -260,7 +260,8 @@ class Intake:
         if channel is None:
             error = AckError(
                 200,
-                f"no channel on listener {self.listener.name!r} accepts {header.message_type or '(no type)'} from {sender[0] or '(no sender)'}",
+                f"no channel on listener {self.listener.name!r} accepts"
+                f" {header.message_type or '(no type)'} from {sender[0] or '(no sender)'}",
                 ("MSH", 1, 9),
             )
             return self._reject(
@@ -280,16 +281,9 @@ class Intake:
             None if channel.respond == "after_processing" and index is None else encode(ack, decoded.codec)
         )
         status = _stored_status(channel)
-        processed = held_by = None
-        runner = (
-            self.runners.get(channel.name)
-            if status == Status.RECEIVED and _processed_at_intake(channel)
-            else None
-        )
-        if runner is not None:
-            processed = runner.process_at_intake(text, decoded.codec, header.control_id)
-            if processed is None:
-                held_by = runner
+        running = self.running.get(channel.name) if status == Status.RECEIVED else None
+        receipt = running.receive(text, decoded.codec, header.control_id) if running is not None else None
+        processed = receipt.result if receipt is not None else None
         row = NewMessage(
             raw=raw,
             received_at=received_at,
@@ -319,8 +313,7 @@ class Intake:
             ack=ack,
             channel=channel,
             sender=sender,
-            processed=processed,
-            held_by=held_by,
+            receipt=receipt,
         )
 
     def _examine_exception(
@@ -345,16 +338,26 @@ class Intake:
                     **base, **fields, channel=channel.name if channel else None, status=status, error=reason
                 )
             ]
-            return _Outcome(rows, recipient, header.delimiters, code="", control_id=header.control_id)
+            # Never processed at intake: its channel takes it in turn, by a pass.
+            running = self.running.get(channel.name) if status == Status.RECEIVED else None
+            return _Outcome(
+                rows,
+                recipient,
+                header.delimiters,
+                code="",
+                control_id=header.control_id,
+                receipt=running.hold() if running is not None else None,
+            )
 
         return self._reject(
             {**base, **fields}, decoded.codec, recipient, header.delimiters, header, tuple(problems)
         )
 
     def _channel_for(self, header: Header, sender: tuple[str, str]) -> ChannelConfig | None:
-        """The first channel of the listener, in file order, that accepts the message from (MSH-3.1, MSH-4.1), like a rule list.
+        """The first channel of the listener, in file order, that accepts the message, like a rule list.
 
-        The choice depends on nothing else, so it is remembered per (type, sender): a feed has few.
+        Senders are compared by (MSH-3.1, MSH-4.1). The choice depends on nothing else, so it is
+        remembered per (type, sender): a feed has few.
         """
         key = (header.message_code, header.trigger_event, *sender)
         try:
@@ -428,8 +431,7 @@ class Intake:
         return d
 
     def _stored(self, outcomes: Sequence[_Outcome], ids: list[int]) -> None:
-        notify = set()
-        processed: dict[str, list[ProcessingResult]] = {}
+        received: dict[Channel, list[tuple[Receipt, int]]] = {}
         for outcome, message_id in zip(outcomes, ids):  # one row per outcome
             outcome.message_id = message_id
             event = (
@@ -440,24 +442,17 @@ class Intake:
                 else "accepted"
             )
             self._observe(event, {"listener": self.listener.name, "code": outcome.code, "count": 1})
-            if outcome.held_by is not None:
-                outcome.held_by.intake_stored(message_id)
-            if outcome.processed is not None:
-                processed.setdefault(outcome.channel.name, []).append(outcome.processed)
-            elif outcome.rows[0].status == Status.RECEIVED and outcome.channel is not None:
-                notify.add(outcome.channel.name)
-        for name in notify:
-            runner = self.runners.get(name)
-            if runner is not None:
-                runner.notify()
-        for name, results in processed.items():
-            runner = self.runners.get(name)
-            if runner is not None:
-                runner.processed_at_intake(results)
+            if outcome.receipt is not None:
+                received.setdefault(outcome.receipt.channel, []).append((outcome.receipt, message_id))
+        for channel, stored in received.items():  # once per channel: one wake for the frame
+            channel.stored(stored)
         return None
 
     def _check_duplicate(self, outcome: _Outcome, received_at: datetime) -> defer.Deferred:
-        """Look for the same sender + control id within the channel's window; a hit is stored FILTERED and answered with the original ACK."""
+        """Look for the same sender + control id within the channel's window.
+
+        A hit is stored FILTERED and answered with the original ACK.
+        """
         since = received_at - timedelta(seconds=outcome.channel.duplicate_window_seconds)
         d = self.store.find_duplicate(outcome.sender[0], outcome.sender[1], outcome.control_id, since=since)
 
@@ -465,13 +460,17 @@ class Intake:
             if original is None:
                 return
             original_id, original_ack = original
+            if outcome.receipt is not None:  # stored FILTERED: nothing for the channel to process
+                outcome.receipt.channel.dropped(outcome.receipt)
+                outcome.receipt = None
             outcome.duplicate_of = original_ack or encode(outcome.ack, "utf-8")
             row = outcome.rows[0]
             outcome.rows = [
                 replace(
                     row,
                     status=Status.FILTERED,
-                    error=f"duplicate of message {original_id} (same sender and control id within {outcome.channel.duplicate_window_seconds:g}s)",
+                    error=f"duplicate of message {original_id} (same sender and control id"
+                    f" within {outcome.channel.duplicate_window_seconds:g}s)",
                     ack=original_ack,
                     ack_code=row.ack_code or outcome.code,
                 )
@@ -523,27 +522,26 @@ class Intake:
         return None if text is None else encode(text, decoded.codec)
 
     def _respond(self, stored: StoreError | None, outcome: _Outcome, decoded: Decoded):
-        """The reply once stored: at once (after_store), or once the destinations settled (after_processing)."""
+        """The reply once stored.
+
+        At once (after_store), or once the destinations settled (after_processing).
+        """
         if outcome.duplicate_of is not None and stored is None:
             return outcome.duplicate_of
-        runner = self.runners.get(outcome.channel.name) if outcome.channel is not None else None
         if (
             stored is not None
             or not outcome.accepted
             or outcome.channel.respond != "after_processing"
-            or runner is None
+            or outcome.receipt is None
         ):
             return self._single_reply(stored, outcome, decoded)
-        waiter = runner.wait_for(outcome.message_id)
-        timeout = self.reactor.callLater(outcome.channel.respond_timeout_seconds, _time_out, waiter)
-        waiter.addCallback(self._processed, outcome, decoded, timeout)
-        waiter.addErrback(self._processing_timed_out, outcome, decoded, runner)
+        waiter = outcome.receipt.channel.wait_for(outcome.message_id, outcome.channel.respond_timeout_seconds)
+        waiter.addCallback(self._processed, outcome, decoded)
+        waiter.addErrback(self._processing_timed_out, outcome, decoded)
         return waiter
 
-    def _processed(self, settled, outcome: _Outcome, decoded: Decoded, timeout) -> bytes | None:
+    def _processed(self, settled, outcome: _Outcome, decoded: Decoded) -> bytes | None:
         """Answer with what the destinations made of the message (after_processing)."""
-        if timeout.active():
-            timeout.cancel()
         status, reason, results = settled
         if status == Status.ERROR:
             downstream = {r.response_code for r in results}
@@ -557,58 +555,32 @@ class Intake:
             )
         return self._single_reply(None, outcome, decoded)
 
-    def _processing_timed_out(
-        self, failure: Failure, outcome: _Outcome, decoded: Decoded, runner
-    ) -> bytes | None:
+    def _processing_timed_out(self, failure: Failure, outcome: _Outcome, decoded: Decoded) -> bytes | None:
         failure.trap(defer.TimeoutError)
-        runner.forget(outcome.message_id)
         # Stored and queued: the positive answer is honest, the destinations catch up on their own.
         return self._single_reply(None, outcome, decoded)
 
     # -- batches -------------------------------------------------------------------------------
 
     def _batch_reply(self, batch: Batch, outcomes: Sequence[_Outcome], stored: object) -> str:
-        """One frame answering a batch: BHS, one ACK per message, BTS (FHS/FTS when the batch had them)."""
-        d = batch.delimiters or (outcomes[0].delimiters if outcomes else Delimiters.DEFAULT)
+        """One frame answering a batch: one ACK per message in the batch's envelope."""
+        delimiters = batch.delimiters or (outcomes[0].delimiters if outcomes else Delimiters.DEFAULT)
         acks = [a for a in (self._answer(o, stored) for o in outcomes) if a is not None]
-        now = self.clock().strftime("%Y%m%d%H%M%S%z")
-        header_fields = [
-            escape(self.sender.application, d),
-            escape(self.sender.facility, d),
-            "",
-            "",
-            now,
-            "",
-            "",
-            "",
-            escape(self.control_ids(), d),
-            escape(batch.batch_control_id, d),
-        ]
-        segments = []
-        if batch.file_header is not None:
-            segments.append(d.field.join(["FHS", d.encoding_chars, *header_fields]))
-        segments.append(d.field.join(["BHS", d.encoding_chars, *header_fields]))
-        segments.extend(acks)
-        segments.append(d.field.join(["BTS", str(len(acks))]))
-        if batch.file_header is not None:
-            segments.append(d.field.join(["FTS", "1"]))
-        return "\r".join(segments)
-
-
-def _processed_at_intake(channel: ChannelConfig) -> bool:
-    """Whether the channel's messages are processed before they are stored (ChannelRunner.process_at_intake).
-
-    Not when the answer waits for the destinations (after_processing: the runner's waiters follow
-    a pass), nor with duplicate detection (what is a duplicate is known only after the lookup).
-    """
-    return channel.respond == "after_store" and not channel.duplicate_window_seconds
+        return batch_reply(
+            batch,
+            acks,
+            sender=self.sender,
+            timestamp=self.clock(),
+            control_id=self.control_ids(),
+            delimiters=delimiters,
+        )
 
 
 def _not_stored(outcomes: Sequence[_Outcome]) -> None:
-    """Tell the runners that held messages back for a pass that those messages were not stored."""
+    """Tell the channels the messages were offered to that they were not stored."""
     for outcome in outcomes:
-        if outcome.held_by is not None:
-            outcome.held_by.intake_stored(None)
+        if outcome.receipt is not None:
+            outcome.receipt.channel.dropped(outcome.receipt)
 
 
 def header_columns(header: Header) -> dict:
@@ -624,29 +596,4 @@ def header_columns(header: Header) -> dict:
         control_id=header.control_id,
         version=header.version,
         processing_id=header.processing_id,
-    )
-
-
-def _salvage(text: str) -> tuple[Recipient, Delimiters]:
-    """Best effort for an unreadable header: what can still be answered (MSA-2, MSH-5/6), in our delimiters."""
-    d = Delimiters.DEFAULT
-    start = text.find("MSH")
-    if start < 0 or len(text) < start + 4:
-        return Recipient(), d
-    line = text[start:].replace("\n", "\r").split("\r", 1)[0]
-    separator = line[3]
-    fields = line.split(separator)
-
-    def get(n: int) -> str:
-        # MSH-1 is the separator itself, so MSH-n sits at index n - 1.
-        return fields[n - 1] if len(fields) >= n else ""
-
-    return (
-        Recipient(
-            sending_application=escape(get(3), d),
-            sending_facility=escape(get(4), d),
-            control_id=escape(get(10), d),
-            version="",
-        ),
-        d,
     )

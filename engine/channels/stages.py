@@ -1,17 +1,15 @@
-"""The shapes every pipeline stage has: filters, transforms and destinations.
+"""The shapes of a pipeline's stages: filters and transforms.
 
-A stage has a name and one method (Scrapy's pipeline is the model). Only the channel runner
-turns what a stage returns into statuses, events and logs.
+A stage has a name and one method (Scrapy's pipeline is the model). Only the channel turns what
+a stage returns into statuses, events and logs (``engine.channels.pipeline`` and ``channel``).
+Destinations are subclasses of ``engine.channels.destinations.base.Destination``.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from twisted.internet import defer
-
 from engine.hl7.message import Message
-from engine.model import Delivery
 
 
 class Filter(Protocol):
@@ -33,18 +31,3 @@ class Transform(Protocol):
 
     def apply(self, message: Message) -> Message:
         """The transformed message (may be the same object, changed). Raises TransformError."""
-
-
-class Destination(Protocol):
-    """Where a channel sends messages: MLLP, file, HTTP, another channel."""
-
-    name: str
-
-    def start(self) -> None:
-        """Open what needs opening (connections are opened lazily, on first send)."""
-
-    def stop(self) -> defer.Deferred:
-        """Close connections; fires when closed."""
-
-    def send(self, delivery: Delivery) -> defer.Deferred:
-        """Fires with a DeliveryResult; never errbacks (a failure is a RETRY or ERROR result)."""

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
-from engine.channels import intake
+from engine.channels import channel as channel_module
 from engine.config import parse_config
 from engine.listeners.client import MLLPClient, parse_reply
 from engine.model import NewMessage, Status
@@ -21,7 +21,12 @@ from tests.channels.destinations.downstream import Downstream, reply, silence
 from tests.corpus_util import CORPUS_DIR
 from tests.fakes.harness import in_thread
 
-ADT = "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|{cid}|P|2.5.1\rEVN|A04|20260101120000\rPID|1||{n}^^^PMS^MR||DOE^JOHN||19800101|M|||1 MAIN ST^^TOWN^ST^12345\rPV1|1|O|4N^101^A\r"
+ADT = (
+    "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|{cid}|P|2.5.1\r"
+    "EVN|A04|20260101120000\r"
+    "PID|1||{n}^^^PMS^MR||DOE^JOHN||19800101|M|||1 MAIN ST^^TOWN^ST^12345\r"
+    "PV1|1|O|4N^101^A\r"
+)
 
 
 def adt(n: int, cid: str | None = None) -> bytes:
@@ -111,7 +116,10 @@ def statuses(engine, **criteria):
 
 @pytest_twisted.inlineCallbacks
 def test_downstream_down_then_up_then_ae_then_ar(tmp_path):
-    """Messages wait while the partner is down, arrive in order once it is up; AE is an error, AR 207 retried, AR 203 an error."""
+    """Messages wait while the partner is down, arrive in order once it is up.
+
+    AE is an error, AR 207 retried, AR 203 an error.
+    """
     port = free_port()
     engine = start(config_for(tmp_path, mllp_channel(port)))
     downstream = Downstream(f"tcp:{port}:interface=127.0.0.1")
@@ -176,7 +184,10 @@ def test_restart_in_the_middle_of_a_backlog_delivers_everything_in_order(tmp_pat
 
 @defer.inlineCallbacks
 def _restart_and_deliver_in_order(config, port: int, new_payloads: list[bytes], total: int):
-    """Start the engine with its downstream up and send it ``new_payloads``: C0001 to C<total> arrive downstream in order, all SENT."""
+    """Start the engine with its downstream up and send it ``new_payloads``.
+
+    C0001 to C<total> arrive downstream in order, all SENT.
+    """
     downstream = Downstream(f"tcp:{port}:interface=127.0.0.1")
     downstream.start()
     engine = start(config)
@@ -194,7 +205,10 @@ def _restart_and_deliver_in_order(config, port: int, new_payloads: list[bytes], 
 
 @pytest_twisted.inlineCallbacks
 def test_messages_left_received_go_out_before_new_ones_after_a_restart(tmp_path):
-    """Messages a crash left RECEIVED (not processed) are delivered before those received after the restart: new ones wait for the runner's pass."""
+    """Messages a crash left RECEIVED (not processed) are delivered before those received after the restart.
+
+    New ones wait for the runner's pass.
+    """
     port = free_port()
     config = config_for(tmp_path, mllp_channel(port))
     store = MessageStore(config.store_url, reactor=reactor)
@@ -242,7 +256,10 @@ TWO_DESTINATIONS = """
 
 @defer.inlineCallbacks
 def _processing_trails(engine, folder: Path) -> defer.Deferred:
-    """Per control id: what processing and delivery left of the message, without ids, times and the engine's folder."""
+    """Per control id: what processing and delivery left of the message.
+
+    Without ids, times and the engine's folder.
+    """
     trails = {}
     for summary in (yield engine.store.search(MessageQuery(limit=100))):
         message = yield engine.store.get(summary.id)
@@ -260,7 +277,10 @@ def _processing_trails(engine, folder: Path) -> defer.Deferred:
 
 @pytest_twisted.inlineCallbacks
 def test_processing_at_intake_leaves_what_a_pass_leaves(tmp_path, monkeypatch):
-    """The same messages through the same channel leave the same statuses, content, deliveries and events, processed at intake or by the runner's pass."""
+    """The same messages through the same channel leave the same statuses, content, deliveries and events.
+
+    Processed at intake or by the runner's pass.
+    """
     tables = """
 tables:
   wards: {inline: {"4N": "NORTH-4"}}
@@ -275,7 +295,7 @@ tables:
     trails = []
     for way in ("at intake", "by a pass"):
         if way == "by a pass":
-            monkeypatch.setattr(intake, "_processed_at_intake", lambda channel: False)
+            monkeypatch.setattr(channel_module, "may_process_at_intake", lambda config: False)
         folder = tmp_path / way.replace(" ", "-")
         folder.mkdir()
         engine = start(config_for(folder, TWO_DESTINATIONS, tables=tables))
@@ -296,7 +316,10 @@ tables:
 
 @pytest_twisted.inlineCallbacks
 def test_filters_transforms_and_lookup_tables_reach_a_file(tmp_path):
-    """Channel filters drop what they should (FILTERED with the reason); transforms and a lookup table shape what is written."""
+    """Channel filters drop what they should (FILTERED with the reason).
+
+    Transforms and a lookup table shape what is written.
+    """
     channels = """
   - name: adt-to-file
     source: main
@@ -342,7 +365,10 @@ tables:
 
 @pytest_twisted.inlineCallbacks
 def test_after_processing_relays_the_downstream_answer(tmp_path):
-    """With respond: after_processing the sender hears what the partner said: AA when it took it, AE when it refused the content."""
+    """With respond: after_processing the sender hears what the partner said.
+
+    AA when it took it, AE when it refused the content.
+    """
     downstream = Downstream()
     port = downstream.start()
     engine = start(config_for(tmp_path, mllp_channel(port, respond="after_processing")))
@@ -358,7 +384,10 @@ def test_after_processing_relays_the_downstream_answer(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_duplicates_are_answered_with_the_original_ack_and_not_processed_again(tmp_path):
-    """The same sender and control id within the window gets the original ACK, is kept as FILTERED, and is not sent on."""
+    """The same sender and control id within the window gets the original ACK, is kept as FILTERED.
+
+    And is not sent on.
+    """
     downstream = Downstream()
     port = downstream.start()
     engine = start(config_for(tmp_path, mllp_channel(port, extra="    duplicate_window_seconds: 3600")))
@@ -379,7 +408,10 @@ def test_duplicates_are_answered_with_the_original_ack_and_not_processed_again(t
 
 @pytest_twisted.inlineCallbacks
 def test_channel_destination_hands_messages_to_another_channel(tmp_path):
-    """A `channel` destination stores the message for the target channel, which sends it on with its own transforms."""
+    """A `channel` destination stores the message for the target channel.
+
+    Which sends it on with its own transforms.
+    """
     channels = """
   - name: intake
     source: main
@@ -410,7 +442,10 @@ def test_channel_destination_hands_messages_to_another_channel(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_file_source_reads_each_file_once_and_moves_it(tmp_path):
-    """Files are stored (a batch file split into its messages), moved to done, a bad one to error; a restart reads nothing twice."""
+    """Files are stored (a batch file split into its messages), moved to done, a bad one to error.
+
+    A restart reads nothing twice.
+    """
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     extra = """
@@ -451,7 +486,10 @@ def test_file_source_reads_each_file_once_and_moves_it(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_reload_adds_a_channel_without_dropping_connections_and_keeps_history(tmp_path):
-    """A reload that only changes channels keeps the listener's open connections; each applied config is recorded."""
+    """A reload that only changes channels keeps the listener's open connections.
+
+    Each applied config is recorded.
+    """
     downstream = Downstream()
     port = downstream.start()
     config = config_for(
@@ -531,3 +569,84 @@ def test_block_keeps_order_behind_a_silent_partner(tmp_path):
     finally:
         yield engine.stopService()
         yield downstream.stop()
+
+
+# Retries and errors through the whole engine
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_partner_that_stays_down_ends_in_error_after_max_attempts(tmp_path):
+    """With max_attempts 3 and nobody listening the delivery ends in ERROR, having given up after 3."""
+    queue = """
+        queue:
+          retry_initial_seconds: 0.02
+          retry_jitter: 0
+          max_attempts: 3
+"""
+    engine = start(config_for(tmp_path, mllp_channel(free_port(), queue=queue)))
+    try:
+        yield in_thread(send, engine.listeners["main"].port, [adt(1)])
+        yield wait_until(lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "ERROR"}))
+        rows = yield engine.store.search(MessageQuery(control_id="C0001"))
+        message = yield engine.store.get(rows[0].id)
+        assert message.deliveries[0].attempts == 3
+        assert "gave up after 3 attempt(s)" in message.deliveries[0].reason
+    finally:
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_skip_lets_later_messages_pass_a_failing_one(tmp_path):
+    """on_error: skip sends the next message while the failed one waits for its retry."""
+    downstream = Downstream()
+    port = downstream.start()
+    queue = """
+        queue:
+          on_error: skip
+          retry_initial_seconds: 0.5
+          retry_jitter: 0
+"""
+    engine = start(config_for(tmp_path, mllp_channel(port, queue=queue)))
+    try:
+        downstream.script(reply("AR", 207), reply("AA"), reply("AA"))
+        yield in_thread(send, engine.listeners["main"].port, [adt(1), adt(2)])
+        yield wait_until(lambda: len(downstream.received) >= 3)
+        assert [p.split(b"|")[9] for p in downstream.received[:3]] == [b"C0001", b"C0002", b"C0001"]
+        yield wait_until(
+            lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "SENT", "C0002": "SENT"})
+        )
+    finally:
+        yield engine.stopService()
+        yield downstream.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_transform_error_puts_the_message_in_error_and_the_channel_goes_on(tmp_path):
+    """A failing transform sends that message to ERROR with the transform's path.
+
+    The next message is processed.
+    """
+    channels = """
+  - name: strict
+    source: main
+    accept: {types: ["*"]}
+    transforms:
+      - map: {field: PV1-3.1, table: wards, on_miss: error}
+"""
+    tables = """
+tables:
+  wards: {inline: {"4N": "NORTH-4"}}
+"""
+    engine = start(config_for(tmp_path, channels, tables=tables))
+    try:
+        unknown_ward = adt(1).replace(b"PV1|1|O|4N", b"PV1|1|O|7W")
+        replies = yield in_thread(send, engine.listeners["main"].port, [unknown_ward, adt(2)])
+        assert [r.code for r in replies] == ["AA", "AA"]  # after_store: the sender only learns it was stored
+        yield wait_until(
+            lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "ERROR", "C0002": "TRANSFORMED"})
+        )
+        rows = yield engine.store.search(MessageQuery(control_id="C0001"))
+        assert "channels[0].transforms[0]" in rows[0].error and "7W" in rows[0].error
+        yield deferLater(reactor, 0, lambda: None)
+    finally:
+        yield engine.stopService()

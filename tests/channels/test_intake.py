@@ -1,4 +1,4 @@
-"""Intake end to end over real loopback sockets: the corpus, store-then-ACK, store failures, batches."""
+"""The intake end to end over loopback (corpus, store-then-ACK, store failures, batches), and its channels."""
 
 from __future__ import annotations
 
@@ -7,16 +7,27 @@ import sqlite3
 
 import pytest
 import pytest_twisted
+from twisted.internet.task import Clock
 
+from engine.channels.channel import Channel
+from engine.channels.dispatcher import RetryPolicy
+from engine.channels.intake import Intake
+from engine.channels.pipeline import DestinationStages, Pipeline
+from engine.channels.spec import ChannelConfig
+from engine.config import EngineSettings, ListenerConfig
 from engine.errors import HL7Error
 from engine.hl7.charset import decode
 from engine.hl7.header import read_header
 from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of, parse_reply
 from engine.store.messages import MessageQuery
 from tests.corpus_util import CORPUS_DIR, corpus_entries
+from tests.fakes.channels import FakeStore, ScriptedDestination
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine
 
-PROBE = b"MSH|^~\\&|PROBE|CLINIC|HUB|TEST|20260101120000||ADT^A08^ADT_A01|PROBE-%d|P|2.5.1\rEVN|A08|20260101120000\rPID|1||P%d^^^PMS^MR||DOE^JOHN\r"
+PROBE = (
+    b"MSH|^~\\&|PROBE|CLINIC|HUB|TEST|20260101120000||ADT^A08^ADT_A01|PROBE-%d|P|2.5.1\r"
+    b"EVN|A08|20260101120000\rPID|1||P%d^^^PMS^MR||DOE^JOHN\r"
+)
 
 NEGATIVE = ("AR", "AE", "CR", "CE")
 POSITIVE = ("AA", "CA")
@@ -41,7 +52,10 @@ def messages_in(data: bytes) -> int:
 
 
 def exchange(port: int, payload: bytes, n: int) -> tuple[list[str], str]:
-    """Send the payload then a probe on one connection; return the replies before the probe's, and the probe's."""
+    """Send the payload then a probe on one connection.
+
+    Return the replies before the probe's, and the probe's.
+    """
     with MLLPClient("127.0.0.1", port, timeout=10) as client:
         client.send(payload)
         client.send(PROBE % (n, n))
@@ -60,7 +74,10 @@ def engine_config(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_every_corpus_message_gets_the_answer_its_manifest_expects(engine_config):
-    """Each corpus file, sent as one frame, gets exactly the answer MANIFEST.tsv's expect column gives, and the connection goes on."""
+    """Each corpus file, sent as one frame, gets exactly the answer MANIFEST.tsv's expect column gives.
+
+    And the connection goes on.
+    """
     engine = start_engine(engine_config)
     try:
         port = port_of(engine)
@@ -219,7 +236,7 @@ def test_rejected_messages_are_stored_with_their_reason(engine_config):
 
 @pytest_twisted.inlineCallbacks
 def test_oversize_frame_gets_a_nak_and_the_connection_closes(tmp_path):
-    """A frame over max_frame_bytes is answered AR (ERR 207, MSA-2 from its header) and the connection is closed."""
+    """A frame over max_frame_bytes is answered AR (ERR 207, MSA-2 from its header) and closed."""
     engine = start_engine(make_config(tmp_path, max_frame_bytes=2048))
     try:
         port = port_of(engine)
@@ -275,7 +292,10 @@ def test_enhanced_mode_honours_msh15_when_configured(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_each_batch_member_is_found_by_its_patient_id(engine_config):
-    """Intake records PID-3.1 of every message, batch members included, so a search by patient id finds them."""
+    """Intake records PID-3.1 of every message, batch members included.
+
+    So a search by patient id finds them.
+    """
     engine = start_engine(engine_config)
     try:
         port = port_of(engine)
@@ -322,7 +342,10 @@ def test_batch_members_are_stored_one_by_one_with_one_ack_each(engine_config):
 
 @pytest_twisted.inlineCallbacks
 def test_store_down_is_answered_ar_207(engine_config):
-    """When the store is not running at all (not merely locked) the sender gets AR with ERR 207, and CE in enhanced mode."""
+    """When the store is not running at all (not merely locked) the sender gets AR with ERR 207.
+
+    And CE in enhanced mode.
+    """
     engine = start_engine(engine_config)
     try:
         port = port_of(engine)
@@ -341,3 +364,61 @@ def test_store_down_is_answered_ar_207(engine_config):
         assert msa_codes(enhanced) == [("CE", "PROBE-12")]
     finally:
         yield engine.stopService()
+
+
+# The intake and its channels (a fake store on a task.Clock)
+
+
+def _intake_with_channel(store: FakeStore, reactor: Clock) -> tuple[Intake, Channel, ScriptedDestination]:
+    """An intake whose one channel (adt, taking everything) sends to a scripted destination ``out``."""
+    config = ChannelConfig(
+        name="adt",
+        source="main",
+        accept={"types": ["*"]},
+        destinations=[{"name": "out", "type": "file", "directory": "out"}],
+    )
+    out = ScriptedDestination(name="out")
+    channel = Channel(
+        config,
+        pipeline=Pipeline(destinations=[DestinationStages("out")]),
+        destinations=[(out, RetryPolicy())],
+        store=store,
+        reactor=reactor,
+    )
+    listener = ListenerConfig(name="main", endpoint="tcp:0")
+    intake = Intake(listener, [config], store, EngineSettings(), running={"adt": channel})
+    return intake, channel, out
+
+
+def test_a_message_the_channel_processes_at_intake_is_stored_processed_and_sent():
+    """Once its channel caught up, a message is stored QUEUED with its delivery, and sent."""
+    store, reactor = FakeStore(), Clock()
+    intake, channel, out = _intake_with_channel(store, reactor)
+    channel.start()
+    reply = intake.handle(PROBE % (1, 1), "test").result
+    assert msa_codes(reply.decode())[0] == ("AA", "PROBE-1")
+    assert store.messages[1].status == "QUEUED" and store.messages[1].deliveries[0].destination == "out"
+    assert out.sent == ["PROBE-1"]
+
+
+def test_a_message_that_could_not_be_stored_no_longer_holds_its_channel_back():
+    """A held message whose storing failed is answered AR and holds its channel back no longer."""
+    store, reactor = FakeStore(), Clock()
+    intake, channel, _ = _intake_with_channel(store, reactor)
+    store.failing = True
+    reply = intake.handle(PROBE % (1, 1), "test").result  # not caught up yet: held for a pass
+    assert msa_codes(reply.decode())[0] == ("AR", "PROBE-1")
+    store.failing = False
+    channel.start()
+    assert channel.processes_at_intake
+
+
+def test_an_ack_routed_to_a_channel_waits_for_a_pass():
+    """An ACK is never answered nor processed at intake: stored RECEIVED, its channel's pass takes it."""
+    store, reactor = FakeStore(), Clock()
+    intake, channel, out = _intake_with_channel(store, reactor)
+    channel.start()
+    ack = b"MSH|^~\\&|LAB|CLINIC|HUB|TEST|20260101120000||ACK^A04^ACK|A1|P|2.5.1\rMSA|AA|C0001\r"
+    assert intake.handle(ack, "test").result is None
+    assert store.messages[1].status == "RECEIVED" and store.statuses[1] == "QUEUED"
+    assert out.sent == ["A1"]

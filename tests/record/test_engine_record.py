@@ -119,12 +119,3 @@ def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, record_ur
     assert restored["id"] != survivor["id"]  # the prior person is active again
     bundle = json.loads(cli("show", str(survivor["id"]), "--fhir").stdout)
     assert bundle["resourceType"] == "Bundle"
-
-
-def test_a_record_destination_is_handed_its_due_run_in_one_batch(tmp_path):
-    """The runner gives a record destination the due messages in one send_batch (one writer call), not one call each."""
-    from twisted.internet.task import Clock
-
-    engine = Engine(config(tmp_path), Clock())  # built, not started
-    [stages] = engine.runners["everything"].destinations
-    assert stages.batch and callable(getattr(stages.destination, "send_batch", None))

@@ -12,7 +12,7 @@ import errno
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from itertools import count, islice
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 
+from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import unexpected_failure
 from engine.channels.destinations.spec import FileSettings
 from engine.errors import HL7Error
@@ -42,11 +43,11 @@ class _NameTaken(Exception):
     """The file name is taken and on_exists is error."""
 
 
-class FileDestination:
-    """Writes each delivery (``send``) or each batch (``send_batch``) to one file in ``settings.directory``."""
+class FileDestination(Destination):
+    """Writes each delivery to its own file in ``settings.directory``, or each run to one (``batch``)."""
 
     def __init__(self, name: str, settings: FileSettings, *, reactor):
-        self.name = name
+        super().__init__(name)
         self.settings = settings
         self._reactor = reactor
         self._writing: set[defer.Deferred] = set()
@@ -60,11 +61,25 @@ class FileDestination:
 
     def send(self, delivery: Delivery) -> defer.Deferred:
         """Write one message to its own file (a one-message batch file when ``batch`` is set)."""
-        return self.send_batch([delivery]).addCallback(lambda results: results[0])
+        return self._write([delivery]).addCallback(lambda results: results[0])
 
-    def send_batch(self, deliveries: Sequence[Delivery]) -> defer.Deferred:
-        """Write every delivery into one file (in an FHS/BHS envelope when ``batch`` is set); one result each."""
-        deliveries = list(deliveries)
+    def send_run(
+        self,
+        deliveries: Sequence[Delivery],
+        *,
+        stop_at_failure: bool,
+        stopped: Callable[[], bool] | None = None,
+    ) -> defer.Deferred:
+        """With ``batch`` set, the whole run in one file in an FHS/BHS envelope (one result each, all alike).
+
+        Without it, one file per message, one after another (``Destination.send_run``).
+        """
+        if not self.settings.batch:
+            return super().send_run(deliveries, stop_at_failure=stop_at_failure, stopped=stopped)
+        return self._write(list(deliveries))
+
+    def _write(self, deliveries: list[Delivery]) -> defer.Deferred:
+        """Write every delivery into one file; fires with one result each."""
         if not deliveries:
             return defer.succeed([])
         now = datetime.fromtimestamp(self._reactor.seconds()).astimezone()
@@ -150,7 +165,7 @@ def _message_type(payload: bytes) -> str:
 
 
 def _delimiters(payload: bytes) -> tuple[str, str]:
-    """The field separator and encoding characters of the payload's MSH (the standard ones when unreadable)."""
+    """The field separator and encoding characters of the payload's MSH (or the standard ones)."""
     try:
         header = read_header(_first_line(payload))
     except HL7Error:

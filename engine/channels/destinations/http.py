@@ -25,6 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import decide, unexpected_failure
 from engine.channels.destinations.spec import HttpDestinationSettings
 from engine.model import Delivery, DeliveryResult, Outcome
@@ -110,11 +111,11 @@ def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-class HTTPDestination:
+class HTTPDestination(Destination):
     """POSTs each delivery to ``settings.url`` over a persistent connection pool; the ACK decides."""
 
     def __init__(self, name: str, settings: HttpDestinationSettings, *, reactor):
-        self.name = name
+        super().__init__(name)
         self.settings = settings
         self._reactor = reactor
         self._pool = HTTPConnectionPool(reactor, persistent=True)
@@ -128,9 +129,6 @@ class HTTPDestination:
                 "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
             ]
         self._headers = headers
-
-    def start(self) -> None:
-        """Nothing to open: connections are made on the first request and kept in the pool."""
 
     def stop(self) -> defer.Deferred:
         """Close the pooled connections; fires when they are closed."""

@@ -7,10 +7,10 @@ and are served in order, each after the previous ACK (HL7-NOTES §1). Framing is
 
 The connection is used by the destination's own thread, with blocking sockets. With one message
 in flight, the time from an ACK to the next message bounds the rate. On the reactor that time is
-a reactor turn, whatever else the turn carries (every intake connection, the channel runners):
-about a millisecond under load, so a few hundred messages a second. On its own thread it is the
-time to take the GIL back after the read: thousands a second. The reactor thread only hands over
-sends and receives results (``callFromThread``); no blocking I/O runs on it.
+a reactor turn, whatever else the turn carries (every intake connection, the channels' passes),
+which under load is long. On its own thread it is the time to take the GIL back after the read,
+far shorter (docs/performance.md has the measurements). The reactor thread only hands over sends
+and receives results (``callFromThread``); no blocking I/O runs on it.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import decide, judge, read_ack, unexpected_failure, unexpected_result
 from engine.channels.destinations.spec import MllpSettings, TlsSettings
 from engine.listeners.mllp import MLLPFramer, frame
@@ -72,7 +73,10 @@ class _Connection:
         self.replies = _Replies(max_reply_bytes)
 
     def arrived_while_idle(self) -> str | None:
-        """What came while nothing was in flight: 'closed' (the peer hung up), 'reply' (bytes nobody asked for), or None."""
+        """What came while nothing was in flight.
+
+        'closed' (the peer hung up), 'reply' (bytes nobody asked for), or None.
+        """
         if self.replies.frames or self.replies.too_long:
             return "reply"
         pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
@@ -119,7 +123,10 @@ class _Connection:
 
 
 def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """The client TLS settings: trusted CAs, our certificate for mutual TLS, hostname check; TLS 1.2 at least."""
+    """The client TLS settings: trusted CAs, our certificate for mutual TLS, hostname check.
+
+    TLS 1.2 at least.
+    """
     context = ssl.create_default_context(
         ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None
     )
@@ -131,15 +138,22 @@ def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-class MLLPDestination:
+class MLLPDestination(Destination):
     """Sends each delivery over MLLP and maps the downstream ACK to an outcome.
 
     TLS material is read here, once, when the destination is built (at start-up). A sending
     thread starts with the first send and ends with ``stop()``.
     """
 
+    #: Longer rounds than the other destinations: the run is sent on the destination's own thread
+    #: with no reactor turn between messages, so that a queue that fell behind catches up (measured
+    #: end to end at 8 connections: see docs/performance.md).
+    round_size = 250
+    #: ``stop()`` ends a run after the message in flight, as the dispatcher's own loop would.
+    stop_before_pass = True
+
     def __init__(self, name: str, settings: MllpSettings, *, reactor):
-        self.name = name
+        super().__init__(name)
         self.settings = settings
         self._reactor = reactor
         self._tls = _tls_context(settings.tls) if settings.tls is not None else None
@@ -158,7 +172,7 @@ class MLLPDestination:
 
     def send(self, delivery: Delivery) -> defer.Deferred:
         """Fires with a DeliveryResult once this message (after those queued before it) is answered."""
-        sent = self.send_in_order([delivery], stop_at_failure=False)
+        sent = self.send_run([delivery], stop_at_failure=False)
         return sent.addCallback(
             lambda results: (
                 results[0]
@@ -167,12 +181,18 @@ class MLLPDestination:
             )
         )
 
-    def send_in_order(self, deliveries: Sequence[Delivery], *, stop_at_failure: bool) -> defer.Deferred:
-        """Send the deliveries one after another, each after the previous ACK; fires with the results of those attempted.
+    def send_run(
+        self,
+        deliveries: Sequence[Delivery],
+        *,
+        stop_at_failure: bool,
+        stopped: Callable[[], bool] | None = None,
+    ) -> defer.Deferred:
+        """Send the deliveries on the sending thread, each after the previous ACK.
 
-        With ``stop_at_failure`` none is sent after the first that is not SENT. ``stop()`` ends a
-        run after the message in flight. So the results may be fewer than the deliveries: the
-        rest were not attempted.
+        Fires with the results of those attempted. With ``stop_at_failure`` none is sent after the
+        first that is not SENT. ``stop()`` ends a run after the message in flight (``stopped`` is not
+        needed). So the results may be fewer than the deliveries: the rest were not attempted.
         """
         if self._stopped:
             return defer.succeed([])
@@ -299,7 +319,10 @@ class _Sender:
         return judge(settings.ack_policy, ack, sent_control_id=delivery.control_id)
 
     def _connected(self) -> _Connection:
-        """The open connection, after checking nothing came while it was idle; a new one when there is none."""
+        """The open connection, after checking nothing came while it was idle.
+
+        A new one when there is none.
+        """
         connection = self._connection
         if connection is not None:
             arrived = connection.arrived_while_idle()

@@ -38,7 +38,10 @@ _MEANINGS = {
 
 @dataclass(slots=True)
 class Ack:
-    """A downstream reply read once: MSA-1 and MSA-2 (``parse_reply`` in the reply's MSH-18 charset) and the text its ERR codes are read from."""
+    """A downstream reply read once: MSA-1 and MSA-2, and the text its ERR codes are read from.
+
+    MSA is read by ``parse_reply`` in the reply's MSH-18 charset.
+    """
 
     reply: bytes
     code: str
@@ -66,7 +69,10 @@ def decide(
 
 
 def judge(policy: AckPolicy, ack: Ack, *, sent_control_id: str) -> DeliveryResult:
-    """``decide`` for a reply already read (the MLLP destination reads it once, to match it to the message too)."""
+    """``decide`` for a reply already read.
+
+    The MLLP destination reads it once, to match it to the message too.
+    """
     reply = ack.reply
     code = ack.code.strip().upper()
     if not code:
@@ -100,7 +106,10 @@ def _rejected(policy: AckPolicy, reply: bytes, text: str) -> DeliveryResult:
 
 
 def error_codes(text: str) -> list[int]:
-    """The table 0357 codes of every ERR segment: ERR-3.1 (v2.5+) and ERR-1.4.1 of each repetition (before 2.5)."""
+    """The table 0357 codes of every ERR segment.
+
+    ERR-3.1 (v2.5+) and ERR-1.4.1 of each repetition (before 2.5).
+    """
     if "ERR" not in text:  # most replies: no need to parse
         return []
     try:

@@ -171,7 +171,8 @@ def _check_filename_template(template: str, allowed: frozenset[str] | set[str]) 
             raise ValueError(f"unknown placeholder {{{field}}}{extra}; known: {known}")
         if conversion is not None or "{" in (spec or ""):
             raise ValueError(
-                f"placeholder {{{field}}}: write {{name}} or {{name:format}}, without !conversions or nested fields"
+                f"placeholder {{{field}}}: write {{name}} or {{name:format}},"
+                " without !conversions or nested fields"
             )
     try:
         example = template.format(
@@ -239,7 +240,8 @@ def _check_url(value: str) -> str:
 def _check_media_type(value: str) -> str:
     if not re.fullmatch(f"{_TOKEN}/{_TOKEN}", value):
         raise ValueError(
-            f"must be a media type without parameters, e.g. application/hl7-v2 (got {value!r}); the charset is its own key"
+            "must be a media type without parameters, e.g. application/hl7-v2"
+            f" (got {value!r}); the charset is its own key"
         )
     return value
 

@@ -6,7 +6,10 @@ from datetime import UTC, datetime
 
 from engine.hl7.ack import AckError, Recipient, Sender, build_ack
 
-MESSAGE = "MSH|^~\\&|HUB|TEST|LAB|CLINIC|20260101120000||ADT^A01^ADT_A01|{control_id}|P|2.5.1\rEVN|A01|20260101120000\rPID|1||{n}^^^PMS^MR||DOE^JOHN\r"
+MESSAGE = (
+    "MSH|^~\\&|HUB|TEST|LAB|CLINIC|20260101120000||ADT^A01^ADT_A01|{control_id}|P|2.5.1\r"
+    "EVN|A01|20260101120000\rPID|1||{n}^^^PMS^MR||DOE^JOHN\r"
+)
 
 _SENDER = Sender(application="LAB", facility="CLINIC")
 _WHEN = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Fixtures of the destination tests: ports where nobody answers."""
+"""Fixtures of the destination tests: ports where nobody answers, and the record's databases."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import socket
 import time
 
 import pytest
+
+from tests.record.conftest import record_url  # noqa: F401 (the record destination runs on both databases)
 
 
 @pytest.fixture
@@ -18,7 +20,10 @@ def closed_port() -> int:
 
 @pytest.fixture
 def unanswered_port():
-    """A port whose listener never accepts and whose backlog is full: new connections hang (Linux drops the SYN)."""
+    """A port whose listener never accepts and whose backlog is full.
+
+    New connections hang (Linux drops the SYN).
+    """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)

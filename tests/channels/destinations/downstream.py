@@ -12,7 +12,8 @@ from engine.listeners.client import control_id_of
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory, frame
 from tests.channels.destinations.acks import ack
 
-# An answer gets (payload, peer, downstream) and returns the reply payload, None for no reply, or a Deferred of either.
+# An answer gets (payload, peer, downstream) and returns the reply payload, None for no reply, or a
+# Deferred of either.
 Answer = Callable[[bytes, str, "Downstream"], "bytes | None | defer.Deferred"]
 
 
@@ -53,13 +54,36 @@ def after(seconds: float, answer: Answer) -> Answer:
     return lambda payload, peer, downstream: deferLater(reactor, seconds, answer, payload, peer, downstream)
 
 
+class Gate:
+    """An answer held back until the test releases it: the message stays in flight as long as needed.
+
+    ``arrived`` fires with the payload once the message is received (so it is in flight).
+    """
+
+    def __init__(self, answer: Answer | None = None):
+        self.arrived = defer.Deferred()
+        self._released = defer.Deferred()
+        self._answer = answer or reply("AA")
+
+    def __call__(self, payload: bytes, peer: str, downstream: Downstream) -> defer.Deferred:
+        self.arrived.callback(payload)
+        return self._released.addCallback(lambda _: self._answer(payload, peer, downstream))
+
+    def release(self) -> None:
+        """Give the answer now."""
+        self._released.callback(None)
+
+
 def raw(data: bytes) -> Answer:
     """Answer with these bytes as the reply payload."""
     return lambda payload, peer, downstream: data
 
 
 class Downstream:
-    """Receives framed messages like a partner system; answers each with the next scripted answer (AA when none is left)."""
+    """Receives framed messages like a partner system.
+
+    Answers each with the next scripted answer (AA when none is left).
+    """
 
     def __init__(self, endpoint: str = "tcp:0:interface=127.0.0.1"):
         self.answers: deque[Answer] = deque()
@@ -90,7 +114,10 @@ class Downstream:
 
     @defer.inlineCallbacks
     def listen(self, endpoint):
-        """Listen on an endpoint object instead (for options an endpoint string cannot express); fires with the port."""
+        """Listen on an endpoint object instead (for options an endpoint string cannot express).
+
+        Fires with the port.
+        """
         self._port = yield endpoint.listen(self.factory)
         return self.port
 

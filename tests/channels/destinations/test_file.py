@@ -65,7 +65,10 @@ def test_a_message_becomes_one_file_with_cr_segments(tmp_path):
 @pytest_twisted.inlineCallbacks
 def test_every_placeholder_is_filled(tmp_path):
     """channel, destination, message_id, delivery_id, control_id, message_type and now all reach the name."""
-    template = "{channel}.{destination}.{message_id:04d}.{delivery_id}.{control_id}.{message_type}.{now:%Y%m%d%H%M%S}.hl7"
+    template = (
+        "{channel}.{destination}.{message_id:04d}.{delivery_id}.{control_id}.{message_type}"
+        ".{now:%Y%m%d%H%M%S}.hl7"
+    )
     result = yield destination(tmp_path, filename=template).send(delivery(7))
     assert result.outcome == SENT
     assert files(tmp_path) == ["adt.archive.0007.107.MSG-7.ADT_A01.20260304050607.hl7"]
@@ -95,7 +98,10 @@ def test_a_template_giving_no_usable_name_is_an_error(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_on_exists_unique_numbers_the_new_file(tmp_path):
-    """With on_exists: unique (the default) a taken name gets -1, -2... before its extension; nothing is replaced."""
+    """With on_exists: unique (the default) a taken name gets -1, -2... before its extension.
+
+    Nothing is replaced.
+    """
     target = destination(tmp_path, filename="{channel}.hl7")
     results = []
     for n in (1, 2, 3):
@@ -119,7 +125,10 @@ def test_on_exists_overwrite_replaces_the_file(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_on_exists_error_keeps_the_old_file_and_reports_error(tmp_path):
-    """With on_exists: error a taken name is ERROR; the existing file is untouched and no temporary file is left."""
+    """With on_exists: error a taken name is ERROR.
+
+    The existing file is untouched and no temporary file is left.
+    """
     target = destination(tmp_path, filename="{channel}.hl7", on_exists="error")
     first = yield target.send(delivery(1))
     second = yield target.send(delivery(2))
@@ -131,7 +140,10 @@ def test_on_exists_error_keeps_the_old_file_and_reports_error(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_the_file_appears_complete_under_its_final_name(tmp_path, monkeypatch):
-    """While the content is flushed only a hidden temporary file exists; afterwards only the complete final file."""
+    """While the content is flushed only a hidden temporary file exists.
+
+    Afterwards only the complete final file.
+    """
     seen: list[list[str]] = []
     real_fsync = os.fsync
 
@@ -161,9 +173,12 @@ def test_segment_separator_is_applied(tmp_path, separator, expected):
 
 @pytest_twisted.inlineCallbacks
 def test_a_batch_is_one_file_with_an_envelope_holding_every_message(tmp_path):
-    """send_batch with batch: true writes one FHS/BHS...BTS/FTS file with all N messages; every delivery gets its path."""
+    """send_run with batch: true writes one FHS/BHS...BTS/FTS file with all N messages.
+
+    Each delivery gets its path.
+    """
     target = destination(tmp_path, batch=True)
-    results = yield target.send_batch([delivery(n) for n in (1, 2, 3)])
+    results = yield target.send_run([delivery(n) for n in (1, 2, 3)], stop_at_failure=True)
     name = "adt_20260304050607.hl7"
     assert [(r.outcome, r.reason) for r in results] == [(SENT, str(tmp_path / name))] * 3
     text = (tmp_path / name).read_bytes().decode()
@@ -185,16 +200,17 @@ def test_a_single_send_with_batch_set_is_a_one_message_batch_file(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_send_batch_without_batch_set_concatenates_without_envelope(tmp_path):
-    """send_batch with batch: false writes the messages back to back, named after the first one."""
-    results = yield destination(tmp_path).send_batch([delivery(1), delivery(2)])
+def test_a_run_without_batch_set_is_one_file_per_message(tmp_path):
+    """send_run with batch: false writes each message to its own file, without envelope."""
+    results = yield destination(tmp_path).send_run([delivery(1), delivery(2)], stop_at_failure=True)
     assert [r.outcome for r in results] == [SENT, SENT]
-    assert (tmp_path / "adt_1.hl7").read_bytes() == message(1) + message(2)
+    assert (tmp_path / "adt_1.hl7").read_bytes() == message(1)
+    assert (tmp_path / "adt_2.hl7").read_bytes() == message(2)
 
 
 @pytest_twisted.inlineCallbacks
 def test_an_unwritable_directory_is_retry(tmp_path):
-    """A folder that cannot be created or written (here: a path through a regular file) is RETRY, not a crash."""
+    """A folder that cannot be created or written is RETRY, not a crash (here: a path through a file)."""
     (tmp_path / "blocker").write_text("a file, not a folder")
     result = yield destination(tmp_path / "blocker" / "out").send(delivery(1))
     assert result.outcome == RETRY
@@ -211,6 +227,6 @@ def test_the_folder_is_created_when_missing(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_an_empty_batch_writes_nothing(tmp_path):
-    """send_batch of no deliveries writes no file and returns no results."""
-    assert (yield destination(tmp_path, batch=True).send_batch([])) == []
+    """send_run of no deliveries writes no file and returns no results."""
+    assert (yield destination(tmp_path, batch=True).send_run([], stop_at_failure=True)) == []
     assert files(tmp_path) == []

@@ -39,7 +39,10 @@ class Seen:
 
 
 class Receiver(resource.Resource):
-    """An HL7-over-HTTP receiver: records each request and answers with the next scripted Answer (200 AA by default)."""
+    """An HL7-over-HTTP receiver.
+
+    Records each request and answers with the next scripted Answer (200 AA by default).
+    """
 
     isLeaf = True
 
@@ -130,7 +133,10 @@ def delivery(n: int) -> Delivery:
 
 @pytest_twisted.inlineCallbacks
 def test_post_follows_hl7_over_http_and_aa_is_sent(receiver, destinations):
-    """The POST carries the payload as is, Content-Type with charset, an RFC 7231 Date, Basic auth and extra headers; 200 AA is SENT."""
+    """The POST carries the payload as is, Content-Type with charset, an RFC 7231 Date.
+
+    Basic auth and extra headers; 200 AA is SENT.
+    """
     destination = destinations(
         receiver.url,
         basic_auth={"username": "hub", "password": "s3cret:x"},
@@ -191,7 +197,10 @@ def test_content_type_and_charset_are_configurable(receiver, destinations):
 )
 @pytest_twisted.inlineCallbacks
 def test_status_and_ack_map_to_outcomes(receiver, destinations, answer, outcome, code):
-    """2xx: the ACK in the body decides (empty or non-HL7 body: unreadable); 4xx except 408/429 is ERROR; 5xx, 408, 429 RETRY."""
+    """2xx: the ACK in the body decides (empty or non-HL7 body: unreadable); 4xx except 408/429 is ERROR.
+
+    5xx, 408, 429 RETRY.
+    """
     receiver.answers.append(answer)
     result = yield destinations(receiver.url).send(delivery(1))
     assert (result.outcome, result.response_code) == (outcome, code)

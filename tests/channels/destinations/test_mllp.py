@@ -15,6 +15,7 @@ from tests.channels.destinations.acks import message
 from tests.channels.destinations.certs import self_signed
 from tests.channels.destinations.downstream import (
     Downstream,
+    Gate,
     after,
     hang_up,
     raw,
@@ -76,7 +77,10 @@ def send_all(destination: MLLPDestination, numbers):
 
 @pytest_twisted.inlineCallbacks
 def test_each_answer_maps_to_its_outcome_over_one_connection(downstream, destinations):
-    """AA, AE, AR+207, AR+203, AR, CA, CE, CR in turn give the default outcomes, all on one kept-open connection."""
+    """AA, AE, AR+207, AR+203, AR, CA, CE, CR in turn give the default outcomes.
+
+    All on one kept-open connection.
+    """
     downstream.script(
         reply("AA"),
         reply("AE", 101),
@@ -118,7 +122,10 @@ def test_no_answer_times_out_drops_the_connection_and_the_next_message_uses_a_ne
 
 @pytest_twisted.inlineCallbacks
 def test_a_late_ack_is_not_taken_for_the_next_message(downstream, destinations):
-    """An ACK arriving after the timeout goes nowhere: the next message gets its own ACK on a new connection."""
+    """An ACK arriving after the timeout goes nowhere.
+
+    The next message gets its own ACK on a new connection.
+    """
     downstream.script(after(0.6, reply("AA")), reply("AE"))
     destination = destinations(downstream.port, ack_timeout_seconds=0.3)
     first, second = yield send_all(destination, [1, 2])
@@ -179,7 +186,10 @@ def test_receiver_down_is_retry_and_coming_up_later_takes_the_next_message(close
 
 @pytest_twisted.inlineCallbacks
 def test_connect_timeout_is_retry(unanswered_port, destinations):
-    """A connection that cannot be made within connect_timeout_seconds is RETRY, with the timeout as reason."""
+    """A connection that cannot be made within connect_timeout_seconds is RETRY.
+
+    With the timeout as reason.
+    """
     destination = destinations(unanswered_port, connect_timeout_seconds=0.3)
     result = yield destination.send(delivery(1))
     assert result.outcome == RETRY
@@ -232,15 +242,21 @@ def test_reply_longer_than_the_limit_is_unreadable_and_drops_the_connection(down
 
 @pytest_twisted.inlineCallbacks
 def test_stop_lets_the_message_in_flight_finish_and_answers_queued_ones_retry(downstream):
-    """stop() waits for the ACK in flight, answers sends still queued with RETRY, then closes the connection."""
-    downstream.script(after(0.2, reply("AA")))
+    """stop() waits for the ACK in flight, answers sends still queued with RETRY.
+
+    Then closes the connection.
+    """
+    gate = Gate()
+    downstream.script(gate)
     destination = MLLPDestination(
         "lab", MllpSettings(host="127.0.0.1", port=downstream.port), reactor=reactor
     )
     in_flight = destination.send(delivery(1))
     queued = destination.send(delivery(2))
-    yield deferLater(reactor, 0.05, lambda: None)
-    yield destination.stop()
+    yield gate.arrived  # message 1 is in flight
+    stopping = destination.stop()
+    gate.release()
+    yield stopping
     assert (yield in_flight).outcome == SENT
     queued_result = yield queued
     assert queued_result.outcome == RETRY and "stopped" in queued_result.reason
@@ -256,13 +272,16 @@ def test_stop_lets_the_message_in_flight_finish_and_answers_queued_ones_retry(do
 
 @pytest_twisted.inlineCallbacks
 def test_a_run_is_sent_in_order_and_stops_at_the_first_failure(downstream, destinations):
-    """send_in_order sends one after another; with stop_at_failure nothing goes after the first that is not SENT."""
+    """send_run sends one after another.
+
+    With stop_at_failure nothing goes after the first that is not SENT.
+    """
     downstream.script(reply("AA"), reply("AA"), reply("AR", 207), reply("AA"))
     destination = destinations(downstream.port)
-    results = yield destination.send_in_order([delivery(n) for n in range(1, 6)], stop_at_failure=True)
+    results = yield destination.send_run([delivery(n) for n in range(1, 6)], stop_at_failure=True)
     assert [(r.outcome, r.response_code) for r in results] == [(SENT, "AA"), (SENT, "AA"), (RETRY, "AR")]
     assert downstream.received == [message(n) for n in range(1, 4)]
-    rest = yield destination.send_in_order([delivery(n) for n in range(4, 6)], stop_at_failure=False)
+    rest = yield destination.send_run([delivery(n) for n in range(4, 6)], stop_at_failure=False)
     assert [r.outcome for r in rest] == [SENT, SENT]
     assert downstream.received == [message(n) for n in range(1, 6)]
     assert downstream.connections_opened == 1
@@ -271,17 +290,20 @@ def test_a_run_is_sent_in_order_and_stops_at_the_first_failure(downstream, desti
 @pytest_twisted.inlineCallbacks
 def test_stop_ends_a_run_after_the_message_in_flight(downstream):
     """stop() during a run lets the message in flight get its ACK; the rest of the run is not attempted."""
-    downstream.script(*(after(0.1, reply("AA")) for _ in range(5)))
+    gate = Gate()
+    downstream.script(reply("AA"), gate)
     destination = MLLPDestination(
         "lab", MllpSettings(host="127.0.0.1", port=downstream.port), reactor=reactor
     )
-    run = destination.send_in_order([delivery(n) for n in range(1, 6)], stop_at_failure=True)
-    yield deferLater(reactor, 0.15, lambda: None)  # the second message is in flight
-    yield destination.stop()
+    run = destination.send_run([delivery(n) for n in range(1, 6)], stop_at_failure=True)
+    yield gate.arrived  # the second message is in flight
+    stopping = destination.stop()
+    gate.release()
+    yield stopping
     results = yield run
     assert [r.outcome for r in results] == [SENT, SENT]
     assert downstream.received == [message(1), message(2)]
-    assert (yield destination.send_in_order([delivery(6)], stop_at_failure=True)) == []
+    assert (yield destination.send_run([delivery(6)], stop_at_failure=True)) == []
 
 
 @pytest.fixture

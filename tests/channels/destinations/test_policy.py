@@ -90,7 +90,10 @@ def test_ack_for_another_control_id_is_a_mismatch(code):
     ids=["none", "empty", "no-msa", "not-hl7", "unknown-code"],
 )
 def test_unreadable_replies_follow_the_unreadable_policy(reply):
-    """No reply, an empty one, one without MSA, or with an unknown MSA-1: the unreadable case (retry by default)."""
+    """No reply, an empty one, one without MSA, or with an unknown MSA-1.
+
+    The unreadable case (retry by default).
+    """
     assert decide(DEFAULT, reply, sent_control_id="MSG-1").outcome == RETRY
     assert decide(AckPolicy(unreadable="error"), reply, sent_control_id="MSG-1").outcome == ERROR
 
@@ -148,7 +151,10 @@ _LATIN1_ACK = "MSH|^~\\&|LAB|CLINIC|HUB|TEST|20260101||ACK^A01^ACK|A1|P|2.5.1|||
     ],
 )
 def test_a_reply_read_once_reads_msa_as_parse_reply_in_its_own_charset(reply):
-    """read_ack decodes once by MSH-18 (BOM, 8859/1, UTF-16, stray bytes) and reads the MSA-1 and MSA-2 parse_reply reads in that charset."""
+    """read_ack decodes once by MSH-18 and reads the MSA-1 and MSA-2 parse_reply reads in that charset.
+
+    Byte order marks, 8859/1, UTF-16 and stray bytes alike.
+    """
     decoded = decode(reply)
     expected = parse_reply(reply, decoded.codec)
     read = read_ack(reply)

@@ -1,4 +1,4 @@
-"""Destination settings: defaults, relative paths, and every problem caught when the configuration is loaded."""
+"""Destination settings: defaults, relative paths, and every problem caught when the config is loaded."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ def problems(model, data: dict, base_dir: Path | None = None) -> list[tuple[tupl
 
 
 def test_default_ack_policy_follows_the_standard():
-    """By default AA/CA are sent, AE/CR errors, CE, timeout, mismatch and unreadable retries, AR by ERR code 200-203."""
+    """By default AA/CA are sent, AE/CR errors, CE, timeout, mismatch and unreadable retries.
+
+    AR by ERR code 200-203.
+    """
     policy = AckPolicy()
     assert policy.model_dump() == {
         "AA": "sent",
@@ -62,7 +65,10 @@ def test_mllp_defaults_and_port_range():
 
 
 def test_tls_files_resolve_against_the_config_folder_and_must_hold_pem(tmp_path):
-    """tls paths are relative to base_dir; a missing file, a non-PEM file and a cert without key are reported."""
+    """tls paths are relative to base_dir.
+
+    A missing file, a non-PEM file and a cert without key are reported.
+    """
     self_signed(tmp_path, stem="lab")
     settings = MllpSettings.model_validate(
         {
@@ -92,7 +98,10 @@ def test_tls_files_resolve_against_the_config_folder_and_must_hold_pem(tmp_path)
 
 
 def test_file_directory_resolves_against_the_config_folder(tmp_path):
-    """A relative directory counts from base_dir (the configuration file's folder); an absolute one is kept."""
+    """A relative directory counts from base_dir (the configuration file's folder).
+
+    An absolute one is kept.
+    """
     relative = FileSettings.model_validate({"directory": "out/adt"}, context={"base_dir": tmp_path})
     absolute = FileSettings.model_validate({"directory": "/var/hl7"}, context={"base_dir": tmp_path})
     assert (relative.directory, absolute.directory) == (tmp_path / "out" / "adt", Path("/var/hl7"))
@@ -122,7 +131,10 @@ def test_file_defaults_depend_on_batch(tmp_path):
     ],
 )
 def test_bad_filename_templates_are_config_errors(tmp_path, template, batch, message):
-    """Unknown placeholders, per-message ones in a batch, folders, conversions and bad format specs fail at load time."""
+    """Unknown placeholders, per-message ones in a batch, folders.
+
+    Conversions and bad format specs fail at load time.
+    """
     found = problems(FileSettings, {"directory": str(tmp_path), "filename": template, "batch": batch})
     assert [loc for loc, _ in found] == [("filename",)]
     assert message in found[0][1]
@@ -164,7 +176,10 @@ def test_http_defaults():
     ],
 )
 def test_bad_http_settings_are_config_errors(data, where):
-    """Non-http URLs, parameters in content_type, unknown charsets, engine-set or broken headers and double auth fail."""
+    """Non-http URLs, parameters in content_type, unknown charsets.
+
+    Engine-set or broken headers and double auth fail.
+    """
     assert [loc for loc, _ in problems(HttpDestinationSettings, data)] == [where]
 
 

@@ -12,13 +12,14 @@ and record writes are ordered with every other write of the engine. Outcomes:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from engine.channels.destinations.base import Destination
 from engine.errors import HL7Error, StoreError
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
@@ -31,8 +32,8 @@ __all__ = ["RecordDestination"]
 log = Logger(namespace="engine.record")
 
 
-class RecordDestination:
-    """A Destination that applies messages to the patient record through ``store.write``."""
+class RecordDestination(Destination):
+    """Applies messages to the patient record through ``store.write``, a whole run in one writer call."""
 
     def __init__(
         self,
@@ -44,7 +45,7 @@ class RecordDestination:
         identity_rule: IdentityRule | None = DEFAULT_RULE,
         local_timezone: tzinfo = UTC,
     ):
-        self.name = name
+        super().__init__(name)
         self._store = store
         self._reactor = reactor
         self._default_charset = default_charset
@@ -52,22 +53,26 @@ class RecordDestination:
         self._local_timezone = local_timezone
         self._ingestor: RecordIngestor | None = None
 
-    def start(self) -> None:
-        """Nothing to open: the record lives in the store's database, reached once the store has started."""
-
-    def stop(self) -> defer.Deferred:
-        """Nothing to close: writes in flight belong to the store, which finishes them before it stops."""
-        return defer.succeed(None)
+    # Nothing to open or close (start, stop): the record lives in the store's database, and writes
+    # in flight belong to the store, which finishes them before it stops.
 
     def send(self, delivery: Delivery) -> defer.Deferred:
         """Apply one message; fires with a DeliveryResult and never errbacks."""
-        return self.send_batch([delivery]).addCallback(lambda results: results[0])
+        return self.send_run([delivery], stop_at_failure=False).addCallback(lambda results: results[0])
 
-    def send_batch(self, deliveries: Sequence[Delivery]) -> defer.Deferred:
-        """Apply the messages in order, together in one writer call (``RecordIngestor.apply_many``); fires with one DeliveryResult each, never errbacks.
+    def send_run(
+        self,
+        deliveries: Sequence[Delivery],
+        *,
+        stop_at_failure: bool,
+        stopped: Callable[[], bool] | None = None,
+    ) -> defer.Deferred:
+        """Apply the messages in order, together in one writer call (``RecordIngestor.apply_many``).
 
-        A message that cannot be read or applied is an ERROR of its own; the others are applied.
-        When the database cannot be written (locked, unreachable, store stopped) every one is RETRY.
+        Fires with one DeliveryResult each, never errbacks: every one is attempted, whatever
+        ``stop_at_failure`` says, since one call applies them all. A message that cannot be read or
+        applied is an ERROR of its own; the others are applied. When the database cannot be written
+        (locked, unreachable, store stopped) every one is RETRY.
         """
         deliveries = list(deliveries)
         results: list[DeliveryResult | None] = [None] * len(deliveries)

@@ -1,4 +1,4 @@
-"""engine.record.destination: deliveries applied on the store's writer thread, outcomes SENT / ERROR / RETRY."""
+"""engine.channels.destinations.record: deliveries applied on the store's writer thread, SENT/ERROR/RETRY."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 import pytest_twisted
 
+from engine.channels.destinations.record import RecordDestination
 from engine.model import Delivery, DeliveryResult, NewMessage, Outcome, Status
-from engine.record.destination import RecordDestination
 from engine.record.query import get_patient
 from engine.store.messages import MessageStore
 from tests.record.conftest import JOURNEY, SAMPLES
@@ -118,14 +118,18 @@ async def test_unknown_event_is_sent_with_the_reason(store, destination):
 
 @pytest_twisted.ensureDeferred
 async def test_content_that_cannot_be_applied_is_an_error(store, destination):
-    """A merge without MRG, and bytes that are not HL7, end in ERROR: resending them unchanged would fail again."""
+    """A merge without MRG, and bytes that are not HL7, end in ERROR.
+
+    Resending them unchanged would fail again.
+    """
     merge = await deliver(
         store, destination, b"MSH|^~\\&|PMS|C|HUB|R|20240101||ADT^A40^ADT_A39|1|P|2.5.1\rPID|1||P-1^^^PMS\r"
     )
     garbage = await deliver(store, destination, b"not an HL7 message")
     assert merge == DeliveryResult(
         Outcome.ERROR,
-        reason="cannot be applied to the patient record: ADT^A40 has no MRG segment: nothing says which patient to merge",
+        reason="cannot be applied to the patient record:"
+        " ADT^A40 has no MRG segment: nothing says which patient to merge",
     )
     assert garbage.outcome is Outcome.ERROR
     assert garbage.reason.startswith("the payload is not a readable HL7 message")
@@ -133,13 +137,16 @@ async def test_content_that_cannot_be_applied_is_an_error(store, destination):
 
 @pytest_twisted.ensureDeferred
 async def test_a_batch_gets_one_result_per_message(store, destination):
-    """send_batch applies the readable messages in one writer call; an unreadable payload and a merge without MRG are errors of their own."""
+    """send_run applies the readable messages in one writer call.
+
+    An unreadable payload and a merge without MRG are errors of their own.
+    """
     journey = [(SAMPLES / name).read_bytes() for name in JOURNEY]
     merge = b"MSH|^~\\&|PMS|C|HUB|R|20240101||ADT^A40^ADT_A39|1|P|2.5.1\rPID|1||P-1^^^PMS\r"
     deliveries = await queued(store, journey[0], b"not an HL7 message", merge, *journey[1:], journey[0])
     deliveries[-1] = deliveries[0]  # the first message delivered again (a resend) in the same batch
 
-    results = await destination.send_batch(deliveries)
+    results = await destination.send_run(deliveries, stop_at_failure=False)
 
     assert [result.outcome for result in results] == [
         Outcome.SENT,
@@ -150,8 +157,8 @@ async def test_a_batch_gets_one_result_per_message(store, destination):
     ]
     assert results[1].reason.startswith("the payload is not a readable HL7 message")
     assert (
-        results[2].reason
-        == "cannot be applied to the patient record: ADT^A40 has no MRG segment: nothing says which patient to merge"
+        results[2].reason == "cannot be applied to the patient record:"
+        " ADT^A40 has no MRG segment: nothing says which patient to merge"
     )
     assert re.fullmatch(
         r"patient \d+; merge \d+: patient \d+ merged", results[-2].reason
@@ -161,16 +168,19 @@ async def test_a_batch_gets_one_result_per_message(store, destination):
 
 @pytest_twisted.ensureDeferred
 async def test_locked_database_is_a_retry(store, destination, record_url):
-    """While another connection holds the write lock, every delivery of a batch comes back RETRY; once released they are SENT."""
+    """While another connection holds the write lock, every delivery of a batch comes back RETRY.
+
+    Once released they are SENT.
+    """
     deliveries = await queued(store, *[(SAMPLES / name).read_bytes() for name in JOURNEY[:2]])
     lock = WriteLock(record_url)
     lock.hold()
     try:
-        locked = await destination.send_batch(deliveries)
+        locked = await destination.send_run(deliveries, stop_at_failure=False)
     finally:
         lock.release()
     assert [result.outcome for result in locked] == [Outcome.RETRY, Outcome.RETRY]
-    again = await destination.send_batch(deliveries)
+    again = await destination.send_run(deliveries, stop_at_failure=False)
     assert [result.outcome for result in again] == [Outcome.SENT, Outcome.SENT]
     assert again[0].reason.startswith(
         "patient "
@@ -185,3 +195,15 @@ async def test_stopped_store_is_a_retry(store, destination):
         Delivery(1, 1, "record", "record", "", (SAMPLES / JOURNEY[0]).read_bytes(), 1, QUEUED)
     )
     assert result.outcome is Outcome.RETRY
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_run_is_applied_in_one_writer_call(store, destination):
+    """send_run hands the whole run to the store's writer thread at once, not one call per message."""
+    deliveries = await queued(store, *[(SAMPLES / name).read_bytes() for name in JOURNEY[:3]])
+    calls = []
+    write = store.write
+    store.write = lambda function, *args: calls.append(function) or write(function, *args)
+    results = await destination.send_run(deliveries, stop_at_failure=True)
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3
+    assert len(calls) == 1

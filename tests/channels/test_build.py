@@ -1,19 +1,15 @@
-"""build_destination picks the class by the settings' type, subclasses included."""
+"""engine.channels.build: build_destination picks the class by the settings' type, subclasses included."""
 
 from __future__ import annotations
 
 import pytest
 from twisted.internet import reactor
 
-from engine.channels.destinations import (
-    FileDestination,
-    FileSettings,
-    HTTPDestination,
-    HttpDestinationSettings,
-    MLLPDestination,
-    MllpSettings,
-    build_destination,
-)
+from engine.channels.build import build_destination
+from engine.channels.destinations.file import FileDestination
+from engine.channels.destinations.http import HTTPDestination
+from engine.channels.destinations.mllp import MLLPDestination
+from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.configtypes import Frozen
 
 

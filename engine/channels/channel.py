@@ -1,0 +1,264 @@
+"""A channel: its messages taken in order of receipt, processed, and handed to its dispatchers.
+
+A ``Channel`` owns the order of its messages. The intake offers each message before storing it
+(``receive``): the channel processes it at once when nothing of the channel waits for a pass,
+so it is stored processed with its deliveries; otherwise it is stored RECEIVED and a pass
+processes it in turn. Passes also recover what a restart left RECEIVED. Once deliveries settle,
+the senders waiting for them (``respond: after_processing``) are answered.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from engine.channels.destinations.base import Destination
+from engine.channels.dispatcher import Dispatcher, RetryPolicy
+from engine.channels.passes import Passes
+from engine.channels.pipeline import Pipeline
+from engine.model import Delivery, DeliveryResult, ProcessingResult, Status, roll_up, utc_now
+
+if TYPE_CHECKING:
+    from engine.channels.spec import ChannelConfig
+
+__all__ = ["Channel", "Receipt", "may_process_at_intake"]
+
+log = Logger()
+
+
+def may_process_at_intake(config: ChannelConfig) -> bool:
+    """Whether the channel's messages may be processed before they are stored.
+
+    Not when the answer waits for the destinations (after_processing: the waiters follow a pass),
+    nor with duplicate detection (what is a duplicate is known only after the lookup).
+    """
+    return config.respond == "after_store" and not config.duplicate_window_seconds
+
+
+class Receipt:
+    """What a channel made of a message offered to it; report back with ``Channel.stored`` or ``dropped``.
+
+    ``result`` is the ProcessingResult when the message was processed at once (store it with its
+    deliveries), None when it waits its turn (store it RECEIVED).
+    """
+
+    __slots__ = ("channel", "result")
+
+    def __init__(self, channel: Channel, result: ProcessingResult | None):
+        self.channel = channel
+        self.result = result
+
+
+class Channel(Passes):
+    """Processes one channel's messages in order of receipt and feeds its dispatchers."""
+
+    def __init__(
+        self,
+        config: ChannelConfig,
+        *,
+        pipeline: Pipeline,
+        destinations: Sequence[tuple[Destination, RetryPolicy]],
+        store,
+        reactor,
+        batch_size: int = 500,
+        clock: Callable[[], datetime] = utc_now,
+        observer: Callable[[str, dict], None] | None = None,
+        rng: random.Random | None = None,
+    ):
+        """``destinations``: each destination with its retry policy, in the order of the pipeline's."""
+        super().__init__(reactor)
+        self.name = config.name
+        self.store = store
+        self.pipeline = pipeline
+        self.batch_size = batch_size
+        self._observe = observer or (lambda event, fields: None)
+        self._at_intake = may_process_at_intake(config)
+        self.dispatchers = {
+            destination.name: Dispatcher(
+                self.name,
+                destination,
+                retry,
+                store=store,
+                reactor=reactor,
+                clock=clock,
+                on_settled=self._delivery_settled,
+                observer=self._observe,
+                rng=rng,
+                urgent=lambda: bool(self._waiters),
+            )
+            for destination, retry in destinations
+        }
+        # Processing at intake keeps the order of receipt only while nothing of this channel waits
+        # for a pass: not before a pass has found nothing left from before (recovery), nor while
+        # messages offered to it are on their way to the store as RECEIVED (held) or stored and
+        # not yet processed by a pass (tracked).
+        self._caught_up = False
+        self._held = 0
+        self._tracked: set[int] = set()
+        # after_processing: message id -> waiter, and the deliveries each message still waits for
+        self._waiters: dict[int, defer.Deferred] = {}
+        self._open_deliveries: dict[int, set[int]] = {}
+        self._results: dict[int, list[DeliveryResult]] = {}
+
+    # -- life ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatchers and process whatever was left RECEIVED (recovery after a restart)."""
+        for dispatcher in self.dispatchers.values():
+            dispatcher.start()
+        self.notify()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Finish the pass under way, then stop the dispatchers and their destinations."""
+        yield self.stop_passes()
+        yield defer.gatherResults([d.stop() for d in self.dispatchers.values()], consumeErrors=True)
+
+    def describe(self) -> str:
+        return f"channel {self.name}"
+
+    # -- what the intake (and a channel destination) tells the channel --------------------------
+
+    @property
+    def processes_at_intake(self) -> bool:
+        """Whether ``receive`` processes a message now: nothing of this channel waits for a pass."""
+        return (
+            self._at_intake and self._caught_up and not self._held and not self._tracked and not self.stopped
+        )
+
+    def receive(self, text: str, codec: str, control_id: str) -> Receipt:
+        """Offer a message about to be stored for this channel: processed now, or held for a pass.
+
+        Held until this channel has caught up (a pass found nothing left), while other messages
+        wait for a pass, when the channel never processes at intake (``may_process_at_intake``),
+        and after a stage failed unexpectedly (a pass reports that as it always does).
+        """
+        if self.processes_at_intake:
+            try:
+                return Receipt(self, self.pipeline.process_text(0, text, codec, control_id))
+            except Exception:
+                log.failure(
+                    "channel {channel}: processing at intake failed; a pass processes the message",
+                    channel=self.name,
+                )
+        return self.hold()
+
+    def hold(self) -> Receipt:
+        """Take note of a message to be stored RECEIVED for this channel: a pass processes it in turn."""
+        self._held += 1
+        return Receipt(self, None)
+
+    def stored(self, stored: Sequence[tuple[Receipt, int]]) -> None:
+        """The messages of these receipts were committed, with these ids: wake what must take them on."""
+        held = processed = False
+        for receipt, message_id in stored:
+            if receipt.result is None:
+                self._held -= 1
+                self._tracked.add(message_id)
+                held = True
+            else:
+                self._observe("processed", {"channel": self.name, "status": str(receipt.result.status)})
+                processed = True
+        if held:
+            self.notify()
+        if processed:
+            for dispatcher in self.dispatchers.values():
+                dispatcher.notify()
+
+    def dropped(self, receipt: Receipt) -> None:
+        """The message of this receipt was not stored for processing (the store failed, or a duplicate)."""
+        if receipt.result is None:
+            self._held -= 1
+
+    def wait_for(self, message_id: int, timeout: float) -> defer.Deferred:
+        """Fires with the final (status, reason, results) of a message once processing and delivery settle.
+
+        Errbacks with ``defer.TimeoutError`` after ``timeout`` seconds, and the channel stops waiting.
+        """
+        waiter = defer.Deferred()
+        self._waiters[message_id] = waiter
+        timer = self.reactor.callLater(timeout, self._stop_waiting, message_id)
+
+        def settled(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return waiter.addCallback(settled)
+
+    def _stop_waiting(self, message_id: int) -> None:
+        waiter = self._waiters.pop(message_id, None)
+        self._open_deliveries.pop(message_id, None)
+        self._results.pop(message_id, None)
+        if waiter is not None and not waiter.called:
+            waiter.errback(defer.TimeoutError("no processing outcome in time"))
+
+    # -- processing ----------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def run_pass(self):
+        after_id = 0
+        while not self.stopped:
+            stored_before = set(
+                self._tracked
+            )  # committed before this read, so it sees them if still RECEIVED
+            rows = yield self.store.pending_for_processing(
+                self.name, after_id=after_id, limit=self.batch_size
+            )
+            if not rows:
+                self._tracked -= stored_before
+                self._caught_up = True
+                return
+            results = [self.pipeline.process(row) for row in rows]
+            delivery_ids = yield self.store.record_processing(results)
+            self._tracked.difference_update(result.message_id for result in results)
+            after_id = rows[-1].id
+            self._after_recording(results, delivery_ids)
+
+    def _after_recording(self, results: Sequence[ProcessingResult], delivery_ids: Sequence[int]) -> None:
+        if len(delivery_ids) != sum(len(r.deliveries) for r in results):
+            # Some results were skipped (another process handled those messages): the ids cannot be
+            # matched to deliveries, so waiters of this pass are answered on their timeout instead.
+            for dispatcher in self.dispatchers.values():
+                dispatcher.notify()
+            return
+        ids = iter(delivery_ids)
+        for result in results:
+            self._observe("processed", {"channel": self.name, "status": str(result.status)})
+            queued: set[int] = set()
+            for delivery in result.deliveries:
+                delivery_id = next(ids)
+                if delivery.status == Status.QUEUED:
+                    queued.add(delivery_id)
+            waiter = self._waiters.get(result.message_id)
+            if waiter is None:
+                continue
+            if queued:
+                self._open_deliveries[result.message_id] = queued
+                self._results[result.message_id] = []
+            else:
+                del self._waiters[result.message_id]
+                waiter.callback((result.status, result.reason, []))
+        for dispatcher in self.dispatchers.values():
+            dispatcher.notify()
+
+    def _delivery_settled(self, delivery: Delivery, result: DeliveryResult) -> None:
+        """A dispatcher recorded a final outcome (SENT or ERROR) for a delivery."""
+        open_ids = self._open_deliveries.get(delivery.message_id)
+        if open_ids is None:
+            return
+        open_ids.discard(delivery.delivery_id)
+        self._results[delivery.message_id].append(result)
+        if open_ids:
+            return
+        del self._open_deliveries[delivery.message_id]
+        results = self._results.pop(delivery.message_id)
+        waiter = self._waiters.pop(delivery.message_id, None)
+        if waiter is not None:
+            status = roll_up(Status(r.outcome) for r in results)  # final outcomes: SENT or ERROR
+            waiter.callback((status, "; ".join(r.reason for r in results if r.reason), results))

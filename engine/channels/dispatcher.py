@@ -1,0 +1,202 @@
+"""A destination's durable queue drained in order: retries with backoff and jitter, giving up, settling.
+
+``Dispatcher`` reads the due deliveries of one destination, hands each round to the
+destination's ``send_run``, and records every attempt's outcome in one write per round; a
+RETRY waits as ``RetryPolicy`` says, or becomes an ERROR once the policy gives up. With
+``on_error: block`` only the head of the queue is due, so the order of receipt is kept.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from engine.channels.destinations.base import Destination
+from engine.channels.passes import IDLE_POLL_SECONDS, Passes
+from engine.model import AttemptResult, Delivery, DeliveryResult, Outcome
+
+__all__ = ["GATHER_BELOW", "GATHER_SECONDS", "Dispatcher", "RetryPolicy"]
+
+log = Logger()
+
+# After a round of fewer than GATHER_BELOW deliveries (the queue was drained: messages arrive one
+# by one), the next round waits GATHER_SECONDS for more to queue, unless a sender waits for its
+# message's delivery (respond: after_processing). A round's read, hand-off to the destination and
+# write of the attempts cost about the same for one message as for ten, so rounds of one message
+# cost several times more CPU a message than the full rounds of many connections; a short wait to
+# gather measured faster end to end and for the record with one sender (see docs/performance.md).
+# A delivery then leaves at most GATHER_SECONDS later than it could have.
+GATHER_BELOW = 20
+GATHER_SECONDS = 0.010
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a failed delivery again, and when to give up."""
+
+    initial_seconds: float = 1.0
+    max_seconds: float = 300.0
+    multiplier: float = 2.0
+    jitter: float = 0.2  # +/- this fraction of the delay, so many queues do not retry in step
+    max_attempts: int | None = 10
+    max_age_seconds: float | None = None
+    on_error: str = "block"  # block: keep order, wait for the head; skip: go on with the next
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.max_seconds, self.initial_seconds * self.multiplier ** (attempt - 1))
+        return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
+
+    def gives_up(self, attempt: int, age_seconds: float) -> bool:
+        """True when ``attempt`` was the last one allowed."""
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            return True
+        return self.max_age_seconds is not None and age_seconds >= self.max_age_seconds
+
+
+#: Told when a delivery settled for good (SENT or ERROR), once its attempt is recorded.
+Settled = Callable[[Delivery, DeliveryResult], None]
+
+
+class Dispatcher(Passes):
+    """Drains one destination's durable queue in order, with retries, backoff and give-up."""
+
+    def __init__(
+        self,
+        channel: str,
+        destination: Destination,
+        retry: RetryPolicy,
+        *,
+        store,
+        reactor,
+        clock: Callable[[], datetime],
+        on_settled: Settled,
+        observer: Callable[[str, dict], None],
+        rng: random.Random | None = None,
+        urgent: Callable[[], bool] = lambda: False,
+    ):
+        """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then."""
+        super().__init__(reactor)
+        self.channel = channel
+        self.destination = destination
+        self.retry = retry
+        self.store = store
+        self.clock = clock
+        self.on_settled = on_settled
+        self._observe = observer
+        self.rng = rng or random.Random()
+        self._urgent = urgent
+
+    @property
+    def name(self) -> str:
+        """The destination's name: with the channel's, the key of the queue."""
+        return self.destination.name
+
+    def start(self) -> None:
+        """Start the destination and look at the queue."""
+        self.destination.start()
+        self.notify()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Finish the round under way, then close the destination's connections.
+
+        A destination that ends a run itself (``stop_before_pass``) is stopped first: that ends the
+        run after the message in flight, as ``send_run`` ends after the send under way.
+        """
+        passes = self.stop_passes()
+        if self.destination.stop_before_pass:
+            yield self.destination.stop()
+            yield passes
+        else:
+            yield passes
+            yield self.destination.stop()
+
+    def describe(self) -> str:
+        return f"channel {self.channel} destination {self.name}"
+
+    @defer.inlineCallbacks
+    def run_pass(self):
+        head_only = self.retry.on_error == "block"
+        destination = self.destination
+
+        def stopped() -> bool:
+            return self.stopped
+
+        while not self.stopped:
+            # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
+            # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
+            due = yield self.store.due_deliveries(
+                self.channel, self.name, now=self.clock(), limit=destination.round_size, head_only=head_only
+            )
+            if not due:
+                next_at = yield self.store.next_due_at(self.channel, self.name, head_only=head_only)
+                self._schedule(next_at)
+                return
+            results = yield destination.send_run(due, stop_at_failure=head_only, stopped=stopped)
+            if not results:  # the destination stopped before sending anything
+                return
+            yield self._record(list(zip(due, results)))
+            if len(due) < GATHER_BELOW and not self.stopped and not self._urgent():
+                yield task.deferLater(self.reactor, GATHER_SECONDS, lambda: None)
+
+    def _record(self, outcomes: Sequence[tuple[Delivery, DeliveryResult]]) -> defer.Deferred:
+        now = self.clock()
+        attempts = []
+        settled = []
+        for delivery, result in outcomes:
+            outcome = result.outcome
+            next_at = None
+            reason = result.reason
+            if outcome == Outcome.RETRY:
+                age = (now - delivery.queued_at).total_seconds() if delivery.queued_at else 0.0
+                if self.retry.gives_up(delivery.attempt, age):
+                    outcome = Outcome.ERROR
+                    reason = f"gave up after {delivery.attempt} attempt(s): {result.reason}"
+                else:
+                    next_at = now + timedelta(seconds=self.retry.delay(delivery.attempt, self.rng))
+            attempts.append(
+                AttemptResult(
+                    delivery.delivery_id,
+                    outcome,
+                    now,
+                    response=result.response,
+                    response_code=result.response_code,
+                    reason=reason,
+                    next_attempt_at=next_at,
+                )
+            )
+            self._observe(
+                "delivery", {"channel": self.channel, "destination": self.name, "outcome": str(outcome)}
+            )
+            if outcome != Outcome.RETRY:
+                settled.append(
+                    (delivery, DeliveryResult(outcome, result.response, result.response_code, reason))
+                )
+            if outcome == Outcome.ERROR:
+                log.warn(
+                    "channel {channel} destination {destination}: delivery {delivery} failed for good:"
+                    " {reason}",
+                    channel=self.channel,
+                    destination=self.name,
+                    delivery=delivery.delivery_id,
+                    reason=reason,
+                )
+        d = self.store.record_attempts(attempts)
+
+        def recorded(_):
+            for delivery, result in settled:
+                self.on_settled(delivery, result)
+
+        d.addCallback(recorded)
+        return d
+
+    def _schedule(self, next_at: datetime | None) -> None:
+        """Look again when the head is due, and at least every IDLE_POLL_SECONDS."""
+        delay = IDLE_POLL_SECONDS if next_at is None else max(0.0, (next_at - self.clock()).total_seconds())
+        self.look_again_in(min(IDLE_POLL_SECONDS, delay))

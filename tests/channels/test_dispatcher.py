@@ -1,0 +1,286 @@
+"""engine.channels.dispatcher: retry policy, rounds, gathering and stopping (task.Clock, fake store)."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from twisted.internet.task import Clock
+
+from engine.channels import dispatcher as dispatcher_module
+from engine.channels.dispatcher import GATHER_BELOW, Dispatcher, RetryPolicy
+from engine.channels.passes import IDLE_POLL_SECONDS
+from engine.model import NewDelivery, Outcome, Status
+from tests.fakes.channels import (
+    RECEIVED_AT,
+    FakeStore,
+    GatedDestination,
+    RunDestination,
+    ScriptedDestination,
+    message_row,
+)
+
+T0 = RECEIVED_AT
+
+
+def test_backoff_is_exponential_and_capped():
+    """Without jitter the delay doubles from the initial value and stops at the cap."""
+    policy = RetryPolicy(initial_seconds=1, max_seconds=10, multiplier=2, jitter=0)
+    rng = random.Random(1)
+    assert [policy.delay(n, rng) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+
+@pytest.mark.parametrize("attempt", [1, 3, 8])
+def test_jitter_stays_within_its_fraction(attempt):
+    """With jitter j every delay lies within base * (1 ± j), and the delays are not all equal."""
+    policy = RetryPolicy(initial_seconds=1, max_seconds=100, multiplier=2, jitter=0.2)
+    rng = random.Random(attempt)
+    base = min(100, 2 ** (attempt - 1))
+    delays = [policy.delay(attempt, rng) for _ in range(200)]
+    assert all(base * 0.8 <= d <= base * 1.2 for d in delays)
+    assert len(set(delays)) > 100
+
+
+def test_giving_up_by_attempts_or_age():
+    """A delivery is given up after max_attempts, or once older than max_age_seconds; None means never."""
+    assert RetryPolicy(max_attempts=3).gives_up(3, 0)
+    assert not RetryPolicy(max_attempts=3).gives_up(2, 0)
+    assert RetryPolicy(max_attempts=None, max_age_seconds=60).gives_up(50, 61)
+    assert not RetryPolicy(max_attempts=None, max_age_seconds=None).gives_up(10_000, 10**9)
+
+
+def _queued(store: FakeStore, count: int) -> list[int]:
+    """``count`` messages queued for the destination lab of channel adt, in order: their message ids."""
+    rows = [
+        message_row(n, deliveries=(NewDelivery("lab", Status.QUEUED, f"C{n:04d}", b"MSH|"),))
+        for n in range(1, count + 1)
+    ]
+    return store.add(rows).result
+
+
+def _dispatcher(store, destination, reactor: Clock, urgent=lambda: False, **retry) -> Dispatcher:
+    """A dispatcher of channel adt for ``destination``, its datetime clock following ``reactor``."""
+    settled = []
+    dispatcher = Dispatcher(
+        "adt",
+        destination,
+        RetryPolicy(jitter=0, **retry),
+        store=store,
+        reactor=reactor,
+        clock=lambda: T0 + timedelta(seconds=reactor.seconds()),
+        on_settled=lambda delivery, result: settled.append((delivery.control_id, result.outcome)),
+        observer=lambda *_: None,
+        urgent=urgent,
+    )
+    dispatcher.settled = settled
+    return dispatcher
+
+
+def _rounds(store: FakeStore) -> list[list[Outcome]]:
+    return [[a.outcome for a in attempts] for attempts in store.attempts]
+
+
+@pytest.mark.parametrize(
+    ("kind", "rounds"), [("sends runs", [250, 50]), ("sends one by one", [100, 100, 100])]
+)
+def test_a_destination_that_sends_runs_takes_longer_rounds(kind, rounds):
+    """A queue of 300: a destination sending runs itself (mllp) takes rounds of 250, others 100; in order."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 300)
+    destination = RunDestination() if kind == "sends runs" else ScriptedDestination()
+    dispatcher = _dispatcher(store, destination, reactor)
+    dispatcher.start()
+    assert sum(map(len, store.attempts)) == 300
+    dispatcher.stop()
+    assert [len(r) for r in store.attempts] == rounds
+    assert destination.sent == [f"C{n:04d}" for n in range(1, 301)]
+    if kind == "sends runs":
+        assert destination.runs == rounds
+
+
+@pytest.mark.parametrize(
+    ("queued", "urgent", "waits"),
+    [(5, False, True), (5, True, False), (GATHER_BELOW, False, False)],
+    ids=[
+        "a small round waits",
+        "not while a sender waits for a delivery",
+        "not after a round of GATHER_BELOW",
+    ],
+)
+def test_a_round_that_drained_the_queue_waits_to_gather_the_next(monkeypatch, queued, urgent, waits):
+    """After a round of fewer than GATHER_BELOW, the next read waits GATHER_SECONDS for more to gather."""
+    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 0.5)
+    store, reactor = FakeStore(), Clock()
+    _queued(store, queued)
+    destination = RunDestination()
+    dispatcher = _dispatcher(store, destination, reactor, urgent=lambda: urgent)
+    reads, recorded = [], []
+    due_deliveries, record_attempts = store.due_deliveries, store.record_attempts
+    store.due_deliveries = lambda *args, **kwargs: (
+        reads.append(reactor.seconds()) or due_deliveries(*args, **kwargs)
+    )
+    store.record_attempts = lambda results: record_attempts(results).addCallback(
+        lambda done: recorded.append(reactor.seconds()) or done
+    )
+    dispatcher.start()
+    while len(reads) < 2:
+        reactor.advance(0.05)
+    dispatcher.stop()
+    assert destination.runs == [queued] and len(recorded) == 1
+    gap = reads[1] - recorded[0]
+    assert gap >= 0.5 if waits else gap < 0.25
+
+
+def test_block_sends_the_due_run_in_order_and_stops_at_the_first_retry():
+    """on_error: block sends the queue head's run one by one.
+
+    A RETRY on the 3rd ends it: 2 SENT, the 3rd waits, the rest untouched, one write.
+    """
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 5)
+    destination = ScriptedDestination(Outcome.SENT, Outcome.SENT, Outcome.RETRY)
+    dispatcher = _dispatcher(store, destination, reactor, initial_seconds=60)
+    dispatcher.start()
+    dispatcher.stop()
+    assert destination.sent == ["C0001", "C0002", "C0003"]
+    assert _rounds(store) == [[Outcome.SENT, Outcome.SENT, Outcome.RETRY]]
+    assert store.delivery_states() == [("SENT", 1), ("SENT", 1), ("QUEUED", 1), ("QUEUED", 0), ("QUEUED", 0)]
+    next_at = store.next_due_at("adt", "lab", head_only=True).result
+    assert next_at == T0 + timedelta(seconds=60)
+
+
+def test_block_goes_on_after_an_error_in_the_run():
+    """An AE (ERROR) on the 3rd of a run settles it and the queue goes on, in order, with the next run."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 5)
+    destination = ScriptedDestination(Outcome.SENT, Outcome.SENT, Outcome.ERROR)
+    dispatcher = _dispatcher(store, destination, reactor)
+    dispatcher.start()
+    reactor.advance(dispatcher_module.GATHER_SECONDS)  # the run of 3 was short: the next one gathers first
+    dispatcher.stop()
+    assert destination.sent == ["C0001", "C0002", "C0003", "C0004", "C0005"]
+    assert _rounds(store) == [[Outcome.SENT, Outcome.SENT, Outcome.ERROR], [Outcome.SENT, Outcome.SENT]]
+    assert store.delivery_states() == [("SENT", 1), ("SENT", 1), ("ERROR", 1), ("SENT", 1), ("SENT", 1)]
+    assert dispatcher.settled[2] == ("C0003", Outcome.ERROR)
+
+
+def test_a_retry_waits_its_backoff_then_the_queue_goes_on():
+    """A RETRY is tried again exactly when its backoff is over (not before).
+
+    Then the rest follows in order.
+    """
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 2)
+    destination = ScriptedDestination(Outcome.RETRY, Outcome.RETRY)
+    dispatcher = _dispatcher(store, destination, reactor, initial_seconds=2, multiplier=2)
+    dispatcher.start()
+    reactor.advance(1.99)
+    assert destination.sent == ["C0001"]
+    reactor.advance(0.01)  # first backoff: 2 s
+    assert destination.sent == ["C0001", "C0001"]
+    reactor.advance(3.99)
+    assert destination.sent == ["C0001", "C0001"]
+    reactor.advance(0.01)  # second backoff: 4 s
+    reactor.advance(dispatcher_module.GATHER_SECONDS)
+    dispatcher.stop()
+    assert destination.sent == ["C0001", "C0001", "C0001", "C0002"]
+    assert store.delivery_states() == [("SENT", 3), ("SENT", 1)]
+
+
+def test_a_partner_that_stays_down_ends_in_error_after_max_attempts():
+    """With max_attempts 3 a delivery that keeps failing ends in ERROR saying it gave up after 3 attempts."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 1)
+    destination = ScriptedDestination(*[Outcome.RETRY] * 10)
+    dispatcher = _dispatcher(store, destination, reactor, initial_seconds=0.02, max_attempts=3)
+    dispatcher.start()
+    reactor.pump([0.01] * 20)
+    dispatcher.stop()
+    assert destination.sent == ["C0001"] * 3
+    assert store.delivery_states() == [("ERROR", 3)]
+    assert "gave up after 3 attempt(s)" in store.attempts[-1][0].reason
+    assert dispatcher.settled == [("C0001", Outcome.ERROR)]
+
+
+def test_skip_lets_later_messages_pass_a_failing_one():
+    """on_error: skip sends the next message while the failed one waits for its retry."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 2)
+    destination = ScriptedDestination(Outcome.RETRY)
+    dispatcher = _dispatcher(store, destination, reactor, on_error="skip", initial_seconds=0.5)
+    dispatcher.start()
+    reactor.pump([0.05] * 12)
+    dispatcher.stop()
+    assert destination.sent == ["C0001", "C0002", "C0001"]
+    assert store.delivery_states() == [("SENT", 2), ("SENT", 1)]
+
+
+def test_an_idle_queue_is_looked_at_again_every_idle_poll():
+    """With nothing due the queue is read again after IDLE_POLL_SECONDS (work from another process)."""
+    store, reactor = FakeStore(), Clock()
+    dispatcher = _dispatcher(store, ScriptedDestination(), reactor)
+    dispatcher.start()
+    reads = store.calls.count("due_deliveries")
+    reactor.advance(IDLE_POLL_SECONDS - 0.01)
+    assert store.calls.count("due_deliveries") == reads
+    reactor.advance(0.01)
+    assert store.calls.count("due_deliveries") == reads + 1
+    dispatcher.stop()
+
+
+def test_stop_ends_the_run_after_the_send_under_way_then_stops_the_destination():
+    """One by one: stop() lets the send in flight finish, sends nothing more, then stops the destination."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 3)
+    destination = GatedDestination()
+    dispatcher = _dispatcher(store, destination, reactor)
+    dispatcher.start()
+    stopping = dispatcher.stop()
+    assert destination.events == ["start"] and not stopping.called  # waits for the send in flight
+    destination.answer(Outcome.SENT)
+    assert stopping.called and destination.events == ["start", "stop"]
+    assert destination.sent == ["C0001"]
+    assert _rounds(store) == [[Outcome.SENT]]
+
+
+def test_a_destination_that_ends_runs_itself_is_stopped_before_the_round_ends():
+    """stop_before_pass: the destination is stopped first (that ends its run), then the round is awaited."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 3)
+    destination = GatedDestination()
+    destination.stop_before_pass = True
+    dispatcher = _dispatcher(store, destination, reactor)
+    dispatcher.start()
+    stopping = dispatcher.stop()
+    assert destination.events == ["start", "stop"] and not stopping.called
+    destination.answer(Outcome.SENT)
+    assert stopping.called
+
+
+def test_a_store_failure_is_retried_after_store_retry_seconds():
+    """When the store fails the dispatcher reads again STORE_RETRY_SECONDS later.
+
+    And nothing is sent meanwhile.
+    """
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 1)
+    destination = ScriptedDestination()
+    dispatcher = _dispatcher(store, destination, reactor)
+    store.failing = True
+    dispatcher.start()
+    store.failing = False
+    reactor.advance(0.99)
+    assert destination.sent == []
+    reactor.advance(0.01)
+    assert destination.sent == ["C0001"]
+    dispatcher.stop()
+
+
+def test_stopping_waits_for_nothing_when_idle():
+    """stop() of an idle dispatcher fires at once and cancels its timer."""
+    store, reactor = FakeStore(), Clock()
+    dispatcher = _dispatcher(store, ScriptedDestination(), reactor)
+    dispatcher.start()
+    assert dispatcher.stop().called
+    assert reactor.getDelayedCalls() == []
