@@ -154,11 +154,16 @@ class Channel(Passes):
         return Receipt(self, None)
 
     def stored(self, stored: Sequence[tuple[Receipt, int]]) -> None:
-        """The messages of these receipts were committed, with these ids: wake what must take them on."""
+        """The messages of these receipts were committed, with these ids: wake what must take them on.
+
+        A receipt may come from the channel this one replaced on a reload: its messages are taken
+        on here all the same (what that one held is no longer counted anywhere).
+        """
         held = processed = False
         for receipt, message_id in stored:
             if receipt.result is None:
-                self._held -= 1
+                if receipt.channel is self:
+                    self._held -= 1
                 self._tracked.add(message_id)
                 held = True
             else:
@@ -204,9 +209,8 @@ class Channel(Passes):
     def run_pass(self):
         after_id = 0
         while not self.stopped:
-            stored_before = set(
-                self._tracked
-            )  # committed before this read, so it sees them if still RECEIVED
+            # Committed before this read, so the read sees them if they are still RECEIVED.
+            stored_before = set(self._tracked)
             rows = yield self.store.pending_for_processing(
                 self.name, after_id=after_id, limit=self.batch_size
             )

@@ -431,7 +431,7 @@ class Intake:
         return d
 
     def _stored(self, outcomes: Sequence[_Outcome], ids: list[int]) -> None:
-        received: dict[Channel, list[tuple[Receipt, int]]] = {}
+        received: dict[str, list[tuple[Receipt, int]]] = {}
         for outcome, message_id in zip(outcomes, ids):  # one row per outcome
             outcome.message_id = message_id
             event = (
@@ -443,9 +443,11 @@ class Intake:
             )
             self._observe(event, {"listener": self.listener.name, "code": outcome.code, "count": 1})
             if outcome.receipt is not None:
-                received.setdefault(outcome.receipt.channel, []).append((outcome.receipt, message_id))
-        for channel, stored in received.items():  # once per channel: one wake for the frame
-            channel.stored(stored)
+                received.setdefault(outcome.receipt.channel.name, []).append((outcome.receipt, message_id))
+        for name, stored in received.items():  # once per channel: one wake for the frame
+            # The channel running under that name now: a reload may have replaced the one that
+            # made the receipts while the messages were on their way to the store.
+            self.running.get(name, stored[0][0].channel).stored(stored)
         return None
 
     def _check_duplicate(self, outcome: _Outcome, received_at: datetime) -> defer.Deferred:
@@ -535,7 +537,8 @@ class Intake:
             or outcome.receipt is None
         ):
             return self._single_reply(stored, outcome, decoded)
-        waiter = outcome.receipt.channel.wait_for(outcome.message_id, outcome.channel.respond_timeout_seconds)
+        channel = self.running.get(outcome.channel.name, outcome.receipt.channel)  # a reload may replace it
+        waiter = channel.wait_for(outcome.message_id, outcome.channel.respond_timeout_seconds)
         waiter.addCallback(self._processed, outcome, decoded)
         waiter.addErrback(self._processing_timed_out, outcome, decoded)
         return waiter

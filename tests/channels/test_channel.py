@@ -55,6 +55,30 @@ def test_the_channel_finds_messages_below_what_it_already_read():
     channel.stop()
 
 
+def test_a_successor_takes_on_what_its_predecessor_held_when_a_reload_replaced_it():
+    """A message held by a channel that a reload replaced is tracked and processed by the successor.
+
+    Until the successor's pass has processed it, the successor processes nothing at intake (order).
+    """
+    store, reactor = FakeStore(), Clock()
+    before = _channel(store, reactor)
+    before.start()
+    receipt = before.receive(adt(1), "utf-8", "C0001")
+    assert receipt.result is not None  # caught up: processed at intake
+    held = before.hold()  # a message on its way to the store as RECEIVED
+    before.stop()
+    after = _channel(store, reactor)
+    after.start()
+    assert after.processes_at_intake
+    [held_id] = store.add([_message(2)]).result
+    store.pause()  # the successor's pass waits for the store
+    after.stored([(held, held_id)])
+    assert not after.processes_at_intake  # message 2 waits for the pass: nothing overtakes it
+    store.resume()
+    assert _statuses(store, [held_id]) == ["TRANSFORMED"]
+    assert after.processes_at_intake
+
+
 def test_processing_at_intake_waits_until_nothing_of_the_channel_waits_for_a_pass():
     """receive holds messages until caught up, and while a held one is unstored or unprocessed."""
     store, reactor = FakeStore(), Clock()
