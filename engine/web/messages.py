@@ -23,17 +23,9 @@ from twisted.web import resource
 
 from engine.hl7.charset import decode
 from engine.store.messages import MessageQuery, StoredMessage
-from engine.web.auth import (
-    Auditor,
-    JsonResource,
-    Reply,
-    ReplyResource,
-    authenticated,
-    error_reply,
-    json_reply,
-    send,
-    serve,
-)
+from engine.web.audit import Auditor
+from engine.web.auth import authenticated
+from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
 
 __all__ = ["AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
 

@@ -32,26 +32,20 @@ from zope.interface import provider
 from engine.config import EngineSettings
 from engine.model import utc_now
 from engine.store.db import store_errors
+from engine.web.audit import Auditor
 from engine.web.auth import (
     BROWSER_HEADER,
     SESSION_COOKIE,
-    Auditor,
     Authenticator,
     Gate,
     IPrincipal,
-    JsonResource,
-    Reply,
-    ReplyResource,
     Sessions,
-    error_reply,
-    json_reply,
     loggable,
     remote_address,
-    send,
-    serve,
 )
 from engine.web.messages import AuditApi, MessagesApi, QueuesApi, SessionApi
 from engine.web.metrics import Metrics
+from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
 
 __all__ = ["PUBLIC_NAMES", "WebService", "build_root"]
 

@@ -329,7 +329,8 @@ def test_extra_resources_are_mounted_behind_the_gate(start_web):
 
 def test_nothing_can_be_mounted_over_public_or_taken_names(store):
     """Mounting at a public name or a name already served is a programming error, raised at once."""
-    from engine.web.auth import Auditor, Authenticator
+    from engine.web.audit import Auditor
+    from engine.web.auth import Authenticator
     from engine.web.metrics import Metrics
 
     authenticator = Authenticator(
