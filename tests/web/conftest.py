@@ -29,7 +29,10 @@ PASSWORD = "correct horse battery staple"
 USERS = {"alice": hash_password(PASSWORD, iterations=1000)}
 BROWSER = {"X-Requested-With": "test"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-RAW = b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|CTRL{n}|P|2.5.1\rPID|1||{n}^^^PMS^MR||DOE^JANE||19800101|F\r"
+RAW = (
+    b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|CTRL{n}|P|2.5.1\r"
+    b"PID|1||{n}^^^PMS^MR||DOE^JANE||19800101|F\r"
+)
 
 
 @pytest.fixture
@@ -126,7 +129,10 @@ class RunningWeb:
 
 @pytest.fixture
 def start_web(store):
-    """Starts a WebService on an ephemeral loopback port: ``start_web(users=..., extra_resources=...)``; stopped after the test."""
+    """Starts a WebService on an ephemeral loopback port, stopped after the test.
+
+    ``start_web(users=..., extra_resources=..., session_minutes=...)`` gives a RunningWeb.
+    """
     services: list[WebService] = []
 
     def start(

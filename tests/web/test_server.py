@@ -103,7 +103,7 @@ def test_login_needs_the_browser_header(start_web):
 
 @pytest_twisted.inlineCallbacks
 def test_wrong_password_is_401_and_logged_without_the_password(start_web, store, log_events):
-    """A wrong password (form or Basic) gets 401; the log names the user and the address, never the password."""
+    """A wrong password (form or Basic) gets 401; the log names the user and address, never the password."""
     web = start_web()
     wrong = "hunter2-not-the-password"
     form = yield login(web, password=wrong)
@@ -123,7 +123,7 @@ def test_wrong_password_is_401_and_logged_without_the_password(start_web, store,
 
 @pytest_twisted.inlineCallbacks
 def test_without_users_only_health_and_metrics_are_served(start_web, log_events):
-    """With no user configured the console and API refuse everything, even credentials; the start-up log says so."""
+    """With no user configured the console and API refuse everything, even credentials; the log says so."""
     web = start_web(users={})
     assert "no users in engine.http.users" in logged(log_events)
     for path in ("/", "/console/console.js", "/login", "/api/messages"):
