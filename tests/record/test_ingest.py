@@ -10,8 +10,9 @@ from engine.hl7.batch import split_batch
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.record import schema
+from engine.record.apply.common import RecordError
 from engine.record.identity import IdentityRule
-from engine.record.ingest import IngestResult, RecordError, RecordIngestor
+from engine.record.ingest import IngestResult, RecordIngestor
 from engine.record.query import get_patient
 from engine.record.writer import Writer
 from engine.store.db import create_engine_for
