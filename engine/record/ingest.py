@@ -1,4 +1,4 @@
-"""Apply HL7 messages to the unified patient record, each in one transaction (event semantics: docs/record.md).
+"""Apply HL7 messages to the unified patient record, in transactions (event semantics: docs/record.md).
 
 ``RecordIngestor`` owns the transactions: ``apply``, ``apply_many`` (a batch, and the refusal of
 the messages in it that cannot be applied) and ``unmerge``. What a message does to the record is
@@ -76,7 +76,7 @@ class RecordIngestor:
         return self._engine
 
     def apply(self, message_id: int, message: Message, received_at: datetime) -> IngestResult:
-        """Apply the message stored as ``message_id`` in its own transaction; the same id a second time changes nothing.
+        """Apply the message stored as ``message_id`` in a transaction; the same id again changes nothing.
 
         Raises RecordError when the content cannot be applied, StoreError when the database fails.
         """
@@ -88,7 +88,7 @@ class RecordIngestor:
     def apply_many(
         self, messages: Sequence[tuple[int, Message, datetime]]
     ) -> list[IngestResult | EngineError]:
-        """Apply stored messages ``(message id, message, received at)`` in order, together in one transaction; one result each.
+        """Apply stored ``(message id, message, received at)`` in order, in one transaction; one result each.
 
         A message that cannot be applied gets its error in its place (RecordError for its content,
         StoreError when the database refuses its rows) and leaves no trace: the transaction is
@@ -109,13 +109,14 @@ class RecordIngestor:
                 results.append(refused.error)
                 pending = pending[refused.index + 1 :]
             except _MarksRefused:
-                marked_each = True  # again, each message marked as it is applied: the one whose mark is refused is found
+                # Again, each message marked as it is applied: the one whose mark is refused is found.
+                marked_each = True
         return results
 
     def _apply_together(
         self, messages: list[tuple[int, Message, datetime]], *, marked_each: bool
     ) -> list[IngestResult]:
-        """Apply every message in one transaction, or raise _Refused for the first that fails (all rolled back).
+        """Apply every message in one transaction, or raise _Refused for the first that fails (rolling back).
 
         The record_applied_messages rows go in together at the end, or each after its message
         (``marked_each``); _MarksRefused when the database refuses rows that went in together.
@@ -163,11 +164,11 @@ class RecordIngestor:
                                     marks.append(mark)
                         except StoreError as error:
                             if error.transient:
-                                raise  # the database, not this message: nothing of the batch can be applied now
+                                # The database, not this message: nothing of the batch can be applied now.
+                                raise
                             raise _Refused(index, error) from error
-                        except (
-                            Exception
-                        ) as error:  # RecordError, or a bug that this message's content triggers
+                        except Exception as error:
+                            # RecordError, or a bug that this message's content triggers.
                             raise _Refused(index, error) from error
                     results.append(result)
                 try:
@@ -182,7 +183,10 @@ class RecordIngestor:
     def _apply_one(
         self, connection: sa.Connection, message_id: int, message: Message, received_at: datetime
     ) -> tuple[IngestResult, IngestResult, dict[str, Any]]:
-        """Apply one message inside the caller's transaction: (its result, the result of applying it again, its record_applied_messages row to write)."""
+        """Apply one message inside the caller's transaction.
+
+        Returns its result, the result of applying it again, and its record_applied_messages row.
+        """
         facts = read_message(message, received_at=received_at, local=self._local)
         writer = Writer(
             connection,
@@ -214,15 +218,17 @@ class RecordIngestor:
         )
 
     def unmerge(self, merge_id: int, *, reason: str = "") -> int:
-        """Undo a merge: the rows it moved go back to the prior patient, who becomes active again; returns how many moved.
+        """Undo a merge: the rows it moved go back to the prior patient, active again; returns how many moved.
 
         Facts that reached the survivor after the merge (even through the prior identifiers) stay
         with the survivor. Raises RecordError for an unknown or already undone merge.
         """
         with store_errors(f"undoing merge {merge_id}"):
-            # TRANSACTION: the rows moved back, the prior patient reactivated, the merge marked undone, their history.
+            # TRANSACTION: the rows moved back, the prior patient reactivated, the merge marked undone,
+            # their history.
             with self._engine.begin() as connection:
-                # An operator's undo confirms no data as of any time: it must not make later messages look stale.
+                # An operator's undo confirms no data as of any time: it must not make later messages look
+                # stale.
                 writer = Writer(
                     connection,
                     self._statements,
@@ -235,11 +241,11 @@ class RecordIngestor:
 
 
 class _MarksRefused(Exception):
-    """Raised out of a transaction (rolling it back) when the database refused the applied-message rows written together."""
+    """Raised out of a transaction (rolling it back): the database refused the applied-message rows."""
 
 
 class _Refused(Exception):
-    """Raised out of a transaction (rolling it back) for the message at ``index`` that failed with ``error``."""
+    """Raised out of a transaction (rolling it back) for the message at ``index``, failed with ``error``."""
 
     def __init__(self, index: int, error: Exception):
         super().__init__(index, error)

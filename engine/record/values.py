@@ -58,7 +58,7 @@ def allergy_values(al1: SegmentReader, code: dict[str, Any]) -> dict[str, Any]:
 
 
 def described(segment: SegmentReader) -> dict[str, Any]:
-    """Field 3 of a DG1 or PR1 (coded), its text taken from field 4 (the description) when field 3 has none."""
+    """Field 3 of a DG1 or PR1 (coded), its text from field 4 (the description) when field 3 has none."""
     code = segment.coded(3)
     if code["text"] in (None, KEEP) and segment.part("4"):
         code["text"] = segment.part("4")
@@ -84,7 +84,7 @@ def coded_key(values: dict[str, Any], **key: Any) -> dict[str, Any]:
 
 
 def rule_demographics(values: dict[str, Any], lists: dict[str, Any]) -> dict[str, str]:
-    """What the identity rule compares, normalised: the first name's family and given names, birth date, sex."""
+    """What the identity rule compares, normalised: the first name's family and given, birth date, sex."""
     names = lists["record_names"]
     first_name = names[0] if names else {}
     return {
@@ -384,7 +384,7 @@ def result_status(obx: SegmentReader) -> str:
 
 
 def observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
-    """An OBX's columns; its value read by OBX-2 (numeric, structured numeric, coded, encapsulated, time, text)."""
+    """An OBX's columns; its value read by type (numeric, structured, coded, encapsulated, time, text)."""
     value_type = (obx.part("2.1") or "").upper()
     values: dict[str, Any] = {
         **observation_code(obx),

@@ -37,7 +37,7 @@ class AdtApplication(Application):
         return patient_id
 
     def _visit(self, patient_id: int, group: PatientGroup, trigger: str) -> int | None:
-        """Apply the PV1 to its visit (by number, else the latest) as the trigger says; the visit's id or None."""
+        """Apply the PV1 to its visit (by number, else the latest) as the trigger says; its id or None."""
         values = visit_values(group.pv1, group.pv2, self.local)
         creating = trigger in _ADMITS or trigger in ("A02", "A03")
         visit = self.find_visit(patient_id, values["visit_number"], latest=trigger not in _ADMITS)
@@ -127,7 +127,8 @@ class MergeApplication(Application):
                     "merge_ambiguous",
                     survivor,
                     other,
-                    f"MRG-1 names identifiers of patients {prior_patient} and {other}; only {prior_patient} was merged",
+                    f"MRG-1 names identifiers of patients {prior_patient} and {other};"
+                    f" only {prior_patient} was merged",
                 )
         merge_id = self.writer.insert(
             schema.merges,
@@ -167,7 +168,7 @@ class MergeApplication(Application):
         )
 
     def _move(self, prior: int, survivor: int, merge_id: int) -> dict[str, list[int]]:
-        """Move every fact of ``prior`` to ``survivor`` (identifiers as aliases); returns the moved ids per table."""
+        """Move every fact of ``prior`` to ``survivor`` (identifiers as aliases); the moved ids per table."""
         moved = {}
         for table in schema.FACT_TABLES:
             ids = list(
@@ -198,7 +199,7 @@ class MergeApplication(Application):
 
 
 def unmerge(writer: Writer, merge_id: int, reason: str) -> int:
-    """Undo merge ``merge_id`` through ``writer``: the rows it moved go back to the prior patient; how many moved."""
+    """Undo merge ``merge_id``: the rows it moved go back to the prior patient; returns how many moved."""
     m = schema.merges
     merge = writer.select_one(m, {"id": merge_id})
     if merge is None:

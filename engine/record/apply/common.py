@@ -37,7 +37,10 @@ __all__ = ["Application", "RecordError"]
 
 
 class RecordError(EngineError):
-    """The message (or operator request) cannot be applied to the record as it is; resending it unchanged fails again."""
+    """The message (or operator request) cannot be applied to the record as it is.
+
+    Sending it again unchanged fails again.
+    """
 
 
 class Application:
@@ -67,10 +70,11 @@ class Application:
     # -- patients and identity -----------------------------------------------------------------
 
     def patient(self, group: PatientGroup) -> int:
-        """Resolve (or create) the PID's patient, link its new identifiers, apply its demographics if not stale."""
+        """Resolve (or create) the PID's patient, link new identifiers, apply demographics unless stale."""
         pid = group.pid
         identifiers = pid_identifiers(pid, self.facts)
-        # The PID's demographics are read only when used: a message older than the record (a resend) leaves them unread.
+        # The PID's demographics are read only when used: a message older than the record (a resend)
+        # leaves them unread.
         read = None
         match = find_known(self.writer, identifiers)
         if match is None:
@@ -112,9 +116,8 @@ class Application:
                 digests = {**known, **{table: list_digest(rows) for table, rows in sent.items()}} or None
                 self.writer.update(schema.patients, patient, values, unrecorded={"list_digests": digests})
                 for table, rows in sent.items():
-                    if (
-                        known.get(table) != digests[table]
-                    ):  # a list stored as sent already is not read to find that out
+                    # A list stored as sent already is not read to find that out.
+                    if known.get(table) != digests[table]:
                         self.writer.replace_list(schema.TABLES[table], patient_id, rows)
         for identifier in identifiers:
             if (identifier.authority, identifier.value) not in match.known:
@@ -165,7 +168,7 @@ class Application:
         self.notes.append(f"identity conflict flagged ({kind})")
 
     def _sent_lists(self, group: PatientGroup, lists: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-        """The patient's lists the message sends (names, addresses, telecoms from the PID; contacts from NK1), as stored."""
+        """The lists the message sends, as stored: names, addresses, telecoms (PID), contacts (NK1)."""
         sent = {
             table: self.writer.fit_list(schema.TABLES[table], rows)
             for table, rows in lists.items()
@@ -180,7 +183,7 @@ class Application:
     # -- visits --------------------------------------------------------------------------------
 
     def find_visit(self, patient_id: int, number: Any, *, latest: bool) -> sa.RowMapping | None:
-        """The patient's visit of this number; without a number, the latest not cancelled one when ``latest``."""
+        """The patient's visit of this number; without one, the latest not cancelled visit if ``latest``."""
         v = schema.visits
         if isinstance(number, str):
             return self.writer.select_one(v, {"patient_id": patient_id, "visit_number": number})
@@ -241,7 +244,10 @@ class Application:
             self.upsert(schema.coverages, key, lambda values=values: values)
 
     def upsert(self, table: sa.Table, key: dict[str, Any], read: Callable[[], dict[str, Any]]) -> int:
-        """Insert the row with this key, or update it unless the message is older than its data; returns its id. ``read`` gives the values."""
+        """Insert the row with this key, or update it unless the message is older than it; returns its id.
+
+        ``read`` gives the values (called only for a row that is written).
+        """
         row = self.writer.select_one(table, key)
         if row is None:
             return self.writer.insert(table, {**read(), **key})

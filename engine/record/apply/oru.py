@@ -78,14 +78,16 @@ class OruApplication(Application):
             order_id = row["id"]
             if not self._keeps(row, values.get("status"), "order"):
                 self.writer.update(o, row, values)
-        # An order created by this group has no observations but the group's; an existing one's are read in one select.
+        # An order created by this group has no observations but the group's; an existing one's are
+        # read in one select.
         stored = (
             self.writer.rows(schema.observations, {"order_id": order_id})
             if row is not None and order.observations
             else []
         )
         group = _StoredObservations(stored)
-        # Each observation of the group has its own key, so none can be one that the group inserts: they go in together.
+        # Each observation of the group has its own key, so none can be one that the group inserts:
+        # they go in together.
         new = [
             self._observation(
                 patient_id, order_id, observation.obx, observation.notes, group, values.get("observed_at")
@@ -95,7 +97,7 @@ class OruApplication(Application):
         self.writer.insert_many(schema.observations, (values for values in new if values is not None))
 
     def _keeps(self, row: sa.RowMapping, incoming: Any, what: str) -> bool:
-        """Whether ``row`` stays as it is: the message is older, or a preliminary result would replace a final one."""
+        """Whether ``row`` stays: the message is older, or a weaker result would replace a final one."""
         if self.writer.is_stale(row):
             self.notes.append(f"{what} {row['id']} kept: the message is older than the record")
             return True
@@ -151,17 +153,16 @@ class OruApplication(Application):
 
 
 class _StoredObservations:
-    """The observations an order had before this message's OBX group (read in one select), and what the group did with them."""
+    """The observations an order had before this message's OBX group, and what the group did with them."""
 
     def __init__(self, stored: list[dict[str, Any]]):
         self.stored = stored
-        self.seen: dict[
-            tuple[Any, str], int
-        ] = {}  # (code or text, sub id) -> OBX with it so far: the next one's occurrence
+        # (code or text, sub id) -> how many OBX with it so far: the next one's occurrence
+        self.seen: dict[tuple[Any, str], int] = {}
         self.updated: set[int] = set()
 
     def find(self, writer: Writer, key: dict[str, Any]) -> dict[str, Any] | None:
-        """The stored observation ``key`` selects (lowest id); one the group updated already is read again, as it now is."""
+        """The stored observation ``key`` selects (lowest id); one the group updated is read again."""
         row = writer.first(schema.observations, self.stored, key)
         if row is not None and row["id"] in self.updated:
             return writer.select_one(schema.observations, key)

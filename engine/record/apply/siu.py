@@ -63,7 +63,7 @@ class SiuApplication(Application):
         return patient_id
 
     def _replace_resources(self, appointment_id: int, resources: list[SegmentReader]) -> None:
-        """Replace the appointment's resources by the message's when they differ (the old list goes to history)."""
+        """Replace the appointment's resources by the message's when they differ (old ones to history)."""
         r = schema.appointment_resources
         compared = ("kind", "code", "text", "role", "start_at", "duration_minutes")
         old = [
