@@ -44,6 +44,13 @@ def ingestor(engine) -> RecordIngestor:
     return RecordIngestor(engine, clock=lambda: NOW)
 
 
+def hl7(event: str, time: str, *segments: str, sender: str = "PMS") -> str:
+    """A v2.5.1 message from ``sender`` with MSH-9 ``event`` created at ``time`` (and an EVN for ADT)."""
+    msh = f"MSH|^~\\&|{sender}|CLINIC|HUB|REGION|{time}||{event}|{sender}{time}|P|2.5.1"
+    evn = [f"EVN|{event.split('^')[1]}|{time}"] if event.startswith("ADT") else []
+    return "\r".join([msh, *evn, *segments]) + "\r"
+
+
 def store_messages(engine, raws: list[bytes], received_at: datetime = RECEIVED) -> list[int]:
     """Store each of ``raws`` in the messages table (the record's facts reference them) in one transaction; their ids."""
     empty = dict.fromkeys(
@@ -110,3 +117,8 @@ class Feeder:
 def feed(engine, ingestor) -> Feeder:
     """A Feeder on the test database."""
     return Feeder(engine, ingestor)
+
+
+def feed_journey(feed: Feeder) -> list[IngestResult]:
+    """Feed the journey's messages in order; their results."""
+    return [feed(name)[1] for name in JOURNEY]
