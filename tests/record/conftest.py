@@ -1,4 +1,4 @@
-"""Record fixtures: a migrated database (SQLite and PostgreSQL), an ingestor, and a way to feed it messages."""
+"""Record fixtures: a migrated database (SQLite and PostgreSQL), an ingestor, and a way to feed it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from engine.store.migrations import upgrade
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "record"
 RECEIVED = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)
-#: The journey of docs/record.md: registration, booking, admission, results, correction, charges, duplicate, merge.
+#: The journey of docs/record.md: registration, booking, admission, results, correction, charges,
+#: duplicate, merge.
 JOURNEY = sorted(path.name for path in SAMPLES.glob("*.hl7"))
 #: A clock for the ingestor: the record's own timestamps (history, links) are all this moment.
 NOW = datetime(2024, 4, 2, 8, 0, tzinfo=UTC)
@@ -52,7 +53,7 @@ def hl7(event: str, time: str, *segments: str, sender: str = "PMS") -> str:
 
 
 def store_messages(engine, raws: list[bytes], received_at: datetime = RECEIVED) -> list[int]:
-    """Store each of ``raws`` in the messages table (the record's facts reference them) in one transaction; their ids."""
+    """Store ``raws`` as messages (the record's facts reference them) in one transaction; their ids."""
     empty = dict.fromkeys(
         (
             "sending_application",
@@ -93,7 +94,7 @@ def store_message(engine, raw: bytes, received_at: datetime = RECEIVED) -> int:
 
 
 class Feeder:
-    """Stores a message and applies it: ``feed(sample name or HL7 text)`` returns (message id, IngestResult)."""
+    """Stores a message and applies it: ``feed(sample name or HL7 text)`` gives (message id, IngestResult)."""
 
     def __init__(self, engine, ingestor: RecordIngestor):
         self.engine = engine

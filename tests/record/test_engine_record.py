@@ -1,4 +1,4 @@
-"""The patient record inside the running engine: MLLP in, a `record` destination, the patient API behind the login."""
+"""The patient record inside the running engine: MLLP in, a `record` destination, the API behind the login."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ channels:
 
 @pytest_twisted.inlineCallbacks
 def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
-    """The issue's journey sent over MLLP links PMS, EMR and lab identifiers to one person; the API (logged in) and FHIR export show it."""
+    """The journey over MLLP links PMS, EMR and lab identifiers to one person; the API and FHIR show it."""
     from twisted.internet import reactor
 
     engine = Engine(config(tmp_path), reactor)
@@ -92,7 +92,7 @@ def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
 
 
 def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, record_url):
-    """`hl7engine patient find/show/unmerge` work on the store: the merge of the journey is undone by an operator."""
+    """`hl7engine patient find/show/unmerge` work on the store: an operator undoes the journey's merge."""
     for path in sorted(SAMPLES.glob("*.hl7")):
         feed(path.name)
     feed.engine.dispose()
@@ -122,7 +122,7 @@ def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, record_ur
 
 
 def test_a_record_destination_is_handed_its_due_run_in_one_batch(tmp_path):
-    """The runner gives a record destination the due messages in one send_batch (one writer call), not one call each."""
+    """The runner gives a record destination its due messages in one send_batch (one writer call)."""
     from twisted.internet.task import Clock
 
     engine = Engine(config(tmp_path), Clock())  # built, not started

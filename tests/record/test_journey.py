@@ -1,4 +1,4 @@
-"""The patient journey of issue 4 across PMS, EMR, lab and payer identifiers, asserted field by field."""
+"""The patient journey of docs/record.md across PMS, EMR, lab and payer identifiers, field by field."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _without(rows: list[dict], *keys: str) -> list[dict]:
 
 
 def test_each_message_applies_to_one_patient(feed):
-    """Every message of the journey lands on patient 1, except the duplicate registration, which is flagged and later merged."""
+    """Every journey message lands on patient 1 but the duplicate registration, flagged and later merged."""
     results = feed_journey(feed)
     assert [(r.event, r.patient_id, r.applied) for r in results] == [
         ("ADT^A04", 1, True),
@@ -34,7 +34,7 @@ def test_each_message_applies_to_one_patient(feed):
 
 
 def test_identifiers_of_every_system_link_to_one_person(feed):
-    """PMS id, EMR MRN (linked by the A01 that carries both), lab id (by the ORU) and the merged duplicate as an alias."""
+    """PMS id, EMR MRN (by the A01 carrying both), lab id (by the ORU), the merged duplicate as an alias."""
     feed_journey(feed)
     patient = get_patient(feed.engine, 1)
     assert _without(patient["identifiers"], "id", "linked_at") == [
@@ -78,7 +78,7 @@ def test_identifiers_of_every_system_link_to_one_person(feed):
 
 
 def test_demographics_are_the_newest_message_s(feed):
-    """Name, address, phones, language, marital status and next of kin as the newest PID (the A40's) and NK1 (the A04's) say."""
+    """Name, address, phones, language, marital status, next of kin: as the newest PID (A40) and NK1 say."""
     feed_journey(feed)
     patient = get_patient(feed.engine, 1)
     assert {
@@ -279,7 +279,7 @@ def test_appointment_is_the_rescheduled_one(feed):
 
 
 def test_results_after_the_correction(feed):
-    """C replaced the cholesterol, X cancelled the triglycerides, the final LDL replaced the preliminary; every value type kept."""
+    """C replaced cholesterol, X cancelled triglycerides, the final LDL the preliminary; all types kept."""
     feed_journey(feed)
     lipids, urine = get_patient(feed.engine, 1)["orders"]
     assert {
@@ -407,7 +407,7 @@ def test_transactions_are_linked_to_the_pms_visit(feed):
 
 
 def test_duplicate_is_flagged_then_merged_and_resolved(feed):
-    """The duplicate registration is flagged (not merged by the rule); the A40 merges it and resolves the flag."""
+    """The duplicate registration is flagged (the rule does not link it); the A40 merges it, resolving it."""
     feed_journey(feed)
     patient = get_patient(feed.engine, 1)
     assert _without(patient["merges"], "merged_at") == [
@@ -442,7 +442,7 @@ def test_duplicate_is_flagged_then_merged_and_resolved(feed):
 
 
 def test_history_keeps_every_previous_value(feed):
-    """The EMR's new phone, the lab's unaccented name and the correction each left the previous value behind."""
+    """The EMR's new phone, the lab's unaccented name and the correction each left the previous value."""
     feed_journey(feed)
     h = schema.history
     with feed.engine.connect() as connection:
