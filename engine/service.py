@@ -27,7 +27,7 @@ from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.store.messages import MessageStore
 from engine.transforms.lookup import load_tables
 from engine.web.api import patient_resources
-from engine.web.auth import Auditor
+from engine.web.audit import Auditor
 from engine.web.metrics import Metrics, fanout
 from engine.web.server import WebService
 

@@ -1,1 +1,1 @@
-"""The unified patient record: one person across PMS, EMR, lab and payers, built from ADT, SIU, ORU and DFT."""
+"""The unified patient record: one person across PMS, EMR, lab and payers, from ADT, SIU, ORU and DFT."""

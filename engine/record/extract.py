@@ -113,7 +113,10 @@ _CODED_NAMES: dict[str, tuple[str, str, str]] = {}  # prefix -> the names of cod
 
 
 def _relative_path(path: str) -> tuple[tuple[int, int], int | None, int | None]:
-    """``field[repetition].component.subcomponent`` as ((field, repetition), component, subcomponent), read by ``parse_path``."""
+    """``field[repetition].component.subcomponent`` as ((field, repetition), component, subcomponent).
+
+    Read by ``parse_path``, once per path.
+    """
     found = _RELATIVE_PATHS.get(path)
     if found is None:
         where = parse_path(f"SEG-{path}")
@@ -132,7 +135,8 @@ class SegmentReader:
     delimiters; tests/record/test_extract.py compares the two on every path of the corpus), but
     each repetition is split into components once per reader instead of on every read: the
     record reads a hundred values of a message, and the path grammar, the segment lookup and the
-    splitting of ``Message.get`` were a third of the time spent applying it (issue 5).
+    splitting of ``Message.get`` were a large share of the time spent applying it (measured:
+    see docs/performance.md).
     """
 
     __slots__ = ("name", "_segment", "_delimiters", "_escape", "_is_header", "_header", "_components")
@@ -212,7 +216,7 @@ class SegmentReader:
         return self._read((n, repetition), component, subcomponent).strip() or None
 
     def columns(self, n: int, paths: dict[str, str | tuple[str, Callable[[str], Any]]]) -> dict[str, Any]:
-        """Column values read from field ``n``: each KEEP when it is absent, None when null, else read from its path.
+        """Column values of field ``n``: each KEEP when it is absent, None when null, else from its path.
 
         A path may come with a converter of its non-empty text; text the converter cannot read
         (it returns None) gives KEEP, so an unreadable value never clears a stored one.
@@ -234,9 +238,10 @@ class SegmentReader:
         return values
 
     def coded(self, n: int, prefix: str = "", repetition: int = 1) -> dict[str, Any]:
-        """A CE/CWE field as ``{prefix}code``, ``{prefix}text``, ``{prefix}system`` (the alternate triplet when the first is empty).
+        """A CE/CWE field as ``{prefix}code``, ``{prefix}text``, ``{prefix}system``.
 
-        Like ``columns``: KEEP when the field is absent, None when it is the HL7 null.
+        The alternate triplet when the first is empty. Like ``columns``: KEEP when the field is
+        absent, None when it is the HL7 null.
         """
         names = _CODED_NAMES.get(prefix) or _CODED_NAMES.setdefault(
             prefix, (f"{prefix}code", f"{prefix}text", f"{prefix}system")
@@ -306,7 +311,7 @@ class PatientGroup:
 
 @dataclass
 class MessageFacts:
-    """A message cut into what the record needs: header values, the appointment segments, the patient groups."""
+    """A message cut into what the record needs: header values, appointment segments, patient groups."""
 
     code: str
     trigger: str

@@ -94,7 +94,7 @@ _TRANSACTION_TYPES = {"CG": "Charge", "CD": "Credit", "PY": "Payment", "AJ": "Ad
 
 
 def everything(engine: sa.Engine, patient_id: int, *, base_url: str = "urn:hl7engine:fhir") -> dict | None:
-    """The Bundle (type searchset) of the patient and everything about them, or None for an unknown patient (blocking)."""
+    """The Bundle (searchset) of the patient and all about them; None for an unknown patient. Blocks."""
     record = get_patient(engine, patient_id)
     if record is None:
         return None
@@ -505,7 +505,7 @@ def _order(order: dict, subject: dict) -> list[dict]:
 
 
 def _attachment(observation: dict) -> dict:
-    """An ED value as an Attachment; data that claims Base64 but does not decode is left out (the title says so)."""
+    """An ED value as an Attachment; Base64 data that does not decode is left out (the title says so)."""
     data = observation["value"]
     title = observation["text"]
     if (observation["encoding"] or "").upper() == "BASE64":

@@ -48,7 +48,7 @@ def normalise(text: str | None) -> str:
 
 @dataclass(frozen=True)
 class IdentityRule:
-    """Link a message with no known identifier to the one patient whose normalised ``fields`` all equal its own."""
+    """Link a message with no known identifier to the one patient whose normalised ``fields`` are its own."""
 
     fields: tuple[str, ...] = RULE_FIELDS
 
@@ -56,7 +56,8 @@ class IdentityRule:
         unknown = [name for name in self.fields if name not in RULE_FIELDS]
         if unknown or not self.fields:
             raise ValueError(
-                f"an identity rule compares a non-empty subset of {', '.join(RULE_FIELDS)}; got {self.fields!r}"
+                f"an identity rule compares a non-empty subset of {', '.join(RULE_FIELDS)};"
+                f" got {self.fields!r}"
             )
 
     @property
@@ -110,7 +111,7 @@ def _cx(reader: SegmentReader, n: int, repetition: int, facts: MessageFacts) -> 
 
 
 def _storable(text: str) -> str:
-    """The text as the database will hold it: undecodable bytes (lone surrogates) become "?", as the Writer stores them."""
+    """The text as the database holds it: undecodable bytes (lone surrogates) become "?", as in the Writer."""
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
@@ -125,7 +126,10 @@ def _identifiers(reader: SegmentReader, fields: tuple[int, ...], facts: MessageF
 
 
 def pid_identifiers(pid: SegmentReader, facts: MessageFacts) -> list[Identifier]:
-    """PID-3 repetitions, then PID-2 and PID-4; an identifier without assigning authority belongs to the sender (MSH-3@MSH-4)."""
+    """PID-3 repetitions, then PID-2 and PID-4.
+
+    An identifier without an assigning authority belongs to the sender (MSH-3@MSH-4).
+    """
     return _identifiers(pid, (3, 2, 4), facts)
 
 
@@ -151,7 +155,7 @@ def _survivor(writer: Writer, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
-    """Which patient the identifiers the record knows designate (None: it knows none of them); never writes."""
+    """Which patient the identifiers the record knows designate (None: it knows none); never writes."""
     if not identifiers:
         return None
     survivors: dict[int, dict[str, Any]] = {}  # linked patient id -> its survivor's row
@@ -182,7 +186,8 @@ def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
                     Conflict(
                         "identifiers_disagree",
                         other,
-                        f"the PID joins identifiers of patients {patient_id} and {other}; applied to {patient_id}, not merged",
+                        f"the PID joins identifiers of patients {patient_id} and {other};"
+                        f" applied to {patient_id}, not merged",
                         identifier,
                     )
                 )
@@ -196,7 +201,10 @@ def find_by_rule(
     demographics: dict[str, str],
     rule: IdentityRule | None,
 ) -> Match:
-    """The patient a PID with no known identifier belongs to under ``rule`` (None: a new one, maybe with conflicts); never writes."""
+    """The patient a PID with no known identifier belongs to under ``rule``; never writes.
+
+    None: a new one, maybe with conflicts to flag.
+    """
     if rule is None or not all(demographics.get(name) for name in rule.fields):
         return Match(None, "new patient")
     p, n = schema.patients, schema.names
@@ -244,7 +252,8 @@ def find_by_rule(
                     Conflict(
                         "possible_duplicate",
                         candidate,
-                        f"identity rule {rule.name} matches patient {candidate}, who already has another {taken} identifier; a new patient was created",
+                        f"identity rule {rule.name} matches patient {candidate}, who already has another"
+                        f" {taken} identifier; a new patient was created",
                     )
                 ],
             )

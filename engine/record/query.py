@@ -1,4 +1,4 @@
-"""Reading the record: find patients, and one patient with everything, as plain JSON-ready dicts (blocking)."""
+"""Reading the record: find patients, and one patient with everything, as JSON-ready dicts (blocking)."""
 
 from __future__ import annotations
 
@@ -49,8 +49,10 @@ def find_patients(
     birthdate: str | None = None,
     limit: int = MAX_RESULTS,
 ) -> list[dict]:
-    """Patients (not merged away) matching every criterion given: identifier value (and authority), a name prefix
-    (family or given, ignoring case and accents), an ISO birth date; at most ``limit``, lowest id first.
+    """Patients (not merged away) matching every criterion given; at most ``limit``, lowest id first.
+
+    Criteria: an identifier value (and its authority), a name prefix (family or given, ignoring
+    case and accents), an ISO birth date.
     """
     p, i, n = schema.patients, schema.identifiers, schema.names
     query = sa.select(p.c.id).where(p.c.merged_into_id.is_(None))
@@ -100,7 +102,10 @@ def _summary(connection: sa.Connection, patient_id: int) -> dict:
 
 
 def get_patient(engine: sa.Engine, patient_id: int) -> dict | None:
-    """Everything the record holds about one patient (its own rows, not those of patients merged into it), or None."""
+    """Everything the record holds about one patient (its own rows, not those of patients merged into it).
+
+    None for an unknown patient.
+    """
     with store_errors(f"reading patient {patient_id}"), engine.connect() as connection:
         row = (
             connection.execute(sa.select(schema.patients).where(schema.patients.c.id == patient_id))

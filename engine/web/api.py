@@ -19,7 +19,7 @@ from twisted.web import resource
 
 from engine.record.fhir import everything
 from engine.record.query import MAX_RESULTS, find_patients, get_patient
-from engine.web.auth import JsonResource, Reply, error_reply, json_reply, serve
+from engine.web.responses import JsonResource, Reply, error_reply, json_reply, serve
 
 __all__ = ["FHIR_CONTENT_TYPE", "build_api", "patient_resources"]
 
@@ -31,7 +31,7 @@ _BIRTHDATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
 def patient_resources(store, *, auditor=None) -> dict[str, resource.Resource]:
     """The resources to mount behind the gate, by path: ``api/patients`` and ``fhir``.
 
-    With an ``auditor`` (engine.web.auth.Auditor), every patient shown or exported is recorded.
+    With an ``auditor`` (engine.web.audit.Auditor), every patient shown or exported is recorded.
     """
     return {"api/patients": PatientsApi(store, auditor), "fhir": FhirApi(store, auditor)}
 

@@ -1,12 +1,9 @@
-"""Who may use the web server, the gate in front of everything that is not public, and the audit trail.
+"""Who may use the web server: sessions, the authenticator, and the gate in front of everything not public.
 
 Users are configured as PBKDF2-SHA256 hashes (``engine.http.users``, made by ``hl7engine
 hash-password``). A browser logs in once and carries an HttpOnly, SameSite=Strict session cookie;
 a script sends HTTP Basic credentials with every request. Hashing a password costs a fraction of a
 second of CPU on purpose, so it runs on a thread, never on the reactor.
-
-Every response of the web server goes through ``send``/``serve``: JSON errors, ``Cache-Control:
-no-store`` (answers carry patient data) and no write to a connection that is gone.
 """
 
 from __future__ import annotations
@@ -14,44 +11,33 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import resource
 from twisted.web.util import DeferredResource
 from zope.interface import Attribute, Interface
 
-from engine.errors import StoreError
-from engine.model import utc_now
-from engine.store.audit import AuditRepository
 from engine.web.passwords import decoy_hash, verify_password
+from engine.web.responses import ReplyResource, error_reply
 
 __all__ = [
-    "Auditor",
+    "BROWSER_HEADER",
+    "SESSION_COOKIE",
     "Authenticator",
     "Gate",
     "IPrincipal",
-    "JsonResource",
     "Principal",
-    "Reply",
-    "ReplyResource",
     "Sessions",
     "authenticated",
-    "error_reply",
-    "json_reply",
     "loggable",
     "remote_address",
-    "send",
-    "serve",
 ]
 
 log = Logger(namespace="engine.web")
@@ -62,14 +48,6 @@ SESSION_COOKIE = b"hl7engine_session"
 # a browser that ignores SameSite. It also tells the gate not to ask for Basic credentials, which
 # would make the browser pop up its own login dialog over the console.
 BROWSER_HEADER = b"x-requested-with"
-
-# Headers of every response: no sniffing, no framing, no referrer leaking URLs.
-_COMMON_HEADERS = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cache-control", b"no-store"),
-)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,7 +61,7 @@ class _Session:
 
 
 class Sessions:
-    """Browser sessions in memory: an unguessable token per login, expiring after ``lifetime`` seconds unused."""
+    """Browser sessions in memory: an unguessable token per login, ending ``lifetime`` seconds unused."""
 
     def __init__(self, lifetime: float, *, clock: Callable[[], float]):
         self.lifetime = lifetime
@@ -141,7 +119,10 @@ def authenticated(request) -> Principal:
 
 
 def remote_address(request) -> str:
-    """The client's address as the server saw it (forwarded-for headers are not trusted: anyone can write them)."""
+    """The client's address as the server saw it.
+
+    Forwarded-for headers are not trusted: anyone can write them.
+    """
     address = request.getClientAddress()
     host = getattr(address, "host", None)
     return str(host if host is not None else address)
@@ -242,105 +223,6 @@ def _basic_credentials(request) -> tuple[str, str] | None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Responses
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A whole HTTP response: status, body, content type and any further headers."""
-
-    code: int
-    body: bytes
-    content_type: bytes = b"application/json; charset=utf-8"
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-
-
-def json_reply(payload: Any, code: int = 200, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
-    """A JSON response."""
-    return Reply(
-        code, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), headers=headers
-    )
-
-
-def error_reply(code: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
-    """A JSON error ``{"error": message}``."""
-    return json_reply({"error": message}, code, headers=headers)
-
-
-def _prepare(request, reply: Reply) -> None:
-    request.setResponseCode(reply.code)
-    request.setHeader(b"content-type", reply.content_type)
-    for name, value in _COMMON_HEADERS + reply.headers:
-        request.setHeader(name, value)
-    request.setHeader(b"content-length", b"%d" % len(reply.body))
-
-
-def send(request, reply: Reply) -> bytes:
-    """Set the status and headers of ``reply`` and return its body, for a synchronous ``render_*``."""
-    _prepare(request, reply)
-    return reply.body
-
-
-def serve(request, work: defer.Deferred) -> int:
-    """Answer once ``work`` fires with a Reply (a StoreError becomes 503, anything else 500); returns NOT_DONE_YET."""
-    gone: list[Failure] = []
-    request.notifyFinish().addErrback(gone.append)
-
-    def failed(failure: Failure) -> Reply:
-        if failure.check(StoreError):
-            log.warn(
-                "web: {method} {path} failed: {error}",
-                method=request.method.decode(),
-                path=request.path.decode("utf-8", "replace"),
-                error=failure.getErrorMessage(),
-            )
-            return error_reply(503, "the message store is not available now; try again later")
-        log.failure(
-            "web: {method} {path} failed",
-            failure,
-            method=request.method.decode(),
-            path=request.path.decode("utf-8", "replace"),
-        )
-        return error_reply(500, "internal error")
-
-    def answer(reply: Reply) -> None:
-        if gone:
-            return
-        _prepare(request, reply)
-        request.write(reply.body)
-        request.finish()
-
-    work.addErrback(failed).addCallback(answer)
-    return server.NOT_DONE_YET
-
-
-class JsonResource(resource.Resource):
-    """A resource whose wrong-method answer is a JSON 405 too (twisted.web's is an HTML page)."""
-
-    def render(self, request):
-        try:
-            return super().render(request)
-        except server.UnsupportedMethod as unsupported:
-            allowed = b", ".join(unsupported.allowedMethods)
-            return send(
-                request, error_reply(405, f"use {allowed.decode('ascii')}", headers=((b"allow", allowed),))
-            )
-
-
-class ReplyResource(resource.Resource):
-    """Answers every request below it with the same Reply (errors, refusals)."""
-
-    isLeaf = True
-
-    def __init__(self, reply: Reply):
-        super().__init__()
-        self.reply = reply
-
-    def render(self, request) -> bytes:
-        return send(request, self.reply)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # The gate
 
 
@@ -359,7 +241,7 @@ def _cross_site(request) -> bool:
 
 
 class Gate(resource.Resource):
-    """Lets a request reach the wrapped tree only with a live session or valid Basic credentials; 401 otherwise.
+    """Lets a request reach the wrapped tree only with a live session or valid Basic credentials, else 401.
 
     Authentication may need a thread (hashing), so the gate answers with a DeferredResource that
     resumes the traversal below ``wrapped`` once the user is known, as twisted.web.guard does.
@@ -414,48 +296,3 @@ class Gate(resource.Resource):
             return ReplyResource(error_reply(500, "internal error"))
 
         return DeferredResource(d.addCallbacks(decide, failed))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The audit trail
-
-
-class Auditor:
-    """Writes who saw or changed what to the audit trail, on the store's writer thread."""
-
-    def __init__(self, store, *, clock: Callable[[], datetime] = utc_now):
-        self._store = store
-        self._clock = clock
-        self._repository: AuditRepository | None = None
-
-    @property
-    def repository(self) -> AuditRepository:
-        """The blocking AuditRepository on the store's database (the store must be started)."""
-        if self._repository is None:
-            self._repository = AuditRepository(self._store.repository.engine, clock=self._clock)
-        return self._repository
-
-    def record(
-        self,
-        request,
-        action: str,
-        *,
-        user: str | None = None,
-        message_id: int | None = None,
-        detail: str = "",
-    ) -> defer.Deferred:
-        """Write one entry for this request (its admitted user unless ``user`` is given); fires with the entry id after COMMIT."""
-        who = user if user is not None else authenticated(request).user
-        return self._store.write(
-            self.repository.record,
-            at=self._clock(),
-            user=who,
-            action=action,
-            remote=remote_address(request),
-            message_id=message_id,
-            detail=detail,
-        )
-
-    def recent(self, limit: int = 100, **criteria) -> defer.Deferred:
-        """Fires with AuditRepository.recent(limit, **criteria): newest first."""
-        return self._store.read(self.repository.recent, limit, **criteria)

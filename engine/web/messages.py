@@ -1,4 +1,4 @@
-"""The JSON API over stored messages, the audit trail and the queues (everything under ``/api`` but the patient record).
+"""The JSON API over stored messages, the audit trail and the queues: ``/api`` but for the patient record.
 
     GET  /api/messages?control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=&before_id=
     GET  /api/messages/{id}             the message, its ACK, deliveries and events   (audited: view)
@@ -23,17 +23,9 @@ from twisted.web import resource
 
 from engine.hl7.charset import decode
 from engine.store.messages import MessageQuery, StoredMessage
-from engine.web.auth import (
-    Auditor,
-    JsonResource,
-    Reply,
-    ReplyResource,
-    authenticated,
-    error_reply,
-    json_reply,
-    send,
-    serve,
-)
+from engine.web.audit import Auditor
+from engine.web.auth import authenticated
+from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
 
 __all__ = ["AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
 
@@ -151,7 +143,10 @@ class _Texts:
 
 
 def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | None]) -> dict:
-    """Everything the API shows of one message: the summary, every header column, the content at each stage, deliveries and events."""
+    """Everything the API shows of one message.
+
+    The summary, every header column, the content at each stage, the deliveries and the events.
+    """
     return {
         **stored.summary.to_json_dict(),
         "receiving_application": stored.receiving_application,

@@ -33,7 +33,10 @@ QUEUE_POLL_SECONDS = 5.0
 
 
 def fanout(*observers: Observer | None) -> Observer:
-    """One observer that passes every event to each of ``observers`` (None ones skipped); one failing never stops the others."""
+    """One observer that passes every event to each of ``observers`` (None ones skipped).
+
+    One that fails never stops the others.
+    """
     targets = tuple(o for o in observers if o is not None)
 
     def observe(event: str, fields: Mapping[str, Any]) -> None:
@@ -51,20 +54,22 @@ def fanout(*observers: Observer | None) -> Observer:
 
 
 class Metrics:
-    """The engine's Prometheus metrics: ``observe`` is the engine's observer, ``exposition`` the /metrics body."""
+    """The engine's Prometheus metrics: ``observe`` is its observer, ``exposition`` the /metrics body."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.received = Counter(
             "hl7engine_messages_received",
-            "Messages stored at intake (accepted, duplicate or rejected), by listener and the ACK code answered",
+            "Messages stored at intake (accepted, duplicate or rejected),"
+            " by listener and the ACK code answered",
             ["listener", "ack_code"],
             registry=r,
         )
         self.rejected = Counter(
             "hl7engine_messages_rejected",
-            "Messages refused at intake (stored as REJECTED, or frames over the size limit), by listener and ACK code",
+            "Messages refused at intake (stored as REJECTED, or frames over the size limit),"
+            " by listener and ACK code",
             ["listener", "ack_code"],
             registry=r,
         )
@@ -179,7 +184,10 @@ class Metrics:
         return d
 
     def start_polling(self, store, *, clock, interval: float = QUEUE_POLL_SECONDS) -> None:
-        """Poll the queue depths now and every ``interval`` seconds (the next poll waits for the previous one)."""
+        """Poll the queue depths now and every ``interval`` seconds.
+
+        The next poll waits for the previous one.
+        """
         self.stop_polling()
         self._poll = task.LoopingCall(self.poll_queue_depths, store)
         self._poll.clock = clock

@@ -46,22 +46,27 @@ def _split(encoded: str) -> tuple[int, str, bytes]:
 
 
 def check_password_hash(encoded: str) -> str:
-    """``encoded`` when it is a hash ``hash_password`` could have made, else ValueError (a config validator)."""
+    """``encoded`` when it is a hash ``hash_password`` could have made, else ValueError (config validator)."""
     try:
         _iterations, _salt, digest = _split(encoded)
     except (ValueError, UnicodeEncodeError):
         raise ValueError(
-            "must be a password hash pbkdf2_sha256$iterations$salt$hash; make one with `hl7engine hash-password`"
+            "must be a password hash pbkdf2_sha256$iterations$salt$hash;"
+            " make one with `hl7engine hash-password`"
         ) from None
     if len(digest) != hashlib.sha256().digest_size:
         raise ValueError(
-            "the hash part must be the 32-byte SHA-256 digest in base64; make one with `hl7engine hash-password`"
+            "the hash part must be the 32-byte SHA-256 digest in base64;"
+            " make one with `hl7engine hash-password`"
         )
     return encoded
 
 
 def verify_password(password: str, encoded: str) -> bool:
-    """Whether ``password`` matches the hash (constant-time comparison); a malformed hash matches nothing. Blocks: CPU-bound."""
+    """Whether ``password`` matches the hash (constant-time comparison); a malformed hash matches nothing.
+
+    Blocks: CPU-bound.
+    """
     try:
         iterations, salt, expected = _split(encoded)
     except (ValueError, UnicodeEncodeError):

@@ -32,26 +32,20 @@ from zope.interface import provider
 from engine.config import EngineSettings
 from engine.model import utc_now
 from engine.store.db import store_errors
+from engine.web.audit import Auditor
 from engine.web.auth import (
     BROWSER_HEADER,
     SESSION_COOKIE,
-    Auditor,
     Authenticator,
     Gate,
     IPrincipal,
-    JsonResource,
-    Reply,
-    ReplyResource,
     Sessions,
-    error_reply,
-    json_reply,
     loggable,
     remote_address,
-    send,
-    serve,
 )
 from engine.web.messages import AuditApi, MessagesApi, QueuesApi, SessionApi
 from engine.web.metrics import Metrics
+from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
 
 __all__ = ["PUBLIC_NAMES", "WebService", "build_root"]
 
@@ -130,7 +124,8 @@ class WebService(service.Service):
             )
         else:
             log.warn(
-                "web: no users in engine.http.users: only /health and /metrics are served on {endpoint} ({bound}); the API and console refuse every request",
+                "web: no users in engine.http.users: only /health and /metrics are served on {endpoint}"
+                " ({bound}); the API and console refuse every request",
                 endpoint=self.settings.http.endpoint,
                 bound=bound,
             )
@@ -159,7 +154,10 @@ def build_root(
     default_charset: str,
     extra_resources: Mapping[str, resource.Resource],
 ) -> resource.Resource:
-    """The resource tree; ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate."""
+    """The resource tree.
+
+    ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate.
+    """
     root = Directory()
     root.putChild(b"health", _Health(store))
     root.putChild(b"metrics", _MetricsPage(metrics))
@@ -363,8 +361,10 @@ class _Logout(JsonResource):
 
 @provider(IAccessLogFormatter)
 def _access_line(timestamp: str, request) -> str:
-    """An access log line with the admitted user and without the query string (search terms may be patient data)."""
+    """An access log line with the admitted user, without the query (search terms may be patient data)."""
     principal = request.getComponent(IPrincipal)
     user = principal.user if principal is not None else "-"
     path = request.path.decode("utf-8", "backslashreplace")
-    return f'{remote_address(request)} {user} {timestamp} "{request.method.decode("ascii", "replace")} {path}" {request.code} {request.sentLength or "-"}'
+    method = request.method.decode("ascii", "replace")
+    sent = request.sentLength or "-"
+    return f'{remote_address(request)} {user} {timestamp} "{method} {path}" {request.code} {sent}'

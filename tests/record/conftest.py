@@ -1,4 +1,4 @@
-"""Record fixtures: a migrated database (SQLite and PostgreSQL), an ingestor, and a way to feed it messages."""
+"""Record fixtures: a migrated database (SQLite and PostgreSQL), an ingestor, and a way to feed it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from engine.store.migrations import upgrade
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "record"
 RECEIVED = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)
-#: The journey of docs/record.md: registration, booking, admission, results, correction, charges, duplicate, merge.
+#: The journey of docs/record.md: registration, booking, admission, results, correction, charges,
+#: duplicate, merge.
 JOURNEY = sorted(path.name for path in SAMPLES.glob("*.hl7"))
 #: A clock for the ingestor: the record's own timestamps (history, links) are all this moment.
 NOW = datetime(2024, 4, 2, 8, 0, tzinfo=UTC)
@@ -44,8 +45,15 @@ def ingestor(engine) -> RecordIngestor:
     return RecordIngestor(engine, clock=lambda: NOW)
 
 
+def hl7(event: str, time: str, *segments: str, sender: str = "PMS") -> str:
+    """A v2.5.1 message from ``sender`` with MSH-9 ``event`` created at ``time`` (and an EVN for ADT)."""
+    msh = f"MSH|^~\\&|{sender}|CLINIC|HUB|REGION|{time}||{event}|{sender}{time}|P|2.5.1"
+    evn = [f"EVN|{event.split('^')[1]}|{time}"] if event.startswith("ADT") else []
+    return "\r".join([msh, *evn, *segments]) + "\r"
+
+
 def store_messages(engine, raws: list[bytes], received_at: datetime = RECEIVED) -> list[int]:
-    """Store each of ``raws`` in the messages table (the record's facts reference them) in one transaction; their ids."""
+    """Store ``raws`` as messages (the record's facts reference them) in one transaction; their ids."""
     empty = dict.fromkeys(
         (
             "sending_application",
@@ -86,7 +94,7 @@ def store_message(engine, raw: bytes, received_at: datetime = RECEIVED) -> int:
 
 
 class Feeder:
-    """Stores a message and applies it: ``feed(sample name or HL7 text)`` returns (message id, IngestResult)."""
+    """Stores a message and applies it: ``feed(sample name or HL7 text)`` gives (message id, IngestResult)."""
 
     def __init__(self, engine, ingestor: RecordIngestor):
         self.engine = engine
@@ -110,3 +118,8 @@ class Feeder:
 def feed(engine, ingestor) -> Feeder:
     """A Feeder on the test database."""
     return Feeder(engine, ingestor)
+
+
+def feed_journey(feed: Feeder) -> list[IngestResult]:
+    """Feed the journey's messages in order; their results."""
+    return [feed(name)[1] for name in JOURNEY]

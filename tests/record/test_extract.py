@@ -1,4 +1,4 @@
-"""engine.record.extract: SegmentReader reads exactly what Message.get reads, on every path of every corpus segment; timestamps."""
+"""engine/record/extract.py: SegmentReader reads what Message.get reads on every corpus path; timestamps."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _messages() -> list[Message]:
 
 
 def test_segment_reader_reads_what_message_get_reads():
-    """For every distinct segment of the corpus and the record samples, every path gives Message.get's value (escapes, nulls, past the end)."""
+    """Every path of every corpus and sample segment reads as Message.get (escapes, nulls, past the end)."""
     compared = 0
     seen = set()
     for message in _messages():
@@ -80,7 +80,7 @@ def test_segment_reader_reads_what_message_get_reads():
 
 
 def test_a_timestamp_is_read_in_the_timezone_asked_for_each_time():
-    """parse_timestamp remembers what it read per text and timezone: the same text read in another zone, or with an offset, is its own time."""
+    """parse_timestamp remembers per text and zone: the text in another zone, or with an offset, differs."""
     new_york = ZoneInfo("America/New_York")
     assert parse_timestamp("202403011200", UTC) == datetime(2024, 3, 1, 12, tzinfo=UTC)
     assert parse_timestamp("202403011200", new_york) == datetime(2024, 3, 1, 17, tzinfo=UTC)

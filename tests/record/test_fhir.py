@@ -1,4 +1,4 @@
-"""engine.record.fhir: the $everything Bundle is valid against the FHIR R4 models (fhir.resources.R4B) and says what the record says."""
+"""engine/record/fhir.py: the $everything Bundle is valid FHIR R4 and says what the record says."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ STATUSES = {
 
 
 def validate(bundle: dict) -> None:
-    """Construct the Bundle and every resource with the fhir.resources R4B models; check the required status bindings."""
+    """The Bundle and every resource construct with the fhir.resources R4B models; required statuses bind."""
     Bundle.model_validate(bundle)
     for entry in bundle["entry"]:
         resource = entry["resource"]
@@ -131,7 +131,7 @@ def test_journey_bundle_is_valid_r4(journey_bundle):
 
 
 def test_journey_patient_resource(journey_bundle):
-    """The Patient: identifiers of every system (the merged one as old), name, telecom, address, contact, link to the merged duplicate."""
+    """The Patient: identifiers (merged: old), name, telecom, address, contact, link to the duplicate."""
     (patient,) = _resources(journey_bundle, "Patient")
     v2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
     assert patient == {
@@ -214,7 +214,7 @@ def test_journey_patient_resource(journey_bundle):
 
 
 def test_journey_encounters_and_clinical_resources(journey_bundle):
-    """Encounters with class, period, location and participants; allergy, condition, procedure and coverage."""
+    """Encounters with class, period, location and participants; allergy, condition, procedure, coverage."""
     encounters = _resources(journey_bundle, "Encounter")
     assert [(e["id"], e["status"], e["class"]["code"], e["identifier"][0]["value"]) for e in encounters] == [
         ("1", "in-progress", "AMB", "V-PMS-5001"),
@@ -296,7 +296,7 @@ def test_journey_appointment(journey_bundle):
 
 
 def test_journey_orders_reports_and_observations(journey_bundle):
-    """Corrected lipid panel: report corrected, cholesterol 198 corrected, triglycerides cancelled, HDL as a > quantity, PDF as presentedForm."""
+    """Corrected lipids: report, cholesterol corrected; triglycerides cancelled; HDL a > quantity; a PDF."""
     requests = _resources(journey_bundle, "ServiceRequest")
     reports = _resources(journey_bundle, "DiagnosticReport")
     observations = {o["id"]: o for o in _resources(journey_bundle, "Observation")}
@@ -375,7 +375,7 @@ def test_journey_orders_reports_and_observations(journey_bundle):
 
 
 def test_journey_charge_items(journey_bundle):
-    """Each FT1 is a ChargeItem on the PMS encounter, with its transaction type as a v2-0017 coding and its amount."""
+    """Each FT1 is a ChargeItem on the PMS encounter, its type a v2-0017 coding, with its amount."""
     charges = _resources(journey_bundle, "ChargeItem")
     assert [
         (c["identifier"][0]["value"], c["context"], c["code"]["coding"][-1]["code"], c["priceOverride"])

@@ -1,12 +1,12 @@
-"""The patient journey of issue 4 across PMS, EMR, lab and payer identifiers, asserted field by field."""
+"""The patient journey of docs/record.md across PMS, EMR, lab and payer identifiers, field by field."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
 from engine.record import schema
-from engine.record.query import find_patients, get_patient
-from tests.record.conftest import JOURNEY, NOW
+from engine.record.query import get_patient
+from tests.record.conftest import NOW, feed_journey
 
 T_NOW = NOW.isoformat()
 
@@ -15,13 +15,9 @@ def _without(rows: list[dict], *keys: str) -> list[dict]:
     return [{key: value for key, value in row.items() if key not in keys} for row in rows]
 
 
-def _journey(feed) -> list:
-    return [feed(name)[1] for name in JOURNEY]
-
-
 def test_each_message_applies_to_one_patient(feed):
-    """Every message of the journey lands on patient 1, except the duplicate registration, which is flagged and later merged."""
-    results = _journey(feed)
+    """Every journey message lands on patient 1 but the duplicate registration, flagged and later merged."""
+    results = feed_journey(feed)
     assert [(r.event, r.patient_id, r.applied) for r in results] == [
         ("ADT^A04", 1, True),
         ("SIU^S12", 1, True),
@@ -38,8 +34,8 @@ def test_each_message_applies_to_one_patient(feed):
 
 
 def test_identifiers_of_every_system_link_to_one_person(feed):
-    """PMS id, EMR MRN (linked by the A01 that carries both), lab id (by the ORU) and the merged duplicate as an alias."""
-    _journey(feed)
+    """PMS id, EMR MRN (by the A01 carrying both), lab id (by the ORU), the merged duplicate as an alias."""
+    feed_journey(feed)
     patient = get_patient(feed.engine, 1)
     assert _without(patient["identifiers"], "id", "linked_at") == [
         {
@@ -82,8 +78,8 @@ def test_identifiers_of_every_system_link_to_one_person(feed):
 
 
 def test_demographics_are_the_newest_message_s(feed):
-    """Name, address, phones, language, marital status and next of kin as the newest PID (the A40's) and NK1 (the A04's) say."""
-    _journey(feed)
+    """Name, address, phones, language, marital status, next of kin: as the newest PID (A40) and NK1 say."""
+    feed_journey(feed)
     patient = get_patient(feed.engine, 1)
     assert {
         key: patient[key]
@@ -153,7 +149,7 @@ def test_demographics_are_the_newest_message_s(feed):
 
 def test_visits_keep_their_system_numbers_and_states(feed):
     """The PMS outpatient visit, the EMR inpatient stay, and the duplicate's visit moved over by the merge."""
-    _journey(feed)
+    feed_journey(feed)
     visits = get_patient(feed.engine, 1)["visits"]
     assert [
         (v["id"], v["visit_number"], v["status"], v["patient_class"], v["message_id"]) for v in visits
@@ -189,7 +185,7 @@ def test_visits_keep_their_system_numbers_and_states(feed):
 
 def test_clinical_facts_and_coverage(feed):
     """AL1, DG1 and PR1 of the A01 (diagnosis and procedure on its visit) and IN1/IN2 of the A04."""
-    _journey(feed)
+    feed_journey(feed)
     patient = get_patient(feed.engine, 1)
     assert _without(patient["allergies"], "id") == [
         {
@@ -251,7 +247,7 @@ def test_clinical_facts_and_coverage(feed):
 
 def test_appointment_is_the_rescheduled_one(feed):
     """S12 booked APT-7001; S13 moved it to 18 March 14:00+01:00 for 45 minutes and replaced its resources."""
-    _journey(feed)
+    feed_journey(feed)
     (appointment,) = get_patient(feed.engine, 1)["appointments"]
     resources = appointment.pop("resources")
     assert _without([appointment], "id") == [
@@ -283,8 +279,8 @@ def test_appointment_is_the_rescheduled_one(feed):
 
 
 def test_results_after_the_correction(feed):
-    """C replaced the cholesterol, X cancelled the triglycerides, the final LDL replaced the preliminary; every value type kept."""
-    _journey(feed)
+    """C replaced cholesterol, X cancelled triglycerides, the final LDL the preliminary; all types kept."""
+    feed_journey(feed)
     lipids, urine = get_patient(feed.engine, 1)["orders"]
     assert {
         key: lipids[key]
@@ -364,7 +360,7 @@ def test_results_after_the_correction(feed):
 
 def test_transactions_are_linked_to_the_pms_visit(feed):
     """DFT P03: a charge, a payment and an adjustment on visit V-PMS-5001."""
-    _journey(feed)
+    feed_journey(feed)
     transactions = get_patient(feed.engine, 1)["transactions"]
     assert [
         (
@@ -411,8 +407,8 @@ def test_transactions_are_linked_to_the_pms_visit(feed):
 
 
 def test_duplicate_is_flagged_then_merged_and_resolved(feed):
-    """The duplicate registration is flagged (not merged by the rule); the A40 merges it and resolves the flag."""
-    _journey(feed)
+    """The duplicate registration is flagged (the rule does not link it); the A40 merges it, resolving it."""
+    feed_journey(feed)
     patient = get_patient(feed.engine, 1)
     assert _without(patient["merges"], "merged_at") == [
         {
@@ -446,8 +442,8 @@ def test_duplicate_is_flagged_then_merged_and_resolved(feed):
 
 
 def test_history_keeps_every_previous_value(feed):
-    """The EMR's new phone, the lab's unaccented name and the correction each left the previous value behind."""
-    _journey(feed)
+    """The EMR's new phone, the lab's unaccented name and the correction each left the previous value."""
+    feed_journey(feed)
     h = schema.history
     with feed.engine.connect() as connection:
         rows = connection.execute(
@@ -476,41 +472,3 @@ def test_history_keeps_every_previous_value(feed):
         ("names", "DFT^P03", 7),
         ("telecoms", "DFT^P03", 7),
     ]
-
-
-def test_find_by_identifier_name_and_birth_date(feed):
-    """Any linked identifier (with or without authority), a name prefix ignoring case and accents, the birth date."""
-    _journey(feed)
-    engine = feed.engine
-    expected = [
-        {
-            "id": 1,
-            "birth_date": "1980-05-17",
-            "sex": "F",
-            "names": [
-                {
-                    "family": "GARCÍA",
-                    "given": "MARÍA",
-                    "middle": "ELENA",
-                    "prefix": None,
-                    "suffix": None,
-                    "name_type": "L",
-                }
-            ],
-            "identifiers": [
-                {"authority": a, "value": v, "type_code": t, "alias": alias}
-                for a, v, t, alias in (
-                    ("NORTHPMS", "PMS-100234", "PI", False),
-                    ("STMARY_EMR", "MRN-556677", "MR", False),
-                    ("CITYLAB", "L-9981", "PI", False),
-                    ("NORTHPMS", "PMS-100299", "PI", True),
-                )
-            ],
-        }
-    ]
-    assert find_patients(engine, identifier="L-9981") == expected
-    assert find_patients(engine, identifier="PMS-100299", authority="NORTHPMS") == expected
-    assert find_patients(engine, identifier="PMS-100299", authority="CITYLAB") == []
-    assert find_patients(engine, name="garc", birthdate="1980-05-17") == expected
-    assert find_patients(engine, name="María") == expected
-    assert find_patients(engine, name="Maria", birthdate="1980-05-18") == []

@@ -13,7 +13,7 @@ from engine.store.schema import metadata
 
 
 def _record_differences(engine) -> list:
-    """Alembic autogenerate's differences between the database and the metadata, for the record's tables only."""
+    """Alembic autogenerate's differences between the database and the metadata, for record tables only."""
 
     def record_names(name, type_, parent_names):
         return type_ != "table" or name.startswith("record_")
@@ -39,7 +39,7 @@ def test_migrated_record_tables_match_metadata(record_url):
 
 
 def test_0003_downgrades_and_upgrades_again(record_url):
-    """Downgrading below 0003 drops every record table; upgrading again recreates them as the metadata says."""
+    """Downgrading below 0003 drops every record table; upgrading recreates them as the metadata says."""
     engine = create_engine_for(record_url)
     upgrade(engine)
     with engine.begin() as connection:

@@ -7,24 +7,46 @@ import http.client
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from twisted.internet import reactor
+from twisted.logger import formatEvent, globalLogPublisher
 
 from engine.config import EngineSettings, HttpSettings
 from engine.model import NewMessage, Status
 from engine.store.messages import MessageStore
+from engine.store.schema import audit_log
 from engine.web.metrics import Metrics
 from engine.web.passwords import hash_password
 from engine.web.server import WebService
+from tests.fakes.harness import in_thread
 
 PASSWORD = "correct horse battery staple"
 # Few iterations keep the suite fast; the format carries them, so the server verifies as usual.
 USERS = {"alice": hash_password(PASSWORD, iterations=1000)}
 BROWSER = {"X-Requested-With": "test"}
-RAW = b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|CTRL{n}|P|2.5.1\rPID|1||{n}^^^PMS^MR||DOE^JANE||19800101|F\r"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+RAW = (
+    b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|CTRL{n}|P|2.5.1\r"
+    b"PID|1||{n}^^^PMS^MR||DOE^JANE||19800101|F\r"
+)
+
+
+@pytest.fixture
+def log_events():
+    """Every twisted.logger event emitted during the test."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def logged(events: list[dict]) -> str:
+    """The events as formatted text."""
+    return "\n".join(formatEvent(event) or "" for event in events)
 
 
 def basic(user: str = "alice", password: str = PASSWORD) -> dict[str, str]:
@@ -107,7 +129,10 @@ class RunningWeb:
 
 @pytest.fixture
 def start_web(store):
-    """Starts a WebService on an ephemeral loopback port: ``start_web(users=..., extra_resources=...)``; stopped after the test."""
+    """Starts a WebService on an ephemeral loopback port, stopped after the test.
+
+    ``start_web(users=..., extra_resources=..., session_minutes=...)`` gives a RunningWeb.
+    """
     services: list[WebService] = []
 
     def start(
@@ -131,3 +156,37 @@ def start_web(store):
     yield start
     for service in services:
         pytest_twisted.blockon(service.stopService())
+
+
+def login(web: RunningWeb, user: str = "alice", password: str = PASSWORD):
+    """POST /login as the console does; a Deferred of the Response."""
+    return in_thread(
+        fetch,
+        f"{web.url}/login",
+        "POST",
+        headers={**BROWSER, **FORM},
+        body=urlencode({"user": user, "password": password}).encode(),
+    )
+
+
+def session_cookie(response: Response) -> dict[str, str]:
+    """The Cookie header that sends back the session a login response set."""
+    cookie = response.header("set-cookie").split(";", 1)[0]
+    return {"Cookie": cookie}
+
+
+def audit_rows(store: MessageStore) -> list[tuple]:
+    """(user, action, message id, remote, detail) of every audit row, oldest first."""
+    with store.repository.engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                sa.select(
+                    audit_log.c.user,
+                    audit_log.c.action,
+                    audit_log.c.message_id,
+                    audit_log.c.remote,
+                    audit_log.c.detail,
+                ).order_by(audit_log.c.id)
+            )
+        ]

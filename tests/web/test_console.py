@@ -1,4 +1,4 @@
-"""engine/web/console/: a real Chromium, driven by Playwright, logs in, searches, opens a message and reads it; the view is audited."""
+"""engine/web/console/: a real Chromium (Playwright) logs in, searches, opens and reads a message."""
 
 from __future__ import annotations
 
@@ -38,13 +38,14 @@ def _playwright():
         if ON_CI:
             raise
         pytest.skip(
-            "playwright is not installed (pip install playwright; never `playwright install`: the test uses /usr/bin/chromium)"
+            "playwright is not installed (pip install playwright; never `playwright install`:"
+            " the test uses /usr/bin/chromium)"
         )
     return sync_api
 
 
 def _browse(sync_api, url: str, control_id: str) -> dict:
-    """In a real browser: a wrong password, then the right one; search by control id; open the message. Returns what the page showed."""
+    """A wrong password, the right one, a search by control id, the message, in a browser; what it showed."""
     seen: dict = {"problems": []}
     expect = sync_api.expect
     # Waiting goes through locators: the console's Content-Security-Policy forbids the string
@@ -105,7 +106,7 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
 
 @pytest_twisted.inlineCallbacks
 def test_console_login_search_and_view_in_a_real_browser(start_web, store):
-    """Logged in through the console, an operator finds a message by control id and reads its raw text; the view is audited."""
+    """Logged in to the console, an operator finds a message by control id and reads its raw text, audited."""
     sync_api = _playwright()
     ids = yield store.add(
         [new_message(n) for n in range(1, 6)]
@@ -129,8 +130,8 @@ def test_console_login_search_and_view_in_a_real_browser(start_web, store):
     assert seen["detail_id"] == str(wanted)
     # Segments on their own lines, markup shown as text, not interpreted.
     assert (
-        seen["raw"]
-        == "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\nPID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN"
+        seen["raw"] == "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\n"
+        "PID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN"
     )
     assert seen["ack"].startswith("MSH|^~\\&|HUB|TEST|PMS|CLINIC")
 

@@ -1,4 +1,4 @@
-"""engine/web/metrics.py: events become Prometheus counters; a running engine's /metrics moves with MLLP traffic."""
+"""engine/web/metrics.py: events become Prometheus counters; a running engine's /metrics follows traffic."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def value(metrics: Metrics, name: str, **labels) -> float | None:
 
 
 def test_intake_events_count_received_rejected_and_duplicates():
-    """accepted, duplicate and rejected events count as received by listener and ACK code; a too-long frame only as rejected."""
+    """accepted, duplicate, rejected count as received by listener and ACK; a too-long frame just rejected."""
     metrics = Metrics()
     metrics.observe("accepted", {"listener": "pms", "code": "AA", "count": 1})
     metrics.observe("accepted", {"listener": "pms", "code": "AA", "count": 1})
@@ -40,7 +40,7 @@ def test_intake_events_count_received_rejected_and_duplicates():
 
 
 def test_channel_and_connection_events():
-    """processed, delivery and the MLLP factory's events land on their counters and the open-connections gauge."""
+    """processed, delivery and the MLLP factory's events land on their counters and the connections gauge."""
     metrics = Metrics()
     metrics.observe("processed", {"channel": "adt", "status": "QUEUED"})
     metrics.observe("delivery", {"channel": "adt", "destination": "emr", "outcome": "RETRY"})
@@ -63,7 +63,7 @@ def test_channel_and_connection_events():
 
 
 def test_unknown_or_malformed_events_never_raise():
-    """An event the metrics do not know is ignored; one missing a field is logged, never raised into the caller."""
+    """An event the metrics do not know is ignored; one missing a field is logged, never raised."""
     metrics = Metrics()
     metrics.observe("something_new", {"listener": "pms"})
     metrics.observe("processed", {"channel": "adt"})
@@ -94,7 +94,7 @@ class _Depths:
 
 
 def test_queue_depths_are_polled_every_five_seconds():
-    """The depth gauge follows the store every 5 s; an emptied queue reads 0; a failed poll is counted and polling goes on."""
+    """Depths follow the store every 5 s; an emptied queue reads 0; a failed poll counts, polling goes on."""
     metrics = Metrics()
     clock = task.Clock()
     store = _Depths({("adt", "emr"): 3, ("adt", "lab"): 1}, {("adt", "emr"): 2}, StoreError("down"), {})
@@ -144,7 +144,10 @@ channels:
         directory: %s
 """
 
-ADT = "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|{cid}|P|2.5.1\rPID|1||1^^^PMS^MR||DOE^JOHN\r"
+ADT = (
+    "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|{cid}|P|2.5.1\r"
+    "PID|1||1^^^PMS^MR||DOE^JOHN\r"
+)
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:

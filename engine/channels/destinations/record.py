@@ -24,8 +24,9 @@ from engine.errors import HL7Error, StoreError
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.model import Delivery, DeliveryResult, Outcome
+from engine.record.apply.common import RecordError
 from engine.record.identity import DEFAULT_RULE, IdentityRule
-from engine.record.ingest import IngestResult, RecordError, RecordIngestor
+from engine.record.ingest import IngestResult, RecordIngestor
 
 __all__ = ["RecordDestination"]
 

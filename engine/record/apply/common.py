@@ -1,0 +1,264 @@
+"""What every family of messages shares when it is applied: the patient, its visit, its clinical lists.
+
+An ``Application`` applies one message's facts through one Writer. Each family (``adt``, ``siu``,
+``oru``, ``dft``) is a subclass that says which events it applies (``code``, ``triggers``) and how
+(``apply``); ``run`` gives what the ingestor records of it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime, tzinfo
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from engine.errors import EngineError
+from engine.record import schema
+from engine.record.extract import KEEP, MessageFacts, PatientGroup, parse_timestamp
+from engine.record.identity import Identifier, IdentityRule, find_by_rule, find_known, pid_identifiers
+from engine.record.values import (
+    allergy_values,
+    coded_key,
+    contact_values,
+    coverage_values,
+    described,
+    diagnosis_values,
+    pid_values,
+    rule_demographics,
+    visit_number,
+    visit_status,
+    visit_values,
+)
+from engine.record.writer import Differs, Writer, list_digest
+
+__all__ = ["Application", "RecordError"]
+
+
+class RecordError(EngineError):
+    """The message (or operator request) cannot be applied to the record as it is.
+
+    Sending it again unchanged fails again.
+    """
+
+
+class Application:
+    """Applies one message's facts through one Writer; ``run`` returns (patient id, applied, detail)."""
+
+    code: ClassVar[str]  # MSH-9.1 of the messages the family applies
+    triggers: ClassVar[frozenset[str]]  # and their MSH-9.2 (or EVN-1)
+
+    def __init__(self, writer: Writer, facts: MessageFacts, rule: IdentityRule | None, local: tzinfo):
+        self.writer = writer
+        self.facts = facts
+        self.rule = rule
+        self.local = local
+        self.notes: list[str] = []
+
+    def run(self) -> tuple[int | None, bool, str]:
+        """Apply the message: (its patient's id, whether it was applied, the detail recorded)."""
+        if not self.facts.patients:
+            return None, False, f"{self.facts.event} has no PID: nothing for the record"
+        patient_id = self.apply()
+        return patient_id, True, "; ".join([f"patient {patient_id}", *self.notes])
+
+    def apply(self) -> int:
+        """Apply the facts of a message with at least one PID; returns the id of its (first) patient."""
+        raise NotImplementedError
+
+    # -- patients and identity -----------------------------------------------------------------
+
+    def patient(self, group: PatientGroup) -> int:
+        """Resolve (or create) the PID's patient, link new identifiers, apply demographics unless stale."""
+        pid = group.pid
+        identifiers = pid_identifiers(pid, self.facts)
+        # The PID's demographics are read only when used: a message older than the record (a resend)
+        # leaves them unread.
+        read = None
+        match = find_known(self.writer, identifiers)
+        if match is None:
+            read = values, lists = pid_values(pid, self.local)
+            demographics = rule_demographics(values, lists)
+            if not identifiers and not any(demographics.values()):
+                raise RecordError("the PID names no identifier (PID-2/3/4) and no demographics")
+            match = find_by_rule(self.writer.connection, identifiers, demographics, self.rule)
+        if match.patient_id is None:
+            values, lists = read
+            sent = self._sent_lists(group, lists)
+            digests = {table: list_digest(rows) for table, rows in sent.items()} or None
+            patient_id = self.writer.insert(
+                schema.patients,
+                {
+                    **values,
+                    "created_at": self.writer.now,
+                    "updated_at": self.writer.now,
+                    "list_digests": digests,
+                },
+            )
+            for table, rows in sent.items():
+                self.writer.replace_list(schema.TABLES[table], patient_id, rows, new_patient=True)
+            reason = (
+                "registered by this message"
+                if not match.conflicts
+                else "registered by this message (identity conflict flagged)"
+            )
+        else:
+            patient_id = match.patient_id
+            reason = match.reason
+            patient = match.patient or self.writer.select_one(schema.patients, {"id": patient_id})
+            if self.writer.is_stale(patient):
+                self.notes.append("demographics kept: the message is older than the record")
+            else:
+                values, lists = read or pid_values(pid, self.local)
+                sent = self._sent_lists(group, lists)
+                known = patient["list_digests"] or {}
+                digests = {**known, **{table: list_digest(rows) for table, rows in sent.items()}} or None
+                self.writer.update(schema.patients, patient, values, unrecorded={"list_digests": digests})
+                for table, rows in sent.items():
+                    # A list stored as sent already is not read to find that out.
+                    if known.get(table) != digests[table]:
+                        self.writer.replace_list(schema.TABLES[table], patient_id, rows)
+        for identifier in identifiers:
+            if (identifier.authority, identifier.value) not in match.known:
+                self.link(identifier, patient_id, reason, alias=False)
+        for conflict in match.conflicts:
+            self.flag(
+                conflict.kind, patient_id, conflict.other_patient_id, conflict.detail, conflict.identifier
+            )
+        return patient_id
+
+    def link(self, identifier: Identifier, patient_id: int, reason: str, *, alias: bool) -> int:
+        """Link ``identifier`` to the patient; returns the identifier row's id."""
+        return self.writer.insert(
+            schema.identifiers,
+            {
+                "patient_id": patient_id,
+                "authority": identifier.authority,
+                "value": identifier.value,
+                "type_code": identifier.type_code,
+                "source_system": self.facts.source_system,
+                "alias": alias,
+                "link_reason": f"{reason} (message {self.writer.message_id})",
+                "linked_at": self.writer.now,
+            },
+        )
+
+    def flag(
+        self,
+        kind: str,
+        patient_id: int | None,
+        other: int | None,
+        detail: str,
+        identifier: Identifier | None = None,
+    ) -> None:
+        """Record an identity conflict and say so in the detail."""
+        self.writer.insert(
+            schema.conflicts,
+            {
+                "kind": kind,
+                "patient_id": patient_id,
+                "other_patient_id": other,
+                "detail": detail,
+                "created_at": self.writer.now,
+                "authority": identifier.authority if identifier else None,
+                "value": identifier.value if identifier else None,
+            },
+        )
+        self.notes.append(f"identity conflict flagged ({kind})")
+
+    def _sent_lists(self, group: PatientGroup, lists: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """The lists the message sends, as stored: names, addresses, telecoms (PID), contacts (NK1)."""
+        sent = {
+            table: self.writer.fit_list(schema.TABLES[table], rows)
+            for table, rows in lists.items()
+            if rows is not KEEP
+        }
+        if group.contacts:
+            sent[schema.contacts.name] = self.writer.fit_list(
+                schema.contacts, [contact_values(nk1) for nk1 in group.contacts]
+            )
+        return sent
+
+    # -- visits --------------------------------------------------------------------------------
+
+    def find_visit(self, patient_id: int, number: Any, *, latest: bool) -> sa.RowMapping | None:
+        """The patient's visit of this number; without one, the latest not cancelled visit if ``latest``."""
+        v = schema.visits
+        if isinstance(number, str):
+            return self.writer.select_one(v, {"patient_id": patient_id, "visit_number": number})
+        if not latest:
+            return None
+        found = self.writer.rows(
+            v, {"patient_id": patient_id, "status": Differs("cancelled")}, descending=True, limit=1
+        )
+        return found[0] if found else None
+
+    def visit_of(self, patient_id: int, group: PatientGroup) -> int | None:
+        """The visit a non-ADT message's PV1 names by number (created when unknown); None without one."""
+        if group.pv1 is None:
+            return None
+        number = visit_number(group.pv1)
+        if not isinstance(number, str):
+            return None
+        visit = self.find_visit(patient_id, number, latest=False)
+        if visit is not None:
+            return visit["id"]
+        values = visit_values(group.pv1, group.pv2, self.local)
+        return self.writer.insert(
+            schema.visits, {**values, "patient_id": patient_id, "status": visit_status(values)}
+        )
+
+    # -- clinical lists (AL1, DG1, PR1, IN1/IN2) -------------------------------------------------
+
+    def clinical(self, group: PatientGroup, patient_id: int, visit_id: int | None) -> None:
+        """Apply the patient group's allergies, diagnoses, procedures and coverages."""
+        # The key first: the rest of a segment is read only for a row it writes.
+        for al1 in group.allergies:
+            code = al1.coded(3)
+            self.upsert(
+                schema.allergies,
+                coded_key(code, patient_id=patient_id),
+                functools.partial(allergy_values, al1, code),
+            )
+        for dg1 in group.diagnoses:
+            code = described(dg1)
+            self.upsert(
+                schema.diagnoses,
+                coded_key(code, patient_id=patient_id, visit_id=visit_id),
+                functools.partial(diagnosis_values, dg1, code, self.local),
+            )
+        for pr1 in group.procedures:
+            values = {**described(pr1), **pr1.columns(5, {"performed_at": ("5.1", self.time)})}
+            key = coded_key(values, patient_id=patient_id, visit_id=visit_id)
+            key["performed_at"] = values["performed_at"] or None
+            self.upsert(schema.procedures, key, lambda values=values: values)
+        for in1, in2 in group.insurances:
+            values = coverage_values(in1, in2)
+            key = {
+                "patient_id": patient_id,
+                **{name: values[name] or None for name in ("company_id", "plan_id", "policy_number")},
+            }
+            if not any(key[name] for name in ("company_id", "plan_id", "policy_number")):
+                key["company_name"] = values["company_name"] or None
+            self.upsert(schema.coverages, key, lambda values=values: values)
+
+    def upsert(self, table: sa.Table, key: dict[str, Any], read: Callable[[], dict[str, Any]]) -> int:
+        """Insert the row with this key, or update it unless the message is older than it; returns its id.
+
+        ``read`` gives the values (called only for a row that is written).
+        """
+        row = self.writer.select_one(table, key)
+        if row is None:
+            return self.writer.insert(table, {**read(), **key})
+        if self.writer.is_stale(row):
+            self.notes.append(
+                f"{table.name.removeprefix('record_')} {row['id']} kept: the message is older than the record"
+            )
+        else:
+            self.writer.update(table, row, read())
+        return row["id"]
+
+    def time(self, text: str) -> datetime | None:
+        """An HL7 time read in the local timezone when it has no offset."""
+        return parse_timestamp(text, self.local)

@@ -1,0 +1,79 @@
+"""SIU: appointments (SCH, TQ1) and their resources (AIS, AIG, AIL, AIP)."""
+
+from __future__ import annotations
+
+from engine.record import schema
+from engine.record.apply.common import Application
+from engine.record.extract import KEEP, SegmentReader
+from engine.record.values import appointment_values, resource_rows
+
+__all__ = ["SiuApplication"]
+
+# The status each trigger sets (S12 and S13 book unless SCH-25 says otherwise; S14 keeps it).
+_STATUSES = {"S15": "Cancelled", "S16": "Dc", "S17": "Deleted", "S26": "Noshow"}
+
+
+class SiuApplication(Application):
+    """An appointment booked, rescheduled, modified, cancelled, discontinued, deleted or missed."""
+
+    code = "SIU"
+    triggers = frozenset({"S12", "S13", "S14", "S15", "S16", "S17", "S26"})
+
+    def apply(self) -> int:
+        facts = self.facts
+        group = facts.patients[0]
+        patient_id = self.patient(group)
+        visit_id = self.visit_of(patient_id, group)
+        sch = facts.sch
+        placer = sch.part("1.1") if sch is not None else None
+        filler = sch.part("2.1") if sch is not None else None
+        if placer is None and filler is None:
+            self.notes.append("no appointment recorded: no SCH-1/SCH-2 appointment identifier")
+            return patient_id
+        a = schema.appointments
+        appointment = None
+        if filler is not None:
+            appointment = self.writer.select_one(a, {"filler_id": filler})
+        if appointment is None and placer is not None:
+            appointment = self.writer.select_one(a, {"placer_id": placer})
+        if appointment is not None and self.writer.is_stale(appointment):
+            self.notes.append(f"appointment {appointment['id']} kept: the message is older than the record")
+            return patient_id
+        values = appointment_values(sch, facts.tq1, facts.resources, self.local)
+        values.update(
+            patient_id=patient_id, placer_id=placer or KEEP, filler_id=filler or KEEP, event=facts.trigger
+        )
+        if visit_id is not None:
+            values["visit_id"] = visit_id
+        trigger = facts.trigger
+        if trigger in _STATUSES:
+            values["status"] = _STATUSES[trigger]
+        elif trigger in ("S12", "S13") and values["status"] is KEEP:
+            values["status"] = "Booked"
+        if appointment is None:
+            if values["status"] in (KEEP, None):
+                values["status"] = "Booked"
+            appointment_id = self.writer.insert(a, values)
+        else:
+            appointment_id = appointment["id"]
+            self.writer.update(a, appointment, values)
+        if facts.resources:
+            self._replace_resources(appointment_id, facts.resources)
+        self.clinical(group, patient_id, visit_id)
+        return patient_id
+
+    def _replace_resources(self, appointment_id: int, resources: list[SegmentReader]) -> None:
+        """Replace the appointment's resources by the message's when they differ (old ones to history)."""
+        r = schema.appointment_resources
+        compared = ("kind", "code", "text", "role", "start_at", "duration_minutes")
+        old = [
+            {name: row[name] for name in compared}
+            for row in self.writer.rows(r, {"appointment_id": appointment_id})
+        ]
+        new = resource_rows(resources, self.local)
+        comparable = [{name: row[name] for name in compared} for row in new]
+        if old == comparable:
+            return
+        self.writer.history(schema.appointments.name, appointment_id, "resources", old, comparable)
+        self.writer.delete(r, {"appointment_id": appointment_id})
+        self.writer.insert_many(r, ({**row, "appointment_id": appointment_id} for row in new))

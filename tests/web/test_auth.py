@@ -1,0 +1,324 @@
+"""engine/web/auth.py: sessions, the authenticator (cookie or HTTP Basic) and the gate in front of the API."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+from twisted.web.test.requesthelper import DummyChannel
+
+from engine.web.auth import (
+    SESSION_COOKIE,
+    Authenticator,
+    Gate,
+    Principal,
+    Sessions,
+    authenticated,
+    loggable,
+    remote_address,
+)
+from engine.web.responses import JsonResource, json_reply, send
+from tests.fakes.harness import in_thread
+from tests.web.conftest import BROWSER, PASSWORD, USERS, basic, fetch, logged
+
+
+class _Clock:
+    """Seconds that a test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _InlinePool:
+    """A thread pool that runs the work at once on the calling thread and counts it."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def callInThreadWithCallback(self, on_result, work, *args, **kwargs):
+        self.calls += 1
+        try:
+            result = work(*args, **kwargs)
+        except Exception:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class _InlineReactor:
+    """The two reactor methods deferToThreadPool needs, running the work inline: no threads in the test."""
+
+    def __init__(self):
+        self.pool = _InlinePool()
+
+    def getThreadPool(self) -> _InlinePool:
+        return self.pool
+
+    def callFromThread(self, function, *args, **kwargs):
+        function(*args, **kwargs)
+
+
+def inline_authenticator(clock: _Clock, lifetime: float = 60.0) -> tuple[Authenticator, _InlinePool]:
+    """An Authenticator of USERS whose password checks run inline on ``clock``'s time, and its pool."""
+    inline = _InlineReactor()
+    sessions = Sessions(lifetime, clock=clock)
+    return Authenticator(USERS, sessions, reactor=inline, clock=clock), inline.pool
+
+
+def checked(authenticator: Authenticator, user: str, password: str) -> bool:
+    """check_password's answer (it fires at once with an inline reactor)."""
+    answers = []
+    authenticator.check_password(user, password).addCallback(answers.append)
+    (answer,) = answers
+    return answer
+
+
+def http_request(
+    *, headers: dict[bytes, bytes] | None = None, cookies: dict[bytes, bytes] | None = None
+) -> server.Request:
+    """A twisted.web Request from 10.0.0.5 with these headers and cookies, as the Site would hand it over."""
+    request = server.Request(DummyChannel())
+    request.client = IPv4Address("TCP", "10.0.0.5", 51000)
+    for name, value in (headers or {}).items():
+        request.requestHeaders.setRawHeaders(name, [value])
+    request.received_cookies = dict(cookies or {})
+    return request
+
+
+def principal_of(authenticator: Authenticator, request) -> Principal | None:
+    answers = []
+    authenticator.authenticate(request).addCallback(answers.append)
+    (answer,) = answers
+    return answer
+
+
+def basic_header(credentials: bytes) -> dict[bytes, bytes]:
+    return {b"authorization": b"Basic " + base64.b64encode(credentials)}
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+def test_sessions_expire_when_unused():
+    """A session lives session_minutes after its last use; closing it ends it at once."""
+    now = [0.0]
+    sessions = Sessions(60.0, clock=lambda: now[0])
+    token = sessions.open("alice")
+    now[0] = 59.0
+    assert sessions.user_of(token) == "alice"
+    now[0] = 118.0
+    assert sessions.user_of(token) == "alice"  # kept alive by the use at 59
+    now[0] = 179.0
+    assert sessions.user_of(token) is None
+    other = sessions.open("alice")
+    assert other != token
+    assert sessions.close(other) == "alice" and sessions.user_of(other) is None
+
+
+def test_unknown_and_expired_sessions_have_no_user():
+    """A token never issued, or one that expired, names nobody and closes as nobody."""
+    clock = _Clock()
+    sessions = Sessions(10.0, clock=clock)
+    token = sessions.open("alice")
+    assert sessions.user_of("forged") is None and sessions.close("forged") is None
+    clock.now = 10.0
+    assert sessions.close(token) is None
+
+
+# -- request helpers ------------------------------------------------------------------------------
+
+
+def test_authenticated_needs_a_request_that_passed_the_gate():
+    """authenticated() of a request the gate never admitted is a programming error, raised at once."""
+    with pytest.raises(RuntimeError, match="did not pass the gate"):
+        authenticated(http_request())
+
+
+def test_remote_address_and_loggable_user_names():
+    """The client is the peer (forwarded-for headers are ignored); a logged user name is printable, short."""
+    assert remote_address(http_request(headers={b"x-forwarded-for": b"1.2.3.4"})) == "10.0.0.5"
+    assert loggable("al\nice\x00") == "al?ice?"
+    assert loggable("x" * 500) == "x" * 100
+
+
+# -- the authenticator ----------------------------------------------------------------------------
+
+
+def test_a_password_is_checked_against_the_users_hash():
+    """The right password checks; a wrong one or an unknown user does not, and each of those is hashed."""
+    authenticator, pool = inline_authenticator(_Clock())
+    assert authenticator.enabled
+    assert checked(authenticator, "alice", PASSWORD)
+    assert not checked(authenticator, "alice", "wrong")
+    assert not checked(authenticator, "mallory", PASSWORD)
+    assert pool.calls == 3  # the stranger costs a hash too (the decoy): timing tells no names
+
+
+def test_verified_credentials_are_not_hashed_again_for_a_session_lifetime():
+    """Credentials that checked are not hashed again until a session lifetime ends; other credentials are."""
+    clock = _Clock()
+    authenticator, pool = inline_authenticator(clock, lifetime=60.0)
+    assert checked(authenticator, "alice", PASSWORD)
+    clock.now = 59.0
+    assert checked(authenticator, "alice", PASSWORD)
+    assert pool.calls == 1
+    assert not checked(authenticator, "alice", "wrong")
+    assert pool.calls == 2
+    clock.now = 61.0
+    assert checked(authenticator, "alice", PASSWORD)
+    assert pool.calls == 3
+
+
+def test_nobody_gets_in_without_users():
+    """With no user configured the authenticator is disabled and no password checks."""
+    clock = _Clock()
+    authenticator = Authenticator({}, Sessions(60.0, clock=clock), reactor=_InlineReactor(), clock=clock)
+    assert not authenticator.enabled
+    assert not checked(authenticator, "alice", PASSWORD)
+
+
+def test_a_session_cookie_or_basic_credentials_authenticate():
+    """A live session cookie gives a session Principal, valid Basic credentials a basic one, neither None."""
+    authenticator, _ = inline_authenticator(_Clock())
+    token = authenticator.sessions.open("alice").encode()
+    assert principal_of(authenticator, http_request(cookies={SESSION_COOKIE: token})) == Principal(
+        "alice", "session"
+    )
+    assert principal_of(
+        authenticator, http_request(headers=basic_header(f"alice:{PASSWORD}".encode()))
+    ) == Principal("alice", "basic")
+    assert principal_of(authenticator, http_request()) is None
+    assert principal_of(authenticator, http_request(cookies={SESSION_COOKIE: b"forged"})) is None
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Bearer " + base64.b64encode(f"alice:{PASSWORD}".encode()),
+        b"Basic not-base64!",
+        b"Basic " + base64.b64encode(b"no colon"),
+        b"Basic " + base64.b64encode(b"\xff\xfe:x"),
+    ],
+)
+def test_malformed_authorization_authenticates_nobody(authorization):
+    """Another scheme, bad base64, no colon or non-UTF-8 credentials are no credentials: nothing is hashed."""
+    authenticator, pool = inline_authenticator(_Clock())
+    assert principal_of(authenticator, http_request(headers={b"authorization": authorization})) is None
+    assert pool.calls == 0
+
+
+def test_refused_basic_credentials_are_logged_without_the_password(log_events):
+    """Wrong Basic credentials give None and a warning naming the user and the address, never the password."""
+    authenticator, _ = inline_authenticator(_Clock())
+    request = http_request(headers=basic_header(b"alice:hunter2-not-it"))
+    assert principal_of(authenticator, request) is None
+    text = logged(log_events)
+    assert "Basic credentials refused for user alice from 10.0.0.5" in text
+    assert "hunter2" not in text
+
+
+# -- the gate, over loopback HTTP ------------------------------------------------------------------
+
+
+class _WhoAmI(JsonResource):
+    """Answers GET and POST with the admitted user and the path below the gate."""
+
+    isLeaf = True
+
+    def render_GET(self, request) -> bytes:
+        principal = authenticated(request)
+        return send(request, json_reply({"user": principal.user, "method": principal.method}))
+
+    render_POST = render_GET
+
+
+class _Failing:
+    """An authenticator whose check fails unexpectedly."""
+
+    def authenticate(self, request) -> defer.Deferred:
+        return defer.fail(ZeroDivisionError("bug"))
+
+
+@pytest.fixture
+def gated():
+    """(base URL, sessions) of a loopback server: ``/gated/who`` behind a Gate of USERS, ``/broken`` too."""
+    sessions = Sessions(60.0, clock=reactor.seconds)
+    authenticator = Authenticator(USERS, sessions, reactor=reactor)
+    wrapped = resource.Resource()
+    wrapped.putChild(b"who", _WhoAmI())
+    root = resource.Resource()
+    root.putChild(b"gated", Gate(wrapped, authenticator))
+    root.putChild(b"broken", Gate(_WhoAmI(), _Failing()))
+    port = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    yield url, sessions
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_gate_refuses_requests_without_credentials(gated):
+    """Without a session or Basic credentials the answer is 401 in JSON; only scripts are asked for Basic."""
+    url, _ = gated
+    script = yield in_thread(fetch, f"{url}/gated/who")
+    assert script.status == 401
+    assert "error" in script.json()
+    assert script.header("www-authenticate").startswith("Basic ")
+    browser = yield in_thread(fetch, f"{url}/gated/who", headers=BROWSER)
+    assert browser.status == 401
+    assert browser.header("www-authenticate") is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_gate_admits_basic_credentials_and_sessions_to_the_tree_below(gated):
+    """Admitted requests reach the tree below the gate, which knows who sent them and how they proved it."""
+    url, sessions = gated
+    by_script = yield in_thread(fetch, f"{url}/gated/who", headers=basic())
+    assert (by_script.status, by_script.json()) == (200, {"user": "alice", "method": "basic"})
+    cookie = {"Cookie": f"{SESSION_COOKIE.decode()}={sessions.open('alice')}"}
+    by_browser = yield in_thread(fetch, f"{url}/gated/who", headers=cookie)
+    assert (by_browser.status, by_browser.json()) == (200, {"user": "alice", "method": "session"})
+    wrong = yield in_thread(fetch, f"{url}/gated/who", headers=basic(password="wrong"))
+    assert wrong.status == 401
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_session_may_change_something_only_with_the_browser_header(gated):
+    """A POST carried by the session cookie needs X-Requested-With (403 without); a GET does not."""
+    url, sessions = gated
+    cookie = {"Cookie": f"{SESSION_COOKIE.decode()}={sessions.open('alice')}"}
+    refused = yield in_thread(fetch, f"{url}/gated/who", "POST", headers=cookie)
+    assert refused.status == 403
+    assert "X-Requested-With" in refused.json()["error"]
+    allowed = yield in_thread(fetch, f"{url}/gated/who", "POST", headers={**cookie, **BROWSER})
+    assert (allowed.status, allowed.json()["user"]) == (200, "alice")
+
+
+@pytest_twisted.inlineCallbacks
+def test_another_site_may_not_change_anything(gated):
+    """A POST with another site's Origin is refused even with Basic credentials; same origin or GET is not."""
+    url, _ = gated
+    host = url.removeprefix("http://")
+    cross = yield in_thread(
+        fetch, f"{url}/gated/who", "POST", headers={**basic(), "Origin": "https://evil.example"}
+    )
+    assert cross.status == 403
+    same = yield in_thread(fetch, f"{url}/gated/who", "POST", headers={**basic(), "Origin": f"http://{host}"})
+    assert same.status == 200
+    read = yield in_thread(fetch, f"{url}/gated/who", headers={**basic(), "Origin": "https://evil.example"})
+    assert read.status == 200
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_authenticator_that_fails_is_a_500_and_lets_nobody_in(gated):
+    """When authentication itself fails unexpectedly the gate answers 500 and never reaches the tree below."""
+    url, _ = gated
+    response = yield in_thread(fetch, f"{url}/broken", headers=basic())
+    assert (response.status, response.json()) == (500, {"error": "internal error"})

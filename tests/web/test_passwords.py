@@ -1,0 +1,111 @@
+"""engine/web/passwords.py: PBKDF2-SHA256 hashes of the web server's users, made, checked and verified."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main as cli
+from engine.config import parse_config
+from engine.errors import ConfigError
+from engine.web.passwords import (
+    DEFAULT_ITERATIONS,
+    check_password_hash,
+    decoy_hash,
+    hash_password,
+    verify_password,
+)
+
+# PBKDF2-HMAC-SHA256("password", "salt", 1 iteration), the published test vector, in base64.
+VECTOR = "Eg+2z/z4syxD5yJSVsT4N6hlSMkszDVICAWYfLcL4Xs="
+
+
+def test_password_hashes_round_trip():
+    """hash_password makes the documented format; verify_password accepts only the right password."""
+    encoded = hash_password("s3cret", iterations=1000, salt="abc")
+    algorithm, iterations, salt, _digest = encoded.split("$")
+    assert (algorithm, iterations, salt) == ("pbkdf2_sha256", "1000", "abc")
+    assert verify_password("s3cret", encoded)
+    assert not verify_password("S3cret", encoded)
+    assert not verify_password("s3cret", "pbkdf2_sha256$x$abc$AAAA")
+    assert check_password_hash(encoded) == encoded
+
+
+def test_a_hash_is_pbkdf2_sha256_of_the_password_and_salt():
+    """The digest part is PBKDF2-HMAC-SHA256 of the password and the salt (the published test vector)."""
+    assert hash_password("password", iterations=1, salt="salt") == f"pbkdf2_sha256$1$salt${VECTOR}"
+
+
+def test_each_hash_gets_its_own_random_salt():
+    """Without a salt given, two hashes of one password differ and both verify."""
+    first, second = hash_password("pw", iterations=1), hash_password("pw", iterations=1)
+    assert first != second
+    assert verify_password("pw", first) and verify_password("pw", second)
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"iterations": 0}, "iterations must be at least 1"),
+        ({"salt": "a$b"}, "must not contain '\\$'"),
+    ],
+)
+def test_hash_password_refuses_what_it_cannot_encode(options, reason):
+    """No iterations, or a salt holding the separator, is a ValueError saying why."""
+    with pytest.raises(ValueError, match=reason):
+        hash_password("pw", **options)
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "s3cret",
+        f"md5$1$salt${VECTOR}",
+        f"pbkdf2_sha256$one$salt${VECTOR}",
+        f"pbkdf2_sha256$0$salt${VECTOR}",
+        f"pbkdf2_sha256$1$${VECTOR}",
+        f"pbkdf2_sha256$1$sälz${VECTOR}",
+        "pbkdf2_sha256$1$salt$not base64!",
+        "pbkdf2_sha256$1$salt$AAAA",
+        f"pbkdf2_sha256$1$salt${VECTOR}$extra",
+    ],
+)
+def test_malformed_hashes_are_refused_and_match_nothing(encoded):
+    """A value hash_password could not have made fails check_password_hash and verifies no password."""
+    with pytest.raises(ValueError, match="hl7engine hash-password"):
+        check_password_hash(encoded)
+    assert not verify_password("password", encoded)
+
+
+def test_the_decoy_costs_the_most_and_matches_nothing():
+    """decoy_hash is well-formed, costs as much as the costliest hash given, and no password matches it."""
+    hashes = [hash_password("a", iterations=3, salt="x"), hash_password("b", iterations=7, salt="y")]
+    decoy = decoy_hash(hashes)
+    assert check_password_hash(decoy) == decoy
+    assert decoy.split("$")[1] == "7"
+    assert decoy_hash([]).split("$")[1] == str(DEFAULT_ITERATIONS)
+    assert not any(verify_password(password, decoy) for password in ("", "a", "b", "decoy"))
+
+
+def test_config_refuses_a_plain_password(tmp_path):
+    """engine.http.users must hold hashes: a plain password is reported at its YAML path."""
+    rest = "listeners: []\nchannels: []\n"
+    text = 'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "s3cret"\n' + rest
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, base_dir=tmp_path)
+    assert "engine.http.users.alice" in str(raised.value) and "hl7engine hash-password" in str(raised.value)
+    hashed = hash_password("s3cret", iterations=1000)
+    config = parse_config(
+        f'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "{hashed}"\n' + rest,
+        base_dir=tmp_path,
+    )
+    assert (config.engine.http.users, config.engine.http.session_minutes) == ({"alice": hashed}, 30)
+
+
+def test_hash_password_command_prints_a_usable_hash():
+    """`hl7engine hash-password` asks twice and prints a hash the server accepts."""
+    result = CliRunner().invoke(cli, ["hash-password", "--iterations", "1000"], input="pw one\npw one\n")
+    assert result.exit_code == 0, result.output
+    encoded = result.output.strip().splitlines()[-1]
+    assert verify_password("pw one", encoded)
+    assert "pw one" not in result.output
