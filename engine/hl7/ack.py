@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import Header
 from engine.hl7.message import Delimiters, escape
 
@@ -99,17 +100,6 @@ class ControlIds:
 def is_enhanced(header: Header) -> bool:
     """True when MSH-15 or MSH-16 is valued: the sender asked for enhanced acknowledgement mode."""
     return bool(header.accept_ack_type or header.application_ack_type)
-
-
-def hl7_timestamp(moment: datetime) -> str:
-    """An HL7 TS/DTM with seconds and UTC offset, e.g. 20261127044400+0000."""
-    # strftime with %z costs microseconds on every ACK; the text only changes once a second.
-    return _timestamp_text(moment.replace(microsecond=0))
-
-
-@lru_cache(maxsize=4)
-def _timestamp_text(moment: datetime) -> str:
-    return moment.strftime("%Y%m%d%H%M%S%z")
 
 
 def build_ack(

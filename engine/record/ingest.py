@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.errors import EngineError, StoreError
+from engine.hl7.dtm import parse_partial_date, parse_timestamp
 from engine.hl7.message import Message
 from engine.model import require_aware, utc_now
 from engine.record import schema
@@ -24,8 +25,6 @@ from engine.record.extract import (
     PatientGroup,
     SegmentReader,
     parse_decimal,
-    parse_partial_date,
-    parse_timestamp,
     read_message,
 )
 from engine.record.identity import (

@@ -13,12 +13,12 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from functools import lru_cache
 
 from engine.channels.stages import Transform
 from engine.errors import ConfigError, HL7Error, TransformError
+from engine.hl7.dtm import HL7DateTime, format_dtm, parse_dtm
 from engine.hl7.message import (
     Delimiters,
     Message,
@@ -30,7 +30,7 @@ from engine.hl7.message import (
 from engine.transforms.lookup import LookupTable
 from engine.transforms.spec import TransformSpec, format_precision
 
-__all__ = ["HL7DateTime", "build_transforms", "check_transforms", "format_dtm", "parse_dtm"]
+__all__ = ["build_transforms", "check_transforms"]
 
 Problem = tuple[tuple, str]
 
@@ -64,66 +64,6 @@ def check_transforms(
             except ValueError as exc:
                 problems.append((path_loc + (index, "python"), str(exc)))
     return problems
-
-
-# ---------------------------------------------------------------------------------------------
-# HL7 date/time (DTM)
-
-_DTM = re.compile(r"([0-9]{4}(?:[0-9]{2}){0,5})(?:\.([0-9]{1,4}))?(?:([+-])([0-9]{2})([0-9]{2}))?")
-_PRECISION_NAMES = {6: "month", 8: "day", 10: "hour", 12: "minute", 14: "second"}
-
-
-@dataclass(frozen=True, slots=True)
-class HL7DateTime:
-    """An HL7 DTM value: the moment (aware when an offset was given) and how precisely it was written."""
-
-    value: datetime
-    digits: int  # 4 (year), 6, 8, 10, 12 or 14 (seconds)
-    fraction_digits: int = 0  # 0 to 4 digits after the seconds
-    has_offset: bool = False
-
-
-def parse_dtm(text: str) -> HL7DateTime | None:
-    """Read ``YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]``; None when ``text`` is not such a date/time."""
-    match = _DTM.fullmatch(text)
-    if match is None:
-        return None
-    digits, fraction, sign, offset_hours, offset_minutes = match.groups()
-    if fraction is not None and len(digits) != 14:
-        return None
-    zone = None if sign is None else _zone(sign, offset_hours, offset_minutes)
-    if sign is not None and zone is None:
-        return None
-    try:
-        value = datetime(
-            int(digits[0:4]), int(digits[4:6] or 1), int(digits[6:8] or 1),
-            int(digits[8:10] or 0), int(digits[10:12] or 0), int(digits[12:14] or 0),
-            int(fraction.ljust(6, "0")) if fraction else 0, zone,
-        )  # fmt: skip
-    except ValueError:  # month 13, February 30, year 0000 ...
-        return None
-    return HL7DateTime(value, len(digits), len(fraction or ""), zone is not None)
-
-
-@lru_cache(maxsize=128)
-def _zone(sign: str, hours: str, minutes: str) -> timezone | None:
-    if int(hours) > 23 or int(minutes) > 59:
-        return None
-    offset = timedelta(hours=int(hours), minutes=int(minutes))
-    return timezone(-offset if sign == "-" else offset)
-
-
-def format_dtm(moment: HL7DateTime) -> str:
-    """Write a DTM value with the precision it was read with."""
-    value = moment.value
-    text = f"{value.year:04d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}{value.second:02d}"
-    text = text[: moment.digits]
-    if moment.fraction_digits:
-        text += "." + f"{value.microsecond:06d}"[: moment.fraction_digits]
-    if moment.has_offset and value.tzinfo is not None:
-        minutes = int(value.utcoffset().total_seconds() // 60)
-        text += f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +225,9 @@ class _Replace(_ValueStep):
 
     def _convert(self, value: str) -> str:
         return self._pattern.sub(self._with, value)
+
+
+_PRECISION_NAMES = {6: "month", 8: "day", 10: "hour", 12: "minute", 14: "second"}  # by DTM digits
 
 
 class _Date(_ValueStep):

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import HL7Error
-from engine.hl7.ack import AckError, Recipient, Sender, _layout, build_ack, hl7_timestamp, is_enhanced
+from engine.hl7.ack import AckError, Recipient, Sender, _layout, build_ack, is_enhanced
+from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
 from engine.hl7.message import Delimiters
 from tests.corpus_util import corpus_entries

@@ -11,11 +11,68 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from engine.hl7.ack import hl7_timestamp
-from engine.record.extract import parse_partial_date, parse_timestamp
-from engine.transforms.transforms import HL7DateTime, format_dtm, parse_dtm
+from engine.hl7.dtm import (
+    HL7DateTime,
+    format_dtm,
+    hl7_timestamp,
+    parse_dtm,
+    parse_partial_date,
+    parse_timestamp,
+)
 
 NEW_YORK = ZoneInfo("America/New_York")
+
+
+# --- the strict reading and its formatting ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024",
+        "202402",
+        "20240229",
+        "2024022913",
+        "202402291305",
+        "20240229130559",
+        "20240229130559.1",
+        "20240229130559.1234-0330",
+        "1999+0000",
+    ],
+)
+def test_dtm_round_trips(text):
+    """parse_dtm then format_dtm gives the text back at every precision."""
+    moment = parse_dtm(text)
+    assert moment is not None
+    assert format_dtm(moment) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "199",
+        "19990",
+        "19991301",
+        "20230229",
+        "2024022924",
+        "20240229130559.12345",
+        "1999+2400",
+        "1999 ",
+        "19990101T10",
+        "١٩٩٩",
+    ],
+)
+def test_dtm_rejects_what_is_not_a_date_time(text):
+    """parse_dtm answers None for wrong lengths, impossible dates and offsets, and other formats."""
+    assert parse_dtm(text) is None
+
+
+def test_dtm_reads_the_offset():
+    """A DTM with an offset is an aware datetime; the digits say how precise it was."""
+    moment = parse_dtm("202402291305-0330")
+    assert moment == HL7DateTime(moment.value, 12, 0, True)
+    assert moment.value.utcoffset().total_seconds() == -(3 * 3600 + 30 * 60)
 
 
 # --- the record's readings ------------------------------------------------------------------------

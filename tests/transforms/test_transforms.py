@@ -9,13 +9,7 @@ from engine.errors import ConfigError, HL7Error, TransformError
 from engine.hl7.message import Message
 from engine.transforms.lookup import LookupTable
 from engine.transforms.spec import TransformSpec
-from engine.transforms.transforms import (
-    HL7DateTime,
-    build_transforms,
-    check_transforms,
-    format_dtm,
-    parse_dtm,
-)
+from engine.transforms.transforms import build_transforms, check_transforms
 from tests.transforms.messages import hl7_texts
 
 PATH = "channels[0].transforms"
@@ -383,55 +377,6 @@ def test_date_leaves_empty_and_null_values(adt):
     for value in ("", '""'):
         adt.set("PID-7", value)
         assert run(adt, {"date": {"field": "PID-7", "from": "hl7", "to": "%Y"}}).get("PID-7") == value
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "2024",
-        "202402",
-        "20240229",
-        "2024022913",
-        "202402291305",
-        "20240229130559",
-        "20240229130559.1",
-        "20240229130559.1234-0330",
-        "1999+0000",
-    ],
-)
-def test_dtm_round_trips(text):
-    """parse_dtm then format_dtm gives the text back at every precision."""
-    moment = parse_dtm(text)
-    assert moment is not None
-    assert format_dtm(moment) == text
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "199",
-        "19990",
-        "19991301",
-        "20230229",
-        "2024022924",
-        "20240229130559.12345",
-        "1999+2400",
-        "1999 ",
-        "19990101T10",
-        "١٩٩٩",
-    ],
-)
-def test_dtm_rejects_what_is_not_a_date_time(text):
-    """parse_dtm answers None for wrong lengths, impossible dates and offsets, and other formats."""
-    assert parse_dtm(text) is None
-
-
-def test_dtm_reads_the_offset():
-    """A DTM with an offset is an aware datetime; the digits say how precise it was."""
-    moment = parse_dtm("202402291305-0330")
-    assert moment == HL7DateTime(moment.value, 12, 0, True)
-    assert moment.value.utcoffset().total_seconds() == -(3 * 3600 + 30 * 60)
 
 
 # --- segments -------------------------------------------------------------------------------------
