@@ -9,27 +9,8 @@ from __future__ import annotations
 import re
 import socket
 import time
-from dataclasses import dataclass
 
 from engine.listeners.mllp import MLLPFramer, frame
-
-# The first non-empty segment, when it is an MSH: its field separator.
-_HEADER = re.compile(r"[\r\n]*MSH([^\r\n])")
-_SEGMENT_END = re.compile(r"[\r\n]")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What came back for one message: the ACK code (MSA-1), the control id it answers (MSA-2), the text."""
-
-    code: str
-    control_id: str
-    text: str
-
-    @property
-    def positive(self) -> bool:
-        """AA or CA: the receiver took responsibility for the message."""
-        return self.code in ("AA", "CA")
 
 
 class ReplyTimeout(Exception):
@@ -48,31 +29,6 @@ class _Collector(MLLPFramer):
 
     def frameTooLong(self, head: bytes) -> None:
         self.too_long = True
-
-
-def parse_reply(payload: bytes, encoding: str = "utf-8") -> Reply:
-    """Read MSA-1 and MSA-2 from a reply; a reply without MSA gives code ''."""
-    return read_reply(payload.decode(encoding, errors="replace"))
-
-
-def read_reply(text: str) -> Reply:
-    """``parse_reply`` of a reply already decoded.
-
-    The field separator is the first segment's fourth character when that segment is an MSH,
-    '|' otherwise; segments end at CR, LF or CRLF. Only the first segment and the MSA are read,
-    without splitting the rest: a downstream ACK is read for every message sent.
-    """
-    header = _HEADER.match(text)
-    separator = header.group(1) if header else "|"
-    msa = "MSA" + separator
-    start = text.find(msa)
-    while start > 0 and text[start - 1] not in "\r\n":  # not at the start of a segment
-        start = text.find(msa, start + 1)
-    if start < 0:
-        return Reply(code="", control_id="", text=text)
-    end = _SEGMENT_END.search(text, start)
-    fields = text[start : end.start() if end else len(text)].split(separator, 3)
-    return Reply(code=fields[1], control_id=fields[2] if len(fields) > 2 else "", text=text)
 
 
 class MLLPClient:
