@@ -1,7 +1,8 @@
 """A blocking MLLP client for the command line, tests and the benchmark.
 
-It reuses the server's framer, so both ends agree on what a frame is. Every reply is matched
-to the message it answers by MSA-2 (an ACK for another message is an error, not a success).
+It collects frames as the server does (``engine.hl7.mllp``), so both ends agree on what a frame
+is. Every reply is matched to the message it answers by MSA-2 (an ACK for another message is an
+error, not a success).
 """
 
 from __future__ import annotations
@@ -10,25 +11,11 @@ import re
 import socket
 import time
 
-from engine.listeners.mllp import MLLPFramer, frame
+from engine.hl7.mllp import FrameQueue, frame
 
 
 class ReplyTimeout(Exception):
     """No complete reply arrived in time."""
-
-
-class _Collector(MLLPFramer):
-    def __init__(self, max_frame_bytes: int):
-        super().__init__()
-        self.max_frame_bytes = max_frame_bytes
-        self.frames: list[bytes] = []
-        self.too_long = False
-
-    def frameReceived(self, payload: bytes) -> None:
-        self.frames.append(payload)
-
-    def frameTooLong(self, head: bytes) -> None:
-        self.too_long = True
 
 
 class MLLPClient:
@@ -40,7 +27,7 @@ class MLLPClient:
         self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._collector = _Collector(max_frame_bytes)
+        self._replies = FrameQueue(max_frame_bytes)
 
     def send(self, payload: bytes) -> None:
         """Write one framed payload."""
@@ -49,7 +36,7 @@ class MLLPClient:
     def receive(self, timeout: float | None = None) -> bytes:
         """The next framed reply's payload; raises ReplyTimeout when none arrives in time."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        frames = self._collector.frames
+        frames = self._replies.frames
         while not frames:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -61,8 +48,8 @@ class MLLPClient:
                 continue
             if not data:
                 raise ConnectionError("connection closed by the receiver before a reply arrived")
-            self._collector.dataReceived(data)
-        return frames.pop(0)
+            self._replies.dataReceived(data)
+        return frames.popleft()
 
     def request(self, payload: bytes, timeout: float | None = None) -> bytes:
         """Send one payload and return the reply's payload."""
