@@ -29,12 +29,12 @@ from pydantic import (
 )
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import TaggedScalar
-from twisted.internet.endpoints import _parse as _tokenize_endpoint
 
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.configtypes import Frozen, HL7Text, Name, Seconds
 from engine.configtypes import check_not_empty as _check_not_empty
 from engine.errors import ConfigError
+from engine.listeners.endpoints import Bind, bind_of, check_endpoint
 from engine.transforms.lookup import load_tables
 from engine.transforms.spec import FilterSpec, TableSpec, TransformSpec
 from engine.transforms.transforms import check_transforms
@@ -144,86 +144,7 @@ def _check_url(value: str | None) -> str | None:
     return value
 
 
-_ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
-
-
-@dataclass(frozen=True)
-class _Bind:
-    """What a server endpoint occupies: a TCP port on an interface, or a UNIX socket path."""
-
-    port: int | None = None
-    interface: str = ""
-    socket_path: str | None = None
-
-    def clashes(self, other: _Bind) -> bool:
-        """True when both cannot listen at once (port 0 asks for a free port, so it never clashes)."""
-        if self.socket_path is not None or other.socket_path is not None:
-            return self.socket_path == other.socket_path
-        if self.port == 0 or self.port != other.port:
-            return False
-        return (
-            self.interface == other.interface
-            or self.interface in _ALL_INTERFACES
-            or other.interface in _ALL_INTERFACES
-        )
-
-    def __str__(self) -> str:
-        if self.socket_path is not None:
-            return f"UNIX socket {self.socket_path}"
-        interface = "all interfaces" if self.interface in _ALL_INTERFACES else f"interface {self.interface}"
-        return f"port {self.port} on {interface}"
-
-
-# Option names of each endpoint type, in positional order, as Twisted's endpoint parsers take them.
-_ENDPOINT_OPTIONS = {
-    "tcp": ("port", "interface", "backlog"),
-    "tcp6": ("port", "interface", "backlog"),
-    "ssl": (
-        "port",
-        "privateKey",
-        "certKey",
-        "sslmethod",
-        "interface",
-        "backlog",
-        "extraCertChain",
-        "dhParameters",
-    ),
-    "unix": ("address", "mode", "backlog", "lockfile"),
-}
-
-
-def _bind_of(endpoint: str) -> _Bind:
-    """Check a Twisted server endpoint string (tokenized by Twisted itself) and say what it occupies."""
-    try:
-        args, options = _tokenize_endpoint(endpoint)
-    except RuntimeError:  # a trailing backslash escapes nothing
-        raise ValueError(f"{endpoint!r} ends with a lone backslash") from None
-    kind, positional = args[0], args[1:]
-    names = _ENDPOINT_OPTIONS.get(kind)
-    if names is None:
-        raise ValueError(f"{endpoint!r} must start with tcp:, tcp6:, ssl: or unix:")
-    if len(positional) > len(names):
-        raise ValueError(f"{endpoint!r} has more fields than a {kind} endpoint takes ({', '.join(names)})")
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ValueError(f"{endpoint!r}: unknown {kind} option {unknown[0]!r}; known: {', '.join(names)}")
-    given = dict(zip(names, positional)) | options
-    if kind == "unix":
-        if not given.get("address"):
-            raise ValueError(f"{endpoint!r} must name the socket path, e.g. unix:/run/hl7engine.sock")
-        return _Bind(socket_path=given["address"])
-    port = given.get("port", "")
-    if not (port.isdigit() and int(port) <= 65535):
-        raise ValueError(f"{endpoint!r} must give a port number 0..65535 (got {port!r})")
-    return _Bind(port=int(port), interface=given.get("interface", "::" if kind == "tcp6" else ""))
-
-
-def _check_endpoint(value: str) -> str:
-    _bind_of(value)
-    return value
-
-
-ServerEndpoint = Annotated[str, AfterValidator(_check_endpoint)]
+ServerEndpoint = Annotated[str, AfterValidator(check_endpoint)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -724,10 +645,10 @@ def _cross_check(data: Any) -> list[tuple[Loc, str]]:
     listener_names = _unique_names(data, "listeners", "listener", problems)
     _unique_names(data, "channels", "channel", problems)
 
-    taken: list[tuple[Loc, _Bind]] = []
+    taken: list[tuple[Loc, Bind]] = []
     for loc, endpoint in _endpoints(data):
         try:
-            bind = _bind_of(endpoint) if isinstance(endpoint, str) else None
+            bind = bind_of(endpoint) if isinstance(endpoint, str) else None
         except ValueError:
             continue  # model validation reports it
         if bind is None:
