@@ -55,7 +55,10 @@ class AckError:
 
 @dataclass(slots=True)
 class Recipient:
-    """Who the ACK goes to and what it answers (read-only by convention: made for every message, and frozen costs)."""
+    """Who the ACK goes to and what it answers.
+
+    Read-only by convention: one is made for every message, and a frozen dataclass costs more.
+    """
 
     sending_application: str = ""
     sending_facility: str = ""
@@ -136,7 +139,10 @@ def build_ack(
         )
         if template is not None:
             head, middle, tail = template
-            return f"{head}{hl7_timestamp(timestamp)}{middle}{escape(control_id, delimiters)}{tail}{recipient.control_id}"
+            return (
+                f"{head}{hl7_timestamp(timestamp)}{middle}"
+                f"{escape(control_id, delimiters)}{tail}{recipient.control_id}"
+            )
     return _layout(recipient, code, sender, control_id, hl7_timestamp(timestamp), delimiters, errors)
 
 
@@ -165,7 +171,8 @@ def _ack_template(
     """
     if (
         "\x00"
-        in f"{sending_application}{sending_facility}{trigger_event}{processing_id}{version}{charset}{code}{sender.application}{sender.facility}"
+        in f"{sending_application}{sending_facility}{trigger_event}{processing_id}{version}{charset}{code}"
+        f"{sender.application}{sender.facility}"
     ):
         return None
     recipient = Recipient(

@@ -66,7 +66,10 @@ def test_nak_v25_has_err_with_location_code_severity_and_text():
 
 
 def test_nak_before_25_uses_err1_and_msa3():
-    """Before 2.5 the error goes in MSA-3 and ERR-1 (segment^sequence^field^code&text&HL70357), and MSH-9 has no structure."""
+    """Before 2.5 the error goes in MSA-3 and ERR-1, and MSH-9 has no structure.
+
+    ERR-1 is segment^sequence^field^code&text&HL70357.
+    """
     message = "MSH|^~\\&|LAB|X|HUB|Y|20260101||ORU^R01|M1|P|2.3.1"
     ack = ack_for(message, "AR", [AckError(200, "no channel accepts ORU^R01", ("MSH", 1, 9))])
     assert ack.split("\r") == [
@@ -158,7 +161,10 @@ _text = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_siz
     ),
 )
 def test_cached_ack_templates_lay_out_the_same_text(recipient, code, control_id, delimiters):
-    """An error-free ACK comes from a cached template; it equals the one laid out field by field, whatever the fields hold."""
+    """An error-free ACK comes from a cached template, equal to the one laid out field by field.
+
+    Whatever the fields hold.
+    """
     for _ in range(2):  # the first call fills the cache, the second reads it
         ack = build_ack(
             recipient, code, sender=US, control_id=control_id, timestamp=NOW, delimiters=delimiters
@@ -191,7 +197,10 @@ def test_corpus_acks_from_templates_equal_the_laid_out_ones():
 
 
 def _every_segment(text: str) -> Reply:
-    """The reading parse_reply must give: split every segment, separator from a leading MSH, the first MSA's fields 1 and 2."""
+    """The reading parse_reply must give: split every segment, the first MSA's fields 1 and 2.
+
+    The separator comes from a leading MSH.
+    """
     segments = [s for s in re.split(r"\r\n|\n|\r", text) if s]
     separator = segments[0][3] if segments and segments[0].startswith("MSH") and len(segments[0]) > 3 else "|"
     for segment in segments:
@@ -237,7 +246,10 @@ def test_reading_only_the_msa_gives_what_splitting_every_segment_gives(text):
 
 @pytest.mark.parametrize("entry", corpus_entries(), ids=lambda entry: entry.file)
 def test_corpus_replies_read_as_the_full_parsers_read_them(entry):
-    """Every corpus file with an MSA: MSA-1 and MSA-2 as the engine's parser and python-hl7 read the whole message."""
+    """Every corpus file with an MSA: MSA-1 and MSA-2 as the engine's parser and python-hl7 read them.
+
+    Both parsers read the whole message.
+    """
     payload = entry.path.read_bytes()
     reply = parse_reply(payload)
     assert reply == _every_segment(payload.decode("utf-8", errors="replace"))

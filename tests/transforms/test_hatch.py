@@ -58,7 +58,8 @@ def test_python_must_return_a_message(adt):
     [
         (
             "tests.transforms.nowhere:f",
-            "cannot import tests.transforms.nowhere: ModuleNotFoundError: No module named 'tests.transforms.nowhere'",
+            "cannot import tests.transforms.nowhere:"
+            " ModuleNotFoundError: No module named 'tests.transforms.nowhere'",
         ),
         ("tests.transforms.hatch:missing", "tests.transforms.hatch has no missing"),
         (

@@ -61,7 +61,7 @@ _ALL_TRANSFORMS = build(*_EVERY_TRANSFORM, tables={"t": LookupTable("t", {"A": "
 @given(hl7_texts())
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 def test_transforms_give_a_parseable_message_or_a_transform_error(text):
-    """On any parseable message, every transform returns a message that parses again, or raises TransformError."""
+    """On any parseable message, each transform gives a message that parses again, or a TransformError."""
     try:
         Message.parse(text)
     except HL7Error:

@@ -282,7 +282,8 @@ def test_date_that_does_not_parse_is_an_error(adt):
     """A value that is not a DTM raises TransformError naming the value and the format."""
     adt.set("PID-7", "1988-08-18")
     assert failure(adt, {"date": {"field": "PID-7", "from": "hl7", "to": "%Y"}}) == (
-        f"{PATH}[0] (date PID-7): '1988-08-18' is not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])"
+        f"{PATH}[0] (date PID-7): '1988-08-18'"
+        " is not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])"
     )
     assert failure(adt, {"date": {"field": "PID-7", "from": "%d/%m/%Y", "to": "hl7"}}) == (
         f"{PATH}[0] (date PID-7): '1988-08-18' does not match the format '%d/%m/%Y'"
