@@ -32,7 +32,11 @@ class HL7DateTime:
 
 def parse_dtm(text: str) -> HL7DateTime | None:
     """Read ``YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]``; None when ``text`` is not such a date/time."""
-    return _parse(text, strict=True, zone=None)
+    read = _parse(text, strict=True, zone=None)
+    if read is None:
+        return None
+    value, digits, fraction, has_offset = read
+    return HL7DateTime(value, len(digits), len(fraction or ""), has_offset)
 
 
 @lru_cache(maxsize=4096)  # a message repeats its times (OBX-14 of every result), and a feed its senders'
@@ -44,13 +48,14 @@ def parse_timestamp(text: str, local: tzinfo) -> datetime | None:
     decimal digits, a fraction after fewer digits than the seconds, any two-digit offset hours
     and minutes (an offset of a day or more raises ValueError, as ``datetime.timezone`` does).
     """
-    moment = _parse(text.strip().split("&", 1)[0], strict=False, zone=local)
-    return None if moment is None else moment.value
+    read = _parse(text.strip().split("&", 1)[0], strict=False, zone=local)
+    return None if read is None else read[0]
 
 
 def parse_partial_date(text: str) -> str | None:
-    """An HL7 date (or the date part of a TS) as ISO text of its precision (``1980``, ``1980-05``,
-    ``1980-05-17``); None when unreadable.
+    """An HL7 date (or the date part of a TS) as ISO text of its precision; None when unreadable.
+
+    The precision is the one written: ``1980``, ``1980-05`` or ``1980-05-17``.
     """
     head = text.strip()[:8]
     if not head.isdigit() or _parse(head, strict=False, zone=None) is None:
@@ -58,8 +63,12 @@ def parse_partial_date(text: str) -> str | None:
     return "-".join(part for part in (head[:4], head[4:6], head[6:8]) if part)
 
 
-def _parse(text: str, *, strict: bool, zone: tzinfo | None) -> HL7DateTime | None:
-    """The one DTM parser; ``zone`` is the time zone of a value without offset (None: naive)."""
+def _parse(text: str, *, strict: bool, zone: tzinfo | None) -> tuple[datetime, str, str | None, bool] | None:
+    """The one DTM parser: (the moment, its digits, its fraction digits, whether it had an offset).
+
+    ``zone`` is the time zone of a value without offset (None: naive). A tuple rather than an
+    HL7DateTime: the record's reading, on its hot path, needs only the moment.
+    """
     match = _DTM.fullmatch(text)
     if match is None:
         return None
@@ -78,7 +87,7 @@ def _parse(text: str, *, strict: bool, zone: tzinfo | None) -> HL7DateTime | Non
         )  # fmt: skip
     except ValueError:  # month 13, February 30, year 0000 ...
         return None
-    return HL7DateTime(value, len(digits), len(fraction or ""), sign is not None)
+    return value, digits, fraction, sign is not None
 
 
 @lru_cache(maxsize=128)
