@@ -215,7 +215,8 @@ def hash_password(iterations: int | None) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Print one line per message.")
 def send(address: str, sources: tuple[str, ...], timeout: float, batch: bool, verbose: bool) -> None:
     """Send HL7 files, directories or stdin ('-') to ADDRESS (host:port) over MLLP and check each ACK."""
-    from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of, parse_reply, split_messages
+    from engine.hl7.ack import parse_reply
+    from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of, split_messages
 
     host, _, port = address.rpartition(":")
     if not port.isdigit():

@@ -1,8 +1,8 @@
-"""channels.yaml -> frozen, typed configuration objects; every problem reported at once with its YAML path and line.
+"""channels.yaml -> frozen, typed configuration objects; all problems reported at once, with path and line.
 
-ruamel.yaml's round-trip loader keeps the line of every key and item, pydantic turns the mapping into
-typed frozen models; this module joins the two so a problem reads
-``channels.yaml:12: channels[2].accept.types[0]: unknown key 'typez'``.
+``engine.configyaml`` reads the YAML as plain data with the line of every place, pydantic turns
+the mapping into typed frozen models, and the checks between parts of the file follow; a
+problem reads ``channels.yaml:12: channels[2].accept.types[0]: unknown key 'typez'``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,14 +27,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from ruamel.yaml import YAML, YAMLError
-from ruamel.yaml.comments import TaggedScalar
-from twisted.internet.endpoints import _parse as _tokenize_endpoint
+from ruamel.yaml import YAMLError
 
 from engine.channels.spec import ChannelConfig
 from engine.configtypes import Frozen, HL7Text, Name, Seconds
 from engine.configtypes import check_not_empty as _check_not_empty
+from engine.configyaml import Loc, format_path, read_document, validation_problems, yaml_error
 from engine.errors import ConfigError
+from engine.listeners.endpoints import Bind, bind_of, check_endpoint
 from engine.transforms.lookup import load_tables
 from engine.transforms.spec import TableSpec
 from engine.transforms.transforms import check_transforms
@@ -51,13 +51,10 @@ __all__ = [
     "parse_config",
 ]
 
-# A place in the document: mapping keys and sequence indexes, e.g. ("channels", 2, "accept", "types", 0).
-Loc = tuple[str | int, ...]
-
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One thing wrong with a configuration: in which file (source), where (YAML path, 1-based line), and what."""
+    """One thing wrong with a configuration: in which file (source), where (YAML path, line), and what."""
 
     path: str
     line: int | None
@@ -86,7 +83,7 @@ def parse_config(
     base_dir: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Validate configuration text; relative paths resolve against ``base_dir`` (default: the working folder)."""
+    """Validate configuration text; relative paths resolve against ``base_dir`` (default: working folder)."""
     return _parse(text, source, Path(base_dir or ".").absolute(), None, environ)
 
 
@@ -132,86 +129,7 @@ def _check_url(value: str | None) -> str | None:
     return value
 
 
-_ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
-
-
-@dataclass(frozen=True)
-class _Bind:
-    """What a server endpoint occupies: a TCP port on an interface, or a UNIX socket path."""
-
-    port: int | None = None
-    interface: str = ""
-    socket_path: str | None = None
-
-    def clashes(self, other: _Bind) -> bool:
-        """True when both cannot listen at once (port 0 asks for a free port, so it never clashes)."""
-        if self.socket_path is not None or other.socket_path is not None:
-            return self.socket_path == other.socket_path
-        if self.port == 0 or self.port != other.port:
-            return False
-        return (
-            self.interface == other.interface
-            or self.interface in _ALL_INTERFACES
-            or other.interface in _ALL_INTERFACES
-        )
-
-    def __str__(self) -> str:
-        if self.socket_path is not None:
-            return f"UNIX socket {self.socket_path}"
-        interface = "all interfaces" if self.interface in _ALL_INTERFACES else f"interface {self.interface}"
-        return f"port {self.port} on {interface}"
-
-
-# Option names of each endpoint type, in positional order, as Twisted's endpoint parsers take them.
-_ENDPOINT_OPTIONS = {
-    "tcp": ("port", "interface", "backlog"),
-    "tcp6": ("port", "interface", "backlog"),
-    "ssl": (
-        "port",
-        "privateKey",
-        "certKey",
-        "sslmethod",
-        "interface",
-        "backlog",
-        "extraCertChain",
-        "dhParameters",
-    ),
-    "unix": ("address", "mode", "backlog", "lockfile"),
-}
-
-
-def _bind_of(endpoint: str) -> _Bind:
-    """Check a Twisted server endpoint string (tokenized by Twisted itself) and say what it occupies."""
-    try:
-        args, options = _tokenize_endpoint(endpoint)
-    except RuntimeError:  # a trailing backslash escapes nothing
-        raise ValueError(f"{endpoint!r} ends with a lone backslash") from None
-    kind, positional = args[0], args[1:]
-    names = _ENDPOINT_OPTIONS.get(kind)
-    if names is None:
-        raise ValueError(f"{endpoint!r} must start with tcp:, tcp6:, ssl: or unix:")
-    if len(positional) > len(names):
-        raise ValueError(f"{endpoint!r} has more fields than a {kind} endpoint takes ({', '.join(names)})")
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ValueError(f"{endpoint!r}: unknown {kind} option {unknown[0]!r}; known: {', '.join(names)}")
-    given = dict(zip(names, positional)) | options
-    if kind == "unix":
-        if not given.get("address"):
-            raise ValueError(f"{endpoint!r} must name the socket path, e.g. unix:/run/hl7engine.sock")
-        return _Bind(socket_path=given["address"])
-    port = given.get("port", "")
-    if not (port.isdigit() and int(port) <= 65535):
-        raise ValueError(f"{endpoint!r} must give a port number 0..65535 (got {port!r})")
-    return _Bind(port=int(port), interface=given.get("interface", "::" if kind == "tcp6" else ""))
-
-
-def _check_endpoint(value: str) -> str:
-    _bind_of(value)
-    return value
-
-
-ServerEndpoint = Annotated[str, AfterValidator(_check_endpoint)]
+ServerEndpoint = Annotated[str, AfterValidator(check_endpoint)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -370,159 +288,7 @@ class Config(Frozen):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Loading: YAML tree -> plain data with line numbers and environment substitution -> models -> cross-checks
-
-
-_REFERENCE = re.compile(
-    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bad>\{))"
-)
-
-
-def _substitute(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
-    """Replace ${NAME}, ${NAME:-default} and $$ in one string; also return what went wrong."""
-    errors: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
-        if match["dollar"]:
-            return "$"
-        if match["bad"]:
-            errors.append("malformed ${...}: write ${NAME} or ${NAME:-default}, and $$ for a literal $")
-            return ""
-        value = environ.get(match["name"])
-        if match["default"] is not None and not value:
-            return match["default"]
-        if value is None:
-            errors.append(f"environment variable {match['name']} is not set")
-            return ""
-        return value
-
-    return _REFERENCE.sub(replace, text), errors
-
-
-@dataclass
-class _Document:
-    """The YAML tree as plain dicts/lists/scalars, the line of every place in it, and the problems met."""
-
-    data: Any = None
-    lines: dict[Loc, int] = field(default_factory=dict)
-    problems: list[tuple[Loc, str]] = field(default_factory=list)
-
-    @classmethod
-    def read(cls, tree: Any, environ: Mapping[str, str]) -> _Document:
-        """Convert a ruamel round-trip tree, substituting environment variables in every string."""
-        document = cls(lines={(): _line(tree)})
-        document.data = document._plain(tree, (), environ)
-        return document
-
-    def _plain(self, node: Any, loc: Loc, environ: Mapping[str, str]) -> Any:
-        if isinstance(node, dict):
-            plain = {}
-            for key, value in node.items():
-                child = loc + (key if isinstance(key, str) else str(key),)
-                self.lines[child] = _line(node, key, default=self.lines[loc])
-                plain[child[-1]] = self._plain(value, child, environ)
-            return plain
-        if isinstance(node, list):
-            items = []
-            for index, value in enumerate(node):
-                self.lines[loc + (index,)] = _line(node, index, default=self.lines[loc])
-                items.append(self._plain(value, loc + (index,), environ))
-            return items
-        if isinstance(node, TaggedScalar):
-            self.problems.append((loc, f"YAML tags are not supported (got {node.tag.value})"))
-            return None
-        if isinstance(node, str):
-            text, errors = _substitute(node, environ)
-            self.problems.extend((loc, error) for error in errors)
-            return text
-        if isinstance(node, bool):
-            return node
-        if isinstance(node, int):  # ruamel's ScalarInt, HexInt... become plain ints
-            return int(node)
-        if isinstance(node, float):
-            return float(node)
-        return node
-
-    def line_of(self, loc: Loc) -> int:
-        """The line of this place, or of its nearest parent present in the file (for a missing key)."""
-        while loc not in self.lines:
-            loc = loc[:-1]
-        return self.lines[loc]
-
-
-def _line(node: Any, key: Any = None, default: int = 1) -> int:
-    """The 1-based line of a key or item of a ruamel node, or of the node itself when key is None."""
-    positions = getattr(node, "lc", None)
-    if positions is None:
-        return default
-    if key is None:
-        return positions.line + 1
-    position = positions.data.get(key)  # merged (<<) keys have no position of their own
-    return default if position is None else position[0] + 1
-
-
-def _format_path(loc: Loc) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path
-
-
-def _data_loc(data: Any, loc: tuple[str | int, ...], error_type: str) -> Loc:
-    """Map a pydantic loc to a place in the document, dropping schema-only steps (union tags, validators)."""
-    place: list[str | int] = []
-    node = data
-    for position, part in enumerate(loc):
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        elif not (error_type == "missing" and position == len(loc) - 1):
-            continue
-        place.append(part)
-    return tuple(place)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "null"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_EXPECTED = {
-    "model_type": "a mapping",
-    "dict_type": "a mapping",
-    "tuple_type": "a list",
-    "list_type": "a list",
-    "path_type": "a path",
-}
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    """Say what a pydantic error means in terms of the YAML file."""
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"unknown key {error['loc'][-1]!r}"
-    if kind == "missing":
-        expected = (error.get("ctx") or {}).get("expected_tags")
-        return f"required key is missing (one of {expected})" if expected else "required key is missing"
-    if kind == "union_tag_invalid":
-        return f"must be one of {error['ctx']['expected_tags']} (got {error['ctx']['tag']!r})"
-    if kind == "value_error":
-        return str(error["ctx"]["error"])
-    if kind in _EXPECTED:
-        message = f"must be {_EXPECTED[kind]}"
-    else:
-        message = re.sub(r"^Input should be ", "must be ", error["msg"])
-    return f"{message} (got {_show(error['input'])})"
+# Loading: YAML -> plain data (engine.configyaml) -> models -> cross-checks
 
 
 def _listed(data: Any, key: str) -> Iterator[tuple[Loc, dict[str, Any]]]:
@@ -542,7 +308,7 @@ def _unique_names(data: Any, key: str, kind: str, problems: list[tuple[Loc, str]
             continue
         if name in first:
             problems.append(
-                (loc + ("name",), f"{kind} name {name!r} is already used by {_format_path(first[name])}")
+                (loc + ("name",), f"{kind} name {name!r} is already used by {format_path(first[name])}")
             )
         else:
             first[name] = loc
@@ -565,17 +331,17 @@ def _cross_check(data: Any) -> list[tuple[Loc, str]]:
     listener_names = _unique_names(data, "listeners", "listener", problems)
     _unique_names(data, "channels", "channel", problems)
 
-    taken: list[tuple[Loc, _Bind]] = []
+    taken: list[tuple[Loc, Bind]] = []
     for loc, endpoint in _endpoints(data):
         try:
-            bind = _bind_of(endpoint) if isinstance(endpoint, str) else None
+            bind = bind_of(endpoint) if isinstance(endpoint, str) else None
         except ValueError:
             continue  # model validation reports it
         if bind is None:
             continue
         clash = next((other_loc for other_loc, other in taken if bind.clashes(other)), None)
         if clash is not None:
-            problems.append((loc, f"{bind} is already used by {_format_path(clash)}"))
+            problems.append((loc, f"{bind} is already used by {format_path(clash)}"))
         taken.append((loc, bind))
 
     if isinstance(data, dict) and isinstance(data.get("listeners"), list):
@@ -607,7 +373,8 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
                 problems.append(
                     (
                         loc + ("name",),
-                        f"destination name {destination.name!r} is already used by channels[{i}].destinations[{seen[destination.name]}]",
+                        f"destination name {destination.name!r} is already used by"
+                        f" channels[{i}].destinations[{seen[destination.name]}]",
                     )
                 )
             seen.setdefault(destination.name, j)
@@ -618,30 +385,21 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
                     problems.append(
                         (
                             loc + ("channel",),
-                            f"no channel named {destination.channel!r}; known: {', '.join(sorted(channel_names))}",
+                            f"no channel named {destination.channel!r};"
+                            f" known: {', '.join(sorted(channel_names))}",
                         )
                     )
     return problems
-
-
-def _yaml_problem(error: YAMLError, source: str) -> ConfigProblem:
-    problem_mark = getattr(error, "problem_mark", None)
-    context_mark = getattr(error, "context_mark", None)
-    message = f"invalid YAML: {getattr(error, 'problem', None) or error}"
-    context = getattr(error, "context", None)
-    if context:
-        message += f" ({context}, line {context_mark.line + 1})" if context_mark else f" ({context})"
-    return ConfigProblem("", problem_mark.line + 1 if problem_mark else None, message, source)
 
 
 def _parse(
     text: str, source: str, base_dir: Path, source_path: Path | None, environ: Mapping[str, str] | None
 ) -> Config:
     try:
-        tree = YAML(typ="rt").load(text)
+        document = read_document(text, os.environ if environ is None else environ)
     except YAMLError as error:
-        raise ConfigError([_yaml_problem(error, source)]) from None
-    document = _Document.read({} if tree is None else tree, os.environ if environ is None else environ)
+        line, message = yaml_error(error)
+        raise ConfigError([ConfigProblem("", line, message, source)]) from None
 
     # A value whose substitution failed would only produce follow-on errors: report the cause alone.
     unusable = {loc for loc, _ in document.problems}
@@ -652,25 +410,14 @@ def _parse(
             document.data, context={"base_dir": base_dir, "source_path": source_path}
         )
     except ValidationError as error:
-        for detail in error.errors(include_url=False):
-            loc = _data_loc(document.data, detail["loc"], detail["type"])
-            if detail["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                # A tagged union (listener or destination type): the problem is the `type` key.
-                loc, detail = (
-                    loc + ("type",),
-                    {
-                        **detail,
-                        "type": "missing" if detail["type"] == "union_tag_not_found" else "union_tag_invalid",
-                    },
-                )
-            found.append((loc, _describe(detail)))
+        found += validation_problems(document.data, error)
     found += _cross_check(document.data)
     if config is not None:
         found += _check_stages(config)
 
     located = document.problems + [(loc, message) for loc, message in found if loc not in unusable]
     problems = [
-        ConfigProblem(_format_path(loc), document.line_of(loc), message, source)
+        ConfigProblem(format_path(loc), document.line_of(loc), message, source)
         for loc, message in dict.fromkeys(located)
     ]
     if problems:

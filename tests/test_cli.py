@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from engine.listeners.client import MLLPClient, parse_reply
+from engine.hl7.ack import parse_reply
+from engine.listeners.client import MLLPClient
 from tests.corpus_util import CORPUS_DIR
 
 ENGINE = [sys.executable, "-m", "engine"]

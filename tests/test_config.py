@@ -1,4 +1,4 @@
-"""Tests for engine/config.py: channels.yaml -> frozen typed objects, every problem at once with path and line."""
+"""Tests for engine/config.py: channels.yaml -> frozen typed objects, all problems at once, path and line."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     ],
 )
 def test_wrong_document_shapes_are_located(text, expected):
-    """An empty file, a list at the top, a mapping instead of a list and YAML tags each give a located problem."""
+    """An empty file, a list at the top, a mapping for a list and YAML tags each give a located problem."""
     assert problems(text) == expected
 
 
@@ -362,7 +362,7 @@ def test_twisted_server_endpoint_strings_are_accepted(endpoint):
     ],
 )
 def test_two_listeners_cannot_listen_on_the_same_address(first, second, clash):
-    """A port shared on one interface (or with a wildcard) or a shared socket path is an error at the second."""
+    """A port shared on one interface (or a wildcard), or a shared socket path: an error at the second."""
     text = f"""\
         listeners:
           - {{name: a, type: mllp, endpoint: '{first}'}}
@@ -516,7 +516,7 @@ def test_a_lone_dollar_is_literal():
     assert config.engine.application == "A$B$"
 
 
-# --- defaults and paths ---------------------------------------------------------------------------------------
+# --- defaults and paths ----------------------------------------------------------------------------
 
 
 def test_minimal_config_gets_documented_defaults():
@@ -573,7 +573,7 @@ def test_relative_data_dir_resolves_against_the_config_files_folder(tmp_path, mo
 
 
 def test_parsed_text_resolves_data_dir_against_base_dir_or_working_folder(tmp_path, monkeypatch):
-    """parse_config has no file: base_dir (default: the working folder) anchors relative paths; '..' is folded."""
+    """parse_config has no file: base_dir (default: the working folder) anchors paths; '..' is folded."""
     text = "engine: {data_dir: ../spool}\nlisteners: []\nchannels: []\n"
     monkeypatch.chdir(tmp_path)
 
@@ -599,7 +599,7 @@ def test_empty_store_url_means_sqlite_under_data_dir(tmp_path):
     assert config.store_url == f"sqlite:///{tmp_path}/data/hl7engine.db"
 
 
-# --- the Config API -------------------------------------------------------------------------------------------
+# --- the Config API --------------------------------------------------------------------------------
 
 
 def test_channels_for_returns_enabled_channels_of_a_listener_in_file_order():

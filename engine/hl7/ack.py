@@ -1,20 +1,23 @@
-"""Acknowledgements: the one pure function that builds every ACK the engine sends.
+"""Acknowledgements: the one pure function that builds every ACK the engine sends, and the reading of replies.
 
 The clock and the control id are passed in, so tests compare whole ACKs. Which code to send
 (AA/AE/AR in original mode, CA/CE/CR in enhanced mode) is decided by the caller; this module
-only lays the segments out the way the sender's version expects (HL7-NOTES §5).
+only lays the segments out the way the sender's version expects (HL7-NOTES §5). A reply we get
+(from a destination, or by the command line client) is read for its MSA alone (``read_reply``).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import Header
 from engine.hl7.message import Delimiters, escape
 
@@ -52,7 +55,10 @@ class AckError:
 
 @dataclass(slots=True)
 class Recipient:
-    """Who the ACK goes to and what it answers (read-only by convention: made for every message, and frozen costs)."""
+    """Who the ACK goes to and what it answers.
+
+    Read-only by convention: one is made for every message, and a frozen dataclass costs more.
+    """
 
     sending_application: str = ""
     sending_facility: str = ""
@@ -101,17 +107,6 @@ def is_enhanced(header: Header) -> bool:
     return bool(header.accept_ack_type or header.application_ack_type)
 
 
-def hl7_timestamp(moment: datetime) -> str:
-    """An HL7 TS/DTM with seconds and UTC offset, e.g. 20261127044400+0000."""
-    # strftime with %z costs microseconds on every ACK; the text only changes once a second.
-    return _timestamp_text(moment.replace(microsecond=0))
-
-
-@lru_cache(maxsize=4)
-def _timestamp_text(moment: datetime) -> str:
-    return moment.strftime("%Y%m%d%H%M%S%z")
-
-
 def build_ack(
     recipient: Recipient,
     code: str,
@@ -144,7 +139,10 @@ def build_ack(
         )
         if template is not None:
             head, middle, tail = template
-            return f"{head}{hl7_timestamp(timestamp)}{middle}{escape(control_id, delimiters)}{tail}{recipient.control_id}"
+            return (
+                f"{head}{hl7_timestamp(timestamp)}{middle}"
+                f"{escape(control_id, delimiters)}{tail}{recipient.control_id}"
+            )
     return _layout(recipient, code, sender, control_id, hl7_timestamp(timestamp), delimiters, errors)
 
 
@@ -173,7 +171,8 @@ def _ack_template(
     """
     if (
         "\x00"
-        in f"{sending_application}{sending_facility}{trigger_event}{processing_id}{version}{charset}{code}{sender.application}{sender.facility}"
+        in f"{sending_application}{sending_facility}{trigger_event}{processing_id}{version}{charset}{code}"
+        f"{sender.application}{sender.facility}"
     ):
         return None
     recipient = Recipient(
@@ -283,3 +282,47 @@ def _err_segment(error: AckError, d: Delimiters) -> str:
         escape(error.text, d),
     ]
     return d.field.join(fields)
+
+
+# The first non-empty segment, when it is an MSH: its field separator.
+_HEADER = re.compile(r"[\r\n]*MSH([^\r\n])")
+_SEGMENT_END = re.compile(r"[\r\n]")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What came back for one message: the ACK code (MSA-1), the control id it answers (MSA-2), the text."""
+
+    code: str
+    control_id: str
+    text: str
+
+    @property
+    def positive(self) -> bool:
+        """AA or CA: the receiver took responsibility for the message."""
+        return self.code in ("AA", "CA")
+
+
+def parse_reply(payload: bytes, encoding: str = "utf-8") -> Reply:
+    """Read MSA-1 and MSA-2 from a reply; a reply without MSA gives code ''."""
+    return read_reply(payload.decode(encoding, errors="replace"))
+
+
+def read_reply(text: str) -> Reply:
+    """``parse_reply`` of a reply already decoded.
+
+    The field separator is the first segment's fourth character when that segment is an MSH,
+    '|' otherwise; segments end at CR, LF or CRLF. Only the first segment and the MSA are read,
+    without splitting the rest: a downstream ACK is read for every message sent.
+    """
+    header = _HEADER.match(text)
+    separator = header.group(1) if header else "|"
+    msa = "MSA" + separator
+    start = text.find(msa)
+    while start > 0 and text[start - 1] not in "\r\n":  # not at the start of a segment
+        start = text.find(msa, start + 1)
+    if start < 0:
+        return Reply(code="", control_id="", text=text)
+    end = _SEGMENT_END.search(text, start)
+    fields = text[start : end.start() if end else len(text)].split(separator, 3)
+    return Reply(code=fields[1], control_id=fields[2] if len(fields) > 2 else "", text=text)

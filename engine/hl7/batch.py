@@ -111,7 +111,8 @@ def split_batch(text: str) -> Batch:
             delimiters = Delimiters.from_header_segment(segment)
             if envelope is not None and delimiters.field != envelope.field:
                 raise HL7Error(
-                    f"BHS uses field separator {delimiters.field!r} inside a file that uses {envelope.field!r}",
+                    f"BHS uses field separator {delimiters.field!r}"
+                    f" inside a file that uses {envelope.field!r}",
                     code=102,
                     location=("BHS", 1, 1),
                 )

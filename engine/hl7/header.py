@@ -72,7 +72,8 @@ class Header:
         repetition, component = delimiters.repetition, delimiters.component
         message_type = padded[9].split(repetition, 1)[0].split(component, 3)
         parts = len(message_type)
-        # MSH-9.1 (e.g. ADT), MSH-9.2 (e.g. A04), MSH-9.3 as sent; MSH-11.1 (P, T or D); MSH-12.1 (e.g. 2.5.1).
+        # MSH-9.1 (e.g. ADT), MSH-9.2 (e.g. A04), MSH-9.3 as sent; MSH-11.1 (P, T or D);
+        # MSH-12.1 (e.g. 2.5.1).
         self.message_code = message_type[0]
         self.trigger_event = message_type[1] if parts > 1 else ""
         self._structure = message_type[2] if parts > 2 else ""

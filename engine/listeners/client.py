@@ -1,7 +1,8 @@
 """A blocking MLLP client for the command line, tests and the benchmark.
 
-It reuses the server's framer, so both ends agree on what a frame is. Every reply is matched
-to the message it answers by MSA-2 (an ACK for another message is an error, not a success).
+It collects frames as the server does (``engine.hl7.mllp``), so both ends agree on what a frame
+is. Every reply is matched to the message it answers by MSA-2 (an ACK for another message is an
+error, not a success).
 """
 
 from __future__ import annotations
@@ -9,70 +10,12 @@ from __future__ import annotations
 import re
 import socket
 import time
-from dataclasses import dataclass
 
-from engine.listeners.mllp import MLLPFramer, frame
-
-# The first non-empty segment, when it is an MSH: its field separator.
-_HEADER = re.compile(r"[\r\n]*MSH([^\r\n])")
-_SEGMENT_END = re.compile(r"[\r\n]")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What came back for one message: the ACK code (MSA-1), the control id it answers (MSA-2), the text."""
-
-    code: str
-    control_id: str
-    text: str
-
-    @property
-    def positive(self) -> bool:
-        """AA or CA: the receiver took responsibility for the message."""
-        return self.code in ("AA", "CA")
+from engine.hl7.mllp import FrameQueue, frame
 
 
 class ReplyTimeout(Exception):
     """No complete reply arrived in time."""
-
-
-class _Collector(MLLPFramer):
-    def __init__(self, max_frame_bytes: int):
-        super().__init__()
-        self.max_frame_bytes = max_frame_bytes
-        self.frames: list[bytes] = []
-        self.too_long = False
-
-    def frameReceived(self, payload: bytes) -> None:
-        self.frames.append(payload)
-
-    def frameTooLong(self, head: bytes) -> None:
-        self.too_long = True
-
-
-def parse_reply(payload: bytes, encoding: str = "utf-8") -> Reply:
-    """Read MSA-1 and MSA-2 from a reply; a reply without MSA gives code ''."""
-    return read_reply(payload.decode(encoding, errors="replace"))
-
-
-def read_reply(text: str) -> Reply:
-    """``parse_reply`` of a reply already decoded.
-
-    The field separator is the first segment's fourth character when that segment is an MSH,
-    '|' otherwise; segments end at CR, LF or CRLF. Only the first segment and the MSA are read,
-    without splitting the rest: a downstream ACK is read for every message sent.
-    """
-    header = _HEADER.match(text)
-    separator = header.group(1) if header else "|"
-    msa = "MSA" + separator
-    start = text.find(msa)
-    while start > 0 and text[start - 1] not in "\r\n":  # not at the start of a segment
-        start = text.find(msa, start + 1)
-    if start < 0:
-        return Reply(code="", control_id="", text=text)
-    end = _SEGMENT_END.search(text, start)
-    fields = text[start : end.start() if end else len(text)].split(separator, 3)
-    return Reply(code=fields[1], control_id=fields[2] if len(fields) > 2 else "", text=text)
 
 
 class MLLPClient:
@@ -84,7 +27,7 @@ class MLLPClient:
         self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._collector = _Collector(max_frame_bytes)
+        self._replies = FrameQueue(max_frame_bytes)
 
     def send(self, payload: bytes) -> None:
         """Write one framed payload."""
@@ -93,7 +36,7 @@ class MLLPClient:
     def receive(self, timeout: float | None = None) -> bytes:
         """The next framed reply's payload; raises ReplyTimeout when none arrives in time."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        frames = self._collector.frames
+        frames = self._replies.frames
         while not frames:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -105,8 +48,8 @@ class MLLPClient:
                 continue
             if not data:
                 raise ConnectionError("connection closed by the receiver before a reply arrived")
-            self._collector.dataReceived(data)
-        return frames.pop(0)
+            self._replies.dataReceived(data)
+        return frames.popleft()
 
     def request(self, payload: bytes, timeout: float | None = None) -> bytes:
         """Send one payload and return the reply's payload."""

@@ -1,8 +1,7 @@
-"""MLLP (Minimal Lower Layer Protocol) over TCP: framing, the server protocol and its service.
+"""MLLP (Minimal Lower Layer Protocol) over TCP: the server protocol and its service.
 
-The framer handles bytes only, like Twisted's ``LineReceiver``: it buffers, calls one hook per
-frame and enforces a maximum frame size with an overridable hook. What a frame means is the
-business of the handler the factory is given (``engine.channels.intake.Intake``).
+Frames are collected by ``engine.hl7.mllp.FrameCollector`` (bytes only). What a frame means is
+the business of the handler the factory is given (``engine.channels.intake.Intake``).
 """
 
 from __future__ import annotations
@@ -17,84 +16,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-START_BLOCK = b"\x0b"
-END_BLOCK = b"\x1c\x0d"
+from engine.hl7.mllp import FrameCollector, frame
 
 log = Logger()
-
-
-def frame(payload: bytes) -> bytes:
-    """Wrap one payload in an MLLP block."""
-    return START_BLOCK + payload + END_BLOCK
-
-
-class MLLPFramer(protocol.Protocol):
-    """Reassembles ``VT payload FS CR`` blocks from any chunking of the stream.
-
-    Bytes outside a block are dropped and counted in ``discarded_bytes``. Only FS CR ends a
-    block: a VT or a lone FS inside it is content (real senders leave stray VTs in messages).
-    A block that grows past ``max_frame_bytes`` is handed to ``frameTooLong`` and the buffer is
-    cleared: it never grows without bound.
-    """
-
-    max_frame_bytes = 4 * 1024 * 1024
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._in_block = False
-        self._scanned = 0
-        self.discarded_bytes = 0
-        self._dropping = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._dropping:
-            self.discarded_bytes += len(data)
-            return
-        buffer = self._buffer
-        buffer += data
-        while buffer:
-            if not self._in_block:
-                start = buffer.find(START_BLOCK)
-                if start < 0:
-                    self.discarded_bytes += len(buffer)
-                    buffer.clear()
-                    return
-                self.discarded_bytes += start
-                del buffer[: start + 1]
-                self._in_block = True
-                self._scanned = 0
-            end = buffer.find(END_BLOCK, max(self._scanned - 1, 0))
-            if end < 0:
-                self._scanned = len(buffer)
-                if len(buffer) > self.max_frame_bytes:
-                    head = bytes(buffer[:4096])
-                    self.discarded_bytes += len(buffer)
-                    buffer.clear()
-                    self._in_block = False
-                    self._dropping = True
-                    self.frameTooLong(head)
-                return
-            if end > self.max_frame_bytes:
-                head = bytes(buffer[:4096])
-                self.discarded_bytes += end + len(END_BLOCK)
-                del buffer[: end + len(END_BLOCK)]
-                self._in_block = False
-                self._dropping = True
-                self.frameTooLong(head)
-                return
-            payload = bytes(buffer[:end])
-            del buffer[: end + len(END_BLOCK)]
-            self._in_block = False
-            self._scanned = 0
-            self.frameReceived(payload)
-
-    def frameReceived(self, payload: bytes) -> None:
-        """Called once per complete block with its payload."""
-        raise NotImplementedError
-
-    def frameTooLong(self, head: bytes) -> None:
-        """Called when a block exceeds ``max_frame_bytes``; ``head`` is its first bytes. Closes by default."""
-        self.transport.loseConnection()
 
 
 class FrameHandler(TypingProtocol):
@@ -107,7 +31,7 @@ class FrameHandler(TypingProtocol):
     def too_long(self, head: bytes, limit: int, peer: str) -> bytes: ...
 
 
-class MLLPServerProtocol(MLLPFramer):
+class MLLPServerProtocol(FrameCollector, protocol.Protocol):
     """One sender's connection: frames are handled and answered strictly in order.
 
     While one frame is being handled, later frames wait in a queue; past ``max_queued`` the

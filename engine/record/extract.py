@@ -10,14 +10,14 @@ cleared), and inside a field that is present an empty component is None.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from engine.hl7.dtm import parse_timestamp
 from engine.hl7.message import Message, Segment, parse_path, unescape
 
 __all__ = [
@@ -50,51 +50,7 @@ class _Keep:
 KEEP = _Keep()
 
 _NULL = '""'
-_TIMESTAMP = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?([+-]\d{4})?")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
-
-
-@functools.lru_cache(
-    maxsize=4096
-)  # a message repeats its times (OBX-14 of every result), and a feed its senders' times
-def parse_timestamp(text: str, local: tzinfo) -> datetime | None:
-    """An HL7 TS/DTM (``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+-ZZZZ]``) as an aware datetime; None when unreadable.
-
-    Without an offset the time is read in ``local``; a date alone means its midnight.
-    """
-    match = _TIMESTAMP.fullmatch(text.strip().split("&", 1)[0])
-    if match is None:
-        return None
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    zone = local
-    if offset:
-        sign = -1 if offset[0] == "-" else 1
-        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
-    try:
-        return datetime(
-            int(year),
-            int(month or 1),
-            int(day or 1),
-            int(hour or 0),
-            int(minute or 0),
-            int(second or 0),
-            int((fraction or "0").ljust(6, "0")[:6]),
-            tzinfo=zone,
-        )
-    except ValueError:
-        return None
-
-
-def parse_partial_date(text: str) -> str | None:
-    """An HL7 date (or the date part of a TS) as ISO text of its precision (``1980``, ``1980-05``, ``1980-05-17``); None when unreadable."""
-    digits = text.strip()[:8]
-    if not digits.isdigit() or len(digits) not in (4, 6, 8):
-        return None
-    try:
-        date(int(digits[:4]), int(digits[4:6] or 1), int(digits[6:8] or 1))
-    except ValueError:
-        return None
-    return "-".join(part for part in (digits[:4], digits[4:6], digits[6:8]) if part)
 
 
 def parse_decimal(text: str) -> Decimal | None:

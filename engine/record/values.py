@@ -11,7 +11,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from engine.record.extract import KEEP, SegmentReader, parse_decimal, parse_partial_date, parse_timestamp
+from engine.hl7.dtm import parse_partial_date, parse_timestamp
+from engine.record.extract import KEEP, SegmentReader, parse_decimal
 from engine.record.identity import normalise
 
 __all__ = [

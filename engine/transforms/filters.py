@@ -18,9 +18,9 @@ from decimal import Decimal
 from typing import Protocol
 
 from engine.channels.stages import Filter
+from engine.hl7.dtm import parse_dtm
 from engine.hl7.message import Message, parse_path
 from engine.transforms.spec import FilterSpec
-from engine.transforms.transforms import parse_dtm
 
 __all__ = ["build_filters"]
 

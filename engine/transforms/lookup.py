@@ -54,7 +54,7 @@ def load_tables(
 
 
 def _read_csv(path: Path, spec: TableSpec, loc: tuple) -> tuple[dict[str, str], list[Problem]]:
-    """The entries of a CSV table: a header row, then one row per entry; BOM and quoting as Excel writes them."""
+    """The entries of a CSV table: a header row, then one row per entry; BOM and quoting as Excel does."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
             rows = list(csv.reader(file, skipinitialspace=True, strict=True))
@@ -102,7 +102,8 @@ def _read_csv(path: Path, spec: TableSpec, loc: tuple) -> tuple[dict[str, str], 
             problems.append(
                 (
                     loc + ("csv",),
-                    f"{path} row {line}: key {key!r} is already mapped to {entries[key]!r} on row {first_line[key]}",
+                    f"{path} row {line}: key {key!r} is already mapped to {entries[key]!r}"
+                    f" on row {first_line[key]}",
                 )
             )
             continue

@@ -76,7 +76,8 @@ def _check_writable_path(value: str) -> str:
     where = parse_path(value)
     if where.segment in HEADER_SEGMENTS and where.field <= 2:
         raise ValueError(
-            f"{where.segment}-1 and {where.segment}-2 are the message's delimiters; they cannot be changed (got {value!r})"
+            f"{where.segment}-1 and {where.segment}-2 are the message's delimiters;"
+            f" they cannot be changed (got {value!r})"
         )
     return value
 
@@ -85,8 +86,8 @@ def _check_whole_field(value: str) -> str:
     where = parse_path(value)
     if (where.repetition, where.component, where.subcomponent) != (None, None, None):
         raise ValueError(
-            f"must name a whole field such as {where.segment}-{where.field}, without [repetition] or components"
-            f" (got {value!r})"
+            f"must name a whole field such as {where.segment}-{where.field},"
+            f" without [repetition] or components (got {value!r})"
         )
     return value
 
@@ -153,7 +154,8 @@ def _to_datetime(value: Any) -> Any:
         except ValueError:
             pass
     raise ValueError(
-        f"must be an ISO date or date-time such as 2000-01-01, 2000-01-01T08:30 or 2000-01-01T08:30:00+01:00 (got {value!r})"
+        "must be an ISO date or date-time such as 2000-01-01, 2000-01-01T08:30"
+        f" or 2000-01-01T08:30:00+01:00 (got {value!r})"
     )
 
 
@@ -287,8 +289,8 @@ class FilterSpec(Frozen):
             raise ValueError(f"give one test: {_TEST_NAMES} (got none)")
         if len(kinds) > 1:
             raise ValueError(
-                f"give one test per filter: {_TEST_NAMES} (got {', '.join(tests + numeric + dates + groups)});"
-                " combine tests with all: or any:"
+                f"give one test per filter: {_TEST_NAMES}"
+                f" (got {', '.join(tests + numeric + dates + groups)}); combine tests with all: or any:"
             )
         for pair in (_LOWER_BOUNDS, _UPPER_BOUNDS):
             if len(_given(self, pair)) > 1:
@@ -297,8 +299,8 @@ class FilterSpec(Frozen):
             extra = _given(self, ("field", "occurrence"))
             if extra:
                 raise ValueError(
-                    f"{' and '.join(extra)} cannot go with {groups[0]}: put {'it' if len(extra) == 1 else 'them'}"
-                    f" in the filters inside {groups[0]}"
+                    f"{' and '.join(extra)} cannot go with {groups[0]}:"
+                    f" put {'it' if len(extra) == 1 else 'them'} in the filters inside {groups[0]}"
                 )
         elif self.field is None:
             raise ValueError(f"{kinds[0]} needs field: the field path to test, e.g. field: PID-8")
@@ -410,7 +412,10 @@ def _check_segment_text(value: str) -> str:
 
 
 class AddSegmentSpec(Frozen):
-    """``add_segment``: insert a segment written with | ^ ~ \\ &, after or before the first of a segment or at the end."""
+    """``add_segment``: a segment written with | ^ ~ \\ &, added after or before a segment, or last.
+
+    ``after`` and ``before`` name the first segment of that name.
+    """
 
     segment: Annotated[Text, AfterValidator(_check_segment_text)]
     after: SegmentName | None = None
@@ -488,7 +493,10 @@ class TransformSpec(Frozen):
 
 
 class TableSpec(Frozen):
-    """A lookup table: ``inline`` entries, or a CSV file (``csv``, relative to the config's folder) and two of its columns."""
+    """A lookup table: ``inline`` entries, or a CSV file and two of its columns.
+
+    A ``csv`` path is relative to the config's folder.
+    """
 
     inline: Annotated[dict[Text, Text], AfterValidator(check_not_empty)] | None = None
     csv: NonEmptyText | None = None

@@ -13,7 +13,8 @@ from twisted.internet.task import deferLater
 
 from engine.channels import channel as channel_module
 from engine.config import parse_config
-from engine.listeners.client import MLLPClient, parse_reply
+from engine.hl7.ack import parse_reply
+from engine.listeners.client import MLLPClient
 from engine.model import NewMessage, Status
 from engine.service import Engine
 from engine.store.messages import MessageQuery, MessageStore

@@ -16,9 +16,10 @@ from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelConfig
 from engine.config import EngineSettings, ListenerConfig
 from engine.errors import HL7Error
+from engine.hl7.ack import parse_reply
 from engine.hl7.charset import decode
 from engine.hl7.header import read_header
-from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of, parse_reply
+from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of
 from engine.store.messages import MessageQuery
 from tests.corpus_util import CORPUS_DIR, corpus_entries
 from tests.fakes.channels import FakeStore, ScriptedDestination

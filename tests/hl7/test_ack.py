@@ -1,17 +1,30 @@
-"""The ACK builder: whole ACKs compared, per version and mode."""
+"""ACKs: the builder (whole ACKs compared, per version and mode) and the reading of a reply's MSA."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import hl7
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import HL7Error
-from engine.hl7.ack import AckError, Recipient, Sender, _layout, build_ack, hl7_timestamp, is_enhanced
+from engine.hl7.ack import (
+    AckError,
+    Recipient,
+    Reply,
+    Sender,
+    _layout,
+    build_ack,
+    is_enhanced,
+    parse_reply,
+    read_reply,
+)
+from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
-from engine.hl7.message import Delimiters
+from engine.hl7.message import Delimiters, Message
 from tests.corpus_util import corpus_entries
 
 NOW = datetime(2026, 11, 27, 4, 44, 0, tzinfo=UTC)
@@ -53,7 +66,10 @@ def test_nak_v25_has_err_with_location_code_severity_and_text():
 
 
 def test_nak_before_25_uses_err1_and_msa3():
-    """Before 2.5 the error goes in MSA-3 and ERR-1 (segment^sequence^field^code&text&HL70357), and MSH-9 has no structure."""
+    """Before 2.5 the error goes in MSA-3 and ERR-1, and MSH-9 has no structure.
+
+    ERR-1 is segment^sequence^field^code&text&HL70357.
+    """
     message = "MSH|^~\\&|LAB|X|HUB|Y|20260101||ORU^R01|M1|P|2.3.1"
     ack = ack_for(message, "AR", [AckError(200, "no channel accepts ORU^R01", ("MSH", 1, 9))])
     assert ack.split("\r") == [
@@ -145,7 +161,10 @@ _text = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_siz
     ),
 )
 def test_cached_ack_templates_lay_out_the_same_text(recipient, code, control_id, delimiters):
-    """An error-free ACK comes from a cached template; it equals the one laid out field by field, whatever the fields hold."""
+    """An error-free ACK comes from a cached template, equal to the one laid out field by field.
+
+    Whatever the fields hold.
+    """
     for _ in range(2):  # the first call fills the cache, the second reads it
         ack = build_ack(
             recipient, code, sender=US, control_id=control_id, timestamp=NOW, delimiters=delimiters
@@ -172,3 +191,85 @@ def test_corpus_acks_from_templates_equal_the_laid_out_ones():
         )
         checked += 1
     assert checked > 50
+
+
+# --- reading a reply: parse_reply, read_reply ------------------------------------------------------
+
+
+def _every_segment(text: str) -> Reply:
+    """The reading parse_reply must give: split every segment, the first MSA's fields 1 and 2.
+
+    The separator comes from a leading MSH.
+    """
+    segments = [s for s in re.split(r"\r\n|\n|\r", text) if s]
+    separator = segments[0][3] if segments and segments[0].startswith("MSH") and len(segments[0]) > 3 else "|"
+    for segment in segments:
+        if segment.startswith("MSA" + separator):
+            fields = segment.split(separator)
+            return Reply(code=fields[1], control_id=fields[2] if len(fields) > 2 else "", text=text)
+    return Reply(code="", control_id="", text=text)
+
+
+_PIECES = [
+    "MSH",
+    "MSA",
+    "MSA|",
+    "MSA#",
+    "ERR",
+    "|",
+    "#",
+    "^",
+    "~",
+    "AA",
+    "AE",
+    "C1",
+    "\r",
+    "\n",
+    "\r\n",
+    " ",
+    "é",
+    "x",
+]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=24).map("".join))
+@example("MSH|^~\\&|A\rMSA|AA|C1\r")
+@example("\n\rMSH#^~\\&#A\nMSA|AA|C1\rMSA#AE#C2#x\r")
+@example("MSA|AA")
+@example("MSH\rMSA|AA|C1")
+@example("xMSA|AA|C1\nMSA|AE|C2")
+def test_reading_only_the_msa_gives_what_splitting_every_segment_gives(text):
+    """Any text, well-formed or not, gives the code, control id and text of the every-segment reading."""
+    assert read_reply(text) == _every_segment(text)
+
+
+@pytest.mark.parametrize("entry", corpus_entries(), ids=lambda entry: entry.file)
+def test_corpus_replies_read_as_the_full_parsers_read_them(entry):
+    """Every corpus file with an MSA: MSA-1 and MSA-2 as the engine's parser and python-hl7 read them.
+
+    Both parsers read the whole message.
+    """
+    payload = entry.path.read_bytes()
+    reply = parse_reply(payload)
+    assert reply == _every_segment(payload.decode("utf-8", errors="replace"))
+    text = payload.decode("utf-8", errors="replace").lstrip("\ufeff")
+    try:
+        message = Message.parse(text)
+    except HL7Error:
+        return
+    msa = message.segment("MSA")
+    if msa is None or text.startswith("\ufeff") or payload.startswith(b"\xef\xbb\xbf"):
+        return
+    assert (reply.code, reply.control_id) == (msa.field(1), msa.field(2))
+    python_hl7 = hl7.parse("\r".join(line for line in re.split(r"\r\n|\n|\r", text) if line))
+    assert (reply.code, reply.control_id) == (
+        str(python_hl7.segment("MSA")(1)),
+        str(python_hl7.segment("MSA")(2)),
+    )
+
+
+def test_the_corpus_holds_replies():
+    """The corpus test above compares real ACKs (AA, AE with ERR, AR), not only messages without MSA."""
+    codes = {parse_reply(entry.path.read_bytes()).code for entry in corpus_entries()}
+    assert {"AA", "AE", "AR"} <= codes

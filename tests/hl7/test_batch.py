@@ -61,7 +61,7 @@ def test_batches_and_back_to_back_messages_look_like_batches(text):
     ],
 )
 def test_single_messages_do_not_look_like_batches(text):
-    """One MSH, wherever 'MSH' or 'BTS' appears inside fields, is not a batch; a stray FTS trailer alone is not either."""
+    """One MSH, wherever 'MSH' or 'BTS' appears inside fields, is not a batch; nor is a stray FTS alone."""
     assert not looks_like_batch(text)
 
 
@@ -106,7 +106,7 @@ def test_empty_batch_is_valid():
 
 
 def test_declared_count_is_reported_not_enforced():
-    """A BTS-1 that differs from the messages found is kept in declared_count; unreadable counts are ignored."""
+    """A BTS-1 that differs from the messages found is kept in declared_count; unreadable ones are ignored."""
     assert split_batch(lines(BHS, M1, "BTS|5")).declared_count == 5
     assert split_batch(lines(BHS, M1, "BTS|many")).declared_count is None
     assert split_batch(lines(BHS, M1, "BTS")).declared_count is None
@@ -169,14 +169,17 @@ def test_bad_envelope_sequences_raise_100(text, message, location):
     ],
 )
 def test_unusable_or_mixed_delimiters_raise_102(text, location):
-    """Envelope delimiters that are invalid, or a field separator that changes inside a file, give HL7Error 102."""
+    """Invalid envelope delimiters, or a field separator that changes inside a file, give HL7Error 102."""
     with pytest.raises(HL7Error) as raised:
         split_batch(text)
     assert (raised.value.code, raised.value.location) == (102, location)
 
 
 def test_bhs_with_doubled_backslash_is_read_as_default_delimiters():
-    """A BHS-2 written '^~\\\\&' (escape character doubled) splits with the delimiters '^~\\&'; the BHS is kept verbatim."""
+    """A BHS-2 written '^~\\\\&' (escape character doubled) splits with the delimiters '^~\\&'.
+
+    The BHS is kept verbatim.
+    """
     doubled = "BHS|^~\\\\&|A|B|C|D|2026||||BATCH-9"
     assert split_batch(lines(doubled, M1, M2, "BTS|2")) == Batch(
         file_header=None,
@@ -270,7 +273,10 @@ def test_every_corpus_batch_has_a_known_count():
 
 @pytest.mark.parametrize("entry", BATCH_ENTRIES, ids=lambda entry: entry.file)
 def test_corpus_batches_split_into_acceptable_messages(entry):
-    """Each batch file looks like a batch and splits into the stated number of messages, each with an acceptable header."""
+    """Each batch file looks like a batch and splits into the stated number of messages.
+
+    Each message has an acceptable header.
+    """
     text = decode(entry.path.read_bytes()).text
     expected = (
         entry.messages_in_file if entry.messages_in_file is not None else COUNTS_NOT_IN_NOTES[entry.file]
@@ -297,7 +303,7 @@ def test_corpus_bad_batches_do_not_split(entry):
 
 
 def test_corpus_bts_without_bhs_is_a_batch():
-    """pyhl7_sample_batch4 (MSH..BTS, no BHS) looks like a batch and splits into its one message, BTS-1 counted."""
+    """pyhl7_sample_batch4 (MSH..BTS, no BHS) looks like a batch: its one message, BTS-1 counted."""
     entry = next(e for e in corpus_entries() if e.file == "batch/pyhl7_sample_batch4.hl7")
     text = decode(entry.path.read_bytes()).text
     assert looks_like_batch(text)
@@ -309,7 +315,10 @@ def test_corpus_bts_without_bhs_is_a_batch():
 
 
 def test_corpus_trailing_fts_alone_is_not_a_batch():
-    """pipehat_v23_oru_r01_3 ends with a stray 'FTS|1|END OF FILE' and no FHS/BHS/BTS: a single message, not a batch."""
+    """pipehat_v23_oru_r01_3 is a single message, not a batch.
+
+    It ends with a stray 'FTS|1|END OF FILE' and has no FHS/BHS/BTS.
+    """
     entry = next(e for e in corpus_entries() if e.file == "oru/pipehat_v23_oru_r01_3.hl7")
     text = decode(entry.path.read_bytes()).text
     assert "\rFTS|1|END OF FILE" in text

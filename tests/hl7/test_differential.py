@@ -93,7 +93,10 @@ def corpus_members() -> list[Member]:
 
 
 def their_structure(field) -> list[list[list[str]]]:
-    """python-hl7 keeps a leaf as a plain string at whatever depth it stops; normalise to reps/components/subcomponents."""
+    """python-hl7 keeps a leaf as a plain string at whatever depth it stops: normalise it.
+
+    The result is repetitions, components and subcomponents at every depth.
+    """
     if isinstance(field, str):
         return [[[field]]]
     repetitions = []
@@ -148,7 +151,7 @@ MEMBERS = corpus_members()
 
 @pytest.mark.parametrize("member", MEMBERS, ids=lambda m: f"{m.file}#{m.index}")
 def test_message_matches_python_hl7(member):
-    """Same segments, fields, repetitions, components, subcomponents and (where meanings agree) leaf values."""
+    """Same segments, fields, repetitions, components, subcomponents, and leaves where meanings agree."""
     if member.our_error is not None:
         pytest.skip(f"the engine rejects this input ({member.our_error})")
     try:
@@ -222,7 +225,7 @@ def test_skips_are_only_inputs_we_reject():
 
 
 def test_only_doubled_backslash_members_are_normalised_for_python_hl7():
-    """Exactly the three corpus files with MSH-2 '^~\\\\&' are accepted and compared with a normalised MSH-2."""
+    """Exactly the three corpus files with MSH-2 '^~\\\\&' are accepted and compared, MSH-2 normalised."""
     normalised = sorted(m.file for m in MEMBERS if m.their_text != m.text)
     assert normalised == [
         "adt/lfh_sample_unix.hl7",
@@ -256,7 +259,7 @@ PARSED = hl7.parse("MSH|^~\\&|A\rPID|1")
 )
 @pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated:DeprecationWarning")
 def test_python_hl7_renders_or_drops_what_we_keep(leaf, theirs, ours):
-    """python-hl7 renders formatting, drops charset/local/unknown/unterminated sequences and reads hex per byte."""
+    """python-hl7 renders formatting, drops charset/local/unknown/unterminated escapes, reads hex by byte."""
     assert PARSED.unescape(leaf) == theirs
     assert unescape(leaf, D) == ours
     assert not readings_agree(leaf, D)
@@ -277,7 +280,10 @@ def test_python_hl7_escapes_differently():
 
 
 def test_python_hl7_guesses_doubled_backslash_delimiters():
-    """python-hl7 reads MSH-2 '^~\\\\&' by position (subcomponent '\\'); we read '^~\\&', as python-hl7 does once MSH-2 is normalised."""
+    """python-hl7 reads MSH-2 '^~\\\\&' by position (subcomponent '\\'); we read '^~\\&'.
+
+    That is what python-hl7 reads too once MSH-2 is normalised.
+    """
     text = "MSH|^~\\\\&|A|B\rPID|1||a&b\\F\\c"
     guessed = hl7.parse(text)
     assert str(guessed.segment("MSH")[2]) == "^~\\\\&"

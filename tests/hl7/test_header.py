@@ -127,7 +127,7 @@ def test_read_header_with_bad_delimiters_raises_102(text):
 
 
 def test_read_header_reads_a_doubled_backslash_as_one_escape_character():
-    """MSH-2 '^~\\\\&' (a sender's doubled escape character) gives the delimiters '^~\\&'; MSH-2 is kept as sent."""
+    """MSH-2 '^~\\\\&' (a doubled escape character) gives the delimiters '^~\\&'; MSH-2 is kept as sent."""
     h = read_header("MSH|^~\\\\&|APP|FAC|||2026||ADT^A01|7|P|2.5\rPID|1")
     assert h.delimiters == Delimiters.DEFAULT
     assert h.fields[:4] == ("MSH", "|", "^~\\\\&", "APP")
@@ -365,7 +365,10 @@ FAMILY_EVENTS = {
 
 @pytest.mark.parametrize("version", ["2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8", "2.8.1", "2.8.2"])
 def test_every_family_event_resolves_to_an_hl7apy_structure(version):
-    """For 2.4+, each ADT/SIU/MDM/ORU/ORM/DFT/VXU/BAR event of hl7apy's table 0003 maps to a structure hl7apy defines."""
+    """For 2.4+, each ADT/SIU/MDM/ORU/ORM/DFT/VXU/BAR event of hl7apy's table 0003 has a structure.
+
+    The structure is one hl7apy defines.
+    """
     structures = hl7apy_module(version, "messages").MESSAGES
     events = set(hl7apy_module(version, "tables").TABLES["HL70003"][1])
     withdrawn = WITHDRAWN_IN_27 if KNOWN_VERSIONS.index(version) >= KNOWN_VERSIONS.index("2.7") else set()
@@ -446,7 +449,7 @@ def test_corpus_processing_id_n_is_accepted(file):
     ["adt/lfh_sample_unix.hl7", "malformed/lfh_sample_win.hl7", "malformed/nodehl7_literal_backslashes.hl7"],
 )
 def test_corpus_doubled_backslash_headers_are_accepted(file):
-    """The files whose MSH-2 is literally '^~\\\\&' read with the delimiters '^~\\&' and validate without problems."""
+    """The files whose MSH-2 is literally '^~\\\\&' read with '^~\\&' and validate without problems."""
     h = read_header(corpus_text(file))
     assert (h.field(2), h.delimiters) == ("^~\\\\&", Delimiters.DEFAULT)
     assert validate_header(h) == []
@@ -472,7 +475,7 @@ def test_patient_id_is_the_first_identifier_of_the_first_pid(segments, expected)
 
 
 def test_patient_id_agrees_with_the_message_parser_on_the_corpus():
-    """On every corpus message with a PID, the cheap reader finds what the full parser's PID-3.1 (or PID-2.1) holds."""
+    """On every corpus message with a PID, the cheap reader finds the full parser's PID-3.1 (or PID-2.1)."""
     compared = 0
     for entry in corpus_entries():
         text = decode(entry.path.read_bytes()).text

@@ -98,14 +98,17 @@ def test_from_msh_reads_the_declared_delimiters(field_sep, encoding_chars, expec
     ],
 )
 def test_from_msh_rejects_unusable_delimiters(field_sep, encoding_chars):
-    """Wrong length, duplicates, alphanumerics, whitespace and control characters give HL7Error 102 at MSH-2."""
+    """Wrong length, duplicates, alphanumerics, blanks and control characters give HL7Error 102 at MSH-2."""
     with pytest.raises(HL7Error) as raised:
         Delimiters.from_msh(field_sep, encoding_chars)
     assert (raised.value.code, raised.value.location) == (102, ("MSH", 1, 2))
 
 
 def test_from_msh_reads_a_doubled_backslash_as_one_escape_character():
-    """MSH-2 '^~\\\\&' (escape character doubled, a sender bug) gives '^~\\&' (no truncation character); encoding_chars is '^~\\&'."""
+    """MSH-2 '^~\\\\&' (escape character doubled, a sender bug) gives '^~\\&' (no truncation character).
+
+    encoding_chars is '^~\\&'.
+    """
     delimiters = Delimiters.from_msh("|", "^~\\\\&")
     assert delimiters == Delimiters("|", "^", "~", "\\", "&", None)
     assert delimiters.encoding_chars == "^~\\&"
@@ -340,7 +343,10 @@ def test_parse_rejects_bad_delimiters():
 
 
 def test_parse_reads_a_doubled_backslash_msh2_as_default_delimiters():
-    """MSH-2 '^~\\\\&' parses with delimiters '^~\\&' ('&' splits, '\\F\\' unescapes); MSH-2 and the text are kept as sent."""
+    """MSH-2 '^~\\\\&' parses with delimiters '^~\\&' ('&' splits, '\\F\\' unescapes).
+
+    MSH-2 and the text are kept as sent.
+    """
     text = "MSH|^~\\\\&|A|B\rPID|1||a&b\\F\\c"
     message = Message.parse(text)
     assert message.delimiters == D
@@ -520,7 +526,8 @@ def test_to_text_reproduces_the_input():
         (
             "PID-13",
             "a|b",
-            "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town||a\\F\\b",
+            "PID|1||111^^^HOSP^MR~222^^^STATE^SS||DOE^JOHN^Q||19800101|M|||1 Main St\\S\\Apt 2^^Town"
+            "||a\\F\\b",
         ),
     ],
 )
@@ -570,7 +577,7 @@ def test_set_on_a_bare_header_segment_adds_its_separator():
     ],
 )
 def test_set_refuses_what_it_cannot_write(text, path):
-    """Delimiter fields, new header segments, subcomponents without separator and bad paths raise ValueError."""
+    """Delimiter fields, new header segments, subcomponents without separator and bad paths: ValueError."""
     message = Message.parse(text)
     with pytest.raises(ValueError):
         message.set(path, "x")

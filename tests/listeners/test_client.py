@@ -1,88 +1,93 @@
-"""Reading a reply's MSA (``parse_reply``): the same answer as a whole-message parse, from only MSH and MSA."""
+"""The blocking MLLP client: a reply per request over loopback, and splitting files into messages."""
 
 from __future__ import annotations
 
-import re
+import socket
+import threading
+from collections.abc import Callable
 
-import hl7
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
-from engine.errors import HL7Error
-from engine.hl7.message import Message
-from engine.listeners.client import Reply, parse_reply, read_reply
-from tests.corpus_util import corpus_entries
+from engine.hl7.mllp import frame
+from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of, split_messages
+
+MSG = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|C1|P|2.5\rPID|1||123\r"
 
 
-def _every_segment(text: str) -> Reply:
-    """The reading parse_reply must give: split every segment, separator from a leading MSH, the first MSA's fields 1 and 2."""
-    segments = [s for s in re.split(r"\r\n|\n|\r", text) if s]
-    separator = segments[0][3] if segments and segments[0].startswith("MSH") and len(segments[0]) > 3 else "|"
-    for segment in segments:
-        if segment.startswith("MSA" + separator):
-            fields = segment.split(separator)
-            return Reply(code=fields[1], control_id=fields[2] if len(fields) > 2 else "", text=text)
-    return Reply(code="", control_id="", text=text)
+def serve_once(answer: Callable[[socket.socket, bytes], None]) -> tuple[int, threading.Thread]:
+    """A loopback server for one connection: ``answer`` gets the socket and the first bytes read."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def run() -> None:
+        with server:
+            connection, _ = server.accept()
+            with connection:
+                answer(connection, connection.recv(65536))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return port, thread
 
 
-_PIECES = [
-    "MSH",
-    "MSA",
-    "MSA|",
-    "MSA#",
-    "ERR",
-    "|",
-    "#",
-    "^",
-    "~",
-    "AA",
-    "AE",
-    "C1",
-    "\r",
-    "\n",
-    "\r\n",
-    " ",
-    "é",
-    "x",
-]
+def test_a_reply_arriving_in_pieces_is_one_payload():
+    """The reply's frame is collected across reads; bytes before it are not part of it."""
+
+    sent = []
+
+    def answer(connection: socket.socket, received: bytes) -> None:
+        sent.append(received)
+        reply = b"\r\n" + frame(b"MSH|^~\\&|ACK\rMSA|AA|C1\r")
+        for start in range(0, len(reply), 3):
+            connection.sendall(reply[start : start + 3])
+
+    port, server = serve_once(answer)
+    with MLLPClient("127.0.0.1", port, timeout=5) as client:
+        assert client.request(MSG) == b"MSH|^~\\&|ACK\rMSA|AA|C1\r"
+    server.join(5)
+    assert sent == [frame(MSG)]
 
 
-@settings(max_examples=2000, deadline=None)
-@given(st.lists(st.sampled_from(_PIECES), max_size=24).map("".join))
-@example("MSH|^~\\&|A\rMSA|AA|C1\r")
-@example("\n\rMSH#^~\\&#A\nMSA|AA|C1\rMSA#AE#C2#x\r")
-@example("MSA|AA")
-@example("MSH\rMSA|AA|C1")
-@example("xMSA|AA|C1\nMSA|AE|C2")
-def test_reading_only_the_msa_gives_what_splitting_every_segment_gives(text):
-    """Any text, well-formed or not, gives the code, control id and text of the every-segment reading."""
-    assert read_reply(text) == _every_segment(text)
+def test_no_reply_in_time_raises_reply_timeout():
+    """A receiver that keeps the connection open without answering gives ReplyTimeout."""
+    done = threading.Event()
+    port, server = serve_once(lambda connection, received: done.wait(5))
+    with MLLPClient("127.0.0.1", port, timeout=5) as client:
+        with pytest.raises(ReplyTimeout):
+            client.request(MSG, timeout=0.2)
+    done.set()
+    server.join(5)
 
 
-@pytest.mark.parametrize("entry", corpus_entries(), ids=lambda entry: entry.file)
-def test_corpus_replies_read_as_the_full_parsers_read_them(entry):
-    """Every corpus file with an MSA: MSA-1 and MSA-2 as the engine's parser and python-hl7 read the whole message."""
-    payload = entry.path.read_bytes()
-    reply = parse_reply(payload)
-    assert reply == _every_segment(payload.decode("utf-8", errors="replace"))
-    text = payload.decode("utf-8", errors="replace").lstrip("\ufeff")
-    try:
-        message = Message.parse(text)
-    except HL7Error:
-        return
-    msa = message.segment("MSA")
-    if msa is None or text.startswith("\ufeff") or payload.startswith(b"\xef\xbb\xbf"):
-        return
-    assert (reply.code, reply.control_id) == (msa.field(1), msa.field(2))
-    python_hl7 = hl7.parse("\r".join(line for line in re.split(r"\r\n|\n|\r", text) if line))
-    assert (reply.code, reply.control_id) == (
-        str(python_hl7.segment("MSA")(1)),
-        str(python_hl7.segment("MSA")(2)),
-    )
+def test_a_receiver_that_hangs_up_before_replying_is_a_connection_error():
+    """The connection closing before a whole reply arrived raises ConnectionError."""
+    port, server = serve_once(lambda connection, received: connection.sendall(b"\x0bMSH|half"))
+    with MLLPClient("127.0.0.1", port, timeout=5) as client:
+        with pytest.raises(ConnectionError):
+            client.request(MSG)
+    server.join(5)
 
 
-def test_the_corpus_holds_replies():
-    """The corpus test above compares real ACKs (AA, AE with ERR, AR), not only messages without MSA."""
-    codes = {parse_reply(entry.path.read_bytes()).code for entry in corpus_entries()}
-    assert {"AA", "AE", "AR"} <= codes
+@pytest.mark.parametrize("separator", [b"\r", b"\n", b"\r\n"])
+def test_a_file_splits_into_messages_at_each_msh(separator):
+    """CR, LF or CRLF between segments; each message re-joined with CR and ending with one."""
+    data = separator.join([b"MSH|^~\\&|1", b"PID|1", b"", b"MSH|^~\\&|2", b"PID|2"]) + separator
+    assert split_messages(data) == [b"MSH|^~\\&|1\rPID|1\r", b"MSH|^~\\&|2\rPID|2\r"]
+
+
+def test_a_file_loses_its_bom_and_its_batch_envelope_unless_asked_to_keep_it():
+    """A UTF-8 BOM is dropped; FHS/BHS/BTS/FTS are dropped, or the whole file is one payload."""
+    data = b"\xef\xbb\xbfFHS|^~\\&\nBHS|^~\\&\nMSH|^~\\&|1\nBTS|1\nFTS|1\n"
+    assert split_messages(data) == [b"MSH|^~\\&|1\r"]
+    assert split_messages(data, keep_batch_envelope=True) == [
+        b"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|1\rBTS|1\rFTS|1\r"
+    ]
+    assert split_messages(b"\n\n") == []
+
+
+def test_the_control_id_is_msh_10_in_the_message_s_own_separator():
+    """MSH-10 read from the first segment; '' when it is not an MSH or too short."""
+    assert control_id_of(MSG) == "C1"
+    assert control_id_of(b"MSH#^~\\&#A#B#C#D#2026##ADT#X9#P#2.5\r") == "X9"
+    assert control_id_of(b"PID|1||123\r") == ""
+    assert control_id_of(b"MSH|^~\\&|A\r") == ""

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest_twisted
 
 from engine.config import parse_config
-from engine.listeners.client import MLLPClient, parse_reply
+from engine.hl7.ack import parse_reply
+from engine.listeners.client import MLLPClient
 from engine.service import Engine
 from tests.channels.test_channels_e2e import statuses, wait_until
 from tests.fakes.harness import in_thread

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 from engine.errors import HL7Error
 from engine.hl7.charset import decode
+from engine.hl7.dtm import parse_timestamp
 from engine.hl7.message import Message
-from engine.record.extract import SegmentReader, parse_timestamp
+from engine.record.extract import SegmentReader
 from tests.corpus_util import corpus_entries
 from tests.record.conftest import SAMPLES
 

@@ -1,4 +1,4 @@
-"""Filters on corpus messages: every test, occurrences and repetitions, reasons, and no surprise exceptions."""
+"""Filters on corpus messages: every test, occurrences and repetitions, reasons, no surprise exceptions."""
 
 from __future__ import annotations
 

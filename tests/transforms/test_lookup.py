@@ -37,7 +37,10 @@ def test_inline_tables_load_as_given(tmp_path):
 
 
 def test_csv_with_bom_quotes_and_extra_columns(tmp_path):
-    """A BOM, quoted values with commas, quotes and line breaks, spaces after commas, CRLF and blank lines all read right."""
+    """A BOM, quoted values with commas, quotes and line breaks, spaces after commas, CRLF, blank lines.
+
+    All read right.
+    """
     write(
         tmp_path,
         b"\xef\xbb\xbfname,code,payer_id\r\n"

@@ -10,8 +10,9 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.task import deferLater
 
 from engine.errors import StoreError
-from engine.listeners.client import MLLPClient, parse_reply
-from engine.listeners.mllp import frame
+from engine.hl7.ack import parse_reply
+from engine.hl7.mllp import frame
+from engine.listeners.client import MLLPClient
 from engine.web.metrics import Metrics, fanout
 from tests.fakes.harness import in_thread, make_config, start_engine
 from tests.web.conftest import USERS, fetch

@@ -24,7 +24,7 @@ from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import unexpected_failure
 from engine.channels.destinations.spec import FileSettings
 from engine.errors import HL7Error
-from engine.hl7.ack import hl7_timestamp
+from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
 from engine.model import Delivery, DeliveryResult, Outcome
 

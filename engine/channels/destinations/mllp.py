@@ -2,8 +2,8 @@
 
 One connection is kept open between messages (or opened per message, with ``keep_alive: false``)
 and reopened on the next send after a drop. Only one message is in flight: sends wait in a queue
-and are served in order, each after the previous ACK (HL7-NOTES §1). Framing is the listener's
-(``engine.listeners.mllp``); what the ACK means is ``policy.decide``'s.
+and are served in order, each after the previous ACK (HL7-NOTES §1). Framing is
+``engine.hl7.mllp``'s; what the ACK means is ``policy.decide``'s.
 
 The connection is used by the destination's own thread, with blocking sockets. With one message
 in flight, the time from an ACK to the next message bounds the rate. On the reactor that time is
@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import decide, judge, read_ack, unexpected_failure, unexpected_result
 from engine.channels.destinations.spec import MllpSettings, TlsSettings
-from engine.listeners.mllp import MLLPFramer, frame
+from engine.hl7.mllp import FrameQueue, frame
 from engine.model import Delivery, DeliveryResult, Outcome
 
 __all__ = ["MLLPDestination"]
@@ -49,35 +49,19 @@ class _ConnectionClosed(Exception):
     """The connection ended before the reply arrived."""
 
 
-class _Replies(MLLPFramer):
-    """The reply frames read from one connection, in order."""
-
-    def __init__(self, max_reply_bytes: int):
-        super().__init__()
-        self.max_frame_bytes = max_reply_bytes
-        self.frames: collections.deque[bytes] = collections.deque()
-        self.too_long = False
-
-    def frameReceived(self, payload: bytes) -> None:
-        self.frames.append(payload)
-
-    def frameTooLong(self, head: bytes) -> None:
-        self.too_long = True
-
-
 class _Connection:
     """One blocking connection (TCP or TLS) and the replies read from it; only the sending thread uses it."""
 
     def __init__(self, sock: socket.socket, max_reply_bytes: int):
         self.sock = sock
-        self.replies = _Replies(max_reply_bytes)
+        self.replies = FrameQueue(max_reply_bytes)
 
     def arrived_while_idle(self) -> str | None:
         """What came while nothing was in flight.
 
         'closed' (the peer hung up), 'reply' (bytes nobody asked for), or None.
         """
-        if self.replies.frames or self.replies.too_long:
+        if self.replies.frames or self.replies.overflowed:
             return "reply"
         pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
         if not pending and not select.select([self.sock], [], [], 0)[0]:
@@ -100,7 +84,7 @@ class _Connection:
         self.sock.sendall(frame(payload))
         deadline = time.monotonic() + timeout
         while not self.replies.frames:
-            if self.replies.too_long:
+            if self.replies.overflowed:
                 raise _ReplyTooLong()
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -14,10 +14,9 @@ from twisted.python.failure import Failure
 
 from engine.channels.destinations.spec import AckPolicy
 from engine.errors import HL7Error
-from engine.hl7.ack import ERROR_TEXTS
+from engine.hl7.ack import ERROR_TEXTS, parse_reply, read_reply
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
-from engine.listeners.client import parse_reply, read_reply
 from engine.model import DeliveryResult, Outcome
 
 __all__ = ["Ack", "decide", "error_codes", "judge", "read_ack", "unexpected_failure", "unexpected_result"]

@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from engine.errors import EngineError
+from engine.hl7.dtm import parse_timestamp
 from engine.record import schema
-from engine.record.extract import KEEP, MessageFacts, PatientGroup, parse_timestamp
+from engine.record.extract import KEEP, MessageFacts, PatientGroup
 from engine.record.identity import Identifier, IdentityRule, find_by_rule, find_known, pid_identifiers
 from engine.record.values import (
     allergy_values,

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
+from engine.hl7.mllp import frame
 from engine.listeners.client import control_id_of
-from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory, frame
+from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from tests.channels.destinations.acks import ack
 
 # An answer gets (payload, peer, downstream) and returns the reply payload, None for no reply, or a

@@ -6,8 +6,8 @@ import pytest
 
 from engine.channels.destinations.policy import decide, error_codes, read_ack
 from engine.channels.destinations.spec import AckPolicy
+from engine.hl7.ack import parse_reply
 from engine.hl7.charset import decode
-from engine.listeners.client import parse_reply
 from engine.model import Outcome
 from tests.channels.destinations.acks import ack
 from tests.corpus_util import CORPUS_DIR, corpus_entries

@@ -1,0 +1,96 @@
+"""Server endpoint strings (Twisted's syntax: ``tcp:2575:interface=127.0.0.1``), checked before use.
+
+A listener or the web server is given an endpoint string, which Twisted's ``serverFromString``
+turns into a listening port when the engine starts. The configuration checks each string first,
+with Twisted's own tokenizer, and asks what it occupies (``bind_of``) so that two endpoints that
+cannot listen at once are reported together with every other problem of the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Twisted has no public tokenizer; this is the one serverFromString itself uses.
+from twisted.internet.endpoints import _parse as _tokenize_endpoint
+
+__all__ = ["ALL_INTERFACES", "ENDPOINT_OPTIONS", "Bind", "bind_of", "check_endpoint"]
+
+#: Interfaces that mean "every interface": a port taken on one of them is taken on all.
+ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
+
+
+@dataclass(frozen=True)
+class Bind:
+    """What a server endpoint occupies: a TCP port on an interface, or a UNIX socket path."""
+
+    port: int | None = None
+    interface: str = ""
+    socket_path: str | None = None
+
+    def clashes(self, other: Bind) -> bool:
+        """True when both cannot listen at once (port 0 asks for a free port, so it never clashes)."""
+        if self.socket_path is not None or other.socket_path is not None:
+            return self.socket_path == other.socket_path
+        if self.port == 0 or self.port != other.port:
+            return False
+        return (
+            self.interface == other.interface
+            or self.interface in ALL_INTERFACES
+            or other.interface in ALL_INTERFACES
+        )
+
+    def __str__(self) -> str:
+        if self.socket_path is not None:
+            return f"UNIX socket {self.socket_path}"
+        interface = "all interfaces" if self.interface in ALL_INTERFACES else f"interface {self.interface}"
+        return f"port {self.port} on {interface}"
+
+
+# Option names of each endpoint type, in positional order, as Twisted's endpoint parsers take them.
+ENDPOINT_OPTIONS = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "interface", "backlog"),
+    "ssl": (
+        "port",
+        "privateKey",
+        "certKey",
+        "sslmethod",
+        "interface",
+        "backlog",
+        "extraCertChain",
+        "dhParameters",
+    ),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+
+
+def bind_of(endpoint: str) -> Bind:
+    """Check a Twisted server endpoint string (tokenized by Twisted itself) and say what it occupies."""
+    try:
+        args, options = _tokenize_endpoint(endpoint)
+    except RuntimeError:  # a trailing backslash escapes nothing
+        raise ValueError(f"{endpoint!r} ends with a lone backslash") from None
+    kind, positional = args[0], args[1:]
+    names = ENDPOINT_OPTIONS.get(kind)
+    if names is None:
+        raise ValueError(f"{endpoint!r} must start with tcp:, tcp6:, ssl: or unix:")
+    if len(positional) > len(names):
+        raise ValueError(f"{endpoint!r} has more fields than a {kind} endpoint takes ({', '.join(names)})")
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"{endpoint!r}: unknown {kind} option {unknown[0]!r}; known: {', '.join(names)}")
+    given = dict(zip(names, positional)) | options
+    if kind == "unix":
+        if not given.get("address"):
+            raise ValueError(f"{endpoint!r} must name the socket path, e.g. unix:/run/hl7engine.sock")
+        return Bind(socket_path=given["address"])
+    port = given.get("port", "")
+    if not (port.isdigit() and int(port) <= 65535):
+        raise ValueError(f"{endpoint!r} must give a port number 0..65535 (got {port!r})")
+    return Bind(port=int(port), interface=given.get("interface", "::" if kind == "tcp6" else ""))
+
+
+def check_endpoint(value: str) -> str:
+    """``value`` when it is a server endpoint string ``bind_of`` accepts; its ValueError otherwise."""
+    bind_of(value)
+    return value

@@ -1,0 +1,221 @@
+"""The file source: poll a folder, store each file with its record, move it to done or error, stop cleanly."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from engine.config import FileListenerConfig
+from engine.errors import StoreError
+from engine.listeners.file import FileSource
+from engine.model import SourceFile
+
+ADT = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101||ADT^A01|1|P|2.5\rPID|1||123\r"
+ORU = b"MSH|^~\\&|LAB|NORTH|HUB|TEST|20260101||ORU^R01|2|P|2.5\rOBX|1|NM|x||5\r"
+POLL_SECONDS = 5.0
+
+
+class InlineThreads(Clock):
+    """A reactor clock whose thread pool runs each call at once, so a poll finishes before it returns."""
+
+    def getThreadPool(self):
+        return self
+
+    def callInThreadWithCallback(self, on_result, func, *args, **kwargs):
+        try:
+            result = func(*args, **kwargs)
+        except Exception:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+    def callFromThread(self, func, *args, **kwargs):
+        func(*args, **kwargs)
+
+
+class FakeIntake:
+    """Records each file handed to it; answers from ``answers``: True (clean), False, an error, a Deferred."""
+
+    def __init__(self):
+        self.files: list[tuple[bytes, SourceFile, str]] = []
+        self.answers: list = []
+
+    def ingest_file(self, payload: bytes, source_file: SourceFile, *, peer: str) -> defer.Deferred:
+        self.files.append((payload, source_file, peer))
+        answer = self.answers.pop(0) if self.answers else True
+        if isinstance(answer, defer.Deferred):
+            return answer
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(answer)
+
+
+class FakeStore:
+    """Knows the SHA-256 of the files already stored."""
+
+    def __init__(self):
+        self.read: set[str] = set()
+
+    def file_already_read(self, sha256: str) -> defer.Deferred:
+        return defer.succeed(sha256 in self.read)
+
+
+def sha256(data: bytes) -> str:
+    """The hex digest a file's record carries."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def drop(folder: Path, name: str, data: bytes, *, age: float = 60.0) -> Path:
+    """A file written ``age`` seconds ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    written = time.time() - age
+    os.utime(path, (written, written))
+    return path
+
+
+@pytest.fixture
+def inbox(tmp_path) -> Path:
+    """The polled folder (created by the tests that drop files, or by the source when it starts)."""
+    return tmp_path / "in"
+
+
+def source(inbox: Path, **settings) -> tuple[FileSource, FakeIntake, FakeStore, InlineThreads]:
+    """A file source on ``inbox`` (files taken at once unless min_age_seconds is given), not started."""
+    config = FileListenerConfig(
+        name="inbox",
+        type="file",
+        directory=inbox,
+        poll_seconds=POLL_SECONDS,
+        **{"min_age_seconds": 0.0} | settings,
+    )
+    intake, store, clock = FakeIntake(), FakeStore(), InlineThreads()
+    return FileSource("inbox", config, intake, store, reactor=clock), intake, store, clock
+
+
+def names(folder: Path) -> list[str]:
+    """What a folder holds, sorted; nothing when it does not exist."""
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def test_start_makes_the_folders_and_polls_at_once(inbox):
+    """The folder, done and error are created; a file already waiting is taken without waiting a period."""
+    file_source, intake, _, _ = source(inbox)
+    drop(inbox, "a.hl7", ADT)
+    file_source.startService()
+    assert (inbox / "done").is_dir() and (inbox / "error").is_dir()
+    assert [payload for payload, _, _ in intake.files] == [ADT]
+
+
+def test_each_file_is_stored_with_its_record_and_moved_to_done(inbox):
+    """The intake gets the bytes and the file's record (path, SHA-256, size); then the file goes to done."""
+    file_source, intake, _, _ = source(inbox)
+    path = drop(inbox, "a.hl7", ADT)
+    file_source.startService()
+    assert intake.files == [(ADT, SourceFile(str(path), sha256(ADT), len(ADT)), f"file:{path}")]
+    assert names(inbox) == ["done", "error"]
+    assert names(inbox / "done") == ["a.hl7"]
+    assert (inbox / "done" / "a.hl7").read_bytes() == ADT
+
+
+def test_a_file_not_stored_cleanly_goes_to_error(inbox):
+    """When the intake says not every message was accepted, the file is moved to the error folder."""
+    file_source, intake, _, _ = source(inbox)
+    intake.answers = [False]
+    drop(inbox, "bad.hl7", ADT)
+    file_source.startService()
+    assert (names(inbox / "done"), names(inbox / "error")) == ([], ["bad.hl7"])
+
+
+def test_a_file_already_read_is_moved_without_being_stored_again(inbox):
+    """A file whose SHA-256 the store has (stored before a crash, never moved) is only moved to done."""
+    file_source, intake, store, _ = source(inbox)
+    store.read.add(sha256(ADT))
+    drop(inbox, "again.hl7", ADT)
+    drop(inbox, "new.hl7", ORU, age=30)
+    file_source.startService()
+    assert [payload for payload, _, _ in intake.files] == [ORU]
+    assert names(inbox / "done") == ["again.hl7", "new.hl7"]
+
+
+def test_matching_files_old_enough_are_taken_oldest_first(inbox):
+    """Only the pattern's files, oldest first; one written less than min_age ago waits for a later poll."""
+    file_source, intake, _, clock = source(inbox, min_age_seconds=10.0)
+    drop(inbox, "later.hl7", ORU, age=20)
+    drop(inbox, "first.hl7", ADT, age=40)
+    drop(inbox, "notes.txt", b"not a message", age=40)
+    fresh = drop(inbox, "fresh.hl7", ADT + ORU, age=0)
+    file_source.startService()
+    assert [Path(record.path).name for _, record, _ in intake.files] == ["first.hl7", "later.hl7"]
+    assert names(inbox) == ["done", "error", "fresh.hl7", "notes.txt"]
+    written = time.time() - 60
+    os.utime(fresh, (written, written))
+    clock.advance(POLL_SECONDS)
+    assert [Path(record.path).name for _, record, _ in intake.files][2:] == ["fresh.hl7"]
+
+
+def test_a_moved_file_never_replaces_one_already_there(inbox):
+    """A name already in done gets .1, then .2: no file is overwritten."""
+    file_source, _, _, clock = source(inbox)
+    drop(inbox / "done", "a.hl7", b"older")
+    drop(inbox, "a.hl7", ADT)
+    file_source.startService()
+    drop(inbox, "a.hl7", ORU)
+    clock.advance(POLL_SECONDS)
+    assert names(inbox / "done") == ["a.hl7", "a.hl7.1", "a.hl7.2"]
+    assert [(inbox / "done" / n).read_bytes() for n in ("a.hl7", "a.hl7.1", "a.hl7.2")] == [
+        b"older",
+        ADT,
+        ORU,
+    ]
+
+
+def test_a_failed_poll_leaves_the_file_for_the_next_poll(inbox):
+    """When the store fails, the file stays where it is; the next poll stores and moves it."""
+    file_source, intake, _, clock = source(inbox)
+    intake.answers = [StoreError("the database is down", transient=True)]
+    drop(inbox, "a.hl7", ADT)
+    file_source.startService()
+    assert names(inbox) == ["a.hl7", "done", "error"]
+    clock.advance(POLL_SECONDS)
+    assert len(intake.files) == 2
+    assert names(inbox / "done") == ["a.hl7"]
+
+
+def test_a_poll_asked_for_while_one_runs_is_the_same_poll(inbox):
+    """Polls never overlap: asking again while a file is being stored gives the poll under way."""
+    file_source, intake, _, _ = source(inbox)
+    held = defer.Deferred()
+    intake.answers = [held]
+    drop(inbox, "a.hl7", ADT)
+    file_source.startService()
+    assert file_source.poll() is file_source.poll()
+    assert len(intake.files) == 1
+    held.callback(True)
+    assert names(inbox / "done") == ["a.hl7"]
+
+
+def test_stop_lets_the_file_in_flight_finish_and_takes_no_more(inbox):
+    """Stopping waits for the file being stored (then moved); later files stay, and no poll follows."""
+    file_source, intake, _, clock = source(inbox)
+    held = defer.Deferred()
+    intake.answers = [held]
+    drop(inbox, "first.hl7", ADT, age=40)
+    drop(inbox, "second.hl7", ORU, age=20)
+    file_source.startService()
+    stopped = file_source.stopService()
+    assert not stopped.called
+    held.callback(True)
+    assert stopped.called
+    assert names(inbox / "done") == ["first.hl7"]
+    clock.advance(POLL_SECONDS * 3)
+    assert len(intake.files) == 1
+    assert "second.hl7" in names(inbox)

@@ -1,0 +1,195 @@
+"""The running engine's reload: only what changed restarts; a config with problems is refused whole.
+
+Everything is observed from outside over loopback: the reload's report, the ACK code a message
+gets (AR when no channel takes it), and whether a connection opened before the reload still works.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import pytest_twisted
+
+from engine.config import load_config
+from engine.errors import ConfigError
+from engine.hl7.ack import parse_reply
+from engine.listeners.client import MLLPClient
+from tests.fakes.harness import in_thread, make_config, port_of, start_engine
+
+ADT = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101120000||ADT^A04^ADT_A01|A1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
+ORU = b"MSH|^~\\&|LAB|NORTH|HUB|TEST|20260101120000||ORU^R01^ORU_R01|O1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
+SIU = b"MSH|^~\\&|SCH|NORTH|HUB|TEST|20260101120000||SIU^S12^SIU_S12|S1|P|2.5.1\rSCH|1\r"
+
+ENGINE = """
+engine:
+  application: {application}
+  facility: TEST
+  data_dir: {{data_dir}}
+listeners:
+  - name: main
+    endpoint: "tcp:0:interface=127.0.0.1"
+    idle_timeout_seconds: {idle}
+{listeners}
+channels:
+{channels}
+"""
+
+
+def channel(name: str, *types: str, source: str = "main") -> str:
+    """A channels item that stores the message types given, fed by ``source``."""
+    return f"  - name: {name}\n    source: {source}\n    accept:\n      types: [{', '.join(types)}]\n"
+
+
+def listener(name: str) -> str:
+    """A listeners item on an ephemeral loopback port."""
+    return f'  - name: {name}\n    endpoint: "tcp:0:interface=127.0.0.1"\n'
+
+
+def text(*channels: str, listeners: str = "", application: str = "HUB", idle: int = 300) -> str:
+    """The YAML of an engine with the listener ``main``, the other listeners and the channels given."""
+    return ENGINE.format(application=application, idle=idle, listeners=listeners, channels="".join(channels))
+
+
+def config(tmp_path, yaml: str):
+    """The Config of ``yaml``, its data under tmp_path."""
+    return make_config(tmp_path, text=yaml)
+
+
+def codes(port: int, *payloads: bytes) -> list[str]:
+    """The ACK code each payload gets over a new connection."""
+    with MLLPClient("127.0.0.1", port, timeout=20) as client:
+        return [parse_reply(client.request(payload)).code for payload in payloads]
+
+
+def request(client: MLLPClient, payload: bytes) -> str:
+    """The ACK code one payload gets over a connection already open."""
+    return parse_reply(client.request(payload)).code
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reload_without_change_says_so_and_keeps_every_connection(tmp_path):
+    """The same config again: 'no change', the listener keeps its port and open connections."""
+    engine = start_engine(config(tmp_path, text(channel("adt", "ADT"))))
+    client = MLLPClient("127.0.0.1", port_of(engine), timeout=20)
+    try:
+        port = port_of(engine)
+        assert (yield in_thread(request, client, ADT)) == "AA"
+        report = yield engine.reload(config(tmp_path, text(channel("adt", "ADT"))))
+        assert str(report) == "no change"
+        assert port_of(engine) == port
+        assert (yield in_thread(request, client, ADT)) == "AA"
+    finally:
+        client.close()
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_changed_channel_applies_to_connections_already_open(tmp_path):
+    """A channel that now takes ORU too answers ORU AA on the connection that got AR before."""
+    engine = start_engine(config(tmp_path, text(channel("adt", "ADT"))))
+    client = MLLPClient("127.0.0.1", port_of(engine), timeout=20)
+    try:
+        assert (yield in_thread(request, client, ORU)) == "AR"
+        report = yield engine.reload(config(tmp_path, text(channel("adt", "ADT", "ORU"))))
+        assert str(report) == "channel adt changed"
+        assert (yield in_thread(request, client, ORU)) == "AA"
+    finally:
+        client.close()
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_added_and_a_removed_channel(tmp_path):
+    """A removed channel takes nothing more, an added one takes its messages, the others go on."""
+    engine = start_engine(config(tmp_path, text(channel("adt", "ADT"), channel("lab", "ORU"))))
+    try:
+        assert (yield in_thread(codes, port_of(engine), ADT, ORU, SIU)) == ["AA", "AA", "AR"]
+        report = yield engine.reload(config(tmp_path, text(channel("adt", "ADT"), channel("sched", "SIU"))))
+        assert str(report) == "channel lab removed; channel sched added"
+        assert (yield in_thread(codes, port_of(engine), ADT, ORU, SIU)) == ["AA", "AR", "AA"]
+    finally:
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_changed_listener_restarts_and_closes_its_connections(tmp_path):
+    """A listener whose own settings change is restarted: its old connections close, the new one answers."""
+    engine = start_engine(config(tmp_path, text(channel("adt", "ADT"))))
+    client = MLLPClient("127.0.0.1", port_of(engine), timeout=20)
+    try:
+        assert (yield in_thread(request, client, ADT)) == "AA"
+        report = yield engine.reload(config(tmp_path, text(channel("adt", "ADT"), idle=60)))
+        assert str(report) == "listener main restarted"
+        with pytest.raises(OSError):
+            yield in_thread(request, client, ADT)
+        assert (yield in_thread(codes, port_of(engine), ADT)) == ["AA"]
+    finally:
+        client.close()
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_added_and_a_removed_listener(tmp_path):
+    """A removed listener's port refuses connections; an added one answers for its channels."""
+    before = text(channel("adt", "ADT"), channel("lab", "ORU", source="lab"), listeners=listener("lab"))
+    engine = start_engine(config(tmp_path, before))
+    try:
+        lab_port = port_of(engine, "lab")
+        assert (yield in_thread(codes, lab_port, ORU)) == ["AA"]
+        after = text(
+            channel("adt", "ADT"), channel("lab", "ORU", source="results"), listeners=listener("results")
+        )
+        report = yield engine.reload(config(tmp_path, after))
+        assert str(report) == "channel lab changed; listener lab removed; listener results added"
+        with pytest.raises(ConnectionRefusedError):
+            yield in_thread(codes, lab_port, ORU)
+        assert (yield in_thread(codes, port_of(engine, "results"), ORU, ADT)) == ["AA", "AR"]
+        assert (yield in_thread(codes, port_of(engine), ADT, ORU)) == ["AA", "AR"]
+    finally:
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_changed_engine_settings_wait_for_a_restart(tmp_path):
+    """Engine settings are not applied by a reload: the report says a restart is needed."""
+    engine = start_engine(config(tmp_path, text(channel("adt", "ADT"))))
+    try:
+        report = yield engine.reload(config(tmp_path, text(channel("adt", "ADT"), application="HUB2")))
+        assert str(report) == (
+            "no change; needs a restart:"
+            " engine settings (store, identity, charset) are applied at the next start"
+        )
+        assert (yield in_thread(codes, port_of(engine), ADT)) == ["AA"]
+    finally:
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_config_with_problems_is_refused_and_the_old_one_keeps_running(tmp_path):
+    """reload_from_file fails with every problem of the file; nothing changes, a connection goes on."""
+    path = tmp_path / "channels.yaml"
+    good = textwrap.dedent(text(channel("adt", "ADT"))).format(data_dir=tmp_path / "data")
+    path.write_text(good)
+    engine = start_engine(load_config(path))
+    client = MLLPClient("127.0.0.1", port_of(engine), timeout=20)
+    try:
+        port = port_of(engine)
+        path.write_text(
+            good.replace("types: [ADT]", "types: [ADT, ORU]\n    colour: red").replace("main\n", "mian\n", 1)
+        )
+        with pytest.raises(ConfigError) as refused:
+            yield engine.reload_from_file(path)
+        assert [(p.path, p.line, p.message) for p in refused.value.problems] == [
+            ("channels[0].source", 13, "no listener named 'main'; known: mian"),
+            ("channels[0].colour", 16, "unknown key 'colour'"),
+        ]
+        assert port_of(engine) == port
+        assert (yield in_thread(request, client, ORU)) == "AR"
+        assert (yield in_thread(request, client, ADT)) == "AA"
+        path.write_text(good)
+        report = yield engine.reload_from_file(path)
+        assert str(report) == "no change"
+    finally:
+        client.close()
+        yield engine.stopService()
