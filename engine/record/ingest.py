@@ -40,7 +40,7 @@ from engine.record.identity import (
     survivor_of,
 )
 from engine.record.writer import Differs, Statements, Writer, list_digest
-from engine.store.db import store_errors
+from engine.store.driver import store_errors
 
 __all__ = ["IngestResult", "RecordError", "RecordIngestor"]
 

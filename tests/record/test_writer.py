@@ -6,8 +6,9 @@ from datetime import UTC, timedelta
 
 import sqlalchemy as sa
 
-from engine.record import schema, writer
+from engine.record import schema
 from engine.record.writer import Statements, Writer
+from engine.store.driver import tables
 from tests.record.conftest import NOW, RECEIVED, store_message
 
 
@@ -34,7 +35,7 @@ def _patients(engine, count: int) -> None:
 
 def test_rows_are_read_as_sqlalchemy_reads_them_also_once_times_are_forgotten(engine, monkeypatch):
     """Rows read through Writer.rows, again and again while the remembered timestamps are forgotten, equal SQLAlchemy's reading."""
-    monkeypatch.setattr(writer, "_TIMES_KEPT", 3)
+    monkeypatch.setattr(tables, "TIMES_KEPT", 3)
     _patients(engine, 5)
     with engine.connect() as connection:
         expected = [

@@ -15,7 +15,8 @@ from twisted.internet import defer, task
 from engine.model import NewMessage, Status
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for
-from engine.store.messages import MessageRepository, MessageStore
+from engine.store.message_store import MessageStore
+from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
 from engine.store.queues import QueueRepository
 

@@ -28,7 +28,7 @@ import sys
 from datetime import datetime, timezone
 from twisted.internet import reactor, task
 from engine.model import NewMessage, Status
-from engine.store.messages import MessageStore
+from engine.store.message_store import MessageStore
 
 store = MessageStore(sys.argv[1], reactor=reactor)
 store.start()

@@ -9,7 +9,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from engine.errors import StoreError
-from engine.store.db import create_engine_for, is_lock_error, store_errors
+from engine.store.db import create_engine_for
+from engine.store.driver import is_lock_error, store_errors
 
 
 @pytest.mark.parametrize(("durability", "synchronous"), [("process", 1), ("power_loss", 2)])

@@ -15,7 +15,7 @@ from twisted.internet import reactor
 
 from engine.config import EngineSettings, HttpSettings
 from engine.model import NewMessage, Status
-from engine.store.messages import MessageStore
+from engine.store.message_store import MessageStore
 from engine.web.metrics import Metrics
 from engine.web.passwords import hash_password
 from engine.web.server import WebService
