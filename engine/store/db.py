@@ -70,7 +70,7 @@ def _sqlite_engine(url: URL, durability: str, lock_timeout: float, pool_size: in
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             # A multi-row INSERT inside a transaction keeps a statement journal; on disk that was a
-            # temporary file created, written and deleted per transaction (~20 us CPU a message).
+            # temporary file created, written and deleted per transaction (CPU each message).
             cursor.execute("PRAGMA temp_store=MEMORY")
         finally:
             cursor.close()

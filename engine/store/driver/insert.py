@@ -290,12 +290,11 @@ class _ValuesStatements:
     What run_alone sends as arrays (one statement text for any count) costs psycopg most of its
     Python work: it dumps an array element by element in Python, while scalar parameters are
     dumped by its C code, and a RawCursor's ``$n`` statement is not parsed in Python at all
-    (measured in process, less than half the CPU a group: see docs/performance.md). So a group
-    goes this way while its parameters are few (``VALUES_MAX_PARAMETERS``); a larger one, rare
-    on the intake path, as arrays. Each text is kept by its shape (rows, rows of each child),
-    so psycopg prepares what repeats on the server; rows keep their order as with arrays
-    (``ORDER BY v.i``), each placeholder cast to its column's type (a NULL or a text in a VALUES
-    list has none).
+    (measured in process: see docs/performance.md). So a group goes this way while its parameters
+    are few (``VALUES_MAX_PARAMETERS``); a larger one, rare on the intake path, as arrays. Each
+    text is kept by its shape (rows, rows of each child), so psycopg prepares what repeats on the
+    server; rows keep their order as with arrays (``ORDER BY v.i``), each placeholder cast to its
+    column's type (a NULL or a text in a VALUES list has none).
     """
 
     def __init__(

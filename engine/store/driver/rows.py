@@ -126,9 +126,10 @@ def on_driver(
 ) -> list | None:
     """Run ``sql`` in the connection's transaction (``many``: per parameter set); its rows with ``fetch``.
 
-    SQLite: on the driver's own cursor. SQLAlchemy's execution context around it (``exec_driver_sql``)
-    cost ~20 us a statement, and intake's transaction of one message processed at intake has
-    three; its errors still come as SQLAlchemy would raise them. PostgreSQL: ``exec_driver_sql``.
+    SQLite: on the driver's own cursor. SQLAlchemy's execution context around it
+    (``exec_driver_sql``) cost more than the statement, and intake's transaction of one message
+    processed at intake has three; its errors still come as SQLAlchemy would raise them.
+    PostgreSQL: ``exec_driver_sql``.
     """
     dialect = connection.dialect
     if dialect.name != "sqlite":
