@@ -61,7 +61,8 @@ _DELIVERY_REASON, _DELIVERY_RESPONSE_CODE = (
 )
 _MESSAGE_ERROR = messages.c.error.type.length
 
-# The claim (the WHERE on status): every still-RECEIVED message of a batch at once, locked until commit.
+# The claim (the WHERE on status): every still-RECEIVED message of a batch at once, locked until
+# commit. It takes the rows and writes no status: _SET_RESULT does, in the same transaction.
 _CLAIM = (
     sa.update(messages)
     .where(messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.status == Status.RECEIVED)
@@ -69,12 +70,18 @@ _CLAIM = (
     .returning(messages.c.id, messages.c.channel)
 )
 
-_SET_RESULT = Rows(by_id(messages).values(binds(messages, "status", "error", "transformed")))
-_SETTLE = Rows(
-    by_id(messages, messages.c.status == Status.QUEUED).values(
-        binds(messages, "status", "status_at", "error")
-    )
-)
+
+def _status_update(*guard: sa.ColumnElement[bool], also: tuple[str, ...] = ()) -> Rows:
+    """The one statement shape that writes messages' statuses: status, status_at and error by id.
+
+    ``guard`` is what must hold for a row to change; ``also`` are further columns written with it.
+    """
+    return Rows(by_id(messages, *guard).values(binds(messages, "status", "status_at", "error", *also)))
+
+
+_SET_RESULT = _status_update(also=("transformed",))  # record_processing, after _CLAIM
+_SETTLE = _status_update(messages.c.status == Status.QUEUED)  # record_attempts: the roll-up
+_SET_STATUS = _status_update()  # resend: back to QUEUED
 # One UPDATE per outcome; every one counts the attempt and keeps the answer.
 _ATTEMPT = ("updated_at", "reason", "response", "response_code")
 _RECORD_ATTEMPT = {
@@ -286,6 +293,7 @@ class QueueRepository:
                         {
                             "id": result.message_id,
                             "status": result.status,
+                            "status_at": now,
                             "error": fit_text(result.reason, _MESSAGE_ERROR),
                             "transformed": result.transformed,
                         }
@@ -488,10 +496,12 @@ class QueueRepository:
                 ]
                 ids = list(connection.execute(_INSERT_DELIVERIES, rows).scalars())
                 resent = sorted({r.message_id for r in old})
-                connection.execute(
-                    sa.update(messages)
-                    .where(messages.c.id.in_(resent))
-                    .values(status=Status.QUEUED, status_at=now, error="")
+                _SET_STATUS.run(
+                    connection,
+                    [
+                        {"id": message_id, "status": Status.QUEUED, "status_at": now, "error": ""}
+                        for message_id in resent
+                    ],
                 )
                 events.extend(
                     event_row(message_id, now, Status.QUEUED, "resent by operator") for message_id in resent
@@ -513,6 +523,8 @@ class QueueRepository:
             return 0
         now = self._clock()
         m, c = messages.c, deliveries.c
+        # Not _status_update's shape: this claim's RETURNING says which messages it took, which a
+        # Rows statement (no result) cannot.
         claim = (
             sa.update(messages)
             .where(
