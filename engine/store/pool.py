@@ -1,7 +1,7 @@
 """The store's threads: every write on one writer thread, in order, with group commit; reads on a small pool.
 
-Writes go to one writer thread, in order (``add()`` calls pending together are committed in one
-transaction: group commit) and fire their Deferreds after COMMIT; reads run on a small pool.
+``add()`` calls pending together are committed in one transaction (group commit); every write's
+Deferred fires after COMMIT, on the reactor thread.
 
 On SQLite with ``durability: process`` (a commit is a write into the WAL, no fsync), the adds
 made during one reactor turn are committed at the end of that turn on the reactor thread
@@ -36,7 +36,7 @@ from engine.store.driver import checkpoint_wal, set_pragmas, store_errors
 log = Logger(namespace="engine.store")
 
 # What inserts groups of adds: MessageRepository.insert_groups.
-InsertGroups = Callable[..., list[list[int]]]
+_InsertGroups = Callable[..., list[list[int]]]
 
 
 @dataclass(slots=True)
@@ -124,7 +124,7 @@ class StorePool:
         self._state = State.NEW
         self._stop_waiters: list[defer.Deferred] = []
         self._engine: sa.Engine | None = None
-        self._insert_groups: InsertGroups | None = None
+        self._insert_groups: _InsertGroups | None = None
         self._reads: ThreadPool | None = None
         self._writer: _Lane | None = None  # every call, and the adds when there is no _adds lane
         self._adds: _Lane | None = None  # PostgreSQL: the adds, on a thread of their own beside the calls
@@ -154,7 +154,7 @@ class StorePool:
         """
         return self._read_threads + 3
 
-    def start(self, engine: sa.Engine, insert_groups: InsertGroups) -> None:
+    def start(self, engine: sa.Engine, insert_groups: _InsertGroups) -> None:
         """Start the threads on ``engine`` (disposed of once stopped); adds go to ``insert_groups``.
 
         ``insert_groups`` is MessageRepository.insert_groups of a repository on ``engine``.
@@ -192,12 +192,11 @@ class StorePool:
     def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
         """Let inline groups wait (``GROUP_WAIT_SECONDS`` at most) for idle connected senders.
 
-        An idle sender is connected but has nothing in flight.
-        ``idle_senders()`` says how many such senders there are right now. Each commit costs the
-        same for one message as for eight (the pages of every index are written again), so when
-        connected senders are about to send their next message, the group waits for them; once
-        every connected sender is waiting for the store, it commits. With one sender, or with
-        none idle, nothing ever waits.
+        An idle sender is connected but has nothing in flight; ``idle_senders()`` says how many
+        there are right now. Each commit costs the same for one message as for eight (the pages of
+        every index are written again), so when connected senders are about to send their next
+        message, the group waits for them; once every connected sender is waiting for the store,
+        it commits. With one sender, or with none idle, nothing ever waits.
         """
         self._idle_senders = idle_senders
 

@@ -390,7 +390,7 @@ class QueueRepository:
             # TRANSACTION: each attempt's outcome and event, and the final status of every message
             # whose deliveries are now all final, so a message never shows SENT before its rows do.
             with self._engine.begin() as connection:
-                # Consecutive results with the same outcome share one statement (_Rows), in the order given.
+                # Consecutive results with the same outcome share one statement (Rows), in the order given.
                 for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
                     _RECORD_ATTEMPT[outcome].run(connection, [_attempt_values(result) for result in run])
                 touched = _TOUCHED.rows(connection, {"ids": sorted({r.delivery_id for r in results})})

@@ -74,9 +74,9 @@ class InsertReturningIds:
         self.sql = f"INSERT INTO {table.name} ({', '.join(inserted)}) VALUES {self._values}"
         if not self.sqlite:
             self.sql += " RETURNING id"
-        self.dbapi_error = dialect.dbapi.Error
+        self._dbapi_error = dialect.dbapi.Error
         self._many: dict[int, str] = {}  # SQLite: the INSERT of that many rows
-        self.dialect = dialect
+        self._dialect = dialect
         self._copies = tuple(columns.index(source) for source in copies.values())
         processors = (
             (i, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
@@ -134,8 +134,8 @@ class InsertReturningIds:
                 ids.append(cursor.fetchone()[0])
                 if not cursor.nextset():
                     return ids
-        except self.dbapi_error as error:
-            raise as_sqlalchemy_error(error, self.sql, self.dialect) from error
+        except self._dbapi_error as error:
+            raise as_sqlalchemy_error(error, self.sql, self._dialect) from error
         finally:
             cursor.close()
 
@@ -212,8 +212,8 @@ class InsertReturningIds:
             with connection.begin(), self._raw_cursor(driver) as cursor:
                 cursor.execute(sql, parameters)
                 return sorted(row[0] for row in cursor.fetchall())
-        except self.dbapi_error as error:
-            raise as_sqlalchemy_error(error, sql, self.dialect) from error
+        except self._dbapi_error as error:
+            raise as_sqlalchemy_error(error, sql, self._dialect) from error
         finally:
             driver.autocommit = False
 
