@@ -24,7 +24,7 @@ from engine.config import Config, load_config
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
-from engine.store.messages import MessageStore
+from engine.store.message_store import MessageStore
 from engine.transforms.lookup import load_tables
 from engine.web.api import patient_resources
 from engine.web.audit import Auditor

@@ -11,7 +11,7 @@ import pytest_twisted
 from psycopg import sql
 from twisted.internet import reactor
 
-from engine.store.messages import MessageStore
+from engine.store.message_store import MessageStore
 
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 _POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"

@@ -27,7 +27,7 @@ from engine.record.apply.siu import SiuApplication
 from engine.record.extract import read_message
 from engine.record.identity import DEFAULT_RULE, IdentityRule
 from engine.record.writer import Statements, Writer
-from engine.store.db import store_errors
+from engine.store.driver import store_errors
 
 __all__ = ["IngestResult", "RecordIngestor"]
 

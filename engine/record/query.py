@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.identity import normalise
-from engine.store.db import store_errors
+from engine.store.driver import store_errors
 
 __all__ = ["MAX_RESULTS", "find_patients", "get_patient", "plain"]
 

@@ -16,8 +16,8 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from engine.model import require_aware, utc_now
-from engine.store.db import store_errors
-from engine.store.schema import audit_log, fit_text
+from engine.store.driver import fit_row, store_errors
+from engine.store.schema import audit_log
 
 __all__ = ["AuditEntry", "AuditRepository"]
 
@@ -43,7 +43,7 @@ _COLUMNS = tuple(audit_log.c[f.name] for f in dataclasses.fields(AuditEntry))
 
 
 class AuditRepository:
-    """Blocking writes and reads of the audit trail, returning plain data; never call it on the reactor thread."""
+    """Blocking writes and reads of the audit trail, as plain data; never call it on the reactor thread."""
 
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utc_now):
         self._engine = engine
@@ -62,7 +62,7 @@ class AuditRepository:
         """Write one entry (at ``at``, default now); returns its id."""
         at = at or self._clock()
         require_aware(at, "at")
-        values = fit_text(
+        values = fit_row(
             audit_log,
             {
                 "at": at,
@@ -86,7 +86,7 @@ class AuditRepository:
         message_id: int | None = None,
         user: str | None = None,
     ) -> list[AuditEntry]:
-        """The newest entries first, at most ``limit``; pages by ``before_id``, optionally only one message's or one user's."""
+        """The newest entries first, at most ``limit``, below ``before_id``; or one message's, one user's."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         c = audit_log.c

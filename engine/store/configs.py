@@ -9,8 +9,8 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from engine.model import require_aware
-from engine.store.db import store_errors
-from engine.store.schema import config_history, fit_text
+from engine.store.driver import fit_row, store_errors
+from engine.store.schema import config_history
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ _COLUMNS = tuple(config_history.c[f.name] for f in dataclasses.fields(ConfigReco
 
 
 class ConfigRepository:
-    """Blocking reads and writes of the config history, returning plain data; never call it on the reactor thread."""
+    """Blocking reads and writes of the config history, as plain data; never call it on the reactor thread."""
 
     def __init__(self, engine: sa.Engine):
         self._engine = engine
@@ -39,7 +39,7 @@ class ConfigRepository:
     ) -> int:
         """Remember that a configuration was applied; returns its id."""
         require_aware(applied_at, "applied_at")
-        values = fit_text(
+        values = fit_row(
             config_history,
             {
                 "applied_at": applied_at,

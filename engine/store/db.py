@@ -11,24 +11,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
 from engine.errors import StoreError
+from engine.store.driver import is_lock_error
 
 DURABILITIES = ("process", "power_loss")
 
-# PostgreSQL SQLSTATEs that mean "someone else holds what we need": lock_not_available, deadlock_detected.
-_POSTGRES_LOCK_STATES = frozenset({"55P03", "40P01"})
-# SQLite primary result codes SQLITE_BUSY and SQLITE_LOCKED.
-_SQLITE_LOCK_CODES = frozenset({5, 6})
 _POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 _WAL_RETRY_SECONDS = 0.01
 
@@ -36,7 +30,7 @@ _WAL_RETRY_SECONDS = 0.01
 def create_engine_for(
     url: str, *, durability: str = "process", lock_timeout: float = 5.0, pool_size: int = 5
 ) -> sa.Engine:
-    """An Engine for a ``sqlite:///`` or ``postgresql://`` URL with the store's durability and lock settings."""
+    """An Engine for a ``sqlite:///`` or ``postgresql://`` URL, with the store's durability and locks."""
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
     if not lock_timeout > 0:
@@ -76,7 +70,7 @@ def _sqlite_engine(url: URL, durability: str, lock_timeout: float, pool_size: in
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             # A multi-row INSERT inside a transaction keeps a statement journal; on disk that was a
-            # temporary file created, written and deleted per transaction (~20 us CPU a message).
+            # temporary file created, written and deleted per transaction (CPU each message).
             cursor.execute("PRAGMA temp_store=MEMORY")
         finally:
             cursor.close()
@@ -85,7 +79,7 @@ def _sqlite_engine(url: URL, durability: str, lock_timeout: float, pool_size: in
 
 
 def _enable_wal(cursor, lock_timeout: float) -> None:
-    """Switch the file to WAL; converting a new file does not wait on the busy handler, so retry until lock_timeout."""
+    """Switch the file to WAL, retrying until lock_timeout: converting a new file ignores the busy handler."""
     deadline = time.monotonic() + lock_timeout
     while True:
         try:
@@ -114,28 +108,3 @@ def _postgresql_engine(url: URL, durability: str, lock_timeout: float, pool_size
             "application_name": url.query.get("application_name", "hl7engine"),
         },
     )
-
-
-def is_lock_error(error: BaseException) -> bool:
-    """Whether a database error means another transaction held a lock we needed for longer than lock_timeout."""
-    cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
-    if getattr(cause, "sqlstate", None) in _POSTGRES_LOCK_STATES:
-        return True
-    code = getattr(cause, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _SQLITE_LOCK_CODES
-
-
-@contextlib.contextmanager
-def store_errors(action: str) -> Iterator[None]:
-    """Turn SQLAlchemy errors raised inside into StoreError, chained to the cause.
-
-    ``locked`` is set for lock timeouts; ``transient`` also when the database is down or
-    unreachable (SQLAlchemy's OperationalError and InterfaceError).
-    """
-    try:
-        yield
-    except sa_exc.SQLAlchemyError as error:
-        # The driver's own message: SQLAlchemy's wraps it with the whole SQL statement.
-        reason = error.orig if isinstance(error, sa_exc.StatementError) and error.orig is not None else error
-        down = isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError))
-        raise StoreError(f"{action} failed: {reason}", locked=is_lock_error(error), transient=down) from error

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -43,22 +42,6 @@ metadata = sa.MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-
-def fit_text(table: sa.Table, values: dict) -> dict:
-    """``values`` with NULs dropped from text (PostgreSQL refuses them) and strings cut to their column's length."""
-    fitted = dict(values)
-    for name, length in _text_columns(table).items():
-        value = fitted.get(name)
-        if isinstance(value, str):
-            fitted[name] = value.replace("\x00", "")[:length]
-    return fitted
-
-
-@functools.cache
-def _text_columns(table: sa.Table) -> dict[str, int | None]:
-    """The text columns of ``table`` and their lengths (None for unbounded Text)."""
-    return {c.name: c.type.length for c in table.c if isinstance(c.type, sa.String)}
 
 
 # One row per message received, per channel that accepted it (channel is NULL when none did).

@@ -31,7 +31,7 @@ from zope.interface import provider
 
 from engine.config import EngineSettings
 from engine.model import utc_now
-from engine.store.db import store_errors
+from engine.store.driver import store_errors
 from engine.web.audit import Auditor
 from engine.web.auth import (
     BROWSER_HEADER,

@@ -17,7 +17,8 @@ from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.model import NewMessage, Status
 from engine.service import Engine
-from engine.store.messages import MessageQuery, MessageStore
+from engine.store.message_store import MessageStore
+from engine.store.messages import MessageQuery
 from tests.channels.destinations.downstream import Downstream, reply, silence
 from tests.corpus_util import CORPUS_DIR
 from tests.fakes.harness import in_thread

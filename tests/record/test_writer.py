@@ -6,8 +6,9 @@ from datetime import UTC, timedelta
 
 import sqlalchemy as sa
 
-from engine.record import schema, writer
+from engine.record import schema
 from engine.record.writer import Statements, Writer
+from engine.store.driver import tables
 from tests.record.conftest import NOW, RECEIVED, store_message
 
 
@@ -33,8 +34,8 @@ def _patients(engine, count: int) -> None:
 
 
 def test_rows_are_read_as_sqlalchemy_reads_them_also_once_times_are_forgotten(engine, monkeypatch):
-    """Rows read through Writer.rows, again and again while the remembered timestamps are forgotten, equal SQLAlchemy's reading."""
-    monkeypatch.setattr(writer, "_TIMES_KEPT", 3)
+    """Rows read by Writer.rows equal SQLAlchemy's, again and again as remembered times are forgotten."""
+    monkeypatch.setattr(tables, "TIMES_KEPT", 3)
     _patients(engine, 5)
     with engine.connect() as connection:
         expected = [
@@ -52,7 +53,7 @@ def test_rows_are_read_as_sqlalchemy_reads_them_also_once_times_are_forgotten(en
 
 
 def test_first_matches_as_a_select_would(engine):
-    """Writer.first picks, among rows read once, the row select_one picks: values fitted as stored, None as IS NULL, lowest id."""
+    """Writer.first picks among rows read once what select_one picks: fitted values, IS NULL, lowest id."""
     _patients(engine, 4)
     statements = Statements(engine.dialect)
     with engine.begin() as connection:
@@ -72,7 +73,7 @@ def test_first_matches_as_a_select_would(engine):
 
 
 def test_identified_reads_each_known_identifier_with_its_patient_row(engine):
-    """Writer.identified answers the known (authority, value) pairs, in link order, each with its patient's row as select_one reads it; 150 pairs too."""
+    """Writer.identified answers known (authority, value) pairs, in link order, with their patients' rows."""
     _patients(engine, 3)
     with engine.begin() as connection:
         connection.execute(

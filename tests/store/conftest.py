@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -12,12 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from twisted.internet import defer, task
 
-from engine.model import NewMessage, Status
+from engine.model import NewDelivery, NewMessage, ProcessingResult, Status
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for
-from engine.store.messages import MessageRepository, MessageStore
+from engine.store.message_store import MessageStore
+from engine.store.messages import MessageRepository, StoredMessage
 from engine.store.migrations import upgrade
 from engine.store.queues import QueueRepository
+from engine.store.schema import source_files
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -62,7 +65,7 @@ def _new_message(n: int = 0, **columns) -> NewMessage:
 
 @pytest.fixture
 def make_message():
-    """A factory of NewMessage: ``make_message(n, **columns)`` (control id ``C<n>``, received at T0 + n minutes)."""
+    """A NewMessage factory: ``make_message(n, **columns)``, control id ``C<n>``, received T0 + n minutes."""
     return _new_message
 
 
@@ -91,6 +94,37 @@ def queues(engine):
 def configs(engine):
     """A ConfigRepository on the same database as ``repository``."""
     return ConfigRepository(engine)
+
+
+def expected_message(message_id: int, new: NewMessage, events=()) -> StoredMessage:
+    """What get() should return for a message stored from ``new``."""
+    columns = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMessage) if f.name != "deliveries"}
+    return StoredMessage(id=message_id, **columns, deliveries=(), events=tuple(events))
+
+
+def source_file_rows(engine: sa.Engine) -> list[tuple]:
+    """(path, sha256, size, message_count) of every source_files row, in id order."""
+    with engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                sa.select(
+                    source_files.c.path,
+                    source_files.c.sha256,
+                    source_files.c.size,
+                    source_files.c.message_count,
+                ).order_by(source_files.c.id)
+            )
+        ]
+
+
+def queued(message_id: int, *destinations: str, transformed: bytes | None = None) -> ProcessingResult:
+    """A QUEUED result with one queued delivery per destination (payload names message and destination)."""
+    news = tuple(
+        NewDelivery(d, Status.QUEUED, f"OUT{message_id}", f"MSH|{message_id}|{d}\r".encode())
+        for d in destinations
+    )
+    return ProcessingResult(message_id, Status.QUEUED, transformed=transformed, deliveries=news)
 
 
 def count_commits(engine: sa.Engine) -> list[None]:

@@ -13,7 +13,7 @@ from .conftest import T0
 
 
 def test_config_history_is_newest_first(configs):
-    """record_config() returns increasing ids; config_history() lists the records newest first, at most limit."""
+    """record_config() returns increasing ids; config_history() lists them newest first, at most limit."""
     ids = [
         configs.record_config(
             applied_at=T0 + timedelta(minutes=n),

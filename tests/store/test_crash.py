@@ -28,7 +28,7 @@ import sys
 from datetime import datetime, timezone
 from twisted.internet import reactor, task
 from engine.model import NewMessage, Status
-from engine.store.messages import MessageStore
+from engine.store.message_store import MessageStore
 
 store = MessageStore(sys.argv[1], reactor=reactor)
 store.start()
@@ -52,7 +52,7 @@ reactor.run()
 
 
 def _run_and_kill(url: str, after_ids: int, log: Path) -> list[int]:
-    """Start the writer, SIGKILL it once it printed ``after_ids`` ids (or time ran out); every id it printed."""
+    """Start the writer, SIGKILL it once it printed ``after_ids`` ids (or time ran out); the ids printed."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])),

@@ -1,20 +1,17 @@
-"""engine.store.db: engines, durability settings and lock errors."""
+"""engine.store.db: engines and their durability settings."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from engine.errors import StoreError
-from engine.store.db import create_engine_for, is_lock_error, store_errors
+from engine.store.db import create_engine_for
 
 
 @pytest.mark.parametrize(("durability", "synchronous"), [("process", 1), ("power_loss", 2)])
 def test_sqlite_pragmas_follow_durability(sqlite_url, durability, synchronous):
-    """SQLite connections run in WAL mode with synchronous NORMAL/FULL, busy_timeout, foreign keys and temporary files in memory."""
+    """SQLite runs in WAL mode, synchronous NORMAL/FULL, busy_timeout, foreign keys, temp files in memory."""
     engine = create_engine_for(sqlite_url, durability=durability, lock_timeout=0.25)
     with engine.connect() as connection:
         pragmas = {
@@ -78,23 +75,3 @@ def test_bad_settings_are_refused(sqlite_url, options):
     """An unknown durability or a lock timeout that is not positive is a ValueError."""
     with pytest.raises(ValueError):
         create_engine_for(sqlite_url, **options)
-
-
-def test_lock_errors_are_recognised(tmp_path):
-    """SQLite "database is locked" counts as a lock error, other database errors do not."""
-    path = tmp_path / "locked.db"
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("CREATE TABLE t (x)")
-    holder.execute("BEGIN EXCLUSIVE")
-    engine = create_engine_for(f"sqlite:///{path}", lock_timeout=0.05)
-    with pytest.raises(StoreError) as locked:
-        with store_errors("writing"), engine.begin() as connection:
-            connection.exec_driver_sql("INSERT INTO t VALUES (1)")
-    holder.rollback()
-    with pytest.raises(StoreError) as missing:
-        with store_errors("reading"), engine.connect() as connection:
-            connection.exec_driver_sql("SELECT * FROM no_such_table")
-    engine.dispose()
-    assert locked.value.locked and is_lock_error(locked.value.__cause__)
-    assert not missing.value.locked and isinstance(missing.value.__cause__, sa_exc.OperationalError)
-    assert str(missing.value).startswith("reading failed: no such table")

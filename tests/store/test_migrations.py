@@ -89,7 +89,7 @@ def test_scripts_ship_inside_the_package():
 
 
 def test_0002_keeps_messages_stored_under_0001(store_url):
-    """A database with messages from revision 0001 upgrades to head; the rows stay, with no transformed content yet."""
+    """A database with messages of revision 0001 upgrades to head; rows stay, without transformed content."""
     engine = create_engine_for(store_url)
     _migrate(engine, "upgrade", "0001")
     at = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

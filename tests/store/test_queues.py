@@ -1,30 +1,24 @@
-"""engine.store.queues: processing results, FIFO destination queues, attempts, resend and reprocess, on SQLite and PostgreSQL."""
+"""engine.store.queues: processing results, FIFO queues, attempts, resend and reprocess, both backends."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import pytest_twisted
 import sqlalchemy as sa
-from twisted.internet import defer
 
-from engine.errors import StoreError
 from engine.model import (
     AttemptResult,
-    Delivery,
     NewDelivery,
     Outcome,
     ProcessingResult,
     ReceivedMessage,
     Status,
 )
-from engine.store.messages import MessageQuery
 from engine.store.queues import QueueRepository
 from engine.store.schema import message_events
 
-from .conftest import T0, count_commits, later
+from .conftest import T0, queued
 
 NOW = datetime(2024, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -37,15 +31,6 @@ def _clock() -> datetime:
 def queues(engine):
     """A QueueRepository whose clock stands still at NOW."""
     return QueueRepository(engine, clock=_clock)
-
-
-def _queued(message_id: int, *destinations: str, transformed: bytes | None = None) -> ProcessingResult:
-    """A QUEUED result with one queued delivery per destination (payload names message and destination)."""
-    news = tuple(
-        NewDelivery(d, Status.QUEUED, f"OUT{message_id}", f"MSH|{message_id}|{d}\r".encode())
-        for d in destinations
-    )
-    return ProcessingResult(message_id, Status.QUEUED, transformed=transformed, deliveries=news)
 
 
 def _attempt(delivery_id: int, outcome: Outcome, at: datetime = NOW, **fields) -> AttemptResult:
@@ -97,7 +82,7 @@ def test_pending_for_processing_is_the_channels_received_messages_oldest_first(
 
 
 def test_record_processing_stores_status_content_deliveries_and_events(repository, queues, received):
-    """A QUEUED result sets status, transformed content, one delivery row per destination and timestamped events."""
+    """A QUEUED result sets status, transformed content, a delivery row per destination and events."""
     [message_id] = received(1)
     result = ProcessingResult(
         message_id,
@@ -134,7 +119,7 @@ def test_record_processing_stores_status_content_deliveries_and_events(repositor
     ],
 )
 def test_record_processing_without_deliveries(repository, queues, received, result, error):
-    """FILTERED, ERROR and TRANSFORMED results need no delivery rows; the reason becomes the message's error."""
+    """FILTERED, ERROR and TRANSFORMED results need no delivery rows; the reason is the message's error."""
     [message_id] = received(1)
     result = ProcessingResult(message_id, result.status, result.reason, result.transformed)
     assert queues.record_processing([result]) == []
@@ -153,7 +138,7 @@ def test_record_processing_without_deliveries(repository, queues, received, resu
 def test_record_processing_returns_delivery_ids_in_order(queues, received):
     """The ids follow the results and their deliveries in the order given, increasing."""
     ids = received(3)
-    delivery_ids = queues.record_processing([_queued(ids[2], "lab", "ris"), _queued(ids[0], "lab")])
+    delivery_ids = queues.record_processing([queued(ids[2], "lab", "ris"), queued(ids[0], "lab")])
     assert delivery_ids == sorted(delivery_ids) and len(delivery_ids) == 3
     due = queues.due_deliveries("adt", "lab", now=NOW, limit=10, head_only=False)
     assert [(d.delivery_id, d.message_id) for d in due] == [
@@ -165,10 +150,10 @@ def test_record_processing_returns_delivery_ids_in_order(queues, received):
 def test_record_processing_twice_changes_nothing(repository, queues, received):
     """A result for a message that is no longer RECEIVED is skipped: no second delivery, no new event."""
     first, second = received(2)
-    queues.record_processing([_queued(first, "lab")])
+    queues.record_processing([queued(first, "lab")])
     before = repository.get(first)
     again = queues.record_processing(
-        [ProcessingResult(first, Status.ERROR, reason="late"), _queued(second, "lab"), _queued(second, "lab")]
+        [ProcessingResult(first, Status.ERROR, reason="late"), queued(second, "lab"), queued(second, "lab")]
     )
     assert len(again) == 1
     assert repository.get(first) == before
@@ -197,7 +182,7 @@ def test_record_processing_twice_changes_nothing(repository, queues, received):
     ],
 )
 def test_inconsistent_results_are_refused(build):
-    """Results whose statuses disagree, a queued delivery without payload, bad names or times are ValueErrors when made."""
+    """Results whose statuses disagree, queued deliveries without payload, bad names or times: ValueError."""
     with pytest.raises(ValueError):
         build()
 
@@ -208,8 +193,8 @@ def test_inconsistent_results_are_refused(build):
 def test_due_deliveries_keep_fifo_order_per_destination(queues, received):
     """Each destination's due deliveries come in order of receipt, limit at a time, as first attempts."""
     ids = received(30)
-    queues.record_processing([_queued(i, "lab", "ris") for i in reversed(ids[:15])])
-    queues.record_processing([_queued(i, "lab", "ris") for i in ids[15:]])
+    queues.record_processing([queued(i, "lab", "ris") for i in reversed(ids[:15])])
+    queues.record_processing([queued(i, "lab", "ris") for i in ids[15:]])
     expected = list(reversed(ids[:15])) + ids[15:]
     for destination in ("lab", "ris"):
         due = queues.due_deliveries("adt", destination, now=NOW, limit=100, head_only=False)
@@ -234,7 +219,7 @@ def test_due_deliveries_keep_fifo_order_per_destination(queues, received):
 def test_head_only_waits_behind_a_head_not_yet_due(queues, received):
     """In block mode nothing is due while the head waits for its retry; skip mode goes on with the rest."""
     ids = received(3)
-    head, second, third = queues.record_processing([_queued(i, "lab") for i in ids])
+    head, second, third = queues.record_processing([queued(i, "lab") for i in ids])
     retry_at = NOW + timedelta(seconds=60)
     queues.record_attempts(
         [_attempt(head, Outcome.RETRY, reason="connection refused", next_attempt_at=retry_at)]
@@ -253,9 +238,9 @@ def test_head_only_waits_behind_a_head_not_yet_due(queues, received):
 
 
 def test_head_only_stops_at_the_first_row_not_due(queues, received):
-    """In block mode the due run at the head ends before a row waiting for its retry: nothing behind it overtakes it."""
+    """In block mode the due run at the head ends before a row waiting for its retry: nothing overtakes it."""
     ids = received(4)
-    first, second, third, fourth = queues.record_processing([_queued(i, "lab") for i in ids])
+    first, second, third, fourth = queues.record_processing([queued(i, "lab") for i in ids])
     queues.record_attempts(
         [_attempt(third, Outcome.RETRY, reason="timeout", next_attempt_at=NOW + timedelta(seconds=60))]
     )
@@ -270,7 +255,7 @@ def test_head_only_stops_at_the_first_row_not_due(queues, received):
 def test_next_due_at_of_an_empty_queue_is_none(queues, received):
     """A queue without QUEUED rows has no next due time, in either mode."""
     [message_id] = received(1)
-    [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
+    [delivery_id] = queues.record_processing([queued(message_id, "lab")])
     queues.record_attempts([_attempt(delivery_id, Outcome.SENT)])
     assert queues.next_due_at("adt", "lab") is None
     assert queues.next_due_at("adt", "lab", head_only=True) is None
@@ -278,9 +263,9 @@ def test_next_due_at_of_an_empty_queue_is_none(queues, received):
 
 
 def test_retries_record_attempts_and_next_attempt(repository, queues, received):
-    """RETRY counts the attempt, keeps the row QUEUED with its next time and reason, and says so in an event."""
+    """RETRY counts the attempt and keeps the row QUEUED with its next time and reason; an event says so."""
     [message_id] = received(1)
-    [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
+    [delivery_id] = queues.record_processing([queued(message_id, "lab")])
     first_retry = NOW + timedelta(seconds=2)
     second_retry = NOW + timedelta(seconds=6)
     queues.record_attempts(
@@ -320,7 +305,7 @@ def test_retries_record_attempts_and_next_attempt(repository, queues, received):
 def test_sent_records_time_response_and_settles_the_message(repository, queues, received):
     """SENT stores sent_at and the response; the message becomes SENT once every destination is final."""
     [message_id] = received(1)
-    lab, ris = queues.record_processing([_queued(message_id, "lab", "ris")])
+    lab, ris = queues.record_processing([queued(message_id, "lab", "ris")])
     done = NOW + timedelta(seconds=5)
     queues.record_attempts([_attempt(lab, Outcome.SENT, done, response=b"MSA|AA|OUT1\r", response_code="AA")])
     assert repository.get(message_id).status == Status.QUEUED
@@ -352,7 +337,7 @@ def test_sent_records_time_response_and_settles_the_message(repository, queues, 
     ],
 )
 def test_message_status_rolls_up_from_its_deliveries(repository, queues, received, outcomes, status):
-    """ERROR if any delivery failed, else SENT; QUEUED while one is still queued; a FILTERED destination does not count."""
+    """ERROR if any delivery failed, else SENT; QUEUED while one is queued; FILTERED ones do not count."""
     [message_id] = received(1)
     result = ProcessingResult(
         message_id,
@@ -385,7 +370,7 @@ def test_message_status_rolls_up_from_its_deliveries(repository, queues, receive
 def test_a_message_whose_only_delivery_errors_is_error(repository, queues, received):
     """An ERROR delivery settles its message as ERROR, with the destination's reason as the error."""
     [message_id] = received(1)
-    [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
+    [delivery_id] = queues.record_processing([queued(message_id, "lab")])
     queues.record_attempts(
         [
             _attempt(
@@ -412,9 +397,9 @@ def test_a_message_whose_only_delivery_errors_is_error(repository, queues, recei
 
 @pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 9])
 def test_a_run_of_any_length_settles_exactly_its_messages(repository, queues, received, length):
-    """A run of attempts of any length (the read of what it touched is compiled per power of two) settles its own messages, each once, and no other."""
+    """A run of attempts of any length (its read compiled per power of two) settles its messages, once."""
     ids = received(length + 1)
-    delivery_ids = queues.record_processing([_queued(i, "lab") for i in ids])
+    delivery_ids = queues.record_processing([queued(i, "lab") for i in ids])
     queues.record_attempts(
         [_attempt(delivery_id, Outcome.SENT, response_code="AA") for delivery_id in delivery_ids[:length]]
     )
@@ -431,9 +416,9 @@ def test_a_run_of_any_length_settles_exactly_its_messages(repository, queues, re
 
 
 def test_events_keep_the_order_given_across_multi_row_inserts(engine, queues, received):
-    """300 events in one write (on SQLite: multi-row INSERTs of 128, 128, 32, 8 and 4 rows) are stored whole, in the order given."""
+    """300 events in one write (SQLite: INSERTs of 128, 128, 32, 8 and 4 rows) are stored whole, in order."""
     ids = received(150)
-    queues.record_processing([_queued(i, "lab") for i in ids])
+    queues.record_processing([queued(i, "lab") for i in ids])
     with engine.connect() as connection:
         stored = connection.execute(
             sa.select(message_events.c.message_id, message_events.c.destination).order_by(message_events.c.id)
@@ -442,12 +427,13 @@ def test_events_keep_the_order_given_across_multi_row_inserts(engine, queues, re
 
 
 def test_one_call_of_many_attempts_records_each_as_row_by_row(repository, queues, received):
-    """Many attempts in one call (on PostgreSQL one statement per kind, reading arrays) leave what one call per attempt leaves.
+    """Many attempts in one call (PostgreSQL: a statement a kind, from arrays) leave what calls each leave.
 
-    The same delivery twice in one call (two RETRYs in a row; a RETRY, then its SENT) counts two attempts, each with its event.
+    The same delivery twice in one call (two RETRYs; a RETRY, then its SENT) counts two attempts,
+    each with its event.
     """
     ids = received(6)
-    delivery_ids = queues.record_processing([_queued(i, "lab") for i in ids])
+    delivery_ids = queues.record_processing([queued(i, "lab") for i in ids])
     later_at = NOW + timedelta(seconds=3)
     retry_at = NOW + timedelta(seconds=9)
     queues.record_attempts(
@@ -486,17 +472,17 @@ def test_one_call_of_many_attempts_records_each_as_row_by_row(repository, queues
 
 
 def test_attempts_for_unknown_deliveries_are_dropped(repository, queues, received):
-    """An attempt result for a delivery id that does not exist is skipped; the others in the call are recorded."""
+    """An attempt for a delivery id that does not exist is skipped; the others in the call are recorded."""
     [message_id] = received(1)
-    [delivery_id] = queues.record_processing([_queued(message_id, "lab")])
+    [delivery_id] = queues.record_processing([queued(message_id, "lab")])
     queues.record_attempts([_attempt(delivery_id + 1000, Outcome.SENT), _attempt(delivery_id, Outcome.SENT)])
     assert repository.get(message_id).status == Status.SENT
 
 
 def test_queue_depths_count_queued_rows_per_destination(queues, received):
-    """queue_depth counts a destination's QUEUED rows, due or not; queue_depths lists every non-empty queue."""
+    """queue_depth counts a destination's QUEUED rows, due or not; queue_depths lists non-empty queues."""
     ids = received(4)
-    delivery_ids = queues.record_processing([_queued(i, "lab", "ris") for i in ids])
+    delivery_ids = queues.record_processing([queued(i, "lab", "ris") for i in ids])
     queues.record_attempts(
         [
             _attempt(delivery_ids[0], Outcome.SENT),
@@ -527,9 +513,9 @@ def test_text_is_fitted_but_names_are_kept(repository, queues, received):
 
 
 def test_resend_queues_copies_at_the_tail_and_keeps_history(repository, queues, received):
-    """resend() queues the current payload again after everything already queued; the old rows stay, superseded."""
+    """resend() queues the current payload again behind everything queued; old rows stay, superseded."""
     ids = received(3)
-    first_lab, first_ris, *others = queues.record_processing([_queued(i, "lab", "ris") for i in ids])
+    first_lab, first_ris, *others = queues.record_processing([queued(i, "lab", "ris") for i in ids])
     queues.record_attempts(
         [_attempt(first_lab, Outcome.SENT), _attempt(first_ris, Outcome.ERROR, reason="AE")]
     )
@@ -559,7 +545,7 @@ def test_resend_queues_copies_at_the_tail_and_keeps_history(repository, queues, 
 def test_resend_to_one_destination(repository, queues, received):
     """With a destination, only that destination's delivery is queued again."""
     [message_id] = received(1)
-    lab, ris = queues.record_processing([_queued(message_id, "lab", "ris")])
+    lab, ris = queues.record_processing([queued(message_id, "lab", "ris")])
     queues.record_attempts([_attempt(lab, Outcome.SENT), _attempt(ris, Outcome.SENT)])
     [new_id] = queues.resend([message_id], destination="ris")
     assert [
@@ -572,7 +558,7 @@ def test_resend_to_one_destination(repository, queues, received):
 def test_resend_of_a_queued_delivery_takes_the_old_one_out_of_the_queue(repository, queues, received):
     """Resending a delivery still queued leaves one queued copy: the old row ends as ERROR, superseded."""
     [message_id] = received(1)
-    [old] = queues.record_processing([_queued(message_id, "lab")])
+    [old] = queues.record_processing([queued(message_id, "lab")])
     [new] = queues.resend([message_id])
     assert [
         d.delivery_id for d in queues.due_deliveries("adt", "lab", now=NOW, limit=5, head_only=False)
@@ -603,10 +589,10 @@ def test_resend_skips_what_has_nothing_to_send(repository, queues, received, mak
 
 
 def test_reprocess_sends_messages_through_their_channel_again(repository, queues, received, make_message):
-    """reprocess() puts messages back to RECEIVED; their old queued deliveries leave the queue; the new processing counts alone."""
+    """reprocess() puts messages back to RECEIVED; old queued deliveries leave the queue; new ones count."""
     ids = received(3)
     [rejected] = repository.insert([make_message(9, status=Status.REJECTED, channel=None)])
-    lab0, ris0, *_ = queues.record_processing([_queued(ids[0], "lab", "ris"), _queued(ids[1], "lab", "ris")])
+    lab0, ris0, *_ = queues.record_processing([queued(ids[0], "lab", "ris"), queued(ids[1], "lab", "ris")])
     queues.record_attempts([_attempt(lab0, Outcome.SENT), _attempt(ris0, Outcome.ERROR, reason="AE")])
     assert queues.reprocess([ids[0], ids[1], ids[2], rejected, 424242]) == 2
     assert [p.id for p in queues.pending_for_processing("adt")] == ids
@@ -622,177 +608,19 @@ def test_reprocess_sends_messages_through_their_channel_again(repository, queues
         ("ERROR", "ris", "superseded by reprocess"),
     ]
     # The channel changed meanwhile: only lab now; the old ris ERROR no longer counts.
-    [new_lab] = queues.record_processing([_queued(ids[0], "lab")])
+    [new_lab] = queues.record_processing([queued(ids[0], "lab")])
     queues.record_attempts([_attempt(new_lab, Outcome.SENT)])
     assert repository.get(ids[0]).status == Status.SENT
     assert queues.reprocess([rejected]) == 0 and queues.reprocess([]) == 0
 
 
 def test_attempts_on_superseded_deliveries_do_not_requeue(repository, queues, received):
-    """A late SENT on a superseded row is recorded as history; a late RETRY does not put it back in the queue."""
+    """A late SENT on a superseded row is kept as history; a late RETRY does not put it back in the queue."""
     [message_id] = received(1)
-    lab, ris = queues.record_processing([_queued(message_id, "lab", "ris")])
+    lab, ris = queues.record_processing([queued(message_id, "lab", "ris")])
     queues.reprocess([message_id])
     queues.record_attempts([_attempt(lab, Outcome.SENT), _attempt(ris, Outcome.RETRY, next_attempt_at=NOW)])
     stored = repository.get(message_id)
     assert stored.status == Status.RECEIVED
     assert [d.status for d in stored.deliveries] == ["SENT", "ERROR"]
     assert queues.queue_depths() == {}
-
-
-# The store's asynchronous face
-
-
-def _result_for(message_id: int) -> ProcessingResult:
-    return _queued(message_id, "lab")
-
-
-@pytest_twisted.inlineCallbacks
-def test_store_runs_a_message_from_receipt_to_sent(open_store, make_message):
-    """add, pending_for_processing, record_processing, due_deliveries, record_attempts and get work together, firing on the reactor thread."""
-    store = open_store()
-    threads = []
-    [message_id] = yield store.add([make_message(0)])
-    [pending] = yield store.pending_for_processing("adt")
-    assert pending.id == message_id
-    delivery_ids = yield store.record_processing([_result_for(message_id)]).addCallback(
-        lambda ids: threads.append(threading.current_thread()) or ids
-    )
-    now = datetime.now(UTC)
-    [due] = yield store.due_deliveries("adt", "lab", now=now, limit=10, head_only=True)
-    assert isinstance(due, Delivery) and due.delivery_id == delivery_ids[0]
-    assert (yield store.queue_depth("adt", "lab")) == 1
-    assert (yield store.queue_depths()) == {("adt", "lab"): 1}
-    assert (yield store.next_due_at("adt", "lab")) <= now
-    yield store.record_attempts(
-        [AttemptResult(due.delivery_id, Outcome.SENT, now, response_code="AA")]
-    ).addCallback(lambda _: threads.append(threading.current_thread()))
-    stored = yield store.get(message_id)
-    assert stored.status == Status.SENT
-    assert threads == [threading.main_thread()] * 2
-    assert [s.id for s in (yield store.search(MessageQuery(status=Status.SENT)))] == [message_id]
-
-
-@pytest_twisted.inlineCallbacks
-def test_writes_run_in_the_order_asked(open_store, backend, write_lock, make_message):
-    """Calls and adds keep their order: on SQLite they share the writer, adds never overtake a call and adds next to each other
-    still share a commit; on PostgreSQL the adds have a writer of their own, so all three share one."""
-    store = open_store()
-    [first] = yield store.add([make_message(0)])
-    yield store.record_processing([_result_for(first)])
-    commits = count_commits(store.repository.engine)
-    write_lock.hold()
-    before = store.add([make_message(1)])
-    reprocessed = store.reprocess([first])
-    # Only correct after the reprocess: the message must be RECEIVED again.
-    processed = store.record_processing([_result_for(first)])
-    after = [store.add([make_message(n)]) for n in (2, 3)]
-    yield later(0.3, write_lock.release)
-    results = yield defer.gatherResults([before, reprocessed, processed, *after])
-    assert results[1] == 1 and len(results[2]) == 1
-    assert len(commits) == (4 if backend == "sqlite" else 3)
-    assert results[0][0] < results[3][0] < results[4][0]
-    assert (yield store.queue_depth("adt", "lab")) == 1
-
-
-@pytest_twisted.inlineCallbacks
-def test_add_then_record_processing_without_waiting_for_reads(open_store, make_message):
-    """Each add is followed at once by recording its processing; every result lands, none is skipped."""
-    store = open_store()
-    recorded = []
-    for n in range(20):
-        d = store.add([make_message(n)])
-        d.addCallback(lambda ids: store.record_processing([_result_for(ids[0])]))
-        recorded.append(d)
-    results = yield defer.gatherResults(recorded)
-    assert all(len(ids) == 1 for ids in results)
-    assert (yield store.queue_depth("adt", "lab")) == 20
-
-
-@pytest_twisted.inlineCallbacks
-def test_queues_resume_after_a_restart(open_store, make_message):
-    """Queued deliveries are still due, in order and with their attempts, in a new store on the same database."""
-    store = open_store()
-    ids = yield store.add([make_message(n) for n in range(3)])
-    delivery_ids = yield store.record_processing([_result_for(i) for i in ids])
-    now = datetime.now(UTC)
-    yield store.record_attempts(
-        [AttemptResult(delivery_ids[0], Outcome.RETRY, now, reason="down", next_attempt_at=now)]
-    )
-    yield store.stop()
-    reopened = open_store()
-    due = yield reopened.due_deliveries("adt", "lab", now=datetime.now(UTC), limit=10, head_only=False)
-    assert [(d.delivery_id, d.attempt) for d in due] == [
-        (delivery_ids[0], 2),
-        (delivery_ids[1], 1),
-        (delivery_ids[2], 1),
-    ]
-    assert (yield reopened.pending_for_processing("adt")) == []
-
-
-@pytest_twisted.inlineCallbacks
-def test_stop_runs_the_calls_already_asked_for(open_store, store_url, write_lock, make_message):
-    """stop() fires only after queued calls committed; calls after it fail with StoreError."""
-    store = open_store()
-    [message_id] = yield store.add([make_message(0)])
-    write_lock.hold()
-    processed = store.record_processing([_result_for(message_id)])
-    recorded = store.record_config(
-        applied_at=NOW, source="channels.yaml", content="x", sha256="0" * 64, changes="first"
-    )
-    stopped = store.stop()
-    yield later(0.3, write_lock.release)
-    yield stopped
-    assert processed.called and recorded.called
-    assert len((yield processed)) == 1 and isinstance((yield recorded), int)
-    for attempt in (
-        store.record_processing([]),
-        store.resend([message_id]),
-        store.reprocess([message_id]),
-        store.queue_depths(),
-        store.pending_for_processing("adt"),
-    ):
-        with pytest.raises(StoreError):
-            yield attempt
-
-
-@pytest_twisted.inlineCallbacks
-def test_failed_calls_are_store_errors_and_the_writer_survives(open_store, make_message):
-    """A call or read that fails, for any reason, fails its Deferred with StoreError; the next write works."""
-    store = open_store()
-    with pytest.raises(StoreError):
-        yield store.record_config(
-            applied_at=datetime(2024, 1, 1), source="s", content="c", sha256="0", changes=""
-        )
-    with pytest.raises(StoreError):
-        yield store.due_deliveries("adt", "lab", now=datetime(2024, 1, 1), limit=1, head_only=True)
-    [message_id] = yield store.add([make_message(0)])
-    assert len((yield store.record_processing([_result_for(message_id)]))) == 1
-
-
-@pytest_twisted.inlineCallbacks
-def test_lock_timeout_fails_a_call_as_locked(open_store, write_lock, make_message):
-    """A write lock held past lock_timeout fails a queued call with StoreError(locked=True)."""
-    store = open_store(lock_timeout=0.2)
-    [message_id] = yield store.add([make_message(0)])
-    write_lock.hold()
-    with pytest.raises(StoreError) as failed:
-        yield store.record_processing([_result_for(message_id)])
-    write_lock.release()
-    assert failed.value.locked
-    assert len((yield store.record_processing([_result_for(message_id)]))) == 1
-
-
-@pytest_twisted.inlineCallbacks
-def test_store_resend_and_reprocess(open_store, make_message):
-    """resend() and reprocess() go through the writer and fire with the new ids and the count."""
-    store = open_store()
-    ids = yield store.add([make_message(0), make_message(1)])
-    delivery_ids = yield store.record_processing([_result_for(i) for i in ids])
-    now = datetime.now(UTC)
-    yield store.record_attempts([AttemptResult(delivery_ids[0], Outcome.ERROR, now, reason="AE")])
-    resent = yield store.resend([ids[0]], destination="lab")
-    assert len(resent) == 1 and resent[0] > delivery_ids[1]
-    assert (yield store.reprocess([ids[1]])) == 1
-    assert [p.id for p in (yield store.pending_for_processing("adt"))] == [ids[1]]
-    assert (yield store.next_due_at("adt", "lab", head_only=True)) is not None

@@ -17,7 +17,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from engine.config import EngineSettings, HttpSettings
 from engine.model import NewMessage, Status
-from engine.store.messages import MessageStore
+from engine.store.message_store import MessageStore
 from engine.store.schema import audit_log
 from engine.web.metrics import Metrics
 from engine.web.passwords import hash_password

@@ -13,7 +13,7 @@ from twisted.web.client import Agent, readBody
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.record.ingest import RecordIngestor
-from engine.store.messages import MessageStore
+from engine.store.message_store import MessageStore
 from engine.web.api import build_api, patient_resources
 from tests.record.conftest import JOURNEY, RECEIVED, SAMPLES, store_message
 

@@ -21,7 +21,7 @@ from alembic.config import Config
 from alembic.util import CommandError
 
 from engine.errors import StoreError
-from engine.store.db import store_errors
+from engine.store.driver import store_errors
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 # Any constant shared by every engine process: it names the advisory lock that serialises upgrades.

@@ -11,7 +11,7 @@ import pytest_twisted
 from engine.channels.destinations.record import RecordDestination
 from engine.model import Delivery, DeliveryResult, NewMessage, Outcome, Status
 from engine.record.query import get_patient
-from engine.store.messages import MessageStore
+from engine.store.message_store import MessageStore
 from tests.record.conftest import JOURNEY, SAMPLES
 from tests.store.conftest import WriteLock
 

@@ -1,4 +1,4 @@
-"""messages.patient_id: PID-3.1 of the first identifier, read at intake, so operators find a patient's messages.
+"""messages.patient_id: PID-3.1 of the first identifier, read at intake: operators find a patient's messages.
 
 Revision ID: 0005
 Revises: 0004

@@ -1,4 +1,4 @@
-"""Drop ix_messages_channel: the (channel, status, id) index of 0006 starts with channel and serves every query it served.
+"""Drop ix_messages_channel: 0006's (channel, status, id) index starts with channel and serves its queries.
 
 Every index costs each intake commit a page write and each message a b-tree insert; this one
 had become a copy of another's prefix.

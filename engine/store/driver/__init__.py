@@ -1,0 +1,45 @@
+"""The store's one raw-SQL layer: the only code that touches DBAPI cursors or builds SQL text.
+
+SQLAlchemy's per-statement and per-row work (compiling, a bind processor call per value, a Row
+per result row) cost more than the statements of the hot paths themselves, so those go to the
+driver here, with the values SQLAlchemy would send (its own bind and result processors) and its
+errors (``as_sqlalchemy_error``, then ``store_errors``). Everything else uses SQLAlchemy Core.
+
+Import from ``engine.store.driver``; its modules are:
+
+- ``rows``: ``Rows`` (a DML statement for many rows in one call) and ``Select`` (a read as
+  tuples), compiled once per dialect; ``binds`` and ``by_id`` build their statements.
+- ``forms``: the many-row forms they and the intake insert use (SQLite multi-row VALUES,
+  PostgreSQL arrays and VALUES lists).
+- ``insert``: ``InsertReturningIds``, the intake's INSERT (with ``Children`` rows on PostgreSQL).
+- ``tables``: ``Tables`` and ``TableCursor``, single-table statements with rows as dicts (the record's).
+- ``text``: ``fit_text``, the one way text is fitted to a column, and ``fit_row``.
+- ``errors``: ``store_errors`` and ``is_lock_error``: driver errors as StoreError.
+- ``connection``: ``set_pragmas`` and ``checkpoint_wal`` (SQLite, outside any transaction).
+"""
+
+from engine.store.driver.connection import checkpoint_wal, set_pragmas
+from engine.store.driver.errors import is_lock_error, store_errors
+from engine.store.driver.insert import VALUES_MAX_PARAMETERS, Children, InsertReturningIds
+from engine.store.driver.rows import Rows, Select, binds, by_id
+from engine.store.driver.tables import Table, TableCursor, Tables
+from engine.store.driver.text import fit_row, fit_text
+
+__all__ = [
+    "VALUES_MAX_PARAMETERS",
+    "Children",
+    "InsertReturningIds",
+    "Rows",
+    "Select",
+    "Table",
+    "TableCursor",
+    "Tables",
+    "binds",
+    "by_id",
+    "checkpoint_wal",
+    "fit_row",
+    "fit_text",
+    "is_lock_error",
+    "set_pragmas",
+    "store_errors",
+]

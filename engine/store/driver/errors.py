@@ -1,0 +1,51 @@
+"""Driver errors as the store reports them: StoreError, judging once whether the database itself failed."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from engine.errors import StoreError
+
+# PostgreSQL SQLSTATEs that mean "someone else holds what we need": lock_not_available, deadlock_detected.
+_POSTGRES_LOCK_STATES = frozenset({"55P03", "40P01"})
+# SQLite primary result codes SQLITE_BUSY and SQLITE_LOCKED.
+_SQLITE_LOCK_CODES = frozenset({5, 6})
+
+
+def is_lock_error(error: BaseException) -> bool:
+    """Whether a database error means another transaction held a lock we needed, longer than lock_timeout."""
+    cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    if getattr(cause, "sqlstate", None) in _POSTGRES_LOCK_STATES:
+        return True
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _SQLITE_LOCK_CODES
+
+
+@contextlib.contextmanager
+def store_errors(action: str) -> Iterator[None]:
+    """Turn SQLAlchemy errors raised inside into StoreError, chained to the cause.
+
+    ``locked`` is set for lock timeouts; ``transient`` also when the database is down or
+    unreachable (SQLAlchemy's OperationalError and InterfaceError).
+    """
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as error:
+        # The driver's own message: SQLAlchemy's wraps it with the whole SQL statement.
+        reason = error.orig if isinstance(error, sa_exc.StatementError) and error.orig is not None else error
+        down = isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError))
+        raise StoreError(f"{action} failed: {reason}", locked=is_lock_error(error), transient=down) from error
+
+
+def as_sqlalchemy_error(error: Exception, sql: str, dialect: sa.Dialect) -> sa_exc.DBAPIError:
+    """A driver's error (raised on its own cursor) as SQLAlchemy would raise it.
+
+    So store_errors judges it as it judges SQLAlchemy's own.
+    """
+    return sa_exc.DBAPIError.instance(
+        sql, None, error, dialect.dbapi.Error, hide_parameters=True, dialect=dialect
+    )

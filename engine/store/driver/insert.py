@@ -1,0 +1,336 @@
+"""The intake path's INSERT: many rows of one table whose ids come back in order, on the driver.
+
+On PostgreSQL a group goes as one statement that commits by itself (``run_alone``), with the rows
+of other tables that name the new rows by position (``Children``: a message's deliveries and
+events) in the same statement.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from engine.store.driver.errors import as_sqlalchemy_error
+from engine.store.driver.forms import insert_select, sqlite_runs, unnest_rows, values_list
+from engine.store.driver.rows import values_of
+from engine.store.driver.text import fit_text
+
+# PostgreSQL: a group's rows go in one statement up to this many (its values are arrays, so the
+# statement's text and parameters are the same for any count).
+MAX_ROWS_PER_STATEMENT = 1000
+# PostgreSQL: a group goes as VALUES lists of scalar parameters up to this many of them (the
+# server takes 65,535; a group of 8 messages processed for one destination has 400), else as arrays.
+VALUES_MAX_PARAMETERS = 4096
+# ... and the texts of so many shapes (rows of the table and of each child) are kept.
+_VALUES_TEXTS_KEPT = 256
+# The new rows' ids (from m, the INSERT's) by position: children join it on k.
+_POSITIONS = "n AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM m)"
+
+
+@dataclass(frozen=True, slots=True)
+class Children:
+    """Rows of ``table`` inserted with the rows of an InsertReturningIds, each naming its row by position.
+
+    ``link`` is the column that holds the position, ``columns`` the others; ``alias`` names the
+    rows in the statement.
+    """
+
+    alias: str
+    table: sa.Table
+    link: str
+    columns: tuple[str, ...]
+
+
+class InsertReturningIds:
+    """An INSERT of many rows of ``table`` that gives their ids in order, prepared for one database dialect.
+
+    Each row is a list handed to the driver as it is: SQLAlchemy's per-row work (a dict per row,
+    a bind processor per value) cost more than the insert itself. What SQLAlchemy would do to a
+    value is still done, by the same bind processors, but only for the columns that have one.
+
+    ``columns`` are the values a row is given (``values``); each of ``copies`` is a further column
+    that takes the value of another (processed once). Text is fitted (fit_text) rather than
+    refused: the intake's header columns are search copies of MSH fields (raw keeps every byte),
+    and refusing one would make a sender resend it forever.
+    """
+
+    def __init__(
+        self,
+        table: sa.Table,
+        columns: Sequence[str],
+        dialect: sa.Dialect,
+        *,
+        copies: Mapping[str, str] | None = None,
+        children: Sequence[Children] = (),
+    ):
+        copies = copies or {}
+        inserted = (*columns, *copies)
+        self.sqlite = dialect.name == "sqlite"
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._values = f"({', '.join([marker] * len(inserted))})"
+        self.sql = f"INSERT INTO {table.name} ({', '.join(inserted)}) VALUES {self._values}"
+        if not self.sqlite:
+            self.sql += " RETURNING id"
+        self._dbapi_error = dialect.dbapi.Error
+        self._many: dict[int, str] = {}  # SQLite: the INSERT of that many rows
+        self._dialect = dialect
+        self._copies = tuple(columns.index(source) for source in copies.values())
+        processors = (
+            (i, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for i, name in enumerate(columns)
+        )
+        self._processors = tuple((i, processor) for i, processor in processors if processor is not None)
+        self._text = tuple(
+            (i, table.c[name].type.length)
+            for i, name in enumerate(columns)
+            if isinstance(table.c[name].type, sa.String)
+        )
+        if not self.sqlite:
+            # The rows come as one array per column; ids are handed out in the order the rows come (ORDER BY).
+            self._alone_sql = (
+                f"{insert_select(table, inserted, dialect)} FROM {unnest_rows(table, inserted, dialect)}"
+                " ORDER BY v.i RETURNING id"
+            )
+            self._children = tuple(_ChildRows(child, dialect) for child in children)
+            # Each row names its parent by position (k), which the statement joins to the new ids.
+            self._processed_sql = (
+                f"WITH m AS ({self._alone_sql}), {_POSITIONS}, "
+                + ", ".join(f"{child.alias} AS ({child.insert_select()})" for child in self._children)
+                + " SELECT id FROM m"
+            )
+            from psycopg import RawCursor
+
+            self._raw_cursor = RawCursor
+            self._listed = _ValuesStatements(table, inserted, dialect, self._children)
+
+    def values(self, given: Sequence) -> list:
+        """The row of ``columns``' values ``given``, with its copies, ready for the driver."""
+        row = list(given)
+        for i, length in self._text:
+            value = row[i]
+            # fit_text changes only such values; most fit, and calling it for each cost more.
+            if value and (
+                not value.isascii() or "\x00" in value or (length is not None and len(value) > length)
+            ):
+                row[i] = fit_text(value, length)
+        for i, processor in self._processors:
+            row[i] = processor(row[i])
+        for source in self._copies:
+            row.append(row[source])
+        return row
+
+    def run(self, connection: sa.Connection, rows: list[list]) -> list[int]:
+        """Insert the rows inside the connection's transaction; their ids, in order."""
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            if self.sqlite:
+                return self._run_sqlite(cursor, rows)
+            cursor.executemany(self.sql, rows, returning=True)
+            ids = []
+            while True:
+                ids.append(cursor.fetchone()[0])
+                if not cursor.nextset():
+                    return ids
+        except self._dbapi_error as error:
+            raise as_sqlalchemy_error(error, self.sql, self._dialect) from error
+        finally:
+            cursor.close()
+
+    def _run_sqlite(self, cursor, rows: list[list]) -> list[int]:
+        """SQLite: the rows in a few multi-row INSERTs (chunks of a power of two, each kept prepared).
+
+        One step per row cost more a message (see docs/performance.md), and each step lets go of
+        the GIL (a chance for another thread to keep the reactor waiting). A new row's id is one
+        more than the largest (an INTEGER PRIMARY KEY without AUTOINCREMENT) and this transaction
+        holds the write lock, so a statement's rows have consecutive ids, ending at lastrowid.
+        """
+        ids: list[int] = []
+        for start, count in sqlite_runs(len(rows)):
+            sql = self._many.get(count)
+            if sql is None:
+                sql = self._many[count] = f"{self.sql}{(', ' + self._values) * (count - 1)}"
+            cursor.execute(sql, [value for row in rows[start : start + count] for value in row])
+            last = cursor.lastrowid
+            ids.extend(range(last - count + 1, last + 1))
+        return ids
+
+    def run_alone(
+        self, connection: sa.Connection, rows: list[list], children: Sequence[list[dict]] = ()
+    ) -> list[int]:
+        """PostgreSQL: insert the rows in one statement that commits by itself; their ids, in order.
+
+        ``children`` are the rows of each Children given (dicts by column name, the link the
+        position of their row among ``rows``: 1, 2, ...), inserted in the same statement
+        (data-modifying CTEs), atomic as well.
+
+        The connection must be in no transaction. BEGIN, a pipelined executemany and COMMIT cost
+        three round trips and psycopg's pipeline machinery; one INSERT in autocommit is atomic all
+        the same and costs one (measured in process: see docs/performance.md). A small group's
+        values are scalar parameters (_ValuesStatements); a large one's are arrays, one per
+        column, so the statement's text is the same for any number of rows: psycopg parses it
+        once (it re-parsed a multi-row VALUES list of each length) and the server runs it
+        prepared. Either way the ids come from the sequence in row order (ORDER BY the ordinal),
+        so sorted they are the rows' ids in order (what SQLAlchemy's insertmanyvalues relies on too).
+        """
+        if len(rows) > MAX_ROWS_PER_STATEMENT:
+            raise ValueError(f"at most {MAX_ROWS_PER_STATEMENT} rows per statement, not {len(rows)}")
+        children = tuple(children) or tuple([] for _ in self._children)
+        listed = self._listed.statement(rows, children)
+        if listed is not None:
+            return self._run_listed(connection, *listed)
+        driver = connection.connection.driver_connection
+        sql, parameters = self._alone_sql, [list(column) for column in zip(*rows)]
+        if any(children):
+            sql = self._processed_sql
+            for child, child_rows in zip(self._children, children):
+                parameters += child.arrays(child_rows)
+        driver.autocommit = True
+        try:
+            # Through SQLAlchemy, so its events see the statement and the (logical) commit; the
+            # driver's commit sends nothing, since the statement committed itself.
+            ids = sorted(connection.exec_driver_sql(sql, tuple(parameters)).scalars())
+            connection.commit()
+            return ids
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            driver.autocommit = False
+
+    def _run_listed(self, connection: sa.Connection, sql: str, parameters: list) -> list[int]:
+        """Run a _ValuesStatements statement alone (autocommit) on the driver's RawCursor; the ids in order.
+
+        It runs inside SQLAlchemy's (logical) transaction, so SQLAlchemy's events see the commit,
+        as for any other group; the driver's commit sends nothing, since the statement committed itself.
+        """
+        driver = connection.connection.driver_connection
+        driver.autocommit = True
+        try:
+            with connection.begin(), self._raw_cursor(driver) as cursor:
+                cursor.execute(sql, parameters)
+                return sorted(row[0] for row in cursor.fetchall())
+        except self._dbapi_error as error:
+            raise as_sqlalchemy_error(error, sql, self._dialect) from error
+        finally:
+            driver.autocommit = False
+
+    def fits_one_statement(self, rows: list[list]) -> bool:
+        """Whether run_alone takes these rows."""
+        return len(rows) <= MAX_ROWS_PER_STATEMENT
+
+
+class _ChildRows:
+    """PostgreSQL: rows of a Children inserted in the statement of their rows, joined by position (``n.k``).
+
+    The rows come as arrays, one per column, beside the position of each row's parent.
+    """
+
+    def __init__(self, child: Children, dialect: sa.Dialect):
+        table, names = child.table, child.columns
+        self.alias = child.alias
+        self._link = child.link
+        self._width = len(names)
+        self._table, self._names, self._dialect = table, names, dialect
+        self._values_of = values_of(
+            tuple(
+                (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect), None)
+                for name in names
+            )
+        )
+        # Ids are handed out in the order the rows come: the order given (a queue's order is its ids').
+        self._insert = insert_select(table, (child.link, *names), dialect, ("n.id",))
+        self._sql = (
+            f"{self._insert} FROM {unnest_rows(table, names, dialect, positions=True)}"
+            " JOIN n USING (k) ORDER BY v.i"
+        )
+
+    def arrays(self, rows: Sequence[dict]) -> list[list]:
+        """The parameters of ``insert_select`` for these rows: one list per column, processed for the driver.
+
+        The rows are dicts by column name, the link their parent's position.
+        """
+        times: dict = {}
+        columns = list(zip(*(self._values_of(row, times) for row in rows))) or [()] * self._width
+        return [[row[self._link] for row in rows], *map(list, columns)]
+
+    def insert_select(self) -> str:
+        """The INSERT of the rows, each joined to its parent (``n``, by position ``k``)."""
+        return self._sql
+
+    @property
+    def width(self) -> int:
+        """Parameters a row takes in ``listed``: its parent's position, then its values."""
+        return 1 + self._width
+
+    def listed(self, rows: Sequence[dict]) -> list:
+        """The parameters of ``insert_listed`` for these rows: each one's parent position and values."""
+        times: dict = {}
+        parameters: list = []
+        link = self._link
+        for row in rows:
+            parameters.append(row[link])
+            parameters += self._values_of(row, times)
+        return parameters
+
+    def insert_listed(self, count: int, numbers: Iterator[int]) -> str:
+        """The INSERT of ``count`` rows given as scalar parameters, each joined to its parent.
+
+        Their placeholders are numbered from ``numbers``.
+        """
+        rows = values_list(self._table, self._names, self._dialect, count, numbers, positions=True)
+        return f"{self._insert} FROM {rows} JOIN n USING (k) ORDER BY v.i"
+
+
+class _ValuesStatements:
+    """PostgreSQL: a small group's statement as VALUES lists of scalar parameters ($1, ...), for a RawCursor.
+
+    What run_alone sends as arrays (one statement text for any count) costs psycopg most of its
+    Python work: it dumps an array element by element in Python, while scalar parameters are
+    dumped by its C code, and a RawCursor's ``$n`` statement is not parsed in Python at all
+    (measured in process: see docs/performance.md). So a group goes this way while its parameters
+    are few (``VALUES_MAX_PARAMETERS``); a larger one, rare on the intake path, as arrays. Each
+    text is kept by its shape (rows, rows of each child), so psycopg prepares what repeats on the
+    server; rows keep their order as with arrays (``ORDER BY v.i``), each placeholder cast to its
+    column's type (a NULL or a text in a VALUES list has none).
+    """
+
+    def __init__(
+        self, table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect, children: Sequence[_ChildRows]
+    ):
+        self._table, self._columns, self._dialect = table, columns, dialect
+        self._children = children
+        self._texts: dict[tuple[int, ...], str] = {}
+
+    def statement(self, rows: list[list], children: Sequence[list[dict]]) -> tuple[str, list] | None:
+        """(text, parameters) of the rows with the rows of each child; None when too many parameters."""
+        count = len(rows) * len(self._columns) + sum(
+            len(child_rows) * child.width for child, child_rows in zip(self._children, children)
+        )
+        if count > VALUES_MAX_PARAMETERS:
+            return None
+        parameters = [value for row in rows for value in row]
+        for child, child_rows in zip(self._children, children):
+            parameters += child.listed(child_rows)
+        shape = (len(rows), *map(len, children))
+        text = self._texts.get(shape)
+        if text is None:
+            if len(self._texts) >= _VALUES_TEXTS_KEPT:
+                self._texts.clear()
+            text = self._texts[shape] = self._text(shape[0], shape[1:])
+        return text, parameters
+
+    def _text(self, count: int, children_counts: Sequence[int]) -> str:
+        numbers = itertools.count(1)
+        rows = values_list(self._table, self._columns, self._dialect, count, numbers)
+        head = insert_select(self._table, self._columns, self._dialect)
+        insert = f"{head} FROM {rows} ORDER BY v.i RETURNING id"
+        if not any(children_counts):
+            return insert
+        parts = [f"WITH m AS ({insert}), {_POSITIONS}"]
+        for child, child_count in zip(self._children, children_counts):
+            if child_count:
+                parts.append(f"{child.alias} AS ({child.insert_listed(child_count, numbers)})")
+        return ", ".join(parts) + " SELECT id FROM m"

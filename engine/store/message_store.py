@@ -1,0 +1,219 @@
+"""The engine's asynchronous face over the whole store: every repository's method, returning a Deferred.
+
+``MessageStore`` is what the reactor talks to. It starts the store (engine, schema upgrade,
+repositories) and runs each repository method on the store's threads (``pool.py``): writes on
+the one writer thread in order, adds group-committed, reads on the read pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from twisted.internet import defer
+
+from engine.errors import StoreError
+from engine.model import AttemptResult, NewMessage, ProcessingResult, SourceFile, utc_now
+from engine.store.configs import ConfigRepository
+from engine.store.db import create_engine_for
+from engine.store.messages import MessageQuery, MessageRepository
+from engine.store.migrations import upgrade
+from engine.store.pool import State, StorePool
+from engine.store.queues import QueueRepository
+
+
+class MessageStore:
+    """The engine's store: each repository method run on the store's threads (StorePool), as a Deferred."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        reactor,
+        durability: str = "process",
+        lock_timeout: float = 5.0,
+        max_batch: int = 500,
+        read_threads: int = 4,
+        clock: Callable[[], datetime] = utc_now,
+    ):
+        self._pool = StorePool(
+            reactor=reactor, durability=durability, max_batch=max_batch, read_threads=read_threads
+        )
+        self._url = url
+        self._durability = durability
+        self._lock_timeout = lock_timeout
+        self._clock = clock
+        self._repository: MessageRepository | None = None
+        self._queues: QueueRepository | None = None
+        self._configs: ConfigRepository | None = None
+
+    @property
+    def repository(self) -> MessageRepository:
+        """The blocking message repository underneath (for threads and tools); exists once started."""
+        if self._repository is None:
+            raise StoreError("the message store has not been started")
+        return self._repository
+
+    @property
+    def queues(self) -> QueueRepository:
+        """The blocking queue repository underneath (for threads and tools); exists once started."""
+        if self._queues is None:
+            raise StoreError("the message store has not been started")
+        return self._queues
+
+    @property
+    def configs(self) -> ConfigRepository:
+        """The blocking config history repository underneath (for threads and tools); exists once started."""
+        if self._configs is None:
+            raise StoreError("the message store has not been started")
+        return self._configs
+
+    def start(self) -> None:
+        """Connect, upgrade the schema and start the threads; it blocks to migrate, so call it at startup."""
+        if self._pool.state is not State.NEW:
+            raise StoreError(f"the message store cannot start: it is {self._pool.state.value}")
+        engine = create_engine_for(
+            self._url,
+            durability=self._durability,
+            lock_timeout=self._lock_timeout,
+            pool_size=self._pool.connections,
+        )
+        try:
+            upgrade(engine)
+        except StoreError:
+            engine.dispose()
+            raise
+        self._repository = MessageRepository(engine, clock=self._clock)
+        self._queues = QueueRepository(engine, clock=self._clock)
+        self._configs = ConfigRepository(engine)
+        self._pool.start(engine, self._repository.insert_groups)
+
+    def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
+        """Let inline groups wait a moment for idle connected senders (StorePool.wait_for_senders)."""
+        self._pool.wait_for_senders(idle_senders)
+
+    def stop(self) -> defer.Deferred:
+        """Commit every write asked for, then stop the threads; fires with None once done (idempotent)."""
+        return self._pool.stop()
+
+    # Writes: each goes to the writer thread and fires after COMMIT.
+
+    def add(
+        self, new_messages: Sequence[NewMessage], source_file: SourceFile | None = None
+    ) -> defer.Deferred:
+        """Store the messages (and their source file) in one transaction; fires with the ids after COMMIT."""
+        return self._pool.add(new_messages, source_file)
+
+    def record_processing(self, results: Sequence[ProcessingResult]) -> defer.Deferred:
+        """Fires with QueueRepository.record_processing(results): the new delivery ids."""
+        return self._pool.write(QueueRepository.record_processing, self._queues, tuple(results))
+
+    def record_attempts(self, results: Sequence[AttemptResult]) -> defer.Deferred:
+        """Fires with None once QueueRepository.record_attempts(results) committed."""
+        return self._pool.write(QueueRepository.record_attempts, self._queues, tuple(results))
+
+    def resend(self, message_ids: Sequence[int], *, destination: str | None = None) -> defer.Deferred:
+        """Fires with QueueRepository.resend(message_ids, destination=destination): the new delivery ids."""
+        return self._pool.write(
+            QueueRepository.resend, self._queues, tuple(message_ids), destination=destination
+        )
+
+    def reprocess(self, message_ids: Sequence[int]) -> defer.Deferred:
+        """Fires with QueueRepository.reprocess(message_ids): how many messages go back to RECEIVED."""
+        return self._pool.write(QueueRepository.reprocess, self._queues, tuple(message_ids))
+
+    def record_config(
+        self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str
+    ) -> defer.Deferred:
+        """Fires with ConfigRepository.record_config(...): the record's id."""
+        return self._pool.write(
+            ConfigRepository.record_config,
+            self._configs,
+            applied_at=applied_at,
+            source=source,
+            content=content,
+            sha256=sha256,
+            changes=changes,
+        )
+
+    # Reads: each runs on the read pool.
+
+    def search(self, query: MessageQuery) -> defer.Deferred:
+        """Fires with MessageRepository.search(query)."""
+        return self._pool.read(MessageRepository.search, self._repository, query)
+
+    def get(self, message_id: int) -> defer.Deferred:
+        """Fires with MessageRepository.get(message_id)."""
+        return self._pool.read(MessageRepository.get, self._repository, message_id)
+
+    def count(self, query: MessageQuery | None = None) -> defer.Deferred:
+        """Fires with MessageRepository.count(query)."""
+        return self._pool.read(MessageRepository.count, self._repository, query)
+
+    def find_duplicate(
+        self, sending_application: str, sending_facility: str, control_id: str, *, since: datetime
+    ) -> defer.Deferred:
+        """Fires with MessageRepository.find_duplicate(...): (id, ACK bytes) or None."""
+        return self._pool.read(
+            MessageRepository.find_duplicate,
+            self._repository,
+            sending_application,
+            sending_facility,
+            control_id,
+            since=since,
+        )
+
+    def file_already_read(self, sha256: str) -> defer.Deferred:
+        """Fires with MessageRepository.file_already_read(sha256)."""
+        return self._pool.read(MessageRepository.file_already_read, self._repository, sha256)
+
+    def pending_for_processing(self, channel: str, *, after_id: int = 0, limit: int = 500) -> defer.Deferred:
+        """Fires with QueueRepository.pending_for_processing(...): ReceivedMessage values, oldest first."""
+        return self._pool.read(
+            QueueRepository.pending_for_processing, self._queues, channel, after_id=after_id, limit=limit
+        )
+
+    def due_deliveries(
+        self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool
+    ) -> defer.Deferred:
+        """Fires with QueueRepository.due_deliveries(...): Delivery values in queue order."""
+        return self._pool.read(
+            QueueRepository.due_deliveries,
+            self._queues,
+            channel,
+            destination,
+            now=now,
+            limit=limit,
+            head_only=head_only,
+        )
+
+    def next_due_at(self, channel: str, destination: str, *, head_only: bool = False) -> defer.Deferred:
+        """Fires with QueueRepository.next_due_at(...): a datetime or None."""
+        return self._pool.read(
+            QueueRepository.next_due_at, self._queues, channel, destination, head_only=head_only
+        )
+
+    def queue_depth(self, channel: str, destination: str) -> defer.Deferred:
+        """Fires with QueueRepository.queue_depth(channel, destination)."""
+        return self._pool.read(QueueRepository.queue_depth, self._queues, channel, destination)
+
+    def queue_depths(self) -> defer.Deferred:
+        """Fires with QueueRepository.queue_depths(): {(channel, destination): depth}."""
+        return self._pool.read(QueueRepository.queue_depths, self._queues)
+
+    def config_history(self, limit: int = 20) -> defer.Deferred:
+        """Fires with ConfigRepository.config_history(limit): newest first."""
+        return self._pool.read(ConfigRepository.config_history, self._configs, limit)
+
+    def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
+        """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other write.
+
+        For stores beside the messages (the patient record): SQLite has one writer at a time, so
+        every write of the engine goes through this thread. Errors arrive as StoreError.
+        """
+        return self._pool.write(function, *args, **kwargs)
+
+    def read(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
+        """Run ``function(*args, **kwargs)`` on the read pool; errors arrive as StoreError."""
+        return self._pool.read(function, *args, **kwargs)

@@ -1,0 +1,499 @@
+"""The store's threads: every write on one writer thread, in order, with group commit; reads on a small pool.
+
+``add()`` calls pending together are committed in one transaction (group commit); every write's
+Deferred fires after COMMIT, on the reactor thread.
+
+On SQLite with ``durability: process`` (a commit is a write into the WAL, no fsync), the adds
+made during one reactor turn are committed at the end of that turn on the reactor thread
+itself, when no other write is running: a thread hop each way and the two threads' contention
+for the GIL cost more than the commit. Whenever that cannot be done at once (the writer thread
+or another process holds the write lock, or anything fails) the adds go to the writer thread,
+which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from engine.errors import StoreError
+from engine.model import NewMessage, SourceFile
+from engine.store.driver import checkpoint_wal, set_pragmas, store_errors
+
+log = Logger(namespace="engine.store")
+
+# What inserts groups of adds: MessageRepository.insert_groups.
+_InsertGroups = Callable[..., list[list[int]]]
+
+
+@dataclass(slots=True)
+class _PendingAdd:
+    """An add() waiting for the writer; adds next to each other in the queue share one transaction."""
+
+    messages: tuple[NewMessage, ...]
+    source_file: SourceFile | None
+    deferred: defer.Deferred
+
+
+@dataclass(slots=True)
+class _PendingCall:
+    """Any other write waiting for the writer: ``function(*args, **kwargs)`` alone, in queue order."""
+
+    function: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    deferred: defer.Deferred
+
+
+class _KeptConnection:
+    """One connection a thread keeps between transactions, set up once; made anew after any error."""
+
+    def __init__(self, engine: sa.Engine, pragmas: Mapping[str, object] | None = None):
+        self._engine = engine
+        self._pragmas = pragmas or {}
+        self._connection: sa.Connection | None = None
+
+    def get(self) -> sa.Connection:
+        if self._connection is None:
+            with store_errors("connecting to the store"):
+                connection = self._engine.connect()
+                try:
+                    set_pragmas(connection, **self._pragmas)
+                except BaseException:
+                    connection.invalidate()
+                    connection.close()
+                    raise
+            self._connection = connection
+        return self._connection
+
+    def drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                # Never back into the pool: it may be broken, or carry the pragmas set above.
+                connection.invalidate()
+                connection.close()
+            except Exception:  # it is being thrown away; a dead connection may fail to close
+                log.debug("closing a kept store connection failed")
+
+
+class _Lane:
+    """A writer thread's queue and kept connection: what is queued runs in order, a transaction at a time."""
+
+    def __init__(self, name: str, connection: _KeptConnection):
+        self.name = name
+        self.pending: collections.deque[_PendingAdd | _PendingCall] = collections.deque()
+        self.wakeup = threading.Condition()
+        self.connection = connection
+
+
+class State(enum.Enum):
+    """Where a StorePool is in its life: new, running, stopping (finishing what was asked), stopped."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class StorePool:
+    """Every write on one thread, in order (adds group-committed), reads on a pool, results as Deferreds."""
+
+    def __init__(self, *, reactor, durability: str, max_batch: int, read_threads: int):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        if read_threads < 1:
+            raise ValueError(f"read_threads must be at least 1, not {read_threads}")
+        self._reactor = reactor
+        self._durability = durability
+        self._max_batch = max_batch
+        self._read_threads = read_threads
+        self._state = State.NEW
+        self._stop_waiters: list[defer.Deferred] = []
+        self._engine: sa.Engine | None = None
+        self._insert_groups: _InsertGroups | None = None
+        self._reads: ThreadPool | None = None
+        self._writer: _Lane | None = None  # every call, and the adds when there is no _adds lane
+        self._adds: _Lane | None = None  # PostgreSQL: the adds, on a thread of their own beside the calls
+        self._lanes_running = 0
+        self._inline_connection: _KeptConnection | None = None  # the reactor thread's, for inline adds
+        self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
+        self._inline_flush = None  # the pending call that commits them
+        self._inline_since = 0.0  # when the group's first add was asked (reactor seconds)
+        self._inline_waiting = False  # whether _inline_flush is a wait for idle senders (else: end of turn)
+        self._idle_senders: Callable[[], int] = lambda: 0
+        self._inline_commits = 0  # since the writer last checkpointed the WAL
+        self._last_inline_commit = 0.0  # time.monotonic() of the last one
+        # Held by whichever thread is in a write transaction, so the reactor never waits for the writer
+        # (SQLite, inline adds; any other store has nothing to coordinate, see start()).
+        self._transaction_lock = threading.Lock()
+
+    @property
+    def state(self) -> State:
+        """Where the pool is in its life."""
+        return self._state
+
+    @property
+    def connections(self) -> int:
+        """How many connections the pool's threads may hold at once.
+
+        Every reader's, and the writers' three: one kept per lane, one for calls.
+        """
+        return self._read_threads + 3
+
+    def start(self, engine: sa.Engine, insert_groups: _InsertGroups) -> None:
+        """Start the threads on ``engine`` (disposed of once stopped); adds go to ``insert_groups``.
+
+        ``insert_groups`` is MessageRepository.insert_groups of a repository on ``engine``.
+        """
+        if self._state is not State.NEW:
+            raise StoreError(f"the message store cannot start: it is {self._state.value}")
+        self._engine = engine
+        self._insert_groups = insert_groups
+        self._reads = ThreadPool(minthreads=0, maxthreads=self._read_threads, name="hl7engine-store-read")
+        self._reads.start()
+        self._writer = _Lane("hl7engine-store-writer", _KeptConnection(engine))
+        lanes = [self._writer]
+        if engine.dialect.name == "sqlite":
+            if self._durability == "process":
+                # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
+                # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
+                self._inline_connection = _KeptConnection(
+                    engine, {"busy_timeout": 0, "wal_autocheckpoint": 0}
+                )
+        else:
+            # PostgreSQL takes concurrent writers: a message's commit (and its sender's ACK) does not
+            # wait behind the runners' and dispatchers' writes, which need not come before it (a
+            # message is processed at intake only once the writes of its channel's runner are done).
+            self._adds = _Lane("hl7engine-store-adds", _KeptConnection(engine))
+            lanes.append(self._adds)
+        if self._inline_connection is None:
+            self._transaction_lock = contextlib.nullcontext()
+        self._state = State.RUNNING
+        self._lanes_running = len(lanes)
+        for lane in lanes:
+            threading.Thread(
+                target=self._write_until_stopped, args=(lane,), name=lane.name, daemon=True
+            ).start()
+
+    def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
+        """Let inline groups wait (``GROUP_WAIT_SECONDS`` at most) for idle connected senders.
+
+        An idle sender is connected but has nothing in flight; ``idle_senders()`` says how many
+        there are right now. Each commit costs the same for one message as for eight (the pages of
+        every index are written again), so when connected senders are about to send their next
+        message, the group waits for them; once every connected sender is waiting for the store,
+        it commits. With one sender, or with none idle, nothing ever waits.
+        """
+        self._idle_senders = idle_senders
+
+    def stop(self) -> defer.Deferred:
+        """Commit every write asked for, then stop the threads; fires with None once done (idempotent)."""
+        if self._state is State.NEW:
+            self._state = State.STOPPED
+        if self._state is State.STOPPED:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        self._stop_waiters.append(waiter)
+        if self._state is State.RUNNING:
+            self._hand_over_inline()
+            self._state = State.STOPPING
+            for lane in (self._writer, self._adds):
+                if lane is not None:
+                    with lane.wakeup:
+                        lane.wakeup.notify()
+        return waiter
+
+    def add(
+        self, new_messages: Sequence[NewMessage], source_file: SourceFile | None = None
+    ) -> defer.Deferred:
+        """Store the messages (and their source file) in one transaction; fires with the ids after COMMIT."""
+        if self._state is not State.RUNNING:
+            return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
+        batch = tuple(new_messages)
+        if not batch and source_file is None:
+            return defer.succeed([])
+        pending = _PendingAdd(batch, source_file, defer.Deferred())
+        if self._inline_connection is None or source_file is not None:
+            self._hand_over_inline()  # adds are committed in the order asked
+            return self._enqueue(pending)
+        if not self._inline_group:
+            self._inline_since = self._reactor.seconds()
+        self._inline_group.append(pending)
+        if self._inline_flush is None:
+            # callLater(0) runs after every connection that was readable in this turn has been read.
+            self._inline_flush = self._reactor.callLater(0, self._commit_inline)
+        elif self._inline_waiting and not self._idle_senders():
+            # The group was waiting for senders, and this add was the last of them.
+            self._inline_waiting = False
+            self._inline_flush.reset(0)
+        return pending.deferred
+
+    def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
+        """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other write.
+
+        For stores beside the messages (the patient record): SQLite has one writer at a time, so
+        every write of the engine goes through this thread. Errors arrive as StoreError.
+        """
+        if self._state is not State.RUNNING:
+            return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
+        self._hand_over_inline()  # writes run in the order asked: adds of this turn go first
+        return self._enqueue(_PendingCall(function, args, kwargs, defer.Deferred()))
+
+    def read(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
+        """Run ``function(*args, **kwargs)`` on the read pool; errors arrive as StoreError."""
+        # Once stopping, the pool may already be shut down and would silently drop the call.
+        if self._state is not State.RUNNING:
+            return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
+        d = deferToThreadPool(self._reactor, self._reads, function, *args, **kwargs)
+        return d.addErrback(
+            lambda failure: (
+                failure
+                if failure.check(StoreError)
+                else Failure(_as_store_error(failure.value, function.__name__))
+            )
+        )
+
+    # Inline adds: everything here runs on the reactor thread.
+
+    def _commit_inline(self) -> None:
+        """Commit the group's adds here and now if nothing else is writing; else hand them to the writer."""
+        waited = self._reactor.seconds() - self._inline_since
+        if waited < GROUP_WAIT_SECONDS and self._idle_senders():
+            self._inline_flush = self._reactor.callLater(GROUP_WAIT_SECONDS - waited, self._commit_inline)
+            self._inline_waiting = True
+            return
+        self._inline_flush, self._inline_waiting = None, False
+        group, self._inline_group = collections.deque(self._inline_group), []
+        while group:
+            chunk = _take_adds(group, self._max_batch)
+            if not self._commit_here(chunk):
+                for pending in chunk + list(group):  # in order, behind whatever the writer has queued
+                    self._enqueue(pending)
+                return
+
+    def _commit_here(self, group: list[_PendingAdd]) -> bool:
+        """Commit the group here and fire its Deferreds; False (nothing fired) if the writer must do it."""
+        if not self._transaction_lock.acquire(blocking=False):
+            return False
+        try:
+            ids = self._insert_groups(
+                [(pending.messages, None) for pending in group], connection=self._inline_connection.get()
+            )
+        except Exception:
+            # Locked by another process, or anything else: the writer retries with the full lock
+            # timeout and reports what is still wrong then, exactly as for its own groups.
+            self._inline_connection.drop()
+            return False
+        finally:
+            self._transaction_lock.release()
+        self._inline_commits += 1
+        self._last_inline_commit = time.monotonic()
+        _fire([(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
+        return True
+
+    def _hand_over_inline(self) -> None:
+        """Hand the adds waiting for the end of the turn to the writer (stopping, or an add only it does)."""
+        if self._inline_flush is not None:
+            self._inline_flush.cancel()
+            self._inline_flush, self._inline_waiting = None, False
+        group, self._inline_group = self._inline_group, []
+        for pending in group:
+            self._enqueue(pending)
+
+    def _enqueue(self, pending: _PendingAdd | _PendingCall) -> defer.Deferred:
+        lane = self._adds if self._adds is not None and isinstance(pending, _PendingAdd) else self._writer
+        with lane.wakeup:
+            lane.pending.append(pending)
+            lane.wakeup.notify()
+        return pending.deferred
+
+    # Everything below runs on the writer thread.
+
+    def _write_until_stopped(self, lane: _Lane) -> None:
+        try:
+            while (work := self._next_work(lane)) is not None:
+                if work is _CHECKPOINT:
+                    self._checkpoint()
+                elif isinstance(work, _PendingCall):
+                    self._run_call(work)
+                else:
+                    self._write(work, lane)
+            lane.connection.drop()
+        finally:
+            with self._writer.wakeup:
+                self._lanes_running -= 1
+                last = not self._lanes_running
+            if last:
+                self._close()
+
+    def _close(self) -> None:
+        """The last writer thread out closes the rest and tells the reactor."""
+        try:
+            self._reads.stop()  # runs the reads already queued, then joins the threads
+            if self._inline_connection is not None:  # no add() commits inline once stopping
+                self._inline_connection.drop()
+            self._engine.dispose()
+        finally:
+            self._reactor.callFromThread(self._stopped)
+
+    def _next_work(self, lane: _Lane) -> _PendingCall | list[_PendingAdd] | object | None:
+        """Wait for work: the next call alone, the adds at the head of the queue that fit in max_batch
+        (at least one), _CHECKPOINT when due (_checkpoint_due); None to exit.
+
+        The checkpoint is returned rather than run here: the reactor takes this lock to queue work.
+        """
+        with lane.wakeup:
+            if self._checkpoint_due():
+                return _CHECKPOINT
+            while not lane.pending and self._state is State.RUNNING:
+                if not lane.wakeup.wait(_CHECKPOINT_SECONDS) and self._checkpoint_due():
+                    return _CHECKPOINT
+            if not lane.pending:
+                return None
+            if isinstance(lane.pending[0], _PendingCall):
+                return lane.pending.popleft()
+            return _take_adds(lane.pending, self._max_batch)
+
+    def _checkpoint_due(self) -> bool:
+        """Whether to checkpoint: inline commits wrote to the WAL, and none came for a while or many did.
+
+        None came for _CHECKPOINT_SECONDS, or _CHECKPOINT_COMMITS of them did.
+        Under steady load, then, a checkpoint (whose end holds inline commits off for a moment)
+        comes about once a second, not every quarter of a second: a few senders' messages wait.
+        """
+        commits = self._inline_commits
+        return commits >= _CHECKPOINT_COMMITS or (
+            commits > 0 and time.monotonic() - self._last_inline_commit >= _CHECKPOINT_SECONDS
+        )
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL inline commits wrote into the database file (PASSIVE), so that the WAL starts over.
+
+        The bulk is copied while inline commits go on. A WAL starts over (at its next commit) only
+        once everything in it was copied, and under steady load inline commits always add some
+        meanwhile (however complete the checkpoint says it was when it began): what they added is
+        copied with them held off (they go to this thread's queue for that moment). Without that
+        the WAL grew fast under load, for as long as the load lasted.
+        """
+        self._inline_commits = 0
+        try:
+            connection = self._writer.connection.get()
+            checkpoint_wal(connection)
+            with self._transaction_lock:
+                checkpoint_wal(connection)
+        except Exception as error:  # the next idle moment tries again; a failing store shows in the writes
+            self._writer.connection.drop()
+            log.debug("checkpointing the store failed: {error}", error=str(error))
+
+    def _run_call(self, call: _PendingCall) -> None:
+        """Run one call in its own transaction(s) and fire its Deferred; never raises."""
+        try:
+            with self._transaction_lock:
+                result = call.function(*call.args, **call.kwargs)
+        except Exception as error:  # whatever happens, the writer lives on to serve the next write
+            failure = _as_store_error(error, call.function.__name__)
+            log.warn("store call {call} failed: {error}", call=call.function.__name__, error=str(failure))
+            self._reactor.callFromThread(call.deferred.errback, failure)
+            return
+        self._reactor.callFromThread(call.deferred.callback, result)
+
+    def _write(self, group: list[_PendingAdd], lane: _Lane) -> None:
+        """Commit the group in one transaction and fire each add's Deferred; never raises."""
+        try:
+            with self._transaction_lock:
+                ids = self._insert_groups(
+                    [(pending.messages, pending.source_file) for pending in group],
+                    connection=lane.connection.get(),
+                )
+        except Exception as error:  # whatever happens, the writer lives on to serve the next group
+            # The connection may be what failed (a restarted server): the next group takes a new one.
+            lane.connection.drop()
+            failure = _as_store_error(error, "storing messages")
+            if len(group) > 1 and _may_be_one_add(failure):
+                # One add's rows may be at fault: give every add its own transaction so the rest commit.
+                for pending in group:
+                    self._write([pending], lane)
+                return
+            log.warn(
+                "storing {count} messages failed: {error}",
+                count=sum(len(p.messages) for p in group),
+                error=str(failure),
+            )
+            self._reactor.callFromThread(_fire, [(pending.deferred.errback, failure) for pending in group])
+            return
+        # One hand-off to the reactor per committed group, not one per add: each wakes the reactor.
+        self._reactor.callFromThread(
+            _fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)]
+        )
+
+    def _stopped(self) -> None:
+        self._state = State.STOPPED
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+
+def _take_adds(pending: collections.deque, max_batch: int) -> list[_PendingAdd]:
+    """The adds at the head of ``pending`` (one at least) whose messages fit in max_batch, never split.
+
+    Stops at a call: adds never overtake a call queued before them, whose write may be what they
+    rely on.
+    """
+    group = [pending.popleft()]
+    size = len(group[0].messages)
+    while pending and isinstance(pending[0], _PendingAdd) and size + len(pending[0].messages) <= max_batch:
+        size += len(pending[0].messages)
+        group.append(pending.popleft())
+    return group
+
+
+# What _next_work returns when the writer should checkpoint the WAL.
+_CHECKPOINT = object()
+
+# How long an inline group waits at most for connected senders to join it (see wait_for_senders).
+GROUP_WAIT_SECONDS = 0.002
+
+# The writer checkpoints the WAL that inline commits wrote once none came for this long...
+_CHECKPOINT_SECONDS = 0.25
+# ... or after this many of them, however busy.
+_CHECKPOINT_COMMITS = 500
+
+
+def _fire(calls: list) -> None:
+    """Fire Deferreds on the reactor thread, each on its own: one caller's error does not stop the others."""
+    for fire, value in calls:
+        try:
+            fire(value)
+        except Exception:
+            log.failure("a store caller's callback failed")
+
+
+def _as_store_error(error: BaseException, action: str) -> StoreError:
+    """``error`` itself when it is a StoreError, else a StoreError caused by it.
+
+    A bug or a bad argument, but the caller's Deferred must fail.
+    """
+    if isinstance(error, StoreError):
+        return error
+    wrapped = StoreError(f"{action} failed: {error!r}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _may_be_one_add(error: StoreError) -> bool:
+    """Whether a failed group is worth retrying add by add: not if the database itself failed (transient)."""
+    return not error.transient

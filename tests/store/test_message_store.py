@@ -1,0 +1,128 @@
+"""engine.store.message_store: MessageStore's life, and the repositories through it, on both backends."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from engine.errors import StoreError
+from engine.model import AttemptResult, Delivery, Outcome, Status
+from engine.store.message_store import MessageStore
+from engine.store.messages import MessageQuery
+
+from .conftest import T0, queued
+
+
+@pytest_twisted.inlineCallbacks
+def test_reads_go_through_the_pool(open_store, make_message):
+    """search(), get() and count() fire with the repository's answers."""
+    store = open_store(read_threads=2)
+    ids = yield store.add([make_message(n) for n in range(3)])
+    found, one, counted, empty = yield defer.gatherResults(
+        [
+            store.search(MessageQuery(limit=2)),
+            store.get(ids[1]),
+            store.count(MessageQuery(control_id="C2")),
+            store.add([]),
+        ]
+    )
+    assert [s.id for s in found] == ids[:0:-1]
+    assert one.control_id == "C1"
+    assert (counted, empty) == (1, [])
+
+
+def test_store_lifecycle_errors(sqlite_url):
+    """A store cannot start twice, has no repository before start, and stop() before start is a no-op."""
+    from twisted.internet import reactor
+
+    never_started = MessageStore(sqlite_url, reactor=reactor)
+    with pytest.raises(StoreError):
+        _ = never_started.repository
+    stopped = never_started.stop()
+    assert stopped.called and stopped.result is None
+    with pytest.raises(StoreError):
+        never_started.start()
+
+
+def test_start_reports_an_unreachable_database():
+    """start() raises StoreError when the database cannot be reached."""
+    from twisted.internet import reactor
+
+    store = MessageStore("postgresql://postgres@127.0.0.1:1/nothing", reactor=reactor)
+    with pytest.raises(StoreError):
+        store.start()
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_finds_duplicates(open_store, make_message):
+    """find_duplicate() on the store fires with the repository's answer."""
+    store = open_store()
+    [message_id] = yield store.add([make_message(0)])
+    assert (yield store.find_duplicate("LAB", "NORTH", "C0", since=T0)) == (message_id, make_message(0).ack)
+    assert (yield store.find_duplicate("LAB", "NORTH", "C0", since=T0 + timedelta(seconds=1))) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_runs_a_message_from_receipt_to_sent(open_store, make_message):
+    """add, record_processing, due_deliveries, record_attempts, get and more work together, on the reactor."""
+    store = open_store()
+    threads = []
+    [message_id] = yield store.add([make_message(0)])
+    [pending] = yield store.pending_for_processing("adt")
+    assert pending.id == message_id
+    delivery_ids = yield store.record_processing([queued(message_id, "lab")]).addCallback(
+        lambda ids: threads.append(threading.current_thread()) or ids
+    )
+    now = datetime.now(UTC)
+    [due] = yield store.due_deliveries("adt", "lab", now=now, limit=10, head_only=True)
+    assert isinstance(due, Delivery) and due.delivery_id == delivery_ids[0]
+    assert (yield store.queue_depth("adt", "lab")) == 1
+    assert (yield store.queue_depths()) == {("adt", "lab"): 1}
+    assert (yield store.next_due_at("adt", "lab")) <= now
+    yield store.record_attempts(
+        [AttemptResult(due.delivery_id, Outcome.SENT, now, response_code="AA")]
+    ).addCallback(lambda _: threads.append(threading.current_thread()))
+    stored = yield store.get(message_id)
+    assert stored.status == Status.SENT
+    assert threads == [threading.main_thread()] * 2
+    assert [s.id for s in (yield store.search(MessageQuery(status=Status.SENT)))] == [message_id]
+
+
+@pytest_twisted.inlineCallbacks
+def test_queues_resume_after_a_restart(open_store, make_message):
+    """Queued deliveries are still due, in order and with their attempts, in a new store on the database."""
+    store = open_store()
+    ids = yield store.add([make_message(n) for n in range(3)])
+    delivery_ids = yield store.record_processing([queued(i, "lab") for i in ids])
+    now = datetime.now(UTC)
+    yield store.record_attempts(
+        [AttemptResult(delivery_ids[0], Outcome.RETRY, now, reason="down", next_attempt_at=now)]
+    )
+    yield store.stop()
+    reopened = open_store()
+    due = yield reopened.due_deliveries("adt", "lab", now=datetime.now(UTC), limit=10, head_only=False)
+    assert [(d.delivery_id, d.attempt) for d in due] == [
+        (delivery_ids[0], 2),
+        (delivery_ids[1], 1),
+        (delivery_ids[2], 1),
+    ]
+    assert (yield reopened.pending_for_processing("adt")) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_resend_and_reprocess(open_store, make_message):
+    """resend() and reprocess() go through the writer and fire with the new ids and the count."""
+    store = open_store()
+    ids = yield store.add([make_message(0), make_message(1)])
+    delivery_ids = yield store.record_processing([queued(i, "lab") for i in ids])
+    now = datetime.now(UTC)
+    yield store.record_attempts([AttemptResult(delivery_ids[0], Outcome.ERROR, now, reason="AE")])
+    resent = yield store.resend([ids[0]], destination="lab")
+    assert len(resent) == 1 and resent[0] > delivery_ids[1]
+    assert (yield store.reprocess([ids[1]])) == 1
+    assert [p.id for p in (yield store.pending_for_processing("adt"))] == [ids[1]]
+    assert (yield store.next_due_at("adt", "lab", head_only=True)) is not None

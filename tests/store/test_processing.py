@@ -1,0 +1,99 @@
+"""engine.store.processing: the rows a message's processing leaves, the same from a runner or at intake."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import sqlalchemy as sa
+
+from engine.model import NewDelivery, ProcessingResult, Status
+from engine.store.messages import MessageRepository
+from engine.store.processing import intake_rows
+from engine.store.schema import deliveries
+
+from .conftest import T0
+
+
+def _processing_trail(repository: MessageRepository, message_id: int) -> tuple:
+    """What processing left of a message, without ids and times: status, error, content, rows, events."""
+    stored = repository.get(message_id)
+    timeless = [
+        c
+        for c in deliveries.c
+        if c.name not in ("id", "message_id", "created_at", "updated_at", "next_attempt_at")
+    ]
+    with repository.engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(*timeless).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)
+        ).all()
+    return (
+        stored.status,
+        stored.error,
+        stored.transformed,
+        [tuple(row) for row in rows],
+        [(e.status, e.detail, e.destination) for e in stored.events],
+    )
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        ProcessingResult(
+            0,
+            Status.QUEUED,
+            transformed=b"MSH|changed\r",
+            deliveries=(
+                NewDelivery("emr", Status.QUEUED, "C1", b"MSH|to emr\r"),
+                NewDelivery("archive", Status.FILTERED, "C1", None, "PID-8 is U, not one of M, F"),
+                NewDelivery(
+                    "lab",
+                    Status.ERROR,
+                    "C1",
+                    None,
+                    "channels[0].destinations[2].transforms[0]: no such table row",
+                ),
+            ),
+        ),
+        ProcessingResult(0, Status.FILTERED, reason="channels[0].filters[0]: MSH-9.1 is ORU"),
+        ProcessingResult(0, Status.ERROR, reason="channels[0].transforms[0]: PV1-3.1 7W not in wards"),
+        ProcessingResult(0, Status.TRANSFORMED, transformed=b"MSH|changed\r"),
+    ],
+    ids=["queued", "filtered", "error", "transformed"],
+)
+def test_a_message_processed_at_intake_is_stored_as_a_pass_records_it(
+    repository, queues, make_message, result
+):
+    """insert() of a message with its processing leaves what insert() then record_processing() leave."""
+    [passed] = repository.insert([make_message(1)])
+    queues.record_processing([dataclasses.replace(result, message_id=passed)])
+    at_intake = make_message(
+        1,
+        status=result.status,
+        error=result.reason,
+        transformed=result.transformed,
+        deliveries=result.deliveries,
+    )
+    [inline] = repository.insert([at_intake])
+    assert _processing_trail(repository, inline) == _processing_trail(repository, passed)
+    assert _processing_trail(repository, inline)[0] == result.status
+
+
+def test_intake_rows_are_a_processed_messages_deliveries_and_events_in_order(make_message):
+    """intake_rows: processed messages' deliveries, then events (the message's first), fitted."""
+    emr = NewDelivery("emr", Status.QUEUED, "C1", b"MSH|to emr\r")
+    lab = NewDelivery("lab", Status.FILTERED, "C1\x00" + "9" * 300, None, "no\x00 lab")
+    processed = make_message(1, status=Status.QUEUED, error="", deliveries=(emr, lab))
+    filtered = make_message(3, status=Status.FILTERED, error="channels[0].filters[0]: no", deliveries=())
+    rows, events = intake_rows([processed, make_message(2), filtered], [11, 12, 13], T0)
+    assert [(r["message_id"], r["destination"], r["status"], r["control_id"], r["reason"]) for r in rows] == [
+        (11, "emr", Status.QUEUED, "C1", ""),
+        (11, "lab", Status.FILTERED, "C1" + "9" * 197, "no lab"),
+    ]
+    assert all((r["attempts"], r["created_at"], r["next_attempt_at"]) == (0, T0, T0) for r in rows)
+    assert [(e["message_id"], e["status"], e["detail"], e["destination"]) for e in events] == [
+        (11, Status.QUEUED, "", None),
+        (11, Status.QUEUED, "", "emr"),
+        (11, Status.FILTERED, "no lab", "lab"),
+        (13, Status.FILTERED, "channels[0].filters[0]: no", None),
+    ]
