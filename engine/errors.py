@@ -40,3 +40,10 @@ class StoreError(EngineError):
 
 class TransformError(EngineError):
     """A filter or transform could not be applied to a message; the message goes to ERROR with this reason."""
+
+
+class RecordError(EngineError):
+    """The message (or operator request) cannot be applied to the patient record as it is.
+
+    Sending it again unchanged fails again.
+    """

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.channels.stages import Filter, Transform
 from engine.errors import HL7Error, TransformError
 from engine.hl7.charset import decode, encode
 from engine.hl7.message import Message
 from engine.model import NewDelivery, ProcessingResult, ReceivedMessage, Status, roll_up
+from engine.transforms.stages import Filter, Transform
 
 __all__ = ["DestinationStages", "Pipeline"]
 

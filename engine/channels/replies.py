@@ -10,6 +10,7 @@ from datetime import datetime
 
 from engine.hl7.ack import Recipient, Sender
 from engine.hl7.batch import Batch
+from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.message import Delimiters, escape
 
 __all__ = ["batch_reply", "salvage"]
@@ -31,7 +32,7 @@ def batch_reply(
         escape(sender.facility, d),
         "",
         "",
-        timestamp.strftime("%Y%m%d%H%M%S%z"),
+        hl7_timestamp(timestamp),
         "",
         "",
         "",

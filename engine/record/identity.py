@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from engine.record import schema
 from engine.record.extract import MessageFacts, SegmentReader
 from engine.record.writer import Writer
+from engine.store.driver import fit_text
 
 __all__ = [
     "DEFAULT_RULE",
@@ -105,14 +106,7 @@ def _cx(reader: SegmentReader, n: int, repetition: int, facts: MessageFacts) -> 
     if value is None or value == '""':
         return None
     authority = reader.part(f"{where}.4.1") or reader.part(f"{where}.4.2") or facts.default_authority
-    return Identifier(
-        _storable(authority)[:227], _storable(value)[:199], (reader.part(f"{where}.5") or "")[:20]
-    )
-
-
-def _storable(text: str) -> str:
-    """The text as the database holds it: undecodable bytes (lone surrogates) become "?", as in the Writer."""
-    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+    return Identifier(fit_text(authority, 227), fit_text(value, 199), (reader.part(f"{where}.5") or "")[:20])
 
 
 def _identifiers(reader: SegmentReader, fields: tuple[int, ...], facts: MessageFacts) -> list[Identifier]:

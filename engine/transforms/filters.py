@@ -17,10 +17,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from engine.channels.stages import Filter
 from engine.hl7.dtm import parse_dtm
 from engine.hl7.message import Message, parse_path
 from engine.transforms.spec import FilterSpec
+from engine.transforms.stages import Filter
 
 __all__ = ["build_filters"]
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from engine.channels.stages import Transform
 from engine.transforms import hatch, structure, values
 from engine.transforms.lookup import LookupTable
 from engine.transforms.spec import TransformSpec
+from engine.transforms.stages import Transform
 from engine.transforms.step import Step
 
 __all__ = ["build_transforms", "check_transforms"]

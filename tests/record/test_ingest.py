@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from engine.errors import StoreError
+from engine.errors import RecordError, StoreError
 from engine.hl7.batch import split_batch
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.record import schema
-from engine.record.apply.common import RecordError
 from engine.record.identity import IdentityRule
 from engine.record.ingest import IngestResult, RecordIngestor
 from engine.record.query import get_patient

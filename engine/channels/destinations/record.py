@@ -20,11 +20,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from engine.channels.destinations.base import Destination
-from engine.errors import HL7Error, StoreError
+from engine.errors import HL7Error, RecordError, StoreError
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.model import Delivery, DeliveryResult, Outcome
-from engine.record.apply.common import RecordError
 from engine.record.identity import DEFAULT_RULE, IdentityRule
 from engine.record.ingest import IngestResult, RecordIngestor
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.errors import RecordError
 from engine.record import schema
-from engine.record.apply.common import Application, RecordError
+from engine.record.apply.common import Application
 from engine.record.extract import KEEP, PatientGroup
 from engine.record.identity import Identifier, prior_identifiers, survivor_of
 from engine.record.values import visit_status, visit_values

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from engine.errors import EngineError
+from engine.errors import RecordError
 from engine.hl7.dtm import parse_timestamp
 from engine.record import schema
 from engine.record.extract import KEEP, MessageFacts, PatientGroup
@@ -34,14 +34,7 @@ from engine.record.values import (
 )
 from engine.record.writer import Differs, Writer, list_digest
 
-__all__ = ["Application", "RecordError"]
-
-
-class RecordError(EngineError):
-    """The message (or operator request) cannot be applied to the record as it is.
-
-    Sending it again unchanged fails again.
-    """
+__all__ = ["Application"]
 
 
 class Application:

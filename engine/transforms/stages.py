@@ -1,8 +1,9 @@
 """The shapes of a pipeline's stages: filters and transforms.
 
-A stage has a name and one method (Scrapy's pipeline is the model). Only the channel turns what
-a stage returns into statuses, events and logs (``engine.channels.pipeline`` and ``channel``).
-Destinations are subclasses of ``engine.channels.destinations.base.Destination``.
+A stage has a name and one method (Scrapy's pipeline is the model). The stages are built from the
+config here (``engine.transforms``); a channel runs them (``engine.channels.pipeline``) and only the
+channel turns what a stage returns into statuses, events and logs. They live with the stages, not
+with the channel, so that dependencies run one way: channels use transforms, never the reverse.
 """
 
 from __future__ import annotations
