@@ -42,7 +42,10 @@ def patient_search_missing() -> str | None:
 
 
 def search(url: str, control_ids: list[str], patient_ids: list[str], seconds: float) -> dict:
-    """Alternate control-id and patient-id searches, evenly over ``seconds``, after one untimed search of each kind."""
+    """Alternate control-id and patient-id searches evenly over ``seconds``.
+
+    One untimed search of each kind comes first.
+    """
     missing = patient_search_missing()
     kinds = {"control_id": control_ids, "patient_id": [] if missing else patient_ids}
     results = {kind: {"available": True, "times_ms": [], "all_found": True} for kind in kinds}

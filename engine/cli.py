@@ -160,7 +160,8 @@ def resend(message_ids, config_path, db, destination, status, channel, limit) ->
 @click.option("--channel")
 @click.option("--limit", default=1000, show_default=True)
 def reprocess(message_ids, config_path, db, status, channel, limit) -> None:
-    """Run stored messages through their channel again (filters, transforms, destinations as configured now)."""
+    """Run stored messages through their channel again (filters, transforms,
+    destinations as configured now)."""
     from engine.store.queues import QueueRepository
 
     repository = _repository(config_path, db)
@@ -366,8 +367,10 @@ def list_messages(
             click.echo(json.dumps(summary.to_json_dict(), sort_keys=True))
         else:
             click.echo(
-                f"{summary.id:>8}  {summary.received_at:%Y-%m-%d %H:%M:%S}  {summary.status:<9} {summary.ack_code or '--':<2}  "
-                f"{summary.message_type:<9} {summary.control_id:<22} {summary.sending_application:<16} {summary.channel or '-'}"
+                f"{summary.id:>8}  {summary.received_at:%Y-%m-%d %H:%M:%S}  "
+                f"{summary.status:<9} {summary.ack_code or '--':<2}  "
+                f"{summary.message_type:<9} {summary.control_id:<22} "
+                f"{summary.sending_application:<16} {summary.channel or '-'}"
             )
 
 

@@ -137,7 +137,7 @@ _RESULT_STATUSES = frozenset({Status.FILTERED, Status.ERROR, Status.QUEUED, Stat
 
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
-    """What a channel made of a message for one destination: QUEUED with the bytes to send, FILTERED or ERROR."""
+    """What a channel made of a message for one destination: QUEUED with its bytes, FILTERED or ERROR."""
 
     destination: str
     status: str  # Status.QUEUED, FILTERED or ERROR
@@ -208,7 +208,7 @@ class DeliveryResult:
 
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
-    """What the dispatcher decided after one attempt: SENT, RETRY at ``next_attempt_at``, or ERROR (given up)."""
+    """What the dispatcher decided of one attempt: SENT, RETRY at ``next_attempt_at``, or ERROR (gave up)."""
 
     delivery_id: int
     outcome: Outcome

@@ -8,36 +8,14 @@ the report's presentedForm, as R4 Observation has no attachment value); FT1 -> C
 
 from __future__ import annotations
 
-import base64
-import re
-from typing import Any
-from urllib.parse import quote
-
 import sqlalchemy as sa
 
+from engine.record.fhir_common import authority_uri, compact, concept, reference
+from engine.record.fhir_results import order_resources
 from engine.record.query import get_patient
 
-__all__ = ["CODE_SYSTEMS", "everything"]
+__all__ = ["bundle", "everything", "patient_resource"]
 
-#: HL7 v2 coding system names (table 0396) and their FHIR URIs.
-CODE_SYSTEMS = {
-    "LN": "http://loinc.org",
-    "SCT": "http://snomed.info/sct",
-    "SNM": "http://snomed.info/sct",
-    "I10": "http://hl7.org/fhir/sid/icd-10",
-    "I10C": "http://hl7.org/fhir/sid/icd-10-cm",
-    "I9": "http://hl7.org/fhir/sid/icd-9-cm",
-    "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
-    "CPT": "http://www.ama-assn.org/go/cpt",
-    "C4": "http://www.ama-assn.org/go/cpt",
-    "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
-    "RXN": "http://www.nlm.nih.gov/research/umls/rxnorm",
-    "NDC": "http://hl7.org/fhir/sid/ndc",
-    "UCUM": "http://unitsofmeasure.org",
-    "CVX": "http://hl7.org/fhir/sid/cvx",
-}
-_V2_TABLE = re.compile(r"HL7(\d{4})")
-_OID = re.compile(r"\d+(\.\d+)+")
 
 _GENDER = {"F": "female", "M": "male", "O": "other", "A": "other", "U": "unknown", "N": "unknown"}
 _NAME_USE = {"L": "official", "D": "usual", "M": "maiden", "N": "nickname", "A": "anonymous", "C": "old"}
@@ -66,30 +44,6 @@ _APPOINTMENT_STATUS = {
     "overbook": "booked",
     "dc": "cancelled",
 }
-_REQUEST_STATUS = {"F": "completed", "C": "completed", "U": "completed", "X": "revoked"}
-_REPORT_STATUS = {
-    "F": "final",
-    "C": "corrected",
-    "P": "preliminary",
-    "A": "partial",
-    "R": "partial",
-    "X": "cancelled",
-    "I": "registered",
-    "O": "registered",
-    "S": "registered",
-}
-_OBSERVATION_STATUS = {
-    "F": "final",
-    "U": "final",
-    "C": "corrected",
-    "P": "preliminary",
-    "R": "preliminary",
-    "S": "preliminary",
-    "I": "registered",
-    "X": "cancelled",
-    "D": "entered-in-error",
-    "W": "entered-in-error",
-}
 _TRANSACTION_TYPES = {"CG": "Charge", "CD": "Credit", "PY": "Payment", "AJ": "Adjustment", "CO": "Co-payment"}
 
 
@@ -112,7 +66,7 @@ def bundle(record: dict, *, base_url: str) -> dict:
     resources += [_coverage(coverage, subject) for coverage in record["coverages"]]
     resources += [_appointment(appointment, subject) for appointment in record["appointments"]]
     for order in record["orders"]:
-        resources += _order(order, subject)
+        resources += order_resources(order, subject)
     resources += [_charge(transaction, subject) for transaction in record["transactions"]]
     base = base_url.rstrip("/")
     return {
@@ -130,49 +84,13 @@ def bundle(record: dict, *, base_url: str) -> dict:
     }
 
 
-def _compact(value: Any) -> Any:
-    """``value`` without None, empty strings, empty lists and empty dicts (FHIR forbids empty elements)."""
-    if isinstance(value, dict):
-        cleaned = {key: _compact(item) for key, item in value.items()}
-        return {key: item for key, item in cleaned.items() if item not in (None, "", [], {})}
-    if isinstance(value, list):
-        cleaned = [_compact(item) for item in value]
-        return [item for item in cleaned if item not in (None, "", [], {})]
-    return value
-
-
-def _system(name: str | None) -> str | None:
-    if not name:
-        return None
-    table = _V2_TABLE.fullmatch(name.upper())
-    if table:
-        return f"http://terminology.hl7.org/CodeSystem/v2-{table.group(1)}"
-    return CODE_SYSTEMS.get(name.upper())
-
-
-def _concept(code: str | None, text: str | None, system: str | None = None, *extra: dict) -> dict | None:
-    codings = [{"system": _system(system), "code": code, "display": text}] if code else []
-    concept = _compact({"coding": codings + list(extra), "text": text or code})
-    return concept or None
-
-
-def _authority_uri(authority: str) -> str:
-    if _OID.fullmatch(authority):
-        return f"urn:oid:{authority}"
-    return f"urn:hl7engine:authority:{quote(authority, safe='')}"
-
-
-def _reference(kind: str, row_id: Any) -> dict | None:
-    return {"reference": f"{kind}/{row_id}"} if row_id is not None else None
-
-
 def patient_resource(record: dict) -> dict:
     """The Patient resource of a ``get_patient`` record."""
     identifiers = [
         {
             "use": "old" if identifier["alias"] else "usual",
-            "type": _concept(identifier["type_code"], None, "HL70203"),
-            "system": _authority_uri(identifier["authority"]),
+            "type": concept(identifier["type_code"], None, "HL70203"),
+            "system": authority_uri(identifier["authority"]),
             "value": identifier["value"],
             "assigner": {"display": identifier["authority"]},
         }
@@ -205,7 +123,7 @@ def patient_resource(record: dict) -> dict:
     contacts = [
         {
             "relationship": [
-                _concept(
+                concept(
                     contact["relationship_code"], contact["relationship_text"], contact["relationship_system"]
                 )
             ],
@@ -215,12 +133,12 @@ def patient_resource(record: dict) -> dict:
         for contact in record["contacts"]
     ]
     links = (
-        [{"other": _reference("Patient", record["merged_into"]), "type": "replaced-by"}]
+        [{"other": reference("Patient", record["merged_into"]), "type": "replaced-by"}]
         if record["merged_into"]
         else []
     )
     links += [
-        {"other": _reference("Patient", merge["prior_id"]), "type": "replaces"}
+        {"other": reference("Patient", merge["prior_id"]), "type": "replaces"}
         for merge in record["merges"]
         if merge["survivor_id"] == record["id"] and merge["prior_id"] and not merge["unmerged_at"]
     ]
@@ -234,16 +152,16 @@ def patient_resource(record: dict) -> dict:
         "gender": _GENDER.get((record["sex"] or "")[:1]) if record["sex"] else None,
         "birthDate": record["birth_date"],
         "address": addresses,
-        "maritalStatus": _concept(record["marital_status"], None, "HL70002"),
+        "maritalStatus": concept(record["marital_status"], None, "HL70002"),
         "contact": contacts,
-        "communication": [{"language": _concept(record["language"], None)}] if record["language"] else [],
+        "communication": [{"language": concept(record["language"], None)}] if record["language"] else [],
         "link": links,
     }
     if record["deceased_at"]:
         patient["deceasedDateTime"] = record["deceased_at"]
     elif record["deceased"] is not None:
         patient["deceasedBoolean"] = record["deceased"]
-    return _compact(patient)
+    return compact(patient)
 
 
 def _telecom(value: str | None, use: str, equipment: str | None) -> dict:
@@ -278,7 +196,7 @@ def _encounter(visit: dict, subject: dict) -> dict:
         if class_code
         else {"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK"}
     )
-    return _compact(
+    return compact(
         {
             "resourceType": "Encounter",
             "id": str(visit["id"]),
@@ -288,18 +206,18 @@ def _encounter(visit: dict, subject: dict) -> dict:
             "subject": subject,
             "period": {"start": visit["admitted_at"], "end": visit["discharged_at"]},
             "participant": participants,
-            "serviceType": _concept(visit["hospital_service"], None),
-            "reasonCode": [_concept(None, visit["admit_reason"])],
+            "serviceType": concept(visit["hospital_service"], None),
+            "reasonCode": [concept(None, visit["admit_reason"])],
             "location": [{"location": {"display": location}}] if location else [],
             "hospitalization": {
-                "dischargeDisposition": _concept(visit["discharge_disposition"], None, "HL70112")
+                "dischargeDisposition": concept(visit["discharge_disposition"], None, "HL70112")
             },
         }
     )
 
 
 def _allergy(allergy: dict, subject: dict) -> dict:
-    return _compact(
+    return compact(
         {
             "resourceType": "AllergyIntolerance",
             "id": str(allergy["id"]),
@@ -313,7 +231,7 @@ def _allergy(allergy: dict, subject: dict) -> dict:
             },
             "category": [_ALLERGY_CATEGORY.get(allergy["allergy_type"] or "")],
             "criticality": _CRITICALITY.get(allergy["severity"] or ""),
-            "code": _concept(allergy["code"], allergy["text"], allergy["system"]),
+            "code": concept(allergy["code"], allergy["text"], allergy["system"]),
             "patient": subject,
             "recordedDate": allergy["identified_date"],
             "reaction": [{"manifestation": [{"text": allergy["reaction"]}]}] if allergy["reaction"] else [],
@@ -322,7 +240,7 @@ def _allergy(allergy: dict, subject: dict) -> dict:
 
 
 def _condition(diagnosis: dict, subject: dict) -> dict:
-    return _compact(
+    return compact(
         {
             "resourceType": "Condition",
             "id": str(diagnosis["id"]),
@@ -336,23 +254,23 @@ def _condition(diagnosis: dict, subject: dict) -> dict:
                     ]
                 }
             ],
-            "code": _concept(diagnosis["code"], diagnosis["text"], diagnosis["system"]),
+            "code": concept(diagnosis["code"], diagnosis["text"], diagnosis["system"]),
             "subject": subject,
-            "encounter": _reference("Encounter", diagnosis["visit_id"]),
+            "encounter": reference("Encounter", diagnosis["visit_id"]),
             "recordedDate": diagnosis["diagnosed_at"],
         }
     )
 
 
 def _procedure(procedure: dict, subject: dict) -> dict:
-    return _compact(
+    return compact(
         {
             "resourceType": "Procedure",
             "id": str(procedure["id"]),
             "status": "completed",
-            "code": _concept(procedure["code"], procedure["text"], procedure["system"]),
+            "code": concept(procedure["code"], procedure["text"], procedure["system"]),
             "subject": subject,
-            "encounter": _reference("Encounter", procedure["visit_id"]),
+            "encounter": reference("Encounter", procedure["visit_id"]),
             "performedDateTime": procedure["performed_at"],
         }
     )
@@ -371,7 +289,7 @@ def _coverage(coverage: dict, subject: dict) -> dict:
     relationship = (
         _RELATIONSHIP.get(coverage["relationship"] or "", "other") if coverage["relationship"] else None
     )
-    return _compact(
+    return compact(
         {
             "resourceType": "Coverage",
             "id": str(coverage["id"]),
@@ -407,7 +325,7 @@ def _appointment(appointment: dict, subject: dict) -> dict:
     services = []
     for resource in appointment["resources"]:
         if resource["kind"] == "service":
-            services.append(_concept(resource["code"], resource["text"], resource["system"]))
+            services.append(concept(resource["code"], resource["text"], resource["system"]))
         else:
             participants.append(
                 {
@@ -417,7 +335,7 @@ def _appointment(appointment: dict, subject: dict) -> dict:
                 }
             )
     timed = appointment["start_at"] and appointment["end_at"]
-    return _compact(
+    return compact(
         {
             "resourceType": "Appointment",
             "id": str(appointment["id"]),
@@ -426,11 +344,11 @@ def _appointment(appointment: dict, subject: dict) -> dict:
                 {"value": value} for value in (appointment["filler_id"], appointment["placer_id"]) if value
             ],
             "serviceType": services,
-            "appointmentType": _concept(
+            "appointmentType": concept(
                 appointment["type_code"], appointment["type_text"], appointment["type_system"]
             ),
             "reasonCode": [
-                _concept(appointment["reason_code"], appointment["reason_text"], appointment["reason_system"])
+                concept(appointment["reason_code"], appointment["reason_text"], appointment["reason_system"])
             ],
             "start": appointment["start_at"] if timed else None,
             "end": appointment["end_at"] if timed else None,
@@ -440,156 +358,6 @@ def _appointment(appointment: dict, subject: dict) -> dict:
             "participant": participants,
         }
     )
-
-
-def _order(order: dict, subject: dict) -> list[dict]:
-    code = _concept(order["code"], order["text"], order["system"]) or {"text": "Order"}
-    identifiers = [
-        {
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]},
-            "value": value,
-        }
-        for kind, value in (("PLAC", order["placer_number"]), ("FILL", order["filler_number"]))
-        if value
-    ]
-    request_status = _REQUEST_STATUS.get(order["status"] or "", "active" if order["status"] else "unknown")
-    request = _compact(
-        {
-            "resourceType": "ServiceRequest",
-            "id": str(order["id"]),
-            "identifier": identifiers,
-            "status": request_status,
-            "intent": "order",
-            "code": code,
-            "subject": subject,
-            "encounter": _reference("Encounter", order["visit_id"]),
-            "occurrenceDateTime": order["observed_at"],
-            "requester": {
-                "display": order["ordering_provider_name"],
-                "identifier": {"value": order["ordering_provider_id"]}
-                if order["ordering_provider_id"]
-                else None,
-            },
-            "note": [{"text": order["notes"]}] if order["notes"] else [],
-        }
-    )
-    if not order["observations"]:
-        return [request]
-    observations = [
-        _observation(observation, order, subject)
-        for observation in order["observations"]
-        if observation["value_type"] != "ED"
-    ]
-    forms = [
-        _attachment(observation)
-        for observation in order["observations"]
-        if observation["value_type"] == "ED" and observation["value"]
-    ]
-    report = _compact(
-        {
-            "resourceType": "DiagnosticReport",
-            "id": str(order["id"]),
-            "identifier": identifiers,
-            "basedOn": [_reference("ServiceRequest", order["id"])],
-            "status": _REPORT_STATUS.get(order["status"] or "", "unknown"),
-            "code": code,
-            "subject": subject,
-            "encounter": _reference("Encounter", order["visit_id"]),
-            "effectiveDateTime": order["observed_at"],
-            "issued": order["reported_at"],
-            "result": [_reference("Observation", observation["id"]) for observation in observations],
-            "presentedForm": forms,
-        }
-    )
-    return [request, report, *observations]
-
-
-def _attachment(observation: dict) -> dict:
-    """An ED value as an Attachment; Base64 data that does not decode is left out (the title says so)."""
-    data = observation["value"]
-    title = observation["text"]
-    if (observation["encoding"] or "").upper() == "BASE64":
-        data = "".join(data.split())
-        try:
-            base64.b64decode(data, validate=True)
-        except ValueError:
-            data, title = None, f"{title or 'attachment'} (not exported: its Base64 data does not decode)"
-    else:
-        data = base64.b64encode(data.encode("utf-8", "surrogateescape")).decode("ascii")
-    return _compact({"contentType": observation["media_type"], "data": data, "title": title})
-
-
-def _observation(observation: dict, order: dict, subject: dict) -> dict:
-    resource = {
-        "resourceType": "Observation",
-        "id": str(observation["id"]),
-        "basedOn": [_reference("ServiceRequest", order["id"])],
-        "status": _OBSERVATION_STATUS.get(observation["status"], "unknown"),
-        "code": _concept(observation["code"], observation["text"], observation["system"])
-        or {"text": "Observation"},
-        "subject": subject,
-        "encounter": _reference("Encounter", order["visit_id"]),
-        "effectiveDateTime": observation["observed_at"],
-        "referenceRange": [{"text": observation["reference_range"]}]
-        if observation["reference_range"]
-        else [],
-        "interpretation": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-                        "code": flag,
-                    }
-                ]
-            }
-            for flag in (observation["abnormal_flags"] or "").split("~")
-            if flag
-        ],
-        "performer": [{"display": observation["performing_lab"]}] if observation["performing_lab"] else [],
-        "note": [{"text": observation["notes"]}] if observation["notes"] else [],
-    }
-    resource.update(_value(observation))
-    return _compact(resource)
-
-
-def _quantity(value: float | None, observation: dict, **extra: Any) -> dict:
-    units = observation["units"]
-    return {"value": value, "unit": units, **extra}
-
-
-def _value(observation: dict) -> dict:
-    kind = observation["value_type"]
-    number, high = observation["numeric_value"], observation["numeric_high"]
-    if observation["value"] is None and number is None:
-        return {}
-    if kind == "NM" and number is not None:
-        return {"valueQuantity": _quantity(number, observation)}
-    if kind == "SN" and number is not None:
-        separator = observation["separator"]
-        if separator in (":", "/") and high is not None:
-            return {"valueRatio": {"numerator": {"value": number}, "denominator": {"value": high}}}
-        if separator == "-" and high is not None:
-            return {
-                "valueRange": {"low": _quantity(number, observation), "high": _quantity(high, observation)}
-            }
-        comparator = observation["comparator"]
-        if high is None and comparator in ("<", ">", "<=", ">="):
-            return {"valueQuantity": _quantity(number, observation, comparator=comparator)}
-        if high is None and not comparator:
-            return {"valueQuantity": _quantity(number, observation)}
-    if kind in ("CE", "CWE", "CNE", "CF"):
-        return {
-            "valueCodeableConcept": _concept(
-                observation["coded_code"], observation["coded_text"], observation["coded_system"]
-            )
-        }
-    if (
-        kind in ("DT", "TS", "DTM")
-        and observation["value"]
-        and re.match(r"\d{4}(-\d{2}(-\d{2}(T.*)?)?)?$", observation["value"])
-    ):
-        return {"valueDateTime": observation["value"]}
-    return {"valueString": observation["value"]}
 
 
 def _charge(transaction: dict, subject: dict) -> dict:
@@ -603,14 +371,14 @@ def _charge(transaction: dict, subject: dict) -> dict:
         if kind
         else None
     )
-    code = _concept(
+    code = concept(
         transaction["code"],
         transaction["text"],
         transaction["system"],
         *([type_coding] if type_coding else []),
     )
     amount = transaction["amount"]
-    return _compact(
+    return compact(
         {
             "resourceType": "ChargeItem",
             "id": str(transaction["id"]),
@@ -618,7 +386,7 @@ def _charge(transaction: dict, subject: dict) -> dict:
             "status": "billed",
             "code": code or {"text": _TRANSACTION_TYPES.get(kind, "Transaction")},
             "subject": subject,
-            "context": _reference("Encounter", transaction["visit_id"]),
+            "context": reference("Encounter", transaction["visit_id"]),
             "occurrenceDateTime": transaction["transaction_at"],
             "enteredDate": transaction["posted_at"],
             "quantity": {"value": float(transaction["quantity"])}
@@ -631,8 +399,7 @@ def _charge(transaction: dict, subject: dict) -> dict:
             if transaction["performed_by"]
             else [],
             "reason": [
-                _concept(d.get("code"), d.get("text"), d.get("system"))
-                for d in transaction["diagnoses"] or []
+                concept(d.get("code"), d.get("text"), d.get("system")) for d in transaction["diagnoses"] or []
             ],
         }
     )
