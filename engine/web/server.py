@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from twisted.application import service
@@ -29,7 +30,6 @@ from twisted.web import resource, server
 from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
-from engine.config import EngineSettings
 from engine.model import utc_now
 from engine.store.driver import store_errors
 from engine.web.audit import Auditor
@@ -46,6 +46,9 @@ from engine.web.auth import (
 from engine.web.messages import AuditApi, MessagesApi, QueuesApi, SessionApi
 from engine.web.metrics import Metrics
 from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
+
+if TYPE_CHECKING:
+    from engine.config import EngineSettings  # the settings are read, never built, here
 
 __all__ = ["PUBLIC_NAMES", "WebService", "build_root"]
 

@@ -1,7 +1,7 @@
 """record_patients.list_digests: which of a patient's lists the record knows it holds as last written.
 
 A message that sends a patient's names, addresses, telecoms or contacts as they are stored
-leaves them without reading them (issue 5). Patients recorded before this revision have none:
+leaves them without reading them. Patients recorded before this revision have none:
 their next message reads and compares its lists as before, and records their digests.
 
 Revision ID: 0008
