@@ -2,7 +2,7 @@
 
 The clock and the control id are passed in, so tests compare whole ACKs. Which code to send
 (AA/AE/AR in original mode, CA/CE/CR in enhanced mode) is decided by the caller; this module
-only lays the segments out the way the sender's version expects (HL7-NOTES §5). A reply we get
+only lays the segments out the way the sender's version expects (docs/hl7.md §5). A reply we get
 (from a destination, or by the command line client) is read for its MSA alone (``read_reply``).
 """
 

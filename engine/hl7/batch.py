@@ -1,7 +1,7 @@
 """HL7 batches ``[FHS] {[BHS] {MSH ...} [BTS]} [FTS]`` and back-to-back messages, split apart.
 
 Each member message is returned as text (segments joined with CR) to be read and validated on
-its own, like a message that arrived alone (HL7-NOTES §6). The envelope is checked only for
+its own, like a message that arrived alone (docs/hl7.md §6). The envelope is checked only for
 what makes splitting unsafe: segments outside any message, a second FHS, a BHS inside an open
 batch, anything after FTS, and envelope segments written with another field separator than the
 messages. Each message keeps its own MSH-2, so encoding characters may differ; a BTS-1 count

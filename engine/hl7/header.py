@@ -2,7 +2,7 @@
 
 ``read_header`` splits only the first segment; it never builds a ``Message``. Whether the
 header is acceptable is a separate question, answered by ``validate_header`` with HL7 table
-0357 codes (HL7-NOTES §4, §5).
+0357 codes (docs/hl7.md §4, §5).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def is_ack(header: Header) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Event -> message structure, for messages without MSH-9.3 (HL7-NOTES §4). Rows come from HAPI's
+# Event -> message structure, for messages without MSH-9.3 (docs/hl7.md §4). Rows come from HAPI's
 # per-version eventmap files (2.4-2.8) for the ADT, SIU, MDM, ORU families; DFT, VXU, BAR and
 # ORM events are their own structures. Before 2.4 the rows are those whose target structure
 # hl7apy also defines for 2.3/2.3.1. tests/hl7/test_header.py checks them against hl7apy.

@@ -8,7 +8,7 @@ Field paths (one grammar for filters, transforms, routing and the console)::
     SEG[occurrence]-field[repetition].component.subcomponent
 
 Every index is 1-based; occurrence and repetition default to 1: ``PID-3``, ``PID-3[2].1``,
-``OBX[3]-5``, ``MSH-9.2``, ``PID-5.1.1``. As in HL7-NOTES §2, MSH-1 is the field separator and
+``OBX[3]-5``, ``MSH-9.2``, ``PID-5.1.1``. As in docs/hl7.md §2, MSH-1 is the field separator and
 MSH-2 the encoding characters (the same for FHS and BHS); both are atomic values.
 """
 
@@ -125,7 +125,7 @@ def split_segments(text: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Escape sequences (HL7-NOTES §3)
+# Escape sequences (docs/hl7.md §3)
 
 _HEX_RUN = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 
@@ -203,7 +203,7 @@ def unescape(value: str, delims: Delimiters) -> str:
 def escape(value: str, delims: Delimiters) -> str:
     """Escape delimiters, the escape character and CR/LF so that ``value`` is one leaf value.
 
-    CR and LF become ``\\X0D\\`` and ``\\X0A\\`` (HL7-NOTES §3 accepts the hex forms), so
+    CR and LF become ``\\X0D\\`` and ``\\X0A\\`` (docs/hl7.md §3 accepts the hex forms), so
     ``unescape(escape(v, d), d) == v`` for every string.
     Raises ValueError when the delimiters have no escape character and ``value`` needs one.
     """

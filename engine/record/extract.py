@@ -3,7 +3,7 @@
 Every field is read through ``Message.get`` (the one field-path implementation): each segment is
 wrapped in a one-segment ``Message`` so that paths like ``3[2].4.1`` address it directly.
 
-Column values follow HL7's empty-vs-null rule (HL7-NOTES §2): a field that is absent gives
+Column values follow HL7's empty-vs-null rule (docs/hl7.md §2): a field that is absent gives
 ``KEEP`` (the stored value stays), a field that is ``""`` gives None (the stored value is
 cleared), and inside a field that is present an empty component is None.
 """

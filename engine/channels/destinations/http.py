@@ -1,6 +1,6 @@
 """The HTTP destination: POST each message the HL7-over-HTTP way and read the ACK in the reply.
 
-HAPI's HL7 over HTTP (HL7-NOTES §9): the body is the message with ``Content-Type`` naming the
+HAPI's HL7 over HTTP (docs/hl7.md §9): the body is the message with ``Content-Type`` naming the
 HL7 media type and charset, and a ``Date`` header. Every HL7 reply, negative ones included,
 comes back 2xx with the ACK as body; a non-2xx status means the message was not understood
 (4xx: resending it unchanged fails again) or not processed (5xx, 408, 429: try later).

@@ -2,7 +2,7 @@
 
 One connection is kept open between messages (or opened per message, with ``keep_alive: false``)
 and reopened on the next send after a drop. Only one message is in flight: sends wait in a queue
-and are served in order, each after the previous ACK (HL7-NOTES §1). Framing is
+and are served in order, each after the previous ACK (docs/hl7.md §1). Framing is
 ``engine.hl7.mllp``'s; what the ACK means is ``policy.decide``'s.
 
 The connection is used by the destination's own thread, with blocking sockets. With one message

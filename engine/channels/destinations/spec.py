@@ -47,7 +47,7 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
 class AckPolicy(Frozen):
     """What each kind of reply means for a delivery: sent, retry later, or error (fix first).
 
-    The defaults follow the standard's meanings (HL7-NOTES §5): AE and CR say the message itself
+    The defaults follow the standard's meanings (docs/hl7.md §5): AE and CR say the message itself
     is wrong, so resending it unchanged would fail again; CE and AR without a content reason say
     the receiver could not take it now.
     """
