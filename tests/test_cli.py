@@ -17,14 +17,9 @@ from pathlib import Path
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from tests.corpus_util import CORPUS_DIR
+from tests.fakes.harness import free_port
 
 ENGINE = [sys.executable, "-m", "engine"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp_path: Path, port: int) -> Path:

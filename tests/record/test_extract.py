@@ -12,7 +12,7 @@ from engine.hl7.dtm import parse_timestamp
 from engine.hl7.message import Message
 from engine.record.extract import SegmentReader
 from tests.corpus_util import corpus_entries
-from tests.record.conftest import SAMPLES
+from tests.fakes.record import SAMPLES
 
 _INDEXED = re.compile(r"(\d+)\[(\d+)\]\.(\d+)(?:\.(\d+))?")
 

@@ -21,7 +21,7 @@ from engine.record.identity import (
     survivor_of,
 )
 from engine.record.writer import Statements, Writer
-from tests.record.conftest import NOW, RECEIVED, hl7
+from tests.fakes.record import NOW, RECEIVED, hl7
 
 JANE = {"family": "doe", "given": "jane", "birth_date": "1970-01-01", "sex": "F"}
 

@@ -6,7 +6,6 @@ import pytest
 import sqlalchemy as sa
 
 from engine.errors import RecordError, StoreError
-from engine.hl7.batch import split_batch
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.record import schema
@@ -16,20 +15,19 @@ from engine.record.query import get_patient
 from engine.record.writer import Writer
 from engine.store.db import create_engine_for
 from engine.store.migrations import upgrade
-from tests.corpus_util import corpus_entries
-from tests.record.conftest import (
+from tests.fakes.record import (
     JOURNEY,
     NOW,
+    PID,
+    PV1,
     RECEIVED,
     SAMPLES,
     Feeder,
+    corpus_messages,
     hl7,
     store_message,
     store_messages,
 )
-
-PID = "PID|1||P-1^^^PMS^PI||DOE^JANE^Q||19700101|F|||1 Main St^^Town^ST^11111"
-PV1 = "PV1|1|I|W1^101^A^HOSP||||||||||||||||V-1^^^PMS^VN"
 
 
 def dump(engine) -> dict:
@@ -586,7 +584,7 @@ def test_a_batch_of_any_size_applies(engine, ingestor):
 def test_a_batch_leaves_the_rows_one_message_at_a_time_leaves(tmp_path):
     """Journey, corpus, refusals and repeats in one apply_many make the rows (history too) of one by one."""
     texts = [(SAMPLES / name).read_bytes().decode() for name in JOURNEY] + [
-        text for _, text in _corpus_messages()
+        text for _, text in corpus_messages()
     ]
     texts[5:5] = [
         hl7("ADT^A40^ADT_A39", "20240101090000", PID),
@@ -622,21 +620,10 @@ def test_a_batch_leaves_the_rows_one_message_at_a_time_leaves(tmp_path):
     assert sum(isinstance(result, str) for result in dumps[0][0]) == 4  # the two refused, each twice
 
 
-def _corpus_messages() -> list[tuple[str, str]]:
-    found = []
-    for entry in corpus_entries():
-        if entry.message_type[:3] not in ("ADT", "SIU", "ORU", "DFT") or entry.expect not in ("AA", "batch"):
-            continue
-        text = decode(entry.path.read_bytes()).text
-        members = split_batch(text).messages if entry.expect == "batch" else (text,)
-        found.extend((f"{entry.file}#{n}", member) for n, member in enumerate(members, start=1))
-    return found
-
-
 def test_every_corpus_message_applies(engine, ingestor):
     """Every ADT/SIU/ORU/DFT corpus message (alone or in a batch) applies without error, in manifest order."""
     results = {}
-    for name, text in _corpus_messages():
+    for name, text in corpus_messages():
         message_id = store_message(engine, text.encode("utf-8", "surrogateescape"))
         results[name] = ingestor.apply(message_id, Message.parse(text), RECEIVED)
     assert len(results) >= 90

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from engine.record import query, schema
 from engine.record.query import find_patients, get_patient, plain
-from tests.record.conftest import feed_journey, hl7
+from tests.fakes.record import feed_journey, hl7
 
 
 def register(feed, pid: str, *, sender: str = "PMS", time: str = "20240101080000", event: str = "A04") -> int:

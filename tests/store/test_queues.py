@@ -17,8 +17,8 @@ from engine.model import (
 )
 from engine.store.queues import QueueRepository
 from engine.store.schema import message_events
-
-from .conftest import T0, queued
+from tests.fakes.messages import T0
+from tests.fakes.store import queued
 
 NOW = datetime(2024, 3, 2, 8, 0, tzinfo=UTC)
 

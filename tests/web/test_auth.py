@@ -24,7 +24,7 @@ from engine.web.auth import (
 )
 from engine.web.responses import JsonResource, json_reply, send
 from tests.fakes.harness import in_thread
-from tests.web.conftest import BROWSER, PASSWORD, USERS, basic, fetch, logged
+from tests.fakes.web import BROWSER, PASSWORD, USERS, basic, fetch, logged
 
 
 class _Clock:

@@ -21,7 +21,8 @@ from engine.web.auth import Sessions
 from engine.web.passwords import hash_password
 from engine.web.server import build_root
 from tests.fakes.harness import in_thread
-from tests.web.conftest import (
+from tests.fakes.messages import pms_message
+from tests.fakes.web import (
     BROWSER,
     FORM,
     PASSWORD,
@@ -30,7 +31,6 @@ from tests.web.conftest import (
     fetch,
     logged,
     login,
-    new_message,
     session_cookie,
 )
 
@@ -68,7 +68,7 @@ def test_api_refuses_requests_without_credentials(start_web):
 @pytest_twisted.inlineCallbacks
 def test_login_sets_a_strict_http_only_session_cookie(start_web, store):
     """A form login sets an HttpOnly SameSite=Strict cookie that opens the API until logout."""
-    yield store.add([new_message(1)])
+    yield store.add([pms_message(1)])
     web = start_web()
     response = yield login(web)
     assert (response.status, response.json()) == (200, {"user": "alice"})

@@ -1,4 +1,4 @@
-"""Fixtures of the destination tests: ports where nobody answers, and the record's databases."""
+"""Fixtures of the destination tests: ports where nobody answers."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ import time
 
 import pytest
 
-from tests.record.conftest import record_url  # noqa: F401 (the record destination runs on both databases)
+from tests.fakes.harness import free_port
 
 
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from twisted.web.http import stringToDatetime
 from engine.channels.destinations.http import HTTPDestination
 from engine.channels.destinations.spec import HttpDestinationSettings
 from engine.listeners.client import control_id_of
-from engine.model import Delivery, Outcome
-from tests.channels.destinations.acks import ack, message
+from engine.model import Outcome
+from tests.fakes.outbound import ack, delivery, message
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
 
@@ -117,18 +117,6 @@ def destinations():
     yield build
     for destination in built:
         pytest_twisted.blockon(destination.stop())
-
-
-def delivery(n: int) -> Delivery:
-    return Delivery(
-        delivery_id=n,
-        message_id=n,
-        channel="adt",
-        destination="lab",
-        control_id=f"MSG-{n}",
-        payload=message(n),
-        attempt=1,
-    )
 
 
 @pytest_twisted.inlineCallbacks
