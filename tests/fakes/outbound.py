@@ -25,7 +25,7 @@ def message(n: int) -> bytes:
 
 
 def delivery(n: int, **fields) -> Delivery:
-    """The first delivery of test message n to destination lab of channel adt; ``fields`` replace any field."""
+    """The first delivery of test message n to lab, of channel adt; ``fields`` replace any field."""
     values = dict(
         delivery_id=n,
         message_id=n,

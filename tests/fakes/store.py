@@ -1,4 +1,4 @@
-"""Helpers of the store tests: expected rows, queued results, commits counted, a lock held, the schema compared."""
+"""Helpers of the store tests: expected rows, queued results, commits counted, a lock, schemas compared."""
 
 from __future__ import annotations
 
