@@ -9,9 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from engine.hl7.batch import split_batch
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
+from engine.record import schema
 from engine.record.ingest import IngestResult, RecordIngestor
 from engine.store.messages import MessageRepository
 from tests.corpus_util import corpus_entries
@@ -85,3 +88,11 @@ def corpus_messages() -> list[tuple[str, str]]:
         members = split_batch(text).messages if entry.expect == "batch" else (text,)
         found.extend((f"{entry.file}#{n}", member) for n, member in enumerate(members, start=1))
     return found
+
+
+def history(engine, entity: str, *columns: str) -> list[tuple]:
+    """The ``columns`` of every record_history row about ``entity`` (a record table's name), oldest first."""
+    h = schema.history
+    with engine.connect() as connection:
+        selected = sa.select(*(h.c[name] for name in columns)).where(h.c.entity == entity).order_by(h.c.id)
+        return [tuple(row) for row in connection.execute(selected)]

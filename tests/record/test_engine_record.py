@@ -1,4 +1,7 @@
-"""The patient record inside the running engine: MLLP in, a `record` destination, the patient API behind the login."""
+"""The patient record inside the running engine: MLLP in, a `record` destination, the patient API.
+
+The API and the FHIR export are behind the login.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,10 @@ channels:
 
 @pytest_twisted.inlineCallbacks
 def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
-    """The issue's journey sent over MLLP links PMS, EMR and lab identifiers to one person; the API (logged in) and FHIR export show it."""
+    """The issue's journey sent over MLLP links PMS, EMR and lab identifiers to one person.
+
+    The API (logged in) and the FHIR export show it.
+    """
     from twisted.internet import reactor
 
     engine = Engine(config(tmp_path), reactor)
@@ -91,7 +97,10 @@ def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
 
 
 def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, store_url):
-    """`hl7engine patient find/show/unmerge` work on the store: the merge of the journey is undone by an operator."""
+    """`hl7engine patient find/show/unmerge` work on the store.
+
+    The merge of the journey is undone by an operator.
+    """
     for path in sorted(SAMPLES.glob("*.hl7")):
         feed(path.name)
     feed.engine.dispose()
