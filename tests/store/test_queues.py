@@ -161,32 +161,6 @@ def test_record_processing_twice_changes_nothing(repository, queues, received):
     assert queues.queue_depth("adt", "lab") == 2
 
 
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda: ProcessingResult(1, Status.SENT),
-        lambda: ProcessingResult(1, Status.QUEUED),
-        lambda: ProcessingResult(
-            1, Status.FILTERED, deliveries=(NewDelivery("lab", Status.QUEUED, "C", b"x"),)
-        ),
-        lambda: ProcessingResult(
-            1, Status.TRANSFORMED, deliveries=(NewDelivery("lab", Status.FILTERED, "C", None),)
-        ),
-        lambda: NewDelivery("lab", Status.SENT, "C", b"x"),
-        lambda: NewDelivery("lab", Status.QUEUED, "C", None),
-        lambda: NewDelivery("", Status.ERROR, "C", None),
-        lambda: NewDelivery("x" * 101, Status.ERROR, "C", None),
-        lambda: AttemptResult(1, Outcome.SENT, datetime(2024, 3, 1)),
-        lambda: AttemptResult(1, Outcome.RETRY, NOW),
-        lambda: AttemptResult(1, "LATER", NOW),
-    ],
-)
-def test_inconsistent_results_are_refused(build):
-    """Results whose statuses disagree, queued deliveries without payload, bad names or times: ValueError."""
-    with pytest.raises(ValueError):
-        build()
-
-
 # The queues
 
 
