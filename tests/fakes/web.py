@@ -11,7 +11,10 @@ import json
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
+from twisted.internet.address import IPv4Address
 from twisted.logger import formatEvent
+from twisted.web import server
+from twisted.web.test.requesthelper import DummyChannel
 
 from engine.store.message_store import MessageStore
 from engine.store.schema import audit_log
@@ -31,6 +34,18 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 def logged(events: list[dict]) -> str:
     """The events as formatted text."""
     return "\n".join(formatEvent(event) or "" for event in events)
+
+
+def http_request(
+    *, headers: dict[bytes, bytes] | None = None, cookies: dict[bytes, bytes] | None = None
+) -> server.Request:
+    """A twisted.web Request from 10.0.0.5 with these headers and cookies, as the Site would hand it over."""
+    request = server.Request(DummyChannel())
+    request.client = IPv4Address("TCP", "10.0.0.5", 51000)
+    for name, value in (headers or {}).items():
+        request.requestHeaders.setRawHeaders(name, [value])
+    request.received_cookies = dict(cookies or {})
+    return request
 
 
 def basic(user: str = "alice", password: str = PASSWORD) -> dict[str, str]:

@@ -7,10 +7,8 @@ import base64
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.address import IPv4Address
 from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.test.requesthelper import DummyChannel
 
 from engine.web.auth import (
     SESSION_COOKIE,
@@ -24,7 +22,7 @@ from engine.web.auth import (
 )
 from engine.web.responses import JsonResource, json_reply, send
 from tests.fakes.harness import in_thread
-from tests.fakes.web import BROWSER, PASSWORD, USERS, basic, fetch, logged
+from tests.fakes.web import BROWSER, PASSWORD, USERS, basic, fetch, http_request, logged
 
 
 class _Clock:
@@ -79,18 +77,6 @@ def checked(authenticator: Authenticator, user: str, password: str) -> bool:
     authenticator.check_password(user, password).addCallback(answers.append)
     (answer,) = answers
     return answer
-
-
-def http_request(
-    *, headers: dict[bytes, bytes] | None = None, cookies: dict[bytes, bytes] | None = None
-) -> server.Request:
-    """A twisted.web Request from 10.0.0.5 with these headers and cookies, as the Site would hand it over."""
-    request = server.Request(DummyChannel())
-    request.client = IPv4Address("TCP", "10.0.0.5", 51000)
-    for name, value in (headers or {}).items():
-        request.requestHeaders.setRawHeaders(name, [value])
-    request.received_cookies = dict(cookies or {})
-    return request
 
 
 def principal_of(authenticator: Authenticator, request) -> Principal | None:
