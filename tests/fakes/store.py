@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from datetime import UTC, datetime
 
 import psycopg
 import sqlalchemy as sa
@@ -16,6 +17,9 @@ from engine.model import NewDelivery, NewMessage, ProcessingResult, Status
 from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
 from engine.store.messages import StoredMessage
 from engine.store.schema import metadata, source_files
+
+#: Where the clock of the store tests' repositories stands.
+NOW = datetime(2024, 3, 2, 8, 0, tzinfo=UTC)
 
 
 def expected_message(message_id: int, new: NewMessage, events=()) -> StoredMessage:

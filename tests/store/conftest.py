@@ -9,7 +9,7 @@ from engine.store.configs import ConfigRepository
 from engine.store.messages import MessageRepository
 from engine.store.queues import QueueRepository
 from tests.fakes.messages import lab_message
-from tests.fakes.store import WriteLock
+from tests.fakes.store import NOW, WriteLock
 
 
 @pytest.fixture
@@ -32,8 +32,8 @@ def repository(engine):
 
 @pytest.fixture
 def queues(engine):
-    """A QueueRepository on the same database as ``repository``."""
-    return QueueRepository(engine)
+    """A QueueRepository on the same database as ``repository``, whose clock stands still at NOW."""
+    return QueueRepository(engine, clock=lambda: NOW)
 
 
 @pytest.fixture

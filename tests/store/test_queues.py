@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,22 +15,9 @@ from engine.model import (
     ReceivedMessage,
     Status,
 )
-from engine.store.queues import QueueRepository
 from engine.store.schema import message_events
 from tests.fakes.messages import T0
-from tests.fakes.store import queued
-
-NOW = datetime(2024, 3, 2, 8, 0, tzinfo=UTC)
-
-
-def _clock() -> datetime:
-    return NOW
-
-
-@pytest.fixture
-def queues(engine):
-    """A QueueRepository whose clock stands still at NOW."""
-    return QueueRepository(engine, clock=_clock)
+from tests.fakes.store import NOW, queued
 
 
 def _attempt(delivery_id: int, outcome: Outcome, at: datetime = NOW, **fields) -> AttemptResult:

@@ -7,7 +7,6 @@ import base64
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from engine.web.auth import (
@@ -22,6 +21,7 @@ from engine.web.auth import (
 )
 from engine.web.responses import JsonResource, json_reply, send
 from tests.fakes.harness import in_thread
+from tests.fakes.reactor import InlinePool, InlineThreads
 from tests.fakes.web import BROWSER, PASSWORD, USERS, basic, fetch, http_request, logged
 
 
@@ -35,38 +35,9 @@ class _Clock:
         return self.now
 
 
-class _InlinePool:
-    """A thread pool that runs the work at once on the calling thread and counts it."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def callInThreadWithCallback(self, on_result, work, *args, **kwargs):
-        self.calls += 1
-        try:
-            result = work(*args, **kwargs)
-        except Exception:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-
-class _InlineReactor:
-    """The two reactor methods deferToThreadPool needs, running the work inline: no threads in the test."""
-
-    def __init__(self):
-        self.pool = _InlinePool()
-
-    def getThreadPool(self) -> _InlinePool:
-        return self.pool
-
-    def callFromThread(self, function, *args, **kwargs):
-        function(*args, **kwargs)
-
-
-def inline_authenticator(clock: _Clock, lifetime: float = 60.0) -> tuple[Authenticator, _InlinePool]:
+def inline_authenticator(clock: _Clock, lifetime: float = 60.0) -> tuple[Authenticator, InlinePool]:
     """An Authenticator of USERS whose password checks run inline on ``clock``'s time, and its pool."""
-    inline = _InlineReactor()
+    inline = InlineThreads()
     sessions = Sessions(lifetime, clock=clock)
     return Authenticator(USERS, sessions, reactor=inline, clock=clock), inline.pool
 
@@ -166,7 +137,7 @@ def test_verified_credentials_are_not_hashed_again_for_a_session_lifetime():
 def test_nobody_gets_in_without_users():
     """With no user configured the authenticator is disabled and no password checks."""
     clock = _Clock()
-    authenticator = Authenticator({}, Sessions(60.0, clock=clock), reactor=_InlineReactor(), clock=clock)
+    authenticator = Authenticator({}, Sessions(60.0, clock=clock), reactor=InlineThreads(), clock=clock)
     assert not authenticator.enabled
     assert not checked(authenticator, "alice", PASSWORD)
 
