@@ -13,24 +13,11 @@ import pytest
 
 from bench.end_to_end import order_problem
 from bench.messages import generate, patient_id
-from tests.fakes.bench import run_report
+from tests.fakes.bench import brief, run_report
 
 MESSAGES = 200
 # A short row: at most MESSAGES measured messages, in at most two seconds.
-SHORT = [
-    "--connections",
-    "1",
-    "--seconds",
-    "2",
-    "--warmup",
-    "0.2",
-    "--messages",
-    str(MESSAGES),
-    "--quiet-wait",
-    "0",
-    "--drain-seconds",
-    "30",
-]
+SHORT = [*brief(seconds=2, messages=MESSAGES), "--drain-seconds", "30"]
 
 
 def run_bench(scenarios: str, data_root: Path, *extra: str) -> dict[str, dict]:

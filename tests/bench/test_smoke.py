@@ -6,7 +6,7 @@ import hl7
 
 from bench.loadgen import check_ack
 from bench.messages import MIX, generate
-from tests.fakes.bench import run_report
+from tests.fakes.bench import brief, run_report
 
 MESSAGES = 300
 
@@ -39,22 +39,7 @@ def test_generated_messages_are_deterministic_valid_hl7_of_every_kind():
 def test_intake_run_reports_every_figure_with_no_ack_errors(tmp_path):
     """bench/run.py measures the ceiling and the engine on 1 connection and writes a complete report."""
     report = run_report(
-        [
-            "--scenario",
-            "intake",
-            "--systems",
-            "ceiling,engine",
-            "--connections",
-            "1",
-            "--seconds",
-            "5",
-            "--warmup",
-            "0.2",
-            "--messages",
-            str(MESSAGES),
-            "--quiet-wait",
-            "0",
-        ],
+        ["--scenario", "intake", "--systems", "ceiling,engine", *brief(seconds=5, messages=MESSAGES)],
         tmp_path,
         timeout=120,
     )

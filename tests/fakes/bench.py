@@ -10,6 +10,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def brief(*, seconds: int, messages: int) -> list[str]:
+    """Options of a brief run: one connection for ``seconds`` (after 0.2 s warm-up), at most ``messages``."""
+    return [
+        *("--connections", "1", "--seconds", str(seconds), "--warmup", "0.2"),
+        *("--messages", str(messages), "--quiet-wait", "0"),
+    ]
+
+
 def run_report(arguments: list[str], data_root: Path, *, timeout: float) -> dict:
     """bench/run.py with ``arguments``, its data under ``data_root``; the report it wrote (latest.json).
 
