@@ -23,7 +23,7 @@ from engine.cli import main as cli
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.web.passwords import verify_password
-from tests.corpus_util import CORPUS_DIR
+from tests.fakes.corpus import CORPUS_DIR
 from tests.fakes.harness import free_port
 
 ENGINE = [sys.executable, "-m", "engine"]

@@ -17,7 +17,7 @@ from engine.hl7.message import Message
 from engine.record import schema
 from engine.record.ingest import IngestResult, RecordIngestor
 from engine.store.messages import MessageRepository
-from tests.corpus_util import corpus_entries
+from tests.fakes.corpus import corpus_entries
 from tests.fakes.messages import new_message
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "record"

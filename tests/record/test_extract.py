@@ -8,7 +8,7 @@ from engine.errors import HL7Error
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
 from engine.record.extract import SegmentReader
-from tests.corpus_util import corpus_entries
+from tests.fakes.corpus import corpus_entries
 from tests.fakes.record import SAMPLES
 
 _INDEXED = re.compile(r"(\d+)\[(\d+)\]\.(\d+)(?:\.(\d+))?")
