@@ -40,6 +40,11 @@ def hl7(event: str, time: str, *segments: str, sender: str = "PMS") -> str:
     return "\r".join([msh, *evn, *segments]) + "\r"
 
 
+def register(feed, pid: str, *, sender: str = "PMS", time: str = "20240101080000", event: str = "A04") -> int:
+    """Apply an ADT registering (or updating) the patient of ``pid``; its patient id."""
+    return feed(hl7(f"ADT^{event}^ADT_A01", time, pid, sender=sender))[1].patient_id
+
+
 def store_messages(engine, raws: list[bytes], received_at: datetime = RECEIVED) -> list[int]:
     """Store ``raws`` as messages (the record's facts reference them) in one transaction; their ids."""
     return MessageRepository(engine).insert(
