@@ -1,4 +1,4 @@
-"""Fixtures of the destination tests: ports where nobody answers."""
+"""Fixtures of the destination tests: destinations started and stopped, ports where nobody answers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest
+import pytest_twisted
 
 from tests.fakes.harness import free_port
 
@@ -36,3 +37,18 @@ def unanswered_port():
     yield port
     for sock in [*fillers, listener]:
         sock.close()
+
+
+@pytest.fixture
+def started():
+    """Starts destinations, and stops each after the test: ``started(destination)`` gives it back."""
+    running = []
+
+    def start(destination):
+        destination.start()
+        running.append(destination)
+        return destination
+
+    yield start
+    for destination in running:
+        pytest_twisted.blockon(destination.stop())

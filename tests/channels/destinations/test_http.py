@@ -104,19 +104,13 @@ def receiver():
 
 
 @pytest.fixture
-def destinations():
-    """Builds HTTP destinations and stops them (closing pooled connections) after the test."""
-    built: list[HTTPDestination] = []
+def destinations(started):
+    """Builds started HTTP destinations, stopped (closing pooled connections) after the test."""
 
     def build(url: str, **settings) -> HTTPDestination:
-        destination = HTTPDestination("lab", HttpDestinationSettings(url=url, **settings), reactor=reactor)
-        destination.start()
-        built.append(destination)
-        return destination
+        return started(HTTPDestination("lab", HttpDestinationSettings(url=url, **settings), reactor=reactor))
 
-    yield build
-    for destination in built:
-        pytest_twisted.blockon(destination.stop())
+    return build
 
 
 @pytest_twisted.inlineCallbacks

@@ -37,22 +37,16 @@ def downstream():
 
 
 @pytest.fixture
-def destinations():
-    """Builds MLLP destinations and stops them after the test."""
-    built: list[MLLPDestination] = []
+def destinations(started):
+    """Builds started MLLP destinations to a loopback port, stopped after the test."""
 
     def build(port: int, **settings) -> MLLPDestination:
         settings.setdefault("ack_timeout_seconds", 5)
-        destination = MLLPDestination(
-            "lab", MllpSettings(host="127.0.0.1", port=port, **settings), reactor=reactor
+        return started(
+            MLLPDestination("lab", MllpSettings(host="127.0.0.1", port=port, **settings), reactor=reactor)
         )
-        destination.start()
-        built.append(destination)
-        return destination
 
-    yield build
-    for destination in built:
-        pytest_twisted.blockon(destination.stop())
+    return build
 
 
 @defer.inlineCallbacks
