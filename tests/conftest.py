@@ -1,4 +1,8 @@
-"""Fixtures shared by every test package: throwaway SQLite and PostgreSQL databases, and a started store on SQLite."""
+"""Fixtures of more than one test package: throwaway databases, migrated or with a started store on them.
+
+A fixture that only one package uses lives in that package's conftest.py; plain helpers and fakes
+live in tests/fakes/.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import pytest_twisted
 from psycopg import sql
 from twisted.internet import reactor
 
+from engine.store.db import create_engine_for
 from engine.store.message_store import MessageStore
+from engine.store.migrations import upgrade
 
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 _POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
@@ -51,10 +57,55 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'store' / 'messages.db'}"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request) -> str:
+    """The URL of an empty database, once SQLite and once PostgreSQL."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
 @pytest.fixture
-def store(sqlite_url):
+def engine(store_url):
+    """An engine on a database migrated to head (the store's tables and the record's)."""
+    engine = create_engine_for(store_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _store_opener(url: str):
+    """A function that starts MessageStores on ``url`` (global reactor), and one that stops them all."""
+    stores = []
+
+    def open_(**options) -> MessageStore:
+        store = MessageStore(url, reactor=reactor, **options)
+        store.start()
+        stores.append(store)
+        return store
+
+    def stop_all() -> None:
+        for store in stores:
+            pytest_twisted.blockon(store.stop())
+
+    return open_, stop_all
+
+
+@pytest.fixture
+def open_store(store_url):
+    """Starts MessageStores on the test database (global reactor); stops them after the test."""
+    open_, stop_all = _store_opener(store_url)
+    yield open_
+    stop_all()
+
+
+@pytest.fixture
+def open_sqlite_store(sqlite_url):
+    """Starts MessageStores on a SQLite database: for what only SQLite does (inline commits, the WAL)."""
+    open_, stop_all = _store_opener(sqlite_url)
+    yield open_
+    stop_all()
+
+
+@pytest.fixture
+def store(open_sqlite_store):
     """A started MessageStore on a fresh SQLite file (global reactor); stopped after the test."""
-    message_store = MessageStore(sqlite_url, reactor=reactor)
-    message_store.start()
-    yield message_store
-    pytest_twisted.blockon(message_store.stop())
+    return open_sqlite_store()

@@ -1,4 +1,7 @@
-"""The `hl7engine` command as a user runs it: real processes, real sockets, the real database."""
+"""The `hl7engine` command as a user runs it: real processes, real sockets, the real database.
+
+`hash-password` runs in click's runner: it only reads the terminal and prints.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +17,16 @@ import threading
 import time
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from engine.cli import main as cli
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
-from tests.corpus_util import CORPUS_DIR
+from engine.web.passwords import verify_password
+from tests.fakes.corpus import CORPUS_DIR
+from tests.fakes.harness import free_port
 
 ENGINE = [sys.executable, "-m", "engine"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp_path: Path, port: int) -> Path:
@@ -296,3 +298,12 @@ channels:
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr.decode()
     assert b"config reloaded" in stderr
+
+
+def test_hash_password_command_prints_a_usable_hash():
+    """`hl7engine hash-password` asks twice and prints a hash the server accepts."""
+    result = CliRunner().invoke(cli, ["hash-password", "--iterations", "1000"], input="pw one\npw one\n")
+    assert result.exit_code == 0, result.output
+    encoded = result.output.strip().splitlines()[-1]
+    assert verify_password("pw one", encoded)
+    assert "pw one" not in result.output

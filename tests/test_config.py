@@ -1,18 +1,21 @@
-"""Tests for engine/config.py: channels.yaml -> frozen typed objects, all problems at once, path and line."""
+"""engine/config.py: channels.yaml -> frozen typed objects, all problems at once with their path and line.
+
+Reading the YAML itself (lines, environment variables, YAML errors) is engine/configyaml.py's.
+"""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from engine.config import Config, ConfigProblem, load_config, parse_config
+from engine.config import ConfigProblem, load_config, parse_config
 from engine.errors import ConfigError, EngineError
+from engine.web.passwords import hash_password
+from tests.fakes.config import CONFIGS, parse, problems
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = Path(__file__).resolve().parent / "samples" / "configs"
 
 LISTENER = """\
 listeners:
@@ -20,16 +23,6 @@ listeners:
     type: mllp
     endpoint: "tcp:2575:interface=127.0.0.1"
 """
-
-
-def parse(text: str, **kwargs) -> Config:
-    return parse_config(textwrap.dedent(text), "channels.yaml", **kwargs)
-
-
-def problems(text: str, **kwargs) -> list[tuple[str, int | None, str]]:
-    with pytest.raises(ConfigError) as caught:
-        parse(text, **kwargs)
-    return [(p.path, p.line, p.message) for p in caught.value.problems]
 
 
 # --- the bundled configuration ----------------------------------------------------------------------------
@@ -167,33 +160,6 @@ def test_problem_without_path_or_line_omits_them():
     assert str(ConfigProblem("listeners[0].name", 4, "bad")) == "<string>:4: listeners[0].name: bad"
 
 
-def test_yaml_syntax_error_is_reported_with_its_line():
-    """A YAML syntax error is one problem that carries the line where the parser stopped."""
-    path = CONFIGS / "syntax_error.yaml"
-
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-
-    assert caught.value.problems == [
-        ConfigProblem("", 3, "invalid YAML: mapping values are not allowed here", str(path))
-    ]
-
-
-def test_duplicate_yaml_key_is_a_syntax_problem_on_the_second_key():
-    """A key given twice in one mapping is refused (the second would silently win otherwise)."""
-    found = problems(
-        """\
-        listeners: []
-        channels: []
-        listeners: []
-        """
-    )
-
-    assert len(found) == 1
-    assert found[0][:2] == ("", 3)
-    assert found[0][2].startswith('invalid YAML: found duplicate key "listeners"')
-
-
 def test_unreadable_file_is_a_config_error(tmp_path):
     """A missing file is reported as a ConfigError, not an OSError."""
     with pytest.raises(ConfigError) as caught:
@@ -202,23 +168,6 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     [problem] = caught.value.problems
     assert (problem.path, problem.line) == ("", None)
     assert problem.message.startswith("cannot read the file:")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("", [("listeners", 1, "required key is missing"), ("channels", 1, "required key is missing")]),
-        ("- a\n- b\n", [("", 1, "must be a mapping (got a list)")]),
-        ("listeners: {}\nchannels: []\n", [("listeners", 1, "must be a list (got a mapping)")]),
-        (
-            "listeners: []\nchannels: []\nengine: !secret x\n",
-            [("engine", 3, "YAML tags are not supported (got !secret)")],
-        ),
-    ],
-)
-def test_wrong_document_shapes_are_located(text, expected):
-    """An empty file, a list at the top, a mapping for a list and YAML tags each give a located problem."""
-    assert problems(text) == expected
 
 
 NOT_A_CODEC = "is not a Python text codec (see the codecs module)"
@@ -434,51 +383,7 @@ def test_disabled_channel_is_still_checked():
     assert problems(text) == [("channels[0].source", 6, "no listener named 'lab'; known: pms")]
 
 
-# --- environment variables ----------------------------------------------------------------------------------
-
-
-def test_environment_variables_are_substituted_in_every_string():
-    """${NAME}, ${NAME:-default} and $$ are replaced before validation, also inside lists and in numbers."""
-    config = parse(
-        """\
-        engine:
-          application: ${APP}
-          facility: "${SITE:-HUB}-$$1"
-          store: {url: "postgresql+psycopg://${DB_USER}:pa$$word@${DB_HOST:-127.0.0.1}/hl7"}
-        listeners:
-          - name: pms
-            type: mllp
-            endpoint: "tcp:${PMS_PORT}:interface=127.0.0.1"
-            max_frame_bytes: ${MAX_FRAME:-2048}
-            processing_ids: ["${PROCESSING_ID}"]
-        channels: []
-        """,
-        environ={"APP": "ENGINE1", "DB_USER": "hl7", "PMS_PORT": "3575", "PROCESSING_ID": "T"},
-    )
-
-    assert config.engine.application == "ENGINE1"
-    assert config.engine.facility == "HUB-$1"
-    assert config.store_url == "postgresql+psycopg://hl7:pa$word@127.0.0.1/hl7"
-    assert config.listener("pms").endpoint == "tcp:3575:interface=127.0.0.1"
-    assert config.listener("pms").max_frame_bytes == 2048
-    assert config.listener("pms").processing_ids == ("T",)
-
-
-def test_empty_variable_takes_the_default_and_unset_without_default_is_a_problem():
-    """Like the shell, :- also covers a set-but-empty variable; ${NAME} of an empty variable is ''."""
-    config = parse(
-        "engine: {application: '${A:-DEFAULT}', facility: 'X${B}'}\nlisteners: []\nchannels: []\n",
-        environ={"A": "", "B": ""},
-    )
-    assert (config.engine.application, config.engine.facility) == ("DEFAULT", "X")
-
-    assert problems(
-        "engine: {application: '${A}', facility: '${B} ${C}'}\nlisteners: []\nchannels: []\n",
-        environ={"C": "c"},
-    ) == [
-        ("engine.application", 1, "environment variable A is not set"),
-        ("engine.facility", 1, "environment variable B is not set"),
-    ]
+# --- a failed substitution hides what follows from it --------------------------------------------------
 
 
 def test_missing_variable_hides_follow_on_errors_at_the_same_place():
@@ -493,27 +398,6 @@ def test_missing_variable_hides_follow_on_errors_at_the_same_place():
         ("listeners[0].max_frame_bytes", 5, "environment variable MAX is not set"),
         ("channels[0].source", 7, "environment variable SRC is not set"),
     ]
-
-
-@pytest.mark.parametrize("value", ["${}", "${1X}", "${X", "${X-default}"])
-def test_malformed_variable_reference_is_a_problem(value):
-    """A '${' that is not ${NAME} or ${NAME:-default} is reported rather than kept literally."""
-    assert problems(
-        f"engine: {{application: '{value}'}}\nlisteners: []\nchannels: []\n", environ={"X": "x"}
-    ) == [
-        (
-            "engine.application",
-            1,
-            "malformed ${...}: write ${NAME} or ${NAME:-default}, and $$ for a literal $",
-        )
-    ]
-
-
-def test_a_lone_dollar_is_literal():
-    """A '$' not followed by '{' or '$' stays as written (passwords often contain one)."""
-    config = parse("engine: {application: 'A$B$'}\nlisteners: []\nchannels: []\n", environ={})
-
-    assert config.engine.application == "A$B$"
 
 
 # --- defaults and paths ----------------------------------------------------------------------------
@@ -643,3 +527,21 @@ def test_models_are_frozen_and_lists_are_tuples():
     assert isinstance(config.listeners, tuple)
     assert isinstance(config.channels[0].accept.types, tuple)
     assert isinstance(load_config(REPO / "channels.yaml", environ={}).listener("pms").processing_ids, tuple)
+
+
+# --- users of the web server --------------------------------------------------------------------------------
+
+
+def test_config_refuses_a_plain_password(tmp_path):
+    """engine.http.users must hold hashes: a plain password is reported at its YAML path."""
+    rest = "listeners: []\nchannels: []\n"
+    text = 'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "s3cret"\n' + rest
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, base_dir=tmp_path)
+    assert "engine.http.users.alice" in str(raised.value) and "hl7engine hash-password" in str(raised.value)
+    hashed = hash_password("s3cret", iterations=1000)
+    config = parse_config(
+        f'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "{hashed}"\n' + rest,
+        base_dir=tmp_path,
+    )
+    assert (config.engine.http.users, config.engine.http.session_minutes) == ({"alice": hashed}, 30)

@@ -6,9 +6,6 @@ Each is run briefly, end to end, and its checks pinned.
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -16,45 +13,18 @@ import pytest
 
 from bench.end_to_end import order_problem
 from bench.messages import generate, patient_id
+from tests.fakes.bench import brief, run_report
 
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = 200
 # A short row: at most MESSAGES measured messages, in at most two seconds.
-SHORT = [
-    "--connections",
-    "1",
-    "--seconds",
-    "2",
-    "--warmup",
-    "0.2",
-    "--messages",
-    str(MESSAGES),
-    "--quiet-wait",
-    "0",
-    "--drain-seconds",
-    "30",
-]
+SHORT = [*brief(seconds=2, messages=MESSAGES), "--drain-seconds", "30"]
 
 
 def run_bench(scenarios: str, data_root: Path, *extra: str) -> dict[str, dict]:
     """bench/run.py for these scenarios, briefly; the report's scenarios by name."""
-    argv = [
-        sys.executable,
-        "bench/run.py",
-        "--scenario",
-        scenarios,
-        "--systems",
-        "engine",
-        *SHORT,
-        *extra,
-        "--data-root",
-        str(data_root),
-        "--output",
-        str(data_root / "out"),
-    ]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads((data_root / "out" / "latest.json").read_text())
+    report = run_report(
+        ["--scenario", scenarios, "--systems", "engine", *SHORT, *extra], data_root, timeout=240
+    )
     return {scenario["name"]: scenario for scenario in report["scenarios"]}
 
 

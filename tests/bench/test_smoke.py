@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import hl7
 
 from bench.loadgen import check_ack
 from bench.messages import MIX, generate
+from tests.fakes.bench import brief, run_report
 
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = 300
 
 
@@ -43,31 +38,11 @@ def test_generated_messages_are_deterministic_valid_hl7_of_every_kind():
 
 def test_intake_run_reports_every_figure_with_no_ack_errors(tmp_path):
     """bench/run.py measures the ceiling and the engine on 1 connection and writes a complete report."""
-    argv = [
-        sys.executable,
-        "bench/run.py",
-        "--scenario",
-        "intake",
-        "--systems",
-        "ceiling,engine",
-        "--connections",
-        "1",
-        "--seconds",
-        "5",
-        "--warmup",
-        "0.2",
-        "--messages",
-        str(MESSAGES),
-        "--quiet-wait",
-        "0",
-        "--data-root",
-        str(tmp_path),
-        "--output",
-        str(tmp_path / "out"),
-    ]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    report = json.loads((tmp_path / "out" / "latest.json").read_text())
+    report = run_report(
+        ["--scenario", "intake", "--systems", "ceiling,engine", *brief(seconds=5, messages=MESSAGES)],
+        tmp_path,
+        timeout=120,
+    )
     assert report["machine"]["cores"] >= 1 and report["python"] and report["versions"]["hl7engine"]
     (intake,) = [s for s in report["scenarios"] if s["name"] == "intake"]
     rows = {row["system"]: row for row in intake["rows"]}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,12 +14,11 @@ from engine.config import parse_config
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.model import NewMessage, Status
-from engine.service import Engine
 from engine.store.message_store import MessageStore
 from engine.store.messages import MessageQuery
-from tests.channels.destinations.downstream import Downstream, reply, silence
-from tests.corpus_util import CORPUS_DIR
-from tests.fakes.harness import in_thread
+from tests.fakes.corpus import CORPUS_DIR
+from tests.fakes.downstream import Downstream, reply, silence
+from tests.fakes.harness import free_port, in_thread, start_engine, statuses, wait_until
 
 ADT = (
     "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|{cid}|P|2.5.1\r"
@@ -33,12 +30,6 @@ ADT = (
 
 def adt(n: int, cid: str | None = None) -> bytes:
     return ADT.format(cid=cid or f"C{n:04d}", n=n).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_for(tmp_path: Path, channels: str, *, tables: str = "", extra_listeners: str = ""):
@@ -87,33 +78,9 @@ def mllp_channel(port: int, *, respond: str = "after_store", extra: str = "", qu
 """
 
 
-def start(config) -> Engine:
-    engine = Engine(config, reactor)
-    engine.startService()
-    return engine
-
-
 def send(port: int, payloads: list[bytes]) -> list:
     with MLLPClient("127.0.0.1", port, timeout=20) as client:
         return [parse_reply(client.request(p)) for p in payloads]
-
-
-@defer.inlineCallbacks
-def wait_until(predicate, seconds: float = 15.0, step: float = 0.05):
-    """Poll an async or plain predicate until true (bounded)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = yield defer.maybeDeferred(predicate)
-        if value:
-            return value
-        yield deferLater(reactor, step, lambda: None)
-    raise AssertionError("condition not met in time")
-
-
-def statuses(engine, **criteria):
-    d = engine.store.search(MessageQuery(limit=1000, **criteria))
-    d.addCallback(lambda rows: {r.control_id: r.status for r in rows})
-    return d
 
 
 @pytest_twisted.inlineCallbacks
@@ -123,7 +90,7 @@ def test_downstream_down_then_up_then_ae_then_ar(tmp_path):
     AE is an error, AR 207 retried, AR 203 an error.
     """
     port = free_port()
-    engine = start(config_for(tmp_path, mllp_channel(port)))
+    engine = start_engine(config_for(tmp_path, mllp_channel(port)))
     downstream = Downstream(f"tcp:{port}:interface=127.0.0.1")
     try:
         replies = yield in_thread(send, engine.listeners["main"].port, [adt(n) for n in range(1, 6)])
@@ -177,7 +144,7 @@ def test_restart_in_the_middle_of_a_backlog_delivers_everything_in_order(tmp_pat
     """Queued messages survive an engine restart and are delivered in order of receipt afterwards."""
     port = free_port()
     config = config_for(tmp_path, mllp_channel(port))
-    engine = start(config)
+    engine = start_engine(config)
     replies = yield in_thread(send, engine.listeners["main"].port, [adt(n) for n in range(1, 31)])
     assert all(r.code == "AA" for r in replies)
     yield engine.stopService()
@@ -192,7 +159,7 @@ def _restart_and_deliver_in_order(config, port: int, new_payloads: list[bytes], 
     """
     downstream = Downstream(f"tcp:{port}:interface=127.0.0.1")
     downstream.start()
-    engine = start(config)
+    engine = start_engine(config)
     try:
         if new_payloads:
             replies = yield in_thread(send, engine.listeners["main"].port, new_payloads)
@@ -300,7 +267,7 @@ tables:
             monkeypatch.setattr(channel_module, "may_process_at_intake", lambda config: False)
         folder = tmp_path / way.replace(" ", "-")
         folder.mkdir()
-        engine = start(config_for(folder, TWO_DESTINATIONS, tables=tables))
+        engine = start_engine(config_for(folder, TWO_DESTINATIONS, tables=tables))
         try:
             replies = yield in_thread(send, engine.listeners["main"].port, payloads)
             assert [r.code for r in replies] == ["AA"] * 4
@@ -344,7 +311,7 @@ def test_filters_transforms_and_lookup_tables_reach_a_file(tmp_path):
 tables:
   wards: {inline: {"4N": "NORTH-4"}}
 """
-    engine = start(config_for(tmp_path, channels, tables=tables))
+    engine = start_engine(config_for(tmp_path, channels, tables=tables))
     try:
         unknown_sex = adt(2).replace(b"|19800101|M|", b"|19800101|U|")
         replies = yield in_thread(send, engine.listeners["main"].port, [adt(1), unknown_sex])
@@ -373,7 +340,7 @@ def test_after_processing_relays_the_downstream_answer(tmp_path):
     """
     downstream = Downstream()
     port = downstream.start()
-    engine = start(config_for(tmp_path, mllp_channel(port, respond="after_processing")))
+    engine = start_engine(config_for(tmp_path, mllp_channel(port, respond="after_processing")))
     try:
         downstream.script(reply("AA"), reply("AE", 102))
         replies = yield in_thread(send, engine.listeners["main"].port, [adt(1), adt(2)])
@@ -392,7 +359,9 @@ def test_duplicates_are_answered_with_the_original_ack_and_not_processed_again(t
     """
     downstream = Downstream()
     port = downstream.start()
-    engine = start(config_for(tmp_path, mllp_channel(port, extra="    duplicate_window_seconds: 3600")))
+    engine = start_engine(
+        config_for(tmp_path, mllp_channel(port, extra="    duplicate_window_seconds: 3600"))
+    )
     try:
         first, second, other = yield in_thread(send, engine.listeners["main"].port, [adt(1), adt(1), adt(2)])
         assert first.code == second.code == other.code == "AA"
@@ -428,7 +397,7 @@ def test_channel_destination_hands_messages_to_another_channel(tmp_path):
     destinations:
       - {name: archive, type: file, directory: routed, filename: "{control_id}.hl7"}
 """
-    engine = start(config_for(tmp_path, channels))
+    engine = start_engine(config_for(tmp_path, channels))
     try:
         yield in_thread(send, engine.listeners["main"].port, [adt(1)])
         yield wait_until(lambda: (tmp_path / "routed" / "C0001.hl7").exists())
@@ -466,7 +435,7 @@ def test_file_source_reads_each_file_once_and_moves_it(tmp_path):
     (inbox / "a.hl7").write_bytes((CORPUS_DIR / "batch" / "pyhl7_sample_file1.hl7").read_bytes())
     (inbox / "b.hl7").write_bytes(adt(7))
     (inbox / "c.hl7").write_bytes(b"this is not HL7\r")
-    engine = start(config)
+    engine = start_engine(config)
     try:
         yield wait_until(lambda: not list(inbox.glob("*.hl7")))
         assert sorted(p.name for p in (inbox / "done").iterdir()) == ["a.hl7", "b.hl7"]
@@ -477,7 +446,7 @@ def test_file_source_reads_each_file_once_and_moves_it(tmp_path):
         yield engine.stopService()
     # A crash after the commit but before the move leaves the file in the inbox: it is only moved.
     (inbox / "b.hl7").write_bytes(adt(7))
-    engine = start(config)
+    engine = start_engine(config)
     try:
         yield wait_until(lambda: not list(inbox.glob("*.hl7")))
         count = yield engine.store.count(MessageQuery(listener="drop"))
@@ -502,7 +471,7 @@ def test_reload_adds_a_channel_without_dropping_connections_and_keeps_history(tm
     accept: {types: ["ADT"]}
 """,
     )
-    engine = start(config)
+    engine = start_engine(config)
     try:
         listener_port = engine.listeners["main"].port
         client = MLLPClient("127.0.0.1", listener_port, timeout=10)
@@ -541,7 +510,7 @@ def test_resend_queues_a_message_again(tmp_path):
     """An operator's resend sends the stored message to the destination again."""
     downstream = Downstream()
     port = downstream.start()
-    engine = start(config_for(tmp_path, mllp_channel(port)))
+    engine = start_engine(config_for(tmp_path, mllp_channel(port)))
     try:
         yield in_thread(send, engine.listeners["main"].port, [adt(1)])
         yield wait_until(lambda: len(downstream.received) == 1)
@@ -560,7 +529,7 @@ def test_block_keeps_order_behind_a_silent_partner(tmp_path):
     """on_error: block holds later messages while the head waits for its ACK to time out and be retried."""
     downstream = Downstream()
     port = downstream.start()
-    engine = start(
+    engine = start_engine(
         config_for(tmp_path, mllp_channel(port).replace("ack_timeout_seconds: 2", "ack_timeout_seconds: 0.3"))
     )
     try:
@@ -585,7 +554,7 @@ def test_a_partner_that_stays_down_ends_in_error_after_max_attempts(tmp_path):
           retry_jitter: 0
           max_attempts: 3
 """
-    engine = start(config_for(tmp_path, mllp_channel(free_port(), queue=queue)))
+    engine = start_engine(config_for(tmp_path, mllp_channel(free_port(), queue=queue)))
     try:
         yield in_thread(send, engine.listeners["main"].port, [adt(1)])
         yield wait_until(lambda: statuses(engine).addCallback(lambda s: s == {"C0001": "ERROR"}))
@@ -608,7 +577,7 @@ def test_skip_lets_later_messages_pass_a_failing_one(tmp_path):
           retry_initial_seconds: 0.5
           retry_jitter: 0
 """
-    engine = start(config_for(tmp_path, mllp_channel(port, queue=queue)))
+    engine = start_engine(config_for(tmp_path, mllp_channel(port, queue=queue)))
     try:
         downstream.script(reply("AR", 207), reply("AA"), reply("AA"))
         yield in_thread(send, engine.listeners["main"].port, [adt(1), adt(2)])
@@ -639,7 +608,7 @@ def test_a_transform_error_puts_the_message_in_error_and_the_channel_goes_on(tmp
 tables:
   wards: {inline: {"4N": "NORTH-4"}}
 """
-    engine = start(config_for(tmp_path, channels, tables=tables))
+    engine = start_engine(config_for(tmp_path, channels, tables=tables))
     try:
         unknown_ward = adt(1).replace(b"PV1|1|O|4N", b"PV1|1|O|7W")
         replies = yield in_thread(send, engine.listeners["main"].port, [unknown_ward, adt(2)])

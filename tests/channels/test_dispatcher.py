@@ -13,13 +13,13 @@ from engine.channels.dispatcher import GATHER_BELOW, Dispatcher, RetryPolicy
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.model import NewDelivery, Outcome, Status
 from tests.fakes.channels import (
-    RECEIVED_AT,
     FakeStore,
     GatedDestination,
     RunDestination,
     ScriptedDestination,
     message_row,
 )
+from tests.fakes.messages import RECEIVED_AT
 
 T0 = RECEIVED_AT
 

@@ -8,7 +8,7 @@ holds the answers back until ``resume()``, to look at a channel while its store 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from twisted.internet import defer
 
@@ -24,6 +24,7 @@ from engine.model import (
     ReceivedMessage,
     Status,
 )
+from tests.fakes.messages import new_message
 
 
 @dataclass
@@ -36,20 +37,12 @@ class _Queued:
     due_at: datetime
 
 
-#: When the fake rows were received (and their deliveries first due).
-RECEIVED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
 def message_row(n: int, raw: bytes = b"", *, deliveries=None) -> NewMessage:
     """Message number ``n`` of channel adt (control id C000n): RECEIVED, or QUEUED with its ``deliveries``."""
-    return NewMessage(
-        raw=raw,
-        received_at=RECEIVED_AT,
-        listener="main",
-        peer="test",
-        status=Status.RECEIVED if deliveries is None else Status.QUEUED,
-        channel="adt",
+    return new_message(
+        raw,
         control_id=f"C{n:04d}",
+        status=Status.RECEIVED if deliveries is None else Status.QUEUED,
         deliveries=deliveries,
     )
 

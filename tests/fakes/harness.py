@@ -1,14 +1,18 @@
-"""Run the real engine in the test's reactor on loopback, and talk to it from a thread."""
+"""Run the real engine in the test's reactor on loopback, talk to it from a thread, wait for what it does."""
 
 from __future__ import annotations
 
+import socket
 import textwrap
+import time
 from pathlib import Path
 
-from twisted.internet import reactor, threads
+from twisted.internet import defer, reactor, threads
+from twisted.internet.task import deferLater
 
 from engine.config import parse_config
 from engine.service import Engine
+from engine.store.messages import MessageQuery
 
 BASIC_CONFIG = """
 engine:
@@ -67,3 +71,29 @@ def port_of(engine: Engine, listener: str = "main") -> int:
 def in_thread(func, *args, **kwargs):
     """Run blocking client code off the reactor thread (the reactor must keep serving the engine)."""
     return threads.deferToThread(func, *args, **kwargs)
+
+
+def free_port() -> int:
+    """A loopback port nobody listened on when asked."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@defer.inlineCallbacks
+def wait_until(predicate, seconds: float = 15.0, step: float = 0.05):
+    """Poll an async or plain predicate until true (bounded)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = yield defer.maybeDeferred(predicate)
+        if value:
+            return value
+        yield deferLater(reactor, step, lambda: None)
+    raise AssertionError("condition not met in time")
+
+
+def statuses(engine: Engine, **criteria) -> defer.Deferred:
+    """Fires with {control id: status} of the engine's stored messages (up to 1,000 matching ``criteria``)."""
+    d = engine.store.search(MessageQuery(limit=1000, **criteria))
+    d.addCallback(lambda rows: {r.control_id: r.status for r in rows})
+    return d

@@ -25,7 +25,7 @@ from engine.hl7.ack import (
 from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
 from engine.hl7.message import Delimiters, Message
-from tests.corpus_util import corpus_entries
+from tests.fakes.corpus import corpus_entries
 
 NOW = datetime(2026, 11, 27, 4, 44, 0, tzinfo=UTC)
 US = Sender("HUB", "CLINIC", "2.5.1")

@@ -11,7 +11,7 @@ from engine.hl7.batch import Batch, looks_like_batch, split_batch
 from engine.hl7.charset import decode
 from engine.hl7.header import read_header, validate_header
 from engine.hl7.message import Delimiters
-from tests.corpus_util import corpus_entries
+from tests.fakes.corpus import corpus_entries
 
 M1 = "MSH|^~\\&|A|B|C|D|2026||ADT^A01|1|P|2.5\rPID|1"
 M2 = "MSH|^~\\&|A|B|C|D|2026||ADT^A08|2|P|2.5\rPID|2\rPV1|1"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.hl7.charset import Decoded, codec_for, decode, encode, peek_msh18
-from tests.corpus_util import corpus_entries
+from tests.fakes.corpus import corpus_entries
 
 
 def msh(charset: str = "", tail: str = "\rPID|1") -> str:

@@ -43,7 +43,7 @@ from engine.errors import HL7Error
 from engine.hl7.batch import looks_like_batch, split_batch
 from engine.hl7.charset import decode
 from engine.hl7.message import Delimiters, Message, escape, split_segments, unescape
-from tests.corpus_util import corpus_entries
+from tests.fakes.corpus import corpus_entries
 
 _ADDRESSABLE = re.compile(r"[A-Z][A-Z0-9]{2}")
 _HEX = re.compile(r"X(?:[0-9A-Fa-f]{2})+")

@@ -290,3 +290,13 @@ def test_the_record_readings_read_as_before(text, local):
 def test_the_ack_timestamp_is_written_as_before(moment):
     """hl7_timestamp gives what strftime gave, for any year from 1000 on and any whole-minute offset."""
     assert hl7_timestamp(moment) == _old_hl7_timestamp(moment)
+
+
+def test_a_timestamp_is_read_in_the_timezone_asked_for_each_time():
+    """parse_timestamp remembers per text and zone: the text in another zone, or with an offset, differs."""
+    new_york = ZoneInfo("America/New_York")
+    assert parse_timestamp("202403011200", UTC) == datetime(2024, 3, 1, 12, tzinfo=UTC)
+    assert parse_timestamp("202403011200", new_york) == datetime(2024, 3, 1, 17, tzinfo=UTC)
+    assert parse_timestamp("202403011200", UTC) == datetime(2024, 3, 1, 12, tzinfo=UTC)
+    assert parse_timestamp("202403011200+0100", new_york) == datetime(2024, 3, 1, 11, tzinfo=UTC)
+    assert parse_timestamp("2024030112xx", UTC) is None

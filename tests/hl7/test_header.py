@@ -22,7 +22,7 @@ from engine.hl7.header import (
     validate_header,
 )
 from engine.hl7.message import Delimiters, Message
-from tests.corpus_util import corpus_entries
+from tests.fakes.corpus import corpus_entries
 
 FULL = (
     "MSH|^~\\&|PMS^1.2.3^ISO|NORTH|EMR|SOUTH|20260101120000||ADT^A04^ADT_A01|MSG1|P^T|2.5.1^US&&ISO|||AL|NE|USA|"

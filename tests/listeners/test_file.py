@@ -9,35 +9,16 @@ from pathlib import Path
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from engine.config import FileListenerConfig
 from engine.errors import StoreError
 from engine.listeners.file import FileSource
 from engine.model import SourceFile
+from tests.fakes.reactor import InlineThreads
 
 ADT = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101||ADT^A01|1|P|2.5\rPID|1||123\r"
 ORU = b"MSH|^~\\&|LAB|NORTH|HUB|TEST|20260101||ORU^R01|2|P|2.5\rOBX|1|NM|x||5\r"
 POLL_SECONDS = 5.0
-
-
-class InlineThreads(Clock):
-    """A reactor clock whose thread pool runs each call at once, so a poll finishes before it returns."""
-
-    def getThreadPool(self):
-        return self
-
-    def callInThreadWithCallback(self, on_result, func, *args, **kwargs):
-        try:
-            result = func(*args, **kwargs)
-        except Exception:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-    def callFromThread(self, func, *args, **kwargs):
-        func(*args, **kwargs)
 
 
 class FakeIntake:

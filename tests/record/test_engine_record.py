@@ -1,4 +1,7 @@
-"""The patient record inside the running engine: MLLP in, a `record` destination, the patient API behind the login."""
+"""The patient record inside the running engine: MLLP in, a `record` destination, the patient API.
+
+The API and the FHIR export are behind the login.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +16,9 @@ from engine.config import parse_config
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.service import Engine
-from tests.channels.test_channels_e2e import statuses, wait_until
-from tests.fakes.harness import in_thread
-from tests.web.conftest import USERS, basic, fetch
-
-SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "record"
+from tests.fakes.harness import in_thread, statuses, wait_until
+from tests.fakes.record import SAMPLES
+from tests.fakes.web import USERS, basic, fetch
 
 
 def config(tmp_path: Path):
@@ -42,7 +43,10 @@ channels:
 
 @pytest_twisted.inlineCallbacks
 def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
-    """The issue's journey sent over MLLP links PMS, EMR and lab identifiers to one person; the API (logged in) and FHIR export show it."""
+    """The issue's journey sent over MLLP links PMS, EMR and lab identifiers to one person.
+
+    The API (logged in) and the FHIR export show it.
+    """
     from twisted.internet import reactor
 
     engine = Engine(config(tmp_path), reactor)
@@ -92,15 +96,18 @@ def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
         yield engine.stopService()
 
 
-def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, record_url):
-    """`hl7engine patient find/show/unmerge` work on the store: the merge of the journey is undone by an operator."""
+def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, store_url):
+    """`hl7engine patient find/show/unmerge` work on the store.
+
+    The merge of the journey is undone by an operator.
+    """
     for path in sorted(SAMPLES.glob("*.hl7")):
         feed(path.name)
     feed.engine.dispose()
 
     def cli(*args):
         return subprocess.run(
-            [sys.executable, "-m", "engine", "patient", *args, "--db", record_url],
+            [sys.executable, "-m", "engine", "patient", *args, "--db", store_url],
             capture_output=True,
             text=True,
             timeout=60,

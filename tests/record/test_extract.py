@@ -1,18 +1,15 @@
-"""engine/record/extract.py: SegmentReader reads what Message.get reads on every corpus path; timestamps."""
+"""engine/record/extract.py: SegmentReader reads what Message.get reads on every corpus and sample path."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 from engine.errors import HL7Error
 from engine.hl7.charset import decode
-from engine.hl7.dtm import parse_timestamp
 from engine.hl7.message import Message
 from engine.record.extract import SegmentReader
-from tests.corpus_util import corpus_entries
-from tests.record.conftest import SAMPLES
+from tests.fakes.corpus import corpus_entries
+from tests.fakes.record import SAMPLES
 
 _INDEXED = re.compile(r"(\d+)\[(\d+)\]\.(\d+)(?:\.(\d+))?")
 
@@ -78,13 +75,3 @@ def test_segment_reader_reads_what_message_get_reads():
                     ), (name, path)
                 compared += 1
     assert compared > 100_000
-
-
-def test_a_timestamp_is_read_in_the_timezone_asked_for_each_time():
-    """parse_timestamp remembers per text and zone: the text in another zone, or with an offset, differs."""
-    new_york = ZoneInfo("America/New_York")
-    assert parse_timestamp("202403011200", UTC) == datetime(2024, 3, 1, 12, tzinfo=UTC)
-    assert parse_timestamp("202403011200", new_york) == datetime(2024, 3, 1, 17, tzinfo=UTC)
-    assert parse_timestamp("202403011200", UTC) == datetime(2024, 3, 1, 12, tzinfo=UTC)
-    assert parse_timestamp("202403011200+0100", new_york) == datetime(2024, 3, 1, 11, tzinfo=UTC)
-    assert parse_timestamp("2024030112xx", UTC) is None

@@ -8,8 +8,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from engine.hl7.message import Message
 from engine.record.fhir import everything
-from tests.record.conftest import JOURNEY, RECEIVED, store_message
-from tests.record.test_ingest import _corpus_messages
+from tests.fakes.record import JOURNEY, RECEIVED, corpus_messages, store_message
 
 BASE = "http://engine.example/fhir"
 
@@ -414,7 +413,7 @@ def test_unknown_patient_has_no_bundle(engine):
 def test_every_corpus_patient_exports_valid_r4(engine, ingestor):
     """After the whole corpus, the Bundle of every patient in the record passes the R4 models."""
     patients = set()
-    for _, text in _corpus_messages():
+    for _, text in corpus_messages():
         result = ingestor.apply(
             store_message(engine, text.encode("utf-8", "surrogateescape")), Message.parse(text), RECEIVED
         )

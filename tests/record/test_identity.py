@@ -21,7 +21,7 @@ from engine.record.identity import (
     survivor_of,
 )
 from engine.record.writer import Statements, Writer
-from tests.record.conftest import NOW, RECEIVED, hl7
+from tests.fakes.record import NOW, RECEIVED, hl7, register
 
 JANE = {"family": "doe", "given": "jane", "birth_date": "1970-01-01", "sex": "F"}
 
@@ -51,11 +51,6 @@ def lookup(engine):
             now=NOW,
             message_time=datetime(1, 1, 1, tzinfo=UTC),
         )
-
-
-def register(feed, pid: str, *, sender: str = "PMS", time: str = "20240101080000") -> int:
-    """Apply an A04 of ``pid``; its patient id."""
-    return feed(hl7("ADT^A04^ADT_A01", time, pid, sender=sender))[1].patient_id
 
 
 # -- normalise and the rule -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.query import get_patient
-from tests.record.conftest import NOW, feed_journey
+from tests.fakes.record import NOW, feed_journey
 
 T_NOW = NOW.isoformat()
 

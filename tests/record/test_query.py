@@ -10,12 +10,7 @@ import sqlalchemy as sa
 
 from engine.record import query, schema
 from engine.record.query import find_patients, get_patient, plain
-from tests.record.conftest import feed_journey, hl7
-
-
-def register(feed, pid: str, *, sender: str = "PMS", time: str = "20240101080000", event: str = "A04") -> int:
-    """Apply an ADT registering (or updating) the patient of ``pid``; its patient id."""
-    return feed(hl7(f"ADT^{event}^ADT_A01", time, pid, sender=sender))[1].patient_id
+from tests.fakes.record import feed_journey, hl7, register
 
 
 def test_find_by_identifier_name_and_birth_date(feed):

@@ -3,44 +3,28 @@
 from __future__ import annotations
 
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 import engine.record.schema as record_schema
 from engine.store.db import create_engine_for
 from engine.store.migrations import make_config, upgrade
 from engine.store.schema import metadata
+from tests.fakes.store import schema_differences
 
 
-def _record_differences(engine) -> list:
-    """Alembic autogenerate's differences between the database and the metadata, for record tables only."""
-
-    def record_names(name, type_, parent_names):
-        return type_ != "table" or name.startswith("record_")
-
-    def record_objects(obj, name, type_, reflected, compare_to):
-        return type_ != "table" or name.startswith("record_")
-
-    opts = {"compare_type": True, "include_name": record_names, "include_object": record_objects}
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts=opts)
-        return compare_metadata(context, metadata)
-
-
-def test_migrated_record_tables_match_metadata(record_url):
+def test_migrated_record_tables_match_metadata(store_url):
     """After upgrade head, autogenerate finds no difference in any record_* table."""
-    engine = create_engine_for(record_url)
+    engine = create_engine_for(store_url)
     upgrade(engine)
     try:
-        assert _record_differences(engine) == []
+        assert schema_differences(engine, tables="record_") == []
         assert set(record_schema.TABLES) <= set(metadata.tables)
     finally:
         engine.dispose()
 
 
-def test_0003_downgrades_and_upgrades_again(record_url):
+def test_0003_downgrades_and_upgrades_again(store_url):
     """Downgrading below 0003 drops every record table; upgrading recreates them as the metadata says."""
-    engine = create_engine_for(record_url)
+    engine = create_engine_for(store_url)
     upgrade(engine)
     with engine.begin() as connection:
         command.downgrade(make_config(connection), "0002")
@@ -49,6 +33,6 @@ def test_0003_downgrades_and_upgrades_again(record_url):
     assert left == []
     upgrade(engine)
     try:
-        assert _record_differences(engine) == []
+        assert schema_differences(engine, tables="record_") == []
     finally:
         engine.dispose()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from engine.record import schema
 from engine.record.writer import Statements, Writer
 from engine.store.driver import tables
-from tests.record.conftest import NOW, RECEIVED, store_message
+from tests.fakes.record import NOW, RECEIVED, store_message
 
 
 def _patients(engine, count: int) -> None:

@@ -8,8 +8,7 @@ import pytest
 import pytest_twisted
 
 from engine.store.configs import ConfigRecord
-
-from .conftest import T0
+from tests.fakes.messages import T0
 
 
 def test_config_history_is_newest_first(configs):

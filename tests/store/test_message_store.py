@@ -13,8 +13,8 @@ from engine.errors import StoreError
 from engine.model import AttemptResult, Delivery, Outcome, Status
 from engine.store.message_store import MessageStore
 from engine.store.messages import MessageQuery
-
-from .conftest import T0, queued
+from tests.fakes.messages import T0
+from tests.fakes.store import queued
 
 
 @pytest_twisted.inlineCallbacks

@@ -17,8 +17,8 @@ from engine.store.messages import (
     MessageSummary,
 )
 from engine.store.schema import message_events, messages, source_files
-
-from .conftest import T0, expected_message, source_file_rows
+from tests.fakes.messages import T0
+from tests.fakes.store import expected_message, source_file_rows
 
 # The repository
 

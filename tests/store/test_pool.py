@@ -20,8 +20,8 @@ from engine.model import SourceFile
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageQuery, MessageRepository
 from engine.store.pool import GROUP_WAIT_SECONDS
-
-from .conftest import T0, count_commits, expected_message, later, queued, source_file_rows
+from tests.fakes.messages import T0
+from tests.fakes.store import count_commits, expected_message, later, queued, source_file_rows
 
 # Group commit: adds asked together share a transaction; calls run alone, in order.
 

@@ -11,8 +11,7 @@ from engine.model import NewDelivery, ProcessingResult, Status
 from engine.store.messages import MessageRepository
 from engine.store.processing import intake_rows
 from engine.store.schema import deliveries
-
-from .conftest import T0
+from tests.fakes.messages import T0
 
 
 def _processing_trail(repository: MessageRepository, message_id: int) -> tuple:

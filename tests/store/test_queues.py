@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,22 +15,9 @@ from engine.model import (
     ReceivedMessage,
     Status,
 )
-from engine.store.queues import QueueRepository
 from engine.store.schema import message_events
-
-from .conftest import T0, queued
-
-NOW = datetime(2024, 3, 2, 8, 0, tzinfo=UTC)
-
-
-def _clock() -> datetime:
-    return NOW
-
-
-@pytest.fixture
-def queues(engine):
-    """A QueueRepository whose clock stands still at NOW."""
-    return QueueRepository(engine, clock=_clock)
+from tests.fakes.messages import T0
+from tests.fakes.store import NOW, queued
 
 
 def _attempt(delivery_id: int, outcome: Outcome, at: datetime = NOW, **fields) -> AttemptResult:
@@ -159,32 +146,6 @@ def test_record_processing_twice_changes_nothing(repository, queues, received):
     assert repository.get(first) == before
     assert len(repository.get(second).deliveries) == 1
     assert queues.queue_depth("adt", "lab") == 2
-
-
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda: ProcessingResult(1, Status.SENT),
-        lambda: ProcessingResult(1, Status.QUEUED),
-        lambda: ProcessingResult(
-            1, Status.FILTERED, deliveries=(NewDelivery("lab", Status.QUEUED, "C", b"x"),)
-        ),
-        lambda: ProcessingResult(
-            1, Status.TRANSFORMED, deliveries=(NewDelivery("lab", Status.FILTERED, "C", None),)
-        ),
-        lambda: NewDelivery("lab", Status.SENT, "C", b"x"),
-        lambda: NewDelivery("lab", Status.QUEUED, "C", None),
-        lambda: NewDelivery("", Status.ERROR, "C", None),
-        lambda: NewDelivery("x" * 101, Status.ERROR, "C", None),
-        lambda: AttemptResult(1, Outcome.SENT, datetime(2024, 3, 1)),
-        lambda: AttemptResult(1, Outcome.RETRY, NOW),
-        lambda: AttemptResult(1, "LATER", NOW),
-    ],
-)
-def test_inconsistent_results_are_refused(build):
-    """Results whose statuses disagree, queued deliveries without payload, bad names or times: ValueError."""
-    with pytest.raises(ValueError):
-        build()
 
 
 # The queues

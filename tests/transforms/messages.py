@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
-from tests.corpus_util import CORPUS_DIR
+from tests.fakes.corpus import CORPUS_DIR
 
 #: A full v2.8 ADT^A01: PID-3 with two repetitions, PID-5 with two names, \T\ in PV1-14, one OBX.
 ADT_A01 = "adt/fhirconv_adt_a01_01.hl7"

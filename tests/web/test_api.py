@@ -10,32 +10,24 @@ from fhir.resources.R4B.bundle import Bundle
 from twisted.web import server
 from twisted.web.client import Agent, readBody
 
-from engine.hl7.charset import decode
-from engine.hl7.message import Message
 from engine.record.ingest import RecordIngestor
-from engine.store.message_store import MessageStore
 from engine.web.api import build_api, patient_resources
-from tests.record.conftest import JOURNEY, RECEIVED, SAMPLES, store_message
+from tests.fakes.record import Feeder, feed_journey
 
 # Twisted's Agent hands readBody a transport proxy without abortConnection; harmless for these short reads.
 pytestmark = pytest.mark.filterwarnings("ignore:Using readBody with a transport:DeprecationWarning")
 
 
 @pytest.fixture
-def site_url(sqlite_url):
+def site_url(store):
     """The base URL of build_api() on loopback, over a started store holding the journey's record."""
     from twisted.internet import reactor
 
-    store = MessageStore(sqlite_url, reactor=reactor)
-    store.start()
-    ingestor = RecordIngestor(store.repository.engine)
-    for name in JOURNEY:
-        raw = (SAMPLES / name).read_bytes()
-        ingestor.apply(store_message(store.repository.engine, raw), Message.parse(decode(raw).text), RECEIVED)
+    engine = store.repository.engine
+    feed_journey(Feeder(engine, RecordIngestor(engine)))
     port = reactor.listenTCP(0, server.Site(build_api(store)), interface="127.0.0.1")
     yield f"http://127.0.0.1:{port.getHost().port}"
     pytest_twisted.blockon(port.stopListening())
-    pytest_twisted.blockon(store.stop())
 
 
 async def get(url: str) -> tuple[int, bytes, bytes]:

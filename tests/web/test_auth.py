@@ -7,10 +7,7 @@ import base64
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.address import IPv4Address
-from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.test.requesthelper import DummyChannel
 
 from engine.web.auth import (
     SESSION_COOKIE,
@@ -24,7 +21,8 @@ from engine.web.auth import (
 )
 from engine.web.responses import JsonResource, json_reply, send
 from tests.fakes.harness import in_thread
-from tests.web.conftest import BROWSER, PASSWORD, USERS, basic, fetch, logged
+from tests.fakes.reactor import InlinePool, InlineThreads
+from tests.fakes.web import BROWSER, PASSWORD, USERS, basic, fetch, http_request, logged
 
 
 class _Clock:
@@ -37,38 +35,9 @@ class _Clock:
         return self.now
 
 
-class _InlinePool:
-    """A thread pool that runs the work at once on the calling thread and counts it."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def callInThreadWithCallback(self, on_result, work, *args, **kwargs):
-        self.calls += 1
-        try:
-            result = work(*args, **kwargs)
-        except Exception:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-
-class _InlineReactor:
-    """The two reactor methods deferToThreadPool needs, running the work inline: no threads in the test."""
-
-    def __init__(self):
-        self.pool = _InlinePool()
-
-    def getThreadPool(self) -> _InlinePool:
-        return self.pool
-
-    def callFromThread(self, function, *args, **kwargs):
-        function(*args, **kwargs)
-
-
-def inline_authenticator(clock: _Clock, lifetime: float = 60.0) -> tuple[Authenticator, _InlinePool]:
+def inline_authenticator(clock: _Clock, lifetime: float = 60.0) -> tuple[Authenticator, InlinePool]:
     """An Authenticator of USERS whose password checks run inline on ``clock``'s time, and its pool."""
-    inline = _InlineReactor()
+    inline = InlineThreads()
     sessions = Sessions(lifetime, clock=clock)
     return Authenticator(USERS, sessions, reactor=inline, clock=clock), inline.pool
 
@@ -79,18 +48,6 @@ def checked(authenticator: Authenticator, user: str, password: str) -> bool:
     authenticator.check_password(user, password).addCallback(answers.append)
     (answer,) = answers
     return answer
-
-
-def http_request(
-    *, headers: dict[bytes, bytes] | None = None, cookies: dict[bytes, bytes] | None = None
-) -> server.Request:
-    """A twisted.web Request from 10.0.0.5 with these headers and cookies, as the Site would hand it over."""
-    request = server.Request(DummyChannel())
-    request.client = IPv4Address("TCP", "10.0.0.5", 51000)
-    for name, value in (headers or {}).items():
-        request.requestHeaders.setRawHeaders(name, [value])
-    request.received_cookies = dict(cookies or {})
-    return request
 
 
 def principal_of(authenticator: Authenticator, request) -> Principal | None:
@@ -180,7 +137,7 @@ def test_verified_credentials_are_not_hashed_again_for_a_session_lifetime():
 def test_nobody_gets_in_without_users():
     """With no user configured the authenticator is disabled and no password checks."""
     clock = _Clock()
-    authenticator = Authenticator({}, Sessions(60.0, clock=clock), reactor=_InlineReactor(), clock=clock)
+    authenticator = Authenticator({}, Sessions(60.0, clock=clock), reactor=InlineThreads(), clock=clock)
     assert not authenticator.enabled
     assert not checked(authenticator, "alice", PASSWORD)
 

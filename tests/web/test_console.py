@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-import sqlalchemy as sa
 
 from engine.store.schema import audit_log
 from tests.fakes.harness import in_thread
-from tests.web.conftest import PASSWORD, new_message
+from tests.fakes.messages import pms_message
+from tests.fakes.store import rows_of
+from tests.fakes.web import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -109,9 +110,9 @@ def test_console_login_search_and_view_in_a_real_browser(start_web, store):
     """Logged in to the console, an operator finds a message by control id and reads its raw text, audited."""
     sync_api = _playwright()
     ids = yield store.add(
-        [new_message(n) for n in range(1, 6)]
+        [pms_message(n) for n in range(1, 6)]
         + [
-            new_message(
+            pms_message(
                 42,
                 raw=b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04|CTRL42|P|2.5.1\rPID|1||42^^^PMS^MR||<b>O'HARA</b>^ANN\r",
             )
@@ -135,12 +136,8 @@ def test_console_login_search_and_view_in_a_real_browser(start_web, store):
     )
     assert seen["ack"].startswith("MSH|^~\\&|HUB|TEST|PMS|CLINIC")
 
-    with store.repository.engine.connect() as connection:
-        rows = connection.execute(
-            sa.select(
-                audit_log.c.user, audit_log.c.action, audit_log.c.message_id, audit_log.c.remote
-            ).order_by(audit_log.c.id)
-        ).all()
+    c = audit_log.c
+    rows = rows_of(store.repository.engine, c.user, c.action, c.message_id, c.remote)
     assert [tuple(row) for row in rows] == [
         ("alice", "login_failed", None, "127.0.0.1"),
         ("alice", "login", None, "127.0.0.1"),

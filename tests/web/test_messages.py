@@ -13,7 +13,8 @@ from engine.model import NewDelivery, Status
 from engine.store.messages import MessageQuery
 from engine.web.messages import BadRequest, message_query
 from tests.fakes.harness import in_thread
-from tests.web.conftest import BROWSER, audit_rows, basic, fetch, login, new_message, session_cookie
+from tests.fakes.messages import pms_message
+from tests.fakes.web import BROWSER, audit_rows, basic, fetch, login, session_cookie
 
 
 def search_request(**params: str | list[str]) -> DummyRequest:
@@ -29,7 +30,7 @@ def search_request(**params: str | list[str]) -> DummyRequest:
 @pytest_twisted.inlineCallbacks
 def test_basic_credentials_open_the_search(start_web, store):
     """With Basic credentials a search returns summaries, newest first, and never the content."""
-    yield store.add([new_message(1), new_message(2, message_code="ORU", trigger_event="R01")])
+    yield store.add([pms_message(1), pms_message(2, message_code="ORU", trigger_event="R01")])
     web = start_web()
     found = yield in_thread(fetch, f"{web.url}/api/messages", headers=basic())
     assert found.status == 200
@@ -70,16 +71,16 @@ def test_bad_search_parameters_are_400_with_the_reason(start_web):
 @pytest_twisted.inlineCallbacks
 def test_viewing_a_message_writes_one_audit_row_per_view(start_web, store):
     """Each view of a message (JSON or raw bytes) writes one audit row: user, message id, address, what."""
-    [message_id] = yield store.add([new_message(7)])
+    [message_id] = yield store.add([pms_message(7)])
     web = start_web()
     view = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}", headers=basic())
     assert view.status == 200
     shown = view.json()
-    assert shown["raw"] == new_message(7).raw.decode()
+    assert shown["raw"] == pms_message(7).raw.decode()
     assert shown["ack"].startswith("MSH|^~\\&|HUB|TEST")
     assert (shown["deliveries"], shown["events"]) == ([], [])
     raw = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/raw", headers=basic())
-    assert raw.body == new_message(7).raw
+    assert raw.body == pms_message(7).raw
     assert raw.header("content-disposition") == f'attachment; filename="message-{message_id}.hl7"'
     again = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}", headers=basic())
     assert again.status == 200
@@ -101,7 +102,7 @@ def test_viewing_a_message_writes_one_audit_row_per_view(start_web, store):
 @pytest_twisted.inlineCallbacks
 def test_a_view_that_cannot_be_audited_shows_nothing(start_web, store):
     """When the audit row cannot be written the answer is 503 and carries none of the message."""
-    [message_id] = yield store.add([new_message(3)])
+    [message_id] = yield store.add([pms_message(3)])
     web = start_web()
     with store.repository.engine.begin() as connection:
         connection.execute(sa.text("DROP TABLE audit_log"))
@@ -113,7 +114,7 @@ def test_a_view_that_cannot_be_audited_shows_nothing(start_web, store):
 @pytest_twisted.inlineCallbacks
 def test_resend_and_reprocess_are_audited_and_guarded(start_web, store):
     """Resend and reprocess are audited POSTs; a session POST needs the browser header; no cross-site POST."""
-    [message_id] = yield store.add([new_message(5)])
+    [message_id] = yield store.add([pms_message(5)])
     web = start_web()
     resent = yield in_thread(
         fetch, f"{web.url}/api/messages/{message_id}/resend?destination=emr", "POST", headers=basic()
@@ -209,11 +210,11 @@ def test_a_search_parameter_that_cannot_be_used_is_a_bad_request(params, reason)
 @pytest_twisted.inlineCallbacks
 def test_a_view_shows_deliveries_and_events_with_their_content_decoded(start_web, store):
     """A view lists the deliveries with their payloads and the events; content is decoded by MSH-18."""
-    raw = new_message(9).raw.replace(b"|P|2.5.1\r", b"|P|2.5.1||||||8859/1\r").replace(b"JANE", b"REN\xc9E")
+    raw = pms_message(9).raw.replace(b"|P|2.5.1\r", b"|P|2.5.1||||||8859/1\r").replace(b"JANE", b"REN\xc9E")
     payload = raw.replace(b"HUB|TEST", b"EMR|WARD")
     [message_id] = yield store.add(
         [
-            new_message(
+            pms_message(
                 9,
                 raw=raw,
                 status=Status.RECEIVED,
@@ -237,7 +238,7 @@ def test_a_view_shows_deliveries_and_events_with_their_content_decoded(start_web
 @pytest_twisted.inlineCallbacks
 def test_paths_that_name_no_message_or_action_are_404_and_not_audited(start_web, store):
     """A non-numeric id, an unknown action or an unknown message answers 404 and writes no audit row."""
-    [message_id] = yield store.add([new_message(4)])
+    [message_id] = yield store.add([pms_message(4)])
     web = start_web()
     for method, path, error in (
         ("GET", "/api/messages/abc", "no message 'abc': ids are numbers"),
@@ -254,7 +255,7 @@ def test_paths_that_name_no_message_or_action_are_404_and_not_audited(start_web,
 @pytest_twisted.inlineCallbacks
 def test_a_view_or_change_with_parameters_it_does_not_take_is_400_and_not_audited(start_web, store):
     """Views and reprocess take no parameter, resend only ``destination``: others are 400, not audited."""
-    [message_id] = yield store.add([new_message(6)])
+    [message_id] = yield store.add([pms_message(6)])
     web = start_web()
     for method, path in (
         ("GET", f"/api/messages/{message_id}?x=1"),
@@ -270,7 +271,7 @@ def test_a_view_or_change_with_parameters_it_does_not_take_is_400_and_not_audite
 @pytest_twisted.inlineCallbacks
 def test_the_audit_trail_filters_by_user_and_message_and_pages(start_web, store):
     """/api/audit answers newest first, filtered by ``user`` and ``message_id``, paged by ``before_id``."""
-    [first, second] = yield store.add([new_message(1), new_message(2)])
+    [first, second] = yield store.add([pms_message(1), pms_message(2)])
     web = start_web()
     for message_id in (first, second, first):
         yield in_thread(fetch, f"{web.url}/api/messages/{message_id}", headers=basic())

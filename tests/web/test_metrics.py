@@ -15,7 +15,7 @@ from engine.hl7.mllp import frame
 from engine.listeners.client import MLLPClient
 from engine.web.metrics import Metrics, fanout
 from tests.fakes.harness import in_thread, make_config, start_engine
-from tests.web.conftest import USERS, fetch
+from tests.fakes.web import USERS, fetch
 
 
 def value(metrics: Metrics, name: str, **labels) -> float | None:

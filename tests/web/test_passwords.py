@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from engine.cli import main as cli
-from engine.config import parse_config
-from engine.errors import ConfigError
 from engine.web.passwords import (
     DEFAULT_ITERATIONS,
     check_password_hash,
@@ -85,27 +81,3 @@ def test_the_decoy_costs_the_most_and_matches_nothing():
     assert decoy.split("$")[1] == "7"
     assert decoy_hash([]).split("$")[1] == str(DEFAULT_ITERATIONS)
     assert not any(verify_password(password, decoy) for password in ("", "a", "b", "decoy"))
-
-
-def test_config_refuses_a_plain_password(tmp_path):
-    """engine.http.users must hold hashes: a plain password is reported at its YAML path."""
-    rest = "listeners: []\nchannels: []\n"
-    text = 'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "s3cret"\n' + rest
-    with pytest.raises(ConfigError) as raised:
-        parse_config(text, base_dir=tmp_path)
-    assert "engine.http.users.alice" in str(raised.value) and "hl7engine hash-password" in str(raised.value)
-    hashed = hash_password("s3cret", iterations=1000)
-    config = parse_config(
-        f'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "{hashed}"\n' + rest,
-        base_dir=tmp_path,
-    )
-    assert (config.engine.http.users, config.engine.http.session_minutes) == ({"alice": hashed}, 30)
-
-
-def test_hash_password_command_prints_a_usable_hash():
-    """`hl7engine hash-password` asks twice and prints a hash the server accepts."""
-    result = CliRunner().invoke(cli, ["hash-password", "--iterations", "1000"], input="pw one\npw one\n")
-    assert result.exit_code == 0, result.output
-    encoded = result.output.strip().splitlines()[-1]
-    assert verify_password("pw one", encoded)
-    assert "pw one" not in result.output

@@ -7,21 +7,15 @@ from urllib.parse import urlencode
 
 import pytest
 import pytest_twisted
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from twisted.internet import task
 from twisted.web import resource
 
-from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
-from engine.store.audit import AuditRepository
-from engine.store.db import create_engine_for
-from engine.store.migrations import upgrade
-from engine.store.schema import metadata
 from engine.web.auth import Sessions
 from engine.web.passwords import hash_password
 from engine.web.server import build_root
 from tests.fakes.harness import in_thread
-from tests.web.conftest import (
+from tests.fakes.messages import pms_message
+from tests.fakes.web import (
     BROWSER,
     FORM,
     PASSWORD,
@@ -30,7 +24,6 @@ from tests.web.conftest import (
     fetch,
     logged,
     login,
-    new_message,
     session_cookie,
 )
 
@@ -68,7 +61,7 @@ def test_api_refuses_requests_without_credentials(start_web):
 @pytest_twisted.inlineCallbacks
 def test_login_sets_a_strict_http_only_session_cookie(start_web, store):
     """A form login sets an HttpOnly SameSite=Strict cookie that opens the API until logout."""
-    yield store.add([new_message(1)])
+    yield store.add([pms_message(1)])
     web = start_web()
     response = yield login(web)
     assert (response.status, response.json()) == (200, {"user": "alice"})
@@ -184,39 +177,3 @@ def test_console_files_are_served_with_a_strict_policy(start_web):
     assert script.header("content-type").startswith("text/javascript")
     missing = yield in_thread(fetch, f"{web.url}/console/nothing.js")
     assert missing.status == 404
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request) -> str:
-    """An empty database, once SQLite and once PostgreSQL (where ``user`` is a reserved word)."""
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-
-
-def test_audit_migration_matches_the_table(any_url):
-    """Revision 0004 creates audit_log exactly as engine.store.audit declares it."""
-    engine = create_engine_for(any_url)
-    upgrade(engine)
-    with engine.connect() as connection:
-        differences = compare_metadata(
-            MigrationContext.configure(connection, opts={"compare_type": True}), metadata
-        )
-    engine.dispose()
-    about_audit = [d for d in differences if "audit_log" in repr(d)]
-    assert about_audit == []
-    assert "audit_log" in metadata.tables
-
-
-def test_audit_repository_pages_newest_first(any_url):
-    """recent() returns newest first, pages by before_id and filters by message or user."""
-    engine = create_engine_for(any_url)
-    upgrade(engine)
-    audit = AuditRepository(engine)
-    ids = [
-        audit.record(user=user, action="view", remote="127.0.0.1", message_id=n)
-        for n, user in enumerate(["alice", "bob", "alice"], start=1)
-    ]
-    assert [e.id for e in audit.recent()] == ids[::-1]
-    assert [e.id for e in audit.recent(1, before_id=ids[2])] == [ids[1]]
-    assert [e.message_id for e in audit.recent(user="alice")] == [3, 1]
-    assert [e.user for e in audit.recent(message_id=2)] == ["bob"]
-    engine.dispose()

@@ -1,4 +1,4 @@
-"""Fixtures of the destination tests: ports where nobody answers, and the record's databases."""
+"""Fixtures of the destination tests: destinations started and stopped, ports where nobody answers."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import socket
 import time
 
 import pytest
+import pytest_twisted
 
-from tests.record.conftest import record_url  # noqa: F401 (the record destination runs on both databases)
+from tests.fakes.harness import free_port
 
 
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture
@@ -38,3 +37,18 @@ def unanswered_port():
     yield port
     for sock in [*fillers, listener]:
         sock.close()
+
+
+@pytest.fixture
+def started():
+    """Starts destinations, and stops each after the test: ``started(destination)`` gives it back."""
+    running = []
+
+    def start(destination):
+        destination.start()
+        running.append(destination)
+        return destination
+
+    yield start
+    for destination in running:
+        pytest_twisted.blockon(destination.stop())

@@ -14,7 +14,8 @@ from engine.channels.destinations.file import TEMP_PREFIX, FileDestination
 from engine.channels.destinations.spec import FileSettings
 from engine.hl7.batch import split_batch
 from engine.model import Delivery, Outcome
-from tests.channels.destinations.acks import message
+from tests.fakes import outbound
+from tests.fakes.outbound import message
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
 NOW = datetime(2026, 3, 4, 5, 6, 7).timestamp()  # local time, like the {now} placeholder
@@ -33,16 +34,9 @@ class FixedClock:
         return getattr(reactor, name)
 
 
-def delivery(n: int, *, control_id: str | None = None, payload: bytes | None = None) -> Delivery:
-    return Delivery(
-        delivery_id=100 + n,
-        message_id=n,
-        channel="adt",
-        destination="archive",
-        control_id=f"MSG-{n}" if control_id is None else control_id,
-        payload=payload or message(n),
-        attempt=1,
-    )
+def delivery(n: int, **fields) -> Delivery:
+    """Test message n's delivery to the archive (delivery id 100 + n); ``fields`` replace any field."""
+    return outbound.delivery(n, delivery_id=100 + n, destination="archive", **fields)
 
 
 def destination(directory, **settings) -> FileDestination:

@@ -16,8 +16,8 @@ from twisted.web.http import stringToDatetime
 from engine.channels.destinations.http import HTTPDestination
 from engine.channels.destinations.spec import HttpDestinationSettings
 from engine.listeners.client import control_id_of
-from engine.model import Delivery, Outcome
-from tests.channels.destinations.acks import ack, message
+from engine.model import Outcome
+from tests.fakes.outbound import ack, delivery, message
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
 
@@ -104,31 +104,13 @@ def receiver():
 
 
 @pytest.fixture
-def destinations():
-    """Builds HTTP destinations and stops them (closing pooled connections) after the test."""
-    built: list[HTTPDestination] = []
+def destinations(started):
+    """Builds started HTTP destinations, stopped (closing pooled connections) after the test."""
 
     def build(url: str, **settings) -> HTTPDestination:
-        destination = HTTPDestination("lab", HttpDestinationSettings(url=url, **settings), reactor=reactor)
-        destination.start()
-        built.append(destination)
-        return destination
+        return started(HTTPDestination("lab", HttpDestinationSettings(url=url, **settings), reactor=reactor))
 
-    yield build
-    for destination in built:
-        pytest_twisted.blockon(destination.stop())
-
-
-def delivery(n: int) -> Delivery:
-    return Delivery(
-        delivery_id=n,
-        message_id=n,
-        channel="adt",
-        destination="lab",
-        control_id=f"MSG-{n}",
-        payload=message(n),
-        attempt=1,
-    )
+    return build
 
 
 @pytest_twisted.inlineCallbacks

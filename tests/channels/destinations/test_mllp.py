@@ -10,10 +10,9 @@ from twisted.internet.task import deferLater
 
 from engine.channels.destinations.mllp import MLLPDestination
 from engine.channels.destinations.spec import AckPolicy, MllpSettings, TlsSettings
-from engine.model import Delivery, Outcome
-from tests.channels.destinations.acks import message
+from engine.model import Outcome
 from tests.channels.destinations.certs import self_signed
-from tests.channels.destinations.downstream import (
+from tests.fakes.downstream import (
     Downstream,
     Gate,
     after,
@@ -24,20 +23,9 @@ from tests.channels.destinations.downstream import (
     twice,
     wrong_control_id,
 )
+from tests.fakes.outbound import delivery, message
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
-
-
-def delivery(n: int) -> Delivery:
-    return Delivery(
-        delivery_id=n,
-        message_id=n,
-        channel="adt",
-        destination="lab",
-        control_id=f"MSG-{n}",
-        payload=message(n),
-        attempt=1,
-    )
 
 
 @pytest.fixture
@@ -49,22 +37,16 @@ def downstream():
 
 
 @pytest.fixture
-def destinations():
-    """Builds MLLP destinations and stops them after the test."""
-    built: list[MLLPDestination] = []
+def destinations(started):
+    """Builds started MLLP destinations to a loopback port, stopped after the test."""
 
     def build(port: int, **settings) -> MLLPDestination:
         settings.setdefault("ack_timeout_seconds", 5)
-        destination = MLLPDestination(
-            "lab", MllpSettings(host="127.0.0.1", port=port, **settings), reactor=reactor
+        return started(
+            MLLPDestination("lab", MllpSettings(host="127.0.0.1", port=port, **settings), reactor=reactor)
         )
-        destination.start()
-        built.append(destination)
-        return destination
 
-    yield build
-    for destination in built:
-        pytest_twisted.blockon(destination.stop())
+    return build
 
 
 @defer.inlineCallbacks

@@ -9,8 +9,8 @@ from engine.channels.destinations.spec import AckPolicy
 from engine.hl7.ack import parse_reply
 from engine.hl7.charset import decode
 from engine.model import Outcome
-from tests.channels.destinations.acks import ack
-from tests.corpus_util import CORPUS_DIR, corpus_entries
+from tests.fakes.corpus import CORPUS_DIR, corpus_entries
+from tests.fakes.outbound import ack
 
 DEFAULT = AckPolicy()
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR

@@ -9,24 +9,19 @@ import pytest
 import pytest_twisted
 
 from engine.channels.destinations.record import RecordDestination
-from engine.model import Delivery, DeliveryResult, NewMessage, Outcome, Status
+from engine.model import Delivery, DeliveryResult, Outcome
 from engine.record.query import get_patient
-from engine.store.message_store import MessageStore
-from tests.record.conftest import JOURNEY, SAMPLES
-from tests.store.conftest import WriteLock
+from tests.fakes.messages import new_message
+from tests.fakes.record import JOURNEY, SAMPLES
+from tests.fakes.store import WriteLock
 
 QUEUED = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(record_url):
-    """A started MessageStore on the test database (global reactor), stopped afterwards."""
-    from twisted.internet import reactor
-
-    store = MessageStore(record_url, reactor=reactor, lock_timeout=0.3)
-    store.start()
-    yield store
-    pytest_twisted.blockon(store.stop())
+def store(open_store):
+    """A started MessageStore on the test database (SQLite and PostgreSQL) that waits briefly for locks."""
+    return open_store(lock_timeout=0.3)
 
 
 @pytest.fixture
@@ -39,37 +34,8 @@ def destination(store) -> RecordDestination:
 
 async def queued(store, *payloads: bytes) -> list[Delivery]:
     """Store each payload as a received message; its first delivery to the record."""
-    empty = dict.fromkeys(
-        (
-            "sending_application",
-            "sending_facility",
-            "receiving_application",
-            "receiving_facility",
-            "message_code",
-            "trigger_event",
-            "message_structure",
-            "control_id",
-            "version",
-            "processing_id",
-            "charset",
-        ),
-        "",
-    )
     message_ids = await store.add(
-        [
-            NewMessage(
-                raw=payload,
-                received_at=QUEUED,
-                listener="mllp",
-                peer="127.0.0.1",
-                status=Status.RECEIVED,
-                channel="record",
-                ack_code="AA",
-                ack=None,
-                **empty,
-            )
-            for payload in payloads
-        ]
+        [new_message(payload, received_at=QUEUED, channel="record") for payload in payloads]
     )
     return [
         Delivery(
@@ -167,13 +133,13 @@ async def test_a_batch_gets_one_result_per_message(store, destination):
 
 
 @pytest_twisted.ensureDeferred
-async def test_locked_database_is_a_retry(store, destination, record_url):
+async def test_locked_database_is_a_retry(store, destination, store_url):
     """While another connection holds the write lock, every delivery of a batch comes back RETRY.
 
     Once released they are SENT.
     """
     deliveries = await queued(store, *[(SAMPLES / name).read_bytes() for name in JOURNEY[:2]])
-    lock = WriteLock(record_url)
+    lock = WriteLock(store_url)
     lock.hold()
     try:
         locked = await destination.send_run(deliveries, stop_at_failure=False)

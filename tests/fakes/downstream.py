@@ -11,7 +11,7 @@ from twisted.internet.task import deferLater
 from engine.hl7.mllp import frame
 from engine.listeners.client import control_id_of
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
-from tests.channels.destinations.acks import ack
+from tests.fakes.outbound import ack
 
 # An answer gets (payload, peer, downstream) and returns the reply payload, None for no reply, or a
 # Deferred of either.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-CORPUS_DIR = Path(__file__).parent / "corpus"
+CORPUS_DIR = Path(__file__).parent.parent / "corpus"
 
 _MESSAGES_IN_FILE = re.compile(r"\b(\d+) messages in file\b")
 

@@ -1,0 +1,106 @@
+"""Helpers of the store tests: expected rows, queued results, commits counted, a lock, schemas compared."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from datetime import UTC, datetime
+
+import psycopg
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import make_url
+from twisted.internet import defer, task
+
+from engine.model import NewDelivery, NewMessage, ProcessingResult, Status
+from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
+from engine.store.messages import StoredMessage
+from engine.store.schema import metadata, source_files
+
+#: Where the clock of the store tests' repositories stands.
+NOW = datetime(2024, 3, 2, 8, 0, tzinfo=UTC)
+
+
+def expected_message(message_id: int, new: NewMessage, events=()) -> StoredMessage:
+    """What get() should return for a message stored from ``new``."""
+    columns = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMessage) if f.name != "deliveries"}
+    return StoredMessage(id=message_id, **columns, deliveries=(), events=tuple(events))
+
+
+def rows_of(engine: sa.Engine, *columns: sa.Column) -> list[tuple]:
+    """The values of ``columns`` (of one table) in each of its rows, in id order."""
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.select(*columns).order_by(columns[0].table.c.id))]
+
+
+def source_file_rows(engine: sa.Engine) -> list[tuple]:
+    """(path, sha256, size, message_count) of every source_files row, in id order."""
+    c = source_files.c
+    return rows_of(engine, c.path, c.sha256, c.size, c.message_count)
+
+
+def queued(message_id: int, *destinations: str, transformed: bytes | None = None) -> ProcessingResult:
+    """A QUEUED result with one queued delivery per destination (payload names message and destination)."""
+    news = tuple(
+        NewDelivery(d, Status.QUEUED, f"OUT{message_id}", f"MSH|{message_id}|{d}\r".encode())
+        for d in destinations
+    )
+    return ProcessingResult(message_id, Status.QUEUED, transformed=transformed, deliveries=news)
+
+
+def count_commits(engine: sa.Engine) -> list[None]:
+    """A list that grows by one for every transaction the engine commits."""
+    seen: list[None] = []
+    sa.event.listen(engine, "commit", lambda connection: seen.append(None))
+    return seen
+
+
+def later(seconds: float, function, *args) -> defer.Deferred:
+    """Call ``function(*args)`` after ``seconds`` on the global reactor."""
+    from twisted.internet import reactor
+
+    return task.deferLater(reactor, seconds, function, *args)
+
+
+class WriteLock:
+    """Another connection holding the lock that the store's writer needs to insert."""
+
+    def __init__(self, url: str):
+        self._url = make_url(url)
+        self._connection = None
+
+    def hold(self) -> None:
+        if self._url.get_backend_name() == "sqlite":
+            self._connection = sqlite3.connect(self._url.database, isolation_level=None)
+            self._connection.execute("BEGIN EXCLUSIVE")
+        else:
+            self._connection = psycopg.connect(
+                self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+            )
+            self._connection.execute(
+                "LOCK TABLE messages, deliveries, config_history IN ACCESS EXCLUSIVE MODE"
+            )
+
+    def release(self) -> None:
+        if self._connection is not None:
+            self._connection.rollback()
+            self._connection.close()
+            self._connection = None
+
+
+def schema_differences(engine: sa.Engine, *, tables: str = "") -> list:
+    """Alembic autogenerate's differences between the database and the metadata.
+
+    Only tables whose name starts with ``tables`` are compared (every table by default).
+    """
+
+    def named(name, type_, parent_names):
+        return type_ != "table" or name.startswith(tables)
+
+    def wanted(obj, name, type_, reflected, compare_to):
+        return type_ != "table" or name.startswith(tables)
+
+    opts = {"compare_type": True, "include_name": named, "include_object": wanted}
+    with engine.connect() as connection:
+        return compare_metadata(MigrationContext.configure(connection, opts=opts), metadata)

@@ -1,0 +1,62 @@
+"""engine.store.driver.insert: InsertReturningIds, the intake's insert: ids in order, children by position."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from engine.store.db import create_engine_for
+from engine.store.driver import VALUES_MAX_PARAMETERS, Children, InsertReturningIds
+from tests.fakes.driver import item_rows, items, metadata, parts
+from tests.fakes.messages import T0
+
+
+def _insert(engine: sa.Engine) -> InsertReturningIds:
+    return InsertReturningIds(
+        items,
+        ("name", "at", "count"),
+        engine.dialect,
+        copies={"seen_at": "at"},
+        children=(Children("p", parts, "item_id", ("label",)),),
+    )
+
+
+@pytest.mark.parametrize("count", [1, 4, 203])
+def test_insert_returning_ids_in_a_transaction_gives_ids_in_order(tables, count):
+    """run() in a transaction gives the ids in order; text is fitted; a copy holds its source's value."""
+    insert = _insert(tables)
+    rows = [insert.values((f"n{n}\x00" + "x" * 10, T0 + timedelta(seconds=n), n)) for n in range(count)]
+    with tables.connect() as connection, connection.begin():
+        ids = insert.run(connection, rows)
+    stored = item_rows(tables)
+    assert ids == [row[0] for row in stored] and ids == sorted(ids)
+    assert [(name, at, n, seen) for _, name, at, n, seen in stored] == [
+        ((f"n{n}" + "x" * 10)[:8], T0 + timedelta(seconds=n), n, T0 + timedelta(seconds=n))
+        for n in range(count)
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("count", [1, 8, 900], ids=["one", "scalar parameters", "arrays"])
+def test_insert_returning_ids_alone_links_children_by_position(postgres_url, count):
+    """PostgreSQL: run_alone commits rows and children in one statement; a child names its row by position."""
+    engine = create_engine_for(postgres_url)
+    metadata.create_all(engine)
+    insert = _insert(engine)
+    rows = [insert.values((f"n{n}", T0, n)) for n in range(count)]
+    children = [{"item_id": position, "label": f"of {position}"} for position in range(count, 0, -1)]
+    assert (len(rows) * 4 + len(children) * 2 > VALUES_MAX_PARAMETERS) == (count == 900)
+    try:
+        with engine.connect() as connection:
+            ids = insert.run_alone(connection, rows, [children])
+            plain = insert.run_alone(connection, [insert.values(("alone", None, 0))])
+        with engine.connect() as connection:
+            linked = connection.execute(sa.select(parts.c.item_id, parts.c.label).order_by(parts.c.id)).all()
+    finally:
+        engine.dispose()
+    assert ids == sorted(ids) and len(ids) == count and plain[0] > ids[-1]
+    assert [tuple(row) for row in linked] == [
+        (ids[position - 1], f"of {position}") for position in range(count, 0, -1)
+    ]
