@@ -17,7 +17,7 @@ differ, the difference is stated here and pinned by the tests at the end of this
    unknown, empty and unterminated sequences, and decodes ``\\Xhh..\\`` one character per byte.
    We keep every non-delimiter sequence verbatim (rendering is the reader's business, and
    nothing is lost) and decode ``\\Xhh..\\`` as UTF-8 bytes (Latin-1 when not valid UTF-8;
-   HL7-NOTES pitfall 6). Leaves are compared wherever both readings agree: no escapes,
+   docs/hl7.md, pitfall 6). Leaves are compared wherever both readings agree: no escapes,
    delimiter escapes, and hex runs that are ASCII or not valid UTF-8.
 4. Escaping: python-hl7 writes CR as ``\\.br\\`` (which it reads back as CR, and we keep as a
    formatting escape) and every non-ASCII character as ``\\Xhh\\`` of its code point, which is

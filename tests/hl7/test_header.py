@@ -55,7 +55,7 @@ def header(**fields: str) -> Header:
 
 
 def test_read_header_exposes_the_msh_fields():
-    """Every property reads the MSH field HL7-NOTES §4 names, with the off-by-one rule applied."""
+    """Every property reads the MSH field docs/hl7.md §4 names, with the off-by-one rule applied."""
     h = read_header(FULL)
     assert h.delimiters == Delimiters.DEFAULT
     assert h.fields[:4] == ("MSH", "|", "^~\\&", "PMS^1.2.3^ISO")
