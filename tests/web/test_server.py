@@ -13,6 +13,7 @@ from twisted.web import resource
 from engine.web.auth import Sessions
 from engine.web.passwords import hash_password
 from engine.web.server import build_root
+from engine.web.throttle import LoginThrottle
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
 from tests.fakes.web import (
@@ -151,8 +152,13 @@ def test_nothing_can_be_mounted_over_public_or_taken_names(store):
     from engine.web.auth import Authenticator
     from engine.web.metrics import Metrics
 
+    clock = task.Clock()
     authenticator = Authenticator(
-        {"alice": hash_password("x", iterations=1)}, Sessions(60, clock=lambda: 0.0), reactor=task.Clock()
+        {"alice": hash_password("x", iterations=1)},
+        Sessions(store, 60),
+        reactor=clock,
+        pool=None,  # never asked: nothing is checked here
+        throttle=LoginThrottle(per_user=5, per_address=5, window=60.0, clock=clock.seconds),
     )
     for path in ("health", "console/x", "api/messages", "api", "a//b"):
         with pytest.raises(ValueError):
