@@ -62,6 +62,11 @@ class LoginThrottle:
         self._running: dict[tuple[str, str], int] = {}
         self._announced: dict[tuple[str, str], float] = {}  # lockouts already logged, until when
 
+    @property
+    def tracked(self) -> int:
+        """How many user names and addresses have failures remembered (at most about ``max_keys``)."""
+        return len(self._failures)
+
     def admit(self, user: str, address: str) -> LoginAttempt:
         """Admit one password check, or raise LoginThrottled."""
         now = self._clock()
