@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.util import DeferredResource
 from zope.interface import Attribute, Interface
 
@@ -376,9 +377,14 @@ class Gate(resource.Resource):
         return self._admitted(request).render(request)
 
     def _admitted(self, request) -> resource.Resource:
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
         d = self._authenticator.authenticate(request)
 
         def decide(principal: Principal | None) -> resource.Resource:
+            if gone:
+                # The client left while its password was checked: nothing to answer, nothing to serve.
+                return _Abandoned()
             if principal is None:
                 # A browser (the console) handles a 401 itself; only a script is asked for Basic credentials.
                 challenge = (
@@ -408,6 +414,8 @@ class Gate(resource.Resource):
             return self.wrapped
 
         def failed(failure: Failure) -> resource.Resource:
+            if gone:
+                return _Abandoned()
             if failure.check(LoginThrottled):
                 return ReplyResource(throttled_reply(failure))
             if failure.check(StoreError):
@@ -417,3 +425,12 @@ class Gate(resource.Resource):
             return ReplyResource(error_reply(500, "internal error"))
 
         return DeferredResource(d.addCallbacks(decide, failed))
+
+
+class _Abandoned(resource.Resource):
+    """What a request whose client has gone is given: it renders nothing (the connection is closed)."""
+
+    isLeaf = True
+
+    def render(self, request) -> object:
+        return NOT_DONE_YET

@@ -92,6 +92,7 @@ def test_large_posts_are_cut_off_without_growing_the_process(start_web, log_even
     print(f"RSS {before / MB:.0f} MB before, peak {grown / MB:.1f} MB higher over four 100 MB POSTs")
     assert grown < 20 * MB
     assert logged(log_events).count("web: request from 127.0.0.1 refused with 413") == 4
+    assert [event for event in log_events if "log_failure" in event] == []  # refused cleanly
     after = yield login(web)  # the server goes on serving
     assert after.status == 200
 
