@@ -78,8 +78,9 @@ class LoginThrottle:
             if len(failures) + self._running.get(key, 0) >= self.limits[key[0]]:
                 # Only checks still running: they end within a second or so.
                 until = failures[0] + self.window if failures else now + 1.0
-                first = self._announced.get(key, -math.inf) < until
-                self._announced[key] = until
+                announced = self._announced.get(key, -math.inf)
+                first = announced <= now  # no lockout of this key is going on already
+                self._announced[key] = max(announced, until)
                 raise LoginThrottled(key[0], max(1, math.ceil(until - now)), first=first)
         for key in keys:
             self._running[key] = self._running.get(key, 0) + 1

@@ -61,7 +61,8 @@ def test_checks_still_running_count_until_they_succeed():
     throttle = LoginThrottle(per_user=2, per_address=100, window=60.0, clock=clock)
     first = throttle.admit("alice", "10.0.0.1")
     second = throttle.admit("alice", "10.0.0.1")
-    assert refused(throttle, "alice", "10.0.0.1").retry_after == 1
+    burst = [refused(throttle, "alice", "10.0.0.1") for _ in range(3)]
+    assert [(over.retry_after, over.first) for over in burst] == [(1, True), (1, False), (1, False)]
     throttle.settle(first, matched=False)
     throttle.settle(second, matched=True)  # a right password forgets the user's failures
     throttle.cancel(throttle.admit("alice", "10.0.0.1"))  # a check not made counts neither way
