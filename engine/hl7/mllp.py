@@ -60,6 +60,7 @@ class FrameCollector:
                 del buffer[: start + 1]
                 self._in_block = True
                 self._scanned = 0
+                self.frameStarted()
             end = buffer.find(END_BLOCK, max(self._scanned - 1, 0))
             if end < 0:
                 self._scanned = len(buffer)
@@ -84,6 +85,14 @@ class FrameCollector:
             self._in_block = False
             self._scanned = 0
             self.frameReceived(payload)
+
+    @property
+    def in_frame(self) -> bool:
+        """True between a block's start byte and its end (a frame is arriving)."""
+        return self._in_block
+
+    def frameStarted(self) -> None:
+        """Called when a block's start byte arrives; by default nothing."""
 
     def frameReceived(self, payload: bytes) -> None:
         """Called once per complete block with its payload."""
