@@ -37,6 +37,7 @@ from engine.configyaml import Loc, format_path, read_document, validation_proble
 from engine.errors import ConfigError
 from engine.listeners.admission import Network
 from engine.listeners.endpoints import Bind, bind_of, check_endpoint
+from engine.listeners.tls import key_fits_certificate
 from engine.transforms.lookup import load_tables
 from engine.transforms.spec import TableSpec
 from engine.transforms.transforms import check_transforms
@@ -194,6 +195,12 @@ class ListenerTls(Frozen):
     key_file: PrivateKeyFile
     client_ca_file: CertificateFile | None = None
     require_client_certificate: bool | None = None  # None: required exactly when client_ca_file is given
+
+    @model_validator(mode="after")
+    def _key_fits_the_certificate(self) -> ListenerTls:
+        if not key_fits_certificate(self.key_file, self.cert_file):
+            raise ValueError(f"{self.key_file} is not the private key of the certificate in {self.cert_file}")
+        return self
 
     @model_validator(mode="after")
     def _client_certificates(self) -> ListenerTls:

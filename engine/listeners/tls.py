@@ -11,20 +11,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 from OpenSSL import SSL
-from OpenSSL.crypto import X509, PKey
+from OpenSSL.crypto import X509
 from twisted.internet import ssl
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-__all__ = ["server_tls_options", "tls_error", "with_tls"]
+__all__ = ["key_fits_certificate", "server_tls_options", "tls_error", "with_tls"]
 
 
-def _certificates(path: Path) -> list[X509]:
+_PUBLIC = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def _certificates(path: Path) -> list[x509.Certificate]:
     """Every certificate of a PEM file, in file order."""
-    return [X509.from_cryptography(c) for c in x509.load_pem_x509_certificates(path.read_bytes())]
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def key_fits_certificate(key_file: Path, cert_file: Path) -> bool:
+    """True when the (first) certificate of ``cert_file`` is for the private key in ``key_file``."""
+    key = load_pem_private_key(key_file.read_bytes(), password=None)
+    certified = _certificates(cert_file)[0].public_key()
+    return key.public_key().public_bytes(*_PUBLIC) == certified.public_bytes(*_PUBLIC)
 
 
 def server_tls_options(
@@ -40,22 +50,25 @@ def server_tls_options(
     chain. With ``client_ca_file``, a client certificate is asked for and must be signed by one of
     its CAs; ``require_client_certificate`` refuses clients that present none (mutual TLS).
     """
+    # cryptography's objects: pyOpenSSL deprecates its own, except in a store of CA certificates.
     certificate, *chain = _certificates(cert_file)
-    key = PKey.from_cryptography_key(load_pem_private_key(key_file.read_bytes(), password=None))
+    key = load_pem_private_key(key_file.read_bytes(), password=None)
     verification = {}
     if client_ca_file is not None:
         verification = {
             "verify": True,
-            "caCerts": _certificates(client_ca_file),
+            "caCerts": [X509.from_cryptography(c) for c in _certificates(client_ca_file)],
             "requireCertificate": require_client_certificate,
         }
-    return ssl.CertificateOptions(
+    options = ssl.CertificateOptions(
         privateKey=key,
         certificate=certificate,
         extraCertChain=chain,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         **verification,
     )
+    options.getContext()  # built now: what OpenSSL objects to fails the start, not the first client
+    return options
 
 
 def with_tls(factory: IProtocolFactory, options: ssl.CertificateOptions) -> IProtocolFactory:

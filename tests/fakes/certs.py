@@ -103,7 +103,7 @@ class CertificateAuthority:
         dns_names: tuple[str, ...] = ("localhost",),
         ips: tuple[str, ...] = ("127.0.0.1",),
     ) -> tuple[Path, Path]:
-        """Write a server (or, with ``client``, a client) certificate signed by this CA; (cert_file, key_file)."""
+        """Write a server (with ``client``: a client) certificate signed by this CA; (cert_file, key_file)."""
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         certificate = (

@@ -14,33 +14,11 @@ from twisted.internet.testing import StringTransport
 from engine.hl7.mllp import START_BLOCK, frame
 from engine.listeners.client import MLLPClient
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
+from tests.fakes.listeners import EchoHandler
 
 MSG_A = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\rPID|1||123\r"
 MSG_B = b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|2|P|2.5\rOBX|1|NM|x||5\r"
 MSG_C = b"MSH|^~\\&|A|B|C|D|20260101||SIU^S12|3|P|2.5\r"
-
-
-class EchoHandler:
-    """Answers each frame with 'ACK ' + its payload; can hold answers back to test ordering."""
-
-    def __init__(self):
-        self.seen: list[bytes] = []
-        self.held: list[defer.Deferred] | None = None
-
-    def handle(self, payload: bytes, peer: str):
-        self.seen.append(payload)
-        if self.held is not None:
-            d = defer.Deferred()
-            d.addCallback(lambda _: b"ACK " + payload)
-            self.held.append(d)
-            return d
-        return defer.succeed(b"ACK " + payload)
-
-    def internal_error(self, payload: bytes, reason: str) -> bytes:
-        return b"NAK internal " + reason.encode()
-
-    def too_long(self, head: bytes, limit: int, peer: str) -> bytes:
-        return b"NAK too long %d" % limit
 
 
 def connect(handler, clock=None, max_frame_bytes=1024, idle_timeout=None):
