@@ -297,13 +297,17 @@ def _client_tls(tls: bool, ca: str | None, cert: str | None, key: str | None):
         return None
     if (cert is None) != (key is None):
         raise click.UsageError("give --cert and --key together")
+    from pydantic import ValidationError
+
     from engine.channels.destinations.mllp import client_tls_context
     from engine.channels.destinations.spec import TlsSettings
 
     try:
         settings = TlsSettings(ca_file=ca, cert_file=cert, key_file=key)
-    except ValueError as error:  # pydantic's ValidationError: a file that holds no PEM
-        raise click.UsageError(str(error)) from None
+    except ValidationError as error:  # a file that holds no PEM, a key that is encrypted
+        raise click.UsageError(
+            "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+        ) from None
     return client_tls_context(settings)
 
 

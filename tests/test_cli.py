@@ -361,3 +361,20 @@ def test_send_over_tls_with_a_client_certificate(tmp_path):
     assert (sent.returncode, sent.stdout) == (0, "sent 1 message(s): AA 1\n"), sent.stderr
     assert refused.returncode == 1
     assert "alert certificate required" in refused.stderr  # TLS 1.3: the refusal arrives at the first read
+
+
+def test_send_tls_options_are_checked_before_connecting(tmp_path):
+    """--ca/--cert/--key need --tls, --cert needs --key, and each file must hold PEM: usage errors."""
+    ca = CertificateAuthority(tmp_path)
+    cert, _key = ca.issue("hub", client=True)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    runner = CliRunner()
+    for arguments, message in [
+        (["--ca", str(ca.cert_file)], "--ca, --cert and --key need --tls"),
+        (["--tls", "--cert", str(cert)], "give --cert and --key together"),
+        (["--tls", "--ca", str(junk)], "does not hold a PEM certificate"),
+    ]:
+        result = runner.invoke(cli, ["send", "127.0.0.1:1", *arguments])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
