@@ -26,6 +26,7 @@ def frame(payload: bytes) -> bytes:
 class FrameCollector:
     """Reassembles ``VT payload FS CR`` blocks from any chunking of a byte stream.
 
+    ``frameStarted`` is called at a block's start byte (a listener times the frame from there).
     Bytes outside a block are dropped and counted in ``discarded_bytes``. Only FS CR ends a
     block: a VT or a lone FS inside it is content (real senders leave stray VTs in messages).
     A block that grows past ``max_frame_bytes`` is handed to ``frameTooLong`` and the buffer is
