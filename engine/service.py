@@ -168,13 +168,23 @@ class Engine(service.MultiService):
                 observer=connection_observer,
             )
             tls = listener.tls
+            tls_options = (
+                None
+                if tls is None
+                else server_tls_options(
+                    cert_file=tls.cert_file,
+                    key_file=tls.key_file,
+                    client_ca_file=tls.client_ca_file,
+                    require_client_certificate=tls.require_client_certificate,
+                )
+            )
             listener_service = MLLPListenerService(
                 listener.name,
                 self.reactor,
                 listener.endpoint,
                 factory,
                 shutdown_timeout=config.engine.shutdown_timeout_seconds,
-                tls=None if tls is None else server_tls_options(**tls.model_dump()),
+                tls=tls_options,
                 max_connections=listener.max_connections,
                 allowed_networks=listener.allowed_networks,
             )

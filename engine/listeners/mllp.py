@@ -70,7 +70,7 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
         self._busy = False
         self._paused = False
         self._closed = False
-        self._quiet_since = 0.0  # when the connection last received bytes or answered
+        self._quiet_since = 0.0  # when a frame last started or was answered
         self._idle_check = None
         self._frame_started = 0.0  # when the frame arriving now began
         self._frame_check = None
