@@ -234,8 +234,9 @@ class ListenerConfig(Frozen):
     @model_validator(mode="after")
     def _transport_fits_the_endpoint(self) -> ListenerConfig:
         kind = self.endpoint.split(":", 1)[0]
-        if self.tls is not None and kind == "ssl":
-            raise ValueError("tls takes a tcp:, tcp6: or unix: endpoint (an ssl: endpoint is TLS already)")
+        if kind == "ssl":
+            # Twisted's ssl: puts TLS outside the listener: no client certificates, no refusal before TLS.
+            raise ValueError("use a tcp: endpoint with a tls: block (an ssl: endpoint cannot check clients)")
         if self.allowed_networks is not None and kind == "unix":
             raise ValueError("allowed_networks needs a network endpoint (tcp:, tcp6:, ssl:), not unix:")
         return self

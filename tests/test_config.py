@@ -302,7 +302,7 @@ def test_listener_values_are_validated(setting, path, message):
 
 def test_listener_transport_settings_are_checked_with_their_path(tmp_path):
     """TLS files that cannot be read or hold no PEM, a key of another certificate, a required client
-    certificate without its CA, TLS twice, an allowlist on a UNIX socket: each named at its path."""
+    certificate without its CA, Twisted's ssl: endpoint, an allowlist on a UNIX socket: each at its path."""
     ca = CertificateAuthority(tmp_path)
     cert, key = ca.issue("server")
     _, other_key = ca.issue("client", client=True)
@@ -321,7 +321,6 @@ def test_listener_transport_settings_are_checked_with_their_path(tmp_path):
             tls: {{cert_file: {cert.name}, key_file: {key.name}, require_client_certificate: true}}
           - name: d
             endpoint: ssl:2578:privateKey={key.name}:certKey={cert.name}
-            tls: {{cert_file: {cert.name}, key_file: {key.name}}}
           - name: e
             endpoint: unix:/tmp/e.sock
             allowed_networks: [127.0.0.1]
@@ -339,8 +338,8 @@ def test_listener_transport_settings_are_checked_with_their_path(tmp_path):
             f"{other_key} is not the private key of the certificate in {cert}",
         ),
         ("listeners[2].tls", 11, "require_client_certificate needs client_ca_file (the CA that signs them)"),
-        ("listeners[3]", 12, "tls takes a tcp:, tcp6: or unix: endpoint (an ssl: endpoint is TLS already)"),
-        ("listeners[4]", 15, "allowed_networks needs a network endpoint (tcp:, tcp6:, ssl:), not unix:"),
+        ("listeners[3]", 12, "use a tcp: endpoint with a tls: block (an ssl: endpoint cannot check clients)"),
+        ("listeners[4]", 14, "allowed_networks needs a network endpoint (tcp:, tcp6:, ssl:), not unix:"),
     ]
 
 
@@ -393,13 +392,12 @@ def test_listener_transport_defaults_and_tls_paths(tmp_path):
         "tcp:2575",
         "tcp:port=2575:interface=127.0.0.1",
         "tcp6:2575:interface=\\:\\:1",
-        "ssl:6661:privateKey=key.pem:certKey=cert.pem",
         "unix:/run/hl7engine/pms.sock",
         "unix:address=/tmp/x.sock:mode=600",
     ],
 )
 def test_twisted_server_endpoint_strings_are_accepted(endpoint):
-    """tcp, tcp6, ssl and unix endpoint strings in Twisted's syntax (with \\ escapes) are valid."""
+    """tcp, tcp6 and unix endpoint strings in Twisted's syntax (with \\ escapes) are valid for a listener."""
     config = parse(f"listeners:\n  - {{name: pms, type: mllp, endpoint: '{endpoint}'}}\nchannels: []\n")
 
     assert config.listener("pms").endpoint == endpoint
@@ -410,7 +408,7 @@ def test_twisted_server_endpoint_strings_are_accepted(endpoint):
     [
         ("tcp:2575:interface=127.0.0.1", "tcp:2575:interface=127.0.0.1", "port 2575 on interface 127.0.0.1"),
         ("tcp:2575", "tcp:2575:interface=127.0.0.1", "port 2575 on interface 127.0.0.1"),
-        ("tcp:2575:interface=127.0.0.1", "ssl:2575", "port 2575 on all interfaces"),
+        ("tcp:2575:interface=127.0.0.1", "tcp6:2575", "port 2575 on all interfaces"),
         ("unix:/tmp/a.sock", "unix:/tmp/a.sock", "UNIX socket /tmp/a.sock"),
         ("tcp:2575:interface=127.0.0.1", "tcp:2575:interface=10.0.0.5", None),
         ("tcp:2575:interface=127.0.0.1", "tcp:2576:interface=127.0.0.1", None),
