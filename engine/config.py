@@ -238,7 +238,7 @@ class ListenerConfig(Frozen):
             # Twisted's ssl: puts TLS outside the listener: no client certificates, no refusal before TLS.
             raise ValueError("use a tcp: endpoint with a tls: block (an ssl: endpoint cannot check clients)")
         if self.allowed_networks is not None and kind == "unix":
-            raise ValueError("allowed_networks needs a network endpoint (tcp:, tcp6:, ssl:), not unix:")
+            raise ValueError("allowed_networks needs a network endpoint (tcp: or tcp6:), not unix:")
         return self
 
 
