@@ -43,16 +43,20 @@ class Admission(protocol.Factory):
     """Builds ``inner``'s protocol for an admitted peer; refuses (returns None) the others.
 
     ``connections`` is the live collection of the listener's open connections (those mid-handshake
-    included), so the limit counts what actually holds a socket.
+    included), so the limit counts what actually holds a socket. Every refusal is counted; the log
+    says at most one line per reason and ``log_interval`` seconds (with how many it did not
+    mention), so a flood of refused connections cannot flood the log.
     """
 
     noisy = False
+    log_interval = 10.0
 
     def __init__(
         self,
         inner: IProtocolFactory,
         *,
         name: str,
+        clock,
         connections: Sized,
         max_connections: int | None = None,
         allowed_networks: tuple[Network, ...] | None = None,
@@ -60,32 +64,39 @@ class Admission(protocol.Factory):
     ):
         self.inner = inner
         self.name = name
+        self.clock = clock
         self.connections = connections
         self.max_connections = max_connections
         self.allowed_networks = allowed_networks
         self._observer = observer or (lambda event, amount: None)
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
         if self.allowed_networks is not None and not peer_allowed(host, self.allowed_networks):
-            log.warn(
-                "listener {listener}: connection from {peer} refused: not in allowed_networks",
-                listener=self.name,
-                peer=host,
-            )
-            self._observer("connection_not_allowed", 1)
+            self._refuse("connection_not_allowed", host, "not in allowed_networks")
             return None
         if self.max_connections is not None and len(self.connections) >= self.max_connections:
-            log.warn(
-                "listener {listener}: connection from {peer} refused: {limit} connections open"
-                " (max_connections)",
-                listener=self.name,
-                peer=host,
-                limit=self.max_connections,
-            )
-            self._observer("connection_over_limit", 1)
+            self._refuse("connection_over_limit", host, f"{self.max_connections} connections open")
             return None
         return self.inner.buildProtocol(addr)
+
+    def _refuse(self, event: str, host: str | None, why: str) -> None:
+        self._observer(event, 1)
+        now = self.clock.seconds()
+        if now - self._last_logged.get(event, -self.log_interval) < self.log_interval:
+            self._unlogged[event] = self._unlogged.get(event, 0) + 1
+            return
+        log.warn(
+            "listener {listener}: connection from {peer} refused: {why}"
+            " ({unlogged} more refused since the last such line)",
+            listener=self.name,
+            peer=host,
+            why=why,
+            unlogged=self._unlogged.pop(event, 0),
+        )
+        self._last_logged[event] = now
 
     def startFactory(self) -> None:
         self.inner.doStart()

@@ -337,6 +337,7 @@ class MLLPListenerService(service.Service):
         self.front = Admission(
             factory if tls is None else with_tls(factory, tls),
             name=name,
+            clock=reactor,
             connections=factory.connections,
             max_connections=max_connections,
             allowed_networks=allowed_networks,

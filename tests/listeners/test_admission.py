@@ -7,12 +7,17 @@ from ipaddress import ip_network
 
 import pytest
 import pytest_twisted
+from twisted.internet import protocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from engine.hl7.mllp import frame
-from engine.listeners.admission import peer_allowed
+from engine.listeners.admission import Admission, peer_allowed
+from engine.listeners.admission import log as admission_log
 from engine.listeners.client import MLLPClient
 from tests.fakes.harness import in_thread, wait_until
-from tests.fakes.listeners import read_until_closed
+from tests.fakes.listeners import Events, read_until_closed
 
 MSG = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101120000||ADT^A04|A1|P|2.5.1\r"
 LAN = (ip_network("10.0.0.0/8"), ip_network("192.168.1.7/32"), ip_network("fd00::/8"))
@@ -90,3 +95,37 @@ def test_max_connections_closes_the_connection_over_the_limit_and_admits_again_b
             client.close()
     assert listener.events["connection_over_limit"] == 1
     assert len(listener.handler.seen) == 4
+
+
+def test_refusals_are_all_counted_but_logged_at_most_once_per_interval():
+    """A flood of refused connections: each is counted; one log line per reason and interval says how
+    many the log left out, and names the peer's address (never more)."""
+    clock, events = Clock(), Events()
+    admission = Admission(
+        EchoFactory(),
+        name="pms",
+        clock=clock,
+        connections=[],
+        allowed_networks=LAN,
+        observer=events,
+    )
+    with capturedLogs() as logged:
+        for _ in range(5):
+            assert admission.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000)) is None
+        clock.advance(admission.log_interval)
+        assert admission.buildProtocol(IPv4Address("TCP", "127.0.0.2", 40001)) is None
+        assert admission.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40002)) is not None
+    lines = [formatEvent(event) for event in logged if event.get("log_namespace") == admission_log.namespace]
+    assert lines == [
+        "listener pms: connection from 127.0.0.1 refused: not in allowed_networks"
+        " (0 more refused since the last such line)",
+        "listener pms: connection from 127.0.0.2 refused: not in allowed_networks"
+        " (4 more refused since the last such line)",
+    ]
+    assert events["connection_not_allowed"] == 6
+
+
+class EchoFactory(protocol.Factory):
+    """Builds a plain Protocol for every admitted peer."""
+
+    protocol = protocol.Protocol
