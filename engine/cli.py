@@ -214,7 +214,29 @@ def hash_password(iterations: int | None) -> None:
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each ACK.")
 @click.option("--batch", is_flag=True, help="Send each file as one frame, batch envelope included.")
 @click.option("-v", "--verbose", is_flag=True, help="Print one line per message.")
-def send(address: str, sources: tuple[str, ...], timeout: float, batch: bool, verbose: bool) -> None:
+@click.option("--tls", is_flag=True, help="Speak TLS; the listener's certificate must match the host.")
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --tls: PEM CA certificate(s) to trust (default: the system's).",
+)
+@click.option(
+    "--cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --tls: our PEM client certificate, for a listener that requires one (with --key).",
+)
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="With --tls: the --cert's PEM key.")
+def send(
+    address: str,
+    sources: tuple[str, ...],
+    timeout: float,
+    batch: bool,
+    verbose: bool,
+    tls: bool,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
+) -> None:
     """Send HL7 files, directories or stdin ('-') to ADDRESS (host:port) over MLLP and check each ACK."""
     from engine.hl7.ack import parse_reply
     from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of, split_messages
@@ -222,6 +244,7 @@ def send(address: str, sources: tuple[str, ...], timeout: float, batch: bool, ve
     host, _, port = address.rpartition(":")
     if not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="ADDRESS")
+    context = _client_tls(tls, ca, cert, key)
     payloads: list[tuple[str, bytes]] = []
     for source in sources or ("-",):
         for name, data in _read_sources(source):
@@ -229,7 +252,11 @@ def send(address: str, sources: tuple[str, ...], timeout: float, batch: bool, ve
                 payloads.append((f"{name}#{index}", payload))
     counts: dict[str, int] = {}
     failures = 0
-    client = MLLPClient(host or "127.0.0.1", int(port), timeout=timeout)
+    try:
+        client = MLLPClient(host or "127.0.0.1", int(port), timeout=timeout, tls=context)
+    except OSError as exc:  # refused, unreachable, or the TLS handshake failed
+        click.echo(f"cannot connect to {address}: {exc}", err=True)
+        sys.exit(1)
     try:
         with (
             click.progressbar(payloads, label="sending", file=sys.stderr)
@@ -245,7 +272,7 @@ def send(address: str, sources: tuple[str, ...], timeout: float, batch: bool, ve
                     failures += 1
                     click.echo(f"{name}: {exc}", err=True)
                     client.close()
-                    client = MLLPClient(host or "127.0.0.1", int(port), timeout=timeout)
+                    client = MLLPClient(host or "127.0.0.1", int(port), timeout=timeout, tls=context)
                     continue
                 matched = batch or reply.control_id == expected
                 code = reply.code if matched else f"{reply.code} (MSA-2 {reply.control_id!r} != {expected!r})"
@@ -260,6 +287,28 @@ def send(address: str, sources: tuple[str, ...], timeout: float, batch: bool, ve
     click.echo(f"sent {len(payloads)} message(s): {summary or 'none'}")
     if failures:
         sys.exit(1)
+
+
+def _client_tls(tls: bool, ca: str | None, cert: str | None, key: str | None):
+    """The TLS context `send` connects with, or None without --tls (the destinations' client side)."""
+    if not tls:
+        if ca or cert or key:
+            raise click.UsageError("--ca, --cert and --key need --tls")
+        return None
+    if (cert is None) != (key is None):
+        raise click.UsageError("give --cert and --key together")
+    from pydantic import ValidationError
+
+    from engine.channels.destinations.mllp import client_tls_context
+    from engine.channels.destinations.spec import TlsSettings
+
+    try:
+        settings = TlsSettings(ca_file=ca, cert_file=cert, key_file=key)
+    except ValidationError as error:  # a file that holds no PEM, a key that is encrypted
+        raise click.UsageError(
+            "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+        ) from None
+    return client_tls_context(settings)
 
 
 class _plain:

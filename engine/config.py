@@ -7,6 +7,7 @@ problem reads ``channels.yaml:12: channels[2].accept.types[0]: unknown key 'type
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -30,11 +31,13 @@ from pydantic import (
 from ruamel.yaml import YAMLError
 
 from engine.channels.spec import ChannelConfig
-from engine.configtypes import Frozen, HL7Text, Name, Seconds
+from engine.configtypes import CertificateFile, Frozen, HL7Text, Name, PrivateKeyFile, Seconds
 from engine.configtypes import check_not_empty as _check_not_empty
 from engine.configyaml import Loc, format_path, read_document, validation_problems, yaml_error
 from engine.errors import ConfigError
+from engine.listeners.admission import Network
 from engine.listeners.endpoints import Bind, bind_of, check_endpoint
+from engine.listeners.tls import key_fits_certificate
 from engine.transforms.lookup import load_tables
 from engine.transforms.spec import TableSpec
 from engine.transforms.transforms import check_transforms
@@ -46,6 +49,7 @@ __all__ = [
     "EngineSettings",
     "HttpSettings",
     "ListenerConfig",
+    "ListenerTls",
     "StoreSettings",
     "load_config",
     "parse_config",
@@ -132,6 +136,17 @@ def _check_url(value: str | None) -> str | None:
 ServerEndpoint = Annotated[str, AfterValidator(check_endpoint)]
 
 
+def _check_network(value: Any) -> Network:
+    # strict: 10.0.0.1/8 is a typing slip for 10.0.0.0/8 or 10.0.0.1/32, not a network
+    try:
+        return ipaddress.ip_network(str(value), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"must be an IP network such as 10.0.0.0/8 or an address ({exc})") from None
+
+
+AllowedNetwork = Annotated[Network, BeforeValidator(_check_network)]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Models
 
@@ -181,13 +196,41 @@ class EngineSettings(Frozen):
         return Path(os.path.abspath(base_dir / value))
 
 
+class ListenerTls(Frozen):
+    """TLS on an MLLP listener: our certificate and key; the CA(s) of client certificates for mutual TLS."""
+
+    cert_file: CertificateFile  # our certificate, optionally followed by the intermediates of its chain
+    key_file: PrivateKeyFile
+    client_ca_file: CertificateFile | None = None
+    require_client_certificate: bool | None = None  # None: required exactly when client_ca_file is given
+
+    @model_validator(mode="after")
+    def _key_fits_the_certificate(self) -> ListenerTls:
+        if not key_fits_certificate(self.key_file, self.cert_file):
+            raise ValueError(f"{self.key_file} is not the private key of the certificate in {self.cert_file}")
+        return self
+
+    @model_validator(mode="after")
+    def _client_certificates(self) -> ListenerTls:
+        if self.require_client_certificate is None:
+            object.__setattr__(self, "require_client_certificate", self.client_ca_file is not None)
+        elif self.require_client_certificate and self.client_ca_file is None:
+            raise ValueError("require_client_certificate needs client_ca_file (the CA that signs them)")
+        return self
+
+
 class ListenerConfig(Frozen):
     """An inbound MLLP listener (one item of ``listeners``)."""
 
     name: Name
     type: Literal["mllp"] = "mllp"
     endpoint: ServerEndpoint
+    tls: ListenerTls | None = None
+    # None: any peer; else only peers whose address lies in one of these networks
+    allowed_networks: Annotated[tuple[AllowedNetwork, ...], AfterValidator(_check_not_empty)] | None = None
+    max_connections: Annotated[int, Field(ge=1)] = 1000
     max_frame_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 4 * 1024 * 1024
+    frame_timeout_seconds: Seconds | None = 60.0
     idle_timeout_seconds: Seconds | None = 300.0
     # MSH-11.1 values taken; None takes any (real senders use values outside table 0103, e.g. N).
     processing_ids: (
@@ -195,6 +238,16 @@ class ListenerConfig(Frozen):
         | None
     ) = None
     honour_accept_ack_type: bool = False
+
+    @model_validator(mode="after")
+    def _transport_fits_the_endpoint(self) -> ListenerConfig:
+        kind = self.endpoint.split(":", 1)[0]
+        if kind == "ssl":
+            # Twisted's ssl: puts TLS outside the listener: no client certificates, no refusal before TLS.
+            raise ValueError("use a tcp: endpoint with a tls: block (an ssl: endpoint cannot check clients)")
+        if self.allowed_networks is not None and kind == "unix":
+            raise ValueError("allowed_networks needs a network endpoint (tcp: or tcp6:), not unix:")
+        return self
 
 
 class FileListenerConfig(Frozen):

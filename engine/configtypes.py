@@ -6,12 +6,25 @@ problem in any of them is reported like any other: at its YAML path, with its li
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
-__all__ = ["Frozen", "HL7Text", "Name", "Seconds", "check_not_empty"]
+__all__ = [
+    "CertificateFile",
+    "Frozen",
+    "HL7Text",
+    "Name",
+    "PrivateKeyFile",
+    "Seconds",
+    "check_not_empty",
+    "resolve_path",
+]
 
 
 def _check_name(value: str) -> str:
@@ -34,9 +47,43 @@ def _check_hl7_text(value: str) -> str:
     return value
 
 
+def resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """An absolute path: relative ones count from the configuration file's folder (context ``base_dir``)."""
+    base_dir = (info.context or {}).get("base_dir", Path("."))
+    return Path(os.path.abspath(Path(base_dir) / value))
+
+
+def _check_certificates(value: Path, info: ValidationInfo) -> Path:
+    path = resolve_path(value, info)
+    try:
+        x509.load_pem_x509_certificates(path.read_bytes())  # ValueError when there is none
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} does not hold a PEM certificate ({exc})") from None
+    return path
+
+
+def _check_private_key(value: Path, info: ValidationInfo) -> Path:
+    path = resolve_path(value, info)
+    try:
+        serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except TypeError:  # cryptography's way of saying the key is encrypted
+        raise ValueError(f"{path}: the private key is encrypted; give an unencrypted PEM key") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} does not hold a PEM private key ({exc})") from None
+    return path
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
 HL7Text = Annotated[str, AfterValidator(_check_hl7_text)]
 Seconds = Annotated[float, Field(gt=0)]
+#: A PEM file of one or more certificates, relative to the configuration file's folder; read when loaded.
+CertificateFile = Annotated[Path, AfterValidator(_check_certificates)]
+#: A PEM file of an unencrypted private key, relative to the configuration file's folder; read when loaded.
+PrivateKeyFile = Annotated[Path, AfterValidator(_check_private_key)]
 
 
 class Frozen(BaseModel):

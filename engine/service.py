@@ -24,6 +24,7 @@ from engine.config import Config, load_config
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
+from engine.listeners.tls import server_tls_options
 from engine.store.message_store import MessageStore
 from engine.transforms.lookup import load_tables
 from engine.web.api import patient_resources
@@ -164,7 +165,19 @@ class Engine(service.MultiService):
                 reactor=self.reactor,
                 max_frame_bytes=listener.max_frame_bytes,
                 idle_timeout=listener.idle_timeout_seconds,
+                frame_timeout=listener.frame_timeout_seconds,
                 observer=connection_observer,
+            )
+            tls = listener.tls
+            tls_options = (
+                None
+                if tls is None
+                else server_tls_options(
+                    cert_file=tls.cert_file,
+                    key_file=tls.key_file,
+                    client_ca_file=tls.client_ca_file,
+                    require_client_certificate=tls.require_client_certificate,
+                )
             )
             listener_service = MLLPListenerService(
                 listener.name,
@@ -172,6 +185,9 @@ class Engine(service.MultiService):
                 listener.endpoint,
                 factory,
                 shutdown_timeout=config.engine.shutdown_timeout_seconds,
+                tls=tls_options,
+                max_connections=listener.max_connections,
+                allowed_networks=listener.allowed_networks,
             )
         listener_service.setServiceParent(self)
         self.listeners[listener.name] = listener_service

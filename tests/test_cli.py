@@ -17,14 +17,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest_twisted
 from click.testing import CliRunner
 
 from engine.cli import main as cli
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.web.passwords import verify_password
+from tests.fakes.certs import CertificateAuthority
 from tests.fakes.corpus import CORPUS_DIR
-from tests.fakes.harness import free_port
+from tests.fakes.harness import free_port, in_thread, make_config, port_of, start_engine
 
 ENGINE = [sys.executable, "-m", "engine"]
 
@@ -307,3 +309,72 @@ def test_hash_password_command_prints_a_usable_hash():
     encoded = result.output.strip().splitlines()[-1]
     assert verify_password("pw one", encoded)
     assert "pw one" not in result.output
+
+
+TLS_ENGINE = """
+engine:
+  data_dir: {data_dir}
+listeners:
+  - name: main
+    endpoint: "tcp:0:interface=127.0.0.1"
+    allowed_networks: [127.0.0.0/8]
+    tls:
+      cert_file: %s
+      key_file: %s
+      client_ca_file: %s
+channels:
+  - name: everything
+    source: main
+    accept:
+      types: ["*"]
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_over_tls_with_a_client_certificate(tmp_path):
+    """`send --tls --ca --cert --key` is answered AA by a listener that requires a client certificate;
+    without one the listener refuses the handshake and `send` says so and exits 1."""
+    ca = CertificateAuthority(tmp_path)
+    cert, key = ca.issue("server")
+    client_cert, client_key = ca.issue("hub", client=True)
+    message = tmp_path / "adt.hl7"
+    message.write_bytes(
+        b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101120000||ADT^A04|T1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
+    )
+    engine = start_engine(make_config(tmp_path, text=TLS_ENGINE % (cert, key, ca.cert_file)))
+    address = f"127.0.0.1:{port_of(engine)}"
+    tls = ["--tls", "--ca", str(ca.cert_file)]
+    try:
+        sent, refused = yield in_thread(
+            lambda: [
+                subprocess.run(
+                    [*ENGINE, "send", address, str(message), *tls, *identity],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                for identity in (["--cert", str(client_cert), "--key", str(client_key)], [])
+            ]
+        )
+    finally:
+        yield engine.stopService()
+    assert (sent.returncode, sent.stdout) == (0, "sent 1 message(s): AA 1\n"), sent.stderr
+    assert refused.returncode == 1
+    assert "alert certificate required" in refused.stderr  # TLS 1.3: the refusal arrives at the first read
+
+
+def test_send_tls_options_are_checked_before_connecting(tmp_path):
+    """--ca/--cert/--key need --tls, --cert needs --key, and each file must hold PEM: usage errors."""
+    ca = CertificateAuthority(tmp_path)
+    cert, _key = ca.issue("hub", client=True)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    runner = CliRunner()
+    for arguments, message in [
+        (["--ca", str(ca.cert_file)], "--ca, --cert and --key need --tls"),
+        (["--tls", "--cert", str(cert)], "give --cert and --key together"),
+        (["--tls", "--ca", str(junk)], "does not hold a PEM certificate"),
+    ]:
+        result = runner.invoke(cli, ["send", "127.0.0.1:1", *arguments])
+        assert result.exit_code == 2, result.output
+        assert message in result.output

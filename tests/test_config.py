@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from engine.config import ConfigProblem, load_config, parse_config
 from engine.errors import ConfigError, EngineError
 from engine.web.passwords import hash_password
+from tests.fakes.certs import CertificateAuthority
 from tests.fakes.config import CONFIGS, parse, problems
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,6 +281,25 @@ def test_engine_values_are_validated(setting, path, message):
             "'unix:' must name the socket path, e.g. unix:/run/hl7engine.sock",
         ),
         ("endpoint: 'tcp:1\\'", "listeners[0].endpoint", "'tcp:1\\\\' ends with a lone backslash"),
+        (
+            "endpoint: 'tcp:1:backlog=0'",
+            "listeners[0].endpoint",
+            "'tcp:1:backlog=0': backlog must be a whole number of at least 1 (got '0')",
+        ),
+        ("max_connections: 0", "listeners[0].max_connections", "must be greater than or equal to 1 (got 0)"),
+        ("frame_timeout_seconds: 0", "listeners[0].frame_timeout_seconds", "must be greater than 0 (got 0)"),
+        ("allowed_networks: []", "listeners[0].allowed_networks", "must not be empty"),
+        (
+            "allowed_networks: [10.0.0.0/8, 10.0.0.1/8]",
+            "listeners[0].allowed_networks[1]",
+            "must be an IP network such as 10.0.0.0/8 or an address (10.0.0.1/8 has host bits set)",
+        ),
+        (
+            "allowed_networks: [lan]",
+            "listeners[0].allowed_networks[0]",
+            "must be an IP network such as 10.0.0.0/8 or an address"
+            " ('lan' does not appear to be an IPv4 or IPv6 network)",
+        ),
     ],
 )
 def test_listener_values_are_validated(setting, path, message):
@@ -290,19 +310,104 @@ def test_listener_values_are_validated(setting, path, message):
     assert problems(text) == [(path, 2, message)]
 
 
+def test_listener_transport_settings_are_checked_with_their_path(tmp_path):
+    """TLS files that cannot be read or hold no PEM, a key of another certificate, a required client
+    certificate without its CA, Twisted's ssl: endpoint, an allowlist on a UNIX socket: each at its path."""
+    ca = CertificateAuthority(tmp_path)
+    cert, key = ca.issue("server")
+    _, other_key = ca.issue("client", client=True)
+    (tmp_path / "junk.pem").write_text("not a key")
+    found = problems(
+        f"""
+        listeners:
+          - name: a
+            endpoint: tcp:2575
+            tls: {{cert_file: missing.crt, key_file: junk.pem}}
+          - name: b
+            endpoint: tcp:2576
+            tls: {{cert_file: {cert.name}, key_file: {other_key.name}}}
+          - name: c
+            endpoint: tcp:2577
+            tls: {{cert_file: {cert.name}, key_file: {key.name}, require_client_certificate: true}}
+          - name: d
+            endpoint: ssl:2578:privateKey={key.name}:certKey={cert.name}
+          - name: e
+            endpoint: unix:/tmp/e.sock
+            allowed_networks: [127.0.0.1]
+        channels: []
+        """,
+        base_dir=tmp_path,
+    )
+    assert found[1][:2] == ("listeners[0].tls.key_file", 5)
+    assert found[1][2].startswith(f"{tmp_path}/junk.pem does not hold a PEM private key (")
+    assert found[:1] + found[2:] == [
+        ("listeners[0].tls.cert_file", 5, f"cannot read {tmp_path}/missing.crt: No such file or directory"),
+        (
+            "listeners[1].tls",
+            8,
+            f"{other_key} is not the private key of the certificate in {cert}",
+        ),
+        ("listeners[2].tls", 11, "require_client_certificate needs client_ca_file (the CA that signs them)"),
+        ("listeners[3]", 12, "use a tcp: endpoint with a tls: block (an ssl: endpoint cannot check clients)"),
+        ("listeners[4]", 14, "allowed_networks needs a network endpoint (tcp: or tcp6:), not unix:"),
+    ]
+
+
+def test_listener_transport_defaults_and_tls_paths(tmp_path):
+    """1000 connections, 60 s per frame, any peer, no TLS by default; TLS files resolve against the
+    config's folder, and a client CA makes the client certificate required unless said otherwise."""
+    ca = CertificateAuthority(tmp_path)
+    cert, key = ca.issue("server")
+    config = parse(
+        f"""
+        listeners:
+          - {{name: plain, endpoint: "tcp:2575"}}
+          - name: mutual
+            endpoint: tcp:2576
+            allowed_networks: [10.0.0.0/8, "::1", 192.168.1.7]
+            tls: {{cert_file: {cert.name}, key_file: {key.name}, client_ca_file: {ca.cert_file.name}}}
+          - name: optional
+            endpoint: tcp:2577
+            tls:
+              cert_file: {cert.name}
+              key_file: {key.name}
+              client_ca_file: {ca.cert_file.name}
+              require_client_certificate: false
+          - name: server-only
+            endpoint: tcp:2578
+            tls: {{cert_file: {cert.name}, key_file: {key.name}}}
+        channels: []
+        """,
+        base_dir=tmp_path,
+    )
+    plain, mutual, optional, server_only = config.listeners
+    assert (plain.max_connections, plain.frame_timeout_seconds, plain.allowed_networks, plain.tls) == (
+        1000,
+        60.0,
+        None,
+        None,
+    )
+    assert [str(n) for n in mutual.allowed_networks] == ["10.0.0.0/8", "::1/128", "192.168.1.7/32"]
+    assert (mutual.tls.cert_file, mutual.tls.client_ca_file) == (cert, ca.cert_file)
+    assert [t.require_client_certificate for t in (mutual.tls, optional.tls, server_only.tls)] == [
+        True,
+        False,
+        False,
+    ]
+
+
 @pytest.mark.parametrize(
     "endpoint",
     [
         "tcp:2575",
         "tcp:port=2575:interface=127.0.0.1",
         "tcp6:2575:interface=\\:\\:1",
-        "ssl:6661:privateKey=key.pem:certKey=cert.pem",
         "unix:/run/hl7engine/pms.sock",
         "unix:address=/tmp/x.sock:mode=600",
     ],
 )
 def test_twisted_server_endpoint_strings_are_accepted(endpoint):
-    """tcp, tcp6, ssl and unix endpoint strings in Twisted's syntax (with \\ escapes) are valid."""
+    """tcp, tcp6 and unix endpoint strings in Twisted's syntax (with \\ escapes) are valid for a listener."""
     config = parse(f"listeners:\n  - {{name: pms, type: mllp, endpoint: '{endpoint}'}}\nchannels: []\n")
 
     assert config.listener("pms").endpoint == endpoint
@@ -313,7 +418,7 @@ def test_twisted_server_endpoint_strings_are_accepted(endpoint):
     [
         ("tcp:2575:interface=127.0.0.1", "tcp:2575:interface=127.0.0.1", "port 2575 on interface 127.0.0.1"),
         ("tcp:2575", "tcp:2575:interface=127.0.0.1", "port 2575 on interface 127.0.0.1"),
-        ("tcp:2575:interface=127.0.0.1", "ssl:2575", "port 2575 on all interfaces"),
+        ("tcp:2575:interface=127.0.0.1", "tcp6:2575", "port 2575 on all interfaces"),
         ("unix:/tmp/a.sock", "unix:/tmp/a.sock", "UNIX socket /tmp/a.sock"),
         ("tcp:2575:interface=127.0.0.1", "tcp:2575:interface=10.0.0.5", None),
         ("tcp:2575:interface=127.0.0.1", "tcp:2576:interface=127.0.0.1", None),

@@ -1,4 +1,5 @@
-"""The running engine's reload: only what changed restarts; a config with problems is refused whole.
+"""The running engine: its listeners as configured, and its reload (only what changed restarts; a
+config with problems is refused whole).
 
 Everything is observed from outside over loopback: the reload's report, the ACK code a message
 gets (AR when no channel takes it), and whether a connection opened before the reload still works.
@@ -6,7 +7,9 @@ gets (AR when no channel takes it), and whether a connection opened before the r
 
 from __future__ import annotations
 
+import socket
 import textwrap
+import time
 
 import pytest
 import pytest_twisted
@@ -14,9 +17,11 @@ import pytest_twisted
 from engine.config import load_config
 from engine.errors import ConfigError
 from engine.hl7.ack import parse_reply
+from engine.hl7.mllp import frame
 from engine.listeners.client import MLLPClient
 from engine.web.passwords import hash_password
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine, wait_until
+from tests.fakes.listeners import read_until_closed
 
 ADT = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101120000||ADT^A04^ADT_A01|A1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
 ORU = b"MSH|^~\\&|LAB|NORTH|HUB|TEST|20260101120000||ORU^R01^ORU_R01|O1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
@@ -193,6 +198,38 @@ def test_a_config_with_problems_is_refused_and_the_old_one_keeps_running(tmp_pat
         assert str(report) == "no change"
     finally:
         client.close()
+        yield engine.stopService()
+
+
+def closed_unanswered(port: int, data: bytes) -> bytes:
+    """Connect, send ``data``, and read until the engine closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed before it could be sent
+        return read_until_closed(sock)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_listeners_transport_settings_guard_its_connections(tmp_path):
+    """allowed_networks, max_connections and frame_timeout_seconds in the file guard the running listener."""
+    extra = (
+        listener("lan")
+        + "    allowed_networks: [10.0.0.0/8]\n"
+        + listener("one")
+        + "    max_connections: 1\n    frame_timeout_seconds: 0.3\n"
+    )
+    engine = start_engine(config(tmp_path, text(channel("one-adt", "ADT", source="one"), listeners=extra)))
+    try:
+        assert (yield in_thread(closed_unanswered, port_of(engine, "lan"), frame(ADT))) == b""
+        with MLLPClient("127.0.0.1", port_of(engine, "one"), timeout=20) as client:
+            assert (yield in_thread(request, client, ADT)) == "AA"
+            assert (yield in_thread(closed_unanswered, port_of(engine, "one"), frame(ADT))) == b""
+        started = time.monotonic()
+        assert (yield in_thread(closed_unanswered, port_of(engine, "one"), frame(ADT)[:20])) == b""
+        assert time.monotonic() - started < 5  # the frame timeout, not the 300 s idle timeout
+    finally:
         yield engine.stopService()
 
 

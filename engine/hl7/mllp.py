@@ -26,6 +26,7 @@ def frame(payload: bytes) -> bytes:
 class FrameCollector:
     """Reassembles ``VT payload FS CR`` blocks from any chunking of a byte stream.
 
+    ``frameStarted`` is called at a block's start byte (a listener times the frame from there).
     Bytes outside a block are dropped and counted in ``discarded_bytes``. Only FS CR ends a
     block: a VT or a lone FS inside it is content (real senders leave stray VTs in messages).
     A block that grows past ``max_frame_bytes`` is handed to ``frameTooLong`` and the buffer is
@@ -60,6 +61,7 @@ class FrameCollector:
                 del buffer[: start + 1]
                 self._in_block = True
                 self._scanned = 0
+                self.frameStarted()
             end = buffer.find(END_BLOCK, max(self._scanned - 1, 0))
             if end < 0:
                 self._scanned = len(buffer)
@@ -84,6 +86,14 @@ class FrameCollector:
             self._in_block = False
             self._scanned = 0
             self.frameReceived(payload)
+
+    @property
+    def in_frame(self) -> bool:
+        """True between a block's start byte and its end (a frame is arriving)."""
+        return self._in_block
+
+    def frameStarted(self) -> None:
+        """Called when a block's start byte arrives; by default nothing."""
 
     def frameReceived(self, payload: bytes) -> None:
         """Called once per complete block with its payload."""

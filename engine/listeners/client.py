@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
 
 from engine.hl7.mllp import FrameQueue, frame
@@ -19,14 +20,25 @@ class ReplyTimeout(Exception):
 
 
 class MLLPClient:
-    """One connection to an MLLP receiver; send a payload, wait for the framed reply."""
+    """One connection to an MLLP receiver (TLS with ``tls``); send a payload, wait for the framed reply."""
 
     def __init__(
-        self, host: str, port: int, *, timeout: float = 30.0, max_frame_bytes: int = 16 * 1024 * 1024
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 30.0,
+        max_frame_bytes: int = 16 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
     ):
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = sock if tls is None else tls.wrap_socket(sock, server_hostname=host)
+        except OSError:  # the handshake failed: do not leak the socket
+            sock.close()
+            raise
         self._replies = FrameQueue(max_frame_bytes)
 
     def send(self, payload: bytes) -> None:

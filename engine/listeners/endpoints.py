@@ -13,7 +13,7 @@ from dataclasses import dataclass
 # Twisted has no public tokenizer; this is the one serverFromString itself uses.
 from twisted.internet.endpoints import _parse as _tokenize_endpoint
 
-__all__ = ["ALL_INTERFACES", "ENDPOINT_OPTIONS", "Bind", "bind_of", "check_endpoint"]
+__all__ = ["ALL_INTERFACES", "ENDPOINT_OPTIONS", "Bind", "bind_of", "check_endpoint", "with_backlog"]
 
 #: Interfaces that mean "every interface": a port taken on one of them is taken on all.
 ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
@@ -64,8 +64,8 @@ ENDPOINT_OPTIONS = {
 }
 
 
-def bind_of(endpoint: str) -> Bind:
-    """Check a Twisted server endpoint string (tokenized by Twisted itself) and say what it occupies."""
+def _options(endpoint: str) -> tuple[str, dict[str, str]]:
+    """An endpoint string's type and its options by name (positional ones named), as Twisted reads them."""
     try:
         args, options = _tokenize_endpoint(endpoint)
     except RuntimeError:  # a trailing backslash escapes nothing
@@ -80,6 +80,15 @@ def bind_of(endpoint: str) -> Bind:
     if unknown:
         raise ValueError(f"{endpoint!r}: unknown {kind} option {unknown[0]!r}; known: {', '.join(names)}")
     given = dict(zip(names, positional)) | options
+    backlog = given.get("backlog")
+    if backlog is not None and not (backlog.isdigit() and int(backlog) >= 1):
+        raise ValueError(f"{endpoint!r}: backlog must be a whole number of at least 1 (got {backlog!r})")
+    return kind, given
+
+
+def bind_of(endpoint: str) -> Bind:
+    """Check a Twisted server endpoint string (tokenized by Twisted itself) and say what it occupies."""
+    kind, given = _options(endpoint)
     if kind == "unix":
         if not given.get("address"):
             raise ValueError(f"{endpoint!r} must name the socket path, e.g. unix:/run/hl7engine.sock")
@@ -88,6 +97,16 @@ def bind_of(endpoint: str) -> Bind:
     if not (port.isdigit() and int(port) <= 65535):
         raise ValueError(f"{endpoint!r} must give a port number 0..65535 (got {port!r})")
     return Bind(port=int(port), interface=given.get("interface", "::" if kind == "tcp6" else ""))
+
+
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """``endpoint`` listening with a queue of ``backlog`` pending connections, unless it sets its own.
+
+    Twisted's default of 50 makes a crowd of senders that connect at once (after a restart of the
+    engine or of a network link) wait for retransmitted SYNs, seconds each.
+    """
+    _kind, given = _options(endpoint)
+    return endpoint if "backlog" in given else f"{endpoint}:backlog={backlog}"
 
 
 def check_endpoint(value: str) -> str:

@@ -11,12 +11,15 @@ from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
 from twisted.application import service
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, ssl
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from engine.hl7.mllp import FrameCollector, frame
+from engine.listeners.admission import Admission, Network
+from engine.listeners.endpoints import with_backlog
+from engine.listeners.tls import tls_error, with_tls
 
 log = Logger()
 
@@ -37,26 +40,40 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
     While one frame is being handled, later frames wait in a queue; past ``max_queued`` the
     transport stops reading, so a sender that pipelines cannot grow memory without bound.
 
-    A connection is idle when nothing arrived and nothing was in flight for ``idle_timeout``
-    seconds; then it is closed. The timer is lazy: traffic only notes the time, and the one
-    pending call checks when it fires (moving a timer on every message costs more than the
-    message's framing).
+    A connection is idle when no frame started or was answered, and none was arriving or in
+    flight, for ``idle_timeout`` seconds; then it is closed. Bytes outside frames are not activity,
+    so a sender trickling noise is closed as idle. A frame must arrive whole within
+    ``frame_timeout`` seconds of its start byte, or the connection is closed: a sender trickling a
+    frame byte by byte cannot hold the connection. Both timers are lazy: a frame only notes the
+    time, and the one pending call checks when it fires (moving a timer on every message costs
+    more than the message's framing).
     """
 
     max_queued = 32
 
-    def __init__(self, handler: FrameHandler, *, max_frame_bytes: int, idle_timeout: float | None, peer: str):
+    def __init__(
+        self,
+        handler: FrameHandler,
+        *,
+        max_frame_bytes: int,
+        idle_timeout: float | None,
+        peer: str,
+        frame_timeout: float | None = None,
+    ):
         super().__init__()
         self.handler = handler
         self.max_frame_bytes = max_frame_bytes
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
         self.peer = peer
         self._queue: deque[bytes] = deque()
         self._busy = False
         self._paused = False
         self._closed = False
-        self._quiet_since = 0.0  # when the connection last received bytes or answered
+        self._quiet_since = 0.0  # when a frame last started or was answered
         self._idle_check = None
+        self._frame_started = 0.0  # when the frame arriving now began
+        self._frame_check = None
         self.clock = None  # the reactor (its seconds() and callLater()); set by the factory
 
     def connectionMade(self) -> None:
@@ -67,10 +84,15 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._closed = True
-        if self._idle_check is not None and self._idle_check.active():
-            self._idle_check.cancel()
-        self._idle_check = None
+        for check in (self._idle_check, self._frame_check):
+            if check is not None and check.active():
+                check.cancel()
+        self._idle_check = self._frame_check = None
         self._queue.clear()
+        error = tls_error(reason)
+        if error is not None:
+            log.info("mllp connection from {peer}: TLS failed: {error}", peer=self.peer, error=error)
+            self.factory.tls_failed()
         self.factory.connection_closed(self)
 
     def _check_idle(self) -> None:
@@ -78,8 +100,11 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
         if self._closed:
             return
         # In flight counts as activity: a slow store must not time out the sender waiting for it.
+        # A frame arriving does too; how long it may take is the frame timeout's business.
         remaining = (
-            self.idle_timeout if self._busy else self._quiet_since + self.idle_timeout - self.clock.seconds()
+            self.idle_timeout
+            if self._busy or self.in_frame
+            else self._quiet_since + self.idle_timeout - self.clock.seconds()
         )
         if remaining > 0:
             self._idle_check = self.clock.callLater(remaining, self._check_idle)
@@ -91,9 +116,31 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
         )
         self.transport.loseConnection()
 
+    def frameStarted(self) -> None:
+        if self._idle_check is None and self.frame_timeout is None:
+            return
+        now = self.clock.seconds()
+        self._quiet_since = self._frame_started = now
+        if self.frame_timeout is not None and self._frame_check is None:
+            self._frame_check = self.clock.callLater(self.frame_timeout, self._check_frame)
+
+    def _check_frame(self) -> None:
+        self._frame_check = None
+        if self._closed or not self.in_frame:
+            return  # the next frame's start sets the timer again
+        remaining = self._frame_started + self.frame_timeout - self.clock.seconds()
+        if remaining > 0:
+            self._frame_check = self.clock.callLater(remaining, self._check_frame)
+            return
+        log.warn(
+            "mllp frame from {peer} not complete {timeout}s after its start: closing",
+            peer=self.peer,
+            timeout=self.frame_timeout,
+        )
+        self.factory.frame_timed_out()
+        self.transport.loseConnection()
+
     def dataReceived(self, data: bytes) -> None:
-        if self._idle_check is not None:
-            self._quiet_since = self.clock.seconds()
         before = self.discarded_bytes
         super().dataReceived(data)
         if self.discarded_bytes != before:
@@ -186,21 +233,27 @@ class MLLPServerFactory(protocol.Factory):
         reactor,
         max_frame_bytes: int,
         idle_timeout: float | None,
+        frame_timeout: float | None = None,
         observer: Callable[[str, int], None] | None = None,
     ):
         self.handler = handler
         self.reactor = reactor
         self.max_frame_bytes = max_frame_bytes
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
         self.connections: set[MLLPServerProtocol] = set()
         self.in_flight = 0  # connections with a frame being handled
-        self._observer = observer or (lambda event, amount: None)
+        self.observer = observer or (lambda event, amount: None)  # (event, amount), e.g. for metrics
         self._drain_waiters: list[defer.Deferred] = []
 
     def buildProtocol(self, addr) -> MLLPServerProtocol:
         peer = f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
         proto = MLLPServerProtocol(
-            self.handler, max_frame_bytes=self.max_frame_bytes, idle_timeout=self.idle_timeout, peer=peer
+            self.handler,
+            max_frame_bytes=self.max_frame_bytes,
+            idle_timeout=self.idle_timeout,
+            frame_timeout=self.frame_timeout,
+            peer=peer,
         )
         proto.factory = self
         proto.clock = self.reactor
@@ -208,11 +261,11 @@ class MLLPServerFactory(protocol.Factory):
 
     def connection_opened(self, proto: MLLPServerProtocol) -> None:
         self.connections.add(proto)
-        self._observer("connection_opened", 1)
+        self.observer("connection_opened", 1)
 
     def connection_closed(self, proto: MLLPServerProtocol) -> None:
         self.connections.discard(proto)
-        self._observer("connection_closed", 1)
+        self.observer("connection_closed", 1)
         self.in_flight_done()
 
     @property
@@ -221,10 +274,16 @@ class MLLPServerFactory(protocol.Factory):
         return max(0, len(self.connections) - self.in_flight)
 
     def bytes_discarded(self, amount: int) -> None:
-        self._observer("bytes_discarded", amount)
+        self.observer("bytes_discarded", amount)
 
     def frame_too_long(self) -> None:
-        self._observer("frame_too_long", 1)
+        self.observer("frame_too_long", 1)
+
+    def frame_timed_out(self) -> None:
+        self.observer("frame_timeout", 1)
+
+    def tls_failed(self) -> None:
+        self.observer("tls_failed", 1)
 
     def in_flight_done(self) -> None:
         if self._drain_waiters and not any(p.busy for p in self.connections):
@@ -246,22 +305,49 @@ class MLLPServerFactory(protocol.Factory):
             proto.transport.loseConnection()
 
 
+#: Pending connections the kernel queues for a listener whose endpoint string sets no backlog.
+DEFAULT_BACKLOG = 1024
+
+
 class MLLPListenerService(service.Service):
-    """Listens on a Twisted endpoint string; on stop, stops listening, finishes in-flight frames, closes."""
+    """Listens on a Twisted endpoint string; on stop, stops listening, finishes in-flight frames, closes.
+
+    Each connection passes ``Admission`` first (allowed networks, ``max_connections``), then TLS
+    when ``tls`` is given, then reaches the MLLP protocol of ``factory``.
+    """
 
     def __init__(
-        self, name: str, reactor, endpoint: str, factory: MLLPServerFactory, *, shutdown_timeout: float = 30.0
+        self,
+        name: str,
+        reactor,
+        endpoint: str,
+        factory: MLLPServerFactory,
+        *,
+        shutdown_timeout: float = 30.0,
+        tls: ssl.CertificateOptions | None = None,
+        max_connections: int | None = None,
+        allowed_networks: tuple[Network, ...] | None = None,
+        backlog: int = DEFAULT_BACKLOG,
     ):
         self.setName(name)
         self.reactor = reactor
-        self.endpoint_description = endpoint
+        self.endpoint_description = with_backlog(endpoint, backlog)
         self.factory = factory
         self.shutdown_timeout = shutdown_timeout
+        self.front = Admission(
+            factory if tls is None else with_tls(factory, tls),
+            name=name,
+            clock=reactor,
+            connections=factory.connections,
+            max_connections=max_connections,
+            allowed_networks=allowed_networks,
+            observer=factory.observer,
+        )
         self._listening = None
 
     def startService(self) -> None:
         super().startService()
-        listening = serverFromString(self.reactor, self.endpoint_description).listen(self.factory)
+        listening = serverFromString(self.reactor, self.endpoint_description).listen(self.front)
         failures: list[Failure] = []
         listening.addErrback(failures.append)
         if failures:

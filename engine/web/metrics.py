@@ -115,6 +115,25 @@ class Metrics:
             ["listener"],
             registry=r,
         )
+        self.connections_refused = Counter(
+            "hl7engine_mllp_connections_refused",
+            "MLLP connections closed unread: the peer is outside allowed_networks (reason network) or"
+            " the listener had max_connections open (reason max_connections)",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.frame_timeouts = Counter(
+            "hl7engine_mllp_frame_timeouts",
+            "MLLP connections closed because a frame did not arrive whole within frame_timeout_seconds",
+            ["listener"],
+            registry=r,
+        )
+        self.tls_failures = Counter(
+            "hl7engine_mllp_tls_failures",
+            "MLLP connections ended by TLS: no handshake (e.g. a plain TCP client), a refused certificate",
+            ["listener"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hl7engine_queue_depth",
             "Deliveries waiting in a destination's queue (QUEUED), polled from the store",
@@ -152,6 +171,10 @@ class Metrics:
             "frame_too_long": lambda f: self.frames_too_long.labels(f["listener"]).inc(f.get("amount", 1)),
             "login_refused": lambda f: self.logins_refused.labels(f["reason"]).inc(),
             "request_too_large": lambda f: self.requests_too_large.labels(f["what"]).inc(),
+            "connection_not_allowed": self._refused("network"),
+            "connection_over_limit": self._refused("max_connections"),
+            "frame_timeout": lambda f: self.frame_timeouts.labels(f["listener"]).inc(f.get("amount", 1)),
+            "tls_failed": lambda f: self.tls_failures.labels(f["listener"]).inc(f.get("amount", 1)),
         }
         self._known_queues: set[tuple[str, str]] = set()
         self._poll: task.LoopingCall | None = None
@@ -172,6 +195,9 @@ class Metrics:
     def connection_observer(self, listener: str) -> Callable[[str, int], None]:
         """The observer of one listener's MLLPServerFactory (``(event, amount)``), feeding ``observe``."""
         return lambda event, amount: self.observe(event, {"listener": listener, "amount": amount})
+
+    def _refused(self, reason: str) -> Callable[[Mapping[str, Any]], None]:
+        return lambda f: self.connections_refused.labels(f["listener"], reason).inc(f.get("amount", 1))
 
     def _accepted(self, fields: Mapping[str, Any]) -> None:
         self.received.labels(fields["listener"], _code(fields)).inc(fields.get("count", 1))

@@ -12,13 +12,17 @@ MSG_C = b"MSH|^~\\&|A|B|C|D|20260101||SIU^S12|3|P|2.5\r"
 
 
 class RecordingFramer(FrameCollector):
-    """Keeps every frame and every too-long head it is handed."""
+    """Keeps every frame and every too-long head it is handed, and counts the frames started."""
 
     def __init__(self, max_frame_bytes: int = 1024):
         super().__init__()
         self.max_frame_bytes = max_frame_bytes
         self.frames: list[bytes] = []
         self.too_long: list[bytes] = []
+        self.started = 0
+
+    def frameStarted(self) -> None:
+        self.started += 1
 
     def frameReceived(self, payload: bytes) -> None:
         self.frames.append(payload)
@@ -48,12 +52,16 @@ DISCARDED = len(b"garbage\r\n") + 2 + len(MSG_A) + len(END_BLOCK)
 
 @pytest.mark.parametrize("chunk", range(1, len(STREAM) + 1))
 def test_every_chunk_size_yields_the_same_frames(chunk):
-    """Any chunking, a delimiter split across reads included, gives the same frames and discard count."""
+    """Any chunking, a delimiter split across reads included, gives the same frames, discard count and
+    frame starts (one per start byte outside a frame)."""
     framer = RecordingFramer()
     replay(STREAM, chunk, framer)
     assert framer.frames == [MSG_A, MSG_B, MSG_C, MSG_B + b"NTE|1||stray \x0b inside\r"]
     assert framer.discarded_bytes == DISCARDED
     assert framer.too_long == []
+    assert (framer.started, framer.in_frame) == (4, False)
+    framer.dataReceived(START_BLOCK + MSG_C[:5])
+    assert (framer.started, framer.in_frame) == (5, True)
 
 
 def test_trailing_cr_does_not_leak_into_the_next_frame():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.listeners.endpoints import Bind, bind_of, check_endpoint
+from engine.listeners.endpoints import Bind, bind_of, check_endpoint, with_backlog
 
 
 @pytest.mark.parametrize(
@@ -42,6 +42,8 @@ def test_an_endpoint_says_what_it_occupies(endpoint, bind):
         ),
         ("unix:", "'unix:' must name the socket path, e.g. unix:/run/hl7engine.sock"),
         ("tcp:1\\", "'tcp:1\\\\' ends with a lone backslash"),
+        ("tcp:1:backlog=x", "'tcp:1:backlog=x': backlog must be a whole number of at least 1 (got 'x')"),
+        ("tcp:1:127.0.0.1:0", "'tcp:1:127.0.0.1:0': backlog must be a whole number of at least 1 (got '0')"),
     ],
 )
 def test_an_endpoint_that_cannot_listen_is_refused_with_the_reason(endpoint, message):
@@ -79,3 +81,19 @@ def test_what_an_endpoint_occupies_reads_as_words():
     assert str(Bind(port=2575, interface="127.0.0.1")) == "port 2575 on interface 127.0.0.1"
     assert str(Bind(port=2575, interface="::")) == "port 2575 on all interfaces"
     assert str(Bind(socket_path="/tmp/a.sock")) == "UNIX socket /tmp/a.sock"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "listened"),
+    [
+        ("tcp:2575", "tcp:2575:backlog=1024"),
+        ("tcp:2575:interface=127.0.0.1", "tcp:2575:interface=127.0.0.1:backlog=1024"),
+        ("unix:/run/pms.sock", "unix:/run/pms.sock:backlog=1024"),
+        ("tcp:2575:backlog=4096", "tcp:2575:backlog=4096"),
+        ("tcp:2575:127.0.0.1:64", "tcp:2575:127.0.0.1:64"),
+    ],
+)
+def test_an_endpoint_without_a_backlog_gets_the_default_one(endpoint, listened):
+    """The backlog is added as a named option unless the string gives one (by name or position)."""
+    assert with_backlog(endpoint, 1024) == listened
+    assert bind_of(listened) == bind_of(endpoint)

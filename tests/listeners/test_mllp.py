@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
+import time
 
 import pytest
 import pytest_twisted
@@ -14,38 +16,22 @@ from twisted.internet.testing import StringTransport
 from engine.hl7.mllp import START_BLOCK, frame
 from engine.listeners.client import MLLPClient
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
+from tests.fakes.harness import in_thread
+from tests.fakes.listeners import EchoHandler, Events, read_until_closed
 
 MSG_A = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\rPID|1||123\r"
 MSG_B = b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|2|P|2.5\rOBX|1|NM|x||5\r"
 MSG_C = b"MSH|^~\\&|A|B|C|D|20260101||SIU^S12|3|P|2.5\r"
 
 
-class EchoHandler:
-    """Answers each frame with 'ACK ' + its payload; can hold answers back to test ordering."""
-
-    def __init__(self):
-        self.seen: list[bytes] = []
-        self.held: list[defer.Deferred] | None = None
-
-    def handle(self, payload: bytes, peer: str):
-        self.seen.append(payload)
-        if self.held is not None:
-            d = defer.Deferred()
-            d.addCallback(lambda _: b"ACK " + payload)
-            self.held.append(d)
-            return d
-        return defer.succeed(b"ACK " + payload)
-
-    def internal_error(self, payload: bytes, reason: str) -> bytes:
-        return b"NAK internal " + reason.encode()
-
-    def too_long(self, head: bytes, limit: int, peer: str) -> bytes:
-        return b"NAK too long %d" % limit
-
-
-def connect(handler, clock=None, max_frame_bytes=1024, idle_timeout=None):
+def connect(handler, clock=None, max_frame_bytes=1024, idle_timeout=None, frame_timeout=None, observer=None):
     factory = MLLPServerFactory(
-        handler, reactor=clock or Clock(), max_frame_bytes=max_frame_bytes, idle_timeout=idle_timeout
+        handler,
+        reactor=clock or Clock(),
+        max_frame_bytes=max_frame_bytes,
+        idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
+        observer=observer,
     )
     proto = factory.buildProtocol(None)
     transport = StringTransport()
@@ -100,6 +86,59 @@ def test_idle_connection_times_out():
     assert not transport.disconnecting
     clock.advance(2)
     assert transport.disconnecting
+
+
+def test_a_frame_trickled_byte_by_byte_is_closed_at_the_frame_timeout():
+    """Each byte inside a frame keeps the connection from idling, but the frame as a whole must end
+    within frame_timeout of its start byte; then the connection is closed unanswered and counted."""
+    clock, events = Clock(), Events()
+    proto, transport, _ = connect(
+        EchoHandler(), clock=clock, idle_timeout=3, frame_timeout=10, observer=events
+    )
+    proto.dataReceived(START_BLOCK)
+    for byte in MSG_A[:9]:
+        clock.advance(1)
+        proto.dataReceived(bytes([byte]))
+    assert not transport.disconnecting  # 9 s into the frame; the 3 s idle timeout did not fire
+    clock.advance(1)
+    assert transport.disconnecting
+    assert transport.value() == b""
+    assert events["frame_timeout"] == 1
+
+
+def test_the_frame_timeout_counts_from_each_frames_start():
+    """Frames that arrive whole in time never time out, however long the connection lives; the next
+    frame's clock starts at its own start byte."""
+    clock, events = Clock(), Events()
+    proto, transport, _ = connect(EchoHandler(), clock=clock, frame_timeout=10, observer=events)
+    for _ in range(5):  # 40 s of frames, each 2 s long
+        proto.dataReceived(START_BLOCK + MSG_A[:10])
+        clock.advance(2)
+        proto.dataReceived(MSG_A[10:] + b"\x1c\r")
+        clock.advance(6)
+    proto.dataReceived(START_BLOCK + MSG_B[:10])  # starts at 40 s
+    clock.advance(9)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+    assert transport.value() == frame(b"ACK " + MSG_A) * 5
+    assert events["frame_timeout"] == 1
+
+
+def test_bytes_outside_frames_do_not_keep_a_connection_open():
+    """A sender trickling noise (no start byte) is idle: closed after idle_timeout, the noise counted."""
+    clock, events = Clock(), Events()
+    proto, transport, _ = connect(
+        EchoHandler(), clock=clock, idle_timeout=10, frame_timeout=5, observer=events
+    )
+    for _ in range(9):
+        clock.advance(1)
+        proto.dataReceived(b"noise")
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+    assert events["bytes_discarded"] == 45
+    assert events["frame_timeout"] == 0
 
 
 def test_no_idle_timeout_while_a_message_is_in_flight():
@@ -219,3 +258,94 @@ def test_idle_connections_counts_open_connections_with_nothing_in_flight():
     assert factory.idle_connections == 0  # closed while in flight: neither idle nor counted twice
     handler.held[1].callback(None)
     assert factory.idle_connections == 1
+
+
+def trickle(port: int, payload: bytes, pause: float, limit: float) -> tuple[float, bytes]:
+    """Send VT + payload one byte per ``pause`` seconds until the server closes (at most ``limit`` s);
+    how long the connection lasted, and what came back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        try:
+            sock.sendall(START_BLOCK)
+            for byte in payload:
+                if time.monotonic() - started > limit:
+                    break
+                time.sleep(pause)
+                sock.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = read_until_closed(sock, timeout=limit)
+        return time.monotonic() - started, answer
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_slow_sender_over_loopback_is_closed_at_the_frame_timeout(listen):
+    """Real sockets: a sender trickling a frame a byte every 50 ms is closed about 0.5 s after its
+    start byte (each byte would have reset an idle timer forever); a frame sent whole is served."""
+    listener = listen(frame_timeout=0.5, idle_timeout=30)
+    lasted, answer = yield in_thread(trickle, listener.port, MSG_A * 10, 0.05, 5.0)
+    assert 0.5 <= lasted < 3.0
+    assert answer == b""
+    assert listener.events["frame_timeout"] == 1
+    with MLLPClient("127.0.0.1", listener.port, timeout=5) as client:
+        assert (yield in_thread(client.request, MSG_A)) == b"ACK " + MSG_A
+    assert listener.handler.seen == [MSG_A]
+
+
+def connect_crowd(port: int, count: int, within: float) -> tuple[list[socket.socket], int]:
+    """Start ``count`` non-blocking connects at once: the sockets, and how many connect within ``within``."""
+    crowd = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        crowd.append(sock)
+    poller = select.poll()
+    for sock in crowd:
+        poller.register(sock, select.POLLOUT)
+    connected: set[int] = set()
+    deadline = time.monotonic() + within
+    while len(connected) < count and (remaining := deadline - time.monotonic()) > 0:
+        for fd, _event in poller.poll(remaining * 1000):
+            poller.unregister(fd)
+            connected.add(fd)
+    done = sum(
+        1 for s in crowd if s.fileno() in connected and not s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    )
+    return crowd, done
+
+
+def answer_crowd(crowd: list[socket.socket]) -> list[bytes]:
+    """Send one frame on every socket of the crowd, then read each one's answer."""
+    for sock in crowd:
+        sock.setblocking(True)
+        sock.settimeout(10)
+        sock.sendall(frame(MSG_A))
+    answers = []
+    for sock in crowd:
+        data = b""
+        while not data.endswith(b"\x1c\r"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        answers.append(data)
+    return answers
+
+
+@pytest.mark.parametrize(("backlog", "all_connect"), [(50, False), (1024, True)])
+@pytest_twisted.inlineCallbacks
+def test_a_crowd_connecting_at_once_waits_in_the_listen_backlog(listen, backlog, all_connect):
+    """400 senders connect while the engine is too busy to accept (its reactor thread runs this test):
+    with the default backlog of 1024 the kernel completes every handshake at once, where Twisted's 50
+    leaves most waiting for a retransmitted SYN (1 s, then 3 s ...). Then every sender is answered."""
+    listener = listen(backlog=backlog)
+    crowd, connected = connect_crowd(listener.port, 400, within=0.5)
+    try:
+        assert (connected == 400) is all_connect
+        if all_connect:
+            answers = yield in_thread(answer_crowd, crowd)
+            assert answers == [frame(b"ACK " + MSG_A)] * 400
+    finally:
+        for sock in crowd:
+            sock.close()

@@ -41,7 +41,7 @@ def test_intake_events_count_received_rejected_and_duplicates():
 
 
 def test_channel_and_connection_events():
-    """processed, delivery and the MLLP factory's events land on their counters and the connections gauge."""
+    """processed, delivery and the MLLP listener's events land on their counters and the connections gauge."""
     metrics = Metrics()
     metrics.observe("processed", {"channel": "adt", "status": "QUEUED"})
     metrics.observe("delivery", {"channel": "adt", "destination": "emr", "outcome": "RETRY"})
@@ -52,6 +52,11 @@ def test_channel_and_connection_events():
     factory_observer("connection_closed", 1)
     factory_observer("bytes_discarded", 12)
     factory_observer("frame_too_long", 1)
+    factory_observer("connection_not_allowed", 1)
+    factory_observer("connection_over_limit", 1)
+    factory_observer("connection_over_limit", 1)
+    factory_observer("frame_timeout", 1)
+    factory_observer("tls_failed", 1)
     assert value(metrics, "hl7engine_messages_processed_total", channel="adt", status="QUEUED") == 1
     assert (
         value(metrics, "hl7engine_deliveries_total", channel="adt", destination="emr", outcome="RETRY") == 1
@@ -61,6 +66,11 @@ def test_channel_and_connection_events():
     assert value(metrics, "hl7engine_mllp_connections_total", listener="pms") == 2
     assert value(metrics, "hl7engine_mllp_bytes_discarded_total", listener="pms") == 12
     assert value(metrics, "hl7engine_mllp_frames_too_long_total", listener="pms") == 1
+    refused = "hl7engine_mllp_connections_refused_total"
+    assert value(metrics, refused, listener="pms", reason="network") == 1
+    assert value(metrics, refused, listener="pms", reason="max_connections") == 2
+    assert value(metrics, "hl7engine_mllp_frame_timeouts_total", listener="pms") == 1
+    assert value(metrics, "hl7engine_mllp_tls_failures_total", listener="pms") == 1
 
 
 def test_unknown_or_malformed_events_never_raise():

@@ -34,7 +34,7 @@ from engine.channels.destinations.spec import MllpSettings, TlsSettings
 from engine.hl7.mllp import FrameQueue, frame
 from engine.model import Delivery, DeliveryResult, Outcome
 
-__all__ = ["MLLPDestination"]
+__all__ = ["MLLPDestination", "client_tls_context"]
 
 log = Logger()
 
@@ -106,8 +106,8 @@ class _Connection:
             pass
 
 
-def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """The client TLS settings: trusted CAs, our certificate for mutual TLS, hostname check.
+def client_tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """The client side of TLS (destinations, `hl7engine send`): trusted CAs, our certificate, hostname check.
 
     TLS 1.2 at least.
     """
@@ -140,7 +140,7 @@ class MLLPDestination(Destination):
         super().__init__(name)
         self.settings = settings
         self._reactor = reactor
-        self._tls = _tls_context(settings.tls) if settings.tls is not None else None
+        self._tls = client_tls_context(settings.tls) if settings.tls is not None else None
         self._sender: _Sender | None = None
         self._stopped = False
 

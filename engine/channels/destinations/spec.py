@@ -8,7 +8,6 @@ against the configuration file's folder, passed as the validation context key ``
 from __future__ import annotations
 
 import codecs
-import os
 import re
 import string
 from datetime import UTC, datetime
@@ -16,11 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from engine.configtypes import Frozen, Seconds, check_not_empty
+from engine.configtypes import CertificateFile, Frozen, PrivateKeyFile, Seconds, check_not_empty, resolve_path
 
 __all__ = [
     "BATCH_TEMPLATE_FIELDS",
@@ -36,12 +33,6 @@ __all__ = [
 Action = Literal["sent", "retry", "error"]
 
 ReplyBytes = Annotated[int, Field(ge=1024, le=1024**3)]
-
-
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    """An absolute path: relative ones count from the configuration file's folder."""
-    base_dir = (info.context or {}).get("base_dir", Path("."))
-    return Path(os.path.abspath(Path(base_dir) / value))
 
 
 class AckPolicy(Frozen):
@@ -72,40 +63,13 @@ def _check_host(value: str) -> str:
     return value
 
 
-def _read_certificates(path: Path) -> None:
-    x509.load_pem_x509_certificates(path.read_bytes())  # ValueError when there is none
-
-
-def _read_private_key(path: Path) -> None:
-    try:
-        serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except TypeError:  # cryptography's way of saying the key is encrypted
-        raise ValueError(f"{path}: the private key is encrypted; give an unencrypted PEM key") from None
-
-
 class TlsSettings(Frozen):
     """TLS for an MLLP destination: whom to trust, our client certificate, hostname check."""
 
-    ca_file: Path | None = None  # PEM CA certificate(s) to trust; None: the system's trusted CAs
-    cert_file: Path | None = None  # PEM client certificate (mutual TLS), with key_file
-    key_file: Path | None = None  # its unencrypted PEM private key
+    ca_file: CertificateFile | None = None  # PEM CA certificate(s) to trust; None: the system's trusted CAs
+    cert_file: CertificateFile | None = None  # PEM client certificate (mutual TLS), with key_file
+    key_file: PrivateKeyFile | None = None  # its unencrypted PEM private key
     verify_hostname: bool = True
-
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _readable_pem(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        path = _resolve(value, info)
-        reader = _read_private_key if info.field_name == "key_file" else _read_certificates
-        try:
-            reader(path)
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            what = "a PEM private key" if info.field_name == "key_file" else "a PEM certificate"
-            raise ValueError(f"{path} does not hold {what} ({exc})") from None
-        return path
 
     @model_validator(mode="after")
     def _cert_with_key(self) -> TlsSettings:
@@ -197,7 +161,7 @@ class FileSettings(Frozen):
     @field_validator("directory")
     @classmethod
     def _resolve_directory(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+        return resolve_path(value, info)
 
     @field_validator("filename", mode="before")
     @classmethod

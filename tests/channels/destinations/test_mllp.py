@@ -11,7 +11,7 @@ from twisted.internet.task import deferLater
 from engine.channels.destinations.mllp import MLLPDestination
 from engine.channels.destinations.spec import AckPolicy, MllpSettings, TlsSettings
 from engine.model import Outcome
-from tests.channels.destinations.certs import self_signed
+from tests.fakes.certs import self_signed
 from tests.fakes.downstream import (
     Downstream,
     Gate,

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine.channels.destinations.spec import AckPolicy, FileSettings, HttpDestinationSettings, MllpSettings
-from tests.channels.destinations.certs import self_signed
+from tests.fakes.certs import self_signed
 
 
 def problems(model, data: dict, base_dir: Path | None = None) -> list[tuple[tuple, str]]:
