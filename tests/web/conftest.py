@@ -33,11 +33,8 @@ def start_web(store):
     services: list[WebService] = []
 
     def start(*, users: dict[str, str] | None = None, extra_resources=None, on=None, **http) -> RunningWeb:
-        settings = EngineSettings(
-            http=HttpSettings(
-                endpoint="tcp:0:interface=127.0.0.1", users=USERS if users is None else users, **http
-            )
-        )
+        http.setdefault("endpoint", "tcp:0:interface=127.0.0.1")
+        settings = EngineSettings(http=HttpSettings(users=USERS if users is None else users, **http))
         metrics = Metrics()
         serving = on if on is not None else store
         service = WebService(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from urllib.parse import urlencode
 
 import pytest_twisted
 
+from tests.fakes.certs import self_signed
 from tests.fakes.harness import in_thread
 from tests.fakes.web import BROWSER, FORM, PASSWORD, fetch, logged, login
 
@@ -143,3 +145,28 @@ def _status_or_closed_post(url: str, headers: dict[str, str], body: bytes) -> in
         return fetch(url, "POST", headers=headers, body=body).status
     except OSError:
         return None
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_limits_hold_over_tls(start_web, tmp_path):
+    """Over an ssl: endpoint a declared oversized body is 413 too, and a login is served as before."""
+    cert, key = self_signed(tmp_path)
+    web = start_web(
+        endpoint=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}", max_body_bytes=64 * 1024
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+
+    def ask(head: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", web.service.port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(head)
+                return sock.recv(4096)
+
+    refused = yield in_thread(ask, post_headers(web.service.port, length=100 * MB))
+    assert refused.startswith(b"HTTP/1.1 413 ")
+    form = urlencode({"user": "alice", "password": PASSWORD}).encode()
+    login_head = post_headers(web.service.port, length=len(form)).replace(
+        b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n"
+    )
+    answer = yield in_thread(ask, login_head + form)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"Secure" in answer
