@@ -167,6 +167,14 @@ class HttpSettings(Frozen):
     # user name -> hash from `hl7engine hash-password`; none: only /health and /metrics are served
     users: dict[Name, Annotated[str, AfterValidator(check_password_hash)]] = Field(default_factory=dict)
     session_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+    # Failed logins (wrong passwords) allowed in login_window_seconds, per user name and per client
+    # address; past them the answer is 429 with Retry-After, without checking the password.
+    login_failures_per_user: Annotated[int, Field(ge=1, le=10_000)] = 5
+    login_failures_per_address: Annotated[int, Field(ge=1, le=100_000)] = 20
+    login_window_seconds: Annotated[int, Field(ge=1, le=24 * 3600)] = 300
+    # A request body or header block over these is refused (413, 431) before it is read into memory.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 64 * 1024
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
 
 
 class EngineSettings(Frozen):

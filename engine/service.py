@@ -30,6 +30,7 @@ from engine.transforms.lookup import load_tables
 from engine.web.api import patient_resources
 from engine.web.audit import Auditor
 from engine.web.metrics import Metrics, fanout
+from engine.web.passwords import redact_hashes
 from engine.web.server import WebService
 
 log = Logger()
@@ -207,9 +208,9 @@ class Engine(service.MultiService):
         self.record_config(self.config, ReloadReport(["engine started"]))
 
     def record_config(self, config: Config, report: ReloadReport) -> defer.Deferred:
-        """Keep the applied config in the store's history (when, what changed)."""
+        """Keep the applied config in the store's history (when, what changed), without password hashes."""
         path = config.source_path
-        content = (
+        content = redact_hashes(
             path.read_text(encoding="utf-8")
             if path is not None and path.exists()
             else config.model_dump_json(indent=2)

@@ -218,6 +218,16 @@ NOT_A_CODEC = "is not a Python text codec (see the codecs module)"
             "'tcp:web' must give a port number 0..65535 (got 'web')",
         ),
         (
+            "http: {endpoint: 'tcp:0', max_body_bytes: 100}",
+            "engine.http.max_body_bytes",
+            "must be greater than or equal to 1024 (got 100)",
+        ),
+        (
+            "http: {endpoint: 'tcp:0', login_failures_per_user: 0}",
+            "engine.http.login_failures_per_user",
+            "must be greater than or equal to 1 (got 0)",
+        ),
+        (
             "shutdown_timeout_seconds: -1",
             "engine.shutdown_timeout_seconds",
             "must be greater than 0 (got -1)",
@@ -649,4 +659,13 @@ def test_config_refuses_a_plain_password(tmp_path):
         f'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n      alice: "{hashed}"\n' + rest,
         base_dir=tmp_path,
     )
-    assert (config.engine.http.users, config.engine.http.session_minutes) == ({"alice": hashed}, 30)
+    http = config.engine.http
+    assert (http.users, http.session_minutes) == ({"alice": hashed}, 30)
+    limits = (
+        http.login_failures_per_user,
+        http.login_failures_per_address,
+        http.login_window_seconds,
+        http.max_body_bytes,
+        http.max_header_bytes,
+    )
+    assert limits == (5, 20, 300, 65536, 16384)

@@ -19,7 +19,8 @@ from engine.errors import ConfigError
 from engine.hl7.ack import parse_reply
 from engine.hl7.mllp import frame
 from engine.listeners.client import MLLPClient
-from tests.fakes.harness import in_thread, make_config, port_of, start_engine
+from engine.web.passwords import hash_password
+from tests.fakes.harness import in_thread, make_config, port_of, start_engine, wait_until
 from tests.fakes.listeners import read_until_closed
 
 ADT = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101120000||ADT^A04^ADT_A01|A1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
@@ -230,3 +231,26 @@ def test_a_listeners_transport_settings_guard_its_connections(tmp_path):
         assert time.monotonic() - started < 5  # the frame timeout, not the 300 s idle timeout
     finally:
         yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_config_history_holds_no_password_hash(tmp_path):
+    """The config recorded at start (its file, or its JSON without one) has every user's hash redacted."""
+    secret = hash_password("s3cret", iterations=1000)
+    yaml = text(channel("adt", "ADT")).replace(
+        "engine:\n",
+        f'engine:\n  http:\n    endpoint: "tcp:0:interface=127.0.0.1"\n    users:\n      alice: "{secret}"\n',
+        1,
+    )
+    path = tmp_path / "channels.yaml"
+    path.write_text(yaml.replace("{data_dir}", str(tmp_path / "data")), encoding="utf-8")
+    for loaded in (load_config(path), config(tmp_path / "memory", yaml)):
+        engine = start_engine(loaded)
+        try:
+            yield wait_until(engine.store.config_history)
+            [recorded] = yield engine.store.config_history()
+        finally:
+            yield engine.stopService()
+        digest = secret.rsplit("$", 1)[1]
+        assert digest not in recorded.content and secret.split("$")[2] not in recorded.content
+        assert "alice" in recorded.content and "pbkdf2_sha256$<redacted>" in recorded.content

@@ -175,3 +175,15 @@ audit_log = sa.Table(
     sa.Index(None, "message_id"),
     sa.Index(None, "at"),
 )
+
+# Console sessions, so that a restart does not log everyone out (engine.store.sessions). The
+# cookie's token is never stored: only its SHA-256, which cannot be turned back into a cookie.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("user", sa.String(100), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "expires_at"),
+)

@@ -18,13 +18,17 @@ from twisted.internet import defer
 from twisted.web import resource
 
 from engine.record.fhir import everything
+from engine.record.identity import normalise
 from engine.record.query import MAX_RESULTS, find_patients, get_patient
-from engine.web.responses import JsonResource, Reply, error_reply, json_reply, serve
+from engine.web.responses import JsonResource, Reply, error_reply, json_reply, parse_id, serve
 
 __all__ = ["FHIR_CONTENT_TYPE", "build_api", "patient_resources"]
 
 FHIR_CONTENT_TYPE = b"application/fhir+json; charset=utf-8"
-_SEARCH_PARAMS = ("identifier", "name", "birthdate", "limit")
+_CRITERIA = ("identifier", "name", "birthdate")
+_SEARCH_PARAMS = (*_CRITERIA, "limit")
+# A criterion of nothing but these would match every patient (or none, by accident of escaping).
+_MATCHES_ANYTHING = re.compile(r"[\s%_*]*")
 _BIRTHDATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
 
 
@@ -48,7 +52,7 @@ def build_api(store) -> resource.Resource:
 
 
 def _params(request) -> dict[str, str]:
-    """The query parameters, each known and given once; ValueError says which is not."""
+    """The query parameters, each known and given once (values stripped); ValueError says which is not."""
     params = {}
     for raw_name, values in (request.args or {}).items():
         name = raw_name.decode("utf-8", "replace")
@@ -56,33 +60,38 @@ def _params(request) -> dict[str, str]:
             raise ValueError(f"unknown parameter {name!r}; known: {', '.join(_SEARCH_PARAMS)}")
         if len(values) != 1:
             raise ValueError(f"parameter {name!r} given {len(values)} times")
-        value = values[0].decode("utf-8", "replace").strip()
-        if value:
-            params[name] = value
+        params[name] = values[0].decode("utf-8", "replace").strip()
     return params
 
 
 def _search_criteria(request) -> dict:
-    """find_patients keyword arguments from the query; ValueError for what cannot be used."""
+    """find_patients keyword arguments from the query; ValueError for what cannot be used.
+
+    A criterion that would match everyone (empty, wildcards only, a name without a letter or
+    digit) is refused rather than dropped: a search must never list patients it was not asked for.
+    """
     params = _params(request)
-    if not {"identifier", "name", "birthdate"} & params.keys():
-        raise ValueError("give at least one of identifier, name, birthdate")
+    given = [name for name in _CRITERIA if name in params]
+    if not given:
+        raise ValueError(f"give at least one of {', '.join(_CRITERIA)}")
+    for name in given:
+        if _MATCHES_ANYTHING.fullmatch(params[name]):
+            raise ValueError(f"{name} must be a value, not empty or wildcards (% _ * match nothing special)")
+    if "name" in params and not normalise(params["name"]):
+        raise ValueError("name must hold at least one letter or digit")
     criteria: dict = {"name": params.get("name"), "birthdate": params.get("birthdate")}
     if "identifier" in params:
         authority, separator, value = params["identifier"].rpartition("|")
+        if _MATCHES_ANYTHING.fullmatch(value):
+            raise ValueError("identifier must have a value after its authority (AUTHORITY|VALUE)")
         criteria.update(identifier=value, authority=authority if separator else None)
     if criteria["birthdate"] and not _BIRTHDATE.fullmatch(criteria["birthdate"]):
         raise ValueError("birthdate must be YYYY, YYYY-MM or YYYY-MM-DD")
     limit = params.get("limit", str(MAX_RESULTS))
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_RESULTS:
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_RESULTS:
         raise ValueError(f"limit must be a whole number 1..{MAX_RESULTS}")
     criteria["limit"] = int(limit)
     return criteria
-
-
-def _patient_id(segment: bytes) -> int | None:
-    text = segment.decode("ascii", "replace")
-    return int(text) if text.isdigit() and len(text) < 19 else None
 
 
 class _RecordResource(JsonResource):
@@ -98,12 +107,11 @@ class _RecordResource(JsonResource):
     def _read(self, function, *args, **kwargs) -> defer.Deferred:
         return self._store.read(function, self._store.repository.engine, *args, **kwargs)
 
-    def _audited(self, request, action: str, patient_id: int, reply: Reply) -> defer.Deferred:
+    def _audited(self, request, action: str, detail: str, reply: Reply) -> defer.Deferred:
+        """``reply`` once the audit row is committed (no row, no answer: the failure is a 503)."""
         if self._auditor is None or reply.code != 200:
             return defer.succeed(reply)
-        return self._auditor.record(request, action, detail=f"patient {patient_id}").addCallback(
-            lambda _: reply
-        )
+        return self._auditor.record(request, action, detail=detail).addCallback(lambda _: reply)
 
 
 class PatientsApi(_RecordResource):
@@ -116,13 +124,16 @@ class PatientsApi(_RecordResource):
                 criteria = _search_criteria(request)
             except ValueError as error:
                 return serve(request, defer.succeed(error_reply(400, str(error))))
-            return serve(
-                request,
-                self._read(find_patients, **criteria).addCallback(
-                    lambda found: json_reply({"patients": found})
-                ),
-            )
-        patient_id = _patient_id(path[0]) if len(path) == 1 else None
+            # The criteria's names and the ids found are audited, never the values asked for.
+            asked = ",".join(name for name in _CRITERIA if criteria.get(name))
+
+            def found(patients: list[dict]) -> defer.Deferred:
+                ids = ",".join(str(patient["id"]) for patient in patients)
+                detail = f"criteria={asked} patients={ids}"
+                return self._audited(request, "patient.search", detail, json_reply({"patients": patients}))
+
+            return serve(request, self._read(find_patients, **criteria).addCallback(found))
+        patient_id = parse_id(path[0]) if len(path) == 1 else None
         if patient_id is None:
             return serve(request, defer.succeed(error_reply(404, "no such resource: use /api/patients/{id}")))
 
@@ -132,7 +143,7 @@ class PatientsApi(_RecordResource):
                 if patient is not None
                 else error_reply(404, f"there is no patient {patient_id}")
             )
-            return self._audited(request, "patient.view", patient_id, reply)
+            return self._audited(request, "patient.view", f"patient {patient_id}", reply)
 
         return serve(request, self._read(get_patient, patient_id).addCallback(shown))
 
@@ -156,7 +167,7 @@ class FhirApi(_RecordResource):
     def render_GET(self, request) -> int:
         path = [segment for segment in request.postpath if segment]
         patient_id = (
-            _patient_id(path[1])
+            parse_id(path[1])
             if len(path) == 3 and path[0] == b"Patient" and path[2] == b"$everything"
             else None
         )
@@ -171,7 +182,10 @@ class FhirApi(_RecordResource):
                 return defer.succeed(_outcome(404, f"there is no Patient/{patient_id}"))
             reply = json_reply(bundle)
             return self._audited(
-                request, "patient.export", patient_id, Reply(reply.code, reply.body, FHIR_CONTENT_TYPE)
+                request,
+                "patient.export",
+                f"patient {patient_id}",
+                Reply(reply.code, reply.body, FHIR_CONTENT_TYPE),
             )
 
         return serve(request, self._read(everything, patient_id, base_url=base_url).addCallback(exported))

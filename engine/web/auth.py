@@ -14,6 +14,8 @@ import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
@@ -21,23 +23,31 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.util import DeferredResource
 from zope.interface import Attribute, Interface
 
+from engine.errors import StoreError
+from engine.model import utc_now
+from engine.store.sessions import SessionRepository
 from engine.web.passwords import decoy_hash, verify_password
-from engine.web.responses import ReplyResource, error_reply
+from engine.web.responses import UNAVAILABLE, Reply, ReplyResource, error_reply
+from engine.web.throttle import LoginThrottle, LoginThrottled
 
 __all__ = [
     "BROWSER_HEADER",
+    "MAX_WAITING_CHECKS",
     "SESSION_COOKIE",
     "Authenticator",
     "Gate",
     "IPrincipal",
     "Principal",
     "Sessions",
+    "address_text",
     "authenticated",
     "loggable",
     "remote_address",
+    "throttled_reply",
 ]
 
 log = Logger(namespace="engine.web")
@@ -48,52 +58,81 @@ SESSION_COOKIE = b"hl7engine_session"
 # a browser that ignores SameSite. It also tells the gate not to ask for Basic credentials, which
 # would make the browser pop up its own login dialog over the console.
 BROWSER_HEADER = b"x-requested-with"
+# Password checks waiting for the password threads at most; more are refused at once (429), so
+# a flood of made-up credentials queues no unbounded work.
+MAX_WAITING_CHECKS = 32
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Sessions and authentication
 
 
-@dataclass(slots=True)
-class _Session:
-    user: str
-    expires_at: float
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 class Sessions:
-    """Browser sessions in memory: an unguessable token per login, ending ``lifetime`` seconds unused."""
+    """Browser sessions in the store: an unguessable token per login, ending ``lifetime`` seconds unused.
 
-    def __init__(self, lifetime: float, *, clock: Callable[[], float]):
+    Only the SHA-256 of a token is stored, so sessions survive a restart and the table holds
+    nothing that works as a cookie. A use extends the session; the store is written for it at
+    most once per ``lifetime / 10`` (a minute at most), not at every request.
+    """
+
+    def __init__(self, store, lifetime: float, *, clock: Callable[[], datetime] = utc_now):
         self.lifetime = lifetime
+        self._store = store
         self._clock = clock
-        self._sessions: dict[str, _Session] = {}
+        self._touch = timedelta(seconds=min(60.0, lifetime / 10))
+        self._repository: SessionRepository | None = None
 
-    def open(self, user: str) -> str:
-        """Start a session for ``user``; returns its token (a new one at every login: no session fixation)."""
-        self._forget_expired()
+    @property
+    def repository(self) -> SessionRepository:
+        """The blocking SessionRepository on the store's database (the store must be started)."""
+        if self._repository is None:
+            self._repository = SessionRepository(self._store.repository.engine)
+        return self._repository
+
+    def open(self, user: str) -> defer.Deferred:
+        """Start a session for ``user``; fires with its token (new at every login: no session fixation)."""
         token = secrets.token_urlsafe(32)
-        self._sessions[token] = _Session(user, self._clock() + self.lifetime)
-        return token
-
-    def user_of(self, token: str) -> str | None:
-        """The user of a live session (and keep it alive), or None."""
-        session = self._sessions.get(token)
         now = self._clock()
-        if session is None or session.expires_at <= now:
-            self._sessions.pop(token, None)
-            return None
-        session.expires_at = now + self.lifetime
-        return session.user
+        d = self._store.write(
+            self.repository.open,
+            token_sha256=_token_digest(token),
+            user=user,
+            now=now,
+            expires_at=now + timedelta(seconds=self.lifetime),
+        )
+        return d.addCallback(lambda _: token)
 
-    def close(self, token: str) -> str | None:
-        """End a session; returns its user, or None when there was none."""
-        session = self._sessions.pop(token, None)
-        return None if session is None or session.expires_at <= self._clock() else session.user
+    def user_of(self, token: str) -> defer.Deferred:
+        """Fires with the user of a live session (and keeps it alive), or None; an expired one is deleted."""
+        digest = _token_digest(token)
 
-    def _forget_expired(self) -> None:
+        def found(session) -> Any:
+            now = self._clock()
+            if session is None:
+                return None
+            if session.expires_at <= now:
+                return self._store.write(self.repository.close, digest).addCallback(lambda _: None)
+            renewed = now + timedelta(seconds=self.lifetime)
+            if renewed - session.expires_at < self._touch:
+                return session.user
+            d = self._store.write(self.repository.extend, digest, renewed)
+            return d.addCallback(lambda _: session.user)
+
+        return self._store.read(self.repository.find, digest).addCallback(found)
+
+    def close(self, token: str) -> defer.Deferred:
+        """End a session; fires with its user, or None when there was no live one."""
         now = self._clock()
-        for token in [t for t, s in self._sessions.items() if s.expires_at <= now]:
-            del self._sessions[token]
+        d = self._store.write(self.repository.close, _token_digest(token))
+        return d.addCallback(lambda found: None if found is None or found.expires_at <= now else found.user)
+
+    def forget_expired(self) -> defer.Deferred:
+        """Delete every expired session; fires with how many."""
+        return self._store.write(self.repository.forget_expired, self._clock())
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +162,11 @@ def remote_address(request) -> str:
 
     Forwarded-for headers are not trusted: anyone can write them.
     """
-    address = request.getClientAddress()
+    return address_text(request.getClientAddress())
+
+
+def address_text(address) -> str:
+    """A peer address as logged and audited: its host, or the whole address when it has none (UNIX)."""
     host = getattr(address, "host", None)
     return str(host if host is not None else address)
 
@@ -134,7 +177,13 @@ def loggable(user: str) -> str:
 
 
 class Authenticator:
-    """Turns a request's session cookie or HTTP Basic credentials into a Principal (or None)."""
+    """Turns a request's session cookie or HTTP Basic credentials into a Principal (or None).
+
+    Password checks run on ``pool``, the web server's own threads (never the reactor's shared
+    pool, which file destinations and others write with), behind the ``throttle``'s limits.
+    ``observer`` is told of every refused login: ``("login_refused", {"reason": ...})`` with
+    ``password``, ``user``, ``address`` or ``checks`` (too many checks waiting).
+    """
 
     def __init__(
         self,
@@ -142,12 +191,22 @@ class Authenticator:
         sessions: Sessions,
         *,
         reactor,
+        pool,
+        throttle: LoginThrottle,
         clock: Callable[[], float] | None = None,
+        max_waiting: int = MAX_WAITING_CHECKS,
+        observer: Callable[[str, Mapping[str, Any]], None] | None = None,
     ):
         self.users = dict(users)
         self.sessions = sessions
+        self.throttle = throttle
         self._reactor = reactor
+        self._pool = pool
         self._clock = clock or reactor.seconds
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        self._busy = False  # refusing checks because too many wait (logged once until they drain)
+        self._observer = observer or (lambda event, fields: None)
         # An unknown user costs as much as a known one, so timing does not tell which names exist.
         self._decoy = decoy_hash(self.users.values())
         # Scripts send Basic credentials with every request; hashing each time would cost a CPU
@@ -161,37 +220,84 @@ class Authenticator:
         """False when no user is configured: then nobody gets in."""
         return bool(self.users)
 
-    def check_password(self, user: str, password: str) -> defer.Deferred:
-        """Fires with True when the password is the user's (hashing on a thread)."""
+    def check_password(self, user: str, password: str, address: str) -> defer.Deferred:
+        """Fires with True when the password is the user's (hashing on the password threads).
+
+        Fails with LoginThrottled, without checking, when a limit is reached (logged and counted).
+        """
+        try:
+            attempt = self.throttle.admit(user, address)
+        except LoginThrottled as throttled:
+            return self._throttled(throttled, user, address)
         digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
         cached = self._verified.get(user)
         if cached is not None and cached[1] > self._clock() and hmac.compare_digest(cached[0], digest):
+            self.throttle.settle(attempt, matched=True)
             return defer.succeed(True)
+        if self._waiting >= self._max_waiting:
+            self.throttle.cancel(attempt)  # not a guess: nothing was checked
+            first, self._busy = not self._busy, True
+            return self._throttled(LoginThrottled("checks", 1, first=first), user, address)
         encoded = self.users.get(user)
-        d = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), verify_password, password, encoded or self._decoy
-        )
+        self._waiting += 1
+        d = deferToThreadPool(self._reactor, self._pool, verify_password, password, encoded or self._decoy)
 
         def checked(matches: bool) -> bool:
-            if matches and encoded is not None:
+            matched = matches and encoded is not None
+            self.throttle.settle(attempt, matched=matched)
+            if matched:
                 self._verified[user] = (digest, self._clock() + self.sessions.lifetime)
-                return True
-            return False
+            else:
+                self._refused("password")
+            return matched
 
-        return d.addCallback(checked)
+        def done(result):
+            self._waiting -= 1
+            self._busy = self._busy and self._waiting > 0
+            if isinstance(result, Failure):
+                self.throttle.cancel(attempt)
+            return result
+
+        return d.addBoth(done).addCallback(checked)
+
+    def _refused(self, reason: str) -> None:
+        self._observer("login_refused", {"reason": reason})
+
+    def _throttled(self, throttled: LoginThrottled, user: str, address: str) -> defer.Deferred:
+        self._refused(throttled.limit)
+        if throttled.first:  # once per lockout; the rest are counted only
+            log.warn(
+                "web: logins refused for {seconds} s: too many failures for the {limit}"
+                " (user {user} from {remote})",
+                seconds=throttled.retry_after,
+                limit=throttled.limit,
+                user=loggable(user),
+                remote=address,
+            )
+        return defer.fail(throttled)
 
     def authenticate(self, request) -> defer.Deferred:
-        """Fires with the Principal of the request's session cookie or Basic credentials, or None."""
+        """Fires with the Principal of the request's session cookie or Basic credentials, or None.
+
+        Fails with LoginThrottled when Basic credentials cannot be checked now.
+        """
         token = request.getCookie(SESSION_COOKIE)
-        if token:
-            user = self.sessions.user_of(token.decode("ascii", "replace"))
-            if user is not None:
-                return defer.succeed(Principal(user, "session"))
+        d = (
+            self.sessions.user_of(token.decode("ascii", "replace"))
+            if token and len(token) <= 100
+            else defer.succeed(None)
+        )
+        return d.addCallback(self._by_session_or_basic, request)
+
+    def _by_session_or_basic(self, user: str | None, request) -> Any:
+        if user is not None:
+            return Principal(user, "session")
         credentials = _basic_credentials(request)
         if credentials is None:
-            return defer.succeed(None)
+            return None
         user, password = credentials
-        d = self.check_password(user, password)
+        remote = remote_address(request)
+        d = self.check_password(user, password, remote)
 
         def decided(matches: bool) -> Principal | None:
             if matches:
@@ -199,11 +305,22 @@ class Authenticator:
             log.warn(
                 "web: Basic credentials refused for user {user} from {remote}",
                 user=loggable(user),
-                remote=remote_address(request),
+                remote=remote,
             )
             return None
 
         return d.addCallback(decided)
+
+
+def throttled_reply(failure: Failure) -> Reply:
+    """429 with Retry-After for a LoginThrottled failure; any other failure passes through."""
+    failure.trap(LoginThrottled)
+    retry_after = failure.value.retry_after
+    return error_reply(
+        429,
+        f"too many login attempts; try again in {retry_after} s",
+        headers=((b"retry-after", str(retry_after).encode("ascii")),),
+    )
 
 
 def _basic_credentials(request) -> tuple[str, str] | None:
@@ -260,9 +377,14 @@ class Gate(resource.Resource):
         return self._admitted(request).render(request)
 
     def _admitted(self, request) -> resource.Resource:
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
         d = self._authenticator.authenticate(request)
 
         def decide(principal: Principal | None) -> resource.Resource:
+            if gone:
+                # The client left while its password was checked: nothing to answer, nothing to serve.
+                return _Abandoned()
             if principal is None:
                 # A browser (the console) handles a 401 itself; only a script is asked for Basic credentials.
                 challenge = (
@@ -292,7 +414,23 @@ class Gate(resource.Resource):
             return self.wrapped
 
         def failed(failure: Failure) -> resource.Resource:
+            if gone:
+                return _Abandoned()
+            if failure.check(LoginThrottled):
+                return ReplyResource(throttled_reply(failure))
+            if failure.check(StoreError):
+                log.warn("web: could not read the session: {error}", error=failure.getErrorMessage())
+                return ReplyResource(UNAVAILABLE)
             log.failure("web: authentication failed unexpectedly", failure)
             return ReplyResource(error_reply(500, "internal error"))
 
         return DeferredResource(d.addCallbacks(decide, failed))
+
+
+class _Abandoned(resource.Resource):
+    """What a request whose client has gone is given: it renders nothing (the connection is closed)."""
+
+    isLeaf = True
+
+    def render(self, request) -> object:
+        return NOT_DONE_YET

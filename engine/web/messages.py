@@ -25,7 +25,17 @@ from engine.hl7.charset import decode
 from engine.store.messages import MessageQuery, StoredMessage
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated
-from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
+from engine.web.responses import (
+    MAX_ID,
+    JsonResource,
+    Reply,
+    ReplyResource,
+    error_reply,
+    json_reply,
+    parse_id,
+    send,
+    serve,
+)
 
 __all__ = ["AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
 
@@ -54,14 +64,13 @@ def _params(request, known: tuple[str, ...]) -> dict[str, str]:
 
 
 def _int(
-    params: Mapping[str, str], name: str, *, default: int | None = None, low: int = 1, high: int | None = None
+    params: Mapping[str, str], name: str, *, default: int | None = None, low: int = 1, high: int = MAX_ID
 ) -> int | None:
     value = params.get(name)
     if value is None:
         return default
-    if not value.isdigit() or int(value) < low or (high is not None and int(value) > high):
-        bounds = f"{low}..{high}" if high is not None else f"at least {low}"
-        raise BadRequest(f"{name} must be a whole number {bounds} (got {value!r})")
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or not low <= int(value) <= high:
+        raise BadRequest(f"{name} must be a whole number {low}..{high} (got {value!r})")
     return int(value)
 
 
@@ -201,11 +210,12 @@ class MessagesApi(JsonResource):
     def getChild(self, path: bytes, request) -> resource.Resource:
         if path == b"":
             return self
-        if not path.isdigit():
+        message_id = parse_id(path)
+        if message_id is None:
             return ReplyResource(
-                error_reply(404, f"no message {path.decode('utf-8', 'replace')!r}: ids are numbers")
+                error_reply(404, f"no message {path.decode('utf-8', 'replace')!r}: ids are 1..{MAX_ID}")
             )
-        return _Message(int(path), self._store, self._auditor, self._text)
+        return _Message(message_id, self._store, self._auditor, self._text)
 
     def render_GET(self, request) -> int:
         def search() -> defer.Deferred:

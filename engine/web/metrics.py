@@ -143,6 +143,19 @@ class Metrics:
         self.queue_poll_failures = Counter(
             "hl7engine_queue_depth_poll_failures", "Queue depth polls the store could not answer", registry=r
         )
+        self.logins_refused = Counter(
+            "hl7engine_web_logins_refused",
+            "Logins refused by the web server: wrong credentials (password), or not checked because of"
+            " too many failures for the user or from the address, or too many checks waiting (checks)",
+            ["reason"],
+            registry=r,
+        )
+        self.requests_too_large = Counter(
+            "hl7engine_web_requests_too_large",
+            "HTTP requests refused because their body (413) or headers (431) were over the limit",
+            ["what"],
+            registry=r,
+        )
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "accepted": self._accepted,
             "duplicate": self._duplicate,
@@ -156,6 +169,8 @@ class Metrics:
             ),
             "bytes_discarded": lambda f: self.bytes_discarded.labels(f["listener"]).inc(f["amount"]),
             "frame_too_long": lambda f: self.frames_too_long.labels(f["listener"]).inc(f.get("amount", 1)),
+            "login_refused": lambda f: self.logins_refused.labels(f["reason"]).inc(),
+            "request_too_large": lambda f: self.requests_too_large.labels(f["what"]).inc(),
             "connection_not_allowed": self._refused("network"),
             "connection_over_limit": self._refused("max_connections"),
             "frame_timeout": lambda f: self.frame_timeouts.labels(f["listener"]).inc(f.get("amount", 1)),

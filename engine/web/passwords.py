@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable
 
@@ -19,11 +20,15 @@ __all__ = [
     "check_password_hash",
     "decoy_hash",
     "hash_password",
+    "redact_hashes",
     "verify_password",
 ]
 
 ALGORITHM = "pbkdf2_sha256"
 DEFAULT_ITERATIONS = 600_000  # OWASP's 2023 advice for PBKDF2-HMAC-SHA256
+# A hash anywhere in a text (YAML or JSON): the salt runs to the next '$', the digest is base64.
+_HASH_IN_TEXT = re.compile(ALGORITHM + r"\$[0-9]+\$[^$\s\"']+\$[A-Za-z0-9+/=]+")
+REDACTED = f"{ALGORITHM}$<redacted>"
 
 
 def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: str | None = None) -> str:
@@ -82,3 +87,12 @@ def decoy_hash(hashes: Iterable[str]) -> str:
     """
     iterations = max((_split(encoded)[0] for encoded in hashes), default=DEFAULT_ITERATIONS)
     return f"{ALGORITHM}${iterations}$decoy${base64.b64encode(bytes(32)).decode('ascii')}"
+
+
+def redact_hashes(text: str) -> str:
+    """``text`` with every password hash replaced by ``pbkdf2_sha256$<redacted>``.
+
+    For texts that are kept (the config history): a hash lets anyone who reads it guess
+    passwords offline at their own pace.
+    """
+    return _HASH_IN_TEXT.sub(REDACTED, text)

@@ -7,6 +7,7 @@ patient data) and no write to a connection that is gone.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,14 @@ from twisted.web import resource, server
 from engine.errors import StoreError
 
 __all__ = [
+    "UNAVAILABLE",
+    "MAX_ID",
     "JsonResource",
     "Reply",
     "ReplyResource",
     "error_reply",
     "json_reply",
+    "parse_id",
     "send",
     "serve",
 ]
@@ -60,6 +64,22 @@ def error_reply(code: int, message: str, *, headers: tuple[tuple[bytes, bytes], 
     return json_reply({"error": message}, code, headers=headers)
 
 
+# Ids are 64-bit on PostgreSQL (and SQLite): a larger number names nothing, and must not reach the database.
+MAX_ID = 2**63 - 1
+_DIGITS = re.compile(rb"[0-9]{1,19}")
+
+
+def parse_id(text: bytes) -> int | None:
+    """A row id from a path segment: ASCII digits for 1..2**63-1, else None (the caller answers 404)."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
+
+
+UNAVAILABLE = error_reply(503, "the message store is not available now; try again later")
+
+
 def _prepare(request, reply: Reply) -> None:
     request.setResponseCode(reply.code)
     request.setHeader(b"content-type", reply.content_type)
@@ -90,7 +110,7 @@ def serve(request, work: defer.Deferred) -> int:
                 path=request.path.decode("utf-8", "replace"),
                 error=failure.getErrorMessage(),
             )
-            return error_reply(503, "the message store is not available now; try again later")
+            return UNAVAILABLE
         log.failure(
             "web: {method} {path} failed",
             failure,

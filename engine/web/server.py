@@ -26,7 +26,8 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.python.threadpool import ThreadPool
+from twisted.web import resource
 from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
@@ -42,10 +43,13 @@ from engine.web.auth import (
     Sessions,
     loggable,
     remote_address,
+    throttled_reply,
 )
+from engine.web.limits import LimitedSite
 from engine.web.messages import AuditApi, MessagesApi, QueuesApi, SessionApi
 from engine.web.metrics import Metrics
 from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
+from engine.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from engine.config import EngineSettings  # the settings are read, never built, here
@@ -65,6 +69,8 @@ _CONSOLE_POLICY = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# Threads that check passwords: one hash at a time per core we let them have.
+PASSWORD_THREADS = 1
 # Children of the root that need no login; nothing may be mounted under these names.
 PUBLIC_NAMES = frozenset({"", "health", "metrics", "login", "logout", "console"})
 
@@ -89,8 +95,24 @@ class WebService(service.Service):
         self.store = store
         self.reactor = reactor
         self.metrics = metrics
-        self.sessions = Sessions(settings.http.session_minutes * 60.0, clock=reactor.seconds)
-        self.authenticator = Authenticator(settings.http.users, self.sessions, reactor=reactor)
+        http = settings.http
+        self.sessions = Sessions(store, http.session_minutes * 60.0, clock=clock)
+        # Password checks cost CPU on purpose: they get threads of their own, so that a flood of
+        # made-up credentials cannot hold up the reactor's pool (file destinations write with it).
+        self.password_pool = ThreadPool(minthreads=0, maxthreads=PASSWORD_THREADS, name="web-passwords")
+        self.authenticator = Authenticator(
+            http.users,
+            self.sessions,
+            reactor=reactor,
+            pool=self.password_pool,
+            throttle=LoginThrottle(
+                per_user=http.login_failures_per_user,
+                per_address=http.login_failures_per_address,
+                window=http.login_window_seconds,
+                clock=reactor.seconds,
+            ),
+            observer=metrics.observe,
+        )
         self.auditor = Auditor(store, clock=clock)
         self.root = build_root(
             store=store,
@@ -104,16 +126,31 @@ class WebService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        site = server.Site(self.root, logFormatter=_access_line, reactor=self.reactor)
+        self.password_pool.start()
+        http = self.settings.http
+        site = LimitedSite(
+            self.root,
+            max_body_bytes=http.max_body_bytes,
+            max_header_bytes=http.max_header_bytes,
+            observer=self.metrics.observe,
+            logFormatter=_access_line,
+            reactor=self.reactor,
+        )
         site.displayTracebacks = False  # a traceback may show data; the log has it
         listening = serverFromString(self.reactor, self.settings.http.endpoint).listen(site)
         failures: list[Failure] = []
         listening.addErrback(failures.append)
         if failures:
             # A port that cannot be bound is a start-up error, not something to log and forget.
+            self.password_pool.stop()
             failures[0].raiseException()
         self._listening = listening
         self.metrics.start_polling(self.store, clock=self.reactor)
+        self.sessions.forget_expired().addErrback(
+            lambda failure: log.warn(
+                "web: could not delete expired sessions: {error}", error=failure.getErrorMessage()
+            )
+        )
         host = listening.result.getHost()
         bound = (
             f"port {host.port}" if hasattr(host, "port") else os.fsdecode(host.name)
@@ -146,6 +183,8 @@ class WebService(service.Service):
             port = yield self._listening
             self._listening = None
             yield port.stopListening()
+        # Waits for a check in progress (a fraction of a second); the queued ones are dropped.
+        self.password_pool.stop()
 
 
 def build_root(
@@ -307,8 +346,8 @@ class _Login(JsonResource):
                 ),
             )
         user, password = _form(request, "user"), _form(request, "password")
-        d = self._authenticator.check_password(user, password)
-        d.addCallback(self._checked, request, user)
+        d = self._authenticator.check_password(user, password, remote_address(request))
+        d.addCallbacks(self._checked, throttled_reply, callbackArgs=(request, user))
         return serve(request, d)
 
     @defer.inlineCallbacks
@@ -323,7 +362,7 @@ class _Login(JsonResource):
                 yield self._auditor.record(request, "login_failed", user=user)
             return error_reply(401, "wrong user name or password")
         yield self._auditor.record(request, "login", user=user)
-        token = self._authenticator.sessions.open(user)
+        token = yield self._authenticator.sessions.open(user)
         request.addCookie(
             SESSION_COOKIE,
             token.encode("ascii"),
@@ -348,7 +387,7 @@ class _Logout(JsonResource):
 
     def render_POST(self, request) -> int:
         token = request.getCookie(SESSION_COOKIE)
-        user = self._sessions.close(token.decode("ascii", "replace")) if token else None
+        d = self._sessions.close(token.decode("ascii", "replace")) if token else defer.succeed(None)
         request.addCookie(
             SESSION_COOKIE,
             b"",
@@ -358,8 +397,13 @@ class _Logout(JsonResource):
             sameSite="strict",
             secure=request.isSecure(),
         )
-        d = self._auditor.record(request, "logout", user=user) if user is not None else defer.succeed(None)
-        return serve(request, d.addCallback(lambda _: json_reply({"user": None})))
+
+        def closed(user: str | None) -> defer.Deferred:
+            if user is None:
+                return defer.succeed(None)
+            return self._auditor.record(request, "logout", user=user)
+
+        return serve(request, d.addCallback(closed).addCallback(lambda _: json_reply({"user": None})))
 
 
 @provider(IAccessLogFormatter)

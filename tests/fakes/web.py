@@ -70,11 +70,21 @@ class Response:
 
 
 def fetch(
-    url: str, method: str = "GET", *, headers: dict[str, str] | None = None, body: bytes | None = None
+    url: str,
+    method: str = "GET",
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    source: str | None = None,
 ) -> Response:
-    """One blocking HTTP request (run it with tests.fakes.harness.in_thread: the reactor serves it)."""
+    """One blocking HTTP request (run it with tests.fakes.harness.in_thread: the reactor serves it).
+
+    ``source``: the local address to send from (``127.0.0.2``: another client on loopback).
+    """
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection = http.client.HTTPConnection(
+        parts.hostname, parts.port, timeout=10, source_address=(source, 0) if source else None
+    )
     try:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         connection.request(method, path or "/", body=body, headers=headers or {})
@@ -100,14 +110,15 @@ class RunningWeb:
         return f"http://127.0.0.1:{self.service.port}"
 
 
-def login(web: RunningWeb, user: str = "alice", password: str = PASSWORD):
-    """POST /login as the console does; a Deferred of the Response."""
+def login(web: RunningWeb, user: str = "alice", password: str = PASSWORD, *, source: str | None = None):
+    """POST /login as the console does (from ``source``); a Deferred of the Response."""
     return in_thread(
         fetch,
         f"{web.url}/login",
         "POST",
         headers={**BROWSER, **FORM},
         body=urlencode({"user": user, "password": password}).encode(),
+        source=source,
     )
 
 

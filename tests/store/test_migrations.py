@@ -42,7 +42,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
     upgrade(engine)
     with engine.connect() as connection:
         head = ScriptDirectory.from_config(make_config(connection)).get_current_head()
-    assert _current_revision(engine) == head == "0008"
+    assert _current_revision(engine) == head == "0012"
     engine.dispose()
 
 
@@ -63,7 +63,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    assert _current_revision(engines[0]) == "0008"
+    assert _current_revision(engines[0]) == "0012"
     for engine in engines:
         engine.dispose()
 
@@ -80,6 +80,7 @@ def test_scripts_ship_inside_the_package():
         "0006_queue_indexes.py",
         "0007_drop_channel_index.py",
         "0008_patient_list_digests.py",
+        "0012_web_sessions.py",
     ]
 
 
@@ -133,3 +134,39 @@ def test_0002_downgrades_to_0001(store_url):
     differences = schema_differences(engine)
     engine.dispose()
     assert differences == []
+
+
+def test_0012_redacts_password_hashes_already_in_the_config_history(store_url):
+    """Configs recorded before 0012 lose their web users' hashes; everything else in them stays."""
+    engine = create_engine_for(store_url)
+    _migrate(engine, "upgrade", "0008")
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    content = 'engine:\n  http:\n    users:\n      alice: "pbkdf2_sha256$600000$Xq3abc_-$k2V+/abc="\n'
+    history = sa.table(
+        "config_history",
+        *(sa.column(name) for name in ("applied_at", "source", "sha256", "content", "changes")),
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            history.insert(),
+            [
+                {"applied_at": at, "source": "a.yaml", "sha256": "0" * 64, "content": content, "changes": ""},
+                {
+                    "applied_at": at,
+                    "source": "b.yaml",
+                    "sha256": "1" * 64,
+                    "content": "channels: []",
+                    "changes": "",
+                },
+            ],
+        )
+    upgrade(engine)
+    with engine.connect() as connection:
+        contents = (
+            connection.execute(sa.text("SELECT content FROM config_history ORDER BY id")).scalars().all()
+        )
+    engine.dispose()
+    assert contents == [
+        'engine:\n  http:\n    users:\n      alice: "pbkdf2_sha256$<redacted>"\n',
+        "channels: []",
+    ]

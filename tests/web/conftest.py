@@ -26,28 +26,25 @@ def log_events():
 def start_web(store):
     """Starts a WebService on an ephemeral loopback port, stopped after the test.
 
-    ``start_web(users=..., extra_resources=..., session_minutes=...)`` gives a RunningWeb.
+    ``start_web(users=..., extra_resources=..., on=store, **http)`` gives a RunningWeb; ``http``
+    are further engine.http settings (``session_minutes``, ``max_body_bytes`` ...); ``on`` a
+    store other than the test's.
     """
     services: list[WebService] = []
 
-    def start(
-        *, users: dict[str, str] | None = None, extra_resources=None, session_minutes: int = 30
-    ) -> RunningWeb:
-        settings = EngineSettings(
-            http=HttpSettings(
-                endpoint="tcp:0:interface=127.0.0.1",
-                users=USERS if users is None else users,
-                session_minutes=session_minutes,
-            )
-        )
+    def start(*, users: dict[str, str] | None = None, extra_resources=None, on=None, **http) -> RunningWeb:
+        http.setdefault("endpoint", "tcp:0:interface=127.0.0.1")
+        settings = EngineSettings(http=HttpSettings(users=USERS if users is None else users, **http))
         metrics = Metrics()
+        serving = on if on is not None else store
         service = WebService(
-            settings, store, reactor=reactor, metrics=metrics, extra_resources=extra_resources
+            settings, serving, reactor=reactor, metrics=metrics, extra_resources=extra_resources
         )
         service.startService()
         services.append(service)
-        return RunningWeb(service, store, metrics)
+        return RunningWeb(service, serving, metrics)
 
     yield start
     for service in services:
-        pytest_twisted.blockon(service.stopService())
+        if service.running:
+            pytest_twisted.blockon(service.stopService())

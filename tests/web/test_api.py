@@ -12,7 +12,10 @@ from twisted.web.client import Agent, readBody
 
 from engine.record.ingest import RecordIngestor
 from engine.web.api import build_api, patient_resources
+from engine.web.audit import Auditor
+from tests.fakes.harness import in_thread
 from tests.fakes.record import Feeder, feed_journey
+from tests.fakes.web import audit_rows, basic, fetch
 
 # Twisted's Agent hands readBody a transport proxy without abortConnection; harmless for these short reads.
 pytestmark = pytest.mark.filterwarnings("ignore:Using readBody with a transport:DeprecationWarning")
@@ -103,3 +106,69 @@ async def test_fhir_everything(site_url):
 def test_resources_for_the_gate():
     """patient_resources names the mount paths the web server's gate expects."""
     assert set(patient_resources(store=None)) == {"api/patients", "fhir"}
+
+
+# -- behind the web server's gate, audited ------------------------------------------------------------
+
+
+@pytest.fixture
+def gated_record(start_web, store):
+    """A RunningWeb serving the patient API behind its gate, with an auditor, over the journey's record."""
+    engine = store.repository.engine
+    feed_journey(Feeder(engine, RecordIngestor(engine)))
+    return start_web(extra_resources=patient_resources(store, auditor=Auditor(store)))
+
+
+@pytest_twisted.inlineCallbacks
+def test_wildcard_or_empty_criteria_are_refused_and_not_run(gated_record):
+    """A criterion matching everyone (%, _, *, only spaces, no letter or digit) is 400, not dropped."""
+    web = gated_record
+    for query in (
+        "name=%25",
+        "name=_",
+        "name=*",
+        "name=%20%20",
+        "name=",
+        "name=-'",
+        "identifier=%25",
+        "identifier=PMS%7C",
+        "identifier=%2A",
+        "birthdate=",
+        "name=%25&birthdate=1980-05-17",
+    ):
+        response = yield in_thread(fetch, f"{web.url}/api/patients?{query}", headers=basic())
+        assert response.status == 400, query
+        assert "patients" not in response.json(), query
+    assert [row for row in audit_rows(web.store) if row[1] == "patient.search"] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_search_and_a_view_are_audited_with_criteria_names_and_ids(gated_record):
+    """A search writes one audit row naming the criteria and the ids found (never the values); a view too."""
+    web = gated_record
+    found = yield in_thread(fetch, f"{web.url}/api/patients?name=garc&birthdate=1980-05-17", headers=basic())
+    assert [patient["id"] for patient in found.json()["patients"]] == [1]
+    none = yield in_thread(fetch, f"{web.url}/api/patients?identifier=NOBODY", headers=basic())
+    assert none.json() == {"patients": []}
+    shown = yield in_thread(fetch, f"{web.url}/api/patients/1", headers=basic())
+    assert shown.status == 200
+    assert audit_rows(web.store) == [
+        ("alice", "patient.search", None, "127.0.0.1", "criteria=name,birthdate patients=1"),
+        ("alice", "patient.search", None, "127.0.0.1", "criteria=identifier patients="),
+        ("alice", "patient.view", None, "127.0.0.1", "patient 1"),
+    ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_huge_or_malformed_patient_ids_are_404(gated_record):
+    """Ids past 64 bits, zero, or not ASCII digits name no patient: 404, never a 5xx."""
+    web = gated_record
+    for path in (
+        "/api/patients/" + "9" * 30,
+        "/api/patients/0",
+        "/api/patients/%C2%B2",
+        "/fhir/Patient/" + "9" * 30 + "/$everything",
+        "/api/patients/9223372036854775807",
+    ):
+        response = yield in_thread(fetch, web.url + path, headers=basic())
+        assert response.status == 404, path

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from twisted.internet import defer, reactor
 from twisted.web import resource, server
 
+from engine.store.schema import web_sessions
 from engine.web.auth import (
     SESSION_COOKIE,
     Authenticator,
@@ -20,6 +24,7 @@ from engine.web.auth import (
     remote_address,
 )
 from engine.web.responses import JsonResource, json_reply, send
+from engine.web.throttle import LoginThrottle
 from tests.fakes.harness import in_thread
 from tests.fakes.reactor import InlinePool, InlineThreads
 from tests.fakes.web import BROWSER, PASSWORD, USERS, basic, fetch, http_request, logged
@@ -35,17 +40,39 @@ class _Clock:
         return self.now
 
 
-def inline_authenticator(clock: _Clock, lifetime: float = 60.0) -> tuple[Authenticator, InlinePool]:
-    """An Authenticator of USERS whose password checks run inline on ``clock``'s time, and its pool."""
+class _WallClock:
+    """An aware UTC time that a test moves by hand (the sessions' clock)."""
+
+    def __init__(self):
+        self.now = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def inline_authenticator(
+    clock: _Clock, lifetime: float = 60.0, *, store=None, throttle: LoginThrottle | None = None
+) -> tuple[Authenticator, InlinePool]:
+    """An Authenticator of USERS whose password checks run inline on ``clock``'s time, and its pool.
+
+    Its sessions are on ``store`` (only the tests that use a cookie need one).
+    """
     inline = InlineThreads()
-    sessions = Sessions(lifetime, clock=clock)
-    return Authenticator(USERS, sessions, reactor=inline, clock=clock), inline.pool
+    sessions = Sessions(store, lifetime)
+    throttle = throttle or LoginThrottle(per_user=1000, per_address=1000, window=60.0, clock=clock)
+    authenticator = Authenticator(
+        USERS, sessions, reactor=inline, pool=inline.pool, throttle=throttle, clock=clock
+    )
+    return authenticator, inline.pool
 
 
-def checked(authenticator: Authenticator, user: str, password: str) -> bool:
+def checked(authenticator: Authenticator, user: str, password: str, address: str = "10.0.0.5") -> bool:
     """check_password's answer (it fires at once with an inline reactor)."""
     answers = []
-    authenticator.check_password(user, password).addCallback(answers.append)
+    authenticator.check_password(user, password, address).addCallback(answers.append)
     (answer,) = answers
     return answer
 
@@ -61,33 +88,68 @@ def basic_header(credentials: bytes) -> dict[bytes, bytes]:
     return {b"authorization": b"Basic " + base64.b64encode(credentials)}
 
 
+def session_rows(store) -> list[tuple[str, str]]:
+    """(token_sha256, user) of every stored session, sorted."""
+    with store.repository.engine.connect() as connection:
+        return sorted(
+            tuple(row)
+            for row in connection.execute(sa.select(web_sessions.c.token_sha256, web_sessions.c.user))
+        )
+
+
 # -- sessions -------------------------------------------------------------------------------------
 
 
-def test_sessions_expire_when_unused():
+@pytest_twisted.inlineCallbacks
+def test_sessions_expire_when_unused(store):
     """A session lives session_minutes after its last use; closing it ends it at once."""
-    now = [0.0]
-    sessions = Sessions(60.0, clock=lambda: now[0])
-    token = sessions.open("alice")
-    now[0] = 59.0
-    assert sessions.user_of(token) == "alice"
-    now[0] = 118.0
-    assert sessions.user_of(token) == "alice"  # kept alive by the use at 59
-    now[0] = 179.0
-    assert sessions.user_of(token) is None
-    other = sessions.open("alice")
+    clock = _WallClock()
+    sessions = Sessions(store, 60.0, clock=clock)
+    token = yield sessions.open("alice")
+    clock.advance(59)
+    assert (yield sessions.user_of(token)) == "alice"
+    clock.advance(59)
+    assert (yield sessions.user_of(token)) == "alice"  # kept alive by the use at 59
+    clock.advance(61)
+    assert (yield sessions.user_of(token)) is None
+    other = yield sessions.open("alice")
     assert other != token
-    assert sessions.close(other) == "alice" and sessions.user_of(other) is None
+    assert (yield sessions.close(other)) == "alice"
+    assert (yield sessions.user_of(other)) is None
 
 
-def test_unknown_and_expired_sessions_have_no_user():
+@pytest_twisted.inlineCallbacks
+def test_unknown_and_expired_sessions_have_no_user(store):
     """A token never issued, or one that expired, names nobody and closes as nobody."""
-    clock = _Clock()
-    sessions = Sessions(10.0, clock=clock)
-    token = sessions.open("alice")
-    assert sessions.user_of("forged") is None and sessions.close("forged") is None
-    clock.now = 10.0
-    assert sessions.close(token) is None
+    clock = _WallClock()
+    sessions = Sessions(store, 10.0, clock=clock)
+    token = yield sessions.open("alice")
+    assert (yield sessions.user_of("forged")) is None
+    assert (yield sessions.close("forged")) is None
+    clock.advance(10)
+    assert (yield sessions.close(token)) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_store_holds_only_token_digests_and_forgets_expired_sessions(store):
+    """The table holds sha256(token), never the token; expiry, logout and the next login delete rows."""
+    clock = _WallClock()
+    sessions = Sessions(store, 60.0, clock=clock)
+    first = yield sessions.open("alice")
+    second = yield sessions.open("bob")
+    assert session_rows(store) == sorted(
+        [
+            (hashlib.sha256(first.encode()).hexdigest(), "alice"),
+            (hashlib.sha256(second.encode()).hexdigest(), "bob"),
+        ]
+    )
+    assert (yield sessions.close(second)) == "bob"
+    clock.advance(61)
+    third = yield sessions.open("carol")  # a login sweeps the expired sessions away
+    assert [user for _, user in session_rows(store)] == ["carol"]
+    clock.advance(61)
+    assert (yield sessions.user_of(third)) is None
+    assert session_rows(store) == []
 
 
 # -- request helpers ------------------------------------------------------------------------------
@@ -137,23 +199,28 @@ def test_verified_credentials_are_not_hashed_again_for_a_session_lifetime():
 def test_nobody_gets_in_without_users():
     """With no user configured the authenticator is disabled and no password checks."""
     clock = _Clock()
-    authenticator = Authenticator({}, Sessions(60.0, clock=clock), reactor=InlineThreads(), clock=clock)
+    inline = InlineThreads()
+    throttle = LoginThrottle(per_user=5, per_address=5, window=60.0, clock=clock)
+    authenticator = Authenticator(
+        {}, Sessions(None, 60.0), reactor=inline, pool=inline.pool, throttle=throttle, clock=clock
+    )
     assert not authenticator.enabled
     assert not checked(authenticator, "alice", PASSWORD)
 
 
-def test_a_session_cookie_or_basic_credentials_authenticate():
+@pytest_twisted.inlineCallbacks
+def test_a_session_cookie_or_basic_credentials_authenticate(store):
     """A live session cookie gives a session Principal, valid Basic credentials a basic one, neither None."""
-    authenticator, _ = inline_authenticator(_Clock())
-    token = authenticator.sessions.open("alice").encode()
-    assert principal_of(authenticator, http_request(cookies={SESSION_COOKIE: token})) == Principal(
-        "alice", "session"
-    )
+    authenticator, _ = inline_authenticator(_Clock(), store=store)
+    token = (yield authenticator.sessions.open("alice")).encode()
+    by_cookie = yield authenticator.authenticate(http_request(cookies={SESSION_COOKIE: token}))
+    assert by_cookie == Principal("alice", "session")
     assert principal_of(
         authenticator, http_request(headers=basic_header(f"alice:{PASSWORD}".encode()))
     ) == Principal("alice", "basic")
     assert principal_of(authenticator, http_request()) is None
-    assert principal_of(authenticator, http_request(cookies={SESSION_COOKIE: b"forged"})) is None
+    forged = yield authenticator.authenticate(http_request(cookies={SESSION_COOKIE: b"forged"}))
+    assert forged is None
 
 
 @pytest.mark.parametrize(
@@ -205,10 +272,12 @@ class _Failing:
 
 
 @pytest.fixture
-def gated():
+def gated(store):
     """(base URL, sessions) of a loopback server: ``/gated/who`` behind a Gate of USERS, ``/broken`` too."""
-    sessions = Sessions(60.0, clock=reactor.seconds)
-    authenticator = Authenticator(USERS, sessions, reactor=reactor)
+    sessions = Sessions(store, 60.0)
+    throttle = LoginThrottle(per_user=100, per_address=100, window=60.0, clock=reactor.seconds)
+    pool = reactor.getThreadPool()  # the password threads are the WebService's; these tests have none
+    authenticator = Authenticator(USERS, sessions, reactor=reactor, pool=pool, throttle=throttle)
     wrapped = resource.Resource()
     wrapped.putChild(b"who", _WhoAmI())
     root = resource.Resource()
@@ -239,7 +308,8 @@ def test_the_gate_admits_basic_credentials_and_sessions_to_the_tree_below(gated)
     url, sessions = gated
     by_script = yield in_thread(fetch, f"{url}/gated/who", headers=basic())
     assert (by_script.status, by_script.json()) == (200, {"user": "alice", "method": "basic"})
-    cookie = {"Cookie": f"{SESSION_COOKIE.decode()}={sessions.open('alice')}"}
+    token = yield sessions.open("alice")
+    cookie = {"Cookie": f"{SESSION_COOKIE.decode()}={token}"}
     by_browser = yield in_thread(fetch, f"{url}/gated/who", headers=cookie)
     assert (by_browser.status, by_browser.json()) == (200, {"user": "alice", "method": "session"})
     wrong = yield in_thread(fetch, f"{url}/gated/who", headers=basic(password="wrong"))
@@ -250,7 +320,8 @@ def test_the_gate_admits_basic_credentials_and_sessions_to_the_tree_below(gated)
 def test_a_session_may_change_something_only_with_the_browser_header(gated):
     """A POST carried by the session cookie needs X-Requested-With (403 without); a GET does not."""
     url, sessions = gated
-    cookie = {"Cookie": f"{SESSION_COOKIE.decode()}={sessions.open('alice')}"}
+    token = yield sessions.open("alice")
+    cookie = {"Cookie": f"{SESSION_COOKIE.decode()}={token}"}
     refused = yield in_thread(fetch, f"{url}/gated/who", "POST", headers=cookie)
     assert refused.status == 403
     assert "X-Requested-With" in refused.json()["error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def _playwright():
 
 
 def _browse(sync_api, url: str, control_id: str) -> dict:
-    """A wrong password, the right one, a search by control id, the message, in a browser; what it showed."""
+    """Wrong passwords (the last refused by the login limit), the right one, a search by control id, the
+    message, in a browser; what it showed."""
     seen: dict = {"problems": []}
     expect = sync_api.expect
     # Waiting goes through locators: the console's Content-Security-Policy forbids the string
@@ -61,7 +63,7 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
                 "console",
                 lambda message: (
                     seen["problems"].append(f"console {message.type}: {message.text}")
-                    if message.type == "error" and "401" not in message.text
+                    if message.type == "error" and "401" not in message.text and "429" not in message.text
                     else None
                 ),
             )
@@ -69,7 +71,7 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
                 "response",
                 lambda response: (
                     seen["problems"].append(f"{response.status} {response.url}")
-                    if response.status >= 400 and response.status != 401
+                    if response.status >= 400 and response.status not in (401, 429)
                     else None
                 ),
             )
@@ -82,6 +84,17 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
             expect(page.locator("#login-error")).not_to_be_empty()
             seen["login_error"] = page.text_content("#login-error")
 
+            page.fill("#login-user", "mallory")  # two failures allowed per name: the third is refused
+            for _ in range(2):
+                page.fill("#login-password", "guess")
+                with page.expect_response("**/login"):
+                    page.click("#login-submit")
+            page.fill("#login-password", "guess")
+            page.click("#login-submit")
+            expect(page.locator("#login-error")).to_have_text(re.compile("too many login attempts"))
+            seen["throttled_error"] = page.text_content("#login-error")
+
+            page.fill("#login-user", "alice")
             page.fill("#login-password", PASSWORD)
             page.click("#login-submit")
             page.wait_for_selector("#app-view", state="visible")
@@ -119,12 +132,13 @@ def test_console_login_search_and_view_in_a_real_browser(start_web, store):
         ]
     )
     wanted = ids[-1]
-    web = start_web()
+    web = start_web(login_failures_per_user=2)
 
     seen = yield in_thread(_browse, sync_api, web.url + "/", "CTRL42")
 
     assert seen["problems"] == []
     assert seen["login_error"] == "wrong user name or password"
+    assert re.fullmatch(r"too many login attempts; try again in \d+ s", seen["throttled_error"])
     assert seen["who"] == "alice"
     assert seen["cookie_visible_to_scripts"] == ""  # HttpOnly
     assert len(seen["rows"]) == 1 and "CTRL42" in seen["rows"][0]

@@ -197,7 +197,8 @@ def test_a_search_request_becomes_a_message_query():
         ({"type": ["ADT", "ORU"]}, "parameter 'type' given 2 times"),
         ({"limit": "0"}, "limit must be a whole number 1..500"),
         ({"limit": "-5"}, "limit must be a whole number 1..500"),
-        ({"before_id": "0"}, "before_id must be a whole number at least 1"),
+        ({"before_id": "0"}, "before_id must be a whole number 1..9223372036854775807"),
+        ({"before_id": "9" * 30}, "before_id must be a whole number 1..9223372036854775807"),
         ({"until": "31/01/2025"}, "until must be an ISO 8601 time"),
     ],
 )
@@ -237,11 +238,21 @@ def test_a_view_shows_deliveries_and_events_with_their_content_decoded(start_web
 
 @pytest_twisted.inlineCallbacks
 def test_paths_that_name_no_message_or_action_are_404_and_not_audited(start_web, store):
-    """A non-numeric id, an unknown action or an unknown message answers 404 and writes no audit row."""
+    """A non-numeric or out-of-range id, an unknown action or message answers 404, never 5xx; no audit row."""
     [message_id] = yield store.add([pms_message(4)])
     web = start_web()
+    huge = "9" * 40
     for method, path, error in (
-        ("GET", "/api/messages/abc", "no message 'abc': ids are numbers"),
+        ("GET", "/api/messages/abc", "no message 'abc': ids are 1..9223372036854775807"),
+        ("GET", f"/api/messages/{huge}", f"no message '{huge}': ids are 1..9223372036854775807"),
+        (
+            "GET",
+            "/api/messages/9223372036854775808",
+            "no message '9223372036854775808': ids are 1..9223372036854775807",
+        ),
+        ("GET", "/api/messages/%C2%B2", "no message '²': ids are 1..9223372036854775807"),
+        ("GET", "/api/messages/0", "no message '0': ids are 1..9223372036854775807"),
+        ("GET", "/api/messages/9223372036854775807", "no message 9223372036854775807"),
         ("GET", f"/api/messages/{message_id}/nothing", "no such resource"),
         ("POST", "/api/messages/999/reprocess", "no message 999"),
         ("POST", "/api/messages/999/resend", "no message 999"),

@@ -9,6 +9,7 @@ from engine.web.passwords import (
     check_password_hash,
     decoy_hash,
     hash_password,
+    redact_hashes,
     verify_password,
 )
 
@@ -81,3 +82,15 @@ def test_the_decoy_costs_the_most_and_matches_nothing():
     assert decoy.split("$")[1] == "7"
     assert decoy_hash([]).split("$")[1] == str(DEFAULT_ITERATIONS)
     assert not any(verify_password(password, decoy) for password in ("", "a", "b", "decoy"))
+
+
+def test_redact_hashes_leaves_no_salt_or_digest_in_yaml_or_json():
+    """Every hash in a YAML or JSON text becomes pbkdf2_sha256$<redacted>; the rest of the text stays."""
+    encoded = hash_password("pw", iterations=10)
+    text = f'users:\n  alice: "{encoded}"\n  bob: {encoded}  # comment\n{{"carol": "{encoded}"}}'
+    redacted = redact_hashes(text)
+    assert redacted == (
+        'users:\n  alice: "pbkdf2_sha256$<redacted>"\n  bob: pbkdf2_sha256$<redacted>  # comment\n'
+        '{"carol": "pbkdf2_sha256$<redacted>"}'
+    )
+    assert redact_hashes("no hash: pbkdf2_sha256 alone") == "no hash: pbkdf2_sha256 alone"

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from urllib.parse import urlencode
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
+from twisted.internet import defer, reactor, task
 from twisted.web import resource
 
+from engine.channels.destinations.file import FileDestination
+from engine.channels.destinations.spec import FileSettings
+from engine.model import Outcome
 from engine.web.auth import Sessions
 from engine.web.passwords import hash_password
 from engine.web.server import build_root
-from tests.fakes.harness import in_thread
+from engine.web.throttle import LoginThrottle
+from tests.fakes.harness import in_thread, wait_until
 from tests.fakes.messages import pms_message
+from tests.fakes.outbound import delivery
 from tests.fakes.web import (
     BROWSER,
     FORM,
     PASSWORD,
+    USERS,
     audit_rows,
     basic,
     fetch,
@@ -151,8 +161,13 @@ def test_nothing_can_be_mounted_over_public_or_taken_names(store):
     from engine.web.auth import Authenticator
     from engine.web.metrics import Metrics
 
+    clock = task.Clock()
     authenticator = Authenticator(
-        {"alice": hash_password("x", iterations=1)}, Sessions(60, clock=lambda: 0.0), reactor=task.Clock()
+        {"alice": hash_password("x", iterations=1)},
+        Sessions(store, 60),
+        reactor=clock,
+        pool=None,  # never asked: nothing is checked here
+        throttle=LoginThrottle(per_user=5, per_address=5, window=60.0, clock=clock.seconds),
     )
     for path in ("health", "console/x", "api/messages", "api", "a//b"):
         with pytest.raises(ValueError):
@@ -177,3 +192,140 @@ def test_console_files_are_served_with_a_strict_policy(start_web):
     assert script.header("content-type").startswith("text/javascript")
     missing = yield in_thread(fetch, f"{web.url}/console/nothing.js")
     assert missing.status == 404
+
+
+# -- login limits, the password threads, sessions across restarts -----------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_logins_are_rate_limited_per_user_and_per_address(start_web, log_events):
+    """Past the failures allowed, a user or an address gets 429 with Retry-After, unchecked; others get in.
+
+    Both the console's form and Basic credentials are limited; each refusal is counted, and the
+    lockout is logged with the name and the address, never a password.
+    """
+    users = {"alice": USERS["alice"], "bob": USERS["alice"]}
+    web = start_web(
+        users=users, login_failures_per_user=3, login_failures_per_address=5, login_window_seconds=300
+    )
+    for _ in range(3):
+        assert (yield login(web, password="hunter2-guess")).status == 401
+    locked = yield login(web)  # the right password, once the name is locked
+    assert (locked.status, locked.json()["error"]) == (429, "too many login attempts; try again in 300 s")
+    assert 290 <= int(locked.header("retry-after")) <= 300
+    by_script = yield in_thread(fetch, f"{web.url}/api/session", headers=basic())
+    assert by_script.status == 429 and by_script.header("retry-after")
+    for stranger in ("mallory", "trudy"):
+        guess = yield in_thread(fetch, f"{web.url}/api/session", headers=basic(stranger, "hunter2-guess"))
+        assert guess.status == 401
+    assert (yield login(web, "bob")).status == 429  # five failures from 127.0.0.1: the address is locked
+    from_elsewhere = yield login(web, "bob", source="127.0.0.2")
+    assert (from_elsewhere.status, from_elsewhere.json()) == (200, {"user": "bob"})
+    script_elsewhere = yield in_thread(
+        fetch, f"{web.url}/api/session", headers=basic("bob"), source="127.0.0.2"
+    )
+    assert script_elsewhere.status == 200
+    exposition = web.metrics.exposition()[0].decode()
+    assert 'hl7engine_web_logins_refused_total{reason="password"} 5.0' in exposition
+    assert 'hl7engine_web_logins_refused_total{reason="user"} 2.0' in exposition
+    assert 'hl7engine_web_logins_refused_total{reason="address"} 1.0' in exposition
+    text = logged(log_events)
+    assert "logins refused for 300 s: too many failures for the user (user alice from 127.0.0.1)" in text
+    assert "too many failures for the address (user bob from 127.0.0.1)" in text
+    assert text.count("too many failures for the user") == 1  # once per lockout, not per request
+    assert "hunter2" not in text and PASSWORD not in text
+
+
+# A client outside the test's process (no share of its GIL) that sends made-up Basic credentials
+# from ``threads`` keep-alive connections for ``seconds``, and prints how many requests it sent.
+# Fewer threads than MAX_WAITING_CHECKS: every guess waits to be hashed, none is turned away at once.
+_FLOOD = """
+import base64, http.client, sys, threading, time
+port, seconds, threads = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+deadline = time.monotonic() + seconds
+sent = []
+def flood(n):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    count = 0
+    while time.monotonic() < deadline:
+        token = base64.b64encode(f"guess{n}-{count}:nope".encode()).decode()
+        try:
+            connection.request("GET", "/api/session", headers={"Authorization": "Basic " + token})
+            connection.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        count += 1
+    sent.append(count)
+workers = [threading.Thread(target=flood, args=(n,)) for n in range(threads)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+print(sum(sent))
+"""
+
+
+_REFUSED_PASSWORD = 'hl7engine_web_logins_refused_total{reason="password"}'
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_flood_of_bad_credentials_does_not_hold_up_file_deliveries(start_web, tmp_path, log_events):
+    """Password checks run on the web server's own thread: 300 file deliveries during a flood of made-up
+    Basic credentials take about as long as without it (the shared pool would queue them behind hashes)."""
+    costly = {"alice": hash_password(PASSWORD, iterations=200_000)}  # ~0.1 s per check, as in production
+    web = start_web(users=costly, login_failures_per_user=10_000, login_failures_per_address=100_000)
+    archive = FileDestination("archive", FileSettings(directory=tmp_path / "out"), reactor=reactor)
+    archive.start()
+
+    @defer.inlineCallbacks
+    def deliver(first: int):
+        began = time.monotonic()
+        for n in range(first, first + 300):
+            result = yield archive.send(delivery(n, delivery_id=n, destination="archive"))
+            assert result.outcome == Outcome.SENT
+        return time.monotonic() - began
+
+    try:
+        quiet = yield deliver(1)
+        flood = subprocess.Popen(
+            [sys.executable, "-c", _FLOOD, str(web.service.port), "8", "24"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            yield wait_until(lambda: _REFUSED_PASSWORD in web.metrics.exposition()[0].decode(), 5.0)
+            flooded = yield deliver(1001)
+        finally:
+            flood.terminate()
+            yield in_thread(flood.wait, 10)
+    finally:
+        yield archive.stop()
+    assert len(os.listdir(tmp_path / "out")) == 600
+    exposition = web.metrics.exposition()[0].decode()
+    refused = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("hl7engine_web_logins_refused_total{")
+    }
+    assert refused.get("password", 0) >= 2  # the flood was hashed, not turned away before
+    print(f"300 file deliveries: {quiet:.2f} s quiet, {flooded:.2f} s under the flood; refused {refused}")
+    assert flooded < max(3 * quiet, quiet + 2.0)
+    # Clients that left while their guess was hashed are given nothing, without an error.
+    assert [event for event in log_events if "log_failure" in event] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_session_survives_a_restart_of_the_web_server_and_its_store(start_web, open_sqlite_store):
+    """A session cookie from before a restart (new WebService, new MessageStore on the same database)
+    still works; after a logout it does not."""
+    web = start_web()
+    cookie = session_cookie((yield login(web)))
+    yield web.service.stopService()
+    again = start_web(on=open_sqlite_store())
+    who = yield in_thread(fetch, f"{again.url}/api/session", headers=cookie)
+    assert (who.status, who.json()) == (200, {"user": "alice"})
+    out = yield in_thread(fetch, f"{again.url}/logout", "POST", headers={**cookie, **BROWSER})
+    assert out.status == 200
+    gone = yield in_thread(fetch, f"{again.url}/api/session", headers={**cookie, **BROWSER})
+    assert gone.status == 401
