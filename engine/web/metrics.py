@@ -1,7 +1,7 @@
 """Prometheus metrics, fed by the events the engine already emits (an observer, as Scrapy's stats are).
 
-The intake, the channel runners and the MLLP factories call an observer with an event name and
-its fields; they never import prometheus_client. ``Metrics.observe`` turns those events into
+The intake, the channel runners, the MLLP factories and the file sources call an observer with an
+event name and its fields; they never import prometheus_client. ``Metrics.observe`` turns those events into
 counters on a registry of our own (never the process-global one), and a LoopingCall asks the
 store for the depth of every destination queue every few seconds. Labels are names from the
 configuration and codes, never anything from a message.
@@ -115,6 +115,13 @@ class Metrics:
             ["listener"],
             registry=r,
         )
+        self.files = Counter(
+            "hl7engine_file_source_files",
+            "Files a file source took, by outcome: done, error (a message rejected), recovered (stored"
+            " before a crash, only moved) or failed (left for the next poll)",
+            ["listener", "outcome"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hl7engine_queue_depth",
             "Deliveries waiting in a destination's queue (QUEUED), polled from the store",
@@ -137,6 +144,7 @@ class Metrics:
             ),
             "bytes_discarded": lambda f: self.bytes_discarded.labels(f["listener"]).inc(f["amount"]),
             "frame_too_long": lambda f: self.frames_too_long.labels(f["listener"]).inc(f.get("amount", 1)),
+            "file_taken": lambda f: self.files.labels(f["listener"], f["outcome"]).inc(),
         }
         self._known_queues: set[tuple[str, str]] = set()
         self._poll: task.LoopingCall | None = None
