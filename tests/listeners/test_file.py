@@ -8,12 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+import sqlalchemy as sa
 from twisted.internet import defer
 
-from engine.config import FileListenerConfig
+from engine.config import FileListenerConfig, parse_config
 from engine.errors import StoreError
 from engine.listeners.file import FileSource
 from engine.model import SourceFile
+from engine.store.schema import source_files
+from tests.fakes.harness import start_engine, wait_until
 from tests.fakes.reactor import InlineThreads
 
 ADT = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101||ADT^A01|1|P|2.5\rPID|1||123\r"
@@ -274,3 +278,112 @@ def test_stop_lets_the_file_in_flight_finish_and_takes_no_more(inbox):
     clock.advance(POLL_SECONDS * 3)
     assert len(intake.files) == 1
     assert "second.hl7" in names(inbox)
+
+
+# --- the real engine and store ---------------------------------------------------------------------
+
+ENGINE = """
+engine:
+  data_dir: data
+  http:
+    endpoint: "tcp:0:interface=127.0.0.1"
+listeners:
+  - name: inbox
+    type: file
+    directory: in
+    poll_seconds: 0.05
+    min_age_seconds: 0
+channels:
+  - name: everything
+    source: inbox
+    accept:
+      types: ["*"]
+"""
+
+
+def engine_on(tmp_path: Path):
+    """A started engine whose file listener ``inbox`` polls tmp_path/in every 50 ms, storing everything."""
+    return start_engine(parse_config(ENGINE, base_dir=tmp_path))
+
+
+def taken(engine, outcome: str) -> float:
+    """How many files the engine's /metrics counts with this outcome."""
+    labels = {"listener": "inbox", "outcome": outcome}
+    return engine.metrics.registry.get_sample_value("hl7engine_file_source_files_total", labels) or 0
+
+
+def stored(engine) -> defer.Deferred:
+    """Fires with the number of messages the engine stored."""
+    return engine.store.count()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_resent_identical_file_is_stored_again(tmp_path):
+    """A lab dropping the same file again gets it stored again: two messages.
+
+    Same name, bytes and even modification time (a copy that keeps it): the first was moved, so this
+    one is a resend, not a file left by a crash.
+    """
+    inbox = tmp_path / "in"
+    engine = engine_on(tmp_path)
+    try:
+        modified_ns = drop(inbox, "batch.hl7", ADT).stat().st_mtime_ns
+        yield wait_until(lambda: names(inbox / "done") == ["batch.hl7"])
+        os.utime(drop(inbox, "batch.hl7", ADT), ns=(modified_ns, modified_ns))
+        yield wait_until(lambda: names(inbox / "done") == ["batch.hl7", "batch.hl7.1"])
+        assert (yield stored(engine)) == 2
+        assert taken(engine, "done") == 2
+    finally:
+        yield engine.stopService()
+
+
+@defer.inlineCallbacks
+def _commit_without_moving(tmp_path: Path, data: bytes):
+    """Run an engine until it has stored ``data`` dropped as in/a.hl7 but could not move the file.
+
+    The done folder is a plain file meanwhile: the move fails after the commit, as a crash would leave it.
+    """
+    inbox = tmp_path / "in"
+    engine = engine_on(tmp_path)
+    try:
+        (inbox / "done").rmdir()
+        (inbox / "done").write_bytes(b"")
+        drop(inbox, "a.hl7", data)
+        yield wait_until(lambda: taken(engine, "failed") >= 1)
+        assert (yield stored(engine)) == 1
+        assert "a.hl7" in names(inbox)
+    finally:
+        yield engine.stopService()
+    (inbox / "done").unlink()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_file_committed_but_not_moved_is_finished_without_a_second_copy(tmp_path):
+    """After a restart, the file whose messages were committed before its move is only moved to done."""
+    inbox = tmp_path / "in"
+    yield _commit_without_moving(tmp_path, ADT)
+    engine = engine_on(tmp_path)
+    try:
+        yield wait_until(lambda: names(inbox / "done") == ["a.hl7"])
+        assert (yield stored(engine)) == 1
+        assert (taken(engine, "recovered"), taken(engine, "done")) == (1, 0)
+        with engine.store.repository.engine.connect() as connection:
+            moved = connection.execute(sa.select(source_files.c.moved_to)).scalars().all()
+        assert moved == [str(inbox / "done" / "a.hl7")]
+    finally:
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_changed_file_with_the_name_of_one_not_moved_is_read(tmp_path):
+    """A file replaced under the same name after such a crash is another file: it is read and stored."""
+    inbox = tmp_path / "in"
+    yield _commit_without_moving(tmp_path, ADT)
+    drop(inbox, "a.hl7", ADT + ORU)
+    engine = engine_on(tmp_path)
+    try:
+        yield wait_until(lambda: names(inbox / "done") == ["a.hl7"])
+        assert (yield stored(engine)) == 3
+        assert (taken(engine, "recovered"), taken(engine, "done")) == (0, 1)
+    finally:
+        yield engine.stopService()
