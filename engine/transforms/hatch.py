@@ -9,6 +9,7 @@ the functions it had until a reload replaces the channel.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -61,7 +62,7 @@ class Target:
     """What a ``python:`` target names: the callable, and the module file it comes from."""
 
     function: Callable[[Message], Message]
-    source: InputFile | None  # None for a module without a source file (built in, or only bytecode)
+    source: InputFile | None  # None for a module without a source file of its own (built in, zipped...)
 
 
 def import_target(target: str) -> Target:
@@ -88,8 +89,8 @@ def _current_module(name: str) -> tuple[ModuleType, InputFile | None]:
     """The module imported, or run again from its file when the file changed since it was run."""
     module = importlib.import_module(name)
     spec = module.__spec__
-    if spec is None or not spec.has_location or not str(spec.origin).endswith(".py"):
-        return module, None
+    if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+        return module, None  # built in, frozen, in a zip or only bytecode: no source file to compare
     source = Path(spec.origin).read_bytes()
     digest = sha256_of(source)
     if _run_from.setdefault(name, digest) != digest:
