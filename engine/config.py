@@ -38,8 +38,10 @@ from engine.errors import ConfigError
 from engine.listeners.admission import Network
 from engine.listeners.endpoints import Bind, bind_of, check_endpoint
 from engine.listeners.tls import key_fits_certificate
-from engine.transforms.lookup import load_tables
-from engine.transforms.spec import TableSpec
+from engine.transforms.hatch import import_target
+from engine.transforms.inputs import InputFile
+from engine.transforms.lookup import LookupTable, load_tables
+from engine.transforms.spec import TableSpec, TransformSpec
 from engine.transforms.transforms import check_transforms
 from engine.web.passwords import check_password_hash
 
@@ -306,6 +308,8 @@ class Config(Frozen):
 
     _source_path: Path | None = PrivateAttr(default=None)
     _base_dir: Path = PrivateAttr(default=Path("."))
+    _tables: dict[str, LookupTable] = PrivateAttr(default_factory=dict)
+    _modules: dict[str, InputFile] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _remember_source(self, info: ValidationInfo) -> Config:
@@ -322,6 +326,34 @@ class Config(Frozen):
     def source_path(self) -> Path | None:
         """The absolute path of the file this came from; None when parsed from a string."""
         return self._source_path
+
+    @property
+    def lookup_tables(self) -> Mapping[str, LookupTable]:
+        """The tables as read when this config was loaded (a CSV file once, with its hash)."""
+        return self._tables
+
+    @property
+    def inputs(self) -> tuple[InputFile, ...]:
+        """The files this config read besides its own (CSV tables, ``python:`` modules), with their hashes."""
+        tables = (table.source for table in self._tables.values() if table.source is not None)
+        return tuple(sorted((*tables, *self._modules.values()), key=lambda i: (i.kind, i.name)))
+
+    def inputs_of(self, channel: ChannelConfig) -> dict[str, object]:
+        """What a channel's transforms read besides the channel's own config, to compare across a reload.
+
+        The tables it maps through (their spec and file hash) and the modules it calls (their hash).
+        """
+        used: dict[str, object] = {}
+        for _, specs in transform_lists(channel):
+            for spec in specs:
+                if spec.kind == "map" and spec.map_.table in self.tables:
+                    table = self._tables.get(spec.map_.table)
+                    source = table.source if table is not None else None
+                    used[f"table {spec.map_.table}"] = (self.tables[spec.map_.table], source)
+                elif spec.kind == "python":
+                    module = spec.python.partition(":")[0]
+                    used[f"module {module}"] = self._modules.get(module)
+        return used
 
     @property
     def store_url(self) -> str:
@@ -414,22 +446,31 @@ def _cross_check(data: Any) -> list[tuple[Loc, str]]:
     return problems
 
 
+def transform_lists(channel: ChannelConfig) -> Iterator[tuple[Loc, tuple[TransformSpec, ...]]]:
+    """A channel's transforms, then each destination's, with their place within the channel item."""
+    yield ("transforms",), channel.transforms
+    for j, destination in enumerate(channel.destinations):
+        yield ("destinations", j, "transforms"), destination.transforms
+
+
 def _check_stages(config: Config) -> list[tuple[Loc, str]]:
     """Problems between the stages and the rest: tables that cannot be read, unknown table names,
-    Python transforms that do not import, destination names and channel hand-offs."""
-    tables, problems = load_tables(config.tables, config.base_dir)
+    Python transforms that do not import, destination names and channel hand-offs.
+
+    Keeps the tables read and the modules imported on ``config``, with their hashes.
+    """
+    config._tables, problems = load_tables(config.tables, config.base_dir)
     table_names = set(config.tables)
     channel_names = {c.name for c in config.channels}
     for i, channel in enumerate(config.channels):
-        problems += check_transforms(
-            channel.transforms, path_loc=("channels", i, "transforms"), table_names=table_names
-        )
+        for loc, specs in transform_lists(channel):
+            found = check_transforms(specs, path_loc=("channels", i, *loc), table_names=table_names)
+            problems += found
+            if not found:
+                config._modules |= _modules_of(specs)
         seen: dict[str, int] = {}
         for j, destination in enumerate(channel.destinations):
             loc = ("channels", i, "destinations", j)
-            problems += check_transforms(
-                destination.transforms, path_loc=loc + ("transforms",), table_names=table_names
-            )
             if destination.name in seen:
                 problems.append(
                     (
@@ -451,6 +492,12 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
                         )
                     )
     return problems
+
+
+def _modules_of(specs: tuple[TransformSpec, ...]) -> dict[str, InputFile]:
+    """The source files of the modules that checked ``python:`` transforms name, by module name."""
+    targets = (import_target(spec.python) for spec in specs if spec.kind == "python")
+    return {target.source.name: target.source for target in targets if target.source is not None}
 
 
 def _parse(

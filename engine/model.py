@@ -113,6 +113,7 @@ class SourceFile:
     path: str
     sha256: str  # hex digest of the file's bytes
     size: int  # bytes
+    modified_ns: int  # its modification time as read (st_mtime_ns): with path and size, which file it was
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,6 @@ from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.listeners.tls import server_tls_options
 from engine.store.message_store import MessageStore
-from engine.transforms.lookup import load_tables
 from engine.web.api import patient_resources
 from engine.web.audit import Auditor
 from engine.web.metrics import Metrics, fanout
@@ -125,7 +124,6 @@ class Engine(service.MultiService):
 
     def _build_channels(self, config: Config, names: set[str] | None = None) -> None:
         """Build the enabled channels of ``config`` (those named, or all) into ``self.channels``."""
-        tables, _problems = load_tables(config.tables, config.base_dir)
         for index, channel in enumerate(config.channels):
             if channel.enabled and (names is None or channel.name in names):
                 self.channels[channel.name] = build_channel(
@@ -134,7 +132,7 @@ class Engine(service.MultiService):
                     store=self.store,
                     reactor=self.reactor,
                     channels=self.channels,
-                    tables=tables,
+                    tables=config.lookup_tables,
                     observer=self.observer,
                 )
 
@@ -155,7 +153,9 @@ class Engine(service.MultiService):
             running=self.channels,
         )
         if listener.type == "file":
-            listener_service = FileSource(listener.name, listener, intake, self.store, reactor=self.reactor)
+            listener_service = FileSource(
+                listener.name, listener, intake, self.store, reactor=self.reactor, observer=self.observer
+            )
         else:
             connection_observer = (
                 self.metrics.connection_observer(listener.name) if self.metrics is not None else None
@@ -221,6 +221,7 @@ class Engine(service.MultiService):
             content=content,
             sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
             changes=str(report),
+            inputs=[source.as_record() for source in config.inputs],
         )
         d.addErrback(
             lambda failure: log.warn(
@@ -254,11 +255,18 @@ class Engine(service.MultiService):
             )
         old_channels = {c.name: c for c in old.channels}
         new_channels = {c.name: c for c in new.channels}
-        changed_channels = {n for n in new_channels if old_channels.get(n) != new_channels[n]} | (
-            set(old_channels) - set(new_channels)
-        )
-        if new.tables != old.tables:
-            changed_channels |= set(new_channels) | set(old_channels)
+        # A channel changed when its item did, or a table or module it uses did (spec or file content).
+        changed_channels = {
+            n
+            for n in new_channels
+            if n not in old_channels
+            or old_channels[n] != new_channels[n]
+            or old.inputs_of(old_channels[n]) != new.inputs_of(new_channels[n])
+        } | (set(old_channels) - set(new_channels))
+        old_inputs = {str(source): source.sha256 for source in old.inputs}
+        for source in new.inputs:
+            if old_inputs.get(str(source), source.sha256) != source.sha256:
+                report.changes.append(f"{source} changed")
         for name in sorted(set(old_channels) - set(new_channels)):
             report.changes.append(f"channel {name} removed")
         for name in sorted(set(new_channels) - set(old_channels)):

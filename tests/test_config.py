@@ -669,3 +669,42 @@ def test_config_refuses_a_plain_password(tmp_path):
         http.max_header_bytes,
     )
     assert limits == (5, 20, 300, 65536, 16384)
+
+
+def test_a_config_knows_the_files_it_read_and_what_each_channel_uses(tmp_path):
+    """inputs lists each CSV table and python: module with its hash; inputs_of a channel holds only the
+    tables and modules its own and its destinations' transforms use."""
+    (tmp_path / "sites.csv").write_text("code,site\nA,1\n")
+    text = """
+listeners:
+  - {name: main, endpoint: "tcp:0"}
+tables:
+  sites: {csv: sites.csv, key: code, value: site}
+  sexes: {inline: {M: male}}
+channels:
+  - name: adt
+    source: main
+    accept: {types: [ADT]}
+    transforms:
+      - python: tests.transforms.hatch:mark_processed
+    destinations:
+      - name: out
+        type: file
+        directory: out
+        transforms:
+          - map: {field: MSH-4, table: sites}
+  - name: lab
+    source: main
+    accept: {types: [ORU]}
+    transforms:
+      - map: {field: PID-8, table: sexes}
+"""
+    config = parse_config(text, base_dir=tmp_path)
+    assert [(i.kind, i.name, Path(i.path).name) for i in config.inputs] == [
+        ("module", "tests.transforms.hatch", "hatch.py"),
+        ("table", "sites", "sites.csv"),
+    ]
+    adt, lab = config.channels
+    assert sorted(config.inputs_of(adt)) == ["module tests.transforms.hatch", "table sites"]
+    assert list(config.inputs_of(lab)) == ["table sexes"]
+    assert config.lookup_tables["sites"].lookup("A") == "1"

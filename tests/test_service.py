@@ -7,18 +7,22 @@ gets (AR when no channel takes it), and whether a connection opened before the r
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import textwrap
 import time
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 
 from engine.config import load_config
 from engine.errors import ConfigError
 from engine.hl7.ack import parse_reply
+from engine.hl7.message import Message
 from engine.hl7.mllp import frame
 from engine.listeners.client import MLLPClient
+from engine.store.messages import MessageQuery
 from engine.web.passwords import hash_password
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine, wait_until
 from tests.fakes.listeners import read_until_closed
@@ -201,6 +205,13 @@ def test_a_config_with_problems_is_refused_and_the_old_one_keeps_running(tmp_pat
         yield engine.stopService()
 
 
+def written(tmp_path, yaml: str):
+    """channels.yaml with ``yaml`` (its data under tmp_path) written in tmp_path; returns its path."""
+    path = tmp_path / "channels.yaml"
+    path.write_text(textwrap.dedent(yaml).format(data_dir=tmp_path / "data"))
+    return path
+
+
 def closed_unanswered(port: int, data: bytes) -> bytes:
     """Connect, send ``data``, and read until the engine closes the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -254,3 +265,80 @@ def test_the_config_history_holds_no_password_hash(tmp_path):
         digest = secret.rsplit("$", 1)[1]
         assert digest not in recorded.content and secret.split("$")[2] not in recorded.content
         assert "alice" in recorded.content and "pbkdf2_sha256$<redacted>" in recorded.content
+
+
+def transformed(engine, control_id: str) -> defer.Deferred:
+    """Fires with the stored message's content after its channel's transforms, None until processed."""
+    d = engine.store.search(MessageQuery(control_id=control_id))
+    d.addCallback(lambda found: engine.store.get(found[0].id) if found else None)
+    d.addCallback(lambda message: message.transformed if message is not None else None)
+    return d
+
+
+@defer.inlineCallbacks
+def field_after_transforms(engine, payload: bytes, control_id: str, path: str):
+    """Send ``payload`` with MSH-10 ``control_id``; fires with ``path`` of what its channel stored."""
+    payload = payload.replace(b"|A1|P|", f"|{control_id}|P|".encode())
+    assert (yield in_thread(codes, port_of(engine), payload)) == ["AA"]
+    content = yield wait_until(lambda: transformed(engine, control_id))
+    return Message.parse(content.decode()).get(path)
+
+
+MAPPED = (
+    channel("adt", "ADT") + "    transforms:\n      - map:\n          field: MSH-4\n          table: sites\n"
+)
+
+
+SITES = "tables:\n  sites:\n    csv: sites.csv\n    key: code\n    value: site\n"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reload_applies_an_edited_table_file(tmp_path):
+    """An edited CSV table is a change: its channel is rebuilt and maps with the new entries.
+
+    The config history keeps the table file's hash; the same file again is no change.
+    """
+    (tmp_path / "sites.csv").write_text("code,site\nNORTH,N-OLD\n")
+    path = written(tmp_path, text(MAPPED) + SITES)
+    engine = start_engine(load_config(path))
+    try:
+        assert (yield field_after_transforms(engine, ADT, "T1", "MSH-4")) == "N-OLD"
+        (tmp_path / "sites.csv").write_text("code,site\nNORTH,N-NEW\n")
+        report = yield engine.reload_from_file(path)
+        assert str(report) == "table sites changed; channel adt changed"
+        assert (yield field_after_transforms(engine, ADT, "T2", "MSH-4")) == "N-NEW"
+        [latest, *_] = yield engine.store.config_history()
+        digest = hashlib.sha256(b"code,site\nNORTH,N-NEW\n").hexdigest()
+        assert latest.inputs == [
+            {"kind": "table", "name": "sites", "path": str(tmp_path / "sites.csv"), "sha256": digest}
+        ]
+        assert str((yield engine.reload_from_file(path))) == "no change"
+    finally:
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reload_applies_an_edited_python_module(tmp_path, monkeypatch):
+    """An edited python: module is a change: run again from its file, its channel calls the new code.
+
+    The edit keeps the file's size, so bytecode cached for the old text cannot stand in for the new.
+    """
+    module = tmp_path / "reload_hatch_module.py"
+    code = 'def mark(message):\n    message.set("MSH-8", "{}")\n    return message\n'
+    module.write_text(code.format("OLD"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hatch = channel("adt", "ADT") + "    transforms:\n      - python: reload_hatch_module:mark\n"
+    path = written(tmp_path, text(hatch, channel("other", "ORU")))
+    engine = start_engine(load_config(path))
+    try:
+        assert (yield field_after_transforms(engine, ADT, "P1", "MSH-8")) == "OLD"
+        module.write_text(code.format("NEW"))
+        report = yield engine.reload_from_file(path)
+        assert str(report) == "module reload_hatch_module changed; channel adt changed"
+        assert (yield field_after_transforms(engine, ADT, "P2", "MSH-8")) == "NEW"
+        [latest, *_] = yield engine.store.config_history()
+        assert [(i["kind"], i["name"], i["sha256"]) for i in latest.inputs] == [
+            ("module", "reload_hatch_module", hashlib.sha256(code.format("NEW").encode()).hexdigest())
+        ]
+    finally:
+        yield engine.stopService()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +24,9 @@ class ConfigRecord:
     sha256: str  # hex digest of content
     content: str  # the configuration text as applied
     changes: str  # what changed from the configuration applied before, for people
+    # the files it read besides its own (CSV tables, python: modules): {kind, name, path, sha256}
+    # each; None when recorded before the engine kept them
+    inputs: list[dict[str, str]] | None
 
 
 _COLUMNS = tuple(config_history.c[f.name] for f in dataclasses.fields(ConfigRecord))
@@ -35,7 +39,14 @@ class ConfigRepository:
         self._engine = engine
 
     def record_config(
-        self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str
+        self,
+        *,
+        applied_at: datetime,
+        source: str,
+        content: str,
+        sha256: str,
+        changes: str,
+        inputs: Sequence[Mapping[str, str]] = (),
     ) -> int:
         """Remember that a configuration was applied; returns its id."""
         require_aware(applied_at, "applied_at")
@@ -47,6 +58,7 @@ class ConfigRepository:
                 "content": content,
                 "sha256": sha256,
                 "changes": changes,
+                "inputs": [dict(record) for record in inputs],
             },
         )
         with store_errors("recording a configuration"), self._engine.begin() as connection:

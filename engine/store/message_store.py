@@ -7,7 +7,7 @@ the one writer thread in order, adds group-committed, reads on the read pool.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -105,6 +105,12 @@ class MessageStore:
         """Store the messages (and their source file) in one transaction; fires with the ids after COMMIT."""
         return self._pool.add(new_messages, source_file)
 
+    def file_moved(self, path: str, size: int, modified_ns: int, moved_to: str) -> defer.Deferred:
+        """Fires with None once MessageRepository.file_moved(...) committed: where a stored file went."""
+        return self._pool.write(
+            MessageRepository.file_moved, self._repository, path, size, modified_ns, moved_to
+        )
+
     def record_processing(self, results: Sequence[ProcessingResult]) -> defer.Deferred:
         """Fires with QueueRepository.record_processing(results): the new delivery ids."""
         return self._pool.write(QueueRepository.record_processing, self._queues, tuple(results))
@@ -124,7 +130,14 @@ class MessageStore:
         return self._pool.write(QueueRepository.reprocess, self._queues, tuple(message_ids))
 
     def record_config(
-        self, *, applied_at: datetime, source: str, content: str, sha256: str, changes: str
+        self,
+        *,
+        applied_at: datetime,
+        source: str,
+        content: str,
+        sha256: str,
+        changes: str,
+        inputs: Sequence[Mapping[str, str]] = (),
     ) -> defer.Deferred:
         """Fires with ConfigRepository.record_config(...): the record's id."""
         return self._pool.write(
@@ -135,6 +148,7 @@ class MessageStore:
             content=content,
             sha256=sha256,
             changes=changes,
+            inputs=tuple(inputs),
         )
 
     # Reads: each runs on the read pool.
@@ -164,9 +178,9 @@ class MessageStore:
             since=since,
         )
 
-    def file_already_read(self, sha256: str) -> defer.Deferred:
-        """Fires with MessageRepository.file_already_read(sha256)."""
-        return self._pool.read(MessageRepository.file_already_read, self._repository, sha256)
+    def unmoved_file(self, path: str, size: int, modified_ns: int) -> defer.Deferred:
+        """Fires with MessageRepository.unmoved_file(path, size, modified_ns)."""
+        return self._pool.read(MessageRepository.unmoved_file, self._repository, path, size, modified_ns)
 
     def pending_for_processing(self, channel: str, *, after_id: int = 0, limit: int = 500) -> defer.Deferred:
         """Fires with QueueRepository.pending_for_processing(...): ReceivedMessage values, oldest first."""

@@ -165,10 +165,18 @@ def _source_file_row(source_file: SourceFile, message_count: int, read_at: datet
         "path": source_file.path,
         "sha256": source_file.sha256,
         "size": source_file.size,
+        "modified_ns": source_file.modified_ns,
         "read_at": read_at,
         "message_count": message_count,
     }
     return fit_row(source_files, values)
+
+
+def _same_file(path: str, size: int, modified_ns: int) -> tuple[sa.ColumnElement[bool], ...]:
+    """The rows of a file stored and not moved yet, by the file's path, size and modification time."""
+    c = source_files.c
+    path = fit_row(source_files, {"path": path})["path"]  # as a long path was stored
+    return (c.path == path, c.size == size, c.modified_ns == modified_ns, c.moved_to.is_(None))
 
 
 def _criteria(query: MessageQuery) -> list[sa.ColumnElement[bool]]:
@@ -345,8 +353,22 @@ class MessageRepository:
             row = connection.execute(statement).one_or_none()
         return None if row is None else (row.id, row.ack)
 
-    def file_already_read(self, sha256: str) -> bool:
-        """Whether a file with these contents (hex SHA-256) was stored before."""
-        statement = sa.select(sa.exists().where(source_files.c.sha256 == sha256))
+    def unmoved_file(self, path: str, size: int, modified_ns: int) -> bool:
+        """Whether this file (path, size, modification time) was stored and never moved away.
+
+        That is a file a crash caught between its commit and its move; a file read and moved
+        before, and dropped again, is not.
+        """
+        statement = sa.select(sa.exists().where(*_same_file(path, size, modified_ns)))
         with store_errors("looking up a source file"), self._engine.connect() as connection:
             return connection.execute(statement).scalar_one()
+
+    def file_moved(self, path: str, size: int, modified_ns: int, moved_to: str) -> None:
+        """Record where a stored file went, once it was moved."""
+        statement = (
+            sa.update(source_files)
+            .where(*_same_file(path, size, modified_ns))
+            .values(fit_row(source_files, {"moved_to": moved_to}))
+        )
+        with store_errors("recording a moved source file"), self._engine.begin() as connection:
+            connection.execute(statement)

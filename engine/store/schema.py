@@ -144,9 +144,14 @@ config_history = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("content", sa.Text(), nullable=False),
     sa.Column("changes", sa.Text(), nullable=False),
+    # The files it read besides its own (CSV tables, python: modules): kind, name, path, sha256 each.
+    # NULL for a configuration recorded before revision 0013.
+    sa.Column("inputs", sa.JSON(), nullable=True),
 )
 
-# Every file a file source read, written in the same transaction as its messages.
+# Every file a file source read, written in the same transaction as its messages. A row whose
+# moved_to is NULL is a file committed and not (yet) moved away: path, size and modified_ns tell
+# the file source, after a crash, that the file it finds is that one (0013).
 source_files = sa.Table(
     "source_files",
     metadata,
@@ -156,7 +161,10 @@ source_files = sa.Table(
     sa.Column("size", sa.BigInteger(), nullable=False),
     sa.Column("read_at", UTCDateTime(), nullable=False),
     sa.Column("message_count", sa.Integer(), nullable=False),
-    sa.Index(None, "sha256"),
+    # st_mtime_ns of the file when read; 0 for files read before revision 0013
+    sa.Column("modified_ns", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("moved_to", sa.String(1000), nullable=True),  # where the file went; NULL until moved
+    sa.Index(None, "path"),
 )
 
 # Who saw or changed which message, when, and from where (engine.store.audit). message_id is

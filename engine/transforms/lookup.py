@@ -1,11 +1,16 @@
-"""Lookup tables for the ``map`` transform: inline entries or a CSV file, loaded once at config time."""
+"""Lookup tables for the ``map`` transform: inline entries or a CSV file, loaded when the config is loaded.
+
+A CSV table remembers the SHA-256 of the bytes it was read from, so a reload sees an edited file.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
+from engine.transforms.inputs import InputFile, sha256_of
 from engine.transforms.spec import TableSpec
 
 __all__ = ["LookupTable", "load_tables"]
@@ -14,12 +19,16 @@ Problem = tuple[tuple, str]
 
 
 class LookupTable:
-    """A named, read-only mapping from codes to codes; keys match exactly (case and spaces count)."""
+    """A named, read-only mapping from codes to codes; keys match exactly (case and spaces count).
 
-    __slots__ = ("name", "_entries")
+    ``source`` is the CSV file the entries were read from (None for inline entries).
+    """
 
-    def __init__(self, name: str, entries: Mapping[str, str]):
+    __slots__ = ("name", "source", "_entries")
+
+    def __init__(self, name: str, entries: Mapping[str, str], source: InputFile | None = None):
         self.name = name
+        self.source = source
         self._entries = dict(entries)
 
     def __repr__(self) -> str:
@@ -46,20 +55,24 @@ def load_tables(
         if spec.inline is not None:
             tables[name] = LookupTable(name, spec.inline)
             continue
-        entries, found = _read_csv(base_dir / spec.csv, spec, ("tables", name))
+        path = base_dir / spec.csv
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            problems.append((("tables", name, "csv"), f"cannot read {path}: {exc.strerror or exc}"))
+            continue
+        entries, found = _read_csv(data, path, spec, ("tables", name))
         problems += found
         if not found:
-            tables[name] = LookupTable(name, entries)
+            tables[name] = LookupTable(name, entries, InputFile("table", name, str(path), sha256_of(data)))
     return tables, problems
 
 
-def _read_csv(path: Path, spec: TableSpec, loc: tuple) -> tuple[dict[str, str], list[Problem]]:
+def _read_csv(data: bytes, path: Path, spec: TableSpec, loc: tuple) -> tuple[dict[str, str], list[Problem]]:
     """The entries of a CSV table: a header row, then one row per entry; BOM and quoting as Excel does."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            rows = list(csv.reader(file, skipinitialspace=True, strict=True))
-    except OSError as exc:
-        return {}, [(loc + ("csv",), f"cannot read {path}: {exc.strerror or exc}")]
+        text = io.StringIO(data.decode("utf-8-sig"), newline="")
+        rows = list(csv.reader(text, skipinitialspace=True, strict=True))
     except UnicodeDecodeError:  # its position counts from a read buffer, not the file: not worth showing
         return {}, [(loc + ("csv",), f"{path} is not UTF-8 text; save it as UTF-8")]
     except csv.Error as exc:

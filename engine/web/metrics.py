@@ -1,7 +1,7 @@
 """Prometheus metrics, fed by the events the engine already emits (an observer, as Scrapy's stats are).
 
-The intake, the channel runners and the MLLP factories call an observer with an event name and
-its fields; they never import prometheus_client. ``Metrics.observe`` turns those events into
+The intake, the channel runners, the MLLP factories and the file sources call an observer with an
+event name and its fields; they never import prometheus_client. ``Metrics.observe`` turns those events into
 counters on a registry of our own (never the process-global one), and a LoopingCall asks the
 store for the depth of every destination queue every few seconds. Labels are names from the
 configuration and codes, never anything from a message.
@@ -134,6 +134,13 @@ class Metrics:
             ["listener"],
             registry=r,
         )
+        self.files = Counter(
+            "hl7engine_file_source_files",
+            "Files a file source took, by outcome: done, error (a message rejected), recovered (stored"
+            " before a crash, only moved) or failed (left for the next poll)",
+            ["listener", "outcome"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hl7engine_queue_depth",
             "Deliveries waiting in a destination's queue (QUEUED), polled from the store",
@@ -175,6 +182,7 @@ class Metrics:
             "connection_over_limit": self._refused("max_connections"),
             "frame_timeout": lambda f: self.frame_timeouts.labels(f["listener"]).inc(f.get("amount", 1)),
             "tls_failed": lambda f: self.tls_failures.labels(f["listener"]).inc(f.get("amount", 1)),
+            "file_taken": lambda f: self.files.labels(f["listener"], f["outcome"]).inc(),
         }
         self._known_queues: set[tuple[str, str]] = set()
         self._poll: task.LoopingCall | None = None

@@ -412,10 +412,10 @@ def test_channel_destination_hands_messages_to_another_channel(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_file_source_reads_each_file_once_and_moves_it(tmp_path):
+def test_file_source_stores_each_file_and_moves_it(tmp_path):
     """Files are stored (a batch file split into its messages), moved to done, a bad one to error.
 
-    A restart reads nothing twice.
+    After a restart, a file dropped again under a name already read is a resend: stored again.
     """
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -444,13 +444,14 @@ def test_file_source_reads_each_file_once_and_moves_it(tmp_path):
         assert count == 5  # three messages of the batch file, one message, one rejected file
     finally:
         yield engine.stopService()
-    # A crash after the commit but before the move leaves the file in the inbox: it is only moved.
+    # The same file again is a resend, not a file a crash left unmoved (tests/listeners/test_file.py).
     (inbox / "b.hl7").write_bytes(adt(7))
     engine = start_engine(config)
     try:
         yield wait_until(lambda: not list(inbox.glob("*.hl7")))
         count = yield engine.store.count(MessageQuery(listener="drop"))
-        assert count == 5
+        assert count == 6
+        assert sorted(p.name for p in (inbox / "done").iterdir()) == ["a.hl7", "b.hl7", "b.hl7.1"]
     finally:
         yield engine.stopService()
 

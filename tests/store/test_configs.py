@@ -20,13 +20,20 @@ def test_config_history_is_newest_first(configs):
             content=f"v{n}\n",
             sha256=f"{n}" * 64,
             changes=f"change {n}",
+            inputs=[{"kind": "table", "name": "payers", "path": "/etc/payers.csv", "sha256": f"{n}" * 64}],
         )
         for n in range(3)
     ]
     assert ids == sorted(ids)
     history = configs.config_history()
     assert history[0] == ConfigRecord(
-        ids[2], T0 + timedelta(minutes=2), "/etc/hl7engine/channels.yaml", "2" * 64, "v2\n", "change 2"
+        ids[2],
+        T0 + timedelta(minutes=2),
+        "/etc/hl7engine/channels.yaml",
+        "2" * 64,
+        "v2\n",
+        "change 2",
+        [{"kind": "table", "name": "payers", "path": "/etc/payers.csv", "sha256": "2" * 64}],
     )
     assert [r.id for r in history] == ids[::-1]
     assert [r.id for r in configs.config_history(limit=1)] == [ids[2]]

@@ -20,6 +20,8 @@ from engine.store.schema import message_events, messages, source_files
 from tests.fakes.messages import T0
 from tests.fakes.store import expected_message, source_file_rows
 
+MTIME = 1_700_000_000_123_456_789  # a file's st_mtime_ns
+
 # The repository
 
 
@@ -354,23 +356,38 @@ def test_find_duplicate_refuses_a_naive_window(repository):
 
 
 def test_source_file_is_recorded_with_its_messages(engine, make_message):
-    """insert() with a source file records it (message count, read time); file_already_read() finds it."""
+    """insert() with a source file records it (message count, read time); unmoved_file() finds it by
+    path, size and modification time only, until file_moved() records where it went."""
     repository = MessageRepository(engine, clock=lambda: T0)
     ids = repository.insert(
-        [make_message(0), make_message(1)], source_file=SourceFile("/in/a.hl7", "a" * 64, 120)
+        [make_message(0), make_message(1)], source_file=SourceFile("/in/a.hl7", "a" * 64, 120, MTIME)
     )
     assert len(ids) == 2
     assert source_file_rows(engine) == [("/in/a.hl7", "a" * 64, 120, 2)]
     with engine.connect() as connection:
         assert connection.execute(sa.select(source_files.c.read_at)).scalar_one() == T0
-    assert repository.file_already_read("a" * 64)
-    assert not repository.file_already_read("b" * 64)
+    assert repository.unmoved_file("/in/a.hl7", 120, MTIME)
+    others = [("/in/b.hl7", 120, MTIME), ("/in/a.hl7", 121, MTIME), ("/in/a.hl7", 120, MTIME + 1)]
+    assert [repository.unmoved_file(*other) for other in others] == [False, False, False]
+    repository.file_moved("/in/a.hl7", 120, MTIME, "/in/done/a.hl7")
+    assert not repository.unmoved_file("/in/a.hl7", 120, MTIME)
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(source_files.c.moved_to)).scalar_one() == "/in/done/a.hl7"
 
 
 def test_an_empty_source_file_is_recorded_too(repository):
-    """A file without messages is still recorded, so it is not read again."""
-    assert repository.insert([], source_file=SourceFile("/in/empty.hl7", "e" * 64, 0)) == []
-    assert repository.file_already_read("e" * 64)
+    """A file without messages is still recorded, so a crash before its move does not read it again."""
+    assert repository.insert([], source_file=SourceFile("/in/empty.hl7", "e" * 64, 0, MTIME)) == []
+    assert repository.unmoved_file("/in/empty.hl7", 0, MTIME)
+
+
+def test_a_long_path_is_found_as_it_was_stored(repository):
+    """A path longer than the column is cut when stored; looking it up and marking it moved cut it alike."""
+    path = "/in/" + "x" * 1200 + ".hl7"
+    repository.insert([], source_file=SourceFile(path, "e" * 64, 5, MTIME))
+    assert repository.unmoved_file(path, 5, MTIME)
+    repository.file_moved(path, 5, MTIME, "/in/done/x.hl7")
+    assert not repository.unmoved_file(path, 5, MTIME)
 
 
 def test_source_file_and_messages_are_stored_together_or_not_at_all(repository, make_message):
@@ -378,7 +395,7 @@ def test_source_file_and_messages_are_stored_together_or_not_at_all(repository, 
     with pytest.raises(StoreError):
         repository.insert(
             [make_message(0), make_message(1, received_at=datetime(2024, 3, 1, 12, 0))],
-            source_file=SourceFile("/in/bad.hl7", "f" * 64, 9),
+            source_file=SourceFile("/in/bad.hl7", "f" * 64, 9, MTIME),
         )
     assert repository.count() == 0
-    assert not repository.file_already_read("f" * 64)
+    assert not repository.unmoved_file("/in/bad.hl7", 9, MTIME)

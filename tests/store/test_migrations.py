@@ -10,6 +10,7 @@ from alembic import command
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for
 from engine.store.migrations import SCRIPT_LOCATION, make_config, upgrade
 from tests.fakes.store import schema_differences
@@ -42,7 +43,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
     upgrade(engine)
     with engine.connect() as connection:
         head = ScriptDirectory.from_config(make_config(connection)).get_current_head()
-    assert _current_revision(engine) == head == "0012"
+    assert _current_revision(engine) == head == "0013"
     engine.dispose()
 
 
@@ -63,7 +64,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    assert _current_revision(engines[0]) == "0012"
+    assert _current_revision(engines[0]) == "0013"
     for engine in engines:
         engine.dispose()
 
@@ -81,6 +82,7 @@ def test_scripts_ship_inside_the_package():
         "0007_drop_channel_index.py",
         "0008_patient_list_digests.py",
         "0012_web_sessions.py",
+        "0013_inputs.py",
     ]
 
 
@@ -134,6 +136,27 @@ def test_0002_downgrades_to_0001(store_url):
     differences = schema_differences(engine)
     engine.dispose()
     assert differences == []
+
+
+def test_0013_keeps_files_and_configs_recorded_before(store_url):
+    """Rows of revision 0008 upgrade to head: a file read before has modification time 0 (no real file
+    has it, so none is taken for a file a crash left unmoved); a configuration recorded before has no
+    inputs."""
+    engine = create_engine_for(store_url)
+    _migrate(engine, "upgrade", "0008")
+    at = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    file_row = {"path": "/in/a.hl7", "sha256": "a" * 64, "size": 9, "read_at": at, "message_count": 1}
+    config_row = {"applied_at": at, "source": "c.yaml", "sha256": "c" * 64, "content": "x", "changes": "y"}
+    with engine.begin() as connection:
+        for table, row in (("source_files", file_row), ("config_history", config_row)):
+            connection.execute(sa.table(table, *(sa.column(name) for name in row)).insert(), row)
+    upgrade(engine)
+    with engine.connect() as connection:
+        moved = connection.execute(sa.text("SELECT modified_ns, moved_to FROM source_files")).one()
+    [config] = ConfigRepository(engine).config_history()
+    engine.dispose()
+    assert tuple(moved) == (0, None)
+    assert (config.content, config.inputs) == ("x", None)
 
 
 def test_0012_redacts_password_hashes_already_in_the_config_history(store_url):

@@ -155,7 +155,7 @@ def test_grouped_adds_each_record_their_source_file(open_store, write_lock, make
     commits = count_commits(store.repository.engine)
     write_lock.hold()
     first = store.add([make_message(0)])
-    files = [SourceFile(f"/in/{n}.hl7", f"{n}" * 64, n) for n in range(1, 4)]
+    files = [SourceFile(f"/in/{n}.hl7", f"{n}" * 64, n, 1_700_000_000_000_000_000) for n in range(1, 4)]
     good = store.add([make_message(1), make_message(2)], source_file=files[0])
     bad = store.add([make_message(3, received_at=datetime(2024, 3, 1, 12, 0))], source_file=files[1])
     empty = store.add([], source_file=files[2])
@@ -172,7 +172,8 @@ def test_grouped_adds_each_record_their_source_file(open_store, write_lock, make
         ("/in/1.hl7", "1" * 64, 1, 2),
         ("/in/3.hl7", "3" * 64, 3, 0),
     ]
-    assert (yield store.file_already_read("1" * 64)) and not (yield store.file_already_read("2" * 64))
+    assert (yield store.unmoved_file("/in/1.hl7", 1, files[0].modified_ns))
+    assert not (yield store.unmoved_file("/in/2.hl7", 2, files[1].modified_ns))
 
 
 @pytest_twisted.inlineCallbacks

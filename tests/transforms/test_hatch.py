@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
+
 import pytest
 
 from engine.errors import ConfigError
+from engine.transforms.hatch import import_target
+from engine.transforms.inputs import InputFile
 from engine.transforms.spec import TransformSpec
 from engine.transforms.transforms import check_transforms
 from tests.transforms.steps import PATH, build, failure, run
@@ -79,3 +84,32 @@ def test_python_target_problems_are_reported_at_their_path(target, problem):
     ]
     with pytest.raises(ConfigError, match=r"channels\[0\]\.transforms\[0\]\.python: "):
         build({"python": target})
+
+
+def test_a_module_is_run_again_only_when_its_file_changed(tmp_path, monkeypatch):
+    """import_target gives the function of the module as its file is now, with the file's hash.
+
+    Unchanged, the module is the one imported; edited, it is a new module object (functions taken
+    before keep working as they were); an edit that does not run leaves the last good module.
+    """
+    module = tmp_path / "hatch_edited_module.py"
+    module.write_text("def f(message):\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = import_target("hatch_edited_module:f")
+    assert import_target("hatch_edited_module:f").function is first.function
+    assert first.source == InputFile(
+        "module", "hatch_edited_module", str(module), hashlib.sha256(module.read_bytes()).hexdigest()
+    )
+    module.write_text("def f(message):\n    return 2\n")
+    second = import_target("hatch_edited_module:f")
+    assert (first.function(None), second.function(None)) == (1, 2)
+    assert second.source.sha256 != first.source.sha256
+    module.write_text("def f(message):\n    return (\n")
+    with pytest.raises(ValueError, match="cannot import hatch_edited_module: SyntaxError"):
+        import_target("hatch_edited_module:f")
+    assert sys.modules["hatch_edited_module"].f is second.function
+
+
+def test_a_module_without_a_source_file_has_no_source():
+    """A built-in module's function resolves; there is no file to hash."""
+    assert import_target("math:sqrt").source is None

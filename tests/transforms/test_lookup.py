@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
+from engine.transforms.inputs import InputFile
 from engine.transforms.lookup import LookupTable, load_tables
 from engine.transforms.spec import TableSpec
 
@@ -127,3 +129,14 @@ def test_every_table_problem_is_reported_at_once(tmp_path):
         ("tables", "badcolumns", "key"),
         ("tables", "badcolumns", "value"),
     ]
+
+
+def test_a_csv_table_keeps_the_hash_of_the_bytes_it_was_read_from(tmp_path):
+    """A CSV table's source names the table, its file and the SHA-256 of its bytes; inline has none."""
+    path = write(tmp_path, b"\xef\xbb\xbfcode,payer_id\r\nA,1\r\n")
+    specs = {"payers": csv_spec(), "inline": TableSpec.model_validate({"inline": {"x": "y"}})}
+    tables, _ = load_tables(specs, tmp_path)
+    assert tables["payers"].source == InputFile(
+        "table", "payers", str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+    )
+    assert tables["inline"].source is None
