@@ -9,10 +9,8 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,57 +23,7 @@ from engine.listeners.client import MLLPClient
 from engine.web.passwords import verify_password
 from tests.fakes.corpus import CORPUS_DIR
 from tests.fakes.harness import free_port
-
-ENGINE = [sys.executable, "-m", "engine"]
-
-
-def write_config(tmp_path: Path, port: int) -> Path:
-    path = tmp_path / "channels.yaml"
-    path.write_text(
-        f"""
-engine:
-  data_dir: data
-listeners:
-  - name: main
-    endpoint: "tcp:{port}:interface=127.0.0.1"
-channels:
-  - name: everything
-    source: main
-    accept:
-      types: ["*"]
-"""
-    )
-    return path
-
-
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"engine exited early: {process.stderr.read().decode()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("engine did not start listening")
-
-
-def start(tmp_path: Path):
-    port = free_port()
-    config = write_config(tmp_path, port)
-    process = subprocess.Popen(
-        [*ENGINE, "run", "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path
-    )
-    wait_for_port(port, process)
-    return process, port, config
-
-
-def adt(n: int) -> bytes:
-    return (
-        b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|C%06d|P|2.5.1\r"
-        b"EVN|A04|20260101120000\rPID|1||%d^^^PMS^MR||SECRETNAME^JANE||19800101|F\r" % (n, n)
-    )
+from tests.fakes.process import ENGINE, adt, start, wait_for_port
 
 
 def test_check_reports_every_problem_with_its_path(tmp_path):
