@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -20,10 +21,15 @@ from click.testing import CliRunner
 from engine.cli import main as cli
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
+from engine.model import Status
+from engine.store.db import create_engine_for
+from engine.store.messages import MessageRepository
+from engine.store.migrations import upgrade
 from engine.web.passwords import verify_password
 from tests.fakes.corpus import CORPUS_DIR
 from tests.fakes.harness import free_port
-from tests.fakes.process import ENGINE, adt, start, wait_for_port
+from tests.fakes.messages import new_message
+from tests.fakes.process import ENGINE, adt, start, wait_for_port, write_config
 
 
 def test_check_reports_every_problem_with_its_path(tmp_path):
@@ -255,3 +261,48 @@ def test_hash_password_command_prints_a_usable_hash():
     encoded = result.output.strip().splitlines()[-1]
     assert verify_password("pw one", encoded)
     assert "pw one" not in result.output
+
+
+def _old_store(tmp_path: Path, count: int) -> Path:
+    """write_config's config with retention_days: 1; its store holds ``count`` SENT messages 10 days old."""
+    config = write_config(tmp_path, free_port())
+    config.write_text(config.read_text().replace('types: ["*"]', 'types: ["*"]\n    retention_days: 1'))
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}")
+    upgrade(engine)
+    old = datetime.now(UTC) - timedelta(days=10)
+    MessageRepository(engine).insert(
+        [new_message(adt(n), channel="everything", status=Status.SENT, received_at=old) for n in range(count)]
+    )
+    engine.dispose()
+    return config
+
+
+def test_prune_dry_run_prune_and_show_from_the_command_line(tmp_path):
+    """`prune --dry-run` counts and changes nothing; `prune` empties the content; `messages show` says so."""
+    config = _old_store(tmp_path, 30)
+    dry = CliRunner().invoke(cli, ["prune", "--dry-run", "-c", str(config)])
+    assert dry.exit_code == 0, dry.output
+    assert "everything: would prune 30 message(s)" in dry.output
+    shown = CliRunner().invoke(cli, ["messages", "show", "1", "-c", str(config)])
+    assert "SECRETNAME" in shown.output
+
+    pruned = CliRunner().invoke(cli, ["prune", "--batch", "7", "-c", str(config)])
+    assert pruned.exit_code == 0, pruned.output
+    assert "everything: pruned 30 message(s)" in pruned.output and "total: pruned 30" in pruned.output
+    assert "file: " in pruned.output
+    shown = CliRunner().invoke(cli, ["messages", "show", "1", "-c", str(config)])
+    assert shown.exit_code == 0 and "(content removed by retention at" in shown.output
+    assert "SECRETNAME" not in shown.output and "PID|" not in shown.output
+    again = CliRunner().invoke(cli, ["prune", "-c", str(config)])
+    assert again.exit_code == 0 and "total: pruned 0 message(s)" in again.output
+
+
+def test_prune_exit_statuses(tmp_path):
+    """Nothing configured to keep: 2 (usage); a store that fails: 1."""
+    config = write_config(tmp_path, free_port())
+    nothing = CliRunner().invoke(cli, ["prune", "-c", str(config)])
+    assert nothing.exit_code == 2 and "retention_days" in nothing.output
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"not a database at all" * 100)
+    failed = CliRunner().invoke(cli, ["prune", "--days", "1", "--db", f"sqlite:///{broken}"])
+    assert failed.exit_code == 1 and "prune failed" in failed.output
