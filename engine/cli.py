@@ -446,7 +446,7 @@ def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
     try:
         summary = retention.prune(
             policy,
-            limit=batch or (config.engine.store.prune_batch if config else 500),
+            limit=batch or (config.engine.store.prune_batch if config else 200),
             dry_run=dry_run,
             channel=channel,
             progress=progress,

@@ -148,7 +148,7 @@ class StoreSettings(Frozen):
     # its own (and from messages no channel took); None keeps it forever.
     retention_days: Annotated[int, Field(ge=1)] | None = None
     prune_every_seconds: Seconds = 3600.0  # how often the engine prunes, when anything has a retention
-    prune_batch: Annotated[int, Field(ge=1, le=10_000)] = 500  # messages per transaction (and pages per step)
+    prune_batch: Annotated[int, Field(ge=1, le=10_000)] = 200  # messages per transaction (and pages per step)
 
 
 class HttpSettings(Frozen):

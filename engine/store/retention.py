@@ -13,6 +13,7 @@ transaction, so a running engine's intake waits for one batch at most; on SQLite
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +26,9 @@ from engine.store.driver import (
     FileSpace,
     checkpoint_wal,
     file_space,
+    foreign_keys_off,
     incremental_vacuum,
+    repack_rows,
     store_errors,
     vacuum_postgresql,
     vacuum_to_incremental,
@@ -209,29 +212,38 @@ class RetentionRepository:
         oldest = (
             sa.select(m.id, _MESSAGE_BYTES).where(*_eligible(target)).order_by(m.received_at).limit(limit)
         )
-        with store_errors("pruning message content"):
-            # TRANSACTION: a batch of messages loses its content together with its deliveries'
-            # payloads and answers, and is marked pruned: never a message half pruned.
-            with self._engine.begin() as connection:
-                sizes = dict(connection.execute(oldest).all())
-                if not sizes:
-                    return Pruned()
-                # The status is checked again: on PostgreSQL a resend or reprocess may have come between.
-                claimed = connection.execute(
-                    sa.update(messages)
-                    .where(m.id.in_(list(sizes)), m.pruned_at.is_(None), m.status.in_(_FINAL))
-                    .values(raw=b"", transformed=None, pruned_at=self._clock())
-                    .returning(m.id)
-                ).scalars()
-                pruned = sorted(claimed)
-                if not pruned:
-                    return Pruned()
-                delivery_bytes = connection.execute(
-                    sa.select(_DELIVERY_BYTES).where(d.message_id.in_(pruned))
-                ).scalar_one()
-                connection.execute(
-                    sa.update(deliveries).where(d.message_id.in_(pruned)).values(payload=None, response=None)
-                )
+        sqlite = self._engine.dialect.name == "sqlite"
+        with store_errors("pruning message content"), self._engine.connect() as connection:
+            with foreign_keys_off(connection) if sqlite else contextlib.nullcontext():
+                # TRANSACTION: a batch of messages loses its content together with its deliveries'
+                # payloads and answers, and is marked pruned: never a message half pruned.
+                with connection.begin():
+                    sizes = dict(connection.execute(oldest).all())
+                    if not sizes:
+                        return Pruned()
+                    # The status is checked again: on PostgreSQL a resend or reprocess may have come between.
+                    claimed = connection.execute(
+                        sa.update(messages)
+                        .where(m.id.in_(list(sizes)), m.pruned_at.is_(None), m.status.in_(_FINAL))
+                        .values(raw=b"", transformed=None, pruned_at=self._clock())
+                        .returning(m.id)
+                    ).scalars()
+                    pruned = sorted(claimed)
+                    if not pruned:
+                        return Pruned()
+                    delivery_bytes = connection.execute(
+                        sa.select(_DELIVERY_BYTES).where(d.message_id.in_(pruned))
+                    ).scalar_one()
+                    connection.execute(
+                        sa.update(deliveries)
+                        .where(d.message_id.in_(pruned))
+                        .values(payload=None, response=None)
+                    )
+                    if sqlite:
+                        # Content of less than a page was inside its row's page, where nothing
+                        # would use the room again (rows go in in id order): packed into few pages.
+                        repack_rows(connection, m.id, pruned)
+                        repack_rows(connection, d.message_id, pruned)
         return Pruned(len(pruned), sum(sizes[i] for i in pruned) + int(delivery_bytes))
 
     def prune(

@@ -17,7 +17,7 @@ Import from ``engine.store.driver``; its modules are:
 - ``errors``: ``store_errors`` and ``is_lock_error``: driver errors as StoreError.
 - ``connection``: ``set_pragmas`` and ``checkpoint_wal`` (SQLite, outside any transaction).
 - ``space``: SQLite's file space (``file_space``, ``incremental_vacuum``, ``vacuum_to_incremental``,
-  PostgreSQL's ``vacuum_postgresql``)
+  PostgreSQL's ``vacuum_postgresql``), ``repack_rows`` (rows that shrank, into fewer pages)
   and its online copy (``backup_sqlite``, ``integrity_problems``).
 """
 
@@ -30,8 +30,10 @@ from engine.store.driver.space import (
     FileSpace,
     backup_sqlite,
     file_space,
+    foreign_keys_off,
     incremental_vacuum,
     integrity_problems,
+    repack_rows,
     vacuum_postgresql,
     vacuum_to_incremental,
 )
@@ -54,11 +56,13 @@ __all__ = [
     "by_id",
     "checkpoint_wal",
     "file_space",
+    "foreign_keys_off",
     "fit_row",
     "fit_text",
     "incremental_vacuum",
     "integrity_problems",
     "is_lock_error",
+    "repack_rows",
     "set_pragmas",
     "store_errors",
     "vacuum_postgresql",

@@ -6,12 +6,16 @@ is its own), on the driver's connection: SQLAlchemy would wrap each in a transac
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from engine.errors import StoreError
+from engine.store.driver.connection import set_pragmas
 
 # PRAGMA auto_vacuum values.
 AUTO_VACUUM_NONE, AUTO_VACUUM_FULL, AUTO_VACUUM_INCREMENTAL = 0, 1, 2
@@ -129,3 +133,41 @@ def integrity_problems(path: Path) -> list[str]:
     finally:
         connection.close()
     return [] if rows == ["ok"] else rows
+
+
+@contextlib.contextmanager
+def foreign_keys_off(connection: sa.Connection) -> Iterator[None]:
+    """SQLite: foreign keys unenforced on ``connection`` (in no transaction) inside, for ``repack_rows``.
+
+    Set outside any transaction (inside one SQLite ignores it), checked, and set back after.
+    """
+    set_pragmas(connection, foreign_keys="OFF")
+    try:
+        if _pragma(connection, "foreign_keys") != 0:
+            raise StoreError("could not turn foreign keys off: the connection is in a transaction")
+        yield
+    finally:
+        set_pragmas(connection, foreign_keys="ON")
+
+
+def repack_rows(connection: sa.Connection, key: sa.Column, values: Sequence[int]) -> None:
+    """SQLite: delete the rows whose ``key`` is in ``values``, and insert them again as they were.
+
+    Rows that shrank (pruned content) keep the room they took in their pages: rows go in in id
+    order, so no later row ever uses it. Deleted, their pages empty and go to the free list;
+    inserted again, they fill a few pages. Foreign keys must be off (``foreign_keys_off``): a
+    delete would cascade to the rows that reference them. In the caller's transaction.
+    """
+    if not values:
+        return
+    table, marks = key.table.name, ", ".join("?" * len(values))
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.execute(
+            f"CREATE TEMP TABLE repack AS SELECT * FROM {table} WHERE {key.name} IN ({marks})", values
+        )
+        cursor.execute(f"DELETE FROM {table} WHERE {key.name} IN ({marks})", values)
+        cursor.execute(f"INSERT INTO {table} SELECT * FROM temp.repack ORDER BY rowid")
+        cursor.execute("DROP TABLE temp.repack")
+    finally:
+        cursor.close()
