@@ -74,9 +74,10 @@ def backup_store(
     if destination.exists():
         raise StoreError(f"{destination} exists: give a new file, a backup never overwrites one")
     partial = destination.with_name(destination.name + ".partial")
-    partial.unlink(missing_ok=True)
     started = time.monotonic()
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
         backup_sqlite(
             source, partial, pages=step_pages, pause=pause, lock_timeout=lock_timeout, progress=progress
         )
