@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from engine.model import utc_now
 from engine.store.audit import AuditRepository
 from engine.store.message_store import MessageStore
-from engine.store.retention import Pruned, PruneTarget, RetentionPolicy, RetentionRepository, audit_detail
+from engine.store.retention import Pruned, PruneSummary, PruneTarget, RetentionPolicy, RetentionRepository
 
 __all__ = ["Pruner"]
 
@@ -86,11 +86,11 @@ class Pruner:
 
     @defer.inlineCallbacks
     def run_once(self):
-        """Prune what the policy says is due now, a batch per writer call; fires with what was pruned."""
+        """Prune what the policy says is due now, a batch per writer call; fires with a PruneSummary."""
         policy = self._policy()
         done: list[tuple[PruneTarget, Pruned]] = []
         if not policy.prunes_anything:
-            return done
+            return PruneSummary(False, ())
         engine = self._store.repository.engine
         retention = RetentionRepository(engine, clock=self._clock)
         for target in (yield self._store.read(retention.targets, policy)):
@@ -101,24 +101,26 @@ class Pruner:
                 if batch.messages < self._batch:
                     break
             done.append((target, so_far))
-        # Also what a run cut short by a stop left free.
+        summary = PruneSummary(False, tuple(done))
+        if self._stopping:  # the store stops too: it takes no more calls
+            return summary
+        # Every free page, those of a run a stop cut short included.
         for _ in range((yield self._store.read(retention.give_back_steps, self._batch))):
             if self._stopping:
                 break
             if (yield self._store.write(retention.give_back_space, self._batch)) < self._batch:
                 break
-        total = sum((pruned for _, pruned in done), Pruned())
-        if total.messages:
+        if summary.total.messages:
             yield self._store.write(
                 AuditRepository(engine, clock=self._clock).record,
                 user="engine",
                 action="prune",
                 remote="",
-                detail=audit_detail(done),
+                detail=summary.audit_detail,
             )
             log.info(
                 "retention pruned {count} message(s), {size} bytes of content",
-                count=total.messages,
-                size=total.content_bytes,
+                count=summary.total.messages,
+                size=summary.total.content_bytes,
             )
-        return done
+        return summary

@@ -14,7 +14,7 @@ transaction, so a running engine's intake waits for one batch at most; on SQLite
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -42,7 +42,6 @@ __all__ = [
     "Pruned",
     "RetentionPolicy",
     "RetentionRepository",
-    "audit_detail",
 ]
 
 #: The statuses of a message whose processing is over: only such messages are pruned.
@@ -121,8 +120,13 @@ class PruneSummary:
 
     @property
     def audit_detail(self) -> str:
-        """What the audit trail says of this prune."""
-        return audit_detail(self.targets)
+        """What the audit trail says of this prune: messages per channel and bytes, never content."""
+        channels = ", ".join(f"{t.label} {pruned.messages}" for t, pruned in self.targets if pruned.messages)
+        total = self.total
+        return (
+            f"pruned {total.messages} message(s) ({channels or 'none'}),"
+            f" {total.content_bytes} bytes of content"
+        )
 
 
 def _eligible(target: PruneTarget) -> list[sa.ColumnElement[bool]]:
@@ -145,15 +149,6 @@ _MESSAGE_BYTES = _length(messages.c.raw) + _length(messages.c.transformed)
 _DELIVERY_BYTES = sa.func.coalesce(
     sa.func.sum(_length(deliveries.c.payload) + _length(deliveries.c.response)), 0
 )
-
-
-def audit_detail(done: Sequence[tuple[PruneTarget, Pruned]]) -> str:
-    """What an audit entry says of a prune: how many messages per channel and the bytes (no content)."""
-    total = sum((pruned for _, pruned in done), Pruned())
-    channels = ", ".join(f"{target.label} {pruned.messages}" for target, pruned in done if pruned.messages)
-    return (
-        f"pruned {total.messages} message(s) ({channels or 'none'}), {total.content_bytes} bytes of content"
-    )
 
 
 class RetentionRepository:

@@ -60,7 +60,7 @@ def test_intake_commits_between_batches_of_a_prune(store, make_message):
     yield store.add(_old_messages(make_message, 1000))
     order = []
     pruning = _pruner(store, batch=50).run_once()
-    pruning.addCallback(lambda done: order.append(("prune", sum(p.messages for _, p in done))))
+    pruning.addCallback(lambda summary: order.append(("prune", summary.total.messages)))
     added = store.add([make_message(5000, channel="adt")])
     added.addCallback(lambda ids: order.append(("add", _pruned_count(store))))
     yield defer.gatherResults([pruning, added])
