@@ -147,7 +147,11 @@ def foreign_keys_off(connection: sa.Connection) -> Iterator[None]:
             raise StoreError("could not turn foreign keys off: the connection is in a transaction")
         yield
     finally:
-        set_pragmas(connection, foreign_keys="ON")
+        try:
+            set_pragmas(connection, foreign_keys="ON")
+        except Exception:
+            connection.invalidate()  # never back into the pool without its foreign keys
+            raise
 
 
 def repack_rows(connection: sa.Connection, key: sa.Column, values: Sequence[int]) -> None:
