@@ -125,14 +125,22 @@ def _reload(engine) -> None:
 def reload(config_path: str) -> None:
     """Ask the running engine to reload its config (checked here first; every problem is printed)."""
     config = _load(config_path)
-    pid_file = config.engine.data_dir / PID_FILE
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        click.echo(f"no running engine found ({pid_file})", err=True)
+    pid = _running_engine(config)
+    if pid is None:
+        click.echo(f"no running engine found ({config.engine.data_dir / PID_FILE})", err=True)
         sys.exit(1)
+    os.kill(pid, signal.SIGHUP)
     click.echo(f"asked engine {pid} to reload {config_path}")
+
+
+def _running_engine(config) -> int | None:
+    """The pid of the engine running this config (its pid file names a live process), or None."""
+    try:
+        pid = int((config.engine.data_dir / PID_FILE).read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
 
 
 @main.command()
@@ -433,7 +441,11 @@ def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
     policy = RetentionPolicy({}, days) if days else config.retention_policy()
     if not policy.prunes_anything and not vacuum:
         raise click.UsageError("no retention_days in the config: give --days, or set retention_days")
-    engine = _repository(config_path, db or config.store_url).engine
+    url = db or config.store_url
+    if vacuum and url.startswith("sqlite") and config is not None and (pid := _running_engine(config)):
+        # A VACUUM holds SQLite's write lock while it copies the file: intake would be refused meanwhile.
+        raise click.UsageError(f"the engine (pid {pid}) is running: stop it before --vacuum")
+    engine = _repository(config_path, url).engine
     retention = RetentionRepository(engine)
     shown = [0.0]
 

@@ -306,3 +306,14 @@ def test_prune_exit_statuses(tmp_path):
     broken.write_bytes(b"not a database at all" * 100)
     failed = CliRunner().invoke(cli, ["prune", "--days", "1", "--db", f"sqlite:///{broken}"])
     assert failed.exit_code == 1 and "prune failed" in failed.output
+
+
+def test_prune_vacuum_refuses_while_the_engine_runs(tmp_path):
+    """`prune --vacuum` on SQLite is refused (exit 2) while the engine runs: VACUUM would hold intake up."""
+    config = _old_store(tmp_path, 3)
+    (tmp_path / "data" / "hl7engine.pid").write_text(f"{os.getpid()}\n")  # a live process
+    refused = CliRunner().invoke(cli, ["prune", "--vacuum", "-c", str(config)])
+    assert refused.exit_code == 2 and "stop it before --vacuum" in refused.output
+    (tmp_path / "data" / "hl7engine.pid").unlink()
+    done = CliRunner().invoke(cli, ["prune", "--vacuum", "-c", str(config)])
+    assert done.exit_code == 0 and "total: pruned 3 message(s)" in done.output
