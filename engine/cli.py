@@ -1,4 +1,4 @@
-"""The ``hl7engine`` command: run, check, send, messages, hash-password.
+"""The ``hl7engine`` command: run, check, send, messages, prune, backup, hash-password.
 
 Click is the CLI toolkit (sub-commands, typed options, help, progress bars). Only this module
 and the entry point of ``run`` touch the global reactor.
@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -124,14 +125,22 @@ def _reload(engine) -> None:
 def reload(config_path: str) -> None:
     """Ask the running engine to reload its config (checked here first; every problem is printed)."""
     config = _load(config_path)
-    pid_file = config.engine.data_dir / PID_FILE
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        click.echo(f"no running engine found ({pid_file})", err=True)
+    pid = _running_engine(config)
+    if pid is None:
+        click.echo(f"no running engine found ({config.engine.data_dir / PID_FILE})", err=True)
         sys.exit(1)
+    os.kill(pid, signal.SIGHUP)
     click.echo(f"asked engine {pid} to reload {config_path}")
+
+
+def _running_engine(config) -> int | None:
+    """The pid of the engine running this config (its pid file names a live process), or None."""
+    try:
+        pid = int((config.engine.data_dir / PID_FILE).read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
 
 
 @main.command()
@@ -439,16 +448,136 @@ def show_message(message_id: int, config_path: str, db: str | None, as_json: boo
         sys.exit(1)
     raw = stored.raw.decode("utf-8", errors="replace")
     ack = stored.ack.decode("utf-8", errors="replace") if stored.ack else ""
+    pruned_at = stored.pruned_at.isoformat() if stored.pruned_at else None
     if as_json:
-        click.echo(json.dumps({**stored.summary.to_json_dict(), "raw": raw, "ack": ack}, sort_keys=True))
+        shown = {**stored.summary.to_json_dict(), "raw": raw, "ack": ack, "pruned_at": pruned_at}
+        click.echo(json.dumps(shown, sort_keys=True))
         return
     for key, value in stored.summary.to_json_dict().items():
         click.echo(f"{key:>22}: {value}")
     click.echo("\n--- message ---")
-    click.echo(raw.replace("\r", "\n").rstrip("\n"))
+    if pruned_at:
+        click.echo(f"(content removed by retention at {pruned_at})")
+    else:
+        click.echo(raw.replace("\r", "\n").rstrip("\n"))
     if ack:
         click.echo("\n--- ack ---")
         click.echo(ack.replace("\r", "\n").rstrip("\n"))
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
+@click.option("--channel", help="Only this channel's messages.")
+@click.option("--days", type=click.IntRange(min=1), help="Keep this many days, instead of retention_days.")
+@click.option("--dry-run", is_flag=True, help="Count what would be pruned; change nothing.")
+@click.option(
+    "--vacuum", is_flag=True, help="Then VACUUM (SQLite: rewrites the file; stop the engine first)."
+)
+@click.option("--batch", type=click.IntRange(min=1, max=10_000), help="Messages per transaction.")
+def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
+    """Remove the content of messages older than their channel's retention_days; their rows stay.
+
+    Exit status: 0 done (pruned or nothing to prune), 1 the store failed, 2 nothing says what to keep.
+    """
+    import getpass
+
+    from engine.errors import StoreError
+    from engine.store.audit import AuditRepository
+    from engine.store.retention import RetentionPolicy, RetentionRepository
+
+    config = None if db and days else _load(config_path)
+    policy = RetentionPolicy({}, days) if days else config.retention_policy()
+    if not policy.prunes_anything and not vacuum:
+        raise click.UsageError("no retention_days in the config: give --days, or set retention_days")
+    url = db or config.store_url
+    if vacuum and url.startswith("sqlite") and config is not None and (pid := _running_engine(config)):
+        # A VACUUM holds SQLite's write lock while it copies the file: intake would be refused meanwhile.
+        raise click.UsageError(f"the engine (pid {pid}) is running: stop it before --vacuum")
+    engine = _repository(config_path, url).engine
+    retention = RetentionRepository(engine)
+    shown = [0.0]
+
+    def progress(target, so_far) -> None:
+        if time.monotonic() - shown[0] >= 1.0:  # a line a second at most, on stderr
+            shown[0] = time.monotonic()
+            click.echo(f"{target.label}: {so_far.messages} message(s) pruned so far", err=True)
+
+    started = time.monotonic()
+    try:
+        summary = retention.prune(
+            policy,
+            limit=batch or (config.engine.store.prune_batch if config else 200),
+            dry_run=dry_run,
+            channel=channel,
+            progress=progress,
+        )
+        if summary.total.messages and not dry_run:
+            AuditRepository(engine).record(
+                user=getpass.getuser(), action="prune", remote="cli", detail=summary.audit_detail
+            )
+        vacuumed = vacuum and not dry_run
+        if vacuumed:
+            retention.vacuum()
+    except StoreError as error:
+        click.echo(f"prune failed: {error}", err=True)
+        sys.exit(1)
+    verb = "would prune" if dry_run else "pruned"
+    for target, pruned in summary.targets:
+        click.echo(
+            f"{target.label}: {verb} {pruned.messages} message(s),"
+            f" {_megabytes(pruned.content_bytes)} of content (received before {target.cutoff:%Y-%m-%d %H:%M})"
+        )
+    total = summary.total
+    click.echo(
+        f"total: {verb} {total.messages} message(s), {_megabytes(total.content_bytes)}"
+        f" in {time.monotonic() - started:.1f} s"
+    )
+    before, after = summary.space_before, retention.space()
+    if before is not None and not dry_run:
+        click.echo(f"file: {_megabytes(before.file_bytes)} -> {_megabytes(after.file_bytes)}")
+        if after.free_bytes and not vacuumed:
+            click.echo(f"{_megabytes(after.free_bytes)} free inside the file: `prune --vacuum` gives it back")
+    elif before is None and vacuumed:
+        click.echo("PostgreSQL: VACUUM done; the space is reused, not returned to the OS")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+@main.command()
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
+def backup(destination: Path, config_path: str, db: str | None) -> None:
+    """Copy the SQLite store to DESTINATION while the engine runs, and check the copy.
+
+    Exit status: 0 copied and sound, 1 the copy failed, 2 refused (PostgreSQL, DESTINATION exists).
+    """
+    from engine.errors import StoreError
+    from engine.store.backup import backup_store, sqlite_file
+
+    url = db or _load(config_path).store_url
+    try:
+        sqlite_file(url)
+    except StoreError as error:
+        click.echo(f"backup refused: {error}", err=True)
+        sys.exit(2)
+    if destination.exists():
+        click.echo(f"backup refused: {destination} exists; a backup never overwrites a file", err=True)
+        sys.exit(2)
+
+    def progress(remaining: int, total: int) -> None:
+        if total and sys.stderr.isatty():
+            click.echo(f"\rcopied {100 * (total - remaining) // total}%", err=True, nl=False)
+
+    try:
+        done = backup_store(url, destination, progress=progress)
+    except StoreError as error:
+        click.echo(f"backup failed: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"backup {done.path}: {_megabytes(done.size)} in {done.seconds:.1f} s, integrity ok")
 
 
 @main.group()

@@ -38,6 +38,7 @@ from engine.errors import ConfigError
 from engine.listeners.admission import Network
 from engine.listeners.endpoints import Bind, bind_of, check_endpoint
 from engine.listeners.tls import key_fits_certificate
+from engine.store.retention import RetentionPolicy
 from engine.transforms.hatch import import_target
 from engine.transforms.inputs import InputFile
 from engine.transforms.lookup import LookupTable, load_tables
@@ -160,6 +161,11 @@ class StoreSettings(Frozen):
     durability: Literal["process", "power_loss"] = "process"
     lock_timeout_seconds: Seconds = 5.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+    # Retention: content older than this is removed from every channel without retention_days of
+    # its own (and from messages no channel took); None keeps it forever.
+    retention_days: Annotated[int, Field(ge=1)] | None = None
+    prune_every_seconds: Seconds = 3600.0  # how often the engine prunes, when anything has a retention
+    prune_batch: Annotated[int, Field(ge=1, le=10_000)] = 200  # messages per transaction (and pages per step)
 
 
 class HttpSettings(Frozen):
@@ -359,6 +365,13 @@ class Config(Frozen):
     def store_url(self) -> str:
         """The SQLAlchemy URL of the message store: ``engine.store.url`` or SQLite under data_dir."""
         return self.engine.store.url or f"sqlite:///{self.engine.data_dir}/hl7engine.db"
+
+    def retention_policy(self) -> RetentionPolicy:
+        """How long each channel's message content is kept (``retention_days``), and the store's default."""
+        return RetentionPolicy(
+            {c.name: c.retention_days for c in self.channels if c.retention_days is not None},
+            self.engine.store.retention_days,
+        )
 
     @cached_property
     def _listeners_by_name(self) -> dict[str, ListenerConfig]:

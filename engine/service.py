@@ -1,6 +1,6 @@
 """The running engine: a Twisted MultiService built from a Config, and its reload.
 
-Services start in order (store, channels, listeners) and stop in reverse: listeners finish the
+Services start in order (store, retention, channels, listeners) and stop in reverse: listeners finish the
 messages in flight and close, channels finish their pass and close their destinations,
 then the store flushes and closes. A reload applies a new config without touching what did not
 change: a listener whose settings are unchanged keeps its connections.
@@ -26,6 +26,7 @@ from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.listeners.tls import server_tls_options
 from engine.store.message_store import MessageStore
+from engine.store.pruner import Pruner
 from engine.web.api import patient_resources
 from engine.web.audit import Auditor
 from engine.web.metrics import Metrics, fanout
@@ -49,6 +50,22 @@ class StoreService(service.Service):
     def stopService(self):
         super().stopService()
         return self.store.stop()
+
+
+class RetentionService(service.Service):
+    """Runs the retention schedule (``Pruner``) while the engine runs; stops before the store does."""
+
+    def __init__(self, pruner: Pruner):
+        self.setName("retention")
+        self.pruner = pruner
+
+    def startService(self) -> None:
+        super().startService()
+        self.pruner.start()
+
+    def stopService(self):
+        super().stopService()
+        return self.pruner.stop()
 
 
 class ChannelsService(service.Service):
@@ -102,6 +119,15 @@ class Engine(service.MultiService):
             max_batch=settings.store.max_batch,
         )
         StoreService(self.store).setServiceParent(self)
+        # The policy is read at each run, so a reload's retention_days apply from the next one.
+        self.pruner = Pruner(
+            self.store,
+            lambda: self.config.retention_policy(),
+            reactor=reactor,
+            every=settings.store.prune_every_seconds,
+            batch=settings.store.prune_batch,
+        )
+        RetentionService(self.pruner).setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
         self.channels_service = ChannelsService(self.channels)

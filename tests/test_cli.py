@@ -9,12 +9,11 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest_twisted
@@ -23,61 +22,16 @@ from click.testing import CliRunner
 from engine.cli import main as cli
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
+from engine.model import Status
+from engine.store.db import create_engine_for
+from engine.store.messages import MessageRepository
+from engine.store.migrations import upgrade
 from engine.web.passwords import verify_password
 from tests.fakes.certs import CertificateAuthority
 from tests.fakes.corpus import CORPUS_DIR
 from tests.fakes.harness import free_port, in_thread, make_config, port_of, start_engine
-
-ENGINE = [sys.executable, "-m", "engine"]
-
-
-def write_config(tmp_path: Path, port: int) -> Path:
-    path = tmp_path / "channels.yaml"
-    path.write_text(
-        f"""
-engine:
-  data_dir: data
-listeners:
-  - name: main
-    endpoint: "tcp:{port}:interface=127.0.0.1"
-channels:
-  - name: everything
-    source: main
-    accept:
-      types: ["*"]
-"""
-    )
-    return path
-
-
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"engine exited early: {process.stderr.read().decode()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("engine did not start listening")
-
-
-def start(tmp_path: Path):
-    port = free_port()
-    config = write_config(tmp_path, port)
-    process = subprocess.Popen(
-        [*ENGINE, "run", "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path
-    )
-    wait_for_port(port, process)
-    return process, port, config
-
-
-def adt(n: int) -> bytes:
-    return (
-        b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|C%06d|P|2.5.1\r"
-        b"EVN|A04|20260101120000\rPID|1||%d^^^PMS^MR||SECRETNAME^JANE||19800101|F\r" % (n, n)
-    )
+from tests.fakes.messages import new_message
+from tests.fakes.process import ENGINE, adt, start, wait_for_port, write_config
 
 
 def test_check_reports_every_problem_with_its_path(tmp_path):
@@ -311,6 +265,20 @@ def test_hash_password_command_prints_a_usable_hash():
     assert "pw one" not in result.output
 
 
+def _old_store(tmp_path: Path, count: int) -> Path:
+    """write_config's config with retention_days: 1; its store holds ``count`` SENT messages 10 days old."""
+    config = write_config(tmp_path, free_port())
+    config.write_text(config.read_text().replace('types: ["*"]', 'types: ["*"]\n    retention_days: 1'))
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}")
+    upgrade(engine)
+    old = datetime.now(UTC) - timedelta(days=10)
+    MessageRepository(engine).insert(
+        [new_message(adt(n), channel="everything", status=Status.SENT, received_at=old) for n in range(count)]
+    )
+    engine.dispose()
+    return config
+
+
 def test_reload_from_the_command_line_applies_an_edited_table_and_module(tmp_path):
     """`hl7engine reload` against a running engine applies an edited CSV table and python: module.
 
@@ -464,3 +432,45 @@ def test_send_tls_options_are_checked_before_connecting(tmp_path):
         result = runner.invoke(cli, ["send", "127.0.0.1:1", *arguments])
         assert result.exit_code == 2, result.output
         assert message in result.output
+
+
+def test_prune_dry_run_prune_and_show_from_the_command_line(tmp_path):
+    """`prune --dry-run` counts and changes nothing; `prune` empties the content; `messages show` says so."""
+    config = _old_store(tmp_path, 30)
+    dry = CliRunner().invoke(cli, ["prune", "--dry-run", "-c", str(config)])
+    assert dry.exit_code == 0, dry.output
+    assert "everything: would prune 30 message(s)" in dry.output
+    shown = CliRunner().invoke(cli, ["messages", "show", "1", "-c", str(config)])
+    assert "SECRETNAME" in shown.output
+
+    pruned = CliRunner().invoke(cli, ["prune", "--batch", "7", "-c", str(config)])
+    assert pruned.exit_code == 0, pruned.output
+    assert "everything: pruned 30 message(s)" in pruned.output and "total: pruned 30" in pruned.output
+    assert "file: " in pruned.output
+    shown = CliRunner().invoke(cli, ["messages", "show", "1", "-c", str(config)])
+    assert shown.exit_code == 0 and "(content removed by retention at" in shown.output
+    assert "SECRETNAME" not in shown.output and "PID|" not in shown.output
+    again = CliRunner().invoke(cli, ["prune", "-c", str(config)])
+    assert again.exit_code == 0 and "total: pruned 0 message(s)" in again.output
+
+
+def test_prune_exit_statuses(tmp_path):
+    """Nothing configured to keep: 2 (usage); a store that fails: 1."""
+    config = write_config(tmp_path, free_port())
+    nothing = CliRunner().invoke(cli, ["prune", "-c", str(config)])
+    assert nothing.exit_code == 2 and "retention_days" in nothing.output
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"not a database at all" * 100)
+    failed = CliRunner().invoke(cli, ["prune", "--days", "1", "--db", f"sqlite:///{broken}"])
+    assert failed.exit_code == 1 and "prune failed" in failed.output
+
+
+def test_prune_vacuum_refuses_while_the_engine_runs(tmp_path):
+    """`prune --vacuum` on SQLite is refused (exit 2) while the engine runs: VACUUM would hold intake up."""
+    config = _old_store(tmp_path, 3)
+    (tmp_path / "data" / "hl7engine.pid").write_text(f"{os.getpid()}\n")  # a live process
+    refused = CliRunner().invoke(cli, ["prune", "--vacuum", "-c", str(config)])
+    assert refused.exit_code == 2 and "stop it before --vacuum" in refused.output
+    (tmp_path / "data" / "hl7engine.pid").unlink()
+    done = CliRunner().invoke(cli, ["prune", "--vacuum", "-c", str(config)])
+    assert done.exit_code == 0 and "total: pruned 3 message(s)" in done.output

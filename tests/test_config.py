@@ -228,6 +228,21 @@ NOT_A_CODEC = "is not a Python text codec (see the codecs module)"
             "must be greater than or equal to 1 (got 0)",
         ),
         (
+            "store: {retention_days: 0}",
+            "engine.store.retention_days",
+            "must be greater than or equal to 1 (got 0)",
+        ),
+        (
+            "store: {prune_every_seconds: 0}",
+            "engine.store.prune_every_seconds",
+            "must be greater than 0 (got 0)",
+        ),
+        (
+            "store: {prune_batch: 10001}",
+            "engine.store.prune_batch",
+            "must be less than or equal to 10000 (got 10001)",
+        ),
+        (
             "shutdown_timeout_seconds: -1",
             "engine.shutdown_timeout_seconds",
             "must be greater than 0 (got -1)",
@@ -671,6 +686,20 @@ def test_config_refuses_a_plain_password(tmp_path):
     assert limits == (5, 20, 300, 65536, 16384)
 
 
+def test_retention_policy_takes_channel_days_and_the_store_default():
+    """retention_days of a channel wins over the store's, which covers every other channel."""
+    text = (
+        "engine:\n  store: {retention_days: 30}\n"
+        + LISTENER
+        + "channels:\n"
+        + "  - {name: adt, source: pms, accept: {types: [ADT]}, retention_days: 7}\n"
+        + "  - {name: lab, source: pms, accept: {types: [ORU]}}\n"
+    )
+    policy = parse(text).retention_policy()
+    assert (policy.days_for("adt"), policy.days_for("lab"), policy.days_for(None)) == (7, 30, 30)
+    assert parse(LISTENER + "channels: []\n").retention_policy().prunes_anything is False
+
+
 def test_a_config_knows_the_files_it_read_and_what_each_channel_uses(tmp_path):
     """inputs lists each CSV table and python: module with its hash; inputs_of a channel holds only the
     tables and modules its own and its destinations' transforms use."""
@@ -708,3 +737,9 @@ channels:
     assert sorted(config.inputs_of(adt)) == ["module tests.transforms.hatch", "table sites"]
     assert list(config.inputs_of(lab)) == ["table sexes"]
     assert config.lookup_tables["sites"].lookup("A") == "1"
+
+
+def test_channel_retention_days_is_checked_at_its_path():
+    """A channel's retention_days below one day is refused where it is written."""
+    text = LISTENER + "channels:\n  - {name: c, source: pms, accept: {types: ['*']}, retention_days: 0}\n"
+    assert problems(text) == [("channels[0].retention_days", 6, "must be greater than or equal to 1 (got 0)")]

@@ -11,6 +11,7 @@ import hashlib
 import socket
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_twisted
@@ -22,10 +23,13 @@ from engine.hl7.ack import parse_reply
 from engine.hl7.message import Message
 from engine.hl7.mllp import frame
 from engine.listeners.client import MLLPClient
+from engine.model import Status
 from engine.store.messages import MessageQuery
 from engine.web.passwords import hash_password
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine, wait_until
 from tests.fakes.listeners import read_until_closed
+from tests.fakes.messages import pms_message
+from tests.fakes.store import later
 
 ADT = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101120000||ADT^A04^ADT_A01|A1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
 ORU = b"MSH|^~\\&|LAB|NORTH|HUB|TEST|20260101120000||ORU^R01^ORU_R01|O1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
@@ -205,6 +209,33 @@ def test_a_config_with_problems_is_refused_and_the_old_one_keeps_running(tmp_pat
         yield engine.stopService()
 
 
+@pytest_twisted.inlineCallbacks
+def test_the_engine_prunes_on_its_schedule_and_a_reload_changes_the_days(tmp_path):
+    """The engine prunes every prune_every_seconds by channels.yaml; a reloaded retention_days applies."""
+    yaml = text(channel("adt", "ADT"), channel("lab", "ORU")).replace(
+        "  data_dir: {data_dir}\n", "  data_dir: {data_dir}\n  store: {{prune_every_seconds: 0.05}}\n"
+    )
+    with_days = yaml.replace("types: [ADT]\n", "types: [ADT]\n    retention_days: 5\n")
+    engine = start_engine(config(tmp_path, with_days))
+    try:
+        old = datetime.now(UTC) - timedelta(days=10)
+        ids = yield engine.store.add(
+            [
+                pms_message(n, channel=name, status=Status.SENT, received_at=old)
+                for n, name in ((1, "adt"), (2, "lab"))
+            ]
+        )
+        yield _until_pruned(engine, ids[0])
+        assert (yield engine.store.get(ids[1])).pruned_at is None  # lab keeps its content forever
+
+        yield engine.reload(
+            config(tmp_path, with_days.replace("types: [ORU]\n", "types: [ORU]\n    retention_days: 9\n"))
+        )
+        yield _until_pruned(engine, ids[1])
+    finally:
+        yield engine.stopService()
+
+
 def written(tmp_path, yaml: str):
     """channels.yaml with ``yaml`` (its data under tmp_path) written in tmp_path; returns its path."""
     path = tmp_path / "channels.yaml"
@@ -342,3 +373,14 @@ def test_a_reload_applies_an_edited_python_module(tmp_path, monkeypatch):
         ]
     finally:
         yield engine.stopService()
+
+
+@defer.inlineCallbacks
+def _until_pruned(engine, message_id: int):
+    """Wait (10 s at most) until the message's content is pruned."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if (yield engine.store.get(message_id)).pruned_at is not None:
+            return
+        yield later(0.05, lambda: None)
+    raise AssertionError(f"message {message_id} was not pruned")

@@ -176,6 +176,9 @@ class ChannelConfig(Frozen):
     filters: tuple[FilterSpec, ...] = ()
     transforms: tuple[TransformSpec, ...] = ()
     destinations: tuple[AnyDestination, ...] = ()
+    # Days the content of the channel's messages is kept once processed (engine.store.retention);
+    # None: the store's retention_days, or forever.
+    retention_days: Annotated[int, Field(ge=1)] | None = None
 
     @property
     def stores_only(self) -> bool:

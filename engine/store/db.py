@@ -66,6 +66,10 @@ def _sqlite_engine(url: URL, durability: str, lock_timeout: float, pool_size: in
     def _configure(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         try:
+            # Only a new file takes it (before WAL writes its header): pruned content can then be
+            # given back to the file system page by page. An older file keeps its mode until a
+            # VACUUM (`hl7engine prune --vacuum`); on it this changes nothing.
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
             _enable_wal(cursor, lock_timeout)
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")

@@ -142,6 +142,9 @@ class StoredMessage(MessageSummary):
     batch_index: int | None
     deliveries: tuple[DeliverySummary, ...]  # oldest first, superseded ones included
     events: tuple[MessageEvent, ...]
+    # When retention removed the content: raw is then empty, transformed and the deliveries'
+    # payloads and responses None (engine.store.retention).
+    pruned_at: datetime | None = None
 
     @property
     def summary(self) -> MessageSummary:

@@ -516,8 +516,9 @@ class QueueRepository:
     def reprocess(self, message_ids: Sequence[int]) -> int:
         """Send messages through their channel again: back to RECEIVED, old deliveries kept; returns how many.
 
-        Rejected messages, messages without a channel and messages already RECEIVED are left
-        alone. A still-QUEUED old delivery leaves its queue as ERROR ("superseded by reprocess").
+        Rejected messages, messages without a channel, messages already RECEIVED and pruned
+        messages (their content is gone) are left alone. A still-QUEUED old delivery leaves its
+        queue as ERROR ("superseded by reprocess").
         """
         if not message_ids:
             return 0
@@ -531,6 +532,7 @@ class QueueRepository:
                 m.id.in_(list(message_ids)),
                 m.channel.is_not(None),
                 m.status.not_in([Status.RECEIVED, Status.REJECTED]),
+                m.pruned_at.is_(None),  # retention removed what a pass would process
             )
             .values(status=Status.RECEIVED, status_at=now, error="")
             .returning(m.id)

@@ -79,6 +79,9 @@ messages = sa.Table(
     sa.Column("batch_index", sa.Integer(), nullable=True),
     # PID-3.1 of the first identifier (unescaped), '' when the message has none: "every message of MRN 12345".
     sa.Column("patient_id", sa.String(199), nullable=False, server_default=""),
+    # When retention removed the content (raw, transformed, the deliveries' payloads and answers);
+    # NULL while the content is kept. The columns above stay: the message is still found and counted.
+    sa.Column("pruned_at", UTCDateTime(), nullable=True),
     # The duplicate lookup (control id + sender within a window); its prefix serves control id searches.
     sa.Index(None, "control_id", "sending_application", "received_at"),
     sa.Index(None, "message_code", "trigger_event"),
@@ -89,6 +92,9 @@ messages = sa.Table(
     sa.Index(
         None, "channel", "status", "id"
     ),  # a channel's RECEIVED messages, for its runner; serves channel searches too (0007)
+    # A channel's messages whose content retention has not removed, oldest first: a prune seeks
+    # to them and never reads the rows it pruned before (0014).
+    sa.Index(None, "channel", "pruned_at", "received_at"),
 )
 
 # Status history after the insert: the messages row itself records RECEIVED/REJECTED.

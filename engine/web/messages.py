@@ -2,15 +2,17 @@
 
     GET  /api/messages?control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=&before_id=
     GET  /api/messages/{id}             the message, its ACK, deliveries and events   (audited: view)
-    GET  /api/messages/{id}/raw         the bytes exactly as received                 (audited: raw)
+    GET  /api/messages/{id}/raw         the bytes exactly as received; 410 once pruned (audited: raw)
     POST /api/messages/{id}/resend      queue it again for its destinations           (audited: resend)
     POST /api/messages/{id}/reprocess   run it through its channel again              (audited: reprocess)
     GET  /api/audit?limit=&before_id=&message_id=&user=
     GET  /api/queues
     GET  /api/session
 
-A search returns summaries only (no content). A view of a message's content is written to the
-audit trail before the content is sent: when the trail cannot be written, nothing is shown.
+A search returns summaries only (no content). A message whose content retention removed shows
+``pruned_at`` (else null), an empty ``raw`` and null content elsewhere. A view of a message's
+content is written to the audit trail before the content is sent: when the trail cannot be
+written, nothing is shown.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | Non
         "charset": stored.charset,
         "batch_control_id": stored.batch_control_id,
         "batch_index": stored.batch_index,
+        "pruned_at": _time_text(stored.pruned_at),
         "raw": text(stored.raw),
         "ack": text(stored.ack),
         "transformed": text(stored.transformed),
@@ -293,9 +296,13 @@ class _Raw(JsonResource):
         headers = (
             (b"content-disposition", b'attachment; filename="message-%d.hl7"' % self._message.message_id),
         )
-        return self._message.shown(
-            request, "raw", lambda stored: Reply(200, stored.raw, HL7_CONTENT_TYPE, headers)
-        )
+
+        def raw(stored: StoredMessage) -> Reply:
+            if stored.pruned_at is not None:
+                return error_reply(410, f"message {stored.id}: retention removed its content")
+            return Reply(200, stored.raw, HL7_CONTENT_TYPE, headers)
+
+        return self._message.shown(request, "raw", raw)
 
 
 class _Resend(JsonResource):

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
+from engine.model import Status
+from engine.store.retention import RetentionPolicy, RetentionRepository
 from engine.store.schema import audit_log
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
@@ -157,3 +159,19 @@ def test_console_login_search_and_view_in_a_real_browser(start_web, store):
         ("alice", "login", None, "127.0.0.1"),
         ("alice", "view", wanted, "127.0.0.1"),
     ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_console_shows_a_pruned_message_as_such(start_web, store):
+    """A message whose content retention removed reads as such in the console, not as an empty message."""
+    sync_api = _playwright()
+    yield store.add([pms_message(1), pms_message(43, status=Status.SENT)])
+    retention = RetentionRepository(store.repository.engine)
+    yield in_thread(retention.prune, RetentionPolicy(default_days=1), limit=10)
+    web = start_web()
+
+    seen = yield in_thread(_browse, sync_api, web.url + "/", "CTRL43")
+
+    assert seen["problems"] == []
+    assert seen["raw"].startswith("(content removed by retention ")
+    assert seen["ack"].startswith("MSH|^~\\&|HUB|TEST|PMS|CLINIC")  # our answer is kept

@@ -11,6 +11,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from engine.model import NewDelivery, Status
 from engine.store.messages import MessageQuery
+from engine.store.retention import RetentionPolicy, RetentionRepository
 from engine.web.messages import BadRequest, message_query
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
@@ -313,3 +314,18 @@ def test_the_session_api_names_the_user_however_they_logged_in(start_web):
     cookie = session_cookie((yield login(web)))
     by_browser = yield in_thread(fetch, f"{web.url}/api/session", headers={**cookie, **BROWSER})
     assert by_script.json() == by_browser.json() == {"user": "alice"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_pruned_message_shows_when_its_content_went_and_its_raw_is_gone(start_web, store):
+    """A message retention pruned: the view says pruned_at with no content; /raw answers 410 Gone."""
+    [message_id] = yield store.add([pms_message(8, status=Status.SENT)])
+    retention = RetentionRepository(store.repository.engine)
+    yield in_thread(retention.prune, RetentionPolicy(default_days=1), limit=10)
+    web = start_web()
+    view = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}", headers=basic())
+    shown = view.json()
+    assert shown["pruned_at"] is not None and shown["raw"] == "" and shown["transformed"] is None
+    assert (shown["control_id"], shown["status"]) == ("CTRL8", "SENT")
+    raw = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/raw", headers=basic())
+    assert raw.status == 410 and "retention" in raw.json()["error"]

@@ -16,30 +16,55 @@ Import from ``engine.store.driver``; its modules are:
 - ``text``: ``fit_text``, the one way text is fitted to a column, and ``fit_row``.
 - ``errors``: ``store_errors`` and ``is_lock_error``: driver errors as StoreError.
 - ``connection``: ``set_pragmas`` and ``checkpoint_wal`` (SQLite, outside any transaction).
+- ``space``: SQLite's file space (``file_space``, ``incremental_vacuum``, ``vacuum_to_incremental``,
+  PostgreSQL's ``vacuum_postgresql``), ``repack_rows`` (rows that shrank, into fewer pages)
+  and its online copy (``backup_sqlite``, ``integrity_problems``).
 """
 
 from engine.store.driver.connection import checkpoint_wal, set_pragmas
 from engine.store.driver.errors import is_lock_error, store_errors
 from engine.store.driver.insert import VALUES_MAX_PARAMETERS, Children, InsertReturningIds
 from engine.store.driver.rows import Rows, Select, binds, by_id
+from engine.store.driver.space import (
+    AUTO_VACUUM_INCREMENTAL,
+    FileSpace,
+    backup_sqlite,
+    file_space,
+    foreign_keys_off,
+    incremental_vacuum,
+    integrity_problems,
+    repack_rows,
+    vacuum_postgresql,
+    vacuum_to_incremental,
+)
 from engine.store.driver.tables import Table, TableCursor, Tables
 from engine.store.driver.text import fit_row, fit_text
 
 __all__ = [
+    "AUTO_VACUUM_INCREMENTAL",
     "VALUES_MAX_PARAMETERS",
     "Children",
+    "FileSpace",
     "InsertReturningIds",
     "Rows",
     "Select",
     "Table",
     "TableCursor",
     "Tables",
+    "backup_sqlite",
     "binds",
     "by_id",
     "checkpoint_wal",
+    "file_space",
+    "foreign_keys_off",
     "fit_row",
     "fit_text",
+    "incremental_vacuum",
+    "integrity_problems",
     "is_lock_error",
+    "repack_rows",
     "set_pragmas",
     "store_errors",
+    "vacuum_postgresql",
+    "vacuum_to_incremental",
 ]

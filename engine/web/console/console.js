@@ -195,7 +195,12 @@
     field(fields, "Version", message.version);
     field(fields, "ACK code", message.ack_code);
     field(fields, "Error", message.error);
-    $("detail-raw").textContent = lines(message.raw);
+    if (message.pruned_at) {
+      field(fields, "Content pruned", when(message.pruned_at));
+    }
+    $("detail-raw").textContent = message.pruned_at
+      ? "(content removed by retention " + when(message.pruned_at) + ")"
+      : lines(message.raw);
     $("detail-ack").textContent = lines(message.ack) || "(none)";
 
     const deliveries = $("deliveries").tBodies[0];

@@ -1,0 +1,92 @@
+"""An online copy of the SQLite store, taken while the engine runs: ``hl7engine backup DEST``.
+
+SQLite's backup API copies the file a step at a time from one snapshot (see
+``driver.backup_sqlite``): every message committed (and so acknowledged) before the copy began is
+in it, and in WAL mode the engine's commits go on meanwhile. The copy is written beside the
+destination, checked with ``PRAGMA integrity_check``, and only then renamed into place, so a
+file at DEST is always a whole, sound backup.
+
+A PostgreSQL store is refused: its own tools take consistent online copies (``pg_dump`` of the
+database, or ``pg_basebackup`` of the server with its WAL for point-in-time recovery).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from engine.errors import StoreError
+from engine.store.driver import backup_sqlite, integrity_problems
+
+__all__ = ["Backup", "backup_store", "sqlite_file"]
+
+#: Pages copied per step (4 KB pages: 8 MB), and the pause between steps that leaves the engine the disk.
+STEP_PAGES = 2048
+STEP_PAUSE_SECONDS = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """A finished backup: where, how large, how long it took."""
+
+    path: Path
+    size: int
+    seconds: float
+
+
+def sqlite_file(url: str) -> Path:
+    """The file of a ``sqlite:///`` store URL; StoreError for any other store (PostgreSQL: use its tools)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        raise StoreError(
+            "a PostgreSQL store is backed up with PostgreSQL's own tools: pg_dump (one database,"
+            " consistent while the engine runs) or pg_basebackup (the whole server, with WAL archiving"
+            " for point-in-time recovery)"
+        )
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        raise StoreError(f"cannot back up the store at {parsed.render_as_string()}: not a SQLite file")
+    return Path(parsed.database)
+
+
+def backup_store(
+    url: str,
+    destination: Path,
+    *,
+    lock_timeout: float = 5.0,
+    step_pages: int = STEP_PAGES,
+    pause: float = STEP_PAUSE_SECONDS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Backup:
+    """Copy the SQLite store at ``url`` to ``destination`` (which must not exist), then check the copy.
+
+    ``progress(remaining, total)`` in pages after each step. StoreError when the store is not
+    SQLite, the destination exists, or the copy fails or is not sound (nothing is left at DEST then).
+    """
+    source = sqlite_file(url)
+    if not source.is_file():
+        raise StoreError(f"no store at {source}")
+    if destination.exists():
+        raise StoreError(f"{destination} exists: give a new file, a backup never overwrites one")
+    partial = destination.with_name(destination.name + ".partial")
+    started = time.monotonic()
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
+        backup_sqlite(
+            source, partial, pages=step_pages, pause=pause, lock_timeout=lock_timeout, progress=progress
+        )
+        problems = integrity_problems(partial)
+        if problems:
+            raise StoreError(f"the copy failed its integrity check: {'; '.join(problems[:5])}")
+        os.replace(partial, destination)
+    except (sqlite3.Error, OSError) as error:
+        raise StoreError(f"backing up {source} failed: {error}") from error
+    finally:
+        partial.unlink(missing_ok=True)
+    return Backup(destination, destination.stat().st_size, time.monotonic() - started)
