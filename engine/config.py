@@ -35,6 +35,7 @@ from engine.configtypes import check_not_empty as _check_not_empty
 from engine.configyaml import Loc, format_path, read_document, validation_problems, yaml_error
 from engine.errors import ConfigError
 from engine.listeners.endpoints import Bind, bind_of, check_endpoint
+from engine.store.cipher import Cipher, read_key
 from engine.transforms.lookup import load_tables
 from engine.transforms.spec import TableSpec
 from engine.transforms.transforms import check_transforms
@@ -43,8 +44,10 @@ from engine.web.passwords import check_password_hash
 __all__ = [
     "Config",
     "ConfigProblem",
+    "EncryptionSettings",
     "EngineSettings",
     "HttpSettings",
+    "KeySource",
     "ListenerConfig",
     "StoreSettings",
     "load_config",
@@ -136,6 +139,61 @@ ServerEndpoint = Annotated[str, AfterValidator(check_endpoint)]
 # Models
 
 
+class KeySource(Frozen):
+    """Where one encryption key is read from: a file or an environment variable, never the YAML itself."""
+
+    file: Path | None = None
+    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+    _key: bytes = PrivateAttr(default=b"")
+
+    @field_validator("file")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        return Path(os.path.abspath((info.context or {}).get("base_dir", Path(".")) / value))
+
+    @model_validator(mode="after")
+    def _read(self, info: ValidationInfo) -> KeySource:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of file or env")
+        if self.file is not None:
+            try:
+                text = self.file.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read the key file: {exc.strerror or exc}") from None
+        else:
+            environ = (info.context or {}).get("environ", os.environ)
+            if self.env not in environ:
+                raise ValueError(f"the environment variable {self.env} is not set")
+            text = environ[self.env]
+        self._key = read_key(text)
+        return self
+
+    @property
+    def key(self) -> bytes:
+        """The 32 key bytes read."""
+        return self._key
+
+
+class EncryptionSettings(Frozen):
+    """Encryption at rest (``engine.store.encryption``): message content and the record's person data."""
+
+    key: Name  # the id of the key new values are sealed with
+    keys: Annotated[dict[Name, KeySource], AfterValidator(_check_not_empty)]
+
+    @model_validator(mode="after")
+    def _current_known(self) -> EncryptionSettings:
+        if self.key not in self.keys:
+            raise ValueError(f"key {self.key!r} is not among keys: {', '.join(self.keys)}")
+        return self
+
+    def cipher(self) -> Cipher:
+        """The cipher that seals with ``key`` and opens with any of ``keys``."""
+        return Cipher({key_id: source.key for key_id, source in self.keys.items()}, self.key)
+
+
 class StoreSettings(Frozen):
     """Where and how durably messages are stored (``engine.store``)."""
 
@@ -143,6 +201,11 @@ class StoreSettings(Frozen):
     durability: Literal["process", "power_loss"] = "process"
     lock_timeout_seconds: Seconds = 5.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+    encryption: EncryptionSettings | None = None
+
+    def cipher(self) -> Cipher:
+        """The store's cipher: ``encryption``'s, or one that seals nothing."""
+        return Cipher() if self.encryption is None else self.encryption.cipher()
 
 
 class HttpSettings(Frozen):
@@ -407,7 +470,12 @@ def _parse(
     config = None
     try:
         config = Config.model_validate(
-            document.data, context={"base_dir": base_dir, "source_path": source_path}
+            document.data,
+            context={
+                "base_dir": base_dir,
+                "source_path": source_path,
+                "environ": os.environ if environ is None else environ,
+            },
         )
     except ValidationError as error:
         found += validation_problems(document.data, error)

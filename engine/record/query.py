@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.identity import normalise
+from engine.store.cipher import SEALED, cipher_of
 from engine.store.driver import store_errors
 
 __all__ = ["MAX_RESULTS", "find_patients", "get_patient", "plain"]
@@ -33,9 +34,15 @@ def plain(value: Any) -> Any:
 def _rows(
     connection: sa.Connection, table: sa.Table, *criteria, order=None, drop=("patient_id",)
 ) -> list[dict]:
+    """The rows of ``table`` matching ``criteria`` as JSON-ready dicts, sealed person data opened."""
     query = sa.select(table).where(*criteria).order_by(*(order if order is not None else [table.c.id]))
+    opened = cipher_of(connection).open_text
     return [
-        {key: plain(value) for key, value in row.items() if key not in drop}
+        {
+            key: opened(value) if table.c[key].info.get(SEALED) else plain(value)
+            for key, value in row.items()
+            if key not in drop
+        }
         for row in connection.execute(query).mappings()
     ]
 

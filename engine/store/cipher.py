@@ -29,6 +29,7 @@ from engine.errors import StoreError
 
 __all__ = [
     "CLEAR",
+    "FIT",
     "KEY_BYTES",
     "MARKER",
     "SEALED",
@@ -48,6 +49,8 @@ _NONCE_BYTES = 12
 _OPTION = "hl7engine_cipher"
 #: ``Column.info`` key of a column whose values are sealed (bytes, or text in a Text column).
 SEALED = "sealed"
+#: ``Column.info`` key of a sealed Text column's length for its clear text (what fit_text cuts it to).
+FIT = "fit"
 
 
 def read_key(text: str | bytes) -> bytes:

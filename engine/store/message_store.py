@@ -15,6 +15,7 @@ from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.model import AttemptResult, NewMessage, ProcessingResult, SourceFile, utc_now
+from engine.store.cipher import CLEAR, Cipher
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageQuery, MessageRepository
@@ -36,7 +37,9 @@ class MessageStore:
         max_batch: int = 500,
         read_threads: int = 4,
         clock: Callable[[], datetime] = utc_now,
+        cipher: Cipher = CLEAR,
     ):
+        """``cipher`` seals content at rest (engine.store.cipher); CLEAR seals nothing."""
         self._pool = StorePool(
             reactor=reactor, durability=durability, max_batch=max_batch, read_threads=read_threads
         )
@@ -44,6 +47,7 @@ class MessageStore:
         self._durability = durability
         self._lock_timeout = lock_timeout
         self._clock = clock
+        self._cipher = cipher
         self._repository: MessageRepository | None = None
         self._queues: QueueRepository | None = None
         self._configs: ConfigRepository | None = None
@@ -78,6 +82,7 @@ class MessageStore:
             durability=self._durability,
             lock_timeout=self._lock_timeout,
             pool_size=self._pool.connections,
+            cipher=self._cipher,
         )
         try:
             upgrade(engine)

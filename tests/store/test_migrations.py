@@ -42,7 +42,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
     upgrade(engine)
     with engine.connect() as connection:
         head = ScriptDirectory.from_config(make_config(connection)).get_current_head()
-    assert _current_revision(engine) == head == "0008"
+    assert _current_revision(engine) == head == "0014"
     engine.dispose()
 
 
@@ -63,7 +63,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    assert _current_revision(engines[0]) == "0008"
+    assert _current_revision(engines[0]) == "0014"
     for engine in engines:
         engine.dispose()
 
@@ -80,6 +80,7 @@ def test_scripts_ship_inside_the_package():
         "0006_queue_indexes.py",
         "0007_drop_channel_index.py",
         "0008_patient_list_digests.py",
+        "0014_sealed_person_data.py",
     ]
 
 
