@@ -182,6 +182,7 @@ class EncryptionSettings(Frozen):
 
     key: Name  # the id of the key new values are sealed with
     keys: Annotated[dict[Name, KeySource], AfterValidator(_check_not_empty)]
+    index: KeySource  # the key of the record's name search keys (keyed hashes): never rotated
 
     @model_validator(mode="after")
     def _current_known(self) -> EncryptionSettings:
@@ -191,7 +192,9 @@ class EncryptionSettings(Frozen):
 
     def cipher(self) -> Cipher:
         """The cipher that seals with ``key`` and opens with any of ``keys``."""
-        return Cipher({key_id: source.key for key_id, source in self.keys.items()}, self.key)
+        return Cipher(
+            {key_id: source.key for key_id, source in self.keys.items()}, self.key, index=self.index.key
+        )
 
 
 class StoreSettings(Frozen):

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.identity import normalise
-from engine.store.cipher import SEALED, cipher_of
+from engine.store.cipher import SEALED, Cipher, cipher_of
 from engine.store.driver import store_errors
 
 __all__ = ["MAX_RESULTS", "find_patients", "get_patient", "plain"]
@@ -47,6 +47,21 @@ def _rows(
     ]
 
 
+def _named(key: str, cipher: Cipher) -> sa.Select:
+    """The ids of patients with a family or given name starting with ``key`` (normalised).
+
+    With encryption the name keys are keyed hashes: a name must then match a whole key.
+    """
+    n = schema.names
+    blind = cipher.blind(key)
+    if blind != key:
+        return sa.select(n.c.patient_id).where(sa.or_(n.c.family_key == blind, n.c.given_key == blind))
+    pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return sa.select(n.c.patient_id).where(
+        sa.or_(n.c.family_key.like(pattern, escape="\\"), n.c.given_key.like(pattern, escape="\\"))
+    )
+
+
 def find_patients(
     engine: sa.Engine,
     *,
@@ -61,7 +76,7 @@ def find_patients(
     Criteria: an identifier value (and its authority), a name prefix (family or given, ignoring
     case and accents), an ISO birth date.
     """
-    p, i, n = schema.patients, schema.identifiers, schema.names
+    p, i = schema.patients, schema.identifiers
     query = sa.select(p.c.id).where(p.c.merged_into_id.is_(None))
     if identifier:
         owned = sa.select(i.c.patient_id).where(i.c.value == identifier)
@@ -71,11 +86,7 @@ def find_patients(
     if name:
         key = normalise(name)
         if key:
-            pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            named = sa.select(n.c.patient_id).where(
-                sa.or_(n.c.family_key.like(pattern, escape="\\"), n.c.given_key.like(pattern, escape="\\"))
-            )
-            query = query.where(p.c.id.in_(named))
+            query = query.where(p.c.id.in_(_named(key, cipher_of(engine))))
     if birthdate:
         query = query.where(p.c.birth_date == birthdate)
     with store_errors("searching patients"), engine.connect() as connection:

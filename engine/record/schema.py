@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from engine.store.cipher import FIT, SEALED
+from engine.store.cipher import BLIND, FIT, SEALED
 from engine.store.schema import RowId, UTCDateTime, metadata
 
 __all__ = [
@@ -131,8 +131,9 @@ names = sa.Table(
     _person("prefix", 50),
     _person("suffix", 50),
     _text("name_type", 10),
-    _text("family_key"),
-    _text("given_key"),
+    # Search keys: a keyed hash of the normalised name when encryption is configured (Cipher.blind).
+    sa.Column("family_key", sa.String(200), nullable=True, info={BLIND: True}),
+    sa.Column("given_key", sa.String(200), nullable=True, info={BLIND: True}),
     _source(),
     sa.Index(None, "patient_id"),
     sa.Index(None, "family_key"),

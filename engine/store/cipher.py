@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 from collections.abc import Mapping
 
@@ -28,6 +30,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from engine.errors import StoreError
 
 __all__ = [
+    "BLIND",
+    "BLIND_PREFIX",
     "CLEAR",
     "FIT",
     "KEY_BYTES",
@@ -51,6 +55,9 @@ _OPTION = "hl7engine_cipher"
 SEALED = "sealed"
 #: ``Column.info`` key of a sealed Text column's length for its clear text (what fit_text cuts it to).
 FIT = "fit"
+#: ``Column.info`` key of a search key column: it holds a keyed hash of its text (``Cipher.blind``).
+BLIND = "blind"
+BLIND_PREFIX = "\x1bhk:"
 
 
 def read_key(text: str | bytes) -> bytes:
@@ -79,9 +86,17 @@ class Cipher:
     """Seals values with the ``current`` key and opens values sealed with any of ``keys`` (id -> 32 bytes).
 
     Without keys it seals nothing (the CLEAR cipher), and refuses to open a sealed value.
+    ``index`` is the key of ``blind``, the keyed hash of search keys (never rotated); without it
+    search keys stay clear.
     """
 
-    def __init__(self, keys: Mapping[str, bytes] | None = None, current: str | None = None):
+    def __init__(
+        self,
+        keys: Mapping[str, bytes] | None = None,
+        current: str | None = None,
+        *,
+        index: bytes | None = None,
+    ):
         keys = dict(keys or {})
         if (current is None) != (not keys):
             raise ValueError("a cipher needs a current key exactly when it has keys")
@@ -96,6 +111,7 @@ class Cipher:
                 raise ValueError(f"key {key_id!r} must be {KEY_BYTES} bytes, not {len(key)}")
             self._aead[encoded] = AESGCM(key)
         self.current = current
+        self._index = index
         self._header = (
             None if current is None else MARKER + bytes([VERSION, len(current)]) + current.encode("ascii")
         )
@@ -130,6 +146,16 @@ class Cipher:
             return aead.decrypt(stored[len(header) : end], stored[end:], header)
         except InvalidTag:
             raise StoreError(f"a value sealed with key {name!r} does not open: changed or damaged") from None
+
+    def blind(self, text: str | None) -> str | None:
+        """A search key as stored: its keyed hash (HMAC-SHA256 under ``index``), equal for equal keys.
+
+        As it is without an index key; a value already blind stays as it is (so fitting twice is harmless).
+        """
+        if text is None or self._index is None or text.startswith(BLIND_PREFIX):
+            return text
+        digest = hmac.new(self._index, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        return BLIND_PREFIX + base64.urlsafe_b64encode(digest[:18]).decode("ascii")
 
     def seal_text(self, text: str | None) -> str | None:
         """``text`` sealed as text (TEXT_PREFIX and base64) with the current key; as it is without one."""

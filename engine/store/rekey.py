@@ -1,7 +1,8 @@
 """Rekey: seal again, with the current key, every stored value sealed with another key or still clear.
 
 Runs beside a running engine (``hl7engine rekey``): each sealed column (``Column.info[SEALED]``
-of every table on the store's metadata, the record's included once imported) is read in id
+of every table on the store's metadata, the record's included once imported), and each search
+key column (``BLIND``: a clear key becomes its keyed hash), is read in id
 order, a bounded batch at a time, and each batch is written in one short transaction. A row is
 only changed if it still holds what was read (compare and set), so a value the engine rewrote
 meanwhile is never overwritten with an older one. Once rekey has run, the old keys can be removed
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 import sqlalchemy as sa
 
 from engine.errors import StoreError
-from engine.store.cipher import SEALED, Cipher, cipher_of
+from engine.store.cipher import BLIND, BLIND_PREFIX, SEALED, Cipher, cipher_of
 from engine.store.driver import set_pragmas, store_errors
 from engine.store.schema import metadata
 
@@ -24,10 +25,10 @@ __all__ = ["rekey", "sealed_columns"]
 
 
 def sealed_columns() -> Iterator[sa.Column]:
-    """Every sealed column of the tables on the store's metadata, table by table in dependency order."""
+    """Every sealed or search key column of the tables on the store's metadata, table by table."""
     for table in metadata.sorted_tables:
         for column in table.c:
-            if column.info.get(SEALED):
+            if column.info.get(SEALED) or column.info.get(BLIND):
                 yield column
 
 
@@ -81,17 +82,27 @@ def _read(connection: sa.Connection, column: sa.Column, after, batch: int) -> tu
     return rows, (rows[-1][0] if rows else after)
 
 
+def _renewal(column: sa.Column, cipher: Cipher) -> Callable[[bytes | str], bytes | str | None]:
+    """The column's value as the current key would store it; None when it already is."""
+    if column.info.get(BLIND):
+        return lambda value: None if value.startswith(BLIND_PREFIX) else cipher.blind(value)
+    text = not isinstance(column.type, sa.LargeBinary)
+
+    def renewed(value: bytes | str) -> bytes | str | None:
+        if cipher.key_of(value) == cipher.current:
+            return None
+        return cipher.seal_text(cipher.open_text(value)) if text else cipher.seal(cipher.open(value))
+
+    return renewed
+
+
 def _reseal(connection: sa.Connection, column: sa.Column, cipher: Cipher, rows: list) -> int:
     """Write the rows' values sealed with the current key where another key (or none) sealed them."""
-    text = not isinstance(column.type, sa.LargeBinary)
+    renewed = _renewal(column, cipher)
     changes = [
-        {
-            "b_key": key,
-            "b_old": value,
-            "b_new": cipher.seal_text(cipher.open_text(value)) if text else cipher.seal(cipher.open(value)),
-        }
+        {"b_key": key, "b_old": value, "b_new": new}
         for key, value in rows
-        if cipher.key_of(value) != cipher.current
+        if (new := renewed(value)) is not None and new != value
     ]
     if not changes:
         return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.store.cipher import CLEAR, FIT, SEALED, Cipher
+from engine.store.cipher import BLIND, CLEAR, FIT, SEALED, Cipher
 from engine.store.driver.errors import as_sqlalchemy_error
 from engine.store.driver.text import fit_text
 from engine.store.schema import UTCDateTime
@@ -36,7 +36,9 @@ Key = tuple[tuple[str, str], ...]
 class Table:
     """One table as the driver sees it: quoted names, and how each column's values are fitted and bound.
 
-    A sealed column's text (``Column.info[SEALED]``) is fitted to its ``FIT`` length, then sealed.
+    A sealed column's text (``Column.info[SEALED]``) is fitted to its ``FIT`` length, then sealed;
+    a search key's (``BLIND``) is fitted, then hashed (fit gives it hashed: what the database holds,
+    for comparing with what is read).
     """
 
     def __init__(self, table: sa.Table, dialect: sa.Dialect, null: object, cipher: Cipher = CLEAR):
@@ -47,6 +49,7 @@ class Table:
         self.quoted = {column.name: quote(column.name) for column in table.c}
         self.types = {column.name: column.type.dialect_impl(dialect) for column in table.c}
         self.sealed = frozenset(column.name for column in table.c if column.info.get(SEALED))
+        self._blind = {column.name: cipher.blind for column in table.c if column.info.get(BLIND)}
         # (whether it holds text, its length (None: any), SQLAlchemy's bind processor or None)
         self.binds = {
             column.name: (
@@ -63,6 +66,9 @@ class Table:
         self, name: str, cipher: Cipher, processor: Callable[[Any], Any] | None
     ) -> Callable[[Any], Any] | None:
         """The bind processor of a column: SQLAlchemy's, after sealing when the column is sealed."""
+        if name in self._blind:
+            blind = cipher.blind
+            return blind if processor is None else lambda value: processor(blind(value))
         if name not in self.sealed or not cipher.sealing:
             return processor
         if processor is None:
@@ -70,12 +76,19 @@ class Table:
         return lambda value: processor(cipher.seal_text(value))
 
     def fit(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The values as the database will hold them: text through fit_text, anything else as it is."""
+        """The values as the database will hold them: text through fit_text, anything else as it is.
+
+        A search key comes hashed, as it is read back.
+        """
         binds = self.binds
-        return {
+        fitted = {
             name: fit_text(value, binds[name][1]) if isinstance(value, str) and binds[name][0] else value
             for name, value in values.items()
         }
+        for name, blind in self._blind.items():
+            if name in fitted:
+                fitted[name] = blind(fitted[name])
+        return fitted
 
     def parameters(self, values: Mapping[str, Any], times: dict[datetime, Any]) -> list[Any]:
         """The values as the driver takes them: fitted, the ``null`` marker as None, through bind processors.
