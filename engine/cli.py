@@ -1,4 +1,4 @@
-"""The ``hl7engine`` command: run, check, send, messages, hash-password.
+"""The ``hl7engine`` command: run, check, send, messages, resend, reprocess, patient, rekey, hash-password.
 
 Click is the CLI toolkit (sub-commands, typed options, help, progress bars). Only this module
 and the entry point of ``run`` touch the global reactor.

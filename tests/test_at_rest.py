@@ -174,3 +174,38 @@ def test_a_copied_database_shows_no_patient_data_and_keys_rotate(tmp_path):
 
     yield run_engine(only_k2, [message(3)], check_without_k1)
     assert leaked(stored_bytes(tmp_path)) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_keys_rotate_on_reload_without_a_restart(tmp_path):
+    """A reload with a new current key seals what comes next with it, keeps reading the old; no restart."""
+    from twisted.internet import reactor
+
+    for name in ("k1.key", "k2.key", "index.key", "other.key"):
+        (tmp_path / name).write_text(base64.b64encode(name.encode().ljust(32, b"#")).decode())
+    engine = Engine(load_config(write_config(tmp_path, {"k1": "k1.key"}, "k1")), reactor)
+    engine.startService()
+    try:
+        port = engine.listeners["main"].port
+
+        def send(payload: bytes) -> str:
+            with MLLPClient("127.0.0.1", port, timeout=20) as client:
+                return parse_reply(client.request(payload)).code
+
+        assert (yield in_thread(send, message(0))) == "AA"
+        report = yield engine.reload(
+            load_config(write_config(tmp_path, {"k1": "k1.key", "k2": "k2.key"}, "k2"))
+        )
+        assert "encryption keys applied: new content sealed with key k2" in report.changes
+        assert report.restart_needed == [] and engine.listeners["main"].port == port
+        assert (yield in_thread(send, message(1))) == "AA"
+        yield wait_until(lambda: statuses(engine).addCallback(lambda s: set(s.values()) == {"SENT"}))
+        assert raw_keys(tmp_path) == ["k1", "k2"]
+        old = yield engine.store.get(1)
+        assert FAMILY.encode() in old.raw
+        moved = write_config(tmp_path, {"k2": "k2.key"}, "k2").read_text().replace("index.key", "other.key")
+        (tmp_path / "channels.yaml").write_text(moved)
+        report = yield engine.reload(load_config(tmp_path / "channels.yaml"))
+        assert report.restart_needed == ["encryption switched on or off, or its index key: at the next start"]
+    finally:
+        yield engine.stopService()

@@ -102,32 +102,47 @@ class Cipher:
             raise ValueError("a cipher needs a current key exactly when it has keys")
         if current is not None and current not in keys:
             raise ValueError(f"the current key {current!r} is not among the keys")
-        self._aead = {}
+        aeads = {}
         for key_id, key in keys.items():
             encoded = key_id.encode("ascii")
             if not 0 < len(encoded) < 256:
                 raise ValueError(f"a key id must be 1 to 255 ASCII characters, not {key_id!r}")
             if len(key) != KEY_BYTES:
                 raise ValueError(f"key {key_id!r} must be {KEY_BYTES} bytes, not {len(key)}")
-            self._aead[encoded] = AESGCM(key)
-        self.current = current
+            aeads[encoded] = AESGCM(key)
+        header = None
+        if current is not None:
+            header = MARKER + bytes([VERSION, len(current)]) + current.encode("ascii")
+        # (keys by id, the current key's header, its id): one value, so rotate swaps it whole.
+        self._keys = (aeads, header, current)
         self._index = index
-        self._header = (
-            None if current is None else MARKER + bytes([VERSION, len(current)]) + current.encode("ascii")
-        )
+
+    @property
+    def current(self) -> str | None:
+        """The id of the key new values are sealed with; None when nothing is sealed."""
+        return self._keys[2]
 
     @property
     def sealing(self) -> bool:
         """Whether new values are sealed (a current key is configured)."""
-        return self._header is not None
+        return self._keys[1] is not None
+
+    def rotate(self, other: Cipher) -> None:
+        """Take ``other``'s keys and current key from now on, in every thread (a reload of the config).
+
+        The index key cannot change (the stored search keys would no longer match): ValueError.
+        """
+        if other._index != self._index:
+            raise ValueError("the index key cannot change while the engine runs")
+        self._keys = other._keys
 
     def seal(self, data: bytes | None) -> bytes | None:
         """``data`` sealed with the current key (as it is without one); None stays None."""
-        header = self._header
+        aeads, header, _ = self._keys
         if data is None or header is None:
             return data
         nonce = os.urandom(_NONCE_BYTES)
-        return header + nonce + self._aead[header[4:]].encrypt(nonce, data, header)
+        return header + nonce + aeads[header[4:]].encrypt(nonce, data, header)
 
     def open(self, stored: bytes | None) -> bytes | None:
         """The clear bytes of a stored value: opened if sealed, as it is if clear; None stays None.
@@ -137,7 +152,7 @@ class Cipher:
         if stored is None or not stored.startswith(MARKER):
             return stored
         header, key_id = self._split(stored)
-        aead = self._aead.get(key_id)
+        aead = self._keys[0].get(key_id)
         name = key_id.decode("ascii", "replace")
         if aead is None:
             raise StoreError(f"a value is sealed with key {name!r}, which is not configured")
@@ -159,7 +174,7 @@ class Cipher:
 
     def seal_text(self, text: str | None) -> str | None:
         """``text`` sealed as text (TEXT_PREFIX and base64) with the current key; as it is without one."""
-        if text is None or self._header is None:
+        if text is None or not self.sealing:
             return text
         sealed = self.seal(text.encode("utf-8", "surrogatepass"))
         return TEXT_PREFIX + base64.urlsafe_b64encode(sealed).decode("ascii")

@@ -73,6 +73,11 @@ class MessageStore:
             raise StoreError("the message store has not been started")
         return self._configs
 
+    @property
+    def cipher(self) -> Cipher:
+        """The cipher the store seals and opens content with; ``rotate`` it to apply new keys."""
+        return self._cipher
+
     def start(self) -> None:
         """Connect, upgrade the schema and start the threads; it blocks to migrate, so call it at startup."""
         if self._pool.state is not State.NEW:

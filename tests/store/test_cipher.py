@@ -87,3 +87,15 @@ def test_a_cipher_needs_a_known_current_key():
         Cipher({"k1": OLD}, "k2")
     with pytest.raises(ValueError):
         Cipher({"k1": b"short"}, "k1")
+
+
+def test_rotate_swaps_the_keys_of_a_shared_cipher_but_never_its_index_key():
+    """A cipher rotated in place seals with the new current key and opens old values; the index stays."""
+    shared = Cipher({"k1": OLD}, "k1", index=b"i" * 32)
+    before, name_key = shared.seal(MESSAGE), shared.blind("QUIXOTL")
+    shared.rotate(Cipher({"k1": OLD, "k2": NEW}, "k2", index=b"i" * 32))
+    assert shared.current == "k2" and shared.key_of(shared.seal(MESSAGE)) == "k2"
+    assert shared.open(before) == MESSAGE and shared.blind("QUIXOTL") == name_key
+    with pytest.raises(ValueError, match="index key"):
+        shared.rotate(Cipher({"k2": NEW}, "k2", index=b"j" * 32))
+    assert shared.current == "k2"

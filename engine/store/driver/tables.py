@@ -65,11 +65,14 @@ class Table:
     def _sealing(
         self, name: str, cipher: Cipher, processor: Callable[[Any], Any] | None
     ) -> Callable[[Any], Any] | None:
-        """The bind processor of a column: SQLAlchemy's, after sealing when the column is sealed."""
+        """The bind processor of a column: SQLAlchemy's, after sealing when the column is sealed.
+
+        Sealing asks the cipher each time: a reload may give it keys (Cipher.rotate).
+        """
         if name in self._blind:
             blind = cipher.blind
             return blind if processor is None else lambda value: processor(blind(value))
-        if name not in self.sealed or not cipher.sealing:
+        if name not in self.sealed:
             return processor
         if processor is None:
             return cipher.seal_text
