@@ -206,11 +206,12 @@ def find_by_rule(
     query = sa.select(p.c.id).distinct().where(p.c.merged_into_id.is_(None))
     if "family" in rule.fields or "given" in rule.fields:
         query = query.join(n, n.c.patient_id == p.c.id)
-    blind = cipher_of(connection).blind  # the name keys as stored
+    # The name keys as stored: hashed with encryption, or still clear where rekey has not been yet.
+    blind = cipher_of(connection).blind
     if "family" in rule.fields:
-        query = query.where(n.c.family_key == blind(demographics["family"]))
+        query = query.where(n.c.family_key.in_({demographics["family"], blind(demographics["family"])}))
     if "given" in rule.fields:
-        query = query.where(n.c.given_key == blind(demographics["given"]))
+        query = query.where(n.c.given_key.in_({demographics["given"], blind(demographics["given"])}))
     if "birth_date" in rule.fields:
         query = query.where(p.c.birth_date == demographics["birth_date"])
     if "sex" in rule.fields:

@@ -50,16 +50,17 @@ def _rows(
 def _named(key: str, cipher: Cipher) -> sa.Select:
     """The ids of patients with a family or given name starting with ``key`` (normalised).
 
-    With encryption the name keys are keyed hashes: a name must then match a whole key.
+    With encryption the name keys are keyed hashes: a name must then match a whole key (a key
+    still clear, written before encryption, matches by prefix until rekey hashes it).
     """
     n = schema.names
+    pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    # Clear keys by prefix: all of them without encryption, those rekey has not hashed yet with it.
+    matches = [n.c.family_key.like(pattern, escape="\\"), n.c.given_key.like(pattern, escape="\\")]
     blind = cipher.blind(key)
     if blind != key:
-        return sa.select(n.c.patient_id).where(sa.or_(n.c.family_key == blind, n.c.given_key == blind))
-    pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return sa.select(n.c.patient_id).where(
-        sa.or_(n.c.family_key.like(pattern, escape="\\"), n.c.given_key.like(pattern, escape="\\"))
-    )
+        matches += [n.c.family_key == blind, n.c.given_key == blind]
+    return sa.select(n.c.patient_id).where(sa.or_(*matches))
 
 
 def find_patients(

@@ -10,7 +10,8 @@ from engine.record.query import find_patients, get_patient
 from engine.store.cipher import CLEAR, TEXT_PREFIX, Cipher
 from engine.store.db import create_engine_for
 from engine.store.migrations import upgrade
-from tests.fakes.record import JOURNEY, NOW, Feeder, corpus_messages
+from engine.store.rekey import rekey
+from tests.fakes.record import JOURNEY, NOW, PID, Feeder, corpus_messages, register
 
 
 def _record(url: str, cipher: Cipher) -> tuple[list, dict, list, sa.Engine]:
@@ -54,3 +55,26 @@ def test_the_sealed_record_answers_as_the_clear_one(tmp_path):
     assert stored and all(value.startswith(("\x1bhk:", TEXT_PREFIX)) for value in stored)
     for result in (clear, sealed):
         result[3].dispose()
+
+
+def test_a_record_written_in_clear_still_links_once_sealed_before_and_after_rekey(tmp_path):
+    """Encryption switched on over a clear record: the identity rule and name search find its people.
+
+    Before rekey by their clear name keys, after it by the hashed ones.
+    """
+    url = f"sqlite:///{tmp_path / 'record.db'}"
+    clear = create_engine_for(url)
+    upgrade(clear)
+    first = register(Feeder(clear, RecordIngestor(clear, clock=lambda: NOW)), PID)
+    sealed = create_engine_for(url, cipher=Cipher({"k": b"k" * 32}, "k", index=b"i" * 32))
+    feed = Feeder(sealed, RecordIngestor(sealed, clock=lambda: NOW))
+    assert [p["id"] for p in find_patients(sealed, name="doe")] == [first]
+    assert register(feed, PID.replace("P-1^^^PMS", "E-7^^^EMR"), sender="EMR") == first
+    rekey(sealed)
+    assert [p["id"] for p in find_patients(sealed, name="doe")] == [first]
+    assert register(feed, PID.replace("P-1^^^PMS", "L-3^^^LAB"), sender="LAB") == first
+    with sealed.connect() as connection:
+        keys = connection.execute(sa.select(schema.names.c.family_key)).scalars().all()
+    assert keys and all(key.startswith("\x1bhk:") for key in keys)
+    clear.dispose()
+    sealed.dispose()
