@@ -174,6 +174,9 @@ def test_a_copied_database_shows_no_patient_data_and_keys_rotate(tmp_path):
 
     yield run_engine(only_k2, [message(3)], check_without_k1)
     assert leaked(stored_bytes(tmp_path)) == []
+    # The config history holds the key references, never a key.
+    keys = [(tmp_path / name).read_text().encode() for name in ("k1.key", "k2.key", "index.key")]
+    assert b"k2.key" in stored_bytes(tmp_path) and not any(key in stored_bytes(tmp_path) for key in keys)
 
 
 @pytest_twisted.inlineCallbacks
