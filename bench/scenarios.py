@@ -23,6 +23,7 @@ SCENARIOS: dict[str, Scenario] = {
             systems=(
                 "engine",
                 "engine-power-loss",
+                "engine-encrypted",
                 "python-hl7",
                 "txhl7",
                 "simple-hl7",

@@ -7,6 +7,7 @@ on a given port in a fresh work folder, what versions it runs, and what to check
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -172,15 +173,24 @@ class Engine(System):
 
     role = "engine"
 
-    def __init__(self, name: str, label: str, durability: str, setup: EngineSetup = EngineSetup()):
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        durability: str,
+        setup: EngineSetup = EngineSetup(),
+        *,
+        encrypted: bool = False,
+    ):
         self.name = name
         self.label = label
         self.durability = durability
         self.setup = setup
+        self.encrypted = encrypted  # engine.store.encryption on, with keys in files of the row's folder
 
     def configured(self, label: str, setup: EngineSetup) -> Engine:
-        """This engine (same name and durability) with another label and setup: one scenario's variant."""
-        return Engine(self.name, label, self.durability, setup)
+        """This engine (name, durability, encryption) with another label and setup: a scenario's variant."""
+        return Engine(self.name, label, self.durability, setup, encrypted=self.encrypted)
 
     def store_url(self, workdir: Path) -> str:
         """Where this row's store is."""
@@ -189,6 +199,14 @@ class Engine(System):
     def config(self, port: int, workdir: Path) -> str:
         """The channels.yaml of a row."""
         store = {"durability": self.durability, "url": self.store_url(workdir)}
+        if self.encrypted:
+            for name in ("current.key", "index.key"):
+                (workdir / name).write_text(base64.b64encode(os.urandom(32)).decode())
+            store["encryption"] = {
+                "key": "current",
+                "keys": {"current": {"file": str(workdir / "current.key")}},
+                "index": {"file": str(workdir / "index.key")},
+            }
         document = {
             "engine": {"data_dir": str(workdir / "data"), "store": store},
             "listeners": [{"name": "bench", "type": "mllp", "endpoint": f"tcp:{port}:interface=127.0.0.1"}],
@@ -272,6 +290,7 @@ SYSTEMS: dict[str, System] = {
     for s in [
         Engine("engine", "hl7engine (durability: process)", "process"),
         Engine("engine-power-loss", "hl7engine (durability: power_loss)", "power_loss"),
+        Engine("engine-encrypted", "hl7engine (process, encryption at rest)", "process", encrypted=True),
         PythonScript("python-hl7", "python-hl7 asyncio server", "python_hl7.py", {"hl7": False}),
         PythonScript(
             "txhl7",

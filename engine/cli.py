@@ -1,4 +1,5 @@
-"""The ``hl7engine`` command: run, check, send, messages, prune, backup, hash-password.
+"""The ``hl7engine`` command: run, check, send, messages, resend, reprocess, patient, prune, backup, rekey,
+new-key, hash-password.
 
 Click is the CLI toolkit (sub-commands, typed options, help, progress bars). Only this module
 and the entry point of ``run`` touch the global reactor.
@@ -349,11 +350,17 @@ def messages() -> None:
 
 
 def _repository(config_path: str, db: str | None):
+    """The store's message repository: the config's database (or ``db``), with the config's keys.
+
+    The config is read for its keys even with ``db``, when the file exists.
+    """
+    from engine.store.cipher import CLEAR
     from engine.store.db import create_engine_for
     from engine.store.messages import MessageRepository
 
-    url = db or _load(config_path).store_url
-    return MessageRepository(create_engine_for(url))
+    config = _load(config_path) if db is None or Path(config_path).exists() else None
+    cipher = CLEAR if config is None else config.engine.store.cipher()
+    return MessageRepository(create_engine_for(db or config.store_url, cipher=cipher))
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -578,6 +585,39 @@ def backup(destination: Path, config_path: str, db: str | None) -> None:
         click.echo(f"backup failed: {error}", err=True)
         sys.exit(1)
     click.echo(f"backup {done.path}: {_megabytes(done.size)} in {done.seconds:.1f} s, integrity ok")
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
+@click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
+@click.option("--batch", default=500, show_default=True, help="Rows read and written at a time.")
+@click.option("--pause", default=0.0, show_default=True, help="Seconds to wait between batches.")
+def rekey(config_path: str, db: str | None, batch: int, pause: float) -> None:
+    """Seal again with the current key every stored value an older key sealed (or none), batch by batch.
+
+    Runs beside the engine; afterwards the old keys can be removed from the config.
+    """
+    from engine.errors import StoreError
+    from engine.record import schema as _record_schema  # noqa: F401  (its sealed columns join the metadata)
+    from engine.store.rekey import rekey as rekey_store
+
+    repository = _repository(config_path, db)
+    try:
+        changed = rekey_store(repository.engine, batch=batch, pause=pause)
+    except StoreError as error:
+        click.echo(f"rekey stopped: {error}", err=True)
+        sys.exit(1)
+    for column, count in changed.items():
+        click.echo(f"{column}: {count} resealed")
+    click.echo(f"rekey done: {sum(changed.values())} value(s) now sealed with the current key")
+
+
+@main.command("new-key")
+def new_key() -> None:
+    """Print a new random encryption key (base64), for a key file or variable of engine.store.encryption."""
+    from engine.store.cipher import new_key as make_key
+
+    click.echo(make_key())
 
 
 @main.group()

@@ -38,6 +38,7 @@ from engine.errors import ConfigError
 from engine.listeners.admission import Network
 from engine.listeners.endpoints import Bind, bind_of, check_endpoint
 from engine.listeners.tls import key_fits_certificate
+from engine.store.cipher import Cipher, read_key
 from engine.store.retention import RetentionPolicy
 from engine.transforms.hatch import import_target
 from engine.transforms.inputs import InputFile
@@ -49,8 +50,10 @@ from engine.web.passwords import check_password_hash
 __all__ = [
     "Config",
     "ConfigProblem",
+    "EncryptionSettings",
     "EngineSettings",
     "HttpSettings",
+    "KeySource",
     "ListenerConfig",
     "ListenerTls",
     "StoreSettings",
@@ -154,6 +157,64 @@ AllowedNetwork = Annotated[Network, BeforeValidator(_check_network)]
 # Models
 
 
+class KeySource(Frozen):
+    """Where one encryption key is read from: a file or an environment variable, never the YAML itself."""
+
+    file: Path | None = None
+    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+    _key: bytes = PrivateAttr(default=b"")
+
+    @field_validator("file")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        return Path(os.path.abspath((info.context or {}).get("base_dir", Path(".")) / value))
+
+    @model_validator(mode="after")
+    def _read(self, info: ValidationInfo) -> KeySource:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of file or env")
+        if self.file is not None:
+            try:
+                text = self.file.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read the key file: {exc.strerror or exc}") from None
+        else:
+            environ = (info.context or {}).get("environ", os.environ)
+            if self.env not in environ:
+                raise ValueError(f"the environment variable {self.env} is not set")
+            text = environ[self.env]
+        self._key = read_key(text)
+        return self
+
+    @property
+    def key(self) -> bytes:
+        """The 32 key bytes read."""
+        return self._key
+
+
+class EncryptionSettings(Frozen):
+    """Encryption at rest (``engine.store.encryption``): message content and the record's person data."""
+
+    key: Name  # the id of the key new values are sealed with
+    keys: Annotated[dict[Name, KeySource], AfterValidator(_check_not_empty)]
+    index: KeySource  # the key of the record's name search keys (keyed hashes): never rotated
+
+    @model_validator(mode="after")
+    def _current_known(self) -> EncryptionSettings:
+        if self.key not in self.keys:
+            raise ValueError(f"key {self.key!r} is not among keys: {', '.join(self.keys)}")
+        return self
+
+    def cipher(self) -> Cipher:
+        """The cipher that seals with ``key`` and opens with any of ``keys``."""
+        return Cipher(
+            {key_id: source.key for key_id, source in self.keys.items()}, self.key, index=self.index.key
+        )
+
+
 class StoreSettings(Frozen):
     """Where and how durably messages are stored (``engine.store``)."""
 
@@ -166,6 +227,12 @@ class StoreSettings(Frozen):
     retention_days: Annotated[int, Field(ge=1)] | None = None
     prune_every_seconds: Seconds = 3600.0  # how often the engine prunes, when anything has a retention
     prune_batch: Annotated[int, Field(ge=1, le=10_000)] = 200  # messages per transaction (and pages per step)
+
+    encryption: EncryptionSettings | None = None
+
+    def cipher(self) -> Cipher:
+        """The store's cipher: ``encryption``'s, or one that seals nothing."""
+        return Cipher() if self.encryption is None else self.encryption.cipher()
 
 
 class HttpSettings(Frozen):
@@ -528,7 +595,12 @@ def _parse(
     config = None
     try:
         config = Config.model_validate(
-            document.data, context={"base_dir": base_dir, "source_path": source_path}
+            document.data,
+            context={
+                "base_dir": base_dir,
+                "source_path": source_path,
+                "environ": os.environ if environ is None else environ,
+            },
         )
     except ValidationError as error:
         found += validation_problems(document.data, error)

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
-from engine.config import Config, load_config
+from engine.config import Config, EngineSettings, load_config
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
@@ -117,6 +117,7 @@ class Engine(service.MultiService):
             durability=settings.store.durability,
             lock_timeout=settings.store.lock_timeout_seconds,
             max_batch=settings.store.max_batch,
+            cipher=settings.store.cipher(),
         )
         StoreService(self.store).setServiceParent(self)
         # The policy is read at each run, so a reload's retention_days apply from the next one.
@@ -270,15 +271,30 @@ class Engine(service.MultiService):
             return defer.fail(error)
         return self.reload(config)
 
+    def _rotate_keys(self, old: Config, new: Config, report: ReloadReport) -> None:
+        """Apply new encryption keys at once: new content is sealed with the new current key.
+
+        Switching encryption on or off, or another index key, waits for the next start.
+        """
+        before, after = old.engine.store.encryption, new.engine.store.encryption
+        if after == before:
+            return
+        if before is None or after is None or after.index != before.index:
+            report.restart_needed.append("encryption switched on or off, or its index key: at the next start")
+            return
+        self.store.cipher.rotate(new.engine.store.cipher())
+        report.changes.append(f"encryption keys applied: new content sealed with key {after.key}")
+
     @defer.inlineCallbacks
     def reload(self, new: Config):
         """Apply a new config: restart only the channels and listeners that changed."""
         old = self.config
         report = ReloadReport()
-        if new.engine != old.engine:
+        if _without_keys(new.engine) != _without_keys(old.engine):
             report.restart_needed.append(
                 "engine settings (store, identity, charset) are applied at the next start"
             )
+        self._rotate_keys(old, new, report)
         old_channels = {c.name: c for c in old.channels}
         new_channels = {c.name: c for c in new.channels}
         # A channel changed when its item did, or a table or module it uses did (spec or file content).
@@ -334,3 +350,8 @@ class Engine(service.MultiService):
         log.info("config reloaded: {report}", report=str(report))
         yield self.record_config(new, report)
         return report
+
+
+def _without_keys(settings: EngineSettings) -> EngineSettings:
+    """Engine settings without the encryption keys, which a reload applies (Cipher.rotate)."""
+    return settings.model_copy(update={"store": settings.store.model_copy(update={"encryption": None})})

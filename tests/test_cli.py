@@ -23,6 +23,7 @@ from engine.cli import main as cli
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.model import Status
+from engine.store.cipher import read_key
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
@@ -263,6 +264,17 @@ def test_hash_password_command_prints_a_usable_hash():
     encoded = result.output.strip().splitlines()[-1]
     assert verify_password("pw one", encoded)
     assert "pw one" not in result.output
+
+
+def test_new_key_prints_a_fresh_key_and_rekey_refuses_a_store_without_encryption(tmp_path):
+    """`hl7engine new-key` prints a usable key, a new one each time; `rekey` without encryption exits 1."""
+    runner = CliRunner()
+    first, second = (runner.invoke(cli, ["new-key"]) for _ in range(2))
+    assert first.exit_code == 0 and len(read_key(first.output)) == 32
+    assert first.output != second.output
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    refused = runner.invoke(cli, ["rekey", "--db", store, "-c", str(tmp_path / "none.yaml")])
+    assert refused.exit_code == 1 and "needs encryption configured" in refused.output
 
 
 def _old_store(tmp_path: Path, count: int) -> Path:

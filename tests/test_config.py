@@ -5,6 +5,7 @@ Reading the YAML itself (lines, environment variables, YAML errors) is engine/co
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from engine.config import ConfigProblem, load_config, parse_config
 from engine.errors import ConfigError, EngineError
+from engine.store.cipher import Cipher
 from engine.web.passwords import hash_password
 from tests.fakes.certs import CertificateAuthority
 from tests.fakes.config import CONFIGS, parse, problems
@@ -686,6 +688,20 @@ def test_config_refuses_a_plain_password(tmp_path):
     assert limits == (5, 20, 300, 65536, 16384)
 
 
+ENCRYPTION = """\
+engine:
+  store:
+    encryption:
+      key: {current}
+      index: {{env: INDEX_KEY}}
+      keys:
+        k1: {{file: keys/k1.key}}
+        k2: {{env: K2_KEY}}
+listeners: []
+channels: []
+"""
+
+
 def test_retention_policy_takes_channel_days_and_the_store_default():
     """retention_days of a channel wins over the store's, which covers every other channel."""
     text = (
@@ -743,3 +759,53 @@ def test_channel_retention_days_is_checked_at_its_path():
     """A channel's retention_days below one day is refused where it is written."""
     text = LISTENER + "channels:\n  - {name: c, source: pms, accept: {types: ['*']}, retention_days: 0}\n"
     assert problems(text) == [("channels[0].retention_days", 6, "must be greater than or equal to 1 (got 0)")]
+
+
+def _key(fill: bytes) -> str:
+    return base64.b64encode(fill * 32).decode()
+
+
+def test_encryption_keys_are_read_from_files_and_variables(tmp_path):
+    """Each key comes from its file (relative to the config) or variable; the cipher seals with ``key``."""
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "k1.key").write_text(_key(b"1") + "\n")
+    environ = {"K2_KEY": _key(b"2"), "INDEX_KEY": _key(b"i")}
+    config = parse(ENCRYPTION.format(current="k2"), base_dir=tmp_path, environ=environ)
+    cipher = config.engine.store.cipher()
+    assert cipher.current == "k2" and cipher.key_of(cipher.seal(b"x")) == "k2"
+    assert cipher.open(Cipher({"k1": b"1" * 32}, "k1").seal(b"old")) == b"old"
+    assert parse(LISTENER + "channels: []\n").engine.store.cipher().sealing is False
+
+
+def test_encryption_problems_name_their_yaml_path(tmp_path):
+    """A missing key file, a bad key, an unset variable, an unknown current key: each at its path."""
+    found = {
+        (path, message)
+        for path, _, message in problems(
+            ENCRYPTION.format(current="k2"), base_dir=tmp_path, environ={"K2_KEY": "not base64!"}
+        )
+    }
+    assert found == {
+        ("engine.store.encryption.keys.k1", "cannot read the key file: No such file or directory"),
+        (
+            "engine.store.encryption.keys.k2",
+            "a key must be 32 bytes written in base64 (e.g. `hl7engine new-key`)",
+        ),
+        ("engine.store.encryption.index", "the environment variable INDEX_KEY is not set"),
+    }
+    both = problems(
+        "engine: {store: {encryption: {key: k3, index: {env: X, file: y}, keys: {a: {env: X}}}}}\n"
+        "listeners: []\nchannels: []\n",
+        environ={"X": _key(b"x")},
+    )
+    assert [(path, message) for path, _, message in both] == [
+        ("engine.store.encryption.index", "give exactly one of file or env")
+    ]
+    unknown = problems(
+        "engine: {store: {encryption: {key: k3, index: {env: X}, keys: {a: {env: X}}}}}\n"
+        "listeners: []\nchannels: []\n",
+        environ={"X": _key(b"x")},
+    )
+    assert [(path, message) for path, _, message in unknown] == [
+        ("engine.store.encryption", "key 'k3' is not among keys: a")
+    ]

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from engine.record import schema
 from engine.record.extract import MessageFacts, SegmentReader
 from engine.record.writer import Writer
+from engine.store.cipher import cipher_of
 from engine.store.driver import fit_text
 
 __all__ = [
@@ -205,10 +206,12 @@ def find_by_rule(
     query = sa.select(p.c.id).distinct().where(p.c.merged_into_id.is_(None))
     if "family" in rule.fields or "given" in rule.fields:
         query = query.join(n, n.c.patient_id == p.c.id)
+    # The name keys as stored: hashed with encryption, or still clear where rekey has not been yet.
+    blind = cipher_of(connection).blind
     if "family" in rule.fields:
-        query = query.where(n.c.family_key == demographics["family"])
+        query = query.where(n.c.family_key.in_({demographics["family"], blind(demographics["family"])}))
     if "given" in rule.fields:
-        query = query.where(n.c.given_key == demographics["given"])
+        query = query.where(n.c.given_key.in_({demographics["given"], blind(demographics["given"])}))
     if "birth_date" in rule.fields:
         query = query.where(p.c.birth_date == demographics["birth_date"])
     if "sex" in rule.fields:

@@ -27,6 +27,7 @@ from engine.record.apply.siu import SiuApplication
 from engine.record.extract import read_message
 from engine.record.identity import DEFAULT_RULE, IdentityRule
 from engine.record.writer import Statements, Writer
+from engine.store.cipher import cipher_of
 from engine.store.driver import store_errors
 
 __all__ = ["IngestResult", "RecordIngestor"]
@@ -68,7 +69,7 @@ class RecordIngestor:
         self._rule = identity_rule
         self._local = local_timezone
         self._clock = clock
-        self._statements = Statements(engine.dialect)
+        self._statements = Statements(engine.dialect, cipher_of(engine))
 
     @property
     def engine(self) -> sa.Engine:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.identity import normalise
+from engine.store.cipher import SEALED, Cipher, cipher_of
 from engine.store.driver import store_errors
 
 __all__ = ["MAX_RESULTS", "find_patients", "get_patient", "plain"]
@@ -33,11 +34,33 @@ def plain(value: Any) -> Any:
 def _rows(
     connection: sa.Connection, table: sa.Table, *criteria, order=None, drop=("patient_id",)
 ) -> list[dict]:
+    """The rows of ``table`` matching ``criteria`` as JSON-ready dicts, sealed person data opened."""
     query = sa.select(table).where(*criteria).order_by(*(order if order is not None else [table.c.id]))
+    opened = cipher_of(connection).open_text
     return [
-        {key: plain(value) for key, value in row.items() if key not in drop}
+        {
+            key: opened(value) if table.c[key].info.get(SEALED) else plain(value)
+            for key, value in row.items()
+            if key not in drop
+        }
         for row in connection.execute(query).mappings()
     ]
+
+
+def _named(key: str, cipher: Cipher) -> sa.Select:
+    """The ids of patients with a family or given name starting with ``key`` (normalised).
+
+    With encryption the name keys are keyed hashes: a name must then match a whole key (a key
+    still clear, written before encryption, matches by prefix until rekey hashes it).
+    """
+    n = schema.names
+    pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    # Clear keys by prefix: all of them without encryption, those rekey has not hashed yet with it.
+    matches = [n.c.family_key.like(pattern, escape="\\"), n.c.given_key.like(pattern, escape="\\")]
+    blind = cipher.blind(key)
+    if blind != key:
+        matches += [n.c.family_key == blind, n.c.given_key == blind]
+    return sa.select(n.c.patient_id).where(sa.or_(*matches))
 
 
 def find_patients(
@@ -54,7 +77,7 @@ def find_patients(
     Criteria: an identifier value (and its authority), a name prefix (family or given, ignoring
     case and accents), an ISO birth date.
     """
-    p, i, n = schema.patients, schema.identifiers, schema.names
+    p, i = schema.patients, schema.identifiers
     query = sa.select(p.c.id).where(p.c.merged_into_id.is_(None))
     if identifier:
         owned = sa.select(i.c.patient_id).where(i.c.value == identifier)
@@ -64,11 +87,7 @@ def find_patients(
     if name:
         key = normalise(name)
         if key:
-            pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            named = sa.select(n.c.patient_id).where(
-                sa.or_(n.c.family_key.like(pattern, escape="\\"), n.c.given_key.like(pattern, escape="\\"))
-            )
-            query = query.where(p.c.id.in_(named))
+            query = query.where(p.c.id.in_(_named(key, cipher_of(engine))))
     if birthdate:
         query = query.where(p.c.birth_date == birthdate)
     with store_errors("searching patients"), engine.connect() as connection:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from engine.store.cipher import BLIND, FIT, SEALED
 from engine.store.schema import RowId, UTCDateTime, metadata
 
 __all__ = [
@@ -59,6 +60,11 @@ def _visit() -> sa.Column:
 
 def _text(name: str, length: int = 200) -> sa.Column:
     return sa.Column(name, sa.String(length), nullable=True)
+
+
+def _person(name: str, length: int = 200) -> sa.Column:
+    """Person data: sealed when encryption is configured, so Text; its clear value is fitted to ``length``."""
+    return sa.Column(name, sa.Text(), nullable=True, info={SEALED: True, FIT: length})
 
 
 def _coded(prefix: str = "") -> list[sa.Column]:
@@ -119,14 +125,15 @@ names = sa.Table(
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
     _patient(),
     sa.Column("position", sa.Integer(), nullable=False),
-    _text("family"),
-    _text("given"),
-    _text("middle"),
-    _text("prefix", 50),
-    _text("suffix", 50),
+    _person("family"),
+    _person("given"),
+    _person("middle"),
+    _person("prefix", 50),
+    _person("suffix", 50),
     _text("name_type", 10),
-    _text("family_key"),
-    _text("given_key"),
+    # Search keys: a keyed hash of the normalised name when encryption is configured (Cipher.blind).
+    sa.Column("family_key", sa.String(200), nullable=True, info={BLIND: True}),
+    sa.Column("given_key", sa.String(200), nullable=True, info={BLIND: True}),
     _source(),
     sa.Index(None, "patient_id"),
     sa.Index(None, "family_key"),
@@ -140,11 +147,11 @@ addresses = sa.Table(
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
     _patient(),
     sa.Column("position", sa.Integer(), nullable=False),
-    _text("line1"),
-    _text("line2"),
-    _text("city", 100),
+    _person("line1"),
+    _person("line2"),
+    _person("city", 100),
     _text("state", 100),
-    _text("postal_code", 20),
+    _person("postal_code", 20),
     _text("country", 100),
     _text("address_type", 10),
     _source(),
@@ -160,7 +167,7 @@ telecoms = sa.Table(
     _patient(),
     sa.Column("position", sa.Integer(), nullable=False),
     sa.Column("use", sa.String(10), nullable=False),
-    _text("value"),
+    _person("value"),
     _text("use_code", 10),
     _text("equipment", 10),
     _source(),
@@ -175,10 +182,10 @@ contacts = sa.Table(
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
     _patient(),
     sa.Column("position", sa.Integer(), nullable=False),
-    _text("family"),
-    _text("given"),
+    _person("family"),
+    _person("given"),
     *_coded("relationship_"),
-    _text("phone", 100),
+    _person("phone", 100),
     _source(),
     sa.Index(None, "patient_id"),
     sa.Index(None, "message_id"),
@@ -471,8 +478,9 @@ history = sa.Table(
     sa.Column("entity", sa.String(40), nullable=False),
     sa.Column("entity_id", sa.BigInteger(), nullable=False),
     sa.Column("field", sa.String(60), nullable=False),
-    sa.Column("old_value", sa.Text(), nullable=True),
-    sa.Column("new_value", sa.Text(), nullable=True),
+    # Sealed as person data: a change of a name or an address keeps both values here.
+    sa.Column("old_value", sa.Text(), nullable=True, info={SEALED: True}),
+    sa.Column("new_value", sa.Text(), nullable=True, info={SEALED: True}),
     sa.Column("cause", sa.String(60), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
     _source(),

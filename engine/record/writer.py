@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.extract import KEEP
+from engine.store.cipher import CLEAR, Cipher
 from engine.store.driver import Table, TableCursor, Tables, fit_text
 
 __all__ = ["Differs", "Statements", "Writer", "history_text", "list_digest"]
@@ -69,8 +70,9 @@ class Differs:
 class Statements:
     """The record's statements for one database dialect, built once by the driver, shared by every Writer."""
 
-    def __init__(self, dialect: sa.Dialect):
-        self.tables = Tables(dialect, null=KEEP)
+    def __init__(self, dialect: sa.Dialect, cipher: Cipher = CLEAR):
+        """``cipher`` seals the record's person data written and opens it read (engine.store.cipher)."""
+        self.tables = Tables(dialect, null=KEEP, cipher=cipher)
         self._stamps: dict[str, tuple[str, ...]] = {}
 
     def stamps(self, table: sa.Table) -> tuple[str, ...]:

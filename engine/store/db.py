@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from engine.errors import StoreError
+from engine.store.cipher import CLEAR, Cipher, engine_options
 from engine.store.driver import is_lock_error
 
 DURABILITIES = ("process", "power_loss")
@@ -28,26 +29,36 @@ _WAL_RETRY_SECONDS = 0.01
 
 
 def create_engine_for(
-    url: str, *, durability: str = "process", lock_timeout: float = 5.0, pool_size: int = 5
+    url: str,
+    *,
+    durability: str = "process",
+    lock_timeout: float = 5.0,
+    pool_size: int = 5,
+    cipher: Cipher = CLEAR,
 ) -> sa.Engine:
-    """An Engine for a ``sqlite:///`` or ``postgresql://`` URL, with the store's durability and locks."""
+    """An Engine for a ``sqlite:///`` or ``postgresql://`` URL, with the store's durability and locks.
+
+    ``cipher`` seals and opens content at rest (``engine.store.cipher``) for whoever uses the engine.
+    """
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
     if not lock_timeout > 0:
         raise ValueError(f"lock_timeout must be positive, not {lock_timeout!r}")
     parsed = make_url(url)
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
-        return _sqlite_engine(parsed, durability, lock_timeout, pool_size)
+        return _sqlite_engine(parsed, durability, lock_timeout, pool_size, cipher)
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
         return _postgresql_engine(
-            parsed.set(drivername="postgresql+psycopg"), durability, lock_timeout, pool_size
+            parsed.set(drivername="postgresql+psycopg"), durability, lock_timeout, pool_size, cipher
         )
     raise StoreError(
         f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:///PATH or postgresql://..."
     )
 
 
-def _sqlite_engine(url: URL, durability: str, lock_timeout: float, pool_size: int) -> sa.Engine:
+def _sqlite_engine(
+    url: URL, durability: str, lock_timeout: float, pool_size: int, cipher: Cipher
+) -> sa.Engine:
     if url.database in (None, "", ":memory:"):
         # Every pooled connection would get its own empty database: the writer and readers must share a file.
         raise StoreError("the SQLite store needs a file: sqlite:///PATH")
@@ -56,6 +67,7 @@ def _sqlite_engine(url: URL, durability: str, lock_timeout: float, pool_size: in
     engine = sa.create_engine(
         url,
         pool_size=pool_size,
+        execution_options=engine_options(cipher),
         hide_parameters=True,  # parameters are patient data; keep them out of error messages and logs
         # sqlite3's timeout is the busy handler (PRAGMA busy_timeout), active from the first statement.
         connect_args={"timeout": lock_timeout},
@@ -95,7 +107,9 @@ def _enable_wal(cursor, lock_timeout: float) -> None:
             time.sleep(_WAL_RETRY_SECONDS)
 
 
-def _postgresql_engine(url: URL, durability: str, lock_timeout: float, pool_size: int) -> sa.Engine:
+def _postgresql_engine(
+    url: URL, durability: str, lock_timeout: float, pool_size: int, cipher: Cipher
+) -> sa.Engine:
     # lock_timeout=0 means "wait forever" to PostgreSQL, so never round down to it.
     lock_ms = max(1, round(lock_timeout * 1000))
     synchronous_commit = "off" if durability == "process" else "on"
@@ -105,6 +119,7 @@ def _postgresql_engine(url: URL, durability: str, lock_timeout: float, pool_size
         url,
         pool_size=pool_size,
         pool_pre_ping=True,  # a restarted server leaves dead connections in the pool
+        execution_options=engine_options(cipher),
         hide_parameters=True,  # parameters are patient data; keep them out of error messages and logs
         connect_args={
             "options": f"{given} {settings}" if given else settings,

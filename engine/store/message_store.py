@@ -15,6 +15,7 @@ from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.model import AttemptResult, NewMessage, ProcessingResult, SourceFile, utc_now
+from engine.store.cipher import CLEAR, Cipher
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageQuery, MessageRepository
@@ -36,7 +37,9 @@ class MessageStore:
         max_batch: int = 500,
         read_threads: int = 4,
         clock: Callable[[], datetime] = utc_now,
+        cipher: Cipher = CLEAR,
     ):
+        """``cipher`` seals content at rest (engine.store.cipher); CLEAR seals nothing."""
         self._pool = StorePool(
             reactor=reactor, durability=durability, max_batch=max_batch, read_threads=read_threads
         )
@@ -44,6 +47,7 @@ class MessageStore:
         self._durability = durability
         self._lock_timeout = lock_timeout
         self._clock = clock
+        self._cipher = cipher
         self._repository: MessageRepository | None = None
         self._queues: QueueRepository | None = None
         self._configs: ConfigRepository | None = None
@@ -69,6 +73,11 @@ class MessageStore:
             raise StoreError("the message store has not been started")
         return self._configs
 
+    @property
+    def cipher(self) -> Cipher:
+        """The cipher the store seals and opens content with; ``rotate`` it to apply new keys."""
+        return self._cipher
+
     def start(self) -> None:
         """Connect, upgrade the schema and start the threads; it blocks to migrate, so call it at startup."""
         if self._pool.state is not State.NEW:
@@ -78,6 +87,7 @@ class MessageStore:
             durability=self._durability,
             lock_timeout=self._lock_timeout,
             pool_size=self._pool.connections,
+            cipher=self._cipher,
         )
         try:
             upgrade(engine)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from engine.errors import StoreError
 from engine.model import NewMessage, SourceFile, Status, require_aware, utc_now
+from engine.store.cipher import SEALED, cipher_of
 from engine.store.driver import InsertReturningIds, fit_row, store_errors
 from engine.store.processing import INTAKE_CHILDREN, insert_intake_rows, intake_rows
 from engine.store.schema import deliveries, message_events, messages, source_files
@@ -161,6 +162,10 @@ _EVENT_COLUMNS = tuple(message_events.c[f.name] for f in dataclasses.fields(Mess
 _DELIVERY_COLUMNS = tuple(deliveries.c[f.name] for f in dataclasses.fields(DeliverySummary))
 # An insert fills NewMessage's fields, then status_at (received_at: the status is the one received).
 _MESSAGE_VALUES = operator.attrgetter(*_NEW_MESSAGE_FIELDS)
+# The places of the content fields among them, sealed when encryption is configured.
+_SEALED_VALUES = tuple(
+    index for index, name in enumerate(_NEW_MESSAGE_FIELDS) if messages.c[name].info.get(SEALED)
+)
 
 
 def _source_file_row(source_file: SourceFile, message_count: int, read_at: datetime) -> dict:
@@ -211,6 +216,7 @@ class MessageRepository:
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utc_now):
         self._engine = engine
         self._clock = clock
+        self._cipher = cipher_of(engine)
         self._insert = InsertReturningIds(
             messages,
             _NEW_MESSAGE_FIELDS,
@@ -242,7 +248,7 @@ class MessageRepository:
         """
         every = [m for new_messages, _ in groups for m in new_messages]
         try:
-            rows = [self._insert.values(_MESSAGE_VALUES(m)) for m in every]
+            rows = [self._insert.values(self._sealed(_MESSAGE_VALUES(m))) for m in every]
         except ValueError as error:  # e.g. a naive received_at: a caller's bug, never a lock
             raise StoreError(f"storing messages failed: {error}") from error
         read_at = self._clock()
@@ -259,7 +265,9 @@ class MessageRepository:
                 connection = stack.enter_context(self._engine.connect())
             if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
                 # Each deliveries and events row names its message by position (1, 2, ...).
-                children = intake_rows(every, range(1, len(every) + 1), read_at) if processed else ()
+                children = (
+                    intake_rows(every, range(1, len(every) + 1), read_at, self._cipher) if processed else ()
+                )
                 return self._split(groups, self._insert.run_alone(connection, rows, children))
             # TRANSACTION: every message and source file record given, with the deliveries and
             # events of those processed at intake, committed together or not at all (one group
@@ -268,10 +276,19 @@ class MessageRepository:
             with connection.begin():
                 ids = self._insert.run(connection, rows) if rows else []
                 if processed:
-                    insert_intake_rows(connection, *intake_rows(every, ids, read_at))
+                    insert_intake_rows(connection, *intake_rows(every, ids, read_at, self._cipher))
                 if files:
                     connection.execute(sa.insert(source_files), files)
         return self._split(groups, ids)
+
+    def _sealed(self, values: tuple) -> tuple:
+        """A message's insert values with its content sealed (as they are when nothing is sealed)."""
+        if not self._cipher.sealing:
+            return values
+        sealed = list(values)
+        for index in _SEALED_VALUES:
+            sealed[index] = self._cipher.seal(sealed[index])
+        return tuple(sealed)
 
     @staticmethod
     def _split(
@@ -311,10 +328,19 @@ class MessageRepository:
             if row is None:
                 return None
             delivery_rows = tuple(
-                DeliverySummary(**delivery._mapping) for delivery in connection.execute(routed)
+                DeliverySummary(**self._opened(delivery._mapping, deliveries))
+                for delivery in connection.execute(routed)
             )
             history = tuple(MessageEvent(**event._mapping) for event in connection.execute(events))
-        return StoredMessage(**row._mapping, deliveries=delivery_rows, events=history)
+        return StoredMessage(**self._opened(row._mapping, messages), deliveries=delivery_rows, events=history)
+
+    def _opened(self, row: sa.RowMapping, table: sa.Table) -> dict:
+        """A row of ``table`` as a dict, its sealed columns opened."""
+        values = dict(row)
+        for name, value in values.items():
+            if table.c[name].info.get(SEALED):
+                values[name] = self._cipher.open(value)
+        return values
 
     def count(self, query: MessageQuery | None = None) -> int:
         """How many messages match ``query`` (all without one); ``limit`` and ``before_id`` are ignored."""
@@ -354,7 +380,7 @@ class MessageRepository:
         )
         with store_errors("looking for a duplicate"), self._engine.connect() as connection:
             row = connection.execute(statement).one_or_none()
-        return None if row is None else (row.id, row.ack)
+        return None if row is None else (row.id, self._cipher.open(row.ack))
 
     def unmoved_file(self, path: str, size: int, modified_ns: int) -> bool:
         """Whether this file (path, size, modification time) was stored and never moved away.

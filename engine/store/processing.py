@@ -13,6 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from engine.model import NewDelivery, NewMessage, utc_now
+from engine.store.cipher import Cipher
 from engine.store.driver import Children, Rows, binds, fit_row, fit_text
 from engine.store.schema import deliveries, message_events
 
@@ -51,12 +52,13 @@ def processing_rows(
     now: datetime,
     rows: list[dict],
     events: list[dict],
+    cipher: Cipher,
 ) -> None:
     """Append what processing one message writes besides the message: its deliveries rows and events.
 
-    A deliveries row per delivery; the events are the message's, then each delivery's. Shared by
-    record_processing and the insert of messages processed at intake (intake_rows), so both
-    leave the same rows.
+    A deliveries row per delivery, its payload sealed with ``cipher``; the events are the
+    message's, then each delivery's. Shared by record_processing and the insert of messages
+    processed at intake (intake_rows), so both leave the same rows.
     """
     events.append(event_row(message_id, now, status, reason))
     for delivery in new_deliveries:
@@ -67,7 +69,7 @@ def processing_rows(
                 delivery.destination,
                 delivery.status,
                 delivery.control_id,
-                delivery.payload,
+                cipher.seal(delivery.payload),
                 delivery.reason,
                 now,
             )
@@ -85,7 +87,7 @@ def delivery_row(
     reason: str,
     now: datetime,
 ) -> dict:
-    """A new deliveries row (no attempt yet), its text fitted."""
+    """A new deliveries row (no attempt yet), its text fitted; ``payload`` as stored (sealed or clear)."""
     return fit_row(
         deliveries,
         {
@@ -109,7 +111,7 @@ def delivery_row(
 
 
 def intake_rows(
-    new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime
+    new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime, cipher: Cipher
 ) -> tuple[list[dict], list[dict]]:
     """The deliveries and events rows of the messages processed at intake, as record_processing writes."""
     rows: list[dict] = []
@@ -125,6 +127,7 @@ def intake_rows(
                 now,
                 rows,
                 events,
+                cipher,
             )
     return rows, events
 

@@ -30,6 +30,7 @@ from engine.model import (
     roll_up,
     utc_now,
 )
+from engine.store.cipher import Cipher, cipher_of
 from engine.store.driver import Rows, Select, binds, by_id, fit_text, store_errors
 from engine.store.processing import INSERT_EVENTS, delivery_row, event_row, processing_rows
 from engine.store.schema import deliveries, messages
@@ -38,6 +39,7 @@ log = Logger(namespace="engine.store")
 
 
 _RECEIVED_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(ReceivedMessage))
+_RAW = [column.name for column in _RECEIVED_COLUMNS].index("raw")  # opened when read (sealed content)
 _QUEUE_COLUMNS = tuple(
     deliveries.c[name]
     for name in (
@@ -163,14 +165,14 @@ _TOUCHED = Select(
 )
 
 
-def _attempt_values(result: AttemptResult) -> dict:
-    """The row of ``_RECORD_ATTEMPT[result.outcome]`` for one result."""
+def _attempt_values(result: AttemptResult, cipher: Cipher) -> dict:
+    """The row of ``_RECORD_ATTEMPT[result.outcome]`` for one result, its response sealed with ``cipher``."""
     return {
         "id": result.delivery_id,
         "updated_at": result.at,
         "sent_at": result.at,
         "reason": fit_text(result.reason, _DELIVERY_REASON),
-        "response": result.response,
+        "response": cipher.seal(result.response),
         "response_code": fit_text(result.response_code, _DELIVERY_RESPONSE_CODE),
         "next_attempt_at": result.next_attempt_at,
     }
@@ -249,6 +251,7 @@ class QueueRepository:
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utc_now):
         self._engine = engine
         self._clock = clock
+        self._cipher = cipher_of(engine)
 
     def pending_for_processing(
         self, channel: str, *, after_id: int = 0, limit: int = 500
@@ -257,7 +260,8 @@ class QueueRepository:
         _check_limit(limit)
         with store_errors("reading messages to process"), self._engine.connect() as connection:
             rows = connection.execute(_PENDING, {"channel": channel, "after_id": after_id, "limit": limit})
-            return [ReceivedMessage(*row) for row in rows]
+            opened = self._cipher.open
+            return [ReceivedMessage(*row[:_RAW], opened(row[_RAW]), *row[_RAW + 1 :]) for row in rows]
 
     def record_processing(self, results: Sequence[ProcessingResult]) -> list[int]:
         """Record each result with its deliveries and events in one transaction; new delivery ids in order.
@@ -295,7 +299,7 @@ class QueueRepository:
                             "status": result.status,
                             "status_at": now,
                             "error": fit_text(result.reason, _MESSAGE_ERROR),
-                            "transformed": result.transformed,
+                            "transformed": self._cipher.seal(result.transformed),
                         }
                     )
                     processing_rows(
@@ -307,6 +311,7 @@ class QueueRepository:
                         now,
                         rows,
                         events,
+                        self._cipher,
                     )
                 if changes:
                     _SET_RESULT.run(connection, changes)
@@ -357,7 +362,7 @@ class QueueRepository:
                     channel_,
                     destination_,
                     control_id,
-                    payload,
+                    self._cipher.open(payload),
                     attempts + 1,
                     created_at,
                 )
@@ -392,7 +397,9 @@ class QueueRepository:
             with self._engine.begin() as connection:
                 # Consecutive results with the same outcome share one statement (Rows), in the order given.
                 for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
-                    _RECORD_ATTEMPT[outcome].run(connection, [_attempt_values(result) for result in run])
+                    _RECORD_ATTEMPT[outcome].run(
+                        connection, [_attempt_values(result, self._cipher) for result in run]
+                    )
                 touched = _TOUCHED.rows(connection, {"ids": sorted({r.delivery_id for r in results})})
                 found = {
                     delivery_id: (message_id, destination, attempts)

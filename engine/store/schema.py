@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from engine.model import NAME_LENGTH, require_aware
+from engine.store.cipher import SEALED
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -70,10 +71,11 @@ messages = sa.Table(
     sa.Column("charset", sa.String(40), nullable=False),
     sa.Column("ack_code", sa.String(2), nullable=False),
     sa.Column("error", sa.Text(), nullable=False),
-    sa.Column("raw", sa.LargeBinary(), nullable=False),
-    sa.Column("ack", sa.LargeBinary(), nullable=True),
+    # Content columns are sealed when encryption is configured (engine.store.cipher).
+    sa.Column("raw", sa.LargeBinary(), nullable=False, info={SEALED: True}),
+    sa.Column("ack", sa.LargeBinary(), nullable=True, info={SEALED: True}),
     sa.Column(
-        "transformed", sa.LargeBinary(), nullable=True
+        "transformed", sa.LargeBinary(), nullable=True, info={SEALED: True}
     ),  # after the channel's transforms; NULL when it has none
     sa.Column("batch_control_id", sa.String(199), nullable=True),
     sa.Column("batch_index", sa.Integer(), nullable=True),
@@ -130,9 +132,9 @@ deliveries = sa.Table(
     sa.Column("superseded_at", UTCDateTime(), nullable=True),
     sa.Column("control_id", sa.String(199), nullable=False),  # MSH-10 of the payload
     sa.Column(
-        "payload", sa.LargeBinary(), nullable=True
+        "payload", sa.LargeBinary(), nullable=True, info={SEALED: True}
     ),  # the encoded bytes to send; NULL when never encoded
-    sa.Column("response", sa.LargeBinary(), nullable=True),
+    sa.Column("response", sa.LargeBinary(), nullable=True, info={SEALED: True}),
     sa.Column("response_code", sa.String(10), nullable=False),
     sa.Column("reason", sa.Text(), nullable=False),
     # The queue in order; next_attempt_at is read from the index (due rows, the next due time).

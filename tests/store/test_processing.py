@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.model import NewDelivery, ProcessingResult, Status
+from engine.store.cipher import CLEAR
 from engine.store.messages import MessageRepository
 from engine.store.processing import intake_rows
 from engine.store.schema import deliveries
@@ -84,7 +85,7 @@ def test_intake_rows_are_a_processed_messages_deliveries_and_events_in_order(mak
     lab = NewDelivery("lab", Status.FILTERED, "C1\x00" + "9" * 300, None, "no\x00 lab")
     processed = make_message(1, status=Status.QUEUED, error="", deliveries=(emr, lab))
     filtered = make_message(3, status=Status.FILTERED, error="channels[0].filters[0]: no", deliveries=())
-    rows, events = intake_rows([processed, make_message(2), filtered], [11, 12, 13], T0)
+    rows, events = intake_rows([processed, make_message(2), filtered], [11, 12, 13], T0, CLEAR)
     assert [(r["message_id"], r["destination"], r["status"], r["control_id"], r["reason"]) for r in rows] == [
         (11, "emr", Status.QUEUED, "C1", ""),
         (11, "lab", Status.FILTERED, "C1" + "9" * 197, "no lab"),

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.store.cipher import BLIND, CLEAR, FIT, SEALED, Cipher
 from engine.store.driver.errors import as_sqlalchemy_error
 from engine.store.driver.text import fit_text
 from engine.store.schema import UTCDateTime
@@ -33,34 +34,64 @@ Key = tuple[tuple[str, str], ...]
 
 
 class Table:
-    """One table as the driver sees it: quoted names, and how each column's values are fitted and bound."""
+    """One table as the driver sees it: quoted names, and how each column's values are fitted and bound.
 
-    def __init__(self, table: sa.Table, dialect: sa.Dialect, null: object):
+    A sealed column's text (``Column.info[SEALED]``) is fitted to its ``FIT`` length, then sealed;
+    a search key's (``BLIND``) is fitted, then hashed (fit gives it hashed: what the database holds,
+    for comparing with what is read).
+    """
+
+    def __init__(self, table: sa.Table, dialect: sa.Dialect, null: object, cipher: Cipher = CLEAR):
         quote = dialect.identifier_preparer.quote
         self.name = quote(table.name)
         self.primary_key = table.primary_key.columns.keys()[0]
         self.columns = tuple(column.name for column in table.c)
         self.quoted = {column.name: quote(column.name) for column in table.c}
         self.types = {column.name: column.type.dialect_impl(dialect) for column in table.c}
+        self.sealed = frozenset(column.name for column in table.c if column.info.get(SEALED))
+        self._blind = {column.name: cipher.blind for column in table.c if column.info.get(BLIND)}
         # (whether it holds text, its length (None: any), SQLAlchemy's bind processor or None)
         self.binds = {
             column.name: (
                 isinstance(column.type, sa.String),
-                column.type.length if isinstance(column.type, sa.String) else None,
-                self.types[column.name].bind_processor(dialect),
+                column.info.get(FIT, column.type.length) if isinstance(column.type, sa.String) else None,
+                self._sealing(column.name, cipher, self.types[column.name].bind_processor(dialect)),
             )
             for column in table.c
         }
         self.has_id = "id" in table.c
         self._null = null
 
+    def _sealing(
+        self, name: str, cipher: Cipher, processor: Callable[[Any], Any] | None
+    ) -> Callable[[Any], Any] | None:
+        """The bind processor of a column: SQLAlchemy's, after sealing when the column is sealed.
+
+        Sealing asks the cipher each time: a reload may give it keys (Cipher.rotate).
+        """
+        if name in self._blind:
+            blind = cipher.blind
+            return blind if processor is None else lambda value: processor(blind(value))
+        if name not in self.sealed:
+            return processor
+        if processor is None:
+            return cipher.seal_text
+        return lambda value: processor(cipher.seal_text(value))
+
     def fit(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The values as the database will hold them: text through fit_text, anything else as it is."""
+        """The values as the database will hold them: text through fit_text, anything else as it is.
+
+        A search key comes hashed, as it is read back.
+        """
         binds = self.binds
-        return {
+        fitted = {
             name: fit_text(value, binds[name][1]) if isinstance(value, str) and binds[name][0] else value
             for name, value in values.items()
         }
+        for name, blind in self._blind.items():
+            if name in fitted:
+                fitted[name] = blind(fitted[name])
+        return fitted
 
     def parameters(self, values: Mapping[str, Any], times: dict[datetime, Any]) -> list[Any]:
         """The values as the driver takes them: fitted, the ``null`` marker as None, through bind processors.
@@ -93,11 +124,13 @@ class Tables:
     """The SQL of single-table statements for one database dialect, each shape built once and kept.
 
     ``null``: a value that is written as NULL (the record's "keep what is there", where a row is new).
+    ``cipher`` seals the values of sealed columns written and opens those read.
     """
 
-    def __init__(self, dialect: sa.Dialect, *, null: object = None):
+    def __init__(self, dialect: sa.Dialect, *, null: object = None, cipher: Cipher = CLEAR):
         self.dialect = dialect
         self._null = null
+        self._cipher = cipher
         self._marker = "?" if dialect.paramstyle == "qmark" else "%s"
         self.returning = dialect.name != "sqlite"  # sqlite3's lastrowid is exact for one-row inserts
         self._tables: dict[str, Table] = {}
@@ -112,7 +145,7 @@ class Tables:
         """The driver's view of ``table``."""
         found = self._tables.get(table.name)
         if found is None:
-            found = self._tables[table.name] = Table(table, self.dialect, self._null)
+            found = self._tables[table.name] = Table(table, self.dialect, self._null, self._cipher)
         return found
 
     def insert(self, table: Table, names: tuple[str, ...], rows: int = 1) -> str:
@@ -212,8 +245,10 @@ class Tables:
             # psycopg builds the description anew on each access: read once per statement
             description = cursor.description[after:]
             names = tuple(column[0] for column in description)
+            opened = self._cipher.open_text
             processors = [
-                self._reading(table.types[name], column[1]) for name, column in zip(names, description)
+                opened if name in table.sealed else self._reading(table.types[name], column[1])
+                for name, column in zip(names, description)
             ]
             found = self._results[sql] = (names, processors)
         return found
