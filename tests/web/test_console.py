@@ -168,7 +168,7 @@ def test_console_shows_a_pruned_message_as_such(start_web, store):
     yield store.add([pms_message(1), pms_message(43, status=Status.SENT)])
     retention = RetentionRepository(store.repository.engine)
     yield in_thread(retention.prune, RetentionPolicy(default_days=1), limit=10)
-    web = start_web()
+    web = start_web(login_failures_per_user=2)  # _browse expects the third failure of a name refused
 
     seen = yield in_thread(_browse, sync_api, web.url + "/", "CTRL43")
 
