@@ -13,6 +13,7 @@ from datetime import datetime
 from twisted.internet import defer
 
 from engine.channels.destinations.base import Destination
+from engine.channels.journal import NO_JOURNAL
 from engine.errors import StoreError
 from engine.model import (
     AttemptResult,
@@ -250,14 +251,22 @@ class RunDestination(ScriptedDestination):
         super().__init__(*outcomes, name=name)
         self.runs: list[int] = []
 
-    def send_run(self, deliveries, *, stop_at_failure: bool, stopped=None) -> defer.Deferred:
+    def send_run(
+        self, deliveries, *, stop_at_failure: bool, stopped=None, journal=NO_JOURNAL
+    ) -> defer.Deferred:
         self.runs.append(len(deliveries))
         results = []
         for delivery in deliveries:
+            refused = journal.note_sending(delivery)
+            if refused is not None:
+                results.append(refused)
+                break
             result = self.send(delivery).result
+            journal.answered(delivery, result)
             results.append(result)
             if stop_at_failure and result.outcome != Outcome.SENT:
                 break
+        journal.flush()
         return defer.succeed(results)
 
 
