@@ -1,17 +1,20 @@
-"""engine.channels.dispatcher: retry policy, rounds, gathering and stopping (task.Clock, fake store)."""
+"""engine.channels.dispatcher: retries, rounds, gathering, stopping, the journal (task.Clock, fake store)."""
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import timedelta
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from engine.channels import dispatcher as dispatcher_module
-from engine.channels.dispatcher import GATHER_BELOW, Dispatcher, RetryPolicy
-from engine.channels.passes import IDLE_POLL_SECONDS
-from engine.model import NewDelivery, Outcome, Status
+from engine.channels.dispatcher import GATHER_BELOW, IN_DOUBT_REASON, Dispatcher, RetryPolicy
+from engine.channels.passes import IDLE_POLL_SECONDS, STORE_RETRY_SECONDS
+from engine.errors import StoreError
+from engine.model import AttemptResult, Delivery, DeliveryResult, NewDelivery, Outcome, Status
 from tests.fakes.channels import (
     FakeStore,
     GatedDestination,
@@ -287,3 +290,111 @@ def test_stopping_waits_for_nothing_when_idle(journals):
     dispatcher.start()
     assert dispatcher.stop().called
     assert reactor.getDelayedCalls() == []
+
+
+# The journal: each outcome on disk before the next message goes, and what a crash left recorded.
+
+
+def _journalled(journals, *entries: tuple[int, Outcome | None]) -> None:
+    """Leave in lab's journal what a killed engine would: each (delivery n, its answer or None: in flight)."""
+    journal = journals.journal("adt", "lab")
+    journal.open()
+    for n, outcome in entries:
+        delivery = Delivery(n, n, "adt", "lab", f"C{n:04d}", b"MSH|", 1)
+        journal.note_sending(delivery)
+        if outcome is not None:
+            journal.answered(delivery, DeliveryResult(outcome, response_code="AA"))
+    journal.close()
+
+
+class _JournalReader(ScriptedDestination):
+    """Notes, at each send, the journal entries on disk as (kind, delivery id)."""
+
+    def __init__(self, path, *outcomes):
+        super().__init__(*outcomes)
+        self.path = path
+        self.on_disk: list[list[tuple[str, int]]] = []
+
+    def send(self, delivery):
+        lines = self.path.read_bytes().splitlines()
+        self.on_disk.append([(entry[0], entry[1]) for entry in map(json.loads, lines)])
+        return super().send(delivery)
+
+
+@pytest.mark.parametrize("kind", ["sends runs", "sends one by one"])
+def test_each_delivery_goes_only_once_it_and_the_answer_before_it_are_journalled(journals, kind):
+    """When a message goes, its S and the previous answer are on disk; the recorded round empties the file."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 3)
+    path = journals.journal("adt", "lab").path
+    destination = _JournalReader(path)
+    if kind == "sends runs":
+        destination.send_run = RunDestination.send_run.__get__(destination)
+        destination.runs = []
+    dispatcher = _dispatcher(journals, store, destination, reactor)
+    dispatcher.start()
+    assert destination.on_disk == [
+        [("S", 1)],
+        [("S", 1), ("A", 1), ("S", 2)],
+        [("S", 1), ("A", 1), ("S", 2), ("A", 2), ("S", 3)],
+    ]
+    assert _rounds(store) == [[Outcome.SENT] * 3]
+    assert path.read_bytes() == b""
+    dispatcher.stop()
+
+
+def test_after_a_crash_the_answers_journalled_are_recorded_and_only_the_one_in_flight_goes_again(journals):
+    """Answers the store missed are recorded as given; the one in flight is in doubt, and sent again."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 5)
+    _journalled(journals, (1, Outcome.SENT), (2, Outcome.SENT), (3, None))
+    destination = ScriptedDestination()
+    dispatcher = _dispatcher(journals, store, destination, reactor)
+    dispatcher.start()
+    dispatcher.stop()
+    [recovered, *_] = store.attempts
+    assert [(a.delivery_id, a.outcome, a.attempt, a.in_doubt) for a in recovered] == [
+        (1, Outcome.SENT, 1, False),
+        (2, Outcome.SENT, 1, False),
+        (3, Outcome.RETRY, 1, True),
+    ]
+    assert (recovered[2].reason, recovered[2].next_attempt_at) == (IN_DOUBT_REASON, T0)
+    assert destination.sent == ["C0003", "C0004", "C0005"]
+    assert store.delivery_states() == [("SENT", 1), ("SENT", 1), ("SENT", 2), ("SENT", 1), ("SENT", 1)]
+
+
+def test_a_journal_of_a_round_already_recorded_changes_nothing(journals):
+    """Killed after the round's write but before the journal was emptied: nothing counted or sent twice."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 2)
+    store.record_attempts([AttemptResult(n, Outcome.SENT, T0) for n in (1, 2)])
+    _journalled(journals, (1, Outcome.SENT), (2, Outcome.SENT))
+    destination = ScriptedDestination()
+    dispatcher = _dispatcher(journals, store, destination, reactor)
+    dispatcher.start()
+    dispatcher.stop()
+    assert destination.sent == []
+    assert store.delivery_states() == [("SENT", 1), ("SENT", 1)]
+    assert journals.journal("adt", "lab").path.read_bytes() == b""
+
+
+def test_a_round_the_store_failed_to_record_is_recorded_from_the_journal_not_sent_again(journals):
+    """The store fails the round's write: the next pass records the journalled answers, sends none twice."""
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 3)
+    record_attempts = store.record_attempts
+    failures = [StoreError("the store is down")]
+    store.record_attempts = lambda results: (
+        defer.fail(failures.pop()) if failures else record_attempts(results)
+    )
+    destination = ScriptedDestination()
+    dispatcher = _dispatcher(journals, store, destination, reactor)
+    dispatcher.start()
+    assert destination.sent == ["C0001", "C0002", "C0003"] and store.attempts == []
+    reactor.advance(STORE_RETRY_SECONDS)
+    dispatcher.stop()
+    assert destination.sent == ["C0001", "C0002", "C0003"]
+    assert [[(a.outcome, a.in_doubt) for a in attempts] for attempts in store.attempts] == [
+        [(Outcome.SENT, False)] * 3
+    ]
+    assert store.delivery_states() == [("SENT", 1)] * 3

@@ -191,9 +191,11 @@ class FakeStore:
 
         return self._answer("next_due_at", work)
 
-    def record_attempts(self, attempts: list[AttemptResult]) -> defer.Deferred:
+    def record_attempts(self, results: list[AttemptResult]) -> defer.Deferred:
         def work():
-            self.attempts.append(list(attempts))
+            # A replayed attempt (from the journal) counts only once, as in the store.
+            attempts = [a for a in results if a.attempt in (None, self.queue[a.delivery_id].attempts + 1)]
+            self.attempts.append(attempts)
             for attempt in attempts:
                 queued = self.queue[attempt.delivery_id]
                 queued.attempts += 1
