@@ -64,7 +64,7 @@ def test_roll_up_gives_the_message_the_status_of_its_deliveries(statuses, status
     ],
 )
 def test_inconsistent_results_are_refused(build):
-    """Statuses that disagree, queued deliveries without payload, bad names or times, a SENT in doubt: ValueError."""
+    """Statuses at odds, queued deliveries without payload, bad names or times, SENT in doubt: ValueError."""
     with pytest.raises(ValueError):
         build()
 
