@@ -9,10 +9,13 @@ message). Once the round is recorded in the store, the journal is emptied. After
 it still holds says which answers to record and which one delivery was in flight: the only one
 that may reach the partner twice.
 
-A write goes to the OS page cache, which a kill of the engine does not lose; with ``sync``
-(``durability: power_loss``) each is followed by an fsync, so a power loss does not lose it
-either. Appending to the page cache never waits for the disk, so destinations that send from the
-reactor write their lines there; an fsync runs on a thread of the reactor's pool instead.
+The file is mapped into memory (shared), so a line is written by copying it into the map: it is
+then in the OS page cache, which a kill of the engine does not lose, without a system call. That
+matters on the mllp destination's sending thread: a system call lets go of the GIL, and under
+load taking it back costs up to the interpreter's switch interval, on every message. With
+``sync`` (``durability: power_loss``) each write is followed by an msync, so a power loss does not
+lose it either; that call runs on a thread of the reactor's pool when the sender is the reactor.
+Past its last line the file holds zeros: the journal is emptied by zeroing what it held.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import mmap
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +38,8 @@ from engine.model import Delivery, DeliveryResult, Outcome
 
 __all__ = ["NO_JOURNAL", "DeliveryJournal", "Journals", "Unrecorded"]
 
-_SYNC = getattr(os, "fdatasync", os.fsync)
+#: The size the journal file is made (sparse) and mapped; it grows when a round needs more.
+CAPACITY = 1 << 20
 # File systems take names of 255 bytes; longer (quoted) queue names are hashed.
 _LONGEST_NAME = 200
 
@@ -59,25 +64,35 @@ class DeliveryJournal:
         self.path = path
         self._sync = sync
         self._reactor = reactor
-        self._fd: int | None = None
+        self._map: mmap.mmap | None = None
+        self._end = 0  # where the next line goes: the first zero byte
         self._held = b""  # A lines not written yet
         self._entries: list[list] = []  # since the journal was last emptied: read at open, then noted
 
     def open(self) -> None:
-        """Open the file (made if missing) and read what an earlier run of the engine left in it."""
+        """Open and map the file (made if missing) and read what an earlier run of the engine left in it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        with open(self._fd, "rb", closefd=False) as existing:
-            data = existing.read()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size < CAPACITY:
+                os.ftruncate(fd, CAPACITY)
+                size = CAPACITY
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)  # the map keeps the file
+        end = self._map.find(b"\0")
+        self._end = size if end < 0 else end
+        data = self._map[: self._end]
         self._entries = _read_lines(data)
         # A line torn by a power loss must not swallow the next one.
         self._held = b"\n" if data and not data.endswith(b"\n") else b""
 
     def close(self) -> None:
-        """Close the file; what it holds stays for the next open."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        """Unmap the file; what it holds stays for the next open."""
+        mapped, self._map = self._map, None
+        if mapped is not None:
+            mapped.close()
 
     # The sending side.
 
@@ -125,20 +140,23 @@ class DeliveryJournal:
                 pass
 
     def from_reactor(self, method: Callable, *args) -> defer.Deferred:
-        """Call ``note_sending`` or ``flush`` from the reactor thread: here, or on a pool thread to fsync."""
+        """Call ``note_sending`` or ``flush`` from the reactor thread: here, or on a pool thread to msync."""
         if not self._sync:
             return defer.execute(method, *args)
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), method, *args)
 
     def _write(self, data: bytes) -> None:
-        if self._fd is None:
+        mapped = self._map
+        if mapped is None:
             raise OSError("the journal is closed")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        end = self._end + len(data)
+        if end >= len(mapped):  # keep a zero byte after the last line
+            mapped.resize(max(2 * len(mapped), end + 1))
+        mapped[self._end : end] = data
+        self._end = end
         self._held = b""
         if self._sync:
-            _SYNC(self._fd)
+            _msync(mapped)
 
     # The dispatcher, between runs.
 
@@ -176,9 +194,10 @@ class DeliveryJournal:
         """Empty the journal: what it held is in the store."""
         self._entries = []
         self._held = b""
-        if self._fd is not None:
-            # No fsync: should the emptying be lost, replaying what the store has changes nothing.
-            os.ftruncate(self._fd, 0)
+        if self._map is not None:
+            # No msync: should the emptying be lost, replaying what the store has changes nothing.
+            self._map[: self._end] = bytes(self._end)
+            self._end = 0
 
 
 class _NoJournal:
@@ -216,6 +235,11 @@ class Journals:
         if len(name) > _LONGEST_NAME:
             name = hashlib.sha256(f"{channel}\0{destination}".encode()).hexdigest() + ".journal"
         return DeliveryJournal(self.directory / name, sync=self.sync, reactor=self._reactor)
+
+
+def _msync(mapped: mmap.mmap) -> None:
+    """Write the map's changed pages to disk (durability: power_loss)."""
+    mapped.flush()
 
 
 def _line(entry: Sequence) -> bytes:

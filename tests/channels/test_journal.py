@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from engine.channels import journal as journal_module
 from engine.channels.journal import DeliveryJournal, Journals
 from engine.model import Delivery, DeliveryResult, Outcome
+from tests.fakes.channels import journal_lines
 
 QUEUED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -19,7 +19,7 @@ def _delivery(n: int, attempt: int = 1) -> Delivery:
 
 
 def _lines(journal: DeliveryJournal) -> list[list]:
-    return [json.loads(line) for line in journal.path.read_bytes().splitlines()]
+    return journal_lines(journal.path)
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_recorded_empties_the_file_and_what_is_remembered(journal):
     journal.answered(_delivery(1), DeliveryResult(Outcome.SENT))
     journal.flush()
     journal.recorded()
-    assert journal.path.read_bytes() == b"" and journal.unrecorded() == []
+    assert journal.path.read_bytes().strip(b"\0") == b"" and journal.unrecorded() == []
     journal.note_sending(_delivery(2))
     assert [u.delivery.delivery_id for u in journal.unrecorded()] == [2]
 
@@ -101,9 +101,9 @@ def test_a_delivery_the_journal_cannot_note_must_not_go(journals):
 
 
 def test_with_sync_every_write_is_flushed_to_disk(tmp_path, monkeypatch):
-    """durability power_loss: each write (an S with the answer before it, a flush) is followed by an fsync."""
+    """durability power_loss: each write (an S with the answer before it, a flush) is followed by an msync."""
     synced = []
-    monkeypatch.setattr(journal_module, "_SYNC", synced.append)
+    monkeypatch.setattr(journal_module, "_msync", synced.append)
     journal = Journals(tmp_path, sync=True, reactor=None).journal("adt", "lab")
     journal.open()
     journal.note_sending(_delivery(1))
@@ -125,3 +125,20 @@ def test_each_queue_has_a_journal_of_its_own(tmp_path, first, second):
     one, other = journals.journal(*first).path, journals.journal(*second).path
     assert one != other and one.parent == other.parent == tmp_path
     assert len(one.name) <= 255
+
+
+def test_a_round_longer_than_the_file_grows_it(journals, monkeypatch):
+    """Lines past the file's size make it larger; every line reads back after a reopen."""
+    monkeypatch.setattr(journal_module, "CAPACITY", 64)
+    journal = journals.journal("adt", "lab")
+    journal.open()
+    for n in range(1, 21):
+        journal.note_sending(_delivery(n))
+        journal.answered(_delivery(n), DeliveryResult(Outcome.SENT, b"MSA|AA|C%d\r" % n, "AA"))
+    journal.flush()
+    journal.close()
+    journal.open()
+    assert [(u.delivery.delivery_id, u.result.response) for u in journal.unrecorded()] == [
+        (n, b"MSA|AA|C%d\r" % n) for n in range(1, 21)
+    ]
+    journal.close()

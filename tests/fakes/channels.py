@@ -7,6 +7,7 @@ holds the answers back until ``resume()``, to look at a channel while its store 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -291,3 +292,8 @@ class GatedDestination(ScriptedDestination):
     def answer(self, outcome: Outcome = Outcome.SENT) -> None:
         """Answer the oldest send in flight."""
         self.in_flight.pop(0).callback(DeliveryResult(outcome, reason=str(outcome)))
+
+
+def journal_lines(path) -> list[list]:
+    """The entries of a journal file as its lines say (the file holds zeros past its last line)."""
+    return [json.loads(line) for line in path.read_bytes().split(b"\0", 1)[0].splitlines()]

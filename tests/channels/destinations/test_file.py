@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime
 
@@ -16,6 +15,7 @@ from engine.channels.destinations.spec import FileSettings
 from engine.hl7.batch import split_batch
 from engine.model import Delivery, Outcome
 from tests.fakes import outbound
+from tests.fakes.channels import journal_lines
 from tests.fakes.outbound import message
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
@@ -193,7 +193,7 @@ def test_a_batch_file_is_what_is_in_flight_every_message_journalled_before_it(tm
     yield destination(tmp_path / "out", batch=True).send_run(
         [delivery(n) for n in (1, 2)], stop_at_failure=True, journal=journal
     )
-    lines = [json.loads(line) for line in journal.path.read_bytes().splitlines()]
+    lines = journal_lines(journal.path)
     assert [(e[0], e[1]) for e in lines] == [("S", 101), ("S", 102), ("A", 101), ("A", 102)]
     journal.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
 import pytest_twisted
@@ -15,6 +14,7 @@ from engine.channels.destinations.mllp import MLLPDestination
 from engine.channels.destinations.spec import AckPolicy, MllpSettings, TlsSettings
 from engine.model import Outcome
 from tests.channels.destinations.certs import self_signed
+from tests.fakes.channels import journal_lines
 from tests.fakes.downstream import (
     Downstream,
     Gate,
@@ -303,18 +303,14 @@ def test_the_sending_thread_journals_each_message_before_it_goes_and_its_answer_
     destination = destinations(downstream.port)
     run = destination.send_run([delivery(1), delivery(2)], stop_at_failure=True, journal=journal)
     yield gate.arrived  # the second message is in flight
-    assert [(e[0], e[1]) for e in _on_disk(journal)] == [("S", 1), ("A", 1), ("S", 2)]
+    assert [(e[0], e[1]) for e in journal_lines(journal.path)] == [("S", 1), ("A", 1), ("S", 2)]
     gate.release()
     results = yield run
     assert [r.outcome for r in results] == [SENT, SENT]
-    entries = _on_disk(journal)
+    entries = journal_lines(journal.path)
     assert [(e[0], e[1]) for e in entries] == [("S", 1), ("A", 1), ("S", 2), ("A", 2)]
     assert entries[-1][3:6] == ["SENT", base64.b64encode(results[1].response).decode(), "AA"]
     journal.close()
-
-
-def _on_disk(journal) -> list[list]:
-    return [json.loads(line) for line in journal.path.read_bytes().splitlines()]
 
 
 @pytest.fixture
