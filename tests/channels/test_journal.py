@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor
 
 from engine.channels import journal as journal_module
 from engine.channels.journal import DeliveryJournal, Journals
@@ -142,3 +145,15 @@ def test_a_round_longer_than_the_file_grows_it(journals, monkeypatch):
         (n, b"MSA|AA|C%d\r" % n) for n in range(1, 21)
     ]
     journal.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_sync_the_reactor_hands_a_write_and_its_msync_to_a_pool_thread(tmp_path, monkeypatch):
+    """From the reactor, a journal that syncs writes on a thread of the reactor's pool, never on its own."""
+    threads = []
+    monkeypatch.setattr(journal_module, "_msync", lambda mapped: threads.append(threading.current_thread()))
+    journal = Journals(tmp_path, sync=True, reactor=reactor).journal("adt", "lab")
+    journal.open()
+    refused = yield journal.from_reactor(journal.note_sending, _delivery(1))
+    journal.close()
+    assert refused is None and len(threads) == 1 and threads[0] is not threading.current_thread()
