@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
 from twisted.internet import defer
@@ -36,12 +37,28 @@ from twisted.internet.threads import deferToThreadPool
 
 from engine.model import Delivery, DeliveryResult, Outcome
 
-__all__ = ["NO_JOURNAL", "DeliveryJournal", "Journals", "Unrecorded"]
+__all__ = ["NO_JOURNAL", "DeliveryJournal", "Journal", "Journals", "Unrecorded"]
 
 #: The size the journal file is made (sparse) and mapped; it grows when a round needs more.
 CAPACITY = 1 << 20
 # File systems take names of 255 bytes; longer (quoted) queue names are hashed.
 _LONGEST_NAME = 200
+
+
+class Journal(Protocol):
+    """What a destination's ``send_run`` notes into: a queue's DeliveryJournal, or NO_JOURNAL."""
+
+    def note_sending(self, delivery: Delivery) -> DeliveryResult | None:
+        """Note that ``delivery`` goes now: None once noted, else a RETRY result (it must not go)."""
+
+    def answered(self, delivery: Delivery, result: DeliveryResult) -> None:
+        """Note the answer to ``delivery`` (written with the next note, or ``flush``)."""
+
+    def flush(self) -> None:
+        """Write the answers held back (the end of a run)."""
+
+    def from_reactor(self, method: Callable, *args) -> defer.Deferred:
+        """Call ``note_sending`` or ``flush`` from the reactor thread."""
 
 
 @dataclass(frozen=True, slots=True)

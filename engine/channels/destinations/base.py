@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from twisted.internet import defer
 
-from engine.channels.journal import NO_JOURNAL, DeliveryJournal
+from engine.channels.journal import NO_JOURNAL, Journal
 from engine.model import Delivery, Outcome
 
 __all__ = ["Destination"]
@@ -54,7 +54,7 @@ class Destination:
         *,
         stop_at_failure: bool,
         stopped: Callable[[], bool] | None = None,
-        journal: DeliveryJournal = NO_JOURNAL,
+        journal: Journal = NO_JOURNAL,
     ):
         """Send the deliveries in order; fires with the results of those attempted, never errbacks.
 

@@ -23,7 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import unexpected_failure
 from engine.channels.destinations.spec import FileSettings
-from engine.channels.journal import NO_JOURNAL, DeliveryJournal
+from engine.channels.journal import NO_JOURNAL, Journal
 from engine.errors import HL7Error
 from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
@@ -70,7 +70,7 @@ class FileDestination(Destination):
         *,
         stop_at_failure: bool,
         stopped: Callable[[], bool] | None = None,
-        journal: DeliveryJournal = NO_JOURNAL,
+        journal: Journal = NO_JOURNAL,
     ) -> defer.Deferred:
         """With ``batch`` set, the whole run in one file in an FHS/BHS envelope (one result each, all alike).
 
@@ -83,7 +83,7 @@ class FileDestination(Destination):
             )
         return self._write(list(deliveries), journal)
 
-    def _write(self, deliveries: list[Delivery], journal: DeliveryJournal = NO_JOURNAL) -> defer.Deferred:
+    def _write(self, deliveries: list[Delivery], journal: Journal = NO_JOURNAL) -> defer.Deferred:
         """Write every delivery into one file, noted in ``journal`` around it; fires with one result each."""
         if not deliveries:
             return defer.succeed([])
@@ -181,7 +181,7 @@ def _delimiters(payload: bytes) -> tuple[str, str]:
 
 
 def _write_journalled(
-    journal: DeliveryJournal,
+    journal: Journal,
     deliveries: list[Delivery],
     directory: Path,
     name: str,

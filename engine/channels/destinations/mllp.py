@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import decide, judge, read_ack, unexpected_failure, unexpected_result
 from engine.channels.destinations.spec import MllpSettings, TlsSettings
-from engine.channels.journal import NO_JOURNAL, DeliveryJournal
+from engine.channels.journal import NO_JOURNAL, Journal
 from engine.hl7.mllp import FrameQueue, frame
 from engine.model import Delivery, DeliveryResult, Outcome
 
@@ -172,7 +172,7 @@ class MLLPDestination(Destination):
         *,
         stop_at_failure: bool,
         stopped: Callable[[], bool] | None = None,
-        journal: DeliveryJournal = NO_JOURNAL,
+        journal: Journal = NO_JOURNAL,
     ) -> defer.Deferred:
         """Send the deliveries on the sending thread, each after the previous ACK.
 
@@ -195,7 +195,7 @@ class _Run:
 
     deliveries: list[Delivery]
     stop_at_failure: bool
-    journal: DeliveryJournal
+    journal: Journal
     done: defer.Deferred = field(default_factory=defer.Deferred)
 
 
@@ -216,9 +216,7 @@ class _Sender:
         self._connection: _Connection | None = None
         threading.Thread(target=self._serve, name=f"hl7engine-mllp-{name}", daemon=True).start()
 
-    def submit(
-        self, deliveries: list[Delivery], stop_at_failure: bool, journal: DeliveryJournal
-    ) -> defer.Deferred:
+    def submit(self, deliveries: list[Delivery], stop_at_failure: bool, journal: Journal) -> defer.Deferred:
         """Queue a run; fires with its results (on the reactor thread)."""
         run = _Run(deliveries, stop_at_failure, journal)
         with self._wakeup:

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from engine.channels.destinations.base import Destination
-from engine.channels.journal import NO_JOURNAL, DeliveryJournal
+from engine.channels.journal import NO_JOURNAL, Journal
 from engine.errors import HL7Error, RecordError, StoreError
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
@@ -67,7 +67,7 @@ class RecordDestination(Destination):
         *,
         stop_at_failure: bool,
         stopped: Callable[[], bool] | None = None,
-        journal: DeliveryJournal = NO_JOURNAL,
+        journal: Journal = NO_JOURNAL,
     ) -> defer.Deferred:
         """Apply the messages in order, together in one writer call (``RecordIngestor.apply_many``).
 
