@@ -25,9 +25,10 @@ import hashlib
 import json
 import mmap
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
@@ -84,7 +85,6 @@ class DeliveryJournal:
         self._map: mmap.mmap | None = None
         self._end = 0  # where the next line goes: the first zero byte
         self._held = b""  # A lines not written yet
-        self._entries: list[list] = []  # since the journal was last emptied: read at open, then noted
 
     def open(self) -> None:
         """Open and map the file (made if missing) and read what an earlier run of the engine left in it."""
@@ -100,10 +100,9 @@ class DeliveryJournal:
             os.close(fd)  # the map keeps the file
         end = self._map.find(b"\0")
         self._end = size if end < 0 else end
-        data = self._map[: self._end]
-        self._entries = _read_lines(data)
         # A line torn by a power loss must not swallow the next one.
-        self._held = b"\n" if data and not data.endswith(b"\n") else b""
+        torn = self._end and self._map[self._end - 1] != ord("\n")
+        self._held = b"\n" if torn else b""
 
     def close(self) -> None:
         """Unmap the file; what it holds stays for the next open."""
@@ -113,38 +112,29 @@ class DeliveryJournal:
 
     # The sending side.
 
+    # The lines are JSON arrays, formatted here rather than by json.dumps: on the mllp sending
+    # thread, building them with lists and json.dumps cost some 16 µs of CPU a message.
+
     def note_sending(self, delivery: Delivery) -> DeliveryResult | None:
         """Write that ``delivery`` goes now: None once written, else a RETRY result (it must not go)."""
-        entry = [
-            "S",
-            delivery.delivery_id,
-            delivery.message_id,
-            delivery.attempt,
-            delivery.queued_at.isoformat() if delivery.queued_at else None,
-        ]
+        queued_at = repr(delivery.queued_at.timestamp()) if delivery.queued_at else "null"
+        line = f'["S",{delivery.delivery_id},{delivery.message_id},{delivery.attempt},{queued_at}]\n'
         try:
-            self._write(self._held + _line(entry))
+            self._write(self._held + line.encode("ascii"))
         except OSError as error:
             return DeliveryResult(
                 Outcome.RETRY, reason=f"the delivery journal {self.path} cannot be written: {error}"
             )
-        self._entries.append(entry)
         return None
 
     def answered(self, delivery: Delivery, result: DeliveryResult) -> None:
         """Note the answer to ``delivery``; it is written with the next ``note_sending`` or ``flush``."""
-        response = base64.b64encode(result.response).decode("ascii") if result.response is not None else None
-        entry = [
-            "A",
-            delivery.delivery_id,
-            delivery.attempt,
-            str(result.outcome),
-            response,
-            result.response_code,
-            result.reason,
-        ]
-        self._entries.append(entry)
-        self._held += _line(entry)
+        response = "null"
+        if result.response is not None:
+            response = '"' + base64.b64encode(result.response).decode("ascii") + '"'
+        answer = f'"{result.outcome.value}",{response},{_quote(result.response_code)},{_quote(result.reason)}'
+        line = f'["A",{delivery.delivery_id},{delivery.attempt},{answer}]\n'
+        self._held += line.encode("ascii")
 
     def flush(self) -> None:
         """Write the answers held back (the end of a run)."""
@@ -152,7 +142,7 @@ class DeliveryJournal:
             try:
                 self._write(self._held)
             except OSError:
-                # The answers are noted in memory and go to the store with the round; should the
+                # The answers stay held in memory and go to the store with the round; should the
                 # engine stop before that, the last one counts as in flight, as it would have.
                 pass
 
@@ -179,8 +169,11 @@ class DeliveryJournal:
 
     def unrecorded(self) -> list[Unrecorded]:
         """The attempts journalled since it was last emptied, in order of sending."""
+        if not self._end and not self._held.strip():
+            return []
+        written = self._map[: self._end] if self._map is not None else b""
         attempts: dict[tuple[int, int], list] = {}
-        for entry in self._entries:
+        for entry in _read_lines(written + self._held):
             if entry[0] == "S":
                 _, delivery_id, message_id, attempt, queued_at = entry
                 attempts.setdefault(
@@ -200,7 +193,7 @@ class DeliveryJournal:
                     "",
                     b"",
                     attempt,
-                    datetime.fromisoformat(queued_at) if queued_at else None,
+                    datetime.fromtimestamp(queued_at, UTC) if queued_at is not None else None,
                 ),
                 result,
             )
@@ -209,7 +202,6 @@ class DeliveryJournal:
 
     def recorded(self) -> None:
         """Empty the journal: what it held is in the store."""
-        self._entries = []
         self._held = b""
         if self._map is not None:
             # No msync: should the emptying be lost, replaying what the store has changes nothing.
@@ -257,11 +249,6 @@ class Journals:
 def _msync(mapped: mmap.mmap) -> None:
     """Write the map's changed pages to disk (durability: power_loss)."""
     mapped.flush()
-
-
-def _line(entry: Sequence) -> bytes:
-    # json.dumps with its defaults uses one cached encoder: half the time of any other settings.
-    return json.dumps(entry).encode("utf-8") + b"\n"
 
 
 def _read_lines(data: bytes) -> list[list]:

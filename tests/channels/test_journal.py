@@ -37,7 +37,7 @@ def test_a_delivery_is_on_disk_before_it_goes_and_its_answer_before_the_next(jou
     """note_sending writes S at once; an answer goes with the next S (one write a message) or flush."""
     first, second = _delivery(1), _delivery(2)
     assert journal.note_sending(first) is None
-    assert _lines(journal) == [["S", 1, 101, 1, QUEUED_AT.isoformat()]]
+    assert _lines(journal) == [["S", 1, 101, 1, QUEUED_AT.timestamp()]]
     journal.answered(first, DeliveryResult(Outcome.SENT, b"MSA|AA|C1\r", "AA", ""))
     assert len(_lines(journal)) == 1  # held back until the next write
     journal.note_sending(second)
@@ -51,7 +51,7 @@ def test_what_a_crash_leaves_is_read_back_in_order_with_the_one_in_flight(journa
     """Reopened, the journal gives each answered attempt with its answer, and the one in flight without."""
     for n, outcome in ((1, Outcome.SENT), (2, Outcome.ERROR)):
         journal.note_sending(_delivery(n))
-        journal.answered(_delivery(n), DeliveryResult(outcome, b"MSA|A\xe9\r", "AE", "why"))
+        journal.answered(_delivery(n), DeliveryResult(outcome, b"MSA|A\xe9\r", "AE", 'why "\\é\n'))
     journal.note_sending(_delivery(3, attempt=4))
     journal.close()  # as a kill leaves it: nothing flushed after the last S
 
@@ -65,7 +65,7 @@ def test_what_a_crash_leaves_is_read_back_in_order_with_the_one_in_flight(journa
         (3, 103, 4),
     ]
     assert unrecorded[0].delivery.queued_at == QUEUED_AT
-    assert unrecorded[0].result == DeliveryResult(Outcome.SENT, b"MSA|A\xe9\r", "AE", "why")
+    assert unrecorded[0].result == DeliveryResult(Outcome.SENT, b"MSA|A\xe9\r", "AE", 'why "\\é\n')
     assert unrecorded[1].result.outcome == Outcome.ERROR
     assert unrecorded[2].result is None
 
