@@ -1,4 +1,4 @@
-"""A destination queue's journal: what went out and what came back, on disk before the next send.
+"""A destination queue's journal: what went out and what came back, written before the next send.
 
 A dispatcher records its attempts in the store once per round (one write for up to 250), so
 without more a crash in the middle of a round would lose the answers of the messages already
