@@ -448,7 +448,7 @@ messages.add_command(list_messages, "search")
 @click.option("--db")
 @click.option("--json", "as_json", is_flag=True)
 def show_message(message_id: int, config_path: str, db: str | None, as_json: bool) -> None:
-    """Show one stored message: its columns, the raw message and the ACK we sent."""
+    """Show one stored message: its columns, the raw message, the ACK we sent, its deliveries and history."""
     stored = _repository(config_path, db).get(message_id)
     if stored is None:
         click.echo(f"no message {message_id}", err=True)
@@ -456,9 +456,25 @@ def show_message(message_id: int, config_path: str, db: str | None, as_json: boo
     raw = stored.raw.decode("utf-8", errors="replace")
     ack = stored.ack.decode("utf-8", errors="replace") if stored.ack else ""
     pruned_at = stored.pruned_at.isoformat() if stored.pruned_at else None
+    deliveries = [
+        {
+            "id": d.id,
+            "destination": d.destination,
+            "status": d.status,
+            "attempts": d.attempts,
+            "response_code": d.response_code,
+            "reason": d.reason,
+            "superseded": d.superseded_at is not None,
+        }
+        for d in stored.deliveries
+    ]
+    events = [
+        {"at": e.at.isoformat(), "status": e.status, "destination": e.destination, "detail": e.detail}
+        for e in stored.events
+    ]
     if as_json:
         shown = {**stored.summary.to_json_dict(), "raw": raw, "ack": ack, "pruned_at": pruned_at}
-        click.echo(json.dumps(shown, sort_keys=True))
+        click.echo(json.dumps({**shown, "deliveries": deliveries, "events": events}, sort_keys=True))
         return
     for key, value in stored.summary.to_json_dict().items():
         click.echo(f"{key:>22}: {value}")
@@ -470,6 +486,18 @@ def show_message(message_id: int, config_path: str, db: str | None, as_json: boo
     if ack:
         click.echo("\n--- ack ---")
         click.echo(ack.replace("\r", "\n").rstrip("\n"))
+    if deliveries:
+        click.echo("\n--- deliveries ---")
+        for d in deliveries:
+            superseded = " (superseded)" if d["superseded"] else ""
+            click.echo(
+                f"{d['id']:>8}  {d['destination']:<16} {d['status']:<8} attempts {d['attempts']}"
+                f"{superseded}  {d['reason']}".rstrip()
+            )
+    if events:
+        click.echo("\n--- history ---")
+        for e in events:
+            click.echo(f"{e['at']}  {e['status']:<8} {e['destination'] or '-':<16} {e['detail']}")
 
 
 @main.command()

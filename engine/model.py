@@ -218,9 +218,17 @@ class AttemptResult:
     response_code: str = ""
     reason: str = ""
     next_attempt_at: datetime | None = None  # required for RETRY
+    # A replay (from a dispatcher's journal after a crash) names the attempt it records: it counts
+    # only if the delivery has made one attempt fewer, so what the store already has is not repeated.
+    attempt: int | None = None
+    # RETRY only: the attempt may have reached the destination, but its answer never came back (the
+    # engine stopped while it was in flight): the next attempt is a possible duplicate.
+    in_doubt: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outcome", Outcome(self.outcome))
+        if self.in_doubt and self.outcome != Outcome.RETRY:
+            raise ValueError(f"delivery {self.delivery_id}: only a RETRY is in doubt")
         require_aware(self.at, "at")
         if self.outcome == Outcome.RETRY:
             if self.next_attempt_at is None:

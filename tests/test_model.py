@@ -60,10 +60,11 @@ def test_roll_up_gives_the_message_the_status_of_its_deliveries(statuses, status
         lambda: AttemptResult(1, Outcome.SENT, datetime(2024, 3, 1)),
         lambda: AttemptResult(1, Outcome.RETRY, NOW),
         lambda: AttemptResult(1, "LATER", NOW),
+        lambda: AttemptResult(1, Outcome.SENT, NOW, in_doubt=True),
     ],
 )
 def test_inconsistent_results_are_refused(build):
-    """Results whose statuses disagree, queued deliveries without payload, bad names or times: ValueError."""
+    """Statuses at odds, queued deliveries without payload, bad names or times, SENT in doubt: ValueError."""
     with pytest.raises(ValueError):
         build()
 

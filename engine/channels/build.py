@@ -14,6 +14,7 @@ from engine.channels.destinations.mllp import MLLPDestination
 from engine.channels.destinations.record import RecordDestination
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.channels.dispatcher import RetryPolicy
+from engine.channels.journal import Journals
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
 from engine.record.identity import IdentityRule
@@ -24,7 +25,10 @@ from engine.transforms.transforms import build_transforms
 if TYPE_CHECKING:
     from engine.config import Config
 
-__all__ = ["build_channel", "build_destination", "retry_policy"]
+__all__ = ["JOURNAL_FOLDER", "build_channel", "build_destination", "retry_policy"]
+
+#: The folder under engine.data_dir that holds the destination queues' journals.
+JOURNAL_FOLDER = "journal"
 
 
 def retry_policy(queue: QueueSettings) -> RetryPolicy:
@@ -104,11 +108,16 @@ def build_channel(
         stages,
         default_charset=charset,
     )
+    settings = config.engine
+    journals = Journals(
+        settings.data_dir / JOURNAL_FOLDER, sync=settings.store.durability == "power_loss", reactor=reactor
+    )
     return Channel(
         channel,
         pipeline=pipeline,
         destinations=destinations,
         store=store,
+        journals=journals,
         reactor=reactor,
         observer=observer,
     )

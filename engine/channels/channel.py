@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from engine.channels.destinations.base import Destination
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
+from engine.channels.journal import Journals
 from engine.channels.passes import Passes
 from engine.channels.pipeline import Pipeline
 from engine.model import Delivery, DeliveryResult, ProcessingResult, Status, roll_up, utc_now
@@ -64,13 +65,17 @@ class Channel(Passes):
         pipeline: Pipeline,
         destinations: Sequence[tuple[Destination, RetryPolicy]],
         store,
+        journals: Journals,
         reactor,
         batch_size: int = 500,
         clock: Callable[[], datetime] = utc_now,
         observer: Callable[[str, dict], None] | None = None,
         rng: random.Random | None = None,
     ):
-        """``destinations``: each destination with its retry policy, in the order of the pipeline's."""
+        """``destinations``: each destination with its retry policy, in the order of the pipeline's.
+
+        ``journals``: where each destination's queue keeps its journal.
+        """
         super().__init__(reactor)
         self.name = config.name
         self.store = store
@@ -84,6 +89,7 @@ class Channel(Passes):
                 destination,
                 retry,
                 store=store,
+                journal=journals.journal(self.name, destination.name),
                 reactor=reactor,
                 clock=clock,
                 on_settled=self._delivery_settled,

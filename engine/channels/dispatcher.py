@@ -4,6 +4,12 @@
 destination's ``send_run``, and records every attempt's outcome in one write per round; a
 RETRY waits as ``RetryPolicy`` says, or becomes an ERROR once the policy gives up. With
 ``on_error: block`` only the head of the queue is due, so the order of receipt is kept.
+
+Each message's outcome is in the queue's journal (``journal.py``) before the next message goes;
+the round's write to the store then empties the journal. Before reading the queue, a pass records
+whatever the journal still holds (the engine stopped, or the store failed, before the round was
+recorded): the answers as they came, and the one delivery that was in flight as an attempt in
+doubt, a possible duplicate, to be sent again at once.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from engine.channels.destinations.base import Destination
+from engine.channels.journal import DeliveryJournal, Unrecorded
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
 from engine.model import AttemptResult, Delivery, DeliveryResult, Outcome
 
@@ -33,6 +40,9 @@ log = Logger()
 # A delivery then leaves at most GATHER_SECONDS later than it could have.
 GATHER_BELOW = 20
 GATHER_SECONDS = 0.010
+
+#: Why an attempt the journal shows in flight is in doubt (its event says so, with "possible duplicate").
+IN_DOUBT_REASON = "the engine stopped while it was in flight, before its answer was recorded; sent again"
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class Dispatcher(Passes):
         retry: RetryPolicy,
         *,
         store,
+        journal: DeliveryJournal,
         reactor,
         clock: Callable[[], datetime],
         on_settled: Settled,
@@ -86,6 +97,7 @@ class Dispatcher(Passes):
         self.destination = destination
         self.retry = retry
         self.store = store
+        self.journal = journal
         self.clock = clock
         self.on_settled = on_settled
         self._observe = observer
@@ -98,7 +110,8 @@ class Dispatcher(Passes):
         return self.destination.name
 
     def start(self) -> None:
-        """Start the destination and look at the queue."""
+        """Open the journal (what it holds is recorded first), start the destination, look at the queue."""
+        self.journal.open()
         self.destination.start()
         self.notify()
 
@@ -116,6 +129,7 @@ class Dispatcher(Passes):
         else:
             yield passes
             yield self.destination.stop()
+        self.journal.close()
 
     def describe(self) -> str:
         return f"channel {self.channel} destination {self.name}"
@@ -129,6 +143,9 @@ class Dispatcher(Passes):
             return self.stopped
 
         while not self.stopped:
+            unrecorded = self.journal.unrecorded()
+            if unrecorded:
+                yield self._recover(unrecorded)
             # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
             # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
             due = yield self.store.due_deliveries(
@@ -138,14 +155,65 @@ class Dispatcher(Passes):
                 next_at = yield self.store.next_due_at(self.channel, self.name, head_only=head_only)
                 self._schedule(next_at)
                 return
-            results = yield destination.send_run(due, stop_at_failure=head_only, stopped=stopped)
+            results = yield destination.send_run(
+                due, stop_at_failure=head_only, stopped=stopped, journal=self.journal
+            )
             if not results:  # the destination stopped before sending anything
                 return
-            yield self._record(list(zip(due, results)))
+            attempts, settled = self._decide(list(zip(due, results)), replay=False)
+            yield self._record(attempts, settled)
             if len(due) < GATHER_BELOW and not self.stopped and not self._urgent():
                 yield task.deferLater(self.reactor, GATHER_SECONDS, lambda: None)
 
-    def _record(self, outcomes: Sequence[tuple[Delivery, DeliveryResult]]) -> defer.Deferred:
+    def _recover(self, unrecorded: Sequence[Unrecorded]) -> defer.Deferred:
+        """Record what the journal holds: the answers that came, and the attempt in flight as in doubt.
+
+        Every one names its attempt: what the store already has (the round was recorded, the
+        journal not emptied yet) is not counted again.
+        """
+        answered = [(u.delivery, u.result) for u in unrecorded if u.result is not None]
+        attempts, settled = self._decide(answered, replay=True)
+        now = self.clock()
+        for u in unrecorded:
+            if u.result is None:
+                log.warn(
+                    "channel {channel} destination {destination}: delivery {delivery} was in flight when the"
+                    " engine stopped; sending it again, a possible duplicate",
+                    channel=self.channel,
+                    destination=self.name,
+                    delivery=u.delivery.delivery_id,
+                )
+                attempts.append(
+                    AttemptResult(
+                        u.delivery.delivery_id,
+                        Outcome.RETRY,
+                        now,
+                        reason=IN_DOUBT_REASON,
+                        next_attempt_at=now,
+                        attempt=u.delivery.attempt,
+                        in_doubt=True,
+                    )
+                )
+        return self._record(attempts, settled)
+
+    def _record(
+        self, attempts: Sequence[AttemptResult], settled: Sequence[tuple[Delivery, DeliveryResult]]
+    ) -> defer.Deferred:
+        """Write the attempts in one store write, then empty the journal and tell who waits for settling."""
+        d = self.store.record_attempts(attempts)
+
+        def recorded(_):
+            self.journal.recorded()
+            for delivery, result in settled:
+                self.on_settled(delivery, result)
+
+        d.addCallback(recorded)
+        return d
+
+    def _decide(
+        self, outcomes: Sequence[tuple[Delivery, DeliveryResult]], *, replay: bool
+    ) -> tuple[list[AttemptResult], list[tuple[Delivery, DeliveryResult]]]:
+        """What the retry policy makes of each answer: the attempts to record, and the settled deliveries."""
         now = self.clock()
         attempts = []
         settled = []
@@ -169,6 +237,7 @@ class Dispatcher(Passes):
                     response_code=result.response_code,
                     reason=reason,
                     next_attempt_at=next_at,
+                    attempt=delivery.attempt if replay else None,
                 )
             )
             self._observe(
@@ -187,14 +256,7 @@ class Dispatcher(Passes):
                     delivery=delivery.delivery_id,
                     reason=reason,
                 )
-        d = self.store.record_attempts(attempts)
-
-        def recorded(_):
-            for delivery, result in settled:
-                self.on_settled(delivery, result)
-
-        d.addCallback(recorded)
-        return d
+        return attempts, settled
 
     def _schedule(self, next_at: datetime | None) -> None:
         """Look again when the head is due, and at least every IDLE_POLL_SECONDS."""

@@ -183,10 +183,31 @@ def _attempt_detail(result: AttemptResult, attempt: int) -> str:
     answer = f" (answer {result.response_code})" if result.response_code else ""
     if result.outcome == Outcome.SENT:
         return f"attempt {attempt} sent{answer}" + (f": {result.reason}" if result.reason else "")
+    if result.in_doubt:
+        return f"attempt {attempt} in doubt, possible duplicate: {result.reason}; next at " + (
+            result.next_attempt_at.isoformat()
+        )
     detail = f"attempt {attempt} failed{answer}: {result.reason}"
     if result.outcome == Outcome.RETRY:
         return f"{detail}; next at {result.next_attempt_at.isoformat()}"
     return detail
+
+
+def _not_yet_recorded(connection: sa.Connection, results: Sequence[AttemptResult]) -> Sequence[AttemptResult]:
+    """``results`` without the replayed ones (``attempt`` set) whose attempt the store already counts."""
+    replayed = {r.delivery_id for r in results if r.attempt is not None}
+    if not replayed:
+        return results
+    c = deliveries.c
+    expected = dict(connection.execute(sa.select(c.id, c.attempts).where(c.id.in_(sorted(replayed)))).all())
+    kept = []
+    for result in results:
+        if result.attempt is None:
+            kept.append(result)
+        elif expected.get(result.delivery_id) == result.attempt - 1:
+            expected[result.delivery_id] = result.attempt
+            kept.append(result)
+    return kept
 
 
 def _supersede(
@@ -383,7 +404,8 @@ class QueueRepository:
         """Record each attempt and its event, then settle messages whose current deliveries are all final.
 
         One transaction.
-        Every result counts as an attempt. SENT is recorded even on a row a resend or reprocess
+        Every result counts as an attempt, except a replayed one (``attempt`` set) that the store
+        already counts. SENT is recorded even on a row a resend or reprocess
         superseded meanwhile (it did go out); RETRY never puts a superseded row back in its queue.
         """
         if not results:
@@ -395,6 +417,9 @@ class QueueRepository:
             # TRANSACTION: each attempt's outcome and event, and the final status of every message
             # whose deliveries are now all final, so a message never shows SENT before its rows do.
             with self._engine.begin() as connection:
+                results = _not_yet_recorded(connection, results)
+                if not results:
+                    return
                 # Consecutive results with the same outcome share one statement (Rows), in the order given.
                 for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
                     _RECORD_ATTEMPT[outcome].run(

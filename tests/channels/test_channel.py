@@ -27,24 +27,26 @@ def _message(n: int) -> NewMessage:
     return message_row(n, adt(n).encode())
 
 
-def _channel(store, reactor, *, destinations=(), **config) -> Channel:
+def _channel(store, reactor, journals, *, destinations=(), **config) -> Channel:
     """Channel adt (after_store unless told otherwise) with these (destination, retry) pairs."""
     spec = ChannelConfig(name="adt", source="main", accept={"types": ["*"]}, **config)
     pipeline = Pipeline(destinations=[DestinationStages(d.name) for d, _ in destinations])
-    return Channel(spec, pipeline=pipeline, destinations=destinations, store=store, reactor=reactor)
+    return Channel(
+        spec, pipeline=pipeline, destinations=destinations, store=store, journals=journals, reactor=reactor
+    )
 
 
 def _statuses(store: FakeStore, message_ids) -> list[str]:
     return [store.statuses[i] for i in message_ids]
 
 
-def test_the_channel_finds_messages_below_what_it_already_read():
+def test_the_channel_finds_messages_below_what_it_already_read(journals):
     """A message back to RECEIVED with a lower id is processed on the next pass.
 
     That is a reprocess, or on PostgreSQL a commit that came late.
     """
     store, reactor = FakeStore(), Clock()
-    channel = _channel(store, reactor)
+    channel = _channel(store, reactor, journals)
     ids = store.add([_message(n) for n in range(1, 4)]).result
     channel.start()
     assert _statuses(store, ids) == ["TRANSFORMED"] * 3
@@ -55,19 +57,19 @@ def test_the_channel_finds_messages_below_what_it_already_read():
     channel.stop()
 
 
-def test_a_successor_takes_on_what_its_predecessor_held_when_a_reload_replaced_it():
+def test_a_successor_takes_on_what_its_predecessor_held_when_a_reload_replaced_it(journals):
     """A message held by a channel that a reload replaced is tracked and processed by the successor.
 
     Until the successor's pass has processed it, the successor processes nothing at intake (order).
     """
     store, reactor = FakeStore(), Clock()
-    before = _channel(store, reactor)
+    before = _channel(store, reactor, journals)
     before.start()
     receipt = before.receive(adt(1), "utf-8", "C0001")
     assert receipt.result is not None  # caught up: processed at intake
     held = before.hold()  # a message on its way to the store as RECEIVED
     before.stop()
-    after = _channel(store, reactor)
+    after = _channel(store, reactor, journals)
     after.start()
     assert after.processes_at_intake
     [held_id] = store.add([_message(2)]).result
@@ -79,10 +81,10 @@ def test_a_successor_takes_on_what_its_predecessor_held_when_a_reload_replaced_i
     assert after.processes_at_intake
 
 
-def test_processing_at_intake_waits_until_nothing_of_the_channel_waits_for_a_pass():
+def test_processing_at_intake_waits_until_nothing_of_the_channel_waits_for_a_pass(journals):
     """receive holds messages until caught up, and while a held one is unstored or unprocessed."""
     store, reactor = FakeStore(), Clock()
-    channel = _channel(store, reactor)
+    channel = _channel(store, reactor, journals)
     left_from_before = store.add([_message(1)]).result
     assert not channel.processes_at_intake
     second = channel.receive(adt(2), "utf-8", "C0002")
@@ -112,20 +114,22 @@ def test_processing_at_intake_waits_until_nothing_of_the_channel_waits_for_a_pas
     [{"respond": "after_processing"}, {"duplicate_window_seconds": 60}],
     ids=["after_processing", "duplicate detection"],
 )
-def test_a_channel_that_answers_after_processing_or_checks_duplicates_never_processes_at_intake(config):
+def test_a_channel_that_answers_after_processing_or_checks_duplicates_never_processes_at_intake(
+    config, journals
+):
     """Held always: the answer follows a pass (after_processing), a duplicate is known only after lookup."""
     store, reactor = FakeStore(), Clock()
-    channel = _channel(store, reactor, **config)
+    channel = _channel(store, reactor, journals, **config)
     channel.start()
     assert not channel.processes_at_intake
     assert channel.receive(adt(1), "utf-8", "C0001").result is None
 
 
-def test_a_held_message_wakes_a_pass_and_a_processed_one_the_dispatchers():
+def test_a_held_message_wakes_a_pass_and_a_processed_one_the_dispatchers(journals):
     """stored() starts a pass for messages stored RECEIVED, dispatcher rounds for those stored processed."""
     store, reactor = FakeStore(), Clock()
     lab = GatedDestination()
-    channel = _channel(store, reactor, destinations=[(lab, RetryPolicy())])
+    channel = _channel(store, reactor, journals, destinations=[(lab, RetryPolicy())])
     channel.start()
     receipt = channel.receive(adt(1), "utf-8", "C0001")
     assert receipt.result is not None and receipt.result.status == Status.QUEUED
@@ -145,11 +149,13 @@ def test_a_held_message_wakes_a_pass_and_a_processed_one_the_dispatchers():
     channel.stop()
 
 
-def _waiting(reactor: Clock, timeout: float) -> tuple[Channel, GatedDestination, defer.Deferred]:
+def _waiting(reactor: Clock, journals, timeout: float) -> tuple[Channel, GatedDestination, defer.Deferred]:
     """An after_processing channel with a gated destination, and the waiter of its message 1 (stored)."""
     store = FakeStore()
     lab = GatedDestination()
-    channel = _channel(store, reactor, destinations=[(lab, RetryPolicy())], respond="after_processing")
+    channel = _channel(
+        store, reactor, journals, destinations=[(lab, RetryPolicy())], respond="after_processing"
+    )
     channel.start()
     receipt = channel.receive(adt(1), "utf-8", "C0001")
     [message_id] = store.add([_message(1)]).result
@@ -160,10 +166,10 @@ def _waiting(reactor: Clock, timeout: float) -> tuple[Channel, GatedDestination,
     return channel, lab, waiter
 
 
-def test_a_sender_waiting_after_processing_gets_the_final_outcome_of_the_deliveries():
+def test_a_sender_waiting_after_processing_gets_the_final_outcome_of_the_deliveries(journals):
     """wait_for fires with (status, reason, results) once every delivery of the message settled."""
     reactor = Clock()
-    channel, lab, waiter = _waiting(reactor, timeout=30)
+    channel, lab, waiter = _waiting(reactor, journals, timeout=30)
     assert lab.sent == ["C0001"] and not waiter.called
     lab.answer(Outcome.ERROR)
     status, reason, results = waiter.result
@@ -173,10 +179,10 @@ def test_a_sender_waiting_after_processing_gets_the_final_outcome_of_the_deliver
     channel.stop()
 
 
-def test_a_waiter_times_out_and_the_channel_stops_waiting():
+def test_a_waiter_times_out_and_the_channel_stops_waiting(journals):
     """wait_for errbacks with TimeoutError after its timeout; the delivery settling later answers nobody."""
     reactor = Clock()
-    channel, lab, waiter = _waiting(reactor, timeout=5)
+    channel, lab, waiter = _waiting(reactor, journals, timeout=5)
     failures = []
     waiter.addErrback(failures.append)
     reactor.advance(4.9)

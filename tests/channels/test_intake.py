@@ -370,7 +370,9 @@ def test_store_down_is_answered_ar_207(engine_config):
 # The intake and its channels (a fake store on a task.Clock)
 
 
-def _intake_with_channel(store: FakeStore, reactor: Clock) -> tuple[Intake, Channel, ScriptedDestination]:
+def _intake_with_channel(
+    store: FakeStore, reactor: Clock, journals
+) -> tuple[Intake, Channel, ScriptedDestination]:
     """An intake whose one channel (adt, taking everything) sends to a scripted destination ``out``."""
     config = ChannelConfig(
         name="adt",
@@ -384,6 +386,7 @@ def _intake_with_channel(store: FakeStore, reactor: Clock) -> tuple[Intake, Chan
         pipeline=Pipeline(destinations=[DestinationStages("out")]),
         destinations=[(out, RetryPolicy())],
         store=store,
+        journals=journals,
         reactor=reactor,
     )
     listener = ListenerConfig(name="main", endpoint="tcp:0")
@@ -391,10 +394,10 @@ def _intake_with_channel(store: FakeStore, reactor: Clock) -> tuple[Intake, Chan
     return intake, channel, out
 
 
-def test_a_message_the_channel_processes_at_intake_is_stored_processed_and_sent():
+def test_a_message_the_channel_processes_at_intake_is_stored_processed_and_sent(journals):
     """Once its channel caught up, a message is stored QUEUED with its delivery, and sent."""
     store, reactor = FakeStore(), Clock()
-    intake, channel, out = _intake_with_channel(store, reactor)
+    intake, channel, out = _intake_with_channel(store, reactor, journals)
     channel.start()
     reply = intake.handle(PROBE % (1, 1), "test").result
     assert msa_codes(reply.decode())[0] == ("AA", "PROBE-1")
@@ -402,10 +405,10 @@ def test_a_message_the_channel_processes_at_intake_is_stored_processed_and_sent(
     assert out.sent == ["PROBE-1"]
 
 
-def test_a_message_that_could_not_be_stored_no_longer_holds_its_channel_back():
+def test_a_message_that_could_not_be_stored_no_longer_holds_its_channel_back(journals):
     """A held message whose storing failed is answered AR and holds its channel back no longer."""
     store, reactor = FakeStore(), Clock()
-    intake, channel, _ = _intake_with_channel(store, reactor)
+    intake, channel, _ = _intake_with_channel(store, reactor, journals)
     store.failing = True
     reply = intake.handle(PROBE % (1, 1), "test").result  # not caught up yet: held for a pass
     assert msa_codes(reply.decode())[0] == ("AR", "PROBE-1")
@@ -414,10 +417,10 @@ def test_a_message_that_could_not_be_stored_no_longer_holds_its_channel_back():
     assert channel.processes_at_intake
 
 
-def test_an_ack_routed_to_a_channel_waits_for_a_pass():
+def test_an_ack_routed_to_a_channel_waits_for_a_pass(journals):
     """An ACK is never answered nor processed at intake: stored RECEIVED, its channel's pass takes it."""
     store, reactor = FakeStore(), Clock()
-    intake, channel, out = _intake_with_channel(store, reactor)
+    intake, channel, out = _intake_with_channel(store, reactor, journals)
     channel.start()
     ack = b"MSH|^~\\&|LAB|CLINIC|HUB|TEST|20260101120000||ACK^A04^ACK|A1|P|2.5.1\rMSA|AA|C0001\r"
     assert intake.handle(ack, "test").result is None

@@ -7,12 +7,14 @@ holds the answers back until ``resume()``, to look at a channel while its store 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from twisted.internet import defer
 
 from engine.channels.destinations.base import Destination
+from engine.channels.journal import NO_JOURNAL
 from engine.errors import StoreError
 from engine.model import (
     AttemptResult,
@@ -190,9 +192,11 @@ class FakeStore:
 
         return self._answer("next_due_at", work)
 
-    def record_attempts(self, attempts: list[AttemptResult]) -> defer.Deferred:
+    def record_attempts(self, results: list[AttemptResult]) -> defer.Deferred:
         def work():
-            self.attempts.append(list(attempts))
+            # A replayed attempt (from the journal) counts only once, as in the store.
+            attempts = [a for a in results if a.attempt in (None, self.queue[a.delivery_id].attempts + 1)]
+            self.attempts.append(attempts)
             for attempt in attempts:
                 queued = self.queue[attempt.delivery_id]
                 queued.attempts += 1
@@ -250,14 +254,22 @@ class RunDestination(ScriptedDestination):
         super().__init__(*outcomes, name=name)
         self.runs: list[int] = []
 
-    def send_run(self, deliveries, *, stop_at_failure: bool, stopped=None) -> defer.Deferred:
+    def send_run(
+        self, deliveries, *, stop_at_failure: bool, stopped=None, journal=NO_JOURNAL
+    ) -> defer.Deferred:
         self.runs.append(len(deliveries))
         results = []
         for delivery in deliveries:
+            refused = journal.note_sending(delivery)
+            if refused is not None:
+                results.append(refused)
+                break
             result = self.send(delivery).result
+            journal.answered(delivery, result)
             results.append(result)
             if stop_at_failure and result.outcome != Outcome.SENT:
                 break
+        journal.flush()
         return defer.succeed(results)
 
 
@@ -280,3 +292,8 @@ class GatedDestination(ScriptedDestination):
     def answer(self, outcome: Outcome = Outcome.SENT) -> None:
         """Answer the oldest send in flight."""
         self.in_flight.pop(0).callback(DeliveryResult(outcome, reason=str(outcome)))
+
+
+def journal_lines(path) -> list[list]:
+    """The entries of a journal file as its lines say (the file holds zeros past its last line)."""
+    return [json.loads(line) for line in path.read_bytes().split(b"\0", 1)[0].splitlines()]

@@ -263,6 +263,54 @@ def test_retries_record_attempts_and_next_attempt(repository, queues, received):
     assert due.attempt == 3
 
 
+def test_a_replayed_attempt_counts_only_once(repository, queues, received):
+    """A result naming its attempt counts only if the delivery made one attempt fewer: no replay repeats."""
+    [message_id] = received(1)
+    lab, ris = queues.record_processing([queued(message_id, "lab", "ris")])
+    queues.record_attempts([_attempt(lab, Outcome.SENT, response_code="AA")])
+    later = NOW + timedelta(seconds=1)
+    # The journal of a round already recorded (lab's attempt 1), and one not yet (ris's).
+    queues.record_attempts(
+        [
+            _attempt(lab, Outcome.SENT, later, response_code="AA", attempt=1),
+            _attempt(ris, Outcome.SENT, later, response_code="AA", attempt=1),
+        ]
+    )
+    queues.record_attempts([_attempt(ris, Outcome.SENT, later, response_code="AA", attempt=1)])
+    stored = repository.get(message_id)
+    assert [(d.destination, d.status, d.attempts) for d in stored.deliveries] == [
+        ("lab", "SENT", 1),
+        ("ris", "SENT", 1),
+    ]
+    assert [(e.destination, e.detail) for e in stored.events[-3:]] == [
+        ("lab", "attempt 1 sent (answer AA)"),
+        ("ris", "attempt 1 sent (answer AA)"),
+        (None, "sent to lab, ris"),
+    ]
+
+
+def test_an_attempt_in_doubt_stays_queued_and_says_possible_duplicate(repository, queues, received):
+    """An attempt in doubt counts, keeps the delivery QUEUED and due; its event says "possible duplicate"."""
+    [message_id] = received(1)
+    [lab] = queues.record_processing([queued(message_id, "lab")])
+    queues.record_attempts(
+        [
+            _attempt(
+                lab, Outcome.RETRY, reason="stopped in flight", next_attempt_at=NOW, attempt=1, in_doubt=True
+            )
+        ]
+    )
+    stored = repository.get(message_id)
+    [delivery] = stored.deliveries
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("QUEUED", 1, NOW)
+    assert (stored.events[-1].destination, stored.events[-1].detail) == (
+        "lab",
+        f"attempt 1 in doubt, possible duplicate: stopped in flight; next at {NOW.isoformat()}",
+    )
+    [due] = queues.due_deliveries("adt", "lab", now=NOW, limit=1, head_only=True)
+    assert due.attempt == 2
+
+
 def test_sent_records_time_response_and_settles_the_message(repository, queues, received):
     """SENT stores sent_at and the response; the message becomes SENT once every destination is final."""
     [message_id] = received(1)

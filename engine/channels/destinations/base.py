@@ -3,7 +3,9 @@
 A dispatcher hands each round of due deliveries to ``send_run``; the class says how long a round
 may be (``round_size``) and whether the dispatcher stops it before or after the round under way
 (``stop_before_pass``). Subclasses give ``send``, and override ``send_run`` when they do better
-with a whole run than one send after another.
+with a whole run than one send after another. Whatever sends, ``send_run`` notes each delivery in
+the queue's journal before it can reach the partner, and its answer once it came
+(``journal.py``): so after a crash at most the one delivery in flight goes twice.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from twisted.internet import defer
 
+from engine.channels.journal import NO_JOURNAL, Journal
 from engine.model import Delivery, Outcome
 
 __all__ = ["Destination"]
@@ -51,17 +54,26 @@ class Destination:
         *,
         stop_at_failure: bool,
         stopped: Callable[[], bool] | None = None,
+        journal: Journal = NO_JOURNAL,
     ):
         """Send the deliveries in order; fires with the results of those attempted, never errbacks.
 
         With ``stop_at_failure`` none is sent after the first that is not SENT; once ``stopped()``
         is true (the dispatcher is stopping) none is sent after the one under way. So the results
-        may be fewer than the deliveries: the rest were not attempted.
+        may be fewer than the deliveries: the rest were not attempted. Each delivery is noted in
+        ``journal`` before it is sent, its answer after; a delivery the journal cannot note is not
+        sent (RETRY) and ends the run.
         """
         results = []
         for delivery in deliveries:
+            refused = yield journal.from_reactor(journal.note_sending, delivery)
+            if refused is not None:
+                results.append(refused)
+                break
             result = yield self.send(delivery)
+            journal.answered(delivery, result)
             results.append(result)
             if (result.outcome != Outcome.SENT and stop_at_failure) or (stopped is not None and stopped()):
                 break
+        yield journal.from_reactor(journal.flush)
         return results

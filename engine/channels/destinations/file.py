@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import unexpected_failure
 from engine.channels.destinations.spec import FileSettings
+from engine.channels.journal import NO_JOURNAL, Journal
 from engine.errors import HL7Error
 from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
@@ -69,17 +70,21 @@ class FileDestination(Destination):
         *,
         stop_at_failure: bool,
         stopped: Callable[[], bool] | None = None,
+        journal: Journal = NO_JOURNAL,
     ) -> defer.Deferred:
         """With ``batch`` set, the whole run in one file in an FHS/BHS envelope (one result each, all alike).
 
-        Without it, one file per message, one after another (``Destination.send_run``).
+        Without it, one file per message, one after another (``Destination.send_run``). In a batch
+        the file is what is in flight: its messages are noted in ``journal`` before it is written.
         """
         if not self.settings.batch:
-            return super().send_run(deliveries, stop_at_failure=stop_at_failure, stopped=stopped)
-        return self._write(list(deliveries))
+            return super().send_run(
+                deliveries, stop_at_failure=stop_at_failure, stopped=stopped, journal=journal
+            )
+        return self._write(list(deliveries), journal)
 
-    def _write(self, deliveries: list[Delivery]) -> defer.Deferred:
-        """Write every delivery into one file; fires with one result each."""
+    def _write(self, deliveries: list[Delivery], journal: Journal = NO_JOURNAL) -> defer.Deferred:
+        """Write every delivery into one file, noted in ``journal`` around it; fires with one result each."""
         if not deliveries:
             return defer.succeed([])
         now = datetime.fromtimestamp(self._reactor.seconds()).astimezone()
@@ -94,7 +99,9 @@ class FileDestination(Destination):
         writing = deferToThreadPool(
             self._reactor,
             pool,
-            _write_file,
+            _write_journalled,
+            journal,
+            deliveries,
             self.settings.directory,
             filename,
             content,
@@ -171,6 +178,26 @@ def _delimiters(payload: bytes) -> tuple[str, str]:
     except HL7Error:
         return "|", "^~\\&"
     return header.field(1), header.field(2)
+
+
+def _write_journalled(
+    journal: Journal,
+    deliveries: list[Delivery],
+    directory: Path,
+    name: str,
+    content: bytes,
+    on_exists: str,
+) -> DeliveryResult:
+    """``_write_file``, its deliveries noted in ``journal`` before and answered after (in a pool thread)."""
+    for delivery in deliveries:
+        refused = journal.note_sending(delivery)
+        if refused is not None:
+            return refused
+    result = _write_file(directory, name, content, on_exists)
+    for delivery in deliveries:
+        journal.answered(delivery, result)
+    journal.flush()
+    return result
 
 
 def _write_file(directory: Path, name: str, content: bytes, on_exists: str) -> DeliveryResult:

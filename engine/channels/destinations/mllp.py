@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from engine.channels.destinations.base import Destination
 from engine.channels.destinations.policy import decide, judge, read_ack, unexpected_failure, unexpected_result
 from engine.channels.destinations.spec import MllpSettings, TlsSettings
+from engine.channels.journal import NO_JOURNAL, Journal
 from engine.hl7.mllp import FrameQueue, frame
 from engine.model import Delivery, DeliveryResult, Outcome
 
@@ -171,18 +172,21 @@ class MLLPDestination(Destination):
         *,
         stop_at_failure: bool,
         stopped: Callable[[], bool] | None = None,
+        journal: Journal = NO_JOURNAL,
     ) -> defer.Deferred:
         """Send the deliveries on the sending thread, each after the previous ACK.
 
         Fires with the results of those attempted. With ``stop_at_failure`` none is sent after the
         first that is not SENT. ``stop()`` ends a run after the message in flight (``stopped`` is not
-        needed). So the results may be fewer than the deliveries: the rest were not attempted.
+        needed). So the results may be fewer than the deliveries: the rest were not attempted. The
+        sending thread notes each delivery in ``journal`` before it goes and its answer after
+        (``Destination.send_run``).
         """
         if self._stopped:
             return defer.succeed([])
         if self._sender is None:
             self._sender = _Sender(self.name, self.settings, self._tls, self._reactor)
-        return self._sender.submit(list(deliveries), stop_at_failure)
+        return self._sender.submit(list(deliveries), stop_at_failure, journal)
 
 
 @dataclass(slots=True)
@@ -191,6 +195,7 @@ class _Run:
 
     deliveries: list[Delivery]
     stop_at_failure: bool
+    journal: Journal
     done: defer.Deferred = field(default_factory=defer.Deferred)
 
 
@@ -211,9 +216,9 @@ class _Sender:
         self._connection: _Connection | None = None
         threading.Thread(target=self._serve, name=f"hl7engine-mllp-{name}", daemon=True).start()
 
-    def submit(self, deliveries: list[Delivery], stop_at_failure: bool) -> defer.Deferred:
+    def submit(self, deliveries: list[Delivery], stop_at_failure: bool, journal: Journal) -> defer.Deferred:
         """Queue a run; fires with its results (on the reactor thread)."""
-        run = _Run(deliveries, stop_at_failure)
+        run = _Run(deliveries, stop_at_failure, journal)
         with self._wakeup:
             self._runs.append(run)
             self._wakeup.notify()
@@ -244,10 +249,16 @@ class _Sender:
             for delivery in run.deliveries:
                 if self._closing:
                     break
+                refused = run.journal.note_sending(delivery)
+                if refused is not None:
+                    results.append(refused)
+                    break
                 result = self._attempt_logged(delivery)
+                run.journal.answered(delivery, result)
                 results.append(result)
                 if run.stop_at_failure and result.outcome != Outcome.SENT:
                     break
+            run.journal.flush()
             self._reactor.callFromThread(run.done.callback, results)
 
     def _attempt_logged(self, delivery: Delivery) -> DeliveryResult:

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from engine.channels.destinations.base import Destination
+from engine.channels.journal import NO_JOURNAL, Journal
 from engine.errors import HL7Error, RecordError, StoreError
 from engine.hl7.charset import decode
 from engine.hl7.message import Message
@@ -66,13 +67,16 @@ class RecordDestination(Destination):
         *,
         stop_at_failure: bool,
         stopped: Callable[[], bool] | None = None,
+        journal: Journal = NO_JOURNAL,
     ) -> defer.Deferred:
         """Apply the messages in order, together in one writer call (``RecordIngestor.apply_many``).
 
         Fires with one DeliveryResult each, never errbacks: every one is attempted, whatever
         ``stop_at_failure`` says, since one call applies them all. A message that cannot be read or
         applied is an ERROR of its own; the others are applied. When the database cannot be written
-        (locked, unreachable, store stopped) every one is RETRY.
+        (locked, unreachable, store stopped) every one is RETRY. Nothing is journalled: the record
+        keeps which messages it applied, in the same transaction, so one applied again after a
+        crash is found "already applied" and changes nothing.
         """
         deliveries = list(deliveries)
         results: list[DeliveryResult | None] = [None] * len(deliveries)

@@ -15,6 +15,7 @@ from engine.channels.destinations.spec import FileSettings
 from engine.hl7.batch import split_batch
 from engine.model import Delivery, Outcome
 from tests.fakes import outbound
+from tests.fakes.channels import journal_lines
 from tests.fakes.outbound import message
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
@@ -182,6 +183,19 @@ def test_a_batch_is_one_file_with_an_envelope_holding_every_message(tmp_path):
     batch = split_batch(text)
     assert batch.messages == tuple(message(n).decode().rstrip("\r") for n in (1, 2, 3))
     assert (batch.declared_count, batch.batch_control_id) == (3, "101")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_batch_file_is_what_is_in_flight_every_message_journalled_before_it(tmp_path, journals):
+    """With batch: true every message of the run is noted before the file is written, answered after."""
+    journal = journals.journal("adt", "archive")
+    journal.open()
+    yield destination(tmp_path / "out", batch=True).send_run(
+        [delivery(n) for n in (1, 2)], stop_at_failure=True, journal=journal
+    )
+    lines = journal_lines(journal.path)
+    assert [(e[0], e[1]) for e in lines] == [("S", 101), ("S", 102), ("A", 101), ("A", 102)]
+    journal.close()
 
 
 @pytest_twisted.inlineCallbacks

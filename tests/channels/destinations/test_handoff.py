@@ -27,9 +27,11 @@ def handoff(store, channels) -> ChannelHandoff:
     )
 
 
-def target(store, reactor) -> Channel:
+def target(store, reactor, journals) -> Channel:
     config = ChannelConfig(name="lab", source="main", accept={"types": ["*"]})
-    return Channel(config, pipeline=Pipeline(), destinations=(), store=store, reactor=reactor)
+    return Channel(
+        config, pipeline=Pipeline(), destinations=(), store=store, journals=journals, reactor=reactor
+    )
 
 
 def test_the_message_is_stored_received_for_the_target_channel_and_sent_once_committed():
@@ -54,10 +56,10 @@ def test_the_message_is_stored_received_for_the_target_channel_and_sent_once_com
     )
 
 
-def test_the_target_channel_takes_the_message_in_its_turn():
+def test_the_target_channel_takes_the_message_in_its_turn(journals):
     """While the handed-over message is on its way or waits for a pass, the target holds its intake."""
     store, reactor = FakeStore(), Clock()
-    lab = target(store, reactor)
+    lab = target(store, reactor, journals)
     lab.start()
     assert lab.processes_at_intake
     store.pause()
@@ -69,10 +71,10 @@ def test_the_target_channel_takes_the_message_in_its_turn():
     assert lab.processes_at_intake
 
 
-def test_a_store_failure_is_retry_and_the_target_is_told():
+def test_a_store_failure_is_retry_and_the_target_is_told(journals):
     """When the store fails the delivery is RETRY, and the target no longer waits for that message."""
     store, reactor = FakeStore(), Clock()
-    lab = target(store, reactor)
+    lab = target(store, reactor, journals)
     lab.start()
     store.failing = True
     result = handoff(store, {"lab": lab}).send(delivery()).result

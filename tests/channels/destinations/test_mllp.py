@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, ssl
@@ -12,6 +14,7 @@ from engine.channels.destinations.mllp import MLLPDestination
 from engine.channels.destinations.spec import AckPolicy, MllpSettings, TlsSettings
 from engine.model import Outcome
 from tests.fakes.certs import self_signed
+from tests.fakes.channels import journal_lines
 from tests.fakes.downstream import (
     Downstream,
     Gate,
@@ -286,6 +289,28 @@ def test_stop_ends_a_run_after_the_message_in_flight(downstream):
     assert [r.outcome for r in results] == [SENT, SENT]
     assert downstream.received == [message(1), message(2)]
     assert (yield destination.send_run([delivery(6)], stop_at_failure=True)) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_sending_thread_journals_each_message_before_it_goes_and_its_answer_before_the_next(
+    downstream, destinations, journals
+):
+    """While message 2 is in flight the journal on disk holds 1 sent, 1's ACK and 2; at the end 2's ACK."""
+    gate = Gate()
+    downstream.script(reply("AA"), gate)
+    journal = journals.journal("adt", "lab")
+    journal.open()
+    destination = destinations(downstream.port)
+    run = destination.send_run([delivery(1), delivery(2)], stop_at_failure=True, journal=journal)
+    yield gate.arrived  # the second message is in flight
+    assert [(e[0], e[1]) for e in journal_lines(journal.path)] == [("S", 1), ("A", 1), ("S", 2)]
+    gate.release()
+    results = yield run
+    assert [r.outcome for r in results] == [SENT, SENT]
+    entries = journal_lines(journal.path)
+    assert [(e[0], e[1]) for e in entries] == [("S", 1), ("A", 1), ("S", 2), ("A", 2)]
+    assert entries[-1][3:6] == ["SENT", base64.b64encode(results[1].response).decode(), "AA"]
+    journal.close()
 
 
 @pytest.fixture
