@@ -1,0 +1,76 @@
+"""The ``hl7engine`` command group and what its commands share: loading the config, the store, the pid file.
+
+Click is the CLI toolkit (sub-commands, typed options, help, progress bars).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "PID_FILE",
+    "load_config_or_exit",
+    "main",
+    "megabytes",
+    "message_repository",
+    "running_engine",
+]
+
+
+DEFAULT_CONFIG = "channels.yaml"
+
+
+def load_config_or_exit(config_path: str):
+    from engine.config import load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{config_path}: {len(exc.problems)} problem(s); nothing started", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="hl7engine")
+def main() -> None:
+    """hl7engine: an HL7 v2 integration engine."""
+
+
+PID_FILE = "hl7engine.pid"
+
+
+def running_engine(config) -> int | None:
+    """The pid of the engine running this config (its pid file names a live process), or None."""
+    try:
+        pid = int((config.engine.data_dir / PID_FILE).read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def message_repository(config_path: str, db: str | None):
+    """The store's message repository: the config's database (or ``db``), with the config's keys.
+
+    The config is read for its keys even with ``db``, when the file exists.
+    """
+    from engine.store.cipher import CLEAR
+    from engine.store.db import create_engine_for
+    from engine.store.messages import MessageRepository
+
+    config = load_config_or_exit(config_path) if db is None or Path(config_path).exists() else None
+    cipher = CLEAR if config is None else config.engine.store.cipher()
+    return MessageRepository(create_engine_for(db or config.store_url, cipher=cipher))
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
