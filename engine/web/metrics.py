@@ -115,6 +115,12 @@ class Metrics:
             ["listener"],
             registry=r,
         )
+        self.empty_frames = Counter(
+            "hl7engine_mllp_empty_frames",
+            "Empty frames (no message in them), answered AR and not stored",
+            ["listener"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hl7engine_queue_depth",
             "Deliveries waiting in a destination's queue (QUEUED), polled from the store",
@@ -136,6 +142,7 @@ class Metrics:
                 f.get("amount", 1)
             ),
             "bytes_discarded": lambda f: self.bytes_discarded.labels(f["listener"]).inc(f["amount"]),
+            "empty_frame": lambda f: self.empty_frames.labels(f["listener"]).inc(),
             "frame_too_long": lambda f: self.frames_too_long.labels(f["listener"]).inc(f.get("amount", 1)),
         }
         self._known_queues: set[tuple[str, str]] = set()
