@@ -100,6 +100,8 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
             self.factory.bytes_discarded(self.discarded_bytes - before)
 
     def frameReceived(self, payload: bytes) -> None:
+        if self._closed:  # closing after a failure: what else the last read held is dropped
+            return
         self._queue.append(payload)
         if len(self._queue) >= self.max_queued and not self._paused:
             self._paused = True
