@@ -103,10 +103,10 @@ def send_each_with_a_probe(port: int, payloads: list[bytes], deadline: float) ->
 
 @pytest_twisted.inlineCallbacks
 def test_no_generated_frame_jams_a_connection(tmp_path):
-    """2,500 generated hostile frames, each answered exactly once (an ACK never), each probe after it AA."""
+    """2,000 generated hostile frames, each answered exactly once (an ACK never), each probe after it AA."""
     engine = start_engine(make_config(tmp_path))
     try:
-        payloads = drawn_frames(2500)
+        payloads = drawn_frames(2000)
         started = time.monotonic()
         problems = yield in_thread(send_each_with_a_probe, port_of(engine), payloads, started + 25)
         assert problems == []
