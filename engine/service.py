@@ -176,6 +176,7 @@ class Engine(service.MultiService):
             config.channels_for(listener.name),
             self.store,
             config.engine,
+            reactor=self.reactor,
             observer=self.observer,
             running=self.channels,
         )

@@ -57,9 +57,11 @@ def salvage(text: str) -> tuple[Recipient, Delimiters]:
     """
     d = Delimiters.DEFAULT
     start = text.find("MSH")
-    if start < 0 or len(text) < start + 4:
+    if start < 0:
         return Recipient(), d
     line = text[start:].replace("\n", "\r").split("\r", 1)[0]
+    if len(line) < 4:  # "MSH" alone on its line: no separator to read fields with
+        return Recipient(), d
     separator = line[3]
     fields = line.split(separator)
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import Header
-from engine.hl7.message import Delimiters, escape
+from engine.hl7.message import Delimiters, escape, escape_breaks
 
 #: HL7 table 0357, message error condition codes.
 ERROR_TEXTS = {
@@ -121,7 +121,9 @@ def build_ack(
 
     MSH-3/4 are ours, MSH-5/6 the sender's MSH-3/4 (raw, so they must be in ``delimiters``),
     MSH-9 ``ACK^<trigger>^ACK`` (component 3 from 2.5 on), MSH-11/12/18 echoed, MSA-2 the
-    received control id. ERR follows the version: ERR-1 (ELD) before 2.5, ERR-2..8 from 2.5.
+    received control id. Echoed fields keep their delimiters but never a CR, LF, VT or FS
+    (``escape_breaks``): nothing a sender wrote can end a segment or the reply's MLLP block.
+    ERR follows the version: ERR-1 (ELD) before 2.5, ERR-2..8 from 2.5.
     """
     if not errors:
         # The common answer: everything but our timestamp and control ids repeats per sender, so
@@ -141,7 +143,7 @@ def build_ack(
             head, middle, tail = template
             return (
                 f"{head}{hl7_timestamp(timestamp)}{middle}"
-                f"{escape(control_id, delimiters)}{tail}{recipient.control_id}"
+                f"{escape(control_id, delimiters)}{tail}{escape_breaks(recipient.control_id, delimiters)}"
             )
     return _layout(recipient, code, sender, control_id, hl7_timestamp(timestamp), delimiters, errors)
 
@@ -204,7 +206,7 @@ def _layout(
     version = recipient.version or sender.default_version
     release = _release(version)
     old_layout = release < (2, 5)
-    trigger = recipient.trigger_event
+    trigger = escape_breaks(recipient.trigger_event, d)
     if release < (2, 2):
         message_type = "ACK"
     elif trigger and not old_layout:
@@ -219,20 +221,20 @@ def _layout(
         d.encoding_chars,
         escape(sender.application, d),
         escape(sender.facility, d),
-        recipient.sending_application,
-        recipient.sending_facility,
+        escape_breaks(recipient.sending_application, d),
+        escape_breaks(recipient.sending_facility, d),
         timestamp,
         "",
         message_type,
         escape(control_id, d),
-        recipient.processing_id,
+        escape_breaks(recipient.processing_id, d),
         escape(version, d),
     ]
     if recipient.charset:
-        msh += ["", "", "", "", "", recipient.charset]
+        msh += ["", "", "", "", "", escape_breaks(recipient.charset, d)]
     segments = [d.field.join(msh)]
 
-    msa = ["MSA", code, recipient.control_id]
+    msa = ["MSA", code, escape_breaks(recipient.control_id, d)]
     if errors and old_layout:
         msa.append(escape(errors[0].text, d))
     segments.append(d.field.join(msa))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Decoded", "codec_for", "decode", "encode", "peek_msh18"]
+__all__ = ["Decoded", "codec_for", "decode", "encode", "encode_lenient", "peek_msh18"]
 
 # HL7 table 0211 -> Python codec. Japanese charsets travel in ISO 2022 escape sequences, so
 # they map to Python's ISO-2022-JP family. Python has no EUC-TW codec, so "CNS 11643-1992"
@@ -172,3 +172,16 @@ def encode(text: str, codec: str) -> bytes:
     Raises UnicodeEncodeError when ``text`` holds a character the codec cannot represent.
     """
     return text.encode(codec, "surrogateescape")
+
+
+def encode_lenient(text: str, codec: str) -> bytes:
+    """``encode``, but never raises: a character the codec cannot carry becomes ``?``.
+
+    For what must go out or be kept whatever the text holds (an answer, a batch member's bytes):
+    after a lossy decode (a stateful codec such as ISO-2022-JP given stray bytes keeps U+FFFD, which
+    it cannot encode) ``encode`` would fail.
+    """
+    try:
+        return text.encode(codec, "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode(codec, "replace")

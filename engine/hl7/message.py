@@ -28,6 +28,7 @@ __all__ = [
     "Message",
     "Segment",
     "escape",
+    "escape_breaks",
     "parse_path",
     "split_segments",
     "unescape",
@@ -141,6 +142,10 @@ def _unescape_table(delims: Delimiters) -> dict[str, str]:
     return table
 
 
+# What ends a segment (CR, LF) or an MLLP block (VT starts one, FS ends one), as hex escapes.
+_BREAKS = {"\r": "X0D", "\n": "X0A", "\x0b": "X0B", "\x1c": "X1C"}
+
+
 @lru_cache(maxsize=64)
 def _escape_table(delims: Delimiters) -> dict[int, str]:
     esc = delims.escape
@@ -151,10 +156,15 @@ def _escape_table(delims: Delimiters) -> dict[int, str]:
         delims.repetition: "R",
         delims.subcomponent: "T",
         delims.truncation: "L",
-        "\r": "X0D",
-        "\n": "X0A",
+        **_BREAKS,
     }
     return {ord(char): f"{esc}{code}{esc}" for char, code in plain.items() if char is not None}
+
+
+@lru_cache(maxsize=64)
+def _breaks_table(delims: Delimiters) -> dict[int, str]:
+    esc = delims.escape
+    return {ord(char): f"{esc}{code}{esc}" if esc else "" for char, code in _BREAKS.items()}
 
 
 def _decode_hex(digits: str) -> str:
@@ -203,16 +213,28 @@ def unescape(value: str, delims: Delimiters) -> str:
 def escape(value: str, delims: Delimiters) -> str:
     """Escape delimiters, the escape character and CR/LF so that ``value`` is one leaf value.
 
-    CR and LF become ``\\X0D\\`` and ``\\X0A\\`` (docs/hl7.md §3 accepts the hex forms), so
-    ``unescape(escape(v, d), d) == v`` for every string.
-    Raises ValueError when the delimiters have no escape character and ``value`` needs one.
+    CR, LF, VT and FS become ``\\X0D\\``, ``\\X0A\\``, ``\\X0B\\`` and ``\\X1C\\`` (docs/hl7.md §3
+    accepts the hex forms), so ``unescape(escape(v, d), d) == v`` for every string, and no value can
+    end a segment or an MLLP block. Raises ValueError when the delimiters have no escape character and
+    ``value`` needs one.
     """
     if delims.escape is None:
-        specials = {delims.field, delims.component, delims.repetition, delims.subcomponent, "\r", "\n"}
+        specials = {delims.field, delims.component, delims.repetition, delims.subcomponent, *_BREAKS}
         if any(char in value for char in specials if char):
             raise ValueError("cannot escape a value: the delimiters have no escape character")
         return value
     return value.translate(_escape_table(delims))
+
+
+def escape_breaks(value: str, delims: Delimiters) -> str:
+    """A raw value (already written in ``delims``) made safe to echo: CR, LF, VT and FS hex-escaped.
+
+    Delimiters in it stay as they are (they are its structure); what would end the segment or the
+    MLLP block it is echoed in becomes ``\\X0D\\`` etc., or is dropped when there is no escape character.
+    """
+    if value.isprintable():  # the common case, at the cost of one scan
+        return value
+    return value.translate(_breaks_table(delims))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Protocol as TypingProtocol
 from twisted.application import service
 from twisted.internet import defer, protocol, ssl
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from engine.hl7.mllp import FrameCollector, frame
@@ -147,6 +147,8 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
             self.factory.bytes_discarded(self.discarded_bytes - before)
 
     def frameReceived(self, payload: bytes) -> None:
+        if self._closed:  # closing after a failure: what else the last read held is dropped
+            return
         self._queue.append(payload)
         if len(self._queue) >= self.max_queued and not self._paused:
             self._paused = True
@@ -183,12 +185,35 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
                 d = defer.fail()
             if isinstance(d, defer.Deferred):
                 d.addCallbacks(self._reply, self._internal_error, errbackArgs=(item,))
+                d.addErrback(self._unanswerable)
             else:
                 self._reply(d)
 
     def _internal_error(self, failure: Failure, payload: bytes) -> None:
-        log.failure("mllp handler failed for a frame from {peer}; answered AR 207", failure, peer=self.peer)
+        # The exception's text may quote the message (patient data): only its type goes above debug.
+        log.error(
+            "mllp handler failed for a frame from {peer} ({error}); answering AR 207",
+            peer=self.peer,
+            error=_described(failure),
+        )
+        log.failure("mllp handler failure", failure, level=LogLevel.debug)
         self._reply(self.handler.internal_error(payload, failure.getErrorMessage()))
+
+    def _unanswerable(self, failure: Failure) -> None:
+        """Even the answer to a failure failed: close the connection, so that it never stays busy."""
+        log.error(
+            "mllp connection from {peer}: a frame could not be answered ({error}); closing",
+            peer=self.peer,
+            error=_described(failure),
+        )
+        log.failure("mllp answer failure", failure, level=LogLevel.debug)
+        self._queue.clear()
+        if self._busy:
+            self._busy = False
+            self.factory.in_flight -= 1
+        self._closed = True  # nothing more is handled on it; connectionLost follows
+        self.transport.loseConnection()
+        self.factory.in_flight_done()
 
     def _reply(self, reply: bytes | None) -> None:
         self._busy = False
@@ -214,6 +239,13 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
     def busy(self) -> bool:
         """True while a frame of this connection is being handled or waits to be."""
         return self._busy or bool(self._queue)
+
+
+def _described(failure: Failure) -> str:
+    """Where a failure was raised and its type, without its text (which may quote the message)."""
+    where = failure.frames[-1] if failure.frames else None
+    at = f" at {where[1].rsplit('/', 1)[-1]}:{where[2]}" if where else ""
+    return f"{failure.type.__name__}{at}"
 
 
 class _TooLong:

@@ -121,6 +121,10 @@ class MessageStore:
             MessageRepository.file_moved, self._repository, path, size, modified_ns, moved_to
         )
 
+    def record_answer(self, message_id: int, ack_code: str, ack: bytes) -> defer.Deferred:
+        """Fires with None once MessageRepository.record_answer(...) committed."""
+        return self._pool.write(MessageRepository.record_answer, self._repository, message_id, ack_code, ack)
+
     def record_processing(self, results: Sequence[ProcessingResult]) -> defer.Deferred:
         """Fires with QueueRepository.record_processing(results): the new delivery ids."""
         return self._pool.write(QueueRepository.record_processing, self._queues, tuple(results))

@@ -301,6 +301,16 @@ class MessageRepository:
             start += len(new_messages)
         return result
 
+    def record_answer(self, message_id: int, ack_code: str, ack: bytes) -> None:
+        """Keep the answer a sender was given after its message was stored (respond: after_processing)."""
+        statement = (
+            sa.update(messages)
+            .where(messages.c.id == message_id)
+            .values(ack_code=ack_code[: messages.c.ack_code.type.length], ack=ack)
+        )
+        with store_errors("storing an answer"), self._engine.begin() as connection:
+            connection.execute(statement)
+
     def search(self, query: MessageQuery) -> list[MessageSummary]:
         """Summaries matching ``query``, newest (highest id) first, at most ``query.limit``."""
         statement = sa.select(*_SUMMARY_COLUMNS).where(*_criteria(query))

@@ -9,6 +9,8 @@ itself, when no other write is running: a thread hop each way and the two thread
 for the GIL cost more than the commit. Whenever that cannot be done at once (the writer thread
 or another process holds the write lock, or anything fails) the adds go to the writer thread,
 which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
+An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
+writer thread: their insert would hold the reactor.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from twisted.python.threadpool import ThreadPool
 
 from engine.errors import StoreError
 from engine.model import NewMessage, SourceFile
-from engine.store.driver import checkpoint_wal, set_pragmas, store_errors
+from engine.store.driver import checkpoint_wal, describe, set_pragmas, store_errors
 
 log = Logger(namespace="engine.store")
 
@@ -227,7 +229,8 @@ class StorePool:
         if not batch and source_file is None:
             return defer.succeed([])
         pending = _PendingAdd(batch, source_file, defer.Deferred())
-        if self._inline_connection is None or source_file is not None:
+        if self._inline_connection is None or source_file is not None or len(batch) > INLINE_MAX_MESSAGES:
+            # A file or a large batch would hold the reactor for as long as its insert takes.
             self._hand_over_inline()  # adds are committed in the order asked
             return self._enqueue(pending)
         if not self._inline_group:
@@ -464,6 +467,9 @@ def _take_adds(pending: collections.deque, max_batch: int) -> list[_PendingAdd]:
 # What _next_work returns when the writer should checkpoint the WAL.
 _CHECKPOINT = object()
 
+# An add of more messages than this (a large batch) is never committed inline, on the reactor thread.
+INLINE_MAX_MESSAGES = 64
+
 # How long an inline group waits at most for connected senders to join it (see wait_for_senders).
 GROUP_WAIT_SECONDS = 0.002
 
@@ -489,7 +495,8 @@ def _as_store_error(error: BaseException, action: str) -> StoreError:
     """
     if isinstance(error, StoreError):
         return error
-    wrapped = StoreError(f"{action} failed: {error!r}")
+    log.debug("{action} failed: {error!r}", action=action, error=error)  # its text may quote values
+    wrapped = StoreError(f"{action} failed: {describe(error)}")
     wrapped.__cause__ = error
     return wrapped
 

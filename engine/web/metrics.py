@@ -141,6 +141,12 @@ class Metrics:
             ["listener", "outcome"],
             registry=r,
         )
+        self.empty_frames = Counter(
+            "hl7engine_mllp_empty_frames",
+            "Empty frames (no message in them), answered AR and not stored",
+            ["listener"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hl7engine_queue_depth",
             "Deliveries waiting in a destination's queue (QUEUED), polled from the store",
@@ -175,6 +181,7 @@ class Metrics:
                 f.get("amount", 1)
             ),
             "bytes_discarded": lambda f: self.bytes_discarded.labels(f["listener"]).inc(f["amount"]),
+            "empty_frame": lambda f: self.empty_frames.labels(f["listener"]).inc(),
             "frame_too_long": lambda f: self.frames_too_long.labels(f["listener"]).inc(f.get("amount", 1)),
             "login_refused": lambda f: self.logins_refused.labels(f["reason"]).inc(),
             "request_too_large": lambda f: self.requests_too_large.labels(f["what"]).inc(),

@@ -334,7 +334,7 @@ tables:
 
 @pytest_twisted.inlineCallbacks
 def test_after_processing_relays_the_downstream_answer(tmp_path):
-    """With respond: after_processing the sender hears what the partner said.
+    """With respond: after_processing the sender hears what the partner said, and that answer is stored.
 
     AA when it took it, AE when it refused the content.
     """
@@ -346,6 +346,11 @@ def test_after_processing_relays_the_downstream_answer(tmp_path):
         replies = yield in_thread(send, engine.listeners["main"].port, [adt(1), adt(2)])
         assert [(r.code, r.control_id) for r in replies] == [("AA", "C0001"), ("AE", "C0002")]
         assert "ERR" in replies[1].text
+        # The answers given are stored with their messages, as after_store's are.
+        for answered in replies:
+            [summary] = yield engine.store.search(MessageQuery(control_id=answered.control_id))
+            stored = yield engine.store.get(summary.id)
+            assert (summary.ack_code, stored.ack.decode()) == (answered.code, answered.text)
     finally:
         yield engine.stopService()
         yield downstream.stop()

@@ -7,7 +7,6 @@ import sqlite3
 
 import pytest
 import pytest_twisted
-from twisted.internet.task import Clock
 
 from engine.channels.channel import Channel
 from engine.channels.dispatcher import RetryPolicy
@@ -24,6 +23,7 @@ from engine.store.messages import MessageQuery
 from tests.fakes.channels import FakeStore, ScriptedDestination
 from tests.fakes.corpus import CORPUS_DIR, corpus_entries
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine
+from tests.fakes.reactor import InlineThreads
 
 PROBE = (
     b"MSH|^~\\&|PROBE|CLINIC|HUB|TEST|20260101120000||ADT^A08^ADT_A01|PROBE-%d|P|2.5.1\r"
@@ -371,7 +371,7 @@ def test_store_down_is_answered_ar_207(engine_config):
 
 
 def _intake_with_channel(
-    store: FakeStore, reactor: Clock, journals
+    store: FakeStore, reactor: InlineThreads, journals
 ) -> tuple[Intake, Channel, ScriptedDestination]:
     """An intake whose one channel (adt, taking everything) sends to a scripted destination ``out``."""
     config = ChannelConfig(
@@ -390,13 +390,13 @@ def _intake_with_channel(
         reactor=reactor,
     )
     listener = ListenerConfig(name="main", endpoint="tcp:0")
-    intake = Intake(listener, [config], store, EngineSettings(), running={"adt": channel})
+    intake = Intake(listener, [config], store, EngineSettings(), reactor=reactor, running={"adt": channel})
     return intake, channel, out
 
 
 def test_a_message_the_channel_processes_at_intake_is_stored_processed_and_sent(journals):
     """Once its channel caught up, a message is stored QUEUED with its delivery, and sent."""
-    store, reactor = FakeStore(), Clock()
+    store, reactor = FakeStore(), InlineThreads()
     intake, channel, out = _intake_with_channel(store, reactor, journals)
     channel.start()
     reply = intake.handle(PROBE % (1, 1), "test").result
@@ -407,7 +407,7 @@ def test_a_message_the_channel_processes_at_intake_is_stored_processed_and_sent(
 
 def test_a_message_that_could_not_be_stored_no_longer_holds_its_channel_back(journals):
     """A held message whose storing failed is answered AR and holds its channel back no longer."""
-    store, reactor = FakeStore(), Clock()
+    store, reactor = FakeStore(), InlineThreads()
     intake, channel, _ = _intake_with_channel(store, reactor, journals)
     store.failing = True
     reply = intake.handle(PROBE % (1, 1), "test").result  # not caught up yet: held for a pass
@@ -419,7 +419,7 @@ def test_a_message_that_could_not_be_stored_no_longer_holds_its_channel_back(jou
 
 def test_an_ack_routed_to_a_channel_waits_for_a_pass(journals):
     """An ACK is never answered nor processed at intake: stored RECEIVED, its channel's pass takes it."""
-    store, reactor = FakeStore(), Clock()
+    store, reactor = FakeStore(), InlineThreads()
     intake, channel, out = _intake_with_channel(store, reactor, journals)
     channel.start()
     ack = b"MSH|^~\\&|LAB|CLINIC|HUB|TEST|20260101120000||ACK^A04^ACK|A1|P|2.5.1\rMSA|AA|C0001\r"

@@ -61,3 +61,4 @@ def test_an_unreadable_header_is_answered_to_whoever_it_names():
         sending_application="PMS", sending_facility="CLINIC", control_id="ID\\F\\7", version=""
     )
     assert salvage("no header at all") == (Recipient(), Delimiters.DEFAULT)
+    assert salvage("MSH\rPID|1||X\r") == (Recipient(), Delimiters.DEFAULT)  # no separator after MSH

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from engine.channels.intake import header_columns
+from engine.channels.examine import header_columns
 from engine.errors import HL7Error
 from engine.hl7.charset import decode
 from engine.hl7.header import read_header

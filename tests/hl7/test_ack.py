@@ -52,6 +52,19 @@ def test_positive_ack_v251_swaps_applications_and_echoes_the_header():
     )
 
 
+def test_echoed_fields_never_hold_what_ends_a_segment_or_a_frame():
+    """FS, VT (and CR, LF) in MSH-3/4/9/10/11/18 are hex-escaped in the ACK; the delimiters stay."""
+    message = (
+        "MSH|^~\\&|P\x1cMS^1|N\x0b|EMR|SOUTH|20260101||ADT^A\x1c4|M\x1c^42\x0b|P\x1c|2.5.1||||||8859/1\x1c"
+    )
+    ack = ack_for(message, "AA")
+    assert "\x1c" not in ack and "\x0b" not in ack
+    assert ack == (
+        "MSH|^~\\&|HUB|CLINIC|P\\X1C\\MS^1|N\\X0B\\|20261127044400+0000||ACK^A\\X1C\\4^ACK|ACK1|P\\X1C\\|2.5.1"
+        "||||||8859/1\\X1C\\\rMSA|AA|M\\X1C\\^42\\X0B\\"
+    )
+
+
 def test_nak_v25_has_err_with_location_code_severity_and_text():
     """From 2.5 the ERR segment carries ERR-2 location, ERR-3 0357 code, ERR-4 severity and ERR-8 text."""
     message = "MSH|^~\\&|PMS|NORTH|EMR|SOUTH|20260101||ADT^A04|MSG42|P|9.9"

@@ -68,6 +68,24 @@ def test_a_failing_handler_still_answers_and_the_connection_goes_on():
     assert not transport.disconnecting
 
 
+def test_a_failure_inside_the_answer_to_a_failure_closes_the_connection_and_frees_it():
+    """When even the internal-error answer fails, the connection is closed, never left busy."""
+
+    class Broken(EchoHandler):
+        def handle(self, payload, peer):
+            return defer.fail(RuntimeError("boom"))
+
+        def internal_error(self, payload, reason):
+            raise IndexError("the answer failed too")
+
+    proto, transport, factory = connect(Broken())
+    proto.dataReceived(frame(MSG_A) + frame(MSG_B))
+    assert transport.value() == b""
+    assert transport.disconnecting
+    assert not proto.busy and factory.in_flight == 0
+    assert factory.drain().called  # a stop does not wait for it
+
+
 def test_oversize_frame_is_answered_after_earlier_frames_then_closed():
     """Frames before the oversize one are answered first, then the NAK, then the connection closes."""
     proto, transport, _ = connect(EchoHandler(), max_frame_bytes=200)

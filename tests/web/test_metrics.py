@@ -41,7 +41,7 @@ def test_intake_events_count_received_rejected_and_duplicates():
 
 
 def test_channel_and_connection_events():
-    """processed, delivery and the MLLP listener's events land on their counters and the connections gauge."""
+    """processed, delivery, empty frames and the MLLP listener's events land on their counters and gauge."""
     metrics = Metrics()
     metrics.observe("processed", {"channel": "adt", "status": "QUEUED"})
     metrics.observe("delivery", {"channel": "adt", "destination": "emr", "outcome": "RETRY"})
@@ -57,6 +57,8 @@ def test_channel_and_connection_events():
     factory_observer("connection_over_limit", 1)
     factory_observer("frame_timeout", 1)
     factory_observer("tls_failed", 1)
+    metrics.observe("empty_frame", {"listener": "pms"})
+    metrics.observe("empty_frame", {"listener": "pms"})
     assert value(metrics, "hl7engine_messages_processed_total", channel="adt", status="QUEUED") == 1
     assert (
         value(metrics, "hl7engine_deliveries_total", channel="adt", destination="emr", outcome="RETRY") == 1
@@ -71,6 +73,7 @@ def test_channel_and_connection_events():
     assert value(metrics, refused, listener="pms", reason="max_connections") == 2
     assert value(metrics, "hl7engine_mllp_frame_timeouts_total", listener="pms") == 1
     assert value(metrics, "hl7engine_mllp_tls_failures_total", listener="pms") == 1
+    assert value(metrics, "hl7engine_mllp_empty_frames_total", listener="pms") == 2
 
 
 def test_unknown_or_malformed_events_never_raise():

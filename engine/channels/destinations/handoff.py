@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import defer
 
 from engine.channels.destinations.base import Destination
-from engine.channels.intake import header_columns
+from engine.channels.examine import header_columns
 from engine.errors import HL7Error, StoreError
 from engine.hl7.charset import decode
 from engine.hl7.header import read_header

@@ -14,7 +14,8 @@ Import from ``engine.store.driver``; its modules are:
 - ``insert``: ``InsertReturningIds``, the intake's INSERT (with ``Children`` rows on PostgreSQL).
 - ``tables``: ``Tables`` and ``TableCursor``, single-table statements with rows as dicts (the record's).
 - ``text``: ``fit_text``, the one way text is fitted to a column, and ``fit_row``.
-- ``errors``: ``store_errors`` and ``is_lock_error``: driver errors as StoreError.
+- ``errors``: ``store_errors``, ``is_lock_error`` and ``describe``: driver errors as StoreError, told
+  without the values they carry.
 - ``connection``: ``set_pragmas`` and ``checkpoint_wal`` (SQLite, outside any transaction).
 - ``space``: SQLite's file space (``file_space``, ``incremental_vacuum``, ``vacuum_to_incremental``,
   PostgreSQL's ``vacuum_postgresql``), ``repack_rows`` (rows that shrank, into fewer pages)
@@ -22,7 +23,7 @@ Import from ``engine.store.driver``; its modules are:
 """
 
 from engine.store.driver.connection import checkpoint_wal, set_pragmas
-from engine.store.driver.errors import is_lock_error, store_errors
+from engine.store.driver.errors import describe, is_lock_error, store_errors
 from engine.store.driver.insert import VALUES_MAX_PARAMETERS, Children, InsertReturningIds
 from engine.store.driver.rows import Rows, Select, binds, by_id
 from engine.store.driver.space import (
@@ -55,6 +56,7 @@ __all__ = [
     "binds",
     "by_id",
     "checkpoint_wal",
+    "describe",
     "file_space",
     "foreign_keys_off",
     "fit_row",

@@ -35,10 +35,26 @@ def store_errors(action: str) -> Iterator[None]:
     try:
         yield
     except sa_exc.SQLAlchemyError as error:
-        # The driver's own message: SQLAlchemy's wraps it with the whole SQL statement.
-        reason = error.orig if isinstance(error, sa_exc.StatementError) and error.orig is not None else error
         down = isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError))
-        raise StoreError(f"{action} failed: {reason}", locked=is_lock_error(error), transient=down) from error
+        raise StoreError(
+            f"{action} failed: {describe(error)}", locked=is_lock_error(error), transient=down
+        ) from error
+
+
+def describe(error: BaseException) -> str:
+    """What an error says that may be logged: never a value the failed statement carried.
+
+    A StoreError's text is logged at error level, and values are patient data. A database error
+    gives the first line of the driver's own message (SQLAlchemy's repeats the statement and its
+    parameters; PostgreSQL's DETAIL quotes the row, e.g. ``Key (mrn)=(12345)``), except a data
+    error, whose message quotes the value it could not take: its class only. Any other error
+    (a bug, a bad argument) gives its class only, since its text may quote anything.
+    """
+    cause = error.orig if isinstance(error, sa_exc.StatementError) and error.orig is not None else error
+    name = type(cause).__name__
+    if isinstance(error, sa_exc.DataError) or not isinstance(error, sa_exc.SQLAlchemyError):
+        return name
+    return str(cause).strip().split("\n", 1)[0] or name
 
 
 def as_sqlalchemy_error(error: Exception, sql: str, dialect: sa.Dialect) -> sa_exc.DBAPIError:

@@ -10,7 +10,7 @@ from sqlalchemy import exc as sa_exc
 
 from engine.errors import StoreError
 from engine.store.db import create_engine_for
-from engine.store.driver import Rows, binds, is_lock_error, store_errors
+from engine.store.driver import Rows, binds, describe, is_lock_error, store_errors
 from tests.fakes.driver import item_rows, items
 
 
@@ -75,3 +75,18 @@ def test_errors_that_are_no_database_error_pass_through():
     with pytest.raises(ValueError):
         with store_errors("anything"):
             raise ValueError("a caller's bug")
+
+
+def test_a_store_error_never_quotes_the_values_of_the_row(engine):
+    """A refused row (PostgreSQL's DETAIL quotes it) or a Python error on a value: its text names neither."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE people (mrn VARCHAR(20) UNIQUE)")
+        connection.exec_driver_sql("INSERT INTO people VALUES ('MRN-4711')")
+    with pytest.raises(StoreError) as refused:
+        with store_errors("writing"), engine.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO people VALUES ('MRN-4711')")
+    assert str(refused.value).startswith("writing failed: ") and "MRN-4711" not in str(refused.value)
+    try:
+        "MRN-\udce9".encode("utf-8")
+    except UnicodeEncodeError as error:
+        assert describe(error) == "UnicodeEncodeError"
