@@ -35,6 +35,7 @@ from engine.configtypes import check_not_empty as _check_not_empty
 from engine.configyaml import Loc, format_path, read_document, validation_problems, yaml_error
 from engine.errors import ConfigError
 from engine.listeners.endpoints import Bind, bind_of, check_endpoint
+from engine.store.db import WAL_MAX_BYTES
 from engine.transforms.lookup import load_tables
 from engine.transforms.spec import TableSpec
 from engine.transforms.transforms import check_transforms
@@ -143,6 +144,8 @@ class StoreSettings(Frozen):
     durability: Literal["process", "power_loss"] = "process"
     lock_timeout_seconds: Seconds = 5.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+    # SQLite: the WAL is truncated once past half of this (engine/store/wal.py)
+    wal_max_bytes: Annotated[int, Field(ge=1 << 20, le=1 << 40)] = WAL_MAX_BYTES
 
 
 class HttpSettings(Frozen):

@@ -99,6 +99,7 @@ class Engine(service.MultiService):
             durability=settings.store.durability,
             lock_timeout=settings.store.lock_timeout_seconds,
             max_batch=settings.store.max_batch,
+            wal_max_bytes=settings.store.wal_max_bytes,
         )
         StoreService(self.store).setServiceParent(self)
         self.channels: dict[str, Channel] = {}

@@ -16,7 +16,7 @@ from twisted.internet import defer
 from engine.errors import StoreError
 from engine.model import AttemptResult, NewMessage, ProcessingResult, SourceFile, utc_now
 from engine.store.configs import ConfigRepository
-from engine.store.db import create_engine_for
+from engine.store.db import WAL_MAX_BYTES, create_engine_for
 from engine.store.messages import MessageQuery, MessageRepository
 from engine.store.migrations import upgrade
 from engine.store.pool import State, StorePool
@@ -35,14 +35,20 @@ class MessageStore:
         lock_timeout: float = 5.0,
         max_batch: int = 500,
         read_threads: int = 4,
+        wal_max_bytes: int = WAL_MAX_BYTES,
         clock: Callable[[], datetime] = utc_now,
     ):
         self._pool = StorePool(
-            reactor=reactor, durability=durability, max_batch=max_batch, read_threads=read_threads
+            reactor=reactor,
+            durability=durability,
+            max_batch=max_batch,
+            read_threads=read_threads,
+            wal_max_bytes=wal_max_bytes,
         )
         self._url = url
         self._durability = durability
         self._lock_timeout = lock_timeout
+        self._wal_max_bytes = wal_max_bytes
         self._clock = clock
         self._repository: MessageRepository | None = None
         self._queues: QueueRepository | None = None
@@ -78,6 +84,7 @@ class MessageStore:
             durability=self._durability,
             lock_timeout=self._lock_timeout,
             pool_size=self._pool.connections,
+            wal_max_bytes=self._wal_max_bytes,
         )
         try:
             upgrade(engine)

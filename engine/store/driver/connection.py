@@ -13,9 +13,15 @@ def set_pragmas(connection: sa.Connection, **settings: object) -> None:
     cursor.close()
 
 
-def checkpoint_wal(connection: sa.Connection) -> None:
-    """SQLite: copy the WAL into the database file, waiting for no one (PASSIVE).
+def checkpoint_wal(connection: sa.Connection, *, truncate: bool = False) -> bool:
+    """SQLite: copy the WAL into the database file; whether all of it was (readers may hold some back).
 
+    PASSIVE waits for no one. ``truncate``: wait (the busy timeout) for the writers and readers,
+    copy everything and truncate the WAL file to zero bytes (TRUNCATE).
     On the driver: a checkpoint is no transaction, and SQLAlchemy would begin (and commit) one.
     """
-    connection.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+    mode = "TRUNCATE" if truncate else "PASSIVE"
+    cursor = connection.connection.driver_connection.execute(f"PRAGMA wal_checkpoint({mode})")
+    busy, frames, copied = cursor.fetchone()
+    cursor.close()
+    return not busy and frames == copied
