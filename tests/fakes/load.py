@@ -6,7 +6,11 @@ import threading
 import time
 from collections import Counter
 
+import sqlalchemy as sa
+
 from engine.listeners.client import MLLPClient
+from engine.store.db import create_engine_for
+from engine.store.schema import messages
 
 # An ADT^A04 of about 1 KB (the NTE pads it, so that a small disk fills after a few thousand).
 _MESSAGE = (
@@ -108,3 +112,14 @@ class Senders:
                 return
             self._answers[control_id] = code
             self._last[code] = time.monotonic()
+
+
+def stored_control_ids(url: str, control_ids: set[str]) -> set[str]:
+    """Which of ``control_ids`` the store at ``url`` holds a message of."""
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as connection:
+            stored = set(connection.scalars(sa.select(messages.c.control_id)))
+    finally:
+        engine.dispose()
+    return stored & control_ids

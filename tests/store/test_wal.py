@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-import sqlalchemy as sa
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from engine.errors import StoreError
-from engine.store.db import create_engine_for
-from engine.store.schema import messages
 from engine.store.wal import WARNING_INTERVAL_SECONDS, WalGuard
 from tests.fakes.harness import BASIC_CONFIG, in_thread, make_config, port_of, start_engine
-from tests.fakes.load import Senders
+from tests.fakes.load import Senders, stored_control_ids
 
 MIB = 1024 * 1024
 
@@ -27,16 +24,6 @@ def _config(tmp_path: Path, database: Path, wal_max_bytes: int):
     text = BASIC_CONFIG.replace(store, f"{store}    wal_max_bytes: {wal_max_bytes}\n")
     assert text != BASIC_CONFIG
     return make_config(tmp_path, store_url=f"sqlite:///{database}", text=text)
-
-
-def _stored_control_ids(database: Path, control_ids: set[str]) -> set[str]:
-    engine = create_engine_for(f"sqlite:///{database}")
-    try:
-        with engine.connect() as connection:
-            stored = set(connection.scalars(sa.select(messages.c.control_id)))
-    finally:
-        engine.dispose()
-    return stored & control_ids
 
 
 def _largest_wal(wal: Path, seconds: float) -> int:
@@ -168,7 +155,7 @@ def test_a_full_disk_answers_ar_then_aa_by_itself_once_space_is_freed(tmp_path, 
     assert recovered, f"no AA once space was freed: {senders.counts()}; warnings: {warnings.texts[-3:]}"
     assert any("checkpointing the store's WAL failed" in text for text in warnings.texts)
     acknowledged = senders.acknowledged("AA")
-    assert _stored_control_ids(database, acknowledged) == acknowledged
+    assert stored_control_ids(f"sqlite:///{database}", acknowledged) == acknowledged
     assert senders.mismatches == 0
 
 
