@@ -437,7 +437,7 @@ class StorePool:
         if complete:
             self._wal.succeeded()
         elif truncate:
-            self._wal.failed("readers or another process held it", truncating=truncate)
+            self._wal.failed("readers or another process held it", truncating=truncate, blocked=True)
 
     def _run_call(self, call: _PendingCall) -> None:
         """Run one call in its own transaction(s) and fire its Deferred; never raises."""

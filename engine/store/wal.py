@@ -50,7 +50,8 @@ class WalGuard:
         self._max_bytes = max_bytes
         self._clock = clock
         self._failures = 0  # since the last warning
-        self._failing = False
+        self._failing = False  # since the last success (for the info line)
+        self._erring = False  # the last checkpoint raised an error (a full disk): writes are refused
         self._warned_at: float | None = None
         self._retry_at = float("-inf")
 
@@ -76,10 +77,15 @@ class WalGuard:
         except FileNotFoundError:
             return 0
 
-    def failed(self, reason: str, *, truncating: bool) -> None:
-        """A checkpoint failed: a warning now, unless one was given in the last WARNING_INTERVAL_SECONDS."""
+    def failed(self, reason: str, *, truncating: bool, blocked: bool = False) -> None:
+        """A checkpoint failed: a warning now, unless one was given in the last WARNING_INTERVAL_SECONDS.
+
+        ``blocked``: readers held it back (it raised no error); writes are not refused for that, as
+        a reader soon lets go, whereas a full disk stays full.
+        """
         self._failures += 1
         self._failing = True
+        self._erring = not blocked
         now = self._clock()
         self._retry_at = now + RETRY_SECONDS
         if self._warned_at is not None and now - self._warned_at < WARNING_INTERVAL_SECONDS:
@@ -95,7 +101,7 @@ class WalGuard:
 
     def refusal(self) -> StoreError | None:
         """Why a write must not grow the WAL now (it is full and checkpoints fail), or None."""
-        if self._failing and self.full():
+        if self._erring and self.full():
             return StoreError(
                 "the store's WAL is full and cannot be checkpointed (is the disk full?)", transient=True
             )
@@ -103,6 +109,7 @@ class WalGuard:
 
     def succeeded(self) -> None:
         """A checkpoint completed: say so once if they had been failing."""
+        self._erring = False
         if self._failing:
             self._failing = False
             log.info("checkpointing the store's WAL works again")

@@ -161,7 +161,7 @@ def test_a_full_disk_answers_ar_then_aa_by_itself_once_space_is_freed(tmp_path, 
 
 def test_a_full_wal_refuses_writes_only_while_checkpoints_fail(tmp_path):
     """refusal(): a transient StoreError while the WAL is past 3/4 of its limit and the last checkpoint
-    failed; None once one succeeded, or while the WAL has room."""
+    raised an error; None once one succeeded, while the WAL has room, or when readers held it back."""
     guard = WalGuard(tmp_path / "store.db", 4 * MIB)
     wal = tmp_path / "store.db-wal"
     wal.write_bytes(bytes(3 * MIB + 1))
@@ -173,4 +173,7 @@ def test_a_full_wal_refuses_writes_only_while_checkpoints_fail(tmp_path):
     assert guard.refusal() is None
     guard.failed("database or disk is full", truncating=True)
     wal.write_bytes(bytes(3 * MIB))
+    assert guard.refusal() is None
+    wal.write_bytes(bytes(4 * MIB))
+    guard.failed("readers or another process held it", truncating=True, blocked=True)
     assert guard.refusal() is None
