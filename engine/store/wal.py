@@ -92,10 +92,12 @@ class WalGuard:
             return
         log.warn(
             "checkpointing the store's WAL failed {failures} time(s) since the last warning"
-            " (truncating: {truncating}): {reason}; the WAL keeps growing until one succeeds",
+            " (truncating: {truncating}): {reason}; retried every {retry}s, and messages are refused"
+            " (AR) while the WAL is full",
             failures=self._failures,
             truncating=truncating,
             reason=reason,
+            retry=RETRY_SECONDS,
         )
         self._warned_at, self._failures = now, 0
 
