@@ -431,7 +431,7 @@ def test_minimal_config_gets_documented_defaults():
         "process",
         5.0,
         500,
-        8 * 1024 * 1024,
+        64 * 1024 * 1024,
     )
     assert engine.http is None
     assert engine.shutdown_timeout_seconds == 30.0

@@ -4,7 +4,7 @@ Under full-speed load the WAL grows by tens of megabytes a second; a checkpoint 
 the database file and lets it start over, but the file keeps its size unless truncated. On a
 small disk the WAL then filled the disk, and the store could not write again even once space was
 freed. So the store's writer truncates the WAL (``wal_checkpoint(TRUNCATE)``) as soon as it has
-grown past half of ``wal_max_bytes``; past three quarters (a checkpoint's fsync can take a while)
+grown past half of ``wal_max_bytes``; past two thirds (a checkpoint's fsync can take a while)
 inline commits stop until the checkpoint is done, leaving room for the group being committed;
 and every connection truncates it to ``wal_max_bytes`` whenever it starts over
 (``journal_size_limit``, db.py).
@@ -12,7 +12,7 @@ and every connection truncates it to ``wal_max_bytes`` whenever it starts over
 A checkpoint fails when the database file cannot grow (the disk is full). Writes then go on
 failing, and the moment space is freed, commits would take it for the WAL (a checkpoint only
 comes a little later), fill the disk again, and leave no room for the database file to grow:
-the store never recovered. So while the WAL is past three quarters of its limit and the last
+the store never recovered. So while the WAL is past two thirds of its limit and the last
 checkpoint failed, the writer refuses writes (``refusal``) until a checkpoint succeeds.
 """
 
@@ -55,21 +55,25 @@ class WalGuard:
         self._warned_at: float | None = None
         self._retry_at = float("-inf")
 
-    def truncation_due(self) -> bool:
-        """Whether the WAL file has grown past half of ``wal_max_bytes``.
+    def truncation_due(self, size: int | None = None) -> bool:
+        """Whether the WAL file (``size`` bytes, or as it is now) has grown past half of ``wal_max_bytes``.
 
         False without a file to watch, and for RETRY_SECONDS after a failed checkpoint.
         """
-        return self._clock() >= self._retry_at and self._size() > self._max_bytes // 2
+        if self._clock() < self._retry_at:
+            return False
+        return (self.size() if size is None else size) > self._max_bytes // 2
 
-    def full(self) -> bool:
-        """Whether the WAL file has grown past three quarters of ``wal_max_bytes`` (False without one).
+    def full(self, size: int | None = None) -> bool:
+        """Whether the WAL file (``size`` bytes, or as it is now) has grown past two thirds of
+        ``wal_max_bytes`` (False without one).
 
-        The last quarter is room for the commits on their way while the checkpoint runs.
+        The last third is room for the commits on their way while the checkpoint runs.
         """
-        return self._size() > self._max_bytes * 3 // 4
+        return (self.size() if size is None else size) > self._max_bytes * 2 // 3
 
-    def _size(self) -> int:
+    def size(self) -> int:
+        """The WAL file's size in bytes (0 without one): a stat."""
         if self._wal is None:
             return 0
         try:

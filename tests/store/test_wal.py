@@ -160,7 +160,7 @@ def test_a_full_disk_answers_ar_then_aa_by_itself_once_space_is_freed(tmp_path, 
 
 
 def test_a_full_wal_refuses_writes_only_while_checkpoints_fail(tmp_path):
-    """refusal(): a transient StoreError while the WAL is past 3/4 of its limit and the last checkpoint
+    """refusal(): a transient StoreError while the WAL is past 2/3 of its limit and the last checkpoint
     raised an error; None once one succeeded, while the WAL has room, or when readers held it back."""
     guard = WalGuard(tmp_path / "store.db", 4 * MIB)
     wal = tmp_path / "store.db-wal"
@@ -172,7 +172,7 @@ def test_a_full_wal_refuses_writes_only_while_checkpoints_fail(tmp_path):
     guard.succeeded()
     assert guard.refusal() is None
     guard.failed("database or disk is full", truncating=True)
-    wal.write_bytes(bytes(3 * MIB))
+    wal.write_bytes(bytes(2 * MIB))
     assert guard.refusal() is None
     wal.write_bytes(bytes(4 * MIB))
     guard.failed("readers or another process held it", truncating=True, blocked=True)
