@@ -39,6 +39,7 @@ from engine.listeners.admission import Network
 from engine.listeners.endpoints import Bind, bind_of, check_endpoint
 from engine.listeners.tls import key_fits_certificate
 from engine.store.cipher import Cipher, read_key
+from engine.store.db import WAL_MAX_BYTES
 from engine.store.retention import RetentionPolicy
 from engine.transforms.hatch import import_target
 from engine.transforms.inputs import InputFile
@@ -222,6 +223,8 @@ class StoreSettings(Frozen):
     durability: Literal["process", "power_loss"] = "process"
     lock_timeout_seconds: Seconds = 5.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+    # SQLite: the WAL is truncated once past half of this (engine/store/wal.py)
+    wal_max_bytes: Annotated[int, Field(ge=1 << 20, le=1 << 40)] = WAL_MAX_BYTES
     # Retention: content older than this is removed from every channel without retention_days of
     # its own (and from messages no channel took); None keeps it forever.
     retention_days: Annotated[int, Field(ge=1)] | None = None

@@ -118,6 +118,7 @@ class Engine(service.MultiService):
             lock_timeout=settings.store.lock_timeout_seconds,
             max_batch=settings.store.max_batch,
             cipher=settings.store.cipher(),
+            wal_max_bytes=settings.store.wal_max_bytes,
         )
         StoreService(self.store).setServiceParent(self)
         # The policy is read at each run, so a reload's retention_days apply from the next one.

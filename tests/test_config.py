@@ -209,6 +209,11 @@ NOT_A_CODEC = "is not a Python text codec (see the codecs module)"
             "must be less than or equal to 100000 (got 100001)",
         ),
         (
+            "store: {wal_max_bytes: 1000}",
+            "engine.store.wal_max_bytes",
+            "must be greater than or equal to 1048576 (got 1000)",
+        ),
+        (
             "store: {url: 'hl7engine.db'}",
             "engine.store.url",
             "must be an SQLAlchemy URL such as postgresql+psycopg://user@host/db (got 'hl7engine.db')",
@@ -552,11 +557,13 @@ def test_minimal_config_gets_documented_defaults():
         engine.store.durability,
         engine.store.lock_timeout_seconds,
         engine.store.max_batch,
+        engine.store.wal_max_bytes,
     ) == (
         None,
         "process",
         5.0,
         500,
+        64 * 1024 * 1024,
     )
     assert engine.http is None
     assert engine.shutdown_timeout_seconds == 30.0

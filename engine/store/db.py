@@ -2,15 +2,24 @@
 
 ``durability`` says what a commit must survive:
 
-- ``"process"``: a kill -9 of the engine. SQLite WAL with ``synchronous=NORMAL`` (a commit is in
-  the OS page cache, the OS writes it out later); PostgreSQL ``synchronous_commit=off`` (the
-  server has the commit and flushes it within a few hundred milliseconds).
-- ``"power_loss"``: a crash of the machine. SQLite ``synchronous=FULL`` (fsync on every commit);
-  PostgreSQL ``synchronous_commit=on`` (the server flushes its WAL before answering).
+- ``"process"``: a kill -9 of the engine, or of the PostgreSQL server. SQLite WAL with
+  ``synchronous=NORMAL`` (a commit is in the OS page cache, the OS writes it out later).
+- ``"power_loss"``: a crash of the machine. SQLite ``synchronous=FULL`` (fsync on every commit).
+
+PostgreSQL runs with ``synchronous_commit=on`` for both: the server flushes its WAL before it
+answers COMMIT, so a crash of the server (or of its machine, given ``fsync=on``) loses no commit
+that allowed a positive ACK. With ``off`` it answered first and flushed within a few hundred
+milliseconds, and an immediate stop of the server lost acknowledged messages.
+
+A SQLite file, its ``-wal`` and ``-shm`` (which SQLite creates with the file's permissions) and
+the folders the engine creates for it are readable by the engine's user only: messages are
+patient data. The WAL is truncated to ``wal_max_bytes`` whenever it starts over
+(``journal_size_limit``); the store's writer checkpoints it before it grows past that (pool.py).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -26,6 +35,10 @@ DURABILITIES = ("process", "power_loss")
 
 _POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 _WAL_RETRY_SECONDS = 0.01
+# The most a SQLite WAL should hold (engine.store.wal_max_bytes); see pool.py for how it is kept there.
+WAL_MAX_BYTES = 64 * 1024 * 1024
+_PRIVATE_FOLDER = 0o700
+_PRIVATE_FILE = 0o600
 
 
 def create_engine_for(
@@ -35,6 +48,7 @@ def create_engine_for(
     lock_timeout: float = 5.0,
     pool_size: int = 5,
     cipher: Cipher = CLEAR,
+    wal_max_bytes: int = WAL_MAX_BYTES,
 ) -> sa.Engine:
     """An Engine for a ``sqlite:///`` or ``postgresql://`` URL, with the store's durability and locks.
 
@@ -44,26 +58,36 @@ def create_engine_for(
         raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
     if not lock_timeout > 0:
         raise ValueError(f"lock_timeout must be positive, not {lock_timeout!r}")
+    if wal_max_bytes < 1:
+        raise ValueError(f"wal_max_bytes must be positive, not {wal_max_bytes!r}")
     parsed = make_url(url)
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
-        return _sqlite_engine(parsed, durability, lock_timeout, pool_size, cipher)
+        return _sqlite_engine(parsed, durability, lock_timeout, pool_size, wal_max_bytes, cipher)
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
         return _postgresql_engine(
-            parsed.set(drivername="postgresql+psycopg"), durability, lock_timeout, pool_size, cipher
+            parsed.set(drivername="postgresql+psycopg"), lock_timeout, pool_size, cipher
         )
     raise StoreError(
         f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:///PATH or postgresql://..."
     )
 
 
+def sqlite_file(url: sa.Engine | URL) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (or engine); None for any other store or a URI."""
+    url = url.url if isinstance(url, sa.Engine) else url
+    if url.get_backend_name() != "sqlite" or url.query.get("uri") or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
 def _sqlite_engine(
-    url: URL, durability: str, lock_timeout: float, pool_size: int, cipher: Cipher
+    url: URL, durability: str, lock_timeout: float, pool_size: int, wal_max_bytes: int, cipher: Cipher
 ) -> sa.Engine:
     if url.database in (None, "", ":memory:"):
         # Every pooled connection would get its own empty database: the writer and readers must share a file.
         raise StoreError("the SQLite store needs a file: sqlite:///PATH")
-    if not url.query.get("uri"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if (path := sqlite_file(url)) is not None:
+        _create_private(path)
     engine = sa.create_engine(
         url,
         pool_size=pool_size,
@@ -84,6 +108,7 @@ def _sqlite_engine(
             cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
             _enable_wal(cursor, lock_timeout)
             cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute(f"PRAGMA journal_size_limit={wal_max_bytes}")
             cursor.execute("PRAGMA foreign_keys=ON")
             # A multi-row INSERT inside a transaction keeps a statement journal; on disk that was a
             # temporary file created, written and deleted per transaction (CPU each message).
@@ -92,6 +117,32 @@ def _sqlite_engine(
             cursor.close()
 
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create the missing folders of ``path`` (0700) and the empty database file (0600), never others'.
+
+    SQLite gives its -wal and -shm files the permissions of the database file. The modes are
+    given when creating (the umask is the whole process's: no thread may change it), then set
+    with chmod, which the umask does not touch; what already exists is left as it is.
+    """
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=_PRIVATE_FOLDER)
+        except FileExistsError:  # another process of the engine made it meanwhile
+            continue
+        os.chmod(folder, _PRIVATE_FOLDER)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE)
+    except FileExistsError:
+        return
+    os.close(descriptor)
+    os.chmod(path, _PRIVATE_FILE)
 
 
 def _enable_wal(cursor, lock_timeout: float) -> None:
@@ -107,13 +158,11 @@ def _enable_wal(cursor, lock_timeout: float) -> None:
             time.sleep(_WAL_RETRY_SECONDS)
 
 
-def _postgresql_engine(
-    url: URL, durability: str, lock_timeout: float, pool_size: int, cipher: Cipher
-) -> sa.Engine:
+def _postgresql_engine(url: URL, lock_timeout: float, pool_size: int, cipher: Cipher) -> sa.Engine:
     # lock_timeout=0 means "wait forever" to PostgreSQL, so never round down to it.
     lock_ms = max(1, round(lock_timeout * 1000))
-    synchronous_commit = "off" if durability == "process" else "on"
-    settings = f"-c lock_timeout={lock_ms} -c synchronous_commit={synchronous_commit} -c timezone=UTC"
+    # on for every durability: a positive ACK must survive a crash of the server (see the docstring).
+    settings = f"-c lock_timeout={lock_ms} -c synchronous_commit=on -c timezone=UTC"
     given = url.query.get("options")
     return sa.create_engine(
         url,

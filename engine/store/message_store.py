@@ -17,7 +17,7 @@ from engine.errors import StoreError
 from engine.model import AttemptResult, NewMessage, ProcessingResult, SourceFile, utc_now
 from engine.store.cipher import CLEAR, Cipher
 from engine.store.configs import ConfigRepository
-from engine.store.db import create_engine_for
+from engine.store.db import WAL_MAX_BYTES, create_engine_for
 from engine.store.messages import MessageQuery, MessageRepository
 from engine.store.migrations import upgrade
 from engine.store.pool import State, StorePool
@@ -36,16 +36,22 @@ class MessageStore:
         lock_timeout: float = 5.0,
         max_batch: int = 500,
         read_threads: int = 4,
+        wal_max_bytes: int = WAL_MAX_BYTES,
         clock: Callable[[], datetime] = utc_now,
         cipher: Cipher = CLEAR,
     ):
         """``cipher`` seals content at rest (engine.store.cipher); CLEAR seals nothing."""
         self._pool = StorePool(
-            reactor=reactor, durability=durability, max_batch=max_batch, read_threads=read_threads
+            reactor=reactor,
+            durability=durability,
+            max_batch=max_batch,
+            read_threads=read_threads,
+            wal_max_bytes=wal_max_bytes,
         )
         self._url = url
         self._durability = durability
         self._lock_timeout = lock_timeout
+        self._wal_max_bytes = wal_max_bytes
         self._clock = clock
         self._cipher = cipher
         self._repository: MessageRepository | None = None
@@ -88,6 +94,7 @@ class MessageStore:
             lock_timeout=self._lock_timeout,
             pool_size=self._pool.connections,
             cipher=self._cipher,
+            wal_max_bytes=self._wal_max_bytes,
         )
         try:
             upgrade(engine)

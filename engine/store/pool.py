@@ -11,6 +11,11 @@ or another process holds the write lock, or anything fails) the adds go to the w
 which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
 An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
 writer thread: their insert would hold the reactor.
+
+On SQLite the writer thread also checkpoints the WAL, and truncates it once it has grown past
+half of ``wal_max_bytes``; past two thirds the adds wait for it (wal.py). A failed
+checkpoint is a warning, and the next idle moment, or the next growth past the limit, tries
+again, so a store whose disk was full recovers as soon as there is space again.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from twisted.python.threadpool import ThreadPool
 
 from engine.errors import StoreError
 from engine.model import NewMessage, SourceFile
+from engine.store.db import WAL_MAX_BYTES, sqlite_file
 from engine.store.driver import checkpoint_wal, describe, set_pragmas, store_errors
+from engine.store.wal import WalGuard
 
 log = Logger(namespace="engine.store")
 
@@ -114,13 +121,23 @@ class State(enum.Enum):
 class StorePool:
     """Every write on one thread, in order (adds group-committed), reads on a pool, results as Deferreds."""
 
-    def __init__(self, *, reactor, durability: str, max_batch: int, read_threads: int):
+    def __init__(
+        self,
+        *,
+        reactor,
+        durability: str,
+        max_batch: int,
+        read_threads: int,
+        wal_max_bytes: int = WAL_MAX_BYTES,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         if read_threads < 1:
             raise ValueError(f"read_threads must be at least 1, not {read_threads}")
         self._reactor = reactor
         self._durability = durability
+        self._wal_max_bytes = wal_max_bytes
+        self._wal = WalGuard(None, wal_max_bytes)  # watches the file once started on SQLite
         self._max_batch = max_batch
         self._read_threads = read_threads
         self._state = State.NEW
@@ -139,6 +156,8 @@ class StorePool:
         self._idle_senders: Callable[[], int] = lambda: 0
         self._inline_commits = 0  # since the writer last checkpointed the WAL
         self._last_inline_commit = 0.0  # time.monotonic() of the last one
+        self._inline_paused = False  # the WAL is full: adds go to the writer, which checkpoints first
+        self._wal_checked_at = 0.0  # time.monotonic() when an inline commit last looked at its size
         # Held by whichever thread is in a write transaction, so the reactor never waits for the writer
         # (SQLite, inline adds; any other store has nothing to coordinate, see start()).
         self._transaction_lock = threading.Lock()
@@ -170,6 +189,7 @@ class StorePool:
         self._writer = _Lane("hl7engine-store-writer", _KeptConnection(engine))
         lanes = [self._writer]
         if engine.dialect.name == "sqlite":
+            self._wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)
             if self._durability == "process":
                 # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
                 # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
@@ -290,7 +310,7 @@ class StorePool:
 
     def _commit_here(self, group: list[_PendingAdd]) -> bool:
         """Commit the group here and fire its Deferreds; False (nothing fired) if the writer must do it."""
-        if not self._transaction_lock.acquire(blocking=False):
+        if self._inline_paused or not self._transaction_lock.acquire(blocking=False):
             return False
         try:
             ids = self._insert_groups(
@@ -304,7 +324,17 @@ class StorePool:
         finally:
             self._transaction_lock.release()
         self._inline_commits += 1
-        self._last_inline_commit = time.monotonic()
+        self._last_inline_commit = now = time.monotonic()
+        if now - self._wal_checked_at >= _WAL_CHECK_SECONDS:
+            # A checkpoint's fsync may take long enough for inline commits to fill the WAL meanwhile,
+            # and a failed one must not let them fill the disk. A stat on every commit cost ~20 µs of
+            # CPU a message at 8 connections (it lets go of the GIL), hence at most one per interval.
+            self._wal_checked_at = now
+            size = self._wal.size()
+            self._inline_paused = self._wal.full(size)
+            if self._inline_paused or self._wal.truncation_due(size):
+                with self._writer.wakeup:  # the writer wakes to checkpoint (_next_work)
+                    self._writer.wakeup.notify()
         _fire([(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
         return True
 
@@ -360,11 +390,12 @@ class StorePool:
         The checkpoint is returned rather than run here: the reactor takes this lock to queue work.
         """
         with lane.wakeup:
-            if self._checkpoint_due():
-                return _CHECKPOINT
-            while not lane.pending and self._state is State.RUNNING:
-                if not lane.wakeup.wait(_CHECKPOINT_SECONDS) and self._checkpoint_due():
+            while True:
+                if lane is self._writer and self._checkpoint_due():
                     return _CHECKPOINT
+                if lane.pending or self._state is not State.RUNNING:
+                    break
+                lane.wakeup.wait(_CHECKPOINT_SECONDS)
             if not lane.pending:
                 return None
             if isinstance(lane.pending[0], _PendingCall):
@@ -372,19 +403,25 @@ class StorePool:
             return _take_adds(lane.pending, self._max_batch)
 
     def _checkpoint_due(self) -> bool:
-        """Whether to checkpoint: inline commits wrote to the WAL, and none came for a while or many did.
+        """Whether to checkpoint: the WAL passed its limit, or inline commits wrote to it, and none
+        came for a while or many did.
 
         None came for _CHECKPOINT_SECONDS, or _CHECKPOINT_COMMITS of them did.
         Under steady load, then, a checkpoint (whose end holds inline commits off for a moment)
         comes about once a second, not every quarter of a second: a few senders' messages wait.
+        The size is checked each time the writer looks for work, and by inline commits every
+        _WAL_CHECK_SECONDS (which then wake it).
         """
         commits = self._inline_commits
-        return commits >= _CHECKPOINT_COMMITS or (
-            commits > 0 and time.monotonic() - self._last_inline_commit >= _CHECKPOINT_SECONDS
+        return (
+            commits >= _CHECKPOINT_COMMITS
+            or (commits > 0 and time.monotonic() - self._last_inline_commit >= _CHECKPOINT_SECONDS)
+            or self._wal.truncation_due()
         )
 
     def _checkpoint(self) -> None:
-        """Copy the WAL inline commits wrote into the database file (PASSIVE), so that the WAL starts over.
+        """Copy the WAL into the database file (PASSIVE), so that the WAL starts over; truncate it
+        (TRUNCATE) when it grew past its limit.
 
         The bulk is copied while inline commits go on. A WAL starts over (at its next commit) only
         once everything in it was copied, and under steady load inline commits always add some
@@ -393,18 +430,28 @@ class StorePool:
         the WAL grew fast under load, for as long as the load lasted.
         """
         self._inline_commits = 0
+        truncate = self._wal.truncation_due()
         try:
             connection = self._writer.connection.get()
             checkpoint_wal(connection)
             with self._transaction_lock:
-                checkpoint_wal(connection)
-        except Exception as error:  # the next idle moment tries again; a failing store shows in the writes
+                complete = checkpoint_wal(connection, truncate=truncate)
+        except Exception as error:  # the next idle moment (or growth past the limit) tries again
             self._writer.connection.drop()
-            log.debug("checkpointing the store failed: {error}", error=str(error))
+            self._wal.failed(str(error), truncating=truncate)
+            return
+        finally:
+            self._inline_paused = self._wal.full()
+        if complete:
+            self._wal.succeeded()
+        elif truncate:
+            self._wal.failed("readers or another process held it", truncating=truncate, blocked=True)
 
     def _run_call(self, call: _PendingCall) -> None:
         """Run one call in its own transaction(s) and fire its Deferred; never raises."""
         try:
+            if (refusal := self._wal.refusal()) is not None:
+                raise refusal
             with self._transaction_lock:
                 result = call.function(*call.args, **call.kwargs)
         except Exception as error:  # whatever happens, the writer lives on to serve the next write
@@ -416,6 +463,9 @@ class StorePool:
 
     def _write(self, group: list[_PendingAdd], lane: _Lane) -> None:
         """Commit the group in one transaction and fire each add's Deferred; never raises."""
+        if (refusal := self._wal.refusal()) is not None:
+            self._reactor.callFromThread(_fire, [(pending.deferred.errback, refusal) for pending in group])
+            return
         try:
             with self._transaction_lock:
                 ids = self._insert_groups(
@@ -477,6 +527,8 @@ GROUP_WAIT_SECONDS = 0.002
 _CHECKPOINT_SECONDS = 0.25
 # ... or after this many of them, however busy.
 _CHECKPOINT_COMMITS = 500
+# Inline commits look at the WAL's size at most this often (at 100 MB/s, 200 KB between two looks).
+_WAL_CHECK_SECONDS = 0.002
 
 
 def _fire(calls: list) -> None:

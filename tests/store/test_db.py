@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -29,16 +32,16 @@ def test_sqlite_pragmas_follow_durability(sqlite_url, durability, synchronous):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize(("durability", "synchronous_commit"), [("process", "off"), ("power_loss", "on")])
-def test_postgresql_settings_follow_durability(postgres_url, durability, synchronous_commit):
-    """PostgreSQL sessions get synchronous_commit off/on, the lock timeout and UTC."""
+@pytest.mark.parametrize("durability", ["process", "power_loss"])
+def test_postgresql_commits_are_synchronous_for_every_durability(postgres_url, durability):
+    """PostgreSQL sessions get synchronous_commit on (commits survive a server crash), lock_timeout, UTC."""
     engine = create_engine_for(postgres_url, durability=durability, lock_timeout=0.25)
     with engine.connect() as connection:
         settings = {
             s: connection.exec_driver_sql(f"SHOW {s}").scalar_one()
             for s in ("synchronous_commit", "lock_timeout", "TimeZone")
         }
-    assert settings == {"synchronous_commit": synchronous_commit, "lock_timeout": "250ms", "TimeZone": "UTC"}
+    assert settings == {"synchronous_commit": "on", "lock_timeout": "250ms", "TimeZone": "UTC"}
     engine.dispose()
 
 
@@ -63,6 +66,51 @@ def test_sqlite_parent_directory_is_created(tmp_path):
     assert path.exists()
 
 
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_a_new_sqlite_store_is_readable_by_its_user_only(tmp_path):
+    """Under a permissive umask the file, its -wal and -shm are 0600 and the folders created 0700."""
+    tmp_path.chmod(0o755)
+    path = tmp_path / "a" / "b" / "store.db"
+    previous = os.umask(0o002)
+    try:
+        engine = create_engine_for(f"sqlite:///{path}")
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x)")
+            connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+            modes = {p.name: _mode(p) for p in path.parent.iterdir()}
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert modes == {"store.db": 0o600, "store.db-wal": 0o600, "store.db-shm": 0o600}
+    assert (_mode(tmp_path / "a"), _mode(tmp_path / "a" / "b"), _mode(tmp_path)) == (0o700, 0o700, 0o755)
+
+
+def test_an_existing_sqlite_store_and_folder_keep_their_permissions(tmp_path):
+    """What the engine did not create it leaves as the operator made it (a shared group folder, say)."""
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o750)
+    folder.chmod(0o750)
+    path = folder / "store.db"
+    path.touch()
+    path.chmod(0o640)
+    engine = create_engine_for(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+    engine.dispose()
+    assert (_mode(folder), _mode(path)) == (0o750, 0o640)
+
+
+def test_sqlite_journal_size_limit_is_wal_max_bytes(sqlite_url):
+    """Every connection truncates the WAL to wal_max_bytes when it starts over."""
+    engine = create_engine_for(sqlite_url, wal_max_bytes=3 * 1024 * 1024)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_size_limit").scalar_one() == 3 * 1024 * 1024
+    engine.dispose()
+
+
 @pytest.mark.parametrize("url", ["mysql://localhost/x", "sqlite://", "sqlite:///:memory:"])
 def test_unusable_urls_are_refused(url):
     """Only file SQLite and PostgreSQL URLs make a store engine."""
@@ -70,8 +118,8 @@ def test_unusable_urls_are_refused(url):
         create_engine_for(url)
 
 
-@pytest.mark.parametrize("options", [{"durability": "sometimes"}, {"lock_timeout": 0}])
+@pytest.mark.parametrize("options", [{"durability": "sometimes"}, {"lock_timeout": 0}, {"wal_max_bytes": 0}])
 def test_bad_settings_are_refused(sqlite_url, options):
-    """An unknown durability or a lock timeout that is not positive is a ValueError."""
+    """An unknown durability, a lock timeout or WAL size that is not positive is a ValueError."""
     with pytest.raises(ValueError):
         create_engine_for(sqlite_url, **options)
