@@ -88,7 +88,7 @@ class DeliveryJournal:
 
     def open(self) -> None:
         """Open and map the file (made if missing) and read what an earlier run of the engine left in it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # names the queues; private
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             size = os.fstat(fd).st_size

@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from engine.errors import StoreError
+from engine.store.db import create_private
 from engine.store.driver import backup_sqlite, integrity_problems
 
 __all__ = ["Backup", "backup_store", "sqlite_file"]
@@ -76,8 +77,8 @@ def backup_store(
     partial = destination.with_name(destination.name + ".partial")
     started = time.monotonic()
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
         partial.unlink(missing_ok=True)
+        create_private(partial)  # a copy of patient data: readable by the engine's user only, as the store
         backup_sqlite(
             source, partial, pages=step_pages, pause=pause, lock_timeout=lock_timeout, progress=progress
         )

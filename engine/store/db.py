@@ -87,7 +87,7 @@ def _sqlite_engine(
         # Every pooled connection would get its own empty database: the writer and readers must share a file.
         raise StoreError("the SQLite store needs a file: sqlite:///PATH")
     if (path := sqlite_file(url)) is not None:
-        _create_private(path)
+        create_private(path)
     engine = sa.create_engine(
         url,
         pool_size=pool_size,
@@ -119,7 +119,7 @@ def _sqlite_engine(
     return engine
 
 
-def _create_private(path: Path) -> None:
+def create_private(path: Path) -> None:
     """Create the missing folders of ``path`` (0700) and the empty database file (0600), never others'.
 
     SQLite gives its -wal and -shm files the permissions of the database file. The modes are

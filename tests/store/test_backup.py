@@ -6,8 +6,10 @@ backup, another process, copies its store.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -163,3 +165,19 @@ def test_backup_never_overwrites_a_file(tmp_path, sqlite_url):
     assert destination.read_bytes() == b"mine"
     with pytest.raises(StoreError, match="exists"):
         backup_store(sqlite_url, destination)
+
+
+def test_a_backup_is_readable_by_its_user_only(tmp_path, sqlite_url):
+    """The copy holds what the store holds: 0600, in folders it creates 0700, whatever the umask."""
+    engine = create_engine_for(sqlite_url)
+    upgrade(engine)
+    engine.dispose()
+    destination = tmp_path / "backups" / "nightly" / "copy.db"
+    previous = os.umask(0o002)
+    try:
+        backup_store(sqlite_url, destination)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o600
+    assert stat.S_IMODE(destination.parent.stat().st_mode) == 0o700
+    assert _integrity(destination) == "ok"
