@@ -1,6 +1,6 @@
 """The engine's dependencies run one way: each package imports only the layers below it.
 
-model <- hl7 <- store, record <- transforms <- channels <- listeners, web <- config <- service <- cli
+model, lograte <- hl7 <- store, record <- transforms <- channels <- listeners, web <- config <- service <- cli
 (docs/architecture.md). Imports inside ``if TYPE_CHECKING:`` are for type hints only and not counted.
 """
 
@@ -16,6 +16,7 @@ LAYERS = {
     "model": 0,
     "errors": 0,
     "configtypes": 0,
+    "lograte": 0,
     "hl7": 1,
     "store": 2,
     "record": 2,

@@ -27,6 +27,7 @@ from engine.hl7.ack import ENHANCED, AckError, ControlIds, Recipient, Sender
 from engine.hl7.batch import Batch, looks_like_batch
 from engine.hl7.charset import Decoded, decode, encode_lenient
 from engine.hl7.message import Delimiters
+from engine.lograte import LogRate
 from engine.model import Status
 
 if TYPE_CHECKING:
@@ -79,8 +80,7 @@ class Intake:
             control_ids=control_ids or ControlIds(),
         )
         self._observe = observer or (lambda event, fields: None)
-        self._empty_frames = 0  # since the last warning about them
-        self._empty_warned_at: float | None = None
+        self._empty_lines = LogRate(EMPTY_FRAME_LOG_SECONDS, reactor.seconds)
 
     @property
     def channels(self) -> tuple[ChannelConfig, ...]:
@@ -229,15 +229,12 @@ class Intake:
         Any peer can send them by the thousand; a row and a log line each would let it fill both.
         """
         self._observe("empty_frame", {"listener": self.listener.name})
-        self._empty_frames += 1
-        now = self.reactor.seconds()
-        if self._empty_warned_at is None or now - self._empty_warned_at >= EMPTY_FRAME_LOG_SECONDS:
+        if (count := self._empty_lines.due()) is not None:
             log.warn(
                 "listener {listener}: {count} empty frame(s) answered AR (not stored)",
                 listener=self.listener.name,
-                count=self._empty_frames,
+                count=count,
             )
-            self._empty_frames, self._empty_warned_at = 0, now
         error = AckError(100, "empty frame: it holds no message", ("MSH",))
         return self.examiner.ack(Recipient(), "AR", Delimiters.DEFAULT, (error,)).encode("ascii")
 

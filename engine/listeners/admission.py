@@ -16,6 +16,8 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 
+from engine.lograte import LogRate
+
 __all__ = ["Admission", "Network", "peer_allowed"]
 
 log = Logger()
@@ -69,8 +71,7 @@ class Admission(protocol.Factory):
         self.max_connections = max_connections
         self.allowed_networks = allowed_networks
         self._observer = observer or (lambda event, amount: None)
-        self._last_logged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
+        self._lines = LogRate(self.log_interval, clock.seconds)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
@@ -84,9 +85,7 @@ class Admission(protocol.Factory):
 
     def _refuse(self, event: str, host: str | None, why: str) -> None:
         self._observer(event, 1)
-        now = self.clock.seconds()
-        if now - self._last_logged.get(event, -self.log_interval) < self.log_interval:
-            self._unlogged[event] = self._unlogged.get(event, 0) + 1
+        if (refusals := self._lines.due(event)) is None:
             return
         log.warn(
             "listener {listener}: connection from {peer} refused: {why}"
@@ -94,9 +93,8 @@ class Admission(protocol.Factory):
             listener=self.name,
             peer=host,
             why=why,
-            unlogged=self._unlogged.pop(event, 0),
+            unlogged=refusals - 1,
         )
-        self._last_logged[event] = now
 
     def startFactory(self) -> None:
         self.inner.doStart()

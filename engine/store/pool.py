@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from engine.errors import StoreError
+from engine.lograte import LogRate
 from engine.model import NewMessage, SourceFile
 from engine.store.db import WAL_MAX_BYTES, sqlite_file
 from engine.store.driver import checkpoint_wal, describe, set_pragmas, store_errors
@@ -135,6 +136,7 @@ class StorePool:
         if read_threads < 1:
             raise ValueError(f"read_threads must be at least 1, not {read_threads}")
         self._reactor = reactor
+        self._failure_lines = LogRate(FAILURE_LOG_SECONDS, reactor.seconds)
         self._durability = durability
         self._wal_max_bytes = wal_max_bytes
         self._wal = WalGuard(None, wal_max_bytes)  # watches the file once started on SQLite
@@ -481,11 +483,14 @@ class StorePool:
                 for pending in group:
                     self._write([pending], lane)
                 return
-            log.warn(
-                "storing {count} messages failed: {error}",
-                count=sum(len(p.messages) for p in group),
-                error=str(failure),
-            )
+            if (groups := self._failure_lines.due()) is not None:  # a full disk fails every group
+                log.warn(
+                    "storing {count} messages failed ({groups} failed group(s) since the last such line,"
+                    " this one included): {error}",
+                    count=sum(len(p.messages) for p in group),
+                    groups=groups,
+                    error=str(failure),
+                )
             self._reactor.callFromThread(_fire, [(pending.deferred.errback, failure) for pending in group])
             return
         # One hand-off to the reactor per committed group, not one per add: each wakes the reactor.
@@ -529,6 +534,8 @@ _CHECKPOINT_SECONDS = 0.25
 _CHECKPOINT_COMMITS = 500
 # Inline commits look at the WAL's size at most this often (at 100 MB/s, 200 KB between two looks).
 _WAL_CHECK_SECONDS = 0.002
+# A failing store (a full disk) fails every group: at most one warning about it this often.
+FAILURE_LOG_SECONDS = 10.0
 
 
 def _fire(calls: list) -> None:
