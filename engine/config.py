@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,22 +30,27 @@ from pydantic import (
 from ruamel.yaml import YAMLError
 
 from engine.channels.spec import ChannelConfig
-from engine.configtypes import CertificateFile, Frozen, HL7Text, Name, PrivateKeyFile, Seconds
+from engine.configengine import (
+    EncryptionSettings,
+    EngineSettings,
+    HttpSettings,
+    KeySource,
+    ServerEndpoint,
+    StoreSettings,
+)
+from engine.configtypes import CertificateFile, Frozen, Name, PrivateKeyFile, Seconds
 from engine.configtypes import check_not_empty as _check_not_empty
 from engine.configyaml import Loc, format_path, read_document, validation_problems, yaml_error
 from engine.errors import ConfigError
 from engine.listeners.admission import Network
-from engine.listeners.endpoints import Bind, bind_of, check_endpoint
+from engine.listeners.endpoints import Bind, bind_of
 from engine.listeners.tls import key_fits_certificate
-from engine.store.cipher import Cipher, read_key
-from engine.store.db import WAL_MAX_BYTES
 from engine.store.retention import RetentionPolicy
 from engine.transforms.hatch import import_target
 from engine.transforms.inputs import InputFile
 from engine.transforms.lookup import LookupTable, load_tables
 from engine.transforms.spec import TableSpec, TransformSpec
 from engine.transforms.transforms import check_transforms
-from engine.web.passwords import check_password_hash
 
 __all__ = [
     "Config",
@@ -102,47 +106,6 @@ def parse_config(
 # Field types
 
 
-def _check_charset(value: str) -> str:
-    # codecs.lookup() alone also accepts bytes-to-bytes codecs (base64, hex) that cannot decode a message,
-    # and decoding b"" skips the lookup: decode one byte.
-    try:
-        b"\x00".decode(value)
-    except LookupError:
-        raise ValueError(f"{value!r} is not a Python text codec (see the codecs module)") from None
-    except UnicodeDecodeError:
-        pass  # a real text codec that needs more than one byte (utf-16)
-    return value
-
-
-def _reject_number(value: Any) -> Any:
-    # YAML reads 2.5 as a float and 2.10 as 2.1: a version must be written as a string.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError(f'must be a quoted string such as "2.5" (YAML read {value!r} as a number)')
-    return value
-
-
-def _check_version(value: str) -> str:
-    if not re.fullmatch(r"2\.\d+(\.\d+)?", value):
-        raise ValueError(f"must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got {value!r})")
-    return value
-
-
-def _empty_to_none(value: Any) -> Any:
-    # Lets `url: ${DATABASE_URL:-}` fall back to the default SQLite file.
-    return None if value == "" else value
-
-
-def _check_url(value: str | None) -> str | None:
-    if value is not None and "://" not in value:
-        raise ValueError(
-            f"must be an SQLAlchemy URL such as postgresql+psycopg://user@host/db (got {value!r})"
-        )
-    return value
-
-
-ServerEndpoint = Annotated[str, AfterValidator(check_endpoint)]
-
-
 def _check_network(value: Any) -> Network:
     # strict: 10.0.0.1/8 is a typing slip for 10.0.0.0/8 or 10.0.0.1/32, not a network
     try:
@@ -156,122 +119,6 @@ AllowedNetwork = Annotated[Network, BeforeValidator(_check_network)]
 
 # ---------------------------------------------------------------------------------------------------------
 # Models
-
-
-class KeySource(Frozen):
-    """Where one encryption key is read from: a file or an environment variable, never the YAML itself."""
-
-    file: Path | None = None
-    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
-
-    _key: bytes = PrivateAttr(default=b"")
-
-    @field_validator("file")
-    @classmethod
-    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        return Path(os.path.abspath((info.context or {}).get("base_dir", Path(".")) / value))
-
-    @model_validator(mode="after")
-    def _read(self, info: ValidationInfo) -> KeySource:
-        if (self.file is None) == (self.env is None):
-            raise ValueError("give exactly one of file or env")
-        if self.file is not None:
-            try:
-                text = self.file.read_bytes()
-            except OSError as exc:
-                raise ValueError(f"cannot read the key file: {exc.strerror or exc}") from None
-        else:
-            environ = (info.context or {}).get("environ", os.environ)
-            if self.env not in environ:
-                raise ValueError(f"the environment variable {self.env} is not set")
-            text = environ[self.env]
-        self._key = read_key(text)
-        return self
-
-    @property
-    def key(self) -> bytes:
-        """The 32 key bytes read."""
-        return self._key
-
-
-class EncryptionSettings(Frozen):
-    """Encryption at rest (``engine.store.encryption``): message content and the record's person data."""
-
-    key: Name  # the id of the key new values are sealed with
-    keys: Annotated[dict[Name, KeySource], AfterValidator(_check_not_empty)]
-    index: KeySource  # the key of the record's name search keys (keyed hashes): never rotated
-
-    @model_validator(mode="after")
-    def _current_known(self) -> EncryptionSettings:
-        if self.key not in self.keys:
-            raise ValueError(f"key {self.key!r} is not among keys: {', '.join(self.keys)}")
-        return self
-
-    def cipher(self) -> Cipher:
-        """The cipher that seals with ``key`` and opens with any of ``keys``."""
-        return Cipher(
-            {key_id: source.key for key_id, source in self.keys.items()}, self.key, index=self.index.key
-        )
-
-
-class StoreSettings(Frozen):
-    """Where and how durably messages are stored (``engine.store``)."""
-
-    url: Annotated[str | None, BeforeValidator(_empty_to_none), AfterValidator(_check_url)] = None
-    durability: Literal["process", "power_loss"] = "process"
-    lock_timeout_seconds: Seconds = 5.0
-    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
-    # SQLite: the WAL is truncated once past half of this (engine/store/wal.py)
-    wal_max_bytes: Annotated[int, Field(ge=1 << 20, le=1 << 40)] = WAL_MAX_BYTES
-    # Retention: content older than this is removed from every channel without retention_days of
-    # its own (and from messages no channel took); None keeps it forever.
-    retention_days: Annotated[int, Field(ge=1)] | None = None
-    prune_every_seconds: Seconds = 3600.0  # how often the engine prunes, when anything has a retention
-    prune_batch: Annotated[int, Field(ge=1, le=10_000)] = 200  # messages per transaction (and pages per step)
-
-    encryption: EncryptionSettings | None = None
-
-    def cipher(self) -> Cipher:
-        """The store's cipher: ``encryption``'s, or one that seals nothing."""
-        return Cipher() if self.encryption is None else self.encryption.cipher()
-
-
-class HttpSettings(Frozen):
-    """The web API, console and metrics server (``engine.http``)."""
-
-    endpoint: ServerEndpoint
-    # user name -> hash from `hl7engine hash-password`; none: only /health and /metrics are served
-    users: dict[Name, Annotated[str, AfterValidator(check_password_hash)]] = Field(default_factory=dict)
-    session_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
-    # Failed logins (wrong passwords) allowed in login_window_seconds, per user name and per client
-    # address; past them the answer is 429 with Retry-After, without checking the password.
-    login_failures_per_user: Annotated[int, Field(ge=1, le=10_000)] = 5
-    login_failures_per_address: Annotated[int, Field(ge=1, le=100_000)] = 20
-    login_window_seconds: Annotated[int, Field(ge=1, le=24 * 3600)] = 300
-    # A request body or header block over these is refused (413, 431) before it is read into memory.
-    max_body_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 64 * 1024
-    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
-
-
-class EngineSettings(Frozen):
-    """Engine-wide settings (the optional ``engine`` block)."""
-
-    application: HL7Text = "HL7ENGINE"
-    facility: HL7Text = "HUB"
-    data_dir: Path = Field(default=Path("data"), validate_default=True)
-    default_charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
-    default_version: Annotated[str, BeforeValidator(_reject_number), AfterValidator(_check_version)] = "2.5.1"
-    store: StoreSettings = Field(default_factory=StoreSettings)
-    http: HttpSettings | None = None
-    shutdown_timeout_seconds: Seconds = 30.0
-
-    @field_validator("data_dir")
-    @classmethod
-    def _resolve_data_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        base_dir = (info.context or {}).get("base_dir", Path("."))
-        return Path(os.path.abspath(base_dir / value))
 
 
 class ListenerTls(Frozen):

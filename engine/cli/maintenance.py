@@ -105,11 +105,11 @@ def backup(destination: Path, config_path: str, db: str | None) -> None:
     Exit status: 0 copied and sound, 1 the copy failed, 2 refused (PostgreSQL, DESTINATION exists).
     """
     from engine.errors import StoreError
-    from engine.store.backup import backup_store, sqlite_file
+    from engine.store.backup import backup_source, backup_store
 
     url = db or load_config_or_exit(config_path).store_url
     try:
-        sqlite_file(url)
+        backup_source(url)
     except StoreError as error:
         click.echo(f"backup refused: {error}", err=True)
         sys.exit(2)

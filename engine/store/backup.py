@@ -22,10 +22,10 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from engine.errors import StoreError
-from engine.store.db import create_private
+from engine.store.db import create_private, sqlite_file
 from engine.store.driver import backup_sqlite, integrity_problems
 
-__all__ = ["Backup", "backup_store", "sqlite_file"]
+__all__ = ["Backup", "backup_source", "backup_store"]
 
 #: Pages copied per step (4 KB pages: 8 MB), and the pause between steps that leaves the engine the disk.
 STEP_PAGES = 2048
@@ -41,7 +41,7 @@ class Backup:
     seconds: float
 
 
-def sqlite_file(url: str) -> Path:
+def backup_source(url: str) -> Path:
     """The file of a ``sqlite:///`` store URL; StoreError for any other store (PostgreSQL: use its tools)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
@@ -50,9 +50,9 @@ def sqlite_file(url: str) -> Path:
             " consistent while the engine runs) or pg_basebackup (the whole server, with WAL archiving"
             " for point-in-time recovery)"
         )
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if (path := sqlite_file(parsed)) is None:
         raise StoreError(f"cannot back up the store at {parsed.render_as_string()}: not a SQLite file")
-    return Path(parsed.database)
+    return path
 
 
 def backup_store(
@@ -69,7 +69,7 @@ def backup_store(
     ``progress(remaining, total)`` in pages after each step. StoreError when the store is not
     SQLite, the destination exists, or the copy fails or is not sound (nothing is left at DEST then).
     """
-    source = sqlite_file(url)
+    source = backup_source(url)
     if not source.is_file():
         raise StoreError(f"no store at {source}")
     if destination.exists():
