@@ -150,6 +150,7 @@ def _rows(count: int, queued: int, message_columns: list[str]) -> Iterator[tuple
             "batch_control_id": None,
             "batch_index": None,
             "patient_id": patient,
+            "pruned_at": None,
         }
         delivery = (
             (
@@ -231,6 +232,7 @@ def _fill(database: Path, count: int, queued: int) -> None:
             "version",
             "processing_id",
             "charset",
+            "pruned_at",
         }
         if unknown:
             raise RuntimeError(
