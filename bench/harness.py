@@ -92,7 +92,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One target of issue 5 checked against measured rows; ``met`` is None when it cannot be said."""
+    """One performance target checked against measured rows; ``met`` is None when it cannot be said."""
 
     target: str
     measured: str
@@ -107,7 +107,7 @@ class Scenario:
     """A benchmark scenario: what it measures and how, or why it cannot run yet.
 
     ``figures`` gives a row's own figures for the report (column -> text), ``check`` the targets
-    of issue 5 it is held to, from its rows and every scenario's rows of the run.
+    it is held to, from its rows and every scenario's rows of the run.
     """
 
     name: str

@@ -115,12 +115,12 @@ def figures_table(rows: list[Row], figures) -> list[str]:
 
 
 def verdicts(scenario: Scenario, results: dict[str, list[Row]]) -> list[Verdict]:
-    """The targets of issue 5 the scenario is held to, checked against this run's rows."""
+    """The performance targets the scenario is held to, checked against this run's rows."""
     return scenario.check(results.get(scenario.name, []), results) if scenario.check else []
 
 
 def targets_table(checked: list[Verdict]) -> list[str]:
-    lines = ["| target (issue 5) | measured | met |", "|---|---|---|"]
+    lines = ["| target (docs/performance.md) | measured | met |", "|---|---|---|"]
     for verdict in checked:
         met = "n/a" if verdict.met is None else "yes" if verdict.met else "no"
         lines.append(f"| {verdict.target} | {verdict.measured} | {met} |")

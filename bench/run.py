@@ -1,4 +1,4 @@
-"""Run the benchmark suite of issue 5 and write the report: ``python bench/run.py [options]``.
+"""Run the benchmark suite and write the report: ``python bench/run.py [options]``.
 
 It sets itself up: the baselines it compares against are installed into bench-local folders on
 first use (see bench/README.md), never into the project. Every row starts its own server

@@ -1,10 +1,10 @@
-"""The scenarios of issue 5, in one registry; each runs rows (one system, one connection count).
+"""The benchmark scenarios, in one registry; each runs rows (one system, one connection count).
 
 A scenario that can run has a ``run`` function returning its rows; one that cannot yet has a
 ``pending`` reason, which the report prints instead of figures. How a row is measured is in
 ``harness.py``; a scenario with fixtures of its own has its module (``end_to_end.py``,
 ``patient_record.py``, ``large_store.py``, ``postgresql.py``), its own figures for the report,
-and the targets of issue 5 it is held to (``targets.py``).
+and the performance targets it is held to (``targets.py``).
 """
 
 from __future__ import annotations

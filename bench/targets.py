@@ -1,4 +1,4 @@
-"""The targets of issue 5, checked against a run's rows.
+"""The performance targets (docs/performance.md), checked against a run's rows.
 
 The targets are for a 2-core machine, SQLite, ACK after store, durability: process.
 
