@@ -77,7 +77,7 @@ def run(config_path: str, log_level: str) -> None:
             stop_once()
 
     pid_file = config.engine.data_dir / PID_FILE
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # data_dir: the store goes here too
     pid_file.write_text(f"{os.getpid()}\n")
     # SIGHUP reloads channels.yaml: only what changed is restarted; a bad file changes nothing.
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine))
