@@ -38,7 +38,7 @@ from engine.configengine import (
     ServerEndpoint,
     StoreSettings,
 )
-from engine.configtypes import CertificateFile, Frozen, Name, PrivateKeyFile, Seconds
+from engine.configtypes import CertificateFile, Frozen, Name, PrivateKeyFile, Seconds, resolve_path
 from engine.configtypes import check_not_empty as _check_not_empty
 from engine.configyaml import Loc, format_path, read_document, validation_problems, yaml_error
 from engine.errors import ConfigError
@@ -195,10 +195,7 @@ class FileListenerConfig(Frozen):
     @field_validator("directory", "done_directory", "error_directory")
     @classmethod
     def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base_dir = (info.context or {}).get("base_dir", Path("."))
-        return Path(os.path.abspath(base_dir / value))
+        return None if value is None else resolve_path(value, info)
 
     @model_validator(mode="after")
     def _default_folders(self) -> FileListenerConfig:

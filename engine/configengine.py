@@ -7,7 +7,6 @@ checked by pydantic with the same path-and-line problems.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine.configtypes import Frozen, HL7Text, Name, Seconds
+from engine.configtypes import Frozen, HL7Text, Name, Seconds, check_version, resolve_path
 from engine.configtypes import check_not_empty as _check_not_empty
 from engine.listeners.endpoints import check_endpoint
 from engine.store.cipher import Cipher, read_key
@@ -59,12 +58,6 @@ def _reject_number(value: Any) -> Any:
     return value
 
 
-def _check_version(value: str) -> str:
-    if not re.fullmatch(r"2\.\d+(\.\d+)?", value):
-        raise ValueError(f"must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got {value!r})")
-    return value
-
-
 def _empty_to_none(value: Any) -> Any:
     # Lets `url: ${DATABASE_URL:-}` fall back to the default SQLite file.
     return None if value == "" else value
@@ -91,7 +84,7 @@ class KeySource(Frozen):
     def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is None:
             return None
-        return Path(os.path.abspath((info.context or {}).get("base_dir", Path(".")) / value))
+        return resolve_path(value, info)
 
     @model_validator(mode="after")
     def _read(self, info: ValidationInfo) -> KeySource:
@@ -182,7 +175,7 @@ class EngineSettings(Frozen):
     facility: HL7Text = "HUB"
     data_dir: Path = Field(default=Path("data"), validate_default=True)
     default_charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
-    default_version: Annotated[str, BeforeValidator(_reject_number), AfterValidator(_check_version)] = "2.5.1"
+    default_version: Annotated[str, BeforeValidator(_reject_number), AfterValidator(check_version)] = "2.5.1"
     store: StoreSettings = Field(default_factory=StoreSettings)
     http: HttpSettings | None = None
     shutdown_timeout_seconds: Seconds = 30.0
@@ -190,5 +183,4 @@ class EngineSettings(Frozen):
     @field_validator("data_dir")
     @classmethod
     def _resolve_data_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        base_dir = (info.context or {}).get("base_dir", Path("."))
-        return Path(os.path.abspath(base_dir / value))
+        return resolve_path(value, info)

@@ -23,6 +23,7 @@ __all__ = [
     "PrivateKeyFile",
     "Seconds",
     "check_not_empty",
+    "check_version",
     "resolve_path",
 ]
 
@@ -44,6 +45,13 @@ def _check_hl7_text(value: str) -> str:
     check_not_empty(value)
     if any(char in value for char in "|^~\\&\r\n"):
         raise ValueError(f"must not contain HL7 delimiters | ^ ~ \\ & or line breaks (got {value!r})")
+    return value
+
+
+def check_version(value: str) -> str:
+    """An HL7 v2 version as written in MSH-12 (2.3.1, 2.5.1)."""
+    if not re.fullmatch(r"2\.\d+(\.\d+)?", value):
+        raise ValueError(f"must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got {value!r})")
     return value
 
 

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine.configtypes import Frozen, Name, check_not_empty
+from engine.configtypes import Frozen, Name, check_not_empty, check_version
 from engine.hl7.message import HEADER_SEGMENTS, parse_path
 
 __all__ = [
@@ -208,12 +208,6 @@ def _check_parse_format(value: str) -> str:
 
 DateFormat = Annotated[Text, AfterValidator(_check_date_format)]
 ParseFormat = Annotated[DateFormat, AfterValidator(_check_parse_format)]
-
-
-def _check_version(value: str) -> str:
-    if not re.fullmatch(r"2\.\d+(\.\d+)?", value):
-        raise ValueError(f"must be an HL7 v2 version such as 2.3.1 or 2.5.1 (got {value!r})")
-    return value
 
 
 def _check_python_target(value: str) -> str:
@@ -466,7 +460,7 @@ class TransformSpec(Frozen):
     rename_segment: RenameSegmentSpec | None = None
     split: RepetitionsSpec | None = None
     join: RepetitionsSpec | None = None
-    set_version: Annotated[Text, AfterValidator(_check_version)] | None = None
+    set_version: Annotated[Text, AfterValidator(check_version)] | None = None
     python: Annotated[Text, AfterValidator(_check_python_target)] | None = None
 
     @model_validator(mode="after")
