@@ -26,6 +26,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from engine.errors import StoreError
+from engine.lograte import LogRate
 
 log = Logger(namespace="engine.store")
 
@@ -49,10 +50,9 @@ class WalGuard:
         self._wal = None if database is None else database.with_name(database.name + "-wal")
         self._max_bytes = max_bytes
         self._clock = clock
-        self._failures = 0  # since the last warning
+        self._warnings = LogRate(WARNING_INTERVAL_SECONDS, clock)
         self._failing = False  # since the last success (for the info line)
         self._erring = False  # the last checkpoint raised an error (a full disk): writes are refused
-        self._warned_at: float | None = None
         self._retry_at = float("-inf")
 
     def truncation_due(self, size: int | None = None) -> bool:
@@ -87,23 +87,20 @@ class WalGuard:
         ``blocked``: readers held it back (it raised no error); writes are not refused for that, as
         a reader soon lets go, whereas a full disk stays full.
         """
-        self._failures += 1
         self._failing = True
         self._erring = not blocked
-        now = self._clock()
-        self._retry_at = now + RETRY_SECONDS
-        if self._warned_at is not None and now - self._warned_at < WARNING_INTERVAL_SECONDS:
+        self._retry_at = self._clock() + RETRY_SECONDS
+        if (failures := self._warnings.due()) is None:
             return
         log.warn(
             "checkpointing the store's WAL failed {failures} time(s) since the last warning"
             " (truncating: {truncating}): {reason}; retried every {retry}s, and messages are refused"
             " (AR) while the WAL is full",
-            failures=self._failures,
+            failures=failures,
             truncating=truncating,
             reason=reason,
             retry=RETRY_SECONDS,
         )
-        self._warned_at, self._failures = now, 0
 
     def refusal(self) -> StoreError | None:
         """Why a write must not grow the WAL now (it is full and checkpoints fail), or None."""
