@@ -7,6 +7,7 @@ checked by pydantic with the same path-and-line problems.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,7 @@ from engine.store.db import WAL_MAX_BYTES
 from engine.web.passwords import check_password_hash
 
 __all__ = [
+    "ClusterSettings",
     "EncryptionSettings",
     "EngineSettings",
     "HttpSettings",
@@ -168,6 +170,43 @@ class HttpSettings(Frozen):
     max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
 
 
+def _default_node() -> str:
+    return socket.gethostname().split(".")[0][:100] or "node"
+
+
+class ClusterSettings(Frozen):
+    """Several nodes on one PostgreSQL store (the optional ``engine.cluster`` block).
+
+    Work is shared through leases in the store (``engine.channels.leases``): a channel's processing,
+    each destination's queue and each scheduled job is held by one process at a time; a lease
+    not renewed for ``lease_seconds`` (its node died) is taken over by another process.
+    """
+
+    node: Annotated[str, Field(min_length=1, max_length=100)] = Field(default_factory=_default_node)
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    # How often a process renews its leases and heartbeat and looks for free work: a third of the lease.
+    renew_seconds: Annotated[float, Field(gt=0, le=1200)] | None = None
+    # Where this node hears wake-ups from the others (UDP): an address the other nodes reach.
+    wake_host: str = "127.0.0.1"
+    wake_port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: any free port, registered in the store
+    # Without a wake-up (a lost datagram), how often a process looks at the store for work anyway.
+    poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> ClusterSettings:
+        if self.renew_seconds is not None and self.renew_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                f"renew_seconds ({self.renew_seconds}) must be at most half of lease_seconds"
+                f" ({self.lease_seconds}): a lease must survive one missed renewal"
+            )
+        return self
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between renewals: ``renew_seconds``, or a third of the lease."""
+        return self.renew_seconds if self.renew_seconds is not None else self.lease_seconds / 3
+
+
 class EngineSettings(Frozen):
     """Engine-wide settings (the optional ``engine`` block)."""
 
@@ -178,9 +217,22 @@ class EngineSettings(Frozen):
     default_version: Annotated[str, BeforeValidator(_reject_number), AfterValidator(check_version)] = "2.5.1"
     store: StoreSettings = Field(default_factory=StoreSettings)
     http: HttpSettings | None = None
+    cluster: ClusterSettings | None = None
     shutdown_timeout_seconds: Seconds = 30.0
 
     @field_validator("data_dir")
     @classmethod
     def _resolve_data_dir(cls, value: Path, info: ValidationInfo) -> Path:
         return resolve_path(value, info)
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_on_postgresql(cls, value: ClusterSettings | None, info: ValidationInfo):
+        store = info.data.get("store")
+        url = store.url if store is not None else None
+        if value is not None and (url is None or url.startswith("sqlite")):
+            raise ValueError(
+                "several nodes share a PostgreSQL store: set engine.store.url to a postgresql+psycopg://"
+                " URL (on one machine with SQLite, use `hl7engine run --workers N` instead)"
+            )
+        return value

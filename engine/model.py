@@ -234,3 +234,17 @@ class AttemptResult:
             if self.next_attempt_at is None:
                 raise ValueError(f"delivery {self.delivery_id}: a RETRY needs next_attempt_at")
             require_aware(self.next_attempt_at, "next_attempt_at")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseToken:
+    """The proof that this process holds a piece of work: a write made under it checks it.
+
+    ``key`` names the work (``channel:adt``, ``queue:adt/emr``, ``job:retention``), ``holder`` the
+    process (its ``nodes`` row), ``token`` the holding (it grows at every new holder). A write
+    that passes a LeaseToken happens only while the lease row still says so, and extends it.
+    """
+
+    key: str
+    holder: int
+    token: int

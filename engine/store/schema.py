@@ -203,3 +203,43 @@ web_sessions = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Index(None, "expires_at"),
 )
+
+# The engine processes that share this store (engine.channels.leases): one row per process start,
+# its heartbeat, and where it hears wake-ups. A node whose heartbeat is older than its lease is dead.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(NAME_LENGTH), nullable=False),  # engine.cluster.node (the machine's)
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("roles", sa.String(100), nullable=False),  # "intake,processing,delivery,jobs"
+    sa.Column("wake_address", sa.String(100), nullable=True),  # host:port of its UDP wake-ups
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
+    sa.Column("stopped_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "heartbeat_at"),
+)
+
+# Work that one process at a time may do: a channel's processing (channel:<name>), a destination's
+# queue (queue:<channel>/<destination>), a scheduled job (job:<name>). ``token`` grows at every new
+# holder: a write made under a lease names it, so a holder that lost its lease cannot write.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("key", sa.String(2 * NAME_LENGTH + 10), primary_key=True),
+    sa.Column("holder", sa.BigInteger(), nullable=True),  # nodes.id, None when free
+    sa.Column("token", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("acquired_at", UTCDateTime(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+)
+
+# A destination queue's journal kept in the store (engine.channels.journal), for queues that another
+# node may take over: the lines the file journal would hold, for whoever holds the queue next.
+queue_journals = sa.Table(
+    "queue_journals",
+    metadata,
+    sa.Column("key", sa.String(2 * NAME_LENGTH + 10), primary_key=True),
+    sa.Column("lines", sa.Text(), nullable=False, server_default=""),
+    sa.Column("updated_at", UTCDateTime(), nullable=True),
+)
