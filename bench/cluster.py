@@ -454,14 +454,14 @@ class Outcome:
             f"senders: {tally.failovers} failovers, {tally.resent} resent, {tally.refused} refused;"
             f" {report.stored_twice} stored twice",
             f"killed {self.killed}; leases before {self.held_before}; after {self.held_after}",
-            f"lease moved after {_seconds(self.lease_moved)}",
+            f"lease moved after {seconds_text(self.lease_moved)}",
         ]
         for d in report.destinations:
             lines.append(
                 f"{d.name}: {d.sent:,} SENT, {d.received:,} received, {len(d.again)} again {d.again[:3]},"
                 f" {len(d.unmarked)} not marked {d.unmarked[:3]}, lost {len(report.lost[d.name])},"
                 f" order {d.order_problem or 'as delivery ids'},"
-                f" next after the kill {_seconds(d.first_after_kill)}"
+                f" next after the kill {seconds_text(d.first_after_kill)}"
             )
         return "\n".join(lines)
 
@@ -530,7 +530,8 @@ def run(
         view.close()
 
 
-def _seconds(value: float | None) -> str:
+def seconds_text(value: float | None) -> str:
+    """A duration for a report: "1.23 s", or "never" for None."""
     return "never" if value is None else f"{value:.2f} s"
 
 
