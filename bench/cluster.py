@@ -358,7 +358,7 @@ class DestinationReport:
     name: str
     sent: int  # SENT deliveries in the store
     received: int  # messages the partner got
-    again: list[str]  # control ids the partner got more often than the store holds them
+    again: list[str]  # a control id for each arrival beyond what the store holds of it
     unmarked: list[str]  # of those, the ones the store does not mark "possible duplicate"
     order_problem: str | None  # None: the partner got them in delivery id order
     first_after_kill: float | None  # seconds from the kill to the partner's next arrival
@@ -385,7 +385,7 @@ def examine(
         lost[name] = sorted(acknowledged - set(got))
         expected = view.sent_in_order(name)
         counts = collections.Counter(got)
-        again = sorted(c for c, n in counts.items() if n > stored.get(c, 0))
+        again = sorted(c for c, n in counts.items() for _ in range(n - stored.get(c, 0)))
         kept, seen = [], collections.Counter()
         for control_id in got:  # the first arrivals of each, as many as the store holds
             seen[control_id] += 1

@@ -29,17 +29,20 @@ from bench.stores import fresh_database, postgres_unreachable  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def report(outcome: cluster.Outcome, plan: cluster.Plan, database: str) -> str:
+def report(outcome: cluster.Outcome, plan: cluster.Plan, database: str, engine_root: Path) -> str:
     """The markdown report of one run."""
     tally, found = outcome.tally, outcome.report
     revision = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(engine_root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
+    engine = (
+        f"the work tree at {revision}" if engine_root == ROOT else f"{engine_root} ({revision or 'no git'})"
+    )
     renew = plan.lease_seconds / 3
     lines = [
         "# Failover: three nodes on one PostgreSQL, one SIGKILLed mid-stream",
         "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, engine at {revision or 'unknown revision'},"
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, engine from {engine},"
         f" database {database} (dropped afterwards).",
         f"{plan.nodes} nodes, {plan.connections} sender connections,"
         f" {plan.connections * plan.per_connection:,} messages, lease {plan.lease_seconds:g} s"
@@ -87,6 +90,12 @@ def main() -> int:
     parser.add_argument("--drain-seconds", type=float, default=300.0)
     parser.add_argument("--quick", action="store_true", help="3,000 messages on 6 connections")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--engine-root",
+        type=Path,
+        default=ROOT,
+        help="run the engine package in DIR/engine (default: this tree)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "failover.md")
     arguments = parser.parse_args()
     if arguments.quick:
@@ -107,8 +116,8 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-failover-") as folder,
         fresh_database(arguments.postgres) as db,
     ):
-        outcome = cluster.run(Path(folder), db.url, plan, ROOT, progress=print)
-    text = report(outcome, plan, db.name)
+        outcome = cluster.run(Path(folder), db.url, plan, arguments.engine_root, progress=print)
+    text = report(outcome, plan, db.name, arguments.engine_root)
     print(text)
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     arguments.output.write_text(text)
