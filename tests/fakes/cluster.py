@@ -58,3 +58,31 @@ def add_lease(
     }
     with engine.begin() as connection:
         connection.execute(sa.insert(leases).values(values))
+
+
+def two_alive_one_dead(engine: sa.Engine, now: datetime) -> dict[str, int]:
+    """Nodes as a store of three nodes at ``now`` holds them, by name with their ids.
+
+    ``node-a`` (alive, 2 s) holds channel:adt and queue:adt/emr; ``node-b`` (alive, 4 s, delivery only)
+    holds queue:lab/lis; ``node-c`` (dead, 40 s) still names channel:lab, expired; job:retention is free.
+    """
+    ids = {
+        "node-a": add_node(engine, "node-a", heartbeat_at=now - timedelta(seconds=2), pid=101),
+        "node-b": add_node(
+            engine,
+            "node-b",
+            heartbeat_at=now - timedelta(seconds=4),
+            roles="delivery",
+            pid=102,
+            host="host-b",
+        ),
+        "node-c": add_node(
+            engine, "node-c", heartbeat_at=now - timedelta(seconds=40), pid=103, host="host-c"
+        ),
+    }
+    add_lease(engine, "channel:adt", ids["node-a"], token=3, expires_at=now + timedelta(seconds=8))
+    add_lease(engine, "queue:adt/emr", ids["node-a"], token=1, expires_at=now + timedelta(seconds=8))
+    add_lease(engine, "queue:lab/lis", ids["node-b"], token=2, expires_at=now + timedelta(seconds=6))
+    add_lease(engine, "channel:lab", ids["node-c"], token=5, expires_at=now - timedelta(seconds=30))
+    add_lease(engine, "job:retention", None, token=0, expires_at=None)
+    return ids
