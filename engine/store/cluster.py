@@ -257,7 +257,8 @@ def _state(stopped_at: datetime | None, heartbeat_at: datetime, now: datetime, s
 
 
 def _expired(expires_at: datetime | None, now: datetime) -> bool:
-    return expires_at is None or expires_at <= now
+    # As a claim sees it: a lease may be taken over once its expiry is past, not at the instant.
+    return expires_at is None or expires_at < now
 
 
 def _jsonable(value):

@@ -119,6 +119,21 @@ def test_each_node_comes_with_the_leases_it_holds_and_free_work_is_named(engine)
     }
 
 
+def test_a_lease_expires_after_its_expiry_not_at_it(engine):
+    """A lease whose expiry is now is still held (a claim takes only one whose expiry is past)."""
+    node = add_node(engine, "node-a", heartbeat_at=NOW)
+    add_lease(engine, "channel:adt", node, expires_at=NOW)
+    add_lease(engine, "channel:lab", node, expires_at=NOW - timedelta(microseconds=1))
+
+    view = ClusterRepository(engine).view(NOW, LEASE)
+
+    assert [(lease.key, lease.expired) for lease in view.nodes[0].leases] == [
+        ("channel:adt", False),
+        ("channel:lab", True),
+    ]
+    assert view.unheld == ("channel:lab",)
+
+
 def test_prune_forgets_nodes_silent_for_a_week_unless_a_lease_names_them(engine):
     """Rows of nodes gone for over a week are deleted; one that a lease row still names is kept."""
     add_node(engine, "old-stopped", heartbeat_at=NOW - timedelta(days=9), stopped_at=NOW - timedelta(days=8))
