@@ -1,7 +1,7 @@
 """What the store says of the engine processes that share it: the nodes, their heartbeats, their leases.
 
-The rows are written by the processes themselves (``engine.channels.leases``): a ``nodes`` row per
-process start, its heartbeat renewed, and a ``leases`` row per piece of work held. This module only
+The rows are written by the processes themselves (their ``StoreLeases``): a ``nodes`` row per
+process start, its heartbeat renewed, and a ``leases`` row per piece of work to hold. This module only
 reads them, for people (the console, ``hl7engine nodes``), and forgets nodes long gone.
 
 A node is ``alive`` while its heartbeat is at most ``lease_seconds`` old, ``stopped`` once it said
@@ -12,6 +12,7 @@ off): the leases it held expire and other processes take its work over.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,7 +43,7 @@ NODES_SHOWN = timedelta(hours=24)
 NODES_KEPT = timedelta(days=7)
 
 
-class NodeState:
+class NodeState(enum.StrEnum):
     """What a node is now, as its row tells."""
 
     ALIVE = "alive"
@@ -78,7 +79,7 @@ class NodeView:
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None
-    state: str  # NodeState
+    state: NodeState
     heartbeat_age: float  # seconds since its last heartbeat, to the millisecond
     leases: tuple[HeldLease, ...]
 
@@ -250,7 +251,7 @@ def _held_by(connection: sa.Connection, node_ids: list[int], now: datetime) -> d
     return held
 
 
-def _state(stopped_at: datetime | None, heartbeat_at: datetime, now: datetime, stale: timedelta) -> str:
+def _state(stopped_at: datetime | None, heartbeat_at: datetime, now: datetime, stale: timedelta) -> NodeState:
     if stopped_at is not None:
         return NodeState.STOPPED
     return NodeState.DEAD if now - heartbeat_at > stale else NodeState.ALIVE
