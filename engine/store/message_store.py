@@ -16,6 +16,7 @@ from twisted.internet import defer
 from engine.errors import StoreError
 from engine.model import AttemptResult, NewMessage, ProcessingResult, SourceFile, utc_now
 from engine.store.cipher import CLEAR, Cipher
+from engine.store.cluster import DEFAULT_LEASE_SECONDS, ClusterRepository
 from engine.store.configs import ConfigRepository
 from engine.store.db import WAL_MAX_BYTES, create_engine_for
 from engine.store.messages import MessageQuery, MessageRepository
@@ -57,6 +58,7 @@ class MessageStore:
         self._repository: MessageRepository | None = None
         self._queues: QueueRepository | None = None
         self._configs: ConfigRepository | None = None
+        self._cluster: ClusterRepository | None = None
 
     @property
     def repository(self) -> MessageRepository:
@@ -78,6 +80,13 @@ class MessageStore:
         if self._configs is None:
             raise StoreError("the message store has not been started")
         return self._configs
+
+    @property
+    def cluster(self) -> ClusterRepository:
+        """The blocking reader of the nodes and their leases (for threads and tools); exists once started."""
+        if self._cluster is None:
+            raise StoreError("the message store has not been started")
+        return self._cluster
 
     @property
     def cipher(self) -> Cipher:
@@ -104,6 +113,7 @@ class MessageStore:
         self._repository = MessageRepository(engine, clock=self._clock)
         self._queues = QueueRepository(engine, clock=self._clock)
         self._configs = ConfigRepository(engine)
+        self._cluster = ClusterRepository(engine, clock=self._clock)
         self._pool.start(engine, self._repository.insert_groups)
 
     def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
@@ -171,6 +181,10 @@ class MessageStore:
             changes=changes,
             inputs=tuple(inputs),
         )
+
+    def prune_nodes(self) -> defer.Deferred:
+        """Fires with ClusterRepository.prune_nodes(): how many long-gone nodes were forgotten."""
+        return self._pool.write(ClusterRepository.prune_nodes, self._cluster)
 
     # Reads: each runs on the read pool.
 
@@ -240,6 +254,10 @@ class MessageStore:
     def config_history(self, limit: int = 20) -> defer.Deferred:
         """Fires with ConfigRepository.config_history(limit): newest first."""
         return self._pool.read(ConfigRepository.config_history, self._configs, limit)
+
+    def cluster_view(self, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> defer.Deferred:
+        """Fires with ClusterRepository.view(lease_seconds=...): the nodes and every lease, now."""
+        return self._pool.read(ClusterRepository.view, self._cluster, lease_seconds=lease_seconds)
 
     def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
         """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other write.
