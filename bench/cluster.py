@@ -442,6 +442,8 @@ class Outcome:
     held_after: dict[str, str | None]  # lease key -> holder once the drain was over
     lease_moved: float | None  # seconds from the kill until the killed node's first queue had a new holder
     load_seconds: float  # from the first message sent to the last ACK
+    started: float  # monotonic time of the first message sent
+    killed_at: float  # monotonic time of the kill
     drain_seconds: float  # from the last ACK until nothing waited in the store
     logs: dict[str, str]  # node name -> what it logged
 
@@ -469,6 +471,13 @@ class Outcome:
     def intake_rate(self) -> float:
         """Acknowledged messages per second over the load."""
         return self.report.acknowledged / self.load_seconds if self.load_seconds > 0 else 0.0
+
+    def rates_around_the_kill(self) -> tuple[float, float]:
+        """Acknowledged messages per second before the kill, and after it (on the nodes left)."""
+        before = sum(1 for moment in self.tally.acknowledged.values() if moment < self.killed_at)
+        after = self.report.acknowledged - before
+        first, rest = self.killed_at - self.started, self.started + self.load_seconds - self.killed_at
+        return (before / first if first > 0 else 0.0, after / rest if rest > 0 else 0.0)
 
 
 def run(
@@ -517,6 +526,8 @@ def run(
             held_after=held_after,
             lease_moved=lease_moved,
             load_seconds=last_ack - started,
+            started=started,
+            killed_at=killed_at,
             drain_seconds=drained,
             logs={node.name: node.log() for node in nodes},
         )

@@ -53,6 +53,9 @@ def report(outcome: cluster.Outcome, plan: cluster.Plan, database: str, engine_r
         "|---|---|",
         f"| acknowledged | {found.acknowledged:,} in {outcome.load_seconds:.1f} s"
         f" ({outcome.intake_rate:,.0f} msg/s over the nodes) |",
+        "| msg/s before the kill / after it (on the nodes left) | {:,.0f} / {:,.0f} |".format(
+            *outcome.rates_around_the_kill()
+        ),
         f"| drained after the last ACK | {outcome.drain_seconds:.1f} s |",
         f"| node killed | {outcome.killed} (held {_keys(outcome.held_before, outcome.killed)}) |",
         f"| queue lease moved to another node | {cluster.seconds_text(outcome.lease_moved)} after the kill |",
