@@ -258,83 +258,76 @@ class StoreJournal(_LineJournal):
     """The journal of a queue another node may take over: the same lines, in its ``queue_journals`` row.
 
     Written on a connection of its own (never the store's writer, which intake waits behind), from
-    the sending thread: one UPDATE a note, appending the line. Emptying costs no write of its own:
-    once a round is recorded, the next write replaces the row's lines instead of appending to them
-    (until then the row holds a recorded round, which a replay leaves as it is). ``token``, when
-    the queue is held under a lease, fences every write: it is made only while the lease row still
-    names this holding, so a node that lost the queue cannot send from it any more.
-    """
+    the sending thread: one UPDATE a note, appending the line, committed by itself (autocommit).
+    Emptying costs no write of its own: once a round is recorded, the next write replaces the
+    row's lines instead of appending to them (until then the row holds a recorded round, which a
+    replay leaves as it is). ``token``, when the queue is held under a lease, fences every write:
+    it is made only while the lease row still names this holding, so a node that lost the queue
+    cannot send from it any more.
 
-    _unwritable = (sa.exc.SQLAlchemyError, StoreError)
+    The statements are compiled once and run on the driver's connection: through SQLAlchemy's
+    execution a note cost some 300 µs of CPU on the sending thread, on the driver 60 to 80.
+    """
 
     def __init__(self, key: str, engine: sa.Engine, *, reactor, token: Callable[[], LeaseToken | None]):
         super().__init__(f"in the store ({key})", blocks=True, reactor=reactor)
         self.key = key
         self._engine = engine
         self._token = token
-        self._fence: LeaseToken | None = None
-        self._connection: sa.Connection | None = None
+        self._unwritable = (engine.dialect.loaded_dbapi.Error, sa.exc.SQLAlchemyError, StoreError)
+        self._statements: dict[str, _Compiled] = {}
+        self._values: dict[str, object] = {}
+        self._connection = None  # the driver's connection, out of the engine's pool
+        self._cursor = None
         self._lines = b""  # what the row holds (this holder's lines since the last emptying)
         self._replace = False  # the next write sets the row's lines (emptied, or a write failed)
 
     def open(self) -> None:
         """Read what the queue's last holder left in the row (made if missing), on a connection of its own."""
-        self._fence = self._token()
-        connection = self._connect()
+        fence = self._token()
+        self._statements = _journal_statements(self._engine.dialect, fenced=fence is not None)
+        self._values = {"key": self.key}
+        if fence is not None:
+            self._values.update(lease=fence.key, holder=fence.holder, token=fence.token)
         try:
-            # TRANSACTION: the queue's row, made if missing, and what it holds.
-            with connection.begin():
-                lines = connection.scalar(
-                    sa.select(queue_journals.c.lines).where(queue_journals.c.key == self.key)
-                )
-                if lines is None:
-                    connection.execute(sa.insert(queue_journals).values(key=self.key, lines=""))
+            cursor = self._connect()
+            self._statements["make"].run(cursor, self._values)
+            row = self._statements["read"].run(cursor, self._values).fetchone()
         except BaseException:
             self.close()
             raise
-        self._lines = (lines or "").encode("ascii")  # whole lines: a line is written in one UPDATE
+        self._lines = row[0].encode("ascii")  # whole lines: a line is written in one UPDATE
         self._held = b""
         self._replace = False
 
     def close(self) -> None:
         """Close the connection; the row keeps what it holds for the queue's next holder."""
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._cursor = self._connection, None, None
         if connection is not None:
             try:
                 connection.close()
-            except sa.exc.SQLAlchemyError:
+            except self._unwritable:
                 pass  # already broken: nothing to give back
 
-    def _connect(self) -> sa.Connection:
+    def _connect(self):
+        """The cursor of the journal's connection, connecting first when there is none."""
         if self._connection is None:
-            connection = self._engine.connect()
+            connection = self._engine.raw_connection()
             # Out of the pool: closing it closes it, and a journal per queue never waits for a slot.
             connection.detach()
-            self._connection = connection
-        return self._connection
+            self._engine.dialect.set_isolation_level(connection.dbapi_connection, "AUTOCOMMIT")
+            self._connection, self._cursor = connection, connection.cursor()
+        return self._cursor
 
     def _write(self, data: bytes) -> None:
-        lines = queue_journals.c.lines
-        if self._replace:
+        replace = self._replace
+        if replace:
             data = self._lines + data
-            update = sa.update(queue_journals).values(lines=data.decode("ascii"))
-        else:
-            update = sa.update(queue_journals).values(lines=lines + data.decode("ascii"))
-        update = update.where(queue_journals.c.key == self.key)
-        if (fence := self._fence) is not None:
-            update = update.where(
-                sa.exists().where(
-                    leases_table.c.key == fence.key,
-                    leases_table.c.holder == fence.holder,
-                    leases_table.c.token == fence.token,
-                )
-            )
+        values = {**self._values, "data": data.decode("ascii"), "now": datetime.now(UTC)}
         try:
-            connection = self._connect()
             # TRANSACTION: one note of the queue's journal (with the answer held back before it).
-            with connection.begin():
-                written = connection.execute(update).rowcount
-        except sa.exc.SQLAlchemyError:
+            written = self._statements["set" if replace else "append"].run(self._connect(), values).rowcount
+        except self._unwritable:
             # Whether the commit got through is unknown: start over on a new connection, and have
             # the next write say all the row must hold.
             self.close()
@@ -342,7 +335,7 @@ class StoreJournal(_LineJournal):
             raise
         if written != 1:
             raise StoreError(f"the queue {self.key} is no longer held by this process")
-        self._lines = data if self._replace else self._lines + data
+        self._lines = data if replace else self._lines + data
         self._replace = False
 
     def _written(self) -> bytes:
@@ -351,6 +344,61 @@ class StoreJournal(_LineJournal):
     def _empty(self) -> None:
         self._lines = b""
         self._replace = True
+
+
+class _Compiled:
+    """A statement compiled once for a dialect, run on a driver's cursor (no SQLAlchemy per call)."""
+
+    def __init__(self, statement, dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._positions = compiled.positiontup  # the names in order, for a positional paramstyle
+        self._processors = {
+            name: processor
+            for name, bind in compiled.binds.items()
+            if (processor := bind.type.bind_processor(dialect)) is not None
+        }
+
+    def run(self, cursor, values: dict):
+        """Execute on ``cursor`` with the named ``values``; returns the cursor."""
+        processed = {
+            name: processor(values[name]) for name, processor in self._processors.items() if name in values
+        }
+        values = {**values, **processed} if processed else values
+        if self._positions is not None:
+            cursor.execute(self.sql, tuple(values[name] for name in self._positions))
+        else:
+            cursor.execute(self.sql, values)
+        return cursor
+
+
+def _journal_statements(dialect, *, fenced: bool) -> dict[str, _Compiled]:
+    """The store journal's statements for ``dialect``: make and read the row, append to or set its lines."""
+    row = queue_journals.c
+    key = row.key == sa.bindparam("key")
+    missing = sa.select(sa.bindparam("key", type_=row.key.type), sa.literal_column("''"))
+    statements = {
+        "make": sa.insert(queue_journals).from_select(
+            ["key", "lines"], missing.where(~sa.exists().where(key))
+        ),
+        "read": sa.select(row.lines).where(key),
+    }
+    for name, lines in (("append", row.lines + sa.bindparam("data")), ("set", sa.bindparam("data"))):
+        update = sa.update(queue_journals).values(
+            lines=lines, updated_at=sa.bindparam("now", type_=row.updated_at.type)
+        )
+        update = update.where(key)
+        if fenced:
+            lease = leases_table.c
+            update = update.where(
+                sa.exists().where(
+                    lease.key == sa.bindparam("lease"),
+                    lease.holder == sa.bindparam("holder"),
+                    lease.token == sa.bindparam("token"),
+                )
+            )
+        statements[name] = update
+    return {name: _Compiled(statement, dialect) for name, statement in statements.items()}
 
 
 class _NoJournal:
