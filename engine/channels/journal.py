@@ -16,6 +16,10 @@ load taking it back costs up to the interpreter's switch interval, on every mess
 ``sync`` (``durability: power_loss``) each write is followed by an msync, so a power loss does not
 lose it either; that call runs on a thread of the reactor's pool when the sender is the reactor.
 Past its last line the file holds zeros: the journal is emptied by zeroing what it held.
+
+A queue that may move to another node (a clustered engine) keeps the same lines in the store
+instead (``StoreJournal``, a row of ``queue_journals``), where whoever holds the queue next reads
+them. On one machine worker processes share ``data_dir``, so the file serves them all.
 """
 
 from __future__ import annotations
