@@ -8,6 +8,7 @@ another process of the same machine after a SIGKILL.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -215,16 +216,8 @@ def _in_doubt(url: str) -> list[str]:
         engine.dispose()
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_queue_taken_over_after_its_node_died_mid_round_sends_only_the_one_in_flight_again(
-    tmp_path, migrated, open_postgres_store
-):
-    """Node A sends 4 of 10 and dies with the 5th in flight; node B, on its own MessageStore, takes over.
-
-    B records A's four answers as they were, sends the 5th again marked a possible duplicate, then
-    the rest: the partners got each message once, but the one in flight.
-    """
-    url = migrated
+def _queue_ten(url: str) -> list[tuple[int, int, str]]:
+    """Queue C1..C10 for destination lab of channel adt: (delivery id, message id, control id) in order."""
     rows = [
         new_message(
             b"MSH|^~\\&|A|B|C|D|20260101120000||ADT^A01|C%d|P|2.5\r" % n,
@@ -234,29 +227,103 @@ def test_a_queue_taken_over_after_its_node_died_mid_round_sends_only_the_one_in_
         )
         for n in range(1, 11)
     ]
-    seed = create_engine_for(url)
-    MessageRepository(seed).insert(rows)
-    seed.dispose()
+    engine = create_engine_for(url)
+    try:
+        MessageRepository(engine).insert(rows)
+        with engine.connect() as connection:
+            d = deliveries.c
+            return [tuple(row) for row in connection.execute(sa.select(d.id, d.message_id, d.control_id))]
+    finally:
+        engine.dispose()
 
-    first = Partner(answering=4)
-    node_a = _dispatcher(open_postgres_store(), _store_journals(tmp_path / "a", url), first)
-    node_a.start()
-    yield _until(lambda: len(first.received) == 5, "node A sent 5")
-    node_a.journal.close()  # killed: the round is not recorded, the journal stays in the store
+
+@defer.inlineCallbacks
+def _take_over(folder: Path, url: str, store) -> list[str]:
+    """Node B drains the queue, after recovering what its journal holds; what its partner received."""
     assert [state for _, state, _ in _states(url)] == ["QUEUED"] * 10
-
-    second = Partner()
-    node_b = _dispatcher(open_postgres_store(), _store_journals(tmp_path / "b", url), second)
+    partner = Partner()
+    node_b = _dispatcher(store, _store_journals(folder, url), partner)
     node_b.start()
     try:
         yield _until(lambda: all(state == "SENT" for _, state, _ in _states(url)), "node B sent every one")
     finally:
         yield node_b.stop()
-    assert first.received == ["C1", "C2", "C3", "C4", "C5"]
-    assert second.received == ["C5", "C6", "C7", "C8", "C9", "C10"]
+    return partner.received
+
+
+def _only_the_one_in_flight_went_twice(url: str) -> None:
     assert [attempts for _, _, attempts in _states(url)] == [1, 1, 1, 1, 2, 1, 1, 1, 1, 1]
     [doubt] = _in_doubt(url)
     assert IN_DOUBT_REASON in doubt
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_queue_taken_over_after_its_node_stopped_mid_round_sends_only_the_one_in_flight_again(
+    tmp_path, migrated, open_postgres_store
+):
+    """Node A sends 4 of 10 and stops with the 5th in flight; node B, on its own MessageStore, takes over.
+
+    B records A's four answers as they were, sends the 5th again marked a possible duplicate, then
+    the rest: the partners got each message once, but the one in flight.
+    """
+    _queue_ten(migrated)
+    first = Partner(answering=4)
+    node_a = _dispatcher(open_postgres_store(), _store_journals(tmp_path / "a", migrated), first)
+    node_a.start()
+    yield _until(lambda: len(first.received) == 5, "node A sent 5")
+    node_a.journal.close()  # the round is not recorded, the journal stays in the store
+    second = yield _take_over(tmp_path / "b", migrated, open_postgres_store())
+    assert first.received == ["C1", "C2", "C3", "C4", "C5"]
+    assert second == ["C5", "C6", "C7", "C8", "C9", "C10"]
+    _only_the_one_in_flight_went_twice(migrated)
+
+
+_KILLED_NODE = """
+import json, os, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from engine.channels.journal import Journals
+from engine.model import Delivery, DeliveryResult, Outcome
+url, partner, queue = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+journal = Journals(partner.parent, sync=False, reactor=None, store_url=url).journal("adt", "lab")
+journal.open()
+with partner.open("a") as received:
+    for n, (delivery_id, message_id, control_id) in enumerate(queue, 1):
+        delivery = Delivery(delivery_id, message_id, "adt", "lab", control_id, b"", 1, datetime.now(UTC))
+        if journal.note_sending(delivery) is not None:
+            sys.exit("the journal refused a note")
+        received.write(control_id + "\\n")
+        received.flush()
+        if n == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        journal.answered(delivery, DeliveryResult(Outcome.SENT, b"MSA|AA|" + control_id.encode(), "AA"))
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_queue_taken_over_after_its_node_was_sigkilled_sends_only_the_one_in_flight_again(
+    tmp_path, migrated, open_postgres_store
+):
+    """A real process notes and sends as the sending thread does, and is SIGKILLed with the 5th in flight.
+
+    Its notes, committed asynchronously, are in the store all the same: node B records the four
+    answers and sends only the 5th again (marked), then the rest.
+    """
+    queue = _queue_ten(migrated)
+    partner = tmp_path / "a" / "received"
+    partner.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_NODE, migrated, str(partner), json.dumps(queue)],
+        env=env,
+        timeout=60,
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    second = yield _take_over(tmp_path / "b", migrated, open_postgres_store())
+    assert partner.read_text().split() == ["C1", "C2", "C3", "C4", "C5"]
+    assert second == ["C5", "C6", "C7", "C8", "C9", "C10"]
+    _only_the_one_in_flight_went_twice(migrated)
 
 
 _KILLED_WRITER = """
