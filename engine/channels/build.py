@@ -109,8 +109,13 @@ def build_channel(
         default_charset=charset,
     )
     settings = config.engine
+    # Clustered, a queue may move to another node: its journal is kept in the store, for the next holder.
     journals = Journals(
-        settings.data_dir / JOURNAL_FOLDER, sync=settings.store.durability == "power_loss", reactor=reactor
+        settings.data_dir / JOURNAL_FOLDER,
+        sync=settings.store.durability == "power_loss",
+        reactor=reactor,
+        store_url=settings.store.url if settings.cluster is not None else None,
+        lock_timeout=settings.store.lock_timeout_seconds,
     )
     return Channel(
         channel,
