@@ -3,6 +3,8 @@
 A pass reads work from the store and does it until none is left. ``notify()`` during a pass asks
 for one more right after it; when nothing is left, the next look is scheduled (a timer the pass
 may set itself, or the idle poll); when the store fails, a retry after ``STORE_RETRY_SECONDS``.
+Passes are paused while this process does not hold the work's lease (``pause_passes``,
+``resume_passes``), and stopped for good when their owner closes (``stop_passes``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from engine.errors import StoreError
+from engine.errors import LeaseLost, StoreError
 
 __all__ = ["IDLE_POLL_SECONDS", "STORE_RETRY_SECONDS", "Passes"]
 
@@ -34,13 +36,14 @@ class Passes:
         self._running = False
         self._again = False
         self._stopped = False
+        self._paused = False
         self._timer = None
         self._idle: list[defer.Deferred] = []
 
     @property
     def stopped(self) -> bool:
-        """True once ``stop_passes`` was called: no pass starts any more."""
-        return self._stopped
+        """True while no pass may start: once ``stop_passes`` was called, or while paused."""
+        return self._stopped or self._paused
 
     def describe(self) -> str:
         """Who runs the passes, for logs (``channel adt``)."""
@@ -52,7 +55,7 @@ class Passes:
 
     def notify(self) -> None:
         """Work may be waiting: run a pass now, or right after the one under way."""
-        if self._stopped:
+        if self.stopped:
             return
         if self._running:
             self._again = True
@@ -63,13 +66,26 @@ class Passes:
 
     def look_again_in(self, seconds: float) -> None:
         """Run a pass in ``seconds`` (unless stopped), instead of the idle poll."""
-        if not self._stopped:
+        if not self.stopped:
             self._cancel_timer()
             self._timer = self.reactor.callLater(seconds, self.notify)
 
     def stop_passes(self) -> defer.Deferred:
-        """Stop scheduling passes; fires once the pass under way (if any) is over."""
+        """Stop scheduling passes for good; fires once the pass under way (if any) is over."""
         self._stopped = True
+        return self._pass_over()
+
+    def pause_passes(self) -> defer.Deferred:
+        """Start no pass until ``resume_passes`` (the lease was lost); fires once the pass under way ends."""
+        self._paused = True
+        return self._pass_over()
+
+    def resume_passes(self) -> None:
+        """Passes may start again (the lease is held): one starts now, unless stopped for good."""
+        self._paused = False
+        self.notify()
+
+    def _pass_over(self) -> defer.Deferred:
         self._cancel_timer()
         if not self._running:
             return defer.succeed(None)
@@ -85,7 +101,13 @@ class Passes:
     def _pass_done(self, result) -> None:
         self._running = False
         if isinstance(result, defer.Failure):
-            if result.check(StoreError):
+            if result.check(LeaseLost):
+                log.info(
+                    "{what}: this process no longer holds the work ({error})",
+                    what=self.describe(),
+                    error=result.getErrorMessage(),
+                )
+            elif result.check(StoreError):
                 log.warn(
                     "{what}: store unavailable ({error}); retrying",
                     what=self.describe(),
