@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from twisted.internet import defer, reactor
 
 from engine.channels.leases import LOCAL_LEASES, channel_key, job_key, queue_key
 from engine.channels.leasing import StoreLeases
-from tests.fakes.harness import wait_until
+from engine.config import parse_config
+from engine.hl7.ack import parse_reply
+from engine.listeners.client import MLLPClient
+from engine.service import RETENTION_KEY, Engine
+from engine.store.db import create_engine_for
+from engine.store.pruner import Pruner
+from engine.store.retention import RetentionPolicy
+from engine.store.schema import deliveries
+from tests.fakes.downstream import Downstream
+from tests.fakes.harness import in_thread, port_of, start_engine, wait_until
 
 LEASE = 1.0
 RENEW = 0.2
@@ -133,3 +145,167 @@ def test_local_leases_hold_every_key_without_a_token():
     LOCAL_LEASES.watch("queue:a/b", lambda: acquired.append(True), lambda: None)
     assert acquired == [True]
     assert LOCAL_LEASES.holds("anything") and LOCAL_LEASES.token("anything") is None
+
+
+# The retention job
+
+
+@pytest_twisted.inlineCallbacks
+def test_only_the_holder_of_the_retention_job_prunes(leases_on, open_store):
+    """Two processes' pruners on one store: only the lease holder's runs; after its stop, the other's."""
+    runs = {"a": 0, "b": 0}
+    pruners = {}
+    for name in ("a", "b"):
+        store = open_store()
+        leases = yield leases_on(name, store=store)
+        leases.watch(RETENTION_KEY, lambda: None, lambda: None)
+
+        def policy(name=name) -> RetentionPolicy:
+            runs[name] += 1
+            return RetentionPolicy()
+
+        pruners[name] = Pruner(
+            store,
+            policy,
+            reactor=reactor,
+            every=0.05,
+            batch=10,
+            may_run=lambda leases=leases: leases.holds(RETENTION_KEY),
+        )
+        pruners[name].start()
+        if name == "a":
+            yield wait_until(lambda leases=leases: leases.holds(RETENTION_KEY), seconds=5)
+            first = leases
+    try:
+        yield wait_until(lambda: runs["a"] >= 5, seconds=5)
+        assert runs["b"] == 0
+        yield first.stop()
+        yield wait_until(lambda: runs["b"] >= 5, seconds=RENEW * 3 + 1)
+    finally:
+        for pruner in pruners.values():
+            yield pruner.stop()
+
+
+# Two engines on one PostgreSQL store
+
+
+def _cluster_config(tmp_path: Path, url: str, node: str, downstream_port: int):
+    text = f"""
+engine:
+  application: HUB
+  facility: TEST
+  data_dir: {tmp_path / node}
+  store:
+    url: {url}
+  cluster:
+    node: {node}
+    lease_seconds: {LEASE * 2}
+    renew_seconds: {RENEW * 2}
+listeners:
+  - name: main
+    endpoint: "tcp:0:interface=127.0.0.1"
+channels:
+  - name: adt
+    source: main
+    accept: {{types: ["*"]}}
+    destinations:
+      - name: emr
+        type: mllp
+        host: 127.0.0.1
+        port: {downstream_port}
+        ack_timeout_seconds: 2
+        connect_timeout_seconds: 2
+        queue:
+          retry_initial_seconds: 0.05
+          retry_jitter: 0
+"""
+    return parse_config(text, source=str(tmp_path / f"{node}.yaml"))
+
+
+def _adt(n: int) -> bytes:
+    return (
+        "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|"
+        f"C{n:04d}|P|2.5.1\rPID|1||{n}^^^PMS^MR||DOE^JOHN\r"
+    ).encode()
+
+
+def _send(port: int, numbers) -> list[str]:
+    with MLLPClient("127.0.0.1", port, timeout=20) as client:
+        return [parse_reply(client.request(_adt(n))).code for n in numbers]
+
+
+def _control_ids(payloads: list[bytes]) -> list[str]:
+    return [payload.split(b"|")[9].decode() for payload in payloads]
+
+
+def _deliveries_in_id_order(url: str) -> list[str]:
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.select(deliveries.c.control_id).order_by(deliveries.c.id))
+            return [control_id for (control_id,) in rows]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def two_engines(tmp_path, postgres_url):
+    """``start()``: a downstream and two engines (nodes a, b) on one PostgreSQL store; all stopped after."""
+    downstream = Downstream()
+    started = []
+
+    def start() -> tuple[Downstream, Engine, Engine]:
+        port = downstream.start()
+        for node in ("a", "b"):
+            started.append(start_engine(_cluster_config(tmp_path, postgres_url, node, port)))
+        return downstream, *started
+
+    yield start
+    for engine in started:
+        if engine.running:
+            pytest_twisted.blockon(engine.stopService())
+    pytest_twisted.blockon(downstream.stop())
+
+
+@pytest.mark.postgres
+@pytest_twisted.inlineCallbacks
+def test_two_engines_deliver_every_message_once_in_delivery_id_order(two_engines, postgres_url):
+    """Messages sent to both nodes at once: each delivered exactly once, in the order of delivery ids."""
+    downstream, a, b = two_engines()
+    codes = yield defer.gatherResults(
+        [
+            in_thread(_send, port_of(a), range(0, 40)),
+            in_thread(_send, port_of(b), range(100, 140)),
+        ]
+    )
+    assert set(codes[0] + codes[1]) == {"AA"}
+    yield wait_until(lambda: len(downstream.received) >= 80, seconds=30)
+    received = _control_ids(downstream.received)
+    assert sorted(received) == sorted([f"C{n:04d}" for n in (*range(0, 40), *range(100, 140))])
+    assert received == (yield in_thread(_deliveries_in_id_order, postgres_url))
+    assert not a.channels["adt"].processes_at_intake and not b.channels["adt"].processes_at_intake
+
+
+@pytest.mark.postgres
+@pytest_twisted.inlineCallbacks
+def test_a_node_stopped_mid_stream_hands_its_work_to_the_other(two_engines, postgres_url):
+    """The processing node stops while both take messages: the other takes all over in time, delivers all."""
+    downstream, a, b = two_engines()
+    keys = {channel_key("adt"), queue_key("adt", "emr")}
+    yield wait_until(lambda: all(a.leases.holds(k) or b.leases.holds(k) for k in keys), seconds=10)
+    stopping, staying = (a, b) if a.leases.holds(channel_key("adt")) else (b, a)
+    sending = in_thread(_send, port_of(staying), range(100, 160))
+    codes = yield in_thread(_send, port_of(stopping), range(0, 30))
+    yield stopping.stopService()
+    stopped = reactor.seconds()
+    lease = a.config.engine.cluster
+    limit = lease.lease_seconds + lease.renew_every
+    yield wait_until(lambda: all(staying.leases.holds(k) for k in keys), seconds=limit)
+    took_over = reactor.seconds() - stopped
+    codes += yield sending
+    assert set(codes) == {"AA"}
+    yield wait_until(lambda: len(downstream.received) >= 90, seconds=30)
+    received = _control_ids(downstream.received)
+    assert sorted(received) == sorted([f"C{n:04d}" for n in (*range(0, 30), *range(100, 160))])
+    assert received == (yield in_thread(_deliveries_in_id_order, postgres_url))
+    assert took_over <= limit
