@@ -82,15 +82,13 @@ class Channel(Passes):
         ``journals``: where each destination's queue keeps its journal. ``leases``: whether this
         process may process the channel and drain each of its queues now.
         """
-        super().__init__(reactor)
+        super().__init__(reactor, leases=leases, key=channel_key(config.name))
         self.name = config.name
         self.store = store
         self.pipeline = pipeline
         self.batch_size = batch_size
         self._observe = observer or (lambda event, fields: None)
         self._at_intake = may_process_at_intake(config)
-        self.leases = leases
-        self.key = channel_key(self.name)
         # False when several processes take in this channel's messages (nodes of a cluster): each
         # message is then stored RECEIVED, and the holder of the lease processes them in id order.
         self.at_intake_allowed = True
@@ -162,8 +160,7 @@ class Channel(Passes):
             and self._caught_up
             and not self._held
             and not self._tracked
-            and not self.stopped
-            and self.leases.holds(self.key)
+            and self.may_work
         )
 
     def receive(self, text: str, codec: str, control_id: str) -> Receipt:
@@ -244,7 +241,7 @@ class Channel(Passes):
     def run_pass(self):
         after_id = 0
         lease = self.leases.token(self.key)  # the results of this pass are written under it
-        while not self.stopped:
+        while self.may_work:
             # Committed before this read, so the read sees them if they are still RECEIVED.
             stored_before = set(self._tracked)
             rows = yield self.store.pending_for_processing(

@@ -101,7 +101,7 @@ class Dispatcher(Passes):
 
         ``leases``: whether this process may drain the queue now (it holds ``queue_key``).
         """
-        super().__init__(reactor)
+        super().__init__(reactor, leases=leases, key=queue_key(channel, destination.name))
         self.channel = channel
         self.destination = destination
         self.retry = retry
@@ -112,8 +112,6 @@ class Dispatcher(Passes):
         self._observe = observer
         self.rng = rng or random.Random()
         self._urgent = urgent
-        self.leases = leases
-        self.key = queue_key(channel, destination.name)
 
     @property
     def name(self) -> str:
@@ -166,11 +164,11 @@ class Dispatcher(Passes):
         destination = self.destination
 
         def stopped() -> bool:
-            return self.stopped
+            return not self.may_work
 
         # Every write of this pass names the lease it was taken under: once lost, nothing is written.
         lease = self.leases.token(self.key)
-        while not self.stopped:
+        while self.may_work:
             unrecorded = self.journal.unrecorded()
             if unrecorded:
                 yield self._recover(unrecorded, lease)
@@ -190,7 +188,7 @@ class Dispatcher(Passes):
                 return
             attempts, settled = self._decide(list(zip(due, results)), replay=False)
             yield self._record(attempts, settled, lease)
-            if len(due) < GATHER_BELOW and not self.stopped and not self._urgent():
+            if len(due) < GATHER_BELOW and self.may_work and not self._urgent():
                 yield task.deferLater(self.reactor, GATHER_SECONDS, lambda: None)
 
     def _recover(self, unrecorded: Sequence[Unrecorded], lease: LeaseToken | None) -> defer.Deferred:

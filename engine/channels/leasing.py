@@ -7,9 +7,9 @@ work its roles do: ``ROLES``). The share of a kind
 of work (channels, queues, jobs) is the number of watched keys of that kind over the live
 processes whose roles do that kind, rounded up; a process holding more than its share (another
 one joined) stops the work of the surplus and releases it, so the newcomer can claim it. A clean
-stop stops the work and releases every lease at once. A process that cannot reach the store
-counts its leases lost when they expire by its own reckoning, since another process may take them
-from then on; the writes it made under them check the token anyway (``LeaseLost``).
+stop stops the work and releases every lease at once. A process that cannot renew counts its
+leases lost one renewal before they expire, so it stops before another process may take them; the
+writes made under them check the token anyway (``LeaseLost``).
 """
 
 from __future__ import annotations
@@ -69,12 +69,19 @@ class StoreLeases:
         self.roles = frozenset(roles)
         self._lease_seconds = lease_seconds
         self._renew_every = renew_every
+        # How long a lease counts as held here after the start of its last renewal: one renewal
+        # less than in the store, so this process stops its work before another may take it over.
+        self._valid_for = lease_seconds - renew_every
         self._wake_address = wake_address
         self._clock = clock
         self.node_id: int | None = None
         self._watchers: dict[str, tuple[Acquired, Lost]] = {}
         self._held: dict[str, Holding] = {}
         self._ensured: set[str] = set()
+        # Keys whose work is stopping (lost, or handed over and released once stopped): not claimed
+        # again until then. A round never waits for them (a delivery in flight may take a while),
+        # so the other leases are renewed meanwhile.
+        self._stopping_work: dict[str, defer.Deferred] = {}
         self._loop: task.LoopingCall | None = None
         self._busy = False  # a round is under way (self._round)
         self._round: defer.Deferred = defer.succeed(None)
@@ -139,8 +146,8 @@ class StoreLeases:
         if self._busy:
             yield self._round
         held, self._held = self._held, {}
-        yield self._stop_work(held)
-        yield self._release([holding.token for holding in held.values()])
+        self._stop_work(held, release=True)
+        yield defer.DeferredList(list(self._stopping_work.values()))
         if self.node_id is not None:
             try:
                 yield self._store.node_stopped(self.node_id, self._clock())
@@ -187,7 +194,7 @@ class StoreLeases:
         except StoreError as error:
             log.warn("leases not renewed: {error}", error=str(error))
             expired = {key: h for key, h in self._held.items() if self._reactor.seconds() >= h.valid_until}
-            yield self._lost(expired, "it expired before the store could renew it")
+            self._lost(expired, "it expired before the store could renew it")
 
     @defer.inlineCallbacks
     def _renew(self, started: float, expires_at: datetime):
@@ -200,10 +207,10 @@ class StoreLeases:
         lost = {}
         for key, holding in list(self._held.items()):
             if key in kept_keys:
-                self._held[key] = Holding(holding.token, holding.acquired_at, started + self._lease_seconds)
+                self._held[key] = Holding(holding.token, holding.acquired_at, started + self._valid_for)
             else:
                 lost[key] = holding
-        yield self._lost(lost, "another process took it over")
+        self._lost(lost, "another process took it over")
 
     @defer.inlineCallbacks
     def _balance(self, live, started: float, now: datetime, expires_at: datetime):
@@ -220,8 +227,7 @@ class StoreLeases:
             mine = [key for key in keys if key in self._held]
             if len(mine) > share:
                 surplus = {key: self._held.pop(key) for key in mine[share:]}
-                yield self._stop_work(surplus)
-                yield self._release([h.token for h in surplus.values()])
+                self._stop_work(surplus, release=True)
                 log.info(
                     "released {count} {kind} lease(s) over this node's share ({share}) for other nodes",
                     count=len(surplus),
@@ -229,7 +235,7 @@ class StoreLeases:
                     share=share,
                 )
             elif len(mine) < share:
-                free = [key for key in keys if key not in self._held]
+                free = [key for key in keys if key not in self._held and key not in self._stopping_work]
                 taken = yield self._store.claim_leases(self.node_id, free, share - len(mine), now, expires_at)
                 yield self._acquired(taken, started, now)
 
@@ -241,7 +247,7 @@ class StoreLeases:
             if watcher is None or self._stopping:  # unwatched while the claim was under way
                 unwatched.append(token)
                 continue
-            self._held[token.key] = Holding(token, now, started + self._lease_seconds)
+            self._held[token.key] = Holding(token, now, started + self._valid_for)
             log.info("lease {key} acquired (token {token})", key=token.key, token=token.token)
             try:
                 watcher[0]()
@@ -249,14 +255,17 @@ class StoreLeases:
                 log.failure("starting the work of {key} failed", key=token.key)
         yield self._release(unwatched)
 
-    def _lost(self, lost: dict[str, Holding], why: str) -> defer.Deferred:
+    def _lost(self, lost: dict[str, Holding], why: str) -> None:
         for key in lost:
             self._held.pop(key, None)
             log.warn("lease {key} lost: {why}; its work stops", key=key, why=why)
-        return self._stop_work(lost)
+        self._stop_work(lost)
 
-    def _stop_work(self, holdings: dict[str, Holding]) -> defer.Deferred:
-        """Tell the watchers of these keys to stop their work; fires once all stopped."""
+    def _stop_work(self, holdings: dict[str, Holding], *, release: bool = False) -> defer.Deferred:
+        """Tell the watchers of these keys to stop their work (then ``release`` the leases); fires once done.
+
+        Until then the keys are in ``_stopping_work``: not claimed again.
+        """
         stops = [
             defer.maybeDeferred(self._watchers[key][1]).addErrback(
                 lambda failure, key=key: log.failure("stopping the work of {key} failed", failure, key=key)
@@ -264,7 +273,19 @@ class StoreLeases:
             for key in holdings
             if key in self._watchers
         ]
-        return defer.DeferredList(stops, consumeErrors=True).addCallback(lambda _: None)
+        done = defer.DeferredList(stops, consumeErrors=True)
+        if release:
+            tokens = [holding.token for holding in holdings.values()]
+            done.addCallback(lambda _: self._release(tokens))
+        for key in holdings:
+            self._stopping_work[key] = done
+
+        def over(_) -> None:
+            for key in holdings:
+                if self._stopping_work.get(key) is done:
+                    del self._stopping_work[key]
+
+        return done.addCallback(over)
 
     @defer.inlineCallbacks
     def _release(self, tokens: list[LeaseToken]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from engine.channels.leases import LOCAL_LEASES, Leases
 from engine.errors import LeaseLost, StoreError
 
 __all__ = ["IDLE_POLL_SECONDS", "STORE_RETRY_SECONDS", "Passes"]
@@ -28,11 +29,14 @@ IDLE_POLL_SECONDS = 5.0
 class Passes:
     """Runs ``run_pass`` one at a time, on notice and on schedule.
 
-    Subclasses give ``run_pass`` and ``describe``.
+    Subclasses give ``run_pass`` and ``describe``. ``key`` names the work: a pass goes on only while
+    ``leases`` says this process holds it.
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, *, leases: Leases = LOCAL_LEASES, key: str = ""):
         self.reactor = reactor
+        self.leases = leases
+        self.key = key
         self._running = False
         self._again = False
         self._stopped = False
@@ -44,6 +48,15 @@ class Passes:
     def stopped(self) -> bool:
         """True while no pass may start: once ``stop_passes`` was called, or while paused."""
         return self._stopped or self._paused
+
+    @property
+    def may_work(self) -> bool:
+        """Whether a pass may go on: not stopped nor paused, and the work's lease still held.
+
+        A lease expires by this process's reckoning before its loss is told (``lost``, which
+        pauses): a pass under way stops at the next step all the same, so it sends no more.
+        """
+        return not self.stopped and self.leases.holds(self.key)
 
     def describe(self) -> str:
         """Who runs the passes, for logs (``channel adt``)."""
