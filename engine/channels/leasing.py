@@ -183,12 +183,12 @@ class StoreLeases:
         now = self._clock()
         expires_at = now + timedelta(seconds=self._lease_seconds)
         try:
+            yield self._renew(started, expires_at)  # first: the work under way depends on it
             yield self._store.heartbeat(self.node_id, now)
             new_keys = set(self._watchers) - self._ensured
             if new_keys:
                 yield self._store.ensure_lease_keys(sorted(new_keys))
                 self._ensured |= new_keys
-            yield self._renew(started, expires_at)
             live = yield self._store.live_nodes(now, self._lease_seconds)
             yield self._balance(live, started, now, expires_at)
         except StoreError as error:
