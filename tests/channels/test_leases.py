@@ -9,18 +9,25 @@ import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import defer, reactor
 
+from engine.channels.destinations.mllp import MLLPDestination
+from engine.channels.destinations.spec import MllpSettings
+from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.leases import LOCAL_LEASES, channel_key, job_key, queue_key
 from engine.channels.leasing import StoreLeases
 from engine.config import parse_config
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
+from engine.model import NewDelivery, ProcessingResult, Status, utc_now
 from engine.service import RETENTION_KEY, Engine
 from engine.store.db import create_engine_for
 from engine.store.pruner import Pruner
 from engine.store.retention import RetentionPolicy
 from engine.store.schema import deliveries
-from tests.fakes.downstream import Downstream
+from engine.store.schema import leases as leases_table
+from tests.fakes.downstream import Downstream, Gate
 from tests.fakes.harness import in_thread, port_of, start_engine, wait_until
+from tests.fakes.messages import pms_message
+from tests.fakes.outbound import message
 
 LEASE = 1.0
 RENEW = 0.2
@@ -313,3 +320,75 @@ def test_a_node_stopped_mid_stream_hands_its_work_to_the_other(two_engines, post
     assert sorted(received) == sorted([f"C{n:04d}" for n in (*range(0, 30), *range(100, 160))])
     assert received == (yield in_thread(_deliveries_in_id_order, postgres_url))
     assert took_over <= limit
+
+
+# A dispatcher that loses its lease
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dispatcher_that_loses_its_lease_finishes_the_send_records_nothing_and_recovers_on_return(
+    leases_on, open_store, journals
+):
+    """Lease taken over mid-send: the answer is not recorded (stale token), the connection closes;
+    the lease back, the journalled answer is recorded: SENT, sent once."""
+    store = open_store()
+    leases = yield leases_on("a", store=store)
+    [message_id] = yield store.add([pms_message(1, status=Status.RECEIVED, channel="adt")])
+    emr = NewDelivery("emr", Status.QUEUED, "MSG-1", message(1))
+    [delivery_id] = yield store.record_processing(
+        [ProcessingResult(message_id, Status.QUEUED, deliveries=(emr,))]
+    )
+    gate = Gate()
+    downstream = Downstream()
+    downstream.script(gate)
+    port = downstream.start()
+    destination = MLLPDestination("emr", MllpSettings(host="127.0.0.1", port=port), reactor=reactor)
+    dispatcher = Dispatcher(
+        "adt",
+        destination,
+        RetryPolicy(jitter=0),
+        store=store,
+        journal=journals.journal("adt", "emr"),
+        reactor=reactor,
+        clock=utc_now,
+        on_settled=lambda delivery, result: None,
+        observer=lambda *_: None,
+        leases=leases,
+    )
+    key = queue_key("adt", "emr")
+    engine = store.repository.engine
+    try:
+        dispatcher.start()
+        yield gate.arrived
+        thief = yield store.register_node("b", "host", 2, ["delivery"], None, utc_now())
+        yield in_thread(_set_lease, engine, key, thief)  # taken over, as after an expiry
+        yield wait_until(lambda: not leases.holds(key), seconds=LEASE)
+        gate.release()
+        yield wait_until(lambda: dispatcher.stopped and not downstream.factory.connections, seconds=5)
+        yield dispatcher.pause_passes()  # paused already: fires once the pass under way wrote (or not)
+        assert (yield in_thread(_delivery, engine, delivery_id)) == (Status.QUEUED, 0)
+        yield in_thread(_set_lease, engine, key, None)  # the thief let it go: it comes back
+        yield wait_until(lambda: leases.holds(key), seconds=5)
+        yield wait_until(
+            lambda: in_thread(_delivery, engine, delivery_id).addCallback(lambda d: d[0] == Status.SENT),
+            seconds=5,
+        )
+        assert len(downstream.received) == 1
+    finally:
+        yield dispatcher.stop()
+        yield downstream.stop()
+
+
+def _set_lease(engine: sa.Engine, key: str, holder: int | None) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            sa.update(leases_table)
+            .where(leases_table.c.key == key)
+            .values(holder=holder, token=leases_table.c.token + 1, expires_at=None)
+        )
+
+
+def _delivery(engine: sa.Engine, delivery_id: int) -> tuple[str, int]:
+    with engine.connect() as connection:
+        c = deliveries.c
+        return tuple(connection.execute(sa.select(c.status, c.attempts).where(c.id == delivery_id)).one())
