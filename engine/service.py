@@ -39,39 +39,29 @@ log = Logger()
 
 
 class StoreService(service.Service):
-    """Owns the MessageStore's threads for the life of the engine."""
+    """Owns the MessageStore's threads for the life of the engine, and the leases kept in the store.
 
-    def __init__(self, store: MessageStore):
-        self.setName("store")
-        self.store = store
-
-    def startService(self) -> None:
-        super().startService()
-        self.store.start()
-
-    def stopService(self):
-        super().stopService()
-        return self.store.stop()
-
-
-class LeasesService(service.Service):
-    """Registers this process on the shared store and keeps its leases while the engine runs.
-
-    Started right after the store, stopped right before it: once the channels stopped, whatever is
-    still held is released, so other processes take it over at once.
+    The services stop all at once (MultiService): the leases stop first, while the store still takes
+    writes, so the work they held stops and is released, and other processes take it over at once.
     """
 
-    def __init__(self, leases: StoreLeases):
-        self.setName("leases")
+    def __init__(self, store: MessageStore, leases: StoreLeases | None = None):
+        self.setName("store")
+        self.store = store
         self.leases = leases
 
     def startService(self) -> None:
         super().startService()
-        self.leases.start().addErrback(lambda failure: log.failure("the leases did not start", failure))
+        self.store.start()
+        if self.leases is not None:
+            self.leases.start().addErrback(lambda failure: log.failure("the leases did not start", failure))
 
+    @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        return self.leases.stop()
+        if self.leases is not None:
+            yield self.leases.stop()
+        yield self.store.stop()
 
 
 #: The lease of the retention schedule: with processes sharing a store, only its holder prunes.
@@ -161,10 +151,9 @@ class Engine(service.MultiService):
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
         )
-        StoreService(self.store).setServiceParent(self)
         self.leases = leases or _make_leases(config, self.store, reactor)
-        if leases is None and isinstance(self.leases, StoreLeases):
-            LeasesService(self.leases).setServiceParent(self)
+        owned = self.leases if leases is None and isinstance(self.leases, StoreLeases) else None
+        StoreService(self.store, owned).setServiceParent(self)
         # The policy is read at each run, so a reload's retention_days apply from the next one.
         self.pruner = Pruner(
             self.store,
