@@ -180,13 +180,15 @@ class LeaseRepository:
             return [tuple(row) for row in connection.execute(statement)]
 
 
-def hold_in(connection: sa.Connection, lease: LeaseToken) -> None:
+def hold_in(connection: sa.Connection, lease: LeaseToken | None) -> None:
     """Inside a write's transaction: go on only while ``lease`` is still held, else raise LeaseLost.
+
+    None: the write is made under no lease (the engine alone on its store), nothing to check.
 
     Raised inside the transaction, LeaseLost rolls the whole write back. On PostgreSQL the lease
     row stays locked until the commit, so no other process takes the lease over meanwhile.
     """
-    if not _run(connection, _TOUCH, lease):
+    if lease is not None and not _run(connection, _TOUCH, lease):
         raise LeaseLost(lease.key)
 
 

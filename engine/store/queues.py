@@ -304,11 +304,9 @@ class QueueRepository:
         skipped: list[int] = []
         with store_errors("recording processing results"):
             # TRANSACTION: each message's new status and transformed content, its deliveries and
-            # their events: a message is either fully processed or still RECEIVED (and the lease
-            # it was processed under still held).
+            # their events: a message is either fully processed (its lease still held) or RECEIVED.
             with self._engine.begin() as connection:
-                if lease is not None:
-                    hold_in(connection, lease)
+                hold_in(connection, lease)
                 # The claim: only messages still RECEIVED, once each (a concurrent or repeated claim
                 # gets nothing).
                 claimed = {
@@ -427,8 +425,7 @@ class QueueRepository:
             # whose deliveries are now all final, so a message never shows SENT before its rows do
             # (and the lease the attempts were made under still held).
             with self._engine.begin() as connection:
-                if lease is not None:
-                    hold_in(connection, lease)
+                hold_in(connection, lease)
                 results = _not_yet_recorded(connection, results)
                 if not results:
                     return
