@@ -119,14 +119,21 @@ class StoreLeases:
     def start(self):
         """Register this process as a node, then claim its share at once and every ``renew_every`` seconds."""
         self._stopping = False
-        self.node_id = yield self._store.register_node(
-            self._node,
-            socket.gethostname(),
-            os.getpid(),
-            sorted(self.roles),
-            self._wake_address,
-            self._clock(),
-        )
+        while self.node_id is None:
+            try:
+                self.node_id = yield self._store.register_node(
+                    self._node,
+                    socket.gethostname(),
+                    os.getpid(),
+                    sorted(self.roles),
+                    self._wake_address,
+                    self._clock(),
+                )
+            except StoreError as error:
+                log.warn("could not register this node, trying again: {error}", error=str(error))
+                yield task.deferLater(self._reactor, self._renew_every, lambda: None)
+            if self._stopping:
+                return
         log.info(
             "node {node} (id {node_id}) shares its store; roles {roles}",
             node=self._node,
