@@ -20,6 +20,8 @@ from twisted.logger import Logger
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
+from engine.channels.leases import LOCAL_LEASES, Leases, job_key
+from engine.channels.leasing import StoreLeases
 from engine.config import Config, EngineSettings, load_config
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
@@ -37,35 +39,53 @@ log = Logger()
 
 
 class StoreService(service.Service):
-    """Owns the MessageStore's threads for the life of the engine."""
+    """Owns the MessageStore's threads for the life of the engine, and the leases kept in the store.
 
-    def __init__(self, store: MessageStore):
+    The services stop all at once (MultiService): the leases stop first, while the store still takes
+    writes, so the work they held stops and is released, and other processes take it over at once.
+    """
+
+    def __init__(self, store: MessageStore, leases: StoreLeases | None = None):
         self.setName("store")
         self.store = store
+        self.leases = leases
 
     def startService(self) -> None:
         super().startService()
         self.store.start()
+        if self.leases is not None:
+            self.leases.start().addErrback(lambda failure: log.failure("the leases did not start", failure))
 
+    @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        return self.store.stop()
+        if self.leases is not None:
+            yield self.leases.stop()
+        yield self.store.stop()
+
+
+#: The lease of the retention schedule: with processes sharing a store, only its holder prunes.
+RETENTION_KEY = job_key("retention")
 
 
 class RetentionService(service.Service):
     """Runs the retention schedule (``Pruner``) while the engine runs; stops before the store does."""
 
-    def __init__(self, pruner: Pruner):
+    def __init__(self, pruner: Pruner, leases: Leases = LOCAL_LEASES):
         self.setName("retention")
         self.pruner = pruner
+        self.leases = leases
 
     def startService(self) -> None:
         super().startService()
+        self.leases.watch(RETENTION_KEY, lambda: None, lambda: None)
         self.pruner.start()
 
+    @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        return self.pruner.stop()
+        yield self.pruner.stop()
+        yield self.leases.unwatch(RETENTION_KEY)
 
 
 class ChannelsService(service.Service):
@@ -103,7 +123,18 @@ class Engine(service.MultiService):
     Store, channels and listeners (and the web server with engine.http), built from one Config.
     """
 
-    def __init__(self, config: Config, reactor, *, store: MessageStore | None = None, observer=None):
+    def __init__(
+        self,
+        config: Config,
+        reactor,
+        *,
+        store: MessageStore | None = None,
+        observer=None,
+        leases: Leases | None = None,
+    ):
+        """``leases``: the work this process may do; by default all of it (LocalLeases), or with
+        ``engine.cluster`` a share of it through the store (StoreLeases, started and stopped here).
+        """
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -120,7 +151,9 @@ class Engine(service.MultiService):
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
         )
-        StoreService(self.store).setServiceParent(self)
+        self.leases = leases or _make_leases(config, self.store, reactor)
+        owned = self.leases if leases is None and isinstance(self.leases, StoreLeases) else None
+        StoreService(self.store, owned).setServiceParent(self)
         # The policy is read at each run, so a reload's retention_days apply from the next one.
         self.pruner = Pruner(
             self.store,
@@ -128,8 +161,9 @@ class Engine(service.MultiService):
             reactor=reactor,
             every=settings.store.prune_every_seconds,
             batch=settings.store.prune_batch,
+            may_run=lambda: self.leases.holds(RETENTION_KEY),
         )
-        RetentionService(self.pruner).setServiceParent(self)
+        RetentionService(self.pruner, self.leases).setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
         self.channels_service = ChannelsService(self.channels)
@@ -162,7 +196,10 @@ class Engine(service.MultiService):
                     channels=self.channels,
                     tables=config.lookup_tables,
                     observer=self.observer,
+                    leases=self.leases,
                 )
+                # Several nodes take in this channel's messages: only the lease holder processes them.
+                self.channels[channel.name].at_intake_allowed = config.engine.cluster is None
 
     def _idle_senders(self) -> int:
         return sum(
@@ -352,6 +389,25 @@ class Engine(service.MultiService):
         log.info("config reloaded: {report}", report=str(report))
         yield self.record_config(new, report)
         return report
+
+
+#: The roles of an engine process that does everything (one process, or each node of a cluster).
+ALL_ROLES = ("intake", "processing", "delivery", "jobs")
+
+
+def _make_leases(config: Config, store: MessageStore, reactor) -> Leases:
+    """LocalLeases for an engine alone on its store; StoreLeases for a node of ``engine.cluster``."""
+    cluster = config.engine.cluster
+    if cluster is None:
+        return LOCAL_LEASES
+    return StoreLeases(
+        store,
+        reactor=reactor,
+        node=cluster.node,
+        roles=ALL_ROLES,
+        lease_seconds=cluster.lease_seconds,
+        renew_every=cluster.renew_every,
+    )
 
 
 def _without_keys(settings: EngineSettings) -> EngineSettings:

@@ -15,6 +15,7 @@ from engine.channels.destinations.record import RecordDestination
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
+from engine.channels.leases import LOCAL_LEASES, Leases
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
 from engine.record.identity import IdentityRule
@@ -66,10 +67,12 @@ def build_channel(
     channels: Mapping[str, Channel],
     tables: Mapping[str, LookupTable],
     observer=None,
+    leases: Leases = LOCAL_LEASES,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
     ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
+    ``leases``: the work this process holds (the channel's processing, each destination's queue).
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
@@ -109,8 +112,14 @@ def build_channel(
         default_charset=charset,
     )
     settings = config.engine
+    # Clustered, a queue may move to another node: its journal is kept in the store, for the next holder.
     journals = Journals(
-        settings.data_dir / JOURNAL_FOLDER, sync=settings.store.durability == "power_loss", reactor=reactor
+        settings.data_dir / JOURNAL_FOLDER,
+        sync=settings.store.durability == "power_loss",
+        reactor=reactor,
+        store_url=settings.store.url if settings.cluster is not None else None,
+        lock_timeout=settings.store.lock_timeout_seconds,
+        leases=leases,
     )
     return Channel(
         channel,
@@ -120,4 +129,5 @@ def build_channel(
         journals=journals,
         reactor=reactor,
         observer=observer,
+        leases=leases,
     )
