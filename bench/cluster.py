@@ -118,13 +118,15 @@ class Node:
 class Receivers:
     """A recording partner process per destination (AA for everything, each control id noted in order)."""
 
-    def __init__(self, folder: Path, destinations: tuple[str, ...] = DESTINATIONS):
+    def __init__(
+        self, folder: Path, *, answer_delay: float = 0.0, destinations: tuple[str, ...] = DESTINATIONS
+    ):
         self.partners: dict[str, Downstream] = {}
         try:
             for name in destinations:
                 partner_folder = folder / f"partner-{name}"
                 partner_folder.mkdir(exist_ok=True)
-                self.partners[name] = Downstream(partner_folder)
+                self.partners[name] = Downstream(partner_folder, answer_delay=answer_delay)
         except Exception:
             self.close()
             raise
@@ -170,6 +172,7 @@ class Senders:
         tag: str = "FO",
         reply_timeout: float = 15.0,
         give_up_after: int = 30,
+        pace_seconds: float = 0.0,
     ):
         self.ports = ports
         self.per_connection = per_connection
@@ -177,6 +180,7 @@ class Senders:
         self._lock = threading.Lock()
         self._reply_timeout = reply_timeout
         self._give_up_after = give_up_after
+        self._pace = pace_seconds
         self._templates = generate(_TEMPLATES, seed=2575)
         self._threads = [
             threading.Thread(target=self._run, args=(index, f"{tag}C{index:02d}"), daemon=True)
@@ -212,6 +216,8 @@ class Senders:
                 control_id = b"%s%06d" % (prefix.encode(), sequence)
                 payload = b"".join((VT, template.head, control_id, template.tail, FS_CR))
                 self._deliver(link, control_id, payload)
+                if self._pace:
+                    time.sleep(self._pace)
         finally:
             link.close()
 
@@ -303,6 +309,16 @@ class StoreView:
             " WHERE l.holder IS NOT NULL AND l.expires_at > CURRENT_TIMESTAMP"
         )
         return dict(rows)
+
+    def sent(self, destination: str) -> int:
+        """The destination's SENT deliveries."""
+        rows = self._rows(
+            "SELECT count(*) FROM deliveries WHERE channel = :channel AND destination = :destination"
+            " AND status = 'SENT'",
+            channel=CHANNEL,
+            destination=destination,
+        )
+        return rows[0][0]
 
     def unsent(self) -> int:
         """Messages not yet through the channel, and deliveries not yet SENT."""
@@ -428,6 +444,8 @@ class Plan:
     lease_seconds: float = 3.0
     kill_at: float = 1 / 3  # the kill comes once this share of the messages was acknowledged
     drain_seconds: float = 60.0  # after the load, how long the nodes may take to deliver the rest
+    pace_seconds: float = 0.0  # each sender's pause after an ACK (0: full speed)
+    answer_delay: float = 0.0  # the partners' pause before each ACK: slow partners, queues with a backlog
     start_seconds: float = 60.0
 
 
@@ -488,7 +506,7 @@ def run(
     The node killed is the one holding the first destination's queue (node 1 when no node holds a
     lease: an engine without leases in the store).
     """
-    receivers = Receivers(folder)
+    receivers = Receivers(folder, answer_delay=plan.answer_delay)
     nodes: list[Node] = []
     view = StoreView(store_url)
     try:
@@ -498,11 +516,14 @@ def run(
             nodes.append(node)
             node.wait_ready()  # one after the other: the first creates the schema
         progress(f"{plan.nodes} nodes listening on {[node.port for node in nodes]}")
-        senders = Senders([node.port for node in nodes], plan.connections, plan.per_connection)
+        ports = [node.port for node in nodes]
+        senders = Senders(ports, plan.connections, plan.per_connection, pace_seconds=plan.pace_seconds)
         started = time.monotonic()
         senders.start()
         kill_after = int(senders.total * plan.kill_at)
         wait_for(lambda: senders.acknowledged() >= kill_after, plan.start_seconds, f"{kill_after} ACKs")
+        # Mid-delivery too: the first destination's queue has sent some already.
+        wait_for(lambda: view.sent(DESTINATIONS[0]) > 0, plan.start_seconds, "a first delivery SENT")
         held_before = view.holders()
         victim = next((n for n in nodes if n.name == held_before.get(queue_key(DESTINATIONS[0]))), nodes[0])
         killed_at = victim.kill()

@@ -26,7 +26,16 @@ SLACK_SECONDS = 3.0
 @pytest.mark.postgres
 def test_a_node_killed_mid_stream_loses_nothing_and_another_takes_over_within_a_lease(tmp_path, postgres_url):
     """600 messages on 3 nodes, the queue holder SIGKILLed after 200 ACKs: delivered in order, taken over."""
-    plan = cluster.Plan(nodes=3, connections=6, per_connection=100, lease_seconds=LEASE_SECONDS)
+    # Senders paced so that the load lasts a few seconds, partners slower than intake: the kill comes
+    # mid-intake, with a backlog in the queues, so a round of deliveries is in flight.
+    plan = cluster.Plan(
+        nodes=3,
+        connections=6,
+        per_connection=100,
+        lease_seconds=LEASE_SECONDS,
+        pace_seconds=0.03,
+        answer_delay=0.01,
+    )
     outcome = cluster.run(tmp_path, postgres_url, plan, PROJECT)
     summary = outcome.summary()
     print(summary)
