@@ -39,6 +39,7 @@ def report(outcome: cluster.Outcome, plan: cluster.Plan, database: str, engine_r
         f"the work tree at {revision}" if engine_root == ROOT else f"{engine_root} ({revision or 'no git'})"
     )
     renew = plan.lease_seconds / 3
+    command = " ".join(["python bench/failover.py", *sys.argv[1:]])
     lines = [
         "# Failover: three nodes on one PostgreSQL, one SIGKILLed mid-stream",
         "",
@@ -47,7 +48,7 @@ def report(outcome: cluster.Outcome, plan: cluster.Plan, database: str, engine_r
         f"{plan.nodes} nodes, {plan.connections} sender connections,"
         f" {plan.connections * plan.per_connection:,} messages, lease {plan.lease_seconds:g} s"
         f" (renewed every {renew:.2f} s), kill after"
-        f" {plan.kill_at:.0%} of the ACKs. Command: `python bench/failover.py {' '.join(sys.argv[1:])}`.",
+        f" {plan.kill_at:.0%} of the ACKs. Command: `{command}`.",
         "",
         "| figure | value |",
         "|---|---|",
