@@ -14,6 +14,7 @@ twice (and whether the store marks it a possible duplicate), messages lost, and 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,8 @@ def report(outcome: cluster.Outcome, plan: cluster.Plan, database: str, engine_r
         "# Failover: three nodes on one PostgreSQL, one SIGKILLed mid-stream",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, engine from {engine},"
-        f" database {database} (dropped afterwards).",
+        f" database {database} (dropped afterwards); {os.cpu_count()} cores, load average"
+        f" {os.getloadavg()[0]:.1f} at the end (other work on the machine slows every figure).",
         f"{plan.nodes} nodes, {plan.connections} sender connections,"
         f" {plan.connections * plan.per_connection:,} messages, lease {plan.lease_seconds:g} s"
         f" (renewed every {renew:.2f} s), kill after"
