@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from engine.channels.destinations.base import Destination
@@ -37,7 +37,10 @@ log = Logger()
 # write of the attempts cost about the same for one message as for ten, so rounds of one message
 # cost several times more CPU a message than the full rounds of many connections; a short wait to
 # gather measured faster end to end and for the record with one sender (see docs/performance.md).
-# A delivery then leaves at most GATHER_SECONDS later than it could have.
+# A delivery then leaves at most GATHER_SECONDS later than it could have, except that a sender
+# starting to wait (a notice while ``urgent()``) ends the wait at once: without that, a message of
+# one sender waiting for two destinations was answered up to GATHER_SECONDS late, the gathering
+# of the previous message's round holding the second destination back.
 GATHER_BELOW = 20
 GATHER_SECONDS = 0.010
 
@@ -103,6 +106,7 @@ class Dispatcher(Passes):
         self._observe = observer
         self.rng = rng or random.Random()
         self._urgent = urgent
+        self._gathering: tuple[defer.Deferred, object] | None = None  # the wait, and its timer
 
     @property
     def name(self) -> str:
@@ -134,6 +138,25 @@ class Dispatcher(Passes):
     def describe(self) -> str:
         return f"channel {self.channel} destination {self.name}"
 
+    def notify(self) -> None:
+        """Work may be waiting: a pass now, or right after the one under way (sooner when a sender waits)."""
+        super().notify()
+        if self._gathering is not None and self._urgent():
+            self._end_gathering()
+
+    def _gather(self) -> defer.Deferred:
+        """Wait GATHER_SECONDS for more deliveries to queue (ended early by ``_end_gathering``)."""
+        waiting = defer.Deferred()
+        self._gathering = (waiting, self.reactor.callLater(GATHER_SECONDS, self._end_gathering))
+        return waiting
+
+    def _end_gathering(self) -> None:
+        waiting, timer = self._gathering
+        self._gathering = None
+        if timer.active():
+            timer.cancel()
+        waiting.callback(None)
+
     @defer.inlineCallbacks
     def run_pass(self):
         head_only = self.retry.on_error == "block"
@@ -163,7 +186,7 @@ class Dispatcher(Passes):
             attempts, settled = self._decide(list(zip(due, results)), replay=False)
             yield self._record(attempts, settled)
             if len(due) < GATHER_BELOW and not self.stopped and not self._urgent():
-                yield task.deferLater(self.reactor, GATHER_SECONDS, lambda: None)
+                yield self._gather()
 
     def _recover(self, unrecorded: Sequence[Unrecorded]) -> defer.Deferred:
         """Record what the journal holds: the answers that came, and the attempt in flight as in doubt.
