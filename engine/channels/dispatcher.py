@@ -24,7 +24,9 @@ from twisted.logger import Logger
 
 from engine.channels.destinations.base import Destination
 from engine.channels.journal import DeliveryJournal, Unrecorded
+from engine.channels.leases import queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
+from engine.channels.wakeups import Wakeups, settled_key
 from engine.model import AttemptResult, Delivery, DeliveryResult, Outcome
 
 __all__ = ["GATHER_BELOW", "GATHER_SECONDS", "Dispatcher", "RetryPolicy"]
@@ -93,8 +95,13 @@ class Dispatcher(Passes):
         observer: Callable[[str, dict], None],
         rng: random.Random | None = None,
         urgent: Callable[[], bool] = lambda: False,
+        wakeups: Wakeups | None = None,
     ):
-        """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then."""
+        """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then.
+
+        ``wakeups`` (other processes share the store): the queue's key wakes this dispatcher, and
+        settled deliveries are told to the others (a sender there may wait for them).
+        """
         super().__init__(reactor)
         self.channel = channel
         self.destination = destination
@@ -107,6 +114,8 @@ class Dispatcher(Passes):
         self.rng = rng or random.Random()
         self._urgent = urgent
         self._gathering: tuple[defer.Deferred, object] | None = None  # the wait, and its timer
+        self._wakeups = wakeups
+        self._unsubscribe = lambda: None
 
     @property
     def name(self) -> str:
@@ -117,6 +126,8 @@ class Dispatcher(Passes):
         """Open the journal (what it holds is recorded first), start the destination, look at the queue."""
         self.journal.open()
         self.destination.start()
+        if self._wakeups is not None:
+            self._unsubscribe = self._wakeups.on_key(queue_key(self.channel, self.name), self.notify)
         self.notify()
 
     @defer.inlineCallbacks
@@ -126,6 +137,7 @@ class Dispatcher(Passes):
         A destination that ends a run itself (``stop_before_pass``) is stopped first: that ends the
         run after the message in flight, as ``send_run`` ends after the send under way.
         """
+        self._unsubscribe()
         passes = self.stop_passes()
         if self.destination.stop_before_pass:
             yield self.destination.stop()
@@ -229,6 +241,8 @@ class Dispatcher(Passes):
             self.journal.recorded()
             for delivery, result in settled:
                 self.on_settled(delivery, result)
+            if settled and self._wakeups is not None:
+                self._wakeups.send(settled_key(self.channel))
 
         d.addCallback(recorded)
         return d

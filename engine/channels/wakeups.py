@@ -122,6 +122,15 @@ class Wakeups(DatagramProtocol):
 
         return unsubscribe
 
+    def on_key(self, key: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` for each wake-up of exactly ``key``; returns the function that ends it."""
+
+        def exactly(woken: str) -> None:
+            if woken == key:
+                callback()
+
+        return self.subscribe(key, exactly)
+
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         """Note the key for the end of this turn, if a peer sent it and it is one."""
         if addr not in {tuple(peer) for peer in self._peers()}:

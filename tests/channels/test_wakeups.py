@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.task import Clock
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock, deferLater
 
+from engine.channels.channel import Channel
+from engine.channels.dispatcher import Dispatcher, RetryPolicy
+from engine.channels.leases import queue_key
+from engine.channels.passes import IDLE_POLL_SECONDS
+from engine.channels.pipeline import DestinationStages, Pipeline
+from engine.channels.spec import ChannelConfig
 from engine.channels.wakeups import MAX_KEY_BYTES, Wakeups
+from engine.model import Outcome, Status, utc_now
+from tests.fakes.channels import GatedDestination, ScriptedDestination, message_row
 from tests.fakes.harness import wait_until
 
 
@@ -124,3 +132,124 @@ def test_a_key_too_long_for_a_datagram_is_refused():
     wakeups, _ = _on_clock([])
     with pytest.raises(ValueError, match="at most"):
         wakeups.send("queue:" + "x" * MAX_KEY_BYTES)
+
+
+# A channel whose deliveries are done by another process: two stores on one database, each with
+# its wake-ups, the intake and processing side a Channel without dispatchers of its own, the
+# delivery side the queue's Dispatcher.
+
+
+class Sides:
+    """The processing side (channel adt, waiters) and the delivery side (its lab queue) of one store."""
+
+    def __init__(self, open_store, journals, lab, *, outcome_poll_seconds: float, delivery_tells: bool):
+        self.processing_store, self.delivery_store = open_store(), open_store()
+        processing_peers: list[tuple[str, int]] = []
+        delivery_peers: list[tuple[str, int]] = []
+        self.processing_wakeups = _wakeups(processing_peers, [])
+        self.delivery_wakeups = _wakeups(delivery_peers, [])
+        processing_peers.append(_addr(self.delivery_wakeups))
+        delivery_peers.append(_addr(self.processing_wakeups))
+        self.outcome_reads = 0
+        outcomes = self.processing_store.outcomes
+
+        def counted(ids):
+            self.outcome_reads += 1
+            return outcomes(ids)
+
+        self.processing_store.outcomes = counted
+        spec = ChannelConfig(name="adt", source="main", accept={"types": ["*"]}, respond="after_processing")
+        self.channel = Channel(
+            spec,
+            pipeline=Pipeline(destinations=[DestinationStages("lab")]),
+            destinations=[],  # delivered by the other side
+            store=self.processing_store,
+            journals=journals,
+            reactor=reactor,
+            wakeups=self.processing_wakeups,
+            outcome_poll_seconds=outcome_poll_seconds,
+        )
+        self.lab = lab
+        self.dispatcher = Dispatcher(
+            "adt",
+            self.lab,
+            RetryPolicy(),
+            store=self.delivery_store,
+            journal=journals.journal("adt", "lab"),
+            reactor=reactor,
+            clock=utc_now,
+            on_settled=lambda delivery, result: None,
+            observer=lambda *_: None,
+            wakeups=self.delivery_wakeups if delivery_tells else None,
+        )
+        if not delivery_tells:  # woken for its queue, but it never tells what settled
+            self.delivery_wakeups.on_key(queue_key("adt", "lab"), self.dispatcher.notify)
+
+    @defer.inlineCallbacks
+    def wait_for_message(self, n: int):
+        """Start both sides; receive, store and wait for message n as the intake does.
+
+        Fires with the list its answer is put in.
+        """
+        self.dispatcher.start()
+        self.channel.start()
+        text = ADT_TEXT.format(n=n)
+        receipt = self.channel.receive(text, "utf-8", f"C{n:04d}")
+        assert receipt.result is None  # after_processing: stored RECEIVED, processed by a pass
+        [message_id] = yield self.processing_store.add([message_row(n, text.encode())])
+        self.channel.stored([(receipt, message_id)])
+        answered: list[tuple] = []
+        self.channel.wait_for(message_id, timeout=30).addCallback(answered.append)
+        return answered
+
+    @defer.inlineCallbacks
+    def stop(self):
+        yield self.channel.stop()
+        yield self.dispatcher.stop()
+        yield self.processing_wakeups.stop()
+        yield self.delivery_wakeups.stop()
+
+
+ADT_TEXT = (
+    "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|C{n:04d}|P|2.5.1\rPID|1||{n}^^^PMS^MR\r"
+)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_sender_is_answered_once_another_process_delivered_on_its_wake_ups(open_store, journals):
+    """Processing wakes the other side's queue; its settling wakes the waiter, answered in one read.
+
+    The outcome poll (60 s) and the queue's idle poll (IDLE_POLL_SECONDS) are longer than the wait:
+    only the wake-ups can have carried it.
+    """
+    lab = ScriptedDestination(Outcome.ERROR)  # answers AE
+    sides = Sides(open_store, journals, lab, outcome_poll_seconds=60, delivery_tells=True)
+    try:
+        answered = yield sides.wait_for_message(1)
+        yield wait_until(lambda: answered, seconds=IDLE_POLL_SECONDS - 1, step=0.01)
+        status, reason, results = answered[0]
+        assert sides.lab.sent == ["C0001"]
+        assert (status, reason) == (Status.ERROR, "ERROR")
+        assert [(r.outcome, r.response_code) for r in results] == [(Outcome.ERROR, "AE")]
+        assert sides.outcome_reads == 1
+    finally:
+        yield sides.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_the_settled_wake_up_the_outcome_poll_answers_the_sender(open_store, journals):
+    """A settled wake-up that never comes (lost, or a process that does not send it) only delays."""
+    lab = GatedDestination()
+    sides = Sides(open_store, journals, lab, outcome_poll_seconds=0.05, delivery_tells=False)
+    try:
+        answered = yield sides.wait_for_message(1)
+        yield wait_until(lambda: lab.in_flight and sides.outcome_reads >= 2, seconds=4, step=0.01)
+        assert not answered  # in flight: the polls found nothing to answer
+        lab.answer(Outcome.ERROR)
+        yield wait_until(lambda: answered, seconds=IDLE_POLL_SECONDS - 1, step=0.01)
+        assert answered[0][0] == Status.ERROR and lab.sent == ["C0001"]
+        reads = sides.outcome_reads
+        yield deferLater(reactor, 0.2, lambda: None)
+        assert sides.outcome_reads == reads  # nobody waits: no more polls
+    finally:
+        yield sides.stop()
