@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
+from engine.channels.wakeups import Wakeups
 from engine.config import Config, EngineSettings, load_config
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
@@ -36,36 +37,24 @@ from engine.web.server import WebService
 log = Logger()
 
 
-class StoreService(service.Service):
-    """Owns the MessageStore's threads for the life of the engine."""
+class Running(service.Service):
+    """Keeps a part of the engine started for the engine's life: ``start()`` at start, ``stop()`` at stop.
 
-    def __init__(self, store: MessageStore):
-        self.setName("store")
-        self.store = store
+    The store's threads, the wake-ups' socket, the retention schedule: each stops (its Deferred)
+    in the reverse order of starting, after what was started after it.
+    """
 
-    def startService(self) -> None:
-        super().startService()
-        self.store.start()
-
-    def stopService(self):
-        super().stopService()
-        return self.store.stop()
-
-
-class RetentionService(service.Service):
-    """Runs the retention schedule (``Pruner``) while the engine runs; stops before the store does."""
-
-    def __init__(self, pruner: Pruner):
-        self.setName("retention")
-        self.pruner = pruner
+    def __init__(self, name: str, part):
+        self.setName(name)
+        self.part = part
 
     def startService(self) -> None:
         super().startService()
-        self.pruner.start()
+        self.part.start()
 
     def stopService(self):
         super().stopService()
-        return self.pruner.stop()
+        return self.part.stop()
 
 
 class ChannelsService(service.Service):
@@ -103,7 +92,16 @@ class Engine(service.MultiService):
     Store, channels and listeners (and the web server with engine.http), built from one Config.
     """
 
-    def __init__(self, config: Config, reactor, *, store: MessageStore | None = None, observer=None):
+    def __init__(
+        self,
+        config: Config,
+        reactor,
+        *,
+        store: MessageStore | None = None,
+        observer=None,
+        wakeups: Wakeups | None = None,
+    ):
+        """``wakeups``: other processes share the store and wake this one (None: the engine alone)."""
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -120,7 +118,11 @@ class Engine(service.MultiService):
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
         )
-        StoreService(self.store).setServiceParent(self)
+        Running("store", self.store).setServiceParent(self)
+        # Started before the channels subscribe and send, stopped after them.
+        self.wakeups = wakeups
+        if wakeups is not None:
+            Running("wakeups", wakeups).setServiceParent(self)
         # The policy is read at each run, so a reload's retention_days apply from the next one.
         self.pruner = Pruner(
             self.store,
@@ -129,7 +131,7 @@ class Engine(service.MultiService):
             every=settings.store.prune_every_seconds,
             batch=settings.store.prune_batch,
         )
-        RetentionService(self.pruner).setServiceParent(self)
+        Running("retention", self.pruner).setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
         self.channels_service = ChannelsService(self.channels)
@@ -162,6 +164,7 @@ class Engine(service.MultiService):
                     channels=self.channels,
                     tables=config.lookup_tables,
                     observer=self.observer,
+                    wakeups=self.wakeups,
                 )
 
     def _idle_senders(self) -> int:

@@ -17,6 +17,7 @@ from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
+from engine.channels.wakeups import Wakeups
 from engine.record.identity import IdentityRule
 from engine.transforms.filters import build_filters
 from engine.transforms.lookup import LookupTable
@@ -66,10 +67,12 @@ def build_channel(
     channels: Mapping[str, Channel],
     tables: Mapping[str, LookupTable],
     observer=None,
+    wakeups: Wakeups | None = None,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
     ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
+    ``wakeups``: when other processes share the store (see ``Channel``).
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
@@ -120,4 +123,5 @@ def build_channel(
         journals=journals,
         reactor=reactor,
         observer=observer,
+        wakeups=wakeups,
     )
