@@ -27,7 +27,7 @@ from engine.channels.journal import Journals
 from engine.channels.leases import channel_key, queue_key
 from engine.channels.passes import Passes
 from engine.channels.pipeline import Pipeline
-from engine.channels.wakeups import Wakeups, settled_key
+from engine.channels.wakeups import Wakeups, settled_key, urgent_key
 from engine.lograte import LogRate
 from engine.model import Delivery, DeliveryResult, ProcessingResult, Status, roll_up, utc_now
 
@@ -296,10 +296,16 @@ class Channel(Passes):
         """Deliveries were recorded for these results: wake the dispatchers, here and (wake-ups) elsewhere."""
         for dispatcher in self.dispatchers.values():
             dispatcher.notify()
-        if self._wakeups is not None:
-            queued = {d.destination for r in results for d in r.deliveries if d.status == Status.QUEUED}
-            for destination in sorted(queued):
-                self._wakeups.send(queue_key(self.name, destination))
+        if self._wakeups is None:
+            return
+        queued: dict[str, bool] = {}  # destination -> whether a sender waits for it
+        for result in results:
+            waited_for = result.message_id in self._waiters
+            for delivery in result.deliveries:
+                if delivery.status == Status.QUEUED:
+                    queued[delivery.destination] = queued.get(delivery.destination, False) or waited_for
+        for destination, urgent in queued.items():
+            self._wakeups.send((urgent_key if urgent else queue_key)(self.name, destination))
 
     def _delivery_settled(self, delivery: Delivery, result: DeliveryResult) -> None:
         """A dispatcher recorded a final outcome (SENT or ERROR) for a delivery."""

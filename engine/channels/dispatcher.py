@@ -26,7 +26,7 @@ from engine.channels.destinations.base import Destination
 from engine.channels.journal import DeliveryJournal, Unrecorded
 from engine.channels.leases import queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
-from engine.channels.wakeups import Wakeups, settled_key
+from engine.channels.wakeups import Wakeups, settled_key, urgent_key
 from engine.model import AttemptResult, Delivery, DeliveryResult, Outcome
 
 __all__ = ["GATHER_BELOW", "GATHER_SECONDS", "Dispatcher", "RetryPolicy"]
@@ -99,8 +99,9 @@ class Dispatcher(Passes):
     ):
         """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then.
 
-        ``wakeups`` (other processes share the store): the queue's key wakes this dispatcher, and
-        settled deliveries are told to the others (a sender there may wait for them).
+        ``wakeups`` (other processes share the store): the queue's key wakes this dispatcher (its
+        urgent key hurries it), and settled deliveries are told to the others (a sender there may
+        wait for them).
         """
         super().__init__(reactor)
         self.channel = channel
@@ -115,7 +116,7 @@ class Dispatcher(Passes):
         self._urgent = urgent
         self._gathering: tuple[defer.Deferred, object] | None = None  # the wait, and its timer
         self._wakeups = wakeups
-        self._unsubscribe = lambda: None
+        self._unsubscribe: list[Callable[[], None]] = []
 
     @property
     def name(self) -> str:
@@ -127,7 +128,10 @@ class Dispatcher(Passes):
         self.journal.open()
         self.destination.start()
         if self._wakeups is not None:
-            self._unsubscribe = self._wakeups.on_key(queue_key(self.channel, self.name), self.notify)
+            self._unsubscribe = [
+                self._wakeups.on_key(queue_key(self.channel, self.name), self.notify),
+                self._wakeups.on_key(urgent_key(self.channel, self.name), self.hurry),
+            ]
         self.notify()
 
     @defer.inlineCallbacks
@@ -137,8 +141,11 @@ class Dispatcher(Passes):
         A destination that ends a run itself (``stop_before_pass``) is stopped first: that ends the
         run after the message in flight, as ``send_run`` ends after the send under way.
         """
-        self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         passes = self.stop_passes()
+        if self._gathering is not None:  # no round follows: nothing to gather for
+            self._end_gathering()
         if self.destination.stop_before_pass:
             yield self.destination.stop()
             yield passes
@@ -152,8 +159,15 @@ class Dispatcher(Passes):
 
     def notify(self) -> None:
         """Work may be waiting: a pass now, or right after the one under way (sooner when a sender waits)."""
+        if self._urgent():
+            self.hurry()
+        else:
+            super().notify()
+
+    def hurry(self) -> None:
+        """A sender (here or in another process) waits for this queue: a pass now, not after gathering."""
         super().notify()
-        if self._gathering is not None and self._urgent():
+        if self._gathering is not None:
             self._end_gathering()
 
     def _gather(self) -> defer.Deferred:

@@ -1,12 +1,13 @@
 """Wake-ups between engine processes: a UDP datagram naming a key, so another process looks at the store now.
 
 Processes sharing one store (worker processes, several nodes) do their work by keys
-(``channel:<name>``, ``queue:<channel>/<destination>``; ``settled:<channel>`` once deliveries a
-sender may wait for settled). A process that leaves work for a key sends the key to every other
-live process; the one that does that work looks at the store at once instead of at its next poll.
-A wake-up carries no data and nothing depends on its arrival: a datagram lost only delays the work
-until the poll. Datagrams from any address that is not a peer are ignored (and counted), so nobody
-else can make the engine read its store at will.
+(``channel:<name>``, ``queue:<channel>/<destination>``, or ``urgent:<channel>/<destination>`` when
+a sender waits for that queue; ``settled:<channel>`` once deliveries a sender may wait for
+settled). A process that leaves work for a key sends the key to every other live process; the one
+that does that work looks at the store at once instead of at its next poll. A wake-up carries no
+data and nothing depends on its arrival: a datagram lost only delays the work until the poll.
+Datagrams from any address that is not a peer are ignored (and counted), so nobody else can make
+the engine read its store at will.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 
 from engine.lograte import LogRate
 
-__all__ = ["MAX_KEY_BYTES", "Wakeups", "settled_key"]
+__all__ = ["MAX_KEY_BYTES", "Wakeups", "settled_key", "urgent_key"]
 
 log = Logger()
 
@@ -31,6 +32,11 @@ WARN_SECONDS = 60.0
 Peers = Callable[[], Sequence[tuple[str, int]]]
 #: Told the key of a wake-up whose key starts with its prefix.
 Subscriber = Callable[[str], None]
+
+
+def urgent_key(channel: str, destination: str) -> str:
+    """The key of a queue that a sender waits for (``queue_key``'s, hurried: its round does not gather)."""
+    return f"urgent:{channel}/{destination}"
 
 
 def settled_key(channel: str) -> str:

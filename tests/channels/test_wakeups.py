@@ -7,13 +7,13 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock, deferLater
 
+from engine.channels import dispatcher as dispatcher_module
 from engine.channels.channel import Channel
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
-from engine.channels.leases import queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelConfig
-from engine.channels.wakeups import MAX_KEY_BYTES, Wakeups
+from engine.channels.wakeups import MAX_KEY_BYTES, Wakeups, urgent_key
 from engine.model import Outcome, Status, utc_now
 from tests.fakes.channels import GatedDestination, ScriptedDestination, message_row
 from tests.fakes.harness import wait_until
@@ -151,6 +151,7 @@ class Sides:
         processing_peers.append(_addr(self.delivery_wakeups))
         delivery_peers.append(_addr(self.processing_wakeups))
         self.outcome_reads = 0
+        self.started = False
         outcomes = self.processing_store.outcomes
 
         def counted(ids):
@@ -183,16 +184,18 @@ class Sides:
             wakeups=self.delivery_wakeups if delivery_tells else None,
         )
         if not delivery_tells:  # woken for its queue, but it never tells what settled
-            self.delivery_wakeups.on_key(queue_key("adt", "lab"), self.dispatcher.notify)
+            self.delivery_wakeups.on_key(urgent_key("adt", "lab"), self.dispatcher.hurry)
 
     @defer.inlineCallbacks
     def wait_for_message(self, n: int):
-        """Start both sides; receive, store and wait for message n as the intake does.
+        """Start both sides (the first time); receive, store and wait for message n as the intake does.
 
         Fires with the list its answer is put in.
         """
-        self.dispatcher.start()
-        self.channel.start()
+        if not self.started:
+            self.started = True
+            self.dispatcher.start()
+            self.channel.start()
         text = ADT_TEXT.format(n=n)
         receipt = self.channel.receive(text, "utf-8", f"C{n:04d}")
         assert receipt.result is None  # after_processing: stored RECEIVED, processed by a pass
@@ -216,12 +219,16 @@ ADT_TEXT = (
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_sender_is_answered_once_another_process_delivered_on_its_wake_ups(open_store, journals):
+def test_a_sender_is_answered_once_another_process_delivered_on_its_wake_ups(
+    monkeypatch, open_store, journals
+):
     """Processing wakes the other side's queue; its settling wakes the waiter, answered in one read.
 
-    The outcome poll (60 s) and the queue's idle poll (IDLE_POLL_SECONDS) are longer than the wait:
-    only the wake-ups can have carried it.
+    The outcome poll, the queue's idle poll (IDLE_POLL_SECONDS) and its gathering after a short
+    round are longer than the wait: only the wake-ups can have carried it, and the second message
+    (its queue's urgent key) cut the gathering that followed the first one's round.
     """
+    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 60)
     lab = ScriptedDestination(Outcome.ERROR)  # answers AE
     sides = Sides(open_store, journals, lab, outcome_poll_seconds=60, delivery_tells=True)
     try:
@@ -232,6 +239,10 @@ def test_a_sender_is_answered_once_another_process_delivered_on_its_wake_ups(ope
         assert (status, reason) == (Status.ERROR, "ERROR")
         assert [(r.outcome, r.response_code) for r in results] == [(Outcome.ERROR, "AE")]
         assert sides.outcome_reads == 1
+        answered = yield sides.wait_for_message(2)
+        yield wait_until(lambda: answered, seconds=IDLE_POLL_SECONDS - 1, step=0.01)
+        assert answered[0][0] == Status.SENT and sides.lab.sent == ["C0001", "C0002"]
+        assert sides.outcome_reads == 2
     finally:
         yield sides.stop()
 
