@@ -15,6 +15,7 @@ from engine.channels.destinations.record import RecordDestination
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
+from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
 from engine.channels.wakeups import Wakeups
@@ -124,4 +125,6 @@ def build_channel(
         reactor=reactor,
         observer=observer,
         wakeups=wakeups,
+        # Work left by other nodes is found this often when a wake-up is lost.
+        idle_poll_seconds=IDLE_POLL_SECONDS if settings.cluster is None else settings.cluster.poll_seconds,
     )

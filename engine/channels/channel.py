@@ -25,7 +25,7 @@ from engine.channels.destinations.base import Destination
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.journal import Journals
 from engine.channels.leases import channel_key, queue_key
-from engine.channels.passes import Passes
+from engine.channels.passes import IDLE_POLL_SECONDS, Passes
 from engine.channels.pipeline import Pipeline
 from engine.channels.wakeups import Wakeups, settled_key, urgent_key
 from engine.lograte import LogRate
@@ -86,13 +86,15 @@ class Channel(Passes):
         rng: random.Random | None = None,
         wakeups: Wakeups | None = None,
         outcome_poll_seconds: float = OUTCOME_POLL_SECONDS,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ):
         """``destinations``: each destination with its retry policy, in the order of the pipeline's.
 
         ``journals``: where each destination's queue keeps its journal. ``wakeups``: other processes
         share the store (None: this process alone does all of the channel's work).
+        ``idle_poll_seconds``: how often the channel and its dispatchers look at the store when idle.
         """
-        super().__init__(reactor)
+        super().__init__(reactor, idle_poll_seconds)
         self.name = config.name
         self.store = store
         self.pipeline = pipeline
@@ -113,6 +115,7 @@ class Channel(Passes):
                 rng=rng,
                 urgent=lambda: bool(self._waiters),
                 wakeups=wakeups,
+                idle_poll_seconds=idle_poll_seconds,
             )
             for destination, retry in destinations
         }

@@ -96,6 +96,7 @@ class Dispatcher(Passes):
         rng: random.Random | None = None,
         urgent: Callable[[], bool] = lambda: False,
         wakeups: Wakeups | None = None,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ):
         """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then.
 
@@ -103,7 +104,7 @@ class Dispatcher(Passes):
         urgent key hurries it), and settled deliveries are told to the others (a sender there may
         wait for them).
         """
-        super().__init__(reactor)
+        super().__init__(reactor, idle_poll_seconds)
         self.channel = channel
         self.destination = destination
         self.retry = retry
@@ -310,6 +311,7 @@ class Dispatcher(Passes):
         return attempts, settled
 
     def _schedule(self, next_at: datetime | None) -> None:
-        """Look again when the head is due, and at least every IDLE_POLL_SECONDS."""
-        delay = IDLE_POLL_SECONDS if next_at is None else max(0.0, (next_at - self.clock()).total_seconds())
-        self.look_again_in(min(IDLE_POLL_SECONDS, delay))
+        """Look again when the head is due, and at least every ``idle_poll_seconds``."""
+        poll = self.idle_poll_seconds
+        delay = poll if next_at is None else max(0.0, (next_at - self.clock()).total_seconds())
+        self.look_again_in(min(poll, delay))
