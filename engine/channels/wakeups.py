@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from engine.lograte import LogRate
 
-__all__ = ["MAX_KEY_BYTES", "Wakeups", "settled_key", "urgent_key"]
+__all__ = ["MAX_KEY_BYTES", "Wakeups", "peer_address", "settled_key", "urgent_key"]
 
 log = Logger()
 
@@ -32,6 +32,17 @@ WARN_SECONDS = 60.0
 Peers = Callable[[], Sequence[tuple[str, int]]]
 #: Told the key of a wake-up whose key starts with its prefix.
 Subscriber = Callable[[str], None]
+
+
+def peer_address(wake_address: str) -> tuple[str, int]:
+    """(host, port) of a ``wake_address`` as ``Wakeups.address`` writes it: ``1.2.3.4:4012``, ``[::1]:4012``.
+
+    Raises ValueError for anything else.
+    """
+    host, sep, port = wake_address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a wake-up address (host:port): {wake_address!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 def urgent_key(channel: str, destination: str) -> str:
@@ -92,7 +103,7 @@ class Wakeups(DatagramProtocol):
     @property
     def address(self) -> str:
         """Where peers send wake-ups to this process: ``host:port`` (the nodes table's wake_address)."""
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     # -- sending -------------------------------------------------------------------------------
 

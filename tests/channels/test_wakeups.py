@@ -13,7 +13,7 @@ from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelConfig
-from engine.channels.wakeups import MAX_KEY_BYTES, Wakeups, urgent_key
+from engine.channels.wakeups import MAX_KEY_BYTES, Wakeups, peer_address, urgent_key
 from engine.model import Outcome, Status, utc_now
 from tests.fakes.channels import GatedDestination, ScriptedDestination, message_row
 from tests.fakes.harness import wait_until
@@ -27,8 +27,7 @@ def _wakeups(peers: list[tuple[str, int]], arrived: list[str], prefix: str = "")
 
 
 def _addr(wakeups: Wakeups) -> tuple[str, int]:
-    host, port = wakeups.address.rsplit(":", 1)
-    return host, int(port)
+    return peer_address(wakeups.address)
 
 
 @pytest_twisted.inlineCallbacks
@@ -226,11 +225,14 @@ def test_a_sender_is_answered_once_another_process_delivered_on_its_wake_ups(
 
     The outcome poll, the queue's idle poll (IDLE_POLL_SECONDS) and its gathering after a short
     round are longer than the wait: only the wake-ups can have carried it, and the second message
-    (its queue's urgent key) cut the gathering that followed the first one's round.
+    (its queue's urgent key) cut the gathering that followed the first one's round. Storing a
+    message RECEIVED tells the others its channel has work (``channel:adt``).
     """
     monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 60)
     lab = ScriptedDestination(Outcome.ERROR)  # answers AE
     sides = Sides(open_store, journals, lab, outcome_poll_seconds=60, delivery_tells=True)
+    told_to_process: list[str] = []
+    sides.delivery_wakeups.subscribe("channel:", told_to_process.append)
     try:
         answered = yield sides.wait_for_message(1)
         yield wait_until(lambda: answered, seconds=IDLE_POLL_SECONDS - 1, step=0.01)
@@ -239,6 +241,7 @@ def test_a_sender_is_answered_once_another_process_delivered_on_its_wake_ups(
         assert (status, reason) == (Status.ERROR, "ERROR")
         assert [(r.outcome, r.response_code) for r in results] == [(Outcome.ERROR, "AE")]
         assert sides.outcome_reads == 1
+        assert told_to_process == ["channel:adt"]  # the message was stored RECEIVED for the channel
         answered = yield sides.wait_for_message(2)
         yield wait_until(lambda: answered, seconds=IDLE_POLL_SECONDS - 1, step=0.01)
         assert answered[0][0] == Status.SENT and sides.lab.sent == ["C0001", "C0002"]
@@ -264,3 +267,18 @@ def test_without_the_settled_wake_up_the_outcome_poll_answers_the_sender(open_st
         assert sides.outcome_reads == reads  # nobody waits: no more polls
     finally:
         yield sides.stop()
+
+
+@pytest.mark.parametrize(
+    ("address", "peer"), [("127.0.0.1:40123", ("127.0.0.1", 40123)), ("[::1]:40123", ("::1", 40123))]
+)
+def test_a_wake_address_from_the_nodes_table_is_a_peer_address(address, peer):
+    """``host:port`` as Wakeups.address writes it (IPv6 in brackets): the (host, port) datagrams come from."""
+    assert peer_address(address) == peer
+
+
+@pytest.mark.parametrize("address", ["", "127.0.0.1", ":40123", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:x"])
+def test_anything_else_is_not_a_wake_address(address):
+    """A malformed wake_address is refused, not turned into a peer nobody is."""
+    with pytest.raises(ValueError, match="not a wake-up address"):
+        peer_address(address)
