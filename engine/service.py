@@ -20,6 +20,8 @@ from twisted.logger import Logger
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
+from engine.channels.leases import LOCAL_LEASES, Leases, job_key
+from engine.channels.leasing import StoreLeases
 from engine.channels.wakeups import Wakeups
 from engine.config import Config, EngineSettings, load_config
 from engine.errors import ConfigError
@@ -38,23 +40,59 @@ log = Logger()
 
 
 class Running(service.Service):
-    """Keeps a part of the engine started for the engine's life: ``start()`` at start, ``stop()`` at stop.
+    """Keeps parts of the engine started for the engine's life: each ``start()`` in order at start.
 
-    The store's threads, the wake-ups' socket, the retention schedule: each stops (its Deferred)
-    in the reverse order of starting, after what was started after it.
+    At stop, each part's ``stop()`` in the reverse order, one after the other. The engine's services
+    stop all at once (MultiService), so parts that need one another run in one ``Running``: the
+    store, the wake-ups (listening before the node registers their address) and the leases kept in
+    the store, which stop first, while the store still takes writes, so the work they held stops
+    and is released, and other processes take it over at once.
     """
 
-    def __init__(self, name: str, part):
+    def __init__(self, name: str, *parts):
         self.setName(name)
-        self.part = part
+        self.parts = parts
 
     def startService(self) -> None:
         super().startService()
-        self.part.start()
+        for part in self.parts:
+            started = part.start()
+            if isinstance(started, defer.Deferred):  # the leases register (and retry) in the background
+                started.addErrback(_start_failed, self.name)
 
+    @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        return self.part.stop()
+        for part in reversed(self.parts):
+            yield part.stop()
+
+
+def _start_failed(failure, name: str) -> None:
+    log.failure("a part of the {name} service did not start", failure, name=name)
+
+
+#: The lease of the retention schedule: with processes sharing a store, only its holder prunes.
+RETENTION_KEY = job_key("retention")
+
+
+class RetentionService(service.Service):
+    """Runs the retention schedule (``Pruner``) while the engine runs; stops before the store does."""
+
+    def __init__(self, pruner: Pruner, leases: Leases = LOCAL_LEASES):
+        self.setName("retention")
+        self.pruner = pruner
+        self.leases = leases
+
+    def startService(self) -> None:
+        super().startService()
+        self.leases.watch(RETENTION_KEY, lambda: None, lambda: None)
+        self.pruner.start()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        yield self.pruner.stop()
+        yield self.leases.unwatch(RETENTION_KEY)
 
 
 class ChannelsService(service.Service):
@@ -99,9 +137,14 @@ class Engine(service.MultiService):
         *,
         store: MessageStore | None = None,
         observer=None,
+        leases: Leases | None = None,
         wakeups: Wakeups | None = None,
     ):
-        """``wakeups``: other processes share the store and wake this one (None: the engine alone)."""
+        """``leases``: the work this process may do; by default all of it (LocalLeases), or with
+        ``engine.cluster`` a share of it through the store (StoreLeases, started and stopped here).
+
+        ``wakeups``: other processes share the store and wake this one (None: the engine alone).
+        """
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -118,11 +161,11 @@ class Engine(service.MultiService):
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
         )
-        Running("store", self.store).setServiceParent(self)
-        # Started before the channels subscribe and send, stopped after them.
+        self.leases = leases or _make_leases(config, self.store, reactor)
+        owned = self.leases if leases is None and isinstance(self.leases, StoreLeases) else None
         self.wakeups = wakeups
-        if wakeups is not None:
-            Running("wakeups", wakeups).setServiceParent(self)
+        parts = tuple(part for part in (wakeups, owned) if part is not None)
+        Running("store", self.store, *parts).setServiceParent(self)
         # The policy is read at each run, so a reload's retention_days apply from the next one.
         self.pruner = Pruner(
             self.store,
@@ -130,8 +173,9 @@ class Engine(service.MultiService):
             reactor=reactor,
             every=settings.store.prune_every_seconds,
             batch=settings.store.prune_batch,
+            may_run=lambda: self.leases.holds(RETENTION_KEY),
         )
-        Running("retention", self.pruner).setServiceParent(self)
+        RetentionService(self.pruner, self.leases).setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
         self.channels_service = ChannelsService(self.channels)
@@ -164,8 +208,11 @@ class Engine(service.MultiService):
                     channels=self.channels,
                     tables=config.lookup_tables,
                     observer=self.observer,
+                    leases=self.leases,
                     wakeups=self.wakeups,
                 )
+                # Several nodes take in this channel's messages: only the lease holder processes them.
+                self.channels[channel.name].at_intake_allowed = config.engine.cluster is None
 
     def _idle_senders(self) -> int:
         return sum(
@@ -355,6 +402,25 @@ class Engine(service.MultiService):
         log.info("config reloaded: {report}", report=str(report))
         yield self.record_config(new, report)
         return report
+
+
+#: The roles of an engine process that does everything (one process, or each node of a cluster).
+ALL_ROLES = ("intake", "processing", "delivery", "jobs")
+
+
+def _make_leases(config: Config, store: MessageStore, reactor) -> Leases:
+    """LocalLeases for an engine alone on its store; StoreLeases for a node of ``engine.cluster``."""
+    cluster = config.engine.cluster
+    if cluster is None:
+        return LOCAL_LEASES
+    return StoreLeases(
+        store,
+        reactor=reactor,
+        node=cluster.node,
+        roles=ALL_ROLES,
+        lease_seconds=cluster.lease_seconds,
+        renew_every=cluster.renew_every,
+    )
 
 
 def _without_keys(settings: EngineSettings) -> EngineSettings:

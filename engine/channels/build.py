@@ -15,6 +15,7 @@ from engine.channels.destinations.record import RecordDestination
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
+from engine.channels.leases import LOCAL_LEASES, Leases
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
@@ -68,11 +69,13 @@ def build_channel(
     channels: Mapping[str, Channel],
     tables: Mapping[str, LookupTable],
     observer=None,
+    leases: Leases = LOCAL_LEASES,
     wakeups: Wakeups | None = None,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
     ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
+    ``leases``: the work this process holds (the channel's processing, each destination's queue).
     ``wakeups``: when other processes share the store (see ``Channel``).
     """
     channel = config.channels[index]
@@ -113,8 +116,14 @@ def build_channel(
         default_charset=charset,
     )
     settings = config.engine
+    # Clustered, a queue may move to another node: its journal is kept in the store, for the next holder.
     journals = Journals(
-        settings.data_dir / JOURNAL_FOLDER, sync=settings.store.durability == "power_loss", reactor=reactor
+        settings.data_dir / JOURNAL_FOLDER,
+        sync=settings.store.durability == "power_loss",
+        reactor=reactor,
+        store_url=settings.store.url if settings.cluster is not None else None,
+        lock_timeout=settings.store.lock_timeout_seconds,
+        leases=leases,
     )
     return Channel(
         channel,
@@ -124,6 +133,7 @@ def build_channel(
         journals=journals,
         reactor=reactor,
         observer=observer,
+        leases=leases,
         wakeups=wakeups,
         # Work left by other nodes is found this often when a wake-up is lost.
         idle_poll_seconds=IDLE_POLL_SECONDS if settings.cluster is None else settings.cluster.poll_seconds,

@@ -6,6 +6,9 @@ so it is stored processed with its deliveries; otherwise it is stored RECEIVED a
 processes it in turn. Passes also recover what a restart left RECEIVED. Once deliveries settle,
 the senders waiting for them (``respond: after_processing``) are answered.
 
+A channel processes only while this process holds its lease (``leases.channel_key``): passes pause
+when it is lost, and its results are written under the lease's token.
+
 When other processes share the store (``wakeups``), the channel tells them what it left for them
 (its processing, its queues) and hears what they left for it; a sender waiting here is answered
 from the store when the deliveries were done elsewhere (on their wake-up, and a short poll).
@@ -24,7 +27,7 @@ from twisted.logger import Logger
 from engine.channels.destinations.base import Destination
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.journal import Journals
-from engine.channels.leases import channel_key, queue_key
+from engine.channels.leases import LOCAL_LEASES, Leases, channel_key, queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
 from engine.channels.pipeline import Pipeline
 from engine.channels.wakeups import Wakeups, settled_key, urgent_key
@@ -84,23 +87,30 @@ class Channel(Passes):
         clock: Callable[[], datetime] = utc_now,
         observer: Callable[[str, dict], None] | None = None,
         rng: random.Random | None = None,
+        leases: Leases = LOCAL_LEASES,
         wakeups: Wakeups | None = None,
         outcome_poll_seconds: float = OUTCOME_POLL_SECONDS,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ):
         """``destinations``: each destination with its retry policy, in the order of the pipeline's.
 
-        ``journals``: where each destination's queue keeps its journal. ``wakeups``: other processes
-        share the store (None: this process alone does all of the channel's work).
+        ``journals``: where each destination's queue keeps its journal. ``leases``: whether this
+        process may process the channel and drain each of its queues now. ``wakeups``: other
+        processes share the store (None: this process alone does all of the channel's work).
         ``idle_poll_seconds``: how often the channel and its dispatchers look at the store when idle.
         """
-        super().__init__(reactor, idle_poll_seconds)
+        super().__init__(
+            reactor, leases=leases, key=channel_key(config.name), idle_poll_seconds=idle_poll_seconds
+        )
         self.name = config.name
         self.store = store
         self.pipeline = pipeline
         self.batch_size = batch_size
         self._observe = observer or (lambda event, fields: None)
         self._at_intake = may_process_at_intake(config)
+        # False when several processes take in this channel's messages (nodes of a cluster): each
+        # message is then stored RECEIVED, and the holder of the lease processes them in id order.
+        self.at_intake_allowed = True
         self.dispatchers = {
             destination.name: Dispatcher(
                 self.name,
@@ -114,6 +124,7 @@ class Channel(Passes):
                 observer=self._observe,
                 rng=rng,
                 urgent=lambda: bool(self._waiters),
+                leases=leases,
                 wakeups=wakeups,
                 idle_poll_seconds=idle_poll_seconds,
             )
@@ -141,7 +152,7 @@ class Channel(Passes):
     # -- life ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the dispatchers and process whatever was left RECEIVED (recovery after a restart)."""
+        """Start the dispatchers; once the lease is held, process what was left RECEIVED (recovery)."""
         for dispatcher in self.dispatchers.values():
             dispatcher.start()
         if self._wakeups is not None:
@@ -149,17 +160,28 @@ class Channel(Passes):
                 self._wakeups.on_key(channel_key(self.name), self.notify),
                 self._wakeups.on_key(settled_key(self.name), self._look_up_outcomes),
             ]
-        self.notify()
+        self.pause_passes()
+        self.leases.watch(self.key, self._acquired, self._lost)
 
     @defer.inlineCallbacks
     def stop(self):
-        """Finish the pass under way, then stop the dispatchers and their destinations."""
+        """Finish the pass under way, give the lease back, then stop the dispatchers and destinations."""
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         if self._outcome_timer is not None and self._outcome_timer.active():
             self._outcome_timer.cancel()
         yield self.stop_passes()
+        yield self.leases.unwatch(self.key)
         yield defer.gatherResults([d.stop() for d in self.dispatchers.values()], consumeErrors=True)
+
+    def _acquired(self) -> None:
+        # Another process may have processed meanwhile: a pass must find nothing left first.
+        self._caught_up = False
+        self.resume_passes()
+
+    def _lost(self) -> defer.Deferred:
+        self._caught_up = False
+        return self.pause_passes()
 
     def describe(self) -> str:
         return f"channel {self.name}"
@@ -170,7 +192,12 @@ class Channel(Passes):
     def processes_at_intake(self) -> bool:
         """Whether ``receive`` processes a message now: nothing of this channel waits for a pass."""
         return (
-            self._at_intake and self._caught_up and not self._held and not self._tracked and not self.stopped
+            self._at_intake
+            and self.at_intake_allowed
+            and self._caught_up
+            and not self._held
+            and not self._tracked
+            and self.may_work
         )
 
     def receive(self, text: str, codec: str, control_id: str) -> Receipt:
@@ -253,7 +280,8 @@ class Channel(Passes):
     @defer.inlineCallbacks
     def run_pass(self):
         after_id = 0
-        while not self.stopped:
+        lease = self.leases.token(self.key)  # the results of this pass are written under it
+        while self.may_work:
             # Committed before this read, so the read sees them if they are still RECEIVED.
             stored_before = set(self._tracked)
             rows = yield self.store.pending_for_processing(
@@ -264,7 +292,7 @@ class Channel(Passes):
                 self._caught_up = True
                 return
             results = [self.pipeline.process(row) for row in rows]
-            delivery_ids = yield self.store.record_processing(results)
+            delivery_ids = yield self.store.record_processing(results, lease)
             self._tracked.difference_update(result.message_id for result in results)
             after_id = rows[-1].id
             self._after_recording(results, delivery_ids)
@@ -330,7 +358,7 @@ class Channel(Passes):
 
     def _poll_outcomes(self) -> None:
         """Look at the waiters' outcomes in a moment, when another process may settle them."""
-        if self._wakeups is None or not self._waiters or self.stopped or self._looking:
+        if self._wakeups is None or not self._waiters or self.closed or self._looking:
             return
         if self._outcome_timer is None or not self._outcome_timer.active():
             self._outcome_timer = self.reactor.callLater(self._outcome_poll_seconds, self._look_up_outcomes)
@@ -340,7 +368,7 @@ class Channel(Passes):
         if self._looking:
             self._look_again = True
             return
-        if not self._waiters or self.stopped:
+        if not self._waiters or self.closed:
             return
         if self._outcome_timer is not None and self._outcome_timer.active():
             self._outcome_timer.cancel()

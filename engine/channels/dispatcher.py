@@ -10,6 +10,10 @@ the round's write to the store then empties the journal. Before reading the queu
 whatever the journal still holds (the engine stopped, or the store failed, before the round was
 recorded): the answers as they came, and the one delivery that was in flight as an attempt in
 doubt, a possible duplicate, to be sent again at once.
+
+A dispatcher works only while this process holds its queue's lease (``leases.queue_key``): when
+the lease is lost it stops after the delivery in flight and closes the destination's connections,
+and its attempts are written under the lease's token, so a process that lost it writes nothing.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from twisted.logger import Logger
 
 from engine.channels.destinations.base import Destination
 from engine.channels.journal import DeliveryJournal, Unrecorded
-from engine.channels.leases import queue_key
+from engine.channels.leases import LOCAL_LEASES, Leases, queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
 from engine.channels.wakeups import Wakeups, settled_key, urgent_key
-from engine.model import AttemptResult, Delivery, DeliveryResult, Outcome
+from engine.model import AttemptResult, Delivery, DeliveryResult, LeaseToken, Outcome
 
 __all__ = ["GATHER_BELOW", "GATHER_SECONDS", "Dispatcher", "RetryPolicy"]
 
@@ -95,16 +99,23 @@ class Dispatcher(Passes):
         observer: Callable[[str, dict], None],
         rng: random.Random | None = None,
         urgent: Callable[[], bool] = lambda: False,
+        leases: Leases = LOCAL_LEASES,
         wakeups: Wakeups | None = None,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ):
         """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then.
 
+        ``leases``: whether this process may drain the queue now (it holds ``queue_key``).
         ``wakeups`` (other processes share the store): the queue's key wakes this dispatcher (its
         urgent key hurries it), and settled deliveries are told to the others (a sender there may
         wait for them).
         """
-        super().__init__(reactor, idle_poll_seconds)
+        super().__init__(
+            reactor,
+            leases=leases,
+            key=queue_key(channel, destination.name),
+            idle_poll_seconds=idle_poll_seconds,
+        )
         self.channel = channel
         self.destination = destination
         self.retry = retry
@@ -125,26 +136,42 @@ class Dispatcher(Passes):
         return self.destination.name
 
     def start(self) -> None:
-        """Open the journal (what it holds is recorded first), start the destination, look at the queue."""
+        """Open the journal; once the queue's lease is held, start the destination and look at the queue.
+
+        What the journal holds is recorded first.
+        """
         self.journal.open()
-        self.destination.start()
         if self._wakeups is not None:
             self._unsubscribe = [
                 self._wakeups.on_key(queue_key(self.channel, self.name), self.notify),
                 self._wakeups.on_key(urgent_key(self.channel, self.name), self.hurry),
             ]
-        self.notify()
+        self.pause_passes()
+        self.leases.watch(self.key, self._acquired, self._lost)
 
     @defer.inlineCallbacks
     def stop(self):
-        """Finish the round under way, then close the destination's connections.
+        """Finish the round under way, close the destination's connections, give the lease back."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        yield self._halt(self.stop_passes())
+        yield self.leases.unwatch(self.key)
+        self.journal.close()
+
+    def _acquired(self) -> None:
+        self.destination.start()
+        self.resume_passes()
+
+    def _lost(self) -> defer.Deferred:
+        return self._halt(self.pause_passes())
+
+    @defer.inlineCallbacks
+    def _halt(self, passes: defer.Deferred):
+        """Once ``passes`` (stopped or paused) ended their round, close the destination's connections.
 
         A destination that ends a run itself (``stop_before_pass``) is stopped first: that ends the
         run after the message in flight, as ``send_run`` ends after the send under way.
         """
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
-        passes = self.stop_passes()
         if self._gathering is not None:  # no round follows: nothing to gather for
             self._end_gathering()
         if self.destination.stop_before_pass:
@@ -153,7 +180,6 @@ class Dispatcher(Passes):
         else:
             yield passes
             yield self.destination.stop()
-        self.journal.close()
 
     def describe(self) -> str:
         return f"channel {self.channel} destination {self.name}"
@@ -190,12 +216,14 @@ class Dispatcher(Passes):
         destination = self.destination
 
         def stopped() -> bool:
-            return self.stopped
+            return not self.may_work
 
-        while not self.stopped:
+        # Every write of this pass names the lease it was taken under: once lost, nothing is written.
+        lease = self.leases.token(self.key)
+        while self.may_work:
             unrecorded = self.journal.unrecorded()
             if unrecorded:
-                yield self._recover(unrecorded)
+                yield self._recover(unrecorded, lease)
             # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
             # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
             due = yield self.store.due_deliveries(
@@ -211,11 +239,11 @@ class Dispatcher(Passes):
             if not results:  # the destination stopped before sending anything
                 return
             attempts, settled = self._decide(list(zip(due, results)), replay=False)
-            yield self._record(attempts, settled)
-            if len(due) < GATHER_BELOW and not self.stopped and not self._urgent():
+            yield self._record(attempts, settled, lease)
+            if len(due) < GATHER_BELOW and self.may_work and not self._urgent():
                 yield self._gather()
 
-    def _recover(self, unrecorded: Sequence[Unrecorded]) -> defer.Deferred:
+    def _recover(self, unrecorded: Sequence[Unrecorded], lease: LeaseToken | None) -> defer.Deferred:
         """Record what the journal holds: the answers that came, and the attempt in flight as in doubt.
 
         Every one names its attempt: what the store already has (the round was recorded, the
@@ -244,13 +272,16 @@ class Dispatcher(Passes):
                         in_doubt=True,
                     )
                 )
-        return self._record(attempts, settled)
+        return self._record(attempts, settled, lease)
 
     def _record(
-        self, attempts: Sequence[AttemptResult], settled: Sequence[tuple[Delivery, DeliveryResult]]
+        self,
+        attempts: Sequence[AttemptResult],
+        settled: Sequence[tuple[Delivery, DeliveryResult]],
+        lease: LeaseToken | None,
     ) -> defer.Deferred:
         """Write the attempts in one store write, then empty the journal and tell who waits for settling."""
-        d = self.store.record_attempts(attempts)
+        d = self.store.record_attempts(attempts, lease)
 
         def recorded(_):
             self.journal.recorded()

@@ -169,6 +169,18 @@ class Metrics:
             ["what"],
             registry=r,
         )
+        self.leases_held = Gauge(
+            "hl7engine_leases_held",
+            "Leases this process holds now (channel:, queue: and job: keys), as it last counted them;"
+            " 0 when it shares no store with other processes",
+            registry=r,
+        )
+        self.leases_lost = Counter(
+            "hl7engine_leases_lost",
+            "Leases this process lost while it held them (not renewed in time; another process may take"
+            " the work over)",
+            registry=r,
+        )
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "accepted": self._accepted,
             "duplicate": self._duplicate,
@@ -190,6 +202,8 @@ class Metrics:
             "frame_timeout": lambda f: self.frame_timeouts.labels(f["listener"]).inc(f.get("amount", 1)),
             "tls_failed": lambda f: self.tls_failures.labels(f["listener"]).inc(f.get("amount", 1)),
             "file_taken": lambda f: self.files.labels(f["listener"], f["outcome"]).inc(),
+            "leases_held": lambda f: self.set_leases_held(f["count"]),
+            "lease_lost": lambda f: self.leases_lost.inc(),
         }
         self._known_queues: set[tuple[str, str]] = set()
         self._poll: task.LoopingCall | None = None
@@ -230,6 +244,10 @@ class Metrics:
     def _connection_opened(self, fields: Mapping[str, Any]) -> None:
         self.connections_open.labels(fields["listener"]).inc(fields.get("amount", 1))
         self.connections.labels(fields["listener"]).inc(fields.get("amount", 1))
+
+    def set_leases_held(self, count: int) -> None:
+        """How many leases this process holds now (``StoreLeases`` tells after each renewal or change)."""
+        self.leases_held.set(count)
 
     # -- queue depths --------------------------------------------------------------------------
 

@@ -126,7 +126,7 @@ def test_a_round_that_drained_the_queue_waits_to_gather_the_next(
     store.due_deliveries = lambda *args, **kwargs: (
         reads.append(reactor.seconds()) or due_deliveries(*args, **kwargs)
     )
-    store.record_attempts = lambda results: record_attempts(results).addCallback(
+    store.record_attempts = lambda results, lease: record_attempts(results, lease).addCallback(
         lambda done: recorded.append(reactor.seconds()) or done
     )
     dispatcher.start()
@@ -407,8 +407,8 @@ def test_a_round_the_store_failed_to_record_is_recorded_from_the_journal_not_sen
     _queued(store, 3)
     record_attempts = store.record_attempts
     failures = [StoreError("the store is down")]
-    store.record_attempts = lambda results: (
-        defer.fail(failures.pop()) if failures else record_attempts(results)
+    store.record_attempts = lambda results, lease: (
+        defer.fail(failures.pop()) if failures else record_attempts(results, lease)
     )
     destination = ScriptedDestination()
     dispatcher = _dispatcher(journals, store, destination, reactor)
