@@ -22,8 +22,9 @@ from engine.channels.channel import Channel
 from engine.channels.intake import Intake
 from engine.channels.leases import LOCAL_LEASES, Leases, job_key
 from engine.channels.leasing import StoreLeases
-from engine.channels.wakeups import Wakeups
+from engine.channels.wakeups import Peers, Wakeups
 from engine.config import Config, EngineSettings, load_config
+from engine.configengine import ClusterSettings
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
@@ -143,7 +144,8 @@ class Engine(service.MultiService):
         """``leases``: the work this process may do; by default all of it (LocalLeases), or with
         ``engine.cluster`` a share of it through the store (StoreLeases, started and stopped here).
 
-        ``wakeups``: other processes share the store and wake this one (None: the engine alone).
+        ``wakeups``: other processes share the store and wake this one (None: the engine alone, or
+        with ``engine.cluster`` the wake-ups made here, whose peers are the live nodes).
         """
         super().__init__()
         self.config = config
@@ -161,10 +163,18 @@ class Engine(service.MultiService):
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
         )
-        self.leases = leases or _make_leases(config, self.store, reactor)
-        owned = self.leases if leases is None and isinstance(self.leases, StoreLeases) else None
         self.wakeups = wakeups
-        parts = tuple(part for part in (wakeups, owned) if part is not None)
+        if leases is None and settings.cluster is not None:
+            # A node of a cluster: it listens for wake-ups before it registers where (wake_address),
+            # and sends them to the live nodes its leases saw at their last round.
+            self.wakeups = wakeups or _make_wakeups(
+                settings.cluster, reactor, lambda: self.leases.peers(), self.observer
+            )
+            self.leases = _make_leases(settings.cluster, self.store, reactor, self.wakeups)
+            parts = (self.wakeups, self.leases)
+        else:
+            self.leases = leases or LOCAL_LEASES
+            parts = (wakeups,) if wakeups is not None else ()
         Running("store", self.store, *parts).setServiceParent(self)
         # The policy is read at each run, so a reload's retention_days apply from the next one.
         self.pruner = Pruner(
@@ -408,11 +418,15 @@ class Engine(service.MultiService):
 ALL_ROLES = ("intake", "processing", "delivery", "jobs")
 
 
-def _make_leases(config: Config, store: MessageStore, reactor) -> Leases:
-    """LocalLeases for an engine alone on its store; StoreLeases for a node of ``engine.cluster``."""
-    cluster = config.engine.cluster
-    if cluster is None:
-        return LOCAL_LEASES
+def _make_wakeups(cluster: ClusterSettings, reactor, peers: Peers, observer) -> Wakeups:
+    """The wake-ups of a node: on ``wake_host``/``wake_port``, to the ``peers()`` the leases saw alive."""
+    return Wakeups(
+        reactor=reactor, peers=peers, host=cluster.wake_host, port=cluster.wake_port, observer=observer
+    )
+
+
+def _make_leases(cluster: ClusterSettings, store: MessageStore, reactor, wakeups: Wakeups) -> StoreLeases:
+    """The leases of a node of ``engine.cluster``: registered with the address its ``wakeups`` listen on."""
     return StoreLeases(
         store,
         reactor=reactor,
@@ -420,6 +434,7 @@ def _make_leases(config: Config, store: MessageStore, reactor) -> Leases:
         roles=ALL_ROLES,
         lease_seconds=cluster.lease_seconds,
         renew_every=cluster.renew_every,
+        wake_address=lambda: wakeups.address,  # known once they listen, before the node registers
     )
 
 

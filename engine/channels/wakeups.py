@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from engine.lograte import LogRate
 
-__all__ = ["MAX_KEY_BYTES", "Wakeups", "peer_address", "settled_key", "urgent_key"]
+__all__ = ["MAX_KEY_BYTES", "Peers", "Wakeups", "peer_address", "settled_key", "urgent_key"]
 
 log = Logger()
 
