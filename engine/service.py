@@ -22,7 +22,9 @@ from engine.channels.channel import Channel
 from engine.channels.intake import Intake
 from engine.channels.leases import LOCAL_LEASES, Leases, job_key
 from engine.channels.leasing import StoreLeases
+from engine.channels.wakeups import Peers, Wakeups
 from engine.config import Config, EngineSettings, load_config
+from engine.configengine import ClusterSettings
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
@@ -38,30 +40,36 @@ from engine.web.server import WebService
 log = Logger()
 
 
-class StoreService(service.Service):
-    """Owns the MessageStore's threads for the life of the engine, and the leases kept in the store.
+class Running(service.Service):
+    """Keeps parts of the engine started for the engine's life: each ``start()`` in order at start.
 
-    The services stop all at once (MultiService): the leases stop first, while the store still takes
-    writes, so the work they held stops and is released, and other processes take it over at once.
+    At stop, each part's ``stop()`` in the reverse order, one after the other. The engine's services
+    stop all at once (MultiService), so parts that need one another run in one ``Running``: the
+    store, the wake-ups (listening before the node registers their address) and the leases kept in
+    the store, which stop first, while the store still takes writes, so the work they held stops
+    and is released, and other processes take it over at once.
     """
 
-    def __init__(self, store: MessageStore, leases: StoreLeases | None = None):
-        self.setName("store")
-        self.store = store
-        self.leases = leases
+    def __init__(self, name: str, *parts):
+        self.setName(name)
+        self.parts = parts
 
     def startService(self) -> None:
         super().startService()
-        self.store.start()
-        if self.leases is not None:
-            self.leases.start().addErrback(lambda failure: log.failure("the leases did not start", failure))
+        for part in self.parts:
+            started = part.start()
+            if isinstance(started, defer.Deferred):  # the leases register (and retry) in the background
+                started.addErrback(_start_failed, self.name)
 
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        if self.leases is not None:
-            yield self.leases.stop()
-        yield self.store.stop()
+        for part in reversed(self.parts):
+            yield part.stop()
+
+
+def _start_failed(failure, name: str) -> None:
+    log.failure("a part of the {name} service did not start", failure, name=name)
 
 
 #: The lease of the retention schedule: with processes sharing a store, only its holder prunes.
@@ -131,9 +139,13 @@ class Engine(service.MultiService):
         store: MessageStore | None = None,
         observer=None,
         leases: Leases | None = None,
+        wakeups: Wakeups | None = None,
     ):
         """``leases``: the work this process may do; by default all of it (LocalLeases), or with
         ``engine.cluster`` a share of it through the store (StoreLeases, started and stopped here).
+
+        ``wakeups``: other processes share the store and wake this one (None: the engine alone, or
+        with ``engine.cluster`` the wake-ups made here, whose peers are the live nodes).
         """
         super().__init__()
         self.config = config
@@ -151,9 +163,19 @@ class Engine(service.MultiService):
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
         )
-        self.leases = leases or _make_leases(config, self.store, reactor)
-        owned = self.leases if leases is None and isinstance(self.leases, StoreLeases) else None
-        StoreService(self.store, owned).setServiceParent(self)
+        self.wakeups = wakeups
+        if leases is None and settings.cluster is not None:
+            # A node of a cluster: it listens for wake-ups before it registers where (wake_address),
+            # and sends them to the live nodes its leases saw at their last round.
+            self.wakeups = wakeups or _make_wakeups(
+                settings.cluster, reactor, lambda: self.leases.peers(), self.observer
+            )
+            self.leases = _make_leases(settings.cluster, self.store, reactor, self.wakeups)
+            parts = (self.wakeups, self.leases)
+        else:
+            self.leases = leases or LOCAL_LEASES
+            parts = (wakeups,) if wakeups is not None else ()
+        Running("store", self.store, *parts).setServiceParent(self)
         # The policy is read at each run, so a reload's retention_days apply from the next one.
         self.pruner = Pruner(
             self.store,
@@ -197,6 +219,7 @@ class Engine(service.MultiService):
                     tables=config.lookup_tables,
                     observer=self.observer,
                     leases=self.leases,
+                    wakeups=self.wakeups,
                 )
                 # Several nodes take in this channel's messages: only the lease holder processes them.
                 self.channels[channel.name].at_intake_allowed = config.engine.cluster is None
@@ -395,11 +418,15 @@ class Engine(service.MultiService):
 ALL_ROLES = ("intake", "processing", "delivery", "jobs")
 
 
-def _make_leases(config: Config, store: MessageStore, reactor) -> Leases:
-    """LocalLeases for an engine alone on its store; StoreLeases for a node of ``engine.cluster``."""
-    cluster = config.engine.cluster
-    if cluster is None:
-        return LOCAL_LEASES
+def _make_wakeups(cluster: ClusterSettings, reactor, peers: Peers, observer) -> Wakeups:
+    """The wake-ups of a node: on ``wake_host``/``wake_port``, to the ``peers()`` the leases saw alive."""
+    return Wakeups(
+        reactor=reactor, peers=peers, host=cluster.wake_host, port=cluster.wake_port, observer=observer
+    )
+
+
+def _make_leases(cluster: ClusterSettings, store: MessageStore, reactor, wakeups: Wakeups) -> StoreLeases:
+    """The leases of a node of ``engine.cluster``: registered with the address its ``wakeups`` listen on."""
     return StoreLeases(
         store,
         reactor=reactor,
@@ -407,6 +434,7 @@ def _make_leases(config: Config, store: MessageStore, reactor) -> Leases:
         roles=ALL_ROLES,
         lease_seconds=cluster.lease_seconds,
         renew_every=cluster.renew_every,
+        wake_address=lambda: wakeups.address,  # known once they listen, before the node registers
     )
 
 

@@ -16,8 +16,10 @@ from engine.channels.destinations.spec import FileSettings, HttpDestinationSetti
 from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
 from engine.channels.leases import LOCAL_LEASES, Leases
+from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
+from engine.channels.wakeups import Wakeups
 from engine.record.identity import IdentityRule
 from engine.transforms.filters import build_filters
 from engine.transforms.lookup import LookupTable
@@ -68,11 +70,13 @@ def build_channel(
     tables: Mapping[str, LookupTable],
     observer=None,
     leases: Leases = LOCAL_LEASES,
+    wakeups: Wakeups | None = None,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
     ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
     ``leases``: the work this process holds (the channel's processing, each destination's queue).
+    ``wakeups``: when other processes share the store (see ``Channel``).
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
@@ -130,4 +134,7 @@ def build_channel(
         reactor=reactor,
         observer=observer,
         leases=leases,
+        wakeups=wakeups,
+        # Work left by other nodes is found this often when a wake-up is lost.
+        idle_poll_seconds=IDLE_POLL_SECONDS if settings.cluster is None else settings.cluster.poll_seconds,
     )

@@ -8,6 +8,10 @@ the senders waiting for them (``respond: after_processing``) are answered.
 
 A channel processes only while this process holds its lease (``leases.channel_key``): passes pause
 when it is lost, and its results are written under the lease's token.
+
+When other processes share the store (``wakeups``), the channel tells them what it left for them
+(its processing, its queues) and hears what they left for it; a sender waiting here is answered
+from the store when the deliveries were done elsewhere (on their wake-up, and a short poll).
 """
 
 from __future__ import annotations
@@ -23,17 +27,25 @@ from twisted.logger import Logger
 from engine.channels.destinations.base import Destination
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.journal import Journals
-from engine.channels.leases import LOCAL_LEASES, Leases, channel_key
-from engine.channels.passes import Passes
+from engine.channels.leases import LOCAL_LEASES, Leases, channel_key, queue_key
+from engine.channels.passes import IDLE_POLL_SECONDS, Passes
 from engine.channels.pipeline import Pipeline
+from engine.channels.wakeups import Wakeups, settled_key, urgent_key
+from engine.lograte import LogRate
 from engine.model import Delivery, DeliveryResult, ProcessingResult, Status, roll_up, utc_now
 
 if TYPE_CHECKING:
     from engine.channels.spec import ChannelConfig
 
-__all__ = ["Channel", "Receipt", "may_process_at_intake"]
+__all__ = ["OUTCOME_POLL_SECONDS", "Channel", "Receipt", "may_process_at_intake"]
 
 log = Logger()
+
+#: While senders wait and other processes may settle their deliveries, the store is read this often
+#: for their outcomes: a lost wake-up delays an answer by this much at most.
+OUTCOME_POLL_SECONDS = 0.05
+#: At most one warning this often when reading the outcomes fails (the poll tries again).
+OUTCOME_WARN_SECONDS = 60.0
 
 
 def may_process_at_intake(config: ChannelConfig) -> bool:
@@ -76,13 +88,20 @@ class Channel(Passes):
         observer: Callable[[str, dict], None] | None = None,
         rng: random.Random | None = None,
         leases: Leases = LOCAL_LEASES,
+        wakeups: Wakeups | None = None,
+        outcome_poll_seconds: float = OUTCOME_POLL_SECONDS,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ):
         """``destinations``: each destination with its retry policy, in the order of the pipeline's.
 
         ``journals``: where each destination's queue keeps its journal. ``leases``: whether this
-        process may process the channel and drain each of its queues now.
+        process may process the channel and drain each of its queues now. ``wakeups``: other
+        processes share the store (None: this process alone does all of the channel's work).
+        ``idle_poll_seconds``: how often the channel and its dispatchers look at the store when idle.
         """
-        super().__init__(reactor, leases=leases, key=channel_key(config.name))
+        super().__init__(
+            reactor, leases=leases, key=channel_key(config.name), idle_poll_seconds=idle_poll_seconds
+        )
         self.name = config.name
         self.store = store
         self.pipeline = pipeline
@@ -106,6 +125,8 @@ class Channel(Passes):
                 rng=rng,
                 urgent=lambda: bool(self._waiters),
                 leases=leases,
+                wakeups=wakeups,
+                idle_poll_seconds=idle_poll_seconds,
             )
             for destination, retry in destinations
         }
@@ -120,6 +141,13 @@ class Channel(Passes):
         self._waiters: dict[int, defer.Deferred] = {}
         self._open_deliveries: dict[int, set[int]] = {}
         self._results: dict[int, list[DeliveryResult]] = {}
+        # Deliveries settled by another process: waiters answered from the store (see _look_up_outcomes).
+        self._wakeups = wakeups
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._outcome_poll_seconds = outcome_poll_seconds
+        self._outcome_timer = None
+        self._looking = self._look_again = False
+        self._outcome_warnings = LogRate(OUTCOME_WARN_SECONDS, reactor.seconds)
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -127,12 +155,21 @@ class Channel(Passes):
         """Start the dispatchers; once the lease is held, process what was left RECEIVED (recovery)."""
         for dispatcher in self.dispatchers.values():
             dispatcher.start()
+        if self._wakeups is not None:
+            self._unsubscribe = [
+                self._wakeups.on_key(channel_key(self.name), self.notify),
+                self._wakeups.on_key(settled_key(self.name), self._look_up_outcomes),
+            ]
         self.pause_passes()
         self.leases.watch(self.key, self._acquired, self._lost)
 
     @defer.inlineCallbacks
     def stop(self):
         """Finish the pass under way, give the lease back, then stop the dispatchers and destinations."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        if self._outcome_timer is not None and self._outcome_timer.active():
+            self._outcome_timer.cancel()
         yield self.stop_passes()
         yield self.leases.unwatch(self.key)
         yield defer.gatherResults([d.stop() for d in self.dispatchers.values()], consumeErrors=True)
@@ -191,7 +228,8 @@ class Channel(Passes):
         A receipt may come from the channel this one replaced on a reload: its messages are taken
         on here all the same (what that one held is no longer counted anywhere).
         """
-        held = processed = False
+        held = False
+        processed = []
         for receipt, message_id in stored:
             if receipt.result is None:
                 if receipt.channel is self:
@@ -200,12 +238,13 @@ class Channel(Passes):
                 held = True
             else:
                 self._observe("processed", {"channel": self.name, "status": str(receipt.result.status)})
-                processed = True
+                processed.append(receipt.result)
         if held:
             self.notify()
+            if self._wakeups is not None:
+                self._wakeups.send(channel_key(self.name))
         if processed:
-            for dispatcher in self.dispatchers.values():
-                dispatcher.notify()
+            self._wake_queues(processed)
 
     def dropped(self, receipt: Receipt) -> None:
         """The message of this receipt was not stored for processing (the store failed, or a duplicate)."""
@@ -220,6 +259,7 @@ class Channel(Passes):
         waiter = defer.Deferred()
         self._waiters[message_id] = waiter
         timer = self.reactor.callLater(timeout, self._stop_waiting, message_id)
+        self._poll_outcomes()
 
         def settled(result):
             if timer.active():
@@ -260,9 +300,9 @@ class Channel(Passes):
     def _after_recording(self, results: Sequence[ProcessingResult], delivery_ids: Sequence[int]) -> None:
         if len(delivery_ids) != sum(len(r.deliveries) for r in results):
             # Some results were skipped (another process handled those messages): the ids cannot be
-            # matched to deliveries, so waiters of this pass are answered on their timeout instead.
-            for dispatcher in self.dispatchers.values():
-                dispatcher.notify()
+            # matched to deliveries, so waiters of this pass are answered from the store (with
+            # wake-ups) or on their timeout instead.
+            self._wake_queues(results)
             return
         ids = iter(delivery_ids)
         for result in results:
@@ -281,8 +321,22 @@ class Channel(Passes):
             else:
                 del self._waiters[result.message_id]
                 waiter.callback((result.status, result.reason, []))
+        self._wake_queues(results)
+
+    def _wake_queues(self, results: Sequence[ProcessingResult]) -> None:
+        """Deliveries were recorded for these results: wake the dispatchers, here and (wake-ups) elsewhere."""
         for dispatcher in self.dispatchers.values():
             dispatcher.notify()
+        if self._wakeups is None:
+            return
+        queued: dict[str, bool] = {}  # destination -> whether a sender waits for it
+        for result in results:
+            waited_for = result.message_id in self._waiters
+            for delivery in result.deliveries:
+                if delivery.status == Status.QUEUED:
+                    queued[delivery.destination] = queued.get(delivery.destination, False) or waited_for
+        for destination, urgent in queued.items():
+            self._wakeups.send((urgent_key if urgent else queue_key)(self.name, destination))
 
     def _delivery_settled(self, delivery: Delivery, result: DeliveryResult) -> None:
         """A dispatcher recorded a final outcome (SENT or ERROR) for a delivery."""
@@ -299,3 +353,51 @@ class Channel(Passes):
         if waiter is not None:
             status = roll_up(Status(r.outcome) for r in results)  # final outcomes: SENT or ERROR
             waiter.callback((status, "; ".join(r.reason for r in results if r.reason), results))
+
+    # -- deliveries settled by another process ---------------------------------------------------
+
+    def _poll_outcomes(self) -> None:
+        """Look at the waiters' outcomes in a moment, when another process may settle them."""
+        if self._wakeups is None or not self._waiters or self.closed or self._looking:
+            return
+        if self._outcome_timer is None or not self._outcome_timer.active():
+            self._outcome_timer = self.reactor.callLater(self._outcome_poll_seconds, self._look_up_outcomes)
+
+    def _look_up_outcomes(self) -> None:
+        """Answer the waiters whose messages are settled in the store: one read for them all."""
+        if self._looking:
+            self._look_again = True
+            return
+        if not self._waiters or self.closed:
+            return
+        if self._outcome_timer is not None and self._outcome_timer.active():
+            self._outcome_timer.cancel()
+        self._looking = True
+        d = self.store.outcomes(list(self._waiters))
+        d.addCallbacks(self._answer_outcomes, self._outcomes_failed)
+        d.addBoth(self._looked)
+
+    def _answer_outcomes(self, outcomes: dict[int, tuple[Status, str, list[DeliveryResult]]]) -> None:
+        for message_id, outcome in outcomes.items():
+            self._open_deliveries.pop(message_id, None)
+            self._results.pop(message_id, None)
+            waiter = self._waiters.pop(message_id, None)
+            if waiter is not None:
+                waiter.callback(outcome)
+
+    def _outcomes_failed(self, failure) -> None:
+        if (count := self._outcome_warnings.due()) is not None:
+            log.warn(
+                "channel {channel}: reading the outcomes senders wait for failed {count} time(s): {error}",
+                channel=self.name,
+                count=count,
+                error=failure.getErrorMessage(),
+            )
+
+    def _looked(self, _) -> None:
+        self._looking = False
+        if self._look_again:
+            self._look_again = False
+            self._look_up_outcomes()
+        else:
+            self._poll_outcomes()

@@ -25,6 +25,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from engine.channels.leases import Acquired, Lost
+from engine.channels.wakeups import peer_address
 from engine.errors import StoreError
 from engine.model import LeaseToken, utc_now
 
@@ -59,10 +60,14 @@ class StoreLeases:
         roles: Iterable[str],
         lease_seconds: float,
         renew_every: float,
-        wake_address: str | None = None,
+        wake_address: str | Callable[[], str] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ):
-        """``store``: a MessageStore; ``node``: the machine's name in the cluster (engine.cluster.node)."""
+        """``store``: a MessageStore; ``node``: the machine's name in the cluster (engine.cluster.node).
+
+        ``wake_address``: where this process hears wake-ups (``Wakeups.address``), or the function
+        that says it once they listen: read when the node registers.
+        """
         self._store = store
         self._reactor = reactor
         self._node = node
@@ -87,6 +92,7 @@ class StoreLeases:
         self._round: defer.Deferred = defer.succeed(None)
         self._again = False
         self._stopping = False
+        self._peers: list[tuple[str, int]] = []
 
     # -- Leases --------------------------------------------------------------------------------
 
@@ -113,12 +119,17 @@ class StoreLeases:
         """What this process holds now: (key, token, acquired_at), in key order."""
         return sorted((key, h.token.token, h.acquired_at) for key, h in self._held.items() if self.holds(key))
 
+    def peers(self) -> list[tuple[str, int]]:
+        """Where the other live processes hear wake-ups, (host, port), as the last round read them."""
+        return self._peers
+
     # -- life ----------------------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def start(self):
         """Register this process as a node, then claim its share at once and every ``renew_every`` seconds."""
         self._stopping = False
+        wake_address = self._wake_address() if callable(self._wake_address) else self._wake_address
         while self.node_id is None:
             try:
                 self.node_id = yield self._store.register_node(
@@ -126,7 +137,7 @@ class StoreLeases:
                     socket.gethostname(),
                     os.getpid(),
                     sorted(self.roles),
-                    self._wake_address,
+                    wake_address,
                     self._clock(),
                 )
             except StoreError as error:
@@ -197,6 +208,7 @@ class StoreLeases:
                 yield self._store.ensure_lease_keys(sorted(new_keys))
                 self._ensured |= new_keys
             live = yield self._store.live_nodes(now, self._lease_seconds)
+            self._peers = _wake_addresses(live, self.node_id)
             yield self._balance(live, started, now, expires_at)
         except StoreError as error:
             log.warn("leases not renewed: {error}", error=str(error))
@@ -302,3 +314,19 @@ class StoreLeases:
             yield self._store.release_leases(tokens)
         except StoreError as error:  # they expire instead
             log.warn("leases not released, they expire instead: {error}", error=str(error))
+
+
+def _wake_addresses(live, node_id: int | None) -> list[tuple[str, int]]:
+    """The (host, port) wake addresses of the ``live`` nodes but this one.
+
+    A node without one (it hears no wake-ups), or with one that is not ``host:port`` (written by
+    hand), is not woken: its poll finds the work all the same.
+    """
+    peers = []
+    for node in live:
+        if node.id != node_id and node.wake_address:
+            try:
+                peers.append(peer_address(node.wake_address))
+            except ValueError:
+                continue
+    return peers

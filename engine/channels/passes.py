@@ -33,10 +33,19 @@ class Passes:
     ``leases`` says this process holds it.
     """
 
-    def __init__(self, reactor, *, leases: Leases = LOCAL_LEASES, key: str = ""):
+    def __init__(
+        self,
+        reactor,
+        *,
+        leases: Leases = LOCAL_LEASES,
+        key: str = "",
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
+    ):
+        """``idle_poll_seconds``: how often to look when idle (less when other processes share the store)."""
         self.reactor = reactor
         self.leases = leases
         self.key = key
+        self.idle_poll_seconds = idle_poll_seconds
         self._running = False
         self._again = False
         self._stopped = False
@@ -48,6 +57,11 @@ class Passes:
     def stopped(self) -> bool:
         """True while no pass may start: once ``stop_passes`` was called, or while paused."""
         return self._stopped or self._paused
+
+    @property
+    def closed(self) -> bool:
+        """True once ``stop_passes`` was called: the owner closed for good (a pause is not a close)."""
+        return self._stopped
 
     @property
     def may_work(self) -> bool:
@@ -133,7 +147,7 @@ class Passes:
             self._again = False
             self.notify()
         elif self._timer is None or not self._timer.active():
-            self.look_again_in(IDLE_POLL_SECONDS)
+            self.look_again_in(self.idle_poll_seconds)
         if not self._running:
             waiters, self._idle = self._idle, []
             for waiter in waiters:

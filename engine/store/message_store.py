@@ -266,6 +266,10 @@ class MessageStore:
             since=since,
         )
 
+    def outcomes(self, message_ids: Sequence[int]) -> defer.Deferred:
+        """Fires with MessageRepository.outcomes(message_ids): {id: (status, reason, results)}."""
+        return self._pool.read(MessageRepository.outcomes, self._repository, tuple(message_ids))
+
     def unmoved_file(self, path: str, size: int, modified_ns: int) -> defer.Deferred:
         """Fires with MessageRepository.unmoved_file(path, size, modified_ns)."""
         return self._pool.read(MessageRepository.unmoved_file, self._repository, path, size, modified_ns)

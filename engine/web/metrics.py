@@ -181,6 +181,20 @@ class Metrics:
             " the work over)",
             registry=r,
         )
+        self.wakeups = Counter(
+            "hl7engine_wakeups",
+            "Wake-ups heard from the other processes of the store, by the kind of their key (channel,"
+            " queue, urgent, settled); one key heard several times in one reactor turn counts once",
+            ["kind"],
+            registry=r,
+        )
+        self.wakeups_ignored = Counter(
+            "hl7engine_wakeups_ignored",
+            "Datagrams on the wake-up port ignored: from an address that is no peer (stranger), or"
+            " not a key (not_a_key)",
+            ["reason"],
+            registry=r,
+        )
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "accepted": self._accepted,
             "duplicate": self._duplicate,
@@ -204,6 +218,8 @@ class Metrics:
             "file_taken": lambda f: self.files.labels(f["listener"], f["outcome"]).inc(),
             "leases_held": lambda f: self.set_leases_held(f["count"]),
             "lease_lost": lambda f: self.leases_lost.inc(),
+            "wakeup": lambda f: self.wakeups.labels(f["key"].partition(":")[0]).inc(),
+            "wakeup_ignored": lambda f: self.wakeups_ignored.labels(f["reason"]).inc(),
         }
         self._known_queues: set[tuple[str, str]] = set()
         self._poll: task.LoopingCall | None = None

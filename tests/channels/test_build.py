@@ -11,6 +11,7 @@ from engine.channels.destinations.http import HTTPDestination
 from engine.channels.destinations.mllp import MLLPDestination
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.channels.journal import DeliveryJournal, StoreJournal
+from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.config import parse_config
 from engine.configtypes import Frozen
 
@@ -45,6 +46,30 @@ def test_unknown_settings_are_refused():
 
     with pytest.raises(TypeError):
         build_destination("out", Other(), reactor=reactor)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "poll"), [("", IDLE_POLL_SECONDS), ("  cluster: {poll_seconds: 0.5}\n", 0.5)]
+)
+def test_with_engine_cluster_a_channel_and_its_dispatchers_look_every_poll_seconds(tmp_path, cluster, poll):
+    """Work another node left is found every engine.cluster.poll_seconds even if its wake-up is lost."""
+    yaml = f"""
+engine:
+  data_dir: {tmp_path / "data"}
+  store: {{url: "postgresql://engine@127.0.0.1:5432/engine"}}
+{cluster}listeners:
+  - {{name: main, endpoint: "tcp:0:interface=127.0.0.1"}}
+channels:
+  - name: adt
+    source: main
+    accept: {{types: ["*"]}}
+    destinations:
+      - {{name: archive, type: file, directory: {tmp_path / "out"}}}
+"""
+    config = parse_config(yaml, source=str(tmp_path / "channels.yaml"))
+    channel = build_channel(config, 0, store=None, reactor=reactor, channels={}, tables={})
+    assert channel.idle_poll_seconds == poll
+    assert [d.idle_poll_seconds for d in channel.dispatchers.values()] == [poll]
 
 
 @pytest.mark.parametrize(

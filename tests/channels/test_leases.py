@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
@@ -14,7 +12,6 @@ from engine.channels.destinations.spec import MllpSettings
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.leases import LOCAL_LEASES, channel_key, job_key, queue_key
 from engine.channels.leasing import StoreLeases
-from engine.config import parse_config
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.model import NewDelivery, ProcessingResult, Status, utc_now
@@ -24,6 +21,7 @@ from engine.store.pruner import Pruner
 from engine.store.retention import RetentionPolicy
 from engine.store.schema import deliveries
 from engine.store.schema import leases as leases_table
+from tests.fakes.cluster import cluster_config
 from tests.fakes.downstream import Downstream, Gate
 from tests.fakes.harness import in_thread, port_of, start_engine, wait_until
 from tests.fakes.messages import pms_message
@@ -200,39 +198,6 @@ def test_only_the_holder_of_the_retention_job_prunes(leases_on, open_store):
 # Two engines on one PostgreSQL store
 
 
-def _cluster_config(tmp_path: Path, url: str, node: str, downstream_port: int):
-    text = f"""
-engine:
-  application: HUB
-  facility: TEST
-  data_dir: {tmp_path / node}
-  store:
-    url: {url}
-  cluster:
-    node: {node}
-    lease_seconds: {LEASE * 3}
-    renew_seconds: {RENEW * 3}
-listeners:
-  - name: main
-    endpoint: "tcp:0:interface=127.0.0.1"
-channels:
-  - name: adt
-    source: main
-    accept: {{types: ["*"]}}
-    destinations:
-      - name: emr
-        type: mllp
-        host: 127.0.0.1
-        port: {downstream_port}
-        ack_timeout_seconds: 2
-        connect_timeout_seconds: 2
-        queue:
-          retry_initial_seconds: 0.05
-          retry_jitter: 0
-"""
-    return parse_config(text, source=str(tmp_path / f"{node}.yaml"))
-
-
 def _adt(n: int) -> bytes:
     return (
         "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^A04^ADT_A01|"
@@ -268,7 +233,10 @@ def two_engines(tmp_path, postgres_url):
     def start() -> tuple[Downstream, Engine, Engine]:
         port = downstream.start()
         for node in ("a", "b"):
-            started.append(start_engine(_cluster_config(tmp_path, postgres_url, node, port)))
+            config = cluster_config(
+                tmp_path, postgres_url, node, port, lease_seconds=LEASE * 3, renew_seconds=RENEW * 3
+            )
+            started.append(start_engine(config))
         return downstream, *started
 
     yield start

@@ -1,11 +1,16 @@
-"""Rows of the nodes and leases tables written straight into a store, as running processes leave them."""
+"""Rows of the nodes and leases tables written straight into a store, as running processes leave them.
+
+And the config of one node of an engine cluster on a test database (``cluster_config``).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
+from engine.config import Config, parse_config
 from engine.store.schema import leases, nodes
 
 ROLES = "intake,processing,delivery,jobs"
@@ -86,3 +91,49 @@ def two_alive_one_dead(engine: sa.Engine, now: datetime) -> dict[str, int]:
     add_lease(engine, "channel:lab", ids["node-c"], token=5, expires_at=now - timedelta(seconds=30))
     add_lease(engine, "job:retention", None, token=0, expires_at=None)
     return ids
+
+
+def cluster_config(
+    tmp_path: Path,
+    url: str,
+    node: str,
+    downstream_port: int,
+    *,
+    lease_seconds: float,
+    renew_seconds: float,
+    poll_seconds: float = 1.0,
+    respond: str = "after_store",
+) -> Config:
+    """Node ``node`` of a cluster on the store ``url``: listener main, channel adt to MLLP emr on the port."""
+    text = f"""
+engine:
+  application: HUB
+  facility: TEST
+  data_dir: {tmp_path / node}
+  store:
+    url: {url}
+  cluster:
+    node: {node}
+    lease_seconds: {lease_seconds}
+    renew_seconds: {renew_seconds}
+    poll_seconds: {poll_seconds}
+listeners:
+  - name: main
+    endpoint: "tcp:0:interface=127.0.0.1"
+channels:
+  - name: adt
+    source: main
+    accept: {{types: ["*"]}}
+    respond: {respond}
+    destinations:
+      - name: emr
+        type: mllp
+        host: 127.0.0.1
+        port: {downstream_port}
+        ack_timeout_seconds: 2
+        connect_timeout_seconds: 2
+        queue:
+          retry_initial_seconds: 0.05
+          retry_jitter: 0
+"""
+    return parse_config(text, source=str(tmp_path / f"{node}.yaml"))

@@ -91,6 +91,19 @@ def test_the_leases_this_process_holds_and_loses():
     assert b"\nhl7engine_leases_held 1.0\n" in body and b"\nhl7engine_leases_lost_total 2.0\n" in body
 
 
+def test_wake_ups_heard_by_kind_and_datagrams_ignored_by_reason():
+    """A wake-up counts under its key's kind (never the key: no label per channel); ignored ones by reason."""
+    metrics = Metrics()
+    metrics.observe("wakeup", {"key": "channel:adt"})
+    metrics.observe("wakeup", {"key": "queue:adt/emr"})
+    metrics.observe("wakeup", {"key": "queue:lab/lis"})
+    metrics.observe("wakeup_ignored", {"reason": "stranger"})
+    assert value(metrics, "hl7engine_wakeups_total", kind="channel") == 1
+    assert value(metrics, "hl7engine_wakeups_total", kind="queue") == 2
+    assert value(metrics, "hl7engine_wakeups_total", kind="settled") is None
+    assert value(metrics, "hl7engine_wakeups_ignored_total", reason="stranger") == 1
+
+
 def test_unknown_or_malformed_events_never_raise():
     """An event the metrics do not know is ignored; one missing a field is logged, never raised."""
     metrics = Metrics()
