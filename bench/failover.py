@@ -94,6 +94,8 @@ def main() -> int:
     parser.add_argument("--lease-seconds", type=float, default=3.0)
     parser.add_argument("--kill-at", type=float, default=1 / 3, help="share of the ACKs before the kill")
     parser.add_argument("--drain-seconds", type=float, default=300.0)
+    parser.add_argument("--pace-seconds", type=float, default=0.0, help="each sender's pause after an ACK")
+    parser.add_argument("--answer-delay", type=float, default=0.0, help="the partners' pause before each ACK")
     parser.add_argument("--quick", action="store_true", help="3,000 messages on 6 connections")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument(
@@ -117,6 +119,8 @@ def main() -> int:
         lease_seconds=arguments.lease_seconds,
         kill_at=arguments.kill_at,
         drain_seconds=arguments.drain_seconds,
+        pace_seconds=arguments.pace_seconds,
+        answer_delay=arguments.answer_delay,
     )
     with (
         tempfile.TemporaryDirectory(prefix="bench-failover-") as folder,
