@@ -41,6 +41,8 @@ CHANNEL = "failover"
 DESTINATIONS = ("a", "b")
 VT, FS_CR = b"\x0b", b"\x1c\x0d"
 _TEMPLATES = 64
+# What reaches a partner this soon after the kill was on its way from the killed node already.
+IN_FLIGHT_GRACE = 0.1
 
 
 def queue_key(destination: str) -> str:
@@ -49,7 +51,13 @@ def queue_key(destination: str) -> str:
 
 
 def write_config(
-    folder: Path, store_url: str, partners: dict[str, int], *, lease_seconds: float, poll_seconds: float = 0.5
+    folder: Path,
+    store_url: str,
+    partners: dict[str, int],
+    *,
+    lease_seconds: float,
+    poll_seconds: float = 0.5,
+    duplicate_window: float | None = None,
 ) -> Path:
     """The one channels.yaml of every node: a channel sending everything to an mllp destination per partner.
 
@@ -70,7 +78,8 @@ def write_config(
         "listeners:\n"
         '  - {name: main, endpoint: "tcp:${HL7ENGINE_NODE_PORT}:interface=127.0.0.1"}\n'
         f"channels:\n  - name: {CHANNEL}\n    source: main\n    accept: {{types: ['*']}}\n"
-        f"    respond: after_store\n    destinations:\n{destinations}"
+        f"    respond: after_store\n    duplicate_window_seconds: {duplicate_window or 'null'}\n"
+        f"    destinations:\n{destinations}"
     )
     return path
 
@@ -377,7 +386,7 @@ class DestinationReport:
     again: list[str]  # a control id for each arrival beyond what the store holds of it
     unmarked: list[str]  # of those, the ones the store does not mark "possible duplicate"
     order_problem: str | None  # None: the partner got them in delivery id order
-    first_after_kill: float | None  # seconds from the kill to the partner's next arrival
+    first_after_kill: float | None  # seconds from the kill to the partner's next arrival (past the grace)
 
 
 @dataclass
@@ -407,7 +416,7 @@ def examine(
             seen[control_id] += 1
             if seen[control_id] <= stored.get(control_id, 0):
                 kept.append(control_id)
-        after = [moment for moment, _ in arrivals if moment > killed_at]
+        after = [moment for moment, _ in arrivals if moment > killed_at + IN_FLIGHT_GRACE]
         reports.append(
             DestinationReport(
                 name=name,
@@ -446,6 +455,7 @@ class Plan:
     drain_seconds: float = 60.0  # after the load, how long the nodes may take to deliver the rest
     pace_seconds: float = 0.0  # each sender's pause after an ACK (0: full speed)
     answer_delay: float = 0.0  # the partners' pause before each ACK: slow partners, queues with a backlog
+    duplicate_window: float | None = None  # the channel's duplicate_window_seconds (None: off)
     start_seconds: float = 60.0
 
 
@@ -510,7 +520,13 @@ def run(
     nodes: list[Node] = []
     view = StoreView(store_url)
     try:
-        config = write_config(folder, store_url, receivers.ports, lease_seconds=plan.lease_seconds)
+        config = write_config(
+            folder,
+            store_url,
+            receivers.ports,
+            lease_seconds=plan.lease_seconds,
+            duplicate_window=plan.duplicate_window,
+        )
         for number in range(1, plan.nodes + 1):
             node = Node(f"node{number}", config, free_port(), engine_root)
             nodes.append(node)

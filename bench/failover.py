@@ -73,7 +73,8 @@ def report(outcome: cluster.Outcome, plan: cluster.Plan, database: str, engine_r
             f"| {name}: received more often than stored | {len(destination.again)} {destination.again[:3]}"
             f" ({len(destination.unmarked)} not marked possible duplicate) |",
             f"| {name}: order | {destination.order_problem or 'as delivery ids'} |",
-            f"| {name}: next message after the kill | {cluster.seconds_text(destination.first_after_kill)} |",
+            f"| {name}: next message after the kill (past {cluster.IN_FLIGHT_GRACE:g} s) |"
+            f" {cluster.seconds_text(destination.first_after_kill)} |",
         ]
     lines += [
         "",
@@ -96,6 +97,9 @@ def main() -> int:
     parser.add_argument("--drain-seconds", type=float, default=300.0)
     parser.add_argument("--pace-seconds", type=float, default=0.0, help="each sender's pause after an ACK")
     parser.add_argument("--answer-delay", type=float, default=0.0, help="the partners' pause before each ACK")
+    parser.add_argument(
+        "--duplicate-window", type=float, help="the channel's duplicate_window_seconds (default: off)"
+    )
     parser.add_argument("--quick", action="store_true", help="3,000 messages on 6 connections")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument(
@@ -121,6 +125,7 @@ def main() -> int:
         drain_seconds=arguments.drain_seconds,
         pace_seconds=arguments.pace_seconds,
         answer_delay=arguments.answer_delay,
+        duplicate_window=arguments.duplicate_window,
     )
     with (
         tempfile.TemporaryDirectory(prefix="bench-failover-") as folder,
