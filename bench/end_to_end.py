@@ -61,7 +61,7 @@ def channels(receiver_port: int) -> tuple[dict, ...]:
 class Downstream:
     """The receiver process on a free port of 127.0.0.1; what it received can be read once it is stopped."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, answer_delay: float = 0.0):
         self.port = free_port()
         self.record = folder / "downstream-received.txt"
         argv = [
@@ -71,6 +71,8 @@ class Downstream:
             str(self.port),
             "--record",
             str(self.record),
+            "--answer-delay",
+            str(answer_delay),
         ]
         self.server = ServerProcess(
             argv, cwd=SERVERS, env=python_env(), port=self.port, log_path=folder / "downstream.log"

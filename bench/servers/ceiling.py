@@ -23,8 +23,9 @@ class FixedAck(asyncio.Protocol):
 
     ack_head = ACK_HEAD
 
-    def acknowledged(self, control_id: bytes) -> None:
-        """Called after each ACK is written, with the control id it carries (a subclass records it)."""
+    def answer(self, control_id: bytes) -> None:
+        """Write the ACK of one frame, MSA-2 its control id (a subclass records it, or holds it back)."""
+        self.transport.write(self.ack_head + control_id + ACK_TAIL)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -38,8 +39,7 @@ class FixedAck(asyncio.Protocol):
             header = frame[: frame.find(b"\r")]
             fields = header.split(header[3:4], 10) if len(header) > 3 else []
             control_id = fields[9] if len(fields) > 9 else b""
-            self.transport.write(self.ack_head + control_id + ACK_TAIL)
-            self.acknowledged(control_id)
+            self.answer(control_id)
         if len(buffer) > MAX_FRAME_BYTES:
             self.transport.close()
         self.buffer = buffer

@@ -136,11 +136,10 @@ class Dispatcher(Passes):
         return self.destination.name
 
     def start(self) -> None:
-        """Open the journal; once the queue's lease is held, start the destination and look at the queue.
+        """Once the queue's lease is held: open the journal, start the destination, look at the queue.
 
         What the journal holds is recorded first.
         """
-        self.journal.open()
         if self._wakeups is not None:
             self._unsubscribe = [
                 self._wakeups.on_key(queue_key(self.channel, self.name), self.notify),
@@ -159,11 +158,14 @@ class Dispatcher(Passes):
         self.journal.close()
 
     def _acquired(self) -> None:
+        # Read only now, under the lease: the journal as the queue's last holder left it (a node
+        # SIGKILLed mid-round), and its writes fenced by this holding's token.
+        self.journal.open()
         self.destination.start()
         self.resume_passes()
 
     def _lost(self) -> defer.Deferred:
-        return self._halt(self.pause_passes())
+        return self._halt(self.pause_passes()).addCallback(lambda _: self.journal.close())
 
     @defer.inlineCallbacks
     def _halt(self, passes: defer.Deferred):

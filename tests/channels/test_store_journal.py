@@ -25,6 +25,7 @@ from twisted.internet import defer, reactor, task
 from engine.channels.destinations.base import Destination
 from engine.channels.dispatcher import IN_DOUBT_REASON, Dispatcher, RetryPolicy
 from engine.channels.journal import DeliveryJournal, Journals, StoreJournal, journal_engine
+from engine.channels.leases import LOCAL_LEASES
 from engine.model import Delivery, DeliveryResult, LeaseToken, NewDelivery, Outcome, Status, utc_now
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageRepository
@@ -164,7 +165,7 @@ class Partner(Destination):
         return defer.succeed(DeliveryResult(Outcome.SENT, response_code="AA"))
 
 
-def _dispatcher(store, journals: Journals, partner: Partner) -> Dispatcher:
+def _dispatcher(store, journals: Journals, partner: Partner, leases=LOCAL_LEASES) -> Dispatcher:
     return Dispatcher(
         "adt",
         partner,
@@ -175,7 +176,34 @@ def _dispatcher(store, journals: Journals, partner: Partner) -> Dispatcher:
         clock=utc_now,
         on_settled=lambda delivery, result: None,
         observer=lambda *_: None,
+        leases=leases,
     )
+
+
+class _Granted:
+    """The leases of a node that gets the queue only once ``grant`` is called (another node held it)."""
+
+    shared = True
+
+    def __init__(self):
+        self._held = False
+        self._acquired = None
+
+    def holds(self, key: str) -> bool:
+        return self._held
+
+    def token(self, key: str) -> None:
+        return None
+
+    def watch(self, key: str, acquired, lost) -> None:
+        self._acquired = acquired
+
+    def unwatch(self, key: str) -> defer.Deferred:
+        return defer.succeed(None)
+
+    def grant(self) -> None:
+        self._held = True
+        self._acquired()
 
 
 def _store_journals(folder: Path, url: str) -> Journals:
@@ -275,6 +303,35 @@ def test_a_queue_taken_over_after_its_node_stopped_mid_round_sends_only_the_one_
     second = yield _take_over(tmp_path / "b", migrated, open_postgres_store())
     assert first.received == ["C1", "C2", "C3", "C4", "C5"]
     assert second == ["C5", "C6", "C7", "C8", "C9", "C10"]
+    _only_the_one_in_flight_went_twice(migrated)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_started_before_the_holder_died_reads_its_round_once_it_takes_the_queue_over(
+    tmp_path, migrated, open_postgres_store
+):
+    """Node B waits for the queue's lease from before node A's round: taking over, it sees that round.
+
+    Its journal is read when the lease comes, not when it started (the row was empty then): it
+    records A's four answers and sends only the 5th again, marked, then the rest.
+    """
+    _queue_ten(migrated)
+    waiting = _Granted()
+    second = Partner()
+    node_b = _dispatcher(open_postgres_store(), _store_journals(tmp_path / "b", migrated), second, waiting)
+    node_b.start()
+    first = Partner(answering=4)
+    node_a = _dispatcher(open_postgres_store(), _store_journals(tmp_path / "a", migrated), first)
+    node_a.start()
+    yield _until(lambda: len(first.received) == 5, "node A sent 5")
+    node_a.journal.close()  # the round is not recorded, the journal stays in the store
+    waiting.grant()
+    try:
+        yield _until(lambda: all(state == "SENT" for _, state, _ in _states(migrated)), "node B sent all")
+    finally:
+        yield node_b.stop()
+    assert first.received == ["C1", "C2", "C3", "C4", "C5"]
+    assert second.received == ["C5", "C6", "C7", "C8", "C9", "C10"]
     _only_the_one_in_flight_went_twice(migrated)
 
 
