@@ -38,10 +38,6 @@ PROFILED = {
     "patient-record": lambda engine, connections, options, context, hook: patient_record.measure_row(
         "patient-record", engine, connections, options, context, on_window=hook
     ),
-    # Every message to an mllp partner, the patient record and an archive file.
-    "realistic": lambda engine, connections, options, context, hook: realistic.measure_row(
-        "realistic", engine, connections, options, context, on_window=hook
-    ),
     # Intake with the store on PostgreSQL (a database of its own, dropped afterwards).
     "postgresql": lambda engine, connections, options, context, hook: postgresql.intake_row(
         "postgresql", engine, connections, options, context, on_window=hook
@@ -49,6 +45,10 @@ PROFILED = {
     # End to end with the store on PostgreSQL.
     "postgresql-end-to-end": lambda engine, connections, options, context, hook: postgresql.end_to_end_row(
         "postgresql", engine, connections, options, context, on_window=hook
+    ),
+    # Every message to an mllp partner, the patient record and an archive file.
+    "realistic": lambda engine, connections, options, context, hook: realistic.measure_row(
+        "realistic", engine, connections, options, context, on_window=hook
     ),
 }
 
