@@ -10,7 +10,8 @@ compared with: downstream work must not slow intake down.
 A row reports intake (rate, p50, p99), what reached the partner within the window, what the
 record applied within the window, the drain, and whether everything was delivered: the SENT
 deliveries of the channel, every destination together, must be three times the messages
-acknowledged.
+acknowledged. ``realistic-postgresql`` runs the same two rows on PostgreSQL, each on a database
+of its own (``--postgres``), dropped afterwards.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from __future__ import annotations
 import contextlib
 
 from bench import end_to_end
-from bench.harness import Options, Row, both, measure, row_folder
-from bench.stores import DeliveryWatch, drain_figures, probe, sqlite_url
-from bench.systems import EngineSetup, RunContext, System
+from bench.harness import Options, Row, Scenario, both, measure, row_folder, sweep
+from bench.stores import DeliveryWatch, drain_figures, fresh_database, postgres_unreachable, probe, sqlite_url
+from bench.systems import SYSTEMS, EngineSetup, RunContext, System
 
 CHANNEL = "realistic"
 PARTNER, RECORD, ARCHIVE = "partner", "record", "archive"
 DESTINATIONS = (PARTNER, RECORD, ARCHIVE)
 LABEL = "hl7engine, SQLite, partner + record + archive"
 STORE_ONLY_LABEL = "hl7engine, SQLite, store only"
+PG_LABEL = "hl7engine, PostgreSQL, partner + record + archive"
+PG_STORE_ONLY_LABEL = "hl7engine, PostgreSQL, store only"
 # As in (3): each patient recurs across connections, message kinds and senders.
 PATIENTS = 200
 
@@ -48,12 +51,23 @@ def channels(partner_port: int, archive: str) -> tuple[dict, ...]:
 
 
 def store_only_row(
-    scenario: str, system: System, connections: int, options: Options, context: RunContext, *, on_window=None
+    scenario: str,
+    system: System,
+    connections: int,
+    options: Options,
+    context: RunContext,
+    *,
+    on_window=None,
+    store_url: str | None = None,
+    label: str = STORE_ONLY_LABEL,
 ) -> Row:
-    """The same load on the catch-all channel without destinations: the intake compared with."""
+    """The same load on the catch-all channel without destinations: the intake compared with.
+
+    On ``store_url`` (default: SQLite in the row's work folder).
+    """
     row = measure(
         scenario,
-        system.configured(STORE_ONLY_LABEL, EngineSetup()),
+        system.configured(label, EngineSetup(store_url=store_url)),
         connections,
         options,
         context,
@@ -72,15 +86,20 @@ def measure_row(
     context: RunContext,
     *,
     on_window=None,
+    store_url: str | None = None,
+    label: str = LABEL,
 ) -> Row:
-    """One realistic row on SQLite in the row's folder; ``on_window`` as for ``measure``."""
+    """One realistic row on ``store_url`` (default: SQLite in the row's folder).
+
+    ``on_window`` works as for ``measure``.
+    """
     with (
         row_folder(options, f"bench-realistic-{connections}-") as folder,
         contextlib.closing(end_to_end.Downstream(folder)) as partner,
     ):
-        url = sqlite_url(folder / "hl7engine.db")
+        url = store_url or sqlite_url(folder / "hl7engine.db")
         engine = system.configured(
-            LABEL, EngineSetup(channels=channels(partner.port, str(folder / "archive")), store_url=url)
+            label, EngineSetup(channels=channels(partner.port, str(folder / "archive")), store_url=url)
         )
         # The record's progress over the window (no drain of its own), then every destination's drain.
         applied = DeliveryWatch(url, CHANNEL, RECORD, 0.0)
@@ -117,6 +136,48 @@ def measure_row(
         }
     )
     return row
+
+
+def postgresql_store_only_row(
+    scenario: str, system: System, connections: int, options: Options, context: RunContext
+) -> Row:
+    """The store-only row on a PostgreSQL database of its own (dropped afterwards)."""
+    with fresh_database(options.postgres_server) as database:
+        return store_only_row(
+            scenario, system, connections, options, context, store_url=database.url, label=PG_STORE_ONLY_LABEL
+        )
+
+
+def postgresql_row(
+    scenario: str, system: System, connections: int, options: Options, context: RunContext
+) -> Row:
+    """The realistic row on a PostgreSQL database of its own (dropped afterwards)."""
+    with fresh_database(options.postgres_server) as database:
+        return measure_row(
+            scenario, system, connections, options, context, store_url=database.url, label=PG_LABEL
+        )
+
+
+def run_postgresql(scenario: Scenario, options: Options, context: RunContext, *, progress=print) -> list[Row]:
+    """The store-only and realistic rows on PostgreSQL; one unavailable row each when it cannot be reached."""
+    if options.systems is not None and "engine" not in options.systems:
+        return []
+    problem = postgres_unreachable(options.postgres_server)
+    if problem is None:
+        return sweep(
+            scenario,
+            options,
+            context,
+            progress=progress,
+            variants=(postgresql_store_only_row, postgresql_row),
+        )
+    progress(f"  {problem}")
+    engine = SYSTEMS["engine"]
+    return [
+        Row(scenario.name, engine.name, label, engine.role, connections, status="unavailable", reason=problem)
+        for connections in options.connections
+        for label in (PG_STORE_ONLY_LABEL, PG_LABEL)
+    ]
 
 
 def figures(row: Row) -> dict[str, str]:

@@ -73,5 +73,13 @@ SCENARIOS: dict[str, Scenario] = {
             figures=realistic.figures,
             check=targets.realistic,
         ),
+        Scenario(
+            "realistic-postgresql",
+            "(6) Realistic, on PostgreSQL: the same two rows, each on a database of its own",
+            systems=("engine",),
+            run=realistic.run_postgresql,
+            figures=realistic.figures,
+            check=targets.realistic,
+        ),
     ]
 }

@@ -30,17 +30,26 @@ from engine.model import Delivery, DeliveryResult, Outcome
 from engine.record.identity import DEFAULT_RULE, IdentityRule
 from engine.record.ingest import IngestResult, RecordIngestor
 
-__all__ = ["CHUNK_MESSAGES", "CHUNK_SECONDS", "MAX_CHUNK_MESSAGES", "RecordDestination", "next_chunk"]
+__all__ = [
+    "CHUNK_MESSAGES",
+    "CHUNK_SECONDS",
+    "MAX_CHUNK_MESSAGES",
+    "MIN_CHUNK_MESSAGES",
+    "RecordDestination",
+    "next_chunk",
+]
 
 log = Logger(namespace="engine.record")
 
-#: How long one writer call (one transaction of the record) should take: the write lock of SQLite
-#: is held that long, and a received message's commit may wait for it.
+#: On SQLite (one writer at a time), how long one writer call (one transaction of the record)
+#: should take: the write lock is held that long, and a received message's commit may wait for it.
+#: PostgreSQL commits received messages on a writer of their own: a run is one call there.
 CHUNK_SECONDS = 0.005
 #: Messages in the first chunk (about 0.5 ms each on the benchmark machine); the next ones are
-#: sized from how long the last took, between 1 and MAX_CHUNK_MESSAGES (a commit per message
-#: costs more than their apply: the pages of every index are written again).
+#: sized from how long the last took, between MIN_CHUNK_MESSAGES (a transaction a message would
+#: cost more than their apply: the pages of every index are written again) and MAX_CHUNK_MESSAGES.
 CHUNK_MESSAGES = 8
+MIN_CHUNK_MESSAGES = 4
 MAX_CHUNK_MESSAGES = 200
 
 
@@ -105,7 +114,11 @@ class RecordDestination(Destination):
         results: list[DeliveryResult] = []
         start = 0
         while start < len(deliveries):
-            chunk = deliveries[start : start + self._chunk]
+            try:
+                one_writer = self._ingestor_for_store().engine.dialect.name == "sqlite"
+            except StoreError:
+                one_writer = True  # the write below fails as it should
+            chunk = deliveries[start : start + (self._chunk if one_writer else len(deliveries))]
             start += len(chunk)
             outcomes = dict(enumerate(self._readings(chunk)))
             messages = {
@@ -124,7 +137,8 @@ class RecordDestination(Destination):
                     )
                     results.extend(self._failed(error, delivery) for delivery in deliveries[start:])
                     return results
-                self._chunk = next_chunk(len(applied), took)
+                if one_writer:
+                    self._chunk = next_chunk(len(applied), took)
                 for position, outcome in zip(messages, applied):
                     outcomes[position] = (
                         _applied(outcome)
@@ -179,10 +193,10 @@ def next_chunk(size: int, took: float) -> int:
     """The messages of the next chunk, after ``size`` took ``took`` seconds: aimed at CHUNK_SECONDS.
 
     At most twice the last, so that one fast chunk (messages already applied) does not make the
-    next one hold the lock long; between 1 and MAX_CHUNK_MESSAGES.
+    next one hold the lock long; between MIN_CHUNK_MESSAGES and MAX_CHUNK_MESSAGES.
     """
     aimed = int(size * CHUNK_SECONDS / took) if took > 0 else MAX_CHUNK_MESSAGES
-    return max(1, min(aimed, 2 * size, MAX_CHUNK_MESSAGES))
+    return max(MIN_CHUNK_MESSAGES, min(aimed, 2 * size, MAX_CHUNK_MESSAGES))
 
 
 def _timed(function: Callable, *args) -> tuple[float, Any]:
