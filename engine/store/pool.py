@@ -107,16 +107,19 @@ class _Lane:
     """A writer thread's queues and kept connection: a transaction at a time, intake's adds first.
 
     ``intake`` holds the adds of received messages (no source file), in order; ``pending`` every
-    other write (calls, a file's adds), in order. Whenever an add waits in ``intake``, it is
-    committed before the next of ``pending``: a sender's ACK never waits behind downstream work
-    queued before it (a record run, a round of attempts, processing). No add relies on a call
-    queued before it: a caller that needs a call's write first waits for its Deferred.
+    other write (calls, a file's adds), in order. Whenever adds wait in ``intake``, they are
+    committed (one group) before the next of ``pending``: a sender's ACK never waits behind the
+    downstream work queued before it (a record run, a round of attempts, processing), only for
+    the one transaction running. After a group, a waiting call goes next, so calls are never
+    starved by steady intake. No add relies on a call queued before it: a caller that needs a
+    call's write first waits for its Deferred.
     """
 
     def __init__(self, name: str, connection: _KeptConnection):
         self.name = name
         self.intake: collections.deque[_PendingAdd] = collections.deque()
         self.pending: collections.deque[_PendingAdd | _PendingCall] = collections.deque()
+        self.last_was_intake = False  # the last work taken was a group of intake's adds
         self.wakeup = threading.Condition()
         self.connection = connection
 
@@ -418,8 +421,12 @@ class StorePool:
                 if lane.intake or lane.pending or self._state is not State.RUNNING:
                     break
                 lane.wakeup.wait(_CHECKPOINT_SECONDS)
-            if lane.intake:
+            # Intake first, but a call waits for one group of adds at most: under steady intake the
+            # writer alternates, so processing and delivery go on (a group takes every add queued).
+            if lane.intake and not (lane.pending and lane.last_was_intake):
+                lane.last_was_intake = True
                 return _take_adds(lane.intake, self._max_batch)
+            lane.last_was_intake = False
             if not lane.pending:
                 return None
             if isinstance(lane.pending[0], _PendingCall):

@@ -332,6 +332,26 @@ def test_a_received_message_commits_ahead_of_the_calls_queued_before_it(open_sto
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_call_waits_for_one_group_of_adds_at_most(open_store, backend, write_lock, make_message):
+    """After a group of adds the writer takes a waiting call before the adds queued meanwhile.
+
+    Steady intake never starves processing and delivery (on SQLite, where they share the writer).
+    """
+    if backend != "sqlite":
+        pytest.skip("on PostgreSQL the adds have a writer of their own")
+    store = open_store()
+    write_lock.hold()
+    first = store.add([make_message(0)])
+    yield later(0.1, lambda: None)  # the writer took it and waits for the lock
+    counted = store.write(store.repository.count)
+    second = store.add([make_message(1)])
+    yield later(0.1, write_lock.release)
+    results = yield defer.gatherResults([first, counted, second])
+    assert results[1] == 1  # the call ran after the first group, before the second
+    assert results[0][0] < results[2][0]
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_file_add_keeps_its_place_behind_calls(open_sqlite_store, make_message):
     """On SQLite an add with its source file waits for the calls asked before it (a file_moved may matter)."""
     store = open_sqlite_store()
