@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bench import deps, end_to_end, patient_record, postgresql, procstats
+from bench import deps, end_to_end, patient_record, postgresql, procstats, realistic
 from bench.harness import Options, measure
 from bench.systems import SYSTEMS, RunContext
 
@@ -45,6 +45,10 @@ PROFILED = {
     # End to end with the store on PostgreSQL.
     "postgresql-end-to-end": lambda engine, connections, options, context, hook: postgresql.end_to_end_row(
         "postgresql", engine, connections, options, context, on_window=hook
+    ),
+    # Every message to an mllp partner, the patient record and an archive file.
+    "realistic": lambda engine, connections, options, context, hook: realistic.measure_row(
+        "realistic", engine, connections, options, context, on_window=hook
     ),
 }
 

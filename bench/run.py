@@ -5,7 +5,7 @@ first use (see bench/README.md), never into the project. Every row starts its ow
 process on a free port of 127.0.0.1, drives it with the load generator, stops it, and records
 what it measured; the report is printed and written to bench/results/latest.md and .json.
 ``--profile py-spy`` (or ``cprofile``) instead runs the engine once under the load with a
-profiler (intake, or the one --scenario given: end-to-end, patient-record, postgresql, or
+profiler (intake, or the one --scenario given: end-to-end, patient-record, realistic, postgresql, or
 postgresql,end-to-end for end to end on PostgreSQL) and writes
 bench/results/profile-<tool>[-<scenario>].md.
 """

@@ -3,15 +3,15 @@
 A scenario that can run has a ``run`` function returning its rows; one that cannot yet has a
 ``pending`` reason, which the report prints instead of figures. How a row is measured is in
 ``harness.py``; a scenario with fixtures of its own has its module (``end_to_end.py``,
-``patient_record.py``, ``large_store.py``, ``postgresql.py``), its own figures for the report,
-and the performance targets it is held to (``targets.py``).
+``patient_record.py``, ``large_store.py``, ``postgresql.py``, ``realistic.py``), its own
+figures for the report, and the performance targets it is held to (``targets.py``).
 """
 
 from __future__ import annotations
 
 import functools
 
-from bench import end_to_end, large_store, patient_record, postgresql, targets
+from bench import end_to_end, large_store, patient_record, postgresql, realistic, targets
 from bench.harness import Scenario, sweep
 
 SCENARIOS: dict[str, Scenario] = {
@@ -64,6 +64,22 @@ SCENARIOS: dict[str, Scenario] = {
             run=postgresql.run,
             figures=postgresql.figures,
             check=targets.postgresql,
+        ),
+        Scenario(
+            "realistic",
+            "(6) Realistic: every message to an mllp partner, the patient record and an archive file",
+            systems=("engine",),
+            run=functools.partial(sweep, variants=(realistic.store_only_row, realistic.measure_row)),
+            figures=realistic.figures,
+            check=targets.realistic,
+        ),
+        Scenario(
+            "realistic-postgresql",
+            "(6) Realistic, on PostgreSQL: the same two rows, each on a database of its own",
+            systems=("engine",),
+            run=realistic.run_postgresql,
+            figures=realistic.figures,
+            check=targets.realistic,
         ),
     ]
 }

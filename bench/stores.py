@@ -54,11 +54,12 @@ class StoreProbe:
             "SELECT count(*) FROM messages WHERE status = 'RECEIVED' AND id > :after_id", after_id=after_id
         )
 
-    def deliveries(self, channel: str, destination: str) -> dict[str, int]:
-        """Current (not superseded) deliveries to one destination, by status."""
+    def deliveries(self, channel: str, destination: str | None) -> dict[str, int]:
+        """Current (not superseded) deliveries to one destination (None: all of the channel), by status."""
         sql = (
-            "SELECT status, count(*) FROM deliveries WHERE channel = :channel AND destination = :destination"
-            " AND superseded_at IS NULL GROUP BY status"
+            "SELECT status, count(*) FROM deliveries WHERE channel = :channel"
+            + (" AND destination = :destination" if destination is not None else "")
+            + " AND superseded_at IS NULL GROUP BY status"
         )
         with self._engine.connect() as connection:
             return dict(
@@ -139,6 +140,8 @@ def database_exists(server: str, name: str) -> bool:
 class DeliveryWatch:
     """One destination's progress at the window's edges, then a bounded wait for the rest to be delivered.
 
+    With ``destination`` None, every destination of the channel together.
+
     Its ``on_window`` goes to ``measure``: at the start and the end of the window it counts the
     destination's SENT deliveries and what is still waiting (messages not yet processed,
     deliveries QUEUED); after the end it waits, up to ``drain_seconds``, until nothing waits.
@@ -146,7 +149,9 @@ class DeliveryWatch:
 
     POLL_SECONDS = 0.25
 
-    def __init__(self, url: str, channel: str, destination: str, drain_seconds: float, *, after_id: int = 0):
+    def __init__(
+        self, url: str, channel: str, destination: str | None, drain_seconds: float, *, after_id: int = 0
+    ):
         self.url = url
         self.channel = channel
         self.destination = destination

@@ -18,6 +18,9 @@ SEARCH_BOUND_MS = 50.0
 RSS_BOUND_MB = 300.0
 LARGE_STORE_SLOWDOWN = 0.2  # at most 20 % slower than on an empty store
 POSTGRES_FACTOR = 2.0
+REALISTIC_INTAKE_RATIO = 0.8  # intake with downstream work at least 0.8x the store-only intake
+REALISTIC_P99_MS = 10.0
+REALISTIC_RATE = 2000  # msg/s delivered to the partner and applied to the record
 
 
 def _measured(rows: list[Row]) -> Iterator[Row]:
@@ -211,4 +214,51 @@ def postgresql(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
         ratio = value / other if other else 0.0
         met = ratio >= 1 / POSTGRES_FACTOR and row.errors == 0 and sqlite.errors == 0
         verdicts.append(Verdict(what, f"{_rate(value)} vs SQLite {_rate(other)} ({ratio:.2f}×)", met))
+    return verdicts
+
+
+def realistic(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
+    """A realistic config: intake at least 0.8x store-only with p99 under 10 ms, 2,000 msg/s end to end.
+
+    End to end: delivered to the partner and applied to the record within the window, and after
+    the drain everything delivered (SENT = 3 x acknowledged).
+    """
+    verdicts = []
+    measured = list(_measured(rows))
+    for row in (r for r in measured if "sent_all" in r.observed):
+        seen = row.observed
+        prefix = f"realistic, {row.connections} connection(s)"
+        store_only = next(
+            (r for r in measured if r.observed.get("store_only") and r.connections == row.connections), None
+        )
+        what = f"{prefix}: intake at least {REALISTIC_INTAKE_RATIO:g}x the store-only intake"
+        if store_only is None:
+            verdicts.append(Verdict(what, f"{_rate(row.rate)}; the store-only row did not run", None))
+        else:
+            ratio = row.rate / store_only.rate if store_only.rate else 0.0
+            verdicts.append(
+                Verdict(
+                    what,
+                    f"{_rate(row.rate)} vs {_rate(store_only.rate)} ({ratio:.2f}x)",
+                    ratio >= REALISTIC_INTAKE_RATIO and row.errors == 0 and store_only.errors == 0,
+                )
+            )
+        p99 = row.p99_ms
+        verdicts.append(
+            Verdict(
+                f"{prefix}: intake p99 under {REALISTIC_P99_MS:g} ms",
+                "-" if p99 is None else f"{p99:.2f} ms",
+                p99 is not None and p99 < REALISTIC_P99_MS and row.errors == 0,
+            )
+        )
+        complete = seen["sent_all"] == 3 * row.acknowledged
+        slowest = min(seen["delivered_rate"], seen["applied_rate"])
+        verdicts.append(
+            Verdict(
+                f"{prefix}: at least 2,000 messages/s delivered and applied, everything delivered",
+                f"{_rate(seen['delivered_rate'])} delivered, {_rate(seen['applied_rate'])} applied;"
+                f" SENT {'=' if complete else '≠'} 3 x acknowledged",
+                slowest >= REALISTIC_RATE and complete and row.errors == 0,
+            )
+        )
     return verdicts

@@ -2,7 +2,7 @@
 
 ``MessageStore`` is what the reactor talks to. It starts the store (engine, schema upgrade,
 repositories) and runs each repository method on the store's threads (``pool.py``): writes on
-the one writer thread in order, adds group-committed, reads on the read pool.
+the one writer thread, intake's adds first and group-committed, reads on the read pool.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from engine.store.messages import MessageQuery, MessageRepository
 from engine.store.migrations import upgrade
 from engine.store.pool import State, StorePool
 from engine.store.queues import QueueRepository
+
+# A dispatcher's round of attempts, on SQLite, is recorded in transactions of at most this many.
+ATTEMPTS_PER_WRITE = 50
 
 
 class MessageStore:
@@ -154,8 +157,25 @@ class MessageStore:
     def record_attempts(
         self, results: Sequence[AttemptResult], lease: LeaseToken | None = None
     ) -> defer.Deferred:
-        """Fires with None once QueueRepository.record_attempts(results, lease) committed."""
-        return self._pool.write(QueueRepository.record_attempts, self._queues, tuple(results), lease)
+        """Fires with None once QueueRepository.record_attempts(results, lease) committed.
+
+        On SQLite (one writer at a time) a round of more than ATTEMPTS_PER_WRITE goes in writes of
+        that many, queued together, so that received messages commit between them instead of after
+        the whole round. A write that fails fails the Deferred (with its StoreError), the others
+        may have committed: the caller records the round again from its journal, and an attempt
+        replayed with its number is never counted twice. Each write is fenced by ``lease``.
+        """
+        results = tuple(results)
+        if self._repository.engine.dialect.name != "sqlite" or len(results) <= ATTEMPTS_PER_WRITE:
+            return self._pool.write(QueueRepository.record_attempts, self._queues, results, lease)
+        step = ATTEMPTS_PER_WRITE
+        writes = [
+            self._pool.write(QueueRepository.record_attempts, self._queues, results[i : i + step], lease)
+            for i in range(0, len(results), step)
+        ]
+        return defer.gatherResults(writes, consumeErrors=True).addCallbacks(
+            lambda _: None, lambda failure: failure.value.subFailure
+        )
 
     def resend(self, message_ids: Sequence[int], *, destination: str | None = None) -> defer.Deferred:
         """Fires with QueueRepository.resend(message_ids, destination=destination): the new delivery ids."""

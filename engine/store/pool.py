@@ -1,7 +1,10 @@
-"""The store's threads: every write on one writer thread, in order, with group commit; reads on a small pool.
+"""The store's threads: every write on one writer thread, intake first, with group commit; reads on a pool.
 
 ``add()`` calls pending together are committed in one transaction (group commit); every write's
-Deferred fires after COMMIT, on the reactor thread.
+Deferred fires after COMMIT, on the reactor thread. Calls (``write()``: processing, attempts, the
+patient record) run in the order asked; the adds of received messages go ahead of the calls
+still queued, so a sender's ACK waits at most for the one transaction running (``_Lane``), which
+the callers keep short (the record's runs go in chunks).
 
 On SQLite with ``durability: process`` (a commit is a write into the WAL, no fsync), the adds
 made during one reactor turn are committed at the end of that turn on the reactor thread
@@ -101,13 +104,30 @@ class _KeptConnection:
 
 
 class _Lane:
-    """A writer thread's queue and kept connection: what is queued runs in order, a transaction at a time."""
+    """A writer thread's queues and kept connection: a transaction at a time, intake's adds first.
+
+    ``intake`` holds the adds of received messages (no source file), in order; ``pending`` every
+    other write (calls, a file's adds), in order. Whenever adds wait in ``intake``, they are
+    committed (one group) before the next of ``pending``: a sender's ACK never waits behind the
+    downstream work queued before it (a record run, a round of attempts, processing), only for
+    the one transaction running. After a group, a waiting call goes next, so calls are never
+    starved by steady intake. No add relies on a call queued before it: a caller that needs a
+    call's write first waits for its Deferred.
+    """
 
     def __init__(self, name: str, connection: _KeptConnection):
         self.name = name
+        self.intake: collections.deque[_PendingAdd] = collections.deque()
         self.pending: collections.deque[_PendingAdd | _PendingCall] = collections.deque()
+        self.last_was_intake = False  # the last work taken was a group of intake's adds
         self.wakeup = threading.Condition()
         self.connection = connection
+
+    def queue_for(self, pending: _PendingAdd | _PendingCall) -> collections.deque:
+        """The queue ``pending`` waits in."""
+        if isinstance(pending, _PendingAdd) and pending.source_file is None:
+            return self.intake
+        return self.pending
 
 
 class State(enum.Enum):
@@ -120,7 +140,7 @@ class State(enum.Enum):
 
 
 class StorePool:
-    """Every write on one thread, in order (adds group-committed), reads on a pool, results as Deferreds."""
+    """Every write on one thread, intake's adds first and group-committed; reads on a pool; Deferreds."""
 
     def __init__(
         self,
@@ -268,10 +288,12 @@ class StorePool:
         return pending.deferred
 
     def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
-        """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other write.
+        """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other call.
 
         For stores beside the messages (the patient record): SQLite has one writer at a time, so
-        every write of the engine goes through this thread. Errors arrive as StoreError.
+        every write of the engine goes through this thread. Adds asked before it commit first;
+        adds of received messages asked after it may too. Keep it short: a received message's
+        commit may wait for it. Errors arrive as StoreError.
         """
         if self._state is not State.RUNNING:
             return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
@@ -306,7 +328,7 @@ class StorePool:
         while group:
             chunk = _take_adds(group, self._max_batch)
             if not self._commit_here(chunk):
-                for pending in chunk + list(group):  # in order, behind whatever the writer has queued
+                for pending in chunk + list(group):  # in order, ahead of the calls the writer has queued
                     self._enqueue(pending)
                 return
 
@@ -352,7 +374,7 @@ class StorePool:
     def _enqueue(self, pending: _PendingAdd | _PendingCall) -> defer.Deferred:
         lane = self._adds if self._adds is not None and isinstance(pending, _PendingAdd) else self._writer
         with lane.wakeup:
-            lane.pending.append(pending)
+            lane.queue_for(pending).append(pending)
             lane.wakeup.notify()
         return pending.deferred
 
@@ -386,8 +408,9 @@ class StorePool:
             self._reactor.callFromThread(self._stopped)
 
     def _next_work(self, lane: _Lane) -> _PendingCall | list[_PendingAdd] | object | None:
-        """Wait for work: the next call alone, the adds at the head of the queue that fit in max_batch
-        (at least one), _CHECKPOINT when due (_checkpoint_due); None to exit.
+        """Wait for work: intake's adds first (those that fit in max_batch, at least one), else the
+        next call alone or the file adds at the head of the queue, _CHECKPOINT when due
+        (_checkpoint_due); None to exit.
 
         The checkpoint is returned rather than run here: the reactor takes this lock to queue work.
         """
@@ -395,9 +418,15 @@ class StorePool:
             while True:
                 if lane is self._writer and self._checkpoint_due():
                     return _CHECKPOINT
-                if lane.pending or self._state is not State.RUNNING:
+                if lane.intake or lane.pending or self._state is not State.RUNNING:
                     break
                 lane.wakeup.wait(_CHECKPOINT_SECONDS)
+            # Intake first, but a call waits for one group of adds at most: under steady intake the
+            # writer alternates, so processing and delivery go on (a group takes every add queued).
+            if lane.intake and not (lane.pending and lane.last_was_intake):
+                lane.last_was_intake = True
+                return _take_adds(lane.intake, self._max_batch)
+            lane.last_was_intake = False
             if not lane.pending:
                 return None
             if isinstance(lane.pending[0], _PendingCall):
@@ -508,8 +537,8 @@ class StorePool:
 def _take_adds(pending: collections.deque, max_batch: int) -> list[_PendingAdd]:
     """The adds at the head of ``pending`` (one at least) whose messages fit in max_batch, never split.
 
-    Stops at a call: adds never overtake a call queued before them, whose write may be what they
-    rely on.
+    Stops at a call: a file's adds never overtake a call queued before them (its file_moved may
+    be what they rely on).
     """
     group = [pending.popleft()]
     size = len(group[0].messages)

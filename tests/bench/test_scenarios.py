@@ -1,4 +1,4 @@
-"""Smoke tests of scenarios (2) to (5) of the benchmark (bench/).
+"""Smoke tests of scenarios (2) to (6) of the benchmark (bench/).
 
 Each is run briefly, end to end, and its checks pinned.
 """
@@ -137,6 +137,29 @@ def test_large_store_compares_with_an_empty_store_and_searches_under_load(sqlite
     assert any("intake within 20 %" in target for target in targets) and any(
         "RSS under 300 MB" in target for target in targets
     )
+
+
+def test_realistic_delivers_everything_to_all_three_and_compares_with_store_only(tmp_path):
+    """The realistic row beside the store-only row: after the drain every destination has every message.
+
+    SENT = 3 x acknowledged, the partner got them in message id order, the archive holds a file each.
+    """
+    scenario = run_bench("realistic", tmp_path)["realistic"]
+    rows = {bool(row["observed"].get("store_only")): row for row in scenario["rows"]}
+    assert set(rows) == {True, False}
+    for row in rows.values():
+        check_intake(row)
+    row = rows[False]
+    seen = row["observed"]
+    assert seen["drained_after_seconds"] is not None
+    assert seen["deliveries"] == {
+        name: {"SENT": acknowledged(row)} for name in ("partner", "record", "archive")
+    }
+    assert seen["sent_all"] == 3 * acknowledged(row)
+    assert seen["partner_received"] == seen["archived_files"] == acknowledged(row)
+    assert seen["order_problem"] is None
+    targets = [verdict["target"] for verdict in scenario["targets"]]
+    assert len(targets) == 3 and "0.8x the store-only intake" in targets[0]
 
 
 @pytest.mark.postgres

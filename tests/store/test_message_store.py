@@ -11,10 +11,11 @@ from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.model import AttemptResult, Delivery, Outcome, Status
-from engine.store.message_store import MessageStore
+from engine.store.message_store import ATTEMPTS_PER_WRITE, MessageStore
 from engine.store.messages import MessageQuery
+from engine.store.queues import QueueRepository
 from tests.fakes.messages import T0
-from tests.fakes.store import queued
+from tests.fakes.store import later, queued
 
 
 @pytest_twisted.inlineCallbacks
@@ -126,3 +127,44 @@ def test_store_resend_and_reprocess(open_store, make_message):
     assert (yield store.reprocess([ids[1]])) == 1
     assert [p.id for p in (yield store.pending_for_processing("adt"))] == [ids[1]]
     assert (yield store.next_due_at("adt", "lab", head_only=True)) is not None
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_large_round_of_attempts_is_several_writes_with_received_messages_between(open_store, make_message):
+    """On SQLite a round of more than ATTEMPTS_PER_WRITE attempts goes in writes of that many.
+
+    Every attempt is recorded, and a message received meanwhile commits before the last of them.
+    On PostgreSQL (its adds beside the calls) the round is one write.
+    """
+    store = open_store()
+    count = 2 * ATTEMPTS_PER_WRITE + 1
+    ids = yield store.add([make_message(n) for n in range(count)])
+    delivery_ids = yield store.record_processing([queued(i, "lab") for i in ids])
+    seen = []  # messages stored as each write of the round starts, from the writer thread
+    release = threading.Event()
+    running = store.write(release.wait, 10)
+    original = QueueRepository.record_attempts
+
+    def counting(queues, results, lease=None):
+        seen.append(store.repository.count())
+        return original(queues, results, lease)
+
+    now = datetime.now(UTC)
+    QueueRepository.record_attempts = counting
+    try:
+        recorded = store.record_attempts(
+            [AttemptResult(d, Outcome.SENT, now, response_code="AA") for d in delivery_ids]
+        )
+        received = store.add([make_message(count)])
+        yield later(0.1, release.set)
+        yield running
+        yield recorded
+        yield received
+    finally:
+        QueueRepository.record_attempts = original
+    assert (yield store.queue_depth("adt", "lab")) == 0
+    assert (yield store.count(MessageQuery(status=Status.SENT))) == count
+    if store.repository.engine.dialect.name == "sqlite":
+        assert seen == [count + 1] * 3  # the received message went ahead of the whole round
+    else:
+        assert len(seen) == 1

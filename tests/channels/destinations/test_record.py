@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import UTC, datetime
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
 
-from engine.channels.destinations.record import RecordDestination
+from engine.channels.destinations.record import (
+    CHUNK_MESSAGES,
+    CHUNK_SECONDS,
+    MAX_CHUNK_MESSAGES,
+    MIN_CHUNK_MESSAGES,
+    RecordDestination,
+    next_chunk,
+)
 from engine.model import Delivery, DeliveryResult, Outcome
 from engine.record.query import get_patient
 from tests.fakes.messages import new_message
 from tests.fakes.record import JOURNEY, SAMPLES
-from tests.fakes.store import WriteLock
+from tests.fakes.store import WriteLock, later
 
 QUEUED = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)
 
@@ -165,7 +175,7 @@ async def test_stopped_store_is_a_retry(store, destination):
 
 @pytest_twisted.ensureDeferred
 async def test_a_run_is_applied_in_one_writer_call(store, destination):
-    """send_run hands the whole run to the store's writer thread at once, not one call per message."""
+    """send_run hands a short run to the store's writer thread at once, not one call per message."""
     deliveries = await queued(store, *[(SAMPLES / name).read_bytes() for name in JOURNEY[:3]])
     calls = []
     write = store.write
@@ -173,3 +183,51 @@ async def test_a_run_is_applied_in_one_writer_call(store, destination):
     results = await destination.send_run(deliveries, stop_at_failure=True)
     assert [r.outcome for r in results] == [Outcome.SENT] * 3
     assert len(calls) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_run_goes_in_chunks_and_received_messages_commit_between_them(store, destination):
+    """On SQLite a run longer than the first chunk (CHUNK_MESSAGES) goes in several writer calls, in order.
+
+    A message received while the first chunk runs is committed before the second chunk, not
+    after the whole run. PostgreSQL commits it beside the run, which is one call there.
+    """
+    payloads = [(SAMPLES / JOURNEY[n % 3]).read_bytes() for n in range(2 * CHUNK_MESSAGES + 1)]
+    deliveries = await queued(store, *payloads)
+    first_running, go_on = threading.Event(), threading.Event()
+    stored_seen = []  # messages in the store as each chunk starts, seen from the writer thread
+    write = store.write
+
+    def watched(function, *args):
+        def run(*args):
+            stored_seen.append(store.repository.count())
+            if len(stored_seen) == 1:
+                first_running.set()
+                go_on.wait(10)
+            return function(*args)
+
+        return write(run, *args)
+
+    store.write = watched
+    applying = defer.ensureDeferred(destination.send_run(deliveries, stop_at_failure=True))
+    await deferToThread(first_running.wait, 10)
+    received = store.add([new_message(payloads[0], received_at=QUEUED, channel="record")])
+    await later(0.1, go_on.set)
+    results = await applying
+    await received
+    assert [r.outcome for r in results] == [Outcome.SENT] * len(payloads)
+    if store.repository.engine.dialect.name == "sqlite":
+        assert len(stored_seen) >= 2
+        assert stored_seen == [len(payloads)] + [len(payloads) + 1] * (len(stored_seen) - 1)
+    else:
+        assert stored_seen == [len(payloads)]
+
+
+def test_the_next_chunk_is_sized_to_take_chunk_seconds():
+    """A chunk is sized from the last one's time, never more than twice it, within MIN..MAX_CHUNK_MESSAGES."""
+    assert next_chunk(8, CHUNK_SECONDS) == 8
+    assert next_chunk(16, 2 * CHUNK_SECONDS) == 8
+    assert next_chunk(8, CHUNK_SECONDS / 3) == 16  # three times as many would fit: twice at most
+    assert next_chunk(8, 100 * CHUNK_SECONDS) == MIN_CHUNK_MESSAGES
+    assert next_chunk(MAX_CHUNK_MESSAGES, CHUNK_SECONDS / 10) == MAX_CHUNK_MESSAGES
+    assert next_chunk(8, 0.0) == 16
