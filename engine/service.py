@@ -4,6 +4,11 @@ Services start in order (store, retention, channels, listeners) and stop in reve
 messages in flight and close, channels finish their pass and close their destinations,
 then the store flushes and closes. A reload applies a new config without touching what did not
 change: a listener whose settings are unchanged keeps its connections.
+
+An engine process has roles (``ROLES``): intake (listeners, intakes, web), processing (channel
+passes and processing at intake), delivery (the dispatchers and their destinations), jobs (the
+retention pruner). One process with every role is the engine alone; ``hl7engine run --workers``
+splits them over processes sharing the store.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from twisted.logger import Logger
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
+from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.config import Config, EngineSettings, load_config
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
@@ -33,7 +39,26 @@ from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
 from engine.web.server import WebService
 
+__all__ = ["ALL_ROLES", "ROLES", "SPLIT_POLL_SECONDS", "Engine", "ReloadReport", "check_roles"]
+
 log = Logger()
+
+#: What an engine process may do, in the order ``hl7engine run`` names them.
+ROLES = ("intake", "processing", "delivery", "jobs")
+ALL_ROLES = frozenset(ROLES)
+#: How often an idle channel or queue looks at the store when its roles are split over processes
+#: (another process queues its work). Until wake-ups between processes exist, this bounds the
+#: extra latency of a delivery.
+SPLIT_POLL_SECONDS = 0.2
+
+
+def check_roles(roles) -> frozenset[str]:
+    """``roles`` as a frozenset when there is one or more and each is one of ``ROLES``; else ValueError."""
+    roles = frozenset(roles)
+    unknown = sorted(roles - ALL_ROLES)
+    if unknown or not roles:
+        raise ValueError(f"roles must be some of {', '.join(ROLES)} (got {', '.join(unknown) or 'none'})")
+    return roles
 
 
 class StoreService(service.Service):
@@ -100,13 +125,26 @@ class ReloadReport:
 class Engine(service.MultiService):
     """The whole engine.
 
-    Store, channels and listeners (and the web server with engine.http), built from one Config.
+    Store, channels and listeners (and the web server with engine.http), built from one Config;
+    only what ``roles`` asks for. ``reuse_port``: listeners bind with SO_REUSEPORT, beside other
+    intake processes on the same ports.
     """
 
-    def __init__(self, config: Config, reactor, *, store: MessageStore | None = None, observer=None):
+    def __init__(
+        self,
+        config: Config,
+        reactor,
+        *,
+        store: MessageStore | None = None,
+        observer=None,
+        roles=ALL_ROLES,
+        reuse_port: bool = False,
+    ):
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.roles = check_roles(roles)
+        self.reuse_port = reuse_port
         settings = config.engine
         # With engine.http, the metrics observe every event the intakes, channels and MLLP factories emit.
         self.metrics = Metrics() if settings.http is not None else None
@@ -121,28 +159,30 @@ class Engine(service.MultiService):
             wal_max_bytes=settings.store.wal_max_bytes,
         )
         StoreService(self.store).setServiceParent(self)
-        # The policy is read at each run, so a reload's retention_days apply from the next one.
-        self.pruner = Pruner(
-            self.store,
-            lambda: self.config.retention_policy(),
-            reactor=reactor,
-            every=settings.store.prune_every_seconds,
-            batch=settings.store.prune_batch,
-        )
-        RetentionService(self.pruner).setServiceParent(self)
+        self.pruner: Pruner | None = None
+        if "jobs" in self.roles:
+            # The policy is read at each run, so a reload's retention_days apply from the next one.
+            self.pruner = Pruner(
+                self.store,
+                lambda: self.config.retention_policy(),
+                reactor=reactor,
+                every=settings.store.prune_every_seconds,
+                batch=settings.store.prune_batch,
+            )
+            RetentionService(self.pruner).setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
         self.channels_service = ChannelsService(self.channels)
         self.channels_service.setServiceParent(self)
         self.listeners: dict[str, service.Service] = {}
         self.intakes: dict[str, Intake] = {}
-        for listener in config.listeners:
+        for listener in self._listeners_of(config):
             self._add_listener(config, listener)
         # A commit costs the same for one message as for several: let a group wait briefly for
         # connected senders.
         self.store.wait_for_senders(self._idle_senders)
         self.web: WebService | None = None
-        if settings.http is not None:
+        if settings.http is not None and "intake" in self.roles:
             # The patient API sits behind the same login; every patient shown or exported is audited.
             patients = patient_resources(self.store, auditor=Auditor(self.store))
             self.web = WebService(
@@ -162,7 +202,17 @@ class Engine(service.MultiService):
                     channels=self.channels,
                     tables=config.lookup_tables,
                     observer=self.observer,
+                    processing="processing" in self.roles,
+                    delivery="delivery" in self.roles,
+                    # Where another process makes the work, an idle channel or queue looks for it often.
+                    poll_seconds=(
+                        IDLE_POLL_SECONDS if {"processing", "delivery"} <= self.roles else SPLIT_POLL_SECONDS
+                    ),
                 )
+
+    def _listeners_of(self, config: Config):
+        """The listeners this process runs: all of them with the intake role, else none."""
+        return config.listeners if "intake" in self.roles else ()
 
     def _idle_senders(self) -> int:
         return sum(
@@ -217,6 +267,7 @@ class Engine(service.MultiService):
                 tls=tls_options,
                 max_connections=listener.max_connections,
                 allowed_networks=listener.allowed_networks,
+                reuse_port=self.reuse_port,
             )
         listener_service.setServiceParent(self)
         self.listeners[listener.name] = listener_service
@@ -234,7 +285,13 @@ class Engine(service.MultiService):
                     name=name,
                     directory=str(listener.settings.directory),
                 )
-        self.record_config(self.config, ReloadReport(["engine started"]))
+        if self.records_config:
+            self.record_config(self.config, ReloadReport(["engine started"]))
+
+    @property
+    def records_config(self) -> bool:
+        """Whether this process keeps the config history: the one that takes messages in (intake)."""
+        return "intake" in self.roles
 
     def record_config(self, config: Config, report: ReloadReport) -> defer.Deferred:
         """Keep the applied config in the store's history (when, what changed), without password hashes."""
@@ -330,8 +387,8 @@ class Engine(service.MultiService):
                     self.channels[channel.name].start()
 
         # Listeners: restart those whose own settings changed; the others keep their connections.
-        old_listeners = {listener.name: listener for listener in old.listeners}
-        new_listeners = {listener.name: listener for listener in new.listeners}
+        old_listeners = {listener.name: listener for listener in self._listeners_of(old)}
+        new_listeners = {listener.name: listener for listener in self._listeners_of(new)}
         for name in sorted(set(old_listeners) - set(new_listeners)) + sorted(
             n for n in new_listeners if n in old_listeners and old_listeners[n] != new_listeners[n]
         ):
@@ -350,7 +407,8 @@ class Engine(service.MultiService):
             self._add_listener(new, listener)  # setServiceParent starts it when the engine runs
         self.config = new
         log.info("config reloaded: {report}", report=str(report))
-        yield self.record_config(new, report)
+        if self.records_config:
+            yield self.record_config(new, report)
         return report
 
 

@@ -15,6 +15,7 @@ from engine.channels.destinations.record import RecordDestination
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
+from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
 from engine.record.identity import IdentityRule
@@ -66,10 +67,16 @@ def build_channel(
     channels: Mapping[str, Channel],
     tables: Mapping[str, LookupTable],
     observer=None,
+    processing: bool = True,
+    delivery: bool = True,
+    poll_seconds: float = IDLE_POLL_SECONDS,
+    tell_others=None,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
     ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
+    ``processing``/``delivery``: the roles of this process (``Channel``); without delivery no
+    destination is built, so none can connect. ``tell_others``: ``Channel``'s hook for wake-ups.
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
@@ -78,7 +85,9 @@ def build_channel(
     destinations = []
     for j, spec in enumerate(channel.destinations):
         dpath = f"{path}.destinations[{j}]"
-        if isinstance(spec, ChannelDestinationConfig):
+        if not delivery:
+            destination = None
+        elif isinstance(spec, ChannelDestinationConfig):
             destination = ChannelHandoff(
                 spec.name,
                 spec.channel,
@@ -101,7 +110,8 @@ def build_channel(
                 transforms=build_transforms(spec.transforms, path=f"{dpath}.transforms", tables=tables),
             )
         )
-        destinations.append((destination, retry_policy(spec.queue)))
+        if destination is not None:
+            destinations.append((destination, retry_policy(spec.queue)))
     pipeline = Pipeline(
         build_filters(channel.filters, path=f"{path}.filters"),
         build_transforms(channel.transforms, path=f"{path}.transforms", tables=tables),
@@ -120,4 +130,8 @@ def build_channel(
         journals=journals,
         reactor=reactor,
         observer=observer,
+        processing=processing,
+        delivery=delivery,
+        poll_seconds=poll_seconds,
+        tell_others=tell_others,
     )

@@ -5,6 +5,12 @@ A ``Channel`` owns the order of its messages. The intake offers each message bef
 so it is stored processed with its deliveries; otherwise it is stored RECEIVED and a pass
 processes it in turn. Passes also recover what a restart left RECEIVED. Once deliveries settle,
 the senders waiting for them (``respond: after_processing``) are answered.
+
+A channel may do only part of this in its process (the engine's roles): without ``processing`` it
+never processes (messages are stored RECEIVED for the process that does), without ``delivery`` it
+has no dispatchers (another process drains its queues, and the senders waiting for an outcome
+learn it from the store). New work for a queue or for the channel's processing is announced
+through one hook, ``on_new_work``.
 """
 
 from __future__ import annotations
@@ -20,16 +26,20 @@ from twisted.logger import Logger
 from engine.channels.destinations.base import Destination
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.journal import Journals
-from engine.channels.passes import Passes
+from engine.channels.leases import channel_key, queue_key
+from engine.channels.passes import IDLE_POLL_SECONDS, Passes
 from engine.channels.pipeline import Pipeline
 from engine.model import Delivery, DeliveryResult, ProcessingResult, Status, roll_up, utc_now
 
 if TYPE_CHECKING:
     from engine.channels.spec import ChannelConfig
 
-__all__ = ["Channel", "Receipt", "may_process_at_intake"]
+__all__ = ["OUTCOME_POLL_SECONDS", "Channel", "Receipt", "may_process_at_intake"]
 
 log = Logger()
+
+#: Without the delivery role, how often the store is asked for the outcome of messages senders wait for.
+OUTCOME_POLL_SECONDS = 0.020
 
 
 def may_process_at_intake(config: ChannelConfig) -> bool:
@@ -71,13 +81,25 @@ class Channel(Passes):
         clock: Callable[[], datetime] = utc_now,
         observer: Callable[[str, dict], None] | None = None,
         rng: random.Random | None = None,
+        processing: bool = True,
+        delivery: bool = True,
+        poll_seconds: float = IDLE_POLL_SECONDS,
+        tell_others: Callable[[Sequence[str]], None] | None = None,
     ):
         """``destinations``: each destination with its retry policy, in the order of the pipeline's.
 
-        ``journals``: where each destination's queue keeps its journal.
+        ``journals``: where each destination's queue keeps its journal. ``processing``/``delivery``:
+        whether this process processes the channel's messages / drains its queues; its passes and
+        queues look at the store every ``poll_seconds`` when idle. ``tell_others(keys)``: announces
+        new work to the other processes (wake-ups); None when every role lives in this process.
         """
-        super().__init__(reactor)
+        super().__init__(reactor, idle_poll=poll_seconds)
         self.name = config.name
+        self.processing = processing
+        self.delivery = delivery
+        self._tell_others = tell_others
+        #: The keys of this channel's queues, one per destination of the pipeline.
+        self.queue_keys = tuple(queue_key(self.name, stage.name) for stage in pipeline.destinations)
         self.store = store
         self.pipeline = pipeline
         self.batch_size = batch_size
@@ -96,8 +118,9 @@ class Channel(Passes):
                 observer=self._observe,
                 rng=rng,
                 urgent=lambda: bool(self._waiters),
+                idle_poll=poll_seconds,
             )
-            for destination, retry in destinations
+            for destination, retry in (destinations if delivery else ())
         }
         # Processing at intake keeps the order of receipt only while nothing of this channel waits
         # for a pass: not before a pass has found nothing left from before (recovery), nor while
@@ -110,6 +133,7 @@ class Channel(Passes):
         self._waiters: dict[int, defer.Deferred] = {}
         self._open_deliveries: dict[int, set[int]] = {}
         self._results: dict[int, list[DeliveryResult]] = {}
+        self._outcome_poll = None  # without delivery: the timer of the next read of waiters' outcomes
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -117,12 +141,15 @@ class Channel(Passes):
         """Start the dispatchers and process whatever was left RECEIVED (recovery after a restart)."""
         for dispatcher in self.dispatchers.values():
             dispatcher.start()
-        self.notify()
+        if self.processing:
+            self.notify()
 
     @defer.inlineCallbacks
     def stop(self):
         """Finish the pass under way, then stop the dispatchers and their destinations."""
         yield self.stop_passes()
+        if self._outcome_poll is not None and self._outcome_poll.active():
+            self._outcome_poll.cancel()
         yield defer.gatherResults([d.stop() for d in self.dispatchers.values()], consumeErrors=True)
 
     def describe(self) -> str:
@@ -134,7 +161,12 @@ class Channel(Passes):
     def processes_at_intake(self) -> bool:
         """Whether ``receive`` processes a message now: nothing of this channel waits for a pass."""
         return (
-            self._at_intake and self._caught_up and not self._held and not self._tracked and not self.stopped
+            self.processing
+            and self._at_intake
+            and self._caught_up
+            and not self._held
+            and not self._tracked
+            and not self.stopped
         )
 
     def receive(self, text: str, codec: str, control_id: str) -> Receipt:
@@ -176,10 +208,25 @@ class Channel(Passes):
                 self._observe("processed", {"channel": self.name, "status": str(receipt.result.status)})
                 processed = True
         if held:
-            self.notify()
+            self.on_new_work((channel_key(self.name),))
         if processed:
+            self.on_new_work(self.queue_keys)
+
+    def on_new_work(self, keys: Sequence[str]) -> None:
+        """Work named by ``keys`` (this channel's or its queues') was committed: wake whoever does it.
+
+        Here: the channel's passes and dispatchers of this process; elsewhere: ``tell_others``.
+        """
+        for key in keys:
+            if key == channel_key(self.name):
+                if self.processing:
+                    self.notify()
+                continue
             for dispatcher in self.dispatchers.values():
-                dispatcher.notify()
+                if key == queue_key(self.name, dispatcher.name):
+                    dispatcher.notify()
+        if self._tell_others is not None:
+            self._tell_others(keys)
 
     def dropped(self, receipt: Receipt) -> None:
         """The message of this receipt was not stored for processing (the store failed, or a duplicate)."""
@@ -194,6 +241,8 @@ class Channel(Passes):
         waiter = defer.Deferred()
         self._waiters[message_id] = waiter
         timer = self.reactor.callLater(timeout, self._stop_waiting, message_id)
+        if not self.delivery:
+            self._poll_outcomes_soon()
 
         def settled(result):
             if timer.active():
@@ -208,6 +257,35 @@ class Channel(Passes):
         self._results.pop(message_id, None)
         if waiter is not None and not waiter.called:
             waiter.errback(defer.TimeoutError("no processing outcome in time"))
+
+    def _poll_outcomes_soon(self) -> None:
+        if self._outcome_poll is None or not self._outcome_poll.active():
+            self._outcome_poll = self.reactor.callLater(OUTCOME_POLL_SECONDS, self._poll_outcomes)
+
+    def _poll_outcomes(self) -> None:
+        """Without delivery: one read of the outcomes senders wait for; again while any of them waits."""
+        d = self.store.settled_outcomes(sorted(self._waiters))
+
+        def answer(outcomes) -> None:
+            for message_id, settled in outcomes.items():
+                waiter = self._waiters.pop(message_id, None)
+                self._open_deliveries.pop(message_id, None)
+                self._results.pop(message_id, None)
+                if waiter is not None and not waiter.called:
+                    waiter.callback(settled)
+
+        def failed(failure) -> None:  # the waiters' timeouts answer them if the store stays away
+            log.warn(
+                "channel {channel}: cannot read the outcome of waiting messages: {error}",
+                channel=self.name,
+                error=failure.getErrorMessage(),
+            )
+
+        def again(_) -> None:
+            if self._waiters and not self.stopped:
+                self._poll_outcomes_soon()
+
+        d.addCallbacks(answer, failed).addBoth(again)
 
     # -- processing ----------------------------------------------------------------------------
 
@@ -234,8 +312,7 @@ class Channel(Passes):
         if len(delivery_ids) != sum(len(r.deliveries) for r in results):
             # Some results were skipped (another process handled those messages): the ids cannot be
             # matched to deliveries, so waiters of this pass are answered on their timeout instead.
-            for dispatcher in self.dispatchers.values():
-                dispatcher.notify()
+            self.on_new_work(self.queue_keys)
             return
         ids = iter(delivery_ids)
         for result in results:
@@ -248,14 +325,13 @@ class Channel(Passes):
             waiter = self._waiters.get(result.message_id)
             if waiter is None:
                 continue
-            if queued:
+            if queued and self.delivery:
                 self._open_deliveries[result.message_id] = queued
                 self._results[result.message_id] = []
-            else:
+            elif not queued:
                 del self._waiters[result.message_id]
                 waiter.callback((result.status, result.reason, []))
-        for dispatcher in self.dispatchers.values():
-            dispatcher.notify()
+        self.on_new_work(self.queue_keys)
 
     def _delivery_settled(self, delivery: Delivery, result: DeliveryResult) -> None:
         """A dispatcher recorded a final outcome (SENT or ERROR) for a delivery."""

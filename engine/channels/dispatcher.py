@@ -90,9 +90,13 @@ class Dispatcher(Passes):
         observer: Callable[[str, dict], None],
         rng: random.Random | None = None,
         urgent: Callable[[], bool] = lambda: False,
+        idle_poll: float = IDLE_POLL_SECONDS,
     ):
-        """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then."""
-        super().__init__(reactor)
+        """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then.
+
+        ``idle_poll``: how often an idle queue is read anyway (sooner where other processes queue its work).
+        """
+        super().__init__(reactor, idle_poll=idle_poll)
         self.channel = channel
         self.destination = destination
         self.retry = retry
@@ -259,6 +263,6 @@ class Dispatcher(Passes):
         return attempts, settled
 
     def _schedule(self, next_at: datetime | None) -> None:
-        """Look again when the head is due, and at least every IDLE_POLL_SECONDS."""
-        delay = IDLE_POLL_SECONDS if next_at is None else max(0.0, (next_at - self.clock()).total_seconds())
-        self.look_again_in(min(IDLE_POLL_SECONDS, delay))
+        """Look again when the head is due, and at least every ``idle_poll`` seconds."""
+        delay = self.idle_poll if next_at is None else max(0.0, (next_at - self.clock()).total_seconds())
+        self.look_again_in(min(self.idle_poll, delay))

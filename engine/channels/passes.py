@@ -29,8 +29,10 @@ class Passes:
     Subclasses give ``run_pass`` and ``describe``.
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, *, idle_poll: float = IDLE_POLL_SECONDS):
+        """``idle_poll``: seconds between looks at the store while idle (work from other processes)."""
         self.reactor = reactor
+        self.idle_poll = idle_poll
         self._running = False
         self._again = False
         self._stopped = False
@@ -98,7 +100,7 @@ class Passes:
             self._again = False
             self.notify()
         elif self._timer is None or not self._timer.active():
-            self.look_again_in(IDLE_POLL_SECONDS)
+            self.look_again_in(self.idle_poll)
         if not self._running:
             waiters, self._idle = self._idle, []
             for waiter in waiters:

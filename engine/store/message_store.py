@@ -20,6 +20,7 @@ from engine.store.configs import ConfigRepository
 from engine.store.db import WAL_MAX_BYTES, create_engine_for
 from engine.store.messages import MessageQuery, MessageRepository
 from engine.store.migrations import upgrade
+from engine.store.outcomes import settled_outcomes
 from engine.store.pool import State, StorePool
 from engine.store.queues import QueueRepository
 
@@ -208,6 +209,10 @@ class MessageStore:
         return self._pool.read(
             QueueRepository.pending_for_processing, self._queues, channel, after_id=after_id, limit=limit
         )
+
+    def settled_outcomes(self, message_ids: Sequence[int]) -> defer.Deferred:
+        """Fires with outcomes.settled_outcomes(message_ids): {id: (status, reason, results)}."""
+        return self._pool.read(settled_outcomes, self._repository.engine, tuple(message_ids))
 
     def due_deliveries(
         self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool
