@@ -126,8 +126,10 @@ class Engine(service.MultiService):
     """The whole engine.
 
     Store, channels and listeners (and the web server with engine.http), built from one Config;
-    only what ``roles`` asks for. ``reuse_port``: listeners bind with SO_REUSEPORT, beside other
-    intake processes on the same ports.
+    only what ``roles`` asks for. ``reuse_port``: other intake processes take messages on the same
+    ports (SO_REUSEPORT), so messages are stored RECEIVED for the processing role, never processed at
+    intake. ``extra_intake``: this is one of those others: MLLP listeners only (the web server and
+    the file listeners stay with the main process, which keeps the config history too).
     """
 
     def __init__(
@@ -139,12 +141,16 @@ class Engine(service.MultiService):
         observer=None,
         roles=ALL_ROLES,
         reuse_port: bool = False,
+        extra_intake: bool = False,
     ):
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.roles = check_roles(roles)
         self.reuse_port = reuse_port
+        self.extra_intake = extra_intake
+        # Whether work for this process comes from others (roles split, or intake beside others).
+        self._split = self.roles != ALL_ROLES or reuse_port
         settings = config.engine
         # With engine.http, the metrics observe every event the intakes, channels and MLLP factories emit.
         self.metrics = Metrics() if settings.http is not None else None
@@ -182,7 +188,7 @@ class Engine(service.MultiService):
         # connected senders.
         self.store.wait_for_senders(self._idle_senders)
         self.web: WebService | None = None
-        if settings.http is not None and "intake" in self.roles:
+        if settings.http is not None and "intake" in self.roles and not extra_intake:
             # The patient API sits behind the same login; every patient shown or exported is audited.
             patients = patient_resources(self.store, auditor=Auditor(self.store))
             self.web = WebService(
@@ -204,15 +210,16 @@ class Engine(service.MultiService):
                     observer=self.observer,
                     processing="processing" in self.roles,
                     delivery="delivery" in self.roles,
+                    sole_intake=not self.reuse_port,
                     # Where another process makes the work, an idle channel or queue looks for it often.
-                    poll_seconds=(
-                        IDLE_POLL_SECONDS if {"processing", "delivery"} <= self.roles else SPLIT_POLL_SECONDS
-                    ),
+                    poll_seconds=SPLIT_POLL_SECONDS if self._split else IDLE_POLL_SECONDS,
                 )
 
     def _listeners_of(self, config: Config):
-        """The listeners this process runs: all of them with the intake role, else none."""
-        return config.listeners if "intake" in self.roles else ()
+        """The listeners this process runs: all with the intake role (an extra intake: the MLLP ones)."""
+        if "intake" not in self.roles:
+            return ()
+        return tuple(item for item in config.listeners if not self.extra_intake or item.type != "file")
 
     def _idle_senders(self) -> int:
         return sum(
@@ -290,8 +297,8 @@ class Engine(service.MultiService):
 
     @property
     def records_config(self) -> bool:
-        """Whether this process keeps the config history: the one that takes messages in (intake)."""
-        return "intake" in self.roles
+        """Whether this process keeps the config history: the one that takes messages in (not an extra)."""
+        return "intake" in self.roles and not self.extra_intake
 
     def record_config(self, config: Config, report: ReloadReport) -> defer.Deferred:
         """Keep the applied config in the store's history (when, what changed), without password hashes."""

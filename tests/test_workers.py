@@ -90,13 +90,13 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def _running(config: Path, port: int, *, workers: str = "1"):
-    """`hl7engine run --workers` on ``config`` once it listens and has its child; SIGTERM on the way out.
+def _running(config: Path, port: int, *options: str):
+    """`hl7engine run --workers 1` (or ``options``) on ``config`` once it listens and has its child.
 
-    Afterwards the process's ``log`` attribute holds what it wrote on stderr.
+    SIGTERM on the way out; afterwards the process's ``log`` attribute holds what it wrote on stderr.
     """
     process = subprocess.Popen(
-        [*ENGINE, "run", "-c", str(config), "--workers", workers],
+        [*ENGINE, "run", "-c", str(config), *(options or ("--workers", "1"))],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         cwd=config.parent,
@@ -118,6 +118,27 @@ def partner():
     recorder = RecordingPartner()
     yield recorder
     recorder.close()
+
+
+ESTABLISHED, LISTEN = "01", "0A"  # TCP states as /proc/net/tcp writes them
+
+
+def _sockets_on(pid: int, port: int, state: str = ESTABLISHED) -> int:
+    """How many TCP sockets on local ``port`` in ``state`` process ``pid`` has open (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, inode = int(fields[1].split(":")[1], 16), fields[9]
+        count += local_port == port and fields[3] == state and inode in inodes
+    return count
 
 
 def _send(port: int, numbers) -> None:
@@ -249,3 +270,25 @@ def _connect_fails(port: int):
         return False
 
     return d.addCallbacks(connected, lambda failure: True)
+
+
+def test_two_intake_processes_share_the_port_and_every_message_is_processed(tmp_path, partner):
+    """--intake-processes 2: both processes accept on the port; what the extra one stores is delivered too."""
+    port = free_port()
+    config = _config(tmp_path, port, partner.port)
+    with _running(config, port, "--workers", "0", "--intake-processes", "2") as process:
+        ((child, cmdline),) = _children(process.pid).items()
+        assert "--role intake" in cmdline
+        _wait(lambda: _sockets_on(child, port, LISTEN) == 1, "the extra process listening")
+        clients = [MLLPClient("127.0.0.1", port, timeout=10) for _ in range(16)]
+        try:
+            for n, client in enumerate(clients, start=1):
+                assert parse_reply(client.request(adt(n))).code == "AA"
+            # Connections the kernel spread over both processes: 2 * 2**-16 that it did not.
+            assert _sockets_on(process.pid, port) > 0 and _sockets_on(child, port) > 0
+        finally:
+            for client in clients:
+                client.close()
+        _wait(lambda: partner.count() >= 16, "16 messages delivered")
+        assert sorted(partner.received) == [f"C{n:06d}" for n in range(1, 17)]
+    assert process.returncode == 0, process.log

@@ -71,12 +71,13 @@ def build_channel(
     delivery: bool = True,
     poll_seconds: float = IDLE_POLL_SECONDS,
     tell_others=None,
+    sole_intake: bool = True,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
     ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
     ``processing``/``delivery``: the roles of this process (``Channel``); without delivery no
-    destination is built, so none can connect. ``tell_others``: ``Channel``'s hook for wake-ups.
+    destination is built, so none can connect. ``tell_others``, ``sole_intake``: see ``Channel``.
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
@@ -134,4 +135,5 @@ def build_channel(
         delivery=delivery,
         poll_seconds=poll_seconds,
         tell_others=tell_others,
+        sole_intake=sole_intake,
     )

@@ -85,6 +85,7 @@ class Channel(Passes):
         delivery: bool = True,
         poll_seconds: float = IDLE_POLL_SECONDS,
         tell_others: Callable[[Sequence[str]], None] | None = None,
+        sole_intake: bool = True,
     ):
         """``destinations``: each destination with its retry policy, in the order of the pipeline's.
 
@@ -92,6 +93,8 @@ class Channel(Passes):
         whether this process processes the channel's messages / drains its queues; its passes and
         queues look at the store every ``poll_seconds`` when idle. ``tell_others(keys)``: announces
         new work to the other processes (wake-ups); None when every role lives in this process.
+        ``sole_intake``: no other process takes in this channel's messages; else none is processed
+        at intake (the processing role takes all of them in id order, which keeps each sender's).
         """
         super().__init__(reactor, idle_poll=poll_seconds)
         self.name = config.name
@@ -104,7 +107,7 @@ class Channel(Passes):
         self.pipeline = pipeline
         self.batch_size = batch_size
         self._observe = observer or (lambda event, fields: None)
-        self._at_intake = may_process_at_intake(config)
+        self._at_intake = sole_intake and may_process_at_intake(config)
         self.dispatchers = {
             destination.name: Dispatcher(
                 self.name,

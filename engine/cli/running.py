@@ -91,8 +91,8 @@ def run(config_path: str, log_level: str, workers: int, intake_processes: int, r
         if plan.shared_roles:
             # Several processes wanting the same queue or channel need leases in the store.
             raise click.UsageError(
-                "more than one delivery worker or intake process needs leases in the store, which"
-                " this version does not have: use --workers 1 and --intake-processes 1 at most"
+                "more than one delivery worker needs leases in the store, which this version"
+                " does not have: use --workers 1 at most"
             )
         roles, reuse_port = plan.main_roles, plan.reuse_port
         if plan.children:
@@ -104,12 +104,13 @@ def run(config_path: str, log_level: str, workers: int, intake_processes: int, r
             )
     else:
         roles, reuse_port = frozenset({role}), role == "intake"
+    extra_intake = role == "intake"
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
     )
 
-    engine = Engine(config, reactor, roles=roles, reuse_port=reuse_port)
+    engine = Engine(config, reactor, roles=roles, reuse_port=reuse_port, extra_intake=extra_intake)
     failed: list[BaseException] = []
 
     stopping: list[bool] = []

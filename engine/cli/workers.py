@@ -1,7 +1,9 @@
 """Worker processes: ``hl7engine run --workers N`` supervising its children, and a child's tie to its parent.
 
 The main process keeps the roles that take messages in and process them (intake, processing,
-jobs) and starts N children with the delivery role (``python -m engine run --role delivery``).
+jobs) and starts N children with the delivery role (``python -m engine run --role delivery``),
+and K - 1 extra intake processes (``--role intake``) that accept on the same ports (SO_REUSEPORT)
+and store what they take for the main process to process.
 The ``Supervisor`` logs what each child writes with its name in front, restarts a child that
 died unexpectedly (with backoff), forwards SIGHUP (reload) and, when the engine stops, stops
 them: SIGTERM, then SIGKILL after the shutdown timeout. A child follows its parent: the kernel
@@ -56,8 +58,9 @@ class ProcessPlan:
     main_roles: frozenset[str]
     children: tuple[str, ...]  # the role of each child, e.g. ("delivery",)
     reuse_port: bool  # several intake processes share the listeners' ports
-    # A role in more than one process: its keys (a queue, a channel) must be leased in the store
-    # (StoreLeases), so that one process at a time holds each; with LocalLeases two would send one queue.
+    # A role with keys (a queue, a channel) in more than one process: the keys must be leased in the
+    # store (StoreLeases) so that one process at a time holds each; with LocalLeases two would send
+    # one queue. Extra intake processes hold no key: they only store what they take in.
     shared_roles: bool
 
 
@@ -72,7 +75,7 @@ def plan_processes(workers: int, intake_processes: int, all_roles: frozenset[str
         main_roles=all_roles - {"delivery"} if workers else all_roles,
         children=("delivery",) * workers + ("intake",) * (intake_processes - 1),
         reuse_port=intake_processes > 1,
-        shared_roles=workers > 1 or intake_processes > 1,
+        shared_roles=workers > 1,
     )
 
 
