@@ -205,7 +205,8 @@ class Channel(Passes):
             if receipt.result is None:
                 if receipt.channel is self:
                     self._held -= 1
-                self._tracked.add(message_id)
+                if self.processing:  # only a pass forgets it: elsewhere it would be kept for good
+                    self._tracked.add(message_id)
                 held = True
             else:
                 self._observe("processed", {"channel": self.name, "status": str(receipt.result.status)})

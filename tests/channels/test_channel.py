@@ -191,3 +191,49 @@ def test_a_waiter_times_out_and_the_channel_stops_waiting(journals):
     assert failures and failures[0].check(defer.TimeoutError)
     lab.answer()  # settles after the sender was answered: nothing left waiting for it
     channel.stop()
+
+
+def _split_channel(store, reactor, journals, told: list, **roles) -> Channel:
+    """Channel adt with a destination emr, doing only ``roles`` (processing, delivery) in this process."""
+    spec = ChannelConfig(name="adt", source="main", accept={"types": ["*"]})
+    emr = GatedDestination()
+    return Channel(
+        spec,
+        pipeline=Pipeline(destinations=[DestinationStages(emr.name)]),
+        destinations=[(emr, RetryPolicy())],
+        store=store,
+        journals=journals,
+        reactor=reactor,
+        tell_others=told.append,
+        **roles,
+    )
+
+
+def test_a_channel_without_processing_holds_every_message_and_announces_it(journals):
+    """processing=False: nothing is processed here, not even at intake; a stored message is announced."""
+    store, reactor, told = FakeStore(), Clock(), []
+    channel = _split_channel(store, reactor, journals, told, processing=False, delivery=False)
+    channel.start()
+    assert store.calls == []  # no pass looks at the store
+    receipt = channel.receive(adt(1), "utf-8", "C0001")
+    assert receipt.result is None and not channel.processes_at_intake
+    [message_id] = store.add([_message(1)]).result
+    channel.stored([(receipt, message_id)])
+    assert told == [("channel:adt",)]
+    assert store.statuses[message_id] == "RECEIVED"  # left for the process that processes
+    reactor.advance(60)
+    assert store.statuses[message_id] == "RECEIVED"
+    channel.stop()
+
+
+def test_a_channel_without_delivery_has_no_dispatcher_and_announces_its_queues(journals):
+    """delivery=False: no destination starts; the deliveries a pass queues are announced by queue key."""
+    store, reactor, told = FakeStore(), Clock(), []
+    channel = _split_channel(store, reactor, journals, told, delivery=False)
+    assert channel.dispatchers == {}
+    channel.start()
+    [message_id] = store.add([_message(1)]).result
+    channel.notify()
+    assert store.statuses[message_id] == "QUEUED"
+    assert ("queue:adt/lab",) in told
+    channel.stop()
