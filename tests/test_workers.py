@@ -19,11 +19,12 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
+from engine.cli.workers import plan_processes
 from engine.config import load_config
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.listeners.mllp import MLLPListenerService
-from engine.service import Engine
+from engine.service import ALL_ROLES, Engine
 from tests.fakes.harness import free_port, in_thread, statuses
 from tests.fakes.partner import RecordingPartner
 from tests.fakes.process import ENGINE, adt, wait_for_port
@@ -292,3 +293,20 @@ def test_two_intake_processes_share_the_port_and_every_message_is_processed(tmp_
         _wait(lambda: partner.count() >= 16, "16 messages delivered")
         assert sorted(partner.received) == [f"C{n:06d}" for n in range(1, 17)]
     assert process.returncode == 0, process.log
+
+
+def test_the_process_plan_of_workers_and_intake_processes():
+    """Which roles the main process keeps, which children it starts, and when leases would be needed."""
+    alone = plan_processes(0, 1, ALL_ROLES)
+    assert (alone.main_roles, alone.children, alone.reuse_port, alone.shared_roles) == (
+        ALL_ROLES,
+        (),
+        False,
+        False,
+    )
+    split = plan_processes(1, 2, ALL_ROLES)
+    assert split.main_roles == {"intake", "processing", "jobs"}
+    assert (split.children, split.reuse_port, split.shared_roles) == (("delivery", "intake"), True, False)
+    assert plan_processes(2, 1, ALL_ROLES).shared_roles  # two processes would want each queue
+    with pytest.raises(ValueError):
+        plan_processes(0, 0, ALL_ROLES)
