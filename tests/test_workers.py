@@ -7,9 +7,11 @@ checked on the Engine itself with real sockets.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from engine.cli.workers import plan_processes
+from engine.cli.workers import Supervisor, plan_processes
 from engine.config import load_config
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
@@ -171,6 +173,12 @@ def test_workers_1_delivers_in_order_survives_a_killed_child_and_stops_cleanly(t
     assert process.returncode == 0, log
     assert "[delivery-1] " in log  # the child's lines, named
     assert "delivery-1 ended unexpectedly" in log
+    lines = log.splitlines()
+    closed = next(i for i, line in enumerate(lines) if f"Port {port} Closed" in line)
+    child_ended = [
+        i for i, line in enumerate(lines) if "[delivery-1] " in line and "Main loop terminated" in line
+    ]
+    assert child_ended and closed < child_ended[-1]  # the child stopped after the listener closed
     assert children and not any(_alive(pid) for pid in children)
 
 
@@ -310,3 +318,32 @@ def test_the_process_plan_of_workers_and_intake_processes():
     assert plan_processes(2, 1, ALL_ROLES).shared_roles  # two processes would want each queue
     with pytest.raises(ValueError):
         plan_processes(0, 0, ALL_ROLES)
+
+
+# A child that will not stop on SIGTERM: it says so on stderr and sleeps.
+_STUBBORN = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ignoring SIGTERM', file=sys.stderr, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_supervisor_kills_a_child_that_ignores_sigterm_after_the_timeout():
+    """stop(): SIGTERM first, SIGKILL once stop_timeout passed; the child's lines carry its name."""
+    out = io.BytesIO()
+    supervisor = Supervisor(
+        reactor, lambda role: [sys.executable, "-c", _STUBBORN], ["delivery"], stop_timeout=1.0, out=out
+    )
+    supervisor.start()
+    (pid,) = supervisor.pids.values()
+    for _ in range(200):  # until the child has set its handler
+        if b"ignoring SIGTERM" in out.getvalue():
+            break
+        yield in_thread(time.sleep, 0.05)
+    assert out.getvalue() == b"[delivery-1] ignoring SIGTERM\n"
+    started = time.monotonic()
+    yield supervisor.stop()
+    assert 1.0 <= time.monotonic() - started < 10
+    assert not _alive(pid) and supervisor.pids == {}
