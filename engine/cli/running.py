@@ -50,6 +50,7 @@ def _workers(value: str) -> int:
 )
 @click.option(
     "--workers",
+    metavar="N|auto",
     default="auto",
     show_default=True,
     callback=lambda ctx, param, value: _workers(value),
@@ -67,7 +68,7 @@ def _workers(value: str) -> int:
 def run(config_path: str, log_level: str, workers: int, intake_processes: int, role: str | None) -> None:
     """Start the listeners and channels of a config; stop cleanly on SIGINT/SIGTERM.
 
-    With ``--workers`` the destinations are served by child processes this one supervises.
+    With --workers the destinations are served by child processes this one supervises.
     """
     from twisted.internet import defer, reactor
     from twisted.logger import (
