@@ -61,7 +61,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "postgresql",
             "(5) PostgreSQL instead of SQLite for (1) and (2)",
-            systems=("engine",),
+            systems=("engine", "engine-i2", "engine-w1"),
             run=postgresql.run,
             figures=postgresql.figures,
             check=targets.postgresql,
