@@ -25,6 +25,7 @@ from engine.configtypes import Frozen, HL7Text, Name, Seconds, check_version, re
 from engine.configtypes import check_not_empty as _check_not_empty
 from engine.listeners.endpoints import check_endpoint
 from engine.store.cipher import Cipher, read_key
+from engine.store.cluster import DEFAULT_LEASE_SECONDS
 from engine.store.db import WAL_MAX_BYTES
 from engine.web.passwords import check_password_hash
 
@@ -183,7 +184,7 @@ class ClusterSettings(Frozen):
     """
 
     node: Annotated[str, Field(min_length=1, max_length=100)] = Field(default_factory=_default_node)
-    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = DEFAULT_LEASE_SECONDS
     # How often a process renews its leases and heartbeat and looks for free work: a third of the lease.
     renew_seconds: Annotated[float, Field(gt=0, le=1200)] | None = None
     # Where this node hears wake-ups from the others (UDP): an address the other nodes reach.

@@ -38,6 +38,18 @@ class StoreError(EngineError):
         super().__init__(message)
 
 
+class LeaseLost(StoreError):
+    """A write made under a lease found that this process no longer holds it: nothing was written.
+
+    Another process took the work over (this one stopped renewing in time); the same write would
+    fail again, so it is not transient: stop the work until the lease is held again.
+    """
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(f"lease {key} is no longer held by this process")
+
+
 class TransformError(EngineError):
     """A filter or transform could not be applied to a message; the message goes to ERROR with this reason."""
 

@@ -8,7 +8,8 @@ change: a listener whose settings are unchanged keeps its connections.
 An engine process has roles (``ROLES``): intake (listeners, intakes, web), processing (channel
 passes and processing at intake), delivery (the dispatchers and their destinations), jobs (the
 retention pruner). One process with every role is the engine alone; ``hl7engine run --workers``
-splits them over processes sharing the store.
+splits them over processes sharing the store, and the nodes of ``engine.cluster`` share it too:
+such processes divide the work by leases in the store (StoreLeases) and wake one another (Wakeups).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from twisted.logger import Logger
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
+from engine.channels.leases import LOCAL_LEASES, Leases, job_key
+from engine.channels.leasing import StoreLeases
 from engine.channels.passes import IDLE_POLL_SECONDS
+from engine.channels.wakeups import Peers, Wakeups
 from engine.config import Config, EngineSettings, load_config
+from engine.configengine import ClusterSettings
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
@@ -39,17 +44,14 @@ from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
 from engine.web.server import WebService
 
-__all__ = ["ALL_ROLES", "ROLES", "SPLIT_POLL_SECONDS", "Engine", "ReloadReport", "check_roles"]
+__all__ = ["ALL_ROLES", "ROLES", "Engine", "ReloadReport", "check_roles"]
 
 log = Logger()
 
 #: What an engine process may do, in the order ``hl7engine run`` names them.
 ROLES = ("intake", "processing", "delivery", "jobs")
+#: The roles of an engine process that does everything (one process, or each node of a cluster).
 ALL_ROLES = frozenset(ROLES)
-#: How often an idle channel or queue looks at the store when its roles are split over processes
-#: (another process queues its work). Until wake-ups between processes exist, this bounds the
-#: extra latency of a delivery.
-SPLIT_POLL_SECONDS = 0.2
 
 
 def check_roles(roles) -> frozenset[str]:
@@ -61,36 +63,60 @@ def check_roles(roles) -> frozenset[str]:
     return roles
 
 
-class StoreService(service.Service):
-    """Owns the MessageStore's threads for the life of the engine."""
+class Running(service.Service):
+    """Keeps parts of the engine started for the engine's life: each ``start()`` in order at start.
 
-    def __init__(self, store: MessageStore):
-        self.setName("store")
-        self.store = store
+    At stop, each part's ``stop()`` in the reverse order, one after the other. The engine's services
+    stop all at once (MultiService), so parts that need one another run in one ``Running``: the
+    store, the wake-ups (listening before the node registers their address) and the leases kept in
+    the store, which stop first, while the store still takes writes, so the work they held stops
+    and is released, and other processes take it over at once.
+    """
+
+    def __init__(self, name: str, *parts):
+        self.setName(name)
+        self.parts = parts
 
     def startService(self) -> None:
         super().startService()
-        self.store.start()
+        for part in self.parts:
+            started = part.start()
+            if isinstance(started, defer.Deferred):  # the leases register (and retry) in the background
+                started.addErrback(_start_failed, self.name)
 
+    @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        return self.store.stop()
+        for part in reversed(self.parts):
+            yield part.stop()
+
+
+def _start_failed(failure, name: str) -> None:
+    log.failure("a part of the {name} service did not start", failure, name=name)
+
+
+#: The lease of the retention schedule: with processes sharing a store, only its holder prunes.
+RETENTION_KEY = job_key("retention")
 
 
 class RetentionService(service.Service):
     """Runs the retention schedule (``Pruner``) while the engine runs; stops before the store does."""
 
-    def __init__(self, pruner: Pruner):
+    def __init__(self, pruner: Pruner, leases: Leases = LOCAL_LEASES):
         self.setName("retention")
         self.pruner = pruner
+        self.leases = leases
 
     def startService(self) -> None:
         super().startService()
+        self.leases.watch(RETENTION_KEY, lambda: None, lambda: None)
         self.pruner.start()
 
+    @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        return self.pruner.stop()
+        yield self.pruner.stop()
+        yield self.leases.unwatch(RETENTION_KEY)
 
 
 class ChannelsService(service.Service):
@@ -139,19 +165,37 @@ class Engine(service.MultiService):
         *,
         store: MessageStore | None = None,
         observer=None,
+        leases: Leases | None = None,
+        wakeups: Wakeups | None = None,
         roles=ALL_ROLES,
         reuse_port: bool = False,
         extra_intake: bool = False,
+        sharing: ClusterSettings | None = None,
     ):
+        """``leases``: the work this process may do; by default all of it (LocalLeases), or, when
+        other processes share the store, a share of it through the store (StoreLeases, started and
+        stopped here).
+
+        ``wakeups``: other processes share the store and wake this one (None: the engine alone, or
+        the wake-ups made here, whose peers are the live processes the leases see).
+
+        ``sharing``: how this process shares the store with the others of ``hl7engine run``
+        (``--workers``, ``--intake-processes``); by default ``engine.cluster``, or, when this
+        process does not have every role or shares its ports, this machine's name with the default
+        lease and wake-ups on 127.0.0.1.
+        """
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.roles = check_roles(roles)
         self.reuse_port = reuse_port
         self.extra_intake = extra_intake
-        # Whether work for this process comes from others (roles split, or intake beside others).
-        self._split = self.roles != ALL_ROLES or reuse_port
         settings = config.engine
+        if sharing is None and settings.cluster is None and (self.roles != ALL_ROLES or reuse_port):
+            sharing = ClusterSettings()
+        self.sharing = sharing or settings.cluster
+        # Work left by other processes is found this often when a wake-up is lost.
+        self._idle_poll_seconds = IDLE_POLL_SECONDS if self.sharing is None else self.sharing.poll_seconds
         # With engine.http, the metrics observe every event the intakes, channels and MLLP factories emit.
         self.metrics = Metrics() if settings.http is not None else None
         self.observer = fanout(observer, self.metrics.observe) if self.metrics is not None else observer
@@ -164,7 +208,19 @@ class Engine(service.MultiService):
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
         )
-        StoreService(self.store).setServiceParent(self)
+        self.wakeups = wakeups
+        if leases is None and self.sharing is not None:
+            # One of several processes on the store: it listens for wake-ups before it registers where
+            # (wake_address), and sends them to the live processes its leases saw at their last round.
+            self.wakeups = wakeups or _make_wakeups(
+                self.sharing, reactor, lambda: self.leases.peers(), self.observer
+            )
+            self.leases = _make_leases(self.sharing, self.store, reactor, self.wakeups, self.roles)
+            parts = (self.wakeups, self.leases)
+        else:
+            self.leases = leases or LOCAL_LEASES
+            parts = (wakeups,) if wakeups is not None else ()
+        Running("store", self.store, *parts).setServiceParent(self)
         self.pruner: Pruner | None = None
         if "jobs" in self.roles:
             # The policy is read at each run, so a reload's retention_days apply from the next one.
@@ -174,8 +230,9 @@ class Engine(service.MultiService):
                 reactor=reactor,
                 every=settings.store.prune_every_seconds,
                 batch=settings.store.prune_batch,
+                may_run=lambda: self.leases.holds(RETENTION_KEY),
             )
-            RetentionService(self.pruner).setServiceParent(self)
+            RetentionService(self.pruner, self.leases).setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
         self.channels_service = ChannelsService(self.channels)
@@ -208,11 +265,15 @@ class Engine(service.MultiService):
                     channels=self.channels,
                     tables=config.lookup_tables,
                     observer=self.observer,
-                    processing="processing" in self.roles,
+                    leases=self.leases,
+                    wakeups=self.wakeups,
                     delivery="delivery" in self.roles,
-                    sole_intake=not self.reuse_port,
-                    # Where another process makes the work, an idle channel or queue looks for it often.
-                    poll_seconds=SPLIT_POLL_SECONDS if self._split else IDLE_POLL_SECONDS,
+                    idle_poll_seconds=self._idle_poll_seconds,
+                )
+                # Several processes take in this channel's messages (nodes, intake processes): only
+                # the lease holder processes them, in id order.
+                self.channels[channel.name].at_intake_allowed = (
+                    config.engine.cluster is None and not self.reuse_port
                 )
 
     def _listeners_of(self, config: Config):
@@ -417,6 +478,28 @@ class Engine(service.MultiService):
         if self.records_config:
             yield self.record_config(new, report)
         return report
+
+
+def _make_wakeups(cluster: ClusterSettings, reactor, peers: Peers, observer) -> Wakeups:
+    """The wake-ups of a process: on ``wake_host``/``wake_port``, to the ``peers()`` the leases saw alive."""
+    return Wakeups(
+        reactor=reactor, peers=peers, host=cluster.wake_host, port=cluster.wake_port, observer=observer
+    )
+
+
+def _make_leases(
+    cluster: ClusterSettings, store: MessageStore, reactor, wakeups: Wakeups, roles: frozenset[str]
+) -> StoreLeases:
+    """The leases of a process with ``roles``: registered with the address its ``wakeups`` listen on."""
+    return StoreLeases(
+        store,
+        reactor=reactor,
+        node=cluster.node,
+        roles=roles,
+        lease_seconds=cluster.lease_seconds,
+        renew_every=cluster.renew_every,
+        wake_address=lambda: wakeups.address,  # known once they listen, before the node registers
+    )
 
 
 def _without_keys(settings: EngineSettings) -> EngineSettings:

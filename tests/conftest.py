@@ -98,6 +98,14 @@ def open_store(store_url):
 
 
 @pytest.fixture
+def open_postgres_store(postgres_url):
+    """Starts MessageStores on a PostgreSQL database: for what only PostgreSQL does (several nodes)."""
+    open_, stop_all = _store_opener(postgres_url)
+    yield open_
+    stop_all()
+
+
+@pytest.fixture
 def open_sqlite_store(sqlite_url):
     """Starts MessageStores on a SQLite database: for what only SQLite does (inline commits, the WAL)."""
     open_, stop_all = _store_opener(sqlite_url)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from engine import errors
-from engine.errors import ConfigError, EngineError, HL7Error, RecordError, StoreError, TransformError
+from engine.errors import (
+    ConfigError,
+    EngineError,
+    HL7Error,
+    LeaseLost,
+    RecordError,
+    StoreError,
+    TransformError,
+)
 
 
 def test_every_error_the_engine_raises_on_purpose_is_an_engine_error():
@@ -15,7 +23,15 @@ def test_every_error_the_engine_raises_on_purpose_is_an_engine_error():
         for value in vars(errors).values()
         if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == errors.__name__
     ]
-    assert set(defined) == {EngineError, ConfigError, HL7Error, StoreError, TransformError, RecordError}
+    assert set(defined) == {
+        EngineError,
+        ConfigError,
+        HL7Error,
+        StoreError,
+        LeaseLost,
+        TransformError,
+        RecordError,
+    }
     assert all(issubclass(error, EngineError) for error in defined)
 
 
@@ -43,3 +59,11 @@ def test_a_lock_timeout_is_transient_too(options, locked, transient):
     """A store error is transient when the database itself failed; a lock that timed out is one of those."""
     error = StoreError("writing failed", **options)
     assert (error.locked, error.transient) == (locked, transient)
+
+
+def test_a_lost_lease_is_a_store_error_that_waiting_does_not_cure():
+    """LeaseLost names its key and is not transient: the same write fails again until the lease is back."""
+    error = LeaseLost("queue:adt/emr")
+    assert isinstance(error, StoreError)
+    assert (error.key, error.transient, error.locked) == ("queue:adt/emr", False, False)
+    assert "queue:adt/emr" in str(error)

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 
+from engine.channels.wakeups import Wakeups
 from engine.config import load_config
 from engine.errors import ConfigError
 from engine.hl7.ack import parse_reply
@@ -24,6 +25,7 @@ from engine.hl7.message import Message
 from engine.hl7.mllp import frame
 from engine.listeners.client import MLLPClient
 from engine.model import Status
+from engine.service import Engine
 from engine.store.messages import MessageQuery
 from engine.web.passwords import hash_password
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine, wait_until
@@ -384,3 +386,31 @@ def _until_pruned(engine, message_id: int):
             return
         yield later(0.05, lambda: None)
     raise AssertionError(f"message {message_id} was not pruned")
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_engine_given_wake_ups_tells_its_peers_of_the_work_it_leaves(tmp_path):
+    """With ``wakeups``, the engine listens while it runs and its channels send their keys to the peers.
+
+    A message processed at intake leaves a delivery in its queue: ``queue:<channel>/<destination>``.
+    """
+    heard: list[str] = []
+    peers: list[tuple[str, int]] = []
+    peer = Wakeups(reactor=reactor, peers=lambda: peers)
+    peer.start()
+    peer.subscribe("", heard.append)
+    engine_wakeups = Wakeups(reactor=reactor, peers=lambda: [("127.0.0.1", peer.port)])
+    archive = (
+        "    destinations:\n      - name: archive\n        type: file\n"
+        f"        directory: {tmp_path / 'archive'}\n        filename: '{{{{control_id}}}}.hl7'\n"
+    )
+    engine = Engine(config(tmp_path, text(channel("adt", "ADT") + archive)), reactor, wakeups=engine_wakeups)
+    engine.startService()
+    try:
+        peers.append(("127.0.0.1", engine_wakeups.port))
+        assert (yield in_thread(codes, port_of(engine), ADT)) == ["AA"]
+        yield wait_until(lambda: "queue:adt/archive" in heard, seconds=5, step=0.01)
+    finally:
+        yield engine.stopService()
+        yield peer.stop()
+    assert engine_wakeups.transport is None  # stopped with the engine

@@ -12,7 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,12 +23,16 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from engine.cli.workers import Supervisor, plan_processes
+from engine.channels.leasing import StoreLeases
+from engine.cli.workers import Supervisor, plan_processes, process_sharing
 from engine.config import load_config
+from engine.configengine import ClusterSettings
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.listeners.mllp import MLLPListenerService
 from engine.service import ALL_ROLES, Engine
+from engine.store.cluster import ClusterRepository, NodeView
+from engine.store.db import create_engine_for
 from tests.fakes.harness import free_port, in_thread, statuses
 from tests.fakes.partner import RecordingPartner
 from tests.fakes.process import ENGINE, adt, wait_for_port
@@ -34,7 +40,13 @@ from tests.fakes.process import ENGINE, adt, wait_for_port
 WAIT_SECONDS = 30  # every wait below gives up after this
 
 
-def _config(folder: Path, port: int, partner_port: int, *, respond: str = "after_store") -> Path:
+def _config(folder: Path, port: int, *partner_ports: int, respond: str = "after_store") -> Path:
+    """One listener, channel ``out`` with an mllp destination per partner port (``partner``, ``b``, ...)."""
+    names = ["partner", "b", "c"]
+    destinations = "".join(
+        f"      - {{name: {name}, type: mllp, host: 127.0.0.1, port: {partner_port}}}\n"
+        for name, partner_port in zip(names, partner_ports, strict=False)
+    )
     path = folder / "channels.yaml"
     path.write_text(
         f"""
@@ -51,10 +63,41 @@ channels:
     accept:
       types: ["*"]
     destinations:
-      - {{name: partner, type: mllp, host: 127.0.0.1, port: {partner_port}}}
-"""
+{destinations}"""
     )
     return path
+
+
+def _nodes(config: Path) -> list[NodeView]:
+    """The engine processes the store of ``config`` knows, with their leases."""
+    engine = create_engine_for(load_config(config).store_url)
+    try:
+        return ClusterRepository(engine).nodes()
+    finally:
+        engine.dispose()
+
+
+def _holders(config: Path) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """The leases held now (not expired), by key: the holding process's pid and roles (from the store)."""
+    found = _nodes(config)
+    return {lease.key: (node.pid, node.roles) for node in found for lease in node.leases if not lease.expired}
+
+
+def _known_to(config: Path, pid: int) -> bool:
+    """Whether process ``pid`` read the live processes since the last one started (its peers for wake-ups).
+
+    A process reads them at each lease round, right after its heartbeat: a heartbeat a second after
+    the newest start leaves room for that start's commit.
+    """
+    found = [node for node in _nodes(config) if node.stopped_at is None]
+    newest = max(node.started_at for node in found)
+    return any(node.pid == pid and node.heartbeat_at > newest + timedelta(seconds=1) for node in found)
+
+
+def _held_by(config: Path, role: str) -> bool:
+    """Whether every queue lease is held by a process whose only role is ``role``."""
+    queues = {key: roles for key, (_, roles) in _holders(config).items() if key.startswith("queue:")}
+    return bool(queues) and all(roles == (role,) for roles in queues.values())
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -93,8 +136,8 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def _running(config: Path, port: int, *options: str):
-    """`hl7engine run --workers 1` (or ``options``) on ``config`` once it listens and has its child.
+def _running(config: Path, port: int, *options: str, children: int = 1):
+    """`hl7engine run --workers 1` (or ``options``) on ``config`` once it listens and has its ``children``.
 
     SIGTERM on the way out; afterwards the process's ``log`` attribute holds what it wrote on stderr.
     """
@@ -106,7 +149,7 @@ def _running(config: Path, port: int, *options: str):
     )
     try:
         wait_for_port(port, process)
-        _wait(lambda: len(_children(process.pid)) == 1, "one child process")
+        _wait(lambda: len(_children(process.pid)) == children, f"{children} child process(es)")
         yield process
     finally:
         if process.poll() is None:
@@ -193,15 +236,10 @@ def test_a_child_stops_when_its_supervisor_is_killed(tmp_path, partner):
         _wait(lambda: not _alive(child), "the child gone after its parent")
 
 
-def test_sighup_reaches_the_children_and_more_than_one_worker_is_refused(tmp_path, partner):
-    """`hl7engine reload` (SIGHUP to the main pid) reloads the children too; --workers 2 is refused."""
+def test_sighup_reaches_the_children(tmp_path, partner):
+    """`hl7engine reload` (SIGHUP to the main pid) reloads the children too."""
     port = free_port()
     config = _config(tmp_path, port, partner.port)
-    refused = subprocess.run(
-        [*ENGINE, "run", "-c", str(config), "--workers", "2"], capture_output=True, text=True, timeout=60
-    )
-    assert refused.returncode == 2
-    assert "leases in the store" in refused.stderr
     with _running(config, port) as process:
         reloaded = subprocess.run(
             [*ENGINE, "reload", "-c", str(config)], capture_output=True, text=True, timeout=60
@@ -215,16 +253,75 @@ def test_sighup_reaches_the_children_and_more_than_one_worker_is_refused(tmp_pat
     assert len(reloads) == 2 and sum("[delivery-1] " in line for line in reloads) == 1, log
 
 
-def test_after_processing_is_answered_from_the_store_when_a_child_delivers(tmp_path, partner):
-    """respond: after_processing with delivery in the child: the sender gets AA once the partner took it."""
+def test_after_processing_is_answered_at_once_when_a_child_delivers(tmp_path, partner):
+    """respond: after_processing, delivery in the child, idle poll 30 s: wake-ups answer within 1 s.
+
+    The sender gets AA once the partner took the message; the child hears of the queued delivery by
+    a wake-up and the main process of its settling by another (or its 50 ms outcome read), so no
+    answer waits for the idle poll.
+    """
     port = free_port()
     config = _config(tmp_path, port, partner.port, respond="after_processing")
-    with _running(config, port) as process, MLLPClient("127.0.0.1", port, timeout=20) as client:
-        for n in range(1, 6):
+    with (
+        _running(config, port, "--workers", "1", "--poll-seconds", "30") as process,
+        MLLPClient("127.0.0.1", port, timeout=20) as client,
+    ):
+        # The child claims its queue's lease once it registered, and the main process wakes it once
+        # its leases' round saw it: until then the poll would deliver.
+        _wait(lambda: _held_by(config, "delivery"), "the delivery child holding its queue")
+        _wait(lambda: _known_to(config, process.pid), "the main process knowing its child")
+        for n in range(1, 11):
+            started = time.monotonic()
             assert parse_reply(client.request(adt(n))).code == "AA"
+            assert time.monotonic() - started < 1.0, n
             # Answered after the partner had it: the answer waited for the delivery.
             assert partner.count() == n
     assert process.returncode == 0, process.log
+
+
+def test_two_workers_split_the_queues_and_one_takes_over_a_killed_ones(tmp_path):
+    """--workers 2, two destinations: one queue lease each, in order; SIGKILL of one: its queue moves.
+
+    The other child (or the killed one's restart) holds the queue again within the lease (10 s) and
+    a renewal; the destination gets every message in order, with at most one sent twice.
+    """
+    partners = [RecordingPartner(), RecordingPartner()]
+    port = free_port()
+    config = _config(tmp_path, port, *(partner.port for partner in partners))
+    keys = ("queue:out/partner", "queue:out/b")
+    try:
+        with _running(config, port, "--workers", "2", children=2) as process:
+            children = set(_children(process.pid))
+            _wait(lambda: all(key in _holders(config) for key in keys), "both queues held")
+            holders = _holders(config)
+            assert {holders[key][0] for key in keys} == children  # one queue in each child
+            assert holders["channel:out"][0] == process.pid  # processing stays in the main process
+            _send(port, range(1, 21))
+            _wait(lambda: all(partner.count() >= 20 for partner in partners), "20 messages delivered twice")
+            expected = [f"C{n:06d}" for n in range(1, 21)]
+            assert [partner.received for partner in partners] == [expected, expected]
+
+            victim = holders[keys[0]][0]
+            sender = threading.Thread(target=_send, args=(port, range(21, 81)))
+            sender.start()
+            _wait(lambda: partners[0].count() >= 25, "the second batch under way")
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            sender.join(timeout=WAIT_SECONDS)
+            _wait(lambda: _holders(config).get(keys[0], (victim,))[0] != victim, "the queue taken over")
+            taken_after = time.monotonic() - killed_at
+            expected += [f"C{n:06d}" for n in range(21, 81)]
+            _wait(lambda: len(set(partners[0].received)) >= 80, "80 distinct messages delivered")
+            _wait(lambda: partners[1].count() >= 80, "80 messages delivered to the other")
+        assert process.returncode == 0, process.log
+    finally:
+        for partner in partners:
+            partner.close()
+    assert taken_after < 10 + 10 / 3 + 2, taken_after  # the lease, a renewal, a restart's start
+    received = partners[0].received
+    assert list(dict.fromkeys(received)) == expected  # in order ...
+    assert len(received) - len(expected) <= 1  # ... with at most the one in flight sent twice
+    assert partners[1].received == expected  # the queue whose child lived was not disturbed
 
 
 @pytest_twisted.inlineCallbacks
@@ -242,7 +339,11 @@ def test_a_delivery_only_engine_binds_no_port_and_serves_no_web(tmp_path):
     engine.startService()
     try:
         assert engine.listeners == {} and engine.web is None and engine.pruner is None
-        assert set(engine.channels["out"].dispatchers) == {"partner"}
+        channel = engine.channels["out"]
+        assert set(channel.dispatchers) == {"partner"}
+        # It shares the store: leases in the store, wake-ups, and an idle look every poll_seconds.
+        assert isinstance(engine.leases, StoreLeases) and engine.wakeups is not None
+        assert channel.idle_poll_seconds == channel.dispatchers["partner"].idle_poll_seconds == 1.0
         for taken in (port, web_port):
             # Nothing listens: a connection is refused.
             refused = yield _connect_fails(taken)
@@ -259,14 +360,18 @@ def test_an_intake_and_processing_engine_starts_no_destination(tmp_path, partner
     engine.startService()
     try:
         channel = engine.channels["out"]
-        assert channel.dispatchers == {} and channel.queue_keys == ("queue:out/partner",)
+        assert channel.dispatchers == {}
         listener = engine.listeners["main"]
         assert isinstance(listener, MLLPListenerService)
         yield in_thread(_send, listener.port, range(1, 4))
-        yield in_thread(time.sleep, 0.5)
-        assert partner.count() == 0  # queued in the store for a delivery process, never sent from here
-        stored = yield statuses(engine)
+        stored = {}
+        for _ in range(100):  # processed once the channel's lease is claimed
+            stored = yield statuses(engine)
+            if set(stored.values()) == {"QUEUED"}:
+                break
+            yield in_thread(time.sleep, 0.05)
         assert stored == {f"C{n:06d}": "QUEUED" for n in range(1, 4)}
+        assert partner.count() == 0  # queued in the store for a delivery process, never sent from here
     finally:
         yield engine.stopService()
 
@@ -304,20 +409,31 @@ def test_two_intake_processes_share_the_port_and_every_message_is_processed(tmp_
 
 
 def test_the_process_plan_of_workers_and_intake_processes():
-    """Which roles the main process keeps, which children it starts, and when leases would be needed."""
+    """Which roles the main process keeps and which children it starts."""
     alone = plan_processes(0, 1, ALL_ROLES)
-    assert (alone.main_roles, alone.children, alone.reuse_port, alone.shared_roles) == (
-        ALL_ROLES,
-        (),
-        False,
-        False,
-    )
+    assert (alone.main_roles, alone.children, alone.reuse_port) == (ALL_ROLES, (), False)
     split = plan_processes(1, 2, ALL_ROLES)
     assert split.main_roles == {"intake", "processing", "jobs"}
-    assert (split.children, split.reuse_port, split.shared_roles) == (("delivery", "intake"), True, False)
-    assert plan_processes(2, 1, ALL_ROLES).shared_roles  # two processes would want each queue
+    assert (split.children, split.reuse_port) == (("delivery", "intake"), True)
+    assert plan_processes(2, 1, ALL_ROLES).children == ("delivery", "delivery")
     with pytest.raises(ValueError):
         plan_processes(0, 0, ALL_ROLES)
+
+
+def test_the_processes_of_a_run_share_the_store_as_nodes_do():
+    """process_sharing: engine.cluster's settings when set (a child on any wake port), else the defaults."""
+    cluster = ClusterSettings(node="node-a", lease_seconds=30, wake_port=4012, poll_seconds=2)
+    assert process_sharing(cluster, child=False) == cluster
+    child = process_sharing(cluster, child=True)
+    assert (child.node, child.lease_seconds, child.wake_port, child.poll_seconds) == ("node-a", 30, 0, 2)
+    alone = process_sharing(None, child=False, poll_seconds=30)
+    assert (alone.node, alone.lease_seconds, alone.wake_host, alone.wake_port, alone.poll_seconds) == (
+        ClusterSettings().node,
+        10,
+        "127.0.0.1",
+        0,
+        30,
+    )
 
 
 # A child that will not stop on SIGTERM: it says so on stderr and sleeps.

@@ -15,9 +15,11 @@ from engine.channels.destinations.record import RecordDestination
 from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
 from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
+from engine.channels.leases import LOCAL_LEASES, Leases
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
+from engine.channels.wakeups import Wakeups
 from engine.record.identity import IdentityRule
 from engine.transforms.filters import build_filters
 from engine.transforms.lookup import LookupTable
@@ -67,17 +69,18 @@ def build_channel(
     channels: Mapping[str, Channel],
     tables: Mapping[str, LookupTable],
     observer=None,
-    processing: bool = True,
+    leases: Leases = LOCAL_LEASES,
+    wakeups: Wakeups | None = None,
     delivery: bool = True,
-    poll_seconds: float = IDLE_POLL_SECONDS,
-    tell_others=None,
-    sole_intake: bool = True,
+    idle_poll_seconds: float = IDLE_POLL_SECONDS,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
     ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
-    ``processing``/``delivery``: the roles of this process (``Channel``); without delivery no
-    destination is built, so none can connect. ``tell_others``, ``sole_intake``: see ``Channel``.
+    ``leases``: the work this process holds (the channel's processing, each destination's queue).
+    ``wakeups``: when other processes share the store (see ``Channel``). ``delivery``: whether this
+    process delivers (its role); without, no destination is built, so none can connect.
+    ``idle_poll_seconds``: how often the idle channel and its queues look for work others left.
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
@@ -120,8 +123,14 @@ def build_channel(
         default_charset=charset,
     )
     settings = config.engine
+    # Clustered, a queue may move to another node: its journal is kept in the store, for the next holder.
     journals = Journals(
-        settings.data_dir / JOURNAL_FOLDER, sync=settings.store.durability == "power_loss", reactor=reactor
+        settings.data_dir / JOURNAL_FOLDER,
+        sync=settings.store.durability == "power_loss",
+        reactor=reactor,
+        store_url=settings.store.url if settings.cluster is not None else None,
+        lock_timeout=settings.store.lock_timeout_seconds,
+        leases=leases,
     )
     return Channel(
         channel,
@@ -131,9 +140,7 @@ def build_channel(
         journals=journals,
         reactor=reactor,
         observer=observer,
-        processing=processing,
-        delivery=delivery,
-        poll_seconds=poll_seconds,
-        tell_others=tell_others,
-        sole_intake=sole_intake,
+        leases=leases,
+        wakeups=wakeups,
+        idle_poll_seconds=idle_poll_seconds,
     )

@@ -6,11 +6,13 @@ so it is stored processed with its deliveries; otherwise it is stored RECEIVED a
 processes it in turn. Passes also recover what a restart left RECEIVED. Once deliveries settle,
 the senders waiting for them (``respond: after_processing``) are answered.
 
-A channel may do only part of this in its process (the engine's roles): without ``processing`` it
-never processes (messages are stored RECEIVED for the process that does), without ``delivery`` it
-has no dispatchers (another process drains its queues, and the senders waiting for an outcome
-learn it from the store). New work for a queue or for the channel's processing is announced
-through one hook, ``on_new_work``.
+A channel processes only while this process holds its lease (``leases.channel_key``): passes pause
+when it is lost, and its results are written under the lease's token.
+
+When other processes share the store (``wakeups``), the channel tells them what it left for them
+(its processing, its queues) and hears what they left for it; a sender waiting here is answered
+from the store when the deliveries were done elsewhere (on their wake-up, and a short poll). A
+process without the delivery role is given no destinations: its channel has no dispatchers.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from twisted.logger import Logger
 from engine.channels.destinations.base import Destination
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.journal import Journals
-from engine.channels.leases import channel_key, queue_key
+from engine.channels.leases import LOCAL_LEASES, Leases, channel_key, queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
 from engine.channels.pipeline import Pipeline
+from engine.channels.wakeups import Wakeups, settled_key, urgent_key
+from engine.lograte import LogRate
 from engine.model import Delivery, DeliveryResult, ProcessingResult, Status, roll_up, utc_now
 
 if TYPE_CHECKING:
@@ -38,8 +42,11 @@ __all__ = ["OUTCOME_POLL_SECONDS", "Channel", "Receipt", "may_process_at_intake"
 
 log = Logger()
 
-#: Without the delivery role, how often the store is asked for the outcome of messages senders wait for.
-OUTCOME_POLL_SECONDS = 0.020
+#: While senders wait and other processes may settle their deliveries, the store is read this often
+#: for their outcomes: a lost wake-up delays an answer by this much at most.
+OUTCOME_POLL_SECONDS = 0.05
+#: At most one warning this often when reading the outcomes fails (the poll tries again).
+OUTCOME_WARN_SECONDS = 60.0
 
 
 def may_process_at_intake(config: ChannelConfig) -> bool:
@@ -81,33 +88,30 @@ class Channel(Passes):
         clock: Callable[[], datetime] = utc_now,
         observer: Callable[[str, dict], None] | None = None,
         rng: random.Random | None = None,
-        processing: bool = True,
-        delivery: bool = True,
-        poll_seconds: float = IDLE_POLL_SECONDS,
-        tell_others: Callable[[Sequence[str]], None] | None = None,
-        sole_intake: bool = True,
+        leases: Leases = LOCAL_LEASES,
+        wakeups: Wakeups | None = None,
+        outcome_poll_seconds: float = OUTCOME_POLL_SECONDS,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ):
         """``destinations``: each destination with its retry policy, in the order of the pipeline's.
 
-        ``journals``: where each destination's queue keeps its journal. ``processing``/``delivery``:
-        whether this process processes the channel's messages / drains its queues; its passes and
-        queues look at the store every ``poll_seconds`` when idle. ``tell_others(keys)``: announces
-        new work to the other processes (wake-ups); None when every role lives in this process.
-        ``sole_intake``: no other process takes in this channel's messages; else none is processed
-        at intake (the processing role takes all of them in id order, which keeps each sender's).
+        ``journals``: where each destination's queue keeps its journal. ``leases``: whether this
+        process may process the channel and drain each of its queues now. ``wakeups``: other
+        processes share the store (None: this process alone does all of the channel's work).
+        ``idle_poll_seconds``: how often the channel and its dispatchers look at the store when idle.
         """
-        super().__init__(reactor, idle_poll=poll_seconds)
+        super().__init__(
+            reactor, leases=leases, key=channel_key(config.name), idle_poll_seconds=idle_poll_seconds
+        )
         self.name = config.name
-        self.processing = processing
-        self.delivery = delivery
-        self._tell_others = tell_others
-        #: The keys of this channel's queues, one per destination of the pipeline.
-        self.queue_keys = tuple(queue_key(self.name, stage.name) for stage in pipeline.destinations)
         self.store = store
         self.pipeline = pipeline
         self.batch_size = batch_size
         self._observe = observer or (lambda event, fields: None)
-        self._at_intake = sole_intake and may_process_at_intake(config)
+        self._at_intake = may_process_at_intake(config)
+        # False when several processes take in this channel's messages (nodes of a cluster): each
+        # message is then stored RECEIVED, and the holder of the lease processes them in id order.
+        self.at_intake_allowed = True
         self.dispatchers = {
             destination.name: Dispatcher(
                 self.name,
@@ -121,9 +125,11 @@ class Channel(Passes):
                 observer=self._observe,
                 rng=rng,
                 urgent=lambda: bool(self._waiters),
-                idle_poll=poll_seconds,
+                leases=leases,
+                wakeups=wakeups,
+                idle_poll_seconds=idle_poll_seconds,
             )
-            for destination, retry in (destinations if delivery else ())
+            for destination, retry in destinations
         }
         # Processing at intake keeps the order of receipt only while nothing of this channel waits
         # for a pass: not before a pass has found nothing left from before (recovery), nor while
@@ -136,24 +142,47 @@ class Channel(Passes):
         self._waiters: dict[int, defer.Deferred] = {}
         self._open_deliveries: dict[int, set[int]] = {}
         self._results: dict[int, list[DeliveryResult]] = {}
-        self._outcome_poll = None  # without delivery: the timer of the next read of waiters' outcomes
+        # Deliveries settled by another process: waiters answered from the store (see _look_up_outcomes).
+        self._wakeups = wakeups
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._outcome_poll_seconds = outcome_poll_seconds
+        self._outcome_timer = None
+        self._looking = self._look_again = False
+        self._outcome_warnings = LogRate(OUTCOME_WARN_SECONDS, reactor.seconds)
 
     # -- life ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the dispatchers and process whatever was left RECEIVED (recovery after a restart)."""
+        """Start the dispatchers; once the lease is held, process what was left RECEIVED (recovery)."""
         for dispatcher in self.dispatchers.values():
             dispatcher.start()
-        if self.processing:
-            self.notify()
+        if self._wakeups is not None:
+            self._unsubscribe = [
+                self._wakeups.on_key(channel_key(self.name), self.notify),
+                self._wakeups.on_key(settled_key(self.name), self._look_up_outcomes),
+            ]
+        self.pause_passes()
+        self.leases.watch(self.key, self._acquired, self._lost)
 
     @defer.inlineCallbacks
     def stop(self):
-        """Finish the pass under way, then stop the dispatchers and their destinations."""
+        """Finish the pass under way, give the lease back, then stop the dispatchers and destinations."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        if self._outcome_timer is not None and self._outcome_timer.active():
+            self._outcome_timer.cancel()
         yield self.stop_passes()
-        if self._outcome_poll is not None and self._outcome_poll.active():
-            self._outcome_poll.cancel()
+        yield self.leases.unwatch(self.key)
         yield defer.gatherResults([d.stop() for d in self.dispatchers.values()], consumeErrors=True)
+
+    def _acquired(self) -> None:
+        # Another process may have processed meanwhile: a pass must find nothing left first.
+        self._caught_up = False
+        self.resume_passes()
+
+    def _lost(self) -> defer.Deferred:
+        self._caught_up = False
+        return self.pause_passes()
 
     def describe(self) -> str:
         return f"channel {self.name}"
@@ -164,12 +193,12 @@ class Channel(Passes):
     def processes_at_intake(self) -> bool:
         """Whether ``receive`` processes a message now: nothing of this channel waits for a pass."""
         return (
-            self.processing
-            and self._at_intake
+            self._at_intake
+            and self.at_intake_allowed
             and self._caught_up
             and not self._held
             and not self._tracked
-            and not self.stopped
+            and self.may_work
         )
 
     def receive(self, text: str, codec: str, control_id: str) -> Receipt:
@@ -200,37 +229,24 @@ class Channel(Passes):
         A receipt may come from the channel this one replaced on a reload: its messages are taken
         on here all the same (what that one held is no longer counted anywhere).
         """
-        held = processed = False
+        held = False
+        processed = []
         for receipt, message_id in stored:
             if receipt.result is None:
                 if receipt.channel is self:
                     self._held -= 1
-                if self.processing:  # only a pass forgets it: elsewhere it would be kept for good
+                if self.may_work:  # only a pass forgets it; one starts at each acquisition anyway
                     self._tracked.add(message_id)
                 held = True
             else:
                 self._observe("processed", {"channel": self.name, "status": str(receipt.result.status)})
-                processed = True
+                processed.append(receipt.result)
         if held:
-            self.on_new_work((channel_key(self.name),))
+            self.notify()
+            if self._wakeups is not None:
+                self._wakeups.send(channel_key(self.name))
         if processed:
-            self.on_new_work(self.queue_keys)
-
-    def on_new_work(self, keys: Sequence[str]) -> None:
-        """Work named by ``keys`` (this channel's or its queues') was committed: wake whoever does it.
-
-        Here: the channel's passes and dispatchers of this process; elsewhere: ``tell_others``.
-        """
-        for key in keys:
-            if key == channel_key(self.name):
-                if self.processing:
-                    self.notify()
-                continue
-            for dispatcher in self.dispatchers.values():
-                if key == queue_key(self.name, dispatcher.name):
-                    dispatcher.notify()
-        if self._tell_others is not None:
-            self._tell_others(keys)
+            self._wake_queues(processed)
 
     def dropped(self, receipt: Receipt) -> None:
         """The message of this receipt was not stored for processing (the store failed, or a duplicate)."""
@@ -245,8 +261,7 @@ class Channel(Passes):
         waiter = defer.Deferred()
         self._waiters[message_id] = waiter
         timer = self.reactor.callLater(timeout, self._stop_waiting, message_id)
-        if not self.delivery:
-            self._poll_outcomes_soon()
+        self._poll_outcomes()
 
         def settled(result):
             if timer.active():
@@ -262,41 +277,13 @@ class Channel(Passes):
         if waiter is not None and not waiter.called:
             waiter.errback(defer.TimeoutError("no processing outcome in time"))
 
-    def _poll_outcomes_soon(self) -> None:
-        if self._outcome_poll is None or not self._outcome_poll.active():
-            self._outcome_poll = self.reactor.callLater(OUTCOME_POLL_SECONDS, self._poll_outcomes)
-
-    def _poll_outcomes(self) -> None:
-        """Without delivery: one read of the outcomes senders wait for; again while any of them waits."""
-        d = self.store.settled_outcomes(sorted(self._waiters))
-
-        def answer(outcomes) -> None:
-            for message_id, settled in outcomes.items():
-                waiter = self._waiters.pop(message_id, None)
-                self._open_deliveries.pop(message_id, None)
-                self._results.pop(message_id, None)
-                if waiter is not None and not waiter.called:
-                    waiter.callback(settled)
-
-        def failed(failure) -> None:  # the waiters' timeouts answer them if the store stays away
-            log.warn(
-                "channel {channel}: cannot read the outcome of waiting messages: {error}",
-                channel=self.name,
-                error=failure.getErrorMessage(),
-            )
-
-        def again(_) -> None:
-            if self._waiters and not self.stopped:
-                self._poll_outcomes_soon()
-
-        d.addCallbacks(answer, failed).addBoth(again)
-
     # -- processing ----------------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def run_pass(self):
         after_id = 0
-        while not self.stopped:
+        lease = self.leases.token(self.key)  # the results of this pass are written under it
+        while self.may_work:
             # Committed before this read, so the read sees them if they are still RECEIVED.
             stored_before = set(self._tracked)
             rows = yield self.store.pending_for_processing(
@@ -307,7 +294,7 @@ class Channel(Passes):
                 self._caught_up = True
                 return
             results = [self.pipeline.process(row) for row in rows]
-            delivery_ids = yield self.store.record_processing(results)
+            delivery_ids = yield self.store.record_processing(results, lease)
             self._tracked.difference_update(result.message_id for result in results)
             after_id = rows[-1].id
             self._after_recording(results, delivery_ids)
@@ -315,8 +302,9 @@ class Channel(Passes):
     def _after_recording(self, results: Sequence[ProcessingResult], delivery_ids: Sequence[int]) -> None:
         if len(delivery_ids) != sum(len(r.deliveries) for r in results):
             # Some results were skipped (another process handled those messages): the ids cannot be
-            # matched to deliveries, so waiters of this pass are answered on their timeout instead.
-            self.on_new_work(self.queue_keys)
+            # matched to deliveries, so waiters of this pass are answered from the store (with
+            # wake-ups) or on their timeout instead.
+            self._wake_queues(results)
             return
         ids = iter(delivery_ids)
         for result in results:
@@ -329,13 +317,28 @@ class Channel(Passes):
             waiter = self._waiters.get(result.message_id)
             if waiter is None:
                 continue
-            if queued and self.delivery:
+            if queued:
                 self._open_deliveries[result.message_id] = queued
                 self._results[result.message_id] = []
-            elif not queued:
+            else:
                 del self._waiters[result.message_id]
                 waiter.callback((result.status, result.reason, []))
-        self.on_new_work(self.queue_keys)
+        self._wake_queues(results)
+
+    def _wake_queues(self, results: Sequence[ProcessingResult]) -> None:
+        """Deliveries were recorded for these results: wake the dispatchers, here and (wake-ups) elsewhere."""
+        for dispatcher in self.dispatchers.values():
+            dispatcher.notify()
+        if self._wakeups is None:
+            return
+        queued: dict[str, bool] = {}  # destination -> whether a sender waits for it
+        for result in results:
+            waited_for = result.message_id in self._waiters
+            for delivery in result.deliveries:
+                if delivery.status == Status.QUEUED:
+                    queued[delivery.destination] = queued.get(delivery.destination, False) or waited_for
+        for destination, urgent in queued.items():
+            self._wakeups.send((urgent_key if urgent else queue_key)(self.name, destination))
 
     def _delivery_settled(self, delivery: Delivery, result: DeliveryResult) -> None:
         """A dispatcher recorded a final outcome (SENT or ERROR) for a delivery."""
@@ -352,3 +355,51 @@ class Channel(Passes):
         if waiter is not None:
             status = roll_up(Status(r.outcome) for r in results)  # final outcomes: SENT or ERROR
             waiter.callback((status, "; ".join(r.reason for r in results if r.reason), results))
+
+    # -- deliveries settled by another process ---------------------------------------------------
+
+    def _poll_outcomes(self) -> None:
+        """Look at the waiters' outcomes in a moment, when another process may settle them."""
+        if self._wakeups is None or not self._waiters or self.closed or self._looking:
+            return
+        if self._outcome_timer is None or not self._outcome_timer.active():
+            self._outcome_timer = self.reactor.callLater(self._outcome_poll_seconds, self._look_up_outcomes)
+
+    def _look_up_outcomes(self) -> None:
+        """Answer the waiters whose messages are settled in the store: one read for them all."""
+        if self._looking:
+            self._look_again = True
+            return
+        if not self._waiters or self.closed:
+            return
+        if self._outcome_timer is not None and self._outcome_timer.active():
+            self._outcome_timer.cancel()
+        self._looking = True
+        d = self.store.outcomes(list(self._waiters))
+        d.addCallbacks(self._answer_outcomes, self._outcomes_failed)
+        d.addBoth(self._looked)
+
+    def _answer_outcomes(self, outcomes: dict[int, tuple[Status, str, list[DeliveryResult]]]) -> None:
+        for message_id, outcome in outcomes.items():
+            self._open_deliveries.pop(message_id, None)
+            self._results.pop(message_id, None)
+            waiter = self._waiters.pop(message_id, None)
+            if waiter is not None:
+                waiter.callback(outcome)
+
+    def _outcomes_failed(self, failure) -> None:
+        if (count := self._outcome_warnings.due()) is not None:
+            log.warn(
+                "channel {channel}: reading the outcomes senders wait for failed {count} time(s): {error}",
+                channel=self.name,
+                count=count,
+                error=failure.getErrorMessage(),
+            )
+
+    def _looked(self, _) -> None:
+        self._looking = False
+        if self._look_again:
+            self._look_again = False
+            self._look_up_outcomes()
+        else:
+            self._poll_outcomes()

@@ -10,6 +10,10 @@ the round's write to the store then empties the journal. Before reading the queu
 whatever the journal still holds (the engine stopped, or the store failed, before the round was
 recorded): the answers as they came, and the one delivery that was in flight as an attempt in
 doubt, a possible duplicate, to be sent again at once.
+
+A dispatcher works only while this process holds its queue's lease (``leases.queue_key``): when
+the lease is lost it stops after the delivery in flight and closes the destination's connections,
+and its attempts are written under the lease's token, so a process that lost it writes nothing.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from engine.channels.destinations.base import Destination
 from engine.channels.journal import DeliveryJournal, Unrecorded
+from engine.channels.leases import LOCAL_LEASES, Leases, queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
-from engine.model import AttemptResult, Delivery, DeliveryResult, Outcome
+from engine.channels.wakeups import Wakeups, settled_key, urgent_key
+from engine.model import AttemptResult, Delivery, DeliveryResult, LeaseToken, Outcome
 
 __all__ = ["GATHER_BELOW", "GATHER_SECONDS", "Dispatcher", "RetryPolicy"]
 
@@ -37,7 +43,10 @@ log = Logger()
 # write of the attempts cost about the same for one message as for ten, so rounds of one message
 # cost several times more CPU a message than the full rounds of many connections; a short wait to
 # gather measured faster end to end and for the record with one sender (see docs/performance.md).
-# A delivery then leaves at most GATHER_SECONDS later than it could have.
+# A delivery then leaves at most GATHER_SECONDS later than it could have, except that a sender
+# starting to wait (a notice while ``urgent()``) ends the wait at once: without that, a message of
+# one sender waiting for two destinations was answered up to GATHER_SECONDS late, the gathering
+# of the previous message's round holding the second destination back.
 GATHER_BELOW = 20
 GATHER_SECONDS = 0.010
 
@@ -90,13 +99,23 @@ class Dispatcher(Passes):
         observer: Callable[[str, dict], None],
         rng: random.Random | None = None,
         urgent: Callable[[], bool] = lambda: False,
-        idle_poll: float = IDLE_POLL_SECONDS,
+        leases: Leases = LOCAL_LEASES,
+        wakeups: Wakeups | None = None,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ):
         """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then.
 
-        ``idle_poll``: how often an idle queue is read anyway (sooner where other processes queue its work).
+        ``leases``: whether this process may drain the queue now (it holds ``queue_key``).
+        ``wakeups`` (other processes share the store): the queue's key wakes this dispatcher (its
+        urgent key hurries it), and settled deliveries are told to the others (a sender there may
+        wait for them).
         """
-        super().__init__(reactor, idle_poll=idle_poll)
+        super().__init__(
+            reactor,
+            leases=leases,
+            key=queue_key(channel, destination.name),
+            idle_poll_seconds=idle_poll_seconds,
+        )
         self.channel = channel
         self.destination = destination
         self.retry = retry
@@ -107,6 +126,9 @@ class Dispatcher(Passes):
         self._observe = observer
         self.rng = rng or random.Random()
         self._urgent = urgent
+        self._gathering: tuple[defer.Deferred, object] | None = None  # the wait, and its timer
+        self._wakeups = wakeups
+        self._unsubscribe: list[Callable[[], None]] = []
 
     @property
     def name(self) -> str:
@@ -114,29 +136,79 @@ class Dispatcher(Passes):
         return self.destination.name
 
     def start(self) -> None:
-        """Open the journal (what it holds is recorded first), start the destination, look at the queue."""
+        """Open the journal; once the queue's lease is held, start the destination and look at the queue.
+
+        What the journal holds is recorded first.
+        """
         self.journal.open()
-        self.destination.start()
-        self.notify()
+        if self._wakeups is not None:
+            self._unsubscribe = [
+                self._wakeups.on_key(queue_key(self.channel, self.name), self.notify),
+                self._wakeups.on_key(urgent_key(self.channel, self.name), self.hurry),
+            ]
+        self.pause_passes()
+        self.leases.watch(self.key, self._acquired, self._lost)
 
     @defer.inlineCallbacks
     def stop(self):
-        """Finish the round under way, then close the destination's connections.
+        """Finish the round under way, close the destination's connections, give the lease back."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        yield self._halt(self.stop_passes())
+        yield self.leases.unwatch(self.key)
+        self.journal.close()
+
+    def _acquired(self) -> None:
+        self.destination.start()
+        self.resume_passes()
+
+    def _lost(self) -> defer.Deferred:
+        return self._halt(self.pause_passes())
+
+    @defer.inlineCallbacks
+    def _halt(self, passes: defer.Deferred):
+        """Once ``passes`` (stopped or paused) ended their round, close the destination's connections.
 
         A destination that ends a run itself (``stop_before_pass``) is stopped first: that ends the
         run after the message in flight, as ``send_run`` ends after the send under way.
         """
-        passes = self.stop_passes()
+        if self._gathering is not None:  # no round follows: nothing to gather for
+            self._end_gathering()
         if self.destination.stop_before_pass:
             yield self.destination.stop()
             yield passes
         else:
             yield passes
             yield self.destination.stop()
-        self.journal.close()
 
     def describe(self) -> str:
         return f"channel {self.channel} destination {self.name}"
+
+    def notify(self) -> None:
+        """Work may be waiting: a pass now, or right after the one under way (sooner when a sender waits)."""
+        if self._urgent():
+            self.hurry()
+        else:
+            super().notify()
+
+    def hurry(self) -> None:
+        """A sender (here or in another process) waits for this queue: a pass now, not after gathering."""
+        super().notify()
+        if self._gathering is not None:
+            self._end_gathering()
+
+    def _gather(self) -> defer.Deferred:
+        """Wait GATHER_SECONDS for more deliveries to queue (ended early by ``_end_gathering``)."""
+        waiting = defer.Deferred()
+        self._gathering = (waiting, self.reactor.callLater(GATHER_SECONDS, self._end_gathering))
+        return waiting
+
+    def _end_gathering(self) -> None:
+        waiting, timer = self._gathering
+        self._gathering = None
+        if timer.active():
+            timer.cancel()
+        waiting.callback(None)
 
     @defer.inlineCallbacks
     def run_pass(self):
@@ -144,12 +216,14 @@ class Dispatcher(Passes):
         destination = self.destination
 
         def stopped() -> bool:
-            return self.stopped
+            return not self.may_work
 
-        while not self.stopped:
+        # Every write of this pass names the lease it was taken under: once lost, nothing is written.
+        lease = self.leases.token(self.key)
+        while self.may_work:
             unrecorded = self.journal.unrecorded()
             if unrecorded:
-                yield self._recover(unrecorded)
+                yield self._recover(unrecorded, lease)
             # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
             # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
             due = yield self.store.due_deliveries(
@@ -165,11 +239,11 @@ class Dispatcher(Passes):
             if not results:  # the destination stopped before sending anything
                 return
             attempts, settled = self._decide(list(zip(due, results)), replay=False)
-            yield self._record(attempts, settled)
-            if len(due) < GATHER_BELOW and not self.stopped and not self._urgent():
-                yield task.deferLater(self.reactor, GATHER_SECONDS, lambda: None)
+            yield self._record(attempts, settled, lease)
+            if len(due) < GATHER_BELOW and self.may_work and not self._urgent():
+                yield self._gather()
 
-    def _recover(self, unrecorded: Sequence[Unrecorded]) -> defer.Deferred:
+    def _recover(self, unrecorded: Sequence[Unrecorded], lease: LeaseToken | None) -> defer.Deferred:
         """Record what the journal holds: the answers that came, and the attempt in flight as in doubt.
 
         Every one names its attempt: what the store already has (the round was recorded, the
@@ -198,18 +272,23 @@ class Dispatcher(Passes):
                         in_doubt=True,
                     )
                 )
-        return self._record(attempts, settled)
+        return self._record(attempts, settled, lease)
 
     def _record(
-        self, attempts: Sequence[AttemptResult], settled: Sequence[tuple[Delivery, DeliveryResult]]
+        self,
+        attempts: Sequence[AttemptResult],
+        settled: Sequence[tuple[Delivery, DeliveryResult]],
+        lease: LeaseToken | None,
     ) -> defer.Deferred:
         """Write the attempts in one store write, then empty the journal and tell who waits for settling."""
-        d = self.store.record_attempts(attempts)
+        d = self.store.record_attempts(attempts, lease)
 
         def recorded(_):
             self.journal.recorded()
             for delivery, result in settled:
                 self.on_settled(delivery, result)
+            if settled and self._wakeups is not None:
+                self._wakeups.send(settled_key(self.channel))
 
         d.addCallback(recorded)
         return d
@@ -263,6 +342,7 @@ class Dispatcher(Passes):
         return attempts, settled
 
     def _schedule(self, next_at: datetime | None) -> None:
-        """Look again when the head is due, and at least every ``idle_poll`` seconds."""
-        delay = self.idle_poll if next_at is None else max(0.0, (next_at - self.clock()).total_seconds())
-        self.look_again_in(min(self.idle_poll, delay))
+        """Look again when the head is due, and at least every ``idle_poll_seconds``."""
+        poll = self.idle_poll_seconds
+        delay = poll if next_at is None else max(0.0, (next_at - self.clock()).total_seconds())
+        self.look_again_in(min(poll, delay))

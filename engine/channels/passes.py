@@ -3,6 +3,8 @@
 A pass reads work from the store and does it until none is left. ``notify()`` during a pass asks
 for one more right after it; when nothing is left, the next look is scheduled (a timer the pass
 may set itself, or the idle poll); when the store fails, a retry after ``STORE_RETRY_SECONDS``.
+Passes are paused while this process does not hold the work's lease (``pause_passes``,
+``resume_passes``), and stopped for good when their owner closes (``stop_passes``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from engine.errors import StoreError
+from engine.channels.leases import LOCAL_LEASES, Leases
+from engine.errors import LeaseLost, StoreError
 
 __all__ = ["IDLE_POLL_SECONDS", "STORE_RETRY_SECONDS", "Passes"]
 
@@ -26,23 +29,48 @@ IDLE_POLL_SECONDS = 5.0
 class Passes:
     """Runs ``run_pass`` one at a time, on notice and on schedule.
 
-    Subclasses give ``run_pass`` and ``describe``.
+    Subclasses give ``run_pass`` and ``describe``. ``key`` names the work: a pass goes on only while
+    ``leases`` says this process holds it.
     """
 
-    def __init__(self, reactor, *, idle_poll: float = IDLE_POLL_SECONDS):
-        """``idle_poll``: seconds between looks at the store while idle (work from other processes)."""
+    def __init__(
+        self,
+        reactor,
+        *,
+        leases: Leases = LOCAL_LEASES,
+        key: str = "",
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
+    ):
+        """``idle_poll_seconds``: how often to look when idle (less when other processes share the store)."""
         self.reactor = reactor
-        self.idle_poll = idle_poll
+        self.leases = leases
+        self.key = key
+        self.idle_poll_seconds = idle_poll_seconds
         self._running = False
         self._again = False
         self._stopped = False
+        self._paused = False
         self._timer = None
         self._idle: list[defer.Deferred] = []
 
     @property
     def stopped(self) -> bool:
-        """True once ``stop_passes`` was called: no pass starts any more."""
+        """True while no pass may start: once ``stop_passes`` was called, or while paused."""
+        return self._stopped or self._paused
+
+    @property
+    def closed(self) -> bool:
+        """True once ``stop_passes`` was called: the owner closed for good (a pause is not a close)."""
         return self._stopped
+
+    @property
+    def may_work(self) -> bool:
+        """Whether a pass may go on: not stopped nor paused, and the work's lease still held.
+
+        A lease expires by this process's reckoning before its loss is told (``lost``, which
+        pauses): a pass under way stops at the next step all the same, so it sends no more.
+        """
+        return not self.stopped and self.leases.holds(self.key)
 
     def describe(self) -> str:
         """Who runs the passes, for logs (``channel adt``)."""
@@ -54,7 +82,7 @@ class Passes:
 
     def notify(self) -> None:
         """Work may be waiting: run a pass now, or right after the one under way."""
-        if self._stopped:
+        if self.stopped:
             return
         if self._running:
             self._again = True
@@ -65,13 +93,26 @@ class Passes:
 
     def look_again_in(self, seconds: float) -> None:
         """Run a pass in ``seconds`` (unless stopped), instead of the idle poll."""
-        if not self._stopped:
+        if not self.stopped:
             self._cancel_timer()
             self._timer = self.reactor.callLater(seconds, self.notify)
 
     def stop_passes(self) -> defer.Deferred:
-        """Stop scheduling passes; fires once the pass under way (if any) is over."""
+        """Stop scheduling passes for good; fires once the pass under way (if any) is over."""
         self._stopped = True
+        return self._pass_over()
+
+    def pause_passes(self) -> defer.Deferred:
+        """Start no pass until ``resume_passes`` (the lease was lost); fires once the pass under way ends."""
+        self._paused = True
+        return self._pass_over()
+
+    def resume_passes(self) -> None:
+        """Passes may start again (the lease is held): one starts now, unless stopped for good."""
+        self._paused = False
+        self.notify()
+
+    def _pass_over(self) -> defer.Deferred:
         self._cancel_timer()
         if not self._running:
             return defer.succeed(None)
@@ -87,7 +128,13 @@ class Passes:
     def _pass_done(self, result) -> None:
         self._running = False
         if isinstance(result, defer.Failure):
-            if result.check(StoreError):
+            if result.check(LeaseLost):
+                log.info(
+                    "{what}: this process no longer holds the work ({error})",
+                    what=self.describe(),
+                    error=result.getErrorMessage(),
+                )
+            elif result.check(StoreError):
                 log.warn(
                     "{what}: store unavailable ({error}); retrying",
                     what=self.describe(),
@@ -100,7 +147,7 @@ class Passes:
             self._again = False
             self.notify()
         elif self._timer is None or not self._timer.active():
-            self.look_again_in(self.idle_poll)
+            self.look_again_in(self.idle_poll_seconds)
         if not self._running:
             waiters, self._idle = self._idle, []
             for waiter in waiters:

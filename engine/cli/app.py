@@ -21,6 +21,7 @@ __all__ = [
     "megabytes",
     "message_repository",
     "running_engine",
+    "store_engine",
 ]
 
 
@@ -63,13 +64,22 @@ def message_repository(config_path: str, db: str | None):
 
     The config is read for its keys even with ``db``, when the file exists.
     """
+    from engine.store.messages import MessageRepository
+
+    return MessageRepository(store_engine(config_path, db)[1])
+
+
+def store_engine(config_path: str, db: str | None):
+    """(the config or None, a SQLAlchemy engine on its store): ``db`` instead of the config's database.
+
+    The config is read for its keys (and settings) even with ``db``, when the file exists.
+    """
     from engine.store.cipher import CLEAR
     from engine.store.db import create_engine_for
-    from engine.store.messages import MessageRepository
 
     config = load_config_or_exit(config_path) if db is None or Path(config_path).exists() else None
     cipher = CLEAR if config is None else config.engine.store.cipher()
-    return MessageRepository(create_engine_for(db or config.store_url, cipher=cipher))
+    return config, create_engine_for(db or config.store_url, cipher=cipher)
 
 
 def megabytes(size: int) -> str:

@@ -65,7 +65,16 @@ def _workers(value: str) -> int:
     help="Processes accepting on the listeners' ports (SO_REUSEPORT), this one included.",
 )
 @click.option("--role", type=click.Choice(["delivery", "intake"]), default=None, hidden=True)
-def run(config_path: str, log_level: str, workers: int, intake_processes: int, role: str | None) -> None:
+# Tests: how often the processes of --workers look at the store when no wake-up came.
+@click.option("--poll-seconds", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True)
+def run(
+    config_path: str,
+    log_level: str,
+    workers: int,
+    intake_processes: int,
+    role: str | None,
+    poll_seconds: float | None,
+) -> None:
     """Start the listeners and channels of a config; stop cleanly on SIGINT/SIGTERM.
 
     With --workers the destinations are served by child processes this one supervises.
@@ -80,7 +89,13 @@ def run(config_path: str, log_level: str, workers: int, intake_processes: int, r
     )
 
     config = load_config_or_exit(config_path)
-    from engine.cli.workers import Supervisor, follow_parent, plan_processes, tell_parent_ready
+    from engine.cli.workers import (
+        Supervisor,
+        follow_parent,
+        plan_processes,
+        process_sharing,
+        tell_parent_ready,
+    )
     from engine.service import ALL_ROLES, Engine
 
     supervisor = None
@@ -89,29 +104,31 @@ def run(config_path: str, log_level: str, workers: int, intake_processes: int, r
             plan = plan_processes(workers, intake_processes, ALL_ROLES)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        if plan.shared_roles:
-            # Several processes wanting the same queue or channel need leases in the store.
-            raise click.UsageError(
-                "more than one delivery worker needs leases in the store, which this version"
-                " does not have: use --workers 1 at most"
-            )
         roles, reuse_port = plan.main_roles, plan.reuse_port
         if plan.children:
             supervisor = Supervisor(
                 reactor,
-                lambda child_role: _child_command(config_path, log_level, child_role),
+                lambda child_role: _child_command(config_path, log_level, child_role, poll_seconds),
                 plan.children,
                 stop_timeout=config.engine.shutdown_timeout_seconds,
             )
     else:
         roles, reuse_port = frozenset({role}), role == "intake"
     extra_intake = role == "intake"
+    # Processes of one tree share the work through leases in the store, and wake one another.
+    sharing = (
+        process_sharing(config.engine.cluster, child=role is not None, poll_seconds=poll_seconds)
+        if role is not None or supervisor is not None
+        else None
+    )
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
     )
 
-    engine = Engine(config, reactor, roles=roles, reuse_port=reuse_port, extra_intake=extra_intake)
+    engine = Engine(
+        config, reactor, roles=roles, reuse_port=reuse_port, extra_intake=extra_intake, sharing=sharing
+    )
     failed: list[BaseException] = []
 
     stopping: list[bool] = []
@@ -166,10 +183,11 @@ def run(config_path: str, log_level: str, workers: int, intake_processes: int, r
         sys.exit(1)
 
 
-def _child_command(config_path: str, log_level: str, role: str) -> list[str]:
+def _child_command(config_path: str, log_level: str, role: str, poll_seconds: float | None) -> list[str]:
     """The argv of a worker process with ``role``, on the same config file."""
     config = os.path.abspath(config_path)
-    return [sys.executable, "-m", "engine", "run", "-c", config, "--log-level", log_level, "--role", role]
+    argv = [sys.executable, "-m", "engine", "run", "-c", config, "--log-level", log_level, "--role", role]
+    return argv + ([] if poll_seconds is None else ["--poll-seconds", str(poll_seconds)])
 
 
 def _reload(engine, supervisor) -> None:

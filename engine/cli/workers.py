@@ -3,7 +3,8 @@
 The main process keeps the roles that take messages in and process them (intake, processing,
 jobs) and starts N children with the delivery role (``python -m engine run --role delivery``),
 and K - 1 extra intake processes (``--role intake``) that accept on the same ports (SO_REUSEPORT)
-and store what they take for the main process to process.
+and store what they take for the main process to process. The processes share the work through
+leases in the store and wake one another (``process_sharing``), as the nodes of a cluster do.
 The ``Supervisor`` logs what each child writes with its name in front, restarts a child that
 died unexpectedly (with backoff), forwards SIGHUP (reload) and, when the engine stops, stops
 them: SIGTERM, then SIGKILL after the shutdown timeout. A child follows its parent: the kernel
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from twisted.internet import defer, error, protocol, task
 from twisted.logger import Logger
 
+from engine.configengine import ClusterSettings
+
 __all__ = [
     "PARENT_ENV",
     "RESTART_FIRST_SECONDS",
@@ -33,6 +36,7 @@ __all__ = [
     "Supervisor",
     "follow_parent",
     "plan_processes",
+    "process_sharing",
     "tell_parent_ready",
 ]
 
@@ -58,10 +62,6 @@ class ProcessPlan:
     main_roles: frozenset[str]
     children: tuple[str, ...]  # the role of each child, e.g. ("delivery",)
     reuse_port: bool  # several intake processes share the listeners' ports
-    # A role with keys (a queue, a channel) in more than one process: the keys must be leased in the
-    # store (StoreLeases) so that one process at a time holds each; with LocalLeases two would send
-    # one queue. Extra intake processes hold no key: they only store what they take in.
-    shared_roles: bool
 
 
 def plan_processes(workers: int, intake_processes: int, all_roles: frozenset[str]) -> ProcessPlan:
@@ -75,8 +75,24 @@ def plan_processes(workers: int, intake_processes: int, all_roles: frozenset[str
         main_roles=all_roles - {"delivery"} if workers else all_roles,
         children=("delivery",) * workers + ("intake",) * (intake_processes - 1),
         reuse_port=intake_processes > 1,
-        shared_roles=workers > 1,
     )
+
+
+def process_sharing(
+    cluster: ClusterSettings | None, *, child: bool, poll_seconds: float | None = None
+) -> ClusterSettings:
+    """How a process of ``hl7engine run`` with children shares the store: its leases and wake-ups.
+
+    ``cluster`` (engine.cluster) when set, so the processes are nodes of the cluster; else this
+    machine's name, leases of the default length and wake-ups on 127.0.0.1. A ``child`` hears
+    wake-ups on any free port (the main process keeps engine.cluster's ``wake_port``).
+    ``poll_seconds``: how often an idle process looks at the store anyway, instead of the setting's.
+    """
+    sharing = cluster or ClusterSettings()
+    update = {"wake_port": 0} if child else {}
+    if poll_seconds is not None:
+        update["poll_seconds"] = poll_seconds
+    return sharing.model_copy(update=update)
 
 
 class _Child(protocol.ProcessProtocol):

@@ -14,13 +14,14 @@ from typing import Any
 from twisted.internet import defer
 
 from engine.errors import StoreError
-from engine.model import AttemptResult, NewMessage, ProcessingResult, SourceFile, utc_now
+from engine.model import AttemptResult, LeaseToken, NewMessage, ProcessingResult, SourceFile, utc_now
 from engine.store.cipher import CLEAR, Cipher
+from engine.store.cluster import DEFAULT_LEASE_SECONDS, ClusterRepository
 from engine.store.configs import ConfigRepository
 from engine.store.db import WAL_MAX_BYTES, create_engine_for
+from engine.store.leases import LeaseRepository
 from engine.store.messages import MessageQuery, MessageRepository
 from engine.store.migrations import upgrade
-from engine.store.outcomes import settled_outcomes
 from engine.store.pool import State, StorePool
 from engine.store.queues import QueueRepository
 
@@ -58,6 +59,8 @@ class MessageStore:
         self._repository: MessageRepository | None = None
         self._queues: QueueRepository | None = None
         self._configs: ConfigRepository | None = None
+        self._cluster: ClusterRepository | None = None
+        self._leases: LeaseRepository | None = None
 
     @property
     def repository(self) -> MessageRepository:
@@ -79,6 +82,13 @@ class MessageStore:
         if self._configs is None:
             raise StoreError("the message store has not been started")
         return self._configs
+
+    @property
+    def cluster(self) -> ClusterRepository:
+        """The blocking reader of the nodes and their leases (for threads and tools); exists once started."""
+        if self._cluster is None:
+            raise StoreError("the message store has not been started")
+        return self._cluster
 
     @property
     def cipher(self) -> Cipher:
@@ -105,6 +115,8 @@ class MessageStore:
         self._repository = MessageRepository(engine, clock=self._clock)
         self._queues = QueueRepository(engine, clock=self._clock)
         self._configs = ConfigRepository(engine)
+        self._cluster = ClusterRepository(engine, clock=self._clock)
+        self._leases = LeaseRepository(engine)
         self._pool.start(engine, self._repository.insert_groups)
 
     def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
@@ -133,13 +145,17 @@ class MessageStore:
         """Fires with None once MessageRepository.record_answer(...) committed."""
         return self._pool.write(MessageRepository.record_answer, self._repository, message_id, ack_code, ack)
 
-    def record_processing(self, results: Sequence[ProcessingResult]) -> defer.Deferred:
-        """Fires with QueueRepository.record_processing(results): the new delivery ids."""
-        return self._pool.write(QueueRepository.record_processing, self._queues, tuple(results))
+    def record_processing(
+        self, results: Sequence[ProcessingResult], lease: LeaseToken | None = None
+    ) -> defer.Deferred:
+        """Fires with QueueRepository.record_processing(results, lease): the new delivery ids."""
+        return self._pool.write(QueueRepository.record_processing, self._queues, tuple(results), lease)
 
-    def record_attempts(self, results: Sequence[AttemptResult]) -> defer.Deferred:
-        """Fires with None once QueueRepository.record_attempts(results) committed."""
-        return self._pool.write(QueueRepository.record_attempts, self._queues, tuple(results))
+    def record_attempts(
+        self, results: Sequence[AttemptResult], lease: LeaseToken | None = None
+    ) -> defer.Deferred:
+        """Fires with None once QueueRepository.record_attempts(results, lease) committed."""
+        return self._pool.write(QueueRepository.record_attempts, self._queues, tuple(results), lease)
 
     def resend(self, message_ids: Sequence[int], *, destination: str | None = None) -> defer.Deferred:
         """Fires with QueueRepository.resend(message_ids, destination=destination): the new delivery ids."""
@@ -173,6 +189,56 @@ class MessageStore:
             inputs=tuple(inputs),
         )
 
+    def prune_nodes(self) -> defer.Deferred:
+        """Fires with ClusterRepository.prune_nodes(): how many long-gone nodes were forgotten."""
+        return self._pool.write(ClusterRepository.prune_nodes, self._cluster)
+
+    # Nodes and leases (LeaseRepository): writes on the writer thread, reads on the read pool.
+
+    def register_node(
+        self, name: str, host: str, pid: int, roles: Sequence[str], wake_address: str | None, now: datetime
+    ) -> defer.Deferred:
+        """Fires with LeaseRepository.register_node(...): this process's node id."""
+        return self._pool.write(
+            LeaseRepository.register_node, self._leases, name, host, pid, tuple(roles), wake_address, now
+        )
+
+    def heartbeat(self, node_id: int, now: datetime) -> defer.Deferred:
+        """Fires with None once LeaseRepository.heartbeat(node_id, now) committed."""
+        return self._pool.write(LeaseRepository.heartbeat, self._leases, node_id, now)
+
+    def node_stopped(self, node_id: int, now: datetime) -> defer.Deferred:
+        """Fires with None once LeaseRepository.node_stopped(node_id, now) committed."""
+        return self._pool.write(LeaseRepository.node_stopped, self._leases, node_id, now)
+
+    def ensure_lease_keys(self, keys: Sequence[str]) -> defer.Deferred:
+        """Fires with None once LeaseRepository.ensure_keys(keys) committed."""
+        return self._pool.write(LeaseRepository.ensure_keys, self._leases, tuple(keys))
+
+    def claim_leases(
+        self, node_id: int, keys: Sequence[str], n: int, now: datetime, expires_at: datetime
+    ) -> defer.Deferred:
+        """Fires with LeaseRepository.claim(...): the LeaseTokens taken."""
+        return self._pool.write(LeaseRepository.claim, self._leases, node_id, tuple(keys), n, now, expires_at)
+
+    def renew_leases(
+        self, node_id: int, tokens: Sequence[LeaseToken], expires_at: datetime
+    ) -> defer.Deferred:
+        """Fires with LeaseRepository.renew(...): the LeaseTokens still held."""
+        return self._pool.write(LeaseRepository.renew, self._leases, node_id, tuple(tokens), expires_at)
+
+    def release_leases(self, tokens: Sequence[LeaseToken]) -> defer.Deferred:
+        """Fires with None once LeaseRepository.release(tokens) committed."""
+        return self._pool.write(LeaseRepository.release, self._leases, tuple(tokens))
+
+    def live_nodes(self, now: datetime, lease_seconds: float) -> defer.Deferred:
+        """Fires with LeaseRepository.live_nodes(now, lease_seconds): LiveNode values."""
+        return self._pool.read(LeaseRepository.live_nodes, self._leases, now, lease_seconds)
+
+    def lease_holdings(self) -> defer.Deferred:
+        """Fires with LeaseRepository.holdings(): every lease row."""
+        return self._pool.read(LeaseRepository.holdings, self._leases)
+
     # Reads: each runs on the read pool.
 
     def search(self, query: MessageQuery) -> defer.Deferred:
@@ -200,6 +266,10 @@ class MessageStore:
             since=since,
         )
 
+    def outcomes(self, message_ids: Sequence[int]) -> defer.Deferred:
+        """Fires with MessageRepository.outcomes(message_ids): {id: (status, reason, results)}."""
+        return self._pool.read(MessageRepository.outcomes, self._repository, tuple(message_ids))
+
     def unmoved_file(self, path: str, size: int, modified_ns: int) -> defer.Deferred:
         """Fires with MessageRepository.unmoved_file(path, size, modified_ns)."""
         return self._pool.read(MessageRepository.unmoved_file, self._repository, path, size, modified_ns)
@@ -209,10 +279,6 @@ class MessageStore:
         return self._pool.read(
             QueueRepository.pending_for_processing, self._queues, channel, after_id=after_id, limit=limit
         )
-
-    def settled_outcomes(self, message_ids: Sequence[int]) -> defer.Deferred:
-        """Fires with outcomes.settled_outcomes(message_ids): {id: (status, reason, results)}."""
-        return self._pool.read(settled_outcomes, self._repository.engine, tuple(message_ids))
 
     def due_deliveries(
         self, channel: str, destination: str, *, now: datetime, limit: int, head_only: bool
@@ -245,6 +311,10 @@ class MessageStore:
     def config_history(self, limit: int = 20) -> defer.Deferred:
         """Fires with ConfigRepository.config_history(limit): newest first."""
         return self._pool.read(ConfigRepository.config_history, self._configs, limit)
+
+    def cluster_view(self, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> defer.Deferred:
+        """Fires with ClusterRepository.view(lease_seconds=...): the nodes and every lease, now."""
+        return self._pool.read(ClusterRepository.view, self._cluster, lease_seconds=lease_seconds)
 
     def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
         """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other write.

@@ -18,7 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from engine.errors import StoreError
-from engine.model import NewMessage, SourceFile, Status, require_aware, utc_now
+from engine.model import DeliveryResult, NewMessage, Outcome, SourceFile, Status, require_aware, utc_now
 from engine.store.cipher import SEALED, cipher_of
 from engine.store.driver import InsertReturningIds, fit_row, store_errors
 from engine.store.processing import INTAKE_CHILDREN, insert_intake_rows, intake_rows
@@ -310,6 +310,44 @@ class MessageRepository:
         )
         with store_errors("storing an answer"), self._engine.begin() as connection:
             connection.execute(statement)
+
+    def outcomes(self, message_ids: Sequence[int]) -> dict[int, tuple[Status, str, list[DeliveryResult]]]:
+        """The final outcome of those of the messages that have one: {id: (status, reason, results)}.
+
+        Final: processed and no delivery still QUEUED. ``results`` are the deliveries that went out
+        or failed (their answers' codes, their reasons, no content); ``reason`` joins theirs, or is
+        the message's own (a filter or a transform) when none went out. What a sender waiting with
+        ``respond: after_processing`` is told, when another process did the work.
+        """
+        if not message_ids:
+            return {}
+        m, d = messages.c, deliveries.c
+        final = sa.select(m.id, m.status, m.error).where(
+            m.id.in_(list(message_ids)), m.status.not_in([Status.RECEIVED, Status.QUEUED])
+        )
+        delivered = (
+            sa.select(d.message_id, d.status, d.response_code, d.reason)
+            .where(
+                d.message_id.in_(list(message_ids)),
+                d.superseded_at.is_(None),
+                d.status.in_([Status.SENT, Status.ERROR]),
+            )
+            .order_by(d.id)
+        )
+        with store_errors("reading outcomes"), self._engine.connect() as connection:
+            rows = connection.execute(final).all()
+            results: dict[int, list[DeliveryResult]] = {}
+            if rows:
+                for row in connection.execute(delivered):
+                    outcome = Outcome(row.status)
+                    result = DeliveryResult(outcome, response_code=row.response_code, reason=row.reason)
+                    results.setdefault(row.message_id, []).append(result)
+        outcomes = {}
+        for row in rows:
+            settled = results.get(row.id, [])
+            reason = "; ".join(r.reason for r in settled if r.reason) if settled else row.error
+            outcomes[row.id] = (Status(row.status), reason, settled)
+        return outcomes
 
     def search(self, query: MessageQuery) -> list[MessageSummary]:
         """Summaries matching ``query``, newest (highest id) first, at most ``query.limit``."""

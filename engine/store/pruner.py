@@ -36,8 +36,11 @@ class Pruner:
         every: float,
         batch: int,
         clock: Callable[[], datetime] = utc_now,
+        may_run: Callable[[], bool] = lambda: True,
     ):
+        """``may_run()``: whether this process prunes now (with several, the one holding the job's lease)."""
         self._store = store
+        self._may_run = may_run
         self._policy = policy
         self._reactor = reactor
         self._every = every
@@ -70,6 +73,9 @@ class Pruner:
 
     def _start_run(self) -> None:
         self._next = None
+        if not self._may_run():  # another process prunes this store: look again at the next run
+            self._schedule()
+            return
         self._running = self.run_once()
         self._running.addErrback(self._failed)
         self._running.addBoth(self._ran)

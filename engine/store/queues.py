@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from engine.model import (
     AttemptResult,
     Delivery,
+    LeaseToken,
     Outcome,
     ProcessingResult,
     ReceivedMessage,
@@ -32,6 +33,7 @@ from engine.model import (
 )
 from engine.store.cipher import Cipher, cipher_of
 from engine.store.driver import Rows, Select, binds, by_id, fit_text, store_errors
+from engine.store.leases import hold_in
 from engine.store.processing import INSERT_EVENTS, delivery_row, event_row, processing_rows
 from engine.store.schema import deliveries, messages
 
@@ -284,11 +286,14 @@ class QueueRepository:
             opened = self._cipher.open
             return [ReceivedMessage(*row[:_RAW], opened(row[_RAW]), *row[_RAW + 1 :]) for row in rows]
 
-    def record_processing(self, results: Sequence[ProcessingResult]) -> list[int]:
+    def record_processing(
+        self, results: Sequence[ProcessingResult], lease: LeaseToken | None = None
+    ) -> list[int]:
         """Record each result with its deliveries and events in one transaction; new delivery ids in order.
 
         Only messages still RECEIVED change: a result for a message processed meanwhile (a crash
         race, another engine) is skipped with its deliveries, so the list is shorter by those.
+        ``lease``: the channel's, when processing is shared; LeaseLost if no longer held (nothing written).
         """
         if not results:
             return []
@@ -299,8 +304,9 @@ class QueueRepository:
         skipped: list[int] = []
         with store_errors("recording processing results"):
             # TRANSACTION: each message's new status and transformed content, its deliveries and
-            # their events: a message is either fully processed or still RECEIVED.
+            # their events: a message is either fully processed (its lease still held) or RECEIVED.
             with self._engine.begin() as connection:
+                hold_in(connection, lease)
                 # The claim: only messages still RECEIVED, once each (a concurrent or repeated claim
                 # gets nothing).
                 claimed = {
@@ -400,10 +406,11 @@ class QueueRepository:
             rows = statement.rows(connection, {"channel": channel, "destination": destination})
         return rows[0][0] if rows else None
 
-    def record_attempts(self, results: Sequence[AttemptResult]) -> None:
+    def record_attempts(self, results: Sequence[AttemptResult], lease: LeaseToken | None = None) -> None:
         """Record each attempt and its event, then settle messages whose current deliveries are all final.
 
-        One transaction.
+        One transaction; with ``lease`` (the queue's, when delivery is shared) only while it is still
+        held, else LeaseLost and nothing written.
         Every result counts as an attempt, except a replayed one (``attempt`` set) that the store
         already counts. SENT is recorded even on a row a resend or reprocess
         superseded meanwhile (it did go out); RETRY never puts a superseded row back in its queue.
@@ -415,8 +422,10 @@ class QueueRepository:
         unknown: list[int] = []
         with store_errors("recording delivery attempts"):
             # TRANSACTION: each attempt's outcome and event, and the final status of every message
-            # whose deliveries are now all final, so a message never shows SENT before its rows do.
+            # whose deliveries are now all final, so a message never shows SENT before its rows do
+            # (and the lease the attempts were made under still held).
             with self._engine.begin() as connection:
+                hold_in(connection, lease)
                 results = _not_yet_recorded(connection, results)
                 if not results:
                     return

@@ -169,6 +169,32 @@ class Metrics:
             ["what"],
             registry=r,
         )
+        self.leases_held = Gauge(
+            "hl7engine_leases_held",
+            "Leases this process holds now (channel:, queue: and job: keys), as it last counted them;"
+            " 0 when it shares no store with other processes",
+            registry=r,
+        )
+        self.leases_lost = Counter(
+            "hl7engine_leases_lost",
+            "Leases this process lost while it held them (not renewed in time; another process may take"
+            " the work over)",
+            registry=r,
+        )
+        self.wakeups = Counter(
+            "hl7engine_wakeups",
+            "Wake-ups heard from the other processes of the store, by the kind of their key (channel,"
+            " queue, urgent, settled); one key heard several times in one reactor turn counts once",
+            ["kind"],
+            registry=r,
+        )
+        self.wakeups_ignored = Counter(
+            "hl7engine_wakeups_ignored",
+            "Datagrams on the wake-up port ignored: from an address that is no peer (stranger), or"
+            " not a key (not_a_key)",
+            ["reason"],
+            registry=r,
+        )
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "accepted": self._accepted,
             "duplicate": self._duplicate,
@@ -190,6 +216,10 @@ class Metrics:
             "frame_timeout": lambda f: self.frame_timeouts.labels(f["listener"]).inc(f.get("amount", 1)),
             "tls_failed": lambda f: self.tls_failures.labels(f["listener"]).inc(f.get("amount", 1)),
             "file_taken": lambda f: self.files.labels(f["listener"], f["outcome"]).inc(),
+            "leases_held": lambda f: self.set_leases_held(f["count"]),
+            "lease_lost": lambda f: self.leases_lost.inc(),
+            "wakeup": lambda f: self.wakeups.labels(f["key"].partition(":")[0]).inc(),
+            "wakeup_ignored": lambda f: self.wakeups_ignored.labels(f["reason"]).inc(),
         }
         self._known_queues: set[tuple[str, str]] = set()
         self._poll: task.LoopingCall | None = None
@@ -230,6 +260,10 @@ class Metrics:
     def _connection_opened(self, fields: Mapping[str, Any]) -> None:
         self.connections_open.labels(fields["listener"]).inc(fields.get("amount", 1))
         self.connections.labels(fields["listener"]).inc(fields.get("amount", 1))
+
+    def set_leases_held(self, count: int) -> None:
+        """How many leases this process holds now (``StoreLeases`` tells after each renewal or change)."""
+        self.leases_held.set(count)
 
     # -- queue depths --------------------------------------------------------------------------
 

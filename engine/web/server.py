@@ -4,7 +4,7 @@
     /metrics           public   Prometheus text: counts and names from the config, never message content
     /login, /logout    public   POST: a form login that sets (or ends) the session cookie
     /, /console/...    public   the console's static page, script and style (they hold no data)
-    /api/...           gated    see engine/web/messages.py; more resources can be mounted below it
+    /api/...           gated    see engine/web/messages.py and nodes.py; more can be mounted below it
     anything mounted   gated    ``extra_resources`` (e.g. ``api/patients``, ``fhir``)
 
 Every child of the root that is not public sits behind a Gate: a session cookie or HTTP Basic
@@ -32,6 +32,7 @@ from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
 from engine.model import utc_now
+from engine.store.cluster import DEFAULT_LEASE_SECONDS
 from engine.store.driver import store_errors
 from engine.web.audit import Auditor
 from engine.web.auth import (
@@ -48,6 +49,7 @@ from engine.web.auth import (
 from engine.web.limits import LimitedSite
 from engine.web.messages import AuditApi, MessagesApi, QueuesApi, SessionApi
 from engine.web.metrics import Metrics
+from engine.web.nodes import NodesApi
 from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
 from engine.web.throttle import LoginThrottle
 
@@ -121,6 +123,9 @@ class WebService(service.Service):
             auditor=self.auditor,
             default_charset=settings.default_charset,
             extra_resources=extra_resources or {},
+            lease_seconds=(
+                settings.cluster.lease_seconds if settings.cluster is not None else DEFAULT_LEASE_SECONDS
+            ),
         )
         self._listening: defer.Deferred | None = None
 
@@ -195,10 +200,12 @@ def build_root(
     auditor: Auditor,
     default_charset: str,
     extra_resources: Mapping[str, resource.Resource],
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> resource.Resource:
     """The resource tree.
 
-    ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate.
+    ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate;
+    ``lease_seconds`` (engine.cluster) is the heartbeat age past which /api/nodes calls a node dead.
     """
     root = Directory()
     root.putChild(b"health", _Health(store))
@@ -221,6 +228,7 @@ def build_root(
     api.putChild(b"messages", MessagesApi(store, auditor, default_charset=default_charset))
     api.putChild(b"audit", AuditApi(auditor))
     api.putChild(b"queues", QueuesApi(store))
+    api.putChild(b"nodes", NodesApi(store, lease_seconds=lease_seconds))
     api.putChild(b"session", SessionApi())
     root.putChild(b"api", Gate(api, authenticator))
     for path, child in extra_resources.items():

@@ -126,7 +126,7 @@ def test_a_round_that_drained_the_queue_waits_to_gather_the_next(
     store.due_deliveries = lambda *args, **kwargs: (
         reads.append(reactor.seconds()) or due_deliveries(*args, **kwargs)
     )
-    store.record_attempts = lambda results: record_attempts(results).addCallback(
+    store.record_attempts = lambda results, lease: record_attempts(results, lease).addCallback(
         lambda done: recorded.append(reactor.seconds()) or done
     )
     dispatcher.start()
@@ -136,6 +136,30 @@ def test_a_round_that_drained_the_queue_waits_to_gather_the_next(
     assert destination.runs == [queued] and len(recorded) == 1
     gap = reads[1] - recorded[0]
     assert gap >= 0.5 if waits else gap < 0.25
+
+
+def test_a_sender_starting_to_wait_ends_the_gathering_at_once(monkeypatch, journals):
+    """A notice while a sender waits cuts the gathering short: the next read is in the same instant.
+
+    (A message for two destinations was otherwise answered up to GATHER_SECONDS late: the second
+    destination's dispatcher still gathered after the previous message.)
+    """
+    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 0.5)
+    store, reactor = FakeStore(), Clock()
+    _queued(store, 1)
+    destination = RunDestination()
+    waiting = []
+    dispatcher = _dispatcher(journals, store, destination, reactor, urgent=lambda: bool(waiting))
+    dispatcher.start()
+    assert destination.runs == [1] and reactor.getDelayedCalls()  # gathering
+    reactor.advance(0.1)
+    store.add([message_row(2, deliveries=(NewDelivery("lab", Status.QUEUED, "C0002", b"MSH|"),))])
+    dispatcher.notify()  # nobody waits: the gathering goes on
+    assert destination.runs == [1]
+    waiting.append(2)
+    dispatcher.notify()
+    assert destination.runs == [1, 1] and reactor.seconds() == 0.1
+    dispatcher.stop()
 
 
 def test_block_sends_the_due_run_in_order_and_stops_at_the_first_retry(journals):
@@ -383,8 +407,8 @@ def test_a_round_the_store_failed_to_record_is_recorded_from_the_journal_not_sen
     _queued(store, 3)
     record_attempts = store.record_attempts
     failures = [StoreError("the store is down")]
-    store.record_attempts = lambda results: (
-        defer.fail(failures.pop()) if failures else record_attempts(results)
+    store.record_attempts = lambda results, lease: (
+        defer.fail(failures.pop()) if failures else record_attempts(results, lease)
     )
     destination = ScriptedDestination()
     dispatcher = _dispatcher(journals, store, destination, reactor)

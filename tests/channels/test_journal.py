@@ -1,4 +1,7 @@
-"""engine.channels.journal: what is on disk before each send, what a crash leaves, and emptying it."""
+"""engine.channels.journal: what is kept before each send, what a crash leaves, and emptying it.
+
+The contract tests run on every journal: a file, and a row of the store (SQLite, PostgreSQL).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from engine.channels import journal as journal_module
-from engine.channels.journal import DeliveryJournal, Journals
+from engine.channels.journal import Journals
 from engine.model import Delivery, DeliveryResult, Outcome
-from tests.fakes.channels import journal_lines
 
 QUEUED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -21,34 +23,33 @@ def _delivery(n: int, attempt: int = 1) -> Delivery:
     return Delivery(n, 100 + n, "adt", "lab", f"C{n}", b"MSH|", attempt, QUEUED_AT)
 
 
-def _lines(journal: DeliveryJournal) -> list[list]:
-    return journal_lines(journal.path)
-
-
 @pytest.fixture
-def journal(journals) -> DeliveryJournal:
+def journal(kept):
+    journals, _ = kept
     opened = journals.journal("adt", "lab")
     opened.open()
     yield opened
     opened.close()
 
 
-def test_a_delivery_is_on_disk_before_it_goes_and_its_answer_before_the_next(journal):
+def test_a_delivery_is_kept_before_it_goes_and_its_answer_before_the_next(kept, journal):
     """note_sending writes S at once; an answer goes with the next S (one write a message) or flush."""
+    _, lines = kept
     first, second = _delivery(1), _delivery(2)
     assert journal.note_sending(first) is None
-    assert _lines(journal) == [["S", 1, 101, 1, QUEUED_AT.timestamp()]]
+    assert lines(journal) == [["S", 1, 101, 1, QUEUED_AT.timestamp()]]
     journal.answered(first, DeliveryResult(Outcome.SENT, b"MSA|AA|C1\r", "AA", ""))
-    assert len(_lines(journal)) == 1  # held back until the next write
+    assert len(lines(journal)) == 1  # held back until the next write
     journal.note_sending(second)
-    assert [line[0] for line in _lines(journal)] == ["S", "A", "S"]
+    assert [line[0] for line in lines(journal)] == ["S", "A", "S"]
     journal.answered(second, DeliveryResult(Outcome.RETRY, reason="timeout"))
     journal.flush()
-    assert [line[:4] for line in _lines(journal)][-1] == ["A", 2, 1, "RETRY"]
+    assert [line[:4] for line in lines(journal)][-1] == ["A", 2, 1, "RETRY"]
 
 
-def test_what_a_crash_leaves_is_read_back_in_order_with_the_one_in_flight(journals, journal):
+def test_what_a_crash_leaves_is_read_back_in_order_with_the_one_in_flight(kept, journal):
     """Reopened, the journal gives each answered attempt with its answer, and the one in flight without."""
+    journals, _ = kept
     for n, outcome in ((1, Outcome.SENT), (2, Outcome.ERROR)):
         journal.note_sending(_delivery(n))
         journal.answered(_delivery(n), DeliveryResult(outcome, b"MSA|A\xe9\r", "AE", 'why "\\é\n'))
@@ -70,15 +71,32 @@ def test_what_a_crash_leaves_is_read_back_in_order_with_the_one_in_flight(journa
     assert unrecorded[2].result is None
 
 
-def test_recorded_empties_the_file_and_what_is_remembered(journal):
-    """Once the round is in the store the journal holds nothing, on disk or in memory."""
+def test_recorded_empties_the_journal(kept, journal):
+    """Once the round is in the store the journal holds nothing: the next note is all it keeps."""
+    journals, lines = kept
     journal.note_sending(_delivery(1))
     journal.answered(_delivery(1), DeliveryResult(Outcome.SENT))
     journal.flush()
     journal.recorded()
-    assert journal.path.read_bytes().strip(b"\0") == b"" and journal.unrecorded() == []
+    assert journal.unrecorded() == []
     journal.note_sending(_delivery(2))
     assert [u.delivery.delivery_id for u in journal.unrecorded()] == [2]
+    assert lines(journal) == [["S", 2, 102, 1, QUEUED_AT.timestamp()]]
+    journal.close()
+    reopened = journals.journal("adt", "lab")
+    reopened.open()
+    assert [u.delivery.delivery_id for u in reopened.unrecorded()] == [2]
+    reopened.close()
+
+
+def test_recorded_empties_the_file_at_once(journals):
+    """The file journal zeroes what it held as soon as the round is recorded."""
+    journal = journals.journal("adt", "lab")
+    journal.open()
+    journal.note_sending(_delivery(1))
+    journal.recorded()
+    assert journal.path.read_bytes().strip(b"\0") == b""
+    journal.close()
 
 
 def test_a_torn_last_line_is_skipped_and_does_not_swallow_the_next(journals):
@@ -130,8 +148,9 @@ def test_each_queue_has_a_journal_of_its_own(tmp_path, first, second):
     assert len(one.name) <= 255
 
 
-def test_a_round_longer_than_the_file_grows_it(journals, monkeypatch):
+def test_a_round_longer_than_the_file_grows_it(kept, monkeypatch):
     """Lines past the file's size make it larger; every line reads back after a reopen."""
+    journals, _ = kept
     monkeypatch.setattr(journal_module, "CAPACITY", 64)
     journal = journals.journal("adt", "lab")
     journal.open()

@@ -84,3 +84,23 @@ def test_stopping_waits_for_the_pass_under_way_and_starts_no_other():
     reactor.advance(IDLE_POLL_SECONDS)
     passes.notify()
     assert passes.started == 1 and reactor.getDelayedCalls() == []
+
+
+def test_a_paused_pass_ends_its_work_starts_none_until_resumed_and_then_one_at_once():
+    """pause_passes fires once the pass under way ends; no notice or timer starts one; resume starts one."""
+    reactor = Clock()
+    passes = Recorder(reactor)
+    passes.notify()
+    paused = passes.pause_passes()
+    assert not paused.called and passes.stopped and not passes.may_work
+    passes.notify()
+    passes.finish()
+    assert paused.called
+    reactor.advance(IDLE_POLL_SECONDS * 2)
+    assert passes.started == 1
+    passes.resume_passes()
+    assert passes.started == 2 and passes.may_work
+    passes.stop_passes()
+    passes.resume_passes()  # stopped for good: a resume starts nothing
+    passes.finish()
+    assert passes.started == 2 and passes.stopped

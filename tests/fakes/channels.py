@@ -135,7 +135,7 @@ class FakeStore:
             row.trigger_event,
         )
 
-    def record_processing(self, results: list[ProcessingResult]) -> defer.Deferred:
+    def record_processing(self, results: list[ProcessingResult], lease=None) -> defer.Deferred:
         def work():
             ids = []
             for result in results:
@@ -192,7 +192,7 @@ class FakeStore:
 
         return self._answer("next_due_at", work)
 
-    def record_attempts(self, results: list[AttemptResult]) -> defer.Deferred:
+    def record_attempts(self, results: list[AttemptResult], lease=None) -> defer.Deferred:
         def work():
             # A replayed attempt (from the journal) counts only once, as in the store.
             attempts = [a for a in results if a.attempt in (None, self.queue[a.delivery_id].attempts + 1)]

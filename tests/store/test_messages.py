@@ -8,7 +8,15 @@ import pytest
 import sqlalchemy as sa
 
 from engine.errors import StoreError
-from engine.model import NewDelivery, SourceFile, Status
+from engine.model import (
+    AttemptResult,
+    DeliveryResult,
+    NewDelivery,
+    Outcome,
+    ProcessingResult,
+    SourceFile,
+    Status,
+)
 from engine.store.driver import VALUES_MAX_PARAMETERS
 from engine.store.messages import (
     MessageEvent,
@@ -16,9 +24,10 @@ from engine.store.messages import (
     MessageRepository,
     MessageSummary,
 )
+from engine.store.queues import QueueRepository
 from engine.store.schema import message_events, messages, source_files
 from tests.fakes.messages import T0
-from tests.fakes.store import expected_message, source_file_rows
+from tests.fakes.store import NOW, expected_message, queued, source_file_rows
 
 MTIME = 1_700_000_000_123_456_789  # a file's st_mtime_ns
 
@@ -399,3 +408,51 @@ def test_source_file_and_messages_are_stored_together_or_not_at_all(repository, 
         )
     assert repository.count() == 0
     assert not repository.unmoved_file("/in/bad.hl7", 9, MTIME)
+
+
+def test_outcomes_are_those_of_the_settled_messages_with_what_their_deliveries_said(repository, make_message):
+    """None yet for RECEIVED and QUEUED messages; a settled one's status, its deliveries' codes and reasons.
+
+    FILTERED deliveries are not among them; a message filtered in processing has its own reason.
+    """
+    queues = QueueRepository(repository.engine, clock=lambda: NOW)
+    received, waiting, settled, filtered = repository.insert([make_message(n) for n in range(4)])
+    ids = queues.record_processing(
+        [
+            queued(waiting, "lab", "ris"),
+            ProcessingResult(
+                settled,
+                Status.QUEUED,
+                deliveries=(
+                    NewDelivery("lab", Status.QUEUED, "OUT", b"MSH|lab\r"),
+                    NewDelivery("ris", Status.QUEUED, "OUT", b"MSH|ris\r"),
+                    NewDelivery("archive", Status.FILTERED, "OUT", None, "not for the archive"),
+                ),
+            ),
+            ProcessingResult(filtered, Status.FILTERED, reason="test message"),
+        ]
+    )
+    lab, ris = ids[2], ids[3]
+    queues.record_attempts(
+        [
+            _attempt(ids[0], Outcome.SENT),
+            _attempt(lab, Outcome.SENT, response_code="AA"),
+            _attempt(ris, Outcome.ERROR, response_code="AE", reason="partner refused: PID-3"),
+        ]
+    )
+    assert repository.outcomes([received, waiting, settled, filtered, 10**9]) == {
+        settled: (
+            Status.ERROR,
+            "partner refused: PID-3",
+            [
+                DeliveryResult(Outcome.SENT, response_code="AA"),
+                DeliveryResult(Outcome.ERROR, response_code="AE", reason="partner refused: PID-3"),
+            ],
+        ),
+        filtered: (Status.FILTERED, "test message", []),
+    }
+    assert repository.outcomes([]) == {}
+
+
+def _attempt(delivery_id: int, outcome: Outcome, **fields) -> AttemptResult:
+    return AttemptResult(delivery_id, outcome, NOW, **fields)

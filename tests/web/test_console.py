@@ -1,20 +1,23 @@
-"""engine/web/console/: a real Chromium (Playwright) logs in, searches, opens and reads a message."""
+"""engine/web/console/: a real Chromium (Playwright) logs in, searches, reads a message, sees the nodes."""
 
 from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 
 from engine.model import Status
+from engine.store.cluster import NodeState
 from engine.store.retention import RetentionPolicy, RetentionRepository
 from engine.store.schema import audit_log
+from tests.fakes.cluster import add_node, two_alive_one_dead
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
-from tests.fakes.store import rows_of
+from tests.fakes.store import NOW, rows_of
 from tests.fakes.web import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,23 +51,20 @@ def _playwright():
     return sync_api
 
 
-def _browse(sync_api, url: str, control_id: str) -> dict:
-    """Wrong passwords (the last refused by the login limit), the right one, a search by control id, the
-    message, in a browser; what it showed."""
-    seen: dict = {"problems": []}
-    expect = sync_api.expect
-    # Waiting goes through locators: the console's Content-Security-Policy forbids the string
-    # evaluation that page.wait_for_function would need, and the test keeps that policy on.
+@contextmanager
+def _console_page(sync_api, url: str, problems: list[str]):
+    """The console's login page in a fresh browser; script and console errors and failed requests (but
+    401, 429) go to ``problems``."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.set_default_timeout(15_000)
-            page.on("pageerror", lambda error: seen["problems"].append(f"page error: {error}"))
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.on(
                 "console",
                 lambda message: (
-                    seen["problems"].append(f"console {message.type}: {message.text}")
+                    problems.append(f"console {message.type}: {message.text}")
                     if message.type == "error" and "401" not in message.text and "429" not in message.text
                     else None
                 ),
@@ -72,51 +72,64 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
             page.on(
                 "response",
                 lambda response: (
-                    seen["problems"].append(f"{response.status} {response.url}")
+                    problems.append(f"{response.status} {response.url}")
                     if response.status >= 400 and response.status not in (401, 429)
                     else None
                 ),
             )
             page.goto(url)
-
             page.wait_for_selector("#login-view", state="visible")
-            page.fill("#login-user", "alice")
-            page.fill("#login-password", "not the password")
-            page.click("#login-submit")
-            expect(page.locator("#login-error")).not_to_be_empty()
-            seen["login_error"] = page.text_content("#login-error")
-
-            page.fill("#login-user", "mallory")  # two failures allowed per name: the third is refused
-            for _ in range(2):
-                page.fill("#login-password", "guess")
-                with page.expect_response("**/login"):
-                    page.click("#login-submit")
-            page.fill("#login-password", "guess")
-            page.click("#login-submit")
-            expect(page.locator("#login-error")).to_have_text(re.compile("too many login attempts"))
-            seen["throttled_error"] = page.text_content("#login-error")
-
-            page.fill("#login-user", "alice")
-            page.fill("#login-password", PASSWORD)
-            page.click("#login-submit")
-            page.wait_for_selector("#app-view", state="visible")
-            page.wait_for_selector("#results tbody tr")
-            seen["who"] = page.text_content("#who")
-            seen["cookie_visible_to_scripts"] = page.evaluate("document.cookie")
-
-            page.fill("#search-form input[name=control_id]", control_id)
-            page.click("#search-submit")
-            expect(page.locator("#results tbody tr")).to_have_count(1)
-            seen["rows"] = page.locator("#results tbody tr").all_inner_texts()
-
-            page.click("#results tbody tr")
-            page.wait_for_selector("#detail", state="visible")
-            expect(page.locator("#detail-raw")).not_to_be_empty()
-            seen["raw"] = page.text_content("#detail-raw")
-            seen["ack"] = page.text_content("#detail-ack")
-            seen["detail_id"] = page.text_content("#detail-id")
+            yield page
         finally:
             browser.close()
+
+
+def _log_in(page, password: str = PASSWORD) -> None:
+    page.fill("#login-user", "alice")
+    page.fill("#login-password", password)
+    page.click("#login-submit")
+
+
+def _browse(sync_api, url: str, control_id: str) -> dict:
+    """Wrong passwords (the last refused by the login limit), the right one, a search by control id, the
+    message, in a browser; what it showed."""
+    seen: dict = {"problems": []}
+    expect = sync_api.expect
+    # Waiting goes through locators: the console's Content-Security-Policy forbids the string
+    # evaluation that page.wait_for_function would need, and the test keeps that policy on.
+    with _console_page(sync_api, url, seen["problems"]) as page:
+        _log_in(page, "not the password")
+        expect(page.locator("#login-error")).not_to_be_empty()
+        seen["login_error"] = page.text_content("#login-error")
+
+        page.fill("#login-user", "mallory")  # two failures allowed per name: the third is refused
+        for _ in range(2):
+            page.fill("#login-password", "guess")
+            with page.expect_response("**/login"):
+                page.click("#login-submit")
+        page.fill("#login-password", "guess")
+        page.click("#login-submit")
+        expect(page.locator("#login-error")).to_have_text(re.compile("too many login attempts"))
+        seen["throttled_error"] = page.text_content("#login-error")
+
+        _log_in(page)
+        page.wait_for_selector("#app-view", state="visible")
+        page.wait_for_selector("#results tbody tr")
+        seen["who"] = page.text_content("#who")
+        seen["cookie_visible_to_scripts"] = page.evaluate("document.cookie")
+
+        page.fill("#search-form input[name=control_id]", control_id)
+        page.click("#search-submit")
+        expect(page.locator("#results tbody tr")).to_have_count(1)
+        seen["rows"] = page.locator("#results tbody tr").all_inner_texts()
+
+        page.click("#results tbody tr")
+        page.wait_for_selector("#detail", state="visible")
+        expect(page.locator("#detail-raw")).not_to_be_empty()
+        seen["raw"] = page.text_content("#detail-raw")
+        seen["ack"] = page.text_content("#detail-ack")
+        seen["detail_id"] = page.text_content("#detail-id")
+
     return seen
 
 
@@ -175,3 +188,47 @@ def test_console_shows_a_pruned_message_as_such(start_web, store):
     assert seen["problems"] == []
     assert seen["raw"].startswith("(content removed by retention ")
     assert seen["ack"].startswith("MSH|^~\\&|HUB|TEST|PMS|CLINIC")  # our answer is kept
+
+
+def _see_nodes(sync_api, url: str, engine) -> dict:
+    """Log in, read the nodes table, then let a node start and wait for the console's own refresh."""
+    seen: dict = {"problems": []}
+    expect = sync_api.expect
+    with _console_page(sync_api, url, seen["problems"]) as page:
+        _log_in(page)
+        rows = page.locator("#nodes-table tbody tr")
+        expect(rows).to_have_count(3)
+        seen["rows"] = [row.locator("td").all_inner_texts() for row in rows.all()]
+        seen["classes"] = [row.get_attribute("class") for row in rows.all()]
+        seen["unheld"] = page.text_content("#nodes-unheld")
+        seen["empty_shown"] = page.is_visible("#nodes-empty")
+
+        add_node(engine, "node-d", heartbeat_at=NOW, pid=104)
+        expect(rows).to_have_count(4, timeout=15_000)  # no click: the console reads the nodes again
+        seen["after"] = rows.nth(3).locator("td").all_inner_texts()
+    return seen
+
+
+@pytest_twisted.inlineCallbacks
+def test_console_shows_the_nodes_alive_and_dead_with_what_they_hold(start_web, open_sqlite_store):
+    """Logged in, one sees two alive nodes and a dead one, their leases, the free work, then a new node."""
+    sync_api = _playwright()
+    store = open_sqlite_store(clock=lambda: NOW)
+    two_alive_one_dead(store.repository.engine, NOW)
+    web = start_web(on=store)
+
+    seen = yield in_thread(_see_nodes, sync_api, web.url + "/", store.repository.engine)
+
+    assert seen["problems"] == []
+    every_role = "intake, processing, delivery, jobs"
+    assert seen["rows"] == [
+        ["node-a", "alive", "2 s ago", every_role, "host-a", "101", "channel:adt, queue:adt/emr"],
+        ["node-b", "alive", "4 s ago", "delivery", "host-b", "102", "queue:lab/lis"],
+        ["node-c", "dead", "40 s ago", every_role, "host-c", "103", "channel:lab (expired)"],
+    ]
+    assert seen["classes"] == [
+        f"node node-{state}" for state in (NodeState.ALIVE, NodeState.ALIVE, NodeState.DEAD)
+    ]
+    assert seen["unheld"] == "Held by no node: channel:lab, job:retention"
+    assert seen["empty_shown"] is False
+    assert seen["after"][:3] == ["node-d", "alive", "0 s ago"]

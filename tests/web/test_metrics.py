@@ -76,6 +76,34 @@ def test_channel_and_connection_events():
     assert value(metrics, "hl7engine_mllp_empty_frames_total", listener="pms") == 2
 
 
+def test_the_leases_this_process_holds_and_loses():
+    """leases_held sets the gauge (directly or as an event), lease_lost counts; both are in the exposition."""
+    metrics = Metrics()
+    assert value(metrics, "hl7engine_leases_held") == 0
+    metrics.set_leases_held(3)
+    assert value(metrics, "hl7engine_leases_held") == 3
+    metrics.observe("leases_held", {"count": 1})
+    metrics.observe("lease_lost", {"key": "queue:adt/emr"})
+    metrics.observe("lease_lost", {"key": "channel:adt"})
+    assert value(metrics, "hl7engine_leases_held") == 1
+    assert value(metrics, "hl7engine_leases_lost_total") == 2
+    body, _ = metrics.exposition()
+    assert b"\nhl7engine_leases_held 1.0\n" in body and b"\nhl7engine_leases_lost_total 2.0\n" in body
+
+
+def test_wake_ups_heard_by_kind_and_datagrams_ignored_by_reason():
+    """A wake-up counts under its key's kind (never the key: no label per channel); ignored ones by reason."""
+    metrics = Metrics()
+    metrics.observe("wakeup", {"key": "channel:adt"})
+    metrics.observe("wakeup", {"key": "queue:adt/emr"})
+    metrics.observe("wakeup", {"key": "queue:lab/lis"})
+    metrics.observe("wakeup_ignored", {"reason": "stranger"})
+    assert value(metrics, "hl7engine_wakeups_total", kind="channel") == 1
+    assert value(metrics, "hl7engine_wakeups_total", kind="queue") == 2
+    assert value(metrics, "hl7engine_wakeups_total", kind="settled") is None
+    assert value(metrics, "hl7engine_wakeups_ignored_total", reason="stranger") == 1
+
+
 def test_unknown_or_malformed_events_never_raise():
     """An event the metrics do not know is ignored; one missing a field is logged, never raised."""
     metrics = Metrics()

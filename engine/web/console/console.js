@@ -1,14 +1,16 @@
-// The hl7engine console: log in, search stored messages, look at one, see the queues.
+// The hl7engine console: log in, search stored messages, look at one, see the queues and the nodes.
 // Every value from the server goes into the page as text (textContent), never as HTML:
 // message content is untrusted input.
 "use strict";
 
 (function () {
   const PAGE = 50;
+  const NODES_EVERY_MS = 5000; // how often the nodes are read again while the console is open
   const $ = (id) => document.getElementById(id);
   let lastSearch = null; // URLSearchParams of the current search
   let oldestId = null; // for "Older messages"
   let shownId = null; // the message in the detail view
+  let nodesTimer = null; // the interval that reads the nodes again
 
   // Every request says it comes from the console: the server then answers 401 without asking
   // the browser for Basic credentials, and accepts the POSTs of a session.
@@ -52,6 +54,7 @@
   }
 
   function showLogin(message) {
+    stopNodes();
     $("app-view").hidden = true;
     $("who").hidden = true;
     $("logout").hidden = true;
@@ -67,6 +70,7 @@
     $("who").hidden = false;
     $("logout").hidden = false;
     loadQueues();
+    startNodes();
     search(new URLSearchParams());
   }
 
@@ -109,6 +113,57 @@
       $("queues-empty").hidden = queues.length > 0;
     } catch (error) {
       $("queues-empty").hidden = true;
+    }
+  }
+
+  // Seconds since a heartbeat, as people read them.
+  function age(seconds) {
+    if (seconds < 120) {
+      return Math.round(seconds) + " s ago";
+    }
+    if (seconds < 7200) {
+      return Math.round(seconds / 60) + " min ago";
+    }
+    return Math.round(seconds / 3600) + " h ago";
+  }
+
+  async function loadNodes() {
+    const body = $("nodes-table").tBodies[0];
+    let view;
+    try {
+      view = await call("GET", "/api/nodes");
+    } catch (error) {
+      $("nodes-error").textContent = error.message;
+      return;
+    }
+    $("nodes-error").textContent = "";
+    clear(body);
+    for (const node of view.nodes) {
+      const row = body.insertRow();
+      row.className = "node node-" + node.state;
+      cell(row, node.name);
+      cell(row, node.state);
+      cell(row, age(node.heartbeat_age));
+      cell(row, node.roles.join(", "));
+      cell(row, node.host);
+      cell(row, node.pid);
+      cell(row, node.leases.map((lease) => lease.key + (lease.expired ? " (expired)" : "")).join(", "));
+    }
+    $("nodes-empty").hidden = view.nodes.length > 0;
+    $("nodes-unheld").hidden = view.unheld.length === 0;
+    $("nodes-unheld").textContent = "Held by no node: " + view.unheld.join(", ");
+  }
+
+  function startNodes() {
+    stopNodes();
+    loadNodes();
+    nodesTimer = setInterval(loadNodes, NODES_EVERY_MS);
+  }
+
+  function stopNodes() {
+    if (nodesTimer !== null) {
+      clearInterval(nodesTimer);
+      nodesTimer = null;
     }
   }
 
@@ -259,6 +314,7 @@
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
     $("queues-refresh").addEventListener("click", loadQueues);
+    $("nodes-refresh").addEventListener("click", loadNodes);
     $("search-form").addEventListener("submit", function (event) {
       event.preventDefault();
       oldestId = null;
