@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--engine-root", default=str(ROOT), help="run the engine package of DIR/engine")
-    parser.add_argument("--workers", type=int, default=0, help="run's --workers: delivery worker processes")
+    parser.add_argument("--workers", type=int, default=None, help="run's --workers (default: run's own)")
     args = parser.parse_args()
     partner = Partner()
     port = free_port()
@@ -121,7 +121,7 @@ def main() -> None:
                 str(config),
                 "--log-level",
                 "warn",
-                *(["--workers", str(args.workers)] if args.workers else []),
+                *(["--workers", str(args.workers)] if args.workers is not None else []),
             ],
             env=env,
             cwd=work,

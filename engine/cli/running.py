@@ -19,14 +19,11 @@ from engine.cli.app import (
     running_engine,
 )
 
-#: What ``--workers auto`` means: the number measured best for the common case (docs/scaleout.md).
-AUTO_WORKERS = 0
 
-
-def _workers(value: str) -> int:
-    """``--workers``: a whole number of 0 or more, or ``auto``."""
+def _workers(value: str) -> int | None:
+    """``--workers``: a whole number of 0 or more, or ``auto`` (None: ``auto_workers`` decides)."""
     if value == "auto":
-        return AUTO_WORKERS
+        return None
     if not value.isdigit():
         raise click.BadParameter(f"{value!r} is neither a whole number of 0 or more nor auto")
     return int(value)
@@ -54,8 +51,8 @@ def _workers(value: str) -> int:
     default="auto",
     show_default=True,
     callback=lambda ctx, param, value: _workers(value),
-    help="Delivery worker processes beside this one (0: deliver here; auto: "
-    f"{AUTO_WORKERS}, see docs/scaleout.md).",
+    help="Delivery worker processes beside this one (0: deliver here; auto: 0 on 2 cores or fewer,"
+    " else one a core but one, at most one a destination; see docs/scaleout.md).",
 )
 @click.option(
     "--intake-processes",
@@ -70,7 +67,7 @@ def _workers(value: str) -> int:
 def run(
     config_path: str,
     log_level: str,
-    workers: int,
+    workers: int | None,
     intake_processes: int,
     role: str | None,
     poll_seconds: float | None,
@@ -91,6 +88,7 @@ def run(
     config = load_config_or_exit(config_path)
     from engine.cli.workers import (
         Supervisor,
+        auto_workers,
         follow_parent,
         plan_processes,
         process_sharing,
@@ -100,6 +98,9 @@ def run(
 
     supervisor = None
     if role is None:
+        if workers is None:
+            queues = sum(len(channel.destinations) for channel in config.channels if channel.enabled)
+            workers = auto_workers(os.cpu_count() or 1, queues)
         try:
             plan = plan_processes(workers, intake_processes, ALL_ROLES)
         except ValueError as exc:

@@ -34,6 +34,7 @@ __all__ = [
     "RESTART_MAX_SECONDS",
     "ProcessPlan",
     "Supervisor",
+    "auto_workers",
     "follow_parent",
     "plan_processes",
     "process_sharing",
@@ -76,6 +77,15 @@ def plan_processes(workers: int, intake_processes: int, all_roles: frozenset[str
         children=("delivery",) * workers + ("intake",) * (intake_processes - 1),
         reuse_port=intake_processes > 1,
     )
+
+
+def auto_workers(cores: int, queues: int) -> int:
+    """What ``--workers auto`` means on a machine with ``cores`` for a config with ``queues`` destinations.
+
+    0 on two cores or fewer: there one process measured best (docs/scaleout.md, "Worker processes").
+    Above, a worker a core but the main process's, and no more than there are queues to share.
+    """
+    return 0 if cores <= 2 else min(cores - 1, queues)
 
 
 def process_sharing(

@@ -75,7 +75,7 @@ def _start(folder: Path, config: Path) -> subprocess.Popen:
     }
     with (folder / "engine.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "-c", str(config)],
+            [sys.executable, "-m", "engine", "run", "-c", str(config), "--workers", "0"],
             stdout=log,
             stderr=log,
             cwd=folder,
