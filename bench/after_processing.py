@@ -5,7 +5,7 @@ delivers to a partner over MLLP (an AA receiver in this process) and to the pati
 message: the time from the partner's ACK leaving the partner to the engine's answer reaching the
 sender, and the whole round trip. Prints the median and p99 of both.
 
-    python bench/after_processing.py --messages 400 [--engine-root /path/to/other/checkout]
+    python bench/after_processing.py --messages 400 [--workers N] [--engine-root /path/to/other/checkout]
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--engine-root", default=str(ROOT), help="run the engine package of DIR/engine")
+    parser.add_argument("--workers", type=int, default=None, help="run's --workers (default: run's own)")
     args = parser.parse_args()
     partner = Partner()
     port = free_port()
@@ -120,6 +121,7 @@ def main() -> None:
                 str(config),
                 "--log-level",
                 "warn",
+                *(["--workers", str(args.workers)] if args.workers is not None else []),
             ],
             env=env,
             cwd=work,
@@ -128,8 +130,11 @@ def main() -> None:
         try:
             wait_for_port(port, server)
             after_ack, round_trip = [], []
+            measured_from = 0.0
             with MLLPClient("127.0.0.1", port, timeout=20) as client:
                 for n in range(args.warmup + args.messages):
+                    if n == args.warmup:
+                        measured_from = time.perf_counter()
                     cid = f"C{n:06d}"
                     started = time.perf_counter()
                     reply = client.request(ADT.format(cid=cid, n=n).encode())
@@ -139,6 +144,7 @@ def main() -> None:
                     if n >= args.warmup:
                         after_ack.append((answered - partner.acked_at[cid]) * 1000)
                         round_trip.append((answered - started) * 1000)
+                rate = args.messages / (time.perf_counter() - measured_from)
         finally:
             server.terminate()
             server.wait(30)
@@ -147,6 +153,7 @@ def main() -> None:
             f"{name:24s} median {statistics.median(values):7.2f} ms   p99 {percentile(values, 0.99):7.2f} ms"
             f"   ({len(values)} messages)"
         )
+    print(f"{'answers a second':24s} {rate:7.1f}")
 
 
 if __name__ == "__main__":

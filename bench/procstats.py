@@ -13,8 +13,21 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and all its threads so far."""
-    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+    """User + system CPU time of a process and all its threads so far, with its running child processes.
+
+    The children count for the engine's worker processes (``run --workers``, ``--intake-processes``).
+    """
+    total = cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == str(pid):
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:  # field 4: the parent's pid
+                total += cpu_seconds_of(entry / "stat")
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+    return total
 
 
 def cpu_seconds_of(stat_path: Path) -> float:

@@ -24,6 +24,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "engine",
                 "engine-power-loss",
                 "engine-encrypted",
+                "engine-i2",
                 "python-hl7",
                 "txhl7",
                 "simple-hl7",
@@ -36,7 +37,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "end-to-end",
             "(2) End to end: intake -> filter -> transforms -> mllp destination -> SENT",
-            systems=("engine",),
+            systems=("engine", "engine-w1"),
             run=functools.partial(sweep, variants=(end_to_end.measure_row,)),
             figures=end_to_end.figures,
             check=targets.end_to_end,
@@ -60,7 +61,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "postgresql",
             "(5) PostgreSQL instead of SQLite for (1) and (2)",
-            systems=("engine",),
+            systems=("engine", "engine-i2", "engine-w1"),
             run=postgresql.run,
             figures=postgresql.figures,
             check=targets.postgresql,

@@ -168,7 +168,8 @@ class EngineSetup:
 class Engine(System):
     """``python -m engine run`` on a generated config: one MLLP listener and the setup's channels.
 
-    By default the setup has one catch-all channel and no destinations.
+    By default the setup has one catch-all channel and no destinations. ``workers`` and
+    ``intake_processes`` are ``run``'s ``--workers`` and ``--intake-processes``.
     """
 
     role = "engine"
@@ -181,16 +182,42 @@ class Engine(System):
         setup: EngineSetup = EngineSetup(),
         *,
         encrypted: bool = False,
+        workers: int = 0,
+        intake_processes: int = 1,
     ):
         self.name = name
         self.label = label
         self.durability = durability
         self.setup = setup
         self.encrypted = encrypted  # engine.store.encryption on, with keys in files of the row's folder
+        self.workers = workers
+        self.intake_processes = intake_processes
+
+    @property
+    def process_options(self) -> list[str]:
+        """The ``run`` options for the worker and intake processes (none for the single process)."""
+        options = []
+        if self.workers:
+            options += ["--workers", str(self.workers)]
+        if self.intake_processes > 1:
+            options += ["--intake-processes", str(self.intake_processes)]
+        return options
 
     def configured(self, label: str, setup: EngineSetup) -> Engine:
-        """This engine (name, durability, encryption) with another label and setup: a scenario's variant."""
-        return Engine(self.name, label, self.durability, setup, encrypted=self.encrypted)
+        """This engine (name, durability, encryption, processes) with another setup: a scenario's variant.
+
+        The label names the processes too, so the rows of the variants stay apart.
+        """
+        suffix = f" ({' '.join(self.process_options)})" if self.process_options else ""
+        return Engine(
+            self.name,
+            label + suffix,
+            self.durability,
+            setup,
+            encrypted=self.encrypted,
+            workers=self.workers,
+            intake_processes=self.intake_processes,
+        )
 
     def store_url(self, workdir: Path) -> str:
         """Where this row's store is."""
@@ -220,6 +247,7 @@ class Engine(System):
         config = workdir / "channels.yaml"
         config.write_text(self.config(port, workdir))
         argv = [sys.executable, *context.engine_python_args, "-m", "engine", "run", "-c", str(config)]
+        argv += self.process_options
         return argv, context.engine_root, python_env()
 
     def versions(self, context):
@@ -291,6 +319,8 @@ SYSTEMS: dict[str, System] = {
         Engine("engine", "hl7engine (durability: process)", "process"),
         Engine("engine-power-loss", "hl7engine (durability: power_loss)", "power_loss"),
         Engine("engine-encrypted", "hl7engine (process, encryption at rest)", "process", encrypted=True),
+        Engine("engine-w1", "hl7engine (process, --workers 1)", "process", workers=1),
+        Engine("engine-i2", "hl7engine (process, --intake-processes 2)", "process", intake_processes=2),
         PythonScript("python-hl7", "python-hl7 asyncio server", "python_hl7.py", {"hl7": False}),
         PythonScript(
             "txhl7",

@@ -4,6 +4,12 @@ Services start in order (store, retention, channels, listeners) and stop in reve
 messages in flight and close, channels finish their pass and close their destinations,
 then the store flushes and closes. A reload applies a new config without touching what did not
 change: a listener whose settings are unchanged keeps its connections.
+
+An engine process has roles (``ROLES``): intake (listeners, intakes, web), processing (channel
+passes and processing at intake), delivery (the dispatchers and their destinations), jobs (the
+retention pruner). One process with every role is the engine alone; ``hl7engine run --workers``
+splits them over processes sharing the store, and the nodes of ``engine.cluster`` share it too:
+such processes divide the work by leases in the store (StoreLeases) and wake one another (Wakeups).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from engine.channels.channel import Channel
 from engine.channels.intake import Intake
 from engine.channels.leases import LOCAL_LEASES, Leases, job_key
 from engine.channels.leasing import StoreLeases
+from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.wakeups import Peers, Wakeups
 from engine.config import Config, EngineSettings, load_config
 from engine.configengine import ClusterSettings
@@ -37,7 +44,23 @@ from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
 from engine.web.server import WebService
 
+__all__ = ["ALL_ROLES", "ROLES", "Engine", "ReloadReport", "check_roles"]
+
 log = Logger()
+
+#: What an engine process may do, in the order ``hl7engine run`` names them.
+ROLES = ("intake", "processing", "delivery", "jobs")
+#: The roles of an engine process that does everything (one process, or each node of a cluster).
+ALL_ROLES = frozenset(ROLES)
+
+
+def check_roles(roles) -> frozenset[str]:
+    """``roles`` as a frozenset when there is one or more and each is one of ``ROLES``; else ValueError."""
+    roles = frozenset(roles)
+    unknown = sorted(roles - ALL_ROLES)
+    if unknown or not roles:
+        raise ValueError(f"roles must be some of {', '.join(ROLES)} (got {', '.join(unknown) or 'none'})")
+    return roles
 
 
 class Running(service.Service):
@@ -128,7 +151,11 @@ class ReloadReport:
 class Engine(service.MultiService):
     """The whole engine.
 
-    Store, channels and listeners (and the web server with engine.http), built from one Config.
+    Store, channels and listeners (and the web server with engine.http), built from one Config;
+    only what ``roles`` asks for. ``reuse_port``: other intake processes take messages on the same
+    ports (SO_REUSEPORT), so messages are stored RECEIVED for the processing role, never processed at
+    intake. ``extra_intake``: this is one of those others: MLLP listeners only (the web server and
+    the file listeners stay with the main process, which keeps the config history too).
     """
 
     def __init__(
@@ -140,17 +167,35 @@ class Engine(service.MultiService):
         observer=None,
         leases: Leases | None = None,
         wakeups: Wakeups | None = None,
+        roles=ALL_ROLES,
+        reuse_port: bool = False,
+        extra_intake: bool = False,
+        sharing: ClusterSettings | None = None,
     ):
-        """``leases``: the work this process may do; by default all of it (LocalLeases), or with
-        ``engine.cluster`` a share of it through the store (StoreLeases, started and stopped here).
+        """``leases``: the work this process may do; by default all of it (LocalLeases), or, when
+        other processes share the store, a share of it through the store (StoreLeases, started and
+        stopped here).
 
         ``wakeups``: other processes share the store and wake this one (None: the engine alone, or
-        with ``engine.cluster`` the wake-ups made here, whose peers are the live nodes).
+        the wake-ups made here, whose peers are the live processes the leases see).
+
+        ``sharing``: how this process shares the store with the others of ``hl7engine run``
+        (``--workers``, ``--intake-processes``); by default ``engine.cluster``, or, when this
+        process does not have every role or shares its ports, this machine's name with the default
+        lease and wake-ups on 127.0.0.1.
         """
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.roles = check_roles(roles)
+        self.reuse_port = reuse_port
+        self.extra_intake = extra_intake
         settings = config.engine
+        if sharing is None and settings.cluster is None and (self.roles != ALL_ROLES or reuse_port):
+            sharing = ClusterSettings()
+        self.sharing = sharing or settings.cluster
+        # Work left by other processes is found this often when a wake-up is lost.
+        self._idle_poll_seconds = IDLE_POLL_SECONDS if self.sharing is None else self.sharing.poll_seconds
         # With engine.http, the metrics observe every event the intakes, channels and MLLP factories emit.
         self.metrics = Metrics() if settings.http is not None else None
         self.observer = fanout(observer, self.metrics.observe) if self.metrics is not None else observer
@@ -164,41 +209,43 @@ class Engine(service.MultiService):
             wal_max_bytes=settings.store.wal_max_bytes,
         )
         self.wakeups = wakeups
-        if leases is None and settings.cluster is not None:
-            # A node of a cluster: it listens for wake-ups before it registers where (wake_address),
-            # and sends them to the live nodes its leases saw at their last round.
+        if leases is None and self.sharing is not None:
+            # One of several processes on the store: it listens for wake-ups before it registers where
+            # (wake_address), and sends them to the live processes its leases saw at their last round.
             self.wakeups = wakeups or _make_wakeups(
-                settings.cluster, reactor, lambda: self.leases.peers(), self.observer
+                self.sharing, reactor, lambda: self.leases.peers(), self.observer
             )
-            self.leases = _make_leases(settings.cluster, self.store, reactor, self.wakeups)
+            self.leases = _make_leases(self.sharing, self.store, reactor, self.wakeups, self.roles)
             parts = (self.wakeups, self.leases)
         else:
             self.leases = leases or LOCAL_LEASES
             parts = (wakeups,) if wakeups is not None else ()
         Running("store", self.store, *parts).setServiceParent(self)
-        # The policy is read at each run, so a reload's retention_days apply from the next one.
-        self.pruner = Pruner(
-            self.store,
-            lambda: self.config.retention_policy(),
-            reactor=reactor,
-            every=settings.store.prune_every_seconds,
-            batch=settings.store.prune_batch,
-            may_run=lambda: self.leases.holds(RETENTION_KEY),
-        )
-        RetentionService(self.pruner, self.leases).setServiceParent(self)
+        self.pruner: Pruner | None = None
+        if "jobs" in self.roles:
+            # The policy is read at each run, so a reload's retention_days apply from the next one.
+            self.pruner = Pruner(
+                self.store,
+                lambda: self.config.retention_policy(),
+                reactor=reactor,
+                every=settings.store.prune_every_seconds,
+                batch=settings.store.prune_batch,
+                may_run=lambda: self.leases.holds(RETENTION_KEY),
+            )
+            RetentionService(self.pruner, self.leases).setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
         self.channels_service = ChannelsService(self.channels)
         self.channels_service.setServiceParent(self)
         self.listeners: dict[str, service.Service] = {}
         self.intakes: dict[str, Intake] = {}
-        for listener in config.listeners:
+        for listener in self._listeners_of(config):
             self._add_listener(config, listener)
         # A commit costs the same for one message as for several: let a group wait briefly for
         # connected senders.
         self.store.wait_for_senders(self._idle_senders)
         self.web: WebService | None = None
-        if settings.http is not None:
+        if settings.http is not None and "intake" in self.roles and not extra_intake:
             # The patient API sits behind the same login; every patient shown or exported is audited.
             patients = patient_resources(self.store, auditor=Auditor(self.store))
             self.web = WebService(
@@ -220,9 +267,20 @@ class Engine(service.MultiService):
                     observer=self.observer,
                     leases=self.leases,
                     wakeups=self.wakeups,
+                    delivery="delivery" in self.roles,
+                    idle_poll_seconds=self._idle_poll_seconds,
                 )
-                # Several nodes take in this channel's messages: only the lease holder processes them.
-                self.channels[channel.name].at_intake_allowed = config.engine.cluster is None
+                # Several processes take in this channel's messages (nodes, intake processes): only
+                # the lease holder processes them, in id order.
+                self.channels[channel.name].at_intake_allowed = (
+                    config.engine.cluster is None and not self.reuse_port
+                )
+
+    def _listeners_of(self, config: Config):
+        """The listeners this process runs: all with the intake role (an extra intake: the MLLP ones)."""
+        if "intake" not in self.roles:
+            return ()
+        return tuple(item for item in config.listeners if not self.extra_intake or item.type != "file")
 
     def _idle_senders(self) -> int:
         return sum(
@@ -277,6 +335,7 @@ class Engine(service.MultiService):
                 tls=tls_options,
                 max_connections=listener.max_connections,
                 allowed_networks=listener.allowed_networks,
+                reuse_port=self.reuse_port,
             )
         listener_service.setServiceParent(self)
         self.listeners[listener.name] = listener_service
@@ -294,7 +353,13 @@ class Engine(service.MultiService):
                     name=name,
                     directory=str(listener.settings.directory),
                 )
-        self.record_config(self.config, ReloadReport(["engine started"]))
+        if self.records_config:
+            self.record_config(self.config, ReloadReport(["engine started"]))
+
+    @property
+    def records_config(self) -> bool:
+        """Whether this process keeps the config history: the one that takes messages in (not an extra)."""
+        return "intake" in self.roles and not self.extra_intake
 
     def record_config(self, config: Config, report: ReloadReport) -> defer.Deferred:
         """Keep the applied config in the store's history (when, what changed), without password hashes."""
@@ -390,8 +455,8 @@ class Engine(service.MultiService):
                     self.channels[channel.name].start()
 
         # Listeners: restart those whose own settings changed; the others keep their connections.
-        old_listeners = {listener.name: listener for listener in old.listeners}
-        new_listeners = {listener.name: listener for listener in new.listeners}
+        old_listeners = {listener.name: listener for listener in self._listeners_of(old)}
+        new_listeners = {listener.name: listener for listener in self._listeners_of(new)}
         for name in sorted(set(old_listeners) - set(new_listeners)) + sorted(
             n for n in new_listeners if n in old_listeners and old_listeners[n] != new_listeners[n]
         ):
@@ -410,28 +475,27 @@ class Engine(service.MultiService):
             self._add_listener(new, listener)  # setServiceParent starts it when the engine runs
         self.config = new
         log.info("config reloaded: {report}", report=str(report))
-        yield self.record_config(new, report)
+        if self.records_config:
+            yield self.record_config(new, report)
         return report
 
 
-#: The roles of an engine process that does everything (one process, or each node of a cluster).
-ALL_ROLES = ("intake", "processing", "delivery", "jobs")
-
-
 def _make_wakeups(cluster: ClusterSettings, reactor, peers: Peers, observer) -> Wakeups:
-    """The wake-ups of a node: on ``wake_host``/``wake_port``, to the ``peers()`` the leases saw alive."""
+    """The wake-ups of a process: on ``wake_host``/``wake_port``, to the ``peers()`` the leases saw alive."""
     return Wakeups(
         reactor=reactor, peers=peers, host=cluster.wake_host, port=cluster.wake_port, observer=observer
     )
 
 
-def _make_leases(cluster: ClusterSettings, store: MessageStore, reactor, wakeups: Wakeups) -> StoreLeases:
-    """The leases of a node of ``engine.cluster``: registered with the address its ``wakeups`` listen on."""
+def _make_leases(
+    cluster: ClusterSettings, store: MessageStore, reactor, wakeups: Wakeups, roles: frozenset[str]
+) -> StoreLeases:
+    """The leases of a process with ``roles``: registered with the address its ``wakeups`` listen on."""
     return StoreLeases(
         store,
         reactor=reactor,
         node=cluster.node,
-        roles=ALL_ROLES,
+        roles=roles,
         lease_seconds=cluster.lease_seconds,
         renew_every=cluster.renew_every,
         wake_address=lambda: wakeups.address,  # known once they listen, before the node registers

@@ -71,12 +71,16 @@ def build_channel(
     observer=None,
     leases: Leases = LOCAL_LEASES,
     wakeups: Wakeups | None = None,
+    delivery: bool = True,
+    idle_poll_seconds: float = IDLE_POLL_SECONDS,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
     ``channels``: the running channels by name, which a ``channel`` destination hands messages to.
     ``leases``: the work this process holds (the channel's processing, each destination's queue).
-    ``wakeups``: when other processes share the store (see ``Channel``).
+    ``wakeups``: when other processes share the store (see ``Channel``). ``delivery``: whether this
+    process delivers (its role); without, no destination is built, so none can connect.
+    ``idle_poll_seconds``: how often the idle channel and its queues look for work others left.
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
@@ -85,7 +89,9 @@ def build_channel(
     destinations = []
     for j, spec in enumerate(channel.destinations):
         dpath = f"{path}.destinations[{j}]"
-        if isinstance(spec, ChannelDestinationConfig):
+        if not delivery:
+            destination = None
+        elif isinstance(spec, ChannelDestinationConfig):
             destination = ChannelHandoff(
                 spec.name,
                 spec.channel,
@@ -108,7 +114,8 @@ def build_channel(
                 transforms=build_transforms(spec.transforms, path=f"{dpath}.transforms", tables=tables),
             )
         )
-        destinations.append((destination, retry_policy(spec.queue)))
+        if destination is not None:
+            destinations.append((destination, retry_policy(spec.queue)))
     pipeline = Pipeline(
         build_filters(channel.filters, path=f"{path}.filters"),
         build_transforms(channel.transforms, path=f"{path}.transforms", tables=tables),
@@ -135,6 +142,5 @@ def build_channel(
         observer=observer,
         leases=leases,
         wakeups=wakeups,
-        # Work left by other nodes is found this often when a wake-up is lost.
-        idle_poll_seconds=IDLE_POLL_SECONDS if settings.cluster is None else settings.cluster.poll_seconds,
+        idle_poll_seconds=idle_poll_seconds,
     )

@@ -11,7 +11,8 @@ when it is lost, and its results are written under the lease's token.
 
 When other processes share the store (``wakeups``), the channel tells them what it left for them
 (its processing, its queues) and hears what they left for it; a sender waiting here is answered
-from the store when the deliveries were done elsewhere (on their wake-up, and a short poll).
+from the store when the deliveries were done elsewhere (on their wake-up, and a short poll). A
+process without the delivery role is given no destinations: its channel has no dispatchers.
 """
 
 from __future__ import annotations
@@ -234,7 +235,8 @@ class Channel(Passes):
             if receipt.result is None:
                 if receipt.channel is self:
                     self._held -= 1
-                self._tracked.add(message_id)
+                if self.may_work:  # only a pass forgets it; one starts at each acquisition anyway
+                    self._tracked.add(message_id)
                 held = True
             else:
                 self._observe("processed", {"channel": self.name, "status": str(receipt.result.status)})

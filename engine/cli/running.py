@@ -20,6 +20,15 @@ from engine.cli.app import (
 )
 
 
+def _workers(value: str) -> int | None:
+    """``--workers``: a whole number of 0 or more, or ``auto`` (None: ``auto_workers`` decides)."""
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise click.BadParameter(f"{value!r} is neither a whole number of 0 or more nor auto")
+    return int(value)
+
+
 @main.command()
 @click.option(
     "-c",
@@ -36,9 +45,38 @@ from engine.cli.app import (
     show_default=True,
     help="Debug level may log message content; never use it on patient data you may not see.",
 )
-def run(config_path: str, log_level: str) -> None:
-    """Start the listeners and channels of a config; stop cleanly on SIGINT/SIGTERM."""
-    from twisted.internet import reactor
+@click.option(
+    "--workers",
+    metavar="N|auto",
+    default="auto",
+    show_default=True,
+    callback=lambda ctx, param, value: _workers(value),
+    help="Delivery worker processes beside this one (0: deliver here; auto: 0 on 2 cores or fewer,"
+    " else one a core but one, at most one a destination; see docs/scaleout.md).",
+)
+@click.option(
+    "--intake-processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes accepting on the listeners' ports (SO_REUSEPORT), this one included.",
+)
+@click.option("--role", type=click.Choice(["delivery", "intake"]), default=None, hidden=True)
+# Tests: how often the processes of --workers look at the store when no wake-up came.
+@click.option("--poll-seconds", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True)
+def run(
+    config_path: str,
+    log_level: str,
+    workers: int | None,
+    intake_processes: int,
+    role: str | None,
+    poll_seconds: float | None,
+) -> None:
+    """Start the listeners and channels of a config; stop cleanly on SIGINT/SIGTERM.
+
+    With --workers the destinations are served by child processes this one supervises.
+    """
+    from twisted.internet import defer, reactor
     from twisted.logger import (
         FilteringLogObserver,
         LogLevel,
@@ -48,14 +86,50 @@ def run(config_path: str, log_level: str) -> None:
     )
 
     config = load_config_or_exit(config_path)
+    from engine.cli.workers import (
+        Supervisor,
+        auto_workers,
+        follow_parent,
+        plan_processes,
+        process_sharing,
+        tell_parent_ready,
+    )
+    from engine.service import ALL_ROLES, Engine
+
+    supervisor = None
+    if role is None:
+        if workers is None:
+            queues = sum(len(channel.destinations) for channel in config.channels if channel.enabled)
+            workers = auto_workers(os.cpu_count() or 1, queues)
+        try:
+            plan = plan_processes(workers, intake_processes, ALL_ROLES)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        roles, reuse_port = plan.main_roles, plan.reuse_port
+        if plan.children:
+            supervisor = Supervisor(
+                reactor,
+                lambda child_role: _child_command(config_path, log_level, child_role, poll_seconds),
+                plan.children,
+                stop_timeout=config.engine.shutdown_timeout_seconds,
+            )
+    else:
+        roles, reuse_port = frozenset({role}), role == "intake"
+    extra_intake = role == "intake"
+    # Processes of one tree share the work through leases in the store, and wake one another.
+    sharing = (
+        process_sharing(config.engine.cluster, child=role is not None, poll_seconds=poll_seconds)
+        if role is not None or supervisor is not None
+        else None
+    )
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
     )
 
-    from engine.service import Engine
-
-    engine = Engine(config, reactor)
+    engine = Engine(
+        config, reactor, roles=roles, reuse_port=reuse_port, extra_intake=extra_intake, sharing=sharing
+    )
     failed: list[BaseException] = []
 
     stopping: list[bool] = []
@@ -69,31 +143,57 @@ def run(config_path: str, log_level: str) -> None:
     def start() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda signum, frame: reactor.callFromThread(stop_once))
+        if role is not None:
+            # A child stops when its supervisor says so (a Ctrl-C reaches the supervisor), or dies.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            follow_parent(reactor, stop_once)
+            tell_parent_ready()
         try:
             engine.startService()
         except Exception as exc:  # a port in use or an unreachable database: say so and stop
             failed.append(exc)
             click.echo(f"hl7engine: cannot start: {exc}", err=True)
             stop_once()
+            return
+        if supervisor is not None:  # once the store is upgraded and the ports bound
+            supervisor.start()
+
+    def shutdown() -> defer.Deferred:
+        # The children stop after this process's listeners closed and its channels finished.
+        if supervisor is not None:
+            supervisor.stopping = True
+        d = engine.stopService() if engine.running else defer.succeed(None)
+        if supervisor is not None:
+            d.addBoth(lambda _: supervisor.stop())
+        return d
 
     pid_file = config.engine.data_dir / PID_FILE
-    pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # data_dir: the store goes here too
-    pid_file.write_text(f"{os.getpid()}\n")
+    if role is None:  # the pid file names the main process: `hl7engine reload` signals it
+        pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # data_dir: the store goes here too
+        pid_file.write_text(f"{os.getpid()}\n")
     # SIGHUP reloads channels.yaml: only what changed is restarted; a bad file changes nothing.
-    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine))
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine, supervisor))
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: engine.stopService() if engine.running else None
-    )
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     try:
         reactor.run()
     finally:
-        pid_file.unlink(missing_ok=True)
+        if role is None:
+            pid_file.unlink(missing_ok=True)
     if failed:
         sys.exit(1)
 
 
-def _reload(engine) -> None:
+def _child_command(config_path: str, log_level: str, role: str, poll_seconds: float | None) -> list[str]:
+    """The argv of a worker process with ``role``, on the same config file."""
+    config = os.path.abspath(config_path)
+    argv = [sys.executable, "-m", "engine", "run", "-c", config, "--log-level", log_level, "--role", role]
+    return argv + ([] if poll_seconds is None else ["--poll-seconds", str(poll_seconds)])
+
+
+def _reload(engine, supervisor) -> None:
+    if supervisor is not None:
+        supervisor.signal_all(signal.SIGHUP)  # each child reloads the same file
     d = engine.reload_from_file()
     d.addErrback(lambda failure: None)  # already logged, problem by problem; the old config keeps running
 

@@ -8,12 +8,21 @@ cannot listen at once are reported together with every other problem of the file
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 # Twisted has no public tokenizer; this is the one serverFromString itself uses.
 from twisted.internet.endpoints import _parse as _tokenize_endpoint
 
-__all__ = ["ALL_INTERFACES", "ENDPOINT_OPTIONS", "Bind", "bind_of", "check_endpoint", "with_backlog"]
+__all__ = [
+    "ALL_INTERFACES",
+    "ENDPOINT_OPTIONS",
+    "Bind",
+    "bind_of",
+    "check_endpoint",
+    "listen_reusing_port",
+    "with_backlog",
+]
 
 #: Interfaces that mean "every interface": a port taken on one of them is taken on all.
 ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
@@ -113,3 +122,28 @@ def check_endpoint(value: str) -> str:
     """``value`` when it is a server endpoint string ``bind_of`` accepts; its ValueError otherwise."""
     bind_of(value)
     return value
+
+
+def listen_reusing_port(reactor, endpoint: str, factory, *, backlog: int):
+    """Listen on a ``tcp:``/``tcp6:`` endpoint with SO_REUSEPORT; returns the reactor's listening port.
+
+    Several processes bound so share the port: the kernel spreads new connections over them.
+    Twisted's endpoints do not set the option, so the socket is made here and adopted by the reactor.
+    TLS is the factory's (``tls.with_tls``), not the endpoint's: ``ssl:`` and ``unix:`` are refused.
+    """
+    kind, given = _options(endpoint)
+    if kind not in ("tcp", "tcp6"):
+        raise ValueError(f"{endpoint!r}: several intake processes share tcp: or tcp6: ports only")
+    bind = bind_of(endpoint)
+    family = socket.AF_INET6 if kind == "tcp6" or ":" in bind.interface else socket.AF_INET
+    interface = bind.interface or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((interface, bind.port))
+        sock.listen(int(given.get("backlog", backlog)))
+        sock.setblocking(False)
+        return reactor.adoptStreamPort(sock.fileno(), family, factory)
+    finally:
+        sock.close()  # the reactor's port holds its own duplicate of the descriptor

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from engine.hl7.mllp import FrameCollector, frame
 from engine.listeners.admission import Admission, Network
-from engine.listeners.endpoints import with_backlog
+from engine.listeners.endpoints import listen_reusing_port, with_backlog
 from engine.listeners.tls import tls_error, with_tls
 
 log = Logger()
@@ -360,10 +360,14 @@ class MLLPListenerService(service.Service):
         max_connections: int | None = None,
         allowed_networks: tuple[Network, ...] | None = None,
         backlog: int = DEFAULT_BACKLOG,
+        reuse_port: bool = False,
     ):
+        """``reuse_port``: bind with SO_REUSEPORT, sharing the port with other intake processes (tcp only)."""
         self.setName(name)
         self.reactor = reactor
         self.endpoint_description = with_backlog(endpoint, backlog)
+        self.reuse_port = reuse_port
+        self.backlog = backlog
         self.factory = factory
         self.shutdown_timeout = shutdown_timeout
         self.front = Admission(
@@ -379,6 +383,13 @@ class MLLPListenerService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        if self.reuse_port:
+            # Raises at once (a port bound without SO_REUSEPORT, a refused endpoint type): a start-up error.
+            port = listen_reusing_port(
+                self.reactor, self.endpoint_description, self.front, backlog=self.backlog
+            )
+            self._listening = defer.succeed(port)
+            return
         listening = serverFromString(self.reactor, self.endpoint_description).listen(self.front)
         failures: list[Failure] = []
         listening.addErrback(failures.append)

@@ -48,16 +48,13 @@ def test_unknown_settings_are_refused():
         build_destination("out", Other(), reactor=reactor)
 
 
-@pytest.mark.parametrize(
-    ("cluster", "poll"), [("", IDLE_POLL_SECONDS), ("  cluster: {poll_seconds: 0.5}\n", 0.5)]
-)
-def test_with_engine_cluster_a_channel_and_its_dispatchers_look_every_poll_seconds(tmp_path, cluster, poll):
-    """Work another node left is found every engine.cluster.poll_seconds even if its wake-up is lost."""
+@pytest.mark.parametrize("poll", [None, 0.5])
+def test_a_channel_and_its_dispatchers_look_every_idle_poll_seconds(tmp_path, poll):
+    """Work another process left is found every idle_poll_seconds (the engine's) if its wake-up is lost."""
     yaml = f"""
 engine:
   data_dir: {tmp_path / "data"}
-  store: {{url: "postgresql://engine@127.0.0.1:5432/engine"}}
-{cluster}listeners:
+listeners:
   - {{name: main, endpoint: "tcp:0:interface=127.0.0.1"}}
 channels:
   - name: adt
@@ -67,9 +64,11 @@ channels:
       - {{name: archive, type: file, directory: {tmp_path / "out"}}}
 """
     config = parse_config(yaml, source=str(tmp_path / "channels.yaml"))
-    channel = build_channel(config, 0, store=None, reactor=reactor, channels={}, tables={})
-    assert channel.idle_poll_seconds == poll
-    assert [d.idle_poll_seconds for d in channel.dispatchers.values()] == [poll]
+    given = {} if poll is None else {"idle_poll_seconds": poll}
+    channel = build_channel(config, 0, store=None, reactor=reactor, channels={}, tables={}, **given)
+    expected = IDLE_POLL_SECONDS if poll is None else poll
+    assert channel.idle_poll_seconds == expected
+    assert [d.idle_poll_seconds for d in channel.dispatchers.values()] == [expected]
 
 
 @pytest.mark.parametrize(

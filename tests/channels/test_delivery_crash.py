@@ -12,10 +12,8 @@ import collections
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,72 +21,18 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from engine.cli import main as cli
-from engine.hl7.mllp import FrameQueue, frame
-from engine.listeners.client import control_id_of
 from engine.model import NewDelivery, Status
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
 from engine.store.schema import deliveries, message_events
 from tests.fakes.messages import new_message
-from tests.fakes.outbound import ack
+from tests.fakes.partner import RecordingPartner
 
 PROJECT = Path(__file__).resolve().parents[2]
 BACKLOG = 2000
 DESTINATIONS = ("a", "b")
 WAIT_SECONDS = 20  # each wait (a kill point, the drain) gives up after this
-
-
-class RecordingPartner:
-    """An MLLP partner on 127.0.0.1: answers AA at once, after noting the message's control id."""
-
-    def __init__(self):
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self._lock = threading.Lock()
-        self._received: list[str] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def received(self) -> list[str]:
-        """The control ids received so far, in order of arrival."""
-        with self._lock:
-            return list(self._received)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self._received)
-
-    def close(self) -> None:
-        self._server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._server.accept()
-            except OSError:  # closed
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        frames = FrameQueue(1 << 20)
-        with connection:
-            while True:
-                try:
-                    data = connection.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                frames.dataReceived(data)
-                while frames.frames:
-                    control_id = control_id_of(frames.frames.popleft())
-                    with self._lock:
-                        self._received.append(control_id)
-                    try:
-                        connection.sendall(frame(ack("AA", control_id)))
-                    except OSError:
-                        return
 
 
 def _config(folder: Path, partners: dict[str, RecordingPartner]) -> Path:
@@ -131,7 +75,7 @@ def _start(folder: Path, config: Path) -> subprocess.Popen:
     }
     with (folder / "engine.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "-c", str(config)],
+            [sys.executable, "-m", "engine", "run", "-c", str(config), "--workers", "0"],
             stdout=log,
             stderr=log,
             cwd=folder,

@@ -50,9 +50,12 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> 
 
 
 def launch(config: Path, port: int) -> subprocess.Popen:
-    """`hl7engine run -c config` in its folder, once it listens on ``port``."""
+    """`hl7engine run -c config --workers 0` (one process on any machine) in its folder, once it listens."""
     process = subprocess.Popen(
-        [*ENGINE, "run", "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=config.parent
+        [*ENGINE, "run", "-c", str(config), "--workers", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=config.parent,
     )
     wait_for_port(port, process)
     return process
