@@ -215,7 +215,9 @@ class Engine(service.MultiService):
             self.wakeups = wakeups or _make_wakeups(
                 self.sharing, reactor, lambda: self.leases.peers(), self.observer
             )
-            self.leases = _make_leases(self.sharing, self.store, reactor, self.wakeups, self.roles)
+            self.leases = _make_leases(
+                self.sharing, self.store, reactor, self.wakeups, self.roles, self.observer
+            )
             parts = (self.wakeups, self.leases)
         else:
             self.leases = leases or LOCAL_LEASES
@@ -488,7 +490,7 @@ def _make_wakeups(cluster: ClusterSettings, reactor, peers: Peers, observer) -> 
 
 
 def _make_leases(
-    cluster: ClusterSettings, store: MessageStore, reactor, wakeups: Wakeups, roles: frozenset[str]
+    cluster: ClusterSettings, store: MessageStore, reactor, wakeups: Wakeups, roles: frozenset[str], observer
 ) -> StoreLeases:
     """The leases of a process with ``roles``: registered with the address its ``wakeups`` listen on."""
     return StoreLeases(
@@ -499,6 +501,7 @@ def _make_leases(
         lease_seconds=cluster.lease_seconds,
         renew_every=cluster.renew_every,
         wake_address=lambda: wakeups.address,  # known once they listen, before the node registers
+        observer=observer,  # /metrics: hl7engine_leases_held, hl7engine_leases_lost_total
     )
 
 

@@ -62,6 +62,7 @@ class StoreLeases:
         renew_every: float,
         wake_address: str | Callable[[], str] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        observer: Callable[[str, dict], None] | None = None,
     ):
         """``store``: a MessageStore; ``node``: the machine's name in the cluster (engine.cluster.node).
 
@@ -79,6 +80,8 @@ class StoreLeases:
         self._valid_for = lease_seconds - renew_every
         self._wake_address = wake_address
         self._clock = clock
+        # Told "leases_held" (count) after every round and "lease_lost" (key) for each lease lost.
+        self._observe = observer or (lambda event, fields: None)
         self.node_id: int | None = None
         self._watchers: dict[str, tuple[Acquired, Lost]] = {}
         self._held: dict[str, Holding] = {}
@@ -214,6 +217,7 @@ class StoreLeases:
             log.warn("leases not renewed: {error}", error=str(error))
             expired = {key: h for key, h in self._held.items() if self._reactor.seconds() >= h.valid_until}
             self._lost(expired, "it expired before the store could renew it")
+        self._observe("leases_held", {"count": len(self._held)})
 
     @defer.inlineCallbacks
     def _renew(self, started: float, expires_at: datetime):
@@ -278,6 +282,7 @@ class StoreLeases:
         for key in lost:
             self._held.pop(key, None)
             log.warn("lease {key} lost: {why}; its work stops", key=key, why=why)
+            self._observe("lease_lost", {"key": key})
         self._stop_work(lost)
 
     def _stop_work(self, holdings: dict[str, Holding], *, release: bool = False) -> defer.Deferred:

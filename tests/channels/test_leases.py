@@ -61,10 +61,16 @@ def leases_on(open_store):
     started = []
 
     @defer.inlineCallbacks
-    def make(name: str, roles=("delivery", "processing", "jobs"), store=None):
+    def make(name: str, roles=("delivery", "processing", "jobs"), store=None, observer=None):
         store = store or open_store()
         leases = StoreLeases(
-            store, reactor=reactor, node=name, roles=roles, lease_seconds=LEASE, renew_every=RENEW
+            store,
+            reactor=reactor,
+            node=name,
+            roles=roles,
+            lease_seconds=LEASE,
+            renew_every=RENEW,
+            observer=observer,
         )
         yield leases.start()
         started.append(leases)
@@ -124,6 +130,28 @@ def test_a_process_that_stops_renewing_loses_its_keys_to_the_other(leases_on, op
     for key in taken_from_a:  # never both at work on one key
         assert a.at["lost", key] < b.at["acquired", key]
     assert not any(a.leases.holds(key) for key in KEYS)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_metrics_see_the_leases_held_and_each_one_lost(leases_on, open_store):
+    """The observer hears how many leases the process holds after each round, and every lease it loses."""
+    seen: list[tuple[str, dict]] = []
+    dying_store = open_store()
+    a = Work(
+        (yield leases_on("a", store=dying_store, observer=lambda event, fields: seen.append((event, fields))))
+    )
+    yield wait_until(lambda: a.running == set(KEYS) and ("leases_held", {"count": 6}) in seen, seconds=5)
+    b = Work((yield leases_on("b")))
+    yield wait_until(lambda: _split(a, b) == [3, 3] and seen[-1] == ("leases_held", {"count": 3}), seconds=5)
+    assert [fields["key"] for event, fields in seen if event == "lease_lost"] == []  # handed over, not lost
+    yield dying_store.stop()
+    lost_expected = {
+        ("lease_lost", key) for key in KEYS if ("acquired", key) in a.at and key not in b.running
+    }
+    yield wait_until(lambda: b.running == set(KEYS), seconds=LEASE + RENEW * 5)
+    lost = {(event, fields["key"]) for event, fields in seen if event == "lease_lost"}
+    assert lost == lost_expected and len(lost) == 3
+    assert seen[-1] == ("leases_held", {"count": 0})
 
 
 @pytest_twisted.inlineCallbacks
