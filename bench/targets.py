@@ -227,9 +227,15 @@ def realistic(rows: list[Row], results: dict[str, list[Row]]) -> list[Verdict]:
     measured = list(_measured(rows))
     for row in (r for r in measured if "sent_all" in r.observed):
         seen = row.observed
-        prefix = f"realistic, {row.connections} connection(s)"
+        processes = "" if row.system == "engine" else f" ({row.system})"
+        prefix = f"realistic{processes}, {row.connections} connection(s)"
         store_only = next(
-            (r for r in measured if r.observed.get("store_only") and r.connections == row.connections), None
+            (
+                r
+                for r in measured
+                if r.observed.get("store_only") and (r.connections, r.system) == (row.connections, row.system)
+            ),
+            None,
         )
         what = f"{prefix}: intake at least {REALISTIC_INTAKE_RATIO:g}x the store-only intake"
         if store_only is None:
