@@ -95,6 +95,8 @@ class Pruner:
         """Prune what the policy says is due now, a batch per writer call; fires with a PruneSummary."""
         policy = self._policy()
         done: list[tuple[PruneTarget, Pruned]] = []
+        # Rows of engine processes gone for a week (worker processes, nodes) go with each run.
+        yield self._store.prune_nodes()
         if not policy.prunes_anything:
             return PruneSummary(False, ())
         engine = self._store.repository.engine

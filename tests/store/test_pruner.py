@@ -14,7 +14,8 @@ from engine.store.audit import AuditRepository
 from engine.store.messages import MessageQuery
 from engine.store.pruner import Pruner
 from engine.store.retention import RetentionPolicy
-from engine.store.schema import messages
+from engine.store.schema import messages, nodes
+from tests.fakes.cluster import add_node
 from tests.fakes.store import NOW, later
 
 OLD = NOW - timedelta(days=10)
@@ -85,3 +86,18 @@ def test_stop_waits_for_the_batch_in_hand_and_starts_no_other(store, make_messag
     yield later(0.1, lambda: None)
     assert 0 < stopped_at < 1000 and stopped_at % 10 == 0
     assert _pruned_count(store) == stopped_at
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_run_forgets_engine_processes_gone_for_a_week(open_store):
+    """Each run also deletes the rows of nodes silent for a week (nothing else to prune); live ones stay."""
+    store = open_store(clock=lambda: NOW)
+    engine = store.repository.engine
+    add_node(engine, "gone", heartbeat_at=NOW - timedelta(days=8))
+    add_node(engine, "alive", heartbeat_at=NOW)
+    policy = RetentionPolicy({})
+    pruner = Pruner(store, lambda: policy, reactor=reactor, every=60.0, batch=50, clock=lambda: NOW)
+    summary = yield pruner.run_once()
+    assert summary.total.messages == 0
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(nodes.c.name)).scalars().all() == ["alive"]
