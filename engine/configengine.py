@@ -6,6 +6,7 @@ checked by pydantic with the same path-and-line problems.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -171,6 +172,19 @@ class HttpSettings(Frozen):
     max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
 
 
+def _check_wake_host(value: str) -> str:
+    try:
+        unspecified = ipaddress.ip_address(value).is_unspecified
+    except ValueError:
+        unspecified = False  # a host name: the other nodes resolve it
+    if unspecified:
+        raise ValueError(
+            f"{value} is no address another node can send to: give this node's own address on the"
+            " network the nodes share (it is registered for the others to wake this one)"
+        )
+    return value
+
+
 def _default_node() -> str:
     return socket.gethostname().split(".")[0][:100] or "node"
 
@@ -188,7 +202,7 @@ class ClusterSettings(Frozen):
     # How often a process renews its leases and heartbeat and looks for free work: a third of the lease.
     renew_seconds: Annotated[float, Field(gt=0, le=1200)] | None = None
     # Where this node hears wake-ups from the others (UDP): an address the other nodes reach.
-    wake_host: str = "127.0.0.1"
+    wake_host: Annotated[str, Field(min_length=1), AfterValidator(_check_wake_host)] = "127.0.0.1"
     wake_port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: any free port, registered in the store
     # Without a wake-up (a lost datagram), how often a process looks at the store for work anyway.
     poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0

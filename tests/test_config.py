@@ -816,3 +816,43 @@ def test_encryption_problems_name_their_yaml_path(tmp_path):
     assert [(path, message) for path, _, message in unknown] == [
         ("engine.store.encryption", "key 'k3' is not among keys: a")
     ]
+
+
+CLUSTER = """\
+engine:
+  store:
+    url: {url}
+  cluster:
+    node: node-a
+    wake_host: {wake_host}
+    lease_seconds: 6
+    renew_seconds: {renew}
+listeners: []
+channels: []
+"""
+
+
+def test_a_cluster_is_a_postgresql_store_with_an_address_the_other_nodes_reach():
+    """engine.cluster: refused on SQLite, with an unspecified wake_host, or rare renewals (at their paths)."""
+    config = parse(CLUSTER.format(url="postgresql+psycopg://h/db", wake_host="10.0.0.5", renew=2))
+    assert (config.engine.cluster.node, config.engine.cluster.renew_every) == ("node-a", 2.0)
+    assert parse(CLUSTER.format(url="postgresql+psycopg://h/db", wake_host="node-a.lan", renew="null"))
+    found = [
+        problem
+        for text in (
+            CLUSTER.format(url="sqlite:///x.db", wake_host="127.0.0.1", renew=2),
+            CLUSTER.format(url="postgresql+psycopg://h/db", wake_host="0.0.0.0", renew=2),
+            CLUSTER.format(url="postgresql+psycopg://h/db", wake_host="'::'", renew=2),
+            CLUSTER.format(url="postgresql+psycopg://h/db", wake_host="10.0.0.5", renew=4),
+        )
+        for problem in problems(text)
+    ]
+    expected = [
+        ("engine.cluster", 4, "several nodes share a PostgreSQL store"),
+        ("engine.cluster.wake_host", 6, "0.0.0.0 is no address another node can send to"),
+        ("engine.cluster.wake_host", 6, ":: is no address another node can send to"),
+        ("engine.cluster", 4, "renew_seconds (4.0) must be at most half of lease_seconds (6.0)"),
+    ]
+    assert [(path, line) for path, line, _ in found] == [(path, line) for path, line, _ in expected]
+    for (_, _, message), (_, _, start) in zip(found, expected, strict=True):
+        assert message.startswith(start), message
