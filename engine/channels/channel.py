@@ -144,7 +144,6 @@ class Channel(Passes):
         self._results: dict[int, list[DeliveryResult]] = {}
         # Deliveries settled by another process: waiters answered from the store (see _look_up_outcomes).
         self._wakeups = wakeups
-        self._unsubscribe: list[Callable[[], None]] = []
         self._outcome_poll_seconds = outcome_poll_seconds
         self._outcome_timer = None
         self._looking = self._look_again = False
@@ -156,31 +155,27 @@ class Channel(Passes):
         """Start the dispatchers; once the lease is held, process what was left RECEIVED (recovery)."""
         for dispatcher in self.dispatchers.values():
             dispatcher.start()
-        if self._wakeups is not None:
-            self._unsubscribe = [
-                self._wakeups.on_key(channel_key(self.name), self.notify),
-                self._wakeups.on_key(settled_key(self.name), self._look_up_outcomes),
-            ]
-        self.pause_passes()
-        self.leases.watch(self.key, self._acquired, self._lost)
+        self.work_under_lease(
+            self._wakeups,
+            {channel_key(self.name): self.notify, settled_key(self.name): self._look_up_outcomes},
+        )
 
     @defer.inlineCallbacks
     def stop(self):
         """Finish the pass under way, give the lease back, then stop the dispatchers and destinations."""
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
+        self.stop_hearing()
         if self._outcome_timer is not None and self._outcome_timer.active():
             self._outcome_timer.cancel()
         yield self.stop_passes()
         yield self.leases.unwatch(self.key)
         yield defer.gatherResults([d.stop() for d in self.dispatchers.values()], consumeErrors=True)
 
-    def _acquired(self) -> None:
+    def lease_acquired(self) -> None:
         # Another process may have processed meanwhile: a pass must find nothing left first.
         self._caught_up = False
         self.resume_passes()
 
-    def _lost(self) -> defer.Deferred:
+    def lease_lost(self) -> defer.Deferred:
         self._caught_up = False
         return self.pause_passes()
 

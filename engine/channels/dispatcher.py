@@ -128,7 +128,6 @@ class Dispatcher(Passes):
         self._urgent = urgent
         self._gathering: tuple[defer.Deferred, object] | None = None  # the wait, and its timer
         self._wakeups = wakeups
-        self._unsubscribe: list[Callable[[], None]] = []
 
     @property
     def name(self) -> str:
@@ -140,31 +139,30 @@ class Dispatcher(Passes):
 
         What the journal holds is recorded first.
         """
-        if self._wakeups is not None:
-            self._unsubscribe = [
-                self._wakeups.on_key(queue_key(self.channel, self.name), self.notify),
-                self._wakeups.on_key(urgent_key(self.channel, self.name), self.hurry),
-            ]
-        self.pause_passes()
-        self.leases.watch(self.key, self._acquired, self._lost)
+        self.work_under_lease(
+            self._wakeups,
+            {
+                queue_key(self.channel, self.name): self.notify,
+                urgent_key(self.channel, self.name): self.hurry,
+            },
+        )
 
     @defer.inlineCallbacks
     def stop(self):
         """Finish the round under way, close the destination's connections, give the lease back."""
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
+        self.stop_hearing()
         yield self._halt(self.stop_passes())
         yield self.leases.unwatch(self.key)
         self.journal.close()
 
-    def _acquired(self) -> None:
+    def lease_acquired(self) -> None:
         # Read only now, under the lease: the journal as the queue's last holder left it (a node
         # SIGKILLed mid-round), and its writes fenced by this holding's token.
         self.journal.open()
         self.destination.start()
         self.resume_passes()
 
-    def _lost(self) -> defer.Deferred:
+    def lease_lost(self) -> defer.Deferred:
         return self._halt(self.pause_passes()).addCallback(lambda _: self.journal.close())
 
     @defer.inlineCallbacks

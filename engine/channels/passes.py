@@ -9,6 +9,8 @@ Passes are paused while this process does not hold the work's lease (``pause_pas
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -52,6 +54,7 @@ class Passes:
         self._paused = False
         self._timer = None
         self._idle: list[defer.Deferred] = []
+        self._unsubscribe: list[Callable[[], None]] = []
 
     @property
     def stopped(self) -> bool:
@@ -90,6 +93,31 @@ class Passes:
         self._cancel_timer()
         self._running = True
         self.run_pass().addBoth(self._pass_done)
+
+    def work_under_lease(self, wakeups, heard: Mapping[str, Callable[[], None]]) -> None:
+        """Start paused and watch ``key``: ``lease_acquired`` once held, ``lease_lost`` when lost.
+
+        Meanwhile each wake-up key of ``heard`` calls its function (when there are ``wakeups``, the
+        process's ``Wakeups``; None for an engine alone on its store).
+        """
+        if wakeups is not None:
+            self._unsubscribe = [wakeups.on_key(key, then) for key, then in heard.items()]
+        self.pause_passes()
+        self.leases.watch(self.key, self.lease_acquired, self.lease_lost)
+
+    def stop_hearing(self) -> None:
+        """No more wake-ups: the first step of closing."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+
+    def lease_acquired(self) -> None:
+        """The lease of ``key`` is held: passes may start."""
+        self.resume_passes()
+
+    def lease_lost(self) -> defer.Deferred:
+        """The lease of ``key`` is lost: fires once the pass under way ended."""
+        return self.pause_passes()
 
     def look_again_in(self, seconds: float) -> None:
         """Run a pass in ``seconds`` (unless stopped), instead of the idle poll."""
