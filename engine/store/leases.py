@@ -172,13 +172,6 @@ class LeaseRepository:
             for id_, name, roles, wake, heartbeat in rows
         ]
 
-    def holdings(self) -> list[tuple[str, int | None, int, datetime | None, datetime | None]]:
-        """Every lease row: (key, holder, token, acquired_at, expires_at), in key order."""
-        c = leases.c
-        statement = sa.select(c.key, c.holder, c.token, c.acquired_at, c.expires_at).order_by(c.key)
-        with store_errors("reading the leases"), self._engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(statement)]
-
 
 def hold_in(connection: sa.Connection, lease: LeaseToken | None) -> None:
     """Inside a write's transaction: go on only while ``lease`` is still held, else raise LeaseLost.

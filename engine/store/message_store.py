@@ -255,10 +255,6 @@ class MessageStore:
         """Fires with LeaseRepository.live_nodes(now, lease_seconds): LiveNode values."""
         return self._pool.read(LeaseRepository.live_nodes, self._leases, now, lease_seconds)
 
-    def lease_holdings(self) -> defer.Deferred:
-        """Fires with LeaseRepository.holdings(): every lease row."""
-        return self._pool.read(LeaseRepository.holdings, self._leases)
-
     # Reads: each runs on the read pool.
 
     def search(self, query: MessageQuery) -> defer.Deferred:
