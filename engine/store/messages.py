@@ -18,9 +18,11 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from engine.errors import StoreError
+from engine.hl7.charset import decode
+from engine.hl7.terms import query_terms, search_terms
 from engine.model import DeliveryResult, NewMessage, Outcome, SourceFile, Status, require_aware, utc_now
 from engine.store.cipher import SEALED, cipher_of
-from engine.store.driver import InsertReturningIds, fit_row, store_errors
+from engine.store.driver import ContentIndex, InsertReturningIds, fit_row, store_errors
 from engine.store.processing import INTAKE_CHILDREN, insert_intake_rows, intake_rows
 from engine.store.schema import deliveries, message_events, messages, source_files
 
@@ -39,12 +41,16 @@ class MessageQuery:
     listener: str | None = None
     since: datetime | None = None  # received_at >= since
     until: datetime | None = None  # received_at < until
+    # Words of the content (engine.hl7.terms: names, identifiers, OBX values), each matching a word's start.
+    text: str | None = None
     limit: int = 100
     before_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.limit < 1:
             raise ValueError(f"limit must be at least 1, not {self.limit}")
+        if self.text is not None and not query_terms(self.text):
+            raise ValueError(f"a content search needs a letter or digit (got {self.text!r})")
         for name in ("since", "until"):
             moment = getattr(self, name)
             if moment is not None:
@@ -187,7 +193,12 @@ def _same_file(path: str, size: int, modified_ns: int) -> tuple[sa.ColumnElement
     return (c.path == path, c.size == size, c.modified_ns == modified_ns, c.moved_to.is_(None))
 
 
-def _criteria(query: MessageQuery) -> list[sa.ColumnElement[bool]]:
+class ContentSearchOff(StoreError):
+    """A search by content where there is no index to search: the content is encrypted at rest."""
+
+
+def _criteria(query: MessageQuery, index: ContentIndex | None) -> list[sa.ColumnElement[bool]]:
+    """The WHERE of ``query``; ``index`` searches content (None: ContentSearchOff for a query that asks)."""
     c = messages.c
     equal = (
         (c.control_id, query.control_id),
@@ -207,6 +218,12 @@ def _criteria(query: MessageQuery) -> list[sa.ColumnElement[bool]]:
         criteria.append(c.received_at >= query.since)
     if query.until is not None:
         criteria.append(c.received_at < query.until)
+    if query.text is not None:
+        if index is None:
+            raise ContentSearchOff(
+                "search by content is off: with content encrypted at rest the store keeps no index of it"
+            )
+        criteria.append(index.matching(c.id, query_terms(query.text)))
     return criteria
 
 
@@ -217,12 +234,14 @@ class MessageRepository:
         self._engine = engine
         self._clock = clock
         self._cipher = cipher_of(engine)
+        # With content sealed, an index of its words would tell in clear what the cipher hides.
+        self._index = None if self._cipher.sealing else ContentIndex(engine.dialect)
         self._insert = InsertReturningIds(
             messages,
             _NEW_MESSAGE_FIELDS,
             engine.dialect,
             copies={"status_at": "received_at"},
-            children=INTAKE_CHILDREN,
+            children=(*INTAKE_CHILDREN, *(() if self._index is None else self._index.children)),
         )
 
     @property
@@ -260,23 +279,27 @@ class MessageRepository:
         if not rows and not files:
             return [[] for _ in groups]
         processed = any(m.deliveries is not None for m in every)
+        terms = [] if self._index is None else [search_terms(decode(m.raw).text) for m in every]
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
             if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
-                # Each deliveries and events row names its message by position (1, 2, ...).
-                children = (
-                    intake_rows(every, range(1, len(every) + 1), read_at, self._cipher) if processed else ()
-                )
+                # Each deliveries, events and index row names its message by position (1, 2, ...).
+                positions = range(1, len(every) + 1)
+                children = intake_rows(every, positions, read_at, self._cipher) if processed else ([], [])
+                if self._index is not None:
+                    children = (*children, self._index.rows(positions, terms))
                 return self._split(groups, self._insert.run_alone(connection, rows, children))
             # TRANSACTION: every message and source file record given, with the deliveries and
-            # events of those processed at intake, committed together or not at all (one group
-            # commit): a file is never recorded without its messages, nor they without it, and a
-            # message is never stored processed without its deliveries.
+            # events of those processed at intake and the messages' index rows, committed together
+            # or not at all (one group commit): a file is never recorded without its messages, nor
+            # they without it, and a message is never stored processed without its deliveries.
             with connection.begin():
                 ids = self._insert.run(connection, rows) if rows else []
                 if processed:
                     insert_intake_rows(connection, *intake_rows(every, ids, read_at, self._cipher))
+                if self._index is not None:
+                    self._index.add(connection, self._index.rows(ids, terms))
                 if files:
                     connection.execute(sa.insert(source_files), files)
         return self._split(groups, ids)
@@ -351,7 +374,7 @@ class MessageRepository:
 
     def search(self, query: MessageQuery) -> list[MessageSummary]:
         """Summaries matching ``query``, newest (highest id) first, at most ``query.limit``."""
-        statement = sa.select(*_SUMMARY_COLUMNS).where(*_criteria(query))
+        statement = sa.select(*_SUMMARY_COLUMNS).where(*_criteria(query, self._index))
         if query.before_id is not None:
             statement = statement.where(messages.c.id < query.before_id)
         statement = statement.order_by(messages.c.id.desc()).limit(query.limit)
@@ -394,7 +417,7 @@ class MessageRepository:
         """How many messages match ``query`` (all without one); ``limit`` and ``before_id`` are ignored."""
         statement = sa.select(sa.func.count()).select_from(messages)
         if query is not None:
-            statement = statement.where(*_criteria(query))
+            statement = statement.where(*_criteria(query, self._index))
         with store_errors("counting messages"), self._engine.connect() as connection:
             return connection.execute(statement).scalar_one()
 

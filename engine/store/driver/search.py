@@ -1,0 +1,77 @@
+"""The index of messages' content terms: SQLite FTS5 or PostgreSQL full text, behind one object.
+
+Neither is SQLAlchemy metadata (an FTS5 table is a virtual table, with shadow tables of its own),
+so the index's tables are named here (``INDEX_TABLES``) and made by migration 0019:
+
+- SQLite: ``message_text``, an FTS5 table (``unicode61`` tokenizer) whose rowid is the message id;
+- PostgreSQL: ``message_text(message_id, terms tsvector)`` with a GIN index on ``terms``, its rows
+  removed with their message.
+
+A row holds ``engine.hl7.terms.search_terms`` of a message; a search matches every term of the
+query at a term's start (``smi`` finds ``smith``). Triggers of the migration drop a message's row
+when retention prunes its content, so a pruned message is found no more by what it said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import TSVECTOR
+
+from engine.store.driver.insert import Children
+from engine.store.driver.rows import Rows, binds
+
+__all__ = ["INDEX_TABLES", "ContentIndex"]
+
+#: The index's tables (and SQLite's FTS5 shadow tables), which no metadata describes.
+INDEX_TABLES = frozenset(
+    {
+        "message_text",
+        *(f"message_text_{shadow}" for shadow in ("data", "idx", "content", "docsize", "config")),
+    }
+)
+
+_index = sa.MetaData()
+_SQLITE = sa.Table("message_text", _index, sa.Column("rowid", sa.Integer), sa.Column("terms", sa.Text))
+_POSTGRESQL = sa.Table(
+    "message_text", sa.MetaData(), sa.Column("message_id", sa.BigInteger), sa.Column("terms", TSVECTOR)
+)
+
+
+class ContentIndex:
+    """Writes and searches the content index of one database dialect."""
+
+    def __init__(self, dialect: sa.Dialect):
+        self.sqlite = dialect.name == "sqlite"
+        table = _SQLITE if self.sqlite else _POSTGRESQL
+        self._link = table.c[0].name
+        self._insert = Rows(sa.insert(table).values(binds(table, self._link, "terms")))
+        #: The Children of a group's one statement (InsertReturningIds, PostgreSQL): its rows by position.
+        self.children = () if self.sqlite else (Children("t", _POSTGRESQL, "message_id", ("terms",)),)
+
+    def rows(self, ids: Sequence[int], terms: Sequence[str]) -> list[dict]:
+        """The index rows of messages ``ids`` (positions, for ``children``) with their terms; none for ''."""
+        return [{self._link: i, "terms": text} for i, text in zip(ids, terms) if text]
+
+    def add(self, connection: sa.Connection, rows: Sequence[dict]) -> None:
+        """Insert ``rows`` (from ``rows``) inside the connection's transaction."""
+        if rows:
+            self._insert.run(connection, rows)
+
+    def matching(self, message_id: sa.ColumnElement, terms: Sequence[str]) -> sa.ColumnElement[bool]:
+        """A criterion on ``message_id``: the message's indexed terms start with every one of ``terms``.
+
+        ``terms`` are engine.hl7.terms.query_terms (letters and digits only), at least one.
+        """
+        if not terms:
+            raise ValueError("a content search needs at least one term")
+        if self.sqlite:
+            found = sa.text("SELECT rowid FROM message_text WHERE message_text MATCH :match").bindparams(
+                match=" AND ".join(f'"{term}"*' for term in terms)
+            )
+        else:
+            found = sa.text(
+                "SELECT message_id FROM message_text WHERE terms @@ to_tsquery('simple', :match)"
+            ).bindparams(match=" & ".join(f"{term}:*" for term in terms))
+        return message_id.in_(found.columns(sa.column("id", sa.BigInteger)).scalar_subquery())
