@@ -18,6 +18,8 @@ __all__ = ["message_table"]
 def message_table(text: str | None, version: str) -> list[dict]:
     """The segments of ``text`` in order, each ``{"segment", "fields"}``; [] when it is no HL7 message.
 
+    Names are those of the version ``text``'s MSH-12 gives, else of ``version``.
+
     A field is ``{"position", "name", "value", "repetitions"}`` (only fields with a value);
     ``repetitions`` is a list of component lists, each component ``{"position", "name", "value"}``,
     given when the field has more than one repetition or component (else []).
@@ -29,6 +31,7 @@ def message_table(text: str | None, version: str) -> list[dict]:
     except HL7Error:
         return []
     delimiters = message.delimiters
+    version = message.get("MSH-12.1") or version  # what was sent may be of another version
     table = []
     for segment in message.segments:
         fields = []

@@ -261,6 +261,10 @@ class MessageStore:
         """Fires with MessageRepository.search(query)."""
         return self._pool.read(MessageRepository.search, self._repository, query)
 
+    def ids(self, query: MessageQuery) -> defer.Deferred:
+        """Fires with MessageRepository.ids(query)."""
+        return self._pool.read(MessageRepository.ids, self._repository, query)
+
     def get(self, message_id: int) -> defer.Deferred:
         """Fires with MessageRepository.get(message_id)."""
         return self._pool.read(MessageRepository.get, self._repository, message_id)

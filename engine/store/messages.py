@@ -374,12 +374,23 @@ class MessageRepository:
 
     def search(self, query: MessageQuery) -> list[MessageSummary]:
         """Summaries matching ``query``, newest (highest id) first, at most ``query.limit``."""
-        statement = sa.select(*_SUMMARY_COLUMNS).where(*_criteria(query, self._index))
+        with store_errors("searching messages"), self._engine.connect() as connection:
+            return [
+                MessageSummary(**row._mapping)
+                for row in connection.execute(self._page(query, *_SUMMARY_COLUMNS))
+            ]
+
+    def ids(self, query: MessageQuery) -> list[int]:
+        """The ids of the messages matching ``query``, newest first, at most ``query.limit``."""
+        with store_errors("searching messages"), self._engine.connect() as connection:
+            return list(connection.execute(self._page(query, messages.c.id)).scalars())
+
+    def _page(self, query: MessageQuery, *columns: sa.ColumnElement) -> sa.Select:
+        """The SELECT of ``columns`` of the messages matching ``query``: newest first, one page."""
+        statement = sa.select(*columns).where(*_criteria(query, self._index))
         if query.before_id is not None:
             statement = statement.where(messages.c.id < query.before_id)
-        statement = statement.order_by(messages.c.id.desc()).limit(query.limit)
-        with store_errors("searching messages"), self._engine.connect() as connection:
-            return [MessageSummary(**row._mapping) for row in connection.execute(statement)]
+        return statement.order_by(messages.c.id.desc()).limit(query.limit)
 
     def get(self, message_id: int) -> StoredMessage | None:
         """One message with its content, deliveries and status history, or None when there is no such id."""

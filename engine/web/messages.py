@@ -1,7 +1,10 @@
 """The JSON API over stored messages, the audit trail and the queues: ``/api`` but for the patient record.
 
-    GET  /api/messages?control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=&before_id=
-    GET  /api/messages/{id}             the message, its ACK, deliveries and events   (audited: view)
+    GET  /api/messages?q=&control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=
+         &before_id=
+    POST /api/messages/resend?<the search's filters>&expected_count=N[&destination=]  (audited: resend.bulk)
+    POST /api/messages/reprocess?<the search's filters>&expected_count=N          (audited: reprocess.bulk)
+    GET  /api/messages/{id}             the message, its stages, deliveries and events (audited: view)
     GET  /api/messages/{id}/raw         the bytes exactly as received; 410 once pruned (audited: raw)
     POST /api/messages/{id}/resend      queue it again for its destinations           (audited: resend)
     POST /api/messages/{id}/reprocess   run it through its channel again              (audited: reprocess)
@@ -9,7 +12,11 @@
     GET  /api/queues
     GET  /api/session
 
-A search returns summaries only (no content). A message whose content retention removed shows
+A search returns summaries only (no content); ``q`` searches by content (names, identifiers, OBX
+values: engine.hl7.terms), which only an operator may (it tells what messages say). A bulk action
+acts on every message the search's filters match (not only a page), once the caller says how
+many it expects: a different count (messages came or went since it looked) is a 409 with the
+count now, and nothing is done. A message whose content retention removed shows
 ``pruned_at`` (else null), an empty ``raw`` and null content elsewhere. A view of a message's
 content is written to the audit trail before the content is sent: when the trail cannot be
 written, nothing is shown.
@@ -24,7 +31,8 @@ from twisted.internet import defer
 from twisted.web import resource
 
 from engine.hl7.charset import decode
-from engine.store.messages import MessageQuery, StoredMessage
+from engine.hl7.terms import query_terms
+from engine.store.messages import ContentSearchOff, MessageQuery, StoredMessage
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated
 from engine.web.responses import (
@@ -38,11 +46,13 @@ from engine.web.responses import (
     send,
     serve,
 )
+from engine.web.stages import STAGES, message_stages
 
-__all__ = ["AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
+__all__ = ["OPENAPI_PATHS", "AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+MAX_BULK = 10_000  # messages one bulk resend or reprocess may act on
 HL7_CONTENT_TYPE = b"x-application/hl7-v2+er7"  # HAPI's HL7-over-HTTP media type
 
 
@@ -89,7 +99,8 @@ def _time(params: Mapping[str, str], name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-_SEARCH_PARAMS = (
+_FILTERS = (
+    "q",
     "control_id",
     "patient_id",
     "type",
@@ -99,19 +110,31 @@ _SEARCH_PARAMS = (
     "listener",
     "since",
     "until",
-    "limit",
-    "before_id",
 )
+_SEARCH_PARAMS = (*_FILTERS, "limit", "before_id")
 
 
 def message_query(request) -> MessageQuery:
     """The MessageQuery of a search request; BadRequest explains a parameter it cannot use.
 
-    ``sender`` is MSH-3's namespace id, or ``APP/FACILITY``; times without an offset are UTC.
+    ``sender`` is MSH-3's namespace id, or ``APP/FACILITY``; times without an offset are UTC;
+    ``q`` is words of the content, each matching a word's start.
     """
     params = _params(request, _SEARCH_PARAMS)
+    return _query(
+        params,
+        limit=_int(params, "limit", default=DEFAULT_LIMIT, high=MAX_LIMIT),
+        before_id=_int(params, "before_id"),
+    )
+
+
+def _query(params: Mapping[str, str], *, limit: int, before_id: int | None = None) -> MessageQuery:
+    """The MessageQuery of the filters in ``params`` (_FILTERS) and this page."""
+    if "q" in params and not query_terms(params["q"]):
+        raise BadRequest(f"q must hold a letter or digit (got {params['q']!r})")
     application, _, facility = params.get("sender", "").partition("/")
     return MessageQuery(
+        text=params.get("q"),
         control_id=params.get("control_id"),
         patient_id=params.get("patient_id"),
         message_type=params.get("type"),
@@ -122,8 +145,8 @@ def message_query(request) -> MessageQuery:
         listener=params.get("listener"),
         since=_time(params, "since"),
         until=_time(params, "until"),
-        limit=_int(params, "limit", default=DEFAULT_LIMIT, high=MAX_LIMIT),
-        before_id=_int(params, "before_id"),
+        limit=limit,
+        before_id=before_id,
     )
 
 
@@ -134,7 +157,9 @@ def _answer(request, work: Callable[[], defer.Deferred]) -> int:
     except BadRequest as error:
         d = defer.succeed(error_reply(400, str(error)))
     d.addErrback(
-        lambda failure: error_reply(400, str(failure.value)) if failure.check(BadRequest) else failure
+        lambda failure: (
+            error_reply(400, str(failure.value)) if failure.check(BadRequest, ContentSearchOff) else failure
+        )
     )
     return serve(request, d)
 
@@ -144,13 +169,19 @@ def _time_text(moment: datetime | None) -> str | None:
 
 
 class _Texts:
-    """Stored bytes as text for people: decoded with the charset their MSH-18 names (never raises)."""
+    """Stored bytes as text for people: decoded with the charset their MSH-18 names (never raises).
+
+    A byte the charset cannot decode shows as U+FFFD (JSON has no way to carry it as it is).
+    """
 
     def __init__(self, default_charset: str):
         self.default_charset = default_charset
 
     def __call__(self, content: bytes | None) -> str | None:
-        return None if content is None else decode(content, self.default_charset).text
+        if content is None:
+            return None
+        text = decode(content, self.default_charset).text
+        return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | None]) -> dict:
@@ -171,6 +202,7 @@ def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | Non
         "raw": text(stored.raw),
         "ack": text(stored.ack),
         "transformed": text(stored.transformed),
+        "stages": message_stages(stored, text),
         "deliveries": [
             {
                 "id": d.id,
@@ -213,6 +245,8 @@ class MessagesApi(JsonResource):
     def getChild(self, path: bytes, request) -> resource.Resource:
         if path == b"":
             return self
+        if path in _BULK_ACTIONS:
+            return _Bulk(path.decode(), self._store, self._auditor)
         message_id = parse_id(path)
         if message_id is None:
             return ReplyResource(
@@ -354,6 +388,47 @@ _ACTIONS: dict[bytes, Callable[[_Message], resource.Resource]] = {
 }
 
 
+class _Bulk(JsonResource):
+    """``POST /api/messages/resend|reprocess``: the action on every message a search's filters match."""
+
+    isLeaf = True
+
+    def __init__(self, action: str, store, auditor: Auditor):
+        super().__init__()
+        self._action = action
+        self._store = store
+        self._auditor = auditor
+
+    def render_POST(self, request) -> int:
+        @defer.inlineCallbacks
+        def act():
+            params = _params(request, (*_FILTERS, "expected_count", *_BULK_ACTIONS[self._action.encode()]))
+            expected = _int(params, "expected_count", low=0, high=MAX_BULK)
+            if expected is None:
+                raise BadRequest("give expected_count: how many messages the search showed")
+            ids = yield self._store.ids(_query(params, limit=MAX_BULK + 1))
+            if len(ids) > MAX_BULK:
+                raise BadRequest(f"more than {MAX_BULK} messages match: narrow the search")
+            if len(ids) != expected:
+                error = f"{len(ids)} messages match now, not {expected}: search again and confirm"
+                return json_reply({"error": error, "count": len(ids)}, 409)
+            # The filters' names are audited with the ids, never their values (a name searched for).
+            asked = ",".join(name for name in _FILTERS if name in params and name != "destination")
+            detail = f"count={len(ids)} filters={asked} messages={','.join(map(str, ids))}"
+            yield self._auditor.record(request, f"{self._action}.bulk", detail=detail)
+            if self._action == "resend":
+                deliveries = yield self._store.resend(ids, destination=params.get("destination"))
+                return json_reply({"count": len(ids), "deliveries": len(deliveries)})
+            reprocessed = yield self._store.reprocess(ids)
+            return json_reply({"count": len(ids), "reprocessed": reprocessed})
+
+        return _answer(request, act)
+
+
+# A bulk action's name, and the parameters it takes besides the filters and expected_count.
+_BULK_ACTIONS: dict[bytes, tuple[str, ...]] = {b"resend": ("destination",), b"reprocess": ()}
+
+
 class AuditApi(JsonResource):
     """``/api/audit``: the audit trail, newest first."""
 
@@ -409,3 +484,65 @@ class SessionApi(JsonResource):
 
     def render_GET(self, request) -> bytes:
         return send(request, json_reply({"user": authenticated(request).user}))
+
+
+def _parameters(*names: str, where: str = "query") -> list[dict]:
+    return [{"name": name, "in": where, "schema": {"type": "string"}} for name in names]
+
+
+def _operation(summary: str, role: str, parameters: list[dict], answers: dict | None = None) -> dict:
+    return {
+        "summary": summary,
+        "x-role": role,
+        "parameters": parameters,
+        "responses": {"200": {"description": "OK"}, **(answers or {})},
+    }
+
+
+_BULK_ANSWERS = {
+    "400": {"description": "a filter it cannot use, no expected_count, or more than MAX_BULK match"},
+    "409": {"description": "another count matches now (the body's count); nothing was done"},
+}
+_ID = _parameters("id", where="path")
+#: The OpenAPI 3.1 paths of this module's routes; ``x-role`` is the least role each needs.
+OPENAPI_PATHS: dict = {
+    "/api/messages": {
+        "get": _operation(
+            "Search messages (summaries); q searches the content", "operator", _parameters(*_SEARCH_PARAMS)
+        )
+    },
+    "/api/messages/resend": {
+        "post": _operation(
+            "Resend every message the filters match",
+            "operator",
+            _parameters(*_FILTERS, "expected_count", "destination"),
+            _BULK_ANSWERS,
+        )
+    },
+    "/api/messages/reprocess": {
+        "post": _operation(
+            "Reprocess every message the filters match",
+            "operator",
+            _parameters(*_FILTERS, "expected_count"),
+            _BULK_ANSWERS,
+        )
+    },
+    "/api/messages/{id}": {
+        "get": _operation(
+            f"The message with its stages ({', '.join(STAGES)}), deliveries and events (audited)",
+            "operator",
+            _ID,
+            {"404": {"description": "no such message"}},
+        )
+    },
+    "/api/messages/{id}/raw": {"get": _operation("The bytes as received (audited)", "operator", _ID)},
+    "/api/messages/{id}/resend": {
+        "post": _operation("Queue the message again", "operator", [*_ID, *_parameters("destination")])
+    },
+    "/api/messages/{id}/reprocess": {"post": _operation("Run it through its channel again", "operator", _ID)},
+    "/api/audit": {
+        "get": _operation("The audit trail", "admin", _parameters("limit", "before_id", "message_id", "user"))
+    },
+    "/api/queues": {"get": _operation("Queue depths", "viewer", [])},
+    "/api/session": {"get": _operation("Who is logged in", "viewer", [])},
+}
