@@ -38,10 +38,10 @@ from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.listeners.tls import server_tls_options
 from engine.store.message_store import MessageStore
 from engine.store.pruner import Pruner
-from engine.web.api import patient_resources
 from engine.web.audit import Auditor
 from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
+from engine.web.patients import patient_resources
 from engine.web.server import WebService
 
 __all__ = ["ALL_ROLES", "ROLES", "Engine", "ReloadReport", "check_roles"]
