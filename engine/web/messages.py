@@ -2,6 +2,7 @@
 
     GET  /api/messages?q=&control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=
          &before_id=
+    GET  /api/messages/count?<the search's filters>    how many match: {"count": N}
     POST /api/messages/resend?<the search's filters>&expected_count=N[&destination=]  (audited: resend.bulk)
     POST /api/messages/reprocess?<the search's filters>&expected_count=N          (audited: reprocess.bulk)
     GET  /api/messages/{id}             the message, its stages, deliveries and events (audited: view)
@@ -247,6 +248,8 @@ class MessagesApi(JsonResource):
             return self
         if path in _BULK_ACTIONS:
             return _Bulk(path.decode(), self._store, self._auditor)
+        if path == b"count":
+            return _Count(self._store)
         message_id = parse_id(path)
         if message_id is None:
             return ReplyResource(
@@ -388,6 +391,23 @@ _ACTIONS: dict[bytes, Callable[[_Message], resource.Resource]] = {
 }
 
 
+class _Count(JsonResource):
+    """``GET /api/messages/count``: how many messages the filters match (what a bulk action would act on)."""
+
+    isLeaf = True
+
+    def __init__(self, store):
+        super().__init__()
+        self._store = store
+
+    def render_GET(self, request) -> int:
+        def count() -> defer.Deferred:
+            query = _query(_params(request, _FILTERS), limit=1)
+            return self._store.count(query).addCallback(lambda n: json_reply({"count": n}))
+
+        return _answer(request, count)
+
+
 class _Bulk(JsonResource):
     """``POST /api/messages/resend|reprocess``: the action on every message a search's filters match."""
 
@@ -510,6 +530,9 @@ OPENAPI_PATHS: dict = {
         "get": _operation(
             "Search messages (summaries); q searches the content", "operator", _parameters(*_SEARCH_PARAMS)
         )
+    },
+    "/api/messages/count": {
+        "get": _operation("How many messages the filters match", "operator", _parameters(*_FILTERS))
     },
     "/api/messages/resend": {
         "post": _operation(

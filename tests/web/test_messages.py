@@ -359,6 +359,8 @@ def test_bulk_resend_acts_on_every_match_once_the_count_is_confirmed(start_web, 
     """A bulk resend needs the count the caller saw: another is a 409 with the count now, and nothing done."""
     ids = yield store.add([_patient(n, "SMITH" if n < 4 else "JONES") for n in range(1, 6)])
     web = start_web()
+    counted = yield in_thread(fetch, f"{web.url}/api/messages/count?q=smith", headers=basic())
+    assert counted.json() == {"count": 3}
     url = f"{web.url}/api/messages/resend?q=smith&destination=emr"
     missing = yield in_thread(fetch, url, "POST", headers=basic())
     assert missing.status == 400 and "expected_count" in missing.json()["error"]

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime
-
 import pytest_twisted
 
-from engine.model import AttemptResult, NewDelivery, Outcome, Status
 from tests.fakes.harness import in_thread
-from tests.fakes.messages import pms_message
+from tests.fakes.messages import pms_message, store_every_stage
 from tests.fakes.web import audit_rows, basic, fetch
 
 _SENT = (
@@ -21,24 +17,9 @@ _LATIN1_SENT = _SENT.replace("DOE", "MÜLLER").replace("|2.3\r", "|2.3||||||8859
 @pytest_twisted.inlineCallbacks
 def test_a_message_shows_received_transformed_ack_sent_response_and_error(start_web, store):
     """Each stage comes as decoded text and named segments; a failed delivery's reason is an error stage."""
-    deliveries = (
-        NewDelivery("emr", Status.QUEUED, "OUT1", _LATIN1_SENT.encode("latin-1")),
-        NewDelivery("lab", Status.QUEUED, "OUT1", _SENT.encode()),
-    )
-    message = dataclasses.replace(
-        pms_message(1), status=Status.QUEUED, transformed=_SENT.encode(), deliveries=deliveries
-    )
-    [message_id] = yield store.add([message])
-    stored = yield store.get(message_id)
-    emr, lab = stored.deliveries
-    at = datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
-    answer = b"MSH|^~\\&|EMR|WARD|HUB|TEST|20260101120500||ACK^A04|X1|P|2.3\rMSA|AE|OUT1|no bed\r"
-    yield store.record_attempts(
-        [
-            AttemptResult(emr.id, Outcome.SENT, at, response=answer, response_code="AE"),
-            AttemptResult(lab.id, Outcome.ERROR, at, reason="connection refused"),
-        ]
-    )
+    message = pms_message(1)
+    message_id = yield store_every_stage(store, message, _LATIN1_SENT.encode("latin-1"), _SENT.encode())
+    emr, _lab = (yield store.get(message_id)).deliveries
     web = start_web()
     view = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}", headers=basic())
     stages = view.json()["stages"]
