@@ -197,6 +197,15 @@ class ContentSearchOff(StoreError):
     """A search by content where there is no index to search: the content is encrypted at rest."""
 
 
+def _index_for(query: MessageQuery, index: ContentIndex | None) -> ContentIndex | None:
+    """The index a query searches (None when it searches no content); ContentSearchOff when there is none."""
+    if query.text is not None and index is None:
+        raise ContentSearchOff(
+            "search by content is off: with content encrypted at rest the store keeps no index of it"
+        )
+    return index if query.text is not None else None
+
+
 def _criteria(query: MessageQuery, index: ContentIndex | None) -> list[sa.ColumnElement[bool]]:
     """The WHERE of ``query``; ``index`` searches content (None: ContentSearchOff for a query that asks)."""
     c = messages.c
@@ -218,12 +227,9 @@ def _criteria(query: MessageQuery, index: ContentIndex | None) -> list[sa.Column
         criteria.append(c.received_at >= query.since)
     if query.until is not None:
         criteria.append(c.received_at < query.until)
-    if query.text is not None:
-        if index is None:
-            raise ContentSearchOff(
-                "search by content is off: with content encrypted at rest the store keeps no index of it"
-            )
-        criteria.append(index.matching(c.id, query_terms(query.text)))
+    searched = _index_for(query, index)
+    if searched is not None:
+        criteria.append(searched.matching(c.id, query_terms(query.text)))
     return criteria
 
 
@@ -241,7 +247,7 @@ class MessageRepository:
             _NEW_MESSAGE_FIELDS,
             engine.dialect,
             copies={"status_at": "received_at"},
-            children=(*INTAKE_CHILDREN, *(() if self._index is None else self._index.children)),
+            children=INTAKE_CHILDREN,
         )
 
     @property
@@ -279,27 +285,23 @@ class MessageRepository:
         if not rows and not files:
             return [[] for _ in groups]
         processed = any(m.deliveries is not None for m in every)
-        terms = [] if self._index is None else [search_terms(decode(m.raw).text) for m in every]
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
             if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
-                # Each deliveries, events and index row names its message by position (1, 2, ...).
-                positions = range(1, len(every) + 1)
-                children = intake_rows(every, positions, read_at, self._cipher) if processed else ([], [])
-                if self._index is not None:
-                    children = (*children, self._index.rows(positions, terms))
+                # Each deliveries and events row names its message by position (1, 2, ...).
+                children = (
+                    intake_rows(every, range(1, len(every) + 1), read_at, self._cipher) if processed else ()
+                )
                 return self._split(groups, self._insert.run_alone(connection, rows, children))
             # TRANSACTION: every message and source file record given, with the deliveries and
-            # events of those processed at intake and the messages' index rows, committed together
-            # or not at all (one group commit): a file is never recorded without its messages, nor
-            # they without it, and a message is never stored processed without its deliveries.
+            # events of those processed at intake, committed together or not at all (one group
+            # commit): a file is never recorded without its messages, nor they without it, and a
+            # message is never stored processed without its deliveries.
             with connection.begin():
                 ids = self._insert.run(connection, rows) if rows else []
                 if processed:
                     insert_intake_rows(connection, *intake_rows(every, ids, read_at, self._cipher))
-                if self._index is not None:
-                    self._index.add(connection, self._index.rows(ids, terms))
                 if files:
                     connection.execute(sa.insert(source_files), files)
         return self._split(groups, ids)
@@ -323,6 +325,37 @@ class MessageRepository:
             result.append(ids[start : start + len(new_messages)])
             start += len(new_messages)
         return result
+
+    def index_pending(self, limit: int = 500) -> int:
+        """Index the content of up to ``limit`` messages not indexed yet, oldest first; how many it indexed.
+
+        Not on intake's path: its words (engine.hl7.terms) cost more than the insert itself, and
+        an index written a batch at a time costs a fraction of one written a group commit at a
+        time (docs/performance.md). Every message gets a row, a pruned one an empty one, so the
+        indexed messages are those up to the newest row. None with content encrypted at rest.
+        Run it on the writer thread (ContentIndexer), where no prune of this process comes between
+        reading the content and writing its words.
+        """
+        if self._index is None:
+            return 0
+        m = messages.c
+        with store_errors("reading messages to index"), self._engine.connect() as connection:
+            found = connection.execute(
+                sa.select(m.id, m.raw, m.pruned_at)
+                .where(self._index.pending(m.id, connection))
+                .order_by(m.id)
+                .limit(limit)
+            ).all()
+        if not found:
+            return 0
+        terms = [
+            "" if row.pruned_at is not None else search_terms(decode(self._cipher.open(row.raw)).text)
+            for row in found
+        ]
+        # TRANSACTION: the index rows of a batch of messages, all or none (a batch is read again).
+        with store_errors("indexing messages"), self._engine.begin() as connection:
+            self._index.add(connection, self._index.rows([row.id for row in found], terms))
+        return len(found)
 
     def record_answer(self, message_id: int, ack_code: str, ack: bytes) -> None:
         """Keep the answer a sender was given after its message was stored (respond: after_processing)."""
@@ -387,10 +420,15 @@ class MessageRepository:
 
     def _page(self, query: MessageQuery, *columns: sa.ColumnElement) -> sa.Select:
         """The SELECT of ``columns`` of the messages matching ``query``: newest first, one page."""
-        statement = sa.select(*columns).where(*_criteria(query, self._index))
+        searched = _index_for(query, self._index)
+        statement = sa.select(*columns).where(*_criteria(dataclasses.replace(query, text=None), None))
         if query.before_id is not None:
             statement = statement.where(messages.c.id < query.before_id)
-        return statement.order_by(messages.c.id.desc()).limit(query.limit)
+        if searched is not None:
+            statement = searched.newest_matching(statement, messages.c.id, query_terms(query.text))
+        else:
+            statement = statement.order_by(messages.c.id.desc())
+        return statement.limit(query.limit)
 
     def get(self, message_id: int) -> StoredMessage | None:
         """One message with its content, deliveries and status history, or None when there is no such id."""

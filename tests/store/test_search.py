@@ -32,14 +32,23 @@ def _found(repository: MessageRepository, text: str, **criteria) -> list[str]:
     return [s.control_id for s in repository.search(MessageQuery(text=text, **criteria))]
 
 
+def _stored(repository: MessageRepository, new_messages) -> list[int]:
+    """Insert the messages and index them (as ContentIndexer does shortly after): their ids."""
+    ids = repository.insert(new_messages)
+    while repository.index_pending(limit=1000):
+        pass
+    return ids
+
+
 def test_a_message_is_found_by_name_identifier_birth_date_and_observation(repository):
     """Names (by a word's start, any case), MRNs, birth dates and OBX values find it; the header does not."""
-    repository.insert(
+    _stored(
+        repository,
         [
             _result(1, "SMITH", mrn="MRN77"),
             _result(2, "SMYTHE", born="19911231", value="POSITIVE"),
             _result(3, "DOE"),
-        ]
+        ],
     )
     assert _found(repository, "smith") == ["R1"]
     assert _found(repository, "Sm") == ["R2", "R1"]
@@ -53,21 +62,30 @@ def test_a_message_is_found_by_name_identifier_birth_date_and_observation(reposi
     assert repository.count(MessageQuery(text="sm")) == 2
 
 
-def test_a_message_processed_at_intake_is_indexed_with_its_deliveries(repository):
-    """The one statement of a processed group (PostgreSQL) carries the index rows too."""
+def test_messages_are_indexed_after_they_are_stored_oldest_first_a_batch_at_a_time(repository):
+    """Intake does not index: index_pending does, in id order, ``limit`` at a time, each message once."""
     delivery = NewDelivery("out", Status.QUEUED, "OUT1", b"MSH|^~\\&|X\r")
     processed = dataclasses.replace(_result(1, "QUIXOTL"), status=Status.QUEUED, deliveries=(delivery,))
-    repository.insert([processed, _result(2, "QUIXOTL")])
+    repository.insert([processed, _result(2, "QUIXOTL"), _result(3, "QUIXOTL")])
+    assert _found(repository, "quixotl") == []
+    assert repository.index_pending(limit=2) == 2
     assert _found(repository, "quixotl") == ["R2", "R1"]
+    assert repository.index_pending(limit=2) == 1
+    assert repository.index_pending(limit=2) == 0
+    assert _found(repository, "quixotl") == ["R3", "R2", "R1"]
 
 
-def test_a_pruned_message_is_not_found_by_what_it_said(repository):
-    """Retention's prune (pruned_at set) drops the message's index row with its content."""
+@pytest.mark.parametrize("pruned_first", [True, False])
+def test_a_pruned_message_is_not_found_by_what_it_said(repository, pruned_first):
+    """Pruned before it is indexed, or after (a trigger drops its row): not found by its content."""
     [first, _] = repository.insert([_result(1, "ZEBEDEE"), _result(2, "ZEBEDEE")])
+    if not pruned_first:
+        repository.index_pending()
     with repository.engine.begin() as connection:
         connection.execute(
             sa.update(messages).where(messages.c.id == first).values(raw=b"", pruned_at=sa.func.now())
         )
+    repository.index_pending()
     assert _found(repository, "zebedee") == ["R2"]
 
 
@@ -83,6 +101,7 @@ def test_with_content_encrypted_nothing_is_indexed_and_a_content_search_says_so(
     try:
         repository = MessageRepository(sealed)
         repository.insert([_result(1, "SMITH")])
+        assert repository.index_pending() == 0
         with pytest.raises(ContentSearchOff, match="encrypted"):
             repository.search(MessageQuery(text="smith"))
         assert repository.search(MessageQuery(control_id="R1"))
@@ -111,8 +130,9 @@ def test_at_twenty_thousand_messages_the_search_reads_the_index(repository, back
     """The plan of a content search goes through FTS5 (SQLite) or the GIN index (PostgreSQL), no scan."""
     names = ("SMITH", "JONES", "BROWN", "TAYLOR", "WILSON", "EVANS", "THOMAS", "ROBERTS")
     for start in range(0, 20_000, 1000):
-        repository.insert(
-            [_result(n, f"{names[n % 8]}{n}", given=f"G{n % 97}") for n in range(start, start + 1000)]
+        _stored(
+            repository,
+            [_result(n, f"{names[n % 8]}{n}", given=f"G{n % 97}") for n in range(start, start + 1000)],
         )
     with repository.engine.begin() as connection:  # fresh statistics, as autovacuum would keep them
         if backend == "postgresql":
@@ -123,7 +143,8 @@ def test_at_twenty_thousand_messages_the_search_reads_the_index(repository, back
     explain = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
     with repository.engine.connect() as connection:
         plan = "\n".join(str(row[-1]) for row in connection.exec_driver_sql(explain + sql, parameters))
-    if backend == "sqlite":
+    if backend == "sqlite":  # read from the index's matches, newest first; each message by its id
         assert "VIRTUAL TABLE INDEX" in plan and "SCAN messages" not in plan, plan
+        assert "SEARCH messages USING INTEGER PRIMARY KEY" in plan, plan
     else:
         assert "ix_message_text_terms" in plan and "Seq Scan on messages" not in plan, plan

@@ -81,6 +81,7 @@ def test_a_message_shows_every_stage_and_resends_go_after_a_confirmation(start_w
     sync_api = playwright_api()
     message_id = yield store_every_stage(store, _named(1, "QUIXOTL^ZED"), _SENT.encode(), _SENT.encode())
     smiths = yield store.add([_named(n, "SMITH^JANE") for n in range(2, 5)])
+    yield store.index_pending()  # as the engine's ContentIndexer does shortly after
     web = start_web()
 
     seen = yield in_thread(_look, sync_api, web.url + "/")

@@ -341,6 +341,7 @@ def _patient(n: int, family: str):
 def test_q_searches_the_content_with_the_other_filters(start_web, store):
     """``q`` finds messages by the patient's name (a word's start, any case), with any other filter."""
     yield store.add([_patient(1, "SMITH"), _patient(2, "SMYTHE"), _patient(3, "JONES")])
+    yield store.index_pending()  # as the engine's ContentIndexer does shortly after
     web = start_web()
     for query, ids in (
         ("q=smith", [1]),
@@ -358,6 +359,7 @@ def test_q_searches_the_content_with_the_other_filters(start_web, store):
 def test_bulk_resend_acts_on_every_match_once_the_count_is_confirmed(start_web, store):
     """A bulk resend needs the count the caller saw: another is a 409 with the count now, and nothing done."""
     ids = yield store.add([_patient(n, "SMITH" if n < 4 else "JONES") for n in range(1, 6)])
+    yield store.index_pending()
     web = start_web()
     counted = yield in_thread(fetch, f"{web.url}/api/messages/count?q=smith", headers=basic())
     assert counted.json() == {"count": 3}
