@@ -115,7 +115,7 @@ class RetentionService(service.Service):
         self.leases.watch(RETENTION_KEY, lambda: None, lambda: None)
         self.pruner.start()
         if self.indexer is not None:
-            self.indexer.start()
+            self.indexer.start(first_after=0)  # what came while the engine was down, at once
 
     @defer.inlineCallbacks
     def stopService(self):

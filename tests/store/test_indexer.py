@@ -20,7 +20,7 @@ def test_messages_stored_while_it_runs_are_found_by_content_within_seconds(open_
     store = open_store()
     yield store.add([_named(n, "QUIXOTL^ANN") for n in range(1, 8)])
     indexer = ContentIndexer(store, reactor=reactor, every=0.05, batch=3)
-    indexer.start()
+    indexer.start(first_after=0)
     try:
         yield store.add([_named(9, "ZEBEDEE^ANN")])
         for _ in range(200):  # at most 10 s
@@ -40,7 +40,7 @@ def test_a_process_without_the_jobs_lease_does_not_index(open_store):
     yield store.add([_named(1, "QUIXOTL^ANN")])
     asked = []
     indexer = ContentIndexer(store, reactor=reactor, every=0.01, may_run=lambda: asked.append(1) or False)
-    indexer.start()
+    indexer.start(first_after=0)
     while len(asked) < 3:
         yield task.deferLater(reactor, 0.01, lambda: None)
     yield indexer.stop()
