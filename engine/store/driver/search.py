@@ -75,6 +75,11 @@ class ContentIndex:
         if rows:
             self._insert.run(connection, rows)
 
+    def clear(self, connection: sa.Connection) -> int:
+        """Remove every row inside the connection's transaction; how many there were."""
+        table = _SQLITE if self.sqlite else _POSTGRESQL
+        return connection.execute(sa.delete(table)).rowcount
+
     def newest_matching(
         self, statement: sa.Select, message_id: sa.ColumnElement, terms: Sequence[str]
     ) -> sa.Select:
