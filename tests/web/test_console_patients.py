@@ -64,9 +64,6 @@ def test_the_patient_view_finds_a_person_and_shows_their_record(start_web, store
     assert int(counts["History"].rstrip(")")) >= 1
     assert "MRN-556677" in seen["identifiers"] and "STMARY_EMR" in seen["identifiers"]
     assert seen["worklist_shown"] is False
-    assert [row[1] for row in audit_rows(store)] == [
-        "login",
-        "patient.search",
-        "patient.view",
-        "patient.history",
-    ]
+    actions = [row[1] for row in audit_rows(store)]
+    assert actions[:2] == ["login", "patient.search"]
+    assert sorted(actions[2:]) == ["patient.history", "patient.view"]  # read together

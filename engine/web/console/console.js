@@ -134,6 +134,7 @@
     $("app-view").hidden = true;
     $("who").hidden = true;
     $("logout").hidden = true;
+    $("nav").hidden = true;
     $("login-view").hidden = false;
     $("login-error").textContent = message;
     $("login-user").focus();
@@ -145,6 +146,7 @@
     $("who").textContent = user;
     $("who").hidden = false;
     $("logout").hidden = false;
+    $("nav").hidden = false;
     $("zone").textContent = "Times in " + ZONE;
     loadQueues();
     startNodes();
