@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.web.test.requesthelper import DummyRequest
 
 from engine.model import NewDelivery, Status
+from engine.store.cipher import Cipher
 from engine.store.messages import MessageQuery
 from engine.store.retention import RetentionPolicy, RetentionRepository
 from engine.web.messages import BadRequest, message_query
@@ -382,3 +383,21 @@ def test_bulk_resend_acts_on_every_match_once_the_count_is_confirmed(start_web, 
     assert [s.status for s in statuses] == [Status.TRANSFORMED] * 3 + [Status.RECEIVED] * 2
     unknown = yield in_thread(fetch, f"{url}&expected_count=3&limit=5", "POST", headers=basic())
     assert unknown.status == 400 and "limit" in unknown.json()["error"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_content_encrypted_q_is_refused_and_other_filters_work(start_web, open_sqlite_store):
+    """No index is kept of sealed content: ``q`` (search, count, bulk) answers 400 saying so."""
+    sealed = open_sqlite_store(cipher=Cipher({"k": b"k" * 32}, "k"))
+    yield sealed.add([_patient(1, "SMITH")])
+    yield sealed.index_pending()
+    web = start_web(on=sealed)
+    for method, path in (
+        ("GET", "/api/messages?q=smith"),
+        ("GET", "/api/messages/count?q=smith"),
+        ("POST", "/api/messages/resend?q=smith&expected_count=1"),
+    ):
+        refused = yield in_thread(fetch, f"{web.url}{path}", method, headers=basic())
+        assert (refused.status, "encrypted" in refused.json()["error"]) == (400, True), path
+    found = yield in_thread(fetch, f"{web.url}/api/messages?control_id=CTRL1", headers=basic())
+    assert [m["control_id"] for m in found.json()] == ["CTRL1"]
