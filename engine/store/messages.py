@@ -342,7 +342,7 @@ class MessageRepository:
         with store_errors("reading messages to index"), self._engine.connect() as connection:
             found = connection.execute(
                 sa.select(m.id, m.raw, m.pruned_at)
-                .where(self._index.pending(m.id, connection))
+                .where(self._index.pending(m.id, connection, limit))
                 .order_by(m.id)
                 .limit(limit)
             ).all()

@@ -57,19 +57,25 @@ class ContentIndex:
         """The index rows of messages ``ids`` with their terms (space-separated; '' for none)."""
         return [{self._link: i, "terms": text} for i, text in zip(ids, terms)]
 
-    def pending(self, message_id: sa.ColumnElement, connection: sa.Connection) -> sa.ColumnElement[bool]:
-        """A criterion on ``message_id``: the messages without an index row.
+    def pending(
+        self, message_id: sa.ColumnElement, connection: sa.Connection, limit: int
+    ) -> sa.ColumnElement[bool]:
+        """A criterion on ``message_id``: the messages without an index row, of the next ``limit`` or so.
 
         SQLite commits ids in order (one writer), so they are those after the newest row. On
         PostgreSQL a smaller id may commit after a larger one: the last ``POSTGRESQL_LAG`` ids
-        before the newest row are looked at again, those without a row included.
+        before the newest row are looked at again, those without a row included, up to the
+        ``limit``-th id after it (a range of the primary key, whatever the planner thinks).
         """
         newest = connection.execute(self._newest).scalar() or 0
         if self.sqlite:
             return message_id > newest
-        recent = newest - POSTGRESQL_LAG
-        indexed = sa.select(_POSTGRESQL.c.message_id).where(_POSTGRESQL.c.message_id > recent)
-        return sa.and_(message_id > recent, message_id.not_in(indexed))
+        upper = connection.execute(
+            sa.select(message_id).where(message_id > newest).order_by(message_id).offset(limit - 1).limit(1)
+        ).scalar()
+        indexed = sa.exists().where(_POSTGRESQL.c.message_id == message_id)
+        window = [message_id > newest - POSTGRESQL_LAG, ~indexed]
+        return sa.and_(*window, *([] if upper is None else [message_id <= upper]))
 
     def add(self, connection: sa.Connection, rows: Sequence[dict]) -> None:
         """Insert ``rows`` (from ``rows``) inside the connection's transaction."""
