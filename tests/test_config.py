@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine.config import ConfigProblem, load_config, parse_config
+from engine.configengine import WebUser
 from engine.errors import ConfigError, EngineError
 from engine.store.cipher import Cipher
 from engine.web.passwords import hash_password
@@ -684,7 +685,7 @@ def test_config_refuses_a_plain_password(tmp_path):
         base_dir=tmp_path,
     )
     http = config.engine.http
-    assert (http.users, http.session_minutes) == ({"alice": hashed}, 30)
+    assert (http.users, http.session_minutes) == ({"alice": WebUser(password=hashed, role="admin")}, 30)
     limits = (
         http.login_failures_per_user,
         http.login_failures_per_address,

@@ -15,7 +15,7 @@ from tests.fakes.web import http_request
 def admitted(user: str = "alice"):
     """A request from 10.0.0.5 that the gate admitted for ``user``."""
     request = http_request()
-    request.setComponent(IPrincipal, Principal(user, "session"))
+    request.setComponent(IPrincipal, Principal(user, "session", "operator"))
     return request
 
 
