@@ -31,6 +31,12 @@ PASSWORD = "correct horse battery staple"
 USERS = {"alice": hash_password(PASSWORD, iterations=1000)}
 # The same users as the Authenticator takes them: a bare hash in the config is an admin.
 ACCOUNTS = {name: Account(encoded, ADMIN) for name, encoded in USERS.items()}
+# engine.http.users with one user of each role (all with PASSWORD): vera views, otto operates.
+ROLE_USERS = {
+    "vera": {"password": USERS["alice"], "role": "viewer"},
+    "otto": {"password": USERS["alice"], "role": "operator"},
+    "alice": {"password": USERS["alice"], "role": "admin"},
+}
 BROWSER = {"X-Requested-With": "test"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
