@@ -1,9 +1,10 @@
 """Who may use the web server: sessions, the authenticator, and the gate in front of everything not public.
 
 Users are configured as PBKDF2-SHA256 hashes (``engine.http.users``, made by ``hl7engine
-hash-password``). A browser logs in once and carries an HttpOnly, SameSite=Strict session cookie;
-a script sends HTTP Basic credentials with every request. Hashing a password costs a fraction of a
-second of CPU on purpose, so it runs on a thread, never on the reactor.
+hash-password``), each with a role that the gate checks against the route's (engine.web.roles).
+A browser logs in once and carries an HttpOnly, SameSite=Strict session cookie; a script sends
+HTTP Basic credentials with every request. Hashing a password costs a fraction of a second of CPU
+on purpose, so it runs on a thread, never on the reactor.
 """
 
 from __future__ import annotations
@@ -376,11 +377,12 @@ def _cross_site(request) -> bool:
 
 
 class Gate(resource.Resource):
-    """Lets a request reach the wrapped tree only with a live session or valid Basic credentials (else
-    401) and a role the ``policy`` finds enough for the method and path (else 403).
+    """Lets a request reach the wrapped tree only for a user who logged in and whose role may use it.
 
-    Authentication may need a thread (hashing), so the gate answers with a DeferredResource that
-    resumes the traversal below ``wrapped`` once the user is known, as twisted.web.guard does.
+    No live session nor valid Basic credentials: 401. A role below the one the ``policy`` gives
+    the method and path (engine.web.roles): 403. Authentication may need a thread (hashing), so
+    the gate answers with a DeferredResource that resumes the traversal below ``wrapped`` once the
+    user is known, as twisted.web.guard does.
     """
 
     def __init__(self, wrapped: resource.Resource, authenticator: Authenticator, policy: RolePolicy):

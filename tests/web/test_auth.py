@@ -351,3 +351,11 @@ def test_an_authenticator_that_fails_is_a_500_and_lets_nobody_in(gated):
     url, _ = gated
     response = yield in_thread(fetch, f"{url}/broken", headers=basic())
     assert (response.status, response.json()) == (500, {"error": "internal error"})
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_session_of_a_user_no_longer_configured_admits_nobody(store):
+    """The role is looked up at every request: a session whose user left the config gives no Principal."""
+    authenticator, _ = inline_authenticator(_Clock(), store=store)
+    token = (yield authenticator.sessions.open("ghost")).encode()
+    assert (yield authenticator.authenticate(http_request(cookies={SESSION_COOKIE: token}))) is None
