@@ -88,24 +88,66 @@ def _templated_segments(route: Route) -> tuple[bool, ...]:
     return tuple(bool(_TEMPLATE.fullmatch(part)) for part in route.path.split("/") if part)
 
 
-# The message fields that hold content (the bytes received, made, sent or answered): an operator's only.
-_CONTENT = ("raw", "ack", "transformed")
-_DELIVERY_CONTENT = ("payload", "response")
-# What names a person in a message's metadata.
-_PERSON = ("patient_id",)
+# What a viewer sees of a message: these fields, by name. Any other field reads null, so content or
+# person data added to the message JSON later stays hidden from viewers until it is listed here.
+_METADATA = frozenset(
+    {
+        "id",
+        "received_at",
+        "listener",
+        "channel",
+        "peer",
+        "status",
+        "type",
+        "sending_application",
+        "sending_facility",
+        "receiving_application",
+        "receiving_facility",
+        "message_code",
+        "trigger_event",
+        "message_structure",
+        "control_id",
+        "version",
+        "processing_id",
+        "charset",
+        "batch_control_id",
+        "batch_index",
+        "ack_code",
+        "error",
+        "pruned_at",
+    }
+)
+_DELIVERY_METADATA = frozenset(
+    {
+        "id",
+        "destination",
+        "status",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "sent_at",
+        "superseded_at",
+        "response_code",
+        "reason",
+    }
+)
+_EVENT_METADATA = frozenset({"id", "at", "status", "detail", "destination"})
+
+
+def _only(shown: Mapping, allowed: frozenset[str]) -> dict:
+    return {name: value if name in allowed else None for name, value in shown.items()}
 
 
 def without_person_data(summary: Mapping) -> dict:
-    """A message summary as a viewer sees it: no field that names a person (they read null)."""
-    return {**summary, **dict.fromkeys(_PERSON)}
+    """A message summary as a viewer sees it: its metadata; every other field (patient_id ...) null."""
+    return _only(summary, _METADATA)
 
 
 def without_content(message: Mapping) -> dict:
-    """A message as a viewer sees it: its metadata, with every content field and person data null."""
-    shown = without_person_data(message)
-    shown.update(dict.fromkeys(_CONTENT))
-    shown["deliveries"] = [
-        {**delivery, **dict.fromkeys(_DELIVERY_CONTENT)} for delivery in message.get("deliveries", ())
-    ]
-    shown["content_hidden"] = True
-    return shown
+    """A message as a viewer sees it: metadata of it, its deliveries and events; every other field null."""
+    return {
+        **without_person_data(message),
+        "deliveries": [_only(delivery, _DELIVERY_METADATA) for delivery in message.get("deliveries", ())],
+        "events": [_only(event, _EVENT_METADATA) for event in message.get("events", ())],
+        "content_hidden": True,
+    }

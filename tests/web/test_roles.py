@@ -8,7 +8,7 @@ import pytest_twisted
 from engine.model import NewDelivery, Status
 from engine.web.api import patient_resources
 from engine.web.openapi import policy
-from engine.web.roles import ADMIN, OPERATOR, VIEWER, RolePolicy, may
+from engine.web.roles import ADMIN, OPERATOR, VIEWER, RolePolicy, may, without_content, without_person_data
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
 from tests.fakes.web import BROWSER, ROLE_USERS, audit_rows, basic, fetch, login, session_cookie
@@ -159,3 +159,27 @@ def test_the_session_and_the_login_say_the_role(start_web):
     assert session.json() == {"user": "vera", "role": "viewer"}
     audit = yield in_thread(fetch, f"{web.url}/api/audit", headers={**BROWSER, **cookie})
     assert audit.status == 403
+
+
+def test_a_viewer_sees_only_fields_listed_as_metadata():
+    """A field not known as metadata (content a later version adds) reads null for a viewer, nested too."""
+    message = {
+        "id": 1,
+        "status": "SENT",
+        "stages": [{"raw": "MSH|..."}],
+        "deliveries": [{"destination": "emr", "payload": "MSH|...", "sent_as": "MSH|..."}],
+        "events": [{"status": "SENT", "content": "MSH|..."}],
+    }
+    assert without_content(message) == {
+        "id": 1,
+        "status": "SENT",
+        "stages": None,
+        "deliveries": [{"destination": "emr", "payload": None, "sent_as": None}],
+        "events": [{"status": "SENT", "content": None}],
+        "content_hidden": True,
+    }
+    assert without_person_data({"id": 1, "patient_id": "P-1", "patient_name": "DOE"}) == {
+        "id": 1,
+        "patient_id": None,
+        "patient_name": None,
+    }
