@@ -117,11 +117,13 @@ class ConfigApi(JsonResource):
         path = [segment for segment in request.postpath if segment]
         try:
             if not path:
-                work = self._current(_ids(request, ()))
+                _ids(request, ())  # none taken: an unknown one is refused, not ignored
+                work = self._current()
             elif path == [b"history"]:
                 work = self._history(_ids(request, ("limit", "before_id")))
             elif len(path) == 2 and path[0] == b"history" and parse_id(path[1]) is not None:
-                work = self._one(parse_id(path[1]), _ids(request, ()))
+                _ids(request, ())
+                work = self._one(parse_id(path[1]))
             elif path == [b"diff"]:
                 work = self._diff(**_ids(request, ("from", "to"), required=("from", "to")))
             else:
@@ -130,7 +132,7 @@ class ConfigApi(JsonResource):
             work = defer.succeed(error_reply(400, str(error)))
         return serve(request, work)
 
-    def _current(self, _params: Mapping) -> defer.Deferred:
+    def _current(self) -> defer.Deferred:
         summary = dict(self._summary()) if self._summary is not None else None
         d = self._store.config_history(1)
         return d.addCallback(
@@ -151,7 +153,7 @@ class ConfigApi(JsonResource):
             lambda records: json_reply([record_json(record, with_content=False) for record in records])
         )
 
-    def _one(self, record_id: int, _params: Mapping) -> defer.Deferred:
+    def _one(self, record_id: int) -> defer.Deferred:
         d = self._store.config_record(record_id)
         return d.addCallback(
             lambda record: (

@@ -44,13 +44,13 @@ def paths(modules: Iterable[ModuleType] = API_MODULES) -> dict:
     return merged
 
 
-def document(modules: Iterable[ModuleType] = API_MODULES, *, version: str = "1") -> dict:
-    """The whole OpenAPI 3.1 document."""
+def document(modules: Iterable[ModuleType] = API_MODULES) -> dict:
+    """The whole OpenAPI 3.1 document (its version is the API's, 1, not the engine's)."""
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "hl7engine",
-            "version": version,
+            "version": "1",
             "description": (
                 "The engine's JSON API. Every operation names in x-role the least role that may call"
                 " it: viewer < operator < admin."
