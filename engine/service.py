@@ -251,7 +251,12 @@ class Engine(service.MultiService):
             # The patient API sits behind the same login; every patient shown or exported is audited.
             patients = patient_resources(self.store, auditor=Auditor(self.store))
             self.web = WebService(
-                settings, self.store, reactor=reactor, metrics=self.metrics, extra_resources=patients
+                settings,
+                self.store,
+                reactor=reactor,
+                metrics=self.metrics,
+                extra_resources=patients,
+                config_summary=lambda: self.config.summary(),
             )
             self.web.setServiceParent(self)
 
