@@ -11,14 +11,13 @@ import click
 from engine.cli.app import (
     DEFAULT_CONFIG,
     load_config_or_exit,
-    main,
     megabytes,
     message_repository,
     running_engine,
 )
 
 
-@main.command()
+@click.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 @click.option("--channel", help="Only this channel's messages.")
@@ -95,7 +94,7 @@ def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
         click.echo("PostgreSQL: VACUUM done; the space is reused, not returned to the OS")
 
 
-@main.command()
+@click.command()
 @click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
@@ -129,7 +128,7 @@ def backup(destination: Path, config_path: str, db: str | None) -> None:
     click.echo(f"backup {done.path}: {megabytes(done.size)} in {done.seconds:.1f} s, integrity ok")
 
 
-@main.command()
+@click.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 @click.option("--batch", default=500, show_default=True, help="Rows read and written at a time.")
@@ -154,7 +153,7 @@ def rekey(config_path: str, db: str | None, batch: int, pause: float) -> None:
     click.echo(f"rekey done: {sum(changed.values())} value(s) now sealed with the current key")
 
 
-@main.command("new-key")
+@click.command("new-key")
 def new_key() -> None:
     """Print a new random encryption key (base64), for a key file or variable of engine.store.encryption."""
     from engine.store.cipher import new_key as make_key

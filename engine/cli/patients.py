@@ -9,12 +9,11 @@ import click
 
 from engine.cli.app import (
     DEFAULT_CONFIG,
-    main,
     message_repository,
 )
 
 
-@main.group()
+@click.group()
 def patient() -> None:
     """Find and show people in the unified patient record."""
 

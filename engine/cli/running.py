@@ -14,8 +14,8 @@ import click
 from engine.cli.app import (
     DEFAULT_CONFIG,
     PID_FILE,
+    echo_json,
     load_config_or_exit,
-    main,
     running_engine,
 )
 
@@ -29,7 +29,7 @@ def _workers(value: str) -> int | None:
     return int(value)
 
 
-@main.command()
+@click.command()
 @click.option(
     "-c",
     "--config",
@@ -198,7 +198,7 @@ def _reload(engine, supervisor) -> None:
     d.addErrback(lambda failure: None)  # already logged, problem by problem; the old config keeps running
 
 
-@main.command()
+@click.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 def reload(config_path: str) -> None:
     """Ask the running engine to reload its config (checked here first; every problem is printed)."""
@@ -211,15 +211,39 @@ def reload(config_path: str) -> None:
     click.echo(f"asked engine {pid} to reload {config_path}")
 
 
-@main.command()
-@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
-def check(config_path: str) -> None:
-    """Validate a config; print every problem with its YAML path and exit non-zero if any."""
-    config = load_config_or_exit(config_path)
-    click.echo(f"{config_path}: OK ({len(config.listeners)} listener(s), {len(config.channels)} channel(s))")
+@click.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "-c", "--config", "config_path", default=None, help=f"The channels.yaml (default: {DEFAULT_CONFIG})."
+)
+@click.option("--json", "as_json", is_flag=True, help="The outcome as one JSON object: ok, counts, problems.")
+def check(config_file: str | None, config_path: str | None, as_json: bool) -> None:
+    """Validate a config (CONFIG_FILE or -c); print every problem with its YAML path.
+
+    Exit status: 0 valid, 2 any problem.
+    """
+    from engine.config import load_config
+    from engine.errors import ConfigError
+
+    if config_file and config_path and config_file != config_path:
+        raise click.UsageError("give the config once: as CONFIG_FILE or with -c")
+    path = config_file or config_path or DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        if not as_json:
+            raise
+        problems = [{"path": p.path, "line": p.line, "message": p.message} for p in error.problems]
+        echo_json({"config": path, "ok": False, "problems": problems})
+        sys.exit(2)
+    if as_json:
+        counts = {"listeners": len(config.listeners), "channels": len(config.channels)}
+        echo_json({"config": path, "ok": True, "problems": [], **counts})
+    else:
+        click.echo(f"{path}: OK ({len(config.listeners)} listener(s), {len(config.channels)} channel(s))")
 
 
-@main.command("hash-password")
+@click.command("hash-password")
 @click.option(
     "--iterations",
     type=click.IntRange(min=1),
