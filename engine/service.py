@@ -251,7 +251,12 @@ class Engine(service.MultiService):
             # The patient API sits behind the same login; every patient shown or exported is audited.
             patients = patient_resources(self.store, auditor=Auditor(self.store))
             self.web = WebService(
-                settings, self.store, reactor=reactor, metrics=self.metrics, extra_resources=patients
+                settings,
+                self.store,
+                reactor=reactor,
+                metrics=self.metrics,
+                extra_resources=patients,
+                unbound_listeners=self.unbound_listeners,
             )
             self.web.setServiceParent(self)
 
@@ -277,6 +282,14 @@ class Engine(service.MultiService):
                 self.channels[channel.name].at_intake_allowed = (
                     config.engine.cluster is None and not self.reuse_port
                 )
+
+    def unbound_listeners(self) -> list[str]:
+        """This process's listeners not serving now: an MLLP port not bound, a folder not polled."""
+        return sorted(
+            name
+            for name, listener in self.listeners.items()
+            if not listener.running or (isinstance(listener, MLLPListenerService) and not listener.bound)
+        )
 
     def _listeners_of(self, config: Config):
         """The listeners this process runs: all with the intake role (an extra intake: the MLLP ones)."""

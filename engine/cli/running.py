@@ -5,9 +5,11 @@ Only ``run`` touches the global reactor.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -86,6 +88,8 @@ def run(
     )
 
     config = load_config_or_exit(config_path)
+    # Before anything is written: a second engine on this data folder stops here.
+    lock = hold_data_folder(config.engine.data_dir) if role is None else None  # noqa: F841  (held)
     from engine.cli.workers import (
         Supervisor,
         auto_workers,
@@ -169,7 +173,6 @@ def run(
 
     pid_file = config.engine.data_dir / PID_FILE
     if role is None:  # the pid file names the main process: `hl7engine reload` signals it
-        pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # data_dir: the store goes here too
         pid_file.write_text(f"{os.getpid()}\n")
     # SIGHUP reloads channels.yaml: only what changed is restarted; a bad file changes nothing.
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine, supervisor))
@@ -182,6 +185,34 @@ def run(
             pid_file.unlink(missing_ok=True)
     if failed:
         sys.exit(1)
+
+
+LOCK_FILE = "hl7engine.lock"
+
+
+def hold_data_folder(data_dir: Path) -> int:
+    """Lock ``data_dir`` for this engine (its file descriptor, held until the process ends); exit 1 if taken.
+
+    One engine per data folder: a second one would share the store and overwrite the first one's
+    pid file. The lock is released by the kernel however the process ends, kill -9 included, and
+    worker processes do not inherit it (Python's descriptors are not inheritable).
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store goes here too
+    descriptor = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode("ascii", errors="replace").strip() or "?"
+        os.close(descriptor)
+        click.echo(
+            f"hl7engine: another engine (pid {holder}) is running on the data folder {data_dir};"
+            " stop it first, or give this config another engine.data_dir",
+            err=True,
+        )
+        sys.exit(1)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+    return descriptor
 
 
 def _child_command(config_path: str, log_level: str, role: str, poll_seconds: float | None) -> list[str]:

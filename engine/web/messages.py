@@ -24,6 +24,7 @@ from twisted.internet import defer
 from twisted.web import resource
 
 from engine.hl7.charset import decode
+from engine.model import Status
 from engine.store.messages import MessageQuery, StoredMessage
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated
@@ -39,7 +40,27 @@ from engine.web.responses import (
     serve,
 )
 
-__all__ = ["AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
+__all__ = ["OPENAPI_PATHS", "AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
+
+
+def _route(method: str, summary: str, role: str, **extra) -> dict:
+    ok = {"200": {"description": "JSON"}, "400": {"description": "a bad parameter, named"}}
+    return {method: {"summary": summary, "x-role": role, "responses": ok, **extra}}
+
+
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}]
+
+#: The routes of this module with the least role each needs (viewers see no content).
+OPENAPI_PATHS: dict = {
+    "/api/messages": _route("get", "Search messages: summaries, no content", "viewer"),
+    "/api/messages/{id}": _route("get", "One message with its content (audited)", "operator", parameters=_ID),
+    "/api/messages/{id}/raw": _route("get", "The bytes as received (audited)", "operator", parameters=_ID),
+    "/api/messages/{id}/resend": _route("post", "Queue it again (audited)", "operator", parameters=_ID),
+    "/api/messages/{id}/reprocess": _route("post", "Run it again (audited)", "operator", parameters=_ID),
+    "/api/audit": _route("get", "The audit trail", "admin"),
+    "/api/queues": _route("get", "Queue depths", "viewer"),
+    "/api/session": _route("get", "Who is logged in", "viewer"),
+}
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -117,7 +138,7 @@ def message_query(request) -> MessageQuery:
         message_type=params.get("type"),
         sending_application=application or None,
         sending_facility=facility or None,
-        status=params["status"].upper() if "status" in params else None,
+        status=_status(params),
         channel=params.get("channel"),
         listener=params.get("listener"),
         since=_time(params, "since"),
@@ -125,6 +146,15 @@ def message_query(request) -> MessageQuery:
         limit=_int(params, "limit", default=DEFAULT_LIMIT, high=MAX_LIMIT),
         before_id=_int(params, "before_id"),
     )
+
+
+def _status(params: dict[str, str]) -> str | None:
+    if "status" not in params:
+        return None
+    status = params["status"].upper()
+    if status not in Status.__members__:
+        raise BadRequest(f"status must be one of {', '.join(Status)} (got {params['status']!r})")
+    return status
 
 
 def _answer(request, work: Callable[[], defer.Deferred]) -> int:
