@@ -53,7 +53,7 @@ from engine.listeners.admission import Network
 from engine.listeners.endpoints import Bind, bind_of
 from engine.listeners.tls import key_fits_certificate
 from engine.store.retention import RetentionPolicy
-from engine.transforms.hatch import import_target
+from engine.transforms.hatch import import_target, importing_from
 from engine.transforms.inputs import InputFile
 from engine.transforms.lookup import LookupTable, load_tables
 from engine.transforms.spec import TableSpec, TransformSpec
@@ -380,7 +380,8 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
     channel_names = {c.name for c in config.channels}
     for i, channel in enumerate(config.channels):
         for loc, specs in transform_lists(channel):
-            found = check_transforms(specs, path_loc=("channels", i, *loc), table_names=table_names)
+            with importing_from(config.base_dir):  # python: modules beside the config import
+                found = check_transforms(specs, path_loc=("channels", i, *loc), table_names=table_names)
             problems += found
             if not found:
                 config._modules |= _modules_of(specs)
