@@ -2,8 +2,9 @@
 
 ``hl7engine messages``, ``resend``, ``nodes``... read the store and never run a channel, so they
 neither build the listeners and channels nor import a ``python:`` transform module: this loader
-validates only the ``engine`` block (the store, its keys, the data folder) and reads the channel
-and destination names as written. ``hl7engine check`` and ``run`` use ``engine.config`` for all of it.
+validates only the ``engine`` block (the store, its keys, the data folder; not ``engine.http``)
+and reads the channel and destination names as written. ``hl7engine check`` and ``run`` use
+``engine.config`` for all of it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def load_store_side(path: str | Path, *, environ: Mapping[str, str] | None = Non
         line, message = describe_yaml_error(error)
         raise ConfigError([ConfigProblem("", line, message, source)]) from None
     data = document.data if isinstance(document.data, dict) else {}
-    block = {"engine": data["engine"]} if "engine" in data else {}
+    engine = data.get("engine")
+    # engine.http is the web server's (its endpoint is checked with Twisted, slow to import): not needed here.
+    block = {"engine": {k: v for k, v in engine.items() if k != "http"}} if isinstance(engine, dict) else {}
+    if "engine" in data and not isinstance(engine, dict):
+        block = {"engine": engine}
     problems = [(loc, message) for loc, message in document.problems if loc[:1] == ("engine",)]
     settings = None
     try:

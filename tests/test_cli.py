@@ -273,6 +273,7 @@ def test_new_key_prints_a_fresh_key_and_rekey_refuses_a_store_without_encryption
     assert first.exit_code == 0 and len(read_key(first.output)) == 32
     assert first.output != second.output
     store = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(create_engine_for(store))
     refused = runner.invoke(cli, ["rekey", "--db", store, "-c", str(tmp_path / "none.yaml")])
     assert refused.exit_code == 1 and "needs encryption configured" in refused.output
 
