@@ -453,6 +453,9 @@ def test_prune_dry_run_prune_and_show_from_the_command_line(tmp_path):
     dry = CliRunner().invoke(cli, ["prune", "--dry-run", "-c", str(config)])
     assert dry.exit_code == 0, dry.output
     assert "everything: would prune 30 message(s)" in dry.output
+    counted = json.loads(CliRunner().invoke(cli, ["prune", "--dry-run", "--json", "-c", str(config)]).output)
+    assert (counted["dry_run"], counted["total"]["messages"]) == (True, 30)
+    assert [(t["target"], t["messages"]) for t in counted["targets"]] == [("everything", 30)]
     shown = CliRunner().invoke(cli, ["messages", "show", "1", "-c", str(config)])
     assert "SECRETNAME" in shown.output
 

@@ -10,6 +10,7 @@ import click
 
 from engine.cli.app import (
     DEFAULT_CONFIG,
+    echo_json,
     load_config_or_exit,
     megabytes,
     message_repository,
@@ -27,7 +28,8 @@ from engine.cli.app import (
     "--vacuum", is_flag=True, help="Then VACUUM (SQLite: rewrites the file; stop the engine first)."
 )
 @click.option("--batch", type=click.IntRange(min=1, max=10_000), help="Messages per transaction.")
-def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The counts as one JSON object, for scripts.")
+def prune(config_path, db, channel, days, dry_run, vacuum, batch, as_json) -> None:
     """Remove the content of messages older than their channel's retention_days; their rows stay.
 
     Exit status: 0 done (pruned or nothing to prune), 1 the store failed, 2 nothing says what to keep.
@@ -74,6 +76,19 @@ def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
     except StoreError as error:
         click.echo(f"prune failed: {error}", err=True)
         sys.exit(1)
+    if as_json:
+        targets = [
+            {
+                "target": target.label,
+                "cutoff": target.cutoff.isoformat(),
+                "messages": pruned.messages,
+                "content_bytes": pruned.content_bytes,
+            }
+            for target, pruned in summary.targets
+        ]
+        total = {"messages": summary.total.messages, "content_bytes": summary.total.content_bytes}
+        echo_json({"dry_run": dry_run, "vacuumed": vacuumed, "targets": targets, "total": total})
+        return
     verb = "would prune" if dry_run else "pruned"
     for target, pruned in summary.targets:
         click.echo(
