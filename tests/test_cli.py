@@ -478,7 +478,10 @@ def test_prune_exit_statuses(tmp_path):
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"not a database at all" * 100)
     failed = CliRunner().invoke(cli, ["prune", "--days", "1", "--db", f"sqlite:///{broken}"])
-    assert failed.exit_code == 1 and "prune failed" in failed.output
+    assert (failed.exit_code, failed.output) == (
+        1,
+        "hl7engine: opening the store failed: file is not a database\n",
+    )
 
 
 def test_prune_vacuum_refuses_while_the_engine_runs(tmp_path):
