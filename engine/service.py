@@ -257,6 +257,7 @@ class Engine(service.MultiService):
                 metrics=self.metrics,
                 extra_resources=patients,
                 config_summary=lambda: self.config.summary(),
+                unbound_listeners=self.unbound_listeners,
             )
             self.web.setServiceParent(self)
 
@@ -282,6 +283,14 @@ class Engine(service.MultiService):
                 self.channels[channel.name].at_intake_allowed = (
                     config.engine.cluster is None and not self.reuse_port
                 )
+
+    def unbound_listeners(self) -> list[str]:
+        """This process's listeners not serving now: an MLLP port not bound, a folder not polled."""
+        return sorted(
+            name
+            for name, listener in self.listeners.items()
+            if not listener.running or (isinstance(listener, MLLPListenerService) and not listener.bound)
+        )
 
     def _listeners_of(self, config: Config):
         """The listeners this process runs: all with the intake role (an extra intake: the MLLP ones)."""

@@ -390,6 +390,20 @@ class MessageRepository:
                 values[name] = self._cipher.open(value)
         return values
 
+    def existing_ids(self, message_ids: Sequence[int]) -> set[int]:
+        """Those of ``message_ids`` that name a stored message."""
+        if not message_ids:
+            return set()
+        statement = sa.select(messages.c.id).where(messages.c.id.in_(list(message_ids)))
+        with store_errors("looking up messages"), self._engine.connect() as connection:
+            return set(connection.execute(statement).scalars())
+
+    def channel_names(self) -> list[str]:
+        """The channels of the stored messages, sorted (a channel no longer configured included)."""
+        statement = sa.select(messages.c.channel).where(messages.c.channel.is_not(None)).distinct()
+        with store_errors("listing channels"), self._engine.connect() as connection:
+            return sorted(connection.execute(statement).scalars())
+
     def count(self, query: MessageQuery | None = None) -> int:
         """How many messages match ``query`` (all without one); ``limit`` and ``before_id`` are ignored."""
         statement = sa.select(sa.func.count()).select_from(messages)
