@@ -4,7 +4,7 @@ record_appointments gains placer_namespace and filler_namespace (SCH-1.2 / SCH-2
 application), record_orders the same for ORC/OBR-2 and -3; each id is indexed with its namespace.
 Rows recorded before this revision take the sending application (MSH-3) of the message their values
 came from, which is what the namespace is when the id names none; a row whose message was purged
-keeps no namespace and is found again only by a message whose id names none either.
+keeps no namespace, and no message finds it again by its id.
 
 Revision ID: 0020
 Revises: 0016
