@@ -403,6 +403,11 @@ class MLLPListenerService(service.Service):
         """The TCP port actually listened on (useful with port 0)."""
         return self._listening.result.getHost().port
 
+    @property
+    def bound(self) -> bool:
+        """Whether the listener listens now (started and not stopped)."""
+        return self.running and self._listening is not None
+
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
