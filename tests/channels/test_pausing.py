@@ -10,61 +10,16 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from engine.config import parse_config
-from engine.listeners.client import MLLPClient
 from engine.model import Status
 from engine.store.controls import WHOLE_CHANNEL, ControlRepository
 from engine.store.db import create_engine_for
+from tests.fakes.dashboard import adt, dashboard_config, send
 from tests.fakes.downstream import Downstream, reply
 from tests.fakes.harness import in_thread, start_engine, statuses, wait_until
 
-ADT = (
-    "MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101120000||ADT^{event}^ADT_A01|{cid}|P|2.5.1\r"
-    "EVN|{event}|20260101120000\r"
-    "PID|1||{n}^^^PMS^MR||DOE^JOHN||19800101|M\r"
-    "PV1|1|O|4N^101^A\r"
-)
-
-
-def adt(n: int, event: str = "A04") -> bytes:
-    return ADT.format(cid=f"C{n:04d}", n=n, event=event).encode()
-
 
 def _config(tmp_path: Path, port: int, on_error: str = "block"):
-    text = f"""
-engine:
-  application: HUB
-  facility: TEST
-  data_dir: data
-  store:
-    url: sqlite:///{tmp_path / "store.db"}
-listeners:
-  - name: main
-    endpoint: "tcp:0:interface=127.0.0.1"
-channels:
-  - name: adt
-    source: main
-    accept: {{types: ["*"]}}
-    destinations:
-      - name: emr
-        type: mllp
-        host: 127.0.0.1
-        port: {port}
-        ack_timeout_seconds: 2
-        connect_timeout_seconds: 2
-        queue:
-          on_error: {on_error}
-          retry_initial_seconds: 0.05
-          retry_jitter: 0
-"""
-    (tmp_path / "channels.yaml").write_text(text)
-    return parse_config(text, source=str(tmp_path / "channels.yaml"), base_dir=tmp_path)
-
-
-def _send(port: int, *payloads: bytes) -> None:
-    with MLLPClient("127.0.0.1", port, timeout=10) as client:
-        for payload in payloads:
-            client.request(payload)
+    return dashboard_config(tmp_path, port, on_error=on_error)
 
 
 def _received_ids(downstream: Downstream) -> list[str]:
@@ -88,7 +43,7 @@ def test_a_paused_destination_queues_and_drains_in_order_once_resumed(tmp_path, 
     try:
         yield in_thread(other.pause, "adt", "emr", by="cli:test")
         yield wait_until(lambda: engine.channels["adt"].dispatchers["emr"].held, seconds=5)
-        yield in_thread(_send, engine.listeners["main"].port, *(adt(n) for n in range(1, 6)))
+        yield in_thread(send, engine.listeners["main"].port, *(adt(n) for n in range(1, 6)))
         yield wait_until(
             lambda: statuses(engine).addCallback(lambda s: list(s.values()) == [Status.QUEUED] * 5)
         )
@@ -133,7 +88,7 @@ def test_halt_stops_at_the_first_error_and_retries_it_first_on_resume(tmp_path, 
     downstream.script(reply("AE", 207))  # the first message is refused; everything after is accepted
     engine = start_engine(_config(tmp_path, port, on_error="halt"))
     try:
-        yield in_thread(_send, engine.listeners["main"].port, adt(1, "A01"), adt(2, "A08"))
+        yield in_thread(send, engine.listeners["main"].port, adt(1, "A01"), adt(2, "A08"))
         yield wait_until(
             lambda: statuses(engine).addCallback(
                 lambda s: s == {"C0001": Status.ERROR, "C0002": Status.QUEUED}
@@ -169,7 +124,7 @@ def test_a_paused_queue_stays_paused_across_a_restart(tmp_path):
     engine = start_engine(config)
     try:
         assert engine.channels["adt"].dispatchers["emr"].held  # before the first read of the pauses
-        yield in_thread(_send, engine.listeners["main"].port, adt(1))
+        yield in_thread(send, engine.listeners["main"].port, adt(1))
         yield deferLater(reactor, 1.5, lambda: None)
         assert downstream.received == []
         assert engine.channels["adt"].dispatchers["emr"].held
