@@ -29,6 +29,7 @@ from pydantic import (
 )
 from ruamel.yaml import YAMLError
 
+from engine.channels.alertspec import AlertRule
 from engine.channels.spec import ChannelConfig
 from engine.configengine import (
     EncryptionSettings,
@@ -225,6 +226,7 @@ class Config(Frozen):
     listeners: tuple[AnyListener, ...]
     channels: tuple[ChannelConfig, ...]
     tables: dict[Name, TableSpec] = Field(default_factory=dict)
+    alerts: tuple[AlertRule, ...] = ()
 
     _source_path: Path | None = PrivateAttr(default=None)
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -421,6 +423,30 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
     return problems
 
 
+def _check_alerts(config: Config) -> list[tuple[Loc, str]]:
+    """Alert rules naming a channel, destination or listener that does not exist, or a name used twice."""
+    problems: list[tuple[Loc, str]] = []
+    channels = {c.name: {d.name for d in c.destinations} for c in config.channels}
+    listeners = {listener.name for listener in config.listeners}
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(config.alerts):
+        loc = ("alerts", i)
+        if rule.name in seen:
+            problems.append(
+                (loc + ("name",), f"alert name {rule.name!r} is already used by alerts[{seen[rule.name]}]")
+            )
+        seen.setdefault(rule.name, i)
+        if rule.channel is not None and rule.channel not in channels:
+            problems.append((loc + ("channel",), f"no channel named {rule.channel!r}"))
+        elif rule.destination is not None and rule.destination not in channels[rule.channel]:
+            problems.append(
+                (loc + ("destination",), f"channel {rule.channel!r} has no destination {rule.destination!r}")
+            )
+        if rule.listener is not None and rule.listener not in listeners:
+            problems.append((loc + ("listener",), f"no listener named {rule.listener!r}"))
+    return problems
+
+
 def _modules_of(specs: tuple[TransformSpec, ...]) -> dict[str, InputFile]:
     """The source files of the modules that checked ``python:`` transforms name, by module name."""
     targets = (import_target(spec.python) for spec in specs if spec.kind == "python")
@@ -453,7 +479,7 @@ def _parse(
         found += validation_problems(document.data, error)
     found += _cross_check(document.data)
     if config is not None:
-        found += _check_stages(config)
+        found += _check_stages(config) + _check_alerts(config)
 
     located = document.problems + [(loc, message) for loc, message in found if loc not in unusable]
     problems = [

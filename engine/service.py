@@ -23,6 +23,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from engine.channels.alerting import AlertService
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
@@ -39,6 +40,7 @@ from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.listeners.tls import server_tls_options
 from engine.store.message_store import MessageStore
 from engine.store.pruner import Pruner
+from engine.web.alerts import AlertsApi
 from engine.web.api import patient_resources
 from engine.web.audit import Auditor
 from engine.web.channels import ListenerState, Overview, dashboard_resources
@@ -265,6 +267,7 @@ class Engine(service.MultiService):
                 auditor,
                 paused=self.pause_watch.poll_now if self.pause_watch is not None else lambda: None,
             )
+            dashboard["api/alerts"] = AlertsApi(self.controls, lambda: self.config.alerts)
             self.web = WebService(
                 settings,
                 self.store,
@@ -273,6 +276,21 @@ class Engine(service.MultiService):
                 extra_resources={**patients, **dashboard},
             )
             self.web.setServiceParent(self)
+        self.alerts: AlertService | None = None
+        if "jobs" in self.roles:
+            # Added last, so stopped first: a listener stopping with the engine is not "down".
+            # The rules are read at each round, so a reload's alerts apply from the next one.
+            self.alerts = AlertService(
+                lambda: self.config.alerts,
+                self.controls,
+                queues=lambda: [
+                    (c.name, d.name) for c in self.config.channels if c.enabled for d in c.destinations
+                ],
+                listeners=self._listener_states,
+                reactor=reactor,
+                leases=self.leases,
+            )
+            self.alerts.setServiceParent(self)
 
     def overview(self) -> Overview:
         """The channels as configured now, and the state of this process's listeners (for the dashboard)."""
@@ -303,6 +321,12 @@ class Engine(service.MultiService):
                 )
             )
         return Overview(channels=tuple(c for c in self.config.channels if c.enabled), listeners=tuple(states))
+
+    def _listener_states(self) -> dict[str, bool] | None:
+        """Whether each listener listens, for the alerts; None when this process runs no listener."""
+        if "intake" not in self.roles or self.extra_intake:
+            return None
+        return {listener.name: listener.bound for listener in self.overview().listeners}
 
     def _build_channels(self, config: Config, names: set[str] | None = None) -> None:
         """Build the enabled channels of ``config`` (those named, or all) into ``self.channels``."""
