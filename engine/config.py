@@ -423,27 +423,30 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
     return problems
 
 
-def _check_alerts(config: Config) -> list[tuple[Loc, str]]:
-    """Alert rules naming a channel, destination or listener that does not exist, or a name used twice."""
+def _check_alerts(data: Any) -> list[tuple[Loc, str]]:
+    """Alert rules naming a channel, destination or listener the file does not have; a name used twice.
+
+    Read from the document, so these come with the rules' own problems.
+    """
     problems: list[tuple[Loc, str]] = []
-    channels = {c.name: {d.name for d in c.destinations} for c in config.channels}
-    listeners = {listener.name for listener in config.listeners}
-    seen: dict[str, int] = {}
-    for i, rule in enumerate(config.alerts):
-        loc = ("alerts", i)
-        if rule.name in seen:
+    _unique_names(data, "alerts", "alert", problems)
+    channels = {
+        channel.get("name"): {d.get("name") for _, d in _listed(channel, "destinations")}
+        for _, channel in _listed(data, "channels")
+    }
+    listeners = {listener.get("name") for _, listener in _listed(data, "listeners")}
+    for loc, rule in _listed(data, "alerts"):
+        channel, destination, listener = (rule.get(key) for key in ("channel", "destination", "listener"))
+        if isinstance(channel, str) and channel not in channels:
+            problems.append((loc + ("channel",), f"no channel named {channel!r}"))
+        elif (
+            isinstance(channel, str) and isinstance(destination, str) and destination not in channels[channel]
+        ):
             problems.append(
-                (loc + ("name",), f"alert name {rule.name!r} is already used by alerts[{seen[rule.name]}]")
+                (loc + ("destination",), f"channel {channel!r} has no destination {destination!r}")
             )
-        seen.setdefault(rule.name, i)
-        if rule.channel is not None and rule.channel not in channels:
-            problems.append((loc + ("channel",), f"no channel named {rule.channel!r}"))
-        elif rule.destination is not None and rule.destination not in channels[rule.channel]:
-            problems.append(
-                (loc + ("destination",), f"channel {rule.channel!r} has no destination {rule.destination!r}")
-            )
-        if rule.listener is not None and rule.listener not in listeners:
-            problems.append((loc + ("listener",), f"no listener named {rule.listener!r}"))
+        if isinstance(listener, str) and listener not in listeners:
+            problems.append((loc + ("listener",), f"no listener named {listener!r}"))
     return problems
 
 
@@ -477,9 +480,9 @@ def _parse(
         )
     except ValidationError as error:
         found += validation_problems(document.data, error)
-    found += _cross_check(document.data)
+    found += _cross_check(document.data) + _check_alerts(document.data)
     if config is not None:
-        found += _check_stages(config) + _check_alerts(config)
+        found += _check_stages(config)
 
     located = document.problems + [(loc, message) for loc, message in found if loc not in unusable]
     problems = [

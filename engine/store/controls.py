@@ -66,9 +66,12 @@ class AlertState:
 
 
 def _insert_new(engine: sa.Engine, table: sa.Table):
-    """An INSERT that leaves an existing row (same primary key) alone, on SQLite and PostgreSQL."""
+    """An INSERT that leaves an existing row (same primary key) alone; it returns the key of a row it added.
+
+    RETURNING, not rowcount: the store's PostgreSQL driver reports no rowcount for it.
+    """
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    return dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
 
 
 class ControlRepository:
@@ -107,7 +110,7 @@ class ControlRepository:
             "halted_delivery": halted_delivery,
         }
         with store_errors("pausing a queue"), self._engine.begin() as connection:
-            return connection.execute(_insert_new(self._engine, pauses), row).rowcount == 1
+            return connection.execute(_insert_new(self._engine, pauses), row).first() is not None
 
     def resume(self, channel: str, destination: str) -> Pause | None:
         """Remove the pause and put its halted delivery (if any) back at the head; the pause, or None."""
