@@ -254,6 +254,8 @@ class Dispatcher(Passes):
             unrecorded = self.journal.unrecorded()
             if unrecorded:
                 yield self._recover(unrecorded, lease)
+                if not self.may_work:  # a replayed ERROR halted the queue
+                    return
             # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
             # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
             due = yield self.store.due_deliveries(
@@ -269,20 +271,6 @@ class Dispatcher(Passes):
             if not results:  # the destination stopped before sending anything
                 return
             attempts, settled = self._decide(list(zip(due, results)), replay=False)
-            halted = self._halt_at(attempts)
-            if halted is not None:
-                # The pause first: were the engine to stop before the attempts are recorded, the
-                # queue stays halted and the journal records them at the next start.
-                yield self._controls.halt(self.channel, self.name, halted.delivery_id, halted.reason)
-                self._halted_at = self.reactor.seconds()
-                self.hold_passes()
-                log.warn(
-                    "channel {channel} destination {destination}: halted at delivery {delivery}"
-                    " (on_error: halt) until an operator resumes it",
-                    channel=self.channel,
-                    destination=self.name,
-                    delivery=halted.delivery_id,
-                )
             yield self._record(attempts, settled, lease)
             if len(due) < GATHER_BELOW and self.may_work and not self._urgent():
                 yield self._gather()
@@ -324,24 +312,37 @@ class Dispatcher(Passes):
                 )
         return self._record(attempts, settled, lease)
 
+    @defer.inlineCallbacks
     def _record(
         self,
         attempts: Sequence[AttemptResult],
         settled: Sequence[tuple[Delivery, DeliveryResult]],
         lease: LeaseToken | None,
-    ) -> defer.Deferred:
-        """Write the attempts in one store write, then empty the journal and tell who waits for settling."""
-        d = self.store.record_attempts(attempts, lease)
+    ):
+        """Write the attempts in one store write, then empty the journal and tell who waits for settling.
 
-        def recorded(_):
-            self.journal.recorded()
-            for delivery, result in settled:
-                self.on_settled(delivery, result)
-            if settled and self._wakeups is not None:
-                self._wakeups.send(settled_key(self.channel))
-
-        d.addCallback(recorded)
-        return d
+        With ``on_error: halt``, an ERROR among them pauses the queue first: were the engine to stop
+        before the attempts are recorded, the queue stays halted and the journal records them at
+        the next start (replayed answers halt it too, so a failed message is never left behind).
+        """
+        halted = self._halt_at(attempts)
+        if halted is not None:
+            yield self._controls.halt(self.channel, self.name, halted.delivery_id, halted.reason)
+            self._halted_at = self.reactor.seconds()
+            self.hold_passes()
+            log.warn(
+                "channel {channel} destination {destination}: halted at delivery {delivery}"
+                " (on_error: halt) until an operator resumes it",
+                channel=self.channel,
+                destination=self.name,
+                delivery=halted.delivery_id,
+            )
+        yield self.store.record_attempts(attempts, lease)
+        self.journal.recorded()
+        for delivery, result in settled:
+            self.on_settled(delivery, result)
+        if settled and self._wakeups is not None:
+            self._wakeups.send(settled_key(self.channel))
 
     def _decide(
         self, outcomes: Sequence[tuple[Delivery, DeliveryResult]], *, replay: bool
