@@ -10,9 +10,11 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
+from engine.channels.leases import queue_key
 from engine.model import Status
 from engine.store.controls import WHOLE_CHANNEL, ControlRepository
 from engine.store.db import create_engine_for
+from tests.fakes.cluster import cluster_config
 from tests.fakes.dashboard import adt, dashboard_config, send
 from tests.fakes.downstream import Downstream, reply
 from tests.fakes.harness import in_thread, start_engine, statuses, wait_until
@@ -130,4 +132,33 @@ def test_a_paused_queue_stays_paused_across_a_restart(tmp_path):
         assert engine.channels["adt"].dispatchers["emr"].held
     finally:
         yield engine.stopService()
+        yield downstream.stop()
+
+
+@pytest.mark.postgres
+@pytest_twisted.inlineCallbacks
+def test_a_pause_written_on_one_node_stops_the_queue_holder_on_another(tmp_path, postgres_url):
+    """Two nodes on PostgreSQL: b pauses the queue a holds; a stops, b's messages wait; resumed, a drains."""
+    downstream = Downstream()
+    port = downstream.start()
+    engines = []
+    try:
+        for node in ("a", "b"):
+            config = cluster_config(tmp_path, postgres_url, node, port, lease_seconds=3, renew_seconds=0.5)
+            engines.append(start_engine(config))
+            if node == "a":  # a takes the queue first
+                yield wait_until(lambda e=engines[0]: e.leases.holds(queue_key("adt", "emr")), seconds=10)
+        a, b = engines
+        yield b.controls.pause("adt", "emr", by="alice")
+        yield wait_until(lambda: a.channels["adt"].dispatchers["emr"].held, seconds=3)
+        yield in_thread(send, b.listeners["main"].port, adt(1), adt(2))
+        yield deferLater(reactor, 1.5, lambda: None)
+        assert downstream.received == []
+
+        yield b.controls.resume("adt", "emr")
+        yield wait_until(lambda: len(downstream.received) == 2, seconds=10)
+        assert _received_ids(downstream) == ["C0001", "C0002"]
+    finally:
+        for engine in engines:
+            yield engine.stopService()
         yield downstream.stop()
