@@ -243,7 +243,9 @@ class Engine(service.MultiService):
         # Every process that delivers applies the pauses in the store to its dispatchers.
         self.pause_watch: PauseWatch | None = None
         if "delivery" in self.roles:
-            self.pause_watch = PauseWatch(self.controls, lambda: self.channels, reactor=reactor)
+            self.pause_watch = PauseWatch(
+                self.controls, lambda: self.channels, reactor=reactor, observer=self.observer
+            )
             self.pause_watch.setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
@@ -289,6 +291,7 @@ class Engine(service.MultiService):
                 listeners=self._listener_states,
                 reactor=reactor,
                 leases=self.leases,
+                observer=self.observer,
             )
             self.alerts.setServiceParent(self)
 

@@ -244,7 +244,10 @@ class AlertService(service.Service):
         clock: Callable[[], datetime] = utc_now,
         every: float | None = None,
         notifier: Notifier | None = None,
+        observer: Callable[[str, dict], None] | None = None,
     ):
+        """``observer`` is told ``alert`` (rule, firing) at each firing and clearing, and each rule's state
+        at the first evaluation."""
         self.setName("alerts")
         self._rules = rules
         self.controls = controls
@@ -257,6 +260,8 @@ class AlertService(service.Service):
         self.notifier = notifier or Notifier(reactor)
         self._timer = None
         self._running: defer.Deferred | None = None
+        self._observe = observer or (lambda event, fields: None)
+        self._told: set[str] = set()
 
     def startService(self) -> None:
         super().startService()
@@ -314,6 +319,9 @@ class AlertService(service.Service):
             holds = condition(rule, by_window[rule.window_seconds], pauses, listeners)
             before = states.get(rule.name)
             firing = before is not None and before.firing
+            if rule.name not in self._told:  # the state this process found (it may have fired before)
+                self._told.add(rule.name)
+                self._observe("alert", {"rule": rule.name, "firing": firing})
             if holds is not None and not firing:
                 state = AlertState(rule.name, True, holds, now, before.cleared_at if before else None)
             elif holds is None and firing:
@@ -323,6 +331,7 @@ class AlertService(service.Service):
             # Stored first: told at most once, even when the engine stops right after.
             yield self.controls.set_alert_state(state)
             changed.append(rule.name)
+            self._observe("alert", {"rule": rule.name, "firing": state.firing})
             for target in rule.notify:
                 try:
                     yield self.notifier.tell(target, rule, state)

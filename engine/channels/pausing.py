@@ -87,8 +87,15 @@ class PauseWatch(service.Service):
     """Reads the pauses every ``poll_seconds`` and holds or releases the dispatchers of ``channels()``."""
 
     def __init__(
-        self, controls: Controls, channels: Callable[[], Mapping], *, reactor, poll_seconds=POLL_SECONDS
+        self,
+        controls: Controls,
+        channels: Callable[[], Mapping],
+        *,
+        reactor,
+        poll_seconds=POLL_SECONDS,
+        observer: Callable[[str, dict], None] | None = None,
     ):
+        """``observer`` is told ``queue_paused`` (channel, destination, paused) as a queue's state changes."""
         self.setName("pauses")
         self.controls = controls
         self._channels = channels
@@ -98,6 +105,8 @@ class PauseWatch(service.Service):
         self._timer = None
         self._reading: defer.Deferred | None = None
         self._again = False
+        self._observe = observer or (lambda event, fields: None)
+        self._told: dict[tuple[str, str], bool] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -125,7 +134,14 @@ class PauseWatch(service.Service):
         self.pauses = pauses
         for channel in list(self._channels().values()):
             for dispatcher in channel.dispatchers.values():
-                dispatcher.set_paused(is_paused(pauses, channel.name, dispatcher.name), read_at=started)
+                pause = is_paused(pauses, channel.name, dispatcher.name)
+                dispatcher.set_paused(pause, read_at=started)
+                key, paused = (channel.name, dispatcher.name), pause is not None
+                if self._told.get(key) != paused:
+                    self._told[key] = paused
+                    self._observe(
+                        "queue_paused", {"channel": key[0], "destination": key[1], "paused": paused}
+                    )
 
     def _failed(self, failure) -> None:
         log.warn("could not read the paused queues: {error}", error=failure.getErrorMessage())

@@ -139,6 +139,8 @@ alerts:
             and alert["fired_at"] is not None
             and alert["notify"] == ["webhook", "log"]
         )
+        metrics = yield in_thread(fetch, f"http://127.0.0.1:{engine.web.port}/metrics")
+        assert 'hl7engine_alert_firing{rule="emr-failing"} 1.0' in metrics.body.decode()
 
         downstream.start()  # the partner comes back: the delivery goes, the head no longer fails
         yield wait_until(lambda: len(webhook.received) == 2, seconds=15)

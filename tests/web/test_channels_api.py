@@ -65,10 +65,14 @@ def test_counts_queue_and_pause_through_the_api(tmp_path):
         queued = _destination((yield _get(f"{base}/api/channels?window=5m")).json())
         assert queued["paused"]["paused_by"] == "alice" and queued["queue_depth"] == 2
         assert queued["oldest_queued_age_seconds"] >= 0 and len(downstream.received) == 3
+        metrics = (yield in_thread(fetch, f"{base}/metrics")).body.decode()
+        assert 'hl7engine_queue_paused{channel="adt",destination="emr"} 1.0' in metrics
 
         resumed = yield _post(f"{base}/api/channels/adt/destinations/emr/resume")
         assert resumed.status == 200 and resumed.json()["changed"] is True
         yield wait_until(lambda: len(downstream.received) == 5, seconds=10)
+        metrics = (yield in_thread(fetch, f"{base}/metrics")).body.decode()
+        assert 'hl7engine_queue_paused{channel="adt",destination="emr"} 0.0' in metrics
     finally:
         yield engine.stopService()
 
