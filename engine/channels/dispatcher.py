@@ -71,7 +71,9 @@ class RetryPolicy:
     jitter: float = 0.2  # +/- this fraction of the delay, so many queues do not retry in step
     max_attempts: int | None = 10
     max_age_seconds: float | None = None
-    on_error: str = "block"  # block: keep order, wait for the head; skip: go on with the next; halt
+    # block: keep order, wait for the head; skip: go on with the next; halt: as block, and stop at the
+    # first ERROR until an operator resumes the queue
+    on_error: str = "block"
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

@@ -123,6 +123,7 @@ def list_channels(config_path: str, db: str | None, window: str, as_json: bool) 
         rows.append((item["name"], "-", state, received, sent, errored, str(item["queued_now"]), "-"))
         for dest in item["destinations"]:
             state = "halted" if dest["halted"] else "paused" if dest["paused"] else "running"
+            state = "paused (channel)" if state == "running" and dest["held"] else state
             age = dest["oldest_queued_age_seconds"]
             sent, errored = str(dest["counts"]["sent"]), str(dest["counts"]["errored"])
             oldest = "-" if age is None else f"{age:.0f} s"

@@ -93,14 +93,15 @@ def _per_minute(count: int, window: timedelta) -> float:
 
 
 def _destination_json(channel: str, destination, state: QueueState, pauses, counts: DashboardCounts, window):
-    pause = is_paused(pauses, channel, destination.name)
+    own = pauses.get((channel, destination.name))
     sent = state.settled.get(Status.SENT, 0)
     return {
         "name": destination.name,
         "type": _destination_type(destination),
         "on_error": destination.queue.on_error,
-        "paused": pause.to_json_dict() if pause is not None else None,
-        "halted": pause is not None and pause.halted_delivery is not None,
+        "paused": own.to_json_dict() if own is not None else None,
+        "held": is_paused(pauses, channel, destination.name) is not None,
+        "halted": own is not None and own.halted_delivery is not None,
         "counts": {
             "sent": sent,
             "errored": state.settled.get(Status.ERROR, 0),

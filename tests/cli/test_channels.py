@@ -56,6 +56,8 @@ def test_pause_and_resume_a_destination_and_a_channel(tmp_path):
     ]
 
     assert run(cli, ["channel", "resume", "-c", config, "adt", "-d", "emr"]).output.endswith(": resumed\n")
+    held = run(cli, ["channel", "list", "-c", config]).output.splitlines()[2]
+    assert re.sub(r" +", " ", held).strip() == "emr paused (channel) 0 0 0 -"  # its channel still is
     assert run(cli, ["channel", "resume", "-c", config, "adt"]).exit_code == 0
     assert _pauses(tmp_path) == []
     document = json.loads(run(cli, ["channel", "list", "-c", config, "--json", "--window", "5m"]).output)

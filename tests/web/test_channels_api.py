@@ -63,7 +63,7 @@ def test_counts_queue_and_pause_through_the_api(tmp_path):
         yield wait_until(lambda: engine.channels["adt"].dispatchers["emr"].held, seconds=5)
         yield in_thread(send, listener, adt(4), adt(5))
         queued = _destination((yield _get(f"{base}/api/channels?window=5m")).json())
-        assert queued["paused"]["paused_by"] == "alice" and queued["queue_depth"] == 2
+        assert queued["paused"]["paused_by"] == "alice" and queued["held"] and queued["queue_depth"] == 2
         assert queued["oldest_queued_age_seconds"] >= 0 and len(downstream.received) == 3
         metrics = (yield in_thread(fetch, f"{base}/metrics")).body.decode()
         assert 'hl7engine_queue_paused{channel="adt",destination="emr"} 1.0' in metrics

@@ -110,12 +110,12 @@
       actionButton(row, channel.paused, "/api/channels/" + encodeURIComponent(channel.name));
       for (const dest of channel.destinations) {
         const line = body.insertRow();
-        line.className = "dash-destination" + (dest.paused ? " dash-paused" : "") + (dest.last_error ? " dash-failed" : "");
+        line.className = "dash-destination" + (dest.held ? " dash-paused" : "") + (dest.last_error ? " dash-failed" : "");
         line.dataset.channel = channel.name;
         line.dataset.destination = dest.name;
         cell(line, "");
         cell(line, dest.name + " (" + dest.type + ")", "name");
-        cell(line, stateOf(dest.paused, dest.halted), "state");
+        cell(line, dest.held && !dest.paused ? "paused (channel)" : stateOf(dest.paused, dest.halted), "state");
         cell(line, "");
         cell(line, dest.counts.filtered, "filtered");
         cell(line, dest.queue_depth, "depth");
@@ -125,11 +125,10 @@
         cell(line, age(dest.oldest_queued_age_seconds), "oldest");
         const error = dest.failing_reason || dest.last_error;
         cell(line, error ? error + (dest.last_error_at && !dest.failing_reason ? " (" + when(dest.last_error_at) + ")" : "") : "", "last-error");
-        // A destination paused with its channel resumes with the channel.
-        const own = dest.paused && !channel.paused;
+        // A destination held by its channel's pause resumes with the channel.
         actionButton(
           line,
-          own,
+          Boolean(dest.paused),
           "/api/channels/" + encodeURIComponent(channel.name) + "/destinations/" + encodeURIComponent(dest.name)
         );
       }
