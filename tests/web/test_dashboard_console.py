@@ -1,4 +1,4 @@
-"""console/dashboard.js in real Chromium: counts move, a paused queue grows and drains, alerts fire and clear."""
+"""console/dashboard.js in real Chromium: counts move, a paused queue grows and drains, alerts fire, clear."""
 
 from __future__ import annotations
 
