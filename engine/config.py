@@ -28,6 +28,7 @@ from pydantic import (
 )
 from ruamel.yaml import YAMLError
 
+from engine.channels.alertspec import AlertRule
 from engine.channels.spec import ChannelConfig
 from engine.configengine import (
     EncryptionSettings,
@@ -214,6 +215,7 @@ class Config(Frozen):
     listeners: tuple[AnyListener, ...]
     channels: tuple[ChannelConfig, ...]
     tables: dict[Name, TableSpec] = Field(default_factory=dict)
+    alerts: tuple[AlertRule, ...] = ()
 
     _source_path: Path | None = PrivateAttr(default=None)
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -446,6 +448,33 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
     return problems
 
 
+def _check_alerts(data: Any) -> list[tuple[Loc, str]]:
+    """Alert rules naming a channel, destination or listener the file does not have; a name used twice.
+
+    Read from the document, so these come with the rules' own problems.
+    """
+    problems: list[tuple[Loc, str]] = []
+    _unique_names(data, "alerts", "alert", problems)
+    channels = {
+        channel.get("name"): {d.get("name") for _, d in _listed(channel, "destinations")}
+        for _, channel in _listed(data, "channels")
+    }
+    listeners = {listener.get("name") for _, listener in _listed(data, "listeners")}
+    for loc, rule in _listed(data, "alerts"):
+        channel, destination, listener = (rule.get(key) for key in ("channel", "destination", "listener"))
+        if isinstance(channel, str) and channel not in channels:
+            problems.append((loc + ("channel",), f"no channel named {channel!r}"))
+        elif (
+            isinstance(channel, str) and isinstance(destination, str) and destination not in channels[channel]
+        ):
+            problems.append(
+                (loc + ("destination",), f"channel {channel!r} has no destination {destination!r}")
+            )
+        if isinstance(listener, str) and listener not in listeners:
+            problems.append((loc + ("listener",), f"no listener named {listener!r}"))
+    return problems
+
+
 def _modules_of(specs: tuple[TransformSpec, ...]) -> dict[str, InputFile]:
     """The source files of the modules that checked ``python:`` transforms name, by module name."""
     targets = (import_target(spec.python) for spec in specs if spec.kind == "python")
@@ -476,7 +505,7 @@ def _parse(
         )
     except ValidationError as error:
         found += validation_problems(document.data, error)
-    found += _cross_check(document.data)
+    found += _cross_check(document.data) + _check_alerts(document.data)
     if config is not None:
         found += _check_stages(config)
 

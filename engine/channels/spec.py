@@ -88,9 +88,9 @@ class AcceptRule(Frozen):
 class QueueSettings(Frozen):
     """A destination's durable queue: order, retries with exponential backoff and jitter, giving up."""
 
-    on_error: Literal["block", "skip"] = (
-        "block"  # block keeps order (the head waits); skip goes on with the next
-    )
+    # block keeps order (the head waits); skip goes on with the next; halt stops the queue at its
+    # first ERROR until an operator resumes it (engine.store.controls)
+    on_error: Literal["block", "skip", "halt"] = "block"
     max_attempts: Annotated[int, Field(ge=1)] | None = 10
     max_age_seconds: Seconds | None = None
     retry_initial_seconds: Seconds = 1.0

@@ -18,6 +18,7 @@ COMMANDS = {
     "resend": "engine.cli.messages:resend",
     "reprocess": "engine.cli.messages:reprocess",
     "nodes": "engine.cli.nodes:nodes",
+    "channel": "engine.cli.channels:channel",
     "patient": "engine.cli.patients:patient",
     "prune": "engine.cli.maintenance:prune",
     "backup": "engine.cli.maintenance:backup",

@@ -95,6 +95,7 @@ CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 CONSOLE_FILES = {
     "console.js": b"text/javascript; charset=utf-8",
     "admin.js": b"text/javascript; charset=utf-8",
+    "dashboard.js": b"text/javascript; charset=utf-8",
     "console.css": b"text/css; charset=utf-8",
     "favicon.svg": b"image/svg+xml",
 }

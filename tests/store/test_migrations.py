@@ -86,6 +86,7 @@ def test_scripts_ship_inside_the_package():
         "0014_message_retention.py",
         "0015_sealed_person_data.py",
         "0016_cluster.py",
+        "0017_controls.py",
         "0020_record_namespaces.py",
     ]
 
