@@ -20,6 +20,7 @@ __all__ = [
     "main",
     "megabytes",
     "message_repository",
+    "read_sources",
     "running_engine",
     "store_engine",
 ]
@@ -47,6 +48,19 @@ def main() -> None:
 
 
 PID_FILE = "hl7engine.pid"
+
+
+def read_sources(source: str):
+    """(name, bytes) of a file, of every file under a directory (sorted), or of stdin for '-'."""
+    if source == "-":
+        yield "stdin", sys.stdin.buffer.read()
+        return
+    path = Path(source)
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            yield str(child), child.read_bytes()
+    else:
+        yield str(path), path.read_bytes()
 
 
 def running_engine(config) -> int | None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
-from engine.cli.app import (
-    main,
-)
+from engine.cli.app import main, read_sources
 
 
 @main.command()
@@ -51,7 +48,7 @@ def send(
     context = _client_tls(tls, ca, cert, key)
     payloads: list[tuple[str, bytes]] = []
     for source in sources or ("-",):
-        for name, data in _read_sources(source):
+        for name, data in read_sources(source):
             for index, payload in enumerate(split_messages(data, keep_batch_envelope=batch), start=1):
                 payloads.append((f"{name}#{index}", payload))
     counts: dict[str, int] = {}
@@ -124,15 +121,3 @@ class _plain:
 
     def __exit__(self, *exc):
         return False
-
-
-def _read_sources(source: str):
-    if source == "-":
-        yield "stdin", sys.stdin.buffer.read()
-        return
-    path = Path(source)
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            yield str(child), child.read_bytes()
-    else:
-        yield str(path), path.read_bytes()
