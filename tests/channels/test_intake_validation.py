@@ -1,4 +1,4 @@
-"""A channel's ``validate`` at intake, on the real engine over loopback: strict answers AE, tolerant keeps findings."""
+"""A channel's ``validate`` at intake, on the real engine: strict answers AE, tolerant keeps findings."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def segment(reply: str, name: str) -> list[list[str]]:
 
 @pytest_twisted.inlineCallbacks
 def test_strict_answers_a_valid_message_aa_and_an_invalid_one_ae_with_one_err_per_finding(tmp_path):
-    """Strict: AA for a valid message; AE with ERR-2/3/4/8 per finding for a bad one, stored ERROR with them."""
+    """Strict: AA for a valid message; AE with ERR-2/3/4/8 per finding for a bad one, stored ERROR."""
     engine = start_engine(config(tmp_path, "strict"))
     try:
         port = port_of(engine)

@@ -25,7 +25,7 @@ ORU = (
 
 
 def test_elements_are_named_the_standard_way_with_groups():
-    """ORU_R01 root, PATIENT_RESULT/PATIENT groups, PID.5/XPN.1/FN.1, OBX under ORDER_OBSERVATION/OBSERVATION."""
+    """ORU_R01 root, PATIENT_RESULT/PATIENT groups, PID.5/XPN.1/FN.1, OBX in ORDER_OBSERVATION/OBSERVATION."""
     root = to_element(ORU)
     assert etree.QName(root).namespace == NAMESPACE and etree.QName(root).localname == "ORU_R01"
     family = root.xpath(
@@ -49,7 +49,7 @@ def test_z_segments_stay_where_they_were_with_their_components():
 
 
 def test_escapes_become_characters_or_escape_elements_and_come_back():
-    """\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ are characters in XML; \\.br\\, \\X0D0A\\, \\H\\ are <escape V>; ER7 again is the same."""
+    """Delimiter escapes are characters; \\.br\\, \\X0D0A\\, \\H\\ are <escape V>; ER7 is unchanged."""
     root = to_element(ORU)
     [value] = root.xpath("//v:OBX[v:OBX.1='2']/v:OBX.5", namespaces=NS)
     assert value.text == "a|b^c&d~e\\f"
@@ -148,7 +148,7 @@ def corpus_messages():
 
 
 def test_every_parseable_corpus_message_round_trips_er7_xml_er7():
-    """Each corpus message with a readable header and segment IDs comes back from v2.xml with the same content."""
+    """Each corpus message with a readable header and segment IDs comes back from v2.xml the same."""
     converted, refused, differ = 0, [], []
     for name, text in corpus_messages():
         try:
