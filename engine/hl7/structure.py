@@ -20,7 +20,16 @@ from hl7apy.exceptions import ChildNotFound
 
 from engine.hl7.names import library_version
 
-__all__ = ["Group", "Placement", "SegmentSlot", "leaf_table", "place", "segment_reference", "structure_of"]
+__all__ = [
+    "Group",
+    "Placement",
+    "SegmentSlot",
+    "datatype_reference",
+    "leaf_table",
+    "place",
+    "segment_reference",
+    "structure_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,19 @@ def segment_reference(version: str, segment: str) -> tuple | None:
         return tuple(load_reference(segment, "Segment", library_version(version))[1])
     except (ChildNotFound, KeyError, ValueError):
         return None
+
+
+@lru_cache(maxsize=1024)
+def datatype_reference(version: str, data_type: str) -> tuple | None:
+    """hl7apy's reference of a data type as a field of that type: ("sequence", components, type, ...).
+
+    A primitive type is a leaf; None when the version does not define the type.
+    """
+    try:
+        components = load_reference(data_type, "Datatypes_Structs", library_version(version))
+    except (ChildNotFound, KeyError, ValueError):
+        return None
+    return ("sequence", tuple(components), data_type, None, None, -1)
 
 
 @lru_cache(maxsize=2048)

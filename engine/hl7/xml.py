@@ -25,7 +25,7 @@ from engine.errors import HL7Error
 from engine.hl7.header import read_header
 from engine.hl7.message import HEADER_SEGMENTS, Delimiters, Segment, escape, split_segments
 from engine.hl7.names import library_version
-from engine.hl7.structure import place, segment_reference, structure_of
+from engine.hl7.structure import datatype_reference, place, segment_reference, structure_of
 
 __all__ = ["NAMESPACE", "from_element", "from_xml", "to_element", "to_xml"]
 
@@ -105,17 +105,10 @@ def _write_segment(element: etree._Element, segment: Segment, version: str, d: D
 
 def _obx_value_type(segment: Segment, version: str):
     """OBX-5 takes the type OBX-2 names: its reference, as if OBX-5 were declared of that type."""
-    from hl7apy import load_reference
-    from hl7apy.exceptions import ChildNotFound
-
     data_type = segment.field(2).strip()
-    if not _SEGMENT_ID.fullmatch(data_type) and not re.fullmatch(r"[A-Z]{2}", data_type):
+    if not re.fullmatch(r"[A-Z]{2,3}", data_type):
         return None
-    try:
-        structure = load_reference(data_type, "Datatypes_Structs", version)
-    except (ChildNotFound, KeyError, ValueError):
-        return ("leaf", None, data_type, None, None, -1)
-    return ("sequence", structure, data_type, None, None, -1)
+    return datatype_reference(version, data_type) or ("leaf", None, data_type, None, None, -1)
 
 
 def _write_value(element, value: str, reference, fallback: str, d: Delimiters, depth: int) -> None:
