@@ -83,9 +83,8 @@ def main() -> None:
     print(summary("validate", [best_ms(validate, t) for t in texts]))
     print(summary("ER7 -> v2.xml -> ER7", [best_ms(round_trip, t) for t in texts]))
     segments = statistics.median(t.count("\r") + t.count("\n") for t in texts)
-    print(
-        f"median message size: {statistics.median(len(t) for t in texts):.0f} characters, {segments:.0f} segments"
-    )
+    size = statistics.median(len(t) for t in texts)
+    print(f"median message size: {size:.0f} characters, {segments:.0f} segments")
 
 
 if __name__ == "__main__":
