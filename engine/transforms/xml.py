@@ -37,15 +37,20 @@ _XSL = "http://www.w3.org/1999/XSL/Transform"
 # Stylesheets read files (xsl:include, document()) but never the network, and write nothing.
 _ACCESS = etree.XSLTAccessControl(read_network=False, write_file=False, create_dir=False, write_network=False)
 _SHOWN_CHARS = 60  # how much of an XPath result a filter's reason shows
+_SAMPLE = etree.fromstring(f'<ADT_A01 xmlns="{NAMESPACE}"><MSH><MSH.1>|</MSH.1></MSH></ADT_A01>')
 
 
 @lru_cache(maxsize=64)
 def compile_xpath(expression: str) -> etree.XPath:
     """The compiled expression; ValueError naming the problem when it is not XPath 1.0."""
     try:
-        return etree.XPath(expression, namespaces=NAMESPACES)
+        compiled = etree.XPath(expression, namespaces=NAMESPACES)
+        # libxml2 compiles some broken expressions ("count(", unknown functions) and fails them only
+        # when they run: one run on a minimal message finds those at load, not on the first message.
+        compiled(_SAMPLE)
     except etree.XPathError as exc:
         raise ValueError(f"invalid XPath {expression!r}: {exc}") from None
+    return compiled
 
 
 @lru_cache(maxsize=32)
