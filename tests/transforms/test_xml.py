@@ -50,7 +50,7 @@ def test_xslt_rewrites_the_message_through_v2_xml_with_its_parameters():
 
 
 def test_xslt_whose_output_is_no_v2_message_is_a_transform_error():
-    """A stylesheet that gives something other than a v2.xml message fails the message, naming the transform."""
+    """A stylesheet giving something other than a v2.xml message fails the message, naming the transform."""
     other = IDENTITY.replace('match="@*|node()"><xsl:copy>', 'match="/"><other><xsl:copy>').replace(
         "</xsl:copy></xsl:template>", "</xsl:copy></other></xsl:template>", 1
     )
@@ -78,16 +78,17 @@ def test_xpath_filter_passes_or_says_why_not():
 
 
 def test_bad_xpath_and_xslt_are_reported_at_their_yaml_paths(tmp_path):
-    """A bad XPath, a stylesheet that does not compile, an unknown parameter: each at its path, with its line."""
+    """A bad XPath, a stylesheet that does not compile, an unknown parameter: each at its path and line."""
     (tmp_path / "broken.xsl").write_text("<xsl:stylesheet")
-    stages = """\
-    filters:
-      - xpath: "//hl7:PID["
-    transforms:
-      - xslt: {stylesheet: broken.xsl}
-      - xslt: {inline: '%s', parameters: {nope: x}}
-      - xpath: {select: "count(", to: ZXP-1}
-""" % FACILITY.replace("'", "&apos;")
+    inline = FACILITY.replace("'", "&apos;")
+    stages = (
+        "    filters:\n"
+        '      - xpath: "//hl7:PID["\n'
+        "    transforms:\n"
+        "      - xslt: {stylesheet: broken.xsl}\n"
+        f"      - xslt: {{inline: '{inline}', parameters: {{nope: x}}}}\n"
+        '      - xpath: {select: "count(", to: ZXP-1}\n'
+    )
     found = problems(CONFIG.format(stages=stages), base_dir=tmp_path)
     assert [(path, line) for path, line, _ in found] == [
         ("channels[0].filters[0].xpath", 10),
@@ -105,7 +106,7 @@ def test_bad_xpath_and_xslt_are_reported_at_their_yaml_paths(tmp_path):
 
 
 def test_a_stylesheet_file_is_read_relative_to_the_config_and_compiled_once_per_load(tmp_path):
-    """stylesheet: names a file next to the config; building the channel reuses the stylesheet compiled at load."""
+    """stylesheet: names a file next to the config; it is compiled once at load and kept compiled."""
     (tmp_path / "facility.xsl").write_text(FACILITY)
     stages = "    transforms:\n      - xslt: {stylesheet: facility.xsl, parameters: {facility: X}}\n"
     before = compile_stylesheet.cache_info()
