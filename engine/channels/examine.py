@@ -2,7 +2,9 @@
 
 The intake (``engine.channels.intake``) stores and answers; this module only reads. It reads
 only the MSH of each message (the hot path never parses a whole message), validates it, splits
-batches and picks the channel of the listener that accepts the message. Nothing here touches
+batches and picks the channel of the listener that accepts the message. A channel with
+``validate`` on has the whole message checked against its structure (``engine.hl7.validate``):
+the intake then reads every frame of that listener on a thread. Nothing here touches
 the store, a channel's state or the log, so a large frame is read on a thread
 (``Examiner.frame``) while the reactor serves other connections; a small one on the reactor,
 where its channel may process it at once (``Examiner.message`` with ``receive``).
