@@ -151,24 +151,19 @@ def _structure_findings(tree: Group, names: list[str], numbered: list) -> list[F
     placement = place(tree, names)
     findings = []
     for name, before in placement.missing:
-        following = names[min(before, len(names) - 1)]
-        where = following if before < len(names) else "the end"
-        if (
-            "." in name or " " in name
-        ):  # a group or a choice (ORU_R01.PATIENT_RESULT): located at the segment it should precede
-            findings.append(
-                Finding(
-                    following,
-                    1,
-                    code=100,
-                    text=f"required {'group' if '.' in name else 'segment (one of)'} {name} missing"
-                    f" (expected before {where})",
-                )
-            )
+        if before < len(names):
+            following, occurrence = names[before], numbered[before][1]
+            where = following or "a line without segment ID"
         else:
-            findings.append(
-                Finding(name, 1, code=100, text=f"required segment missing (expected before {where})")
-            )
+            following, occurrence, where = names[-1], numbered[-1][1], "the end"
+        if "." in name or " " in name:
+            # A group (ORU_R01.PATIENT_RESULT) or a choice (OBR | RQD): at the segment it should precede.
+            what = "group" if "." in name else "segment (one of)"
+            text = f"required {what} {name} missing (expected before {where})"
+            findings.append(Finding(following, occurrence, code=100, text=text))
+        else:
+            text = f"required segment missing (expected before {where})"
+            findings.append(Finding(name, 1, code=100, text=text))
     if placement.unplaced is not None:
         occurrence = numbered[placement.unplaced][1]
         rest = len(names) - placement.unplaced
