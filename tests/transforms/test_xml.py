@@ -116,3 +116,14 @@ def test_a_stylesheet_file_is_read_relative_to_the_config_and_compiled_once_per_
     assert spec.compiled is spec.compiled
     after = compile_stylesheet.cache_info()
     assert after.misses == before.misses + 1
+
+
+def test_an_edited_stylesheet_file_makes_the_channel_differ_so_a_reload_rebuilds_it(tmp_path):
+    """The same YAML over an edited stylesheet file gives a different channel (reload compares channels)."""
+    (tmp_path / "s.xsl").write_text(FACILITY)
+    stages = "    transforms:\n      - xslt: {stylesheet: s.xsl}\n"
+    first = parse(CONFIG.format(stages=stages), base_dir=tmp_path).channels[0]
+    again = parse(CONFIG.format(stages=stages), base_dir=tmp_path).channels[0]
+    (tmp_path / "s.xsl").write_text(IDENTITY)
+    edited = parse(CONFIG.format(stages=stages), base_dir=tmp_path).channels[0]
+    assert (first == again, first == edited) == (True, False)
