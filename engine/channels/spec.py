@@ -170,6 +170,9 @@ class ChannelConfig(Frozen):
     respond_timeout_seconds: Seconds = (
         30.0  # after_processing: answer AA (stored, queued) when destinations take longer
     )
+    # Check each message against its version's structure (engine.hl7.validate): off; tolerant (findings
+    # kept with the message); strict (a message that fails is answered AE and stored ERROR, unprocessed).
+    validation: Literal["off", "tolerant", "strict"] = Field("off", alias="validate")
     duplicate_window_seconds: Seconds | None = (
         None  # same MSH-3.1/MSH-4.1 + MSH-10 within it: original ACK, not processed again
     )

@@ -18,6 +18,8 @@ COMMANDS = {
     "resend": "engine.cli.messages:resend",
     "reprocess": "engine.cli.messages:reprocess",
     "nodes": "engine.cli.nodes:nodes",
+    "validate": "engine.cli.validate:validate_command",
+    "convert": "engine.cli.convert:convert_command",
     "channel": "engine.cli.channels:channel",
     "patient": "engine.cli.patients:patient",
     "prune": "engine.cli.maintenance:prune",

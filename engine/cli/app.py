@@ -33,6 +33,7 @@ __all__ = [
     "megabytes",
     "message_repository",
     "progress",
+    "read_sources",
     "running_engine",
     "store_engine",
 ]
@@ -138,6 +139,19 @@ def load_store_side_or_exit(config_path: str):
     except ConfigError as exc:
         _tell_config_problems(exc, config_path)
         sys.exit(2)
+
+
+def read_sources(source: str):
+    """(name, bytes) of a file, of every file under a directory (sorted), or of stdin for '-'."""
+    if source == "-":
+        yield "stdin", sys.stdin.buffer.read()
+        return
+    path = Path(source)
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            yield str(child), child.read_bytes()
+    else:
+        yield str(path), path.read_bytes()
 
 
 def running_engine(config) -> int | None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
-from pathlib import Path
 
 import click
 
-from engine.cli.app import echo_json, progress
+from engine.cli.app import echo_json, progress, read_sources
 
 
 @click.command()
@@ -54,7 +53,7 @@ def send(
 
     payloads: list[tuple[str, bytes]] = []
     for source in sources or ("-",):
-        for name, data in _read_sources(source):
+        for name, data in read_sources(source):
             for index, payload in enumerate(split_messages(data, keep_batch_envelope=batch), start=1):
                 payloads.append((f"{name}#{index}", payload))
     sender = _Sender(host or "127.0.0.1", int(port), timeout, context, batch)
@@ -162,15 +161,3 @@ def _client_tls(tls: bool, ca: str | None, cert: str | None, key: str | None):
             "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
         ) from None
     return client_tls_context(settings)
-
-
-def _read_sources(source: str):
-    if source == "-":
-        yield "stdin", sys.stdin.buffer.read()
-        return
-    path = Path(source)
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            yield str(child), child.read_bytes()
-    else:
-        yield str(path), path.read_bytes()

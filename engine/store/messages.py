@@ -153,7 +153,9 @@ class StoredMessage(MessageSummary):
         return MessageSummary(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MessageSummary)})
 
 
-_NEW_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(NewMessage) if f.name != "deliveries")
+_NEW_MESSAGE_FIELDS = tuple(
+    f.name for f in dataclasses.fields(NewMessage) if f.name not in ("deliveries", "findings")
+)
 _SUMMARY_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(MessageSummary))
 _STORED_COLUMNS = tuple(
     messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events")
@@ -259,7 +261,7 @@ class MessageRepository:
         ]
         if not rows and not files:
             return [[] for _ in groups]
-        processed = any(m.deliveries is not None for m in every)
+        processed = any(m.deliveries is not None or m.findings for m in every)
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
