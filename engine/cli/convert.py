@@ -47,7 +47,7 @@ def _messages(data: bytes) -> list[str]:
 
 
 @click.command("convert")
-@click.argument("sources", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True))
 @click.option("--to", "target", required=True, type=click.Choice(sorted(TARGETS)), help="The output form.")
 @click.option(
     "--output-dir",

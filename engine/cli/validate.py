@@ -28,7 +28,7 @@ def message_texts(data: bytes):
 
 
 @click.command("validate")
-@click.argument("sources", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per message.")
 @click.option("--version", "version", default=None, help="Validate as this HL7 version instead of MSH-12.")
 def validate_command(sources: tuple[str, ...], as_json: bool, version: str | None) -> None:
