@@ -214,9 +214,16 @@ def reload(config_path: str) -> None:
 @main.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 def check(config_path: str) -> None:
-    """Validate a config; print every problem with its YAML path and exit non-zero if any."""
+    """Validate a config; print every problem with its YAML path and exit non-zero if any.
+
+    Warnings (likely mistakes, docs/try.md) are printed too but do not fail the check.
+    """
+    from engine.configcheck import config_warnings
+
     config = load_config_or_exit(config_path)
     click.echo(f"{config_path}: OK ({len(config.listeners)} listener(s), {len(config.channels)} channel(s))")
+    for warning in config_warnings(config):  # likely mistakes: printed, never fatal
+        click.echo(str(warning), err=True)
 
 
 @main.command("hash-password")
