@@ -7,7 +7,7 @@ processes sharing the store), ``maintenance`` (retention, backup, keys) and ``pa
 unified record).
 """
 
-from engine.cli import maintenance, messages, nodes, patients, running, send, trying  # noqa: F401  (they add the commands)
+from engine.cli import demo, maintenance, messages, nodes, patients, running, send, trying  # noqa: F401  (they add the commands)
 from engine.cli.app import main
 
 __all__ = ["main"]
