@@ -9,7 +9,6 @@ flight), then the receivers.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -121,6 +120,7 @@ def write_demo_config(folder: Path, port_base: int, password_hash: str) -> Path:
 )
 def demo(folder: str, rate: float, port_base: int, fail_after: float, fail_for: float) -> None:
     """Run the engine on a demo config with simulated PMS, EMR, lab and billing systems; Ctrl-C stops all."""
+    from twisted.application.service import MultiService
     from twisted.internet import defer, reactor, threads
     from twisted.logger import (
         FilteringLogObserver,
@@ -143,10 +143,10 @@ def demo(folder: str, rate: float, port_base: int, fail_after: float, fail_for: 
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
     )
-    started = reactor.seconds()
+    started: list[float] = []  # when the engine was up: billing's failure counts from then
 
     def billing_failing() -> bool:
-        return fail_after <= reactor.seconds() - started < fail_after + fail_for
+        return bool(started) and fail_after <= reactor.seconds() - started[0] < fail_after + fail_for
 
     receivers = [
         (EMR_IN, Receiver("EMR")),
@@ -163,36 +163,31 @@ def demo(folder: str, rate: float, port_base: int, fail_after: float, fail_for: 
         )
         for offset, receiver in receivers
     ]
-    engine = Engine(config, reactor)
+    # Started in order, stopped in reverse: the receivers outlive the engine's last deliveries.
+    hub = MultiService()
+    for service in services:
+        service.setServiceParent(hub)
+    Engine(config, reactor).setServiceParent(hub)
     ports = {"PMS": port_base + PMS, "EMR": port_base + EMR, "LAB": port_base + LAB}
     senders = Senders(Story(), ports, rate, echo=lambda line: click.echo(line, err=True))
     failed: list[Exception] = []
-    stopping: list[bool] = []
-
-    def stop_once() -> None:
-        if not stopping:
-            stopping.append(True)
-            reactor.stop()
 
     def start() -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda signum, frame: reactor.callFromThread(stop_once))
         try:
-            for service in services:
-                service.startService()
-            engine.startService()
+            hub.startService()
         except Exception as exc:  # a port in use: say so and stop
             failed.append(exc)
             click.echo(f"hl7engine demo: cannot start: {exc}", err=True)
-            stop_once()
+            reactor.stop()
             return
+        started.append(reactor.seconds())
         senders.start()
         click.echo(
             f"demo: console http://127.0.0.1:{port_base + CONSOLE}/ (user demo, password demo);"
             f" store and config in {path.parent}; {rate:g} message(s)/s from PMS, EMR and LAB;"
             f" billing fails after {fail_after:g} s for {fail_for:g} s. Ctrl-C stops."
         )
-        report(billing_failing())
+        report(False)
 
     def report(was_failing: bool) -> None:
         now_failing = billing_failing()
@@ -205,16 +200,13 @@ def demo(folder: str, rate: float, port_base: int, fail_after: float, fail_for: 
     def shutdown():
         # Off the reactor: a sender may be waiting for an ACK the engine gives on the reactor.
         yield threads.deferToThread(senders.stop)
-        if engine.running:
-            yield engine.stopService()
-        for service in services:
-            if service.running:
-                yield service.stopService()
+        if hub.running:
+            yield hub.stopService()
         counts = ", ".join(f"{system} {n}" for system, n in sorted(senders.sent.items()))
         click.echo(f"demo: stopped; sent {sum(senders.sent.values())} message(s) ({counts or 'none'})")
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
-    reactor.run()
+    reactor.run()  # SIGINT and SIGTERM stop it (Twisted's own handlers)
     if failed:
         sys.exit(1)
