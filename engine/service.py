@@ -29,6 +29,7 @@ from engine.channels.intake import Intake
 from engine.channels.leases import LOCAL_LEASES, Leases, job_key
 from engine.channels.leasing import StoreLeases
 from engine.channels.passes import IDLE_POLL_SECONDS
+from engine.channels.trial import try_message
 from engine.channels.wakeups import Peers, Wakeups
 from engine.config import Config, EngineSettings, load_config
 from engine.configengine import ClusterSettings
@@ -43,6 +44,7 @@ from engine.web.audit import Auditor
 from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
 from engine.web.server import WebService
+from engine.web.trying import TryApi
 
 __all__ = ["ALL_ROLES", "ROLES", "Engine", "ReloadReport", "check_roles"]
 
@@ -250,8 +252,19 @@ class Engine(service.MultiService):
         if settings.http is not None and "intake" in self.roles and not extra_intake:
             # The patient API sits behind the same login; every patient shown or exported is audited.
             patients = patient_resources(self.store, auditor=Auditor(self.store))
+
+            # Trying a stored message on a channel uses the configuration running at the time.
+            def run_trial(channel: str, raw: bytes):
+                return try_message(self.config, channel, raw)
+
+            trying = {b"try": lambda message: TryApi(message, run_trial)}
             self.web = WebService(
-                settings, self.store, reactor=reactor, metrics=self.metrics, extra_resources=patients
+                settings,
+                self.store,
+                reactor=reactor,
+                metrics=self.metrics,
+                extra_resources=patients,
+                message_actions=trying,
             )
             self.web.setServiceParent(self)
 

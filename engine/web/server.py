@@ -89,6 +89,7 @@ class WebService(service.Service):
         metrics: Metrics,
         extra_resources: Mapping[str, resource.Resource] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        message_actions: Mapping[bytes, Callable] | None = None,
     ):
         if settings.http is None:
             raise ValueError("the web service needs engine.http settings")
@@ -126,6 +127,7 @@ class WebService(service.Service):
             lease_seconds=(
                 settings.cluster.lease_seconds if settings.cluster is not None else DEFAULT_LEASE_SECONDS
             ),
+            message_actions=message_actions,
         )
         self._listening: defer.Deferred | None = None
 
@@ -201,8 +203,11 @@ def build_root(
     default_charset: str,
     extra_resources: Mapping[str, resource.Resource],
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    message_actions: Mapping[bytes, Callable] | None = None,
 ) -> resource.Resource:
     """The resource tree.
+
+    ``message_actions``: more actions below ``/api/messages/{id}/`` (see ``MessagesApi``).
 
     ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate;
     ``lease_seconds`` (engine.cluster) is the heartbeat age past which /api/nodes calls a node dead.
@@ -225,7 +230,9 @@ def build_root(
     root.putChild(b"login", _Login(authenticator, auditor))
     root.putChild(b"logout", _Logout(authenticator.sessions, auditor))
     api = Directory()
-    api.putChild(b"messages", MessagesApi(store, auditor, default_charset=default_charset))
+    api.putChild(
+        b"messages", MessagesApi(store, auditor, default_charset=default_charset, actions=message_actions)
+    )
     api.putChild(b"audit", AuditApi(auditor))
     api.putChild(b"queues", QueuesApi(store))
     api.putChild(b"nodes", NodesApi(store, lease_seconds=lease_seconds))
