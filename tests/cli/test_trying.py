@@ -51,3 +51,10 @@ def test_try_unknown_channel_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("hl7engine try: no channel named 'nosuch'")
     assert "Traceback" not in result.stderr
+
+
+def test_try_missing_file_is_a_one_line_error(tmp_path):
+    """A file that cannot be read: one line naming it, exit 1, no traceback."""
+    result = run_try(tmp_path, "pms-adt", "nosuch.hl7")
+    assert result.returncode == 1
+    assert result.stderr == "hl7engine try: cannot read nosuch.hl7: No such file or directory\n"
