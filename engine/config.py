@@ -252,6 +252,41 @@ class Config(Frozen):
         """The tables as read when this config was loaded (a CSV file once, with its hash)."""
         return self._tables
 
+    def summary(self) -> dict:
+        """What runs, for people (the console's config view): names, kinds and shapes, never a secret."""
+        http = self.engine.http
+        return {
+            "source": str(self.source_path) if self.source_path is not None else None,
+            "listeners": [
+                {
+                    "name": listener.name,
+                    "type": listener.type,
+                    "where": str(listener.directory if listener.type == "file" else listener.endpoint),
+                }
+                for listener in self.listeners
+            ],
+            "channels": [
+                {
+                    "name": channel.name,
+                    "description": channel.description,
+                    "enabled": channel.enabled,
+                    "source": channel.source,
+                    "filters": len(channel.filters),
+                    "transforms": len(channel.transforms),
+                    "destinations": [
+                        {"name": destination.name, "type": destination.type}
+                        for destination in channel.destinations
+                    ],
+                }
+                for channel in self.channels
+            ],
+            "tables": sorted(self.tables),
+            "users": [
+                {"name": name, "role": user.role}
+                for name, user in sorted((http.users if http else {}).items())
+            ],
+        }
+
     @property
     def inputs(self) -> tuple[InputFile, ...]:
         """The files this config read besides its own (CSV tables, ``python:`` modules), with their hashes."""

@@ -264,6 +264,7 @@ class Engine(service.MultiService):
                 reactor=reactor,
                 metrics=self.metrics,
                 extra_resources=patients,
+                config_summary=lambda: self.config.summary(),
                 message_actions=trying,
             )
             self.web.setServiceParent(self)

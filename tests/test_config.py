@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine.config import ConfigProblem, load_config, parse_config
+from engine.configengine import WebUser
 from engine.errors import ConfigError, EngineError
 from engine.store.cipher import Cipher
 from engine.web.passwords import hash_password
@@ -684,7 +685,7 @@ def test_config_refuses_a_plain_password(tmp_path):
         base_dir=tmp_path,
     )
     http = config.engine.http
-    assert (http.users, http.session_minutes) == ({"alice": hashed}, 30)
+    assert (http.users, http.session_minutes) == ({"alice": WebUser(password=hashed, role="admin")}, 30)
     limits = (
         http.login_failures_per_user,
         http.login_failures_per_address,
@@ -693,6 +694,34 @@ def test_config_refuses_a_plain_password(tmp_path):
         http.max_header_bytes,
     )
     assert limits == (5, 20, 300, 65536, 16384)
+
+
+def test_users_have_roles_and_a_bare_hash_is_an_admin(tmp_path):
+    """users.<name> is {password, role} or a bare hash (admin); a wrong role or missing key names its path."""
+    hashed = hash_password("s3cret", iterations=1000)
+    rest = "listeners: []\nchannels: []\n"
+    head = 'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n'
+    config = parse_config(
+        head + f'      alice: "{hashed}"\n      vera: {{password: "{hashed}", role: viewer}}\n' + rest,
+        base_dir=tmp_path,
+    )
+    assert config.engine.http.users == {
+        "alice": WebUser(password=hashed, role="admin"),
+        "vera": WebUser(password=hashed, role="viewer"),
+    }
+    assert config.summary()["users"] == [
+        {"name": "alice", "role": "admin"},
+        {"name": "vera", "role": "viewer"},
+    ]
+    for user, path in (
+        (f'{{password: "{hashed}", role: boss}}', "engine.http.users.vera.role"),
+        ("{role: viewer}", "engine.http.users.vera.password"),
+        ('{password: "s3cret", role: viewer}', "engine.http.users.vera.password"),
+        (f'{{password: "{hashed}", role: viewer, colour: red}}', "engine.http.users.vera.colour"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            parse_config(head + f"      vera: {user}\n" + rest, base_dir=tmp_path)
+        assert path in str(raised.value), user
 
 
 ENCRYPTION = """\

@@ -5,10 +5,12 @@
     GET  /api/messages/{id}/raw         the bytes exactly as received; 410 once pruned (audited: raw)
     POST /api/messages/{id}/resend      queue it again for its destinations           (audited: resend)
     POST /api/messages/{id}/reprocess   run it through its channel again              (audited: reprocess)
-    GET  /api/audit?limit=&before_id=&message_id=&user=
+    GET  /api/audit?limit=&before_id=&message_id=&user=&action=&since=
     GET  /api/queues
     GET  /api/session
 
+``OPENAPI_PATHS`` gives each route's least role. A viewer's answers are shaped here: summaries
+without the patient id (and no search by it), a message without its content (engine.web.roles).
 A search returns summaries only (no content). A message whose content retention removed shows
 ``pruned_at`` (else null), an empty ``raw`` and null content elsewhere. A view of a message's
 content is written to the audit trail before the content is sent: when the trail cannot be
@@ -25,6 +27,7 @@ from twisted.web import resource
 
 from engine.hl7.charset import decode
 from engine.store.messages import MessageQuery, StoredMessage
+from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated
 from engine.web.responses import (
@@ -38,8 +41,9 @@ from engine.web.responses import (
     send,
     serve,
 )
+from engine.web.roles import ADMIN, OPERATOR, VIEWER, may, without_content, without_person_data
 
-__all__ = ["AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
+__all__ = ["OPENAPI_PATHS", "AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -104,6 +108,10 @@ _SEARCH_PARAMS = (
 )
 
 
+class Forbidden(BadRequest):
+    """A parameter the user's role may not use (403)."""
+
+
 def message_query(request) -> MessageQuery:
     """The MessageQuery of a search request; BadRequest explains a parameter it cannot use.
 
@@ -127,15 +135,17 @@ def message_query(request) -> MessageQuery:
     )
 
 
+def _refusal(error: BadRequest) -> Reply:
+    return error_reply(403 if isinstance(error, Forbidden) else 400, str(error))
+
+
 def _answer(request, work: Callable[[], defer.Deferred]) -> int:
-    """Serve ``work()``; a BadRequest raised while parsing or working becomes 400."""
+    """Serve ``work()``; a BadRequest raised while parsing or working becomes 400 (Forbidden 403)."""
     try:
         d = work()
     except BadRequest as error:
-        d = defer.succeed(error_reply(400, str(error)))
-    d.addErrback(
-        lambda failure: error_reply(400, str(failure.value)) if failure.check(BadRequest) else failure
-    )
+        d = defer.succeed(_refusal(error))
+    d.addErrback(lambda failure: _refusal(failure.value) if failure.check(BadRequest) else failure)
     return serve(request, d)
 
 
@@ -230,9 +240,17 @@ class MessagesApi(JsonResource):
         return _Message(message_id, self._store, self._auditor, self._text, self._actions)
 
     def render_GET(self, request) -> int:
+        shaped = _shaper(request, without_person_data)
+
         def search() -> defer.Deferred:
-            d = self._store.search(message_query(request))
-            return d.addCallback(lambda found: json_reply([summary.to_json_dict() for summary in found]))
+            query = message_query(request)
+            if query.patient_id is not None and shaped is without_person_data:
+                # Its answer would tell a viewer about a person.
+                raise Forbidden("searching by patient_id needs the operator role")
+            d = self._store.search(query)
+            return d.addCallback(
+                lambda found: json_reply([shaped(summary.to_json_dict()) for summary in found])
+            )
 
         return _answer(request, search)
 
@@ -290,7 +308,15 @@ class _Message(JsonResource):
         return _answer(request, act)
 
     def render_GET(self, request) -> int:
-        return self.shown(request, "view", lambda stored: json_reply(message_json(stored, self._text)))
+        shaped = _shaper(request, without_content)
+        return self.shown(
+            request, "view", lambda stored: json_reply(shaped(message_json(stored, self._text)))
+        )
+
+
+def _shaper(request, for_viewer: Callable[[Mapping], dict]) -> Callable[[Mapping], Mapping]:
+    """What a message's JSON goes through for this request's role: ``for_viewer`` below operator."""
+    return (lambda shown: shown) if may(authenticated(request).role, OPERATOR) else for_viewer
 
 
 class _Raw(JsonResource):
@@ -364,6 +390,9 @@ _ACTIONS: dict[bytes, Callable[[_Message], resource.Resource]] = {
 }
 
 
+_AUDIT_PARAMS = ("limit", "before_id", "message_id", "user", "action", "since")
+
+
 class AuditApi(JsonResource):
     """``/api/audit``: the audit trail, newest first."""
 
@@ -375,11 +404,13 @@ class AuditApi(JsonResource):
 
     def render_GET(self, request) -> int:
         def recent() -> defer.Deferred:
-            params = _params(request, ("limit", "before_id", "message_id", "user"))
+            params = _params(request, _AUDIT_PARAMS)
             criteria = {
                 "before_id": _int(params, "before_id"),
                 "message_id": _int(params, "message_id"),
                 "user": params.get("user"),
+                "action": params.get("action"),
+                "since": _time(params, "since"),
             }
             d = self._auditor.recent(_int(params, "limit", default=100, high=MAX_LIMIT), **criteria)
             return d.addCallback(lambda entries: json_reply([entry.to_json_dict() for entry in entries]))
@@ -418,4 +449,96 @@ class SessionApi(JsonResource):
     isLeaf = True
 
     def render_GET(self, request) -> bytes:
-        return send(request, json_reply({"user": authenticated(request).user}))
+        principal = authenticated(request)
+        return send(request, json_reply({"user": principal.user, "role": principal.role}))
+
+
+_SEARCH_DOC = {
+    "control_id": "MSH-10, exactly",
+    "patient_id": "the patient identifier stored with the message, exactly (not for a viewer: 403)",
+    "type": "ADT, ADT^A01, ADT^A01^ADT_A01 or ^A01",
+    "sender": "MSH-3 namespace id, or APP/FACILITY",
+    "status": "RECEIVED, REJECTED, FILTERED, TRANSFORMED, QUEUED, SENT or ERROR",
+    "channel": "the channel's name",
+    "listener": "the listener's name",
+    "since": "ISO 8601 time: received at or after",
+    "until": "ISO 8601 time: received before",
+    "limit": "1..500, default 50",
+    "before_id": "page: only messages with a smaller id",
+}
+_AUDIT_DOC = {
+    "limit": "1..500, default 100",
+    "before_id": "page: only entries with a smaller id",
+    "message_id": "one message's entries",
+    "user": "one user's entries",
+    "action": "one action's entries (view, raw, resend, login ...)",
+    "since": "ISO 8601 time: entries at or after",
+}
+_INTEGERS = {"limit", "before_id", "message_id"}
+
+
+def _queries(described: Mapping[str, str]) -> list[dict]:
+    return [
+        query(name, text, kind="integer" if name in _INTEGERS else "string")
+        for name, text in described.items()
+    ]
+
+
+OPENAPI_PATHS: dict = {
+    "/api/messages": {
+        "get": operation(
+            "Search the stored messages: summaries, newest first (a viewer's without patient_id)",
+            VIEWER,
+            parameters=_queries(_SEARCH_DOC),
+        )
+    },
+    "/api/messages/{id}": {
+        "get": operation(
+            "One message: headers, content at each stage, deliveries, events (audited: view);"
+            " a viewer's with every content field null and content_hidden true",
+            VIEWER,
+            parameters=[ID],
+            responses={"404": {"description": "no such message"}},
+        )
+    },
+    "/api/messages/{id}/raw": {
+        "get": operation(
+            "The bytes exactly as received (audited: raw)",
+            OPERATOR,
+            parameters=[ID],
+            ok={"description": "the message", "content": {HL7_CONTENT_TYPE.decode(): {}}},
+            responses={"404": {"description": "no such message"}, "410": {"description": "content pruned"}},
+        )
+    },
+    "/api/messages/{id}/resend": {
+        "post": operation(
+            "Queue the message again for its destinations, or one (audited: resend)",
+            OPERATOR,
+            parameters=[ID, query("destination", "only this destination")],
+            responses={"404": {"description": "no such message"}},
+        )
+    },
+    "/api/messages/{id}/reprocess": {
+        "post": operation(
+            "Run the message through its channel again (audited: reprocess)",
+            OPERATOR,
+            parameters=[ID],
+            responses={"404": {"description": "no such message"}},
+        )
+    },
+    "/api/audit": {"get": operation("The audit trail, newest first", ADMIN, parameters=_queries(_AUDIT_DOC))},
+    "/api/queues": {
+        "get": operation(
+            "The deliveries waiting in each destination's queue",
+            VIEWER,
+            ok=json_response("[{channel, destination, depth}]", {"type": "array"}),
+        )
+    },
+    "/api/session": {
+        "get": operation(
+            "Who the request is authenticated as, and their role",
+            VIEWER,
+            ok=json_response("{user, role}", {"type": "object"}),
+        )
+    },
+}

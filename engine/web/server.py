@@ -4,11 +4,13 @@
     /metrics           public   Prometheus text: counts and names from the config, never message content
     /login, /logout    public   POST: a form login that sets (or ends) the session cookie
     /, /console/...    public   the console's static page, script and style (they hold no data)
-    /api/...           gated    see engine/web/messages.py and nodes.py; more can be mounted below it
+    /api/...           gated    see engine/web/messages.py, nodes.py, configs.py, openapi.py; more can be
+                                mounted below it
     anything mounted   gated    ``extra_resources`` (e.g. ``api/patients``, ``fhir``)
 
 Every child of the root that is not public sits behind a Gate: a session cookie or HTTP Basic
-credentials, else 401. With no user configured, nothing but /health and /metrics is served.
+credentials, else 401; a role below the route's (engine.web.openapi.policy()), else 403. With no
+user configured, nothing but /health and /metrics is served.
 The access log shows paths without their query strings, which may hold search terms.
 """
 
@@ -38,6 +40,7 @@ from engine.web.audit import Auditor
 from engine.web.auth import (
     BROWSER_HEADER,
     SESSION_COOKIE,
+    Account,
     Authenticator,
     Gate,
     IPrincipal,
@@ -46,11 +49,14 @@ from engine.web.auth import (
     remote_address,
     throttled_reply,
 )
+from engine.web.configs import ConfigApi
 from engine.web.limits import LimitedSite
 from engine.web.messages import AuditApi, MessagesApi, QueuesApi, SessionApi
 from engine.web.metrics import Metrics
 from engine.web.nodes import NodesApi
+from engine.web.openapi import OpenApiDocument, policy
 from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
+from engine.web.roles import RolePolicy
 from engine.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
@@ -63,6 +69,7 @@ log = Logger(namespace="engine.web")
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 CONSOLE_FILES = {
     "console.js": b"text/javascript; charset=utf-8",
+    "admin.js": b"text/javascript; charset=utf-8",
     "console.css": b"text/css; charset=utf-8",
     "favicon.svg": b"image/svg+xml",
 }
@@ -88,6 +95,7 @@ class WebService(service.Service):
         reactor,
         metrics: Metrics,
         extra_resources: Mapping[str, resource.Resource] | None = None,
+        config_summary: Callable[[], Mapping] | None = None,
         clock: Callable[[], datetime] = utc_now,
         message_actions: Mapping[bytes, Callable] | None = None,
     ):
@@ -104,7 +112,7 @@ class WebService(service.Service):
         # made-up credentials cannot hold up the reactor's pool (file destinations write with it).
         self.password_pool = ThreadPool(minthreads=0, maxthreads=PASSWORD_THREADS, name="web-passwords")
         self.authenticator = Authenticator(
-            http.users,
+            {name: Account(user.password, user.role) for name, user in http.users.items()},
             self.sessions,
             reactor=reactor,
             pool=self.password_pool,
@@ -124,6 +132,7 @@ class WebService(service.Service):
             auditor=self.auditor,
             default_charset=settings.default_charset,
             extra_resources=extra_resources or {},
+            config_summary=config_summary,
             lease_seconds=(
                 settings.cluster.lease_seconds if settings.cluster is not None else DEFAULT_LEASE_SECONDS
             ),
@@ -202,6 +211,7 @@ def build_root(
     auditor: Auditor,
     default_charset: str,
     extra_resources: Mapping[str, resource.Resource],
+    config_summary: Callable[[], Mapping] | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     message_actions: Mapping[bytes, Callable] | None = None,
 ) -> resource.Resource:
@@ -210,7 +220,8 @@ def build_root(
     ``message_actions``: more actions below ``/api/messages/{id}/`` (see ``MessagesApi``).
 
     ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate;
-    ``lease_seconds`` (engine.cluster) is the heartbeat age past which /api/nodes calls a node dead.
+    ``config_summary`` gives the running config's summary for /api/config; ``lease_seconds``
+    (engine.cluster) is the heartbeat age past which /api/nodes calls a node dead.
     """
     root = Directory()
     root.putChild(b"health", _Health(store))
@@ -237,13 +248,22 @@ def build_root(
     api.putChild(b"queues", QueuesApi(store))
     api.putChild(b"nodes", NodesApi(store, lease_seconds=lease_seconds))
     api.putChild(b"session", SessionApi())
-    root.putChild(b"api", Gate(api, authenticator))
+    api.putChild(b"config", ConfigApi(store, config_summary))
+    api.putChild(b"openapi.json", OpenApiDocument())
+    roles = policy()
+    root.putChild(b"api", Gate(api, authenticator, roles))
     for path, child in extra_resources.items():
-        mount(root, path, child, authenticator)
+        mount(root, path, child, authenticator, roles)
     return root
 
 
-def mount(root: resource.Resource, path: str, child: resource.Resource, authenticator: Authenticator) -> None:
+def mount(
+    root: resource.Resource,
+    path: str,
+    child: resource.Resource,
+    authenticator: Authenticator,
+    roles: RolePolicy,
+) -> None:
     """Put ``child`` at ``path`` (``a/b/c``) behind the gate of its top-level name (made when missing)."""
     parts = path.strip("/").split("/")
     if any(not part for part in parts):
@@ -253,7 +273,7 @@ def mount(root: resource.Resource, path: str, child: resource.Resource, authenti
     names = [part.encode("utf-8") for part in parts]
     gate = root.children.get(names[0])
     if gate is None:
-        root.putChild(names[0], Gate(child if len(names) == 1 else Directory(), authenticator))
+        root.putChild(names[0], Gate(child if len(names) == 1 else Directory(), authenticator, roles))
         if len(names) == 1:
             return
         gate = root.children[names[0]]
@@ -378,6 +398,7 @@ class _Login(JsonResource):
             return error_reply(401, "wrong user name or password")
         yield self._auditor.record(request, "login", user=user)
         token = yield self._authenticator.sessions.open(user)
+        role = self._authenticator.users[user].role
         request.addCookie(
             SESSION_COOKIE,
             token.encode("ascii"),
@@ -387,7 +408,7 @@ class _Login(JsonResource):
             secure=request.isSecure(),
         )
         log.info("web: {user} logged in from {remote}", user=user, remote=remote_address(request))
-        return json_reply({"user": user})
+        return json_reply({"user": user, "role": role})
 
 
 class _Logout(JsonResource):

@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping
 from twisted.internet import defer
 
 from engine.channels.trial import Trial
+from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.responses import JsonResource, error_reply, json_reply
+from engine.web.roles import OPERATOR
 
 __all__ = ["OPENAPI_PATHS", "TryApi"]
 
@@ -30,59 +32,39 @@ _CHANGE = {
         "new": {"type": "string"},
     },
 }
+_DESTINATION = {
+    "type": "object",
+    "properties": {
+        "destination": {"type": "string"},
+        "outcome": {"enum": ["queued", "filtered", "failed"]},
+        "reason": {"type": "string"},
+        "changes": {"type": "array", "items": _CHANGE},
+        "output": {"type": ["string", "null"]},
+    },
+}
+_TRIAL = {
+    "type": "object",
+    "properties": {
+        "channel": {"type": "string"},
+        "outcome": {"enum": ["accepted", "not accepted", "filtered", "failed"]},
+        "reason": {"type": "string"},
+        "control_id": {"type": "string"},
+        "message_type": {"type": "string"},
+        "version": {"type": "string"},
+        "destinations": {"type": "array", "items": _DESTINATION},
+    },
+}
 
 OPENAPI_PATHS: dict = {
     "/api/messages/{id}/try": {
-        "post": {
-            "summary": "Run a stored message through a channel without storing or sending anything",
-            "x-role": "operator",
-            "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}},
-                {
-                    "name": "channel",
-                    "in": "query",
-                    "required": False,
-                    "description": "The channel to try (default: the message's own)",
-                    "schema": {"type": "string"},
-                },
-            ],
-            "responses": {
-                "200": {
-                    "description": "What the channel would make of the message",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "channel": {"type": "string"},
-                                    "outcome": {"enum": ["accepted", "not accepted", "filtered", "failed"]},
-                                    "reason": {"type": "string"},
-                                    "control_id": {"type": "string"},
-                                    "message_type": {"type": "string"},
-                                    "version": {"type": "string"},
-                                    "destinations": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "destination": {"type": "string"},
-                                                "outcome": {"enum": ["queued", "filtered", "failed"]},
-                                                "reason": {"type": "string"},
-                                                "changes": {"type": "array", "items": _CHANGE},
-                                                "output": {"type": ["string", "null"]},
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        }
-                    },
-                },
-                "400": {"description": "No such channel, or the message has none and none was named"},
-                "404": {"description": "No such message"},
-                "410": {"description": "Retention removed the message's content"},
-            },
-        }
+        "post": operation(
+            "Run the message through its channel, or the one named, without storing or sending anything:"
+            " accepted or why not, and per destination the fields it would change (audited: try)",
+            OPERATOR,
+            parameters=[ID, query("channel", "the channel to try (default: the message's own)")],
+            ok=json_response("what the channel would make of the message", _TRIAL),
+            responses={"404": {"description": "no such message"}, "410": {"description": "content pruned"}},
+        )
     }
 }
 

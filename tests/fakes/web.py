@@ -18,8 +18,10 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from engine.store.message_store import MessageStore
 from engine.store.schema import audit_log
+from engine.web.auth import Account
 from engine.web.metrics import Metrics
 from engine.web.passwords import hash_password
+from engine.web.roles import ADMIN
 from engine.web.server import WebService
 from tests.fakes.harness import in_thread
 from tests.fakes.store import rows_of
@@ -27,6 +29,14 @@ from tests.fakes.store import rows_of
 PASSWORD = "correct horse battery staple"
 # Few iterations keep the suite fast; the format carries them, so the server verifies as usual.
 USERS = {"alice": hash_password(PASSWORD, iterations=1000)}
+# The same users as the Authenticator takes them: a bare hash in the config is an admin.
+ACCOUNTS = {name: Account(encoded, ADMIN) for name, encoded in USERS.items()}
+# engine.http.users with one user of each role (all with PASSWORD): vera views, otto operates.
+ROLE_USERS = {
+    "vera": {"password": USERS["alice"], "role": "viewer"},
+    "otto": {"password": USERS["alice"], "role": "operator"},
+    "alice": {"password": USERS["alice"], "role": "admin"},
+}
 BROWSER = {"X-Requested-With": "test"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

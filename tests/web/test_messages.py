@@ -313,7 +313,7 @@ def test_the_session_api_names_the_user_however_they_logged_in(start_web):
     by_script = yield in_thread(fetch, f"{web.url}/api/session", headers=basic())
     cookie = session_cookie((yield login(web)))
     by_browser = yield in_thread(fetch, f"{web.url}/api/session", headers={**cookie, **BROWSER})
-    assert by_script.json() == by_browser.json() == {"user": "alice"}
+    assert by_script.json() == by_browser.json() == {"user": "alice", "role": "admin"}
 
 
 @pytest_twisted.inlineCallbacks

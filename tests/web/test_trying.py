@@ -9,7 +9,7 @@ from engine.store.retention import RetentionPolicy, RetentionRepository
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
 from tests.fakes.trial import try_actions
-from tests.fakes.web import audit_rows, basic, fetch
+from tests.fakes.web import ROLE_USERS, audit_rows, basic, fetch
 
 
 @pytest_twisted.inlineCallbacks
@@ -66,3 +66,18 @@ def test_try_of_a_pruned_message_is_gone(start_web, store):
     answer = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/try", "POST", headers=basic())
 
     assert answer.status == 410
+
+
+@pytest_twisted.inlineCallbacks
+def test_try_needs_the_operator_role(start_web, store):
+    """A viewer may not try a message (403, nothing audited); an operator may."""
+    (message_id,) = yield store.add([pms_message(4)])
+    web = start_web(users=ROLE_USERS, message_actions=try_actions())
+    url = f"{web.url}/api/messages/{message_id}/try"
+
+    viewer = yield in_thread(fetch, url, "POST", headers=basic("vera"))
+    operator = yield in_thread(fetch, url, "POST", headers=basic("otto"))
+
+    assert viewer.status == 403
+    assert operator.status == 200
+    assert [row[:2] for row in audit_rows(store)] == [("otto", "try")]

@@ -55,6 +55,7 @@
 
   function showLogin(message) {
     stopNodes();
+    delete document.body.dataset.role;
     $("app-view").hidden = true;
     $("who").hidden = true;
     $("logout").hidden = true;
@@ -63,10 +64,14 @@
     $("login-user").focus();
   }
 
-  function showApp(user) {
+  // The role decides what the page shows (console.css hides .operator-only and .admin-only
+  // elements from lesser roles; the server refuses them anyway); admin.js hears of the session.
+  function showApp(session) {
+    document.body.dataset.role = session.role;
+    document.dispatchEvent(new CustomEvent("hl7engine:session", { detail: session }));
     $("login-view").hidden = true;
     $("app-view").hidden = false;
-    $("who").textContent = user;
+    $("who").textContent = session.user + " (" + session.role + ")";
     $("who").hidden = false;
     $("logout").hidden = false;
     loadQueues();
@@ -86,7 +91,7 @@
     });
     const data = await response.json();
     if (response.ok) {
-      showApp(data.user);
+      showApp(data);
     } else {
       showLogin(data.error || "login failed");
     }
@@ -379,7 +384,7 @@
     $("try").addEventListener("click", tryMessage);
     try {
       const session = await call("GET", "/api/session");
-      showApp(session.user);
+      showApp(session);
     } catch (error) {
       // call() already showed the login form on 401
       if (!$("login-view").hidden) {
