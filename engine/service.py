@@ -31,6 +31,7 @@ from engine.channels.leases import LOCAL_LEASES, Leases, job_key
 from engine.channels.leasing import StoreLeases
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pausing import Controls, PauseWatch
+from engine.channels.trial import try_message
 from engine.channels.wakeups import Peers, Wakeups
 from engine.config import Config, EngineSettings, load_config
 from engine.configengine import ClusterSettings
@@ -47,6 +48,7 @@ from engine.web.channels import ListenerState, Overview, dashboard_resources
 from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
 from engine.web.server import WebService
+from engine.web.trying import TryApi
 
 __all__ = ["ALL_ROLES", "ROLES", "Engine", "ReloadReport", "check_roles"]
 
@@ -270,6 +272,12 @@ class Engine(service.MultiService):
                 paused=self.pause_watch.poll_now if self.pause_watch is not None else lambda: None,
             )
             dashboard["api/alerts"] = AlertsApi(self.controls, lambda: self.config.alerts)
+
+            # Trying a stored message on a channel uses the configuration running at the time.
+            def run_trial(channel: str, raw: bytes):
+                return try_message(self.config, channel, raw)
+
+            trying = {b"try": lambda message: TryApi(message, run_trial)}
             self.web = WebService(
                 settings,
                 self.store,
@@ -278,6 +286,7 @@ class Engine(service.MultiService):
                 extra_resources={**patients, **dashboard},
                 config_summary=lambda: self.config.summary(),
                 unbound_listeners=self.unbound_listeners,
+                message_actions=trying,
             )
             self.web.setServiceParent(self)
         self.alerts: AlertService | None = None

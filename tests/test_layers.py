@@ -26,6 +26,7 @@ LAYERS = {
     "web": 5,
     "configyaml": 6,
     "config": 6,
+    "configcheck": 6,
     "configengine": 6,
     "configstore": 6,
     "service": 7,
@@ -39,6 +40,8 @@ BESIDE = {
     ("config", "configengine"),
     ("configstore", "configyaml"),
     ("configstore", "configengine"),
+    ("configcheck", "config"),
+    ("configcheck", "configyaml"),
 }
 #: The Alembic environment imports the record's tables so that autogenerate sees the whole database.
 EXEMPT = {("engine.store.migrations.env", "engine.record")}

@@ -29,7 +29,7 @@ from engine.transforms.transforms import build_transforms
 if TYPE_CHECKING:
     from engine.config import Config
 
-__all__ = ["JOURNAL_FOLDER", "build_channel", "build_destination", "retry_policy"]
+__all__ = ["JOURNAL_FOLDER", "build_channel", "build_destination", "build_pipeline", "retry_policy"]
 
 #: The folder under engine.data_dir that holds the destination queues' journals.
 JOURNAL_FOLDER = "journal"
@@ -61,6 +61,32 @@ def build_destination(
     raise TypeError(f"no destination type takes {type(settings).__name__} settings")
 
 
+def build_pipeline(config: Config, index: int, *, tables: Mapping[str, LookupTable]) -> Pipeline:
+    """The filters and transforms of ``config.channels[index]`` and of each of its destinations.
+
+    Stage names are their YAML paths (``channels[0].filters[1]``), which is how a filtered or
+    failed message names the stage.
+    """
+    channel = config.channels[index]
+    path = f"channels[{index}]"
+    stages = [
+        DestinationStages(
+            spec.name,
+            filters=build_filters(spec.filters, path=f"{path}.destinations[{j}].filters"),
+            transforms=build_transforms(
+                spec.transforms, path=f"{path}.destinations[{j}].transforms", tables=tables
+            ),
+        )
+        for j, spec in enumerate(channel.destinations)
+    ]
+    return Pipeline(
+        build_filters(channel.filters, path=f"{path}.filters"),
+        build_transforms(channel.transforms, path=f"{path}.transforms", tables=tables),
+        stages,
+        default_charset=config.engine.default_charset,
+    )
+
+
 def build_channel(
     config: Config,
     index: int,
@@ -87,11 +113,8 @@ def build_channel(
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
-    path = f"channels[{index}]"
-    stages = []
     destinations = []
-    for j, spec in enumerate(channel.destinations):
-        dpath = f"{path}.destinations[{j}]"
+    for spec in channel.destinations:
         if not delivery:
             destination = None
         elif isinstance(spec, ChannelDestinationConfig):
@@ -110,21 +133,9 @@ def build_channel(
             )
         else:
             destination = build_destination(spec.name, spec.settings, reactor=reactor)
-        stages.append(
-            DestinationStages(
-                spec.name,
-                filters=build_filters(spec.filters, path=f"{dpath}.filters"),
-                transforms=build_transforms(spec.transforms, path=f"{dpath}.transforms", tables=tables),
-            )
-        )
         if destination is not None:
             destinations.append((destination, retry_policy(spec.queue)))
-    pipeline = Pipeline(
-        build_filters(channel.filters, path=f"{path}.filters"),
-        build_transforms(channel.transforms, path=f"{path}.transforms", tables=tables),
-        stages,
-        default_charset=charset,
-    )
+    pipeline = build_pipeline(config, index, tables=tables)
     settings = config.engine
     # Clustered, a queue may move to another node: its journal is kept in the store, for the next holder.
     journals = Journals(

@@ -18,6 +18,8 @@ COMMANDS = {
     "resend": "engine.cli.messages:resend",
     "reprocess": "engine.cli.messages:reprocess",
     "nodes": "engine.cli.nodes:nodes",
+    "try": "engine.cli.trying:try_channel",
+    "demo": "engine.cli.demo:demo",
     "validate": "engine.cli.validate:validate_command",
     "convert": "engine.cli.convert:convert_command",
     "channel": "engine.cli.channels:channel",

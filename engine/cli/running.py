@@ -267,11 +267,17 @@ def check(config_file: str | None, config_path: str | None, as_json: bool) -> No
         problems = [{"path": p.path, "line": p.line, "message": p.message} for p in error.problems]
         echo_json({"config": path, "ok": False, "problems": problems})
         sys.exit(2)
+    from engine.configcheck import config_warnings
+
+    warnings = config_warnings(config)  # likely mistakes: printed, never fatal (docs/try.md)
     if as_json:
         counts = {"listeners": len(config.listeners), "channels": len(config.channels)}
-        echo_json({"config": path, "ok": True, "problems": [], **counts})
+        found = [str(warning) for warning in warnings]
+        echo_json({"config": path, "ok": True, "problems": [], "warnings": found, **counts})
     else:
         click.echo(f"{path}: OK ({len(config.listeners)} listener(s), {len(config.channels)} channel(s))")
+        for warning in warnings:
+            click.echo(str(warning), err=True)
 
 
 @click.command("hash-password")

@@ -224,11 +224,20 @@ def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | Non
 class MessagesApi(JsonResource):
     """``/api/messages``: search, and each message below it by id."""
 
-    def __init__(self, store, auditor: Auditor, *, default_charset: str):
+    def __init__(
+        self,
+        store,
+        auditor: Auditor,
+        *,
+        default_charset: str,
+        actions: Mapping[bytes, Callable[[resource.Resource], resource.Resource]] | None = None,
+    ):
+        """``actions``: more actions below each message (``try``), as a resource built per message."""
         super().__init__()
         self._store = store
         self._auditor = auditor
         self._text = _Texts(default_charset)
+        self._actions = {**_ACTIONS, **(actions or {})}
 
     def getChild(self, path: bytes, request) -> resource.Resource:
         if path == b"":
@@ -238,7 +247,7 @@ class MessagesApi(JsonResource):
             return ReplyResource(
                 error_reply(404, f"no message {path.decode('utf-8', 'replace')!r}: ids are 1..{MAX_ID}")
             )
-        return _Message(message_id, self._store, self._auditor, self._text)
+        return _Message(message_id, self._store, self._auditor, self._text, self._actions)
 
     def render_GET(self, request) -> int:
         shaped = _shaper(request, without_person_data)
@@ -259,17 +268,18 @@ class MessagesApi(JsonResource):
 class _Message(JsonResource):
     """``/api/messages/{id}`` and its actions."""
 
-    def __init__(self, message_id: int, store, auditor: Auditor, text: _Texts):
+    def __init__(self, message_id: int, store, auditor: Auditor, text: _Texts, actions: Mapping):
         super().__init__()
         self.message_id = message_id
         self.store = store
         self._auditor = auditor
         self._text = text
+        self._actions = actions
 
     def getChild(self, path: bytes, request) -> resource.Resource:
         if path == b"":
             return self
-        action = _ACTIONS.get(path)
+        action = self._actions.get(path)
         return action(self) if action is not None else ReplyResource(error_reply(404, "no such resource"))
 
     def shown(self, request, action: str, reply: Callable[[StoredMessage], Reply]) -> int:

@@ -124,6 +124,7 @@ class WebService(service.Service):
         config_summary: Callable[[], Mapping] | None = None,
         clock: Callable[[], datetime] = utc_now,
         unbound_listeners: Callable[[], list[str]] = list,
+        message_actions: Mapping[bytes, Callable] | None = None,
     ):
         """``unbound_listeners``: the names of this process's listeners not bound now (for /readyz)."""
         if settings.http is None:
@@ -164,6 +165,7 @@ class WebService(service.Service):
             lease_seconds=(
                 settings.cluster.lease_seconds if settings.cluster is not None else DEFAULT_LEASE_SECONDS
             ),
+            message_actions=message_actions,
         )
         self._listening: defer.Deferred | None = None
 
@@ -241,8 +243,11 @@ def build_root(
     config_summary: Callable[[], Mapping] | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     unbound_listeners: Callable[[], list[str]] = list,
+    message_actions: Mapping[bytes, Callable] | None = None,
 ) -> resource.Resource:
     """The resource tree.
+
+    ``message_actions``: more actions below ``/api/messages/{id}/`` (see ``MessagesApi``).
 
     ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate;
     ``config_summary`` gives the running config's summary for /api/config; ``lease_seconds``
@@ -268,7 +273,9 @@ def build_root(
     root.putChild(b"login", _Login(authenticator, auditor))
     root.putChild(b"logout", _Logout(authenticator.sessions, auditor))
     api = Directory()
-    api.putChild(b"messages", MessagesApi(store, auditor, default_charset=default_charset))
+    api.putChild(
+        b"messages", MessagesApi(store, auditor, default_charset=default_charset, actions=message_actions)
+    )
     api.putChild(b"audit", AuditApi(auditor))
     api.putChild(b"queues", QueuesApi(store))
     api.putChild(b"nodes", NodesApi(store, lease_seconds=lease_seconds))

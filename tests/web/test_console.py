@@ -18,6 +18,7 @@ from tests.fakes.cluster import add_node, two_alive_one_dead
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
 from tests.fakes.store import NOW, rows_of
+from tests.fakes.trial import try_actions
 from tests.fakes.web import PASSWORD, ROLE_USERS
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -234,6 +235,29 @@ def test_console_shows_the_nodes_alive_and_dead_with_what_they_hold(start_web, o
     assert seen["after"][:3] == ["node-d", "alive", "0 s ago"]
 
 
+def _try_message(sync_api, url: str, control_id: str) -> dict:
+    """Log in, open a message, press Try: what the panel shows."""
+    seen: dict = {"problems": []}
+    with _console_page(sync_api, url, seen["problems"]) as page:
+        _log_in(page)
+        page.wait_for_selector("#app-view", state="visible")
+        page.fill("#search-form input[name=control_id]", control_id)
+        page.click("#search-submit")
+        sync_api.expect(page.locator("#results tbody tr")).to_have_count(1)
+        page.click("#results tbody tr")
+        page.wait_for_selector("#detail", state="visible")
+        seen["panel_before"] = page.is_visible("#try-panel")
+        page.click("#try")
+        page.wait_for_selector("#try-panel", state="visible")
+        sync_api.expect(page.locator("#try-result")).not_to_be_empty()
+        seen["own"] = page.text_content("#try-result")
+        page.fill("#try-channel", "other")
+        page.click("#try")
+        sync_api.expect(page.locator("#try-result")).to_contain_text("not accepted")
+        seen["other"] = page.text_content("#try-result")
+    return seen
+
+
 def _as_each_role(sync_api, url: str) -> dict:
     """Log in as vera (viewer), otto (operator) and alice (admin) in turn; what each one's console showed."""
     seen: dict = {"problems": []}
@@ -279,6 +303,27 @@ def _as_each_role(sync_api, url: str) -> dict:
             page.click("#logout")
             page.wait_for_selector("#login-view", state="visible")
     return seen
+
+
+@pytest_twisted.inlineCallbacks
+def test_console_try_button_shows_what_the_channel_would_change(start_web, store):
+    """On a message's page, Try shows per destination the fields its channel would change, nothing stored."""
+    sync_api = _playwright()
+    yield store.add([pms_message(7)])
+    web = start_web(message_actions=try_actions())
+
+    seen = yield in_thread(_try_message, sync_api, web.url + "/", "CTRL7")
+
+    assert seen["problems"] == []
+    assert seen["panel_before"] is False
+    assert seen["own"] == (
+        "CTRL7 ADT^A04: accepted by adt\n"
+        "  -> emr: would deliver, 1 change(s)\n"
+        "       MSH-5 (Receiving Application): 'HUB' -> 'EMR'"
+    )
+    assert seen["other"].startswith(
+        "CTRL7 ADT^A04: not accepted by other: listener 'main' gives this message"
+    )
 
 
 @pytest_twisted.inlineCallbacks

@@ -240,6 +240,7 @@
     shownId = message.id;
     $("detail-id").textContent = String(message.id);
     $("action-result").textContent = "";
+    $("try-panel").hidden = true;
     const fields = $("detail-fields");
     clear(fields);
     field(fields, "Received", when(message.received_at));
@@ -310,6 +311,45 @@
     }
   }
 
+  function trialText(trial) {
+    const head = [trial.control_id, trial.message_type].filter(Boolean).join(" ");
+    if (trial.outcome !== "accepted") {
+      return head + ": " + trial.outcome + " by " + trial.channel + ": " + trial.reason;
+    }
+    const lines = [head + ": accepted by " + trial.channel];
+    for (const destination of trial.destinations) {
+      if (destination.outcome !== "queued") {
+        lines.push("  -> " + destination.destination + ": " + destination.outcome + ": " + destination.reason);
+        continue;
+      }
+      lines.push("  -> " + destination.destination + ": would deliver, " + (destination.changes.length || "no") + " change(s)");
+      for (const change of destination.changes) {
+        if (change.kind === "changed") {
+          const name = change.name ? " (" + change.name + ")" : "";
+          lines.push("       " + change.path + name + ": '" + change.old + "' -> '" + change.new + "'");
+        } else {
+          lines.push("       " + (change.kind === "added" ? "+ " + change.path + ": " + change.new : "- " + change.path + ": " + change.old));
+        }
+      }
+    }
+    return lines.join("\n");
+  }
+
+  async function tryMessage() {
+    if (shownId === null) {
+      return;
+    }
+    const channel = $("try-channel").value.trim();
+    const query = channel ? "?channel=" + encodeURIComponent(channel) : "";
+    try {
+      const trial = await call("POST", "/api/messages/" + encodeURIComponent(shownId) + "/try" + query);
+      $("try-result").textContent = trialText(trial);
+    } catch (error) {
+      $("try-result").textContent = error.message;
+    }
+    $("try-panel").hidden = false;
+  }
+
   function rowOf(event) {
     const row = event.target.closest("tr.result");
     return row ? row.dataset.id : null;
@@ -341,6 +381,7 @@
     $("detail-close").addEventListener("click", closeDetail);
     $("resend").addEventListener("click", () => act("resend"));
     $("reprocess").addEventListener("click", () => act("reprocess"));
+    $("try").addEventListener("click", tryMessage);
     try {
       const session = await call("GET", "/api/session");
       showApp(session);
