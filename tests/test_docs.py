@@ -20,6 +20,10 @@ from twisted.internet.testing import MemoryReactorClock
 from engine.channels.build import build_channel
 from engine.config import Config, load_config, parse_config
 from engine.model import Status
+from engine.record.apply.adt import AdtApplication, MergeApplication
+from engine.record.apply.dft import DftApplication
+from engine.record.apply.oru import OruApplication
+from engine.record.apply.siu import SiuApplication
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -35,6 +39,9 @@ REFERENCE = {
     "engine.channels.destinations.spec": "destinations.md",
 }
 DEFAULT_REFERENCE = "configuration.md"
+
+#: The record's families of messages, each with the events (triggers) it applies.
+FAMILIES = (AdtApplication, MergeApplication, SiuApplication, OruApplication, DftApplication)
 
 
 def _pages() -> list[Path]:
@@ -84,6 +91,43 @@ def test_the_readme_names_only_files_that_exist():
     targets = [link for link in links if "://" not in link] + named
     assert named, "the README maps the docs"
     assert [target for target in targets if not (ROOT / target).exists()] == []
+
+
+#: Folders the benchmark makes on its first run: the docs name them, no checkout has them.
+GENERATED = ("bench/.deps/", "bench/node/")
+
+
+def test_the_repository_paths_the_docs_name_exist():
+    """Each repository file or folder a page or the README names in backticks (`engine/...`) exists."""
+    named = [
+        (f"{path.relative_to(ROOT)}:{number}", target.rstrip(".,)"))
+        for path in [*_pages(), ROOT / "README.md"]
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for target in re.findall(r"`((?:engine|tests|docs|bench|deploy|\.ci)/[^`\s:]*)", line)
+        if not any(char in target for char in "*<{")
+    ]
+    assert len(named) > 50, "the pattern finds the paths the docs name"
+    missing = [
+        f"{where}: {target}"
+        for where, target in named
+        if not (ROOT / target).exists() and not f"{target}/".startswith(GENERATED)
+    ]
+    assert missing == []
+
+
+def test_the_record_page_says_what_each_event_the_record_applies_does():
+    """Every event a record family applies (ADT, SIU, ORU, DFT triggers) has its row in record.md's table."""
+    text = (DOCS / "record.md").read_text(encoding="utf-8")
+    # The first cell of each table row: `| ADT A01 / A04 / A05 | ...`.
+    rows = [line.split("|")[1] for line in text.splitlines() if line.startswith("| ")]
+    events = [(family.code, trigger) for family in FAMILIES for trigger in family.triggers if trigger]
+    assert {code for code, _ in events} >= {"ADT", "SIU", "ORU", "DFT"}
+    missing = [
+        f"{code}^{trigger}"
+        for code, trigger in events
+        if not any(row.startswith(f" {code} ") and re.search(rf"\b{trigger}\b", row) for row in rows)
+    ]
+    assert missing == []
 
 
 def _keys(annotation, path: str, stack: tuple = ()) -> typing.Iterator[tuple[str, type, str]]:
