@@ -44,6 +44,10 @@ DEFAULT_REFERENCE = "configuration.md"
 FAMILIES = (AdtApplication, MergeApplication, SiuApplication, OruApplication, DftApplication)
 
 
+#: The benchmark's own docs and reports (not what its baselines' packages install beside them).
+REPORTS = [ROOT / "bench" / "README.md", *sorted((ROOT / "bench" / "results").glob("*.md"))]
+
+
 def _pages() -> list[Path]:
     return sorted(DOCS.rglob("*.md"))
 
@@ -62,10 +66,10 @@ def test_the_docs_build_with_mkdocs_in_strict_mode(tmp_path):
 
 
 def test_the_docs_refer_to_nothing_outside_the_repository():
-    """No page, nor the README, sends the reader to files outside the repository or to issue numbers."""
+    """No page (nor the README, the changelog, the benchmark's reports) points outside the repository."""
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-        for path in [*_pages(), ROOT / "README.md", ROOT / "CHANGELOG.md"]
+        for path in [*_pages(), *REPORTS, ROOT / "README.md", ROOT / "CHANGELOG.md"]
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if OUTSIDE.search(line)
     ]
