@@ -55,7 +55,7 @@ def _pages() -> list[Path]:
 def test_the_docs_build_with_mkdocs_in_strict_mode(tmp_path):
     """`mkdocs build --strict` passes: every page is in the nav, every link and anchor resolves."""
     built = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
         cwd=ROOT,
         capture_output=True,
         text=True,
