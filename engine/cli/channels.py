@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import click
 
-from engine.cli.app import DEFAULT_CONFIG, load_config_or_exit, store_engine
+from engine.cli.app import DEFAULT_CONFIG, load_config_or_exit, load_store_side_or_exit, store_engine
 
 
 @click.group()
@@ -22,12 +22,11 @@ def channel() -> None:
 
 def _known(config_path: str, name: str, destination: str | None):
     """The config, exiting with status 2 when it has no such channel (or destination)."""
-    config = load_config_or_exit(config_path)
-    channels = {c.name: c for c in config.channels}
-    if name not in channels:
+    config = load_store_side_or_exit(config_path)
+    if name not in config.channels:
         click.echo(f"channel: no channel {name!r} in {config_path}", err=True)
         sys.exit(2)
-    if destination is not None and destination not in {d.name for d in channels[name].destinations}:
+    if destination is not None and destination not in config.channels[name]:
         click.echo(f"channel: channel {name!r} has no destination {destination!r}", err=True)
         sys.exit(2)
     return config
@@ -97,10 +96,8 @@ def list_channels(config_path: str, db: str | None, window: str, as_json: bool) 
     from engine.store.dashboard import DashboardRepository
     from engine.web.channels import WINDOWS, Overview, channels_json
 
-    config, engine = store_engine(config_path, db)
-    if config is None:
-        click.echo("channel list: needs the config (its channels)", err=True)
-        sys.exit(2)
+    config = load_config_or_exit(config_path)  # the channels with their destinations and policies
+    _, engine = store_engine(config_path, db)
     overview = Overview(channels=tuple(c for c in config.channels if c.enabled), listeners=())
     queues = [(c.name, d.name) for c in overview.channels for d in c.destinations]
     try:
