@@ -26,7 +26,7 @@ from engine.config import Config, ListenerConfig
 from engine.configyaml import Loc, format_path
 from engine.hl7.message import parse_path
 from engine.hl7.names import segment_fields
-from engine.hl7.structures import segments_of
+from engine.hl7.structure import segments_of
 from engine.listeners.endpoints import ALL_INTERFACES, bind_of
 from engine.transforms.spec import CopySpec
 

@@ -5,19 +5,24 @@ it); ``place(tree, names)`` matches a message's segment IDs against it, greedily
 and says which group each segment belongs to, which required segments or groups are missing,
 and where the segments stop fitting. Validation (``engine.hl7.validate``) and v2.xml
 (``engine.hl7.xml``) both read messages through it, so they agree on groups.
+``segments_of("2.5.1", "ORU^R01")`` is every segment the structures a channel's type pattern names
+may hold (for ``hl7engine check``'s warnings).
 
 Z segments fit anywhere: they stay in the group of the segment before them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import import_module
 
 from hl7apy import load_reference
 from hl7apy.exceptions import ChildNotFound
 
+from engine.hl7.header import structure_for
 from engine.hl7.names import library_version
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "leaf_table",
     "place",
     "segment_reference",
+    "segments_of",
     "structure_of",
 ]
 
@@ -189,3 +195,35 @@ def place(tree: Group, names: Sequence[str]) -> Placement:
         missing=missing,
         unplaced=position if position < len(names) else None,
     )
+
+
+@lru_cache(maxsize=64)
+def _messages(version: str) -> tuple[str, ...]:
+    library = import_module(f"hl7apy.v{library_version(version).replace('.', '_')}.messages")
+    return tuple(library.MESSAGES)
+
+
+def _segment_names(node: Group) -> frozenset[str]:
+    found: set[str] = set()
+    for child in node.children:
+        found |= _segment_names(child) if isinstance(child, Group) else {child.name}
+    return frozenset(found)
+
+
+@lru_cache(maxsize=256)
+def segments_of(version: str, pattern: str) -> frozenset[str] | None:
+    """Every segment the structures a type pattern (``ADT``, ``SIU^S1?``) names may hold.
+
+    None when it cannot be known: a wildcard in the message code, or structures hl7apy lacks.
+    """
+    code, _, trigger = pattern.partition("^")
+    if not code or "*" in code or "?" in code:
+        return None
+    if trigger and not re.search(r"[*?]", trigger):
+        structures = [structure_for(code, trigger, version)]
+    else:
+        wild = re.escape(trigger or "*").replace(r"\*", "[A-Z0-9]*").replace(r"\?", "[A-Z0-9]")
+        structures = [name for name in _messages(version) if re.fullmatch(f"{code}_{wild}", name)]
+    trees = [structure_of(version, name) for name in structures]
+    segments = frozenset().union(*(_segment_names(tree) for tree in trees if tree is not None))
+    return segments or None
