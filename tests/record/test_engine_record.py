@@ -121,7 +121,7 @@ def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, store_url
     undone = cli("unmerge", str(merge["id"]), "--reason", "two different people")
     assert undone.returncode == 0, undone.stderr
     assert f"merge {merge['id']} undone" in undone.stdout
-    again = cli("unmerge", str(merge["id"]))
+    again = cli("unmerge", str(merge["id"]), "--reason", "again")
     assert again.returncode == 1  # already undone
     restored = json.loads(cli("find", "--identifier", "PMS-100299").stdout.splitlines()[0])
     assert restored["id"] != survivor["id"]  # the prior person is active again
