@@ -42,6 +42,7 @@ from engine.web.api import patient_resources
 from engine.web.audit import Auditor
 from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
+from engine.web.record import record_resources
 from engine.web.server import WebService
 
 __all__ = ["ALL_ROLES", "ROLES", "Engine", "ReloadReport", "check_roles"]
@@ -249,7 +250,11 @@ class Engine(service.MultiService):
         self.web: WebService | None = None
         if settings.http is not None and "intake" in self.roles and not extra_intake:
             # The patient API sits behind the same login; every patient shown or exported is audited.
-            patients = patient_resources(self.store, auditor=Auditor(self.store))
+            auditor = Auditor(self.store)
+            patients = {
+                **patient_resources(self.store, auditor=auditor),
+                **record_resources(self.store, auditor=auditor),
+            }
             self.web = WebService(
                 settings, self.store, reactor=reactor, metrics=self.metrics, extra_resources=patients
             )
