@@ -102,6 +102,8 @@ def _move(writer: Writer, prior: int, survivor: int, merge_id: int) -> dict[str,
 def unmerge(writer: Writer, merge_id: int, reason: str, *, links_only: bool = False) -> int:
     """Undo merge ``merge_id``: the rows it moved go back to the prior patient; returns how many moved.
 
+    The conflicts it resolved are open again.
+
     ``links_only``: refuse a merge that is not a link (LINK_KINDS).
     """
     m = schema.merges
@@ -136,6 +138,13 @@ def unmerge(writer: Writer, merge_id: int, reason: str, *, links_only: bool = Fa
     if prior is not None:
         patient = writer.select_one(schema.patients, {"id": prior})
         writer.update(schema.patients, patient, {"merged_into_id": None})
+    # The conflicts the merge settled are open again: the two are two once more.
+    c = schema.conflicts
+    writer.connection.execute(
+        c.update()
+        .where(c.c.patient_id.in_([survivor, prior]), c.c.resolution == f"merged by merge {merge_id}")
+        .values(resolved_at=None, resolution=None)
+    )
     writer.connection.execute(
         m.update().where(m.c.id == merge_id).values(unmerged_at=writer.now, unmerge_reason=reason)
     )
