@@ -18,9 +18,10 @@ import json
 from collections.abc import Callable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.web import resource
 
-from engine.errors import RecordError
+from engine.errors import RecordError, StoreError
 from engine.record.operations import Operator, RecordOperator
 from engine.web.auth import authenticated, remote_address
 from engine.web.responses import JsonResource, Reply, error_reply, json_reply, serve
@@ -163,8 +164,13 @@ def _body(request, fields: tuple[str, ...]) -> tuple[list[int], str]:
     return ids, reason.strip()
 
 
-def _refused(error: RecordError) -> Reply:
-    text = str(error)
+def _refused(failure: Failure) -> Reply | Failure:
+    """A refusal of the record (RecordError, maybe wrapped by the store's writer) as 404 or 409."""
+    error = failure.value
+    cause = error.__cause__ if isinstance(error, StoreError) else error
+    if not isinstance(cause, RecordError):
+        return failure
+    text = str(cause)
     return error_reply(404 if text.startswith("there is no") else 409, text)
 
 
@@ -218,8 +224,5 @@ class RecordApi(JsonResource):
         by = Operator(authenticated(request).user, remote_address(request))
         action: Callable[..., int] = getattr(self._operations(), name)
         d = self._store.write(lambda: action(*ids, reason=reason, by=by))
-        d.addCallbacks(
-            lambda result: json_reply({answer: result}),
-            lambda failure: _refused(failure.value) if failure.check(RecordError) else failure,
-        )
+        d.addCallbacks(lambda result: json_reply({answer: result}), _refused)
         return serve(request, d)
