@@ -8,6 +8,7 @@ An ``Application`` applies one message's facts through one Writer. Each family (
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any, ClassVar
@@ -46,6 +47,9 @@ from engine.record.values import (
 from engine.record.writer import Differs, Writer, list_digest
 
 __all__ = ["Application"]
+
+# The link reason of an unknown prior id a merge kept as an alias of the survivor (adt.MergeApplication).
+_KEPT_PRIOR = re.compile(r"merge \d+: prior identifier")
 
 
 class Application:
@@ -214,16 +218,18 @@ class Application:
     def _alias_contradicted(
         self, match: Match, patient: dict[str, Any], values: dict[str, Any], identifiers: list[Identifier]
     ) -> Match:
-        """A new patient, flagged, when the PID names its patient by aliases only and contradicts it."""
+        """A new patient, flagged, when the PID names its patient only by prior ids a merge kept though
+        unknown (``merge N: prior identifier``), and its birth date or sex contradicts the patient's.
+        """
         differs = contradiction(values, patient)
         if differs is None:
             return match
         i = schema.identifiers
         keys = [(identifier.authority, identifier.value) for identifier in identifiers]
-        aliases = self.writer.connection.execute(
-            sa.select(i.c.alias).where(sa.tuple_(i.c.authority, i.c.value).in_(keys))
-        ).scalars()
-        if not all(aliases):
+        found = self.writer.connection.execute(
+            sa.select(i.c.alias, i.c.link_reason).where(sa.tuple_(i.c.authority, i.c.value).in_(keys))
+        ).all()
+        if not all(alias and _KEPT_PRIOR.match(reason) for alias, reason in found):
             return match
         first = next(one for one in identifiers if (one.authority, one.value) in match.known)
         return Match(
