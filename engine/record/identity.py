@@ -199,6 +199,29 @@ def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
     return None
 
 
+_RULE_QUERIES: dict[tuple[str, ...], sa.Select] = {}
+
+
+def _rule_query(fields: tuple[str, ...]) -> sa.Select:
+    """The select of up to 10 active patients equal on ``fields`` (bound by name), built once per rule."""
+    query = _RULE_QUERIES.get(fields)
+    if query is None:
+        p, n = schema.patients, schema.names
+        query = sa.select(p.c.id).distinct().where(p.c.merged_into_id.is_(None))
+        if "family" in fields or "given" in fields:
+            query = query.join(n, n.c.patient_id == p.c.id)
+        if "family" in fields:
+            query = query.where(n.c.family_key.in_(sa.bindparam("family", expanding=True)))
+        if "given" in fields:
+            query = query.where(n.c.given_key.in_(sa.bindparam("given", expanding=True)))
+        if "birth_date" in fields:
+            query = query.where(p.c.birth_date == sa.bindparam("birth_date"))
+        if "sex" in fields:
+            query = query.where(p.c.sex == sa.bindparam("sex"))
+        query = _RULE_QUERIES[fields] = query.limit(10)
+    return query
+
+
 def find_by_rule(
     connection: sa.Connection,
     identifiers: list[Identifier],
@@ -211,21 +234,15 @@ def find_by_rule(
     """
     if rule is None or not all(demographics.get(name) for name in rule.fields):
         return Match(None, "new patient")
-    p, n = schema.patients, schema.names
-    query = sa.select(p.c.id).distinct().where(p.c.merged_into_id.is_(None))
-    if "family" in rule.fields or "given" in rule.fields:
-        query = query.join(n, n.c.patient_id == p.c.id)
     # The name keys as stored: hashed with encryption, or still clear where rekey has not been yet.
     blind = cipher_of(connection).blind
-    if "family" in rule.fields:
-        query = query.where(n.c.family_key.in_({demographics["family"], blind(demographics["family"])}))
-    if "given" in rule.fields:
-        query = query.where(n.c.given_key.in_({demographics["given"], blind(demographics["given"])}))
-    if "birth_date" in rule.fields:
-        query = query.where(p.c.birth_date == demographics["birth_date"])
-    if "sex" in rule.fields:
-        query = query.where(p.c.sex == demographics["sex"])
-    candidates = sorted(connection.execute(query.limit(10)).scalars())
+    values = {
+        name: list({demographics[name], blind(demographics[name])})
+        if name in ("family", "given")
+        else demographics[name]
+        for name in rule.fields
+    }
+    candidates = sorted(connection.execute(_rule_query(rule.fields), values).scalars())
     if not candidates:
         return Match(None, "new patient")
     if len(candidates) > 1:
