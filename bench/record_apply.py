@@ -6,6 +6,7 @@ shared machine it moves less than the wall time. One destination queue is applie
 process, so this rate is the ceiling of the `record` destination, whatever else runs beside it:
 
     python bench/record_apply.py --messages 12000 [--patients 200] [--run 20]
+    python bench/record_apply.py --fresh --messages 12000   # every message an ADT of a new person
 
 The store is a fresh SQLite file (or ``--store URL``, e.g. a PostgreSQL database of its own).
 """
@@ -53,12 +54,21 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=200, help="the realistic scenario's pool")
     parser.add_argument("--run", type=int, default=20, help="messages applied per call (a delivery round)")
     parser.add_argument("--store", help="SQLAlchemy URL (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--fresh", action="store_true", help="ADT only, every message about a new person (full PID, PV1, ...)"
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         engine = create_engine_for(options.store or f"sqlite:///{folder}/record.db")
         upgrade(engine)
         ingestor = RecordIngestor(engine)
-        templates = generate(options.messages, patients=options.patients)
+        if options.fresh:
+            drawn = generate(options.messages * 3, patients=None)
+            templates = [template for template in drawn if template.kind.startswith("ADT")][
+                : options.messages
+            ]
+        else:
+            templates = generate(options.messages, patients=options.patients)
         repository = MessageRepository(engine)
         seconds, cpu, applied = 0.0, 0.0, 0
         run: list = []
@@ -77,11 +87,12 @@ def main() -> None:
                 applied += sum(isinstance(result, IngestResult) for result in results)
                 run = []
         engine.dispose()
-    rate, each_ms = options.messages / seconds, seconds / options.messages * 1e3
+    rate, each_ms = len(templates) / seconds, seconds / len(templates) * 1e3
+    about = "as many new" if options.fresh else options.patients
     print(
-        f"{options.messages:,} messages about {options.patients} patients applied in runs of {options.run}:"
+        f"{len(templates):,} messages about {about} patients applied in runs of {options.run}:"
         f" {seconds:.2f} s applying, {rate:,.0f} msg/s ({each_ms:.2f} ms each);"
-        f" CPU {cpu:.2f} s, {options.messages / cpu:,.0f} msg/s; {applied:,} applied"
+        f" CPU {cpu:.2f} s, {len(templates) / cpu:,.0f} msg/s; {applied:,} applied"
     )
 
 

@@ -47,6 +47,7 @@ from engine.web.audit import Auditor
 from engine.web.channels import ListenerState, Overview, dashboard_resources
 from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
+from engine.web.record import record_resources
 from engine.web.server import WebService
 from engine.web.trying import TryApi
 
@@ -264,7 +265,10 @@ class Engine(service.MultiService):
         if settings.http is not None and "intake" in self.roles and not extra_intake:
             # The patient API sits behind the same login; every patient shown or exported is audited.
             auditor = Auditor(self.store)
-            patients = patient_resources(self.store, auditor=auditor)
+            patients = {
+                **patient_resources(self.store, auditor=auditor),
+                **record_resources(self.store, auditor=auditor),
+            }
             dashboard = dashboard_resources(
                 self.controls,
                 self.overview,

@@ -127,9 +127,21 @@ def build_channel(
                 default_charset=charset,
             )
         elif isinstance(spec, RecordDestinationConfig):
-            rule = IdentityRule(fields=spec.identity_rule) if spec.identity_rule else None
+            rule = (
+                IdentityRule(fields=spec.identity_rule, strict=spec.identity_match == "strict")
+                if spec.identity_rule
+                else None
+            )
+            trust = (
+                frozenset(spec.trust_cross_references) if spec.trust_cross_references is not None else None
+            )
             destination = RecordDestination(
-                spec.name, store=store, reactor=reactor, default_charset=charset, identity_rule=rule
+                spec.name,
+                store=store,
+                reactor=reactor,
+                default_charset=charset,
+                identity_rule=rule,
+                trust_cross_references=trust,
             )
         else:
             destination = build_destination(spec.name, spec.settings, reactor=reactor)

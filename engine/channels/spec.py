@@ -146,6 +146,10 @@ class RecordDestinationConfig(_DestinationCommon):
         "birth_date",
         "sex",
     )
+    # strict: the rule links only with a corroborating phone or address, else a possible duplicate
+    identity_match: Literal["strict", "demographic"] = "strict"
+    # senders (MSH-3) whose PIDs listing identifiers of two patients link them; None: every sender
+    trust_cross_references: tuple[str, ...] | None = None
 
 
 AnyDestination = Annotated[

@@ -1,7 +1,8 @@
-"""``hl7engine patient``: find, show and unmerge people of the unified patient record."""
+"""``hl7engine patient``: find and show people of the unified patient record; review and fix identity."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 
@@ -65,20 +66,115 @@ def patient_show(patient_id, config_path, db, as_fhir, as_json) -> None:
     click.echo(json.dumps(found, indent=None if as_json else 2, sort_keys=True, default=str))
 
 
-@patient.command("unmerge")
-@click.argument("merge_id", type=int)
-@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
-@click.option("--db")
-@click.option("--reason", default="", help="Why, kept in the record's history.")
-def patient_unmerge(merge_id, config_path, db, reason) -> None:
-    """Undo a merge (A40/A34/A39/A18): what it moved goes back to the prior person, who is active again."""
-    from engine.errors import EngineError
-    from engine.record.ingest import RecordIngestor
+def _operator(config_path, db):
+    """The RecordOperator on the configured store, and who acts (the OS user, from ``cli``)."""
+    from engine.record.operations import Operator, RecordOperator
 
     engine = message_repository(config_path, db).engine
+    return RecordOperator(engine), Operator(getpass.getuser(), "cli")
+
+
+def _act(what: str, action) -> None:
+    """Run an operator's action; its failure is a message and exit status 1."""
+    from engine.errors import EngineError
+
     try:
-        moved = RecordIngestor(engine).unmerge(merge_id, reason=reason)
+        click.echo(action())
     except EngineError as error:
-        click.echo(f"cannot undo merge {merge_id}: {error}", err=True)
+        click.echo(f"cannot {what}: {error}", err=True)
         sys.exit(1)
-    click.echo(f"merge {merge_id} undone: {moved} row(s) moved back")
+
+
+def _store_options(function):
+    function = click.option("--db")(function)
+    return click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)(function)
+
+
+_REASON = click.option("--reason", required=True, help="Why: kept in the audit trail and the record.")
+
+
+@patient.command("worklist")
+@_store_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per open conflict.")
+def patient_worklist(config_path, db, as_json) -> None:
+    """Open identity conflicts and possible duplicates to review (ids and identifiers, no names)."""
+    operator, _ = _operator(config_path, db)
+    for item in operator.worklist():
+        if as_json:
+            click.echo(json.dumps(item, sort_keys=True))
+        else:
+            other = item["other_patient_id"] if item["other_patient_id"] is not None else "-"
+            click.echo(f"{item['id']}\t{item['kind']}\t{item['patient_id']}\t{other}\t{item['detail']}")
+
+
+@patient.command("merge")
+@click.argument("survivor", type=int)
+@click.argument("prior", type=int)
+@_store_options
+@_REASON
+def patient_merge(survivor, prior, config_path, db, reason) -> None:
+    """Merge person PRIOR into SURVIVOR (undo with ``patient unmerge``)."""
+    operator, by = _operator(config_path, db)
+    _act(
+        f"merge {prior} into {survivor}",
+        lambda: (
+            f"merge {operator.merge(survivor, prior, reason=reason, by=by)}: {prior} merged into {survivor}"
+        ),
+    )
+
+
+@patient.command("link")
+@click.argument("survivor", type=int)
+@click.argument("prior", type=int)
+@_store_options
+@_REASON
+def patient_link(survivor, prior, config_path, db, reason) -> None:
+    """Link person PRIOR to SURVIVOR as the same person (undo with ``patient unlink``)."""
+    operator, by = _operator(config_path, db)
+    _act(
+        f"link {prior} to {survivor}",
+        lambda: f"merge {operator.link(survivor, prior, reason=reason, by=by)}: {prior} linked to {survivor}",
+    )
+
+
+@patient.command("unlink")
+@click.argument("merge_id", type=int)
+@_store_options
+@_REASON
+def patient_unlink(merge_id, config_path, db, reason) -> None:
+    """Undo a link (A24, cross-reference, identity rule, an operator's link) by its merge id."""
+    operator, by = _operator(config_path, db)
+    _act(
+        f"unlink merge {merge_id}",
+        lambda: (
+            f"merge {merge_id} unlinked: {operator.unlink(merge_id, reason=reason, by=by)} row(s) moved back"
+        ),
+    )
+
+
+@patient.command("unmerge")
+@click.argument("merge_id", type=int)
+@_store_options
+@_REASON
+def patient_unmerge(merge_id, config_path, db, reason) -> None:
+    """Undo a merge or link: what it moved goes back to the prior person, who is active again."""
+    operator, by = _operator(config_path, db)
+    _act(
+        f"undo merge {merge_id}",
+        lambda: (
+            f"merge {merge_id} undone: {operator.unmerge(merge_id, reason=reason, by=by)} row(s) moved back"
+        ),
+    )
+
+
+@patient.command("resolve")
+@click.argument("conflict_id", type=int)
+@_store_options
+@_REASON
+def patient_resolve(conflict_id, config_path, db, reason) -> None:
+    """Dismiss an open conflict of the worklist (it stays in the record, resolved, with the reason)."""
+    operator, by = _operator(config_path, db)
+    _act(
+        f"resolve conflict {conflict_id}",
+        lambda: f"conflict {operator.resolve(conflict_id, reason=reason, by=by)} resolved",
+    )

@@ -435,7 +435,9 @@ transactions = sa.Table(
 )
 
 # One row per merge of a prior patient into a survivor; moved lists every row that changed patient,
-# so that unmerge can move exactly those back.
+# so that unmerge can move exactly those back. kind says who decided it: "merge" (an ADT merge
+# event), "link" (A24 or an operator's link), "cross_reference" (a PID listing identifiers of two
+# patients), "rule" (the identity rule), "operator" (an operator's merge); reason says why.
 merges = sa.Table(
     "record_merges",
     metadata,
@@ -450,6 +452,9 @@ merges = sa.Table(
     sa.Column("moved", sa.JSON(), nullable=False),  # {table name: [row ids]}
     sa.Column("unmerged_at", UTCDateTime(), nullable=True),
     sa.Column("unmerge_reason", sa.Text(), nullable=True),
+    sa.Column("kind", sa.String(20), nullable=False, server_default="merge"),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("source_system", sa.String(227), nullable=True),  # MSH-3 of the message, or the operator
     _source(),
     sa.Index(None, "survivor_id"),
     sa.Index(None, "prior_id"),
@@ -473,6 +478,7 @@ conflicts = sa.Table(
     _source(),
     sa.Index(None, "patient_id"),
     sa.Index(None, "other_patient_id"),
+    sa.Index(None, "resolved_at"),  # the worklist: open conflicts
     sa.Index(None, "message_id"),
 )
 

@@ -426,6 +426,9 @@ def test_duplicate_is_flagged_then_merged_and_resolved(feed):
             "moved": {"record_identifiers": [4], "record_visits": [3], "created_identifiers": []},
             "unmerged_at": None,
             "unmerge_reason": None,
+            "kind": "merge",
+            "reason": "ADT^A40 from NORTHPMS (message 9)",
+            "source_system": "NORTHPMS",
             "message_id": 9,
         }
     ]
