@@ -1,4 +1,4 @@
-"""The report: the measured rows, engine-to-baseline ratios, each scenario's own figures, the issue's targets.
+"""The report: the measured rows, engine-to-baseline ratios, each scenario's figures, the targets.
 
 It also gives the machine and versions.
 

@@ -29,6 +29,7 @@ from engine.store.cipher import Cipher, read_key
 from engine.store.cluster import DEFAULT_LEASE_SECONDS
 from engine.store.db import WAL_MAX_BYTES
 from engine.web.passwords import check_password_hash
+from engine.web.roles import ADMIN
 
 __all__ = [
     "ClusterSettings",
@@ -38,6 +39,7 @@ __all__ = [
     "KeySource",
     "ServerEndpoint",
     "StoreSettings",
+    "WebUser",
 ]
 
 ServerEndpoint = Annotated[str, AfterValidator(check_endpoint)]
@@ -155,12 +157,24 @@ class StoreSettings(Frozen):
         return Cipher() if self.encryption is None else self.encryption.cipher()
 
 
+def _bare_hash_is_admin(value: Any) -> Any:
+    # The form from before roles (name: hash) stays valid: such a user could do everything.
+    return {"password": value, "role": ADMIN} if isinstance(value, str) else value
+
+
+class WebUser(Frozen):
+    """One user of the web server (``engine.http.users.<name>``)."""
+
+    password: Annotated[str, AfterValidator(check_password_hash)]  # from `hl7engine hash-password`
+    role: Literal["viewer", "operator", "admin"]
+
+
 class HttpSettings(Frozen):
     """The web API, console and metrics server (``engine.http``)."""
 
     endpoint: ServerEndpoint
-    # user name -> hash from `hl7engine hash-password`; none: only /health and /metrics are served
-    users: dict[Name, Annotated[str, AfterValidator(check_password_hash)]] = Field(default_factory=dict)
+    # user name -> {password: hash, role}, or a bare hash (an admin); none: only /health and /metrics
+    users: dict[Name, Annotated[WebUser, BeforeValidator(_bare_hash_is_admin)]] = Field(default_factory=dict)
     session_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
     # Failed logins (wrong passwords) allowed in login_window_seconds, per user name and per client
     # address; past them the answer is 429 with Retry-After, without checking the password.
@@ -234,6 +248,11 @@ class EngineSettings(Frozen):
     http: HttpSettings | None = None
     cluster: ClusterSettings | None = None
     shutdown_timeout_seconds: Seconds = 30.0
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the message store: ``store.url`` or SQLite under data_dir."""
+        return self.store.url or f"sqlite:///{self.data_dir}/hl7engine.db"
 
     @field_validator("data_dir")
     @classmethod

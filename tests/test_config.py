@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine.config import ConfigProblem, load_config, parse_config
+from engine.configengine import WebUser
 from engine.errors import ConfigError, EngineError
 from engine.store.cipher import Cipher
 from engine.web.passwords import hash_password
@@ -582,6 +583,7 @@ def test_minimal_config_gets_documented_defaults():
         (),
         "after_store",
     )
+    assert everything.validation == "off"
 
 
 def test_relative_data_dir_resolves_against_the_config_files_folder(tmp_path, monkeypatch):
@@ -684,7 +686,7 @@ def test_config_refuses_a_plain_password(tmp_path):
         base_dir=tmp_path,
     )
     http = config.engine.http
-    assert (http.users, http.session_minutes) == ({"alice": hashed}, 30)
+    assert (http.users, http.session_minutes) == ({"alice": WebUser(password=hashed, role="admin")}, 30)
     limits = (
         http.login_failures_per_user,
         http.login_failures_per_address,
@@ -693,6 +695,34 @@ def test_config_refuses_a_plain_password(tmp_path):
         http.max_header_bytes,
     )
     assert limits == (5, 20, 300, 65536, 16384)
+
+
+def test_users_have_roles_and_a_bare_hash_is_an_admin(tmp_path):
+    """users.<name> is {password, role} or a bare hash (admin); a wrong role or missing key names its path."""
+    hashed = hash_password("s3cret", iterations=1000)
+    rest = "listeners: []\nchannels: []\n"
+    head = 'engine:\n  http:\n    endpoint: "tcp:0"\n    users:\n'
+    config = parse_config(
+        head + f'      alice: "{hashed}"\n      vera: {{password: "{hashed}", role: viewer}}\n' + rest,
+        base_dir=tmp_path,
+    )
+    assert config.engine.http.users == {
+        "alice": WebUser(password=hashed, role="admin"),
+        "vera": WebUser(password=hashed, role="viewer"),
+    }
+    assert config.summary()["users"] == [
+        {"name": "alice", "role": "admin"},
+        {"name": "vera", "role": "viewer"},
+    ]
+    for user, path in (
+        (f'{{password: "{hashed}", role: boss}}', "engine.http.users.vera.role"),
+        ("{role: viewer}", "engine.http.users.vera.password"),
+        ('{password: "s3cret", role: viewer}', "engine.http.users.vera.password"),
+        (f'{{password: "{hashed}", role: viewer, colour: red}}', "engine.http.users.vera.colour"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            parse_config(head + f"      vera: {user}\n" + rest, base_dir=tmp_path)
+        assert path in str(raised.value), user
 
 
 ENCRYPTION = """\
@@ -766,6 +796,20 @@ def test_channel_retention_days_is_checked_at_its_path():
     """A channel's retention_days below one day is refused where it is written."""
     text = LISTENER + "channels:\n  - {name: c, source: pms, accept: {types: ['*']}, retention_days: 0}\n"
     assert problems(text) == [("channels[0].retention_days", 6, "must be greater than or equal to 1 (got 0)")]
+
+
+def test_channel_validate_takes_its_three_levels_and_refuses_others_at_its_path():
+    """A channel's validate is off, tolerant or strict; another value is refused where it is written."""
+    channel = "channels:\n  - {name: c, source: pms, accept: {types: ['*']}, validate: %s}\n"
+    assert [
+        parse(LISTENER + channel % level).channels[0].validation for level in ("off", "tolerant", "strict")
+    ] == [
+        "off",
+        "tolerant",
+        "strict",
+    ]
+    [(path, line, message)] = problems(LISTENER + channel % "always")
+    assert (path, line) == ("channels[0].validate", 6) and "'off', 'tolerant' or 'strict'" in message
 
 
 def _key(fill: bytes) -> str:

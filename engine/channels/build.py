@@ -17,6 +17,7 @@ from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
 from engine.channels.leases import LOCAL_LEASES, Leases
 from engine.channels.passes import IDLE_POLL_SECONDS
+from engine.channels.pausing import Controls
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
 from engine.channels.wakeups import Wakeups
@@ -28,7 +29,7 @@ from engine.transforms.transforms import build_transforms
 if TYPE_CHECKING:
     from engine.config import Config
 
-__all__ = ["JOURNAL_FOLDER", "build_channel", "build_destination", "retry_policy"]
+__all__ = ["JOURNAL_FOLDER", "build_channel", "build_destination", "build_pipeline", "retry_policy"]
 
 #: The folder under engine.data_dir that holds the destination queues' journals.
 JOURNAL_FOLDER = "journal"
@@ -60,6 +61,32 @@ def build_destination(
     raise TypeError(f"no destination type takes {type(settings).__name__} settings")
 
 
+def build_pipeline(config: Config, index: int, *, tables: Mapping[str, LookupTable]) -> Pipeline:
+    """The filters and transforms of ``config.channels[index]`` and of each of its destinations.
+
+    Stage names are their YAML paths (``channels[0].filters[1]``), which is how a filtered or
+    failed message names the stage.
+    """
+    channel = config.channels[index]
+    path = f"channels[{index}]"
+    stages = [
+        DestinationStages(
+            spec.name,
+            filters=build_filters(spec.filters, path=f"{path}.destinations[{j}].filters"),
+            transforms=build_transforms(
+                spec.transforms, path=f"{path}.destinations[{j}].transforms", tables=tables
+            ),
+        )
+        for j, spec in enumerate(channel.destinations)
+    ]
+    return Pipeline(
+        build_filters(channel.filters, path=f"{path}.filters"),
+        build_transforms(channel.transforms, path=f"{path}.transforms", tables=tables),
+        stages,
+        default_charset=config.engine.default_charset,
+    )
+
+
 def build_channel(
     config: Config,
     index: int,
@@ -73,6 +100,7 @@ def build_channel(
     wakeups: Wakeups | None = None,
     delivery: bool = True,
     idle_poll_seconds: float = IDLE_POLL_SECONDS,
+    controls: Controls | None = None,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
@@ -81,14 +109,12 @@ def build_channel(
     ``wakeups``: when other processes share the store (see ``Channel``). ``delivery``: whether this
     process delivers (its role); without, no destination is built, so none can connect.
     ``idle_poll_seconds``: how often the idle channel and its queues look for work others left.
+    ``controls``: the pauses a ``PauseWatch`` applies to its dispatchers (see ``Dispatcher``).
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
-    path = f"channels[{index}]"
-    stages = []
     destinations = []
-    for j, spec in enumerate(channel.destinations):
-        dpath = f"{path}.destinations[{j}]"
+    for spec in channel.destinations:
         if not delivery:
             destination = None
         elif isinstance(spec, ChannelDestinationConfig):
@@ -101,27 +127,27 @@ def build_channel(
                 default_charset=charset,
             )
         elif isinstance(spec, RecordDestinationConfig):
-            rule = IdentityRule(fields=spec.identity_rule) if spec.identity_rule else None
+            rule = (
+                IdentityRule(fields=spec.identity_rule, strict=spec.identity_match == "strict")
+                if spec.identity_rule
+                else None
+            )
+            trust = (
+                frozenset(spec.trust_cross_references) if spec.trust_cross_references is not None else None
+            )
             destination = RecordDestination(
-                spec.name, store=store, reactor=reactor, default_charset=charset, identity_rule=rule
+                spec.name,
+                store=store,
+                reactor=reactor,
+                default_charset=charset,
+                identity_rule=rule,
+                trust_cross_references=trust,
             )
         else:
             destination = build_destination(spec.name, spec.settings, reactor=reactor)
-        stages.append(
-            DestinationStages(
-                spec.name,
-                filters=build_filters(spec.filters, path=f"{dpath}.filters"),
-                transforms=build_transforms(spec.transforms, path=f"{dpath}.transforms", tables=tables),
-            )
-        )
         if destination is not None:
             destinations.append((destination, retry_policy(spec.queue)))
-    pipeline = Pipeline(
-        build_filters(channel.filters, path=f"{path}.filters"),
-        build_transforms(channel.transforms, path=f"{path}.transforms", tables=tables),
-        stages,
-        default_charset=charset,
-    )
+    pipeline = build_pipeline(config, index, tables=tables)
     settings = config.engine
     # Clustered, a queue may move to another node: its journal is kept in the store, for the next holder.
     journals = Journals(
@@ -143,4 +169,5 @@ def build_channel(
         leases=leases,
         wakeups=wakeups,
         idle_poll_seconds=idle_poll_seconds,
+        controls=controls,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from engine.record.fhir_common import authority_uri, compact, concept, reference
+from engine.record.fhir_common import authority_uri, compact, concept, entity_identifiers, reference
 from engine.record.fhir_results import order_resources
 from engine.record.query import get_patient
 
@@ -340,9 +340,10 @@ def _appointment(appointment: dict, subject: dict) -> dict:
             "resourceType": "Appointment",
             "id": str(appointment["id"]),
             "status": status,
-            "identifier": [
-                {"value": value} for value in (appointment["filler_id"], appointment["placer_id"]) if value
-            ],
+            "identifier": entity_identifiers(
+                ("FILL", appointment["filler_id"], appointment["filler_namespace"]),
+                ("PLAC", appointment["placer_id"], appointment["placer_namespace"]),
+            ),
             "serviceType": services,
             "appointmentType": concept(
                 appointment["type_code"], appointment["type_text"], appointment["type_system"]

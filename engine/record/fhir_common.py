@@ -10,7 +10,16 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["CODE_SYSTEMS", "authority_uri", "compact", "concept", "reference", "system_uri"]
+__all__ = [
+    "CODE_SYSTEMS",
+    "authority_uri",
+    "compact",
+    "concept",
+    "entity_identifiers",
+    "namespace_uri",
+    "reference",
+    "system_uri",
+]
 
 #: HL7 v2 coding system names (table 0396) and their FHIR URIs.
 CODE_SYSTEMS = {
@@ -70,6 +79,33 @@ def authority_uri(authority: str) -> str:
     if _OID.fullmatch(authority):
         return f"urn:oid:{authority}"
     return f"urn:hl7engine:authority:{quote(authority, safe='')}"
+
+
+def namespace_uri(namespace: str | None) -> str | None:
+    """The identifier system of an appointment or order id's namespace: urn:oid, else our own URN."""
+    if not namespace:
+        return None
+    if _OID.fullmatch(namespace):
+        return f"urn:oid:{namespace}"
+    return f"urn:hl7engine:id:{quote(namespace, safe='')}"
+
+
+def entity_identifiers(*ids: tuple[str | None, str | None, str | None]) -> list[dict]:
+    """Identifiers of (v2-0203 type or None, value, namespace) ids with a value, each (system, value) once."""
+    found: list[dict] = []
+    seen: set[tuple[str | None, str]] = set()
+    for kind, value, namespace in ids:
+        system = namespace_uri(namespace)
+        if not value or (system, value) in seen:
+            continue
+        seen.add((system, value))
+        identifier = {"system": system, "value": value}
+        if kind:
+            identifier["type"] = {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]
+            }
+        found.append(compact(identifier))
+    return found
 
 
 def reference(kind: str, row_id: Any) -> dict | None:

@@ -11,7 +11,7 @@ import base64
 import re
 from typing import Any
 
-from engine.record.fhir_common import compact, concept, reference
+from engine.record.fhir_common import compact, concept, entity_identifiers, reference
 
 __all__ = ["order_resources"]
 
@@ -48,14 +48,10 @@ _OBSERVATION_STATUS = {
 def order_resources(order: dict, subject: dict) -> list[dict]:
     """The ServiceRequest of an order and, when it has results, its DiagnosticReport and Observations."""
     code = concept(order["code"], order["text"], order["system"]) or {"text": "Order"}
-    identifiers = [
-        {
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]},
-            "value": value,
-        }
-        for kind, value in (("PLAC", order["placer_number"]), ("FILL", order["filler_number"]))
-        if value
-    ]
+    identifiers = entity_identifiers(
+        ("PLAC", order["placer_number"], order["placer_namespace"]),
+        ("FILL", order["filler_number"], order["filler_namespace"]),
+    )
     request_status = _REQUEST_STATUS.get(order["status"] or "", "active" if order["status"] else "unknown")
     request = compact(
         {
@@ -95,7 +91,7 @@ def order_resources(order: dict, subject: dict) -> list[dict]:
             "id": str(order["id"]),
             "identifier": identifiers,
             "basedOn": [reference("ServiceRequest", order["id"])],
-            "status": _REPORT_STATUS.get(order["status"] or "", "unknown"),
+            "status": _report_status(order),
             "code": code,
             "subject": subject,
             "encounter": reference("Encounter", order["visit_id"]),
@@ -106,6 +102,23 @@ def order_resources(order: dict, subject: dict) -> list[dict]:
         }
     )
     return [request, report, *observations]
+
+
+def _report_status(order: dict) -> str:
+    """OBR-25's status; without it the results': any preliminary, else any corrected, else all final."""
+    if order["status"]:
+        return _REPORT_STATUS.get(order["status"], "unknown")
+    every = {_OBSERVATION_STATUS.get(o["status"], "unknown") for o in order["observations"]}
+    statuses = every - {"cancelled", "entered-in-error"}
+    if every == {"cancelled"}:
+        return "cancelled"
+    if "preliminary" in statuses or "registered" in statuses:
+        return "preliminary"
+    if "corrected" in statuses and statuses <= {"corrected", "final"}:
+        return "corrected"
+    if statuses == {"final"}:
+        return "final"
+    return "unknown"
 
 
 def _attachment(observation: dict) -> dict:

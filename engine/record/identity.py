@@ -7,7 +7,9 @@
 3. When none is known, the identity rule may find the one patient whose normalised family name,
    given name, birth date and sex (by default) equal the message's. Several such patients, or
    one that already has a different identifier of the same authority (a second registration by
-   the same system), are flagged, and a new patient is created instead.
+   the same system), are flagged, and a new patient is created instead. A strict rule (the
+   default) also wants a corroborating field (``corroboration``): without one, the match is a
+   ``possible_duplicate`` for review.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "IdentityRule",
     "Identifier",
     "Match",
+    "corroboration",
     "find_by_rule",
     "find_known",
     "normalise",
@@ -53,6 +56,9 @@ class IdentityRule:
     """Link a message with no known identifier to the one patient whose normalised ``fields`` are its own."""
 
     fields: tuple[str, ...] = RULE_FIELDS
+    # strict: a match links only with a corroborating field (phone, address line and postal code);
+    # without one it is a possible duplicate. Not strict: the fields alone link.
+    strict: bool = True
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.fields if name not in RULE_FIELDS]
@@ -99,6 +105,8 @@ class Match:
     known: set[tuple[str, str]] = field(default_factory=set)
     conflicts: list[Conflict] = field(default_factory=list)
     patient: dict[str, Any] | None = None  # the patient's row when the identifiers found it
+    others: dict[int, dict[str, Any]] = field(default_factory=dict)  # rows of the conflicts' other patients
+    links: list[tuple[int, str, str]] = field(default_factory=list)  # (other patient, kind, reason) to link
 
 
 def _cx(reader: SegmentReader, n: int, repetition: int, facts: MessageFacts) -> Identifier | None:
@@ -175,6 +183,7 @@ def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
             set(owner),
             patient=patient,
         )
+        match.others = {row["id"]: row for row in survivors.values() if row["id"] != patient_id}
         for identifier, other in ordered[1:]:
             if other != patient_id and all(c.other_patient_id != other for c in match.conflicts):
                 match.conflicts.append(
@@ -182,12 +191,35 @@ def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
                         "identifiers_disagree",
                         other,
                         f"the PID joins identifiers of patients {patient_id} and {other};"
-                        f" applied to {patient_id}, not merged",
+                        f" applied to {patient_id}, not linked",
                         identifier,
                     )
                 )
         return match
     return None
+
+
+_RULE_QUERIES: dict[tuple[str, ...], sa.Select] = {}
+
+
+def _rule_query(fields: tuple[str, ...]) -> sa.Select:
+    """The select of up to 10 active patients equal on ``fields`` (bound by name), built once per rule."""
+    query = _RULE_QUERIES.get(fields)
+    if query is None:
+        p, n = schema.patients, schema.names
+        query = sa.select(p.c.id).distinct().where(p.c.merged_into_id.is_(None))
+        if "family" in fields or "given" in fields:
+            query = query.join(n, n.c.patient_id == p.c.id)
+        if "family" in fields:
+            query = query.where(n.c.family_key.in_(sa.bindparam("family", expanding=True)))
+        if "given" in fields:
+            query = query.where(n.c.given_key.in_(sa.bindparam("given", expanding=True)))
+        if "birth_date" in fields:
+            query = query.where(p.c.birth_date == sa.bindparam("birth_date"))
+        if "sex" in fields:
+            query = query.where(p.c.sex == sa.bindparam("sex"))
+        query = _RULE_QUERIES[fields] = query.limit(10)
+    return query
 
 
 def find_by_rule(
@@ -202,21 +234,15 @@ def find_by_rule(
     """
     if rule is None or not all(demographics.get(name) for name in rule.fields):
         return Match(None, "new patient")
-    p, n = schema.patients, schema.names
-    query = sa.select(p.c.id).distinct().where(p.c.merged_into_id.is_(None))
-    if "family" in rule.fields or "given" in rule.fields:
-        query = query.join(n, n.c.patient_id == p.c.id)
     # The name keys as stored: hashed with encryption, or still clear where rekey has not been yet.
     blind = cipher_of(connection).blind
-    if "family" in rule.fields:
-        query = query.where(n.c.family_key.in_({demographics["family"], blind(demographics["family"])}))
-    if "given" in rule.fields:
-        query = query.where(n.c.given_key.in_({demographics["given"], blind(demographics["given"])}))
-    if "birth_date" in rule.fields:
-        query = query.where(p.c.birth_date == demographics["birth_date"])
-    if "sex" in rule.fields:
-        query = query.where(p.c.sex == demographics["sex"])
-    candidates = sorted(connection.execute(query.limit(10)).scalars())
+    values = {
+        name: list({demographics[name], blind(demographics[name])})
+        if name in ("family", "given")
+        else demographics[name]
+        for name in rule.fields
+    }
+    candidates = sorted(connection.execute(_rule_query(rule.fields), values).scalars())
     if not candidates:
         return Match(None, "new patient")
     if len(candidates) > 1:
@@ -255,3 +281,34 @@ def find_by_rule(
                 ],
             )
     return Match(candidate, f"identity rule {rule.name} matched patient {candidate}")
+
+
+def _digits(text: Any) -> str:
+    return "".join(char for char in str(text or "") if char.isdigit())
+
+
+def corroboration(writer: Writer, patient_id: int, lists: dict[str, Any]) -> str | None:
+    """Which field the PID's lists share with the patient: a phone, or an address line and postal code.
+
+    None when neither does (or the PID sends neither).
+    """
+    telecoms = lists.get(schema.telecoms.name)
+    if isinstance(telecoms, list):
+        sent = {_digits(row.get("value")) for row in telecoms} - {""}
+        if sent and any(
+            _digits(row["value"]) in sent for row in writer.rows(schema.telecoms, {"patient_id": patient_id})
+        ):
+            return "phone"
+    addresses = lists.get(schema.addresses.name)
+    if isinstance(addresses, list):
+        sent = {
+            (normalise(row.get("line1")), normalise(row.get("postal_code")))
+            for row in addresses
+            if normalise(row.get("line1")) and normalise(row.get("postal_code"))
+        }
+        if sent and any(
+            (normalise(row["line1"]), normalise(row["postal_code"])) in sent
+            for row in writer.rows(schema.addresses, {"patient_id": patient_id})
+        ):
+            return "address"
+    return None

@@ -1,7 +1,8 @@
 """Apply HL7 messages to the unified patient record, in transactions (event semantics: docs/record.md).
 
-``RecordIngestor`` owns the transactions: ``apply``, ``apply_many`` (a batch, and the refusal of
-the messages in it that cannot be applied) and ``unmerge``. What a message does to the record is
+``RecordIngestor`` owns the transactions of messages: ``apply``, ``apply_many`` (a batch, and the
+refusal of the messages in it that cannot be applied); an operator's (merge, link, unmerge, ...)
+are ``engine.record.operations``'. What a message does to the record is
 its family's (engine/record/apply/). ``RecordIngestor.apply`` blocks: run it on the store's writer
 thread (``RecordDestination`` does).
 """
@@ -19,7 +20,7 @@ from engine.errors import EngineError, StoreError
 from engine.hl7.message import Message
 from engine.model import require_aware, utc_now
 from engine.record import schema
-from engine.record.apply.adt import AdtApplication, MergeApplication, unmerge
+from engine.record.apply.adt import AdtApplication, IdentityApplication, LinkApplication, MergeApplication
 from engine.record.apply.common import Application
 from engine.record.apply.dft import DftApplication
 from engine.record.apply.oru import OruApplication
@@ -49,24 +50,35 @@ _EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 # The family that applies each (MSH-9.1, trigger) the record keeps.
 _FAMILIES: dict[tuple[str, str], type[Application]] = {
     (family.code, trigger): family
-    for family in (AdtApplication, MergeApplication, SiuApplication, OruApplication, DftApplication)
+    for family in (
+        AdtApplication,
+        MergeApplication,
+        LinkApplication,
+        IdentityApplication,
+        SiuApplication,
+        OruApplication,
+        DftApplication,
+    )
     for trigger in family.triggers
 }
 
 
 class RecordIngestor:
-    """Applies messages to the record (``apply``, ``apply_many``) and undoes merges (``unmerge``)."""
+    """Applies messages to the record (``apply``, ``apply_many``)."""
 
     def __init__(
         self,
         engine: sa.Engine,
         *,
         identity_rule: IdentityRule | None = DEFAULT_RULE,
+        trust_cross_references: frozenset[str] | None = None,
         local_timezone: tzinfo = UTC,
         clock: Callable[[], datetime] = utc_now,
     ):
+        """``trust_cross_references``: the senders (MSH-3) whose PIDs link patients; None trusts all."""
         self._engine = engine
         self._rule = identity_rule
+        self._trust = trust_cross_references
         self._local = local_timezone
         self._clock = clock
         self._statements = Statements(engine.dialect, cipher_of(engine))
@@ -201,7 +213,7 @@ class RecordIngestor:
         if family is None:
             patient_id, applied, detail = None, False, f"{facts.event} is not recorded"
         else:
-            patient_id, applied, detail = family(writer, facts, self._rule, self._local).run()
+            patient_id, applied, detail = family(writer, facts, self._rule, self._local, self._trust).run()
         event = facts.event[:20]
         mark = {
             "message_id": message_id,
@@ -217,28 +229,6 @@ class RecordIngestor:
             IngestResult(message_id, event, patient_id, applied, detail, already_applied=True),
             mark,
         )
-
-    def unmerge(self, merge_id: int, *, reason: str = "") -> int:
-        """Undo a merge: the rows it moved go back to the prior patient, active again; returns how many moved.
-
-        Facts that reached the survivor after the merge (even through the prior identifiers) stay
-        with the survivor. Raises RecordError for an unknown or already undone merge.
-        """
-        with store_errors(f"undoing merge {merge_id}"):
-            # TRANSACTION: the rows moved back, the prior patient reactivated, the merge marked undone,
-            # their history.
-            with self._engine.begin() as connection:
-                # An operator's undo confirms no data as of any time: it must not make later messages look
-                # stale.
-                writer = Writer(
-                    connection,
-                    self._statements,
-                    message_id=None,
-                    cause=f"unmerge {merge_id}",
-                    now=self._clock(),
-                    message_time=_EPOCH,
-                )
-                return unmerge(writer, merge_id, reason)
 
 
 class _MarksRefused(Exception):

@@ -85,8 +85,13 @@ class AuditRepository:
         before_id: int | None = None,
         message_id: int | None = None,
         user: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
     ) -> list[AuditEntry]:
-        """The newest entries first, at most ``limit``, below ``before_id``; or one message's, one user's."""
+        """The newest entries first, at most ``limit``, below ``before_id``.
+
+        Only one message's, one user's, one action's, or those at or after ``since``, when given.
+        """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         c = audit_log.c
@@ -97,6 +102,11 @@ class AuditRepository:
             criteria.append(c.message_id == message_id)
         if user is not None:
             criteria.append(c.user == user)
+        if action is not None:
+            criteria.append(c.action == action)
+        if since is not None:
+            require_aware(since, "since")
+            criteria.append(c.at >= since)
         statement = sa.select(*_COLUMNS).where(*criteria).order_by(c.id.desc()).limit(limit)
         with store_errors("reading the audit trail"), self._engine.connect() as connection:
             return [AuditEntry(**row._mapping) for row in connection.execute(statement)]

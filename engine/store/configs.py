@@ -66,10 +66,19 @@ class ConfigRepository:
                 sa.insert(config_history).values(values).returning(config_history.c.id)
             ).scalar_one()
 
-    def config_history(self, limit: int = 20) -> list[ConfigRecord]:
-        """The configurations applied most recently, newest first, at most ``limit``."""
+    def config_history(self, limit: int = 20, *, before_id: int | None = None) -> list[ConfigRecord]:
+        """The configurations applied most recently, newest first, at most ``limit``, below ``before_id``."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        statement = sa.select(*_COLUMNS).order_by(config_history.c.id.desc()).limit(limit)
+        c = config_history.c
+        criteria = [] if before_id is None else [c.id < before_id]
+        statement = sa.select(*_COLUMNS).where(*criteria).order_by(c.id.desc()).limit(limit)
         with store_errors("reading the configuration history"), self._engine.connect() as connection:
             return [ConfigRecord(**row._mapping) for row in connection.execute(statement)]
+
+    def config_record(self, record_id: int) -> ConfigRecord | None:
+        """One applied configuration by id, or None."""
+        statement = sa.select(*_COLUMNS).where(config_history.c.id == record_id)
+        with store_errors("reading the configuration history"), self._engine.connect() as connection:
+            row = connection.execute(statement).one_or_none()
+        return None if row is None else ConfigRecord(**row._mapping)

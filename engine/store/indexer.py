@@ -4,7 +4,7 @@ Intake stores a message and answers; its words are indexed here, shortly after, 
 (``MessageRepository.index_pending``): off intake's path, and a batch of hundreds written in one
 transaction costs a fraction of an index written with each group commit (docs/performance.md).
 A content search finds a message once its batch committed, within ``every`` seconds of its
-arrival while the indexer keeps up. After an upgrade to the index (revision 0019) the messages
+arrival while the indexer keeps up. After an upgrade to the index (revision 0022) the messages
 stored before are indexed the same way, oldest first.
 """
 

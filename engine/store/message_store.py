@@ -332,9 +332,13 @@ class MessageStore:
         """Fires with QueueRepository.queue_depths(): {(channel, destination): depth}."""
         return self._pool.read(QueueRepository.queue_depths, self._queues)
 
-    def config_history(self, limit: int = 20) -> defer.Deferred:
-        """Fires with ConfigRepository.config_history(limit): newest first."""
-        return self._pool.read(ConfigRepository.config_history, self._configs, limit)
+    def config_history(self, limit: int = 20, *, before_id: int | None = None) -> defer.Deferred:
+        """Fires with ConfigRepository.config_history(limit, before_id=): newest first."""
+        return self._pool.read(ConfigRepository.config_history, self._configs, limit, before_id=before_id)
+
+    def config_record(self, record_id: int) -> defer.Deferred:
+        """Fires with ConfigRepository.config_record(record_id): one applied configuration, or None."""
+        return self._pool.read(ConfigRepository.config_record, self._configs, record_id)
 
     def cluster_view(self, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> defer.Deferred:
         """Fires with ClusterRepository.view(lease_seconds=...): the nodes and every lease, now."""

@@ -20,9 +20,11 @@ from twisted.web import resource
 from engine.record.fhir import everything
 from engine.record.identity import normalise
 from engine.record.query import MAX_RESULTS, find_patients, get_patient
+from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.responses import JsonResource, Reply, error_reply, json_reply, parse_id, serve
+from engine.web.roles import OPERATOR
 
-__all__ = ["FHIR_CONTENT_TYPE", "build_api", "patient_resources"]
+__all__ = ["FHIR_CONTENT_TYPE", "OPENAPI_PATHS", "build_api", "patient_resources"]
 
 FHIR_CONTENT_TYPE = b"application/fhir+json; charset=utf-8"
 _CRITERIA = ("identifier", "name", "birthdate")
@@ -30,6 +32,40 @@ _SEARCH_PARAMS = (*_CRITERIA, "limit")
 # A criterion of nothing but these would match every patient (or none, by accident of escaping).
 _MATCHES_ANYTHING = re.compile(r"[\s%_*]*")
 _BIRTHDATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
+
+
+# Person data: an operator's (engine.web.roles).
+OPENAPI_PATHS: dict = {
+    "/api/patients": {
+        "get": operation(
+            "Find patients by identifier, name prefix, birth date (audited: patient.search)",
+            OPERATOR,
+            parameters=[
+                query("identifier", "[AUTHORITY|]VALUE"),
+                query("name", "a name prefix"),
+                query("birthdate", "YYYY, YYYY-MM or YYYY-MM-DD"),
+                query("limit", f"1..{MAX_RESULTS}", kind="integer"),
+            ],
+        )
+    },
+    "/api/patients/{id}": {
+        "get": operation(
+            "One patient, everything the record holds (audited: patient.view)",
+            OPERATOR,
+            parameters=[ID],
+            responses={"404": {"description": "no such patient"}},
+        )
+    },
+    "/fhir/Patient/{id}/$everything": {
+        "get": operation(
+            "The patient's FHIR R4 Bundle (audited: patient.export)",
+            OPERATOR,
+            parameters=[ID],
+            ok={"description": "a Bundle", "content": {FHIR_CONTENT_TYPE.decode().split(";")[0]: {}}},
+            responses={"404": json_response("an OperationOutcome")},
+        )
+    },
+}
 
 
 def patient_resources(store, *, auditor=None) -> dict[str, resource.Resource]:

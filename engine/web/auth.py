@@ -1,9 +1,10 @@
 """Who may use the web server: sessions, the authenticator, and the gate in front of everything not public.
 
 Users are configured as PBKDF2-SHA256 hashes (``engine.http.users``, made by ``hl7engine
-hash-password``). A browser logs in once and carries an HttpOnly, SameSite=Strict session cookie;
-a script sends HTTP Basic credentials with every request. Hashing a password costs a fraction of a
-second of CPU on purpose, so it runs on a thread, never on the reactor.
+hash-password``), each with a role that the gate checks against the route's (engine.web.roles).
+A browser logs in once and carries an HttpOnly, SameSite=Strict session cookie; a script sends
+HTTP Basic credentials with every request. Hashing a password costs a fraction of a second of CPU
+on purpose, so it runs on a thread, never on the reactor.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from engine.model import utc_now
 from engine.store.sessions import SessionRepository
 from engine.web.passwords import decoy_hash, verify_password
 from engine.web.responses import UNAVAILABLE, Reply, ReplyResource, error_reply
+from engine.web.roles import RolePolicy, may
 from engine.web.throttle import LoginThrottle, LoginThrottled
 
 __all__ = [
     "BROWSER_HEADER",
     "MAX_WAITING_CHECKS",
+    "Account",
     "SESSION_COOKIE",
     "Authenticator",
     "Gate",
@@ -136,11 +139,20 @@ class Sessions:
 
 
 @dataclass(frozen=True, slots=True)
+class Account:
+    """A user who may log in: the hash of their password and their role (engine.web.roles)."""
+
+    password: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request was admitted for, and how they proved it (``session`` or ``basic``)."""
+    """Who a request was admitted for, with which role, and how they proved it (``session`` or ``basic``)."""
 
     user: str
     method: str
+    role: str
 
 
 class IPrincipal(Interface):
@@ -187,7 +199,7 @@ class Authenticator:
 
     def __init__(
         self,
-        users: Mapping[str, str],
+        users: Mapping[str, Account],
         sessions: Sessions,
         *,
         reactor,
@@ -208,7 +220,7 @@ class Authenticator:
         self._busy = False  # refusing checks because too many wait (logged once until they drain)
         self._observer = observer or (lambda event, fields: None)
         # An unknown user costs as much as a known one, so timing does not tell which names exist.
-        self._decoy = decoy_hash(self.users.values())
+        self._decoy = decoy_hash(account.password for account in self.users.values())
         # Scripts send Basic credentials with every request; hashing each time would cost a CPU
         # fraction of a second per request. A keyed digest of credentials that verified is kept
         # for a session lifetime instead (the key never leaves this process).
@@ -238,7 +250,8 @@ class Authenticator:
             self.throttle.cancel(attempt)  # not a guess: nothing was checked
             first, self._busy = not self._busy, True
             return self._throttled(LoginThrottled("checks", 1, first=first), user, address)
-        encoded = self.users.get(user)
+        account = self.users.get(user)
+        encoded = account.password if account is not None else None
         self._waiting += 1
         d = deferToThreadPool(self._reactor, self._pool, verify_password, password, encoded or self._decoy)
 
@@ -289,9 +302,15 @@ class Authenticator:
         )
         return d.addCallback(self._by_session_or_basic, request)
 
+    def _principal(self, user: str, method: str) -> Principal | None:
+        # The role is the configured one now, not the one at login: a session of a user removed
+        # from the config admits nobody.
+        account = self.users.get(user)
+        return Principal(user, method, account.role) if account is not None else None
+
     def _by_session_or_basic(self, user: str | None, request) -> Any:
         if user is not None:
-            return Principal(user, "session")
+            return self._principal(user, "session")
         credentials = _basic_credentials(request)
         if credentials is None:
             return None
@@ -301,7 +320,7 @@ class Authenticator:
 
         def decided(matches: bool) -> Principal | None:
             if matches:
-                return Principal(user, "basic")
+                return self._principal(user, "basic")
             log.warn(
                 "web: Basic credentials refused for user {user} from {remote}",
                 user=loggable(user),
@@ -358,16 +377,19 @@ def _cross_site(request) -> bool:
 
 
 class Gate(resource.Resource):
-    """Lets a request reach the wrapped tree only with a live session or valid Basic credentials, else 401.
+    """Lets a request reach the wrapped tree only for a user who logged in and whose role may use it.
 
-    Authentication may need a thread (hashing), so the gate answers with a DeferredResource that
-    resumes the traversal below ``wrapped`` once the user is known, as twisted.web.guard does.
+    No live session nor valid Basic credentials: 401. A role below the one the ``policy`` gives
+    the method and path (engine.web.roles): 403. Authentication may need a thread (hashing), so
+    the gate answers with a DeferredResource that resumes the traversal below ``wrapped`` once the
+    user is known, as twisted.web.guard does.
     """
 
-    def __init__(self, wrapped: resource.Resource, authenticator: Authenticator):
+    def __init__(self, wrapped: resource.Resource, authenticator: Authenticator, policy: RolePolicy):
         super().__init__()
         self.wrapped = wrapped
         self._authenticator = authenticator
+        self._policy = policy
 
     def getChildWithDefault(self, path: bytes, request) -> resource.Resource:
         request.postpath.insert(0, request.prepath.pop())
@@ -379,6 +401,7 @@ class Gate(resource.Resource):
     def _admitted(self, request) -> resource.Resource:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
+        segments = [segment.decode("utf-8", "replace") for segment in request.prepath + request.postpath]
         d = self._authenticator.authenticate(request)
 
         def decide(principal: Principal | None) -> resource.Resource:
@@ -410,6 +433,14 @@ class Gate(resource.Resource):
                     return ReplyResource(
                         error_reply(403, "a request from another site may not change anything here")
                     )
+            method = request.method.decode("ascii", "replace")
+            needed = self._policy.needed(method, segments)
+            if not may(principal.role, needed):
+                return ReplyResource(
+                    error_reply(
+                        403, f"the {principal.role} role may not {method} this resource: it needs {needed}"
+                    )
+                )
             request.setComponent(IPrincipal, principal)
             return self.wrapped
 

@@ -9,15 +9,17 @@
     GET  /api/messages/{id}/raw         the bytes exactly as received; 410 once pruned (audited: raw)
     POST /api/messages/{id}/resend      queue it again for its destinations           (audited: resend)
     POST /api/messages/{id}/reprocess   run it through its channel again              (audited: reprocess)
-    GET  /api/audit?limit=&before_id=&message_id=&user=
+    GET  /api/audit?limit=&before_id=&message_id=&user=&action=&since=
     GET  /api/queues
     GET  /api/session
 
-A search returns summaries only (no content); ``q`` searches by content (names, identifiers, OBX
-values: engine.hl7.terms), which only an operator may (it tells what messages say). A bulk action
-acts on every message the search's filters match (not only a page), once the caller says how
-many it expects: a different count (messages came or went since it looked) is a 409 with the
-count now, and nothing is done. A message whose content retention removed shows
+``OPENAPI_PATHS`` gives each route's least role. A viewer's answers are shaped here: summaries
+without the patient id (and no search by it, nor by content), a message without its content
+(engine.web.roles). A search returns summaries only (no content); ``q`` searches by content
+(names, identifiers, OBX values: engine.hl7.terms), which only an operator may (it tells what
+messages say). A bulk action acts on every message the search's filters match (not only a page),
+once the caller says how many it expects: a different count (messages came or went since it
+looked) is a 409 with the count now, and nothing is done. A message whose content retention removed shows
 ``pruned_at`` (else null), an empty ``raw`` and null content elsewhere. A view of a message's
 content is written to the audit trail before the content is sent: when the trail cannot be
 written, nothing is shown.
@@ -33,7 +35,9 @@ from twisted.web import resource
 
 from engine.hl7.charset import decode
 from engine.hl7.terms import query_terms
+from engine.model import Status
 from engine.store.messages import ContentSearchOff, MessageQuery, StoredMessage
+from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated
 from engine.web.responses import (
@@ -47,6 +51,7 @@ from engine.web.responses import (
     send,
     serve,
 )
+from engine.web.roles import ADMIN, OPERATOR, VIEWER, may, without_content, without_person_data
 from engine.web.stages import STAGES, message_stages
 
 __all__ = ["OPENAPI_PATHS", "AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
@@ -115,6 +120,10 @@ _FILTERS = (
 _SEARCH_PARAMS = (*_FILTERS, "limit", "before_id")
 
 
+class Forbidden(BadRequest):
+    """A parameter the user's role may not use (403)."""
+
+
 def message_query(request) -> MessageQuery:
     """The MessageQuery of a search request; BadRequest explains a parameter it cannot use.
 
@@ -141,7 +150,7 @@ def _query(params: Mapping[str, str], *, limit: int, before_id: int | None = Non
         message_type=params.get("type"),
         sending_application=application or None,
         sending_facility=facility or None,
-        status=params["status"].upper() if "status" in params else None,
+        status=_status(params),
         channel=params.get("channel"),
         listener=params.get("listener"),
         since=_time(params, "since"),
@@ -151,16 +160,41 @@ def _query(params: Mapping[str, str], *, limit: int, before_id: int | None = Non
     )
 
 
+def _allowed(request, query: MessageQuery) -> MessageQuery:
+    """``query`` if the request's role may search by all its filters; Forbidden (403) if not.
+
+    Searching by patient id or by content is an operator's: the answer would tell a viewer about a
+    person, or what messages say.
+    """
+    if not may(authenticated(request).role, OPERATOR):
+        if query.patient_id is not None:
+            raise Forbidden("searching by patient_id needs the operator role")
+        if query.text is not None:
+            raise Forbidden("searching by content (q) needs the operator role")
+    return query
+
+
+def _refusal(error: Exception) -> Reply:
+    return error_reply(403 if isinstance(error, Forbidden) else 400, str(error))
+
+
+def _status(params: dict[str, str]) -> str | None:
+    if "status" not in params:
+        return None
+    status = params["status"].upper()
+    if status not in Status.__members__:
+        raise BadRequest(f"status must be one of {', '.join(Status)} (got {params['status']!r})")
+    return status
+
+
 def _answer(request, work: Callable[[], defer.Deferred]) -> int:
-    """Serve ``work()``; a BadRequest raised while parsing or working becomes 400."""
+    """Serve ``work()``; a BadRequest raised while parsing or working becomes 400 (Forbidden 403)."""
     try:
         d = work()
     except BadRequest as error:
-        d = defer.succeed(error_reply(400, str(error)))
+        d = defer.succeed(_refusal(error))
     d.addErrback(
-        lambda failure: (
-            error_reply(400, str(failure.value)) if failure.check(BadRequest, ContentSearchOff) else failure
-        )
+        lambda failure: _refusal(failure.value) if failure.check(BadRequest, ContentSearchOff) else failure
     )
     return serve(request, d)
 
@@ -237,11 +271,20 @@ def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | Non
 class MessagesApi(JsonResource):
     """``/api/messages``: search, and each message below it by id."""
 
-    def __init__(self, store, auditor: Auditor, *, default_charset: str):
+    def __init__(
+        self,
+        store,
+        auditor: Auditor,
+        *,
+        default_charset: str,
+        actions: Mapping[bytes, Callable[[resource.Resource], resource.Resource]] | None = None,
+    ):
+        """``actions``: more actions below each message (``try``), as a resource built per message."""
         super().__init__()
         self._store = store
         self._auditor = auditor
         self._text = _Texts(default_charset)
+        self._actions = {**_ACTIONS, **(actions or {})}
 
     def getChild(self, path: bytes, request) -> resource.Resource:
         if path == b"":
@@ -255,12 +298,17 @@ class MessagesApi(JsonResource):
             return ReplyResource(
                 error_reply(404, f"no message {path.decode('utf-8', 'replace')!r}: ids are 1..{MAX_ID}")
             )
-        return _Message(message_id, self._store, self._auditor, self._text)
+        return _Message(message_id, self._store, self._auditor, self._text, self._actions)
 
     def render_GET(self, request) -> int:
+        shaped = _shaper(request, without_person_data)
+
         def search() -> defer.Deferred:
-            d = self._store.search(message_query(request))
-            return d.addCallback(lambda found: json_reply([summary.to_json_dict() for summary in found]))
+            query = _allowed(request, message_query(request))
+            d = self._store.search(query)
+            return d.addCallback(
+                lambda found: json_reply([shaped(summary.to_json_dict()) for summary in found])
+            )
 
         return _answer(request, search)
 
@@ -268,17 +316,18 @@ class MessagesApi(JsonResource):
 class _Message(JsonResource):
     """``/api/messages/{id}`` and its actions."""
 
-    def __init__(self, message_id: int, store, auditor: Auditor, text: _Texts):
+    def __init__(self, message_id: int, store, auditor: Auditor, text: _Texts, actions: Mapping):
         super().__init__()
         self.message_id = message_id
         self.store = store
         self._auditor = auditor
         self._text = text
+        self._actions = actions
 
     def getChild(self, path: bytes, request) -> resource.Resource:
         if path == b"":
             return self
-        action = _ACTIONS.get(path)
+        action = self._actions.get(path)
         return action(self) if action is not None else ReplyResource(error_reply(404, "no such resource"))
 
     def shown(self, request, action: str, reply: Callable[[StoredMessage], Reply]) -> int:
@@ -317,7 +366,15 @@ class _Message(JsonResource):
         return _answer(request, act)
 
     def render_GET(self, request) -> int:
-        return self.shown(request, "view", lambda stored: json_reply(message_json(stored, self._text)))
+        shaped = _shaper(request, without_content)
+        return self.shown(
+            request, "view", lambda stored: json_reply(shaped(message_json(stored, self._text)))
+        )
+
+
+def _shaper(request, for_viewer: Callable[[Mapping], dict]) -> Callable[[Mapping], Mapping]:
+    """What a message's JSON goes through for this request's role: ``for_viewer`` below operator."""
+    return (lambda shown: shown) if may(authenticated(request).role, OPERATOR) else for_viewer
 
 
 class _Raw(JsonResource):
@@ -402,7 +459,7 @@ class _Count(JsonResource):
 
     def render_GET(self, request) -> int:
         def count() -> defer.Deferred:
-            query = _query(_params(request, _FILTERS), limit=1)
+            query = _allowed(request, _query(_params(request, _FILTERS), limit=1))
             return self._store.count(query).addCallback(lambda n: json_reply({"count": n}))
 
         return _answer(request, count)
@@ -449,6 +506,9 @@ class _Bulk(JsonResource):
 _BULK_ACTIONS: dict[bytes, tuple[str, ...]] = {b"resend": ("destination",), b"reprocess": ()}
 
 
+_AUDIT_PARAMS = ("limit", "before_id", "message_id", "user", "action", "since")
+
+
 class AuditApi(JsonResource):
     """``/api/audit``: the audit trail, newest first."""
 
@@ -460,11 +520,13 @@ class AuditApi(JsonResource):
 
     def render_GET(self, request) -> int:
         def recent() -> defer.Deferred:
-            params = _params(request, ("limit", "before_id", "message_id", "user"))
+            params = _params(request, _AUDIT_PARAMS)
             criteria = {
                 "before_id": _int(params, "before_id"),
                 "message_id": _int(params, "message_id"),
                 "user": params.get("user"),
+                "action": params.get("action"),
+                "since": _time(params, "since"),
             }
             d = self._auditor.recent(_int(params, "limit", default=100, high=MAX_LIMIT), **criteria)
             return d.addCallback(lambda entries: json_reply([entry.to_json_dict() for entry in entries]))
@@ -503,69 +565,134 @@ class SessionApi(JsonResource):
     isLeaf = True
 
     def render_GET(self, request) -> bytes:
-        return send(request, json_reply({"user": authenticated(request).user}))
+        principal = authenticated(request)
+        return send(request, json_reply({"user": principal.user, "role": principal.role}))
 
 
-def _parameters(*names: str, where: str = "query") -> list[dict]:
-    return [{"name": name, "in": where, "schema": {"type": "string"}} for name in names]
+_FILTER_DOC = {
+    "q": "words of the content (names, identifiers, OBX values), each matching a word's start"
+    " (not for a viewer: 403; 400 on an encrypted store)",
+    "control_id": "MSH-10, exactly",
+    "patient_id": "the patient identifier stored with the message, exactly (not for a viewer: 403)",
+    "type": "ADT, ADT^A01, ADT^A01^ADT_A01 or ^A01",
+    "sender": "MSH-3 namespace id, or APP/FACILITY",
+    "status": "RECEIVED, REJECTED, FILTERED, TRANSFORMED, QUEUED, SENT or ERROR",
+    "channel": "the channel's name",
+    "listener": "the listener's name",
+    "since": "ISO 8601 time: received at or after",
+    "until": "ISO 8601 time: received before",
+}
+_SEARCH_DOC = {
+    **_FILTER_DOC,
+    "limit": "1..500, default 50",
+    "before_id": "page: only messages with a smaller id",
+}
+_BULK_ANSWERS = {
+    "400": json_response(f"a filter it cannot use, no expected_count, or more than {MAX_BULK} match"),
+    "409": json_response("another count matches now (the body's count); nothing was done"),
+}
+_EXPECTED = query("expected_count", "how many messages the caller saw match (required)", kind="integer")
+_AUDIT_DOC = {
+    "limit": "1..500, default 100",
+    "before_id": "page: only entries with a smaller id",
+    "message_id": "one message's entries",
+    "user": "one user's entries",
+    "action": "one action's entries (view, raw, resend, login ...)",
+    "since": "ISO 8601 time: entries at or after",
+}
+_INTEGERS = {"limit", "before_id", "message_id"}
 
 
-def _operation(summary: str, role: str, parameters: list[dict], answers: dict | None = None) -> dict:
+def _bulk(summary: str, *more: dict) -> dict:
     return {
-        "summary": summary,
-        "x-role": role,
-        "parameters": parameters,
-        "responses": {"200": {"description": "OK"}, **(answers or {})},
+        "post": operation(
+            summary,
+            OPERATOR,
+            parameters=[*_queries(_FILTER_DOC), _EXPECTED, *more],
+            ok=json_response("{count, deliveries} or {count, reprocessed}", {"type": "object"}),
+            responses=_BULK_ANSWERS,
+        )
     }
 
 
-_BULK_ANSWERS = {
-    "400": {"description": "a filter it cannot use, no expected_count, or more than MAX_BULK match"},
-    "409": {"description": "another count matches now (the body's count); nothing was done"},
-}
-_ID = _parameters("id", where="path")
-#: The OpenAPI 3.1 paths of this module's routes; ``x-role`` is the least role each needs.
+def _queries(described: Mapping[str, str]) -> list[dict]:
+    return [
+        query(name, text, kind="integer" if name in _INTEGERS else "string")
+        for name, text in described.items()
+    ]
+
+
 OPENAPI_PATHS: dict = {
     "/api/messages": {
-        "get": _operation(
-            "Search messages (summaries); q searches the content", "operator", _parameters(*_SEARCH_PARAMS)
+        "get": operation(
+            "Search the stored messages: summaries, newest first (a viewer's without patient_id);"
+            " q searches the content",
+            VIEWER,
+            parameters=_queries(_SEARCH_DOC),
         )
     },
     "/api/messages/count": {
-        "get": _operation("How many messages the filters match", "operator", _parameters(*_FILTERS))
-    },
-    "/api/messages/resend": {
-        "post": _operation(
-            "Resend every message the filters match",
-            "operator",
-            _parameters(*_FILTERS, "expected_count", "destination"),
-            _BULK_ANSWERS,
+        "get": operation(
+            "How many messages the search's filters match (what a bulk action acts on)",
+            VIEWER,
+            parameters=_queries(_FILTER_DOC),
+            ok=json_response("{count}", {"type": "object"}),
         )
     },
-    "/api/messages/reprocess": {
-        "post": _operation(
-            "Reprocess every message the filters match",
-            "operator",
-            _parameters(*_FILTERS, "expected_count"),
-            _BULK_ANSWERS,
-        )
-    },
+    "/api/messages/resend": _bulk(
+        "Queue again every message the filters match, for its destinations or one (audited: resend.bulk)",
+        query("destination", "only this destination"),
+    ),
+    "/api/messages/reprocess": _bulk(
+        "Run every message the filters match through its channel again (audited: reprocess.bulk)"
+    ),
     "/api/messages/{id}": {
-        "get": _operation(
-            f"The message with its stages ({', '.join(STAGES)}), deliveries and events (audited)",
-            "operator",
-            _ID,
-            {"404": {"description": "no such message"}},
+        "get": operation(
+            f"One message: headers, content at each stage ({', '.join(STAGES)}), deliveries, events"
+            " (audited: view); a viewer's with every content field null and content_hidden true",
+            VIEWER,
+            parameters=[ID],
+            responses={"404": {"description": "no such message"}},
         )
     },
-    "/api/messages/{id}/raw": {"get": _operation("The bytes as received (audited)", "operator", _ID)},
+    "/api/messages/{id}/raw": {
+        "get": operation(
+            "The bytes exactly as received (audited: raw)",
+            OPERATOR,
+            parameters=[ID],
+            ok={"description": "the message", "content": {HL7_CONTENT_TYPE.decode(): {}}},
+            responses={"404": {"description": "no such message"}, "410": {"description": "content pruned"}},
+        )
+    },
     "/api/messages/{id}/resend": {
-        "post": _operation("Queue the message again", "operator", [*_ID, *_parameters("destination")])
+        "post": operation(
+            "Queue the message again for its destinations, or one (audited: resend)",
+            OPERATOR,
+            parameters=[ID, query("destination", "only this destination")],
+            responses={"404": {"description": "no such message"}},
+        )
     },
-    "/api/messages/{id}/reprocess": {"post": _operation("Run it through its channel again", "operator", _ID)},
-    "/api/audit": {
-        "get": _operation("The audit trail", "admin", _parameters("limit", "before_id", "message_id", "user"))
+    "/api/messages/{id}/reprocess": {
+        "post": operation(
+            "Run the message through its channel again (audited: reprocess)",
+            OPERATOR,
+            parameters=[ID],
+            responses={"404": {"description": "no such message"}},
+        )
     },
-    "/api/queues": {"get": _operation("Queue depths", "viewer", [])},
-    "/api/session": {"get": _operation("Who is logged in", "viewer", [])},
+    "/api/audit": {"get": operation("The audit trail, newest first", ADMIN, parameters=_queries(_AUDIT_DOC))},
+    "/api/queues": {
+        "get": operation(
+            "The deliveries waiting in each destination's queue",
+            VIEWER,
+            ok=json_response("[{channel, destination, depth}]", {"type": "array"}),
+        )
+    },
+    "/api/session": {
+        "get": operation(
+            "Who the request is authenticated as, and their role",
+            VIEWER,
+            ok=json_response("{user, role}", {"type": "object"}),
+        )
+    },
 }

@@ -14,9 +14,21 @@ nodes gone for more than a day are left out. Names only: nothing here comes from
 from __future__ import annotations
 
 from engine.store.cluster import ClusterView
+from engine.web.apidoc import json_response, operation
 from engine.web.responses import JsonResource, Reply, error_reply, json_reply, send, serve
+from engine.web.roles import VIEWER
 
-__all__ = ["NodesApi"]
+__all__ = ["OPENAPI_PATHS", "NodesApi"]
+
+OPENAPI_PATHS: dict = {
+    "/api/nodes": {
+        "get": operation(
+            "The engine processes sharing the store, their state and leases, and the unheld work",
+            VIEWER,
+            ok=json_response("{at, lease_seconds, nodes, unheld}", {"type": "object"}),
+        )
+    }
+}
 
 
 class NodesApi(JsonResource):

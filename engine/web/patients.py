@@ -13,7 +13,9 @@ from twisted.web import resource
 
 from engine.record.query import patient_history
 from engine.web import api
+from engine.web.apidoc import ID, operation
 from engine.web.responses import error_reply, json_reply, parse_id, serve
+from engine.web.roles import OPERATOR
 
 __all__ = ["OPENAPI_PATHS", "PatientsView", "patient_resources"]
 
@@ -41,28 +43,15 @@ def patient_resources(store, *, auditor=None) -> dict[str, resource.Resource]:
     return {**api.patient_resources(store, auditor=auditor), "api/patients": PatientsView(store, auditor)}
 
 
-def _get(summary: str, parameters: tuple[tuple[str, str], ...]) -> dict:
-    return {
-        "get": {
-            "summary": summary,
-            "x-role": "operator",  # person data
-            "parameters": [{"name": n, "in": where, "schema": {"type": "string"}} for n, where in parameters],
-            "responses": {"200": {"description": "OK"}, "404": {"description": "no such patient"}},
-        }
-    }
-
-
-_ID = (("id", "path"),)
-#: The OpenAPI 3.1 paths of the patient routes; ``x-role`` is the least role each needs.
+#: The OpenAPI 3.1 path of the route this module adds (engine.web.api declares the others); ``x-role`` is
+#: the least role it needs: person data is an operator's.
 OPENAPI_PATHS: dict = {
-    "/api/patients": _get(
-        "Find patients by identifier ([AUTHORITY|]VALUE), name prefix, birth date (audited)",
-        (("identifier", "query"), ("name", "query"), ("birthdate", "query"), ("limit", "query")),
-    ),
-    "/api/patients/{id}": _get(
-        "One person: identifiers, names, visits, appointments, results, allergies, coverage, charges, merges",
-        _ID,
-    ),
-    "/api/patients/{id}/history": _get("The changes of the person's values and rows, newest first", _ID),
-    "/fhir/Patient/{id}/$everything": _get("The person as a FHIR R4 Bundle", _ID),
+    "/api/patients/{id}/history": {
+        "get": operation(
+            "The changes of the person's values and rows, newest first (audited: patient.history)",
+            OPERATOR,
+            parameters=[ID],
+            responses={"404": {"description": "no such patient"}},
+        )
+    },
 }

@@ -1,14 +1,19 @@
 """The web server (``engine.http``): health, Prometheus metrics, login, the message API and the console.
 
     /health            public   JSON; 503 when the store does not answer
+    /healthz           public   JSON 200 while the process serves requests (liveness)
+    /readyz            public   JSON 200 when the store answers and every listener is bound, else 503
+                                with the reason (readiness: send traffic here)
     /metrics           public   Prometheus text: counts and names from the config, never message content
     /login, /logout    public   POST: a form login that sets (or ends) the session cookie
     /, /console/...    public   the console's static page, script and style (they hold no data)
-    /api/...           gated    see engine/web/messages.py and nodes.py; more can be mounted below it
+    /api/...           gated    see engine/web/messages.py, nodes.py, configs.py, openapi.py; more can be
+                                mounted below it
     anything mounted   gated    ``extra_resources`` (e.g. ``api/patients``, ``fhir``)
 
 Every child of the root that is not public sits behind a Gate: a session cookie or HTTP Basic
-credentials, else 401. With no user configured, nothing but /health and /metrics is served.
+credentials, else 401; a role below the route's (engine.web.openapi.policy()), else 403. With no
+user configured, nothing but /health and /metrics is served.
 The access log shows paths without their query strings, which may hold search terms.
 """
 
@@ -31,6 +36,7 @@ from twisted.web import resource
 from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
+from engine.errors import StoreError
 from engine.model import utc_now
 from engine.store.cluster import DEFAULT_LEASE_SECONDS
 from engine.store.driver import store_errors
@@ -38,6 +44,7 @@ from engine.web.audit import Auditor
 from engine.web.auth import (
     BROWSER_HEADER,
     SESSION_COOKIE,
+    Account,
     Authenticator,
     Gate,
     IPrincipal,
@@ -46,23 +53,49 @@ from engine.web.auth import (
     remote_address,
     throttled_reply,
 )
+from engine.web.configs import ConfigApi
 from engine.web.limits import LimitedSite
 from engine.web.messages import AuditApi, MessagesApi, QueuesApi, SessionApi
 from engine.web.metrics import Metrics
 from engine.web.nodes import NodesApi
+from engine.web.openapi import OpenApiDocument, policy
 from engine.web.responses import JsonResource, Reply, ReplyResource, error_reply, json_reply, send, serve
+from engine.web.roles import RolePolicy
 from engine.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from engine.config import EngineSettings  # the settings are read, never built, here
 
-__all__ = ["PUBLIC_NAMES", "WebService", "build_root"]
+__all__ = ["OPENAPI_PATHS", "PUBLIC_NAMES", "WebService", "build_root"]
+
+
+def _public_probe(summary: str, ready: bool) -> dict:
+    answers = {"200": {"description": "alive" if not ready else "ready"}}
+    if ready:
+        answers["503"] = {"description": "not ready: {status, reason} says why"}
+    return {"get": {"summary": summary, "security": [], "responses": answers}}
+
+
+#: The public routes of this module (no login: ``security: []``); the gated ones are in their modules.
+OPENAPI_PATHS: dict = {
+    "/health": {
+        "get": {
+            "summary": "The store answers",
+            "security": [],
+            "responses": {"200": {"description": "ok"}, "503": {"description": "the store does not answer"}},
+        }
+    },
+    "/healthz": _public_probe("Liveness: the process serves requests", ready=False),
+    "/readyz": _public_probe("Readiness: the store answers and every listener is bound", ready=True),
+}
 
 log = Logger(namespace="engine.web")
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 CONSOLE_FILES = {
     "console.js": b"text/javascript; charset=utf-8",
+    "admin.js": b"text/javascript; charset=utf-8",
+    "dashboard.js": b"text/javascript; charset=utf-8",
     "messages.js": b"text/javascript; charset=utf-8",
     "patients.js": b"text/javascript; charset=utf-8",
     "console.css": b"text/css; charset=utf-8",
@@ -76,7 +109,7 @@ _CONSOLE_POLICY = (
 # Threads that check passwords: one hash at a time per core we let them have.
 PASSWORD_THREADS = 1
 # Children of the root that need no login; nothing may be mounted under these names.
-PUBLIC_NAMES = frozenset({"", "health", "metrics", "login", "logout", "console"})
+PUBLIC_NAMES = frozenset({"", "health", "healthz", "readyz", "metrics", "login", "logout", "console"})
 
 
 class WebService(service.Service):
@@ -90,8 +123,12 @@ class WebService(service.Service):
         reactor,
         metrics: Metrics,
         extra_resources: Mapping[str, resource.Resource] | None = None,
+        config_summary: Callable[[], Mapping] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        unbound_listeners: Callable[[], list[str]] = list,
+        message_actions: Mapping[bytes, Callable] | None = None,
     ):
+        """``unbound_listeners``: the names of this process's listeners not bound now (for /readyz)."""
         if settings.http is None:
             raise ValueError("the web service needs engine.http settings")
         self.setName("web")
@@ -105,7 +142,7 @@ class WebService(service.Service):
         # made-up credentials cannot hold up the reactor's pool (file destinations write with it).
         self.password_pool = ThreadPool(minthreads=0, maxthreads=PASSWORD_THREADS, name="web-passwords")
         self.authenticator = Authenticator(
-            http.users,
+            {name: Account(user.password, user.role) for name, user in http.users.items()},
             self.sessions,
             reactor=reactor,
             pool=self.password_pool,
@@ -125,9 +162,12 @@ class WebService(service.Service):
             auditor=self.auditor,
             default_charset=settings.default_charset,
             extra_resources=extra_resources or {},
+            config_summary=config_summary,
+            unbound_listeners=unbound_listeners,
             lease_seconds=(
                 settings.cluster.lease_seconds if settings.cluster is not None else DEFAULT_LEASE_SECONDS
             ),
+            message_actions=message_actions,
         )
         self._listening: defer.Deferred | None = None
 
@@ -202,15 +242,23 @@ def build_root(
     auditor: Auditor,
     default_charset: str,
     extra_resources: Mapping[str, resource.Resource],
+    config_summary: Callable[[], Mapping] | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    unbound_listeners: Callable[[], list[str]] = list,
+    message_actions: Mapping[bytes, Callable] | None = None,
 ) -> resource.Resource:
     """The resource tree.
 
+    ``message_actions``: more actions below ``/api/messages/{id}/`` (see ``MessagesApi``).
+
     ``extra_resources`` maps a path (``api/patients``, ``fhir``) to a resource mounted behind the gate;
-    ``lease_seconds`` (engine.cluster) is the heartbeat age past which /api/nodes calls a node dead.
+    ``config_summary`` gives the running config's summary for /api/config; ``lease_seconds``
+    (engine.cluster) is the heartbeat age past which /api/nodes calls a node dead.
     """
     root = Directory()
     root.putChild(b"health", _Health(store))
+    root.putChild(b"healthz", ReplyResource(json_reply({"status": "alive"})))
+    root.putChild(b"readyz", _Ready(store, unbound_listeners))
     root.putChild(b"metrics", _MetricsPage(metrics))
     if not authenticator.enabled:
         root.fallback = ReplyResource(
@@ -227,18 +275,29 @@ def build_root(
     root.putChild(b"login", _Login(authenticator, auditor))
     root.putChild(b"logout", _Logout(authenticator.sessions, auditor))
     api = Directory()
-    api.putChild(b"messages", MessagesApi(store, auditor, default_charset=default_charset))
+    api.putChild(
+        b"messages", MessagesApi(store, auditor, default_charset=default_charset, actions=message_actions)
+    )
     api.putChild(b"audit", AuditApi(auditor))
     api.putChild(b"queues", QueuesApi(store))
     api.putChild(b"nodes", NodesApi(store, lease_seconds=lease_seconds))
     api.putChild(b"session", SessionApi())
-    root.putChild(b"api", Gate(api, authenticator))
+    api.putChild(b"config", ConfigApi(store, config_summary))
+    api.putChild(b"openapi.json", OpenApiDocument())
+    roles = policy()
+    root.putChild(b"api", Gate(api, authenticator, roles))
     for path, child in extra_resources.items():
-        mount(root, path, child, authenticator)
+        mount(root, path, child, authenticator, roles)
     return root
 
 
-def mount(root: resource.Resource, path: str, child: resource.Resource, authenticator: Authenticator) -> None:
+def mount(
+    root: resource.Resource,
+    path: str,
+    child: resource.Resource,
+    authenticator: Authenticator,
+    roles: RolePolicy,
+) -> None:
     """Put ``child`` at ``path`` (``a/b/c``) behind the gate of its top-level name (made when missing)."""
     parts = path.strip("/").split("/")
     if any(not part for part in parts):
@@ -248,7 +307,7 @@ def mount(root: resource.Resource, path: str, child: resource.Resource, authenti
     names = [part.encode("utf-8") for part in parts]
     gate = root.children.get(names[0])
     if gate is None:
-        root.putChild(names[0], Gate(child if len(names) == 1 else Directory(), authenticator))
+        root.putChild(names[0], Gate(child if len(names) == 1 else Directory(), authenticator, roles))
         if len(names) == 1:
             return
         gate = root.children[names[0]]
@@ -293,6 +352,34 @@ class _Health(JsonResource):
     def render_GET(self, request) -> int:
         d = defer.maybeDeferred(lambda: self._store.read(_ping, self._store.repository.engine))
         return serve(request, d.addCallback(lambda _: json_reply({"status": "ok"})))
+
+
+class _Ready(JsonResource):
+    """``/readyz``: 200 when the store answers and every listener is bound; 503 with the reason otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, store, unbound_listeners: Callable[[], list[str]]):
+        super().__init__()
+        self._store = store
+        self._unbound_listeners = unbound_listeners
+
+    def render_GET(self, request) -> int:
+        d = defer.maybeDeferred(lambda: self._store.read(_ping, self._store.repository.engine))
+
+        def listening(_) -> Reply:
+            unbound = self._unbound_listeners()
+            if unbound:
+                return json_reply(
+                    {"status": "not ready", "reason": f"listeners not bound: {', '.join(unbound)}"}, 503
+                )
+            return json_reply({"status": "ready"})
+
+        def store_down(failure: Failure) -> Reply:
+            failure.trap(StoreError)
+            return json_reply({"status": "not ready", "reason": "the store does not answer"}, 503)
+
+        return serve(request, d.addCallbacks(listening, store_down))
 
 
 def _ping(engine: sa.Engine) -> None:
@@ -373,6 +460,7 @@ class _Login(JsonResource):
             return error_reply(401, "wrong user name or password")
         yield self._auditor.record(request, "login", user=user)
         token = yield self._authenticator.sessions.open(user)
+        role = self._authenticator.users[user].role
         request.addCookie(
             SESSION_COOKIE,
             token.encode("ascii"),
@@ -382,7 +470,7 @@ class _Login(JsonResource):
             secure=request.isSecure(),
         )
         log.info("web: {user} logged in from {remote}", user=user, remote=remote_address(request))
-        return json_reply({"user": user})
+        return json_reply({"user": user, "role": role})
 
 
 class _Logout(JsonResource):

@@ -79,8 +79,17 @@ def console_page(sync_api, url: str, problems: list[str], *, timezone: str | Non
             browser.close()
 
 
-def log_in(page, password: str = PASSWORD) -> None:
-    """Fill the login form as alice and submit it."""
-    page.fill("#login-user", "alice")
+def log_in(page, password: str = PASSWORD, user: str = "alice") -> None:
+    """Fill the login form as ``user`` and submit it."""
+    page.fill("#login-user", user)
     page.fill("#login-password", password)
     page.click("#login-submit")
+
+
+@contextmanager
+def logged_in_console(sync_api, url: str, problems: list[str], user: str = "alice", password: str = PASSWORD):
+    """The console at ``url`` logged in as ``user`` (console_page's ``problems``)."""
+    with console_page(sync_api, url, problems) as page:
+        log_in(page, password, user)
+        page.wait_for_selector("#app-view", state="visible")
+        yield page

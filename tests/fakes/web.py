@@ -16,10 +16,16 @@ from twisted.logger import formatEvent
 from twisted.web import server
 from twisted.web.test.requesthelper import DummyChannel
 
+from engine.channels.pausing import Controls
 from engine.store.message_store import MessageStore
 from engine.store.schema import audit_log
+from engine.web.alerts import AlertsApi
+from engine.web.audit import Auditor
+from engine.web.auth import Account
+from engine.web.channels import Overview, dashboard_resources
 from engine.web.metrics import Metrics
 from engine.web.passwords import hash_password
+from engine.web.roles import ADMIN
 from engine.web.server import WebService
 from tests.fakes.harness import in_thread
 from tests.fakes.store import rows_of
@@ -27,6 +33,14 @@ from tests.fakes.store import rows_of
 PASSWORD = "correct horse battery staple"
 # Few iterations keep the suite fast; the format carries them, so the server verifies as usual.
 USERS = {"alice": hash_password(PASSWORD, iterations=1000)}
+# The same users as the Authenticator takes them: a bare hash in the config is an admin.
+ACCOUNTS = {name: Account(encoded, ADMIN) for name, encoded in USERS.items()}
+# engine.http.users with one user of each role (all with PASSWORD): vera views, otto operates.
+ROLE_USERS = {
+    "vera": {"password": USERS["alice"], "role": "viewer"},
+    "otto": {"password": USERS["alice"], "role": "operator"},
+    "alice": {"password": USERS["alice"], "role": "admin"},
+}
 BROWSER = {"X-Requested-With": "test"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -126,6 +140,13 @@ def session_cookie(response: Response) -> dict[str, str]:
     """The Cookie header that sends back the session a login response set."""
     cookie = response.header("set-cookie").split(";", 1)[0]
     return {"Cookie": cookie}
+
+
+def console_resources(store: MessageStore) -> dict:
+    """What the engine mounts for the console's dashboard, for an engine without channels or rules."""
+    controls = Controls(store)
+    resources = dashboard_resources(controls, lambda: Overview((), ()), Auditor(store))
+    return {**resources, "api/alerts": AlertsApi(controls, lambda: ())}
 
 
 def audit_rows(store: MessageStore) -> list[tuple]:

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 
 from engine.config import parse_config
+from engine.errors import ConfigError
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.service import Engine
@@ -39,6 +41,26 @@ channels:
       - {{name: record, type: record}}
 """
     return parse_config(text, source=str(tmp_path / "channels.yaml"), base_dir=tmp_path)
+
+
+def test_identity_match_and_trusted_senders_are_read_and_checked(tmp_path):
+    """identity_match and trust_cross_references reach the destination; a wrong match fails at its path."""
+    base = """
+listeners:
+  - name: main
+    endpoint: "tcp:0:interface=127.0.0.1"
+channels:
+  - name: everything
+    source: main
+    accept: {types: ["*"]}
+    destinations:
+      - {name: record, type: record, identity_match: MATCH, trust_cross_references: [PMS, EMR]}
+"""
+    parsed = parse_config(base.replace("MATCH", "demographic"), source="c.yaml", base_dir=tmp_path)
+    [destination] = parsed.channels[0].destinations
+    assert (destination.identity_match, destination.trust_cross_references) == ("demographic", ("PMS", "EMR"))
+    with pytest.raises(ConfigError, match=r"channels\[0\]\.destinations\[0\]\.identity_match"):
+        parse_config(base.replace("MATCH", "loose"), source="c.yaml", base_dir=tmp_path)
 
 
 @pytest_twisted.inlineCallbacks
@@ -89,6 +111,10 @@ def test_the_journey_over_mllp_ends_in_one_person_served_by_the_api(tmp_path):
             "DiagnosticReport",
             "ChargeItem",
         } <= kinds
+        worklist = yield in_thread(fetch, f"{base}/api/record/worklist")
+        assert worklist.status == 401  # the operator's worklist needs a login too
+        worklist = yield in_thread(fetch, f"{base}/api/record/worklist", headers=basic())
+        assert worklist.status == 200 and isinstance(worklist.json()["items"], list)
         audit = yield in_thread(fetch, f"{base}/api/audit", headers=basic())
         views = [(row["user"], row["action"]) for row in audit.json()]
         assert ("alice", "patient.view") in views and ("alice", "patient.export") in views
@@ -121,7 +147,7 @@ def test_operator_finds_shows_and_unmerges_from_the_command_line(feed, store_url
     undone = cli("unmerge", str(merge["id"]), "--reason", "two different people")
     assert undone.returncode == 0, undone.stderr
     assert f"merge {merge['id']} undone" in undone.stdout
-    again = cli("unmerge", str(merge["id"]))
+    again = cli("unmerge", str(merge["id"]), "--reason", "again")
     assert again.returncode == 1  # already undone
     restored = json.loads(cli("find", "--identifier", "PMS-100299").stdout.splitlines()[0])
     assert restored["id"] != survivor["id"]  # the prior person is active again

@@ -10,7 +10,7 @@ from twisted.logger import globalLogPublisher
 from engine.config import EngineSettings, HttpSettings
 from engine.web.metrics import Metrics
 from engine.web.server import WebService
-from tests.fakes.web import USERS, RunningWeb
+from tests.fakes.web import USERS, RunningWeb, console_resources
 
 
 @pytest.fixture
@@ -26,19 +26,29 @@ def log_events():
 def start_web(store):
     """Starts a WebService on an ephemeral loopback port, stopped after the test.
 
-    ``start_web(users=..., extra_resources=..., on=store, **http)`` gives a RunningWeb; ``http``
+    ``start_web(users=..., extra_resources=..., on=store, message_actions=..., **http)`` gives a
+    RunningWeb; ``http``
     are further engine.http settings (``session_minutes``, ``max_body_bytes`` ...); ``on`` a
     store other than the test's.
     """
     services: list[WebService] = []
 
-    def start(*, users: dict[str, str] | None = None, extra_resources=None, on=None, **http) -> RunningWeb:
+    def start(
+        *, users: dict[str, str] | None = None, extra_resources=None, on=None, message_actions=None, **http
+    ) -> RunningWeb:
         http.setdefault("endpoint", "tcp:0:interface=127.0.0.1")
         settings = EngineSettings(http=HttpSettings(users=USERS if users is None else users, **http))
         metrics = Metrics()
         serving = on if on is not None else store
+        if extra_resources is None:  # the console's dashboard reads these: an engine without channels
+            extra_resources = console_resources(serving)
         service = WebService(
-            settings, serving, reactor=reactor, metrics=metrics, extra_resources=extra_resources
+            settings,
+            serving,
+            reactor=reactor,
+            metrics=metrics,
+            extra_resources=extra_resources,
+            message_actions=message_actions,
         )
         service.startService()
         services.append(service)

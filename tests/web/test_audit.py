@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import pytest_twisted
 
 from engine.store.audit import AuditEntry
 from engine.web.audit import Auditor
 from engine.web.auth import IPrincipal, Principal
+from tests.fakes.harness import in_thread
 from tests.fakes.messages import T0
-from tests.fakes.web import http_request
+from tests.fakes.web import basic, fetch, http_request
 
 
 def admitted(user: str = "alice"):
     """A request from 10.0.0.5 that the gate admitted for ``user``."""
     request = http_request()
-    request.setComponent(IPrincipal, Principal(user, "session"))
+    request.setComponent(IPrincipal, Principal(user, "session", "operator"))
     return request
 
 
@@ -49,3 +52,27 @@ def test_recent_reads_the_trail_newest_first(store):
     newest = yield auditor.recent(1)
     alices = yield auditor.recent(user="alice")
     assert ([e.id for e in newest], [e.id for e in alices]) == ([second], [first])
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_trail_is_filtered_by_user_action_and_time_and_paged(start_web, store):
+    """GET /api/audit?user=&action=&since=&before_id=&limit= narrows the trail; a bad time is 400."""
+    times = iter([T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2)])
+    auditor = Auditor(store, clock=lambda: next(times))
+    first = yield auditor.record(admitted("alice"), "view", message_id=1)
+    second = yield auditor.record(admitted("bob"), "resend", message_id=1)
+    third = yield auditor.record(admitted("alice"), "resend", message_id=2)
+    web = start_web()
+
+    def ids(query: str):
+        d = in_thread(fetch, f"{web.url}/api/audit?{query}", headers=basic())
+        return d.addCallback(lambda response: [entry["id"] for entry in response.json()])
+
+    assert (yield ids("action=resend")) == [third, second]
+    assert (yield ids("user=alice&action=resend")) == [third]
+    since = (T0 + timedelta(hours=1)).isoformat()
+    assert (yield ids(f"since={since.replace('+', '%2B')}")) == [third, second]
+    assert (yield ids(f"before_id={third}&limit=1")) == [second]
+    assert (yield ids("message_id=1")) == [second, first]
+    bad = yield in_thread(fetch, f"{web.url}/api/audit?since=yesterday", headers=basic())
+    assert (bad.status, "since" in bad.json()["error"]) == (400, True)

@@ -24,10 +24,11 @@ from engine.web.auth import (
     remote_address,
 )
 from engine.web.responses import JsonResource, json_reply, send
+from engine.web.roles import RolePolicy
 from engine.web.throttle import LoginThrottle
 from tests.fakes.harness import in_thread
 from tests.fakes.reactor import InlinePool, InlineThreads
-from tests.fakes.web import BROWSER, PASSWORD, USERS, basic, fetch, http_request, logged
+from tests.fakes.web import ACCOUNTS, BROWSER, PASSWORD, basic, fetch, http_request, logged
 
 
 class _Clock:
@@ -56,7 +57,7 @@ class _WallClock:
 def inline_authenticator(
     clock: _Clock, lifetime: float = 60.0, *, store=None, throttle: LoginThrottle | None = None
 ) -> tuple[Authenticator, InlinePool]:
-    """An Authenticator of USERS whose password checks run inline on ``clock``'s time, and its pool.
+    """An Authenticator of ACCOUNTS whose password checks run inline on ``clock``'s time, and its pool.
 
     Its sessions are on ``store`` (only the tests that use a cookie need one).
     """
@@ -64,7 +65,7 @@ def inline_authenticator(
     sessions = Sessions(store, lifetime)
     throttle = throttle or LoginThrottle(per_user=1000, per_address=1000, window=60.0, clock=clock)
     authenticator = Authenticator(
-        USERS, sessions, reactor=inline, pool=inline.pool, throttle=throttle, clock=clock
+        ACCOUNTS, sessions, reactor=inline, pool=inline.pool, throttle=throttle, clock=clock
     )
     return authenticator, inline.pool
 
@@ -214,10 +215,10 @@ def test_a_session_cookie_or_basic_credentials_authenticate(store):
     authenticator, _ = inline_authenticator(_Clock(), store=store)
     token = (yield authenticator.sessions.open("alice")).encode()
     by_cookie = yield authenticator.authenticate(http_request(cookies={SESSION_COOKIE: token}))
-    assert by_cookie == Principal("alice", "session")
+    assert by_cookie == Principal("alice", "session", "admin")
     assert principal_of(
         authenticator, http_request(headers=basic_header(f"alice:{PASSWORD}".encode()))
-    ) == Principal("alice", "basic")
+    ) == Principal("alice", "basic", "admin")
     assert principal_of(authenticator, http_request()) is None
     forged = yield authenticator.authenticate(http_request(cookies={SESSION_COOKIE: b"forged"}))
     assert forged is None
@@ -273,16 +274,16 @@ class _Failing:
 
 @pytest.fixture
 def gated(store):
-    """(base URL, sessions) of a loopback server: ``/gated/who`` behind a Gate of USERS, ``/broken`` too."""
+    """(base URL, sessions) of a loopback server: ``/gated/who`` behind a Gate of ACCOUNTS, ``/broken``."""
     sessions = Sessions(store, 60.0)
     throttle = LoginThrottle(per_user=100, per_address=100, window=60.0, clock=reactor.seconds)
     pool = reactor.getThreadPool()  # the password threads are the WebService's; these tests have none
-    authenticator = Authenticator(USERS, sessions, reactor=reactor, pool=pool, throttle=throttle)
+    authenticator = Authenticator(ACCOUNTS, sessions, reactor=reactor, pool=pool, throttle=throttle)
     wrapped = resource.Resource()
     wrapped.putChild(b"who", _WhoAmI())
     root = resource.Resource()
-    root.putChild(b"gated", Gate(wrapped, authenticator))
-    root.putChild(b"broken", Gate(_WhoAmI(), _Failing()))
+    root.putChild(b"gated", Gate(wrapped, authenticator, RolePolicy({})))
+    root.putChild(b"broken", Gate(_WhoAmI(), _Failing(), RolePolicy({})))
     port = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
     url = f"http://127.0.0.1:{port.getHost().port}"
     yield url, sessions
@@ -350,3 +351,11 @@ def test_an_authenticator_that_fails_is_a_500_and_lets_nobody_in(gated):
     url, _ = gated
     response = yield in_thread(fetch, f"{url}/broken", headers=basic())
     assert (response.status, response.json()) == (500, {"error": "internal error"})
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_session_of_a_user_no_longer_configured_admits_nobody(store):
+    """The role is looked up at every request: a session whose user left the config gives no Principal."""
+    authenticator, _ = inline_authenticator(_Clock(), store=store)
+    token = (yield authenticator.sessions.open("ghost")).encode()
+    assert (yield authenticator.authenticate(http_request(cookies={SESSION_COOKIE: token}))) is None

@@ -15,6 +15,8 @@ from tests.fakes.cluster import add_node, two_alive_one_dead
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
 from tests.fakes.store import NOW, rows_of
+from tests.fakes.trial import try_actions
+from tests.fakes.web import ROLE_USERS
 
 pytestmark = needs_chromium
 
@@ -83,7 +85,7 @@ def test_console_login_search_and_view_in_a_real_browser(start_web, store):
     assert seen["problems"] == []
     assert seen["login_error"] == "wrong user name or password"
     assert re.fullmatch(r"too many login attempts; try again in \d+ s", seen["throttled_error"])
-    assert seen["who"] == "alice"
+    assert seen["who"] == "alice (admin)"
     assert seen["cookie_visible_to_scripts"] == ""  # HttpOnly
     assert len(seen["rows"]) == 1 and "CTRL42" in seen["rows"][0]
     assert seen["detail_id"] == str(wanted)
@@ -161,3 +163,133 @@ def test_console_shows_the_nodes_alive_and_dead_with_what_they_hold(start_web, o
     assert seen["unheld"] == "Held by no node: channel:lab, job:retention"
     assert seen["empty_shown"] is False
     assert seen["after"][:3] == ["node-d", "alive", "0 s ago"]
+
+
+def _try_message(sync_api, url: str, control_id: str) -> dict:
+    """Log in, open a message, press Try: what the panel shows."""
+    seen: dict = {"problems": []}
+    with console_page(sync_api, url, seen["problems"]) as page:
+        log_in(page)
+        page.wait_for_selector("#app-view", state="visible")
+        page.fill("#search-form input[name=control_id]", control_id)
+        page.click("#search-submit")
+        sync_api.expect(page.locator("#results tbody tr")).to_have_count(1)
+        page.click("#results tbody tr")
+        page.wait_for_selector("#detail", state="visible")
+        seen["panel_before"] = page.is_visible("#try-panel")
+        page.click("#try")
+        page.wait_for_selector("#try-panel", state="visible")
+        sync_api.expect(page.locator("#try-result")).not_to_be_empty()
+        seen["own"] = page.text_content("#try-result")
+        page.fill("#try-channel", "other")
+        page.click("#try")
+        sync_api.expect(page.locator("#try-result")).to_contain_text("not accepted")
+        seen["other"] = page.text_content("#try-result")
+    return seen
+
+
+def _as_each_role(sync_api, url: str) -> dict:
+    """Log in as vera (viewer), otto (operator) and alice (admin) in turn; what each one's console showed."""
+    seen: dict = {"problems": []}
+    expect = sync_api.expect
+    with console_page(sync_api, url, seen["problems"]) as page:
+        for user in ("vera", "otto", "alice"):
+            log_in(page, user=user)
+            page.wait_for_selector("#app-view", state="visible")
+            expect(page.locator("#results tbody tr")).to_have_count(1)
+            page.click("#results tbody tr")
+            page.wait_for_selector("#detail", state="visible")
+            expect(page.locator("#detail-id")).not_to_be_empty()
+            shown = {
+                "who": page.text_content("#who"),
+                "row": page.locator("#results tbody tr td").all_inner_texts(),
+                "resend": page.is_visible("#resend"),
+                "raw": page.is_visible("#detail-raw") and page.text_content("#detail-raw"),
+                "viewer_note": page.is_visible("#detail .viewer-only"),
+                "patient_search": page.is_visible("#search-form input[name=patient_id]"),
+                "audit": page.is_visible("#audit"),
+                "config": page.is_visible("#config"),
+            }
+            if user == "otto":
+                page.click("#resend")
+                page.click("#confirm-ok")
+                expect(page.locator("#action-result")).not_to_be_empty()
+                shown["resent"] = page.text_content("#action-result")
+            if user == "alice":
+                expect(page.locator("#audit-table tbody tr").first).to_be_visible()
+                shown["audit_actions"] = page.locator(
+                    "#audit-table tbody tr td:nth-child(4)"
+                ).all_inner_texts()
+                page.fill("#audit-form input[name=action]", "resend")
+                page.click("#audit-submit")
+                expect(page.locator("#audit-table tbody tr")).to_have_count(1)
+                shown["resend_rows"] = page.locator("#audit-table tbody tr td").all_inner_texts()
+                expect(page.locator("#config-history tbody tr")).to_have_count(2)
+                shown["config_text"] = page.text_content("#config-text")
+                page.click("#config-diff")
+                expect(page.locator("#config-diff-text .diff-add")).to_have_count(1)
+                shown["diff_added"] = page.text_content("#config-diff-text .diff-add")
+                shown["diff_removed"] = page.text_content("#config-diff-text .diff-remove")
+            seen[user] = shown
+            page.click("#logout")
+            page.wait_for_selector("#login-view", state="visible")
+    return seen
+
+
+@pytest_twisted.inlineCallbacks
+def test_console_try_button_shows_what_the_channel_would_change(start_web, store):
+    """On a message's page, Try shows per destination the fields its channel would change, nothing stored."""
+    sync_api = playwright_api()
+    yield store.add([pms_message(7)])
+    web = start_web(message_actions=try_actions())
+
+    seen = yield in_thread(_try_message, sync_api, web.url + "/", "CTRL7")
+
+    assert seen["problems"] == []
+    assert seen["panel_before"] is False
+    assert seen["own"] == (
+        "CTRL7 ADT^A04: accepted by adt\n"
+        "  -> emr: would deliver, 1 change(s)\n"
+        "       MSH-5 (Receiving Application): 'HUB' -> 'EMR'"
+    )
+    assert seen["other"].startswith(
+        "CTRL7 ADT^A04: not accepted by other: listener 'main' gives this message"
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_each_role_sees_only_what_it_may_in_a_real_browser(start_web, store):
+    """A viewer sees no content nor Resend; an operator reads and resends; an admin sees audit and config."""
+    sync_api = playwright_api()
+    [message_id] = yield store.add([pms_message(7, status=Status.SENT, patient_id="P-7")])
+    for version in ("1", "2"):
+        yield store.record_config(
+            applied_at=NOW,
+            source="channels.yaml",
+            content=f"engine:\n  application: HUB\n  version: {version}\n",
+            sha256=version * 64,
+            changes="",
+        )
+    web = start_web(users=ROLE_USERS)
+
+    seen = yield in_thread(_as_each_role, sync_api, web.url + "/")
+
+    assert seen["problems"] == []  # no request of any role's console was refused
+    vera, otto, alice = seen["vera"], seen["otto"], seen["alice"]
+    assert (vera["who"], otto["who"], alice["who"]) == ("vera (viewer)", "otto (operator)", "alice (admin)")
+    assert "P-7" not in vera["row"] and "P-7" in otto["row"]
+    assert (vera["resend"], vera["raw"], vera["viewer_note"], vera["patient_search"]) == (
+        False,
+        False,
+        True,
+        False,
+    )
+    assert (vera["audit"], vera["config"]) == (False, False)
+    assert otto["resend"] and otto["raw"].startswith("MSH|^~\\&|PMS|CLINIC") and not otto["viewer_note"]
+    assert (otto["patient_search"], otto["audit"], otto["config"]) == (True, False, False)
+    assert otto["resent"].startswith("queued ")
+    assert alice["resend"] and alice["audit"] and alice["config"]
+    assert {"login", "view"} <= set(alice["audit_actions"])
+    assert alice["resend_rows"][2:5] == ["otto", "resend", str(message_id)]
+    assert alice["config_text"] == "engine:\n  application: HUB\n  version: 2\n"
+    assert (alice["diff_added"], alice["diff_removed"]) == ("+  version: 2\n", "-  version: 1\n")

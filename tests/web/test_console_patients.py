@@ -10,7 +10,7 @@ from engine.web.patients import patient_resources
 from tests.fakes.browser import console_page, log_in, needs_chromium, playwright_api
 from tests.fakes.harness import in_thread
 from tests.fakes.record import Feeder, feed_journey
-from tests.fakes.web import audit_rows
+from tests.fakes.web import audit_rows, console_resources
 
 pytestmark = needs_chromium
 
@@ -49,7 +49,9 @@ def test_the_patient_view_finds_a_person_and_shows_their_record(start_web, store
     sync_api = playwright_api()
     engine = store.repository.engine
     feed_journey(Feeder(engine, RecordIngestor(engine)))
-    web = start_web(extra_resources=patient_resources(store, auditor=Auditor(store)))
+    web = start_web(
+        extra_resources={**console_resources(store), **patient_resources(store, auditor=Auditor(store))}
+    )
 
     seen = yield in_thread(_find, sync_api, web.url + "/")
 

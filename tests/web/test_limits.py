@@ -135,7 +135,7 @@ def test_a_body_within_the_limit_is_served(start_web):
     padded = form + b"&" + b"p" * (1024 - len(form) - 1)
     at_limit = yield in_thread(fetch, f"{web.url}/login", "POST", headers={**BROWSER, **FORM}, body=padded)
     assert len(padded) == 1024
-    assert (at_limit.status, at_limit.json()) == (200, {"user": "alice"})
+    assert (at_limit.status, at_limit.json()) == (200, {"user": "alice", "role": "admin"})
     over = yield in_thread(_status_or_closed_post, f"{web.url}/login", {**BROWSER, **FORM}, padded + b"p")
     assert over in (413, None)
 

@@ -65,6 +65,7 @@ def test_bad_search_parameters_are_400_with_the_reason(start_web):
         ("before_id=x", "before_id"),
         ("since=yesterday", "since"),
         ("type=ADT&type=ORU", "type"),
+        ("status=bogus", "status must be one of RECEIVED, REJECTED"),
     ):
         response = yield in_thread(fetch, f"{web.url}/api/messages?{query}", headers=basic())
         assert response.status == 400, query
@@ -315,7 +316,7 @@ def test_the_session_api_names_the_user_however_they_logged_in(start_web):
     by_script = yield in_thread(fetch, f"{web.url}/api/session", headers=basic())
     cookie = session_cookie((yield login(web)))
     by_browser = yield in_thread(fetch, f"{web.url}/api/session", headers={**cookie, **BROWSER})
-    assert by_script.json() == by_browser.json() == {"user": "alice"}
+    assert by_script.json() == by_browser.json() == {"user": "alice", "role": "admin"}
 
 
 @pytest_twisted.inlineCallbacks

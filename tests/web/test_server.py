@@ -74,14 +74,14 @@ def test_login_sets_a_strict_http_only_session_cookie(start_web, store):
     yield store.add([pms_message(1)])
     web = start_web()
     response = yield login(web)
-    assert (response.status, response.json()) == (200, {"user": "alice"})
+    assert (response.status, response.json()) == (200, {"user": "alice", "role": "admin"})
     attributes = [part.strip().lower() for part in response.header("set-cookie").split(";")]
     assert "httponly" in attributes and "samesite=strict" in attributes and "path=/" in attributes
     cookie = session_cookie(response)
     found = yield in_thread(fetch, f"{web.url}/api/messages", headers=cookie)
     assert [m["id"] for m in found.json()] == [1]
     me = yield in_thread(fetch, f"{web.url}/api/session", headers=cookie)
-    assert me.json() == {"user": "alice"}
+    assert me.json() == {"user": "alice", "role": "admin"}
     out = yield in_thread(fetch, f"{web.url}/logout", "POST", headers={**cookie, **BROWSER})
     assert out.status == 200
     after = yield in_thread(fetch, f"{web.url}/api/messages", headers=cookie)
@@ -158,12 +158,12 @@ def test_extra_resources_are_mounted_behind_the_gate(start_web):
 def test_nothing_can_be_mounted_over_public_or_taken_names(store):
     """Mounting at a public name or a name already served is a programming error, raised at once."""
     from engine.web.audit import Auditor
-    from engine.web.auth import Authenticator
+    from engine.web.auth import Account, Authenticator
     from engine.web.metrics import Metrics
 
     clock = task.Clock()
     authenticator = Authenticator(
-        {"alice": hash_password("x", iterations=1)},
+        {"alice": Account(hash_password("x", iterations=1), "admin")},
         Sessions(store, 60),
         reactor=clock,
         pool=None,  # never asked: nothing is checked here
@@ -220,7 +220,7 @@ def test_logins_are_rate_limited_per_user_and_per_address(start_web, log_events)
         assert guess.status == 401
     assert (yield login(web, "bob")).status == 429  # five failures from 127.0.0.1: the address is locked
     from_elsewhere = yield login(web, "bob", source="127.0.0.2")
-    assert (from_elsewhere.status, from_elsewhere.json()) == (200, {"user": "bob"})
+    assert (from_elsewhere.status, from_elsewhere.json()) == (200, {"user": "bob", "role": "admin"})
     script_elsewhere = yield in_thread(
         fetch, f"{web.url}/api/session", headers=basic("bob"), source="127.0.0.2"
     )
@@ -324,7 +324,7 @@ def test_a_session_survives_a_restart_of_the_web_server_and_its_store(start_web,
     yield web.service.stopService()
     again = start_web(on=open_sqlite_store())
     who = yield in_thread(fetch, f"{again.url}/api/session", headers=cookie)
-    assert (who.status, who.json()) == (200, {"user": "alice"})
+    assert (who.status, who.json()) == (200, {"user": "alice", "role": "admin"})
     out = yield in_thread(fetch, f"{again.url}/logout", "POST", headers={**cookie, **BROWSER})
     assert out.status == 200
     gone = yield in_thread(fetch, f"{again.url}/api/session", headers={**cookie, **BROWSER})

@@ -21,10 +21,11 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 
 from engine.channels.destinations.base import Destination
+from engine.channels.destinations.encoding import encode_payload
 from engine.channels.destinations.policy import unexpected_failure
 from engine.channels.destinations.spec import FileSettings
 from engine.channels.journal import NO_JOURNAL, Journal
-from engine.errors import HL7Error
+from engine.errors import HL7Error, TransformError
 from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
 from engine.model import Delivery, DeliveryResult, Outcome
@@ -94,7 +95,6 @@ class FileDestination(Destination):
             return defer.succeed(
                 [DeliveryResult(Outcome.ERROR, reason=f"no usable file name: {exc}")] * len(deliveries)
             )
-        content = self._content(deliveries, now)
         pool = self._reactor.getThreadPool()
         writing = deferToThreadPool(
             self._reactor,
@@ -104,7 +104,7 @@ class FileDestination(Destination):
             deliveries,
             self.settings.directory,
             filename,
-            content,
+            lambda: self._content(deliveries, now),
             self.settings.on_exists,
         )
         writing.addErrback(unexpected_failure, self.name)
@@ -137,6 +137,9 @@ class FileDestination(Destination):
         return name
 
     def _content(self, deliveries: list[Delivery], now: datetime) -> bytes:
+        """The file's bytes (in a pool thread): the message encoded, or the ER7 messages (in a batch)."""
+        if self.settings.encoding != "er7":  # one message a file (a batch file is ER7)
+            return encode_payload(deliveries[0].payload, self.settings)
         separator = self.settings.separator
         body = b"".join(separator.join(_segments(d.payload)) + separator for d in deliveries)
         if not self.settings.batch:
@@ -185,15 +188,21 @@ def _write_journalled(
     deliveries: list[Delivery],
     directory: Path,
     name: str,
-    content: bytes,
+    content: Callable[[], bytes],
     on_exists: str,
 ) -> DeliveryResult:
-    """``_write_file``, its deliveries noted in ``journal`` before and answered after (in a pool thread)."""
+    """``_write_file`` of what ``content()`` gives, its deliveries noted in ``journal`` before and
+    answered after (in a pool thread). A message that cannot be encoded is an ERROR, not written.
+    """
+    try:
+        data = content()
+    except (HL7Error, TransformError) as exc:
+        return DeliveryResult(Outcome.ERROR, reason=f"cannot encode the message: {exc}")
     for delivery in deliveries:
         refused = journal.note_sending(delivery)
         if refused is not None:
             return refused
-    result = _write_file(directory, name, content, on_exists)
+    result = _write_file(directory, name, data, on_exists)
     for delivery in deliveries:
         journal.answered(delivery, result)
     journal.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 
 from twisted.internet import defer, error, protocol
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -26,8 +27,10 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from engine.channels.destinations.base import Destination
+from engine.channels.destinations.encoding import encode_payload, reply_as_er7
 from engine.channels.destinations.policy import decide, unexpected_failure
 from engine.channels.destinations.spec import HttpDestinationSettings
+from engine.errors import HL7Error, TransformError
 from engine.model import Delivery, DeliveryResult, Outcome
 
 __all__ = ["HTTPDestination"]
@@ -122,7 +125,7 @@ class HTTPDestination(Destination):
         self._agent = Agent(reactor, connectTimeout=settings.timeout_seconds, pool=self._pool)
         self._url = settings.url.encode("ascii")
         headers = {name: [value] for name, value in settings.headers.items()}
-        headers["Content-Type"] = [f"{settings.content_type}; charset={settings.charset}"]
+        headers["Content-Type"] = [f"{settings.media_type}; charset={settings.charset}"]
         if settings.basic_auth is not None:
             credentials = f"{settings.basic_auth.username}:{settings.basic_auth.password.get_secret_value()}"
             headers["Authorization"] = [
@@ -141,10 +144,19 @@ class HTTPDestination(Destination):
     @defer.inlineCallbacks
     def _post(self, delivery: Delivery):
         settings = self.settings
+        content = delivery.payload
+        if settings.encoding != "er7":  # encoded in the thread pool, not on the reactor
+            pool = self._reactor.getThreadPool()
+            try:
+                content = yield deferToThreadPool(
+                    self._reactor, pool, encode_payload, delivery.payload, settings, settings.charset
+                )
+            except (HL7Error, TransformError) as exc:
+                return DeliveryResult(Outcome.ERROR, reason=f"cannot encode the message: {exc}")
         headers = Headers(
             {**self._headers, "Date": [datetimeToString(self._reactor.seconds()).decode("ascii")]}
         )
-        request = self._agent.request(b"POST", self._url, headers, _Body(delivery.payload))
+        request = self._agent.request(b"POST", self._url, headers, _Body(content))
         request.addCallback(self._read)
         timed_out = []
 
@@ -171,7 +183,7 @@ class HTTPDestination(Destination):
                 timer.cancel()
         status = response.code
         if 200 <= status < 300:
-            return decide(settings.ack_policy, body, sent_control_id=delivery.control_id)
+            return decide(settings.ack_policy, reply_as_er7(body), sent_control_id=delivery.control_id)
         phrase = response.phrase.decode("latin-1", errors="replace")
         outcome = Outcome.RETRY if status >= 500 or status in _RETRYABLE_STATUSES else Outcome.ERROR
         return DeliveryResult(

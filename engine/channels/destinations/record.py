@@ -64,9 +64,11 @@ class RecordDestination(Destination):
         reactor,
         default_charset: str = "utf-8",
         identity_rule: IdentityRule | None = DEFAULT_RULE,
+        trust_cross_references: frozenset[str] | None = None,
         local_timezone: tzinfo = UTC,
     ):
         super().__init__(name)
+        self._trust = trust_cross_references
         self._store = store
         self._reactor = reactor
         self._default_charset = default_charset
@@ -170,6 +172,7 @@ class RecordDestination(Destination):
             self._ingestor = RecordIngestor(
                 self._store.repository.engine,
                 identity_rule=self._identity_rule,
+                trust_cross_references=self._trust,
                 local_timezone=self._local_timezone,
             )
         return self._ingestor

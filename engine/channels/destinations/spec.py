@@ -18,12 +18,14 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from engine.configtypes import CertificateFile, Frozen, PrivateKeyFile, Seconds, check_not_empty, resolve_path
+from engine.transforms.spec import XsltSpec
 
 __all__ = [
     "BATCH_TEMPLATE_FIELDS",
     "TEMPLATE_FIELDS",
     "AckPolicy",
     "BasicAuth",
+    "Encoded",
     "FileSettings",
     "HttpDestinationSettings",
     "MllpSettings",
@@ -92,6 +94,27 @@ class MllpSettings(Frozen):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Output encodings (file and http)
+
+#: Each encoding and the media type an HTTP destination names by default.
+ENCODING_MEDIA_TYPES = {"er7": "application/hl7-v2", "xml": "application/hl7-v2+xml"}
+
+
+class Encoded(Frozen):
+    """What a destination writes a message as: ER7 as it is, or v2.xml (optionally through a stylesheet)."""
+
+    encoding: Literal["er7", "xml"] = "er7"
+    # With encoding: xml, the v2.xml goes through this stylesheet: its output (any XML, or text) is sent.
+    xslt: XsltSpec | None = None
+
+    @model_validator(mode="after")
+    def _xslt_on_xml(self) -> Encoded:
+        if self.xslt is not None and self.encoding != "xml":
+            raise ValueError("xslt: needs encoding: xml (the stylesheet reads the message as v2.xml)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------
 # File
 
 #: Placeholders of a file name template and an example value of each (used to check templates).
@@ -149,7 +172,7 @@ def _check_filename_template(template: str, allowed: frozenset[str] | set[str]) 
     return template
 
 
-class FileSettings(Frozen):
+class FileSettings(Encoded):
     """A file destination: one file per message (or per batch) in a folder, written atomically."""
 
     directory: Path
@@ -157,6 +180,14 @@ class FileSettings(Frozen):
     filename: str = Field(default=None, validate_default=True)  # type: ignore[assignment]
     segment_separator: Literal["cr", "lf", "crlf"] = "cr"
     on_exists: Literal["unique", "overwrite", "error"] = "unique"
+
+    @model_validator(mode="after")
+    def _batch_of_er7(self) -> FileSettings:
+        if self.batch and self.encoding != "er7":
+            raise ValueError(
+                f"batch: true writes an HL7 batch file: it takes encoding: er7, not {self.encoding}"
+            )
+        return self
 
     @field_validator("directory")
     @classmethod
@@ -232,11 +263,12 @@ class BasicAuth(Frozen):
     password: SecretStr
 
 
-class HttpDestinationSettings(Frozen):
+class HttpDestinationSettings(Encoded):
     """An HTTP destination: POST each message, HAPI's HL7-over-HTTP way, and read the ACK in the body."""
 
     url: Annotated[str, AfterValidator(_check_url)]
-    content_type: Annotated[str, AfterValidator(_check_media_type)] = "application/hl7-v2"
+    # None: the encoding's own (application/hl7-v2, application/hl7-v2+xml).
+    content_type: Annotated[str, AfterValidator(_check_media_type)] | None = None
     charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
     timeout_seconds: Seconds = 30.0
     basic_auth: BasicAuth | None = None
@@ -257,6 +289,11 @@ class HttpDestinationSettings(Frozen):
             if any(char in text for char in "\r\n\0"):
                 raise ValueError(f"header {name!r}: the value must not contain line breaks")
         return value
+
+    @property
+    def media_type(self) -> str:
+        """The Content-Type without its charset: content_type, or the encoding's."""
+        return self.content_type or ENCODING_MEDIA_TYPES[self.encoding]
 
     @model_validator(mode="after")
     def _one_authorization(self) -> HttpDestinationSettings:

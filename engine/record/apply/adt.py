@@ -1,7 +1,8 @@
-"""ADT: registrations, visits (admit, transfer, discharge and their cancels) and merges of patients."""
+"""ADT: registrations, visits (admit, transfer, discharge and their cancels), merges, links and ids."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,11 +11,12 @@ from engine.errors import RecordError
 from engine.record import schema
 from engine.record.apply.common import Application
 from engine.record.extract import KEEP, PatientGroup
-from engine.record.identity import Identifier, prior_identifiers, survivor_of
+from engine.record.identity import Identifier, pid_identifiers, prior_identifiers, survivor_of
+from engine.record.merging import LINK_KINDS, contradiction, set_moved, unmerge
 from engine.record.values import visit_status, visit_values
-from engine.record.writer import Writer
+from engine.record.writer import Differs, Writer
 
-__all__ = ["AdtApplication", "MergeApplication", "unmerge"]
+__all__ = ["AdtApplication", "IdentityApplication", "LinkApplication", "MergeApplication"]
 
 # The triggers that admit (or plan) a visit, and the status they give it.
 _ADMITS = {"A01": "in-progress", "A04": "in-progress", "A05": "planned"}
@@ -42,6 +44,8 @@ class AdtApplication(Application):
         values = visit_values(group.pv1, group.pv2, self.local)
         creating = trigger in _ADMITS or trigger in ("A02", "A03")
         visit = self.find_visit(patient_id, values["visit_number"], latest=trigger not in _ADMITS)
+        if visit is None and trigger in _ADMITS and not isinstance(values["visit_number"], str):
+            visit = self._same_visit(patient_id, values, trigger)
         if trigger in ("A11", "A12", "A13") and visit is None:
             self.notes.append(f"no visit to cancel for {trigger}")
             return None
@@ -80,6 +84,41 @@ class AdtApplication(Application):
         self.writer.update(schema.visits, visit, values)
         return visit["id"]
 
+    def _same_visit(self, patient_id: int, values: dict[str, Any], trigger: str) -> dict[str, Any] | None:
+        """The visit an admit without PV1-19 is about: same class and admit time, else class, location, day.
+
+        With an admit time (PV1-44; an A01's message time without it) any visit of the patient not
+        cancelled, of the same class, admitted then; without one an open (planned or in-progress)
+        visit of the same class and location last confirmed on the message's day. So a resent
+        registration finds the visit it made instead of making another.
+        """
+        admitted = values["admitted_at"]
+        if admitted is KEEP and trigger == "A01":
+            admitted = self.facts.message_time
+        place = ("point_of_care", "room", "bed", "facility")
+        candidates = self.writer.rows(
+            schema.visits, {"patient_id": patient_id, "status": Differs("cancelled")}, descending=True
+        )
+        for visit in candidates:
+            if visit["patient_class"] != _sent(values["patient_class"]):
+                continue
+            if isinstance(admitted, datetime):
+                if visit["admitted_at"] == admitted:
+                    return visit
+            elif (
+                visit["status"] in ("planned", "in-progress")
+                and all(visit[name] == _sent(values[name]) for name in place)
+                and visit["as_of"].astimezone(self.local).date()
+                == self.facts.message_time.astimezone(self.local).date()
+            ):
+                return visit
+        return None
+
+
+def _sent(value: Any) -> Any:
+    """A read value as a row holds it: KEEP (not sent) and empty are NULL."""
+    return None if value is KEEP or value == "" else value
+
 
 def _location_text(visit: sa.RowMapping) -> str | None:
     parts = [visit["point_of_care"], visit["room"], visit["bed"], visit["facility"]]
@@ -87,7 +126,10 @@ def _location_text(visit: sa.RowMapping) -> str | None:
 
 
 class MergeApplication(Application):
-    """A merge (A18, A34, A39, A40): the MRG's prior patient and identifiers move to the PID's patient."""
+    """A merge (A18, A34, A39, A40): the MRG's prior patient and identifiers move to the PID's patient.
+
+    A merge already done (every prior identifier is the survivor's) is a no-op: no second row.
+    """
 
     code = "ADT"
     triggers = frozenset({"A18", "A34", "A39", "A40"})
@@ -107,20 +149,16 @@ class MergeApplication(Application):
             raise RecordError("MRG-1 names no prior identifier")
         i = schema.identifiers
         keys = [(p.authority, p.value) for p in priors]
-        rows = (
-            self.writer.connection.execute(sa.select(i).where(sa.tuple_(i.c.authority, i.c.value).in_(keys)))
-            .mappings()
-            .all()
-        )
-        by_key = {(row["authority"], row["value"]): row for row in rows}
+        by_key = {(row["authority"], row["value"]): row for row in _identifier_rows(self.writer, keys)}
         owners: list[int] = []
         for key in keys:
             if key in by_key:
                 owner = survivor_of(self.writer, by_key[key]["patient_id"])["id"]
                 if owner not in owners:
                     owners.append(owner)
-        priors_json = [list(key) for key in keys]
-        moved: dict[str, list[int]] = {}
+        if len(by_key) == len(keys) and owners == [survivor]:
+            self.notes.append("merge already done: every prior identifier is the survivor's")
+            return
         prior_patient = next((owner for owner in owners if owner != survivor), None)
         for other in owners:
             if other not in (survivor, prior_patient):
@@ -131,23 +169,20 @@ class MergeApplication(Application):
                     f"MRG-1 names identifiers of patients {prior_patient} and {other};"
                     f" only {prior_patient} was merged",
                 )
-        merge_id = self.writer.insert(
-            schema.merges,
-            {
-                "survivor_id": survivor,
-                "prior_id": prior_patient,
-                "prior_identifiers": priors_json,
-                "event": self.facts.trigger,
-                "merged_at": self.writer.now,
-                "moved": {},
-            },
+        merge_id = self.merge(
+            survivor,
+            prior_patient,
+            kind="merge",
+            reason=f"{self.facts.event} from {self.facts.source_system}",
+            priors=[list(key) for key in keys],
         )
-        if prior_patient is not None:
-            moved = self._move(prior_patient, survivor, merge_id)
+        moved = self.writer.select_one(schema.merges, {"id": merge_id})["moved"]
         created = []
         for prior in priors:
             row = by_key.get((prior.authority, prior.value))
             if row is None:
+                # An unknown prior id is an alias of the survivor only: a later message under it that
+                # contradicts the survivor is a conflict (Application._alias_contradicted).
                 created.append(self.link(prior, survivor, f"merge {merge_id}: prior identifier", alias=True))
             elif (
                 survivor_of(self.writer, row["patient_id"])["id"] == survivor
@@ -155,10 +190,7 @@ class MergeApplication(Application):
                 and row["id"] not in moved.get(i.name, [])
             ):
                 self.writer.update(i, row, {"alias": True}, cause=f"merge {merge_id}")
-        moved["created_identifiers"] = created
-        self.writer.connection.execute(
-            schema.merges.update().where(schema.merges.c.id == merge_id).values(moved=moved)
-        )
+        set_moved(self.writer, merge_id, {**moved, "created_identifiers": created})
         self.notes.append(
             f"merge {merge_id}"
             + (
@@ -168,71 +200,136 @@ class MergeApplication(Application):
             )
         )
 
-    def _move(self, prior: int, survivor: int, merge_id: int) -> dict[str, list[int]]:
-        """Move every fact of ``prior`` to ``survivor`` (identifiers as aliases); the moved ids per table."""
-        moved = {}
+
+def _identifier_rows(writer: Writer, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The record_identifiers rows of these (authority, value) keys."""
+    return writer.rows(schema.identifiers, *({"authority": a, "value": v} for a, v in keys))
+
+
+class LinkApplication(Application):
+    """A24 links the patients of its two PIDs (a reversible link); A37 undoes the link between them."""
+
+    code = "ADT"
+    triggers = frozenset({"A24", "A37"})
+
+    def apply(self) -> int:
+        if len(self.facts.patients) < 2:
+            raise RecordError(f"{self.facts.event} needs two PID segments: the patients to (un)link")
+        first, second = self.facts.patients[:2]
+        if self.facts.trigger == "A37":
+            return self._unlink(first, second)
+        one, other = self.patient(first), self.patient(second)
+        one, other = survivor_of(self.writer, one), survivor_of(self.writer, other)
+        if one["id"] == other["id"]:
+            self.notes.append("already one patient: nothing to link")
+            return one["id"]
+        differs = contradiction(one, other)
+        if differs:
+            self.flag(
+                "link_contradicted",
+                one["id"],
+                other["id"],
+                f"A24 links patients {one['id']} and {other['id']}, whose {differs} differ; not linked",
+            )
+            return one["id"]
+        self.links.append(
+            (one["id"], other["id"], "link", f"A24 from {self.facts.source_system} links the two PIDs")
+        )
+        return one["id"]
+
+    def _unlink(self, first: PatientGroup, second: PatientGroup) -> int:
+        """Undo the link (merge of a LINK_KINDS kind) that took the second PID's identifiers, if any."""
+        keys = [(i.authority, i.value) for i in pid_identifiers(second.pid, self.facts)]
+        rows = _identifier_rows(self.writer, keys)
+        survivor = self.patient(first)
+        ids = {row["id"] for row in rows}
+        m = schema.merges
+        merges = self.writer.connection.execute(
+            sa.select(m.c.id, m.c.moved)
+            .where(m.c.survivor_id == survivor, m.c.unmerged_at.is_(None), m.c.kind.in_(LINK_KINDS))
+            .order_by(m.c.id.desc())
+        ).all()
+        for merge_id, moved in merges:
+            if ids & set(moved.get(schema.identifiers.name, [])):
+                unmerge(self.writer, merge_id, f"A37 from {self.facts.source_system}", links_only=True)
+                self.notes.append(f"merge {merge_id} undone (unlinked)")
+                return survivor
+        self.notes.append("no link between the two PIDs to undo")
+        return survivor
+
+
+class IdentityApplication(Application):
+    """A47 changes an identifier (MRG-1 to the PID's), A45 moves a visit (MRG-5) to the PID's patient,
+    A41/A42 merge accounts (PID-18, MRG-3: the record keeps no accounts; the PID updates its patient).
+    """
+
+    code = "ADT"
+    triggers = frozenset({"A41", "A42", "A45", "A47"})
+
+    def apply(self) -> int:
+        group = self.facts.patients[0]
+        if group.mrg is None:
+            raise RecordError(f"{self.facts.event} has no MRG segment")
+        if self.facts.trigger == "A47":
+            self._change_identifier(group)
+        patient_id = self.patient(group)
+        if self.facts.trigger == "A45":
+            self._move_visit(group, patient_id)
+        elif self.facts.trigger in ("A41", "A42"):
+            self.notes.append("accounts are not kept by the record: the patient was updated")
+        return patient_id
+
+    def _change_identifier(self, group: PatientGroup) -> None:
+        """Give the MRG-1 identifier row the PID-3 value, unless that one is already someone's."""
+        priors = prior_identifiers(group.mrg, self.facts)
+        news = pid_identifiers(group.pid, self.facts)
+        if not priors or not news:
+            raise RecordError("A47 needs MRG-1 (the old identifier) and PID-3 (the new one)")
+        old, new = priors[0], news[0]
+        rows = _identifier_rows(self.writer, [(old.authority, old.value), (new.authority, new.value)])
+        by_key = {(row["authority"], row["value"]): row for row in rows}
+        row = by_key.get((old.authority, old.value))
+        if row is None:
+            self.notes.append("MRG-1 is not known: the PID identifies its patient")
+            return
+        taken = by_key.get((new.authority, new.value))
+        if taken is not None:
+            if (
+                survivor_of(self.writer, taken["patient_id"])["id"]
+                != survivor_of(self.writer, row["patient_id"])["id"]
+            ):
+                self.flag(
+                    "identifier_taken",
+                    row["patient_id"],
+                    taken["patient_id"],
+                    "A47 gives an identifier another patient holds; not changed",
+                    new,
+                )
+            return
+        self.writer.update(
+            schema.identifiers,
+            row,
+            {"authority": new.authority, "value": new.value, "type_code": new.type_code},
+        )
+        self.notes.append(f"identifier {row['id']} changed")
+
+    def _move_visit(self, group: PatientGroup, patient_id: int) -> None:
+        """Move the MRG-5 visit (of the MRG-1 patient when known) and what points at it to the patient."""
+        number = group.mrg.part("5.1")
+        if not number:
+            raise RecordError("A45 needs MRG-5, the visit number to move")
+        v = schema.visits
+        visit = self.writer.select_one(v, {"visit_number": number})
+        if visit is None:
+            self.notes.append("no visit of that number to move")
+            return
+        if visit["patient_id"] == patient_id:
+            self.notes.append(f"visit {visit['id']} is the patient's already")
+            return
+        self.writer.update(v, visit, {"patient_id": patient_id})
         for table in schema.FACT_TABLES:
-            ids = list(
+            if "visit_id" in table.c:
                 self.writer.connection.execute(
-                    sa.select(table.c.id).where(table.c.patient_id == prior)
-                ).scalars()
-            )
-            if not ids:
-                continue
-            values: dict[str, Any] = {"patient_id": survivor}
-            if table is schema.identifiers:
-                values["alias"] = True
-            self.writer.connection.execute(table.update().where(table.c.id.in_(ids)).values(**values))
-            moved[table.name] = ids
-        patient = self.writer.select_one(schema.patients, {"id": prior})
-        self.writer.update(schema.patients, patient, {"merged_into_id": survivor}, cause=f"merge {merge_id}")
-        c = schema.conflicts
-        between = sa.or_(
-            sa.and_(c.c.patient_id == prior, c.c.other_patient_id == survivor),
-            sa.and_(c.c.patient_id == survivor, c.c.other_patient_id == prior),
-        )
-        self.writer.connection.execute(
-            c.update()
-            .where(between, c.c.resolved_at.is_(None))
-            .values(resolved_at=self.writer.now, resolution=f"merged by merge {merge_id}")
-        )
-        return moved
-
-
-def unmerge(writer: Writer, merge_id: int, reason: str) -> int:
-    """Undo merge ``merge_id``: the rows it moved go back to the prior patient; returns how many moved."""
-    m = schema.merges
-    merge = writer.select_one(m, {"id": merge_id})
-    if merge is None:
-        raise RecordError(f"there is no merge {merge_id}")
-    if merge["unmerged_at"] is not None:
-        raise RecordError(f"merge {merge_id} was already undone")
-    survivor, prior = merge["survivor_id"], merge["prior_id"]
-    moved = 0
-    tables = {table.name: table for table in schema.FACT_TABLES}
-    for name, ids in merge["moved"].items():
-        if not ids:
-            continue
-        if name == "created_identifiers":
-            table = schema.identifiers
-            result = writer.connection.execute(
-                table.delete().where(table.c.id.in_(ids), table.c.patient_id == survivor)
-            )
-            moved += result.rowcount
-            continue
-        table = tables[name]
-        values: dict[str, Any] = {"patient_id": prior}
-        if table is schema.identifiers:
-            values["alias"] = False
-        result = writer.connection.execute(
-            table.update().where(table.c.id.in_(ids), table.c.patient_id == survivor).values(**values)
-        )
-        moved += result.rowcount
-    if prior is not None:
-        patient = writer.select_one(schema.patients, {"id": prior})
-        writer.update(schema.patients, patient, {"merged_into_id": None})
-    writer.connection.execute(
-        m.update().where(m.c.id == merge_id).values(unmerged_at=writer.now, unmerge_reason=reason)
-    )
-    writer.history(m.name, merge_id, "unmerged_at", None, writer.now)
-    return moved
+                    table.update().where(table.c.visit_id == visit["id"]).values(patient_id=patient_id)
+                )
+        self.notes.append(f"visit {visit['id']} moved")

@@ -8,6 +8,7 @@ An ``Application`` applies one message's facts through one Writer. Each family (
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any, ClassVar
@@ -17,8 +18,19 @@ import sqlalchemy as sa
 from engine.errors import RecordError
 from engine.hl7.dtm import parse_timestamp
 from engine.record import schema
-from engine.record.extract import KEEP, MessageFacts, PatientGroup
-from engine.record.identity import Identifier, IdentityRule, find_by_rule, find_known, pid_identifiers
+from engine.record.extract import KEEP, MessageFacts, PatientGroup, SegmentReader
+from engine.record.identity import (
+    Conflict,
+    Identifier,
+    IdentityRule,
+    Match,
+    corroboration,
+    find_by_rule,
+    find_known,
+    pid_identifiers,
+    survivor_of,
+)
+from engine.record.merging import contradiction, merge_patients
 from engine.record.values import (
     allergy_values,
     coded_key,
@@ -36,6 +48,9 @@ from engine.record.writer import Differs, Writer, list_digest
 
 __all__ = ["Application"]
 
+# The link reason of an unknown prior id a merge kept as an alias of the survivor (adt.MergeApplication).
+_KEPT_PRIOR = re.compile(r"merge \d+: prior identifier")
+
 
 class Application:
     """Applies one message's facts through one Writer; ``run`` returns (patient id, applied, detail)."""
@@ -43,23 +58,57 @@ class Application:
     code: ClassVar[str]  # MSH-9.1 of the messages the family applies
     triggers: ClassVar[frozenset[str]]  # and their MSH-9.2 (or EVN-1)
 
-    def __init__(self, writer: Writer, facts: MessageFacts, rule: IdentityRule | None, local: tzinfo):
+    def __init__(
+        self,
+        writer: Writer,
+        facts: MessageFacts,
+        rule: IdentityRule | None,
+        local: tzinfo,
+        trust: frozenset[str] | None = None,
+    ):
+        """``trust``: the senders (MSH-3) whose cross-references link patients; None trusts all."""
         self.writer = writer
         self.facts = facts
         self.rule = rule
         self.local = local
+        self.trust = trust
         self.notes: list[str] = []
+        # (survivor, prior, kind, reason) to merge once the message's facts are applied
+        self.links: list[tuple[int, int, str, str]] = []
 
     def run(self) -> tuple[int | None, bool, str]:
         """Apply the message: (its patient's id, whether it was applied, the detail recorded)."""
         if not self.facts.patients:
             return None, False, f"{self.facts.event} has no PID: nothing for the record"
         patient_id = self.apply()
+        # Links go last: the message's facts are on its own patient first, so that a link undone
+        # (unlink) takes them back with it.
+        for survivor, prior, kind, reason in self.links:
+            survivor = survivor_of(self.writer, survivor)["id"]
+            prior = survivor_of(self.writer, prior)["id"]
+            if survivor != prior:
+                merge_id = self.merge(survivor, prior, kind=kind, reason=reason)
+                self.notes.append(f"merge {merge_id}: patient {prior} linked ({kind})")
+        if self.links:
+            patient_id = survivor_of(self.writer, patient_id)["id"]
         return patient_id, True, "; ".join([f"patient {patient_id}", *self.notes])
 
     def apply(self) -> int:
         """Apply the facts of a message with at least one PID; returns the id of its (first) patient."""
         raise NotImplementedError
+
+    def merge(self, survivor: int, prior: int | None, *, kind: str, reason: str, priors=None) -> int:
+        """Merge ``prior`` into ``survivor`` with this message's provenance; the merge's id."""
+        return merge_patients(
+            self.writer,
+            survivor,
+            prior,
+            event=self.facts.trigger,
+            kind=kind,
+            reason=f"{reason} (message {self.writer.message_id})",
+            source_system=self.facts.source_system,
+            prior_identifiers=priors,
+        )
 
     # -- patients and identity -----------------------------------------------------------------
 
@@ -71,12 +120,20 @@ class Application:
         # leaves them unread.
         read = None
         match = find_known(self.writer, identifiers)
-        if match is None:
+        if match is not None:
+            patient = match.patient or self.writer.select_one(schema.patients, {"id": match.patient_id})
+            if not self.writer.is_stale(patient):
+                read = pid_values(pid, self.local)
+                match = self._alias_contradicted(match, patient, read[0], identifiers)
+            self._cross_references(match)
+        else:
             read = values, lists = pid_values(pid, self.local)
             demographics = rule_demographics(values, lists)
             if not identifiers and not any(demographics.values()):
                 raise RecordError("the PID names no identifier (PID-2/3/4) and no demographics")
             match = find_by_rule(self.writer.connection, identifiers, demographics, self.rule)
+            if match.patient_id is not None:
+                match = self._ruled(match, lists)
         if match.patient_id is None:
             values, lists = read
             sent = self._sent_lists(group, lists)
@@ -97,6 +154,8 @@ class Application:
                 if not match.conflicts
                 else "registered by this message (identity conflict flagged)"
             )
+            for survivor, kind, why in match.links:
+                self.links.append((survivor, patient_id, kind, why))
         else:
             patient_id = match.patient_id
             reason = match.reason
@@ -113,6 +172,8 @@ class Application:
                     # A list stored as sent already is not read to find that out.
                     if known.get(table) != digests[table]:
                         self.writer.replace_list(schema.TABLES[table], patient_id, rows)
+            for other, kind, why in match.links:
+                self.links.append((patient_id, other, kind, why))
         for identifier in identifiers:
             if (identifier.authority, identifier.value) not in match.known:
                 self.link(identifier, patient_id, reason, alias=False)
@@ -121,6 +182,95 @@ class Application:
                 conflict.kind, patient_id, conflict.other_patient_id, conflict.detail, conflict.identifier
             )
         return patient_id
+
+    def _trusts(self) -> bool:
+        """Whether the sender's cross-references (identifiers listed together) link patients."""
+        return self.trust is None or self.facts.source_system in self.trust
+
+    def _cross_references(self, match: Match) -> None:
+        """Turn the PID's identifiers of other patients into links, unless untrusted or contradicted."""
+        if not match.conflicts or not self._trusts():
+            return
+        kept = []
+        for conflict in match.conflicts:
+            other = match.others.get(conflict.other_patient_id)
+            differs = contradiction(match.patient, other) if other is not None else "patient"
+            if conflict.kind != "identifiers_disagree" or differs:
+                if differs and conflict.kind == "identifiers_disagree":
+                    conflict = Conflict(
+                        conflict.kind,
+                        conflict.other_patient_id,
+                        f"{conflict.detail}: their {differs} differ",
+                        conflict.identifier,
+                    )
+                kept.append(conflict)
+                continue
+            match.links.append(
+                (
+                    conflict.other_patient_id,
+                    "cross_reference",
+                    f"{self.facts.source_system} lists identifiers of patients {match.patient_id}"
+                    f" and {conflict.other_patient_id} in one PID",
+                )
+            )
+        match.conflicts = kept
+
+    def _alias_contradicted(
+        self, match: Match, patient: dict[str, Any], values: dict[str, Any], identifiers: list[Identifier]
+    ) -> Match:
+        """A new patient, flagged, when the PID names its patient only by prior ids a merge kept though
+        unknown (``merge N: prior identifier``), and its birth date or sex contradicts the patient's.
+        """
+        differs = contradiction(values, patient)
+        if differs is None:
+            return match
+        i = schema.identifiers
+        keys = [(identifier.authority, identifier.value) for identifier in identifiers]
+        found = self.writer.connection.execute(
+            sa.select(i.c.alias, i.c.link_reason).where(sa.tuple_(i.c.authority, i.c.value).in_(keys))
+        ).all()
+        if not all(alias and _KEPT_PRIOR.match(reason) for alias, reason in found):
+            return match
+        first = next(one for one in identifiers if (one.authority, one.value) in match.known)
+        return Match(
+            None,
+            "new patient",
+            match.known,  # the prior identifiers stay the survivor's
+            conflicts=[
+                Conflict(
+                    "alias_contradicts",
+                    match.patient_id,
+                    f"the PID names patient {match.patient_id} by a prior identifier only, and its {differs}"
+                    " differs; a new patient was created",
+                    first,
+                )
+            ],
+        )
+
+    def _ruled(self, match: Match, lists: dict[str, Any]) -> Match:
+        """The identity rule's one candidate: a link (after this message) when corroborated or not strict.
+
+        A strict rule without corroboration makes it a possible duplicate; either way a new patient.
+        """
+        candidate = match.patient_id
+        corroborated = corroboration(self.writer, candidate, lists)
+        if self.rule.strict and corroborated is None:
+            return Match(
+                None,
+                "new patient",
+                conflicts=[
+                    Conflict(
+                        "possible_duplicate",
+                        candidate,
+                        f"identity rule {self.rule.name} matches patient {candidate} with nothing to"
+                        " corroborate it (phone, address, identifier); a new patient was created",
+                    )
+                ],
+            )
+        why = f"identity rule {self.rule.name} matched patient {candidate}" + (
+            f", corroborated by {corroborated}" if corroborated else ""
+        )
+        return Match(None, "new patient", links=[(candidate, "rule", why)])
 
     def link(self, identifier: Identifier, patient_id: int, reason: str, *, alias: bool) -> int:
         """Link ``identifier`` to the patient; returns the identifier row's id."""
@@ -173,6 +323,51 @@ class Application:
                 schema.contacts, [contact_values(nk1) for nk1 in group.contacts]
             )
         return sent
+
+    # -- appointment and order ids -------------------------------------------------------------
+
+    def entity_id(self, segment: SegmentReader | None, n: int) -> tuple[str, str] | None:
+        """An EI field's (id, namespace): the namespace is EI-2, else the sending application; None unsent."""
+        number = segment.part(f"{n}.1") if segment is not None else None
+        if number is None:
+            return None
+        return number, segment.part(f"{n}.2") or self.facts.source_system
+
+    def held_by_other(
+        self, row: dict[str, Any] | None, patient_id: int, what: str, key: tuple[str, str]
+    ) -> bool:
+        """Whether ``row`` (found by its namespaced id) is another patient's: a conflict then, not a move.
+
+        The conflict names the id (``authority`` the namespace, ``value`` the id) and is flagged once
+        while open, so a resend of the message adds none.
+        """
+        if row is None or row["patient_id"] == patient_id:
+            return False
+        number, namespace = key
+        kind = f"{what}_other_patient"
+        open_ = self.writer.select_one(
+            schema.conflicts,
+            {
+                "kind": kind,
+                "patient_id": patient_id,
+                "other_patient_id": row["patient_id"],
+                "authority": namespace,
+                "value": number,
+                "resolved_at": None,
+            },
+        )
+        if open_ is None:
+            self.flag(
+                kind,
+                patient_id,
+                row["patient_id"],
+                f"{what} {number} of {namespace} belongs to patient {row['patient_id']}:"
+                f" this message's change of it was not applied",
+                Identifier(namespace, number),
+            )
+        else:
+            self.notes.append(f"identity conflict already open ({kind})")
+        return True
 
     # -- visits --------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The index of messages' content terms: SQLite FTS5 or PostgreSQL full text, behind one object.
 
 Neither is SQLAlchemy metadata (an FTS5 table is a virtual table, with shadow tables of its own),
-so the index's tables are named here (``INDEX_TABLES``) and made by migration 0019:
+so the index's tables are named here (``INDEX_TABLES``) and made by migration 0022:
 
 - SQLite: ``message_text``, an FTS5 table (``unicode61`` tokenizer) whose rowid is the message id;
 - PostgreSQL: ``message_text(message_id, terms tsvector)`` with a GIN index on ``terms``, its rows

@@ -131,6 +131,7 @@
 
   function showLogin(message) {
     stopNodes();
+    delete document.body.dataset.role;
     $("app-view").hidden = true;
     $("who").hidden = true;
     $("logout").hidden = true;
@@ -140,10 +141,14 @@
     $("login-user").focus();
   }
 
-  function showApp(user) {
+  // The role decides what the page shows (console.css hides .operator-only and .admin-only
+  // elements from lesser roles; the server refuses them anyway); admin.js hears of the session.
+  function showApp(session) {
+    document.body.dataset.role = session.role;
+    document.dispatchEvent(new CustomEvent("hl7engine:session", { detail: session }));
     $("login-view").hidden = true;
     $("app-view").hidden = false;
-    $("who").textContent = user;
+    $("who").textContent = session.user + " (" + session.role + ")";
     $("who").hidden = false;
     $("logout").hidden = false;
     $("nav").hidden = false;
@@ -168,7 +173,7 @@
     });
     const data = await response.json();
     if (response.ok) {
-      showApp(data.user);
+      showApp(data);
     } else {
       showLogin(data.error || "login failed");
     }
@@ -258,9 +263,11 @@
     for (const button of document.querySelectorAll("#nav button[data-page]")) {
       button.addEventListener("click", () => showPage(button.dataset.page));
     }
+    // The dashboard is on the messages page: show that page, then the link scrolls to it.
+    $("nav-dashboard").addEventListener("click", () => showPage("messages"));
     try {
       const session = await call("GET", "/api/session");
-      showApp(session.user);
+      showApp(session);
     } catch (error) {
       // call() already showed the login form on 401
       if (!$("login-view").hidden) {

@@ -1,6 +1,7 @@
 // The console's messages page: search (by fields or content), the results, one message with every
 // stage of it (as text and as a table of named fields), and resend or reprocess, one or all found,
-// each after a confirmation that says how many. Values go into the page as text, never as HTML.
+// each after a confirmation that says how many, and Try (what the channel would do, nothing stored).
+// Values go into the page as text, never as HTML.
 "use strict";
 
 (function () {
@@ -170,6 +171,15 @@
       heading.textContent = STAGE_TITLES[stage.stage] + (stage.destination && stage.stage !== "error"
         ? stage.destination : stage.destination ? " (" + stage.destination + ")" : "");
       block.appendChild(heading);
+      if (stage.text === null) {
+        // A viewer's: which stages there are, not what they hold.
+        const hidden = document.createElement("p");
+        hidden.className = "note";
+        hidden.textContent = "(content not shown to your role)";
+        block.appendChild(hidden);
+        list.appendChild(block);
+        continue;
+      }
       const text = document.createElement("pre");
       text.className = "stage-text";
       text.textContent = lines(stage.text);
@@ -199,6 +209,7 @@
     $("detail-id").textContent = String(message.id);
     if (scroll !== false) {
       $("action-result").textContent = "";
+      $("try-panel").hidden = true;
     }
     const fields = $("detail-fields");
     clear(fields);
@@ -256,6 +267,8 @@
     $("detail").hidden = true;
     $("detail-raw").textContent = "";
     $("detail-ack").textContent = "";
+    $("try-result").textContent = "";
+    $("try-panel").hidden = true;
     clear($("stages"));
   }
 
@@ -280,6 +293,47 @@
     await refresh();
   }
 
+  // What Try found: the channel's verdict and, per destination, the fields it would change.
+  function trialText(trial) {
+    const head = [trial.control_id, trial.message_type].filter(Boolean).join(" ");
+    if (trial.outcome !== "accepted") {
+      return head + ": " + trial.outcome + " by " + trial.channel + ": " + trial.reason;
+    }
+    const shown = [head + ": accepted by " + trial.channel];
+    for (const destination of trial.destinations) {
+      if (destination.outcome !== "queued") {
+        shown.push("  -> " + destination.destination + ": " + destination.outcome + ": " + destination.reason);
+        continue;
+      }
+      shown.push("  -> " + destination.destination + ": would deliver, " + (destination.changes.length || "no") + " change(s)");
+      for (const change of destination.changes) {
+        if (change.kind === "changed") {
+          const name = change.name ? " (" + change.name + ")" : "";
+          shown.push("       " + change.path + name + ": '" + change.old + "' -> '" + change.new + "'");
+        } else {
+          shown.push("       " + (change.kind === "added" ? "+ " + change.path + ": " + change.new : "- " + change.path + ": " + change.old));
+        }
+      }
+    }
+    return shown.join("\n");
+  }
+
+  // Try: run the message shown through its channel (or another), nothing stored or sent.
+  async function tryMessage() {
+    if (shownId === null) {
+      return;
+    }
+    const channel = $("try-channel").value.trim();
+    const query = channel ? "?channel=" + encodeURIComponent(channel) : "";
+    try {
+      const trial = await call("POST", "/api/messages/" + encodeURIComponent(shownId) + "/try" + query);
+      $("try-result").textContent = trialText(trial);
+    } catch (error) {
+      $("try-result").textContent = error.message;
+    }
+    $("try-panel").hidden = false;
+  }
+
   $("search-form").addEventListener("submit", function (event) {
     event.preventDefault();
     oldestId = null;
@@ -291,6 +345,7 @@
   $("detail-close").addEventListener("click", closeDetail);
   $("resend").addEventListener("click", () => act("resend"));
   $("reprocess").addEventListener("click", () => act("reprocess"));
+  $("try").addEventListener("click", tryMessage);
   $("bulk-resend").addEventListener("click", () => actOnAll("resend"));
   $("bulk-reprocess").addEventListener("click", () => actOnAll("reprocess"));
 

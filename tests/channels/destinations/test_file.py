@@ -238,3 +238,25 @@ def test_an_empty_batch_writes_nothing(tmp_path):
     """send_run of no deliveries writes no file and returns no results."""
     assert (yield destination(tmp_path, batch=True).send_run([], stop_at_failure=True)) == []
     assert files(tmp_path) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_encoding_xml_writes_the_v2_xml_of_the_message(tmp_path):
+    """encoding: xml writes each message's v2.xml document (read back, the same message)."""
+    from engine.hl7.xml import from_xml
+
+    result = yield destination(tmp_path, encoding="xml", filename="{channel}_{message_id}.xml").send(
+        delivery(1)
+    )
+    assert result.outcome == SENT
+    written = (tmp_path / "adt_1.xml").read_bytes()
+    assert written.startswith(b"<?xml") and from_xml(written) == message(1).decode().rstrip("\r")
+
+
+def test_encoding_xml_cannot_go_with_batch_files_and_xslt_needs_xml(tmp_path):
+    """batch: true takes encoding: er7; xslt: without encoding: xml is refused."""
+    with pytest.raises(ValueError, match="batch: true writes an HL7 batch file"):
+        FileSettings(directory=tmp_path, batch=True, encoding="xml")
+    stylesheet = '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"/>'
+    with pytest.raises(ValueError, match="xslt: needs encoding: xml"):
+        FileSettings(directory=tmp_path, xslt={"inline": stylesheet})

@@ -130,28 +130,56 @@ def test_identifiers_of_two_patients_are_flagged_not_merged(feed):
     assert get_patient(feed.engine, 2)["merged_into"] is None
 
 
-def test_identity_rule_links_a_new_authority(feed):
-    """A new lab id with the same normalised name, birth date and sex links, with the rule's reason."""
+def test_identity_rule_alone_makes_a_possible_duplicate(feed):
+    """Same name, birth date and sex from the lab, nothing corroborating: a new patient, flagged."""
     feed(hl7("ADT^A04^ADT_A01", "20240101080000", PID))
     _, result = feed(
         hl7("ORU^R01^ORU_R01", "20240102080000", "PID|1||L-5^^^LAB^PI||Doe^Jane||19700101|f", sender="LAB")
     )
+    assert result.patient_id == 2
+    [conflict] = get_patient(feed.engine, 2)["conflicts"]
+    assert (conflict["kind"], conflict["patient_id"], conflict["other_patient_id"]) == (
+        "possible_duplicate",
+        2,
+        1,
+    )
+    assert "nothing to corroborate it" in conflict["detail"]
+
+
+def test_identity_rule_links_a_corroborated_new_authority(feed):
+    """Same name, birth date, sex and address from the lab: linked by a merge of kind rule, with why."""
+    feed(hl7("ADT^A04^ADT_A01", "20240101080000", PID))
+    _, result = feed(
+        hl7(
+            "ORU^R01^ORU_R01",
+            "20240102080000",
+            "PID|1||L-5^^^LAB^PI||Doe^Jane||19700101|f|||1 MAIN ST.^^Town^ST^11111",
+            sender="LAB",
+        )
+    )
     assert result.patient_id == 1
-    linked = get_patient(feed.engine, 1)["identifiers"][1]
-    assert (linked["authority"], linked["value"], linked["link_reason"]) == (
-        "LAB",
-        "L-5",
-        "identity rule family+given+birth_date+sex matched patient 1 (message 2)",
+    patient = get_patient(feed.engine, 1)
+    assert [(i["authority"], i["value"], i["alias"]) for i in patient["identifiers"]] == [
+        ("PMS", "P-1", False),
+        ("LAB", "L-5", True),
+    ]
+    [merge] = patient["merges"]
+    assert (merge["kind"], merge["prior_id"], merge["reason"]) == (
+        "rule",
+        2,
+        "identity rule family+given+birth_date+sex matched patient 1, corroborated by address (message 2)",
     )
 
 
 def test_identity_rule_can_be_narrowed_or_disabled(engine):
-    """Without a rule the lab id is a new patient; a family and birth date rule links despite the given."""
+    """Without a rule the lab id is a new patient; a demographic family and birth date rule links anyway."""
     feeds = {
         "none": Feeder(engine, RecordIngestor(engine, identity_rule=None, clock=lambda: NOW)),
         "narrow": Feeder(
             engine,
-            RecordIngestor(engine, identity_rule=IdentityRule(("family", "birth_date")), clock=lambda: NOW),
+            RecordIngestor(
+                engine, identity_rule=IdentityRule(("family", "birth_date"), strict=False), clock=lambda: NOW
+            ),
         ),
     }
     feeds["none"](hl7("ADT^A04^ADT_A01", "20240101080000", PID))
@@ -161,7 +189,7 @@ def test_identity_rule_can_be_narrowed_or_disabled(engine):
     _, unlinked = feeds["none"](
         hl7("ORU^R01", "20240102080000", "PID|1||L-5^^^LAB^PI||DOE^JANE||19700101|F", sender="LAB")
     )
-    assert (linked.patient_id, unlinked.patient_id) == (1, 2)
+    assert (linked.patient_id, unlinked.patient_id) == (1, 3)  # 2: the linked one, merged into 1
 
 
 def test_rule_matching_several_patients_creates_and_flags(feed):

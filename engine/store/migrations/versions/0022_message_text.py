@@ -4,15 +4,15 @@ Messages stored before this revision are not indexed (reading and decoding every
 a large store's upgrade for long): a content search finds the messages received since. A
 message's row goes when retention prunes its content (a trigger) or the message itself goes.
 
-Revision ID: 0019
-Revises: 0016
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-07
 """
 
 from alembic import op
 
-revision = "0019"
-down_revision = "0016"
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
