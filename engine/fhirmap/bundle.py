@@ -13,6 +13,7 @@ Mappings segment by segment: docs/fhir.md.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,9 +41,10 @@ from engine.fhirmap.reading import (
     repetitions,
     telecoms,
 )
+from engine.hl7.charset import decode
 from engine.hl7.message import Message, Segment
 
-__all__ = ["BUNDLE_TYPES", "SEGMENT_SYSTEM", "MessageMapper", "to_fhir_bundle"]
+__all__ = ["BUNDLE_TYPES", "SEGMENT_SYSTEM", "MessageMapper", "bundle_json", "to_fhir_bundle"]
 
 #: The Bundle types ``to_fhir_bundle`` writes.
 BUNDLE_TYPES = ("transaction", "collection")
@@ -61,6 +63,12 @@ def to_fhir_bundle(message: Message, *, bundle_type: str = "transaction", zone: 
         raise ValueError(f"bundle_type must be one of {', '.join(BUNDLE_TYPES)} (got {bundle_type!r})")
     mapper = MessageMapper(message, zone or datetime.now().astimezone().tzinfo)
     return mapper.bundle(bundle_type)
+
+
+def bundle_json(payload: bytes, *, zone: tzinfo | None = None) -> bytes:
+    """The transaction Bundle of an encoded message as UTF-8 JSON; HL7Error when it is no message."""
+    bundle = to_fhir_bundle(Message.parse(decode(payload).text), zone=zone)
+    return json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from engine.channels.destinations.policy import unexpected_failure
 from engine.channels.destinations.spec import FileSettings
 from engine.channels.journal import NO_JOURNAL, Journal
 from engine.errors import HL7Error
+from engine.fhirmap.bundle import bundle_json
 from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
 from engine.model import Delivery, DeliveryResult, Outcome
@@ -94,7 +95,11 @@ class FileDestination(Destination):
             return defer.succeed(
                 [DeliveryResult(Outcome.ERROR, reason=f"no usable file name: {exc}")] * len(deliveries)
             )
-        content = self._content(deliveries, now)
+        try:
+            content = self._content(deliveries, now)
+        except HL7Error as exc:
+            reason = f"cannot write the message as {self.settings.encoding}: {exc}"
+            return defer.succeed([DeliveryResult(Outcome.ERROR, reason=reason)] * len(deliveries))
         pool = self._reactor.getThreadPool()
         writing = deferToThreadPool(
             self._reactor,
@@ -137,10 +142,12 @@ class FileDestination(Destination):
         return name
 
     def _content(self, deliveries: list[Delivery], now: datetime) -> bytes:
-        separator = self.settings.separator
-        body = b"".join(separator.join(_segments(d.payload)) + separator for d in deliveries)
-        if not self.settings.batch:
+        """The file's bytes; HL7Error when a message cannot be written in the file's encoding."""
+        settings = self.settings
+        body = b"".join(_ENCODERS[settings.encoding](d.payload, settings) for d in deliveries)
+        if not settings.batch:
             return body
+        separator = settings.separator
         field, encoding = _delimiters(deliveries[0].payload)
         stamp = hl7_timestamp(now)
         control_id = str(deliveries[0].delivery_id)
@@ -156,6 +163,19 @@ class FileDestination(Destination):
 
 def _segments(payload: bytes) -> list[bytes]:
     return [segment for segment in _SEGMENT_BREAK.split(payload) if segment]
+
+
+def _er7(payload: bytes, settings: FileSettings) -> bytes:
+    separator = settings.separator
+    return separator.join(_segments(payload)) + separator
+
+
+def _fhir(payload: bytes, settings: FileSettings) -> bytes:
+    return bundle_json(payload, zone=settings.zone) + b"\n"
+
+
+#: How a message becomes file content, by the settings' ``encoding`` (spec.FILE_ENCODINGS).
+_ENCODERS: dict[str, Callable[[bytes, FileSettings], bytes]] = {"er7": _er7, "fhir": _fhir}
 
 
 def _first_line(payload: bytes) -> str:

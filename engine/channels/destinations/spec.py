@@ -10,10 +10,11 @@ from __future__ import annotations
 import codecs
 import re
 import string
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
@@ -24,6 +25,9 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "AckPolicy",
     "BasicAuth",
+    "FILE_ENCODINGS",
+    "FhirDestinationSettings",
+    "FhirTimes",
     "FileSettings",
     "HttpDestinationSettings",
     "MllpSettings",
@@ -33,6 +37,25 @@ __all__ = [
 Action = Literal["sent", "retry", "error"]
 
 ReplyBytes = Annotated[int, Field(ge=1024, le=1024**3)]
+
+
+def _check_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; give an IANA name such as Europe/Berlin") from None
+    return value
+
+
+class FhirTimes(Frozen):
+    """For a destination that writes FHIR: the zone v2 times without an offset are read in."""
+
+    time_zone: Annotated[str, AfterValidator(_check_time_zone)] | None = None  # IANA name; None: the engine's
+
+    @property
+    def zone(self) -> tzinfo | None:
+        """The zone of ``time_zone`` (None: the engine's local zone)."""
+        return ZoneInfo(self.time_zone) if self.time_zone else None
 
 
 class AckPolicy(Frozen):
@@ -107,8 +130,10 @@ TEMPLATE_FIELDS: dict[str, Any] = {
 #: A batch file holds many messages: only the placeholders that do not name one message.
 BATCH_TEMPLATE_FIELDS = frozenset({"channel", "destination", "now"})
 
-_DEFAULT_FILENAME = "{channel}_{message_id}.hl7"
-_DEFAULT_BATCH_FILENAME = "{channel}_{now:%Y%m%d%H%M%S}.hl7"
+#: What a file destination writes, by ``encoding``, and the extension of its default file names.
+FILE_ENCODINGS = {"er7": ".hl7", "fhir": ".json"}
+_DEFAULT_FILENAME = "{channel}_{message_id}"
+_DEFAULT_BATCH_FILENAME = "{channel}_{now:%Y%m%d%H%M%S}"
 
 
 def _check_filename_template(template: str, allowed: frozenset[str] | set[str]) -> str:
@@ -149,14 +174,21 @@ def _check_filename_template(template: str, allowed: frozenset[str] | set[str]) 
     return template
 
 
-class FileSettings(Frozen):
+class FileSettings(FhirTimes):
     """A file destination: one file per message (or per batch) in a folder, written atomically."""
 
     directory: Path
     batch: bool = False  # one file per dispatch round holding every due message, in an FHS/BHS envelope
+    encoding: Literal["er7", "fhir"] = "er7"  # fhir: each message as a FHIR R4 transaction Bundle (JSON)
     filename: str = Field(default=None, validate_default=True)  # type: ignore[assignment]
     segment_separator: Literal["cr", "lf", "crlf"] = "cr"
     on_exists: Literal["unique", "overwrite", "error"] = "unique"
+
+    @model_validator(mode="after")
+    def _batch_is_er7(self) -> FileSettings:
+        if self.batch and self.encoding != "er7":
+            raise ValueError(f"batch writes an FHS/BHS envelope: it takes encoding er7, not {self.encoding}")
+        return self
 
     @field_validator("directory")
     @classmethod
@@ -167,7 +199,8 @@ class FileSettings(Frozen):
     @classmethod
     def _default_filename(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
-            return _DEFAULT_BATCH_FILENAME if info.data.get("batch") else _DEFAULT_FILENAME
+            stem = _DEFAULT_BATCH_FILENAME if info.data.get("batch") else _DEFAULT_FILENAME
+            return stem + FILE_ENCODINGS[info.data.get("encoding", "er7")]
         return value
 
     @field_validator("filename")
@@ -232,17 +265,14 @@ class BasicAuth(Frozen):
     password: SecretStr
 
 
-class HttpDestinationSettings(Frozen):
-    """An HTTP destination: POST each message, HAPI's HL7-over-HTTP way, and read the ACK in the body."""
+class _HttpClientSettings(Frozen):
+    """Where and how to POST: the URL, time allowed, credentials, extra headers, reply size."""
 
     url: Annotated[str, AfterValidator(_check_url)]
-    content_type: Annotated[str, AfterValidator(_check_media_type)] = "application/hl7-v2"
-    charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
     timeout_seconds: Seconds = 30.0
     basic_auth: BasicAuth | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     max_reply_bytes: ReplyBytes = 1024 * 1024
-    ack_policy: AckPolicy = Field(default_factory=AckPolicy)
 
     @field_validator("headers")
     @classmethod
@@ -259,7 +289,19 @@ class HttpDestinationSettings(Frozen):
         return value
 
     @model_validator(mode="after")
-    def _one_authorization(self) -> HttpDestinationSettings:
+    def _one_authorization(self) -> _HttpClientSettings:
         if self.basic_auth is not None and any(name.lower() == "authorization" for name in self.headers):
             raise ValueError("give basic_auth or an Authorization header, not both")
         return self
+
+
+class HttpDestinationSettings(_HttpClientSettings):
+    """An HTTP destination: POST each message, HAPI's HL7-over-HTTP way, and read the ACK in the body."""
+
+    content_type: Annotated[str, AfterValidator(_check_media_type)] = "application/hl7-v2"
+    charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
+    ack_policy: AckPolicy = Field(default_factory=AckPolicy)
+
+
+class FhirDestinationSettings(_HttpClientSettings, FhirTimes):
+    """A FHIR destination: POST each message as a transaction Bundle to a FHIR server's base URL."""
