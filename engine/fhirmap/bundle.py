@@ -66,9 +66,13 @@ def to_fhir_bundle(message: Message, *, bundle_type: str = "transaction", zone: 
 
 
 def bundle_json(payload: bytes, *, zone: tzinfo | None = None) -> bytes:
-    """The transaction Bundle of an encoded message as UTF-8 JSON; HL7Error when it is no message."""
+    """The transaction Bundle of an encoded message as UTF-8 JSON; HL7Error when it is no message.
+
+    Bytes the message's charset cannot read become U+FFFD: JSON has no place for them.
+    """
     bundle = to_fhir_bundle(Message.parse(decode(payload).text), zone=zone)
-    return json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text = json.dumps(bundle, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
 
 
 @dataclass
