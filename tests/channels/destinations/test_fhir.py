@@ -1,17 +1,21 @@
-"""The fhir destination against the test FHIR server on loopback: Bundles in, SENT/RETRY/ERROR out."""
+"""The fhir destination against the test FHIR server on loopback, alone and in a real engine (MLLP in)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 
 from engine.channels.destinations.fhir import FHIRDestination, outcome_text
 from engine.channels.destinations.spec import FhirDestinationSettings
-from engine.model import Outcome
+from engine.hl7.ack import parse_reply
+from engine.listeners.client import MLLPClient
+from engine.model import Outcome, Status
 from tests.fakes.fhirserver import operation_outcome
+from tests.fakes.harness import in_thread, make_config, port_of, start_engine, statuses, wait_until
 from tests.fakes.outbound import delivery
 
 SENT, RETRY, ERROR = Outcome.SENT, Outcome.RETRY, Outcome.ERROR
@@ -125,3 +129,93 @@ def test_outcome_text_reads_only_operation_outcomes():
         ],
     }
     assert outcome_text(json.dumps(two).encode()) == "error required at Patient.name; warning unknown"
+
+
+ENGINE_CONFIG = """
+engine:
+  application: HUB
+  facility: TEST
+  data_dir: {data_dir}
+listeners:
+  - name: main
+    endpoint: "tcp:0:interface=127.0.0.1"
+channels:
+  - name: clinical
+    source: main
+    accept:
+      types: [ADT, ORU, SIU, DFT]
+    destinations:
+      - name: fhir
+        type: fhir
+        url: %s
+        time_zone: UTC
+        timeout_seconds: 5
+        queue:
+          on_error: skip
+          retry_initial_seconds: 0.1
+          retry_max_seconds: 0.2
+          retry_jitter: 0
+"""
+
+
+def samples() -> list[bytes]:
+    """The hand-written ADT, ORU, SIU and DFT samples, as sent over MLLP."""
+    folder = Path(__file__).parents[2] / "samples" / "fhir"
+    return [
+        (folder / name).read_bytes() for name in ("adt_a01.hl7", "oru_r01.hl7", "siu_s12.hl7", "dft_p03.hl7")
+    ]
+
+
+def send_all(port: int, payloads: list[bytes]) -> list[str]:
+    """The ACK code of each payload, sent over one MLLP connection."""
+    with MLLPClient("127.0.0.1", port, timeout=20) as client:
+        return [parse_reply(client.request(payload)).code for payload in payloads]
+
+
+@pytest_twisted.inlineCallbacks
+def test_messages_in_over_mllp_reach_the_fhir_server_and_are_sent(tmp_path, fhir_server):
+    """A real engine: MLLP in, fhir out; one Bundle per message, the patient stored once, all SENT."""
+    engine = start_engine(make_config(tmp_path, text=ENGINE_CONFIG % fhir_server.url))
+    try:
+        assert (yield in_thread(send_all, port_of(engine), samples())) == ["AA"] * 4
+        yield wait_until(lambda: len(fhir_server.received) == 4)
+        done = yield wait_until(lambda: _all(engine, Status.SENT, 4))
+        assert set(done.values()) == {Status.SENT}
+    finally:
+        yield engine.stopService()
+    assert len(fhir_server.resources["Patient"]) == 1  # the same PID-3 in all four: one conditional update
+    [report] = fhir_server.resources["DiagnosticReport"].values()
+    patient_id = next(iter(fhir_server.resources["Patient"]))
+    assert report["subject"] == {"reference": f"Patient/{patient_id}"}
+    assert len(report["result"]) == 5
+    assert {kind for kind in fhir_server.resources} >= {"Encounter", "Appointment", "ChargeItem", "Coverage"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_error_is_retried_and_a_refused_bundle_ends_in_error(tmp_path, fhir_server):
+    """A 503 then success: SENT on the retry. A 400 with an OperationOutcome: the message is ERROR."""
+    fhir_server.fail_next(503, operation_outcome("transient", "restarting"))
+    engine = start_engine(make_config(tmp_path, text=ENGINE_CONFIG % fhir_server.url))
+    try:
+        adt, oru = samples()[:2]
+        assert (yield in_thread(send_all, port_of(engine), [adt])) == ["AA"]
+        yield wait_until(lambda: _all(engine, Status.SENT, 1))  # 503, then processed on the retry
+        assert len(fhir_server.received) == 1 and not fhir_server.script
+        fhir_server.fail_next(400, operation_outcome("invalid", "no", "Bundle.entry[0]"))
+        assert (yield in_thread(send_all, port_of(engine), [oru])) == ["AA"]
+        done = yield wait_until(lambda: _all(engine, None, 2))
+        assert done == {"ADM-7": Status.SENT, "LAB-1": Status.ERROR}
+        assert len(fhir_server.headers) == 3  # the 503, its retry, the 400 (not tried again)
+    finally:
+        yield engine.stopService()
+    assert len(fhir_server.received) == 1  # the ORU was refused, not stored
+
+
+@defer.inlineCallbacks
+def _all(engine, status: Status | None, count: int):
+    """{control id: status} once ``count`` messages are settled (SENT or ERROR; ``status`` if given)."""
+    found = yield statuses(engine)
+    settled = {key: value for key, value in found.items() if value in (Status.SENT, Status.ERROR)}
+    if len(settled) < count or (status is not None and set(settled.values()) != {status}):
+        return None
+    return settled
