@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
 
 from engine.channels.destinations.base import Destination
 from engine.channels.destinations.httpclient import (
@@ -41,6 +42,7 @@ class FHIRDestination(Destination):
     def __init__(self, name: str, settings: FhirDestinationSettings, *, reactor):
         super().__init__(name)
         self.settings = settings
+        self._reactor = reactor
         self._client = HttpClient(
             reactor, timeout_seconds=settings.timeout_seconds, max_reply_bytes=settings.max_reply_bytes
         )
@@ -55,15 +57,19 @@ class FHIRDestination(Destination):
 
     def send(self, delivery: Delivery) -> defer.Deferred:
         """Convert and POST the payload; fires with a DeliveryResult (never errbacks)."""
-        try:
-            body = bundle_json(delivery.payload, zone=self.settings.zone)
-        except HL7Error as exc:
-            return defer.succeed(DeliveryResult(Outcome.ERROR, reason=f"cannot convert to FHIR: {exc}"))
-        return self._post(body).addErrback(unexpected_failure, self.name)
+        return self._post(delivery).addErrback(unexpected_failure, self.name)
 
     @defer.inlineCallbacks
-    def _post(self, body: bytes):
+    def _post(self, delivery: Delivery):
         settings = self.settings
+        reactor = self._reactor
+        try:
+            # In a pool thread: a large message takes tens of milliseconds to become a Bundle.
+            body = yield deferToThreadPool(
+                reactor, reactor.getThreadPool(), bundle_json, delivery.payload, zone=settings.zone
+            )
+        except HL7Error as exc:
+            return DeliveryResult(Outcome.ERROR, reason=f"cannot convert to FHIR: {exc}")
         try:
             reply = yield self._client.post(settings.url, self._headers, body)
         except ReplyTooLong:

@@ -95,23 +95,21 @@ class FileDestination(Destination):
             return defer.succeed(
                 [DeliveryResult(Outcome.ERROR, reason=f"no usable file name: {exc}")] * len(deliveries)
             )
-        try:
-            content = self._content(deliveries, now)
-        except HL7Error as exc:
-            reason = f"cannot write the message as {self.settings.encoding}: {exc}"
-            return defer.succeed([DeliveryResult(Outcome.ERROR, reason=reason)] * len(deliveries))
-        pool = self._reactor.getThreadPool()
-        writing = deferToThreadPool(
-            self._reactor,
-            pool,
-            _write_journalled,
-            journal,
-            deliveries,
-            self.settings.directory,
-            filename,
-            content,
-            self.settings.on_exists,
-        )
+        settings = self.settings
+
+        def encode_and_write() -> DeliveryResult:
+            # In a pool thread: a large message takes tens of milliseconds to become a FHIR Bundle.
+            try:
+                content = self._content(deliveries, now)
+            except HL7Error as exc:
+                return DeliveryResult(
+                    Outcome.ERROR, reason=f"cannot write the message as {settings.encoding}: {exc}"
+                )
+            return _write_journalled(
+                journal, deliveries, settings.directory, filename, content, settings.on_exists
+            )
+
+        writing = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), encode_and_write)
         writing.addErrback(unexpected_failure, self.name)
         self._writing.add(writing)
 
