@@ -387,7 +387,10 @@ def _dg1(m: MessageMapper, index: int, dg1: Segment) -> None:
     """DG1 -> Condition (an encounter diagnosis)."""
     if m.patient is None:
         return
-    code = coded(m.first(dg1, 3)) or concept(None, m.first(dg1, 4)(1) or None)
+    description = m.first(dg1, 4)(1)
+    code = coded(m.first(dg1, 3)) or concept(None, description or None)
+    if code is not None and description:
+        code["text"] = description  # DG1-4 is the code's text (the guide's mapping)
     condition = {
         "resourceType": "Condition",
         "identifier": [identifier(m.first(dg1, 20))],
