@@ -359,3 +359,14 @@ def test_segments_outside_their_context_are_left_out():
     """No PID: nothing is about a patient, so no patient resources; unknown segments are ignored."""
     message = Message.parse("MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5.1\rAL1|1||X^Y\rZZZ|1\rIN1|1\r")
     assert convert(message)["entry"] == []
+
+
+def test_the_diagnosis_description_is_the_condition_text():
+    """DG1-4 is code.text beside DG1-3's coding; alone it is a text-only code."""
+    message = sample("adt_a01.hl7")
+    message.set("DG1-4", "Heart attack")
+    [condition] = resources(convert(message), "Condition")
+    assert (condition["code"]["text"], condition["code"]["coding"][0]["code"]) == ("Heart attack", "I21.9")
+    message.set("DG1-3", "")
+    [condition] = resources(convert(message), "Condition")
+    assert condition["code"] == {"text": "Heart attack"}
