@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +28,7 @@ from pydantic import (
 )
 from ruamel.yaml import YAMLError
 
+from engine.channels.alertspec import AlertRule
 from engine.channels.spec import ChannelConfig
 from engine.configengine import (
     EncryptionSettings,
@@ -40,13 +40,21 @@ from engine.configengine import (
 )
 from engine.configtypes import CertificateFile, Frozen, Name, PrivateKeyFile, Seconds, resolve_path
 from engine.configtypes import check_not_empty as _check_not_empty
-from engine.configyaml import Loc, format_path, read_document, validation_problems, yaml_error
+from engine.configyaml import (
+    ConfigProblem,
+    Loc,
+    format_path,
+    read_config_text,
+    read_document,
+    validation_problems,
+    yaml_error,
+)
 from engine.errors import ConfigError
 from engine.listeners.admission import Network
 from engine.listeners.endpoints import Bind, bind_of
 from engine.listeners.tls import key_fits_certificate
 from engine.store.retention import RetentionPolicy
-from engine.transforms.hatch import import_target
+from engine.transforms.hatch import import_target, importing_from
 from engine.transforms.inputs import InputFile
 from engine.transforms.lookup import LookupTable, load_tables
 from engine.transforms.spec import TableSpec, TransformSpec
@@ -67,27 +75,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One thing wrong with a configuration: in which file (source), where (YAML path, line), and what."""
-
-    path: str
-    line: int | None
-    message: str
-    source: str = "<string>"
-
-    def __str__(self) -> str:
-        where = self.source if self.line is None else f"{self.source}:{self.line}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a channels.yaml file; relative paths in it resolve against its folder."""
-    source_path = Path(path).absolute()
-    try:
-        text = source_path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigProblem("", None, f"cannot read the file: {exc}", str(path))]) from None
+    text, source_path = read_config_text(path)
     return _parse(text, str(path), source_path.parent, source_path, environ)
 
 
@@ -225,6 +215,7 @@ class Config(Frozen):
     listeners: tuple[AnyListener, ...]
     channels: tuple[ChannelConfig, ...]
     tables: dict[Name, TableSpec] = Field(default_factory=dict)
+    alerts: tuple[AlertRule, ...] = ()
 
     _source_path: Path | None = PrivateAttr(default=None)
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -313,7 +304,7 @@ class Config(Frozen):
     @property
     def store_url(self) -> str:
         """The SQLAlchemy URL of the message store: ``engine.store.url`` or SQLite under data_dir."""
-        return self.engine.store.url or f"sqlite:///{self.engine.data_dir}/hl7engine.db"
+        return self.engine.store_url
 
     def retention_policy(self) -> RetentionPolicy:
         """How long each channel's message content is kept (``retention_days``), and the store's default."""
@@ -426,7 +417,8 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
     channel_names = {c.name for c in config.channels}
     for i, channel in enumerate(config.channels):
         for loc, specs in transform_lists(channel):
-            found = check_transforms(specs, path_loc=("channels", i, *loc), table_names=table_names)
+            with importing_from(config.base_dir):  # python: modules beside the config import
+                found = check_transforms(specs, path_loc=("channels", i, *loc), table_names=table_names)
             problems += found
             if not found:
                 config._modules |= _modules_of(specs)
@@ -453,6 +445,33 @@ def _check_stages(config: Config) -> list[tuple[Loc, str]]:
                             f" known: {', '.join(sorted(channel_names))}",
                         )
                     )
+    return problems
+
+
+def _check_alerts(data: Any) -> list[tuple[Loc, str]]:
+    """Alert rules naming a channel, destination or listener the file does not have; a name used twice.
+
+    Read from the document, so these come with the rules' own problems.
+    """
+    problems: list[tuple[Loc, str]] = []
+    _unique_names(data, "alerts", "alert", problems)
+    channels = {
+        channel.get("name"): {d.get("name") for _, d in _listed(channel, "destinations")}
+        for _, channel in _listed(data, "channels")
+    }
+    listeners = {listener.get("name") for _, listener in _listed(data, "listeners")}
+    for loc, rule in _listed(data, "alerts"):
+        channel, destination, listener = (rule.get(key) for key in ("channel", "destination", "listener"))
+        if isinstance(channel, str) and channel not in channels:
+            problems.append((loc + ("channel",), f"no channel named {channel!r}"))
+        elif (
+            isinstance(channel, str) and isinstance(destination, str) and destination not in channels[channel]
+        ):
+            problems.append(
+                (loc + ("destination",), f"channel {channel!r} has no destination {destination!r}")
+            )
+        if isinstance(listener, str) and listener not in listeners:
+            problems.append((loc + ("listener",), f"no listener named {listener!r}"))
     return problems
 
 
@@ -486,7 +505,7 @@ def _parse(
         )
     except ValidationError as error:
         found += validation_problems(document.data, error)
-    found += _cross_check(document.data)
+    found += _cross_check(document.data) + _check_alerts(document.data)
     if config is not None:
         found += _check_stages(config)
 

@@ -249,6 +249,11 @@ class EngineSettings(Frozen):
     cluster: ClusterSettings | None = None
     shutdown_timeout_seconds: Seconds = 30.0
 
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the message store: ``store.url`` or SQLite under data_dir."""
+        return self.store.url or f"sqlite:///{self.data_dir}/hl7engine.db"
+
     @field_validator("data_dir")
     @classmethod
     def _resolve_data_dir(cls, value: Path, info: ValidationInfo) -> Path:

@@ -11,16 +11,52 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import TaggedScalar
 
-__all__ = ["Document", "Loc", "format_path", "read_document", "validation_problems", "yaml_error"]
+from engine.errors import ConfigError
+
+__all__ = [
+    "ConfigProblem",
+    "Document",
+    "read_config_text",
+    "Loc",
+    "format_path",
+    "read_document",
+    "validation_problems",
+    "yaml_error",
+]
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a configuration: in which file (source), where (YAML path, line), and what."""
+
+    path: str
+    line: int | None
+    message: str
+    source: str = "<string>"
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
 
 # A place in the document: mapping keys and sequence indexes, e.g. ("channels", 2, "accept", "types", 0).
 Loc = tuple[str | int, ...]
+
+
+def read_config_text(path: str | Path) -> tuple[str, Path]:
+    """(the text of a channels.yaml file, its absolute path); ConfigError when it cannot be read."""
+    source_path = Path(path).absolute()
+    try:
+        return source_path.read_text(encoding="utf-8-sig"), source_path
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem("", None, f"cannot read the file: {exc}", str(path))]) from None
 
 
 def read_document(text: str, environ: Mapping[str, str]) -> Document:

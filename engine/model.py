@@ -104,6 +104,9 @@ class NewMessage:
     # destination, stored with the message in its transaction, with the events a processing pass
     # writes. None: not processed (RECEIVED for its channel, REJECTED, or final as stored). Not a column.
     deliveries: tuple[NewDelivery, ...] | None = None
+    # What validating it against its structure found (engine.hl7.validate), one line each, kept as
+    # its events (written with it). They name rules and locations, never values. Not a column.
+    findings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,14 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from engine.channels.alerting import AlertService
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
 from engine.channels.leases import LOCAL_LEASES, Leases, job_key
 from engine.channels.leasing import StoreLeases
 from engine.channels.passes import IDLE_POLL_SECONDS
+from engine.channels.pausing import Controls, PauseWatch
 from engine.channels.wakeups import Peers, Wakeups
 from engine.config import Config, EngineSettings, load_config
 from engine.configengine import ClusterSettings
@@ -38,8 +40,10 @@ from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.listeners.tls import server_tls_options
 from engine.store.message_store import MessageStore
 from engine.store.pruner import Pruner
+from engine.web.alerts import AlertsApi
 from engine.web.api import patient_resources
 from engine.web.audit import Auditor
+from engine.web.channels import ListenerState, Overview, dashboard_resources
 from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
 from engine.web.server import WebService
@@ -235,6 +239,14 @@ class Engine(service.MultiService):
                 may_run=lambda: self.leases.holds(RETENTION_KEY),
             )
             RetentionService(self.pruner, self.leases).setServiceParent(self)
+        self.controls = Controls(self.store)
+        # Every process that delivers applies the pauses in the store to its dispatchers.
+        self.pause_watch: PauseWatch | None = None
+        if "delivery" in self.roles:
+            self.pause_watch = PauseWatch(
+                self.controls, lambda: self.channels, reactor=reactor, observer=self.observer
+            )
+            self.pause_watch.setServiceParent(self)
         self.channels: dict[str, Channel] = {}
         self._build_channels(config)
         self.channels_service = ChannelsService(self.channels)
@@ -249,16 +261,77 @@ class Engine(service.MultiService):
         self.web: WebService | None = None
         if settings.http is not None and "intake" in self.roles and not extra_intake:
             # The patient API sits behind the same login; every patient shown or exported is audited.
-            patients = patient_resources(self.store, auditor=Auditor(self.store))
+            auditor = Auditor(self.store)
+            patients = patient_resources(self.store, auditor=auditor)
+            dashboard = dashboard_resources(
+                self.controls,
+                self.overview,
+                auditor,
+                paused=self.pause_watch.poll_now if self.pause_watch is not None else lambda: None,
+            )
+            dashboard["api/alerts"] = AlertsApi(self.controls, lambda: self.config.alerts)
             self.web = WebService(
                 settings,
                 self.store,
                 reactor=reactor,
                 metrics=self.metrics,
-                extra_resources=patients,
+                extra_resources={**patients, **dashboard},
                 config_summary=lambda: self.config.summary(),
+                unbound_listeners=self.unbound_listeners,
             )
             self.web.setServiceParent(self)
+        self.alerts: AlertService | None = None
+        if "jobs" in self.roles:
+            # Added last, so stopped first: a listener stopping with the engine is not "down".
+            # The rules are read at each round, so a reload's alerts apply from the next one.
+            self.alerts = AlertService(
+                lambda: self.config.alerts,
+                self.controls,
+                queues=lambda: [
+                    (c.name, d.name) for c in self.config.channels if c.enabled for d in c.destinations
+                ],
+                listeners=self._listener_states,
+                reactor=reactor,
+                leases=self.leases,
+                observer=self.observer,
+            )
+            self.alerts.setServiceParent(self)
+
+    def overview(self) -> Overview:
+        """The channels as configured now, and the state of this process's listeners (for the dashboard)."""
+        states = []
+        for listener in self.config.listeners:
+            running = self.listeners.get(listener.name)
+            if listener.type == "file":
+                states.append(
+                    ListenerState(
+                        listener.name,
+                        "file",
+                        str(listener.directory),
+                        running is not None and running.running,
+                        None,
+                        0,
+                    )
+                )
+                continue
+            bound = isinstance(running, MLLPListenerService) and running.bound
+            states.append(
+                ListenerState(
+                    listener.name,
+                    "mllp",
+                    listener.endpoint,
+                    bound,
+                    running.port if bound else None,
+                    len(running.factory.connections) if bound else 0,
+                )
+            )
+        return Overview(channels=tuple(c for c in self.config.channels if c.enabled), listeners=tuple(states))
+
+    def _listener_states(self) -> dict[str, bool] | None:
+        """Whether each listener listens, for the alerts; None when this process runs no listener."""
+        if "intake" not in self.roles or self.extra_intake:
+            return None
+        return {listener.name: listener.bound for listener in self.overview().listeners}
 
     def _build_channels(self, config: Config, names: set[str] | None = None) -> None:
         """Build the enabled channels of ``config`` (those named, or all) into ``self.channels``."""
@@ -276,12 +349,21 @@ class Engine(service.MultiService):
                     wakeups=self.wakeups,
                     delivery="delivery" in self.roles,
                     idle_poll_seconds=self._idle_poll_seconds,
+                    controls=self.controls if self.pause_watch is not None else None,
                 )
                 # Several processes take in this channel's messages (nodes, intake processes): only
                 # the lease holder processes them, in id order.
                 self.channels[channel.name].at_intake_allowed = (
                     config.engine.cluster is None and not self.reuse_port
                 )
+
+    def unbound_listeners(self) -> list[str]:
+        """This process's listeners not serving now: an MLLP port not bound, a folder not polled."""
+        return sorted(
+            name
+            for name, listener in self.listeners.items()
+            if not listener.running or (isinstance(listener, MLLPListenerService) and not listener.bound)
+        )
 
     def _listeners_of(self, config: Config):
         """The listeners this process runs: all with the intake role (an extra intake: the MLLP ones)."""

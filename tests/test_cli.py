@@ -273,6 +273,7 @@ def test_new_key_prints_a_fresh_key_and_rekey_refuses_a_store_without_encryption
     assert first.exit_code == 0 and len(read_key(first.output)) == 32
     assert first.output != second.output
     store = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(create_engine_for(store))
     refused = runner.invoke(cli, ["rekey", "--db", store, "-c", str(tmp_path / "none.yaml")])
     assert refused.exit_code == 1 and "needs encryption configured" in refused.output
 
@@ -452,6 +453,9 @@ def test_prune_dry_run_prune_and_show_from_the_command_line(tmp_path):
     dry = CliRunner().invoke(cli, ["prune", "--dry-run", "-c", str(config)])
     assert dry.exit_code == 0, dry.output
     assert "everything: would prune 30 message(s)" in dry.output
+    counted = json.loads(CliRunner().invoke(cli, ["prune", "--dry-run", "--json", "-c", str(config)]).output)
+    assert (counted["dry_run"], counted["total"]["messages"]) == (True, 30)
+    assert [(t["target"], t["messages"]) for t in counted["targets"]] == [("everything", 30)]
     shown = CliRunner().invoke(cli, ["messages", "show", "1", "-c", str(config)])
     assert "SECRETNAME" in shown.output
 
@@ -474,7 +478,10 @@ def test_prune_exit_statuses(tmp_path):
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"not a database at all" * 100)
     failed = CliRunner().invoke(cli, ["prune", "--days", "1", "--db", f"sqlite:///{broken}"])
-    assert failed.exit_code == 1 and "prune failed" in failed.output
+    assert (failed.exit_code, failed.output) == (
+        1,
+        "hl7engine: opening the store failed: file is not a database\n",
+    )
 
 
 def test_prune_vacuum_refuses_while_the_engine_runs(tmp_path):

@@ -584,6 +584,7 @@ def test_minimal_config_gets_documented_defaults():
         (),
         "after_store",
     )
+    assert everything.validation == "off"
 
 
 def test_relative_data_dir_resolves_against_the_config_files_folder(tmp_path, monkeypatch):
@@ -796,6 +797,20 @@ def test_channel_retention_days_is_checked_at_its_path():
     """A channel's retention_days below one day is refused where it is written."""
     text = LISTENER + "channels:\n  - {name: c, source: pms, accept: {types: ['*']}, retention_days: 0}\n"
     assert problems(text) == [("channels[0].retention_days", 6, "must be greater than or equal to 1 (got 0)")]
+
+
+def test_channel_validate_takes_its_three_levels_and_refuses_others_at_its_path():
+    """A channel's validate is off, tolerant or strict; another value is refused where it is written."""
+    channel = "channels:\n  - {name: c, source: pms, accept: {types: ['*']}, validate: %s}\n"
+    assert [
+        parse(LISTENER + channel % level).channels[0].validation for level in ("off", "tolerant", "strict")
+    ] == [
+        "off",
+        "tolerant",
+        "strict",
+    ]
+    [(path, line, message)] = problems(LISTENER + channel % "always")
+    assert (path, line) == ("channels[0].validate", 6) and "'off', 'tolerant' or 'strict'" in message
 
 
 def _key(fill: bytes) -> str:

@@ -30,12 +30,20 @@ LAYERS = {
     "configyaml": 6,
     "config": 6,
     "configengine": 6,
+    "configstore": 6,
     "service": 7,
     "cli": 8,
     "__main__": 9,
 }
 #: Parts of one layer that may use each other, in this direction only.
-BESIDE = {("record", "store"), ("fhirmap", "hl7"), ("config", "configyaml"), ("config", "configengine")}
+BESIDE = {
+    ("record", "store"),
+    ("fhirmap", "hl7"),
+    ("config", "configyaml"),
+    ("config", "configengine"),
+    ("configstore", "configyaml"),
+    ("configstore", "configengine"),
+}
 #: The Alembic environment imports the record's tables so that autogenerate sees the whole database.
 EXEMPT = {("engine.store.migrations.env", "engine.record")}
 

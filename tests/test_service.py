@@ -28,10 +28,11 @@ from engine.model import Status
 from engine.service import Engine
 from engine.store.messages import MessageQuery
 from engine.web.passwords import hash_password
-from tests.fakes.harness import in_thread, make_config, port_of, start_engine, wait_until
+from tests.fakes.harness import BASIC_CONFIG, in_thread, make_config, port_of, start_engine, wait_until
 from tests.fakes.listeners import read_until_closed
 from tests.fakes.messages import pms_message
 from tests.fakes.store import later
+from tests.fakes.web import fetch
 
 ADT = b"MSH|^~\\&|PMS|NORTH|HUB|TEST|20260101120000||ADT^A04^ADT_A01|A1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
 ORU = b"MSH|^~\\&|LAB|NORTH|HUB|TEST|20260101120000||ORU^R01^ORU_R01|O1|P|2.5.1\rPID|1||1^^^PMS^MR\r"
@@ -414,3 +415,29 @@ def test_an_engine_given_wake_ups_tells_its_peers_of_the_work_it_leaves(tmp_path
         yield engine.stopService()
         yield peer.stop()
     assert engine_wakeups.transport is None  # stopped with the engine
+
+
+@pytest_twisted.inlineCallbacks
+def test_readyz_says_ready_while_every_listener_is_bound_and_healthz_alive(tmp_path):
+    """/readyz answers 200 with the listener bound and the store up, 503 naming a listener that stopped.
+
+    /healthz stays 200 (the process is alive) either way.
+    """
+    body = BASIC_CONFIG.replace(
+        "engine:\n", 'engine:\n  http:\n    endpoint: "tcp:0:interface=127.0.0.1"\n    users: {{}}\n', 1
+    )
+    engine = start_engine(make_config(tmp_path, text=body))
+    try:
+        url = f"http://127.0.0.1:{engine.web.port}"
+        ready = yield in_thread(fetch, f"{url}/readyz")
+        assert (ready.status, ready.json()) == (200, {"status": "ready"})
+        yield engine.listeners["main"].stopService()
+        unready = yield in_thread(fetch, f"{url}/readyz")
+        assert (unready.status, unready.json()) == (
+            503,
+            {"status": "not ready", "reason": "listeners not bound: main"},
+        )
+        alive = yield in_thread(fetch, f"{url}/healthz")
+        assert (alive.status, alive.json()) == (200, {"status": "alive"})
+    finally:
+        yield engine.stopService()

@@ -23,6 +23,7 @@ from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
 from engine.channels.leases import LOCAL_LEASES, Leases
 from engine.channels.passes import IDLE_POLL_SECONDS
+from engine.channels.pausing import Controls
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
 from engine.channels.wakeups import Wakeups
@@ -84,6 +85,7 @@ def build_channel(
     wakeups: Wakeups | None = None,
     delivery: bool = True,
     idle_poll_seconds: float = IDLE_POLL_SECONDS,
+    controls: Controls | None = None,
 ) -> Channel:
     """The channel ``config.channels[index]``; stage names are their YAML paths.
 
@@ -92,6 +94,7 @@ def build_channel(
     ``wakeups``: when other processes share the store (see ``Channel``). ``delivery``: whether this
     process delivers (its role); without, no destination is built, so none can connect.
     ``idle_poll_seconds``: how often the idle channel and its queues look for work others left.
+    ``controls``: the pauses a ``PauseWatch`` applies to its dispatchers (see ``Dispatcher``).
     """
     channel = config.channels[index]
     charset = config.engine.default_charset
@@ -154,4 +157,5 @@ def build_channel(
         leases=leases,
         wakeups=wakeups,
         idle_poll_seconds=idle_poll_seconds,
+        controls=controls,
     )

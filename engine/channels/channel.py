@@ -30,6 +30,7 @@ from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.channels.journal import Journals
 from engine.channels.leases import LOCAL_LEASES, Leases, channel_key, queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
+from engine.channels.pausing import Controls
 from engine.channels.pipeline import Pipeline
 from engine.channels.wakeups import Wakeups, settled_key, urgent_key
 from engine.lograte import LogRate
@@ -92,6 +93,7 @@ class Channel(Passes):
         wakeups: Wakeups | None = None,
         outcome_poll_seconds: float = OUTCOME_POLL_SECONDS,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
+        controls: Controls | None = None,
     ):
         """``destinations``: each destination with its retry policy, in the order of the pipeline's.
 
@@ -99,6 +101,7 @@ class Channel(Passes):
         process may process the channel and drain each of its queues now. ``wakeups``: other
         processes share the store (None: this process alone does all of the channel's work).
         ``idle_poll_seconds``: how often the channel and its dispatchers look at the store when idle.
+        ``controls``: the pauses the process's ``PauseWatch`` applies to the dispatchers (None: none).
         """
         super().__init__(
             reactor, leases=leases, key=channel_key(config.name), idle_poll_seconds=idle_poll_seconds
@@ -128,6 +131,7 @@ class Channel(Passes):
                 leases=leases,
                 wakeups=wakeups,
                 idle_poll_seconds=idle_poll_seconds,
+                controls=controls,
             )
             for destination, retry in destinations
         }

@@ -3,7 +3,12 @@
 ``Dispatcher`` reads the due deliveries of one destination, hands each round to the
 destination's ``send_run``, and records every attempt's outcome in one write per round; a
 RETRY waits as ``RetryPolicy`` says, or becomes an ERROR once the policy gives up. With
-``on_error: block`` only the head of the queue is due, so the order of receipt is kept.
+``on_error: block`` only the head of the queue is due, so the order of receipt is kept; ``on_error:
+halt`` keeps it too, and at the first ERROR pauses the queue in the store (engine.store.controls)
+until an operator resumes it, the failed delivery then retried first.
+
+An operator's pause (``set_paused``, told by the process's ``PauseWatch``) holds the dispatcher: it
+finishes the delivery in flight and sends nothing more until the pause is gone.
 
 Each message's outcome is in the queue's journal (``journal.py``) before the next message goes;
 the round's write to the store then empties the journal. Before reading the queue, a pass records
@@ -30,8 +35,10 @@ from engine.channels.destinations.base import Destination
 from engine.channels.journal import DeliveryJournal, Unrecorded
 from engine.channels.leases import LOCAL_LEASES, Leases, queue_key
 from engine.channels.passes import IDLE_POLL_SECONDS, Passes
+from engine.channels.pausing import Controls
 from engine.channels.wakeups import Wakeups, settled_key, urgent_key
 from engine.model import AttemptResult, Delivery, DeliveryResult, LeaseToken, Outcome
+from engine.store.controls import Pause
 
 __all__ = ["GATHER_BELOW", "GATHER_SECONDS", "Dispatcher", "RetryPolicy"]
 
@@ -64,7 +71,9 @@ class RetryPolicy:
     jitter: float = 0.2  # +/- this fraction of the delay, so many queues do not retry in step
     max_attempts: int | None = 10
     max_age_seconds: float | None = None
-    on_error: str = "block"  # block: keep order, wait for the head; skip: go on with the next
+    # block: keep order, wait for the head; skip: go on with the next; halt: as block, and stop at the
+    # first ERROR until an operator resumes the queue
+    on_error: str = "block"
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -102,6 +111,7 @@ class Dispatcher(Passes):
         leases: Leases = LOCAL_LEASES,
         wakeups: Wakeups | None = None,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
+        controls: Controls | None = None,
     ):
         """``urgent()`` says whether a sender waits for a delivery now: rounds do not wait to gather then.
 
@@ -109,6 +119,9 @@ class Dispatcher(Passes):
         ``wakeups`` (other processes share the store): the queue's key wakes this dispatcher (its
         urgent key hurries it), and settled deliveries are told to the others (a sender there may
         wait for them).
+        ``controls``: the process's pauses, applied by its ``PauseWatch``: the dispatcher is then held
+        until the watch's first read says its queue is not paused. Without, it is never held at
+        start (an ``on_error: halt`` queue writes its pause through the store all the same).
         """
         super().__init__(
             reactor,
@@ -128,6 +141,11 @@ class Dispatcher(Passes):
         self._urgent = urgent
         self._gathering: tuple[defer.Deferred, object] | None = None  # the wait, and its timer
         self._wakeups = wakeups
+        self._controls = controls or Controls(store)
+        # A release read before this (reactor) time does not undo the halt written at it.
+        self._halted_at = float("-inf")
+        if controls is not None:
+            self.hold_passes()
 
     @property
     def name(self) -> str:
@@ -184,6 +202,20 @@ class Dispatcher(Passes):
     def describe(self) -> str:
         return f"channel {self.channel} destination {self.name}"
 
+    def set_paused(self, pause: Pause | None, *, read_at: float) -> None:
+        """What the store said at ``read_at`` (reactor seconds): held while ``pause``, else released."""
+        if pause is not None:
+            if not self.held:
+                log.info(
+                    "channel {channel} destination {destination}: paused by {by}",
+                    channel=self.channel,
+                    destination=self.name,
+                    by=pause.paused_by,
+                )
+                self.hold_passes()
+        elif self.held and read_at >= self._halted_at:
+            self.release_passes()
+
     def notify(self) -> None:
         """Work may be waiting: a pass now, or right after the one under way (sooner when a sender waits)."""
         if self._urgent():
@@ -212,7 +244,7 @@ class Dispatcher(Passes):
 
     @defer.inlineCallbacks
     def run_pass(self):
-        head_only = self.retry.on_error == "block"
+        head_only = self.retry.on_error in ("block", "halt")
         destination = self.destination
 
         def stopped() -> bool:
@@ -224,6 +256,8 @@ class Dispatcher(Passes):
             unrecorded = self.journal.unrecorded()
             if unrecorded:
                 yield self._recover(unrecorded, lease)
+                if not self.may_work:  # a replayed ERROR halted the queue
+                    return
             # With on_error: block, the due run at the head of the queue: sent in order, one at a time,
             # up to the first that is not SENT; the attempts of the whole run are recorded in one write.
             due = yield self.store.due_deliveries(
@@ -242,6 +276,12 @@ class Dispatcher(Passes):
             yield self._record(attempts, settled, lease)
             if len(due) < GATHER_BELOW and self.may_work and not self._urgent():
                 yield self._gather()
+
+    def _halt_at(self, attempts: Sequence[AttemptResult]) -> AttemptResult | None:
+        """With ``on_error: halt``, the first attempt that ended in ERROR: the queue stops there."""
+        if self.retry.on_error != "halt":
+            return None
+        return next((a for a in attempts if a.outcome == Outcome.ERROR), None)
 
     def _recover(self, unrecorded: Sequence[Unrecorded], lease: LeaseToken | None) -> defer.Deferred:
         """Record what the journal holds: the answers that came, and the attempt in flight as in doubt.
@@ -274,24 +314,37 @@ class Dispatcher(Passes):
                 )
         return self._record(attempts, settled, lease)
 
+    @defer.inlineCallbacks
     def _record(
         self,
         attempts: Sequence[AttemptResult],
         settled: Sequence[tuple[Delivery, DeliveryResult]],
         lease: LeaseToken | None,
-    ) -> defer.Deferred:
-        """Write the attempts in one store write, then empty the journal and tell who waits for settling."""
-        d = self.store.record_attempts(attempts, lease)
+    ):
+        """Write the attempts in one store write, then empty the journal and tell who waits for settling.
 
-        def recorded(_):
-            self.journal.recorded()
-            for delivery, result in settled:
-                self.on_settled(delivery, result)
-            if settled and self._wakeups is not None:
-                self._wakeups.send(settled_key(self.channel))
-
-        d.addCallback(recorded)
-        return d
+        With ``on_error: halt``, an ERROR among them pauses the queue first: were the engine to stop
+        before the attempts are recorded, the queue stays halted and the journal records them at
+        the next start (replayed answers halt it too, so a failed message is never left behind).
+        """
+        halted = self._halt_at(attempts)
+        if halted is not None:
+            yield self._controls.halt(self.channel, self.name, halted.delivery_id, halted.reason)
+            self._halted_at = self.reactor.seconds()
+            self.hold_passes()
+            log.warn(
+                "channel {channel} destination {destination}: halted at delivery {delivery}"
+                " (on_error: halt) until an operator resumes it",
+                channel=self.channel,
+                destination=self.name,
+                delivery=halted.delivery_id,
+            )
+        yield self.store.record_attempts(attempts, lease)
+        self.journal.recorded()
+        for delivery, result in settled:
+            self.on_settled(delivery, result)
+        if settled and self._wakeups is not None:
+            self._wakeups.send(settled_key(self.channel))
 
     def _decide(
         self, outcomes: Sequence[tuple[Delivery, DeliveryResult]], *, replay: bool

@@ -2,7 +2,9 @@
 
 The intake (``engine.channels.intake``) stores and answers; this module only reads. It reads
 only the MSH of each message (the hot path never parses a whole message), validates it, splits
-batches and picks the channel of the listener that accepts the message. Nothing here touches
+batches and picks the channel of the listener that accepts the message. A channel with
+``validate`` on has the whole message checked against its structure (``engine.hl7.validate``):
+the intake then reads every frame of that listener on a thread. Nothing here touches
 the store, a channel's state or the log, so a large frame is read on a thread
 (``Examiner.frame``) while the reactor serves other connections; a small one on the reactor,
 where its channel may process it at once (``Examiner.message`` with ``receive``).
@@ -22,6 +24,7 @@ from engine.hl7.batch import Batch, looks_like_batch, split_batch
 from engine.hl7.charset import Decoded, decode, encode_lenient
 from engine.hl7.header import Header, is_ack, patient_id, read_header, validate_header
 from engine.hl7.message import Delimiters
+from engine.hl7.validate import validate
 from engine.model import NewMessage, Status
 
 if TYPE_CHECKING:
@@ -217,6 +220,19 @@ class Examiner:
                 (error,),
             )
 
+        findings = ()
+        if channel.validation != "off":  # only ever off the reactor: the intake reads such frames on a thread
+            report = validate(text)
+            findings = tuple(_finding_line(f) for f in report.findings)
+            if report.failed and channel.validation == "strict":
+                fields = {**base, **header_columns(header), "channel": channel.name, "findings": findings}
+                # Errors first: before 2.5 MSA-3 carries the first one's text.
+                ordered = sorted(report.findings, key=lambda f: f.severity != "E")
+                errors = tuple(f.ack_error() for f in ordered)
+                return self.reject(
+                    fields, decoded.codec, recipient, header.delimiters, header, errors, content=True
+                )
+
         enhanced = is_enhanced(header)
         code = "CA" if enhanced else "AA"
         ack = self.ack(recipient, code, header.delimiters, ())
@@ -251,6 +267,7 @@ class Examiner:
             patient_id=base["patient_id"],
             transformed=None if processed is None else processed.transformed,
             deliveries=None if processed is None else processed.deliveries,
+            findings=findings,
         )
         return Verdict(
             [row],
@@ -341,11 +358,20 @@ class Examiner:
         delimiters: Delimiters,
         header: Header | None,
         errors: tuple[AckError, ...],
+        *,
+        content: bool = False,
     ) -> Verdict:
-        """A message refused at intake: stored REJECTED with its reason and its AR (CR) with ERR."""
+        """A message refused at intake: stored with its reason and answered with ERR for each error.
+
+        A bad header (type, event, processing id, version, unreadable MSH) is AR (CR) in the
+        standard's terms, stored REJECTED. With ``content`` (it failed strict validation) the
+        content is at fault: AE (CE), stored ERROR for its channel, never processed.
+        """
         enhanced = header is not None and is_enhanced(header)
-        # A bad header (type, event, processing id, version, unreadable MSH) is AR in the standard's terms.
-        code = "CR" if enhanced else "AR"
+        if content:
+            code, status = ("CE" if enhanced else "AE"), Status.ERROR
+        else:
+            code, status = ("CR" if enhanced else "AR"), Status.REJECTED
         verdict = Verdict(
             [],
             recipient,
@@ -361,7 +387,7 @@ class Examiner:
         verdict.rows = [
             NewMessage(
                 **base,
-                status=Status.REJECTED,
+                status=status,
                 ack_code=code,
                 ack=encode_lenient(verdict.ack, codec),
                 error=reason,
@@ -380,6 +406,11 @@ class Examiner:
             delimiters=delimiters,
             errors=errors,
         )
+
+
+def _finding_line(finding) -> str:
+    """A validation finding as kept with its message (an event): severity, code, location, rule."""
+    return f"validation {finding.severity} {finding.code} {finding.location}: {finding.text}"
 
 
 def header_columns(header: Header) -> dict:

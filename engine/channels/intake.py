@@ -79,6 +79,7 @@ class Intake:
             clock=self.clock,
             control_ids=control_ids or ControlIds(),
         )
+        self.channels = channels
         self._observe = observer or (lambda event, fields: None)
         self._empty_lines = LogRate(EMPTY_FRAME_LOG_SECONDS, reactor.seconds)
 
@@ -90,6 +91,9 @@ class Intake:
     @channels.setter
     def channels(self, channels: Sequence[ChannelConfig]) -> None:
         self.examiner.channels = channels
+        # Validation costs milliseconds a message: a listener with a validating channel reads every frame
+        # on a thread, never on the reactor.
+        self._validating = any(channel.validation != "off" for channel in channels)
 
     # -- the FrameHandler interface of engine.listeners.mllp --------------------------------
 
@@ -99,7 +103,7 @@ class Intake:
         if not payload or (payload[0] in _WHITESPACE and not payload.strip()):
             return defer.succeed(self._empty_frame())
         decoded = None
-        if len(payload) <= READ_ON_REACTOR_BYTES:
+        if len(payload) <= READ_ON_REACTOR_BYTES and not self._validating:
             decoded = decode(payload, self.default_charset)
             if not looks_like_batch(decoded.text):
                 verdict = self.examiner.message(

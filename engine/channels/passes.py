@@ -4,7 +4,8 @@ A pass reads work from the store and does it until none is left. ``notify()`` du
 for one more right after it; when nothing is left, the next look is scheduled (a timer the pass
 may set itself, or the idle poll); when the store fails, a retry after ``STORE_RETRY_SECONDS``.
 Passes are paused while this process does not hold the work's lease (``pause_passes``,
-``resume_passes``), and stopped for good when their owner closes (``stop_passes``).
+``resume_passes``), held while an operator paused the work (``hold_passes``, ``release_passes``),
+and stopped for good when their owner closes (``stop_passes``).
 """
 
 from __future__ import annotations
@@ -52,14 +53,20 @@ class Passes:
         self._again = False
         self._stopped = False
         self._paused = False
+        self._held = False
         self._timer = None
         self._idle: list[defer.Deferred] = []
         self._unsubscribe: list[Callable[[], None]] = []
 
     @property
     def stopped(self) -> bool:
-        """True while no pass may start: once ``stop_passes`` was called, or while paused."""
-        return self._stopped or self._paused
+        """True while no pass may start: once ``stop_passes`` was called, or while paused or held."""
+        return self._stopped or self._paused or self._held
+
+    @property
+    def held(self) -> bool:
+        """True while an operator's pause holds the passes back (``hold_passes``)."""
+        return self._held
 
     @property
     def closed(self) -> bool:
@@ -138,6 +145,16 @@ class Passes:
     def resume_passes(self) -> None:
         """Passes may start again (the lease is held): one starts now, unless stopped for good."""
         self._paused = False
+        self.notify()
+
+    def hold_passes(self) -> defer.Deferred:
+        """Start no pass until ``release_passes`` (an operator paused the work); fires once the pass ends."""
+        self._held = True
+        return self._pass_over()
+
+    def release_passes(self) -> None:
+        """The operator's pause is over: a pass starts now, unless paused or stopped otherwise."""
+        self._held = False
         self.notify()
 
     def _pass_over(self) -> defer.Deferred:

@@ -93,9 +93,9 @@ class AcceptRule(Frozen):
 class QueueSettings(Frozen):
     """A destination's durable queue: order, retries with exponential backoff and jitter, giving up."""
 
-    on_error: Literal["block", "skip"] = (
-        "block"  # block keeps order (the head waits); skip goes on with the next
-    )
+    # block keeps order (the head waits); skip goes on with the next; halt stops the queue at its
+    # first ERROR until an operator resumes it (engine.store.controls)
+    on_error: Literal["block", "skip", "halt"] = "block"
     max_attempts: Annotated[int, Field(ge=1)] | None = 10
     max_age_seconds: Seconds | None = None
     retry_initial_seconds: Seconds = 1.0
@@ -182,6 +182,9 @@ class ChannelConfig(Frozen):
     respond_timeout_seconds: Seconds = (
         30.0  # after_processing: answer AA (stored, queued) when destinations take longer
     )
+    # Check each message against its version's structure (engine.hl7.validate): off; tolerant (findings
+    # kept with the message); strict (a message that fails is answered AE and stored ERROR, unprocessed).
+    validation: Literal["off", "tolerant", "strict"] = Field("off", alias="validate")
     duplicate_window_seconds: Seconds | None = (
         None  # same MSH-3.1/MSH-4.1 + MSH-10 within it: original ACK, not processed again
     )

@@ -1,13 +1,32 @@
-"""The ``hl7engine`` command: run, reload, check, send, messages, resend, reprocess, nodes, patient,
-prune, backup, rekey, new-key, hash-password, fhir.
+"""The ``hl7engine`` command.
 
-``main`` is the Click group (``app``); each module of this package adds its commands to it:
-``running`` (the engine process), ``send``, ``messages`` (stored messages), ``nodes`` (the
-processes sharing the store), ``maintenance`` (retention, backup, keys), ``patients`` (the
-unified record) and ``fhir`` (v2 files as FHIR Bundles).
+``main`` is the Click group (``engine.cli.app``). Each command is defined in a module of this
+package and listed in ``COMMANDS``, one line a command: its module is imported only when the command
+runs, so a command on the store starts without Twisted or the channels. To add a command, define it
+with ``@click.command()`` (or ``@click.group()``) in a module here and add its line below.
 """
 
-from engine.cli import fhir, maintenance, messages, nodes, patients, running, send  # noqa: F401  (they add the commands)
 from engine.cli.app import main
 
-__all__ = ["main"]
+COMMANDS = {
+    "run": "engine.cli.running:run",
+    "reload": "engine.cli.running:reload",
+    "check": "engine.cli.running:check",
+    "hash-password": "engine.cli.running:hash_password",
+    "send": "engine.cli.send:send",
+    "messages": "engine.cli.messages:messages",
+    "resend": "engine.cli.messages:resend",
+    "reprocess": "engine.cli.messages:reprocess",
+    "nodes": "engine.cli.nodes:nodes",
+    "validate": "engine.cli.validate:validate_command",
+    "convert": "engine.cli.convert:convert_command",
+    "channel": "engine.cli.channels:channel",
+    "patient": "engine.cli.patients:patient",
+    "prune": "engine.cli.maintenance:prune",
+    "backup": "engine.cli.maintenance:backup",
+    "rekey": "engine.cli.maintenance:rekey",
+    "new-key": "engine.cli.maintenance:new_key",
+}
+main.add_lazy(COMMANDS)
+
+__all__ = ["COMMANDS", "main"]

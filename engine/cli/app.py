@@ -1,52 +1,157 @@
 """The ``hl7engine`` command group and what its commands share: loading the config, the store, the pid file.
 
-Click is the CLI toolkit (sub-commands, typed options, help, progress bars).
+Click is the CLI toolkit (sub-commands, typed options, help, progress bars). The group imports a
+command's module only when that command runs (``EngineGroup``), so that ``hl7engine messages list``
+does not pay for Twisted or the channels. A user's mistake ends in one line on stderr and a
+non-zero exit: 2 for a usage error (click's own), 1 for what is not found or failed, i.e. an
+``EngineError`` raised by any command; ``hl7engine --debug ...`` shows its traceback instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, EngineError, StoreError
 
 __all__ = [
     "DEFAULT_CONFIG",
     "PID_FILE",
+    "EngineGroup",
+    "config_option",
+    "echo_json",
     "load_config_or_exit",
+    "load_store_side_or_exit",
     "main",
     "megabytes",
     "message_repository",
+    "progress",
+    "read_sources",
     "running_engine",
     "store_engine",
 ]
 
 
 DEFAULT_CONFIG = "channels.yaml"
+PID_FILE = "hl7engine.pid"
+_DEBUG = "hl7engine.debug"
+
+
+class EngineGroup(click.Group):
+    """The root group: commands imported on first use, and an EngineError told in one line.
+
+    ``lazy`` maps a command name to ``"module:attribute"``; commands added with ``@main.command()``
+    work as well.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, str] = {}
+
+    def add_lazy(self, commands: Mapping[str, str]) -> None:
+        """Register commands by where they are defined, imported when first looked up."""
+        self.lazy.update(commands)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            module, _, attribute = self.lazy[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as error:
+            if ctx.meta.get(_DEBUG):
+                raise
+            _tell_config_problems(error, "")
+            ctx.exit(2)
+        except EngineError as error:
+            if ctx.meta.get(_DEBUG):
+                raise
+            click.echo(f"hl7engine: {error}", err=True)
+            ctx.exit(1)
+
+
+def _set_debug(ctx: click.Context, _param, value: bool) -> bool:
+    ctx.meta[_DEBUG] = value
+    return value
+
+
+@click.group(cls=EngineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hl7engine")
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="Show the traceback of an error instead of its one line.",
+)
+def main() -> None:
+    """hl7engine: an HL7 v2 integration engine.
+
+    Exit status: 0 done, 1 not found or failed, 2 a usage error (a bad option or value).
+    """
+
+
+def config_option(func):
+    """``-c/--config``: the channels.yaml a command works on."""
+    return click.option(
+        "-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True, help="The channels.yaml."
+    )(func)
+
+
+def _tell_config_problems(error: ConfigError, config_path: str) -> None:
+    for problem in error.problems:
+        click.echo(str(problem), err=True)
+    where = f"{config_path}: " if config_path else ""
+    click.echo(f"{where}{len(error.problems)} problem(s); nothing done", err=True)
 
 
 def load_config_or_exit(config_path: str):
+    """The whole config (channels built, ``python:`` modules imported); every problem printed, exit 2."""
     from engine.config import load_config
 
     try:
         return load_config(config_path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"{config_path}: {len(exc.problems)} problem(s); nothing started", err=True)
+        _tell_config_problems(exc, config_path)
         sys.exit(2)
 
 
-@click.group()
-@click.version_option(package_name="hl7engine")
-def main() -> None:
-    """hl7engine: an HL7 v2 integration engine."""
+def load_store_side_or_exit(config_path: str):
+    """The config's engine block and names only (``engine.configstore``): for commands on the store."""
+    from engine.configstore import load_store_side
+
+    try:
+        return load_store_side(config_path)
+    except ConfigError as exc:
+        _tell_config_problems(exc, config_path)
+        sys.exit(2)
 
 
-PID_FILE = "hl7engine.pid"
+def read_sources(source: str):
+    """(name, bytes) of a file, of every file under a directory (sorted), or of stdin for '-'."""
+    if source == "-":
+        yield "stdin", sys.stdin.buffer.read()
+        return
+    path = Path(source)
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            yield str(child), child.read_bytes()
+    else:
+        yield str(path), path.read_bytes()
 
 
 def running_engine(config) -> int | None:
@@ -70,16 +175,70 @@ def message_repository(config_path: str, db: str | None):
 
 
 def store_engine(config_path: str, db: str | None):
-    """(the config or None, a SQLAlchemy engine on its store): ``db`` instead of the config's database.
+    """(the config's store side or None, a SQLAlchemy engine on an existing store): ``db`` overrides.
 
     The config is read for its keys (and settings) even with ``db``, when the file exists.
+    StoreError when there is no store there: a missing SQLite file is not created.
     """
     from engine.store.cipher import CLEAR
-    from engine.store.db import create_engine_for
 
-    config = load_config_or_exit(config_path) if db is None or Path(config_path).exists() else None
+    config = load_store_side_or_exit(config_path) if db is None or Path(config_path).exists() else None
     cipher = CLEAR if config is None else config.engine.store.cipher()
-    return config, create_engine_for(db or config.store_url, cipher=cipher)
+    return config, open_store(db or config.store_url, cipher)
+
+
+def open_store(url: str, cipher):
+    """An engine on the store at ``url``, which the engine has created; StoreError otherwise."""
+    import sqlalchemy as sa
+
+    from engine.store.db import create_engine_for, sqlite_file
+    from engine.store.driver import store_errors
+
+    parsed = sa.engine.make_url(url)
+    path = sqlite_file(parsed)
+    if path is not None and not path.is_file():
+        raise StoreError(f"no store at {path}: the engine creates it when it first runs (see -c and --db)")
+    engine = create_engine_for(url, cipher=cipher)
+    with store_errors("opening the store"):
+        migrated = sa.inspect(engine).has_table("messages")
+    if not migrated:
+        engine.dispose()
+        where = path or parsed.render_as_string(hide_password=True)
+        raise StoreError(f"{where} is not an hl7engine store (it has no messages table)")
+    return engine
+
+
+def echo_json(value) -> None:
+    """One JSON document on a line of stdout, keys sorted (what ``--json`` prints)."""
+    import json
+
+    click.echo(json.dumps(value, sort_keys=True, default=str))
+
+
+@contextmanager
+def progress(items: Iterable, length: int, label: str, *, every_seconds: float = 1.0) -> Iterator[Iterable]:
+    """Iterate ``items`` showing progress on stderr: a bar on a terminal, else a line a second.
+
+    Without a terminal (a log, a pipe) the line says how many of ``length`` are done, so a long
+    run shows it is alive; the last line is printed at the end when any was printed before.
+    """
+    if sys.stderr.isatty():
+        with click.progressbar(items, length=length, label=label, file=sys.stderr) as bar:
+            yield bar
+        return
+    state = {"done": 0, "shown_at": time.monotonic(), "shown": 0}
+
+    def counted():
+        for item in items:
+            yield item
+            state["done"] += 1
+            if time.monotonic() - state["shown_at"] >= every_seconds:
+                state["shown_at"], state["shown"] = time.monotonic(), state["done"]
+                click.echo(f"{label}: {state['done']}/{length}", err=True)
+
+    yield counted()
+    if state["shown"] and state["shown"] != state["done"]:
+        click.echo(f"{label}: {state['done']}/{length}", err=True)
 
 
 def megabytes(size: int) -> str:

@@ -10,15 +10,15 @@ import click
 
 from engine.cli.app import (
     DEFAULT_CONFIG,
+    echo_json,
     load_config_or_exit,
-    main,
     megabytes,
     message_repository,
     running_engine,
 )
 
 
-@main.command()
+@click.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 @click.option("--channel", help="Only this channel's messages.")
@@ -28,7 +28,8 @@ from engine.cli.app import (
     "--vacuum", is_flag=True, help="Then VACUUM (SQLite: rewrites the file; stop the engine first)."
 )
 @click.option("--batch", type=click.IntRange(min=1, max=10_000), help="Messages per transaction.")
-def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The counts as one JSON object, for scripts.")
+def prune(config_path, db, channel, days, dry_run, vacuum, batch, as_json) -> None:
     """Remove the content of messages older than their channel's retention_days; their rows stay.
 
     Exit status: 0 done (pruned or nothing to prune), 1 the store failed, 2 nothing says what to keep.
@@ -75,6 +76,19 @@ def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
     except StoreError as error:
         click.echo(f"prune failed: {error}", err=True)
         sys.exit(1)
+    if as_json:
+        targets = [
+            {
+                "target": target.label,
+                "cutoff": target.cutoff.isoformat(),
+                "messages": pruned.messages,
+                "content_bytes": pruned.content_bytes,
+            }
+            for target, pruned in summary.targets
+        ]
+        total = {"messages": summary.total.messages, "content_bytes": summary.total.content_bytes}
+        echo_json({"dry_run": dry_run, "vacuumed": vacuumed, "targets": targets, "total": total})
+        return
     verb = "would prune" if dry_run else "pruned"
     for target, pruned in summary.targets:
         click.echo(
@@ -95,7 +109,7 @@ def prune(config_path, db, channel, days, dry_run, vacuum, batch) -> None:
         click.echo("PostgreSQL: VACUUM done; the space is reused, not returned to the OS")
 
 
-@main.command()
+@click.command()
 @click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
@@ -129,7 +143,7 @@ def backup(destination: Path, config_path: str, db: str | None) -> None:
     click.echo(f"backup {done.path}: {megabytes(done.size)} in {done.seconds:.1f} s, integrity ok")
 
 
-@main.command()
+@click.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 @click.option("--batch", default=500, show_default=True, help="Rows read and written at a time.")
@@ -154,7 +168,7 @@ def rekey(config_path: str, db: str | None, batch: int, pause: float) -> None:
     click.echo(f"rekey done: {sum(changed.values())} value(s) now sealed with the current key")
 
 
-@main.command("new-key")
+@click.command("new-key")
 def new_key() -> None:
     """Print a new random encryption key (base64), for a key file or variable of engine.store.encryption."""
     from engine.store.cipher import new_key as make_key

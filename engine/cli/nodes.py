@@ -7,10 +7,10 @@ import sys
 
 import click
 
-from engine.cli.app import DEFAULT_CONFIG, main, store_engine
+from engine.cli.app import DEFAULT_CONFIG, store_engine
 
 
-@main.command()
+@click.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 @click.option("--json", "as_json", is_flag=True, help="The whole view as one JSON object, for scripts.")

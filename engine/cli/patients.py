@@ -9,12 +9,11 @@ import click
 
 from engine.cli.app import (
     DEFAULT_CONFIG,
-    main,
     message_repository,
 )
 
 
-@main.group()
+@click.group()
 def patient() -> None:
     """Find and show people in the unified patient record."""
 
@@ -26,9 +25,13 @@ def patient() -> None:
 @click.option("--authority", help="The identifier's assigning authority (PID-3.4).")
 @click.option("--name", help="Family or given name prefix, any case.")
 @click.option("--birthdate", help="YYYY-MM-DD")
-@click.option("--limit", default=50, show_default=True)
-def patient_find(config_path, db, identifier, authority, name, birthdate, limit) -> None:
-    """Search people by identifier, name or birth date; one JSON object per person."""
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="(the default) One JSON object per person.")
+def patient_find(config_path, db, identifier, authority, name, birthdate, limit, as_json) -> None:
+    """Search people by identifier, name or birth date; one JSON object per person (a line each).
+
+    Exit status: 0 searched (even none found), 1 no store there, 2 no criterion.
+    """
     from engine.record.query import find_patients
 
     if not (identifier or name or birthdate):
@@ -41,12 +44,16 @@ def patient_find(config_path, db, identifier, authority, name, birthdate, limit)
 
 
 @patient.command("show")
-@click.argument("patient_id", type=int)
+@click.argument("patient_id", type=click.IntRange(min=1))
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db")
 @click.option("--fhir", "as_fhir", is_flag=True, help="Print the FHIR R4 $everything Bundle instead.")
-def patient_show(patient_id, config_path, db, as_fhir) -> None:
-    """Everything known about one person (JSON), or its FHIR R4 Bundle."""
+@click.option("--json", "as_json", is_flag=True, help="On one line, for scripts (default: indented).")
+def patient_show(patient_id, config_path, db, as_fhir, as_json) -> None:
+    """Everything known about one person (JSON), or its FHIR R4 Bundle.
+
+    Exit status: 0 shown, 1 no such person (or no store there).
+    """
     from engine.record.fhir import everything
     from engine.record.query import get_patient
 
@@ -55,7 +62,7 @@ def patient_show(patient_id, config_path, db, as_fhir) -> None:
     if found is None:
         click.echo(f"no patient {patient_id}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(found, indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(found, indent=None if as_json else 2, sort_keys=True, default=str))
 
 
 @patient.command("unmerge")

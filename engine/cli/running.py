@@ -5,17 +5,19 @@ Only ``run`` touches the global reactor.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 
 from engine.cli.app import (
     DEFAULT_CONFIG,
     PID_FILE,
+    echo_json,
     load_config_or_exit,
-    main,
     running_engine,
 )
 
@@ -29,7 +31,7 @@ def _workers(value: str) -> int | None:
     return int(value)
 
 
-@main.command()
+@click.command()
 @click.option(
     "-c",
     "--config",
@@ -86,6 +88,8 @@ def run(
     )
 
     config = load_config_or_exit(config_path)
+    # Before anything is written: a second engine on this data folder stops here.
+    lock = hold_data_folder(config.engine.data_dir) if role is None else None  # noqa: F841  (held)
     from engine.cli.workers import (
         Supervisor,
         auto_workers,
@@ -169,7 +173,6 @@ def run(
 
     pid_file = config.engine.data_dir / PID_FILE
     if role is None:  # the pid file names the main process: `hl7engine reload` signals it
-        pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # data_dir: the store goes here too
         pid_file.write_text(f"{os.getpid()}\n")
     # SIGHUP reloads channels.yaml: only what changed is restarted; a bad file changes nothing.
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine, supervisor))
@@ -182,6 +185,34 @@ def run(
             pid_file.unlink(missing_ok=True)
     if failed:
         sys.exit(1)
+
+
+LOCK_FILE = "hl7engine.lock"
+
+
+def hold_data_folder(data_dir: Path) -> int:
+    """Lock ``data_dir`` for this engine (its file descriptor, held until the process ends); exit 1 if taken.
+
+    One engine per data folder: a second one would share the store and overwrite the first one's
+    pid file. The lock is released by the kernel however the process ends, kill -9 included, and
+    worker processes do not inherit it (Python's descriptors are not inheritable).
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store goes here too
+    descriptor = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode("ascii", errors="replace").strip() or "?"
+        os.close(descriptor)
+        click.echo(
+            f"hl7engine: another engine (pid {holder}) is running on the data folder {data_dir};"
+            " stop it first, or give this config another engine.data_dir",
+            err=True,
+        )
+        sys.exit(1)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+    return descriptor
 
 
 def _child_command(config_path: str, log_level: str, role: str, poll_seconds: float | None) -> list[str]:
@@ -198,7 +229,7 @@ def _reload(engine, supervisor) -> None:
     d.addErrback(lambda failure: None)  # already logged, problem by problem; the old config keeps running
 
 
-@main.command()
+@click.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 def reload(config_path: str) -> None:
     """Ask the running engine to reload its config (checked here first; every problem is printed)."""
@@ -211,15 +242,39 @@ def reload(config_path: str) -> None:
     click.echo(f"asked engine {pid} to reload {config_path}")
 
 
-@main.command()
-@click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
-def check(config_path: str) -> None:
-    """Validate a config; print every problem with its YAML path and exit non-zero if any."""
-    config = load_config_or_exit(config_path)
-    click.echo(f"{config_path}: OK ({len(config.listeners)} listener(s), {len(config.channels)} channel(s))")
+@click.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "-c", "--config", "config_path", default=None, help=f"The channels.yaml (default: {DEFAULT_CONFIG})."
+)
+@click.option("--json", "as_json", is_flag=True, help="The outcome as one JSON object: ok, counts, problems.")
+def check(config_file: str | None, config_path: str | None, as_json: bool) -> None:
+    """Validate a config (CONFIG_FILE or -c); print every problem with its YAML path.
+
+    Exit status: 0 valid, 2 any problem.
+    """
+    from engine.config import load_config
+    from engine.errors import ConfigError
+
+    if config_file and config_path and config_file != config_path:
+        raise click.UsageError("give the config once: as CONFIG_FILE or with -c")
+    path = config_file or config_path or DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        if not as_json:
+            raise
+        problems = [{"path": p.path, "line": p.line, "message": p.message} for p in error.problems]
+        echo_json({"config": path, "ok": False, "problems": problems})
+        sys.exit(2)
+    if as_json:
+        counts = {"listeners": len(config.listeners), "channels": len(config.channels)}
+        echo_json({"config": path, "ok": True, "problems": [], **counts})
+    else:
+        click.echo(f"{path}: OK ({len(config.listeners)} listener(s), {len(config.channels)} channel(s))")
 
 
-@main.command("hash-password")
+@click.command("hash-password")
 @click.option(
     "--iterations",
     type=click.IntRange(min=1),

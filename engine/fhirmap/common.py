@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -29,8 +30,11 @@ __all__ = [
     "authority_uri",
     "compact",
     "concept",
+    "entity_identifiers",
+    "namespace_uri",
     "observation_value",
     "reference",
+    "report_status",
     "system_uri",
     "telecom",
 ]
@@ -93,6 +97,33 @@ def authority_uri(authority: str) -> str:
     if _OID.fullmatch(authority):
         return f"urn:oid:{authority}"
     return f"urn:hl7engine:authority:{quote(authority, safe='')}"
+
+
+def namespace_uri(namespace: str | None) -> str | None:
+    """The identifier system of an appointment or order id's namespace: urn:oid, else our own URN."""
+    if not namespace:
+        return None
+    if _OID.fullmatch(namespace):
+        return f"urn:oid:{namespace}"
+    return f"urn:hl7engine:id:{quote(namespace, safe='')}"
+
+
+def entity_identifiers(*ids: tuple[str | None, str | None, str | None]) -> list[dict]:
+    """Identifiers of (v2-0203 type or None, value, namespace) ids with a value, each (system, value) once."""
+    found: list[dict] = []
+    seen: set[tuple[str | None, str]] = set()
+    for kind, value, namespace in ids:
+        system = namespace_uri(namespace)
+        if not value or (system, value) in seen:
+            continue
+        seen.add((system, value))
+        identifier = {"system": system, "value": value}
+        if kind:
+            identifier["type"] = {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]
+            }
+        found.append(compact(identifier))
+    return found
 
 
 def reference(kind: str, row_id: Any) -> dict | None:
@@ -158,6 +189,26 @@ OBSERVATION_STATUS = {
     "D": "entered-in-error",
     "W": "entered-in-error",
 }
+
+
+def report_status(result_status: str | None, observation_statuses: Iterable[str | None]) -> str:
+    """A DiagnosticReport's status: OBR-25's; without it the results' (OBX-11): any preliminary (or
+    registered), else any corrected, else all final; all cancelled is cancelled. Cancelled and
+    entered-in-error results do not vote.
+    """
+    if result_status:
+        return REPORT_STATUS.get(result_status, "unknown")
+    every = {OBSERVATION_STATUS.get(status or "", "unknown") for status in observation_statuses}
+    statuses = every - {"cancelled", "entered-in-error"}
+    if every == {"cancelled"}:
+        return "cancelled"
+    if "preliminary" in statuses or "registered" in statuses:
+        return "preliminary"
+    if "corrected" in statuses and statuses <= {"corrected", "final"}:
+        return "corrected"
+    if statuses == {"final"}:
+        return "final"
+    return "unknown"
 
 
 def telecom(value: str | None, use: str | None, equipment: str | None) -> dict:

@@ -13,22 +13,22 @@ from typing import TYPE_CHECKING
 from engine.fhirmap.common import (
     APPOINTMENT_STATUS,
     OBSERVATION_STATUS,
-    REPORT_STATUS,
     REQUEST_STATUS,
     TRANSACTION_TYPES,
     attachment,
     compact,
     concept,
     observation_value,
+    report_status,
 )
 from engine.fhirmap.reading import (
     Field,
     coded,
     entity_identifier,
+    entity_system,
     fhir_datetime,
     fhir_instant,
     identifier,
-    identifier_system,
     person_reference,
 )
 from engine.hl7.message import Segment, unescape
@@ -82,13 +82,19 @@ def _obr(m: MessageMapper, index: int, obr: Segment) -> None:
         "priority": "stat" if m.first(obr, 5)(1) == "S" else None,
     }
     request_url = m.add(index, request)
-    order = {"request": request_url, "report": None, "observed": m.when(obr, 7)}
+    order = {
+        "request": request_url,
+        "report": None,
+        "observed": m.when(obr, 7),
+        "result_status": result_status,
+        "result_statuses": [],  # OBX-11 of its results
+    }
     if m.message_code in _RESULT_MESSAGES:
         report = {
             "resourceType": "DiagnosticReport",
             "identifier": [filler] if filler else [],
             "basedOn": [m.ref(request_url)],
-            "status": REPORT_STATUS.get(result_status, "unknown"),
+            "status": report_status(result_status, ()),  # without OBR-25, from its OBX (below)
             "category": [coded(m.first(obr, 24), "HL70074")],
             "code": code,
             "subject": m.ref(m.patient),
@@ -110,6 +116,9 @@ def _obx(m: MessageMapper, index: int, obx: Segment) -> None:
     order = m.order or {}
     report = order.get("report")
     values = _obx_values(m, obx)
+    if report is not None and not order["result_status"]:  # without OBR-25 its results give the status
+        order["result_statuses"].append(m.first(obx, 11)(1))
+        report["status"] = report_status("", order["result_statuses"])
     if values["value_type"] == "ED":
         if report is not None and values["value"]:
             report.setdefault("presentedForm", []).append(attachment(values))
@@ -242,7 +251,7 @@ def _spm(m: MessageMapper, index: int, spm: Segment) -> None:
 
 
 def _namespace_system(ids: Field, component: int) -> str | None:
-    return identifier_system(ids(component, 2), ids(component, 3), ids(component, 4))
+    return entity_system(ids(component, 2), ids(component, 3), ids(component, 4))
 
 
 # ------------------------------------------------------------------------------------------ SIU

@@ -9,7 +9,16 @@ from __future__ import annotations
 import re
 from datetime import tzinfo
 
-from engine.fhirmap.common import ADDRESS_USE, NAME_USE, authority_uri, compact, concept, system_uri, telecom
+from engine.fhirmap.common import (
+    ADDRESS_USE,
+    NAME_USE,
+    authority_uri,
+    compact,
+    concept,
+    namespace_uri,
+    system_uri,
+    telecom,
+)
 from engine.hl7.dtm import parse_dtm, parse_partial_date
 from engine.hl7.message import Delimiters, Segment, unescape
 
@@ -18,6 +27,7 @@ __all__ = [
     "address",
     "coded",
     "entity_identifier",
+    "entity_system",
     "fhir_datetime",
     "fhir_instant",
     "human_name",
@@ -104,6 +114,13 @@ def identifier_system(namespace: str, universal: str, universal_type: str) -> st
     return None
 
 
+def entity_system(namespace: str, universal: str, universal_type: str) -> str | None:
+    """The system URI of an EI's id (placer/filler, appointment, specimen numbers): its OID or URI
+    when given, else its namespace as the record names an order's or appointment's (``namespace_uri``).
+    """
+    return identifier_system("", universal, universal_type) or namespace_uri(namespace)
+
+
 def identifier(cx: Field, *, type_code: str | None = None, use: str | None = None) -> dict | None:
     """An Identifier of a CX (EI reads the same way for .1-.4): value, system from the authority, type."""
     value = cx(1)
@@ -122,14 +139,14 @@ def identifier(cx: Field, *, type_code: str | None = None, use: str | None = Non
 
 
 def entity_identifier(ei: Field, type_code: str | None = None) -> dict | None:
-    """An Identifier of an EI (placer/filler numbers): the id, its system from namespace or universal id."""
+    """An Identifier of an EI (placer/filler numbers): the id, its system from universal id or namespace."""
     value = ei(1)
     if not value:
         return None
     return compact(
         {
             "type": concept(type_code, None, "HL70203"),
-            "system": identifier_system(ei(2), ei(3), ei(4)),
+            "system": entity_system(ei(2), ei(3), ei(4)),
             "value": value,
         }
     )

@@ -11,9 +11,6 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-# Twisted has no public tokenizer; this is the one serverFromString itself uses.
-from twisted.internet.endpoints import _parse as _tokenize_endpoint
-
 __all__ = [
     "ALL_INTERFACES",
     "ENDPOINT_OPTIONS",
@@ -75,6 +72,10 @@ ENDPOINT_OPTIONS = {
 
 def _options(endpoint: str) -> tuple[str, dict[str, str]]:
     """An endpoint string's type and its options by name (positional ones named), as Twisted reads them."""
+    # Twisted has no public tokenizer; this is the one serverFromString itself uses. Imported here:
+    # commands that only read the store load the engine settings without Twisted.
+    from twisted.internet.endpoints import _parse as _tokenize_endpoint
+
     try:
         args, options = _tokenize_endpoint(endpoint)
     except RuntimeError:  # a trailing backslash escapes nothing

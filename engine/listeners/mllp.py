@@ -399,6 +399,11 @@ class MLLPListenerService(service.Service):
         self._listening = listening
 
     @property
+    def bound(self) -> bool:
+        """Whether the port is bound now (started, and not stopped since)."""
+        return self._listening is not None and self._listening.called
+
+    @property
     def port(self) -> int:
         """The TCP port actually listened on (useful with port 0)."""
         return self._listening.result.getHost().port

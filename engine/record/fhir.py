@@ -23,6 +23,7 @@ from engine.fhirmap.common import (
     authority_uri,
     compact,
     concept,
+    entity_identifiers,
     reference,
     telecom,
 )
@@ -318,9 +319,10 @@ def _appointment(appointment: dict, subject: dict) -> dict:
             "resourceType": "Appointment",
             "id": str(appointment["id"]),
             "status": status,
-            "identifier": [
-                {"value": value} for value in (appointment["filler_id"], appointment["placer_id"]) if value
-            ],
+            "identifier": entity_identifiers(
+                ("FILL", appointment["filler_id"], appointment["filler_namespace"]),
+                ("PLAC", appointment["placer_id"], appointment["placer_namespace"]),
+            ),
             "serviceType": services,
             "appointmentType": concept(
                 appointment["type_code"], appointment["type_text"], appointment["type_system"]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from engine.fhirmap.common import (
     OBSERVATION_STATUS,
-    REPORT_STATUS,
     REQUEST_STATUS,
     attachment,
     compact,
     concept,
+    entity_identifiers,
     observation_value,
     reference,
+    report_status,
 )
 
 __all__ = ["order_resources"]
@@ -24,14 +25,10 @@ __all__ = ["order_resources"]
 def order_resources(order: dict, subject: dict) -> list[dict]:
     """The ServiceRequest of an order and, when it has results, its DiagnosticReport and Observations."""
     code = concept(order["code"], order["text"], order["system"]) or {"text": "Order"}
-    identifiers = [
-        {
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]},
-            "value": value,
-        }
-        for kind, value in (("PLAC", order["placer_number"]), ("FILL", order["filler_number"]))
-        if value
-    ]
+    identifiers = entity_identifiers(
+        ("PLAC", order["placer_number"], order["placer_namespace"]),
+        ("FILL", order["filler_number"], order["filler_namespace"]),
+    )
     request_status = REQUEST_STATUS.get(order["status"] or "", "active" if order["status"] else "unknown")
     request = compact(
         {
@@ -71,7 +68,7 @@ def order_resources(order: dict, subject: dict) -> list[dict]:
             "id": str(order["id"]),
             "identifier": identifiers,
             "basedOn": [reference("ServiceRequest", order["id"])],
-            "status": REPORT_STATUS.get(order["status"] or "", "unknown"),
+            "status": report_status(order["status"], (o["status"] for o in order["observations"])),
             "code": code,
             "subject": subject,
             "encounter": reference("Encounter", order["visit_id"]),

@@ -297,7 +297,9 @@ coverages = sa.Table(
     sa.Index(None, "message_id"),
 )
 
-# SCH. status: the filler status (table 0278: Booked, Cancelled, Deleted, Noshow, ...).
+# SCH. status: the filler status (table 0278: Booked, Cancelled, Deleted, Noshow, ...). Found by SCH-2
+# (filler id and namespace), else SCH-1 (placer id and namespace) across the record: the namespace is
+# the EI's component 2, else the sending application (MSH-3).
 appointments = sa.Table(
     "record_appointments",
     metadata,
@@ -305,7 +307,9 @@ appointments = sa.Table(
     _patient(),
     _visit(),
     _text("placer_id", 100),
+    _text("placer_namespace", 100),
     _text("filler_id", 100),
+    _text("filler_namespace", 100),
     sa.Column("status", sa.String(20), nullable=False),
     _text("event", 10),  # the SIU trigger that last changed it
     sa.Column("start_at", UTCDateTime(), nullable=True),
@@ -316,8 +320,8 @@ appointments = sa.Table(
     sa.Column("as_of", UTCDateTime(), nullable=False),
     _source(),
     sa.Index(None, "patient_id"),
-    sa.Index(None, "placer_id"),
-    sa.Index(None, "filler_id"),
+    sa.Index(None, "placer_id", "placer_namespace"),
+    sa.Index(None, "filler_id", "filler_namespace"),
     sa.Index(None, "message_id"),
 )
 
@@ -339,7 +343,8 @@ appointment_resources = sa.Table(
     sa.Index(None, "message_id"),
 )
 
-# ORC/OBR (+ NTE after OBR in notes).
+# ORC/OBR (+ NTE after OBR in notes). Found by filler number and namespace (OBR-3/ORC-3), else placer
+# number and namespace (OBR-2/ORC-2), across the record; the namespace as for appointments.
 orders = sa.Table(
     "record_orders",
     metadata,
@@ -347,7 +352,9 @@ orders = sa.Table(
     _patient(),
     _visit(),
     _text("placer_number", 100),
+    _text("placer_namespace", 100),
     _text("filler_number", 100),
+    _text("filler_namespace", 100),
     *_coded(),
     _text("order_control", 10),
     _text("status", 10),  # OBR-25, table 0123
@@ -359,8 +366,8 @@ orders = sa.Table(
     sa.Column("as_of", UTCDateTime(), nullable=False),
     _source(),
     sa.Index(None, "patient_id"),
-    sa.Index(None, "filler_number"),
-    sa.Index(None, "placer_number"),
+    sa.Index(None, "filler_number", "filler_namespace"),
+    sa.Index(None, "placer_number", "placer_namespace"),
     sa.Index(None, "message_id"),
 )
 

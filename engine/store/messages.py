@@ -153,7 +153,9 @@ class StoredMessage(MessageSummary):
         return MessageSummary(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MessageSummary)})
 
 
-_NEW_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(NewMessage) if f.name != "deliveries")
+_NEW_MESSAGE_FIELDS = tuple(
+    f.name for f in dataclasses.fields(NewMessage) if f.name not in ("deliveries", "findings")
+)
 _SUMMARY_COLUMNS = tuple(messages.c[f.name] for f in dataclasses.fields(MessageSummary))
 _STORED_COLUMNS = tuple(
     messages.c[f.name] for f in dataclasses.fields(StoredMessage) if f.name not in ("deliveries", "events")
@@ -259,7 +261,7 @@ class MessageRepository:
         ]
         if not rows and not files:
             return [[] for _ in groups]
-        processed = any(m.deliveries is not None for m in every)
+        processed = any(m.deliveries is not None or m.findings for m in every)
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
@@ -389,6 +391,20 @@ class MessageRepository:
             if table.c[name].info.get(SEALED):
                 values[name] = self._cipher.open(value)
         return values
+
+    def existing_ids(self, message_ids: Sequence[int]) -> set[int]:
+        """Those of ``message_ids`` that name a stored message."""
+        if not message_ids:
+            return set()
+        statement = sa.select(messages.c.id).where(messages.c.id.in_(list(message_ids)))
+        with store_errors("looking up messages"), self._engine.connect() as connection:
+            return set(connection.execute(statement).scalars())
+
+    def channel_names(self) -> list[str]:
+        """The channels of the stored messages, sorted (a channel no longer configured included)."""
+        statement = sa.select(messages.c.channel).where(messages.c.channel.is_not(None)).distinct()
+        with store_errors("listing channels"), self._engine.connect() as connection:
+            return sorted(connection.execute(statement).scalars())
 
     def count(self, query: MessageQuery | None = None) -> int:
         """How many messages match ``query`` (all without one); ``limit`` and ``before_id`` are ignored."""

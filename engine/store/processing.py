@@ -113,10 +113,14 @@ def delivery_row(
 def intake_rows(
     new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime, cipher: Cipher
 ) -> tuple[list[dict], list[dict]]:
-    """The deliveries and events rows of the messages processed at intake, as record_processing writes."""
+    """The deliveries and events rows of the messages processed at intake, as record_processing writes.
+
+    A message's validation findings come first among its events, one each, at its stored status.
+    """
     rows: list[dict] = []
     events: list[dict] = []
     for message, message_id in zip(new_messages, message_ids):
+        events.extend(event_row(message_id, now, message.status, finding) for finding in message.findings)
         if message.deliveries is not None:
             processing_rows(
                 message_id,

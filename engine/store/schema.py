@@ -140,6 +140,7 @@ deliveries = sa.Table(
     # The queue in order; next_attempt_at is read from the index (due rows, the next due time).
     sa.Index(None, "channel", "destination", "status", "id", "next_attempt_at"),
     sa.Index(None, "message_id"),
+    sa.Index(None, "updated_at"),  # the dashboard's counts over a window (0017)
 )
 
 # Every configuration the engine applied, and what changed from the one before.
@@ -242,4 +243,29 @@ queue_journals = sa.Table(
     sa.Column("key", sa.String(2 * NAME_LENGTH + 10), primary_key=True),
     sa.Column("lines", sa.Text(), nullable=False, server_default=""),
     sa.Column("updated_at", UTCDateTime(), nullable=True),
+)
+
+# Queues an operator paused (engine.store.controls): a whole channel's (destination '') or one
+# destination's. A paused queue keeps filling; its dispatcher sends nothing until the row is gone.
+# ``halted_delivery`` is the delivery an ``on_error: halt`` queue stopped at, retried first on resume.
+pauses = sa.Table(
+    "pauses",
+    metadata,
+    sa.Column("channel", sa.String(NAME_LENGTH), primary_key=True),
+    sa.Column("destination", sa.String(NAME_LENGTH), primary_key=True),  # '' for the whole channel
+    sa.Column("paused_at", UTCDateTime(), nullable=False),
+    sa.Column("paused_by", sa.String(100), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("halted_delivery", RowId, nullable=True),
+)
+
+# Each alert rule's state (engine.store.controls), so that a restart neither fires it again nor forgets it.
+alert_states = sa.Table(
+    "alert_states",
+    metadata,
+    sa.Column("rule", sa.String(NAME_LENGTH), primary_key=True),
+    sa.Column("firing", sa.Boolean(), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("fired_at", UTCDateTime(), nullable=True),
+    sa.Column("cleared_at", UTCDateTime(), nullable=True),
 )

@@ -21,6 +21,7 @@ from engine.hl7.dtm import parse_dtm
 from engine.hl7.message import Message, parse_path
 from engine.transforms.spec import FilterSpec
 from engine.transforms.stages import Filter
+from engine.transforms.xml import XPathCondition
 
 __all__ = ["build_filters"]
 
@@ -68,6 +69,8 @@ def _condition(spec: FilterSpec) -> _Condition:
         return _All([_condition(child) for child in spec.all_])
     if spec.not_ is not None:
         return _Not(_condition(spec.not_))
+    if spec.xpath is not None:
+        return XPathCondition(spec.xpath)
     condition = {"first": _First, "any": _AnyOccurrence, "all": _AllOccurrences}[spec.occurrence or "first"]
     return condition(spec.field, _value_test(spec))
 

@@ -12,7 +12,8 @@ import importlib
 import importlib.machinery
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +23,7 @@ from engine.hl7.message import Message
 from engine.transforms.inputs import InputFile, sha256_of
 from engine.transforms.step import Step
 
-__all__ = ["Python", "Target", "import_target"]
+__all__ = ["Python", "Target", "import_target", "importing_from"]
 
 # Module name -> SHA-256 of the source the module in sys.modules was run from, for the modules
 # a python: target named. sys.modules is process-wide, and so is what it was run from.
@@ -63,6 +64,20 @@ class Target:
 
     function: Callable[[Message], Message]
     source: InputFile | None  # None for a module without a source file of its own (built in, zipped...)
+
+
+@contextmanager
+def importing_from(folder: Path) -> Iterator[None]:
+    """While inside, modules import from ``folder`` first: a config's folder, for its ``python:`` modules.
+
+    Only while a config is loaded: its modules are imported then, and stay in ``sys.modules``.
+    """
+    entry = str(folder)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        sys.path.remove(entry)  # the one inserted above (the first equal entry)
 
 
 def import_target(target: str) -> Target:

@@ -11,19 +11,23 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from lxml import etree
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from engine.configtypes import Frozen, Name, check_not_empty, check_version
+from engine.configtypes import Frozen, Name, check_not_empty, check_version, resolve_path
 from engine.hl7.message import HEADER_SEGMENTS, parse_path
+from engine.transforms.xml import compile_stylesheet, compile_xpath
 
 __all__ = [
     "AddSegmentSpec",
@@ -41,6 +45,8 @@ __all__ = [
     "SetSpec",
     "TableSpec",
     "TransformSpec",
+    "XPathReadSpec",
+    "XsltSpec",
     "format_precision",
 ]
 
@@ -124,6 +130,14 @@ def _check_regex(value: str) -> str:
 
 
 Regex = Annotated[Text, AfterValidator(_check_regex)]
+
+
+def _check_xpath(value: str) -> str:
+    compile_xpath(value)  # its ValueError names the problem
+    return value
+
+
+XPathText = Annotated[Text, AfterValidator(_check_xpath)]
 
 
 def _to_number(value: Any) -> Any:
@@ -229,10 +243,10 @@ _SIMPLE_TESTS = ("equals", "in_", "matches", "exists", "empty")
 _LOWER_BOUNDS = ("greater_than", "at_least")
 _UPPER_BOUNDS = ("less_than", "at_most")
 _DATE_BOUNDS = ("after", "before")
-_GROUPS = ("any_", "all_", "not_")
+_GROUPS = ("any_", "all_", "not_", "xpath")  # tests of the whole message, without field
 _TEST_NAMES = (
     "equals, in, matches, exists, empty, greater_than/at_least and/or less_than/at_most,"
-    " after and/or before, any, all, not"
+    " after and/or before, any, all, not, xpath"
 )
 
 
@@ -254,6 +268,7 @@ class FilterSpec(Frozen):
     any_: Annotated[tuple[FilterSpec, ...], AfterValidator(check_not_empty)] | None = Field(None, alias="any")
     all_: Annotated[tuple[FilterSpec, ...], AfterValidator(check_not_empty)] | None = Field(None, alias="all")
     not_: FilterSpec | None = Field(None, alias="not")
+    xpath: XPathText | None = None  # true by XPath's boolean() on the message as v2.xml
     occurrence: Literal["first", "any", "all"] | None = None
 
     @field_validator("occurrence")
@@ -431,6 +446,74 @@ class RemoveSegmentSpec(Frozen):
     occurrence: Annotated[int, Field(ge=1)] | None = None
 
 
+def _check_xml_name(value: str) -> str:
+    try:
+        etree.QName(value)
+    except ValueError:
+        raise ValueError(f"must be an XSLT parameter name (got {value!r})") from None
+    return value
+
+
+class XsltSpec(Frozen):
+    """``xslt``: a stylesheet (a file, relative to the config's folder, or ``inline``) and its parameters.
+
+    Compiled when the configuration is loaded: a stylesheet that does not compile, or a
+    parameter it does not declare, is a problem at this path.
+    """
+
+    stylesheet: Path | None = None
+    inline: NonEmptyText | None = None
+    parameters: dict[Annotated[str, AfterValidator(_check_xml_name)], Text] = Field(default_factory=dict)
+    _source: bytes = PrivateAttr(default=b"")
+
+    @field_validator("stylesheet")
+    @classmethod
+    def _resolve_stylesheet(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> XsltSpec:
+        if (self.stylesheet is None) == (self.inline is None):
+            raise ValueError("give stylesheet: (a file) or inline: (the stylesheet itself), not both")
+        if self.stylesheet is not None:
+            try:
+                source = self.stylesheet.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read {self.stylesheet}: {exc.strerror or exc}") from None
+        else:
+            source = self.inline.encode("utf-8")
+        _, declared = compile_stylesheet(source, self._base_url)
+        unknown = sorted(set(self.parameters) - declared)
+        if unknown:
+            raise ValueError(
+                f"parameters {', '.join(unknown)} are not declared by the stylesheet"
+                f" (its top-level xsl:param: {', '.join(sorted(declared)) or 'none'})"
+            )
+        self._source = source
+        return self
+
+    @property
+    def _base_url(self) -> str | None:
+        return None if self.stylesheet is None else str(self.stylesheet)
+
+    @property
+    def compiled(self) -> etree.XSLT:
+        """The stylesheet, compiled (once per load: a cache keyed by its text)."""
+        return compile_stylesheet(self._source, self._base_url)[0]
+
+    @property
+    def origin(self) -> str:
+        """Where the stylesheet comes from, for messages: its file name, or ``inline``."""
+        return self.stylesheet.name if self.stylesheet is not None else "inline"
+
+
+class XPathReadSpec(Frozen):
+    """``xpath``: write what ``select`` gives on the message's v2.xml (as text) to the field ``to``."""
+
+    select: XPathText
+    to: WritablePath
+
+
 class RenameSegmentSpec(Frozen):
     """``rename_segment``: give every occurrence of a segment another ID."""
 
@@ -440,7 +523,7 @@ class RenameSegmentSpec(Frozen):
 
 _TRANSFORMS = (
     "set_", "copy_", "delete", "map_", "replace", "date_", "case", "trim", "add_segment",
-    "remove_segment", "rename_segment", "split", "join", "set_version", "python",
+    "remove_segment", "rename_segment", "split", "join", "set_version", "python", "xslt", "xpath",
 )  # fmt: skip
 
 
@@ -462,6 +545,8 @@ class TransformSpec(Frozen):
     join: RepetitionsSpec | None = None
     set_version: Annotated[Text, AfterValidator(check_version)] | None = None
     python: Annotated[Text, AfterValidator(_check_python_target)] | None = None
+    xslt: XsltSpec | None = None
+    xpath: XPathReadSpec | None = None
 
     @model_validator(mode="after")
     def _one_transform(self) -> TransformSpec:

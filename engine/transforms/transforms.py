@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from engine.transforms import hatch, structure, values
+from engine.transforms import hatch, structure, values, xml
 from engine.transforms.lookup import LookupTable
 from engine.transforms.spec import TransformSpec
 from engine.transforms.stages import Transform
@@ -73,4 +73,6 @@ _BUILDERS: dict[str, Callable[[str, object, Mapping[str, LookupTable]], Step]] =
     "join": structure.Join,
     "set_version": values.build_set_version,
     "python": hatch.Python,
+    "xslt": xml.Xslt,
+    "xpath": xml.XPathRead,
 }

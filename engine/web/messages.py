@@ -26,6 +26,7 @@ from twisted.internet import defer
 from twisted.web import resource
 
 from engine.hl7.charset import decode
+from engine.model import Status
 from engine.store.messages import MessageQuery, StoredMessage
 from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.audit import Auditor
@@ -125,7 +126,7 @@ def message_query(request) -> MessageQuery:
         message_type=params.get("type"),
         sending_application=application or None,
         sending_facility=facility or None,
-        status=params["status"].upper() if "status" in params else None,
+        status=_status(params),
         channel=params.get("channel"),
         listener=params.get("listener"),
         since=_time(params, "since"),
@@ -137,6 +138,15 @@ def message_query(request) -> MessageQuery:
 
 def _refusal(error: BadRequest) -> Reply:
     return error_reply(403 if isinstance(error, Forbidden) else 400, str(error))
+
+
+def _status(params: dict[str, str]) -> str | None:
+    if "status" not in params:
+        return None
+    status = params["status"].upper()
+    if status not in Status.__members__:
+        raise BadRequest(f"status must be one of {', '.join(Status)} (got {params['status']!r})")
+    return status
 
 
 def _answer(request, work: Callable[[], defer.Deferred]) -> int:

@@ -195,6 +195,19 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.queue_paused = Gauge(
+            "hl7engine_queue_paused",
+            "1 while an operator's pause (or on_error: halt) holds a destination's queue, else 0,"
+            " as this process's dispatcher applies it",
+            ["channel", "destination"],
+            registry=r,
+        )
+        self.alert_firing = Gauge(
+            "hl7engine_alert_firing",
+            "1 while an alert rule fires, 0 once it cleared (in the process that evaluates the rules)",
+            ["rule"],
+            registry=r,
+        )
         self._handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "accepted": self._accepted,
             "duplicate": self._duplicate,
@@ -220,6 +233,10 @@ class Metrics:
             "lease_lost": lambda f: self.leases_lost.inc(),
             "wakeup": lambda f: self.wakeups.labels(f["key"].partition(":")[0]).inc(),
             "wakeup_ignored": lambda f: self.wakeups_ignored.labels(f["reason"]).inc(),
+            "queue_paused": lambda f: self.queue_paused.labels(f["channel"], f["destination"]).set(
+                1 if f["paused"] else 0
+            ),
+            "alert": lambda f: self.alert_firing.labels(f["rule"]).set(1 if f["firing"] else 0),
         }
         self._known_queues: set[tuple[str, str]] = set()
         self._poll: task.LoopingCall | None = None

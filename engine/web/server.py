@@ -1,6 +1,9 @@
 """The web server (``engine.http``): health, Prometheus metrics, login, the message API and the console.
 
     /health            public   JSON; 503 when the store does not answer
+    /healthz           public   JSON 200 while the process serves requests (liveness)
+    /readyz            public   JSON 200 when the store answers and every listener is bound, else 503
+                                with the reason (readiness: send traffic here)
     /metrics           public   Prometheus text: counts and names from the config, never message content
     /login, /logout    public   POST: a form login that sets (or ends) the session cookie
     /, /console/...    public   the console's static page, script and style (they hold no data)
@@ -33,6 +36,7 @@ from twisted.web import resource
 from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
+from engine.errors import StoreError
 from engine.model import utc_now
 from engine.store.cluster import DEFAULT_LEASE_SECONDS
 from engine.store.driver import store_errors
@@ -62,7 +66,28 @@ from engine.web.throttle import LoginThrottle
 if TYPE_CHECKING:
     from engine.config import EngineSettings  # the settings are read, never built, here
 
-__all__ = ["PUBLIC_NAMES", "WebService", "build_root"]
+__all__ = ["OPENAPI_PATHS", "PUBLIC_NAMES", "WebService", "build_root"]
+
+
+def _public_probe(summary: str, ready: bool) -> dict:
+    answers = {"200": {"description": "alive" if not ready else "ready"}}
+    if ready:
+        answers["503"] = {"description": "not ready: {status, reason} says why"}
+    return {"get": {"summary": summary, "security": [], "responses": answers}}
+
+
+#: The public routes of this module (no login: ``security: []``); the gated ones are in their modules.
+OPENAPI_PATHS: dict = {
+    "/health": {
+        "get": {
+            "summary": "The store answers",
+            "security": [],
+            "responses": {"200": {"description": "ok"}, "503": {"description": "the store does not answer"}},
+        }
+    },
+    "/healthz": _public_probe("Liveness: the process serves requests", ready=False),
+    "/readyz": _public_probe("Readiness: the store answers and every listener is bound", ready=True),
+}
 
 log = Logger(namespace="engine.web")
 
@@ -70,6 +95,7 @@ CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 CONSOLE_FILES = {
     "console.js": b"text/javascript; charset=utf-8",
     "admin.js": b"text/javascript; charset=utf-8",
+    "dashboard.js": b"text/javascript; charset=utf-8",
     "console.css": b"text/css; charset=utf-8",
     "favicon.svg": b"image/svg+xml",
 }
@@ -81,7 +107,7 @@ _CONSOLE_POLICY = (
 # Threads that check passwords: one hash at a time per core we let them have.
 PASSWORD_THREADS = 1
 # Children of the root that need no login; nothing may be mounted under these names.
-PUBLIC_NAMES = frozenset({"", "health", "metrics", "login", "logout", "console"})
+PUBLIC_NAMES = frozenset({"", "health", "healthz", "readyz", "metrics", "login", "logout", "console"})
 
 
 class WebService(service.Service):
@@ -97,7 +123,9 @@ class WebService(service.Service):
         extra_resources: Mapping[str, resource.Resource] | None = None,
         config_summary: Callable[[], Mapping] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        unbound_listeners: Callable[[], list[str]] = list,
     ):
+        """``unbound_listeners``: the names of this process's listeners not bound now (for /readyz)."""
         if settings.http is None:
             raise ValueError("the web service needs engine.http settings")
         self.setName("web")
@@ -132,6 +160,7 @@ class WebService(service.Service):
             default_charset=settings.default_charset,
             extra_resources=extra_resources or {},
             config_summary=config_summary,
+            unbound_listeners=unbound_listeners,
             lease_seconds=(
                 settings.cluster.lease_seconds if settings.cluster is not None else DEFAULT_LEASE_SECONDS
             ),
@@ -211,6 +240,7 @@ def build_root(
     extra_resources: Mapping[str, resource.Resource],
     config_summary: Callable[[], Mapping] | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    unbound_listeners: Callable[[], list[str]] = list,
 ) -> resource.Resource:
     """The resource tree.
 
@@ -220,6 +250,8 @@ def build_root(
     """
     root = Directory()
     root.putChild(b"health", _Health(store))
+    root.putChild(b"healthz", ReplyResource(json_reply({"status": "alive"})))
+    root.putChild(b"readyz", _Ready(store, unbound_listeners))
     root.putChild(b"metrics", _MetricsPage(metrics))
     if not authenticator.enabled:
         root.fallback = ReplyResource(
@@ -311,6 +343,34 @@ class _Health(JsonResource):
     def render_GET(self, request) -> int:
         d = defer.maybeDeferred(lambda: self._store.read(_ping, self._store.repository.engine))
         return serve(request, d.addCallback(lambda _: json_reply({"status": "ok"})))
+
+
+class _Ready(JsonResource):
+    """``/readyz``: 200 when the store answers and every listener is bound; 503 with the reason otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, store, unbound_listeners: Callable[[], list[str]]):
+        super().__init__()
+        self._store = store
+        self._unbound_listeners = unbound_listeners
+
+    def render_GET(self, request) -> int:
+        d = defer.maybeDeferred(lambda: self._store.read(_ping, self._store.repository.engine))
+
+        def listening(_) -> Reply:
+            unbound = self._unbound_listeners()
+            if unbound:
+                return json_reply(
+                    {"status": "not ready", "reason": f"listeners not bound: {', '.join(unbound)}"}, 503
+                )
+            return json_reply({"status": "ready"})
+
+        def store_down(failure: Failure) -> Reply:
+            failure.trap(StoreError)
+            return json_reply({"status": "not ready", "reason": "the store does not answer"}, 503)
+
+        return serve(request, d.addCallbacks(listening, store_down))
 
 
 def _ping(engine: sa.Engine) -> None:

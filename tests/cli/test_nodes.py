@@ -91,7 +91,7 @@ def test_the_lease_of_the_config_decides_who_is_dead(tmp_path, postgres_url):
 
 
 def test_no_nodes_and_a_store_without_the_tables(tmp_path, sqlite_url):
-    """An empty store says no node registered (exit 0); a database without the tables fails (exit 1)."""
+    """An empty store says no node registered (exit 0); a missing database is not created (exit 1)."""
     _migrated(sqlite_url).dispose()
     empty = CliRunner().invoke(cli, ["nodes", "--db", sqlite_url, "-c", "no-such-config.yaml"])
     bare = tmp_path / "bare.db"
@@ -101,4 +101,8 @@ def test_no_nodes_and_a_store_without_the_tables(tmp_path, sqlite_url):
         0,
         "no node has registered: the engine runs alone on this store (or not at all)\n",
     )
-    assert (failed.exit_code, failed.output) == (1, "nodes: reading the nodes failed: no such table: nodes\n")
+    assert (failed.exit_code, failed.output) == (
+        1,
+        f"hl7engine: no store at {bare}: the engine creates it when it first runs (see -c and --db)\n",
+    )
+    assert not bare.exists()

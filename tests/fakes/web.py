@@ -16,9 +16,13 @@ from twisted.logger import formatEvent
 from twisted.web import server
 from twisted.web.test.requesthelper import DummyChannel
 
+from engine.channels.pausing import Controls
 from engine.store.message_store import MessageStore
 from engine.store.schema import audit_log
+from engine.web.alerts import AlertsApi
+from engine.web.audit import Auditor
 from engine.web.auth import Account
+from engine.web.channels import Overview, dashboard_resources
 from engine.web.metrics import Metrics
 from engine.web.passwords import hash_password
 from engine.web.roles import ADMIN
@@ -136,6 +140,13 @@ def session_cookie(response: Response) -> dict[str, str]:
     """The Cookie header that sends back the session a login response set."""
     cookie = response.header("set-cookie").split(";", 1)[0]
     return {"Cookie": cookie}
+
+
+def console_resources(store: MessageStore) -> dict:
+    """What the engine mounts for the console's dashboard, for an engine without channels or rules."""
+    controls = Controls(store)
+    resources = dashboard_resources(controls, lambda: Overview((), ()), Auditor(store))
+    return {**resources, "api/alerts": AlertsApi(controls, lambda: ())}
 
 
 def audit_rows(store: MessageStore) -> list[tuple]:

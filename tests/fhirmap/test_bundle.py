@@ -235,7 +235,33 @@ def test_an_oru_becomes_a_report_of_its_observations_order_and_specimen():
     assert comment["valueString"] == "first line\nsecond line"
     assert when["valueDateTime"] == "2026-03-02T09:30:00-05:00"
     assert specimen["collection"]["collectedDateTime"] == "2026-03-02T09:20:00-05:00"
-    assert specimen["identifier"] == [{"system": "urn:hl7engine:authority:LABSYS", "value": "SP-1"}]
+    assert specimen["identifier"] == [{"system": "urn:hl7engine:id:LABSYS", "value": "SP-1"}]
+
+
+@pytest.mark.parametrize(
+    ("obx_statuses", "expected"),
+    [("FF", "final"), ("FP", "preliminary"), ("FC", "corrected"), ("XX", "cancelled"), ("FX", "final")],
+)
+def test_without_obr_25_the_report_status_comes_from_the_results(obx_statuses, expected):
+    """No OBR-25: any preliminary, else any corrected, else all final; cancelled results do not vote."""
+    text = (SAMPLES / "oru_r01.hl7").read_text().splitlines()
+    obr = next(n for n, segment in enumerate(text) if segment.startswith("OBR"))
+    text[obr] = text[obr].rsplit("|", 1)[0] + "|"  # OBR-25 empty
+    kept = [segment for segment in text if not segment.startswith(("OBX", "NTE", "SPM"))]
+    kept[obr + 1 : obr + 1] = [
+        f"OBX|{n}|NM|718-7^Hemoglobin^LN||13||||||{status}" for n, status in enumerate(obx_statuses, 1)
+    ]
+    [report] = resources(convert(Message.parse("\r".join(kept))), "DiagnosticReport")
+    assert report["status"] == expected
+
+
+def test_order_ids_carry_the_system_the_record_gives_their_namespace():
+    """Placer/filler numbers: the EI namespace as urn:hl7engine:id:<namespace>, as the record exports them."""
+    [request] = resources(convert(sample("oru_r01.hl7")), "ServiceRequest")
+    assert [(item["system"], item["value"]) for item in request["identifier"]] == [
+        ("urn:hl7engine:id:EHR", "PL-1"),
+        ("urn:hl7engine:id:LABSYS", "FL-1"),
+    ]
 
 
 def test_an_siu_becomes_an_appointment_with_its_participants():

@@ -8,7 +8,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from engine.hl7.message import Message
 from engine.record.fhir import everything
-from tests.fakes.record import JOURNEY, RECEIVED, corpus_messages, store_message
+from tests.fakes.record import JOURNEY, PID, RECEIVED, corpus_messages, hl7, store_message
 
 BASE = "http://engine.example/fhir"
 
@@ -84,6 +84,10 @@ def validate(bundle: dict) -> None:
         if resource["resourceType"] in STATUSES:
             assert resource["status"] in STATUSES[resource["resourceType"]], resource
         assert entry["fullUrl"] == f"{BASE}/{resource['resourceType']}/{resource['id']}"
+
+
+def _V2_0203(code: str) -> dict:  # noqa: N802 (reads as the table it names)
+    return {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code}]}
 
 
 def _resources(bundle: dict, kind: str) -> list[dict]:
@@ -278,7 +282,10 @@ def test_journey_appointment(journey_bundle):
     (appointment,) = _resources(journey_bundle, "Appointment")
     assert {key: appointment[key] for key in ("status", "identifier", "start", "end", "minutesDuration")} == {
         "status": "booked",
-        "identifier": [{"value": "APT-7001"}, {"value": "PL-7001"}],
+        "identifier": [
+            {"system": "urn:hl7engine:id:NORTHPMS", "value": "APT-7001", "type": _V2_0203("FILL")},
+            {"system": "urn:hl7engine:id:NORTHPMS", "value": "PL-7001", "type": _V2_0203("PLAC")},
+        ],
         "start": "2024-03-18T13:00:00+00:00",
         "end": "2024-03-18T13:45:00+00:00",
         "minutesDuration": 45,
@@ -299,9 +306,19 @@ def test_journey_orders_reports_and_observations(journey_bundle):
     requests = _resources(journey_bundle, "ServiceRequest")
     reports = _resources(journey_bundle, "DiagnosticReport")
     observations = {o["id"]: o for o in _resources(journey_bundle, "Observation")}
-    assert [(r["status"], r["intent"], [i["value"] for i in r["identifier"]]) for r in requests] == [
-        ("completed", "order", ["ORD-3001", "LAB-5501"]),
-        ("completed", "order", ["ORD-3002", "LAB-5502"]),
+    assert [
+        (r["status"], r["intent"], [(i["system"], i["value"]) for i in r["identifier"]]) for r in requests
+    ] == [
+        (
+            "completed",
+            "order",
+            [("urn:hl7engine:id:STMARY_EMR", "ORD-3001"), ("urn:hl7engine:id:CITYLAB", "LAB-5501")],
+        ),
+        (
+            "completed",
+            "order",
+            [("urn:hl7engine:id:STMARY_EMR", "ORD-3002"), ("urn:hl7engine:id:CITYLAB", "LAB-5502")],
+        ),
     ]
     lipids, urine = reports
     assert (
@@ -403,6 +420,42 @@ def test_merged_away_patient_points_to_the_survivor(feed):
         False,
         [{"other": {"reference": "Patient/1"}, "type": "replaced-by"}],
     )
+
+
+@pytest.mark.parametrize(
+    ("statuses", "report"),
+    [
+        (("F", "F"), "final"),
+        (("C",), "corrected"),
+        (("F", "C", "X"), "corrected"),
+        (("F", "P"), "preliminary"),
+        (("C", "P"), "preliminary"),
+        (("X", "X"), "cancelled"),
+        (("F", "D"), "final"),
+    ],
+)
+def test_report_status_without_obr_25_comes_from_its_results(feed, statuses, report):
+    """No OBR-25: all final is final, any corrected corrected, any preliminary preliminary; still valid R4."""
+    obx = [f"OBX|{n}|NM|C{n}^Code {n}^L||{n}|mg|||||{status}" for n, status in enumerate(statuses, start=1)]
+    feed(hl7("ORU^R01", "20240101080000", PID, "OBR|1|P-9^EMR|F-9|PANEL^Panel^L", *obx, sender="LAB"))
+    bundle = everything(feed.engine, 1, base_url=BASE)
+    validate(bundle)
+    (found,) = _resources(bundle, "DiagnosticReport")
+    assert found["status"] == report
+
+
+def test_identifiers_never_repeat_a_value_without_a_system(feed):
+    """SCH-1 and SCH-2 of one value and namespace are one identifier; its system is the namespace (or OID)."""
+    sch = "SCH|APT-1^CLINIC|APT-1^CLINIC||||||||30|min|^^30^20240110090000"
+    feed(hl7("SIU^S12^SIU_S12", "20240101080000", sch, PID))
+    feed(hl7("SIU^S12^SIU_S12", "20240101080000", "SCH|A-2^1.2.840.99|A-2|||||||30|min", PID))
+    bundle = everything(feed.engine, 1, base_url=BASE)
+    validate(bundle)
+    appointments = _resources(bundle, "Appointment")
+    assert [[(i["system"], i["value"]) for i in a["identifier"]] for a in appointments] == [
+        [("urn:hl7engine:id:CLINIC", "APT-1")],
+        [("urn:hl7engine:id:PMS", "A-2"), ("urn:oid:1.2.840.99", "A-2")],
+    ]
 
 
 def test_unknown_patient_has_no_bundle(engine):

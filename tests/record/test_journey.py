@@ -254,7 +254,9 @@ def test_appointment_is_the_rescheduled_one(feed):
         {
             "visit_id": None,
             "placer_id": "PL-7001",
+            "placer_namespace": "NORTHPMS",
             "filler_id": "APT-7001",
+            "filler_namespace": "NORTHPMS",
             "status": "Booked",
             "event": "S13",
             "start_at": "2024-03-18T13:00:00+00:00",
@@ -287,7 +289,9 @@ def test_results_after_the_correction(feed):
         for key in (
             "visit_id",
             "placer_number",
+            "placer_namespace",
             "filler_number",
+            "filler_namespace",
             "code",
             "text",
             "system",
@@ -303,7 +307,9 @@ def test_results_after_the_correction(feed):
     } == {
         "visit_id": 2,
         "placer_number": "ORD-3001",
+        "placer_namespace": "STMARY_EMR",
         "filler_number": "LAB-5501",
+        "filler_namespace": "CITYLAB",
         "code": "24331-1",
         "text": "Lipid panel",
         "system": "LN",

@@ -139,6 +139,19 @@ def test_get_returns_status_history_oldest_first(repository, make_message):
     assert all(isinstance(e, MessageEvent) and isinstance(e.id, int) for e in events)
 
 
+def test_validation_findings_are_stored_as_the_messages_first_events(repository, make_message):
+    """A message's findings become its events (at its status), in order, with the message; others get none."""
+    found = make_message(
+        0, status=Status.RECEIVED, findings=("validation E 101 PID-3: x", "validation W 103 PID-8: y")
+    )
+    first, second = repository.insert([found, make_message(1)])
+    assert [(e.status, e.detail) for e in repository.get(first).events] == [
+        ("RECEIVED", "validation E 101 PID-3: x"),
+        ("RECEIVED", "validation W 103 PID-8: y"),
+    ]
+    assert repository.get(second).events == ()
+
+
 def test_summary_json_and_message_type(repository, make_message):
     """to_json_dict() gives the summary's fields, type MSH-9 without an empty trigger, received_at in ISO."""
     [with_trigger, without_trigger] = repository.insert(

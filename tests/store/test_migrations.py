@@ -43,7 +43,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
     upgrade(engine)
     with engine.connect() as connection:
         head = ScriptDirectory.from_config(make_config(connection)).get_current_head()
-    assert _current_revision(engine) == head == "0016"
+    assert _current_revision(engine) == head == "0020"
     engine.dispose()
 
 
@@ -64,7 +64,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    assert _current_revision(engines[0]) == "0016"
+    assert _current_revision(engines[0]) == "0020"
     for engine in engines:
         engine.dispose()
 
@@ -86,6 +86,8 @@ def test_scripts_ship_inside_the_package():
         "0014_message_retention.py",
         "0015_sealed_person_data.py",
         "0016_cluster.py",
+        "0017_controls.py",
+        "0020_record_namespaces.py",
     ]
 
 
@@ -196,3 +198,67 @@ def test_0012_redacts_password_hashes_already_in_the_config_history(store_url):
         'engine:\n  http:\n    users:\n      alice: "pbkdf2_sha256$<redacted>"\n',
         "channels: []",
     ]
+
+
+def test_0020_gives_appointments_and_orders_recorded_before_their_sender_as_namespace(store_url):
+    """Ids of 0016 get their message's MSH-3 (HD-1) as namespace, none if it was purged; downgrade drops."""
+    engine = create_engine_for(store_url)
+    _migrate(engine, "upgrade", "0016")
+    at = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    message = {
+        "received_at": at,
+        "status_at": at,
+        "listener": "l",
+        "peer": "p",
+        "status": "SENT",
+        "raw": b"MSH|^~\\&|LAB^1.2.3^ISO\r",
+        "sending_application": "LAB^1.2.3^ISO",
+        **dict.fromkeys(
+            (
+                "sending_facility",
+                "receiving_application",
+                "receiving_facility",
+                "message_code",
+                "trigger_event",
+                "message_structure",
+                "control_id",
+                "version",
+                "processing_id",
+                "charset",
+                "ack_code",
+                "error",
+            ),
+            "",
+        ),
+    }
+    patient = {"id": 1, "created_at": at, "updated_at": at, "as_of": at}
+    appointment = {"patient_id": 1, "status": "Booked", "as_of": at, "placer_id": "PL-1"}
+    orders = [
+        {"patient_id": 1, "as_of": at, "placer_number": "P-1", "filler_number": "F-1", "message_id": 1},
+        {"patient_id": 1, "as_of": at, "filler_number": "F-2", "message_id": None},
+    ]
+    with engine.begin() as connection:
+        connection.execute(sa.table("messages", *(sa.column(name) for name in message)).insert(), message)
+        for table, rows in (
+            ("record_patients", [patient]),
+            ("record_appointments", [{**appointment, "message_id": 1}]),
+            ("record_orders", orders),
+        ):
+            columns = sorted({name for row in rows for name in row})
+            full = [{name: row.get(name) for name in columns} for row in rows]
+            connection.execute(sa.table(table, *(sa.column(name) for name in columns)).insert(), full)
+    upgrade(engine)
+    with engine.connect() as connection:
+        appointments = connection.execute(
+            sa.text("SELECT placer_namespace, filler_namespace FROM record_appointments")
+        ).all()
+        namespaces = connection.execute(
+            sa.text("SELECT placer_namespace, filler_namespace FROM record_orders ORDER BY id")
+        ).all()
+    _migrate(engine, "downgrade", "0016")
+    with engine.connect() as connection:
+        columns = {c["name"] for c in sa.inspect(connection).get_columns("record_orders")}
+    engine.dispose()
+    assert [tuple(row) for row in appointments] == [("LAB", None)]
+    assert [tuple(row) for row in namespaces] == [("LAB", "LAB"), (None, None)]
+    assert "filler_namespace" not in columns

@@ -123,7 +123,7 @@ FILTER_MISTAKES = [
         {},
         (),
         "give one test: equals, in, matches, exists, empty, greater_than/at_least and/or"
-        " less_than/at_most, after and/or before, any, all, not (got none)",
+        " less_than/at_most, after and/or before, any, all, not, xpath (got none)",
     ),
     ({"field": "PID-8"}, (), "(got none)"),
     ({"equals": "M"}, (), "equals needs field: the field path to test, e.g. field: PID-8"),
@@ -204,7 +204,7 @@ TRANSFORM_MISTAKES = [
         {},
         (),
         "give exactly one of set, copy, delete, map, replace, date, case, trim, add_segment,"
-        " remove_segment, rename_segment, split, join, set_version, python (got none)",
+        " remove_segment, rename_segment, split, join, set_version, python, xslt, xpath (got none)",
     ),
     ({"set": {"field": "PID-1", "value": "x"}, "trim": {"field": "PID-1"}}, (), "(got set, trim)"),
     ({"sett": {"field": "PID-1", "value": "x"}}, ("sett",), "Extra inputs are not permitted"),

@@ -11,6 +11,7 @@ from engine.transforms.spec import TransformSpec
 from engine.transforms.transforms import check_transforms
 from tests.transforms.messages import hl7_texts
 from tests.transforms.steps import PATH, build
+from tests.transforms.test_xml import IDENTITY
 
 
 def test_check_transforms_reports_unknown_tables():
@@ -54,6 +55,8 @@ _EVERY_TRANSFORM = [
     {"split": {"field": "PID-3", "separator": "A"}},
     {"join": {"field": "OBX-5", "separator": "|"}},
     {"set_version": "2.5.1"},
+    {"xslt": {"inline": IDENTITY}},
+    {"xpath": {"select": "string(//hl7:PID.3[1])", "to": "ZXP-1"}},
 ]
 _ALL_TRANSFORMS = build(*_EVERY_TRANSFORM, tables={"t": LookupTable("t", {"A": "B^C"})})
 

@@ -10,7 +10,7 @@ from twisted.logger import globalLogPublisher
 from engine.config import EngineSettings, HttpSettings
 from engine.web.metrics import Metrics
 from engine.web.server import WebService
-from tests.fakes.web import USERS, RunningWeb
+from tests.fakes.web import USERS, RunningWeb, console_resources
 
 
 @pytest.fixture
@@ -37,6 +37,8 @@ def start_web(store):
         settings = EngineSettings(http=HttpSettings(users=USERS if users is None else users, **http))
         metrics = Metrics()
         serving = on if on is not None else store
+        if extra_resources is None:  # the console's dashboard reads these: an engine without channels
+            extra_resources = console_resources(serving)
         service = WebService(
             settings, serving, reactor=reactor, metrics=metrics, extra_resources=extra_resources
         )

@@ -63,6 +63,7 @@ def test_bad_search_parameters_are_400_with_the_reason(start_web):
         ("before_id=x", "before_id"),
         ("since=yesterday", "since"),
         ("type=ADT&type=ORU", "type"),
+        ("status=bogus", "status must be one of RECEIVED, REJECTED"),
     ):
         response = yield in_thread(fetch, f"{web.url}/api/messages?{query}", headers=basic())
         assert response.status == 400, query

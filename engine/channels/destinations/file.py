@@ -21,11 +21,11 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 
 from engine.channels.destinations.base import Destination
+from engine.channels.destinations.encoding import encode_payload
 from engine.channels.destinations.policy import unexpected_failure
 from engine.channels.destinations.spec import FileSettings
 from engine.channels.journal import NO_JOURNAL, Journal
-from engine.errors import HL7Error
-from engine.fhirmap.bundle import bundle_json
+from engine.errors import HL7Error, TransformError
 from engine.hl7.dtm import hl7_timestamp
 from engine.hl7.header import read_header
 from engine.model import Delivery, DeliveryResult, Outcome
@@ -95,21 +95,18 @@ class FileDestination(Destination):
             return defer.succeed(
                 [DeliveryResult(Outcome.ERROR, reason=f"no usable file name: {exc}")] * len(deliveries)
             )
-        settings = self.settings
-
-        def encode_and_write() -> DeliveryResult:
-            # In a pool thread: a large message takes tens of milliseconds to become a FHIR Bundle.
-            try:
-                content = self._content(deliveries, now)
-            except HL7Error as exc:
-                return DeliveryResult(
-                    Outcome.ERROR, reason=f"cannot write the message as {settings.encoding}: {exc}"
-                )
-            return _write_journalled(
-                journal, deliveries, settings.directory, filename, content, settings.on_exists
-            )
-
-        writing = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), encode_and_write)
+        pool = self._reactor.getThreadPool()
+        writing = deferToThreadPool(
+            self._reactor,
+            pool,
+            _write_journalled,
+            journal,
+            deliveries,
+            self.settings.directory,
+            filename,
+            lambda: self._content(deliveries, now),
+            self.settings.on_exists,
+        )
         writing.addErrback(unexpected_failure, self.name)
         self._writing.add(writing)
 
@@ -140,12 +137,13 @@ class FileDestination(Destination):
         return name
 
     def _content(self, deliveries: list[Delivery], now: datetime) -> bytes:
-        """The file's bytes; HL7Error when a message cannot be written in the file's encoding."""
-        settings = self.settings
-        body = b"".join(_ENCODERS[settings.encoding](d.payload, settings) for d in deliveries)
-        if not settings.batch:
+        """The file's bytes (in a pool thread): the message encoded, or the ER7 messages (in a batch)."""
+        if self.settings.encoding != "er7":  # one message a file (a batch file is ER7)
+            return encode_payload(deliveries[0].payload, self.settings)
+        separator = self.settings.separator
+        body = b"".join(separator.join(_segments(d.payload)) + separator for d in deliveries)
+        if not self.settings.batch:
             return body
-        separator = settings.separator
         field, encoding = _delimiters(deliveries[0].payload)
         stamp = hl7_timestamp(now)
         control_id = str(deliveries[0].delivery_id)
@@ -161,19 +159,6 @@ class FileDestination(Destination):
 
 def _segments(payload: bytes) -> list[bytes]:
     return [segment for segment in _SEGMENT_BREAK.split(payload) if segment]
-
-
-def _er7(payload: bytes, settings: FileSettings) -> bytes:
-    separator = settings.separator
-    return separator.join(_segments(payload)) + separator
-
-
-def _fhir(payload: bytes, settings: FileSettings) -> bytes:
-    return bundle_json(payload, zone=settings.zone) + b"\n"
-
-
-#: How a message becomes file content, by the settings' ``encoding`` (spec.FILE_ENCODINGS).
-_ENCODERS: dict[str, Callable[[bytes, FileSettings], bytes]] = {"er7": _er7, "fhir": _fhir}
 
 
 def _first_line(payload: bytes) -> str:
@@ -203,15 +188,21 @@ def _write_journalled(
     deliveries: list[Delivery],
     directory: Path,
     name: str,
-    content: bytes,
+    content: Callable[[], bytes],
     on_exists: str,
 ) -> DeliveryResult:
-    """``_write_file``, its deliveries noted in ``journal`` before and answered after (in a pool thread)."""
+    """``_write_file`` of what ``content()`` gives, its deliveries noted in ``journal`` before and
+    answered after (in a pool thread). A message that cannot be encoded is an ERROR, not written.
+    """
+    try:
+        data = content()
+    except (HL7Error, TransformError) as exc:
+        return DeliveryResult(Outcome.ERROR, reason=f"cannot encode the message: {exc}")
     for delivery in deliveries:
         refused = journal.note_sending(delivery)
         if refused is not None:
             return refused
-    result = _write_file(directory, name, content, on_exists)
+    result = _write_file(directory, name, data, on_exists)
     for delivery in deliveries:
         journal.answered(delivery, result)
     journal.flush()

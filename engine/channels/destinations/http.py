@@ -9,8 +9,10 @@ comes back 2xx with the ACK as body; a non-2xx status means the message was not 
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
 
 from engine.channels.destinations.base import Destination
+from engine.channels.destinations.encoding import encode_payload, reply_as_er7
 from engine.channels.destinations.httpclient import (
     RETRYABLE_STATUSES,
     HttpClient,
@@ -20,6 +22,7 @@ from engine.channels.destinations.httpclient import (
 )
 from engine.channels.destinations.policy import decide, unexpected_failure
 from engine.channels.destinations.spec import HttpDestinationSettings
+from engine.errors import HL7Error, TransformError
 from engine.model import Delivery, DeliveryResult, Outcome
 
 __all__ = ["HTTPDestination"]
@@ -31,11 +34,12 @@ class HTTPDestination(Destination):
     def __init__(self, name: str, settings: HttpDestinationSettings, *, reactor):
         super().__init__(name)
         self.settings = settings
+        self._reactor = reactor
         self._client = HttpClient(
             reactor, timeout_seconds=settings.timeout_seconds, max_reply_bytes=settings.max_reply_bytes
         )
         headers = {name: [value] for name, value in settings.headers.items()}
-        headers["Content-Type"] = [f"{settings.content_type}; charset={settings.charset}"]
+        headers["Content-Type"] = [f"{settings.media_type}; charset={settings.charset}"]
         self._headers = {**headers, **auth_headers(settings.basic_auth)}
 
     def stop(self) -> defer.Deferred:
@@ -49,8 +53,17 @@ class HTTPDestination(Destination):
     @defer.inlineCallbacks
     def _post(self, delivery: Delivery):
         settings = self.settings
+        content = delivery.payload
+        if settings.encoding != "er7":  # encoded in the thread pool, not on the reactor
+            reactor = self._reactor
+            try:
+                content = yield deferToThreadPool(
+                    reactor, reactor.getThreadPool(), encode_payload, content, settings, settings.charset
+                )
+            except (HL7Error, TransformError) as exc:
+                return DeliveryResult(Outcome.ERROR, reason=f"cannot encode the message: {exc}")
         try:
-            reply = yield self._client.post(settings.url, self._headers, delivery.payload)
+            reply = yield self._client.post(settings.url, self._headers, content)
         except ReplyTooLong:
             result = decide(settings.ack_policy, None, sent_control_id=delivery.control_id)
             return DeliveryResult(
@@ -60,7 +73,7 @@ class HTTPDestination(Destination):
             return DeliveryResult(Outcome.RETRY, reason=str(exc))
         status = reply.status
         if 200 <= status < 300:
-            return decide(settings.ack_policy, reply.body, sent_control_id=delivery.control_id)
+            return decide(settings.ack_policy, reply_as_er7(reply.body), sent_control_id=delivery.control_id)
         outcome = Outcome.RETRY if status >= 500 or status in RETRYABLE_STATUSES else Outcome.ERROR
         reason = f"HTTP {status} {reply.phrase}"
         return DeliveryResult(outcome, response=reply.body or None, response_code=str(status), reason=reason)

@@ -19,13 +19,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from engine.configtypes import CertificateFile, Frozen, PrivateKeyFile, Seconds, check_not_empty, resolve_path
+from engine.transforms.spec import XsltSpec
 
 __all__ = [
     "BATCH_TEMPLATE_FIELDS",
     "TEMPLATE_FIELDS",
     "AckPolicy",
     "BasicAuth",
-    "FILE_ENCODINGS",
+    "ENCODING_EXTENSIONS",
+    "ENCODING_MEDIA_TYPES",
+    "Encoded",
     "FhirDestinationSettings",
     "FhirTimes",
     "FileSettings",
@@ -115,6 +118,37 @@ class MllpSettings(Frozen):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Output encodings (file and http)
+
+#: Each encoding (``encoding.ENCODINGS``) and the media type an HTTP destination names by default.
+ENCODING_MEDIA_TYPES = {
+    "er7": "application/hl7-v2",
+    "xml": "application/hl7-v2+xml",
+    "fhir": "application/fhir+json",
+}
+#: Each encoding and the extension of a file destination's default file names.
+ENCODING_EXTENSIONS = {"er7": ".hl7", "xml": ".xml", "fhir": ".json"}
+
+
+class Encoded(FhirTimes):
+    """What a destination writes a message as: ER7 as it is, v2.xml (optionally through a stylesheet),
+    or a FHIR R4 transaction Bundle (JSON, v2 times without an offset read in ``time_zone``).
+    """
+
+    encoding: Literal["er7", "xml", "fhir"] = "er7"
+    # With encoding: xml, the v2.xml goes through this stylesheet: its output (any XML, or text) is sent.
+    xslt: XsltSpec | None = None
+
+    @model_validator(mode="after")
+    def _keys_of_the_encoding(self) -> Encoded:
+        if self.xslt is not None and self.encoding != "xml":
+            raise ValueError("xslt: needs encoding: xml (the stylesheet reads the message as v2.xml)")
+        if self.time_zone is not None and self.encoding != "fhir":
+            raise ValueError("time_zone: needs encoding: fhir (only the FHIR Bundle reads v2 times)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------
 # File
 
 #: Placeholders of a file name template and an example value of each (used to check templates).
@@ -130,8 +164,6 @@ TEMPLATE_FIELDS: dict[str, Any] = {
 #: A batch file holds many messages: only the placeholders that do not name one message.
 BATCH_TEMPLATE_FIELDS = frozenset({"channel", "destination", "now"})
 
-#: What a file destination writes, by ``encoding``, and the extension of its default file names.
-FILE_ENCODINGS = {"er7": ".hl7", "fhir": ".json"}
 _DEFAULT_FILENAME = "{channel}_{message_id}"
 _DEFAULT_BATCH_FILENAME = "{channel}_{now:%Y%m%d%H%M%S}"
 
@@ -174,20 +206,21 @@ def _check_filename_template(template: str, allowed: frozenset[str] | set[str]) 
     return template
 
 
-class FileSettings(FhirTimes):
+class FileSettings(Encoded):
     """A file destination: one file per message (or per batch) in a folder, written atomically."""
 
     directory: Path
     batch: bool = False  # one file per dispatch round holding every due message, in an FHS/BHS envelope
-    encoding: Literal["er7", "fhir"] = "er7"  # fhir: each message as a FHIR R4 transaction Bundle (JSON)
     filename: str = Field(default=None, validate_default=True)  # type: ignore[assignment]
     segment_separator: Literal["cr", "lf", "crlf"] = "cr"
     on_exists: Literal["unique", "overwrite", "error"] = "unique"
 
     @model_validator(mode="after")
-    def _batch_is_er7(self) -> FileSettings:
+    def _batch_of_er7(self) -> FileSettings:
         if self.batch and self.encoding != "er7":
-            raise ValueError(f"batch writes an FHS/BHS envelope: it takes encoding er7, not {self.encoding}")
+            raise ValueError(
+                f"batch: true writes an HL7 batch file: it takes encoding: er7, not {self.encoding}"
+            )
         return self
 
     @field_validator("directory")
@@ -200,7 +233,7 @@ class FileSettings(FhirTimes):
     def _default_filename(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             stem = _DEFAULT_BATCH_FILENAME if info.data.get("batch") else _DEFAULT_FILENAME
-            return stem + FILE_ENCODINGS[info.data.get("encoding", "er7")]
+            return stem + ENCODING_EXTENSIONS[info.data.get("encoding", "er7")]
         return value
 
     @field_validator("filename")
@@ -295,12 +328,20 @@ class _HttpClientSettings(Frozen):
         return self
 
 
-class HttpDestinationSettings(_HttpClientSettings):
+class HttpDestinationSettings(_HttpClientSettings, Encoded):
     """An HTTP destination: POST each message, HAPI's HL7-over-HTTP way, and read the ACK in the body."""
 
-    content_type: Annotated[str, AfterValidator(_check_media_type)] = "application/hl7-v2"
+    # ER7 or v2.xml: a FHIR server answers with no ACK (a fhir destination reads its answer).
+    encoding: Literal["er7", "xml"] = "er7"
+    # None: the encoding's own (application/hl7-v2, application/hl7-v2+xml).
+    content_type: Annotated[str, AfterValidator(_check_media_type)] | None = None
     charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
     ack_policy: AckPolicy = Field(default_factory=AckPolicy)
+
+    @property
+    def media_type(self) -> str:
+        """The Content-Type without its charset: content_type, or the encoding's."""
+        return self.content_type or ENCODING_MEDIA_TYPES[self.encoding]
 
 
 class FhirDestinationSettings(_HttpClientSettings, FhirTimes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from engine.record.apply.common import Application
 from engine.record.extract import KEEP, PatientGroup
 from engine.record.identity import Identifier, prior_identifiers, survivor_of
 from engine.record.values import visit_status, visit_values
-from engine.record.writer import Writer
+from engine.record.writer import Differs, Writer
 
 __all__ = ["AdtApplication", "MergeApplication", "unmerge"]
 
@@ -42,6 +43,8 @@ class AdtApplication(Application):
         values = visit_values(group.pv1, group.pv2, self.local)
         creating = trigger in _ADMITS or trigger in ("A02", "A03")
         visit = self.find_visit(patient_id, values["visit_number"], latest=trigger not in _ADMITS)
+        if visit is None and trigger in _ADMITS and not isinstance(values["visit_number"], str):
+            visit = self._same_visit(patient_id, values, trigger)
         if trigger in ("A11", "A12", "A13") and visit is None:
             self.notes.append(f"no visit to cancel for {trigger}")
             return None
@@ -79,6 +82,41 @@ class AdtApplication(Application):
             return self.writer.insert(schema.visits, {**values, "patient_id": patient_id})
         self.writer.update(schema.visits, visit, values)
         return visit["id"]
+
+    def _same_visit(self, patient_id: int, values: dict[str, Any], trigger: str) -> dict[str, Any] | None:
+        """The visit an admit without PV1-19 is about: same class and admit time, else class, location, day.
+
+        With an admit time (PV1-44; an A01's message time without it) any visit of the patient not
+        cancelled, of the same class, admitted then; without one an open (planned or in-progress)
+        visit of the same class and location last confirmed on the message's day. So a resent
+        registration finds the visit it made instead of making another.
+        """
+        admitted = values["admitted_at"]
+        if admitted is KEEP and trigger == "A01":
+            admitted = self.facts.message_time
+        place = ("point_of_care", "room", "bed", "facility")
+        candidates = self.writer.rows(
+            schema.visits, {"patient_id": patient_id, "status": Differs("cancelled")}, descending=True
+        )
+        for visit in candidates:
+            if visit["patient_class"] != _sent(values["patient_class"]):
+                continue
+            if isinstance(admitted, datetime):
+                if visit["admitted_at"] == admitted:
+                    return visit
+            elif (
+                visit["status"] in ("planned", "in-progress")
+                and all(visit[name] == _sent(values[name]) for name in place)
+                and visit["as_of"].astimezone(self.local).date()
+                == self.facts.message_time.astimezone(self.local).date()
+            ):
+                return visit
+        return None
+
+
+def _sent(value: Any) -> Any:
+    """A read value as a row holds it: KEEP (not sent) and empty are NULL."""
+    return None if value is KEEP or value == "" else value
 
 
 def _location_text(visit: sa.RowMapping) -> str | None:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from engine.errors import RecordError
 from engine.hl7.dtm import parse_timestamp
 from engine.record import schema
-from engine.record.extract import KEEP, MessageFacts, PatientGroup
+from engine.record.extract import KEEP, MessageFacts, PatientGroup, SegmentReader
 from engine.record.identity import Identifier, IdentityRule, find_by_rule, find_known, pid_identifiers
 from engine.record.values import (
     allergy_values,
@@ -173,6 +173,51 @@ class Application:
                 schema.contacts, [contact_values(nk1) for nk1 in group.contacts]
             )
         return sent
+
+    # -- appointment and order ids -------------------------------------------------------------
+
+    def entity_id(self, segment: SegmentReader | None, n: int) -> tuple[str, str] | None:
+        """An EI field's (id, namespace): the namespace is EI-2, else the sending application; None unsent."""
+        number = segment.part(f"{n}.1") if segment is not None else None
+        if number is None:
+            return None
+        return number, segment.part(f"{n}.2") or self.facts.source_system
+
+    def held_by_other(
+        self, row: dict[str, Any] | None, patient_id: int, what: str, key: tuple[str, str]
+    ) -> bool:
+        """Whether ``row`` (found by its namespaced id) is another patient's: a conflict then, not a move.
+
+        The conflict names the id (``authority`` the namespace, ``value`` the id) and is flagged once
+        while open, so a resend of the message adds none.
+        """
+        if row is None or row["patient_id"] == patient_id:
+            return False
+        number, namespace = key
+        kind = f"{what}_other_patient"
+        open_ = self.writer.select_one(
+            schema.conflicts,
+            {
+                "kind": kind,
+                "patient_id": patient_id,
+                "other_patient_id": row["patient_id"],
+                "authority": namespace,
+                "value": number,
+                "resolved_at": None,
+            },
+        )
+        if open_ is None:
+            self.flag(
+                kind,
+                patient_id,
+                row["patient_id"],
+                f"{what} {number} of {namespace} belongs to patient {row['patient_id']}:"
+                f" this message's change of it was not applied",
+                Identifier(namespace, number),
+            )
+        else:
+            self.notes.append(f"identity conflict already open ({kind})")
+        return True
 
     # -- visits --------------------------------------------------------------------------------
 

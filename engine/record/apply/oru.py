@@ -18,6 +18,9 @@ __all__ = ["OruApplication"]
 # OBX-11 / OBR-25 result statuses by strength: a weaker one never replaces a stronger one.
 _FINAL_RANK = {"C": 3, "F": 2, "U": 2}
 _CANCELLING = frozenset({"X", "D", "W"})
+# The columns of an order's placer (OBR-2/ORC-2) and filler (OBR-3/ORC-3) number and namespace.
+_PLACER = ("placer_number", "placer_namespace")
+_FILLER = ("filler_number", "filler_namespace")
 
 
 class OruApplication(Application):
@@ -39,13 +42,12 @@ class OruApplication(Application):
     def _order(self, patient_id: int, visit_id: int | None, order: OrderGroup) -> None:
         obr, orc = order.obr, order.orc
         main = obr or orc
-        filler = (obr and obr.part("3.1")) or (orc and orc.part("3.1"))
-        placer = (obr and obr.part("2.1")) or (orc and orc.part("2.1"))
-        values: dict[str, Any] = {
-            "placer_number": placer or KEEP,
-            "filler_number": filler or KEEP,
-            "notes": "\n".join(order.notes) if order.notes else KEEP,
-        }
+        filler = self.entity_id(obr, 3) or self.entity_id(orc, 3)
+        placer = self.entity_id(obr, 2) or self.entity_id(orc, 2)
+        values: dict[str, Any] = {"notes": "\n".join(order.notes) if order.notes else KEEP}
+        for names, sent in ((_PLACER, placer), (_FILLER, filler)):
+            if sent is not None:
+                values.update(zip(names, sent, strict=True))
         if obr is not None:
             values.update(obr.coded(4))
             values.update(obr.columns(25, {"status": "25.1"}))
@@ -59,10 +61,10 @@ class OruApplication(Application):
         if visit_id is not None:
             values["visit_id"] = visit_id
         o = schema.orders
-        if filler:
-            key = {"patient_id": patient_id, "filler_number": filler}
-        elif placer:
-            key = {"patient_id": patient_id, "placer_number": placer}
+        if filler or placer:
+            # An order is found by its number in its namespace, whichever patient holds it.
+            names, sent = (_FILLER, filler) if filler else (_PLACER, placer)
+            key = dict(zip(names, sent, strict=True))
         else:
             key = {
                 "patient_id": patient_id,
@@ -72,6 +74,8 @@ class OruApplication(Application):
                 "observed_at": values.get("observed_at") or None,
             }
         row = self.writer.select_one(o, key)
+        if self.held_by_other(row, patient_id, "order", filler or placer):
+            return
         if row is None:
             order_id = self.writer.insert(o, {**values, "patient_id": patient_id})
         else:

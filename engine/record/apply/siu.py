@@ -10,6 +10,10 @@ from engine.record.values import appointment_values, resource_rows
 __all__ = ["SiuApplication"]
 
 # The status each trigger sets (S12 and S13 book unless SCH-25 says otherwise; S14 keeps it).
+# The columns of SCH-1 and SCH-2: the id and its namespace.
+_PLACER = ("placer_id", "placer_namespace")
+_FILLER = ("filler_id", "filler_namespace")
+
 _STATUSES = {"S15": "Cancelled", "S16": "Dc", "S17": "Deleted", "S26": "Noshow"}
 
 
@@ -24,25 +28,26 @@ class SiuApplication(Application):
         group = facts.patients[0]
         patient_id = self.patient(group)
         visit_id = self.visit_of(patient_id, group)
-        sch = facts.sch
-        placer = sch.part("1.1") if sch is not None else None
-        filler = sch.part("2.1") if sch is not None else None
+        placer = self.entity_id(facts.sch, 1)
+        filler = self.entity_id(facts.sch, 2)
         if placer is None and filler is None:
             self.notes.append("no appointment recorded: no SCH-1/SCH-2 appointment identifier")
             return patient_id
         a = schema.appointments
-        appointment = None
-        if filler is not None:
-            appointment = self.writer.select_one(a, {"filler_id": filler})
-        if appointment is None and placer is not None:
-            appointment = self.writer.select_one(a, {"placer_id": placer})
+        appointment, key = None, filler or placer
+        for names, sent in ((_FILLER, filler), (_PLACER, placer)):
+            if appointment is None and sent is not None:
+                appointment, key = self.writer.select_one(a, dict(zip(names, sent, strict=True))), sent
+        if self.held_by_other(appointment, patient_id, "appointment", key):
+            return patient_id
         if appointment is not None and self.writer.is_stale(appointment):
             self.notes.append(f"appointment {appointment['id']} kept: the message is older than the record")
             return patient_id
-        values = appointment_values(sch, facts.tq1, facts.resources, self.local)
-        values.update(
-            patient_id=patient_id, placer_id=placer or KEEP, filler_id=filler or KEEP, event=facts.trigger
-        )
+        values = appointment_values(facts.sch, facts.tq1, facts.resources, self.local)
+        values.update(patient_id=patient_id, event=facts.trigger)
+        for names, sent in ((_PLACER, placer), (_FILLER, filler)):
+            if sent is not None:
+                values.update(zip(names, sent, strict=True))
         if visit_id is not None:
             values["visit_id"] = visit_id
         trigger = facts.trigger

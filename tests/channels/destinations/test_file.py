@@ -258,11 +258,37 @@ def test_encoding_fhir_of_a_payload_that_is_no_message_is_an_error(tmp_path):
     """What cannot be converted is ERROR and writes nothing."""
     result = yield destination(tmp_path, encoding="fhir").send(delivery(1, payload=b"EVN|A01"))
     assert result.outcome == ERROR
-    assert result.reason.startswith("cannot write the message as fhir: ")
+    assert result.reason.startswith("cannot encode the message: ")
     assert files(tmp_path) == []
 
 
-def test_batch_files_take_er7_only():
-    """batch: true with encoding: fhir is a configuration error (the envelope is ER7)."""
-    with pytest.raises(ValueError, match="batch writes an FHS/BHS envelope: it takes encoding er7, not fhir"):
+def test_batch_files_take_er7_only_and_time_zone_needs_fhir():
+    """batch: true with encoding: fhir is refused (the envelope is ER7); so is time_zone on ER7."""
+    with pytest.raises(
+        ValueError, match="batch: true writes an HL7 batch file: it takes encoding: er7, not fhir"
+    ):
         FileSettings(directory="out", batch=True, encoding="fhir")
+    with pytest.raises(ValueError, match="time_zone: needs encoding: fhir"):
+        FileSettings(directory="out", time_zone="Europe/Berlin")
+
+
+@pytest_twisted.inlineCallbacks
+def test_encoding_xml_writes_the_v2_xml_of_the_message(tmp_path):
+    """encoding: xml writes each message's v2.xml document (read back, the same message)."""
+    from engine.hl7.xml import from_xml
+
+    result = yield destination(tmp_path, encoding="xml", filename="{channel}_{message_id}.xml").send(
+        delivery(1)
+    )
+    assert result.outcome == SENT
+    written = (tmp_path / "adt_1.xml").read_bytes()
+    assert written.startswith(b"<?xml") and from_xml(written) == message(1).decode().rstrip("\r")
+
+
+def test_encoding_xml_cannot_go_with_batch_files_and_xslt_needs_xml(tmp_path):
+    """batch: true takes encoding: er7; xslt: without encoding: xml is refused."""
+    with pytest.raises(ValueError, match="batch: true writes an HL7 batch file"):
+        FileSettings(directory=tmp_path, batch=True, encoding="xml")
+    stylesheet = '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"/>'
+    with pytest.raises(ValueError, match="xslt: needs encoding: xml"):
+        FileSettings(directory=tmp_path, xslt={"inline": stylesheet})

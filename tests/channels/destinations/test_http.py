@@ -241,3 +241,41 @@ def test_connections_are_kept_in_a_pool(receiver, destinations):
     for n in range(1, 4):
         assert (yield destination.send(delivery(n))).outcome == SENT
     assert receiver.site.connections == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_encoding_xml_posts_v2_xml_and_reads_a_v2_xml_ack(receiver, destinations):
+    """encoding: xml POSTs v2.xml as application/hl7-v2+xml; a v2.xml AA answering it is SENT."""
+    from engine.hl7.xml import from_xml, to_xml
+
+    receiver.answers.append(Answer(code=None, body=to_xml(ack("AA", "MSG-1").decode())))
+    result = yield destinations(receiver.url, encoding="xml").send(delivery(1))
+    assert (result.outcome, result.response_code) == (SENT, "AA")
+    seen = receiver.seen[0]
+    assert seen.headers["content-type"] == "application/hl7-v2+xml; charset=utf-8"
+    assert seen.body.startswith(b"<?xml") and b'xmlns="urn:hl7-org:v2xml"' in seen.body
+    assert from_xml(seen.body) == message(1).decode().rstrip("\r")
+
+
+@pytest_twisted.inlineCallbacks
+def test_encoding_xml_through_a_stylesheet_posts_what_it_gives(receiver, destinations):
+    """With xslt:, the stylesheet's output (here text naming MSH-10) is the body, with its YAML parameters."""
+    stylesheet = (
+        '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"'
+        ' xmlns:hl7="urn:hl7-org:v2xml"><xsl:output method="text"/><xsl:param name="prefix"/>'
+        '<xsl:template match="/"><xsl:value-of select="concat($prefix, //hl7:MSH.10)"/></xsl:template>'
+        "</xsl:stylesheet>"
+    )
+    receiver.answers.append(Answer(code=None, body=ack("AA", "MSG-2")))
+    settings = {"encoding": "xml", "xslt": {"inline": stylesheet, "parameters": {"prefix": "id="}}}
+    result = yield destinations(receiver.url, **settings).send(delivery(2))
+    assert result.outcome == SENT
+    assert receiver.seen[0].body == b"id=MSG-2"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_message_without_v2_xml_form_is_an_error_not_posted(receiver, destinations):
+    """A payload that has no v2.xml form is ERROR with the reason; nothing is POSTed."""
+    result = yield destinations(receiver.url, encoding="xml").send(delivery(3, payload=b"MSH|^~\\&|A\r|x\r"))
+    assert result.outcome == ERROR and result.reason.startswith("cannot encode the message:")
+    assert receiver.seen == []

@@ -147,9 +147,11 @@ def test_bad_filename_templates_are_config_errors(tmp_path, template, batch, mes
 
 
 def test_http_defaults():
-    """HTTP defaults: application/hl7-v2 in UTF-8, 30 s timeout, no authentication."""
+    """HTTP defaults: ER7 as application/hl7-v2 in UTF-8, 30 s timeout, no authentication; XML as +xml."""
     settings = HttpDestinationSettings(url="https://lab.example/hl7/ADT")
-    assert (settings.content_type, settings.charset, settings.timeout_seconds, settings.basic_auth) == (
+    xml = HttpDestinationSettings(url="https://lab.example/hl7/ADT", encoding="xml")
+    assert (xml.media_type, settings.encoding) == ("application/hl7-v2+xml", "er7")
+    assert (settings.media_type, settings.charset, settings.timeout_seconds, settings.basic_auth) == (
         "application/hl7-v2",
         "utf-8",
         30.0,

@@ -87,3 +87,40 @@ def test_merge_of_unknown_prior_keeps_it_as_alias(feed):
     patient = get_patient(feed.engine, 1)
     assert [(i["value"], i["alias"]) for i in patient["identifiers"]] == [("P-1", False), ("OLD-7", True)]
     assert patient["merges"][0]["prior_id"] is None
+
+
+# A visit without PV1-19: outpatient class O in clinic C1, with or without an admit time (PV1-44).
+UNNUMBERED = "PV1|1|O|C1^R1^^CLINIC"
+ADMITTED = UNNUMBERED + "|" * 41 + "20240101080000"
+
+
+def test_a_registration_sent_again_without_visit_number_finds_its_visit(feed):
+    """A04/A01 without PV1-19 sent again match the visit of the same class and admit time, not a new one."""
+    for time in ("20240101080000", "20240101080000", "20240101083000"):
+        feed(hl7("ADT^A04^ADT_A01", time, PID, ADMITTED))
+    feed(hl7("ADT^A01^ADT_A01", "20240101090000", PID, "PV1|1|I|W1^101^A^HOSP"))
+    feed(hl7("ADT^A01^ADT_A01", "20240101090000", PID, "PV1|1|I|W1^101^A^HOSP"))
+    feed(hl7("ADT^A04^ADT_A01", "20240101100000", PID, ADMITTED.replace("20240101080000", "20240101095000")))
+    visits = get_patient(feed.engine, 1)["visits"]
+    assert [(v["patient_class"], v["admitted_at"]) for v in visits] == [
+        ("O", "2024-01-01T08:00:00+00:00"),
+        ("I", "2024-01-01T09:00:00+00:00"),
+        ("O", "2024-01-01T09:50:00+00:00"),
+    ]
+
+
+def test_a_registration_without_admit_time_finds_the_open_visit_of_its_place_and_day(feed):
+    """Without PV1-19 and PV1-44: the open visit of the same class and location that day; else a new one."""
+    feed(hl7("ADT^A04^ADT_A01", "20240101080000", PID, UNNUMBERED))
+    feed(hl7("ADT^A04^ADT_A01", "20240101120000", PID, UNNUMBERED))
+    feed(hl7("ADT^A04^ADT_A01", "20240101130000", PID, UNNUMBERED.replace("C1^R1", "C2^R1")))
+    feed(hl7("ADT^A04^ADT_A01", "20240102080000", PID, UNNUMBERED))
+    feed(hl7("ADT^A03^ADT_A03", "20240102090000", PID, UNNUMBERED))
+    feed(hl7("ADT^A04^ADT_A01", "20240102100000", PID, UNNUMBERED))
+    visits = get_patient(feed.engine, 1)["visits"]
+    assert [(v["id"], v["point_of_care"], v["status"]) for v in visits] == [
+        (1, "C1", "in-progress"),
+        (2, "C2", "in-progress"),
+        (3, "C1", "finished"),
+        (4, "C1", "in-progress"),
+    ]

@@ -25,18 +25,39 @@ def test_each_ft1_is_a_transaction_of_the_patient_and_the_visit(feed, engine):
     assert _transactions(engine) == [(1, "TX-1", "CG", "100", 1, 1), (2, None, "PY", "-10", 1, 1)]
 
 
-def test_a_transaction_sent_again_is_updated_and_one_without_id_added(feed, engine):
-    """An FT1 sent again with its FT1-2 updates the transaction (history kept); one without FT1-2 is added."""
+def test_a_transaction_sent_again_is_updated_and_one_without_id_found_by_content(feed, engine):
+    """An FT1 sent again with FT1-2 updates the transaction (history kept); one without FT1-2 is the same."""
     feed(hl7("DFT^P03^DFT_P03", "20240102080000", PID, PV1, CHARGE, COPAY))
     feed(hl7("DFT^P03^DFT_P03", "20240103080000", PID, PV1, CHARGE.replace("100.00", "120.00"), COPAY))
-    assert _transactions(engine) == [
-        (1, "TX-1", "CG", "120", 1, 2),
-        (2, None, "PY", "-10", 1, 1),
-        (3, None, "PY", "-10", 1, 2),
-    ]
+    assert _transactions(engine) == [(1, "TX-1", "CG", "120", 1, 2), (2, None, "PY", "-10", 1, 1)]
     assert history(engine, "record_transactions", "entity_id", "field", "old_value", "new_value") == [
         (1, "amount", "100", "120"),
         (1, "message_id", "1", "2"),
+    ]
+
+
+def test_an_ft1_without_id_differing_in_any_key_field_is_another_transaction(feed, engine):
+    """Without FT1-2 a charge is its visit, date, code, quantity, amount and type: one differing is new."""
+    feed(hl7("DFT^P03^DFT_P03", "20240102080000", PID, PV1, COPAY))
+    variants = [
+        COPAY.replace("20240101090000", "20240101100000"),
+        COPAY.replace("COPAY^Copay", "COPAY2^Copay"),
+        COPAY.replace("|1|-10&USD", "|2|-10&USD"),
+        COPAY.replace("-10&USD", "-12&USD"),
+        COPAY.replace("|PY|", "|CG|"),
+        COPAY,
+    ]
+    feed(hl7("DFT^P03^DFT_P03", "20240103080000", PID, PV1, *variants))
+    other_visit = PV1.replace("V-1^", "V-2^")
+    feed(hl7("DFT^P03^DFT_P03", "20240104080000", PID, other_visit, COPAY))
+    assert [(t[0], t[2], t[3], t[4]) for t in _transactions(engine)] == [
+        (1, "PY", "-10", 1),
+        (2, "PY", "-10", 1),
+        (3, "PY", "-10", 1),
+        (4, "PY", "-10", 1),
+        (5, "PY", "-12", 1),
+        (6, "CG", "-10", 1),
+        (7, "PY", "-10", 2),
     ]
 
 

@@ -112,3 +112,26 @@ def test_results_for_an_unknown_patient_create_it(feed):
         "NEW",
     )
     assert patient["orders"][0]["observations"][0]["value"] == "ok"
+
+
+def test_an_order_is_found_by_its_number_and_namespace_and_never_moved(feed, engine):
+    """Two labs' F-1 are two orders; a lab's F-1 named under another patient is a conflict, not a move."""
+    other = PID.replace("P-1^^^PMS", "P-2^^^PMS").replace("DOE^JANE^Q", "ROE^RICHARD").replace("|F|", "|M|")
+    obx = "OBX|1|NM|GLU^Glucose^L||5.4|mmol/L|||||F"
+    feed(hl7("ORU^R01", "20240101080000", PID, "OBR|1||F-1^LAB_A|GLU^Glucose^L", obx, sender="LAB_A"))
+    feed(hl7("ORU^R01", "20240101090000", other, "OBR|1||F-1^LAB_B|GLU^Glucose^L", obx, sender="LAB_B"))
+    _, moved = feed(
+        hl7("ORU^R01", "20240101100000", other, "OBR|1||F-1^LAB_A|GLU^Glucose^L", obx.replace("5.4", "7"))
+    )
+    assert moved.detail == "patient 2; identity conflict flagged (order_other_patient)"
+    orders = [get_patient(engine, patient)["orders"] for patient in (1, 2)]
+    assert [
+        [(o["filler_number"], o["filler_namespace"], o["observations"][0]["value"]) for o in found]
+        for found in orders
+    ] == [[("F-1", "LAB_A", "5.4")], [("F-1", "LAB_B", "5.4")]]
+    (conflict,) = get_patient(engine, 2)["conflicts"]
+    assert (conflict["kind"], conflict["other_patient_id"], conflict["authority"]) == (
+        "order_other_patient",
+        1,
+        "LAB_A",
+    )

@@ -101,3 +101,36 @@ def test_sch_25_gives_the_status_of_a_booking(feed):
     pending = get_patient(feed.engine, 1)["appointments"][0]["status"]
     feed(hl7("SIU^S13^SIU_S12", "20240102080000", SCH, PID))
     assert (pending, get_patient(feed.engine, 1)["appointments"][0]["status"]) == ("Pending", "Booked")
+
+
+def test_appointment_ids_of_two_namespaces_are_two_appointments(feed, engine):
+    """APT001A of clinic A (SCH-2.2) and of clinic B (its MSH-3) are two appointments, each found again."""
+    other = PID.replace("P-1^^^PMS", "P-2^^^PMS").replace("DOE^JANE^Q", "ROE^RICHARD").replace("|F|", "|M|")
+    sch_a = "SCH||APT001A^CLINIC_A||||||||30|min|^^30^20240110090000"
+    sch_b = "SCH||APT001A||||||||30|min|^^30^20240111090000"
+    feed(hl7("SIU^S12^SIU_S12", "20240101080000", sch_a, PID))
+    feed(hl7("SIU^S12^SIU_S12", "20240101090000", sch_b, other, sender="CLINIC_B"))
+    feed(hl7("SIU^S15^SIU_S12", "20240102080000", sch_b, other, sender="CLINIC_B"))
+    (first,) = get_patient(engine, 1)["appointments"]
+    (second,) = get_patient(engine, 2)["appointments"]
+    assert [(a["filler_id"], a["filler_namespace"], a["status"]) for a in (first, second)] == [
+        ("APT001A", "CLINIC_A", "Booked"),
+        ("APT001A", "CLINIC_B", "Cancelled"),
+    ]
+
+
+def test_an_appointment_named_for_another_patient_is_not_moved(feed, engine):
+    """An SIU naming patient 1's appointment under patient 2 leaves it and flags a conflict, once."""
+    other = PID.replace("P-1^^^PMS", "P-2^^^PMS").replace("DOE^JANE^Q", "ROE^RICHARD").replace("|F|", "|M|")
+    sch = "SCH||APT001A||||||||30|min|^^30^20240110090000"
+    feed(hl7("SIU^S12^SIU_S12", "20240101080000", sch, PID))
+    _, moved = feed(hl7("SIU^S15^SIU_S12", "20240102080000", sch, other))
+    _, again = feed(hl7("SIU^S15^SIU_S12", "20240102080000", sch, other))
+    assert moved.detail == "patient 2; identity conflict flagged (appointment_other_patient)"
+    assert again.detail == "patient 2; identity conflict already open (appointment_other_patient)"
+    (appointment,) = get_patient(engine, 1)["appointments"]
+    assert (appointment["status"], get_patient(engine, 2)["appointments"]) == ("Booked", [])
+    assert [
+        (c["kind"], c["patient_id"], c["other_patient_id"], c["authority"], c["value"])
+        for c in get_patient(engine, 2)["conflicts"]
+    ] == [("appointment_other_patient", 2, 1, "PMS", "APT001A")]

@@ -1,4 +1,4 @@
-"""engine/cli/fhir.py: ``hl7engine fhir FILE...`` prints one FHIR Bundle per message."""
+"""engine/cli/convert.py: ``hl7engine convert --to fhir FILE...`` prints one FHIR Bundle per message."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ def test_each_message_of_each_file_is_printed_as_a_bundle(tmp_path):
     )
     (tmp_path / "adt.hl7").write_bytes(adt)
     result = subprocess.run(
-        [*ENGINE, "fhir", str(tmp_path / "adt.hl7"), str(batch)], capture_output=True, text=True, timeout=60
+        [*ENGINE, "convert", "--to", "fhir", str(tmp_path / "adt.hl7"), str(batch)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert (result.returncode, result.stderr) == (0, "")
     bundles = documents(result.stdout)
@@ -55,7 +58,11 @@ def test_collection_bundles_and_unreadable_files(tmp_path):
     broken = tmp_path / "broken.hl7"
     broken.write_text("PID|1||X\r")
     result = subprocess.run(
-        [*ENGINE, "fhir", "--bundle-type", "collection", str(broken), str(SAMPLES / "oru_r01.hl7")],
+        [
+            *ENGINE,
+            *("convert", "--to", "fhir", "--bundle-type", "collection"),
+            *(str(broken), str(SAMPLES / "oru_r01.hl7")),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -65,3 +72,23 @@ def test_collection_bundles_and_unreadable_files(tmp_path):
     [bundle] = documents(result.stdout)
     assert bundle["type"] == "collection"
     assert all("request" not in entry for entry in bundle["entry"])
+
+
+def test_bundle_type_goes_with_fhir_only_and_output_dir_writes_json(tmp_path):
+    """--bundle-type with --to xml is a usage error (exit 2); --output-dir writes <name>.<n>.json."""
+    wrong = subprocess.run(
+        [*ENGINE, "convert", "--to", "xml", "--bundle-type", "collection", str(SAMPLES / "adt_a01.hl7")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 2 and "--bundle-type goes with --to fhir" in wrong.stderr
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [*ENGINE, "convert", "--to", "fhir", "--output-dir", str(out), str(SAMPLES / "siu_s12.hl7")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    Bundle.model_validate(json.loads((out / "siu_s12.1.json").read_text(encoding="utf-8")))

@@ -1,0 +1,96 @@
+"""The part of a channels.yaml that commands on the store need: the engine block and the names in it.
+
+``hl7engine messages``, ``resend``, ``nodes``... read the store and never run a channel, so they
+neither build the listeners and channels nor import a ``python:`` transform module: this loader
+validates only the ``engine`` block (the store, its keys, the data folder; not ``engine.http``)
+and reads the channel and destination names as written. ``hl7engine check`` and ``run`` use
+``engine.config`` for all of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from ruamel.yaml import YAMLError
+
+from engine.configengine import EngineSettings
+from engine.configtypes import Frozen
+from engine.configyaml import ConfigProblem, format_path, read_config_text, read_document, validation_problems
+from engine.configyaml import yaml_error as describe_yaml_error
+from engine.errors import ConfigError
+
+__all__ = ["StoreSide", "load_store_side"]
+
+
+class _EngineBlock(Frozen):
+    engine: EngineSettings = Field(default_factory=dict, validate_default=True)
+
+
+@dataclass(frozen=True)
+class StoreSide:
+    """The engine settings of a config, and its channels' names with their destinations' names."""
+
+    engine: EngineSettings
+    channels: Mapping[str, tuple[str, ...]]
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the message store."""
+        return self.engine.store_url
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        """Every destination name of every channel, sorted, once each."""
+        return tuple(sorted({name for names in self.channels.values() for name in names}))
+
+
+def load_store_side(path: str | Path, *, environ: Mapping[str, str] | None = None) -> StoreSide:
+    """Read a channels.yaml for its engine block and names; ConfigError lists the engine block's problems."""
+    text, source_path = read_config_text(path)
+    source, environ = str(path), os.environ if environ is None else environ
+    try:
+        document = read_document(text, environ)
+    except YAMLError as error:
+        line, message = describe_yaml_error(error)
+        raise ConfigError([ConfigProblem("", line, message, source)]) from None
+    data = document.data if isinstance(document.data, dict) else {}
+    engine = data.get("engine")
+    # engine.http is the web server's (its endpoint is checked with Twisted, slow to import): not needed here.
+    block = {"engine": {k: v for k, v in engine.items() if k != "http"}} if isinstance(engine, dict) else {}
+    if "engine" in data and not isinstance(engine, dict):
+        block = {"engine": engine}
+    problems = [(loc, message) for loc, message in document.problems if loc[:1] == ("engine",)]
+    settings = None
+    try:
+        settings = _EngineBlock.model_validate(
+            block,
+            context={"base_dir": source_path.parent, "source_path": source_path, "environ": environ},
+        ).engine
+    except ValidationError as error:
+        problems += validation_problems(block, error)
+    if problems:
+        raise ConfigError(
+            [
+                ConfigProblem(format_path(loc), document.line_of(loc), message, source)
+                for loc, message in problems
+            ]
+        )
+    return StoreSide(settings, _names(data.get("channels")))
+
+
+def _names(channels) -> dict[str, tuple[str, ...]]:
+    """Channel name -> its destinations' names, as written (the full loader checks them)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for channel in channels if isinstance(channels, list) else ():
+        if isinstance(channel, dict) and isinstance(channel.get("name"), str):
+            destinations = channel.get("destinations")
+            found[channel["name"]] = tuple(
+                d["name"]
+                for d in (destinations if isinstance(destinations, list) else ())
+                if isinstance(d, dict) and isinstance(d.get("name"), str)
+            )
+    return found

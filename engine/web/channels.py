@@ -1,0 +1,356 @@
+"""The dashboard's API: listeners, channels and destinations with their counts and state; pause and resume.
+
+    GET  /api/channels?window=5m|1h|24h          viewer    every channel and destination, counted
+    GET  /api/listeners?window=...               viewer    every listener: bound, connections, received
+    POST /api/channels/{name}/pause|resume       operator  every destination of the channel
+    POST /api/channels/{name}/destinations/{destination}/pause|resume   operator
+
+Counts come from the store (engine.store.dashboard), so they survive a restart and agree across
+the nodes sharing it; the state of listeners is this process's. Names, counts, times and reasons
+(codes and causes, engine.channels.destinations.policy): never message content. A pause is
+written to the store (engine.store.controls), audited, and applied by every process within about
+a second; this process's ``PauseWatch`` reads it at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from twisted.internet import defer
+
+from engine.channels.pausing import Controls, is_paused
+from engine.channels.spec import ChannelConfig, ChannelDestinationConfig, RecordDestinationConfig
+from engine.model import Status, utc_now
+from engine.store.dashboard import DashboardCounts, QueueState
+from engine.web.audit import Auditor
+from engine.web.auth import authenticated
+from engine.web.responses import JsonResource, Reply, error_reply, json_reply, send, serve
+
+__all__ = [
+    "OPENAPI_PATHS",
+    "WINDOWS",
+    "ChannelsApi",
+    "ListenerState",
+    "ListenersApi",
+    "Overview",
+    "dashboard_resources",
+    "window_of",
+]
+
+#: The windows the counts are taken over, by the name the API takes.
+WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(hours=24)}
+DEFAULT_WINDOW = "1h"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerState:
+    """A listener of this process as it is now."""
+
+    name: str
+    type: str  # mllp or file
+    endpoint: str  # the endpoint string, or the directory polled
+    bound: bool
+    port: int | None
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """What the engine runs now: its channels as configured and its listeners' state."""
+
+    channels: Sequence[ChannelConfig]
+    listeners: Sequence[ListenerState]
+
+
+def window_of(request) -> tuple[str, timedelta] | Reply:
+    """The ``window`` parameter (default 1h) and its length, or the 400 to send."""
+    args = request.args or {}
+    unknown = sorted(name.decode("utf-8", "replace") for name in args if name != b"window")
+    if unknown:
+        return error_reply(400, f"unknown parameter(s): {', '.join(unknown)}")
+    name = args.get(b"window", [DEFAULT_WINDOW.encode()])[-1].decode("utf-8", "replace")
+    if name not in WINDOWS:
+        return error_reply(400, f"window must be one of {', '.join(WINDOWS)}")
+    return name, WINDOWS[name]
+
+
+def _destination_type(destination) -> str:
+    if isinstance(destination, ChannelDestinationConfig):
+        return "channel"
+    if isinstance(destination, RecordDestinationConfig):
+        return "record"
+    return destination.settings.type
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _per_minute(count: int, window: timedelta) -> float:
+    return round(count / (window.total_seconds() / 60.0), 3)
+
+
+def _destination_json(channel: str, destination, state: QueueState, pauses, counts: DashboardCounts, window):
+    own = pauses.get((channel, destination.name))
+    sent = state.settled.get(Status.SENT, 0)
+    return {
+        "name": destination.name,
+        "type": _destination_type(destination),
+        "on_error": destination.queue.on_error,
+        "paused": own.to_json_dict() if own is not None else None,
+        "held": is_paused(pauses, channel, destination.name) is not None,
+        "halted": own is not None and own.halted_delivery is not None,
+        "counts": {
+            "sent": sent,
+            "errored": state.settled.get(Status.ERROR, 0),
+            "filtered": state.settled.get(Status.FILTERED, 0),
+        },
+        "sent_per_minute": _per_minute(sent, window),
+        "queue_depth": state.depth,
+        "oldest_queued_at": _time(state.oldest_queued_at),
+        "oldest_queued_age_seconds": (
+            round((counts.at - state.oldest_queued_at).total_seconds(), 3) if state.oldest_queued_at else None
+        ),
+        "consecutive_failures": state.head_attempts,
+        "failing_reason": state.head_reason if state.head_attempts else "",
+        "last_error": state.last_error,
+        "last_error_at": _time(state.last_error_at),
+    }
+
+
+def channels_json(overview: Overview, counts: DashboardCounts, pauses, window_name: str) -> dict:
+    """The body of ``GET /api/channels``: each channel with its counts, queues and pauses."""
+    window = WINDOWS[window_name]
+    channels = []
+    for channel in overview.channels:
+        by_status = counts.channels.get(channel.name, {})
+        received = sum(by_status.values())
+        pause = pauses.get((channel.name, ""))
+        channels.append(
+            {
+                "name": channel.name,
+                "enabled": channel.enabled,
+                "source": channel.source,
+                "paused": pause.to_json_dict() if pause is not None else None,
+                "counts": {
+                    "received": received,
+                    "filtered": by_status.get(Status.FILTERED, 0),
+                    "queued": by_status.get(Status.QUEUED, 0),
+                    "sent": by_status.get(Status.SENT, 0),
+                    "errored": by_status.get(Status.ERROR, 0),
+                    "rejected": by_status.get(Status.REJECTED, 0),
+                },
+                "queued_now": counts.channels_queued.get(channel.name, 0),
+                "received_per_minute": _per_minute(received, window),
+                "destinations": [
+                    _destination_json(
+                        channel.name,
+                        destination,
+                        counts.queues.get((channel.name, destination.name), QueueState()),
+                        pauses,
+                        counts,
+                        window,
+                    )
+                    for destination in channel.destinations
+                ],
+            }
+        )
+    return {
+        "at": counts.at.isoformat(),
+        "window": window_name,
+        "since": counts.since.isoformat(),
+        "channels": channels,
+    }
+
+
+def listeners_json(overview: Overview, counts: DashboardCounts, window_name: str) -> dict:
+    """The body of ``GET /api/listeners``."""
+    window = WINDOWS[window_name]
+    return {
+        "at": counts.at.isoformat(),
+        "window": window_name,
+        "listeners": [
+            {
+                "name": listener.name,
+                "type": listener.type,
+                "endpoint": listener.endpoint,
+                "bound": listener.bound,
+                "port": listener.port,
+                "connections": listener.connections,
+                "received": counts.listeners.get(listener.name, 0),
+                "received_per_minute": _per_minute(counts.listeners.get(listener.name, 0), window),
+                "last_received_at": _time(counts.last_received.get(listener.name)),
+            }
+            for listener in overview.listeners
+        ],
+    }
+
+
+class _Dashboard(JsonResource):
+    """What both GET resources share: the overview, the counts over the window, the pauses.
+
+    Subclasses give ``document(overview, counts, pauses, window_name)``, the JSON body.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self, controls: Controls, overview: Callable[[], Overview], *, clock: Callable[[], datetime]
+    ):
+        super().__init__()
+        self._controls = controls
+        self._overview = overview
+        self._clock = clock
+
+    @defer.inlineCallbacks
+    def gather(self, window: timedelta):
+        """Fires with (overview, counts, pauses)."""
+        overview = self._overview()
+        queues = [(c.name, d.name) for c in overview.channels for d in c.destinations]
+        counts = yield self._controls.counts(self._clock() - window, queues)
+        pauses = yield self._controls.pauses()
+        return overview, counts, pauses
+
+    def document(self, overview: Overview, counts: DashboardCounts, pauses, window_name: str) -> dict:
+        """The JSON body of a GET."""
+        raise NotImplementedError
+
+    def render_GET(self, request) -> int | bytes:
+        if request.postpath not in ([], [b""]):
+            return send(request, error_reply(404, "no such resource"))
+        window = window_of(request)
+        if isinstance(window, Reply):
+            return send(request, window)
+        name, length = window
+        d = self.gather(length)
+        return serve(request, d.addCallback(lambda got: json_reply(self.document(*got, name))))
+
+
+class ListenersApi(_Dashboard):
+    """``GET /api/listeners``: every listener of this process, with what it received in the window."""
+
+    def document(self, overview: Overview, counts: DashboardCounts, pauses, window_name: str) -> dict:
+        return listeners_json(overview, counts, window_name)
+
+
+class ChannelsApi(_Dashboard):
+    """``/api/channels``: the channels counted (GET), and pausing or resuming them (POST)."""
+
+    def __init__(
+        self,
+        controls: Controls,
+        overview: Callable[[], Overview],
+        auditor: Auditor,
+        *,
+        clock: Callable[[], datetime],
+        paused: Callable[[], None] = lambda: None,
+    ):
+        """``paused()`` is told once a pause or resume is written (this process applies it at once)."""
+        super().__init__(controls, overview, clock=clock)
+        self._auditor = auditor
+        self._paused = paused
+
+    def document(self, overview: Overview, counts: DashboardCounts, pauses, window_name: str) -> dict:
+        return channels_json(overview, counts, pauses, window_name)
+
+    def render_POST(self, request) -> int | bytes:
+        path = [part.decode("utf-8", "replace") for part in request.postpath]
+        if len(path) == 2:
+            channel, action = path
+            destination = ""
+        elif len(path) == 4 and path[1] == "destinations":
+            channel, _, destination, action = path
+        else:
+            return send(request, error_reply(404, "no such resource"))
+        if action not in ("pause", "resume"):
+            return send(request, error_reply(404, "no such resource"))
+        if request.args:
+            return send(request, error_reply(400, f"{action} takes no parameters"))
+        known = {c.name: {d.name for d in c.destinations} for c in self._overview().channels}
+        if channel not in known:
+            return send(request, error_reply(404, f"no channel {channel!r}"))
+        if destination and destination not in known[channel]:
+            return send(request, error_reply(404, f"channel {channel!r} has no destination {destination!r}"))
+        return serve(request, self._change(request, action, channel, destination))
+
+    @defer.inlineCallbacks
+    def _change(self, request, action: str, channel: str, destination: str):
+        what = f"channel={channel}" + (f" destination={destination}" if destination else "")
+        yield self._auditor.record(request, action, detail=what)
+        if action == "pause":
+            changed = yield self._controls.pause(channel, destination, by=authenticated(request).user)
+        else:
+            changed = (yield self._controls.resume(channel, destination)) is not None
+        self._paused()
+        return json_reply(
+            {"channel": channel, "destination": destination or None, "action": action, "changed": changed}
+        )
+
+
+def dashboard_resources(
+    controls: Controls,
+    overview: Callable[[], Overview],
+    auditor: Auditor,
+    *,
+    paused: Callable[[], None] = lambda: None,
+    clock: Callable[[], datetime] = utc_now,
+) -> dict[str, JsonResource]:
+    """The dashboard's resources by the path they are mounted at (behind the login)."""
+    return {
+        "api/channels": ChannelsApi(controls, overview, auditor, clock=clock, paused=paused),
+        "api/listeners": ListenersApi(controls, overview, clock=clock),
+    }
+
+
+def _operation(summary: str, role: str, *, post: bool = False) -> dict:
+    parameters = (
+        []
+        if post
+        else [
+            {
+                "name": "window",
+                "in": "query",
+                "schema": {"type": "string", "enum": list(WINDOWS), "default": "1h"},
+            }
+        ]
+    )
+    return {
+        "summary": summary,
+        "x-role": role,
+        "parameters": parameters,
+        "responses": {"200": {"description": "JSON"}, "400": {"description": "bad parameter"}},
+    }
+
+
+_NAME = {"in": "path", "required": True, "schema": {"type": "string"}}
+OPENAPI_PATHS: dict = {
+    "/api/channels": {
+        "get": _operation(
+            "Every channel and destination with its counts over the window, queue and pause", "viewer"
+        )
+    },
+    "/api/listeners": {"get": _operation("Every listener: bound, connections, messages received", "viewer")},
+    "/api/channels/{name}/{action}": {
+        "parameters": [
+            {"name": "name", **_NAME},
+            {"name": "action", **_NAME, "schema": {"enum": ["pause", "resume"]}},
+        ],
+        "post": _operation(
+            "Pause or resume every destination of a channel (the queues keep filling)", "operator", post=True
+        ),
+    },
+    "/api/channels/{name}/destinations/{destination}/{action}": {
+        "parameters": [
+            {"name": "name", **_NAME},
+            {"name": "destination", **_NAME},
+            {"name": "action", **_NAME, "schema": {"enum": ["pause", "resume"]}},
+        ],
+        "post": _operation(
+            "Pause or resume one destination; resuming a halted queue retries its failed delivery first",
+            "operator",
+            post=True,
+        ),
+    },
+}

@@ -1,0 +1,54 @@
+"""engine/cli/app.py: commands imported on use, and progress shown without a terminal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from engine.cli.app import progress
+from engine.store.db import create_engine_for
+from engine.store.migrations import upgrade
+from tests.fakes.harness import free_port
+from tests.fakes.process import write_config
+
+_IMPORTED = """
+import sys
+from engine.cli import main
+try:
+    main(sys.argv[1:], standalone_mode=False)
+finally:
+    heavy = sorted({name.split(".")[0] for name in sys.modules} & {"twisted", "sqlalchemy", "hl7apy"})
+    print("imported:" + ",".join(heavy), file=sys.stderr)
+"""
+
+
+def _imported(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_help_and_store_commands_do_not_import_twisted(tmp_path):
+    """`--help` imports neither Twisted nor SQLAlchemy; `messages list` (with engine.http) no Twisted."""
+    assert _imported("--help") == "imported:"
+    config = write_config(tmp_path, free_port())
+    config.write_text(
+        config.read_text().replace(
+            "engine:\n", 'engine:\n  http:\n    endpoint: "tcp:0:interface=127.0.0.1"\n', 1
+        )
+    )
+    (tmp_path / "data").mkdir()
+    upgrade(create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}"))
+    assert _imported("messages", "list", "-c", str(config)) == "imported:sqlalchemy"
+
+
+def test_progress_without_a_terminal_prints_a_line_per_interval(capsys):
+    """Without a terminal each interval prints "label: done/total" on stderr, the last count at the end."""
+    with progress(range(3), 3, "sending", every_seconds=0) as items:
+        assert list(items) == [0, 1, 2]
+    assert capsys.readouterr().err.splitlines() == ["sending: 1/3", "sending: 2/3", "sending: 3/3"]
+    with progress(range(3), 3, "sending", every_seconds=3600) as items:
+        list(items)
+    assert capsys.readouterr().err == ""  # a quick run says nothing
