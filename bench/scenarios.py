@@ -45,7 +45,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "patient-record",
             "(3) Patient record ingest of a mixed ADT/SIU/ORU/DFT stream",
-            systems=("engine",),
+            systems=("engine", "engine-w1"),
             run=functools.partial(sweep, variants=(patient_record.measure_row,)),
             figures=patient_record.figures,
             check=targets.patient_record,

@@ -6,6 +6,7 @@ Reading the YAML itself (lines, environment variables, YAML errors) is engine/co
 from __future__ import annotations
 
 import base64
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -900,3 +901,30 @@ def test_a_cluster_is_a_postgresql_store_with_an_address_the_other_nodes_reach()
     assert [(path, line) for path, line, _ in found] == [(path, line) for path, line, _ in expected]
     for (_, _, message), (_, _, start) in zip(found, expected, strict=True):
         assert message.startswith(start), message
+
+
+def test_a_fhir_destination_is_configured_and_its_problems_located():
+    """type: fhir takes its keys; an unknown zone or key is reported at its YAML path."""
+    channel = """\
+    channels:
+      - name: adt
+        source: pms
+        accept: {types: [ADT]}
+        destinations:
+          - name: fhir
+            type: fhir
+            url: https://fhir.example/r4
+            time_zone: %s
+    """
+    config = parse(LISTENER + textwrap.dedent(channel % "Europe/Berlin"))
+    [destination] = config.channels[0].destinations
+    assert (destination.type, destination.url, destination.time_zone) == (
+        "fhir",
+        "https://fhir.example/r4",
+        "Europe/Berlin",
+    )
+    found = problems(LISTENER + textwrap.dedent(channel % "Nowhere/Land" + "        charset: utf-8\n"))
+    assert [(path, line) for path, line, _ in found] == [
+        ("channels[0].destinations[0].time_zone", 13),
+        ("channels[0].destinations[0].charset", 14),
+    ]

@@ -18,6 +18,9 @@ LAYERS = {
     "configtypes": 0,
     "lograte": 0,
     "hl7": 1,
+    # v2 -> FHIR R4 pieces (code systems, concepts, value maps, the message mapping): the record's
+    # $everything export and the fhir destination both build on them.
+    "fhirmap": 1,
     "store": 2,
     "record": 2,
     "transforms": 3,
@@ -36,6 +39,7 @@ LAYERS = {
 #: Parts of one layer that may use each other, in this direction only.
 BESIDE = {
     ("record", "store"),
+    ("fhirmap", "hl7"),
     ("config", "configyaml"),
     ("config", "configengine"),
     ("configstore", "configyaml"),

@@ -7,12 +7,18 @@ from typing import TYPE_CHECKING
 
 from engine.channels.channel import Channel
 from engine.channels.destinations.base import Destination
+from engine.channels.destinations.fhir import FHIRDestination
 from engine.channels.destinations.file import FileDestination
 from engine.channels.destinations.handoff import ChannelHandoff
 from engine.channels.destinations.http import HTTPDestination
 from engine.channels.destinations.mllp import MLLPDestination
 from engine.channels.destinations.record import RecordDestination
-from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
+from engine.channels.destinations.spec import (
+    FhirDestinationSettings,
+    FileSettings,
+    HttpDestinationSettings,
+    MllpSettings,
+)
 from engine.channels.dispatcher import RetryPolicy
 from engine.channels.journal import Journals
 from engine.channels.leases import LOCAL_LEASES, Leases
@@ -49,7 +55,10 @@ def retry_policy(queue: QueueSettings) -> RetryPolicy:
 
 
 def build_destination(
-    name: str, settings: MllpSettings | FileSettings | HttpDestinationSettings, *, reactor
+    name: str,
+    settings: MllpSettings | FileSettings | HttpDestinationSettings | FhirDestinationSettings,
+    *,
+    reactor,
 ) -> Destination:
     """The destination the settings' type describes (subclasses of the settings models included)."""
     if isinstance(settings, MllpSettings):
@@ -58,6 +67,8 @@ def build_destination(
         return FileDestination(name, settings, reactor=reactor)
     if isinstance(settings, HttpDestinationSettings):
         return HTTPDestination(name, settings, reactor=reactor)
+    if isinstance(settings, FhirDestinationSettings):
+        return FHIRDestination(name, settings, reactor=reactor)
     raise TypeError(f"no destination type takes {type(settings).__name__} settings")
 
 

@@ -13,7 +13,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from engine.channels.destinations.spec import FileSettings, HttpDestinationSettings, MllpSettings
+from engine.channels.destinations.spec import (
+    FhirDestinationSettings,
+    FileSettings,
+    HttpDestinationSettings,
+    MllpSettings,
+)
 from engine.configtypes import Frozen, HL7Text, Name, Seconds, check_not_empty
 from engine.transforms.spec import FilterSpec, TransformSpec
 
@@ -129,6 +134,12 @@ class HttpDestinationConfig(_DestinationCommon, HttpDestinationSettings):
     type: Literal["http"]
 
 
+class FhirDestinationConfig(_DestinationCommon, FhirDestinationSettings):
+    """POST each message as a FHIR R4 transaction Bundle to a FHIR server."""
+
+    type: Literal["fhir"]
+
+
 class ChannelDestinationConfig(_DestinationCommon):
     """Hand each message to another channel."""
 
@@ -156,6 +167,7 @@ AnyDestination = Annotated[
     MllpDestinationConfig
     | FileDestinationConfig
     | HttpDestinationConfig
+    | FhirDestinationConfig
     | ChannelDestinationConfig
     | RecordDestinationConfig,
     Field(discriminator="type"),

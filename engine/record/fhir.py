@@ -10,41 +10,27 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from engine.record.fhir_common import authority_uri, compact, concept, entity_identifiers, reference
+from engine.fhirmap.common import (
+    ADDRESS_USE,
+    ALLERGY_CATEGORY,
+    APPOINTMENT_STATUS,
+    CRITICALITY,
+    ENCOUNTER_CLASS,
+    GENDER,
+    NAME_USE,
+    RELATIONSHIP,
+    TRANSACTION_TYPES,
+    authority_uri,
+    compact,
+    concept,
+    entity_identifiers,
+    reference,
+    telecom,
+)
 from engine.record.fhir_results import order_resources
 from engine.record.query import get_patient
 
 __all__ = ["bundle", "everything", "patient_resource"]
-
-
-_GENDER = {"F": "female", "M": "male", "O": "other", "A": "other", "U": "unknown", "N": "unknown"}
-_NAME_USE = {"L": "official", "D": "usual", "M": "maiden", "N": "nickname", "A": "anonymous", "C": "old"}
-_ADDRESS_USE = {"H": "home", "B": "work", "O": "work", "C": "temp", "BA": "old"}
-_ENCOUNTER_CLASS = {"I": "IMP", "O": "AMB", "E": "EMER", "P": "PRENC", "R": "AMB", "B": "IMP"}
-_ALLERGY_CATEGORY = {
-    "DA": "medication",
-    "FA": "food",
-    "EA": "environment",
-    "AA": "environment",
-    "PA": "environment",
-    "LA": "environment",
-}
-_CRITICALITY = {"SV": "high", "MO": "low", "MI": "low"}
-_RELATIONSHIP = {"SEL": "self", "SPO": "spouse", "CHD": "child", "DOM": "common"}
-_APPOINTMENT_STATUS = {
-    "booked": "booked",
-    "cancelled": "cancelled",
-    "noshow": "noshow",
-    "deleted": "entered-in-error",
-    "complete": "fulfilled",
-    "started": "arrived",
-    "arrived": "arrived",
-    "pending": "pending",
-    "waitlist": "waitlist",
-    "overbook": "booked",
-    "dc": "cancelled",
-}
-_TRANSACTION_TYPES = {"CG": "Charge", "CD": "Credit", "PY": "Payment", "AJ": "Adjustment", "CO": "Co-payment"}
 
 
 def everything(engine: sa.Engine, patient_id: int, *, base_url: str = "urn:hl7engine:fhir") -> dict | None:
@@ -98,7 +84,7 @@ def patient_resource(record: dict) -> dict:
     ]
     names = [
         {
-            "use": _NAME_USE.get(name["name_type"] or ""),
+            "use": NAME_USE.get(name["name_type"] or ""),
             "family": name["family"],
             "given": [part for part in (name["given"], name["middle"]) if part],
             "prefix": [name["prefix"]] if name["prefix"] else [],
@@ -106,12 +92,10 @@ def patient_resource(record: dict) -> dict:
         }
         for name in record["names"]
     ]
-    telecoms = [
-        _telecom(telecom["value"], telecom["use"], telecom["equipment"]) for telecom in record["telecoms"]
-    ]
+    telecoms = [telecom(point["value"], point["use"], point["equipment"]) for point in record["telecoms"]]
     addresses = [
         {
-            "use": _ADDRESS_USE.get(address["address_type"] or ""),
+            "use": ADDRESS_USE.get(address["address_type"] or ""),
             "line": [line for line in (address["line1"], address["line2"]) if line],
             "city": address["city"],
             "state": address["state"],
@@ -128,7 +112,7 @@ def patient_resource(record: dict) -> dict:
                 )
             ],
             "name": {"family": contact["family"], "given": [contact["given"]] if contact["given"] else []},
-            "telecom": [_telecom(contact["phone"], "home", None)] if contact["phone"] else [],
+            "telecom": [telecom(contact["phone"], "home", None)] if contact["phone"] else [],
         }
         for contact in record["contacts"]
     ]
@@ -149,7 +133,7 @@ def patient_resource(record: dict) -> dict:
         "identifier": identifiers,
         "name": names,
         "telecom": telecoms,
-        "gender": _GENDER.get((record["sex"] or "")[:1]) if record["sex"] else None,
+        "gender": GENDER.get((record["sex"] or "")[:1]) if record["sex"] else None,
         "birthDate": record["birth_date"],
         "address": addresses,
         "maritalStatus": concept(record["marital_status"], None, "HL70002"),
@@ -162,11 +146,6 @@ def patient_resource(record: dict) -> dict:
     elif record["deceased"] is not None:
         patient["deceasedBoolean"] = record["deceased"]
     return compact(patient)
-
-
-def _telecom(value: str | None, use: str, equipment: str | None) -> dict:
-    system = "email" if value and "@" in value else "phone"
-    return {"system": system, "value": value, "use": "mobile" if equipment == "CP" else use}
 
 
 def _encounter(visit: dict, subject: dict) -> dict:
@@ -190,7 +169,7 @@ def _encounter(visit: dict, subject: dict) -> dict:
         )
         if person_id or name
     ]
-    class_code = _ENCOUNTER_CLASS.get(visit["patient_class"] or "")
+    class_code = ENCOUNTER_CLASS.get(visit["patient_class"] or "")
     encounter_class = (
         {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": class_code}
         if class_code
@@ -229,8 +208,8 @@ def _allergy(allergy: dict, subject: dict) -> dict:
                     }
                 ]
             },
-            "category": [_ALLERGY_CATEGORY.get(allergy["allergy_type"] or "")],
-            "criticality": _CRITICALITY.get(allergy["severity"] or ""),
+            "category": [ALLERGY_CATEGORY.get(allergy["allergy_type"] or "")],
+            "criticality": CRITICALITY.get(allergy["severity"] or ""),
             "code": concept(allergy["code"], allergy["text"], allergy["system"]),
             "patient": subject,
             "recordedDate": allergy["identified_date"],
@@ -287,7 +266,7 @@ def _coverage(coverage: dict, subject: dict) -> dict:
         if value
     ]
     relationship = (
-        _RELATIONSHIP.get(coverage["relationship"] or "", "other") if coverage["relationship"] else None
+        RELATIONSHIP.get(coverage["relationship"] or "", "other") if coverage["relationship"] else None
     )
     return compact(
         {
@@ -320,7 +299,7 @@ def _coverage(coverage: dict, subject: dict) -> dict:
 
 
 def _appointment(appointment: dict, subject: dict) -> dict:
-    status = _APPOINTMENT_STATUS.get((appointment["status"] or "").lower(), "booked")
+    status = APPOINTMENT_STATUS.get((appointment["status"] or "").lower(), "booked")
     participants = [{"actor": {**subject}, "status": "accepted"}]
     services = []
     for resource in appointment["resources"]:
@@ -367,7 +346,7 @@ def _charge(transaction: dict, subject: dict) -> dict:
         {
             "system": "http://terminology.hl7.org/CodeSystem/v2-0017",
             "code": kind,
-            "display": _TRANSACTION_TYPES.get(kind),
+            "display": TRANSACTION_TYPES.get(kind),
         }
         if kind
         else None
@@ -385,7 +364,7 @@ def _charge(transaction: dict, subject: dict) -> dict:
             "id": str(transaction["id"]),
             "identifier": [{"value": transaction["transaction_id"]}] if transaction["transaction_id"] else [],
             "status": "billed",
-            "code": code or {"text": _TRANSACTION_TYPES.get(kind, "Transaction")},
+            "code": code or {"text": TRANSACTION_TYPES.get(kind, "Transaction")},
             "subject": subject,
             "context": reference("Encounter", transaction["visit_id"]),
             "occurrenceDateTime": transaction["transaction_at"],

@@ -84,6 +84,6 @@ def test_convert_reports_what_it_cannot_convert_and_exits_1(tmp_path):
 
 def test_targets_are_a_table_of_name_to_function_and_suffix():
     """Each target is (function of one message's ER7 text, file suffix): where another target plugs in."""
-    assert sorted(TARGETS) == ["er7", "xml"]
+    assert sorted(TARGETS) == ["er7", "fhir", "xml"]
     convert, suffix = TARGETS["er7"]
     assert (convert("MSH|^~\\&|A\nPID|1\n"), suffix) == ("MSH|^~\\&|A\rPID|1\r", ".hl7")

@@ -126,9 +126,6 @@ def test_every_message_sent_twice_leaves_the_record_as_once(engine, second_engin
         assert {o["status"] for order in record["orders"] for o in order["observations"]} == {"C", "F"}
 
 
-@pytest.mark.xfail(
-    strict=False, reason="a repeated A40 writes a second merge row until merges are idempotent"
-)
 @pytest.mark.parametrize("resend", [twice_in_a_row, sent_again], ids=["each-twice", "stream-twice"])
 def test_a_merge_sent_twice_is_done_once(engine, second_engine, resend):
     """An A40 of the same prior and survivor sent again records no second merge."""

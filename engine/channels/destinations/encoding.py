@@ -2,9 +2,11 @@
 
 ``ENCODINGS`` is a small table, name -> function of (payload, settings, charset): ``er7`` sends
 the payload as it is, ``xml`` its v2.xml (``engine.hl7.xml``), or what the destination's
-``xslt`` stylesheet makes of that v2.xml (any XML, or text). Another encoding is one more row
-(and its name in ``Encoded.encoding``). An encoding runs in the reactor's thread pool, with
-the write or before the POST, never on the reactor thread.
+``xslt`` stylesheet makes of that v2.xml (any XML, or text), ``fhir`` a FHIR R4 transaction
+Bundle in JSON (``engine.fhirmap``; files only). Another encoding is one more row (and its name in
+``Encoded.encoding``). An encoding runs in the reactor's thread pool, with the write or before
+the POST, never on the reactor thread (a large message takes tens of milliseconds to become a
+Bundle).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from lxml import etree
 
 from engine.channels.destinations.spec import Encoded
 from engine.errors import HL7Error
+from engine.fhirmap.bundle import bundle_json
 from engine.hl7.charset import decode
 from engine.hl7.xml import from_xml, to_element
 from engine.transforms.xml import apply_stylesheet
@@ -34,8 +37,12 @@ def _xml(payload: bytes, settings: Encoded, charset: str) -> bytes:
     return bytes(result)  # as the stylesheet's xsl:output says (method, encoding)
 
 
+def _fhir(payload: bytes, settings: Encoded, charset: str) -> bytes:
+    return bundle_json(payload, zone=settings.zone) + b"\n"  # JSON is UTF-8 whatever the charset
+
+
 #: Encoding name -> function(payload, settings, charset) -> the bytes to send.
-ENCODINGS: dict[str, Callable[[bytes, Encoded, str], bytes]] = {"er7": _er7, "xml": _xml}
+ENCODINGS: dict[str, Callable[[bytes, Encoded, str], bytes]] = {"er7": _er7, "xml": _xml, "fhir": _fhir}
 
 
 def encode_payload(payload: bytes, settings: Encoded, charset: str = "utf-8") -> bytes:

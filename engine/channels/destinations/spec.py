@@ -10,10 +10,11 @@ from __future__ import annotations
 import codecs
 import re
 import string
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
@@ -25,7 +26,11 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "AckPolicy",
     "BasicAuth",
+    "ENCODING_EXTENSIONS",
+    "ENCODING_MEDIA_TYPES",
     "Encoded",
+    "FhirDestinationSettings",
+    "FhirTimes",
     "FileSettings",
     "HttpDestinationSettings",
     "MllpSettings",
@@ -35,6 +40,25 @@ __all__ = [
 Action = Literal["sent", "retry", "error"]
 
 ReplyBytes = Annotated[int, Field(ge=1024, le=1024**3)]
+
+
+def _check_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; give an IANA name such as Europe/Berlin") from None
+    return value
+
+
+class FhirTimes(Frozen):
+    """For a destination that writes FHIR: the zone v2 times without an offset are read in."""
+
+    time_zone: Annotated[str, AfterValidator(_check_time_zone)] | None = None  # IANA name; None: the engine's
+
+    @property
+    def zone(self) -> tzinfo | None:
+        """The zone of ``time_zone`` (None: the engine's local zone)."""
+        return ZoneInfo(self.time_zone) if self.time_zone else None
 
 
 class AckPolicy(Frozen):
@@ -96,21 +120,31 @@ class MllpSettings(Frozen):
 # ---------------------------------------------------------------------------------------------------------
 # Output encodings (file and http)
 
-#: Each encoding and the media type an HTTP destination names by default.
-ENCODING_MEDIA_TYPES = {"er7": "application/hl7-v2", "xml": "application/hl7-v2+xml"}
+#: Each encoding (``encoding.ENCODINGS``) and the media type an HTTP destination names by default.
+ENCODING_MEDIA_TYPES = {
+    "er7": "application/hl7-v2",
+    "xml": "application/hl7-v2+xml",
+    "fhir": "application/fhir+json",
+}
+#: Each encoding and the extension of a file destination's default file names.
+ENCODING_EXTENSIONS = {"er7": ".hl7", "xml": ".xml", "fhir": ".json"}
 
 
-class Encoded(Frozen):
-    """What a destination writes a message as: ER7 as it is, or v2.xml (optionally through a stylesheet)."""
+class Encoded(FhirTimes):
+    """What a destination writes a message as: ER7 as it is, v2.xml (optionally through a stylesheet),
+    or a FHIR R4 transaction Bundle (JSON, v2 times without an offset read in ``time_zone``).
+    """
 
-    encoding: Literal["er7", "xml"] = "er7"
+    encoding: Literal["er7", "xml", "fhir"] = "er7"
     # With encoding: xml, the v2.xml goes through this stylesheet: its output (any XML, or text) is sent.
     xslt: XsltSpec | None = None
 
     @model_validator(mode="after")
-    def _xslt_on_xml(self) -> Encoded:
+    def _keys_of_the_encoding(self) -> Encoded:
         if self.xslt is not None and self.encoding != "xml":
             raise ValueError("xslt: needs encoding: xml (the stylesheet reads the message as v2.xml)")
+        if self.time_zone is not None and self.encoding != "fhir":
+            raise ValueError("time_zone: needs encoding: fhir (only the FHIR Bundle reads v2 times)")
         return self
 
 
@@ -130,8 +164,8 @@ TEMPLATE_FIELDS: dict[str, Any] = {
 #: A batch file holds many messages: only the placeholders that do not name one message.
 BATCH_TEMPLATE_FIELDS = frozenset({"channel", "destination", "now"})
 
-_DEFAULT_FILENAME = "{channel}_{message_id}.hl7"
-_DEFAULT_BATCH_FILENAME = "{channel}_{now:%Y%m%d%H%M%S}.hl7"
+_DEFAULT_FILENAME = "{channel}_{message_id}"
+_DEFAULT_BATCH_FILENAME = "{channel}_{now:%Y%m%d%H%M%S}"
 
 
 def _check_filename_template(template: str, allowed: frozenset[str] | set[str]) -> str:
@@ -198,7 +232,8 @@ class FileSettings(Encoded):
     @classmethod
     def _default_filename(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
-            return _DEFAULT_BATCH_FILENAME if info.data.get("batch") else _DEFAULT_FILENAME
+            stem = _DEFAULT_BATCH_FILENAME if info.data.get("batch") else _DEFAULT_FILENAME
+            return stem + ENCODING_EXTENSIONS[info.data.get("encoding", "er7")]
         return value
 
     @field_validator("filename")
@@ -263,18 +298,14 @@ class BasicAuth(Frozen):
     password: SecretStr
 
 
-class HttpDestinationSettings(Encoded):
-    """An HTTP destination: POST each message, HAPI's HL7-over-HTTP way, and read the ACK in the body."""
+class _HttpClientSettings(Frozen):
+    """Where and how to POST: the URL, time allowed, credentials, extra headers, reply size."""
 
     url: Annotated[str, AfterValidator(_check_url)]
-    # None: the encoding's own (application/hl7-v2, application/hl7-v2+xml).
-    content_type: Annotated[str, AfterValidator(_check_media_type)] | None = None
-    charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
     timeout_seconds: Seconds = 30.0
     basic_auth: BasicAuth | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     max_reply_bytes: ReplyBytes = 1024 * 1024
-    ack_policy: AckPolicy = Field(default_factory=AckPolicy)
 
     @field_validator("headers")
     @classmethod
@@ -290,13 +321,28 @@ class HttpDestinationSettings(Encoded):
                 raise ValueError(f"header {name!r}: the value must not contain line breaks")
         return value
 
+    @model_validator(mode="after")
+    def _one_authorization(self) -> _HttpClientSettings:
+        if self.basic_auth is not None and any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError("give basic_auth or an Authorization header, not both")
+        return self
+
+
+class HttpDestinationSettings(_HttpClientSettings, Encoded):
+    """An HTTP destination: POST each message, HAPI's HL7-over-HTTP way, and read the ACK in the body."""
+
+    # ER7 or v2.xml: a FHIR server answers with no ACK (a fhir destination reads its answer).
+    encoding: Literal["er7", "xml"] = "er7"
+    # None: the encoding's own (application/hl7-v2, application/hl7-v2+xml).
+    content_type: Annotated[str, AfterValidator(_check_media_type)] | None = None
+    charset: Annotated[str, AfterValidator(_check_charset)] = "utf-8"
+    ack_policy: AckPolicy = Field(default_factory=AckPolicy)
+
     @property
     def media_type(self) -> str:
         """The Content-Type without its charset: content_type, or the encoding's."""
         return self.content_type or ENCODING_MEDIA_TYPES[self.encoding]
 
-    @model_validator(mode="after")
-    def _one_authorization(self) -> HttpDestinationSettings:
-        if self.basic_auth is not None and any(name.lower() == "authorization" for name in self.headers):
-            raise ValueError("give basic_auth or an Authorization header, not both")
-        return self
+
+class FhirDestinationSettings(_HttpClientSettings, FhirTimes):
+    """A FHIR destination: POST each message as a transaction Bundle to a FHIR server's base URL."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
 
+from tests.fakes.fhirserver import FhirServer, serve_fhir
 from tests.fakes.harness import free_port
 
 
@@ -52,3 +54,9 @@ def started():
     yield start
     for destination in running:
         pytest_twisted.blockon(destination.stop())
+
+
+@pytest.fixture
+def fhir_server() -> Iterator[FhirServer]:
+    """The test FHIR server on an ephemeral loopback port; ``url`` is its base URL."""
+    yield from serve_fhir()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 
 import pytest
 import pytest_twisted
+from fhir.resources.R4B.bundle import Bundle
 from twisted.internet import reactor
 
 from engine.channels.destinations import file as file_module
@@ -238,6 +240,36 @@ def test_an_empty_batch_writes_nothing(tmp_path):
     """send_run of no deliveries writes no file and returns no results."""
     assert (yield destination(tmp_path, batch=True).send_run([], stop_at_failure=True)) == []
     assert files(tmp_path) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_encoding_fhir_writes_each_message_as_a_transaction_bundle(tmp_path):
+    """encoding: fhir: one JSON file per message (default name .json), a valid R4 transaction Bundle."""
+    result = yield destination(tmp_path, encoding="fhir", time_zone="Europe/Berlin").send(delivery(1))
+    assert (result.outcome, files(tmp_path)) == (SENT, ["adt_1.json"])
+    bundle = json.loads((tmp_path / "adt_1.json").read_bytes())
+    Bundle.model_validate(bundle)
+    assert bundle["type"] == "transaction"
+    assert bundle["entry"][0]["resource"]["name"] == [{"family": "DOE", "given": ["JOHN"]}]
+
+
+@pytest_twisted.inlineCallbacks
+def test_encoding_fhir_of_a_payload_that_is_no_message_is_an_error(tmp_path):
+    """What cannot be converted is ERROR and writes nothing."""
+    result = yield destination(tmp_path, encoding="fhir").send(delivery(1, payload=b"EVN|A01"))
+    assert result.outcome == ERROR
+    assert result.reason.startswith("cannot encode the message: ")
+    assert files(tmp_path) == []
+
+
+def test_batch_files_take_er7_only_and_time_zone_needs_fhir():
+    """batch: true with encoding: fhir is refused (the envelope is ER7); so is time_zone on ER7."""
+    with pytest.raises(
+        ValueError, match="batch: true writes an HL7 batch file: it takes encoding: er7, not fhir"
+    ):
+        FileSettings(directory="out", batch=True, encoding="fhir")
+    with pytest.raises(ValueError, match="time_zone: needs encoding: fhir"):
+        FileSettings(directory="out", time_zone="Europe/Berlin")
 
 
 @pytest_twisted.inlineCallbacks

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from engine.channels.destinations.spec import AckPolicy, FileSettings, HttpDestinationSettings, MllpSettings
+from engine.channels.destinations.spec import (
+    AckPolicy,
+    FhirDestinationSettings,
+    FileSettings,
+    HttpDestinationSettings,
+    MllpSettings,
+)
 from tests.fakes.certs import self_signed
 
 
@@ -192,3 +198,38 @@ def test_the_password_is_not_shown():
     )
     assert "s3cret" not in repr(settings)
     assert settings.basic_auth.password.get_secret_value() == "s3cret"
+
+
+def test_fhir_settings_share_the_http_keys_and_read_the_time_zone():
+    """A fhir destination: url, timeout, auth and headers as for http; time_zone an IANA zone."""
+    settings = FhirDestinationSettings(
+        url="https://fhir.example/r4", headers={"X-Tenant": "north"}, time_zone="Europe/Berlin"
+    )
+    assert (settings.timeout_seconds, settings.headers, str(settings.zone)) == (
+        30.0,
+        {"X-Tenant": "north"},
+        "Europe/Berlin",
+    )
+    assert FhirDestinationSettings(url="http://fhir/").zone is None
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"url": "fhir.example/r4"}, ("url",)),
+        ({"url": "http://fhir/", "time_zone": "Mars/Olympus"}, ("time_zone",)),
+        ({"url": "http://fhir/", "headers": {"Content-Type": "application/json"}}, ("headers",)),
+        ({"url": "http://fhir/", "ack_policy": {"AE": "retry"}}, ("ack_policy",)),
+    ],
+)
+def test_bad_fhir_settings_are_config_errors(data, where):
+    """Not a URL, an unknown zone, an engine-set header, a key of the http destination only."""
+    assert [loc for loc, _ in problems(FhirDestinationSettings, data)] == [where]
+
+
+def test_file_encoding_fhir_names_files_json_by_default(tmp_path):
+    """encoding: fhir changes the default file name's extension; er7 keeps .hl7."""
+    assert FileSettings(directory=tmp_path, encoding="fhir").filename == "{channel}_{message_id}.json"
+    assert FileSettings(directory=tmp_path).filename == "{channel}_{message_id}.hl7"
+    found = problems(FileSettings, {"directory": str(tmp_path), "encoding": "pdf"})
+    assert [loc for loc, _ in found] == [("encoding",)]
