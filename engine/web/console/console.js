@@ -87,7 +87,8 @@
   const pages = {};
   function showPage(name) {
     for (const section of document.querySelectorAll("main > section[data-page]")) {
-      section.hidden = section.dataset.page !== name;
+      // A section closed on its page (data-open="false": no message opened) stays hidden.
+      section.hidden = section.dataset.page !== name || section.dataset.open === "false";
     }
     for (const button of document.querySelectorAll("#nav button[data-page]")) {
       button.setAttribute("aria-current", button.dataset.page === name ? "page" : "false");

@@ -257,6 +257,7 @@
       cell(row, event.detail);
     }
     $("detail").hidden = false;
+    $("detail").dataset.open = "true";
     if (scroll !== false) {
       $("detail").scrollIntoView();
     }
@@ -265,6 +266,7 @@
   function closeDetail() {
     shownId = null;
     $("detail").hidden = true;
+    $("detail").dataset.open = "false";
     $("detail-raw").textContent = "";
     $("detail-ack").textContent = "";
     $("try-result").textContent = "";
