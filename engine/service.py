@@ -39,14 +39,15 @@ from engine.errors import ConfigError
 from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.listeners.tls import server_tls_options
+from engine.store.indexer import ContentIndexer
 from engine.store.message_store import MessageStore
 from engine.store.pruner import Pruner
 from engine.web.alerts import AlertsApi
-from engine.web.api import patient_resources
 from engine.web.audit import Auditor
 from engine.web.channels import ListenerState, Overview, dashboard_resources
 from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
+from engine.web.patients import patient_resources
 from engine.web.record import record_resources
 from engine.web.server import WebService
 from engine.web.trying import TryApi
@@ -107,21 +108,27 @@ RETENTION_KEY = job_key("retention")
 
 
 class RetentionService(service.Service):
-    """Runs the retention schedule (``Pruner``) while the engine runs; stops before the store does."""
+    """Runs the store's jobs while the engine runs: the retention schedule (``Pruner``) and the content
+    index (``ContentIndexer``); stops them before the store stops."""
 
-    def __init__(self, pruner: Pruner, leases: Leases = LOCAL_LEASES):
+    def __init__(self, pruner: Pruner, leases: Leases = LOCAL_LEASES, indexer: ContentIndexer | None = None):
         self.setName("retention")
         self.pruner = pruner
         self.leases = leases
+        self.indexer = indexer
 
     def startService(self) -> None:
         super().startService()
         self.leases.watch(RETENTION_KEY, lambda: None, lambda: None)
         self.pruner.start()
+        if self.indexer is not None:
+            self.indexer.start(first_after=0)  # what came while the engine was down, at once
 
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
+        if self.indexer is not None:
+            yield self.indexer.stop()
         yield self.pruner.stop()
         yield self.leases.unwatch(RETENTION_KEY)
 
@@ -231,6 +238,7 @@ class Engine(service.MultiService):
             parts = (wakeups,) if wakeups is not None else ()
         Running("store", self.store, *parts).setServiceParent(self)
         self.pruner: Pruner | None = None
+        self.indexer: ContentIndexer | None = None
         if "jobs" in self.roles:
             # The policy is read at each run, so a reload's retention_days apply from the next one.
             self.pruner = Pruner(
@@ -241,7 +249,11 @@ class Engine(service.MultiService):
                 batch=settings.store.prune_batch,
                 may_run=lambda: self.leases.holds(RETENTION_KEY),
             )
-            RetentionService(self.pruner, self.leases).setServiceParent(self)
+            # The content index: one process indexes, the one that prunes (the jobs' lease).
+            self.indexer = ContentIndexer(
+                self.store, reactor=reactor, may_run=lambda: self.leases.holds(RETENTION_KEY)
+            )
+            RetentionService(self.pruner, self.leases, self.indexer).setServiceParent(self)
         self.controls = Controls(self.store)
         # Every process that delivers applies the pauses in the store to its dispatchers.
         self.pause_watch: PauseWatch | None = None

@@ -418,6 +418,30 @@ def test_an_engine_given_wake_ups_tells_its_peers_of_the_work_it_leaves(tmp_path
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_message_received_over_mllp_is_found_by_its_content_shortly_after(tmp_path):
+    """The engine's jobs include the content index: a patient's name finds the message within seconds."""
+    engine = start_engine(make_config(tmp_path))
+    client = MLLPClient("127.0.0.1", port_of(engine), timeout=20)
+    try:
+        message = (
+            b"MSH|^~\\&|PMS|CLINIC|HUB|TEST|20260101||ADT^A01|Q1|P|2.5\rPID|1||77^^^PMS^MR||QUIXOTL^ZED\r"
+        )
+        assert (yield in_thread(request, client, message)) == "AA"
+        assert engine.indexer is not None
+
+        @defer.inlineCallbacks
+        def found():
+            return [m.control_id for m in (yield engine.store.search(MessageQuery(text="quixotl zed")))] == [
+                "Q1"
+            ]
+
+        yield wait_until(found, seconds=15)
+    finally:
+        client.close()
+        yield engine.stopService()
+
+
+@pytest_twisted.inlineCallbacks
 def test_readyz_says_ready_while_every_listener_is_bound_and_healthz_alive(tmp_path):
     """/readyz answers 200 with the listener bound and the store up, 503 naming a listener that stopped.
 

@@ -13,7 +13,7 @@ from engine.record.identity import normalise
 from engine.store.cipher import SEALED, Cipher, cipher_of
 from engine.store.driver import store_errors
 
-__all__ = ["MAX_RESULTS", "find_patients", "get_patient", "plain"]
+__all__ = ["MAX_RESULTS", "find_patients", "get_patient", "patient_history", "plain"]
 
 MAX_RESULTS = 100
 
@@ -32,10 +32,12 @@ def plain(value: Any) -> Any:
 
 
 def _rows(
-    connection: sa.Connection, table: sa.Table, *criteria, order=None, drop=("patient_id",)
+    connection: sa.Connection, table: sa.Table, *criteria, order=None, drop=("patient_id",), limit=None
 ) -> list[dict]:
     """The rows of ``table`` matching ``criteria`` as JSON-ready dicts, sealed person data opened."""
     query = sa.select(table).where(*criteria).order_by(*(order if order is not None else [table.c.id]))
+    if limit is not None:
+        query = query.limit(limit)
     opened = cipher_of(connection).open_text
     return [
         {
@@ -118,6 +120,26 @@ def _summary(connection: sa.Connection, patient_id: int) -> dict:
         drop=("id", "patient_id", "link_reason", "linked_at", "message_id", "source_system"),
     )
     return {**plain(row), "names": names, "identifiers": identifiers}
+
+
+def patient_history(engine: sa.Engine, patient_id: int, limit: int = 500) -> list[dict]:
+    """The changes of a patient's values and of its own rows (visits, results, allergies ...), newest first.
+
+    Each is a record_history row: entity (table), entity_id, field, old_value, new_value, cause,
+    at, message_id. A corrected result shows here as its observation's old and new value.
+    """
+    h = schema.history
+    owned = [
+        sa.and_(
+            h.c.entity == table.name,
+            h.c.entity_id.in_(sa.select(table.c.id).where(table.c.patient_id == patient_id)),
+        )
+        for table in schema.metadata.sorted_tables
+        if table.name.startswith("record_") and "patient_id" in table.c and "id" in table.c
+    ]
+    mine = sa.or_(sa.and_(h.c.entity == schema.patients.name, h.c.entity_id == patient_id), *owned)
+    with store_errors(f"reading the history of patient {patient_id}"), engine.connect() as connection:
+        return _rows(connection, h, mine, order=[h.c.at.desc(), h.c.id.desc()], drop=(), limit=limit)
 
 
 def get_patient(engine: sa.Engine, patient_id: int) -> dict | None:

@@ -209,6 +209,10 @@ class MessageStore:
             inputs=tuple(inputs),
         )
 
+    def index_pending(self, limit: int = 500) -> defer.Deferred:
+        """Fires with MessageRepository.index_pending(limit): how many messages it indexed."""
+        return self._pool.write(MessageRepository.index_pending, self._repository, limit)
+
     def prune_nodes(self) -> defer.Deferred:
         """Fires with ClusterRepository.prune_nodes(): how many long-gone nodes were forgotten."""
         return self._pool.write(ClusterRepository.prune_nodes, self._cluster)
@@ -260,6 +264,10 @@ class MessageStore:
     def search(self, query: MessageQuery) -> defer.Deferred:
         """Fires with MessageRepository.search(query)."""
         return self._pool.read(MessageRepository.search, self._repository, query)
+
+    def ids(self, query: MessageQuery) -> defer.Deferred:
+        """Fires with MessageRepository.ids(query)."""
+        return self._pool.read(MessageRepository.ids, self._repository, query)
 
     def get(self, message_id: int) -> defer.Deferred:
         """Fires with MessageRepository.get(message_id)."""

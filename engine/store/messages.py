@@ -18,9 +18,11 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from engine.errors import StoreError
+from engine.hl7.charset import decode
+from engine.hl7.terms import query_terms, search_terms
 from engine.model import DeliveryResult, NewMessage, Outcome, SourceFile, Status, require_aware, utc_now
 from engine.store.cipher import SEALED, cipher_of
-from engine.store.driver import InsertReturningIds, fit_row, store_errors
+from engine.store.driver import ContentIndex, InsertReturningIds, fit_row, store_errors
 from engine.store.processing import INTAKE_CHILDREN, insert_intake_rows, intake_rows
 from engine.store.schema import deliveries, message_events, messages, source_files
 
@@ -39,12 +41,16 @@ class MessageQuery:
     listener: str | None = None
     since: datetime | None = None  # received_at >= since
     until: datetime | None = None  # received_at < until
+    # Words of the content (engine.hl7.terms: names, identifiers, OBX values), each matching a word's start.
+    text: str | None = None
     limit: int = 100
     before_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.limit < 1:
             raise ValueError(f"limit must be at least 1, not {self.limit}")
+        if self.text is not None and not query_terms(self.text):
+            raise ValueError(f"a content search needs a letter or digit (got {self.text!r})")
         for name in ("since", "until"):
             moment = getattr(self, name)
             if moment is not None:
@@ -189,7 +195,21 @@ def _same_file(path: str, size: int, modified_ns: int) -> tuple[sa.ColumnElement
     return (c.path == path, c.size == size, c.modified_ns == modified_ns, c.moved_to.is_(None))
 
 
-def _criteria(query: MessageQuery) -> list[sa.ColumnElement[bool]]:
+class ContentSearchOff(StoreError):
+    """A search by content where there is no index to search: the content is encrypted at rest."""
+
+
+def _index_for(query: MessageQuery, index: ContentIndex | None) -> ContentIndex | None:
+    """The index a query searches (None when it searches no content); ContentSearchOff when there is none."""
+    if query.text is not None and index is None:
+        raise ContentSearchOff(
+            "search by content is off: with content encrypted at rest the store keeps no index of it"
+        )
+    return index if query.text is not None else None
+
+
+def _criteria(query: MessageQuery, index: ContentIndex | None) -> list[sa.ColumnElement[bool]]:
+    """The WHERE of ``query``; ``index`` searches content (None: ContentSearchOff for a query that asks)."""
     c = messages.c
     equal = (
         (c.control_id, query.control_id),
@@ -209,6 +229,9 @@ def _criteria(query: MessageQuery) -> list[sa.ColumnElement[bool]]:
         criteria.append(c.received_at >= query.since)
     if query.until is not None:
         criteria.append(c.received_at < query.until)
+    searched = _index_for(query, index)
+    if searched is not None:
+        criteria.append(searched.matching(c.id, query_terms(query.text)))
     return criteria
 
 
@@ -219,6 +242,8 @@ class MessageRepository:
         self._engine = engine
         self._clock = clock
         self._cipher = cipher_of(engine)
+        # With content sealed, an index of its words would tell in clear what the cipher hides.
+        self._index = None if self._cipher.sealing else ContentIndex(engine.dialect)
         self._insert = InsertReturningIds(
             messages,
             _NEW_MESSAGE_FIELDS,
@@ -303,6 +328,37 @@ class MessageRepository:
             start += len(new_messages)
         return result
 
+    def index_pending(self, limit: int = 500) -> int:
+        """Index the content of up to ``limit`` messages not indexed yet, oldest first; how many it indexed.
+
+        Not on intake's path: its words (engine.hl7.terms) cost more than the insert itself, and
+        an index written a batch at a time costs a fraction of one written a group commit at a
+        time (docs/performance.md). Every message gets a row, a pruned one an empty one, so the
+        indexed messages are those up to the newest row. None with content encrypted at rest.
+        Run it on the writer thread (ContentIndexer), where no prune of this process comes between
+        reading the content and writing its words.
+        """
+        if self._index is None:
+            return 0
+        m = messages.c
+        with store_errors("reading messages to index"), self._engine.connect() as connection:
+            found = connection.execute(
+                sa.select(m.id, m.raw, m.pruned_at)
+                .where(self._index.pending(m.id, connection, limit))
+                .order_by(m.id)
+                .limit(limit)
+            ).all()
+        if not found:
+            return 0
+        terms = [
+            "" if row.pruned_at is not None else search_terms(decode(self._cipher.open(row.raw)).text)
+            for row in found
+        ]
+        # TRANSACTION: the index rows of a batch of messages, all or none (a batch is read again).
+        with store_errors("indexing messages"), self._engine.begin() as connection:
+            self._index.add(connection, self._index.rows([row.id for row in found], terms))
+        return len(found)
+
     def record_answer(self, message_id: int, ack_code: str, ack: bytes) -> None:
         """Keep the answer a sender was given after its message was stored (respond: after_processing)."""
         statement = (
@@ -353,12 +409,28 @@ class MessageRepository:
 
     def search(self, query: MessageQuery) -> list[MessageSummary]:
         """Summaries matching ``query``, newest (highest id) first, at most ``query.limit``."""
-        statement = sa.select(*_SUMMARY_COLUMNS).where(*_criteria(query))
+        with store_errors("searching messages"), self._engine.connect() as connection:
+            return [
+                MessageSummary(**row._mapping)
+                for row in connection.execute(self._page(query, *_SUMMARY_COLUMNS))
+            ]
+
+    def ids(self, query: MessageQuery) -> list[int]:
+        """The ids of the messages matching ``query``, newest first, at most ``query.limit``."""
+        with store_errors("searching messages"), self._engine.connect() as connection:
+            return list(connection.execute(self._page(query, messages.c.id)).scalars())
+
+    def _page(self, query: MessageQuery, *columns: sa.ColumnElement) -> sa.Select:
+        """The SELECT of ``columns`` of the messages matching ``query``: newest first, one page."""
+        searched = _index_for(query, self._index)
+        statement = sa.select(*columns).where(*_criteria(dataclasses.replace(query, text=None), None))
         if query.before_id is not None:
             statement = statement.where(messages.c.id < query.before_id)
-        statement = statement.order_by(messages.c.id.desc()).limit(query.limit)
-        with store_errors("searching messages"), self._engine.connect() as connection:
-            return [MessageSummary(**row._mapping) for row in connection.execute(statement)]
+        if searched is not None:
+            statement = searched.newest_matching(statement, messages.c.id, query_terms(query.text))
+        else:
+            statement = statement.order_by(messages.c.id.desc())
+        return statement.limit(query.limit)
 
     def get(self, message_id: int) -> StoredMessage | None:
         """One message with its content, deliveries and status history, or None when there is no such id."""
@@ -410,7 +482,7 @@ class MessageRepository:
         """How many messages match ``query`` (all without one); ``limit`` and ``before_id`` are ignored."""
         statement = sa.select(sa.func.count()).select_from(messages)
         if query is not None:
-            statement = statement.where(*_criteria(query))
+            statement = statement.where(*_criteria(query, self._index))
         with store_errors("counting messages"), self._engine.connect() as connection:
             return connection.execute(statement).scalar_one()
 

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from engine.model import utc_now
 from engine.store.audit import AuditRepository
+from engine.store.jobs import RepeatedJob
 from engine.store.message_store import MessageStore
 from engine.store.retention import Pruned, PruneSummary, PruneTarget, RetentionPolicy, RetentionRepository
 
@@ -24,8 +25,11 @@ __all__ = ["Pruner"]
 log = Logger(namespace="engine.store.retention")
 
 
-class Pruner:
+class Pruner(RepeatedJob):
     """Prunes by the policy every ``every`` seconds while started; one run at a time."""
+
+    what = "pruning"
+    log = log
 
     def __init__(
         self,
@@ -39,56 +43,11 @@ class Pruner:
         may_run: Callable[[], bool] = lambda: True,
     ):
         """``may_run()``: whether this process prunes now (with several, the one holding the job's lease)."""
+        super().__init__(reactor=reactor, every=every, may_run=may_run)
         self._store = store
-        self._may_run = may_run
         self._policy = policy
-        self._reactor = reactor
-        self._every = every
         self._batch = batch
         self._clock = clock
-        self._next = None  # the pending callLater of the next run
-        self._running: defer.Deferred | None = None
-        self._stopping = False
-
-    def start(self) -> None:
-        """Run first ``every`` seconds from now, then every ``every`` seconds after each run ends."""
-        self._stopping = False
-        self._schedule()
-
-    def stop(self) -> defer.Deferred:
-        """No new batch; fires once the batch in hand (if any) has committed."""
-        self._stopping = True
-        if self._next is not None and self._next.active():
-            self._next.cancel()
-        self._next = None
-        if self._running is None:
-            return defer.succeed(None)
-        waiter: defer.Deferred = defer.Deferred()
-        self._running.addBoth(lambda result: waiter.callback(None) or result)
-        return waiter
-
-    def _schedule(self) -> None:
-        if not self._stopping:
-            self._next = self._reactor.callLater(self._every, self._start_run)
-
-    def _start_run(self) -> None:
-        self._next = None
-        if not self._may_run():  # another process prunes this store: look again at the next run
-            self._schedule()
-            return
-        self._running = self.run_once()
-        self._running.addErrback(self._failed)
-        self._running.addBoth(self._ran)
-
-    def _ran(self, _result) -> None:
-        self._running = None
-        self._schedule()
-
-    def _failed(self, failure) -> None:
-        if not self._stopping:  # a store that stops under a run refuses its next batch: not a failure
-            log.warn(
-                "pruning failed, next try in {every} s: {error}", every=self._every, error=str(failure.value)
-            )
 
     @defer.inlineCallbacks
     def run_once(self):

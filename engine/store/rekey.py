@@ -3,7 +3,9 @@
 Runs beside a running engine (``hl7engine rekey``): each sealed column (``Column.info[SEALED]``
 of every table on the store's metadata, the record's included once imported), and each search
 key column (``BLIND``: a clear key becomes its keyed hash), is read in id
-order, a bounded batch at a time, and each batch is written in one short transaction. A row is
+order, a bounded batch at a time, and each batch is written in one short transaction. Then the
+content index (engine.store.driver.search), which holds words of the content in clear, is
+emptied: with encryption there is none. A row is
 only changed if it still holds what was read (compare and set), so a value the engine rewrote
 meanwhile is never overwritten with an older one. Once rekey has run, the old keys can be removed
 from the configuration.
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 
 from engine.errors import StoreError
 from engine.store.cipher import BLIND, BLIND_PREFIX, SEALED, Cipher, cipher_of
-from engine.store.driver import set_pragmas, store_errors
+from engine.store.driver import ContentIndex, set_pragmas, store_errors
 from engine.store.schema import metadata
 
 __all__ = ["rekey", "sealed_columns"]
@@ -68,6 +70,10 @@ def rekey(
                     on_batch(name, count)
                 if pause:
                     time.sleep(pause)
+        # The content index holds messages' words in clear: a sealed store keeps none (it is off).
+        # TRANSACTION: every index row, removed at once.
+        with connection.begin():
+            changed["message_text.terms"] = ContentIndex(connection.dialect).clear(connection)
     return changed
 
 

@@ -1,7 +1,11 @@
 """The JSON API over stored messages, the audit trail and the queues: ``/api`` but for the patient record.
 
-    GET  /api/messages?control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=&before_id=
-    GET  /api/messages/{id}             the message, its ACK, deliveries and events   (audited: view)
+    GET  /api/messages?q=&control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=
+         &before_id=
+    GET  /api/messages/count?<the search's filters>    how many match: {"count": N}
+    POST /api/messages/resend?<the search's filters>&expected_count=N[&destination=]  (audited: resend.bulk)
+    POST /api/messages/reprocess?<the search's filters>&expected_count=N          (audited: reprocess.bulk)
+    GET  /api/messages/{id}             the message, its stages, deliveries and events (audited: view)
     GET  /api/messages/{id}/raw         the bytes exactly as received; 410 once pruned (audited: raw)
     POST /api/messages/{id}/resend      queue it again for its destinations           (audited: resend)
     POST /api/messages/{id}/reprocess   run it through its channel again              (audited: reprocess)
@@ -10,8 +14,12 @@
     GET  /api/session
 
 ``OPENAPI_PATHS`` gives each route's least role. A viewer's answers are shaped here: summaries
-without the patient id (and no search by it), a message without its content (engine.web.roles).
-A search returns summaries only (no content). A message whose content retention removed shows
+without the patient id (and no search by it, nor by content), a message without its content
+(engine.web.roles). A search returns summaries only (no content); ``q`` searches by content
+(names, identifiers, OBX values: engine.hl7.terms), which only an operator may (it tells what
+messages say). A bulk action acts on every message the search's filters match (not only a page),
+once the caller says how many it expects: a different count (messages came or went since it
+looked) is a 409 with the count now, and nothing is done. A message whose content retention removed shows
 ``pruned_at`` (else null), an empty ``raw`` and null content elsewhere. A view of a message's
 content is written to the audit trail before the content is sent: when the trail cannot be
 written, nothing is shown.
@@ -26,8 +34,9 @@ from twisted.internet import defer
 from twisted.web import resource
 
 from engine.hl7.charset import decode
+from engine.hl7.terms import query_terms
 from engine.model import Status
-from engine.store.messages import MessageQuery, StoredMessage
+from engine.store.messages import ContentSearchOff, MessageQuery, StoredMessage
 from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated
@@ -43,11 +52,13 @@ from engine.web.responses import (
     serve,
 )
 from engine.web.roles import ADMIN, OPERATOR, VIEWER, may, without_content, without_person_data
+from engine.web.stages import STAGES, message_stages
 
 __all__ = ["OPENAPI_PATHS", "AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+MAX_BULK = 10_000  # messages one bulk resend or reprocess may act on
 HL7_CONTENT_TYPE = b"x-application/hl7-v2+er7"  # HAPI's HL7-over-HTTP media type
 
 
@@ -94,7 +105,8 @@ def _time(params: Mapping[str, str], name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-_SEARCH_PARAMS = (
+_FILTERS = (
+    "q",
     "control_id",
     "patient_id",
     "type",
@@ -104,9 +116,8 @@ _SEARCH_PARAMS = (
     "listener",
     "since",
     "until",
-    "limit",
-    "before_id",
 )
+_SEARCH_PARAMS = (*_FILTERS, "limit", "before_id")
 
 
 class Forbidden(BadRequest):
@@ -116,11 +127,24 @@ class Forbidden(BadRequest):
 def message_query(request) -> MessageQuery:
     """The MessageQuery of a search request; BadRequest explains a parameter it cannot use.
 
-    ``sender`` is MSH-3's namespace id, or ``APP/FACILITY``; times without an offset are UTC.
+    ``sender`` is MSH-3's namespace id, or ``APP/FACILITY``; times without an offset are UTC;
+    ``q`` is words of the content, each matching a word's start.
     """
     params = _params(request, _SEARCH_PARAMS)
+    return _query(
+        params,
+        limit=_int(params, "limit", default=DEFAULT_LIMIT, high=MAX_LIMIT),
+        before_id=_int(params, "before_id"),
+    )
+
+
+def _query(params: Mapping[str, str], *, limit: int, before_id: int | None = None) -> MessageQuery:
+    """The MessageQuery of the filters in ``params`` (_FILTERS) and this page."""
+    if "q" in params and not query_terms(params["q"]):
+        raise BadRequest(f"q must hold a letter or digit (got {params['q']!r})")
     application, _, facility = params.get("sender", "").partition("/")
     return MessageQuery(
+        text=params.get("q"),
         control_id=params.get("control_id"),
         patient_id=params.get("patient_id"),
         message_type=params.get("type"),
@@ -131,12 +155,26 @@ def message_query(request) -> MessageQuery:
         listener=params.get("listener"),
         since=_time(params, "since"),
         until=_time(params, "until"),
-        limit=_int(params, "limit", default=DEFAULT_LIMIT, high=MAX_LIMIT),
-        before_id=_int(params, "before_id"),
+        limit=limit,
+        before_id=before_id,
     )
 
 
-def _refusal(error: BadRequest) -> Reply:
+def _allowed(request, query: MessageQuery) -> MessageQuery:
+    """``query`` if the request's role may search by all its filters; Forbidden (403) if not.
+
+    Searching by patient id or by content is an operator's: the answer would tell a viewer about a
+    person, or what messages say.
+    """
+    if not may(authenticated(request).role, OPERATOR):
+        if query.patient_id is not None:
+            raise Forbidden("searching by patient_id needs the operator role")
+        if query.text is not None:
+            raise Forbidden("searching by content (q) needs the operator role")
+    return query
+
+
+def _refusal(error: Exception) -> Reply:
     return error_reply(403 if isinstance(error, Forbidden) else 400, str(error))
 
 
@@ -155,7 +193,9 @@ def _answer(request, work: Callable[[], defer.Deferred]) -> int:
         d = work()
     except BadRequest as error:
         d = defer.succeed(_refusal(error))
-    d.addErrback(lambda failure: _refusal(failure.value) if failure.check(BadRequest) else failure)
+    d.addErrback(
+        lambda failure: _refusal(failure.value) if failure.check(BadRequest, ContentSearchOff) else failure
+    )
     return serve(request, d)
 
 
@@ -164,13 +204,19 @@ def _time_text(moment: datetime | None) -> str | None:
 
 
 class _Texts:
-    """Stored bytes as text for people: decoded with the charset their MSH-18 names (never raises)."""
+    """Stored bytes as text for people: decoded with the charset their MSH-18 names (never raises).
+
+    A byte the charset cannot decode shows as U+FFFD (JSON has no way to carry it as it is).
+    """
 
     def __init__(self, default_charset: str):
         self.default_charset = default_charset
 
     def __call__(self, content: bytes | None) -> str | None:
-        return None if content is None else decode(content, self.default_charset).text
+        if content is None:
+            return None
+        text = decode(content, self.default_charset).text
+        return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | None]) -> dict:
@@ -191,6 +237,7 @@ def message_json(stored: StoredMessage, text: Callable[[bytes | None], str | Non
         "raw": text(stored.raw),
         "ack": text(stored.ack),
         "transformed": text(stored.transformed),
+        "stages": message_stages(stored, text),
         "deliveries": [
             {
                 "id": d.id,
@@ -242,6 +289,10 @@ class MessagesApi(JsonResource):
     def getChild(self, path: bytes, request) -> resource.Resource:
         if path == b"":
             return self
+        if path in _BULK_ACTIONS:
+            return _Bulk(path.decode(), self._store, self._auditor)
+        if path == b"count":
+            return _Count(self._store)
         message_id = parse_id(path)
         if message_id is None:
             return ReplyResource(
@@ -253,10 +304,7 @@ class MessagesApi(JsonResource):
         shaped = _shaper(request, without_person_data)
 
         def search() -> defer.Deferred:
-            query = message_query(request)
-            if query.patient_id is not None and shaped is without_person_data:
-                # Its answer would tell a viewer about a person.
-                raise Forbidden("searching by patient_id needs the operator role")
+            query = _allowed(request, message_query(request))
             d = self._store.search(query)
             return d.addCallback(
                 lambda found: json_reply([shaped(summary.to_json_dict()) for summary in found])
@@ -400,6 +448,64 @@ _ACTIONS: dict[bytes, Callable[[_Message], resource.Resource]] = {
 }
 
 
+class _Count(JsonResource):
+    """``GET /api/messages/count``: how many messages the filters match (what a bulk action would act on)."""
+
+    isLeaf = True
+
+    def __init__(self, store):
+        super().__init__()
+        self._store = store
+
+    def render_GET(self, request) -> int:
+        def count() -> defer.Deferred:
+            query = _allowed(request, _query(_params(request, _FILTERS), limit=1))
+            return self._store.count(query).addCallback(lambda n: json_reply({"count": n}))
+
+        return _answer(request, count)
+
+
+class _Bulk(JsonResource):
+    """``POST /api/messages/resend|reprocess``: the action on every message a search's filters match."""
+
+    isLeaf = True
+
+    def __init__(self, action: str, store, auditor: Auditor):
+        super().__init__()
+        self._action = action
+        self._store = store
+        self._auditor = auditor
+
+    def render_POST(self, request) -> int:
+        @defer.inlineCallbacks
+        def act():
+            params = _params(request, (*_FILTERS, "expected_count", *_BULK_ACTIONS[self._action.encode()]))
+            expected = _int(params, "expected_count", low=0, high=MAX_BULK)
+            if expected is None:
+                raise BadRequest("give expected_count: how many messages the search showed")
+            ids = yield self._store.ids(_query(params, limit=MAX_BULK + 1))
+            if len(ids) > MAX_BULK:
+                raise BadRequest(f"more than {MAX_BULK} messages match: narrow the search")
+            if len(ids) != expected:
+                error = f"{len(ids)} messages match now, not {expected}: search again and confirm"
+                return json_reply({"error": error, "count": len(ids)}, 409)
+            # The filters' names are audited with the ids, never their values (a name searched for).
+            asked = ",".join(name for name in _FILTERS if name in params and name != "destination")
+            detail = f"count={len(ids)} filters={asked} messages={','.join(map(str, ids))}"
+            yield self._auditor.record(request, f"{self._action}.bulk", detail=detail)
+            if self._action == "resend":
+                deliveries = yield self._store.resend(ids, destination=params.get("destination"))
+                return json_reply({"count": len(ids), "deliveries": len(deliveries)})
+            reprocessed = yield self._store.reprocess(ids)
+            return json_reply({"count": len(ids), "reprocessed": reprocessed})
+
+        return _answer(request, act)
+
+
+# A bulk action's name, and the parameters it takes besides the filters and expected_count.
+_BULK_ACTIONS: dict[bytes, tuple[str, ...]] = {b"resend": ("destination",), b"reprocess": ()}
+
+
 _AUDIT_PARAMS = ("limit", "before_id", "message_id", "user", "action", "since")
 
 
@@ -463,7 +569,9 @@ class SessionApi(JsonResource):
         return send(request, json_reply({"user": principal.user, "role": principal.role}))
 
 
-_SEARCH_DOC = {
+_FILTER_DOC = {
+    "q": "words of the content (names, identifiers, OBX values), each matching a word's start"
+    " (not for a viewer: 403; 400 on an encrypted store)",
     "control_id": "MSH-10, exactly",
     "patient_id": "the patient identifier stored with the message, exactly (not for a viewer: 403)",
     "type": "ADT, ADT^A01, ADT^A01^ADT_A01 or ^A01",
@@ -473,9 +581,17 @@ _SEARCH_DOC = {
     "listener": "the listener's name",
     "since": "ISO 8601 time: received at or after",
     "until": "ISO 8601 time: received before",
+}
+_SEARCH_DOC = {
+    **_FILTER_DOC,
     "limit": "1..500, default 50",
     "before_id": "page: only messages with a smaller id",
 }
+_BULK_ANSWERS = {
+    "400": json_response(f"a filter it cannot use, no expected_count, or more than {MAX_BULK} match"),
+    "409": json_response("another count matches now (the body's count); nothing was done"),
+}
+_EXPECTED = query("expected_count", "how many messages the caller saw match (required)", kind="integer")
 _AUDIT_DOC = {
     "limit": "1..500, default 100",
     "before_id": "page: only entries with a smaller id",
@@ -485,6 +601,18 @@ _AUDIT_DOC = {
     "since": "ISO 8601 time: entries at or after",
 }
 _INTEGERS = {"limit", "before_id", "message_id"}
+
+
+def _bulk(summary: str, *more: dict) -> dict:
+    return {
+        "post": operation(
+            summary,
+            OPERATOR,
+            parameters=[*_queries(_FILTER_DOC), _EXPECTED, *more],
+            ok=json_response("{count, deliveries} or {count, reprocessed}", {"type": "object"}),
+            responses=_BULK_ANSWERS,
+        )
+    }
 
 
 def _queries(described: Mapping[str, str]) -> list[dict]:
@@ -497,15 +625,31 @@ def _queries(described: Mapping[str, str]) -> list[dict]:
 OPENAPI_PATHS: dict = {
     "/api/messages": {
         "get": operation(
-            "Search the stored messages: summaries, newest first (a viewer's without patient_id)",
+            "Search the stored messages: summaries, newest first (a viewer's without patient_id);"
+            " q searches the content",
             VIEWER,
             parameters=_queries(_SEARCH_DOC),
         )
     },
+    "/api/messages/count": {
+        "get": operation(
+            "How many messages the search's filters match (what a bulk action acts on)",
+            VIEWER,
+            parameters=_queries(_FILTER_DOC),
+            ok=json_response("{count}", {"type": "object"}),
+        )
+    },
+    "/api/messages/resend": _bulk(
+        "Queue again every message the filters match, for its destinations or one (audited: resend.bulk)",
+        query("destination", "only this destination"),
+    ),
+    "/api/messages/reprocess": _bulk(
+        "Run every message the filters match through its channel again (audited: reprocess.bulk)"
+    ),
     "/api/messages/{id}": {
         "get": operation(
-            "One message: headers, content at each stage, deliveries, events (audited: view);"
-            " a viewer's with every content field null and content_hidden true",
+            f"One message: headers, content at each stage ({', '.join(STAGES)}), deliveries, events"
+            " (audited: view); a viewer's with every content field null and content_hidden true",
             VIEWER,
             parameters=[ID],
             responses={"404": {"description": "no such message"}},

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from types import ModuleType
 
-from engine.web import alerts, api, channels, configs, messages, nodes, record, trying
+from engine.web import alerts, api, channels, configs, messages, nodes, patients, record, trying
 from engine.web.apidoc import json_response, operation
 from engine.web.auth import SESSION_COOKIE
 from engine.web.responses import JsonResource, json_reply, send
@@ -28,7 +28,17 @@ OPENAPI_PATHS: dict = {
     }
 }
 
-API_MODULES: tuple[ModuleType, ...] = (messages, nodes, api, configs, channels, alerts, trying, record)
+API_MODULES: tuple[ModuleType, ...] = (
+    messages,
+    nodes,
+    api,
+    patients,
+    configs,
+    channels,
+    alerts,
+    trying,
+    record,
+)
 
 
 def paths(modules: Iterable[ModuleType] = API_MODULES) -> dict:

@@ -132,6 +132,8 @@ _DELIVERY_METADATA = frozenset(
     }
 )
 _EVENT_METADATA = frozenset({"id", "at", "status", "detail", "destination"})
+# Of each stage (engine.web.stages): which one it is and whose; its text and its fields are content.
+_STAGE_METADATA = frozenset({"stage", "destination", "delivery_id"})
 
 
 def _only(shown: Mapping, allowed: frozenset[str]) -> dict:
@@ -144,10 +146,11 @@ def without_person_data(summary: Mapping) -> dict:
 
 
 def without_content(message: Mapping) -> dict:
-    """A message as a viewer sees it: metadata of it, its deliveries and events; every other field null."""
+    """A message as a viewer sees it: metadata of it, its deliveries, events and stages; all else null."""
     return {
         **without_person_data(message),
         "deliveries": [_only(delivery, _DELIVERY_METADATA) for delivery in message.get("deliveries", ())],
         "events": [_only(event, _EVENT_METADATA) for event in message.get("events", ())],
+        "stages": [_only(stage, _STAGE_METADATA) for stage in message.get("stages") or ()],
         "content_hidden": True,
     }

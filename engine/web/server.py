@@ -96,6 +96,8 @@ CONSOLE_FILES = {
     "console.js": b"text/javascript; charset=utf-8",
     "admin.js": b"text/javascript; charset=utf-8",
     "dashboard.js": b"text/javascript; charset=utf-8",
+    "messages.js": b"text/javascript; charset=utf-8",
+    "patients.js": b"text/javascript; charset=utf-8",
     "console.css": b"text/css; charset=utf-8",
     "favicon.svg": b"image/svg+xml",
 }

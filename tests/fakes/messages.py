@@ -14,7 +14,7 @@ from engine.channels.examine import header_columns
 from engine.errors import HL7Error
 from engine.hl7.charset import decode
 from engine.hl7.header import read_header
-from engine.model import NewMessage, Status
+from engine.model import AttemptResult, NewDelivery, NewMessage, Outcome, Status
 
 #: When a message is received unless a test says otherwise.
 RECEIVED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -82,3 +82,35 @@ def pms_message(n: int, **columns) -> NewMessage:
         ack=_PMS_ACK.format(n=n).encode(),
     )
     return dataclasses.replace(sample, **columns)
+
+
+#: The answer of destination ``emr`` in ``store_every_stage``: an AE.
+EMR_ANSWER = b"MSH|^~\\&|EMR|WARD|HUB|TEST|20260101120500||ACK^A04|X1|P|2.3\rMSA|AE|OUT1|no bed\r"
+
+
+def store_every_stage(store, message: NewMessage, emr_payload: bytes, lab_payload: bytes):
+    """Store ``message`` QUEUED for ``emr`` and ``lab``, then emr SENT (answered EMR_ANSWER), lab ERROR.
+
+    The message's transformed content is ``lab_payload``; a Deferred of its id.
+    """
+    deliveries = (
+        NewDelivery("emr", Status.QUEUED, "OUT1", emr_payload),
+        NewDelivery("lab", Status.QUEUED, "OUT1", lab_payload),
+    )
+    queued = dataclasses.replace(
+        message, status=Status.QUEUED, transformed=lab_payload, deliveries=deliveries
+    )
+    at = datetime(2026, 1, 1, 12, 5, tzinfo=UTC)
+
+    def attempted(ids: list[int]):
+        def recorded(stored):
+            emr, lab = stored.deliveries
+            results = [
+                AttemptResult(emr.id, Outcome.SENT, at, response=EMR_ANSWER, response_code="AE"),
+                AttemptResult(lab.id, Outcome.ERROR, at, reason="connection refused"),
+            ]
+            return store.record_attempts(results).addCallback(lambda _: ids[0])
+
+        return store.get(ids[0]).addCallback(recorded)
+
+    return store.add([queued]).addCallback(attempted)

@@ -15,6 +15,7 @@ from twisted.internet import defer, task
 
 from engine.model import NewDelivery, NewMessage, ProcessingResult, Status
 from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
+from engine.store.driver import INDEX_TABLES
 from engine.store.messages import StoredMessage
 from engine.store.schema import metadata, source_files
 
@@ -100,7 +101,8 @@ def schema_differences(engine: sa.Engine, *, tables: str = "") -> list:
     """
 
     def named(name, type_, parent_names):
-        return type_ != "table" or name.startswith(tables)
+        # The content index is the driver's (an FTS5 virtual table on SQLite), outside the metadata.
+        return type_ != "table" or (name.startswith(tables) and name not in INDEX_TABLES)
 
     def wanted(obj, name, type_, reflected, compare_to):
         return type_ != "table" or name.startswith(tables)

@@ -84,3 +84,14 @@ def test_sealed_columns_are_the_content_and_the_person_data():
     assert {"record_telecoms.value", "record_contacts.phone", "record_history.old_value"} <= names
     assert {"record_names.family_key", "record_names.given_key"} <= names  # clear keys become hashes
     assert "record_identifiers.value" not in names and "record_patients.birth_date" not in names
+
+
+def test_rekey_empties_the_content_index_written_while_the_store_was_clear(engines):
+    """Words indexed before encryption was turned on are clear text: rekey removes every index row."""
+    clear = MessageRepository(engines(CLEAR))
+    clear.insert([pms_message(1), pms_message(2)])
+    assert clear.index_pending() == 2
+    changed = rekey(engines(Cipher({"k1": K1}, "k1")))
+    assert changed["message_text.terms"] == 2
+    with engines(CLEAR).connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM message_text").scalar_one() == 0

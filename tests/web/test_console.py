@@ -2,93 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import re
-from contextlib import contextmanager
-from pathlib import Path
 
-import pytest
 import pytest_twisted
 
 from engine.model import Status
 from engine.store.cluster import NodeState
 from engine.store.retention import RetentionPolicy, RetentionRepository
 from engine.store.schema import audit_log
+from tests.fakes.browser import console_page, log_in, needs_chromium, playwright_api
 from tests.fakes.cluster import add_node, two_alive_one_dead
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
 from tests.fakes.store import NOW, rows_of
 from tests.fakes.trial import try_actions
-from tests.fakes.web import PASSWORD, ROLE_USERS
+from tests.fakes.web import ROLE_USERS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ON_CI = bool(os.environ.get("CI"))
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and not ON_CI,
-    reason=f"{CHROMIUM} is not installed (apt-get install chromium); under CI this test always runs",
-)
-
-
-def _playwright():
-    try:
-        from playwright import sync_api
-    except ImportError:
-        if ON_CI:
-            raise
-        pytest.skip(
-            "playwright is not installed (pip install playwright; never `playwright install`:"
-            " the test uses /usr/bin/chromium)"
-        )
-    return sync_api
-
-
-@contextmanager
-def _console_page(sync_api, url: str, problems: list[str]):
-    """The console's login page in a fresh browser; script and console errors and failed requests (but
-    401, 429) go to ``problems``."""
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-            page.on(
-                "console",
-                lambda message: (
-                    problems.append(f"console {message.type}: {message.text}")
-                    if message.type == "error" and "401" not in message.text and "429" not in message.text
-                    else None
-                ),
-            )
-            page.on(
-                "response",
-                lambda response: (
-                    problems.append(f"{response.status} {response.url}")
-                    if response.status >= 400 and response.status not in (401, 429)
-                    else None
-                ),
-            )
-            page.goto(url)
-            page.wait_for_selector("#login-view", state="visible")
-            yield page
-        finally:
-            browser.close()
-
-
-def _log_in(page, password: str = PASSWORD, user: str = "alice") -> None:
-    page.fill("#login-user", user)
-    page.fill("#login-password", password)
-    page.click("#login-submit")
+pytestmark = needs_chromium
 
 
 def _browse(sync_api, url: str, control_id: str) -> dict:
@@ -98,8 +28,8 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
     expect = sync_api.expect
     # Waiting goes through locators: the console's Content-Security-Policy forbids the string
     # evaluation that page.wait_for_function would need, and the test keeps that policy on.
-    with _console_page(sync_api, url, seen["problems"]) as page:
-        _log_in(page, "not the password")
+    with console_page(sync_api, url, seen["problems"]) as page:
+        log_in(page, "not the password")
         expect(page.locator("#login-error")).not_to_be_empty()
         seen["login_error"] = page.text_content("#login-error")
 
@@ -113,7 +43,7 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
         expect(page.locator("#login-error")).to_have_text(re.compile("too many login attempts"))
         seen["throttled_error"] = page.text_content("#login-error")
 
-        _log_in(page)
+        log_in(page)
         page.wait_for_selector("#app-view", state="visible")
         page.wait_for_selector("#results tbody tr")
         seen["who"] = page.text_content("#who")
@@ -137,7 +67,7 @@ def _browse(sync_api, url: str, control_id: str) -> dict:
 @pytest_twisted.inlineCallbacks
 def test_console_login_search_and_view_in_a_real_browser(start_web, store):
     """Logged in to the console, an operator finds a message by control id and reads its raw text, audited."""
-    sync_api = _playwright()
+    sync_api = playwright_api()
     ids = yield store.add(
         [pms_message(n) for n in range(1, 6)]
         + [
@@ -178,7 +108,7 @@ def test_console_login_search_and_view_in_a_real_browser(start_web, store):
 @pytest_twisted.inlineCallbacks
 def test_console_shows_a_pruned_message_as_such(start_web, store):
     """A message whose content retention removed reads as such in the console, not as an empty message."""
-    sync_api = _playwright()
+    sync_api = playwright_api()
     yield store.add([pms_message(1), pms_message(43, status=Status.SENT)])
     retention = RetentionRepository(store.repository.engine)
     yield in_thread(retention.prune, RetentionPolicy(default_days=1), limit=10)
@@ -195,8 +125,8 @@ def _see_nodes(sync_api, url: str, engine) -> dict:
     """Log in, read the nodes table, then let a node start and wait for the console's own refresh."""
     seen: dict = {"problems": []}
     expect = sync_api.expect
-    with _console_page(sync_api, url, seen["problems"]) as page:
-        _log_in(page)
+    with console_page(sync_api, url, seen["problems"]) as page:
+        log_in(page)
         rows = page.locator("#nodes-table tbody tr")
         expect(rows).to_have_count(3)
         seen["rows"] = [row.locator("td").all_inner_texts() for row in rows.all()]
@@ -213,7 +143,7 @@ def _see_nodes(sync_api, url: str, engine) -> dict:
 @pytest_twisted.inlineCallbacks
 def test_console_shows_the_nodes_alive_and_dead_with_what_they_hold(start_web, open_sqlite_store):
     """Logged in, one sees two alive nodes and a dead one, their leases, the free work, then a new node."""
-    sync_api = _playwright()
+    sync_api = playwright_api()
     store = open_sqlite_store(clock=lambda: NOW)
     two_alive_one_dead(store.repository.engine, NOW)
     web = start_web(on=store)
@@ -238,8 +168,8 @@ def test_console_shows_the_nodes_alive_and_dead_with_what_they_hold(start_web, o
 def _try_message(sync_api, url: str, control_id: str) -> dict:
     """Log in, open a message, press Try: what the panel shows."""
     seen: dict = {"problems": []}
-    with _console_page(sync_api, url, seen["problems"]) as page:
-        _log_in(page)
+    with console_page(sync_api, url, seen["problems"]) as page:
+        log_in(page)
         page.wait_for_selector("#app-view", state="visible")
         page.fill("#search-form input[name=control_id]", control_id)
         page.click("#search-submit")
@@ -262,9 +192,9 @@ def _as_each_role(sync_api, url: str) -> dict:
     """Log in as vera (viewer), otto (operator) and alice (admin) in turn; what each one's console showed."""
     seen: dict = {"problems": []}
     expect = sync_api.expect
-    with _console_page(sync_api, url, seen["problems"]) as page:
+    with console_page(sync_api, url, seen["problems"]) as page:
         for user in ("vera", "otto", "alice"):
-            _log_in(page, user=user)
+            log_in(page, user=user)
             page.wait_for_selector("#app-view", state="visible")
             expect(page.locator("#results tbody tr")).to_have_count(1)
             page.click("#results tbody tr")
@@ -282,6 +212,7 @@ def _as_each_role(sync_api, url: str) -> dict:
             }
             if user == "otto":
                 page.click("#resend")
+                page.click("#confirm-ok")
                 expect(page.locator("#action-result")).not_to_be_empty()
                 shown["resent"] = page.text_content("#action-result")
             if user == "alice":
@@ -308,7 +239,7 @@ def _as_each_role(sync_api, url: str) -> dict:
 @pytest_twisted.inlineCallbacks
 def test_console_try_button_shows_what_the_channel_would_change(start_web, store):
     """On a message's page, Try shows per destination the fields its channel would change, nothing stored."""
-    sync_api = _playwright()
+    sync_api = playwright_api()
     yield store.add([pms_message(7)])
     web = start_web(message_actions=try_actions())
 
@@ -329,7 +260,7 @@ def test_console_try_button_shows_what_the_channel_would_change(start_web, store
 @pytest_twisted.inlineCallbacks
 def test_each_role_sees_only_what_it_may_in_a_real_browser(start_web, store):
     """A viewer sees no content nor Resend; an operator reads and resends; an admin sees audit and config."""
-    sync_api = _playwright()
+    sync_api = playwright_api()
     [message_id] = yield store.add([pms_message(7, status=Status.SENT, patient_id="P-7")])
     for version in ("1", "2"):
         yield store.record_config(

@@ -6,7 +6,7 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 
 from engine.channels import alerting
-from tests.fakes.browser import logged_in_console, needs_chromium, sync_api
+from tests.fakes.browser import logged_in_console, needs_chromium, playwright_api
 from tests.fakes.dashboard import adt, dashboard_config, send
 from tests.fakes.downstream import Downstream
 from tests.fakes.harness import free_port, in_thread, start_engine
@@ -49,7 +49,7 @@ def _watch(api, url: str, listener: int) -> dict:
 @pytest_twisted.inlineCallbacks
 def test_dashboard_counts_move_and_a_paused_queue_grows_then_drains(tmp_path):
     """Messages sent over MLLP show up in the counts; paused, the queue grows; resumed, it drains."""
-    api = sync_api()
+    api = playwright_api()
     downstream = Downstream()
     engine = start_engine(dashboard_config(tmp_path, downstream.start()))
     try:
@@ -89,7 +89,7 @@ def _watch_alert(api, url: str, listener: int, partner: Downstream) -> dict:
 def test_the_dashboard_shows_an_alert_fire_and_clear(tmp_path, monkeypatch):
     """A failing destination's rule shows firing on the dashboard, then ok once the partner answers."""
     monkeypatch.setattr(alerting, "EVALUATE_SECONDS", 0.2)
-    api = sync_api()
+    api = playwright_api()
     port = free_port()  # the partner is down until the browser has seen the rule fire
     partner = Downstream(f"tcp:{port}:interface=127.0.0.1")
     rules = """

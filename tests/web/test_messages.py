@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
+from twisted.internet import defer
 from twisted.web.test.requesthelper import DummyRequest
 
 from engine.model import NewDelivery, Status
+from engine.store.cipher import Cipher
 from engine.store.messages import MessageQuery
 from engine.store.retention import RetentionPolicy, RetentionRepository
 from engine.web.messages import BadRequest, message_query
@@ -330,3 +332,73 @@ def test_a_pruned_message_shows_when_its_content_went_and_its_raw_is_gone(start_
     assert (shown["control_id"], shown["status"]) == ("CTRL8", "SENT")
     raw = yield in_thread(fetch, f"{web.url}/api/messages/{message_id}/raw", headers=basic())
     assert raw.status == 410 and "retention" in raw.json()["error"]
+
+
+def _patient(n: int, family: str):
+    """pms_message ``n`` about patient family^JANE."""
+    return pms_message(n, raw=pms_message(n).raw.replace(b"DOE^JANE", family.encode() + b"^JANE"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_q_searches_the_content_with_the_other_filters(start_web, store):
+    """``q`` finds messages by the patient's name (a word's start, any case), with any other filter."""
+    yield store.add([_patient(1, "SMITH"), _patient(2, "SMYTHE"), _patient(3, "JONES")])
+    yield store.index_pending()  # as the engine's ContentIndexer does shortly after
+    web = start_web()
+    for query, ids in (
+        ("q=smith", [1]),
+        ("q=Sm", [2, 1]),
+        ("q=sm%20jane&before_id=2", [1]),
+        ("q=nobody", []),
+    ):
+        found = yield in_thread(fetch, f"{web.url}/api/messages?{query}", headers=basic())
+        assert [m["id"] for m in found.json()] == ids, query
+    empty = yield in_thread(fetch, f"{web.url}/api/messages?q=%5E%7E", headers=basic())
+    assert empty.status == 400 and "letter or digit" in empty.json()["error"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_bulk_resend_acts_on_every_match_once_the_count_is_confirmed(start_web, store):
+    """A bulk resend needs the count the caller saw: another is a 409 with the count now, and nothing done."""
+    ids = yield store.add([_patient(n, "SMITH" if n < 4 else "JONES") for n in range(1, 6)])
+    yield store.index_pending()
+    web = start_web()
+    counted = yield in_thread(fetch, f"{web.url}/api/messages/count?q=smith", headers=basic())
+    assert counted.json() == {"count": 3}
+    url = f"{web.url}/api/messages/resend?q=smith&destination=emr"
+    missing = yield in_thread(fetch, url, "POST", headers=basic())
+    assert missing.status == 400 and "expected_count" in missing.json()["error"]
+    stale = yield in_thread(fetch, f"{url}&expected_count=2", "POST", headers=basic())
+    assert (stale.status, stale.json()["count"]) == (409, 3)
+    assert audit_rows(store) == []
+    done = yield in_thread(fetch, f"{url}&expected_count=3", "POST", headers=basic())
+    assert done.json() == {"count": 3, "deliveries": 0}
+    assert audit_rows(store) == [
+        ("alice", "resend.bulk", None, "127.0.0.1", f"count=3 filters=q messages={ids[2]},{ids[1]},{ids[0]}")
+    ]
+    reprocess = yield in_thread(
+        fetch, f"{web.url}/api/messages/reprocess?q=jones&expected_count=2", "POST", headers=basic()
+    )
+    assert reprocess.json() == {"count": 2, "reprocessed": 2}
+    statuses = yield defer.gatherResults([store.get(i) for i in ids])
+    assert [s.status for s in statuses] == [Status.TRANSFORMED] * 3 + [Status.RECEIVED] * 2
+    unknown = yield in_thread(fetch, f"{url}&expected_count=3&limit=5", "POST", headers=basic())
+    assert unknown.status == 400 and "limit" in unknown.json()["error"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_content_encrypted_q_is_refused_and_other_filters_work(start_web, open_sqlite_store):
+    """No index is kept of sealed content: ``q`` (search, count, bulk) answers 400 saying so."""
+    sealed = open_sqlite_store(cipher=Cipher({"k": b"k" * 32}, "k"))
+    yield sealed.add([_patient(1, "SMITH")])
+    yield sealed.index_pending()
+    web = start_web(on=sealed)
+    for method, path in (
+        ("GET", "/api/messages?q=smith"),
+        ("GET", "/api/messages/count?q=smith"),
+        ("POST", "/api/messages/resend?q=smith&expected_count=1"),
+    ):
+        refused = yield in_thread(fetch, f"{web.url}{path}", method, headers=basic())
+        assert (refused.status, "encrypted" in refused.json()["error"]) == (400, True), path
+    found = yield in_thread(fetch, f"{web.url}/api/messages?control_id=CTRL1", headers=basic())
+    assert [m["control_id"] for m in found.json()] == ["CTRL1"]

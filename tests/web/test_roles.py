@@ -146,6 +146,26 @@ def test_a_viewer_sees_metadata_without_content_or_person_data(start_web, store)
         full["events"],
     )
     assert b"DOE" not in (yield _get(web, f"/api/messages/{message_id}", "vera")).body  # nor its name
+    assert [(s["stage"], s["text"], s["segments"]) for s in shown["stages"]] == [
+        (s["stage"], None, None) for s in full["stages"]
+    ]
+    assert full["stages"][0]["text"].startswith("MSH|")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_viewer_may_not_search_by_content_but_may_count(start_web, store):
+    """q (the content) is an operator's in a search and a count (403 for a viewer); a plain count is not."""
+    yield store.add([pms_message(3)])
+    yield store.index_pending()  # as the engine's ContentIndexer does shortly after
+    web = start_web(users=ROLE_USERS)
+    for path in ("/api/messages?q=doe", "/api/messages/count?q=doe"):
+        refused = yield _get(web, path, "vera")
+        assert (refused.status, refused.json()) == (
+            403,
+            {"error": "searching by content (q) needs the operator role"},
+        )
+    assert (yield _get(web, "/api/messages/count", "vera")).json() == {"count": 1}
+    assert (yield _get(web, "/api/messages/count?q=doe", "otto")).json() == {"count": 1}
 
 
 @pytest_twisted.inlineCallbacks
@@ -162,18 +182,23 @@ def test_the_session_and_the_login_say_the_role(start_web):
 
 
 def test_a_viewer_sees_only_fields_listed_as_metadata():
-    """A field not known as metadata (content a later version adds) reads null for a viewer, nested too."""
+    """A field not known as metadata (content a later version adds) reads null for a viewer, nested too.
+
+    A stage keeps its name, its text and fields read null.
+    """
     message = {
         "id": 1,
         "status": "SENT",
-        "stages": [{"raw": "MSH|..."}],
+        "stages": [{"stage": "received", "text": "MSH|...", "segments": [{"segment": "MSH"}]}],
+        "sections": [{"raw": "MSH|..."}],
         "deliveries": [{"destination": "emr", "payload": "MSH|...", "sent_as": "MSH|..."}],
         "events": [{"status": "SENT", "content": "MSH|..."}],
     }
     assert without_content(message) == {
         "id": 1,
         "status": "SENT",
-        "stages": None,
+        "stages": [{"stage": "received", "text": None, "segments": None}],
+        "sections": None,
         "deliveries": [{"destination": "emr", "payload": None, "sent_as": None}],
         "events": [{"status": "SENT", "content": None}],
         "content_hidden": True,

@@ -13,6 +13,8 @@ Import from ``engine.store.driver``; its modules are:
   PostgreSQL arrays and VALUES lists).
 - ``insert``: ``InsertReturningIds``, the intake's INSERT (with ``Children`` rows on PostgreSQL).
 - ``tables``: ``Tables`` and ``TableCursor``, single-table statements with rows as dicts (the record's).
+- ``search``: ``ContentIndex``, the index of messages' content terms (FTS5 or tsvector), and
+  ``INDEX_TABLES``, its tables outside the metadata.
 - ``text``: ``fit_text``, the one way text is fitted to a column, and ``fit_row``.
 - ``errors``: ``store_errors``, ``is_lock_error`` and ``describe``: driver errors as StoreError, told
   without the values they carry.
@@ -26,6 +28,7 @@ from engine.store.driver.connection import checkpoint_wal, set_pragmas
 from engine.store.driver.errors import describe, is_lock_error, store_errors
 from engine.store.driver.insert import VALUES_MAX_PARAMETERS, Children, InsertReturningIds
 from engine.store.driver.rows import Rows, Select, binds, by_id
+from engine.store.driver.search import INDEX_TABLES, ContentIndex
 from engine.store.driver.space import (
     AUTO_VACUUM_INCREMENTAL,
     FileSpace,
@@ -43,8 +46,10 @@ from engine.store.driver.text import fit_row, fit_text
 
 __all__ = [
     "AUTO_VACUUM_INCREMENTAL",
+    "INDEX_TABLES",
     "VALUES_MAX_PARAMETERS",
     "Children",
+    "ContentIndex",
     "FileSpace",
     "InsertReturningIds",
     "Rows",

@@ -1,15 +1,12 @@
-// The hl7engine console: log in, search stored messages, look at one, see the queues and the nodes.
+// The hl7engine console: log in, see the queues and the nodes, switch between the pages. The
+// pages' own scripts (messages.js, patients.js) register with HL7.pages and use the helpers here.
 // Every value from the server goes into the page as text (textContent), never as HTML:
-// message content is untrusted input.
+// message content is untrusted input. Times are shown in the browser's time zone, named.
 "use strict";
 
 (function () {
-  const PAGE = 50;
   const NODES_EVERY_MS = 5000; // how often the nodes are read again while the console is open
   const $ = (id) => document.getElementById(id);
-  let lastSearch = null; // URLSearchParams of the current search
-  let oldestId = null; // for "Older messages"
-  let shownId = null; // the message in the detail view
   let nodesTimer = null; // the interval that reads the nodes again
 
   // Every request says it comes from the console: the server then answers 401 without asking
@@ -44,8 +41,19 @@
     }
   }
 
+  // The API gives UTC ISO 8601; people read their own zone, named (e.g. "2026-01-01, 07:01:00 EST").
+  const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const TIME_FORMAT = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short",
+  });
+
   function when(iso) {
-    return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z") : "";
+    if (!iso) {
+      return "";
+    }
+    const moment = new Date(iso);
+    return isNaN(moment.getTime()) ? iso : TIME_FORMAT.format(moment);
   }
 
   // HL7 separates segments with CR; show one segment per line.
@@ -53,12 +61,82 @@
     return text ? text.replace(/\r\n|\r|\n/g, "\n").replace(/\n+$/, "") : "";
   }
 
+  // Ask before an action: the dialog shows what will happen; resolves true when confirmed.
+  function confirmAction(text, action) {
+    const dialog = $("confirm");
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = action;
+    return new Promise(function (resolve) {
+      function done(answer) {
+        $("confirm-ok").removeEventListener("click", ok);
+        $("confirm-cancel").removeEventListener("click", cancel);
+        dialog.removeEventListener("cancel", cancel);
+        dialog.close();
+        resolve(answer);
+      }
+      function ok() { done(true); }
+      function cancel() { done(false); }
+      $("confirm-ok").addEventListener("click", ok);
+      $("confirm-cancel").addEventListener("click", cancel);
+      dialog.addEventListener("cancel", cancel);
+      dialog.showModal();
+    });
+  }
+
+  // One page shown at a time; each page script registers { name, start } and is started when first shown.
+  const pages = {};
+  function showPage(name) {
+    for (const section of document.querySelectorAll("main > section[data-page]")) {
+      // A section closed on its page (data-open="false": no message opened) stays hidden.
+      section.hidden = section.dataset.page !== name || section.dataset.open === "false";
+    }
+    for (const button of document.querySelectorAll("#nav button[data-page]")) {
+      button.setAttribute("aria-current", button.dataset.page === name ? "page" : "false");
+    }
+    const page = pages[name];
+    if (page && !page.started) {
+      page.started = true;
+      page.start();
+    }
+  }
+
+  // Rows of ``table`` with class "result" and data-id open ``open(id)`` on a click or Enter.
+  function onRowOpen(table, open) {
+    function opened(event) {
+      const row = event.target.closest("tr.result");
+      if (row && (event.type === "click" || event.key === "Enter")) {
+        open(row.dataset.id);
+      }
+    }
+    table.addEventListener("click", opened);
+    table.addEventListener("keydown", opened);
+  }
+
+  // A form's non-empty fields as query parameters.
+  function formParams(form) {
+    const params = new URLSearchParams();
+    for (const [name, value] of new FormData(form)) {
+      if (String(value).trim()) {
+        params.set(name, String(value).trim());
+      }
+    }
+    return params;
+  }
+
+  window.HL7 = {
+    onRowOpen, formParams,
+    $, call, cell, clear, when, lines, confirmAction, loadQueues: () => loadQueues(),
+    register(name, start) { pages[name] = { start, started: false }; },
+    reset: [], // functions that forget a page's data at log out
+  };
+
   function showLogin(message) {
     stopNodes();
     delete document.body.dataset.role;
     $("app-view").hidden = true;
     $("who").hidden = true;
     $("logout").hidden = true;
+    $("nav").hidden = true;
     $("login-view").hidden = false;
     $("login-error").textContent = message;
     $("login-user").focus();
@@ -74,9 +152,14 @@
     $("who").textContent = session.user + " (" + session.role + ")";
     $("who").hidden = false;
     $("logout").hidden = false;
+    $("nav").hidden = false;
+    $("zone").textContent = "Times in " + ZONE;
     loadQueues();
     startNodes();
-    search(new URLSearchParams());
+    for (const page of Object.values(pages)) {
+      page.started = false;
+    }
+    showPage("messages");
   }
 
   async function login(event) {
@@ -99,8 +182,9 @@
 
   async function logout() {
     await fetch("/logout", { method: "POST", headers: { "X-Requested-With": "hl7engine-console" }, credentials: "same-origin" });
-    closeDetail();
-    clear($("results").tBodies[0]);
+    for (const forget of window.HL7.reset) {
+      forget();
+    }
     showLogin("");
   }
 
@@ -172,216 +256,16 @@
     }
   }
 
-  function searchParams() {
-    const params = new URLSearchParams();
-    for (const [name, value] of new FormData($("search-form"))) {
-      if (String(value).trim()) {
-        params.set(name, String(value).trim());
-      }
-    }
-    return params;
-  }
-
-  async function search(params, older) {
-    const query = new URLSearchParams(params);
-    query.set("limit", String(PAGE));
-    if (older && oldestId !== null) {
-      query.set("before_id", String(oldestId));
-    }
-    $("search-error").textContent = "";
-    let found;
-    try {
-      found = await call("GET", "/api/messages?" + query.toString());
-    } catch (error) {
-      $("search-error").textContent = error.message;
-      return;
-    }
-    const body = $("results").tBodies[0];
-    if (!older) {
-      clear(body);
-    }
-    lastSearch = params;
-    for (const message of found) {
-      const row = body.insertRow();
-      row.dataset.id = String(message.id);
-      row.className = "result status-" + message.status.toLowerCase();
-      row.tabIndex = 0;
-      cell(row, message.id);
-      cell(row, when(message.received_at));
-      cell(row, message.status);
-      cell(row, message.ack_code);
-      cell(row, message.type);
-      cell(row, message.control_id);
-      cell(row, message.patient_id);
-      cell(row, [message.sending_application, message.sending_facility].filter(Boolean).join("/"));
-      cell(row, message.channel);
-      oldestId = message.id;
-    }
-    $("more").hidden = found.length < PAGE;
-  }
-
-  function field(list, name, value) {
-    const term = document.createElement("dt");
-    term.textContent = name;
-    const definition = document.createElement("dd");
-    definition.textContent = value === null || value === undefined || value === "" ? "—" : String(value);
-    list.appendChild(term);
-    list.appendChild(definition);
-  }
-
-  async function openMessage(id) {
-    let message;
-    try {
-      message = await call("GET", "/api/messages/" + encodeURIComponent(id));
-    } catch (error) {
-      $("search-error").textContent = error.message;
-      return;
-    }
-    shownId = message.id;
-    $("detail-id").textContent = String(message.id);
-    $("action-result").textContent = "";
-    $("try-panel").hidden = true;
-    const fields = $("detail-fields");
-    clear(fields);
-    field(fields, "Received", when(message.received_at));
-    field(fields, "Status", message.status);
-    field(fields, "Type", message.type);
-    field(fields, "Control id", message.control_id);
-    field(fields, "Patient id", message.patient_id);
-    field(fields, "Sender", [message.sending_application, message.sending_facility].filter(Boolean).join("/"));
-    field(fields, "Receiver", [message.receiving_application, message.receiving_facility].filter(Boolean).join("/"));
-    field(fields, "Listener", message.listener);
-    field(fields, "Peer", message.peer);
-    field(fields, "Channel", message.channel);
-    field(fields, "Version", message.version);
-    field(fields, "ACK code", message.ack_code);
-    field(fields, "Error", message.error);
-    if (message.pruned_at) {
-      field(fields, "Content pruned", when(message.pruned_at));
-    }
-    $("detail-raw").textContent = message.pruned_at
-      ? "(content removed by retention " + when(message.pruned_at) + ")"
-      : lines(message.raw);
-    $("detail-ack").textContent = lines(message.ack) || "(none)";
-
-    const deliveries = $("deliveries").tBodies[0];
-    clear(deliveries);
-    for (const delivery of message.deliveries) {
-      const row = deliveries.insertRow();
-      cell(row, delivery.destination);
-      cell(row, delivery.status);
-      cell(row, delivery.attempts);
-      cell(row, when(delivery.sent_at));
-      cell(row, delivery.response_code);
-      cell(row, delivery.reason);
-      cell(row, when(delivery.superseded_at));
-    }
-    const events = $("events").tBodies[0];
-    clear(events);
-    for (const event of message.events) {
-      const row = events.insertRow();
-      cell(row, when(event.at));
-      cell(row, event.status);
-      cell(row, event.destination);
-      cell(row, event.detail);
-    }
-    $("detail").hidden = false;
-    $("detail").scrollIntoView();
-  }
-
-  function closeDetail() {
-    shownId = null;
-    $("detail").hidden = true;
-    $("detail-raw").textContent = "";
-    $("detail-ack").textContent = "";
-  }
-
-  async function act(action) {
-    if (shownId === null) {
-      return;
-    }
-    const id = shownId;
-    try {
-      const result = await call("POST", "/api/messages/" + encodeURIComponent(id) + "/" + action);
-      $("action-result").textContent =
-        action === "resend" ? "queued " + result.deliveries.length + " delivery(ies)" : result.reprocessed ? "will be processed again" : "nothing to reprocess";
-      loadQueues();
-    } catch (error) {
-      $("action-result").textContent = error.message;
-    }
-  }
-
-  function trialText(trial) {
-    const head = [trial.control_id, trial.message_type].filter(Boolean).join(" ");
-    if (trial.outcome !== "accepted") {
-      return head + ": " + trial.outcome + " by " + trial.channel + ": " + trial.reason;
-    }
-    const lines = [head + ": accepted by " + trial.channel];
-    for (const destination of trial.destinations) {
-      if (destination.outcome !== "queued") {
-        lines.push("  -> " + destination.destination + ": " + destination.outcome + ": " + destination.reason);
-        continue;
-      }
-      lines.push("  -> " + destination.destination + ": would deliver, " + (destination.changes.length || "no") + " change(s)");
-      for (const change of destination.changes) {
-        if (change.kind === "changed") {
-          const name = change.name ? " (" + change.name + ")" : "";
-          lines.push("       " + change.path + name + ": '" + change.old + "' -> '" + change.new + "'");
-        } else {
-          lines.push("       " + (change.kind === "added" ? "+ " + change.path + ": " + change.new : "- " + change.path + ": " + change.old));
-        }
-      }
-    }
-    return lines.join("\n");
-  }
-
-  async function tryMessage() {
-    if (shownId === null) {
-      return;
-    }
-    const channel = $("try-channel").value.trim();
-    const query = channel ? "?channel=" + encodeURIComponent(channel) : "";
-    try {
-      const trial = await call("POST", "/api/messages/" + encodeURIComponent(shownId) + "/try" + query);
-      $("try-result").textContent = trialText(trial);
-    } catch (error) {
-      $("try-result").textContent = error.message;
-    }
-    $("try-panel").hidden = false;
-  }
-
-  function rowOf(event) {
-    const row = event.target.closest("tr.result");
-    return row ? row.dataset.id : null;
-  }
-
   document.addEventListener("DOMContentLoaded", async function () {
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
     $("queues-refresh").addEventListener("click", loadQueues);
     $("nodes-refresh").addEventListener("click", loadNodes);
-    $("search-form").addEventListener("submit", function (event) {
-      event.preventDefault();
-      oldestId = null;
-      search(searchParams(), false);
-    });
-    $("more").addEventListener("click", () => search(lastSearch || new URLSearchParams(), true));
-    $("results").addEventListener("click", function (event) {
-      const id = rowOf(event);
-      if (id) {
-        openMessage(id);
-      }
-    });
-    $("results").addEventListener("keydown", function (event) {
-      const id = rowOf(event);
-      if (id && event.key === "Enter") {
-        openMessage(id);
-      }
-    });
-    $("detail-close").addEventListener("click", closeDetail);
-    $("resend").addEventListener("click", () => act("resend"));
-    $("reprocess").addEventListener("click", () => act("reprocess"));
-    $("try").addEventListener("click", tryMessage);
+    for (const button of document.querySelectorAll("#nav button[data-page]")) {
+      button.addEventListener("click", () => showPage(button.dataset.page));
+    }
+    // The dashboard is on the messages page: show that page, then the link scrolls to it.
+    $("nav-dashboard").addEventListener("click", () => showPage("messages"));
     try {
       const session = await call("GET", "/api/session");
       showApp(session);
