@@ -209,9 +209,13 @@ class MessageStore:
             inputs=tuple(inputs),
         )
 
-    def index_pending(self, limit: int = 500) -> defer.Deferred:
-        """Fires with MessageRepository.index_pending(limit): how many messages it indexed."""
-        return self._pool.write(MessageRepository.index_pending, self._repository, limit)
+    @defer.inlineCallbacks
+    def index_pending(self, limit: int = 500):
+        """Fires with how many messages it indexed: their words are read and split on a reader
+        thread, only their rows written on the writer (which intake's commits wait for)."""
+        ids, terms = yield self._pool.read(MessageRepository.pending_terms, self._repository, limit)
+        done = yield self._pool.write(MessageRepository.add_terms, self._repository, ids, terms)
+        return done
 
     def prune_nodes(self) -> defer.Deferred:
         """Fires with ClusterRepository.prune_nodes(): how many long-gone nodes were forgotten."""

@@ -331,15 +331,23 @@ class MessageRepository:
     def index_pending(self, limit: int = 500) -> int:
         """Index the content of up to ``limit`` messages not indexed yet, oldest first; how many it indexed.
 
-        Not on intake's path: its words (engine.hl7.terms) cost more than the insert itself, and
-        an index written a batch at a time costs a fraction of one written a group commit at a
-        time (docs/performance.md). Every message gets a row, a pruned one an empty one, so the
-        indexed messages are those up to the newest row. None with content encrypted at rest.
-        Run it on the writer thread (ContentIndexer), where no prune of this process comes between
-        reading the content and writing its words.
+        ``pending_terms`` then ``add_terms``, in one call (the engine runs the first on a reader
+        thread and only the second on the writer: ``MessageStore.index_pending``).
+        """
+        ids, terms = self.pending_terms(limit)
+        return self.add_terms(ids, terms)
+
+    def pending_terms(self, limit: int = 500) -> tuple[list[int], list[str]]:
+        """The ids of up to ``limit`` messages not indexed yet, oldest first, and their words.
+
+        Not on intake's path: their words (engine.hl7.terms) cost more than the insert itself,
+        and an index written a batch at a time costs a fraction of one written a group commit at
+        a time (docs/performance.md). A read: it holds no write lock while it reads and splits.
+        Every message gets a row, a pruned one an empty one, so the indexed messages are those up
+        to the newest row. Nothing with content encrypted at rest.
         """
         if self._index is None:
-            return 0
+            return [], []
         m = messages.c
         with store_errors("reading messages to index"), self._engine.connect() as connection:
             found = connection.execute(
@@ -348,16 +356,31 @@ class MessageRepository:
                 .order_by(m.id)
                 .limit(limit)
             ).all()
-        if not found:
-            return 0
         terms = [
             "" if row.pruned_at is not None else search_terms(decode(self._cipher.open(row.raw)).text)
             for row in found
         ]
+        return [row.id for row in found], terms
+
+    def add_terms(self, ids: Sequence[int], terms: Sequence[str]) -> int:
+        """Write the index rows of ``pending_terms``; a message pruned since it was read gets none.
+
+        The messages are locked (PostgreSQL) while their rows are written, so a prune waits and
+        its trigger then removes what was written; SQLite has one writer. How many it indexed.
+        """
+        if self._index is None or not ids:
+            return 0
+        m = messages.c
         # TRANSACTION: the index rows of a batch of messages, all or none (a batch is read again).
         with store_errors("indexing messages"), self._engine.begin() as connection:
-            self._index.add(connection, self._index.rows([row.id for row in found], terms))
-        return len(found)
+            pruned = set(
+                connection.execute(
+                    sa.select(m.id).where(m.id.in_(ids), m.pruned_at.is_not(None)).with_for_update()
+                ).scalars()
+            )
+            kept = ["" if i in pruned else text for i, text in zip(ids, terms, strict=True)]
+            self._index.add(connection, self._index.rows(list(ids), kept))
+        return len(ids)
 
     def record_answer(self, message_id: int, ack_code: str, ack: bytes) -> None:
         """Keep the answer a sender was given after its message was stored (respond: after_processing)."""
