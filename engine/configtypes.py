@@ -11,8 +11,6 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 __all__ = [
@@ -62,6 +60,8 @@ def resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 
 def _check_certificates(value: Path, info: ValidationInfo) -> Path:
+    from cryptography import x509  # here: only a config with TLS pays for importing it
+
     path = resolve_path(value, info)
     try:
         x509.load_pem_x509_certificates(path.read_bytes())  # ValueError when there is none
@@ -73,6 +73,8 @@ def _check_certificates(value: Path, info: ValidationInfo) -> Path:
 
 
 def _check_private_key(value: Path, info: ValidationInfo) -> Path:
+    from cryptography.hazmat.primitives import serialization  # here: only a config with TLS imports it
+
     path = resolve_path(value, info)
     try:
         serialization.load_pem_private_key(path.read_bytes(), password=None)

@@ -24,8 +24,6 @@ import os
 from collections.abc import Mapping
 
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engine.errors import StoreError
 
@@ -103,6 +101,8 @@ class Cipher:
         if current is not None and current not in keys:
             raise ValueError(f"the current key {current!r} is not among the keys")
         aeads = {}
+        if keys:  # cryptography is imported by a store with keys only: a clear one starts without it
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         for key_id, key in keys.items():
             encoded = key_id.encode("ascii")
             if not 0 < len(encoded) < 256:
@@ -156,6 +156,8 @@ class Cipher:
         name = key_id.decode("ascii", "replace")
         if aead is None:
             raise StoreError(f"a value is sealed with key {name!r}, which is not configured")
+        from cryptography.exceptions import InvalidTag  # imported already by the key's AESGCM
+
         end = len(header) + _NONCE_BYTES
         try:
             return aead.decrypt(stored[len(header) : end], stored[end:], header)

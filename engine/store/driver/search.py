@@ -15,10 +15,10 @@ so a pruned message is found no more by what it said.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import TSVECTOR
 
 from engine.store.driver.rows import Rows, binds
 
@@ -37,9 +37,16 @@ INDEX_TABLES = frozenset(
 POSTGRESQL_LAG = 10_000
 _index = sa.MetaData()
 _SQLITE = sa.Table("message_text", _index, sa.Column("rowid", sa.Integer), sa.Column("terms", sa.Text))
-_POSTGRESQL = sa.Table(
-    "message_text", sa.MetaData(), sa.Column("message_id", sa.BigInteger), sa.Column("terms", TSVECTOR)
-)
+
+
+@functools.cache
+def _postgresql_table() -> sa.Table:
+    """PostgreSQL's index table, made on first use: a SQLite store never imports the PostgreSQL dialect."""
+    from sqlalchemy.dialects.postgresql import TSVECTOR
+
+    return sa.Table(
+        "message_text", sa.MetaData(), sa.Column("message_id", sa.BigInteger), sa.Column("terms", TSVECTOR)
+    )
 
 
 class ContentIndex:
@@ -47,7 +54,7 @@ class ContentIndex:
 
     def __init__(self, dialect: sa.Dialect):
         self.sqlite = dialect.name == "sqlite"
-        table = _SQLITE if self.sqlite else _POSTGRESQL
+        self._table = table = _SQLITE if self.sqlite else _postgresql_table()
         self._link = table.c[0].name
         self._insert = Rows(sa.insert(table).values(binds(table, self._link, "terms")))
         link = table.c[self._link]
@@ -73,7 +80,7 @@ class ContentIndex:
         upper = connection.execute(
             sa.select(message_id).where(message_id > newest).order_by(message_id).offset(limit - 1).limit(1)
         ).scalar()
-        indexed = sa.exists().where(_POSTGRESQL.c.message_id == message_id)
+        indexed = sa.exists().where(self._table.c.message_id == message_id)
         window = [message_id > newest - POSTGRESQL_LAG, ~indexed]
         return sa.and_(*window, *([] if upper is None else [message_id <= upper]))
 
@@ -84,8 +91,7 @@ class ContentIndex:
 
     def clear(self, connection: sa.Connection) -> int:
         """Remove every row inside the connection's transaction; how many there were."""
-        table = _SQLITE if self.sqlite else _POSTGRESQL
-        return connection.execute(sa.delete(table)).rowcount
+        return connection.execute(sa.delete(self._table)).rowcount
 
     def newest_matching(
         self, statement: sa.Select, message_id: sa.ColumnElement, terms: Sequence[str]
