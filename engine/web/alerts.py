@@ -14,17 +14,15 @@ from collections.abc import Callable, Sequence
 from engine.channels.alerting import alerts_json
 from engine.channels.alertspec import AlertRule
 from engine.channels.pausing import Controls
+from engine.web.apidoc import operation
 from engine.web.responses import JsonResource, error_reply, json_reply, send, serve
+from engine.web.roles import VIEWER
 
 __all__ = ["OPENAPI_PATHS", "AlertsApi"]
 
 OPENAPI_PATHS: dict = {
     "/api/alerts": {
-        "get": {
-            "summary": "The alert rules with their state: firing or not, last fired and cleared",
-            "x-role": "viewer",
-            "responses": {"200": {"description": "JSON"}},
-        }
+        "get": operation("The alert rules with their state: firing or not, last fired and cleared", VIEWER)
     }
 }
 

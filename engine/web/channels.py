@@ -24,6 +24,7 @@ from engine.channels.pausing import Controls, is_paused
 from engine.channels.spec import ChannelConfig, ChannelDestinationConfig, RecordDestinationConfig
 from engine.model import Status, utc_now
 from engine.store.dashboard import DashboardCounts, QueueState
+from engine.web.apidoc import operation
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated
 from engine.web.responses import JsonResource, Reply, error_reply, json_reply, send, serve
@@ -304,24 +305,15 @@ def dashboard_resources(
     }
 
 
+_WINDOW = {
+    "name": "window",
+    "in": "query",
+    "schema": {"type": "string", "enum": list(WINDOWS), "default": "1h"},
+}
+
+
 def _operation(summary: str, role: str, *, post: bool = False) -> dict:
-    parameters = (
-        []
-        if post
-        else [
-            {
-                "name": "window",
-                "in": "query",
-                "schema": {"type": "string", "enum": list(WINDOWS), "default": "1h"},
-            }
-        ]
-    )
-    return {
-        "summary": summary,
-        "x-role": role,
-        "parameters": parameters,
-        "responses": {"200": {"description": "JSON"}, "400": {"description": "bad parameter"}},
-    }
+    return operation(summary, role, parameters=() if post else (_WINDOW,))
 
 
 _NAME = {"in": "path", "required": True, "schema": {"type": "string"}}
