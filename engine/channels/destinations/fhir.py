@@ -22,7 +22,7 @@ from engine.channels.destinations.httpclient import (
     HttpClient,
     ReplyTooLong,
     RequestFailed,
-    auth_headers,
+    request_headers,
 )
 from engine.channels.destinations.policy import unexpected_failure
 from engine.channels.destinations.spec import FhirDestinationSettings
@@ -46,10 +46,11 @@ class FHIRDestination(Destination):
         self._client = HttpClient(
             reactor, timeout_seconds=settings.timeout_seconds, max_reply_bytes=settings.max_reply_bytes
         )
-        headers = {name: [value] for name, value in settings.headers.items()}
-        headers["Content-Type"] = [f"{_MEDIA_TYPE}; charset=utf-8"]
-        headers["Accept"] = [_MEDIA_TYPE]
-        self._headers = {**headers, **auth_headers(settings.basic_auth)}
+        self._headers = request_headers(
+            settings.headers,
+            settings.basic_auth,
+            {"Content-Type": f"{_MEDIA_TYPE}; charset=utf-8", "Accept": _MEDIA_TYPE},
+        )
 
     def stop(self) -> defer.Deferred:
         """Close the pooled connections; fires when they are closed."""

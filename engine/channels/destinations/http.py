@@ -18,7 +18,7 @@ from engine.channels.destinations.httpclient import (
     HttpClient,
     ReplyTooLong,
     RequestFailed,
-    auth_headers,
+    request_headers,
 )
 from engine.channels.destinations.policy import decide, unexpected_failure
 from engine.channels.destinations.spec import HttpDestinationSettings
@@ -38,9 +38,11 @@ class HTTPDestination(Destination):
         self._client = HttpClient(
             reactor, timeout_seconds=settings.timeout_seconds, max_reply_bytes=settings.max_reply_bytes
         )
-        headers = {name: [value] for name, value in settings.headers.items()}
-        headers["Content-Type"] = [f"{settings.media_type}; charset={settings.charset}"]
-        self._headers = {**headers, **auth_headers(settings.basic_auth)}
+        self._headers = request_headers(
+            settings.headers,
+            settings.basic_auth,
+            {"Content-Type": f"{settings.media_type}; charset={settings.charset}"},
+        )
 
     def stop(self) -> defer.Deferred:
         """Close the pooled connections; fires when they are closed."""

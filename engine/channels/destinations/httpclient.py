@@ -8,6 +8,7 @@ each means for its delivery.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from twisted.internet import defer, error, protocol
@@ -27,7 +28,14 @@ from zope.interface import implementer
 
 from engine.channels.destinations.spec import BasicAuth
 
-__all__ = ["RETRYABLE_STATUSES", "HttpClient", "HttpReply", "ReplyTooLong", "RequestFailed", "auth_headers"]
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "HttpClient",
+    "HttpReply",
+    "ReplyTooLong",
+    "RequestFailed",
+    "request_headers",
+]
 
 _REQUEST_FAILURES = (
     error.ConnectError,
@@ -59,12 +67,16 @@ class HttpReply:
     body: bytes
 
 
-def auth_headers(basic_auth: BasicAuth | None) -> dict[str, list[str]]:
-    """The Authorization header of Basic credentials (none without)."""
-    if basic_auth is None:
-        return {}
-    credentials = f"{basic_auth.username}:{basic_auth.password.get_secret_value()}"
-    return {"Authorization": ["Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")]}
+def request_headers(
+    configured: Mapping[str, str], basic_auth: BasicAuth | None, fixed: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """A destination's request headers: its configured ones, then ``fixed`` (Content-Type...), then
+    the Authorization header of its Basic credentials (none without)."""
+    headers = {name: [value] for name, value in {**configured, **fixed}.items()}
+    if basic_auth is not None:
+        credentials = f"{basic_auth.username}:{basic_auth.password.get_secret_value()}"
+        headers["Authorization"] = ["Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")]
+    return headers
 
 
 @implementer(IBodyProducer)
