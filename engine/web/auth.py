@@ -31,20 +31,31 @@ from zope.interface import Attribute, Interface
 from engine.errors import StoreError
 from engine.model import utc_now
 from engine.store.sessions import SessionRepository
+from engine.web.apidoc import json_response, operation
 from engine.web.passwords import decoy_hash, verify_password
-from engine.web.responses import UNAVAILABLE, Reply, ReplyResource, error_reply
-from engine.web.roles import RolePolicy, may
+from engine.web.responses import (
+    UNAVAILABLE,
+    JsonResource,
+    Reply,
+    ReplyResource,
+    error_reply,
+    json_reply,
+    send,
+)
+from engine.web.roles import VIEWER, RolePolicy, may
 from engine.web.throttle import LoginThrottle, LoginThrottled
 
 __all__ = [
     "BROWSER_HEADER",
     "MAX_WAITING_CHECKS",
+    "OPENAPI_PATHS",
     "Account",
     "SESSION_COOKIE",
     "Authenticator",
     "Gate",
     "IPrincipal",
     "Principal",
+    "SessionApi",
     "Sessions",
     "address_text",
     "authenticated",
@@ -465,3 +476,24 @@ class _Abandoned(resource.Resource):
 
     def render(self, request) -> object:
         return NOT_DONE_YET
+
+
+class SessionApi(JsonResource):
+    """``/api/session``: who the request is authenticated as (the console asks on load)."""
+
+    isLeaf = True
+
+    def render_GET(self, request) -> bytes:
+        principal = authenticated(request)
+        return send(request, json_reply({"user": principal.user, "role": principal.role}))
+
+
+OPENAPI_PATHS: dict = {
+    "/api/session": {
+        "get": operation(
+            "Who the request is authenticated as, and their role",
+            VIEWER,
+            ok=json_response("{user, role}", {"type": "object"}),
+        )
+    },
+}

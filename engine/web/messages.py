@@ -1,4 +1,4 @@
-"""The JSON API over stored messages, the audit trail and the queues: ``/api`` but for the patient record.
+"""The JSON API over stored messages and the queues.
 
     GET  /api/messages?q=&control_id=&patient_id=&type=&sender=&status=&channel=&since=&until=&limit=
          &before_id=
@@ -9,10 +9,9 @@
     GET  /api/messages/{id}/raw         the bytes exactly as received; 410 once pruned (audited: raw)
     POST /api/messages/{id}/resend      queue it again for its destinations           (audited: resend)
     POST /api/messages/{id}/reprocess   run it through its channel again              (audited: reprocess)
-    GET  /api/audit?limit=&before_id=&message_id=&user=&action=&since=
     GET  /api/queues
-    GET  /api/session
 
+The search's parameters are read in engine.web.search; the audit trail's API is engine.web.audit.
 ``OPENAPI_PATHS`` gives each route's least role. A viewer's answers are shaped here: summaries
 without the patient id (and no search by it, nor by content), a message without its content
 (engine.web.roles). A search returns summaries only (no content); ``q`` searches by content
@@ -28,15 +27,13 @@ written, nothing is shown.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 from twisted.internet import defer
 from twisted.web import resource
 
 from engine.hl7.charset import decode
-from engine.hl7.terms import query_terms
-from engine.model import Status
-from engine.store.messages import ContentSearchOff, MessageQuery, StoredMessage
+from engine.store.messages import StoredMessage
 from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated
@@ -48,155 +45,26 @@ from engine.web.responses import (
     error_reply,
     json_reply,
     parse_id,
-    send,
-    serve,
 )
-from engine.web.roles import ADMIN, OPERATOR, VIEWER, may, without_content, without_person_data
+from engine.web.roles import OPERATOR, VIEWER, may, without_content, without_person_data
+from engine.web.search import (
+    FILTER_DOC,
+    FILTERS,
+    BadRequest,
+    allowed,
+    answer,
+    filter_query,
+    message_query,
+    queries,
+    request_params,
+    whole_number,
+)
 from engine.web.stages import STAGES, message_stages
 
-__all__ = ["OPENAPI_PATHS", "AuditApi", "MessagesApi", "QueuesApi", "SessionApi", "message_query"]
+__all__ = ["OPENAPI_PATHS", "MessagesApi", "QueuesApi", "message_json"]
 
-MAX_LIMIT = 500
-DEFAULT_LIMIT = 50
 MAX_BULK = 10_000  # messages one bulk resend or reprocess may act on
 HL7_CONTENT_TYPE = b"x-application/hl7-v2+er7"  # HAPI's HL7-over-HTTP media type
-
-
-class BadRequest(ValueError):
-    """A query parameter the API cannot use; the message is what the client is told (400)."""
-
-
-def _params(request, known: tuple[str, ...]) -> dict[str, str]:
-    """The query (and form) parameters, each given at most once and all of them known."""
-    params: dict[str, str] = {}
-    for raw_name, values in (request.args or {}).items():
-        name = raw_name.decode("utf-8", "replace")
-        if name not in known:
-            raise BadRequest(f"unknown parameter {name!r}; known: {', '.join(known)}")
-        if len(values) != 1:
-            raise BadRequest(f"parameter {name!r} given {len(values)} times")
-        value = values[0].decode("utf-8", "replace").strip()
-        if value:
-            params[name] = value
-    return params
-
-
-def _int(
-    params: Mapping[str, str], name: str, *, default: int | None = None, low: int = 1, high: int = MAX_ID
-) -> int | None:
-    value = params.get(name)
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit()) or len(value) > 19 or not low <= int(value) <= high:
-        raise BadRequest(f"{name} must be a whole number {low}..{high} (got {value!r})")
-    return int(value)
-
-
-def _time(params: Mapping[str, str], name: str) -> datetime | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(
-            f"{name} must be an ISO 8601 time such as 2025-01-31T08:00:00Z (got {value!r})"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-_FILTERS = (
-    "q",
-    "control_id",
-    "patient_id",
-    "type",
-    "sender",
-    "status",
-    "channel",
-    "listener",
-    "since",
-    "until",
-)
-_SEARCH_PARAMS = (*_FILTERS, "limit", "before_id")
-
-
-class Forbidden(BadRequest):
-    """A parameter the user's role may not use (403)."""
-
-
-def message_query(request) -> MessageQuery:
-    """The MessageQuery of a search request; BadRequest explains a parameter it cannot use.
-
-    ``sender`` is MSH-3's namespace id, or ``APP/FACILITY``; times without an offset are UTC;
-    ``q`` is words of the content, each matching a word's start.
-    """
-    params = _params(request, _SEARCH_PARAMS)
-    return _query(
-        params,
-        limit=_int(params, "limit", default=DEFAULT_LIMIT, high=MAX_LIMIT),
-        before_id=_int(params, "before_id"),
-    )
-
-
-def _query(params: Mapping[str, str], *, limit: int, before_id: int | None = None) -> MessageQuery:
-    """The MessageQuery of the filters in ``params`` (_FILTERS) and this page."""
-    if "q" in params and not query_terms(params["q"]):
-        raise BadRequest(f"q must hold a letter or digit (got {params['q']!r})")
-    application, _, facility = params.get("sender", "").partition("/")
-    return MessageQuery(
-        text=params.get("q"),
-        control_id=params.get("control_id"),
-        patient_id=params.get("patient_id"),
-        message_type=params.get("type"),
-        sending_application=application or None,
-        sending_facility=facility or None,
-        status=_status(params),
-        channel=params.get("channel"),
-        listener=params.get("listener"),
-        since=_time(params, "since"),
-        until=_time(params, "until"),
-        limit=limit,
-        before_id=before_id,
-    )
-
-
-def _allowed(request, query: MessageQuery) -> MessageQuery:
-    """``query`` if the request's role may search by all its filters; Forbidden (403) if not.
-
-    Searching by patient id or by content is an operator's: the answer would tell a viewer about a
-    person, or what messages say.
-    """
-    if not may(authenticated(request).role, OPERATOR):
-        if query.patient_id is not None:
-            raise Forbidden("searching by patient_id needs the operator role")
-        if query.text is not None:
-            raise Forbidden("searching by content (q) needs the operator role")
-    return query
-
-
-def _refusal(error: Exception) -> Reply:
-    return error_reply(403 if isinstance(error, Forbidden) else 400, str(error))
-
-
-def _status(params: dict[str, str]) -> str | None:
-    if "status" not in params:
-        return None
-    status = params["status"].upper()
-    if status not in Status.__members__:
-        raise BadRequest(f"status must be one of {', '.join(Status)} (got {params['status']!r})")
-    return status
-
-
-def _answer(request, work: Callable[[], defer.Deferred]) -> int:
-    """Serve ``work()``; a BadRequest raised while parsing or working becomes 400 (Forbidden 403)."""
-    try:
-        d = work()
-    except BadRequest as error:
-        d = defer.succeed(_refusal(error))
-    d.addErrback(
-        lambda failure: _refusal(failure.value) if failure.check(BadRequest, ContentSearchOff) else failure
-    )
-    return serve(request, d)
 
 
 def _time_text(moment: datetime | None) -> str | None:
@@ -304,13 +172,13 @@ class MessagesApi(JsonResource):
         shaped = _shaper(request, without_person_data)
 
         def search() -> defer.Deferred:
-            query = _allowed(request, message_query(request))
+            query = allowed(request, message_query(request))
             d = self._store.search(query)
             return d.addCallback(
                 lambda found: json_reply([shaped(summary.to_json_dict()) for summary in found])
             )
 
-        return _answer(request, search)
+        return answer(request, search)
 
 
 class _Message(JsonResource):
@@ -335,14 +203,14 @@ class _Message(JsonResource):
 
         @defer.inlineCallbacks
         def view():
-            _params(request, ())
+            request_params(request, ())
             stored = yield self.store.get(self.message_id)
             if stored is None:
                 return error_reply(404, f"no message {self.message_id}")
             yield self._auditor.record(request, action, message_id=self.message_id)
             return reply(stored)
 
-        return _answer(request, view)
+        return answer(request, view)
 
     def changed(
         self,
@@ -355,7 +223,7 @@ class _Message(JsonResource):
 
         @defer.inlineCallbacks
         def act():
-            params = _params(request, known)
+            params = request_params(request, known)
             stored = yield self.store.get(self.message_id)
             if stored is None:
                 return error_reply(404, f"no message {self.message_id}")
@@ -363,7 +231,7 @@ class _Message(JsonResource):
             yield self._auditor.record(request, action, message_id=self.message_id, detail=detail)
             return (yield change(params))
 
-        return _answer(request, act)
+        return answer(request, act)
 
     def render_GET(self, request) -> int:
         shaped = _shaper(request, without_content)
@@ -459,10 +327,10 @@ class _Count(JsonResource):
 
     def render_GET(self, request) -> int:
         def count() -> defer.Deferred:
-            query = _allowed(request, _query(_params(request, _FILTERS), limit=1))
+            query = allowed(request, filter_query(request_params(request, FILTERS), limit=1))
             return self._store.count(query).addCallback(lambda n: json_reply({"count": n}))
 
-        return _answer(request, count)
+        return answer(request, count)
 
 
 class _Bulk(JsonResource):
@@ -479,18 +347,20 @@ class _Bulk(JsonResource):
     def render_POST(self, request) -> int:
         @defer.inlineCallbacks
         def act():
-            params = _params(request, (*_FILTERS, "expected_count", *_BULK_ACTIONS[self._action.encode()]))
-            expected = _int(params, "expected_count", low=0, high=MAX_BULK)
+            params = request_params(
+                request, (*FILTERS, "expected_count", *_BULK_ACTIONS[self._action.encode()])
+            )
+            expected = whole_number(params, "expected_count", low=0, high=MAX_BULK)
             if expected is None:
                 raise BadRequest("give expected_count: how many messages the search showed")
-            ids = yield self._store.ids(_query(params, limit=MAX_BULK + 1))
+            ids = yield self._store.ids(filter_query(params, limit=MAX_BULK + 1))
             if len(ids) > MAX_BULK:
                 raise BadRequest(f"more than {MAX_BULK} messages match: narrow the search")
             if len(ids) != expected:
                 error = f"{len(ids)} messages match now, not {expected}: search again and confirm"
                 return json_reply({"error": error, "count": len(ids)}, 409)
             # The filters' names are audited with the ids, never their values (a name searched for).
-            asked = ",".join(name for name in _FILTERS if name in params and name != "destination")
+            asked = ",".join(name for name in FILTERS if name in params and name != "destination")
             detail = f"count={len(ids)} filters={asked} messages={','.join(map(str, ids))}"
             yield self._auditor.record(request, f"{self._action}.bulk", detail=detail)
             if self._action == "resend":
@@ -499,39 +369,11 @@ class _Bulk(JsonResource):
             reprocessed = yield self._store.reprocess(ids)
             return json_reply({"count": len(ids), "reprocessed": reprocessed})
 
-        return _answer(request, act)
+        return answer(request, act)
 
 
 # A bulk action's name, and the parameters it takes besides the filters and expected_count.
 _BULK_ACTIONS: dict[bytes, tuple[str, ...]] = {b"resend": ("destination",), b"reprocess": ()}
-
-
-_AUDIT_PARAMS = ("limit", "before_id", "message_id", "user", "action", "since")
-
-
-class AuditApi(JsonResource):
-    """``/api/audit``: the audit trail, newest first."""
-
-    isLeaf = True
-
-    def __init__(self, auditor: Auditor):
-        super().__init__()
-        self._auditor = auditor
-
-    def render_GET(self, request) -> int:
-        def recent() -> defer.Deferred:
-            params = _params(request, _AUDIT_PARAMS)
-            criteria = {
-                "before_id": _int(params, "before_id"),
-                "message_id": _int(params, "message_id"),
-                "user": params.get("user"),
-                "action": params.get("action"),
-                "since": _time(params, "since"),
-            }
-            d = self._auditor.recent(_int(params, "limit", default=100, high=MAX_LIMIT), **criteria)
-            return d.addCallback(lambda entries: json_reply([entry.to_json_dict() for entry in entries]))
-
-        return _answer(request, recent)
 
 
 class QueuesApi(JsonResource):
@@ -545,7 +387,7 @@ class QueuesApi(JsonResource):
 
     def render_GET(self, request) -> int:
         def depths() -> defer.Deferred:
-            _params(request, ())
+            request_params(request, ())
             d = self._store.queue_depths()
             return d.addCallback(
                 lambda found: json_reply(
@@ -556,34 +398,11 @@ class QueuesApi(JsonResource):
                 )
             )
 
-        return _answer(request, depths)
+        return answer(request, depths)
 
 
-class SessionApi(JsonResource):
-    """``/api/session``: who the request is authenticated as (the console asks on load)."""
-
-    isLeaf = True
-
-    def render_GET(self, request) -> bytes:
-        principal = authenticated(request)
-        return send(request, json_reply({"user": principal.user, "role": principal.role}))
-
-
-_FILTER_DOC = {
-    "q": "words of the content (names, identifiers, OBX values), each matching a word's start"
-    " (not for a viewer: 403; 400 on an encrypted store)",
-    "control_id": "MSH-10, exactly",
-    "patient_id": "the patient identifier stored with the message, exactly (not for a viewer: 403)",
-    "type": "ADT, ADT^A01, ADT^A01^ADT_A01 or ^A01",
-    "sender": "MSH-3 namespace id, or APP/FACILITY",
-    "status": "RECEIVED, REJECTED, FILTERED, TRANSFORMED, QUEUED, SENT or ERROR",
-    "channel": "the channel's name",
-    "listener": "the listener's name",
-    "since": "ISO 8601 time: received at or after",
-    "until": "ISO 8601 time: received before",
-}
 _SEARCH_DOC = {
-    **_FILTER_DOC,
+    **FILTER_DOC,
     "limit": "1..500, default 50",
     "before_id": "page: only messages with a smaller id",
 }
@@ -592,15 +411,6 @@ _BULK_ANSWERS = {
     "409": json_response("another count matches now (the body's count); nothing was done"),
 }
 _EXPECTED = query("expected_count", "how many messages the caller saw match (required)", kind="integer")
-_AUDIT_DOC = {
-    "limit": "1..500, default 100",
-    "before_id": "page: only entries with a smaller id",
-    "message_id": "one message's entries",
-    "user": "one user's entries",
-    "action": "one action's entries (view, raw, resend, login ...)",
-    "since": "ISO 8601 time: entries at or after",
-}
-_INTEGERS = {"limit", "before_id", "message_id"}
 
 
 def _bulk(summary: str, *more: dict) -> dict:
@@ -608,18 +418,11 @@ def _bulk(summary: str, *more: dict) -> dict:
         "post": operation(
             summary,
             OPERATOR,
-            parameters=[*_queries(_FILTER_DOC), _EXPECTED, *more],
+            parameters=[*queries(FILTER_DOC), _EXPECTED, *more],
             ok=json_response("{count, deliveries} or {count, reprocessed}", {"type": "object"}),
             responses=_BULK_ANSWERS,
         )
     }
-
-
-def _queries(described: Mapping[str, str]) -> list[dict]:
-    return [
-        query(name, text, kind="integer" if name in _INTEGERS else "string")
-        for name, text in described.items()
-    ]
 
 
 OPENAPI_PATHS: dict = {
@@ -628,14 +431,14 @@ OPENAPI_PATHS: dict = {
             "Search the stored messages: summaries, newest first (a viewer's without patient_id);"
             " q searches the content",
             VIEWER,
-            parameters=_queries(_SEARCH_DOC),
+            parameters=queries(_SEARCH_DOC),
         )
     },
     "/api/messages/count": {
         "get": operation(
             "How many messages the search's filters match (what a bulk action acts on)",
             VIEWER,
-            parameters=_queries(_FILTER_DOC),
+            parameters=queries(FILTER_DOC),
             ok=json_response("{count}", {"type": "object"}),
         )
     },
@@ -680,19 +483,11 @@ OPENAPI_PATHS: dict = {
             responses={"404": {"description": "no such message"}},
         )
     },
-    "/api/audit": {"get": operation("The audit trail, newest first", ADMIN, parameters=_queries(_AUDIT_DOC))},
     "/api/queues": {
         "get": operation(
             "The deliveries waiting in each destination's queue",
             VIEWER,
             ok=json_response("[{channel, destination, depth}]", {"type": "array"}),
-        )
-    },
-    "/api/session": {
-        "get": operation(
-            "Who the request is authenticated as, and their role",
-            VIEWER,
-            ok=json_response("{user, role}", {"type": "object"}),
         )
     },
 }

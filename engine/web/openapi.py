@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from types import ModuleType
 
-from engine.web import alerts, api, channels, configs, messages, nodes, patients, record, trying
+from engine.web import alerts, api, audit, auth, channels, configs, messages, nodes, patients, record, trying
 from engine.web.apidoc import json_response, operation
 from engine.web.auth import SESSION_COOKIE
 from engine.web.responses import JsonResource, json_reply, send
@@ -30,6 +30,8 @@ OPENAPI_PATHS: dict = {
 
 API_MODULES: tuple[ModuleType, ...] = (
     messages,
+    audit,
+    auth,
     nodes,
     api,
     patients,

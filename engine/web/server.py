@@ -7,8 +7,8 @@
     /metrics           public   Prometheus text: counts and names from the config, never message content
     /login, /logout    public   POST: a form login that sets (or ends) the session cookie
     /, /console/...    public   the console's static page, script and style (they hold no data)
-    /api/...           gated    see engine/web/messages.py, nodes.py, configs.py, openapi.py; more can be
-                                mounted below it
+    /api/...           gated    see engine/web/messages.py, audit.py, nodes.py, configs.py, openapi.py;
+                                more can be mounted below it
     anything mounted   gated    ``extra_resources`` (e.g. ``api/patients``, ``fhir``)
 
 Every child of the root that is not public sits behind a Gate: a session cookie or HTTP Basic
@@ -40,7 +40,7 @@ from engine.errors import StoreError
 from engine.model import utc_now
 from engine.store.cluster import DEFAULT_LEASE_SECONDS
 from engine.store.driver import store_errors
-from engine.web.audit import Auditor
+from engine.web.audit import AuditApi, Auditor
 from engine.web.auth import (
     BROWSER_HEADER,
     SESSION_COOKIE,
@@ -48,6 +48,7 @@ from engine.web.auth import (
     Authenticator,
     Gate,
     IPrincipal,
+    SessionApi,
     Sessions,
     loggable,
     remote_address,
@@ -55,7 +56,7 @@ from engine.web.auth import (
 )
 from engine.web.configs import ConfigApi
 from engine.web.limits import LimitedSite
-from engine.web.messages import AuditApi, MessagesApi, QueuesApi, SessionApi
+from engine.web.messages import MessagesApi, QueuesApi
 from engine.web.metrics import Metrics
 from engine.web.nodes import NodesApi
 from engine.web.openapi import OpenApiDocument, policy

@@ -1,4 +1,4 @@
-"""engine/web/audit.py: the Auditor writes who did what from where, on the store's writer thread."""
+"""engine/web/audit.py: the Auditor writes who did what from where, on the writer thread; /api/audit."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from engine.store.audit import AuditEntry
 from engine.web.audit import Auditor
 from engine.web.auth import IPrincipal, Principal
 from tests.fakes.harness import in_thread
-from tests.fakes.messages import T0
-from tests.fakes.web import basic, fetch, http_request
+from tests.fakes.messages import T0, pms_message
+from tests.fakes.web import basic, fetch, http_request, login
 
 
 def admitted(user: str = "alice"):
@@ -76,3 +76,29 @@ def test_the_trail_is_filtered_by_user_action_and_time_and_paged(start_web, stor
     assert (yield ids("message_id=1")) == [second, first]
     bad = yield in_thread(fetch, f"{web.url}/api/audit?since=yesterday", headers=basic())
     assert (bad.status, "since" in bad.json()["error"]) == (400, True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_audit_trail_filters_by_user_and_message_and_pages(start_web, store):
+    """/api/audit answers newest first, filtered by ``user`` and ``message_id``, paged by ``before_id``."""
+    [first, second] = yield store.add([pms_message(1), pms_message(2)])
+    web = start_web()
+    for message_id in (first, second, first):
+        yield in_thread(fetch, f"{web.url}/api/messages/{message_id}", headers=basic())
+    yield login(web)
+    everything = (yield in_thread(fetch, f"{web.url}/api/audit", headers=basic())).json()
+    assert [(e["action"], e["message_id"]) for e in everything] == [
+        ("login", None),
+        ("view", first),
+        ("view", second),
+        ("view", first),
+    ]
+    ids = [entry["id"] for entry in everything]
+    by_message = yield in_thread(fetch, f"{web.url}/api/audit?message_id={first}", headers=basic())
+    assert [e["id"] for e in by_message.json()] == [ids[1], ids[3]]
+    page = yield in_thread(fetch, f"{web.url}/api/audit?before_id={ids[1]}&limit=1", headers=basic())
+    assert [e["id"] for e in page.json()] == [ids[2]]
+    nobody = yield in_thread(fetch, f"{web.url}/api/audit?user=bob", headers=basic())
+    assert nobody.json() == []
+    too_many = yield in_thread(fetch, f"{web.url}/api/audit?limit=501", headers=basic())
+    assert too_many.status == 400

@@ -28,7 +28,17 @@ from engine.web.roles import RolePolicy
 from engine.web.throttle import LoginThrottle
 from tests.fakes.harness import in_thread
 from tests.fakes.reactor import InlinePool, InlineThreads
-from tests.fakes.web import ACCOUNTS, BROWSER, PASSWORD, basic, fetch, http_request, logged
+from tests.fakes.web import (
+    ACCOUNTS,
+    BROWSER,
+    PASSWORD,
+    basic,
+    fetch,
+    http_request,
+    logged,
+    login,
+    session_cookie,
+)
 
 
 class _Clock:
@@ -359,3 +369,13 @@ def test_a_session_of_a_user_no_longer_configured_admits_nobody(store):
     authenticator, _ = inline_authenticator(_Clock(), store=store)
     token = (yield authenticator.sessions.open("ghost")).encode()
     assert (yield authenticator.authenticate(http_request(cookies={SESSION_COOKIE: token}))) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_session_api_names_the_user_however_they_logged_in(start_web):
+    """/api/session answers the authenticated user, for Basic credentials and for a console session alike."""
+    web = start_web()
+    by_script = yield in_thread(fetch, f"{web.url}/api/session", headers=basic())
+    cookie = session_cookie((yield login(web)))
+    by_browser = yield in_thread(fetch, f"{web.url}/api/session", headers={**cookie, **BROWSER})
+    assert by_script.json() == by_browser.json() == {"user": "alice", "role": "admin"}

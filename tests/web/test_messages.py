@@ -1,33 +1,17 @@
-"""engine/web/messages.py: search, view, raw, resend and reprocess of stored messages; audit trail; queues."""
+"""engine/web/messages.py: search, view, raw, resend and reprocess of stored messages; queues."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import pytest
 import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import defer
-from twisted.web.test.requesthelper import DummyRequest
 
 from engine.model import NewDelivery, Status
 from engine.store.cipher import Cipher
-from engine.store.messages import MessageQuery
 from engine.store.retention import RetentionPolicy, RetentionRepository
-from engine.web.messages import BadRequest, message_query
 from tests.fakes.harness import in_thread
 from tests.fakes.messages import pms_message
-from tests.fakes.web import BROWSER, audit_rows, basic, fetch, login, session_cookie
-
-
-def search_request(**params: str | list[str]) -> DummyRequest:
-    """A GET /api/messages request with these query parameters (a list: given that many times)."""
-    request = DummyRequest([b""])
-    request.args = {
-        name.encode(): [value.encode() for value in (values if isinstance(values, list) else [values])]
-        for name, values in params.items()
-    }
-    return request
+from tests.fakes.web import audit_rows, basic, fetch, login, session_cookie
 
 
 @pytest_twisted.inlineCallbacks
@@ -158,60 +142,6 @@ def test_queue_depths_are_listed(start_web, store):
     assert (response.status, response.json()) == (200, [])
 
 
-def test_a_search_request_becomes_a_message_query():
-    """Parameters map to MessageQuery: sender splits at '/', status is upper-cased, no offset means UTC."""
-    query = message_query(
-        search_request(
-            control_id="CTRL1",
-            patient_id="P-1",
-            type="ADT^A01",
-            sender="PMS/CLINIC",
-            status="queued",
-            channel="adt",
-            listener="main",
-            since="2026-01-01T08:00:00",
-            until="2026-01-02T08:00:00+01:00",
-            limit="20",
-            before_id="99",
-        )
-    )
-    assert query == MessageQuery(
-        control_id="CTRL1",
-        patient_id="P-1",
-        message_type="ADT^A01",
-        sending_application="PMS",
-        sending_facility="CLINIC",
-        status="QUEUED",
-        channel="adt",
-        listener="main",
-        since=datetime(2026, 1, 1, 8, tzinfo=UTC),
-        until=datetime(2026, 1, 2, 7, tzinfo=UTC),
-        limit=20,
-        before_id=99,
-    )
-    assert message_query(search_request(sender="PMS", control_id=" ")) == MessageQuery(
-        sending_application="PMS", limit=50
-    )
-
-
-@pytest.mark.parametrize(
-    ("params", "reason"),
-    [
-        ({"colour": "red"}, "unknown parameter 'colour'"),
-        ({"type": ["ADT", "ORU"]}, "parameter 'type' given 2 times"),
-        ({"limit": "0"}, "limit must be a whole number 1..500"),
-        ({"limit": "-5"}, "limit must be a whole number 1..500"),
-        ({"before_id": "0"}, "before_id must be a whole number 1..9223372036854775807"),
-        ({"before_id": "9" * 30}, "before_id must be a whole number 1..9223372036854775807"),
-        ({"until": "31/01/2025"}, "until must be an ISO 8601 time"),
-    ],
-)
-def test_a_search_parameter_that_cannot_be_used_is_a_bad_request(params, reason):
-    """message_query raises BadRequest naming the parameter and what it must be."""
-    with pytest.raises(BadRequest, match=reason):
-        message_query(search_request(**params))
-
-
 @pytest_twisted.inlineCallbacks
 def test_a_view_shows_deliveries_and_events_with_their_content_decoded(start_web, store):
     """A view lists the deliveries with their payloads and the events; content is decoded by MSH-18."""
@@ -281,42 +211,6 @@ def test_a_view_or_change_with_parameters_it_does_not_take_is_400_and_not_audite
         response = yield in_thread(fetch, web.url + path, method, headers=basic())
         assert response.status == 400, path
     assert audit_rows(store) == []
-
-
-@pytest_twisted.inlineCallbacks
-def test_the_audit_trail_filters_by_user_and_message_and_pages(start_web, store):
-    """/api/audit answers newest first, filtered by ``user`` and ``message_id``, paged by ``before_id``."""
-    [first, second] = yield store.add([pms_message(1), pms_message(2)])
-    web = start_web()
-    for message_id in (first, second, first):
-        yield in_thread(fetch, f"{web.url}/api/messages/{message_id}", headers=basic())
-    yield login(web)
-    everything = (yield in_thread(fetch, f"{web.url}/api/audit", headers=basic())).json()
-    assert [(e["action"], e["message_id"]) for e in everything] == [
-        ("login", None),
-        ("view", first),
-        ("view", second),
-        ("view", first),
-    ]
-    ids = [entry["id"] for entry in everything]
-    by_message = yield in_thread(fetch, f"{web.url}/api/audit?message_id={first}", headers=basic())
-    assert [e["id"] for e in by_message.json()] == [ids[1], ids[3]]
-    page = yield in_thread(fetch, f"{web.url}/api/audit?before_id={ids[1]}&limit=1", headers=basic())
-    assert [e["id"] for e in page.json()] == [ids[2]]
-    nobody = yield in_thread(fetch, f"{web.url}/api/audit?user=bob", headers=basic())
-    assert nobody.json() == []
-    too_many = yield in_thread(fetch, f"{web.url}/api/audit?limit=501", headers=basic())
-    assert too_many.status == 400
-
-
-@pytest_twisted.inlineCallbacks
-def test_the_session_api_names_the_user_however_they_logged_in(start_web):
-    """/api/session answers the authenticated user, for Basic credentials and for a console session alike."""
-    web = start_web()
-    by_script = yield in_thread(fetch, f"{web.url}/api/session", headers=basic())
-    cookie = session_cookie((yield login(web)))
-    by_browser = yield in_thread(fetch, f"{web.url}/api/session", headers={**cookie, **BROWSER})
-    assert by_script.json() == by_browser.json() == {"user": "alice", "role": "admin"}
 
 
 @pytest_twisted.inlineCallbacks
