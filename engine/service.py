@@ -3,19 +3,20 @@
 Services start in order (store, retention, channels, listeners) and stop in reverse: listeners finish the
 messages in flight and close, channels finish their pass and close their destinations,
 then the store flushes and closes. A reload applies a new config without touching what did not
-change: a listener whose settings are unchanged keeps its connections.
+change: a listener whose settings are unchanged keeps its connections (what changed is worked out
+in engine.servicereload; the services besides channels and listeners are in engine.serviceparts).
 
-An engine process has roles (``ROLES``): intake (listeners, intakes, web), processing (channel
-passes and processing at intake), delivery (the dispatchers and their destinations), jobs (the
-retention pruner). One process with every role is the engine alone; ``hl7engine run --workers``
-splits them over processes sharing the store, and the nodes of ``engine.cluster`` share it too:
-such processes divide the work by leases in the store (StoreLeases) and wake one another (Wakeups).
+An engine process has roles (``engine.serviceparts.ROLES``): intake (listeners, intakes, web),
+processing (channel passes and processing at intake), delivery (the dispatchers and their
+destinations), jobs (the retention pruner). One process with every role is the engine alone;
+``hl7engine run --workers`` splits them over processes sharing the store, and the nodes of
+``engine.cluster`` share it too: such processes divide the work by leases in the store
+(StoreLeases) and wake one another (Wakeups).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,18 +28,28 @@ from engine.channels.alerting import AlertService
 from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
-from engine.channels.leases import LOCAL_LEASES, Leases, job_key
-from engine.channels.leasing import StoreLeases
+from engine.channels.leases import LOCAL_LEASES, Leases
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pausing import Controls, PauseWatch
 from engine.channels.trial import try_message
-from engine.channels.wakeups import Peers, Wakeups
-from engine.config import Config, EngineSettings, load_config
+from engine.channels.wakeups import Wakeups
+from engine.config import Config, load_config
 from engine.configengine import ClusterSettings
 from engine.errors import ConfigError
 from engine.listeners.file import FileSource
 from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
 from engine.listeners.tls import server_tls_options
+from engine.serviceparts import (
+    ALL_ROLES,
+    RETENTION_KEY,
+    ChannelsService,
+    RetentionService,
+    Running,
+    check_roles,
+    make_leases,
+    make_wakeups,
+)
+from engine.servicereload import ReloadReport, channel_changes, engine_changes
 from engine.store.indexer import ContentIndexer
 from engine.store.message_store import MessageStore
 from engine.store.pruner import Pruner
@@ -52,114 +63,9 @@ from engine.web.record import record_resources
 from engine.web.server import WebService
 from engine.web.trying import TryApi
 
-__all__ = ["ALL_ROLES", "ROLES", "Engine", "ReloadReport", "check_roles"]
+__all__ = ["Engine"]
 
 log = Logger()
-
-#: What an engine process may do, in the order ``hl7engine run`` names them.
-ROLES = ("intake", "processing", "delivery", "jobs")
-#: The roles of an engine process that does everything (one process, or each node of a cluster).
-ALL_ROLES = frozenset(ROLES)
-
-
-def check_roles(roles) -> frozenset[str]:
-    """``roles`` as a frozenset when there is one or more and each is one of ``ROLES``; else ValueError."""
-    roles = frozenset(roles)
-    unknown = sorted(roles - ALL_ROLES)
-    if unknown or not roles:
-        raise ValueError(f"roles must be some of {', '.join(ROLES)} (got {', '.join(unknown) or 'none'})")
-    return roles
-
-
-class Running(service.Service):
-    """Keeps parts of the engine started for the engine's life: each ``start()`` in order at start.
-
-    At stop, each part's ``stop()`` in the reverse order, one after the other. The engine's services
-    stop all at once (MultiService), so parts that need one another run in one ``Running``: the
-    store, the wake-ups (listening before the node registers their address) and the leases kept in
-    the store, which stop first, while the store still takes writes, so the work they held stops
-    and is released, and other processes take it over at once.
-    """
-
-    def __init__(self, name: str, *parts):
-        self.setName(name)
-        self.parts = parts
-
-    def startService(self) -> None:
-        super().startService()
-        for part in self.parts:
-            started = part.start()
-            if isinstance(started, defer.Deferred):  # the leases register (and retry) in the background
-                started.addErrback(_start_failed, self.name)
-
-    @defer.inlineCallbacks
-    def stopService(self):
-        super().stopService()
-        for part in reversed(self.parts):
-            yield part.stop()
-
-
-def _start_failed(failure, name: str) -> None:
-    log.failure("a part of the {name} service did not start", failure, name=name)
-
-
-#: The lease of the retention schedule: with processes sharing a store, only its holder prunes.
-RETENTION_KEY = job_key("retention")
-
-
-class RetentionService(service.Service):
-    """Runs the store's jobs while the engine runs: the retention schedule (``Pruner``) and the content
-    index (``ContentIndexer``); stops them before the store stops."""
-
-    def __init__(self, pruner: Pruner, leases: Leases = LOCAL_LEASES, indexer: ContentIndexer | None = None):
-        self.setName("retention")
-        self.pruner = pruner
-        self.leases = leases
-        self.indexer = indexer
-
-    def startService(self) -> None:
-        super().startService()
-        self.leases.watch(RETENTION_KEY, lambda: None, lambda: None)
-        self.pruner.start()
-        if self.indexer is not None:
-            self.indexer.start(first_after=0)  # what came while the engine was down, at once
-
-    @defer.inlineCallbacks
-    def stopService(self):
-        super().stopService()
-        if self.indexer is not None:
-            yield self.indexer.stop()
-        yield self.pruner.stop()
-        yield self.leases.unwatch(RETENTION_KEY)
-
-
-class ChannelsService(service.Service):
-    """Owns the channels (and through them the destinations' connections)."""
-
-    def __init__(self, channels: dict[str, Channel]):
-        self.setName("channels")
-        self.channels = channels
-
-    def startService(self) -> None:
-        super().startService()
-        for channel in self.channels.values():
-            channel.start()
-
-    def stopService(self):
-        super().stopService()
-        return defer.gatherResults([c.stop() for c in self.channels.values()], consumeErrors=True)
-
-
-@dataclass
-class ReloadReport:
-    """What a reload changed, in words an operator reads in the config history."""
-
-    changes: list[str] = field(default_factory=list)
-    restart_needed: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = self.changes or ["no change"]
-        return "; ".join(lines + [f"needs a restart: {r}" for r in self.restart_needed])
 
 
 class Engine(service.MultiService):
@@ -226,10 +132,10 @@ class Engine(service.MultiService):
         if leases is None and self.sharing is not None:
             # One of several processes on the store: it listens for wake-ups before it registers where
             # (wake_address), and sends them to the live processes its leases saw at their last round.
-            self.wakeups = wakeups or _make_wakeups(
+            self.wakeups = wakeups or make_wakeups(
                 self.sharing, reactor, lambda: self.leases.peers(), self.observer
             )
-            self.leases = _make_leases(
+            self.leases = make_leases(
                 self.sharing, self.store, reactor, self.wakeups, self.roles, self.observer
             )
             parts = (self.wakeups, self.leases)
@@ -531,31 +437,9 @@ class Engine(service.MultiService):
         """Apply a new config: restart only the channels and listeners that changed."""
         old = self.config
         report = ReloadReport()
-        if _without_keys(new.engine) != _without_keys(old.engine):
-            report.restart_needed.append(
-                "engine settings (store, identity, charset) are applied at the next start"
-            )
+        engine_changes(old, new, report)
         self._rotate_keys(old, new, report)
-        old_channels = {c.name: c for c in old.channels}
-        new_channels = {c.name: c for c in new.channels}
-        # A channel changed when its item did, or a table or module it uses did (spec or file content).
-        changed_channels = {
-            n
-            for n in new_channels
-            if n not in old_channels
-            or old_channels[n] != new_channels[n]
-            or old.inputs_of(old_channels[n]) != new.inputs_of(new_channels[n])
-        } | (set(old_channels) - set(new_channels))
-        old_inputs = {str(source): source.sha256 for source in old.inputs}
-        for source in new.inputs:
-            if old_inputs.get(str(source), source.sha256) != source.sha256:
-                report.changes.append(f"{source} changed")
-        for name in sorted(set(old_channels) - set(new_channels)):
-            report.changes.append(f"channel {name} removed")
-        for name in sorted(set(new_channels) - set(old_channels)):
-            report.changes.append(f"channel {name} added")
-        for name in sorted(changed_channels & set(old_channels) & set(new_channels)):
-            report.changes.append(f"channel {name} changed")
+        changed_channels = channel_changes(old, new, report)
 
         # Channels: stop the changed ones, build their successors.
         for name in sorted(changed_channels):
@@ -592,31 +476,3 @@ class Engine(service.MultiService):
         if self.records_config:
             yield self.record_config(new, report)
         return report
-
-
-def _make_wakeups(cluster: ClusterSettings, reactor, peers: Peers, observer) -> Wakeups:
-    """The wake-ups of a process: on ``wake_host``/``wake_port``, to the ``peers()`` the leases saw alive."""
-    return Wakeups(
-        reactor=reactor, peers=peers, host=cluster.wake_host, port=cluster.wake_port, observer=observer
-    )
-
-
-def _make_leases(
-    cluster: ClusterSettings, store: MessageStore, reactor, wakeups: Wakeups, roles: frozenset[str], observer
-) -> StoreLeases:
-    """The leases of a process with ``roles``: registered with the address its ``wakeups`` listen on."""
-    return StoreLeases(
-        store,
-        reactor=reactor,
-        node=cluster.node,
-        roles=roles,
-        lease_seconds=cluster.lease_seconds,
-        renew_every=cluster.renew_every,
-        wake_address=lambda: wakeups.address,  # known once they listen, before the node registers
-        observer=observer,  # /metrics: hl7engine_leases_held, hl7engine_leases_lost_total
-    )
-
-
-def _without_keys(settings: EngineSettings) -> EngineSettings:
-    """Engine settings without the encryption keys, which a reload applies (Cipher.rotate)."""
-    return settings.model_copy(update={"store": settings.store.model_copy(update={"encryption": None})})

@@ -33,6 +33,8 @@ LAYERS = {
     "configengine": 6,
     "configstore": 6,
     "service": 7,
+    "serviceparts": 7,
+    "servicereload": 7,
     "cli": 8,
     "__main__": 9,
 }
@@ -46,6 +48,8 @@ BESIDE = {
     ("configstore", "configengine"),
     ("configcheck", "config"),
     ("configcheck", "configyaml"),
+    ("service", "serviceparts"),
+    ("service", "servicereload"),
 }
 #: The Alembic environment imports the record's tables so that autogenerate sees the whole database.
 EXEMPT = {("engine.store.migrations.env", "engine.record")}

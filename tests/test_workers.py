@@ -30,7 +30,8 @@ from engine.configengine import ClusterSettings
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.listeners.mllp import MLLPListenerService
-from engine.service import ALL_ROLES, Engine
+from engine.service import Engine
+from engine.serviceparts import ALL_ROLES
 from engine.store.cluster import ClusterRepository, NodeView
 from engine.store.db import create_engine_for
 from tests.fakes.harness import free_port, in_thread, statuses

@@ -98,7 +98,8 @@ def run(
         process_sharing,
         tell_parent_ready,
     )
-    from engine.service import ALL_ROLES, Engine
+    from engine.service import Engine
+    from engine.serviceparts import ALL_ROLES
 
     supervisor = None
     if role is None:

@@ -15,7 +15,8 @@ from engine.channels.leasing import StoreLeases
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.model import NewDelivery, ProcessingResult, Status, utc_now
-from engine.service import RETENTION_KEY, Engine
+from engine.service import Engine
+from engine.serviceparts import RETENTION_KEY
 from engine.store.db import create_engine_for
 from engine.store.pruner import Pruner
 from engine.store.retention import RetentionPolicy
