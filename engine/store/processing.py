@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from engine.model import NewDelivery, NewMessage, utc_now
 from engine.store.cipher import Cipher
-from engine.store.driver import Children, Rows, binds, fit_row, fit_text
-from engine.store.schema import deliveries, message_events
+from engine.store.driver import Children, Rows, binds, by_id, fit_row, fit_text
+from engine.store.schema import deliveries, message_events, messages
 
 # The lengths fit_text cuts these columns' values to.
 _EVENT_STATUS, _EVENT_DETAIL, _EVENT_DESTINATION = (
@@ -27,6 +27,14 @@ INSERT_EVENTS = Rows(
         binds(message_events, "message_id", "at", "status", "detail", "destination")
     )
 )
+
+
+def status_update(*guard: sa.ColumnElement[bool], also: tuple[str, ...] = ()) -> Rows:
+    """The one statement shape that writes messages' statuses: status, status_at and error by id.
+
+    ``guard`` is what must hold for a row to change; ``also`` are further columns written with it.
+    """
+    return Rows(by_id(messages, *guard).values(binds(messages, "status", "status_at", "error", *also)))
 
 
 def event_row(

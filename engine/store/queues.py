@@ -4,15 +4,13 @@ A channel's runner takes its RECEIVED messages in id order (``pending_for_proces
 records what its filters and transforms made of each one, with one delivery row per destination
 (``record_processing``). A destination's queue is its QUEUED delivery rows in id order, which is
 the order of receipt; its dispatcher takes what is due (``due_deliveries``) and records every
-attempt (``record_attempts``). Retry policy (backoff, giving up) belongs to the dispatcher: the
-store only records what it decided.
+attempt (``record_attempts``, written by engine.store.attempts). Retry policy (backoff, giving up)
+belongs to the dispatcher: the store only records what it decided.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import itertools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -23,18 +21,17 @@ from engine.model import (
     AttemptResult,
     Delivery,
     LeaseToken,
-    Outcome,
     ProcessingResult,
     ReceivedMessage,
     Status,
     require_aware,
-    roll_up,
     utc_now,
 )
-from engine.store.cipher import Cipher, cipher_of
-from engine.store.driver import Rows, Select, binds, by_id, fit_text, store_errors
+from engine.store.attempts import record_attempts_in
+from engine.store.cipher import cipher_of
+from engine.store.driver import Select, fit_text, store_errors
 from engine.store.leases import hold_in
-from engine.store.processing import INSERT_EVENTS, delivery_row, event_row, processing_rows
+from engine.store.processing import INSERT_EVENTS, delivery_row, event_row, processing_rows, status_update
 from engine.store.schema import deliveries, messages
 
 log = Logger(namespace="engine.store")
@@ -59,11 +56,7 @@ _QUEUE_COLUMNS = tuple(
 _INSERT_DELIVERIES = sa.insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
 
 
-# The lengths fit_text cuts these columns' values to.
-_DELIVERY_REASON, _DELIVERY_RESPONSE_CODE = (
-    deliveries.c[name].type.length for name in ("reason", "response_code")
-)
-_MESSAGE_ERROR = messages.c.error.type.length
+_MESSAGE_ERROR = messages.c.error.type.length  # what fit_text cuts an error to
 
 # The claim (the WHERE on status): every still-RECEIVED message of a batch at once, locked until
 # commit. It takes the rows and writes no status: _SET_RESULT does, in the same transaction.
@@ -75,37 +68,8 @@ _CLAIM = (
 )
 
 
-def _status_update(*guard: sa.ColumnElement[bool], also: tuple[str, ...] = ()) -> Rows:
-    """The one statement shape that writes messages' statuses: status, status_at and error by id.
-
-    ``guard`` is what must hold for a row to change; ``also`` are further columns written with it.
-    """
-    return Rows(by_id(messages, *guard).values(binds(messages, "status", "status_at", "error", *also)))
-
-
-_SET_RESULT = _status_update(also=("transformed",))  # record_processing, after _CLAIM
-_SETTLE = _status_update(messages.c.status == Status.QUEUED)  # record_attempts: the roll-up
-_SET_STATUS = _status_update()  # resend: back to QUEUED
-# One UPDATE per outcome; every one counts the attempt and keeps the answer.
-_ATTEMPT = ("updated_at", "reason", "response", "response_code")
-_RECORD_ATTEMPT = {
-    Outcome.SENT: Rows(
-        by_id(deliveries).values(
-            attempts=deliveries.c.attempts + 1, status=Status.SENT, **binds(deliveries, *_ATTEMPT, "sent_at")
-        )
-    ),
-    Outcome.ERROR: Rows(
-        by_id(deliveries).values(
-            attempts=deliveries.c.attempts + 1, status=Status.ERROR, **binds(deliveries, *_ATTEMPT)
-        )
-    ),
-    # RETRY leaves the status alone: a row superseded meanwhile stays out of its queue.
-    Outcome.RETRY: Rows(
-        by_id(deliveries).values(
-            attempts=deliveries.c.attempts + 1, **binds(deliveries, *_ATTEMPT, "next_attempt_at")
-        )
-    ),
-}
+_SET_RESULT = status_update(also=("transformed",))  # record_processing, after _CLAIM
+_SET_STATUS = status_update()  # resend: back to QUEUED
 
 
 def _queue(*columns: sa.ColumnElement) -> sa.Select:
@@ -139,77 +103,6 @@ _DUE = Select(
 )
 _HEAD_DUE_AT = Select(_queue(deliveries.c.next_attempt_at).limit(1))
 _EARLIEST_DUE_AT = Select(_queue(sa.func.min(deliveries.c.next_attempt_at)).order_by(None))
-# After recording attempts: every delivery of the messages they touched, with the message's
-# status, in one read (one round trip less on PostgreSQL). Run after the attempts' UPDATEs, in
-# their transaction: on SQLite the write lock is held, on PostgreSQL FOR UPDATE locks the messages.
-_TOUCHED = Select(
-    sa.select(
-        deliveries.c.id,
-        deliveries.c.message_id,
-        deliveries.c.destination,
-        deliveries.c.status,
-        deliveries.c.reason,
-        deliveries.c.attempts,
-        deliveries.c.superseded_at.is_(None),
-        messages.c.status,
-    )
-    .join_from(deliveries, messages, deliveries.c.message_id == messages.c.id)
-    .where(
-        deliveries.c.message_id.in_(
-            sa.select(deliveries.c.message_id).where(
-                deliveries.c.id.in_(sa.bindparam("b_ids", type_=deliveries.c.id.type, expanding=True))
-            )
-        )
-    )
-    .order_by(deliveries.c.id)
-    .with_for_update(of=messages),
-    listed="ids",
-)
-
-
-def _attempt_values(result: AttemptResult, cipher: Cipher) -> dict:
-    """The row of ``_RECORD_ATTEMPT[result.outcome]`` for one result, its response sealed with ``cipher``."""
-    return {
-        "id": result.delivery_id,
-        "updated_at": result.at,
-        "sent_at": result.at,
-        "reason": fit_text(result.reason, _DELIVERY_REASON),
-        "response": cipher.seal(result.response),
-        "response_code": fit_text(result.response_code, _DELIVERY_RESPONSE_CODE),
-        "next_attempt_at": result.next_attempt_at,
-    }
-
-
-def _attempt_detail(result: AttemptResult, attempt: int) -> str:
-    """The event text of one attempt; RETRY says when the next one is due."""
-    answer = f" (answer {result.response_code})" if result.response_code else ""
-    if result.outcome == Outcome.SENT:
-        return f"attempt {attempt} sent{answer}" + (f": {result.reason}" if result.reason else "")
-    if result.in_doubt:
-        return f"attempt {attempt} in doubt, possible duplicate: {result.reason}; next at " + (
-            result.next_attempt_at.isoformat()
-        )
-    detail = f"attempt {attempt} failed{answer}: {result.reason}"
-    if result.outcome == Outcome.RETRY:
-        return f"{detail}; next at {result.next_attempt_at.isoformat()}"
-    return detail
-
-
-def _not_yet_recorded(connection: sa.Connection, results: Sequence[AttemptResult]) -> Sequence[AttemptResult]:
-    """``results`` without the replayed ones (``attempt`` set) whose attempt the store already counts."""
-    replayed = {r.delivery_id for r in results if r.attempt is not None}
-    if not replayed:
-        return results
-    c = deliveries.c
-    expected = dict(connection.execute(sa.select(c.id, c.attempts).where(c.id.in_(sorted(replayed)))).all())
-    kept = []
-    for result in results:
-        if result.attempt is None:
-            kept.append(result)
-        elif expected.get(result.delivery_id) == result.attempt - 1:
-            expected[result.delivery_id] = result.attempt
-            kept.append(result)
-    return kept
 
 
 def _supersede(
@@ -228,41 +121,6 @@ def _supersede(
             .values(status=Status.ERROR, reason=reason)
         )
         events.extend(event_row(r.message_id, now, Status.ERROR, reason, r.destination) for r in queued)
-
-
-def _roll_up(
-    connection: sa.Connection, settled: dict[int, datetime], touched: Sequence[tuple], events: list[dict]
-) -> None:
-    """Give each QUEUED message whose current deliveries are all final its status (engine.model.roll_up).
-
-    ERROR if any is, else SENT if any is, else FILTERED. ``touched`` are the _TOUCHED rows: read
-    under the lock, so the messages still QUEUED there are changed here.
-    """
-    by_message: dict[int, list[tuple[str, str, str]]] = {}
-    for _, message_id, destination, status, reason, _, current, message_status in touched:
-        if current and message_status == Status.QUEUED and message_id in settled:
-            by_message.setdefault(message_id, []).append((destination, status, reason))
-    changes = []
-    for message_id, rows in by_message.items():
-        status = roll_up(status for _, status, _ in rows)
-        if status == Status.QUEUED:
-            continue
-        error = ""
-        if status == Status.ERROR:
-            error = detail = "; ".join(
-                f"{destination}: {reason}" for destination, status_, reason in rows if status_ == Status.ERROR
-            )
-        elif status == Status.SENT:
-            detail = "sent to " + ", ".join(d for d, status_, _ in rows if status_ == Status.SENT)
-        else:
-            detail = "filtered by every destination"
-        at = settled[message_id]
-        changes.append(
-            {"id": message_id, "status": status, "status_at": at, "error": fit_text(error, _MESSAGE_ERROR)}
-        )
-        events.append(event_row(message_id, at, status, detail))
-    if changes:
-        _SETTLE.run(connection, changes)
 
 
 class QueueRepository:
@@ -417,56 +275,13 @@ class QueueRepository:
         """
         if not results:
             return
-        events: list[dict] = []
-        settled: dict[int, datetime] = {}
-        unknown: list[int] = []
         with store_errors("recording delivery attempts"):
             # TRANSACTION: each attempt's outcome and event, and the final status of every message
             # whose deliveries are now all final, so a message never shows SENT before its rows do
             # (and the lease the attempts were made under still held).
             with self._engine.begin() as connection:
                 hold_in(connection, lease)
-                results = _not_yet_recorded(connection, results)
-                if not results:
-                    return
-                # Consecutive results with the same outcome share one statement (Rows), in the order given.
-                for outcome, run in itertools.groupby(results, key=lambda r: r.outcome):
-                    _RECORD_ATTEMPT[outcome].run(
-                        connection, [_attempt_values(result, self._cipher) for result in run]
-                    )
-                touched = _TOUCHED.rows(connection, {"ids": sorted({r.delivery_id for r in results})})
-                found = {
-                    delivery_id: (message_id, destination, attempts)
-                    for delivery_id, message_id, destination, _, _, attempts, _, _ in touched
-                }
-                # A delivery given twice counts two attempts: each event names its own number.
-                given = collections.Counter(r.delivery_id for r in results)
-                attempt = {
-                    delivery_id: attempts - given[delivery_id]
-                    for delivery_id, (_, _, attempts) in found.items()
-                }
-                for result in results:
-                    if result.delivery_id not in found:
-                        unknown.append(result.delivery_id)
-                        continue
-                    message_id, destination, _ = found[result.delivery_id]
-                    attempt[result.delivery_id] += 1
-                    status = Status.QUEUED if result.outcome == Outcome.RETRY else str(result.outcome)
-                    events.append(
-                        event_row(
-                            message_id,
-                            result.at,
-                            status,
-                            _attempt_detail(result, attempt[result.delivery_id]),
-                            destination,
-                        )
-                    )
-                    if result.outcome != Outcome.RETRY:
-                        settled[message_id] = max(result.at, settled.get(message_id, result.at))
-                if settled:
-                    _roll_up(connection, settled, touched, events)
-                if events:
-                    INSERT_EVENTS.run(connection, events)
+                unknown = record_attempts_in(connection, results, self._cipher)
         if unknown:
             log.warn(
                 "attempt results for unknown deliveries were dropped: {delivery_ids}", delivery_ids=unknown
