@@ -15,7 +15,7 @@ from engine.errors import ConfigError
 from engine.hl7.dtm import HL7DateTime, format_dtm, parse_dtm
 from engine.hl7.message import Message, parse_path
 from engine.transforms.lookup import LookupTable
-from engine.transforms.spec import format_precision
+from engine.transforms.spectypes import format_precision
 from engine.transforms.step import Step, with_field, write
 
 __all__ = ["Case", "Copy", "Date", "Map", "Replace", "Set", "Trim", "build_set", "build_set_version"]
