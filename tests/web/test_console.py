@@ -293,3 +293,41 @@ def test_each_role_sees_only_what_it_may_in_a_real_browser(start_web, store):
     assert alice["resend_rows"][2:5] == ["otto", "resend", str(message_id)]
     assert alice["config_text"] == "engine:\n  application: HUB\n  version: 2\n"
     assert (alice["diff_added"], alice["diff_removed"]) == ("+  version: 2\n", "-  version: 1\n")
+
+
+def _lose_the_session(sync_api, url: str) -> dict:
+    """Log in as an admin, lose the session cookie, then refresh the dashboard and the audit trail and
+    search: what each showed."""
+    seen: dict = {"problems": []}
+    expect = sync_api.expect
+    with console_page(sync_api, url, seen["problems"]) as page:
+        log_in(page)
+        page.wait_for_selector("#app-view", state="visible")
+        expect(page.locator("#audit-table tbody tr").first).to_be_visible()
+        page.context.clear_cookies()
+        page.click("#dash-refresh")
+        page.click("#audit-submit")
+        expect(page.locator("#dash-error")).not_to_be_empty()
+        expect(page.locator("#audit-error")).not_to_be_empty()
+        seen["dashboard"] = page.text_content("#dash-error")
+        seen["audit"] = page.text_content("#audit-error")
+        if page.is_visible("#search-submit"):  # the nodes' own refresh may have logged out first
+            page.click("#search-submit")
+        page.wait_for_selector("#login-view", state="visible")
+        seen["app_shown"] = page.is_visible("#app-view")
+        seen["login_error"] = page.text_content("#login-error")
+    return seen
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_lost_session_shows_the_login_form_and_the_admin_views_say_why(start_web, store):
+    """A 401 on the console's own calls shows the login form; the dashboard and admin views say why."""
+    sync_api = playwright_api()
+    yield store.add([pms_message(1)])
+    web = start_web()
+
+    seen = yield in_thread(_lose_the_session, sync_api, web.url + "/")
+
+    assert seen["problems"] == []
+    assert seen["dashboard"] == seen["audit"] == "log in first (POST /login), or send HTTP Basic credentials"
+    assert (seen["app_shown"], seen["login_error"]) == (False, "")

@@ -5,42 +5,17 @@
 
 (function () {
   const PAGE = 100;
-  const $ = (id) => document.getElementById(id);
+  const { $, cell, clear, formParams, utc: when } = window.HL7;
   let auditOldest = null; // the smallest id shown, for "Older entries"
 
-  async function call(path) {
-    const response = await fetch(path, { headers: { "X-Requested-With": "hl7engine-console" }, credentials: "same-origin" });
-    const data = await response.json();
-    if (!response.ok) {
-      throw new Error(data.error || response.statusText);
-    }
-    return data;
-  }
-
-  function cell(row, text) {
-    const td = document.createElement("td");
-    td.textContent = text === null || text === undefined ? "" : String(text);
-    row.appendChild(td);
-    return td;
-  }
-
-  function clear(element) {
-    while (element.firstChild) {
-      element.removeChild(element.firstChild);
-    }
-  }
-
-  function when(iso) {
-    return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z") : "";
+  // A 401 shows here as the error of the view, as every other refusal does.
+  function call(path) {
+    return window.HL7.call("GET", path, undefined, { stayOn401: true });
   }
 
   async function loadAudit(older) {
-    const query = new URLSearchParams({ limit: String(PAGE) });
-    for (const [name, value] of new FormData($("audit-form"))) {
-      if (String(value).trim()) {
-        query.set(name, String(value).trim());
-      }
-    }
+    const query = formParams($("audit-form"));
+    query.set("limit", String(PAGE));
     if (older && auditOldest !== null) {
       query.set("before_id", String(auditOldest));
     }

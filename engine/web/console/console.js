@@ -10,27 +10,35 @@
   let nodesTimer = null; // the interval that reads the nodes again
 
   // Every request says it comes from the console: the server then answers 401 without asking
-  // the browser for Basic credentials, and accepts the POSTs of a session.
-  async function call(method, path, body) {
+  // the browser for Basic credentials, and accepts the POSTs of a session. A 401 means the session
+  // is gone: the login form is shown, unless ``stayOn401`` (a page that shows the error in place).
+  // A refusal is thrown as an Error with the server's reason and the HTTP ``status``.
+  async function call(method, path, body, { stayOn401 = false } = {}) {
     const options = { method, headers: { "X-Requested-With": "hl7engine-console" }, credentials: "same-origin" };
     if (body !== undefined) {
       options.body = body;
     }
     const response = await fetch(path, options);
-    if (response.status === 401) {
+    if (response.status === 401 && !stayOn401) {
       showLogin("");
       throw new Error("not logged in");
     }
     const data = await response.json();
     if (!response.ok) {
-      throw new Error(data.error || response.statusText);
+      const error = new Error(data.error || response.statusText);
+      error.status = response.status;
+      throw error;
     }
     return data;
   }
 
-  function cell(row, text) {
+  // A table cell holding ``text`` (never HTML), with the class ``name`` when given.
+  function cell(row, text, name) {
     const td = document.createElement("td");
     td.textContent = text === null || text === undefined ? "" : String(text);
+    if (name) {
+      td.className = name;
+    }
     row.appendChild(td);
     return td;
   }
@@ -54,6 +62,11 @@
     }
     const moment = new Date(iso);
     return isNaN(moment.getTime()) ? iso : TIME_FORMAT.format(moment);
+  }
+
+  // A time as the API gave it, in UTC, shortened for a table (e.g. "2026-01-01 12:01:00Z").
+  function utc(iso) {
+    return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z") : "";
   }
 
   // HL7 separates segments with CR; show one segment per line.
@@ -125,7 +138,7 @@
 
   window.HL7 = {
     onRowOpen, formParams,
-    $, call, cell, clear, when, lines, confirmAction, loadQueues: () => loadQueues(),
+    $, call, cell, clear, when, utc, lines, confirmAction, loadQueues: () => loadQueues(),
     register(name, start) { pages[name] = { start, started: false }; },
     reset: [], // functions that forget a page's data at log out
   };

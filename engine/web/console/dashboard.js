@@ -6,42 +6,12 @@
 
 (function () {
   const EVERY_MS = 3000; // how often the dashboard is read again while it is shown
-  const $ = (id) => document.getElementById(id);
+  const { $, cell, clear, utc: when } = window.HL7;
   let timer = null;
 
-  async function call(method, path) {
-    const response = await fetch(path, {
-      method,
-      headers: { "X-Requested-With": "hl7engine-console" },
-      credentials: "same-origin",
-    });
-    const data = await response.json();
-    if (!response.ok) {
-      const error = new Error(data.error || response.statusText);
-      error.status = response.status;
-      throw error;
-    }
-    return data;
-  }
-
-  function cell(row, text, name) {
-    const td = document.createElement("td");
-    td.textContent = text === null || text === undefined ? "" : String(text);
-    if (name) {
-      td.className = name;
-    }
-    row.appendChild(td);
-    return td;
-  }
-
-  function clear(element) {
-    while (element.firstChild) {
-      element.removeChild(element.firstChild);
-    }
-  }
-
-  function when(iso) {
-    return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z") : "";
+  // A 401 shows here as the dashboard's error, as every other refusal does.
+  function call(method, path) {
+    return window.HL7.call(method, path, undefined, { stayOn401: true });
   }
 
   function age(seconds) {
