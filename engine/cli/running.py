@@ -175,8 +175,7 @@ def run(
     pid_file = config.engine.data_dir / PID_FILE
     if role is None:  # the pid file names the main process: `hl7engine reload` signals it
         pid_file.write_text(f"{os.getpid()}\n")
-    # SIGHUP reloads channels.yaml: only what changed is restarted; a bad file changes nothing.
-    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine, supervisor))
+    reload_on_sighup(reactor, engine, supervisor)
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     try:
@@ -221,6 +220,14 @@ def _child_command(config_path: str, log_level: str, role: str, poll_seconds: fl
     config = os.path.abspath(config_path)
     argv = [sys.executable, "-m", "engine", "run", "-c", config, "--log-level", log_level, "--role", role]
     return argv + ([] if poll_seconds is None else ["--poll-seconds", str(poll_seconds)])
+
+
+def reload_on_sighup(reactor, engine, supervisor=None) -> None:
+    """SIGHUP reloads the engine's config file: only what changed is restarted; a bad file changes nothing.
+
+    With a ``supervisor``, its worker processes are told to reload the same file too.
+    """
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(_reload, engine, supervisor))
 
 
 def _reload(engine, supervisor) -> None:
