@@ -2,7 +2,7 @@
 
 A listener or the web server is given an endpoint string, which Twisted's ``serverFromString``
 turns into a listening port when the engine starts. The configuration checks each string first,
-with Twisted's own tokenizer, and asks what it occupies (``bind_of``) so that two endpoints that
+read as Twisted reads it, and asks what it occupies (``bind_of``) so that two endpoints that
 cannot listen at once are reported together with every other problem of the file.
 """
 
@@ -17,6 +17,8 @@ __all__ = [
     "Bind",
     "bind_of",
     "check_endpoint",
+    "endpoint_fields",
+    "endpoint_options",
     "listen_reusing_port",
     "with_backlog",
 ]
@@ -70,16 +72,39 @@ ENDPOINT_OPTIONS = {
 }
 
 
-def _options(endpoint: str) -> tuple[str, dict[str, str]]:
-    """An endpoint string's type and its options by name (positional ones named), as Twisted reads them."""
-    # Twisted has no public tokenizer; this is the one serverFromString itself uses. Imported here:
-    # commands that only read the store load the engine settings without Twisted.
-    from twisted.internet.endpoints import _parse as _tokenize_endpoint
+def endpoint_fields(endpoint: str) -> tuple[list[str], dict[str, str]]:
+    """The positional fields and the ``name=value`` options of an endpoint string, as Twisted reads them.
 
-    try:
-        args, options = _tokenize_endpoint(endpoint)
-    except RuntimeError:  # a trailing backslash escapes nothing
-        raise ValueError(f"{endpoint!r} ends with a lone backslash") from None
+    Twisted's grammar, written here because its tokenizer is private (``serverFromString`` uses it,
+    and tests/listeners/test_endpoints.py compares the two): fields split at ``:``, the first ``=``
+    of a field names an option, a backslash takes the next character as it is. Without Twisted, a
+    command such as ``hl7engine healthcheck`` reads an endpoint without importing it.
+    """
+    fields: list[list[str]] = [[""]]
+    operators = ":="  # after a field's first "=", only ":" ends the value
+    characters = iter(endpoint)
+    for char in characters:
+        if char in operators:
+            if char == ":":
+                fields.append([""])
+                operators = ":="
+            else:
+                fields[-1].append("")
+                operators = ":"
+        elif char == "\\":
+            escaped = next(characters, None)
+            if escaped is None:
+                raise ValueError(f"{endpoint!r} ends with a lone backslash")
+            fields[-1][-1] += escaped
+        else:
+            fields[-1][-1] += char
+    args = [field[0] for field in fields if len(field) == 1]
+    return args, {field[0]: field[1] for field in fields if len(field) > 1}
+
+
+def endpoint_options(endpoint: str) -> tuple[str, dict[str, str]]:
+    """An endpoint string's type and its options by name (positional ones named), as Twisted reads them."""
+    args, options = endpoint_fields(endpoint)
     kind, positional = args[0], args[1:]
     names = ENDPOINT_OPTIONS.get(kind)
     if names is None:
@@ -97,8 +122,8 @@ def _options(endpoint: str) -> tuple[str, dict[str, str]]:
 
 
 def bind_of(endpoint: str) -> Bind:
-    """Check a Twisted server endpoint string (tokenized by Twisted itself) and say what it occupies."""
-    kind, given = _options(endpoint)
+    """Check a Twisted server endpoint string (read as Twisted reads it) and say what it occupies."""
+    kind, given = endpoint_options(endpoint)
     if kind == "unix":
         if not given.get("address"):
             raise ValueError(f"{endpoint!r} must name the socket path, e.g. unix:/run/hl7engine.sock")
@@ -115,7 +140,7 @@ def with_backlog(endpoint: str, backlog: int) -> str:
     Twisted's default of 50 makes a crowd of senders that connect at once (after a restart of the
     engine or of a network link) wait for retransmitted SYNs, seconds each.
     """
-    _kind, given = _options(endpoint)
+    _kind, given = endpoint_options(endpoint)
     return endpoint if "backlog" in given else f"{endpoint}:backlog={backlog}"
 
 
@@ -132,7 +157,7 @@ def listen_reusing_port(reactor, endpoint: str, factory, *, backlog: int):
     Twisted's endpoints do not set the option, so the socket is made here and adopted by the reactor.
     TLS is the factory's (``tls.with_tls``), not the endpoint's: ``ssl:`` and ``unix:`` are refused.
     """
-    kind, given = _options(endpoint)
+    kind, given = endpoint_options(endpoint)
     if kind not in ("tcp", "tcp6"):
         raise ValueError(f"{endpoint!r}: several intake processes share tcp: or tcp6: ports only")
     bind = bind_of(endpoint)

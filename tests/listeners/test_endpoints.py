@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import subprocess
+import sys
+
 import pytest
 
-from engine.listeners.endpoints import Bind, bind_of, check_endpoint, with_backlog
+# Twisted's own tokenizer (private: the one serverFromString uses), the reference ours must match.
+from twisted.internet.endpoints import _parse as twisted_parse
+
+from engine.listeners.endpoints import Bind, bind_of, check_endpoint, endpoint_fields, with_backlog
 
 
 @pytest.mark.parametrize(
@@ -97,3 +104,30 @@ def test_an_endpoint_without_a_backlog_gets_the_default_one(endpoint, listened):
     """The backlog is added as a named option unless the string gives one (by name or position)."""
     assert with_backlog(endpoint, 1024) == listened
     assert bind_of(listened) == bind_of(endpoint)
+
+
+def test_endpoints_are_read_exactly_as_twisted_reads_them():
+    """Fields, options, escapes and a lone backslash, on thousands of strings, read as Twisted reads them."""
+    rng = random.Random(2575)
+    strings = ["tcp6:2575:interface=\\:\\:1", "ssl:1:a=b=c:d", "tcp:\\=x=y", "", ":", "=", "a\\"]
+    strings += ["".join(rng.choice(":=\\ab1") for _ in range(rng.randint(0, 12))) for _ in range(5000)]
+    for endpoint in strings:
+        try:
+            expected = twisted_parse(endpoint)
+        except RuntimeError:  # a lone backslash at the end
+            with pytest.raises(ValueError, match="ends with a lone backslash"):
+                endpoint_fields(endpoint)
+            continue
+        assert endpoint_fields(endpoint) == expected, endpoint
+
+
+def test_an_endpoint_is_checked_without_importing_twisted():
+    """Reading an endpoint imports no Twisted: commands such as healthcheck start without it."""
+    code = (
+        "import sys; from engine.listeners.endpoints import bind_of; bind_of('tcp:8080:interface=127.0.0.1');"
+        " print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert found.stdout.strip() == "[]"
