@@ -18,6 +18,7 @@ WORKDIR /data
 VOLUME ["/data"]
 # SIGTERM stops the engine cleanly: listeners close, in-flight messages finish, the store closes.
 STOPSIGNAL SIGTERM
+# Asks /readyz where the config's engine.http listens (any port; exit 1 when not ready).
 HEALTHCHECK --interval=30s --timeout=5s \
-    CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=4).status != 200)"
+    CMD ["hl7engine", "healthcheck", "-c", "/config/channels.yaml", "--timeout", "2"]
 CMD ["hl7engine", "run", "-c", "/config/channels.yaml"]

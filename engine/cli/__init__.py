@@ -12,6 +12,7 @@ COMMANDS = {
     "run": "engine.cli.running:run",
     "reload": "engine.cli.running:reload",
     "check": "engine.cli.running:check",
+    "healthcheck": "engine.cli.health:healthcheck",
     "hash-password": "engine.cli.running:hash_password",
     "send": "engine.cli.send:send",
     "messages": "engine.cli.messages:messages",
