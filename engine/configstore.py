@@ -59,7 +59,7 @@ def load_store_side(path: str | Path, *, environ: Mapping[str, str] | None = Non
         raise ConfigError([ConfigProblem("", line, message, source)]) from None
     data = document.data if isinstance(document.data, dict) else {}
     engine = data.get("engine")
-    # engine.http is the web server's (its endpoint is checked with Twisted, slow to import): not needed here.
+    # engine.http is the web server's (its endpoint, users and limits): not needed here.
     block = {"engine": {k: v for k, v in engine.items() if k != "http"}} if isinstance(engine, dict) else {}
     if "engine" in data and not isinstance(engine, dict):
         block = {"engine": engine}
