@@ -25,6 +25,7 @@ from engine.fhirmap.common import (
     concept,
     entity_identifiers,
     reference,
+    ssn_identifier,
     telecom,
 )
 from engine.record.fhir_results import order_resources
@@ -82,6 +83,8 @@ def patient_resource(record: dict) -> dict:
         }
         for identifier in record["identifiers"]
     ]
+    if record["ssn"]:
+        identifiers.append(ssn_identifier(record["ssn"], use="official"))
     names = [
         {
             "use": NAME_USE.get(name["name_type"] or ""),

@@ -159,11 +159,3 @@ def test_a47_changes_an_identifier_and_a45_moves_a_visit(feed):
     assert moved.patient_id == 2
     assert [v["visit_number"] for v in get_patient(feed.engine, 2)["visits"]] == ["V-7"]
     assert get_patient(feed.engine, 1)["visits"] == []
-
-
-def test_a41_is_applied_to_its_patient(feed):
-    """A41 (merge account) updates the PID's patient and says the record keeps no accounts."""
-    feed(hl7("ADT^A04^ADT_A01", "20240101080000", PMS_PID))
-    _, result = feed(hl7("ADT^A41^ADT_A39", "20240102080000", PMS_PID, "MRG|P-1^^^PMS^MR|||ACC-1"))
-    assert (result.applied, result.patient_id) == (True, 1)
-    assert "accounts are not kept" in result.detail
