@@ -225,7 +225,8 @@ class Application:
         return {
             name
             for name in sent_demographics(group)
-            if name not in times or datetime.fromisoformat(times[name]) <= at
+            # A field last sent at this message's time was (most likely) sent by this message: a resend.
+            if name not in times or datetime.fromisoformat(times[name]) < at
         }
 
     def _sent_at(self, times: dict[str, str], values: dict[str, Any], sent: dict[str, Any]) -> dict[str, str]:
