@@ -8,8 +8,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from engine.record import schema
+from engine.record.fhir import everything
 from engine.record.query import get_patient
 from tests.fakes.record import hl7
+from tests.record.test_fhir import BASE, validate
 
 PID = "PID|1||P-1^^^PMS^MR||SMITH^ANNA||19800517|F"
 
@@ -36,12 +38,19 @@ def _facts(engine) -> list[tuple]:
 
 
 def test_the_visit_keeps_its_account_from_pid_18(feed):
-    """A visit takes PID-18.1 as its account number; an ADT without PID-18 leaves it, a new one changes it."""
+    """A visit takes PID-18.1 as its account number; an ADT without PID-18 leaves it, a new one changes it.
+
+    The FHIR Encounter refers to the account by its number.
+    """
     feed(hl7("ADT^A01^ADT_A01", "20240101080000", _pid("ACC-1^^^HOSP"), "PV1|1|I|W1||||||||||||||||V-1"))
     feed(hl7("ADT^A08^ADT_A01", "20240101090000", PID, "PV1|1|I|W1||||||||||||||||V-1"))
     assert _visits(feed.engine) == [(1, "V-1", "ACC-1", None)]
     feed(hl7("ADT^A08^ADT_A01", "20240101100000", _pid("ACC-2"), "PV1|1|I|W1||||||||||||||||V-1"))
     assert _visits(feed.engine) == [(1, "V-1", "ACC-2", None)]
+    bundle = everything(feed.engine, 1, base_url=BASE)
+    validate(bundle)
+    encounter = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter")
+    assert encounter["account"] == [{"type": "Account", "identifier": {"value": "ACC-2"}}]
 
 
 def test_a41_moves_the_prior_accounts_visits_to_the_surviving_account_once(feed):
@@ -118,6 +127,10 @@ def test_a42_moves_the_prior_visits_facts_to_the_surviving_visit_once(feed):
     )
     assert {visit for _, visit in _facts(feed.engine)} == {1}
     assert len(get_patient(feed.engine, 1)["visits"]) == 2
+    bundle = everything(feed.engine, 1, base_url=BASE)
+    validate(bundle)
+    encounters = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter"]
+    assert [e["id"] for e in encounters] == ["1"]  # the merged visit is part of the survivor
 
 
 def test_a42_to_an_unknown_visit_renumbers_the_prior_one(feed):
