@@ -271,7 +271,7 @@ class Application:
         self, match: Match, patient: dict[str, Any], values: dict[str, Any], identifiers: list[Identifier]
     ) -> Match:
         """A new patient, flagged, when the PID names its patient only by prior ids a merge kept though
-        unknown (``merge N: prior identifier``), and its birth date or sex contradicts the patient's.
+        unknown (``merge N: prior identifier``), and its birth date, sex or SSN contradicts the patient's.
         """
         differs = contradiction(values, patient)
         if differs is None:
