@@ -196,10 +196,9 @@ class Application:
                 self.notes.append("demographics kept: the message is older than the record")
                 return
         values, lists = read or pid_values(group.pid, self.local)
-        sent = self._sent_lists(group, lists)
+        sent = self._sent_lists(group, lists, fresh)
         if fresh is not None:
             values = {name: value for name, value in values.items() if name in fresh}
-            sent = {table: rows for table, rows in sent.items() if table in fresh}
             self.notes.append("demographics older than the record: only fields no newer message sent applied")
         known = patient["list_digests"] or {}
         digests = {**known, **{table: list_digest(rows) for table, rows in sent.items()}} or None
@@ -359,14 +358,19 @@ class Application:
         )
         self.notes.append(f"identity conflict flagged ({kind})")
 
-    def _sent_lists(self, group: PatientGroup, lists: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-        """The lists the message sends, as stored: names, addresses, telecoms (PID), contacts (NK1)."""
+    def _sent_lists(
+        self, group: PatientGroup, lists: dict[str, Any], only: set[str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The lists the message sends, as stored: names, addresses, telecoms (PID), contacts (NK1).
+
+        ``only``: those of these lists (tables) alone.
+        """
         sent = {
             table: self.writer.fit_list(schema.TABLES[table], rows)
             for table, rows in lists.items()
-            if rows is not KEEP
+            if rows is not KEEP and (only is None or table in only)
         }
-        if group.contacts:
+        if group.contacts and (only is None or schema.contacts.name in only):
             sent[schema.contacts.name] = self.writer.fit_list(
                 schema.contacts, [contact_values(nk1) for nk1 in group.contacts]
             )
