@@ -220,12 +220,13 @@ class Application:
         """The demographics the group sends that no newer message sent (none without ``times``)."""
         if times is None:
             return set()
-        at = self.writer.message_time
+        # sent_at's times are all _instant's text, which compares as the times do.
+        at = _instant(self.writer.message_time)
         return {
             name
             for name in sent_demographics(group)
             # A field last sent at this message's time was (most likely) sent by this message: a resend.
-            if name not in times or datetime.fromisoformat(times[name]) < at
+            if name not in times or times[name] < at
         }
 
     def _sent_at(self, times: dict[str, str], values: dict[str, Any], sent: dict[str, Any]) -> dict[str, str]:
