@@ -28,6 +28,7 @@ from engine.fhirmap.common import (
     RELATIONSHIP,
     compact,
     concept,
+    ssn_identifier,
 )
 from engine.fhirmap.orders import ORDER_MAPPERS
 from engine.fhirmap.reading import (
@@ -175,9 +176,7 @@ def _pid(m: MessageMapper, index: int, pid: Segment) -> None:
     identifiers += [identifier(cx, type_code="PT") for n in (2, 4) for cx in m.fields(pid, n)]
     ssn = m.first(pid, 19)(1)
     if ssn:
-        identifiers.append(
-            {"type": concept("SS", None, "HL70203"), "system": "http://hl7.org/fhir/sid/us-ssn", "value": ssn}
-        )
+        identifiers.append(ssn_identifier(ssn))
     licence = m.first(pid, 20)
     if licence(1):
         identifiers.append({"type": concept("DL", None, "HL70203"), "value": licence(1)})

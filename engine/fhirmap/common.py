@@ -35,6 +35,7 @@ __all__ = [
     "observation_value",
     "reference",
     "report_status",
+    "ssn_identifier",
     "system_uri",
     "telecom",
 ]
@@ -209,6 +210,16 @@ def report_status(result_status: str | None, observation_statuses: Iterable[str 
     if statuses == {"final"}:
         return "final"
     return "unknown"
+
+
+def ssn_identifier(value: str, **more: str) -> dict:
+    """A US social security number (PID-19) as an Identifier of system us-ssn, typed SS (table 0203)."""
+    return {
+        **more,
+        "type": concept("SS", None, "HL70203"),
+        "system": "http://hl7.org/fhir/sid/us-ssn",
+        "value": value,
+    }
 
 
 def telecom(value: str | None, use: str | None, equipment: str | None) -> dict:

@@ -25,6 +25,7 @@ from engine.fhirmap.common import (
     concept,
     entity_identifiers,
     reference,
+    ssn_identifier,
     telecom,
 )
 from engine.record.fhir_results import order_resources
@@ -45,7 +46,8 @@ def bundle(record: dict, *, base_url: str) -> dict:
     """The searchset Bundle of a ``get_patient`` record."""
     resources = [patient_resource(record)]
     subject = {"reference": f"Patient/{record['id']}"}
-    resources += [_encounter(visit, subject) for visit in record["visits"]]
+    # A visit merged into another (A42) is part of it: its facts moved there.
+    resources += [_encounter(visit, subject) for visit in record["visits"] if visit["merged_into_id"] is None]
     resources += [_allergy(allergy, subject) for allergy in record["allergies"]]
     resources += [_condition(diagnosis, subject) for diagnosis in record["diagnoses"]]
     resources += [_procedure(procedure, subject) for procedure in record["procedures"]]
@@ -82,6 +84,8 @@ def patient_resource(record: dict) -> dict:
         }
         for identifier in record["identifiers"]
     ]
+    if record["ssn"]:
+        identifiers.append(ssn_identifier(record["ssn"], use="official"))
     names = [
         {
             "use": NAME_USE.get(name["name_type"] or ""),
@@ -183,6 +187,9 @@ def _encounter(visit: dict, subject: dict) -> dict:
             "class": encounter_class,
             "identifier": [{"value": visit["visit_number"]}] if visit["visit_number"] else [],
             "subject": subject,
+            "account": [{"type": "Account", "identifier": {"value": visit["account_number"]}}]
+            if visit["account_number"]
+            else [],
             "period": {"start": visit["admitted_at"], "end": visit["discharged_at"]},
             "participant": participants,
             "serviceType": concept(visit["hospital_service"], None),

@@ -33,10 +33,14 @@ __all__ = [
     "Identifier",
     "Match",
     "corroboration",
+    "digits",
     "find_by_rule",
     "find_known",
+    "national_ids",
+    "national_ids_of",
     "normalise",
     "pid_identifiers",
+    "possible_duplicate",
     "prior_identifiers",
 ]
 
@@ -222,6 +226,12 @@ def _rule_query(fields: tuple[str, ...]) -> sa.Select:
     return query
 
 
+def possible_duplicate(candidate: int, why: str, rule: IdentityRule) -> Match:
+    """A new patient, ``candidate`` (the rule's one match) flagged as a possible duplicate for ``why``."""
+    detail = f"identity rule {rule.name} matches patient {candidate}, {why}; a new patient was created"
+    return Match(None, "new patient", conflicts=[Conflict("possible_duplicate", candidate, detail)])
+
+
 def find_by_rule(
     connection: sa.Connection,
     identifiers: list[Identifier],
@@ -268,35 +278,44 @@ def find_by_rule(
             .limit(1)
         ).scalar()
         if taken is not None:
-            return Match(
-                None,
-                "new patient",
-                conflicts=[
-                    Conflict(
-                        "possible_duplicate",
-                        candidate,
-                        f"identity rule {rule.name} matches patient {candidate}, who already has another"
-                        f" {taken} identifier; a new patient was created",
-                    )
-                ],
-            )
+            return possible_duplicate(candidate, f"who already has another {taken} identifier", rule)
     return Match(candidate, f"identity rule {rule.name} matched patient {candidate}")
 
 
-def _digits(text: Any) -> str:
+def digits(text: Any) -> str:
+    """The digits of a value (a phone number, an SSN), in order: how the record compares them."""
     return "".join(char for char in str(text or "") if char.isdigit())
+
+
+#: The identifier type (table 0203) of a social security number in PID-3 (PID-19's place from v2.7).
+SSN_TYPE = "SS"
+
+
+def national_ids(ssn: Any, identifiers: list[Identifier]) -> set[str]:
+    """The digits of a PID's SSNs: PID-19 and the PID-3 identifiers of type SS."""
+    found = {digits(ssn)} | {digits(i.value) for i in identifiers if i.type_code.upper() == SSN_TYPE}
+    return found - {""}
+
+
+def national_ids_of(writer: Writer, patient: dict[str, Any]) -> set[str]:
+    """The digits of a stored patient's SSNs: its PID-19 and its identifiers of type SS."""
+    typed = [
+        Identifier(row["authority"], row["value"], row["type_code"])
+        for row in writer.rows(schema.identifiers, {"patient_id": patient["id"], "type_code": SSN_TYPE})
+    ]
+    return national_ids(patient["ssn"], typed)
 
 
 def corroboration(writer: Writer, patient_id: int, lists: dict[str, Any]) -> str | None:
     """Which field the PID's lists share with the patient: a phone, or an address line and postal code.
 
-    None when neither does (or the PID sends neither).
+    None when neither does (or the PID sends neither). The SSN is compared before (``national_ids``).
     """
     telecoms = lists.get(schema.telecoms.name)
     if isinstance(telecoms, list):
-        sent = {_digits(row.get("value")) for row in telecoms} - {""}
+        sent = {digits(row.get("value")) for row in telecoms} - {""}
         if sent and any(
-            _digits(row["value"]) in sent for row in writer.rows(schema.telecoms, {"patient_id": patient_id})
+            digits(row["value"]) in sent for row in writer.rows(schema.telecoms, {"patient_id": patient_id})
         ):
             return "phone"
     addresses = lists.get(schema.addresses.name)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from engine.errors import RecordError
 from engine.record import schema
+from engine.record.identity import digits
 from engine.record.writer import Writer
 
 __all__ = ["LINK_KINDS", "contradiction", "merge_patients", "unmerge"]
@@ -24,11 +25,17 @@ LINK_KINDS = frozenset({"link", "cross_reference", "rule"})
 
 
 def contradiction(one: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
-    """Which of birth date and sex two patients' rows (or PID values) both know and disagree on, or None."""
+    """Which of birth date, sex and SSN two patients' rows (or PID values) both know and disagree on, or None.
+
+    SSNs are compared by their digits (``123-45-6789`` is ``123456789``).
+    """
     for name in ("birth_date", "sex"):
         a, b = one.get(name), other.get(name)
         if isinstance(a, str) and isinstance(b, str) and a and b and a != b:
             return name.replace("_", " ")
+    a, b = digits(one.get("ssn")), digits(other.get("ssn"))
+    if a and b and a != b:
+        return "SSN"
     return None
 
 

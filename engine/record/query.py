@@ -142,21 +142,53 @@ def patient_history(engine: sa.Engine, patient_id: int, limit: int = 500) -> lis
         return _rows(connection, h, mine, order=[h.c.at.desc(), h.c.id.desc()], drop=(), limit=limit)
 
 
+def _newer_in_priors(connection: sa.Connection, patient: dict) -> dict[str, dict]:
+    """The demographics that patients merged into ``patient`` had from a newer message: {name: that row}.
+
+    Each column and list (``schema.DEMOGRAPHICS``) is the one the newest message sent, by
+    ``sent_at`` (a row without it: its ``as_of`` for all); the survivor's own on a tie.
+    """
+    p = schema.patients
+    rows, frontier = [patient], [patient["id"]]
+    while frontier and len(rows) <= MAX_RESULTS:  # a cycle can only come from a bug: stop
+        found = _rows(connection, p, p.c.merged_into_id.in_(frontier), drop=("list_digests",))
+        frontier = [row["id"] for row in found if all(row["id"] != seen["id"] for seen in rows)]
+        rows += [row for row in found if row["id"] in frontier]
+    if len(rows) == 1:
+        return {}
+
+    def sent(row: dict, name: str) -> datetime | None:
+        times = row["sent_at"]
+        if times is None:
+            return datetime.fromisoformat(row["as_of"])
+        return datetime.fromisoformat(times[name]) if name in times else None
+
+    newer = {}
+    for name in schema.DEMOGRAPHICS:
+        best, best_at = patient, sent(patient, name)
+        for row in rows[1:]:
+            at = sent(row, name)
+            if at is not None and (best_at is None or at > best_at):
+                best, best_at = row, at
+        if best is not patient:
+            newer[name] = best
+    return newer
+
+
 def get_patient(engine: sa.Engine, patient_id: int) -> dict | None:
-    """Everything the record holds about one patient (its own rows, not those of patients merged into it).
+    """Everything the record holds about one patient: its own rows, not those of patients merged into it,
+    but for its demographics, each the newest among its own and theirs (``_newer_in_priors``).
 
     None for an unknown patient.
     """
     with store_errors(f"reading patient {patient_id}"), engine.connect() as connection:
-        row = (
-            connection.execute(sa.select(schema.patients).where(schema.patients.c.id == patient_id))
-            .mappings()
-            .first()
-        )
-        if row is None:
+        found = _rows(connection, schema.patients, schema.patients.c.id == patient_id, drop=("list_digests",))
+        if not found:
             return None
-        patient = plain(row)
-        del patient["list_digests"]
+        patient = found[0]
+        newer = _newer_in_priors(connection, patient)
+        patient.update({name: row[name] for name, row in newer.items() if name in patient})
+        del patient["sent_at"]
         patient["merged_into"] = patient.pop("merged_into_id")
         s = schema
 
@@ -164,12 +196,15 @@ def get_patient(engine: sa.Engine, patient_id: int) -> dict | None:
             return _rows(connection, table, table.c.patient_id == patient_id, **kwargs)
 
         patient["identifiers"] = own(s.identifiers)
-        patient["names"] = own(
-            s.names, order=[s.names.c.position], drop=("patient_id", "family_key", "given_key")
-        )
-        patient["addresses"] = own(s.addresses, order=[s.addresses.c.position])
-        patient["telecoms"] = own(s.telecoms, order=[s.telecoms.c.position])
-        patient["contacts"] = own(s.contacts, order=[s.contacts.c.position])
+        for table in (s.names, s.addresses, s.telecoms, s.contacts):
+            holder = newer[table.name]["id"] if table.name in newer else patient_id
+            patient[table.name.removeprefix("record_")] = _rows(
+                connection,
+                table,
+                table.c.patient_id == holder,
+                order=[table.c.position],
+                drop=("patient_id", "family_key", "given_key") if table is s.names else ("patient_id",),
+            )
         patient["visits"] = own(s.visits)
         patient["allergies"] = own(s.allergies)
         patient["diagnoses"] = own(s.diagnoses)

@@ -20,6 +20,7 @@ from engine.store.cipher import BLIND, FIT, SEALED
 from engine.store.schema import RowId, UTCDateTime, metadata
 
 __all__ = [
+    "DEMOGRAPHICS",
     "FACT_TABLES",
     "TABLES",
     "addresses",
@@ -89,10 +90,17 @@ patients = sa.Table(
     _text("marital_status", 100),
     sa.Column("deceased", sa.Boolean(), nullable=True),
     sa.Column("deceased_at", UTCDateTime(), nullable=True),
+    # PID-19, the social security number as sent: person data, sealed with encryption, never logged.
+    _person("ssn", 20),
     # {list table: list_digest of its rows as stored} for the lists (names, addresses, telecoms,
     # contacts) the record knows it holds as last written: a message sending one of them the same
     # way leaves it without reading it. Bookkeeping only: no history, never shown.
     sa.Column("list_digests", sa.JSON(), nullable=True),
+    # {column or list table: time (UTC ISO) of the newest message that sent it}: a message older than
+    # the row still writes what no newer message sent (last writer by message time, per field), and
+    # a person's view across a link takes each from the row that had it last. NULL: rows written
+    # before revision 0023, whose as_of stands for every field.
+    sa.Column("sent_at", sa.JSON(), nullable=True),
     sa.Index(None, "birth_date"),
     sa.Index(None, "merged_into_id"),
     sa.Index(None, "message_id"),
@@ -198,6 +206,9 @@ visits = sa.Table(
     sa.Column("id", RowId, primary_key=True, autoincrement=True),
     _patient(),
     _text("visit_number", 199),
+    _text("account_number", 199),  # PID-18.1 of the messages about the visit; A41 merges two
+    # A42: the visit this one was merged into (its facts moved there); later messages naming it go there.
+    sa.Column("merged_into_id", RowId, sa.ForeignKey("record_visits.id"), nullable=True),
     sa.Column("status", sa.String(20), nullable=False),
     _text("patient_class", 10),
     _text("point_of_care", 100),
@@ -218,6 +229,7 @@ visits = sa.Table(
     _source(),
     sa.Index(None, "patient_id"),
     sa.Index(None, "visit_number"),
+    sa.Index(None, "account_number"),
     sa.Index(None, "message_id"),
 )
 
@@ -518,6 +530,21 @@ applied_messages = sa.Table(
     sa.Column("patient_id", RowId, sa.ForeignKey("record_patients.id"), nullable=True),
     sa.Column("applied", sa.Boolean(), nullable=False),
     sa.Column("detail", sa.Text(), nullable=False),
+)
+
+#: A patient's demographics: its columns and lists (tables) from PID and NK1, each timed in ``sent_at``.
+DEMOGRAPHICS = (
+    "birth_date",
+    "sex",
+    "language",
+    "marital_status",
+    "ssn",
+    "deceased_at",
+    "deceased",
+    names.name,
+    addresses.name,
+    telecoms.name,
+    contacts.name,
 )
 
 #: Tables whose rows belong to a patient through patient_id and move with a merge.

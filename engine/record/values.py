@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from engine.hl7.dtm import parse_partial_date, parse_timestamp
-from engine.record.extract import KEEP, SegmentReader, parse_decimal
+from engine.record.extract import KEEP, PatientGroup, SegmentReader, parse_decimal
 from engine.record.identity import normalise
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "resource_rows",
     "result_status",
     "rule_demographics",
+    "sent_demographics",
     "transaction_id",
     "transaction_values",
     "visit_number",
@@ -103,6 +104,7 @@ def pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[
         **pid.columns(8, {"sex": ("8.1", str.upper)}),
         **pid.columns(15, {"language": "15.1"}),
         **pid.columns(16, {"marital_status": "16.1"}),
+        **pid.columns(19, {"ssn": "19.1"}),
         **pid.columns(29, {"deceased_at": ("29.1", lambda text: parse_timestamp(text, local))}),
         **pid.columns(30, {"deceased": ("30.1", lambda text: {"Y": True, "N": False}.get(text.upper()))}),
     }
@@ -120,6 +122,28 @@ def pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[
             {**t, "use": "work"} for t in work or []
         ]
     return values, lists
+
+
+# The PID fields of each demographic column and list (contacts come from NK1 segments).
+_PID_FIELDS = {
+    "birth_date": (7,),
+    "sex": (8,),
+    "language": (15,),
+    "marital_status": (16,),
+    "ssn": (19,),
+    "deceased_at": (29,),
+    "deceased": (30,),
+    "record_names": (5,),
+    "record_addresses": (11,),
+    "record_telecoms": (13, 14),
+}
+
+
+def sent_demographics(group: PatientGroup) -> set[str]:
+    """The demographics (``schema.DEMOGRAPHICS``) a patient group sends (values or nulls), not read."""
+    pid = group.pid
+    sent = {name for name, fields in _PID_FIELDS.items() if any(pid.sent(n) is not False for n in fields)}
+    return (sent | {"record_contacts"}) if group.contacts else sent
 
 
 def _repeated(reader: SegmentReader, n: int, read: Callable[[SegmentReader, str], dict | None]) -> Any:
@@ -215,8 +239,10 @@ def visit_number(pv1: SegmentReader) -> Any:
     return pv1.columns(19, {"visit_number": "19.1"})["visit_number"]
 
 
-def visit_values(pv1: SegmentReader, pv2: SegmentReader | None, local: tzinfo) -> dict[str, Any]:
-    """The visit's columns from PV1 (and PV2-3, the admit reason); the status is the caller's."""
+def visit_values(
+    pv1: SegmentReader, pv2: SegmentReader | None, local: tzinfo, *, pid: SegmentReader | None = None
+) -> dict[str, Any]:
+    """The visit's columns from PV1, PV2-3 (the admit reason) and PID-18.1 (the account); not the status."""
 
     def time(text: str) -> datetime | None:
         return parse_timestamp(text, local)
@@ -237,6 +263,7 @@ def visit_values(pv1: SegmentReader, pv2: SegmentReader | None, local: tzinfo) -
         state = pv1.sent(field_number)
         person = pv1.person(field_number) if state else (None, None)
         values[f"{prefix}_id"], values[f"{prefix}_name"] = (KEEP, KEEP) if state is False else person
+    values["account_number"] = pid.columns(18, {"a": "18.1"})["a"] if pid is not None else KEEP
     values["admit_reason"] = KEEP
     if pv2 is not None and pv2.sent(3) is not False:
         values["admit_reason"] = (pv2.part("3.2") or pv2.part("3.1")) if pv2.sent(3) else None

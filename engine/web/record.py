@@ -9,7 +9,7 @@
 
 Every action runs on the store's writer thread with its audit row in the same transaction
 (engine.record.operations); a refusal (unknown id, already undone, a link of patients whose
-birth date or sex differ) is a 409 naming why, an unknown id a 404. Mount behind the gate.
+birth date, sex or SSN differ) is a 409 naming why, an unknown id a 404. Mount behind the gate.
 """
 
 from __future__ import annotations

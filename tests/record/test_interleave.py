@@ -2,7 +2,13 @@
 
 Each system keeps its own order; the three are shuffled together with a seed. The record compared
 is who is one person (the identifiers of each active patient) and what each person holds: birth
-date, sex, visits, orders, results, allergies, and the open worklist.
+date, sex, phones and addresses (as shown, across links), visits, orders, results, allergies, and
+the open worklist.
+
+Demographics are last writer by message time (EVN-2, else MSH-7), field by field: the lab's
+results at 14:00, which send no phone, do not keep the PMS update of 12:00 from setting one when
+it arrives after them; and when the EMR's PID links the PMS patient to the one the lab created,
+the person shows the PMS address that only the linked-away row holds.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import sqlalchemy as sa
 from engine.record import schema
 from engine.record.ingest import RecordIngestor
 from engine.record.operations import RecordOperator
+from engine.record.query import get_patient
 from tests.fakes.record import NOW, Feeder, hl7
 
 _FAMILY = ["Smith", "Nguyen", "Garcia", "Okafor", "Kowalski", "Haddad"]
@@ -124,12 +131,15 @@ def record_of(engine) -> dict:
         ).all()
         for patient_id, born, sex in active:
             ids = frozenset(of(s.identifiers, "authority", "value", patient_id=patient_id))
+            person = get_patient(engine, patient_id)  # demographics as shown: across the links
             people[ids] = {
                 "born": (born, sex),
                 "visits": of(s.visits, "visit_number", "status", patient_id=patient_id),
                 "orders": of(s.orders, "filler_number", patient_id=patient_id),
                 "results": of(s.observations, "code", "value", "status", patient_id=patient_id),
                 "allergies": of(s.allergies, "code", patient_id=patient_id),
+                "phones": sorted((t["use"], t["value"]) for t in person["telecoms"]),
+                "addresses": sorted((a["line1"], a["postal_code"]) for a in person["addresses"]),
             }
     worklist = sorted(item["kind"] for item in RecordOperator(engine).worklist())
     return {"people": people, "worklist": worklist}
@@ -154,4 +164,9 @@ def test_interleaved_systems_end_in_the_record_of_file_order(engine, seed):
     expected = applied(engine, file_order(systems))
     assert len(expected["people"]) == 6 + 2  # the look-alikes stay two
     assert expected["worklist"] == ["possible_duplicate"]
+    for n in range(6):
+        person = next(held for ids, held in expected["people"].items() if ("PMS", f"P-{n}") in ids)
+        # The A04's address (no later message sends one), the A08's phone (the newest that sends one).
+        assert person["addresses"] == [(f"{n} Oak Rd", f"1000{n}")]
+        assert person["phones"] == [("home", f"555-02{n}")]
     assert applied(engine, interleaved(systems, seed)) == expected

@@ -161,6 +161,8 @@ def test_visits_keep_their_system_numbers_and_states(feed):
     assert _without([visits[1]], "id") == [
         {
             "visit_number": "ENC-88001",
+            "account_number": None,
+            "merged_into_id": None,
             "status": "in-progress",
             "patient_class": "I",
             "point_of_care": "4N",

@@ -50,7 +50,17 @@ def segment(name: str, fields: dict[int, str]) -> str:
 def test_pid_columns_keep_what_is_absent_and_clear_what_is_null():
     """An absent PID field gives KEEP, the HL7 null None; dates keep their precision, sex is upper-cased."""
     pid = segment(
-        "PID", {3: "P-1", 5: "DOE^JANE", 7: "1970", 8: "f", 16: '""', 29: "20240102103000", 30: "Y"}
+        "PID",
+        {
+            3: "P-1",
+            5: "DOE^JANE",
+            7: "1970",
+            8: "f",
+            16: '""',
+            19: "123-45-6789",
+            29: "20240102103000",
+            30: "Y",
+        },
     )
     values, _ = pid_values(one(pid), EST)
     assert values == {
@@ -58,6 +68,7 @@ def test_pid_columns_keep_what_is_absent_and_clear_what_is_null():
         "sex": "F",
         "language": KEEP,
         "marital_status": None,
+        "ssn": "123-45-6789",
         "deceased_at": datetime(2024, 1, 2, 10, 30, tzinfo=EST),
         "deceased": True,
     }
@@ -146,7 +157,10 @@ def test_a_contact_is_its_name_relationship_and_first_phone():
 
 
 def test_visit_columns_from_pv1_and_pv2():
-    """PV1 gives class, location, doctors, times, number and prior location; PV2-3 the admit reason."""
+    """PV1 gives class, location, doctors, times, number and prior location; PV2-3 the admit reason.
+
+    The account is the PID's (PID-18), when it is given.
+    """
     pv1, pv2 = read(
         segment(
             "PV1",
@@ -181,7 +195,12 @@ def test_visit_columns_from_pv1_and_pv2():
         "referring_id": KEEP,
         "referring_name": KEEP,
         "admit_reason": "Chest pain",
+        "account_number": KEEP,
     }
+    assert (
+        visit_values(pv1, pv2, UTC, pid=one("PID|1||P-1|||||||||||||||ACC-7^^^HOSP"))["account_number"]
+        == "ACC-7"
+    )
     assert visit_status(values) == "in-progress"
     assert visit_status({**values, "discharged_at": datetime(2024, 1, 2, tzinfo=UTC)}) == "finished"
     assert visit_status({"admitted_at": KEEP}) == "unknown"

@@ -41,7 +41,7 @@ class AdtApplication(Application):
 
     def _visit(self, patient_id: int, group: PatientGroup, trigger: str) -> int | None:
         """Apply the PV1 to its visit (by number, else the latest) as the trigger says; its id or None."""
-        values = visit_values(group.pv1, group.pv2, self.local)
+        values = visit_values(group.pv1, group.pv2, self.local, pid=group.pid)
         creating = trigger in _ADMITS or trigger in ("A02", "A03")
         visit = self.find_visit(patient_id, values["visit_number"], latest=trigger not in _ADMITS)
         if visit is None and trigger in _ADMITS and not isinstance(values["visit_number"], str):
@@ -97,7 +97,9 @@ class AdtApplication(Application):
             admitted = self.facts.message_time
         place = ("point_of_care", "room", "bed", "facility")
         candidates = self.writer.rows(
-            schema.visits, {"patient_id": patient_id, "status": Differs("cancelled")}, descending=True
+            schema.visits,
+            {"patient_id": patient_id, "status": Differs("cancelled"), "merged_into_id": None},
+            descending=True,
         )
         for visit in candidates:
             if visit["patient_class"] != _sent(values["patient_class"]):
@@ -260,7 +262,8 @@ class LinkApplication(Application):
 
 class IdentityApplication(Application):
     """A47 changes an identifier (MRG-1 to the PID's), A45 moves a visit (MRG-5) to the PID's patient,
-    A41/A42 merge accounts (PID-18, MRG-3: the record keeps no accounts; the PID updates its patient).
+    A41 merges the prior account (MRG-3) into the PID's (PID-18), A42 the prior visit (MRG-5) into
+    the PV1's (PV1-19). Each is a no-op once done.
     """
 
     code = "ADT"
@@ -275,9 +278,55 @@ class IdentityApplication(Application):
         patient_id = self.patient(group)
         if self.facts.trigger == "A45":
             self._move_visit(group, patient_id)
-        elif self.facts.trigger in ("A41", "A42"):
-            self.notes.append("accounts are not kept by the record: the patient was updated")
+        elif self.facts.trigger == "A41":
+            self._merge_account(group, patient_id)
+        elif self.facts.trigger == "A42":
+            self._merge_visit(group, patient_id)
         return patient_id
+
+    def _merge_account(self, group: PatientGroup, patient_id: int) -> None:
+        """The patient's visits of the prior account (MRG-3) take the surviving one (PID-18)."""
+        prior, survivor = group.mrg.part("3.1"), group.pid.part("18.1")
+        if not prior or not survivor:
+            raise RecordError("A41 needs MRG-3 (the prior account number) and PID-18 (the surviving one)")
+        v = schema.visits
+        visits = self.writer.rows(v, {"patient_id": patient_id, "account_number": prior})
+        for visit in visits:
+            self.writer.update(v, visit, {"account_number": survivor})
+        self.notes.append(
+            f"visits {', '.join(str(visit['id']) for visit in visits)} moved to the surviving account"
+            if visits
+            else "no visit of the prior account: nothing to move"
+        )
+
+    def _merge_visit(self, group: PatientGroup, patient_id: int) -> None:
+        """The prior visit's (MRG-5) facts move to the surviving visit (PV1-19), or it takes that number.
+
+        The prior visit keeps its row, merged into the survivor, so late messages naming it reach it.
+        """
+        prior_number = group.mrg.part("5.1")
+        number = group.pv1.part("19.1") if group.pv1 is not None else None
+        if not prior_number or not number:
+            raise RecordError("A42 needs MRG-5 (the prior visit number) and PV1-19 (the surviving one)")
+        v = schema.visits
+        prior = self.writer.select_one(
+            v, {"patient_id": patient_id, "visit_number": prior_number, "merged_into_id": None}
+        )
+        survivor = self.find_visit(patient_id, number, latest=False)
+        if prior is None or (survivor is not None and survivor["id"] == prior["id"]):
+            self.notes.append("no visit of the prior number left to merge")
+            return
+        if survivor is None:
+            self.writer.update(v, prior, {"visit_number": number})
+            self.notes.append(f"visit {prior['id']} renumbered")
+            return
+        for table in schema.FACT_TABLES:
+            if "visit_id" in table.c:
+                self.writer.connection.execute(
+                    table.update().where(table.c.visit_id == prior["id"]).values(visit_id=survivor["id"])
+                )
+        self.writer.update(v, prior, {"merged_into_id": survivor["id"]})
+        self.notes.append(f"visit {prior['id']} merged into visit {survivor['id']}")
 
     def _change_identifier(self, group: PatientGroup) -> None:
         """Give the MRG-1 identifier row the PID-3 value, unless that one is already someone's."""

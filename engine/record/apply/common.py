@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -27,7 +27,10 @@ from engine.record.identity import (
     corroboration,
     find_by_rule,
     find_known,
+    national_ids,
+    national_ids_of,
     pid_identifiers,
+    possible_duplicate,
     survivor_of,
 )
 from engine.record.merging import contradiction, merge_patients
@@ -40,6 +43,7 @@ from engine.record.values import (
     diagnosis_values,
     pid_values,
     rule_demographics,
+    sent_demographics,
     visit_number,
     visit_status,
     visit_values,
@@ -47,6 +51,12 @@ from engine.record.values import (
 from engine.record.writer import Differs, Writer, list_digest
 
 __all__ = ["Application"]
+
+
+def _instant(moment: datetime) -> str:
+    """A time as ``record_patients.sent_at`` holds it: UTC ISO text with microseconds."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
 
 # The link reason of an unknown prior id a merge kept as an alias of the survivor (adt.MergeApplication).
 _KEPT_PRIOR = re.compile(r"merge \d+: prior identifier")
@@ -133,7 +143,7 @@ class Application:
                 raise RecordError("the PID names no identifier (PID-2/3/4) and no demographics")
             match = find_by_rule(self.writer.connection, identifiers, demographics, self.rule)
             if match.patient_id is not None:
-                match = self._ruled(match, lists)
+                match = self._ruled(match, national_ids(values["ssn"], identifiers), lists)
         if match.patient_id is None:
             values, lists = read
             sent = self._sent_lists(group, lists)
@@ -145,6 +155,7 @@ class Application:
                     "created_at": self.writer.now,
                     "updated_at": self.writer.now,
                     "list_digests": digests,
+                    "sent_at": self._sent_at({}, values, sent),
                 },
             )
             for table, rows in sent.items():
@@ -160,18 +171,7 @@ class Application:
             patient_id = match.patient_id
             reason = match.reason
             patient = match.patient or self.writer.select_one(schema.patients, {"id": patient_id})
-            if self.writer.is_stale(patient):
-                self.notes.append("demographics kept: the message is older than the record")
-            else:
-                values, lists = read or pid_values(pid, self.local)
-                sent = self._sent_lists(group, lists)
-                known = patient["list_digests"] or {}
-                digests = {**known, **{table: list_digest(rows) for table, rows in sent.items()}} or None
-                self.writer.update(schema.patients, patient, values, unrecorded={"list_digests": digests})
-                for table, rows in sent.items():
-                    # A list stored as sent already is not read to find that out.
-                    if known.get(table) != digests[table]:
-                        self.writer.replace_list(schema.TABLES[table], patient_id, rows)
+            self._demographics(group, patient, read)
             for other, kind, why in match.links:
                 self.links.append((patient_id, other, kind, why))
         for identifier in identifiers:
@@ -182,6 +182,58 @@ class Application:
                 conflict.kind, patient_id, conflict.other_patient_id, conflict.detail, conflict.identifier
             )
         return patient_id
+
+    def _demographics(self, group: PatientGroup, patient: dict[str, Any], read: tuple | None) -> None:
+        """Apply the PID's (and NK1s') demographics to a known patient, field by field by message time.
+
+        A message older than the patient's row writes only the fields and lists that no newer
+        message sent (``sent_at``); a row without ``sent_at`` (written before it) is left whole.
+        """
+        fresh = None
+        if self.writer.is_stale(patient):
+            fresh = self._unsent_since(group, patient["sent_at"])
+            if not fresh:
+                self.notes.append("demographics kept: the message is older than the record")
+                return
+        values, lists = read or pid_values(group.pid, self.local)
+        sent = self._sent_lists(group, lists, fresh)
+        if fresh is not None:
+            values = {name: value for name, value in values.items() if name in fresh}
+            self.notes.append("demographics older than the record: only fields no newer message sent applied")
+        known = patient["list_digests"] or {}
+        digests = {**known, **{table: list_digest(rows) for table, rows in sent.items()}} or None
+        times = patient["sent_at"]
+        if times is None:  # written before sent_at: its as_of stands for every field
+            times = dict.fromkeys(schema.DEMOGRAPHICS, _instant(patient["as_of"]))
+        self.writer.update(
+            schema.patients,
+            patient,
+            values,
+            unrecorded={"list_digests": digests, "sent_at": self._sent_at(times, values, sent)},
+        )
+        for table, rows in sent.items():
+            # A list stored as sent already is not read to find that out.
+            if known.get(table) != digests[table]:
+                self.writer.replace_list(schema.TABLES[table], patient["id"], rows)
+
+    def _unsent_since(self, group: PatientGroup, times: dict[str, str] | None) -> set[str]:
+        """The demographics the group sends that no newer message sent (none without ``times``)."""
+        if times is None:
+            return set()
+        # sent_at's times are all _instant's text, which compares as the times do.
+        at = _instant(self.writer.message_time)
+        return {
+            name
+            for name in sent_demographics(group)
+            # A field last sent at this message's time was (most likely) sent by this message: a resend.
+            if name not in times or times[name] < at
+        }
+
+    def _sent_at(self, times: dict[str, str], values: dict[str, Any], sent: dict[str, Any]) -> dict[str, str]:
+        """``times`` with this message's time for each column and list it writes."""
+        at = _instant(self.writer.message_time)
+        written = [name for name in schema.DEMOGRAPHICS if values.get(name, KEEP) is not KEEP or name in sent]
+        return {**times, **dict.fromkeys(written, at)}
 
     def _trusts(self) -> bool:
         """Whether the sender's cross-references (identifiers listed together) link patients."""
@@ -219,7 +271,7 @@ class Application:
         self, match: Match, patient: dict[str, Any], values: dict[str, Any], identifiers: list[Identifier]
     ) -> Match:
         """A new patient, flagged, when the PID names its patient only by prior ids a merge kept though
-        unknown (``merge N: prior identifier``), and its birth date or sex contradicts the patient's.
+        unknown (``merge N: prior identifier``), and its birth date, sex or SSN contradicts the patient's.
         """
         differs = contradiction(values, patient)
         if differs is None:
@@ -247,25 +299,21 @@ class Application:
             ],
         )
 
-    def _ruled(self, match: Match, lists: dict[str, Any]) -> Match:
+    def _ruled(self, match: Match, ssns: set[str], lists: dict[str, Any]) -> Match:
         """The identity rule's one candidate: a link (after this message) when corroborated or not strict.
 
-        A strict rule without corroboration makes it a possible duplicate; either way a new patient.
+        An SSN of the PID (``ssns``: PID-19, PID-3 of type SS) that the candidate has corroborates;
+        one that contradicts the candidate's makes a possible duplicate, strict or not, as a strict
+        rule without corroboration does; either way a new patient.
         """
         candidate = match.patient_id
-        corroborated = corroboration(self.writer, candidate, lists)
+        theirs = national_ids_of(self.writer, self.writer.select_one(schema.patients, {"id": candidate}))
+        if ssns and theirs and not ssns & theirs:
+            return possible_duplicate(candidate, "whose SSN differs", self.rule)
+        corroborated = "SSN" if ssns & theirs else corroboration(self.writer, candidate, lists)
         if self.rule.strict and corroborated is None:
-            return Match(
-                None,
-                "new patient",
-                conflicts=[
-                    Conflict(
-                        "possible_duplicate",
-                        candidate,
-                        f"identity rule {self.rule.name} matches patient {candidate} with nothing to"
-                        " corroborate it (phone, address, identifier); a new patient was created",
-                    )
-                ],
+            return possible_duplicate(
+                candidate, "with nothing to corroborate it (SSN, phone, address, identifier)", self.rule
             )
         why = f"identity rule {self.rule.name} matched patient {candidate}" + (
             f", corroborated by {corroborated}" if corroborated else ""
@@ -311,14 +359,19 @@ class Application:
         )
         self.notes.append(f"identity conflict flagged ({kind})")
 
-    def _sent_lists(self, group: PatientGroup, lists: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-        """The lists the message sends, as stored: names, addresses, telecoms (PID), contacts (NK1)."""
+    def _sent_lists(
+        self, group: PatientGroup, lists: dict[str, Any], only: set[str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The lists the message sends, as stored: names, addresses, telecoms (PID), contacts (NK1).
+
+        ``only``: those of these lists (tables) alone.
+        """
         sent = {
             table: self.writer.fit_list(schema.TABLES[table], rows)
             for table, rows in lists.items()
-            if rows is not KEEP
+            if rows is not KEEP and (only is None or table in only)
         }
-        if group.contacts:
+        if group.contacts and (only is None or schema.contacts.name in only):
             sent[schema.contacts.name] = self.writer.fit_list(
                 schema.contacts, [contact_values(nk1) for nk1 in group.contacts]
             )
@@ -372,14 +425,25 @@ class Application:
     # -- visits --------------------------------------------------------------------------------
 
     def find_visit(self, patient_id: int, number: Any, *, latest: bool) -> sa.RowMapping | None:
-        """The patient's visit of this number; without one, the latest not cancelled visit if ``latest``."""
+        """The patient's visit of this number; without one, the latest not cancelled visit if ``latest``.
+
+        A visit merged into another (A42) stands for the one it was merged into.
+        """
         v = schema.visits
         if isinstance(number, str):
-            return self.writer.select_one(v, {"patient_id": patient_id, "visit_number": number})
+            visit = self.writer.select_one(v, {"patient_id": patient_id, "visit_number": number})
+            seen = set()
+            while visit is not None and visit["merged_into_id"] is not None and visit["id"] not in seen:
+                seen.add(visit["id"])  # a cycle can only come from a bug; stop rather than loop
+                visit = self.writer.select_one(v, {"id": visit["merged_into_id"]})
+            return visit
         if not latest:
             return None
         found = self.writer.rows(
-            v, {"patient_id": patient_id, "status": Differs("cancelled")}, descending=True, limit=1
+            v,
+            {"patient_id": patient_id, "status": Differs("cancelled"), "merged_into_id": None},
+            descending=True,
+            limit=1,
         )
         return found[0] if found else None
 
@@ -393,7 +457,7 @@ class Application:
         visit = self.find_visit(patient_id, number, latest=False)
         if visit is not None:
             return visit["id"]
-        values = visit_values(group.pv1, group.pv2, self.local)
+        values = visit_values(group.pv1, group.pv2, self.local, pid=group.pid)
         return self.writer.insert(
             schema.visits, {**values, "patient_id": patient_id, "status": visit_status(values)}
         )

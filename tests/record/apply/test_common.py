@@ -211,3 +211,38 @@ def test_rule_matching_several_patients_creates_and_flags(feed):
         (c["kind"], c["patient_id"], c["other_patient_id"]) for c in get_patient(feed.engine, 3)["conflicts"]
     ]
     assert kinds == [("rule_ambiguous", 3, 1), ("rule_ambiguous", 3, 2)]
+
+
+def test_an_older_message_writes_the_fields_no_newer_message_sent(feed):
+    """Last writer by message time, field by field: an older PID sets the phone no newer one sent.
+
+    Its sex and address, sent by a newer message too, stay as the newer one left them.
+    """
+    feed(hl7("ADT^A04^ADT_A01", "20240101080000", "PID|1||P-1^^^PMS^PI||DOE^JANE||19700101|F|||1 Main St"))
+    feed(hl7("ADT^A08^ADT_A01", "20240103080000", "PID|1||P-1^^^PMS^PI||DOE^JANE||19700101|F|||2 New Rd"))
+    older = "PID|1||P-1^^^PMS^PI||DOE^JANE||19700101|M|||3 Old Ln||555-0100"
+    _, result = feed(hl7("ADT^A08^ADT_A01", "20240102080000", older))
+    assert "only fields no newer message sent applied" in result.detail
+    patient = get_patient(feed.engine, 1)
+    assert patient["sex"] == "F"
+    assert [a["line1"] for a in patient["addresses"]] == ["2 New Rd"]
+    assert [t["value"] for t in patient["telecoms"]] == ["555-0100"]
+    assert patient["as_of"] == "2024-01-03T08:00:00+00:00"
+    _, again = feed(hl7("ADT^A08^ADT_A01", "20240102070000", older))
+    assert "demographics kept" in again.detail
+
+
+def test_a_person_shows_the_newest_demographics_of_the_patients_linked_into_it(feed):
+    """After a link the survivor shows the prior's address no message sent it; unlinked, its own again."""
+    feed(hl7("ADT^A04^ADT_A01", "20240101080000", "PID|1||P-1^^^PMS^PI||DOE^JANE||19700101|F|||1 Main St"))
+    feed(hl7("ADT^A04^ADT_A01", "20240101090000", "PID|1||E-1^^^EMR^MR||DOE^JANE||19700101|F", sender="EMR"))
+    _, linked = feed(
+        hl7("ADT^A08^ADT_A01", "20240101100000", "PID|1||E-1^^^EMR^MR~P-1^^^PMS^PI", sender="EMR")
+    )
+    assert "linked (cross_reference)" in linked.detail
+    survivor = get_patient(feed.engine, 2)
+    assert [a["line1"] for a in survivor["addresses"]] == ["1 Main St"]
+    feed(hl7("ADT^A08^ADT_A01", "20240101110000", "PID|1||E-1^^^EMR^MR||||||||2 New Rd", sender="EMR"))
+    assert [a["line1"] for a in get_patient(feed.engine, 2)["addresses"]] == ["2 New Rd"]
+    feed(hl7("ADT^A37^ADT_A37", "20240101120000", "PID|1||E-1^^^EMR^MR", "PID|1||P-1^^^PMS^PI", sender="EMR"))
+    assert [a["line1"] for a in get_patient(feed.engine, 1)["addresses"]] == ["1 Main St"]
