@@ -15,8 +15,9 @@ which waits for the lock as long as ``lock_timeout`` allows and judges errors as
 An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
 writer thread: their insert would hold the reactor.
 
-On SQLite the writer thread also checkpoints the WAL, and truncates it once it has grown past
-half of ``wal_max_bytes``; past two thirds the adds wait for it (wal.py). A failed
+On SQLite the writer thread also checkpoints the WAL, after as many inline commits as write
+an eighth of ``wal_max_bytes`` (so that it starts over, written in place), and truncates it once
+it has grown past half of ``wal_max_bytes``; past two thirds the adds wait for it (wal.py). A failed
 checkpoint is a warning, and the next idle moment, or the next growth past the limit, tries
 again, so a store whose disk was full recovers as soon as there is space again.
 """
@@ -349,6 +350,9 @@ class StorePool:
             self._transaction_lock.release()
         self._inline_commits += 1
         self._last_inline_commit = now = time.monotonic()
+        if self._inline_commits == self._wal.checkpoint_commits:
+            with self._writer.wakeup:  # a checkpoint is due (_checkpoint_due): the writer may be waiting
+                self._writer.wakeup.notify()
         if now - self._wal_checked_at >= _WAL_CHECK_SECONDS:
             # A checkpoint's fsync may take long enough for inline commits to fill the WAL meanwhile,
             # and a failed one must not let them fill the disk. A stat on every commit cost ~20 µs of
@@ -437,15 +441,13 @@ class StorePool:
         """Whether to checkpoint: the WAL passed its limit, or inline commits wrote to it, and none
         came for a while or many did.
 
-        None came for _CHECKPOINT_SECONDS, or _CHECKPOINT_COMMITS of them did.
-        Under steady load, then, a checkpoint (whose end holds inline commits off for a moment)
-        comes about once a second, not every quarter of a second: a few senders' messages wait.
-        The size is checked each time the writer looks for work, and by inline commits every
-        _WAL_CHECK_SECONDS (which then wake it).
+        None came for _CHECKPOINT_SECONDS, or as many came as fill an eighth of ``wal_max_bytes``
+        (WalGuard.paced): the commit that makes it due wakes the writer. The size is checked each time the
+        writer looks for work, and by inline commits every _WAL_CHECK_SECONDS (which then wake it).
         """
         commits = self._inline_commits
         return (
-            commits >= _CHECKPOINT_COMMITS
+            commits >= self._wal.checkpoint_commits
             or (commits > 0 and time.monotonic() - self._last_inline_commit >= _CHECKPOINT_SECONDS)
             or self._wal.truncation_due()
         )
@@ -460,14 +462,18 @@ class StorePool:
         copied with them held off (they go to this thread's queue for that moment). Without that
         the WAL grew fast under load, for as long as the load lasted.
         """
-        self._inline_commits = 0
         truncate = self._wal.truncation_due()
         try:
             connection = self._writer.connection.get()
             checkpoint_wal(connection)
             with self._transaction_lock:
-                complete = checkpoint_wal(connection, truncate=truncate)
+                # Once complete, the WAL starts over at the next commit: inline commits count from here.
+                commits, self._inline_commits = self._inline_commits, 0
+                done = checkpoint_wal(connection, truncate=truncate)
+            complete = done.complete
+            self._wal.paced(done.frames, commits, complete)
         except Exception as error:  # the next idle moment (or growth past the limit) tries again
+            self._inline_commits = 0
             self._writer.connection.drop()
             self._wal.failed(str(error), truncating=truncate)
             return
@@ -559,8 +565,7 @@ GROUP_WAIT_SECONDS = 0.002
 
 # The writer checkpoints the WAL that inline commits wrote once none came for this long...
 _CHECKPOINT_SECONDS = 0.25
-# ... or after this many of them, however busy.
-_CHECKPOINT_COMMITS = 500
+# ... or after as many of them as fill an eighth of wal_max_bytes (WalGuard.paced).
 # Inline commits look at the WAL's size at most this often (at 100 MB/s, 200 KB between two looks).
 _WAL_CHECK_SECONDS = 0.002
 # A failing store (a full disk) fails every group: at most one warning about it this often.
