@@ -175,8 +175,7 @@ class StorePool:
         self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
         self._inline_flush = None  # the pending call that commits them
         self._inline_since = 0.0  # when the group's first add was asked (reactor seconds)
-        self._inline_waiting = False  # whether _inline_flush is a wait for idle senders (else: end of turn)
-        self._idle_senders: Callable[[], int] = lambda: 0
+        self._idle_senders: Callable[[], int] | None = None  # wait_for_senders
         self._inline_commits = 0  # since the writer last checkpointed the WAL
         self._last_inline_commit = 0.0  # time.monotonic() of the last one
         self._inline_paused = False  # the WAL is full: adds go to the writer, which checkpoints first
@@ -241,7 +240,9 @@ class StorePool:
         there are right now. Each commit costs the same for one message as for eight (the pages of
         every index are written again), so when connected senders are about to send their next
         message, the group waits for them; once every connected sender is waiting for the store,
-        it commits. With one sender, or with none idle, nothing ever waits.
+        it commits. With one sender, or with none idle, nothing ever waits: the add that finds
+        no sender idle commits its group at once, without waiting for the end of the reactor's turn
+        (no sender can join a group it waits for; at one connection that turn was one per message).
         """
         self._idle_senders = idle_senders
 
@@ -279,13 +280,14 @@ class StorePool:
         if not self._inline_group:
             self._inline_since = self._reactor.seconds()
         self._inline_group.append(pending)
-        if self._inline_flush is None:
+        if self._idle_senders is not None and not self._idle_senders():
+            # Every connected sender waits for the store (this add was the last of them): now.
+            if self._inline_flush is not None:
+                self._inline_flush.cancel()
+            self._commit_group()
+        elif self._inline_flush is None:
             # callLater(0) runs after every connection that was readable in this turn has been read.
             self._inline_flush = self._reactor.callLater(0, self._commit_inline)
-        elif self._inline_waiting and not self._idle_senders():
-            # The group was waiting for senders, and this add was the last of them.
-            self._inline_waiting = False
-            self._inline_flush.reset(0)
         return pending.deferred
 
     def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
@@ -320,11 +322,14 @@ class StorePool:
     def _commit_inline(self) -> None:
         """Commit the group's adds here and now if nothing else is writing; else hand them to the writer."""
         waited = self._reactor.seconds() - self._inline_since
-        if waited < GROUP_WAIT_SECONDS and self._idle_senders():
+        if waited < GROUP_WAIT_SECONDS and self._idle_senders is not None and self._idle_senders():
             self._inline_flush = self._reactor.callLater(GROUP_WAIT_SECONDS - waited, self._commit_inline)
-            self._inline_waiting = True
             return
-        self._inline_flush, self._inline_waiting = None, False
+        self._commit_group()
+
+    def _commit_group(self) -> None:
+        """Commit the adds asked so far (in chunks of max_batch) here, or hand them to the writer."""
+        self._inline_flush = None
         group, self._inline_group = collections.deque(self._inline_group), []
         while group:
             chunk = _take_adds(group, self._max_batch)
@@ -370,7 +375,7 @@ class StorePool:
         """Hand the adds waiting for the end of the turn to the writer (stopping, or an add only it does)."""
         if self._inline_flush is not None:
             self._inline_flush.cancel()
-            self._inline_flush, self._inline_waiting = None, False
+            self._inline_flush = None
         group, self._inline_group = self._inline_group, []
         for pending in group:
             self._enqueue(pending)

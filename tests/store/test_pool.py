@@ -483,6 +483,25 @@ def test_an_inline_group_waits_for_idle_senders_then_commits_once(open_sqlite_st
 
 
 @pytest_twisted.inlineCallbacks
+def test_the_add_that_finds_no_sender_idle_commits_its_group_before_returning(
+    open_sqlite_store, make_message
+):
+    """Once every connected sender waits for the store, the add that made it so commits the group at
+    once, with the adds asked before it in the turn: one commit, no reactor turn to wait for."""
+    store = open_sqlite_store()
+    idle = [1]
+    store.wait_for_senders(lambda: idle[0])
+    commits = count_commits(store.repository.engine)
+    first = store.add([make_message(0)])
+    assert not first.called
+    idle[0] = 0
+    second = store.add([make_message(1)])
+    assert first.called and second.called and len(commits) == 1
+    [first_id], [second_id] = yield defer.gatherResults([first, second])
+    assert second_id == first_id + 1
+
+
+@pytest_twisted.inlineCallbacks
 def test_an_inline_group_waits_for_idle_senders_only_so_long(open_sqlite_store, make_message):
     """A connected sender that stays quiet delays a commit by GROUP_WAIT_SECONDS at most."""
     store = open_sqlite_store()
