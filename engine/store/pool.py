@@ -346,6 +346,7 @@ class StorePool:
             ids = self._insert_groups(
                 [(pending.messages, None) for pending in group], connection=self._inline_connection.get()
             )
+            self._inline_commits += 1  # under the lock, as the checkpoint that counts them from zero
         except Exception:
             # Locked by another process, or anything else: the writer retries with the full lock
             # timeout and reports what is still wrong then, exactly as for its own groups.
@@ -353,7 +354,6 @@ class StorePool:
             return False
         finally:
             self._transaction_lock.release()
-        self._inline_commits += 1
         self._last_inline_commit = now = time.monotonic()
         if self._inline_commits == self._wal.checkpoint_commits:
             with self._writer.wakeup:  # a checkpoint is due (_checkpoint_due): the writer may be waiting
