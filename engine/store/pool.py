@@ -15,8 +15,9 @@ which waits for the lock as long as ``lock_timeout`` allows and judges errors as
 An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
 writer thread: their insert would hold the reactor.
 
-On SQLite the writer thread also checkpoints the WAL, and truncates it once it has grown past
-half of ``wal_max_bytes``; past two thirds the adds wait for it (wal.py). A failed
+On SQLite the writer thread also checkpoints the WAL, after as many inline commits as write
+an eighth of ``wal_max_bytes`` (so that it starts over, written in place), and truncates it once
+it has grown past half of ``wal_max_bytes``; past two thirds the adds wait for it (wal.py). A failed
 checkpoint is a warning, and the next idle moment, or the next growth past the limit, tries
 again, so a store whose disk was full recovers as soon as there is space again.
 """
@@ -174,8 +175,7 @@ class StorePool:
         self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
         self._inline_flush = None  # the pending call that commits them
         self._inline_since = 0.0  # when the group's first add was asked (reactor seconds)
-        self._inline_waiting = False  # whether _inline_flush is a wait for idle senders (else: end of turn)
-        self._idle_senders: Callable[[], int] = lambda: 0
+        self._idle_senders: Callable[[], int] | None = None  # wait_for_senders
         self._inline_commits = 0  # since the writer last checkpointed the WAL
         self._last_inline_commit = 0.0  # time.monotonic() of the last one
         self._inline_paused = False  # the WAL is full: adds go to the writer, which checkpoints first
@@ -240,7 +240,9 @@ class StorePool:
         there are right now. Each commit costs the same for one message as for eight (the pages of
         every index are written again), so when connected senders are about to send their next
         message, the group waits for them; once every connected sender is waiting for the store,
-        it commits. With one sender, or with none idle, nothing ever waits.
+        it commits. With one sender, or with none idle, nothing ever waits: the add that finds
+        no sender idle commits its group at once, without waiting for the end of the reactor's turn
+        (no sender can join a group it waits for; at one connection that turn was one per message).
         """
         self._idle_senders = idle_senders
 
@@ -278,13 +280,14 @@ class StorePool:
         if not self._inline_group:
             self._inline_since = self._reactor.seconds()
         self._inline_group.append(pending)
-        if self._inline_flush is None:
+        if self._idle_senders is not None and not self._idle_senders():
+            # Every connected sender waits for the store (this add was the last of them): now.
+            if self._inline_flush is not None:
+                self._inline_flush.cancel()
+            self._commit_group()
+        elif self._inline_flush is None:
             # callLater(0) runs after every connection that was readable in this turn has been read.
             self._inline_flush = self._reactor.callLater(0, self._commit_inline)
-        elif self._inline_waiting and not self._idle_senders():
-            # The group was waiting for senders, and this add was the last of them.
-            self._inline_waiting = False
-            self._inline_flush.reset(0)
         return pending.deferred
 
     def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
@@ -319,11 +322,14 @@ class StorePool:
     def _commit_inline(self) -> None:
         """Commit the group's adds here and now if nothing else is writing; else hand them to the writer."""
         waited = self._reactor.seconds() - self._inline_since
-        if waited < GROUP_WAIT_SECONDS and self._idle_senders():
+        if waited < GROUP_WAIT_SECONDS and self._idle_senders is not None and self._idle_senders():
             self._inline_flush = self._reactor.callLater(GROUP_WAIT_SECONDS - waited, self._commit_inline)
-            self._inline_waiting = True
             return
-        self._inline_flush, self._inline_waiting = None, False
+        self._commit_group()
+
+    def _commit_group(self) -> None:
+        """Commit the adds asked so far (in chunks of max_batch) here, or hand them to the writer."""
+        self._inline_flush = None
         group, self._inline_group = collections.deque(self._inline_group), []
         while group:
             chunk = _take_adds(group, self._max_batch)
@@ -340,6 +346,7 @@ class StorePool:
             ids = self._insert_groups(
                 [(pending.messages, None) for pending in group], connection=self._inline_connection.get()
             )
+            self._inline_commits += 1  # under the lock, as the checkpoint that counts them from zero
         except Exception:
             # Locked by another process, or anything else: the writer retries with the full lock
             # timeout and reports what is still wrong then, exactly as for its own groups.
@@ -347,8 +354,10 @@ class StorePool:
             return False
         finally:
             self._transaction_lock.release()
-        self._inline_commits += 1
         self._last_inline_commit = now = time.monotonic()
+        if self._inline_commits == self._wal.checkpoint_commits:
+            with self._writer.wakeup:  # a checkpoint is due (_checkpoint_due): the writer may be waiting
+                self._writer.wakeup.notify()
         if now - self._wal_checked_at >= _WAL_CHECK_SECONDS:
             # A checkpoint's fsync may take long enough for inline commits to fill the WAL meanwhile,
             # and a failed one must not let them fill the disk. A stat on every commit cost ~20 µs of
@@ -366,7 +375,7 @@ class StorePool:
         """Hand the adds waiting for the end of the turn to the writer (stopping, or an add only it does)."""
         if self._inline_flush is not None:
             self._inline_flush.cancel()
-            self._inline_flush, self._inline_waiting = None, False
+            self._inline_flush = None
         group, self._inline_group = self._inline_group, []
         for pending in group:
             self._enqueue(pending)
@@ -437,15 +446,13 @@ class StorePool:
         """Whether to checkpoint: the WAL passed its limit, or inline commits wrote to it, and none
         came for a while or many did.
 
-        None came for _CHECKPOINT_SECONDS, or _CHECKPOINT_COMMITS of them did.
-        Under steady load, then, a checkpoint (whose end holds inline commits off for a moment)
-        comes about once a second, not every quarter of a second: a few senders' messages wait.
-        The size is checked each time the writer looks for work, and by inline commits every
-        _WAL_CHECK_SECONDS (which then wake it).
+        None came for _CHECKPOINT_SECONDS, or as many came as fill an eighth of ``wal_max_bytes``
+        (WalGuard.paced): the commit that makes it due wakes the writer. The size is checked each time the
+        writer looks for work, and by inline commits every _WAL_CHECK_SECONDS (which then wake it).
         """
         commits = self._inline_commits
         return (
-            commits >= _CHECKPOINT_COMMITS
+            commits >= self._wal.checkpoint_commits
             or (commits > 0 and time.monotonic() - self._last_inline_commit >= _CHECKPOINT_SECONDS)
             or self._wal.truncation_due()
         )
@@ -460,14 +467,18 @@ class StorePool:
         copied with them held off (they go to this thread's queue for that moment). Without that
         the WAL grew fast under load, for as long as the load lasted.
         """
-        self._inline_commits = 0
         truncate = self._wal.truncation_due()
         try:
             connection = self._writer.connection.get()
             checkpoint_wal(connection)
             with self._transaction_lock:
-                complete = checkpoint_wal(connection, truncate=truncate)
+                # Once complete, the WAL starts over at the next commit: inline commits count from here.
+                commits, self._inline_commits = self._inline_commits, 0
+                done = checkpoint_wal(connection, truncate=truncate)
+            complete = done.complete
+            self._wal.paced(done.frames, commits, complete)
         except Exception as error:  # the next idle moment (or growth past the limit) tries again
+            self._inline_commits = 0
             self._writer.connection.drop()
             self._wal.failed(str(error), truncating=truncate)
             return
@@ -559,8 +570,7 @@ GROUP_WAIT_SECONDS = 0.002
 
 # The writer checkpoints the WAL that inline commits wrote once none came for this long...
 _CHECKPOINT_SECONDS = 0.25
-# ... or after this many of them, however busy.
-_CHECKPOINT_COMMITS = 500
+# ... or after as many of them as fill an eighth of wal_max_bytes (WalGuard.paced).
 # Inline commits look at the WAL's size at most this often (at 100 MB/s, 200 KB between two looks).
 _WAL_CHECK_SECONDS = 0.002
 # A failing store (a full disk) fails every group: at most one warning about it this often.

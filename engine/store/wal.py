@@ -35,6 +35,11 @@ WARNING_INTERVAL_SECONDS = 60.0
 # After a failed checkpoint, the WAL's size makes the next one due only after this long: the writer
 # must go on answering writes (with errors, while the disk is full) rather than retry at once forever.
 RETRY_SECONDS = 0.25
+# Inline commits between two checkpoints under steady load, whatever they write (WalGuard.paced).
+MIN_CHECKPOINT_COMMITS = 16
+MAX_CHECKPOINT_COMMITS = 500
+# A WAL frame: a page (SQLite's default size, which the store keeps) and its 24-byte header.
+FRAME_BYTES = 4096 + 24
 
 
 class WalGuard:
@@ -54,6 +59,25 @@ class WalGuard:
         self._failing = False  # since the last success (for the info line)
         self._erring = False  # the last checkpoint raised an error (a full disk): writes are refused
         self._retry_at = float("-inf")
+        self.checkpoint_commits = MIN_CHECKPOINT_COMMITS  # inline commits that make a checkpoint due (paced)
+        self._restarted = False  # the last checkpoint was complete: the WAL started over since
+
+    def paced(self, frames: int, commits: int, complete: bool) -> None:
+        """Learn how many inline commits to checkpoint after: as many as write an eighth of ``max_bytes``.
+
+        A checkpoint found ``frames`` in the WAL after ``commits`` inline commits, counted since the
+        last checkpoint, which ``complete`` says of this one. The WAL starts over at the first commit
+        after a complete checkpoint and is then written over in place; one that grew past half the
+        limit is truncated to nothing, and growing it again cost more CPU a message than the commit
+        itself (the file system zeroes and allocates every new block), so it is checkpointed long
+        before that. A group of eight messages writes about twice the pages of a single one: hence
+        a count learnt, not fixed. After an incomplete checkpoint the WAL went on, and the next
+        count says nothing about it.
+        """
+        if self._restarted and commits > 0 and frames > 0:
+            wanted = self._max_bytes // 8 // FRAME_BYTES * commits // frames
+            self.checkpoint_commits = max(MIN_CHECKPOINT_COMMITS, min(MAX_CHECKPOINT_COMMITS, wanted))
+        self._restarted = complete
 
     def truncation_due(self, size: int | None = None) -> bool:
         """Whether the WAL file (``size`` bytes, or as it is now) has grown past half of ``wal_max_bytes``.

@@ -444,6 +444,29 @@ def test_the_wal_starts_over_under_steady_inline_commits(open_sqlite_store, make
 
 
 @pytest_twisted.inlineCallbacks
+def test_steady_inline_commits_start_the_wal_over_in_place_never_truncating_it(
+    open_sqlite_store, make_message, sqlite_url
+):
+    """One message a commit, without pause: checkpoints come often enough that the WAL starts over
+    long before half of wal_max_bytes, so it is written over in place, never truncated and grown again."""
+    limit = 32 * 1024 * 1024  # every 500 commits, as before, these messages filled 24 MB: truncated
+    store = open_sqlite_store(wal_max_bytes=limit)
+    wal = Path(sa.engine.make_url(sqlite_url).database + "-wal")
+    sizes, written = [], 0
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline or written < 1500:
+        yield store.add([make_message(written, raw=bytes(1000))])
+        written += 1
+        if written % 20 == 0:
+            sizes.append(wal.stat().st_size)
+        assert written < 100_000
+    restarts = int.from_bytes(wal.read_bytes()[12:16], "big")
+    assert restarts >= 5, (restarts, written)
+    assert max(sizes) < limit // 2, f"the WAL reached {max(sizes):,} bytes"
+    assert sizes == sorted(sizes), "the WAL was truncated"
+
+
+@pytest_twisted.inlineCallbacks
 def test_an_inline_group_waits_for_idle_senders_then_commits_once(open_sqlite_store, make_message):
     """While connected senders have nothing in flight the group waits; the last one's add commits it."""
     store = open_sqlite_store()
@@ -457,6 +480,25 @@ def test_an_inline_group_waits_for_idle_senders_then_commits_once(open_sqlite_st
     second = store.add([make_message(1)])
     yield defer.gatherResults([first, second])
     assert threads == ["MainThread"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_add_that_finds_no_sender_idle_commits_its_group_before_returning(
+    open_sqlite_store, make_message
+):
+    """Once every connected sender waits for the store, the add that made it so commits the group at
+    once, with the adds asked before it in the turn: one commit, no reactor turn to wait for."""
+    store = open_sqlite_store()
+    idle = [1]
+    store.wait_for_senders(lambda: idle[0])
+    commits = count_commits(store.repository.engine)
+    first = store.add([make_message(0)])
+    assert not first.called
+    idle[0] = 0
+    second = store.add([make_message(1)])
+    assert first.called and second.called and len(commits) == 1
+    [first_id], [second_id] = yield defer.gatherResults([first, second])
+    assert second_id == first_id + 1
 
 
 @pytest_twisted.inlineCallbacks

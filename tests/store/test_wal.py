@@ -11,7 +11,13 @@ import pytest_twisted
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from engine.errors import StoreError
-from engine.store.wal import WARNING_INTERVAL_SECONDS, WalGuard
+from engine.store.wal import (
+    FRAME_BYTES,
+    MAX_CHECKPOINT_COMMITS,
+    MIN_CHECKPOINT_COMMITS,
+    WARNING_INTERVAL_SECONDS,
+    WalGuard,
+)
 from tests.fakes.harness import BASIC_CONFIG, in_thread, make_config, port_of, start_engine
 from tests.fakes.load import Senders, stored_control_ids
 
@@ -88,6 +94,28 @@ def test_the_guard_sees_the_wal_past_half_its_limit_and_waits_after_a_failure(tm
     assert guard.full()
     assert not WalGuard(None, 2 * MIB).truncation_due()
     assert not WalGuard(None, 2 * MIB).full()
+
+
+def test_the_guard_paces_checkpoints_to_an_eighth_of_the_limit_learnt_after_complete_ones(tmp_path):
+    """Checkpoints come after as many commits as write wal_max_bytes / 8, learnt only from a WAL that
+    started over (after a complete checkpoint), within MIN and MAX_CHECKPOINT_COMMITS."""
+    guard = WalGuard(tmp_path / "store.db", 64 * MIB)
+    eighth = 64 * MIB // 8 // FRAME_BYTES  # frames
+    assert guard.checkpoint_commits == MIN_CHECKPOINT_COMMITS
+    guard.paced(1200, 100, complete=True)  # the WAL may hold frames from before: nothing learnt
+    assert guard.checkpoint_commits == MIN_CHECKPOINT_COMMITS
+    guard.paced(1200, 100, complete=True)  # 12 frames a commit
+    assert guard.checkpoint_commits == eighth * 100 // 1200
+    guard.paced(3600, 100, complete=False)  # 36 frames a commit (groups of eight)
+    assert guard.checkpoint_commits == eighth * 100 // 3600
+    guard.paced(100, 100, complete=True)  # after an incomplete one: nothing learnt
+    assert guard.checkpoint_commits == eighth * 100 // 3600
+    guard.paced(100, 100, complete=True)
+    assert guard.checkpoint_commits == MAX_CHECKPOINT_COMMITS
+    guard.paced(eighth * 10, 1, complete=True)
+    assert guard.checkpoint_commits == MIN_CHECKPOINT_COMMITS
+    guard.paced(0, 0, complete=True)  # an idle checkpoint: nothing learnt
+    assert guard.checkpoint_commits == MIN_CHECKPOINT_COMMITS
 
 
 def test_failed_checkpoints_are_one_warning_a_minute_with_their_count(tmp_path):

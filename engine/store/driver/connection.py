@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import sqlalchemy as sa
 
 
@@ -18,8 +20,15 @@ def set_pragmas(connection: sa.Connection, **settings: object) -> None:
 TRUNCATE_WAIT_MS = 200
 
 
-def checkpoint_wal(connection: sa.Connection, *, truncate: bool = False) -> bool:
-    """SQLite: copy the WAL into the database file; whether all of it was (readers may hold some back).
+class Checkpoint(NamedTuple):
+    """What a WAL checkpoint did: whether it copied all of the WAL, and how many frames the WAL held."""
+
+    complete: bool  # False when readers held some back, or another connection held the lock
+    frames: int  # pages written to the WAL since it last started over (a page and a 24-byte header each)
+
+
+def checkpoint_wal(connection: sa.Connection, *, truncate: bool = False) -> Checkpoint:
+    """SQLite: copy the WAL into the database file (readers may hold some back).
 
     PASSIVE waits for no one. ``truncate``: wait (TRUNCATE_WAIT_MS at most) for the writers and
     readers, copy everything and truncate the WAL file to zero bytes (TRUNCATE).
@@ -36,8 +45,8 @@ def checkpoint_wal(connection: sa.Connection, *, truncate: bool = False) -> bool
         driver.execute(f"PRAGMA busy_timeout={waited}").close()
 
 
-def _checkpoint(driver, mode: str) -> bool:
+def _checkpoint(driver, mode: str) -> Checkpoint:
     cursor = driver.execute(f"PRAGMA wal_checkpoint({mode})")
     busy, frames, copied = cursor.fetchone()
     cursor.close()
-    return not busy and frames == copied
+    return Checkpoint(not busy and frames == copied, max(frames, 0))

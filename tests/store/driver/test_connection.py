@@ -28,8 +28,9 @@ def test_pragmas_and_checkpoints_run_on_the_driver(sqlite_url):
             with connection.begin():
                 connection.execute(sa.insert(items), [{"name": "x", "count": n} for n in range(2000)])
             before = database.stat().st_size
-            checkpoint_wal(connection)
+            done = checkpoint_wal(connection)
             assert database.stat().st_size > before
+            assert done.complete and done.frames > 0
     finally:
         engine.dispose()
 
@@ -47,14 +48,14 @@ def test_a_truncating_checkpoint_empties_the_wal_or_gives_up_soon_on_a_reader(sq
             with connection.begin():
                 connection.execute(sa.insert(items), [{"name": "x", "count": n} for n in range(500)])
             assert wal.stat().st_size > 0
-            assert checkpoint_wal(connection, truncate=True)
+            assert checkpoint_wal(connection, truncate=True).complete
             assert wal.stat().st_size == 0
             reader.execute("BEGIN")
             reader.execute(f"SELECT count(*) FROM {items.name}").fetchone()  # a snapshot, held until COMMIT
             with connection.begin():
                 connection.execute(sa.insert(items), [{"name": "z", "count": 2}])
             started = time.monotonic()
-            assert not checkpoint_wal(connection, truncate=True)
+            assert not checkpoint_wal(connection, truncate=True).complete
             waited = time.monotonic() - started
             reader.execute("COMMIT")
             assert TRUNCATE_WAIT_MS / 1000 * 0.9 <= waited < 2.0
