@@ -116,7 +116,7 @@ class Writer:
         now: datetime,
         message_time: datetime,
     ):
-        self.connection = connection
+        self._connection = connection
         self.message_id = message_id
         self.cause = cause[:60]
         self.now = now
@@ -124,6 +124,16 @@ class Writer:
         self._statements = statements
         self._tables = statements.tables
         self._cursor = TableCursor(connection, statements.tables)
+        # Patients this writer created, and for each the tables it inserted rows of theirs into: only
+        # those can hold a row of theirs, until a statement the writer does not follow (an update,
+        # a delete, the connection used directly) may have moved one to them.
+        self._created: dict[int, set[str]] = {}
+
+    @property
+    def connection(self) -> sa.Connection:
+        """The connection, for statements of its own: from then on, no table is known to hold no row."""
+        self._created.clear()
+        return self._connection
 
     def rows(
         self,
@@ -139,9 +149,20 @@ class Writer:
         Many keys may take several selects (TableCursor.select): the rows are then in order within
         each, and ``limit`` counts in each.
         """
+        if self._created and all(self._holds_none(table, key) for key in keys):
+            return []
         return self._cursor.select(
             table, [_key(key) for key in keys], order=order, descending=descending, limit=limit
         )
+
+    def _holds_none(self, table: sa.Table, key: Mapping[str, Any]) -> bool:
+        """Whether ``key`` names a patient this writer created and inserted no row of into ``table``.
+
+        A new patient's allergies, visits, coverages, ... are those its message inserted: none
+        need be looked for in the database before the first.
+        """
+        tables = self._created.get(key.get("patient_id"))  # type: ignore[arg-type]
+        return tables is not None and table.name not in tables
 
     def identified(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str, dict[str, Any]]]:
         """Each (authority, value) of ``keys`` the record knows, with the row of the patient it is linked to.
@@ -176,7 +197,10 @@ class Writer:
 
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id."""
-        return self._cursor.insert(table, self._stamped(table, values))
+        row_id = self._cursor.insert(table, self._stamped(table, values))
+        if table is schema.patients:
+            self._created[row_id] = set()
+        return row_id
 
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert rows as ``insert`` does, in order, a statement per run with the same columns; no ids."""
@@ -184,6 +208,10 @@ class Writer:
 
     def _stamped(self, table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
         """The row with this message and its time where it names none."""
+        if self._created:
+            tables = self._created.get(values.get("patient_id"))  # type: ignore[arg-type]
+            if tables is not None:
+                tables.add(table.name)
         row = dict(values)
         for name in self._statements.stamps(table):
             if name not in values:
@@ -192,6 +220,7 @@ class Writer:
 
     def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
         """Delete the rows matching ``key``."""
+        self._created.clear()
         self._cursor.delete(table, *_key(key))
 
     def is_stale(self, row: Mapping[str, Any]) -> bool:
@@ -246,6 +275,7 @@ class Writer:
             if row[name] != value:
                 changes[name] = value
         if changes:
+            self._created.clear()
             self._cursor.update(table, changes, row["id"])
         return changed
 
