@@ -95,12 +95,25 @@ class SegmentReader:
     see docs/performance.md).
     """
 
-    __slots__ = ("name", "_segment", "_delimiters", "_escape", "_is_header", "_header", "_components")
+    __slots__ = (
+        "name",
+        "_segment",
+        "_delimiters",
+        "_repetition",
+        "_component",
+        "_subcomponent",
+        "_escape",
+        "_is_header",
+        "_header",
+        "_components",
+    )
 
     def __init__(self, segment: Segment, message: Message):
         self.name = segment.name
         self._segment = segment
-        self._delimiters = message.delimiters
+        self._delimiters = d = message.delimiters
+        # Each read needs them: kept here rather than looked up on the delimiters every time.
+        self._repetition, self._component, self._subcomponent = d.repetition, d.component, d.subcomponent
         self._escape = (
             message.delimiters.escape or ""
         )  # "": every value goes through unescape, which knows there is none
@@ -122,33 +135,33 @@ class SegmentReader:
 
     def _read(self, key: tuple[int, int], component: int | None, subcomponent: int | None) -> str:
         """``get`` of a segment that is not a header, the path already read: key is (field, repetition)."""
-        d = self._delimiters
         components = self._components.get(key)
         if components is None:
-            repetitions = self._segment.field(key[0]).split(d.repetition)
+            repetitions = self._segment.field(key[0]).split(self._repetition)
             value = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
-            components = self._components[key] = [value, *value.split(d.component)]
+            components = self._components[key] = [value, *value.split(self._component)]
+        below = self._subcomponent
         if component is None:
             value = components[0]
-            if d.component in value or (d.subcomponent is not None and d.subcomponent in value):
+            if self._component in value or (below is not None and below in value):
                 return value  # above the leaf: as written
         else:
             value = components[component] if component < len(components) else ""
-            if d.subcomponent is None:
+            if below is None:
                 if subcomponent not in (None, 1):
                     return ""
             elif subcomponent is None:
-                if d.subcomponent in value:
+                if below in value:
                     return value  # above the leaf: as written
             else:
-                subcomponents = value.split(d.subcomponent)
+                subcomponents = value.split(below)
                 value = subcomponents[subcomponent - 1] if subcomponent <= len(subcomponents) else ""
-        return unescape(value, d) if self._escape in value else value
+        return unescape(value, self._delimiters) if self._escape in value else value
 
     def repetitions(self, n: int) -> int:
         """How many repetitions field ``n`` holds (0 when it is empty)."""
         raw = self._segment.field(n)
-        return len(raw.split(self._delimiters.repetition)) if raw else 0
+        return len(raw.split(self._repetition)) if raw else 0
 
     def sent(self, n: int) -> bool | None:
         """True when field ``n`` holds a value, None when it is the HL7 null ``""``, False when absent."""

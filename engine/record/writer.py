@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from engine.record import schema
 from engine.record.extract import KEEP
 from engine.store.cipher import CLEAR, Cipher
-from engine.store.driver import Table, TableCursor, Tables, fit_text
+from engine.store.driver import TableCursor, Tables, fit_text
 
 __all__ = ["Differs", "Statements", "Writer", "history_text", "list_digest"]
 
@@ -74,6 +74,18 @@ class Statements:
         """``cipher`` seals the record's person data written and opens it read (engine.store.cipher)."""
         self.tables = Tables(dialect, null=KEEP, cipher=cipher)
         self._stamps: dict[str, tuple[str, ...]] = {}
+        self._contents: dict[str, tuple[str, ...]] = {}
+
+    def list_content(self, table: sa.Table) -> tuple[str, ...]:
+        """The columns of a patient's list (names, addresses, ...) that ``Writer.replace_list`` compares."""
+        found = self._contents.get(table.name)
+        if found is None:
+            found = self._contents[table.name] = tuple(
+                column.name
+                for column in table.c
+                if column.name not in _BOOKKEEPING and column.name not in ("patient_id", "position")
+            )
+        return found
 
     def stamps(self, table: sa.Table) -> tuple[str, ...]:
         """The columns of ``table`` each row takes from its message (``message_id``, ``as_of``)."""
@@ -303,7 +315,7 @@ class Writer:
         The content columns of each row, fitted.
         """
         driver_table = self._tables.table(table)
-        content = self._list_content(driver_table)
+        content = self._statements.list_content(table)
         return [driver_table.fit({name: row.get(name) for name in content}) for row in rows]
 
     def replace_list(
@@ -314,7 +326,7 @@ class Writer:
         One history row (JSON lists).
         A patient created by this message has no previous value, so nothing goes to history.
         """
-        content = self._list_content(self._tables.table(table))
+        content = self._statements.list_content(table)
         old = (
             []
             if new_patient
@@ -336,11 +348,3 @@ class Writer:
             ),
         )
         return True
-
-    @staticmethod
-    def _list_content(table: Table) -> list[str]:
-        return [
-            name
-            for name in table.columns
-            if name not in _BOOKKEEPING and name not in ("patient_id", "position")
-        ]
