@@ -395,7 +395,7 @@ class TableCursor:
 
 
 def _row(names: tuple[str, ...], processors: tuple, values: Sequence[Any]) -> dict[str, Any]:
-    """A row read as a dict: each value as the driver gave it, through its column's processor if it has one."""
+    """A row read as a dict: each value as the driver gave it, through its column's processor if any."""
     row = dict(zip(names, values))
     for name, processor in processors:
         row[name] = processor(row[name])
