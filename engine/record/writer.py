@@ -26,6 +26,14 @@ __all__ = ["Differs", "Statements", "Writer", "history_text", "list_digest"]
 
 # Columns every fact table manages itself; never compared or recorded as a change of content.
 _BOOKKEEPING = frozenset({"id", "as_of", "message_id", "created_at", "updated_at"})
+# The tables whose new rows the Writer follows, each with the column that names such a row in the
+# tables below it: a row just created has no rows below it but those the writer inserts.
+_PARENT_COLUMNS = {
+    schema.patients.name: "patient_id",
+    schema.visits.name: "visit_id",
+    schema.appointments.name: "appointment_id",
+    schema.orders.name: "order_id",
+}
 
 
 def history_text(value: Any) -> str | None:
@@ -136,10 +144,11 @@ class Writer:
         self._statements = statements
         self._tables = statements.tables
         self._cursor = TableCursor(connection, statements.tables)
-        # Patients this writer created, and for each the tables it inserted rows of theirs into: only
-        # those can hold a row of theirs, until a statement the writer does not follow (an update,
-        # a delete, the connection used directly) may have moved one to them.
-        self._created: dict[int, set[str]] = {}
+        # Rows this writer created (patients, visits, appointments, orders), by (the column that
+        # names them, their id), each with the tables it inserted rows under them into, or updated
+        # rows of: only those can hold a row of theirs (an update may have moved one to them). A
+        # statement the writer does not follow (the connection used directly) ends all this.
+        self._created: dict[tuple[str, int], set[str]] = {}
 
     @property
     def connection(self) -> sa.Connection:
@@ -168,13 +177,18 @@ class Writer:
         )
 
     def _holds_none(self, table: sa.Table, key: Mapping[str, Any]) -> bool:
-        """Whether ``key`` names a patient this writer created and inserted no row of into ``table``.
+        """Whether ``key`` names a row this writer created and inserted no row under into ``table``.
 
-        A new patient's allergies, visits, coverages, ... are those its message inserted: none
-        need be looked for in the database before the first.
+        A new patient's allergies, visits, coverages, ..., a new visit's diagnoses, a new
+        appointment's resources are those its message inserted: none need be looked for in the
+        database before the first.
         """
-        tables = self._created.get(key.get("patient_id"))  # type: ignore[arg-type]
-        return tables is not None and table.name not in tables
+        created = self._created
+        for column, value in key.items():
+            tables = created.get((column, value))
+            if tables is not None and table.name not in tables:
+                return True
+        return False
 
     def identified(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str, dict[str, Any]]]:
         """Each (authority, value) of ``keys`` the record knows, with the row of the patient it is linked to.
@@ -210,8 +224,9 @@ class Writer:
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id."""
         row_id = self._cursor.insert(table, self._stamped(table, values))
-        if table is schema.patients:
-            self._created[row_id] = set()
+        parent = _PARENT_COLUMNS.get(table.name)
+        if parent is not None:
+            self._created[parent, row_id] = set()
         return row_id
 
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -220,10 +235,12 @@ class Writer:
 
     def _stamped(self, table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
         """The row with this message and its time where it names none."""
-        if self._created:
-            tables = self._created.get(values.get("patient_id"))  # type: ignore[arg-type]
-            if tables is not None:
-                tables.add(table.name)
+        created = self._created
+        if created:
+            for column in _PARENT_COLUMNS.values():
+                tables = created.get((column, values.get(column)))  # type: ignore[arg-type]
+                if tables is not None:
+                    tables.add(table.name)
         row = dict(values)
         for name in self._statements.stamps(table):
             if name not in values:
@@ -231,8 +248,12 @@ class Writer:
         return row
 
     def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
-        """Delete the rows matching ``key``."""
-        self._created.clear()
+        """Delete the rows matching ``key``; no statement where ``rows`` would find none without one.
+
+        A delete never gives a row new rows under it: what the writer knows stays true.
+        """
+        if self._created and self._holds_none(table, key):
+            return
         self._cursor.delete(table, *_key(key))
 
     def is_stale(self, row: Mapping[str, Any]) -> bool:
@@ -287,7 +308,8 @@ class Writer:
             if row[name] != value:
                 changes[name] = value
         if changes:
-            self._created.clear()
+            for tables in self._created.values():
+                tables.add(table.name)  # the row may now be under one of them
             self._cursor.update(table, changes, row["id"])
         return changed
 
