@@ -106,6 +106,7 @@ class SegmentReader:
         "_is_header",
         "_header",
         "_components",
+        "_fields",
     )
 
     def __init__(self, segment: Segment, message: Message):
@@ -121,6 +122,7 @@ class SegmentReader:
         self._header: Message | None = None  # for those, the segment alone, read by Message.get
         # (field, repetition) -> [the repetition's text, then its components]
         self._components: dict[tuple[int, int], list[str]] = {}
+        self._fields: list[str] | None = None  # the segment's raw fields, taken on the first read
 
     def __repr__(self) -> str:
         return f"<SegmentReader {self.name}>"
@@ -137,7 +139,7 @@ class SegmentReader:
         """``get`` of a segment that is not a header, the path already read: key is (field, repetition)."""
         components = self._components.get(key)
         if components is None:
-            repetitions = self._segment.field(key[0]).split(self._repetition)
+            repetitions = self._field(key[0]).split(self._repetition)
             value = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
             components = self._components[key] = [value, *value.split(self._component)]
         below = self._subcomponent
@@ -158,14 +160,21 @@ class SegmentReader:
                 value = subcomponents[subcomponent - 1] if subcomponent <= len(subcomponents) else ""
         return unescape(value, self._delimiters) if self._escape in value else value
 
+    def _field(self, n: int) -> str:
+        """Raw field ``n`` ('' when absent), as ``Segment.field``; read a hundred times a message."""
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self._segment.fields
+        return fields[n] if 0 <= n < len(fields) else ""
+
     def repetitions(self, n: int) -> int:
         """How many repetitions field ``n`` holds (0 when it is empty)."""
-        raw = self._segment.field(n)
+        raw = self._field(n)
         return len(raw.split(self._repetition)) if raw else 0
 
     def sent(self, n: int) -> bool | None:
         """True when field ``n`` holds a value, None when it is the HL7 null ``""``, False when absent."""
-        raw = self._segment.field(n)
+        raw = self._field(n)
         if raw == _NULL:
             return None
         return bool(raw)

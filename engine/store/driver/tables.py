@@ -106,7 +106,12 @@ class Table:
             text, length, processor = binds[name]
             if value is null:
                 value = None
-            elif text and isinstance(value, str):
+            elif (
+                text
+                and isinstance(value, str)
+                # most text already fits: no call for it (a hundred values a message)
+                and not (value.isascii() and "\x00" not in value and (length is None or len(value) <= length))
+            ):
                 value = fit_text(value, length)
             if processor is not None:
                 if isinstance(value, datetime):
