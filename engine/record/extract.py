@@ -120,8 +120,8 @@ class SegmentReader:
         )  # "": every value goes through unescape, which knows there is none
         self._is_header = segment.is_header  # MSH, FHS, BHS: fields 1 and 2 are the delimiters themselves
         self._header: Message | None = None  # for those, the segment alone, read by Message.get
-        # (field, repetition) -> [the repetition's text, then its components]
-        self._components: dict[tuple[int, int], list[str]] = {}
+        # (field, repetition) -> (the repetition's text, its components)
+        self._components: dict[tuple[int, int], tuple[str, list[str]]] = {}
         self._fields: list[str] | None = None  # the segment's raw fields, taken on the first read
 
     def __repr__(self) -> str:
@@ -137,18 +137,23 @@ class SegmentReader:
 
     def _read(self, key: tuple[int, int], component: int | None, subcomponent: int | None) -> str:
         """``get`` of a segment that is not a header, the path already read: key is (field, repetition)."""
-        components = self._components.get(key)
-        if components is None:
-            repetitions = self._field(key[0]).split(self._repetition)
-            value = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
-            components = self._components[key] = [value, *value.split(self._component)]
+        split = self._components.get(key)
+        if split is None:
+            raw = self._field(key[0])
+            if self._repetition in raw:
+                repetitions = raw.split(self._repetition)
+                raw = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
+            elif key[1] != 1:
+                raw = ""
+            split = self._components[key] = (raw, raw.split(self._component))
         below = self._subcomponent
         if component is None:
-            value = components[0]
+            value = split[0]
             if self._component in value or (below is not None and below in value):
                 return value  # above the leaf: as written
         else:
-            value = components[component] if component < len(components) else ""
+            components = split[1]
+            value = components[component - 1] if component <= len(components) else ""
             if below is None:
                 if subcomponent not in (None, 1):
                     return ""
