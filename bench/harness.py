@@ -13,9 +13,10 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import procstats
 from bench.loadgen import LoadSpec, run_load
@@ -143,12 +144,14 @@ def measure(
     *,
     on_window=None,
     patients: int | None = None,
+    load: Mapping[str, Any] | None = None,
 ) -> Row:
     """Start the system on a free port in a fresh folder, run the load, stop it, and say what it cost.
 
     ``on_window(phase, server)`` runs at the start and the end of the measured window, after the
     server's CPU was sampled (at the end, before the server is stopped); ``patients`` makes the
-    generated messages share a pool of that many patients.
+    generated messages share a pool of that many patients; ``load`` sets more of the LoadSpec
+    (``kinds``, ``templates``).
     """
     row = Row(
         scenario=scenario,
@@ -173,6 +176,7 @@ def measure(
         tag=f"{options.tag}{system.name[:2].upper()}{connections:02d}",
         reply_timeout=options.reply_timeout,
         patients=patients,
+        **(load or {}),
     )
     samples: dict[str, tuple[float, float]] = {}
     server = None

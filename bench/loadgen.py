@@ -35,7 +35,7 @@ _MAX_REPLY_BYTES = 1 << 20
 # The MSA segment: its field separator, then the rest of the segment.
 _MSA = re.compile(rb"[\r\n]MSA(.)([^\r\n]*)")
 _MAX_RECONNECTS = 20
-_TEMPLATES_PER_CONNECTION = 64
+TEMPLATES_PER_CONNECTION = 64
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class LoadSpec:
     patients: int | None = (
         None  # draw every message's patient from one pool of this many (None: a new patient each)
     )
+    kinds: tuple[str, ...] | None = None  # only these kinds of the mix (None: all of them)
+    # Messages generated per connection, sent in turn: a message (and its patient) recurs after that many.
+    templates: int = TEMPLATES_PER_CONNECTION
 
 
 @dataclass
@@ -108,7 +111,9 @@ class _Flow:
         self.spec = spec
         self.index = index
         self.quota = quota
-        self.templates = generate(_TEMPLATES_PER_CONNECTION, seed=spec.seed + index, patients=spec.patients)
+        self.templates = generate(
+            spec.templates, seed=spec.seed + index, patients=spec.patients, kinds=spec.kinds
+        )
         self.prefix = f"{spec.tag}C{index:02d}".encode()
         self.sequence = 0
         self.acknowledged = 0  # measured, good replies

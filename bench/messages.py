@@ -9,6 +9,7 @@ is real; names, identifiers and values are made up.
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -178,8 +179,10 @@ class Template:
         return self.head + control_id + self.tail
 
 
-def generate(count: int, seed: int = 2575, patients: int | None = None) -> list[Template]:
-    """``count`` messages drawn from MIX, the same for the same seed.
+def generate(
+    count: int, seed: int = 2575, patients: int | None = None, kinds: Collection[str] | None = None
+) -> list[Template]:
+    """``count`` messages drawn from MIX (only its ``kinds`` when given), the same for the same seed.
 
     By default every message is about a patient of its own. With ``patients`` each message is
     about one of a pool of that many, the same pool for every seed (so that the messages of
@@ -188,9 +191,11 @@ def generate(count: int, seed: int = 2575, patients: int | None = None) -> list[
     """
     rng = random.Random(seed)
     pool = patient_pool(patients) if patients else None
-    kinds = [kind for kind, _ in MIX]
-    weights = [weight for _, weight in MIX]
-    return [_build(rng, rng.choices(kinds, weights)[0], index, pool) for index in range(count)]
+    mix = [(kind, weight) for kind, weight in MIX if kinds is None or kind in kinds]
+    if not mix:
+        raise ValueError(f"no kind of the mix is one of {sorted(kinds or ())}")
+    drawn, weights = [kind for kind, _ in mix], [weight for _, weight in mix]
+    return [_build(rng, rng.choices(drawn, weights)[0], index, pool) for index in range(count)]
 
 
 def patient_pool(size: int) -> list[dict]:

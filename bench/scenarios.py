@@ -51,6 +51,14 @@ SCENARIOS: dict[str, Scenario] = {
             check=targets.patient_record,
         ),
         Scenario(
+            "patient-record-fresh",
+            "(3) Patient record ingest of fresh patients: every message an ADT about a new person",
+            systems=("engine", "engine-w1"),
+            run=functools.partial(sweep, variants=(patient_record.measure_fresh_row,)),
+            figures=patient_record.figures,
+            check=targets.patient_record_fresh,
+        ),
+        Scenario(
             "large-store",
             "(4) Intake with 1 million messages stored and 100,000 queued for a destination that is down",
             systems=("engine",),

@@ -95,19 +95,34 @@ class SegmentReader:
     see docs/performance.md).
     """
 
-    __slots__ = ("name", "_segment", "_delimiters", "_escape", "_is_header", "_header", "_components")
+    __slots__ = (
+        "name",
+        "_segment",
+        "_delimiters",
+        "_repetition",
+        "_component",
+        "_subcomponent",
+        "_escape",
+        "_is_header",
+        "_header",
+        "_components",
+        "_fields",
+    )
 
     def __init__(self, segment: Segment, message: Message):
         self.name = segment.name
         self._segment = segment
-        self._delimiters = message.delimiters
+        self._delimiters = d = message.delimiters
+        # Each read needs them: kept here rather than looked up on the delimiters every time.
+        self._repetition, self._component, self._subcomponent = d.repetition, d.component, d.subcomponent
         self._escape = (
             message.delimiters.escape or ""
         )  # "": every value goes through unescape, which knows there is none
         self._is_header = segment.is_header  # MSH, FHS, BHS: fields 1 and 2 are the delimiters themselves
         self._header: Message | None = None  # for those, the segment alone, read by Message.get
-        # (field, repetition) -> [the repetition's text, then its components]
-        self._components: dict[tuple[int, int], list[str]] = {}
+        # (field, repetition) -> (the repetition's text, its components)
+        self._components: dict[tuple[int, int], tuple[str, list[str]]] = {}
+        self._fields: list[str] | None = None  # the segment's raw fields, taken on the first read
 
     def __repr__(self) -> str:
         return f"<SegmentReader {self.name}>"
@@ -122,37 +137,49 @@ class SegmentReader:
 
     def _read(self, key: tuple[int, int], component: int | None, subcomponent: int | None) -> str:
         """``get`` of a segment that is not a header, the path already read: key is (field, repetition)."""
-        d = self._delimiters
-        components = self._components.get(key)
-        if components is None:
-            repetitions = self._segment.field(key[0]).split(d.repetition)
-            value = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
-            components = self._components[key] = [value, *value.split(d.component)]
+        split = self._components.get(key)
+        if split is None:
+            raw = self._field(key[0])
+            if self._repetition in raw:
+                repetitions = raw.split(self._repetition)
+                raw = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
+            elif key[1] != 1:
+                raw = ""
+            split = self._components[key] = (raw, raw.split(self._component))
+        below = self._subcomponent
         if component is None:
-            value = components[0]
-            if d.component in value or (d.subcomponent is not None and d.subcomponent in value):
+            value = split[0]
+            if self._component in value or (below is not None and below in value):
                 return value  # above the leaf: as written
         else:
-            value = components[component] if component < len(components) else ""
-            if d.subcomponent is None:
+            components = split[1]
+            value = components[component - 1] if component <= len(components) else ""
+            if below is None:
                 if subcomponent not in (None, 1):
                     return ""
             elif subcomponent is None:
-                if d.subcomponent in value:
+                if below in value:
                     return value  # above the leaf: as written
             else:
-                subcomponents = value.split(d.subcomponent)
+                subcomponents = value.split(below)
                 value = subcomponents[subcomponent - 1] if subcomponent <= len(subcomponents) else ""
-        return unescape(value, d) if self._escape in value else value
+        return unescape(value, self._delimiters) if self._escape in value else value
+
+    def _field(self, n: int) -> str:
+        """Raw field ``n`` ('' when absent), as ``Segment.field``; read a hundred times a message."""
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self._segment.fields
+        return fields[n] if 0 <= n < len(fields) else ""
 
     def repetitions(self, n: int) -> int:
         """How many repetitions field ``n`` holds (0 when it is empty)."""
-        raw = self._segment.field(n)
-        return len(raw.split(self._delimiters.repetition)) if raw else 0
+        raw = self._field(n)
+        return len(raw.split(self._repetition)) if raw else 0
 
     def sent(self, n: int) -> bool | None:
         """True when field ``n`` holds a value, None when it is the HL7 null ``""``, False when absent."""
-        raw = self._segment.field(n)
+        raw = self._field(n)
         if raw == _NULL:
             return None
         return bool(raw)

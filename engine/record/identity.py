@@ -24,7 +24,7 @@ from engine.record import schema
 from engine.record.extract import MessageFacts, SegmentReader
 from engine.record.writer import Writer
 from engine.store.cipher import cipher_of
-from engine.store.driver import fit_text
+from engine.store.driver import Select, fit_text
 
 __all__ = [
     "DEFAULT_RULE",
@@ -203,26 +203,42 @@ def find_known(writer: Writer, identifiers: list[Identifier]) -> Match | None:
     return None
 
 
-_RULE_QUERIES: dict[tuple[str, ...], sa.Select] = {}
+_RULE_QUERIES: dict[tuple[str, ...], Select] = {}
 
 
-def _rule_query(fields: tuple[str, ...]) -> sa.Select:
-    """The select of up to 10 active patients equal on ``fields`` (bound by name), built once per rule."""
+def _rule_query(fields: tuple[str, ...]) -> Select:
+    """The first 10 active patients equal on ``fields``, on the driver (``Select``), built once per rule.
+
+    A name key is bound twice (``b_family`` and ``b_family_blind``): as sent, and hashed as an
+    encrypted store holds it. With the birth date compared, the patients of that birth date are
+    read first (its index) and their names checked (EXISTS): a birth date is far more selective
+    than a family name, and SQLite, without statistics, otherwise starts from every name of that
+    family.
+    """
     query = _RULE_QUERIES.get(fields)
-    if query is None:
-        p, n = schema.patients, schema.names
-        query = sa.select(p.c.id).distinct().where(p.c.merged_into_id.is_(None))
-        if "family" in fields or "given" in fields:
-            query = query.join(n, n.c.patient_id == p.c.id)
-        if "family" in fields:
-            query = query.where(n.c.family_key.in_(sa.bindparam("family", expanding=True)))
-        if "given" in fields:
-            query = query.where(n.c.given_key.in_(sa.bindparam("given", expanding=True)))
-        if "birth_date" in fields:
-            query = query.where(p.c.birth_date == sa.bindparam("birth_date"))
-        if "sex" in fields:
-            query = query.where(p.c.sex == sa.bindparam("sex"))
-        query = _RULE_QUERIES[fields] = query.limit(10)
+    if query is not None:
+        return query
+    p, n = schema.patients, schema.names
+
+    def bound(column: sa.Column, key: str) -> sa.BindParameter:
+        return sa.bindparam(f"b_{key}", type_=column.type)
+
+    named = [
+        (key := n.c[f"{name}_key"]).in_([bound(key, name), bound(key, f"{name}_blind")])
+        for name in ("family", "given")
+        if name in fields
+    ]
+    born = [p.c[name] == bound(p.c[name], name) for name in ("birth_date", "sex") if name in fields]
+    active = p.c.merged_into_id.is_(None)
+    if "birth_date" in fields or not named:
+        statement = sa.select(p.c.id).where(active, *born)
+        if named:
+            statement = statement.where(sa.exists().where(n.c.patient_id == p.c.id, *named))
+    else:
+        statement = (
+            sa.select(p.c.id).distinct().join(n, n.c.patient_id == p.c.id).where(active, *named, *born)
+        )
+    query = _RULE_QUERIES[fields] = Select(statement.order_by(p.c.id).limit(10))
     return query
 
 
@@ -246,13 +262,11 @@ def find_by_rule(
         return Match(None, "new patient")
     # The name keys as stored: hashed with encryption, or still clear where rekey has not been yet.
     blind = cipher_of(connection).blind
-    values = {
-        name: list({demographics[name], blind(demographics[name])})
-        if name in ("family", "given")
-        else demographics[name]
-        for name in rule.fields
-    }
-    candidates = sorted(connection.execute(_rule_query(rule.fields), values).scalars())
+    values = {name: demographics[name] for name in rule.fields}
+    for name in ("family", "given"):
+        if name in values:
+            values[f"{name}_blind"] = blind(values[name])
+    candidates = [row[0] for row in _rule_query(rule.fields).rows(connection, values)]
     if not candidates:
         return Match(None, "new patient")
     if len(candidates) > 1:

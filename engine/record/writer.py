@@ -20,12 +20,20 @@ import sqlalchemy as sa
 from engine.record import schema
 from engine.record.extract import KEEP
 from engine.store.cipher import CLEAR, Cipher
-from engine.store.driver import Table, TableCursor, Tables, fit_text
+from engine.store.driver import TableCursor, Tables, fit_text
 
 __all__ = ["Differs", "Statements", "Writer", "history_text", "list_digest"]
 
 # Columns every fact table manages itself; never compared or recorded as a change of content.
 _BOOKKEEPING = frozenset({"id", "as_of", "message_id", "created_at", "updated_at"})
+# The tables whose new rows the Writer follows, each with the column that names such a row in the
+# tables below it: a row just created has no rows below it but those the writer inserts.
+_PARENT_COLUMNS = {
+    schema.patients.name: "patient_id",
+    schema.visits.name: "visit_id",
+    schema.appointments.name: "appointment_id",
+    schema.orders.name: "order_id",
+}
 
 
 def history_text(value: Any) -> str | None:
@@ -74,6 +82,18 @@ class Statements:
         """``cipher`` seals the record's person data written and opens it read (engine.store.cipher)."""
         self.tables = Tables(dialect, null=KEEP, cipher=cipher)
         self._stamps: dict[str, tuple[str, ...]] = {}
+        self._contents: dict[str, tuple[str, ...]] = {}
+
+    def list_content(self, table: sa.Table) -> tuple[str, ...]:
+        """The columns of a patient's list (names, addresses, ...) that ``Writer.replace_list`` compares."""
+        found = self._contents.get(table.name)
+        if found is None:
+            found = self._contents[table.name] = tuple(
+                column.name
+                for column in table.c
+                if column.name not in _BOOKKEEPING and column.name not in ("patient_id", "position")
+            )
+        return found
 
     def stamps(self, table: sa.Table) -> tuple[str, ...]:
         """The columns of ``table`` each row takes from its message (``message_id``, ``as_of``)."""
@@ -116,7 +136,7 @@ class Writer:
         now: datetime,
         message_time: datetime,
     ):
-        self.connection = connection
+        self._connection = connection
         self.message_id = message_id
         self.cause = cause[:60]
         self.now = now
@@ -124,6 +144,17 @@ class Writer:
         self._statements = statements
         self._tables = statements.tables
         self._cursor = TableCursor(connection, statements.tables)
+        # Rows this writer created (patients, visits, appointments, orders), by (the column that
+        # names them, their id), each with the tables it inserted rows under them into, or updated
+        # rows of: only those can hold a row of theirs (an update may have moved one to them). A
+        # statement the writer does not follow (the connection used directly) ends all this.
+        self._created: dict[tuple[str, int], set[str]] = {}
+
+    @property
+    def connection(self) -> sa.Connection:
+        """The connection, for statements of its own: from then on, no table is known to hold no row."""
+        self._created.clear()
+        return self._connection
 
     def rows(
         self,
@@ -139,9 +170,25 @@ class Writer:
         Many keys may take several selects (TableCursor.select): the rows are then in order within
         each, and ``limit`` counts in each.
         """
+        if self._created and all(self._holds_none(table, key) for key in keys):
+            return []
         return self._cursor.select(
             table, [_key(key) for key in keys], order=order, descending=descending, limit=limit
         )
+
+    def _holds_none(self, table: sa.Table, key: Mapping[str, Any]) -> bool:
+        """Whether ``key`` names a row this writer created and inserted no row under into ``table``.
+
+        A new patient's allergies, visits, coverages, ..., a new visit's diagnoses, a new
+        appointment's resources are those its message inserted: none need be looked for in the
+        database before the first.
+        """
+        created = self._created
+        for column, value in key.items():
+            tables = created.get((column, value))
+            if tables is not None and table.name not in tables:
+                return True
+        return False
 
     def identified(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str, dict[str, Any]]]:
         """Each (authority, value) of ``keys`` the record knows, with the row of the patient it is linked to.
@@ -176,7 +223,11 @@ class Writer:
 
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id."""
-        return self._cursor.insert(table, self._stamped(table, values))
+        row_id = self._cursor.insert(table, self._stamped(table, values))
+        parent = _PARENT_COLUMNS.get(table.name)
+        if parent is not None:
+            self._created[parent, row_id] = set()
+        return row_id
 
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert rows as ``insert`` does, in order, a statement per run with the same columns; no ids."""
@@ -184,6 +235,12 @@ class Writer:
 
     def _stamped(self, table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
         """The row with this message and its time where it names none."""
+        created = self._created
+        if created:
+            for column in _PARENT_COLUMNS.values():
+                tables = created.get((column, values.get(column)))  # type: ignore[arg-type]
+                if tables is not None:
+                    tables.add(table.name)
         row = dict(values)
         for name in self._statements.stamps(table):
             if name not in values:
@@ -191,7 +248,12 @@ class Writer:
         return row
 
     def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
-        """Delete the rows matching ``key``."""
+        """Delete the rows matching ``key``; no statement where ``rows`` would find none without one.
+
+        A delete never gives a row new rows under it: what the writer knows stays true.
+        """
+        if self._created and self._holds_none(table, key):
+            return
         self._cursor.delete(table, *_key(key))
 
     def is_stale(self, row: Mapping[str, Any]) -> bool:
@@ -246,6 +308,8 @@ class Writer:
             if row[name] != value:
                 changes[name] = value
         if changes:
+            for tables in self._created.values():
+                tables.add(table.name)  # the row may now be under one of them
             self._cursor.update(table, changes, row["id"])
         return changed
 
@@ -273,7 +337,7 @@ class Writer:
         The content columns of each row, fitted.
         """
         driver_table = self._tables.table(table)
-        content = self._list_content(driver_table)
+        content = self._statements.list_content(table)
         return [driver_table.fit({name: row.get(name) for name in content}) for row in rows]
 
     def replace_list(
@@ -284,7 +348,7 @@ class Writer:
         One history row (JSON lists).
         A patient created by this message has no previous value, so nothing goes to history.
         """
-        content = self._list_content(self._tables.table(table))
+        content = self._statements.list_content(table)
         old = (
             []
             if new_patient
@@ -306,11 +370,3 @@ class Writer:
             ),
         )
         return True
-
-    @staticmethod
-    def _list_content(table: Table) -> list[str]:
-        return [
-            name
-            for name in table.columns
-            if name not in _BOOKKEEPING and name not in ("patient_id", "position")
-        ]

@@ -42,12 +42,12 @@ def check_intake(row: dict) -> None:
 
 @pytest.fixture(scope="module")
 def sqlite_scenarios(tmp_path_factory) -> dict[str, dict]:
-    """One brief run of end-to-end, patient-record and large-store.
+    """One brief run of end-to-end, patient-record, patient-record-fresh and large-store.
 
     Large-store runs on a store of 2,000 messages, 200 of them queued.
     """
     return run_bench(
-        "end-to-end,patient-record,large-store",
+        "end-to-end,patient-record,patient-record-fresh,large-store",
         tmp_path_factory.mktemp("bench"),
         "--prefill-messages",
         "2000",
@@ -71,6 +71,15 @@ def test_a_patient_pool_makes_patients_recur_across_seeds():
     assert len(ids) <= 20
     assert {patient_id(t) for t in first} & {patient_id(t) for t in second}
     assert len({t.kind for t in first}) > 1
+
+
+def test_kinds_narrow_the_mix_and_each_fresh_message_is_a_new_patient():
+    """Generated with kinds, only those kinds come; without a pool, no two messages share a patient."""
+    templates = generate(300, seed=3, kinds=("ADT^A01", "ADT^A08"))
+    assert {t.kind for t in templates} == {"ADT^A01", "ADT^A08"}
+    assert len({patient_id(t) for t in templates}) == 300
+    with pytest.raises(ValueError):
+        generate(1, kinds=("ZZZ^Z01",))
 
 
 def test_order_problem_names_reordering_loss_and_repeats():
@@ -113,6 +122,19 @@ def test_patient_record_ingests_recurring_patients(sqlite_scenarios):
     assert seen["identifiers"] >= seen["persons"]
     assert seen["sent_rate_in_window"] >= 0
     assert len(scenario["targets"]) == 1
+
+
+def test_patient_record_fresh_makes_a_patient_of_every_message(sqlite_scenarios):
+    """Every message of the fresh variant is applied, and each made a person of its own."""
+    scenario = sqlite_scenarios["patient-record-fresh"]
+    (row,) = scenario["rows"]
+    check_intake(row)
+    seen = row["observed"]
+    assert seen["deliveries"] == {"SENT": acknowledged(row)}
+    assert seen["patient_pool"] is None
+    assert seen["persons"] == acknowledged(row)
+    (verdict,) = scenario["targets"]
+    assert "800 messages/s of new patients" in verdict["target"]
 
 
 def test_large_store_compares_with_an_empty_store_and_searches_under_load(sqlite_scenarios):

@@ -105,3 +105,46 @@ def test_identified_reads_each_known_identifier_with_its_patient_row(engine):
             ("PMS", "P-2", patients[2]),
         ]
         assert w.identified([("LAB", "P-0")]) == []
+
+
+def test_a_patient_the_writer_created_has_the_rows_it_inserted_and_any_the_connection_added(engine):
+    """A new patient's rows are those the writer inserted; after a statement of its own, the database says."""
+    message_id = store_message(engine, b"MSH|^~\\&|PMS|CLINIC|HUB|REGION|20240101||ADT^A04|1|P|2.5.1\r")
+    statements = Statements(engine.dialect)
+    with engine.begin() as connection:
+        w = Writer(connection, statements, message_id=message_id, cause="test", now=NOW, message_time=NOW)
+        patient_id = w.insert(schema.patients, {"created_at": NOW, "updated_at": NOW})
+        key = {"patient_id": patient_id}
+        assert w.rows(schema.allergies, key) == []
+        w.insert(schema.allergies, {**key, "code": "A1"})
+        assert [row["code"] for row in w.rows(schema.allergies, key)] == ["A1"]
+        # A statement the writer does not follow may give the patient rows: it asks the database again.
+        w.connection.execute(schema.diagnoses.insert().values(patient_id=patient_id, code="D1", as_of=NOW))
+        assert [row["code"] for row in w.rows(schema.diagnoses, key)] == ["D1"]
+        other = Writer(connection, statements, message_id=message_id, cause="test", now=NOW, message_time=NOW)
+        assert [row["code"] for row in other.rows(schema.allergies, key)] == ["A1"]
+
+
+def test_a_visit_the_writer_created_has_the_rows_it_inserted_until_an_update_of_their_table(engine):
+    """A new visit's diagnoses are those inserted; deleting none deletes nothing; an update asks again."""
+    message_id = store_message(engine, b"MSH|^~\\&|PMS|CLINIC|HUB|REGION|20240101||ADT^A01|1|P|2.5.1\r")
+    statements = Statements(engine.dialect)
+    with engine.begin() as connection:
+        w = Writer(connection, statements, message_id=message_id, cause="test", now=NOW, message_time=NOW)
+        patient_id = connection.execute(
+            schema.patients.insert().values(created_at=NOW, updated_at=NOW, as_of=NOW)
+        ).inserted_primary_key[0]
+        elsewhere = w.insert(schema.diagnoses, {"patient_id": patient_id, "code": "D0"})
+        visit_id = w.insert(
+            schema.visits, {"patient_id": patient_id, "visit_number": "V1", "status": "active"}
+        )
+        key = {"patient_id": patient_id, "visit_id": visit_id}
+        assert w.rows(schema.diagnoses, key) == []
+        w.delete(schema.diagnoses, key)  # none to delete: the patient's other diagnosis stays
+        assert [row["code"] for row in w.rows(schema.diagnoses, {"patient_id": patient_id})] == ["D0"]
+        # An update of a diagnosis may put it under the new visit: the database is asked again.
+        row = w.select_one(schema.diagnoses, {"id": elsewhere})
+        w.update(schema.diagnoses, row, {"visit_id": visit_id})
+        assert [row["code"] for row in w.rows(schema.diagnoses, key)] == ["D0"]
+        w.insert(schema.visits, {"patient_id": patient_id, "visit_number": "V2", "status": "active"})
+        assert len(w.rows(schema.visits, {"patient_id": patient_id})) == 2

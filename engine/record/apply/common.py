@@ -174,9 +174,14 @@ class Application:
             self._demographics(group, patient, read)
             for other, kind, why in match.links:
                 self.links.append((patient_id, other, kind, why))
-        for identifier in identifiers:
-            if (identifier.authority, identifier.value) not in match.known:
-                self.link(identifier, patient_id, reason, alias=False)
+        self.writer.insert_many(
+            schema.identifiers,
+            (
+                self._link_row(identifier, patient_id, reason, alias=False)
+                for identifier in identifiers
+                if (identifier.authority, identifier.value) not in match.known
+            ),
+        )
         for conflict in match.conflicts:
             self.flag(
                 conflict.kind, patient_id, conflict.other_patient_id, conflict.detail, conflict.identifier
@@ -323,18 +328,23 @@ class Application:
     def link(self, identifier: Identifier, patient_id: int, reason: str, *, alias: bool) -> int:
         """Link ``identifier`` to the patient; returns the identifier row's id."""
         return self.writer.insert(
-            schema.identifiers,
-            {
-                "patient_id": patient_id,
-                "authority": identifier.authority,
-                "value": identifier.value,
-                "type_code": identifier.type_code,
-                "source_system": self.facts.source_system,
-                "alias": alias,
-                "link_reason": f"{reason} (message {self.writer.message_id})",
-                "linked_at": self.writer.now,
-            },
+            schema.identifiers, self._link_row(identifier, patient_id, reason, alias=alias)
         )
+
+    def _link_row(
+        self, identifier: Identifier, patient_id: int, reason: str, *, alias: bool
+    ) -> dict[str, Any]:
+        """The record_identifiers row linking ``identifier`` to the patient."""
+        return {
+            "patient_id": patient_id,
+            "authority": identifier.authority,
+            "value": identifier.value,
+            "type_code": identifier.type_code,
+            "source_system": self.facts.source_system,
+            "alias": alias,
+            "link_reason": f"{reason} (message {self.writer.message_id})",
+            "linked_at": self.writer.now,
+        }
 
     def flag(
         self,

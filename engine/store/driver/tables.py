@@ -106,7 +106,12 @@ class Table:
             text, length, processor = binds[name]
             if value is null:
                 value = None
-            elif text and isinstance(value, str):
+            elif (
+                text
+                and isinstance(value, str)
+                # most text already fits: no call for it (a hundred values a message)
+                and not (value.isascii() and "\x00" not in value and (length is None or len(value) <= length))
+            ):
                 value = fit_text(value, length)
             if processor is not None:
                 if isinstance(value, datetime):
@@ -234,11 +239,12 @@ class Tables:
             else " OR ".join(f"({condition})" for condition in conditions)
         )
 
-    def result(self, sql: str, table: Table, cursor, *, after: int = 0) -> tuple[tuple[str, ...], list]:
-        """Column names and result processors for a select of ``table`` just run on ``cursor``.
+    def result(self, sql: str, table: Table, cursor, *, after: int = 0) -> tuple[tuple[str, ...], tuple]:
+        """Column names, and (name, result processor) of the columns that have one, for a select of ``table``.
 
-        A processor is SQLAlchemy's, or None for a value taken as the driver gives it. ``after``:
-        that many leading columns (another table's) are not ``table``'s, nor described.
+        The select was just run on ``cursor``. A processor is SQLAlchemy's; a column without one
+        is taken as the driver gives it. ``after``: that many leading columns (another table's)
+        are not ``table``'s, nor described.
         """
         found = self._results.get(sql)
         if found is None:
@@ -247,10 +253,13 @@ class Tables:
             names = tuple(column[0] for column in description)
             opened = self._cipher.open_text
             processors = [
-                opened if name in table.sealed else self._reading(table.types[name], column[1])
+                (name, opened if name in table.sealed else self._reading(table.types[name], column[1]))
                 for name, column in zip(names, description)
             ]
-            found = self._results[sql] = (names, processors)
+            found = self._results[sql] = (
+                names,
+                tuple((name, processor) for name, processor in processors if processor is not None),
+            )
         return found
 
     def _reading(self, column_type: sa.types.TypeEngine, driver_type: Any) -> Callable[[Any], Any] | None:
@@ -329,18 +338,7 @@ class TableCursor:
         cursor = self._execute(sql, parameters)
         found = cursor.fetchall()
         names, processors = self._tables.result(sql, driver_table, cursor)
-        return [
-            dict(
-                zip(
-                    names,
-                    [
-                        value if processor is None else processor(value)
-                        for processor, value in zip(processors, row)
-                    ],
-                )
-            )
-            for row in found
-        ]
+        return [_row(names, processors, row) for row in found]
 
     def parents(
         self, i: sa.Table, p: sa.Table, link: str, key: tuple[str, ...], keys: Sequence[tuple]
@@ -365,21 +363,7 @@ class TableCursor:
         cursor = self._execute(sql, parameters)
         found = cursor.fetchall()
         names, processors = self._tables.result(sql, parent, cursor, after=width)
-        return [
-            (
-                *row[:width],
-                dict(
-                    zip(
-                        names,
-                        [
-                            value if processor is None else processor(value)
-                            for processor, value in zip(processors, row[width:])
-                        ],
-                    )
-                ),
-            )
-            for row in found
-        ]
+        return [(*row[:width], _row(names, processors, row[width:])) for row in found]
 
     def insert(self, table: sa.Table, row: Mapping[str, Any]) -> Any:
         """Insert a row; returns its id (its primary key where it has no id)."""
@@ -413,3 +397,11 @@ class TableCursor:
         """Delete the rows matching ``key`` compared with ``values``."""
         driver_table = self._tables.table(table)
         self._execute(self._tables.delete(driver_table, key), driver_table.parameters(values, self._times))
+
+
+def _row(names: tuple[str, ...], processors: tuple, values: Sequence[Any]) -> dict[str, Any]:
+    """A row read as a dict: each value as the driver gave it, through its column's processor if any."""
+    row = dict(zip(names, values))
+    for name, processor in processors:
+        row[name] = processor(row[name])
+    return row
