@@ -142,7 +142,7 @@ def _check_channel(config, repository, channel: str | None) -> None:
 
 def _select(config, repository, message_ids, status, channel, limit) -> list[int]:
     """The ids given (each must exist), or those of a search (the CLI's way to resend or reprocess many)."""
-    from engine.store.messages import MessageQuery
+    from engine.store.reads import MessageQuery
 
     if message_ids:
         unknown = sorted(set(message_ids) - repository.existing_ids(message_ids))
@@ -207,7 +207,7 @@ def list_messages(
 
     Exit status: 0 listed (even none), 1 no store there, 2 an unknown status or channel, a bad time.
     """
-    from engine.store.messages import MessageQuery
+    from engine.store.reads import MessageQuery
 
     config, repository = _repository(config_path, db)
     _check_channel(config, repository, channel)

@@ -36,7 +36,7 @@ from twisted.web import resource
 from engine.hl7.charset import decode
 from engine.hl7.terms import query_terms
 from engine.model import Status
-from engine.store.messages import ContentSearchOff, MessageQuery, StoredMessage
+from engine.store.reads import ContentSearchOff, MessageQuery, StoredMessage
 from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated

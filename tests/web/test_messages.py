@@ -12,7 +12,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from engine.model import NewDelivery, Status
 from engine.store.cipher import Cipher
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 from engine.store.retention import RetentionPolicy, RetentionRepository
 from engine.web.messages import BadRequest, message_query
 from tests.fakes.harness import in_thread
