@@ -72,9 +72,7 @@ def _same_file(path: str, size: int, modified_ns: int) -> tuple[sa.ColumnElement
 def _index_for(query: MessageQuery, index: ContentIndex | None) -> ContentIndex | None:
     """The index a query searches (None when it searches no content); ContentSearchOff when there is none."""
     if query.text is not None and index is None:
-        raise ContentSearchOff(
-            "search by content is off: with content encrypted at rest the store keeps no index of it"
-        )
+        raise ContentSearchOff()
     return index if query.text is not None else None
 
 

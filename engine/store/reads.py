@@ -173,6 +173,11 @@ class StoredMessage(MessageSummary):
 class ContentSearchOff(StoreError):
     """A search by content where there is no index to search: the content is encrypted at rest."""
 
+    def __init__(self) -> None:
+        super().__init__(
+            "search by content is off: with content encrypted at rest the store keeps no index of it"
+        )
+
 
 #: A node that stopped or died is still shown for this long after its last sign of life.
 NODES_SHOWN = timedelta(hours=24)
