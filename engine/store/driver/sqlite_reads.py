@@ -159,7 +159,8 @@ class SQLiteReads:
             try:
                 yield self._connection
             finally:
-                self._connection.execute("COMMIT")
+                if self._connection.in_transaction:  # an error may have ended it already
+                    self._connection.execute("ROLLBACK")  # nothing was written: only the snapshot ends
 
     def _values(self, row: sqlite3.Row, kinds: tuple[frozenset[str], frozenset[str]]) -> dict:
         """A row as the dataclass fields of the same names: timestamps parsed, content opened."""
