@@ -26,8 +26,9 @@ from engine.hl7.charset import decode
 from engine.hl7.header import read_header
 from engine.model import NewMessage, Status
 from engine.store.db import create_engine_for
-from engine.store.messages import MessageQuery, MessageRepository
+from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
+from engine.store.reads import MessageQuery
 
 _TEMPLATES = 20_000
 _T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -17,8 +17,9 @@ import statistics
 import time
 
 from engine.store.db import create_engine_for
-from engine.store.messages import MessageQuery, MessageRepository
+from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
+from engine.store.reads import MessageQuery
 from engine.store.schema import messages
 
 

@@ -26,8 +26,7 @@ from engine.configtypes import Frozen, HL7Text, Name, Seconds, check_version, re
 from engine.configtypes import check_not_empty as _check_not_empty
 from engine.listeners.endpoints import check_endpoint
 from engine.store.cipher import Cipher, read_key
-from engine.store.cluster import DEFAULT_LEASE_SECONDS
-from engine.store.db import WAL_MAX_BYTES
+from engine.store.defaults import DEFAULT_LEASE_SECONDS, WAL_MAX_BYTES
 from engine.web.passwords import check_password_hash
 from engine.web.roles import ADMIN
 

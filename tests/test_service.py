@@ -26,7 +26,7 @@ from engine.hl7.mllp import frame
 from engine.listeners.client import MLLPClient
 from engine.model import Status
 from engine.service import Engine
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 from engine.web.passwords import hash_password
 from tests.fakes.harness import BASIC_CONFIG, in_thread, make_config, port_of, start_engine, wait_until
 from tests.fakes.listeners import read_until_closed

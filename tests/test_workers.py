@@ -32,8 +32,9 @@ from engine.listeners.client import MLLPClient
 from engine.listeners.mllp import MLLPListenerService
 from engine.service import Engine
 from engine.serviceparts import ALL_ROLES
-from engine.store.cluster import ClusterRepository, NodeView
+from engine.store.cluster import ClusterRepository
 from engine.store.db import create_engine_for
+from engine.store.reads import NodeView
 from tests.fakes.harness import free_port, in_thread, statuses
 from tests.fakes.partner import RecordingPartner
 from tests.fakes.process import ENGINE, adt, wait_for_port

@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +36,7 @@ __all__ = [
     "read_sources",
     "running_engine",
     "store_engine",
+    "store_reads",
 ]
 
 
@@ -180,11 +181,49 @@ def store_engine(config_path: str, db: str | None):
     The config is read for its keys (and settings) even with ``db``, when the file exists.
     StoreError when there is no store there: a missing SQLite file is not created.
     """
+    config, cipher = _store_side(config_path, db)
+    return config, open_store(db or config.store_url, cipher)
+
+
+@contextmanager
+def store_reads(config_path: str, db: str | None, repository: Callable) -> Iterator[tuple]:
+    """(the config's store side or None, what reads the store) for a command that only reads it.
+
+    On a plain SQLite file that is ``SQLiteReads`` (the stdlib's sqlite3: the command imports no
+    SQLAlchemy); on any other store ``repository(engine)``, whose reads answer alike (a
+    ``MessageRepository`` or ``ClusterRepository``). Closed at the end; StoreError as store_engine.
+    """
+    from engine.store.driver.sqlite_reads import SQLiteReads, sqlite_path
+
+    config, cipher = _store_side(config_path, db)
+    url = db or config.store_url
+    path = sqlite_path(url)
+    if path is None:
+        engine = open_store(url, cipher)
+        try:
+            yield config, repository(engine)
+        finally:
+            engine.dispose()
+        return
+    if not path.is_file():
+        raise _no_store(path)
+    reads = SQLiteReads.open(path, cipher)
+    try:
+        yield config, reads
+    finally:
+        reads.close()
+
+
+def _store_side(config_path: str, db: str | None):
+    """(the config's store side, or None with ``db`` and no config file; the store's cipher)."""
     from engine.store.cipher import CLEAR
 
     config = load_store_side_or_exit(config_path) if db is None or Path(config_path).exists() else None
-    cipher = CLEAR if config is None else config.engine.store.cipher()
-    return config, open_store(db or config.store_url, cipher)
+    return config, CLEAR if config is None else config.engine.store.cipher()
+
+
+def _no_store(path: Path) -> StoreError:
+    return StoreError(f"no store at {path}: the engine creates it when it first runs (see -c and --db)")
 
 
 def open_store(url: str, cipher):
@@ -197,7 +236,7 @@ def open_store(url: str, cipher):
     parsed = sa.engine.make_url(url)
     path = sqlite_file(parsed)
     if path is not None and not path.is_file():
-        raise StoreError(f"no store at {path}: the engine creates it when it first runs (see -c and --db)")
+        raise _no_store(path)
     engine = create_engine_for(url, cipher=cipher)
     with store_errors("opening the store"):
         migrated = sa.inspect(engine).has_table("messages")

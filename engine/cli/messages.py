@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from engine.cli.app import config_option, echo_json, progress, store_engine
+from engine.cli.app import config_option, echo_json, progress, store_engine, store_reads
 
 #: The statuses a message can have (engine.model.Status), without importing the store.
 STATUSES = ("RECEIVED", "REJECTED", "FILTERED", "TRANSFORMED", "QUEUED", "SENT", "ERROR")
@@ -122,10 +122,15 @@ def _batches(ids: list[int]):
 
 
 def _repository(config_path: str, db: str | None):
+    config, engine = store_engine(config_path, db)
+    return config, _message_repository(engine)
+
+
+def _message_repository(engine):
+    """The SQLAlchemy reads of a store the stdlib does not read (store_reads): PostgreSQL's."""
     from engine.store.messages import MessageRepository
 
-    config, engine = store_engine(config_path, db)
-    return config, MessageRepository(engine)
+    return MessageRepository(engine)
 
 
 def _check_channel(config, repository, channel: str | None) -> None:
@@ -142,7 +147,7 @@ def _check_channel(config, repository, channel: str | None) -> None:
 
 def _select(config, repository, message_ids, status, channel, limit) -> list[int]:
     """The ids given (each must exist), or those of a search (the CLI's way to resend or reprocess many)."""
-    from engine.store.messages import MessageQuery
+    from engine.store.reads import MessageQuery
 
     if message_ids:
         unknown = sorted(set(message_ids) - repository.existing_ids(message_ids))
@@ -207,10 +212,8 @@ def list_messages(
 
     Exit status: 0 listed (even none), 1 no store there, 2 an unknown status or channel, a bad time.
     """
-    from engine.store.messages import MessageQuery
+    from engine.store.reads import MessageQuery
 
-    config, repository = _repository(config_path, db)
-    _check_channel(config, repository, channel)
     application, _, facility = (sender or "").partition("/")
     query = MessageQuery(
         control_id=control_id,
@@ -225,7 +228,10 @@ def list_messages(
         limit=limit,
         before_id=before_id,
     )
-    for summary in repository.search(query):
+    with store_reads(config_path, db, _message_repository) as (config, reads):
+        _check_channel(config, reads, channel)
+        found = reads.search(query)
+    for summary in found:
         if as_json:
             echo_json(summary.to_json_dict())
         else:
@@ -254,8 +260,8 @@ def show_message(message_id: int, config_path: str, db: str | None, table: bool,
     """
     from engine.hl7.charset import decode
 
-    config, repository = _repository(config_path, db)
-    stored = repository.get(message_id)
+    with store_reads(config_path, db, _message_repository) as (config, reads):
+        stored = reads.get(message_id)
     if stored is None:
         raise click.ClickException(f"no message {message_id}")
     default = config.engine.default_charset if config is not None else "utf-8"

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from engine.cli.app import DEFAULT_CONFIG, store_engine
+from engine.cli.app import DEFAULT_CONFIG, store_reads
 
 
 @click.command()
@@ -21,18 +21,16 @@ def nodes(config_path: str, db: str | None, as_json: bool) -> None:
     stopped; nodes gone for more than a day are left out. Exit status: 0 shown, 1 the store failed.
     """
     from engine.errors import StoreError
-    from engine.store.cluster import DEFAULT_LEASE_SECONDS, ClusterRepository
+    from engine.store.defaults import DEFAULT_LEASE_SECONDS
 
-    config, engine = store_engine(config_path, db)
-    cluster = config.engine.cluster if config is not None else None
-    lease_seconds = cluster.lease_seconds if cluster is not None else DEFAULT_LEASE_SECONDS
-    try:
-        view = ClusterRepository(engine).view(lease_seconds=lease_seconds)
-    except StoreError as error:
-        click.echo(f"nodes: {error}", err=True)
-        sys.exit(1)
-    finally:
-        engine.dispose()
+    with store_reads(config_path, db, _cluster_repository) as (config, reads):
+        cluster = config.engine.cluster if config is not None else None
+        lease_seconds = cluster.lease_seconds if cluster is not None else DEFAULT_LEASE_SECONDS
+        try:
+            view = reads.view(lease_seconds=lease_seconds)
+        except StoreError as error:
+            click.echo(f"nodes: {error}", err=True)
+            sys.exit(1)
     if as_json:
         click.echo(json.dumps(view.to_json_dict(), sort_keys=True))
         return
@@ -60,3 +58,10 @@ def nodes(config_path: str, db: str | None, as_json: bool) -> None:
             )
     if view.unheld:
         click.echo(f"held by no node: {', '.join(view.unheld)}")
+
+
+def _cluster_repository(engine):
+    """The SQLAlchemy reads of a store the stdlib does not read (store_reads): PostgreSQL's."""
+    from engine.store.cluster import ClusterRepository
+
+    return ClusterRepository(engine)

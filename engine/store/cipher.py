@@ -22,10 +22,12 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from engine.errors import StoreError
+
+if TYPE_CHECKING:  # a cipher is made by the config, which store commands read without SQLAlchemy
+    import sqlalchemy as sa
 
 __all__ = [
     "BLIND",

@@ -29,14 +29,13 @@ from sqlalchemy.engine import URL, make_url
 
 from engine.errors import StoreError
 from engine.store.cipher import CLEAR, Cipher, engine_options
+from engine.store.defaults import WAL_MAX_BYTES
 from engine.store.driver import is_lock_error
 
 DURABILITIES = ("process", "power_loss")
 
 _POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 _WAL_RETRY_SECONDS = 0.01
-# The most a SQLite WAL should hold (engine.store.wal_max_bytes); see pool.py for how it is kept there.
-WAL_MAX_BYTES = 64 * 1024 * 1024
 _PRIVATE_FOLDER = 0o700
 _PRIVATE_FILE = 0o600
 

@@ -16,14 +16,16 @@ from twisted.internet import defer
 from engine.errors import StoreError
 from engine.model import AttemptResult, LeaseToken, NewMessage, ProcessingResult, SourceFile, utc_now
 from engine.store.cipher import CLEAR, Cipher
-from engine.store.cluster import DEFAULT_LEASE_SECONDS, ClusterRepository
+from engine.store.cluster import ClusterRepository
 from engine.store.configs import ConfigRepository
-from engine.store.db import WAL_MAX_BYTES, create_engine_for
+from engine.store.db import create_engine_for
+from engine.store.defaults import DEFAULT_LEASE_SECONDS, WAL_MAX_BYTES
 from engine.store.leases import LeaseRepository
-from engine.store.messages import MessageQuery, MessageRepository
+from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
 from engine.store.pool import State, StorePool
 from engine.store.queues import QueueRepository
+from engine.store.reads import MessageQuery
 
 # A dispatcher's round of attempts, on SQLite, is recorded in transactions of at most this many.
 ATTEMPTS_PER_WRITE = 50

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -24,140 +23,15 @@ from engine.model import DeliveryResult, NewMessage, Outcome, SourceFile, Status
 from engine.store.cipher import SEALED, cipher_of
 from engine.store.driver import ContentIndex, InsertReturningIds, fit_row, store_errors
 from engine.store.processing import INTAKE_CHILDREN, insert_intake_rows, intake_rows
+from engine.store.reads import (
+    ContentSearchOff,
+    DeliverySummary,
+    MessageEvent,
+    MessageQuery,
+    MessageSummary,
+    StoredMessage,
+)
 from engine.store.schema import deliveries, message_events, messages, source_files
-
-
-@dataclass(frozen=True, slots=True)
-class MessageQuery:
-    """Search criteria (each one given must match exactly) and a page: newest first, below ``before_id``."""
-
-    control_id: str | None = None
-    patient_id: str | None = None  # PID-3.1 of the message's first patient identifier
-    message_type: str | None = None  # "ADT", "ADT^A01" or "ADT^A01^ADT_A01"; an empty component matches any
-    sending_application: str | None = None
-    sending_facility: str | None = None
-    status: str | None = None
-    channel: str | None = None
-    listener: str | None = None
-    since: datetime | None = None  # received_at >= since
-    until: datetime | None = None  # received_at < until
-    # Words of the content (engine.hl7.terms: names, identifiers, OBX values), each matching a word's start.
-    text: str | None = None
-    limit: int = 100
-    before_id: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.limit < 1:
-            raise ValueError(f"limit must be at least 1, not {self.limit}")
-        if self.text is not None and not query_terms(self.text):
-            raise ValueError(f"a content search needs a letter or digit (got {self.text!r})")
-        for name in ("since", "until"):
-            moment = getattr(self, name)
-            if moment is not None:
-                require_aware(moment, name)
-
-
-@dataclass(frozen=True, slots=True)
-class MessageSummary:
-    """A stored message without its content: what a list of messages shows."""
-
-    id: int
-    received_at: datetime
-    listener: str
-    channel: str | None
-    peer: str
-    status: str
-    sending_application: str
-    sending_facility: str
-    message_code: str
-    trigger_event: str
-    control_id: str
-    version: str
-    ack_code: str
-    error: str
-    patient_id: str
-
-    @property
-    def message_type(self) -> str:
-        """MSH-9 as operators write it: ``ADT^A01`` (``ADT`` when there is no trigger event)."""
-        return f"{self.message_code}^{self.trigger_event}" if self.trigger_event else self.message_code
-
-    def to_json_dict(self) -> dict:
-        """The summary as JSON-ready values: ``type`` is message_type, ``received_at`` ISO 8601."""
-        return {
-            "id": self.id,
-            "channel": self.channel,
-            "control_id": self.control_id,
-            "type": self.message_type,
-            "status": self.status,
-            "received_at": self.received_at.isoformat(),
-            "listener": self.listener,
-            "peer": self.peer,
-            "sending_application": self.sending_application,
-            "sending_facility": self.sending_facility,
-            "message_code": self.message_code,
-            "trigger_event": self.trigger_event,
-            "version": self.version,
-            "ack_code": self.ack_code,
-            "error": self.error,
-            "patient_id": self.patient_id,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverySummary:
-    """One delivery row of a stored message, for showing its history."""
-
-    id: int
-    destination: str
-    status: str
-    attempts: int
-    sent_at: datetime | None
-    response_code: str
-    reason: str
-    payload: bytes | None  # the encoded content (what is or was sent)
-    response: bytes | None
-    created_at: datetime
-    next_attempt_at: datetime
-    superseded_at: datetime | None  # set when a resend or reprocess replaced this row
-
-
-@dataclass(frozen=True, slots=True)
-class MessageEvent:
-    """One later status change of a stored message, or of its delivery to ``destination``."""
-
-    id: int
-    at: datetime
-    status: str
-    detail: str
-    destination: str | None = None  # None: the message's own status
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage(MessageSummary):
-    """A stored message with its content at every stage, our ACK, its deliveries and its status history."""
-
-    raw: bytes
-    ack: bytes | None
-    transformed: bytes | None  # after the channel's transforms; None before processing or without transforms
-    receiving_application: str
-    receiving_facility: str
-    message_structure: str
-    processing_id: str
-    charset: str
-    batch_control_id: str | None
-    batch_index: int | None
-    deliveries: tuple[DeliverySummary, ...]  # oldest first, superseded ones included
-    events: tuple[MessageEvent, ...]
-    # When retention removed the content: raw is then empty, transformed and the deliveries'
-    # payloads and responses None (engine.store.retention).
-    pruned_at: datetime | None = None
-
-    @property
-    def summary(self) -> MessageSummary:
-        """Just the summary part, e.g. to print it like a search result."""
-        return MessageSummary(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MessageSummary)})
-
 
 _NEW_MESSAGE_FIELDS = tuple(
     f.name for f in dataclasses.fields(NewMessage) if f.name not in ("deliveries", "findings")
@@ -195,16 +69,10 @@ def _same_file(path: str, size: int, modified_ns: int) -> tuple[sa.ColumnElement
     return (c.path == path, c.size == size, c.modified_ns == modified_ns, c.moved_to.is_(None))
 
 
-class ContentSearchOff(StoreError):
-    """A search by content where there is no index to search: the content is encrypted at rest."""
-
-
 def _index_for(query: MessageQuery, index: ContentIndex | None) -> ContentIndex | None:
     """The index a query searches (None when it searches no content); ContentSearchOff when there is none."""
     if query.text is not None and index is None:
-        raise ContentSearchOff(
-            "search by content is off: with content encrypted at rest the store keeps no index of it"
-        )
+        raise ContentSearchOff()
     return index if query.text is not None else None
 
 

@@ -43,7 +43,8 @@ from twisted.python.threadpool import ThreadPool
 from engine.errors import StoreError
 from engine.lograte import LogRate
 from engine.model import NewMessage, SourceFile
-from engine.store.db import WAL_MAX_BYTES, sqlite_file
+from engine.store.db import sqlite_file
+from engine.store.defaults import WAL_MAX_BYTES
 from engine.store.driver import checkpoint_wal, describe, set_pragmas, store_errors
 from engine.store.wal import WalGuard
 

@@ -33,7 +33,7 @@ from twisted.internet import defer
 from twisted.web import resource
 
 from engine.hl7.charset import decode
-from engine.store.messages import StoredMessage
+from engine.store.reads import StoredMessage
 from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated

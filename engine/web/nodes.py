@@ -13,7 +13,7 @@ nodes gone for more than a day are left out. Names only: nothing here comes from
 
 from __future__ import annotations
 
-from engine.store.cluster import ClusterView
+from engine.store.reads import ClusterView
 from engine.web.apidoc import json_response, operation
 from engine.web.responses import JsonResource, Reply, error_reply, json_reply, send, serve
 from engine.web.roles import VIEWER

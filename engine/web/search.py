@@ -16,7 +16,7 @@ from twisted.internet import defer
 
 from engine.hl7.terms import query_terms
 from engine.model import Status
-from engine.store.messages import ContentSearchOff, MessageQuery
+from engine.store.reads import ContentSearchOff, MessageQuery
 from engine.web.apidoc import query
 from engine.web.auth import authenticated
 from engine.web.responses import MAX_ID, Reply, error_reply, serve

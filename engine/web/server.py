@@ -38,7 +38,7 @@ from zope.interface import provider
 
 from engine.errors import StoreError
 from engine.model import utc_now
-from engine.store.cluster import DEFAULT_LEASE_SECONDS
+from engine.store.defaults import DEFAULT_LEASE_SECONDS
 from engine.store.driver import store_errors
 from engine.web.audit import AuditApi, Auditor
 from engine.web.auth import (

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from engine.hl7.table import message_table
 from engine.model import Status
-from engine.store.messages import StoredMessage
+from engine.store.reads import StoredMessage
 
 __all__ = ["STAGES", "message_stages"]
 

@@ -15,7 +15,7 @@ from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from engine.model import NewMessage, Status
 from engine.store.message_store import MessageStore
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 from tests.fakes.corpus import CORPUS_DIR
 from tests.fakes.downstream import Downstream, reply, silence
 from tests.fakes.harness import free_port, in_thread, start_engine, statuses, wait_until

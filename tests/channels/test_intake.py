@@ -19,7 +19,7 @@ from engine.hl7.ack import parse_reply
 from engine.hl7.charset import decode
 from engine.hl7.header import read_header
 from engine.listeners.client import MLLPClient, ReplyTimeout, control_id_of
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 from tests.fakes.channels import FakeStore, ScriptedDestination
 from tests.fakes.corpus import CORPUS_DIR, corpus_entries
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine

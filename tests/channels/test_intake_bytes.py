@@ -16,7 +16,7 @@ from engine.channels.intake import Intake
 from engine.channels.spec import ChannelConfig
 from engine.config import EngineSettings, ListenerConfig
 from engine.hl7.ack import parse_reply
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 
 LATIN1 = (
     b"MSH|^~\\&|LAB\xc9|H\xd4PITAL|HUB|TEST|20260101120000||ADT^A04|C\xe9\xff1|P|2.5.1\r"

@@ -24,7 +24,7 @@ from engine.hl7.charset import decode
 from engine.hl7.header import is_ack, read_header
 from engine.listeners.client import MLLPClient, ReplyTimeout
 from engine.service import Engine
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 from tests.fakes.corpus import corpus_entries
 from tests.fakes.harness import in_thread, make_config, port_of, start_engine
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest_twisted
 
 from engine.listeners.client import MLLPClient
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 from tests.fakes.harness import BASIC_CONFIG, in_thread, make_config, port_of, start_engine
 
 VALID = (

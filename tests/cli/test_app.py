@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 from engine.cli.app import progress
 from engine.store.db import create_engine_for
+from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
 from tests.fakes.harness import free_port
+from tests.fakes.messages import lab_message
 from tests.fakes.process import write_config
 
 _IMPORTED = """
@@ -25,13 +28,18 @@ finally:
 """
 
 
-def _imports(*args: str) -> tuple[str, str]:
-    """Run the command; ("imported:" its heavy packages, "deferred:" the modules it should not need)."""
+def _run(*args: str) -> subprocess.CompletedProcess:
+    """The command run in a new interpreter, which says on stderr what it imported; it must succeed."""
     result = subprocess.run(
         [sys.executable, "-c", _IMPORTED, *args], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    imported, deferred = result.stderr.strip().splitlines()[-2:]
+    return result
+
+
+def _imports(*args: str) -> tuple[str, str]:
+    """Run the command; ("imported:" its heavy packages, "deferred:" the modules it should not need)."""
+    imported, deferred = _run(*args).stderr.strip().splitlines()[-2:]
     return imported, deferred
 
 
@@ -53,17 +61,33 @@ def _store_config(tmp_path):
 
 
 def test_help_and_store_commands_do_not_import_twisted(tmp_path):
-    """`--help` imports neither Twisted nor SQLAlchemy; `messages list` (with engine.http) no Twisted."""
+    """`--help` imports neither Twisted nor SQLAlchemy; nor does `messages list` (with engine.http)."""
     assert _imported("--help") == "imported:"
     config = _store_config(tmp_path)
-    assert _imported("messages", "list", "-c", str(config)) == "imported:sqlalchemy"
+    assert _imported("messages", "list", "-c", str(config)) == "imported:"
 
 
-def test_store_commands_on_a_clear_sqlite_store_import_no_cryptography_nor_postgresql(tmp_path):
-    """`messages list` and `nodes` on a clear SQLite store without TLS import neither cryptography nor PG."""
+def test_read_only_commands_on_a_sqlite_store_read_it_without_sqlalchemy(tmp_path):
+    """`messages list`, `messages show` and `nodes` read a SQLite store with the stdlib: no SQLAlchemy."""
     config = _store_config(tmp_path)
-    assert _imports("messages", "list", "-c", str(config))[1] == "deferred:"
-    assert _imports("nodes", "-c", str(config))[1] == "deferred:"
+    MessageRepository(create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}")).insert(
+        [lab_message(1)]
+    )
+    for command in (["messages", "list"], ["messages", "show", "1"], ["nodes"]):
+        assert _imports(*command, "-c", str(config)) == ("imported:", "deferred:"), command
+
+
+def test_a_postgresql_store_is_read_through_sqlalchemy(tmp_path, postgres_url):
+    """On PostgreSQL `messages list` and `show` use the repository (SQLAlchemy) and find what is stored."""
+    engine = create_engine_for(postgres_url)
+    upgrade(engine)
+    [stored] = MessageRepository(engine).insert([lab_message(1)])
+    engine.dispose()
+    listed = _run("messages", "list", "--db", postgres_url, "--json", "-c", str(tmp_path / "none.yaml"))
+    assert [json.loads(line)["control_id"] for line in listed.stdout.splitlines()] == ["C1"]
+    assert listed.stderr.splitlines()[-2] == "imported:sqlalchemy"
+    shown = _run("messages", "show", str(stored), "--db", postgres_url, "--json", "-c", str(tmp_path / "x"))
+    assert json.loads(shown.stdout)["raw"].startswith("MSH|^~\\&|LAB|NORTH|")
 
 
 def test_progress_without_a_terminal_prints_a_line_per_interval(capsys):

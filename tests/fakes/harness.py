@@ -12,7 +12,7 @@ from twisted.internet.task import deferLater
 
 from engine.config import parse_config
 from engine.service import Engine
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 
 BASIC_CONFIG = """
 engine:

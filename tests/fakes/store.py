@@ -16,7 +16,7 @@ from twisted.internet import defer, task
 from engine.model import NewDelivery, NewMessage, ProcessingResult, Status
 from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
 from engine.store.driver import INDEX_TABLES
-from engine.store.messages import StoredMessage
+from engine.store.reads import StoredMessage
 from engine.store.schema import metadata, source_files
 
 #: Where the clock of the store tests' repositories stands.

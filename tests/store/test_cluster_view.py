@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest_twisted
 import sqlalchemy as sa
 
-from engine.store.cluster import ClusterRepository, HeldLease, NodeState
+from engine.store.cluster import ClusterRepository
+from engine.store.reads import HeldLease, NodeState
 from engine.store.schema import nodes
 from tests.fakes.cluster import add_lease, add_node
 from tests.fakes.store import NOW

@@ -6,7 +6,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from engine.store.indexer import ContentIndexer
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 from tests.fakes.messages import pms_message
 
 

@@ -12,8 +12,8 @@ from twisted.internet import defer
 from engine.errors import StoreError
 from engine.model import AttemptResult, Delivery, Outcome, Status
 from engine.store.message_store import ATTEMPTS_PER_WRITE, MessageStore
-from engine.store.messages import MessageQuery
 from engine.store.queues import QueueRepository
+from engine.store.reads import MessageQuery
 from tests.fakes.messages import T0
 from tests.fakes.store import later, queued
 

@@ -18,13 +18,9 @@ from engine.model import (
     Status,
 )
 from engine.store.driver import VALUES_MAX_PARAMETERS
-from engine.store.messages import (
-    MessageEvent,
-    MessageQuery,
-    MessageRepository,
-    MessageSummary,
-)
+from engine.store.messages import MessageRepository
 from engine.store.queues import QueueRepository
+from engine.store.reads import MessageEvent, MessageQuery, MessageSummary
 from engine.store.schema import message_events, messages, source_files
 from tests.fakes.messages import T0
 from tests.fakes.store import NOW, expected_message, queued, source_file_rows

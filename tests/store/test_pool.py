@@ -18,8 +18,9 @@ from twisted.internet import defer
 from engine.errors import StoreError
 from engine.model import SourceFile
 from engine.store.db import create_engine_for
-from engine.store.messages import MessageQuery, MessageRepository
+from engine.store.messages import MessageRepository
 from engine.store.pool import GROUP_WAIT_SECONDS
+from engine.store.reads import MessageQuery
 from tests.fakes.messages import T0
 from tests.fakes.store import count_commits, expected_message, later, queued, source_file_rows
 

@@ -11,8 +11,8 @@ from twisted.internet import reactor
 
 from engine.model import Status
 from engine.store.audit import AuditRepository
-from engine.store.messages import MessageQuery
 from engine.store.pruner import Pruner
+from engine.store.reads import MessageQuery
 from engine.store.retention import RetentionPolicy
 from engine.store.schema import messages, nodes
 from tests.fakes.cluster import add_node

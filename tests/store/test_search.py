@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from engine.model import NewDelivery, Status
 from engine.store.cipher import Cipher
 from engine.store.db import create_engine_for
-from engine.store.messages import ContentSearchOff, MessageQuery, MessageRepository
+from engine.store.messages import MessageRepository
+from engine.store.reads import ContentSearchOff, MessageQuery
 from engine.store.schema import messages
 from tests.fakes.messages import new_message
 

@@ -7,7 +7,7 @@ import re
 import pytest_twisted
 
 from engine.model import Status
-from engine.store.cluster import NodeState
+from engine.store.reads import NodeState
 from engine.store.retention import RetentionPolicy, RetentionRepository
 from engine.store.schema import audit_log
 from tests.fakes.browser import console_page, log_in, needs_chromium, playwright_api

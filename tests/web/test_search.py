@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
-from engine.store.messages import MessageQuery
+from engine.store.reads import MessageQuery
 from engine.web.search import BadRequest, message_query
 
 

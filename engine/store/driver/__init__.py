@@ -5,7 +5,9 @@ per result row) cost more than the statements of the hot paths themselves, so th
 driver here, with the values SQLAlchemy would send (its own bind and result processors) and its
 errors (``as_sqlalchemy_error``, then ``store_errors``). Everything else uses SQLAlchemy Core.
 
-Import from ``engine.store.driver``; its modules are:
+Import from ``engine.store.driver``: a name is imported from its module when first asked for
+(``__getattr__``), so that ``sqlite_reads`` is imported without the others, which import
+SQLAlchemy. Its modules are:
 
 - ``rows``: ``Rows`` (a DML statement for many rows in one call) and ``Select`` (a read as
   tuples), compiled once per dialect; ``binds`` and ``by_id`` build their statements.
@@ -19,59 +21,60 @@ Import from ``engine.store.driver``; its modules are:
 - ``errors``: ``store_errors``, ``is_lock_error`` and ``describe``: driver errors as StoreError, told
   without the values they carry.
 - ``connection``: ``set_pragmas`` and ``checkpoint_wal`` (SQLite, outside any transaction).
+- ``sqlite_reads``: ``SQLiteReads``, the reads of read-only commands on a SQLite store with the
+  stdlib's sqlite3 (no SQLAlchemy: ``sqlite_path`` says which URLs it opens), and ``fts5_match``.
 - ``space``: SQLite's file space (``file_space``, ``incremental_vacuum``, ``vacuum_to_incremental``,
   PostgreSQL's ``vacuum_postgresql``), ``repack_rows`` (rows that shrank, into fewer pages)
   and its online copy (``backup_sqlite``, ``integrity_problems``).
 """
 
-from engine.store.driver.connection import checkpoint_wal, set_pragmas
-from engine.store.driver.errors import describe, is_lock_error, store_errors
-from engine.store.driver.insert import VALUES_MAX_PARAMETERS, Children, InsertReturningIds
-from engine.store.driver.rows import Rows, Select, binds, by_id
-from engine.store.driver.search import INDEX_TABLES, ContentIndex
-from engine.store.driver.space import (
-    AUTO_VACUUM_INCREMENTAL,
-    FileSpace,
-    backup_sqlite,
-    file_space,
-    foreign_keys_off,
-    incremental_vacuum,
-    integrity_problems,
-    repack_rows,
-    vacuum_postgresql,
-    vacuum_to_incremental,
-)
-from engine.store.driver.tables import Table, TableCursor, Tables
-from engine.store.driver.text import fit_row, fit_text
+from __future__ import annotations
 
-__all__ = [
-    "AUTO_VACUUM_INCREMENTAL",
-    "INDEX_TABLES",
-    "VALUES_MAX_PARAMETERS",
-    "Children",
-    "ContentIndex",
-    "FileSpace",
-    "InsertReturningIds",
-    "Rows",
-    "Select",
-    "Table",
-    "TableCursor",
-    "Tables",
-    "backup_sqlite",
-    "binds",
-    "by_id",
-    "checkpoint_wal",
-    "describe",
-    "file_space",
-    "foreign_keys_off",
-    "fit_row",
-    "fit_text",
-    "incremental_vacuum",
-    "integrity_problems",
-    "is_lock_error",
-    "repack_rows",
-    "set_pragmas",
-    "store_errors",
-    "vacuum_postgresql",
-    "vacuum_to_incremental",
-]
+import importlib
+
+#: Where each name of the package is defined.
+_HOMES = {
+    "AUTO_VACUUM_INCREMENTAL": "space",
+    "Children": "insert",
+    "ContentIndex": "search",
+    "FileSpace": "space",
+    "INDEX_TABLES": "search",
+    "InsertReturningIds": "insert",
+    "Rows": "rows",
+    "SQLiteReads": "sqlite_reads",
+    "Select": "rows",
+    "Table": "tables",
+    "TableCursor": "tables",
+    "Tables": "tables",
+    "VALUES_MAX_PARAMETERS": "insert",
+    "backup_sqlite": "space",
+    "binds": "rows",
+    "by_id": "rows",
+    "checkpoint_wal": "connection",
+    "describe": "errors",
+    "file_space": "space",
+    "fit_row": "text",
+    "fit_text": "text",
+    "foreign_keys_off": "space",
+    "fts5_match": "sqlite_reads",
+    "incremental_vacuum": "space",
+    "integrity_problems": "space",
+    "is_lock_error": "errors",
+    "repack_rows": "space",
+    "set_pragmas": "connection",
+    "sqlite_path": "sqlite_reads",
+    "store_errors": "errors",
+    "vacuum_postgresql": "space",
+    "vacuum_to_incremental": "space",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from engine.store.driver.rows import Rows, binds
+from engine.store.driver.sqlite_reads import fts5_match
 
 __all__ = ["INDEX_TABLES", "ContentIndex"]
 
@@ -106,15 +107,9 @@ class ContentIndex:
         index = sa.table("message_text", sa.column("rowid"))
         return (
             statement.join(index, index.c.rowid == message_id)
-            .where(sa.text("message_text MATCH :match").bindparams(match=self._sqlite_match(terms)))
+            .where(sa.text("message_text MATCH :match").bindparams(match=fts5_match(terms)))
             .order_by(index.c.rowid.desc())
         )
-
-    @staticmethod
-    def _sqlite_match(terms: Sequence[str]) -> str:
-        if not terms:
-            raise ValueError("a content search needs at least one term")
-        return " AND ".join(f'"{term}"*' for term in terms)
 
     def matching(self, message_id: sa.ColumnElement, terms: Sequence[str]) -> sa.ColumnElement[bool]:
         """A criterion on ``message_id``: the message's indexed terms start with every one of ``terms``.
@@ -123,7 +118,7 @@ class ContentIndex:
         """
         if self.sqlite:
             found = sa.text("SELECT rowid FROM message_text WHERE message_text MATCH :match").bindparams(
-                match=self._sqlite_match(terms)
+                match=fts5_match(terms)
             )
         else:
             if not terms:

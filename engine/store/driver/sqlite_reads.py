@@ -1,0 +1,302 @@
+"""Reads of a SQLite store with the stdlib's sqlite3: what read-only commands need, without SQLAlchemy.
+
+Importing SQLAlchemy costs a command some 0.15–0.25 s, more than the rest of ``hl7engine messages
+list`` together (docs/performance.md, "Command start-up"). ``SQLiteReads`` answers what
+``MessageRepository.search``, ``get`` and ``channel_names`` and ``ClusterRepository.view`` answer,
+with the same plain data (``engine.store.reads``); tests/store/driver/test_sqlite_reads.py
+compares both on a store filled with the corpus. Values are read as SQLAlchemy's SQLite dialect
+wrote them: a timestamp is UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (a ``datetime`` field here), and
+content (a ``bytes`` field) is opened with the store's cipher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from engine.errors import StoreError
+from engine.hl7.terms import query_terms
+from engine.model import require_aware, utc_now
+from engine.store.cipher import Cipher
+from engine.store.defaults import DEFAULT_LEASE_SECONDS
+from engine.store.reads import (
+    NODES_SHOWN,
+    ClusterView,
+    ContentSearchOff,
+    DeliverySummary,
+    HeldLease,
+    MessageEvent,
+    MessageQuery,
+    MessageSummary,
+    NodeView,
+    StoredMessage,
+    held_lease,
+    lease_row,
+    node_view,
+)
+
+__all__ = ["SQLiteReads", "fts5_match", "sqlite_path"]
+
+# SQLite's primary result codes SQLITE_BUSY and SQLITE_LOCKED (as engine.store.driver.errors judges them).
+_LOCK_CODES = frozenset({5, 6})
+_URL_PREFIXES = ("sqlite:///", "sqlite+pysqlite:///")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a plain ``sqlite:///PATH`` URL; None for any other (PostgreSQL, a query, escapes).
+
+    What SQLAlchemy reads as that same file: a URL with ``?``, ``#`` or ``%`` is left to it.
+    """
+    for prefix in _URL_PREFIXES:
+        if url.startswith(prefix):
+            path = url[len(prefix) :]
+            if path and path != ":memory:" and not any(mark in path for mark in "?#%"):
+                return Path(path)
+    return None
+
+
+def fts5_match(terms: Sequence[str]) -> str:
+    """The FTS5 query matching messages whose terms start with every one of ``terms`` (query_terms)."""
+    if not terms:
+        raise ValueError("a content search needs at least one term")
+    return " AND ".join(f'"{term}"*' for term in terms)
+
+
+def _columns(cls) -> tuple[str, ...]:
+    """The columns a dataclass is read from: its fields, but the tuples of other rows."""
+    return tuple(f.name for f in dataclasses.fields(cls) if not f.type.startswith("tuple"))
+
+
+def _kinds(cls) -> tuple[frozenset[str], frozenset[str]]:
+    """(the timestamp fields, the content fields) of a dataclass, by their types."""
+    named = dataclasses.fields(cls)
+    return (
+        frozenset(f.name for f in named if f.type.startswith("datetime")),
+        frozenset(f.name for f in named if f.type.startswith("bytes")),
+    )
+
+
+def _utc(text: str | None) -> datetime | None:
+    """A stored timestamp as an aware UTC datetime (as engine.store.schema.UTCDateTime reads it)."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _stored(moment: datetime) -> str:
+    """An aware datetime as a stored timestamp is written (UTC, SQLAlchemy's SQLite format), to compare."""
+    require_aware(moment, "a stored timestamp")
+    t = moment.astimezone(UTC)
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
+        f" {t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}"
+    )
+
+
+@contextlib.contextmanager
+def _errors(action: str) -> Iterator[None]:
+    """sqlite3's errors as StoreError, told without values (its first line; a data error by class)."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        code = getattr(error, "sqlite_errorcode", None)
+        locked = code is not None and code & 0xFF in _LOCK_CODES
+        said = type(error).__name__ if isinstance(error, sqlite3.DataError) else str(error).split("\n", 1)[0]
+        raise StoreError(
+            f"{action} failed: {said or type(error).__name__}",
+            locked=locked,
+            transient=isinstance(error, sqlite3.OperationalError | sqlite3.InterfaceError),
+        ) from error
+
+
+class SQLiteReads:
+    """Blocking reads of one SQLite store file; made by ``open``, ended by ``close``."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, cipher: Cipher, *, clock: Callable[[], datetime] = utc_now
+    ):
+        self._connection = connection
+        self._cipher = cipher
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls, path: Path, cipher: Cipher, *, lock_timeout: float = 5.0, clock: Callable[[], datetime] = utc_now
+    ) -> SQLiteReads:
+        """The reads of the store file at ``path`` (never created); StoreError if it is no store."""
+        uri = f"file:{quote(str(path))}?mode=rw"  # rw: a missing file is an error, not a new database
+        with _errors("opening the store"):
+            # autocommit: each read below is its own explicit transaction (one snapshot of the file).
+            connection = sqlite3.connect(uri, uri=True, timeout=lock_timeout, isolation_level=None)
+            try:
+                found = connection.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
+                ).fetchone()
+            except BaseException:
+                connection.close()
+                raise
+        if found is None:
+            connection.close()
+            raise StoreError(f"{path} is not an hl7engine store (it has no messages table)")
+        connection.row_factory = sqlite3.Row
+        return cls(connection, cipher, clock=clock)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+    @contextlib.contextmanager
+    def _snapshot(self, action: str) -> Iterator[sqlite3.Connection]:
+        """The connection inside one read transaction: every statement sees the same store."""
+        with _errors(action):
+            self._connection.execute("BEGIN")
+            try:
+                yield self._connection
+            finally:
+                if self._connection.in_transaction:  # an error may have ended it already
+                    self._connection.execute("ROLLBACK")  # nothing was written: only the snapshot ends
+
+    def _values(self, row: sqlite3.Row, kinds: tuple[frozenset[str], frozenset[str]]) -> dict:
+        """A row as the dataclass fields of the same names: timestamps parsed, content opened."""
+        times, content = kinds
+        values = dict(zip(row.keys(), row, strict=True))
+        for name in times:
+            values[name] = _utc(values[name])
+        for name in content:
+            values[name] = self._cipher.open(values[name])
+        return values
+
+    def search(self, query: MessageQuery) -> list[MessageSummary]:
+        """Summaries matching ``query``, newest (highest id) first, at most ``query.limit``."""
+        if query.text is not None and self._cipher.sealing:
+            raise ContentSearchOff()
+        where, parameters = _criteria(query)
+        columns = ", ".join(f"messages.{name}" for name in _SUMMARY)
+        if query.text is not None:
+            sql = (
+                f"SELECT {columns} FROM messages JOIN message_text ON message_text.rowid = messages.id"
+                f"{_where([*where, 'message_text MATCH ?'])} ORDER BY message_text.rowid DESC LIMIT ?"
+            )
+            parameters += [fts5_match(query_terms(query.text)), query.limit]
+        else:
+            sql = f"SELECT {columns} FROM messages{_where(where)} ORDER BY messages.id DESC LIMIT ?"
+            parameters.append(query.limit)
+        with self._snapshot("searching messages") as connection:
+            return [
+                MessageSummary(**self._values(row, _SUMMARY_KINDS))
+                for row in connection.execute(sql, parameters)
+            ]
+
+    def get(self, message_id: int) -> StoredMessage | None:
+        """One message with its content, deliveries and status history, or None when there is no such id."""
+        with self._snapshot("reading a message") as connection:
+            row = connection.execute(
+                f"SELECT {', '.join(_STORED)} FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            routed = connection.execute(
+                f"SELECT {', '.join(_DELIVERY)} FROM deliveries WHERE message_id = ? ORDER BY id",
+                (message_id,),
+            ).fetchall()
+            history = connection.execute(
+                f"SELECT {', '.join(_EVENT)} FROM message_events WHERE message_id = ? ORDER BY at, id",
+                (message_id,),
+            ).fetchall()
+        return StoredMessage(
+            **self._values(row, _STORED_KINDS),
+            deliveries=tuple(DeliverySummary(**self._values(d, _DELIVERY_KINDS)) for d in routed),
+            events=tuple(MessageEvent(**self._values(e, _EVENT_KINDS)) for e in history),
+        )
+
+    def channel_names(self) -> list[str]:
+        """The channels of the stored messages, sorted (a channel no longer configured included)."""
+        with self._snapshot("listing channels") as connection:
+            found = connection.execute("SELECT DISTINCT channel FROM messages WHERE channel IS NOT NULL")
+            return sorted(row[0] for row in found)
+
+    def view(self, now: datetime | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> ClusterView:
+        """The nodes shown at ``now`` (alive, or stopped or dead within NODES_SHOWN) and every lease row."""
+        now = self._clock() if now is None else now
+        require_aware(now, "now")
+        since = _stored(now - NODES_SHOWN)
+        with self._snapshot("reading the nodes") as connection:
+            rows = connection.execute(
+                "SELECT * FROM nodes WHERE heartbeat_at >= ? OR stopped_at >= ?"
+                " ORDER BY name, started_at, id",
+                (since, since),
+            ).fetchall()
+            held: dict[int, list] = {}
+            for lease in connection.execute(
+                "SELECT holder, key, token, acquired_at, expires_at FROM leases"
+                " WHERE holder IS NOT NULL ORDER BY key"
+            ):
+                held.setdefault(lease["holder"], []).append(
+                    held_lease(self._values(lease, _LEASE_KINDS), now)
+                )
+            leases = connection.execute(
+                "SELECT leases.key, leases.holder, nodes.name, leases.token, leases.acquired_at,"
+                " leases.expires_at FROM leases LEFT OUTER JOIN nodes ON nodes.id = leases.holder"
+                " ORDER BY leases.key"
+            ).fetchall()
+        nodes = tuple(
+            node_view(self._values(row, _NODE_KINDS), held.get(row["id"], ()), now, lease_seconds)
+            for row in rows
+        )
+        return ClusterView(
+            now,
+            lease_seconds,
+            nodes,
+            tuple(lease_row(self._values(row, _LEASE_KINDS), now) for row in leases),
+        )
+
+
+def _criteria(query: MessageQuery) -> tuple[list[str], list]:
+    """The WHERE terms of ``query`` (its content words aside) and their parameters, in order."""
+    equal = (
+        ("control_id", query.control_id),
+        ("patient_id", query.patient_id),
+        ("sending_application", query.sending_application),
+        ("sending_facility", query.sending_facility),
+        ("status", query.status),
+        ("channel", query.channel),
+        ("listener", query.listener),
+    )
+    if query.message_type is not None:
+        parts = zip(("message_code", "trigger_event", "message_structure"), query.message_type.split("^"))
+        equal += tuple((column, part) for column, part in parts if part)
+    where = [f"messages.{column} = ?" for column, value in equal if value is not None]
+    parameters: list = [value for _, value in equal if value is not None]
+    for clause, moment in (
+        ("messages.received_at >= ?", query.since),
+        ("messages.received_at < ?", query.until),
+    ):
+        if moment is not None:
+            where.append(clause)
+            parameters.append(_stored(moment))
+    if query.before_id is not None:
+        where.append("messages.id < ?")
+        parameters.append(query.before_id)
+    return where, parameters
+
+
+def _where(terms: list[str]) -> str:
+    return f" WHERE {' AND '.join(terms)}" if terms else ""
+
+
+_SUMMARY = _columns(MessageSummary)
+_STORED = _columns(StoredMessage)
+_DELIVERY = _columns(DeliverySummary)
+_EVENT = _columns(MessageEvent)
+_SUMMARY_KINDS = _kinds(MessageSummary)
+_STORED_KINDS = _kinds(StoredMessage)
+_DELIVERY_KINDS = _kinds(DeliverySummary)
+_EVENT_KINDS = _kinds(MessageEvent)
+_NODE_KINDS = _kinds(NodeView)
+_LEASE_KINDS = _kinds(HeldLease)
