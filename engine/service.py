@@ -29,6 +29,7 @@ from engine.channels.build import build_channel
 from engine.channels.channel import Channel
 from engine.channels.intake import Intake
 from engine.channels.leases import LOCAL_LEASES, Leases
+from engine.channels.overview import ListenerState, Overview
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pausing import Controls, PauseWatch
 from engine.channels.trial import try_message
@@ -55,7 +56,7 @@ from engine.store.message_store import MessageStore
 from engine.store.pruner import Pruner
 from engine.web.alerts import AlertsApi
 from engine.web.audit import Auditor
-from engine.web.channels import ListenerState, Overview, dashboard_resources
+from engine.web.channels import dashboard_resources
 from engine.web.metrics import Metrics, fanout
 from engine.web.passwords import redact_hashes
 from engine.web.patients import patient_resources

@@ -25,7 +25,8 @@ from engine.channels.leases import LOCAL_LEASES, Leases
 from engine.channels.passes import IDLE_POLL_SECONDS
 from engine.channels.pausing import Controls
 from engine.channels.pipeline import DestinationStages, Pipeline
-from engine.channels.spec import ChannelDestinationConfig, QueueSettings, RecordDestinationConfig
+from engine.channels.queuespec import QueueSettings
+from engine.channels.spec import ChannelDestinationConfig, RecordDestinationConfig
 from engine.channels.wakeups import Wakeups
 from engine.record.identity import IdentityRule
 from engine.transforms.filters import build_filters

@@ -15,20 +15,15 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from engine.store.controls import WHOLE_CHANNEL, AlertState, ControlRepository, Pause
+from engine.store.controls import AlertState, ControlRepository, Pause, is_paused
 from engine.store.dashboard import DashboardRepository
 
-__all__ = ["POLL_SECONDS", "Controls", "PauseWatch", "is_paused"]
+__all__ = ["POLL_SECONDS", "Controls", "PauseWatch"]
 
 log = Logger()
 
 #: How often each process reads the pauses.
 POLL_SECONDS = 1.0
-
-
-def is_paused(pauses: Mapping[tuple[str, str], Pause], channel: str, destination: str) -> Pause | None:
-    """The pause that holds this queue: its own, else its channel's; None when it may send."""
-    return pauses.get((channel, destination)) or pauses.get((channel, WHOLE_CHANNEL))
 
 
 class Controls:

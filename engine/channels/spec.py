@@ -19,6 +19,7 @@ from engine.channels.destinations.spec import (
     HttpDestinationSettings,
     MllpSettings,
 )
+from engine.channels.queuespec import QueueSettings
 from engine.configtypes import Frozen, HL7Text, Name, Seconds, check_not_empty
 from engine.transforms.spec import FilterSpec, TransformSpec
 
@@ -30,7 +31,6 @@ __all__ = [
     "FileDestinationConfig",
     "HttpDestinationConfig",
     "MllpDestinationConfig",
-    "QueueSettings",
     "RecordDestinationConfig",
     "SenderMatch",
 ]
@@ -88,20 +88,6 @@ class AcceptRule(Frozen):
         if self._types_regex.fullmatch(message_type) is None:
             return False
         return not self.senders or any(s.matches(sending_application, sending_facility) for s in self.senders)
-
-
-class QueueSettings(Frozen):
-    """A destination's durable queue: order, retries with exponential backoff and jitter, giving up."""
-
-    # block keeps order (the head waits); skip goes on with the next; halt stops the queue at its
-    # first ERROR until an operator resumes it (engine.store.controls)
-    on_error: Literal["block", "skip", "halt"] = "block"
-    max_attempts: Annotated[int, Field(ge=1)] | None = 10
-    max_age_seconds: Seconds | None = None
-    retry_initial_seconds: Seconds = 1.0
-    retry_max_seconds: Seconds = 300.0
-    retry_multiplier: Annotated[float, Field(ge=1.0, le=10.0)] = 2.0
-    retry_jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
 
 
 class _DestinationCommon(Frozen):

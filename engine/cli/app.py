@@ -131,12 +131,15 @@ def load_config_or_exit(config_path: str):
         sys.exit(2)
 
 
-def load_store_side_or_exit(config_path: str):
-    """The config's engine block and names only (``engine.configstore``): for commands on the store."""
-    from engine.configstore import load_store_side
+def load_store_side_or_exit(config_path: str, *, views: bool = False):
+    """The config's engine block and names only (``engine.configstore``): for commands on the store.
+
+    With ``views``, (that, the channels' views) as ``channel list`` shows them.
+    """
+    from engine.configstore import load_channel_views, load_store_side
 
     try:
-        return load_store_side(config_path)
+        return load_channel_views(config_path) if views else load_store_side(config_path)
     except ConfigError as exc:
         _tell_config_problems(exc, config_path)
         sys.exit(2)

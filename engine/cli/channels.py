@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import click
 
-from engine.cli.app import DEFAULT_CONFIG, load_config_or_exit, load_store_side_or_exit, store_engine
+from engine.cli.app import DEFAULT_CONFIG, load_store_side_or_exit, open_store, store_engine
 
 
 @click.group()
@@ -91,14 +91,15 @@ def resume(config_path: str, db: str | None, destination: str | None, name: str)
 @click.option("--json", "as_json", is_flag=True, help="The GET /api/channels document, for scripts.")
 def list_channels(config_path: str, db: str | None, window: str, as_json: bool) -> None:
     """Each channel and destination: counts over the window, queue depth, oldest queued, paused or not."""
+    from engine.channels.overview import WINDOWS, Overview, channels_json
     from engine.errors import StoreError
     from engine.store.controls import ControlRepository
     from engine.store.dashboard import DashboardRepository
-    from engine.web.channels import WINDOWS, Overview, channels_json
 
-    config = load_config_or_exit(config_path)  # the channels with their destinations and policies
-    _, engine = store_engine(config_path, db)
-    overview = Overview(channels=tuple(c for c in config.channels if c.enabled), listeners=())
+    # What it shows of the channels only: no channel is built, no python: module imported.
+    config, views = load_store_side_or_exit(config_path, views=True)
+    engine = open_store(db or config.store_url, config.engine.store.cipher())
+    overview = Overview(channels=tuple(c for c in views if c.enabled), listeners=())
     queues = [(c.name, d.name) for c in overview.channels for d in c.destinations]
     try:
         counts = DashboardRepository(engine).counts(datetime.now(UTC) - WINDOWS[window], queues)

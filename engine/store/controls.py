@@ -12,7 +12,7 @@ in the same transaction that removes the pause, so it is retried before anything
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,7 +24,7 @@ from engine.store.driver import fit_text, store_errors
 from engine.store.processing import INSERT_EVENTS, event_row
 from engine.store.schema import alert_states, deliveries, messages, pauses
 
-__all__ = ["WHOLE_CHANNEL", "AlertState", "ControlRepository", "Pause"]
+__all__ = ["WHOLE_CHANNEL", "AlertState", "ControlRepository", "Pause", "is_paused"]
 
 #: The destination name of a pause of a whole channel.
 WHOLE_CHANNEL = ""
@@ -72,6 +72,11 @@ def _insert_new(engine: sa.Engine, table: sa.Table):
     """
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+
+
+def is_paused(pauses: Mapping[tuple[str, str], Pause], channel: str, destination: str) -> Pause | None:
+    """The pause that holds this queue: its own, else its channel's; None when it may send."""
+    return pauses.get((channel, destination)) or pauses.get((channel, WHOLE_CHANNEL))
 
 
 class ControlRepository:

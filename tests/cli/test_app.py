@@ -98,3 +98,36 @@ def test_progress_without_a_terminal_prints_a_line_per_interval(capsys):
     with progress(range(3), 3, "sending", every_seconds=3600) as items:
         list(items)
     assert capsys.readouterr().err == ""  # a quick run says nothing
+
+
+_CHANNEL_LIST = """
+import sys
+from engine.cli import main
+main(sys.argv[1:], standalone_mode=False)
+unwanted = ("twisted", "hl7apy", "lxml", "engine.config", "engine.channels.spec", "engine.transforms")
+print("imported:" + ",".join(name for name in unwanted if name in sys.modules), file=sys.stderr)
+"""
+
+
+def test_channel_list_reads_only_what_it_shows(tmp_path):
+    """`channel list` builds no channel: no python: module, no Twisted, lxml, hl7apy or full config loader."""
+    config = _store_config(tmp_path)
+    # A module that does not exist: the full loader would report it, `channel list` never imports it.
+    config.write_text(
+        config.read_text()
+        + "    transforms:\n      - python: not_a_module_anywhere:run\n"
+        + "    destinations:\n      - {name: archive, type: file, directory: out, queue: {on_error: skip}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _CHANNEL_LIST, "channel", "list", "--json", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == "imported:"
+    [channel] = json.loads(result.stdout)["channels"]
+    assert channel["name"] == "everything" and channel["source"] == "main"
+    assert [(d["name"], d["type"], d["on_error"]) for d in channel["destinations"]] == [
+        ("archive", "file", "skip")
+    ]

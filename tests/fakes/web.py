@@ -16,13 +16,14 @@ from twisted.logger import formatEvent
 from twisted.web import server
 from twisted.web.test.requesthelper import DummyChannel
 
+from engine.channels.overview import Overview
 from engine.channels.pausing import Controls
 from engine.store.message_store import MessageStore
 from engine.store.schema import audit_log
 from engine.web.alerts import AlertsApi
 from engine.web.audit import Auditor
 from engine.web.auth import Account
-from engine.web.channels import Overview, dashboard_resources
+from engine.web.channels import dashboard_resources
 from engine.web.metrics import Metrics
 from engine.web.passwords import hash_password
 from engine.web.roles import ADMIN
