@@ -11,6 +11,7 @@ import click
 from engine.cli.app import (
     DEFAULT_CONFIG,
     message_repository,
+    store_reads,
 )
 
 
@@ -74,6 +75,13 @@ def _operator(config_path, db):
     return RecordOperator(engine), Operator(getpass.getuser(), "cli")
 
 
+def _record_operator(engine):
+    """The record's reads through SQLAlchemy, for a store other than a SQLite file."""
+    from engine.record.operations import RecordOperator
+
+    return RecordOperator(engine)
+
+
 def _act(what: str, action) -> None:
     """Run an operator's action; its failure is a message and exit status 1."""
     from engine.errors import EngineError
@@ -98,8 +106,9 @@ _REASON = click.option("--reason", required=True, help="Why: kept in the audit t
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per open conflict.")
 def patient_worklist(config_path, db, as_json) -> None:
     """Open identity conflicts and possible duplicates to review (ids and identifiers, no names)."""
-    operator, _ = _operator(config_path, db)
-    for item in operator.worklist():
+    with store_reads(config_path, db, _record_operator) as (_, reads):  # the stdlib's sqlite3 on SQLite
+        worklist = reads.worklist()
+    for item in worklist:
         if as_json:
             click.echo(json.dumps(item, sort_keys=True))
         else:

@@ -22,6 +22,7 @@ from engine.record.merging import contradiction, merge_patients, unmerge
 from engine.record.writer import Statements, Writer
 from engine.store.cipher import cipher_of
 from engine.store.driver import fit_row, store_errors
+from engine.store.reads import WORKLIST_SHOWN
 from engine.store.schema import audit_log
 
 __all__ = ["WORKLIST_KINDS", "Operator", "RecordOperator"]
@@ -56,7 +57,7 @@ class RecordOperator:
         self._clock = clock
         self._statements = Statements(engine.dialect, cipher_of(engine))
 
-    def worklist(self, limit: int = 500) -> list[dict[str, Any]]:
+    def worklist(self, limit: int = WORKLIST_SHOWN) -> list[dict[str, Any]]:
         """The open conflicts and possible duplicates, oldest first, as JSON-ready dicts (ids, no names)."""
         c = schema.conflicts
         statement = (

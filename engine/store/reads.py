@@ -20,6 +20,7 @@ from engine.model import require_aware
 
 __all__ = [
     "NODES_SHOWN",
+    "WORKLIST_SHOWN",
     "ClusterView",
     "ContentSearchOff",
     "DeliverySummary",
@@ -181,6 +182,9 @@ class ContentSearchOff(StoreError):
 
 #: A node that stopped or died is still shown for this long after its last sign of life.
 NODES_SHOWN = timedelta(hours=24)
+
+#: The record's worklist shows at most this many open conflicts, the oldest.
+WORKLIST_SHOWN = 500
 
 
 class NodeState(enum.StrEnum):

@@ -68,12 +68,12 @@ def test_help_and_store_commands_do_not_import_twisted(tmp_path):
 
 
 def test_read_only_commands_on_a_sqlite_store_read_it_without_sqlalchemy(tmp_path):
-    """`messages list`, `messages show` and `nodes` read a SQLite store with the stdlib: no SQLAlchemy."""
+    """`messages list`, `messages show`, `nodes` and `patient worklist` read SQLite with the stdlib."""
     config = _store_config(tmp_path)
     MessageRepository(create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}")).insert(
         [lab_message(1)]
     )
-    for command in (["messages", "list"], ["messages", "show", "1"], ["nodes"]):
+    for command in (["messages", "list"], ["messages", "show", "1"], ["nodes"], ["patient", "worklist"]):
         assert _imports(*command, "-c", str(config)) == ("imported:", "deferred:"), command
 
 

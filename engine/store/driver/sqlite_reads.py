@@ -2,7 +2,8 @@
 
 Importing SQLAlchemy costs a command some 0.15–0.25 s, more than the rest of ``hl7engine messages
 list`` together (docs/performance.md, "Command start-up"). ``SQLiteReads`` answers what
-``MessageRepository.search``, ``get`` and ``channel_names`` and ``ClusterRepository.view`` answer,
+``MessageRepository.search``, ``get`` and ``channel_names``, ``ClusterRepository.view`` and
+``RecordOperator.worklist`` (the record's open conflicts: ids and identifiers, no sealed data) answer,
 with the same plain data (``engine.store.reads``); tests/store/driver/test_sqlite_reads.py
 compares both on a store filled with the corpus. Values are read as SQLAlchemy's SQLite dialect
 wrote them: a timestamp is UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (a ``datetime`` field here), and
@@ -26,6 +27,7 @@ from engine.store.cipher import Cipher
 from engine.store.defaults import DEFAULT_LEASE_SECONDS
 from engine.store.reads import (
     NODES_SHOWN,
+    WORKLIST_SHOWN,
     ClusterView,
     ContentSearchOff,
     DeliverySummary,
@@ -255,6 +257,19 @@ class SQLiteReads:
             nodes,
             tuple(lease_row(self._values(row, _LEASE_KINDS), now) for row in leases),
         )
+
+    def worklist(self, limit: int = WORKLIST_SHOWN) -> list[dict]:
+        """The record's open conflicts, oldest first, as ``RecordOperator.worklist`` gives them."""
+        with self._snapshot("reading the record's worklist") as connection:
+            rows = connection.execute(
+                "SELECT id, kind, patient_id, other_patient_id, authority, value, detail, created_at,"
+                " message_id FROM record_conflicts WHERE resolved_at IS NULL ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            {**dict(zip(row.keys(), row, strict=True)), "created_at": _utc(row["created_at"]).isoformat()}
+            for row in rows
+        ]
 
 
 def _criteria(query: MessageQuery) -> tuple[list[str], list]:

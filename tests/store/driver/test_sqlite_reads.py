@@ -239,3 +239,38 @@ def test_a_time_is_compared_in_utc_whatever_its_offset(store):
     at_utc = reads.search(MessageQuery(since=instant, limit=1000))
     elsewhere = reads.search(MessageQuery(since=instant.astimezone(timezone(timedelta(hours=2))), limit=1000))
     assert at_utc == elsewhere and at_utc[-1].received_at == instant.astimezone(UTC)
+
+
+def test_the_record_worklist_is_read_as_the_record_operator_reads_it(tmp_path):
+    """Open conflicts only, oldest first, limited, with the same values and times as RecordOperator's."""
+    from engine.record.ingest import RecordIngestor
+    from engine.record.operations import Operator, RecordOperator
+    from tests.fakes.record import Feeder, hl7
+
+    path = tmp_path / "hl7engine.db"
+    engine = create_engine_for(f"sqlite:///{path}", cipher=SEALING)
+    upgrade(engine)
+    feed = Feeder(engine, RecordIngestor(engine))
+    anna = "PID|1||P-1^^^PMS^MR||SMITH^ANNA||19800517|F"
+    feed(hl7("ADT^A04^ADT_A01", "20240101080000", anna))
+    for n in range(2, 6):  # each another system's number for the same demographics: possible duplicates
+        feed(
+            hl7(
+                "ADT^A04^ADT_A01",
+                f"2024010{n}090000",
+                anna.replace("P-1^^^PMS", f"E-{n}^^^EMR{n}"),
+                sender="EMR",
+            )
+        )
+    operator = RecordOperator(engine)
+    first = operator.worklist()[0]["id"]
+    operator.resolve(first, reason="two people", by=Operator("test", "cli"))
+    reads = SQLiteReads.open(path, SEALING)
+    try:
+        expected = operator.worklist()
+        assert len(expected) >= 3 and first not in {item["id"] for item in expected}
+        assert reads.worklist() == expected
+        assert reads.worklist(limit=2) == operator.worklist(limit=2) == expected[:2]
+    finally:
+        reads.close()
+        engine.dispose()
