@@ -13,7 +13,7 @@ from engine.channels.spec import AnyDestination
 from engine.config import load_config
 from engine.configstore import DESTINATION_TYPES, load_channel_views, load_store_side
 from engine.errors import ConfigError
-from engine.store.dashboard import DashboardCounts, QueueState
+from engine.store.reads import DashboardCounts, QueueState
 
 BUNDLED = Path(__file__).resolve().parents[1] / "channels.yaml"
 

@@ -28,7 +28,7 @@ from engine.channels.leases import LOCAL_LEASES, Leases, job_key
 from engine.channels.pausing import Controls
 from engine.model import Status, utc_now
 from engine.store.controls import AlertState
-from engine.store.dashboard import DashboardCounts
+from engine.store.reads import DashboardCounts
 
 __all__ = ["ALERTS_KEY", "EVALUATE_SECONDS", "AlertService", "Notifier", "alerts_json", "condition"]
 

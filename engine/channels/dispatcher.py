@@ -38,7 +38,7 @@ from engine.channels.passes import IDLE_POLL_SECONDS, Passes
 from engine.channels.pausing import Controls
 from engine.channels.wakeups import Wakeups, settled_key, urgent_key
 from engine.model import AttemptResult, Delivery, DeliveryResult, LeaseToken, Outcome
-from engine.store.controls import Pause
+from engine.store.reads import Pause
 
 __all__ = ["GATHER_BELOW", "GATHER_SECONDS", "Dispatcher", "RetryPolicy"]
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from engine.model import Status
-from engine.store.controls import is_paused
-from engine.store.dashboard import DashboardCounts, QueueState
+from engine.store.reads import DashboardCounts, QueueState, is_paused
 
 __all__ = [
     "DEFAULT_WINDOW",

@@ -15,8 +15,9 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from engine.store.controls import AlertState, ControlRepository, Pause, is_paused
+from engine.store.controls import AlertState, ControlRepository
 from engine.store.dashboard import DashboardRepository
+from engine.store.reads import Pause, is_paused
 
 __all__ = ["POLL_SECONDS", "Controls", "PauseWatch"]
 

@@ -189,16 +189,17 @@ def store_engine(config_path: str, db: str | None):
 
 
 @contextmanager
-def store_reads(config_path: str, db: str | None, repository: Callable) -> Iterator[tuple]:
+def store_reads(config_path: str, db: str | None, repository: Callable, *, side=None) -> Iterator[tuple]:
     """(the config's store side or None, what reads the store) for a command that only reads it.
 
     On a plain SQLite file that is ``SQLiteReads`` (the stdlib's sqlite3: the command imports no
     SQLAlchemy); on any other store ``repository(engine)``, whose reads answer alike (a
     ``MessageRepository`` or ``ClusterRepository``). Closed at the end; StoreError as store_engine.
+    ``side``: the config's store side when the command has read it already.
     """
     from engine.store.driver.sqlite_reads import SQLiteReads, sqlite_path
 
-    config, cipher = _store_side(config_path, db)
+    config, cipher = (side, side.engine.store.cipher()) if side is not None else _store_side(config_path, db)
     url = db or config.store_url
     path = sqlite_path(url)
     if path is None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import click
 
-from engine.cli.app import DEFAULT_CONFIG, load_store_side_or_exit, open_store, store_engine
+from engine.cli.app import DEFAULT_CONFIG, load_store_side_or_exit, store_engine, store_reads
 
 
 @click.group()
@@ -36,7 +36,8 @@ def _change(config_path: str, db: str | None, name: str, destination: str | None
     import getpass
 
     from engine.errors import StoreError
-    from engine.store.controls import WHOLE_CHANNEL, ControlRepository
+    from engine.store.controls import ControlRepository
+    from engine.store.reads import WHOLE_CHANNEL
 
     _known(config_path, name, destination)
     _, engine = store_engine(config_path, db)
@@ -84,6 +85,16 @@ def resume(config_path: str, db: str | None, destination: str | None, name: str)
     _change(config_path, db, name, destination, "resume")
 
 
+def _dashboard_reads(engine):
+    """The counts and pauses read through SQLAlchemy, for a store other than a SQLite file."""
+    from types import SimpleNamespace
+
+    from engine.store.controls import ControlRepository
+    from engine.store.dashboard import DashboardRepository
+
+    return SimpleNamespace(counts=DashboardRepository(engine).counts, pauses=ControlRepository(engine).pauses)
+
+
 @channel.command("list")
 @_config_option
 @_db_option
@@ -92,23 +103,14 @@ def resume(config_path: str, db: str | None, destination: str | None, name: str)
 def list_channels(config_path: str, db: str | None, window: str, as_json: bool) -> None:
     """Each channel and destination: counts over the window, queue depth, oldest queued, paused or not."""
     from engine.channels.overview import WINDOWS, Overview, channels_json
-    from engine.errors import StoreError
-    from engine.store.controls import ControlRepository
-    from engine.store.dashboard import DashboardRepository
 
     # What it shows of the channels only: no channel is built, no python: module imported.
     config, views = load_store_side_or_exit(config_path, views=True)
-    engine = open_store(db or config.store_url, config.engine.store.cipher())
     overview = Overview(channels=tuple(c for c in views if c.enabled), listeners=())
     queues = [(c.name, d.name) for c in overview.channels for d in c.destinations]
-    try:
-        counts = DashboardRepository(engine).counts(datetime.now(UTC) - WINDOWS[window], queues)
-        pauses = {(p.channel, p.destination): p for p in ControlRepository(engine).pauses()}
-    except StoreError as error:
-        click.echo(f"channel list: {error}", err=True)
-        sys.exit(1)
-    finally:
-        engine.dispose()
+    with store_reads(config_path, db, _dashboard_reads, side=config) as (_, reads):  # sqlite3 on SQLite
+        counts = reads.counts(datetime.now(UTC) - WINDOWS[window], queues)
+        pauses = {(p.channel, p.destination): p for p in reads.pauses()}
     document = channels_json(overview, counts, pauses, window)
     if as_json:
         click.echo(json.dumps(document, sort_keys=True))

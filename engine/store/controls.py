@@ -12,7 +12,7 @@ in the same transaction that removes the pause, so it is retried before anything
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,36 +22,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.model import Status, utc_now
 from engine.store.driver import fit_text, store_errors
 from engine.store.processing import INSERT_EVENTS, event_row
+from engine.store.reads import Pause
 from engine.store.schema import alert_states, deliveries, messages, pauses
 
-__all__ = ["WHOLE_CHANNEL", "AlertState", "ControlRepository", "Pause", "is_paused"]
-
-#: The destination name of a pause of a whole channel.
-WHOLE_CHANNEL = ""
+__all__ = ["AlertState", "ControlRepository"]
 
 _REASON = 1000  # characters of a pause's reason kept
 _BY = pauses.c.paused_by.type.length
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """A paused queue (or channel, with ``destination`` WHOLE_CHANNEL) and why."""
-
-    channel: str
-    destination: str
-    paused_at: datetime
-    paused_by: str
-    reason: str
-    halted_delivery: int | None
-
-    def to_json_dict(self) -> dict:
-        """The pause as the API shows it."""
-        return {
-            "paused_at": self.paused_at.isoformat(),
-            "paused_by": self.paused_by,
-            "reason": self.reason,
-            "halted_delivery": self.halted_delivery,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +49,6 @@ def _insert_new(engine: sa.Engine, table: sa.Table):
     """
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
-
-
-def is_paused(pauses: Mapping[tuple[str, str], Pause], channel: str, destination: str) -> Pause | None:
-    """The pause that holds this queue: its own, else its channel's; None when it may send."""
-    return pauses.get((channel, destination)) or pauses.get((channel, WHOLE_CHANNEL))
 
 
 class ControlRepository:

@@ -11,44 +11,16 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from engine.model import Status, require_aware, utc_now
 from engine.store.driver import store_errors
+from engine.store.reads import SETTLED, DashboardCounts, QueueState
 from engine.store.schema import deliveries, messages
 
-__all__ = ["DashboardCounts", "DashboardRepository", "QueueState"]
-
-_SETTLED = (Status.SENT, Status.ERROR, Status.FILTERED)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueState:
-    """One destination's queue now, and what it settled in the window."""
-
-    depth: int = 0
-    oldest_queued_at: datetime | None = None
-    head_attempts: int = 0  # attempts the head of the queue failed so far: consecutive failures
-    head_reason: str = ""
-    last_error: str = ""
-    last_error_at: datetime | None = None
-    settled: dict[str, int] = field(default_factory=dict)  # status -> deliveries in the window
-
-
-@dataclass(frozen=True, slots=True)
-class DashboardCounts:
-    """The window's counts: by listener, by channel (status -> messages) and by queue."""
-
-    since: datetime
-    at: datetime
-    listeners: dict[str, int]
-    last_received: dict[str, datetime]
-    channels: dict[str, dict[str, int]]
-    channels_queued: dict[str, int]  # messages of the channel QUEUED now, whenever received
-    queues: dict[tuple[str, str], QueueState]
+__all__ = ["DashboardRepository"]
 
 
 class DashboardRepository:
@@ -69,7 +41,7 @@ class DashboardRepository:
         )
         settled = (
             sa.select(d.channel, d.destination, d.status, sa.func.count())
-            .where(d.updated_at >= since, d.status.in_(_SETTLED))
+            .where(d.updated_at >= since, d.status.in_(SETTLED))
             .group_by(d.channel, d.destination, d.status)
         )
         listeners: collections.Counter[str] = collections.Counter()

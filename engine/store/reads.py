@@ -11,16 +11,22 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from engine.errors import StoreError
 from engine.hl7.terms import query_terms
-from engine.model import require_aware
+from engine.model import Status, require_aware
 
 __all__ = [
     "NODES_SHOWN",
+    "SETTLED",
+    "WHOLE_CHANNEL",
     "WORKLIST_SHOWN",
+    "DashboardCounts",
+    "Pause",
+    "QueueState",
+    "is_paused",
     "ClusterView",
     "ContentSearchOff",
     "DeliverySummary",
@@ -178,6 +184,65 @@ class ContentSearchOff(StoreError):
         super().__init__(
             "search by content is off: with content encrypted at rest the store keeps no index of it"
         )
+
+
+#: The statuses of a delivery the dashboard counts as settled in its window.
+SETTLED = (Status.SENT, Status.ERROR, Status.FILTERED)
+
+#: The destination name of a pause of a whole channel.
+WHOLE_CHANNEL = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A paused queue (or channel, with ``destination`` WHOLE_CHANNEL) and why."""
+
+    channel: str
+    destination: str
+    paused_at: datetime
+    paused_by: str
+    reason: str
+    halted_delivery: int | None
+
+    def to_json_dict(self) -> dict:
+        """The pause as the API shows it."""
+        return {
+            "paused_at": self.paused_at.isoformat(),
+            "paused_by": self.paused_by,
+            "reason": self.reason,
+            "halted_delivery": self.halted_delivery,
+        }
+
+
+def is_paused(pauses: Mapping[tuple[str, str], Pause], channel: str, destination: str) -> Pause | None:
+    """The pause that holds this queue: its own, else its channel's; None when it may send."""
+    return pauses.get((channel, destination)) or pauses.get((channel, WHOLE_CHANNEL))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """One destination's queue now, and what it settled in the window."""
+
+    depth: int = 0
+    oldest_queued_at: datetime | None = None
+    head_attempts: int = 0  # attempts the head of the queue failed so far: consecutive failures
+    head_reason: str = ""
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    settled: dict[str, int] = field(default_factory=dict)  # status -> deliveries in the window
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardCounts:
+    """The window's counts: by listener, by channel (status -> messages) and by queue."""
+
+    since: datetime
+    at: datetime
+    listeners: dict[str, int]
+    last_received: dict[str, datetime]
+    channels: dict[str, dict[str, int]]
+    channels_queued: dict[str, int]  # messages of the channel QUEUED now, whenever received
+    queues: dict[tuple[str, str], QueueState]
 
 
 #: A node that stopped or died is still shown for this long after its last sign of life.

@@ -22,7 +22,7 @@ from twisted.internet import defer
 from engine.channels.overview import DEFAULT_WINDOW, WINDOWS, Overview, channels_json, listeners_json
 from engine.channels.pausing import Controls
 from engine.model import utc_now
-from engine.store.dashboard import DashboardCounts
+from engine.store.reads import DashboardCounts
 from engine.web.apidoc import operation
 from engine.web.audit import Auditor
 from engine.web.auth import authenticated

@@ -11,8 +11,8 @@ from twisted.internet import reactor
 from engine.channels import alerting
 from engine.channels.alerting import Notifier, condition
 from engine.channels.alertspec import AlertRule, EmailNotify
-from engine.store.controls import AlertState, Pause
-from engine.store.dashboard import DashboardCounts, QueueState
+from engine.store.controls import AlertState
+from engine.store.reads import DashboardCounts, Pause, QueueState
 from tests.fakes.dashboard import adt, dashboard_config, send
 from tests.fakes.downstream import Downstream
 from tests.fakes.harness import free_port, in_thread, start_engine, wait_until

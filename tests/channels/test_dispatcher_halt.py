@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 
 from engine.channels.dispatcher import Dispatcher, RetryPolicy
 from engine.model import NewDelivery, Outcome, Status
-from engine.store.controls import Pause
+from engine.store.reads import Pause
 from tests.fakes.channels import FakeStore, ScriptedDestination, message_row
 from tests.fakes.messages import RECEIVED_AT
 

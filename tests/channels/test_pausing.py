@@ -12,8 +12,9 @@ from twisted.internet.task import deferLater
 
 from engine.channels.leases import queue_key
 from engine.model import Status
-from engine.store.controls import WHOLE_CHANNEL, ControlRepository
+from engine.store.controls import ControlRepository
 from engine.store.db import create_engine_for
+from engine.store.reads import WHOLE_CHANNEL
 from tests.fakes.cluster import cluster_config
 from tests.fakes.dashboard import adt, dashboard_config, send
 from tests.fakes.downstream import Downstream, reply

@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest_twisted
 
 from engine.model import AttemptResult, NewDelivery, Outcome, Status, utc_now
-from engine.store.controls import WHOLE_CHANNEL, AlertState, ControlRepository
+from engine.store.controls import AlertState, ControlRepository
 from engine.store.dashboard import DashboardRepository
+from engine.store.reads import WHOLE_CHANNEL
 from engine.store.schema import message_events
 from tests.fakes.channels import message_row
 from tests.fakes.harness import in_thread

@@ -3,7 +3,8 @@
 Importing SQLAlchemy costs a command some 0.15–0.25 s, more than the rest of ``hl7engine messages
 list`` together (docs/performance.md, "Command start-up"). ``SQLiteReads`` answers what
 ``MessageRepository.search``, ``get`` and ``channel_names``, ``ClusterRepository.view`` and
-``RecordOperator.worklist`` (the record's open conflicts: ids and identifiers, no sealed data) answer,
+``RecordOperator.worklist`` (the record's open conflicts: ids and identifiers, no sealed data),
+``DashboardRepository.counts`` and ``ControlRepository.pauses`` answer,
 with the same plain data (``engine.store.reads``); tests/store/driver/test_sqlite_reads.py
 compares both on a store filled with the corpus. Values are read as SQLAlchemy's SQLite dialect
 wrote them: a timestamp is UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (a ``datetime`` field here), and
@@ -12,30 +13,35 @@ content (a ``bytes`` field) is opened with the store's cipher.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 from engine.errors import StoreError
 from engine.hl7.terms import query_terms
-from engine.model import require_aware, utc_now
+from engine.model import Status, require_aware, utc_now
 from engine.store.cipher import Cipher
 from engine.store.defaults import DEFAULT_LEASE_SECONDS
 from engine.store.reads import (
     NODES_SHOWN,
+    SETTLED,
     WORKLIST_SHOWN,
     ClusterView,
     ContentSearchOff,
+    DashboardCounts,
     DeliverySummary,
     HeldLease,
     MessageEvent,
     MessageQuery,
     MessageSummary,
     NodeView,
+    Pause,
+    QueueState,
     StoredMessage,
     held_lease,
     lease_row,
@@ -270,6 +276,88 @@ class SQLiteReads:
             {**dict(zip(row.keys(), row, strict=True)), "created_at": _utc(row["created_at"]).isoformat()}
             for row in rows
         ]
+
+    def counts(self, since: datetime, queues: Iterable[tuple[str, str]]) -> DashboardCounts:
+        """What ``DashboardRepository.counts`` answers: the window's counts and the queues' state now."""
+        bound = _stored(since)
+        listeners: collections.Counter[str] = collections.Counter()
+        last_received: dict[str, datetime] = {}
+        channels: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        by_queue: dict[tuple[str, str], dict[str, int]] = collections.defaultdict(dict)
+        with self._snapshot("reading the dashboard's counts") as connection:
+            for listener, channel, status, count, latest in connection.execute(
+                "SELECT listener, channel, status, count(*), max(received_at) FROM messages"
+                " WHERE received_at >= ? GROUP BY listener, channel, status",
+                (bound,),
+            ):
+                listeners[listener] += count
+                latest = _utc(latest)
+                if listener not in last_received or latest > last_received[listener]:
+                    last_received[listener] = latest
+                if channel is not None:
+                    channels[channel][status] += count
+            for channel, destination, status, count in connection.execute(
+                "SELECT channel, destination, status, count(*) FROM deliveries"
+                f" WHERE updated_at >= ? AND status IN ({', '.join('?' * len(SETTLED))})"
+                " GROUP BY channel, destination, status",
+                (bound, *SETTLED),
+            ):
+                by_queue[(channel, destination)][status] = count
+            channels_queued = {
+                channel: count
+                for channel, count in connection.execute(
+                    "SELECT channel, count(*) FROM messages WHERE channel IS NOT NULL AND status = ?"
+                    " GROUP BY channel",
+                    (Status.QUEUED,),
+                )
+            }
+            states = {
+                key: _queue_state(connection, *key, by_queue.get(key, {}))
+                for key in dict.fromkeys(list(queues) + list(by_queue))
+            }
+        return DashboardCounts(
+            since=since,
+            at=self._clock(),
+            listeners=dict(listeners),
+            last_received=last_received,
+            channels={name: dict(counts) for name, counts in channels.items()},
+            channels_queued=channels_queued,
+            queues=states,
+        )
+
+    def pauses(self) -> list[Pause]:
+        """What ``ControlRepository.pauses`` answers: every pause, by channel then destination."""
+        with self._snapshot("reading paused queues") as connection:
+            rows = connection.execute(
+                "SELECT channel, destination, paused_at, paused_by, reason, halted_delivery FROM pauses"
+                " ORDER BY channel, destination"
+            ).fetchall()
+        return [Pause(row[0], row[1], _utc(row[2]), *row[3:]) for row in rows]
+
+
+def _queue_state(connection: sqlite3.Connection, channel: str, destination: str, settled: dict) -> QueueState:
+    """One queue's depth, head and last error, as engine.store.dashboard reads them."""
+    of_queue = "channel = ? AND destination = ? AND status = ?"
+    [depth] = connection.execute(
+        f"SELECT count(*) FROM deliveries WHERE {of_queue}", (channel, destination, Status.QUEUED)
+    ).fetchone()
+    head = connection.execute(
+        f"SELECT created_at, attempts, reason FROM deliveries WHERE {of_queue} ORDER BY id LIMIT 1",
+        (channel, destination, Status.QUEUED),
+    ).fetchone()
+    error = connection.execute(
+        f"SELECT reason, updated_at FROM deliveries WHERE {of_queue} ORDER BY id DESC LIMIT 1",
+        (channel, destination, Status.ERROR),
+    ).fetchone()
+    return QueueState(
+        depth=depth,
+        oldest_queued_at=_utc(head[0]) if head else None,
+        head_attempts=head[1] if head else 0,
+        head_reason=head[2] if head else "",
+        last_error=error[0] if error else "",
+        last_error_at=_utc(error[1]) if error else None,
+        settled=dict(settled),
+    )
 
 
 def _criteria(query: MessageQuery) -> tuple[list[str], list]:

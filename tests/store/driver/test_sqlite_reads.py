@@ -183,6 +183,42 @@ def test_channel_names_and_the_cluster_view_are_the_repositories(store):
     assert view.unheld == ("job:prune", "queue:adt/emr")
 
 
+def test_the_dashboard_counts_and_the_pauses_are_the_repositories(store):
+    """Counts over windows (with settled and failed deliveries, queues named or not) and pauses, alike."""
+    from engine.store.controls import ControlRepository
+    from engine.store.dashboard import DashboardRepository
+
+    engine, reads, ids, _ = store
+    with engine.begin() as connection:  # some deliveries settled or failed, a minute apart
+        queued = connection.execute(
+            sa.select(deliveries.c.id).where(deliveries.c.status == Status.QUEUED).order_by(deliveries.c.id)
+        ).scalars()
+        for n, delivery in enumerate(list(queued)[:6]):
+            connection.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.id == delivery)
+                .values(
+                    status=(Status.SENT, Status.ERROR)[n % 2],
+                    reason=f"reason {n}",
+                    attempts=n,
+                    updated_at=T0 + timedelta(minutes=n, microseconds=n),
+                )
+            )
+    controls = ControlRepository(engine, clock=lambda: NOW)
+    controls.pause("adt", "", by="cli:me", reason="maintenance")
+    controls.halt("adt", "emr", 42, "ERROR at the head")
+    controls.pause("lab", "archive", by="console:you")
+    dashboard = DashboardRepository(engine)
+    queues = [("adt", "emr"), ("lab", "archive"), ("gone", "nowhere")]
+    for since in (T0 - timedelta(days=1), T0 + timedelta(minutes=3, microseconds=3), NOW):
+        for named in (queues, []):
+            expected = dashboard.counts(since, named)
+            found = reads.counts(since, named)
+            assert dataclasses.replace(found, at=expected.at) == expected, (since, named)
+    assert dashboard.counts(T0 - timedelta(days=1), []).queues  # the window had settled deliveries
+    assert reads.pauses() == controls.pauses() and len(controls.pauses()) == 3
+
+
 def test_the_content_columns_read_are_those_the_schema_seals():
     """The reader opens its bytes fields: exactly the sealed columns of messages and deliveries."""
     sealed = {c.name for table in (messages, deliveries) for c in table.c if c.info.get(SEALED)}
