@@ -9,7 +9,7 @@ reason names codes and causes, never message content (engine.channels.destinatio
 
 from __future__ import annotations
 
-import collections
+import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from engine.model import Status, require_aware, utc_now
 from engine.store.driver import store_errors
-from engine.store.reads import SETTLED, DashboardCounts, QueueState
+from engine.store.reads import SETTLED, DashboardCounts, QueueState, dashboard_counts
 from engine.store.schema import deliveries, messages
 
 __all__ = ["DashboardRepository"]
@@ -44,19 +44,7 @@ class DashboardRepository:
             .where(d.updated_at >= since, d.status.in_(SETTLED))
             .group_by(d.channel, d.destination, d.status)
         )
-        listeners: collections.Counter[str] = collections.Counter()
-        last_received: dict[str, datetime] = {}
-        channels: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        by_queue: dict[tuple[str, str], dict[str, int]] = collections.defaultdict(dict)
         with store_errors("reading the dashboard's counts"), self._engine.connect() as connection:
-            for listener, channel, status, count, latest in connection.execute(received):
-                listeners[listener] += count
-                if listener not in last_received or latest > last_received[listener]:
-                    last_received[listener] = latest
-                if channel is not None:
-                    channels[channel][status] += count
-            for channel, destination, status, count in connection.execute(settled):
-                by_queue[(channel, destination)][status] = count
             channels_queued = dict(
                 connection.execute(
                     sa.select(m.channel, sa.func.count())
@@ -64,19 +52,15 @@ class DashboardRepository:
                     .group_by(m.channel)
                 ).all()
             )
-            states = {
-                key: _queue_state(connection, *key, by_queue.get(key, {}))
-                for key in dict.fromkeys(list(queues) + list(by_queue))
-            }
-        return DashboardCounts(
-            since=since,
-            at=self._clock(),
-            listeners=dict(listeners),
-            last_received=last_received,
-            channels={name: dict(counts) for name, counts in channels.items()},
-            channels_queued=channels_queued,
-            queues=states,
-        )
+            return dashboard_counts(
+                since,
+                self._clock,
+                connection.execute(received).all(),
+                connection.execute(settled).all(),
+                channels_queued,
+                queues,
+                functools.partial(_queue_state, connection),
+            )
 
 
 def _queue_state(connection: sa.Connection, channel: str, destination: str, settled: dict) -> QueueState:

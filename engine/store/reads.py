@@ -8,9 +8,10 @@ column is read into the field of the same name; a ``datetime`` field is an aware
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,6 +24,7 @@ __all__ = [
     "SETTLED",
     "WHOLE_CHANNEL",
     "WORKLIST_SHOWN",
+    "dashboard_counts",
     "DashboardCounts",
     "Pause",
     "QueueState",
@@ -243,6 +245,48 @@ class DashboardCounts:
     channels: dict[str, dict[str, int]]
     channels_queued: dict[str, int]  # messages of the channel QUEUED now, whenever received
     queues: dict[tuple[str, str], QueueState]
+
+
+def dashboard_counts(
+    since: datetime,
+    clock: Callable[[], datetime],
+    received: Iterable[tuple],
+    settled: Iterable[tuple],
+    channels_queued: dict[str, int],
+    queues: Iterable[tuple[str, str]],
+    queue_state: Callable[[str, str, dict[str, int]], QueueState],
+) -> DashboardCounts:
+    """A window's DashboardCounts from its grouped rows, as both ways of reading the store fold them.
+
+    ``received``: (listener, channel, status, messages, latest received_at) rows; ``settled``:
+    (channel, destination, status, deliveries) rows; ``queue_state(channel, destination, settled)``
+    reads one queue now, for each of ``queues`` and each queue that settled something; ``clock``
+    says when, after all of them.
+    """
+    listeners: collections.Counter[str] = collections.Counter()
+    last_received: dict[str, datetime] = {}
+    channels: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for listener, channel, status, count, latest in received:
+        listeners[listener] += count
+        if listener not in last_received or latest > last_received[listener]:
+            last_received[listener] = latest
+        if channel is not None:
+            channels[channel][status] += count
+    by_queue: dict[tuple[str, str], dict[str, int]] = collections.defaultdict(dict)
+    for channel, destination, status, count in settled:
+        by_queue[(channel, destination)][status] = count
+    states = {
+        key: queue_state(*key, by_queue.get(key, {})) for key in dict.fromkeys(list(queues) + list(by_queue))
+    }
+    return DashboardCounts(
+        since=since,
+        at=clock(),
+        listeners=dict(listeners),
+        last_received=last_received,
+        channels={name: dict(counts) for name, counts in channels.items()},
+        channels_queued=channels_queued,
+        queues=states,
+    )
 
 
 #: A node that stopped or died is still shown for this long after its last sign of life.

@@ -13,9 +13,9 @@ content (a ``bytes`` field) is opened with the store's cipher.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ from engine.store.reads import (
     Pause,
     QueueState,
     StoredMessage,
+    dashboard_counts,
     held_lease,
     lease_row,
     node_view,
@@ -280,50 +281,34 @@ class SQLiteReads:
     def counts(self, since: datetime, queues: Iterable[tuple[str, str]]) -> DashboardCounts:
         """What ``DashboardRepository.counts`` answers: the window's counts and the queues' state now."""
         bound = _stored(since)
-        listeners: collections.Counter[str] = collections.Counter()
-        last_received: dict[str, datetime] = {}
-        channels: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        by_queue: dict[tuple[str, str], dict[str, int]] = collections.defaultdict(dict)
         with self._snapshot("reading the dashboard's counts") as connection:
-            for listener, channel, status, count, latest in connection.execute(
+            received = connection.execute(
                 "SELECT listener, channel, status, count(*), max(received_at) FROM messages"
                 " WHERE received_at >= ? GROUP BY listener, channel, status",
                 (bound,),
-            ):
-                listeners[listener] += count
-                latest = _utc(latest)
-                if listener not in last_received or latest > last_received[listener]:
-                    last_received[listener] = latest
-                if channel is not None:
-                    channels[channel][status] += count
-            for channel, destination, status, count in connection.execute(
+            ).fetchall()
+            settled = connection.execute(
                 "SELECT channel, destination, status, count(*) FROM deliveries"
                 f" WHERE updated_at >= ? AND status IN ({', '.join('?' * len(SETTLED))})"
                 " GROUP BY channel, destination, status",
                 (bound, *SETTLED),
-            ):
-                by_queue[(channel, destination)][status] = count
-            channels_queued = {
-                channel: count
-                for channel, count in connection.execute(
+            ).fetchall()
+            channels_queued = dict(
+                connection.execute(
                     "SELECT channel, count(*) FROM messages WHERE channel IS NOT NULL AND status = ?"
                     " GROUP BY channel",
                     (Status.QUEUED,),
-                )
-            }
-            states = {
-                key: _queue_state(connection, *key, by_queue.get(key, {}))
-                for key in dict.fromkeys(list(queues) + list(by_queue))
-            }
-        return DashboardCounts(
-            since=since,
-            at=self._clock(),
-            listeners=dict(listeners),
-            last_received=last_received,
-            channels={name: dict(counts) for name, counts in channels.items()},
-            channels_queued=channels_queued,
-            queues=states,
-        )
+                ).fetchall()
+            )
+            return dashboard_counts(
+                since,
+                self._clock,
+                [(*row[:4], _utc(row[4])) for row in received],
+                settled,
+                channels_queued,
+                queues,
+                functools.partial(_queue_state, connection),
+            )
 
     def pauses(self) -> list[Pause]:
         """What ``ControlRepository.pauses`` answers: every pause, by channel then destination."""
