@@ -73,3 +73,20 @@ def test_unknown_names_are_refused_without_writing(tmp_path):
     wrong = run(cli, ["channel", "pause", "-c", config, "adt", "-d", "nope"])
     assert wrong.exit_code == 2 and "has no destination 'nope'" in wrong.output
     assert _pauses(tmp_path) == []
+
+
+def test_list_reads_the_same_through_sqlalchemy_as_through_sqlite3(tmp_path):
+    """A --db URL the stdlib does not read (a query) goes through the repositories: the same document."""
+    config = _config_file(tmp_path)
+    _pauses(tmp_path)
+    run = CliRunner().invoke
+    assert run(cli, ["channel", "pause", "-c", config, "adt", "-d", "emr"]).exit_code == 0
+    path = tmp_path / "store.db"
+    documents = []
+    for url in (f"sqlite:///{path}", f"sqlite:///{path}?timeout=5"):
+        listed = run(cli, ["channel", "list", "-c", config, "--db", url, "--json", "--window", "24h"])
+        assert listed.exit_code == 0, listed.output
+        document = json.loads(listed.output)
+        documents.append({key: value for key, value in document.items() if key not in ("at", "since")})
+    assert documents[0] == documents[1]
+    assert documents[0]["channels"][0]["destinations"][0]["paused"]["paused_by"].startswith("cli:")
