@@ -33,7 +33,7 @@ from engine.store.messages import MessageRepository  # noqa: E402
 from engine.store.migrations import upgrade  # noqa: E402
 
 
-def _stored(text: str) -> NewMessage:
+def stored(text: str) -> NewMessage:
     """The message as the intake stores it (the record's facts reference its row)."""
     columns = header_columns(read_header(text))
     return NewMessage(
@@ -77,7 +77,7 @@ def main() -> None:
             run.append(text)
             if len(run) == options.run or number == len(templates):
                 # The intake's part, not timed: the record's facts name the stored message.
-                ids = repository.insert([_stored(text) for text in run])
+                ids = repository.insert([stored(text) for text in run])
                 now = datetime.now(UTC)
                 batch = [(i, Message.parse(text), now) for i, text in zip(ids, run, strict=True)]
                 started, cpu_started = time.perf_counter(), time.process_time()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import hl7
 
 from bench.loadgen import check_ack
@@ -9,6 +13,7 @@ from bench.messages import MIX, generate
 from tests.fakes.bench import brief, run_report
 
 MESSAGES = 300
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_check_ack_accepts_only_a_positive_ack_for_the_control_id_sent():
@@ -60,3 +65,15 @@ def test_intake_run_reports_every_figure_with_no_ack_errors(tmp_path):
     markdown = (tmp_path / "out" / "latest.md").read_text()
     assert "| system | conns | msg/s | p50 ms | p99 ms |" in markdown
     assert "Engine ÷ baseline" in markdown
+
+
+def test_record_drain_settles_every_queued_delivery():
+    """bench/record_drain.py drains its whole backlog through the record destination and says so."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "record_drain.py"), "--messages", "60", "--patients", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.startswith("60 record deliveries drained:"), done.stdout + done.stderr
