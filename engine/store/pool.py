@@ -29,7 +29,7 @@ import contextlib
 import enum
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,8 @@ from engine.lograte import LogRate
 from engine.model import NewMessage, SourceFile
 from engine.store.db import sqlite_file
 from engine.store.defaults import WAL_MAX_BYTES
-from engine.store.driver import checkpoint_wal, describe, set_pragmas, store_errors
+from engine.store.driver import checkpoint_wal, describe
+from engine.store.kept import KeptConnection
 from engine.store.wal import WalGuard
 
 log = Logger(namespace="engine.store")
@@ -73,38 +74,6 @@ class _PendingCall:
     deferred: defer.Deferred
 
 
-class _KeptConnection:
-    """One connection a thread keeps between transactions, set up once; made anew after any error."""
-
-    def __init__(self, engine: sa.Engine, pragmas: Mapping[str, object] | None = None):
-        self._engine = engine
-        self._pragmas = pragmas or {}
-        self._connection: sa.Connection | None = None
-
-    def get(self) -> sa.Connection:
-        if self._connection is None:
-            with store_errors("connecting to the store"):
-                connection = self._engine.connect()
-                try:
-                    set_pragmas(connection, **self._pragmas)
-                except BaseException:
-                    connection.invalidate()
-                    connection.close()
-                    raise
-            self._connection = connection
-        return self._connection
-
-    def drop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                # Never back into the pool: it may be broken, or carry the pragmas set above.
-                connection.invalidate()
-                connection.close()
-            except Exception:  # it is being thrown away; a dead connection may fail to close
-                log.debug("closing a kept store connection failed")
-
-
 class _Lane:
     """A writer thread's queues and kept connection: a transaction at a time, intake's adds first.
 
@@ -117,7 +86,7 @@ class _Lane:
     call's write first waits for its Deferred.
     """
 
-    def __init__(self, name: str, connection: _KeptConnection):
+    def __init__(self, name: str, connection: KeptConnection):
         self.name = name
         self.intake: collections.deque[_PendingAdd] = collections.deque()
         self.pending: collections.deque[_PendingAdd | _PendingCall] = collections.deque()
@@ -172,7 +141,7 @@ class StorePool:
         self._writer: _Lane | None = None  # every call, and the adds when there is no _adds lane
         self._adds: _Lane | None = None  # PostgreSQL: the adds, on a thread of their own beside the calls
         self._lanes_running = 0
-        self._inline_connection: _KeptConnection | None = None  # the reactor thread's, for inline adds
+        self._inline_connection: KeptConnection | None = None  # the reactor thread's, for inline adds
         self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
         self._inline_flush = None  # the pending call that commits them
         self._inline_since = 0.0  # when the group's first add was asked (reactor seconds)
@@ -209,21 +178,19 @@ class StorePool:
         self._insert_groups = insert_groups
         self._reads = ThreadPool(minthreads=0, maxthreads=self._read_threads, name="hl7engine-store-read")
         self._reads.start()
-        self._writer = _Lane("hl7engine-store-writer", _KeptConnection(engine))
+        self._writer = _Lane("hl7engine-store-writer", KeptConnection(engine))
         lanes = [self._writer]
         if engine.dialect.name == "sqlite":
             self._wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)
             if self._durability == "process":
                 # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
                 # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
-                self._inline_connection = _KeptConnection(
-                    engine, {"busy_timeout": 0, "wal_autocheckpoint": 0}
-                )
+                self._inline_connection = KeptConnection(engine, {"busy_timeout": 0, "wal_autocheckpoint": 0})
         else:
             # PostgreSQL takes concurrent writers: a message's commit (and its sender's ACK) does not
             # wait behind the runners' and dispatchers' writes, which need not come before it (a
             # message is processed at intake only once the writes of its channel's runner are done).
-            self._adds = _Lane("hl7engine-store-adds", _KeptConnection(engine))
+            self._adds = _Lane("hl7engine-store-adds", KeptConnection(engine))
             lanes.append(self._adds)
         if self._inline_connection is None:
             self._transaction_lock = contextlib.nullcontext()
