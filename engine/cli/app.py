@@ -237,7 +237,12 @@ def open_store(url: str, cipher):
     from engine.store.db import create_engine_for, sqlite_file
     from engine.store.driver import store_errors
 
-    parsed = sa.engine.make_url(url)
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:  # a file path given for --db, say
+        raise StoreError(
+            f"{url!r} is not a store URL: give sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        ) from None
     path = sqlite_file(parsed)
     if path is not None and not path.is_file():
         raise _no_store(path)

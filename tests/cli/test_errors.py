@@ -110,6 +110,13 @@ def test_a_missing_or_empty_database_is_one_line_and_never_created(tmp_path):
     refused(hl7engine("resend", "42", "--db", f"sqlite:///{empty}"), 1, "not an hl7engine store")
 
 
+def test_a_db_that_is_a_path_not_a_url_is_one_line_naming_the_url_forms(stored):
+    """--db given a file path, not a URL: one line saying which URLs it takes, exit 1, on every reader."""
+    path = str(stored.parent / "data" / "hl7engine.db")
+    for command in (["messages", "list"], ["messages", "show", "1"], ["resend", "1"], ["nodes"]):
+        refused(hl7engine(*command, "--db", path, "-c", str(stored)), 1, "not a store URL", "sqlite:///")
+
+
 def test_an_engine_error_is_one_line_unless_debug(tmp_path):
     """A file that is not a database: one line "hl7engine: ..." and exit 1; with --debug, the traceback."""
     bogus = tmp_path / "bogus.db"
