@@ -16,13 +16,15 @@ import click
 
 #: Port offsets from --port-base: the engine's listeners and console, then the simulated receivers.
 PMS, EMR, LAB, CONSOLE, EMR_IN, PMS_IN, BILLING_IN = 0, 1, 2, 3, 10, 11, 12
+#: The demo's data folder (its engine.data_dir), inside the demo's folder.
+DATA_DIR = "data"
 
 DEMO_CONFIG = """\
 # Written by `hl7engine demo`: the engine between a simulated PMS, EMR, lab and billing system.
 engine:
   application: HL7ENGINE
   facility: DEMO-HUB
-  data_dir: data
+  data_dir: {data_dir}
   default_version: "2.5.1"
   http:
     endpoint: "tcp:{console}:interface=127.0.0.1"
@@ -79,7 +81,7 @@ def write_demo_config(folder: Path, port_base: int, password_hash: str) -> Path:
     path = folder / "channels.yaml"
     offsets = dict(pms=PMS, emr=EMR, lab=LAB, console=CONSOLE, emr_in=EMR_IN, pms_in=PMS_IN)
     ports = {name: port_base + offset for name, offset in {**offsets, "billing_in": BILLING_IN}.items()}
-    text = DEMO_CONFIG.format(password_hash=password_hash, **ports)
+    text = DEMO_CONFIG.format(password_hash=password_hash, data_dir=DATA_DIR, **ports)
     path.write_text(text)
     return path
 
@@ -129,11 +131,14 @@ def demo(folder: str, rate: float, port_base: int, fail_after: float, fail_for: 
     )
 
     from engine.cli.app import load_config_or_exit
+    from engine.cli.running import hold_data_folder
     from engine.cli.simulate import Receiver, Senders, Story
     from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
     from engine.service import Engine
     from engine.web.passwords import hash_password
 
+    # Before its config is written again: a second demo, or `run` of its config, stops here.
+    lock = hold_data_folder(Path(folder) / DATA_DIR)  # noqa: F841  (held while the demo runs)
     # A demo password: few iterations, so the console logs in at once (the hash is in the demo's file).
     path = write_demo_config(Path(folder), port_base, hash_password("demo", iterations=1000))
     config = load_config_or_exit(str(path))

@@ -54,3 +54,33 @@ def test_demo_feeds_the_record_from_three_systems_and_stops_cleanly_on_sigint(tm
     for offset in (0, 1, 2, 3, 10, 11, 12):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", PORT_BASE + offset)) != 0, f"port {PORT_BASE + offset} open"
+
+
+def test_the_demo_holds_its_data_folder_so_no_second_engine_runs_on_it(tmp_path):
+    """While a demo runs, `run` of its config and a second demo in its folder exit 1 naming it; its
+    config is not written over."""
+    folder, base = tmp_path / "demo", 21380  # listeners 21380-21382, console 21383, receivers 21390-21392
+    demo = subprocess.Popen(
+        [*ENGINE, "demo", "--dir", str(folder), "--port-base", str(base), "--fail-after", "600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(base, demo)
+        config = (folder / "channels.yaml").read_text()
+        for command in (
+            ["run", "-c", str(folder / "channels.yaml"), "--workers", "0"],
+            ["demo", "--dir", str(folder), "--port-base", str(base + 100)],
+        ):
+            second = subprocess.run([*ENGINE, *command], capture_output=True, text=True, timeout=60)
+            assert second.returncode == 1, second.stderr
+            assert f"another engine (pid {demo.pid}) is running on the data folder" in second.stderr
+            assert "Traceback" not in second.stderr
+        assert (folder / "channels.yaml").read_text() == config
+        demo.send_signal(signal.SIGTERM)
+        _, stderr = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(10)
+    assert demo.returncode == 0, stderr.decode()
