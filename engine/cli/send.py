@@ -46,8 +46,8 @@ def send(
     Exit status: 0 every message acknowledged with AA/CA, 1 any other answer or none, 2 a usage error.
     """
     host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        raise click.BadParameter("expected host:port", param_hint="ADDRESS")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter("expected host:port, the port 1-65535", param_hint="ADDRESS")
     context = _client_tls(tls, ca, cert, key)
     from engine.listeners.client import split_messages
 
@@ -56,6 +56,8 @@ def send(
         for name, data in read_sources(source):
             for index, payload in enumerate(split_messages(data, keep_batch_envelope=batch), start=1):
                 payloads.append((f"{name}#{index}", payload))
+    if not payloads:
+        raise click.ClickException(f"no HL7 message in {', '.join(sources or ('stdin',))}: nothing sent")
     sender = _Sender(host or "127.0.0.1", int(port), timeout, context, batch)
     results = []
     try:

@@ -34,6 +34,9 @@ def try_channel(channel: str, files: tuple[str, ...], config_path: str, as_json:
     for name, data in _read_files(files):
         for index, payload in enumerate(split_messages(data), start=1):
             trials.append((f"{name}#{index}", try_message(config, channel, payload)))
+    if not trials:
+        click.echo(f"hl7engine try: no HL7 message in {', '.join(files)}", err=True)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps([{"source": source, **trial.as_dict()} for source, trial in trials], indent=2))
         return

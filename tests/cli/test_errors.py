@@ -70,6 +70,22 @@ def test_send_of_a_missing_file_is_a_usage_error(tmp_path):
     refused(hl7engine("send", "127.0.0.1:9", str(tmp_path / "nope.hl7")), 2, "nope.hl7", "does not exist")
 
 
+def test_send_of_files_holding_no_message_is_one_line_and_exit_1(tmp_path):
+    """`send` of an empty file or folder: "no HL7 message" in one line, exit 1, before connecting anywhere."""
+    (tmp_path / "empty.hl7").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    for source in ("empty.hl7", "folder"):
+        refused(hl7engine("send", "127.0.0.1:9", source, cwd=tmp_path), 1, "no HL7 message in", source)
+
+
+def test_send_to_a_port_out_of_range_is_a_usage_error(tmp_path):
+    """ADDRESS with port 0 or past 65535: a usage error naming the range, not a failed connection."""
+    sample = tmp_path / "a.hl7"
+    sample.write_bytes(LATIN1)
+    for address in ("127.0.0.1:0", "127.0.0.1:99999"):
+        refused(hl7engine("send", address, str(sample)), 2, "1-65535")
+
+
 def test_messages_list_refuses_bad_times_and_limits_and_says_what_is_accepted(stored):
     """--since yesterday and --limit 0 are usage errors naming what is accepted; an age like 2d works."""
     line = refused(hl7engine("messages", "list", "-c", str(stored), "--since", "yesterday"), 2, "yesterday")

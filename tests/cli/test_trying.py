@@ -58,3 +58,14 @@ def test_try_missing_file_is_a_one_line_error(tmp_path):
     result = run_try(tmp_path, "pms-adt", "nosuch.hl7")
     assert result.returncode == 1
     assert result.stderr == "hl7engine try: cannot read nosuch.hl7: No such file or directory\n"
+
+
+def test_try_of_files_holding_no_message_is_a_one_line_error(tmp_path):
+    """An empty file or folder: one line saying no message was found there, exit 1 (also with --json)."""
+    (tmp_path / "empty.hl7").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    for args in (["empty.hl7"], ["folder"], ["--json", "empty.hl7", "folder"]):
+        result = run_try(tmp_path, "pms-adt", *args)
+        assert result.returncode == 1, result.stdout
+        assert result.stdout == ""
+        assert result.stderr.startswith("hl7engine try: no HL7 message in ")
