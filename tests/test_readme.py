@@ -89,6 +89,9 @@ def test_try_it_block_runs_as_written(tmp_path):
             assert result.returncode == 0, f"{command}: {result.stderr}"
             for piece in expected:
                 assert piece in result.stdout, f"{command}: {piece!r} not in:\n{result.stdout}"
+            if command.startswith("hl7engine patient find"):
+                # "the one patient the record made of the PMS's, the EMR's and the lab's identifiers"
+                assert len(result.stdout.splitlines()) == 1, f"{command}: not one patient:\n{result.stdout}"
     finally:
         for process in background:
             process.send_signal(signal.SIGTERM)
