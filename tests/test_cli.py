@@ -223,6 +223,11 @@ channels:
         assert resent.returncode == 0, resent.stderr
         assert "queued 1 delivery" in resent.stdout
         wait_for_files(2)
+        resent = subprocess.run(
+            [*ENGINE, "resend", "1", "--json", "-c", str(config)], capture_output=True, text=True, timeout=60
+        )
+        assert json.loads(resent.stdout) == {"messages": 1, "deliveries": [3]}, resent.stderr
+        wait_for_files(3)
         again = subprocess.run(
             [*ENGINE, "reprocess", "--channel", "archive", "-c", str(config)],
             capture_output=True,
@@ -231,8 +236,16 @@ channels:
         )
         assert again.returncode == 0, again.stderr
         assert "1 message(s) will be processed again" in again.stdout
-        wait_for_files(3)
-        assert (out / "1.hl7").read_bytes() == (out / "2.hl7").read_bytes() == (out / "3.hl7").read_bytes()
+        wait_for_files(4)
+        again = subprocess.run(
+            [*ENGINE, "reprocess", "1", "--json", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert json.loads(again.stdout) == {"messages": 1, "reprocessed": 1}, again.stderr
+        wait_for_files(5)
+        assert len({path.read_bytes() for path in out.glob("*.hl7")}) == 1
 
         config.write_text(body.replace('types: ["*"]', 'types: ["ADT"]'))
         reloaded = subprocess.run(

@@ -60,7 +60,8 @@ def _status_option(help: str | None = None):
 @_status_option("Resend every message of this status (e.g. ERROR) instead of listed ids.")
 @click.option("--channel")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
-def resend(message_ids, config_path, db, destination, status, channel, limit) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The outcome as one JSON object: messages, deliveries.")
+def resend(message_ids, config_path, db, destination, status, channel, limit, as_json) -> None:
     """Queue stored messages again for their destinations, unchanged (what was sent is sent again).
 
     Exit status: 0 queued, 1 an unknown id or nothing to resend, 2 an unknown channel, destination or status.
@@ -83,7 +84,10 @@ def resend(message_ids, config_path, db, destination, status, channel, limit) ->
     if not new:
         to = f" to {destination}" if destination else ""
         raise click.ClickException(f"nothing resent: none of the {len(ids)} message(s) was sent{to} before")
-    click.echo(f"queued {len(new)} delivery(ies) for {len(ids)} message(s)")
+    if as_json:
+        echo_json({"messages": len(ids), "deliveries": new})
+    else:
+        click.echo(f"queued {len(new)} delivery(ies) for {len(ids)} message(s)")
 
 
 @click.command()
@@ -93,7 +97,8 @@ def resend(message_ids, config_path, db, destination, status, channel, limit) ->
 @_status_option("Reprocess every message of this status (e.g. ERROR) instead of listed ids.")
 @click.option("--channel")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
-def reprocess(message_ids, config_path, db, status, channel, limit) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The outcome as a JSON object: messages, reprocessed.")
+def reprocess(message_ids, config_path, db, status, channel, limit, as_json) -> None:
     """Run stored messages through their channel again (filters, transforms,
     destinations as configured now).
 
@@ -113,7 +118,10 @@ def reprocess(message_ids, config_path, db, status, channel, limit) -> None:
             f"nothing to reprocess: the {len(ids)} message(s) are rejected, without a channel,"
             " pruned or not processed yet"
         )
-    click.echo(f"{count} message(s) will be processed again")
+    if as_json:
+        echo_json({"messages": len(ids), "reprocessed": count})
+    else:
+        click.echo(f"{count} message(s) will be processed again")
 
 
 def _batches(ids: list[int]):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from engine.cli.app import progress
 from engine.store.db import create_engine_for
@@ -132,3 +134,54 @@ def test_channel_list_reads_only_what_it_shows(tmp_path):
     assert [(d["name"], d["type"], d["on_error"]) for d in channel["destinations"]] == [
         ("archive", "file", "skip")
     ]
+
+
+#: Commands without --json, and why: they print no data a script would read, only a line of outcome
+#: (or what the command is for: a hash, a key, converted messages in the format --to names).
+NO_JSON = {
+    "backup": "one line: the size copied and the integrity check",
+    "channel pause": "one line: what was paused",
+    "channel resume": "one line: what was resumed",
+    "convert": "prints the messages converted, in the format --to names (fhir: JSON)",
+    "demo": "runs until Ctrl-C",
+    "hash-password": "prints the hash",
+    "healthcheck": "its exit status is the answer",
+    "new-key": "prints the key",
+    "patient link": "one line: the merge made",
+    "patient merge": "one line: the merge made",
+    "patient resolve": "one line: the conflict resolved",
+    "patient unlink": "one line: the link undone",
+    "patient unmerge": "one line: the merge undone",
+    "rekey": "progress and counts of rows sealed again",
+    "reload": "one line: the engine signalled",
+    "run": "runs until stopped; logs on stderr",
+}
+
+
+def _commands():
+    """(name, command) of every leaf command, aliases once (under their first name)."""
+    import click
+
+    from engine.cli import main
+
+    context, seen = click.Context(main), set()
+
+    def walk(group, prefix):
+        for name in group.list_commands(context):
+            command = group.get_command(context, name)
+            if isinstance(command, click.Group):
+                yield from walk(command, (*prefix, name))
+            elif id(command) not in seen:
+                seen.add(id(command))
+                yield " ".join((*prefix, name)), command
+
+    return list(walk(main, ()))
+
+
+def test_every_command_that_prints_data_takes_json_and_the_cli_page_says_what_it_prints():
+    """Every command but those of NO_JSON takes --json, and docs/cli.md's `--json` table has its row."""
+    with_json = {name for name, command in _commands() if any("--json" in p.opts for p in command.params)}
+    assert {name for name, _ in _commands()} - with_json == set(NO_JSON)
+    page = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = page.split("## `--json`", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"^\| `([a-z -]+)` \|", table, re.MULTILINE)) == with_json
