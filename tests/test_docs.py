@@ -30,8 +30,11 @@ DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 
 #: Where a reader would be sent outside the repository: files only the project's authors have,
-#: or its issue tracker's numbers, which mean nothing to someone who has only the repository.
-OUTSIDE = re.compile(r"\.\./shared|/work/|STYLE\.md|HL7-NOTES|\bissues?\s*#?\d+", re.IGNORECASE)
+#: its issue tracker (a number, "the issue"), or the authors' own helpers, which mean nothing to
+#: someone who has only the repository.
+OUTSIDE = re.compile(
+    r"\.\./shared|/work/|STYLE\.md|HL7-NOTES|\bissues?\s*#?\d+|\bthe issue\b|\bhelpers'", re.IGNORECASE
+)
 
 #: The pages that make the channels.yaml reference: each model's keys are documented on its page.
 REFERENCE = {
