@@ -34,6 +34,7 @@ __all__ = [
     "message_repository",
     "progress",
     "read_sources",
+    "require_channel",
     "running_engine",
     "store_engine",
     "store_reads",
@@ -143,6 +144,14 @@ def load_store_side_or_exit(config_path: str, *, views: bool = False):
     except ConfigError as exc:
         _tell_config_problems(exc, config_path)
         sys.exit(2)
+
+
+def require_channel(channel: str, known: Iterable[str]) -> None:
+    """A ``--channel`` that is none of ``known`` is a usage error naming them."""
+    names = sorted(set(known))
+    if channel not in names:
+        text = f"no channel {channel!r}; the channels are: {', '.join(names) or '(none)'}"
+        raise click.BadParameter(text, param_hint="--channel")
 
 
 def read_sources(source: str):

@@ -14,6 +14,7 @@ from engine.cli.app import (
     load_config_or_exit,
     megabytes,
     message_repository,
+    require_channel,
     running_engine,
 )
 
@@ -48,7 +49,12 @@ def prune(config_path, db, channel, days, dry_run, vacuum, batch, as_json) -> No
     if vacuum and url.startswith("sqlite") and config is not None and (pid := running_engine(config)):
         # A VACUUM holds SQLite's write lock while it copies the file: intake would be refused meanwhile.
         raise click.UsageError(f"the engine (pid {pid}) is running: stop it before --vacuum")
-    engine = message_repository(config_path, url).engine
+    repository = message_repository(config_path, url)
+    if channel is not None:
+        # The config's channels and those of the store: a channel since removed may still hold messages.
+        configured = [c.name for c in config.channels] if config is not None else []
+        require_channel(channel, [*configured, *repository.channel_names()])
+    engine = repository.engine
     retention = RetentionRepository(engine)
     shown = [0.0]
 
@@ -146,8 +152,20 @@ def backup(destination: Path, config_path: str, db: str | None) -> None:
 @click.command()
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
-@click.option("--batch", default=500, show_default=True, help="Rows read and written at a time.")
-@click.option("--pause", default=0.0, show_default=True, help="Seconds to wait between batches.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Rows read and written at a time.",
+)
+@click.option(
+    "--pause",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait between batches.",
+)
 def rekey(config_path: str, db: str | None, batch: int, pause: float) -> None:
     """Seal again with the current key every stored value an older key sealed (or none), batch by batch.
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from engine.cli.app import config_option, echo_json, progress, store_engine, store_reads
+from engine.cli.app import config_option, echo_json, progress, require_channel, store_engine, store_reads
 
 #: The statuses a message can have (engine.model.Status), without importing the store.
 STATUSES = ("RECEIVED", "REJECTED", "FILTERED", "TRANSFORMED", "QUEUED", "SENT", "ERROR")
@@ -143,14 +143,8 @@ def _message_repository(engine):
 
 def _check_channel(config, repository, channel: str | None) -> None:
     """A --channel that names no channel of the config (of the store, without one) is a usage error."""
-    if channel is None:
-        return
-    known = sorted(config.channels) if config is not None else repository.channel_names()
-    if channel not in known:
-        raise click.BadParameter(
-            f"no channel {channel!r}; the channels are: {', '.join(known) or '(none)'}",
-            param_hint="--channel",
-        )
+    if channel is not None:
+        require_channel(channel, config.channels if config is not None else repository.channel_names())
 
 
 def _select(config, repository, message_ids, status, channel, limit) -> list[int]:

@@ -13,7 +13,13 @@ from engine.cli.app import echo_json, progress, read_sources
 @click.command()
 @click.argument("address")
 @click.argument("sources", nargs=-1, type=click.Path(exists=True, allow_dash=True))
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each ACK.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for each ACK.",
+)
 @click.option("--batch", is_flag=True, help="Send each file as one frame, batch envelope included.")
 @click.option("-v", "--verbose", is_flag=True, help="Print one line per message.")
 @click.option("--tls", is_flag=True, help="Speak TLS; the listener's certificate must match the host.")

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
-from engine.cli.app import DEFAULT_CONFIG, load_config_or_exit
+from engine.cli.app import DEFAULT_CONFIG, load_config_or_exit, read_sources
 
 
 @click.command("try")
 @click.argument("channel")
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON (a list, one per message).")
 def try_channel(channel: str, files: tuple[str, ...], config_path: str, as_json: bool) -> None:
-    """Run the messages of FILES (files or folders) through CHANNEL's acceptance, filters and transforms.
+    """Run the messages of FILES through CHANNEL's acceptance, filters and transforms.
 
-    Nothing is stored or delivered. Prints for each message whether the channel takes it (or why
-    not: refused, filtered, failed) and, per destination, the fields its output changes.
+    FILES are files, folders (every file below) or '-' for stdin. Nothing is stored or delivered.
+    Prints for each message whether the channel takes it (or why not: refused, filtered, failed)
+    and, per destination, the fields its output changes.
     """
     from engine.channels.trial import try_message
     from engine.listeners.client import split_messages
@@ -31,7 +31,12 @@ def try_channel(channel: str, files: tuple[str, ...], config_path: str, as_json:
         click.echo(f"hl7engine try: no channel named {channel!r} in {config_path}; known: {known}", err=True)
         sys.exit(2)
     trials = []
-    for name, data in _read_files(files):
+    try:
+        sources = [source for name in files for source in read_sources(name)]
+    except OSError as exc:
+        click.echo(f"hl7engine try: cannot read {exc.filename or '-'}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    for name, data in sources:
         for index, payload in enumerate(split_messages(data), start=1):
             trials.append((f"{name}#{index}", try_message(config, channel, payload)))
     if not trials:
@@ -43,21 +48,6 @@ def try_channel(channel: str, files: tuple[str, ...], config_path: str, as_json:
     for source, trial in trials:
         for line in _lines(source, trial):
             click.echo(line)
-
-
-def _read_files(files: tuple[str, ...]):
-    """(name, bytes) of each file named, and of each file under a folder named, in name order."""
-    for name in files:
-        path = Path(name)
-        try:
-            if path.is_dir():
-                for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                    yield str(child), child.read_bytes()
-            else:
-                yield name, path.read_bytes()
-        except OSError as exc:
-            click.echo(f"hl7engine try: cannot read {name}: {exc.strerror or exc}", err=True)
-            sys.exit(1)
 
 
 def _lines(source: str, trial) -> list[str]:

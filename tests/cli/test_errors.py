@@ -86,6 +86,21 @@ def test_send_to_a_port_out_of_range_is_a_usage_error(tmp_path):
         refused(hl7engine("send", address, str(sample)), 2, "1-65535")
 
 
+def test_numbers_out_of_range_are_usage_errors_not_tracebacks(stored, tmp_path):
+    """send --timeout 0 or -1 and rekey --batch 0 are usage errors naming the range accepted."""
+    sample = tmp_path / "a.hl7"
+    sample.write_bytes(LATIN1)
+    for timeout in ("0", "-1"):
+        refused(hl7engine("send", "--timeout", timeout, "127.0.0.1:9", str(sample)), 2, "--timeout", "x>0")
+    refused(hl7engine("rekey", "--batch", "0", "-c", str(stored)), 2, "--batch", "x>=1")
+    refused(hl7engine("rekey", "--pause", "-1", "-c", str(stored)), 2, "--pause", "x>=0")
+
+
+def test_prune_of_an_unknown_channel_is_a_usage_error_naming_the_channels(stored):
+    """prune --channel nosuch: exit 2 naming the channels, not a prune of nothing that says it is done."""
+    refused(hl7engine("prune", "--channel", "nosuch", "--days", "3", "-c", str(stored)), 2, "everything")
+
+
 def test_messages_list_refuses_bad_times_and_limits_and_says_what_is_accepted(stored):
     """--since yesterday and --limit 0 are usage errors naming what is accepted; an age like 2d works."""
     line = refused(hl7engine("messages", "list", "-c", str(stored), "--since", "yesterday"), 2, "yesterday")

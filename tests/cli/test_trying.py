@@ -69,3 +69,17 @@ def test_try_of_files_holding_no_message_is_a_one_line_error(tmp_path):
         assert result.returncode == 1, result.stdout
         assert result.stdout == ""
         assert result.stderr.startswith("hl7engine try: no HL7 message in ")
+
+
+def test_try_reads_stdin_for_a_dash_like_send(tmp_path):
+    """`try CHANNEL -` tries the messages given on stdin, named `stdin#n`."""
+    shutil.copy(REPO / "channels.yaml", tmp_path / "channels.yaml")
+    result = subprocess.run(
+        [*ENGINE, "try", "pms-adt", "-"],
+        input=(REPO / "samples/pms/01_adt_a04_register.hl7").read_bytes(),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines()[0] == "stdin#1 PMS0001 ADT^A04: accepted by pms-adt"
