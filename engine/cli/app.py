@@ -24,6 +24,7 @@ from engine.errors import ConfigError, EngineError, StoreError
 __all__ = [
     "DEFAULT_CONFIG",
     "PID_FILE",
+    "ROW_ID",
     "EngineGroup",
     "config_option",
     "echo_json",
@@ -43,6 +44,8 @@ __all__ = [
 
 DEFAULT_CONFIG = "channels.yaml"
 PID_FILE = "hl7engine.pid"
+#: A row id or a count of rows: what the store's 64-bit integers hold (a larger one fails in the driver).
+ROW_ID = click.IntRange(1, 2**63 - 1)
 _DEBUG = "hl7engine.debug"
 
 

@@ -12,7 +12,15 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from engine.cli.app import config_option, echo_json, progress, require_channel, store_engine, store_reads
+from engine.cli.app import (
+    ROW_ID,
+    config_option,
+    echo_json,
+    progress,
+    require_channel,
+    store_engine,
+    store_reads,
+)
 
 #: The statuses a message can have (engine.model.Status), without importing the store.
 STATUSES = ("RECEIVED", "REJECTED", "FILTERED", "TRANSFORMED", "QUEUED", "SENT", "ERROR")
@@ -53,13 +61,13 @@ def _status_option(help: str | None = None):
 
 
 @click.command()
-@click.argument("message_ids", nargs=-1, type=click.IntRange(min=1))
+@click.argument("message_ids", nargs=-1, type=ROW_ID)
 @config_option
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 @click.option("--destination", help="Only this destination (default: every destination the message went to).")
 @_status_option("Resend every message of this status (e.g. ERROR) instead of listed ids.")
 @click.option("--channel")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--limit", type=ROW_ID, default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The outcome as one JSON object: messages, deliveries.")
 def resend(message_ids, config_path, db, destination, status, channel, limit, as_json) -> None:
     """Queue stored messages again for their destinations, unchanged (what was sent is sent again).
@@ -91,12 +99,12 @@ def resend(message_ids, config_path, db, destination, status, channel, limit, as
 
 
 @click.command()
-@click.argument("message_ids", nargs=-1, type=click.IntRange(min=1))
+@click.argument("message_ids", nargs=-1, type=ROW_ID)
 @config_option
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 @_status_option("Reprocess every message of this status (e.g. ERROR) instead of listed ids.")
 @click.option("--channel")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--limit", type=ROW_ID, default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The outcome as a JSON object: messages, reprocessed.")
 def reprocess(message_ids, config_path, db, status, channel, limit, as_json) -> None:
     """Run stored messages through their channel again (filters, transforms,
@@ -181,8 +189,8 @@ _search_options = [
     click.option("--channel"),
     click.option("--since", type=Moment(), help="From: ISO 8601 (UTC without offset) or an age: 2h, 1d"),
     click.option("--until", type=Moment(), help="Before this time: like --since"),
-    click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True),
-    click.option("--before-id", type=int, help="Page: only messages older than this id."),
+    click.option("--limit", type=ROW_ID, default=50, show_default=True),
+    click.option("--before-id", type=ROW_ID, help="Page: only messages older than this id."),
     click.option("--json", "as_json", is_flag=True, help="One JSON object per message, for scripts."),
 ]
 
@@ -249,7 +257,7 @@ messages.add_command(list_messages, "search")
 
 
 @messages.command("show")
-@click.argument("message_id", type=click.IntRange(min=1))
+@click.argument("message_id", type=ROW_ID)
 @config_option
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 @click.option("--table", is_flag=True, help="The message as segments and fields, each field with its name.")

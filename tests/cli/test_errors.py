@@ -96,6 +96,19 @@ def test_numbers_out_of_range_are_usage_errors_not_tracebacks(stored, tmp_path):
     refused(hl7engine("rekey", "--pause", "-1", "-c", str(stored)), 2, "--pause", "x>=0")
 
 
+def test_ids_and_limits_past_the_stores_integers_are_usage_errors(stored):
+    """An id, --before-id or --limit past 2**63-1 (what the store's integers hold): exit 2, no traceback."""
+    huge = str(2**63)
+    for command in (
+        ["messages", "show", huge],
+        ["messages", "list", "--before-id", huge],
+        ["messages", "list", "--limit", huge],
+        ["resend", huge],
+        ["reprocess", huge],
+    ):
+        refused(hl7engine(*command, "-c", str(stored)), 2, "9223372036854775807")
+
+
 def test_prune_of_an_unknown_channel_is_a_usage_error_naming_the_channels(stored):
     """prune --channel nosuch: exit 2 naming the channels, not a prune of nothing that says it is done."""
     refused(hl7engine("prune", "--channel", "nosuch", "--days", "3", "-c", str(stored)), 2, "everything")
