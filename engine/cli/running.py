@@ -197,8 +197,12 @@ def hold_data_folder(data_dir: Path) -> int:
     pid file. The lock is released by the kernel however the process ends, kill -9 included, and
     worker processes do not inherit it (Python's descriptors are not inheritable).
     """
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store goes here too
-    descriptor = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store goes here too
+        descriptor = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # a file in its place, no permission, a read-only file system
+        click.echo(f"hl7engine: cannot use the data folder {data_dir}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -49,3 +49,18 @@ def test_the_lock_goes_with_the_process_even_killed(tmp_path):
     first.communicate(timeout=30)
     second = launch(config, port)
     stop(second)
+
+
+def test_a_data_folder_that_cannot_be_made_is_one_line_and_exit_1(tmp_path):
+    """engine.data_dir naming a file: `run` says it cannot use the folder, in one line, exit 1."""
+    config = write_config(tmp_path, free_port())
+    (tmp_path / "data").write_text("a file where the data folder should be\n")
+    result = subprocess.run(
+        [*ENGINE, "run", "-c", str(config), "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"hl7engine: cannot use the data folder {tmp_path / 'data'}: File exists\n"
