@@ -43,7 +43,8 @@ def try_channel(channel: str, files: tuple[str, ...], config_path: str, as_json:
         click.echo(f"hl7engine try: no HL7 message in {', '.join(files)}", err=True)
         sys.exit(1)
     if as_json:
-        click.echo(json.dumps([{"source": source, **trial.as_dict()} for source, trial in trials], indent=2))
+        outcomes = [{"source": source, **trial.as_dict()} for source, trial in trials]
+        click.echo(json.dumps(outcomes, indent=2, sort_keys=True))
         return
     for source, trial in trials:
         for line in _lines(source, trial):

@@ -43,7 +43,7 @@ def validate_command(sources: tuple[str, ...], as_json: bool, version: str | Non
                 failed += report.failed
                 where = f"{name}#{index}"
                 if as_json:
-                    click.echo(json.dumps({"message": where, **report.to_json_dict()}))
+                    click.echo(json.dumps({"message": where, **report.to_json_dict()}, sort_keys=True))
                     continue
                 verdict = "fails" if report.failed else "passes"
                 structure = report.structure or "no known structure"

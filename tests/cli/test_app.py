@@ -14,7 +14,7 @@ from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
 from tests.fakes.harness import free_port
 from tests.fakes.messages import lab_message
-from tests.fakes.process import write_config
+from tests.fakes.process import ENGINE, write_config
 
 _IMPORTED = """
 import sys
@@ -185,3 +185,25 @@ def test_every_command_that_prints_data_takes_json_and_the_cli_page_says_what_it
     page = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
     table = page.split("## `--json`", 1)[1].split("\n## ", 1)[0]
     assert set(re.findall(r"^\| `([a-z -]+)` \|", table, re.MULTILINE)) == with_json
+
+
+def test_json_output_has_its_keys_sorted_as_cli_md_says():
+    """`validate --json` and `try --json` print their objects with sorted keys, like every --json."""
+    root = Path(__file__).resolve().parents[2]
+    sample = str(root / "samples" / "pms" / "01_adt_a04_register.hl7")
+    unsorted: list[list[str]] = []
+
+    def keep(pairs):
+        keys = [key for key, _ in pairs]
+        if keys != sorted(keys):
+            unsorted.append(keys)
+        return dict(pairs)
+
+    config = str(root / "channels.yaml")
+    for command in (["validate", "--json", sample], ["try", "-c", config, "--json", "pms-adt", sample]):
+        result = subprocess.run([*ENGINE, *command], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        documents = result.stdout.splitlines() if command[0] == "validate" else [result.stdout]
+        for document in documents:
+            json.loads(document, object_pairs_hook=keep)
+    assert unsorted == []
