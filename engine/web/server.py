@@ -232,7 +232,8 @@ class WebService(service.Service):
             self._listening = None
             yield port.stopListening()
         # Waits for a check in progress (a fraction of a second); the queued ones are dropped.
-        self.password_pool.stop()
+        if not self.password_pool.joined:  # a start that failed to bind has stopped it already
+            self.password_pool.stop()
 
 
 def build_root(

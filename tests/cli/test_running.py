@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 
 from engine.hl7.ack import parse_reply
@@ -64,3 +65,23 @@ def test_a_data_folder_that_cannot_be_made_is_one_line_and_exit_1(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr == f"hl7engine: cannot use the data folder {tmp_path / 'data'}: File exists\n"
+
+
+def test_a_web_port_in_use_is_one_line_and_a_clean_stop(tmp_path):
+    """engine.http's port taken: `run` says it cannot start, exits 1, and its stop logs no traceback."""
+    config = write_config(tmp_path, free_port())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http = f'  http: {{endpoint: "tcp:{taken.getsockname()[1]}:interface=127.0.0.1"}}\n'
+        config.write_text(config.read_text().replace("  data_dir: data\n", "  data_dir: data\n" + http))
+        result = subprocess.run(
+            [*ENGINE, "run", "-c", str(config), "--workers", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert "hl7engine: cannot start: Couldn't listen on 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr

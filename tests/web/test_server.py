@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,14 +13,17 @@ from urllib.parse import urlencode
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.error import CannotListenError
 from twisted.web import resource
 
 from engine.channels.destinations.file import FileDestination
 from engine.channels.destinations.spec import FileSettings
+from engine.config import EngineSettings, HttpSettings
 from engine.model import Outcome
 from engine.web.auth import Sessions
+from engine.web.metrics import Metrics
 from engine.web.passwords import hash_password
-from engine.web.server import build_root
+from engine.web.server import WebService, build_root
 from engine.web.throttle import LoginThrottle
 from tests.fakes.harness import in_thread, wait_until
 from tests.fakes.messages import pms_message
@@ -329,3 +333,17 @@ def test_a_session_survives_a_restart_of_the_web_server_and_its_store(start_web,
     assert out.status == 200
     gone = yield in_thread(fetch, f"{again.url}/api/session", headers={**cookie, **BROWSER})
     assert gone.status == 401
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_port_in_use_fails_the_start_and_the_stop_that_follows_is_clean(store):
+    """The web port taken: startService raises; the engine's stop after that failed start raises nothing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        settings = EngineSettings(http=HttpSettings(users=USERS, endpoint=endpoint))
+        service = WebService(settings, store, reactor=reactor, metrics=Metrics())
+        with pytest.raises(CannotListenError):
+            service.startService()
+        yield service.stopService()
