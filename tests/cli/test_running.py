@@ -5,11 +5,23 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+from pathlib import Path
 
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
 from tests.fakes.harness import free_port
 from tests.fakes.process import ENGINE, adt, launch, stop, write_config
+
+
+def run_until_it_exits(config: Path) -> subprocess.CompletedProcess:
+    """`hl7engine run -c config --workers 0` in the config's folder, expected to exit on its own."""
+    return subprocess.run(
+        [*ENGINE, "run", "-c", str(config), "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=config.parent,
+    )
 
 
 def test_a_second_engine_on_the_same_data_folder_exits_1_and_leaves_the_pid_file(tmp_path):
@@ -20,13 +32,7 @@ def test_a_second_engine_on_the_same_data_folder_exits_1_and_leaves_the_pid_file
     try:
         pid_file = tmp_path / "data" / "hl7engine.pid"
         assert pid_file.read_text().strip() == str(first.pid)
-        second = subprocess.run(
-            [*ENGINE, "run", "-c", str(config), "--workers", "0"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
+        second = run_until_it_exits(config)
         assert second.returncode == 1
         assert f"another engine (pid {first.pid}) is running on the data folder" in second.stderr
         assert "Traceback" not in second.stderr
@@ -56,13 +62,7 @@ def test_a_data_folder_that_cannot_be_made_is_one_line_and_exit_1(tmp_path):
     """engine.data_dir naming a file: `run` says it cannot use the folder, in one line, exit 1."""
     config = write_config(tmp_path, free_port())
     (tmp_path / "data").write_text("a file where the data folder should be\n")
-    result = subprocess.run(
-        [*ENGINE, "run", "-c", str(config), "--workers", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    result = run_until_it_exits(config)
     assert result.returncode == 1
     assert result.stderr == f"hl7engine: cannot use the data folder {tmp_path / 'data'}: File exists\n"
 
@@ -75,13 +75,7 @@ def test_a_web_port_in_use_is_one_line_and_a_clean_stop(tmp_path):
         taken.listen()
         http = f'  http: {{endpoint: "tcp:{taken.getsockname()[1]}:interface=127.0.0.1"}}\n'
         config.write_text(config.read_text().replace("  data_dir: data\n", "  data_dir: data\n" + http))
-        result = subprocess.run(
-            [*ENGINE, "run", "-c", str(config), "--workers", "0"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
+        result = run_until_it_exits(config)
     assert result.returncode == 1
     assert "hl7engine: cannot start: Couldn't listen on 127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
