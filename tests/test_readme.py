@@ -98,3 +98,14 @@ def test_try_it_block_runs_as_written(tmp_path):
             process.communicate(timeout=60)
         emr.close()
         pms.close()
+
+
+def test_the_readme_names_only_channels_of_the_bundled_config():
+    """Each channel a README command names (`--channel C`, `channel pause C`, `try C`) is in channels.yaml."""
+    from engine.configstore import load_store_side
+
+    channels = set(load_store_side(REPO / "channels.yaml", environ={}).channels)
+    readme = (REPO / "README.md").read_text()
+    named = re.findall(r"(?:--channel|hl7engine channel (?:pause|resume)|hl7engine try) ([\w-]+)", readme)
+    assert named, "the pattern finds the README's channels"
+    assert [name for name in named if name not in channels] == []
