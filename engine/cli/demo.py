@@ -131,7 +131,7 @@ def demo(folder: str, rate: float, port_base: int, fail_after: float, fail_for: 
     )
 
     from engine.cli.app import load_config_or_exit
-    from engine.cli.running import hold_data_folder
+    from engine.cli.running import hold_data_folder, stop_on_signals
     from engine.cli.simulate import Receiver, Senders, Story
     from engine.listeners.mllp import MLLPListenerService, MLLPServerFactory
     from engine.service import Engine
@@ -176,12 +176,13 @@ def demo(folder: str, rate: float, port_base: int, fail_after: float, fail_for: 
     failed: list[Exception] = []
 
     def start() -> None:
+        stop = stop_on_signals(reactor)
         try:
             hub.startService()
         except Exception as exc:  # a port in use: say so and stop
             failed.append(exc)
             click.echo(f"hl7engine demo: cannot start: {exc}", err=True)
-            reactor.stop()
+            stop()
             return
         started.append(reactor.seconds())
         senders.start()
@@ -210,6 +211,6 @@ def demo(folder: str, rate: float, port_base: int, fail_after: float, fail_for: 
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
-    reactor.run()  # SIGINT and SIGTERM stop it (Twisted's own handlers)
+    reactor.run()  # until SIGINT or SIGTERM (stop_on_signals)
     if failed:
         sys.exit(1)

@@ -9,6 +9,7 @@ import fcntl
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -137,17 +138,8 @@ def run(
     )
     failed: list[BaseException] = []
 
-    stopping: list[bool] = []
-
-    def stop_once() -> None:
-        # A second SIGTERM (a supervisor and a shell both forwarding it) must not stop twice.
-        if not stopping:
-            stopping.append(True)
-            reactor.stop()
-
     def start() -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda signum, frame: reactor.callFromThread(stop_once))
+        stop_once = stop_on_signals(reactor)
         if role is not None:
             # A child stops when its supervisor says so (a Ctrl-C reaches the supervisor), or dies.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -185,6 +177,25 @@ def run(
             pid_file.unlink(missing_ok=True)
     if failed:
         sys.exit(1)
+
+
+def stop_on_signals(reactor) -> Callable[[], None]:
+    """SIGINT and SIGTERM stop the reactor, once; returns that stop, for the caller's own reasons.
+
+    Installed whatever the process inherited: a shell script's background job starts with SIGINT
+    ignored, and Twisted then leaves it so. A second signal (a supervisor and a shell both
+    forwarding one) does not stop twice.
+    """
+    stopping: list[bool] = []
+
+    def stop_once() -> None:
+        if not stopping:
+            stopping.append(True)
+            reactor.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: reactor.callFromThread(stop_once))
+    return stop_once
 
 
 LOCK_FILE = "hl7engine.lock"

@@ -58,12 +58,13 @@ def test_demo_feeds_the_record_from_three_systems_and_stops_cleanly_on_sigint(tm
 
 def test_the_demo_holds_its_data_folder_so_no_second_engine_runs_on_it(tmp_path):
     """While a demo runs, `run` of its config and a second demo in its folder exit 1 naming it; its
-    config is not written over."""
+    config is not written over. Started as a script's background job (SIGINT ignored), SIGINT stops it."""
     folder, base = tmp_path / "demo", 21380  # listeners 21380-21382, console 21383, receivers 21390-21392
     demo = subprocess.Popen(
         [*ENGINE, "demo", "--dir", str(folder), "--port-base", str(base), "--fail-after", "600"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         wait_for_port(base, demo)
@@ -77,7 +78,7 @@ def test_the_demo_holds_its_data_folder_so_no_second_engine_runs_on_it(tmp_path)
             assert f"another engine (pid {demo.pid}) is running on the data folder" in second.stderr
             assert "Traceback" not in second.stderr
         assert (folder / "channels.yaml").read_text() == config
-        demo.send_signal(signal.SIGTERM)
+        demo.send_signal(signal.SIGINT)
         _, stderr = demo.communicate(timeout=60)
     finally:
         if demo.poll() is None:
