@@ -293,3 +293,9 @@ def test_each_cookbook_recipe_turns_its_message_into_the_output_shown(title, sni
     result = _run(config, "recipe", _hl7(given))
     assert result.status == Status.QUEUED, result.reason
     assert list(_outputs(result).values()) == [message.strip() for message in expected]
+
+
+def test_the_readme_maps_every_page_of_docs():
+    """The README's documentation list names each top-level page of docs/ (reliability/ has its own map)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [page.name for page in sorted(DOCS.glob("*.md")) if f"`docs/{page.name}`" not in readme] == []
