@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 from engine.cli.app import progress
+from engine.record.ingest import RecordIngestor
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
 from tests.fakes.harness import free_port
 from tests.fakes.messages import lab_message
 from tests.fakes.process import write_config
+from tests.fakes.record import PID, Feeder, hl7
 
 _IMPORTED = """
 import sys
@@ -68,17 +70,28 @@ def test_help_and_store_commands_do_not_import_twisted(tmp_path):
 
 
 def test_read_only_commands_on_a_sqlite_store_read_it_without_sqlalchemy(tmp_path):
-    """`messages list`, `messages show`, `nodes` and `patient worklist` read SQLite with the stdlib."""
+    """`messages list`/`show`, `nodes`, `patient worklist`/`find`/`show` read SQLite with the stdlib."""
     config = _store_config(tmp_path)
-    MessageRepository(create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}")).insert(
-        [lab_message(1)]
-    )
-    for command in (["messages", "list"], ["messages", "show", "1"], ["nodes"], ["patient", "worklist"]):
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}")
+    MessageRepository(engine).insert([lab_message(1)])
+    Feeder(engine, RecordIngestor(engine))(hl7("ADT^A04^ADT_A01", "20240101080000", PID))
+    engine.dispose()
+    for command in (
+        ["messages", "list"],
+        ["messages", "show", "1"],
+        ["nodes"],
+        ["patient", "worklist"],
+        ["patient", "find", "--name", "doe"],
+        ["patient", "show", "1"],
+        ["patient", "show", "1", "--fhir"],
+    ):
         assert _imports(*command, "-c", str(config)) == ("imported:", "deferred:"), command
+    [found] = _run("patient", "find", "--identifier", "P-1", "-c", str(config)).stdout.splitlines()
+    assert json.loads(found)["names"][0]["family"] == "DOE"
 
 
 def test_a_postgresql_store_is_read_through_sqlalchemy(tmp_path, postgres_url):
-    """On PostgreSQL `messages list` and `show` use the repository (SQLAlchemy) and find what is stored."""
+    """On PostgreSQL `messages list`, `show` and `patient show` read through SQLAlchemy what is stored."""
     engine = create_engine_for(postgres_url)
     upgrade(engine)
     [stored] = MessageRepository(engine).insert([lab_message(1)])
@@ -88,6 +101,12 @@ def test_a_postgresql_store_is_read_through_sqlalchemy(tmp_path, postgres_url):
     assert listed.stderr.splitlines()[-2] == "imported:sqlalchemy"
     shown = _run("messages", "show", str(stored), "--db", postgres_url, "--json", "-c", str(tmp_path / "x"))
     assert json.loads(shown.stdout)["raw"].startswith("MSH|^~\\&|LAB|NORTH|")
+    engine = create_engine_for(postgres_url)
+    fed = Feeder(engine, RecordIngestor(engine))(hl7("ADT^A04^ADT_A01", "20240101080000", PID))
+    engine.dispose()
+    person = _run("patient", "show", str(fed[1].patient_id), "--db", postgres_url, "-c", str(tmp_path / "x"))
+    assert json.loads(person.stdout)["names"][0]["given"] == "JANE"
+    assert person.stderr.splitlines()[-2] == "imported:sqlalchemy"
 
 
 def test_progress_without_a_terminal_prints_a_line_per_interval(capsys):
