@@ -151,3 +151,20 @@ def test_channel_list_reads_only_what_it_shows(tmp_path):
     assert [(d["name"], d["type"], d["on_error"]) for d in channel["destinations"]] == [
         ("archive", "file", "skip")
     ]
+
+
+def test_backup_reads_only_the_engine_block(tmp_path):
+    """`backup` copies the store without building a channel (a missing `python:` module is no matter)."""
+    config = _store_config(tmp_path)
+    config.write_text(config.read_text() + "    transforms:\n      - python: not_a_module_anywhere:run\n")
+    copy = tmp_path / "copy.db"
+    result = subprocess.run(
+        [sys.executable, "-c", _CHANNEL_LIST, "backup", str(copy), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "integrity ok" in result.stdout and copy.is_file()
+    imported = result.stderr.splitlines()[-1].removeprefix("imported:").split(",")
+    assert "engine.config" not in imported and "twisted" not in imported
