@@ -12,6 +12,7 @@ from engine.cli.app import (
     DEFAULT_CONFIG,
     echo_json,
     load_config_or_exit,
+    load_store_side_or_exit,
     megabytes,
     message_repository,
     require_channel,
@@ -127,7 +128,7 @@ def backup(destination: Path, config_path: str, db: str | None) -> None:
     from engine.errors import StoreError
     from engine.store.backup import backup_source, backup_store
 
-    url = db or load_config_or_exit(config_path).store_url
+    url = db or load_store_side_or_exit(config_path).store_url  # the engine block only: no channel is built
     try:
         backup_source(url)
     except StoreError as error:

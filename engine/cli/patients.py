@@ -8,11 +8,7 @@ import sys
 
 import click
 
-from engine.cli.app import (
-    DEFAULT_CONFIG,
-    message_repository,
-    store_reads,
-)
+from engine.cli.app import DEFAULT_CONFIG, message_repository, store_reads
 
 
 @click.group()
@@ -34,14 +30,19 @@ def patient_find(config_path, db, identifier, authority, name, birthdate, limit,
 
     Exit status: 0 searched (even none found), 1 no store there, 2 no criterion.
     """
-    from engine.record.query import find_patients
+    from engine.record.view import find_patients
 
     if not (identifier or name or birthdate):
         raise click.UsageError("give --identifier, --name or --birthdate")
-    engine = message_repository(config_path, db).engine
-    for person in find_patients(
-        engine, identifier=identifier, authority=authority, name=name, birthdate=birthdate, limit=limit
+    # On a SQLite store the stdlib's sqlite3 reads the record (no SQLAlchemy to import).
+    with (
+        store_reads(config_path, db, _record_reads) as (_, reads),
+        reads.record("searching patients") as rows,
     ):
+        found = find_patients(
+            rows, identifier=identifier, authority=authority, name=name, birthdate=birthdate, limit=limit
+        )
+    for person in found:
         click.echo(json.dumps(person, sort_keys=True, default=str))
 
 
@@ -56,14 +57,20 @@ def patient_show(patient_id, config_path, db, as_fhir, as_json) -> None:
 
     Exit status: 0 shown, 1 no such person (or no store there).
     """
-    from engine.record.fhir import everything
-    from engine.record.query import get_patient
+    from engine.record.view import get_patient
 
-    engine = message_repository(config_path, db).engine
-    found = everything(engine, patient_id) if as_fhir else get_patient(engine, patient_id)
+    with (
+        store_reads(config_path, db, _record_reads) as (_, reads),
+        reads.record(f"reading patient {patient_id}") as rows,
+    ):
+        found = get_patient(rows, patient_id)
     if found is None:
         click.echo(f"no patient {patient_id}", err=True)
         sys.exit(1)
+    if as_fhir:
+        from engine.record.fhir import LOCAL_BASE, bundle
+
+        found = bundle(found, base_url=LOCAL_BASE)
     click.echo(json.dumps(found, indent=None if as_json else 2, sort_keys=True, default=str))
 
 
@@ -73,6 +80,13 @@ def _operator(config_path, db):
 
     engine = message_repository(config_path, db).engine
     return RecordOperator(engine), Operator(getpass.getuser(), "cli")
+
+
+def _record_reads(engine):
+    """The record's reads through SQLAlchemy, for a store other than a SQLite file."""
+    from engine.record.query import RecordReads
+
+    return RecordReads(engine)
 
 
 def _record_operator(engine):

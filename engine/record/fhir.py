@@ -8,7 +8,7 @@ the report's presentedForm, as R4 Observation has no attachment value); FT1 -> C
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from engine.fhirmap.common import (
     ADDRESS_USE,
@@ -29,13 +29,20 @@ from engine.fhirmap.common import (
     telecom,
 )
 from engine.record.fhir_results import order_resources
-from engine.record.query import get_patient
 
-__all__ = ["bundle", "everything", "patient_resource"]
+if TYPE_CHECKING:  # the Bundle of a record already read (``bundle``) is made without SQLAlchemy
+    import sqlalchemy as sa
+
+__all__ = ["LOCAL_BASE", "bundle", "everything", "patient_resource"]
+
+#: The base of the resources' full URLs when no server's is known (``hl7engine patient show --fhir``).
+LOCAL_BASE = "urn:hl7engine:fhir"
 
 
-def everything(engine: sa.Engine, patient_id: int, *, base_url: str = "urn:hl7engine:fhir") -> dict | None:
+def everything(engine: sa.Engine, patient_id: int, *, base_url: str = LOCAL_BASE) -> dict | None:
     """The Bundle (searchset) of the patient and all about them; None for an unknown patient. Blocks."""
+    from engine.record.query import get_patient  # SQLAlchemy: only when the record is read here
+
     record = get_patient(engine, patient_id)
     if record is None:
         return None

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.extract import MessageFacts, SegmentReader
+from engine.record.person import normalise
 from engine.record.writer import Writer
 from engine.store.cipher import cipher_of
 from engine.store.driver import Select, fit_text
@@ -45,14 +45,6 @@ __all__ = [
 ]
 
 RULE_FIELDS = ("family", "given", "birth_date", "sex")
-
-
-def normalise(text: str | None) -> str:
-    """Case, accents, spaces and punctuation dropped: ``"O'Brien-Smith "`` and ``"obriensmith"`` are equal."""
-    if not text:
-        return ""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(char for char in decomposed.casefold() if char.isalnum())
 
 
 @dataclass(frozen=True)

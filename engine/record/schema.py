@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from engine.record.person import DEMOGRAPHICS
 from engine.store.cipher import BLIND, FIT, SEALED
 from engine.store.schema import RowId, UTCDateTime, metadata
 
@@ -530,21 +531,6 @@ applied_messages = sa.Table(
     sa.Column("patient_id", RowId, sa.ForeignKey("record_patients.id"), nullable=True),
     sa.Column("applied", sa.Boolean(), nullable=False),
     sa.Column("detail", sa.Text(), nullable=False),
-)
-
-#: A patient's demographics: its columns and lists (tables) from PID and NK1, each timed in ``sent_at``.
-DEMOGRAPHICS = (
-    "birth_date",
-    "sex",
-    "language",
-    "marital_status",
-    "ssn",
-    "deceased_at",
-    "deceased",
-    names.name,
-    addresses.name,
-    telecoms.name,
-    contacts.name,
 )
 
 #: Tables whose rows belong to a patient through patient_id and move with a merge.

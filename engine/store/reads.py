@@ -27,6 +27,7 @@ __all__ = [
     "dashboard_counts",
     "DashboardCounts",
     "Pause",
+    "PatientSearch",
     "QueueState",
     "is_paused",
     "ClusterView",
@@ -294,6 +295,23 @@ NODES_SHOWN = timedelta(hours=24)
 
 #: The record's worklist shows at most this many open conflicts, the oldest.
 WORKLIST_SHOWN = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PatientSearch:
+    """Which of the record's patients (not merged away) to find, each criterion given matching; lowest ids.
+
+    ``engine.record.view.patient_search`` makes it; both readers of the record turn it into SQL.
+    ``name_pattern`` is a LIKE pattern (escaped with a backslash) on the names' family and given keys;
+    ``name_blind`` a key that must equal one of them whole (the keyed hash of the name with encryption).
+    """
+
+    identifier: str | None = None
+    authority: str | None = None
+    name_pattern: str | None = None
+    name_blind: str | None = None
+    birth_date: str | None = None
+    limit: int = 100
 
 
 class NodeState(enum.StrEnum):

@@ -18,8 +18,9 @@ from twisted.internet import defer
 from twisted.web import resource
 
 from engine.record.fhir import everything
-from engine.record.identity import normalise
-from engine.record.query import MAX_RESULTS, find_patients, get_patient
+from engine.record.person import normalise
+from engine.record.query import find_patients, get_patient
+from engine.record.view import MAX_RESULTS
 from engine.web.apidoc import ID, json_response, operation, query
 from engine.web.responses import JsonResource, Reply, error_reply, json_reply, parse_id, serve
 from engine.web.roles import OPERATOR

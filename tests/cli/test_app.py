@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 from engine.cli.app import progress
+from engine.record.ingest import RecordIngestor
 from engine.store.db import create_engine_for
 from engine.store.messages import MessageRepository
 from engine.store.migrations import upgrade
 from tests.fakes.harness import free_port
 from tests.fakes.messages import lab_message
 from tests.fakes.process import ENGINE, write_config
+from tests.fakes.record import PID, Feeder, hl7
 
 _IMPORTED = """
 import sys
@@ -70,17 +72,28 @@ def test_help_and_store_commands_do_not_import_twisted(tmp_path):
 
 
 def test_read_only_commands_on_a_sqlite_store_read_it_without_sqlalchemy(tmp_path):
-    """`messages list`, `messages show`, `nodes` and `patient worklist` read SQLite with the stdlib."""
+    """`messages list`/`show`, `nodes`, `patient worklist`/`find`/`show` read SQLite with the stdlib."""
     config = _store_config(tmp_path)
-    MessageRepository(create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}")).insert(
-        [lab_message(1)]
-    )
-    for command in (["messages", "list"], ["messages", "show", "1"], ["nodes"], ["patient", "worklist"]):
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'data' / 'hl7engine.db'}")
+    MessageRepository(engine).insert([lab_message(1)])
+    Feeder(engine, RecordIngestor(engine))(hl7("ADT^A04^ADT_A01", "20240101080000", PID))
+    engine.dispose()
+    for command in (
+        ["messages", "list"],
+        ["messages", "show", "1"],
+        ["nodes"],
+        ["patient", "worklist"],
+        ["patient", "find", "--name", "doe"],
+        ["patient", "show", "1"],
+        ["patient", "show", "1", "--fhir"],
+    ):
         assert _imports(*command, "-c", str(config)) == ("imported:", "deferred:"), command
+    [found] = _run("patient", "find", "--identifier", "P-1", "-c", str(config)).stdout.splitlines()
+    assert json.loads(found)["names"][0]["family"] == "DOE"
 
 
 def test_a_postgresql_store_is_read_through_sqlalchemy(tmp_path, postgres_url):
-    """On PostgreSQL `messages list` and `show` use the repository (SQLAlchemy) and find what is stored."""
+    """On PostgreSQL `messages list`, `show` and `patient show` read through SQLAlchemy what is stored."""
     engine = create_engine_for(postgres_url)
     upgrade(engine)
     [stored] = MessageRepository(engine).insert([lab_message(1)])
@@ -90,6 +103,12 @@ def test_a_postgresql_store_is_read_through_sqlalchemy(tmp_path, postgres_url):
     assert listed.stderr.splitlines()[-2] == "imported:sqlalchemy"
     shown = _run("messages", "show", str(stored), "--db", postgres_url, "--json", "-c", str(tmp_path / "x"))
     assert json.loads(shown.stdout)["raw"].startswith("MSH|^~\\&|LAB|NORTH|")
+    engine = create_engine_for(postgres_url)
+    fed = Feeder(engine, RecordIngestor(engine))(hl7("ADT^A04^ADT_A01", "20240101080000", PID))
+    engine.dispose()
+    person = _run("patient", "show", str(fed[1].patient_id), "--db", postgres_url, "-c", str(tmp_path / "x"))
+    assert json.loads(person.stdout)["names"][0]["given"] == "JANE"
+    assert person.stderr.splitlines()[-2] == "imported:sqlalchemy"
 
 
 def test_progress_without_a_terminal_prints_a_line_per_interval(capsys):
@@ -207,3 +226,20 @@ def test_json_output_has_its_keys_sorted_as_cli_md_says():
         for document in documents:
             json.loads(document, object_pairs_hook=keep)
     assert unsorted == []
+
+
+def test_backup_reads_only_the_engine_block(tmp_path):
+    """`backup` copies the store without building a channel (a missing `python:` module is no matter)."""
+    config = _store_config(tmp_path)
+    config.write_text(config.read_text() + "    transforms:\n      - python: not_a_module_anywhere:run\n")
+    copy = tmp_path / "copy.db"
+    result = subprocess.run(
+        [sys.executable, "-c", _CHANNEL_LIST, "backup", str(copy), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "integrity ok" in result.stdout and copy.is_file()
+    imported = result.stderr.splitlines()[-1].removeprefix("imported:").split(",")
+    assert "engine.config" not in imported and "twisted" not in imported

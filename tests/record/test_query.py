@@ -8,8 +8,9 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from engine.record import query, schema
-from engine.record.query import find_patients, get_patient, plain
+from engine.record import schema, view
+from engine.record.query import find_patients, get_patient
+from engine.record.view import plain
 from tests.fakes.record import feed_journey, hl7, register
 
 
@@ -118,7 +119,7 @@ def test_results_are_the_lowest_ids_up_to_the_limit(feed, monkeypatch):
     ]
     assert ids(find_patients(feed.engine, name="doe", limit=2)) == registered[:2]
     assert ids(find_patients(feed.engine, name="doe", limit=0)) == registered[:1]
-    monkeypatch.setattr(query, "MAX_RESULTS", 3)
+    monkeypatch.setattr(view, "MAX_RESULTS", 3)
     assert ids(find_patients(feed.engine, name="doe", limit=1000)) == registered[:3]
 
 

@@ -22,7 +22,9 @@ SQLAlchemy. Its modules are:
   without the values they carry.
 - ``connection``: ``set_pragmas`` and ``checkpoint_wal`` (SQLite, outside any transaction).
 - ``sqlite_reads``: ``SQLiteReads``, the reads of read-only commands on a SQLite store with the
-  stdlib's sqlite3 (no SQLAlchemy: ``sqlite_path`` says which URLs it opens), and ``fts5_match``.
+  stdlib's sqlite3 (no SQLAlchemy: ``sqlite_path`` says which URLs it opens), and ``fts5_match``;
+  ``record_reads``: ``RecordRows``, the patient record's rows it reads for ``patient find`` and
+  ``show``; ``sqlite_values``: the stored timestamps both read and write.
 - ``space``: SQLite's file space (``file_space``, ``incremental_vacuum``, ``vacuum_to_incremental``,
   PostgreSQL's ``vacuum_postgresql``), ``repack_rows`` (rows that shrank, into fewer pages)
   and its online copy (``backup_sqlite``, ``integrity_problems``).
@@ -36,6 +38,7 @@ import importlib
 _HOMES = {
     "AUTO_VACUUM_INCREMENTAL": "space",
     "Children": "insert",
+    "RecordRows": "record_reads",
     "ContentIndex": "search",
     "FileSpace": "space",
     "INDEX_TABLES": "search",

@@ -5,6 +5,7 @@ list`` together (docs/performance.md, "Command start-up"). ``SQLiteReads`` answe
 ``MessageRepository.search``, ``get`` and ``channel_names``, ``ClusterRepository.view`` and
 ``RecordOperator.worklist`` (the record's open conflicts: ids and identifiers, no sealed data),
 ``DashboardRepository.counts`` and ``ControlRepository.pauses`` answer,
+and the record's rows for ``patient find`` and ``show`` (``record``, ``engine.store.driver.record_reads``),
 with the same plain data (``engine.store.reads``); tests/store/driver/test_sqlite_reads.py
 compares both on a store filled with the corpus. Values are read as SQLAlchemy's SQLite dialect
 wrote them: a timestamp is UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (a ``datetime`` field here), and
@@ -18,7 +19,7 @@ import dataclasses
 import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,6 +28,8 @@ from engine.hl7.terms import query_terms
 from engine.model import Status, require_aware, utc_now
 from engine.store.cipher import Cipher
 from engine.store.defaults import DEFAULT_LEASE_SECONDS
+from engine.store.driver.record_reads import RecordRows
+from engine.store.driver.sqlite_values import read_time, stored_time
 from engine.store.reads import (
     NODES_SHOWN,
     SETTLED,
@@ -87,24 +90,6 @@ def _kinds(cls) -> tuple[frozenset[str], frozenset[str]]:
     return (
         frozenset(f.name for f in named if f.type.startswith("datetime")),
         frozenset(f.name for f in named if f.type.startswith("bytes")),
-    )
-
-
-def _utc(text: str | None) -> datetime | None:
-    """A stored timestamp as an aware UTC datetime (as engine.store.schema.UTCDateTime reads it)."""
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _stored(moment: datetime) -> str:
-    """An aware datetime as a stored timestamp is written (UTC, SQLAlchemy's SQLite format), to compare."""
-    require_aware(moment, "a stored timestamp")
-    t = moment.astimezone(UTC)
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
-        f" {t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}"
     )
 
 
@@ -176,7 +161,7 @@ class SQLiteReads:
         times, content = kinds
         values = dict(zip(row.keys(), row, strict=True))
         for name in times:
-            values[name] = _utc(values[name])
+            values[name] = read_time(values[name])
         for name in content:
             values[name] = self._cipher.open(values[name])
         return values
@@ -234,7 +219,7 @@ class SQLiteReads:
         """The nodes shown at ``now`` (alive, or stopped or dead within NODES_SHOWN) and every lease row."""
         now = self._clock() if now is None else now
         require_aware(now, "now")
-        since = _stored(now - NODES_SHOWN)
+        since = stored_time(now - NODES_SHOWN)
         with self._snapshot("reading the nodes") as connection:
             rows = connection.execute(
                 "SELECT * FROM nodes WHERE heartbeat_at >= ? OR stopped_at >= ?"
@@ -274,13 +259,22 @@ class SQLiteReads:
                 (limit,),
             ).fetchall()
         return [
-            {**dict(zip(row.keys(), row, strict=True)), "created_at": _utc(row["created_at"]).isoformat()}
+            {
+                **dict(zip(row.keys(), row, strict=True)),
+                "created_at": read_time(row["created_at"]).isoformat(),
+            }
             for row in rows
         ]
 
+    @contextlib.contextmanager
+    def record(self, action: str) -> Iterator[RecordRows]:
+        """The record's reads (``patient find`` and ``show``) in one snapshot; errors told as ``action``."""
+        with self._snapshot(action) as connection:
+            yield RecordRows(connection, self._cipher)
+
     def counts(self, since: datetime, queues: Iterable[tuple[str, str]]) -> DashboardCounts:
         """What ``DashboardRepository.counts`` answers: the window's counts and the queues' state now."""
-        bound = _stored(since)
+        bound = stored_time(since)
         with self._snapshot("reading the dashboard's counts") as connection:
             received = connection.execute(
                 "SELECT listener, channel, status, count(*), max(received_at) FROM messages"
@@ -303,7 +297,7 @@ class SQLiteReads:
             return dashboard_counts(
                 since,
                 self._clock,
-                [(*row[:4], _utc(row[4])) for row in received],
+                [(*row[:4], read_time(row[4])) for row in received],
                 settled,
                 channels_queued,
                 queues,
@@ -317,7 +311,7 @@ class SQLiteReads:
                 "SELECT channel, destination, paused_at, paused_by, reason, halted_delivery FROM pauses"
                 " ORDER BY channel, destination"
             ).fetchall()
-        return [Pause(row[0], row[1], _utc(row[2]), *row[3:]) for row in rows]
+        return [Pause(row[0], row[1], read_time(row[2]), *row[3:]) for row in rows]
 
 
 def _queue_state(connection: sqlite3.Connection, channel: str, destination: str, settled: dict) -> QueueState:
@@ -336,11 +330,11 @@ def _queue_state(connection: sqlite3.Connection, channel: str, destination: str,
     ).fetchone()
     return QueueState(
         depth=depth,
-        oldest_queued_at=_utc(head[0]) if head else None,
+        oldest_queued_at=read_time(head[0]) if head else None,
         head_attempts=head[1] if head else 0,
         head_reason=head[2] if head else "",
         last_error=error[0] if error else "",
-        last_error_at=_utc(error[1]) if error else None,
+        last_error_at=read_time(error[1]) if error else None,
         settled=dict(settled),
     )
 
@@ -367,7 +361,7 @@ def _criteria(query: MessageQuery) -> tuple[list[str], list]:
     ):
         if moment is not None:
             where.append(clause)
-            parameters.append(_stored(moment))
+            parameters.append(stored_time(moment))
     if query.before_id is not None:
         where.append("messages.id < ?")
         parameters.append(query.before_id)
