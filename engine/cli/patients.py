@@ -8,7 +8,19 @@ import sys
 
 import click
 
-from engine.cli.app import DEFAULT_CONFIG, message_repository, store_reads
+from engine.cli.app import DEFAULT_CONFIG, ROW_ID, message_repository, store_reads
+
+
+def _birthdate(ctx, param, value: str | None) -> str | None:
+    """``--birthdate``: a real calendar date written YYYY-MM-DD (2020-13-01 is refused, not searched)."""
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date().isoformat()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date written YYYY-MM-DD") from None
 
 
 @click.group()
@@ -22,8 +34,8 @@ def patient() -> None:
 @click.option("--identifier", help="An identifier value (any assigning authority unless --authority).")
 @click.option("--authority", help="The identifier's assigning authority (PID-3.4).")
 @click.option("--name", help="Family or given name prefix, any case.")
-@click.option("--birthdate", help="YYYY-MM-DD")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--birthdate", callback=_birthdate, help="YYYY-MM-DD")
+@click.option("--limit", type=ROW_ID, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="(the default) One JSON object per person.")
 def patient_find(config_path, db, identifier, authority, name, birthdate, limit, as_json) -> None:
     """Search people by identifier, name or birth date; one JSON object per person (a line each).
@@ -47,7 +59,7 @@ def patient_find(config_path, db, identifier, authority, name, birthdate, limit,
 
 
 @patient.command("show")
-@click.argument("patient_id", type=click.IntRange(min=1))
+@click.argument("patient_id", type=ROW_ID)
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db")
 @click.option("--fhir", "as_fhir", is_flag=True, help="Print the FHIR R4 $everything Bundle instead.")
@@ -131,8 +143,8 @@ def patient_worklist(config_path, db, as_json) -> None:
 
 
 @patient.command("merge")
-@click.argument("survivor", type=int)
-@click.argument("prior", type=int)
+@click.argument("survivor", type=ROW_ID)
+@click.argument("prior", type=ROW_ID)
 @_store_options
 @_REASON
 def patient_merge(survivor, prior, config_path, db, reason) -> None:
@@ -147,8 +159,8 @@ def patient_merge(survivor, prior, config_path, db, reason) -> None:
 
 
 @patient.command("link")
-@click.argument("survivor", type=int)
-@click.argument("prior", type=int)
+@click.argument("survivor", type=ROW_ID)
+@click.argument("prior", type=ROW_ID)
 @_store_options
 @_REASON
 def patient_link(survivor, prior, config_path, db, reason) -> None:
@@ -161,7 +173,7 @@ def patient_link(survivor, prior, config_path, db, reason) -> None:
 
 
 @patient.command("unlink")
-@click.argument("merge_id", type=int)
+@click.argument("merge_id", type=ROW_ID)
 @_store_options
 @_REASON
 def patient_unlink(merge_id, config_path, db, reason) -> None:
@@ -176,7 +188,7 @@ def patient_unlink(merge_id, config_path, db, reason) -> None:
 
 
 @patient.command("unmerge")
-@click.argument("merge_id", type=int)
+@click.argument("merge_id", type=ROW_ID)
 @_store_options
 @_REASON
 def patient_unmerge(merge_id, config_path, db, reason) -> None:
@@ -191,7 +203,7 @@ def patient_unmerge(merge_id, config_path, db, reason) -> None:
 
 
 @patient.command("resolve")
-@click.argument("conflict_id", type=int)
+@click.argument("conflict_id", type=ROW_ID)
 @_store_options
 @_REASON
 def patient_resolve(conflict_id, config_path, db, reason) -> None:

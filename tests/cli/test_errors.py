@@ -105,8 +105,19 @@ def test_ids_and_limits_past_the_stores_integers_are_usage_errors(stored):
         ["messages", "list", "--limit", huge],
         ["resend", huge],
         ["reprocess", huge],
+        ["patient", "show", huge],
+        ["patient", "find", "--name", "x", "--limit", huge],
+        ["patient", "unmerge", huge],
+        ["patient", "link", "1", huge, "--reason", "r"],
     ):
         refused(hl7engine(*command, "-c", str(stored)), 2, "9223372036854775807")
+
+
+def test_patient_find_refuses_a_birthdate_that_is_no_date(stored):
+    """--birthdate 2020-13-01 (no 13th month) is a usage error, not an empty search that exits 0."""
+    for value in ("2020-13-01", "2020-02-30", "yesterday", "19800101"):
+        refused(hl7engine("patient", "find", "--birthdate", value, "-c", str(stored)), 2, value)
+    assert hl7engine("patient", "find", "--birthdate", "1980-01-01", "-c", str(stored)).returncode == 0
 
 
 def test_prune_of_an_unknown_channel_is_a_usage_error_naming_the_channels(stored):
