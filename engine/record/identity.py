@@ -241,7 +241,7 @@ def possible_duplicate(candidate: int, why: str, rule: IdentityRule) -> Match:
 
 
 def find_by_rule(
-    connection: sa.Connection,
+    writer: Writer,
     identifiers: list[Identifier],
     demographics: dict[str, str],
     rule: IdentityRule | None,
@@ -252,9 +252,12 @@ def find_by_rule(
     """
     if rule is None or not all(demographics.get(name) for name in rule.fields):
         return Match(None, "new patient")
+    values = {name: demographics[name] for name in rule.fields}
+    names = {f"{name}_key": values[name] for name in ("family", "given") if name in values}
+    # The rule reads patients (never pending) and, to compare names, the names that could match.
+    connection = writer.reading(schema.names, names) if names else writer.reading(schema.patients, {})
     # The name keys as stored: hashed with encryption, or still clear where rekey has not been yet.
     blind = cipher_of(connection).blind
-    values = {name: demographics[name] for name in rule.fields}
     for name in ("family", "given"):
         if name in values:
             values[f"{name}_blind"] = blind(values[name])
@@ -278,11 +281,15 @@ def find_by_rule(
     i = schema.identifiers
     authorities = {identifier.authority for identifier in identifiers}
     if authorities:
-        taken = connection.execute(
-            sa.select(i.c.authority)
-            .where(i.c.patient_id == candidate, i.c.alias.is_(False), i.c.authority.in_(authorities))
-            .limit(1)
-        ).scalar()
+        taken = (
+            writer.reading(i, {"patient_id": candidate})
+            .execute(
+                sa.select(i.c.authority)
+                .where(i.c.patient_id == candidate, i.c.alias.is_(False), i.c.authority.in_(authorities))
+                .limit(1)
+            )
+            .scalar()
+        )
         if taken is not None:
             return possible_duplicate(candidate, f"who already has another {taken} identifier", rule)
     return Match(candidate, f"identity rule {rule.name} matched patient {candidate}")

@@ -27,9 +27,10 @@ from engine.record.apply.oru import OruApplication
 from engine.record.apply.siu import SiuApplication
 from engine.record.extract import read_message
 from engine.record.identity import DEFAULT_RULE, IdentityRule
+from engine.record.pending import Pending, RowsRefused
 from engine.record.writer import Statements, Writer
 from engine.store.cipher import cipher_of
-from engine.store.driver import store_errors
+from engine.store.driver import TableCursor, store_errors
 
 __all__ = ["IngestResult", "RecordIngestor"]
 
@@ -111,33 +112,37 @@ class RecordIngestor:
         for _, _, received_at in messages:
             require_aware(received_at, "received_at")
         results: list[IngestResult | EngineError] = []
-        pending = list(messages)
-        marked_each = False
-        while pending:
+        left = list(messages)
+        each = False
+        while left:
             try:
-                results.extend(self._apply_together(pending, marked_each=marked_each))
+                results.extend(self._apply_together(left, each=each))
                 break
             except _Refused as refused:
-                results.extend(self.apply_many(pending[: refused.index]))
+                results.extend(self.apply_many(left[: refused.index]))
                 results.append(refused.error)
-                pending = pending[refused.index + 1 :]
-            except _MarksRefused:
-                # Again, each message marked as it is applied: the one whose mark is refused is found.
-                marked_each = True
+                left = left[refused.index + 1 :]
+            except RowsRefused:
+                # Again, each message's rows written and marked as it is applied: the one whose rows
+                # are refused is found.
+                each = True
         return results
 
     def _apply_together(
-        self, messages: list[tuple[int, Message, datetime]], *, marked_each: bool
+        self, messages: list[tuple[int, Message, datetime]], *, each: bool
     ) -> list[IngestResult]:
         """Apply every message in one transaction, or raise _Refused for the first that fails (rolling back).
 
-        The record_applied_messages rows go in together at the end, or each after its message
-        (``marked_each``); _MarksRefused when the database refuses rows that went in together.
+        The rows whose ids are not asked for (record_applied_messages' among them) go in together
+        (engine/record/pending.py), or each message's after it (``each``); RowsRefused when the
+        database refuses rows that went in together.
         """
         with store_errors(f"applying {len(messages)} message(s) to the record"):
             # TRANSACTION: for each message, every fact, history row, link, merge and conflict it makes
             # and the record_applied_messages row that makes a second apply a no-op.
             with self._engine.begin() as connection:
+                tables = self._statements.tables
+                pending = Pending(tables, TableCursor(connection, tables), together=not each)
                 lookup = Writer(
                     connection,
                     self._statements,
@@ -145,6 +150,7 @@ class RecordIngestor:
                     cause="",
                     now=self._clock(),
                     message_time=_EPOCH,
+                    pending=pending,
                 )
                 keys = (
                     {"message_id": message_id}
@@ -162,19 +168,19 @@ class RecordIngestor:
                     for row in lookup.rows(schema.applied_messages, *keys, order=())
                 }
                 results = []
-                marks = []  # record_applied_messages rows, one statement for the batch
                 for index, (message_id, message, received_at) in enumerate(messages):
                     result = done.get(message_id)
                     if result is None:
                         try:
                             with store_errors(f"applying message {message_id} to the record"):
                                 result, done[message_id], mark = self._apply_one(
-                                    connection, message_id, message, received_at
+                                    connection, pending, message_id, message, received_at
                                 )
-                                if marked_each:
-                                    lookup.insert(schema.applied_messages, mark)
-                                else:
-                                    marks.append(mark)
+                                lookup.add(schema.applied_messages, mark)
+                                if each:
+                                    pending.write()
+                        except RowsRefused:
+                            raise
                         except StoreError as error:
                             if error.transient:
                                 # The database, not this message: nothing of the batch can be applied now.
@@ -184,17 +190,16 @@ class RecordIngestor:
                             # RecordError, or a bug that this message's content triggers.
                             raise _Refused(index, error) from error
                     results.append(result)
-                try:
-                    with store_errors(f"marking {len(marks)} message(s) applied to the record"):
-                        lookup.insert_many(schema.applied_messages, marks)
-                except StoreError as error:
-                    if error.transient:
-                        raise
-                    raise _MarksRefused() from error
+                pending.write()
         return results
 
     def _apply_one(
-        self, connection: sa.Connection, message_id: int, message: Message, received_at: datetime
+        self,
+        connection: sa.Connection,
+        pending: Pending,
+        message_id: int,
+        message: Message,
+        received_at: datetime,
     ) -> tuple[IngestResult, IngestResult, dict[str, Any]]:
         """Apply one message inside the caller's transaction.
 
@@ -208,6 +213,7 @@ class RecordIngestor:
             cause=facts.event,
             now=self._clock(),
             message_time=facts.message_time,
+            pending=pending,
         )
         family = _FAMILIES.get((facts.code, facts.trigger))
         if family is None:
@@ -229,10 +235,6 @@ class RecordIngestor:
             IngestResult(message_id, event, patient_id, applied, detail, already_applied=True),
             mark,
         )
-
-
-class _MarksRefused(Exception):
-    """Raised out of a transaction (rolling it back): the database refused the applied-message rows."""
 
 
 class _Refused(Exception):

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from engine.record import schema
 from engine.record.extract import KEEP
+from engine.record.pending import Pending
 from engine.store.cipher import CLEAR, Cipher
 from engine.store.driver import TableCursor, Tables, fit_text
 
@@ -82,6 +83,7 @@ class Statements:
         """``cipher`` seals the record's person data written and opens it read (engine.store.cipher)."""
         self.tables = Tables(dialect, null=KEEP, cipher=cipher)
         self._stamps: dict[str, tuple[str, ...]] = {}
+        self._parents: dict[str, tuple[str, ...]] = {}
         self._contents: dict[str, tuple[str, ...]] = {}
 
     def list_content(self, table: sa.Table) -> tuple[str, ...]:
@@ -101,6 +103,15 @@ class Statements:
         if found is None:
             found = self._stamps[table.name] = tuple(
                 name for name in ("message_id", "as_of") if name in table.c
+            )
+        return found
+
+    def parents(self, table: sa.Table) -> tuple[str, ...]:
+        """The columns of ``table`` that may name a row a Writer created (``_PARENT_COLUMNS``)."""
+        found = self._parents.get(table.name)
+        if found is None:
+            found = self._parents[table.name] = tuple(
+                name for name in _PARENT_COLUMNS.values() if name in table.c
             )
         return found
 
@@ -124,6 +135,8 @@ class Writer:
     """One unit of work for one message (or operator action): selects, inserts, updates with history, lists.
 
     ``connection`` is in a transaction; every statement runs on its driver connection, inside it.
+    With ``pending`` (shared by the Writers of one transaction), the rows whose ids are not asked
+    for (``insert_many``, ``add``) wait there and go in together (engine/record/pending.py).
     """
 
     def __init__(
@@ -135,6 +148,7 @@ class Writer:
         cause: str,
         now: datetime,
         message_time: datetime,
+        pending: Pending | None = None,
     ):
         self._connection = connection
         self.message_id = message_id
@@ -143,7 +157,8 @@ class Writer:
         self.message_time = message_time
         self._statements = statements
         self._tables = statements.tables
-        self._cursor = TableCursor(connection, statements.tables)
+        self._pending = pending
+        self._cursor = pending.cursor if pending is not None else TableCursor(connection, statements.tables)
         # Rows this writer created (patients, visits, appointments, orders), by (the column that
         # names them, their id), each with the tables it inserted rows under them into, or updated
         # rows of: only those can hold a row of theirs (an update may have moved one to them). A
@@ -152,9 +167,27 @@ class Writer:
 
     @property
     def connection(self) -> sa.Connection:
-        """The connection, for statements of its own: from then on, no table is known to hold no row."""
+        """The connection, for statements of its own: from then on, no table is known to hold no row.
+
+        Every pending row is written first.
+        """
+        if self._pending is not None:
+            self._pending.write()
         self._created.clear()
         return self._connection
+
+    def reading(self, table: sa.Table, key: Mapping[str, Any]) -> sa.Connection:
+        """The connection, for a select of one's own of the rows of ``table`` matching ``key`` (as ``rows``).
+
+        The pending rows it could find are written first; a read changes nothing the writer knows.
+        """
+        self._settle(table, (key,))
+        return self._connection
+
+    def _settle(self, table: sa.Table, keys: Sequence[Mapping[str, Any]]) -> None:
+        """Write the pending rows of ``table`` if a statement on rows matching ``keys`` could touch one."""
+        if self._pending is not None and self._pending.could_see(table, keys):
+            self._pending.write(table)
 
     def rows(
         self,
@@ -172,6 +205,7 @@ class Writer:
         """
         if self._created and all(self._holds_none(table, key) for key in keys):
             return []
+        self._settle(table, keys)
         return self._cursor.select(
             table, [_key(key) for key in keys], order=order, descending=descending, limit=limit
         )
@@ -195,6 +229,7 @@ class Writer:
 
         In identifier id order (as ``rows``: within each select).
         """
+        self._settle(schema.identifiers, [{"value": value} for _, value in keys])
         return self._cursor.parents(
             schema.identifiers, schema.patients, "patient_id", ("authority", "value"), keys
         )
@@ -222,7 +257,12 @@ class Writer:
         return None
 
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
-        """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id."""
+        """Insert a row (KEEP counts as None) stamped with this message and its time; returns its id.
+
+        The table's pending rows go first: ids follow the order rows are given in.
+        """
+        if self._pending is not None and self._pending.holds(table):
+            self._pending.write(table)
         row_id = self._cursor.insert(table, self._stamped(table, values))
         parent = _PARENT_COLUMNS.get(table.name)
         if parent is not None:
@@ -230,20 +270,27 @@ class Writer:
         return row_id
 
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Insert rows as ``insert`` does, in order, a statement per run with the same columns; no ids."""
-        self._cursor.insert_many(table, (self._stamped(table, values) for values in rows))
+        """Insert rows as ``insert`` does, in order (pending, with ``pending``); no ids."""
+        if self._pending is not None:
+            self._pending.add(table, [self._stamped(table, values) for values in rows])
+        else:
+            self._cursor.insert_many(table, (self._stamped(table, values) for values in rows))
+
+    def add(self, table: sa.Table, values: Mapping[str, Any]) -> None:
+        """Insert one row as ``insert_many`` does: its id is not asked for."""
+        self.insert_many(table, (values,))
 
     def _stamped(self, table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
         """The row with this message and its time where it names none."""
         created = self._created
         if created:
-            for column in _PARENT_COLUMNS.values():
+            for column in self._statements.parents(table):
                 tables = created.get((column, values.get(column)))  # type: ignore[arg-type]
                 if tables is not None:
                     tables.add(table.name)
         row = dict(values)
         for name in self._statements.stamps(table):
-            if name not in values:
+            if name not in row:
                 row[name] = self.message_id if name == "message_id" else self.message_time
         return row
 
@@ -254,6 +301,7 @@ class Writer:
         """
         if self._created and self._holds_none(table, key):
             return
+        self._settle(table, (key,))
         self._cursor.delete(table, *_key(key))
 
     def is_stale(self, row: Mapping[str, Any]) -> bool:
@@ -317,7 +365,7 @@ class Writer:
         self, entity: str, entity_id: int, field: str, old: Any, new: Any, *, cause: str | None = None
     ) -> None:
         """Record one change of one value."""
-        self.insert(
+        self.add(
             schema.history,
             {
                 "entity": entity,

@@ -188,19 +188,19 @@ def test_the_identifier_of_a_merged_patient_finds_the_survivor(feed):
 def test_without_a_rule_or_its_demographics_a_patient_is_new(feed):
     """No rule, or a demographic the rule compares missing, makes a new patient without looking."""
     register(feed, "PID|1||P-1^^^PMS^PI||DOE^JANE||19700101|F")
-    with feed.engine.connect() as connection:
-        assert find_by_rule(connection, [], JANE, None).patient_id is None
-        assert find_by_rule(connection, [], {**JANE, "sex": ""}, DEFAULT_RULE).patient_id is None
+    with lookup(feed.engine) as writer:
+        assert find_by_rule(writer, [], JANE, None).patient_id is None
+        assert find_by_rule(writer, [], {**JANE, "sex": ""}, DEFAULT_RULE).patient_id is None
         narrow = IdentityRule(("family", "birth_date"))
-        assert find_by_rule(connection, [], {**JANE, "sex": ""}, narrow).patient_id == 1
+        assert find_by_rule(writer, [], {**JANE, "sex": ""}, narrow).patient_id == 1
 
 
 def test_the_one_patient_whose_demographics_match_is_found(feed):
     """Exactly one patient with the rule's fields equal (normalised) is the match, with the rule's reason."""
     patient_id = register(feed, "PID|1||P-1^^^PMS^PI||Doe^Jane||19700101|f")
     register(feed, "PID|1||P-2^^^PMS^PI||DOE^JOHN||19700101|M")
-    with feed.engine.connect() as connection:
-        match = find_by_rule(connection, [Identifier("LAB", "L-1")], JANE, DEFAULT_RULE)
+    with lookup(feed.engine) as writer:
+        match = find_by_rule(writer, [Identifier("LAB", "L-1")], JANE, DEFAULT_RULE)
     assert (match.patient_id, match.reason, match.conflicts) == (
         patient_id,
         f"identity rule family+given+birth_date+sex matched patient {patient_id}",
@@ -214,8 +214,8 @@ def test_several_matching_patients_make_a_new_one_flagged_against_each(feed):
     # Registered with another birth date (so the rule does not link it), then corrected to the same one.
     second = register(feed, "PID|1||E-1^^^EMR^MR||DOE^JANE||19700102|F", sender="EMR")
     feed(hl7("ADT^A08^ADT_A01", "20240101090000", "PID|1||E-1^^^EMR^MR||DOE^JANE||19700101|F", sender="EMR"))
-    with feed.engine.connect() as connection:
-        match = find_by_rule(connection, [Identifier("LAB", "L-1")], JANE, DEFAULT_RULE)
+    with lookup(feed.engine) as writer:
+        match = find_by_rule(writer, [Identifier("LAB", "L-1")], JANE, DEFAULT_RULE)
     assert (first, second) == (1, 2)
     assert match.patient_id is None
     assert [(c.kind, c.other_patient_id) for c in match.conflicts] == [
@@ -227,8 +227,8 @@ def test_several_matching_patients_make_a_new_one_flagged_against_each(feed):
 def test_a_match_with_an_identifier_of_the_same_authority_is_a_possible_duplicate(feed):
     """A patient who already has another identifier of the message's authority is not linked: new, flagged."""
     patient_id = register(feed, "PID|1||P-1^^^PMS^PI||DOE^JANE||19700101|F")
-    with feed.engine.connect() as connection:
-        match = find_by_rule(connection, [Identifier("PMS", "P-9")], JANE, DEFAULT_RULE)
+    with lookup(feed.engine) as writer:
+        match = find_by_rule(writer, [Identifier("PMS", "P-9")], JANE, DEFAULT_RULE)
     assert match.patient_id is None
     ((kind, other),) = [(c.kind, c.other_patient_id) for c in match.conflicts]
     assert (kind, other) == ("possible_duplicate", patient_id)
@@ -240,6 +240,6 @@ def test_patients_merged_away_are_never_matched_by_the_rule(feed):
     register(feed, "PID|1||P-2^^^PMS^PI||ROE^JANE||19700101|F", time="20240101090000")
     merge = hl7("ADT^A40^ADT_A39", "20240102080000", "PID|1||P-1^^^PMS^PI||DOE^JANE||19700101|F", "MRG|X")
     feed(merge.replace("MRG|X", "MRG|P-2^^^PMS^PI"))
-    with feed.engine.connect() as connection:
-        match = find_by_rule(connection, [], {**JANE, "family": "roe"}, DEFAULT_RULE)
+    with lookup(feed.engine) as writer:
+        match = find_by_rule(writer, [], {**JANE, "family": "roe"}, DEFAULT_RULE)
     assert (match.patient_id, match.conflicts) == (None, [])

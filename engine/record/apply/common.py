@@ -141,7 +141,7 @@ class Application:
             demographics = rule_demographics(values, lists)
             if not identifiers and not any(demographics.values()):
                 raise RecordError("the PID names no identifier (PID-2/3/4) and no demographics")
-            match = find_by_rule(self.writer.connection, identifiers, demographics, self.rule)
+            match = find_by_rule(self.writer, identifiers, demographics, self.rule)
             if match.patient_id is not None:
                 match = self._ruled(match, national_ids(values["ssn"], identifiers), lists)
         if match.patient_id is None:
@@ -355,7 +355,7 @@ class Application:
         identifier: Identifier | None = None,
     ) -> None:
         """Record an identity conflict and say so in the detail."""
-        self.writer.insert(
+        self.writer.add(
             schema.conflicts,
             {
                 "kind": kind,
@@ -506,21 +506,20 @@ class Application:
                 key["company_name"] = values["company_name"] or None
             self.upsert(schema.coverages, key, lambda values=values: values)
 
-    def upsert(self, table: sa.Table, key: dict[str, Any], read: Callable[[], dict[str, Any]]) -> int:
-        """Insert the row with this key, or update it unless the message is older than it; returns its id.
+    def upsert(self, table: sa.Table, key: dict[str, Any], read: Callable[[], dict[str, Any]]) -> None:
+        """Insert the row with this key, or update it unless the message is older than it.
 
         ``read`` gives the values (called only for a row that is written).
         """
         row = self.writer.select_one(table, key)
         if row is None:
-            return self.writer.insert(table, {**read(), **key})
-        if self.writer.is_stale(row):
+            self.writer.add(table, {**read(), **key})
+        elif self.writer.is_stale(row):
             self.notes.append(
                 f"{table.name.removeprefix('record_')} {row['id']} kept: the message is older than the record"
             )
         else:
             self.writer.update(table, row, read())
-        return row["id"]
 
     def time(self, text: str) -> datetime | None:
         """An HL7 time read in the local timezone when it has no offset."""

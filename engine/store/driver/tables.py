@@ -20,11 +20,10 @@ import sqlalchemy as sa
 
 from engine.store.cipher import BLIND, CLEAR, FIT, SEALED, Cipher
 from engine.store.driver.errors import as_sqlalchemy_error
+from engine.store.driver.forms import sqlite_runs
 from engine.store.driver.text import fit_text
 from engine.store.schema import UTCDateTime
 
-# Rows in one multi-row INSERT at most (SQLite allows 32,766 parameters; a row has up to 30).
-_ROWS_PER_INSERT = 500
 # Keys OR-ed in one SELECT at most (SQLite refuses an expression deeper than 1,000).
 _KEYS_PER_SELECT = 100
 # Timestamps kept in their bound and in their read form (each way) at most; then forgotten and kept anew.
@@ -61,6 +60,7 @@ class Table:
         }
         self.has_id = "id" in table.c
         self._null = null
+        self._plans: dict[tuple[str, ...], tuple[tuple, tuple]] = {}  # for parameters, by shape
 
     def _sealing(
         self, name: str, cipher: Cipher, processor: Callable[[Any], Any] | None
@@ -97,32 +97,48 @@ class Table:
         """The values as the driver takes them: fitted, the ``null`` marker as None, through bind processors.
 
         ``times`` keeps the bound form of each timestamp: a message stamps its time on every row,
-        and a batch its clock on every row it creates.
+        and a batch its clock on every row it creates. What each column of a shape of values
+        (its column names, in order) needs is worked out once (``_plan``): most need nothing.
         """
-        binds = self.binds
+        names = tuple(values)
+        plan = self._plans.get(names)
+        if plan is None:
+            plan = self._plans[names] = self._plan(names)
+        texts, processed = plan
+        parameters = list(values.values())
         null = self._null
-        parameters = []
-        for name, value in values.items():
-            text, length, processor = binds[name]
-            if value is null:
-                value = None
-            elif (
-                text
-                and isinstance(value, str)
-                # most text already fits: no call for it (a hundred values a message)
-                and not (value.isascii() and "\x00" not in value and (length is None or len(value) <= length))
+        if null is not None and null in parameters:
+            parameters = [None if value is null else value for value in parameters]
+        for index, length in texts:
+            value = parameters[index]
+            # most text already fits: no call for it (a hundred values a message)
+            if isinstance(value, str) and not (
+                value.isascii() and "\x00" not in value and (length is None or len(value) <= length)
             ):
-                value = fit_text(value, length)
-            if processor is not None:
-                if isinstance(value, datetime):
-                    bound = times.get(value)
-                    if bound is None:
-                        bound = times[value] = processor(value)
-                    value = bound
-                else:
-                    value = processor(value)
-            parameters.append(value)
+                parameters[index] = fit_text(value, length)
+        for index, processor in processed:
+            value = parameters[index]
+            if isinstance(value, datetime):
+                bound = times.get(value)
+                if bound is None:
+                    bound = times[value] = processor(value)
+                parameters[index] = bound
+            else:
+                parameters[index] = processor(value)
         return parameters
+
+    def _plan(self, names: tuple[str, ...]) -> tuple[tuple, tuple]:
+        """What values of these columns need: (position, length) of each text column.
+
+        And (position, bind processor) of each column that has one (after fitting, for a sealed text).
+        """
+        binds = [self.binds[name] for name in names]
+        return (
+            tuple((index, length) for index, (text, length, _) in enumerate(binds) if text),
+            tuple(
+                (index, processor) for index, (_, _, processor) in enumerate(binds) if processor is not None
+            ),
+        )
 
 
 class Tables:
@@ -376,14 +392,22 @@ class TableCursor:
         return cursor.fetchone()[0] if self._tables.returning else cursor.lastrowid
 
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Insert rows in order, one statement per run of rows with the same columns; no ids are returned."""
+        """Insert rows in order, a few statements per run of rows with the same columns; no ids are returned.
+
+        A run goes in chunks of a power of two rows (``sqlite_runs``, at most 128 rows: SQLite
+        allows 32,766 parameters, a row has up to 30), so a few statements, each kept prepared by
+        the driver, serve any number of rows.
+        """
         driver_table = self._tables.table(table)
         for names, run in itertools.groupby(rows, key=tuple):
             run = list(run)
-            for start in range(0, len(run), _ROWS_PER_INSERT):
-                chunk = run[start : start + _ROWS_PER_INSERT]
-                parameters = [value for row in chunk for value in driver_table.parameters(row, self._times)]
-                self._execute(self._tables.insert(driver_table, names, len(chunk)), parameters)
+            for start, count in sqlite_runs(len(run)):
+                parameters = [
+                    value
+                    for row in run[start : start + count]
+                    for value in driver_table.parameters(row, self._times)
+                ]
+                self._execute(self._tables.insert(driver_table, names, count), parameters)
 
     def update(self, table: sa.Table, changes: Mapping[str, Any], row_id: int) -> None:
         """Write ``changes`` to the row whose id is ``row_id``."""
