@@ -54,6 +54,7 @@ class MessageStore:
             max_batch=max_batch,
             read_threads=read_threads,
             wal_max_bytes=wal_max_bytes,
+            lock_timeout=lock_timeout,
         )
         self._url = url
         self._durability = durability

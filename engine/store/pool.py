@@ -13,7 +13,9 @@ for the GIL cost more than the commit. Whenever that cannot be done at once (the
 or another process holds the write lock, or anything fails) the adds go to the writer thread,
 which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
 An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
-writer thread: their insert would hold the reactor.
+writer thread: their insert would hold the reactor. On a SQLite file each transaction of the
+writer thread and each inline commit also holds the file's ``WriterLock`` (writelock.py), as
+every other process of the engine writing that file does: they take turns, woken at once.
 
 On SQLite the writer thread also checkpoints the WAL, after as many inline commits as write
 an eighth of ``wal_max_bytes`` (so that it starts over, written in place), and truncates it once
@@ -48,6 +50,7 @@ from engine.store.defaults import WAL_MAX_BYTES
 from engine.store.driver import checkpoint_wal, describe
 from engine.store.kept import KeptConnection
 from engine.store.wal import WalGuard
+from engine.store.writelock import WriterLock
 
 log = Logger(namespace="engine.store")
 
@@ -121,6 +124,7 @@ class StorePool:
         max_batch: int,
         read_threads: int,
         wal_max_bytes: int = WAL_MAX_BYTES,
+        lock_timeout: float = 5.0,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -133,6 +137,7 @@ class StorePool:
         self._wal = WalGuard(None, wal_max_bytes)  # watches the file once started on SQLite
         self._max_batch = max_batch
         self._read_threads = read_threads
+        self._lock_timeout = lock_timeout
         self._state = State.NEW
         self._stop_waiters: list[defer.Deferred] = []
         self._engine: sa.Engine | None = None
@@ -153,6 +158,9 @@ class StorePool:
         # Held by whichever thread is in a write transaction, so the reactor never waits for the writer
         # (SQLite, inline adds; any other store has nothing to coordinate, see start()).
         self._transaction_lock = threading.Lock()
+        # SQLite file: the other processes' side of it, taken inside the one above (writelock.py).
+        self._writer_lock: WriterLock | None = None
+        self._holding_file = contextlib.nullcontext  # its held() once there is one: the writer's side
 
     @property
     def state(self) -> State:
@@ -182,6 +190,9 @@ class StorePool:
         lanes = [self._writer]
         if engine.dialect.name == "sqlite":
             self._wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)
+            if (database := sqlite_file(engine)) is not None:
+                self._writer_lock = WriterLock(database, self._lock_timeout)
+                self._holding_file = self._writer_lock.held
             if self._durability == "process":
                 # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
                 # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
@@ -310,6 +321,9 @@ class StorePool:
         """Commit the group here and fire its Deferreds; False (nothing fired) if the writer must do it."""
         if self._inline_paused or not self._transaction_lock.acquire(blocking=False):
             return False
+        if self._writer_lock is not None and not self._writer_lock.try_take():
+            self._transaction_lock.release()  # another process writes: the writer waits for it
+            return False
         try:
             ids = self._insert_groups(
                 [(pending.messages, None) for pending in group], connection=self._inline_connection.get()
@@ -321,6 +335,8 @@ class StorePool:
             self._inline_connection.drop()
             return False
         finally:
+            if self._writer_lock is not None:
+                self._writer_lock.release()
             self._transaction_lock.release()
         self._last_inline_commit = now = time.monotonic()
         if self._inline_commits == self._wal.checkpoint_commits:
@@ -381,6 +397,8 @@ class StorePool:
             if self._inline_connection is not None:  # no add() commits inline once stopping
                 self._inline_connection.drop()
             self._engine.dispose()
+            if self._writer_lock is not None:
+                self._writer_lock.close()
         finally:
             self._reactor.callFromThread(self._stopped)
 
@@ -439,7 +457,7 @@ class StorePool:
         try:
             connection = self._writer.connection.get()
             checkpoint_wal(connection)
-            with self._transaction_lock:
+            with self._transaction_lock, self._holding_file():
                 # Once complete, the WAL starts over at the next commit: inline commits count from here.
                 commits, self._inline_commits = self._inline_commits, 0
                 done = checkpoint_wal(connection, truncate=truncate)
@@ -462,7 +480,7 @@ class StorePool:
         try:
             if (refusal := self._wal.refusal()) is not None:
                 raise refusal
-            with self._transaction_lock:
+            with self._transaction_lock, self._holding_file():
                 result = call.function(*call.args, **call.kwargs)
         except Exception as error:  # whatever happens, the writer lives on to serve the next write
             failure = _as_store_error(error, call.function.__name__)
@@ -477,7 +495,7 @@ class StorePool:
             self._reactor.callFromThread(_fire, [(pending.deferred.errback, refusal) for pending in group])
             return
         try:
-            with self._transaction_lock:
+            with self._transaction_lock, self._holding_file():
                 ids = self._insert_groups(
                     [(pending.messages, pending.source_file) for pending in group],
                     connection=lane.connection.get(),
