@@ -112,6 +112,7 @@ class MessageStore:
             pool_size=self._pool.connections,
             cipher=self._cipher,
             wal_max_bytes=self._wal_max_bytes,
+            autocheckpoint=False,  # the pool's writer checkpoints, outside any transaction
         )
         try:
             upgrade(engine)

@@ -13,9 +13,7 @@ for the GIL cost more than the commit. Whenever that cannot be done at once (the
 or another process holds the write lock, or anything fails) the adds go to the writer thread,
 which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
 An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
-writer thread: their insert would hold the reactor. On a SQLite file each transaction of the
-writer thread and each inline commit also holds the file's ``WriterLock`` (writelock.py), as
-every other process of the engine writing that file does: they take turns, woken at once.
+writer thread: their insert would hold the reactor.
 
 On SQLite the writer thread also checkpoints the WAL, after as many inline commits as write
 an eighth of ``wal_max_bytes`` (so that it starts over, written in place), and truncates it once
@@ -160,7 +158,6 @@ class StorePool:
         self._transaction_lock = threading.Lock()
         # SQLite file: the other processes' side of it, taken inside the one above (writelock.py).
         self._writer_lock: WriterLock | None = None
-        self._holding_file = contextlib.nullcontext  # its held() once there is one: the writer's side
 
     @property
     def state(self) -> State:
@@ -192,7 +189,6 @@ class StorePool:
             self._wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)
             if (database := sqlite_file(engine)) is not None:
                 self._writer_lock = WriterLock(database, self._lock_timeout)
-                self._holding_file = self._writer_lock.held
             if self._durability == "process":
                 # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
                 # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
@@ -457,7 +453,7 @@ class StorePool:
         try:
             connection = self._writer.connection.get()
             checkpoint_wal(connection)
-            with self._transaction_lock, self._holding_file():
+            with self._writing():
                 # Once complete, the WAL starts over at the next commit: inline commits count from here.
                 commits, self._inline_commits = self._inline_commits, 0
                 done = checkpoint_wal(connection, truncate=truncate)
@@ -475,12 +471,26 @@ class StorePool:
         elif truncate:
             self._wal.failed("readers or another process held it", truncating=truncate, blocked=True)
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """Hold the store's write lock for one of the writer's transactions: this process's, then the
+        file's, waited for at most ``lock_timeout`` (StoreError(locked=True) after that)."""
+        with self._transaction_lock:
+            if self._writer_lock is None:
+                yield
+                return
+            self._writer_lock.take()
+            try:
+                yield
+            finally:
+                self._writer_lock.release()
+
     def _run_call(self, call: _PendingCall) -> None:
         """Run one call in its own transaction(s) and fire its Deferred; never raises."""
         try:
             if (refusal := self._wal.refusal()) is not None:
                 raise refusal
-            with self._transaction_lock, self._holding_file():
+            with self._writing():
                 result = call.function(*call.args, **call.kwargs)
         except Exception as error:  # whatever happens, the writer lives on to serve the next write
             failure = _as_store_error(error, call.function.__name__)
@@ -495,7 +505,7 @@ class StorePool:
             self._reactor.callFromThread(_fire, [(pending.deferred.errback, refusal) for pending in group])
             return
         try:
-            with self._transaction_lock, self._holding_file():
+            with self._writing():
                 ids = self._insert_groups(
                     [(pending.messages, pending.source_file) for pending in group],
                     connection=lane.connection.get(),
