@@ -162,18 +162,21 @@ def _locked(timeout: float) -> StoreError:
 def _lock(fd: int, byte: int, *, wait: bool) -> bool:
     """Lock one byte of the side file for this file description; False if taken (without ``wait``)."""
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, byte))
-    except BlockingIOError:
-        return False
-    except PermissionError:  # EACCES: what some systems say instead of EAGAIN
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _LOCKS[byte])
+    except (BlockingIOError, PermissionError):  # EAGAIN, or EACCES as some systems say
         return False
     return True
 
 
 def _unlock(fd: int, byte: int) -> None:
-    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, byte))
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _UNLOCKS[byte])
 
 
 def _flock(kind: int, byte: int) -> bytes:
     """A ``struct flock`` for one byte: type, whence, start, length, pid (0, as OFD locks need)."""
     return struct.pack("@hhqqi4x", kind, os.SEEK_SET, byte, 1, 0)
+
+
+# Packed once: a commit takes and lets go of the lock, and packing cost as much as the system calls.
+_LOCKS = {byte: _flock(fcntl.F_WRLCK, byte) for byte in (_WRITE, _TURN)}
+_UNLOCKS = {byte: _flock(fcntl.F_UNLCK, byte) for byte in (_WRITE, _TURN)}

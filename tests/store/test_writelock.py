@@ -189,13 +189,19 @@ def test_a_killed_holder_lets_go(database, other):
         holder.stderr.close()
 
 
-def test_a_waiting_taker_goes_before_the_holder_takes_again(database, other):
-    """Once a taker waits, the holder that lets go and takes again comes after it (the turnstile)."""
+@pytest.mark.parametrize("again", ["take", "try_take"])
+def test_a_waiting_taker_goes_before_the_holder_takes_again(database, other, again):
+    """Once a taker waits, the holder that lets go and takes again (or tries to) comes after it."""
     holder = WriterLock(database, timeout=WAIT_SECONDS)
     order: list[str] = []
 
     def take(lock: WriterLock, name: str) -> None:
-        lock.take()
+        if name == "holder" and again == "try_take":
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not lock.try_take() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        else:
+            lock.take()
         order.append(name)
         lock.release()
 
