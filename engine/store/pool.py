@@ -156,8 +156,7 @@ class StorePool:
         # Held by whichever thread is in a write transaction, so the reactor never waits for the writer
         # (SQLite, inline adds; any other store has nothing to coordinate, see start()).
         self._transaction_lock = threading.Lock()
-        # SQLite file: the other processes' side of it, taken inside the one above (writelock.py).
-        self._writer_lock: WriterLock | None = None
+        self._writer_lock: WriterLock | None = None  # SQLite file: other processes' side, taken inside it
 
     @property
     def state(self) -> State:
@@ -462,7 +461,8 @@ class StorePool:
         except Exception as error:  # the next idle moment (or growth past the limit) tries again
             self._inline_commits = 0
             self._writer.connection.drop()
-            self._wal.failed(str(error), truncating=truncate)
+            locked = isinstance(error, StoreError) and error.locked  # another process's turn: no full disk
+            self._wal.failed(str(error), truncating=truncate, blocked=locked)
             return
         finally:
             self._inline_paused = self._wal.full()
