@@ -38,7 +38,10 @@ def _role_main(role: str, url: str, start_at: float, seconds: float, chunk: int)
     from engine.model import NewMessage, Status
     from engine.store.message_store import MessageStore
 
-    store = MessageStore(url, reactor=reactor)
+    try:
+        store = MessageStore(url, reactor=reactor, shared=True)
+    except TypeError:  # an engine from before the shared store's lock
+        store = MessageStore(url, reactor=reactor)
     store.start()
     raw = b"MSH|^~\\&|BENCH|A|B|C|20240101||ADT^A01|%d|P|2.5\rPID|1||%d^^^H||DOE^JOHN\r" + b"X" * 1000
     counter = iter(range(10**9))

@@ -46,8 +46,13 @@ class MessageStore:
         wal_max_bytes: int = WAL_MAX_BYTES,
         clock: Callable[[], datetime] = utc_now,
         cipher: Cipher = CLEAR,
+        shared: bool = False,
     ):
-        """``cipher`` seals content at rest (engine.store.cipher); CLEAR seals nothing."""
+        """``cipher`` seals content at rest (engine.store.cipher); CLEAR seals nothing.
+
+        ``shared``: other processes of the engine write the same SQLite file (``hl7engine run
+        --workers``): the writers take turns at its lock (engine.store.writelock).
+        """
         self._pool = StorePool(
             reactor=reactor,
             durability=durability,
@@ -55,6 +60,7 @@ class MessageStore:
             read_threads=read_threads,
             wal_max_bytes=wal_max_bytes,
             lock_timeout=lock_timeout,
+            shared=shared,
         )
         self._url = url
         self._durability = durability

@@ -13,9 +13,9 @@ for the GIL cost more than the commit. Whenever that cannot be done at once (the
 or another process holds the write lock, or anything fails) the adds go to the writer thread,
 which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
 An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
-writer thread: their insert would hold the reactor. On a SQLite file each transaction of the
-writer thread and each inline commit also holds the file's ``WriterLock`` (writelock.py), as
-every other process of the engine writing that file does: they take turns, woken at once.
+writer thread: their insert would hold the reactor. When other processes write the same SQLite
+file (``shared``), each transaction of the writer thread and each inline commit also holds the
+file's ``WriterLock`` (writelock.py), as theirs do: they take turns, woken at once.
 
 On SQLite the writer thread also checkpoints the WAL (no connection does as it commits), after
 as many commits (inline or its own) as write an eighth of ``wal_max_bytes`` (so that it starts
@@ -126,6 +126,7 @@ class StorePool:
         read_threads: int,
         wal_max_bytes: int = WAL_MAX_BYTES,
         lock_timeout: float = 5.0,
+        shared: bool = False,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -139,6 +140,7 @@ class StorePool:
         self._max_batch = max_batch
         self._read_threads = read_threads
         self._lock_timeout = lock_timeout
+        self._shared = shared  # other processes write the same SQLite file: take turns (WriterLock)
         self._state = State.NEW
         self._stop_waiters: list[defer.Deferred] = []
         self._engine: sa.Engine | None = None
@@ -170,10 +172,7 @@ class StorePool:
 
     @property
     def connections(self) -> int:
-        """How many connections the pool's threads may hold at once.
-
-        Every reader's, and the writers' three: one kept per lane, one for calls.
-        """
+        """How many connections the pool's threads may hold at once: every reader's, the writers' three."""
         return self._read_threads + 3
 
     def start(self, engine: sa.Engine, insert_groups: _InsertGroups) -> None:
@@ -192,7 +191,7 @@ class StorePool:
         if engine.dialect.name == "sqlite":
             self._counts_commits = True
             self._wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)
-            if (database := sqlite_file(engine)) is not None:
+            if self._shared and (database := sqlite_file(engine)) is not None:
                 self._writer_lock = WriterLock(database, self._lock_timeout)
                 self._holding_file = self._writer_lock.held
             if self._durability == "process":

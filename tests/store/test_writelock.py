@@ -58,7 +58,7 @@ from twisted.internet import defer, reactor
 from engine.model import NewMessage, Status
 from engine.store.message_store import MessageStore
 
-store = MessageStore(sys.argv[1], reactor=reactor)
+store = MessageStore(sys.argv[1], reactor=reactor, shared=True)
 store.start()
 
 def message(n):
@@ -236,7 +236,7 @@ def test_a_take_given_up_on_lets_go_once_it_gets_the_lock(database, other):
 @pytest_twisted.inlineCallbacks
 def test_a_failed_call_lets_go_of_the_lock(open_sqlite_store, other):
     """A write call that raises releases the file's lock: another process takes it at once."""
-    store = open_sqlite_store()
+    store = open_sqlite_store(shared=True)
 
     def fail():
         raise ValueError("no")
@@ -252,7 +252,7 @@ def test_lock_timeout_is_reported_while_another_process_holds_the_lock(
     open_sqlite_store, other, make_message
 ):
     """Adds and calls fail with StoreError(locked=True) after lock_timeout; once free, they work."""
-    store = open_sqlite_store(lock_timeout=0.2)
+    store = open_sqlite_store(lock_timeout=0.2, shared=True)
     [message_id] = yield store.add([make_message(0)])
     other.take()
     failures = []
@@ -274,7 +274,7 @@ def test_the_inline_commit_goes_to_the_writer_while_another_process_holds_the_lo
     open_sqlite_store, other, make_message
 ):
     """The reactor does not commit while another process holds the lock; the writer does, once it is free."""
-    store = open_sqlite_store()
+    store = open_sqlite_store(shared=True)
     threads: list[str] = []
     sa.event.listen(
         store.repository.engine, "commit", lambda connection: threads.append(threading.current_thread().name)
@@ -285,3 +285,19 @@ def test_the_inline_commit_goes_to_the_writer_while_another_process_holds_the_lo
     results = yield defer.gatherResults(adds)
     assert threads == ["hl7engine-store-writer"]
     assert [store.repository.get(ids[0]).control_id for ids in results] == ["C0", "C1", "C2"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_store_no_other_process_writes_takes_no_turns(open_sqlite_store, other, make_message):
+    """Without ``shared`` (one process alone) the store never looks at the side lock: it commits inline."""
+    store = open_sqlite_store()
+    threads: list[str] = []
+    sa.event.listen(
+        store.repository.engine, "commit", lambda connection: threads.append(threading.current_thread().name)
+    )
+    other.take()
+    try:
+        yield store.add([make_message(0)])
+    finally:
+        other.release()
+    assert threads == ["MainThread"]
