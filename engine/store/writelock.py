@@ -5,8 +5,9 @@ SQLite's busy handler, which sleeps 1, 2, 5, 10 ... 100 ms between tries: the lo
 while the waiter sleeps, and a process that commits chunk after chunk (the record in a worker
 process) takes it again first, so the other (intake) waited hundreds of milliseconds. So the
 ``StorePool`` of each process that shares a SQLite file with others (``shared``) takes a
-``WriterLock`` around each of its write transactions: an open-file-description lock (``F_OFD_SETLK``) on byte 0 of a side file next to the database
-(``store.db-lock``). A waiter sleeps in the kernel and wakes as soon as the holder lets go.
+``WriterLock`` around each of its write transactions: an open-file-description lock
+(``F_OFD_SETLK``) on byte 0 of a side file next to the database (``store.db-lock``). A waiter
+sleeps in the kernel and wakes as soon as the holder lets go.
 
 Fairness: a blocked taker first takes byte 1, the turnstile, and holds it until it has byte 0.
 A holder that lets go and wants the lock again must pass the turnstile, which the waiter holds:
