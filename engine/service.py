@@ -128,6 +128,7 @@ class Engine(service.MultiService):
             max_batch=settings.store.max_batch,
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
+            shared=self.sharing is not None,  # other processes write the store too
         )
         self.wakeups = wakeups
         if leases is None and self.sharing is not None:

@@ -48,10 +48,13 @@ def create_engine_for(
     pool_size: int = 5,
     cipher: Cipher = CLEAR,
     wal_max_bytes: int = WAL_MAX_BYTES,
+    autocheckpoint: bool = True,
 ) -> sa.Engine:
     """An Engine for a ``sqlite:///`` or ``postgresql://`` URL, with the store's durability and locks.
 
     ``cipher`` seals and opens content at rest (``engine.store.cipher``) for whoever uses the engine.
+    ``autocheckpoint=False``: on SQLite no connection checkpoints the WAL as it commits (the
+    store's writer thread does, pool.py), so a commit never holds the write lock for that copy.
     """
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
@@ -61,7 +64,9 @@ def create_engine_for(
         raise ValueError(f"wal_max_bytes must be positive, not {wal_max_bytes!r}")
     parsed = make_url(url)
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
-        return _sqlite_engine(parsed, durability, lock_timeout, pool_size, wal_max_bytes, cipher)
+        return _sqlite_engine(
+            parsed, durability, lock_timeout, pool_size, wal_max_bytes, cipher, autocheckpoint
+        )
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
         return _postgresql_engine(
             parsed.set(drivername="postgresql+psycopg"), lock_timeout, pool_size, cipher
@@ -80,7 +85,13 @@ def sqlite_file(url: sa.Engine | URL) -> Path | None:
 
 
 def _sqlite_engine(
-    url: URL, durability: str, lock_timeout: float, pool_size: int, wal_max_bytes: int, cipher: Cipher
+    url: URL,
+    durability: str,
+    lock_timeout: float,
+    pool_size: int,
+    wal_max_bytes: int,
+    cipher: Cipher,
+    autocheckpoint: bool,
 ) -> sa.Engine:
     if url.database in (None, "", ":memory:"):
         # Every pooled connection would get its own empty database: the writer and readers must share a file.
@@ -108,6 +119,8 @@ def _sqlite_engine(
             _enable_wal(cursor, lock_timeout)
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA journal_size_limit={wal_max_bytes}")
+            if not autocheckpoint:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.execute("PRAGMA foreign_keys=ON")
             # A multi-row INSERT inside a transaction keeps a statement journal; on disk that was a
             # temporary file created, written and deleted per transaction (CPU each message).

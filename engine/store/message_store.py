@@ -46,14 +46,21 @@ class MessageStore:
         wal_max_bytes: int = WAL_MAX_BYTES,
         clock: Callable[[], datetime] = utc_now,
         cipher: Cipher = CLEAR,
+        shared: bool = False,
     ):
-        """``cipher`` seals content at rest (engine.store.cipher); CLEAR seals nothing."""
+        """``cipher`` seals content at rest (engine.store.cipher); CLEAR seals nothing.
+
+        ``shared``: other processes of the engine write the same SQLite file (``hl7engine run
+        --workers``): the writers take turns at its lock (engine.store.writelock).
+        """
         self._pool = StorePool(
             reactor=reactor,
             durability=durability,
             max_batch=max_batch,
             read_threads=read_threads,
             wal_max_bytes=wal_max_bytes,
+            lock_timeout=lock_timeout,
+            shared=shared,
         )
         self._url = url
         self._durability = durability
@@ -111,6 +118,7 @@ class MessageStore:
             pool_size=self._pool.connections,
             cipher=self._cipher,
             wal_max_bytes=self._wal_max_bytes,
+            autocheckpoint=False,  # the pool's writer checkpoints, outside any transaction
         )
         try:
             upgrade(engine)

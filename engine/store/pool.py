@@ -13,13 +13,16 @@ for the GIL cost more than the commit. Whenever that cannot be done at once (the
 or another process holds the write lock, or anything fails) the adds go to the writer thread,
 which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
 An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
-writer thread: their insert would hold the reactor.
+writer thread: their insert would hold the reactor. When other processes write the same SQLite
+file (``shared``), each transaction of the writer thread and each inline commit also holds the
+file's ``WriterLock`` (writelock.py), as theirs do: they take turns, woken at once.
 
-On SQLite the writer thread also checkpoints the WAL, after as many inline commits as write
-an eighth of ``wal_max_bytes`` (so that it starts over, written in place), and truncates it once
-it has grown past half of ``wal_max_bytes``; past two thirds the adds wait for it (wal.py). A failed
-checkpoint is a warning, and the next idle moment, or the next growth past the limit, tries
-again, so a store whose disk was full recovers as soon as there is space again.
+On SQLite the writer thread also checkpoints the WAL (no connection does as it commits), after
+as many commits (inline or its own) as write an eighth of ``wal_max_bytes`` (so that it starts
+over, written in place), and truncates it once it has grown past half of ``wal_max_bytes``; past
+two thirds the adds wait for it (wal.py). A failed checkpoint is a warning, and the next idle
+moment, or the next growth past the limit, tries again, so a store whose disk was full recovers
+as soon as there is space again.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from engine.store.defaults import WAL_MAX_BYTES
 from engine.store.driver import checkpoint_wal, describe
 from engine.store.kept import KeptConnection
 from engine.store.wal import WalGuard
+from engine.store.writelock import WriterLock
 
 log = Logger(namespace="engine.store")
 
@@ -121,6 +125,8 @@ class StorePool:
         max_batch: int,
         read_threads: int,
         wal_max_bytes: int = WAL_MAX_BYTES,
+        lock_timeout: float = 5.0,
+        shared: bool = False,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -133,6 +139,8 @@ class StorePool:
         self._wal = WalGuard(None, wal_max_bytes)  # watches the file once started on SQLite
         self._max_batch = max_batch
         self._read_threads = read_threads
+        self._lock_timeout = lock_timeout
+        self._shared = shared  # other processes write the same SQLite file: take turns (WriterLock)
         self._state = State.NEW
         self._stop_waiters: list[defer.Deferred] = []
         self._engine: sa.Engine | None = None
@@ -146,13 +154,16 @@ class StorePool:
         self._inline_flush = None  # the pending call that commits them
         self._inline_since = 0.0  # when the group's first add was asked (reactor seconds)
         self._idle_senders: Callable[[], int] | None = None  # wait_for_senders
-        self._inline_commits = 0  # since the writer last checkpointed the WAL
-        self._last_inline_commit = 0.0  # time.monotonic() of the last one
+        self._commits = 0  # SQLite: commits (inline and the writer's) since the writer last checkpointed
+        self._last_commit = 0.0  # time.monotonic() of the last one
+        self._counts_commits = False  # SQLite: the writer counts its own commits too (_count_commit)
         self._inline_paused = False  # the WAL is full: adds go to the writer, which checkpoints first
         self._wal_checked_at = 0.0  # time.monotonic() when an inline commit last looked at its size
         # Held by whichever thread is in a write transaction, so the reactor never waits for the writer
         # (SQLite, inline adds; any other store has nothing to coordinate, see start()).
         self._transaction_lock = threading.Lock()
+        self._writer_lock: WriterLock | None = None  # SQLite file: other processes' side, taken inside it
+        self._holding_file = contextlib.nullcontext  # its held() once there is one: the writer's side
 
     @property
     def state(self) -> State:
@@ -161,10 +172,7 @@ class StorePool:
 
     @property
     def connections(self) -> int:
-        """How many connections the pool's threads may hold at once.
-
-        Every reader's, and the writers' three: one kept per lane, one for calls.
-        """
+        """How many connections the pool's threads may hold at once: every reader's, the writers' three."""
         return self._read_threads + 3
 
     def start(self, engine: sa.Engine, insert_groups: _InsertGroups) -> None:
@@ -181,11 +189,14 @@ class StorePool:
         self._writer = _Lane("hl7engine-store-writer", KeptConnection(engine))
         lanes = [self._writer]
         if engine.dialect.name == "sqlite":
+            self._counts_commits = True
             self._wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)
+            if self._shared and (database := sqlite_file(engine)) is not None:
+                self._writer_lock = WriterLock(database, self._lock_timeout)
+                self._holding_file = self._writer_lock.held
             if self._durability == "process":
                 # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
-                # The WAL is checkpointed by the writer thread, so no commit here ever pays for copying it.
-                self._inline_connection = KeptConnection(engine, {"busy_timeout": 0, "wal_autocheckpoint": 0})
+                self._inline_connection = KeptConnection(engine, {"busy_timeout": 0})
         else:
             # PostgreSQL takes concurrent writers: a message's commit (and its sender's ACK) does not
             # wait behind the runners' and dispatchers' writes, which need not come before it (a
@@ -310,20 +321,25 @@ class StorePool:
         """Commit the group here and fire its Deferreds; False (nothing fired) if the writer must do it."""
         if self._inline_paused or not self._transaction_lock.acquire(blocking=False):
             return False
+        if self._writer_lock is not None and not self._writer_lock.try_take():
+            self._transaction_lock.release()  # another process writes: the writer waits for it
+            return False
         try:
             ids = self._insert_groups(
                 [(pending.messages, None) for pending in group], connection=self._inline_connection.get()
             )
-            self._inline_commits += 1  # under the lock, as the checkpoint that counts them from zero
+            self._commits += 1  # under the lock, as the checkpoint that counts them from zero
         except Exception:
             # Locked by another process, or anything else: the writer retries with the full lock
             # timeout and reports what is still wrong then, exactly as for its own groups.
             self._inline_connection.drop()
             return False
         finally:
+            if self._writer_lock is not None:
+                self._writer_lock.release()
             self._transaction_lock.release()
-        self._last_inline_commit = now = time.monotonic()
-        if self._inline_commits == self._wal.checkpoint_commits:
+        self._last_commit = now = time.monotonic()
+        if self._commits == self._wal.checkpoint_commits:
             with self._writer.wakeup:  # a checkpoint is due (_checkpoint_due): the writer may be waiting
                 self._writer.wakeup.notify()
         if now - self._wal_checked_at >= _WAL_CHECK_SECONDS:
@@ -381,6 +397,8 @@ class StorePool:
             if self._inline_connection is not None:  # no add() commits inline once stopping
                 self._inline_connection.drop()
             self._engine.dispose()
+            if self._writer_lock is not None:
+                self._writer_lock.close()
         finally:
             self._reactor.callFromThread(self._stopped)
 
@@ -411,17 +429,17 @@ class StorePool:
             return _take_adds(lane.pending, self._max_batch)
 
     def _checkpoint_due(self) -> bool:
-        """Whether to checkpoint: the WAL passed its limit, or inline commits wrote to it, and none
+        """Whether to checkpoint: the WAL passed its limit, or commits wrote to it, and none
         came for a while or many did.
 
         None came for _CHECKPOINT_SECONDS, or as many came as fill an eighth of ``wal_max_bytes``
         (WalGuard.paced): the commit that makes it due wakes the writer. The size is checked each time the
         writer looks for work, and by inline commits every _WAL_CHECK_SECONDS (which then wake it).
         """
-        commits = self._inline_commits
+        commits = self._commits
         return (
             commits >= self._wal.checkpoint_commits
-            or (commits > 0 and time.monotonic() - self._last_inline_commit >= _CHECKPOINT_SECONDS)
+            or (commits > 0 and time.monotonic() - self._last_commit >= _CHECKPOINT_SECONDS)
             or self._wal.truncation_due()
         )
 
@@ -439,14 +457,15 @@ class StorePool:
         try:
             connection = self._writer.connection.get()
             checkpoint_wal(connection)
+            # Not the file's lock: a worker's checkpoint must not hold up intake in another process.
             with self._transaction_lock:
-                # Once complete, the WAL starts over at the next commit: inline commits count from here.
-                commits, self._inline_commits = self._inline_commits, 0
+                # Once complete, the WAL starts over at the next commit: commits count from here.
+                commits, self._commits = self._commits, 0
                 done = checkpoint_wal(connection, truncate=truncate)
             complete = done.complete
             self._wal.paced(done.frames, commits, complete)
         except Exception as error:  # the next idle moment (or growth past the limit) tries again
-            self._inline_commits = 0
+            self._commits = 0
             self._writer.connection.drop()
             self._wal.failed(str(error), truncating=truncate)
             return
@@ -457,13 +476,20 @@ class StorePool:
         elif truncate:
             self._wal.failed("readers or another process held it", truncating=truncate, blocked=True)
 
+    def _count_commit(self) -> None:
+        """Count a commit of the writer thread toward the next checkpoint (under the transaction lock)."""
+        if self._counts_commits:
+            self._commits += 1
+            self._last_commit = time.monotonic()
+
     def _run_call(self, call: _PendingCall) -> None:
         """Run one call in its own transaction(s) and fire its Deferred; never raises."""
         try:
             if (refusal := self._wal.refusal()) is not None:
                 raise refusal
-            with self._transaction_lock:
+            with self._transaction_lock, self._holding_file():
                 result = call.function(*call.args, **call.kwargs)
+                self._count_commit()
         except Exception as error:  # whatever happens, the writer lives on to serve the next write
             failure = _as_store_error(error, call.function.__name__)
             log.warn("store call {call} failed: {error}", call=call.function.__name__, error=str(failure))
@@ -477,11 +503,12 @@ class StorePool:
             self._reactor.callFromThread(_fire, [(pending.deferred.errback, refusal) for pending in group])
             return
         try:
-            with self._transaction_lock:
+            with self._transaction_lock, self._holding_file():
                 ids = self._insert_groups(
                     [(pending.messages, pending.source_file) for pending in group],
                     connection=lane.connection.get(),
                 )
+                self._count_commit()
         except Exception as error:  # whatever happens, the writer lives on to serve the next group
             # The connection may be what failed (a restarted server): the next group takes a new one.
             lane.connection.drop()
@@ -536,7 +563,7 @@ INLINE_MAX_MESSAGES = 64
 # How long an inline group waits at most for connected senders to join it (see wait_for_senders).
 GROUP_WAIT_SECONDS = 0.002
 
-# The writer checkpoints the WAL that inline commits wrote once none came for this long...
+# The writer checkpoints the WAL that commits wrote once none came for this long...
 _CHECKPOINT_SECONDS = 0.25
 # ... or after as many of them as fill an eighth of wal_max_bytes (WalGuard.paced).
 # Inline commits look at the WAL's size at most this often (at 100 MB/s, 200 KB between two looks).

@@ -111,6 +111,15 @@ def test_sqlite_journal_size_limit_is_wal_max_bytes(sqlite_url):
     engine.dispose()
 
 
+@pytest.mark.parametrize("autocheckpoint, pages", [(True, 1000), (False, 0)])
+def test_sqlite_connections_checkpoint_as_they_commit_unless_told_not_to(sqlite_url, autocheckpoint, pages):
+    """SQLite's own checkpoint (1,000 pages) stays, but not on the store's engine (its writer does it)."""
+    engine = create_engine_for(sqlite_url, autocheckpoint=autocheckpoint)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == pages
+    engine.dispose()
+
+
 @pytest.mark.parametrize("url", ["mysql://localhost/x", "sqlite://", "sqlite:///:memory:"])
 def test_unusable_urls_are_refused(url):
     """Only file SQLite and PostgreSQL URLs make a store engine."""

@@ -425,6 +425,17 @@ def test_the_writer_checkpoints_what_inline_commits_wrote(open_sqlite_store, mak
 
 
 @pytest_twisted.inlineCallbacks
+def test_the_writer_checkpoints_what_its_own_commits_wrote(open_sqlite_store, make_message, sqlite_url):
+    """No connection of the store checkpoints as it commits; the idle writer copies what its commits wrote."""
+    store = open_sqlite_store()
+    database = Path(sa.engine.make_url(sqlite_url).database)
+    before = database.stat().st_size
+    yield store.add([make_message(n, raw=bytes(4000)) for n in range(100)])  # a large batch: the writer's
+    yield later(1.0, lambda: None)
+    assert database.stat().st_size >= before + 100 * 4000
+
+
+@pytest_twisted.inlineCallbacks
 def test_the_wal_starts_over_under_steady_inline_commits(open_sqlite_store, make_message, sqlite_url):
     """Under inline commits that never pause, the writer's checkpoints still let the WAL start over."""
     store = open_sqlite_store()
