@@ -158,6 +158,10 @@ class MessageRepository:
         with store_errors("storing messages"), contextlib.ExitStack() as stack:
             if connection is None:
                 connection = stack.enter_context(self._engine.connect())
+            if rows and not files and not processed and self._insert.sqlite:
+                # TRANSACTION: every message given, committed together or not at all (one group
+                # commit), on the driver: the intake's commit, one message each at one connection.
+                return self._split(groups, self._insert.run_committed(connection, rows))
             if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
                 # Each deliveries and events row names its message by position (1, 2, ...).
                 children = (
