@@ -30,6 +30,7 @@ from engine.store.reads import (
     MessageQuery,
     MessageSummary,
     StoredMessage,
+    status_index_term,
 )
 from engine.store.schema import deliveries, message_events, messages, source_files
 
@@ -89,6 +90,8 @@ def _criteria(query: MessageQuery, index: ContentIndex | None) -> list[sa.Column
         (c.listener, query.listener),
     )
     criteria = [column == value for column, value in equal if value is not None]
+    if (indexed := status_index_term(query.status)) is not None:
+        criteria.append(sa.text(indexed))
     if query.message_type is not None:
         parts = query.message_type.split("^")
         type_columns = (c.message_code, c.trigger_event, c.message_structure)
