@@ -194,11 +194,11 @@ class ContentSearchOff(StoreError):
 #: The statuses of a delivery the dashboard counts as settled in its window.
 SETTLED = (Status.SENT, Status.ERROR, Status.FILTERED)
 
-#: The statuses the messages' status index holds (0024, engine.store.schema): a message still on
-#: its way (RECEIVED, QUEUED) or gone wrong (ERROR, REJECTED), the ones an operator looks for. The
-#: usual ends (TRANSFORMED, SENT, FILTERED) are most of the store, and writing them to it cost every
-#: insert and status change: a search for one of them alone reads back from the newest message.
-INDEXED_STATUSES = (Status.RECEIVED, Status.QUEUED, Status.ERROR, Status.REJECTED)
+#: The statuses the messages' status index holds (0024, engine.store.schema): all but the two
+#: successful ends, TRANSFORMED and SENT, which are most of the store and which every insert of a
+#: message processed at intake without destinations, and every delivery's success, wrote to it. A
+#: search for one of them alone reads back from the newest message; a channel's seeks its own index.
+INDEXED_STATUSES = (Status.RECEIVED, Status.QUEUED, Status.ERROR, Status.REJECTED, Status.FILTERED)
 # The index's own condition. SQLite uses a partial index only for a query whose WHERE holds this term
 # itself (status_index_term), not one it implies, such as status = 'ERROR'.
 STATUS_INDEX_WHERE = "status IN (" + ", ".join(f"'{status}'" for status in INDEXED_STATUSES) + ")"

@@ -1,8 +1,8 @@
-"""The status index holds only the statuses searched for alone: RECEIVED, QUEUED, ERROR, REJECTED.
+"""The status index leaves out the successful ends, TRANSFORMED and SENT, most of the store.
 
-Every insert and status change wrote it, most of them for TRANSFORMED, SENT or FILTERED messages,
-which a search reads back from the newest message instead (engine.store.schema.INDEXED_STATUSES).
-A partial index on SQLite and PostgreSQL alike.
+Every insert of a message processed at intake without destinations, and every delivery's success,
+wrote it; a search for one of them alone reads back from the newest message instead
+(engine.store.reads.INDEXED_STATUSES). A partial index on SQLite and PostgreSQL alike.
 
 Revision ID: 0024
 Revises: 0023_record_ssn
@@ -18,7 +18,7 @@ branch_labels = None
 depends_on = None
 
 # As it is written in engine.store.schema (a migration keeps its own copy: the schema may change later).
-_WHERE = "status IN ('RECEIVED', 'QUEUED', 'ERROR', 'REJECTED')"
+_WHERE = "status IN ('RECEIVED', 'QUEUED', 'ERROR', 'REJECTED', 'FILTERED')"
 
 
 def upgrade() -> None:
