@@ -17,10 +17,13 @@ import sqlalchemy as sa
 
 from engine.model import Status, require_aware, utc_now
 from engine.store.driver import store_errors
-from engine.store.reads import SETTLED, DashboardCounts, QueueState, dashboard_counts
+from engine.store.reads import SETTLED, DashboardCounts, QueueState, dashboard_counts, status_index_term
 from engine.store.schema import deliveries, messages
 
 __all__ = ["DashboardRepository"]
+
+# The status index's condition, so that the queued count reads it (engine.store.reads.INDEXED_STATUSES).
+_QUEUED_INDEXED = sa.text(status_index_term(Status.QUEUED))
 
 
 class DashboardRepository:
@@ -48,7 +51,7 @@ class DashboardRepository:
             channels_queued = dict(
                 connection.execute(
                     sa.select(m.channel, sa.func.count())
-                    .where(m.channel.is_not(None), m.status == Status.QUEUED)
+                    .where(m.channel.is_not(None), m.status == Status.QUEUED, _QUEUED_INDEXED)
                     .group_by(m.channel)
                 ).all()
             )

@@ -8,7 +8,6 @@ insert goes to the driver (``InsertReturningIds``); everything else is SQLAlchem
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import operator
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from engine.store.reads import (
     MessageQuery,
     MessageSummary,
     StoredMessage,
+    status_index_term,
 )
 from engine.store.schema import deliveries, message_events, messages, source_files
 
@@ -89,6 +89,8 @@ def _criteria(query: MessageQuery, index: ContentIndex | None) -> list[sa.Column
         (c.listener, query.listener),
     )
     criteria = [column == value for column, value in equal if value is not None]
+    if (indexed := status_index_term(query.status)) is not None:
+        criteria.append(sa.text(indexed))
     if query.message_type is not None:
         parts = query.message_type.split("^")
         type_columns = (c.message_code, c.trigger_event, c.message_structure)
@@ -155,26 +157,43 @@ class MessageRepository:
         if not rows and not files:
             return [[] for _ in groups]
         processed = any(m.deliveries is not None or m.findings for m in every)
-        with store_errors("storing messages"), contextlib.ExitStack() as stack:
-            if connection is None:
-                connection = stack.enter_context(self._engine.connect())
-            if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
-                # Each deliveries and events row names its message by position (1, 2, ...).
-                children = (
-                    intake_rows(every, range(1, len(every) + 1), read_at, self._cipher) if processed else ()
-                )
-                return self._split(groups, self._insert.run_alone(connection, rows, children))
-            # TRANSACTION: every message and source file record given, with the deliveries and
-            # events of those processed at intake, committed together or not at all (one group
-            # commit): a file is never recorded without its messages, nor they without it, and a
-            # message is never stored processed without its deliveries.
-            with connection.begin():
-                ids = self._insert.run(connection, rows) if rows else []
-                if processed:
-                    insert_intake_rows(connection, *intake_rows(every, ids, read_at, self._cipher))
-                if files:
-                    connection.execute(sa.insert(source_files), files)
-        return self._split(groups, ids)
+        with store_errors("storing messages"):
+            if connection is not None:
+                return self._split(groups, self._store(connection, every, rows, files, processed, read_at))
+            with self._engine.connect() as connection:
+                return self._split(groups, self._store(connection, every, rows, files, processed, read_at))
+
+    def _store(
+        self,
+        connection: sa.Connection,
+        every: list[NewMessage],
+        rows: list[list],
+        files: list[dict],
+        processed: bool,
+        read_at: datetime,
+    ) -> list[int]:
+        """insert_groups' writes on ``connection``: the ids of every message, in order."""
+        if rows and not files and not processed and self._insert.sqlite:
+            # TRANSACTION: every message given, committed together or not at all (one group
+            # commit), on the driver: the intake's commit, one message each at one connection.
+            return self._insert.run_committed(connection, rows)
+        if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
+            # Each deliveries and events row names its message by position (1, 2, ...).
+            children = (
+                intake_rows(every, range(1, len(every) + 1), read_at, self._cipher) if processed else ()
+            )
+            return self._insert.run_alone(connection, rows, children)
+        # TRANSACTION: every message and source file record given, with the deliveries and
+        # events of those processed at intake, committed together or not at all (one group
+        # commit): a file is never recorded without its messages, nor they without it, and a
+        # message is never stored processed without its deliveries.
+        with connection.begin():
+            ids = self._insert.run(connection, rows) if rows else []
+            if processed:
+                insert_intake_rows(connection, *intake_rows(every, ids, read_at, self._cipher))
+            if files:
+                connection.execute(sa.insert(source_files), files)
+        return ids
 
     def _sealed(self, values: tuple) -> tuple:
         """A message's insert values with its content sealed (as they are when nothing is sealed)."""

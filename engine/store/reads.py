@@ -20,8 +20,10 @@ from engine.hl7.terms import query_terms
 from engine.model import Status, require_aware
 
 __all__ = [
+    "INDEXED_STATUSES",
     "NODES_SHOWN",
     "SETTLED",
+    "STATUS_INDEX_WHERE",
     "WHOLE_CHANNEL",
     "WORKLIST_SHOWN",
     "dashboard_counts",
@@ -45,6 +47,7 @@ __all__ = [
     "lease_expired",
     "lease_row",
     "node_view",
+    "status_index_term",
 ]
 
 
@@ -191,6 +194,21 @@ class ContentSearchOff(StoreError):
 
 #: The statuses of a delivery the dashboard counts as settled in its window.
 SETTLED = (Status.SENT, Status.ERROR, Status.FILTERED)
+
+#: The statuses the messages' status index holds (0024, engine.store.schema): all but the two
+#: successful ends, TRANSFORMED and SENT, which are most of the store and which every insert of a
+#: message processed at intake without destinations, and every delivery's success, wrote to it. A
+#: search for one of them alone reads back from the newest message; a channel's seeks its own index.
+INDEXED_STATUSES = (Status.RECEIVED, Status.QUEUED, Status.ERROR, Status.REJECTED, Status.FILTERED)
+# The index's own condition. SQLite uses a partial index only for a query whose WHERE holds this term
+# itself (status_index_term), not one it implies, such as status = 'ERROR'.
+STATUS_INDEX_WHERE = "status IN (" + ", ".join(f"'{status}'" for status in INDEXED_STATUSES) + ")"
+
+
+def status_index_term(status: str | None) -> str | None:
+    """The status index's condition on messages, for a query on ``status`` that the index holds; else None."""
+    return f"messages.{STATUS_INDEX_WHERE}" if status in INDEXED_STATUSES else None
+
 
 #: The destination name of a pause of a whole channel.
 WHOLE_CHANNEL = ""

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from engine.model import NAME_LENGTH, require_aware
 from engine.store.cipher import SEALED
+from engine.store.reads import STATUS_INDEX_WHERE
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -88,7 +89,12 @@ messages = sa.Table(
     sa.Index(None, "control_id", "sending_application", "received_at"),
     sa.Index(None, "message_code", "trigger_event"),
     sa.Index(None, "sending_application", "sending_facility"),
-    sa.Index(None, "status"),
+    sa.Index(
+        None,
+        "status",
+        sqlite_where=sa.text(STATUS_INDEX_WHERE),
+        postgresql_where=sa.text(STATUS_INDEX_WHERE),
+    ),
     sa.Index(None, "received_at"),
     sa.Index(None, "patient_id"),
     sa.Index(

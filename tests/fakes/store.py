@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 from datetime import UTC, datetime
 
 import psycopg
@@ -54,8 +55,31 @@ def queued(message_id: int, *destinations: str, transformed: bytes | None = None
     return ProcessingResult(message_id, Status.QUEUED, transformed=transformed, deliveries=news)
 
 
+def commit_threads(engine: sa.Engine) -> list[str]:
+    """The name of the thread of every transaction the engine commits from now on.
+
+    On SQLite, what the database was told to commit (the driver's trace), since the intake's
+    commits go to the driver without SQLAlchemy; elsewhere SQLAlchemy's commits. Connections
+    checked out before the call (a kept one) are not watched.
+    """
+    threads: list[str] = []
+
+    def committed() -> None:
+        threads.append(threading.current_thread().name)
+
+    if engine.dialect.name == "sqlite":
+
+        def trace(dbapi_connection, record, proxy) -> None:
+            dbapi_connection.set_trace_callback(lambda sql: sql == "COMMIT" and committed())
+
+        sa.event.listen(engine, "checkout", trace)
+    else:
+        sa.event.listen(engine, "commit", lambda connection: committed())
+    return threads
+
+
 def count_commits(engine: sa.Engine) -> list[None]:
-    """A list that grows by one for every transaction the engine commits."""
+    """A list that grows by one for every transaction the engine commits through SQLAlchemy."""
     seen: list[None] = []
     sa.event.listen(engine, "commit", lambda connection: seen.append(None))
     return seen

@@ -17,10 +17,11 @@ from engine.model import (
     SourceFile,
     Status,
 )
+from engine.store.dashboard import DashboardRepository
 from engine.store.driver import VALUES_MAX_PARAMETERS
 from engine.store.messages import MessageRepository
 from engine.store.queues import QueueRepository
-from engine.store.reads import MessageEvent, MessageQuery, MessageSummary
+from engine.store.reads import STATUS_INDEX_WHERE, MessageEvent, MessageQuery, MessageSummary
 from engine.store.schema import message_events, messages, source_files
 from tests.fakes.messages import T0
 from tests.fakes.store import NOW, expected_message, queued, source_file_rows
@@ -465,3 +466,53 @@ def test_outcomes_are_those_of_the_settled_messages_with_what_their_deliveries_s
 
 def _attempt(delivery_id: int, outcome: Outcome, **fields) -> AttemptResult:
     return AttemptResult(delivery_id, outcome, NOW, **fields)
+
+
+def _index_plans(repository: MessageRepository, backend: str, read) -> list[str]:
+    """The plans of the statements ``read(repository)`` sends with the status index's condition.
+
+    PostgreSQL's with scans of the table off: whether the index can serve them at all, whatever a
+    small table's costs would choose.
+    """
+    seen = []
+
+    def capture(connection, cursor, statement, parameters, context, executemany):
+        if STATUS_INDEX_WHERE in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(repository.engine, "before_cursor_execute", capture)
+    try:
+        read(repository)
+    finally:
+        sa.event.remove(repository.engine, "before_cursor_execute", capture)
+    plans = []
+    with repository.engine.connect() as connection:
+        if backend != "sqlite":
+            connection.exec_driver_sql("SET enable_seqscan = off")
+        explain = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
+        for sql, parameters in seen:
+            rows = connection.exec_driver_sql(explain + sql, parameters)
+            plans.append("\n".join(str(row[-1]) for row in rows))
+    return plans
+
+
+@pytest.mark.parametrize(
+    "status", [Status.ERROR, Status.QUEUED, Status.RECEIVED, Status.REJECTED, Status.FILTERED]
+)
+def test_a_search_for_a_status_the_partial_index_holds_reads_it(repository, make_message, backend, status):
+    """Searching and counting by any status but TRANSFORMED and SENT read the status index (0024), as
+    the dashboard's queued count does; those two are found by reading back from the newest."""
+    usual = (Status.TRANSFORMED, Status.SENT)
+    repository.insert([make_message(n, status=usual[n % 2]) for n in range(60)])
+    repository.insert([make_message(60, status=status)])
+    repository.insert([make_message(n, status=usual[n % 2]) for n in range(61, 90)])
+    query = MessageQuery(status=status)
+    assert [s.control_id for s in repository.search(query)] == ["C60"] and repository.count(query) == 1
+    newest_sent = repository.search(MessageQuery(status=Status.SENT, limit=2))
+    assert [s.control_id for s in newest_sent] == ["C89", "C87"]
+    dashboard = DashboardRepository(repository.engine)
+    reads = [lambda r: r.search(query), lambda r: r.count(query), lambda r: dashboard.counts(T0, ())]
+    plans = [plan for read in reads for plan in _index_plans(repository, backend, read)]
+    assert len(plans) == 3
+    for plan in plans:
+        assert "ix_messages_status" in plan, plan

@@ -43,7 +43,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
     upgrade(engine)
     with engine.connect() as connection:
         head = ScriptDirectory.from_config(make_config(connection)).get_current_head()
-    assert _current_revision(engine) == head == "0023_record_ssn"
+    assert _current_revision(engine) == head == "0024"
     engine.dispose()
 
 
@@ -64,7 +64,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    assert _current_revision(engines[0]) == "0023_record_ssn"
+    assert _current_revision(engines[0]) == "0024"
     for engine in engines:
         engine.dispose()
 
@@ -91,6 +91,7 @@ def test_scripts_ship_inside_the_package():
         "0021_record_links.py",
         "0022_message_text.py",
         "0023_record_ssn.py",
+        "0024_status_index.py",
     ]
 
 

@@ -22,7 +22,7 @@ from engine.store.messages import MessageRepository
 from engine.store.pool import GROUP_WAIT_SECONDS
 from engine.store.reads import MessageQuery
 from tests.fakes.messages import T0
-from tests.fakes.store import count_commits, expected_message, later, queued, source_file_rows
+from tests.fakes.store import commit_threads, expected_message, later, queued, source_file_rows
 
 # Group commit: adds asked together share a transaction; calls run alone, in order.
 
@@ -57,7 +57,7 @@ def test_add_fires_on_the_reactor_thread(open_store, make_message):
 def test_concurrent_adds_share_transactions(open_store, write_lock, make_message):
     """Adds made while the writer is busy are committed together, and each gets its own ids in order."""
     store = open_store()
-    commits = count_commits(store.repository.engine)
+    commits = commit_threads(store.repository.engine)
     write_lock.hold()
     adds = [[make_message(100 * a + n) for n in range(1 + a % 3)] for a in range(50)]
     deferreds = [store.add(news) for news in adds]
@@ -75,7 +75,7 @@ def test_concurrent_adds_share_transactions(open_store, write_lock, make_message
 def test_max_batch_caps_a_transaction(open_store, write_lock, make_message):
     """No transaction holds more than max_batch messages, but one add is never split."""
     store = open_store(max_batch=4)
-    commits = count_commits(store.repository.engine)
+    commits = commit_threads(store.repository.engine)
     write_lock.hold()
     deferreds = [store.add([make_message(n)]) for n in range(12)] + [
         store.add([make_message(100 + n) for n in range(6)])
@@ -153,7 +153,7 @@ def test_stopped_store_refuses_work(open_store, make_message):
 def test_grouped_adds_each_record_their_source_file(open_store, write_lock, make_message):
     """Adds with source files in one group record each file with its count; a failing add loses its own."""
     store = open_store()
-    commits = count_commits(store.repository.engine)
+    commits = commit_threads(store.repository.engine)
     write_lock.hold()
     first = store.add([make_message(0)])
     files = [SourceFile(f"/in/{n}.hl7", f"{n}" * 64, n, 1_700_000_000_000_000_000) for n in range(1, 4)]
@@ -187,7 +187,7 @@ def test_writes_run_in_the_order_asked(open_store, backend, write_lock, make_mes
     store = open_store()
     [first] = yield store.add([make_message(0)])
     yield store.record_processing([queued(first, "lab")])
-    commits = count_commits(store.repository.engine)
+    commits = commit_threads(store.repository.engine)
     write_lock.hold()
     before = store.add([make_message(1)])
     reprocessed = store.reprocess([first])
@@ -276,18 +276,11 @@ def test_lock_timeout_fails_a_call_as_locked(open_store, write_lock, make_messag
 _ADDS_THREAD = {"sqlite": "hl7engine-store-writer", "postgresql": "hl7engine-store-adds"}
 
 
-def _commit_threads(engine: sa.Engine) -> list[str]:
-    """The name of the thread of every commit the engine makes from now on."""
-    threads: list[str] = []
-    sa.event.listen(engine, "commit", lambda connection: threads.append(threading.current_thread().name))
-    return threads
-
-
 @pytest_twisted.inlineCallbacks
 def test_adds_of_one_reactor_turn_commit_together_on_the_reactor_thread(open_store, backend, make_message):
     """On SQLite (durability process) a turn's adds share a commit made on the reactor thread: no hop."""
     store = open_store()
-    threads = _commit_threads(store.repository.engine)
+    threads = commit_threads(store.repository.engine)
     results = yield defer.gatherResults([store.add([make_message(n)]) for n in range(5)])
     assert threads == ["MainThread" if backend == "sqlite" else _ADDS_THREAD[backend]]
     ids = [i for ids in results for i in ids]
@@ -371,7 +364,7 @@ def test_a_file_add_keeps_its_place_behind_calls(open_sqlite_store, make_message
 def test_power_loss_durability_commits_on_the_writer_thread(open_store, backend, make_message):
     """With an fsync on every commit the reactor must not wait for the disk: a writer thread commits."""
     store = open_store(durability="power_loss")
-    threads = _commit_threads(store.repository.engine)
+    threads = commit_threads(store.repository.engine)
     yield store.add([make_message(0)])
     assert threads == [_ADDS_THREAD[backend]]
 
@@ -382,7 +375,7 @@ def test_a_write_lock_sends_inline_adds_to_the_writer_which_waits(
 ):
     """While another process writes, the reactor does not wait: the writer commits the adds once it can."""
     store = open_store()
-    threads = _commit_threads(store.repository.engine)
+    threads = commit_threads(store.repository.engine)
     write_lock.hold()
     adds = [store.add([make_message(n)]) for n in range(3)]
     yield later(0.3, write_lock.release)
@@ -484,7 +477,7 @@ def test_an_inline_group_waits_for_idle_senders_then_commits_once(open_sqlite_st
     store = open_sqlite_store()
     idle = [1]
     store.wait_for_senders(lambda: idle[0])
-    threads = _commit_threads(store.repository.engine)
+    threads = commit_threads(store.repository.engine)
     first = store.add([make_message(0)])
     yield later(0, lambda: None)  # the end of the turn: one sender is still expected
     assert not first.called and threads == []
@@ -503,7 +496,7 @@ def test_the_add_that_finds_no_sender_idle_commits_its_group_before_returning(
     store = open_sqlite_store()
     idle = [1]
     store.wait_for_senders(lambda: idle[0])
-    commits = count_commits(store.repository.engine)
+    commits = commit_threads(store.repository.engine)
     first = store.add([make_message(0)])
     assert not first.called
     idle[0] = 0

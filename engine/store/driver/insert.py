@@ -7,6 +7,7 @@ events) in the same statement.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,29 @@ class InsertReturningIds:
             raise as_sqlalchemy_error(error, self.sql, self._dialect) from error
         finally:
             cursor.close()
+
+    def run_committed(self, connection: sa.Connection, rows: list[list]) -> list[int]:
+        """SQLite: insert the rows and commit them, on the driver; their ids, in order.
+
+        The connection must be in no transaction. The driver's own transaction (begun by the
+        INSERT, ended by its commit) is SQLite's, as through SQLAlchemy, whose transaction
+        around it cost as much as a third of the insert a message at one message a commit
+        (see docs/performance.md). Nothing is left open when it fails: rolled back, then raised.
+        """
+        driver = connection.connection.driver_connection
+        cursor = driver.cursor()
+        try:
+            ids = self._run_sqlite(cursor, rows)
+            cursor.close()
+            driver.commit()
+            return ids
+        except BaseException as error:
+            cursor.close()
+            with contextlib.suppress(self._dbapi_error):  # a broken connection: its caller drops it
+                driver.rollback()
+            if isinstance(error, self._dbapi_error):
+                raise as_sqlalchemy_error(error, self.sql, self._dialect) from error
+            raise
 
     def _run_sqlite(self, cursor, rows: list[list]) -> list[int]:
         """SQLite: the rows in a few multi-row INSERTs (chunks of a power of two, each kept prepared).

@@ -50,6 +50,7 @@ from engine.store.reads import (
     held_lease,
     lease_row,
     node_view,
+    status_index_term,
 )
 
 __all__ = ["SQLiteReads", "fts5_match", "sqlite_path"]
@@ -290,7 +291,7 @@ class SQLiteReads:
             channels_queued = dict(
                 connection.execute(
                     "SELECT channel, count(*) FROM messages WHERE channel IS NOT NULL AND status = ?"
-                    " GROUP BY channel",
+                    f" AND {status_index_term(Status.QUEUED)} GROUP BY channel",
                     (Status.QUEUED,),
                 ).fetchall()
             )
@@ -355,6 +356,8 @@ def _criteria(query: MessageQuery) -> tuple[list[str], list]:
         equal += tuple((column, part) for column, part in parts if part)
     where = [f"messages.{column} = ?" for column, value in equal if value is not None]
     parameters: list = [value for _, value in equal if value is not None]
+    if (indexed := status_index_term(query.status)) is not None:
+        where.append(indexed)
     for clause, moment in (
         ("messages.received_at >= ?", query.since),
         ("messages.received_at < ?", query.until),

@@ -38,6 +38,26 @@ def test_insert_returning_ids_in_a_transaction_gives_ids_in_order(tables, count)
     ]
 
 
+def test_insert_committed_on_the_driver_commits_or_leaves_nothing(sqlite_url):
+    """SQLite: run_committed commits what it inserts; a failing row leaves nothing and no open transaction."""
+    engine = create_engine_for(sqlite_url)
+    metadata.create_all(engine)
+    insert = _insert(engine)
+    try:
+        with engine.connect() as connection:
+            ids = insert.run_committed(connection, [insert.values((f"n{n}", T0, n)) for n in range(3)])
+            broken = [insert.values(("ok", T0, 1)), insert.values(("no count", T0, None))]
+            with pytest.raises(sa.exc.IntegrityError):
+                insert.run_committed(connection, broken)
+            assert not connection.connection.driver_connection.in_transaction
+            after = insert.run_committed(connection, [insert.values(("after", None, 9))])
+        stored = item_rows(engine)  # read on another connection: committed
+    finally:
+        engine.dispose()
+    assert ids == [1, 2, 3] and after == [4]
+    assert [(name, n) for _, name, _, n, _ in stored] == [("n0", 0), ("n1", 1), ("n2", 2), ("after", 9)]
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("count", [1, 8, 900], ids=["one", "scalar parameters", "arrays"])
 def test_insert_returning_ids_alone_links_children_by_position(postgres_url, count):
