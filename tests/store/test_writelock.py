@@ -27,7 +27,7 @@ from engine.store.db import create_engine_for
 from engine.store.migrations import upgrade
 from engine.store.schema import messages
 from engine.store.writelock import WriterLock, side_file
-from tests.fakes.store import later, queued
+from tests.fakes.store import commit_threads, later, queued
 
 PROJECT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 30  # the longest any wait below may last before the test fails
@@ -275,10 +275,7 @@ def test_the_inline_commit_goes_to_the_writer_while_another_process_holds_the_lo
 ):
     """The reactor does not commit while another process holds the lock; the writer does, once it is free."""
     store = open_sqlite_store(shared=True)
-    threads: list[str] = []
-    sa.event.listen(
-        store.repository.engine, "commit", lambda connection: threads.append(threading.current_thread().name)
-    )
+    threads = commit_threads(store.repository.engine)
     other.take()
     adds = [store.add([make_message(n)]) for n in range(3)]
     yield later(0.3, other.release)
@@ -291,10 +288,7 @@ def test_the_inline_commit_goes_to_the_writer_while_another_process_holds_the_lo
 def test_a_store_no_other_process_writes_takes_no_turns(open_sqlite_store, other, make_message):
     """Without ``shared`` (one process alone) the store never looks at the side lock: it commits inline."""
     store = open_sqlite_store()
-    threads: list[str] = []
-    sa.event.listen(
-        store.repository.engine, "commit", lambda connection: threads.append(threading.current_thread().name)
-    )
+    threads = commit_threads(store.repository.engine)
     other.take()
     try:
         yield store.add([make_message(0)])
