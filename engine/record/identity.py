@@ -38,7 +38,6 @@ __all__ = [
     "find_known",
     "national_ids",
     "national_ids_of",
-    "normalise",
     "pid_identifiers",
     "possible_duplicate",
     "prior_identifiers",

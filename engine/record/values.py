@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.hl7.dtm import parse_partial_date, parse_timestamp
 from engine.record.extract import KEEP, PatientGroup, SegmentReader, parse_decimal
-from engine.record.identity import normalise
+from engine.record.person import normalise
 
 __all__ = [
     "allergy_values",

@@ -15,11 +15,11 @@ from engine.record.identity import (
     IdentityRule,
     find_by_rule,
     find_known,
-    normalise,
     pid_identifiers,
     prior_identifiers,
     survivor_of,
 )
+from engine.record.person import normalise
 from engine.record.writer import Statements, Writer
 from tests.fakes.record import NOW, RECEIVED, hl7, register
 
