@@ -6,6 +6,7 @@ rounds, reading payloads, parsing, the apply in chunks, the attempts' rows and e
 its CPU per message with ``bench/record_apply.py`` (the apply alone) to see the engine's overhead:
 
     python bench/record_drain.py --messages 6000 [--patients 200]
+    python bench/record_drain.py --fresh --messages 6000   # every message an ADT of a new person
 """
 
 from __future__ import annotations
@@ -90,10 +91,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=6_000)
     parser.add_argument("--patients", type=int, default=200, help="the realistic scenario's pool")
+    parser.add_argument(
+        "--fresh", action="store_true", help="ADT only, every message about a new person (full PID, PV1, ...)"
+    )
     options = parser.parse_args()
+    if options.fresh:
+        drawn = generate(options.messages * 3, patients=None)
+        templates = [template for template in drawn if template.kind.startswith("ADT")][: options.messages]
+    else:
+        templates = generate(options.messages, patients=options.patients)
     texts = [
         template.render(f"R{number}".encode()).decode("utf-8", "replace")
-        for number, template in enumerate(generate(options.messages, patients=options.patients), start=1)
+        for number, template in enumerate(templates, start=1)
     ]
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "journal").mkdir()
