@@ -73,11 +73,12 @@ def engine(store_url):
 
 
 def _store_opener(url: str):
-    """A function that starts MessageStores on ``url`` (global reactor), and one that stops them all."""
+    """A function that starts MessageStores on ``url`` (global reactor unless given one), and one that
+    stops them all."""
     stores = []
 
     def open_(**options) -> MessageStore:
-        store = MessageStore(url, reactor=reactor, **options)
+        store = MessageStore(url, **{"reactor": reactor, **options})
         store.start()
         stores.append(store)
         return store

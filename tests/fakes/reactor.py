@@ -1,4 +1,5 @@
-"""A reactor for tests that hand work to threads: a task.Clock whose thread pool runs the work inline."""
+"""Reactors for tests that hand work to threads: a task.Clock whose thread pool runs the work inline, or
+one whose threads hand their results back to the real reactor."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ class InlineThreads(Clock):
 
     def callFromThread(self, func, *args, **kwargs):
         func(*args, **kwargs)
+
+
+class ClockedReactor(Clock):
+    """A reactor whose time is a task.Clock, advanced by the test; threads hand results to ``reactor``.
+
+    For code that times its work with callLater and seconds() while threads of its own answer
+    through callFromThread: a test decides when time passes, however loaded the machine is.
+    """
+
+    def __init__(self, reactor):
+        super().__init__()
+        self._reactor = reactor
+
+    def callFromThread(self, func, *args, **kwargs):
+        self._reactor.callFromThread(func, *args, **kwargs)
