@@ -456,14 +456,15 @@ class StorePool:
         truncate = self._wal.truncation_due()
         try:
             connection = self._writer.connection.get()
-            checkpoint_wal(connection)
+            # A complete pass lets the next commit start the WAL over: pace by the commits after it.
+            before = self._commits if checkpoint_wal(connection).complete else 0
             # Not the file's lock: a worker's checkpoint must not hold up intake in another process.
             with self._transaction_lock:
                 # Once complete, the WAL starts over at the next commit: commits count from here.
                 commits, self._commits = self._commits, 0
                 done = checkpoint_wal(connection, truncate=truncate)
             complete = done.complete
-            self._wal.paced(done.frames, commits, complete)
+            self._wal.paced(done.frames, commits - before, complete)
         except Exception as error:  # the next idle moment (or growth past the limit) tries again
             self._commits = 0
             self._writer.connection.drop()
