@@ -77,3 +77,16 @@ def test_record_drain_settles_every_queued_delivery():
         check=True,
     )
     assert done.stdout.startswith("60 record deliveries drained:"), done.stdout + done.stderr
+
+
+def test_intake_cpu_has_every_message_acknowledged_and_prints_the_cpu_a_message():
+    """bench/intake_cpu.py runs the engine's intake and a client process; every ACK positive, one line."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "intake_cpu.py"), "--messages", "60", "--connections", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.splitlines()[-1].startswith("2 connection(s): "), done.stdout + done.stderr
+    assert " us CPU a message, " in done.stdout
