@@ -45,6 +45,8 @@ def _terms(text: str) -> list[str]:
         text = _ESCAPE.sub(" ", text)
     text = text.lower()
     words = text.translate(_ASCII_BREAKS).split() if text.isascii() else _TERM.findall(text)
+    if max(map(len, words), default=0) <= MAX_TERM_LENGTH:  # most are: no copy of the list
+        return words
     return [word[:MAX_TERM_LENGTH] for word in words]
 
 

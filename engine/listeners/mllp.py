@@ -6,12 +6,13 @@ the business of the handler the factory is given (``engine.channels.intake.Intak
 
 from __future__ import annotations
 
+import errno
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
 from twisted.application import service
-from twisted.internet import defer, protocol, ssl
+from twisted.internet import defer, protocol, ssl, tcp
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -75,8 +76,11 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
         self._frame_started = 0.0  # when the frame arriving now began
         self._frame_check = None
         self.clock = None  # the reactor (its seconds() and callLater()); set by the factory
+        self._socket = None  # set in connectionMade on plain TCP
 
     def connectionMade(self) -> None:
+        # A plain TCP connection's socket, which replies are sent on directly (see _send).
+        self._socket = self.transport.getHandle() if isinstance(self.transport, tcp.Connection) else None
         if self.idle_timeout is not None:
             self._quiet_since = self.clock.seconds()
             self._idle_check = self.clock.callLater(self.idle_timeout, self._check_idle)
@@ -222,18 +226,40 @@ class MLLPServerProtocol(FrameCollector, protocol.Protocol):
             self.factory.in_flight_done()
             return
         if reply is not None:
-            self.transport.write(frame(reply))
-            # Twisted sends what was written on the reactor's next turn; the sender waits for this
-            # ACK before its next message, so a plain TCP transport sends it now (TLS keeps its pace).
-            send_now = getattr(self.transport, "doWrite", None)
-            if (
-                send_now is not None and send_now() is not None
-            ):  # the reactor's sign that the connection is lost
-                self.transport.abortConnection()
+            self._send(frame(reply))
         if self._idle_check is not None:
             self._quiet_since = self.clock.seconds()
         self.factory.in_flight_done()
         self._process_next()
+
+    def _send(self, data: bytes) -> None:
+        """Send a reply now: the sender waits for it before its next message.
+
+        Twisted sends what is written on the reactor's next turn, after asking epoll to watch the
+        socket for writing and then not to (two system calls a reply). On plain TCP, while
+        nothing written before waits in the transport, the reply goes straight to the socket;
+        what the socket does not take goes to the transport, and so does every later reply of
+        the connection, which keeps them in order. TLS keeps its own pace.
+        """
+        sock = self._socket
+        if sock is not None:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:  # the socket's buffer is full
+                sent = 0
+            except OSError as error:
+                if error.errno != errno.ENOBUFS:  # the connection is lost: connectionLost follows
+                    self.transport.abortConnection()
+                    return
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self._socket = None
+        self.transport.write(data)
+        send_now = getattr(self.transport, "doWrite", None)
+        if send_now is not None and send_now() is not None:  # the reactor's sign that the connection is lost
+            self.transport.abortConnection()
 
     @property
     def busy(self) -> bool:

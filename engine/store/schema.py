@@ -23,6 +23,25 @@ class UTCDateTime(sa.types.TypeDecorator):
         require_aware(value, "a stored timestamp")
         return value.astimezone(UTC)
 
+    def bind_processor(self, dialect):
+        """On SQLite, the text SQLAlchemy's DATETIME would write, made in one step.
+
+        Its processor (``process_bind_param``, then a ``%``-format of seven fields) cost about
+        as much as the rest of a received message's values together.
+        """
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is not UTC:
+                require_aware(value, "a stored timestamp")
+                value = value.astimezone(UTC)
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
             return None

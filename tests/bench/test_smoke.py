@@ -69,11 +69,23 @@ def test_intake_run_reports_every_figure_with_no_ack_errors(tmp_path):
 
 def test_record_drain_settles_every_queued_delivery():
     """bench/record_drain.py drains its whole backlog through the record destination and says so."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "record_drain.py"), "--messages", "60", "--patients", "10"],
+    done = run_script("record_drain.py", "--messages", "60", "--patients", "10")
+    assert done.stdout.startswith("60 record deliveries drained:"), done.stdout + done.stderr
+
+
+def test_intake_cpu_has_every_message_acknowledged_and_prints_the_cpu_a_message():
+    """bench/intake_cpu.py runs the engine's intake and a client process; every ACK positive, one line."""
+    done = run_script("intake_cpu.py", "--messages", "60", "--connections", "2")
+    assert done.stdout.splitlines()[-1].startswith("2 connection(s): "), done.stdout + done.stderr
+    assert " us CPU a message, " in done.stdout
+
+
+def run_script(name: str, *arguments: str) -> subprocess.CompletedProcess:
+    """Run bench/``name`` with ``arguments``, its output captured; raises when it fails or takes 2 minutes."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / name), *arguments],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    assert done.stdout.startswith("60 record deliveries drained:"), done.stdout + done.stderr

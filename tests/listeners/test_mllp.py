@@ -9,7 +9,7 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, tcp, threads
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -367,3 +367,41 @@ def test_a_crowd_connecting_at_once_waits_in_the_listen_backlog(listen, backlog,
     finally:
         for sock in crowd:
             sock.close()
+
+
+def test_a_reply_the_socket_takes_only_in_part_keeps_later_replies_behind_it():
+    """A reply sent straight to the socket that takes only part of it: the rest, and every later
+    reply, go through the transport, so a small reply never overtakes a large one's tail."""
+    server, peer = socket.socketpair()
+    server.setblocking(False)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    handler = EchoHandler()
+    handler.held = []
+    factory = MLLPServerFactory(handler, reactor=reactor, max_frame_bytes=4 << 20, idle_timeout=None)
+    proto = factory.buildProtocol(None)
+    transport = tcp.Connection(server, proto, reactor)
+    transport.connected = True  # as a connection accepted by a port is
+    proto.makeConnection(transport)
+    large = b"MSH|^~\\&|big|" + b"x" * (1 << 20) + b"\r"
+    try:
+        proto.dataReceived(frame(large) + frame(MSG_A))
+        handler.held[0].callback(None)  # the socket takes part of it: the rest waits in the transport
+        peer.settimeout(5)
+        received = peer.recv(1 << 16)  # room in the socket again, the transport still holding the tail
+        handler.held[1].callback(None)
+        peer.setblocking(False)
+        expected = frame(b"ACK " + large) + frame(b"ACK " + MSG_A)
+        for _ in range(10_000):  # the reactor does not run here: the transport is flushed by hand
+            if len(received) >= len(expected):
+                break
+            transport.doWrite()
+            try:
+                received += peer.recv(1 << 20)
+            except BlockingIOError:
+                pass
+        assert received == expected
+    finally:
+        reactor.removeReader(transport)
+        reactor.removeWriter(transport)
+        server.close()
+        peer.close()

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.model import NAME_LENGTH
 from engine.record import schema as record_schema  # noqa: F401  (its tables share the metadata)
-from engine.store.schema import RowId, deliveries, messages, metadata
+from engine.store.schema import RowId, UTCDateTime, deliveries, messages, metadata
 from tests.fakes.driver import item_rows, items
 from tests.fakes.driver import metadata as driver_metadata
 
@@ -35,6 +35,23 @@ def test_a_naive_time_is_refused(engine):
         with engine.begin() as connection:
             connection.execute(sa.insert(items), [{"name": "a", "count": 1, "at": datetime(2024, 3, 1, 12)}])
     assert item_rows(engine) == []
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 7, 16, 9, 20, 898072, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),  # no microseconds: still six digits of them
+        datetime(5, 1, 2, 3, 4, 5, 7, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(2024, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    ],
+)
+def test_on_sqlite_a_time_is_written_as_sqlalchemys_datetime_writes_it(moment):
+    """UTCDateTime's own SQLite processor gives the text SQLAlchemy's DATETIME gives the UTC time."""
+    dialect = sqlite.dialect()
+    written = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)(moment)
+    as_sqlalchemy = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)(moment.astimezone(UTC))
+    assert written == as_sqlalchemy
 
 
 def test_ids_are_64_bit_except_on_sqlite_where_the_rowid_counts():
