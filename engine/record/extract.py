@@ -104,7 +104,6 @@ class SegmentReader:
         "_subcomponent",
         "_escape",
         "_is_header",
-        "_header",
         "_components",
         "_fields",
     )
@@ -115,11 +114,8 @@ class SegmentReader:
         self._delimiters = d = message.delimiters
         # Each read needs them: kept here rather than looked up on the delimiters every time.
         self._repetition, self._component, self._subcomponent = d.repetition, d.component, d.subcomponent
-        self._escape = (
-            message.delimiters.escape or ""
-        )  # "": every value goes through unescape, which knows there is none
+        self._escape = d.escape or ""  # "": every value goes through unescape, which knows there is none
         self._is_header = segment.is_header  # MSH, FHS, BHS: fields 1 and 2 are the delimiters themselves
-        self._header: Message | None = None  # for those, the segment alone, read by Message.get
         # (field, repetition) -> (the repetition's text, its components)
         self._components: dict[tuple[int, int], tuple[str, list[str]]] = {}
         self._fields: list[str] | None = None  # the segment's raw fields, taken on the first read
@@ -129,17 +125,21 @@ class SegmentReader:
 
     def get(self, path: str) -> str:
         """The value at ``field[repetition].component.subcomponent`` of this segment ('' when absent)."""
-        if self._is_header:
-            if self._header is None:
-                self._header = Message(self._delimiters, [self._segment.raw])
-            return self._header.get(f"{self.name}-{path}")
         return self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path)))
 
     def _read(self, key: tuple[int, int], component: int | None, subcomponent: int | None) -> str:
-        """``get`` of a segment that is not a header, the path already read: key is (field, repetition)."""
+        """``get``, the path already read: key is (field, repetition)."""
         split = self._components.get(key)
         if split is None:
-            raw = self._field(key[0])
+            n = key[0]
+            if n <= 2 and self._is_header:
+                # The delimiters themselves, as Message.get reads them: whole, never split nor unescaped.
+                return (
+                    self._field(n)
+                    if key[1] == 1 and component in (None, 1) and subcomponent in (None, 1)
+                    else ""
+                )
+            raw = self._field(n)
             if self._repetition in raw:
                 repetitions = raw.split(self._repetition)
                 raw = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
@@ -186,16 +186,10 @@ class SegmentReader:
 
     def part(self, path: str) -> str | None:
         """The value at ``path`` with surrounding blanks dropped, None when empty."""
-        if self._is_header:
-            return self.get(path).strip() or None
         return self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path))).strip() or None
 
-    def _part(self, n: int, repetition: int, component: int, subcomponent: int | None = None) -> str | None:
-        """``part`` of ``n[repetition].component[.subcomponent]`` without writing and reading the path."""
-        if self._is_header:
-            return self.part(
-                f"{n}[{repetition}].{component}" + ("" if subcomponent is None else f".{subcomponent}")
-            )
+    def part_at(self, n: int, repetition: int, component: int, subcomponent: int | None = None) -> str | None:
+        """``part`` of ``n[repetition].component[.subcomponent]``, without writing the path to read it."""
         return self._read((n, repetition), component, subcomponent).strip() or None
 
     def columns(self, n: int, paths: dict[str, str | tuple[str, Callable[[str], Any]]]) -> dict[str, Any]:
@@ -204,20 +198,25 @@ class SegmentReader:
         A path may come with a converter of its non-empty text; text the converter cannot read
         (it returns None) gives KEEP, so an unreadable value never clears a stored one.
         """
-        state = self.sent(n)
-        if state is False:
+        raw = self._field(n)  # as sent() reads it: a call fewer, thirty times a message
+        if not raw:
             return dict.fromkeys(paths, KEEP)
-        if state is None:
+        if raw == _NULL:
             return dict.fromkeys(paths, None)
         values = {}
         for column, spec in paths.items():
-            path, convert = spec if isinstance(spec, tuple) else (spec, None)
-            text = self.part(path)
-            if text is not None and convert is not None:
+            if spec.__class__ is str:
+                values[column] = (
+                    self._read(*(_RELATIVE_PATHS.get(spec) or _relative_path(spec))).strip() or None
+                )
+                continue
+            path, convert = spec
+            text = self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path))).strip()
+            if text:
                 converted = convert(text)
                 values[column] = KEEP if converted is None else converted
             else:
-                values[column] = text
+                values[column] = None
         return values
 
     def coded(self, n: int, prefix: str = "", repetition: int = 1) -> dict[str, Any]:
@@ -232,29 +231,29 @@ class SegmentReader:
         state = self.sent(n)
         if not state:
             return dict.fromkeys(names, KEEP if state is False else None)
-        code, text = self._part(n, repetition, 1), self._part(n, repetition, 2)
+        code, text = self.part_at(n, repetition, 1), self.part_at(n, repetition, 2)
         if code is None and text is None:
             return dict(
                 zip(
                     names,
                     (
-                        self._part(n, repetition, 4),
-                        self._part(n, repetition, 5),
-                        self._part(n, repetition, 6),
+                        self.part_at(n, repetition, 4),
+                        self.part_at(n, repetition, 5),
+                        self.part_at(n, repetition, 6),
                     ),
                 )
             )
-        return dict(zip(names, (code, text, self._part(n, repetition, 3))))
+        return dict(zip(names, (code, text, self.part_at(n, repetition, 3))))
 
     def person(self, n: int, repetition: int = 1) -> tuple[str | None, str | None]:
         """The XCN in field ``n`` (its ``repetition``): (ID, display name 'Given Family')."""
         parts = (
-            self._part(n, repetition, 6),
-            self._part(n, repetition, 3),
-            self._part(n, repetition, 4),
-            self._part(n, repetition, 2, 1),
+            self.part_at(n, repetition, 6),
+            self.part_at(n, repetition, 3),
+            self.part_at(n, repetition, 4),
+            self.part_at(n, repetition, 2, 1),
         )
-        return self._part(n, repetition, 1), " ".join(part for part in parts if part) or None
+        return self.part_at(n, repetition, 1), " ".join(part for part in parts if part) or None
 
 
 @dataclass

@@ -146,24 +146,29 @@ def sent_demographics(group: PatientGroup) -> set[str]:
     return (sent | {"record_contacts"}) if group.contacts else sent
 
 
-def _repeated(reader: SegmentReader, n: int, read: Callable[[SegmentReader, str], dict | None]) -> Any:
+def _repeated(reader: SegmentReader, n: int, read: Callable[[SegmentReader, int, int], dict | None]) -> Any:
     state = reader.sent(n)
     if state is False:
         return KEEP
     if state is None:
         return []
-    rows = [read(reader, f"{n}[{repetition}]") for repetition in range(1, reader.repetitions(n) + 1)]
+    rows = [read(reader, n, repetition) for repetition in range(1, reader.repetitions(n) + 1)]
     return [row for row in rows if row]
 
 
-def _name(reader: SegmentReader, where: str) -> dict | None:
+# The readers of a repeated field's repetition below take its field and repetition numbers: paths
+# written and read back for each would cost more than the reads (a hundred a message).
+
+
+def _name(reader: SegmentReader, n: int, r: int) -> dict | None:
+    part = reader.part_at
     row = {
-        "family": reader.part(f"{where}.1.1"),
-        "given": reader.part(f"{where}.2"),
-        "middle": reader.part(f"{where}.3"),
-        "suffix": reader.part(f"{where}.4"),
-        "prefix": reader.part(f"{where}.5"),
-        "name_type": reader.part(f"{where}.7"),
+        "family": part(n, r, 1, 1),
+        "given": part(n, r, 2),
+        "middle": part(n, r, 3),
+        "suffix": part(n, r, 4),
+        "prefix": part(n, r, 5),
+        "name_type": part(n, r, 7),
     }
     if not (row["family"] or row["given"]):
         return None
@@ -174,30 +179,28 @@ def _name(reader: SegmentReader, where: str) -> dict | None:
     }
 
 
-def _address(reader: SegmentReader, where: str) -> dict | None:
+def _address(reader: SegmentReader, n: int, r: int) -> dict | None:
+    part = reader.part_at
     row = {
-        "line1": reader.part(f"{where}.1.1"),
-        "line2": reader.part(f"{where}.2"),
-        "city": reader.part(f"{where}.3"),
-        "state": reader.part(f"{where}.4"),
-        "postal_code": reader.part(f"{where}.5"),
-        "country": reader.part(f"{where}.6"),
-        "address_type": reader.part(f"{where}.7"),
+        "line1": part(n, r, 1, 1),
+        "line2": part(n, r, 2),
+        "city": part(n, r, 3),
+        "state": part(n, r, 4),
+        "postal_code": part(n, r, 5),
+        "country": part(n, r, 6),
+        "address_type": part(n, r, 7),
     }
     return row if any(row.values()) else None
 
 
-def _phone(reader: SegmentReader, where: str) -> str | None:
-    email = reader.part(f"{where}.4")
+def _phone(reader: SegmentReader, n: int, r: int) -> str | None:
+    part = reader.part_at
+    email = part(n, r, 4)
     if email and "@" in email:
         return email
-    local = reader.part(f"{where}.7")
+    local = part(n, r, 7)
     if local:
-        country, area, extension = (
-            reader.part(f"{where}.5"),
-            reader.part(f"{where}.6"),
-            reader.part(f"{where}.8"),
-        )
+        country, area, extension = part(n, r, 5), part(n, r, 6), part(n, r, 8)
         return "".join(
             [
                 f"+{country} " if country else "",
@@ -206,14 +209,14 @@ def _phone(reader: SegmentReader, where: str) -> str | None:
                 f" x{extension}" if extension else "",
             ]
         )
-    return reader.part(f"{where}.1") or email
+    return part(n, r, 1) or email
 
 
-def _telecom(reader: SegmentReader, where: str) -> dict | None:
-    value = _phone(reader, where)
+def _telecom(reader: SegmentReader, n: int, r: int) -> dict | None:
+    value = _phone(reader, n, r)
     if value is None:
         return None
-    return {"value": value, "use_code": reader.part(f"{where}.2"), "equipment": reader.part(f"{where}.3")}
+    return {"value": value, "use_code": reader.part_at(n, r, 2), "equipment": reader.part_at(n, r, 3)}
 
 
 def contact_values(nk1: SegmentReader) -> dict[str, Any]:
@@ -225,12 +228,13 @@ def contact_values(nk1: SegmentReader) -> dict[str, Any]:
         "family": nk1.part("2.1.1"),
         "given": nk1.part("2.2"),
         **relationship,
-        "phone": _phone(nk1, "5[1]") if nk1.sent(5) else None,
+        "phone": _phone(nk1, 5, 1) if nk1.sent(5) else None,
     }
 
 
 def _location_display(reader: SegmentReader, n: int) -> str | None:
-    parts = [reader.part(f"{n}.1"), reader.part(f"{n}.2"), reader.part(f"{n}.3"), reader.part(f"{n}.4.1")]
+    part = reader.part_at
+    parts = [part(n, 1, 1), part(n, 1, 2), part(n, 1, 3), part(n, 1, 4, 1)]
     return " ".join(part for part in parts if part) or None
 
 
@@ -431,7 +435,7 @@ def observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
         "units": obx.part("6.1") or obx.part("6.2"),
         "reference_range": obx.part("7"),
         "abnormal_flags": "~".join(
-            flag for r in range(1, obx.repetitions(8) + 1) if (flag := obx.part(f"8[{r}].1"))
+            flag for r in range(1, obx.repetitions(8) + 1) if (flag := obx.part_at(8, r, 1))
         )
         or None,
         "status": result_status(obx),
@@ -444,7 +448,7 @@ def observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
         values["value"] = obx.part("5")
         values["numeric_value"] = _float(values["value"])
     elif value_type == "SN":
-        comparator, first, separator, second = (obx.part(f"5.{c}") for c in (1, 2, 3, 4))
+        comparator, first, separator, second = (obx.part_at(5, 1, c) for c in (1, 2, 3, 4))
         values.update(
             comparator=comparator,
             numeric_value=_float(first),
