@@ -82,8 +82,7 @@ class Statements:
     def __init__(self, dialect: sa.Dialect, cipher: Cipher = CLEAR):
         """``cipher`` seals the record's person data written and opens it read (engine.store.cipher)."""
         self.tables = Tables(dialect, null=KEEP, cipher=cipher)
-        self._stamps: dict[str, tuple[str, ...]] = {}
-        self._parents: dict[str, tuple[str, ...]] = {}
+        self._stamping: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._contents: dict[str, tuple[str, ...]] = {}
 
     def list_content(self, table: sa.Table) -> tuple[str, ...]:
@@ -97,21 +96,16 @@ class Statements:
             )
         return found
 
-    def stamps(self, table: sa.Table) -> tuple[str, ...]:
-        """The columns of ``table`` each row takes from its message (``message_id``, ``as_of``)."""
-        found = self._stamps.get(table.name)
-        if found is None:
-            found = self._stamps[table.name] = tuple(
-                name for name in ("message_id", "as_of") if name in table.c
-            )
-        return found
+    def stamping(self, table: sa.Table) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The columns of ``table`` each row takes from its message (``message_id``, ``as_of``).
 
-    def parents(self, table: sa.Table) -> tuple[str, ...]:
-        """The columns of ``table`` that may name a row a Writer created (``_PARENT_COLUMNS``)."""
-        found = self._parents.get(table.name)
+        And those that may name a row a Writer created (``_PARENT_COLUMNS``).
+        """
+        found = self._stamping.get(table.name)
         if found is None:
-            found = self._parents[table.name] = tuple(
-                name for name in _PARENT_COLUMNS.values() if name in table.c
+            found = self._stamping[table.name] = (
+                tuple(name for name in ("message_id", "as_of") if name in table.c),
+                tuple(name for name in _PARENT_COLUMNS.values() if name in table.c),
             )
         return found
 
@@ -263,7 +257,7 @@ class Writer:
         """
         if self._pending is not None and self._pending.holds(table):
             self._pending.write(table)
-        row_id = self._cursor.insert(table, self._stamped(table, values))
+        row_id = self._cursor.insert(table, self._stamped(table, (values,))[0])
         parent = _PARENT_COLUMNS.get(table.name)
         if parent is not None:
             self._created[parent, row_id] = set()
@@ -272,27 +266,32 @@ class Writer:
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert rows as ``insert`` does, in order (pending, with ``pending``); no ids."""
         if self._pending is not None:
-            self._pending.add(table, [self._stamped(table, values) for values in rows])
+            self._pending.add(table, self._stamped(table, rows))
         else:
-            self._cursor.insert_many(table, (self._stamped(table, values) for values in rows))
+            self._cursor.insert_many(table, self._stamped(table, rows))
 
     def add(self, table: sa.Table, values: Mapping[str, Any]) -> None:
         """Insert one row as ``insert_many`` does: its id is not asked for."""
         self.insert_many(table, (values,))
 
-    def _stamped(self, table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The row with this message and its time where it names none."""
+    def _stamped(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The rows, each with this message and its time where it names none."""
+        stamps, parents = self._statements.stamping(table)
+        stamp = [(name, self.message_id if name == "message_id" else self.message_time) for name in stamps]
         created = self._created
-        if created:
-            for column in self._statements.parents(table):
-                tables = created.get((column, values.get(column)))  # type: ignore[arg-type]
-                if tables is not None:
-                    tables.add(table.name)
-        row = dict(values)
-        for name in self._statements.stamps(table):
-            if name not in row:
-                row[name] = self.message_id if name == "message_id" else self.message_time
-        return row
+        stamped = []
+        for values in rows:
+            if created:
+                for column in parents:
+                    tables = created.get((column, values.get(column)))  # type: ignore[arg-type]
+                    if tables is not None:
+                        tables.add(table.name)
+            row = dict(values)
+            for name, value in stamp:
+                if name not in row:
+                    row[name] = value
+            stamped.append(row)
+        return stamped
 
     def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
         """Delete the rows matching ``key``; no statement where ``rows`` would find none without one.
@@ -324,7 +323,7 @@ class Writer:
         history, and no change of source or update time.
         """
         binds = self._tables.table(table).binds
-        stamps = self._statements.stamps(table)
+        stamps = self._statements.stamping(table)[0]
         changes = {}
         for name, value in values.items():
             if value is KEEP or name in _BOOKKEEPING:

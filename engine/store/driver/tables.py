@@ -58,6 +58,7 @@ class Table:
             )
             for column in table.c
         }
+        self._lengths = {name: length for name, (text, length, _) in self.binds.items() if text}  # for fit
         self.has_id = "id" in table.c
         self._null = null
         self._plans: dict[tuple[str, ...], tuple[tuple, tuple]] = {}  # for parameters, by shape
@@ -83,11 +84,14 @@ class Table:
 
         A search key comes hashed, as it is read back.
         """
-        binds = self.binds
-        fitted = {
-            name: fit_text(value, binds[name][1]) if isinstance(value, str) and binds[name][0] else value
-            for name, value in values.items()
-        }
+        lengths = self._lengths
+        fitted = dict(values)
+        for name, value in values.items():
+            # most text already fits: no call for it
+            if isinstance(value, str) and name in lengths:
+                length = lengths[name]
+                if not (value.isascii() and "\x00" not in value and (length is None or len(value) <= length)):
+                    fitted[name] = fit_text(value, length)
         for name, blind in self._blind.items():
             if name in fitted:
                 fitted[name] = blind(fitted[name])
