@@ -385,7 +385,7 @@ class Writer:
         """
         driver_table = self._tables.table(table)
         content = self._statements.list_content(table)
-        return [driver_table.fit({name: row.get(name) for name in content}) for row in rows]
+        return [driver_table.fit(row, content) for row in rows]
 
     def replace_list(
         self, table: sa.Table, patient_id: int, fitted: list[dict[str, Any]], *, new_patient: bool = False
