@@ -154,10 +154,12 @@ class Writer:
         self._pending = pending
         self._cursor = pending.cursor if pending is not None else TableCursor(connection, statements.tables)
         # Rows this writer created (patients, visits, appointments, orders), by (the column that
-        # names them, their id), each with the tables it inserted rows under them into, or updated
-        # rows of: only those can hold a row of theirs (an update may have moved one to them). A
+        # names them, their id), each with the tables it inserted rows under them into, and those
+        # rows as inserted; None for a table it updated rows of (an update may have moved one to
+        # them, or changed one). Only those tables can hold a row of theirs, and only those rows.
+        # A delete leaves rows listed that are no longer: a list holds at least the rows. A
         # statement the writer does not follow (the connection used directly) ends all this.
-        self._created: dict[tuple[str, int], set[str]] = {}
+        self._created: dict[tuple[str, int], dict[str, list[Mapping[str, Any]] | None]] = {}
 
     @property
     def connection(self) -> sa.Connection:
@@ -205,16 +207,44 @@ class Writer:
         )
 
     def _holds_none(self, table: sa.Table, key: Mapping[str, Any]) -> bool:
-        """Whether ``key`` names a row this writer created and inserted no row under into ``table``.
+        """Whether ``key`` names a row this writer created, none of whose rows in ``table`` it could match.
 
         A new patient's allergies, visits, coverages, ..., a new visit's diagnoses, a new
-        appointment's resources are those its message inserted: none need be looked for in the
-        database before the first.
+        appointment's resources are those its message inserted: they need not be looked for in the
+        database (nor the pending ones written) to find that a second allergy of another code is new.
         """
         created = self._created
         for column, value in key.items():
-            tables = created.get((column, value))
-            if tables is not None and table.name not in tables:
+            under = created.get((column, value))
+            if under is not None:
+                rows = under.get(table.name, ())
+                if rows is not None and not (rows and self._could_match(table, rows, key)):
+                    return True
+        return False
+
+    def _could_match(self, table: sa.Table, rows: list[Mapping[str, Any]], key: Mapping[str, Any]) -> bool:
+        """Whether a select by ``key`` could find one of ``rows`` (as inserted) in the database.
+
+        Only a NULL where the key compares with a value, or a plain text or integer that differs
+        from the row's, rules a row out: anything else (a time, IS NULL, <>, a column left to its
+        default) could match, and the database is asked.
+        """
+        fitted = None
+        for row in rows:
+            for name, value in key.items():
+                if value is None or name not in row:
+                    continue
+                held = row[name]
+                if held is None or held is KEEP:
+                    break  # NULL is neither equal to a value nor different from it
+                elif isinstance(value, str) and isinstance(held, str):
+                    driver_table = self._tables.table(table)
+                    fitted = fitted or driver_table.fit(key)
+                    if driver_table.fit({name: held})[name] != fitted[name]:
+                        break
+                elif type(value) is int and type(held) is int and value != held:
+                    break
+            else:
                 return True
         return False
 
@@ -260,7 +290,7 @@ class Writer:
         row_id = self._cursor.insert(table, self._stamped(table, (values,))[0])
         parent = _PARENT_COLUMNS.get(table.name)
         if parent is not None:
-            self._created[parent, row_id] = set()
+            self._created[parent, row_id] = {}
         return row_id
 
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -281,15 +311,17 @@ class Writer:
         created = self._created
         stamped = []
         for values in rows:
-            if created:
-                for column in parents:
-                    tables = created.get((column, values.get(column)))  # type: ignore[arg-type]
-                    if tables is not None:
-                        tables.add(table.name)
             row = dict(values)
             for name, value in stamp:
                 if name not in row:
                     row[name] = value
+            if created:
+                for column in parents:
+                    under = created.get((column, row.get(column)))  # type: ignore[arg-type]
+                    if under is not None:
+                        listed = under.setdefault(table.name, [])
+                        if listed is not None:
+                            listed.append(row)
             stamped.append(row)
         return stamped
 
@@ -355,8 +387,8 @@ class Writer:
             if row[name] != value:
                 changes[name] = value
         if changes:
-            for tables in self._created.values():
-                tables.add(table.name)  # the row may now be under one of them
+            for under in self._created.values():
+                under[table.name] = None  # the row may now be under one of them, or be one of theirs
             self._cursor.update(table, changes, row["id"])
         return changed
 
