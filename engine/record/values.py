@@ -52,10 +52,12 @@ def allergy_values(al1: SegmentReader, code: dict[str, Any]) -> dict[str, Any]:
     """An AL1's columns: its code (AL1-3, already read), type, severity, reaction, identification date."""
     return {
         **code,
-        **al1.columns(2, {"allergy_type": "2.1"}),
-        **al1.columns(4, {"severity": "4.1"}),
-        **al1.columns(5, {"reaction": "5"}),
-        **al1.columns(6, {"identified_date": ("6.1", parse_partial_date)}),
+        **al1.columns_of(
+            (2, {"allergy_type": "2.1"}),
+            (4, {"severity": "4.1"}),
+            (5, {"reaction": "5"}),
+            (6, {"identified_date": ("6.1", parse_partial_date)}),
+        ),
     }
 
 
@@ -71,8 +73,10 @@ def diagnosis_values(dg1: SegmentReader, code: dict[str, Any], local: tzinfo) ->
     """A DG1's columns: its code (already read), diagnosis type and time."""
     return {
         **code,
-        **dg1.columns(6, {"diagnosis_type": "6.1"}),
-        **dg1.columns(5, {"diagnosed_at": ("5.1", lambda text: parse_timestamp(text, local))}),
+        **dg1.columns_of(
+            (6, {"diagnosis_type": "6.1"}),
+            (5, {"diagnosed_at": ("5.1", lambda text: parse_timestamp(text, local))}),
+        ),
     }
 
 
@@ -99,15 +103,15 @@ def rule_demographics(values: dict[str, Any], lists: dict[str, Any]) -> dict[str
 
 def pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[str, Any]]:
     """The patient's columns and lists (names, addresses, telecoms: KEEP when the field is absent)."""
-    values = {
-        **pid.columns(7, {"birth_date": ("7.1", parse_partial_date)}),
-        **pid.columns(8, {"sex": ("8.1", str.upper)}),
-        **pid.columns(15, {"language": "15.1"}),
-        **pid.columns(16, {"marital_status": "16.1"}),
-        **pid.columns(19, {"ssn": "19.1"}),
-        **pid.columns(29, {"deceased_at": ("29.1", lambda text: parse_timestamp(text, local))}),
-        **pid.columns(30, {"deceased": ("30.1", lambda text: {"Y": True, "N": False}.get(text.upper()))}),
-    }
+    values = pid.columns_of(
+        (7, {"birth_date": ("7.1", parse_partial_date)}),
+        (8, {"sex": ("8.1", str.upper)}),
+        (15, {"language": "15.1"}),
+        (16, {"marital_status": "16.1"}),
+        (19, {"ssn": "19.1"}),
+        (29, {"deceased_at": ("29.1", lambda text: parse_timestamp(text, local))}),
+        (30, {"deceased": ("30.1", lambda text: {"Y": True, "N": False}.get(text.upper()))}),
+    )
     if values["language"] is None and pid.sent(15):
         values["language"] = pid.part("15.4")
     lists: dict[str, Any] = {
@@ -253,12 +257,14 @@ def visit_values(
 
     values: dict[str, Any] = {
         "visit_number": visit_number(pv1),
-        **pv1.columns(2, {"patient_class": "2.1"}),
-        **pv1.columns(3, {"point_of_care": "3.1", "room": "3.2", "bed": "3.3", "facility": "3.4.1"}),
-        **pv1.columns(10, {"hospital_service": "10.1"}),
-        **pv1.columns(36, {"discharge_disposition": "36.1"}),
-        **pv1.columns(44, {"admitted_at": ("44.1", time)}),
-        **pv1.columns(45, {"discharged_at": ("45.1", time)}),
+        **pv1.columns_of(
+            (2, {"patient_class": "2.1"}),
+            (3, {"point_of_care": "3.1", "room": "3.2", "bed": "3.3", "facility": "3.4.1"}),
+            (10, {"hospital_service": "10.1"}),
+            (36, {"discharge_disposition": "36.1"}),
+            (44, {"admitted_at": ("44.1", time)}),
+            (45, {"discharged_at": ("45.1", time)}),
+        ),
         "prior_location": KEEP
         if pv1.sent(6) is False
         else (_location_display(pv1, 6) if pv1.sent(6) else None),
@@ -287,21 +293,22 @@ def coverage_values(in1: SegmentReader, in2: SegmentReader | None) -> dict[str, 
     """An IN1 (and its IN2) as record_coverages columns: plan, company, group, dates, insured, numbers."""
     insured = " ".join(part for part in (in1.part("16.2"), in1.part("16.1.1")) if part) or None
     values = {
-        **in1.columns(2, {"plan_id": "2.1", "plan_name": "2.2"}),
-        **in1.columns(3, {"company_id": "3.1"}),
-        **in1.columns(4, {"company_name": "4.1"}),
-        **in1.columns(8, {"group_number": "8"}),
-        **in1.columns(9, {"group_name": "9.1"}),
-        **in1.columns(12, {"effective_date": ("12", parse_partial_date)}),
-        **in1.columns(13, {"expiration_date": ("13", parse_partial_date)}),
-        **in1.columns(17, {"relationship": "17.1"}),
-        **in1.columns(36, {"policy_number": "36"}),
+        **in1.columns_of(
+            (2, {"plan_id": "2.1", "plan_name": "2.2"}),
+            (3, {"company_id": "3.1"}),
+            (4, {"company_name": "4.1"}),
+            (8, {"group_number": "8"}),
+            (9, {"group_name": "9.1"}),
+            (12, {"effective_date": ("12", parse_partial_date)}),
+            (13, {"expiration_date": ("13", parse_partial_date)}),
+            (17, {"relationship": "17.1"}),
+            (36, {"policy_number": "36"}),
+        ),
         "insured_name": KEEP if in1.sent(16) is False else insured,
         "member_number": in1.part("49.1") or in1.part("36") or KEEP,
     }
     if in2 is not None:
-        values.update(in2.columns(6, {"medicare_number": "6"}))
-        values.update(in2.columns(8, {"medicaid_number": "8"}))
+        values.update(in2.columns_of((6, {"medicare_number": "6"}), (8, {"medicaid_number": "8"})))
     return values
 
 
