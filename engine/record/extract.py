@@ -97,7 +97,6 @@ class SegmentReader:
 
     __slots__ = (
         "name",
-        "_segment",
         "_delimiters",
         "_repetition",
         "_component",
@@ -110,7 +109,6 @@ class SegmentReader:
 
     def __init__(self, segment: Segment, message: Message):
         self.name = segment.name
-        self._segment = segment
         self._delimiters = d = message.delimiters
         # Each read needs them: kept here rather than looked up on the delimiters every time.
         self._repetition, self._component, self._subcomponent = d.repetition, d.component, d.subcomponent
@@ -118,7 +116,8 @@ class SegmentReader:
         self._is_header = segment.is_header  # MSH, FHS, BHS: fields 1 and 2 are the delimiters themselves
         # (field, repetition) -> (the repetition's text, its components)
         self._components: dict[tuple[int, int], tuple[str, list[str]]] = {}
-        self._fields: list[str] | None = None  # the segment's raw fields, taken on the first read
+        # The segment's raw fields: the record reads nearly every segment it is given.
+        self._fields = segment.fields
 
     def __repr__(self) -> str:
         return f"<SegmentReader {self.name}>"
@@ -131,15 +130,11 @@ class SegmentReader:
         """``get``, the path already read: key is (field, repetition)."""
         split = self._components.get(key)
         if split is None:
-            n = key[0]
+            n, fields = key[0], self._fields
+            raw = fields[n] if 0 <= n < len(fields) else ""  # as _field, inline: a hundred times a message
             if n <= 2 and self._is_header:
                 # The delimiters themselves, as Message.get reads them: whole, never split nor unescaped.
-                return (
-                    self._field(n)
-                    if key[1] == 1 and component in (None, 1) and subcomponent in (None, 1)
-                    else ""
-                )
-            raw = self._field(n)
+                return raw if key[1] == 1 and component in (None, 1) and subcomponent in (None, 1) else ""
             if self._repetition in raw:
                 repetitions = raw.split(self._repetition)
                 raw = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
@@ -166,10 +161,8 @@ class SegmentReader:
         return unescape(value, self._delimiters) if self._escape in value else value
 
     def _field(self, n: int) -> str:
-        """Raw field ``n`` ('' when absent), as ``Segment.field``; read a hundred times a message."""
+        """Raw field ``n`` ('' when absent), as ``Segment.field``."""
         fields = self._fields
-        if fields is None:
-            fields = self._fields = self._segment.fields
         return fields[n] if 0 <= n < len(fields) else ""
 
     def repetitions(self, n: int) -> int:
@@ -205,8 +198,9 @@ class SegmentReader:
     ) -> dict[str, Any]:
         """``columns`` of each (field, paths), in one dict: a row's columns in one call, not one a field."""
         values: dict[str, Any] = {}
+        raws = self._fields
         for n, paths in fields:
-            raw = self._field(n)  # as sent() reads it: a call fewer, thirty times a message
+            raw = raws[n] if 0 <= n < len(raws) else ""  # as sent() reads it, without a call per field
             if not raw:
                 values.update(dict.fromkeys(paths, KEEP))
                 continue

@@ -307,14 +307,12 @@ class Writer:
     def _stamped(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The rows, each with this message and its time where it names none."""
         stamps, parents = self._statements.stamping(table)
-        stamp = [(name, self.message_id if name == "message_id" else self.message_time) for name in stamps]
+        # first, so that a row's own values stand (and its columns come in one copy)
+        stamp = {name: self.message_id if name == "message_id" else self.message_time for name in stamps}
         created = self._created
         stamped = []
         for values in rows:
-            row = dict(values)
-            for name, value in stamp:
-                if name not in row:
-                    row[name] = value
+            row = {**stamp, **values}
             if created:
                 for column in parents:
                     under = created.get((column, row.get(column)))  # type: ignore[arg-type]
