@@ -124,7 +124,9 @@ class SegmentReader:
 
     def get(self, path: str) -> str:
         """The value at ``field[repetition].component.subcomponent`` of this segment ('' when absent)."""
-        return self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path)))
+        # unpacked here, not with *: a plain call is the interpreter's fast one
+        key, component, subcomponent = _RELATIVE_PATHS.get(path) or _relative_path(path)
+        return self._read(key, component, subcomponent)
 
     def _read(self, key: tuple[int, int], component: int | None, subcomponent: int | None) -> str:
         """``get``, the path already read: key is (field, repetition)."""
@@ -179,7 +181,8 @@ class SegmentReader:
 
     def part(self, path: str) -> str | None:
         """The value at ``path`` with surrounding blanks dropped, None when empty."""
-        return self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path))).strip() or None
+        key, component, subcomponent = _RELATIVE_PATHS.get(path) or _relative_path(path)
+        return self._read(key, component, subcomponent).strip() or None
 
     def part_at(self, n: int, repetition: int, component: int, subcomponent: int | None = None) -> str | None:
         """``part`` of ``n[repetition].component[.subcomponent]``, without writing the path to read it."""
@@ -208,13 +211,12 @@ class SegmentReader:
                 values.update(dict.fromkeys(paths, None))
                 continue
             for column, spec in paths.items():
-                if spec.__class__ is str:
-                    values[column] = (
-                        self._read(*(_RELATIVE_PATHS.get(spec) or _relative_path(spec))).strip() or None
-                    )
+                path, convert = (spec, None) if spec.__class__ is str else spec
+                key, component, subcomponent = _RELATIVE_PATHS.get(path) or _relative_path(path)
+                text = self._read(key, component, subcomponent).strip()
+                if convert is None:
+                    values[column] = text or None
                     continue
-                path, convert = spec
-                text = self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path))).strip()
                 if text:
                     converted = convert(text)
                     values[column] = KEEP if converted is None else converted
