@@ -52,6 +52,7 @@ def parse_timestamp(text: str, local: tzinfo) -> datetime | None:
     return None if read is None else read[0]
 
 
+@lru_cache(maxsize=4096)  # birth dates, and the dates of a feed's allergies and coverages, repeat
 def parse_partial_date(text: str) -> str | None:
     """An HL7 date (or the date part of a TS) as ISO text of its precision; None when unreadable.
 

@@ -97,49 +97,46 @@ class SegmentReader:
 
     __slots__ = (
         "name",
-        "_segment",
         "_delimiters",
         "_repetition",
         "_component",
         "_subcomponent",
         "_escape",
         "_is_header",
-        "_header",
         "_components",
         "_fields",
     )
 
     def __init__(self, segment: Segment, message: Message):
         self.name = segment.name
-        self._segment = segment
         self._delimiters = d = message.delimiters
         # Each read needs them: kept here rather than looked up on the delimiters every time.
         self._repetition, self._component, self._subcomponent = d.repetition, d.component, d.subcomponent
-        self._escape = (
-            message.delimiters.escape or ""
-        )  # "": every value goes through unescape, which knows there is none
+        self._escape = d.escape or ""  # "": every value goes through unescape, which knows there is none
         self._is_header = segment.is_header  # MSH, FHS, BHS: fields 1 and 2 are the delimiters themselves
-        self._header: Message | None = None  # for those, the segment alone, read by Message.get
         # (field, repetition) -> (the repetition's text, its components)
         self._components: dict[tuple[int, int], tuple[str, list[str]]] = {}
-        self._fields: list[str] | None = None  # the segment's raw fields, taken on the first read
+        # The segment's raw fields: the record reads nearly every segment it is given.
+        self._fields = segment.fields
 
     def __repr__(self) -> str:
         return f"<SegmentReader {self.name}>"
 
     def get(self, path: str) -> str:
         """The value at ``field[repetition].component.subcomponent`` of this segment ('' when absent)."""
-        if self._is_header:
-            if self._header is None:
-                self._header = Message(self._delimiters, [self._segment.raw])
-            return self._header.get(f"{self.name}-{path}")
-        return self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path)))
+        # unpacked here, not with *: a plain call is the interpreter's fast one
+        key, component, subcomponent = _RELATIVE_PATHS.get(path) or _relative_path(path)
+        return self._read(key, component, subcomponent)
 
     def _read(self, key: tuple[int, int], component: int | None, subcomponent: int | None) -> str:
-        """``get`` of a segment that is not a header, the path already read: key is (field, repetition)."""
+        """``get``, the path already read: key is (field, repetition)."""
         split = self._components.get(key)
         if split is None:
-            raw = self._field(key[0])
+            n, fields = key[0], self._fields
+            raw = fields[n] if 0 <= n < len(fields) else ""  # as _field, inline: a hundred times a message
+            if n <= 2 and self._is_header:
+                # The delimiters themselves, as Message.get reads them: whole, never split nor unescaped.
+                return raw if key[1] == 1 and component in (None, 1) and subcomponent in (None, 1) else ""
             if self._repetition in raw:
                 repetitions = raw.split(self._repetition)
                 raw = repetitions[key[1] - 1] if key[1] <= len(repetitions) else ""
@@ -166,10 +163,8 @@ class SegmentReader:
         return unescape(value, self._delimiters) if self._escape in value else value
 
     def _field(self, n: int) -> str:
-        """Raw field ``n`` ('' when absent), as ``Segment.field``; read a hundred times a message."""
+        """Raw field ``n`` ('' when absent), as ``Segment.field``."""
         fields = self._fields
-        if fields is None:
-            fields = self._fields = self._segment.fields
         return fields[n] if 0 <= n < len(fields) else ""
 
     def repetitions(self, n: int) -> int:
@@ -186,16 +181,11 @@ class SegmentReader:
 
     def part(self, path: str) -> str | None:
         """The value at ``path`` with surrounding blanks dropped, None when empty."""
-        if self._is_header:
-            return self.get(path).strip() or None
-        return self._read(*(_RELATIVE_PATHS.get(path) or _relative_path(path))).strip() or None
+        key, component, subcomponent = _RELATIVE_PATHS.get(path) or _relative_path(path)
+        return self._read(key, component, subcomponent).strip() or None
 
-    def _part(self, n: int, repetition: int, component: int, subcomponent: int | None = None) -> str | None:
-        """``part`` of ``n[repetition].component[.subcomponent]`` without writing and reading the path."""
-        if self._is_header:
-            return self.part(
-                f"{n}[{repetition}].{component}" + ("" if subcomponent is None else f".{subcomponent}")
-            )
+    def part_at(self, n: int, repetition: int, component: int, subcomponent: int | None = None) -> str | None:
+        """``part`` of ``n[repetition].component[.subcomponent]``, without writing the path to read it."""
         return self._read((n, repetition), component, subcomponent).strip() or None
 
     def columns(self, n: int, paths: dict[str, str | tuple[str, Callable[[str], Any]]]) -> dict[str, Any]:
@@ -204,20 +194,34 @@ class SegmentReader:
         A path may come with a converter of its non-empty text; text the converter cannot read
         (it returns None) gives KEEP, so an unreadable value never clears a stored one.
         """
-        state = self.sent(n)
-        if state is False:
-            return dict.fromkeys(paths, KEEP)
-        if state is None:
-            return dict.fromkeys(paths, None)
-        values = {}
-        for column, spec in paths.items():
-            path, convert = spec if isinstance(spec, tuple) else (spec, None)
-            text = self.part(path)
-            if text is not None and convert is not None:
-                converted = convert(text)
-                values[column] = KEEP if converted is None else converted
-            else:
-                values[column] = text
+        return self.columns_of((n, paths))
+
+    def columns_of(
+        self, *fields: tuple[int, dict[str, str | tuple[str, Callable[[str], Any]]]]
+    ) -> dict[str, Any]:
+        """``columns`` of each (field, paths), in one dict: a row's columns in one call, not one a field."""
+        values: dict[str, Any] = {}
+        raws = self._fields
+        for n, paths in fields:
+            raw = raws[n] if 0 <= n < len(raws) else ""  # as sent() reads it, without a call per field
+            if not raw:
+                values.update(dict.fromkeys(paths, KEEP))
+                continue
+            if raw == _NULL:
+                values.update(dict.fromkeys(paths, None))
+                continue
+            for column, spec in paths.items():
+                path, convert = (spec, None) if spec.__class__ is str else spec
+                key, component, subcomponent = _RELATIVE_PATHS.get(path) or _relative_path(path)
+                text = self._read(key, component, subcomponent).strip()
+                if convert is None:
+                    values[column] = text or None
+                    continue
+                if text:
+                    converted = convert(text)
+                    values[column] = KEEP if converted is None else converted
+                else:
+                    values[column] = None
         return values
 
     def coded(self, n: int, prefix: str = "", repetition: int = 1) -> dict[str, Any]:
@@ -232,29 +236,29 @@ class SegmentReader:
         state = self.sent(n)
         if not state:
             return dict.fromkeys(names, KEEP if state is False else None)
-        code, text = self._part(n, repetition, 1), self._part(n, repetition, 2)
+        code, text = self.part_at(n, repetition, 1), self.part_at(n, repetition, 2)
         if code is None and text is None:
             return dict(
                 zip(
                     names,
                     (
-                        self._part(n, repetition, 4),
-                        self._part(n, repetition, 5),
-                        self._part(n, repetition, 6),
+                        self.part_at(n, repetition, 4),
+                        self.part_at(n, repetition, 5),
+                        self.part_at(n, repetition, 6),
                     ),
                 )
             )
-        return dict(zip(names, (code, text, self._part(n, repetition, 3))))
+        return dict(zip(names, (code, text, self.part_at(n, repetition, 3))))
 
     def person(self, n: int, repetition: int = 1) -> tuple[str | None, str | None]:
         """The XCN in field ``n`` (its ``repetition``): (ID, display name 'Given Family')."""
         parts = (
-            self._part(n, repetition, 6),
-            self._part(n, repetition, 3),
-            self._part(n, repetition, 4),
-            self._part(n, repetition, 2, 1),
+            self.part_at(n, repetition, 6),
+            self.part_at(n, repetition, 3),
+            self.part_at(n, repetition, 4),
+            self.part_at(n, repetition, 2, 1),
         )
-        return self._part(n, repetition, 1), " ".join(part for part in parts if part) or None
+        return self.part_at(n, repetition, 1), " ".join(part for part in parts if part) or None
 
 
 @dataclass

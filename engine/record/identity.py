@@ -105,12 +105,12 @@ class Match:
 
 
 def _cx(reader: SegmentReader, n: int, repetition: int, facts: MessageFacts) -> Identifier | None:
-    where = f"{n}[{repetition}]"
-    value = reader.part(f"{where}.1")
+    part = reader.part_at
+    value = part(n, repetition, 1)
     if value is None or value == '""':
         return None
-    authority = reader.part(f"{where}.4.1") or reader.part(f"{where}.4.2") or facts.default_authority
-    return Identifier(fit_text(authority, 227), fit_text(value, 199), (reader.part(f"{where}.5") or "")[:20])
+    authority = part(n, repetition, 4, 1) or part(n, repetition, 4, 2) or facts.default_authority
+    return Identifier(fit_text(authority, 227), fit_text(value, 199), (part(n, repetition, 5) or "")[:20])
 
 
 def _identifiers(reader: SegmentReader, fields: tuple[int, ...], facts: MessageFacts) -> list[Identifier]:

@@ -25,7 +25,7 @@ __all__ = ["Pending", "RowsRefused"]
 # The columns a read names a row by, whose values the pending rows of each table are kept by: the
 # row they belong to, and a patient's identifier value and name key (the identity lookups).
 _LINKS = ("patient_id", "visit_id", "appointment_id", "order_id")
-_LOOKED_UP = {schema.identifiers.name: ("value",), schema.names.name: ("family_key",)}
+_LOOKED_UP = {schema.identifiers.name: ("value",), schema.names.name: ("family_key", "given_key")}
 
 
 class RowsRefused(Exception):

@@ -25,9 +25,15 @@ DEMOGRAPHICS = (
 )
 
 
+# ASCII text is its own NFKD form, its casefold is its lower case, and its alphanumerics are these.
+_ASCII_DROPPED = str.maketrans("", "", "".join(chr(code) for code in range(128) if not chr(code).isalnum()))
+
+
 def normalise(text: str | None) -> str:
     """Case, accents, spaces and punctuation dropped: ``"O'Brien-Smith "`` and ``"obriensmith"`` are equal."""
     if not text:
         return ""
+    if text.isascii():  # most names: the same result, without a test per character
+        return text.lower().translate(_ASCII_DROPPED)
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(char for char in decomposed.casefold() if char.isalnum())

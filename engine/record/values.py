@@ -52,10 +52,12 @@ def allergy_values(al1: SegmentReader, code: dict[str, Any]) -> dict[str, Any]:
     """An AL1's columns: its code (AL1-3, already read), type, severity, reaction, identification date."""
     return {
         **code,
-        **al1.columns(2, {"allergy_type": "2.1"}),
-        **al1.columns(4, {"severity": "4.1"}),
-        **al1.columns(5, {"reaction": "5"}),
-        **al1.columns(6, {"identified_date": ("6.1", parse_partial_date)}),
+        **al1.columns_of(
+            (2, {"allergy_type": "2.1"}),
+            (4, {"severity": "4.1"}),
+            (5, {"reaction": "5"}),
+            (6, {"identified_date": ("6.1", parse_partial_date)}),
+        ),
     }
 
 
@@ -71,8 +73,10 @@ def diagnosis_values(dg1: SegmentReader, code: dict[str, Any], local: tzinfo) ->
     """A DG1's columns: its code (already read), diagnosis type and time."""
     return {
         **code,
-        **dg1.columns(6, {"diagnosis_type": "6.1"}),
-        **dg1.columns(5, {"diagnosed_at": ("5.1", lambda text: parse_timestamp(text, local))}),
+        **dg1.columns_of(
+            (6, {"diagnosis_type": "6.1"}),
+            (5, {"diagnosed_at": ("5.1", lambda text: parse_timestamp(text, local))}),
+        ),
     }
 
 
@@ -99,15 +103,15 @@ def rule_demographics(values: dict[str, Any], lists: dict[str, Any]) -> dict[str
 
 def pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[str, Any]]:
     """The patient's columns and lists (names, addresses, telecoms: KEEP when the field is absent)."""
-    values = {
-        **pid.columns(7, {"birth_date": ("7.1", parse_partial_date)}),
-        **pid.columns(8, {"sex": ("8.1", str.upper)}),
-        **pid.columns(15, {"language": "15.1"}),
-        **pid.columns(16, {"marital_status": "16.1"}),
-        **pid.columns(19, {"ssn": "19.1"}),
-        **pid.columns(29, {"deceased_at": ("29.1", lambda text: parse_timestamp(text, local))}),
-        **pid.columns(30, {"deceased": ("30.1", lambda text: {"Y": True, "N": False}.get(text.upper()))}),
-    }
+    values = pid.columns_of(
+        (7, {"birth_date": ("7.1", parse_partial_date)}),
+        (8, {"sex": ("8.1", str.upper)}),
+        (15, {"language": "15.1"}),
+        (16, {"marital_status": "16.1"}),
+        (19, {"ssn": "19.1"}),
+        (29, {"deceased_at": ("29.1", lambda text: parse_timestamp(text, local))}),
+        (30, {"deceased": ("30.1", lambda text: {"Y": True, "N": False}.get(text.upper()))}),
+    )
     if values["language"] is None and pid.sent(15):
         values["language"] = pid.part("15.4")
     lists: dict[str, Any] = {
@@ -146,24 +150,29 @@ def sent_demographics(group: PatientGroup) -> set[str]:
     return (sent | {"record_contacts"}) if group.contacts else sent
 
 
-def _repeated(reader: SegmentReader, n: int, read: Callable[[SegmentReader, str], dict | None]) -> Any:
+def _repeated(reader: SegmentReader, n: int, read: Callable[[SegmentReader, int, int], dict | None]) -> Any:
     state = reader.sent(n)
     if state is False:
         return KEEP
     if state is None:
         return []
-    rows = [read(reader, f"{n}[{repetition}]") for repetition in range(1, reader.repetitions(n) + 1)]
+    rows = [read(reader, n, repetition) for repetition in range(1, reader.repetitions(n) + 1)]
     return [row for row in rows if row]
 
 
-def _name(reader: SegmentReader, where: str) -> dict | None:
+# The readers of a repeated field's repetition below take its field and repetition numbers: paths
+# written and read back for each would cost more than the reads (a hundred a message).
+
+
+def _name(reader: SegmentReader, n: int, r: int) -> dict | None:
+    part = reader.part_at
     row = {
-        "family": reader.part(f"{where}.1.1"),
-        "given": reader.part(f"{where}.2"),
-        "middle": reader.part(f"{where}.3"),
-        "suffix": reader.part(f"{where}.4"),
-        "prefix": reader.part(f"{where}.5"),
-        "name_type": reader.part(f"{where}.7"),
+        "family": part(n, r, 1, 1),
+        "given": part(n, r, 2),
+        "middle": part(n, r, 3),
+        "suffix": part(n, r, 4),
+        "prefix": part(n, r, 5),
+        "name_type": part(n, r, 7),
     }
     if not (row["family"] or row["given"]):
         return None
@@ -174,30 +183,28 @@ def _name(reader: SegmentReader, where: str) -> dict | None:
     }
 
 
-def _address(reader: SegmentReader, where: str) -> dict | None:
+def _address(reader: SegmentReader, n: int, r: int) -> dict | None:
+    part = reader.part_at
     row = {
-        "line1": reader.part(f"{where}.1.1"),
-        "line2": reader.part(f"{where}.2"),
-        "city": reader.part(f"{where}.3"),
-        "state": reader.part(f"{where}.4"),
-        "postal_code": reader.part(f"{where}.5"),
-        "country": reader.part(f"{where}.6"),
-        "address_type": reader.part(f"{where}.7"),
+        "line1": part(n, r, 1, 1),
+        "line2": part(n, r, 2),
+        "city": part(n, r, 3),
+        "state": part(n, r, 4),
+        "postal_code": part(n, r, 5),
+        "country": part(n, r, 6),
+        "address_type": part(n, r, 7),
     }
     return row if any(row.values()) else None
 
 
-def _phone(reader: SegmentReader, where: str) -> str | None:
-    email = reader.part(f"{where}.4")
+def _phone(reader: SegmentReader, n: int, r: int) -> str | None:
+    part = reader.part_at
+    email = part(n, r, 4)
     if email and "@" in email:
         return email
-    local = reader.part(f"{where}.7")
+    local = part(n, r, 7)
     if local:
-        country, area, extension = (
-            reader.part(f"{where}.5"),
-            reader.part(f"{where}.6"),
-            reader.part(f"{where}.8"),
-        )
+        country, area, extension = part(n, r, 5), part(n, r, 6), part(n, r, 8)
         return "".join(
             [
                 f"+{country} " if country else "",
@@ -206,14 +213,14 @@ def _phone(reader: SegmentReader, where: str) -> str | None:
                 f" x{extension}" if extension else "",
             ]
         )
-    return reader.part(f"{where}.1") or email
+    return part(n, r, 1) or email
 
 
-def _telecom(reader: SegmentReader, where: str) -> dict | None:
-    value = _phone(reader, where)
+def _telecom(reader: SegmentReader, n: int, r: int) -> dict | None:
+    value = _phone(reader, n, r)
     if value is None:
         return None
-    return {"value": value, "use_code": reader.part(f"{where}.2"), "equipment": reader.part(f"{where}.3")}
+    return {"value": value, "use_code": reader.part_at(n, r, 2), "equipment": reader.part_at(n, r, 3)}
 
 
 def contact_values(nk1: SegmentReader) -> dict[str, Any]:
@@ -225,12 +232,13 @@ def contact_values(nk1: SegmentReader) -> dict[str, Any]:
         "family": nk1.part("2.1.1"),
         "given": nk1.part("2.2"),
         **relationship,
-        "phone": _phone(nk1, "5[1]") if nk1.sent(5) else None,
+        "phone": _phone(nk1, 5, 1) if nk1.sent(5) else None,
     }
 
 
 def _location_display(reader: SegmentReader, n: int) -> str | None:
-    parts = [reader.part(f"{n}.1"), reader.part(f"{n}.2"), reader.part(f"{n}.3"), reader.part(f"{n}.4.1")]
+    part = reader.part_at
+    parts = [part(n, 1, 1), part(n, 1, 2), part(n, 1, 3), part(n, 1, 4, 1)]
     return " ".join(part for part in parts if part) or None
 
 
@@ -249,12 +257,14 @@ def visit_values(
 
     values: dict[str, Any] = {
         "visit_number": visit_number(pv1),
-        **pv1.columns(2, {"patient_class": "2.1"}),
-        **pv1.columns(3, {"point_of_care": "3.1", "room": "3.2", "bed": "3.3", "facility": "3.4.1"}),
-        **pv1.columns(10, {"hospital_service": "10.1"}),
-        **pv1.columns(36, {"discharge_disposition": "36.1"}),
-        **pv1.columns(44, {"admitted_at": ("44.1", time)}),
-        **pv1.columns(45, {"discharged_at": ("45.1", time)}),
+        **pv1.columns_of(
+            (2, {"patient_class": "2.1"}),
+            (3, {"point_of_care": "3.1", "room": "3.2", "bed": "3.3", "facility": "3.4.1"}),
+            (10, {"hospital_service": "10.1"}),
+            (36, {"discharge_disposition": "36.1"}),
+            (44, {"admitted_at": ("44.1", time)}),
+            (45, {"discharged_at": ("45.1", time)}),
+        ),
         "prior_location": KEEP
         if pv1.sent(6) is False
         else (_location_display(pv1, 6) if pv1.sent(6) else None),
@@ -283,21 +293,22 @@ def coverage_values(in1: SegmentReader, in2: SegmentReader | None) -> dict[str, 
     """An IN1 (and its IN2) as record_coverages columns: plan, company, group, dates, insured, numbers."""
     insured = " ".join(part for part in (in1.part("16.2"), in1.part("16.1.1")) if part) or None
     values = {
-        **in1.columns(2, {"plan_id": "2.1", "plan_name": "2.2"}),
-        **in1.columns(3, {"company_id": "3.1"}),
-        **in1.columns(4, {"company_name": "4.1"}),
-        **in1.columns(8, {"group_number": "8"}),
-        **in1.columns(9, {"group_name": "9.1"}),
-        **in1.columns(12, {"effective_date": ("12", parse_partial_date)}),
-        **in1.columns(13, {"expiration_date": ("13", parse_partial_date)}),
-        **in1.columns(17, {"relationship": "17.1"}),
-        **in1.columns(36, {"policy_number": "36"}),
+        **in1.columns_of(
+            (2, {"plan_id": "2.1", "plan_name": "2.2"}),
+            (3, {"company_id": "3.1"}),
+            (4, {"company_name": "4.1"}),
+            (8, {"group_number": "8"}),
+            (9, {"group_name": "9.1"}),
+            (12, {"effective_date": ("12", parse_partial_date)}),
+            (13, {"expiration_date": ("13", parse_partial_date)}),
+            (17, {"relationship": "17.1"}),
+            (36, {"policy_number": "36"}),
+        ),
         "insured_name": KEEP if in1.sent(16) is False else insured,
         "member_number": in1.part("49.1") or in1.part("36") or KEEP,
     }
     if in2 is not None:
-        values.update(in2.columns(6, {"medicare_number": "6"}))
-        values.update(in2.columns(8, {"medicaid_number": "8"}))
+        values.update(in2.columns_of((6, {"medicare_number": "6"}), (8, {"medicaid_number": "8"})))
     return values
 
 
@@ -431,7 +442,7 @@ def observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
         "units": obx.part("6.1") or obx.part("6.2"),
         "reference_range": obx.part("7"),
         "abnormal_flags": "~".join(
-            flag for r in range(1, obx.repetitions(8) + 1) if (flag := obx.part(f"8[{r}].1"))
+            flag for r in range(1, obx.repetitions(8) + 1) if (flag := obx.part_at(8, r, 1))
         )
         or None,
         "status": result_status(obx),
@@ -444,7 +455,7 @@ def observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
         values["value"] = obx.part("5")
         values["numeric_value"] = _float(values["value"])
     elif value_type == "SN":
-        comparator, first, separator, second = (obx.part(f"5.{c}") for c in (1, 2, 3, 4))
+        comparator, first, separator, second = (obx.part_at(5, 1, c) for c in (1, 2, 3, 4))
         values.update(
             comparator=comparator,
             numeric_value=_float(first),

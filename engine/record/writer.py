@@ -82,8 +82,7 @@ class Statements:
     def __init__(self, dialect: sa.Dialect, cipher: Cipher = CLEAR):
         """``cipher`` seals the record's person data written and opens it read (engine.store.cipher)."""
         self.tables = Tables(dialect, null=KEEP, cipher=cipher)
-        self._stamps: dict[str, tuple[str, ...]] = {}
-        self._parents: dict[str, tuple[str, ...]] = {}
+        self._stamping: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._contents: dict[str, tuple[str, ...]] = {}
 
     def list_content(self, table: sa.Table) -> tuple[str, ...]:
@@ -97,21 +96,16 @@ class Statements:
             )
         return found
 
-    def stamps(self, table: sa.Table) -> tuple[str, ...]:
-        """The columns of ``table`` each row takes from its message (``message_id``, ``as_of``)."""
-        found = self._stamps.get(table.name)
-        if found is None:
-            found = self._stamps[table.name] = tuple(
-                name for name in ("message_id", "as_of") if name in table.c
-            )
-        return found
+    def stamping(self, table: sa.Table) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The columns of ``table`` each row takes from its message (``message_id``, ``as_of``).
 
-    def parents(self, table: sa.Table) -> tuple[str, ...]:
-        """The columns of ``table`` that may name a row a Writer created (``_PARENT_COLUMNS``)."""
-        found = self._parents.get(table.name)
+        And those that may name a row a Writer created (``_PARENT_COLUMNS``).
+        """
+        found = self._stamping.get(table.name)
         if found is None:
-            found = self._parents[table.name] = tuple(
-                name for name in _PARENT_COLUMNS.values() if name in table.c
+            found = self._stamping[table.name] = (
+                tuple(name for name in ("message_id", "as_of") if name in table.c),
+                tuple(name for name in _PARENT_COLUMNS.values() if name in table.c),
             )
         return found
 
@@ -160,10 +154,12 @@ class Writer:
         self._pending = pending
         self._cursor = pending.cursor if pending is not None else TableCursor(connection, statements.tables)
         # Rows this writer created (patients, visits, appointments, orders), by (the column that
-        # names them, their id), each with the tables it inserted rows under them into, or updated
-        # rows of: only those can hold a row of theirs (an update may have moved one to them). A
+        # names them, their id), each with the tables it inserted rows under them into, and those
+        # rows as inserted; None for a table it updated rows of (an update may have moved one to
+        # them, or changed one). Only those tables can hold a row of theirs, and only those rows.
+        # A delete leaves rows listed that are no longer: a list holds at least the rows. A
         # statement the writer does not follow (the connection used directly) ends all this.
-        self._created: dict[tuple[str, int], set[str]] = {}
+        self._created: dict[tuple[str, int], dict[str, list[Mapping[str, Any]] | None]] = {}
 
     @property
     def connection(self) -> sa.Connection:
@@ -211,16 +207,44 @@ class Writer:
         )
 
     def _holds_none(self, table: sa.Table, key: Mapping[str, Any]) -> bool:
-        """Whether ``key`` names a row this writer created and inserted no row under into ``table``.
+        """Whether ``key`` names a row this writer created, none of whose rows in ``table`` it could match.
 
         A new patient's allergies, visits, coverages, ..., a new visit's diagnoses, a new
-        appointment's resources are those its message inserted: none need be looked for in the
-        database before the first.
+        appointment's resources are those its message inserted: they need not be looked for in the
+        database (nor the pending ones written) to find that a second allergy of another code is new.
         """
         created = self._created
         for column, value in key.items():
-            tables = created.get((column, value))
-            if tables is not None and table.name not in tables:
+            under = created.get((column, value))
+            if under is not None:
+                rows = under.get(table.name, ())
+                if rows is not None and not (rows and self._could_match(table, rows, key)):
+                    return True
+        return False
+
+    def _could_match(self, table: sa.Table, rows: list[Mapping[str, Any]], key: Mapping[str, Any]) -> bool:
+        """Whether a select by ``key`` could find one of ``rows`` (as inserted) in the database.
+
+        Only a NULL where the key compares with a value, or a plain text or integer that differs
+        from the row's, rules a row out: anything else (a time, IS NULL, <>, a column left to its
+        default) could match, and the database is asked.
+        """
+        fitted = None
+        for row in rows:
+            for name, value in key.items():
+                if value is None or name not in row:
+                    continue
+                held = row[name]
+                if held is None or held is KEEP:
+                    break  # NULL is neither equal to a value nor different from it
+                elif isinstance(value, str) and isinstance(held, str):
+                    driver_table = self._tables.table(table)
+                    fitted = fitted or driver_table.fit(key)
+                    if driver_table.fit({name: held})[name] != fitted[name]:
+                        break
+                elif type(value) is int and type(held) is int and value != held:
+                    break
+            else:
                 return True
         return False
 
@@ -263,36 +287,41 @@ class Writer:
         """
         if self._pending is not None and self._pending.holds(table):
             self._pending.write(table)
-        row_id = self._cursor.insert(table, self._stamped(table, values))
+        row_id = self._cursor.insert(table, self._stamped(table, (values,))[0])
         parent = _PARENT_COLUMNS.get(table.name)
         if parent is not None:
-            self._created[parent, row_id] = set()
+            self._created[parent, row_id] = {}
         return row_id
 
     def insert_many(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert rows as ``insert`` does, in order (pending, with ``pending``); no ids."""
         if self._pending is not None:
-            self._pending.add(table, [self._stamped(table, values) for values in rows])
+            self._pending.add(table, self._stamped(table, rows))
         else:
-            self._cursor.insert_many(table, (self._stamped(table, values) for values in rows))
+            self._cursor.insert_many(table, self._stamped(table, rows))
 
     def add(self, table: sa.Table, values: Mapping[str, Any]) -> None:
         """Insert one row as ``insert_many`` does: its id is not asked for."""
         self.insert_many(table, (values,))
 
-    def _stamped(self, table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The row with this message and its time where it names none."""
+    def _stamped(self, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The rows, each with this message and its time where it names none."""
+        stamps, parents = self._statements.stamping(table)
+        # first, so that a row's own values stand (and its columns come in one copy)
+        stamp = {name: self.message_id if name == "message_id" else self.message_time for name in stamps}
         created = self._created
-        if created:
-            for column in self._statements.parents(table):
-                tables = created.get((column, values.get(column)))  # type: ignore[arg-type]
-                if tables is not None:
-                    tables.add(table.name)
-        row = dict(values)
-        for name in self._statements.stamps(table):
-            if name not in row:
-                row[name] = self.message_id if name == "message_id" else self.message_time
-        return row
+        stamped = []
+        for values in rows:
+            row = {**stamp, **values}
+            if created:
+                for column in parents:
+                    under = created.get((column, row.get(column)))  # type: ignore[arg-type]
+                    if under is not None:
+                        listed = under.setdefault(table.name, [])
+                        if listed is not None:
+                            listed.append(row)
+            stamped.append(row)
+        return stamped
 
     def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
         """Delete the rows matching ``key``; no statement where ``rows`` would find none without one.
@@ -324,7 +353,7 @@ class Writer:
         history, and no change of source or update time.
         """
         binds = self._tables.table(table).binds
-        stamps = self._statements.stamps(table)
+        stamps = self._statements.stamping(table)[0]
         changes = {}
         for name, value in values.items():
             if value is KEEP or name in _BOOKKEEPING:
@@ -356,8 +385,8 @@ class Writer:
             if row[name] != value:
                 changes[name] = value
         if changes:
-            for tables in self._created.values():
-                tables.add(table.name)  # the row may now be under one of them
+            for under in self._created.values():
+                under[table.name] = None  # the row may now be under one of them, or be one of theirs
             self._cursor.update(table, changes, row["id"])
         return changed
 
@@ -386,7 +415,7 @@ class Writer:
         """
         driver_table = self._tables.table(table)
         content = self._statements.list_content(table)
-        return [driver_table.fit({name: row.get(name) for name in content}) for row in rows]
+        return [driver_table.fit(row, content) for row in rows]
 
     def replace_list(
         self, table: sa.Table, patient_id: int, fitted: list[dict[str, Any]], *, new_patient: bool = False

@@ -67,10 +67,8 @@ def test_segment_reader_reads_what_message_get_reads():
             reader, alone = SegmentReader(segment, message), Message(message.delimiters, [segment.raw])
             for path in _paths(message, segment):
                 assert reader.get(path) == alone.get(f"{name}-{path}"), (name, path)
-                if (
-                    where := _INDEXED.fullmatch(path)
-                ) is not None:  # coded() and person() read without a path
-                    assert reader._part(*(int(index) for index in where.groups() if index)) == reader.part(
+                if (where := _INDEXED.fullmatch(path)) is not None:  # as coded(), person() and values.py read
+                    assert reader.part_at(*(int(index) for index in where.groups() if index)) == reader.part(
                         path
                     ), (name, path)
                 compared += 1

@@ -7,8 +7,9 @@ from datetime import UTC, timedelta
 import sqlalchemy as sa
 
 from engine.record import schema
+from engine.record.pending import Pending
 from engine.record.writer import Statements, Writer
-from engine.store.driver import tables
+from engine.store.driver import TableCursor, tables
 from tests.fakes.record import NOW, RECEIVED, store_message
 
 
@@ -148,3 +149,39 @@ def test_a_visit_the_writer_created_has_the_rows_it_inserted_until_an_update_of_
         assert [row["code"] for row in w.rows(schema.diagnoses, key)] == ["D0"]
         w.insert(schema.visits, {"patient_id": patient_id, "visit_number": "V2", "status": "active"})
         assert len(w.rows(schema.visits, {"patient_id": patient_id})) == 2
+
+
+def test_a_new_patients_rows_are_matched_in_memory_and_only_a_possible_match_asks_the_database(engine):
+    """A key no row inserted under a new patient could match finds none without writing pending rows.
+
+    A key one could match (the same code, text equal once fitted, a time) writes them and selects.
+    """
+    message_id = store_message(engine, b"MSH|^~\\&|PMS|CLINIC|HUB|REGION|20240101||ADT^A04|1|P|2.5.1\r")
+    statements = Statements(engine.dialect)
+    with engine.begin() as connection:
+        pending = Pending(statements.tables, TableCursor(connection, statements.tables), together=True)
+        w = Writer(
+            connection,
+            statements,
+            message_id=message_id,
+            cause="t",
+            now=NOW,
+            message_time=NOW,
+            pending=pending,
+        )
+        patient_id = w.insert(schema.patients, {"created_at": NOW, "updated_at": NOW})
+        w.add(schema.allergies, {"patient_id": patient_id, "code": "A1", "text": None, "severity": "x" * 300})
+        for miss in ({"code": "A2"}, {"code": None, "text": "A1"}, {"code": "A1", "text": "other"}):
+            assert w.rows(schema.allergies, {"patient_id": patient_id, **miss}) == [], miss
+            assert pending.holds(schema.allergies), miss  # nothing written to find that out
+        # text compared as stored: the severity as fitted to its column's length matches
+        fitted = {"severity": "x" * 300 + "y"}
+        assert [row["code"] for row in w.rows(schema.allergies, {"patient_id": patient_id, **fitted})] == [
+            "A1"
+        ]
+        assert not pending.holds(schema.allergies)
+        w.add(schema.allergies, {"patient_id": patient_id, "code": "A3", "identified_date": "2024"})
+        assert [
+            row["code"] for row in w.rows(schema.allergies, {"patient_id": patient_id, "code": "A3"})
+        ] == ["A3"]
+        assert w.rows(schema.allergies, {"patient_id": patient_id, "code": "A4"}) == []

@@ -391,10 +391,10 @@ class Application:
 
     def entity_id(self, segment: SegmentReader | None, n: int) -> tuple[str, str] | None:
         """An EI field's (id, namespace): the namespace is EI-2, else the sending application; None unsent."""
-        number = segment.part(f"{n}.1") if segment is not None else None
+        number = segment.part_at(n, 1, 1) if segment is not None else None
         if number is None:
             return None
-        return number, segment.part(f"{n}.2") or self.facts.source_system
+        return number, segment.part_at(n, 1, 2) or self.facts.source_system
 
     def held_by_other(
         self, row: dict[str, Any] | None, patient_id: int, what: str, key: tuple[str, str]

@@ -50,9 +50,13 @@ class OruApplication(Application):
                 values.update(zip(names, sent, strict=True))
         if obr is not None:
             values.update(obr.coded(4))
-            values.update(obr.columns(25, {"status": "25.1"}))
-            values.update(obr.columns(7, {"observed_at": ("7.1", self.time)}))
-            values.update(obr.columns(22, {"reported_at": ("22.1", self.time)}))
+            values.update(
+                obr.columns_of(
+                    (25, {"status": "25.1"}),
+                    (7, {"observed_at": ("7.1", self.time)}),
+                    (22, {"reported_at": ("22.1", self.time)}),
+                )
+            )
         if orc is not None:
             values.update(orc.columns(1, {"order_control": "1.1"}))
         provider_field = 16 if obr is not None else 12

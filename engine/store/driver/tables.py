@@ -58,6 +58,7 @@ class Table:
             )
             for column in table.c
         }
+        self._lengths = {name: length for name, (text, length, _) in self.binds.items() if text}  # for fit
         self.has_id = "id" in table.c
         self._null = null
         self._plans: dict[tuple[str, ...], tuple[tuple, tuple]] = {}  # for parameters, by shape
@@ -78,16 +79,22 @@ class Table:
             return cipher.seal_text
         return lambda value: processor(cipher.seal_text(value))
 
-    def fit(self, values: Mapping[str, Any]) -> dict[str, Any]:
+    def fit(self, values: Mapping[str, Any], names: Iterable[str] | None = None) -> dict[str, Any]:
         """The values as the database will hold them: text through fit_text, anything else as it is.
 
-        A search key comes hashed, as it is read back.
+        A search key comes hashed, as it is read back. ``names``: these columns alone, in this
+        order, each None where ``values`` has none.
         """
-        binds = self.binds
-        fitted = {
-            name: fit_text(value, binds[name][1]) if isinstance(value, str) and binds[name][0] else value
-            for name, value in values.items()
-        }
+        lengths = self._lengths
+        fitted = {}
+        for name in values if names is None else names:
+            value = values.get(name)
+            # most text already fits: no call for it
+            if isinstance(value, str) and name in lengths:
+                length = lengths[name]
+                if not (value.isascii() and "\x00" not in value and (length is None or len(value) <= length)):
+                    value = fit_text(value, length)
+            fitted[name] = value
         for name, blind in self._blind.items():
             if name in fitted:
                 fitted[name] = blind(fitted[name])
