@@ -17,6 +17,7 @@ from twisted.internet import defer, task
 from engine.model import NewDelivery, NewMessage, ProcessingResult, Status
 from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
 from engine.store.driver import INDEX_TABLES
+from engine.store.driver.record_attach import RECORD_SCHEMA, attached
 from engine.store.reads import StoredMessage
 from engine.store.schema import metadata, source_files
 
@@ -121,16 +122,51 @@ class WriteLock:
 def schema_differences(engine: sa.Engine, *, tables: str = "") -> list:
     """Alembic autogenerate's differences between the database and the metadata.
 
-    Only tables whose name starts with ``tables`` are compared (every table by default).
+    Only tables whose name starts with ``tables`` are compared (every table by default). On a
+    SQLite store with the record's file attached, the record's tables are compared there, and
+    their references to ``messages`` (which cannot cross files) are not looked for.
     """
+    with engine.connect() as connection:
+        if not attached(connection):
+            return _differences(connection, metadata, tables, schema=None)
+        main = _differences(connection, metadata, tables, schema=None, leave_out=RECORD_PREFIX)
+        record = sa.MetaData()
+        sa.Table("messages", record, sa.Column("id", sa.Integer, primary_key=True))  # only referred to
+        for table in metadata.tables.values():
+            if table.name.startswith(RECORD_PREFIX):
+                table.to_metadata(record, schema=RECORD_SCHEMA, referred_schema_fn=_same_schema)
+        found = _differences(connection, record, tables, schema=RECORD_SCHEMA)
+    return main + [
+        difference
+        for difference in found
+        if not (difference[0] == "add_fk" and difference[1].elements[0].target_fullname == "messages.id")
+    ]
+
+
+RECORD_PREFIX = "record_"
+
+
+def _same_schema(table, to_schema, constraint, referred_schema):
+    return None if constraint.elements[0].target_fullname == "messages.id" else to_schema
+
+
+def _differences(connection, wanted, tables: str, *, schema: str | None, leave_out: str = "") -> list:
+    def compared(name: str) -> bool:
+        return name.startswith(tables) and not (leave_out and name.startswith(leave_out))
 
     def named(name, type_, parent_names):
+        if type_ == "schema":
+            return name == schema
         # The content index is the driver's (an FTS5 virtual table on SQLite), outside the metadata.
-        return type_ != "table" or (name.startswith(tables) and name not in INDEX_TABLES)
+        return type_ != "table" or (compared(name) and name not in INDEX_TABLES)
 
-    def wanted(obj, name, type_, reflected, compare_to):
-        return type_ != "table" or name.startswith(tables)
+    def included(obj, name, type_, reflected, compare_to):
+        return type_ != "table" or (obj.schema == schema and compared(name))
 
-    opts = {"compare_type": True, "include_name": named, "include_object": wanted}
-    with engine.connect() as connection:
-        return compare_metadata(MigrationContext.configure(connection, opts=opts), metadata)
+    opts = {
+        "compare_type": True,
+        "include_name": named,
+        "include_object": included,
+        "include_schemas": schema is not None,
+    }
+    return compare_metadata(MigrationContext.configure(connection, opts=opts), wanted)
