@@ -6,6 +6,7 @@ import dataclasses
 import sqlite3
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from twisted.internet import defer, task
 from engine.model import NewDelivery, NewMessage, ProcessingResult, Status
 from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
 from engine.store.driver import INDEX_TABLES
-from engine.store.driver.record_attach import RECORD_SCHEMA, attached
+from engine.store.driver.record_attach import RECORD_SCHEMA, attached, record_file
 from engine.store.reads import StoredMessage
 from engine.store.schema import metadata, source_files
 
@@ -94,15 +95,22 @@ def later(seconds: float, function, *args) -> defer.Deferred:
 
 
 class WriteLock:
-    """Another connection holding the lock that the store's writer needs to insert."""
+    """Another connection holding the lock that the store's writer needs to insert.
 
-    def __init__(self, url: str):
+    ``record``: on SQLite, the lock of the record's own file instead (what its writes need).
+    """
+
+    def __init__(self, url: str, *, record: bool = False):
         self._url = make_url(url)
+        self._record = record
         self._connection = None
 
     def hold(self) -> None:
         if self._url.get_backend_name() == "sqlite":
-            self._connection = sqlite3.connect(self._url.database, isolation_level=None)
+            path = Path(self._url.database)
+            self._connection = sqlite3.connect(
+                record_file(path) if self._record else path, isolation_level=None
+            )
             self._connection.execute("BEGIN EXCLUSIVE")
         else:
             self._connection = psycopg.connect(

@@ -129,7 +129,7 @@ class RecordDestination(Destination):
             if messages:
                 try:
                     ingestor = self._ingestor_for_store()
-                    took, applied = await self._store.write(
+                    took, applied = await self._store.write_record(
                         _timed, ingestor.apply_many, list(messages.values())
                     )
                 except Exception as error:  # StoreError, or a bug: this one and every one after it

@@ -15,6 +15,7 @@ there (the store does what they did: retention.py) and given back when they come
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ __all__ = [
     "attach_record",
     "attached",
     "drop_tables",
+    "forget_newer_messages",
     "move_record_tables",
     "record_file",
     "record_tables",
@@ -39,6 +41,8 @@ RECORD_SCHEMA = "record"
 MOVED_SUFFIX = "_moved"
 
 _TABLE_PREFIX = "record_"
+# A record table's row in sqlite_master.
+_LISTED = "type = 'table' AND name LIKE 'record\\_%' ESCAPE '\\'"
 # A table's foreign key to the messages:
 # ", CONSTRAINT fk_x FOREIGN KEY(message_id) REFERENCES messages (id) ON DELETE ..."
 _MESSAGES_FK = re.compile(
@@ -71,9 +75,7 @@ def attached(connection: sa.Connection) -> bool:
 
 def record_tables(connection: sa.Connection, schema: str, *, suffix: str = "") -> list[str]:
     """The record's tables in ``schema`` (named ``record_*`` and ending with ``suffix``), parents first."""
-    rows = connection.exec_driver_sql(
-        f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' AND name LIKE 'record\\_%' ESCAPE '\\'"
-    ).scalars()
+    rows = connection.exec_driver_sql(f"SELECT name FROM {schema}.sqlite_master WHERE {_LISTED}").scalars()
     names = sorted(name for name in rows if name.endswith(suffix) and not _moved(name, suffix))
     parents = {
         name: {
@@ -128,6 +130,35 @@ def move_record_tables(connection: sa.Connection, source: str, target: str, *, s
             for row in connection.exec_driver_sql(f'PRAGMA {target}.foreign_key_list("{table}")'):
                 if not row[2].startswith(_TABLE_PREFIX):
                     raise RuntimeError(f"{table} still references {row[2]} once moved: its DDL was misread")
+
+
+def forget_newer_messages(record_copy: Path, messages_copy: Path) -> None:
+    """In a backup's copy of the record's file, forget every message newer than the copy of the
+    store's file holds: their applied marks go, and the record's rows no longer name them.
+
+    The store's file is copied first, so the record's copy may hold what messages received after
+    its copy did. A store restored from the two would give those ids to new messages, which the
+    record would then take for applied already (and the rows for theirs).
+    """
+    connection = sqlite3.connect(record_copy, isolation_level=None)
+    try:
+        connection.execute("ATTACH DATABASE ? AS copied", (str(messages_copy),))
+        newest = connection.execute("SELECT coalesce(max(id), 0) FROM copied.messages").fetchone()[0]
+        names = [row[0] for row in connection.execute(f"SELECT name FROM main.sqlite_master WHERE {_LISTED}")]
+        # TRANSACTION: the copy forgets the newer messages at once (it is nobody's store yet).
+        connection.execute("BEGIN")
+        for name in names:
+            columns = {row[1] for row in connection.execute(f'PRAGMA main.table_info("{name}")')}
+            if name == "record_applied_messages":
+                connection.execute(f'DELETE FROM main."{name}" WHERE message_id > ?', (newest,))
+            elif "message_id" in columns:
+                connection.execute(
+                    f'UPDATE main."{name}" SET message_id = NULL WHERE message_id > ?', (newest,)
+                )
+        connection.execute("COMMIT")
+        connection.execute("DETACH DATABASE copied")
+    finally:
+        connection.close()
 
 
 def drop_tables(connection: sa.Connection, schema: str, names: Iterable[str]) -> None:
