@@ -9,9 +9,10 @@ store's own locks). With other processes on the same files (``shared``), each ca
 record file's ``WriterLock`` (``<record file>-lock``), never the store file's.
 
 No connection checkpoints as it commits (db.py): this thread checkpoints the record's WAL
-(``record.``, never every attached file), once commits wrote an eighth of ``wal_max_bytes`` to it
-or none came for a while, truncating it once it has grown past half; while it is full and
-checkpoints fail (a full disk), its calls are refused, as the store's writer refuses (wal.py).
+(``record.``, never every attached file), after as many calls as write an eighth of
+``wal_max_bytes`` to it (``WalGuard.paced``: the WAL file keeps its size once grown, so its size
+cannot say when) or once none came for a while, truncating it once it has grown past half; while
+it is full and checkpoints fail (a full disk), its calls are refused, as the store's writer's are.
 """
 
 from __future__ import annotations
@@ -37,10 +38,9 @@ from engine.store.writelock import WriterLock
 
 log = Logger(namespace="engine.store")
 
-#: The record's WAL is checkpointed once none of its commits came for this long...
+#: The record's WAL is checkpointed once none of its commits came for this long, or after as many
+#: as write an eighth of wal_max_bytes (WalGuard.paced).
 IDLE_CHECKPOINT_SECONDS = 0.25
-# ... or once it holds an eighth of wal_max_bytes.
-_CHECKPOINT_PART = 8
 
 # What _next returns when the WAL should be checkpointed.
 _CHECKPOINT = object()
@@ -64,7 +64,6 @@ class RecordLane:
         self._reactor = reactor
         self._connection = KeptConnection(engine)  # for the checkpoints: the calls take their own
         self._wal = WalGuard(database, wal_max_bytes)
-        self._checkpoint_bytes = wal_max_bytes // _CHECKPOINT_PART
         self._lock = WriterLock(database, lock_timeout) if shared else None
         self._finished = finished
         self._pending: collections.deque[PendingCall] = collections.deque()
@@ -118,10 +117,12 @@ class RecordLane:
                 self._wakeup.wait(IDLE_CHECKPOINT_SECONDS)
 
     def _checkpoint_due(self) -> bool:
-        if not self._commits:
-            return self._wal.truncation_due()
-        idle = time.monotonic() - self._last_commit >= IDLE_CHECKPOINT_SECONDS
-        return idle or self._wal.size() >= self._checkpoint_bytes
+        commits = self._commits
+        return (
+            commits >= self._wal.checkpoint_commits
+            or (commits > 0 and time.monotonic() - self._last_commit >= IDLE_CHECKPOINT_SECONDS)
+            or self._wal.truncation_due()
+        )
 
     def _run_call(self, call: PendingCall) -> None:
         """Run one call and fire its Deferred; never raises."""
@@ -143,7 +144,7 @@ class RecordLane:
     def _checkpoint(self) -> None:
         """Copy the record's WAL into its file (PASSIVE), truncating it once past half its limit."""
         truncate = self._wal.truncation_due()
-        self._commits = 0
+        commits, self._commits = self._commits, 0
         try:
             with self._lock.held() if self._lock is not None and truncate else contextlib.nullcontext():
                 done = checkpoint_wal(self._connection.get(), truncate=truncate, schema=RECORD_SCHEMA)
@@ -151,6 +152,7 @@ class RecordLane:
             self._connection.drop()
             self._wal.failed(str(error), truncating=truncate)
             return
+        self._wal.paced(done.frames, commits, done.complete)
         if done.complete:
             self._wal.succeeded()
         elif truncate:

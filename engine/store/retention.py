@@ -312,10 +312,11 @@ class RetentionRepository:
     def vacuum(self) -> None:
         """VACUUM: what a prune's own steps do not do.
 
-        SQLite: the whole file (and the record's own, after it) is rewritten, with auto_vacuum=INCREMENTAL (a file created
-        without it needs this once before pruning returns space), and compacted: the room pruned
-        rows leave inside their pages goes back too. It holds the write lock while it copies the
-        whole database and needs as much free disk again: stop the engine first on a large store.
+        SQLite: the whole file (and the record's own, after it) is rewritten, with
+        auto_vacuum=INCREMENTAL (a file created without it needs this once before pruning returns
+        space), and compacted: the room pruned rows leave inside their pages goes back too. It
+        holds the write lock while it copies the whole database and needs as much free disk
+        again: stop the engine first on a large store.
         PostgreSQL: a plain VACUUM of messages and deliveries now, instead of at autovacuum's turn.
         """
         with store_errors("vacuuming the store"):
