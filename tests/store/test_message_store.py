@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import pytest_twisted
+from sqlalchemy.engine import make_url
 from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.model import AttemptResult, Delivery, Outcome, Status
+from engine.store.driver.record_attach import record_file
 from engine.store.message_store import ATTEMPTS_PER_WRITE, MessageStore
 from engine.store.queues import QueueRepository
 from engine.store.reads import MessageQuery
+from engine.store.writelock import WriterLock
 from tests.fakes.messages import T0
 from tests.fakes.store import WriteLock, later, queued
 
@@ -206,3 +210,31 @@ def test_the_record_lane_stops_with_the_store(open_store):
     assert done.called and done.result == 0
     with pytest.raises(StoreError, match="not running"):
         yield store.write_record(_delete_applied_marks, store.repository.engine)
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_other_processes_the_record_lane_takes_the_record_files_turn_never_the_stores(
+    sqlite_url, open_sqlite_store
+):
+    """shared: a record write goes on while another process holds the store file's turn
+    (WriterLock), and waits while one holds the record file's."""
+    store = open_sqlite_store(shared=True, lock_timeout=5.0)
+    database = Path(make_url(sqlite_url).database)
+    stores_turn = WriterLock(database, 5.0)
+    stores_turn.take()
+    try:
+        deleted = yield store.write_record(_delete_applied_marks, store.repository.engine)
+    finally:
+        stores_turn.release()
+        stores_turn.close()
+    records_turn = WriterLock(record_file(database), 5.0)
+    records_turn.take()
+    try:
+        waiting = store.write_record(_delete_applied_marks, store.repository.engine)
+        yield later(0.3, lambda: None)
+        waited = not waiting.called
+    finally:
+        records_turn.release()
+    yield waiting
+    records_turn.close()
+    assert (deleted, waited) == (0, True)
