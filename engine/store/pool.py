@@ -292,9 +292,8 @@ class StorePool:
     def write_record(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
         """Run ``function(*args, **kwargs)``, a write of the patient record's tables only, on its thread.
 
-        On SQLite, where the record has a file of its own, its thread (``RecordLane``) runs its
-        calls in order, beside the writer, which it never holds up; elsewhere it is ``write``.
-        Errors arrive as StoreError.
+        On SQLite (the record in a file of its own) its thread, ``RecordLane``, runs them in order,
+        beside the writer, never holding it up; elsewhere it is ``write``. Errors as StoreError.
         """
         if self._record is None:
             return self.write(function, *args, **kwargs)
