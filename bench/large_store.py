@@ -258,14 +258,29 @@ def _fill(database: Path, count: int, queued: int) -> None:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def _record_sibling(database: Path) -> Path:
+    """The patient record's own file beside a store's, where the engine under test has one (0025 on)."""
+    return database.with_name(f"{database.stem}-record{database.suffix}")
+
+
+def _store_files(database: Path) -> list[Path]:
+    """The store's file and, if the engine made it, its record's: what is cached and copied together."""
+    return [database, *[p for p in (_record_sibling(database),) if p.exists()]]
+
+
 def _schema_digest(database: Path) -> str:
+    schemas = []
+    for path in _store_files(database):
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            schemas.append(
+                connection.execute(
+                    "SELECT group_concat(sql, ';') FROM"
+                    " (SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name)"
+                ).fetchone()[0]
+            )
     with contextlib.closing(sqlite3.connect(database)) as connection:
-        schema = connection.execute(
-            "SELECT group_concat(sql, ';') FROM"
-            " (SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name)"
-        ).fetchone()[0]
         version = connection.execute("SELECT group_concat(version_num) FROM alembic_version").fetchone()[0]
-    return f"{schema}\n{version}"
+    return f"{';'.join(s or '' for s in schemas)}\n{version}"
 
 
 def _migrate(context: RunContext, url: str) -> None:
@@ -312,15 +327,17 @@ def prefilled_store(options: Options, context: RunContext, *, progress=print) ->
             _fill(building, options.prefill_messages, options.prefill_queued)
             for older in cache.glob("large-store-*.db"):  # one cached store at a time: they are large
                 older.unlink()
-            building.replace(cached)
+            for built in _store_files(building):
+                built.replace(cached.with_name(built.name.replace(building.stem, cached.stem)))
         return cached, time.monotonic() - started
     finally:
-        for leftover in (
-            building,
-            building.with_name(building.name + "-wal"),
-            building.with_name(building.name + "-shm"),
-        ):
-            leftover.unlink(missing_ok=True)
+        for built in (building, _record_sibling(building)):
+            for leftover in (
+                built,
+                built.with_name(built.name + "-wal"),
+                built.with_name(built.name + "-shm"),
+            ):
+                leftover.unlink(missing_ok=True)
 
 
 def _copy_to_disk(source: Path, target: Path) -> None:
@@ -406,7 +423,8 @@ def _measure_row(
         database = folder / "hl7engine.db"
         copied = time.monotonic()
         if prefilled is not None:
-            _copy_to_disk(prefilled, database)
+            for cached in _store_files(prefilled):
+                _copy_to_disk(cached, database.with_name(cached.name.replace(prefilled.stem, database.stem)))
         copy_seconds = time.monotonic() - copied
         url = sqlite_url(database)
         engine = system.configured(

@@ -36,6 +36,15 @@ class StoreProbe:
 
     def __init__(self, url: str):
         self._engine = sa.create_engine(url, poolclass=NullPool)
+        database = self._engine.url.database
+        if self._engine.dialect.name == "sqlite" and database:
+            # Revisions from 0025 keep the patient record in a file of their own beside the store's.
+            record = Path(database).with_name(f"{Path(database).stem}-record{Path(database).suffix}")
+
+            @sa.event.listens_for(self._engine, "connect")
+            def _attach_record(dbapi_connection, _record) -> None:
+                if record.exists():
+                    dbapi_connection.execute("ATTACH DATABASE ? AS record", (str(record),))
 
     def close(self) -> None:
         self._engine.dispose()

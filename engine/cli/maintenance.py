@@ -121,12 +121,13 @@ def prune(config_path, db, channel, days, dry_run, vacuum, batch, as_json) -> No
 @click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True)
 @click.option("--db", help="SQLAlchemy URL of the store (instead of the config's).")
 def backup(destination: Path, config_path: str, db: str | None) -> None:
-    """Copy the SQLite store to DESTINATION while the engine runs, and check the copy.
+    """Copy the SQLite store to DESTINATION (its record's file beside it) while the engine runs; check them.
 
     Exit status: 0 copied and sound, 1 the copy failed, 2 refused (PostgreSQL, DESTINATION exists).
     """
     from engine.errors import StoreError
     from engine.store.backup import backup_source, backup_store
+    from engine.store.driver.record_attach import record_file
 
     url = db or load_store_side_or_exit(config_path).store_url  # the engine block only: no channel is built
     try:
@@ -134,9 +135,10 @@ def backup(destination: Path, config_path: str, db: str | None) -> None:
     except StoreError as error:
         click.echo(f"backup refused: {error}", err=True)
         sys.exit(2)
-    if destination.exists():
-        click.echo(f"backup refused: {destination} exists; a backup never overwrites a file", err=True)
-        sys.exit(2)
+    for taken in (destination, record_file(destination)):  # the record's copy goes beside it
+        if taken.exists():
+            click.echo(f"backup refused: {taken} exists; a backup never overwrites a file", err=True)
+            sys.exit(2)
 
     def progress(remaining: int, total: int) -> None:
         if total and sys.stderr.isatty():
@@ -147,7 +149,8 @@ def backup(destination: Path, config_path: str, db: str | None) -> None:
     except StoreError as error:
         click.echo(f"backup failed: {error}", err=True)
         sys.exit(1)
-    click.echo(f"backup {done.path}: {megabytes(done.size)} in {done.seconds:.1f} s, integrity ok")
+    record = f" and {done.record}" if done.record is not None else ""
+    click.echo(f"backup {done.path}{record}: {megabytes(done.size)} in {done.seconds:.1f} s, integrity ok")
 
 
 @click.command()

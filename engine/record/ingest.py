@@ -31,6 +31,7 @@ from engine.record.pending import Pending, RowsRefused
 from engine.record.writer import Statements, Writer
 from engine.store.cipher import cipher_of
 from engine.store.driver import TableCursor, store_errors
+from engine.store.schema import messages
 
 __all__ = ["IngestResult", "RecordIngestor"]
 
@@ -167,10 +168,13 @@ class RecordIngestor:
                     )
                     for row in lookup.rows(schema.applied_messages, *keys, order=())
                 }
+                missing = _not_stored(connection, {message_id for message_id, _, _ in messages} - set(done))
                 results = []
                 for index, (message_id, message, received_at) in enumerate(messages):
                     result = done.get(message_id)
                     if result is None:
+                        if message_id in missing:
+                            raise _Refused(index, _unknown(message_id))
                         try:
                             with store_errors(f"applying message {message_id} to the record"):
                                 result, done[message_id], mark = self._apply_one(
@@ -235,6 +239,26 @@ class RecordIngestor:
             IngestResult(message_id, event, patient_id, applied, detail, already_applied=True),
             mark,
         )
+
+
+def _not_stored(connection: sa.Connection, message_ids: set[int]) -> set[int]:
+    """The ids of ``message_ids`` that no stored message has (SQLite; elsewhere the foreign key refuses them).
+
+    On SQLite the record's tables are in a file of their own, and no foreign key crosses files:
+    a mark under an id that no message has would make the message later given that id
+    "already applied", and the record's rows would name it.
+    """
+    if not message_ids or connection.dialect.name != "sqlite":
+        return set()
+    found = connection.execute(sa.select(messages.c.id).where(messages.c.id.in_(sorted(message_ids))))
+    return message_ids - set(found.scalars())
+
+
+def _unknown(message_id: int) -> StoreError:
+    """What a message id unknown to the store fails with: as the foreign key's refusal did (not transient)."""
+    error = StoreError(f"applying message {message_id} to the record failed: no such message is stored")
+    error.__cause__ = LookupError(message_id)
+    return error
 
 
 class _Refused(Exception):

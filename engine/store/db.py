@@ -11,6 +11,11 @@ answers COMMIT, so a crash of the server (or of its machine, given ``fsync=on``)
 that allowed a positive ACK. With ``off`` it answered first and flushed within a few hundred
 milliseconds, and an immediate stop of the server lost acknowledged messages.
 
+On SQLite the patient record's tables live in a file of their own beside the store's
+(``engine.db`` -> ``engine-record.db``, engine.store.driver.record_attach), which every connection
+attaches as schema ``record``, with the same settings: the record's transactions and intake's
+commits then take different write locks.
+
 A SQLite file, its ``-wal`` and ``-shm`` (which SQLite creates with the file's permissions) and
 the folders the engine creates for it are readable by the engine's user only: messages are
 patient data. The WAL is truncated to ``wal_max_bytes`` whenever it starts over
@@ -31,6 +36,7 @@ from engine.errors import StoreError
 from engine.store.cipher import CLEAR, Cipher, engine_options
 from engine.store.defaults import WAL_MAX_BYTES
 from engine.store.driver import is_lock_error
+from engine.store.driver.record_attach import RECORD_SCHEMA, attach_record, record_file
 
 DURABILITIES = ("process", "power_loss")
 
@@ -96,8 +102,11 @@ def _sqlite_engine(
     if url.database in (None, "", ":memory:"):
         # Every pooled connection would get its own empty database: the writer and readers must share a file.
         raise StoreError("the SQLite store needs a file: sqlite:///PATH")
+    record = None
     if (path := sqlite_file(url)) is not None:
         create_private(path)
+        record = record_file(path)
+        create_private(record)
     engine = sa.create_engine(
         url,
         pool_size=pool_size,
@@ -112,13 +121,18 @@ def _sqlite_engine(
     def _configure(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            # Only a new file takes it (before WAL writes its header): pruned content can then be
-            # given back to the file system page by page. An older file keeps its mode until a
-            # VACUUM (`hl7engine prune --vacuum`); on it this changes nothing.
-            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            _enable_wal(cursor, lock_timeout)
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute(f"PRAGMA journal_size_limit={wal_max_bytes}")
+            if record is not None:
+                attach_record(cursor, record)
+            for schema in ("main", RECORD_SCHEMA) if record is not None else ("main",):
+                # Only a new file takes it (before WAL writes its header): pruned content can then be
+                # given back to the file system page by page. An older file keeps its mode until a
+                # VACUUM (`hl7engine prune --vacuum`). Asked of a file with pages, the pragma would
+                # wait for its write lock only to change nothing: a new reader waited for the record.
+                if cursor.execute(f"PRAGMA {schema}.page_count").fetchone()[0] == 0:
+                    cursor.execute(f"PRAGMA {schema}.auto_vacuum=INCREMENTAL")
+                _enable_wal(cursor, schema, lock_timeout)
+                cursor.execute(f"PRAGMA {schema}.synchronous={synchronous}")
+                cursor.execute(f"PRAGMA {schema}.journal_size_limit={wal_max_bytes}")
             if not autocheckpoint:
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -157,12 +171,13 @@ def create_private(path: Path) -> None:
     os.chmod(path, _PRIVATE_FILE)
 
 
-def _enable_wal(cursor, lock_timeout: float) -> None:
-    """Switch the file to WAL, retrying until lock_timeout: converting a new file ignores the busy handler."""
+def _enable_wal(cursor, schema: str, lock_timeout: float) -> None:
+    """Switch the schema's file to WAL, retrying until lock_timeout (converting a new file ignores
+    the busy handler)."""
     deadline = time.monotonic() + lock_timeout
     while True:
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA {schema}.journal_mode=WAL")
             return
         except sqlite3.OperationalError as error:
             if not is_lock_error(error) or time.monotonic() >= deadline:

@@ -361,10 +361,19 @@ class MessageStore:
     def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
         """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other write.
 
-        For stores beside the messages (the patient record): SQLite has one writer at a time, so
-        every write of the engine goes through this thread. Errors arrive as StoreError.
+        For writes beside the messages' (sessions, controls, the audit trail): on SQLite the store's
+        file has one writer at a time. Errors arrive as StoreError.
         """
         return self._pool.write(function, *args, **kwargs)
+
+    def write_record(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
+        """Run ``function(*args, **kwargs)``, which writes the patient record's tables and no others.
+
+        On SQLite the record has a file (and a write lock) of its own, and its writes a thread of
+        their own (engine.store.record_lane), in order: they never hold up intake's commits. On
+        PostgreSQL it is ``write``. Errors arrive as StoreError.
+        """
+        return self._pool.write_record(function, *args, **kwargs)
 
     def read(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
         """Run ``function(*args, **kwargs)`` on the read pool; errors arrive as StoreError."""

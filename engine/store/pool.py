@@ -1,10 +1,9 @@
 """The store's threads: every write on one writer thread, intake first, with group commit; reads on a pool.
 
 ``add()`` calls pending together are committed in one transaction (group commit); every write's
-Deferred fires after COMMIT, on the reactor thread. Calls (``write()``: processing, attempts, the
-patient record) run in the order asked; the adds of received messages go ahead of the calls
-still queued, so a sender's ACK waits at most for the one transaction running (``_Lane``), which
-the callers keep short (the record's runs go in chunks).
+Deferred fires after COMMIT, on the reactor thread. Calls (``write()``: processing, attempts)
+run in the order asked; the adds of received messages go ahead of the calls still queued, so a
+sender's ACK waits at most for the one transaction running (``_Lane``), which callers keep short.
 
 On SQLite with ``durability: process`` (a commit is a write into the WAL, no fsync), the adds
 made during one reactor turn are committed at the end of that turn on the reactor thread
@@ -17,8 +16,10 @@ writer thread: their insert would hold the reactor. When other processes write t
 file (``shared``), each transaction of the writer thread and each inline commit also holds the
 file's ``WriterLock`` (writelock.py), as theirs do: they take turns, woken at once.
 
-On SQLite the writer thread also checkpoints the WAL (no connection does as it commits), after
-as many commits (inline or its own) as write an eighth of ``wal_max_bytes`` (so that it starts
+On SQLite the record's tables have a file of their own: their writes (``write_record``; the
+writer's elsewhere) run on a thread of their own (record_lane.py), which takes its lock only.
+The writer thread checkpoints the store file's WAL (no connection does as it commits), after as
+many commits (inline or its own) as write an eighth of ``wal_max_bytes`` (so that it starts
 over, written in place), and truncates it once it has grown past half of ``wal_max_bytes``; past
 two thirds the adds wait for it (wal.py). A failed checkpoint is a warning, and the next idle
 moment, or the next growth past the limit, tries again, so a store whose disk was full recovers
@@ -46,10 +47,13 @@ from twisted.python.threadpool import ThreadPool
 from engine.errors import StoreError
 from engine.lograte import LogRate
 from engine.model import NewMessage, SourceFile
+from engine.store.calls import PendingCall, as_store_error, fire
 from engine.store.db import sqlite_file
 from engine.store.defaults import WAL_MAX_BYTES
-from engine.store.driver import checkpoint_wal, describe
+from engine.store.driver import checkpoint_wal
+from engine.store.driver.record_attach import record_file
 from engine.store.kept import KeptConnection
+from engine.store.record_lane import RecordLane
 from engine.store.wal import WalGuard
 from engine.store.writelock import WriterLock
 
@@ -68,16 +72,6 @@ class _PendingAdd:
     deferred: defer.Deferred
 
 
-@dataclass(slots=True)
-class _PendingCall:
-    """Any other write waiting for the writer: ``function(*args, **kwargs)`` alone, in queue order."""
-
-    function: Callable[..., Any]
-    args: tuple
-    kwargs: dict
-    deferred: defer.Deferred
-
-
 class _Lane:
     """A writer thread's queues and kept connection: a transaction at a time, intake's adds first.
 
@@ -93,12 +87,12 @@ class _Lane:
     def __init__(self, name: str, connection: KeptConnection):
         self.name = name
         self.intake: collections.deque[_PendingAdd] = collections.deque()
-        self.pending: collections.deque[_PendingAdd | _PendingCall] = collections.deque()
+        self.pending: collections.deque[_PendingAdd | PendingCall] = collections.deque()
         self.last_was_intake = False  # the last work taken was a group of intake's adds
         self.wakeup = threading.Condition()
         self.connection = connection
 
-    def queue_for(self, pending: _PendingAdd | _PendingCall) -> collections.deque:
+    def queue_for(self, pending: _PendingAdd | PendingCall) -> collections.deque:
         """The queue ``pending`` waits in."""
         if isinstance(pending, _PendingAdd) and pending.source_file is None:
             return self.intake
@@ -148,6 +142,7 @@ class StorePool:
         self._reads: ThreadPool | None = None
         self._writer: _Lane | None = None  # every call, and the adds when there is no _adds lane
         self._adds: _Lane | None = None  # PostgreSQL: the adds, on a thread of their own beside the calls
+        self._record: RecordLane | None = None  # SQLite: the record's writes, in its own file (write_record)
         self._lanes_running = 0
         self._inline_connection: KeptConnection | None = None  # the reactor thread's, for inline adds
         self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
@@ -172,8 +167,8 @@ class StorePool:
 
     @property
     def connections(self) -> int:
-        """How many connections the pool's threads may hold at once: every reader's, the writers' three."""
-        return self._read_threads + 3
+        """How many connections the pool's threads may hold at once: every reader's, the writers' five."""
+        return self._read_threads + 5
 
     def start(self, engine: sa.Engine, insert_groups: _InsertGroups) -> None:
         """Start the threads on ``engine`` (disposed of once stopped); adds go to ``insert_groups``.
@@ -197,6 +192,16 @@ class StorePool:
             if self._durability == "process":
                 # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
                 self._inline_connection = KeptConnection(engine, {"busy_timeout": 0})
+            if (database := sqlite_file(engine)) is not None:
+                self._record = RecordLane(
+                    engine,
+                    record_file(database),
+                    reactor=self._reactor,
+                    wal_max_bytes=self._wal_max_bytes,
+                    lock_timeout=self._lock_timeout,
+                    shared=self._shared,
+                    finished=self._lane_finished,
+                )
         else:
             # PostgreSQL takes concurrent writers: a message's commit (and its sender's ACK) does not
             # wait behind the runners' and dispatchers' writes, which need not come before it (a
@@ -206,11 +211,13 @@ class StorePool:
         if self._inline_connection is None:
             self._transaction_lock = contextlib.nullcontext()
         self._state = State.RUNNING
-        self._lanes_running = len(lanes)
+        self._lanes_running = len(lanes) + (self._record is not None)
         for lane in lanes:
             threading.Thread(
                 target=self._write_until_stopped, args=(lane,), name=lane.name, daemon=True
             ).start()
+        if self._record is not None:
+            self._record.start()
 
     def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
         """Let inline groups wait (``GROUP_WAIT_SECONDS`` at most) for idle connected senders.
@@ -240,6 +247,8 @@ class StorePool:
                 if lane is not None:
                     with lane.wakeup:
                         lane.wakeup.notify()
+            if self._record is not None:
+                self._record.stop()
         return waiter
 
     def add(
@@ -272,15 +281,25 @@ class StorePool:
     def write(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
         """Run ``function(*args, **kwargs)`` on the single writer thread, in order with every other call.
 
-        For stores beside the messages (the patient record): SQLite has one writer at a time, so
-        every write of the engine goes through this thread. Adds asked before it commit first;
-        adds of received messages asked after it may too. Keep it short: a received message's
-        commit may wait for it. Errors arrive as StoreError.
+        Adds asked before it commit first; adds of received messages asked after it may too. Keep
+        it short: a received message's commit may wait for it. Errors arrive as StoreError.
         """
         if self._state is not State.RUNNING:
             return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
         self._hand_over_inline()  # writes run in the order asked: adds of this turn go first
-        return self._enqueue(_PendingCall(function, args, kwargs, defer.Deferred()))
+        return self._enqueue(PendingCall(function, args, kwargs, defer.Deferred()))
+
+    def write_record(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
+        """Run ``function(*args, **kwargs)``, a write of the patient record's tables only, on its thread.
+
+        On SQLite (the record in a file of its own) its thread, ``RecordLane``, runs them in order,
+        beside the writer, never holding it up; elsewhere it is ``write``. Errors as StoreError.
+        """
+        if self._record is None:
+            return self.write(function, *args, **kwargs)
+        if self._state is not State.RUNNING:
+            return defer.fail(StoreError(f"the message store is {self._state.value}, not running"))
+        return self._record.write(function, *args, **kwargs)
 
     def read(self, function: Callable[..., Any], *args, **kwargs) -> defer.Deferred:
         """Run ``function(*args, **kwargs)`` on the read pool; errors arrive as StoreError."""
@@ -292,7 +311,7 @@ class StorePool:
             lambda failure: (
                 failure
                 if failure.check(StoreError)
-                else Failure(_as_store_error(failure.value, function.__name__))
+                else Failure(as_store_error(failure.value, function.__name__))
             )
         )
 
@@ -352,7 +371,7 @@ class StorePool:
             if self._inline_paused or self._wal.truncation_due(size):
                 with self._writer.wakeup:  # the writer wakes to checkpoint (_next_work)
                     self._writer.wakeup.notify()
-        _fire([(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
+        fire([(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
         return True
 
     def _hand_over_inline(self) -> None:
@@ -364,7 +383,7 @@ class StorePool:
         for pending in group:
             self._enqueue(pending)
 
-    def _enqueue(self, pending: _PendingAdd | _PendingCall) -> defer.Deferred:
+    def _enqueue(self, pending: _PendingAdd | PendingCall) -> defer.Deferred:
         lane = self._adds if self._adds is not None and isinstance(pending, _PendingAdd) else self._writer
         with lane.wakeup:
             lane.queue_for(pending).append(pending)
@@ -378,17 +397,21 @@ class StorePool:
             while (work := self._next_work(lane)) is not None:
                 if work is _CHECKPOINT:
                     self._checkpoint()
-                elif isinstance(work, _PendingCall):
+                elif isinstance(work, PendingCall):
                     self._run_call(work)
                 else:
                     self._write(work, lane)
             lane.connection.drop()
         finally:
-            with self._writer.wakeup:
-                self._lanes_running -= 1
-                last = not self._lanes_running
-            if last:
-                self._close()
+            self._lane_finished()
+
+    def _lane_finished(self) -> None:
+        """A writer thread (the record's too) has stopped: the last one out closes the rest."""
+        with self._writer.wakeup:
+            self._lanes_running -= 1
+            last = not self._lanes_running
+        if last:
+            self._close()
 
     def _close(self) -> None:
         """The last writer thread out closes the rest and tells the reactor."""
@@ -402,7 +425,7 @@ class StorePool:
         finally:
             self._reactor.callFromThread(self._stopped)
 
-    def _next_work(self, lane: _Lane) -> _PendingCall | list[_PendingAdd] | object | None:
+    def _next_work(self, lane: _Lane) -> PendingCall | list[_PendingAdd] | object | None:
         """Wait for work: intake's adds first (those that fit in max_batch, at least one), else the
         next call alone or the file adds at the head of the queue, _CHECKPOINT when due
         (_checkpoint_due); None to exit.
@@ -424,7 +447,7 @@ class StorePool:
             lane.last_was_intake = False
             if not lane.pending:
                 return None
-            if isinstance(lane.pending[0], _PendingCall):
+            if isinstance(lane.pending[0], PendingCall):
                 return lane.pending.popleft()
             return _take_adds(lane.pending, self._max_batch)
 
@@ -483,7 +506,7 @@ class StorePool:
             self._commits += 1
             self._last_commit = time.monotonic()
 
-    def _run_call(self, call: _PendingCall) -> None:
+    def _run_call(self, call: PendingCall) -> None:
         """Run one call in its own transaction(s) and fire its Deferred; never raises."""
         try:
             if (refusal := self._wal.refusal()) is not None:
@@ -492,7 +515,7 @@ class StorePool:
                 result = call.function(*call.args, **call.kwargs)
                 self._count_commit()
         except Exception as error:  # whatever happens, the writer lives on to serve the next write
-            failure = _as_store_error(error, call.function.__name__)
+            failure = as_store_error(error, call.function.__name__)
             log.warn("store call {call} failed: {error}", call=call.function.__name__, error=str(failure))
             self._reactor.callFromThread(call.deferred.errback, failure)
             return
@@ -501,7 +524,7 @@ class StorePool:
     def _write(self, group: list[_PendingAdd], lane: _Lane) -> None:
         """Commit the group in one transaction and fire each add's Deferred; never raises."""
         if (refusal := self._wal.refusal()) is not None:
-            self._reactor.callFromThread(_fire, [(pending.deferred.errback, refusal) for pending in group])
+            self._reactor.callFromThread(fire, [(pending.deferred.errback, refusal) for pending in group])
             return
         try:
             with self._transaction_lock, self._holding_file():
@@ -513,7 +536,7 @@ class StorePool:
         except Exception as error:  # whatever happens, the writer lives on to serve the next group
             # The connection may be what failed (a restarted server): the next group takes a new one.
             lane.connection.drop()
-            failure = _as_store_error(error, "storing messages")
+            failure = as_store_error(error, "storing messages")
             if len(group) > 1 and _may_be_one_add(failure):
                 # One add's rows may be at fault: give every add its own transaction so the rest commit.
                 for pending in group:
@@ -527,11 +550,11 @@ class StorePool:
                     groups=groups,
                     error=str(failure),
                 )
-            self._reactor.callFromThread(_fire, [(pending.deferred.errback, failure) for pending in group])
+            self._reactor.callFromThread(fire, [(pending.deferred.errback, failure) for pending in group])
             return
         # One hand-off to the reactor per committed group, not one per add: each wakes the reactor.
         self._reactor.callFromThread(
-            _fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)]
+            fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)]
         )
 
     def _stopped(self) -> None:
@@ -571,28 +594,6 @@ _CHECKPOINT_SECONDS = 0.25
 _WAL_CHECK_SECONDS = 0.002
 # A failing store (a full disk) fails every group: at most one warning about it this often.
 FAILURE_LOG_SECONDS = 10.0
-
-
-def _fire(calls: list) -> None:
-    """Fire Deferreds on the reactor thread, each on its own: one caller's error does not stop the others."""
-    for fire, value in calls:
-        try:
-            fire(value)
-        except Exception:
-            log.failure("a store caller's callback failed")
-
-
-def _as_store_error(error: BaseException, action: str) -> StoreError:
-    """``error`` itself when it is a StoreError, else a StoreError caused by it.
-
-    A bug or a bad argument, but the caller's Deferred must fail.
-    """
-    if isinstance(error, StoreError):
-        return error
-    log.debug("{action} failed: {error!r}", action=action, error=error)  # its text may quote values
-    wrapped = StoreError(f"{action} failed: {describe(error)}")
-    wrapped.__cause__ = error
-    return wrapped
 
 
 def _may_be_one_add(error: StoreError) -> bool:

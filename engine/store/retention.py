@@ -33,6 +33,7 @@ from engine.store.driver import (
     vacuum_postgresql,
     vacuum_to_incremental,
 )
+from engine.store.driver.record_attach import RECORD_SCHEMA, attached
 from engine.store.schema import deliveries, messages
 
 __all__ = [
@@ -311,10 +312,11 @@ class RetentionRepository:
     def vacuum(self) -> None:
         """VACUUM: what a prune's own steps do not do.
 
-        SQLite: the whole file is rewritten, with auto_vacuum=INCREMENTAL (a file created
-        without it needs this once before pruning returns space), and compacted: the room pruned
-        rows leave inside their pages goes back too. It holds the write lock while it copies the
-        whole database and needs as much free disk again: stop the engine first on a large store.
+        SQLite: the whole file (and the record's own, after it) is rewritten, with
+        auto_vacuum=INCREMENTAL (a file created without it needs this once before pruning returns
+        space), and compacted: the room pruned rows leave inside their pages goes back too. It
+        holds the write lock while it copies the whole database and needs as much free disk
+        again: stop the engine first on a large store.
         PostgreSQL: a plain VACUUM of messages and deliveries now, instead of at autovacuum's turn.
         """
         with store_errors("vacuuming the store"):
@@ -323,3 +325,5 @@ class RetentionRepository:
                 return
             with self._engine.connect() as connection:
                 vacuum_to_incremental(connection)
+                if attached(connection):  # the record's own file: its merges and updates leave room too
+                    vacuum_to_incremental(connection, RECORD_SCHEMA)

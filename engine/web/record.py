@@ -223,6 +223,6 @@ class RecordApi(JsonResource):
             return serve(request, defer.succeed(error_reply(400, str(error))))
         by = Operator(authenticated(request).user, remote_address(request))
         action: Callable[..., int] = getattr(self._operations(), name)
-        d = self._store.write(lambda: action(*ids, reason=reason, by=by))
+        d = self._store.write_record(lambda: action(*ids, reason=reason, by=by))
         d.addCallbacks(lambda result: json_reply({answer: result}), _refused)
         return serve(request, d)

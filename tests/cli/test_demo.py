@@ -38,6 +38,7 @@ def test_demo_feeds_the_record_from_three_systems_and_stops_cleanly_on_sigint(tm
     assert "demo: billing is failing" in out and "demo: billing recovered" in out
 
     db = sqlite3.connect(folder / "data" / "hl7engine.db")
+    db.execute("ATTACH DATABASE ? AS record", (str(folder / "data" / "hl7engine-record.db"),))
     senders = dict(db.execute("SELECT sending_application, count(*) FROM messages GROUP BY 1"))
     assert set(senders) == {"PMS", "EMR", "LAB"}
     systems = db.execute(

@@ -6,6 +6,7 @@ import dataclasses
 import sqlite3
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from twisted.internet import defer, task
 from engine.model import NewDelivery, NewMessage, ProcessingResult, Status
 from engine.record import schema as record_schema  # noqa: F401  (its tables share the database)
 from engine.store.driver import INDEX_TABLES
+from engine.store.driver.record_attach import RECORD_SCHEMA, attached, record_file
 from engine.store.reads import StoredMessage
 from engine.store.schema import metadata, source_files
 
@@ -93,15 +95,22 @@ def later(seconds: float, function, *args) -> defer.Deferred:
 
 
 class WriteLock:
-    """Another connection holding the lock that the store's writer needs to insert."""
+    """Another connection holding the lock that the store's writer needs to insert.
 
-    def __init__(self, url: str):
+    ``record``: on SQLite, the lock of the record's own file instead (what its writes need).
+    """
+
+    def __init__(self, url: str, *, record: bool = False):
         self._url = make_url(url)
+        self._record = record
         self._connection = None
 
     def hold(self) -> None:
         if self._url.get_backend_name() == "sqlite":
-            self._connection = sqlite3.connect(self._url.database, isolation_level=None)
+            path = Path(self._url.database)
+            self._connection = sqlite3.connect(
+                record_file(path) if self._record else path, isolation_level=None
+            )
             self._connection.execute("BEGIN EXCLUSIVE")
         else:
             self._connection = psycopg.connect(
@@ -121,16 +130,51 @@ class WriteLock:
 def schema_differences(engine: sa.Engine, *, tables: str = "") -> list:
     """Alembic autogenerate's differences between the database and the metadata.
 
-    Only tables whose name starts with ``tables`` are compared (every table by default).
+    Only tables whose name starts with ``tables`` are compared (every table by default). On a
+    SQLite store with the record's file attached, the record's tables are compared there, and
+    their references to ``messages`` (which cannot cross files) are not looked for.
     """
+    with engine.connect() as connection:
+        if not attached(connection):
+            return _differences(connection, metadata, tables, schema=None)
+        main = _differences(connection, metadata, tables, schema=None, leave_out=RECORD_PREFIX)
+        record = sa.MetaData()
+        sa.Table("messages", record, sa.Column("id", sa.Integer, primary_key=True))  # only referred to
+        for table in metadata.tables.values():
+            if table.name.startswith(RECORD_PREFIX):
+                table.to_metadata(record, schema=RECORD_SCHEMA, referred_schema_fn=_same_schema)
+        found = _differences(connection, record, tables, schema=RECORD_SCHEMA)
+    return main + [
+        difference
+        for difference in found
+        if not (difference[0] == "add_fk" and difference[1].elements[0].target_fullname == "messages.id")
+    ]
+
+
+RECORD_PREFIX = "record_"
+
+
+def _same_schema(table, to_schema, constraint, referred_schema):
+    return None if constraint.elements[0].target_fullname == "messages.id" else to_schema
+
+
+def _differences(connection, wanted, tables: str, *, schema: str | None, leave_out: str = "") -> list:
+    def compared(name: str) -> bool:
+        return name.startswith(tables) and not (leave_out and name.startswith(leave_out))
 
     def named(name, type_, parent_names):
+        if type_ == "schema":
+            return name == schema
         # The content index is the driver's (an FTS5 virtual table on SQLite), outside the metadata.
-        return type_ != "table" or (name.startswith(tables) and name not in INDEX_TABLES)
+        return type_ != "table" or (compared(name) and name not in INDEX_TABLES)
 
-    def wanted(obj, name, type_, reflected, compare_to):
-        return type_ != "table" or name.startswith(tables)
+    def included(obj, name, type_, reflected, compare_to):
+        return type_ != "table" or (obj.schema == schema and compared(name))
 
-    opts = {"compare_type": True, "include_name": named, "include_object": wanted}
-    with engine.connect() as connection:
-        return compare_metadata(MigrationContext.configure(connection, opts=opts), metadata)
+    opts = {
+        "compare_type": True,
+        "include_name": named,
+        "include_object": included,
+        "include_schemas": schema is not None,
+    }
+    return compare_metadata(MigrationContext.configure(connection, opts=opts), wanted)

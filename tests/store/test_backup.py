@@ -22,10 +22,13 @@ from engine.cli import main as cli
 from engine.errors import StoreError
 from engine.hl7.ack import parse_reply
 from engine.listeners.client import MLLPClient
+from engine.record.ingest import RecordIngestor
 from engine.store.backup import backup_store
 from engine.store.db import create_engine_for
+from engine.store.driver.record_attach import record_file
 from engine.store.migrations import upgrade
 from tests.fakes.process import ENGINE, adt, launch, start, stop
+from tests.fakes.record import NOW, Feeder, hl7, register
 
 SENDERS = 3
 
@@ -116,7 +119,8 @@ def test_a_backup_under_load_holds_every_message_acknowledged_before_it(tmp_path
 
 
 def test_the_engine_started_on_a_restored_backup_serves_it(tmp_path):
-    """Stop, copy the backup in place, start: its messages are there, later ones are not, intake goes on."""
+    """Stop, copy the backup (both files) in place, start: its messages are there, later ones are not,
+    intake goes on."""
     process, port, config = start(tmp_path)
     store = tmp_path / "data" / "hl7engine.db"
     copy = tmp_path / "copy.db"
@@ -130,9 +134,10 @@ def test_the_engine_started_on_a_restored_backup_serves_it(tmp_path):
     finally:
         stop(process)
 
-    for leftover in (store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
-        leftover.unlink(missing_ok=True)
-    shutil.copyfile(copy, store)
+    for original, copied in ((store, copy), (record_file(store), record_file(copy))):
+        for leftover in (original, *(original.with_name(original.name + end) for end in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+        shutil.copyfile(copied, original)
     process = launch(config, port)
     try:
         with MLLPClient("127.0.0.1", port, timeout=10) as client:
@@ -181,3 +186,54 @@ def test_a_backup_is_readable_by_its_user_only(tmp_path, sqlite_url):
     assert stat.S_IMODE(destination.stat().st_mode) == 0o600
     assert stat.S_IMODE(destination.parent.stat().st_mode) == 0o700
     assert _integrity(destination) == "ok"
+
+
+def _applied(path: Path) -> list[int]:
+    with sqlite3.connect(path) as connection:
+        return [
+            row[0] for row in connection.execute("SELECT message_id FROM record_applied_messages ORDER BY 1")
+        ]
+
+
+def test_a_backup_copies_the_record_after_the_store_and_forgets_messages_newer_than_its_copy(
+    tmp_path, sqlite_url
+):
+    """The record's file goes to DEST's sibling, copied after the store's: what a message received
+    meanwhile left in it is forgotten there, so a store restored from the two applies the message
+    that next gets its id, and the record's rows name no message the store's copy lacks."""
+    engine = create_engine_for(sqlite_url)
+    upgrade(engine)
+    feed = Feeder(engine, RecordIngestor(engine, clock=lambda: NOW))
+    for n in range(2):
+        register(feed, f"PID|1||P-{n}^^^PMS^PI||DOE^JANE{n}||19700101|F")
+    meanwhile = []
+
+    def progress(
+        remaining: int, total: int
+    ) -> None:  # after a step of the store's copy: its snapshot is taken
+        if not meanwhile:
+            meanwhile.append(register(feed, "PID|1||P-9^^^PMS^PI||DOE^JOHN||19700101|M"))
+
+    destination = tmp_path / "backups" / "copy.db"
+    done = backup_store(sqlite_url, destination, step_pages=1, pause=0, progress=progress)
+    assert (done.path, done.record) == (destination, tmp_path / "backups" / "copy-record.db")
+    assert _applied(done.record) == [1, 2]
+    assert _applied(record_file(Path(engine.url.database))) == [1, 2, 3]
+    assert (_integrity(destination), _integrity(done.record)) == ("ok", "ok")
+    with sqlite3.connect(done.record) as connection:
+        named = connection.execute("SELECT max(message_id) FROM record_patients").fetchone()[0]
+    assert named == 2 and stat.S_IMODE(done.record.stat().st_mode) == 0o600
+    engine.dispose()
+
+    restored = tmp_path / "restored" / "store.db"
+    restored.parent.mkdir()
+    shutil.copyfile(destination, restored)
+    shutil.copyfile(done.record, record_file(restored))
+    engine = create_engine_for(f"sqlite:///{restored}")
+    upgrade(engine)
+    feed = Feeder(engine, RecordIngestor(engine, clock=lambda: NOW))
+    message_id, result = feed(
+        hl7("ADT^A04^ADT_A01", "20240101090000", "PID|1||P-9^^^PMS^PI||DOE^JOHN||19700101|M")
+    )
+    engine.dispose()
+    assert (message_id, result.applied, result.already_applied) == (3, True, False)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from engine.errors import StoreError
 from engine.store.db import create_engine_for
+from engine.store.messages import MessageRepository
+from engine.store.migrations import upgrade
 
 
 @pytest.mark.parametrize(("durability", "synchronous"), [("process", 1), ("power_loss", 2)])
@@ -80,11 +84,13 @@ def test_a_new_sqlite_store_is_readable_by_its_user_only(tmp_path):
         with engine.begin() as connection:
             connection.exec_driver_sql("CREATE TABLE t (x)")
             connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+            connection.exec_driver_sql("CREATE TABLE record.t (x)")
             modes = {p.name: _mode(p) for p in path.parent.iterdir()}
         engine.dispose()
     finally:
         os.umask(previous)
-    assert modes == {"store.db": 0o600, "store.db-wal": 0o600, "store.db-shm": 0o600}
+    files = ("store.db", "store-record.db")
+    assert modes == {f"{name}{end}": 0o600 for name in files for end in ("", "-wal", "-shm")}
     assert (_mode(tmp_path / "a"), _mode(tmp_path / "a" / "b"), _mode(tmp_path)) == (0o700, 0o700, 0o755)
 
 
@@ -101,6 +107,44 @@ def test_an_existing_sqlite_store_and_folder_keep_their_permissions(tmp_path):
         connection.exec_driver_sql("SELECT 1")
     engine.dispose()
     assert (_mode(folder), _mode(path)) == (0o750, 0o640)
+
+
+@pytest.mark.parametrize("durability, synchronous", [("process", 1), ("power_loss", 2)])
+def test_the_record_file_is_attached_beside_the_store_with_the_same_settings(
+    sqlite_url, durability, synchronous
+):
+    """Every connection attaches <stem>-record<suffix> as schema record: WAL, same synchronous,
+    incremental auto_vacuum and journal_size_limit."""
+    engine = create_engine_for(sqlite_url, durability=durability, wal_max_bytes=3 * 1024 * 1024)
+    with engine.connect() as connection:
+        files = {row[1]: row[2] for row in connection.exec_driver_sql("PRAGMA database_list")}
+        pragmas = [
+            connection.exec_driver_sql(f"PRAGMA record.{name}").scalar_one()
+            for name in ("journal_mode", "synchronous", "auto_vacuum", "journal_size_limit")
+        ]
+    engine.dispose()
+    database = make_url(sqlite_url).database
+    assert files == {"main": database, "record": database.replace("messages.db", "messages-record.db")}
+    assert pragmas == ["wal", synchronous, 2, 3 * 1024 * 1024]
+
+
+def test_a_record_transaction_holds_up_no_commit_of_messages(sqlite_url, make_message):
+    """The record's write lock is its file's: while a transaction holds it (rows written, not
+    committed), another connection commits received messages at once, and only a record write waits."""
+    engine = create_engine_for(sqlite_url, lock_timeout=0.2)
+    upgrade(engine)
+    repository = MessageRepository(engine)
+    with engine.connect() as record_writer:
+        record_writer.begin()
+        record_writer.exec_driver_sql("DELETE FROM record_applied_messages")  # takes the record's lock
+        started = time.monotonic()
+        [ids] = repository.insert_groups([((make_message(1),), None)])
+        took = time.monotonic() - started
+        with pytest.raises(sa.exc.OperationalError, match="locked"), engine.begin() as other:
+            other.exec_driver_sql("DELETE FROM record_applied_messages")
+        record_writer.rollback()
+    engine.dispose()
+    assert len(ids) == 1 and took < 0.2
 
 
 def test_sqlite_journal_size_limit_is_wal_max_bytes(sqlite_url):

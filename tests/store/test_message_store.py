@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import pytest_twisted
+from sqlalchemy.engine import make_url
 from twisted.internet import defer
 
 from engine.errors import StoreError
 from engine.model import AttemptResult, Delivery, Outcome, Status
+from engine.store.driver.record_attach import record_file
 from engine.store.message_store import ATTEMPTS_PER_WRITE, MessageStore
 from engine.store.queues import QueueRepository
 from engine.store.reads import MessageQuery
+from engine.store.writelock import WriterLock
 from tests.fakes.messages import T0
-from tests.fakes.store import later, queued
+from tests.fakes.store import WriteLock, later, queued
 
 
 @pytest_twisted.inlineCallbacks
@@ -168,3 +172,69 @@ def test_a_large_round_of_attempts_is_several_writes_with_received_messages_betw
         assert seen == [count + 1] * 3  # the received message went ahead of the whole round
     else:
         assert len(seen) == 1
+
+
+def _delete_applied_marks(engine) -> int:
+    """A write of the record's tables alone (its file's lock on SQLite): how many marks it deleted."""
+    with engine.begin() as connection:
+        return connection.exec_driver_sql("DELETE FROM record_applied_messages").rowcount
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_record_writes_on_a_lane_of_its_own_and_intake_never_waits_for_its_lock(
+    sqlite_url, open_sqlite_store, make_message
+):
+    """While another connection holds the record file's write lock, a record write waits for it on its
+    own thread, and received messages (and the writer's calls) commit at once; the record write then
+    commits too."""
+    store = open_sqlite_store(lock_timeout=5.0)
+    lock = WriteLock(sqlite_url, record=True)
+    lock.hold()
+    try:
+        record_write = store.write_record(_delete_applied_marks, store.repository.engine)
+        ids = yield store.add([make_message(1)])
+        yield store.record_answer(ids[0], "AA", b"MSA|AA|C1")
+        waiting = not record_write.called
+    finally:
+        lock.release()
+    deleted = yield record_write
+    assert (len(ids), waiting, deleted) == (1, True, 0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_record_lane_stops_with_the_store(open_store):
+    """A record write asked before stop() commits; one asked after is refused, as any write."""
+    store = open_store()
+    done = store.write_record(_delete_applied_marks, store.repository.engine)
+    yield store.stop()
+    assert done.called and done.result == 0
+    with pytest.raises(StoreError, match="not running"):
+        yield store.write_record(_delete_applied_marks, store.repository.engine)
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_other_processes_the_record_lane_takes_the_record_files_turn_never_the_stores(
+    sqlite_url, open_sqlite_store
+):
+    """shared: a record write goes on while another process holds the store file's turn
+    (WriterLock), and waits while one holds the record file's."""
+    store = open_sqlite_store(shared=True, lock_timeout=5.0)
+    database = Path(make_url(sqlite_url).database)
+    stores_turn = WriterLock(database, 5.0)
+    stores_turn.take()
+    try:
+        deleted = yield store.write_record(_delete_applied_marks, store.repository.engine)
+    finally:
+        stores_turn.release()
+        stores_turn.close()
+    records_turn = WriterLock(record_file(database), 5.0)
+    records_turn.take()
+    try:
+        waiting = store.write_record(_delete_applied_marks, store.repository.engine)
+        yield later(0.3, lambda: None)
+        waited = not waiting.called
+    finally:
+        records_turn.release()
+    yield waiting
+    records_turn.close()
+    assert (deleted, waited) == (0, True)

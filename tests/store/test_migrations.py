@@ -10,9 +10,11 @@ from alembic import command
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from engine.record.ingest import RecordIngestor
 from engine.store.configs import ConfigRepository
 from engine.store.db import create_engine_for
 from engine.store.migrations import SCRIPT_LOCATION, make_config, upgrade
+from tests.fakes.record import NOW, Feeder, register
 from tests.fakes.store import schema_differences
 
 
@@ -43,7 +45,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
     upgrade(engine)
     with engine.connect() as connection:
         head = ScriptDirectory.from_config(make_config(connection)).get_current_head()
-    assert _current_revision(engine) == head == "0024"
+    assert _current_revision(engine) == head == "0025"
     engine.dispose()
 
 
@@ -64,7 +66,7 @@ def test_concurrent_upgrades_wait_for_each_other(store_url):
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
-    assert _current_revision(engines[0]) == "0024"
+    assert _current_revision(engines[0]) == "0025"
     for engine in engines:
         engine.dispose()
 
@@ -92,6 +94,7 @@ def test_scripts_ship_inside_the_package():
         "0022_message_text.py",
         "0023_record_ssn.py",
         "0024_status_index.py",
+        "0025_record_file.py",
     ]
 
 
@@ -266,3 +269,82 @@ def test_0020_gives_appointments_and_orders_recorded_before_their_sender_as_name
     assert [tuple(row) for row in appointments] == [("LAB", None)]
     assert [tuple(row) for row in namespaces] == [("LAB", "LAB"), (None, None)]
     assert "filler_namespace" not in columns
+
+
+def _record_rows(engine: sa.Engine, schema: str) -> list[tuple]:
+    """(patient id, applied message id) of every applied mark in ``schema``'s record_applied_messages."""
+    with engine.connect() as connection:
+        return connection.exec_driver_sql(
+            f"SELECT patient_id, message_id FROM {schema}.record_applied_messages ORDER BY message_id"
+        ).all()
+
+
+def _tables(engine: sa.Engine, schema: str) -> set[str]:
+    with engine.connect() as connection:
+        return set(
+            connection.exec_driver_sql(
+                f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' AND name LIKE 'record%'"
+            ).scalars()
+        )
+
+
+def _references_to_messages(engine: sa.Engine, schema: str) -> int:
+    """How many of ``schema``'s record tables reference messages."""
+    names = _tables(engine, schema)
+    with engine.connect() as connection:
+        # A PRAGMA reads the schema the connection last loaded: a statement first loads the new one.
+        connection.exec_driver_sql(f"SELECT count(*) FROM {schema}.sqlite_master").scalar()
+        return sum(
+            any(
+                row[2] == "messages"
+                for row in connection.exec_driver_sql(f'PRAGMA {schema}.foreign_key_list("{n}")')
+            )
+            for n in names
+        )
+
+
+def test_0025_moves_a_populated_record_into_its_file_and_back(sqlite_url):
+    """A record applied under 0024 moves into the record's file (without references to messages),
+    its rows and indexes with it; downgrading brings it back into main with them."""
+    engine = create_engine_for(sqlite_url)
+    upgrade(engine)
+    _migrate(engine, "downgrade", "0024")
+    assert _tables(engine, "record") == set()
+    feed = Feeder(engine, RecordIngestor(engine, clock=lambda: NOW))
+    patients = [register(feed, f"PID|1||P-{n}^^^PMS^PI||DOE^JANE{n}||19700101|F") for n in range(3)]
+    before = _record_rows(engine, "main")
+    assert [patient for patient, _ in before] == patients
+    assert _references_to_messages(engine, "main") == 20
+
+    upgrade(engine)
+    assert (_tables(engine, "main"), _record_rows(engine, "record")) == (set(), before)
+    assert _references_to_messages(engine, "record") == 0
+    assert schema_differences(engine) == []
+    register(feed, "PID|1||P-9^^^PMS^PI||DOE^JOHN||19700101|M")  # the moved record goes on
+
+    _migrate(engine, "downgrade", "0024")
+    assert (_tables(engine, "record"), len(_record_rows(engine, "main"))) == (set(), 4)
+    assert _references_to_messages(engine, "main") == len(_tables(engine, "main")) == 20
+    engine.dispose()
+
+
+def test_a_crash_between_the_two_files_commits_leaves_the_move_to_the_next_start(sqlite_url):
+    """Revision 0025 committed (main's record tables renamed) but not the copy: the next upgrade()
+    copies them into the record's file again, over a stale copy a crash may have left there."""
+    engine = create_engine_for(sqlite_url)
+    upgrade(engine)
+    _migrate(engine, "downgrade", "0024")
+    feed = Feeder(engine, RecordIngestor(engine, clock=lambda: NOW))
+    register(feed, "PID|1||P-1^^^PMS^PI||DOE^JANE||19700101|F")
+    with engine.begin() as connection:  # a stale copy, as a crash during a downgrade leaves one
+        connection.exec_driver_sql(
+            "CREATE TABLE record.record_applied_messages"
+            " AS SELECT * FROM main.record_applied_messages WHERE 0"
+        )
+    _migrate(engine, "upgrade", "0025")  # main committed alone: the copy never was
+    assert _record_rows(engine, "record") == []
+    upgrade(engine)
+    assert len(_record_rows(engine, "record")) == 1
+    assert _tables(engine, "main") == set()
+    assert schema_differences(engine) == []
+    engine.dispose()

@@ -1,7 +1,8 @@
 """The ``record`` destination: each delivered message is applied to the unified patient record.
 
-The work runs on the store's single writer thread (``store.write``), so SQLite sees one writer
-and record writes are ordered with every other write of the engine. Outcomes:
+The work runs on the store's record thread (``store.write_record``): on SQLite the record has a
+file of its own, whose write lock intake's commits never take, and its writes run in order on a
+thread beside the store's writer (on PostgreSQL, the writer itself). Outcomes:
 
 - SENT: applied (reason ``patient <id>``), already applied, or nothing for the record (unknown
   event, no PID: the reason says so);
@@ -41,10 +42,14 @@ __all__ = [
 
 log = Logger(namespace="engine.record")
 
-#: On SQLite (one writer at a time), how long one writer call (one transaction of the record)
-#: should take: the write lock is held that long, and a received message's commit may wait for it.
+#: On SQLite, how long one call (one transaction of the record) should take: the record file's
+#: write lock is held that long. Intake's commits no longer wait for it (they take the store
+#: file's); only the operator's record actions and another process's record writes do. At 5 ms a
+#: chunk was about 7 messages and its commit a seventh of the apply; at 50 ms it is the
+#: dispatcher's whole round (100) at the measured speeds, and draining cost 10-20 % less CPU a
+#: message (docs/performance.md, "The record in a file of its own"); 100 ms measured the same.
 #: PostgreSQL commits received messages on a writer of their own: a run is one call there.
-CHUNK_SECONDS = 0.005
+CHUNK_SECONDS = 0.05
 #: Messages in the first chunk (about 0.5 ms each on the benchmark machine); the next ones are
 #: sized from how long the last took, between MIN_CHUNK_MESSAGES (a transaction a message would
 #: cost more than their apply: the pages of every index are written again) and MAX_CHUNK_MESSAGES.
@@ -54,7 +59,7 @@ MAX_CHUNK_MESSAGES = 200
 
 
 class RecordDestination(Destination):
-    """Applies messages to the patient record through ``store.write``, a whole run in one writer call."""
+    """Applies messages to the patient record through ``store.write_record``, a run in chunks."""
 
     def __init__(
         self,
@@ -106,9 +111,8 @@ class RecordDestination(Destination):
     async def _apply_in_chunks(self, deliveries: list[Delivery]) -> list[DeliveryResult]:
         """Read and apply the deliveries a chunk at a time, one writer call (transaction) each, in order.
 
-        Each chunk is sized to take about CHUNK_SECONDS (``next_chunk``), so the store's writer
-        commits the intake's adds between two chunks instead of after the whole run (the write
-        lock of SQLite is never held long), and the reactor reads a chunk's payloads, not a whole
+        Each chunk is sized to take about CHUNK_SECONDS (``next_chunk``), so the record file's
+        lock is never held long by one, and the reactor reads a chunk's payloads, not a whole
         run's, at a time. The next chunk is asked for once the previous one committed: when the
         database cannot be written, that chunk and every one after it are RETRY, never applied
         ahead of it.
@@ -129,7 +133,7 @@ class RecordDestination(Destination):
             if messages:
                 try:
                     ingestor = self._ingestor_for_store()
-                    took, applied = await self._store.write(
+                    took, applied = await self._store.write_record(
                         _timed, ingestor.apply_many, list(messages.values())
                     )
                 except Exception as error:  # StoreError, or a bug: this one and every one after it

@@ -25,6 +25,8 @@ SQLAlchemy. Its modules are:
   stdlib's sqlite3 (no SQLAlchemy: ``sqlite_path`` says which URLs it opens), and ``fts5_match``;
   ``record_reads``: ``RecordRows``, the patient record's rows it reads for ``patient find`` and
   ``show``; ``sqlite_values``: the stored timestamps both read and write.
+- ``record_attach``: the patient record's own SQLite file beside the store's (``record_file``),
+  attached as schema ``record`` (``attach_record``), and the move of its tables there (migration 0025).
 - ``space``: SQLite's file space (``file_space``, ``incremental_vacuum``, ``vacuum_to_incremental``,
   PostgreSQL's ``vacuum_postgresql``), ``repack_rows`` (rows that shrank, into fewer pages)
   and its online copy (``backup_sqlite``, ``integrity_problems``).

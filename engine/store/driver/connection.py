@@ -27,8 +27,11 @@ class Checkpoint(NamedTuple):
     frames: int  # pages written to the WAL since it last started over (a page and a 24-byte header each)
 
 
-def checkpoint_wal(connection: sa.Connection, *, truncate: bool = False) -> Checkpoint:
-    """SQLite: copy the WAL into the database file (readers may hold some back).
+def checkpoint_wal(connection: sa.Connection, *, truncate: bool = False, schema: str = "main") -> Checkpoint:
+    """SQLite: copy the WAL of ``schema``'s file into that file (readers may hold some back).
+
+    One file's: without a schema the pragma checkpoints every attached file, and TRUNCATE waits
+    for each file's writers (the store's writer would wait for the record's, engine.store.record_lane).
 
     PASSIVE waits for no one. ``truncate``: wait (TRUNCATE_WAIT_MS at most) for the writers and
     readers, copy everything and truncate the WAL file to zero bytes (TRUNCATE).
@@ -36,17 +39,17 @@ def checkpoint_wal(connection: sa.Connection, *, truncate: bool = False) -> Chec
     """
     driver = connection.connection.driver_connection
     if not truncate:
-        return _checkpoint(driver, "PASSIVE")
+        return _checkpoint(driver, schema, "PASSIVE")
     waited = driver.execute("PRAGMA busy_timeout").fetchone()[0]
     driver.execute(f"PRAGMA busy_timeout={min(waited, TRUNCATE_WAIT_MS)}").close()
     try:
-        return _checkpoint(driver, "TRUNCATE")
+        return _checkpoint(driver, schema, "TRUNCATE")
     finally:
         driver.execute(f"PRAGMA busy_timeout={waited}").close()
 
 
-def _checkpoint(driver, mode: str) -> Checkpoint:
-    cursor = driver.execute(f"PRAGMA wal_checkpoint({mode})")
+def _checkpoint(driver, schema: str, mode: str) -> Checkpoint:
+    cursor = driver.execute(f"PRAGMA {schema}.wal_checkpoint({mode})")
     busy, frames, copied = cursor.fetchone()
     cursor.close()
     return Checkpoint(not busy and frames == copied, max(frames, 0))

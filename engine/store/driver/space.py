@@ -68,15 +68,15 @@ def incremental_vacuum(connection: sa.Connection, pages: int) -> int:
     return before - _pragma(connection, "freelist_count")
 
 
-def vacuum_to_incremental(connection: sa.Connection) -> None:
-    """Rewrite and compact the whole file, with auto_vacuum=INCREMENTAL (older files need it once).
+def vacuum_to_incremental(connection: sa.Connection, schema: str = "main") -> None:
+    """Rewrite and compact ``schema``'s whole file, with auto_vacuum=INCREMENTAL (older files need it once).
 
     VACUUM holds the write lock for as long as it copies the database, and needs as much free
     disk again as the file takes.
     """
     driver = connection.connection.driver_connection
-    driver.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
-    driver.execute("VACUUM")
+    driver.execute(f"PRAGMA {schema}.auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
+    driver.execute(f"VACUUM {schema}")
 
 
 def vacuum_postgresql(engine: sa.Engine, tables: Sequence[sa.Table]) -> None:

@@ -28,6 +28,7 @@ from engine.hl7.terms import query_terms
 from engine.model import Status, require_aware, utc_now
 from engine.store.cipher import Cipher
 from engine.store.defaults import DEFAULT_LEASE_SECONDS
+from engine.store.driver.record_attach import attach_record, record_file
 from engine.store.driver.record_reads import RecordRows
 from engine.store.driver.sqlite_values import read_time, stored_time
 from engine.store.reads import (
@@ -139,6 +140,9 @@ class SQLiteReads:
         if found is None:
             connection.close()
             raise StoreError(f"{path} is not an hl7engine store (it has no messages table)")
+        if (record := record_file(path)).is_file():  # else the record's tables are still in main (0024)
+            with _errors("opening the record's file"):
+                attach_record(connection, f"file:{quote(str(record))}?mode=rw")
         connection.row_factory = sqlite3.Row
         return cls(connection, cipher, clock=clock)
 
