@@ -421,8 +421,9 @@ def test_the_process_plan_of_workers_and_intake_processes():
     assert split.main_roles == {"intake", "processing", "jobs"}
     assert (split.children, split.reuse_port) == (("delivery", "intake"), True)
     assert plan_processes(2, 1, ALL_ROLES).children == ("delivery", "delivery")
-    # auto: one process on two cores; above, a worker a core but one, no more than the queues.
-    assert [auto_workers(cores, 3) for cores in (1, 2, 3, 4, 8)] == [0, 0, 2, 3, 3]
+    # auto: a worker a core but the main one, no more than the queues (one on two cores).
+    assert [auto_workers(cores, 3) for cores in (1, 2, 3, 4, 8)] == [0, 1, 2, 3, 3]
+    assert auto_workers(2, 0) == 0
     assert auto_workers(8, 0) == 0
     with pytest.raises(ValueError):
         plan_processes(0, 0, ALL_ROLES)

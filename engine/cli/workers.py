@@ -82,10 +82,11 @@ def plan_processes(workers: int, intake_processes: int, all_roles: frozenset[str
 def auto_workers(cores: int, queues: int) -> int:
     """What ``--workers auto`` means on a machine with ``cores`` for a config with ``queues`` destinations.
 
-    0 on two cores or fewer: there one process measured best (docs/scaleout.md, "Worker processes").
-    Above, a worker a core but the main process's, and no more than there are queues to share.
+    A worker a core but the main process's, and no more than there are queues to share: 0 on one
+    core, 1 on two. On two cores one worker measured best once the record had a SQLite file of its
+    own (docs/scaleout.md, "Figures, and what ``--workers auto`` means").
     """
-    return 0 if cores <= 2 else min(cores - 1, queues)
+    return 0 if cores <= 1 else min(cores - 1, queues)
 
 
 def process_sharing(
