@@ -91,7 +91,8 @@ class Node:
             "HL7ENGINE_NODE_PORT": str(port),
             "HL7ENGINE_NODE_DATA": str(self.folder / "data"),
         }
-        argv = [sys.executable, "-m", "engine", "run", "-c", str(config)]
+        # One process a node, whatever the machine's cores would make --workers auto.
+        argv = [sys.executable, "-m", "engine", "run", "-c", str(config), "--workers", "0"]
         self.server = ServerProcess(
             argv, cwd=engine_root, env=env, port=port, log_path=self.folder / "engine.log"
         )

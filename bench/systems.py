@@ -247,7 +247,10 @@ class Engine(System):
         config = workdir / "channels.yaml"
         config.write_text(self.config(port, workdir))
         argv = [sys.executable, *context.engine_python_args, "-m", "engine", "run", "-c", str(config)]
-        argv += self.process_options
+        # --workers always: run's default (auto) depends on the machine's cores.
+        argv += ["--workers", str(self.workers)]
+        if self.intake_processes > 1:
+            argv += ["--intake-processes", str(self.intake_processes)]
         return argv, context.engine_root, python_env()
 
     def versions(self, context):
