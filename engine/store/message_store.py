@@ -103,6 +103,11 @@ class MessageStore:
         return self._cluster
 
     @property
+    def record_apart(self) -> bool:
+        """Whether the record's writes never hold up intake's: SQLite with its own file (once started)."""
+        return self._pool.record_apart
+
+    @property
     def cipher(self) -> Cipher:
         """The cipher the store seals and opens content with; ``rotate`` it to apply new keys."""
         return self._cipher

@@ -166,6 +166,11 @@ class StorePool:
         return self._state
 
     @property
+    def record_apart(self) -> bool:
+        """Whether the record's writes take a lock of their own (SQLite, its own file): ``write_record``."""
+        return self._record is not None
+
+    @property
     def connections(self) -> int:
         """How many connections the pool's threads may hold at once: every reader's, the writers' five."""
         return self._read_threads + 5

@@ -238,3 +238,20 @@ def test_with_other_processes_the_record_lane_takes_the_record_files_turn_never_
     yield waiting
     records_turn.close()
     assert (deleted, waited) == (0, True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_record_is_apart_where_it_has_a_file_of_its_own_and_not_on_a_file_uri(tmp_path):
+    """A store at a path writes the record on its own lane; one opened by a ``file:`` URI shares its file."""
+    from twisted.internet import reactor
+
+    apart = MessageStore(f"sqlite:///{tmp_path / 'a.db'}", reactor=reactor)
+    shared = MessageStore(f"sqlite:///file:{tmp_path / 'b.db'}?uri=true", reactor=reactor)
+    apart.start()
+    shared.start()
+    try:
+        assert apart.record_apart and record_file(tmp_path / "a.db").exists()
+        assert not shared.record_apart and not record_file(tmp_path / "b.db").exists()
+    finally:
+        yield apart.stop()
+        yield shared.stop()

@@ -36,6 +36,7 @@ __all__ = [
     "CHUNK_SECONDS",
     "MAX_CHUNK_MESSAGES",
     "MIN_CHUNK_MESSAGES",
+    "SHARED_CHUNK_SECONDS",
     "RecordDestination",
     "next_chunk",
 ]
@@ -50,6 +51,10 @@ log = Logger(namespace="engine.record")
 #: message (docs/performance.md, "The record in a file of its own"); 100 ms measured the same.
 #: PostgreSQL commits received messages on a writer of their own: a run is one call there.
 CHUNK_SECONDS = 0.05
+#: The same where the record shares the store's file (a SQLite store opened by a ``file:`` URI,
+#: which gets no second file): there intake's commits wait for the chunk, as before the record had
+#: a file of its own.
+SHARED_CHUNK_SECONDS = 0.005
 #: Messages in the first chunk (about 0.5 ms each on the benchmark machine); the next ones are
 #: sized from how long the last took, between MIN_CHUNK_MESSAGES (a transaction a message would
 #: cost more than their apply: the pages of every index are written again) and MAX_CHUNK_MESSAGES.
@@ -144,7 +149,8 @@ class RecordDestination(Destination):
                     results.extend(self._failed(error, delivery) for delivery in deliveries[start:])
                     return results
                 if one_writer:
-                    self._chunk = next_chunk(len(applied), took)
+                    aim = CHUNK_SECONDS if self._store.record_apart else SHARED_CHUNK_SECONDS
+                    self._chunk = next_chunk(len(applied), took, aim)
                 for position, outcome in zip(messages, applied):
                     outcomes[position] = (
                         _applied(outcome)
@@ -196,13 +202,13 @@ class RecordDestination(Destination):
         return DeliveryResult(Outcome.ERROR, reason=f"applying to the patient record failed: {error}")
 
 
-def next_chunk(size: int, took: float) -> int:
-    """The messages of the next chunk, after ``size`` took ``took`` seconds: aimed at CHUNK_SECONDS.
+def next_chunk(size: int, took: float, aim: float = CHUNK_SECONDS) -> int:
+    """The messages of the next chunk, after ``size`` took ``took`` seconds: aimed at ``aim`` seconds.
 
     At most twice the last, so that one fast chunk (messages already applied) does not make the
     next one hold the lock long; between MIN_CHUNK_MESSAGES and MAX_CHUNK_MESSAGES.
     """
-    aimed = int(size * CHUNK_SECONDS / took) if took > 0 else MAX_CHUNK_MESSAGES
+    aimed = int(size * aim / took) if took > 0 else MAX_CHUNK_MESSAGES
     return max(MIN_CHUNK_MESSAGES, min(aimed, 2 * size, MAX_CHUNK_MESSAGES))
 
 

@@ -16,6 +16,7 @@ from engine.channels.destinations.record import (
     CHUNK_SECONDS,
     MAX_CHUNK_MESSAGES,
     MIN_CHUNK_MESSAGES,
+    SHARED_CHUNK_SECONDS,
     RecordDestination,
     next_chunk,
 )
@@ -229,3 +230,6 @@ def test_the_next_chunk_is_sized_to_take_chunk_seconds():
     assert next_chunk(8, 100 * CHUNK_SECONDS) == MIN_CHUNK_MESSAGES
     assert next_chunk(MAX_CHUNK_MESSAGES, CHUNK_SECONDS / 10) == MAX_CHUNK_MESSAGES
     assert next_chunk(8, 0.0) == 16
+    # Where the record shares the store's file, a chunk aims at SHARED_CHUNK_SECONDS instead.
+    assert next_chunk(8, SHARED_CHUNK_SECONDS, SHARED_CHUNK_SECONDS) == 8
+    assert next_chunk(16, SHARED_CHUNK_SECONDS, SHARED_CHUNK_SECONDS / 2) == 8
