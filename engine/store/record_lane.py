@@ -1,12 +1,12 @@
 """The patient record's writer thread, on SQLite when the record has a file of its own.
 
-The record's writes (its destination's chunks, the operator's merges and links, retention's
-clean-up) take only the record file's write lock (engine.store.driver.record_attach), so they
-run here, beside the store's writer: were they on it, the writer would hold its lane while
-waiting for the record's lock, and intake's adds would wait behind. Calls run one at a time, in
-the order asked. The reactor's inline commits never wait for this thread (it holds none of the
-store's own locks). With other processes on the same files (``shared``), each call holds the
-record file's ``WriterLock`` (``<record file>-lock``), never the store file's.
+The record's writes (its destination's chunks, the operator's merges and links) take only the
+record file's write lock (engine.store.driver.record_attach), so they run here, beside the store's
+writer: were they on it, the writer would hold its lane while waiting for the record's lock, and
+intake's adds would wait behind. Calls run one at a time, in the order asked. The reactor's inline
+commits never wait for this thread (it holds none of the store's own locks). With other processes
+on the same files (``shared``), each call holds the record file's ``WriterLock`` (``<record
+file>-lock``), never the store file's.
 
 No connection checkpoints as it commits (db.py): this thread checkpoints the record's WAL
 (``record.``, never every attached file), after as many calls as write an eighth of

@@ -9,7 +9,9 @@ tables finds them there.
 
 The tables are moved by migration 0025 (``move_record_tables``), which rewrites their DDL: a
 foreign key cannot name a table of another file, so the references to ``messages`` are left out
-there (the store does what they did: retention.py) and given back when they come home.
+there and given back when they come home. What they did is done elsewhere: the ingestor refuses a
+message id that no stored message has (engine/record/ingest.py), and no message row is ever
+deleted (retention clears content, not rows), so nothing is left to set NULL or cascade.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "move_record_tables",
     "record_file",
     "record_tables",
+    "rename_tables",
 ]
 
 #: The schema name the record's file is attached as.

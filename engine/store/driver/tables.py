@@ -89,7 +89,8 @@ class Table:
         fitted = {}
         for name in values if names is None else names:
             value = values.get(name)
-            # most text already fits: no call for it
+            # most text already fits: no call for it (the cases where fit_text, text.py, returns
+            # the value unchanged; keep the two in step)
             if isinstance(value, str) and name in lengths:
                 length = lengths[name]
                 if not (value.isascii() and "\x00" not in value and (length is None or len(value) <= length)):
