@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from engine.errors import StoreError
 from engine.hl7.charset import decode
-from engine.hl7.terms import query_terms, search_terms
+from engine.hl7.terms import indexed_text, query_terms, search_terms
 from engine.model import DeliveryResult, NewMessage, Outcome, SourceFile, Status, require_aware, utc_now
 from engine.store.cipher import SEALED, cipher_of
 from engine.store.driver import ContentIndex, InsertReturningIds, fit_row, store_errors
@@ -243,8 +243,10 @@ class MessageRepository:
                 .order_by(m.id)
                 .limit(limit)
             ).all()
+        # FTS5 splits the fields' text itself (in C); PostgreSQL's tsvector takes terms as given.
+        words = indexed_text if self._index.sqlite else search_terms
         terms = [
-            "" if row.pruned_at is not None else search_terms(decode(self._cipher.open(row.raw)).text)
+            "" if row.pruned_at is not None else words(decode(self._cipher.open(row.raw)).text)
             for row in found
         ]
         return [row.id for row in found], terms

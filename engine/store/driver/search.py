@@ -7,10 +7,11 @@ so the index's tables are named here (``INDEX_TABLES``) and made by migration 00
 - PostgreSQL: ``message_text(message_id, terms tsvector)`` with a GIN index on ``terms``, its rows
   removed with their message.
 
-A row holds ``engine.hl7.terms.search_terms`` of a message (every message has one, empty for a
-pruned one); a search matches every term of the query at a term's start (``smi`` finds
-``smith``). Triggers of the migration drop a message's row when retention prunes its content,
-so a pruned message is found no more by what it said.
+A row holds a message's words (every message has one, empty for a pruned one): on SQLite
+``engine.hl7.terms.indexed_text``, which FTS5 splits, on PostgreSQL ``search_terms``; a search
+matches every term of the query at a term's start (``smi`` finds ``smith``). Triggers of the
+migration drop a message's row when retention prunes its content, so a pruned message is found
+no more by what it said.
 """
 
 from __future__ import annotations
