@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import sqlalchemy as sa
 
+from engine.hl7.terms import MAX_TERMS
 from engine.model import NewDelivery, Status
 from engine.store.cipher import Cipher
 from engine.store.db import create_engine_for
@@ -74,6 +75,16 @@ def test_messages_are_indexed_after_they_are_stored_oldest_first_a_batch_at_a_ti
     assert repository.index_pending(limit=2) == 1
     assert repository.index_pending(limit=2) == 0
     assert _found(repository, "quixotl") == ["R3", "R2", "R1"]
+
+
+def test_escapes_do_not_split_words_and_words_past_the_300th_are_found_on_sqlite(repository, backend):
+    """An escape is no word on either database; SQLite's FTS5, given the fields' text, keeps every word."""
+    many = " ".join(f"w{n}x" for n in range(MAX_TERMS + 10))
+    _stored(repository, [_result(1, "O\\T\\NEILL", value="HIGH\\.br\\LOW"), _result(2, "ROE", value=many)])
+    assert _found(repository, "neill") == _found(repository, "o") == _found(repository, "low") == ["R1"]
+    assert _found(repository, "t") == _found(repository, "br") == []
+    assert _found(repository, f"w{MAX_TERMS - 20}x") == ["R2"]  # within the first 300 (PID's and OBR's first)
+    assert _found(repository, f"w{MAX_TERMS + 5}x") == (["R2"] if backend == "sqlite" else [])
 
 
 @pytest.mark.parametrize("pruned_first", [True, False])
