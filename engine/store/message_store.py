@@ -120,7 +120,7 @@ class MessageStore:
             self._url,
             durability=self._durability,
             lock_timeout=self._lock_timeout,
-            pool_size=self._pool.connections,
+            pool_size=self._pool.connections(self._url),
             cipher=self._cipher,
             wal_max_bytes=self._wal_max_bytes,
             autocheckpoint=False,  # the pool's writer checkpoints, outside any transaction

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
@@ -78,6 +78,15 @@ class _Layout:
         return cls(
             sqlite, sqlite and durability == "process", None if database is None else record_file(database)
         )
+
+    @property
+    def writer_connections(self) -> int:
+        """The writers' connections at most: a call's own (on the writer thread, and on the record's);
+        the one kept by the thread that commits groups of adds (the writer thread on SQLite, which
+        checkpoints with it too; on PostgreSQL the adds' thread: the writer thread then only runs
+        calls and never opens its own); the reactor's, for inline commits; the record thread's,
+        for its checkpoints."""
+        return 2 + self.inline + (2 if self.record is not None else 0)
 
 
 class StorePool:
@@ -137,10 +146,13 @@ class StorePool:
         """Whether the record's writes take a lock of their own (SQLite, its own file): ``write_record``."""
         return self._record is not None
 
-    @property
-    def connections(self) -> int:
-        """How many connections the pool's threads may hold at once: every reader's, the writers' five."""
-        return self._read_threads + 5
+    def connections(self, url: str | URL) -> int:
+        """How many connections the pool's threads may hold at once on the store at ``url``.
+
+        Every reader's and the writers' (``_Layout.writer_connections``): 5 on SQLite with inline
+        commits and the record in its own file, 2 on PostgreSQL.
+        """
+        return self._read_threads + _Layout.of(make_url(url), self._durability).writer_connections
 
     def start(self, engine: sa.Engine, insert_groups: InsertGroups) -> None:
         """Start the threads on ``engine`` (disposed of once stopped); adds go to ``insert_groups``.
