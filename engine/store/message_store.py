@@ -2,7 +2,8 @@
 
 ``MessageStore`` is what the reactor talks to. It starts the store (engine, schema upgrade,
 repositories) and runs each repository method on the store's threads (``pool.py``): writes on
-the one writer thread, intake's adds first and group-committed, reads on the read pool.
+the one writer thread (``writer_lane.py``), intake's adds first and group-committed, reads on the
+read pool.
 """
 
 from __future__ import annotations
