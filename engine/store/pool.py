@@ -369,7 +369,7 @@ class StorePool:
         lane.put(pending)
         return pending.deferred
 
-    # Everything below runs on the writer threads.
+    # Stopping: each thread counts itself out on its way out, the last closes the rest for the reactor.
 
     def _lane_finished(self) -> None:
         """A writer thread (the record's too) has stopped: the last one out closes the rest."""
@@ -392,6 +392,7 @@ class StorePool:
             self._reactor.callFromThread(self._stopped)
 
     def _stopped(self) -> None:
+        """On the reactor thread: every thread has stopped; fire the Deferreds of stop()."""
         self._state = State.STOPPED
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
