@@ -19,7 +19,7 @@ commits then take different write locks.
 A SQLite file, its ``-wal`` and ``-shm`` (which SQLite creates with the file's permissions) and
 the folders the engine creates for it are readable by the engine's user only: messages are
 patient data. The WAL is truncated to ``wal_max_bytes`` whenever it starts over
-(``journal_size_limit``); the store's writer checkpoints it before it grows past that (pool.py).
+(``journal_size_limit``); the store's writer checkpoints it before it grows past that (checkpoints.py).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def create_engine_for(
 
     ``cipher`` seals and opens content at rest (``engine.store.cipher``) for whoever uses the engine.
     ``autocheckpoint=False``: on SQLite no connection checkpoints the WAL as it commits (the
-    store's writer thread does, pool.py), so a commit never holds the write lock for that copy.
+    store's writer thread does, checkpoints.py), so a commit never holds the write lock for that copy.
     """
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "WAL_MAX_BYTES"]
 
-# The most a SQLite WAL should hold (engine.store.wal_max_bytes); see pool.py for how it is kept there.
+# The most a SQLite WAL should hold (engine.store.wal_max_bytes); see checkpoints.py for how it is kept there.
 WAL_MAX_BYTES = 64 * 1024 * 1024
 #: How long a lease lives without renewal when the config does not say (``engine.cluster.lease_seconds``).
 DEFAULT_LEASE_SECONDS = 10.0

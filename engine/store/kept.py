@@ -1,4 +1,4 @@
-"""A connection a writer thread keeps between its transactions (``engine.store.pool``'s lanes)."""
+"""A connection a writer thread keeps between its transactions (writer_lane.py's, record_lane.py's)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 ``MessageStore`` is what the reactor talks to. It starts the store (engine, schema upgrade,
 repositories) and runs each repository method on the store's threads (``pool.py``): writes on
-the one writer thread, intake's adds first and group-committed, reads on the read pool.
+the one writer thread (``writer_lane.py``), intake's adds first and group-committed, reads on the
+read pool.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class MessageStore:
             self._url,
             durability=self._durability,
             lock_timeout=self._lock_timeout,
-            pool_size=self._pool.connections,
+            pool_size=self._pool.connections(self._url),
             cipher=self._cipher,
             wal_max_bytes=self._wal_max_bytes,
             autocheckpoint=False,  # the pool's writer checkpoints, outside any transaction

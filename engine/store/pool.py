@@ -1,29 +1,24 @@
-"""The store's threads: every write on one writer thread, intake first, with group commit; reads on a pool.
+"""The store's threads, behind one facade: every write on one writer thread, intake first; reads on a pool.
 
-``add()`` calls pending together are committed in one transaction (group commit); every write's
-Deferred fires after COMMIT, on the reactor thread. Calls (``write()``: processing, attempts)
-run in the order asked; the adds of received messages go ahead of the calls still queued, so a
-sender's ACK waits at most for the one transaction running (``_Lane``), which callers keep short.
+``StorePool`` queues each write for a writer thread (writer_lane.py: intake's adds first, each
+group of adds in one transaction) and runs reads on a thread pool; every Deferred fires on the
+reactor thread. On PostgreSQL the adds have a writer thread of their own beside the calls'.
 
 On SQLite with ``durability: process`` (a commit is a write into the WAL, no fsync), the adds
 made during one reactor turn are committed at the end of that turn on the reactor thread
 itself, when no other write is running: a thread hop each way and the two threads' contention
 for the GIL cost more than the commit. Whenever that cannot be done at once (the writer thread
-or another process holds the write lock, or anything fails) the adds go to the writer thread,
-which waits for the lock as long as ``lock_timeout`` allows and judges errors as it always does.
-An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's always go to the
-writer thread: their insert would hold the reactor. When other processes write the same SQLite
-file (``shared``), each transaction of the writer thread and each inline commit also holds the
-file's ``WriterLock`` (writelock.py), as theirs do: they take turns, woken at once.
+or another process holds the write lock, the WAL is full, or anything fails) the adds go to the
+writer thread, which waits for the lock as long as ``lock_timeout`` allows and judges errors as
+it always does. An add of many messages (a large batch, ``INLINE_MAX_MESSAGES``) and a file's
+always go to the writer thread: their insert would hold the reactor. When other processes write
+the same SQLite file (``shared``), each transaction of the writer thread and each inline commit
+also holds the file's ``WriterLock`` (writelock.py), as theirs do: they take turns, woken at once.
 
-On SQLite the record's tables have a file of their own: their writes (``write_record``; the
-writer's elsewhere) run on a thread of their own (record_lane.py), which takes its lock only.
-The writer thread checkpoints the store file's WAL (no connection does as it commits), after as
-many commits (inline or its own) as write an eighth of ``wal_max_bytes`` (so that it starts
-over, written in place), and truncates it once it has grown past half of ``wal_max_bytes``; past
-two thirds the adds wait for it (wal.py). A failed checkpoint is a warning, and the next idle
-moment, or the next growth past the limit, tries again, so a store whose disk was full recovers
-as soon as there is space again.
+On SQLite the writer thread checkpoints the store file's WAL, counting the inline commits too
+(checkpoints.py), and the record's tables have a file of their own: their writes
+(``write_record``; the writer's elsewhere) run on a thread of their own (record_lane.py), which
+takes its lock only.
 """
 
 from __future__ import annotations
@@ -32,15 +27,15 @@ import collections
 import contextlib
 import enum
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -48,55 +43,15 @@ from engine.errors import StoreError
 from engine.lograte import LogRate
 from engine.model import NewMessage, SourceFile
 from engine.store.calls import PendingCall, as_store_error, fire
+from engine.store.checkpoints import StoreCheckpoints
 from engine.store.db import sqlite_file
 from engine.store.defaults import WAL_MAX_BYTES
-from engine.store.driver import checkpoint_wal
 from engine.store.driver.record_attach import record_file
 from engine.store.kept import KeptConnection
 from engine.store.record_lane import RecordLane
 from engine.store.wal import WalGuard
 from engine.store.writelock import WriterLock
-
-log = Logger(namespace="engine.store")
-
-# What inserts groups of adds: MessageRepository.insert_groups.
-_InsertGroups = Callable[..., list[list[int]]]
-
-
-@dataclass(slots=True)
-class _PendingAdd:
-    """An add() waiting for the writer; adds next to each other in the queue share one transaction."""
-
-    messages: tuple[NewMessage, ...]
-    source_file: SourceFile | None
-    deferred: defer.Deferred
-
-
-class _Lane:
-    """A writer thread's queues and kept connection: a transaction at a time, intake's adds first.
-
-    ``intake`` holds the adds of received messages (no source file), in order; ``pending`` every
-    other write (calls, a file's adds), in order. Whenever adds wait in ``intake``, they are
-    committed (one group) before the next of ``pending``: a sender's ACK never waits behind the
-    downstream work queued before it (a record run, a round of attempts, processing), only for
-    the one transaction running. After a group, a waiting call goes next, so calls are never
-    starved by steady intake. No add relies on a call queued before it: a caller that needs a
-    call's write first waits for its Deferred.
-    """
-
-    def __init__(self, name: str, connection: KeptConnection):
-        self.name = name
-        self.intake: collections.deque[_PendingAdd] = collections.deque()
-        self.pending: collections.deque[_PendingAdd | PendingCall] = collections.deque()
-        self.last_was_intake = False  # the last work taken was a group of intake's adds
-        self.wakeup = threading.Condition()
-        self.connection = connection
-
-    def queue_for(self, pending: _PendingAdd | PendingCall) -> collections.deque:
-        """The queue ``pending`` waits in."""
-        if isinstance(pending, _PendingAdd) and pending.source_file is None:
-            return self.intake
-        return self.pending
+from engine.store.writer_lane import InsertGroups, PendingAdd, WriterLane, take_adds
 
 
 class State(enum.Enum):
@@ -106,6 +61,32 @@ class State(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """The writer threads and connections a store gets, from its URL and durability."""
+
+    sqlite: bool  # the writer thread checkpoints the store file's WAL; no thread of its own for the adds
+    inline: bool  # the reactor thread commits adds (SQLite, durability: process)
+    record: Path | None  # SQLite: the record's file, whose writes run on a thread of their own
+
+    @classmethod
+    def of(cls, url: URL, durability: str) -> _Layout:
+        sqlite = url.get_backend_name() == "sqlite"
+        database = sqlite_file(url)
+        return cls(
+            sqlite, sqlite and durability == "process", None if database is None else record_file(database)
+        )
+
+    @property
+    def writer_connections(self) -> int:
+        """The writers' connections at most: a call's own (on the writer thread, and on the record's);
+        the one kept by the thread that commits groups of adds (the writer thread on SQLite, which
+        checkpoints with it too; on PostgreSQL the adds' thread: the writer thread then only runs
+        calls and never opens its own); the reactor's, for inline commits; the record thread's,
+        for its checkpoints."""
+        return 2 + self.inline + (2 if self.record is not None else 0)
 
 
 class StorePool:
@@ -130,7 +111,6 @@ class StorePool:
         self._failure_lines = LogRate(FAILURE_LOG_SECONDS, reactor.seconds)
         self._durability = durability
         self._wal_max_bytes = wal_max_bytes
-        self._wal = WalGuard(None, wal_max_bytes)  # watches the file once started on SQLite
         self._max_batch = max_batch
         self._read_threads = read_threads
         self._lock_timeout = lock_timeout
@@ -138,27 +118,23 @@ class StorePool:
         self._state = State.NEW
         self._stop_waiters: list[defer.Deferred] = []
         self._engine: sa.Engine | None = None
-        self._insert_groups: _InsertGroups | None = None
+        self._insert_groups: InsertGroups | None = None
         self._reads: ThreadPool | None = None
-        self._writer: _Lane | None = None  # every call, and the adds when there is no _adds lane
-        self._adds: _Lane | None = None  # PostgreSQL: the adds, on a thread of their own beside the calls
+        self._writer: WriterLane | None = None  # every call, and the adds when there is no _adds lane
+        self._adds: WriterLane | None = None  # PostgreSQL: the adds, on a thread of their own
         self._record: RecordLane | None = None  # SQLite: the record's writes, in its own file (write_record)
         self._lanes_running = 0
+        self._lanes_lock = threading.Lock()  # for _lanes_running: each thread counts itself out
+        self._checkpoints: StoreCheckpoints | None = None  # SQLite: the store file's WAL
         self._inline_connection: KeptConnection | None = None  # the reactor thread's, for inline adds
-        self._inline_group: list[_PendingAdd] = []  # adds of this reactor turn, committed at its end
+        self._inline_group: list[PendingAdd] = []  # adds of this reactor turn, committed at its end
         self._inline_flush = None  # the pending call that commits them
         self._inline_since = 0.0  # when the group's first add was asked (reactor seconds)
         self._idle_senders: Callable[[], int] | None = None  # wait_for_senders
-        self._commits = 0  # SQLite: commits (inline and the writer's) since the writer last checkpointed
-        self._last_commit = 0.0  # time.monotonic() of the last one
-        self._counts_commits = False  # SQLite: the writer counts its own commits too (_count_commit)
-        self._inline_paused = False  # the WAL is full: adds go to the writer, which checkpoints first
-        self._wal_checked_at = 0.0  # time.monotonic() when an inline commit last looked at its size
         # Held by whichever thread is in a write transaction, so the reactor never waits for the writer
         # (SQLite, inline adds; any other store has nothing to coordinate, see start()).
-        self._transaction_lock = threading.Lock()
+        self._transaction_lock: Any = contextlib.nullcontext()
         self._writer_lock: WriterLock | None = None  # SQLite file: other processes' side, taken inside it
-        self._holding_file = contextlib.nullcontext  # its held() once there is one: the writer's side
 
     @property
     def state(self) -> State:
@@ -170,12 +146,15 @@ class StorePool:
         """Whether the record's writes take a lock of their own (SQLite, its own file): ``write_record``."""
         return self._record is not None
 
-    @property
-    def connections(self) -> int:
-        """How many connections the pool's threads may hold at once: every reader's, the writers' five."""
-        return self._read_threads + 5
+    def connections(self, url: str | URL) -> int:
+        """How many connections the pool's threads may hold at once on the store at ``url``.
 
-    def start(self, engine: sa.Engine, insert_groups: _InsertGroups) -> None:
+        Every reader's and the writers' (``_Layout.writer_connections``): 5 on SQLite with inline
+        commits and the record in its own file, 2 on PostgreSQL.
+        """
+        return self._read_threads + _Layout.of(make_url(url), self._durability).writer_connections
+
+    def start(self, engine: sa.Engine, insert_groups: InsertGroups) -> None:
         """Start the threads on ``engine`` (disposed of once stopped); adds go to ``insert_groups``.
 
         ``insert_groups`` is MessageRepository.insert_groups of a repository on ``engine``.
@@ -186,43 +165,55 @@ class StorePool:
         self._insert_groups = insert_groups
         self._reads = ThreadPool(minthreads=0, maxthreads=self._read_threads, name="hl7engine-store-read")
         self._reads.start()
-        self._writer = _Lane("hl7engine-store-writer", KeptConnection(engine))
-        lanes = [self._writer]
-        if engine.dialect.name == "sqlite":
-            self._counts_commits = True
-            self._wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)
-            if self._shared and (database := sqlite_file(engine)) is not None:
-                self._writer_lock = WriterLock(database, self._lock_timeout)
-                self._holding_file = self._writer_lock.held
-            if self._durability == "process":
-                # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
-                self._inline_connection = KeptConnection(engine, {"busy_timeout": 0})
-            if (database := sqlite_file(engine)) is not None:
-                self._record = RecordLane(
-                    engine,
-                    record_file(database),
-                    reactor=self._reactor,
-                    wal_max_bytes=self._wal_max_bytes,
-                    lock_timeout=self._lock_timeout,
-                    shared=self._shared,
-                    finished=self._lane_finished,
-                )
-        else:
+        layout = _Layout.of(engine.url, self._durability)
+        wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)  # nothing to watch on PostgreSQL
+        holding_file = contextlib.nullcontext
+        if self._shared and (database := sqlite_file(engine)) is not None:
+            self._writer_lock = WriterLock(database, self._lock_timeout)
+            holding_file = self._writer_lock.held
+        if layout.inline:
+            self._transaction_lock = threading.Lock()
+            # No waiting on the reactor thread: a busy database sends the adds to the writer at once.
+            self._inline_connection = KeptConnection(engine, {"busy_timeout": 0})
+        if layout.sqlite:
+            self._checkpoints = StoreCheckpoints(wal, self._transaction_lock)
+        if layout.record is not None:
+            self._record = RecordLane(
+                engine,
+                layout.record,
+                reactor=self._reactor,
+                wal_max_bytes=self._wal_max_bytes,
+                lock_timeout=self._lock_timeout,
+                shared=self._shared,
+                finished=self._lane_finished,
+            )
+
+        def lane(name: str, checkpoints: StoreCheckpoints | None) -> WriterLane:
+            return WriterLane(
+                name,
+                KeptConnection(engine),
+                reactor=self._reactor,
+                insert_groups=insert_groups,
+                max_batch=self._max_batch,
+                wal=wal,
+                transaction_lock=self._transaction_lock,
+                holding_file=holding_file,
+                checkpoints=checkpoints,
+                failure_lines=self._failure_lines,
+                finished=self._lane_finished,
+            )
+
+        self._writer = lane("hl7engine-store-writer", self._checkpoints)
+        if not layout.sqlite:
             # PostgreSQL takes concurrent writers: a message's commit (and its sender's ACK) does not
             # wait behind the runners' and dispatchers' writes, which need not come before it (a
             # message is processed at intake only once the writes of its channel's runner are done).
-            self._adds = _Lane("hl7engine-store-adds", KeptConnection(engine))
-            lanes.append(self._adds)
-        if self._inline_connection is None:
-            self._transaction_lock = contextlib.nullcontext()
+            self._adds = lane("hl7engine-store-adds", None)
+        threads = [thread for thread in (self._writer, self._adds, self._record) if thread is not None]
         self._state = State.RUNNING
-        self._lanes_running = len(lanes) + (self._record is not None)
-        for lane in lanes:
-            threading.Thread(
-                target=self._write_until_stopped, args=(lane,), name=lane.name, daemon=True
-            ).start()
-        if self._record is not None:
-            self._record.start()
+        self._lanes_running = len(threads)
+        for thread in threads:
+            thread.start()
 
     def wait_for_senders(self, idle_senders: Callable[[], int]) -> None:
         """Let inline groups wait (``GROUP_WAIT_SECONDS`` at most) for idle connected senders.
@@ -248,12 +239,9 @@ class StorePool:
         if self._state is State.RUNNING:
             self._hand_over_inline()
             self._state = State.STOPPING
-            for lane in (self._writer, self._adds):
-                if lane is not None:
-                    with lane.wakeup:
-                        lane.wakeup.notify()
-            if self._record is not None:
-                self._record.stop()
+            for thread in (self._writer, self._adds, self._record):
+                if thread is not None:
+                    thread.stop()
         return waiter
 
     def add(
@@ -265,7 +253,7 @@ class StorePool:
         batch = tuple(new_messages)
         if not batch and source_file is None:
             return defer.succeed([])
-        pending = _PendingAdd(batch, source_file, defer.Deferred())
+        pending = PendingAdd(batch, source_file, defer.Deferred())
         if self._inline_connection is None or source_file is not None or len(batch) > INLINE_MAX_MESSAGES:
             # A file or a large batch would hold the reactor for as long as its insert takes.
             self._hand_over_inline()  # adds are committed in the order asked
@@ -335,15 +323,15 @@ class StorePool:
         self._inline_flush = None
         group, self._inline_group = collections.deque(self._inline_group), []
         while group:
-            chunk = _take_adds(group, self._max_batch)
+            chunk = take_adds(group, self._max_batch)
             if not self._commit_here(chunk):
                 for pending in chunk + list(group):  # in order, ahead of the calls the writer has queued
                     self._enqueue(pending)
                 return
 
-    def _commit_here(self, group: list[_PendingAdd]) -> bool:
+    def _commit_here(self, group: list[PendingAdd]) -> bool:
         """Commit the group here and fire its Deferreds; False (nothing fired) if the writer must do it."""
-        if self._inline_paused or not self._transaction_lock.acquire(blocking=False):
+        if self._checkpoints.inline_paused or not self._transaction_lock.acquire(blocking=False):
             return False
         if self._writer_lock is not None and not self._writer_lock.try_take():
             self._transaction_lock.release()  # another process writes: the writer waits for it
@@ -352,7 +340,7 @@ class StorePool:
             ids = self._insert_groups(
                 [(pending.messages, None) for pending in group], connection=self._inline_connection.get()
             )
-            self._commits += 1  # under the lock, as the checkpoint that counts them from zero
+            self._checkpoints.counted()
         except Exception:
             # Locked by another process, or anything else: the writer retries with the full lock
             # timeout and reports what is still wrong then, exactly as for its own groups.
@@ -362,20 +350,8 @@ class StorePool:
             if self._writer_lock is not None:
                 self._writer_lock.release()
             self._transaction_lock.release()
-        self._last_commit = now = time.monotonic()
-        if self._commits == self._wal.checkpoint_commits:
-            with self._writer.wakeup:  # a checkpoint is due (_checkpoint_due): the writer may be waiting
-                self._writer.wakeup.notify()
-        if now - self._wal_checked_at >= _WAL_CHECK_SECONDS:
-            # A checkpoint's fsync may take long enough for inline commits to fill the WAL meanwhile,
-            # and a failed one must not let them fill the disk. A stat on every commit cost ~20 µs of
-            # CPU a message at 8 connections (it lets go of the GIL), hence at most one per interval.
-            self._wal_checked_at = now
-            size = self._wal.size()
-            self._inline_paused = self._wal.full(size)
-            if self._inline_paused or self._wal.truncation_due(size):
-                with self._writer.wakeup:  # the writer wakes to checkpoint (_next_work)
-                    self._writer.wakeup.notify()
+        if self._checkpoints.wake_writer():  # a checkpoint is due: the writer may be waiting
+            self._writer.wake()
         fire([(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)])
         return True
 
@@ -388,31 +364,16 @@ class StorePool:
         for pending in group:
             self._enqueue(pending)
 
-    def _enqueue(self, pending: _PendingAdd | PendingCall) -> defer.Deferred:
-        lane = self._adds if self._adds is not None and isinstance(pending, _PendingAdd) else self._writer
-        with lane.wakeup:
-            lane.queue_for(pending).append(pending)
-            lane.wakeup.notify()
+    def _enqueue(self, pending: PendingAdd | PendingCall) -> defer.Deferred:
+        lane = self._adds if self._adds is not None and isinstance(pending, PendingAdd) else self._writer
+        lane.put(pending)
         return pending.deferred
 
-    # Everything below runs on the writer thread.
-
-    def _write_until_stopped(self, lane: _Lane) -> None:
-        try:
-            while (work := self._next_work(lane)) is not None:
-                if work is _CHECKPOINT:
-                    self._checkpoint()
-                elif isinstance(work, PendingCall):
-                    self._run_call(work)
-                else:
-                    self._write(work, lane)
-            lane.connection.drop()
-        finally:
-            self._lane_finished()
+    # Stopping: each thread counts itself out on its way out, the last closes the rest for the reactor.
 
     def _lane_finished(self) -> None:
         """A writer thread (the record's too) has stopped: the last one out closes the rest."""
-        with self._writer.wakeup:
+        with self._lanes_lock:
             self._lanes_running -= 1
             last = not self._lanes_running
         if last:
@@ -430,161 +391,13 @@ class StorePool:
         finally:
             self._reactor.callFromThread(self._stopped)
 
-    def _next_work(self, lane: _Lane) -> PendingCall | list[_PendingAdd] | object | None:
-        """Wait for work: intake's adds first (those that fit in max_batch, at least one), else the
-        next call alone or the file adds at the head of the queue, _CHECKPOINT when due
-        (_checkpoint_due); None to exit.
-
-        The checkpoint is returned rather than run here: the reactor takes this lock to queue work.
-        """
-        with lane.wakeup:
-            while True:
-                if lane is self._writer and self._checkpoint_due():
-                    return _CHECKPOINT
-                if lane.intake or lane.pending or self._state is not State.RUNNING:
-                    break
-                lane.wakeup.wait(_CHECKPOINT_SECONDS)
-            # Intake first, but a call waits for one group of adds at most: under steady intake the
-            # writer alternates, so processing and delivery go on (a group takes every add queued).
-            if lane.intake and not (lane.pending and lane.last_was_intake):
-                lane.last_was_intake = True
-                return _take_adds(lane.intake, self._max_batch)
-            lane.last_was_intake = False
-            if not lane.pending:
-                return None
-            if isinstance(lane.pending[0], PendingCall):
-                return lane.pending.popleft()
-            return _take_adds(lane.pending, self._max_batch)
-
-    def _checkpoint_due(self) -> bool:
-        """Whether to checkpoint: the WAL passed its limit, or commits wrote to it, and none
-        came for a while or many did.
-
-        None came for _CHECKPOINT_SECONDS, or as many came as fill an eighth of ``wal_max_bytes``
-        (WalGuard.paced): the commit that makes it due wakes the writer. The size is checked each time the
-        writer looks for work, and by inline commits every _WAL_CHECK_SECONDS (which then wake it).
-        """
-        commits = self._commits
-        return (
-            commits >= self._wal.checkpoint_commits
-            or (commits > 0 and time.monotonic() - self._last_commit >= _CHECKPOINT_SECONDS)
-            or self._wal.truncation_due()
-        )
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database file (PASSIVE), so that the WAL starts over; truncate it
-        (TRUNCATE) when it grew past its limit.
-
-        The bulk is copied while inline commits go on. A WAL starts over (at its next commit) only
-        once everything in it was copied, and under steady load inline commits always add some
-        meanwhile (however complete the checkpoint says it was when it began): what they added is
-        copied with them held off (they go to this thread's queue for that moment). Without that
-        the WAL grew fast under load, for as long as the load lasted.
-        """
-        truncate = self._wal.truncation_due()
-        try:
-            connection = self._writer.connection.get()
-            # A complete pass lets the next commit start the WAL over: pace by the commits after it.
-            before = self._commits if checkpoint_wal(connection).complete else 0
-            # Not the file's lock: a worker's checkpoint must not hold up intake in another process.
-            with self._transaction_lock:
-                # Once complete, the WAL starts over at the next commit: commits count from here.
-                commits, self._commits = self._commits, 0
-                done = checkpoint_wal(connection, truncate=truncate)
-            complete = done.complete
-            self._wal.paced(done.frames, commits - before, complete)
-        except Exception as error:  # the next idle moment (or growth past the limit) tries again
-            self._commits = 0
-            self._writer.connection.drop()
-            self._wal.failed(str(error), truncating=truncate)
-            return
-        finally:
-            self._inline_paused = self._wal.full()
-        if complete:
-            self._wal.succeeded()
-        elif truncate:
-            self._wal.failed("readers or another process held it", truncating=truncate, blocked=True)
-
-    def _count_commit(self) -> None:
-        """Count a commit of the writer thread toward the next checkpoint (under the transaction lock)."""
-        if self._counts_commits:
-            self._commits += 1
-            self._last_commit = time.monotonic()
-
-    def _run_call(self, call: PendingCall) -> None:
-        """Run one call in its own transaction(s) and fire its Deferred; never raises."""
-        try:
-            if (refusal := self._wal.refusal()) is not None:
-                raise refusal
-            with self._transaction_lock, self._holding_file():
-                result = call.function(*call.args, **call.kwargs)
-                self._count_commit()
-        except Exception as error:  # whatever happens, the writer lives on to serve the next write
-            failure = as_store_error(error, call.function.__name__)
-            log.warn("store call {call} failed: {error}", call=call.function.__name__, error=str(failure))
-            self._reactor.callFromThread(call.deferred.errback, failure)
-            return
-        self._reactor.callFromThread(call.deferred.callback, result)
-
-    def _write(self, group: list[_PendingAdd], lane: _Lane) -> None:
-        """Commit the group in one transaction and fire each add's Deferred; never raises."""
-        if (refusal := self._wal.refusal()) is not None:
-            self._reactor.callFromThread(fire, [(pending.deferred.errback, refusal) for pending in group])
-            return
-        try:
-            with self._transaction_lock, self._holding_file():
-                ids = self._insert_groups(
-                    [(pending.messages, pending.source_file) for pending in group],
-                    connection=lane.connection.get(),
-                )
-                self._count_commit()
-        except Exception as error:  # whatever happens, the writer lives on to serve the next group
-            # The connection may be what failed (a restarted server): the next group takes a new one.
-            lane.connection.drop()
-            failure = as_store_error(error, "storing messages")
-            if len(group) > 1 and _may_be_one_add(failure):
-                # One add's rows may be at fault: give every add its own transaction so the rest commit.
-                for pending in group:
-                    self._write([pending], lane)
-                return
-            if (groups := self._failure_lines.due()) is not None:  # a full disk fails every group
-                log.warn(
-                    "storing {count} messages failed ({groups} failed group(s) since the last such line,"
-                    " this one included): {error}",
-                    count=sum(len(p.messages) for p in group),
-                    groups=groups,
-                    error=str(failure),
-                )
-            self._reactor.callFromThread(fire, [(pending.deferred.errback, failure) for pending in group])
-            return
-        # One hand-off to the reactor per committed group, not one per add: each wakes the reactor.
-        self._reactor.callFromThread(
-            fire, [(pending.deferred.callback, pending_ids) for pending, pending_ids in zip(group, ids)]
-        )
-
     def _stopped(self) -> None:
+        """On the reactor thread: every thread has stopped; fire the Deferreds of stop()."""
         self._state = State.STOPPED
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter.callback(None)
 
-
-def _take_adds(pending: collections.deque, max_batch: int) -> list[_PendingAdd]:
-    """The adds at the head of ``pending`` (one at least) whose messages fit in max_batch, never split.
-
-    Stops at a call: a file's adds never overtake a call queued before them (its file_moved may
-    be what they rely on).
-    """
-    group = [pending.popleft()]
-    size = len(group[0].messages)
-    while pending and isinstance(pending[0], _PendingAdd) and size + len(pending[0].messages) <= max_batch:
-        size += len(pending[0].messages)
-        group.append(pending.popleft())
-    return group
-
-
-# What _next_work returns when the writer should checkpoint the WAL.
-_CHECKPOINT = object()
 
 # An add of more messages than this (a large batch) is never committed inline, on the reactor thread.
 INLINE_MAX_MESSAGES = 64
@@ -592,15 +405,5 @@ INLINE_MAX_MESSAGES = 64
 # How long an inline group waits at most for connected senders to join it (see wait_for_senders).
 GROUP_WAIT_SECONDS = 0.002
 
-# The writer checkpoints the WAL that commits wrote once none came for this long...
-_CHECKPOINT_SECONDS = 0.25
-# ... or after as many of them as fill an eighth of wal_max_bytes (WalGuard.paced).
-# Inline commits look at the WAL's size at most this often (at 100 MB/s, 200 KB between two looks).
-_WAL_CHECK_SECONDS = 0.002
 # A failing store (a full disk) fails every group: at most one warning about it this often.
 FAILURE_LOG_SECONDS = 10.0
-
-
-def _may_be_one_add(error: StoreError) -> bool:
-    """Whether a failed group is worth retrying add by add: not if the database itself failed (transient)."""
-    return not error.transient

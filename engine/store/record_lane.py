@@ -20,27 +20,20 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from twisted.internet import defer
-from twisted.logger import Logger
 
-from engine.store.calls import PendingCall, as_store_error
+from engine.store.calls import PendingCall, run_call
+from engine.store.checkpoints import IDLE_CHECKPOINT_SECONDS, CommitCount
 from engine.store.driver import checkpoint_wal
 from engine.store.driver.record_attach import RECORD_SCHEMA
 from engine.store.kept import KeptConnection
 from engine.store.wal import WalGuard
 from engine.store.writelock import WriterLock
-
-log = Logger(namespace="engine.store")
-
-#: The record's WAL is checkpointed once none of its commits came for this long, or after as many
-#: as write an eighth of wal_max_bytes (WalGuard.paced).
-IDLE_CHECKPOINT_SECONDS = 0.25
 
 # What _next returns when the WAL should be checkpointed.
 _CHECKPOINT = object()
@@ -64,13 +57,12 @@ class RecordLane:
         self._reactor = reactor
         self._connection = KeptConnection(engine)  # for the checkpoints: the calls take their own
         self._wal = WalGuard(database, wal_max_bytes)
+        self._commits = CommitCount(self._wal)  # the calls since the last checkpoint
         self._lock = WriterLock(database, lock_timeout) if shared else None
         self._finished = finished
         self._pending: collections.deque[PendingCall] = collections.deque()
         self._wakeup = threading.Condition()
         self._stopping = False
-        self._commits = 0  # calls since the last checkpoint
-        self._last_commit = 0.0
 
     def start(self) -> None:
         """Start the thread."""
@@ -98,7 +90,14 @@ class RecordLane:
                 if work is _CHECKPOINT:
                     self._checkpoint()
                 else:
-                    self._run_call(work)
+                    run_call(
+                        work,
+                        reactor=self._reactor,
+                        wal=self._wal,
+                        held=self._lock.held if self._lock is not None else contextlib.nullcontext,
+                        ran=self._commits.counted,
+                        thread="record",
+                    )
             self._connection.drop()
             if self._lock is not None:
                 self._lock.close()
@@ -108,7 +107,7 @@ class RecordLane:
     def _next(self) -> PendingCall | object | None:
         with self._wakeup:
             while True:
-                if self._checkpoint_due():
+                if self._commits.due():
                     return _CHECKPOINT
                 if self._pending:
                     return self._pending.popleft()
@@ -116,35 +115,10 @@ class RecordLane:
                     return None
                 self._wakeup.wait(IDLE_CHECKPOINT_SECONDS)
 
-    def _checkpoint_due(self) -> bool:
-        commits = self._commits
-        return (
-            commits >= self._wal.checkpoint_commits
-            or (commits > 0 and time.monotonic() - self._last_commit >= IDLE_CHECKPOINT_SECONDS)
-            or self._wal.truncation_due()
-        )
-
-    def _run_call(self, call: PendingCall) -> None:
-        """Run one call and fire its Deferred; never raises."""
-        try:
-            if (refusal := self._wal.refusal()) is not None:
-                raise refusal
-            with self._lock.held() if self._lock is not None else contextlib.nullcontext():
-                result = call.function(*call.args, **call.kwargs)
-        except Exception as error:  # whatever happens, the thread lives on to serve the next call
-            failure = as_store_error(error, call.function.__name__)
-            log.warn("record call {call} failed: {error}", call=call.function.__name__, error=str(failure))
-            self._reactor.callFromThread(call.deferred.errback, failure)
-            return
-        finally:
-            self._commits += 1
-            self._last_commit = time.monotonic()
-        self._reactor.callFromThread(call.deferred.callback, result)
-
     def _checkpoint(self) -> None:
         """Copy the record's WAL into its file (PASSIVE), truncating it once past half its limit."""
         truncate = self._wal.truncation_due()
-        commits, self._commits = self._commits, 0
+        commits = self._commits.taken()
         try:
             with self._lock.held() if self._lock is not None and truncate else contextlib.nullcontext():
                 done = checkpoint_wal(self._connection.get(), truncate=truncate, schema=RECORD_SCHEMA)

@@ -18,6 +18,7 @@ from engine.store.message_store import ATTEMPTS_PER_WRITE, MessageStore
 from engine.store.queues import QueueRepository
 from engine.store.reads import MessageQuery
 from engine.store.writelock import WriterLock
+from tests.fakes.harness import wait_until
 from tests.fakes.messages import T0
 from tests.fakes.store import WriteLock, later, queued
 
@@ -255,3 +256,40 @@ def test_the_record_is_apart_where_it_has_a_file_of_its_own_and_not_on_a_file_ur
     finally:
         yield apart.stop()
         yield shared.stop()
+
+
+def _hold_a_connection(engine, release: threading.Event) -> bool:
+    """Hold a connection of ``engine`` until ``release`` is set (10 s at most); whether it was."""
+    with engine.connect():
+        return release.wait(10)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_engine_pools_as_many_connections_as_the_stores_threads_hold_at_once(
+    open_store, backend, make_message
+):
+    """With every thread of the store holding all it ever holds at once (each reader's, a write
+    call's, the connection kept for intake's commits; on SQLite also a record call's and the
+    checkpoints' of both files), the engine's pool keeps exactly that many: none kept idle, none
+    opened beyond it."""
+    store = open_store(read_threads=2)
+    engine = store.repository.engine
+    yield store.add([make_message(0)])  # opens the connection kept for intake's commits
+    kept = 1
+    if backend == "sqlite":
+        # An inline commit's; the writer thread's and the record thread's, once each checkpoints.
+        yield store.write_record(_delete_applied_marks, engine)
+        kept = 3
+    yield wait_until(lambda: engine.pool.checkedout() == kept, seconds=10)
+    release = threading.Event()
+    held = [store.write(_hold_a_connection, engine, release)]
+    held += [store.read(_hold_a_connection, engine, release) for _ in range(2)]
+    if backend == "sqlite":
+        held.append(store.write_record(_hold_a_connection, engine, release))
+    try:
+        yield wait_until(lambda: engine.pool.checkedout() == kept + len(held), seconds=10)
+        at_once = engine.pool.checkedout()
+    finally:
+        release.set()
+    assert (yield defer.gatherResults(held)) == [True] * len(held)
+    assert at_once == engine.pool.size()

@@ -1,4 +1,5 @@
-"""engine.store.pool: group commit, inline commits and checkpoints, the writer's order and survival.
+"""engine.store.pool (and writer_lane, checkpoints): group commit, inline commits and checkpoints,
+the writer's order and survival.
 
 Driven through MessageStore (the pool's face), on SQLite and PostgreSQL.
 """
