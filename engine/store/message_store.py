@@ -47,11 +47,13 @@ class MessageStore:
         clock: Callable[[], datetime] = utc_now,
         cipher: Cipher = CLEAR,
         shared: bool = False,
+        ahead: bool = False,
     ):
         """``cipher`` seals content at rest (engine.store.cipher); CLEAR seals nothing.
 
         ``shared``: other processes of the engine write the same SQLite file (``hl7engine run
-        --workers``): the writers take turns at its lock (engine.store.writelock).
+        --workers``): the writers take turns at its lock (engine.store.writelock). ``ahead``: this
+        process's writes of that file go before those of the processes without it (intake's).
         """
         self._pool = StorePool(
             reactor=reactor,
@@ -61,6 +63,7 @@ class MessageStore:
             wal_max_bytes=wal_max_bytes,
             lock_timeout=lock_timeout,
             shared=shared,
+            ahead=ahead,
         )
         self._url = url
         self._durability = durability
