@@ -441,7 +441,13 @@ class StorePool:
         """
         with lane.wakeup:
             while True:
-                if lane is self._writer and self._checkpoint_due():
+                # Senders wait for the adds queued: a checkpoint comes after them, unless the WAL
+                # has grown past its limit (a PASSIVE pass took up to 50 ms on a busy machine).
+                if (
+                    lane is self._writer
+                    and self._checkpoint_due()
+                    and not (lane.intake and not self._wal.truncation_due())
+                ):
                     return _CHECKPOINT
                 if lane.intake or lane.pending or self._state is not State.RUNNING:
                     break
