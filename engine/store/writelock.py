@@ -18,7 +18,8 @@ intake went ahead of a waiting worker process, the worker's record applied 34 ms
 hundreds, its waiter woken each time only to find the lock taken again.
 
 Precedence: the intake's process takes the lock ``ahead`` of the others (the delivery workers),
-since its senders wait for its commits and the workers' writes (delivery states) can wait. A
+since its senders wait for its commits and the workers' writes (delivery states) can wait; the
+record, which was starved above, has a file and a lock of its own, where no taker is ahead. A
 taker ahead ignores the turnstile, and one that must wait holds byte 2, the turnstile of those
 ahead, until it has byte 0; a taker behind passes byte 2 (a read lock, so that its passing never
 stops a taker ahead) before it waits for byte 0, and does not take the lock, even free, while a
