@@ -129,6 +129,7 @@ class Engine(service.MultiService):
             cipher=settings.store.cipher(),
             wal_max_bytes=settings.store.wal_max_bytes,
             shared=self.sharing is not None,  # other processes write the store too
+            ahead="intake" in self.roles,  # senders wait for its commits: they go first at the file's lock
         )
         self.wakeups = wakeups
         if leases is None and self.sharing is not None:

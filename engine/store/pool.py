@@ -102,6 +102,7 @@ class StorePool:
         wal_max_bytes: int = WAL_MAX_BYTES,
         lock_timeout: float = 5.0,
         shared: bool = False,
+        ahead: bool = False,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -115,6 +116,7 @@ class StorePool:
         self._read_threads = read_threads
         self._lock_timeout = lock_timeout
         self._shared = shared  # other processes write the same SQLite file: take turns (WriterLock)
+        self._ahead = ahead  # ... and this one's go first there (WriterLock's ahead)
         self._state = State.NEW
         self._stop_waiters: list[defer.Deferred] = []
         self._engine: sa.Engine | None = None
@@ -169,7 +171,7 @@ class StorePool:
         wal = WalGuard(sqlite_file(engine), self._wal_max_bytes)  # nothing to watch on PostgreSQL
         holding_file = contextlib.nullcontext
         if self._shared and (database := sqlite_file(engine)) is not None:
-            self._writer_lock = WriterLock(database, self._lock_timeout)
+            self._writer_lock = WriterLock(database, self._lock_timeout, ahead=self._ahead)
             holding_file = self._writer_lock.held
         if layout.inline:
             self._transaction_lock = threading.Lock()

@@ -17,11 +17,21 @@ which never waits, and hands its adds to the writer thread when it cannot take t
 intake went ahead of a waiting worker process, the worker's record applied 34 msg/s instead of
 hundreds, its waiter woken each time only to find the lock taken again.
 
+Precedence: the intake's process takes the lock ``ahead`` of the others (the delivery workers),
+since its senders wait for its commits and the workers' writes (delivery states) can wait; the
+record, which was starved above, has a file and a lock of its own, where no taker is ahead. A
+taker ahead ignores the turnstile, and one that must wait holds byte 2, the turnstile of those
+ahead, until it has byte 0; a taker behind passes byte 2 (a read lock, so that its passing never
+stops a taker ahead) before it waits for byte 0, and does not take the lock, even free, while a
+taker ahead waits. The workers still get the lock between intake's commits: the kernel wakes
+their waiter as soon as it is free, and the reactor commits at most once a turn. Two takers ahead
+(several intake processes) alternate at byte 2 as two behind do at the turnstile.
+
 The kernel waits without a timeout, so the wait runs on a thread of the lock's own (``take``
 waits for it at most ``timeout``, then raises ``StoreError(locked=True)`` as SQLite's busy
 handler would). A wait given up on goes on in that thread, and the lock is let go at once when
-it comes, unless another ``take`` asked for it meanwhile. A process that dies lets go of both
-bytes with its file descriptions. Writers that do not take the lock (the CLI's commands, the web
+it comes, unless another ``take`` asked for it meanwhile. A process that dies lets go of every
+byte with its file descriptions. Writers that do not take the lock (the CLI's commands, the web
 console's sessions) still wait in SQLite's busy handler: correct, only not woken at once.
 The side file holds no data: it may be missing (it is made again), and it is not backed up.
 """
@@ -38,9 +48,11 @@ from pathlib import Path
 
 from engine.errors import StoreError
 
-#: The bytes of the side file that are locked: the write lock itself, and the turnstile.
+#: The bytes of the side file that are locked: the write lock itself, the turnstile, and the
+#: turnstile of the takers ahead.
 _WRITE = 0
 _TURN = 1
+_AHEAD = 2
 _PRIVATE_FILE = 0o600
 
 
@@ -52,9 +64,11 @@ def side_file(database: Path) -> Path:
 class WriterLock:
     """The write lock of one SQLite file, shared by every process of the engine that writes it."""
 
-    def __init__(self, database: Path, timeout: float):
+    def __init__(self, database: Path, timeout: float, *, ahead: bool = False):
+        """``ahead``: this process's writes go before those of the processes without it (see above)."""
         self.path = side_file(database)
         self._timeout = timeout
+        self._ahead = ahead
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _PRIVATE_FILE)
         self._mutex = threading.Lock()  # the threads of this process, one at a time
         self._state = threading.Condition()
@@ -121,13 +135,28 @@ class WriterLock:
                 os.close(self._fd)
 
     def _take_in_turn(self) -> bool:
-        """Take the lock now if it is free and no one waits at the turnstile; True if taken."""
+        """Take the lock now if it is free and no one waits before this taker; True if taken."""
+        if self._ahead:  # only another process ahead that waits comes first
+            return _free(self._fd, _AHEAD) and _lock(self._fd, _WRITE, wait=False)
         if not _lock(self._fd, _TURN, wait=False):
             return False
         try:
-            return _lock(self._fd, _WRITE, wait=False)
+            return _free(self._fd, _AHEAD) and _lock(self._fd, _WRITE, wait=False)
         finally:
             _unlock(self._fd, _TURN)
+
+    def _wait_in_turn(self) -> None:
+        """Wait for the lock behind the takers that wait before this one, then take it."""
+        if self._ahead:
+            _lock(self._fd, _AHEAD, wait=True)
+            _lock(self._fd, _WRITE, wait=True)
+            _unlock(self._fd, _AHEAD)
+            return
+        _lock(self._fd, _TURN, wait=True)
+        _lock(self._fd, _AHEAD, wait=True, shared=True)  # passes once no process ahead waits
+        _unlock(self._fd, _AHEAD)
+        _lock(self._fd, _WRITE, wait=True)
+        _unlock(self._fd, _TURN)
 
     def _wait_for_turns(self) -> None:
         """The waiting thread: takes the turnstile, then the lock, for each take() that asks."""
@@ -139,9 +168,7 @@ class WriterLock:
                 if self._closing:
                     return
                 self._waiting = True
-            _lock(self._fd, _TURN, wait=True)
-            _lock(self._fd, _WRITE, wait=True)
-            _unlock(self._fd, _TURN)
+            self._wait_in_turn()
             with self._state:
                 self._waiting = False
                 if self._wanted and not self._closing:
@@ -160,13 +187,24 @@ def _locked(timeout: float) -> StoreError:
     )
 
 
-def _lock(fd: int, byte: int, *, wait: bool) -> bool:
-    """Lock one byte of the side file for this file description; False if taken (without ``wait``)."""
+def _lock(fd: int, byte: int, *, wait: bool, shared: bool = False) -> bool:
+    """Lock one byte of the side file for this file description; False if taken (without ``wait``).
+
+    ``shared``: a read lock, which only the write locks of others exclude.
+    """
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _LOCKS[byte])
+        fcntl.fcntl(
+            fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, (_SHARED if shared else _LOCKS)[byte]
+        )
     except (BlockingIOError, PermissionError):  # EAGAIN, or EACCES as some systems say
         return False
     return True
+
+
+def _free(fd: int, byte: int) -> bool:
+    """Whether no other file description holds a write lock on the byte (it is only looked at)."""
+    found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _SHARED[byte])
+    return struct.unpack_from("@h", found)[0] == fcntl.F_UNLCK
 
 
 def _unlock(fd: int, byte: int) -> None:
@@ -179,5 +217,6 @@ def _flock(kind: int, byte: int) -> bytes:
 
 
 # Packed once: a commit takes and lets go of the lock, and packing cost as much as the system calls.
-_LOCKS = {byte: _flock(fcntl.F_WRLCK, byte) for byte in (_WRITE, _TURN)}
-_UNLOCKS = {byte: _flock(fcntl.F_UNLCK, byte) for byte in (_WRITE, _TURN)}
+_LOCKS = {byte: _flock(fcntl.F_WRLCK, byte) for byte in (_WRITE, _TURN, _AHEAD)}
+_SHARED = {byte: _flock(fcntl.F_RDLCK, byte) for byte in (_AHEAD,)}
+_UNLOCKS = {byte: _flock(fcntl.F_UNLCK, byte) for byte in (_WRITE, _TURN, _AHEAD)}

@@ -144,7 +144,13 @@ class WriterLane:
         """
         with self._wakeup:
             while True:
-                if self._checkpoints is not None and self._checkpoints.due():
+                # Senders wait for the adds queued: a checkpoint comes after them, unless the WAL
+                # has grown past its limit (a PASSIVE pass took up to 50 ms on a busy machine).
+                if (
+                    self._checkpoints is not None
+                    and self._checkpoints.due()
+                    and not (self._intake and not self._checkpoints.wal.truncation_due())
+                ):
                     return _CHECKPOINT
                 if self._intake or self._pending or self._stopping:
                     break

@@ -22,6 +22,7 @@ from engine.store.db import create_engine_for
 from engine.store.messages import MessageRepository
 from engine.store.pool import GROUP_WAIT_SECONDS
 from engine.store.reads import MessageQuery
+from engine.store.wal import MIN_CHECKPOINT_COMMITS
 from tests.fakes.messages import T0
 from tests.fakes.reactor import ClockedReactor
 from tests.fakes.store import commit_threads, expected_message, later, queued, source_file_rows
@@ -538,3 +539,42 @@ def test_an_inline_group_waits_for_idle_senders_only_so_long(open_sqlite_store, 
     started = reactor.seconds()
     yield store.add([make_message(0)])
     assert GROUP_WAIT_SECONDS <= reactor.seconds() - started < 1.0
+
+
+def _writer_statements(engine: sa.Engine) -> list[str]:
+    """The COMMITs and WAL checkpoints the store's writer thread runs from now on, in order."""
+    seen: list[str] = []
+
+    def note(sql: str) -> None:
+        if threading.current_thread().name == "hl7engine-store-writer":
+            if sql == "COMMIT":
+                seen.append("commit")
+            elif "wal_checkpoint" in sql:
+                seen.append("checkpoint")
+
+    sa.event.listen(
+        engine, "checkout", lambda dbapi_connection, record, proxy: dbapi_connection.set_trace_callback(note)
+    )
+    return seen
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_writer_commits_the_adds_queued_for_it_before_a_checkpoint_due(open_sqlite_store, make_message):
+    """Adds the reactor handed to the busy writer commit before the checkpoint that came due meanwhile."""
+    for _ in range(3):  # a stall of the machine past the idle checkpoint spoils a try: again
+        store = open_sqlite_store()
+        statements = _writer_statements(store.repository.engine)
+        for n in range(MIN_CHECKPOINT_COMMITS - 1):  # inline commits, each counted toward a checkpoint
+            yield store.add([make_message(n)])
+        early = list(statements)
+        release = threading.Event()
+        busy = store.write(release.wait, 30)  # the last commit counted: a checkpoint is due
+        added = store.add([make_message(100)])  # the writer is busy: the add waits in its queue
+        yield later(0.05, release.set)
+        yield busy
+        yield added
+        yield later(0.5, lambda: None)  # the checkpoint, once the writer has nothing else to do
+        if not early:
+            break
+        yield store.stop()
+    assert statements[:2] == ["commit", "checkpoint"]

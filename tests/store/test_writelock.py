@@ -6,6 +6,7 @@ held by an open file description, so two of them exclude each other as two proce
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -40,7 +41,7 @@ from pathlib import Path
 from engine.store.writelock import WriterLock
 
 database, counter = Path(sys.argv[1]), Path(sys.argv[2])
-lock = WriterLock(database, timeout=30)
+lock = WriterLock(database, timeout=30, ahead=sys.argv[4] == "ahead")
 for round_ in range(int(sys.argv[3])):
     if round_ % 3 or not lock.try_take():
         lock.take()
@@ -81,6 +82,20 @@ def run():
 
 reactor.callWhenRunning(run)
 reactor.run()
+"""
+
+# Locks one byte of the side file (argv[2]) as a taker waiting there would, says so, and holds it
+# until killed: the turnstile (1) for a process behind that waits, 2 for a process ahead that waits.
+BYTE_HOLDER = """
+import fcntl, os, struct, sys, time
+from engine.store.writelock import side_file
+from pathlib import Path
+
+fd = os.open(side_file(Path(sys.argv[1])), os.O_RDWR | os.O_CREAT, 0o600)
+lock = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, int(sys.argv[2]), 1, 0)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock)
+print("held", flush=True)
+time.sleep(120)
 """
 
 # Takes the lock, says so, and holds it until killed.
@@ -144,11 +159,13 @@ def test_the_side_file_sits_next_to_the_database_and_is_private(database, other)
     assert other.path.stat().st_mode & 0o777 == 0o600
 
 
-def test_two_processes_never_hold_the_lock_at_once(database, tmp_path):
-    """Two processes that read-modify-write a counter under the lock lose no increment."""
+@pytest.mark.parametrize("classes", [("behind", "behind"), ("ahead", "behind"), ("ahead", "ahead")])
+def test_two_processes_never_hold_the_lock_at_once(database, tmp_path, classes):
+    """Two processes that read-modify-write a counter under the lock lose no increment, and both
+    finish, one of them ahead or not."""
     counter = tmp_path / "counter"
     counter.write_text("0")
-    processes = [_python(COUNTER, str(database), str(counter), "300") for _ in range(2)]
+    processes = [_python(COUNTER, str(database), str(counter), "300", kind) for kind in classes]
     for process in processes:
         _finished(process)
     assert counter.read_text() == "600"
@@ -218,6 +235,56 @@ def test_a_waiting_taker_goes_before_the_holder_takes_again(database, other, aga
     assert order == ["waiter", "holder"]
 
 
+@contextlib.contextmanager
+def _byte_held(database: Path, byte: int):
+    """Another process holds one byte of the side file (as a taker waiting there) for the block."""
+    holder = _python(BYTE_HOLDER, str(database), str(byte))
+    try:
+        assert holder.stdout.readline() == b"held\n", holder.stderr.read().decode(errors="replace")
+        yield
+    finally:
+        holder.kill()
+        holder.wait(timeout=WAIT_SECONDS)
+        holder.stdout.close()
+        holder.stderr.close()
+
+
+def test_a_taker_ahead_does_not_wait_for_the_takers_behind(database, other):
+    """While another process behind waits at the turnstile, a taker ahead takes the free lock at once;
+    one behind does not."""
+    ahead = WriterLock(database, timeout=WAIT_SECONDS, ahead=True)
+    try:
+        with _byte_held(database, 1):
+            assert not other.try_take()
+            assert ahead.try_take()
+            ahead.release()
+            ahead.take()
+            ahead.release()
+        assert other.try_take()
+        other.release()
+    finally:
+        ahead.close()
+
+
+def test_the_takers_behind_wait_for_a_taker_ahead_that_waits(database, other):
+    """While another process ahead waits for the lock, a taker behind does not take it, even free;
+    it takes it once that one no longer waits."""
+    impatient = WriterLock(database, timeout=0.05)
+    ahead = WriterLock(database, timeout=WAIT_SECONDS, ahead=True)
+    try:
+        with _byte_held(database, 2):
+            assert not other.try_take()
+            with pytest.raises(StoreError) as failed:
+                impatient.take()
+            assert failed.value.locked
+            assert not ahead.try_take()  # one ahead that waits comes first among those ahead too
+        other.take()
+        other.release()
+    finally:
+        impatient.close()
+        ahead.close()
+
+
 def test_a_take_given_up_on_lets_go_once_it_gets_the_lock(database, other):
     """take() raises StoreError(locked=True) after its timeout; the lock it got later is let go at once."""
     impatient = WriterLock(database, timeout=0.05)
@@ -282,6 +349,17 @@ def test_the_inline_commit_goes_to_the_writer_while_another_process_holds_the_lo
     results = yield defer.gatherResults(adds)
     assert threads == ["hl7engine-store-writer"]
     assert [store.repository.get(ids[0]).control_id for ids in results] == ["C0", "C1", "C2"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_store_ahead_commits_inline_while_a_process_behind_waits(open_sqlite_store, database, make_message):
+    """The store of the intake's process (``ahead``) commits on the reactor while a worker waits."""
+    ahead = open_sqlite_store(shared=True, ahead=True)
+    threads = commit_threads(ahead.repository.engine)
+    with _byte_held(database, 1):
+        ids = yield ahead.add([make_message(0)])
+    assert threads == ["MainThread"]
+    assert ahead.repository.get(ids[0]).control_id == "C0"
 
 
 @pytest_twisted.inlineCallbacks
