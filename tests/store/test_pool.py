@@ -558,6 +558,12 @@ def _writer_statements(engine: sa.Engine) -> list[str]:
     return seen
 
 
+def _hold(started: threading.Event, release: threading.Event, seconds: float) -> bool:
+    """A writer call that says it has begun, and holds the writer until released (or ``seconds``)."""
+    started.set()
+    return release.wait(seconds)
+
+
 @pytest_twisted.inlineCallbacks
 def test_the_writer_commits_the_adds_queued_for_it_before_a_checkpoint_due(open_sqlite_store, make_message):
     """Adds the reactor handed to the busy writer commit before the checkpoint that came due meanwhile."""
@@ -567,8 +573,11 @@ def test_the_writer_commits_the_adds_queued_for_it_before_a_checkpoint_due(open_
         for n in range(MIN_CHECKPOINT_COMMITS - 1):  # inline commits, each counted toward a checkpoint
             yield store.add([make_message(n)])
         early = list(statements)
-        release = threading.Event()
-        busy = store.write(release.wait, 30)  # the last commit counted: a checkpoint is due
+        started, release = threading.Event(), threading.Event()
+        busy = store.write(_hold, started, release, 30)  # the last commit counted: a checkpoint is due
+        deadline = time.monotonic() + 10
+        while not started.is_set() and time.monotonic() < deadline:  # the writer holds the lock now
+            yield later(0.005, lambda: None)
         added = store.add([make_message(100)])  # the writer is busy: the add waits in its queue
         yield later(0.05, release.set)
         yield busy
