@@ -344,6 +344,7 @@ def test_a_delivery_only_engine_binds_no_port_and_serves_no_web(tmp_path):
     engine.startService()
     try:
         assert engine.listeners == {} and engine.web is None and engine.pruner is None
+        assert not engine.store.ahead  # its writes of the store's file wait for intake's
         channel = engine.channels["out"]
         assert set(channel.dispatchers) == {"partner"}
         # It shares the store: leases in the store, wake-ups, and an idle look every poll_seconds.
@@ -366,6 +367,7 @@ def test_an_intake_and_processing_engine_starts_no_destination(tmp_path, partner
     try:
         channel = engine.channels["out"]
         assert channel.dispatchers == {}
+        assert engine.store.ahead  # senders wait for its commits: they go first at the file's lock
         listener = engine.listeners["main"]
         assert isinstance(listener, MLLPListenerService)
         yield in_thread(_send, listener.port, range(1, 4))

@@ -68,6 +68,7 @@ class MessageStore:
             shared=shared,
             ahead=ahead,
         )
+        self._ahead = ahead
         self._url = url
         self._durability = durability
         self._lock_timeout = lock_timeout
@@ -79,6 +80,11 @@ class MessageStore:
         self._configs: ConfigRepository | None = None
         self._cluster: ClusterRepository | None = None
         self._leases: LeaseRepository | None = None
+
+    @property
+    def ahead(self) -> bool:
+        """Whether this process's writes of a shared SQLite file go before those of the others (intake's)."""
+        return self._ahead
 
     @property
     def repository(self) -> MessageRepository:
