@@ -6,12 +6,15 @@ client in another process sends the bench's messages on ``--connections`` connec
 flight on each, and checks every ACK. The CPU time of this process (reactor, writer thread,
 SQLite) from the end of the warm-up to the last ACK is printed per message:
 
-    python bench/intake_cpu.py [--messages 8000] [--connections 1] [--engine-root DIR]
+    python bench/intake_cpu.py [--messages 8000] [--connections 1] [--realistic] [--engine-root DIR]
 
 ``--warmup`` messages (default: a quarter of ``--messages``) are sent first and not counted.
 For instruction counts run it under ``valgrind --tool=callgrind`` (the client is not traced)
 with ``--warmup 0`` at n and 2n messages: (Ir(2n) - Ir(n)) / n a message.
-``--engine-root DIR`` measures the ``engine/`` package of another checkout (default: this one).
+``--realistic`` gives the channel the realistic scenario's three destinations (bench/realistic.py)
+and the engine the roles of ``hl7engine run --workers 1``'s main process but its jobs (intake and
+processing): each message is processed at intake and stored with its deliveries and events, which
+nothing delivers here (the partner's port is closed). ``--engine-root DIR`` measures the ``engine/`` package of another checkout (default: this one).
 """
 
 from __future__ import annotations
@@ -77,8 +80,9 @@ def serve(options: argparse.Namespace) -> None:
     sys.path[:0] = [str(options.engine_root.resolve()), str(ROOT)]
     from twisted.internet import protocol, reactor
 
+    from bench.realistic import channels
     from bench.systems import Engine as EngineSystem
-    from bench.systems import free_port
+    from bench.systems import EngineSetup, free_port
     from engine import __file__ as engine_file
     from engine.config import load_config
     from engine.service import Engine
@@ -86,8 +90,14 @@ def serve(options: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="intake-cpu-"))
     port = free_port()
     path = folder / "channels.yaml"
-    path.write_text(EngineSystem("engine", "engine", "process").config(port, folder))
-    engine = Engine(load_config(path), reactor)
+    setup = (
+        EngineSetup(channels=channels(free_port(), str(folder / "archive")))
+        if options.realistic
+        else EngineSetup()
+    )
+    path.write_text(EngineSystem("engine", "engine", "process", setup).config(port, folder))
+    roles = {"roles": {"intake", "processing"}} if options.realistic else {}
+    engine = Engine(load_config(path), reactor, **roles)
     total = options.warmup + options.messages
     marks: dict[str, float] = {}
     intake = engine.intakes["bench"]
@@ -139,6 +149,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=8000)
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=None, help="messages not counted (default n/4)")
+    parser.add_argument("--realistic", action="store_true", help="the realistic scenario's destinations")
     parser.add_argument("--engine-root", type=Path, default=ROOT, help="folder holding engine/")
     options = parser.parse_args()
     if options.warmup is None:
