@@ -14,7 +14,8 @@ with ``--warmup 0`` at n and 2n messages: (Ir(2n) - Ir(n)) / n a message.
 ``--realistic`` gives the channel the realistic scenario's three destinations (bench/realistic.py)
 and the engine the roles of ``hl7engine run --workers 1``'s main process but its jobs (intake and
 processing): each message is processed at intake and stored with its deliveries and events, which
-nothing delivers here (the partner's port is closed). ``--engine-root DIR`` measures the ``engine/`` package of another checkout (default: this one).
+nothing delivers here (the partner's port is closed).
+``--engine-root DIR`` measures the ``engine/`` package of another checkout (default: this one).
 """
 
 from __future__ import annotations
