@@ -173,10 +173,17 @@ class MessageRepository:
         read_at: datetime,
     ) -> list[int]:
         """insert_groups' writes on ``connection``: the ids of every message, in order."""
-        if rows and not files and not processed and self._insert.sqlite:
-            # TRANSACTION: every message given, committed together or not at all (one group
-            # commit), on the driver: the intake's commit, one message each at one connection.
-            return self._insert.run_committed(connection, rows)
+        if rows and not files and self._insert.sqlite:
+            # TRANSACTION: every message given, with the deliveries and events of those processed
+            # at intake, committed together or not at all (one group commit), on the driver: the
+            # intake's commit, one message each at one connection.
+            then = None
+            if processed:
+
+                def then(ids: list[int]) -> None:
+                    insert_intake_rows(connection, *intake_rows(every, ids, read_at, self._cipher))
+
+            return self._insert.run_committed(connection, rows, then)
         if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
             # Each deliveries and events row names its message by position (1, 2, ...).
             children = (

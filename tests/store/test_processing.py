@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import sqlalchemy as sa
 
+from engine.errors import StoreError
 from engine.model import NewDelivery, ProcessingResult, Status
 from engine.store.cipher import CLEAR
 from engine.store.messages import MessageRepository
@@ -77,6 +78,17 @@ def test_a_message_processed_at_intake_is_stored_as_a_pass_records_it(
     [inline] = repository.insert([at_intake])
     assert _processing_trail(repository, inline) == _processing_trail(repository, passed)
     assert _processing_trail(repository, inline)[0] == result.status
+
+
+def test_a_group_whose_deliveries_fail_stores_none_of_its_messages(repository, make_message):
+    """A deliveries row refused (no control id) rolls back the group's messages too; the next group stores."""
+    refused = NewDelivery("emr", Status.QUEUED, None, b"MSH|to emr\r")
+    processed = make_message(2, status=Status.QUEUED, error="", deliveries=(refused,))
+    with pytest.raises(StoreError):
+        repository.insert([make_message(1), processed])
+    assert repository.count() == 0
+    [stored] = repository.insert([make_message(3)])
+    assert repository.count() == 1 and repository.get(stored) is not None
 
 
 def test_intake_rows_are_a_processed_messages_deliveries_and_events_in_order(make_message):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -140,9 +140,13 @@ class InsertReturningIds:
         finally:
             cursor.close()
 
-    def run_committed(self, connection: sa.Connection, rows: list[list]) -> list[int]:
+    def run_committed(
+        self, connection: sa.Connection, rows: list[list], then: Callable[[list[int]], None] | None = None
+    ) -> list[int]:
         """SQLite: insert the rows and commit them, on the driver; their ids, in order.
 
+        ``then``, given the ids, writes more in the same transaction before the commit (on the
+        driver too: the rows of other tables that name the new rows).
         The connection must be in no transaction. The driver's own transaction (begun by the
         INSERT, ended by its commit) is SQLite's, as through SQLAlchemy, whose transaction
         around it cost as much as a third of the insert a message at one message a commit
@@ -153,6 +157,8 @@ class InsertReturningIds:
         try:
             ids = self._run_sqlite(cursor, rows)
             cursor.close()
+            if then is not None:
+                then(ids)
             driver.commit()
             return ids
         except BaseException as error:
