@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.driver.forms import (
+    EXACT_RUNS,
     arrays_sql,
     column_type,
     insert_select,
@@ -25,12 +26,22 @@ POSTGRESQL = postgresql.psycopg.dialect()
 
 @pytest.mark.parametrize("most", [1, 2, 128])
 def test_sqlite_runs_cover_every_row_once_in_powers_of_two(most):
-    """The runs follow each other from row 0 to the last; each is a power of two, at most ``most``."""
+    """The runs follow each other from row 0 to the last; each is at most ``most``, and a power of two
+    unless it is all of at most EXACT_RUNS rows."""
     for total in range(0, 600):
         runs = list(sqlite_runs(total, most))
         assert [start for start, _ in runs] == [sum(count for _, count in runs[:i]) for i in range(len(runs))]
         assert sum(count for _, count in runs) == total
-        assert all(count & (count - 1) == 0 and count <= most for _, count in runs)
+        assert all(count <= most for _, count in runs)
+        if total > min(EXACT_RUNS, most):
+            assert all(count & (count - 1) == 0 for _, count in runs)
+
+
+def test_sqlite_runs_take_a_few_rows_in_one_run():
+    """3 rows (a message's deliveries for three destinations) go as one run, not as 2 and 1."""
+    assert list(sqlite_runs(3)) == [(0, 3)]
+    assert list(sqlite_runs(EXACT_RUNS)) == [(0, EXACT_RUNS)]
+    assert list(sqlite_runs(0)) == []
 
 
 def test_sqlite_runs_take_the_largest_run_first():
