@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -117,7 +118,7 @@ class Rows:
             if update:  # the rows' values in the CTE first, then the statement's own constants
                 values = tuple(values[index] for values in chunk for index in bound) + constants
             else:
-                values = tuple(value for values in chunk for value in values)
+                values = tuple(itertools.chain.from_iterable(chunk))
             on_driver(connection, statement, values)
 
 
