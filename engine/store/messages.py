@@ -21,7 +21,7 @@ from engine.hl7.terms import indexed_text, query_terms, search_terms
 from engine.model import DeliveryResult, NewMessage, Outcome, SourceFile, Status, require_aware, utc_now
 from engine.store.cipher import SEALED, cipher_of
 from engine.store.driver import ContentIndex, InsertReturningIds, fit_row, store_errors
-from engine.store.processing import INTAKE_CHILDREN, insert_intake_rows, intake_rows
+from engine.store.processing import INTAKE_CHILDREN, intake_rows
 from engine.store.reads import (
     ContentSearchOff,
     DeliverySummary,
@@ -173,31 +173,21 @@ class MessageRepository:
         read_at: datetime,
     ) -> list[int]:
         """insert_groups' writes on ``connection``: the ids of every message, in order."""
+        # Each deliveries and events row names its message by position (1, 2, ...).
+        children = intake_rows(every, read_at, self._cipher) if processed else ()
         if rows and not files and self._insert.sqlite:
             # TRANSACTION: every message given, with the deliveries and events of those processed
             # at intake, committed together or not at all (one group commit), on the driver: the
             # intake's commit, one message each at one connection.
-            then = None
-            if processed:
-
-                def then(ids: list[int]) -> None:
-                    insert_intake_rows(connection, *intake_rows(every, ids, read_at, self._cipher))
-
-            return self._insert.run_committed(connection, rows, then)
+            return self._insert.run_committed(connection, rows, children)
         if rows and not files and not self._insert.sqlite and self._insert.fits_one_statement(rows):
-            # Each deliveries and events row names its message by position (1, 2, ...).
-            children = (
-                intake_rows(every, range(1, len(every) + 1), read_at, self._cipher) if processed else ()
-            )
             return self._insert.run_alone(connection, rows, children)
         # TRANSACTION: every message and source file record given, with the deliveries and
         # events of those processed at intake, committed together or not at all (one group
         # commit): a file is never recorded without its messages, nor they without it, and a
         # message is never stored processed without its deliveries.
         with connection.begin():
-            ids = self._insert.run(connection, rows) if rows else []
-            if processed:
-                insert_intake_rows(connection, *intake_rows(every, ids, read_at, self._cipher))
+            ids = self._insert.run(connection, rows, children) if rows else []
             if files:
                 connection.execute(sa.insert(source_files), files)
         return ids

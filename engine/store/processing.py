@@ -7,7 +7,8 @@ a message processed at intake goes into the store with them (``MessageRepository
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -21,6 +22,12 @@ from engine.store.schema import deliveries, message_events, messages
 _EVENT_STATUS, _EVENT_DETAIL, _EVENT_DESTINATION = (
     message_events.c[name].type.length for name in ("status", "detail", "destination")
 )
+
+# The columns of a deliveries row processing_rows fills per message; the others are per channel.
+_VARYING = ("message_id", "created_at", "updated_at", "next_attempt_at", "control_id", "payload")
+_CONTROL_ID = deliveries.c.control_id.type.length
+# The constant columns of so many destinations (and events) are kept fitted (a reason may vary).
+_CONSTANTS_KEPT = 1024
 
 INSERT_EVENTS = Rows(
     sa.insert(message_events).values(
@@ -58,31 +65,30 @@ def processing_rows(
     reason: str,
     new_deliveries: Sequence[NewDelivery],
     now: datetime,
-    rows: list[dict],
-    events: list[dict],
+    rows: list[tuple],
+    events: list[tuple],
     cipher: Cipher,
 ) -> None:
     """Append what processing one message writes besides the message: its deliveries rows and events.
 
-    A deliveries row per delivery, its payload sealed with ``cipher``; the events are the
-    message's, then each delivery's. Shared by record_processing and the insert of messages
-    processed at intake (intake_rows), so both leave the same rows.
+    As tuples in DELIVERY_COLUMNS' and EVENT_COLUMNS' order: a deliveries row per delivery, its
+    payload sealed with ``cipher``; the events are the message's, then each delivery's. Shared by
+    record_processing and the insert of messages processed at intake (intake_rows), so both leave
+    the same rows. The columns that are the same for every message of a channel (its destinations,
+    their statuses and reasons) are fitted once (_delivery_constants, _event_constants).
     """
-    events.append(event_row(message_id, now, status, reason))
+    events.append((message_id, now) + _event_constants(status, reason, None))
     for delivery in new_deliveries:
+        control_id = delivery.control_id
+        if control_id is not None:  # None is refused by the database, as a caller's bug
+            control_id = fit_text(control_id, _CONTROL_ID)
         rows.append(
-            delivery_row(
-                message_id,
-                channel,
-                delivery.destination,
-                delivery.status,
-                delivery.control_id,
-                cipher.seal(delivery.payload),
-                delivery.reason,
-                now,
-            )
+            (message_id, now, now, now, control_id, cipher.seal(delivery.payload))
+            + _delivery_constants(channel, delivery.destination, delivery.status, delivery.reason)
         )
-        events.append(event_row(message_id, now, delivery.status, delivery.reason, delivery.destination))
+        events.append(
+            (message_id, now) + _event_constants(delivery.status, delivery.reason, delivery.destination)
+        )
 
 
 def delivery_row(
@@ -119,19 +125,21 @@ def delivery_row(
 
 
 def intake_rows(
-    new_messages: Sequence[NewMessage], message_ids: Iterable[int], now: datetime, cipher: Cipher
-) -> tuple[list[dict], list[dict]]:
+    new_messages: Sequence[NewMessage], now: datetime, cipher: Cipher
+) -> tuple[list[tuple], list[tuple]]:
     """The deliveries and events rows of the messages processed at intake, as record_processing writes.
 
-    A message's validation findings come first among its events, one each, at its stored status.
+    Each row names its message by position among ``new_messages`` (1, 2, ...), which the intake's
+    insert turns into its id (INTAKE_CHILDREN). A message's validation findings come first among
+    its events, one each, at its stored status.
     """
-    rows: list[dict] = []
-    events: list[dict] = []
-    for message, message_id in zip(new_messages, message_ids):
-        events.extend(event_row(message_id, now, message.status, finding) for finding in message.findings)
+    rows: list[tuple] = []
+    events: list[tuple] = []
+    for position, message in enumerate(new_messages, start=1):
+        events.extend((position, now) + _event_constants(message.status, f, None) for f in message.findings)
         if message.deliveries is not None:
             processing_rows(
-                message_id,
+                position,
                 message.channel,
                 message.status,
                 message.error,
@@ -144,19 +152,28 @@ def intake_rows(
     return rows, events
 
 
-# The deliveries of messages processed at intake: their ids are not needed (nothing waits on them).
-_DELIVERY_COLUMNS = tuple(delivery_row(0, "", "", "", "", None, "", utc_now()))
-_INSERT_DELIVERIES = Rows(sa.insert(deliveries).values(binds(deliveries, *_DELIVERY_COLUMNS)))
-# intake_rows' rows as the intake's insert of one statement takes them (PostgreSQL), each naming
-# its message by position.
+# The order of processing_rows' tuples: the columns that vary by message first, then those
+# _delivery_constants and _event_constants give.
+DELIVERY_COLUMNS = _VARYING + tuple(
+    name for name in delivery_row(0, "", "", "", "", None, "", utc_now()) if name not in _VARYING
+)
+EVENT_COLUMNS = ("message_id", "at", "status", "detail", "destination")
+# intake_rows' rows as the intake's insert takes them, each naming its message by position.
 INTAKE_CHILDREN = (
-    Children("d", deliveries, "message_id", tuple(n for n in _DELIVERY_COLUMNS if n != "message_id")),
-    Children("e", message_events, "message_id", ("at", "status", "detail", "destination")),
+    Children("d", deliveries, "message_id", DELIVERY_COLUMNS[1:]),
+    Children("e", message_events, "message_id", EVENT_COLUMNS[1:]),
 )
 
 
-def insert_intake_rows(connection: sa.Connection, rows: list[dict], events: list[dict]) -> None:
-    """Insert intake_rows' deliveries and events inside the connection's transaction."""
-    if rows:
-        _INSERT_DELIVERIES.run(connection, rows)
-    INSERT_EVENTS.run(connection, events)
+@functools.lru_cache(maxsize=_CONSTANTS_KEPT)
+def _delivery_constants(channel: str, destination: str, status: str, reason: str) -> tuple:
+    """A new deliveries row's columns after its varying ones (DELIVERY_COLUMNS), fitted as by delivery_row."""
+    row = delivery_row(0, channel, destination, status, "", None, reason, utc_now())
+    return tuple(row[name] for name in DELIVERY_COLUMNS[len(_VARYING) :])
+
+
+@functools.lru_cache(maxsize=_CONSTANTS_KEPT)
+def _event_constants(status: str, detail: str, destination: str | None) -> tuple:
+    """An event's status, detail and destination, fitted as event_row does."""
+    row = event_row(0, utc_now(), status, detail, destination)
+    return tuple(row[name] for name in EVENT_COLUMNS[2:])

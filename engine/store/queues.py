@@ -31,7 +31,15 @@ from engine.store.attempts import record_attempts_in
 from engine.store.cipher import cipher_of
 from engine.store.driver import Select, fit_text, store_errors
 from engine.store.leases import hold_in
-from engine.store.processing import INSERT_EVENTS, delivery_row, event_row, processing_rows, status_update
+from engine.store.processing import (
+    DELIVERY_COLUMNS,
+    EVENT_COLUMNS,
+    INSERT_EVENTS,
+    delivery_row,
+    event_row,
+    processing_rows,
+    status_update,
+)
 from engine.store.schema import deliveries, messages
 
 log = Logger(namespace="engine.store")
@@ -156,8 +164,8 @@ class QueueRepository:
         if not results:
             return []
         now = self._clock()
-        rows: list[dict] = []
-        events: list[dict] = []
+        rows: list[tuple] = []
+        events: list[tuple] = []
         changes: list[dict] = []
         skipped: list[int] = []
         with store_errors("recording processing results"):
@@ -200,9 +208,13 @@ class QueueRepository:
                     )
                 if changes:
                     _SET_RESULT.run(connection, changes)
-                ids = list(connection.execute(_INSERT_DELIVERIES, rows).scalars()) if rows else []
+                if rows:
+                    named = [dict(zip(DELIVERY_COLUMNS, row)) for row in rows]
+                    ids = list(connection.execute(_INSERT_DELIVERIES, named).scalars())
+                else:
+                    ids = []
                 if events:
-                    INSERT_EVENTS.run(connection, events)
+                    INSERT_EVENTS.run(connection, [dict(zip(EVENT_COLUMNS, event)) for event in events])
         if skipped:
             log.warn(
                 "skipped processing results of messages no longer RECEIVED: {message_ids}",

@@ -11,12 +11,12 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from engine.store.driver.errors import as_sqlalchemy_error
-from engine.store.driver.forms import insert_select, sqlite_runs, unnest_rows, values_list
-from engine.store.driver.rows import values_of
+from engine.store.driver.forms import insert_select, sqlite_insert_many, sqlite_runs, unnest_rows, values_list
 from engine.store.driver.text import fit_text
 
 # PostgreSQL: a group's rows go in one statement up to this many (its values are arrays, so the
@@ -36,7 +36,7 @@ class Children:
     """Rows of ``table`` inserted with the rows of an InsertReturningIds, each naming its row by position.
 
     ``link`` is the column that holds the position, ``columns`` the others; ``alias`` names the
-    rows in the statement.
+    rows in the statement. A row is a tuple: its row's position (1, 2, ...), then ``columns``' values.
     """
 
     alias: str
@@ -89,13 +89,13 @@ class InsertReturningIds:
             for i, name in enumerate(columns)
             if isinstance(table.c[name].type, sa.String)
         )
+        self._children = tuple(_ChildRows(child, dialect) for child in children)
         if not self.sqlite:
             # The rows come as one array per column; ids are handed out in the order the rows come (ORDER BY).
             self._alone_sql = (
                 f"{insert_select(table, inserted, dialect)} FROM {unnest_rows(table, inserted, dialect)}"
                 " ORDER BY v.i RETURNING id"
             )
-            self._children = tuple(_ChildRows(child, dialect) for child in children)
             # Each row names its parent by position (k), which the statement joins to the new ids.
             self._processed_sql = (
                 f"WITH m AS ({self._alone_sql}), {_POSITIONS}, "
@@ -123,30 +123,42 @@ class InsertReturningIds:
             row.append(row[source])
         return row
 
-    def run(self, connection: sa.Connection, rows: list[list]) -> list[int]:
-        """Insert the rows inside the connection's transaction; their ids, in order."""
+    def run(
+        self, connection: sa.Connection, rows: list[list], children: Sequence[list[tuple]] = ()
+    ) -> list[int]:
+        """Insert the rows, then ``children`` (as for run_alone), inside the connection's transaction.
+
+        The rows' ids, in order.
+        """
         cursor = connection.connection.driver_connection.cursor()
         try:
             if self.sqlite:
-                return self._run_sqlite(cursor, rows)
-            cursor.executemany(self.sql, rows, returning=True)
-            ids = []
-            while True:
-                ids.append(cursor.fetchone()[0])
-                if not cursor.nextset():
-                    return ids
+                ids = self._run_sqlite(cursor, rows)
+            else:
+                cursor.executemany(self.sql, rows, returning=True)
+                ids = [cursor.fetchone()[0]]
+                while cursor.nextset():
+                    ids.append(cursor.fetchone()[0])
         except self._dbapi_error as error:
             raise as_sqlalchemy_error(error, self.sql, self._dialect) from error
         finally:
             cursor.close()
+        self._insert_children(connection.connection.driver_connection, ids, children)
+        return ids
+
+    def _insert_children(self, driver, ids: list[int], children: Sequence[list[tuple]]) -> None:
+        """Insert the rows of each Children after their rows (``ids``), in the driver's transaction."""
+        for child, child_rows in zip(self._children, children):
+            if child_rows:
+                child.insert_after(driver, child_rows, ids)
 
     def run_committed(
-        self, connection: sa.Connection, rows: list[list], then: Callable[[list[int]], None] | None = None
+        self, connection: sa.Connection, rows: list[list], children: Sequence[list[tuple]] = ()
     ) -> list[int]:
         """SQLite: insert the rows and commit them, on the driver; their ids, in order.
 
-        ``then``, given the ids, writes more in the same transaction before the commit (on the
-        driver too: the rows of other tables that name the new rows).
+        ``children`` are the rows of each Children given, as for run_alone, inserted after the
+        rows in the same transaction, each naming its row's id.
         The connection must be in no transaction. The driver's own transaction (begun by the
         INSERT, ended by its commit) is SQLite's, as through SQLAlchemy, whose transaction
         around it cost as much as a third of the insert a message at one message a commit
@@ -157,8 +169,7 @@ class InsertReturningIds:
         try:
             ids = self._run_sqlite(cursor, rows)
             cursor.close()
-            if then is not None:
-                then(ids)
+            self._insert_children(driver, ids, children)
             driver.commit()
             return ids
         except BaseException as error:
@@ -188,12 +199,12 @@ class InsertReturningIds:
         return ids
 
     def run_alone(
-        self, connection: sa.Connection, rows: list[list], children: Sequence[list[dict]] = ()
+        self, connection: sa.Connection, rows: list[list], children: Sequence[list[tuple]] = ()
     ) -> list[int]:
         """PostgreSQL: insert the rows in one statement that commits by itself; their ids, in order.
 
-        ``children`` are the rows of each Children given (dicts by column name, the link the
-        position of their row among ``rows``: 1, 2, ...), inserted in the same statement
+        ``children`` are the rows of each Children given (tuples: the position of their row
+        among ``rows``, 1, 2, ..., then the child's columns), inserted in the same statement
         (data-modifying CTEs), atomic as well.
 
         The connection must be in no transaction. BEGIN, a pipelined executemany and COMMIT cost
@@ -253,57 +264,84 @@ class InsertReturningIds:
 
 
 class _ChildRows:
-    """PostgreSQL: rows of a Children inserted in the statement of their rows, joined by position (``n.k``).
+    """The rows of a Children as the driver takes them: tuples (their row's position, then the columns).
 
-    The rows come as arrays, one per column, beside the position of each row's parent.
+    Processed column by column: a column of one value (a group's timestamp, the position of a
+    group's one message) goes through its bind processor once. SQLite inserts them after their
+    rows, the positions turned into the rows' ids (``insert_after``); PostgreSQL in the statement
+    of their rows, joined by position (``n.k``), or after them in a transaction.
     """
 
     def __init__(self, child: Children, dialect: sa.Dialect):
         table, names = child.table, child.columns
         self.alias = child.alias
-        self._link = child.link
-        self._width = len(names)
-        self._table, self._names, self._dialect = table, names, dialect
-        self._values_of = values_of(
-            tuple(
-                (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect), None)
-                for name in names
-            )
+        self.width = 1 + len(names)  # the parameters a row takes
+        self._processors = tuple(
+            (index, processor)
+            for index, name in enumerate(names, start=1)
+            if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
         )
+        self._table, self._names, self._dialect = table, names, dialect
+        self._dbapi_error = dialect.dbapi.Error
+        inserted = (child.link, *names)
+        if dialect.name == "sqlite":
+            self._after = (
+                f"INSERT INTO {table.name} ({', '.join(inserted)}) VALUES ({', '.join('?' * self.width)})"
+            )
+            self._many: dict[int, str] = {}
+            return
+        after = f"{insert_select(table, inserted, dialect)} FROM {unnest_rows(table, inserted, dialect)}"
+        self._after = f"{after} ORDER BY v.i"
         # Ids are handed out in the order the rows come: the order given (a queue's order is its ids').
-        self._insert = insert_select(table, (child.link, *names), dialect, ("n.id",))
+        self._insert = insert_select(table, inserted, dialect, ("n.id",))
         self._sql = (
             f"{self._insert} FROM {unnest_rows(table, names, dialect, positions=True)}"
             " JOIN n USING (k) ORDER BY v.i"
         )
 
-    def arrays(self, rows: Sequence[dict]) -> list[list]:
-        """The parameters of ``insert_select`` for these rows: one list per column, processed for the driver.
+    def columns(self, rows: Sequence[tuple], ids: list[int] | None = None) -> list[tuple]:
+        """The rows' values column by column, processed for the driver; with ``ids``, positions as ids."""
+        if not rows:
+            return [()] * self.width
+        columns = list(zip(*rows))
+        if ids is not None:
+            columns[0] = _each(columns[0], lambda position: ids[position - 1])
+        for index, processor in self._processors:
+            columns[index] = _each(columns[index], processor)
+        return columns
 
-        The rows are dicts by column name, the link their parent's position.
-        """
-        times: dict = {}
-        columns = list(zip(*(self._values_of(row, times) for row in rows))) or [()] * self._width
-        return [[row[self._link] for row in rows], *map(list, columns)]
+    def insert_after(self, driver, rows: Sequence[tuple], ids: list[int]) -> None:
+        """Insert the rows in the driver connection's transaction, after their rows (of ``ids``)."""
+        columns = self.columns(rows, ids)
+        cursor = driver.cursor()
+        sql = self._after
+        try:
+            if self._dialect.name != "sqlite":
+                cursor.execute(sql, [list(column) for column in columns])
+                return
+            # A few multi-row INSERTs, each kept prepared: one step per row cost more.
+            values = list(zip(*columns))
+            for start, count in sqlite_runs(len(values)):
+                sql = self._many.get(count) or self._many.setdefault(
+                    count, sqlite_insert_many(self._after, count)
+                )
+                cursor.execute(sql, tuple(itertools.chain.from_iterable(values[start : start + count])))
+        except self._dbapi_error as error:
+            raise as_sqlalchemy_error(error, sql, self._dialect) from error
+        finally:
+            cursor.close()
+
+    def arrays(self, rows: Sequence[tuple]) -> list[list]:
+        """The parameters of ``insert_select`` for these rows: one list per column (positions first)."""
+        return [list(column) for column in self.columns(rows)]
 
     def insert_select(self) -> str:
         """The INSERT of the rows, each joined to its parent (``n``, by position ``k``)."""
         return self._sql
 
-    @property
-    def width(self) -> int:
-        """Parameters a row takes in ``listed``: its parent's position, then its values."""
-        return 1 + self._width
-
-    def listed(self, rows: Sequence[dict]) -> list:
+    def listed(self, rows: Sequence[tuple]) -> list:
         """The parameters of ``insert_listed`` for these rows: each one's parent position and values."""
-        times: dict = {}
-        parameters: list = []
-        link = self._link
-        for row in rows:
-            parameters.append(row[link])
-            parameters += self._values_of(row, times)
-        return parameters
+        return list(itertools.chain.from_iterable(zip(*self.columns(rows))))
 
     def insert_listed(self, count: int, numbers: Iterator[int]) -> str:
         """The INSERT of ``count`` rows given as scalar parameters, each joined to its parent.
@@ -312,6 +350,14 @@ class _ChildRows:
         """
         rows = values_list(self._table, self._names, self._dialect, count, numbers, positions=True)
         return f"{self._insert} FROM {rows} JOIN n USING (k) ORDER BY v.i"
+
+
+def _each(column: tuple, function: Callable[[Any], Any]) -> tuple:
+    """``function`` of each value of ``column`` but None; of the first alone when all are equal to it."""
+    first = column[0]
+    if column.count(first) == len(column):
+        return column if first is None else (function(first),) * len(column)
+    return tuple(None if value is None else function(value) for value in column)
 
 
 class _ValuesStatements:
@@ -334,7 +380,7 @@ class _ValuesStatements:
         self._children = children
         self._texts: dict[tuple[int, ...], str] = {}
 
-    def statement(self, rows: list[list], children: Sequence[list[dict]]) -> tuple[str, list] | None:
+    def statement(self, rows: list[list], children: Sequence[list[tuple]]) -> tuple[str, list] | None:
         """(text, parameters) of the rows with the rows of each child; None when too many parameters."""
         count = len(rows) * len(self._columns) + sum(
             len(child_rows) * child.width for child, child_rows in zip(self._children, children)
