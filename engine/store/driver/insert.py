@@ -11,6 +11,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -139,18 +140,22 @@ class InsertReturningIds:
                 ids = [cursor.fetchone()[0]]
                 while cursor.nextset():
                     ids.append(cursor.fetchone()[0])
+            self._insert_children(cursor, ids, children)
         except self._dbapi_error as error:
             raise as_sqlalchemy_error(error, self.sql, self._dialect) from error
         finally:
             cursor.close()
-        self._insert_children(connection.connection.driver_connection, ids, children)
         return ids
 
-    def _insert_children(self, driver, ids: list[int], children: Sequence[list[tuple]]) -> None:
-        """Insert the rows of each Children after their rows (``ids``), in the driver's transaction."""
+    def _insert_children(self, cursor, ids: list[int], children: Sequence[list[tuple]]) -> None:
+        """Insert the rows of each Children after their rows (``ids``) on ``cursor``, in its transaction.
+
+        A timestamp the children share (the group's) is processed once.
+        """
+        times: dict[datetime, Any] = {}
         for child, child_rows in zip(self._children, children):
             if child_rows:
-                child.insert_after(driver, child_rows, ids)
+                child.insert_after(cursor, child_rows, ids, times)
 
     def run_committed(
         self, connection: sa.Connection, rows: list[list], children: Sequence[list[tuple]] = ()
@@ -168,8 +173,8 @@ class InsertReturningIds:
         cursor = driver.cursor()
         try:
             ids = self._run_sqlite(cursor, rows)
+            self._insert_children(cursor, ids, children)
             cursor.close()
-            self._insert_children(driver, ids, children)
             driver.commit()
             return ids
         except BaseException as error:
@@ -226,8 +231,9 @@ class InsertReturningIds:
         sql, parameters = self._alone_sql, [list(column) for column in zip(*rows)]
         if any(children):
             sql = self._processed_sql
+            times: dict[datetime, Any] = {}
             for child, child_rows in zip(self._children, children):
-                parameters += child.arrays(child_rows)
+                parameters += child.arrays(child_rows, times)
         driver.autocommit = True
         try:
             # Through SQLAlchemy, so its events see the statement and the (logical) commit; the
@@ -299,21 +305,23 @@ class _ChildRows:
             " JOIN n USING (k) ORDER BY v.i"
         )
 
-    def columns(self, rows: Sequence[tuple], ids: list[int] | None = None) -> list[tuple]:
-        """The rows' values column by column, processed for the driver; with ``ids``, positions as ids."""
+    def columns(self, rows: Sequence[tuple], ids: list[int] | None, times: dict) -> list[tuple]:
+        """The rows' values column by column, processed for the driver; with ``ids``, positions as ids.
+
+        ``times`` keeps each timestamp's processed value (for the call: its children share theirs).
+        """
         if not rows:
             return [()] * self.width
         columns = list(zip(*rows))
         if ids is not None:
-            columns[0] = _each(columns[0], lambda position: ids[position - 1])
+            columns[0] = _each(columns[0], lambda position: ids[position - 1], None)
         for index, processor in self._processors:
-            columns[index] = _each(columns[index], processor)
+            columns[index] = _each(columns[index], processor, times)
         return columns
 
-    def insert_after(self, driver, rows: Sequence[tuple], ids: list[int]) -> None:
-        """Insert the rows in the driver connection's transaction, after their rows (of ``ids``)."""
-        columns = self.columns(rows, ids)
-        cursor = driver.cursor()
+    def insert_after(self, cursor, rows: Sequence[tuple], ids: list[int], times: dict) -> None:
+        """Insert the rows on the driver's ``cursor``, in its transaction, after their rows (of ``ids``)."""
+        columns = self.columns(rows, ids, times)
         sql = self._after
         try:
             if self._dialect.name != "sqlite":
@@ -328,20 +336,18 @@ class _ChildRows:
                 cursor.execute(sql, tuple(itertools.chain.from_iterable(values[start : start + count])))
         except self._dbapi_error as error:
             raise as_sqlalchemy_error(error, sql, self._dialect) from error
-        finally:
-            cursor.close()
 
-    def arrays(self, rows: Sequence[tuple]) -> list[list]:
+    def arrays(self, rows: Sequence[tuple], times: dict) -> list[list]:
         """The parameters of ``insert_select`` for these rows: one list per column (positions first)."""
-        return [list(column) for column in self.columns(rows)]
+        return [list(column) for column in self.columns(rows, None, times)]
 
     def insert_select(self) -> str:
         """The INSERT of the rows, each joined to its parent (``n``, by position ``k``)."""
         return self._sql
 
-    def listed(self, rows: Sequence[tuple]) -> list:
+    def listed(self, rows: Sequence[tuple], times: dict) -> list:
         """The parameters of ``insert_listed`` for these rows: each one's parent position and values."""
-        return list(itertools.chain.from_iterable(zip(*self.columns(rows))))
+        return list(itertools.chain.from_iterable(zip(*self.columns(rows, None, times))))
 
     def insert_listed(self, count: int, numbers: Iterator[int]) -> str:
         """The INSERT of ``count`` rows given as scalar parameters, each joined to its parent.
@@ -352,12 +358,22 @@ class _ChildRows:
         return f"{self._insert} FROM {rows} JOIN n USING (k) ORDER BY v.i"
 
 
-def _each(column: tuple, function: Callable[[Any], Any]) -> tuple:
-    """``function`` of each value of ``column`` but None; of the first alone when all are equal to it."""
+def _each(column: tuple, function: Callable[[Any], Any], times: dict | None) -> tuple:
+    """``function`` of each value of ``column`` but None; of the first alone when all are equal to it.
+
+    ``times`` (unless None) keeps the result of a timestamp, for the columns after.
+    """
     first = column[0]
-    if column.count(first) == len(column):
-        return column if first is None else (function(first),) * len(column)
-    return tuple(None if value is None else function(value) for value in column)
+    if column.count(first) != len(column):
+        return tuple(None if value is None else function(value) for value in column)
+    if first is None:
+        return column
+    if times is None or not isinstance(first, datetime):
+        return (function(first),) * len(column)
+    processed = times.get(first)
+    if processed is None:
+        processed = times[first] = function(first)
+    return (processed,) * len(column)
 
 
 class _ValuesStatements:
@@ -388,8 +404,9 @@ class _ValuesStatements:
         if count > VALUES_MAX_PARAMETERS:
             return None
         parameters = [value for row in rows for value in row]
+        times: dict[datetime, Any] = {}
         for child, child_rows in zip(self._children, children):
-            parameters += child.listed(child_rows)
+            parameters += child.listed(child_rows, times)
         shape = (len(rows), *map(len, children))
         text = self._texts.get(shape)
         if text is None:
