@@ -80,7 +80,7 @@ def processing_rows(
     events.append((message_id, now) + _event_constants(status, reason, None))
     for delivery in new_deliveries:
         control_id = delivery.control_id
-        if control_id is not None:  # None is refused by the database, as a caller's bug
+        if isinstance(control_id, str):  # as fit_row: anything else goes as given (None is refused)
             control_id = fit_text(control_id, _CONTROL_ID)
         rows.append(
             (message_id, now, now, now, control_id, cipher.seal(delivery.payload))
