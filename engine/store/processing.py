@@ -136,7 +136,8 @@ def intake_rows(
     rows: list[tuple] = []
     events: list[tuple] = []
     for position, message in enumerate(new_messages, start=1):
-        events.extend((position, now) + _event_constants(message.status, f, None) for f in message.findings)
+        if message.findings:
+            events += [(position, now) + _event_constants(message.status, f, None) for f in message.findings]
         if message.deliveries is not None:
             processing_rows(
                 position,

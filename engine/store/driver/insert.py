@@ -328,12 +328,12 @@ class _ChildRows:
                 cursor.execute(sql, [list(column) for column in columns])
                 return
             # A few multi-row INSERTs, each kept prepared: one step per row cost more.
-            values = list(zip(*columns))
-            for start, count in sqlite_runs(len(values)):
+            values = list(itertools.chain.from_iterable(zip(*columns)))
+            for start, count in sqlite_runs(len(rows)):
                 sql = self._many.get(count) or self._many.setdefault(
                     count, sqlite_insert_many(self._after, count)
                 )
-                cursor.execute(sql, tuple(itertools.chain.from_iterable(values[start : start + count])))
+                cursor.execute(sql, values[start * self.width : (start + count) * self.width])
         except self._dbapi_error as error:
             raise as_sqlalchemy_error(error, sql, self._dialect) from error
 
