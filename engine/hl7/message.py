@@ -30,6 +30,7 @@ __all__ = [
     "escape",
     "escape_breaks",
     "parse_path",
+    "parsed_text",
     "split_segments",
     "unescape",
 ]
@@ -379,10 +380,7 @@ class Message:
         Blank lines are dropped; nothing else (not even leading whitespace) is skipped, so that
         ``to_text`` gives back ``'\\r'.join(split_segments(text))``.
         """
-        lines = split_segments(text)
-        if not lines or not lines[0].startswith("MSH") or len(lines[0]) < 4:
-            raise HL7Error("no MSH segment at the start of the message", code=100, location=("MSH",))
-        return cls(Delimiters.from_header_segment(lines[0]), lines)
+        return cls(*_read_segments(text))
 
     def __len__(self) -> int:
         return len(self._segments)
@@ -490,3 +488,18 @@ class Message:
     def to_text(self, segment_separator: str = "\r") -> str:
         """Return the message text; the parsed input (CR-separated) when nothing was set."""
         return segment_separator.join(segment.raw for segment in self._segments)
+
+
+def parsed_text(text: str) -> str:
+    """``Message.parse(text).to_text()`` without building the message; HL7Error as ``parse``.
+
+    For what only passes a message on: its segments, CR-separated, once its MSH is known to be readable.
+    """
+    return "\r".join(_read_segments(text)[1])
+
+
+def _read_segments(text: str) -> tuple[Delimiters, list[str]]:
+    lines = split_segments(text)
+    if not lines or not lines[0].startswith("MSH") or len(lines[0]) < 4:
+        raise HL7Error("no MSH segment at the start of the message", code=100, location=("MSH",))
+    return Delimiters.from_header_segment(lines[0]), lines
