@@ -495,6 +495,14 @@ def parsed_text(text: str) -> str:
 
     For what only passes a message on: its segments, CR-separated, once its MSH is known to be readable.
     """
+    if text[:3] == "MSH" and "\n" not in text and "\r\r" not in text:
+        # Already one CR between segments (as senders write them): at most a trailing CR to drop.
+        body = text[:-1] if text[-1] == "\r" else text
+        end = body.find("\r")
+        first = body if end < 0 else body[:end]
+        if len(first) >= 4:
+            Delimiters.from_header_segment(first)
+            return body
     return "\r".join(_read_segments(text)[1])
 
 
