@@ -219,6 +219,8 @@ def escape(value: str, delims: Delimiters) -> str:
     end a segment or an MLLP block. Raises ValueError when the delimiters have no escape character and
     ``value`` needs one.
     """
+    if value.isalnum():  # no delimiter, escape character or break is alphanumeric (e.g. a control id)
+        return value
     if delims.escape is None:
         specials = {delims.field, delims.component, delims.repetition, delims.subcomponent, *_BREAKS}
         if any(char in value for char in specials if char):
