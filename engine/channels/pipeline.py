@@ -77,8 +77,11 @@ class Pipeline:
             for d in self.destinations
         )
         status = roll_up(d.status for d in deliveries)
-        reason = "; ".join(
-            f"{d.destination}: {d.reason}" for d in deliveries if d.reason and status != Status.QUEUED
+        # Queued, the message has no reason to give yet (the common case: nothing to join).
+        reason = (
+            ""
+            if status == Status.QUEUED
+            else "; ".join(f"{d.destination}: {d.reason}" for d in deliveries if d.reason)
         )
         return ProcessingResult(
             message_id, status, reason=reason, transformed=transformed, deliveries=deliveries
