@@ -139,9 +139,13 @@ _DELIVERY_STATUSES = frozenset({Status.QUEUED, Status.FILTERED, Status.ERROR})
 _RESULT_STATUSES = frozenset({Status.FILTERED, Status.ERROR, Status.QUEUED, Status.TRANSFORMED})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewDelivery:
-    """What a channel made of a message for one destination: QUEUED with its bytes, FILTERED or ERROR."""
+    """What a channel made of a message for one destination: QUEUED with its bytes, FILTERED or ERROR.
+
+    Read-only by convention, like ``NewMessage``: a message processed at intake makes one for each
+    destination, and a frozen dataclass's __init__ costs twice as much.
+    """
 
     destination: str
     status: str  # Status.QUEUED, FILTERED or ERROR
@@ -161,9 +165,12 @@ class NewDelivery:
             )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProcessingResult:
-    """What a channel made of one RECEIVED message: its new status and one delivery per destination."""
+    """What a channel made of one RECEIVED message: its new status and one delivery per destination.
+
+    Read-only by convention (not frozen, for the same reason as ``NewDelivery``).
+    """
 
     message_id: int
     status: str  # FILTERED, ERROR, QUEUED (some delivery is QUEUED) or TRANSFORMED (no destinations)
@@ -172,7 +179,7 @@ class ProcessingResult:
     deliveries: tuple[NewDelivery, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "deliveries", tuple(self.deliveries))
+        self.deliveries = tuple(self.deliveries)
         if self.status not in _RESULT_STATUSES:
             raise ValueError(
                 f"a processing result is FILTERED, ERROR, QUEUED or TRANSFORMED, not {self.status!r}"

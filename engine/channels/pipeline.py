@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from engine.errors import HL7Error, TransformError
 from engine.hl7.charset import decode, encode
-from engine.hl7.message import Message
+from engine.hl7.message import Message, parsed_text
 from engine.model import NewDelivery, ProcessingResult, ReceivedMessage, Status, roll_up
 from engine.transforms.stages import Filter, Transform
 
@@ -44,6 +44,7 @@ class Pipeline:
         self.transforms = tuple(transforms)
         self.destinations = tuple(destinations)
         self.default_charset = default_charset
+        self._unchanged = any(not (d.filters or d.transforms) for d in self.destinations)
 
     def process(self, row: ReceivedMessage) -> ProcessingResult:
         """The result for a stored RECEIVED message (its bytes decoded by their MSH-18)."""
@@ -53,21 +54,34 @@ class Pipeline:
     def process_text(self, message_id: int, text: str, codec: str, control_id: str) -> ProcessingResult:
         """The result for a decoded message; deliveries are encoded back with ``codec``."""
         try:
-            message = Message.parse(text)
-            for stage in self.filters:
-                reason = stage.check(message)
-                if reason is not None:
-                    return ProcessingResult(message_id, Status.FILTERED, reason=reason)
-            for stage in self.transforms:
-                message = stage.apply(message)
+            if self.filters or self.transforms:
+                message = Message.parse(text)
+                for stage in self.filters:
+                    reason = stage.check(message)
+                    if reason is not None:
+                        return ProcessingResult(message_id, Status.FILTERED, reason=reason)
+                for stage in self.transforms:
+                    message = stage.apply(message)
+                text = message.to_text()
+            else:  # nothing reads or changes it here: no need to build the message
+                text = parsed_text(text)
         except (TransformError, HL7Error) as error:
             return ProcessingResult(message_id, Status.ERROR, reason=str(error))
-        text = message.to_text()
         transformed = encode(text, codec) if self.transforms else None
-        deliveries = tuple(self._delivery(d, text, codec, control_id) for d in self.destinations)
+        # What every destination without stages of its own sends: encoded once for them all.
+        unchanged = encode(text + "\r", codec) if self._unchanged else None
+        deliveries = tuple(
+            self._delivery(d, text, codec, control_id)
+            if d.filters or d.transforms
+            else NewDelivery(d.name, Status.QUEUED, control_id, unchanged)
+            for d in self.destinations
+        )
         status = roll_up(d.status for d in deliveries)
-        reason = "; ".join(
-            f"{d.destination}: {d.reason}" for d in deliveries if d.reason and status != Status.QUEUED
+        # Queued, the message has no reason to give yet (the common case: nothing to join).
+        reason = (
+            ""
+            if status == Status.QUEUED
+            else "; ".join(f"{d.destination}: {d.reason}" for d in deliveries if d.reason)
         )
         return ProcessingResult(
             message_id, status, reason=reason, transformed=transformed, deliveries=deliveries
@@ -75,7 +89,7 @@ class Pipeline:
 
     def _delivery(self, stages: DestinationStages, text: str, codec: str, control_id: str) -> NewDelivery:
         # Each destination transforms its own copy: what one changes, the next does not see.
-        message = Message.parse(text) if stages.transforms or stages.filters else None
+        message = Message.parse(text)
         try:
             for stage in stages.filters:
                 reason = stage.check(message)
@@ -85,6 +99,6 @@ class Pipeline:
                 message = stage.apply(message)
         except (TransformError, HL7Error) as error:
             return NewDelivery(stages.name, Status.ERROR, control_id, None, str(error))
-        out = message.to_text() if message is not None else text
-        control_id = message.get("MSH-10") if message is not None else control_id
-        return NewDelivery(stages.name, Status.QUEUED, control_id, encode(out + "\r", codec))
+        return NewDelivery(
+            stages.name, Status.QUEUED, message.get("MSH-10"), encode(message.to_text() + "\r", codec)
+        )

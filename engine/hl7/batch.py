@@ -36,11 +36,13 @@ def looks_like_batch(text: str) -> bool:
     A trailing FTS alone does not make a batch: senders leave stray FTS lines after one message.
     """
     stripped = text.lstrip()
-    if stripped.startswith(("FHS", "BHS")) or "\rBTS" in text or "\nBTS" in text:
+    # Each search is a scan of the whole text: those for a line feed only when there is one.
+    line_feeds = "\n" in text
+    if stripped.startswith(("FHS", "BHS")) or "\rBTS" in text or (line_feeds and "\nBTS" in text):
         return True
     offset = len(text) - len(stripped)
     found = 1 if stripped.startswith("MSH") else 0
-    for marker in ("\rMSH", "\nMSH"):
+    for marker in ("\rMSH", "\nMSH") if line_feeds else ("\rMSH",):
         position = text.find(marker, offset)
         while position >= 0:
             found += 1

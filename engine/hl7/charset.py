@@ -63,9 +63,13 @@ _WIDE_CODECS = frozenset({"utf-16", "utf-32"})
 _ASCII_SPACE = frozenset(b" \t\r\n\x0b\x0c")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decoded:
-    """A decoded frame: ``bom + encode(text, codec)`` is the original bytes."""
+    """A decoded frame: ``bom + encode(text, codec)`` is the original bytes.
+
+    Read-only by convention: one is made for every frame, and a frozen dataclass's __init__ costs
+    twice as much.
+    """
 
     text: str
     charset: str

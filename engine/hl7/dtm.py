@@ -118,10 +118,23 @@ def format_dtm(moment: HL7DateTime) -> str:
 
 def hl7_timestamp(moment: datetime) -> str:
     """``moment`` to the second with its UTC offset, e.g. 20261127044400+0000 (no offset when naive)."""
-    # Every ACK carries one and the text only changes once a second: a cache lookup instead of formatting.
-    return _to_the_second(moment.replace(microsecond=0))
+    # Every ACK carries one and the text only changes once a second: a cache lookup instead of formatting,
+    # keyed by the fields (hashing an aware datetime, or making one without its microseconds, costs more).
+    return _to_the_second(
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.tzinfo,
+        moment.fold,
+    )
 
 
 @lru_cache(maxsize=4)
-def _to_the_second(moment: datetime) -> str:
+def _to_the_second(
+    year: int, month: int, day: int, hour: int, minute: int, second: int, zone: tzinfo | None, fold: int
+) -> str:
+    moment = datetime(year, month, day, hour, minute, second, tzinfo=zone, fold=fold)
     return format_dtm(HL7DateTime(moment, 14, 0, True))

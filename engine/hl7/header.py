@@ -160,7 +160,12 @@ def patient_id(text: str, delimiters: Delimiters) -> str:
     if start < 0:
         return ""
     start += len(marker) + 1
-    end = min((i for i in (text.find("\r", start), text.find("\n", start)) if i >= 0), default=len(text))
+    end = text.find("\r", start)
+    if end < 0:
+        end = len(text)
+    line_feed = text.find("\n", start, end)
+    if line_feed >= 0:
+        end = line_feed
     fields = text[start:end].split(delimiters.field, 3)
     for value in (fields[2] if len(fields) > 2 else "", fields[1] if len(fields) > 1 else ""):
         value = value.split(delimiters.repetition, 1)[0].split(delimiters.component, 1)[0]

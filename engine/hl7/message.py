@@ -30,6 +30,7 @@ __all__ = [
     "escape",
     "escape_breaks",
     "parse_path",
+    "parsed_text",
     "split_segments",
     "unescape",
 ]
@@ -218,6 +219,8 @@ def escape(value: str, delims: Delimiters) -> str:
     end a segment or an MLLP block. Raises ValueError when the delimiters have no escape character and
     ``value`` needs one.
     """
+    if value.isalnum():  # no delimiter, escape character or break is alphanumeric (e.g. a control id)
+        return value
     if delims.escape is None:
         specials = {delims.field, delims.component, delims.repetition, delims.subcomponent, *_BREAKS}
         if any(char in value for char in specials if char):
@@ -379,10 +382,7 @@ class Message:
         Blank lines are dropped; nothing else (not even leading whitespace) is skipped, so that
         ``to_text`` gives back ``'\\r'.join(split_segments(text))``.
         """
-        lines = split_segments(text)
-        if not lines or not lines[0].startswith("MSH") or len(lines[0]) < 4:
-            raise HL7Error("no MSH segment at the start of the message", code=100, location=("MSH",))
-        return cls(Delimiters.from_header_segment(lines[0]), lines)
+        return cls(*_read_segments(text))
 
     def __len__(self) -> int:
         return len(self._segments)
@@ -490,3 +490,26 @@ class Message:
     def to_text(self, segment_separator: str = "\r") -> str:
         """Return the message text; the parsed input (CR-separated) when nothing was set."""
         return segment_separator.join(segment.raw for segment in self._segments)
+
+
+def parsed_text(text: str) -> str:
+    """``Message.parse(text).to_text()`` without building the message; HL7Error as ``parse``.
+
+    For what only passes a message on: its segments, CR-separated, once its MSH is known to be readable.
+    """
+    if text[:3] == "MSH" and "\n" not in text and "\r\r" not in text:
+        # Already one CR between segments (as senders write them): at most a trailing CR to drop.
+        body = text[:-1] if text[-1] == "\r" else text
+        end = body.find("\r")
+        first = body if end < 0 else body[:end]
+        if len(first) >= 4:
+            Delimiters.from_header_segment(first)
+            return body
+    return "\r".join(_read_segments(text)[1])
+
+
+def _read_segments(text: str) -> tuple[Delimiters, list[str]]:
+    lines = split_segments(text)
+    if not lines or not lines[0].startswith("MSH") or len(lines[0]) < 4:
+        raise HL7Error("no MSH segment at the start of the message", code=100, location=("MSH",))
+    return Delimiters.from_header_segment(lines[0]), lines

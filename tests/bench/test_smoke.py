@@ -80,6 +80,13 @@ def test_intake_cpu_has_every_message_acknowledged_and_prints_the_cpu_a_message(
     assert " us CPU a message, " in done.stdout
 
 
+def test_pipeline_cpu_processes_every_message_at_intake_for_its_three_destinations():
+    """bench/pipeline_cpu.py takes each message through the intake to a row QUEUED with three deliveries."""
+    done = run_script("pipeline_cpu.py", "--messages", "40")
+    expected = "40 of 40 rows processed at intake, each with 3 deliveries\n"
+    assert done.stdout == expected, done.stdout + done.stderr
+
+
 def run_script(name: str, *arguments: str) -> subprocess.CompletedProcess:
     """Run bench/``name`` with ``arguments``, its output captured; raises when it fails or takes 2 minutes."""
     return subprocess.run(

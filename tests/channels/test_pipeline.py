@@ -102,6 +102,23 @@ def test_a_destination_filter_or_error_settles_only_that_delivery():
     )
 
 
+def test_destinations_without_stages_send_the_segments_cr_separated_or_the_message_is_in_error():
+    """Without stages a message is still read: blank lines and LF go, one not starting with MSH is ERROR."""
+    pipeline = Pipeline(destinations=[DestinationStages("lab"), DestinationStages("archive")])
+    result = pipeline.process_text(7, ADT.replace("\r", "\n\n"), "utf-8", "C0001")
+    assert result == ProcessingResult(
+        7,
+        Status.QUEUED,
+        deliveries=(
+            NewDelivery("lab", Status.QUEUED, "C0001", ADT.encode()),
+            NewDelivery("archive", Status.QUEUED, "C0001", ADT.encode()),
+        ),
+    )
+    assert pipeline.process_text(8, " " + ADT, "utf-8", "C0001") == ProcessingResult(
+        8, Status.ERROR, reason="no MSH segment at the start of the message"
+    )
+
+
 def test_a_stored_message_is_decoded_by_its_charset_and_encoded_back():
     """process() decodes the stored bytes by MSH-18 and the deliveries carry the same encoding."""
     text = ADT.replace("|2.5.1\r", "|2.5.1|||||8859/1\r").replace("DOE^JOHN", "MÜLLER^JÖRG")

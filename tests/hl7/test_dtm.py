@@ -150,6 +150,14 @@ def test_the_ack_timestamp_is_to_the_second_with_its_offset():
     assert hl7_timestamp(datetime(2026, 1, 2, 3, 4, 5)) == "20260102030405"
 
 
+def test_the_ack_timestamp_of_a_repeated_hour_follows_its_fold():
+    """The same wall-clock second twice as the clocks go back: each with its own offset, cached or not."""
+    berlin = ZoneInfo("Europe/Berlin")
+    for _ in range(2):
+        assert hl7_timestamp(datetime(2026, 10, 25, 2, 30, 0, tzinfo=berlin)) == "20261025023000+0200"
+        assert hl7_timestamp(datetime(2026, 10, 25, 2, 30, 0, fold=1, tzinfo=berlin)) == "20261025023000+0100"
+
+
 # --- against the readings as they were before engine.hl7.dtm --------------------------------------
 #
 # The three implementations this module replaced, kept verbatim as the reference: every reading

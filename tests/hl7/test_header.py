@@ -465,6 +465,7 @@ def test_corpus_doubled_backslash_headers_are_accepted(file):
         ("EVN|A01", ""),
         ("PID", ""),
         ("PIDX|1||NOPE", ""),
+        ("PID|1||EARLY\nZPD|1\rZPE|2", "EARLY"),  # a line feed ends the segment before the next CR
     ],
 )
 def test_patient_id_is_the_first_identifier_of_the_first_pid(segments, expected):

@@ -13,6 +13,7 @@ from engine.hl7.message import (
     Message,
     escape,
     parse_path,
+    parsed_text,
     split_segments,
     unescape,
 )
@@ -626,6 +627,19 @@ def test_to_text_round_trips(text):
     except HL7Error:
         assume(False)
     assert message.to_text() == "\r".join(split_segments(text))
+
+
+@given(st.one_of(st.text(max_size=200), HL7ISH, MSH_STARTED))
+def test_parsed_text_is_the_text_of_the_parsed_message_or_its_error(text):
+    """parsed_text(t) == Message.parse(t).to_text(), and raises the same HL7Error when parse does."""
+    try:
+        expected = Message.parse(text).to_text()
+    except HL7Error as error:
+        with pytest.raises(HL7Error) as raised:
+            parsed_text(text)
+        assert (raised.value.code, str(raised.value)) == (error.code, str(error))
+        return
+    assert parsed_text(text) == expected
 
 
 @given(MSH_STARTED, PATHS, st.text(max_size=20))
