@@ -96,11 +96,12 @@ class AdtApplication(Application):
         if admitted is KEEP and trigger == "A01":
             admitted = self.facts.message_time
         place = ("point_of_care", "room", "bed", "facility")
-        candidates = self.writer.rows(
-            schema.visits,
-            {"patient_id": patient_id, "status": Differs("cancelled"), "merged_into_id": None},
-            descending=True,
-        )
+        key = {"patient_id": patient_id, "status": Differs("cancelled"), "merged_into_id": None}
+        if isinstance(admitted, datetime):
+            # Only a visit admitted then can be it: the rest of the patient's visits (one more each
+            # admission) are not read.
+            key["admitted_at"] = admitted
+        candidates = self.writer.rows(schema.visits, key, descending=True)
         for visit in candidates:
             if visit["patient_class"] != _sent(values["patient_class"]):
                 continue
