@@ -370,7 +370,8 @@ class TableCursor:
         """Each of ``keys`` that a row of ``i`` holds, with the row of ``p`` it links to, in ``i``'s id order.
 
         A key is values of ``i``'s ``key`` columns. Each comes as those values then the row as a
-        dict; as for ``select``, in order within each select of _KEYS_PER_SELECT keys.
+        dict, one dict for the keys of one row of ``p`` (a patient's identifiers name one patient);
+        as for ``select``, in order within each select of _KEYS_PER_SELECT keys.
         """
         if len(keys) > _KEYS_PER_SELECT:
             return [
@@ -387,7 +388,15 @@ class TableCursor:
         cursor = self._execute(sql, parameters)
         found = cursor.fetchall()
         names, processors = self._tables.result(sql, parent, cursor, after=width)
-        return [(*row[:width], _row(names, processors, row[width:])) for row in found]
+        read: dict[Any, dict[str, Any]] = {}  # by the parent's primary key, read once
+        at = width + names.index(parent.primary_key)
+        linked = []
+        for row in found:
+            parent_row = read.get(row[at])
+            if parent_row is None:
+                parent_row = read[row[at]] = _row(names, processors, row[width:])
+            linked.append((*row[:width], parent_row))
+        return linked
 
     def insert(self, table: sa.Table, row: Mapping[str, Any]) -> Any:
         """Insert a row; returns its id (its primary key where it has no id)."""
