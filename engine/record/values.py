@@ -422,12 +422,16 @@ def result_status(obx: SegmentReader) -> str:
     return (obx.part("11") or "")[:2].upper()
 
 
-def observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
-    """An OBX's columns; its value read by type (numeric, structured, coded, encapsulated, time, text)."""
+def observation_values(
+    obx: SegmentReader, local: tzinfo, identity: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An OBX's columns; its value read by type (numeric, structured, coded, encapsulated, time, text).
+
+    ``identity``: its code, text, system and sub_id when already read (they are read first, as a key).
+    """
     value_type = (obx.part("2.1") or "").upper()
     values: dict[str, Any] = {
-        **observation_code(obx),
-        "sub_id": observation_sub_id(obx),
+        **(identity or {**observation_code(obx), "sub_id": observation_sub_id(obx)}),
         "value_type": value_type or None,
         "value": None,
         "numeric_value": None,
