@@ -105,6 +105,7 @@ class SegmentReader:
         "_is_header",
         "_components",
         "_fields",
+        "source",
     )
 
     def __init__(self, segment: Segment, message: Message):
@@ -118,6 +119,8 @@ class SegmentReader:
         self._components: dict[tuple[int, int], tuple[str, list[str]]] = {}
         # The segment's raw fields: the record reads nearly every segment it is given.
         self._fields = segment.fields
+        # What every value read depends on: the same source, the same values.
+        self.source = (segment.raw, d)
 
     def __repr__(self) -> str:
         return f"<SegmentReader {self.name}>"

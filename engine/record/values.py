@@ -101,8 +101,30 @@ def rule_demographics(values: dict[str, Any], lists: dict[str, Any]) -> dict[str
     }
 
 
+# PIDs read by ``pid_values``, by their text (and delimiters, timezone), at most this many; then
+# forgotten and kept anew. A patient's PID recurs unchanged from message to message.
+PIDS_KEPT = 2_000
+_PIDS: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
 def pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The patient's columns and lists (names, addresses, telecoms: KEEP when the field is absent)."""
+    """The patient's columns and lists (names, addresses, telecoms: KEEP when the field is absent).
+
+    A PID read before gives what it gave then (two new dicts; the rows in the lists are shared:
+    never change them).
+    """
+    key = (pid.source, local)
+    found = _PIDS.get(key)
+    if found is None:
+        if len(_PIDS) >= PIDS_KEPT:
+            _PIDS.clear()
+        found = _PIDS[key] = _read_pid(pid, local)
+    values, lists = found
+    return dict(values), dict(lists)
+
+
+def _read_pid(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``pid_values``, read."""
     values = pid.columns_of(
         (7, {"birth_date": ("7.1", parse_partial_date)}),
         (8, {"sex": ("8.1", str.upper)}),
