@@ -25,6 +25,7 @@ __all__ = [
     "MessageFacts",
     "OrderGroup",
     "PatientGroup",
+    "Remembered",
     "SegmentReader",
     "read_message",
 ]
@@ -82,6 +83,29 @@ def _relative_path(path: str) -> tuple[tuple[int, int], int | None, int | None]:
             where.subcomponent,
         )
     return found
+
+
+class Remembered:
+    """What was read from segments, by what it depends on (``SegmentReader.source``, ...): read once.
+
+    At most ``limit`` values are kept; then all are forgotten and kept anew. A patient's PID recurs
+    unchanged from message to message: reading it again would give the same.
+    """
+
+    __slots__ = ("limit", "_values")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._values: dict[Any, Any] = {}
+
+    def get(self, key: Any, read: Callable[[], Any]) -> Any:
+        """The value kept under ``key``, else what ``read()`` gives (kept)."""
+        found = self._values.get(key)
+        if found is None:
+            if len(self._values) >= self.limit:
+                self._values.clear()
+            found = self._values[key] = read()
+        return found
 
 
 class SegmentReader:

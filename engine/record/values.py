@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from engine.hl7.dtm import parse_partial_date, parse_timestamp
-from engine.record.extract import KEEP, PatientGroup, SegmentReader, parse_decimal
+from engine.record.extract import KEEP, PatientGroup, Remembered, SegmentReader, parse_decimal
 from engine.record.person import normalise
 
 __all__ = [
@@ -101,10 +101,8 @@ def rule_demographics(values: dict[str, Any], lists: dict[str, Any]) -> dict[str
     }
 
 
-# PIDs read by ``pid_values``, by their text (and delimiters, timezone), at most this many; then
-# forgotten and kept anew. A patient's PID recurs unchanged from message to message.
-PIDS_KEPT = 2_000
-_PIDS: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
+# The PIDs ``pid_values`` read, by their text (with the delimiters) and timezone.
+PIDS = Remembered(2_000)
 
 
 def pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -113,13 +111,7 @@ def pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[
     A PID read before gives what it gave then (two new dicts; the rows in the lists are shared:
     never change them).
     """
-    key = (pid.source, local)
-    found = _PIDS.get(key)
-    if found is None:
-        if len(_PIDS) >= PIDS_KEPT:
-            _PIDS.clear()
-        found = _PIDS[key] = _read_pid(pid, local)
-    values, lists = found
+    values, lists = PIDS.get((pid.source, local), lambda: _read_pid(pid, local))
     return dict(values), dict(lists)
 
 

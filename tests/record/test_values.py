@@ -90,7 +90,7 @@ def test_a_pid_read_again_gives_the_same_values_by_its_text_delimiters_and_timez
     other = Message.parse(MSH.replace("^~", "#~", 1) + "\r" + pid + "\r")
     names = pid_values(SegmentReader(other.segments[1], other), EST)[1]["record_names"]
     assert [(name["family"], name["given"]) for name in names] == [("DOE^JANE", None)]
-    monkeypatch.setattr(values_module, "PIDS_KEPT", 1)  # forgotten when full: read again, the same
+    monkeypatch.setattr(values_module.PIDS, "limit", 1)  # forgotten when full: read again, the same
     assert pid_values(one(pid.replace("DOE", "ROE")), EST)[1]["record_names"][0]["family"] == "ROE"
     assert pid_values(one(pid), EST)[0] == again
 
