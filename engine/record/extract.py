@@ -344,6 +344,14 @@ class MessageFacts:
 
 
 _RESOURCE_SEGMENTS = frozenset({"AIS", "AIG", "AIL", "AIP"})
+# The segments _group reads (after the PID that opens a group): no reader is made for the others.
+_GROUPED = frozenset(
+    {
+        *("SCH", "TQ1", *_RESOURCE_SEGMENTS),
+        *("MRG", "PV1", "PV2", "NK1", "AL1", "DG1", "PR1", "IN1", "IN2", "FT1"),
+        *("ORC", "OBR", "OBX", "NTE"),
+    }
+)
 
 
 def read_message(message: Message, *, received_at: datetime, local: tzinfo) -> MessageFacts:
@@ -352,11 +360,12 @@ def read_message(message: Message, *, received_at: datetime, local: tzinfo) -> M
     code = msh.get("9.1").strip().upper()
     trigger = msh.get("9.2").strip().upper()
     evn = message.segment("EVN")
-    if not trigger and evn is not None:
-        trigger = SegmentReader(evn, message).get("1").strip().upper()
     recorded = None
     if evn is not None:
-        recorded = parse_timestamp(SegmentReader(evn, message).get("2.1"), local)
+        event = SegmentReader(evn, message)
+        if not trigger:
+            trigger = event.get("1").strip().upper()
+        recorded = parse_timestamp(event.get("2.1"), local)
     message_time = recorded or parse_timestamp(msh.get("7.1"), local) or received_at
     application = msh.part("3.1") or msh.part("3.2") or ""
     facility = msh.part("4.1") or msh.part("4.2")
@@ -381,6 +390,8 @@ def _group(message: Message, facts: MessageFacts) -> None:
             patient = PatientGroup(SegmentReader(segment, message))
             facts.patients.append(patient)
             order = observation = None
+            continue
+        if name not in _GROUPED:
             continue
         reader = SegmentReader(segment, message)
         if name == "SCH":
