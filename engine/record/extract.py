@@ -25,6 +25,7 @@ __all__ = [
     "MessageFacts",
     "OrderGroup",
     "PatientGroup",
+    "Remembered",
     "SegmentReader",
     "read_message",
 ]
@@ -84,6 +85,29 @@ def _relative_path(path: str) -> tuple[tuple[int, int], int | None, int | None]:
     return found
 
 
+class Remembered:
+    """What was read from segments, by what it depends on (``SegmentReader.source``, ...): read once.
+
+    At most ``limit`` values are kept; then all are forgotten and kept anew. A patient's PID recurs
+    unchanged from message to message: reading it again would give the same.
+    """
+
+    __slots__ = ("limit", "_values")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._values: dict[Any, Any] = {}
+
+    def get(self, key: Any, read: Callable[[], Any]) -> Any:
+        """The value kept under ``key``, else what ``read()`` gives (kept)."""
+        found = self._values.get(key)
+        if found is None:
+            if len(self._values) >= self.limit:
+                self._values.clear()
+            found = self._values[key] = read()
+        return found
+
+
 class SegmentReader:
     """One segment, read with field paths relative to it: ``reader.get("3[2].4.1")``.
 
@@ -105,6 +129,7 @@ class SegmentReader:
         "_is_header",
         "_components",
         "_fields",
+        "source",
     )
 
     def __init__(self, segment: Segment, message: Message):
@@ -118,6 +143,8 @@ class SegmentReader:
         self._components: dict[tuple[int, int], tuple[str, list[str]]] = {}
         # The segment's raw fields: the record reads nearly every segment it is given.
         self._fields = segment.fields
+        # What every value read depends on: the same source, the same values.
+        self.source = (segment.raw, d)
 
     def __repr__(self) -> str:
         return f"<SegmentReader {self.name}>"
@@ -317,6 +344,14 @@ class MessageFacts:
 
 
 _RESOURCE_SEGMENTS = frozenset({"AIS", "AIG", "AIL", "AIP"})
+# The segments _group reads (after the PID that opens a group): no reader is made for the others.
+_GROUPED = frozenset(
+    {
+        *("SCH", "TQ1", *_RESOURCE_SEGMENTS),
+        *("MRG", "PV1", "PV2", "NK1", "AL1", "DG1", "PR1", "IN1", "IN2", "FT1"),
+        *("ORC", "OBR", "OBX", "NTE"),
+    }
+)
 
 
 def read_message(message: Message, *, received_at: datetime, local: tzinfo) -> MessageFacts:
@@ -325,11 +360,12 @@ def read_message(message: Message, *, received_at: datetime, local: tzinfo) -> M
     code = msh.get("9.1").strip().upper()
     trigger = msh.get("9.2").strip().upper()
     evn = message.segment("EVN")
-    if not trigger and evn is not None:
-        trigger = SegmentReader(evn, message).get("1").strip().upper()
     recorded = None
     if evn is not None:
-        recorded = parse_timestamp(SegmentReader(evn, message).get("2.1"), local)
+        event = SegmentReader(evn, message)
+        if not trigger:
+            trigger = event.get("1").strip().upper()
+        recorded = parse_timestamp(event.get("2.1"), local)
     message_time = recorded or parse_timestamp(msh.get("7.1"), local) or received_at
     application = msh.part("3.1") or msh.part("3.2") or ""
     facility = msh.part("4.1") or msh.part("4.2")
@@ -354,6 +390,8 @@ def _group(message: Message, facts: MessageFacts) -> None:
             patient = PatientGroup(SegmentReader(segment, message))
             facts.patients.append(patient)
             order = observation = None
+            continue
+        if name not in _GROUPED:
             continue
         reader = SegmentReader(segment, message)
         if name == "SCH":

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.record import schema
-from engine.record.extract import MessageFacts, SegmentReader
+from engine.record.extract import MessageFacts, Remembered, SegmentReader
 from engine.record.person import normalise
 from engine.record.writer import Writer
 from engine.store.cipher import cipher_of
@@ -123,12 +123,17 @@ def _identifiers(reader: SegmentReader, fields: tuple[int, ...], facts: MessageF
     return list(found.values())
 
 
+# The identifiers ``pid_identifiers`` read, by the PID's text (with the delimiters) and the sender.
+PID_IDENTIFIERS = Remembered(2_000)
+
+
 def pid_identifiers(pid: SegmentReader, facts: MessageFacts) -> list[Identifier]:
     """PID-3 repetitions, then PID-2 and PID-4.
 
     An identifier without an assigning authority belongs to the sender (MSH-3@MSH-4).
     """
-    return _identifiers(pid, (3, 2, 4), facts)
+    key = (pid.source, facts.default_authority)
+    return list(PID_IDENTIFIERS.get(key, lambda: _identifiers(pid, (3, 2, 4), facts)))
 
 
 def prior_identifiers(mrg: SegmentReader, facts: MessageFacts) -> list[Identifier]:

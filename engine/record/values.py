@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from engine.hl7.dtm import parse_partial_date, parse_timestamp
-from engine.record.extract import KEEP, PatientGroup, SegmentReader, parse_decimal
+from engine.record.extract import KEEP, PatientGroup, Remembered, SegmentReader, parse_decimal
 from engine.record.person import normalise
 
 __all__ = [
@@ -101,8 +101,22 @@ def rule_demographics(values: dict[str, Any], lists: dict[str, Any]) -> dict[str
     }
 
 
+# The PIDs ``pid_values`` read, by their text (with the delimiters) and timezone.
+PIDS = Remembered(2_000)
+
+
 def pid_values(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The patient's columns and lists (names, addresses, telecoms: KEEP when the field is absent)."""
+    """The patient's columns and lists (names, addresses, telecoms: KEEP when the field is absent).
+
+    A PID read before gives what it gave then (two new dicts; the rows in the lists are shared:
+    never change them).
+    """
+    values, lists = PIDS.get((pid.source, local), lambda: _read_pid(pid, local))
+    return dict(values), dict(lists)
+
+
+def _read_pid(pid: SegmentReader, local: tzinfo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``pid_values``, read."""
     values = pid.columns_of(
         (7, {"birth_date": ("7.1", parse_partial_date)}),
         (8, {"sex": ("8.1", str.upper)}),
@@ -422,12 +436,16 @@ def result_status(obx: SegmentReader) -> str:
     return (obx.part("11") or "")[:2].upper()
 
 
-def observation_values(obx: SegmentReader, local: tzinfo) -> dict[str, Any]:
-    """An OBX's columns; its value read by type (numeric, structured, coded, encapsulated, time, text)."""
+def observation_values(
+    obx: SegmentReader, local: tzinfo, identity: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An OBX's columns; its value read by type (numeric, structured, coded, encapsulated, time, text).
+
+    ``identity``: its code, text, system and sub_id when already read (they are read first, as a key).
+    """
     value_type = (obx.part("2.1") or "").upper()
     values: dict[str, Any] = {
-        **observation_code(obx),
-        "sub_id": observation_sub_id(obx),
+        **(identity or {**observation_code(obx), "sub_id": observation_sub_id(obx)}),
         "value_type": value_type or None,
         "value": None,
         "numeric_value": None,

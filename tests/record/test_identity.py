@@ -105,6 +105,17 @@ def test_an_identifier_without_authority_belongs_to_the_sender():
     """Without CX-4 the authority is MSH-3@MSH-4, or MSH-3 alone when the message names no facility."""
     assert pid_ids("PID|1||P-1") == [Identifier("PMS@CLINIC", "P-1")]
     assert pid_ids("PID|1||P-1", facility="") == [Identifier("PMS", "P-1")]
+    assert pid_ids("PID|1||P-1", sender="EMR") == [Identifier("EMR@CLINIC", "P-1")]
+
+
+def test_a_pid_read_again_gives_its_identifiers_in_a_list_of_its_own():
+    """The same PID from the same sender gives the same identifiers; a change to the list given is lost."""
+    first = pid_ids("PID|1||P-1^^^PMS~S-1^^^SSA^SS")
+    first.clear()
+    assert pid_ids("PID|1||P-1^^^PMS~S-1^^^SSA^SS") == [
+        Identifier("PMS", "P-1"),
+        Identifier("SSA", "S-1", "SS"),
+    ]
 
 
 def test_null_and_repeated_identifiers_are_skipped():

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from engine.hl7.message import Message
+from engine.record import values as values_module
 from engine.record.extract import KEEP, SegmentReader
 from engine.record.values import (
     appointment_values,
@@ -74,6 +75,24 @@ def test_pid_columns_keep_what_is_absent_and_clear_what_is_null():
     }
     unreadable, _ = pid_values(one("PID|1||P-1||DOE^JANE||19701399|M|||||||^^^Spanish"), UTC)
     assert (unreadable["birth_date"], unreadable["language"]) == (KEEP, "Spanish")
+
+
+def test_a_pid_read_again_gives_the_same_values_by_its_text_delimiters_and_timezone(monkeypatch):
+    """The same PID text gives what it gave, changes to it not kept; other delimiters or zone read anew."""
+    pid = "PID|1||P-1||DOE^JANE||1970|F|||||||||||||||||||||20240102103000|Y"
+    first, lists = pid_values(one(pid), EST)
+    first["sex"], lists["record_names"] = "M", KEEP
+    again, lists = pid_values(one(pid), EST)
+    assert (again["sex"], again["deceased_at"]) == ("F", datetime(2024, 1, 2, 10, 30, tzinfo=EST))
+    assert lists["record_names"][0]["family"] == "DOE"
+    assert pid_values(one(pid), UTC)[0]["deceased_at"] == datetime(2024, 1, 2, 10, 30, tzinfo=UTC)
+    # The same text under other delimiters: "^" no longer splits the name.
+    other = Message.parse(MSH.replace("^~", "#~", 1) + "\r" + pid + "\r")
+    names = pid_values(SegmentReader(other.segments[1], other), EST)[1]["record_names"]
+    assert [(name["family"], name["given"]) for name in names] == [("DOE^JANE", None)]
+    monkeypatch.setattr(values_module.PIDS, "limit", 1)  # forgotten when full: read again, the same
+    assert pid_values(one(pid.replace("DOE", "ROE")), EST)[1]["record_names"][0]["family"] == "ROE"
+    assert pid_values(one(pid), EST)[0] == again
 
 
 def test_pid_lists_are_kept_when_absent_and_emptied_when_null():

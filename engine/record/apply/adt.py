@@ -96,11 +96,20 @@ class AdtApplication(Application):
         if admitted is KEEP and trigger == "A01":
             admitted = self.facts.message_time
         place = ("point_of_care", "room", "bed", "facility")
-        candidates = self.writer.rows(
-            schema.visits,
-            {"patient_id": patient_id, "status": Differs("cancelled"), "merged_into_id": None},
-            descending=True,
-        )
+        # Only a visit of the class (and admit time, or place) can be it: the rest of the patient's
+        # visits (one more each admission) are not read. The loop below still compares them as
+        # sent: a value cut to fit its column is compared whole (and matches none).
+        key = {
+            "patient_id": patient_id,
+            "status": Differs("cancelled"),
+            "merged_into_id": None,
+            "patient_class": _sent(values["patient_class"]),
+        }
+        if isinstance(admitted, datetime):
+            key["admitted_at"] = admitted
+        else:
+            key.update((name, _sent(values[name])) for name in place)
+        candidates = self.writer.rows(schema.visits, key, descending=True)
         for visit in candidates:
             if visit["patient_class"] != _sent(values["patient_class"]):
                 continue

@@ -128,8 +128,9 @@ class OruApplication(Application):
         order_time: Any,
     ) -> dict[str, Any] | None:
         """Update the observation this OBX names, or return the row to insert for it."""
-        code, text, _ = observation_code(obx).values()
-        sub_id = observation_sub_id(obx)
+        identity = observation_code(obx)
+        code, text = identity["code"], identity["text"]
+        sub_id = identity["sub_id"] = observation_sub_id(obx)
         seen = group.seen
         key = (code or text, sub_id)
         occurrence = seen[key] = seen.get(key, 0) + 1
@@ -145,7 +146,7 @@ class OruApplication(Application):
             status = result_status(obx) or KEEP
             if self._keeps(row, status, "observation"):
                 return None
-        values = observation_values(obx, self.local)
+        values = observation_values(obx, self.local, identity)
         values["notes"] = "\n".join(notes) if notes else None
         if values["observed_at"] in (KEEP, None) and isinstance(order_time, datetime):
             values["observed_at"] = order_time

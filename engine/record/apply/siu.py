@@ -34,10 +34,17 @@ class SiuApplication(Application):
             self.notes.append("no appointment recorded: no SCH-1/SCH-2 appointment identifier")
             return patient_id
         a = schema.appointments
+        keys = [
+            (dict(zip(names, sent, strict=True)), sent)
+            for names, sent in ((_FILLER, filler), (_PLACER, placer))
+            if sent is not None
+        ]
+        # One select for both ids: the appointment of the filler's, else of the placer's (lowest id).
+        found = self.writer.rows(a, *(names for names, _ in keys))
         appointment, key = None, filler or placer
-        for names, sent in ((_FILLER, filler), (_PLACER, placer)):
-            if appointment is None and sent is not None:
-                appointment, key = self.writer.select_one(a, dict(zip(names, sent, strict=True))), sent
+        for names, sent in keys:
+            if appointment is None:
+                appointment, key = self.writer.first(a, found, names), sent
         if self.held_by_other(appointment, patient_id, "appointment", key):
             return patient_id
         if appointment is not None and self.writer.is_stale(appointment):

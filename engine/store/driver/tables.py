@@ -101,18 +101,17 @@ class Table:
                 fitted[name] = blind(fitted[name])
         return fitted
 
-    def parameters(self, values: Mapping[str, Any], times: dict[datetime, Any]) -> list[Any]:
+    def parameters(
+        self, values: Mapping[str, Any], times: dict[datetime, Any], plan: tuple[tuple, tuple] | None = None
+    ) -> list[Any]:
         """The values as the driver takes them: fitted, the ``null`` marker as None, through bind processors.
 
         ``times`` keeps the bound form of each timestamp: a message stamps its time on every row,
         and a batch its clock on every row it creates. What each column of a shape of values
-        (its column names, in order) needs is worked out once (``_plan``): most need nothing.
+        (its column names, in order) needs is worked out once (``plan``): most need nothing; rows
+        of one shape may pass their plan, not have it looked up for each.
         """
-        names = tuple(values)
-        plan = self._plans.get(names)
-        if plan is None:
-            plan = self._plans[names] = self._plan(names)
-        texts, processed = plan
+        texts, processed = plan or self.plan(tuple(values))
         parameters = list(values.values())
         null = self._null
         if null is not None and null in parameters:
@@ -135,18 +134,22 @@ class Table:
                 parameters[index] = processor(value)
         return parameters
 
-    def _plan(self, names: tuple[str, ...]) -> tuple[tuple, tuple]:
+    def plan(self, names: tuple[str, ...]) -> tuple[tuple, tuple]:
         """What values of these columns need: (position, length) of each text column.
 
         And (position, bind processor) of each column that has one (after fitting, for a sealed text).
         """
+        found = self._plans.get(names)
+        if found is not None:
+            return found
         binds = [self.binds[name] for name in names]
-        return (
+        found = self._plans[names] = (
             tuple((index, length) for index, (text, length, _) in enumerate(binds) if text),
             tuple(
                 (index, processor) for index, (_, _, processor) in enumerate(binds) if processor is not None
             ),
         )
+        return found
 
 
 class Tables:
@@ -370,7 +373,8 @@ class TableCursor:
         """Each of ``keys`` that a row of ``i`` holds, with the row of ``p`` it links to, in ``i``'s id order.
 
         A key is values of ``i``'s ``key`` columns. Each comes as those values then the row as a
-        dict; as for ``select``, in order within each select of _KEYS_PER_SELECT keys.
+        dict, one dict for the keys of one row of ``p`` (a patient's identifiers name one patient);
+        as for ``select``, in order within each select of _KEYS_PER_SELECT keys.
         """
         if len(keys) > _KEYS_PER_SELECT:
             return [
@@ -387,13 +391,23 @@ class TableCursor:
         cursor = self._execute(sql, parameters)
         found = cursor.fetchall()
         names, processors = self._tables.result(sql, parent, cursor, after=width)
-        return [(*row[:width], _row(names, processors, row[width:])) for row in found]
+        read: dict[Any, dict[str, Any]] = {}  # by the parent's primary key, read once
+        at = width + names.index(parent.primary_key)
+        linked = []
+        for row in found:
+            parent_row = read.get(row[at])
+            if parent_row is None:
+                parent_row = read[row[at]] = _row(names, processors, row[width:])
+            linked.append((*row[:width], parent_row))
+        return linked
 
     def insert(self, table: sa.Table, row: Mapping[str, Any]) -> Any:
         """Insert a row; returns its id (its primary key where it has no id)."""
         driver_table = self._tables.table(table)
+        names = tuple(row)
         cursor = self._execute(
-            self._tables.insert(driver_table, tuple(row)), driver_table.parameters(row, self._times)
+            self._tables.insert(driver_table, names),
+            driver_table.parameters(row, self._times, driver_table.plan(names)),
         )
         if not driver_table.has_id:
             return row[driver_table.primary_key]
@@ -409,11 +423,12 @@ class TableCursor:
         driver_table = self._tables.table(table)
         for names, run in itertools.groupby(rows, key=tuple):
             run = list(run)
+            plan = driver_table.plan(names)
             for start, count in sqlite_runs(len(run)):
                 parameters = [
                     value
                     for row in run[start : start + count]
-                    for value in driver_table.parameters(row, self._times)
+                    for value in driver_table.parameters(row, self._times, plan)
                 ]
                 self._execute(self._tables.insert(driver_table, names, count), parameters)
 

@@ -134,3 +134,15 @@ def test_an_appointment_named_for_another_patient_is_not_moved(feed, engine):
         (c["kind"], c["patient_id"], c["other_patient_id"], c["authority"], c["value"])
         for c in get_patient(engine, 2)["conflicts"]
     ] == [("appointment_other_patient", 2, 1, "PMS", "APT001A")]
+
+
+def test_the_filler_id_finds_the_appointment_before_the_placer_id(feed, engine):
+    """An SIU whose placer id is one booking's and filler id another's (newer) changes the filler's only."""
+    feed(hl7("SIU^S12^SIU_S12", "20240101080000", "SCH|PL-1||||||||30|min|^^30^20240110090000", PID))
+    feed(hl7("SIU^S12^SIU_S12", "20240101090000", "SCH|PL-2|FL-2|||||||30|min|^^30^20240111090000", PID))
+    feed(hl7("SIU^S15^SIU_S12", "20240102080000", "SCH|PL-1|FL-2|||||||30|min|^^30^20240111090000", PID))
+    appointments = get_patient(engine, 1)["appointments"]
+    assert {a["filler_id"]: (a["placer_id"], a["status"]) for a in appointments} == {
+        None: ("PL-1", "Booked"),
+        "FL-2": ("PL-1", "Cancelled"),
+    }
