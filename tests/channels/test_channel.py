@@ -9,7 +9,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from engine.channels.channel import Channel
+from engine.channels.channel import PASS_SIZE, Channel
 from engine.channels.dispatcher import GATHER_SECONDS, RetryPolicy
 from engine.channels.pipeline import DestinationStages, Pipeline
 from engine.channels.spec import ChannelConfig
@@ -54,6 +54,31 @@ def test_the_channel_finds_messages_below_what_it_already_read(journals):
     channel.notify()
     assert _statuses(store, ids) == ["TRANSFORMED"] * 3
     assert store.calls.count("record_processing") == 2
+    channel.stop()
+
+
+def test_a_pass_records_its_results_a_bounded_number_at_a_time(journals):
+    """A backlog is processed and recorded PASS_SIZE messages at a time, in id order, all of it.
+
+    Each write of results is one transaction on the store (other processes' intake commits wait
+    behind it) and processing them one turn of the reactor: a backlog must not make either long.
+    """
+    store, reactor = FakeStore(), Clock()
+    channel = _channel(store, reactor, journals)
+    backlog = 2 * PASS_SIZE + 7
+    ids = store.add([_message(n) for n in range(1, backlog + 1)]).result
+    recorded: list[list[int]] = []
+    record = store.record_processing
+
+    def recording(results, lease=None):
+        recorded.append([result.message_id for result in results])
+        return record(results, lease)
+
+    store.record_processing = recording
+    channel.start()
+    assert _statuses(store, ids) == ["TRANSFORMED"] * backlog
+    assert [len(run) for run in recorded] == [PASS_SIZE, PASS_SIZE, 7]
+    assert [i for run in recorded for i in run] == ids
     channel.stop()
 
 
