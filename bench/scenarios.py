@@ -77,7 +77,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "realistic",
             "(6) Realistic: every message to an mllp partner, the patient record and an archive file",
-            systems=("engine", "engine-w1"),
+            systems=("engine", "engine-w1", "engine-i2"),
             run=functools.partial(sweep, variants=(realistic.store_only_row, realistic.measure_row)),
             figures=realistic.figures,
             check=targets.realistic,
