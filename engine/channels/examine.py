@@ -13,7 +13,7 @@ where its channel may process it at once (``Examiner.message`` with ``receive``)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from engine.channels.spec import ChannelConfig
     from engine.config import ListenerConfig
 
-__all__ = ["Examiner", "Verdict", "header_columns", "namespace_id"]
+__all__ = ["HEADER_COLUMNS", "Examiner", "Verdict", "header_columns", "header_values", "namespace_id"]
 
 # Routing choices remembered per listener, per (type, sender); past this many the memory starts again.
 _MAX_ROUTES = 4096
@@ -250,24 +250,25 @@ class Examiner:
             else:
                 held_for = channel.name
         processed = receipt.result if receipt is not None else None
+        # By position (tests/channels/test_examine.py pins it): by keyword it cost 7 % of a message's intake.
         row = NewMessage(
-            raw=raw,
-            received_at=received_at,
-            listener=self.listener.name,
-            peer=peer,
-            status=status if processed is None else processed.status,
-            channel=channel.name,
-            **header_columns(header),
-            charset=decoded.charset,
-            ack_code=code if ack_bytes else "",
-            ack=ack_bytes,
-            error="" if processed is None else processed.reason,
-            batch_control_id=batch_id,
-            batch_index=index,
-            patient_id=base["patient_id"],
-            transformed=None if processed is None else processed.transformed,
-            deliveries=None if processed is None else processed.deliveries,
-            findings=findings,
+            raw,
+            received_at,
+            self.listener.name,
+            peer,
+            status if processed is None else processed.status,
+            channel.name,
+            *header_values(header),
+            decoded.charset,
+            code if ack_bytes else "",
+            ack_bytes,
+            "" if processed is None else processed.reason,
+            batch_id,
+            index,
+            base["patient_id"],
+            None if processed is None else processed.transformed,
+            None if processed is None else processed.deliveries,
+            findings,
         )
         return Verdict(
             [row],
@@ -413,17 +414,28 @@ def _finding_line(finding) -> str:
     return f"validation {finding.severity} {finding.code} {finding.location}: {finding.text}"
 
 
-def header_columns(header: Header) -> dict:
-    """The store columns read from MSH."""
-    return dict(
-        sending_application=header.sending_application,
-        sending_facility=header.sending_facility,
-        receiving_application=header.receiving_application,
-        receiving_facility=header.receiving_facility,
-        message_code=header.message_code,
-        trigger_event=header.trigger_event,
-        message_structure=header.message_structure,
-        control_id=header.control_id,
-        version=header.version,
-        processing_id=header.processing_id,
+_ROW_FIELDS = [f.name for f in fields(NewMessage)]
+#: The store columns read from MSH, the row's fields between ``channel`` and ``charset``, in its order;
+#: ``Header`` has an attribute of each name.
+HEADER_COLUMNS = tuple(_ROW_FIELDS[_ROW_FIELDS.index("channel") + 1 : _ROW_FIELDS.index("charset")])
+
+
+def header_values(header: Header) -> tuple[str, ...]:
+    """The values of ``HEADER_COLUMNS``, as a row built by position takes them (attrgetter costs more)."""
+    return (
+        header.sending_application,
+        header.sending_facility,
+        header.receiving_application,
+        header.receiving_facility,
+        header.message_code,
+        header.trigger_event,
+        header.message_structure,
+        header.control_id,
+        header.version,
+        header.processing_id,
     )
+
+
+def header_columns(header: Header) -> dict:
+    """The store columns read from MSH, by name."""
+    return dict(zip(HEADER_COLUMNS, header_values(header), strict=True))
