@@ -29,11 +29,9 @@ _CONTROL_ID = deliveries.c.control_id.type.length
 # The constant columns of so many destinations (and events) are kept fitted (a reason may vary).
 _CONSTANTS_KEPT = 1024
 
-INSERT_EVENTS = Rows(
-    sa.insert(message_events).values(
-        binds(message_events, "message_id", "at", "status", "detail", "destination")
-    )
-)
+# The order of an event's tuple (processing_rows), and of INSERT_EVENTS' values.
+EVENT_COLUMNS = ("message_id", "at", "status", "detail", "destination")
+INSERT_EVENTS = Rows(sa.insert(message_events).values(binds(message_events, *EVENT_COLUMNS)))
 
 
 def status_update(*guard: sa.ColumnElement[bool], also: tuple[str, ...] = ()) -> Rows:
@@ -158,7 +156,6 @@ def intake_rows(
 DELIVERY_COLUMNS = _VARYING + tuple(
     name for name in delivery_row(0, "", "", "", "", None, "", utc_now()) if name not in _VARYING
 )
-EVENT_COLUMNS = ("message_id", "at", "status", "detail", "destination")
 # intake_rows' rows as the intake's insert takes them, each naming its message by position.
 INTAKE_CHILDREN = (
     Children("d", deliveries, "message_id", DELIVERY_COLUMNS[1:]),
